@@ -1,0 +1,3 @@
+"""haven: high availability and self-healing for OpenStack clouds."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,130 @@
+"""What haven sees of a cloud: hosts with capacity, servers with flavors and state.
+
+Drivers (simulated or OpenStack) return these snapshots; the planner and the
+detector only ever read them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from haven.domain.ids import HostName, ServerGroupId, ServerId
+
+HA_ENABLED_KEY = "HA_Enabled"
+HA_PRIORITY_KEY = "HA_Priority"
+
+
+class VmState(StrEnum):
+    ACTIVE = "active"
+    STOPPED = "stopped"
+    ERROR = "error"
+    BUILDING = "building"
+    DELETED = "deleted"
+
+
+class PowerState(StrEnum):
+    RUNNING = "running"
+    SHUTDOWN = "shutdown"
+    NOSTATE = "nostate"
+
+
+class TaskState(StrEnum):
+    NONE = ""
+    REBUILDING = "rebuilding"
+    REBUILD_SPAWNING = "rebuild_spawning"
+
+
+class GroupPolicy(StrEnum):
+    ANTI_AFFINITY = "anti-affinity"
+    SOFT_ANTI_AFFINITY = "soft-anti-affinity"
+    AFFINITY = "affinity"
+    SOFT_AFFINITY = "soft-affinity"
+
+
+@dataclass(frozen=True, slots=True)
+class Flavor:
+    name: str
+    vcpus: int
+    ram_mb: int
+    disk_gb: int
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """Physical resources and Nova's allocation ratios of one hypervisor."""
+
+    vcpus: int
+    ram_mb: int
+    disk_gb: int
+    cpu_allocation_ratio: float = 4.0
+    ram_allocation_ratio: float = 1.0
+    disk_allocation_ratio: float = 1.0
+
+    @property
+    def schedulable_vcpus(self) -> float:
+        return self.vcpus * self.cpu_allocation_ratio
+
+    @property
+    def schedulable_ram_mb(self) -> float:
+        return self.ram_mb * self.ram_allocation_ratio
+
+    @property
+    def schedulable_disk_gb(self) -> float:
+        return self.disk_gb * self.disk_allocation_ratio
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    """A hypervisor and its nova-compute service as the cloud reports them."""
+
+    name: HostName
+    zone: str
+    aggregate: str
+    capacity: Capacity
+    service_enabled: bool = True
+    service_up: bool = True
+    forced_down: bool = False
+    disabled_reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    id: ServerId
+    name: str
+    host: HostName
+    flavor: Flavor
+    vm_state: VmState = VmState.ACTIVE
+    power_state: PowerState = PowerState.RUNNING
+    task_state: TaskState = TaskState.NONE
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    group: ServerGroupId | None = None
+
+    @property
+    def ha_enabled(self) -> bool:
+        return self.metadata.get(HA_ENABLED_KEY, "").strip().lower() in {"true", "1", "yes"}
+
+    @property
+    def priority(self) -> int:
+        """Higher recovers first; anything that is not an integer counts as 0."""
+        try:
+            return int(self.metadata.get(HA_PRIORITY_KEY, "0"))
+        except ValueError:
+            return 0
+
+    @property
+    def is_running(self) -> bool:
+        return (
+            self.vm_state is VmState.ACTIVE
+            and self.power_state is PowerState.RUNNING
+            and self.task_state is TaskState.NONE
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ServerGroup:
+    id: ServerGroupId
+    name: str
+    policy: GroupPolicy
+    members: frozenset[ServerId]

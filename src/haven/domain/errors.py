@@ -1,0 +1,60 @@
+"""The exception tree of haven, in one place.
+
+HavenError
+├── UserError          bad input from a person: message names what is wrong, hint says how to fix it
+│   └── ConfigError    a configuration file or option that cannot be used
+├── StoreUnavailable   the database cannot be reached or opened
+└── CloudError         an effect on the cloud or a BMC failed; translated at the driver boundary
+    ├── TemporaryError a retry may help (after ``delay`` seconds)
+    └── PermanentError retrying will not help
+        ├── NotFound
+        └── Conflict   the object is in a state that forbids the action
+"""
+
+
+class HavenError(Exception):
+    """Base of every error haven raises on purpose."""
+
+
+class UserError(HavenError):
+    """A mistake in input that a person can fix; shown without a stack trace."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}\n  hint: {self.hint}" if self.hint else self.message
+
+
+class ConfigError(UserError):
+    """A configuration file or option that cannot be used."""
+
+
+class StoreUnavailable(UserError):
+    """The state database cannot be opened or reached."""
+
+
+class CloudError(HavenError):
+    """An action on the cloud or on a BMC did not succeed."""
+
+
+class TemporaryError(CloudError):
+    """A failure that may go away: retry after ``delay`` seconds."""
+
+    def __init__(self, message: str, delay: float = 1.0) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class PermanentError(CloudError):
+    """A failure that retrying will not fix."""
+
+
+class NotFound(PermanentError):
+    """The named object does not exist."""
+
+
+class Conflict(PermanentError):
+    """The object's current state forbids the action."""

@@ -1,0 +1,117 @@
+"""Masakari's vocabulary: segments, their hosts, notifications and their steps, plus alerts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from haven.domain.ids import HostName, NotificationId, SegmentId
+
+
+class RecoveryMethod(StrEnum):
+    AUTO = "auto"
+    RESERVED_HOST = "reserved_host"
+    AUTO_PRIORITY = "auto_priority"
+    RH_PRIORITY = "rh_priority"
+
+
+class NotificationType(StrEnum):
+    COMPUTE_HOST = "COMPUTE_HOST"
+    VM = "VM"
+    PROCESS = "PROCESS"
+
+
+class NotificationStatus(StrEnum):
+    NEW = "new"
+    RUNNING = "running"
+    ERROR = "error"
+    FAILED = "failed"
+    IGNORED = "ignored"
+    FINISHED = "finished"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in {NotificationStatus.FAILED, NotificationStatus.IGNORED, NotificationStatus.FINISHED}
+
+
+class StepState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"  # intent committed, effect may or may not have happened
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class AlertKind(StrEnum):
+    GATE_HOLD = "gate_hold"
+    ISOLATED = "isolated"
+    AGENT_DOWN = "agent_down"
+    FENCE_FAILED = "fence_failed"
+    UNPLACED = "unplaced"
+    PROCESS_DOWN = "process_down"
+    RECOVERY_FAILED = "recovery_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    id: SegmentId
+    name: str
+    recovery_method: RecoveryMethod = RecoveryMethod.AUTO
+    service_type: str = "COMPUTE"
+    enabled: bool = True
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentHost:
+    """A host as a member of a failover segment (Masakari's ``host`` resource)."""
+
+    name: HostName
+    segment_id: SegmentId
+    type: str = "COMPUTE"
+    control_attributes: str = "SSH"
+    reserved: bool = False
+    on_maintenance: bool = False
+    condition: str = "healthy"  # the detector's last verdict, kept for restarts and `haven hosts`
+    disabled_by_haven: bool = False  # haven disabled its compute service and owes an enable
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    id: NotificationId
+    type: NotificationType
+    hostname: HostName
+    status: NotificationStatus
+    payload: Mapping[str, Any]
+    generated_at: float
+    created_at: float
+    updated_at: float
+    segment_id: SegmentId | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One persisted unit of a recovery; ``seq`` orders steps within a notification."""
+
+    notification_id: NotificationId
+    seq: int
+    kind: str
+    subject: str
+    state: StepState = StepState.PENDING
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    attempts: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    id: str
+    kind: AlertKind
+    message: str
+    raised_at: float
+    segment_id: SegmentId | None = None
+    host: HostName | None = None
+    cleared_at: float | None = None

@@ -1,0 +1,32 @@
+"""Engine settings as grouped dataclasses, passed in explicitly (never read from globals)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class DetectionSettings:
+    heartbeat_interval_s: float = 1.0
+    grace_s: float = 3.0
+    gate_share: float = 0.5  # more than this share of a segment silent at once holds recovery
+    gate_small_segment_size: int = 3  # segments this small or smaller...
+    gate_small_segment_loss: int = 2  # ...are held when this many hosts go silent
+
+
+@dataclass(frozen=True, slots=True)
+class RecoverySettings:
+    max_parallel_evacuations: int = 32
+    fence_poll_interval_s: float = 0.5
+    fence_timeout_s: float = 30.0
+    verify_poll_interval_s: float = 1.0
+    verify_timeout_s: float = 300.0
+    evacuate_all_instances: bool = False  # Masakari: also evacuate VMs without HA_Enabled
+    ignore_instances_in_error_state: bool = False
+    return_to_service: bool = True  # re-enable a recovered host once every channel is healthy again
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    detection: DetectionSettings = field(default_factory=DetectionSettings)
+    recovery: RecoverySettings = field(default_factory=RecoverySettings)
