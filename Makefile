@@ -1,0 +1,89 @@
+# haven: build, lint and test from a clean clone.
+#
+#   make test         lint + the whole pytest suite (what .ci/run runs)
+#   make lint         ruff check, mypy (strict), lint-imports
+#   make demo         run `haven demo` from the project venv
+#   make system-deps  install Debian's PostgreSQL server if it is missing
+#   make lock         regenerate requirements.lock (needs the package index)
+#   make clean        remove .venv and tool caches
+#
+# `make venv` (used by the targets above) creates .venv with `python3 -m venv`
+# and installs requirements.lock with --require-hashes; it is redone only when
+# requirements.lock or pyproject.toml change (stamp file .venv/.stamp).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := test
+MAKEFLAGS += --no-builtin-rules
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.stamp
+
+# --- lock file ---------------------------------------------------------------
+# uv runs from a throw-away venv outside the repo; its version is pinned so
+# that the lock's format does not drift.  Pass LOCK_FLAGS=--upgrade to move
+# every pin to the newest release (by default existing pins are kept).
+UV_VERSION ?= 0.13.9
+LOCK_VENV  ?= /tmp/haven-lock-tools
+LOCK_FLAGS ?=
+LOCK_CMD   := uv pip compile pyproject.toml --extra dev --group pyproject.toml:build \
+              --generate-hashes --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+              --no-config --no-header -o requirements.lock
+
+.PHONY: venv demo system-deps lint test clean lock
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
+	  || { echo "make venv: haven needs Python 3.11; '$(PYTHON)' is $$($(PYTHON) -V 2>&1)" >&2; exit 1; }
+	@if [ ! -x $(BIN)/python ]; then \
+	  echo "+ $(PYTHON) -m venv $(VENV)"; $(PYTHON) -m venv $(VENV); fi
+	$(BIN)/python -m pip install --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --no-deps --no-build-isolation -e .
+	@touch $@
+
+demo: venv
+	$(BIN)/haven demo
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+# Every tool runs even if an earlier one failed, so one run shows all problems.
+lint: venv
+	@status=0; \
+	echo "+ ruff check src tests"; $(BIN)/ruff check src tests || status=1; \
+	echo "+ mypy";                 $(BIN)/mypy                 || status=1; \
+	echo "+ lint-imports";         $(BIN)/lint-imports         || status=1; \
+	if [ $$status -ne 0 ]; then echo "make lint: FAILED" >&2; fi; \
+	exit $$status
+
+# Lint and pytest both run; the target fails if either fails.  pytest's exit
+# code 5 (no tests collected) is a failure too.
+test: venv system-deps
+	@status=0; \
+	$(MAKE) --no-print-directory lint || status=1; \
+	echo "+ pytest"; rc=0; $(BIN)/pytest || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): failing" >&2; fi; \
+	if [ $$rc -ne 0 ]; then status=1; fi; \
+	if [ $$status -ne 0 ]; then echo "make test: FAILED" >&2; fi; \
+	exit $$status
+
+lock:
+	@if [ ! -x $(LOCK_VENV)/bin/uv ] || [ "$$($(LOCK_VENV)/bin/uv --version | cut -d' ' -f2)" != "$(UV_VERSION)" ]; then \
+	  echo "+ installing uv==$(UV_VERSION) into $(LOCK_VENV)"; \
+	  $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/python -m pip install --quiet 'uv==$(UV_VERSION)'; fi
+	$(LOCK_VENV)/bin/$(LOCK_CMD) $(LOCK_FLAGS)
+	@{ echo "# Pinned runtime + dev (+ build) dependencies of haven, with hashes; Python 3.11, linux x86_64."; \
+	   echo "# Install: pip install --require-hashes -r requirements.lock   (make venv does this)"; \
+	   echo "# Regenerate with 'make lock', which runs (uv==$(UV_VERSION), from a throw-away venv):"; \
+	   echo "#   $(strip $(LOCK_CMD))"; \
+	   cat requirements.lock; } > requirements.lock.tmp
+	@mv requirements.lock.tmp requirements.lock
+	@echo "wrote requirements.lock"
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist src/*.egg-info
+	find src tests -name __pycache__ -type d -prune -exec rm -rf {} +
