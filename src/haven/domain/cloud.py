@@ -87,6 +87,10 @@ class Host:
     service_up: bool = True
     forced_down: bool = False
     disabled_reason: str = ""
+    # What the hypervisor already carries (Nova's os-hypervisors *_used figures).
+    used_vcpus: int = 0
+    used_ram_mb: int = 0
+    used_disk_gb: int = 0
 
 
 @dataclass(frozen=True, slots=True)

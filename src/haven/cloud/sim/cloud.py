@@ -1,0 +1,369 @@
+"""SimCloud: the simulated cloud's Nova-like API, liveness channels, faults and ground truth.
+
+Called by the engine through the Cloud and LivenessSource protocols, by
+SimFencer for BMC power, and by drills to inject faults and read ground truth.
+Timed effects (a BMC applying power off, a rebuild finishing) are events on an
+internal queue, applied whenever the cloud is touched; ``next_event_time``
+lets a virtual-time runner jump straight to the next one.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable, Iterable, Sequence
+
+from haven.cloud.sim.state import EvacuationRecord, SimHost, SimServer
+from haven.cloud.sim.timings import SimTimings
+from haven.domain.clock import Clock
+from haven.domain.cloud import Host, PowerState, Server, ServerGroup, TaskState, VmState
+from haven.domain.errors import Conflict, NotFound, TemporaryError
+from haven.domain.ids import HostName, ServerId
+from haven.domain.liveness import BmcPower, HostLiveness
+
+NOVA_COMPUTE = "nova-compute"
+
+
+class SimCloud:
+    def __init__(
+        self,
+        clock: Clock,
+        hosts: Iterable[SimHost],
+        servers: Iterable[SimServer],
+        groups: Iterable[ServerGroup] = (),
+        timings: SimTimings | None = None,
+    ) -> None:
+        self.clock = clock
+        self.timings = timings or SimTimings()
+        self._hosts: dict[HostName, SimHost] = {h.name: h for h in hosts}
+        self._servers: dict[ServerId, SimServer] = {}
+        self._on_host: dict[HostName, set[ServerId]] = {name: set() for name in self._hosts}
+        self._running_on: dict[ServerId, set[HostName]] = {}
+        self._groups = {g.id: g for g in groups}
+        self._events: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._anomalous: set[HostName] = set()
+        self.evacuations: list[EvacuationRecord] = []
+        for server in servers:
+            self._add_server(server)
+
+    # ---- construction -------------------------------------------------------------------
+
+    def _add_server(self, server: SimServer) -> None:
+        host = self._hosts[server.host]
+        self._servers[server.id] = server
+        self._on_host[host.name].add(server.id)
+        self._charge(host, server, +1)
+        self._running_on[server.id] = set()
+        if server.vm_state is VmState.ACTIVE and host.powered:
+            self._start_guest(host, server.id)
+
+    # ---- the event queue ----------------------------------------------------------------
+
+    def _at(self, when: float, action: Callable[[], None]) -> None:
+        heapq.heappush(self._events, (when, next(self._seq), action))
+
+    def _catch_up(self) -> None:
+        now = self.clock.now()
+        while self._events and self._events[0][0] <= now:
+            _, _, action = heapq.heappop(self._events)
+            action()
+
+    def next_event_time(self) -> float | None:
+        return self._events[0][0] if self._events else None
+
+    def settle(self) -> None:
+        """Apply every effect that is due at the clock's current time."""
+        self._catch_up()
+
+    # ---- Cloud protocol: reads ----------------------------------------------------------
+
+    async def list_hosts(self) -> Sequence[Host]:
+        self._catch_up()
+        return [self._host_view(h) for h in self._hosts.values()]
+
+    async def get_host(self, name: HostName) -> Host:
+        self._catch_up()
+        return self._host_view(self._host(name))
+
+    async def list_servers(self, host: HostName | None = None) -> Sequence[Server]:
+        self._catch_up()
+        if host is None:
+            return [self._server_view(s) for s in self._servers.values()]
+        ids = self._on_host.get(host)
+        if ids is None:
+            raise NotFound(f"compute host {host} not found")
+        return [self._server_view(self._servers[i]) for i in sorted(ids)]
+
+    async def get_server(self, server_id: ServerId) -> Server:
+        self._catch_up()
+        return self._server_view(self._server(server_id))
+
+    async def list_server_groups(self) -> Sequence[ServerGroup]:
+        return list(self._groups.values())
+
+    # ---- Cloud protocol: actions --------------------------------------------------------
+
+    async def force_down(self, host: HostName, down: bool) -> None:
+        self._catch_up()
+        self._host(host).forced_down = down
+        self._refresh(self._host(host))
+
+    async def disable_service(self, host: HostName, reason: str) -> None:
+        self._catch_up()
+        h = self._host(host)
+        h.service_enabled, h.disabled_reason = False, reason
+
+    async def enable_service(self, host: HostName) -> None:
+        self._catch_up()
+        h = self._host(host)
+        h.service_enabled, h.disabled_reason = True, ""
+
+    async def reset_state(self, server_id: ServerId, state: VmState) -> None:
+        self._catch_up()
+        self._server(server_id).vm_state = state
+
+    async def evacuate(self, server_id: ServerId, target: HostName | None) -> None:
+        self._catch_up()
+        server = self._server(server_id)
+        source = self._hosts[server.host]
+        if server.task_state is not TaskState.NONE:
+            raise Conflict(f"server {server_id} is in task_state {server.task_state.value}")
+        if self._nova_up(source):
+            raise Conflict(f"Compute service of {source.name} is still in use.")
+        dest = self._host(target) if target is not None else self._schedule(source, server)
+        now = self.clock.now()
+        self.evacuations.append(
+            EvacuationRecord(
+                server_id, source.name, dest.name if dest else source.name, now,
+                source_powered=source.powered, source_failed_by_fault=source.power_lost_by_fault,
+            )
+        )
+        if dest is None or dest is source or not self._accepts(dest, server):
+            # Nova's scheduler found no valid host: the rebuild fails and the server errors.
+            server.vm_state = VmState.ERROR
+            return
+        self._move(server, source, dest)
+        server.task_state = TaskState.REBUILDING
+        admitted = max(now, dest.rebuild_busy_until) + self.timings.evacuate_admit_s
+        dest.rebuild_busy_until = admitted
+        self._at(admitted + self.timings.evacuate_boot_s, lambda: self._finish_rebuild(server, dest))
+
+    def _finish_rebuild(self, server: SimServer, dest: SimHost) -> None:
+        server.task_state = TaskState.NONE
+        if not dest.powered:
+            server.vm_state = VmState.ERROR
+        elif server.vm_state is VmState.STOPPED:
+            server.power_state = PowerState.SHUTDOWN
+        else:
+            server.vm_state, server.power_state = VmState.ACTIVE, PowerState.RUNNING
+            self._start_guest(dest, server.id)
+
+    def _schedule(self, source: SimHost, server: SimServer) -> SimHost | None:
+        """Nova's scheduler in miniature: same zone, service usable, most free RAM that fits."""
+        fitting = [
+            h for h in self._hosts.values()
+            if h is not source and h.zone == source.zone and h.service_enabled
+            and self._nova_up(h) and self._accepts(h, server)
+        ]
+        return max(fitting, key=lambda h: (h.capacity.schedulable_ram_mb - h.used_ram_mb, h.name), default=None)
+
+    # ---- LivenessSource protocol --------------------------------------------------------
+
+    async def liveness_anomalies(self) -> Sequence[HostLiveness]:
+        self._catch_up()
+        readings = [self._liveness(self._hosts[name]) for name in sorted(self._anomalous)]
+        # A host whose every channel flows again and that Nova sees up is no longer news.
+        self._anomalous = {r.host for r in readings if not self._is_plainly_healthy(self._hosts[r.host])}
+        return readings
+
+    def _liveness(self, h: SimHost) -> HostLiveness:
+        now, t = self.clock.now(), self.timings
+        return HostLiveness(
+            host=h.name,
+            agent_seen=h.mgmt.last_beat(now, h.heartbeat_phase, t.heartbeat_interval_s),
+            second_seen=(
+                h.second.last_beat(now, h.heartbeat_phase, t.heartbeat_interval_s)
+                if h.has_second_network else None
+            ),
+            nova_up=self._nova_up(h),
+            nova_updated_at=self._nova_last_report(h),
+            bmc=self.bmc_power_state(h.name),
+            failed_processes=(
+                frozenset({NOVA_COMPUTE})
+                if h.mgmt.flowing and not h.nova_compute_running else frozenset()
+            ),
+        )
+
+    def _is_plainly_healthy(self, h: SimHost) -> bool:
+        return (
+            h.powered and h.booting_until is None and h.bmc_reachable and not h.observer_cut
+            and h.nova_compute_running and not h.forced_down
+            and h.mgmt.flowing and h.nova.flowing and (h.second.flowing or not h.has_second_network)
+        )
+
+    # ---- BMC (used by SimFencer) --------------------------------------------------------
+
+    def bmc_power_state(self, host: HostName) -> BmcPower:
+        h = self._host(host)
+        if not h.bmc_reachable or h.observer_cut:
+            return BmcPower.UNKNOWN
+        return BmcPower.ON if h.powered else BmcPower.OFF
+
+    def bmc_request_power(self, host: HostName, on: bool) -> None:
+        self._catch_up()
+        h = self._host(host)
+        if not h.bmc_reachable or h.observer_cut:
+            raise TemporaryError(f"BMC of {host} did not answer", delay=1.0)
+        action = (lambda: self._power_on(h)) if on else (lambda: self._power_off(h, by_fault=False))
+        self._at(self.clock.now() + self.timings.bmc_power_off_s, action)
+
+    # ---- faults (used by drills) ----------------------------------------------------------
+
+    def fail_power(self, host: HostName) -> None:
+        self._catch_up()
+        self._power_off(self._host(host), by_fault=True)
+
+    def partition_management(self, host: HostName, cut: bool = True) -> None:
+        self._catch_up()
+        h = self._host(host)
+        h.mgmt_up = not cut
+        self._refresh(h)
+
+    def cut_observer(self, hosts: Iterable[HostName], cut: bool = True) -> None:
+        self._catch_up()
+        for name in hosts:
+            h = self._host(name)
+            h.observer_cut = cut
+            self._refresh(h)
+
+    def crash_nova_compute(self, host: HostName, crashed: bool = True) -> None:
+        self._catch_up()
+        h = self._host(host)
+        h.nova_compute_running = not crashed
+        self._refresh(h)
+
+    # ---- ground truth (used by drills) ----------------------------------------------------
+
+    def hosts_running(self, server_id: ServerId) -> set[HostName]:
+        return set(self._running_on.get(server_id, ()))
+
+    def servers_running_twice(self) -> list[ServerId]:
+        return [sid for sid, hosts in self._running_on.items() if len(hosts) > 1]
+
+    def evacuation_count(self, server_id: ServerId) -> int:
+        return sum(1 for e in self.evacuations if e.server_id == server_id)
+
+    def is_powered(self, host: HostName) -> bool:
+        return self._host(host).powered
+
+    def host_names(self) -> list[HostName]:
+        return list(self._hosts)
+
+    def sim_host(self, host: HostName) -> SimHost:
+        """Direct access for drills that shape a scenario before it starts."""
+        return self._host(host)
+
+    def sim_server(self, server_id: ServerId) -> SimServer:
+        return self._server(server_id)
+
+    # ---- internals ------------------------------------------------------------------------
+
+    def _host(self, name: HostName) -> SimHost:
+        try:
+            return self._hosts[name]
+        except KeyError:
+            raise NotFound(f"compute host {name} not found") from None
+
+    def _server(self, server_id: ServerId) -> SimServer:
+        try:
+            return self._servers[server_id]
+        except KeyError:
+            raise NotFound(f"server {server_id} not found") from None
+
+    def _nova_last_report(self, h: SimHost) -> float:
+        return h.nova.last_beat(self.clock.now(), h.heartbeat_phase, self.timings.nova_report_interval_s)
+
+    def _nova_up(self, h: SimHost) -> bool:
+        if h.forced_down:
+            return False
+        return self.clock.now() - self._nova_last_report(h) <= self.timings.nova_service_down_time_s
+
+    def _accepts(self, h: SimHost, server: SimServer) -> bool:
+        f, c = server.flavor, h.capacity
+        return (
+            h.powered
+            and h.used_vcpus + f.vcpus <= c.schedulable_vcpus
+            and h.used_ram_mb + f.ram_mb <= c.schedulable_ram_mb
+            and h.used_disk_gb + f.disk_gb <= c.schedulable_disk_gb
+        )
+
+    def _charge(self, h: SimHost, server: SimServer, sign: int) -> None:
+        h.used_vcpus += sign * server.flavor.vcpus
+        h.used_ram_mb += sign * server.flavor.ram_mb
+        h.used_disk_gb += sign * server.flavor.disk_gb
+
+    def _move(self, server: SimServer, source: SimHost, dest: SimHost) -> None:
+        self._on_host[source.name].discard(server.id)
+        self._charge(source, server, -1)
+        self._on_host[dest.name].add(server.id)
+        self._charge(dest, server, +1)
+        server.host = dest.name
+
+    def _start_guest(self, h: SimHost, server_id: ServerId) -> None:
+        h.running.add(server_id)
+        self._running_on[server_id].add(h.name)
+
+    def _power_off(self, h: SimHost, by_fault: bool) -> None:
+        if not h.powered:
+            return
+        h.powered, h.booting_until = False, None
+        h.power_lost_by_fault = h.power_lost_by_fault or by_fault
+        for sid in h.running:
+            self._running_on[sid].discard(h.name)
+        h.running.clear()
+        self._refresh(h)
+
+    def _power_on(self, h: SimHost) -> None:
+        if h.powered:
+            return
+        h.powered, h.power_lost_by_fault = True, False
+        h.booting_until = self.clock.now() + self.timings.host_boot_s
+        self._refresh(h)
+        self._at(h.booting_until, lambda: self._finish_boot(h))
+
+    def _finish_boot(self, h: SimHost) -> None:
+        if not h.powered:
+            return
+        h.booting_until = None
+        # Nova does not resume guests on host boot by default: what is still assigned here is stopped.
+        for sid in self._on_host[h.name]:
+            server = self._servers[sid]
+            if server.task_state is TaskState.NONE:
+                server.vm_state, server.power_state = VmState.STOPPED, PowerState.SHUTDOWN
+        self._refresh(h)
+
+    def _refresh(self, h: SimHost) -> None:
+        """Recompute which channels flow after any change to a host, and note it as news."""
+        now = self.clock.now()
+        alive = h.powered and h.booting_until is None
+        heard = alive and not h.observer_cut  # channels are what the observer hears
+        h.mgmt.set_flowing(heard and h.mgmt_up, now)
+        h.second.set_flowing(heard and h.second_up and h.has_second_network, now)
+        h.nova.set_flowing(alive and h.mgmt_up and h.nova_compute_running and not h.observer_cut, now)
+        self._anomalous.add(h.name)
+
+    def _host_view(self, h: SimHost) -> Host:
+        return Host(
+            name=h.name, zone=h.zone, aggregate=h.aggregate, capacity=h.capacity,
+            service_enabled=h.service_enabled, service_up=self._nova_up(h), forced_down=h.forced_down,
+            disabled_reason=h.disabled_reason, used_vcpus=h.used_vcpus, used_ram_mb=h.used_ram_mb,
+            used_disk_gb=h.used_disk_gb,
+        )
+
+    @staticmethod
+    def _server_view(s: SimServer) -> Server:
+        return Server(
+            id=s.id, name=s.name, host=s.host, flavor=s.flavor, vm_state=s.vm_state,
+            power_state=s.power_state, task_state=s.task_state, metadata=dict(s.metadata), group=s.group,
+        )

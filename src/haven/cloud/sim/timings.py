@@ -1,0 +1,18 @@
+"""How long things take in the simulated cloud; documented in the README."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class SimTimings:
+    heartbeat_interval_s: float = 1.0  # agent heartbeat on each network channel
+    nova_report_interval_s: float = 10.0  # Nova's report_interval default
+    nova_service_down_time_s: float = 60.0  # Nova's service_down_time default
+    bmc_power_off_s: float = 0.3  # BMC applies a power-off request after this long
+    host_boot_s: float = 60.0  # power on to heartbeats flowing again
+    # Evacuation: a destination admits rebuilds one at a time (as measured on a real
+    # Nova, about 0.5 s each), then the guest takes a few seconds to boot.
+    evacuate_admit_s: float = 0.5
+    evacuate_boot_s: float = 3.0

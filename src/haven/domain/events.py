@@ -1,0 +1,42 @@
+"""What the engine tells the world as it works: the demo's live view and drills read these."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from haven.domain.ids import HostName, NotificationId, SegmentId
+
+
+class EventKind(StrEnum):
+    HOST_SUSPECTED = "host_suspected"
+    HOST_CONFIRMED_DEAD = "host_confirmed_dead"
+    HOST_ISOLATED = "host_isolated"
+    HOST_AGENT_DOWN = "host_agent_down"
+    HOST_HEALTHY = "host_healthy"
+    HOST_RETURNED = "host_returned_to_service"
+    SEGMENT_HELD = "segment_held"
+    SEGMENT_RELEASED = "segment_released"
+    NOTIFICATION_CREATED = "notification_created"
+    STEP_STARTED = "step_started"
+    STEP_FINISHED = "step_finished"
+    NOTIFICATION_FINISHED = "notification_finished"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineEvent:
+    kind: EventKind
+    at: float
+    host: HostName | None = None
+    segment_id: SegmentId | None = None
+    notification_id: NotificationId | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+EventSink = Callable[[EngineEvent], None]
+
+
+def discard_events(event: EngineEvent) -> None:
+    """An EventSink for when nobody is listening."""

@@ -1,0 +1,24 @@
+"""Everything a step handler may touch, handed in explicitly."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from haven.cloud.base import Cloud
+from haven.domain.ids import HostName
+from haven.domain.incidents import Notification
+from haven.domain.settings import RecoverySettings
+from haven.fencing.base import Fencer
+from haven.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class StepContext:
+    cloud: Cloud
+    fencer: Fencer
+    store: Store
+    settings: RecoverySettings
+    now: float
+    notification: Notification
+    host_is_healthy: Callable[[HostName], bool]

@@ -1,0 +1,235 @@
+"""The step executor: runs the persisted steps of every open notification, resumably.
+
+Called by the engine on each tick. For every step it commits the intent
+(state RUNNING, attempt counted) before calling the handler, and the outcome
+after; a batch of steps that start together is committed in one transaction.
+A new executor on the same store resumes whatever was unfinished; handlers
+re-read the world, so nothing is done twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from haven.cloud.base import Cloud
+from haven.domain.clock import Clock
+from haven.domain.errors import CloudError, TemporaryError
+from haven.domain.events import EngineEvent, EventKind, EventSink
+from haven.domain.ids import HostName, NotificationId
+from haven.domain.incidents import Notification, NotificationStatus, Step, StepState
+from haven.domain.settings import RecoverySettings
+from haven.fencing.base import Fencer
+from haven.recovery import evacuate_step, host_steps, process_steps
+from haven.recovery.context import StepContext
+from haven.recovery.outcome import Outcome, failed, requeue
+from haven.recovery.summary import summarize
+from haven.recovery.workflows import (
+    DISABLE_SERVICE, ENABLE_RESERVED, ENABLE_SERVICE, EVACUATE, FENCE, FORCE_DOWN, PARALLEL_KINDS, PLAN,
+)
+from haven.store import Store
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Step, StepContext], Awaitable[Outcome]]
+HANDLERS: Mapping[str, Handler] = {
+    FENCE: host_steps.fence,
+    FORCE_DOWN: host_steps.force_down,
+    PLAN: host_steps.plan,
+    ENABLE_RESERVED: host_steps.enable_reserved,
+    EVACUATE: evacuate_step.evacuate,
+    DISABLE_SERVICE: process_steps.disable_service,
+    ENABLE_SERVICE: process_steps.enable_service,
+}
+TERMINAL = frozenset({StepState.DONE, StepState.FAILED, StepState.SKIPPED})
+
+# Called around every commit; tests use it to stop the engine at each step boundary.
+CommitHook = Callable[[str], None]
+
+
+def no_hook(_: str) -> None:
+    """The default CommitHook."""
+
+
+@dataclass(slots=True)
+class _Open:
+    notification: Notification
+    steps: list[Step]
+    due: dict[int, float] = field(default_factory=dict)
+
+
+class RecoveryExecutor:
+    def __init__(
+        self,
+        cloud: Cloud,
+        fencer: Fencer,
+        store: Store,
+        clock: Clock,
+        settings: RecoverySettings,
+        host_is_healthy: Callable[[HostName], bool],
+        on_event: EventSink,
+        on_commit: CommitHook = no_hook,
+    ) -> None:
+        self._cloud, self._fencer, self._store, self._clock = cloud, fencer, store, clock
+        self._settings = settings
+        self._host_is_healthy = host_is_healthy
+        self._emit = on_event
+        self._on_commit = on_commit
+        self._open: dict[NotificationId, _Open] = {}
+
+    # ---- intake --------------------------------------------------------------------------
+
+    def resume(self) -> int:
+        """Pick up every notification a previous engine left unfinished."""
+        statuses = [NotificationStatus.NEW, NotificationStatus.RUNNING, NotificationStatus.ERROR]
+        for n in self._store.list_notifications(statuses=statuses):
+            self._open[n.id] = _Open(n, self._store.list_steps(n.id))
+        return len(self._open)
+
+    def track(self, notification: Notification, steps: Sequence[Step]) -> None:
+        """Follow a notification the engine has just stored with its steps."""
+        self._open[notification.id] = _Open(notification, list(steps))
+
+    def is_open(self, notification_id: NotificationId) -> bool:
+        return notification_id in self._open
+
+    def open_notifications(self) -> list[Notification]:
+        return [o.notification for o in self._open.values()]
+
+    def next_due(self) -> float | None:
+        dues = [min(o.due.values(), default=0.0) for o in self._open.values()]
+        return min(dues, default=None)
+
+    # ---- the work ------------------------------------------------------------------------
+
+    async def run_due(self) -> None:
+        for notification_id in list(self._open):
+            await self._advance(self._open[notification_id], self._in_flight())
+
+    def _in_flight(self) -> int:
+        return sum(
+            1 for o in self._open.values() for s in o.steps
+            if s.kind in PARALLEL_KINDS and s.state is StepState.RUNNING
+        )
+
+    async def _advance(self, item: _Open, in_flight: int) -> None:
+        """Run the due steps of one notification: intent committed, handlers run, outcomes committed."""
+        now = self._clock.now()
+        batch = self._runnable(item, now, self._settings.max_parallel_evacuations - in_flight)
+        if batch:
+            started = self._commit_intent(item, batch, now)
+            ctx = StepContext(self._cloud, self._fencer, self._store, self._settings, now,
+                              item.notification, self._host_is_healthy)
+            outcomes = await asyncio.gather(*(self._run_one(step, ctx) for step in started))
+            self._commit_outcomes(item, started, outcomes, now)
+        if all(s.state in TERMINAL for s in item.steps):
+            self._finish(item)
+
+    def _runnable(self, item: _Open, now: float, free_slots: int) -> list[Step]:
+        pending = [s for s in item.steps if s.state not in TERMINAL]
+        if not pending:
+            return []
+        head = pending[0]
+        if head.kind not in PARALLEL_KINDS:
+            return [head] if item.due.get(head.seq, 0.0) <= now else []
+        batch: list[Step] = []
+        for step in pending:
+            if step.kind not in PARALLEL_KINDS:
+                break  # a sequential step waits for the parallel block before it
+            if item.due.get(step.seq, 0.0) > now:
+                continue
+            if step.state is StepState.RUNNING:
+                batch.append(step)
+            elif free_slots > 0:
+                batch.append(step)
+                free_slots -= 1
+        return batch
+
+    def _commit_intent(self, item: _Open, batch: list[Step], now: float) -> list[Step]:
+        starting = [
+            dataclasses.replace(s, state=StepState.RUNNING, attempts=s.attempts + 1, started_at=now)
+            for s in batch if s.state is StepState.PENDING
+        ]
+        status = NotificationStatus.RUNNING if item.notification.status is not NotificationStatus.RUNNING else None
+        if starting or status:
+            self._on_commit("before-intent")
+            self._store.save_progress(item.notification.id, steps=starting, status=status, now=now)
+            self._on_commit("after-intent")
+            if status:
+                item.notification = dataclasses.replace(item.notification, status=status, updated_at=now)
+            self._replace(item, starting)
+            for s in starting:
+                self._emit(EngineEvent(EventKind.STEP_STARTED, now, item.notification.hostname,
+                                       notification_id=item.notification.id,
+                                       detail={"kind": s.kind, "subject": s.subject, "seq": s.seq}))
+        by_seq = {s.seq: s for s in item.steps}
+        return [by_seq[s.seq] for s in batch]
+
+    async def _run_one(self, step: Step, ctx: StepContext) -> Outcome:
+        handler = HANDLERS.get(step.kind)
+        if handler is None:
+            return failed(f"unknown step kind {step.kind!r}", step.detail, stop_recovery=True)
+        try:
+            return await handler(step, ctx)
+        except TemporaryError as exc:
+            return requeue(exc.delay, {**step.detail, "last_error": str(exc)})
+        except CloudError as exc:
+            return failed(str(exc), step.detail)
+
+    def _commit_outcomes(self, item: _Open, started: list[Step], outcomes: Sequence[Outcome], now: float) -> None:
+        updated: list[Step] = []
+        new_steps: list[Step] = []
+        stop = False
+        next_seq = max(s.seq for s in item.steps) + 1
+        for step, outcome in zip(started, outcomes, strict=True):
+            finished_at = now if outcome.state in TERMINAL else None
+            updated.append(dataclasses.replace(step, state=outcome.state, detail=dict(outcome.detail),
+                                               finished_at=finished_at))
+            item.due[step.seq] = now + outcome.requeue_after if outcome.state is StepState.RUNNING else 0.0
+            stop = stop or outcome.stop_recovery
+            for new in outcome.new_steps:
+                new_steps.append(Step(item.notification.id, next_seq, new.kind, new.subject, detail=dict(new.detail)))
+                next_seq += 1
+        if stop:
+            done_seqs = {s.seq for s in updated}
+            updated += [dataclasses.replace(s, state=StepState.SKIPPED, finished_at=now)
+                        for s in item.steps if s.state not in TERMINAL and s.seq not in done_seqs]
+        self._on_commit("before-outcome")
+        self._store.save_progress(item.notification.id, steps=updated, new_steps=new_steps, now=now)
+        self._on_commit("after-outcome")
+        self._replace(item, updated)
+        item.steps.extend(new_steps)
+        for s in updated:
+            if s.state in TERMINAL:
+                item.due.pop(s.seq, None)
+                self._emit(EngineEvent(EventKind.STEP_FINISHED, now, item.notification.hostname,
+                                       notification_id=item.notification.id,
+                                       detail={"kind": s.kind, "subject": s.subject, "seq": s.seq,
+                                               "state": s.state.value, **_brief(s.detail)}))
+
+    def _finish(self, item: _Open) -> None:
+        now = self._clock.now()
+        status, summary = summarize(item.steps)
+        payload = {**item.notification.payload, "recovery": summary}
+        self._on_commit("before-finish")
+        self._store.save_progress(item.notification.id, status=status, payload=payload, now=now)
+        self._on_commit("after-finish")
+        del self._open[item.notification.id]
+        self._emit(EngineEvent(EventKind.NOTIFICATION_FINISHED, now, item.notification.hostname,
+                               notification_id=item.notification.id,
+                               detail={"status": status.value, **summary}))
+
+    @staticmethod
+    def _replace(item: _Open, steps: Sequence[Step]) -> None:
+        by_seq = {s.seq: s for s in steps}
+        if by_seq:
+            item.steps = [by_seq.get(s.seq, s) for s in item.steps]
+
+
+def _brief(detail: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("error", "target", "host", "name", "placed", "unplaced", "confirmed_at")
+    return {k: detail[k] for k in keys if k in detail}

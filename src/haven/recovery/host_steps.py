@@ -1,0 +1,177 @@
+"""Steps of a host recovery before the evacuations: fence, force down, plan, enable reserved hosts.
+
+Called by the executor. Each handler re-reads the world before it acts, so
+running it again after a crash does no harm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from haven.domain.cloud import Host, Server, ServerGroup
+from haven.domain.errors import CloudError, NotFound, TemporaryError
+from haven.domain.ids import HostName, ServerGroupId, ServerId
+from haven.domain.incidents import Segment, SegmentHost, Step
+from haven.domain.liveness import BmcPower
+from haven.domain.plan import EvacuationPlan, TargetHost
+from haven.recovery.context import StepContext
+from haven.recovery.outcome import NewStep, Outcome, done, failed, requeue
+from haven.recovery.planner import plan_evacuation
+from haven.recovery.workflows import ENABLE_RESERVED, EVACUATE
+
+
+async def fence(step: Step, ctx: StepContext) -> Outcome:
+    """Power the host off through its BMC and wait until the BMC confirms it is off."""
+    host = HostName(step.subject)
+    detail: dict[str, Any] = dict(step.detail)
+    first_try_at = float(detail.setdefault("first_try_at", ctx.now))
+    try:
+        status = await ctx.fencer.power_status(host)
+        if status is BmcPower.OFF:
+            return done({**detail, "power": "off", "confirmed_at": ctx.now})
+        if not detail.get("requested_at"):
+            await ctx.fencer.power_off(host)
+            detail["requested_at"] = ctx.now
+    except TemporaryError as exc:
+        detail["last_error"] = str(exc)
+    except CloudError as exc:
+        return _fence_failed(host, str(exc), detail)
+    if ctx.now - first_try_at >= ctx.settings.fence_timeout_s:
+        why = detail.get("last_error") or "the BMC did not report power off"
+        return _fence_failed(host, f"{why} within {ctx.settings.fence_timeout_s:g} s", detail)
+    return requeue(ctx.settings.fence_poll_interval_s, detail)
+
+
+def _fence_failed(host: HostName, why: str, detail: Mapping[str, Any]) -> Outcome:
+    return failed(
+        f"could not fence {host}: {why}; its VMs are NOT evacuated, because they might still be running",
+        detail, stop_recovery=True,
+    )
+
+
+async def force_down(step: Step, ctx: StepContext) -> Outcome:
+    """Tell Nova at once that the compute service is down (no waiting for service_down_time) and disable it."""
+    host = HostName(step.subject)
+    reason = f"haven: host failure, notification {ctx.notification.id}"
+    await ctx.cloud.force_down(host, True)
+    await ctx.cloud.disable_service(host, reason)
+    _mark_disabled_by_haven(ctx, host)
+    return done({"disabled_reason": reason})
+
+
+def _mark_disabled_by_haven(ctx: StepContext, host: HostName) -> None:
+    try:
+        ctx.store.update_host(host, disabled_by_haven=True)
+    except NotFound:
+        pass  # a notification about a host outside every segment: nothing to remember
+
+
+async def plan(step: Step, ctx: StepContext) -> Outcome:
+    """Decide where every VM of the failed host goes; the evacuation steps are added with the result."""
+    failed_host = HostName(step.subject)
+    try:
+        member = ctx.store.get_host(failed_host)
+        segment = ctx.store.get_segment(member.segment_id)
+    except NotFound:
+        return failed(f"{failed_host} is in no failover segment: nothing to plan", {}, stop_recovery=True)
+    servers = await ctx.cloud.list_servers(failed_host)
+    groups = {g.id: g for g in await ctx.cloud.list_server_groups()}
+    targets = await _targets(ctx, segment, failed_host, servers, groups)
+    result = plan_evacuation(
+        servers, targets, groups, segment.recovery_method,
+        evacuate_all_instances=ctx.settings.evacuate_all_instances,
+        ignore_instances_in_error_state=ctx.settings.ignore_instances_in_error_state,
+    )
+    return done(_plan_detail(result, segment, servers), _plan_steps(result, servers, failed_host))
+
+
+def _plan_detail(result: EvacuationPlan, segment: Segment, servers: Sequence[Server]) -> dict[str, Any]:
+    names = {s.id: s.name for s in servers}
+    return {
+        "recovery_method": segment.recovery_method.value,
+        "segment": segment.name,
+        "servers_on_host": len(servers),
+        "placed": len(result.placements),
+        "unplaced": [{"server": u.server_id, "name": names.get(u.server_id, ""), "reason": u.reason}
+                     for u in result.unplaced],
+        "skipped": [{"server": u.server_id, "name": names.get(u.server_id, ""), "reason": u.reason}
+                    for u in result.skipped],
+        "reserved_hosts_used": list(result.reserved_hosts_used),
+    }
+
+
+def _plan_steps(result: EvacuationPlan, servers: Sequence[Server], failed_host: HostName) -> tuple[NewStep, ...]:
+    by_id = {s.id: s for s in servers}
+    steps = [NewStep(ENABLE_RESERVED, host) for host in result.reserved_hosts_used]
+    for placement in result.placements:
+        server = by_id[placement.server_id]
+        steps.append(NewStep(EVACUATE, placement.server_id, {
+            "name": server.name,
+            "source": failed_host,
+            "target": placement.target,
+            "ha": server.ha_enabled,
+            "priority": server.priority,
+            "vm_state_before": server.vm_state.value,
+        }))
+    return tuple(steps)
+
+
+async def _targets(
+    ctx: StepContext,
+    segment: Segment,
+    failed_host: HostName,
+    servers: Sequence[Server],
+    groups: Mapping[ServerGroupId, ServerGroup],
+) -> list[TargetHost]:
+    members = {h.name: h for h in ctx.store.list_hosts(segment.id)}
+    cloud_hosts = {h.name: h for h in await ctx.cloud.list_hosts() if h.name in members}
+    presence = await _group_presence(ctx, servers, groups)
+    targets = []
+    for name, member in members.items():
+        host = cloud_hosts.get(name)
+        if host is None or name == failed_host or not _usable_target(host, member, ctx):
+            continue
+        targets.append(TargetHost(
+            name=name, capacity=host.capacity, used_vcpus=host.used_vcpus, used_ram_mb=host.used_ram_mb,
+            used_disk_gb=host.used_disk_gb, reserved=member.reserved,
+            groups_present=frozenset(presence.get(name, ())),
+        ))
+    return targets
+
+
+def _usable_target(host: Host, member: SegmentHost, ctx: StepContext) -> bool:
+    if member.on_maintenance or host.forced_down or not host.service_up or not ctx.host_is_healthy(host.name):
+        return False
+    # Reserved hosts are kept disabled in Nova until a recovery needs them.
+    return host.service_enabled or member.reserved
+
+
+async def _group_presence(
+    ctx: StepContext, servers: Sequence[Server], groups: Mapping[ServerGroupId, ServerGroup]
+) -> dict[HostName, set[ServerGroupId]]:
+    """Where the other members of the affected VMs' server groups run now."""
+    on_failed = {s.id for s in servers}
+    presence: dict[HostName, set[ServerGroupId]] = {}
+    for gid in {s.group for s in servers if s.group is not None}:
+        group = groups.get(gid)
+        if group is None:
+            continue
+        for member_id in group.members - on_failed:
+            try:
+                member = await ctx.cloud.get_server(ServerId(member_id))
+            except NotFound:
+                continue
+            presence.setdefault(member.host, set()).add(gid)
+    return presence
+
+
+async def enable_reserved(step: Step, ctx: StepContext) -> Outcome:
+    """A reserved host chosen by the plan joins service, and stops being reserved (as Masakari does)."""
+    host = HostName(step.subject)
+    await ctx.cloud.enable_service(host)
+    try:
+        ctx.store.update_host(host, reserved=False)
+    except NotFound:
+        pass
+    return done({"enabled": True})

@@ -1,0 +1,42 @@
+"""Steps for a failed compute process on a live host: disable its service, re-enable it when back.
+
+Nothing is evacuated: the host and its VMs are alive; only scheduling onto it stops.
+"""
+
+from __future__ import annotations
+
+from haven.domain.errors import NotFound
+from haven.domain.ids import HostName
+from haven.domain.incidents import Step
+from haven.recovery.context import StepContext
+from haven.recovery.outcome import Outcome, done
+
+
+async def disable_service(step: Step, ctx: StepContext) -> Outcome:
+    host = HostName(step.subject)
+    process = str(ctx.notification.payload.get("process_name", "nova-compute"))
+    reason = f"haven: {process} down on {host}, notification {ctx.notification.id}"
+    await ctx.cloud.disable_service(host, reason)
+    _remember(ctx, host, disabled=True)
+    return done({"disabled_reason": reason})
+
+
+async def enable_service(step: Step, ctx: StepContext) -> Outcome:
+    host = HostName(step.subject)
+    try:
+        member = ctx.store.get_host(host)
+    except NotFound:
+        return done({"enabled": False, "why": "host is in no segment"})
+    if not member.disabled_by_haven:
+        # An operator (not haven) disabled it: not ours to undo.
+        return done({"enabled": False, "why": "service was not disabled by haven"})
+    await ctx.cloud.enable_service(host)
+    _remember(ctx, host, disabled=False)
+    return done({"enabled": True})
+
+
+def _remember(ctx: StepContext, host: HostName, disabled: bool) -> None:
+    try:
+        ctx.store.update_host(host, disabled_by_haven=disabled)
+    except NotFound:
+        pass

@@ -1,0 +1,38 @@
+"""The ordered steps of each kind of recovery, as Masakari's flows define them, made resumable.
+
+Called by the engine when it opens a notification; the plan step adds the
+per-VM steps later, in the same transaction that records the plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from haven.domain.incidents import Notification, NotificationType, Step
+
+FENCE = "fence"
+FORCE_DOWN = "force_down"
+PLAN = "plan"
+ENABLE_RESERVED = "enable_reserved_host"
+EVACUATE = "evacuate"
+DISABLE_SERVICE = "disable_compute_service"
+ENABLE_SERVICE = "enable_compute_service"
+
+# Steps of these kinds run side by side (bounded); every other kind runs alone, in order.
+PARALLEL_KINDS = frozenset({EVACUATE})
+PROCESS_STARTED = "STARTED"
+
+
+def initial_steps(notification: Notification) -> list[Step]:
+    kinds = _kinds(notification.type, notification.payload)
+    return [Step(notification.id, seq, kind, notification.hostname) for seq, kind in enumerate(kinds)]
+
+
+def _kinds(type_: NotificationType, payload: Mapping[str, Any]) -> list[str]:
+    if type_ is NotificationType.COMPUTE_HOST:
+        return [FENCE, FORCE_DOWN, PLAN]
+    if type_ is NotificationType.PROCESS:
+        started = str(payload.get("event", "")).upper() == PROCESS_STARTED
+        return [ENABLE_SERVICE] if started else [DISABLE_SERVICE]
+    return []  # VM recovery comes with the host agent; such notifications are ignored for now
