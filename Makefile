@@ -41,8 +41,8 @@ $(STAMP): requirements.lock pyproject.toml
 	  || { echo "make venv: haven needs Python 3.11; '$(PYTHON)' is $$($(PYTHON) -V 2>&1)" >&2; exit 1; }
 	@if [ ! -x $(BIN)/python ]; then \
 	  echo "+ $(PYTHON) -m venv $(VENV)"; $(PYTHON) -m venv $(VENV); fi
-	$(BIN)/python -m pip install --require-hashes -r requirements.lock
-	$(BIN)/python -m pip install --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install --progress-bar off --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --progress-bar off --no-deps --no-build-isolation -e .
 	@touch $@
 
 demo: venv
@@ -52,9 +52,11 @@ system-deps:
 	bash scripts/install-system-deps.sh
 
 # Every tool runs even if an earlier one failed, so one run shows all problems.
+# ($(wildcard) because git does not keep an empty tests/ directory.)
+LINT_PATHS := $(wildcard src tests)
 lint: venv
 	@status=0; \
-	echo "+ ruff check src tests"; $(BIN)/ruff check src tests || status=1; \
+	echo "+ ruff check $(LINT_PATHS)"; $(BIN)/ruff check $(LINT_PATHS) || status=1; \
 	echo "+ mypy";                 $(BIN)/mypy                 || status=1; \
 	echo "+ lint-imports";         $(BIN)/lint-imports         || status=1; \
 	if [ $$status -ne 0 ]; then echo "make lint: FAILED" >&2; fi; \
@@ -65,8 +67,10 @@ lint: venv
 test: venv system-deps
 	@status=0; \
 	$(MAKE) --no-print-directory lint || status=1; \
-	echo "+ pytest"; rc=0; $(BIN)/pytest || rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): failing" >&2; fi; \
+	echo "+ pytest"; rc=0; \
+	if [ -d tests ]; then $(BIN)/pytest || rc=$$?; \
+	else echo "make test: there is no tests/ directory" >&2; rc=5; fi; \
+	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected (pytest exit 5): failing" >&2; fi; \
 	if [ $$rc -ne 0 ]; then status=1; fi; \
 	if [ $$status -ne 0 ]; then echo "make test: FAILED" >&2; fi; \
 	exit $$status
