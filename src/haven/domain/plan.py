@@ -1,8 +1,13 @@
-"""The output of recovery planning: where each VM goes, and what cannot go anywhere and why."""
+"""The output of recovery planning: where each VM goes, and what cannot go anywhere and why.
+
+``haven.recovery.planner`` produces an ``EvacuationPlan`` from a snapshot; the recovery
+engine turns its placements into evacuate steps and reports the rest to the operator.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from haven.domain.cloud import Capacity
 from haven.domain.ids import HostName, ServerGroupId, ServerId
@@ -27,14 +32,26 @@ class Placement:
     target: HostName
 
 
+class UnplacedCause(StrEnum):
+    """Why a server was left out, for code that reacts differently to each (alerts, retries)."""
+
+    NO_TARGET = "no_target"  # the recovery method allows no host of the segment at all
+    NO_ROOM = "no_room"  # allowed hosts exist, none has room for the flavor
+    ANTI_AFFINITY = "anti_affinity"  # hosts with room exist, all already hold a member of the group
+    AFFINITY = "affinity"  # the host the group is bound to has no room or may not be used
+    VM_STATE = "vm_state"  # the server's state rules out evacuating it (skipped, not failed)
+
+
 @dataclass(frozen=True, slots=True)
 class Unplaced:
     server_id: ServerId
-    reason: str
+    reason: str  # for a person: names the cause and the numbers behind it
+    cause: UnplacedCause | None = None  # None: the producer did not classify it
 
 
 @dataclass(frozen=True, slots=True)
 class EvacuationPlan:
-    placements: tuple[Placement, ...]
+    placements: tuple[Placement, ...]  # in the order the evacuations should start
     unplaced: tuple[Unplaced, ...]
-    reserved_hosts_used: tuple[HostName, ...] = ()
+    reserved_hosts_used: tuple[HostName, ...] = ()  # sorted; the engine enables them and clears reserved
+    skipped: tuple[Unplaced, ...] = ()  # deliberately not evacuated (error/deleted/building servers)

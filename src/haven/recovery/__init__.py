@@ -1,0 +1,1 @@
+"""Recovery: pure planning plus the persisted, resumable step executor."""
