@@ -1,0 +1,238 @@
+"""Store: haven's state database, the only door to it.
+
+The engine, the detector, the API and the CLI hold one Store each and call
+it with domain dataclasses; nothing SQLAlchemy-typed goes in or comes out.
+Each public method is one transaction; the queries themselves live in the
+segments, hosts, notifications and alerts modules. Every database failure
+arrives as haven.domain.errors: Conflict or NotFound for the request,
+StoreUnavailable for the database.
+
+The methods are synchronous. Async callers run them in a worker thread; a
+file or PostgreSQL store pools one connection per thread, an in-memory store
+has a single connection and serialises callers on a lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+
+from haven.domain.errors import StoreUnavailable
+from haven.domain.ids import HostName, NotificationId, SegmentId
+from haven.domain.incidents import (
+    Alert,
+    AlertKind,
+    Notification,
+    NotificationStatus,
+    NotificationType,
+    Segment,
+    SegmentHost,
+    Step,
+)
+from haven.store import alerts, hosts, migrate, notifications, segments
+from haven.store.engine import WRITE_OPTION, SqliteFootprint, Target, build_engine, parse
+from haven.store.translate import translate_errors
+
+
+class Store:
+    """Segments, hosts, notifications with their steps, and alerts, in SQLite or PostgreSQL."""
+
+    def __init__(self, engine: Engine, target: Target) -> None:
+        """Use Store.open; this wraps an engine whose schema is already at head."""
+        self._engine = engine
+        self._target = target
+        self._driver_error: type[Exception] = engine.dialect.loaded_dbapi.Error
+        self._lock: AbstractContextManager[Any] = threading.Lock() if target.memory else nullcontext()
+        self._closed = False
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        """Open (creating or upgrading its schema to head) the database at ``url``.
+
+        ``sqlite:///relative.db``, ``sqlite:////absolute/haven.db``, ``sqlite://``
+        (memory) or ``postgresql+psycopg://user:password@host:port/dbname``.
+        Raises StoreUnavailable, naming the URL without its password, when the
+        database cannot be used; a failed open removes any file or folder it made.
+        """
+        target = parse(url)
+        footprint = SqliteFootprint(target.sqlite_path) if target.sqlite_path is not None else None
+        if footprint is not None:
+            footprint.prepare(target)
+        engine: Engine | None = None
+        try:
+            engine = build_engine(target)
+            with translate_errors(target.label, target.hint, engine.dialect.loaded_dbapi.Error):
+                migrate.upgrade_to_head(engine, target.label)
+        except BaseException:
+            if engine is not None:
+                engine.dispose()
+            if footprint is not None:
+                footprint.undo()
+            raise
+        return cls(engine, target)
+
+    def close(self) -> None:
+        """Close every pooled connection; the store cannot be used afterwards."""
+        self._closed = True
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self._target.label!r})"
+
+    @contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[Connection]:
+        if self._closed:
+            raise StoreUnavailable(f"database {self._target.label!r} was closed", "open the store again")
+        with (
+            self._lock,
+            translate_errors(self._target.label, self._target.hint, self._driver_error),
+            self._engine.connect() as conn,
+        ):
+            if write:
+                conn.execution_options(**{WRITE_OPTION: True})
+            with conn.begin():
+                yield conn
+
+    # segments
+
+    def create_segment(self, segment: Segment) -> Segment:
+        with self._transaction(write=True) as conn:
+            return segments.create(conn, segment)
+
+    def get_segment(self, id_or_name: str) -> Segment:
+        with self._transaction(write=False) as conn:
+            return segments.get(conn, id_or_name)
+
+    def list_segments(self) -> list[Segment]:
+        """Every segment, ordered by name."""
+        with self._transaction(write=False) as conn:
+            return segments.list_all(conn)
+
+    def update_segment(self, segment_id: SegmentId, /, **changes: object) -> Segment:
+        """Change the named fields (any but ``id``); enum fields accept their string values."""
+        with self._transaction(write=True) as conn:
+            return segments.update_one(conn, segment_id, changes)
+
+    def delete_segment(self, segment_id: SegmentId) -> None:
+        """Delete a segment and its hosts; Conflict while a notification about it is unfinished."""
+        with self._transaction(write=True) as conn:
+            segments.delete_one(conn, segment_id)
+
+    # hosts
+
+    def add_host(self, host: SegmentHost) -> SegmentHost:
+        with self._transaction(write=True) as conn:
+            return hosts.add(conn, host)
+
+    def add_hosts(self, new: Sequence[SegmentHost]) -> None:
+        """Add many hosts at once: all of them or, on any Conflict or NotFound, none."""
+        with self._transaction(write=True) as conn:
+            hosts.add_many(conn, new)
+
+    def get_host(self, name: HostName) -> SegmentHost:
+        with self._transaction(write=False) as conn:
+            return hosts.get(conn, name)
+
+    def list_hosts(self, segment_id: SegmentId | None = None) -> list[SegmentHost]:
+        """Hosts of one segment (every host when None), ordered by name."""
+        with self._transaction(write=False) as conn:
+            return hosts.list_some(conn, segment_id)
+
+    def update_host(self, name: HostName, /, **changes: object) -> SegmentHost:
+        """Change the named fields (``name`` renames); a new ``segment_id`` must exist, a new name be free."""
+        with self._transaction(write=True) as conn:
+            return hosts.update_one(conn, name, changes)
+
+    def set_host_conditions(self, conditions: Mapping[HostName, str]) -> None:
+        """Record the detector's verdicts; hosts no longer in any segment are skipped."""
+        with self._transaction(write=True) as conn:
+            hosts.set_conditions(conn, conditions)
+
+    def delete_host(self, name: HostName) -> None:
+        """Remove a host from its segment; Conflict while a notification about it is unfinished."""
+        with self._transaction(write=True) as conn:
+            hosts.delete_one(conn, name)
+
+    # notifications and steps
+
+    def create_notification(self, notification: Notification, steps: Sequence[Step] = ()) -> Notification:
+        with self._transaction(write=True) as conn:
+            return notifications.create(conn, notification, steps)
+
+    def get_notification(self, notification_id: NotificationId) -> Notification:
+        with self._transaction(write=False) as conn:
+            return notifications.get(conn, notification_id)
+
+    def list_notifications(
+        self,
+        *,
+        statuses: Collection[NotificationStatus] | None = None,
+        type: NotificationType | None = None,
+        hostname: HostName | None = None,
+        limit: int | None = None,
+    ) -> list[Notification]:
+        """Matching notifications, newest ``created_at`` first."""
+        with self._transaction(write=False) as conn:
+            return notifications.list_some(conn, statuses, type, hostname, limit)
+
+    def save_progress(
+        self,
+        notification_id: NotificationId,
+        *,
+        steps: Sequence[Step] = (),
+        new_steps: Sequence[Step] = (),
+        status: NotificationStatus | None = None,
+        payload: Mapping[str, Any] | None = None,
+        now: float,
+    ) -> None:
+        """Commit a recovery's progress atomically: all of it, or (on any error) none of it.
+
+        ``steps`` replace the stored steps with the same seq (every field);
+        ``new_steps`` are added; ``status`` and ``payload`` are set when given;
+        ``updated_at`` becomes ``now``. NotFound for an unknown notification or
+        step, Conflict for a new step whose seq is taken.
+        """
+        with self._transaction(write=True) as conn:
+            notifications.save_progress(conn, notification_id, steps, new_steps, status, payload, now)
+
+    def list_steps(self, notification_id: NotificationId) -> list[Step]:
+        """The notification's steps ordered by seq; NotFound for an unknown notification."""
+        with self._transaction(write=False) as conn:
+            return notifications.list_steps(conn, notification_id)
+
+    # alerts
+
+    def raise_alert(self, alert: Alert) -> Alert:
+        """Record ``alert``, or return the uncleared one about the same kind, segment and host."""
+        with self._transaction(write=True) as conn:
+            return alerts.raise_one(conn, alert)
+
+    def clear_alerts(
+        self,
+        *,
+        now: float,
+        kind: AlertKind | None = None,
+        segment_id: SegmentId | None = None,
+        host: HostName | None = None,
+    ) -> int:
+        """Clear the uncleared alerts matching every given filter; returns how many."""
+        with self._transaction(write=True) as conn:
+            return alerts.clear(conn, now, kind, segment_id, host)
+
+    def list_alerts(self, *, active_only: bool = True) -> list[Alert]:
+        """Alerts, newest first; only uncleared ones unless ``active_only`` is False."""
+        with self._transaction(write=False) as conn:
+            return alerts.list_some(conn, active_only)

@@ -1,0 +1,132 @@
+"""The schema as SQLAlchemy Core sees it: one Table per persisted domain type.
+
+Read by the query modules of haven.store (segments, notifications, alerts) to
+build statements, and by the Alembic environment as the autogenerate target.
+The migrations in ``migrations/versions`` must build exactly this schema; a test
+compares the two so they cannot drift apart.
+
+Enums are stored as their string values in plain VARCHAR columns (no database
+ENUM types), so adding a member never needs a migration. Timestamps are float
+epoch seconds in double precision columns. Mappings are JSON (JSONB on
+PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+# Explicit constraint names, so later migrations can drop or alter them by name
+# on every backend (SQLite's batch mode needs names to find them).
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+}
+
+ID = String(64)
+NAME = String(255)
+ENUM = String(32)
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+segments = Table(
+    "segments",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", NAME, nullable=False, unique=True),
+    Column("recovery_method", ENUM, nullable=False),
+    Column("service_type", NAME, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("description", Text, nullable=False),
+)
+
+hosts = Table(
+    "hosts",
+    metadata,
+    Column("name", NAME, primary_key=True),
+    # Deleting a segment removes its hosts, as in Masakari.
+    Column("segment_id", ID, ForeignKey("segments.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("type", NAME, nullable=False),
+    Column("control_attributes", Text, nullable=False),
+    Column("reserved", Boolean, nullable=False),
+    Column("on_maintenance", Boolean, nullable=False),
+    Column("condition", ENUM, nullable=False),
+    Column("disabled_by_haven", Boolean, nullable=False),
+)
+
+# No foreign keys from notifications to segments or hosts: a finished
+# notification is history and outlives the host or segment it was about.
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("type", ENUM, nullable=False),
+    Column("hostname", NAME, nullable=False, index=True),
+    Column("status", ENUM, nullable=False, index=True),
+    Column("payload", Json, nullable=False),
+    Column("generated_at", Double, nullable=False),
+    Column("created_at", Double, nullable=False, index=True),
+    Column("updated_at", Double, nullable=False),
+    Column("segment_id", ID, nullable=True, index=True),
+)
+
+steps = Table(
+    "steps",
+    metadata,
+    Column(
+        "notification_id",
+        ID,
+        ForeignKey("notifications.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("seq", Integer, primary_key=True),
+    Column("kind", String(64), nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("state", ENUM, nullable=False),
+    Column("detail", Json, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("started_at", Double, nullable=True),
+    Column("finished_at", Double, nullable=True),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("kind", ENUM, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("raised_at", Double, nullable=False, index=True),
+    Column("segment_id", ID, nullable=True),
+    Column("host", NAME, nullable=True),
+    Column("cleared_at", Double, nullable=True),
+)
+
+# At most one uncleared alert per (kind, segment, host), enforced by the
+# database so that two engines raising the same alert at once still make one.
+# NULLs are folded to '' because a unique index treats NULLs as distinct.
+Index(
+    "uq_alerts_active",
+    alerts.c.kind,
+    func.coalesce(alerts.c.segment_id, ""),
+    func.coalesce(alerts.c.host, ""),
+    unique=True,
+    sqlite_where=alerts.c.cleared_at.is_(None),
+    postgresql_where=alerts.c.cleared_at.is_(None),
+)

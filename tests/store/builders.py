@@ -1,0 +1,63 @@
+"""Small constructors of domain objects for the store tests, with unique ids."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from haven.domain.ids import HostName, NotificationId, SegmentId
+from haven.domain.incidents import (
+    Alert,
+    AlertKind,
+    Notification,
+    NotificationStatus,
+    NotificationType,
+    Segment,
+    SegmentHost,
+    Step,
+)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def segment(name: str = "rack-1", **fields: Any) -> Segment:
+    return Segment(id=SegmentId(new_id()), name=name, **fields)
+
+
+def host(name: str, segment: Segment, **fields: Any) -> SegmentHost:
+    return SegmentHost(name=HostName(name), segment_id=segment.id, **fields)
+
+
+def notification(
+    hostname: str = "compute-1",
+    status: NotificationStatus = NotificationStatus.NEW,
+    created_at: float = 1000.0,
+    **fields: Any,
+) -> Notification:
+    values: dict[str, Any] = {
+        "type": NotificationType.COMPUTE_HOST,
+        "payload": {"event": "STOPPED", "host_status": "NORMAL"},
+        "generated_at": created_at - 1.0,
+        "updated_at": created_at,
+    }
+    values.update(fields)
+    return Notification(
+        id=NotificationId(new_id()),
+        hostname=HostName(hostname),
+        status=status,
+        created_at=created_at,
+        **values,
+    )
+
+
+def steps(notification: Notification, count: int, start: int = 0) -> list[Step]:
+    return [
+        Step(notification_id=notification.id, seq=seq, kind="evacuate", subject=f"server-{seq}")
+        for seq in range(start, start + count)
+    ]
+
+
+def alert(kind: AlertKind = AlertKind.GATE_HOLD, raised_at: float = 1000.0, **fields: Any) -> Alert:
+    return Alert(id=new_id(), kind=kind, message=f"{kind} raised", raised_at=raised_at, **fields)
