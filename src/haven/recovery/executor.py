@@ -101,8 +101,28 @@ class RecoveryExecutor:
         return [o.notification for o in self._open.values()]
 
     def next_due(self) -> float | None:
-        dues = [min(o.due.values(), default=0.0) for o in self._open.values()]
+        """The earliest time some open notification has a step it can run."""
+        now = self._clock.now()
+        free = self._settings.max_parallel_evacuations - self._in_flight()
+        dues = [t for item in self._open.values() if (t := self._item_due(item, now, free)) is not None]
         return min(dues, default=None)
+
+    @staticmethod
+    def _item_due(item: _Open, now: float, free_slots: int) -> float | None:
+        pending = [s for s in item.steps if s.state not in TERMINAL]
+        if not pending:
+            return now  # only the closing commit is left
+        if pending[0].kind not in PARALLEL_KINDS:
+            return item.due.get(pending[0].seq, now)
+        times: list[float] = []
+        for step in pending:
+            if step.kind not in PARALLEL_KINDS:
+                break
+            if step.state is StepState.RUNNING:
+                times.append(item.due.get(step.seq, now))
+            elif free_slots > 0:
+                times.append(now)
+        return min(times, default=None)
 
     # ---- the work ------------------------------------------------------------------------
 

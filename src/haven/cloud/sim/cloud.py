@@ -70,6 +70,8 @@ class SimCloud:
             action()
 
     def next_event_time(self) -> float | None:
+        """When the next timed effect falls due (after applying those already due)."""
+        self._catch_up()
         return self._events[0][0] if self._events else None
 
     def settle(self) -> None:

@@ -1,0 +1,236 @@
+"""The engine: detection passes turned into notifications and alerts, and recoveries driven to the end.
+
+Owned by the service runner (``haven serve``), by drills and by the demo.
+Each ``tick`` reads the unusual hosts' channels, applies the pure detector,
+acts on what changed (open a notification, raise or clear an alert, return a
+recovered host to service) and runs the executor's due steps. It never
+sleeps: ``next_wake`` says when it wants to be called again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from haven.cloud.base import Cloud, LivenessSource
+from haven.detection.detector import Detection, Hold, Membership, Verdict, detect
+from haven.domain.clock import Clock
+from haven.domain.events import EngineEvent, EventKind, EventSink, discard_events
+from haven.domain.ids import HostName, NotificationId, SegmentId
+from haven.domain.incidents import (
+    Alert, AlertKind, Notification, NotificationStatus, NotificationType,
+)
+from haven.domain.liveness import HostCondition
+from haven.domain.settings import EngineSettings
+from haven.fencing.base import Fencer
+from haven.recovery.executor import CommitHook, RecoveryExecutor, no_hook
+from haven.recovery.workflows import initial_steps
+from haven.store import Store
+
+HEALTHY = HostCondition.HEALTHY
+NOVA_COMPUTE = "nova-compute"
+_CONDITION_ALERTS = {HostCondition.ISOLATED: AlertKind.ISOLATED, HostCondition.AGENT_DOWN: AlertKind.AGENT_DOWN}
+_CONDITION_EVENTS = {
+    HostCondition.SUSPECT: EventKind.HOST_SUSPECTED,
+    HostCondition.DEAD: EventKind.HOST_CONFIRMED_DEAD,
+    HostCondition.ISOLATED: EventKind.HOST_ISOLATED,
+    HostCondition.AGENT_DOWN: EventKind.HOST_AGENT_DOWN,
+    HostCondition.HEALTHY: EventKind.HOST_HEALTHY,
+}
+
+
+class Engine:
+    def __init__(
+        self,
+        cloud: Cloud,
+        liveness: LivenessSource,
+        fencer: Fencer,
+        store: Store,
+        clock: Clock,
+        settings: EngineSettings | None = None,
+        on_event: EventSink = discard_events,
+        on_commit: CommitHook = no_hook,
+    ) -> None:
+        self._cloud, self._liveness, self._store, self._clock = cloud, liveness, store, clock
+        self.settings = settings or EngineSettings()
+        self._emit = on_event
+        self._executor = RecoveryExecutor(
+            cloud, fencer, store, clock, self.settings.recovery, self.is_healthy, on_event, on_commit
+        )
+        self._membership = Membership({}, {})
+        self._conditions: dict[HostName, HostCondition] = {}
+        self._holds: dict[SegmentId, Hold] = {}
+        self._failed_processes: dict[HostName, frozenset[str]] = {}
+        self._returning: set[HostName] = set()
+        self._next_detection = clock.now()
+        self._recheck_at: float | None = None
+
+    # ---- start-up ------------------------------------------------------------------------
+
+    def start(self) -> int:
+        """Load segments, remembered conditions and holds; resume unfinished recoveries."""
+        self.reload_membership()
+        members = self._store.list_hosts()
+        self._conditions = {h.name: HostCondition(h.condition) for h in members if h.condition != HEALTHY}
+        for alert in self._store.list_alerts(active_only=True):
+            if alert.kind is AlertKind.GATE_HOLD and alert.segment_id is not None:
+                held = frozenset(h for h, c in self._conditions.items()
+                                 if c is HostCondition.HELD and self._membership.segment_of.get(h) == alert.segment_id)
+                self._holds[alert.segment_id] = Hold(alert.segment_id, alert.raised_at, alert.message, held)
+        for h in members:
+            if h.disabled_by_haven and h.condition == HEALTHY:
+                # Disabled for a process failure before a restart: re-enable once it no longer fails.
+                self._failed_processes[h.name] = frozenset({NOVA_COMPUTE})
+            elif h.disabled_by_haven:
+                self._returning.add(h.name)
+        return self._executor.resume()
+
+    def reload_membership(self) -> None:
+        segment_of = {h.name: h.segment_id for h in self._store.list_hosts()}
+        sizes: dict[SegmentId, int] = {}
+        for segment_id in segment_of.values():
+            sizes[segment_id] = sizes.get(segment_id, 0) + 1
+        self._membership = Membership(segment_of, sizes)
+
+    # ---- queries -------------------------------------------------------------------------
+
+    def is_healthy(self, host: HostName) -> bool:
+        return self._conditions.get(host, HEALTHY) is HEALTHY and host not in self._failed_processes
+
+    def condition(self, host: HostName) -> HostCondition:
+        return self._conditions.get(host, HEALTHY)
+
+    @property
+    def holds(self) -> Mapping[SegmentId, Hold]:
+        return dict(self._holds)
+
+    def open_notifications(self) -> list[Notification]:
+        return self._executor.open_notifications()
+
+    def next_wake(self) -> float:
+        candidates = [self._next_detection]
+        if self._recheck_at is not None:
+            candidates.append(self._recheck_at)
+        due = self._executor.next_due()
+        if due is not None:
+            candidates.append(due)
+        return min(candidates)
+
+    # ---- the loop body -------------------------------------------------------------------
+
+    async def tick(self) -> None:
+        now = self._clock.now()
+        if now >= self._next_detection or (self._recheck_at is not None and now >= self._recheck_at):
+            await self._detection_pass(now)
+            await self._return_hosts(now)
+        await self._executor.run_due()
+
+    async def _detection_pass(self, now: float) -> None:
+        readings = await self._liveness.liveness_anomalies()
+        result = detect(readings, self._membership, self._holds, now, self.settings.detection)
+        self._apply_holds(result, now)
+        changed: dict[HostName, str] = {}
+        conditions = {h: v.condition for h, v in result.verdicts.items() if v.condition is not HEALTHY}
+        for host in self._conditions.keys() | conditions.keys():
+            old, new = self._conditions.get(host, HEALTHY), conditions.get(host, HEALTHY)
+            if old is not new:
+                self._on_transition(host, old, new, result.verdicts.get(host), now)
+                changed[host] = new.value
+        self._conditions = conditions
+        if changed:
+            self._store.set_host_conditions(changed)
+        self._check_processes(result.verdicts, now)
+        interval = self.settings.detection.heartbeat_interval_s
+        self._next_detection = now + interval
+        # A tiny margin so that the grace period has surely elapsed when we look again.
+        self._recheck_at = result.recheck_at + 1e-6 if result.recheck_at is not None else None
+
+    def _apply_holds(self, result: Detection, now: float) -> None:
+        self._holds = dict(result.holds)
+        for hold in result.new_holds:
+            self._store.raise_alert(Alert(uuid.uuid4().hex, AlertKind.GATE_HOLD, hold.reason, now,
+                                          segment_id=hold.segment_id))
+            self._emit(EngineEvent(EventKind.SEGMENT_HELD, now, segment_id=hold.segment_id,
+                                   detail={"reason": hold.reason, "hosts": sorted(hold.hosts)}))
+        for segment_id in result.released:
+            self._store.clear_alerts(now=now, kind=AlertKind.GATE_HOLD, segment_id=segment_id)
+            self._emit(EngineEvent(EventKind.SEGMENT_RELEASED, now, segment_id=segment_id))
+
+    def _on_transition(
+        self, host: HostName, old: HostCondition, new: HostCondition, verdict: Verdict | None, now: float
+    ) -> None:
+        reason = verdict.reason if verdict else "every channel healthy again"
+        segment_id = self._membership.segment_of.get(host)
+        if old in _CONDITION_ALERTS:
+            self._store.clear_alerts(now=now, kind=_CONDITION_ALERTS[old], host=host)
+        if new in _CONDITION_ALERTS:
+            self._store.raise_alert(Alert(uuid.uuid4().hex, _CONDITION_ALERTS[new], f"{host}: {reason}", now,
+                                          segment_id=segment_id, host=host))
+        if new in _CONDITION_EVENTS:
+            self._emit(EngineEvent(_CONDITION_EVENTS[new], now, host, segment_id, detail={"reason": reason}))
+        if new is HostCondition.DEAD:
+            payload = {"event": "STOPPED", "host_status": "UNKNOWN", "cluster_status": "OFFLINE", "reason": reason}
+            self.submit(NotificationType.COMPUTE_HOST, host, payload)
+        if old is HostCondition.DEAD and new is HEALTHY:
+            self._returning.add(host)
+
+    def _check_processes(self, verdicts: Mapping[HostName, Verdict], now: float) -> None:
+        """A process that died on a live host gets a STOPPED notification; its return a STARTED one."""
+        current = {h: v.failed_processes for h, v in verdicts.items()
+                   if v.failed_processes and v.condition is HEALTHY}
+        for host, processes in current.items():
+            for process in sorted(processes - self._failed_processes.get(host, frozenset())):
+                self.submit(NotificationType.PROCESS, host, {"event": "STOPPED", "process_name": process})
+        for host, processes in self._failed_processes.items():
+            if self._conditions.get(host, HEALTHY) is not HEALTHY:
+                current.setdefault(host, processes)  # can't tell while the host itself is unwell
+                continue
+            for process in sorted(processes - current.get(host, frozenset())):
+                self.submit(NotificationType.PROCESS, host, {"event": "STARTED", "process_name": process})
+        self._failed_processes = current
+
+    async def _return_hosts(self, now: float) -> None:
+        """Hosts haven forced down come back into service once healthy again (if so configured)."""
+        if not self.settings.recovery.return_to_service:
+            return
+        busy = {n.hostname for n in self._executor.open_notifications()}
+        for host in sorted(self._returning):
+            if not self.is_healthy(host) or host in busy:
+                continue
+            state = await self._cloud.get_host(host)
+            if state.forced_down:
+                await self._cloud.force_down(host, False)
+                state = await self._cloud.get_host(host)
+            if not state.service_up:
+                continue  # nova-compute has not reported yet; look again next pass
+            await self._cloud.enable_service(host)
+            self._store.update_host(host, disabled_by_haven=False)
+            self._returning.discard(host)
+            self._emit(EngineEvent(EventKind.HOST_RETURNED, now, host))
+
+    # ---- notifications -------------------------------------------------------------------
+
+    def submit(self, type_: NotificationType, host: HostName, payload: Mapping[str, Any]) -> Notification | None:
+        """Open a notification (Masakari semantics), unless an identical one is already open."""
+        now = self._clock.now()
+        for n in self._executor.open_notifications():
+            if n.hostname == host and n.type is type_ and n.payload.get("event") == payload.get("event"):
+                return None
+        segment_id = self._membership.segment_of.get(host)
+        status = NotificationStatus.NEW
+        if segment_id is not None:
+            segment, member = self._store.get_segment(segment_id), self._store.get_host(host)
+            if not segment.enabled or member.on_maintenance:
+                status = NotificationStatus.IGNORED  # as Masakari does for maintenance and disabled segments
+        notification = Notification(
+            NotificationId(str(uuid.uuid4())), type_, host, status, dict(payload),
+            generated_at=now, created_at=now, updated_at=now, segment_id=segment_id,
+        )
+        steps = initial_steps(notification) if status is NotificationStatus.NEW else []
+        self._store.create_notification(notification, steps)
+        if status is NotificationStatus.NEW:
+            self._executor.track(notification, steps)
+        self._emit(EngineEvent(EventKind.NOTIFICATION_CREATED, now, host, segment_id, notification.id,
+                               {"type": type_.value, "status": status.value, **payload}))
+        return notification
