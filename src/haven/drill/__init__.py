@@ -1,0 +1,1 @@
+"""Drills: named failures injected into the simulated cloud, judged against ground truth."""

@@ -1,0 +1,173 @@
+"""Runs one drill: build a simulated cloud, start the engine on it, inject a failure, judge the outcome.
+
+Called by `haven drill`, `haven demo`, the tests and the benchmark. With the
+default VirtualClock a drill of several simulated minutes takes milliseconds;
+the demo passes a paced clock so a person can watch it happen.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+
+from haven.cloud.sim import CloudSpec, SimCloud, SimFencer, build_cloud
+from haven.domain.clock import Clock, VirtualClock
+from haven.domain.events import EngineEvent, EventKind, EventSink, discard_events
+from haven.domain.ids import HostName, ServerId
+from haven.domain.incidents import NotificationType
+from haven.domain.liveness import HostCondition
+from haven.drill.report import DrillReport, EventRecorder, phases_of
+from haven.drill.scenarios import Expect, Injection, Scenario, scenario_named
+from haven.recovery.workflows import EVACUATE, FENCE
+from haven.service.bootstrap import segments_per_zone
+from haven.service.engine import Engine
+from haven.service.runner import run_until
+from haven.store import Store
+
+WARM_UP_S = 5.0
+GIVE_UP_AFTER_S = 1800.0
+
+
+@dataclass(frozen=True, slots=True)
+class DrillOptions:
+    scenario: str
+    hosts: int = 30
+    vms: int = 300
+    seed: int = 1
+    ha_fraction: float = 1 / 3
+    store_url: str = "sqlite://"
+
+
+async def run_drill(
+    options: DrillOptions, on_event: EventSink = discard_events, clock: Clock | None = None
+) -> DrillReport:
+    scenario = scenario_named(options.scenario)
+    spec = scenario.shape(CloudSpec(hosts=options.hosts, vms=options.vms, seed=options.seed,
+                                    ha_fraction=options.ha_fraction))
+    clock = clock or VirtualClock()
+    wall_start = time.perf_counter()
+    cloud, topology = build_cloud(spec, clock)
+    with Store.open(options.store_url) as store:
+        segments_per_zone(store, await cloud.list_hosts(), scenario.recovery_method, topology.reserved)
+        recorder = EventRecorder(on_event)
+        engine = Engine(cloud, cloud, SimFencer(cloud), store, clock, on_event=recorder)
+        engine.start()
+        wake = [cloud.next_event_time]
+        await run_until(engine, clock, clock.now() + WARM_UP_S, wake_sources=wake)
+
+        fault_at, cpu_at_fault = clock.now(), time.process_time()
+        injection = scenario.inject(cloud, topology, random.Random(options.seed))
+        affected = [s.id for h in injection.failed_hosts for s in await cloud.list_servers(h) if s.ha_enabled]
+        if injection.follow_up is not None and injection.follow_up_after_s is not None:
+            await run_until(engine, clock, fault_at + injection.follow_up_after_s, wake_sources=wake)
+            injection.follow_up()
+        settle_s = max(scenario.observe_for_s, engine.settings.detection.grace_s * 3)
+
+        def quiet() -> bool:
+            return (
+                clock.now() >= fault_at + settle_s
+                and not engine.open_notifications()
+                and all(engine.condition(h) is not HostCondition.SUSPECT for h in injection.touched_hosts)
+            )
+
+        await run_until(engine, clock, fault_at + GIVE_UP_AFTER_S, done=quiet, wake_sources=wake)
+        report = _judge(scenario, options, spec, cloud, store, injection, affected, recorder, fault_at)
+        report.simulated_s = round(clock.now() - fault_at, 3)
+        report.wall_s = round(time.perf_counter() - wall_start, 3)
+        issued = [cpu for e, cpu in recorder.events
+                  if e.kind is EventKind.STEP_STARTED and e.detail.get("kind") == EVACUATE]
+        report.cpu_s_to_all_issued = round(max(issued) - cpu_at_fault, 4) if issued else None
+        return report
+
+
+def _judge(
+    scenario: Scenario, options: DrillOptions, spec: CloudSpec, cloud: SimCloud, store: Store,
+    injection: Injection, affected: list[ServerId], recorder: EventRecorder, fault_at: float,
+) -> DrillReport:
+    events = [e for e, _ in recorder.events]
+    recovered = [s for s in affected if cloud.hosts_running(s) - set(injection.failed_hosts)]
+    evacuations = [e for e in cloud.evacuations if e.at >= fault_at]
+    notifications = store.list_notifications()
+    unplaced = [u for n in notifications for u in n.payload.get("recovery", {}).get("unplaced", [])]
+    held = any(e.kind is EventKind.SEGMENT_HELD for e in events)
+    report = DrillReport(
+        scenario=scenario.name, seed=options.seed, hosts=spec.hosts, vms=spec.vms,
+        injected=injection.description,
+        ha_vms_affected=len(affected),
+        ha_vms_recovered=len(recovered),
+        vms_lost=len(affected) - len(recovered),
+        vms_running_twice=len(cloud.servers_running_twice()),
+        evacuated_unfenced=sum(1 for e in evacuations if e.source_powered),
+        false_evacuations=sum(1 for e in evacuations if not e.source_failed_by_fault),
+        double_evacuations=sum(1 for s in {e.server_id for e in evacuations} if cloud.evacuation_count(s) > 1),
+        unplaced=unplaced,
+        phases=phases_of(events, fault_at),
+        detect_s=_worst(events, EventKind.HOST_CONFIRMED_DEAD, injection.failed_hosts, fault_at),
+        fence_s=_fence_s(events, injection.failed_hosts),
+        recover_s=_recover_s(events, set(affected), fault_at) if affected and not unplaced else None,
+        held_by_gate=held,
+        verdict="",
+        alerts=[{"kind": a.kind.value, "host": a.host, "message": a.message} for a in store.list_alerts(active_only=False)],
+        notifications=[{"id": n.id, "type": n.type.value, "host": n.hostname, "status": n.status.value,
+                        "event": n.payload.get("event")} for n in notifications],
+    )
+    report.verdict, report.checks = _verdict(scenario, report, evacuations, notifications, cloud, injection)
+    return report
+
+
+def _worst(events: list[EngineEvent], kind: EventKind, hosts: tuple[HostName, ...], origin: float) -> float | None:
+    times = [e.at - origin for e in events if e.kind is kind and e.host in hosts]
+    return round(max(times), 3) if times else None
+
+
+def _fence_s(events: list[EngineEvent], hosts: tuple[HostName, ...]) -> float | None:
+    confirmed = {e.host: e.at for e in events if e.kind is EventKind.HOST_CONFIRMED_DEAD and e.host in hosts}
+    fenced = [e.at - confirmed[e.host] for e in events
+              if e.kind is EventKind.STEP_FINISHED and e.detail.get("kind") == FENCE
+              and e.detail.get("state") == "done" and e.host in confirmed]
+    return round(max(fenced), 3) if fenced else None
+
+
+def _recover_s(events: list[EngineEvent], affected: set[ServerId], origin: float) -> float | None:
+    verified = [e.at - origin for e in events
+                if e.kind is EventKind.STEP_FINISHED and e.detail.get("kind") == EVACUATE
+                and e.detail.get("state") == "done" and e.detail.get("subject") in affected]
+    return round(max(verified), 3) if len(verified) == len(affected) and verified else None
+
+
+def _verdict(
+    scenario: Scenario, r: DrillReport, evacuations: list[object], notifications: list[object],
+    cloud: SimCloud, injection: Injection,
+) -> tuple[str, list[str]]:
+    checks: list[str] = []
+    if r.vms_running_twice or r.evacuated_unfenced or r.false_evacuations or r.double_evacuations:
+        checks.append("SAFETY VIOLATED: a VM ran twice, was evacuated unfenced, off a live host, or twice")
+        return "failed", checks
+    if scenario.expect is Expect.HOLD:
+        isolated = any(a["kind"] == "isolated" for a in r.alerts)
+        checks.append(f"evacuations: {len(evacuations)} (expected none)")
+        checks.append(f"held by the observer gate: {r.held_by_gate}; isolation alert: {isolated}")
+        return ("held" if not evacuations and (r.held_by_gate or isolated) else "failed"), checks
+    if scenario.expect is Expect.SERVICE_CYCLE:
+        return _service_cycle_verdict(r, evacuations, cloud, injection, checks)
+    checks.append(f"{r.ha_vms_recovered} of {r.ha_vms_affected} HA VMs running again on healthy hosts")
+    if r.vms_lost == 0:
+        return "recovered", checks
+    return ("partial" if r.ha_vms_recovered else "failed"), checks
+
+
+def _service_cycle_verdict(
+    r: DrillReport, evacuations: list[object], cloud: SimCloud, injection: Injection, checks: list[str]
+) -> tuple[str, list[str]]:
+    host = injection.touched_hosts[0]
+    process = [n for n in r.notifications if n["type"] == NotificationType.PROCESS.value and n["host"] == host]
+    stopped = any(n["event"] == "STOPPED" and n["status"] == "finished" for n in process)
+    started = any(n["event"] == "STARTED" and n["status"] == "finished" for n in process)
+    enabled = cloud.sim_host(host).service_enabled
+    checks += [
+        f"compute service disabled while nova-compute was down: {stopped}",
+        f"re-enabled after it came back: {started and enabled}",
+        f"evacuations: {len(evacuations)} (expected none)",
+    ]
+    return ("recovered" if stopped and started and enabled and not evacuations else "failed"), checks

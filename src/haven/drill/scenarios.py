@@ -1,0 +1,128 @@
+"""The named failures a drill can inject into the simulated cloud, and what each expects of haven.
+
+Called by the drill runner: a scenario shapes the cloud it needs, injects its
+fault at the chosen instant, may schedule a follow-up (a process coming back),
+and says which outcome counts as right.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from haven.cloud.sim import CloudSpec, SimCloud
+from haven.cloud.sim.builder import SimTopology
+from haven.domain.errors import UserError
+from haven.domain.ids import HostName
+from haven.domain.incidents import RecoveryMethod
+
+
+class Expect(StrEnum):
+    RECOVERY = "recovery"  # the HA VMs of dead hosts come back elsewhere
+    HOLD = "hold"  # haven must not evacuate: the host is isolated or the observer is the fault
+    SERVICE_CYCLE = "service_cycle"  # a compute service disabled, then re-enabled, nothing evacuated
+
+
+@dataclass(frozen=True, slots=True)
+class Injection:
+    failed_hosts: tuple[HostName, ...]  # hosts that really died (ground truth for the counters)
+    touched_hosts: tuple[HostName, ...]  # every host the fault touched
+    description: str
+    follow_up_after_s: float | None = None
+    follow_up: Callable[[], None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    summary: str
+    expect: Expect
+    inject: Callable[[SimCloud, SimTopology, random.Random], Injection]
+    shape: Callable[[CloudSpec], CloudSpec] = lambda spec: spec
+    recovery_method: RecoveryMethod = RecoveryMethod.AUTO
+    observe_for_s: float = 0.0  # keep watching this long after the fault even if all looks quiet
+
+
+def _usable_hosts(cloud: SimCloud, topology: SimTopology) -> list[HostName]:
+    return [h for h in cloud.host_names() if h not in topology.reserved]
+
+
+def _pick_host(cloud: SimCloud, topology: SimTopology, rng: random.Random) -> HostName:
+    return rng.choice(sorted(_usable_hosts(cloud, topology)))
+
+
+def _host_power_loss(cloud: SimCloud, topology: SimTopology, rng: random.Random) -> Injection:
+    victim = _pick_host(cloud, topology, rng)
+    cloud.fail_power(victim)
+    return Injection((victim,), (victim,), f"power lost on {victim}")
+
+
+def _rack_loss(cloud: SimCloud, topology: SimTopology, rng: random.Random) -> Injection:
+    zone_size = {zone: len(hosts) for zone, hosts in topology.zones.items()}
+    candidates = sorted(
+        rack for rack, hosts in topology.racks.items()
+        if len(hosts) >= 2 and len(hosts) <= zone_size[cloud.sim_host(hosts[0]).zone] / 2
+    )
+    if not candidates:
+        raise UserError("this cloud has no rack of 2 or more hosts that is at most half its zone",
+                        "use more hosts (--hosts 12 or more)")
+    rack = rng.choice(candidates)
+    hosts = tuple(topology.racks[rack])
+    for host in hosts:
+        cloud.fail_power(host)
+    return Injection(hosts, hosts, f"rack {rack} lost power: {len(hosts)} hosts")
+
+
+def _management_partition(cloud: SimCloud, topology: SimTopology, rng: random.Random) -> Injection:
+    victim = _pick_host(cloud, topology, rng)
+    cloud.partition_management(victim)
+    return Injection((), (victim,), f"{victim} lost its management network; its second network still works")
+
+
+def _observer_partition(cloud: SimCloud, topology: SimTopology, rng: random.Random) -> Injection:
+    zone = rng.choice(sorted(topology.zones))
+    hosts = topology.zones[zone]
+    silent = tuple(sorted(rng.sample(hosts, k=min(len(hosts), math.floor(len(hosts) * 0.6) + 1))))
+    cloud.cut_observer(silent)
+    return Injection((), silent, f"the observer lost sight of {len(silent)} of {len(hosts)} hosts in {zone}")
+
+
+def _nova_compute_crash(cloud: SimCloud, topology: SimTopology, rng: random.Random) -> Injection:
+    victim = _pick_host(cloud, topology, rng)
+    cloud.crash_nova_compute(victim)
+    return Injection((), (victim,), f"nova-compute crashed on {victim}; it is restarted 30 s later",
+                     follow_up_after_s=30.0, follow_up=lambda: cloud.crash_nova_compute(victim, crashed=False))
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s for s in (
+        Scenario("host-power-loss", "one host dies; its HA VMs come back on healthy hosts",
+                 Expect.RECOVERY, _host_power_loss),
+        Scenario("rack-loss", "every host of one rack dies at once (below the observer gate)",
+                 Expect.RECOVERY, _rack_loss),
+        Scenario("management-partition", "a host loses its management network only: isolated, not dead",
+                 Expect.HOLD, _management_partition, observe_for_s=120.0),
+        Scenario("observer-partition", "most of a segment goes silent at once: the observer is the fault",
+                 Expect.HOLD, _observer_partition, observe_for_s=120.0),
+        Scenario("nova-compute-crash", "nova-compute dies on a live host, and comes back",
+                 Expect.SERVICE_CYCLE, _nova_compute_crash, observe_for_s=60.0),
+        Scenario("no-capacity", "the survivors cannot take every VM: placed by priority, the rest reported",
+                 Expect.RECOVERY, _host_power_loss,
+                 shape=lambda spec: dataclasses.replace(spec, tight_capacity=True, ha_fraction=1.0)),
+        Scenario("reserved-host", "a reserved_host segment recovers onto its reserved hosts",
+                 Expect.RECOVERY, _host_power_loss,
+                 shape=lambda spec: dataclasses.replace(spec, reserved_per_zone=max(spec.reserved_per_zone, 1)),
+                 recovery_method=RecoveryMethod.RESERVED_HOST),
+    )
+}
+
+
+def scenario_named(name: str) -> Scenario:
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        raise UserError(f"unknown scenario {name!r}", f"choose one of: {', '.join(SCENARIOS)}") from None
