@@ -1,0 +1,1 @@
+"""The command line: argv in, tables or JSON out."""

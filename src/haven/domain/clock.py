@@ -51,3 +51,18 @@ class VirtualClock:
 
     async def sleep_until(self, deadline: float) -> None:
         self.advance_to(deadline)
+
+
+class PacedClock(VirtualClock):
+    """Virtual time that a person can watch: each wait takes real time, divided by ``speed``."""
+
+    def __init__(self, speed: float = 1.0, start: float = VIRTUAL_EPOCH, paced: bool = True) -> None:
+        super().__init__(start)
+        self._speed = speed
+        self.paced = paced  # while False, waits jump as in a VirtualClock
+
+    async def sleep_until(self, deadline: float) -> None:
+        delay = (deadline - self.now()) / self._speed
+        if delay > 0 and self.paced:
+            await asyncio.sleep(delay)
+        self.advance_to(deadline)

@@ -23,6 +23,7 @@ class EventKind(StrEnum):
     STEP_STARTED = "step_started"
     STEP_FINISHED = "step_finished"
     NOTIFICATION_FINISHED = "notification_finished"
+    FAULT_INJECTED = "fault_injected"  # drills only: the instant the failure was injected
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,7 @@ async def run_drill(
 
         fault_at, cpu_at_fault = clock.now(), time.process_time()
         injection = scenario.inject(cloud, topology, random.Random(options.seed))
+        recorder(EngineEvent(EventKind.FAULT_INJECTED, fault_at, detail={"description": injection.description}))
         affected = [s.id for h in injection.failed_hosts for s in await cloud.list_servers(h) if s.ha_enabled]
         if injection.follow_up is not None and injection.follow_up_after_s is not None:
             await run_until(engine, clock, fault_at + injection.follow_up_after_s, wake_sources=wake)

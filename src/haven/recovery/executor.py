@@ -27,7 +27,7 @@ from haven.fencing.base import Fencer
 from haven.recovery import evacuate_step, host_steps, process_steps
 from haven.recovery.context import StepContext
 from haven.recovery.outcome import Outcome, failed, requeue
-from haven.recovery.summary import summarize
+from haven.recovery.summary import alerts_for, summarize
 from haven.recovery.workflows import (
     DISABLE_SERVICE, ENABLE_RESERVED, ENABLE_SERVICE, EVACUATE, FENCE, FORCE_DOWN, PARALLEL_KINDS, PLAN,
 )
@@ -239,6 +239,8 @@ class RecoveryExecutor:
         self._store.save_progress(item.notification.id, status=status, payload=payload, now=now)
         self._on_commit("after-finish")
         del self._open[item.notification.id]
+        for alert in alerts_for(item.notification, item.steps, summary, now):
+            self._store.raise_alert(alert)
         self._emit(EngineEvent(EventKind.NOTIFICATION_FINISHED, now, item.notification.hostname,
                                notification_id=item.notification.id,
                                detail={"status": status.value, **summary}))

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from haven.domain.incidents import NotificationStatus, Step, StepState
-from haven.recovery.workflows import EVACUATE, PLAN
+import uuid
+
+from haven.domain.incidents import Alert, AlertKind, Notification, NotificationStatus, Step, StepState
+from haven.recovery.workflows import EVACUATE, FENCE, PLAN
 
 
 def summarize(steps: Sequence[Step]) -> tuple[NotificationStatus, dict[str, Any]]:
@@ -28,3 +30,23 @@ def summarize(steps: Sequence[Step]) -> tuple[NotificationStatus, dict[str, Any]
     }
     ok = not failures and not unplaced and all(s.state is StepState.DONE for s in steps)
     return (NotificationStatus.FINISHED if ok else NotificationStatus.FAILED), summary
+
+
+def alerts_for(notification: Notification, steps: Sequence[Step], summary: dict[str, Any], now: float) -> list[Alert]:
+    """An operator must hear of a fence that failed, VMs left unplaced, and any other failed step."""
+    def alert(kind: AlertKind, message: str) -> Alert:
+        return Alert(uuid.uuid4().hex, kind, message, now, notification.segment_id, notification.hostname)
+
+    alerts = []
+    fence = next((s for s in steps if s.kind == FENCE and s.state is StepState.FAILED), None)
+    if fence is not None:
+        alerts.append(alert(AlertKind.FENCE_FAILED, str(fence.detail.get("error", "fencing failed"))))
+    if summary.get("unplaced"):
+        names = ", ".join(u.get("name") or u["server"] for u in summary["unplaced"])
+        alerts.append(alert(AlertKind.UNPLACED,
+                            f"{len(summary['unplaced'])} VM(s) of {notification.hostname} could not be placed: {names}"))
+    other = [f for f in summary.get("failures", []) if f["step"] != FENCE]
+    if other:
+        alerts.append(alert(AlertKind.RECOVERY_FAILED,
+                            f"{len(other)} recovery step(s) failed for {notification.hostname}: {other[0]['error']}"))
+    return alerts

@@ -1,0 +1,239 @@
+"""`haven`: the command line. The one place that reads argv and the environment.
+
+User mistakes end here as one message naming what is wrong and how to fix it,
+with exit status 2 and no stack trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from platformdirs import user_data_dir
+from rich.console import Console
+from rich.live import Live
+
+from haven import __version__
+from haven.cli import render
+from haven.cli.live import LiveView
+from haven.cli.serve import serve
+from haven.domain.clock import PacedClock
+from haven.domain.errors import NotFound, UserError
+from haven.domain.events import EngineEvent, EventKind
+from haven.domain.ids import NotificationId
+from haven.domain.incidents import NotificationStatus
+from haven.drill.run import DrillOptions, run_drill
+from haven.drill.scenarios import SCENARIOS
+from haven.service.config import HavenConfig, load_config
+from haven.store import Store
+
+EXIT_USER_ERROR = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    out, err = Console(), Console(stderr=True)
+    try:
+        code: int = args.handler(args, out, err)
+        return code
+    except UserError as exc:
+        err.print(f"[bold red]haven: error:[/] {exc.message}", highlight=False)
+        if exc.hint:
+            err.print(f"  hint: {exc.hint}", highlight=False)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="haven", description="High availability and self-healing for OpenStack.")
+    parser.add_argument("--version", action="version", version=f"haven {__version__}")
+    parser.add_argument("--home", type=Path, help="state folder (default: $HAVEN_HOME, else a per-user data folder)")
+    parser.add_argument("--config", type=Path, help="TOML config file (default: HOME/haven.toml if present)")
+    parser.add_argument("--db", help="database URL, overriding the config (sqlite:///FILE or postgresql+psycopg://...)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="watch haven recover a host power loss on the simulated cloud, live")
+    _cloud_size(demo)
+    demo.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second (default 1)")
+    demo.set_defaults(handler=_demo)
+
+    drill = sub.add_parser("drill", help="run a named failure on the simulated cloud in virtual time")
+    drill.add_argument("scenario", help=f"one of: {', '.join(SCENARIOS)}")
+    _cloud_size(drill)
+    drill.add_argument("--ha-fraction", type=float, default=1 / 3, help="share of VMs with HA_Enabled (default 1/3)")
+    drill.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    drill.set_defaults(handler=_drill)
+
+    serve_cmd = sub.add_parser("serve", help="run the engine as a long-lived service (Ctrl-C stops it)")
+    serve_cmd.add_argument("--inject", metavar="SCENARIO", help="inject this drill's failure into the simulated cloud")
+    serve_cmd.add_argument("--inject-after", type=float, default=10.0, metavar="SECONDS")
+    serve_cmd.set_defaults(handler=_serve)
+
+    status = sub.add_parser("status", help="segments, hosts by condition, notifications by status, alerts")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=_status)
+
+    hosts = sub.add_parser("hosts", help="every host haven watches, with its condition")
+    hosts.add_argument("--json", action="store_true")
+    hosts.set_defaults(handler=_hosts)
+
+    notes = sub.add_parser("notifications", help="notifications, or one notification with its steps")
+    notes.add_argument("id", nargs="?", help="a notification id")
+    notes.add_argument("--status", choices=[s.value for s in NotificationStatus])
+    notes.add_argument("--json", action="store_true")
+    notes.set_defaults(handler=_notifications)
+    return parser
+
+
+def _cloud_size(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hosts", type=int, default=30, help="hypervisors in the simulated cloud (default 30)")
+    p.add_argument("--vms", type=int, default=300, help="VMs in the simulated cloud (default 300)")
+    p.add_argument("--seed", type=int, default=1, help="random seed: the same seed gives the same cloud")
+
+
+# ---- configuration -------------------------------------------------------------------------
+
+
+def _home(args: argparse.Namespace) -> Path:
+    if args.home is not None:
+        return Path(args.home)
+    env = os.environ.get("HAVEN_HOME")
+    return Path(env) if env else Path(user_data_dir("haven", appauthor=False))
+
+
+def _config(args: argparse.Namespace) -> HavenConfig:
+    config = load_config(_home(args), args.config)
+    if args.db:
+        config = HavenConfig(**{**{f: getattr(config, f) for f in config.__dataclass_fields__}, "database_url": args.db})
+    return config
+
+
+def _existing_store(config: HavenConfig) -> Store:
+    """Open the state for reading; a missing SQLite file is an error, not a new empty database."""
+    prefix = "sqlite:///"
+    if config.database_url.startswith(prefix) and not Path(config.database_url[len(prefix):]).exists():
+        raise UserError(f"no haven state at {config.database_url[len(prefix):]}",
+                        "start `haven serve` first, or point --home / --db at an existing state")
+    return Store.open(config.database_url)
+
+
+# ---- commands ------------------------------------------------------------------------------
+
+
+def _drill(args: argparse.Namespace, out: Console, err: Console) -> int:
+    options = DrillOptions(args.scenario, hosts=args.hosts, vms=args.vms, seed=args.seed, ha_fraction=args.ha_fraction)
+    if args.scenario not in SCENARIOS:
+        raise UserError(f"unknown scenario {args.scenario!r}", f"choose one of: {', '.join(SCENARIOS)}")
+    if args.json:
+        report = asyncio.run(run_drill(options))
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        with err.status(f"running drill {args.scenario} on {args.hosts} hosts / {args.vms} VMs..."):
+            report = asyncio.run(run_drill(options))
+        out.print(render.drill_report(report))
+    return 0 if report.verdict in ("recovered", "held") else 1
+
+
+def _demo(args: argparse.Namespace, out: Console, err: Console) -> int:
+    if args.speed <= 0:
+        raise UserError(f"--speed must be positive, got {args.speed}")
+    clock = PacedClock(args.speed, paced=False)  # the warm-up runs at once; the incident at watching speed
+    view = LiveView()
+    out.print(f"Simulated cloud: {args.hosts} hosts in 3 zones, {args.vms} VMs (about a third HA_Enabled). "
+              "Injecting a host power loss after a 5 s warm-up...")
+
+    with Live(view.render(), console=out, refresh_per_second=8) as live:
+        def on_event(event: EngineEvent) -> None:
+            if event.kind is EventKind.FAULT_INJECTED:
+                clock.paced = True
+            view(event)
+            live.update(view.render())
+
+        report = asyncio.run(run_drill(DrillOptions("host-power-loss", hosts=args.hosts, vms=args.vms,
+                                                    seed=args.seed), on_event, clock))
+    out.print(render.drill_report(report))
+    return 0 if report.verdict == "recovered" else 1
+
+
+def _serve(args: argparse.Namespace, out: Console, err: Console) -> int:
+    config = _config(args)
+    if args.inject is not None and args.inject not in SCENARIOS:
+        raise UserError(f"unknown scenario {args.inject!r}", f"choose one of: {', '.join(SCENARIOS)}")
+    return asyncio.run(serve(config, err, args.inject, args.inject_after))
+
+
+def _status(args: argparse.Namespace, out: Console, err: Console) -> int:
+    with _existing_store(_config(args)) as store:
+        segments, hosts = store.list_segments(), store.list_hosts()
+        notifications, alerts = store.list_notifications(), store.list_alerts(active_only=True)
+    if args.json:
+        conditions: dict[str, int] = {}
+        for h in hosts:
+            conditions[h.condition] = conditions.get(h.condition, 0) + 1
+        by_status: dict[str, int] = {}
+        for n in notifications:
+            by_status[n.status.value] = by_status.get(n.status.value, 0) + 1
+        print(json.dumps({
+            "segments": len(segments), "hosts_by_condition": conditions, "notifications_by_status": by_status,
+            "alerts": [{"kind": a.kind.value, "host": a.host, "segment_id": a.segment_id, "message": a.message,
+                        "raised_at": a.raised_at} for a in alerts],
+        }, indent=2))
+    else:
+        out.print(render.status(segments, hosts, notifications, alerts))
+    return 0
+
+
+def _hosts(args: argparse.Namespace, out: Console, err: Console) -> int:
+    with _existing_store(_config(args)) as store:
+        hosts, segments = store.list_hosts(), store.list_segments()
+    if args.json:
+        names = {s.id: s.name for s in segments}
+        print(json.dumps([{"name": h.name, "segment": names.get(h.segment_id), "condition": h.condition,
+                           "reserved": h.reserved, "on_maintenance": h.on_maintenance,
+                           "disabled_by_haven": h.disabled_by_haven} for h in hosts], indent=2))
+    else:
+        out.print(render.hosts_table(hosts, segments))
+    return 0
+
+
+def _notifications(args: argparse.Namespace, out: Console, err: Console) -> int:
+    with _existing_store(_config(args)) as store:
+        if args.id:
+            try:
+                notification = store.get_notification(NotificationId(args.id))
+            except NotFound:
+                raise UserError(f"no notification with id {args.id}", "list them with `haven notifications`") from None
+            steps = store.list_steps(notification.id)
+            if args.json:
+                print(json.dumps({**_notification_dict(notification),
+                                  "steps": [{"seq": s.seq, "kind": s.kind, "subject": s.subject,
+                                             "state": s.state.value, "detail": dict(s.detail),
+                                             "started_at": s.started_at, "finished_at": s.finished_at}
+                                            for s in steps]}, indent=2, default=str))
+            else:
+                out.print(render.notification_detail(notification, steps))
+            return 0
+        statuses = [NotificationStatus(args.status)] if args.status else None
+        notifications = store.list_notifications(statuses=statuses)
+    if args.json:
+        print(json.dumps([_notification_dict(n) for n in notifications], indent=2, default=str))
+    else:
+        out.print(render.notifications_table(notifications))
+    return 0
+
+
+def _notification_dict(n: object) -> dict[str, object]:
+    from dataclasses import asdict, is_dataclass
+    assert is_dataclass(n) and not isinstance(n, type)
+    return {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(n).items()}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
