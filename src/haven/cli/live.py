@@ -39,14 +39,20 @@ class LiveView:
         elif kind is EventKind.HOST_CONFIRMED_DEAD:
             self._reach("confirmed", t, f"{event.host}: {detail.get('reason', '')}")
         elif kind is EventKind.STEP_FINISHED and detail.get("kind") in _STEP_PHASE:
-            note = f"{detail.get('placed', '')} VMs planned" if detail.get("kind") == PLAN else str(event.host)
+            note = (
+                f"{detail.get('placed', '')} VMs planned" if detail.get("kind") == PLAN else str(event.host)
+            )
             self._reach(_STEP_PHASE[str(detail["kind"])], t, note)
             if detail.get("kind") == PLAN:
                 self.evac_total += int(detail.get("placed", 0))
         elif kind is EventKind.STEP_STARTED and detail.get("kind") == EVACUATE:
             self.evac_issued += 1
             self._reach("evacuating", t, "")
-        elif kind is EventKind.STEP_FINISHED and detail.get("kind") == EVACUATE and detail.get("state") == "done":
+        elif (
+            kind is EventKind.STEP_FINISHED
+            and detail.get("kind") == EVACUATE
+            and detail.get("state") == "done"
+        ):
             self.evac_verified += 1
             self._reach("verified", t, "")
         elif kind in (EventKind.SEGMENT_HELD, EventKind.HOST_ISOLATED):

@@ -37,7 +37,9 @@ EXIT_USER_ERROR = 2
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    out, err = Console(), Console(stderr=True)
+    # Piped output keeps whole lines (ids, reasons) rather than folding them at 80 columns.
+    out = Console() if sys.stdout.isatty() else Console(width=200)
+    err = Console(stderr=True)
     try:
         code: int = args.handler(args, out, err)
         return code
@@ -52,27 +54,39 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="haven", description="High availability and self-healing for OpenStack.")
+    parser = argparse.ArgumentParser(
+        prog="haven", description="High availability and self-healing for OpenStack."
+    )
     parser.add_argument("--version", action="version", version=f"haven {__version__}")
-    parser.add_argument("--home", type=Path, help="state folder (default: $HAVEN_HOME, else a per-user data folder)")
+    parser.add_argument(
+        "--home", type=Path, help="state folder (default: $HAVEN_HOME, else a per-user data folder)"
+    )
     parser.add_argument("--config", type=Path, help="TOML config file (default: HOME/haven.toml if present)")
-    parser.add_argument("--db", help="database URL, overriding the config (sqlite:///FILE or postgresql+psycopg://...)")
+    parser.add_argument(
+        "--db", help="database URL, overriding the config (sqlite:///FILE or postgresql+psycopg://...)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="watch haven recover a host power loss on the simulated cloud, live")
     _cloud_size(demo)
-    demo.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second (default 1)")
+    demo.add_argument(
+        "--speed", type=float, default=1.0, help="simulated seconds per real second (default 1)"
+    )
     demo.set_defaults(handler=_demo)
 
     drill = sub.add_parser("drill", help="run a named failure on the simulated cloud in virtual time")
     drill.add_argument("scenario", help=f"one of: {', '.join(SCENARIOS)}")
     _cloud_size(drill)
-    drill.add_argument("--ha-fraction", type=float, default=1 / 3, help="share of VMs with HA_Enabled (default 1/3)")
+    drill.add_argument(
+        "--ha-fraction", type=float, default=1 / 3, help="share of VMs with HA_Enabled (default 1/3)"
+    )
     drill.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     drill.set_defaults(handler=_drill)
 
     serve_cmd = sub.add_parser("serve", help="run the engine as a long-lived service (Ctrl-C stops it)")
-    serve_cmd.add_argument("--inject", metavar="SCENARIO", help="inject this drill's failure into the simulated cloud")
+    serve_cmd.add_argument(
+        "--inject", metavar="SCENARIO", help="inject this drill's failure into the simulated cloud"
+    )
     serve_cmd.add_argument("--inject-after", type=float, default=10.0, metavar="SECONDS")
     serve_cmd.set_defaults(handler=_serve)
 
@@ -111,16 +125,20 @@ def _home(args: argparse.Namespace) -> Path:
 def _config(args: argparse.Namespace) -> HavenConfig:
     config = load_config(_home(args), args.config)
     if args.db:
-        config = HavenConfig(**{**{f: getattr(config, f) for f in config.__dataclass_fields__}, "database_url": args.db})
+        config = HavenConfig(
+            **{**{f: getattr(config, f) for f in config.__dataclass_fields__}, "database_url": args.db}
+        )
     return config
 
 
 def _existing_store(config: HavenConfig) -> Store:
     """Open the state for reading; a missing SQLite file is an error, not a new empty database."""
     prefix = "sqlite:///"
-    if config.database_url.startswith(prefix) and not Path(config.database_url[len(prefix):]).exists():
-        raise UserError(f"no haven state at {config.database_url[len(prefix):]}",
-                        "start `haven serve` first, or point --home / --db at an existing state")
+    if config.database_url.startswith(prefix) and not Path(config.database_url[len(prefix) :]).exists():
+        raise UserError(
+            f"no haven state at {config.database_url[len(prefix) :]}",
+            "start `haven serve` first, or point --home / --db at an existing state",
+        )
     return Store.open(config.database_url)
 
 
@@ -128,7 +146,9 @@ def _existing_store(config: HavenConfig) -> Store:
 
 
 def _drill(args: argparse.Namespace, out: Console, err: Console) -> int:
-    options = DrillOptions(args.scenario, hosts=args.hosts, vms=args.vms, seed=args.seed, ha_fraction=args.ha_fraction)
+    options = DrillOptions(
+        args.scenario, hosts=args.hosts, vms=args.vms, seed=args.seed, ha_fraction=args.ha_fraction
+    )
     if args.scenario not in SCENARIOS:
         raise UserError(f"unknown scenario {args.scenario!r}", f"choose one of: {', '.join(SCENARIOS)}")
     if args.json:
@@ -146,18 +166,26 @@ def _demo(args: argparse.Namespace, out: Console, err: Console) -> int:
         raise UserError(f"--speed must be positive, got {args.speed}")
     clock = PacedClock(args.speed, paced=False)  # the warm-up runs at once; the incident at watching speed
     view = LiveView()
-    out.print(f"Simulated cloud: {args.hosts} hosts in 3 zones, {args.vms} VMs (about a third HA_Enabled). "
-              "Injecting a host power loss after a 5 s warm-up...")
+    out.print(
+        f"Simulated cloud: {args.hosts} hosts in 3 zones, {args.vms} VMs (about a third HA_Enabled). "
+        "Injecting a host power loss after a 5 s warm-up..."
+    )
 
     with Live(view.render(), console=out, refresh_per_second=8) as live:
+
         def on_event(event: EngineEvent) -> None:
             if event.kind is EventKind.FAULT_INJECTED:
                 clock.paced = True
             view(event)
             live.update(view.render())
 
-        report = asyncio.run(run_drill(DrillOptions("host-power-loss", hosts=args.hosts, vms=args.vms,
-                                                    seed=args.seed), on_event, clock))
+        report = asyncio.run(
+            run_drill(
+                DrillOptions("host-power-loss", hosts=args.hosts, vms=args.vms, seed=args.seed),
+                on_event,
+                clock,
+            )
+        )
     out.print(render.drill_report(report))
     return 0 if report.verdict == "recovered" else 1
 
@@ -180,11 +208,26 @@ def _status(args: argparse.Namespace, out: Console, err: Console) -> int:
         by_status: dict[str, int] = {}
         for n in notifications:
             by_status[n.status.value] = by_status.get(n.status.value, 0) + 1
-        print(json.dumps({
-            "segments": len(segments), "hosts_by_condition": conditions, "notifications_by_status": by_status,
-            "alerts": [{"kind": a.kind.value, "host": a.host, "segment_id": a.segment_id, "message": a.message,
-                        "raised_at": a.raised_at} for a in alerts],
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "segments": len(segments),
+                    "hosts_by_condition": conditions,
+                    "notifications_by_status": by_status,
+                    "alerts": [
+                        {
+                            "kind": a.kind.value,
+                            "host": a.host,
+                            "segment_id": a.segment_id,
+                            "message": a.message,
+                            "raised_at": a.raised_at,
+                        }
+                        for a in alerts
+                    ],
+                },
+                indent=2,
+            )
+        )
     else:
         out.print(render.status(segments, hosts, notifications, alerts))
     return 0
@@ -195,9 +238,22 @@ def _hosts(args: argparse.Namespace, out: Console, err: Console) -> int:
         hosts, segments = store.list_hosts(), store.list_segments()
     if args.json:
         names = {s.id: s.name for s in segments}
-        print(json.dumps([{"name": h.name, "segment": names.get(h.segment_id), "condition": h.condition,
-                           "reserved": h.reserved, "on_maintenance": h.on_maintenance,
-                           "disabled_by_haven": h.disabled_by_haven} for h in hosts], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": h.name,
+                        "segment": names.get(h.segment_id),
+                        "condition": h.condition,
+                        "reserved": h.reserved,
+                        "on_maintenance": h.on_maintenance,
+                        "disabled_by_haven": h.disabled_by_haven,
+                    }
+                    for h in hosts
+                ],
+                indent=2,
+            )
+        )
     else:
         out.print(render.hosts_table(hosts, segments))
     return 0
@@ -209,14 +265,32 @@ def _notifications(args: argparse.Namespace, out: Console, err: Console) -> int:
             try:
                 notification = store.get_notification(NotificationId(args.id))
             except NotFound:
-                raise UserError(f"no notification with id {args.id}", "list them with `haven notifications`") from None
+                raise UserError(
+                    f"no notification with id {args.id}", "list them with `haven notifications`"
+                ) from None
             steps = store.list_steps(notification.id)
             if args.json:
-                print(json.dumps({**_notification_dict(notification),
-                                  "steps": [{"seq": s.seq, "kind": s.kind, "subject": s.subject,
-                                             "state": s.state.value, "detail": dict(s.detail),
-                                             "started_at": s.started_at, "finished_at": s.finished_at}
-                                            for s in steps]}, indent=2, default=str))
+                print(
+                    json.dumps(
+                        {
+                            **_notification_dict(notification),
+                            "steps": [
+                                {
+                                    "seq": s.seq,
+                                    "kind": s.kind,
+                                    "subject": s.subject,
+                                    "state": s.state.value,
+                                    "detail": dict(s.detail),
+                                    "started_at": s.started_at,
+                                    "finished_at": s.finished_at,
+                                }
+                                for s in steps
+                            ],
+                        },
+                        indent=2,
+                        default=str,
+                    )
+                )
             else:
                 out.print(render.notification_detail(notification, steps))
             return 0
@@ -231,6 +305,7 @@ def _notifications(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 def _notification_dict(n: object) -> dict[str, object]:
     from dataclasses import asdict, is_dataclass
+
     assert is_dataclass(n) and not isinstance(n, type)
     return {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(n).items()}
 

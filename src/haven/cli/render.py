@@ -13,7 +13,12 @@ from rich.text import Text
 from haven.domain.incidents import Alert, Notification, Segment, SegmentHost, Step
 from haven.drill.report import DrillReport
 
-VERDICT_STYLE = {"recovered": "bold green", "held": "bold yellow", "partial": "bold yellow", "failed": "bold red"}
+VERDICT_STYLE = {
+    "recovered": "bold green",
+    "held": "bold yellow",
+    "partial": "bold yellow",
+    "failed": "bold red",
+}
 
 
 def when(ts: float | None) -> str:
@@ -24,8 +29,12 @@ def drill_report(report: DrillReport) -> Group:
     head = Table.grid(padding=(0, 2))
     head.add_row("scenario", report.scenario, "seed", str(report.seed))
     head.add_row("cloud", f"{report.hosts} hosts, {report.vms} VMs", "injected", report.injected)
-    head.add_row("verdict", Text(report.verdict, style=VERDICT_STYLE.get(report.verdict, "")),
-                 "simulated", f"{report.simulated_s:.1f} s in {report.wall_s:.2f} s real")
+    head.add_row(
+        "verdict",
+        Text(report.verdict, style=VERDICT_STYLE.get(report.verdict, "")),
+        "simulated",
+        f"{report.simulated_s:.1f} s in {report.wall_s:.2f} s real",
+    )
 
     phases = Table(title="phases (seconds after the failure)")
     for col in ("phase", "start", "end"):
@@ -37,12 +46,17 @@ def drill_report(report: DrillReport) -> Group:
     counts.add_column("measure")
     counts.add_column("value", justify="right")
     for name, value in (
-        ("HA VMs affected", report.ha_vms_affected), ("HA VMs recovered", report.ha_vms_recovered),
-        ("VMs lost", report.vms_lost), ("VMs running twice", report.vms_running_twice),
-        ("evacuated before fencing", report.evacuated_unfenced), ("false evacuations", report.false_evacuations),
+        ("HA VMs affected", report.ha_vms_affected),
+        ("HA VMs recovered", report.ha_vms_recovered),
+        ("VMs lost", report.vms_lost),
+        ("VMs running twice", report.vms_running_twice),
+        ("evacuated before fencing", report.evacuated_unfenced),
+        ("false evacuations", report.false_evacuations),
         ("evacuated twice", report.double_evacuations),
-        ("death to confirmed (s)", _num(report.detect_s)), ("confirmed to fenced (s)", _num(report.fence_s)),
-        ("death to last HA VM verified (s)", _num(report.recover_s)), ("held by observer gate", report.held_by_gate),
+        ("death to confirmed (s)", _num(report.detect_s)),
+        ("confirmed to fenced (s)", _num(report.fence_s)),
+        ("death to last HA VM verified (s)", _num(report.recover_s)),
+        ("held by observer gate", report.held_by_gate),
     ):
         counts.add_row(name, str(value))
     parts: list[Table | Text] = [head, phases, counts]
@@ -64,8 +78,12 @@ def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def status(segments: Sequence[Segment], hosts: Sequence[SegmentHost], notifications: Sequence[Notification],
-           alerts: Sequence[Alert]) -> Group:
+def status(
+    segments: Sequence[Segment],
+    hosts: Sequence[SegmentHost],
+    notifications: Sequence[Notification],
+    alerts: Sequence[Alert],
+) -> Group:
     summary = Table(title="haven status")
     summary.add_column("what")
     summary.add_column("count", justify="right")
@@ -88,8 +106,14 @@ def hosts_table(hosts: Sequence[SegmentHost], segments: Sequence[Segment]) -> Ta
         table.add_column(col)
     for h in hosts:
         style = "" if h.condition == "healthy" else "yellow"
-        table.add_row(h.name, names.get(h.segment_id, h.segment_id), Text(h.condition, style=style),
-                      _yes(h.reserved), _yes(h.on_maintenance), _yes(h.disabled_by_haven))
+        table.add_row(
+            h.name,
+            names.get(h.segment_id, h.segment_id),
+            Text(h.condition, style=style),
+            _yes(h.reserved),
+            _yes(h.on_maintenance),
+            _yes(h.disabled_by_haven),
+        )
     return table
 
 
@@ -102,15 +126,28 @@ def notifications_table(notifications: Sequence[Notification]) -> Table:
     for col in ("id", "type", "host", "status", "event", "created", "updated"):
         table.add_column(col)
     for n in notifications:
-        table.add_row(n.id, n.type.value, n.hostname, n.status.value, str(n.payload.get("event", "")),
-                      when(n.created_at), when(n.updated_at))
+        table.add_row(
+            n.id,
+            n.type.value,
+            n.hostname,
+            n.status.value,
+            str(n.payload.get("event", "")),
+            when(n.created_at),
+            when(n.updated_at),
+        )
     return table
 
 
 def notification_detail(n: Notification, steps: Sequence[Step]) -> Group:
     head = Table.grid(padding=(0, 2))
-    for key, value in (("id", n.id), ("type", n.type.value), ("host", n.hostname), ("status", n.status.value),
-                       ("created", when(n.created_at)), ("updated", when(n.updated_at))):
+    for key, value in (
+        ("id", n.id),
+        ("type", n.type.value),
+        ("host", n.hostname),
+        ("status", n.status.value),
+        ("created", when(n.created_at)),
+        ("updated", when(n.updated_at)),
+    ):
         head.add_row(key, value)
     table = Table(title="steps")
     for col in ("#", "step", "subject", "state", "started", "took (s)", "detail"):
@@ -118,8 +155,15 @@ def notification_detail(n: Notification, steps: Sequence[Step]) -> Group:
     for s in steps:
         took = f"{s.finished_at - s.started_at:.2f}" if s.finished_at and s.started_at else ""
         note = s.detail.get("error") or s.detail.get("target") or s.detail.get("disabled_reason") or ""
-        table.add_row(str(s.seq), s.kind, s.detail.get("name") or s.subject, s.state.value, when(s.started_at),
-                      took, str(note))
+        table.add_row(
+            str(s.seq),
+            s.kind,
+            s.detail.get("name") or s.subject,
+            s.state.value,
+            when(s.started_at),
+            took,
+            str(note),
+        )
     return Group(head, table)
 
 

@@ -48,8 +48,9 @@ async def serve(config: HavenConfig, console: Console, inject: str | None, injec
         engine = Engine(cloud, cloud, SimFencer(cloud), store, clock, config.engine, on_event=log)
         resumed = engine.start()
         console.print(
-            f"haven serving: simulated cloud of {spec.hosts} hosts / {spec.vms} VMs; state {config.database_url}; "
-            f"resumed {resumed} unfinished recoveries. Ctrl-C stops.", highlight=False,
+            f"haven serving: simulated cloud of {spec.hosts} hosts / {spec.vms} VMs; "
+            f"state {config.database_url}; resumed {resumed} unfinished recoveries. Ctrl-C stops.",
+            highlight=False,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -58,12 +59,14 @@ async def serve(config: HavenConfig, console: Console, inject: str | None, injec
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(serve_forever(engine, clock, stop))
             if scenario is not None:
+
                 async def inject_later() -> None:
                     try:
                         await asyncio.wait_for(stop.wait(), timeout=inject_after_s)
                     except TimeoutError:
                         injection = scenario.inject(cloud, topology, random.Random(spec.seed))
                         console.print(f"[bold]injected:[/] {injection.description}")
+
                 tasks.create_task(inject_later())
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

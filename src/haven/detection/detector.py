@@ -68,30 +68,41 @@ def assess(reading: HostLiveness, now: float, settings: DetectionSettings) -> Ve
     agent_seen = reading.agent_seen if reading.agent_seen is not None else NEVER
     agent_age = now - agent_seen
     if agent_age <= suspect_after:
-        return Verdict(reading.host, HostCondition.HEALTHY, "heartbeating",
-                       failed_processes=reading.failed_processes)
+        return Verdict(
+            reading.host, HostCondition.HEALTHY, "heartbeating", failed_processes=reading.failed_processes
+        )
     second_seen = reading.second_seen
     if second_seen is not None and now - second_seen <= suspect_after:
         if agent_age > settings.grace_s:
             return Verdict(
-                reading.host, HostCondition.ISOLATED,
+                reading.host,
+                HostCondition.ISOLATED,
                 f"management heartbeat silent for {agent_age:.1f} s but the second network still beats: "
                 "isolated, not dead; not evacuating",
             )
-        return Verdict(reading.host, HostCondition.SUSPECT, f"management heartbeat missed for {agent_age:.1f} s")
+        return Verdict(
+            reading.host, HostCondition.SUSPECT, f"management heartbeat missed for {agent_age:.1f} s"
+        )
     silent_since = max(agent_seen, second_seen if second_seen is not None else NEVER)
     silent_for = now - silent_since
     if silent_for < settings.grace_s:
-        return Verdict(reading.host, HostCondition.SUSPECT,
-                       f"no heartbeat on any channel for {silent_for:.1f} s", silent_since)
+        return Verdict(
+            reading.host,
+            HostCondition.SUSPECT,
+            f"no heartbeat on any channel for {silent_for:.1f} s",
+            silent_since,
+        )
     if reading.nova_up and reading.nova_updated_at is not None and reading.nova_updated_at > silent_since:
         return Verdict(
-            reading.host, HostCondition.AGENT_DOWN,
-            f"haven agent silent for {silent_for:.1f} s but nova-compute reported since: agent down, host alive",
+            reading.host,
+            HostCondition.AGENT_DOWN,
+            f"haven agent silent for {silent_for:.1f} s but nova-compute reported since: "
+            "agent down, host alive",
             silent_since,
         )
     return Verdict(
-        reading.host, HostCondition.DEAD,
+        reading.host,
+        HostCondition.DEAD,
         f"silent on every channel for {silent_for:.1f} s (grace {settings.grace_s:g} s), "
         f"nova service {'up' if reading.nova_up else 'down'} without a report since, BMC {reading.bmc.value}",
         silent_since,
@@ -145,7 +156,8 @@ def _apply_gate(
         # Hosts silent since before the hold (say, dead and recovered long ago) neither join nor keep it.
         joined_after = hold.since - settings.grace_s - settings.heartbeat_interval_s
         still_silent = {
-            v.host for v in silent_by_segment.get(segment_id, ())
+            v.host
+            for v in silent_by_segment.get(segment_id, ())
             if v.silent_since is not None and v.silent_since >= joined_after
         }
         if hold.hosts & still_silent:
@@ -164,12 +176,16 @@ def _apply_gate(
             kept[segment_id] = hold
             new_holds.append(hold)
 
-    for segment_id, hold in kept.items():
+    for hold in kept.values():
         for host in hold.hosts:
-            v = verdicts.get(host)
-            if v is not None and _is_silent(v):
-                verdicts[host] = Verdict(host, HostCondition.HELD, f"held by the observer gate: {hold.reason}",
-                                         v.silent_since)
+            current = verdicts.get(host)
+            if current is not None and _is_silent(current):
+                verdicts[host] = Verdict(
+                    host,
+                    HostCondition.HELD,
+                    f"held by the observer gate: {hold.reason}",
+                    current.silent_since,
+                )
     return new_holds, kept, released
 
 

@@ -80,13 +80,17 @@ def _span(name: str, starts: Sequence[float], ends: Sequence[float], origin: flo
 
 def phases_of(events: Sequence[EngineEvent], fault_at: float) -> list[Phase]:
     """The recovery's phases in the order they happen, each from its first start to its last end."""
+
     def at(kind: EventKind) -> list[float]:
         return [e.at for e in events if e.kind is kind]
 
     def steps(step_kind: str, done_only: bool = False) -> tuple[list[float], list[float]]:
         started = [e.at for e in _step_events(events, EventKind.STEP_STARTED, step_kind)]
-        finished = [e.at for e in _step_events(events, EventKind.STEP_FINISHED, step_kind)
-                    if not done_only or e.detail.get("state") == "done"]
+        finished = [
+            e.at
+            for e in _step_events(events, EventKind.STEP_FINISHED, step_kind)
+            if not done_only or e.detail.get("state") == "done"
+        ]
         return started, finished
 
     confirmed = at(EventKind.HOST_CONFIRMED_DEAD)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from haven.cloud.sim import CloudSpec, SimCloud, SimFencer, build_cloud
@@ -43,8 +44,9 @@ async def run_drill(
     options: DrillOptions, on_event: EventSink = discard_events, clock: Clock | None = None
 ) -> DrillReport:
     scenario = scenario_named(options.scenario)
-    spec = scenario.shape(CloudSpec(hosts=options.hosts, vms=options.vms, seed=options.seed,
-                                    ha_fraction=options.ha_fraction))
+    spec = scenario.shape(
+        CloudSpec(hosts=options.hosts, vms=options.vms, seed=options.seed, ha_fraction=options.ha_fraction)
+    )
     clock = clock or VirtualClock()
     wall_start = time.perf_counter()
     cloud, topology = build_cloud(spec, clock)
@@ -58,7 +60,9 @@ async def run_drill(
 
         fault_at, cpu_at_fault = clock.now(), time.process_time()
         injection = scenario.inject(cloud, topology, random.Random(options.seed))
-        recorder(EngineEvent(EventKind.FAULT_INJECTED, fault_at, detail={"description": injection.description}))
+        recorder(
+            EngineEvent(EventKind.FAULT_INJECTED, fault_at, detail={"description": injection.description})
+        )
         affected = [s.id for h in injection.failed_hosts for s in await cloud.list_servers(h) if s.ha_enabled]
         if injection.follow_up is not None and injection.follow_up_after_s is not None:
             await run_until(engine, clock, fault_at + injection.follow_up_after_s, wake_sources=wake)
@@ -76,15 +80,25 @@ async def run_drill(
         report = _judge(scenario, options, spec, cloud, store, injection, affected, recorder, fault_at)
         report.simulated_s = round(clock.now() - fault_at, 3)
         report.wall_s = round(time.perf_counter() - wall_start, 3)
-        issued = [cpu for e, cpu in recorder.events
-                  if e.kind is EventKind.STEP_STARTED and e.detail.get("kind") == EVACUATE]
+        issued = [
+            cpu
+            for e, cpu in recorder.events
+            if e.kind is EventKind.STEP_STARTED and e.detail.get("kind") == EVACUATE
+        ]
         report.cpu_s_to_all_issued = round(max(issued) - cpu_at_fault, 4) if issued else None
         return report
 
 
 def _judge(
-    scenario: Scenario, options: DrillOptions, spec: CloudSpec, cloud: SimCloud, store: Store,
-    injection: Injection, affected: list[ServerId], recorder: EventRecorder, fault_at: float,
+    scenario: Scenario,
+    options: DrillOptions,
+    spec: CloudSpec,
+    cloud: SimCloud,
+    store: Store,
+    injection: Injection,
+    affected: list[ServerId],
+    recorder: EventRecorder,
+    fault_at: float,
 ) -> DrillReport:
     events = [e for e, _ in recorder.events]
     recovered = [s for s in affected if cloud.hosts_running(s) - set(injection.failed_hosts)]
@@ -93,7 +107,10 @@ def _judge(
     unplaced = [u for n in notifications for u in n.payload.get("recovery", {}).get("unplaced", [])]
     held = any(e.kind is EventKind.SEGMENT_HELD for e in events)
     report = DrillReport(
-        scenario=scenario.name, seed=options.seed, hosts=spec.hosts, vms=spec.vms,
+        scenario=scenario.name,
+        seed=options.seed,
+        hosts=spec.hosts,
+        vms=spec.vms,
         injected=injection.description,
         ha_vms_affected=len(affected),
         ha_vms_recovered=len(recovered),
@@ -101,7 +118,9 @@ def _judge(
         vms_running_twice=len(cloud.servers_running_twice()),
         evacuated_unfenced=sum(1 for e in evacuations if e.source_powered),
         false_evacuations=sum(1 for e in evacuations if not e.source_failed_by_fault),
-        double_evacuations=sum(1 for s in {e.server_id for e in evacuations} if cloud.evacuation_count(s) > 1),
+        double_evacuations=sum(
+            1 for s in {e.server_id for e in evacuations} if cloud.evacuation_count(s) > 1
+        ),
         unplaced=unplaced,
         phases=phases_of(events, fault_at),
         detect_s=_worst(events, EventKind.HOST_CONFIRMED_DEAD, injection.failed_hosts, fault_at),
@@ -109,37 +128,64 @@ def _judge(
         recover_s=_recover_s(events, set(affected), fault_at) if affected and not unplaced else None,
         held_by_gate=held,
         verdict="",
-        alerts=[{"kind": a.kind.value, "host": a.host, "message": a.message} for a in store.list_alerts(active_only=False)],
-        notifications=[{"id": n.id, "type": n.type.value, "host": n.hostname, "status": n.status.value,
-                        "event": n.payload.get("event")} for n in notifications],
+        alerts=[
+            {"kind": a.kind.value, "host": a.host, "message": a.message}
+            for a in store.list_alerts(active_only=False)
+        ],
+        notifications=[
+            {
+                "id": n.id,
+                "type": n.type.value,
+                "host": n.hostname,
+                "status": n.status.value,
+                "event": n.payload.get("event"),
+            }
+            for n in notifications
+        ],
     )
     report.verdict, report.checks = _verdict(scenario, report, evacuations, notifications, cloud, injection)
     return report
 
 
-def _worst(events: list[EngineEvent], kind: EventKind, hosts: tuple[HostName, ...], origin: float) -> float | None:
+def _worst(
+    events: list[EngineEvent], kind: EventKind, hosts: tuple[HostName, ...], origin: float
+) -> float | None:
     times = [e.at - origin for e in events if e.kind is kind and e.host in hosts]
     return round(max(times), 3) if times else None
 
 
 def _fence_s(events: list[EngineEvent], hosts: tuple[HostName, ...]) -> float | None:
     confirmed = {e.host: e.at for e in events if e.kind is EventKind.HOST_CONFIRMED_DEAD and e.host in hosts}
-    fenced = [e.at - confirmed[e.host] for e in events
-              if e.kind is EventKind.STEP_FINISHED and e.detail.get("kind") == FENCE
-              and e.detail.get("state") == "done" and e.host in confirmed]
+    fenced = [
+        e.at - confirmed[e.host]
+        for e in events
+        if e.kind is EventKind.STEP_FINISHED
+        and e.detail.get("kind") == FENCE
+        and e.detail.get("state") == "done"
+        and e.host in confirmed
+    ]
     return round(max(fenced), 3) if fenced else None
 
 
 def _recover_s(events: list[EngineEvent], affected: set[ServerId], origin: float) -> float | None:
-    verified = [e.at - origin for e in events
-                if e.kind is EventKind.STEP_FINISHED and e.detail.get("kind") == EVACUATE
-                and e.detail.get("state") == "done" and e.detail.get("subject") in affected]
+    verified = [
+        e.at - origin
+        for e in events
+        if e.kind is EventKind.STEP_FINISHED
+        and e.detail.get("kind") == EVACUATE
+        and e.detail.get("state") == "done"
+        and e.detail.get("subject") in affected
+    ]
     return round(max(verified), 3) if len(verified) == len(affected) and verified else None
 
 
 def _verdict(
-    scenario: Scenario, r: DrillReport, evacuations: list[object], notifications: list[object],
-    cloud: SimCloud, injection: Injection,
+    scenario: Scenario,
+    r: DrillReport,
+    evacuations: Sequence[object],
+    notifications: Sequence[object],
+    cloud: SimCloud,
+    injection: Injection,
 ) -> tuple[str, list[str]]:
     checks: list[str] = []
     if r.vms_running_twice or r.evacuated_unfenced or r.false_evacuations or r.double_evacuations:
@@ -159,10 +205,12 @@ def _verdict(
 
 
 def _service_cycle_verdict(
-    r: DrillReport, evacuations: list[object], cloud: SimCloud, injection: Injection, checks: list[str]
+    r: DrillReport, evacuations: Sequence[object], cloud: SimCloud, injection: Injection, checks: list[str]
 ) -> tuple[str, list[str]]:
     host = injection.touched_hosts[0]
-    process = [n for n in r.notifications if n["type"] == NotificationType.PROCESS.value and n["host"] == host]
+    process = [
+        n for n in r.notifications if n["type"] == NotificationType.PROCESS.value and n["host"] == host
+    ]
     stopped = any(n["event"] == "STOPPED" and n["status"] == "finished" for n in process)
     started = any(n["event"] == "STARTED" and n["status"] == "finished" for n in process)
     enabled = cloud.sim_host(host).service_enabled

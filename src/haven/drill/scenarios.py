@@ -64,12 +64,15 @@ def _host_power_loss(cloud: SimCloud, topology: SimTopology, rng: random.Random)
 def _rack_loss(cloud: SimCloud, topology: SimTopology, rng: random.Random) -> Injection:
     zone_size = {zone: len(hosts) for zone, hosts in topology.zones.items()}
     candidates = sorted(
-        rack for rack, hosts in topology.racks.items()
+        rack
+        for rack, hosts in topology.racks.items()
         if len(hosts) >= 2 and len(hosts) <= zone_size[cloud.sim_host(hosts[0]).zone] / 2
     )
     if not candidates:
-        raise UserError("this cloud has no rack of 2 or more hosts that is at most half its zone",
-                        "use more hosts (--hosts 12 or more)")
+        raise UserError(
+            "this cloud has no rack of 2 or more hosts that is at most half its zone",
+            "use more hosts (--hosts 12 or more)",
+        )
     rack = rng.choice(candidates)
     hosts = tuple(topology.racks[rack])
     for host in hosts:
@@ -94,29 +97,66 @@ def _observer_partition(cloud: SimCloud, topology: SimTopology, rng: random.Rand
 def _nova_compute_crash(cloud: SimCloud, topology: SimTopology, rng: random.Random) -> Injection:
     victim = _pick_host(cloud, topology, rng)
     cloud.crash_nova_compute(victim)
-    return Injection((), (victim,), f"nova-compute crashed on {victim}; it is restarted 30 s later",
-                     follow_up_after_s=30.0, follow_up=lambda: cloud.crash_nova_compute(victim, crashed=False))
+    return Injection(
+        (),
+        (victim,),
+        f"nova-compute crashed on {victim}; it is restarted 30 s later",
+        follow_up_after_s=30.0,
+        follow_up=lambda: cloud.crash_nova_compute(victim, crashed=False),
+    )
 
 
 SCENARIOS: dict[str, Scenario] = {
-    s.name: s for s in (
-        Scenario("host-power-loss", "one host dies; its HA VMs come back on healthy hosts",
-                 Expect.RECOVERY, _host_power_loss),
-        Scenario("rack-loss", "every host of one rack dies at once (below the observer gate)",
-                 Expect.RECOVERY, _rack_loss),
-        Scenario("management-partition", "a host loses its management network only: isolated, not dead",
-                 Expect.HOLD, _management_partition, observe_for_s=120.0),
-        Scenario("observer-partition", "most of a segment goes silent at once: the observer is the fault",
-                 Expect.HOLD, _observer_partition, observe_for_s=120.0),
-        Scenario("nova-compute-crash", "nova-compute dies on a live host, and comes back",
-                 Expect.SERVICE_CYCLE, _nova_compute_crash, observe_for_s=60.0),
-        Scenario("no-capacity", "the survivors cannot take every VM: placed by priority, the rest reported",
-                 Expect.RECOVERY, _host_power_loss,
-                 shape=lambda spec: dataclasses.replace(spec, tight_capacity=True, ha_fraction=1.0)),
-        Scenario("reserved-host", "a reserved_host segment recovers onto its reserved hosts",
-                 Expect.RECOVERY, _host_power_loss,
-                 shape=lambda spec: dataclasses.replace(spec, reserved_per_zone=max(spec.reserved_per_zone, 1)),
-                 recovery_method=RecoveryMethod.RESERVED_HOST),
+    s.name: s
+    for s in (
+        Scenario(
+            "host-power-loss",
+            "one host dies; its HA VMs come back on healthy hosts",
+            Expect.RECOVERY,
+            _host_power_loss,
+        ),
+        Scenario(
+            "rack-loss",
+            "every host of one rack dies at once (below the observer gate)",
+            Expect.RECOVERY,
+            _rack_loss,
+        ),
+        Scenario(
+            "management-partition",
+            "a host loses its management network only: isolated, not dead",
+            Expect.HOLD,
+            _management_partition,
+            observe_for_s=120.0,
+        ),
+        Scenario(
+            "observer-partition",
+            "most of a segment goes silent at once: the observer is the fault",
+            Expect.HOLD,
+            _observer_partition,
+            observe_for_s=120.0,
+        ),
+        Scenario(
+            "nova-compute-crash",
+            "nova-compute dies on a live host, and comes back",
+            Expect.SERVICE_CYCLE,
+            _nova_compute_crash,
+            observe_for_s=60.0,
+        ),
+        Scenario(
+            "no-capacity",
+            "the survivors cannot take every VM: placed by priority, the rest reported",
+            Expect.RECOVERY,
+            _host_power_loss,
+            shape=lambda spec: dataclasses.replace(spec, tight_capacity=True, ha_fraction=1.0),
+        ),
+        Scenario(
+            "reserved-host",
+            "a reserved_host segment recovers onto its reserved hosts",
+            Expect.RECOVERY,
+            _host_power_loss,
+            shape=lambda spec: dataclasses.replace(spec, reserved_per_zone=max(spec.reserved_per_zone, 1)),
+            recovery_method=RecoveryMethod.RESERVED_HOST,
+        ),
     )
 }
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from haven.cloud.base import Cloud
+from haven.domain.errors import NotFound
 from haven.domain.ids import HostName
 from haven.domain.incidents import Notification
 from haven.domain.settings import RecoverySettings
@@ -22,3 +24,8 @@ class StepContext:
     now: float
     notification: Notification
     host_is_healthy: Callable[[HostName], bool]
+
+    def update_member(self, host: HostName, **changes: object) -> None:
+        """Record a change to a segment host; a host outside every segment has nothing to record."""
+        with contextlib.suppress(NotFound):
+            self.store.update_host(host, **changes)

@@ -41,7 +41,9 @@ async def _issue(server: Server, detail: dict[str, Any], ctx: StepContext) -> Ou
         return failed(f"the rebuild failed: server in ERROR on {server.host}", detail)
     try:
         if server.vm_state is VmState.ERROR:
-            await ctx.cloud.reset_state(server.id, VmState.ACTIVE)  # Nova evacuates ERROR servers only once reset
+            await ctx.cloud.reset_state(
+                server.id, VmState.ACTIVE
+            )  # Nova evacuates ERROR servers only once reset
         await ctx.cloud.evacuate(server.id, HostName(str(detail["target"])))
     except TemporaryError as exc:
         return requeue(exc.delay, {**detail, "last_error": str(exc)})

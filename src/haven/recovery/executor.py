@@ -29,7 +29,14 @@ from haven.recovery.context import StepContext
 from haven.recovery.outcome import Outcome, failed, requeue
 from haven.recovery.summary import alerts_for, summarize
 from haven.recovery.workflows import (
-    DISABLE_SERVICE, ENABLE_RESERVED, ENABLE_SERVICE, EVACUATE, FENCE, FORCE_DOWN, PARALLEL_KINDS, PLAN,
+    DISABLE_SERVICE,
+    ENABLE_RESERVED,
+    ENABLE_SERVICE,
+    EVACUATE,
+    FENCE,
+    FORCE_DOWN,
+    PARALLEL_KINDS,
+    PLAN,
 )
 from haven.store import Store
 
@@ -132,7 +139,9 @@ class RecoveryExecutor:
 
     def _in_flight(self) -> int:
         return sum(
-            1 for o in self._open.values() for s in o.steps
+            1
+            for o in self._open.values()
+            for s in o.steps
             if s.kind in PARALLEL_KINDS and s.state is StepState.RUNNING
         )
 
@@ -142,8 +151,15 @@ class RecoveryExecutor:
         batch = self._runnable(item, now, self._settings.max_parallel_evacuations - in_flight)
         if batch:
             started = self._commit_intent(item, batch, now)
-            ctx = StepContext(self._cloud, self._fencer, self._store, self._settings, now,
-                              item.notification, self._host_is_healthy)
+            ctx = StepContext(
+                self._cloud,
+                self._fencer,
+                self._store,
+                self._settings,
+                now,
+                item.notification,
+                self._host_is_healthy,
+            )
             outcomes = await asyncio.gather(*(self._run_one(step, ctx) for step in started))
             self._commit_outcomes(item, started, outcomes, now)
         if all(s.state in TERMINAL for s in item.steps):
@@ -172,9 +188,12 @@ class RecoveryExecutor:
     def _commit_intent(self, item: _Open, batch: list[Step], now: float) -> list[Step]:
         starting = [
             dataclasses.replace(s, state=StepState.RUNNING, attempts=s.attempts + 1, started_at=now)
-            for s in batch if s.state is StepState.PENDING
+            for s in batch
+            if s.state is StepState.PENDING
         ]
-        status = NotificationStatus.RUNNING if item.notification.status is not NotificationStatus.RUNNING else None
+        status = (
+            NotificationStatus.RUNNING if item.notification.status is not NotificationStatus.RUNNING else None
+        )
         if starting or status:
             self._on_commit("before-intent")
             self._store.save_progress(item.notification.id, steps=starting, status=status, now=now)
@@ -183,9 +202,15 @@ class RecoveryExecutor:
                 item.notification = dataclasses.replace(item.notification, status=status, updated_at=now)
             self._replace(item, starting)
             for s in starting:
-                self._emit(EngineEvent(EventKind.STEP_STARTED, now, item.notification.hostname,
-                                       notification_id=item.notification.id,
-                                       detail={"kind": s.kind, "subject": s.subject, "seq": s.seq}))
+                self._emit(
+                    EngineEvent(
+                        EventKind.STEP_STARTED,
+                        now,
+                        item.notification.hostname,
+                        notification_id=item.notification.id,
+                        detail={"kind": s.kind, "subject": s.subject, "seq": s.seq},
+                    )
+                )
         by_seq = {s.seq: s for s in item.steps}
         return [by_seq[s.seq] for s in batch]
 
@@ -200,24 +225,34 @@ class RecoveryExecutor:
         except CloudError as exc:
             return failed(str(exc), step.detail)
 
-    def _commit_outcomes(self, item: _Open, started: list[Step], outcomes: Sequence[Outcome], now: float) -> None:
+    def _commit_outcomes(
+        self, item: _Open, started: list[Step], outcomes: Sequence[Outcome], now: float
+    ) -> None:
         updated: list[Step] = []
         new_steps: list[Step] = []
         stop = False
         next_seq = max(s.seq for s in item.steps) + 1
         for step, outcome in zip(started, outcomes, strict=True):
             finished_at = now if outcome.state in TERMINAL else None
-            updated.append(dataclasses.replace(step, state=outcome.state, detail=dict(outcome.detail),
-                                               finished_at=finished_at))
+            updated.append(
+                dataclasses.replace(
+                    step, state=outcome.state, detail=dict(outcome.detail), finished_at=finished_at
+                )
+            )
             item.due[step.seq] = now + outcome.requeue_after if outcome.state is StepState.RUNNING else 0.0
             stop = stop or outcome.stop_recovery
             for new in outcome.new_steps:
-                new_steps.append(Step(item.notification.id, next_seq, new.kind, new.subject, detail=dict(new.detail)))
+                new_steps.append(
+                    Step(item.notification.id, next_seq, new.kind, new.subject, detail=dict(new.detail))
+                )
                 next_seq += 1
         if stop:
             done_seqs = {s.seq for s in updated}
-            updated += [dataclasses.replace(s, state=StepState.SKIPPED, finished_at=now)
-                        for s in item.steps if s.state not in TERMINAL and s.seq not in done_seqs]
+            updated += [
+                dataclasses.replace(s, state=StepState.SKIPPED, finished_at=now)
+                for s in item.steps
+                if s.state not in TERMINAL and s.seq not in done_seqs
+            ]
         self._on_commit("before-outcome")
         self._store.save_progress(item.notification.id, steps=updated, new_steps=new_steps, now=now)
         self._on_commit("after-outcome")
@@ -226,10 +261,21 @@ class RecoveryExecutor:
         for s in updated:
             if s.state in TERMINAL:
                 item.due.pop(s.seq, None)
-                self._emit(EngineEvent(EventKind.STEP_FINISHED, now, item.notification.hostname,
-                                       notification_id=item.notification.id,
-                                       detail={"kind": s.kind, "subject": s.subject, "seq": s.seq,
-                                               "state": s.state.value, **_brief(s.detail)}))
+                self._emit(
+                    EngineEvent(
+                        EventKind.STEP_FINISHED,
+                        now,
+                        item.notification.hostname,
+                        notification_id=item.notification.id,
+                        detail={
+                            "kind": s.kind,
+                            "subject": s.subject,
+                            "seq": s.seq,
+                            "state": s.state.value,
+                            **_brief(s.detail),
+                        },
+                    )
+                )
 
     def _finish(self, item: _Open) -> None:
         now = self._clock.now()
@@ -241,9 +287,15 @@ class RecoveryExecutor:
         del self._open[item.notification.id]
         for alert in alerts_for(item.notification, item.steps, summary, now):
             self._store.raise_alert(alert)
-        self._emit(EngineEvent(EventKind.NOTIFICATION_FINISHED, now, item.notification.hostname,
-                               notification_id=item.notification.id,
-                               detail={"status": status.value, **summary}))
+        self._emit(
+            EngineEvent(
+                EventKind.NOTIFICATION_FINISHED,
+                now,
+                item.notification.hostname,
+                notification_id=item.notification.id,
+                detail={"status": status.value, **summary},
+            )
+        )
 
     @staticmethod
     def _replace(item: _Open, steps: Sequence[Step]) -> None:

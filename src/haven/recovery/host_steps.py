@@ -46,25 +46,19 @@ async def fence(step: Step, ctx: StepContext) -> Outcome:
 def _fence_failed(host: HostName, why: str, detail: Mapping[str, Any]) -> Outcome:
     return failed(
         f"could not fence {host}: {why}; its VMs are NOT evacuated, because they might still be running",
-        detail, stop_recovery=True,
+        detail,
+        stop_recovery=True,
     )
 
 
 async def force_down(step: Step, ctx: StepContext) -> Outcome:
-    """Tell Nova at once that the compute service is down (no waiting for service_down_time) and disable it."""
+    """Tell Nova at once that the compute service is down (no service_down_time wait) and disable it."""
     host = HostName(step.subject)
     reason = f"haven: host failure, notification {ctx.notification.id}"
     await ctx.cloud.force_down(host, True)
     await ctx.cloud.disable_service(host, reason)
-    _mark_disabled_by_haven(ctx, host)
+    ctx.update_member(host, disabled_by_haven=True)
     return done({"disabled_reason": reason})
-
-
-def _mark_disabled_by_haven(ctx: StepContext, host: HostName) -> None:
-    try:
-        ctx.store.update_host(host, disabled_by_haven=True)
-    except NotFound:
-        pass  # a notification about a host outside every segment: nothing to remember
 
 
 async def plan(step: Step, ctx: StepContext) -> Outcome:
@@ -79,7 +73,10 @@ async def plan(step: Step, ctx: StepContext) -> Outcome:
     groups = {g.id: g for g in await ctx.cloud.list_server_groups()}
     targets = await _targets(ctx, segment, failed_host, servers, groups)
     result = plan_evacuation(
-        servers, targets, groups, segment.recovery_method,
+        servers,
+        targets,
+        groups,
+        segment.recovery_method,
         evacuate_all_instances=ctx.settings.evacuate_all_instances,
         ignore_instances_in_error_state=ctx.settings.ignore_instances_in_error_state,
     )
@@ -93,27 +90,39 @@ def _plan_detail(result: EvacuationPlan, segment: Segment, servers: Sequence[Ser
         "segment": segment.name,
         "servers_on_host": len(servers),
         "placed": len(result.placements),
-        "unplaced": [{"server": u.server_id, "name": names.get(u.server_id, ""), "reason": u.reason}
-                     for u in result.unplaced],
-        "skipped": [{"server": u.server_id, "name": names.get(u.server_id, ""), "reason": u.reason}
-                    for u in result.skipped],
+        "unplaced": [
+            {"server": u.server_id, "name": names.get(u.server_id, ""), "reason": u.reason}
+            for u in result.unplaced
+        ],
+        "skipped": [
+            {"server": u.server_id, "name": names.get(u.server_id, ""), "reason": u.reason}
+            for u in result.skipped
+        ],
         "reserved_hosts_used": list(result.reserved_hosts_used),
     }
 
 
-def _plan_steps(result: EvacuationPlan, servers: Sequence[Server], failed_host: HostName) -> tuple[NewStep, ...]:
+def _plan_steps(
+    result: EvacuationPlan, servers: Sequence[Server], failed_host: HostName
+) -> tuple[NewStep, ...]:
     by_id = {s.id: s for s in servers}
     steps = [NewStep(ENABLE_RESERVED, host) for host in result.reserved_hosts_used]
     for placement in result.placements:
         server = by_id[placement.server_id]
-        steps.append(NewStep(EVACUATE, placement.server_id, {
-            "name": server.name,
-            "source": failed_host,
-            "target": placement.target,
-            "ha": server.ha_enabled,
-            "priority": server.priority,
-            "vm_state_before": server.vm_state.value,
-        }))
+        steps.append(
+            NewStep(
+                EVACUATE,
+                placement.server_id,
+                {
+                    "name": server.name,
+                    "source": failed_host,
+                    "target": placement.target,
+                    "ha": server.ha_enabled,
+                    "priority": server.priority,
+                    "vm_state_before": server.vm_state.value,
+                },
+            )
+        )
     return tuple(steps)
 
 
@@ -132,11 +141,17 @@ async def _targets(
         host = cloud_hosts.get(name)
         if host is None or name == failed_host or not _usable_target(host, member, ctx):
             continue
-        targets.append(TargetHost(
-            name=name, capacity=host.capacity, used_vcpus=host.used_vcpus, used_ram_mb=host.used_ram_mb,
-            used_disk_gb=host.used_disk_gb, reserved=member.reserved,
-            groups_present=frozenset(presence.get(name, ())),
-        ))
+        targets.append(
+            TargetHost(
+                name=name,
+                capacity=host.capacity,
+                used_vcpus=host.used_vcpus,
+                used_ram_mb=host.used_ram_mb,
+                used_disk_gb=host.used_disk_gb,
+                reserved=member.reserved,
+                groups_present=frozenset(presence.get(name, ())),
+            )
+        )
     return targets
 
 
@@ -170,8 +185,5 @@ async def enable_reserved(step: Step, ctx: StepContext) -> Outcome:
     """A reserved host chosen by the plan joins service, and stops being reserved (as Masakari does)."""
     host = HostName(step.subject)
     await ctx.cloud.enable_service(host)
-    try:
-        ctx.store.update_host(host, reserved=False)
-    except NotFound:
-        pass
+    ctx.update_member(host, reserved=False)
     return done({"enabled": True})

@@ -17,7 +17,7 @@ async def disable_service(step: Step, ctx: StepContext) -> Outcome:
     process = str(ctx.notification.payload.get("process_name", "nova-compute"))
     reason = f"haven: {process} down on {host}, notification {ctx.notification.id}"
     await ctx.cloud.disable_service(host, reason)
-    _remember(ctx, host, disabled=True)
+    ctx.update_member(host, disabled_by_haven=True)
     return done({"disabled_reason": reason})
 
 
@@ -31,12 +31,5 @@ async def enable_service(step: Step, ctx: StepContext) -> Outcome:
         # An operator (not haven) disabled it: not ours to undo.
         return done({"enabled": False, "why": "service was not disabled by haven"})
     await ctx.cloud.enable_service(host)
-    _remember(ctx, host, disabled=False)
+    ctx.update_member(host, disabled_by_haven=False)
     return done({"enabled": True})
-
-
-def _remember(ctx: StepContext, host: HostName, disabled: bool) -> None:
-    try:
-        ctx.store.update_host(host, disabled_by_haven=disabled)
-    except NotFound:
-        pass

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any
-
-import uuid
 
 from haven.domain.incidents import Alert, AlertKind, Notification, NotificationStatus, Step, StepState
 from haven.recovery.workflows import EVACUATE, FENCE, PLAN
@@ -19,7 +18,8 @@ def summarize(steps: Sequence[Step]) -> tuple[NotificationStatus, dict[str, Any]
     unplaced = list(plan.detail.get("unplaced", [])) if plan else []
     failures = [
         {"step": s.kind, "subject": s.subject, "error": s.detail.get("error", "")}
-        for s in steps if s.state is StepState.FAILED
+        for s in steps
+        if s.state is StepState.FAILED
     ]
     summary: dict[str, Any] = {
         "evacuated": sum(1 for s in evacuations if s.state is StepState.DONE),
@@ -32,8 +32,11 @@ def summarize(steps: Sequence[Step]) -> tuple[NotificationStatus, dict[str, Any]
     return (NotificationStatus.FINISHED if ok else NotificationStatus.FAILED), summary
 
 
-def alerts_for(notification: Notification, steps: Sequence[Step], summary: dict[str, Any], now: float) -> list[Alert]:
+def alerts_for(
+    notification: Notification, steps: Sequence[Step], summary: dict[str, Any], now: float
+) -> list[Alert]:
     """An operator must hear of a fence that failed, VMs left unplaced, and any other failed step."""
+
     def alert(kind: AlertKind, message: str) -> Alert:
         return Alert(uuid.uuid4().hex, kind, message, now, notification.segment_id, notification.hostname)
 
@@ -43,10 +46,18 @@ def alerts_for(notification: Notification, steps: Sequence[Step], summary: dict[
         alerts.append(alert(AlertKind.FENCE_FAILED, str(fence.detail.get("error", "fencing failed"))))
     if summary.get("unplaced"):
         names = ", ".join(u.get("name") or u["server"] for u in summary["unplaced"])
-        alerts.append(alert(AlertKind.UNPLACED,
-                            f"{len(summary['unplaced'])} VM(s) of {notification.hostname} could not be placed: {names}"))
+        alerts.append(
+            alert(
+                AlertKind.UNPLACED,
+                f"{len(summary['unplaced'])} VM(s) of {notification.hostname} could not be placed: {names}",
+            )
+        )
     other = [f for f in summary.get("failures", []) if f["step"] != FENCE]
     if other:
-        alerts.append(alert(AlertKind.RECOVERY_FAILED,
-                            f"{len(other)} recovery step(s) failed for {notification.hostname}: {other[0]['error']}"))
+        alerts.append(
+            alert(
+                AlertKind.RECOVERY_FAILED,
+                f"{len(other)} recovery step(s) failed for {notification.hostname}: {other[0]['error']}",
+            )
+        )
     return alerts

@@ -26,11 +26,15 @@ def segments_per_zone(
         return existing
     zones = sorted({h.zone for h in hosts})
     segments = {
-        zone: store.create_segment(Segment(SegmentId(uuid.uuid4().hex), f"segment-{zone}", method,
-                                           description=f"every host of availability zone {zone}"))
+        zone: store.create_segment(
+            Segment(
+                SegmentId(uuid.uuid4().hex),
+                f"segment-{zone}",
+                method,
+                description=f"every host of availability zone {zone}",
+            )
+        )
         for zone in zones
     }
-    store.add_hosts([
-        SegmentHost(h.name, segments[h.zone].id, reserved=h.name in reserved) for h in hosts
-    ])
+    store.add_hosts([SegmentHost(h.name, segments[h.zone].id, reserved=h.name in reserved) for h in hosts])
     return list(segments.values())

@@ -72,12 +72,16 @@ def load_config(home: Path, path: Path | None = None) -> HavenConfig:
     _only(database, {"url"}, f"{where} [database]")
     url = database.get("url", f"sqlite:///{home / DB_FILE}")
     if not isinstance(url, str) or not url:
-        raise ConfigError(f"{where}: [database] url must be a non-empty string", 'e.g. url = "sqlite:///haven.db"')
+        raise ConfigError(
+            f"{where}: [database] url must be a non-empty string", 'e.g. url = "sqlite:///haven.db"'
+        )
     cloud = _table(raw, "cloud", where)
     driver = cloud.pop("driver", "simulated")
     if driver not in CLOUD_DRIVERS:
-        raise ConfigError(f"{where}: [cloud] driver {driver!r} is not known",
-                          f"use one of: {', '.join(CLOUD_DRIVERS)} (OpenStack arrives with the real-Nova work)")
+        raise ConfigError(
+            f"{where}: [cloud] driver {driver!r} is not known",
+            f"use one of: {', '.join(CLOUD_DRIVERS)} (OpenStack arrives with the real-Nova work)",
+        )
     return HavenConfig(
         home=home,
         database_url=url,
@@ -96,11 +100,15 @@ def _read(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}", "check the path given to --config") from None
+        raise ConfigError(
+            f"cannot read config file {path}: {exc.strerror}", "check the path given to --config"
+        ) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}", "fix the line named above") from None
+        raise ConfigError(
+            f"config file {path} is not valid TOML: {exc}", "fix the line named above"
+        ) from None
 
 
 def _table(raw: Mapping[str, Any], name: str, where: str) -> dict[str, Any]:
@@ -113,7 +121,9 @@ def _table(raw: Mapping[str, Any], name: str, where: str) -> dict[str, Any]:
 def _only(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
     unknown = sorted(set(table) - allowed)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}", f"known keys: {', '.join(sorted(allowed))}")
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}", f"known keys: {', '.join(sorted(allowed))}"
+        )
 
 
 def _settings(cls: type[T], table: Mapping[str, Any], where: str) -> T:

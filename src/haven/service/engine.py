@@ -19,7 +19,11 @@ from haven.domain.clock import Clock
 from haven.domain.events import EngineEvent, EventKind, EventSink, discard_events
 from haven.domain.ids import HostName, NotificationId, SegmentId
 from haven.domain.incidents import (
-    Alert, AlertKind, Notification, NotificationStatus, NotificationType,
+    Alert,
+    AlertKind,
+    Notification,
+    NotificationStatus,
+    NotificationType,
 )
 from haven.domain.liveness import HostCondition
 from haven.domain.settings import EngineSettings
@@ -30,7 +34,10 @@ from haven.store import Store
 
 HEALTHY = HostCondition.HEALTHY
 NOVA_COMPUTE = "nova-compute"
-_CONDITION_ALERTS = {HostCondition.ISOLATED: AlertKind.ISOLATED, HostCondition.AGENT_DOWN: AlertKind.AGENT_DOWN}
+_CONDITION_ALERTS = {
+    HostCondition.ISOLATED: AlertKind.ISOLATED,
+    HostCondition.AGENT_DOWN: AlertKind.AGENT_DOWN,
+}
 _CONDITION_EVENTS = {
     HostCondition.SUSPECT: EventKind.HOST_SUSPECTED,
     HostCondition.DEAD: EventKind.HOST_CONFIRMED_DEAD,
@@ -75,8 +82,11 @@ class Engine:
         self._conditions = {h.name: HostCondition(h.condition) for h in members if h.condition != HEALTHY}
         for alert in self._store.list_alerts(active_only=True):
             if alert.kind is AlertKind.GATE_HOLD and alert.segment_id is not None:
-                held = frozenset(h for h, c in self._conditions.items()
-                                 if c is HostCondition.HELD and self._membership.segment_of.get(h) == alert.segment_id)
+                held = frozenset(
+                    h
+                    for h, c in self._conditions.items()
+                    if c is HostCondition.HELD and self._membership.segment_of.get(h) == alert.segment_id
+                )
                 self._holds[alert.segment_id] = Hold(alert.segment_id, alert.raised_at, alert.message, held)
         for h in members:
             if h.disabled_by_haven and h.condition == HEALTHY:
@@ -149,10 +159,17 @@ class Engine:
     def _apply_holds(self, result: Detection, now: float) -> None:
         self._holds = dict(result.holds)
         for hold in result.new_holds:
-            self._store.raise_alert(Alert(uuid.uuid4().hex, AlertKind.GATE_HOLD, hold.reason, now,
-                                          segment_id=hold.segment_id))
-            self._emit(EngineEvent(EventKind.SEGMENT_HELD, now, segment_id=hold.segment_id,
-                                   detail={"reason": hold.reason, "hosts": sorted(hold.hosts)}))
+            self._store.raise_alert(
+                Alert(uuid.uuid4().hex, AlertKind.GATE_HOLD, hold.reason, now, segment_id=hold.segment_id)
+            )
+            self._emit(
+                EngineEvent(
+                    EventKind.SEGMENT_HELD,
+                    now,
+                    segment_id=hold.segment_id,
+                    detail={"reason": hold.reason, "hosts": sorted(hold.hosts)},
+                )
+            )
         for segment_id in result.released:
             self._store.clear_alerts(now=now, kind=AlertKind.GATE_HOLD, segment_id=segment_id)
             self._emit(EngineEvent(EventKind.SEGMENT_RELEASED, now, segment_id=segment_id))
@@ -165,20 +182,36 @@ class Engine:
         if old in _CONDITION_ALERTS:
             self._store.clear_alerts(now=now, kind=_CONDITION_ALERTS[old], host=host)
         if new in _CONDITION_ALERTS:
-            self._store.raise_alert(Alert(uuid.uuid4().hex, _CONDITION_ALERTS[new], f"{host}: {reason}", now,
-                                          segment_id=segment_id, host=host))
+            self._store.raise_alert(
+                Alert(
+                    uuid.uuid4().hex,
+                    _CONDITION_ALERTS[new],
+                    f"{host}: {reason}",
+                    now,
+                    segment_id=segment_id,
+                    host=host,
+                )
+            )
         if new in _CONDITION_EVENTS:
             self._emit(EngineEvent(_CONDITION_EVENTS[new], now, host, segment_id, detail={"reason": reason}))
         if new is HostCondition.DEAD:
-            payload = {"event": "STOPPED", "host_status": "UNKNOWN", "cluster_status": "OFFLINE", "reason": reason}
+            payload = {
+                "event": "STOPPED",
+                "host_status": "UNKNOWN",
+                "cluster_status": "OFFLINE",
+                "reason": reason,
+            }
             self.submit(NotificationType.COMPUTE_HOST, host, payload)
         if old is HostCondition.DEAD and new is HEALTHY:
             self._returning.add(host)
 
     def _check_processes(self, verdicts: Mapping[HostName, Verdict], now: float) -> None:
         """A process that died on a live host gets a STOPPED notification; its return a STARTED one."""
-        current = {h: v.failed_processes for h, v in verdicts.items()
-                   if v.failed_processes and v.condition is HEALTHY}
+        current = {
+            h: v.failed_processes
+            for h, v in verdicts.items()
+            if v.failed_processes and v.condition is HEALTHY
+        }
         for host, processes in current.items():
             for process in sorted(processes - self._failed_processes.get(host, frozenset())):
                 self.submit(NotificationType.PROCESS, host, {"event": "STOPPED", "process_name": process})
@@ -211,7 +244,9 @@ class Engine:
 
     # ---- notifications -------------------------------------------------------------------
 
-    def submit(self, type_: NotificationType, host: HostName, payload: Mapping[str, Any]) -> Notification | None:
+    def submit(
+        self, type_: NotificationType, host: HostName, payload: Mapping[str, Any]
+    ) -> Notification | None:
         """Open a notification (Masakari semantics), unless an identical one is already open."""
         now = self._clock.now()
         for n in self._executor.open_notifications():
@@ -224,13 +259,28 @@ class Engine:
             if not segment.enabled or member.on_maintenance:
                 status = NotificationStatus.IGNORED  # as Masakari does for maintenance and disabled segments
         notification = Notification(
-            NotificationId(str(uuid.uuid4())), type_, host, status, dict(payload),
-            generated_at=now, created_at=now, updated_at=now, segment_id=segment_id,
+            NotificationId(str(uuid.uuid4())),
+            type_,
+            host,
+            status,
+            dict(payload),
+            generated_at=now,
+            created_at=now,
+            updated_at=now,
+            segment_id=segment_id,
         )
         steps = initial_steps(notification) if status is NotificationStatus.NEW else []
         self._store.create_notification(notification, steps)
         if status is NotificationStatus.NEW:
             self._executor.track(notification, steps)
-        self._emit(EngineEvent(EventKind.NOTIFICATION_CREATED, now, host, segment_id, notification.id,
-                               {"type": type_.value, "status": status.value, **payload}))
+        self._emit(
+            EngineEvent(
+                EventKind.NOTIFICATION_CREATED,
+                now,
+                host,
+                segment_id,
+                notification.id,
+                {"type": type_.value, "status": status.value, **payload},
+            )
+        )
         return notification

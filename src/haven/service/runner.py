@@ -8,6 +8,7 @@ asyncio.Event (Ctrl-C in `haven serve`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 
 from haven.domain.clock import Clock
@@ -37,7 +38,5 @@ async def serve_forever(engine: Engine, clock: Clock, stop: asyncio.Event, max_w
         await engine.tick()
         wait = min(engine.next_wake(), clock.now() + max_wait_s) - clock.now()
         if wait > 0:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=wait)
-            except TimeoutError:
-                pass

@@ -24,6 +24,7 @@ from haven.store.tables import hosts, notifications, steps
 # Masakari's "in progress": ERROR counts, because an errored recovery is retried.
 UNFINISHED = (NotificationStatus.NEW, NotificationStatus.RUNNING, NotificationStatus.ERROR)
 
+
 def _notification_values(notification: Notification) -> dict[str, object]:
     return {
         "id": notification.id,

@@ -68,7 +68,9 @@ def rack_size_for(hosts_per_zone: int) -> int:
     return min(MAX_RACK_SIZE, max(1, math.ceil(hosts_per_zone / 3)))
 
 
-def build_cloud(spec: CloudSpec, clock: Clock, timings: SimTimings | None = None) -> tuple[SimCloud, SimTopology]:
+def build_cloud(
+    spec: CloudSpec, clock: Clock, timings: SimTimings | None = None
+) -> tuple[SimCloud, SimTopology]:
     spec.validate()
     rng = random.Random(spec.seed)
     timings = timings or SimTimings()
@@ -81,12 +83,16 @@ def build_cloud(spec: CloudSpec, clock: Clock, timings: SimTimings | None = None
     return cloud, topology
 
 
-def _build_hosts(spec: CloudSpec, rng: random.Random, timings: SimTimings) -> tuple[list[SimHost], SimTopology]:
+def _build_hosts(
+    spec: CloudSpec, rng: random.Random, timings: SimTimings
+) -> tuple[list[SimHost], SimTopology]:
     hosts: list[SimHost] = []
     zones: dict[str, list[HostName]] = {}
     racks: dict[str, list[HostName]] = {}
     reserved: set[HostName] = set()
-    per_zone = [spec.hosts // spec.zones + (1 if z < spec.hosts % spec.zones else 0) for z in range(spec.zones)]
+    per_zone = [
+        spec.hosts // spec.zones + (1 if z < spec.hosts % spec.zones else 0) for z in range(spec.zones)
+    ]
     number = 0
     for z, count in enumerate(per_zone):
         zone = f"az{z + 1}"
@@ -96,7 +102,10 @@ def _build_hosts(spec: CloudSpec, rng: random.Random, timings: SimTimings) -> tu
             name = HostName(f"compute-{number:05d}")
             rack = f"{zone}-rack{i // size + 1:02d}"
             host = SimHost(
-                name=name, zone=zone, aggregate=rack, capacity=HOST_CAPACITY,
+                name=name,
+                zone=zone,
+                aggregate=rack,
+                capacity=HOST_CAPACITY,
                 heartbeat_phase=rng.random() * timings.heartbeat_interval_s,
                 has_second_network=spec.second_network,
             )
@@ -123,7 +132,9 @@ def _place_servers(
         if rng.random() < spec.ha_fraction:
             metadata = {HA_ENABLED_KEY: "True", HA_PRIORITY_KEY: str(rng.choice((0, 0, 1, 2, 3)))}
         sid = ServerId(str(uuid.UUID(int=rng.getrandbits(128), version=4)))
-        servers.append(SimServer(id=sid, name=f"vm-{i + 1:06d}", host=host.name, flavor=flavor, metadata=metadata))
+        servers.append(
+            SimServer(id=sid, name=f"vm-{i + 1:06d}", host=host.name, flavor=flavor, metadata=metadata)
+        )
     return servers
 
 
@@ -141,7 +152,8 @@ def _first_fit(usable: list[SimHost], used: dict[HostName, list[int]], i: int, f
             u[2] += flavor.disk_gb
             return host
     raise UserError(
-        f"the simulated hosts cannot hold {i + 1} VMs", "use fewer --vms or more --hosts (about 20 VMs per host fit)"
+        f"the simulated hosts cannot hold {i + 1} VMs",
+        "use fewer --vms or more --hosts (about 20 VMs per host fit)",
     )
 
 
@@ -156,8 +168,11 @@ def _make_anti_affinity_groups(servers: list[SimServer], rng: random.Random) -> 
         gid = ServerGroupId(f"aa-{g + 1:04d}")
         for m in members:
             m.group = gid
-        groups.append(ServerGroup(gid, f"anti-affinity-{g + 1}", GroupPolicy.ANTI_AFFINITY,
-                                  frozenset(m.id for m in members)))
+        groups.append(
+            ServerGroup(
+                gid, f"anti-affinity-{g + 1}", GroupPolicy.ANTI_AFFINITY, frozenset(m.id for m in members)
+            )
+        )
     return groups
 
 
@@ -168,4 +183,3 @@ def _tighten(hosts: list[SimHost], rng: random.Random, reserved: frozenset[HostN
             continue
         slack = rng.choice((0, 2048, 4096))
         h.capacity = dataclasses.replace(h.capacity, ram_mb=max(h.used_ram_mb, 2048) + slack)
-

@@ -137,8 +137,12 @@ class SimCloud:
         now = self.clock.now()
         self.evacuations.append(
             EvacuationRecord(
-                server_id, source.name, dest.name if dest else source.name, now,
-                source_powered=source.powered, source_failed_by_fault=source.power_lost_by_fault,
+                server_id,
+                source.name,
+                dest.name if dest else source.name,
+                now,
+                source_powered=source.powered,
+                source_failed_by_fault=source.power_lost_by_fault,
             )
         )
         if dest is None or dest is source or not self._accepts(dest, server):
@@ -164,11 +168,17 @@ class SimCloud:
     def _schedule(self, source: SimHost, server: SimServer) -> SimHost | None:
         """Nova's scheduler in miniature: same zone, service usable, most free RAM that fits."""
         fitting = [
-            h for h in self._hosts.values()
-            if h is not source and h.zone == source.zone and h.service_enabled
-            and self._nova_up(h) and self._accepts(h, server)
+            h
+            for h in self._hosts.values()
+            if h is not source
+            and h.zone == source.zone
+            and h.service_enabled
+            and self._nova_up(h)
+            and self._accepts(h, server)
         ]
-        return max(fitting, key=lambda h: (h.capacity.schedulable_ram_mb - h.used_ram_mb, h.name), default=None)
+        return max(
+            fitting, key=lambda h: (h.capacity.schedulable_ram_mb - h.used_ram_mb, h.name), default=None
+        )
 
     # ---- LivenessSource protocol --------------------------------------------------------
 
@@ -186,22 +196,28 @@ class SimCloud:
             agent_seen=h.mgmt.last_beat(now, h.heartbeat_phase, t.heartbeat_interval_s),
             second_seen=(
                 h.second.last_beat(now, h.heartbeat_phase, t.heartbeat_interval_s)
-                if h.has_second_network else None
+                if h.has_second_network
+                else None
             ),
             nova_up=self._nova_up(h),
             nova_updated_at=self._nova_last_report(h),
             bmc=self.bmc_power_state(h.name),
             failed_processes=(
-                frozenset({NOVA_COMPUTE})
-                if h.mgmt.flowing and not h.nova_compute_running else frozenset()
+                frozenset({NOVA_COMPUTE}) if h.mgmt.flowing and not h.nova_compute_running else frozenset()
             ),
         )
 
     def _is_plainly_healthy(self, h: SimHost) -> bool:
         return (
-            h.powered and h.booting_until is None and h.bmc_reachable and not h.observer_cut
-            and h.nova_compute_running and not h.forced_down
-            and h.mgmt.flowing and h.nova.flowing and (h.second.flowing or not h.has_second_network)
+            h.powered
+            and h.booting_until is None
+            and h.bmc_reachable
+            and not h.observer_cut
+            and h.nova_compute_running
+            and not h.forced_down
+            and h.mgmt.flowing
+            and h.nova.flowing
+            and (h.second.flowing or not h.has_second_network)
         )
 
     # ---- BMC (used by SimFencer) --------------------------------------------------------
@@ -357,15 +373,29 @@ class SimCloud:
 
     def _host_view(self, h: SimHost) -> Host:
         return Host(
-            name=h.name, zone=h.zone, aggregate=h.aggregate, capacity=h.capacity,
-            service_enabled=h.service_enabled, service_up=self._nova_up(h), forced_down=h.forced_down,
-            disabled_reason=h.disabled_reason, used_vcpus=h.used_vcpus, used_ram_mb=h.used_ram_mb,
+            name=h.name,
+            zone=h.zone,
+            aggregate=h.aggregate,
+            capacity=h.capacity,
+            service_enabled=h.service_enabled,
+            service_up=self._nova_up(h),
+            forced_down=h.forced_down,
+            disabled_reason=h.disabled_reason,
+            used_vcpus=h.used_vcpus,
+            used_ram_mb=h.used_ram_mb,
             used_disk_gb=h.used_disk_gb,
         )
 
     @staticmethod
     def _server_view(s: SimServer) -> Server:
         return Server(
-            id=s.id, name=s.name, host=s.host, flavor=s.flavor, vm_state=s.vm_state,
-            power_state=s.power_state, task_state=s.task_state, metadata=dict(s.metadata), group=s.group,
+            id=s.id,
+            name=s.name,
+            host=s.host,
+            flavor=s.flavor,
+            vm_state=s.vm_state,
+            power_state=s.power_state,
+            task_state=s.task_state,
+            metadata=dict(s.metadata),
+            group=s.group,
         )
