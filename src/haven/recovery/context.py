@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from haven.cloud.base import Cloud
 from haven.domain.errors import NotFound
@@ -16,6 +17,16 @@ from haven.store import Store
 
 
 @dataclass(frozen=True, slots=True)
+class Claim:
+    vcpus: int = 0
+    ram_mb: int = 0
+    disk_gb: int = 0
+
+    def __add__(self, other: Claim) -> Claim:
+        return Claim(self.vcpus + other.vcpus, self.ram_mb + other.ram_mb, self.disk_gb + other.disk_gb)
+
+
+@dataclass(frozen=True, slots=True)
 class StepContext:
     cloud: Cloud
     fencer: Fencer
@@ -24,6 +35,9 @@ class StepContext:
     now: float
     notification: Notification
     host_is_healthy: Callable[[HostName], bool]
+    # Resources that planned evacuations will take on each target but have not been issued yet,
+    # so that plans made side by side (a rack's hosts) do not all pick the same emptiest hosts.
+    pending_claims: Mapping[HostName, Claim] = field(default_factory=dict)
 
     def update_member(self, host: HostName, **changes: object) -> None:
         """Record a change to a segment host; a host outside every segment has nothing to record."""

@@ -25,7 +25,7 @@ from haven.domain.incidents import Notification, NotificationStatus, Step, StepS
 from haven.domain.settings import RecoverySettings
 from haven.fencing.base import Fencer
 from haven.recovery import evacuate_step, host_steps, process_steps
-from haven.recovery.context import StepContext
+from haven.recovery.context import Claim, StepContext
 from haven.recovery.outcome import Outcome, failed, requeue
 from haven.recovery.summary import alerts_for, summarize
 from haven.recovery.workflows import (
@@ -145,6 +145,21 @@ class RecoveryExecutor:
             if s.kind in PARALLEL_KINDS and s.state is StepState.RUNNING
         )
 
+    def _pending_claims(self) -> dict[HostName, Claim]:
+        """What planned evacuations not yet issued will take on each target host."""
+        claims: dict[HostName, Claim] = {}
+        for item in self._open.values():
+            for s in item.steps:
+                if s.kind != EVACUATE or s.state not in (StepState.PENDING, StepState.RUNNING):
+                    continue
+                if s.detail.get("phase") == evacuate_step.VERIFY:
+                    continue  # issued: the cloud already counts it on the target
+                target = HostName(str(s.detail["target"]))
+                claim = Claim(int(s.detail.get("vcpus", 0)), int(s.detail.get("ram_mb", 0)),
+                              int(s.detail.get("disk_gb", 0)))
+                claims[target] = claims.get(target, Claim()) + claim
+        return claims
+
     async def _advance(self, item: _Open, in_flight: int) -> None:
         """Run the due steps of one notification: intent committed, handlers run, outcomes committed."""
         now = self._clock.now()
@@ -159,6 +174,7 @@ class RecoveryExecutor:
                 now,
                 item.notification,
                 self._host_is_healthy,
+                self._pending_claims() if any(s.kind == PLAN for s in started) else {},
             )
             outcomes = await asyncio.gather(*(self._run_one(step, ctx) for step in started))
             self._commit_outcomes(item, started, outcomes, now)

@@ -15,10 +15,12 @@ from haven.domain.ids import HostName, ServerGroupId, ServerId
 from haven.domain.incidents import Segment, SegmentHost, Step
 from haven.domain.liveness import BmcPower
 from haven.domain.plan import EvacuationPlan, TargetHost
-from haven.recovery.context import StepContext
+from haven.recovery.context import Claim, StepContext
 from haven.recovery.outcome import NewStep, Outcome, done, failed, requeue
 from haven.recovery.planner import plan_evacuation
 from haven.recovery.workflows import ENABLE_RESERVED, EVACUATE
+
+NO_CLAIM = Claim()
 
 
 async def fence(step: Step, ctx: StepContext) -> Outcome:
@@ -120,6 +122,9 @@ def _plan_steps(
                     "ha": server.ha_enabled,
                     "priority": server.priority,
                     "vm_state_before": server.vm_state.value,
+                    "vcpus": server.flavor.vcpus,
+                    "ram_mb": server.flavor.ram_mb,
+                    "disk_gb": server.flavor.disk_gb,
                 },
             )
         )
@@ -141,13 +146,14 @@ async def _targets(
         host = cloud_hosts.get(name)
         if host is None or name == failed_host or not _usable_target(host, member, ctx):
             continue
+        claimed = ctx.pending_claims.get(name, NO_CLAIM)
         targets.append(
             TargetHost(
                 name=name,
                 capacity=host.capacity,
-                used_vcpus=host.used_vcpus,
-                used_ram_mb=host.used_ram_mb,
-                used_disk_gb=host.used_disk_gb,
+                used_vcpus=host.used_vcpus + claimed.vcpus,
+                used_ram_mb=host.used_ram_mb + claimed.ram_mb,
+                used_disk_gb=host.used_disk_gb + claimed.disk_gb,
                 reserved=member.reserved,
                 groups_present=frozenset(presence.get(name, ())),
             )
