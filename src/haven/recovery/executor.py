@@ -25,9 +25,10 @@ from haven.domain.incidents import Notification, NotificationStatus, Step, StepS
 from haven.domain.settings import RecoverySettings
 from haven.fencing.base import Fencer
 from haven.recovery import evacuate_step, host_steps, process_steps
-from haven.recovery.context import Claim, StepContext
+from haven.recovery.context import StepContext
 from haven.recovery.outcome import Outcome, failed, requeue
 from haven.recovery.summary import alerts_for, summarize
+from haven.recovery.targets import Claim, TargetBook
 from haven.recovery.workflows import (
     DISABLE_SERVICE,
     ENABLE_RESERVED,
@@ -67,6 +68,12 @@ class _Open:
     notification: Notification
     steps: list[Step]
     due: dict[int, float] = field(default_factory=dict)
+    in_flight: int = 0  # parallel steps running now; kept up to date at every commit
+
+    def count_in_flight(self) -> None:
+        self.in_flight = sum(
+            1 for s in self.steps if s.kind in PARALLEL_KINDS and s.state is StepState.RUNNING
+        )
 
 
 class RecoveryExecutor:
@@ -87,6 +94,7 @@ class RecoveryExecutor:
         self._emit = on_event
         self._on_commit = on_commit
         self._open: dict[NotificationId, _Open] = {}
+        self._targets = TargetBook(self._pending_claims)
 
     # ---- intake --------------------------------------------------------------------------
 
@@ -95,11 +103,13 @@ class RecoveryExecutor:
         statuses = [NotificationStatus.NEW, NotificationStatus.RUNNING, NotificationStatus.ERROR]
         for n in self._store.list_notifications(statuses=statuses):
             self._open[n.id] = _Open(n, self._store.list_steps(n.id))
+            self._open[n.id].count_in_flight()
         return len(self._open)
 
     def track(self, notification: Notification, steps: Sequence[Step]) -> None:
         """Follow a notification the engine has just stored with its steps."""
         self._open[notification.id] = _Open(notification, list(steps))
+        self._open[notification.id].count_in_flight()
 
     def is_open(self, notification_id: NotificationId) -> bool:
         return notification_id in self._open
@@ -138,12 +148,7 @@ class RecoveryExecutor:
             await self._advance(self._open[notification_id], self._in_flight())
 
     def _in_flight(self) -> int:
-        return sum(
-            1
-            for o in self._open.values()
-            for s in o.steps
-            if s.kind in PARALLEL_KINDS and s.state is StepState.RUNNING
-        )
+        return sum(o.in_flight for o in self._open.values())
 
     def _pending_claims(self) -> dict[HostName, Claim]:
         """What planned evacuations not yet issued will take on each target host."""
@@ -155,8 +160,11 @@ class RecoveryExecutor:
                 if s.detail.get("phase") == evacuate_step.VERIFY:
                     continue  # issued: the cloud already counts it on the target
                 target = HostName(str(s.detail["target"]))
-                claim = Claim(int(s.detail.get("vcpus", 0)), int(s.detail.get("ram_mb", 0)),
-                              int(s.detail.get("disk_gb", 0)))
+                claim = Claim(
+                    int(s.detail.get("vcpus", 0)),
+                    int(s.detail.get("ram_mb", 0)),
+                    int(s.detail.get("disk_gb", 0)),
+                )
                 claims[target] = claims.get(target, Claim()) + claim
         return claims
 
@@ -174,7 +182,7 @@ class RecoveryExecutor:
                 now,
                 item.notification,
                 self._host_is_healthy,
-                self._pending_claims() if any(s.kind == PLAN for s in started) else {},
+                self._targets,
             )
             outcomes = await asyncio.gather(*(self._run_one(step, ctx) for step in started))
             self._commit_outcomes(item, started, outcomes, now)
@@ -318,6 +326,7 @@ class RecoveryExecutor:
         by_seq = {s.seq: s for s in steps}
         if by_seq:
             item.steps = [by_seq.get(s.seq, s) for s in item.steps]
+            item.count_in_flight()
 
 
 def _brief(detail: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,12 +15,11 @@ from haven.domain.ids import HostName, ServerGroupId, ServerId
 from haven.domain.incidents import Segment, SegmentHost, Step
 from haven.domain.liveness import BmcPower
 from haven.domain.plan import EvacuationPlan, TargetHost
-from haven.recovery.context import Claim, StepContext
+from haven.recovery.context import StepContext
 from haven.recovery.outcome import NewStep, Outcome, done, failed, requeue
 from haven.recovery.planner import plan_evacuation
+from haven.recovery.targets import short_list_size
 from haven.recovery.workflows import ENABLE_RESERVED, EVACUATE
-
-NO_CLAIM = Claim()
 
 
 async def fence(step: Step, ctx: StepContext) -> Outcome:
@@ -72,9 +71,33 @@ async def plan(step: Step, ctx: StepContext) -> Outcome:
     except NotFound:
         return failed(f"{failed_host} is in no failover segment: nothing to plan", {}, stop_recovery=True)
     servers = await ctx.cloud.list_servers(failed_host)
-    groups = {g.id: g for g in await ctx.cloud.list_server_groups()}
-    targets = await _targets(ctx, segment, failed_host, servers, groups)
-    result = plan_evacuation(
+    ids = {s.id for s in servers}
+    # Only the groups of these servers matter; a cloud may have thousands.
+    groups = {g.id: g for g in await ctx.cloud.list_server_groups() if g.members & ids}
+    presence = await _group_presence(ctx, servers, groups)
+
+    def usable(host: Host, member: SegmentHost) -> bool:
+        return host.name != failed_host and _usable_target(host, member, ctx)
+
+    book, limit = ctx.targets, short_list_size(len(servers))
+    targets = await book.candidates(ctx.cloud, ctx.store, segment.id, ctx.now, usable, presence, limit)
+    result = _plan(servers, targets, groups, segment, ctx)
+    if result.unplaced and len(targets) >= limit:
+        # The emptiest hosts were not enough (capacity or anti-affinity): plan over the whole segment.
+        targets = await book.candidates(ctx.cloud, ctx.store, segment.id, ctx.now, usable, presence)
+        result = _plan(servers, targets, groups, segment, ctx)
+    ctx.targets.charge(segment.id, result.placements, {s.id: s for s in servers})
+    return done(_plan_detail(result, segment, servers), _plan_steps(result, servers, failed_host))
+
+
+def _plan(
+    servers: Sequence[Server],
+    targets: Sequence[TargetHost],
+    groups: Mapping[ServerGroupId, ServerGroup],
+    segment: Segment,
+    ctx: StepContext,
+) -> EvacuationPlan:
+    return plan_evacuation(
         servers,
         targets,
         groups,
@@ -82,7 +105,6 @@ async def plan(step: Step, ctx: StepContext) -> Outcome:
         evacuate_all_instances=ctx.settings.evacuate_all_instances,
         ignore_instances_in_error_state=ctx.settings.ignore_instances_in_error_state,
     )
-    return done(_plan_detail(result, segment, servers), _plan_steps(result, servers, failed_host))
 
 
 def _plan_detail(result: EvacuationPlan, segment: Segment, servers: Sequence[Server]) -> dict[str, Any]:
@@ -129,36 +151,6 @@ def _plan_steps(
             )
         )
     return tuple(steps)
-
-
-async def _targets(
-    ctx: StepContext,
-    segment: Segment,
-    failed_host: HostName,
-    servers: Sequence[Server],
-    groups: Mapping[ServerGroupId, ServerGroup],
-) -> list[TargetHost]:
-    members = {h.name: h for h in ctx.store.list_hosts(segment.id)}
-    cloud_hosts = {h.name: h for h in await ctx.cloud.list_hosts() if h.name in members}
-    presence = await _group_presence(ctx, servers, groups)
-    targets = []
-    for name, member in members.items():
-        host = cloud_hosts.get(name)
-        if host is None or name == failed_host or not _usable_target(host, member, ctx):
-            continue
-        claimed = ctx.pending_claims.get(name, NO_CLAIM)
-        targets.append(
-            TargetHost(
-                name=name,
-                capacity=host.capacity,
-                used_vcpus=host.used_vcpus + claimed.vcpus,
-                used_ram_mb=host.used_ram_mb + claimed.ram_mb,
-                used_disk_gb=host.used_disk_gb + claimed.disk_gb,
-                reserved=member.reserved,
-                groups_present=frozenset(presence.get(name, ())),
-            )
-        )
-    return targets
 
 
 def _usable_target(host: Host, member: SegmentHost, ctx: StepContext) -> bool:
