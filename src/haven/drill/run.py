@@ -18,6 +18,7 @@ from haven.domain.events import EngineEvent, EventKind, EventSink, discard_event
 from haven.domain.ids import HostName, ServerId
 from haven.domain.incidents import NotificationType
 from haven.domain.liveness import HostCondition
+from haven.domain.settings import EngineSettings
 from haven.drill.report import DrillReport, EventRecorder, phases_of
 from haven.drill.scenarios import Expect, Injection, Scenario, scenario_named
 from haven.recovery.workflows import EVACUATE, FENCE
@@ -38,6 +39,7 @@ class DrillOptions:
     seed: int = 1
     ha_fraction: float = 1 / 3
     store_url: str = "sqlite://"
+    settings: EngineSettings | None = None
 
 
 async def run_drill(
@@ -53,7 +55,7 @@ async def run_drill(
     with Store.open(options.store_url) as store:
         segments_per_zone(store, await cloud.list_hosts(), scenario.recovery_method, topology.reserved)
         recorder = EventRecorder(on_event)
-        engine = Engine(cloud, cloud, SimFencer(cloud), store, clock, on_event=recorder)
+        engine = Engine(cloud, cloud, SimFencer(cloud), store, clock, options.settings, on_event=recorder)
         engine.start()
         wake = [cloud.next_event_time]
         await run_until(engine, clock, clock.now() + WARM_UP_S, wake_sources=wake)
