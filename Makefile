@@ -40,7 +40,8 @@ $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
 	  || { echo "make venv: haven needs Python 3.11; '$(PYTHON)' is $$($(PYTHON) -V 2>&1)" >&2; exit 1; }
 	@if [ ! -x $(BIN)/python ]; then \
-	  echo "+ $(PYTHON) -m venv $(VENV)"; $(PYTHON) -m venv $(VENV); fi
+	  echo "+ $(PYTHON) -m venv $(VENV)"; \
+	  $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); bash scripts/ensure-venv-support.sh && $(PYTHON) -m venv $(VENV); }; fi
 	$(BIN)/python -m pip install --progress-bar off --require-hashes -r requirements.lock
 	$(BIN)/python -m pip install --progress-bar off --no-deps --no-build-isolation -e .
 	@touch $@

@@ -6,7 +6,6 @@ Run: .venv/bin/python bench/scale.py            (about a minute on a 2-core mach
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import statistics
 import subprocess
 import sys

@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Piped output keeps whole lines (ids, reasons) rather than folding them at 80 columns.
     out = Console() if sys.stdout.isatty() else Console(width=200)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)  # messages stay whole lines, for people and for grep
     try:
         code: int = args.handler(args, out, err)
         return code
