@@ -29,8 +29,10 @@ def test_unknown_scenario_names_the_known_ones(capsys: pytest.CaptureFixture[str
     assert "host-power-loss" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize(("flag", "value", "words"), [("--hosts", "-3", "--hosts must be at least 1"),
-                                                      ("--vms", "-1", "--vms must not be negative")])
+@pytest.mark.parametrize(
+    ("flag", "value", "words"),
+    [("--hosts", "-3", "--hosts must be at least 1"), ("--vms", "-1", "--vms must not be negative")],
+)
 def test_negative_counts_are_refused(
     capsys: pytest.CaptureFixture[str], home: Path, flag: str, value: str, words: str
 ) -> None:
@@ -49,7 +51,9 @@ def test_config_that_does_not_parse(capsys: pytest.CaptureFixture[str], home: Pa
     assert not (home / "haven.db").exists(), "a bad config must not create the state"
 
 
-def test_segment_with_unknown_recovery_method(capsys: pytest.CaptureFixture[str], home: Path, tmp_path: Path) -> None:
+def test_segment_with_unknown_recovery_method(
+    capsys: pytest.CaptureFixture[str], home: Path, tmp_path: Path
+) -> None:
     cfg = tmp_path / "haven.toml"
     cfg.write_text('[[segments]]\nname = "segment-az1"\nrecovery_method = "pray"\n')
     code, _, err = run(capsys, "--config", str(cfg), "serve")
@@ -74,7 +78,9 @@ def test_unreachable_database_hides_the_password(capsys: pytest.CaptureFixture[s
     assert "127.0.0.1:1" in err
 
 
-def test_reading_state_that_does_not_exist_creates_nothing(capsys: pytest.CaptureFixture[str], home: Path) -> None:
+def test_reading_state_that_does_not_exist_creates_nothing(
+    capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
     code, _, err = run(capsys, "status")
     assert code == 2
     assert "no haven state" in err
@@ -88,7 +94,9 @@ def test_bad_input_leaves_an_existing_store_unchanged(
     assert main(["--db", f"sqlite:///{db}", "drill", "host-power-loss", "--json"]) == 0  # drills use memory
     assert not db.exists()
     bad = tmp_path / "bad.toml"
-    bad.write_text('[database]\nurl = "sqlite:///' + str(db) + '"\n[[segments]]\nname = "x"\nrecovery_method = "?"\n')
+    bad.write_text(
+        '[database]\nurl = "sqlite:///' + str(db) + '"\n[[segments]]\nname = "x"\nrecovery_method = "?"\n'
+    )
     capsys.readouterr()
     assert main(["--config", str(bad), "serve"]) == 2
     assert not db.exists()
@@ -108,9 +116,25 @@ def test_drill_json_contract(capsys: pytest.CaptureFixture[str], home: Path) -> 
     code, out, _ = run(capsys, "drill", "host-power-loss", "--json")
     assert code == 0
     report = json.loads(out)
-    for key in ("scenario", "seed", "hosts", "vms", "ha_vms_affected", "ha_vms_recovered", "vms_lost",
-                "vms_running_twice", "evacuated_unfenced", "false_evacuations", "unplaced", "phases",
-                "detect_s", "fence_s", "recover_s", "held_by_gate", "verdict"):
+    for key in (
+        "scenario",
+        "seed",
+        "hosts",
+        "vms",
+        "ha_vms_affected",
+        "ha_vms_recovered",
+        "vms_lost",
+        "vms_running_twice",
+        "evacuated_unfenced",
+        "false_evacuations",
+        "unplaced",
+        "phases",
+        "detect_s",
+        "fence_s",
+        "recover_s",
+        "held_by_gate",
+        "verdict",
+    ):
         assert key in report, key
     assert report["verdict"] == "recovered"
     assert [p["name"] for p in report["phases"]][:2] == ["suspected", "confirmed"]

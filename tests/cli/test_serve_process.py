@@ -24,7 +24,10 @@ def test_serve_recovers_stops_cleanly_and_leaves_readable_state(tmp_path: Path) 
     env = {**os.environ, "HAVEN_HOME": str(home)}
     proc = subprocess.Popen(
         [HAVEN, "serve", "--inject", "host-power-loss", "--inject-after", "1"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 40
