@@ -305,12 +305,14 @@ class RecoveryExecutor:
         now = self._clock.now()
         status, summary = summarize(item.steps)
         payload = {**item.notification.payload, "recovery": summary}
+        # Alerts before the closing commit: a crash between the two replays the finish, and the
+        # store drops the duplicate alert; the other order could lose the alert for good.
+        for alert in alerts_for(item.notification, item.steps, summary, now):
+            self._store.raise_alert(alert)
         self._on_commit("before-finish")
         self._store.save_progress(item.notification.id, status=status, payload=payload, now=now)
         self._on_commit("after-finish")
         del self._open[item.notification.id]
-        for alert in alerts_for(item.notification, item.steps, summary, now):
-            self._store.raise_alert(alert)
         self._emit(
             EngineEvent(
                 EventKind.NOTIFICATION_FINISHED,

@@ -88,12 +88,9 @@ class Engine:
                     if c is HostCondition.HELD and self._membership.segment_of.get(h) == alert.segment_id
                 )
                 self._holds[alert.segment_id] = Hold(alert.segment_id, alert.raised_at, alert.message, held)
-        for h in members:
-            if h.disabled_by_haven and h.condition == HEALTHY:
-                # Disabled for a process failure before a restart: re-enable once it no longer fails.
-                self._failed_processes[h.name] = frozenset({NOVA_COMPUTE})
-            elif h.disabled_by_haven:
-                self._returning.add(h.name)
+        # Hosts haven disabled (a host failure or a process failure) come back through the one
+        # return path, which also clears force_down; it waits until they are healthy again.
+        self._returning = {h.name for h in members if h.disabled_by_haven}
         return self._executor.resume()
 
     def reload_membership(self) -> None:
