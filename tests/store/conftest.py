@@ -15,8 +15,8 @@ import pytest
 from haven.store import Store
 
 from .postgres_server import SESSION_DATABASE, PostgresServer
-from .postgres_server import postgres_server as postgres_server
-from .postgres_server import postgres_url as postgres_url
+
+# postgres_server and postgres_url come from the plugin registered in tests/conftest.py.
 
 
 @pytest.fixture
