@@ -74,6 +74,14 @@ class Capacity:
     def schedulable_disk_gb(self) -> float:
         return self.disk_gb * self.disk_allocation_ratio
 
+    def admits(self, flavor: Flavor, used_vcpus: int, used_ram_mb: int, used_disk_gb: int) -> bool:
+        """Whether one more VM of ``flavor`` fits beside what is already used (Nova placement's rule)."""
+        return (
+            used_vcpus + flavor.vcpus <= self.schedulable_vcpus
+            and used_ram_mb + flavor.ram_mb <= self.schedulable_ram_mb
+            and used_disk_gb + flavor.disk_gb <= self.schedulable_disk_gb
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Host:

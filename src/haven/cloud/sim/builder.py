@@ -141,12 +141,8 @@ def _place_servers(
 def _first_fit(usable: list[SimHost], used: dict[HostName, list[int]], i: int, flavor: Flavor) -> SimHost:
     for k in range(len(usable)):
         host = usable[(i + k) % len(usable)]
-        u, c = used[host.name], host.capacity
-        if (
-            u[0] + flavor.vcpus <= c.schedulable_vcpus
-            and u[1] + flavor.ram_mb <= c.schedulable_ram_mb
-            and u[2] + flavor.disk_gb <= c.schedulable_disk_gb
-        ):
+        u = used[host.name]
+        if host.capacity.admits(flavor, u[0], u[1], u[2]):
             u[0] += flavor.vcpus
             u[1] += flavor.ram_mb
             u[2] += flavor.disk_gb

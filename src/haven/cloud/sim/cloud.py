@@ -308,13 +308,7 @@ class SimCloud:
         return self.clock.now() - self._nova_last_report(h) <= self.timings.nova_service_down_time_s
 
     def _accepts(self, h: SimHost, server: SimServer) -> bool:
-        f, c = server.flavor, h.capacity
-        return (
-            h.powered
-            and h.used_vcpus + f.vcpus <= c.schedulable_vcpus
-            and h.used_ram_mb + f.ram_mb <= c.schedulable_ram_mb
-            and h.used_disk_gb + f.disk_gb <= c.schedulable_disk_gb
-        )
+        return h.powered and h.capacity.admits(server.flavor, h.used_vcpus, h.used_ram_mb, h.used_disk_gb)
 
     def _charge(self, h: SimHost, server: SimServer, sign: int) -> None:
         h.used_vcpus += sign * server.flavor.vcpus
