@@ -323,11 +323,12 @@ def test_a_host_dead_long_before_the_burst_does_not_count() -> None:
 
 
 def test_a_burst_is_one_grace_window_plus_one_interval() -> None:
+    # Hosts belong to one burst when their silences began within one window of each other.
     membership = members({SEG: 10})
     window = S.grace_s + S.heartbeat_interval_s
-    inside = [silent(h(n), 3.5) for n in range(5)] + [silent(h(5), window)]
+    inside = [silent(h(n), 3.5) for n in range(5)] + [silent(h(5), 3.5 + window)]
     assert list(run(inside, membership).holds) == [SEG]
-    outside = [silent(h(n), 3.5) for n in range(5)] + [silent(h(5), window + 0.01)]
+    outside = [silent(h(n), 3.5) for n in range(5)] + [silent(h(5), 3.5 + window + 0.01)]
     assert run(outside, membership).holds == {}
 
 

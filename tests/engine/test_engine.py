@@ -382,12 +382,6 @@ async def test_a_network_burst_is_held_while_the_engine_watches(rig: Rig) -> Non
     assert [a.kind for a in rig.store.list_alerts()] == [AlertKind.GATE_HOLD]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the gate only counts hosts whose silence began in the grace window before *now*: an engine "
-    "that starts (restart, failover) more than grace + interval after a burst sees no burst, and fences "
-    "and evacuates most of the segment",
-)
 async def test_a_network_burst_is_held_by_an_engine_that_starts_after_it(rig: Rig) -> None:
     silent = rig.cloud.host_names()[:6]
     rig.store.close()  # the engine process is gone...
@@ -462,11 +456,6 @@ async def test_a_crashed_nova_compute_is_re_enabled_after_an_engine_restart(rig:
     assert rig.engine.open_notifications() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Engine.start no longer remembers a nova-compute failure of a host it disabled (67c8ddd): "
-    "the first pass after a restart reports the same, still ongoing failure again",
-)
 async def test_a_restart_does_not_report_a_process_failure_again(rig: Rig) -> None:
     victim = victim_of(rig)
     rig.cloud.crash_nova_compute(victim)

@@ -17,6 +17,7 @@ Rules, in short:
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ class Hold:
     since: float
     reason: str
     hosts: frozenset[HostName]  # the silent hosts that caused (or joined) the hold
+    silent_from: float | None = None  # when the first of them fell silent (unknown after a restart)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +145,7 @@ def _apply_gate(
     settings: DetectionSettings,
 ) -> tuple[list[Hold], dict[SegmentId, Hold], list[SegmentId]]:
     """Hold segments that went silent wholesale; mark their silent hosts HELD. Mutates ``verdicts``."""
-    window_start = now - settings.grace_s - settings.heartbeat_interval_s
+    window = settings.grace_s + settings.heartbeat_interval_s
     silent_by_segment: dict[SegmentId, list[Verdict]] = defaultdict(list)
     for v in verdicts.values():
         if _is_silent(v):
@@ -153,26 +155,24 @@ def _apply_gate(
     new_holds: list[Hold] = []
     released: list[SegmentId] = []
     for segment_id, hold in holds.items():
-        # Hosts silent since before the hold (say, dead and recovered long ago) neither join nor keep it.
-        joined_after = hold.since - settings.grace_s - settings.heartbeat_interval_s
-        still_silent = {
-            v.host
-            for v in silent_by_segment.get(segment_id, ())
-            if v.silent_since is not None and v.silent_since >= joined_after
-        }
-        if hold.hosts & still_silent:
-            kept[segment_id] = Hold(segment_id, hold.since, hold.reason, hold.hosts | still_silent)
-        else:
+        silent = silent_by_segment.get(segment_id, [])
+        if not hold.hosts & {v.host for v in silent}:
             released.append(segment_id)
+            continue
+        # Hosts that fall silent during the hold join it; those silent since long before it
+        # (dead and recovered earlier, say) do not.
+        joined_after = (hold.silent_from if hold.silent_from is not None else hold.since) - window
+        joiners = {v.host for v in silent if v.silent_since is not None and v.silent_since >= joined_after}
+        kept[segment_id] = dataclasses.replace(hold, hosts=hold.hosts | joiners)
 
     for segment_id, silent in silent_by_segment.items():
         if segment_id in kept:
             continue
-        burst = [v for v in silent if v.silent_since is not None and v.silent_since >= window_start]
-        size = membership.sizes.get(segment_id, 0)
-        reason = _gate_reason(len(burst), size, settings)
+        burst = _largest_burst(silent, window)
+        reason = _gate_reason(len(burst), membership.sizes.get(segment_id, 0), settings)
         if reason:
-            hold = Hold(segment_id, now, reason, frozenset(v.host for v in burst))
+            silent_from = min(v.silent_since for v in burst if v.silent_since is not None)
+            hold = Hold(segment_id, now, reason, frozenset(v.host for v in burst), silent_from)
             kept[segment_id] = hold
             new_holds.append(hold)
 
@@ -187,6 +187,23 @@ def _apply_gate(
                     current.silent_since,
                 )
     return new_holds, kept, released
+
+
+def _largest_burst(silent: list[Verdict], window: float) -> list[Verdict]:
+    """The most hosts whose silences began within one window of each other.
+
+    Judged between the hosts themselves, not against the current time, so an engine that
+    starts (or takes over) well after a partition began still sees it as one burst.
+    """
+    ordered = sorted((v for v in silent if v.silent_since is not None), key=lambda v: v.silent_since or 0.0)
+    best: list[Verdict] = []
+    start = 0
+    for end, v in enumerate(ordered):
+        while (v.silent_since or 0.0) - (ordered[start].silent_since or 0.0) > window:
+            start += 1
+        if end + 1 - start > len(best):
+            best = ordered[start : end + 1]
+    return best
 
 
 def _gate_reason(silent: int, size: int, settings: DetectionSettings) -> str:

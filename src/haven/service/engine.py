@@ -91,6 +91,11 @@ class Engine:
         # Hosts haven disabled (a host failure or a process failure) come back through the one
         # return path, which also clears force_down; it waits until they are healthy again.
         self._returning = {h.name for h in members if h.disabled_by_haven}
+        for h in members:
+            if h.disabled_by_haven and h.condition == HEALTHY:
+                # Most likely a process failure: remembered, so a failure still going on is not
+                # reported again, and its end is (a STARTED notification).
+                self._failed_processes[h.name] = frozenset({NOVA_COMPUTE})
         return self._executor.resume()
 
     def reload_membership(self) -> None:
