@@ -70,7 +70,8 @@ class LiveView:
         table.add_column("at (s)", justify="right")
         table.add_column("")
         for phase in PHASES:
-            at = self.reached.get(phase)
+            # Verification is done when the last VM is: show that instant, not the first.
+            at = self.reached.get(phase + ":last" if phase == "verified" else phase)
             note = self.notes.get(phase, "")
             if phase == "evacuating":
                 note = f"{self.evac_issued}/{self.evac_total} issued"
