@@ -25,6 +25,7 @@ from haven.drill.scenarios import SCENARIOS
 SAFETY = ("vms_lost", "vms_running_twice", "evacuated_unfenced", "false_evacuations", "double_evacuations")
 EXPECTED = {
     "host-power-loss": "recovered",
+    "host-hang": "recovered",
     "rack-loss": "recovered",
     "reserved-host": "recovered",
     "management-partition": "held",
@@ -85,7 +86,7 @@ async def test_an_unknown_scenario_is_a_user_error_naming_the_known_ones() -> No
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-@pytest.mark.parametrize("scenario", ["host-power-loss", "rack-loss"])
+@pytest.mark.parametrize("scenario", ["host-power-loss", "host-hang", "rack-loss"])
 async def test_dead_hosts_are_recovered_safely_and_fast(built: Built, scenario: str, seed: int) -> None:
     report = await run_drill(DrillOptions(scenario, seed=seed))
     assert report.verdict == "recovered", report.checks
@@ -206,3 +207,16 @@ async def test_drills_are_deterministic_per_seed() -> None:
     two = await run_drill(DrillOptions("rack-loss", seed=2))
     keep = ("injected", "ha_vms_affected", "detect_s", "recover_s", "phases", "verdict")
     assert {k: getattr(one, k) for k in keep} == {k: getattr(two, k) for k in keep}
+
+
+async def test_a_hung_host_is_powered_off_before_its_vms_move(built: Built) -> None:
+    report = await run_drill(DrillOptions("host-hang"))
+    assert report.verdict == "recovered"
+    assert report.fence_s is not None and report.fence_s > 0  # the BMC said "on": a real power-off
+    cloud = built.cloud
+    fenced = {e.source for e in cloud.evacuations}
+    assert len(fenced) == 1
+    assert all(not e.source_powered for e in cloud.evacuations)
+    (phase_fenced,) = [p for p in report.phases if p.name == "fenced"]
+    (phase_evacuating,) = [p for p in report.phases if p.name == "evacuating"]
+    assert phase_fenced.end_s <= phase_evacuating.start_s

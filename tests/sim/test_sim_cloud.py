@@ -209,7 +209,7 @@ async def test_bmc_power_off_is_applied_after_bmc_power_off_s() -> None:
     assert await fencer.power_status(A) is BmcPower.OFF
     assert not cloud.is_powered(A)
     assert cloud.hosts_running(ServerId("vm-0")) == set()
-    assert not cloud.sim_host(A).power_lost_by_fault  # fenced, not failed on its own
+    assert not cloud.sim_host(A).failed_by_fault  # fenced, not failed on its own
 
 
 async def test_bmc_power_on_boots_the_host_and_stops_its_leftover_guests() -> None:

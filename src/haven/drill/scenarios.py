@@ -61,6 +61,12 @@ def _host_power_loss(cloud: SimCloud, topology: SimTopology, rng: random.Random)
     return Injection((victim,), (victim,), f"power lost on {victim}")
 
 
+def _host_hang(cloud: SimCloud, topology: SimTopology, rng: random.Random) -> Injection:
+    victim = _pick_host(cloud, topology, rng)
+    cloud.hang(victim)
+    return Injection((victim,), (victim,), f"{victim} hung: powered on, silent on every channel")
+
+
 def _rack_loss(cloud: SimCloud, topology: SimTopology, rng: random.Random) -> Injection:
     zone_size = {zone: len(hosts) for zone, hosts in topology.zones.items()}
     candidates = sorted(
@@ -114,6 +120,12 @@ SCENARIOS: dict[str, Scenario] = {
             "one host dies; its HA VMs come back on healthy hosts",
             Expect.RECOVERY,
             _host_power_loss,
+        ),
+        Scenario(
+            "host-hang",
+            "a host hangs but stays powered: it must be fenced (powered off) before any evacuation",
+            Expect.RECOVERY,
+            _host_hang,
         ),
         Scenario(
             "rack-loss",

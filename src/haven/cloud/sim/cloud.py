@@ -142,7 +142,7 @@ class SimCloud:
                 dest.name if dest else source.name,
                 now,
                 source_powered=source.powered,
-                source_failed_by_fault=source.power_lost_by_fault,
+                source_failed_by_fault=source.failed_by_fault,
             )
         )
         if dest is None or dest is source or not self._accepts(dest, server):
@@ -242,6 +242,16 @@ class SimCloud:
         self._catch_up()
         self._power_off(self._host(host), by_fault=True)
 
+    def hang(self, host: HostName) -> None:
+        """The host's kernel hangs: still powered (the BMC says on), silent everywhere, guests frozen."""
+        self._catch_up()
+        h = self._host(host)
+        h.hung, h.failed_by_fault = True, True
+        for sid in h.running:
+            self._running_on[sid].discard(h.name)
+        h.running.clear()
+        self._refresh(h)
+
     def partition_management(self, host: HostName, cut: bool = True) -> None:
         self._catch_up()
         h = self._host(host)
@@ -329,8 +339,8 @@ class SimCloud:
     def _power_off(self, h: SimHost, by_fault: bool) -> None:
         if not h.powered:
             return
-        h.powered, h.booting_until = False, None
-        h.power_lost_by_fault = h.power_lost_by_fault or by_fault
+        h.powered, h.booting_until, h.hung = False, None, False
+        h.failed_by_fault = h.failed_by_fault or by_fault
         for sid in h.running:
             self._running_on[sid].discard(h.name)
         h.running.clear()
@@ -339,7 +349,7 @@ class SimCloud:
     def _power_on(self, h: SimHost) -> None:
         if h.powered:
             return
-        h.powered, h.power_lost_by_fault = True, False
+        h.powered, h.failed_by_fault = True, False
         h.booting_until = self.clock.now() + self.timings.host_boot_s
         self._refresh(h)
         self._at(h.booting_until, lambda: self._finish_boot(h))
@@ -358,7 +368,7 @@ class SimCloud:
     def _refresh(self, h: SimHost) -> None:
         """Recompute which channels flow after any change to a host, and note it as news."""
         now = self.clock.now()
-        alive = h.powered and h.booting_until is None
+        alive = h.powered and h.booting_until is None and not h.hung
         heard = alive and not h.observer_cut  # channels are what the observer hears
         h.mgmt.set_flowing(heard and h.mgmt_up, now)
         h.second.set_flowing(heard and h.second_up and h.has_second_network, now)

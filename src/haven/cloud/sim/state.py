@@ -18,7 +18,8 @@ class SimHost:
     heartbeat_phase: float  # heartbeats fall at phase + k * interval
     has_second_network: bool = True
     powered: bool = True
-    power_lost_by_fault: bool = False  # ground truth: the host died on its own (not fenced)
+    failed_by_fault: bool = False  # ground truth: the host died or hung on its own (not fenced)
+    hung: bool = False  # kernel hang: powered, silent on every channel, guests frozen
     booting_until: float | None = None
     mgmt_up: bool = True
     second_up: bool = True
