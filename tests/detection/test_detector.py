@@ -106,7 +106,11 @@ def test_dead_verdict_reason_names_the_silence_and_the_bmc() -> None:
     verdict = assess(silent(h(1), 4.0), NOW, S)
     assert verdict.condition is HostCondition.DEAD
     assert verdict.silent_since == NOW - 4.0
-    assert "4.0 s" in verdict.reason and "grace 3 s" in verdict.reason and "BMC off" in verdict.reason
+    assert (
+        "4.0 s" in verdict.reason
+        and "grace 3 s" in verdict.reason
+        and "BMC reports power off" in verdict.reason
+    )
 
 
 def test_suspect_remembers_when_the_last_channel_fell_silent() -> None:
@@ -212,7 +216,9 @@ def test_recheck_at_is_when_the_earliest_suspect_reaches_its_grace() -> None:
     membership = members({SEG: 10})
     result = run([silent(h(0), 2.0), silent(h(1), 1.6), silent(h(2), 10.0)], membership)
     assert conditions(result) == {
-        h(0): HostCondition.SUSPECT, h(1): HostCondition.SUSPECT, h(2): HostCondition.DEAD,
+        h(0): HostCondition.SUSPECT,
+        h(1): HostCondition.SUSPECT,
+        h(2): HostCondition.DEAD,
     }
     silent_since = result.verdicts[h(0)].silent_since
     assert silent_since == NOW - 2.0
@@ -229,10 +235,13 @@ def test_isolated_suspects_do_not_ask_for_a_recheck_and_no_suspect_means_none() 
 
 def test_isolated_and_agent_down_through_a_pass() -> None:
     membership = members({SEG: 10})
-    result = run([
-        reading(h(0), agent_age=10.0, second_age=0.5),
-        reading(h(1), agent_age=10.0, second_age=10.0, nova_up=True, nova_age=2.0),
-    ], membership)
+    result = run(
+        [
+            reading(h(0), agent_age=10.0, second_age=0.5),
+            reading(h(1), agent_age=10.0, second_age=10.0, nova_up=True, nova_age=2.0),
+        ],
+        membership,
+    )
     assert conditions(result) == {h(0): HostCondition.ISOLATED, h(1): HostCondition.AGENT_DOWN}
     assert result.holds == {}
 
@@ -398,3 +407,38 @@ def test_released_segment_can_be_held_again_by_a_new_burst() -> None:
     third = run([silent(h(n), 3.5, now=t3) for n in range(2, 8)], membership, second.holds, t3)
     assert third.holds[SEG].since == t3
     assert len(third.new_holds) == 1
+
+
+# ---- a powered host: Nova must agree too --------------------------------------------------------
+
+
+def test_powered_silent_host_waits_for_novas_missed_report() -> None:
+    # Heartbeats silent for 4 s, BMC says on, Nova up with a report 6 s old: a live host whose agent
+    # died would report again within its 10 s interval, so this is not yet dead.
+    r = reading(h(1), agent_age=4.0, second_age=4.0, nova_up=True, nova_age=6.0, bmc=BmcPower.ON)
+    verdict = assess(r, NOW, S)
+    assert verdict.condition is HostCondition.SUSPECT
+    assert verdict.recheck_at == NOW - 6.0 + S.nova_report_interval_s + S.grace_s
+    late = reading(h(1), agent_age=11.0, second_age=11.0, nova_up=True, nova_age=13.5, bmc=BmcPower.ON)
+    assert assess(late, NOW, S).condition is HostCondition.DEAD
+
+
+def test_powered_host_whose_nova_compute_reported_after_the_silence_is_agent_down() -> None:
+    r = reading(h(1), agent_age=5.0, second_age=5.0, nova_up=True, nova_age=1.0, bmc=BmcPower.ON)
+    assert assess(r, NOW, S).condition is HostCondition.AGENT_DOWN
+
+
+def test_bmc_off_confirms_at_once_even_while_nova_still_says_up() -> None:
+    r = reading(h(1), agent_age=3.5, second_age=3.5, nova_up=True, nova_age=5.0, bmc=BmcPower.OFF)
+    assert assess(r, NOW, S).condition is HostCondition.DEAD
+
+
+def test_unreachable_bmc_waits_for_nova_like_a_powered_host() -> None:
+    r = reading(h(1), agent_age=4.0, second_age=4.0, nova_up=True, nova_age=6.0, bmc=BmcPower.UNKNOWN)
+    assert assess(r, NOW, S).condition is HostCondition.SUSPECT
+
+
+def test_the_only_host_of_a_segment_dying_is_not_held_by_the_gate() -> None:
+    result = run([silent(h(0), 3.5)], members({SEG: 1}))
+    assert result.holds == {}
+    assert conditions(result) == {h(0): HostCondition.DEAD}

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from haven.domain.ids import HostName, SegmentId
-from haven.domain.liveness import HostCondition, HostLiveness
+from haven.domain.liveness import BmcPower, HostCondition, HostLiveness
 from haven.domain.settings import DetectionSettings
 
 NEVER = float("-inf")
@@ -36,6 +36,7 @@ class Verdict:
     reason: str
     silent_since: float | None = None  # when the last heartbeat channel fell silent
     failed_processes: frozenset[str] = frozenset()
+    recheck_at: float | None = None  # when this verdict may change without any new reading
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +94,18 @@ def assess(reading: HostLiveness, now: float, settings: DetectionSettings) -> Ve
             HostCondition.SUSPECT,
             f"no heartbeat on any channel for {silent_for:.1f} s",
             silent_since,
+            recheck_at=silent_since + settings.grace_s,
         )
-    if reading.nova_up and reading.nova_updated_at is not None and reading.nova_updated_at > silent_since:
+    return _judge_silent_host(reading, silent_since, now, settings)
+
+
+def _judge_silent_host(
+    reading: HostLiveness, silent_since: float, now: float, settings: DetectionSettings
+) -> Verdict:
+    """Every heartbeat is past grace: Nova and the BMC must agree before the host counts as dead."""
+    silent_for = now - silent_since
+    nova_at = reading.nova_updated_at
+    if reading.nova_up and nova_at is not None and nova_at > silent_since:
         return Verdict(
             reading.host,
             HostCondition.AGENT_DOWN,
@@ -102,12 +113,29 @@ def assess(reading: HostLiveness, now: float, settings: DetectionSettings) -> Ve
             "agent down, host alive",
             silent_since,
         )
+    heard = f"silent on every channel for {silent_for:.1f} s (grace {settings.grace_s:g} s)"
+    if reading.bmc is BmcPower.OFF:
+        return Verdict(reading.host, HostCondition.DEAD, f"{heard}, BMC reports power off", silent_since)
+    # Powered on (or the BMC is silent too): dead only once nova-compute has also missed its report,
+    # since a live host whose agent died keeps reporting to Nova every report interval.
+    nova_due_by = (
+        (nova_at if nova_at is not None else NEVER) + settings.nova_report_interval_s + settings.grace_s
+    )
+    if reading.nova_up and now < nova_due_by:
+        return Verdict(
+            reading.host,
+            HostCondition.SUSPECT,
+            f"{heard}, BMC {reading.bmc.value}; waiting for nova-compute's next report",
+            silent_since,
+            recheck_at=nova_due_by,
+        )
+    nova = (
+        "nova service down"
+        if not reading.nova_up
+        else f"no nova-compute report for {now - (nova_at or 0):.0f} s"
+    )
     return Verdict(
-        reading.host,
-        HostCondition.DEAD,
-        f"silent on every channel for {silent_for:.1f} s (grace {settings.grace_s:g} s), "
-        f"nova service {'up' if reading.nova_up else 'down'} without a report since, BMC {reading.bmc.value}",
-        silent_since,
+        reading.host, HostCondition.DEAD, f"{heard}, {nova}, BMC {reading.bmc.value}", silent_since
     )
 
 
@@ -124,9 +152,8 @@ def detect(
         if reading.host not in membership.segment_of:
             continue  # not in any failover segment: not ours to judge
         verdict = assess(reading, now, settings)
-        if verdict.condition is HostCondition.SUSPECT and verdict.silent_since is not None:
-            due = verdict.silent_since + settings.grace_s
-            recheck_at = due if recheck_at is None else min(recheck_at, due)
+        if verdict.recheck_at is not None:
+            recheck_at = verdict.recheck_at if recheck_at is None else min(recheck_at, verdict.recheck_at)
         if verdict.condition is not HostCondition.HEALTHY or verdict.failed_processes:
             verdicts[reading.host] = verdict
     new_holds, kept, released = _apply_gate(verdicts, membership, holds, now, settings)
@@ -207,8 +234,8 @@ def _largest_burst(silent: list[Verdict], window: float) -> list[Verdict]:
 
 
 def _gate_reason(silent: int, size: int, settings: DetectionSettings) -> str:
-    if size <= 0 or silent == 0:
-        return ""
+    if size <= 0 or silent < 2:
+        return ""  # one silent host is that host's failure, whatever the segment's size
     if silent > settings.gate_share * size:
         return (
             f"{silent} of {size} hosts went silent within one grace window (more than "

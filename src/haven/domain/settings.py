@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 class DetectionSettings:
     heartbeat_interval_s: float = 1.0
     grace_s: float = 3.0
+    nova_report_interval_s: float = 10.0  # Nova's report_interval: how often a live nova-compute reports
     gate_share: float = 0.5  # more than this share of a segment silent at once holds recovery
     gate_small_segment_size: int = 3  # segments this small or smaller...
     gate_small_segment_loss: int = 2  # ...are held when this many hosts go silent
