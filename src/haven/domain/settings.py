@@ -22,6 +22,7 @@ class RecoverySettings:
     fence_timeout_s: float = 30.0
     verify_poll_interval_s: float = 1.0
     verify_timeout_s: float = 300.0
+    step_timeout_s: float = 900.0  # any step still retrying after this long fails, with an alert
     evacuate_all_instances: bool = False  # Masakari: also evacuate VMs without HA_Enabled
     ignore_instances_in_error_state: bool = False
     return_to_service: bool = True  # re-enable a recovered host once every channel is healthy again

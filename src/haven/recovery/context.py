@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from haven.cloud.base import Cloud
 from haven.domain.errors import NotFound
 from haven.domain.ids import HostName
 from haven.domain.incidents import Notification
+from haven.domain.liveness import BmcPower
 from haven.domain.settings import RecoverySettings
 from haven.fencing.base import Fencer
 from haven.recovery.targets import TargetBook
@@ -26,6 +27,13 @@ class StepContext:
     notification: Notification
     host_is_healthy: Callable[[HostName], bool]
     targets: TargetBook
+    # BMC readings made during this batch, so many evacuations off one host ask its BMC once.
+    power_seen: dict[HostName, BmcPower] = field(default_factory=dict)
+
+    async def power_status(self, host: HostName) -> BmcPower:
+        if host not in self.power_seen:
+            self.power_seen[host] = await self.fencer.power_status(host)
+        return self.power_seen[host]
 
     def update_member(self, host: HostName, **changes: object) -> None:
         """Record a change to a segment host; a host outside every segment has nothing to record."""

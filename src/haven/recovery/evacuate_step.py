@@ -13,6 +13,7 @@ from haven.domain.cloud import PowerState, Server, TaskState, VmState
 from haven.domain.errors import Conflict, NotFound, TemporaryError
 from haven.domain.ids import HostName, ServerId
 from haven.domain.incidents import Step
+from haven.domain.liveness import BmcPower
 from haven.recovery.context import StepContext
 from haven.recovery.outcome import Outcome, done, failed, requeue
 
@@ -27,18 +28,29 @@ async def evacuate(step: Step, ctx: StepContext) -> Outcome:
     except NotFound:
         return failed("the server no longer exists", detail)
     if detail.get("phase", ISSUE) == ISSUE:
-        return await _issue(server, detail, ctx)
+        return await _issue(server, detail, ctx, first_attempt=step.attempts <= 1)
     return _verify(server, detail, ctx)
 
 
-async def _issue(server: Server, detail: dict[str, Any], ctx: StepContext) -> Outcome:
+async def _issue(server: Server, detail: dict[str, Any], ctx: StepContext, first_attempt: bool) -> Outcome:
     source = HostName(str(detail["source"]))
     if server.host != source or server.task_state is not TaskState.NONE:
         # The evacuate call went through before a restart: never issue it twice.
         return requeue(ctx.settings.verify_poll_interval_s, {**detail, "phase": VERIFY, "issued_at": ctx.now})
-    if server.vm_state is VmState.ERROR and detail.get("vm_state_before") != VmState.ERROR.value:
-        # It went to ERROR after the plan: an earlier call was accepted and its rebuild failed.
-        return failed(f"the rebuild failed: server in ERROR on {server.host}", detail)
+    if server.vm_state is VmState.ERROR and (
+        detail.get("vm_state_before") != VmState.ERROR.value or not first_attempt
+    ):
+        # An earlier call may have been accepted and its rebuild failed back here: asking again
+        # could run the VM twice, so stop and say so.
+        return failed(
+            f"the rebuild failed or may have been issued already: server in ERROR on {server.host}", detail
+        )
+    if await ctx.power_status(source) is not BmcPower.OFF:
+        return failed(
+            f"{source} is not confirmed powered off any more: not evacuating, its VMs may be running there",
+            detail,
+            stop_recovery=True,
+        )
     try:
         if server.vm_state is VmState.ERROR:
             await ctx.cloud.reset_state(

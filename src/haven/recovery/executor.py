@@ -243,11 +243,25 @@ class RecoveryExecutor:
         if handler is None:
             return failed(f"unknown step kind {step.kind!r}", step.detail, stop_recovery=True)
         try:
-            return await handler(step, ctx)
+            outcome = await handler(step, ctx)
         except TemporaryError as exc:
-            return requeue(exc.delay, {**step.detail, "last_error": str(exc)})
+            outcome = requeue(exc.delay, {**step.detail, "last_error": str(exc)})
         except CloudError as exc:
             return failed(str(exc), step.detail)
+        limit = self._settings.step_timeout_s
+        if (
+            outcome.state is StepState.RUNNING
+            and step.started_at is not None
+            and ctx.now - step.started_at > limit
+        ):
+            # A step that keeps being retried must end, and loudly, rather than stall the recovery.
+            why = outcome.detail.get("last_error") or "no progress"
+            return failed(
+                f"gave up after {limit:g} s: {why}",
+                outcome.detail,
+                stop_recovery=step.kind not in PARALLEL_KINDS,
+            )
+        return outcome
 
     def _commit_outcomes(
         self, item: _Open, started: list[Step], outcomes: Sequence[Outcome], now: float

@@ -23,17 +23,30 @@ from haven.recovery.workflows import ENABLE_RESERVED, EVACUATE
 
 
 async def fence(step: Step, ctx: StepContext) -> Outcome:
-    """Power the host off through its BMC and wait until the BMC confirms it is off."""
+    """Power the host off through its BMC and poll until the BMC confirms it is off.
+
+    The power-off is always requested, even when the BMC already says off, so the host
+    stays off; success or failure is judged only on a poll made after the request.
+    """
     host = HostName(step.subject)
     detail: dict[str, Any] = dict(step.detail)
+    if not detail.get("requested_at") and ctx.host_is_healthy(host):
+        return failed(
+            f"{host} is heartbeating again: recovery cancelled before fencing, nothing evacuated",
+            detail,
+            stop_recovery=True,
+        )
     first_try_at = float(detail.setdefault("first_try_at", ctx.now))
     try:
-        status = await ctx.fencer.power_status(host)
-        if status is BmcPower.OFF:
-            return done({**detail, "power": "off", "confirmed_at": ctx.now})
         if not detail.get("requested_at"):
             await ctx.fencer.power_off(host)
             detail["requested_at"] = ctx.now
+            detail.pop("last_error", None)
+            return requeue(ctx.settings.fence_poll_interval_s, detail)
+        status = await ctx.fencer.power_status(host)
+        detail.pop("last_error", None)
+        if status is BmcPower.OFF:
+            return done({**detail, "power": "off", "confirmed_at": ctx.now})
     except TemporaryError as exc:
         detail["last_error"] = str(exc)
     except CloudError as exc:

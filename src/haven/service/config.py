@@ -82,18 +82,48 @@ def load_config(home: Path, path: Path | None = None) -> HavenConfig:
             f"{where}: [cloud] driver {driver!r} is not known",
             f"use one of: {', '.join(CLOUD_DRIVERS)} (OpenStack arrives with the real-Nova work)",
         )
+    engine = EngineSettings(
+        detection=_settings(DetectionSettings, _table(raw, "detection", where), f"{where} [detection]"),
+        recovery=_settings(RecoverySettings, _table(raw, "recovery", where), f"{where} [recovery]"),
+    )
+    check_settings(engine, where)
     return HavenConfig(
         home=home,
         database_url=url,
-        engine=EngineSettings(
-            detection=_settings(DetectionSettings, _table(raw, "detection", where), f"{where} [detection]"),
-            recovery=_settings(RecoverySettings, _table(raw, "recovery", where), f"{where} [recovery]"),
-        ),
+        engine=engine,
         cloud_driver=driver,
         simulated=_settings(SimulatedCloudConfig, cloud, f"{where} [cloud]"),
         segment_methods=_segment_methods(raw.get("segments", []), where),
         source=path,
     )
+
+
+def check_settings(engine: EngineSettings, where: str = "settings") -> None:
+    """Refuse timings that would defeat detection's safety rules, naming the fix."""
+    d, r = engine.detection, engine.recovery
+    if d.heartbeat_interval_s <= 0:
+        raise ConfigError(f"{where}: [detection] heartbeat_interval_s must be positive")
+    if d.grace_s < 2 * d.heartbeat_interval_s:
+        raise ConfigError(
+            f"{where}: [detection] grace_s ({d.grace_s:g}) is shorter than two heartbeat intervals "
+            f"({2 * d.heartbeat_interval_s:g} s): a host would be declared dead before the observer gate "
+            "could see its neighbours fall silent",
+            "make grace_s at least twice heartbeat_interval_s",
+        )
+    if not 0 < d.gate_share < 1:
+        raise ConfigError(f"{where}: [detection] gate_share must be between 0 and 1, got {d.gate_share:g}")
+    if r.max_parallel_evacuations < 1:
+        raise ConfigError(f"{where}: [recovery] max_parallel_evacuations must be at least 1")
+    timings = (
+        "fence_poll_interval_s",
+        "verify_poll_interval_s",
+        "fence_timeout_s",
+        "verify_timeout_s",
+        "step_timeout_s",
+    )
+    for name in timings:
+        if getattr(r, name) <= 0:
+            raise ConfigError(f"{where}: [recovery] {name} must be positive")
 
 
 def _read(path: Path) -> dict[str, Any]:
