@@ -139,3 +139,14 @@ def test_drill_json_contract(capsys: pytest.CaptureFixture[str], home: Path) -> 
     assert report["verdict"] == "recovered"
     assert [p["name"] for p in report["phases"]][:2] == ["suspected", "confirmed"]
     assert all(set(p) == {"name", "start_s", "end_s"} for p in report["phases"])
+
+
+def test_grace_shorter_than_two_heartbeats_is_refused(
+    capsys: pytest.CaptureFixture[str], home: Path, tmp_path: Path
+) -> None:
+    cfg = tmp_path / "haven.toml"
+    cfg.write_text("[detection]\nheartbeat_interval_s = 1.0\ngrace_s = 1.0\n")
+    code, _, err = run(capsys, "--config", str(cfg), "serve")
+    assert code == 2
+    assert "grace_s (1) is shorter than two heartbeat intervals" in err
+    assert not (home / "haven.db").exists()

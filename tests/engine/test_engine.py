@@ -55,8 +55,15 @@ class Rig:
         return rig
 
     def new_engine(self, on_commit: CommitHook = no_hook) -> Engine:
-        return Engine(self.cloud, self.cloud, SimFencer(self.cloud), self.store, self.clock,
-                      on_event=self.events.append, on_commit=on_commit)
+        return Engine(
+            self.cloud,
+            self.cloud,
+            SimFencer(self.cloud),
+            self.store,
+            self.clock,
+            on_event=self.events.append,
+            on_commit=on_commit,
+        )
 
     def restart(self) -> int:
         """A new engine process on the same store (opened again) and the same cloud."""
@@ -66,12 +73,18 @@ class Rig:
         return self.engine.start()
 
     async def run_for(self, seconds: float) -> None:
-        await run_until(self.engine, self.clock, self.clock.now() + seconds,
-                        wake_sources=[self.cloud.next_event_time])
+        await run_until(
+            self.engine, self.clock, self.clock.now() + seconds, wake_sources=[self.cloud.next_event_time]
+        )
 
     async def run_until(self, done: Callable[[], bool], limit_s: float = 600.0) -> None:
-        await run_until(self.engine, self.clock, self.clock.now() + limit_s, done=done,
-                        wake_sources=[self.cloud.next_event_time])
+        await run_until(
+            self.engine,
+            self.clock,
+            self.clock.now() + limit_s,
+            done=done,
+            wake_sources=[self.cloud.next_event_time],
+        )
         assert done(), f"not done within {limit_s} s of virtual time"
 
     def recovery_over(self) -> bool:
@@ -271,8 +284,14 @@ async def test_no_return_to_service_when_it_is_switched_off(tmp_path: Path) -> N
     rig = await Rig.build(f"sqlite:///{tmp_path}/haven.db")
     try:
         settings = rig.engine.settings
-        rig.engine = Engine(rig.cloud, rig.cloud, SimFencer(rig.cloud), rig.store, rig.clock,
-                            replace(settings, recovery=replace(settings.recovery, return_to_service=False)))
+        rig.engine = Engine(
+            rig.cloud,
+            rig.cloud,
+            SimFencer(rig.cloud),
+            rig.store,
+            rig.clock,
+            replace(settings, recovery=replace(settings.recovery, return_to_service=False)),
+        )
         rig.engine.start()
         victim = victim_of(rig)
         rig.cloud.fail_power(victim)
@@ -305,8 +324,14 @@ class DiesReturningHost:
 async def test_a_host_returns_to_service_after_a_restart_in_the_middle_of_its_return(rig: Rig) -> None:
     victim = victim_of(rig)
     dying = DiesReturningHost(rig.cloud, victim)
-    rig.engine = Engine(dying, rig.cloud, SimFencer(rig.cloud), rig.store, rig.clock,  # type: ignore[arg-type]
-                        on_event=rig.events.append)
+    rig.engine = Engine(
+        dying,
+        rig.cloud,
+        SimFencer(rig.cloud),
+        rig.store,
+        rig.clock,  # type: ignore[arg-type]
+        on_event=rig.events.append,
+    )
     rig.engine.start()
     rig.cloud.fail_power(victim)
     await rig.run_until(rig.recovery_over)
@@ -434,7 +459,8 @@ async def test_a_crashed_nova_compute_disables_then_re_enables_the_service(rig: 
     assert not rig.store.get_host(victim).disabled_by_haven
     notes = rig.store.list_notifications(type=NotificationType.PROCESS)
     assert sorted((n.payload["event"], n.status) for n in notes) == [
-        ("STARTED", NotificationStatus.FINISHED), ("STOPPED", NotificationStatus.FINISHED),
+        ("STARTED", NotificationStatus.FINISHED),
+        ("STOPPED", NotificationStatus.FINISHED),
     ]
     assert rig.cloud.evacuations == []
 
@@ -467,5 +493,74 @@ async def test_a_restart_does_not_report_a_process_failure_again(rig: Rig) -> No
     # One failure, one return: one STOPPED and one STARTED notification.
     notes = rig.store.list_notifications(type=NotificationType.PROCESS)
     assert sorted((n.payload["event"], n.status) for n in notes) == [
-        ("STARTED", NotificationStatus.FINISHED), ("STOPPED", NotificationStatus.FINISHED),
+        ("STARTED", NotificationStatus.FINISHED),
+        ("STOPPED", NotificationStatus.FINISHED),
     ]
+
+
+# ---- safety: fencing must hold until each evacuation, retries must end, a dead agent is not a dead host
+
+
+def rig_engine(rig: Rig, **recovery: object) -> Engine:
+    from haven.domain.settings import EngineSettings, RecoverySettings
+
+    settings = EngineSettings(recovery=replace(RecoverySettings(), **recovery))  # type: ignore[arg-type]
+    engine = Engine(
+        rig.cloud, rig.cloud, SimFencer(rig.cloud), rig.store, rig.clock, settings, on_event=rig.events.append
+    )
+    engine.start()
+    rig.engine = engine
+    return engine
+
+
+async def test_no_evacuation_from_a_host_that_is_powered_on_again(rig: Rig) -> None:
+    rig_engine(rig, max_parallel_evacuations=1)  # evacuations one by one, so the host can come back midway
+    victim = victim_of(rig)
+    assert len(await rig.ha_vms(victim)) >= 3
+    rig.cloud.fail_power(victim)
+    await rig.run_until(lambda: any(e.source == victim for e in rig.cloud.evacuations))
+    await SimFencer(rig.cloud).power_on(victim)  # someone powers it on while its VMs are still moving
+    await rig.run_until(rig.recovery_over)
+    assert all(not e.source_powered for e in rig.cloud.evacuations), "evacuated off a powered host"
+    (note,) = rig.store.list_notifications()
+    assert note.status is NotificationStatus.FAILED
+    errors = [s.detail.get("error", "") for s in rig.store.list_steps(note.id) if s.state is StepState.FAILED]
+    assert any("not confirmed powered off" in e for e in errors)
+    assert any(a.kind is AlertKind.RECOVERY_FAILED and a.host == victim for a in rig.store.list_alerts())
+
+
+async def test_a_step_retried_forever_fails_with_an_alert(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    from haven.domain.errors import TemporaryError
+
+    rig_engine(rig, step_timeout_s=60.0)
+
+    async def nova_503(*_: object) -> None:
+        raise TemporaryError("nova-api answered 503", delay=5.0)
+
+    monkeypatch.setattr(rig.cloud, "force_down", nova_503)
+    victim = victim_of(rig)
+    rig.cloud.fail_power(victim)
+    await rig.run_until(rig.recovery_over, limit_s=300.0)
+    (note,) = rig.store.list_notifications()
+    assert note.status is NotificationStatus.FAILED
+    (force,) = [s for s in rig.store.list_steps(note.id) if s.kind == "force_down"]
+    assert (
+        force.state is StepState.FAILED
+        and "gave up after 60 s: nova-api answered 503" in force.detail["error"]
+    )
+    assert rig.cloud.evacuations == []
+    assert any(a.kind is AlertKind.RECOVERY_FAILED for a in rig.store.list_alerts())
+
+
+async def test_a_dead_agent_on_a_live_host_is_agent_down_not_dead(rig: Rig) -> None:
+    victim = victim_of(rig)
+    rig.cloud.crash_agent(victim)
+    await rig.run_for(60.0)  # several nova report intervals
+    assert rig.engine.condition(victim) is HostCondition.AGENT_DOWN
+    assert rig.store.list_notifications() == []
+    assert rig.cloud.is_powered(victim) and rig.cloud.evacuations == []
+    assert any(a.kind is AlertKind.AGENT_DOWN and a.host == victim for a in rig.store.list_alerts())
+    rig.cloud.crash_agent(victim, crashed=False)
+    await rig.run_for(5.0)
+    assert rig.engine.condition(victim) is HostCondition.HEALTHY
+    assert not any(a.kind is AlertKind.AGENT_DOWN for a in rig.store.list_alerts(active_only=True))

@@ -140,14 +140,20 @@ async def run_first_engine(world: World, fault: str, *, on_commit: CommitHook) -
     """Engine #1: warm up, inject the fault, run until the recovery is over (or the engine dies)."""
     store = Store.open(world.url)
     try:
-        engine = Engine(world.cloud, world.cloud, SimFencer(world.cloud), store, world.clock,
-                        on_commit=on_commit)
+        engine = Engine(
+            world.cloud, world.cloud, SimFencer(world.cloud), store, world.clock, on_commit=on_commit
+        )
         engine.start()
         wake = [world.cloud.next_event_time]
         await run_until(engine, world.clock, world.clock.now() + WARM_UP_S, wake_sources=wake)
         FAULTS[fault](world.cloud, world.victim)
-        await run_until(engine, world.clock, world.clock.now() + GIVE_UP_S,
-                        done=recovery_over(engine, store), wake_sources=wake)
+        await run_until(
+            engine,
+            world.clock,
+            world.clock.now() + GIVE_UP_S,
+            done=recovery_over(engine, store),
+            wake_sources=wake,
+        )
     finally:
         store.close()
 
@@ -158,8 +164,13 @@ async def restart_and_finish(world: World) -> list[str]:
         engine = Engine(world.cloud, world.cloud, SimFencer(world.cloud), store, world.clock)
         engine.start()
         wake = [world.cloud.next_event_time]
-        await run_until(engine, world.clock, world.clock.now() + GIVE_UP_S,
-                        done=recovery_over(engine, store), wake_sources=wake)
+        await run_until(
+            engine,
+            world.clock,
+            world.clock.now() + GIVE_UP_S,
+            done=recovery_over(engine, store),
+            wake_sources=wake,
+        )
         # Keep watching a while: nothing more may happen (no second notification, no late evacuation).
         await run_until(engine, world.clock, world.clock.now() + 30.0, wake_sources=wake)
         return await problems(world, engine, store)
@@ -172,8 +183,11 @@ async def problems(world: World, engine: Engine, store: Store) -> list[str]:
     if [(n.hostname, n.status) for n in host_notes] != [(world.victim, NotificationStatus.FINISHED)]:
         found.append(f"notifications: {[(n.hostname, n.type.value, n.status.value) for n in notifications]}")
     for n in host_notes:
-        bad = [(s.kind, s.subject, s.state.value, s.detail.get("error")) for s in store.list_steps(n.id)
-               if s.state is not StepState.DONE]
+        bad = [
+            (s.kind, s.subject, s.state.value, s.detail.get("error"))
+            for s in store.list_steps(n.id)
+            if s.state is not StepState.DONE
+        ]
         if bad:
             found.append(f"steps not done: {bad}")
     if engine.open_notifications():
@@ -216,8 +230,14 @@ async def test_recovery_finishes_after_a_crash_at_every_commit_boundary(
     assert await restart_and_finish(world) == []  # the harness itself finds nothing wrong with it
     total = len(calls)
     assert total >= 20
-    assert {"before-intent", "after-intent", "before-outcome", "after-outcome",
-            "before-finish", "after-finish"} <= set(calls)
+    assert {
+        "before-intent",
+        "after-intent",
+        "before-outcome",
+        "after-outcome",
+        "before-finish",
+        "after-finish",
+    } <= set(calls)
 
     failures: dict[str, list[str]] = {}
     for k in range(1, total + 1):
@@ -327,10 +347,15 @@ async def run_first_engine_as_task(world: World, fault: str, stop: Interrupter) 
         await run_until(engine, world.clock, world.clock.now() + WARM_UP_S, wake_sources=wake)
         FAULTS[fault](world.cloud, world.victim)
         stop.armed = True
-        stop.task = asyncio.create_task(run_until(
-            engine, world.clock, world.clock.now() + GIVE_UP_S, done=recovery_over(engine, store),
-            wake_sources=wake,
-        ))
+        stop.task = asyncio.create_task(
+            run_until(
+                engine,
+                world.clock,
+                world.clock.now() + GIVE_UP_S,
+                done=recovery_over(engine, store),
+                wake_sources=wake,
+            )
+        )
         await asyncio.wait([stop.task])
         # Nothing of engine #1 may live on: the evacuations it ran side by side were cancelled with it.
         assert asyncio.all_tasks() == {asyncio.current_task()}

@@ -51,7 +51,9 @@ async def fence(step: Step, ctx: StepContext) -> Outcome:
         detail["last_error"] = str(exc)
     except CloudError as exc:
         return _fence_failed(host, str(exc), detail)
-    if ctx.now - first_try_at >= ctx.settings.fence_timeout_s:
+    # Once a request got through, the BMC gets the whole timeout from then to apply it.
+    started = float(detail.get("requested_at") or first_try_at)
+    if ctx.now - started >= ctx.settings.fence_timeout_s:
         why = detail.get("last_error") or "the BMC did not report power off"
         return _fence_failed(host, f"{why} within {ctx.settings.fence_timeout_s:g} s", detail)
     return requeue(ctx.settings.fence_poll_interval_s, detail)

@@ -265,6 +265,13 @@ class SimCloud:
             h.observer_cut = cut
             self._refresh(h)
 
+    def crash_agent(self, host: HostName, crashed: bool = True) -> None:
+        """haven's agent dies: its heartbeats stop, the host and nova-compute live on."""
+        self._catch_up()
+        h = self._host(host)
+        h.agent_running = not crashed
+        self._refresh(h)
+
     def crash_nova_compute(self, host: HostName, crashed: bool = True) -> None:
         self._catch_up()
         h = self._host(host)
@@ -369,7 +376,7 @@ class SimCloud:
         """Recompute which channels flow after any change to a host, and note it as news."""
         now = self.clock.now()
         alive = h.powered and h.booting_until is None and not h.hung
-        heard = alive and not h.observer_cut  # channels are what the observer hears
+        heard = alive and not h.observer_cut and h.agent_running  # channels are what the observer hears
         h.mgmt.set_flowing(heard and h.mgmt_up, now)
         h.second.set_flowing(heard and h.second_up and h.has_second_network, now)
         h.nova.set_flowing(alive and h.mgmt_up and h.nova_compute_running and not h.observer_cut, now)

@@ -26,6 +26,7 @@ class SimHost:
     observer_cut: bool = False  # the observer cannot hear this host at all
     bmc_reachable: bool = True
     nova_compute_running: bool = True
+    agent_running: bool = True  # haven's own host agent (its heartbeats)
     service_enabled: bool = True
     forced_down: bool = False
     disabled_reason: str = ""
