@@ -564,3 +564,42 @@ async def test_a_dead_agent_on_a_live_host_is_agent_down_not_dead(rig: Rig) -> N
     await rig.run_for(5.0)
     assert rig.engine.condition(victim) is HostCondition.HEALTHY
     assert not any(a.kind is AlertKind.AGENT_DOWN for a in rig.store.list_alerts(active_only=True))
+
+
+async def test_return_to_service_keeps_an_operators_disable(rig: Rig) -> None:
+    victim = victim_of(rig)
+    await rig.cloud.disable_service(victim, "operator: firmware upgrade pending")
+    rig.cloud.fail_power(victim)
+    await rig.run_until(rig.recovery_over)
+    await SimFencer(rig.cloud).power_on(victim)
+    await rig.run_until(lambda: bool(rig.kinds(EventKind.HOST_RETURNED)), limit_s=300.0)
+    host = await rig.host(victim)
+    assert not host.forced_down  # haven's own action is undone...
+    assert not host.service_enabled  # ...the operator's is not
+    assert not rig.store.get_host(victim).disabled_by_haven
+
+
+async def test_a_process_failure_on_an_operator_disabled_host_leaves_it_disabled(rig: Rig) -> None:
+    victim = victim_of(rig)
+    await rig.cloud.disable_service(victim, "operator: draining")
+    rig.cloud.crash_nova_compute(victim)
+    await rig.run_for(20.0)
+    rig.cloud.crash_nova_compute(victim, crashed=False)
+    await rig.run_for(60.0)
+    host = await rig.host(victim)
+    assert not host.service_enabled and host.disabled_reason == "operator: draining"
+    assert not rig.store.get_host(victim).disabled_by_haven
+
+
+async def test_a_host_that_comes_back_isolated_first_still_returns_to_service(rig: Rig) -> None:
+    victim = victim_of(rig)
+    rig.cloud.fail_power(victim)
+    await rig.run_until(rig.recovery_over)
+    rig.cloud.partition_management(victim)  # it will boot without its management network
+    await SimFencer(rig.cloud).power_on(victim)
+    await rig.run_for(90.0)
+    assert rig.engine.condition(victim) is HostCondition.ISOLATED
+    rig.cloud.partition_management(victim, cut=False)
+    await rig.run_until(lambda: bool(rig.kinds(EventKind.HOST_RETURNED)), limit_s=300.0)
+    host = await rig.host(victim)
+    assert host.service_enabled and not host.forced_down

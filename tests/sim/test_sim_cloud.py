@@ -300,10 +300,14 @@ def test_build_cloud_rejects_impossible_specs_with_a_message(spec: CloudSpec, wo
 
 
 async def _fingerprint(cloud: SimCloud) -> list[tuple[object, ...]]:
-    hosts = [(h, cloud.sim_host(h).zone, cloud.sim_host(h).aggregate, cloud.sim_host(h).heartbeat_phase)
-             for h in cloud.host_names()]
-    servers = [(s.id, s.name, s.host, s.flavor.name, tuple(sorted(s.metadata.items())), s.group)
-               for s in await cloud.list_servers()]
+    hosts = [
+        (h, cloud.sim_host(h).zone, cloud.sim_host(h).aggregate, cloud.sim_host(h).heartbeat_phase)
+        for h in cloud.host_names()
+    ]
+    servers = [
+        (s.id, s.name, s.host, s.flavor.name, tuple(sorted(s.metadata.items())), s.group)
+        for s in await cloud.list_servers()
+    ]
     groups = sorted((g.id, g.policy, tuple(sorted(g.members))) for g in await cloud.list_server_groups())
     return [*hosts, *servers, *groups]
 

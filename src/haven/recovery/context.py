@@ -39,3 +39,11 @@ class StepContext:
         """Record a change to a segment host; a host outside every segment has nothing to record."""
         with contextlib.suppress(NotFound):
             self.store.update_host(host, **changes)
+
+    async def service_enabled_before(self, host: HostName) -> bool:
+        """Was the compute service enabled before haven touched it? (A re-run sees haven's own mark.)"""
+        state = await self.cloud.get_host(host)
+        return state.service_enabled or state.disabled_reason.startswith(HAVEN_MARK)
+
+
+HAVEN_MARK = "haven:"  # every disabled_reason haven writes starts so, to tell its own disables apart

@@ -15,7 +15,7 @@ from haven.domain.ids import HostName, ServerGroupId, ServerId
 from haven.domain.incidents import Segment, SegmentHost, Step
 from haven.domain.liveness import BmcPower
 from haven.domain.plan import EvacuationPlan, TargetHost
-from haven.recovery.context import StepContext
+from haven.recovery.context import HAVEN_MARK, StepContext
 from haven.recovery.outcome import NewStep, Outcome, done, failed, requeue
 from haven.recovery.planner import plan_evacuation
 from haven.recovery.targets import short_list_size
@@ -68,13 +68,18 @@ def _fence_failed(host: HostName, why: str, detail: Mapping[str, Any]) -> Outcom
 
 
 async def force_down(step: Step, ctx: StepContext) -> Outcome:
-    """Tell Nova at once that the compute service is down (no service_down_time wait) and disable it."""
+    """Tell Nova at once that the compute service is down (no service_down_time wait) and disable it.
+
+    Whether the service was enabled before is recorded, so returning the host to service
+    later undoes only what haven did (an operator's or a reserved host's disable stays).
+    """
     host = HostName(step.subject)
-    reason = f"haven: host failure, notification {ctx.notification.id}"
+    was_enabled = await ctx.service_enabled_before(host)
+    reason = f"{HAVEN_MARK} host failure, notification {ctx.notification.id}"
     await ctx.cloud.force_down(host, True)
     await ctx.cloud.disable_service(host, reason)
     ctx.update_member(host, disabled_by_haven=True)
-    return done({"disabled_reason": reason})
+    return done({"disabled_reason": reason, "service_enabled_before": was_enabled})
 
 
 async def plan(step: Step, ctx: StepContext) -> Outcome:

@@ -8,17 +8,21 @@ from __future__ import annotations
 from haven.domain.errors import NotFound
 from haven.domain.ids import HostName
 from haven.domain.incidents import Step
-from haven.recovery.context import StepContext
+from haven.recovery.context import HAVEN_MARK, StepContext
 from haven.recovery.outcome import Outcome, done
 
 
 async def disable_service(step: Step, ctx: StepContext) -> Outcome:
     host = HostName(step.subject)
+    if not await ctx.service_enabled_before(host):
+        return done(
+            {"disabled": False, "why": "the service was already disabled by someone else: left as it is"}
+        )
     process = str(ctx.notification.payload.get("process_name", "nova-compute"))
-    reason = f"haven: {process} down on {host}, notification {ctx.notification.id}"
+    reason = f"{HAVEN_MARK} {process} down on {host}, notification {ctx.notification.id}"
     await ctx.cloud.disable_service(host, reason)
     ctx.update_member(host, disabled_by_haven=True)
-    return done({"disabled_reason": reason})
+    return done({"disabled_reason": reason, "service_enabled_before": True})
 
 
 async def enable_service(step: Step, ctx: StepContext) -> Outcome:

@@ -16,6 +16,7 @@ from typing import Any
 from haven.cloud.base import Cloud, LivenessSource
 from haven.detection.detector import Detection, Hold, Membership, Verdict, detect
 from haven.domain.clock import Clock
+from haven.domain.errors import NotFound
 from haven.domain.events import EngineEvent, EventKind, EventSink, discard_events
 from haven.domain.ids import HostName, NotificationId, SegmentId
 from haven.domain.incidents import (
@@ -24,12 +25,14 @@ from haven.domain.incidents import (
     Notification,
     NotificationStatus,
     NotificationType,
+    Step,
+    StepState,
 )
 from haven.domain.liveness import HostCondition
 from haven.domain.settings import EngineSettings
 from haven.fencing.base import Fencer
 from haven.recovery.executor import CommitHook, RecoveryExecutor, no_hook
-from haven.recovery.workflows import initial_steps
+from haven.recovery.workflows import DISABLE_SERVICE, FORCE_DOWN, initial_steps
 from haven.store import Store
 
 HEALTHY = HostCondition.HEALTHY
@@ -63,7 +66,14 @@ class Engine:
         self.settings = settings or EngineSettings()
         self._emit = on_event
         self._executor = RecoveryExecutor(
-            cloud, fencer, store, clock, self.settings.recovery, self.is_healthy, on_event, on_commit
+            cloud,
+            fencer,
+            store,
+            clock,
+            self.settings.recovery,
+            self.is_healthy,
+            self._on_step_event,
+            on_commit,
         )
         self._membership = Membership({}, {})
         self._conditions: dict[HostName, HostCondition] = {}
@@ -92,8 +102,9 @@ class Engine:
         # return path, which also clears force_down; it waits until they are healthy again.
         self._returning = {h.name for h in members if h.disabled_by_haven}
         for h in members:
-            if h.disabled_by_haven and h.condition == HEALTHY:
-                # Most likely a process failure: remembered, so a failure still going on is not
+            last = self._last_haven_disable(h.name) if h.disabled_by_haven else None
+            if last is not None and last.kind == DISABLE_SERVICE:
+                # A process failure haven acted on: remembered, so one still going on is not
                 # reported again, and its end is (a STARTED notification).
                 self._failed_processes[h.name] = frozenset({NOVA_COMPUTE})
         return self._executor.resume()
@@ -204,8 +215,6 @@ class Engine:
                 "reason": reason,
             }
             self.submit(NotificationType.COMPUTE_HOST, host, payload)
-        if old is HostCondition.DEAD and new is HEALTHY:
-            self._returning.add(host)
 
     def _check_processes(self, verdicts: Mapping[HostName, Verdict], now: float) -> None:
         """A process that died on a live host gets a STOPPED notification; its return a STARTED one."""
@@ -225,12 +234,46 @@ class Engine:
                 self.submit(NotificationType.PROCESS, host, {"event": "STARTED", "process_name": process})
         self._failed_processes = current
 
+    def _on_step_event(self, event: EngineEvent) -> None:
+        """Every host haven disables joins the return path, whichever way it later comes back."""
+        detail = event.detail
+        if (
+            event.kind is EventKind.STEP_FINISHED
+            and detail.get("kind") in (FORCE_DOWN, DISABLE_SERVICE)
+            and detail.get("state") == StepState.DONE.value
+            and event.host is not None
+        ):
+            self._returning.add(event.host)
+        self._emit(event)
+
+    def _last_haven_disable(self, host: HostName) -> Step | None:
+        """The most recent step by which haven disabled (or forced down) this host's compute service."""
+        for notification in self._store.list_notifications(hostname=host, limit=20):
+            for step in reversed(self._store.list_steps(notification.id)):
+                acted = step.state is StepState.DONE and "disabled_reason" in step.detail
+                if step.kind in (FORCE_DOWN, DISABLE_SERVICE) and acted:
+                    return step
+        return None
+
+    def _owes_return(self, host: HostName) -> bool:
+        try:
+            return self._store.get_host(host).disabled_by_haven
+        except NotFound:
+            return False  # not (or no longer) in any segment
+
     async def _return_hosts(self, now: float) -> None:
-        """Hosts haven forced down come back into service once healthy again (if so configured)."""
+        """Hosts haven disabled come back into service once healthy again (if so configured).
+
+        Only what haven did is undone: force_down is cleared, and the service is enabled only if
+        it was enabled before haven disabled it and the host is not a reserved one.
+        """
         if not self.settings.recovery.return_to_service:
             return
         busy = {n.hostname for n in self._executor.open_notifications()}
         for host in sorted(self._returning):
+            if not self._owes_return(host):
+                self._returning.discard(host)  # haven left it alone (say, an operator had disabled it)
+                continue
             if not self.is_healthy(host) or host in busy:
                 continue
             state = await self._cloud.get_host(host)
@@ -239,10 +282,13 @@ class Engine:
                 state = await self._cloud.get_host(host)
             if not state.service_up:
                 continue  # nova-compute has not reported yet; look again next pass
-            await self._cloud.enable_service(host)
+            last = self._last_haven_disable(host)
+            was_enabled = last is None or bool(last.detail.get("service_enabled_before", True))
+            if was_enabled and not self._store.get_host(host).reserved:  # _owes_return found it just now
+                await self._cloud.enable_service(host)
             self._store.update_host(host, disabled_by_haven=False)
             self._returning.discard(host)
-            self._emit(EngineEvent(EventKind.HOST_RETURNED, now, host))
+            self._emit(EngineEvent(EventKind.HOST_RETURNED, now, host, detail={"enabled": was_enabled}))
 
     # ---- notifications -------------------------------------------------------------------
 
