@@ -37,6 +37,7 @@ class DrillReport:
     evacuated_unfenced: int
     false_evacuations: int
     double_evacuations: int
+    live_hosts_fenced: int  # hosts powered off by haven that had not failed
     unplaced: list[dict[str, Any]]
     phases: list[Phase]
     detect_s: float | None

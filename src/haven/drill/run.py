@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from haven.cloud.sim import CloudSpec, SimCloud, SimFencer, build_cloud
 from haven.domain.clock import Clock, VirtualClock
+from haven.domain.cloud import TaskState, VmState
 from haven.domain.events import EngineEvent, EventKind, EventSink, discard_events
 from haven.domain.ids import HostName, ServerId
 from haven.domain.incidents import NotificationType
@@ -103,7 +104,7 @@ def _judge(
     fault_at: float,
 ) -> DrillReport:
     events = [e for e, _ in recorder.events]
-    recovered = [s for s in affected if cloud.hosts_running(s) - set(injection.failed_hosts)]
+    recovered = [s for s in affected if _recovered(cloud, s, set(injection.failed_hosts))]
     evacuations = [e for e in cloud.evacuations if e.at >= fault_at]
     notifications = store.list_notifications()
     unplaced = [u for n in notifications for u in n.payload.get("recovery", {}).get("unplaced", [])]
@@ -120,6 +121,7 @@ def _judge(
         vms_running_twice=len(cloud.servers_running_twice()),
         evacuated_unfenced=sum(1 for e in evacuations if e.source_powered),
         false_evacuations=sum(1 for e in evacuations if not e.source_failed_by_fault),
+        live_hosts_fenced=len(cloud.live_hosts_fenced),
         double_evacuations=sum(
             1 for s in {e.server_id for e in evacuations} if cloud.evacuation_count(s) > 1
         ),
@@ -147,6 +149,18 @@ def _judge(
     )
     report.verdict, report.checks = _verdict(scenario, report, evacuations, notifications, cloud, injection)
     return report
+
+
+def _recovered(cloud: SimCloud, server_id: ServerId, failed: set[HostName]) -> bool:
+    """Running on a host that did not fail; or, for a VM that was stopped, stopped and settled elsewhere."""
+    if cloud.hosts_running(server_id) - failed:
+        return True
+    server = cloud.sim_server(server_id)
+    return (
+        server.vm_state is VmState.STOPPED
+        and server.host not in failed
+        and server.task_state is TaskState.NONE
+    )
 
 
 def _worst(
@@ -190,8 +204,17 @@ def _verdict(
     injection: Injection,
 ) -> tuple[str, list[str]]:
     checks: list[str] = []
-    if r.vms_running_twice or r.evacuated_unfenced or r.false_evacuations or r.double_evacuations:
-        checks.append("SAFETY VIOLATED: a VM ran twice, was evacuated unfenced, off a live host, or twice")
+    if (
+        r.vms_running_twice
+        or r.evacuated_unfenced
+        or r.false_evacuations
+        or r.double_evacuations
+        or r.live_hosts_fenced
+    ):
+        checks.append(
+            "SAFETY VIOLATED: a VM ran twice, was evacuated unfenced, off a live host, or twice, "
+            "or a live host was powered off"
+        )
         return "failed", checks
     if scenario.expect is Expect.HOLD:
         isolated = any(a["kind"] == "isolated" for a in r.alerts)

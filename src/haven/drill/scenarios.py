@@ -67,6 +67,24 @@ def _host_hang(cloud: SimCloud, topology: SimTopology, rng: random.Random) -> In
     return Injection((victim,), (victim,), f"{victim} hung: powered on, silent on every channel")
 
 
+def _no_capacity(cloud: SimCloud, topology: SimTopology, rng: random.Random) -> Injection:
+    """Squeeze the victim's zone so its survivors have room for about half of its VMs, then kill it."""
+    victim = _pick_host(cloud, topology, rng)
+    zone = cloud.sim_host(victim).zone
+    survivors = [h for h in topology.zones[zone] if h != victim and h not in topology.reserved]
+    demand = sum(cloud.sim_server(s.id).flavor.ram_mb for s in cloud.servers_on(victim))
+    room = {h: 0 for h in survivors}
+    for k in range(max(1, demand // 2 // 2048)):  # room in 2 GB pieces: small VMs fit, big ones may not
+        room[survivors[k % len(survivors)]] += 2048
+    for h in survivors:
+        host = cloud.sim_host(h)
+        host.capacity = dataclasses.replace(host.capacity, ram_mb=host.used_ram_mb + room[h])
+    cloud.fail_power(victim)
+    return Injection(
+        (victim,), (victim,), f"power lost on {victim}; its zone's survivors have room for about half"
+    )
+
+
 def _rack_loss(cloud: SimCloud, topology: SimTopology, rng: random.Random) -> Injection:
     zone_size = {zone: len(hosts) for zone, hosts in topology.zones.items()}
     candidates = sorted(
@@ -158,8 +176,8 @@ SCENARIOS: dict[str, Scenario] = {
             "no-capacity",
             "the survivors cannot take every VM: placed by priority, the rest reported",
             Expect.RECOVERY,
-            _host_power_loss,
-            shape=lambda spec: dataclasses.replace(spec, tight_capacity=True, ha_fraction=1.0),
+            _no_capacity,
+            shape=lambda spec: dataclasses.replace(spec, ha_fraction=1.0),
         ),
         Scenario(
             "reserved-host",

@@ -5,7 +5,6 @@ Called by drills, the demo and `haven serve`; deterministic for a given seed.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 import uuid
@@ -39,7 +38,6 @@ class CloudSpec:
     seed: int = 1
     reserved_per_zone: int = 0
     second_network: bool = True
-    tight_capacity: bool = False  # leave survivors almost full, to exercise 'no capacity'
 
     def validate(self) -> None:
         if self.hosts < 1:
@@ -77,10 +75,7 @@ def build_cloud(
     hosts, topology = _build_hosts(spec, rng, timings)
     servers = _place_servers(spec, rng, hosts, topology)
     groups = _make_anti_affinity_groups(servers, rng)
-    cloud = SimCloud(clock, hosts, servers, groups, timings)
-    if spec.tight_capacity:
-        _tighten(hosts, rng, topology.reserved)  # after the cloud has charged each host's usage
-    return cloud, topology
+    return SimCloud(clock, hosts, servers, groups, timings), topology
 
 
 def _build_hosts(
@@ -170,12 +165,3 @@ def _make_anti_affinity_groups(servers: list[SimServer], rng: random.Random) -> 
             )
         )
     return groups
-
-
-def _tighten(hosts: list[SimHost], rng: random.Random, reserved: frozenset[HostName]) -> None:
-    """Shrink each host's RAM to what it carries plus a little, so a failure cannot be fully absorbed."""
-    for h in hosts:
-        if h.name in reserved:
-            continue
-        slack = rng.choice((0, 2048, 4096))
-        h.capacity = dataclasses.replace(h.capacity, ram_mb=max(h.used_ram_mb, 2048) + slack)

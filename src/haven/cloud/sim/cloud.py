@@ -44,6 +44,8 @@ class SimCloud:
         self._seq = itertools.count()
         self._anomalous: set[HostName] = set()
         self.evacuations: list[EvacuationRecord] = []
+        self.live_hosts_fenced: list[HostName] = []
+        self._ran_twice: set[ServerId] = set()
         for server in servers:
             self._add_server(server)
 
@@ -284,7 +286,9 @@ class SimCloud:
         return set(self._running_on.get(server_id, ()))
 
     def servers_running_twice(self) -> list[ServerId]:
-        return [sid for sid, hosts in self._running_on.items() if len(hosts) > 1]
+        """Servers that ran on two hosts at any moment so far (not only now)."""
+        now = {sid for sid, hosts in self._running_on.items() if len(hosts) > 1}
+        return sorted(now | self._ran_twice)
 
     def evacuation_count(self, server_id: ServerId) -> int:
         return sum(1 for e in self.evacuations if e.server_id == server_id)
@@ -298,6 +302,10 @@ class SimCloud:
     def sim_host(self, host: HostName) -> SimHost:
         """Direct access for drills that shape a scenario before it starts."""
         return self._host(host)
+
+    def servers_on(self, host: HostName) -> list[SimServer]:
+        """Direct access for drills: the servers Nova places on ``host`` now."""
+        return [self._servers[i] for i in sorted(self._on_host[self._host(host).name])]
 
     def sim_server(self, server_id: ServerId) -> SimServer:
         return self._server(server_id)
@@ -342,10 +350,14 @@ class SimCloud:
     def _start_guest(self, h: SimHost, server_id: ServerId) -> None:
         h.running.add(server_id)
         self._running_on[server_id].add(h.name)
+        if len(self._running_on[server_id]) > 1:
+            self._ran_twice.add(server_id)
 
     def _power_off(self, h: SimHost, by_fault: bool) -> None:
         if not h.powered:
             return
+        if not by_fault and not h.failed_by_fault:
+            self.live_hosts_fenced.append(h.name)  # ground truth: a host that had not failed lost power
         h.powered, h.booting_until, h.hung = False, None, False
         h.failed_by_fault = h.failed_by_fault or by_fault
         for sid in h.running:
