@@ -150,3 +150,29 @@ def test_grace_shorter_than_two_heartbeats_is_refused(
     assert code == 2
     assert "grace_s (1) is shorter than two heartbeat intervals" in err
     assert not (home / "haven.db").exists()
+
+
+def test_a_foreign_sqlite_file_is_refused_and_left_untouched(
+    capsys: pytest.CaptureFixture[str], home: Path, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    foreign = tmp_path / "inventory.db"
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE racks (name TEXT)")
+    before = foreign.read_bytes()
+    code, _, err = run(capsys, "--db", f"sqlite:///{foreign}", "status")
+    assert code == 2
+    assert "is not a haven database" in err
+    assert foreign.read_bytes() == before
+
+
+def test_a_segment_name_that_matches_nothing_is_refused(
+    capsys: pytest.CaptureFixture[str], home: Path, tmp_path: Path
+) -> None:
+    cfg = tmp_path / "haven.toml"
+    cfg.write_text('[[segments]]\nname = "segment-az9"\nrecovery_method = "reserved_host"\n')
+    code, _, err = run(capsys, "--config", str(cfg), "serve")
+    assert code == 2
+    assert "segment-az9 match no segment" in err and "segment-az1" in err
+    assert not (home / "haven.db").exists()

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -132,14 +134,30 @@ def _config(args: argparse.Namespace) -> HavenConfig:
 
 
 def _existing_store(config: HavenConfig) -> Store:
-    """Open the state for reading; a missing SQLite file is an error, not a new empty database."""
+    """Open the state for reading: a missing or foreign SQLite file is an error, never migrated."""
     prefix = "sqlite:///"
-    if config.database_url.startswith(prefix) and not Path(config.database_url[len(prefix) :]).exists():
-        raise UserError(
-            f"no haven state at {config.database_url[len(prefix) :]}",
-            "start `haven serve` first, or point --home / --db at an existing state",
-        )
+    if config.database_url.startswith(prefix):
+        path = Path(config.database_url[len(prefix) :])
+        if not path.exists():
+            raise UserError(
+                f"no haven state at {path}",
+                "start `haven serve` first, or point --home / --db at an existing state",
+            )
+        if not _is_haven_database(path):
+            raise UserError(f"{path} is not a haven database", "point --home / --db at haven's own state")
     return Store.open(config.database_url)
+
+
+def _is_haven_database(path: Path) -> bool:
+    # The standard library's sqlite3, read-only: looking must not change a stranger's file.
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            return (
+                db.execute("SELECT 1 FROM sqlite_master WHERE name = 'alembic_version'").fetchone()
+                is not None
+            )
+    except sqlite3.DatabaseError:
+        return False
 
 
 # ---- commands ------------------------------------------------------------------------------

@@ -102,10 +102,11 @@ async def plan(step: Step, ctx: StepContext) -> Outcome:
     book, limit = ctx.targets, short_list_size(len(servers))
     targets = await book.candidates(ctx.cloud, ctx.store, segment.id, ctx.now, usable, presence, limit)
     result = _plan(servers, targets, groups, segment, ctx)
-    if result.unplaced and len(targets) >= limit:
+    if result.unplaced:
         # The emptiest hosts were not enough (capacity or anti-affinity): plan over the whole segment.
-        targets = await book.candidates(ctx.cloud, ctx.store, segment.id, ctx.now, usable, presence)
-        result = _plan(servers, targets, groups, segment, ctx)
+        every = await book.candidates(ctx.cloud, ctx.store, segment.id, ctx.now, usable, presence)
+        if len(every) > len(targets):
+            result = _plan(servers, every, groups, segment, ctx)
     ctx.targets.charge(segment.id, result.placements, {s.id: s for s in servers})
     return done(_plan_detail(result, segment, servers), _plan_steps(result, servers, failed_host))
 

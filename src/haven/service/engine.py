@@ -41,6 +41,8 @@ _CONDITION_ALERTS = {
     HostCondition.ISOLATED: AlertKind.ISOLATED,
     HostCondition.AGENT_DOWN: AlertKind.AGENT_DOWN,
 }
+# Alerts about one recovery of a host; cleared when the host is back or a new incident opens.
+INCIDENT_ALERTS = (AlertKind.FENCE_FAILED, AlertKind.UNPLACED, AlertKind.RECOVERY_FAILED)
 _CONDITION_EVENTS = {
     HostCondition.SUSPECT: EventKind.HOST_SUSPECTED,
     HostCondition.DEAD: EventKind.HOST_CONFIRMED_DEAD,
@@ -255,6 +257,10 @@ class Engine:
                     return step
         return None
 
+    def _clear_incident_alerts(self, host: HostName, now: float) -> None:
+        for kind in INCIDENT_ALERTS:
+            self._store.clear_alerts(now=now, kind=kind, host=host)
+
     def _owes_return(self, host: HostName) -> bool:
         try:
             return self._store.get_host(host).disabled_by_haven
@@ -287,6 +293,7 @@ class Engine:
             if was_enabled and not self._store.get_host(host).reserved:  # _owes_return found it just now
                 await self._cloud.enable_service(host)
             self._store.update_host(host, disabled_by_haven=False)
+            self._clear_incident_alerts(host, now)
             self._returning.discard(host)
             self._emit(EngineEvent(EventKind.HOST_RETURNED, now, host, detail={"enabled": was_enabled}))
 
@@ -317,6 +324,8 @@ class Engine:
             updated_at=now,
             segment_id=segment_id,
         )
+        if type_ is NotificationType.COMPUTE_HOST and status is NotificationStatus.NEW:
+            self._clear_incident_alerts(host, now)  # a new incident: the last one's alerts are history
         steps = initial_steps(notification) if status is NotificationStatus.NEW else []
         self._store.create_notification(notification, steps)
         if status is NotificationStatus.NEW:
