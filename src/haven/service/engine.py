@@ -277,10 +277,10 @@ class Engine:
             return
         busy = {n.hostname for n in self._executor.open_notifications()}
         for host in sorted(self._returning):
+            if not self.is_healthy(host) or host in busy:
+                continue  # cheap checks first: dead hosts wait here on every pass
             if not self._owes_return(host):
                 self._returning.discard(host)  # haven left it alone (say, an operator had disabled it)
-                continue
-            if not self.is_healthy(host) or host in busy:
                 continue
             state = await self._cloud.get_host(host)
             if state.forced_down:
