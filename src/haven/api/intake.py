@@ -1,0 +1,23 @@
+"""What the API needs from the engine: a way in for notifications, and word that segments changed.
+
+The running engine (``haven.service.engine.Engine``) satisfies this protocol; the API never
+reaches further into it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from haven.domain.ids import HostName
+from haven.domain.incidents import Notification, NotificationType
+
+
+class NotificationIntake(Protocol):
+    def submit(self, type_: NotificationType, host: HostName, payload: Mapping[str, Any]) -> Notification | None:
+        """Open a notification; None when an identical one is already open (a duplicate)."""
+        ...
+
+    def reload_membership(self) -> None:
+        """Segments or their hosts changed in the store: re-read which host belongs where."""
+        ...
