@@ -17,6 +17,14 @@ class RecoveryMethod(StrEnum):
     RH_PRIORITY = "rh_priority"
 
 
+class SegmentMode(StrEnum):
+    """What haven does about a failure in a segment."""
+
+    AUTOMATIC = "automatic"  # fence, evacuate, verify
+    NOTIFY = "notify"  # record and publish the failure; an external system recovers (custom recovery)
+    DRY_RUN = "dry_run"  # decide and plan, then say what would have been done, doing nothing
+
+
 class NotificationType(StrEnum):
     COMPUTE_HOST = "COMPUTE_HOST"
     VM = "VM"
@@ -62,6 +70,7 @@ class Segment:
     service_type: str = "COMPUTE"
     enabled: bool = True
     description: str = ""
+    mode: SegmentMode = SegmentMode.AUTOMATIC
 
 
 @dataclass(frozen=True, slots=True)

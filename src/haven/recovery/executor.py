@@ -21,16 +21,17 @@ from haven.domain.clock import Clock
 from haven.domain.errors import CloudError, TemporaryError
 from haven.domain.events import EngineEvent, EventKind, EventSink
 from haven.domain.ids import HostName, NotificationId
-from haven.domain.incidents import Notification, NotificationStatus, Step, StepState
+from haven.domain.incidents import Notification, NotificationStatus, SegmentMode, Step, StepState
 from haven.domain.settings import RecoverySettings
 from haven.fencing.base import Fencer
-from haven.recovery import evacuate_step, host_steps, process_steps
+from haven.recovery import dry_run_step, evacuate_step, host_steps, process_steps
 from haven.recovery.context import StepContext
 from haven.recovery.outcome import Outcome, failed, requeue
 from haven.recovery.summary import alerts_for, summarize
 from haven.recovery.targets import Claim, TargetBook
 from haven.recovery.workflows import (
     DISABLE_SERVICE,
+    DRY_RUN,
     ENABLE_RESERVED,
     ENABLE_SERVICE,
     EVACUATE,
@@ -38,6 +39,7 @@ from haven.recovery.workflows import (
     FORCE_DOWN,
     PARALLEL_KINDS,
     PLAN,
+    RECOVERY_MODE_KEY,
 )
 from haven.store import Store
 
@@ -52,6 +54,7 @@ HANDLERS: Mapping[str, Handler] = {
     EVACUATE: evacuate_step.evacuate,
     DISABLE_SERVICE: process_steps.disable_service,
     ENABLE_SERVICE: process_steps.enable_service,
+    DRY_RUN: dry_run_step.dry_run,
 }
 TERMINAL = frozenset({StepState.DONE, StepState.FAILED, StepState.SKIPPED})
 
@@ -102,6 +105,8 @@ class RecoveryExecutor:
         """Pick up every notification a previous engine left unfinished."""
         statuses = [NotificationStatus.NEW, NotificationStatus.RUNNING, NotificationStatus.ERROR]
         for n in self._store.list_notifications(statuses=statuses):
+            if n.payload.get(RECOVERY_MODE_KEY) == SegmentMode.NOTIFY.value:
+                continue  # custom recovery: an external system works on it through the API
             self._open[n.id] = _Open(n, self._store.list_steps(n.id))
             self._open[n.id].count_in_flight()
         return len(self._open)

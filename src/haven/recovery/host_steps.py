@@ -85,12 +85,24 @@ async def force_down(step: Step, ctx: StepContext) -> Outcome:
 async def plan(step: Step, ctx: StepContext) -> Outcome:
     """Decide where every VM of the failed host goes; the evacuation steps are added with the result."""
     failed_host = HostName(step.subject)
+    made = await make_plan(ctx, failed_host)
+    if isinstance(made, Outcome):
+        return made
+    segment, servers, result = made
+    ctx.targets.charge(segment.id, result.placements, {s.id: s for s in servers})
+    return done(_plan_detail(result, segment, servers), _plan_steps(result, servers, failed_host))
+
+
+async def make_plan(
+    ctx: StepContext, failed_host: HostName
+) -> Outcome | tuple[Segment, list[Server], EvacuationPlan]:
+    """The plan for a failed host (also used by dry runs), or a failed Outcome saying why there is none."""
     try:
         member = ctx.store.get_host(failed_host)
         segment = ctx.store.get_segment(member.segment_id)
     except NotFound:
         return failed(f"{failed_host} is in no failover segment: nothing to plan", {}, stop_recovery=True)
-    servers = await ctx.cloud.list_servers(failed_host)
+    servers = list(await ctx.cloud.list_servers(failed_host))
     ids = {s.id for s in servers}
     # Only the groups of these servers matter; a cloud may have thousands.
     groups = {g.id: g for g in await ctx.cloud.list_server_groups() if g.members & ids}
@@ -107,8 +119,7 @@ async def plan(step: Step, ctx: StepContext) -> Outcome:
         every = await book.candidates(ctx.cloud, ctx.store, segment.id, ctx.now, usable, presence)
         if len(every) > len(targets):
             result = _plan(servers, every, groups, segment, ctx)
-    ctx.targets.charge(segment.id, result.placements, {s.id: s for s in servers})
-    return done(_plan_detail(result, segment, servers), _plan_steps(result, servers, failed_host))
+    return segment, servers, result
 
 
 def _plan(

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from haven.domain.incidents import Alert, AlertKind, Notification, NotificationStatus, Step, StepState
-from haven.recovery.workflows import EVACUATE, FENCE, PLAN
+from haven.recovery.workflows import DRY_RUN, EVACUATE, FENCE, PLAN
 
 
 def summarize(steps: Sequence[Step]) -> tuple[NotificationStatus, dict[str, Any]]:
@@ -28,6 +28,9 @@ def summarize(steps: Sequence[Step]) -> tuple[NotificationStatus, dict[str, Any]
         "skipped": list(plan.detail.get("skipped", [])) if plan else [],
         "failures": failures,
     }
+    dry = next((s for s in steps if s.kind == DRY_RUN and s.state is StepState.DONE), None)
+    if dry is not None:
+        summary["dry_run"] = dry.detail.get("would", "")
     ok = not failures and not unplaced and all(s.state is StepState.DONE for s in steps)
     return (NotificationStatus.FINISHED if ok else NotificationStatus.FAILED), summary
 

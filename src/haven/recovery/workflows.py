@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from haven.domain.incidents import Notification, NotificationType, Step
+from haven.domain.incidents import Notification, NotificationType, SegmentMode, Step
 
 FENCE = "fence"
 FORCE_DOWN = "force_down"
@@ -18,14 +18,21 @@ ENABLE_RESERVED = "enable_reserved_host"
 EVACUATE = "evacuate"
 DISABLE_SERVICE = "disable_compute_service"
 ENABLE_SERVICE = "enable_compute_service"
+DRY_RUN = "dry_run"
+RECOVERY_MODE_KEY = "recovery_mode"  # in a notification's payload: the segment's mode when it was opened
 
 # Steps of these kinds run side by side (bounded); every other kind runs alone, in order.
 PARALLEL_KINDS = frozenset({EVACUATE})
 PROCESS_STARTED = "STARTED"
 
 
-def initial_steps(notification: Notification) -> list[Step]:
+def initial_steps(notification: Notification, mode: SegmentMode = SegmentMode.AUTOMATIC) -> list[Step]:
+    """The steps to run; none in notify mode, where an external system recovers."""
+    if mode is SegmentMode.NOTIFY:
+        return []
     kinds = _kinds(notification.type, notification.payload)
+    if mode is SegmentMode.DRY_RUN and kinds:
+        kinds = [DRY_RUN]
     return [Step(notification.id, seq, kind, notification.hostname) for seq, kind in enumerate(kinds)]
 
 

@@ -25,6 +25,7 @@ from haven.domain.incidents import (
     Notification,
     NotificationStatus,
     NotificationType,
+    SegmentMode,
     Step,
     StepState,
 )
@@ -32,7 +33,7 @@ from haven.domain.liveness import HostCondition
 from haven.domain.settings import EngineSettings
 from haven.fencing.base import Fencer
 from haven.recovery.executor import CommitHook, RecoveryExecutor, no_hook
-from haven.recovery.workflows import DISABLE_SERVICE, FORCE_DOWN, initial_steps
+from haven.recovery.workflows import DISABLE_SERVICE, FORCE_DOWN, RECOVERY_MODE_KEY, initial_steps
 from haven.store import Store
 
 HEALTHY = HostCondition.HEALTHY
@@ -304,13 +305,17 @@ class Engine:
     ) -> Notification | None:
         """Open a notification (Masakari semantics), unless an identical one is already open."""
         now = self._clock.now()
-        for n in self._executor.open_notifications():
-            if n.hostname == host and n.type is type_ and n.payload.get("event") == payload.get("event"):
-                return None
+        unfinished = [NotificationStatus.NEW, NotificationStatus.RUNNING, NotificationStatus.ERROR]
+        for n in self._store.list_notifications(statuses=unfinished, type=type_, hostname=host):
+            if n.payload.get("event") == payload.get("event"):
+                return (
+                    None  # the same failure is already being handled (by haven or, in notify mode, by others)
+                )
         segment_id = self._membership.segment_of.get(host)
-        status = NotificationStatus.NEW
+        status, mode = NotificationStatus.NEW, SegmentMode.AUTOMATIC
         if segment_id is not None:
             segment, member = self._store.get_segment(segment_id), self._store.get_host(host)
+            mode = segment.mode
             if not segment.enabled or member.on_maintenance:
                 status = NotificationStatus.IGNORED  # as Masakari does for maintenance and disabled segments
         notification = Notification(
@@ -318,7 +323,7 @@ class Engine:
             type_,
             host,
             status,
-            dict(payload),
+            {**payload, RECOVERY_MODE_KEY: mode.value},
             generated_at=now,
             created_at=now,
             updated_at=now,
@@ -326,9 +331,9 @@ class Engine:
         )
         if type_ is NotificationType.COMPUTE_HOST and status is NotificationStatus.NEW:
             self._clear_incident_alerts(host, now)  # a new incident: the last one's alerts are history
-        steps = initial_steps(notification) if status is NotificationStatus.NEW else []
+        steps = initial_steps(notification, mode) if status is NotificationStatus.NEW else []
         self._store.create_notification(notification, steps)
-        if status is NotificationStatus.NEW:
+        if status is NotificationStatus.NEW and mode is not SegmentMode.NOTIFY:
             self._executor.track(notification, steps)
         self._emit(
             EngineEvent(

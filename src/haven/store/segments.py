@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from haven.domain.errors import Conflict, NotFound
 from haven.domain.ids import SegmentId
-from haven.domain.incidents import RecoveryMethod, Segment
+from haven.domain.incidents import RecoveryMethod, Segment, SegmentMode
 from haven.store import notifications
 from haven.store.changes import apply_changes
 from haven.store.tables import hosts, segments
@@ -31,6 +31,7 @@ def _values(segment: Segment) -> dict[str, object]:
         "service_type": segment.service_type,
         "enabled": segment.enabled,
         "description": segment.description,
+        "mode": SegmentMode(segment.mode).value,
     }
 
 
@@ -42,6 +43,7 @@ def _segment(row: Row[Any]) -> Segment:
         service_type=row.service_type,
         enabled=row.enabled,
         description=row.description,
+        mode=SegmentMode(row.mode),
     )
 
 

@@ -55,6 +55,7 @@ segments = Table(
     Column("service_type", NAME, nullable=False),
     Column("enabled", Boolean, nullable=False),
     Column("description", Text, nullable=False),
+    Column("mode", ENUM, nullable=False, server_default="automatic"),
 )
 
 hosts = Table(

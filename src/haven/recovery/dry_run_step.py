@@ -1,0 +1,57 @@
+"""The dry-run step: decide and plan as for real, then say what would have been done, doing nothing.
+
+Called by the executor for notifications of segments in dry-run mode, so operators can
+watch haven's decisions on their own cloud before they let it act.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from haven.domain.errors import TemporaryError
+from haven.domain.ids import HostName
+from haven.domain.incidents import NotificationType, Step
+from haven.recovery.context import StepContext
+from haven.recovery.host_steps import make_plan
+from haven.recovery.outcome import Outcome, done
+
+
+async def dry_run(step: Step, ctx: StepContext) -> Outcome:
+    host = HostName(step.subject)
+    if ctx.notification.type is NotificationType.PROCESS:
+        started = str(ctx.notification.payload.get("event", "")).upper() == "STARTED"
+        verb = "re-enable" if started else "disable"
+        return done({"would": f"would {verb} the compute service on {host}; did nothing (dry run)"})
+    try:
+        power = (await ctx.fencer.power_status(host)).value
+    except TemporaryError as exc:
+        power = f"unknown ({exc})"
+    made = await make_plan(ctx, host)
+    if isinstance(made, Outcome):
+        return done(
+            {"would": f"would not recover {host}: {made.detail.get('error', '')}; did nothing (dry run)"}
+        )
+    _, servers, result = made
+    names = {s.id: s.name for s in servers}
+    spread = Counter(p.target for p in result.placements)
+    where = ", ".join(f"{target} ({n})" for target, n in sorted(spread.items()))
+    would = (
+        f"would fence {host} (BMC reports power {power}), force down and disable its compute service, "
+        f"evacuate {len(result.placements)} VM(s)" + (f" to {where}" if where else "")
+    )
+    if result.unplaced:
+        would += f"; {len(result.unplaced)} could not be placed ({result.unplaced[0].reason})"
+    would += "; held by no gate; did nothing (dry run)"
+    detail: dict[str, Any] = {
+        "would": would,
+        "placements": [
+            {"server": p.server_id, "name": names.get(p.server_id, ""), "target": p.target}
+            for p in result.placements
+        ],
+        "unplaced": [
+            {"server": u.server_id, "name": names.get(u.server_id, ""), "reason": u.reason}
+            for u in result.unplaced
+        ],
+    }
+    return done(detail)
