@@ -308,9 +308,8 @@ class Engine:
         unfinished = [NotificationStatus.NEW, NotificationStatus.RUNNING, NotificationStatus.ERROR]
         for n in self._store.list_notifications(statuses=unfinished, type=type_, hostname=host):
             if n.payload.get("event") == payload.get("event"):
-                return (
-                    None  # the same failure is already being handled (by haven or, in notify mode, by others)
-                )
+                # The same failure is already being handled (by haven or, in notify mode, by others).
+                return None
         segment_id = self._membership.segment_of.get(host)
         status, mode = NotificationStatus.NEW, SegmentMode.AUTOMATIC
         if segment_id is not None:
