@@ -1,17 +1,34 @@
-"""`haven serve` as a real process: it recovers an injected failure, stops cleanly on Ctrl-C,
-and the state it leaves is what `haven status/hosts/notifications` read."""
+"""`haven serve` as a real process: it recovers an injected failure, answers on its API port,
+stops cleanly on Ctrl-C, and the state it leaves is what `haven status/hosts/notifications` read.
+Also the local API token (`haven token`) and the --bind mistakes."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
+import pytest
+
+from haven.cli.main import main
+
 HAVEN = str(Path(sys.executable).with_name("haven"))
+API_LANDED = importlib.util.find_spec("haven.api.app") is not None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 def haven(home: Path, *argv: str) -> subprocess.CompletedProcess[str]:
@@ -22,14 +39,17 @@ def haven(home: Path, *argv: str) -> subprocess.CompletedProcess[str]:
 def test_serve_recovers_stops_cleanly_and_leaves_readable_state(tmp_path: Path) -> None:
     home = tmp_path / "home"
     env = {**os.environ, "HAVEN_HOME": str(home)}
+    port = free_port()
     proc = subprocess.Popen(
-        [HAVEN, "serve", "--inject", "host-power-loss", "--inject-after", "1"],
+        [HAVEN, "serve", "--inject", "host-power-loss", "--inject-after", "1", "--bind", f"127.0.0.1:{port}"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
+        if API_LANDED:
+            _check_the_api_answers(home, f"http://127.0.0.1:{port}")
         deadline = time.monotonic() + 40
         finished: list[dict[str, object]] = []
         while time.monotonic() < deadline and not finished:
@@ -56,3 +76,83 @@ def test_serve_recovers_stops_cleanly_and_leaves_readable_state(tmp_path: Path) 
     assert len(hosts) == 30
     table = haven(home, "hosts")
     assert table.returncode == 0 and "compute-00001" in table.stdout
+
+
+def _check_the_api_answers(home: Path, url: str) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            versions = httpx.get(f"{url}/", timeout=2)
+            break
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    assert versions.status_code == 200, versions.text
+    assert "versions" in versions.json()
+    assert httpx.get(f"{url}/v1/segments", timeout=5).status_code == 401
+    token = haven(home, "token")
+    assert token.returncode == 0, token.stderr
+    listed = httpx.get(f"{url}/v1/segments", headers={"X-Auth-Token": token.stdout.strip()}, timeout=5)
+    assert listed.status_code == 200, listed.text
+    assert len(listed.json()["segments"]) == 3
+
+
+# ---- the local API token and --bind ----------------------------------------------------------
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HAVEN_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_the_token_is_created_once_owner_only_and_printed_exactly(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from haven.service.token import ensure_token
+
+    first = ensure_token(home)
+    assert len(first) >= 43 and ensure_token(home) == first
+    assert stat.S_IMODE((home / "token").stat().st_mode) == 0o600
+    assert main(["token"]) == 0
+    assert capsys.readouterr().out == first + "\n"
+
+
+def test_a_token_file_others_can_read_is_refused_with_the_fix(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home.mkdir()
+    (home / "token").write_text("secret-value\n")
+    (home / "token").chmod(0o644)
+    assert main(["token"]) == 2
+    err = capsys.readouterr().err
+    assert "can be read or written by others (mode 0644)" in err and "chmod 600" in err
+    assert "secret-value" not in err
+
+
+def test_no_token_yet_says_to_start_serve(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["token"]) == 2
+    assert "haven serve" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "value", ["nonsense", "127.0.0.1", "127.0.0.1:http", "host:70000", ":15868", "::1:80"]
+)
+def test_a_malformed_bind_is_named(home: Path, capsys: pytest.CaptureFixture[str], value: str) -> None:
+    assert main(["serve", "--bind", value]) == 2
+    err = capsys.readouterr().err
+    assert f"--bind {value!r} is not HOST:PORT" in err and "Traceback" not in err
+    assert not home.exists()
+
+
+def test_a_busy_port_stops_serve_before_anything_starts(home: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = haven(home, "serve", "--bind", f"127.0.0.1:{port}")
+    assert result.returncode == 2, result.stderr
+    assert f"cannot serve the API on 127.0.0.1:{port}: the port is already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not home.exists()

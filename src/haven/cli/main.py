@@ -23,7 +23,7 @@ from rich.live import Live
 from haven import __version__
 from haven.cli import render
 from haven.cli.live import LiveView
-from haven.cli.serve import serve
+from haven.cli.serve import DEFAULT_BIND, serve
 from haven.domain.clock import PacedClock
 from haven.domain.errors import NotFound, UserError
 from haven.domain.events import EngineEvent, EventKind
@@ -32,6 +32,7 @@ from haven.domain.incidents import NotificationStatus
 from haven.drill.run import DrillOptions, run_drill
 from haven.drill.scenarios import SCENARIOS
 from haven.service.config import HavenConfig, load_config
+from haven.service.token import read_token
 from haven.store import Store
 
 EXIT_USER_ERROR = 2
@@ -90,7 +91,16 @@ def _parser() -> argparse.ArgumentParser:
         "--inject", metavar="SCENARIO", help="inject this drill's failure into the simulated cloud"
     )
     serve_cmd.add_argument("--inject-after", type=float, default=10.0, metavar="SECONDS")
+    serve_cmd.add_argument(
+        "--bind",
+        default=f"{DEFAULT_BIND[0]}:{DEFAULT_BIND[1]}",
+        metavar="HOST:PORT",
+        help="where the REST API listens (default %(default)s, Masakari's port)",
+    )
     serve_cmd.set_defaults(handler=_serve)
+
+    token = sub.add_parser("token", help="print the local API token (created by the first `haven serve`)")
+    token.set_defaults(handler=_token)
 
     status = sub.add_parser("status", help="segments, hosts by condition, notifications by status, alerts")
     status.add_argument("--json", action="store_true")
@@ -212,7 +222,29 @@ def _serve(args: argparse.Namespace, out: Console, err: Console) -> int:
     config = _config(args)
     if args.inject is not None and args.inject not in SCENARIOS:
         raise UserError(f"unknown scenario {args.inject!r}", f"choose one of: {', '.join(SCENARIOS)}")
-    return asyncio.run(serve(config, err, args.inject, args.inject_after))
+    bind = _bind(args.bind)
+    return asyncio.run(serve(config, err, args.inject, args.inject_after, bind))
+
+
+def _bind(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (an IPv6 host in brackets: ``[::1]:15868``) as a (host, port) pair."""
+    host, sep, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        host = ""  # an IPv6 address without brackets is ambiguous
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UserError(
+            f"--bind {value!r} is not HOST:PORT",
+            "e.g. --bind 127.0.0.1:15868, --bind 0.0.0.0:15868 or --bind [::1]:15868 (port 0 to 65535)",
+        )
+    return host, int(port)
+
+
+def _token(args: argparse.Namespace, out: Console, err: Console) -> int:
+    # print(), not rich: the token must come out exactly, with no markup or wrapping.
+    print(read_token(_home(args)))
+    return 0
 
 
 def _status(args: argparse.Namespace, out: Console, err: Console) -> int:

@@ -1,24 +1,39 @@
-"""`haven serve`: the engine as a long-lived service on a real clock, stopped cleanly by Ctrl-C.
+"""`haven serve`: the engine and its REST API as one long-lived service, stopped cleanly by Ctrl-C.
 
 The embedded default watches a built-in simulated cloud; its state (a SQLite
 file) lives in haven's home folder, so a restart resumes unfinished recoveries.
 Note: the simulated cloud itself lives in this process and starts afresh with
 it; against a real cloud, the world a resumed recovery re-reads is the same.
+
+The API (Masakari's v1 resources) runs in the same event loop and TaskGroup as
+the engine, with the engine as its notification intake. Its listening socket
+is bound before the store is opened, so a port already in use stops haven
+with a plain message and nothing touched. haven's own signal handlers stop
+both; uvicorn is kept from installing its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import functools
+import importlib
 import random
 import signal
+import socket
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
+import uvicorn
 from rich.console import Console
 
 from haven.cloud.sim import CloudSpec, SimCloud, SimFencer, build_cloud
 from haven.cloud.sim.builder import SimTopology
 from haven.domain.clock import RealClock
-from haven.domain.errors import ConfigError
+from haven.domain.cloud import Host
+from haven.domain.errors import ConfigError, UserError
 from haven.domain.events import EngineEvent, EventSink
 from haven.domain.incidents import RecoveryMethod
 from haven.drill.scenarios import Scenario, scenario_named
@@ -26,10 +41,20 @@ from haven.service.bootstrap import segments_per_zone
 from haven.service.config import HavenConfig
 from haven.service.engine import Engine
 from haven.service.runner import serve_forever
+from haven.service.token import ensure_token
 from haven.store import Store
 
+DEFAULT_BIND = ("127.0.0.1", 15868)  # Masakari API's port
+_GRACEFUL_SHUTDOWN_S = 5
 
-async def serve(config: HavenConfig, console: Console, inject: str | None, inject_after_s: float) -> int:
+
+async def serve(
+    config: HavenConfig,
+    console: Console,
+    inject: str | None,
+    inject_after_s: float,
+    bind: tuple[str, int] = DEFAULT_BIND,
+) -> int:
     clock = RealClock()
     spec = CloudSpec(hosts=config.simulated.hosts, vms=config.simulated.vms, seed=config.simulated.seed)
     scenario = scenario_named(inject) if inject else None
@@ -39,40 +64,131 @@ async def serve(config: HavenConfig, console: Console, inject: str | None, injec
     hosts = await cloud.list_hosts()
     if not _store_exists(config):
         _check_segment_names(config, {f"segment-{h.zone}" for h in hosts})  # before anything is created
-    config.home.mkdir(parents=True, exist_ok=True)
-    with Store.open(config.database_url) as store:
-        existing = store.list_segments()
-        if existing:
-            _check_segment_names(config, {s.name for s in existing})
+    with contextlib.ExitStack() as resources:
+        listener = resources.enter_context(_listen(*bind))  # a busy port stops haven with nothing touched
+        token = ensure_token(config.home)  # creates the home folder too
+        store = resources.enter_context(Store.open(config.database_url))
         method = scenario.recovery_method if scenario is not None else RecoveryMethod.AUTO
-        segments_per_zone(store, hosts, method, reserved=topology.reserved)
-        for segment in store.list_segments():
-            wanted = config.segment_methods.get(segment.name)
-            if wanted is not None and wanted is not segment.recovery_method:
-                store.update_segment(segment.id, recovery_method=wanted)
+        _prepare_segments(store, config, hosts, method, topology)
         engine = Engine(
             cloud, cloud, SimFencer(cloud), store, clock, config.engine, on_event=_logger(console)
         )
         resumed = engine.start()
+        api = _api_server(store, engine, token, clock, bind)
+        host, port = listener.getsockname()[:2]
         console.print(
             f"haven serving: simulated cloud of {spec.hosts} hosts / {spec.vms} VMs; "
-            f"state {config.database_url}; resumed {resumed} unfinished recoveries. Ctrl-C stops.",
+            f"state {config.database_url}; resumed {resumed} unfinished recoveries; "
+            + (f"API on http://{_url_host(host)}:{port}/ " if api else "no API (haven.api.app missing) ")
+            + "(`haven token` prints its token). Ctrl-C stops.",
             highlight=False,
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(serve_forever(engine, clock, stop))
-            if scenario is not None:
-                tasks.create_task(
-                    _inject_later(scenario, cloud, topology, spec.seed, inject_after_s, stop, console)
-                )
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+        injector = None
+        if scenario is not None:
+            injector = functools.partial(
+                _inject_later, scenario, cloud, topology, spec.seed, inject_after_s, console=console
+            )
+        await _run_until_stopped(engine, clock, api, listener, injector)
     console.print("haven stopped cleanly; unfinished recoveries resume at the next start.")
     return 0
+
+
+def _prepare_segments(
+    store: Store, config: HavenConfig, hosts: Sequence[Host], method: RecoveryMethod, topology: SimTopology
+) -> None:
+    """First start: a segment per zone; every start: the config's recovery methods applied."""
+    existing = store.list_segments()
+    if existing:
+        _check_segment_names(config, {s.name for s in existing})
+    segments_per_zone(store, hosts, method, reserved=topology.reserved)
+    for segment in store.list_segments():
+        wanted = config.segment_methods.get(segment.name)
+        if wanted is not None and wanted is not segment.recovery_method:
+            store.update_segment(segment.id, recovery_method=wanted)
+
+
+async def _run_until_stopped(
+    engine: Engine,
+    clock: RealClock,
+    api: uvicorn.Server | None,
+    listener: socket.socket,
+    injector: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None,
+) -> None:
+    """The engine loop, the API and the injector in one TaskGroup, until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(serve_forever(engine, clock, stop))
+            if api is not None:
+                tasks.create_task(api.serve(sockets=[listener]))
+                tasks.create_task(_stop_when(stop, api))
+            if injector is not None:
+                tasks.create_task(injector(stop))
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+class _ApiServer(uvicorn.Server):
+    """uvicorn, minus its signal handling: haven's handlers set the stop event, which stops it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _api_server(
+    store: Store, engine: Engine, token: str, clock: RealClock, bind: tuple[str, int]
+) -> _ApiServer | None:
+    # Guarded until haven.api.app lands; then imported directly.
+    try:
+        module = importlib.import_module("haven.api.app")
+    except ModuleNotFoundError:
+        return None
+    app: Any = module.create_app(store, engine, token, clock)
+    config = uvicorn.Config(
+        app,
+        host=bind[0],
+        port=bind[1],
+        log_level="warning",
+        access_log=False,  # request lines are not wanted in haven's log
+        lifespan="off",
+        timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_S,
+    )
+    return _ApiServer(config)
+
+
+@contextlib.contextmanager
+def _listen(host: str, port: int) -> Iterator[socket.socket]:
+    """The API's listening socket, bound now so that a busy port stops haven before anything starts."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.create_server((host, port), family=family)
+    except OSError as exc:
+        where = f"{_url_host(host)}:{port}"
+        if exc.errno == errno.EADDRINUSE:
+            raise UserError(
+                f"cannot serve the API on {where}: the port is already in use",
+                "stop the other process (another `haven serve`?), or choose another with --bind HOST:PORT",
+            ) from None
+        raise UserError(
+            f"cannot serve the API on {where}: {exc.strerror or exc}",
+            "choose an address of this machine with --bind HOST:PORT",
+        ) from None
+    with listener:
+        yield listener
+
+
+async def _stop_when(stop: asyncio.Event, server: uvicorn.Server) -> None:
+    await stop.wait()
+    server.should_exit = True
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _store_exists(config: HavenConfig) -> bool:
@@ -106,6 +222,7 @@ async def _inject_later(
     seed: int,
     after_s: float,
     stop: asyncio.Event,
+    *,
     console: Console,
 ) -> None:
     """Inject the scenario's failure after ``after_s``, and its follow-up (a process coming back) when due."""
