@@ -14,7 +14,9 @@ from haven.domain.incidents import Notification, NotificationType
 
 
 class NotificationIntake(Protocol):
-    def submit(self, type_: NotificationType, host: HostName, payload: Mapping[str, Any]) -> Notification | None:
+    def submit(
+        self, type_: NotificationType, host: HostName, payload: Mapping[str, Any]
+    ) -> Notification | None:
         """Open a notification; None when an identical one is already open (a duplicate)."""
         ...
 

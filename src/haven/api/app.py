@@ -1,0 +1,50 @@
+"""``create_app``: the REST API as one FastAPI application, for ``haven serve`` and the tests.
+
+Layers of a request, outermost first: ``AuthGate`` (401 unless the path is open),
+``MicroversionMiddleware`` (400/406 for a bad ``OpenStack-API-Version`` on /v1, and the
+echo), then FastAPI routing with haven.api.errors mapping every error to Masakari's
+fault body. OpenAPI is served at ``/openapi.json``; the interactive docs are off.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from haven.api import errors
+from haven.api.auth import Authenticator, AuthGate, LocalTokenAuthenticator
+from haven.api.context import ApiContext
+from haven.api.intake import NotificationIntake
+from haven.api.microversion import MAX_VERSION, MicroversionMiddleware
+from haven.api.routes import discovery, hosts, notifications, segments, vmoves
+from haven.domain.clock import Clock
+from haven.store import Store
+
+
+def create_app(
+    store: Store,
+    intake: NotificationIntake,
+    token: str,
+    clock: Clock,
+    *,
+    authenticator: Authenticator | None = None,
+) -> FastAPI:
+    """The API over ``store`` and the engine's ``intake``; ``token`` is the local admin token.
+
+    ``authenticator`` replaces the local token (a Keystone one, later); ``token`` is then unused.
+    """
+    gate = authenticator if authenticator is not None else LocalTokenAuthenticator(token)
+    ctx = ApiContext(store, intake, clock)
+    app = FastAPI(
+        title="haven",
+        summary="OpenStack instance HA: Masakari's v1 API",
+        version=f"1.0 (microversions up to {MAX_VERSION})",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    errors.install(app)
+    app.add_middleware(MicroversionMiddleware)
+    app.add_middleware(AuthGate, authenticator=gate)  # added last: runs first
+    for build in (discovery.router, segments.router, hosts.router, notifications.router, vmoves.router):
+        app.include_router(build(ctx))
+    return app

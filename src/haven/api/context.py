@@ -1,0 +1,62 @@
+"""What the routes share: the store, the engine's intake, the clock, and lookups by Masakari refs.
+
+``create_app`` builds one ``ApiContext`` and hands it to each router factory in
+``haven.api.routes``. The lookups turn the uuid in a URL into a domain object, raising
+haven's NotFound (a 404 through haven.api.errors) with Masakari's wording.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from haven.api.identity import candidates, host_uuid, same_uuid
+from haven.api.intake import NotificationIntake
+from haven.domain.clock import Clock
+from haven.domain.errors import NotFound
+from haven.domain.ids import NotificationId
+from haven.domain.incidents import Notification, NotificationStatus, Segment, SegmentHost
+from haven.store import Store
+
+# Masakari's "segment under recovery" (is_failover_segment_under_recovery): an errored
+# recovery is retried, so it counts too.
+UNDER_RECOVERY = (NotificationStatus.NEW, NotificationStatus.RUNNING, NotificationStatus.ERROR)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiContext:
+    store: Store
+    intake: NotificationIntake
+    clock: Clock
+
+    def find_segment(self, ref: str) -> Segment:
+        for candidate in candidates(ref):
+            try:
+                segment = self.store.get_segment(candidate)
+            except NotFound:
+                continue
+            if segment.id == candidate:  # the store also matches names; a URL names the uuid
+                return segment
+        raise NotFound(f"Failover segment {ref} could not be found.")
+
+    def find_host(self, segment: Segment, ref: str) -> SegmentHost:
+        for host in self.store.list_hosts(segment.id):
+            if same_uuid(ref, host_uuid(host.name)):
+                return host
+        raise NotFound(f"Host {ref} could not be found in failover segment {segment.name}.")
+
+    def find_notification(self, ref: str) -> Notification:
+        for candidate in candidates(ref):
+            try:
+                return self.store.get_notification(NotificationId(candidate))
+            except NotFound:
+                continue
+        raise NotFound(f"No notification with id {ref} found.")
+
+    def recoveries_in(self, segment: Segment) -> list[str]:
+        """Ids of the segment's notifications still under recovery (Masakari refuses changes then)."""
+        members = {host.name for host in self.store.list_hosts(segment.id)}
+        return [
+            n.id
+            for n in self.store.list_notifications(statuses=UNDER_RECOVERY)
+            if n.segment_id == segment.id or n.hostname in members
+        ]

@@ -1,0 +1,101 @@
+"""Masakari list semantics over views: filters happen before, then sort, marker and limit.
+
+Masakari pages with ``limit`` (at most 1000; 0 or absent means 1000), ``marker`` (the
+uuid of the last item seen; an unknown marker is a 400) and repeated ``sort_key`` /
+``sort_dir`` pairs. The routes build the views of every matching object and ``page``
+orders and cuts them; the store returns whole (small) collections, and ties are
+broken by uuid so that a marker always resumes at the same place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, Query
+
+from haven.api.errors import ApiError
+
+MAX_LIMIT = 1000
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    limit: int | None = None
+    marker: str | None = None
+    sort_keys: Sequence[str] = field(default_factory=tuple)
+    sort_dirs: Sequence[str] = field(default_factory=tuple)
+
+
+def page_request(
+    limit: Annotated[int | None, Query(ge=0, description="at most this many (0 or above 1000: 1000)")] = None,
+    marker: Annotated[str | None, Query(description="uuid (or id) of the last item already seen")] = None,
+    sort_key: Annotated[list[str] | None, Query()] = None,
+    sort_dir: Annotated[list[Literal["asc", "desc"]] | None, Query()] = None,
+) -> PageRequest:
+    return PageRequest(limit, marker, tuple(k.strip() for k in sort_key or ()), tuple(sort_dir or ()))
+
+
+Page = Annotated[PageRequest, Depends(page_request)]
+
+
+def _order(
+    request: PageRequest, sortable: Collection[str], default: Sequence[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    if not request.sort_keys:
+        if request.sort_dirs:
+            return [(key, request.sort_dirs[0]) for key, _ in default]
+        return list(default)
+    unknown = [key for key in request.sort_keys if key not in sortable]
+    if unknown:
+        raise ApiError(
+            HTTPStatus.BAD_REQUEST,
+            f"Invalid input for field/attribute sort_key. Sort key {unknown[0]!r} is not one of "
+            f"{', '.join(sorted(sortable))}",
+        )
+    if len(request.sort_dirs) > len(request.sort_keys):
+        raise ApiError(
+            HTTPStatus.BAD_REQUEST,
+            "Invalid input for field/attribute sort_dir. More sort directions than sort keys were given",
+        )
+    fill = request.sort_dirs[0] if request.sort_dirs else "desc"
+    dirs = list(request.sort_dirs) + [fill] * (len(request.sort_keys) - len(request.sort_dirs))
+    return list(zip(request.sort_keys, dirs, strict=True))
+
+
+def _sort_value(item: Json, key: str) -> tuple[bool, Any]:
+    value = item.get(key)
+    return (value is None, "" if value is None else value)
+
+
+def _by(key: str) -> Callable[[Json], tuple[bool, Any]]:
+    return lambda item: _sort_value(item, key)
+
+
+def page(
+    items: list[Json],
+    request: PageRequest,
+    sortable: Collection[str],
+    default: Sequence[tuple[str, str]],
+    uuid_key: str = "uuid",
+) -> list[Json]:
+    """``items`` sorted, resumed after the marker and cut at the limit."""
+    order = _order(request, sortable, default)
+    # Without any order asked for or by default, the caller's order stands.
+    ordered = sorted(items, key=lambda item: str(item.get(uuid_key, ""))) if order else list(items)
+    for key, direction in reversed(order):
+        ordered.sort(key=_by(key), reverse=direction == "desc")
+    if request.marker is not None:
+        marker = request.marker
+        at = next(
+            (i for i, item in enumerate(ordered) if marker in (item.get(uuid_key), str(item.get("id")))),
+            None,
+        )
+        if at is None:
+            raise ApiError(HTTPStatus.BAD_REQUEST, f"Marker {request.marker} could not be found.")
+        ordered = ordered[at + 1 :]
+    limit = MAX_LIMIT if not request.limit else min(request.limit, MAX_LIMIT)
+    return ordered[:limit]

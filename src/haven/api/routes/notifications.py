@@ -1,0 +1,118 @@
+"""``/v1/notifications``: failure reports in (from masakari-monitors or people), and their progress out.
+
+Create answers 202, as Masakari does, after these checks in Masakari's order: a host
+name in no segment is a 400; a host on maintenance is a 409; an identical open
+notification (the engine's ``submit`` returns None) is a 409. The notification itself
+is opened by the engine through ``intake.submit``, on the event loop. Masakari's
+``generated_time`` is validated but the engine stamps its own clock's time.
+Show adds ``recovery_workflow_details`` from microversion 1.1.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from haven.api.auth import require_admin
+from haven.api.context import ApiContext
+from haven.api.errors import ApiError
+from haven.api.identity import host_uuid, same_uuid
+from haven.api.microversion import WORKFLOW_DETAILS, APIVersion, api_version
+from haven.api.paging import Page, page
+from haven.api.schemas import NotificationCreate
+from haven.api.views import notification_view
+from haven.api.workflow import workflow_details
+from haven.domain.errors import Conflict, NotFound
+from haven.domain.ids import HostName
+from haven.domain.incidents import NotificationStatus, NotificationType
+
+Json = dict[str, Any]
+Version = Annotated[APIVersion, Depends(api_version)]
+SORTABLE = frozenset(
+    {
+        "id",
+        "notification_uuid",
+        "type",
+        "hostname",
+        "source_host_uuid",
+        "generated_time",
+        "status",
+        "created_at",
+        "updated_at",
+    }
+)
+DEFAULT_ORDER = (("created_at", "desc"),)
+
+
+def _since(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ApiError(HTTPStatus.BAD_REQUEST, "Invalid generated-since value") from exc
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def router(ctx: ApiContext) -> APIRouter:
+    routes = APIRouter(
+        prefix="/v1/notifications", tags=["notifications"], dependencies=[Depends(require_admin)]
+    )
+
+    @routes.get("", summary="List notifications")
+    def list_notifications(
+        paging: Page,
+        status: Annotated[str | None, Query()] = None,
+        type: Annotated[str | None, Query()] = None,
+        source_host_uuid: Annotated[str | None, Query()] = None,
+        generated_since: Annotated[str | None, Query(alias="generated-since")] = None,
+    ) -> Json:
+        since = _since(generated_since)
+        if (status is not None and status not in set(NotificationStatus)) or (
+            type is not None and type not in set(NotificationType)
+        ):
+            return {"notifications": []}  # Masakari filters on the value as it is: nothing matches
+        found = [
+            notification_view(n)
+            for n in ctx.store.list_notifications(
+                statuses=None if status is None else [NotificationStatus(status)],
+                type=None if type is None else NotificationType(type),
+            )
+            if (source_host_uuid is None or same_uuid(source_host_uuid, host_uuid(n.hostname)))
+            and (since is None or n.generated_at >= since)
+        ]
+        return {"notifications": page(found, paging, SORTABLE, DEFAULT_ORDER, uuid_key="notification_uuid")}
+
+    @routes.post("", status_code=HTTPStatus.ACCEPTED, summary="Report a failure")
+    async def create_notification(body: NotificationCreate) -> Json:
+        fields = body.notification
+        try:
+            host = ctx.store.get_host(HostName(fields.hostname))
+        except NotFound as exc:
+            raise ApiError(
+                HTTPStatus.BAD_REQUEST, f"Host with name {fields.hostname} could not be found."
+            ) from exc
+        if host.on_maintenance:
+            raise Conflict(
+                f"Notification received from host {host.name} of type '{fields.type.value}' is ignored "
+                "as the host is already under maintenance."
+            )
+        opened = ctx.intake.submit(fields.type, host.name, dict(fields.payload))
+        if opened is None:
+            raise Conflict(
+                f"Notification received from host {host.name} of type '{fields.type.value}' is duplicate."
+            )
+        return {"notification": notification_view(opened)}
+
+    @routes.get("/{notification_id}", summary="Show a notification (with its recovery from 1.1)")
+    def show_notification(notification_id: str, version: Version) -> Json:
+        notification = ctx.find_notification(notification_id)
+        view = notification_view(notification)
+        if version >= WORKFLOW_DETAILS:
+            view["recovery_workflow_details"] = workflow_details(ctx.store.list_steps(notification.id))
+        return {"notification": view}
+
+    return routes

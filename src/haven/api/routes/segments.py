@@ -1,0 +1,140 @@
+"""``/v1/segments``: failover segments (list, create, show, update, delete).
+
+Masakari: create answers 201, delete 204; a duplicate name is a 409; changing or
+deleting a segment while one of its notifications is new, running or in error is a
+409. ``enabled`` exists from microversion 1.2. Every change is followed by
+``intake.reload_membership()`` so the engine sees the new membership at once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from haven.api.auth import require_admin
+from haven.api.context import ApiContext
+from haven.api.errors import ApiError
+from haven.api.microversion import SEGMENT_ENABLED, APIVersion, api_version
+from haven.api.paging import Page, page
+from haven.api.schemas import SegmentCreate, SegmentUpdate, changes_of, parse_bool
+from haven.api.views import segment_view
+from haven.domain.errors import Conflict
+from haven.domain.ids import SegmentId
+from haven.domain.incidents import Segment
+
+Json = dict[str, Any]
+Version = Annotated[APIVersion, Depends(api_version)]
+SORTABLE = frozenset(
+    {
+        "id",
+        "uuid",
+        "name",
+        "description",
+        "recovery_method",
+        "service_type",
+        "enabled",
+        "created_at",
+        "updated_at",
+    }
+)
+DEFAULT_ORDER = (("name", "asc"),)  # Masakari's default is created_at desc; haven keeps no creation time
+
+
+def query_bool(field: str, value: str | None) -> bool | None:
+    if value is None:
+        return None
+    try:
+        return parse_bool(value)
+    except ValueError as exc:
+        raise ApiError(HTTPStatus.BAD_REQUEST, f"Invalid value for {field}: {exc}") from exc
+
+
+def refuse_enabled_before_1_2(sent: dict[str, Any], version: APIVersion) -> None:
+    if "enabled" in sent and version < SEGMENT_ENABLED:
+        raise ApiError(
+            HTTPStatus.BAD_REQUEST,
+            "Invalid input for field/attribute segment.enabled. "
+            f"Additional properties are not allowed in microversion {version} (enabled needs 1.2)",
+        )
+
+
+def refuse_under_recovery(ctx: ApiContext, segment: Segment, action: str) -> None:
+    busy = ctx.recoveries_in(segment)
+    if busy:
+        raise Conflict(
+            f"Failover segment {segment.name} can't be {action} as it is in-use to process "
+            f"notifications ({', '.join(busy[:5])})."
+        )
+
+
+def router(ctx: ApiContext) -> APIRouter:
+    routes = APIRouter(prefix="/v1/segments", tags=["segments"], dependencies=[Depends(require_admin)])
+
+    @routes.get("", summary="List failover segments")
+    def list_segments(
+        version: Version,
+        paging: Page,
+        recovery_method: Annotated[str | None, Query()] = None,
+        service_type: Annotated[str | None, Query()] = None,
+        enabled: Annotated[str | None, Query(description="true/false, yes/no, on/off, 1/0")] = None,
+    ) -> Json:
+        wanted_enabled = query_bool("enabled", enabled)
+        found = [
+            segment_view(s, version)
+            for s in ctx.store.list_segments()
+            if (recovery_method is None or s.recovery_method.value == recovery_method)
+            and (service_type is None or s.service_type == service_type)
+            and (wanted_enabled is None or s.enabled is wanted_enabled)
+        ]
+        return {"segments": page(found, paging, SORTABLE, DEFAULT_ORDER)}
+
+    @routes.post("", status_code=HTTPStatus.CREATED, summary="Create a failover segment")
+    async def create_segment(body: SegmentCreate, version: Version) -> Json:
+        fields = body.segment
+        refuse_enabled_before_1_2(changes_of(fields), version)
+        segment = Segment(
+            id=SegmentId(uuid.uuid4().hex),
+            name=fields.name,
+            recovery_method=fields.recovery_method,
+            service_type=fields.service_type,
+            enabled=True if fields.enabled is None else fields.enabled,
+            description=fields.description or "",
+        )
+        try:
+            created = ctx.store.create_segment(segment)
+        except Conflict as exc:
+            raise Conflict(f"Failover segment with name {fields.name} already exists.") from exc
+        ctx.intake.reload_membership()
+        return {"segment": segment_view(created, version)}
+
+    @routes.get("/{segment_id}", summary="Show a failover segment")
+    def show_segment(segment_id: str, version: Version) -> Json:
+        return {"segment": segment_view(ctx.find_segment(segment_id), version)}
+
+    @routes.put("/{segment_id}", summary="Update a failover segment")
+    async def update_segment(segment_id: str, body: SegmentUpdate, version: Version) -> Json:
+        changes = changes_of(body.segment)
+        refuse_enabled_before_1_2(changes, version)
+        segment = ctx.find_segment(segment_id)
+        refuse_under_recovery(ctx, segment, "updated")
+        if "description" in changes:
+            changes["description"] = changes["description"] or ""
+        try:
+            updated = ctx.store.update_segment(segment.id, **changes)
+        except Conflict as exc:
+            raise Conflict(f"Failover segment with name {changes.get('name')} already exists.") from exc
+        ctx.intake.reload_membership()
+        return {"segment": segment_view(updated, version)}
+
+    @routes.delete("/{segment_id}", status_code=HTTPStatus.NO_CONTENT, summary="Delete a failover segment")
+    async def delete_segment(segment_id: str) -> Response:
+        segment = ctx.find_segment(segment_id)
+        refuse_under_recovery(ctx, segment, "deleted")
+        ctx.store.delete_segment(segment.id)  # the store refuses too, should a recovery start meanwhile
+        ctx.intake.reload_membership()
+        return Response(status_code=HTTPStatus.NO_CONTENT)
+
+    return routes

@@ -1,0 +1,80 @@
+"""haven's domain objects in Masakari's field names, as the v1 resources show them.
+
+Called by the routes. Masakari's soft-delete fields (``deleted``, ``deleted_at``) are
+always false/null; haven keeps no creation or update time for segments and hosts, so
+those are null. Timestamps are UTC, written as Masakari writes them
+(``2017-04-21T08:59:53.000000``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from haven.api.identity import host_uuid, number, public_uuid
+from haven.api.microversion import SEGMENT_ENABLED, APIVersion
+from haven.domain.incidents import Notification, Segment, SegmentHost
+
+Json = dict[str, Any]
+
+
+def timestamp(epoch: float | None, sep: str = "T") -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).strftime(f"%Y-%m-%d{sep}%H:%M:%S.%f")
+
+
+def _not_deleted() -> Json:
+    return {"deleted": False, "deleted_at": None}
+
+
+def segment_view(segment: Segment, version: APIVersion) -> Json:
+    uuid = public_uuid(segment.id)
+    view: Json = {
+        "id": number(uuid),
+        "uuid": uuid,
+        "name": segment.name,
+        "description": segment.description or None,
+        "recovery_method": segment.recovery_method.value,
+        "service_type": segment.service_type,
+        "created_at": None,
+        "updated_at": None,
+        **_not_deleted(),
+    }
+    if version >= SEGMENT_ENABLED:
+        view["enabled"] = segment.enabled
+    return view
+
+
+def host_view(host: SegmentHost, segment: Segment, version: APIVersion) -> Json:
+    uuid = host_uuid(host.name)
+    return {
+        "id": number(uuid),
+        "uuid": uuid,
+        "name": host.name,
+        "type": host.type,
+        "control_attributes": host.control_attributes,
+        "reserved": host.reserved,
+        "on_maintenance": host.on_maintenance,
+        "failover_segment_id": public_uuid(segment.id),
+        "failover_segment": segment_view(segment, version),
+        "created_at": None,
+        "updated_at": None,
+        **_not_deleted(),
+    }
+
+
+def notification_view(notification: Notification) -> Json:
+    return {
+        "id": number(notification.id),
+        "notification_uuid": notification.id,
+        "type": notification.type.value,
+        "hostname": notification.hostname,
+        "source_host_uuid": host_uuid(notification.hostname),
+        "generated_time": timestamp(notification.generated_at),
+        "status": notification.status.value,
+        "payload": dict(notification.payload),
+        "created_at": timestamp(notification.created_at),
+        "updated_at": timestamp(notification.updated_at),
+        **_not_deleted(),
+    }
