@@ -4,7 +4,6 @@ Also the local API token (`haven token`) and the --bind mistakes."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -21,7 +20,6 @@ import pytest
 from haven.cli.main import main
 
 HAVEN = str(Path(sys.executable).with_name("haven"))
-API_LANDED = importlib.util.find_spec("haven.api.app") is not None
 
 
 def free_port() -> int:
@@ -48,8 +46,7 @@ def test_serve_recovers_stops_cleanly_and_leaves_readable_state(tmp_path: Path) 
         text=True,
     )
     try:
-        if API_LANDED:
-            _check_the_api_answers(home, f"http://127.0.0.1:{port}")
+        _check_the_api_answers(home, f"http://127.0.0.1:{port}")
         deadline = time.monotonic() + 40
         finished: list[dict[str, object]] = []
         while time.monotonic() < deadline and not finished:

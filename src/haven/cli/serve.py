@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import errno
 import functools
-import importlib
 import random
 import signal
 import socket
@@ -29,6 +28,7 @@ from typing import Any
 import uvicorn
 from rich.console import Console
 
+from haven.api.app import create_app
 from haven.cloud.sim import CloudSpec, SimCloud, SimFencer, build_cloud
 from haven.cloud.sim.builder import SimTopology
 from haven.domain.clock import RealClock
@@ -79,8 +79,7 @@ async def serve(
         console.print(
             f"haven serving: simulated cloud of {spec.hosts} hosts / {spec.vms} VMs; "
             f"state {config.database_url}; resumed {resumed} unfinished recoveries; "
-            + (f"API on http://{_url_host(host)}:{port}/ " if api else "no API (haven.api.app missing) ")
-            + "(`haven token` prints its token). Ctrl-C stops.",
+            f"API on http://{_url_host(host)}:{port}/ (`haven token` prints its token). Ctrl-C stops.",
             highlight=False,
         )
         injector = None
@@ -110,7 +109,7 @@ def _prepare_segments(
 async def _run_until_stopped(
     engine: Engine,
     clock: RealClock,
-    api: uvicorn.Server | None,
+    api: uvicorn.Server,
     listener: socket.socket,
     injector: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None,
 ) -> None:
@@ -122,9 +121,8 @@ async def _run_until_stopped(
     try:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(serve_forever(engine, clock, stop))
-            if api is not None:
-                tasks.create_task(api.serve(sockets=[listener]))
-                tasks.create_task(_stop_when(stop, api))
+            tasks.create_task(api.serve(sockets=[listener]))
+            tasks.create_task(_stop_when(stop, api))
             if injector is not None:
                 tasks.create_task(injector(stop))
     finally:
@@ -142,15 +140,9 @@ class _ApiServer(uvicorn.Server):
 
 def _api_server(
     store: Store, engine: Engine, token: str, clock: RealClock, bind: tuple[str, int]
-) -> _ApiServer | None:
-    # Guarded until haven.api.app lands; then imported directly.
-    try:
-        module = importlib.import_module("haven.api.app")
-    except ModuleNotFoundError:
-        return None
-    app: Any = module.create_app(store, engine, token, clock)
+) -> _ApiServer:
     config = uvicorn.Config(
-        app,
+        create_app(store, engine, token, clock),
         host=bind[0],
         port=bind[1],
         log_level="warning",

@@ -29,16 +29,24 @@ def token_path(home: Path) -> Path:
 
 
 def ensure_token(home: Path) -> str:
-    """The token in ``home``, created (32 random bytes, URL-safe) on first use."""
+    """The token in ``home``, created (32 random bytes, URL-safe, never starting with "-") on first use."""
     home.mkdir(parents=True, exist_ok=True)
     path = token_path(home)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _OWNER_ONLY)
     except FileExistsError:
         return read_token(home)
-    token = secrets.token_urlsafe(32)
+    token = _new_token()
     with os.fdopen(fd, "w", encoding="ascii") as f:
         f.write(token + "\n")
+    return token
+
+
+def _new_token() -> str:
+    # One in 64 URL-safe tokens starts with "-", which command lines (`openstack --os-token X`)
+    # take for an option; drawing again costs under a bit of the 256.
+    while (token := secrets.token_urlsafe(32)).startswith("-"):
+        pass
     return token
 
 
