@@ -36,7 +36,11 @@ class FakeIntake:
         self.reloads = 0
 
     def submit(
-        self, type_: NotificationType, host: HostName, payload: Mapping[str, Any]
+        self,
+        type_: NotificationType,
+        host: HostName,
+        payload: Mapping[str, Any],
+        generated_at: float | None = None,
     ) -> Notification | None:
         self.submitted.append((type_, host, dict(payload)))
         for open_one in self.store.list_notifications(statuses=OPEN, type=type_, hostname=host):
@@ -53,7 +57,7 @@ class FakeIntake:
             host,
             NotificationStatus.NEW,
             dict(payload),
-            generated_at=now,
+            generated_at=now if generated_at is None else generated_at,
             created_at=now,
             updated_at=now,
             segment_id=segment_id,

@@ -151,12 +151,15 @@ async def test_unknown_notification_is_not_found(client: httpx.AsyncClient) -> N
 async def test_filters_sorting_and_paging(
     client: httpx.AsyncClient, segment: dict[str, Any], store: Store
 ) -> None:
-    for host in ("compute-1", "compute-2"):
-        assert (await client.post("/v1/notifications", json=host_failure(host))).status_code == 202
+    # The monitors saw these failures at 08:00:00, 08:00:05 and 08:00:10 (generated_time is theirs).
+    for host, seen in (("compute-1", "08:00:00"), ("compute-2", "08:00:05")):
+        body = host_failure(host)
+        body["notification"]["generated_time"] = f"2027-01-15T{seen}"
+        assert (await client.post("/v1/notifications", json=body)).status_code == 202
     process = {
         "type": "PROCESS",
         "hostname": "compute-1",
-        "generated_time": "2027-01-15T08:00:00",
+        "generated_time": "2027-01-15T08:00:10",
         "payload": {"event": "STOPPED", "process_name": "nova-compute"},
     }
     assert (await client.post("/v1/notifications", json={"notification": process})).status_code == 202

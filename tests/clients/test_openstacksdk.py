@@ -192,12 +192,6 @@ def test_a_report_about_a_healthy_host_never_fences_it(sdk: Connection, haven_se
 VM_UUID = "0d3c1f52-7e8a-4b9c-a1d2-e3f4a5b6c7d8"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="API: POST /v1/notifications ignores the client's generated_time and shows the server's "
-    "time (NotificationIntake.submit takes no generated time); Masakari stores and returns the "
-    "monitor's generated_time",
-)
 def test_a_notification_keeps_the_monitors_generated_time(sdk: Connection) -> None:
     created = sdk.instance_ha.create_notification(
         type="VM",
@@ -211,11 +205,6 @@ def test_a_notification_keeps_the_monitors_generated_time(sdk: Connection) -> No
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="API: the notification's payload comes back with a key the client did not send "
-    "('recovery_mode': 'automatic', added by the engine); Masakari returns the payload as posted",
-)
 def test_a_notification_payload_comes_back_as_posted(sdk: Connection) -> None:
     payload = {"event": "LIFECYCLE", "instance_uuid": VM_UUID, "vir_domain_event": "STOPPED_FAILED"}
     created = sdk.instance_ha.create_notification(

@@ -15,9 +15,16 @@ from haven.domain.incidents import Notification, NotificationType
 
 class NotificationIntake(Protocol):
     def submit(
-        self, type_: NotificationType, host: HostName, payload: Mapping[str, Any]
+        self,
+        type_: NotificationType,
+        host: HostName,
+        payload: Mapping[str, Any],
+        generated_at: float | None = None,
     ) -> Notification | None:
-        """Open a notification; None when an identical one is already open (a duplicate)."""
+        """Open a notification; None when an identical one is already open (a duplicate).
+
+        ``generated_at`` is when the monitor saw the failure (epoch seconds); default: now.
+        """
         ...
 
     def reload_membership(self) -> None:

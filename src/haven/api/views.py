@@ -13,7 +13,7 @@ from typing import Any
 
 from haven.api.identity import host_uuid, number, public_uuid
 from haven.api.microversion import SEGMENT_ENABLED, APIVersion
-from haven.domain.incidents import Notification, Segment, SegmentHost
+from haven.domain.incidents import HAVEN_PAYLOAD_KEYS, Notification, Segment, SegmentHost
 
 Json = dict[str, Any]
 
@@ -73,7 +73,7 @@ def notification_view(notification: Notification) -> Json:
         "source_host_uuid": host_uuid(notification.hostname),
         "generated_time": timestamp(notification.generated_at),
         "status": notification.status.value,
-        "payload": dict(notification.payload),
+        "payload": {k: v for k, v in notification.payload.items() if k not in HAVEN_PAYLOAD_KEYS},
         "created_at": timestamp(notification.created_at),
         "updated_at": timestamp(notification.updated_at),
         **_not_deleted(),

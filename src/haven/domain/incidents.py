@@ -9,6 +9,12 @@ from typing import Any
 
 from haven.domain.ids import HostName, NotificationId, SegmentId
 
+# Keys haven itself adds to a notification's payload (the segment's mode when it opened, the recovery's
+# summary when it ends); a Masakari client gets its payload back without them.
+RECOVERY_MODE_KEY = "recovery_mode"
+RECOVERY_SUMMARY_KEY = "recovery"
+HAVEN_PAYLOAD_KEYS = frozenset({RECOVERY_MODE_KEY, RECOVERY_SUMMARY_KEY})
+
 
 class RecoveryMethod(StrEnum):
     AUTO = "auto"

@@ -21,7 +21,14 @@ from haven.domain.clock import Clock
 from haven.domain.errors import CloudError, TemporaryError
 from haven.domain.events import EngineEvent, EventKind, EventSink
 from haven.domain.ids import HostName, NotificationId
-from haven.domain.incidents import Notification, NotificationStatus, SegmentMode, Step, StepState
+from haven.domain.incidents import (
+    RECOVERY_SUMMARY_KEY,
+    Notification,
+    NotificationStatus,
+    SegmentMode,
+    Step,
+    StepState,
+)
 from haven.domain.settings import RecoverySettings
 from haven.fencing.base import Fencer
 from haven.recovery import dry_run_step, evacuate_step, host_steps, process_steps
@@ -323,7 +330,7 @@ class RecoveryExecutor:
     def _finish(self, item: _Open) -> None:
         now = self._clock.now()
         status, summary = summarize(item.steps)
-        payload = {**item.notification.payload, "recovery": summary}
+        payload = {**item.notification.payload, RECOVERY_SUMMARY_KEY: summary}
         # Alerts before the closing commit: a crash between the two replays the finish, and the
         # store drops the duplicate alert; the other order could lose the alert for good.
         for alert in alerts_for(item.notification, item.steps, summary, now):

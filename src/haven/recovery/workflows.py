@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from haven.domain.incidents import Notification, NotificationType, SegmentMode, Step
+from haven.domain.incidents import RECOVERY_MODE_KEY, Notification, NotificationType, SegmentMode, Step
+
+__all__ = ["RECOVERY_MODE_KEY", "initial_steps"]
 
 FENCE = "fence"
 FORCE_DOWN = "force_down"
@@ -19,7 +21,6 @@ EVACUATE = "evacuate"
 DISABLE_SERVICE = "disable_compute_service"
 ENABLE_SERVICE = "enable_compute_service"
 DRY_RUN = "dry_run"
-RECOVERY_MODE_KEY = "recovery_mode"  # in a notification's payload: the segment's mode when it was opened
 
 # Steps of these kinds run side by side (bounded); every other kind runs alone, in order.
 PARALLEL_KINDS = frozenset({EVACUATE})

@@ -20,6 +20,7 @@ from haven.domain.errors import NotFound
 from haven.domain.events import EngineEvent, EventKind, EventSink, discard_events
 from haven.domain.ids import HostName, NotificationId, SegmentId
 from haven.domain.incidents import (
+    RECOVERY_MODE_KEY,
     Alert,
     AlertKind,
     Notification,
@@ -33,7 +34,7 @@ from haven.domain.liveness import HostCondition
 from haven.domain.settings import EngineSettings
 from haven.fencing.base import Fencer
 from haven.recovery.executor import CommitHook, RecoveryExecutor, no_hook
-from haven.recovery.workflows import DISABLE_SERVICE, FORCE_DOWN, RECOVERY_MODE_KEY, initial_steps
+from haven.recovery.workflows import DISABLE_SERVICE, FORCE_DOWN, initial_steps
 from haven.store import Store
 
 HEALTHY = HostCondition.HEALTHY
@@ -301,7 +302,11 @@ class Engine:
     # ---- notifications -------------------------------------------------------------------
 
     def submit(
-        self, type_: NotificationType, host: HostName, payload: Mapping[str, Any]
+        self,
+        type_: NotificationType,
+        host: HostName,
+        payload: Mapping[str, Any],
+        generated_at: float | None = None,
     ) -> Notification | None:
         """Open a notification (Masakari semantics), unless an identical one is already open."""
         now = self._clock.now()
@@ -323,7 +328,7 @@ class Engine:
             host,
             status,
             {**payload, RECOVERY_MODE_KEY: mode.value},
-            generated_at=now,
+            generated_at=now if generated_at is None else generated_at,
             created_at=now,
             updated_at=now,
             segment_id=segment_id,

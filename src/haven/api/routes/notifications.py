@@ -51,9 +51,14 @@ def _since(value: str | None) -> float | None:
     if value is None:
         return None
     try:
-        moment = datetime.fromisoformat(value)
+        return epoch_seconds(value)
     except ValueError as exc:
         raise ApiError(HTTPStatus.BAD_REQUEST, "Invalid generated-since value") from exc
+
+
+def epoch_seconds(text: str) -> float:
+    """An ISO 8601 time as epoch seconds; a time without a zone is UTC, as Masakari's are."""
+    moment = datetime.fromisoformat(text)
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
@@ -100,7 +105,8 @@ def router(ctx: ApiContext) -> APIRouter:
                 f"Notification received from host {host.name} of type '{fields.type.value}' is ignored "
                 "as the host is already under maintenance."
             )
-        opened = ctx.intake.submit(fields.type, host.name, dict(fields.payload))
+        generated_at = epoch_seconds(fields.generated_time)  # already checked by the schema
+        opened = ctx.intake.submit(fields.type, host.name, dict(fields.payload), generated_at)
         if opened is None:
             raise Conflict(
                 f"Notification received from host {host.name} of type '{fields.type.value}' is duplicate."
