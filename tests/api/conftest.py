@@ -20,12 +20,12 @@ from haven.api.app import create_app
 from haven.domain.clock import VirtualClock
 from haven.domain.errors import NotFound
 from haven.domain.ids import HostName, NotificationId
-from haven.domain.incidents import Notification, NotificationStatus, NotificationType
+from haven.domain.incidents import UNFINISHED_STATUSES, Notification, NotificationStatus, NotificationType
 from haven.store import Store
 
 TOKEN = "s3cret-token"
 AUTH = {"X-Auth-Token": TOKEN}
-OPEN = (NotificationStatus.NEW, NotificationStatus.RUNNING, NotificationStatus.ERROR)
+OPEN = UNFINISHED_STATUSES
 
 
 class FakeIntake:

@@ -14,12 +14,12 @@ from haven.api.intake import NotificationIntake
 from haven.domain.clock import Clock
 from haven.domain.errors import NotFound
 from haven.domain.ids import NotificationId
-from haven.domain.incidents import Notification, NotificationStatus, Segment, SegmentHost
+from haven.domain.incidents import UNFINISHED_STATUSES, Notification, Segment, SegmentHost
 from haven.store import Store
 
 # Masakari's "segment under recovery" (is_failover_segment_under_recovery): an errored
 # recovery is retried, so it counts too.
-UNDER_RECOVERY = (NotificationStatus.NEW, NotificationStatus.RUNNING, NotificationStatus.ERROR)
+UNDER_RECOVERY = UNFINISHED_STATUSES
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import sqlite3
 import sys
 from collections.abc import Sequence
+from enum import Enum
 from pathlib import Path
 
 from platformdirs import user_data_dir
@@ -28,7 +30,7 @@ from haven.domain.clock import PacedClock
 from haven.domain.errors import NotFound, UserError
 from haven.domain.events import EngineEvent, EventKind
 from haven.domain.ids import NotificationId
-from haven.domain.incidents import NotificationStatus
+from haven.domain.incidents import Notification, NotificationStatus
 from haven.drill.run import DrillOptions, run_drill
 from haven.drill.scenarios import SCENARIOS
 from haven.service.config import HavenConfig, load_config
@@ -353,11 +355,8 @@ def _notifications(args: argparse.Namespace, out: Console, err: Console) -> int:
     return 0
 
 
-def _notification_dict(n: object) -> dict[str, object]:
-    from dataclasses import asdict, is_dataclass
-
-    assert is_dataclass(n) and not isinstance(n, type)
-    return {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(n).items()}
+def _notification_dict(n: Notification) -> dict[str, object]:
+    return {k: (v.value if isinstance(v, Enum) else v) for k, v in dataclasses.asdict(n).items()}
 
 
 if __name__ == "__main__":

@@ -50,6 +50,11 @@ class NotificationStatus(StrEnum):
         return self in {NotificationStatus.FAILED, NotificationStatus.IGNORED, NotificationStatus.FINISHED}
 
 
+# A notification in one of these is still being handled: a second one for the same failure is a
+# duplicate, its segment and host may not be deleted, and a restarted engine resumes it.
+UNFINISHED_STATUSES = (NotificationStatus.NEW, NotificationStatus.RUNNING, NotificationStatus.ERROR)
+
+
 class StepState(StrEnum):
     PENDING = "pending"
     RUNNING = "running"  # intent committed, effect may or may not have happened

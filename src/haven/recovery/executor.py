@@ -23,6 +23,7 @@ from haven.domain.events import EngineEvent, EventKind, EventSink
 from haven.domain.ids import HostName, NotificationId
 from haven.domain.incidents import (
     RECOVERY_SUMMARY_KEY,
+    UNFINISHED_STATUSES,
     Notification,
     NotificationStatus,
     SegmentMode,
@@ -110,8 +111,7 @@ class RecoveryExecutor:
 
     def resume(self) -> int:
         """Pick up every notification a previous engine left unfinished."""
-        statuses = [NotificationStatus.NEW, NotificationStatus.RUNNING, NotificationStatus.ERROR]
-        for n in self._store.list_notifications(statuses=statuses):
+        for n in self._store.list_notifications(statuses=UNFINISHED_STATUSES):
             if n.payload.get(RECOVERY_MODE_KEY) == SegmentMode.NOTIFY.value:
                 continue  # custom recovery: an external system works on it through the API
             self._open[n.id] = _Open(n, self._store.list_steps(n.id))

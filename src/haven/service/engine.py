@@ -21,6 +21,7 @@ from haven.domain.events import EngineEvent, EventKind, EventSink, discard_event
 from haven.domain.ids import HostName, NotificationId, SegmentId
 from haven.domain.incidents import (
     RECOVERY_MODE_KEY,
+    UNFINISHED_STATUSES,
     Alert,
     AlertKind,
     Notification,
@@ -310,8 +311,7 @@ class Engine:
     ) -> Notification | None:
         """Open a notification (Masakari semantics), unless an identical one is already open."""
         now = self._clock.now()
-        unfinished = [NotificationStatus.NEW, NotificationStatus.RUNNING, NotificationStatus.ERROR]
-        for n in self._store.list_notifications(statuses=unfinished, type=type_, hostname=host):
+        for n in self._store.list_notifications(statuses=UNFINISHED_STATUSES, type=type_, hostname=host):
             if n.payload.get("event") == payload.get("event"):
                 # The same failure is already being handled (by haven or, in notify mode, by others).
                 return None

@@ -17,12 +17,19 @@ from sqlalchemy.exc import IntegrityError
 
 from haven.domain.errors import Conflict, NotFound
 from haven.domain.ids import HostName, NotificationId, SegmentId
-from haven.domain.incidents import Notification, NotificationStatus, NotificationType, Step, StepState
+from haven.domain.incidents import (
+    UNFINISHED_STATUSES,
+    Notification,
+    NotificationStatus,
+    NotificationType,
+    Step,
+    StepState,
+)
 from haven.store import bulk
 from haven.store.tables import hosts, notifications, steps
 
 # Masakari's "in progress": ERROR counts, because an errored recovery is retried.
-UNFINISHED = (NotificationStatus.NEW, NotificationStatus.RUNNING, NotificationStatus.ERROR)
+UNFINISHED = UNFINISHED_STATUSES
 
 
 def _notification_values(notification: Notification) -> dict[str, object]:
