@@ -5,6 +5,7 @@
 #   make demo         run `haven demo` from the project venv
 #   make system-deps  install Debian's PostgreSQL server if it is missing
 #   make lock         regenerate requirements.lock (needs the package index)
+#   make lock-tools   regenerate the pinned locks of the external tools (TOOL=name for one)
 #   make clean        remove .venv and tool caches
 #
 # `make venv` (used by the targets above) creates .venv with `python3 -m venv`
@@ -32,7 +33,7 @@ LOCK_CMD   := uv pip compile pyproject.toml --extra dev --group pyproject.toml:b
               --generate-hashes --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
               --no-config --no-header -o requirements.lock
 
-.PHONY: venv demo system-deps lint test clean lock
+.PHONY: venv demo system-deps lint test clean lock lock-tools uv
 
 venv: $(STAMP)
 
@@ -76,10 +77,12 @@ test: venv system-deps
 	if [ $$status -ne 0 ]; then echo "make test: FAILED" >&2; fi; \
 	exit $$status
 
-lock:
+uv:
 	@if [ ! -x $(LOCK_VENV)/bin/uv ] || [ "$$($(LOCK_VENV)/bin/uv --version | cut -d' ' -f2)" != "$(UV_VERSION)" ]; then \
 	  echo "+ installing uv==$(UV_VERSION) into $(LOCK_VENV)"; \
 	  $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/python -m pip install --quiet 'uv==$(UV_VERSION)'; fi
+
+lock: uv
 	$(LOCK_VENV)/bin/$(LOCK_CMD) $(LOCK_FLAGS)
 	@{ echo "# Pinned runtime + dev (+ build) dependencies of haven, with hashes; Python 3.11, linux x86_64."; \
 	   echo "# Install: pip install --require-hashes -r requirements.lock   (make venv does this)"; \
@@ -88,6 +91,18 @@ lock:
 	   cat requirements.lock; } > requirements.lock.tmp
 	@mv requirements.lock.tmp requirements.lock
 	@echo "wrote requirements.lock"
+
+# External tools (Keystone, emulators, monitors) run from their own venvs, built by
+# haven.lab.toolenv from src/haven/lab/locks/<tool>.lock; <tool>.in lists what to pin.
+TOOL_LOCKS := src/haven/lab/locks
+TOOL       ?= $(patsubst $(TOOL_LOCKS)/%.in,%,$(wildcard $(TOOL_LOCKS)/*.in))
+lock-tools: uv
+	@for tool in $(TOOL); do \
+	  echo "+ locking $$tool"; \
+	  $(LOCK_VENV)/bin/uv pip compile $(TOOL_LOCKS)/$$tool.in --generate-hashes --python-version 3.11 \
+	    --python-platform x86_64-unknown-linux-gnu --no-config --no-header $(LOCK_FLAGS) \
+	    -o $(TOOL_LOCKS)/$$tool.lock; \
+	done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist src/*.egg-info

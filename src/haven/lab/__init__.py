@@ -1,0 +1,1 @@
+"""The lab: real OpenStack services and emulators that haven installs and runs on loopback."""

@@ -1,0 +1,1 @@
+"""Outgoing events for custom recovery: webhooks and OpenStack-style notifications on RabbitMQ."""
