@@ -1,46 +1,58 @@
 #!/usr/bin/env bash
 # Install the system (Debian) packages that haven's build and tests need.
 #
-# Today that is only the PostgreSQL server binaries (initdb, pg_ctl, postgres):
-# the test-suite starts its own throw-away server on a free port, so no
-# system-wide cluster is needed or wanted.
+# The tests start their own throw-away servers on free loopback ports (PostgreSQL,
+# RabbitMQ, etcd, libvirtd, MariaDB) from these packages' binaries, so no system-wide
+# service is needed or wanted. libvirt-dev, pkg-config and gcc build libvirt-python
+# (for virtualbmc's IPMI emulator and the host agent); ipmitool is the reference IPMI
+# client.
 #
-# Idempotent: does nothing when /usr/lib/postgresql/*/bin/initdb exists.
-# Must run as root to install anything (apt-get); as another user it only
-# checks, and fails with a clear message if something is missing.
+# Idempotent: installs only the packages whose probe file is missing, in one apt call.
+# Must run as root to install anything (apt-get); as another user it only checks, and
+# fails with a clear message if something is missing.
 #
 # Used by `make system-deps` (and therefore `make test` / .ci/run).
 set -euo pipefail
 
-PG_PACKAGES=(postgresql)
+# package -> a file the package provides (glob allowed); present means installed.
+declare -A PROBES=(
+    [postgresql]='/usr/lib/postgresql/*/bin/initdb'
+    [rabbitmq-server]='/usr/lib/rabbitmq/bin/rabbitmq-server'
+    [etcd-server]='/usr/bin/etcd'
+    [libvirt-daemon]='/usr/sbin/libvirtd'
+    [libvirt-clients]='/usr/bin/virsh'
+    [libvirt-dev]='/usr/lib/x86_64-linux-gnu/pkgconfig/libvirt.pc'
+    [pkg-config]='/usr/bin/pkg-config'
+    [gcc]='/usr/bin/gcc'
+    [ipmitool]='/usr/bin/ipmitool'
+)
 
 log() { printf 'system-deps: %s\n' "$*"; }
 die() { printf 'system-deps: ERROR: %s\n' "$*" >&2; exit 1; }
 
-find_initdb() {
-    # Newest major version first; prints nothing if PostgreSQL is absent.
-    compgen -G '/usr/lib/postgresql/*/bin/initdb' | sort -V | tail -n 1 || true
-}
+present() { compgen -G "$1" >/dev/null; }
 
-initdb_path="$(find_initdb)"
-if [[ -n "$initdb_path" ]]; then
-    log "PostgreSQL server already installed: ${initdb_path} (nothing to do)"
+missing=()
+for package in $(printf '%s\n' "${!PROBES[@]}" | sort); do
+    present "${PROBES[$package]}" || missing+=("$package")
+done
+if [[ ${#missing[@]} -eq 0 ]]; then
+    log "all system packages present (nothing to do)"
     exit 0
 fi
-
-log "PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin/initdb)"
+log "missing: ${missing[*]}"
 
 if [[ "$(id -u)" -ne 0 ]]; then
-    die "installing Debian packages (${PG_PACKAGES[*]}) needs root. Run as root:
+    die "installing Debian packages (${missing[*]}) needs root. Run as root:
     sudo $0
-or: sudo apt-get install ${PG_PACKAGES[*]}"
+or: sudo apt-get install --no-install-recommends ${missing[*]}"
 fi
 
-command -v apt-get >/dev/null 2>&1 || die "apt-get not found: this script supports Debian/Ubuntu only; install the PostgreSQL server (initdb, pg_ctl, postgres) by other means"
+command -v apt-get >/dev/null 2>&1 || die "apt-get not found: this script supports Debian/Ubuntu only; install ${missing[*]} by other means"
 
 export DEBIAN_FRONTEND=noninteractive
 
-# Remember which clusters were already running, so that we only stop the one
+# Remember which PostgreSQL clusters were already running, so that we only stop the one
 # (if any) that the package's postinst creates and starts.
 clusters_before=""
 if command -v pg_lsclusters >/dev/null 2>&1; then
@@ -50,8 +62,8 @@ fi
 log "running: apt-get update"
 apt-get update -q
 
-log "running: apt-get install -y --no-install-recommends ${PG_PACKAGES[*]}"
-apt-get install -y -q --no-install-recommends "${PG_PACKAGES[@]}"
+log "running: apt-get install -y --no-install-recommends ${missing[*]}"
+apt-get install -y -q --no-install-recommends "${missing[@]}"
 
 # Debian's postinst creates a 'main' cluster on port 5432 and may start it
 # (it does wherever invoke-rc.d is allowed to start services).  The tests start
@@ -67,7 +79,7 @@ if command -v pg_lsclusters >/dev/null 2>&1; then
     done < <(pg_lsclusters --no-header 2>/dev/null || true)
 fi
 
-initdb_path="$(find_initdb)"
-[[ -n "$initdb_path" ]] || die "installed ${PG_PACKAGES[*]} but /usr/lib/postgresql/*/bin/initdb is still missing"
-log "PostgreSQL server installed: ${initdb_path}"
-log "note: Debian does not put initdb/pg_ctl on PATH; use $(dirname "$initdb_path")/"
+for package in "${missing[@]}"; do
+    present "${PROBES[$package]}" || die "installed $package but ${PROBES[$package]} is still missing"
+done
+log "installed: ${missing[*]}"
