@@ -12,6 +12,7 @@ machine and a failure in CI (where ``make system-deps`` must have installed it).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -112,7 +113,5 @@ class ServerProcess:
             self.signal(signal.SIGKILL)
             self.process.wait(5)
         # Children that outlived their parent still carry its group id.
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
