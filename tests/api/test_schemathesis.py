@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 
 from haven.api.app import create_app
+from haven.api.context import DrillLimits
 from haven.domain.clock import VirtualClock
 from haven.domain.ids import HostName, SegmentId
 from haven.domain.incidents import Segment, SegmentHost
@@ -64,7 +65,9 @@ def seeded_app(tmp_path: Path) -> Iterator[FastAPI]:
     clock = VirtualClock()
     segment = store.create_segment(Segment(SegmentId(SEGMENT.hex), "rack-1"))
     store.add_hosts([SegmentHost(HostName(f"compute-{i}"), segment.id) for i in (1, 2)])
-    yield create_app(store, FakeIntake(store, clock), TOKEN, clock)
+    # Small drill limits: POST /v1/haven/drills is fuzzed too, and each accepted one runs a drill (~40 ms).
+    limits = DrillLimits(max_hosts=12, max_vms=40, keep=3)
+    yield create_app(store, FakeIntake(store, clock), TOKEN, clock, drill_limits=limits)
     store.close()
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from haven.cli.main import main
 
@@ -56,6 +57,7 @@ def test_serve_recovers_stops_cleanly_and_leaves_readable_state(tmp_path: Path) 
                 if listed.returncode == 0:
                     finished = [n for n in json.loads(listed.stdout) if n["status"] == "finished"]
         assert finished, "the injected host failure was not recovered within 40 s"
+        _check_haven_resources(home, f"http://127.0.0.1:{port}")
     finally:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=20)
@@ -93,6 +95,25 @@ def _check_the_api_answers(home: Path, url: str) -> None:
     listed = httpx.get(f"{url}/v1/segments", headers={"X-Auth-Token": token.stdout.strip()}, timeout=5)
     assert listed.status_code == 200, listed.text
     assert len(listed.json()["segments"]) == 3
+
+
+def _check_haven_resources(home: Path, url: str) -> None:
+    """The engine's events reach /metrics (open) and its status is served (with the token)."""
+    scraped = httpx.get(f"{url}/metrics", timeout=5)
+    assert scraped.status_code == 200, scraped.text
+    found = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(scraped.text)
+        for s in family.samples
+    }
+    finished = (("status", "finished"), ("type", "COMPUTE_HOST"))
+    assert found[("haven_notifications_total", finished)] == 1
+    assert found[("haven_detection_latency_seconds_count", (("since", "suspected"),))] == 1
+    assert found[("haven_hosts", (("condition", "dead"),))] == 1
+    token = {"X-Auth-Token": haven(home, "token").stdout.strip()}
+    status = httpx.get(f"{url}/v1/haven/status", headers=token, timeout=5).json()
+    assert status["leader"]["is_leader"] is True
+    assert status["notifications_by_status"] == {"finished": 1}
 
 
 # ---- the local API token and --bind ----------------------------------------------------------

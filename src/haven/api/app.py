@@ -12,11 +12,13 @@ from fastapi import FastAPI
 
 from haven.api import errors
 from haven.api.auth import Authenticator, AuthGate, LocalTokenAuthenticator
-from haven.api.context import ApiContext
+from haven.api.context import ApiContext, DrillLimits
 from haven.api.intake import NotificationIntake
 from haven.api.microversion import MAX_VERSION, MicroversionMiddleware
-from haven.api.routes import discovery, hosts, notifications, segments, vmoves
+from haven.api.routes import discovery, haven_drills, haven_status, hosts, notifications, segments, vmoves
 from haven.domain.clock import Clock
+from haven.service.metrics import HavenMetrics
+from haven.service.status import Leadership, SingleNodeLeadership
 from haven.store import Store
 
 
@@ -27,13 +29,25 @@ def create_app(
     clock: Clock,
     *,
     authenticator: Authenticator | None = None,
+    leadership: Leadership | None = None,
+    metrics: HavenMetrics | None = None,
+    drill_limits: DrillLimits | None = None,
 ) -> FastAPI:
     """The API over ``store`` and the engine's ``intake``; ``token`` is the local admin token.
 
     ``authenticator`` replaces the local token (a Keystone one, later); ``token`` is then unused.
+    ``metrics`` is the engine's (fed by its events); without it /metrics has the store's gauges only.
     """
     gate = authenticator if authenticator is not None else LocalTokenAuthenticator(token)
-    ctx = ApiContext(store, intake, clock)
+    leadership = leadership if leadership is not None else SingleNodeLeadership()
+    ctx = ApiContext(
+        store,
+        intake,
+        clock,
+        leadership=leadership,
+        metrics=metrics if metrics is not None else HavenMetrics(store, leadership),
+        drill_limits=drill_limits if drill_limits is not None else DrillLimits(),
+    )
     app = FastAPI(
         title="haven",
         summary="OpenStack instance HA: Masakari's v1 API",
@@ -46,5 +60,7 @@ def create_app(
     app.add_middleware(MicroversionMiddleware)
     app.add_middleware(AuthGate, authenticator=gate)  # added last: runs first
     for build in (discovery.router, segments.router, hosts.router, notifications.router, vmoves.router):
+        app.include_router(build(ctx))
+    for build in (haven_status.router, haven_drills.router):  # haven's own resources
         app.include_router(build(ctx))
     return app

@@ -2,7 +2,7 @@
 
 ``create_app`` installs ``AuthGate`` as the outermost middleware, so an unauthenticated
 request learns nothing (not even whether a path exists) before it is refused with 401.
-Open paths: the versions document ``/``, ``/healthz`` and ``/openapi.json``; Masakari
+Open paths: the versions document ``/``, ``/healthz``, ``/metrics`` and ``/openapi.json``; Masakari
 keeps ``/v1`` behind keystone, so haven does too.
 
 The gate asks an ``Authenticator`` for a ``Principal``. ``LocalTokenAuthenticator``
@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from haven.api.errors import ApiError, fault
 
 TOKEN_HEADER = "X-Auth-Token"
-OPEN_PATHS = frozenset({"/", "/healthz", "/openapi.json"})
+OPEN_PATHS = frozenset({"/", "/healthz", "/openapi.json", "/metrics"})  # /metrics: see haven_status
 ADMIN = "admin"
 _STATE_KEY = "principal"
 

@@ -7,7 +7,7 @@ haven's NotFound (a 404 through haven.api.errors) with Masakari's wording.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from haven.api.identity import candidates, host_uuid, same_uuid
 from haven.api.intake import NotificationIntake
@@ -15,6 +15,8 @@ from haven.domain.clock import Clock
 from haven.domain.errors import NotFound
 from haven.domain.ids import NotificationId
 from haven.domain.incidents import UNFINISHED_STATUSES, Notification, Segment, SegmentHost
+from haven.service.metrics import HavenMetrics
+from haven.service.status import Leadership, SingleNodeLeadership
 from haven.store import Store
 
 # Masakari's "segment under recovery" (is_failover_segment_under_recovery): an errored
@@ -23,10 +25,23 @@ UNDER_RECOVERY = UNFINISHED_STATUSES
 
 
 @dataclass(frozen=True, slots=True)
+class DrillLimits:
+    """Bounds on drills run through the API, so one request cannot occupy the server for long."""
+
+    max_hosts: int = 2000
+    max_vms: int = 40000
+    keep: int = 20  # reports kept for GET /v1/haven/drills (oldest dropped first)
+
+
+@dataclass(frozen=True, slots=True)
 class ApiContext:
     store: Store
     intake: NotificationIntake
     clock: Clock
+    # haven's own resources (/v1/haven/..., /metrics)
+    leadership: Leadership = field(default_factory=SingleNodeLeadership)
+    metrics: HavenMetrics | None = None  # None: the routes build one over the store (state gauges only)
+    drill_limits: DrillLimits = field(default_factory=DrillLimits)
 
     def find_segment(self, ref: str) -> Segment:
         for candidate in candidates(ref):

@@ -34,6 +34,7 @@ from haven.domain.incidents import Notification, NotificationStatus
 from haven.drill.run import DrillOptions, run_drill
 from haven.drill.scenarios import SCENARIOS
 from haven.service.config import HavenConfig, load_config
+from haven.service.status import status_summary
 from haven.service.token import read_token
 from haven.store import Store
 
@@ -251,37 +252,11 @@ def _token(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 def _status(args: argparse.Namespace, out: Console, err: Console) -> int:
     with _existing_store(_config(args)) as store:
-        segments, hosts = store.list_segments(), store.list_hosts()
-        notifications, alerts = store.list_notifications(), store.list_alerts(active_only=True)
+        summary = status_summary(store)
     if args.json:
-        conditions: dict[str, int] = {}
-        for h in hosts:
-            conditions[h.condition] = conditions.get(h.condition, 0) + 1
-        by_status: dict[str, int] = {}
-        for n in notifications:
-            by_status[n.status.value] = by_status.get(n.status.value, 0) + 1
-        print(
-            json.dumps(
-                {
-                    "segments": len(segments),
-                    "hosts_by_condition": conditions,
-                    "notifications_by_status": by_status,
-                    "alerts": [
-                        {
-                            "kind": a.kind.value,
-                            "host": a.host,
-                            "segment_id": a.segment_id,
-                            "message": a.message,
-                            "raised_at": a.raised_at,
-                        }
-                        for a in alerts
-                    ],
-                },
-                indent=2,
-            )
-        )
+        print(json.dumps(summary.to_dict(), indent=2))
     else:
-        out.print(render.status(segments, hosts, notifications, alerts))
+        out.print(render.status(summary))
     return 0
 
 

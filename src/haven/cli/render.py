@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -10,8 +9,9 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from haven.domain.incidents import Alert, Notification, Segment, SegmentHost, Step
+from haven.domain.incidents import Notification, Segment, SegmentHost, Step
 from haven.drill.report import DrillReport
+from haven.service.status import StatusSummary
 
 VERDICT_STYLE = {
     "recovered": "bold green",
@@ -78,23 +78,18 @@ def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def status(
-    segments: Sequence[Segment],
-    hosts: Sequence[SegmentHost],
-    notifications: Sequence[Notification],
-    alerts: Sequence[Alert],
-) -> Group:
-    summary = Table(title="haven status")
-    summary.add_column("what")
-    summary.add_column("count", justify="right")
-    summary.add_row("segments", str(len(segments)))
-    for condition, n in sorted(Counter(h.condition for h in hosts).items()):
-        summary.add_row(f"hosts {condition}", str(n))
-    for state, n in sorted(Counter(n.status.value for n in notifications).items()):
-        summary.add_row(f"notifications {state}", str(n))
-    summary.add_row("active alerts", str(len(alerts)))
-    parts: list[Table | Text] = [summary]
-    for a in alerts:
+def status(summary: StatusSummary) -> Group:
+    table = Table(title="haven status")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    table.add_row("segments", str(summary.segments))
+    for condition, n in summary.hosts_by_condition.items():
+        table.add_row(f"hosts {condition}", str(n))
+    for state, n in summary.notifications_by_status.items():
+        table.add_row(f"notifications {state}", str(n))
+    table.add_row("active alerts", str(len(summary.alerts)))
+    parts: list[Table | Text] = [table]
+    for a in summary.alerts:
         parts.append(Text(f"{when(a.raised_at)} [{a.kind.value}] {a.message}", style="yellow"))
     return Group(*parts)
 

@@ -34,13 +34,15 @@ from haven.cloud.sim.builder import SimTopology
 from haven.domain.clock import RealClock
 from haven.domain.cloud import Host
 from haven.domain.errors import ConfigError, UserError
-from haven.domain.events import EngineEvent, EventSink
+from haven.domain.events import EngineEvent, EventSink, fan_out
 from haven.domain.incidents import RecoveryMethod
 from haven.drill.scenarios import Scenario, scenario_named
 from haven.service.bootstrap import segments_per_zone
 from haven.service.config import HavenConfig
 from haven.service.engine import Engine
+from haven.service.metrics import HavenMetrics
 from haven.service.runner import serve_forever
+from haven.service.status import SingleNodeLeadership
 from haven.service.token import ensure_token
 from haven.store import Store
 
@@ -70,11 +72,12 @@ async def serve(
         store = resources.enter_context(Store.open(config.database_url))
         method = scenario.recovery_method if scenario is not None else RecoveryMethod.AUTO
         _prepare_segments(store, config, hosts, method, topology)
-        engine = Engine(
-            cloud, cloud, SimFencer(cloud), store, clock, config.engine, on_event=_logger(console)
-        )
+        leadership = SingleNodeLeadership()  # the one place that says who leads (etcd later)
+        metrics = HavenMetrics(store, leadership)
+        sink = fan_out(_logger(console), metrics.observe)
+        engine = Engine(cloud, cloud, SimFencer(cloud), store, clock, config.engine, on_event=sink)
         resumed = engine.start()
-        api = _api_server(store, engine, token, clock, bind)
+        api = _api_server(store, engine, token, clock, bind, leadership, metrics)
         host, port = listener.getsockname()[:2]
         console.print(
             f"haven serving: simulated cloud of {spec.hosts} hosts / {spec.vms} VMs; "
@@ -139,10 +142,16 @@ class _ApiServer(uvicorn.Server):
 
 
 def _api_server(
-    store: Store, engine: Engine, token: str, clock: RealClock, bind: tuple[str, int]
+    store: Store,
+    engine: Engine,
+    token: str,
+    clock: RealClock,
+    bind: tuple[str, int],
+    leadership: SingleNodeLeadership,
+    metrics: HavenMetrics,
 ) -> _ApiServer:
     config = uvicorn.Config(
-        create_app(store, engine, token, clock),
+        create_app(store, engine, token, clock, leadership=leadership, metrics=metrics),
         host=bind[0],
         port=bind[1],
         log_level="warning",

@@ -41,3 +41,13 @@ EventSink = Callable[[EngineEvent], None]
 
 def discard_events(event: EngineEvent) -> None:
     """An EventSink for when nobody is listening."""
+
+
+def fan_out(*sinks: EventSink) -> EventSink:
+    """One EventSink that hands each event to every one of ``sinks``, in order."""
+
+    def emit(event: EngineEvent) -> None:
+        for sink in sinks:
+            sink(event)
+
+    return emit

@@ -358,5 +358,5 @@ class RecoveryExecutor:
 
 
 def _brief(detail: Mapping[str, Any]) -> dict[str, Any]:
-    keys = ("error", "target", "host", "name", "placed", "unplaced", "confirmed_at")
+    keys = ("error", "target", "host", "name", "placed", "unplaced", "confirmed_at", "issued_at")
     return {k: detail[k] for k in keys if k in detail}

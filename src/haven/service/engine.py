@@ -211,7 +211,10 @@ class Engine:
                 )
             )
         if new in _CONDITION_EVENTS:
-            self._emit(EngineEvent(_CONDITION_EVENTS[new], now, host, segment_id, detail={"reason": reason}))
+            detail: dict[str, Any] = {"reason": reason}
+            if verdict is not None and verdict.silent_since is not None:
+                detail["silent_since"] = verdict.silent_since  # the last heartbeat heard (for metrics)
+            self._emit(EngineEvent(_CONDITION_EVENTS[new], now, host, segment_id, detail=detail))
         if new is HostCondition.DEAD:
             payload = {
                 "event": "STOPPED",
