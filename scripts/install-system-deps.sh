@@ -25,6 +25,7 @@ declare -A PROBES=(
     [pkg-config]='/usr/bin/pkg-config'
     [gcc]='/usr/bin/gcc'
     [ipmitool]='/usr/bin/ipmitool'
+    [prometheus]='/usr/bin/prometheus'
 )
 
 log() { printf 'system-deps: %s\n' "$*"; }
