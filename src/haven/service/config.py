@@ -20,6 +20,14 @@ is opened or changed, so a bad file stops haven with nothing touched.
     [[segments]]
     name = "segment-az1"
     recovery_method = "reserved_host"
+    [fencing]                                      # see haven.fencing.config for every key
+    default_driver = "none"                        # default: "sim" on the simulated cloud
+    [[fencing.hosts]]
+    name = "compute-1"
+    driver = "redfish"
+    address = "https://10.0.0.11"
+    username = "admin"
+    password_env = "COMPUTE1_BMC_PASSWORD"
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from typing import Any, TypeVar
 from haven.domain.errors import ConfigError
 from haven.domain.incidents import RecoveryMethod
 from haven.domain.settings import DetectionSettings, EngineSettings, RecoverySettings
+from haven.fencing.config import FencingConfig, parse_fencing
 
 CONFIG_FILE = "haven.toml"
 DB_FILE = "haven.db"
@@ -57,6 +66,7 @@ class HavenConfig:
     simulated: SimulatedCloudConfig = field(default_factory=SimulatedCloudConfig)
     segment_methods: Mapping[str, RecoveryMethod] = field(default_factory=dict)
     source: Path | None = None
+    fencing: FencingConfig = field(default_factory=FencingConfig)
 
 
 def load_config(home: Path, path: Path | None = None) -> HavenConfig:
@@ -67,7 +77,7 @@ def load_config(home: Path, path: Path | None = None) -> HavenConfig:
     if path is not None:
         raw = _read(path)
     where = str(path) if path else "defaults"
-    _only(raw, {"database", "detection", "recovery", "cloud", "segments"}, where)
+    _only(raw, {"database", "detection", "recovery", "cloud", "segments", "fencing"}, where)
     database = _table(raw, "database", where)
     _only(database, {"url"}, f"{where} [database]")
     url = database.get("url", f"sqlite:///{home / DB_FILE}")
@@ -95,6 +105,8 @@ def load_config(home: Path, path: Path | None = None) -> HavenConfig:
         simulated=_settings(SimulatedCloudConfig, cloud, f"{where} [cloud]"),
         segment_methods=_segment_methods(raw.get("segments", []), where),
         source=path,
+        # The simulated cloud's BMCs fence its hosts unless the file says otherwise.
+        fencing=parse_fencing(raw.get("fencing"), where, "sim" if driver == "simulated" else "none"),
     )
 
 
