@@ -30,6 +30,7 @@ from haven.domain.ids import HostName
 
 DRIVERS = ("redfish", "ipmi", "sim")
 DEFAULT_DRIVERS = ("none", "sim")
+_KINDS = {str: "a string", bool: "true or false", int: "an integer", float: "a number"}
 _HOST_KEYS = {
     "name", "driver", "address", "username", "password", "password_env",
     "system_id", "verify_tls", "port", "timeout_s",
@@ -190,7 +191,7 @@ def _typed(entry: Mapping[str, Any], key: str, kind: type, at: str) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise ConfigError(f"{at}: {key} must be a {kind.__name__}, got {value!r}")
+        raise ConfigError(f"{at}: {key} must be {_KINDS[kind]}, got {value!r}")
     return value
 
 
