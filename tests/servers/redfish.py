@@ -13,6 +13,7 @@ auth from an htpasswd file, and one of two backends:
 
 from __future__ import annotations
 
+import ipaddress
 import subprocess
 import uuid
 from collections.abc import Sequence
@@ -47,7 +48,9 @@ def tool_python() -> Path:
     return require(venv / "bin" / "python", "python3-venv")
 
 
-def start_sushy(folder: Path, hosts: Sequence[str], password: str, fake: bool = False) -> RedfishBmc:
+def start_sushy(
+    folder: Path, hosts: Sequence[str], password: str, fake: bool = False, tls: bool = False
+) -> RedfishBmc:
     python = tool_python()
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -65,6 +68,9 @@ def start_sushy(folder: Path, hosts: Sequence[str], password: str, fake: bool = 
         f"SUSHY_EMULATOR_AUTH_FILE = {str(htpasswd)!r}",
         f"SUSHY_EMULATOR_STATE_DIR = {str(folder / 'state')!r}",
     ]
+    if tls:
+        cert, key = self_signed(folder)
+        lines += [f"SUSHY_EMULATOR_SSL_CERT = {str(cert)!r}", f"SUSHY_EMULATOR_SSL_KEY = {str(key)!r}"]
     if fake:
         fake_systems = [
             {"uuid": sid, "name": host, "power_state": "On", "nics": []} for host, sid in systems.items()
@@ -78,11 +84,11 @@ def start_sushy(folder: Path, hosts: Sequence[str], password: str, fake: bool = 
     target = "sushy_tools.emulator.main:main"
     argv = [str(python), str(BMC_MAIN), domains, target, "--config", str(folder / "emulator.conf")]
     server = ServerProcess("sushy-emulator", argv, folder / "emulator.log").start()
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
 
     def ready() -> bool:
         try:
-            return httpx.get(f"{url}/redfish/v1/", timeout=0.5).status_code == 200
+            return httpx.get(f"{url}/redfish/v1/", timeout=0.5, verify=False).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -92,3 +98,38 @@ def start_sushy(folder: Path, hosts: Sequence[str], password: str, fake: bool = 
         server.stop()
         raise
     return RedfishBmc(url, USER, password, systems, server)
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A throw-away certificate for 127.0.0.1 that no client trusts (a lab BMC's usual state)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "haven-test-bmc")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "bmc.crt", folder / "bmc.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_file, key_file

@@ -226,7 +226,7 @@ def _serve(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.inject is not None and args.inject not in SCENARIOS:
         raise UserError(f"unknown scenario {args.inject!r}", f"choose one of: {', '.join(SCENARIOS)}")
     bind = _bind(args.bind)
-    return asyncio.run(serve(config, err, args.inject, args.inject_after, bind))
+    return asyncio.run(serve(config, err, args.inject, args.inject_after, bind, environ=os.environ))
 
 
 def _bind(value: str) -> tuple[str, int]:

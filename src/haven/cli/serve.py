@@ -21,7 +21,7 @@ import functools
 import random
 import signal
 import socket
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from haven.domain.errors import ConfigError, UserError
 from haven.domain.events import EngineEvent, EventSink, fan_out
 from haven.domain.incidents import RecoveryMethod
 from haven.drill.scenarios import Scenario, scenario_named
+from haven.fencing.registry import build_fencer
 from haven.service.bootstrap import segments_per_zone
 from haven.service.config import HavenConfig
 from haven.service.engine import Engine
@@ -56,13 +57,16 @@ async def serve(
     inject: str | None,
     inject_after_s: float,
     bind: tuple[str, int] = DEFAULT_BIND,
+    environ: Mapping[str, str] | None = None,
 ) -> int:
+    environ = environ or {}  # given by main: BMC passwords named by [fencing] password_env
     clock = RealClock()
     spec = CloudSpec(hosts=config.simulated.hosts, vms=config.simulated.vms, seed=config.simulated.seed)
     scenario = scenario_named(inject) if inject else None
     if scenario is not None:
         spec = scenario.shape(spec)
     cloud, topology = build_cloud(spec, clock)  # validates the cloud's size before the store is touched
+    fencer = build_fencer(config.fencing, environ, sim=SimFencer(cloud))  # a missing password: stop here
     hosts = await cloud.list_hosts()
     if not _store_exists(config):
         _check_segment_names(config, {f"segment-{h.zone}" for h in hosts})  # before anything is created
@@ -75,7 +79,7 @@ async def serve(
         leadership = SingleNodeLeadership()  # the one place that says who leads (etcd later)
         metrics = HavenMetrics(store, leadership)
         sink = fan_out(_logger(console), metrics.observe)
-        engine = Engine(cloud, cloud, SimFencer(cloud), store, clock, config.engine, on_event=sink)
+        engine = Engine(cloud, cloud, fencer, store, clock, config.engine, on_event=sink)
         resumed = engine.start()
         api = _api_server(store, engine, token, clock, bind, leadership, metrics)
         host, port = listener.getsockname()[:2]

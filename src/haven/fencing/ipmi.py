@@ -17,11 +17,11 @@ refuse instead, like a real suite-3-only BMC, and so exercises pyghmi's fallback
 
 pyghmi shares sessions between Command objects through class-level tables, and one of
 them keeps a stale entry after logout (see ``_forget_stale_login``); the entry for this
-BMC is dropped before each login. pyghmi is synchronous: calls run in a bounded thread pool with a deadline, so a dead BMC
-port fails in bounded time. Errors are translated here: no answer becomes TemporaryError
-(retried by the fence step until its timeout), refused credentials become PermanentError.
-Messages name the host and BMC address, never the password. ``power_status`` reports
-UNKNOWN when the BMC does not answer, like the simulated BMCs.
+BMC is dropped before each login. pyghmi is synchronous: calls run in a bounded thread
+pool with a deadline, so a dead BMC port fails in bounded time. Errors are translated
+here: no answer becomes TemporaryError (retried by the fence step until its timeout),
+refused credentials become PermanentError. Messages name the host and BMC address, never
+the password. ``power_status`` reports UNKNOWN when the BMC does not answer, like the simulated BMCs.
 """
 
 from __future__ import annotations

@@ -143,6 +143,11 @@ def _translate(exc: sushy_errors.SushyError, bmc: BmcConfig, what: str) -> Cloud
             return PermanentError(f"{prefix}: no Redfish service answers there (HTTP 404); check address")
         system = bmc.system_id or "(the default system)"
         return PermanentError(f"{prefix}: the BMC has no system {system}; check system_id")
+    if isinstance(exc, sushy_errors.ConnectionError) and "SSL" in str(exc):
+        return PermanentError(
+            f"{prefix}: the BMC's TLS certificate is not trusted ({_tls_cause(exc)}); install its CA, "
+            "or set verify_tls = false for this host in a lab"
+        )
     if isinstance(exc, sushy_errors.ConnectionError):
         return TemporaryError(f"{prefix}: the BMC did not answer ({_cause(exc)})")
     if isinstance(exc, sushy_errors.ServerSideError):
@@ -158,3 +163,11 @@ def _cause(exc: sushy_errors.ConnectionError) -> str:
         if marker in text:
             return marker.lower()
     return "connection failed"
+
+
+def _tls_cause(exc: sushy_errors.ConnectionError) -> str:
+    text = str(exc)
+    for marker in ("self-signed certificate", "certificate verify failed", "hostname mismatch"):
+        if marker in text:
+            return marker
+    return "TLS handshake failed"
