@@ -15,7 +15,7 @@ from haven.domain.liveness import BmcPower
 from haven.fencing.ipmi import IpmiFencer
 from haven.fencing.redfish import RedfishFencer
 from haven.fencing.registry import FencingNotConfigured, build_fencer
-from haven.service.config import load_config
+from haven.service.config import HavenConfig, load_config
 
 SECRET = "in-file-Pa55word"
 GOOD = f"""
@@ -40,7 +40,7 @@ timeout_s = 3
 """
 
 
-def load(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
+def load(tmp_path: Path, text: str) -> HavenConfig:
     path = tmp_path / "haven.toml"
     path.write_text(text)
     return load_config(tmp_path, path)

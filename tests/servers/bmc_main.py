@@ -40,7 +40,7 @@ def _refuse_unsupported_suites() -> None:
         return  # not the virtualbmc venv
     original = serversession.ServerSession.create_open_session_response
 
-    def create_open_session_response(self, request):  # type: ignore[no-untyped-def]
+    def create_open_session_response(self: object, request: bytearray) -> bytearray:
         # Request: tag, role, 2 reserved, console session id (4), then the auth payload whose
         # algorithm is its 5th byte.
         if len(request) > 12 and request[12] != _HMAC_SHA1:
