@@ -4,6 +4,8 @@ HavenError
 ├── UserError          bad input from a person: message names what is wrong, hint says how to fix it
 │   └── ConfigError    a configuration file or option that cannot be used
 ├── StoreUnavailable   the database cannot be reached or opened
+├── CoordinationUnavailable  etcd (the coordination service) cannot be reached; names the URL
+├── CoordinationError  etcd answered, but not in a way haven can use (translated in haven.coordination)
 └── CloudError         an effect on the cloud or a BMC failed; translated at the driver boundary
     ├── TemporaryError a retry may help (after ``delay`` seconds)
     └── PermanentError retrying will not help
@@ -58,3 +60,11 @@ class NotFound(PermanentError):
 
 class Conflict(PermanentError):
     """The object's current state forbids the action."""
+
+
+class CoordinationUnavailable(UserError):
+    """etcd cannot be reached at the configured URL (named in the message); a retry may help."""
+
+
+class CoordinationError(HavenError):
+    """etcd answered with an error haven cannot use; translated at the coordination boundary."""
