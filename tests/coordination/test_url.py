@@ -1,4 +1,4 @@
-"""``elector_from_url``: what ``haven serve --coordination URL`` accepts, and the errors for what it does not."""
+"""``elector_from_url``: what ``haven serve --coordination URL`` accepts, and the errors otherwise."""
 
 from __future__ import annotations
 

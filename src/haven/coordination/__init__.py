@@ -57,8 +57,10 @@ def parse_etcd_url(url: str) -> EtcdEndpoint:
     except ValueError as exc:
         raise ConfigError(f"coordination URL {url!r}: {exc}", hint=_FORMAT_HINT) from exc
     if parts.scheme != "etcd":
-        raise ConfigError(f"coordination URL {url!r}: scheme must be etcd://, not {parts.scheme or 'missing'}",
-                          hint=_FORMAT_HINT)  # fmt: skip
+        scheme = parts.scheme or "missing"
+        raise ConfigError(
+            f"coordination URL {url!r}: scheme must be etcd://, not {scheme}", hint=_FORMAT_HINT
+        )
     if not parts.hostname:
         raise ConfigError(f"coordination URL {url!r} has no host", hint=_FORMAT_HINT)
     if port is None or port == 0:

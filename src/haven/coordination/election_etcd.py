@@ -104,7 +104,7 @@ class EtcdElector:
         return self.status()
 
     async def run(self) -> None:
-        """Campaign and lead until cancelled; raises ``CoordinationUnavailable`` only if etcd is down at start."""
+        """Campaign and lead until cancelled; raises ``CoordinationUnavailable`` only at start."""
         await self.client.status()  # at start, an unreachable etcd is an error naming the URL
         self._set(reachable=True, reason="started")
         watch = KeyWatch(self.client, self.key, probe_interval_s=self.probe_interval_s)
@@ -174,7 +174,8 @@ class EtcdElector:
             now = self._clock()
             if now >= self._deadline:
                 why = "could not refresh the lease in time" + (
-                    f" (etcd at {self.client.url} unreachable)" if unreachable_since is not None else "")
+                    f" (etcd at {self.client.url} unreachable)" if unreachable_since is not None else ""
+                )
                 return self._stop_leading(why)
             await asyncio.sleep(min(self.ttl_s / 3, self._deadline - now))
             sent = self._clock()
@@ -216,8 +217,9 @@ class EtcdElector:
             await self.client.revoke(self._lease)
             self._lease = 0
 
-    def _set(self, *, reachable: bool | None = None, leader: str | None = _UNCHANGED,
-             reason: str | None = None) -> None:
+    def _set(
+        self, *, reachable: bool | None = None, leader: str | None = _UNCHANGED, reason: str | None = None
+    ) -> None:
         before = self.status()
         if reachable is not None:
             self._reachable = reachable

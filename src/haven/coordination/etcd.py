@@ -178,7 +178,8 @@ class EtcdClient:
             "failure": [{"request_range": {"key": enc}}],
         }  # fmt: skip
         raw = await self._post("create-if-absent transaction", "kv/txn", txn)
-        kvs = [kv for answer in raw.get("responses", []) for kv in answer.get("response_range", {}).get("kvs", [])]
+        ranges = [answer.get("response_range", {}) for answer in raw.get("responses", [])]
+        kvs = [kv for found in ranges for kv in found.get("kvs", [])]
         return bool(raw.get("succeeded", False)), (_kv(kvs[0]) if kvs else None)
 
     async def put(self, key: str, value: bytes, lease_id: int = 0) -> int:
@@ -203,7 +204,7 @@ class EtcdClient:
     # --- watch ----------------------------------------------------------------------------------
 
     async def watch(self, key: str, *, prefix: bool, start_revision: int) -> AsyncIterator[list[WatchEvent]]:
-        """Batches of events from ``start_revision`` on; ends by raising (never silently) when the stream does.
+        """Batches of events from ``start_revision`` on; ends by raising, never silently.
 
         ``CoordinationUnavailable`` when the connection breaks or ends, ``WatchCompacted`` when
         ``start_revision`` is gone from etcd's history.
@@ -212,11 +213,16 @@ class EtcdClient:
         if prefix:
             create["range_end"] = _b64(prefix_end(key))
         try:
-            async with self._http.stream("POST", "watch", json={"create_request": create},
-                                         timeout=httpx.Timeout(self.timeout_s, read=None)) as response:
+            async with self._http.stream(
+                "POST",
+                "watch",
+                json={"create_request": create},
+                timeout=httpx.Timeout(self.timeout_s, read=None),
+            ) as response:
                 if response.status_code != 200:
                     body = (await response.aread()).decode(errors="replace")
-                    raise CoordinationError(f"etcd at {self.url}: watch refused ({response.status_code}): {body}")
+                    status = response.status_code
+                    raise CoordinationError(f"etcd at {self.url}: watch refused (HTTP {status}): {body}")
                 async for line in response.aiter_lines():
                     if line.strip():
                         events = self._watch_events(json.loads(line))

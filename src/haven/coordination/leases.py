@@ -168,7 +168,7 @@ class HostLeaseView:
         return out
 
     def _parse(self, kv: KeyValue) -> tuple[str, str] | None:
-        parts = kv.key[len(self.prefix):].split("/")
+        parts = kv.key[len(self.prefix) :].split("/")
         return (parts[0], parts[1]) if len(parts) == 2 and all(parts) else None
 
     def _ttl(self, kv: KeyValue) -> int:

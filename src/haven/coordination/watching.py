@@ -122,8 +122,10 @@ class KeyWatch:
 
     async def _watch_with_probe(self) -> None:
         first = await self.client.status()
-        tasks = [asyncio.create_task(self._consume()), asyncio.create_task(self._probe(first.member_id,
-                                                                                       first.raft_term))]
+        tasks = [
+            asyncio.create_task(self._consume()),
+            asyncio.create_task(self._probe(first.member_id, first.raft_term)),
+        ]
         self.watches_opened += 1
         self._set_synced(True)
         try:
