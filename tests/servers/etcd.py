@@ -3,7 +3,8 @@
 ``etcd_server`` (session): one single-member etcd with a temporary data dir, client and peer ports
 free on 127.0.0.1, stopped at the end of the session. ``etcd`` (function): the same server, made
 sure to be running before the test (a previous test may have killed it) and after it: a test may
-``kill()`` (SIGKILL), ``stop()``, ``start()`` or ``restart()`` it; the data dir survives, as it would
+``kill()`` (SIGKILL), ``pause()``/``resume()`` (SIGSTOP/SIGCONT), ``stop()``, ``start()`` or
+``restart()`` it; the data dir survives, as it would
 in production. Each test gets its own ``cluster`` name (``etcd.cluster``), so keys never collide.
 
 Import the fixtures in a conftest.py: ``from servers.etcd import etcd, etcd_server  # noqa: F401``.
@@ -73,6 +74,15 @@ class EtcdServer:
             assert self.process.process is not None
             self.process.process.wait(10)
 
+    def pause(self) -> None:
+        """SIGSTOP: etcd stays connected but answers nothing (a wedged server or a silent network)."""
+        if self.process is not None:
+            self.process.signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None:
+            self.process.signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
@@ -100,4 +110,5 @@ def etcd(etcd_server: EtcdServer) -> Iterator[EtcdServer]:
     etcd_server.start()
     etcd_server.cluster = f"t{uuid.uuid4().hex[:10]}"
     yield etcd_server
+    etcd_server.resume()
     etcd_server.start()
