@@ -8,6 +8,7 @@ import pytest
 
 from haven.coordination import EtcdElector, SingleNodeElector, elector_from_url, parse_etcd_url
 from haven.domain.errors import ConfigError
+from haven.service.status import Leadership, leader_dict
 
 
 def test_no_url_gives_the_single_node_elector_always_leader_epoch_1() -> None:
@@ -55,3 +56,8 @@ def test_bad_urls_are_refused_with_a_message_naming_the_problem(url: str, says: 
 def test_empty_identity_is_refused() -> None:
     with pytest.raises(ConfigError, match="identity"):
         elector_from_url(None, "")
+
+
+def test_electors_are_what_the_status_page_reads() -> None:
+    elector: Leadership = elector_from_url(None, "engine-a")
+    assert leader_dict(elector) == {"identity": "engine-a", "backend": "single-node", "is_leader": True}

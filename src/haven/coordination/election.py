@@ -21,6 +21,8 @@ How the engine uses an elector (the contract every implementation keeps):
   ``await wait_not_leading()`` returns when leadership ends (including by the local deadline):
   cancel the leader-only runnables then. ``await changed()`` wakes on any status change.
 - ``status()`` is a snapshot for the API and logs (who leads, whether etcd is reachable).
+- ``identity``, ``backend`` and ``is_leader()`` make every elector a ``haven.service.status.Leadership``
+  (what ``GET /v1/haven/status`` and ``haven status`` show), so serve can pass the elector there.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class Elector(Protocol):
     """Leader election as the engine sees it; see the module docstring for the contract."""
 
     identity: str
+    backend: str  # "single-node" or "etcd": with identity and is_leader(), haven.service.status's Leadership
 
     def is_leader(self) -> bool: ...
 
@@ -70,6 +73,7 @@ class SingleNodeElector:
 
     def __init__(self, identity: str = "local") -> None:
         self.identity = identity
+        self.backend = "single-node"
 
     def is_leader(self) -> bool:
         return True

@@ -61,6 +61,7 @@ class EtcdElector:
             raise ValueError(f"margin_s={margin_s} must be positive and under half the TTL ({ttl_s} s)")
         self.client = client
         self.identity = identity
+        self.backend = "etcd"
         self.key = f"/haven/{cluster}/leader"
         self.ttl_s = ttl_s
         self.margin_s = margin_s
