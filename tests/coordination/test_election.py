@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from haven.coordination import elector_from_url
 from haven.coordination.election_etcd import EtcdElector
 from haven.coordination.etcd import EtcdClient
 from haven.domain.errors import CoordinationUnavailable
@@ -134,12 +135,12 @@ async def test_a_leader_that_loses_etcd_steps_down_in_time_and_leads_again_when_
         assert elector.status().reachable
 
 
-async def test_unreachable_etcd_at_start_is_an_error_naming_the_url(make_client: object) -> None:
+async def test_unreachable_etcd_at_start_is_an_error_naming_the_url() -> None:
     url = f"etcd://127.0.0.1:{free_port()}"
-    client = EtcdClient(url.replace("etcd://", "http://"), timeout_s=0.5, display_url=url)
-    elector = EtcdElector(client, "engine-0", ttl_s=TTL_S)
+    elector = elector_from_url(url, "engine-0", ttl_s=TTL_S, timeout_s=0.5)
     try:
-        with pytest.raises(CoordinationUnavailable, match=f"etcd at {url} cannot be reached"):
+        with pytest.raises(CoordinationUnavailable, match=f"etcd at {url} cannot be reached") as caught:
             await elector.run()
     finally:
-        await client.aclose()
+        await elector.aclose()
+    assert "etcdctl" in caught.value.hint

@@ -26,7 +26,7 @@ async def test_etcd_url_gives_an_etcd_elector() -> None:
     assert elector.key == "/haven/c1/leader" and elector.ttl_s == 2
     assert not elector.is_leader() and elector.epoch() is None  # leads only after winning
     assert elector.client.url == "etcd://127.0.0.1:2379"
-    await elector.client.aclose()
+    await elector.aclose()
 
 
 def test_ipv6_host() -> None:

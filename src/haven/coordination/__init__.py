@@ -82,7 +82,7 @@ def elector_from_url(
     """The elector for ``--coordination URL``: none -> single node; ``etcd://HOST:PORT`` -> etcd.
 
     Validates the URL now (``ConfigError``); reachability is checked when ``run()`` starts
-    (``CoordinationUnavailable`` naming the URL). The caller owns closing ``elector.client``.
+    (``CoordinationUnavailable`` naming the URL). Call ``await elector.aclose()`` at shutdown.
     """
     if not identity or "\0" in identity:
         raise ConfigError(f"engine identity {identity!r} must be a non-empty string",

@@ -9,7 +9,7 @@ How the engine uses an elector (the contract every implementation keeps):
 - ``run()`` is a task in the engine's TaskGroup for the engine's whole life. It campaigns, keeps the
   lease alive while leading, steps down when it cannot, and campaigns again. It raises only at
   start (``CoordinationUnavailable`` naming the URL when etcd cannot be reached) and resigns
-  (hands leadership over at once) when cancelled.
+  (hands leadership over at once) when cancelled. ``await aclose()`` after it, at shutdown.
 - ``is_leader()`` answers from local state and a monotonic deadline, never from the network: it
   turns False by itself the moment the lease *could* have expired (last successful refresh + TTL
   - safety margin), before any other engine can have won. Check it right before every effect.
@@ -65,6 +65,8 @@ class Elector(Protocol):
 
     async def changed(self, timeout_s: float | None = None) -> LeaderStatus: ...
 
+    async def aclose(self) -> None: ...
+
 
 class SingleNodeElector:
     """One engine, no coordination service: always the leader, epoch 1."""
@@ -98,3 +100,6 @@ class SingleNodeElector:
             await asyncio.Event().wait()
         await asyncio.sleep(timeout_s or 0)
         return self.status()
+
+    async def aclose(self) -> None:
+        return None

@@ -130,6 +130,10 @@ class EtcdElector:
                 await watcher
             await self.resign()
 
+    async def aclose(self) -> None:
+        """Release the connection to etcd (after ``run`` ended)."""
+        await self.client.aclose()
+
     async def resign(self) -> None:
         """Stop leading now and hand over at once (revoke the lease; best effort if etcd is away)."""
         was_leading = self.is_leader()
