@@ -38,10 +38,12 @@ from haven.domain.events import EngineEvent, EventSink, fan_out
 from haven.domain.incidents import RecoveryMethod
 from haven.drill.scenarios import Scenario, scenario_named
 from haven.fencing.registry import build_fencer
+from haven.notify.publisher import Publisher
 from haven.service.bootstrap import segments_per_zone
 from haven.service.config import HavenConfig
 from haven.service.engine import Engine
 from haven.service.metrics import HavenMetrics
+from haven.service.publishing import build_publisher, build_sinks
 from haven.service.runner import serve_forever
 from haven.service.status import SingleNodeLeadership
 from haven.service.token import ensure_token
@@ -59,7 +61,7 @@ async def serve(
     bind: tuple[str, int] = DEFAULT_BIND,
     environ: Mapping[str, str] | None = None,
 ) -> int:
-    environ = environ or {}  # given by main: BMC passwords named by [fencing] password_env
+    environ = environ or {}  # given by main: [fencing] password_env, [publish] webhook_secret_env
     clock = RealClock()
     spec = CloudSpec(hosts=config.simulated.hosts, vms=config.simulated.vms, seed=config.simulated.seed)
     scenario = scenario_named(inject) if inject else None
@@ -70,6 +72,8 @@ async def serve(
     hosts = await cloud.list_hosts()
     if not _store_exists(config):
         _check_segment_names(config, {f"segment-{h.zone}" for h in hosts})  # before anything is created
+    where = f"{config.source or 'defaults'} [publish]"
+    sinks = build_sinks(config.publish, environ, where)  # no I/O: a bad [publish] touches nothing
     with contextlib.ExitStack() as resources:
         listener = resources.enter_context(_listen(*bind))  # a busy port stops haven with nothing touched
         token = ensure_token(config.home)  # creates the home folder too
@@ -78,7 +82,8 @@ async def serve(
         _prepare_segments(store, config, hosts, method, topology)
         leadership = SingleNodeLeadership()  # the one place that says who leads (etcd later)
         metrics = HavenMetrics(store, leadership)
-        sink = fan_out(_logger(console), metrics.observe)
+        publisher = build_publisher(config.publish, sinks, store, clock)
+        sink = fan_out(_logger(console), metrics.observe, publisher.on_event)
         engine = Engine(cloud, cloud, fencer, store, clock, config.engine, on_event=sink)
         resumed = engine.start()
         api = _api_server(store, engine, token, clock, bind, leadership, metrics)
@@ -94,7 +99,7 @@ async def serve(
             injector = functools.partial(
                 _inject_later, scenario, cloud, topology, spec.seed, inject_after_s, console=console
             )
-        await _run_until_stopped(engine, clock, api, listener, injector)
+        await _run_until_stopped(engine, clock, api, listener, injector, publisher)
     console.print("haven stopped cleanly; unfinished recoveries resume at the next start.")
     return 0
 
@@ -119,8 +124,9 @@ async def _run_until_stopped(
     api: uvicorn.Server,
     listener: socket.socket,
     injector: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None,
+    publisher: Publisher,
 ) -> None:
-    """The engine loop, the API and the injector in one TaskGroup, until SIGINT or SIGTERM."""
+    """The engine loop, the API, the publisher and the injector in one TaskGroup, until SIGINT or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -130,6 +136,7 @@ async def _run_until_stopped(
             tasks.create_task(serve_forever(engine, clock, stop))
             tasks.create_task(api.serve(sockets=[listener]))
             tasks.create_task(_stop_when(stop, api))
+            tasks.create_task(publisher.run(stop))
             if injector is not None:
                 tasks.create_task(injector(stop))
     finally:

@@ -1,1 +1,27 @@
-"""Outgoing events for custom recovery: webhooks and OpenStack-style notifications on RabbitMQ."""
+"""Outgoing events for custom recovery: signed webhooks and OpenStack-style notifications on RabbitMQ.
+
+``events`` turns what the engine reports into published events; ``publisher``
+keeps them in the store's outbox and delivers them to every ``sinks.Sink``
+(``webhook``, ``rabbit``), retrying with back-off until each sink has them.
+"""
+
+from haven.notify.events import (
+    NOTIFICATION_CREATE,
+    RECOVERY_END,
+    RECOVERY_ERROR,
+    RECOVERY_START,
+)
+from haven.notify.publisher import Outbox, Publisher, PublishSettings
+from haven.notify.sinks import DeliveryError, Sink
+
+__all__ = [
+    "NOTIFICATION_CREATE",
+    "RECOVERY_END",
+    "RECOVERY_ERROR",
+    "RECOVERY_START",
+    "DeliveryError",
+    "Outbox",
+    "PublishSettings",
+    "Publisher",
+    "Sink",
+]

@@ -28,6 +28,10 @@ is opened or changed, so a bad file stops haven with nothing touched.
     address = "https://10.0.0.11"
     username = "admin"
     password_env = "COMPUTE1_BMC_PASSWORD"
+    [publish]                                      # see PUBLISH_KEYS
+    webhooks = ["https://ops.example.com/haven"]
+    webhook_secret_env = "HAVEN_WEBHOOK_SECRET"
+    transport_url = "rabbit://haven:secret@rabbit.example.com:5672/"
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from haven.domain.errors import ConfigError
 from haven.domain.incidents import RecoveryMethod
 from haven.domain.settings import DetectionSettings, EngineSettings, RecoverySettings
 from haven.fencing.config import FencingConfig, parse_fencing
+from haven.notify.publisher import PublishSettings
 
 CONFIG_FILE = "haven.toml"
 DB_FILE = "haven.db"
@@ -67,6 +72,7 @@ class HavenConfig:
     segment_methods: Mapping[str, RecoveryMethod] = field(default_factory=dict)
     source: Path | None = None
     fencing: FencingConfig = field(default_factory=FencingConfig)
+    publish: PublishConfig = field(default_factory=lambda: PublishConfig())
 
 
 def load_config(home: Path, path: Path | None = None) -> HavenConfig:
@@ -77,7 +83,7 @@ def load_config(home: Path, path: Path | None = None) -> HavenConfig:
     if path is not None:
         raw = _read(path)
     where = str(path) if path else "defaults"
-    _only(raw, {"database", "detection", "recovery", "cloud", "segments", "fencing"}, where)
+    _only(raw, {"database", "detection", "recovery", "cloud", "segments", "fencing", "publish"}, where)
     database = _table(raw, "database", where)
     _only(database, {"url"}, f"{where} [database]")
     url = database.get("url", f"sqlite:///{home / DB_FILE}")
@@ -107,6 +113,7 @@ def load_config(home: Path, path: Path | None = None) -> HavenConfig:
         source=path,
         # The simulated cloud's BMCs fence its hosts unless the file says otherwise.
         fencing=parse_fencing(raw.get("fencing"), where, "sim" if driver == "simulated" else "none"),
+        publish=_publish(_table(raw, "publish", where), f"{where} [publish]"),
     )
 
 
@@ -200,3 +207,84 @@ def _segment_methods(segments: object, where: str) -> dict[str, RecoveryMethod]:
                 f"use one of: {', '.join(m.value for m in RecoveryMethod)}",
             ) from None
     return methods
+
+
+# ---- [publish]: where haven publishes failures and recovery progress (haven.notify) ----------
+
+PUBLISH_KEYS = {
+    "webhooks",  # URLs; each gets every event as a signed JSON POST
+    "webhook_secret",  # the HMAC key, or better:
+    "webhook_secret_env",  # the name of the environment variable that holds it
+    "transport_url",  # rabbit://user:password@host:port/vhost: OpenStack-style notifications
+    "topic",  # default "notifications", as OpenStack services use
+    "publisher_host",  # publisher_id becomes haven.<this>; default: this machine's name
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PublishConfig:
+    webhooks: tuple[str, ...] = ()
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_secret_env: str | None = None
+    transport_url: str | None = field(default=None, repr=False)
+    topic: str = "notifications"
+    publisher_host: str | None = None
+    settings: PublishSettings = field(default_factory=PublishSettings)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.webhooks or self.transport_url)
+
+    def secret(self, environ: Mapping[str, str], where: str = "[publish]") -> bytes:
+        """The webhook secret, read from the environment when so configured (the CLI passes os.environ)."""
+        if self.webhook_secret_env is not None:
+            value = environ.get(self.webhook_secret_env, "")
+            if not value:
+                raise ConfigError(
+                    f"{where}: webhook_secret_env names {self.webhook_secret_env}, which is not set or empty",
+                    f"export {self.webhook_secret_env}=<the secret the webhook receivers check>",
+                )
+            return value.encode()
+        return (self.webhook_secret or "").encode()
+
+
+def _publish(table: dict[str, Any], where: str) -> PublishConfig:
+    settings_keys = {f.name for f in dataclasses.fields(PublishSettings)}
+    _only(table, PUBLISH_KEYS | settings_keys, where)
+    settings = _settings(PublishSettings, {k: table.pop(k) for k in list(table) if k in settings_keys}, where)
+    for name in ("first_retry_s", "max_retry_s", "give_up_after_s", "attempt_timeout_s", "batch"):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"{where}: {name} must be positive")
+    webhooks = table.get("webhooks", [])
+    if not isinstance(webhooks, list) or not all(isinstance(u, str) for u in webhooks):
+        raise ConfigError(
+            f"{where}: webhooks must be an array of URLs", 'e.g. webhooks = ["https://ops/haven"]'
+        )
+    for url in webhooks:
+        if not url.startswith(("http://", "https://")) or len(url.split("/")[2:3][0]) == 0:
+            raise ConfigError(f"{where}: webhooks: {url.split('?')[0]!r} is not an http(s) URL")
+    for key in ("webhook_secret", "webhook_secret_env", "transport_url", "topic", "publisher_host"):
+        if key in table and (not isinstance(table[key], str) or not table[key]):
+            raise ConfigError(f"{where}: {key} must be a non-empty string")
+    if "webhook_secret" in table and "webhook_secret_env" in table:
+        raise ConfigError(f"{where}: give webhook_secret or webhook_secret_env, not both")
+    if webhooks and not ("webhook_secret" in table or "webhook_secret_env" in table):
+        raise ConfigError(
+            f"{where}: webhooks need a secret to sign with",
+            'set webhook_secret_env = "HAVEN_WEBHOOK_SECRET" (and export it), or webhook_secret',
+        )
+    transport_url = table.get("transport_url")
+    if transport_url is not None and not transport_url.startswith(("rabbit://", "kombu+")):
+        raise ConfigError(
+            f"{where}: transport_url must be a rabbit:// URL",
+            'e.g. transport_url = "rabbit://user:password@host:5672/"',
+        )
+    return PublishConfig(
+        webhooks=tuple(webhooks),
+        webhook_secret=table.get("webhook_secret"),
+        webhook_secret_env=table.get("webhook_secret_env"),
+        transport_url=transport_url,
+        topic=table.get("topic", "notifications"),
+        publisher_host=table.get("publisher_host"),
+        settings=settings,
+    )

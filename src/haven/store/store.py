@@ -34,7 +34,8 @@ from haven.domain.incidents import (
     SegmentHost,
     Step,
 )
-from haven.store import alerts, hosts, migrate, notifications, segments
+from haven.domain.publishing import Delivery, OutboxCounts, PublishedEvent
+from haven.store import alerts, hosts, migrate, notifications, outbox, segments
 from haven.store.engine import WRITE_OPTION, SqliteFootprint, Target, build_engine, parse
 from haven.store.translate import translate_errors
 
@@ -236,3 +237,44 @@ class Store:
         """Alerts, newest first; only uncleared ones unless ``active_only`` is False."""
         with self._transaction(write=False) as conn:
             return alerts.list_some(conn, active_only)
+
+    # the outbox of published events (haven.notify)
+
+    def append_event(self, event: PublishedEvent, sinks: Sequence[str]) -> bool:
+        """Keep ``event`` until each of ``sinks`` has it; False (nothing changed) if its key is known."""
+        with self._transaction(write=True) as conn:
+            return outbox.append(conn, event, sinks)
+
+    def due_deliveries(self, now: float, sinks: Collection[str], limit: int = 100) -> list[Delivery]:
+        """Pending deliveries to ``sinks`` due by ``now``, oldest event first."""
+        with self._transaction(write=False) as conn:
+            return outbox.due(conn, now, sinks, limit)
+
+    def next_delivery_at(self, sinks: Collection[str]) -> float | None:
+        """When the earliest pending delivery to ``sinks`` is due; None when nothing is pending."""
+        with self._transaction(write=False) as conn:
+            return outbox.next_due(conn, sinks)
+
+    def record_delivery(self, delivery: Delivery) -> None:
+        """Store the outcome of an attempt: attempts, next time, delivered or abandoned, last error."""
+        with self._transaction(write=True) as conn:
+            outbox.record(conn, delivery)
+
+    def abandon_deliveries(self, *, except_sinks: Collection[str], reason: str) -> int:
+        """Give up pending deliveries to every sink not in ``except_sinks``; returns how many."""
+        with self._transaction(write=True) as conn:
+            return outbox.abandon_other_sinks(conn, except_sinks, reason)
+
+    def prune_outbox(self, keep: int) -> int:
+        """Delete events every sink has or refused, except the newest ``keep``; returns how many."""
+        with self._transaction(write=True) as conn:
+            return outbox.prune(conn, keep)
+
+    def list_deliveries(self, event_type: str | None = None) -> list[Delivery]:
+        """Every kept delivery (of one event type when given), oldest event first."""
+        with self._transaction(write=False) as conn:
+            return outbox.list_all(conn, event_type)
+
+    def outbox_counts(self) -> OutboxCounts:
+        with self._transaction(write=False) as conn:
+            return outbox.counts(conn)

@@ -131,3 +131,33 @@ Index(
     sqlite_where=alerts.c.cleared_at.is_(None),
     postgresql_where=alerts.c.cleared_at.is_(None),
 )
+
+# The outbox of haven.notify: events to publish, and where each stands with each sink
+# (webhooks, the RabbitMQ bus). ``key`` makes appending an event twice (after a restart) a no-op.
+published_events = Table(
+    "published_events",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("key", NAME, nullable=False, unique=True),
+    Column("event_type", NAME, nullable=False),
+    Column("priority", ENUM, nullable=False),
+    Column("payload", Json, nullable=False),
+    Column("created_at", Double, nullable=False, index=True),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column(
+        "event_id",
+        ID,
+        ForeignKey("published_events.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("sink", NAME, primary_key=True),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", Double, nullable=False, index=True),
+    Column("delivered_at", Double, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("abandoned", Boolean, nullable=False),
+)
