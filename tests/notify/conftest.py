@@ -8,6 +8,7 @@ import pytest
 
 from servers.process import free_port
 from servers.rabbitmq import rabbitmq  # noqa: F401 (a session fixture, shared by the tests here)
+
 from .receiver import WebhookReceiver
 
 SECRET = b"s3cret-for-tests"

@@ -55,10 +55,9 @@ class WebhookReceiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with receiver._lock:
                     status = receiver.statuses.pop(0) if receiver.statuses else 204
-                    receiver.received.append(
-                        Received(self.path, dict(self.headers), json.loads(body), receiver._verify(self.headers, body),
-                                 status)
-                    )  # fmt: skip
+                    ok = receiver._verify(self.headers, body)
+                    got = Received(self.path, dict(self.headers), json.loads(body), ok, status)
+                    receiver.received.append(got)
                 self.send_response(status)
                 if status == 429:
                     self.send_header("Retry-After", "0")

@@ -1,4 +1,4 @@
-"""The webhook sink against a real HTTP receiver: signed bodies, and failures classified by whether a retry helps."""
+"""The webhook sink against a real HTTP receiver: signed bodies; failures say whether a retry helps."""
 
 from __future__ import annotations
 
