@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import queue
 import secrets
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import kombu
 import pytest
-from oslo_config import cfg
 
 from haven.domain.publishing import Priority, PublishedEvent
-from haven.notify.oslo import oslo_messaging
 from haven.notify.rabbit import RabbitSink
 from haven.notify.sinks import DeliveryError
 from servers.process import free_port
 from servers.rabbitmq import RabbitMQ
+
+from .conftest import Endpoint
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -28,37 +26,6 @@ pytestmark = pytest.mark.rabbitmq
 def event(event_type: str = "haven.recovery.start", priority: Priority = Priority.INFO) -> PublishedEvent:
     payload = {"notification_uuid": "n-1", "hostname": "compute-7", "summary": {"evacuated": 3}}
     return PublishedEvent(str(uuid.uuid4()), f"n-1/{event_type}", event_type, priority, payload, time.time())
-
-
-class Endpoint:
-    """An oslo.messaging notification endpoint, as ceilometer or a custom-recovery consumer writes one."""
-
-    def __init__(self) -> None:
-        self.got: queue.Queue[tuple[str, str, str, dict[str, Any], dict[str, Any]]] = queue.Queue()
-
-    def info(self, ctxt: Any, publisher_id: str, event_type: str, payload: Any, metadata: Any) -> None:
-        self.got.put(("INFO", publisher_id, event_type, payload, metadata))
-
-    def error(self, ctxt: Any, publisher_id: str, event_type: str, payload: Any, metadata: Any) -> None:
-        self.got.put(("ERROR", publisher_id, event_type, payload, metadata))
-
-
-@pytest.fixture
-def listener(rabbitmq: RabbitMQ) -> Iterator[tuple[str, Endpoint]]:
-    """A real oslo.messaging notification listener on a topic of its own."""
-    topic = f"haven-test-{secrets.token_hex(4)}"
-    conf = cfg.ConfigOpts()
-    conf([], project="haven-test", default_config_files=[], default_config_dirs=[])
-    transport = oslo_messaging.get_notification_transport(conf, url=rabbitmq.url)
-    endpoint = Endpoint()
-    server = oslo_messaging.get_notification_listener(
-        transport, [oslo_messaging.Target(topic=topic)], [endpoint], executor="threading"
-    )
-    server.start()
-    yield topic, endpoint
-    server.stop()
-    server.wait()
-    transport.cleanup()
 
 
 async def test_an_oslo_listener_receives_haven_events_at_their_priority(

@@ -86,8 +86,8 @@ def stop_rabbitmq(broker: RabbitMQ) -> None:
     broker.epmd.stop()
 
 
-@pytest.fixture(scope="session")
-def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQ]:
+@pytest.fixture(scope="session", name="rabbitmq")
+def rabbitmq_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQ]:
     broker = start_rabbitmq(tmp_path_factory.mktemp("rabbitmq"))
     print(f"rabbitmq-server ready in {broker.started_in_s:.1f} s on port {broker.port}")
     yield broker

@@ -42,6 +42,7 @@ class PublishSettings:
     batch: int = 100
     keep_delivered: int = 1000
     idle_wait_s: float = 5.0  # look at the outbox at least this often (another engine may append)
+    stop_grace_s: float = 2.0  # at stop, attempts under way may finish and be recorded (not resent later)
 
 
 class Outbox(Protocol):
@@ -116,7 +117,7 @@ class Publisher:
                 _log.warning("%d undelivered event(s) were for sinks no longer configured", gone)
             while not stop.is_set():
                 self._wake.clear()
-                if not await _unless_stopped(self._pass(), stop):
+                if not await _unless_stopped(self._pass(), stop, self.settings.stop_grace_s):
                     break
                 await self._wait(stop)
         finally:
@@ -199,12 +200,14 @@ class Publisher:
         return replace(delivery, attempts=attempts, next_attempt_at=now + delay, last_error=error)
 
 
-async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
-    """Run ``work`` unless ``stop`` is set first (then cancel it and return False)."""
+async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event, grace_s: float) -> bool:
+    """Run ``work``; once ``stop`` is set, give it ``grace_s`` more, then cancel it and return False."""
     task = asyncio.ensure_future(work)
     stopper = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            await asyncio.wait({task}, timeout=grace_s)
     finally:
         for pending in (task, stopper):
             pending.cancel()
