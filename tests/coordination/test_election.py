@@ -144,3 +144,29 @@ async def test_unreachable_etcd_at_start_is_an_error_naming_the_url() -> None:
     finally:
         await elector.aclose()
     assert "etcdctl" in caught.value.hint
+
+
+async def test_a_wedged_etcd_makes_the_leader_step_down_by_its_local_deadline(
+    etcd: EtcdServer, make_client: Callable[[], EtcdClient]
+) -> None:
+    group = electors(etcd, make_client, 2)
+    monitor = LeaderMonitor(group)
+    async with running(monitor.run(), *(e.run() for e in group)):
+        first, _ = await wait_for_leader(group, 10)
+        old_epoch = first.epoch()
+        assert old_epoch is not None
+        paused = time.monotonic()
+        etcd.pause()  # requests hang instead of failing: only the local deadline can stop the leader
+        try:
+            await asyncio.wait_for(first.wait_not_leading(), TTL_S + 1)
+            stepped_down = time.monotonic() - paused
+            assert stepped_down < TTL_S
+            await asyncio.sleep(TTL_S + 0.5 - stepped_down)  # past any lease it held: nobody leads
+            assert monitor.leaders() == []
+        finally:
+            etcd.resume()
+        leader, _ = await wait_for_leader(group, 15)
+        print(f"\nwedged etcd: leader stepped down after {stepped_down:.3f} s; {leader.identity} leads again")
+        assert (leader.epoch() or 0) > old_epoch
+        monitor.sample()
+    monitor.assert_safe()
