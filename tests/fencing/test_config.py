@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from haven.cli.main import main
 from haven.cloud.sim import CloudSpec, SimFencer, build_cloud
 from haven.domain.clock import VirtualClock
 from haven.domain.errors import ConfigError
@@ -16,6 +17,7 @@ from haven.fencing.ipmi import IpmiFencer
 from haven.fencing.redfish import RedfishFencer
 from haven.fencing.registry import FencingNotConfigured, build_fencer
 from haven.service.config import HavenConfig, load_config
+from servers.process import free_port
 
 SECRET = "in-file-Pa55word"
 GOOD = f"""
@@ -122,3 +124,21 @@ async def test_driver_sim_routes_to_the_simulated_bmcs_and_needs_them(tmp_path: 
     cloud, _ = build_cloud(CloudSpec(hosts=2, vms=0, zones=1), VirtualClock())
     fencer = build_fencer(config, {}, sim=SimFencer(cloud))
     assert await fencer.power_status(cloud.host_names()[0]) is BmcPower.ON
+
+
+def test_serve_stops_before_touching_anything_when_a_bmc_password_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "haven.toml").write_text(
+        GOOD.replace(f'password = "{SECRET}"', 'password_env = "C2_BMC_PASSWORD"')
+    )
+    monkeypatch.setenv("HAVEN_HOME", str(home))
+    monkeypatch.delenv("C1_BMC_PASSWORD", raising=False)
+    monkeypatch.setenv("C2_BMC_PASSWORD", "set")
+    assert main(["serve", "--bind", f"127.0.0.1:{free_port()}"]) == 2
+    err = capsys.readouterr().err
+    assert "[[fencing.hosts]] compute-1: environment variable C1_BMC_PASSWORD" in err
+    assert "export C1_BMC_PASSWORD" in err and "Traceback" not in err
+    assert sorted(p.name for p in home.iterdir()) == ["haven.toml"]  # no token, no database

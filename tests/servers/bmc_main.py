@@ -6,10 +6,11 @@ Run by tests/servers/redfish.py and tests/servers/ipmi.py with the *tool venv's*
     python bmc_main.py DOMAIN[,DOMAIN...] MODULE:FUNCTION [ARGS...]
 
 libvirt's ``test:///default`` driver forgets every change when its last connection
-closes, and both emulators open one connection per request, so a power-off would not
-stick. Holding one connection for the life of the process (and of the processes it
-forks) keeps the state. The named domains are defined and started on that connection,
-one per emulated host.
+closes. virtualbmc opens one connection per request, so without a held connection a
+power-off does not stick (measured; sushy-tools keeps its own connection open, where it
+sticks either way). Holding one connection for the life of the process (and of the
+processes it forks) keeps the state, including the named domains, defined and started on
+it, one per emulated host.
 
 For virtualbmc it also makes pyghmi's BMC server refuse, as the IPMI spec says a
 suite-3-only BMC must, an RMCP+ open-session request that proposes an authentication

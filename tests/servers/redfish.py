@@ -4,8 +4,8 @@
 auth from an htpasswd file, and one of two backends:
 
 - libvirt's ``test:///default`` (the fast one: a power change applies at once), with one
-  connection held open by tests/servers/bmc_main.py so changes stick, and one domain per
-  emulated host;
+  domain per emulated host, defined by tests/servers/bmc_main.py on a connection it holds
+  for the emulator's lifetime;
 - the fake driver (``fake=True``): each power change applies after a random 1-11 s, as
   measured, so a test can show that fencing confirms by polling; its SQLite state lives in
   the fixture's own folder, so no test sees another's systems.

@@ -21,6 +21,7 @@ from pathlib import Path
 from platformdirs import user_data_dir
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 
 from haven import __version__
 from haven.cli import render
@@ -50,9 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(args, out, err)
         return code
     except UserError as exc:
-        err.print(f"[bold red]haven: error:[/] {exc.message}", highlight=False)
+        # Escaped: messages name config sections like [database] that rich would take for markup.
+        err.print(f"[bold red]haven: error:[/] {escape(exc.message)}", highlight=False)
         if exc.hint:
-            err.print(f"  hint: {exc.hint}", highlight=False)
+            err.print(f"  hint: {escape(exc.hint)}", highlight=False)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         err.print("interrupted")
