@@ -6,10 +6,17 @@ Open paths: the versions document ``/``, ``/healthz``, ``/metrics`` and ``/opena
 keeps ``/v1`` behind keystone, so haven does too.
 
 The gate asks an ``Authenticator`` for a ``Principal``. ``LocalTokenAuthenticator``
-(the embedded default) knows one shared token and grants the admin role; a Keystone
-authenticator can later satisfy the same protocol and return real roles and projects.
-Routes state the role they need with the ``require_admin`` dependency, which answers
-403 when the principal lacks it. The token is never logged or echoed.
+(the embedded default) knows one shared token and grants the admin role;
+``haven.api.keystone_auth.KeystoneAuthenticator`` validates Keystone tokens and returns
+their user, project and roles. An authenticator that does network I/O says so
+(``blocking``) and the gate runs it in a worker thread, so the event loop that also runs
+the engine never waits on Keystone. An authenticator that cannot decide (Keystone
+unreachable) raises ``AuthUnavailable``: 503, not 401, since the caller did nothing wrong.
+
+Routes declare the ``require_admin`` dependency (the name predates the policy table and
+stays); it applies haven.api.policy's rule for the matched route, Masakari's defaults,
+and answers 403 in Masakari's words when the principal's roles do not satisfy it. The
+token is never logged or echoed.
 """
 
 from __future__ import annotations
@@ -20,14 +27,18 @@ from http import HTTPStatus
 from typing import Protocol
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from haven.api.errors import ApiError, fault
+from haven.api.policy import ADMIN_ROLE, authorize
+from haven.domain.errors import HavenError
 
 TOKEN_HEADER = "X-Auth-Token"
 OPEN_PATHS = frozenset({"/", "/healthz", "/openapi.json", "/metrics"})  # /metrics: see haven_status
-ADMIN = "admin"
+ADMIN = ADMIN_ROLE
+UNAUTHENTICATED = "The request you have made requires authentication."
 _STATE_KEY = "principal"
 
 
@@ -38,14 +49,26 @@ class Principal:
     roles: frozenset[str]
 
 
+class AuthUnavailable(HavenError):
+    """The authenticator could not decide (its identity service did not answer): 503."""
+
+
 class Authenticator(Protocol):
+    # True when authenticate does network I/O: the gate then calls it in a worker thread.
+    blocking: bool
+
     def authenticate(self, token: str | None) -> Principal | None:
-        """The caller behind ``token`` (the X-Auth-Token header, None when absent); None if unknown."""
+        """The caller behind ``token`` (the X-Auth-Token header, None when absent); None if unknown.
+
+        Raises AuthUnavailable when it cannot tell.
+        """
         ...
 
 
 class LocalTokenAuthenticator:
     """One shared secret, compared in constant time; its holder is the admin."""
+
+    blocking = False
 
     def __init__(self, token: str) -> None:
         if not token:
@@ -72,12 +95,18 @@ class AuthGate:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
-        principal = self.authenticator.authenticate(Headers(scope=scope).get(TOKEN_HEADER))
+        token = Headers(scope=scope).get(TOKEN_HEADER)
+        try:
+            if self.authenticator.blocking:
+                principal = await run_in_threadpool(self.authenticator.authenticate, token)
+            else:
+                principal = self.authenticator.authenticate(token)
+        except AuthUnavailable as exc:
+            await fault(HTTPStatus.SERVICE_UNAVAILABLE, str(exc))(scope, receive, send)
+            return
         if principal is None:
             refusal = fault(
-                HTTPStatus.UNAUTHORIZED,
-                "The request you have made requires authentication.",
-                {"WWW-Authenticate": 'Keystone uri="local"'},
+                HTTPStatus.UNAUTHORIZED, UNAUTHENTICATED, {"WWW-Authenticate": 'Keystone uri="local"'}
             )
             await refusal(scope, receive, send)
             return
@@ -86,10 +115,14 @@ class AuthGate:
 
 
 def require_admin(request: Request) -> Principal:
-    """FastAPI dependency: the caller, who must hold the admin role (Masakari's default policy)."""
+    """FastAPI dependency: the caller, allowed by the matched route's policy (Masakari's defaults).
+
+    Every route Masakari has needs the admin role except ``/v1``; see haven.api.policy.
+    """
     principal = request.scope.get("state", {}).get(_STATE_KEY)
     if not isinstance(principal, Principal):
-        raise ApiError(HTTPStatus.UNAUTHORIZED, "The request you have made requires authentication.")
-    if ADMIN not in principal.roles:
-        raise ApiError(HTTPStatus.FORBIDDEN, "Policy doesn't allow this operation to be performed.")
+        raise ApiError(HTTPStatus.UNAUTHORIZED, UNAUTHENTICATED)
+    route = request.scope.get("route")
+    path = getattr(route, "path", None) or request.url.path  # the declared path, with {placeholders}
+    authorize(request.method, path, principal.roles)
     return principal

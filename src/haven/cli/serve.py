@@ -29,6 +29,8 @@ import uvicorn
 from rich.console import Console
 
 from haven.api.app import create_app
+from haven.api.auth import Authenticator
+from haven.api.keystone_auth import KeystoneAuthenticator, KeystoneCredentials
 from haven.cloud.sim import CloudSpec, SimCloud, SimFencer, build_cloud
 from haven.cloud.sim.builder import SimTopology
 from haven.domain.clock import RealClock
@@ -69,6 +71,7 @@ async def serve(
         spec = scenario.shape(spec)
     cloud, topology = build_cloud(spec, clock)  # validates the cloud's size before the store is touched
     fencer = build_fencer(config.fencing, environ, sim=SimFencer(cloud))  # a missing password: stop here
+    authenticator = _keystone_authenticator(config, environ)  # likewise for Keystone's password
     hosts = await cloud.list_hosts()
     if not _store_exists(config):
         _check_segment_names(config, {f"segment-{h.zone}" for h in hosts})  # before anything is created
@@ -86,12 +89,12 @@ async def serve(
         sink = fan_out(_logger(console), metrics.observe, publisher.on_event)
         engine = Engine(cloud, cloud, fencer, store, clock, config.engine, on_event=sink)
         resumed = engine.start()
-        api = _api_server(store, engine, token, clock, bind, leadership, metrics)
+        api = _api_server(store, engine, token, clock, bind, leadership, metrics, authenticator)
         host, port = listener.getsockname()[:2]
         console.print(
             f"haven serving: simulated cloud of {spec.hosts} hosts / {spec.vms} VMs; "
             f"state {config.database_url}; resumed {resumed} unfinished recoveries; "
-            f"API on http://{_url_host(host)}:{port}/ (`haven token` prints its token). Ctrl-C stops.",
+            f"API on http://{_url_host(host)}:{port}/ ({_auth_note(config)}). Ctrl-C stops.",
             highlight=False,
         )
         injector = None
@@ -160,9 +163,12 @@ def _api_server(
     bind: tuple[str, int],
     leadership: SingleNodeLeadership,
     metrics: HavenMetrics,
+    authenticator: Authenticator | None = None,
 ) -> _ApiServer:
     config = uvicorn.Config(
-        create_app(store, engine, token, clock, leadership=leadership, metrics=metrics),
+        create_app(
+            store, engine, token, clock, leadership=leadership, metrics=metrics, authenticator=authenticator
+        ),
         host=bind[0],
         port=bind[1],
         log_level="warning",
@@ -171,6 +177,29 @@ def _api_server(
         timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_S,
     )
     return _ApiServer(config)
+
+
+def _keystone_authenticator(config: HavenConfig, environ: Mapping[str, str]) -> Authenticator | None:
+    """Keystone token validation when the config has a [keystone] section; else the local token."""
+    ks = config.keystone
+    if ks is None:
+        return None
+    credentials = KeystoneCredentials(
+        auth_url=ks.auth_url,
+        username=ks.username,
+        password=ks.resolve_password(environ),
+        project_name=ks.project_name,
+        user_domain_name=ks.user_domain_name,
+        project_domain_name=ks.project_domain_name,
+        timeout_s=ks.timeout_s,
+    )
+    return KeystoneAuthenticator(credentials, ttl_s=ks.cache_ttl_s)
+
+
+def _auth_note(config: HavenConfig) -> str:
+    if config.keystone is None:
+        return "`haven token` prints its token"
+    return f"Keystone tokens, checked at {config.keystone.auth_url}"
 
 
 @contextlib.contextmanager

@@ -32,6 +32,11 @@ is opened or changed, so a bad file stops haven with nothing touched.
     webhooks = ["https://ops.example.com/haven"]
     webhook_secret_env = "HAVEN_WEBHOOK_SECRET"
     transport_url = "rabbit://haven:secret@rabbit.example.com:5672/"
+    [keystone]                                     # present: the API takes Keystone tokens
+    auth_url = "http://127.0.0.1:5000/v3"
+    username = "haven"                             # haven's service user (role: service)
+    password_env = "HAVEN_KEYSTONE_PASSWORD"       # or password = "..." (never shown)
+    project_name = "service"
 """
 
 from __future__ import annotations
@@ -63,6 +68,33 @@ class SimulatedCloudConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class KeystoneConfig:
+    """The ``[keystone]`` section: haven's service account, used to validate callers' tokens."""
+
+    auth_url: str = ""
+    username: str = ""
+    project_name: str = ""
+    password: str = field(default="", repr=False)
+    password_env: str = ""  # the environment variable holding the password, read by `haven serve`
+    user_domain_name: str = "Default"
+    project_domain_name: str = "Default"
+    cache_ttl_s: float = 60.0
+    timeout_s: float = 5.0
+
+    def resolve_password(self, environ: Mapping[str, str]) -> str:
+        """The password, from the file or from ``environ[password_env]``; a clear error if missing."""
+        if self.password:
+            return self.password
+        value = environ.get(self.password_env, "")
+        if not value:
+            raise ConfigError(
+                f"[keystone] password_env names {self.password_env}, which is not set",
+                f"export {self.password_env} with the password of Keystone user {self.username}",
+            )
+        return value
+
+
+@dataclass(frozen=True, slots=True)
 class HavenConfig:
     home: Path
     database_url: str
@@ -73,6 +105,7 @@ class HavenConfig:
     source: Path | None = None
     fencing: FencingConfig = field(default_factory=FencingConfig)
     publish: PublishConfig = field(default_factory=lambda: PublishConfig())
+    keystone: KeystoneConfig | None = None  # None: the local token (embedded default)
 
 
 def load_config(home: Path, path: Path | None = None) -> HavenConfig:
@@ -83,7 +116,8 @@ def load_config(home: Path, path: Path | None = None) -> HavenConfig:
     if path is not None:
         raw = _read(path)
     where = str(path) if path else "defaults"
-    _only(raw, {"database", "detection", "recovery", "cloud", "segments", "fencing", "publish"}, where)
+    sections = {"database", "detection", "recovery", "cloud", "segments", "fencing", "publish", "keystone"}
+    _only(raw, sections, where)
     database = _table(raw, "database", where)
     _only(database, {"url"}, f"{where} [database]")
     url = database.get("url", f"sqlite:///{home / DB_FILE}")
@@ -114,6 +148,7 @@ def load_config(home: Path, path: Path | None = None) -> HavenConfig:
         # The simulated cloud's BMCs fence its hosts unless the file says otherwise.
         fencing=parse_fencing(raw.get("fencing"), where, "sim" if driver == "simulated" else "none"),
         publish=_publish(_table(raw, "publish", where), f"{where} [publish]"),
+        keystone=_keystone(raw, where),
     )
 
 
@@ -188,6 +223,26 @@ def _settings(cls: type[T], table: Mapping[str, Any], where: str) -> T:
         if expected in (int, float) and value < 0:
             raise ConfigError(f"{where}: {key} must not be negative, got {value!r}")
     return dataclasses.replace(defaults, **table)  # type: ignore[type-var]
+
+
+def _keystone(raw: Mapping[str, Any], where: str) -> KeystoneConfig | None:
+    if "keystone" not in raw:
+        return None
+    where = f"{where} [keystone]"
+    keystone = _settings(KeystoneConfig, _table(raw, "keystone", where), where)
+    for name in ("auth_url", "username", "project_name"):
+        if not getattr(keystone, name):
+            raise ConfigError(f"{where}: {name} is required", "see the [keystone] example in the README")
+    if not keystone.auth_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}: auth_url must be an http(s) URL", 'e.g. "http://keystone:5000/v3"')
+    if bool(keystone.password) == bool(keystone.password_env):
+        raise ConfigError(
+            f"{where}: give exactly one of password and password_env",
+            'prefer password_env = "HAVEN_KEYSTONE_PASSWORD", so the file holds no secret',
+        )
+    if keystone.cache_ttl_s <= 0 or keystone.timeout_s <= 0:
+        raise ConfigError(f"{where}: cache_ttl_s and timeout_s must be positive")
+    return keystone
 
 
 def _segment_methods(segments: object, where: str) -> dict[str, RecoveryMethod]:

@@ -1,0 +1,129 @@
+"""haven's API behind a real Keystone: 401 without a valid token, Masakari's policy (403), 503 when
+Keystone is gone, and openstacksdk finding haven through the catalog with a password login."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import openstack
+import pytest
+
+from clients.conftest import HavenServer
+from servers.keystone import KeystoneLab
+
+pytestmark = [
+    pytest.mark.keystone,
+    # openstacksdk warns about its own future removals from inside itself (see tests/clients).
+    pytest.mark.filterwarnings("ignore::openstack.warnings.RemovedInSDK50Warning"),
+    pytest.mark.filterwarnings("ignore::openstack.warnings.RemovedInSDK60Warning"),
+]
+
+
+@pytest.fixture(scope="module")
+def api(haven_keystone: HavenServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=haven_keystone.url, timeout=30) as client:
+        yield client
+
+
+def as_(token: str) -> dict[str, str]:
+    return {"X-Auth-Token": token}
+
+
+def segment_body() -> dict[str, object]:
+    return {"segment": {"name": f"auth-{uuid.uuid4().hex[:8]}", "recovery_method": "auto",
+                        "service_type": "COMPUTE"}}  # fmt: skip
+
+
+def test_no_token_and_an_invalid_token_are_401(api: httpx.Client) -> None:
+    assert api.get("/v1/segments").status_code == 401
+    forged = "gAAAAAB" + "x" * 180  # shaped like a fernet token; Keystone does not know it
+    response = api.get("/v1/segments", headers=as_(forged))
+    assert response.status_code == 401
+    assert response.json()["unauthorized"]["message"] == "The request you have made requires authentication."
+    assert forged not in response.text
+
+
+def test_the_local_token_is_not_accepted_in_keystone_mode(
+    api: httpx.Client, haven_keystone: HavenServer
+) -> None:
+    assert api.get("/v1/segments", headers=as_(haven_keystone.token)).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "action"),
+    [
+        ("GET", "/v1/segments", "os_masakari_api:segments:index"),
+        ("POST", "/v1/segments", "os_masakari_api:segments:create"),
+        ("GET", "/v1/notifications", "os_masakari_api:notifications:index"),
+    ],
+)
+@pytest.mark.parametrize("who", ["member", "reader"])
+def test_member_and_reader_are_refused_as_masakari_defaults_say(
+    api: httpx.Client, keystone: KeystoneLab, who: str, method: str, path: str, action: str
+) -> None:
+    account = keystone.member if who == "member" else keystone.reader
+    body = segment_body() if method == "POST" else None
+    response = api.request(method, path, headers=as_(account.token()), json=body)
+    assert response.status_code == 403, response.text
+    assert response.json() == {
+        "forbidden": {"code": 403, "message": f"Policy doesn't allow {action} to be performed."}
+    }
+
+
+def test_a_reader_may_read_the_v1_document_which_has_no_policy_in_masakari(
+    api: httpx.Client, keystone: KeystoneLab
+) -> None:
+    response = api.get("/v1", headers=as_(keystone.reader.token()))
+    assert response.status_code == 200
+    assert response.json()["version"]["id"] == "v1.0"
+
+
+def test_an_admin_creates_reads_and_deletes(api: httpx.Client, keystone: KeystoneLab) -> None:
+    headers = as_(keystone.admin.token())
+    created = api.post("/v1/segments", headers=headers, json=segment_body())
+    assert created.status_code == 201, created.text
+    ref = created.json()["segment"]["uuid"]
+    assert api.get(f"/v1/segments/{ref}", headers=headers).status_code == 200
+    assert api.get("/v1/notifications", headers=headers).status_code == 200
+    assert api.delete(f"/v1/segments/{ref}", headers=headers).status_code == 204
+
+
+def test_openstacksdk_finds_haven_in_the_catalog_with_a_password_login(keystone: KeystoneLab) -> None:
+    account = keystone.admin
+    conn = openstack.connect(
+        auth_url=account.auth_url,
+        username=account.username,
+        password=account.password,
+        project_name=account.project_name,
+        user_domain_name="Default",
+        project_domain_name="Default",
+        region_name=keystone.server.region,
+        load_yaml_config=False,
+        load_envvars=False,
+    )
+    try:
+        names = sorted(segment.name for segment in conn.instance_ha.segments())
+    finally:
+        conn.close()
+    assert {"segment-az1", "segment-az2", "segment-az3"} <= set(names)
+
+
+def test_keystone_down_is_503_for_new_tokens_while_cached_ones_still_pass(
+    api: httpx.Client, keystone: KeystoneLab, haven_keystone: HavenServer
+) -> None:
+    cached = keystone.admin.token()
+    assert api.get("/v1/segments", headers=as_(cached)).status_code == 200  # now in haven's cache
+    fresh = keystone.member.token()  # issued, never shown to haven
+    keystone.server.stop()
+    try:
+        response = api.get("/v1/segments", headers=as_(fresh))
+        assert response.status_code == 503, response.text
+        message = response.json()["serviceUnavailable"]["message"]
+        assert "Keystone" in message and "unreachable" in message
+        assert api.get("/v1/segments", headers=as_(cached)).status_code == 200
+    finally:
+        keystone.server.start()
+    log = haven_keystone.log.read_text()
+    assert fresh not in log and cached not in log and keystone.service.password not in log
