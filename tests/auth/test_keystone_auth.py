@@ -11,6 +11,8 @@ import openstack
 import pytest
 
 from clients.conftest import HavenServer
+from haven.api.auth import AuthUnavailable
+from haven.api.keystone_auth import KeystoneAuthenticator, KeystoneCredentials
 from servers.keystone import KeystoneLab
 
 pytestmark = [
@@ -127,3 +129,19 @@ def test_keystone_down_is_503_for_new_tokens_while_cached_ones_still_pass(
         keystone.server.start()
     log = haven_keystone.log.read_text()
     assert fresh not in log and cached not in log and keystone.service.password not in log
+
+
+def test_a_service_user_without_the_service_role_is_a_503_naming_the_fix(keystone: KeystoneLab) -> None:
+    member = keystone.member  # may validate only its own tokens under Keystone's policy
+    credentials = KeystoneCredentials(member.auth_url, member.username, member.password, member.project_name)
+    authenticator = KeystoneAuthenticator(credentials)
+    with pytest.raises(AuthUnavailable, match="may not validate tokens; give it the service"):
+        authenticator.authenticate(keystone.reader.token())
+    assert member.password not in repr(authenticator)
+
+
+def test_wrong_service_credentials_are_a_503_not_a_401(keystone: KeystoneLab) -> None:
+    service = keystone.service
+    credentials = KeystoneCredentials(service.auth_url, service.username, "wrong", service.project_name)
+    with pytest.raises(AuthUnavailable, match="refused haven's service credentials"):
+        KeystoneAuthenticator(credentials).authenticate(keystone.reader.token())

@@ -130,9 +130,29 @@ class KeystoneAuthenticator:
                 self._cache.popitem(last=False)  # the oldest entry
 
     def _validate(self, token: str) -> tuple[Principal | None, float]:
+        status, body = self._ask(token)
+        if status == 401:  # haven's own token was refused (revoked, expired early): log in again, once
+            self._session.invalidate()
+            status, body = self._ask(token)
+        if status == 404:  # the caller's token is unknown, expired or revoked
+            return None, 0.0
+        if status == 200:
+            return principal_from_token(body.get("token", {}))
+        who = f"user {self._credentials.username}"
+        if status == 401:
+            problem = f"Keystone refuses haven's own token ({who}); check [keystone] in haven's config"
+        elif status == 403:
+            problem = f"{who} may not validate tokens; give it the service (or admin) role"
+        else:
+            problem = f"Keystone answered {status} to the validation"
+        log.warning("token validation failed: %s", problem)
+        raise AuthUnavailable(f"haven cannot check tokens: {problem}")
+
+    def _ask(self, token: str) -> tuple[int, dict[str, Any]]:
         url = self._credentials.auth_url.rstrip("/")
         if not url.endswith("/v3"):
             url += "/v3"
+        where = f"Keystone at {self._credentials.auth_url}"
         try:
             response = self._session.get(
                 f"{url}/auth/tokens",
@@ -143,25 +163,17 @@ class KeystoneAuthenticator:
             )
         except ks_exc.Unauthorized as exc:  # haven's own service login was refused
             raise AuthUnavailable(
-                f"haven cannot check tokens: Keystone at {self._credentials.auth_url} refused haven's "
-                f"service credentials (user {self._credentials.username}); fix [keystone] in haven's config"
+                f"haven cannot check tokens: {where} refused haven's service credentials "
+                f"(user {self._credentials.username}); fix [keystone] in haven's config"
             ) from exc
         except (ks_exc.ConnectionError, ks_exc.RequestTimeout, ks_exc.DiscoveryFailure) as exc:
-            raise AuthUnavailable(
-                f"haven cannot check tokens: Keystone at {self._credentials.auth_url} is unreachable"
-            ) from exc
+            raise AuthUnavailable(f"haven cannot check tokens: {where} is unreachable") from exc
         except ks_exc.ClientException as exc:
             raise AuthUnavailable(
-                f"haven cannot check tokens: Keystone failed ({type(exc).__name__})"
+                f"haven cannot check tokens: {where} failed ({type(exc).__name__})"
             ) from exc
-        if response.status_code in (401, 404):  # 404: the subject token is unknown, expired or revoked
-            return None, 0.0
-        if response.status_code != 200:
-            log.warning("Keystone answered %s to a token validation", response.status_code)
-            raise AuthUnavailable(
-                f"haven cannot check tokens: Keystone answered {response.status_code} to the validation"
-            )
-        return principal_from_token(response.json().get("token", {}))
+        body: dict[str, Any] = response.json() if response.status_code == 200 else {}
+        return response.status_code, body
 
 
 def principal_from_token(token: Mapping[str, Any]) -> tuple[Principal | None, float]:
