@@ -54,8 +54,8 @@ class AuthUnavailable(HavenError):
 
 
 class Authenticator(Protocol):
-    # True when authenticate does network I/O: the gate then calls it in a worker thread.
-    blocking: bool
+    # An authenticator that does network I/O also sets a class attribute ``blocking = True``;
+    # the gate then calls it in a worker thread (absent means False: it is called inline).
 
     def authenticate(self, token: str | None) -> Principal | None:
         """The caller behind ``token`` (the X-Auth-Token header, None when absent); None if unknown.
@@ -97,7 +97,7 @@ class AuthGate:
             return
         token = Headers(scope=scope).get(TOKEN_HEADER)
         try:
-            if self.authenticator.blocking:
+            if getattr(self.authenticator, "blocking", False):
                 principal = await run_in_threadpool(self.authenticator.authenticate, token)
             else:
                 principal = self.authenticator.authenticate(token)
