@@ -119,6 +119,8 @@ def test_keystone_down_is_503_for_new_tokens_while_cached_ones_still_pass(
     assert api.get("/v1/segments", headers=as_(cached)).status_code == 200  # now in haven's cache
     fresh = keystone.member.token()  # issued, never shown to haven
     keystone.server.stop()
+    assert keystone.server.process is not None and not keystone.server.process.running
+    assert not keystone.server.answers()  # gunicorn's workers went with their master
     try:
         response = api.get("/v1/segments", headers=as_(fresh))
         assert response.status_code == 503, response.text

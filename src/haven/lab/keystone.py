@@ -116,7 +116,7 @@ class KeystoneServer:
         self.workers = workers
         self._say = progress or (lambda _message: None)
         self._tools_root = tools_root
-        self._admin_password = admin_password or self._stored_password()
+        self._admin_password = self._stored_password(admin_password)
         self.process: LabProcess | None = None
 
     def __repr__(self) -> str:
@@ -191,13 +191,15 @@ class KeystoneServer:
         if self.process is not None:
             self.process.stop()
 
-    def _stored_password(self) -> str:
-        # A folder bootstrapped earlier keeps its admin password; a new one gets a random one.
+    def _stored_password(self, given: str | None) -> str:
+        # The folder keeps its admin password (mode 0600), so a later start, or `haven lab`
+        # in another process, logs in with the one bootstrap was given; a new folder without
+        # a given password gets a random one.
         stored = self.folder / "admin-password"
-        if stored.exists():
+        if given is None and stored.exists():
             return stored.read_text().strip()
         self.folder.mkdir(parents=True, exist_ok=True)
-        password = secrets.token_urlsafe(18)
+        password = given or secrets.token_urlsafe(18)
         stored.touch(mode=0o600)
         stored.write_text(password + "\n")
         return password
