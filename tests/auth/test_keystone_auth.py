@@ -3,6 +3,9 @@ Keystone is gone, and openstacksdk finding haven through the catalog with a pass
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 
@@ -10,7 +13,7 @@ import httpx
 import openstack
 import pytest
 
-from clients.conftest import HavenServer
+from clients.conftest import OPENSTACK, HavenServer
 from haven.api.auth import AuthUnavailable
 from haven.api.keystone_auth import KeystoneAuthenticator, KeystoneCredentials
 from servers.keystone import KeystoneLab
@@ -147,3 +150,31 @@ def test_wrong_service_credentials_are_a_503_not_a_401(keystone: KeystoneLab) ->
     credentials = KeystoneCredentials(service.auth_url, service.username, "wrong", service.project_name)
     with pytest.raises(AuthUnavailable, match="refused haven's service credentials"):
         KeystoneAuthenticator(credentials).authenticate(keystone.reader.token())
+
+
+def test_the_openstack_cli_logs_in_with_a_password_and_finds_haven_in_the_catalog(
+    keystone: KeystoneLab, haven_keystone: HavenServer
+) -> None:
+    account = keystone.admin
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "OS_AUTH_URL": account.auth_url,
+        "OS_USERNAME": account.username,
+        "OS_PASSWORD": account.password,
+        "OS_PROJECT_NAME": account.project_name,
+        "OS_USER_DOMAIN_NAME": "Default",
+        "OS_PROJECT_DOMAIN_NAME": "Default",
+        "OS_REGION_NAME": keystone.server.region,
+        "OS_IDENTITY_API_VERSION": "3",
+    }
+    listed = run_openstack(env, "segment", "list", "-f", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert {"segment-az1", "segment-az2", "segment-az3"} <= {s["name"] for s in json.loads(listed.stdout)}
+    member = {**env, "OS_USERNAME": keystone.member.username, "OS_PASSWORD": keystone.member.password}
+    refused = run_openstack(member, "segment", "list")
+    assert refused.returncode != 0 and "os_masakari_api:segments:index" in refused.stderr
+
+
+def run_openstack(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+    command = [OPENSTACK, *argv]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
