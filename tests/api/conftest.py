@@ -2,7 +2,8 @@
 
 ``FakeIntake`` stands in for the engine at this edge only: ``submit`` opens the
 notification in the store (refusing an identical open one, as the engine does), so the
-API can read it back; ``reload_membership`` calls are counted.
+API can read it back; ``reload_membership`` calls are counted; ``custom`` is the real
+custom recovery over the same store, its events recorded.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from fastapi import FastAPI
 from haven.api.app import create_app
 from haven.domain.clock import VirtualClock
 from haven.domain.errors import NotFound
+from haven.domain.events import EngineEvent
 from haven.domain.ids import HostName, NotificationId
 from haven.domain.incidents import UNFINISHED_STATUSES, Notification, NotificationStatus, NotificationType
+from haven.recovery.custom import CustomRecovery
 from haven.store import Store
 
 TOKEN = "s3cret-token"
@@ -34,6 +37,8 @@ class FakeIntake:
         self.clock = clock
         self.submitted: list[tuple[NotificationType, HostName, dict[str, Any]]] = []
         self.reloads = 0
+        self.events: list[EngineEvent] = []
+        self.custom = CustomRecovery(store, clock, self.events.append)
 
     def submit(
         self,

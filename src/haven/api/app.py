@@ -15,7 +15,16 @@ from haven.api.auth import Authenticator, AuthGate, LocalTokenAuthenticator
 from haven.api.context import ApiContext, DrillLimits
 from haven.api.intake import NotificationIntake
 from haven.api.microversion import MAX_VERSION, MicroversionMiddleware
-from haven.api.routes import discovery, haven_drills, haven_status, hosts, notifications, segments, vmoves
+from haven.api.routes import (
+    custom_recovery,
+    discovery,
+    haven_drills,
+    haven_status,
+    hosts,
+    notifications,
+    segments,
+    vmoves,
+)
 from haven.domain.clock import Clock
 from haven.service.metrics import HavenMetrics
 from haven.service.status import Leadership, SingleNodeLeadership
@@ -63,4 +72,5 @@ def create_app(
         app.include_router(build(ctx))
     for build in (haven_status.router, haven_drills.router):  # haven's own resources
         app.include_router(build(ctx))
+    app.include_router(custom_recovery.router(ctx))  # haven's extension: claim, progress, finish, fail
     return app

@@ -11,9 +11,13 @@ from typing import Any, Protocol
 
 from haven.domain.ids import HostName
 from haven.domain.incidents import Notification, NotificationType
+from haven.recovery.custom import CustomRecovery
 
 
 class NotificationIntake(Protocol):
+    # Custom recovery: external systems claim notify-mode notifications and report on them.
+    custom: CustomRecovery
+
     def submit(
         self,
         type_: NotificationType,

@@ -20,13 +20,14 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Field,
     StringConstraints,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
 
-from haven.domain.incidents import NotificationType, RecoveryMethod
+from haven.domain.incidents import NotificationType, RecoveryMethod, SegmentMode
 
 _TRUE = ("True", "TRUE", "true", "1", "ON", "On", "on", "YES", "Yes", "yes")
 _FALSE = ("False", "FALSE", "false", "0", "OFF", "Off", "off", "NO", "No", "no")
@@ -102,6 +103,8 @@ class SegmentFields(_Body):
     recovery_method: RecoveryMethod
     service_type: Name
     enabled: MasakariBool | None = None  # microversion 1.2 and later
+    # haven's extension (any microversion): automatic, notify (custom recovery) or dry_run.
+    haven_mode: SegmentMode | None = None
 
 
 class SegmentCreate(_Body):
@@ -114,13 +117,18 @@ class SegmentChanges(_Body):
     recovery_method: RecoveryMethod | None = None
     service_type: Name | None = None
     enabled: MasakariBool | None = None  # microversion 1.2 and later
+    haven_mode: SegmentMode | None = None  # haven's extension
 
-    _present = field_validator("name", "recovery_method", "service_type", "enabled", mode="before")(_not_null)
+    _present = field_validator(
+        "name", "recovery_method", "service_type", "enabled", "haven_mode", mode="before"
+    )(_not_null)
 
     @model_validator(mode="after")
     def _something(self) -> SegmentChanges:
         if not self.model_fields_set:
-            raise ValueError("give at least one of name, description, recovery_method, service_type, enabled")
+            raise ValueError(
+                "give at least one of name, description, recovery_method, service_type, enabled, haven_mode"
+            )
         return self
 
 
@@ -216,6 +224,50 @@ class NotificationFields(_Body):
 
 class NotificationCreate(_Body):
     notification: NotificationFields
+
+
+# ---- custom recovery (haven's extension): an external system claims a notify-mode notification ----
+
+Message = Annotated[str, StringConstraints(max_length=4096), AfterValidator(_text)]
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=4096), AfterValidator(_text)]
+Percentage = Annotated[float, Field(ge=0, le=100, strict=True, allow_inf_nan=False)]
+
+
+class ClaimFields(_Body):
+    owner: Name  # who works on it from now on: the same name must come with progress, finish and fail
+    message: Message = ""
+
+
+class ClaimBody(_Body):
+    claim: ClaimFields
+
+
+class ProgressFields(_Body):
+    owner: Name
+    message: Reason
+    percentage: Percentage | None = None
+
+
+class ProgressBody(_Body):
+    progress: ProgressFields
+
+
+class FinishFields(_Body):
+    owner: Name
+    message: Message = ""
+
+
+class FinishBody(_Body):
+    finish: FinishFields
+
+
+class FailFields(_Body):
+    owner: Name
+    reason: Reason
+
+
+class FailBody(_Body):
+    fail: FailFields
 
 
 def changes_of(model: BaseModel) -> dict[str, Any]:

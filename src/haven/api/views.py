@@ -13,7 +13,13 @@ from typing import Any
 
 from haven.api.identity import host_uuid, number, public_uuid
 from haven.api.microversion import SEGMENT_ENABLED, APIVersion
-from haven.domain.incidents import HAVEN_PAYLOAD_KEYS, Notification, Segment, SegmentHost
+from haven.domain.incidents import (
+    HAVEN_PAYLOAD_KEYS,
+    RECOVERY_SUMMARY_KEY,
+    Notification,
+    Segment,
+    SegmentHost,
+)
 
 Json = dict[str, Any]
 
@@ -43,6 +49,7 @@ def segment_view(segment: Segment, version: APIVersion) -> Json:
     }
     if version >= SEGMENT_ENABLED:
         view["enabled"] = segment.enabled
+    view["haven_mode"] = segment.mode.value  # haven's extension; Masakari clients ignore it
     return view
 
 
@@ -77,4 +84,14 @@ def notification_view(notification: Notification) -> Json:
         "created_at": timestamp(notification.created_at),
         "updated_at": timestamp(notification.updated_at),
         **_not_deleted(),
+    }
+
+
+def haven_recovery_view(notification: Notification) -> Json:
+    """haven's extension on a shown notification: its mode, who claimed it, and haven's summary."""
+    return {
+        "mode": notification.mode.value,
+        "claimed_by": notification.claimed_by,
+        "claimed_at": timestamp(notification.claimed_at),
+        "summary": notification.payload.get(RECOVERY_SUMMARY_KEY),
     }

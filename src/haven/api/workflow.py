@@ -3,7 +3,9 @@
 Called by the notification show route (microversion 1.1+: ``recovery_workflow_details``)
 and the vmoves routes (1.3+). Masakari reports taskflow tasks; haven's steps of one kind
 become one task (every evacuate step is a line in ``EvacuateInstancesTask``), in the
-order the recovery met them. A vmove is one evacuate step.
+order the recovery met them. A vmove is one evacuate step. Custom recovery's audit trail
+(claim, progress, finish, fail by an external system) is one ``ExternalRecoveryTask``
+whose progress details are the entries, with the percentage reported.
 """
 
 from __future__ import annotations
@@ -14,14 +16,18 @@ from typing import Any
 from haven.api.identity import number, vmove_uuid
 from haven.api.views import timestamp
 from haven.domain.incidents import Notification, Step, StepState
+from haven.recovery.custom import FAIL, FINISH
 from haven.recovery.workflows import (
     DISABLE_SERVICE,
+    DRY_RUN,
     ENABLE_RESERVED,
     ENABLE_SERVICE,
     EVACUATE,
+    EXTERNAL,
     FENCE,
     FORCE_DOWN,
     PLAN,
+    VM_OWNER,
 )
 
 Json = dict[str, Any]
@@ -34,6 +40,9 @@ TASK_NAMES = {
     EVACUATE: "EvacuateInstancesTask",
     DISABLE_SERVICE: "DisableComputeNodeTask",
     ENABLE_SERVICE: "EnableComputeNodeTask",
+    DRY_RUN: "DryRunTask",
+    VM_OWNER: "CheckVMOwnerTask",
+    EXTERNAL: "ExternalRecoveryTask",
 }
 # taskflow's state names, which Masakari reports.
 TASK_STATES = {
@@ -55,6 +64,12 @@ _FINISHED = {StepState.DONE, StepState.FAILED, StepState.SKIPPED}
 
 def _message(step: Step) -> str:
     detail = step.detail
+    if step.kind == EXTERNAL:
+        return f"{detail.get('event', '?')} by {step.subject}: {detail.get('message', '')}"
+    if step.kind == DRY_RUN and "would" in detail:
+        return str(detail["would"])
+    if step.kind == VM_OWNER and "note" in detail:
+        return f"VM {detail.get('name') or detail.get('server', '?')}: {detail['note']}"
     if step.kind == EVACUATE:
         what = f"instance {detail.get('name') or step.subject} from {detail.get('source', '?')} "
         what += f"to {detail.get('host') or detail.get('target', '?')}"
@@ -74,12 +89,38 @@ def _task_state(states: Sequence[StepState]) -> str:
     return TASK_STATES[StepState.RUNNING]
 
 
+def _external_task(entries: Sequence[Step]) -> Json:
+    """The audit trail of an external recovery as one task: its entries, with their percentages."""
+    events = [str(step.detail.get("event", "")) for step in entries]
+    state = "RUNNING"
+    if FINISH in events:
+        state = TASK_STATES[StepState.DONE]
+    elif FAIL in events:
+        state = TASK_STATES[StepState.FAILED]
+    progress = 0.0
+    details: list[Json] = []
+    for step in entries:
+        if step.detail.get("percentage") is not None:
+            progress = round(float(step.detail["percentage"]) / 100, 2)
+        details.append(
+            {
+                "timestamp": timestamp(step.finished_at or step.started_at, sep=" "),
+                "message": _message(step),
+                "progress": str(progress),
+            }
+        )
+    return {"name": TASK_NAMES[EXTERNAL], "state": state, "progress": progress, "progress_details": details}
+
+
 def workflow_details(steps: Sequence[Step]) -> list[Json]:
     by_kind: dict[str, list[Step]] = {}
     for step in sorted(steps, key=lambda s: s.seq):
         by_kind.setdefault(step.kind, []).append(step)
     details: list[Json] = []
     for kind, group in by_kind.items():
+        if kind == EXTERNAL:
+            details.append(_external_task(group))
+            continue
         finished = sum(step.state in _FINISHED for step in group)
         details.append(
             {

@@ -110,7 +110,7 @@ async def serve(
 def _prepare_segments(
     store: Store, config: HavenConfig, hosts: Sequence[Host], method: RecoveryMethod, topology: SimTopology
 ) -> None:
-    """First start: a segment per zone; every start: the config's recovery methods applied."""
+    """First start: a segment per zone; every start: the config's recovery methods and modes applied."""
     existing = store.list_segments()
     if existing:
         _check_segment_names(config, {s.name for s in existing})
@@ -119,6 +119,9 @@ def _prepare_segments(
         wanted = config.segment_methods.get(segment.name)
         if wanted is not None and wanted is not segment.recovery_method:
             store.update_segment(segment.id, recovery_method=wanted)
+        mode = config.segment_modes.get(segment.name)
+        if mode is not None and mode is not segment.mode:
+            store.update_segment(segment.id, mode=mode)
 
 
 async def _run_until_stopped(
@@ -239,7 +242,7 @@ def _store_exists(config: HavenConfig) -> bool:
 
 
 def _check_segment_names(config: HavenConfig, known: set[str]) -> None:
-    unknown = sorted(set(config.segment_methods) - known)
+    unknown = sorted(config.segment_names - known)
     if unknown:
         raise ConfigError(
             f"{config.source}: [[segments]] name(s) {', '.join(unknown)} match no segment",

@@ -14,6 +14,9 @@ from haven.domain.ids import HostName, ServerGroupId, ServerId
 
 HA_ENABLED_KEY = "HA_Enabled"
 HA_PRIORITY_KEY = "HA_Priority"
+# Per-VM custom recovery: HA_Mode=notify leaves this VM's recovery to its owner (haven only reports).
+HA_MODE_KEY = "HA_Mode"
+HA_MODE_NOTIFY = "notify"
 
 
 class VmState(StrEnum):
@@ -116,6 +119,11 @@ class Server:
     @property
     def ha_enabled(self) -> bool:
         return self.metadata.get(HA_ENABLED_KEY, "").strip().lower() in {"true", "1", "yes"}
+
+    @property
+    def left_to_owner(self) -> bool:
+        """The VM's metadata asks haven to report its failures and let its owner recover it."""
+        return self.metadata.get(HA_MODE_KEY, "").strip().lower() == HA_MODE_NOTIFY
 
     @property
     def priority(self) -> int:

@@ -22,7 +22,11 @@ class EventKind(StrEnum):
     NOTIFICATION_CREATED = "notification_created"
     STEP_STARTED = "step_started"
     STEP_FINISHED = "step_finished"
-    NOTIFICATION_FINISHED = "notification_finished"
+    NOTIFICATION_FINISHED = "notification_finished"  # also when an external system finishes or fails it
+    # Custom recovery: haven hands a failure to an external system, which claims it and reports progress.
+    NOTIFICATION_LEFT_TO_OWNER = "notification_left_to_owner"  # a VM's own HA_Mode=notify said so
+    NOTIFICATION_CLAIMED = "notification_claimed"
+    NOTIFICATION_PROGRESS = "notification_progress"
     FAULT_INJECTED = "fault_injected"  # drills only: the instant the failure was injected
 
 

@@ -14,6 +14,8 @@ from haven.domain.ids import HostName, NotificationId, SegmentId
 RECOVERY_MODE_KEY = "recovery_mode"
 RECOVERY_SUMMARY_KEY = "recovery"
 HAVEN_PAYLOAD_KEYS = frozenset({RECOVERY_MODE_KEY, RECOVERY_SUMMARY_KEY})
+# The kind of step that records what an external system reported (claim, progress, finish, fail).
+EXTERNAL_STEP = "external"
 
 
 class RecoveryMethod(StrEnum):
@@ -109,6 +111,22 @@ class Notification:
     created_at: float
     updated_at: float
     segment_id: SegmentId | None = None
+    # Custom recovery: the external system that claimed this notify-mode notification, and when.
+    claimed_by: str | None = None
+    claimed_at: float | None = None
+
+    @property
+    def mode(self) -> SegmentMode:
+        """The mode the notification was opened (or handed over) in; automatic for older ones."""
+        try:
+            return SegmentMode(str(self.payload.get(RECOVERY_MODE_KEY, SegmentMode.AUTOMATIC.value)))
+        except ValueError:
+            return SegmentMode.AUTOMATIC
+
+    @property
+    def awaits_owner(self) -> bool:
+        """Custom recovery: still open, and an external system (not haven) recovers it."""
+        return self.mode is SegmentMode.NOTIFY and self.status in UNFINISHED_STATUSES
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,12 +9,16 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from haven.domain.cloud import HA_MODE_KEY, HA_MODE_NOTIFY
 from haven.domain.errors import TemporaryError
 from haven.domain.ids import HostName
 from haven.domain.incidents import NotificationType, Step
 from haven.recovery.context import StepContext
-from haven.recovery.host_steps import make_plan
+from haven.recovery.host_steps import make_plan, owner_list
 from haven.recovery.outcome import Outcome, done
+from haven.recovery.vm_steps import OWNER_KEY, owner_of
+
+NOTHING_DONE = "did nothing (dry run)"
 
 
 async def dry_run(step: Step, ctx: StepContext) -> Outcome:
@@ -22,17 +26,17 @@ async def dry_run(step: Step, ctx: StepContext) -> Outcome:
     if ctx.notification.type is NotificationType.PROCESS:
         started = str(ctx.notification.payload.get("event", "")).upper() == "STARTED"
         verb = "re-enable" if started else "disable"
-        return done({"would": f"would {verb} the compute service on {host}; did nothing (dry run)"})
+        return done({"would": f"would {verb} the compute service on {host}; {NOTHING_DONE}"})
+    if ctx.notification.type is NotificationType.VM:
+        return done(await _vm(ctx))
     try:
         power = (await ctx.fencer.power_status(host)).value
     except TemporaryError as exc:
         power = f"unknown ({exc})"
     made = await make_plan(ctx, host)
     if isinstance(made, Outcome):
-        return done(
-            {"would": f"would not recover {host}: {made.detail.get('error', '')}; did nothing (dry run)"}
-        )
-    _, servers, result = made
+        return done({"would": f"would not recover {host}: {made.detail.get('error', '')}; {NOTHING_DONE}"})
+    servers, result = made.servers, made.result
     names = {s.id: s.name for s in servers}
     spread = Counter(p.target for p in result.placements)
     where = ", ".join(f"{target} ({n})" for target, n in sorted(spread.items()))
@@ -42,7 +46,9 @@ async def dry_run(step: Step, ctx: StepContext) -> Outcome:
     )
     if result.unplaced:
         would += f"; {len(result.unplaced)} could not be placed ({result.unplaced[0].reason})"
-    would += "; held by no gate; did nothing (dry run)"
+    if made.left_to_owner:
+        would += f"; leave {len(made.left_to_owner)} VM(s) to their owner ({HA_MODE_KEY}={HA_MODE_NOTIFY})"
+    would += f"; held by no gate; {NOTHING_DONE}"
     detail: dict[str, Any] = {
         "would": would,
         "placements": [
@@ -53,5 +59,16 @@ async def dry_run(step: Step, ctx: StepContext) -> Outcome:
             {"server": u.server_id, "name": names.get(u.server_id, ""), "reason": u.reason}
             for u in result.unplaced
         ],
+        OWNER_KEY: owner_list(made.left_to_owner),
     }
     return done(detail)
+
+
+async def _vm(ctx: StepContext) -> dict[str, Any]:
+    found = await owner_of(ctx.notification, ctx)
+    vm = found["name"] or found["server"]
+    if found[OWNER_KEY]:
+        would = f"would leave VM {vm} to its owner ({HA_MODE_KEY}={HA_MODE_NOTIFY})"
+    else:
+        would = f"would ignore the failure of VM {vm}: haven has no guest recovery yet"
+    return {**found, "would": f"{would}; {NOTHING_DONE}"}

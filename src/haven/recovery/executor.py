@@ -32,7 +32,7 @@ from haven.domain.incidents import (
 )
 from haven.domain.settings import RecoverySettings
 from haven.fencing.base import Fencer
-from haven.recovery import dry_run_step, evacuate_step, host_steps, process_steps
+from haven.recovery import dry_run_step, evacuate_step, host_steps, process_steps, vm_steps
 from haven.recovery.context import StepContext
 from haven.recovery.outcome import Outcome, failed, requeue
 from haven.recovery.summary import alerts_for, summarize
@@ -48,6 +48,7 @@ from haven.recovery.workflows import (
     PARALLEL_KINDS,
     PLAN,
     RECOVERY_MODE_KEY,
+    VM_OWNER,
 )
 from haven.store import Store
 
@@ -63,6 +64,7 @@ HANDLERS: Mapping[str, Handler] = {
     DISABLE_SERVICE: process_steps.disable_service,
     ENABLE_SERVICE: process_steps.enable_service,
     DRY_RUN: dry_run_step.dry_run,
+    VM_OWNER: vm_steps.check_owner,
 }
 TERMINAL = frozenset({StepState.DONE, StepState.FAILED, StepState.SKIPPED})
 
@@ -331,6 +333,11 @@ class RecoveryExecutor:
         now = self._clock.now()
         status, summary = summarize(item.steps)
         payload = {**item.notification.payload, RECOVERY_SUMMARY_KEY: summary}
+        kind = EventKind.NOTIFICATION_FINISHED
+        if status is NotificationStatus.NEW:
+            # Handed to the VM's owner: open again, in notify mode, for an external system to claim.
+            payload[RECOVERY_MODE_KEY] = SegmentMode.NOTIFY.value
+            kind = EventKind.NOTIFICATION_LEFT_TO_OWNER
         # Alerts before the closing commit: a crash between the two replays the finish, and the
         # store drops the duplicate alert; the other order could lose the alert for good.
         for alert in alerts_for(item.notification, item.steps, summary, now):
@@ -341,7 +348,7 @@ class RecoveryExecutor:
         del self._open[item.notification.id]
         self._emit(
             EngineEvent(
-                EventKind.NOTIFICATION_FINISHED,
+                kind,
                 now,
                 item.notification.hostname,
                 notification_id=item.notification.id,
@@ -359,4 +366,5 @@ class RecoveryExecutor:
 
 def _brief(detail: Mapping[str, Any]) -> dict[str, Any]:
     keys = ("error", "target", "host", "name", "placed", "unplaced", "confirmed_at", "issued_at")
+    keys += (vm_steps.OWNER_KEY,)
     return {k: detail[k] for k in keys if k in detail}

@@ -7,6 +7,7 @@ running it again after a crash does no harm.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from haven.domain.cloud import Host, Server, ServerGroup
@@ -19,6 +20,7 @@ from haven.recovery.context import HAVEN_MARK, StepContext
 from haven.recovery.outcome import NewStep, Outcome, done, failed, requeue
 from haven.recovery.planner import plan_evacuation
 from haven.recovery.targets import short_list_size
+from haven.recovery.vm_steps import OWNER_KEY
 from haven.recovery.workflows import ENABLE_RESERVED, EVACUATE
 
 
@@ -88,21 +90,39 @@ async def plan(step: Step, ctx: StepContext) -> Outcome:
     made = await make_plan(ctx, failed_host)
     if isinstance(made, Outcome):
         return made
-    segment, servers, result = made
+    segment, servers, result = made.segment, made.servers, made.result
     ctx.targets.charge(segment.id, result.placements, {s.id: s for s in servers})
-    return done(_plan_detail(result, segment, servers), _plan_steps(result, servers, failed_host))
+    detail = {**_plan_detail(result, segment, servers), OWNER_KEY: owner_list(made.left_to_owner)}
+    detail["servers_on_host"] = len(servers) + len(made.left_to_owner)
+    return done(detail, _plan_steps(result, servers, failed_host))
 
 
-async def make_plan(
-    ctx: StepContext, failed_host: HostName
-) -> Outcome | tuple[Segment, list[Server], EvacuationPlan]:
-    """The plan for a failed host (also used by dry runs), or a failed Outcome saying why there is none."""
+@dataclass(frozen=True, slots=True)
+class MadePlan:
+    segment: Segment
+    servers: list[Server]  # the servers haven recovers (every one on the host but those below)
+    result: EvacuationPlan
+    left_to_owner: list[Server]  # HA_Mode=notify: reported, never planned nor evacuated by haven
+
+
+def owner_list(servers: Sequence[Server]) -> list[dict[str, str]]:
+    return [{"server": s.id, "name": s.name} for s in servers]
+
+
+async def make_plan(ctx: StepContext, failed_host: HostName) -> Outcome | MadePlan:
+    """The plan for a failed host (also used by dry runs), or a failed Outcome saying why there is none.
+
+    VMs whose metadata leaves them to their owner are set apart first: the pure planner never
+    sees them, so they take no capacity and count neither as placed nor as unplaced.
+    """
     try:
         member = ctx.store.get_host(failed_host)
         segment = ctx.store.get_segment(member.segment_id)
     except NotFound:
         return failed(f"{failed_host} is in no failover segment: nothing to plan", {}, stop_recovery=True)
-    servers = list(await ctx.cloud.list_servers(failed_host))
+    on_host = list(await ctx.cloud.list_servers(failed_host))
+    owned = [s for s in on_host if s.left_to_owner]
+    servers = [s for s in on_host if not s.left_to_owner]
     ids = {s.id for s in servers}
     # Only the groups of these servers matter; a cloud may have thousands.
     groups = {g.id: g for g in await ctx.cloud.list_server_groups() if g.members & ids}
@@ -119,7 +139,7 @@ async def make_plan(
         every = await book.candidates(ctx.cloud, ctx.store, segment.id, ctx.now, usable, presence)
         if len(every) > len(targets):
             result = _plan(servers, every, groups, segment, ctx)
-    return segment, servers, result
+    return MadePlan(segment, servers, result, owned)
 
 
 def _plan(

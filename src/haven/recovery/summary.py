@@ -7,12 +7,21 @@ from collections.abc import Sequence
 from typing import Any
 
 from haven.domain.incidents import Alert, AlertKind, Notification, NotificationStatus, Step, StepState
-from haven.recovery.workflows import DRY_RUN, EVACUATE, FENCE, PLAN
+from haven.recovery.vm_steps import OWNER_KEY
+from haven.recovery.workflows import DRY_RUN, EVACUATE, FENCE, PLAN, VM_OWNER
 
 
 def summarize(steps: Sequence[Step]) -> tuple[NotificationStatus, dict[str, Any]]:
+    """The final status and summary; NEW means handed to the VM's owner (custom recovery), still open."""
     if not steps:
         return NotificationStatus.IGNORED, {"note": "no recovery workflow for this notification type yet"}
+    owner = next((s for s in steps if s.kind == VM_OWNER), None)
+    if owner is not None:
+        detail = owner.detail
+        if owner.state is StepState.DONE and detail.get(OWNER_KEY):
+            vm = [{"server": detail.get("server", owner.subject), "name": detail.get("name", "")}]
+            return NotificationStatus.NEW, {OWNER_KEY: vm, "note": detail.get("note", "")}
+        return NotificationStatus.IGNORED, {"note": detail.get("note") or detail.get("error", "")}
     evacuations = [s for s in steps if s.kind == EVACUATE]
     plan = next((s for s in steps if s.kind == PLAN and s.state is StepState.DONE), None)
     unplaced = list(plan.detail.get("unplaced", [])) if plan else []
@@ -26,6 +35,7 @@ def summarize(steps: Sequence[Step]) -> tuple[NotificationStatus, dict[str, Any]
         "planned": len(evacuations),
         "unplaced": unplaced,
         "skipped": list(plan.detail.get("skipped", [])) if plan else [],
+        OWNER_KEY: list(plan.detail.get(OWNER_KEY, [])) if plan else [],
         "failures": failures,
     }
     dry = next((s for s in steps if s.kind == DRY_RUN and s.state is StepState.DONE), None)

@@ -9,9 +9,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from haven.domain.incidents import RECOVERY_MODE_KEY, Notification, NotificationType, SegmentMode, Step
+from haven.domain.incidents import (
+    EXTERNAL_STEP,
+    RECOVERY_MODE_KEY,
+    Notification,
+    NotificationType,
+    SegmentMode,
+    Step,
+)
 
-__all__ = ["RECOVERY_MODE_KEY", "initial_steps"]
+__all__ = ["EXTERNAL", "RECOVERY_MODE_KEY", "initial_steps"]
 
 FENCE = "fence"
 FORCE_DOWN = "force_down"
@@ -21,6 +28,8 @@ EVACUATE = "evacuate"
 DISABLE_SERVICE = "disable_compute_service"
 ENABLE_SERVICE = "enable_compute_service"
 DRY_RUN = "dry_run"
+VM_OWNER = "check_vm_owner"  # does the VM's HA_Mode=notify leave it to its owner?
+EXTERNAL = EXTERNAL_STEP  # what an external system reported (custom recovery's audit trail)
 
 # Steps of these kinds run side by side (bounded); every other kind runs alone, in order.
 PARALLEL_KINDS = frozenset({EVACUATE})
@@ -43,4 +52,6 @@ def _kinds(type_: NotificationType, payload: Mapping[str, Any]) -> list[str]:
     if type_ is NotificationType.PROCESS:
         started = str(payload.get("event", "")).upper() == PROCESS_STARTED
         return [ENABLE_SERVICE] if started else [DISABLE_SERVICE]
-    return []  # VM recovery comes with the host agent; such notifications are ignored for now
+    # Guest recovery comes with the host agent; until then a VM notification is handed to the VM's
+    # owner when its metadata asks for it (HA_Mode=notify), and ignored otherwise.
+    return [VM_OWNER]

@@ -20,6 +20,7 @@ is opened or changed, so a bad file stops haven with nothing touched.
     [[segments]]
     name = "segment-az1"
     recovery_method = "reserved_host"
+    mode = "notify"                                # or automatic (the default), dry_run
     [fencing]                                      # see haven.fencing.config for every key
     default_driver = "none"                        # default: "sim" on the simulated cloud
     [[fencing.hosts]]
@@ -37,6 +38,9 @@ is opened or changed, so a bad file stops haven with nothing touched.
     username = "haven"                             # haven's service user (role: service)
     password_env = "HAVEN_KEYSTONE_PASSWORD"       # or password = "..." (never shown)
     project_name = "service"
+
+A ``[[segments]]`` entry sets only the keys it gives, at every start of ``haven serve``
+(the file wins over changes made through the API since the last start).
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from haven.domain.errors import ConfigError
-from haven.domain.incidents import RecoveryMethod
+from haven.domain.incidents import RecoveryMethod, SegmentMode
 from haven.domain.settings import DetectionSettings, EngineSettings, RecoverySettings
 from haven.fencing.config import FencingConfig, parse_fencing
 from haven.notify.publisher import PublishSettings
@@ -106,6 +110,12 @@ class HavenConfig:
     fencing: FencingConfig = field(default_factory=FencingConfig)
     publish: PublishConfig = field(default_factory=lambda: PublishConfig())
     keystone: KeystoneConfig | None = None  # None: the local token (embedded default)
+    segment_modes: Mapping[str, SegmentMode] = field(default_factory=dict)
+
+    @property
+    def segment_names(self) -> frozenset[str]:
+        """Every segment a [[segments]] entry names."""
+        return frozenset(self.segment_methods) | frozenset(self.segment_modes)
 
 
 def load_config(home: Path, path: Path | None = None) -> HavenConfig:
@@ -137,18 +147,20 @@ def load_config(home: Path, path: Path | None = None) -> HavenConfig:
         recovery=_settings(RecoverySettings, _table(raw, "recovery", where), f"{where} [recovery]"),
     )
     check_settings(engine, where)
+    methods, modes = _segments(raw.get("segments", []), where)
     return HavenConfig(
         home=home,
         database_url=url,
         engine=engine,
         cloud_driver=driver,
         simulated=_settings(SimulatedCloudConfig, cloud, f"{where} [cloud]"),
-        segment_methods=_segment_methods(raw.get("segments", []), where),
+        segment_methods=methods,
         source=path,
         # The simulated cloud's BMCs fence its hosts unless the file says otherwise.
         fencing=parse_fencing(raw.get("fencing"), where, "sim" if driver == "simulated" else "none"),
         publish=_publish(_table(raw, "publish", where), f"{where} [publish]"),
         keystone=_keystone(raw, where),
+        segment_modes=modes,
     )
 
 
@@ -245,23 +257,40 @@ def _keystone(raw: Mapping[str, Any], where: str) -> KeystoneConfig | None:
     return keystone
 
 
-def _segment_methods(segments: object, where: str) -> dict[str, RecoveryMethod]:
+def _segments(segments: object, where: str) -> tuple[dict[str, RecoveryMethod], dict[str, SegmentMode]]:
+    """The recovery methods and the modes the [[segments]] entries set, by segment name."""
     if not isinstance(segments, list):
         raise ConfigError(f"{where}: segments must be an array of tables", "write each as [[segments]]")
     methods: dict[str, RecoveryMethod] = {}
+    modes: dict[str, SegmentMode] = {}
     for entry in segments:
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise ConfigError(f"{where}: each [[segments]] needs a name", 'e.g. name = "segment-az1"')
-        _only(entry, {"name", "recovery_method"}, f"{where} segment {entry['name']}")
-        method = entry.get("recovery_method", "auto")
-        try:
-            methods[entry["name"]] = RecoveryMethod(method)
-        except ValueError:
-            raise ConfigError(
-                f"{where}: segment {entry['name']} has unknown recovery_method {method!r}",
-                f"use one of: {', '.join(m.value for m in RecoveryMethod)}",
-            ) from None
-    return methods
+        name = entry["name"]
+        _only(entry, {"name", "recovery_method", "mode"}, f"{where} segment {name}")
+        if "mode" not in entry:  # an entry that names only a segment keeps Masakari's default method
+            methods[name] = _choice(RecoveryMethod, entry.get("recovery_method", "auto"), name, where)
+        else:
+            if "recovery_method" in entry:
+                methods[name] = _choice(RecoveryMethod, entry["recovery_method"], name, where)
+            modes[name] = _choice(SegmentMode, entry["mode"], name, where)
+    return methods, modes
+
+
+E = TypeVar("E", RecoveryMethod, SegmentMode)
+
+
+def _choice(enum: type[E], value: object, segment: str, where: str) -> E:
+    key = "recovery_method" if enum is RecoveryMethod else "mode"
+    try:
+        if not isinstance(value, str):
+            raise ValueError(value)
+        return enum(value)
+    except ValueError:
+        raise ConfigError(
+            f"{where}: segment {segment} has unknown {key} {value!r}",
+            f"use one of: {', '.join(m.value for m in enum)}",
+        ) from None
 
 
 # ---- [publish]: where haven publishes failures and recovery progress (haven.notify) ----------

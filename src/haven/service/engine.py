@@ -34,6 +34,7 @@ from haven.domain.incidents import (
 from haven.domain.liveness import HostCondition
 from haven.domain.settings import EngineSettings
 from haven.fencing.base import Fencer
+from haven.recovery.custom import CustomRecovery
 from haven.recovery.executor import CommitHook, RecoveryExecutor, no_hook
 from haven.recovery.workflows import DISABLE_SERVICE, FORCE_DOWN, initial_steps
 from haven.store import Store
@@ -80,6 +81,8 @@ class Engine:
             self._on_step_event,
             on_commit,
         )
+        # Custom recovery: the API's claim/progress/finish/fail, heard by the same event sink.
+        self.custom = CustomRecovery(store, clock, on_event)
         self._membership = Membership({}, {})
         self._conditions: dict[HostName, HostCondition] = {}
         self._holds: dict[SegmentId, Hold] = {}
@@ -349,7 +352,7 @@ class Engine:
                 host,
                 segment_id,
                 notification.id,
-                {"type": type_.value, "status": status.value, **payload},
+                {"type": type_.value, "status": status.value, **payload, RECOVERY_MODE_KEY: mode.value},
             )
         )
         return notification

@@ -43,10 +43,12 @@ def _notification_values(notification: Notification) -> dict[str, object]:
         "created_at": notification.created_at,
         "updated_at": notification.updated_at,
         "segment_id": notification.segment_id,
+        "claimed_by": notification.claimed_by,
+        "claimed_at": notification.claimed_at,
     }
 
 
-def _notification(row: Row[Any]) -> Notification:
+def notification_of(row: Row[Any]) -> Notification:
     return Notification(
         id=NotificationId(row.id),
         type=NotificationType(row.type),
@@ -57,10 +59,12 @@ def _notification(row: Row[Any]) -> Notification:
         created_at=row.created_at,
         updated_at=row.updated_at,
         segment_id=None if row.segment_id is None else SegmentId(row.segment_id),
+        claimed_by=row.claimed_by,
+        claimed_at=row.claimed_at,
     )
 
 
-def _step_values(step: Step) -> dict[str, object]:
+def step_values(step: Step) -> dict[str, object]:
     return {
         "notification_id": step.notification_id,
         "seq": step.seq,
@@ -113,7 +117,7 @@ def _insert_steps(conn: Connection, notification_id: str, new_steps: Sequence[St
     if not new_steps:
         return
     try:
-        bulk.insert_rows(conn, steps, [_step_values(step) for step in new_steps])
+        bulk.insert_rows(conn, steps, [step_values(step) for step in new_steps])
     except IntegrityError as exc:
         seqs = sorted(step.seq for step in new_steps)
         raise Conflict(
@@ -126,7 +130,7 @@ def get(conn: Connection, notification_id: str) -> Notification:
     row = conn.execute(select(notifications).where(notifications.c.id == notification_id)).one_or_none()
     if row is None:
         raise NotFound(f"no notification with id {notification_id!r}")
-    return _notification(row)
+    return notification_of(row)
 
 
 def list_some(
@@ -145,7 +149,7 @@ def list_some(
         query = query.where(notifications.c.hostname == hostname)
     if limit is not None:
         query = query.limit(limit)
-    return [_notification(row) for row in conn.execute(query)]
+    return [notification_of(row) for row in conn.execute(query)]
 
 
 def save_progress(
@@ -170,7 +174,7 @@ def save_progress(
     if found.rowcount != 1:
         raise NotFound(f"no notification with id {notification_id!r}")
     if changed:
-        rows = [_step_values(step) for step in changed]
+        rows = [step_values(step) for step in changed]
         if bulk.update_rows(conn, steps, ["notification_id", "seq"], rows) != len(changed):
             raise NotFound(_missing_steps(conn, notification_id, changed))
     _insert_steps(conn, notification_id, new)

@@ -35,7 +35,7 @@ from haven.domain.incidents import (
     Step,
 )
 from haven.domain.publishing import Delivery, OutboxCounts, PublishedEvent
-from haven.store import alerts, hosts, migrate, notifications, outbox, segments
+from haven.store import alerts, claims, hosts, migrate, notifications, outbox, segments
 from haven.store.engine import WRITE_OPTION, SqliteFootprint, Target, build_engine, parse
 from haven.store.translate import translate_errors
 
@@ -213,6 +213,33 @@ class Store:
         """The notification's steps ordered by seq; NotFound for an unknown notification."""
         with self._transaction(write=False) as conn:
             return notifications.list_steps(conn, notification_id)
+
+    # custom recovery: an external system claims a notify-mode notification and reports on it
+
+    def claim_notification(
+        self, notification_id: NotificationId, owner: str, entry: Mapping[str, Any], *, now: float
+    ) -> Notification:
+        """``owner`` takes an open notify-mode notification (status running), ``entry`` is audited.
+
+        Claiming again as the same owner changes nothing; Conflict when another owner holds it,
+        when it is not a notify-mode one, or when it is no longer open; NotFound for an unknown id.
+        """
+        with self._transaction(write=True) as conn:
+            return claims.claim(conn, notification_id, owner, entry, now)
+
+    def report_on_claim(
+        self,
+        notification_id: NotificationId,
+        owner: str,
+        entry: Mapping[str, Any],
+        *,
+        status: NotificationStatus | None = None,
+        payload: Mapping[str, Any] | None = None,
+        now: float,
+    ) -> Notification:
+        """Append ``entry`` to the audit trail of a notification ``owner`` claimed (Conflict otherwise)."""
+        with self._transaction(write=True) as conn:
+            return claims.report(conn, notification_id, owner, entry, status, payload, now)
 
     # alerts
 

@@ -86,6 +86,8 @@ notifications = Table(
     Column("created_at", Double, nullable=False, index=True),
     Column("updated_at", Double, nullable=False),
     Column("segment_id", ID, nullable=True, index=True),
+    Column("claimed_by", NAME, nullable=True),  # custom recovery: the external system working on it
+    Column("claimed_at", Double, nullable=True),
 )
 
 steps = Table(

@@ -5,7 +5,9 @@ name in no segment is a 400; a host on maintenance is a 409; an identical open
 notification (the engine's ``submit`` returns None) is a 409. The notification itself
 is opened by the engine through ``intake.submit``, on the event loop. Masakari's
 ``generated_time`` is validated but the engine stamps its own clock's time.
-Show adds ``recovery_workflow_details`` from microversion 1.1.
+Show adds ``recovery_workflow_details`` from microversion 1.1, and (haven's extension, any
+microversion) ``haven_recovery``: the mode it was opened in, who claimed it, haven's summary.
+The claim, progress, finish and fail routes live in haven.api.routes.custom_recovery.
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ from haven.api.identity import host_uuid, same_uuid
 from haven.api.microversion import WORKFLOW_DETAILS, APIVersion, api_version
 from haven.api.paging import Page, page
 from haven.api.schemas import NotificationCreate
-from haven.api.views import notification_view
+from haven.api.views import haven_recovery_view, notification_view
 from haven.api.workflow import workflow_details
 from haven.domain.errors import Conflict, NotFound
 from haven.domain.ids import HostName
-from haven.domain.incidents import NotificationStatus, NotificationType
+from haven.domain.incidents import Notification, NotificationStatus, NotificationType
 
 Json = dict[str, Any]
 Version = Annotated[APIVersion, Depends(api_version)]
@@ -60,6 +62,15 @@ def epoch_seconds(text: str) -> float:
     """An ISO 8601 time as epoch seconds; a time without a zone is UTC, as Masakari's are."""
     moment = datetime.fromisoformat(text)
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def shown(ctx: ApiContext, notification: Notification, version: APIVersion) -> Json:
+    """A notification as show answers it (also after a claim, progress, finish or fail)."""
+    view = notification_view(notification)
+    view["haven_recovery"] = haven_recovery_view(notification)
+    if version >= WORKFLOW_DETAILS:
+        view["recovery_workflow_details"] = workflow_details(ctx.store.list_steps(notification.id))
+    return view
 
 
 def router(ctx: ApiContext) -> APIRouter:
@@ -115,10 +126,6 @@ def router(ctx: ApiContext) -> APIRouter:
 
     @routes.get("/{notification_id}", summary="Show a notification (with its recovery from 1.1)")
     def show_notification(notification_id: str, version: Version) -> Json:
-        notification = ctx.find_notification(notification_id)
-        view = notification_view(notification)
-        if version >= WORKFLOW_DETAILS:
-            view["recovery_workflow_details"] = workflow_details(ctx.store.list_steps(notification.id))
-        return {"notification": view}
+        return {"notification": shown(ctx, ctx.find_notification(notification_id), version)}
 
     return routes

@@ -4,6 +4,11 @@ Masakari: create answers 201, delete 204; a duplicate name is a 409; changing or
 deleting a segment while one of its notifications is new, running or in error is a
 409. ``enabled`` exists from microversion 1.2. Every change is followed by
 ``intake.reload_membership()`` so the engine sees the new membership at once.
+
+haven's extension ``haven_mode`` (automatic, notify, dry_run; any microversion) is
+shown on every segment and may be set on create and update. Changing only the mode is
+allowed while a recovery runs in the segment: a notification keeps the mode it was
+opened in, so the change applies to failures reported from then on.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from haven.api.schemas import SegmentCreate, SegmentUpdate, changes_of, parse_bo
 from haven.api.views import segment_view
 from haven.domain.errors import Conflict
 from haven.domain.ids import SegmentId
-from haven.domain.incidents import Segment
+from haven.domain.incidents import Segment, SegmentMode
 
 Json = dict[str, Any]
 Version = Annotated[APIVersion, Depends(api_version)]
@@ -102,6 +107,7 @@ def router(ctx: ApiContext) -> APIRouter:
             service_type=fields.service_type,
             enabled=True if fields.enabled is None else fields.enabled,
             description=fields.description or "",
+            mode=fields.haven_mode or SegmentMode.AUTOMATIC,
         )
         try:
             created = ctx.store.create_segment(segment)
@@ -119,7 +125,10 @@ def router(ctx: ApiContext) -> APIRouter:
         changes = changes_of(body.segment)
         refuse_enabled_before_1_2(changes, version)
         segment = ctx.find_segment(segment_id)
-        refuse_under_recovery(ctx, segment, "updated")
+        if set(changes) - {"haven_mode"}:  # a mode change alone affects only failures reported later
+            refuse_under_recovery(ctx, segment, "updated")
+        if "haven_mode" in changes:
+            changes["mode"] = changes.pop("haven_mode")
         if "description" in changes:
             changes["description"] = changes["description"] or ""
         try:
