@@ -47,6 +47,9 @@ _CONDITION_ALERTS = {
 }
 # Alerts about one recovery of a host; cleared when the host is back or a new incident opens.
 INCIDENT_ALERTS = (AlertKind.FENCE_FAILED, AlertKind.UNPLACED, AlertKind.RECOVERY_FAILED)
+# Payload keys that tell one failure from another of the same type and host (a monitor's free-text
+# fields, or haven's own "reason", may differ between two reports of one failure).
+_SAME_FAILURE_KEYS = ("event", "instance_uuid", "process_name")
 _CONDITION_EVENTS = {
     HostCondition.SUSPECT: EventKind.HOST_SUSPECTED,
     HostCondition.DEAD: EventKind.HOST_CONFIRMED_DEAD,
@@ -318,7 +321,7 @@ class Engine:
         """Open a notification (Masakari semantics), unless an identical one is already open."""
         now = self._clock.now()
         for n in self._store.list_notifications(statuses=UNFINISHED_STATUSES, type=type_, hostname=host):
-            if n.payload.get("event") == payload.get("event"):
+            if all(n.payload.get(k) == payload.get(k) for k in _SAME_FAILURE_KEYS):
                 # The same failure is already being handled (by haven or, in notify mode, by others).
                 return None
         segment_id = self._membership.segment_of.get(host)
