@@ -365,6 +365,15 @@ class RecoveryExecutor:
 
 
 def _brief(detail: Mapping[str, Any]) -> dict[str, Any]:
-    keys = ("error", "target", "host", "name", "placed", "unplaced", "confirmed_at", "issued_at")
-    keys += (vm_steps.OWNER_KEY,)
+    keys = (
+        "error",
+        "target",
+        "host",
+        "name",
+        "placed",
+        "unplaced",
+        "confirmed_at",
+        "issued_at",
+        vm_steps.OWNER_KEY,
+    )
     return {k: detail[k] for k in keys if k in detail}
