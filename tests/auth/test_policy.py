@@ -38,3 +38,10 @@ def test_the_v1_document_needs_only_a_valid_token_and_unknown_routes_need_admin(
     assert authorize("HEAD", "/v1/", frozenset()).rule is Rule.ANY
     haven_own = policy_for("POST", "/v1/notifications/{notification_id}/claim")
     assert haven_own.rule is Rule.ADMIN_API and haven_own.action.startswith("haven:")
+
+
+def test_havens_status_is_for_readers_too_but_not_members() -> None:
+    assert authorize("GET", "/v1/haven/status", frozenset({"reader"})).action == "haven:status:show"
+    assert authorize("GET", "/v1/haven/status", frozenset({"admin"})).rule is Rule.READER
+    with pytest.raises(ApiError, match=r"Policy doesn't allow haven:status:show to be performed\."):
+        authorize("GET", "/v1/haven/status", frozenset({"member"}))

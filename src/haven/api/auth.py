@@ -13,10 +13,10 @@ their user, project and roles. An authenticator that does network I/O says so
 the engine never waits on Keystone. An authenticator that cannot decide (Keystone
 unreachable) raises ``AuthUnavailable``: 503, not 401, since the caller did nothing wrong.
 
-Routes declare the ``require_admin`` dependency (the name predates the policy table and
-stays); it applies haven.api.policy's rule for the matched route, Masakari's defaults,
-and answers 403 in Masakari's words when the principal's roles do not satisfy it. The
-token is never logged or echoed.
+Routes declare the ``require_policy`` dependency (or ``require_admin``, the same function
+under the name it had before the policy table); it applies haven.api.policy's rule for
+the matched route (Masakari's defaults) and answers 403 in Masakari's words when the
+principal's roles do not satisfy it. The token is never logged or echoed.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class AuthGate:
         await self.app(scope, receive, send)
 
 
-def require_admin(request: Request) -> Principal:
+def require_policy(request: Request) -> Principal:
     """FastAPI dependency: the caller, allowed by the matched route's policy (Masakari's defaults).
 
     Every route Masakari has needs the admin role except ``/v1``; see haven.api.policy.
@@ -126,3 +126,7 @@ def require_admin(request: Request) -> Principal:
     path = getattr(route, "path", None) or request.url.path  # the declared path, with {placeholders}
     authorize(request.method, path, principal.roles)
     return principal
+
+
+# The name routes have used since before the policy table; it applies the table too.
+require_admin = require_policy

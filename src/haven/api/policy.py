@@ -1,8 +1,9 @@
 """Masakari's default policy, in one table: which role each API action needs.
 
-Called by ``haven.api.auth.require_admin`` (the dependency every protected route
-declares) with the route that matched, so adding a route needs no change here
-unless Masakari names its action: an unlisted route gets the strictest rule.
+Called by ``haven.api.auth.require_policy`` (the dependency every protected route
+declares, also named ``require_admin``) with the route that matched, so adding a route
+needs no change here unless Masakari names its action or the route is for readers too:
+an unlisted route gets the strictest rule.
 
 The table copies Masakari's shipped defaults (masakari/policies/*.py): every
 segment, host, notification and VM-move action, reads included, is
@@ -23,11 +24,13 @@ from http import HTTPStatus
 from haven.api.errors import ApiError
 
 ADMIN_ROLE = "admin"
+READER_ROLE = "reader"
 
 
 class Rule(Enum):
     ANY = "@"  # any authenticated caller
     ADMIN_API = "rule:admin_api"  # is_admin:True, i.e. the admin role
+    READER = "role:reader or rule:admin_api"  # haven's own read-outs only; Masakari has no such rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,8 @@ POLICIES: Mapping[tuple[str, str], Policy] = {
             ("POST", "/v1/notifications"): "create",
         },
     ),
+    # haven's own resources (not Masakari's): the engine's status is for readers too.
+    ("GET", "/v1/haven/status"): Policy("haven:status:show", Rule.READER),
     **_rules(
         "vmoves",
         {
@@ -96,7 +101,9 @@ def policy_for(method: str, path: str) -> Policy:
 
 
 def allowed(policy: Policy, roles: frozenset[str]) -> bool:
-    return policy.rule is Rule.ANY or ADMIN_ROLE in roles
+    if policy.rule is Rule.ANY or ADMIN_ROLE in roles:
+        return True
+    return policy.rule is Rule.READER and READER_ROLE in roles
 
 
 def authorize(method: str, path: str, roles: frozenset[str]) -> Policy:

@@ -3,8 +3,8 @@
 Not part of Masakari's API: everything haven adds lives under ``/v1/haven/`` (a name
 Masakari's resources cannot take) or at ``/metrics``, Prometheus' conventional path.
 
-``/v1/haven/status`` needs a token with the admin or reader role (``require_reader``,
-defined here so the Masakari routes' policy stays in haven.api.auth). ``/metrics``
+``/v1/haven/status`` needs a token with the admin or reader role (its rule is in the
+policy table, haven.api.policy, with every other route's). ``/metrics``
 is open, like ``/healthz``: it carries only aggregate counts (no host names, ids or
 secrets), Prometheus 2.x cannot send haven's ``X-Auth-Token`` header, and the API
 listens on 127.0.0.1 unless ``--bind`` says otherwise (see the README).
@@ -12,31 +12,17 @@ listens on 127.0.0.1 unless ``--bind`` says otherwise (see the README).
 
 from __future__ import annotations
 
-from http import HTTPStatus
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel
 
-from haven.api.auth import _STATE_KEY as PRINCIPAL_KEY  # where the AuthGate puts the caller
-from haven.api.auth import ADMIN, Principal
+from haven.api.auth import require_policy
 from haven.api.context import ApiContext
-from haven.api.errors import ApiError
 from haven.service.metrics import CONTENT_TYPE, HavenMetrics
 from haven.service.status import leader_dict, status_summary
 
-READER_ROLES = frozenset({ADMIN, "reader"})
 STATUS_PATH = "/v1/haven/status"
-
-
-def require_reader(request: Request) -> Principal:
-    """FastAPI dependency: the caller, who must hold the admin or the reader role."""
-    principal = request.scope.get("state", {}).get(PRINCIPAL_KEY)
-    if not isinstance(principal, Principal):
-        raise ApiError(HTTPStatus.UNAUTHORIZED, "The request you have made requires authentication.")
-    if not principal.roles & READER_ROLES:
-        raise ApiError(HTTPStatus.FORBIDDEN, "Policy doesn't allow this operation to be performed.")
-    return principal
 
 
 class Leader(BaseModel):
@@ -78,7 +64,7 @@ def router(ctx: ApiContext) -> APIRouter:
     @routes.get(
         STATUS_PATH,
         summary="The engine's status: leader, hosts by condition, notifications by status, alerts, holds",
-        dependencies=[Depends(require_reader)],
+        dependencies=[Depends(require_policy)],
     )
     def engine_status() -> EngineStatus:
         body: dict[str, Any] = {
