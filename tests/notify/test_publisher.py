@@ -18,7 +18,9 @@ from haven.domain.events import EngineEvent, EventKind
 from haven.domain.ids import HostName, SegmentId
 from haven.domain.incidents import Notification, NotificationStatus
 from haven.notify import (
+    CLAIM,
     NOTIFICATION_CREATE,
+    PROGRESS,
     RECOVERY_END,
     RECOVERY_ERROR,
     RECOVERY_START,
@@ -26,6 +28,7 @@ from haven.notify import (
     PublishSettings,
 )
 from haven.notify.webhook import WebhookSink
+from haven.recovery.custom import CustomRecovery
 from haven.store import Store
 from store.builders import notification as build_notification
 
@@ -123,6 +126,27 @@ async def test_a_failed_recovery_is_an_error_event(store: Store, receiver: Webho
         assert await until(receiver, 1) == [RECOVERY_ERROR]
     body = receiver.delivered()[0].body
     assert (body["priority"], body["payload"]["outcome"]) == ("ERROR", "failed")
+
+
+async def test_an_owners_claim_progress_and_finish_are_published_with_what_the_owner_said(
+    store: Store, receiver: WebhookReceiver
+) -> None:
+    left = {"recovery_mode": "notify"}
+    made = build_notification("compute-7", created_at=time.time(), segment_id=SegmentId("s"), payload=left)
+    n = store.create_notification(made)
+    pub = publisher(store, receiver.url)
+    owner = CustomRecovery(store, RealClock(), pub.on_event)
+    async with running(pub):
+        owner.claim(n.id, "ops-bot")
+        owner.progress(n.id, "ops-bot", "rebuilding", 40.0)
+        owner.progress(n.id, "ops-bot", "rebuilding", 80.0)  # same words, still its own event
+        owner.finish(n.id, "ops-bot", "done by the runbook")
+        assert await until(receiver, 4) == [CLAIM, PROGRESS, PROGRESS, RECOVERY_END]
+    reports = [r.body["payload"]["owner_report"] for r in receiver.delivered()]
+    assert reports[1] == {"owner": "ops-bot", "message": "rebuilding", "percentage": 40.0}
+    assert reports[2]["percentage"] == 80.0
+    assert reports[3] == {"owner": "ops-bot", "message": "done by the runbook"}
+    assert receiver.delivered()[3].body["payload"]["outcome"] == "finished"
 
 
 async def test_server_errors_and_429_are_retried_until_taken(store: Store, receiver: WebhookReceiver) -> None:

@@ -6,7 +6,7 @@ Nothing outside haven.coordination sees etcd types or etcd errors.
 
 Which client, and why
 ---------------------
-Evaluated: **etcd3gw** 2.7 (OpenStack-maintained, already locked; grpc-gateway JSON over HTTP,
+Evaluated: **etcd3gw** 2.7 (OpenStack-maintained, since dropped from the lock; grpc-gateway JSON over HTTP,
 synchronous) and **aetcd** 1.0 (asyncio over gRPC, maintained). Chosen: neither as a library, but
 etcd's own documented grpc-gateway JSON API (the same one etcd3gw speaks) through **httpx**'s
 async client, which haven already depends on. Why:

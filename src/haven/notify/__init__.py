@@ -6,7 +6,10 @@ keeps them in the store's outbox and delivers them to every ``sinks.Sink``
 """
 
 from haven.notify.events import (
+    CLAIM,
+    LEFT_TO_OWNER,
     NOTIFICATION_CREATE,
+    PROGRESS,
     RECOVERY_END,
     RECOVERY_ERROR,
     RECOVERY_START,
@@ -15,7 +18,10 @@ from haven.notify.publisher import Outbox, Publisher, PublishSettings
 from haven.notify.sinks import DeliveryError, Sink
 
 __all__ = [
+    "CLAIM",
+    "LEFT_TO_OWNER",
     "NOTIFICATION_CREATE",
+    "PROGRESS",
     "RECOVERY_END",
     "RECOVERY_ERROR",
     "RECOVERY_START",

@@ -87,7 +87,8 @@ class Publisher:
         try:
             notification = self._outbox.get_notification(event.notification_id)
             self._outbox.append_event(
-                published_event(event_type, notification, self._clock.now()), self.sink_names
+                published_event(event_type, notification, self._clock.now(), event.detail, key),
+                self.sink_names,
             )
         except Exception:  # publishing must never break a recovery
             _log.exception("could not keep event %s in the outbox", key)
