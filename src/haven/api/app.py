@@ -2,7 +2,8 @@
 
 Layers of a request, outermost first: ``AuthGate`` (401 unless the path is open),
 ``MicroversionMiddleware`` (400/406 for a bad ``OpenStack-API-Version`` on /v1, and the
-echo), then FastAPI routing with haven.api.errors mapping every error to Masakari's
+echo), ``ProjectScope`` (Masakari's ``/v1/<project_id>/segments...`` form, see
+haven.api.project_scope), then FastAPI routing with haven.api.errors mapping every error to Masakari's
 fault body. OpenAPI is served at ``/openapi.json``; the interactive docs are off.
 """
 
@@ -15,6 +16,7 @@ from haven.api.auth import Authenticator, AuthGate, LocalTokenAuthenticator
 from haven.api.context import ApiContext, DrillLimits
 from haven.api.intake import NotificationIntake
 from haven.api.microversion import MAX_VERSION, MicroversionMiddleware
+from haven.api.project_scope import ProjectScope
 from haven.api.routes import (
     custom_recovery,
     discovery,
@@ -66,6 +68,7 @@ def create_app(
         openapi_url="/openapi.json",
     )
     errors.install(app)
+    app.add_middleware(ProjectScope)  # after the microversion check, as in Masakari's Resource
     app.add_middleware(MicroversionMiddleware)
     app.add_middleware(AuthGate, authenticator=gate)  # added last: runs first
     for build in (discovery.router, segments.router, hosts.router, notifications.router, vmoves.router):

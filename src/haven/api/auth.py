@@ -130,3 +130,9 @@ def require_policy(request: Request) -> Principal:
 
 # The name routes have used since before the policy table; it applies the table too.
 require_admin = require_policy
+
+
+def current_principal(scope: Scope) -> Principal | None:
+    """The caller the gate admitted for this request (for middleware after the gate), or None."""
+    principal = scope.get("state", {}).get(_STATE_KEY)
+    return principal if isinstance(principal, Principal) else None
