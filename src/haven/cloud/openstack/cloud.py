@@ -1,0 +1,152 @@
+"""OpenStackCloud: haven's Cloud protocol (and Nova's service state as a liveness channel) over Nova.
+
+Called by the engine and the recovery steps exactly as they call the simulated
+cloud. Every request runs in CallPool's worker threads (the event loop never blocks)
+and every openstacksdk/keystoneauth error comes out as a haven CloudError. Nothing
+here waits for an effect: evacuate returns once Nova accepted the call, and the
+evacuate step verifies by polling get_server later (requeue, never sleep).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from haven.cloud.openstack import convert
+from haven.cloud.openstack.calls import CallPool
+from haven.cloud.openstack.nova import NovaApi
+from haven.domain.cloud import Host, Server, ServerGroup, VmState
+from haven.domain.errors import NotFound, PermanentError
+from haven.domain.ids import HostName, ServerId
+from haven.domain.liveness import BmcPower, HostLiveness
+
+RATIOS_TTL_S = 600.0  # allocation ratios change with a nova.conf edit and a restart: rarely
+_RESET_STATES = {VmState.ACTIVE: "active", VmState.ERROR: "error"}
+
+
+class OpenStackCloud:
+    def __init__(self, api: NovaApi, pool: CallPool) -> None:
+        self._api = api
+        self._pool = pool
+        self._ratios: dict[str, dict[str, float]] = {}  # by hypervisor hostname, from Placement
+        self._ratios_at = -RATIOS_TTL_S
+
+    def close(self) -> None:
+        self._pool.close()
+
+    # ---- hosts ----------------------------------------------------------------------------
+
+    async def list_hosts(self) -> Sequence[Host]:
+        services, hypervisors, aggregates = await asyncio.gather(
+            self._pool.run("list compute services", self._api.compute_services),
+            self._pool.run("list hypervisors", self._api.hypervisors),
+            self._pool.run("list host aggregates", self._api.aggregates),
+        )
+        ratios = await self._allocation_ratios()
+        by_host = {str((hv.get("service") or {}).get("host")): hv for hv in hypervisors}
+        aggregate_of = convert.aggregate_of(aggregates)
+        hosts = []
+        for service in services:
+            name = str(service["host"])
+            hv = by_host.get(name)
+            hv_name = str((hv or {}).get("hypervisor_hostname", name))
+            hosts.append(convert.host(service, hv, aggregate_of.get(name, ""), ratios.get(hv_name)))
+        return hosts
+
+    async def get_host(self, name: HostName) -> Host:
+        for host in await self.list_hosts():
+            if host.name == name:
+                return host
+        raise NotFound(f"compute host {name} not found")
+
+    async def _allocation_ratios(self) -> Mapping[str, Mapping[str, float]]:
+        """Placement's allocation ratios by hypervisor, re-read every RATIOS_TTL_S; {} without Placement."""
+        if time.monotonic() - self._ratios_at < RATIOS_TTL_S:
+            return self._ratios
+        self._ratios_at = time.monotonic()
+        if not await self._pool.run("find placement", self._api.has_placement):
+            return self._ratios
+        providers = await self._pool.run("list resource providers", self._api.resource_providers)
+        inventories = await asyncio.gather(
+            *(self._pool.run("read inventories", self._api.inventories, p["uuid"]) for p in providers)
+        )
+        self._ratios = {
+            str(p["name"]): convert.allocation_ratios(inv)
+            for p, inv in zip(providers, inventories, strict=True)
+        }
+        return self._ratios
+
+    async def _service_id(self, host: HostName) -> str:
+        services = await self._pool.run(f"find nova-compute of {host}", self._api.compute_services, host)
+        if not services:
+            raise NotFound(f"compute host {host} not found (no nova-compute service)")
+        return str(services[0]["id"])
+
+    async def force_down(self, host: HostName, down: bool) -> None:
+        service_id = await self._service_id(host)
+        what = f"{'force down' if down else 'unset forced down of'} {host}"
+        await self._pool.run(what, self._api.update_service, service_id, {"forced_down": down})
+
+    async def disable_service(self, host: HostName, reason: str) -> None:
+        service_id = await self._service_id(host)
+        body = {"status": "disabled", "disabled_reason": reason}
+        await self._pool.run(f"disable nova-compute of {host}", self._api.update_service, service_id, body)
+
+    async def enable_service(self, host: HostName) -> None:
+        service_id = await self._service_id(host)
+        body = {"status": "enabled"}
+        await self._pool.run(f"enable nova-compute of {host}", self._api.update_service, service_id, body)
+
+    # ---- servers --------------------------------------------------------------------------
+
+    async def list_servers(self, host: HostName | None = None) -> Sequence[Server]:
+        bodies, groups = await asyncio.gather(
+            self._pool.run(f"list servers on {host or 'every host'}", self._api.servers, host),
+            self.list_server_groups(),
+        )
+        if host is not None and not bodies:
+            await self._service_id(host)  # Nova answers [] for an unknown host: say NotFound instead
+        group_of = {member: g.id for g in groups for member in g.members}
+        return [convert.server(b, group_of.get(ServerId(str(b["id"])))) for b in bodies]
+
+    async def get_server(self, server_id: ServerId) -> Server:
+        return convert.server(await self._pool.run(f"show server {server_id}", self._api.server, server_id))
+
+    async def list_server_groups(self) -> Sequence[ServerGroup]:
+        bodies = await self._pool.run("list server groups", self._api.server_groups)
+        return [convert.server_group(b) for b in bodies]
+
+    async def evacuate(self, server_id: ServerId, target: HostName | None) -> None:
+        where = f" to {target}" if target else ""
+        await self._pool.run(f"evacuate server {server_id}{where}", self._api.evacuate, server_id, target)
+
+    async def reset_state(self, server_id: ServerId, state: VmState) -> None:
+        nova_state = _RESET_STATES.get(state)
+        if nova_state is None:
+            raise PermanentError(f"Nova can reset a server only to active or error, not {state.value}")
+        await self._action(server_id, f"reset to {nova_state}", {"os-resetState": {"state": nova_state}})
+
+    async def _action(self, server_id: ServerId, what: str, body: Mapping[str, Any]) -> None:
+        await self._pool.run(f"{what}: server {server_id}", self._api.server_action, server_id, body)
+
+    # ---- LivenessSource: Nova's service state -------------------------------------------
+
+    async def liveness_anomalies(self) -> Sequence[HostLiveness]:
+        """Hosts whose nova-compute Nova reports down or forced down; the others are left out.
+
+        This is one channel only (Nova's); haven's host agent and the BMC add the others.
+        """
+        services = await self._pool.run("list compute services", self._api.compute_services)
+        return [
+            HostLiveness(
+                host=HostName(str(s["host"])),
+                agent_seen=None,
+                nova_up=False,
+                nova_updated_at=convert.timestamp(s.get("updated_at")),
+                bmc=BmcPower.UNKNOWN,
+            )
+            for s in services
+            if s.get("state") != "up" or s.get("forced_down")
+        ]
