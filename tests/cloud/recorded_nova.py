@@ -40,11 +40,20 @@ class RecordedNova:
         self.routes: dict[tuple[str, str], list[Answer]] = {}
         self.requests: list[Recorded] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def serve_versions(self) -> None:
+        """The version documents openstacksdk reads first: compute at /v2.1, placement at /placement."""
+        compute = {"id": "v2.1", "status": "CURRENT", "version": "2.96", "min_version": "2.1"}
+        compute["links"] = [{"rel": "self", "href": f"{self.url}/v2.1/"}]
+        self.answer("GET", "/v2.1", Answer(200, {"version": compute}))
+        placement = {"id": "v1.0", "status": "CURRENT", "max_version": "1.39", "min_version": "1.0"}
+        placement["links"] = [{"rel": "self", "href": f"{self.url}/placement"}]
+        self.answer("GET", "/placement", Answer(200, {"versions": [placement]}))
 
     def answer(self, method: str, path: str, *answers: Answer) -> None:
         self.routes[(method, path)] = list(answers)

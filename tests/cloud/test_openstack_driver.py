@@ -66,19 +66,10 @@ def server_body(sid: str, **extra: object) -> dict[str, object]:
     }
 
 
-def _versions(nova: RecordedNova) -> None:
-    compute = {"id": "v2.1", "status": "CURRENT", "version": "2.96", "min_version": "2.1", "links": []}
-    compute["links"] = [{"rel": "self", "href": f"{nova.url}{V}/"}]
-    nova.answer("GET", V, Answer(200, {"version": compute}))
-    placement = {"id": "v1.0", "status": "CURRENT", "max_version": "1.39", "min_version": "1.0"}
-    placement["links"] = [{"rel": "self", "href": f"{nova.url}/placement"}]
-    nova.answer("GET", "/placement", Answer(200, {"versions": [placement]}))
-
-
 @pytest.fixture
 def nova() -> Iterator[RecordedNova]:
     for server in serving():
-        _versions(server)
+        server.serve_versions()
         yield server
 
 

@@ -89,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
         "--ha-fraction", type=float, default=1 / 3, help="share of VMs with HA_Enabled (default 1/3)"
     )
     drill.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    _cloud_choice(drill)
     drill.set_defaults(handler=_drill)
 
     serve_cmd = sub.add_parser("serve", help="run the engine as a long-lived service (Ctrl-C stops it)")
@@ -96,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         "--inject", metavar="SCENARIO", help="inject this drill's failure into the simulated cloud"
     )
     serve_cmd.add_argument("--inject-after", type=float, default=10.0, metavar="SECONDS")
+    _cloud_choice(serve_cmd)
     serve_cmd.add_argument(
         "--bind",
         default=f"{DEFAULT_BIND[0]}:{DEFAULT_BIND[1]}",
@@ -123,6 +125,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _cloud_choice(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cloud",
+        metavar="NAME",
+        help="a real OpenStack cloud from clouds.yaml instead of the simulated one (like OS_CLOUD)",
+    )
+
+
 def _cloud_size(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hosts", type=int, default=30, help="hypervisors in the simulated cloud (default 30)")
     p.add_argument("--vms", type=int, default=300, help="VMs in the simulated cloud (default 300)")
@@ -140,7 +150,7 @@ def _home(args: argparse.Namespace) -> Path:
 
 
 def _config(args: argparse.Namespace) -> HavenConfig:
-    config = load_config(_home(args), args.config)
+    config = load_config(_home(args), args.config, cloud_name=getattr(args, "cloud", None))
     if args.db:
         config = HavenConfig(
             **{**{f: getattr(config, f) for f in config.__dataclass_fields__}, "database_url": args.db}
@@ -184,6 +194,12 @@ def _drill(args: argparse.Namespace, out: Console, err: Console) -> int:
     )
     if args.scenario not in SCENARIOS:
         raise UserError(f"unknown scenario {args.scenario!r}", f"choose one of: {', '.join(SCENARIOS)}")
+    if args.cloud is not None:
+        # A drill injects real faults (a BMC powered off, a compute killed): that needs the lab's hardware.
+        raise UserError(
+            f"drills on a real cloud ({args.cloud!r}) are not available yet: haven cannot inject its faults",
+            "drop --cloud to drill on the simulated cloud; `haven serve --cloud NAME` watches a real one",
+        )
     if args.json:
         report = asyncio.run(run_drill(options))
         print(json.dumps(report.to_dict(), indent=2))

@@ -21,7 +21,7 @@ import functools
 import random
 import signal
 import socket
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +31,14 @@ from rich.console import Console
 from haven.api.app import create_app
 from haven.api.auth import Authenticator
 from haven.api.keystone_auth import KeystoneAuthenticator, KeystoneCredentials
-from haven.cloud.sim import CloudSpec, SimCloud, SimFencer, build_cloud
+from haven.cli.clouds import choose_cloud
+from haven.cloud.sim import CloudSpec, SimCloud, SimFencer
 from haven.cloud.sim.builder import SimTopology
 from haven.domain.clock import RealClock
 from haven.domain.cloud import Host
 from haven.domain.errors import ConfigError, UserError
 from haven.domain.events import EngineEvent, EventSink, fan_out
+from haven.domain.ids import HostName
 from haven.domain.incidents import RecoveryMethod
 from haven.drill.scenarios import Scenario, scenario_named
 from haven.fencing.registry import build_fencer
@@ -69,36 +71,41 @@ async def serve(
     scenario = scenario_named(inject) if inject else None
     if scenario is not None:
         spec = scenario.shape(spec)
-    cloud, topology = build_cloud(spec, clock)  # validates the cloud's size before the store is touched
-    fencer = build_fencer(config.fencing, environ, sim=SimFencer(cloud))  # a missing password: stop here
+    chosen = choose_cloud(config, spec, clock, environ)  # a bad size or cloud name: nothing touched yet
+    cloud, topology = chosen.sim, chosen.topology
+    if scenario is not None and (cloud is None or topology is None):
+        raise UserError("--inject works only on the simulated cloud", "drop --inject, or --cloud/[cloud]")
+    sim_fencer = SimFencer(cloud) if cloud is not None else None
+    fencer = build_fencer(config.fencing, environ, sim=sim_fencer)  # a missing password: stop here
     authenticator = _keystone_authenticator(config, environ)  # likewise for Keystone's password
-    hosts = await cloud.list_hosts()
+    hosts = await chosen.cloud.list_hosts()
     if not _store_exists(config):
         _check_segment_names(config, {f"segment-{h.zone}" for h in hosts})  # before anything is created
     where = f"{config.source or 'defaults'} [publish]"
     sinks = build_sinks(config.publish, environ, where)  # no I/O: a bad [publish] touches nothing
     with contextlib.ExitStack() as resources:
         listener = resources.enter_context(_listen(*bind))  # a busy port stops haven with nothing touched
+        resources.callback(chosen.close)
         token = ensure_token(config.home)  # creates the home folder too
         store = resources.enter_context(Store.open(config.database_url))
         method = scenario.recovery_method if scenario is not None else RecoveryMethod.AUTO
-        _prepare_segments(store, config, hosts, method, topology)
+        _prepare_segments(store, config, hosts, method, chosen.reserved)
         leadership = SingleNodeLeadership()  # the one place that says who leads (etcd later)
         metrics = HavenMetrics(store, leadership)
         publisher = build_publisher(config.publish, sinks, store, clock)
         sink = fan_out(_logger(console), metrics.observe, publisher.on_event)
-        engine = Engine(cloud, cloud, fencer, store, clock, config.engine, on_event=sink)
+        engine = Engine(chosen.cloud, chosen.liveness, fencer, store, clock, config.engine, on_event=sink)
         resumed = engine.start()
         api = _api_server(store, engine, token, clock, bind, leadership, metrics, authenticator)
         host, port = listener.getsockname()[:2]
         console.print(
-            f"haven serving: simulated cloud of {spec.hosts} hosts / {spec.vms} VMs; "
+            f"haven serving: {chosen.description}; "
             f"state {config.database_url}; resumed {resumed} unfinished recoveries; "
             f"API on http://{_url_host(host)}:{port}/ ({_auth_note(config)}). Ctrl-C stops.",
             highlight=False,
         )
         injector = None
-        if scenario is not None:
+        if scenario is not None and cloud is not None and topology is not None:
             injector = functools.partial(
                 _inject_later, scenario, cloud, topology, spec.seed, inject_after_s, console=console
             )
@@ -108,13 +115,17 @@ async def serve(
 
 
 def _prepare_segments(
-    store: Store, config: HavenConfig, hosts: Sequence[Host], method: RecoveryMethod, topology: SimTopology
+    store: Store,
+    config: HavenConfig,
+    hosts: Sequence[Host],
+    method: RecoveryMethod,
+    reserved: Collection[HostName],
 ) -> None:
     """First start: a segment per zone; every start: the config's recovery methods and modes applied."""
     existing = store.list_segments()
     if existing:
         _check_segment_names(config, {s.name for s in existing})
-    segments_per_zone(store, hosts, method, reserved=topology.reserved)
+    segments_per_zone(store, hosts, method, reserved=reserved)
     for segment in store.list_segments():
         wanted = config.segment_methods.get(segment.name)
         if wanted is not None and wanted is not segment.recovery_method:

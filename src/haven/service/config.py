@@ -17,6 +17,10 @@ is opened or changed, so a bad file stops haven with nothing touched.
     hosts = 30
     vms = 300
     seed = 1
+    # or a real cloud from clouds.yaml (`haven serve --cloud NAME` does the same):
+    # driver = "openstack"
+    # name = "mycloud"                             # default: $OS_CLOUD
+    # max_workers = 8                              # concurrent requests to the cloud's APIs
     [[segments]]
     name = "segment-az1"
     recovery_method = "reserved_host"
@@ -60,7 +64,7 @@ from haven.notify.publisher import PublishSettings
 
 CONFIG_FILE = "haven.toml"
 DB_FILE = "haven.db"
-CLOUD_DRIVERS = ("simulated",)
+CLOUD_DRIVERS = ("simulated", "openstack")
 T = TypeVar("T")
 
 
@@ -69,6 +73,14 @@ class SimulatedCloudConfig:
     hosts: int = 30
     vms: int = 300
     seed: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class OpenStackCloudConfig:
+    """``[cloud] driver = "openstack"``: which clouds.yaml entry, and how many requests at once."""
+
+    name: str = ""  # empty: --cloud NAME, else $OS_CLOUD
+    max_workers: int = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +117,7 @@ class HavenConfig:
     engine: EngineSettings = field(default_factory=EngineSettings)
     cloud_driver: str = "simulated"
     simulated: SimulatedCloudConfig = field(default_factory=SimulatedCloudConfig)
+    openstack: OpenStackCloudConfig = field(default_factory=OpenStackCloudConfig)
     segment_methods: Mapping[str, RecoveryMethod] = field(default_factory=dict)
     source: Path | None = None
     fencing: FencingConfig = field(default_factory=FencingConfig)
@@ -118,8 +131,12 @@ class HavenConfig:
         return frozenset(self.segment_methods) | frozenset(self.segment_modes)
 
 
-def load_config(home: Path, path: Path | None = None) -> HavenConfig:
-    """Read ``path`` (or ``home/haven.toml`` when it exists); without a file, the embedded defaults."""
+def load_config(home: Path, path: Path | None = None, cloud_name: str | None = None) -> HavenConfig:
+    """Read ``path`` (or ``home/haven.toml`` when it exists); without a file, the embedded defaults.
+
+    ``cloud_name`` (``--cloud NAME``) chooses the OpenStack driver on that clouds.yaml entry,
+    whatever the file's [cloud] section says.
+    """
     if path is None and (home / CONFIG_FILE).is_file():
         path = home / CONFIG_FILE
     raw: dict[str, Any] = {}
@@ -137,11 +154,15 @@ def load_config(home: Path, path: Path | None = None) -> HavenConfig:
         )
     cloud = _table(raw, "cloud", where)
     driver = cloud.pop("driver", "simulated")
+    if cloud_name:
+        cloud = {**(cloud if driver == "openstack" else {}), "name": cloud_name}
+        driver = "openstack"
     if driver not in CLOUD_DRIVERS:
         raise ConfigError(
             f"{where}: [cloud] driver {driver!r} is not known",
-            f"use one of: {', '.join(CLOUD_DRIVERS)} (OpenStack arrives with the real-Nova work)",
+            f"use one of: {', '.join(CLOUD_DRIVERS)}",
         )
+    simulated, openstack = _cloud(driver, cloud, f"{where} [cloud]")
     engine = EngineSettings(
         detection=_settings(DetectionSettings, _table(raw, "detection", where), f"{where} [detection]"),
         recovery=_settings(RecoverySettings, _table(raw, "recovery", where), f"{where} [recovery]"),
@@ -153,7 +174,8 @@ def load_config(home: Path, path: Path | None = None) -> HavenConfig:
         database_url=url,
         engine=engine,
         cloud_driver=driver,
-        simulated=_settings(SimulatedCloudConfig, cloud, f"{where} [cloud]"),
+        simulated=simulated,
+        openstack=openstack,
         segment_methods=methods,
         source=path,
         # The simulated cloud's BMCs fence its hosts unless the file says otherwise.
@@ -162,6 +184,18 @@ def load_config(home: Path, path: Path | None = None) -> HavenConfig:
         keystone=_keystone(raw, where),
         segment_modes=modes,
     )
+
+
+def _cloud(
+    driver: str, table: dict[str, Any], where: str
+) -> tuple[SimulatedCloudConfig, OpenStackCloudConfig]:
+    """The [cloud] keys of the chosen driver; a key of the other driver is named as such."""
+    if driver == "openstack":
+        openstack = _settings(OpenStackCloudConfig, table, f"{where} (driver openstack)")
+        if openstack.max_workers < 1:
+            raise ConfigError(f"{where}: max_workers must be at least 1")
+        return SimulatedCloudConfig(), openstack
+    return _settings(SimulatedCloudConfig, table, f"{where} (driver simulated)"), OpenStackCloudConfig()
 
 
 def check_settings(engine: EngineSettings, where: str = "settings") -> None:
