@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from haven.cloud.openstack import convert
@@ -22,14 +22,23 @@ from haven.domain.errors import NotFound, PermanentError
 from haven.domain.ids import HostName, ServerId
 from haven.domain.liveness import BmcPower, HostLiveness
 
+FRESH_REPORT_S = 30.0  # a forced-down compute that reported this recently is running again
 RATIOS_TTL_S = 600.0  # allocation ratios change with a nova.conf edit and a restart: rarely
 _RESET_STATES = {VmState.ACTIVE: "active", VmState.ERROR: "error"}
 
 
 class OpenStackCloud:
-    def __init__(self, api: NovaApi, pool: CallPool) -> None:
+    def __init__(
+        self,
+        api: NovaApi,
+        pool: CallPool,
+        fresh_report_s: float = FRESH_REPORT_S,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self._api = api
         self._pool = pool
+        self._fresh_report_s = fresh_report_s
+        self._wall_clock = wall_clock  # Nova's timestamps are wall-clock UTC
         self._ratios: dict[str, dict[str, float]] = {}  # by hypervisor hostname, from Placement
         self._ratios_at = -RATIOS_TTL_S
 
@@ -134,19 +143,22 @@ class OpenStackCloud:
     # ---- LivenessSource: Nova's service state -------------------------------------------
 
     async def liveness_anomalies(self) -> Sequence[HostLiveness]:
-        """Hosts whose nova-compute Nova reports down or forced down; the others are left out.
+        """Hosts whose nova-compute is down by Nova's account; the others are left out (healthy).
 
-        This is one channel only (Nova's); haven's host agent and the BMC add the others.
+        This is one channel only (Nova's); haven's host agent and the BMC add the others. Nova
+        reports a forced-down service down whatever its compute does, so a forced-down host whose
+        compute reports again (a fresh ``updated_at``) counts as alive: haven may then return it.
         """
         services = await self._pool.run("list compute services", self._api.compute_services)
-        return [
-            HostLiveness(
-                host=HostName(str(s["host"])),
-                agent_seen=None,
-                nova_up=False,
-                nova_updated_at=convert.timestamp(s.get("updated_at")),
-                bmc=BmcPower.UNKNOWN,
+        now = self._wall_clock()
+        readings = []
+        for s in services:
+            updated_at = convert.timestamp(s.get("updated_at"))
+            reporting = updated_at is not None and now - updated_at <= self._fresh_report_s
+            if s.get("state") == "up" or (s.get("forced_down") and reporting):
+                continue
+            host = HostName(str(s["host"]))
+            readings.append(
+                HostLiveness(host, None, nova_up=False, nova_updated_at=updated_at, bmc=BmcPower.UNKNOWN)
             )
-            for s in services
-            if s.get("state") != "up" or s.get("forced_down")
-        ]
+        return readings
