@@ -14,14 +14,16 @@ import pytest
 from cloud.contract.harness import CloudUnderTest, SimUnderTest
 
 NOVA_FIXTURE_MODULE = "servers.nova"
+LAB_PRESENT = importlib.util.find_spec(NOVA_FIXTURE_MODULE) is not None
+if LAB_PRESENT:
+    from cloud.contract.nova_harness import nova_contract  # noqa: F401  (a session fixture)
 
 
 @pytest.fixture(params=["sim", pytest.param("nova", marks=pytest.mark.nova)])
 def cut(request: pytest.FixtureRequest) -> CloudUnderTest:
     if request.param == "sim":
         return SimUnderTest.build()
-    if importlib.util.find_spec(NOVA_FIXTURE_MODULE) is None:
+    if not LAB_PRESENT:
         pytest.skip("the real Nova lab fixture (tests/servers/nova.py) is not in this checkout yet")
-    from cloud.contract.nova_harness import nova_under_test
-
-    return nova_under_test(request)
+    under_test: CloudUnderTest = request.getfixturevalue("nova_contract")
+    return under_test
