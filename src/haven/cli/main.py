@@ -25,6 +25,7 @@ from rich.markup import escape
 
 from haven import __version__
 from haven.cli import render
+from haven.cli.leader_loss import run_with_own_servers
 from haven.cli.live import LiveView
 from haven.cli.serve import DEFAULT_BIND, serve
 from haven.domain.clock import PacedClock
@@ -32,6 +33,7 @@ from haven.domain.errors import NotFound, UserError
 from haven.domain.events import EngineEvent, EventKind
 from haven.domain.ids import NotificationId
 from haven.domain.incidents import Notification, NotificationStatus
+from haven.drill.leader_loss import NAME as LEADER_LOSS
 from haven.drill.run import DrillOptions, run_drill
 from haven.drill.scenarios import SCENARIOS
 from haven.service.config import HavenConfig, load_config
@@ -83,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
 
     drill = sub.add_parser("drill", help="run a named failure on the simulated cloud in virtual time")
-    drill.add_argument("scenario", help=f"one of: {', '.join(SCENARIOS)}")
+    drill.add_argument("scenario", help=f"one of: {', '.join([*SCENARIOS, LEADER_LOSS])}")
     _cloud_size(drill)
     drill.add_argument(
         "--ha-fraction", type=float, default=1 / 3, help="share of VMs with HA_Enabled (default 1/3)"
@@ -103,6 +105,12 @@ def _parser() -> argparse.ArgumentParser:
         default=f"{DEFAULT_BIND[0]}:{DEFAULT_BIND[1]}",
         metavar="HOST:PORT",
         help="where the REST API listens (default %(default)s, Masakari's port)",
+    )
+    serve_cmd.add_argument(
+        "--coordination",
+        metavar="URL",
+        help="etcd://HOST:PORT: run as one of several engines, only the elected leader acts "
+        "(share a PostgreSQL store with --db); default: [coordination] url, else one engine alone",
     )
     serve_cmd.set_defaults(handler=_serve)
 
@@ -189,6 +197,8 @@ def _is_haven_database(path: Path) -> bool:
 
 
 def _drill(args: argparse.Namespace, out: Console, err: Console) -> int:
+    if args.scenario == LEADER_LOSS:
+        return _leader_loss(args, out, err)
     options = DrillOptions(
         args.scenario, hosts=args.hosts, vms=args.vms, seed=args.seed, ha_fraction=args.ha_fraction
     )
@@ -208,6 +218,24 @@ def _drill(args: argparse.Namespace, out: Console, err: Console) -> int:
             report = asyncio.run(run_drill(options))
         out.print(render.drill_report(report))
     return 0 if report.verdict in ("recovered", "held") else 1
+
+
+def _leader_loss(args: argparse.Namespace, out: Console, err: Console) -> int:
+    """Three engines on real etcd and PostgreSQL (started here); the leader dies mid-evacuation."""
+    if args.json:
+        report = run_with_own_servers(args.hosts, args.vms, args.seed, args.ha_fraction)
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        with err.status("running drill leader-loss: starting etcd and PostgreSQL, then three engines..."):
+            report = run_with_own_servers(args.hosts, args.vms, args.seed, args.ha_fraction)
+        out.print(render.drill_report(report.drill))
+        out.print(
+            f"engines {report.engines}, killed {report.killed}; takeover {report.takeover_s} s "
+            f"(lease TTL {report.ttl_s} s), resumed {report.resumed_s} s after the kill; "
+            f"double actions {report.double_actions}",
+            highlight=False,
+        )
+    return 0 if report.drill.verdict == "recovered" else 1
 
 
 def _demo(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -244,6 +272,10 @@ def _serve(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.inject is not None and args.inject not in SCENARIOS:
         raise UserError(f"unknown scenario {args.inject!r}", f"choose one of: {', '.join(SCENARIOS)}")
     bind = _bind(args.bind)
+    if args.coordination is not None:
+        config = dataclasses.replace(
+            config, coordination=dataclasses.replace(config.coordination, url=args.coordination)
+        )
     return asyncio.run(serve(config, err, args.inject, args.inject_after, bind, environ=os.environ))
 
 

@@ -10,6 +10,18 @@ the engine, with the engine as its notification intake. Its listening socket
 is bound before the store is opened, so a port already in use stops haven
 with a plain message and nothing touched. haven's own signal handlers stop
 both; uvicorn is kept from installing its own.
+
+With ``--coordination etcd://HOST:PORT`` (or ``[coordination] url``) several
+``haven serve`` processes share one PostgreSQL store and elect one leader
+through etcd (haven.coordination). The elector runs in the same TaskGroup and
+is the Leadership the status page and metrics show. Only the leader acts: the
+engine's tick (detection, recovery steps, return to service) and the
+publisher's deliveries run while it leads; a follower keeps serving the API.
+A notification POSTed to a follower is stored, and the leader adopts it from
+the store within a detection interval (about a second): the store is shared,
+and the leader's executor picks up every unfinished notification it finds
+there. etcd unreachable at start stops serve with a message naming the URL,
+before anything is opened.
 """
 
 from __future__ import annotations
@@ -18,6 +30,7 @@ import asyncio
 import contextlib
 import errno
 import functools
+import os
 import random
 import signal
 import socket
@@ -34,9 +47,10 @@ from haven.api.keystone_auth import KeystoneAuthenticator, KeystoneCredentials
 from haven.cli.clouds import choose_cloud
 from haven.cloud.sim import CloudSpec, SimCloud, SimFencer
 from haven.cloud.sim.builder import SimTopology
+from haven.coordination import Elector, EtcdElector, elector_from_url
 from haven.domain.clock import RealClock
 from haven.domain.cloud import Host
-from haven.domain.errors import ConfigError, UserError
+from haven.domain.errors import ConfigError, CoordinationUnavailable, UserError
 from haven.domain.events import EngineEvent, EventSink, fan_out
 from haven.domain.ids import HostName
 from haven.domain.incidents import RecoveryMethod
@@ -49,7 +63,7 @@ from haven.service.engine import Engine
 from haven.service.metrics import HavenMetrics
 from haven.service.publishing import build_publisher, build_sinks
 from haven.service.runner import serve_forever
-from haven.service.status import SingleNodeLeadership
+from haven.service.status import Leadership, SingleNodeLeadership
 from haven.service.token import ensure_token
 from haven.store import Store
 
@@ -83,35 +97,65 @@ async def serve(
         _check_segment_names(config, {f"segment-{h.zone}" for h in hosts})  # before anything is created
     where = f"{config.source or 'defaults'} [publish]"
     sinks = build_sinks(config.publish, environ, where)  # no I/O: a bad [publish] touches nothing
-    with contextlib.ExitStack() as resources:
-        listener = resources.enter_context(_listen(*bind))  # a busy port stops haven with nothing touched
-        resources.callback(chosen.close)
-        token = ensure_token(config.home)  # creates the home folder too
-        store = resources.enter_context(Store.open(config.database_url))
-        method = scenario.recovery_method if scenario is not None else RecoveryMethod.AUTO
-        _prepare_segments(store, config, hosts, method, chosen.reserved)
-        leadership = SingleNodeLeadership()  # the one place that says who leads (etcd later)
-        metrics = HavenMetrics(store, leadership)
-        publisher = build_publisher(config.publish, sinks, store, clock)
-        sink = fan_out(_logger(console), metrics.observe, publisher.on_event)
-        engine = Engine(chosen.cloud, chosen.liveness, fencer, store, clock, config.engine, on_event=sink)
-        resumed = engine.start()
-        api = _api_server(store, engine, token, clock, bind, leadership, metrics, authenticator)
-        host, port = listener.getsockname()[:2]
-        console.print(
-            f"haven serving: {chosen.description}; "
-            f"state {config.database_url}; resumed {resumed} unfinished recoveries; "
-            f"API on http://{_url_host(host)}:{port}/ ({_auth_note(config)}). Ctrl-C stops.",
-            highlight=False,
-        )
-        injector = None
-        if scenario is not None and cloud is not None and topology is not None:
-            injector = functools.partial(
-                _inject_later, scenario, cloud, topology, spec.seed, inject_after_s, console=console
+    elector = await _elector(config, bind)  # etcd unreachable: stop here, nothing opened
+    try:
+        with contextlib.ExitStack() as resources:
+            listener = resources.enter_context(_listen(*bind))  # a busy port stops haven with nothing touched
+            resources.callback(chosen.close)
+            token = ensure_token(config.home)  # creates the home folder too
+            store = resources.enter_context(Store.open(config.database_url))
+            method = scenario.recovery_method if scenario is not None else RecoveryMethod.AUTO
+            _prepare_segments(store, config, hosts, method, chosen.reserved)
+            leadership: Leadership = elector if elector is not None else SingleNodeLeadership()
+            metrics = HavenMetrics(store, leadership)
+            publisher = build_publisher(config.publish, sinks, store, clock)
+            sink = fan_out(_logger(console), metrics.observe, publisher.on_event)
+            engine = Engine(chosen.cloud, chosen.liveness, fencer, store, clock, config.engine, on_event=sink,
+                            leadership=elector)  # fmt: skip
+            # A coordinated engine resumes when it wins the election (its first tick as leader).
+            resumed = engine.start() if elector is None else 0
+            api = _api_server(store, engine, token, clock, bind, leadership, metrics, authenticator)
+            host, port = listener.getsockname()[:2]
+            role = (
+                f"resumed {resumed} unfinished recoveries"
+                if elector is None
+                else f"one of several engines through {config.coordination.url} as {elector.identity}, "
+                "acting only while elected leader"
             )
-        await _run_until_stopped(engine, clock, api, listener, injector, publisher)
+            console.print(
+                f"haven serving: {chosen.description}; state {_masked(config.database_url)}; {role}; "
+                f"API on http://{_url_host(host)}:{port}/ ({_auth_note(config)}). Ctrl-C stops.",
+                highlight=False,
+            )
+            injector = None
+            if scenario is not None and cloud is not None and topology is not None:
+                injector = functools.partial(
+                    _inject_later, scenario, cloud, topology, spec.seed, inject_after_s, console=console
+                )
+            await _run_until_stopped(engine, clock, api, listener, injector, publisher, elector)
+    finally:
+        if elector is not None:
+            await elector.aclose()
     console.print("haven stopped cleanly; unfinished recoveries resume at the next start.")
     return 0
+
+
+async def _elector(config: HavenConfig, bind: tuple[str, int]) -> Elector | None:
+    """The etcd elector when coordination is configured (checked reachable now); None: one engine."""
+    coordination = config.coordination
+    if coordination.url is None:
+        return None
+    identity = f"{socket.gethostname()}:{os.getpid()}@{_url_host(bind[0])}:{bind[1]}"
+    elector = elector_from_url(
+        coordination.url, identity, cluster=coordination.cluster, ttl_s=coordination.ttl_s
+    )
+    if isinstance(elector, EtcdElector):
+        try:
+            await elector.client.status()
+        except CoordinationUnavailable:
+            await elector.aclose()
+            raise
+    return elector
 
 
 def _prepare_segments(
@@ -142,8 +186,12 @@ async def _run_until_stopped(
     listener: socket.socket,
     injector: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None,
     publisher: Publisher,
+    elector: Elector | None,
 ) -> None:
-    """The engine loop, the API, the publisher and the injector in one TaskGroup, until SIGINT or SIGTERM."""
+    """The engine loop, the API, the publisher, the elector and the injector in one TaskGroup.
+
+    Until SIGINT or SIGTERM; then the elector resigns (hands leadership over at once).
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -153,9 +201,16 @@ async def _run_until_stopped(
             tasks.create_task(serve_forever(engine, clock, stop))
             tasks.create_task(api.serve(sockets=[listener]))
             tasks.create_task(_stop_when(stop, api))
-            tasks.create_task(publisher.run(stop))
+            if elector is None:
+                tasks.create_task(publisher.run(stop))
+            else:
+                campaign = tasks.create_task(elector.run())
+                tasks.create_task(_cancel_when(stop, campaign))
+                tasks.create_task(_publish_while_leading(publisher, elector, stop))
             if injector is not None:
                 tasks.create_task(injector(stop))
+    except* CoordinationUnavailable as group:
+        raise group.exceptions[0] from None  # etcd went away between the check and the campaign
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -175,7 +230,7 @@ def _api_server(
     token: str,
     clock: RealClock,
     bind: tuple[str, int],
-    leadership: SingleNodeLeadership,
+    leadership: Leadership,
     metrics: HavenMetrics,
     authenticator: Authenticator | None = None,
 ) -> _ApiServer:
@@ -235,6 +290,44 @@ def _listen(host: str, port: int) -> Iterator[socket.socket]:
         ) from None
     with listener:
         yield listener
+
+
+async def _cancel_when(stop: asyncio.Event, task: asyncio.Task[None]) -> None:
+    await stop.wait()
+    task.cancel()
+
+
+async def _first(*waits: Coroutine[Any, Any, object]) -> None:
+    """Wait until the first of ``waits`` finishes; cancel the others."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _publish_while_leading(publisher: Publisher, elector: Elector, stop: asyncio.Event) -> None:
+    """Deliver the outbox only during this engine's terms as leader (one deliverer at a time)."""
+    while not stop.is_set():
+        await _first(elector.wait_leading(), stop.wait())
+        if stop.is_set():
+            return
+        term_over = asyncio.Event()
+        async with asyncio.TaskGroup() as term:
+            term.create_task(publisher.run(term_over))
+            await _first(elector.wait_not_leading(), stop.wait())
+            term_over.set()
+
+
+def _masked(url: str) -> str:
+    """A database URL without its password, for the start-up line."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
 
 
 async def _stop_when(stop: asyncio.Event, server: uvicorn.Server) -> None:

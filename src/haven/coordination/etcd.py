@@ -112,11 +112,22 @@ class EtcdClient:
         self.url = display_url or self.base_url
         self.timeout_s = timeout_s
         self._http = httpx.AsyncClient(base_url=f"{self.base_url}/v3/", timeout=timeout_s)
+        self._severed = False
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    def sever(self) -> None:
+        """Cut this client off for good: every later call fails as if etcd were unreachable.
+
+        The leader-loss drill uses it to model a SIGKILLed engine inside one process: nothing more
+        reaches etcd from it (no keep-alive, no revoke), so its lease is left to expire on its own.
+        """
+        self._severed = True
+
     async def _post(self, what: str, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        if self._severed:
+            raise self.unavailable(f"{what} (client severed)")
         try:
             response = await self._http.post(path, json=payload)
         except httpx.TransportError as exc:  # connect/read errors and timeouts
@@ -209,6 +220,8 @@ class EtcdClient:
         ``CoordinationUnavailable`` when the connection breaks or ends, ``WatchCompacted`` when
         ``start_revision`` is gone from etcd's history.
         """
+        if self._severed:
+            raise self.unavailable("watch (client severed)")
         create: dict[str, Any] = {"key": _b64(key), "start_revision": start_revision}
         if prefix:
             create["range_end"] = _b64(prefix_end(key))

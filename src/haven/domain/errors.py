@@ -6,6 +6,7 @@ HavenError
 ├── StoreUnavailable   the database cannot be reached or opened
 ├── CoordinationUnavailable  etcd (the coordination service) cannot be reached; names the URL
 ├── CoordinationError  etcd answered, but not in a way haven can use (translated in haven.coordination)
+├── Deposed            a newer leader's epoch owns the notification: this engine must not act on it
 └── CloudError         an effect on the cloud or a BMC failed; translated at the driver boundary
     ├── TemporaryError a retry may help (after ``delay`` seconds)
     └── PermanentError retrying will not help
@@ -68,3 +69,16 @@ class CoordinationUnavailable(UserError):
 
 class CoordinationError(HavenError):
     """etcd answered with an error haven cannot use; translated at the coordination boundary."""
+
+
+class Deposed(HavenError):
+    """A step was refused by the database: a leader with a newer epoch owns the notification.
+
+    Raised by the store's epoch test-and-set (haven.store.fencing) on a step's intent or outcome
+    commit; the executor that gets it drops the notification and does nothing more to it.
+    """
+
+    def __init__(self, message: str, epoch: int, owner_epoch: int | None) -> None:
+        super().__init__(message)
+        self.epoch = epoch
+        self.owner_epoch = owner_epoch

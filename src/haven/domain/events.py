@@ -28,6 +28,9 @@ class EventKind(StrEnum):
     NOTIFICATION_CLAIMED = "notification_claimed"
     NOTIFICATION_PROGRESS = "notification_progress"
     FAULT_INJECTED = "fault_injected"  # drills only: the instant the failure was injected
+    # Several engines (haven serve --coordination): this engine began or ended a term as leader.
+    LEADERSHIP_GAINED = "leadership_gained"
+    LEADERSHIP_LOST = "leadership_lost"
 
 
 @dataclass(frozen=True, slots=True)

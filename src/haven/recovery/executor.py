@@ -5,6 +5,12 @@ Called by the engine on each tick. For every step it commits the intent
 after; a batch of steps that start together is committed in one transaction.
 A new executor on the same store resumes whatever was unfinished; handlers
 re-read the world, so nothing is done twice.
+
+With several engines (``haven serve --coordination``) the engine passes ``leader_epoch``:
+the current leader's epoch, or None while this engine does not lead. No step starts
+without an epoch, and every commit claims the notification for that epoch in the same
+transaction (haven.store.fencing); a commit refused with ``Deposed`` (a newer leader owns
+the notification) drops the notification here at once: no handler runs after it.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import Any
 
 from haven.cloud.base import Cloud
 from haven.domain.clock import Clock
-from haven.domain.errors import CloudError, TemporaryError
+from haven.domain.errors import CloudError, Deposed, TemporaryError
 from haven.domain.events import EngineEvent, EventKind, EventSink
 from haven.domain.ids import HostName, NotificationId
 from haven.domain.incidents import (
@@ -76,6 +82,10 @@ def no_hook(_: str) -> None:
     """The default CommitHook."""
 
 
+# The leader's epoch now, or None while not leading (haven.coordination's Elector.epoch).
+EpochSource = Callable[[], int | None]
+
+
 @dataclass(slots=True)
 class _Open:
     notification: Notification
@@ -100,8 +110,11 @@ class RecoveryExecutor:
         host_is_healthy: Callable[[HostName], bool],
         on_event: EventSink,
         on_commit: CommitHook = no_hook,
+        leader_epoch: EpochSource | None = None,
     ) -> None:
+        """``leader_epoch`` None: one engine alone, steps unfenced (drills, tests, the embedded default)."""
         self._cloud, self._fencer, self._store, self._clock = cloud, fencer, store, clock
+        self._leader_epoch = leader_epoch
         self._settings = settings
         self._host_is_healthy = host_is_healthy
         self._emit = on_event
@@ -113,12 +126,24 @@ class RecoveryExecutor:
 
     def resume(self) -> int:
         """Pick up every notification a previous engine left unfinished."""
+        self._open.clear()  # what the store says wins over anything remembered from an earlier term
+        self.adopt_new()
+        return len(self._open)
+
+    def adopt_new(self) -> int:
+        """Follow unfinished notifications stored by others (a follower's API); returns how many."""
+        adopted = 0
         for n in self._store.list_notifications(statuses=UNFINISHED_STATUSES):
-            if n.payload.get(RECOVERY_MODE_KEY) == SegmentMode.NOTIFY.value:
+            if n.id in self._open or n.payload.get(RECOVERY_MODE_KEY) == SegmentMode.NOTIFY.value:
                 continue  # custom recovery: an external system works on it through the API
             self._open[n.id] = _Open(n, self._store.list_steps(n.id))
             self._open[n.id].count_in_flight()
-        return len(self._open)
+            adopted += 1
+        return adopted
+
+    def drop_all(self) -> None:
+        """Forget every open notification (leadership lost: the next term reloads from the store)."""
+        self._open.clear()
 
     def track(self, notification: Notification, steps: Sequence[Step]) -> None:
         """Follow a notification the engine has just stored with its steps."""
@@ -159,7 +184,27 @@ class RecoveryExecutor:
 
     async def run_due(self) -> None:
         for notification_id in list(self._open):
-            await self._advance(self._open[notification_id], self._in_flight())
+            item = self._open.get(notification_id)
+            if item is None:
+                continue  # dropped meanwhile (deposed)
+            acting, epoch = self._fence()
+            if not acting:
+                return  # not leading (any more): no step starts
+            try:
+                await self._advance(item, self._in_flight(), epoch)
+            except Deposed as exc:
+                self._deposed(item, exc)
+
+    def _fence(self) -> tuple[bool, int | None]:
+        """(whether this engine may act now, the epoch to fence commits with: None when unfenced)."""
+        if self._leader_epoch is None:
+            return True, None
+        epoch = self._leader_epoch()
+        return epoch is not None, epoch
+
+    def _deposed(self, item: _Open, exc: Deposed) -> None:
+        log.warning("%s", exc)
+        self._open.pop(item.notification.id, None)
 
     def _in_flight(self) -> int:
         return sum(o.in_flight for o in self._open.values())
@@ -182,12 +227,14 @@ class RecoveryExecutor:
                 claims[target] = claims.get(target, Claim()) + claim
         return claims
 
-    async def _advance(self, item: _Open, in_flight: int) -> None:
+    async def _advance(self, item: _Open, in_flight: int, epoch: int | None) -> None:
         """Run the due steps of one notification: intent committed, handlers run, outcomes committed."""
         now = self._clock.now()
         batch = self._runnable(item, now, self._settings.max_parallel_evacuations - in_flight)
         if batch:
-            started = self._commit_intent(item, batch, now)
+            started = self._commit_intent(item, batch, now, epoch)
+            if not self._fence()[0]:
+                return  # leadership ended during the commit: no effect; the next leader re-runs them
             ctx = StepContext(
                 self._cloud,
                 self._fencer,
@@ -199,9 +246,9 @@ class RecoveryExecutor:
                 self._targets,
             )
             outcomes = await asyncio.gather(*(self._run_one(step, ctx) for step in started))
-            self._commit_outcomes(item, started, outcomes, now)
+            self._commit_outcomes(item, started, outcomes, now, epoch)
         if all(s.state in TERMINAL for s in item.steps):
-            self._finish(item)
+            self._finish(item, epoch)
 
     def _runnable(self, item: _Open, now: float, free_slots: int) -> list[Step]:
         pending = [s for s in item.steps if s.state not in TERMINAL]
@@ -223,7 +270,7 @@ class RecoveryExecutor:
                 free_slots -= 1
         return batch
 
-    def _commit_intent(self, item: _Open, batch: list[Step], now: float) -> list[Step]:
+    def _commit_intent(self, item: _Open, batch: list[Step], now: float, epoch: int | None) -> list[Step]:
         starting = [
             dataclasses.replace(s, state=StepState.RUNNING, attempts=s.attempts + 1, started_at=now)
             for s in batch
@@ -232,9 +279,12 @@ class RecoveryExecutor:
         status = (
             NotificationStatus.RUNNING if item.notification.status is not NotificationStatus.RUNNING else None
         )
-        if starting or status:
+        if starting or status or epoch is not None:
+            # With an epoch even a step already RUNNING (resumed, or polled again) is claimed first.
             self._on_commit("before-intent")
-            self._store.save_progress(item.notification.id, steps=starting, status=status, now=now)
+            self._store.save_progress(
+                item.notification.id, steps=starting, status=status, now=now, epoch=epoch
+            )
             self._on_commit("after-intent")
             if status:
                 item.notification = dataclasses.replace(item.notification, status=status, updated_at=now)
@@ -278,7 +328,7 @@ class RecoveryExecutor:
         return outcome
 
     def _commit_outcomes(
-        self, item: _Open, started: list[Step], outcomes: Sequence[Outcome], now: float
+        self, item: _Open, started: list[Step], outcomes: Sequence[Outcome], now: float, epoch: int | None
     ) -> None:
         updated: list[Step] = []
         new_steps: list[Step] = []
@@ -306,7 +356,9 @@ class RecoveryExecutor:
                 if s.state not in TERMINAL and s.seq not in done_seqs
             ]
         self._on_commit("before-outcome")
-        self._store.save_progress(item.notification.id, steps=updated, new_steps=new_steps, now=now)
+        self._store.save_progress(
+            item.notification.id, steps=updated, new_steps=new_steps, now=now, epoch=epoch
+        )
         self._on_commit("after-outcome")
         self._replace(item, updated)
         item.steps.extend(new_steps)
@@ -329,7 +381,7 @@ class RecoveryExecutor:
                     )
                 )
 
-    def _finish(self, item: _Open) -> None:
+    def _finish(self, item: _Open, epoch: int | None) -> None:
         now = self._clock.now()
         status, summary = summarize(item.steps)
         payload = {**item.notification.payload, RECOVERY_SUMMARY_KEY: summary}
@@ -343,7 +395,7 @@ class RecoveryExecutor:
         for alert in alerts_for(item.notification, item.steps, summary, now):
             self._store.raise_alert(alert)
         self._on_commit("before-finish")
-        self._store.save_progress(item.notification.id, status=status, payload=payload, now=now)
+        self._store.save_progress(item.notification.id, status=status, payload=payload, now=now, epoch=epoch)
         self._on_commit("after-finish")
         del self._open[item.notification.id]
         self._emit(

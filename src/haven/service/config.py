@@ -42,6 +42,10 @@ is opened or changed, so a bad file stops haven with nothing touched.
     username = "haven"                             # haven's service user (role: service)
     password_env = "HAVEN_KEYSTONE_PASSWORD"       # or password = "..." (never shown)
     project_name = "service"
+    [coordination]                                 # several engines on a shared PostgreSQL store
+    url = "etcd://10.0.0.5:2379"                   # default: none (one engine, no servers)
+    ttl_s = 3                                      # the leader's lease; takeover within about ttl_s + 1
+    cluster = "default"                            # engines with the same cluster name elect one leader
 
 A ``[[segments]]`` entry sets only the keys it gives, at every start of ``haven serve``
 (the file wins over changes made through the API since the last start).
@@ -111,6 +115,15 @@ class KeystoneConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CoordinationConfig:
+    """The ``[coordination]`` section (``--coordination URL`` overrides ``url``); no url: one engine."""
+
+    url: str | None = None
+    ttl_s: int = 3
+    cluster: str = "default"
+
+
+@dataclass(frozen=True, slots=True)
 class HavenConfig:
     home: Path
     database_url: str
@@ -124,6 +137,7 @@ class HavenConfig:
     publish: PublishConfig = field(default_factory=lambda: PublishConfig())
     keystone: KeystoneConfig | None = None  # None: the local token (embedded default)
     segment_modes: Mapping[str, SegmentMode] = field(default_factory=dict)
+    coordination: CoordinationConfig = field(default_factory=CoordinationConfig)
 
     @property
     def segment_names(self) -> frozenset[str]:
@@ -144,6 +158,7 @@ def load_config(home: Path, path: Path | None = None, cloud_name: str | None = N
         raw = _read(path)
     where = str(path) if path else "defaults"
     sections = {"database", "detection", "recovery", "cloud", "segments", "fencing", "publish", "keystone"}
+    sections.add("coordination")
     _only(raw, sections, where)
     database = _table(raw, "database", where)
     _only(database, {"url"}, f"{where} [database]")
@@ -183,6 +198,7 @@ def load_config(home: Path, path: Path | None = None, cloud_name: str | None = N
         publish=_publish(_table(raw, "publish", where), f"{where} [publish]"),
         keystone=_keystone(raw, where),
         segment_modes=modes,
+        coordination=_coordination(_table(raw, "coordination", where), f"{where} [coordination]"),
     )
 
 
@@ -196,6 +212,21 @@ def _cloud(
             raise ConfigError(f"{where}: max_workers must be at least 1")
         return SimulatedCloudConfig(), openstack
     return _settings(SimulatedCloudConfig, table, f"{where} (driver simulated)"), OpenStackCloudConfig()
+
+
+def _coordination(table: dict[str, Any], where: str) -> CoordinationConfig:
+    url = table.pop("url", None)  # validated (etcd://HOST:PORT) when serve builds the elector
+    if url is not None and (not isinstance(url, str) or not url):
+        raise ConfigError(f"{where}: url must be a non-empty string", 'e.g. url = "etcd://127.0.0.1:2379"')
+    config = dataclasses.replace(_settings(CoordinationConfig, table, where), url=url)
+    if not isinstance(config.ttl_s, int) or config.ttl_s < 2:
+        raise ConfigError(f"{where}: ttl_s must be a whole number of seconds, 2 or more",
+                          "etcd raises shorter leases to 2 s; 3 is the default")  # fmt: skip
+    if not isinstance(config.cluster, str) or not config.cluster or "/" in config.cluster:
+        raise ConfigError(
+            f"{where}: cluster must be a non-empty name without '/'", 'e.g. cluster = "default"'
+        )
+    return config
 
 
 def check_settings(engine: EngineSettings, where: str = "settings") -> None:

@@ -5,13 +5,22 @@ Each ``tick`` reads the unusual hosts' channels, applies the pure detector,
 acts on what changed (open a notification, raise or clear an alert, return a
 recovered host to service) and runs the executor's due steps. It never
 sleeps: ``next_wake`` says when it wants to be called again.
+
+Several engines (``haven serve --coordination etcd://...``): the engine gets a
+``leadership`` (the elector) and acts only while it leads. A tick of a follower
+does nothing. The first tick of a term claims every unfinished notification in
+the store for the term's epoch, reloads from the store and resumes them; the
+first tick after the term ended forgets them and says so (LEADERSHIP_LOST).
+The executor checks leadership again before each step and fences each commit
+with the epoch, so a step never starts once leadership is gone.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from haven.cloud.base import Cloud, LivenessSource
 from haven.detection.detector import Detection, Hold, Membership, Verdict, detect
@@ -39,7 +48,10 @@ from haven.recovery.executor import CommitHook, RecoveryExecutor, no_hook
 from haven.recovery.workflows import DISABLE_SERVICE, FORCE_DOWN, initial_steps
 from haven.store import Store
 
+log = logging.getLogger("haven.engine")
+
 HEALTHY = HostCondition.HEALTHY
+FOLLOWER_POLL_S = 0.2  # how often a follower looks whether it leads now (a local check, no I/O)
 NOVA_COMPUTE = "nova-compute"
 _CONDITION_ALERTS = {
     HostCondition.ISOLATED: AlertKind.ISOLATED,
@@ -59,6 +71,14 @@ _CONDITION_EVENTS = {
 }
 
 
+class Leading(Protocol):
+    """What the engine needs of an elector (haven.coordination.Elector): answered locally."""
+
+    def is_leader(self) -> bool: ...
+
+    def epoch(self) -> int | None: ...
+
+
 class Engine:
     def __init__(
         self,
@@ -70,10 +90,14 @@ class Engine:
         settings: EngineSettings | None = None,
         on_event: EventSink = discard_events,
         on_commit: CommitHook = no_hook,
+        leadership: Leading | None = None,
     ) -> None:
+        """``leadership`` None: this engine alone acts, always (the embedded default, drills)."""
         self._cloud, self._liveness, self._store, self._clock = cloud, liveness, store, clock
         self.settings = settings or EngineSettings()
         self._emit = on_event
+        self._leadership = leadership
+        self._term: int | None = None  # the epoch of the term this engine acts in; None: not acting
         self._executor = RecoveryExecutor(
             cloud,
             fencer,
@@ -83,6 +107,7 @@ class Engine:
             self.is_healthy,
             self._on_step_event,
             on_commit,
+            leadership.epoch if leadership is not None else None,
         )
         # Custom recovery: the API's claim/progress/finish/fail, heard by the same event sink.
         self.custom = CustomRecovery(store, clock, on_event)
@@ -142,7 +167,18 @@ class Engine:
     def open_notifications(self) -> list[Notification]:
         return self._executor.open_notifications()
 
+    @property
+    def term(self) -> int | None:
+        """The epoch this engine acts under now (None: a follower, or not started as leader yet)."""
+        return self._term
+
+    def is_acting(self) -> bool:
+        """Whether this engine may act now: alone, or the leader."""
+        return self._leadership is None or self._leadership.is_leader()
+
     def next_wake(self) -> float:
+        if self._leadership is not None and self._term is None:
+            return self._clock.now() + FOLLOWER_POLL_S
         candidates = [self._next_detection]
         if self._recheck_at is not None:
             candidates.append(self._recheck_at)
@@ -154,11 +190,43 @@ class Engine:
     # ---- the loop body -------------------------------------------------------------------
 
     async def tick(self) -> None:
+        if self._leadership is not None and not self._check_term():
+            return  # a follower: stand by (the API still serves reads)
         now = self._clock.now()
         if now >= self._next_detection or (self._recheck_at is not None and now >= self._recheck_at):
+            if self._leadership is not None:
+                self._executor.adopt_new()  # notifications a follower's API stored for the leader
             await self._detection_pass(now)
             await self._return_hosts(now)
         await self._executor.run_due()
+
+    def _check_term(self) -> bool:
+        """Begin or end a term as leadership comes and goes; whether this engine acts now."""
+        assert self._leadership is not None
+        epoch = self._leadership.epoch()
+        if epoch == self._term:
+            return epoch is not None
+        if self._term is not None:
+            self._end_term()
+        if epoch is not None:
+            self._begin_term(epoch)
+        return epoch is not None
+
+    def _begin_term(self, epoch: int) -> None:
+        now = self._clock.now()
+        claimed = self._store.claim_unfinished(epoch)  # from now on an older leader's commits are refused
+        resumed = self.start()
+        self._term = epoch
+        self._next_detection = now
+        log.info("leading (epoch %d): resumed %d unfinished notification(s)", epoch, resumed)
+        detail = {"epoch": epoch, "resumed": resumed, "claimed": claimed}
+        self._emit(EngineEvent(EventKind.LEADERSHIP_GAINED, now, detail=detail))
+
+    def _end_term(self) -> None:
+        epoch, self._term = self._term, None
+        self._executor.drop_all()  # the next term reloads from the store
+        log.warning("no longer the leader (epoch %s ended): this engine stops acting and stands by", epoch)
+        self._emit(EngineEvent(EventKind.LEADERSHIP_LOST, self._clock.now(), detail={"epoch": epoch}))
 
     async def _detection_pass(self, now: float) -> None:
         readings = await self._liveness.liveness_anomalies()
@@ -248,6 +316,9 @@ class Engine:
                 self.submit(NotificationType.PROCESS, host, {"event": "STARTED", "process_name": process})
         self._failed_processes = current
 
+    def _term_matches(self) -> bool:
+        return self._leadership is None or (self._term is not None and self._leadership.is_leader())
+
     def _on_step_event(self, event: EngineEvent) -> None:
         """Every host haven disables joins the return path, whichever way it later comes back."""
         detail = event.detail
@@ -289,6 +360,8 @@ class Engine:
             return
         busy = {n.hostname for n in self._executor.open_notifications()}
         for host in sorted(self._returning):
+            if not self.is_acting():
+                return  # leadership lost mid-pass: no further effect
             if not self.is_healthy(host) or host in busy:
                 continue  # cheap checks first: dead hosts wait here on every pass
             if not self._owes_return(host):
@@ -346,8 +419,8 @@ class Engine:
             self._clear_incident_alerts(host, now)  # a new incident: the last one's alerts are history
         steps = initial_steps(notification, mode) if status is NotificationStatus.NEW else []
         self._store.create_notification(notification, steps)
-        if status is NotificationStatus.NEW and mode is not SegmentMode.NOTIFY:
-            self._executor.track(notification, steps)
+        if status is NotificationStatus.NEW and mode is not SegmentMode.NOTIFY and self._term_matches():
+            self._executor.track(notification, steps)  # a follower only stores it: the leader adopts it
         self._emit(
             EngineEvent(
                 EventKind.NOTIFICATION_CREATED,

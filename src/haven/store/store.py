@@ -35,7 +35,7 @@ from haven.domain.incidents import (
     Step,
 )
 from haven.domain.publishing import Delivery, OutboxCounts, PublishedEvent
-from haven.store import alerts, claims, hosts, migrate, notifications, outbox, segments
+from haven.store import alerts, claims, fencing, hosts, migrate, notifications, outbox, segments
 from haven.store.engine import WRITE_OPTION, SqliteFootprint, Target, build_engine, parse
 from haven.store.translate import translate_errors
 
@@ -198,8 +198,12 @@ class Store:
         status: NotificationStatus | None = None,
         payload: Mapping[str, Any] | None = None,
         now: float,
+        epoch: int | None = None,
     ) -> None:
         """Commit a recovery's progress atomically: all of it, or (on any error) none of it.
+
+        With ``epoch`` (the leader's fencing token) the commit first claims the notification for
+        that epoch in the same transaction; ``Deposed`` (nothing saved) if a newer epoch holds it.
 
         ``steps`` replace the stored steps with the same seq (every field);
         ``new_steps`` are added; ``status`` and ``payload`` are set when given;
@@ -207,7 +211,19 @@ class Store:
         step, Conflict for a new step whose seq is taken.
         """
         with self._transaction(write=True) as conn:
+            if epoch is not None:
+                fencing.claim(conn, notification_id, epoch)
             notifications.save_progress(conn, notification_id, steps, new_steps, status, payload, now)
+
+    def claim_unfinished(self, epoch: int) -> int:
+        """A new leader takes every unfinished notification for ``epoch``; returns how many."""
+        with self._transaction(write=True) as conn:
+            return fencing.claim_unfinished(conn, epoch)
+
+    def owner_epoch(self, notification_id: NotificationId) -> int | None:
+        """The newest leader epoch that committed a step of the notification (None: none yet)."""
+        with self._transaction(write=False) as conn:
+            return fencing.owner_epoch(conn, notification_id)
 
     def list_steps(self, notification_id: NotificationId) -> list[Step]:
         """The notification's steps ordered by seq; NotFound for an unknown notification."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     Double,
@@ -88,6 +89,8 @@ notifications = Table(
     Column("segment_id", ID, nullable=True, index=True),
     Column("claimed_by", NAME, nullable=True),  # custom recovery: the external system working on it
     Column("claimed_at", Double, nullable=True),
+    # The highest leader epoch that committed a step of this recovery (haven.store.fencing).
+    Column("owner_epoch", BigInteger, nullable=True),
 )
 
 steps = Table(
