@@ -22,7 +22,7 @@ async def test_leader_killed_mid_evacuation_another_engine_finishes_without_doub
 ) -> None:
     options = LeaderLossOptions(
         etcd.url, pg_store_url(), engines=3, hosts=6, vms=36, ttl_s=3,
-        max_parallel_evacuations=2, cluster=f"drill-{uuid.uuid4().hex[:8]}",
+        max_parallel_evacuations=3, cluster=f"drill-{uuid.uuid4().hex[:8]}",
     )  # fmt: skip
     report = (await run_leader_loss(options)).to_dict()
 
