@@ -39,6 +39,11 @@ async def test_leader_killed_mid_evacuation_another_engine_finishes_without_doub
     assert len(leaders) == 2 and leaders[0]["engine"] == report["killed"] != leaders[1]["engine"]
     assert leaders[1]["epoch"] > leaders[0]["epoch"]
     assert leaders[1]["resumed"] == 1
+    # Followers do not act: the engine that never led started no step; both leaders did.
+    started = report["steps_started_by"]
+    assert sorted(started) == ["engine-1", "engine-2", "engine-3"]
+    assert [started[e["engine"]] > 0 for e in leaders] == [True, True]
+    assert [n for name, n in started.items() if name not in {e["engine"] for e in leaders}] == [0]
     # Takeover within the lease TTL plus a second (etcd lets a lease live a little past its TTL).
     assert report["takeover_s"] <= options.ttl_s + 1.0, report["takeover_s"]
     assert report["resumed_s"] <= report["takeover_s"] + 0.5

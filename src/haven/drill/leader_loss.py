@@ -82,6 +82,7 @@ class LeaderLossReport:
     killed: str | None
     leaders: list[dict[str, Any]] = field(default_factory=list)
     max_leaders_at_once: int = 0
+    steps_started_by: dict[str, int] = field(default_factory=dict)  # per engine: a follower's must stay 0
 
     def to_dict(self) -> dict[str, Any]:
         extra = asdict(self)
@@ -220,6 +221,10 @@ async def run_leader_loss(options: LeaderLossOptions) -> LeaderLossReport:
             if e.kind is EventKind.LEADERSHIP_GAINED
         ],
         max_leaders_at_once=sampler.max_leaders,
+        steps_started_by={
+            m.name: sum(1 for name, e in by_engine if name == m.name and e.kind is EventKind.STEP_STARTED)
+            for m in members
+        },
     )
     _verdict(report)
     return report
@@ -283,6 +288,12 @@ def _verdict(report: LeaderLossReport) -> None:
     drill.checks.append(
         f"takeover {report.takeover_s} s after the leader's death (lease TTL {report.ttl_s} s)"
     )
+    leaders = {entry["engine"] for entry in report.leaders}
+    if any(count for name, count in report.steps_started_by.items() if name not in leaders):
+        drill.checks.insert(
+            0, f"SAFETY VIOLATED: an engine that never led started steps: {report.steps_started_by}"
+        )
+        drill.verdict = "failed"
     if report.double_actions or report.max_leaders_at_once > 1:
         drill.checks.insert(0, "SAFETY VIOLATED: an action was done twice, or two engines led at once")
         drill.verdict = "failed"
