@@ -208,7 +208,7 @@ async def test_force_down_and_disable_address_the_service_by_id(
     }
 
 
-async def test_evacuate_pins_2_29_names_the_target_and_never_forces(
+async def test_evacuate_pins_2_29_names_the_target_and_never_forces_and_the_other_actions(
     cloud: OpenStackCloud, nova: RecordedNova
 ) -> None:
     nova.answer("POST", f"{V}/servers/s1/action", Answer(200, {}))
@@ -222,6 +222,14 @@ async def test_evacuate_pins_2_29_names_the_target_and_never_forces(
         {"os-resetState": {"state": "active"}},
     ]
     assert [_version(c) for c in calls[:2]] == ["2.29", "2.29"]
+    await cloud.stop_server(ServerId("s1"))
+    await cloud.start_server(ServerId("s1"))
+    await cloud.reboot_server(ServerId("s1"))
+    assert [c.body for c in nova.made("POST", f"{V}/servers/s1/action")[3:]] == [
+        {"os-stop": None},
+        {"os-start": None},
+        {"reboot": {"type": "HARD"}},
+    ]
     with pytest.raises(PermanentError, match="only to active or error"):
         await cloud.reset_state(ServerId("s1"), VmState.STOPPED)
 

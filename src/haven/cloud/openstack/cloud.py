@@ -137,6 +137,15 @@ class OpenStackCloud:
             raise PermanentError(f"Nova can reset a server only to active or error, not {state.value}")
         await self._action(server_id, f"reset to {nova_state}", {"os-resetState": {"state": nova_state}})
 
+    async def stop_server(self, server_id: ServerId) -> None:
+        await self._action(server_id, "stop", {"os-stop": None})
+
+    async def start_server(self, server_id: ServerId) -> None:
+        await self._action(server_id, "start", {"os-start": None})
+
+    async def reboot_server(self, server_id: ServerId) -> None:
+        await self._action(server_id, "hard reboot", {"reboot": {"type": "HARD"}})
+
     async def _action(self, server_id: ServerId, what: str, body: Mapping[str, Any]) -> None:
         await self._pool.run(f"{what}: server {server_id}", self._api.server_action, server_id, body)
 
