@@ -53,7 +53,7 @@ def nova_contract(nova_lab: NovaLab) -> Iterator[NovaUnderTest]:
             os.environ["OS_CLIENT_CONFIG_FILE"] = previous
     hosts = [HostName(h) for h in sorted(nova_lab.hosts)]
     sdk = nova_lab.connect()
-    flavor = sdk.compute.find_flavor(nova_lab.flavor)
+    flavor = sdk.compute.find_flavor(nova_lab.flavor, ignore_missing=False)
     server = sdk.compute.create_server(
         name="contract-ha",
         image_id=nova_lab.image_id,

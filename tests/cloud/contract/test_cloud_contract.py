@@ -13,6 +13,11 @@ from haven.domain.cloud import TaskState, VmState
 from haven.domain.errors import Conflict, NotFound, PermanentError, TemporaryError
 from haven.domain.ids import HostName, ServerId
 
+# openstacksdk (the driver on real Nova) warns about its own internals on every request.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::openstack.warnings.RemovedInSDK50Warning"),
+    pytest.mark.filterwarnings("ignore::openstack.warnings.RemovedInSDK60Warning"),
+]
 MISSING_SERVER = ServerId("00000000-0000-4000-8000-000000000000")
 REASON = "haven: host failure, contract test"
 # The lab's Nova notices a dead compute in ~10 s and a restarted one in a few seconds.
