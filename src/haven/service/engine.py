@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from haven.cloud.base import Cloud, LivenessSource
 from haven.detection.detector import Detection, Hold, Membership, Verdict, detect
 from haven.domain.clock import Clock
-from haven.domain.errors import NotFound
+from haven.domain.errors import CloudError, NotFound
 from haven.domain.events import EngineEvent, EventKind, EventSink, discard_events
 from haven.domain.ids import HostName, NotificationId, SegmentId
 from haven.domain.incidents import (
@@ -367,10 +367,15 @@ class Engine:
             if not self._owes_return(host):
                 self._returning.discard(host)  # haven left it alone (say, an operator had disabled it)
                 continue
-            state = await self._cloud.get_host(host)
-            if state.forced_down:
-                await self._cloud.force_down(host, False)
+            try:
                 state = await self._cloud.get_host(host)
+                if state.forced_down:
+                    await self._cloud.force_down(host, False)
+                    state = await self._cloud.get_host(host)
+            except CloudError:
+                # Nova did not answer, or refused (it keeps a host forced down until its restarted
+                # compute has cleaned up its evacuations): look again next pass.
+                continue
             if not state.service_up:
                 continue  # nova-compute has not reported yet; look again next pass
             last = self._last_haven_disable(host)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from haven.cloud.openstack import convert
@@ -22,23 +22,16 @@ from haven.domain.errors import NotFound, PermanentError
 from haven.domain.ids import HostName, ServerId
 from haven.domain.liveness import BmcPower, HostLiveness
 
-FRESH_REPORT_S = 30.0  # a forced-down compute that reported this recently is running again
+REPORTS_WHEN_BACK = 2  # updated_at moves of a forced-down service that mean its compute reports again
 RATIOS_TTL_S = 600.0  # allocation ratios change with a nova.conf edit and a restart: rarely
 _RESET_STATES = {VmState.ACTIVE: "active", VmState.ERROR: "error"}
 
 
 class OpenStackCloud:
-    def __init__(
-        self,
-        api: NovaApi,
-        pool: CallPool,
-        fresh_report_s: float = FRESH_REPORT_S,
-        wall_clock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, api: NovaApi, pool: CallPool) -> None:
         self._api = api
         self._pool = pool
-        self._fresh_report_s = fresh_report_s
-        self._wall_clock = wall_clock  # Nova's timestamps are wall-clock UTC
+        self._forced: dict[HostName, tuple[str, int]] = {}  # forced-down host: last updated_at, moves
         self._ratios: dict[str, dict[str, float]] = {}  # by hypervisor hostname, from Placement
         self._ratios_at = -RATIOS_TTL_S
 
@@ -155,19 +148,26 @@ class OpenStackCloud:
         """Hosts whose nova-compute is down by Nova's account; the others are left out (healthy).
 
         This is one channel only (Nova's); haven's host agent and the BMC add the others. Nova
-        reports a forced-down service down whatever its compute does, so a forced-down host whose
-        compute reports again (a fresh ``updated_at``) counts as alive: haven may then return it.
+        reports a forced-down service down whatever its compute does, so a forced-down host counts
+        as alive again once its ``updated_at`` moved REPORTS_WHEN_BACK times since haven first saw
+        it forced down (a compute's report moves it; so does each PUT on the service, hence more
+        than one): haven may then return it to service.
         """
         services = await self._pool.run("list compute services", self._api.compute_services)
-        now = self._wall_clock()
         readings = []
+        forced: dict[HostName, tuple[str, int]] = {}
         for s in services:
-            updated_at = convert.timestamp(s.get("updated_at"))
-            reporting = updated_at is not None and now - updated_at <= self._fresh_report_s
-            if s.get("state") == "up" or (s.get("forced_down") and reporting):
+            host, updated = HostName(str(s["host"])), str(s.get("updated_at") or "")
+            if s.get("forced_down"):
+                last, moves = self._forced.get(host, (updated, 0))
+                forced[host] = (updated, moves + (updated != last))
+                if forced[host][1] >= REPORTS_WHEN_BACK:
+                    continue
+            elif s.get("state") == "up":
                 continue
-            host = HostName(str(s["host"]))
+            stamp = convert.timestamp(updated)
             readings.append(
-                HostLiveness(host, None, nova_up=False, nova_updated_at=updated_at, bmc=BmcPower.UNKNOWN)
+                HostLiveness(host, None, nova_up=False, nova_updated_at=stamp, bmc=BmcPower.UNKNOWN)
             )
+        self._forced = forced
         return readings
