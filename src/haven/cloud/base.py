@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from haven.domain.cloud import Host, Server, ServerGroup, VmState
+from haven.domain.cloud import Host, Server, ServerAction, ServerGroup, VmState
 from haven.domain.ids import HostName, ServerId
 from haven.domain.liveness import HostLiveness
 
@@ -37,6 +37,29 @@ class Cloud(Protocol):
         ...
 
     async def reset_state(self, server_id: ServerId, state: VmState) -> None: ...
+
+    # Guest recovery (a VM crashed or its watchdog fired). Each returns once Nova accepted the
+    # request; the effect shows later in the server's task_state, vm_state and power_state.
+
+    async def stop_server(self, server_id: ServerId) -> None:
+        """Nova's os-stop (allowed from active, error): power the guest off, vm_state stopped."""
+        ...
+
+    async def start_server(self, server_id: ServerId) -> None:
+        """Nova's os-start (the server must be stopped): power the guest on, vm_state active."""
+        ...
+
+    async def reboot_server(self, server_id: ServerId) -> None:
+        """Nova's reboot with type HARD (allowed from active, stopped, error, paused): power cycle."""
+        ...
+
+    async def server_actions(self, server_id: ServerId, since: float) -> Sequence[ServerAction]:
+        """Nova's os-instance-actions of the server that started at or after ``since`` (epoch s).
+
+        Steps read it before acting, so an action asked once (before a crash of the engine) is not
+        asked again: a hard reboot, for one, leaves no other trace in the server's state.
+        """
+        ...
 
 
 class LivenessSource(Protocol):

@@ -14,6 +14,9 @@ from haven.domain.ids import HostName, ServerGroupId, ServerId
 
 HA_ENABLED_KEY = "HA_Enabled"
 HA_PRIORITY_KEY = "HA_Priority"
+# The watchdog action Nova gives a guest: the flavor's extra spec wins over the image's property.
+WATCHDOG_EXTRA_SPEC = "hw:watchdog_action"
+WATCHDOG_IMAGE_PROPERTY = "hw_watchdog_action"
 # Per-VM custom recovery: HA_Mode=notify leaves this VM's recovery to its owner (haven only reports).
 HA_MODE_KEY = "HA_Mode"
 HA_MODE_NOTIFY = "notify"
@@ -31,12 +34,17 @@ class PowerState(StrEnum):
     RUNNING = "running"
     SHUTDOWN = "shutdown"
     NOSTATE = "nostate"
+    PAUSED = "paused"
+    CRASHED = "crashed"  # libvirt reported the guest crashed (Nova's power_state 6)
 
 
 class TaskState(StrEnum):
     NONE = ""
     REBUILDING = "rebuilding"
     REBUILD_SPAWNING = "rebuild_spawning"
+    POWERING_OFF = "powering-off"
+    POWERING_ON = "powering-on"
+    REBOOTING_HARD = "rebooting_hard"
 
 
 class GroupPolicy(StrEnum):
@@ -115,6 +123,7 @@ class Server:
     task_state: TaskState = TaskState.NONE
     metadata: Mapping[str, str] = field(default_factory=dict)
     group: ServerGroupId | None = None
+    watchdog_action: str = ""  # hw:watchdog_action of its flavor or image; "" when neither sets it
 
     @property
     def ha_enabled(self) -> bool:
@@ -148,3 +157,32 @@ class ServerGroup:
     name: str
     policy: GroupPolicy
     members: frozenset[ServerId]
+
+
+class ServerActionKind(StrEnum):
+    """Nova's instance action names (os-instance-actions) for what haven asks of a server."""
+
+    STOP = "stop"
+    START = "start"
+    REBOOT = "reboot"
+    EVACUATE = "evacuate"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerAction:
+    """One action asked of a server, as Nova's os-instance-actions lists it (start_time in epoch s)."""
+
+    server_id: ServerId
+    action: str
+    at: float
+
+
+def watchdog_action_of(flavor_extra_specs: Mapping[str, str], image_properties: Mapping[str, str]) -> str:
+    """The guest's watchdog action the way Nova's libvirt driver picks it: flavor first, then image."""
+    return (
+        str(
+            flavor_extra_specs.get(WATCHDOG_EXTRA_SPEC) or image_properties.get(WATCHDOG_IMAGE_PROPERTY) or ""
+        )
+        .strip()
+        .lower()
+    )

@@ -73,6 +73,7 @@ class AlertKind(StrEnum):
     UNPLACED = "unplaced"
     PROCESS_DOWN = "process_down"
     RECOVERY_FAILED = "recovery_failed"
+    CRASH_LOOP = "crash_loop"  # a VM restarted too often in a window was left stopped
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,12 @@ class RecoverySettings:
     evacuate_all_instances: bool = False  # Masakari: also evacuate VMs without HA_Enabled
     ignore_instances_in_error_state: bool = False
     return_to_service: bool = True  # re-enable a recovered host once every channel is healthy again
+    # Guest recovery (VM notifications). Masakari's process_all_instances: also VMs without HA_Enabled.
+    process_all_instances: bool = False
+    vm_restart_method: str = "stop_start"  # or "hard_reboot"; a failed stop falls back to a hard reboot
+    crash_loop_max_restarts: int = 3  # restarts of one VM within the window before it is left stopped
+    crash_loop_window_s: float = 600.0
+    watchdog_default_action: str = "reset"  # when neither flavor nor image sets hw:watchdog_action
 
 
 @dataclass(frozen=True, slots=True)

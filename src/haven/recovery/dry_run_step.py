@@ -16,7 +16,8 @@ from haven.domain.incidents import NotificationType, Step
 from haven.recovery.context import StepContext
 from haven.recovery.host_steps import make_plan, owner_list
 from haven.recovery.outcome import Outcome, done
-from haven.recovery.vm_steps import OWNER_KEY, owner_of
+from haven.recovery.vm_policy import VmAction
+from haven.recovery.vm_steps import OWNER_KEY, decision_for, server_of
 
 NOTHING_DONE = "did nothing (dry run)"
 
@@ -65,10 +66,15 @@ async def dry_run(step: Step, ctx: StepContext) -> Outcome:
 
 
 async def _vm(ctx: StepContext) -> dict[str, Any]:
-    found = await owner_of(ctx.notification, ctx)
-    vm = found["name"] or found["server"]
-    if found[OWNER_KEY]:
+    server, decision = await decision_for(ctx.notification, ctx)
+    vm = server.name if server else server_of(ctx.notification)
+    left = decision.action is VmAction.LEFT_TO_OWNER
+    if left:
         would = f"would leave VM {vm} to its owner ({HA_MODE_KEY}={HA_MODE_NOTIFY})"
     else:
-        would = f"would ignore the failure of VM {vm}: haven has no guest recovery yet"
-    return {**found, "would": f"{would}; {NOTHING_DONE}"}
+        would = f"VM {vm}: {decision.note}; would act so ({decision.action.value})"
+    found = {
+        "server": server.id if server else server_of(ctx.notification),
+        "name": server.name if server else "",
+    }
+    return {**found, OWNER_KEY: left, "action": decision.action.value, "would": f"{would}; {NOTHING_DONE}"}

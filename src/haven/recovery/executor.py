@@ -54,7 +54,6 @@ from haven.recovery.workflows import (
     PARALLEL_KINDS,
     PLAN,
     RECOVERY_MODE_KEY,
-    VM_OWNER,
 )
 from haven.store import Store
 
@@ -70,7 +69,7 @@ HANDLERS: Mapping[str, Handler] = {
     DISABLE_SERVICE: process_steps.disable_service,
     ENABLE_SERVICE: process_steps.enable_service,
     DRY_RUN: dry_run_step.dry_run,
-    VM_OWNER: vm_steps.check_owner,
+    **vm_steps.HANDLERS,
 }
 TERMINAL = frozenset({StepState.DONE, StepState.FAILED, StepState.SKIPPED})
 

@@ -7,21 +7,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from haven.domain.incidents import Alert, AlertKind, Notification, NotificationStatus, Step, StepState
-from haven.recovery.vm_steps import OWNER_KEY
-from haven.recovery.workflows import DRY_RUN, EVACUATE, FENCE, PLAN, VM_OWNER
+from haven.recovery.vm_steps import CRASH_LOOP_KEY, OWNER_KEY, summarize_vm
+from haven.recovery.workflows import DRY_RUN, EVACUATE, FENCE, PLAN, VM_CHECKS
 
 
 def summarize(steps: Sequence[Step]) -> tuple[NotificationStatus, dict[str, Any]]:
     """The final status and summary; NEW means handed to the VM's owner (custom recovery), still open."""
     if not steps:
         return NotificationStatus.IGNORED, {"note": "no recovery workflow for this notification type yet"}
-    owner = next((s for s in steps if s.kind == VM_OWNER), None)
-    if owner is not None:
-        detail = owner.detail
-        if owner.state is StepState.DONE and detail.get(OWNER_KEY):
-            vm = [{"server": detail.get("server", owner.subject), "name": detail.get("name", "")}]
-            return NotificationStatus.NEW, {OWNER_KEY: vm, "note": detail.get("note", "")}
-        return NotificationStatus.IGNORED, {"note": detail.get("note") or detail.get("error", "")}
+    check = next((s for s in steps if s.kind in VM_CHECKS), None)
+    if check is not None:
+        return summarize_vm(check, steps)
     evacuations = [s for s in steps if s.kind == EVACUATE]
     plan = next((s for s in steps if s.kind == PLAN and s.state is StepState.DONE), None)
     unplaced = list(plan.detail.get("unplaced", [])) if plan else []
@@ -65,6 +61,9 @@ def alerts_for(
                 f"{len(summary['unplaced'])} VM(s) of {notification.hostname} could not be placed: {names}",
             )
         )
+    if summary.get(CRASH_LOOP_KEY):
+        vm = summary.get("name") or summary.get("server", "")
+        alerts.append(alert(AlertKind.CRASH_LOOP, f"VM {vm} on {notification.hostname}: {summary['note']}"))
     other = [f for f in summary.get("failures", []) if f["step"] != FENCE]
     if other:
         alerts.append(

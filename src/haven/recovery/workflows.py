@@ -28,7 +28,13 @@ EVACUATE = "evacuate"
 DISABLE_SERVICE = "disable_compute_service"
 ENABLE_SERVICE = "enable_compute_service"
 DRY_RUN = "dry_run"
-VM_OWNER = "check_vm_owner"  # does the VM's HA_Mode=notify leave it to its owner?
+VM_OWNER = "check_vm_owner"  # older notifications' first VM step: runs as check_vm does
+VM_CHECK = "check_vm"  # decide: left to its owner, ignored, recorded, restarted, or left stopped
+STOP_VM = "stop_vm"
+START_VM = "start_vm"
+REBOOT_VM = "reboot_vm"
+CONFIRM_VM = "confirm_vm"
+VM_CHECKS = frozenset({VM_CHECK, VM_OWNER})
 EXTERNAL = EXTERNAL_STEP  # what an external system reported (custom recovery's audit trail)
 
 # Steps of these kinds run side by side (bounded); every other kind runs alone, in order.
@@ -52,6 +58,6 @@ def _kinds(type_: NotificationType, payload: Mapping[str, Any]) -> list[str]:
     if type_ is NotificationType.PROCESS:
         started = str(payload.get("event", "")).upper() == PROCESS_STARTED
         return [ENABLE_SERVICE] if started else [DISABLE_SERVICE]
-    # Guest recovery comes with the host agent; until then a VM notification is handed to the VM's
-    # owner when its metadata asks for it (HA_Mode=notify), and ignored otherwise.
-    return [VM_OWNER]
+    # The check adds the VM's own steps (stop, start, confirm; or hard reboot, confirm) once it knows
+    # what the VM needs (recovery/vm_steps.py).
+    return [VM_CHECK]

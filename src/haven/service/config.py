@@ -12,6 +12,11 @@ is opened or changed, so a bad file stops haven with nothing touched.
     [recovery]
     max_parallel_evacuations = 32
     evacuate_all_instances = false
+    process_all_instances = false                  # guest recovery also for VMs without HA_Enabled
+    vm_restart_method = "stop_start"               # or "hard_reboot"
+    crash_loop_max_restarts = 3                    # then a crashing VM is left stopped, with an alert
+    crash_loop_window_s = 600.0
+    watchdog_default_action = "reset"              # when no hw:watchdog_action is set; or "notify"
     [cloud]
     driver = "simulated"                           # the embedded default
     hosts = 30
@@ -65,6 +70,7 @@ from haven.domain.incidents import RecoveryMethod, SegmentMode
 from haven.domain.settings import DetectionSettings, EngineSettings, RecoverySettings
 from haven.fencing.config import FencingConfig, parse_fencing
 from haven.notify.publisher import PublishSettings
+from haven.recovery.vm_policy import RESTART_METHODS, WATCHDOG_ACTIONS
 
 CONFIG_FILE = "haven.toml"
 DB_FILE = "haven.db"
@@ -252,9 +258,20 @@ def check_settings(engine: EngineSettings, where: str = "settings") -> None:
         "verify_timeout_s",
         "step_timeout_s",
     )
-    for name in timings:
+    for name in (*timings, "crash_loop_window_s"):
         if getattr(r, name) <= 0:
             raise ConfigError(f"{where}: [recovery] {name} must be positive")
+    if r.vm_restart_method not in RESTART_METHODS:
+        raise ConfigError(
+            f"{where}: [recovery] vm_restart_method {r.vm_restart_method!r} is not known",
+            f"choose one of: {', '.join(sorted(RESTART_METHODS))}",
+        )
+    if r.watchdog_default_action not in WATCHDOG_ACTIONS:
+        raise ConfigError(
+            f"{where}: [recovery] watchdog_default_action {r.watchdog_default_action!r} is not known",
+            f"choose one of: {', '.join(sorted(WATCHDOG_ACTIONS))} (Nova's hw:watchdog_action values, "
+            "or notify)",
+        )
 
 
 def _read(path: Path) -> dict[str, Any]:

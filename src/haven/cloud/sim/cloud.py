@@ -12,11 +12,22 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
+from haven.cloud.sim.guests import SimGuests
 from haven.cloud.sim.state import EvacuationRecord, SimHost, SimServer
 from haven.cloud.sim.timings import SimTimings
 from haven.domain.clock import Clock
-from haven.domain.cloud import Host, PowerState, Server, ServerGroup, TaskState, VmState
+from haven.domain.cloud import (
+    Host,
+    PowerState,
+    Server,
+    ServerAction,
+    ServerActionKind,
+    ServerGroup,
+    TaskState,
+    VmState,
+)
 from haven.domain.errors import Conflict, NotFound, TemporaryError
 from haven.domain.ids import HostName, ServerId
 from haven.domain.liveness import BmcPower, HostLiveness
@@ -24,7 +35,7 @@ from haven.domain.liveness import BmcPower, HostLiveness
 NOVA_COMPUTE = "nova-compute"
 
 
-class SimCloud:
+class SimCloud(SimGuests):
     def __init__(
         self,
         clock: Clock,
@@ -46,6 +57,8 @@ class SimCloud:
         self.evacuations: list[EvacuationRecord] = []
         self.live_hosts_fenced: list[HostName] = []
         self._ran_twice: set[ServerId] = set()
+        self.vm_actions: list[ServerAction] = []  # every action asked of a server (os-instance-actions)
+        self._agent_reports: list[tuple[HostName, dict[str, Any]]] = []
         for server in servers:
             self._add_server(server)
 
@@ -137,6 +150,7 @@ class SimCloud:
             raise Conflict(f"Compute service of {source.name} is still in use.")
         dest = self._host(target) if target is not None else self._schedule(source, server)
         now = self.clock.now()
+        self.vm_actions.append(ServerAction(server_id, ServerActionKind.EVACUATE.value, now))
         self.evacuations.append(
             EvacuationRecord(
                 server_id,
@@ -421,4 +435,5 @@ class SimCloud:
             task_state=s.task_state,
             metadata=dict(s.metadata),
             group=s.group,
+            watchdog_action=s.watchdog_action,
         )

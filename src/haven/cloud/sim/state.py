@@ -51,6 +51,11 @@ class SimServer:
     task_state: TaskState = TaskState.NONE
     metadata: dict[str, str] = field(default_factory=dict)
     group: ServerGroupId | None = None
+    watchdog_action: str = ""  # hw:watchdog_action of its flavor or image
+    hung: bool = False  # ground truth: the guest runs but its OS is stuck (its watchdog fires)
+    crashes_left: int = 0  # fault: the guest crashes again this many more times after it boots
+    crash_shows_error: bool = False  # fault: Nova shows a crash as vm_state error, not stopped
+    boots: int = 0  # counts guest boots, so a crash scheduled for an earlier boot is dropped
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,3 +16,8 @@ class SimTimings:
     # Nova, about 0.5 s each), then the guest takes a few seconds to boot.
     evacuate_admit_s: float = 0.5
     evacuate_boot_s: float = 3.0
+    # Guest actions (Nova's os-stop, os-start, reboot HARD): how long until the effect shows.
+    vm_stop_s: float = 2.0
+    vm_start_s: float = 4.0
+    vm_reboot_s: float = 5.0
+    crash_again_after_s: float = 20.0  # a crash-looping guest crashes this long after each boot
