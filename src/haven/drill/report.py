@@ -51,6 +51,9 @@ class DrillReport:
     simulated_s: float = 0.0
     wall_s: float = 0.0
     cpu_s_to_all_issued: float | None = None
+    # Actions asked twice (the same action on one VM within one recovery, or an evacuation twice): 0.
+    double_actions: int = 0
+    vms_left_stopped: int = 0  # crash loops: VMs haven deliberately left stopped (not lost)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -17,11 +17,19 @@ from haven.domain.clock import Clock, VirtualClock
 from haven.domain.cloud import TaskState, VmState
 from haven.domain.events import EngineEvent, EventKind, EventSink, discard_events
 from haven.domain.ids import HostName, ServerId
-from haven.domain.incidents import NotificationType
+from haven.domain.incidents import Notification, NotificationType
 from haven.domain.liveness import HostCondition
 from haven.domain.settings import EngineSettings
 from haven.drill.report import DrillReport, EventRecorder, phases_of
 from haven.drill.scenarios import Expect, Injection, Scenario, scenario_named
+from haven.drill.vm_judge import (
+    agent_alert_verdict,
+    crash_loop_verdict,
+    double_actions,
+    left_stopped,
+    vm_restart_verdict,
+    vm_times,
+)
 from haven.recovery.workflows import EVACUATE, FENCE
 from haven.service.bootstrap import segments_per_zone
 from haven.service.engine import Engine
@@ -59,16 +67,21 @@ async def run_drill(
         engine = Engine(cloud, cloud, SimFencer(cloud), store, clock, options.settings, on_event=recorder)
         engine.start()
         wake = [cloud.next_event_time]
-        await run_until(engine, clock, clock.now() + WARM_UP_S, wake_sources=wake)
+        agents = SimAgents(cloud, engine)
+        await run_until(engine, clock, clock.now() + WARM_UP_S, wake_sources=wake, before_tick=agents)
 
         fault_at, cpu_at_fault = clock.now(), time.process_time()
         injection = scenario.inject(cloud, topology, random.Random(options.seed))
         recorder(
             EngineEvent(EventKind.FAULT_INJECTED, fault_at, detail={"description": injection.description})
         )
-        affected = [s.id for h in injection.failed_hosts for s in await cloud.list_servers(h) if s.ha_enabled]
+        affected = list(injection.vms) or [
+            s.id for h in injection.failed_hosts for s in await cloud.list_servers(h) if s.ha_enabled
+        ]
         if injection.follow_up is not None and injection.follow_up_after_s is not None:
-            await run_until(engine, clock, fault_at + injection.follow_up_after_s, wake_sources=wake)
+            await run_until(
+                engine, clock, fault_at + injection.follow_up_after_s, wake_sources=wake, before_tick=agents
+            )
             injection.follow_up()
         settle_s = max(scenario.observe_for_s, engine.settings.detection.grace_s * 3)
 
@@ -79,7 +92,9 @@ async def run_drill(
                 and all(engine.condition(h) is not HostCondition.SUSPECT for h in injection.touched_hosts)
             )
 
-        await run_until(engine, clock, fault_at + GIVE_UP_AFTER_S, done=quiet, wake_sources=wake)
+        await run_until(
+            engine, clock, fault_at + GIVE_UP_AFTER_S, done=quiet, wake_sources=wake, before_tick=agents
+        )
         report = _judge(scenario, options, spec, cloud, store, injection, affected, recorder, fault_at)
         report.simulated_s = round(clock.now() - fault_at, 3)
         report.wall_s = round(time.perf_counter() - wall_start, 3)
@@ -90,6 +105,17 @@ async def run_drill(
         ]
         report.cpu_s_to_all_issued = round(max(issued) - cpu_at_fault, 4) if issued else None
         return report
+
+
+class SimAgents:
+    """Every simulated host's haven agent: what it saw of its guests, submitted as VM notifications."""
+
+    def __init__(self, cloud: SimCloud, engine: Engine) -> None:
+        self._cloud, self._engine = cloud, engine
+
+    def __call__(self) -> None:
+        for host, payload in self._cloud.take_agent_reports():
+            self._engine.submit(NotificationType.VM, host, payload)
 
 
 def _judge(
@@ -104,7 +130,10 @@ def _judge(
     fault_at: float,
 ) -> DrillReport:
     events = [e for e, _ in recorder.events]
-    recovered = [s for s in affected if _recovered(cloud, s, set(injection.failed_hosts))]
+    if injection.vms:  # guest faults: the VM must run again where it is, not hung
+        recovered = [s for s in affected if cloud.guest_healthy(s)]
+    else:
+        recovered = [s for s in affected if _recovered(cloud, s, set(injection.failed_hosts))]
     evacuations = [e for e in cloud.evacuations if e.at >= fault_at]
     notifications = store.list_notifications()
     unplaced = [u for n in notifications for u in n.payload.get("recovery", {}).get("unplaced", [])]
@@ -147,7 +176,16 @@ def _judge(
             for n in notifications
         ],
     )
-    report.verdict, report.checks = _verdict(scenario, report, evacuations, notifications, cloud, injection)
+    if injection.vms:
+        report.detect_s, report.recover_s = vm_times(events, fault_at)
+    report.double_actions = double_actions(cloud, notifications, cloud.clock.now())
+    report.vms_left_stopped = len(left_stopped(notifications, affected))
+    report.vms_lost -= report.vms_left_stopped  # left stopped on purpose, and said so: not lost
+    settings = options.settings or EngineSettings()
+    limit = settings.recovery.crash_loop_max_restarts
+    report.verdict, report.checks = _verdict(
+        scenario, report, evacuations, notifications, cloud, injection, limit
+    )
     return report
 
 
@@ -199,9 +237,10 @@ def _verdict(
     scenario: Scenario,
     r: DrillReport,
     evacuations: Sequence[object],
-    notifications: Sequence[object],
+    notifications: Sequence[Notification],
     cloud: SimCloud,
     injection: Injection,
+    crash_loop_limit: int,
 ) -> tuple[str, list[str]]:
     checks: list[str] = []
     if (
@@ -210,12 +249,19 @@ def _verdict(
         or r.false_evacuations
         or r.double_evacuations
         or r.live_hosts_fenced
+        or r.double_actions
     ):
         checks.append(
             "SAFETY VIOLATED: a VM ran twice, was evacuated unfenced, off a live host, or twice, "
-            "or a live host was powered off"
+            "a live host was powered off, or an action was asked twice"
         )
         return "failed", checks
+    if scenario.expect is Expect.VM_RESTART:
+        return vm_restart_verdict(r, cloud, injection.vms)
+    if scenario.expect is Expect.CRASH_LOOP:
+        return crash_loop_verdict(r, cloud, notifications, injection.vms, crash_loop_limit)
+    if scenario.expect is Expect.AGENT_ALERT:
+        return agent_alert_verdict(r, cloud)
     if scenario.expect is Expect.HOLD:
         isolated = any(a["kind"] == "isolated" for a in r.alerts)
         checks.append(f"evacuations: {len(evacuations)} (expected none)")

@@ -16,8 +16,9 @@ from enum import StrEnum
 
 from haven.cloud.sim import CloudSpec, SimCloud
 from haven.cloud.sim.builder import SimTopology
+from haven.domain.cloud import HA_ENABLED_KEY
 from haven.domain.errors import UserError
-from haven.domain.ids import HostName
+from haven.domain.ids import HostName, ServerId
 from haven.domain.incidents import RecoveryMethod
 
 
@@ -25,6 +26,9 @@ class Expect(StrEnum):
     RECOVERY = "recovery"  # the HA VMs of dead hosts come back elsewhere
     HOLD = "hold"  # haven must not evacuate: the host is isolated or the observer is the fault
     SERVICE_CYCLE = "service_cycle"  # a compute service disabled, then re-enabled, nothing evacuated
+    VM_RESTART = "vm_restart"  # a failed guest is restarted (or reset) in place, once
+    CRASH_LOOP = "crash_loop"  # restarted N times, then left stopped with an alert (verdict "held")
+    AGENT_ALERT = "agent_alert"  # haven's agent is silent, nova up: an alert, no evacuation ("held")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +38,7 @@ class Injection:
     description: str
     follow_up_after_s: float | None = None
     follow_up: Callable[[], None] | None = None
+    vms: tuple[ServerId, ...] = ()  # VMs the fault hit directly (guest faults); none for host faults
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +135,55 @@ def _nova_compute_crash(cloud: SimCloud, topology: SimTopology, rng: random.Rand
     )
 
 
+def _pick_ha_vm(cloud: SimCloud, topology: SimTopology, rng: random.Random) -> ServerId:
+    """A running HA VM on a usable host."""
+    candidates = sorted(
+        s.id
+        for h in _usable_hosts(cloud, topology)
+        for s in cloud.servers_on(h)
+        if cloud.guest_healthy(s.id) and s.metadata.get(HA_ENABLED_KEY) == "True"
+    )
+    if not candidates:
+        raise UserError("this cloud has no running HA VM", "use more VMs or a larger --ha-fraction")
+    return rng.choice(candidates)
+
+
+def _vm_crash(cloud: SimCloud, topology: SimTopology, rng: random.Random) -> Injection:
+    vm = _pick_ha_vm(cloud, topology, rng)
+    cloud.crash_guest(vm)
+    name = cloud.sim_server(vm).name
+    return Injection((), (cloud.sim_server(vm).host,), f"VM {name} crashed", vms=(vm,))
+
+
+def _vm_crash_loop(cloud: SimCloud, topology: SimTopology, rng: random.Random) -> Injection:
+    vm = _pick_ha_vm(cloud, topology, rng)
+    cloud.crash_guest(vm, again=CRASH_LOOP_AGAIN)
+    name, after = cloud.sim_server(vm).name, cloud.timings.crash_again_after_s
+    return Injection(
+        (),
+        (cloud.sim_server(vm).host,),
+        f"VM {name} crashed, and crashes again {after:g} s after every boot",
+        vms=(vm,),
+    )
+
+
+def _guest_watchdog(cloud: SimCloud, topology: SimTopology, rng: random.Random) -> Injection:
+    vm = _pick_ha_vm(cloud, topology, rng)
+    cloud.fire_watchdog(vm)
+    name = cloud.sim_server(vm).name
+    return Injection(
+        (), (cloud.sim_server(vm).host,), f"VM {name} hung and its watchdog fired (reset policy)", vms=(vm,)
+    )
+
+
+def _agent_down(cloud: SimCloud, topology: SimTopology, rng: random.Random) -> Injection:
+    victim = _pick_host(cloud, topology, rng)
+    cloud.crash_agent(victim)
+    return Injection((), (victim,), f"haven's agent on {victim} stopped; the host and nova-compute live on")
+
+
+CRASH_LOOP_AGAIN = 10  # more than any sensible crash_loop_max_restarts
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -186,6 +240,32 @@ SCENARIOS: dict[str, Scenario] = {
             _host_power_loss,
             shape=lambda spec: dataclasses.replace(spec, reserved_per_zone=max(spec.reserved_per_zone, 1)),
             recovery_method=RecoveryMethod.RESERVED_HOST,
+        ),
+        Scenario(
+            "vm-crash",
+            "one HA VM crashes: restarted in place (stop, start, confirmed running), once",
+            Expect.VM_RESTART,
+            _vm_crash,
+        ),
+        Scenario(
+            "vm-crash-loop",
+            "one HA VM keeps crashing: restarted up to the crash-loop limit, then left stopped with an alert",
+            Expect.CRASH_LOOP,
+            _vm_crash_loop,
+            observe_for_s=150.0,
+        ),
+        Scenario(
+            "guest-watchdog",
+            "one HA VM hangs and its watchdog fires: hard-rebooted (reset policy), once",
+            Expect.VM_RESTART,
+            _guest_watchdog,
+        ),
+        Scenario(
+            "agent-down",
+            "haven's agent on a host stops heartbeating, nova-compute still reports: an alert, no evacuation",
+            Expect.AGENT_ALERT,
+            _agent_down,
+            observe_for_s=120.0,
         ),
     )
 }

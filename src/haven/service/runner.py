@@ -24,11 +24,16 @@ async def run_until(
     *,
     done: Callable[[], bool] = lambda: False,
     wake_sources: Sequence[WakeSource] = (),
+    before_tick: Callable[[], None] = lambda: None,
 ) -> None:
-    """Tick until ``done()`` or the deadline; other wake sources (a simulated cloud's events) count too."""
+    """Tick until ``done()`` or the deadline; other wake sources (a simulated cloud's events) count too.
+
+    ``before_tick`` runs before every tick (a drill delivers the simulated agents' reports there).
+    """
     while clock.now() < deadline and not done():
         wakes = [engine.next_wake(), deadline, *(t for w in wake_sources if (t := w()) is not None)]
         await clock.sleep_until(max(min(wakes), clock.now()))
+        before_tick()
         await engine.tick()
 
 
