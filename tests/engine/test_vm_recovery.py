@@ -216,4 +216,8 @@ async def test_a_dry_run_segment_says_what_it_would_do_to_a_crashed_vm(make_rig:
     (note,) = rig.notifications_of(vm)
     (step,) = rig.all_steps(note)
     assert step.kind == "dry_run" and step.detail["action"] == "restart"
-    assert step.detail["would"].endswith("would act so (restart); did nothing (dry run)")
+    name = rig.cloud.sim_server(vm).name
+    assert (
+        step.detail["would"]
+        == f"{name} crashed: start; would restart it; did nothing (dry run)"
+    )

@@ -20,6 +20,15 @@ from haven.recovery.vm_policy import VmAction
 from haven.recovery.vm_steps import OWNER_KEY, decision_for, server_of
 
 NOTHING_DONE = "did nothing (dry run)"
+_WOULD = {
+    VmAction.RESTART: "would restart it",
+    VmAction.HARD_REBOOT: "would hard-reboot it",
+    VmAction.LEFT_STOPPED: "would leave it stopped",
+    VmAction.RECORDED: "would record it only",
+    VmAction.IGNORED: "would do nothing",
+    VmAction.NOTHING: "would do nothing",
+    VmAction.LEFT_TO_OWNER: "would leave it to its owner",
+}
 
 
 async def dry_run(step: Step, ctx: StepContext) -> Outcome:
@@ -72,7 +81,7 @@ async def _vm(ctx: StepContext) -> dict[str, Any]:
     if left:
         would = f"would leave VM {vm} to its owner ({HA_MODE_KEY}={HA_MODE_NOTIFY})"
     else:
-        would = f"VM {vm}: {decision.note}; would act so ({decision.action.value})"
+        would = f"{decision.note}; {_WOULD[decision.action]}"
     found = {
         "server": server.id if server else server_of(ctx.notification),
         "name": server.name if server else "",
