@@ -217,7 +217,4 @@ async def test_a_dry_run_segment_says_what_it_would_do_to_a_crashed_vm(make_rig:
     (step,) = rig.all_steps(note)
     assert step.kind == "dry_run" and step.detail["action"] == "restart"
     name = rig.cloud.sim_server(vm).name
-    assert (
-        step.detail["would"]
-        == f"{name} crashed: start; would restart it; did nothing (dry run)"
-    )
+    assert step.detail["would"] == f"{name} crashed: start; would restart it; did nothing (dry run)"
