@@ -53,6 +53,8 @@ def drill_report(report: DrillReport) -> Group:
         ("evacuated before fencing", report.evacuated_unfenced),
         ("false evacuations", report.false_evacuations),
         ("evacuated twice", report.double_evacuations),
+        ("actions asked twice", report.double_actions),
+        ("VMs left stopped (crash loop)", report.vms_left_stopped),
         ("death to confirmed (s)", _num(report.detect_s)),
         ("confirmed to fenced (s)", _num(report.fence_s)),
         ("death to last HA VM verified (s)", _num(report.recover_s)),

@@ -13,7 +13,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from haven.domain.events import EngineEvent, EventKind, EventSink
-from haven.recovery.workflows import EVACUATE, FENCE, FORCE_DOWN, PLAN
+from haven.recovery.workflows import (
+    CONFIRM_VM,
+    EVACUATE,
+    FENCE,
+    FORCE_DOWN,
+    PLAN,
+    REBOOT_VM,
+    START_VM,
+    STOP_VM,
+    VM_CHECK,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,5 +120,10 @@ def phases_of(events: Sequence[EngineEvent], fault_at: float) -> list[Phase]:
         _span("planned", *steps(PLAN), fault_at),
         _span("evacuating", evac_started, evac_started, fault_at),
         _span("verified", evac_finished, evac_finished, fault_at),
+        _span("vm checked", *steps(VM_CHECK), fault_at),
+        _span("vm stopped", *steps(STOP_VM), fault_at),
+        _span("vm started", *steps(START_VM), fault_at),
+        _span("vm rebooted", *steps(REBOOT_VM), fault_at),
+        _span("vm confirmed running", *steps(CONFIRM_VM, done_only=True), fault_at),
     ]
     return sorted((p for p in candidates if p is not None), key=lambda p: (p.start_s, p.end_s))

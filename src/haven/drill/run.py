@@ -75,6 +75,7 @@ async def run_drill(
         recorder(
             EngineEvent(EventKind.FAULT_INJECTED, fault_at, detail={"description": injection.description})
         )
+        agents()  # an agent reports what it saw at once (a guest fault), not at the engine's next tick
         affected = list(injection.vms) or [
             s.id for h in injection.failed_hosts for s in await cloud.list_servers(h) if s.ha_enabled
         ]
