@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from haven.cloud.openstack import convert
 from haven.cloud.openstack.calls import CallPool
 from haven.cloud.openstack.nova import NovaApi
-from haven.domain.cloud import Host, Server, ServerGroup, VmState
+from haven.domain.cloud import Host, Server, ServerAction, ServerGroup, VmState
 from haven.domain.errors import NotFound, PermanentError
 from haven.domain.ids import HostName, ServerId
 from haven.domain.liveness import BmcPower, HostLiveness
@@ -138,6 +139,14 @@ class OpenStackCloud:
 
     async def reboot_server(self, server_id: ServerId) -> None:
         await self._action(server_id, "hard reboot", {"reboot": {"type": "HARD"}})
+
+    async def server_actions(self, server_id: ServerId, since: float) -> Sequence[ServerAction]:
+        """Nova's instance actions that started at or after ``since``; compared with Nova's own clock."""
+        stamp = datetime.fromtimestamp(since, UTC).replace(tzinfo=None).isoformat()
+        what = f"list instance actions of server {server_id}"
+        bodies = await self._pool.run(what, self._api.instance_actions, server_id, stamp)
+        found = [convert.server_action(server_id, b) for b in bodies]
+        return [a for a in found if a.at >= since]
 
     async def _action(self, server_id: ServerId, what: str, body: Mapping[str, Any]) -> None:
         await self._pool.run(f"{what}: server {server_id}", self._api.server_action, server_id, body)

@@ -18,9 +18,11 @@ from haven.domain.cloud import (
     Host,
     PowerState,
     Server,
+    ServerAction,
     ServerGroup,
     TaskState,
     VmState,
+    watchdog_action_of,
 )
 from haven.domain.ids import HostName, ServerGroupId, ServerId
 
@@ -80,7 +82,14 @@ def server(body: Json, group: ServerGroupId | None = None) -> Server:
         task_state=task_state(body.get("OS-EXT-STS:task_state")),
         metadata={str(k): str(v) for k, v in (body.get("metadata") or {}).items()},
         group=ServerGroupId(str(groups[0])) if groups else group,
+        # The embedded flavor carries its extra specs (2.47+); the image's property is not read yet.
+        watchdog_action=watchdog_action_of((body.get("flavor") or {}).get("extra_specs") or {}, {}),
     )
+
+
+def server_action(server_id: ServerId, body: Json) -> ServerAction:
+    """One entry of os-instance-actions (``action``, ``start_time``)."""
+    return ServerAction(server_id, str(body.get("action", "")), timestamp(body.get("start_time")) or 0.0)
 
 
 def server_group(body: Json) -> ServerGroup:

@@ -31,6 +31,7 @@ SERVER_GROUPS_MV = "2.64"
 AGGREGATES_MV = "2.41"
 EVACUATE_MV = "2.29"
 ACTIONS_MV = "2.1"
+INSTANCE_ACTIONS_MV = "2.58"  # os-instance-actions with the changes-since filter
 PLACEMENT_MV = "1.14"
 PAGE = 1000  # Nova's default max_limit
 
@@ -74,6 +75,12 @@ class NovaApi:
             groups.extend(page)
             if len(page) < PAGE:
                 return groups
+
+    def instance_actions(self, server_id: str, changes_since: str) -> list[Json]:
+        """The server's os-instance-actions updated since ``changes_since`` (ISO 8601, UTC)."""
+        query = {"changes-since": changes_since}
+        path = f"/servers/{server_id}/os-instance-actions"
+        return list(self._get(path, query, INSTANCE_ACTIONS_MV)["instanceActions"])
 
     # ---- actions --------------------------------------------------------------------------
 
