@@ -1,5 +1,5 @@
-"""The OpenStack driver's os-instance-actions and watchdog action (stop/start/reboot: test_openstack_driver.py),
-against the recorded-response server (request building and parsing only; the real Nova lab is the contract suite's)."""
+"""The OpenStack driver's os-instance-actions and watchdog action, against the recorded-response server
+(request building and parsing only; stop/start/reboot are in test_openstack_driver.py)."""
 
 from __future__ import annotations
 
