@@ -3,8 +3,9 @@
 #   make test         lint + the whole pytest suite (what .ci/run runs)
 #   make lint         ruff check, mypy (strict), lint-imports
 #   make demo         run `haven demo` from the project venv
-#   make system-deps  install Debian's PostgreSQL server if it is missing
-#   make lock         regenerate requirements.lock (needs the package index)
+#   make system-deps  install the Debian packages the tests need (servers, libvirt-dev, gcc) if missing
+#   make agent-deps   build libvirt-python into .venv from requirements-agent.lock (after system-deps)
+#   make lock         regenerate requirements.lock and requirements-agent.lock (needs the package index)
 #   make lock-tools   regenerate the pinned locks of the external tools (TOOL=name for one)
 #   make clean        remove .venv and tool caches
 #
@@ -32,8 +33,14 @@ LOCK_FLAGS ?=
 LOCK_CMD   := uv pip compile pyproject.toml --extra dev --group pyproject.toml:build \
               --generate-hashes --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
               --no-config --no-header -o requirements.lock
+# The host agent's extra (libvirt-python, sdist-only) in a lock of its own, constrained by the main
+# lock so that every shared pin agrees.
+LOCK_AGENT_CMD := uv pip compile pyproject.toml --extra agent -c requirements.lock \
+              --generate-hashes --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+              --no-config --no-header -o requirements-agent.lock
+AGENT_STAMP := $(VENV)/.agent-stamp
 
-.PHONY: venv demo system-deps lint test clean lock lock-tools uv
+.PHONY: venv demo system-deps agent-deps lint test clean lock lock-tools uv
 
 venv: $(STAMP)
 
@@ -53,6 +60,14 @@ demo: venv
 system-deps:
 	bash scripts/install-system-deps.sh
 
+# libvirt-python (for `haven agent` and its tests) compiles against libvirt-dev, so it comes after
+# system-deps; `make demo` does not need it.  Redone only when requirements-agent.lock changes.
+agent-deps: venv system-deps
+	@if [ ! -f $(AGENT_STAMP) ] || [ requirements-agent.lock -nt $(AGENT_STAMP) ] || [ $(STAMP) -nt $(AGENT_STAMP) ]; then \
+	  echo "+ $(BIN)/python -m pip install --require-hashes -r requirements-agent.lock"; \
+	  $(BIN)/python -m pip install --progress-bar off --require-hashes -r requirements-agent.lock; \
+	  touch $(AGENT_STAMP); fi
+
 # Every tool runs even if an earlier one failed, so one run shows all problems.
 # ($(wildcard) because git does not keep an empty tests/ directory.)
 LINT_PATHS := $(wildcard src tests)
@@ -66,7 +81,7 @@ lint: venv
 
 # Lint and pytest both run; the target fails if either fails.  pytest's exit
 # code 5 (no tests collected) is a failure too.
-test: venv system-deps
+test: venv system-deps agent-deps
 	@status=0; \
 	$(MAKE) --no-print-directory lint || status=1; \
 	echo "+ pytest"; rc=0; \
@@ -91,6 +106,14 @@ lock: uv
 	   cat requirements.lock; } > requirements.lock.tmp
 	@mv requirements.lock.tmp requirements.lock
 	@echo "wrote requirements.lock"
+	$(LOCK_VENV)/bin/$(LOCK_AGENT_CMD) $(LOCK_FLAGS)
+	@{ echo "# requirements.lock plus the host agent's extra (libvirt-python, built from source: needs gcc,"; \
+	   echo "# pkg-config, libvirt-dev); pins agree with requirements.lock.  Install: make agent-deps"; \
+	   echo "# Regenerate with 'make lock', which runs (uv==$(UV_VERSION), from a throw-away venv):"; \
+	   echo "#   $(strip $(LOCK_AGENT_CMD))"; \
+	   cat requirements-agent.lock; } > requirements-agent.lock.tmp
+	@mv requirements-agent.lock.tmp requirements-agent.lock
+	@echo "wrote requirements-agent.lock"
 
 # External tools (Keystone, emulators, monitors) run from their own venvs, built by
 # haven.lab.toolenv from src/haven/lab/locks/<tool>.lock; <tool>.in lists what to pin.

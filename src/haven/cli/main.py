@@ -24,7 +24,7 @@ from rich.live import Live
 from rich.markup import escape
 
 from haven import __version__
-from haven.cli import render
+from haven.cli import agent, render
 from haven.cli.leader_loss import run_with_own_servers
 from haven.cli.live import LiveView
 from haven.cli.serve import DEFAULT_BIND, serve
@@ -130,6 +130,8 @@ def _parser() -> argparse.ArgumentParser:
     notes.add_argument("--status", choices=[s.value for s in NotificationStatus])
     notes.add_argument("--json", action="store_true")
     notes.set_defaults(handler=_notifications)
+
+    agent.add_parser(sub)
     return parser
 
 
