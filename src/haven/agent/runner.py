@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from haven.agent.config import AgentConfig
 from haven.agent.processes import ProcessWatch
@@ -25,6 +25,9 @@ from haven.agent.spool import Spool
 from haven.coordination.etcd import EtcdClient
 from haven.coordination.leases import HostHeartbeat
 from haven.domain.errors import ConfigError
+
+if TYPE_CHECKING:
+    from haven.agent.libvirt_watch import LibvirtWatch  # imports libvirt: only when a URI is set
 
 log = logging.getLogger("haven.agent")
 
@@ -46,8 +49,9 @@ class Agent:
         self.processes = ProcessWatch(
             config.processes, self.report_process, interval_s=config.process_interval_s
         )
-        self.libvirt: Any = None  # haven.agent.libvirt_watch.LibvirtWatch when libvirt_uri is set
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.started = asyncio.Event()  # set once run() can take events
+        self.libvirt: LibvirtWatch | None = self._libvirt_watch() if config.libvirt_uri else None
 
     def report(self, type_: str, payload: dict[str, str]) -> None:
         """Spool one notification (on the event loop thread) and wake the reporter."""
@@ -66,7 +70,7 @@ class Agent:
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self.report, "VM", payload)
 
-    def _libvirt_watch(self) -> Any:
+    def _libvirt_watch(self) -> LibvirtWatch:
         try:
             from haven.agent.libvirt_watch import LibvirtWatch
         except ImportError as exc:
@@ -86,8 +90,7 @@ class Agent:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then stop every part and close what was opened."""
         self._loop = asyncio.get_running_loop()
-        if self.config.libvirt_uri:
-            self.libvirt = self._libvirt_watch()
+        self.started.set()
         log.info("haven agent for host %s: %d channel(s), engine %s, %d notification(s) spooled",
                  self.config.host, len(self.heartbeats), self.config.engine_url, len(self.spool))  # fmt: skip
         parts: list[Callable[[], Coroutine[Any, Any, None]]] = [h.run for h in self.heartbeats]
