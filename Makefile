@@ -35,7 +35,7 @@ LOCK_CMD   := uv pip compile pyproject.toml --extra dev --group pyproject.toml:b
               --no-config --no-header -o requirements.lock
 # The host agent's extra (libvirt-python, sdist-only) in a lock of its own, constrained by the main
 # lock so that every shared pin agrees.
-LOCK_AGENT_CMD := uv pip compile pyproject.toml --extra agent -c requirements.lock \
+LOCK_AGENT_CMD := uv pip compile pyproject.toml --extra agent --group pyproject.toml:build -c requirements.lock \
               --generate-hashes --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
               --no-config --no-header -o requirements-agent.lock
 AGENT_STAMP := $(VENV)/.agent-stamp
