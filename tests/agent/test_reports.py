@@ -14,10 +14,11 @@ import pytest
 
 from haven.agent import reports
 from haven.agent.reports import notification, process_payload, vm_payload
+from servers.libvirtd import import_libvirt
 
 from .conftest import RunAgent, agent_config
 
-libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed (make agent-deps)")
+libvirt = import_libvirt()
 
 UUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"  # the test driver's default domain
 

@@ -37,13 +37,22 @@ import pytest
 
 from servers.process import ServerProcess, require
 
-libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed (make agent-deps)")
-from haven.agent.libvirt_watch import ensure_event_loop  # noqa: E402  (needs libvirt)
-
 LIBVIRTD = "/usr/sbin/libvirtd"
 VIRSH = "/usr/bin/virsh"
 START_TIMEOUT_S = 20
 UNPRIVILEGED = ("nobody", "nogroup")
+
+
+def import_libvirt() -> Any:
+    """The libvirt module; skip (module level too) without libvirt-python, fail if CI is set."""
+    try:
+        import libvirt
+    except ImportError:
+        message = "libvirt-python is not installed (make agent-deps builds it into .venv)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set, so the libvirt tests must run: {message}", pytrace=False)
+        pytest.skip(message, allow_module_level=True)
+    return libvirt
 
 
 class LibvirtdServer:
@@ -92,12 +101,14 @@ class LibvirtdServer:
         self.process = ServerProcess("libvirtd", self.argv, log, env=self.env, cwd=self.folder).start()
         self.process.wait_until(self.ready, START_TIMEOUT_S, "socket")
         # The agent's event loop must be registered before any connection opens in this process.
+        from haven.agent.libvirt_watch import ensure_event_loop
+
         ensure_event_loop()
-        self.keeper = libvirt.open(self.uri)
+        self.keeper = import_libvirt().open(self.uri)
 
     def _drop_keeper(self) -> None:
         if self.keeper is not None:
-            with contextlib.suppress(libvirt.libvirtError):
+            with contextlib.suppress(import_libvirt().libvirtError):
                 self.keeper.close()
             self.keeper = None
 
@@ -127,6 +138,7 @@ class LibvirtdServer:
 
 @pytest.fixture(scope="session")
 def libvirtd_server() -> Iterator[LibvirtdServer]:
+    import_libvirt()
     binary = require(LIBVIRTD, "libvirt-daemon")
     require(VIRSH, "libvirt-clients")
     folder = Path(tempfile.mkdtemp(prefix="haven-libvirtd-"))
