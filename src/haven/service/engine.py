@@ -229,7 +229,14 @@ class Engine:
         self._emit(EngineEvent(EventKind.LEADERSHIP_LOST, self._clock.now(), detail={"epoch": epoch}))
 
     async def _detection_pass(self, now: float) -> None:
-        readings = await self._liveness.liveness_anomalies()
+        try:
+            readings = await self._liveness.liveness_anomalies()
+        except CloudError as exc:
+            # A real cloud's API did not answer: keep the last verdicts and look again next interval.
+            log.warning("liveness readings unavailable, verdicts unchanged: %s", exc)
+            self._next_detection = now + self.settings.detection.heartbeat_interval_s
+            self._recheck_at = None
+            return
         result = detect(readings, self._membership, self._holds, now, self.settings.detection)
         self._apply_holds(result, now)
         changed: dict[HostName, str] = {}
