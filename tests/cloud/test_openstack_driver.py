@@ -159,6 +159,31 @@ async def test_servers_on_a_host_follow_pages_and_carry_flavor_metadata_and_grou
     assert groups.query["all_projects"] == ["True"] and _version(groups) == "2.64"
 
 
+@pytest.mark.parametrize(
+    ("nova_task", "nova_power", "task", "power"),
+    [
+        (None, 1, TaskState.NONE, PowerState.RUNNING),
+        ("powering-off", 1, TaskState.POWERING_OFF, PowerState.RUNNING),
+        ("powering-on", 4, TaskState.POWERING_ON, PowerState.SHUTDOWN),
+        ("reboot_started_hard", 6, TaskState.REBOOTING_HARD, PowerState.CRASHED),
+        ("rebuild_spawning", 0, TaskState.REBUILD_SPAWNING, PowerState.NOSTATE),
+        ("migrating", 3, TaskState.REBUILDING, PowerState.PAUSED),
+    ],
+)
+async def test_nova_task_and_power_states_map_to_the_domain(
+    cloud: OpenStackCloud,
+    nova: RecordedNova,
+    nova_task: str | None,
+    nova_power: int,
+    task: TaskState,
+    power: PowerState,
+) -> None:
+    body = server_body("s2", **{"OS-EXT-STS:task_state": nova_task, "OS-EXT-STS:power_state": nova_power})
+    nova.answer("GET", f"{V}/servers/s2", Answer(200, {"server": body}))
+    server = await cloud.get_server(ServerId("s2"))
+    assert (server.task_state, server.power_state) == (task, power)
+
+
 async def test_server_show_maps_states_and_its_server_group(
     cloud: OpenStackCloud, nova: RecordedNova
 ) -> None:

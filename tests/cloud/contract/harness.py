@@ -31,6 +31,10 @@ class CloudUnderTest(Protocol):
     hosts: Sequence[HostName]  # three compute hosts in one zone
     ha_server: ServerId  # booted with HA_METADATA on hosts[0] (it may have moved since)
 
+    def now(self) -> float:
+        """The cloud's time (epoch s): virtual on the simulated cloud, the wall clock on a real one."""
+        ...
+
     async def kill_compute(self, host: HostName) -> None:
         """The host's nova-compute dies (the host loses power): Nova notices only later."""
         ...
@@ -77,6 +81,9 @@ class SimUnderTest:
             metadata=dict(HA_METADATA),
         )
         return cls("sim", SimCloud(clock, hosts, [server]), clock, names, server.id)
+
+    def now(self) -> float:
+        return self.clock.now()
 
     async def kill_compute(self, host: HostName) -> None:
         self.cloud.fail_power(host)

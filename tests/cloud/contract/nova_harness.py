@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -29,6 +30,9 @@ class NovaUnderTest:
     lab: NovaLab
     hosts: Sequence[HostName]
     ha_server: ServerId
+
+    def now(self) -> float:
+        return time.time()
 
     async def kill_compute(self, host: HostName) -> None:
         await asyncio.to_thread(self.lab.power_off, host)  # the BMC's power-off kills its nova-compute

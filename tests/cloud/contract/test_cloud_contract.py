@@ -71,6 +71,28 @@ async def test_evacuating_off_a_live_host_is_refused_with_novas_reason(cut: Clou
     assert (await cut.cloud.get_server(cut.ha_server)).host == server.host  # nothing moved
 
 
+async def test_a_server_is_stopped_started_and_hard_rebooted_and_each_action_is_listed(
+    cut: CloudUnderTest,
+) -> None:
+    cloud, sid = cut.cloud, cut.ha_server
+    since = cut.now() - 1.0  # Nova's clock and ours may differ by a little
+
+    async def settled(vm_state: VmState, running: bool) -> bool:
+        s = await cloud.get_server(sid)
+        return s.task_state is TaskState.NONE and s.vm_state is vm_state and s.is_running is running
+
+    await cloud.stop_server(sid)
+    await cut.wait_until(lambda: settled(VmState.STOPPED, False), NOVA_TIMEOUT_S, "server stopped")
+    with pytest.raises(Conflict):
+        await cloud.stop_server(sid)  # Nova: cannot 'stop' while in vm_state stopped
+    await cloud.start_server(sid)
+    await cut.wait_until(lambda: settled(VmState.ACTIVE, True), NOVA_TIMEOUT_S, "server started")
+    await cloud.reboot_server(sid)
+    await cut.wait_until(lambda: settled(VmState.ACTIVE, True), NOVA_TIMEOUT_S, "server hard rebooted")
+    actions = [a.action for a in sorted(await cloud.server_actions(sid, since), key=lambda a: a.at)]
+    assert [a for a in actions if a in {"stop", "start", "reboot"}] == ["stop", "start", "reboot"]
+
+
 @pytest.mark.slow
 async def test_a_dead_host_is_forced_down_disabled_evacuated_and_returned_to_service(
     cut: CloudUnderTest,

@@ -39,7 +39,17 @@ _VM_STATES = {
     "deleted": VmState.DELETED,
     "soft-delete": VmState.DELETED,
 }
-_POWER_STATES = {1: PowerState.RUNNING, 4: PowerState.SHUTDOWN, 6: PowerState.SHUTDOWN}
+# Nova's power_state numbers: 0 nostate, 1 running, 3 paused, 4 shutdown, 6 crashed, 7 suspended.
+_POWER_STATES = {1: PowerState.RUNNING, 3: PowerState.PAUSED, 4: PowerState.SHUTDOWN, 6: PowerState.CRASHED}
+# Nova's task states for what haven asks; any other task in progress reads as "rebuilding" (busy).
+_TASK_STATES = {
+    "rebuild_spawning": TaskState.REBUILD_SPAWNING,
+    "powering-off": TaskState.POWERING_OFF,
+    "powering-on": TaskState.POWERING_ON,
+    "reboot_pending_hard": TaskState.REBOOTING_HARD,
+    "reboot_started_hard": TaskState.REBOOTING_HARD,
+    "rebooting_hard": TaskState.REBOOTING_HARD,
+}
 DEFAULT_ZONE = "nova"
 
 
@@ -52,12 +62,10 @@ def power_state(value: object) -> PowerState:
 
 
 def task_state(value: object) -> TaskState:
-    """Any Nova task in progress makes the server busy; haven's domain tells only rebuild phases apart."""
+    """Any Nova task in progress makes the server busy; the domain names those haven itself causes."""
     if not value:
         return TaskState.NONE
-    if value == "rebuild_spawning":
-        return TaskState.REBUILD_SPAWNING
-    return TaskState.REBUILDING
+    return _TASK_STATES.get(str(value), TaskState.REBUILDING)
 
 
 def flavor(embedded: Json) -> Flavor:
