@@ -8,6 +8,7 @@ to run yet); once it exists, the lab fixture's own checks decide (skip locally, 
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
 
@@ -25,5 +26,13 @@ def cut(request: pytest.FixtureRequest) -> CloudUnderTest:
         return SimUnderTest.build()
     if not LAB_PRESENT:
         pytest.skip("the real Nova lab fixture (tests/servers/nova.py) is not in this checkout yet")
-    under_test: CloudUnderTest = request.getfixturevalue("nova_contract")
+    try:
+        under_test: CloudUnderTest = request.getfixturevalue("nova_contract")
+    except pytest.FixtureLookupError:
+        # nova_lab must be registered once for the whole session (importing it into several conftests
+        # would start one lab per folder): tests/conftest.py's pytest_plugins should name servers.nova.
+        message = "the nova_lab fixture is not registered session-wide (tests/conftest.py pytest_plugins)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set, so the contract suite must run on real Nova: {message}", pytrace=False)
+        pytest.skip(message)
     return under_test
