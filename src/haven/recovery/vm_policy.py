@@ -20,7 +20,9 @@ from typing import Any
 from haven.domain.cloud import WATCHDOG_EXTRA_SPEC, Server, VmState
 from haven.domain.settings import RecoverySettings
 
-CRASH_DETAILS = frozenset({"STOPPED_FAILED", "STOPPED_CRASHED", "CRASHED_PANICKED", "CRASHED_CRASHED"})
+# libvirt's CRASHED details are PANICKED and CRASHLOADED; the latter means a crash kernel (kdump)
+# took over and will reboot the guest itself, so haven leaves it alone.
+CRASH_DETAILS = frozenset({"STOPPED_FAILED", "STOPPED_CRASHED", "CRASHED_PANICKED"})
 IO_ERROR = "IO_ERROR"
 LIFECYCLE = "LIFECYCLE"
 WATCHDOG = "WATCHDOG"
