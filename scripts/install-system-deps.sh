@@ -26,6 +26,7 @@ declare -A PROBES=(
     [gcc]='/usr/bin/gcc'
     [ipmitool]='/usr/bin/ipmitool'
     [prometheus]='/usr/bin/prometheus'
+    [mariadb-server]='/usr/sbin/mariadbd'
 )
 
 log() { printf 'system-deps: %s\n' "$*"; }

@@ -1,0 +1,241 @@
+"""``haven lab``: a real minimal OpenStack on loopback, started, inspected and stopped as one.
+
+Who calls it: the CLI (haven.cli.lab) and the test fixture tests/servers/nova.py. ``up``
+starts, in a folder: MariaDB and RabbitMQ (Debian packages), Keystone, Placement, Glance
+with a tiny image, Nova's API, conductor and scheduler, a Neutron stand-in (the lab has
+no real networking), one Redfish BMC per compute host and the power wiring
+(haven.lab.hardware) that runs each host's nova-compute (fake driver) while its BMC says
+On. It writes ``clouds.yaml`` (cloud ``lab``), ``haven.toml`` (fencing per host) and
+``lab.json`` (haven.lab.state), so ``status`` and ``down`` work from any process.
+Tool venvs are installed the first time and reused after. Each ``up`` starts a fresh
+lab: the previous one's data in that folder is thrown away.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from platformdirs import user_data_dir
+
+from haven.lab import bmc, glance, labfiles, nova, placement
+from haven.lab.keystone import REGION, Account, KeystoneServer, Provisioner
+from haven.lab.mariadb import start_mariadb
+from haven.lab.process import LabProcess, LabServiceError, free_port
+from haven.lab.rabbitmq import start_rabbitmq
+from haven.lab.state import LabState, alive, load_state, record, start_time, stop_processes
+from haven.lab.toolenv import Progress, ensure_tool_env
+
+TOOLS = ("keystone", "nova", "glance", "sushy-tools")
+FLAVOR = "lab.tiny"
+T = TypeVar("T")
+
+
+def default_folder() -> Path:
+    return Path(user_data_dir("haven")) / "lab"
+
+
+def running(folder: Path) -> LabState | None:
+    """The lab running in ``folder`` (some of its processes alive), else None."""
+    state = load_state(folder)
+    if state is None or not any(alive(entry) for entry in state.processes):
+        return None
+    return state
+
+
+def up(folder: Path, computes: int = 2, progress: Progress | None = None) -> LabState:
+    """Start a fresh lab with ``computes`` compute hosts in ``folder``; its state once all is up."""
+    say = progress or (lambda _message: None)
+    if computes < 1:
+        raise LabServiceError(f"--computes must be at least 1, got {computes}")
+    if running(folder) is not None:
+        raise LabServiceError(f"a lab already runs in {folder}: stop it with `haven lab down` first")
+    started = time.monotonic()
+    with ThreadPoolExecutor(len(TOOLS)) as pool:  # the first up installs; later ones find them ready
+        venvs = dict(zip(TOOLS, pool.map(lambda tool: ensure_tool_env(tool, progress=say), TOOLS), strict=True))
+    _fresh(folder)
+    hosts = [f"compute-{index}" for index in range(1, computes + 1)]
+    state = LabState(folder=str(folder), computes=hosts, urls={})
+    processes: list[LabProcess] = []
+
+    def keep(process: LabProcess) -> LabProcess:
+        processes.append(process)
+        assert process.pid is not None
+        state.processes.append(record(process.name, process.pid, process.log))
+        state.save()
+        return process
+
+    try:
+        _start(folder, hosts, venvs, state, keep, say)
+    except BaseException:
+        say("start failed: stopping what was started")
+        stop_processes(state.processes, grace_s=5)
+        for process in processes:
+            process.stop(grace_s=1)  # reaps them (we are their parent)
+        raise
+    state.up_in_s = round(time.monotonic() - started, 1)
+    state.save()
+    say(f"lab up in {state.up_in_s} s: clouds.yaml at {state.files['clouds.yaml']} (cloud 'lab')")
+    return state
+
+
+def _start(
+    folder: Path,
+    hosts: list[str],
+    venvs: dict[str, Path],
+    state: LabState,
+    keep: Callable[[LabProcess], LabProcess],
+    say: Progress,
+) -> None:
+    ports = {name: free_port() for name in ("mariadb", "keystone", "placement", "nova", "glance", "network")}
+    passwords = {name: secrets.token_urlsafe(15) for name in ("nova", "placement", "glance", "bmc")}
+    labfiles.private(folder / "bmc-password", passwords["bmc"])
+    with ThreadPoolExecutor(3) as pool:
+        say("starting MariaDB, RabbitMQ and Keystone")
+        db_f = pool.submit(start_mariadb, folder / "mariadb", ports["mariadb"], [*nova.DATABASES, "placement"])
+        mq_f = pool.submit(start_rabbitmq, folder / "rabbitmq", "haven-lab")
+        keystone = KeystoneServer(folder / "keystone", ports["keystone"], progress=say)
+        ks_f = pool.submit(keystone.start)
+        _settle([
+            (db_f, lambda db: keep(db.process)),
+            (mq_f, lambda mq: (keep(mq.epmd), keep(mq.server))),
+            (ks_f, lambda server: keep(server.process)),
+        ])  # fmt: skip
+        db, mq = db_f.result(), mq_f.result()
+    auth_url = keystone.url
+    state.urls["keystone"] = auth_url
+    provisioner = Provisioner(keystone.admin.session(), auth_url, REGION)
+    for user in ("nova", "placement", "glance"):
+        provisioner.user(user, passwords[user], "service", ("admin", "service"))
+    catalog = {
+        "compute": ("nova", f"http://127.0.0.1:{ports['nova']}/v2.1"),
+        "placement": ("placement", f"http://127.0.0.1:{ports['placement']}"),
+        "image": ("glance", f"http://127.0.0.1:{ports['glance']}"),
+        "network": ("neutron", f"http://127.0.0.1:{ports['network']}"),
+    }
+    for service_type, (name, url) in catalog.items():
+        provisioner.endpoint(service_type, name, url)
+        state.urls[service_type] = url
+    network = LabProcess("network-stub", [*labfiles.haven_python("haven.lab.netstub"), str(ports["network"])],
+                         folder / "network" / "network-stub.log").start()  # fmt: skip
+    keep(network)
+    nova_settings = nova.NovaSettings(
+        folder=folder / "nova", api_port=ports["nova"], transport_url=mq.url,
+        api_database_url=db.url("nova_api"), database_url=db.url("nova"), cell0_database_url=db.url("nova_cell0"),
+        auth_url=auth_url, password=passwords["nova"], region=REGION,
+        glance_url=catalog["image"][1], network_url=catalog["network"][1],
+    )  # fmt: skip
+    nova.write_config(venvs["nova"], nova_settings)
+    say("starting Placement and Glance; setting up Nova's databases")
+    with ThreadPoolExecutor(3) as pool:
+        pl_f = pool.submit(placement.start_placement, venvs["nova"], placement.PlacementSettings(
+            folder / "placement", ports["placement"], db.url("placement"), auth_url, passwords["placement"], REGION
+        ))  # fmt: skip
+        gl_settings = glance.GlanceSettings(folder / "glance", ports["glance"], auth_url, passwords["glance"], REGION)
+        gl_f = pool.submit(glance.start_glance, venvs["glance"], gl_settings)
+        db_sync = pool.submit(nova.setup_databases, venvs["nova"], nova_settings)
+        _settle([(pl_f, keep), (gl_f, keep), (db_sync, lambda _none: None)])
+    say("starting Nova's API, conductor and scheduler")
+    with ThreadPoolExecutor(1) as pool:
+        api_f = pool.submit(nova.start_api, venvs["nova"], nova_settings)
+        keep(nova.start_service(venvs["nova"], nova_settings, "nova-conductor"))
+        keep(nova.start_service(venvs["nova"], nova_settings, "nova-scheduler"))
+        _settle([(api_f, keep)])
+    admin = keystone.admin
+    state.image_id = glance.ensure_tiny_image(admin.session(), gl_settings.url)
+    say(f"starting {len(hosts)} BMC(s) and their compute hosts")
+    bmcs = []
+    for host in hosts:
+        info, process = bmc.start_bmc(folder / "bmcs" / host, host, free_port(), passwords["bmc"], say)
+        keep(process)
+        bmcs.append(info)
+        state.bmcs[host] = {"host": info.host, "url": info.url, "username": info.username, "system_id": info.system_id}
+    plan = labfiles.hardware_plan(folder, venvs["nova"], bmcs)
+    keep(LabProcess("hardware", [*labfiles.haven_python("haven.lab.hardware"), str(plan)],
+                    folder / "hardware" / "hardware.log").start())  # fmt: skip
+    say("waiting for the computes to report to Nova")
+    compute = labfiles.NovaAdmin(admin, catalog["compute"][1])
+    compute.wait_computes_up(hosts, timeout_s=120)
+    nova.discover_hosts(venvs["nova"], nova_settings.folder)
+    compute.wait_hypervisors(hosts, timeout_s=60)
+    state.flavor = compute.ensure_flavor(FLAVOR)
+    state.files["clouds.yaml"] = str(labfiles.write_clouds_yaml(folder, admin))
+    state.files["haven.toml"] = str(labfiles.write_haven_toml(folder, bmcs, passwords["bmc"]))
+    state.files["bmc-password"] = str(folder / "bmc-password")
+
+
+def _settle(started: list[tuple[Future[Any], Callable[[Any], object]]]) -> None:
+    """Record what each finished start returned; then raise the first failure, if any.
+
+    Every successful start is recorded before anything is raised, so a failure in one
+    service of a parallel batch still lets ``up`` stop the others.
+    """
+    errors: list[BaseException] = []
+    for future, keeper in started:
+        try:
+            keeper(future.result())
+        except BaseException as exc:  # noqa: BLE001 (re-raised below, after the others are kept)
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+def _fresh(folder: Path) -> None:
+    # Only a folder that holds a stopped lab (or nothing) is emptied; anything else is refused.
+    if folder.exists() and any(folder.iterdir()):
+        if not any((folder / name).exists() for name in ("lab.json", "lab.stopped.json", "lab.tmp")):
+            raise LabServiceError(
+                f"{folder} is not empty and holds no lab: choose an empty or new folder with --folder"
+            )
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+def status(folder: Path) -> dict[str, Any]:
+    """What the lab in ``folder`` runs: each process alive or not, the computes' pids, URLs and files."""
+    state = load_state(folder)
+    if state is None:
+        return {"folder": str(folder), "running": False, "processes": []}
+    processes = [{"name": e.name, "pid": e.pid, "alive": alive(e), "log": e.log} for e in state.processes]
+    computes = labfiles.compute_pids(folder)
+    return {
+        "folder": str(folder),
+        "running": any(p["alive"] for p in processes),
+        "processes": processes,
+        "computes": {host: {"nova_compute_pid": computes.get(host), "bmc": state.bmcs.get(host, {}).get("url")}
+                     for host in state.computes},  # fmt: skip
+        "urls": state.urls,
+        "files": state.files,
+        "image_id": state.image_id,
+        "flavor": state.flavor,
+        "up_in_s": state.up_in_s,
+    }
+
+
+def down(folder: Path) -> list[str]:
+    """Stop exactly the processes the lab in ``folder`` started; the names that were running."""
+    state = load_state(folder)
+    if state is None:
+        return []
+    stopped = stop_processes(state.processes)
+    (folder / "lab.json").rename(folder / "lab.stopped.json")
+    return stopped
+
+
+def rss_mib(state: LabState) -> float:
+    """The resident memory of every lab process and its children, in MiB."""
+    total = 0
+    groups = {entry.pid for entry in state.processes if start_time(entry.pid) == entry.started}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) in groups:  # field 5: the process group
+            total += int(fields[21]) * 4096  # field 24: resident pages
+    return round(total / 2**20, 1)
