@@ -26,6 +26,7 @@ from rich.markup import escape
 from haven import __version__
 from haven.cli import agent, render
 from haven.cli.leader_loss import run_with_own_servers
+from haven.cli.lab import add_lab_commands
 from haven.cli.live import LiveView
 from haven.cli.serve import DEFAULT_BIND, serve
 from haven.domain.clock import PacedClock
@@ -124,6 +125,8 @@ def _parser() -> argparse.ArgumentParser:
     hosts = sub.add_parser("hosts", help="every host haven watches, with its condition")
     hosts.add_argument("--json", action="store_true")
     hosts.set_defaults(handler=_hosts)
+
+    add_lab_commands(sub)
 
     notes = sub.add_parser("notifications", help="notifications, or one notification with its steps")
     notes.add_argument("id", nargs="?", help="a notification id")

@@ -58,7 +58,9 @@ def start_bmc(
         ]) + "\n"
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    process = LabProcess(f"bmc-{host}", [str(python), str(ENTRY), host, "--config", str(conf)], folder / "bmc.log")
+    process = LabProcess(
+        f"bmc-{host}", [str(python), str(ENTRY), host, "--config", str(conf)], folder / "bmc.log"
+    )
     process.start()
 
     def ready() -> bool:

@@ -71,12 +71,16 @@ def ensure_tiny_image(session: ks_session.Session, url: str) -> str:
     body = {"name": IMAGE_NAME, "disk_format": "raw", "container_format": "bare", "visibility": "public"}
     created = session.post(base, json=body, raise_exc=False)
     if created.status_code != 201:
-        raise LabServiceError(f"Glance: creating {IMAGE_NAME} answered {created.status_code} {created.text[:200]}")
+        raise LabServiceError(
+            f"Glance: creating {IMAGE_NAME} answered {created.status_code} {created.text[:200]}"
+        )
     image_id = str(created.json()["id"])
     uploaded = session.put(
         f"{base}/{image_id}/file", data=b"\0" * 1024,
         headers={"Content-Type": "application/octet-stream"}, raise_exc=False,
     )  # fmt: skip
     if uploaded.status_code != 204:
-        raise LabServiceError(f"Glance: uploading {IMAGE_NAME} answered {uploaded.status_code} {uploaded.text[:200]}")
+        raise LabServiceError(
+            f"Glance: uploading {IMAGE_NAME} answered {uploaded.status_code} {uploaded.text[:200]}"
+        )
     return image_id

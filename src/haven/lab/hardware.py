@@ -72,7 +72,7 @@ def run(plan: dict[str, Any]) -> None:
             state = power_state(host.bmc, password)
             if state == "On" and not host.running:
                 host.start()
-                _say(f"{host.bmc.host}: BMC says On, started nova-compute (pid {host.process and host.process.pid})")
+                _say(f"{host.bmc.host}: BMC says On, started nova-compute")
             elif state == "Off" and host.running:
                 host.kill()
                 _say(f"{host.bmc.host}: BMC says Off, killed nova-compute")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,7 +25,7 @@ from typing import Any, TypeVar
 from platformdirs import user_data_dir
 
 from haven.lab import bmc, glance, labfiles, nova, placement
-from haven.lab.keystone import REGION, Account, KeystoneServer, Provisioner
+from haven.lab.keystone import REGION, KeystoneServer, Provisioner
 from haven.lab.mariadb import start_mariadb
 from haven.lab.process import LabProcess, LabServiceError, free_port
 from haven.lab.rabbitmq import start_rabbitmq
@@ -32,6 +33,9 @@ from haven.lab.state import LabState, alive, load_state, record, start_time, sto
 from haven.lab.toolenv import Progress, ensure_tool_env
 
 TOOLS = ("keystone", "nova", "glance", "sushy-tools")
+# The services this Python process started (the test fixture's case): kept referenced while
+# they run, and reaped by ``down``, so none is left a zombie or garbage-collected while running.
+_CHILDREN: list[LabProcess] = []
 FLAVOR = "lab.tiny"
 T = TypeVar("T")
 
@@ -57,17 +61,23 @@ def up(folder: Path, computes: int = 2, progress: Progress | None = None) -> Lab
         raise LabServiceError(f"a lab already runs in {folder}: stop it with `haven lab down` first")
     started = time.monotonic()
     with ThreadPoolExecutor(len(TOOLS)) as pool:  # the first up installs; later ones find them ready
-        venvs = dict(zip(TOOLS, pool.map(lambda tool: ensure_tool_env(tool, progress=say), TOOLS), strict=True))
+        venvs = dict(
+            zip(TOOLS, pool.map(lambda tool: ensure_tool_env(tool, progress=say), TOOLS), strict=True)
+        )
     _fresh(folder)
     hosts = [f"compute-{index}" for index in range(1, computes + 1)]
     state = LabState(folder=str(folder), computes=hosts, urls={})
     processes: list[LabProcess] = []
 
+    saving = threading.Lock()  # services start in parallel threads
+
     def keep(process: LabProcess) -> LabProcess:
-        processes.append(process)
         assert process.pid is not None
-        state.processes.append(record(process.name, process.pid, process.log))
-        state.save()
+        with saving:
+            processes.append(process)
+            _CHILDREN.append(process)
+            state.processes.append(record(process.name, process.pid, process.log))
+            state.save()
         return process
 
     try:
@@ -77,6 +87,7 @@ def up(folder: Path, computes: int = 2, progress: Progress | None = None) -> Lab
         stop_processes(state.processes, grace_s=5)
         for process in processes:
             process.stop(grace_s=1)  # reaps them (we are their parent)
+            _CHILDREN.remove(process)
         raise
     state.up_in_s = round(time.monotonic() - started, 1)
     state.save()
@@ -97,7 +108,9 @@ def _start(
     labfiles.private(folder / "bmc-password", passwords["bmc"])
     with ThreadPoolExecutor(3) as pool:
         say("starting MariaDB, RabbitMQ and Keystone")
-        db_f = pool.submit(start_mariadb, folder / "mariadb", ports["mariadb"], [*nova.DATABASES, "placement"])
+        db_f = pool.submit(
+            start_mariadb, folder / "mariadb", ports["mariadb"], [*nova.DATABASES, "placement"]
+        )
         mq_f = pool.submit(start_rabbitmq, folder / "rabbitmq", "haven-lab")
         keystone = KeystoneServer(folder / "keystone", ports["keystone"], progress=say)
         ks_f = pool.submit(keystone.start)
@@ -109,55 +122,74 @@ def _start(
         db, mq = db_f.result(), mq_f.result()
     auth_url = keystone.url
     state.urls["keystone"] = auth_url
-    provisioner = Provisioner(keystone.admin.session(), auth_url, REGION)
-    for user in ("nova", "placement", "glance"):
-        provisioner.user(user, passwords[user], "service", ("admin", "service"))
     catalog = {
         "compute": ("nova", f"http://127.0.0.1:{ports['nova']}/v2.1"),
         "placement": ("placement", f"http://127.0.0.1:{ports['placement']}"),
         "image": ("glance", f"http://127.0.0.1:{ports['glance']}"),
         "network": ("neutron", f"http://127.0.0.1:{ports['network']}"),
     }
-    for service_type, (name, url) in catalog.items():
-        provisioner.endpoint(service_type, name, url)
-        state.urls[service_type] = url
     network = LabProcess("network-stub", [*labfiles.haven_python("haven.lab.netstub"), str(ports["network"])],
                          folder / "network" / "network-stub.log").start()  # fmt: skip
     keep(network)
     nova_settings = nova.NovaSettings(
         folder=folder / "nova", api_port=ports["nova"], transport_url=mq.url,
-        api_database_url=db.url("nova_api"), database_url=db.url("nova"), cell0_database_url=db.url("nova_cell0"),
+        api_database_url=db.url("nova_api"), database_url=db.url("nova"),
+        cell0_database_url=db.url("nova_cell0"),
         auth_url=auth_url, password=passwords["nova"], region=REGION,
         glance_url=catalog["image"][1], network_url=catalog["network"][1],
     )  # fmt: skip
     nova.write_config(venvs["nova"], nova_settings)
-    say("starting Placement and Glance; setting up Nova's databases")
-    with ThreadPoolExecutor(3) as pool:
-        pl_f = pool.submit(placement.start_placement, venvs["nova"], placement.PlacementSettings(
-            folder / "placement", ports["placement"], db.url("placement"), auth_url, passwords["placement"], REGION
-        ))  # fmt: skip
-        gl_settings = glance.GlanceSettings(folder / "glance", ports["glance"], auth_url, passwords["glance"], REGION)
-        gl_f = pool.submit(glance.start_glance, venvs["glance"], gl_settings)
-        db_sync = pool.submit(nova.setup_databases, venvs["nova"], nova_settings)
-        _settle([(pl_f, keep), (gl_f, keep), (db_sync, lambda _none: None)])
-    say("starting Nova's API, conductor and scheduler")
+    pl_settings = placement.PlacementSettings(
+        folder / "placement",
+        ports["placement"],
+        db.url("placement"),
+        auth_url,
+        passwords["placement"],
+        REGION,
+    )
+    gl_settings = glance.GlanceSettings(
+        folder / "glance", ports["glance"], auth_url, passwords["glance"], REGION
+    )
+    bmcs: list[bmc.BmcInfo] = []
+
+    def provision() -> None:
+        # The APIs check tokens only when asked, so they may start while their users are created.
+        provisioner = Provisioner(keystone.admin.session(), auth_url, REGION)
+        for user in ("nova", "placement", "glance"):
+            provisioner.user(user, passwords[user], "service", ("admin", "service"))
+        for service_type, (name, url) in catalog.items():
+            provisioner.endpoint(service_type, name, url)
+            state.urls[service_type] = url
+
+    def start_bmcs() -> None:
+        for host in hosts:
+            info, process = bmc.start_bmc(folder / "bmcs" / host, host, free_port(), passwords["bmc"], say)
+            keep(process)
+            bmcs.append(info)
+            state.bmcs[host] = {
+                "host": info.host, "url": info.url, "username": info.username, "system_id": info.system_id,
+            }  # fmt: skip
+
+    say("provisioning Keystone; starting Placement, Glance and the BMCs; setting up Nova's databases")
+    with ThreadPoolExecutor(5) as pool:
+        _settle([
+            (pool.submit(provision), _ignore),
+            (pool.submit(placement.start_placement, venvs["nova"], pl_settings), keep),
+            (pool.submit(glance.start_glance, venvs["glance"], gl_settings), keep),
+            (pool.submit(start_bmcs), _ignore),
+            (pool.submit(nova.setup_databases, venvs["nova"], nova_settings), _ignore),
+        ])  # fmt: skip
+    say(f"starting Nova's API, conductor, scheduler and {len(hosts)} compute host(s)")
     with ThreadPoolExecutor(1) as pool:
         api_f = pool.submit(nova.start_api, venvs["nova"], nova_settings)
         keep(nova.start_service(venvs["nova"], nova_settings, "nova-conductor"))
         keep(nova.start_service(venvs["nova"], nova_settings, "nova-scheduler"))
+        plan = labfiles.hardware_plan(folder, venvs["nova"], bmcs)
+        keep(LabProcess("hardware", [*labfiles.haven_python("haven.lab.hardware"), str(plan)],
+                        folder / "hardware" / "hardware.log").start())  # fmt: skip
         _settle([(api_f, keep)])
     admin = keystone.admin
     state.image_id = glance.ensure_tiny_image(admin.session(), gl_settings.url)
-    say(f"starting {len(hosts)} BMC(s) and their compute hosts")
-    bmcs = []
-    for host in hosts:
-        info, process = bmc.start_bmc(folder / "bmcs" / host, host, free_port(), passwords["bmc"], say)
-        keep(process)
-        bmcs.append(info)
-        state.bmcs[host] = {"host": info.host, "url": info.url, "username": info.username, "system_id": info.system_id}
-    plan = labfiles.hardware_plan(folder, venvs["nova"], bmcs)
-    keep(LabProcess("hardware", [*labfiles.haven_python("haven.lab.hardware"), str(plan)],
-                    folder / "hardware" / "hardware.log").start())  # fmt: skip
     say("waiting for the computes to report to Nova")
     compute = labfiles.NovaAdmin(admin, catalog["compute"][1])
     compute.wait_computes_up(hosts, timeout_s=120)
@@ -167,6 +199,10 @@ def _start(
     state.files["clouds.yaml"] = str(labfiles.write_clouds_yaml(folder, admin))
     state.files["haven.toml"] = str(labfiles.write_haven_toml(folder, bmcs, passwords["bmc"]))
     state.files["bmc-password"] = str(folder / "bmc-password")
+
+
+def _ignore(_result: object) -> None:
+    return None
 
 
 def _settle(started: list[tuple[Future[Any], Callable[[Any], object]]]) -> None:
@@ -179,7 +215,7 @@ def _settle(started: list[tuple[Future[Any], Callable[[Any], object]]]) -> None:
     for future, keeper in started:
         try:
             keeper(future.result())
-        except BaseException as exc:  # noqa: BLE001 (re-raised below, after the others are kept)
+        except BaseException as exc:
             errors.append(exc)
     if errors:
         raise errors[0]
@@ -207,8 +243,10 @@ def status(folder: Path) -> dict[str, Any]:
         "folder": str(folder),
         "running": any(p["alive"] for p in processes),
         "processes": processes,
-        "computes": {host: {"nova_compute_pid": computes.get(host), "bmc": state.bmcs.get(host, {}).get("url")}
-                     for host in state.computes},  # fmt: skip
+        "computes": {
+            host: {"nova_compute_pid": computes.get(host), "bmc": state.bmcs.get(host, {}).get("url")}
+            for host in state.computes
+        },
         "urls": state.urls,
         "files": state.files,
         "image_id": state.image_id,
@@ -223,6 +261,10 @@ def down(folder: Path) -> list[str]:
     if state is None:
         return []
     stopped = stop_processes(state.processes)
+    mine = {entry.pid for entry in state.processes}
+    for child in [c for c in _CHILDREN if c.pid in mine]:
+        child.stop(grace_s=1)  # already signalled: this only reaps it
+        _CHILDREN.remove(child)
     (folder / "lab.json").rename(folder / "lab.stopped.json")
     return stopped
 

@@ -56,7 +56,9 @@ def hardware_plan(folder: Path, nova_venv: Path, bmcs: Sequence[BmcInfo]) -> Pat
 def compute_pids(folder: Path) -> dict[str, int | None]:
     """Each host's nova-compute pid as the power wiring last wrote it (None: powered off)."""
     try:
-        computes: dict[str, int | None] = json.loads((folder / "hardware" / "status.json").read_text())["computes"]
+        computes: dict[str, int | None] = json.loads((folder / "hardware" / "status.json").read_text())[
+            "computes"
+        ]
         return computes
     except (OSError, ValueError, KeyError):
         return {}
@@ -67,7 +69,8 @@ def write_clouds_yaml(folder: Path, admin: Account) -> Path:
     cloud = {
         "auth": {
             "auth_url": admin.auth_url, "username": admin.username, "password": admin.password,
-            "project_name": admin.project_name, "user_domain_name": "Default", "project_domain_name": "Default",
+            "project_name": admin.project_name,
+            "user_domain_name": "Default", "project_domain_name": "Default",
         },
         "region_name": REGION,
         "identity_api_version": 3,
@@ -139,4 +142,6 @@ class NovaAdmin:
             if set(hosts) <= found:
                 return
             time.sleep(0.5)
-        raise LabServiceError(f"Nova: waited {timeout_s} s for {what} of {sorted(hosts)}; saw {sorted(found)}")
+        raise LabServiceError(
+            f"Nova: waited {timeout_s} s for {what} of {sorted(hosts)}; saw {sorted(found)}"
+        )

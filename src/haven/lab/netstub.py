@@ -20,7 +20,7 @@ from typing import Any
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+    def do_GET(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/")
         parts = [p.removesuffix(".json") for p in path.split("/") if p]
         if not parts:
@@ -34,13 +34,13 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, {"NeutronError": {"type": "NotFound", "message": "the lab has no networking"}})
 
-    def do_DELETE(self) -> None:  # noqa: N802
+    def do_DELETE(self) -> None:
         self._send(204, None)
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._not_found()
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         self._not_found()
 
     def _not_found(self) -> None:
@@ -57,8 +57,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the stdlib's name)
-        sys.stderr.write(f"{self.command} {self.path.split('?', 1)[0]} -> {args[1] if len(args) > 1 else ''}\n")
+    def log_message(self, format: str, *args: Any) -> None:
+        sys.stderr.write(
+            f"{self.command} {self.path.split('?', 1)[0]} -> {args[1] if len(args) > 1 else ''}\n"
+        )
         sys.stderr.flush()
 
 

@@ -90,7 +90,9 @@ def start_rabbitmq(folder: Path, node_prefix: str = "haven") -> RabbitMQ:
         "HOME": str(folder),  # the Erlang cookie goes here
     }
     started = time.monotonic()
-    server = LabProcess("rabbitmq-server", [str(RABBITMQ_SERVER)], folder / "rabbitmq.log", env=env, cwd=folder)
+    server = LabProcess(
+        "rabbitmq-server", [str(RABBITMQ_SERVER)], folder / "rabbitmq.log", env=env, cwd=folder
+    )
     server.start()
     try:
         server.wait_until(lambda: port_open(amqp_port), START_TIMEOUT_S, "AMQP listener")

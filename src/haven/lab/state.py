@@ -60,7 +60,8 @@ def load_state(folder: Path) -> LabState | None:
         return LabState(**raw, processes=processes)
     except (ValueError, TypeError, KeyError) as exc:
         raise ConfigError(
-            f"{path} is not a lab state file ({exc})", "remove it if no lab runs there, or use another --folder"
+            f"{path} is not a lab state file ({exc})",
+            "remove it if no lab runs there, or use another --folder",
         ) from exc
 
 
@@ -86,7 +87,7 @@ def alive(entry: ProcessRecord) -> bool:
 
 
 def stop_processes(entries: list[ProcessRecord], grace_s: float = 20.0) -> list[str]:
-    """SIGTERM each live group (in reverse start order), SIGKILL what outlives ``grace_s``; the names stopped."""
+    """SIGTERM each live group (newest first), SIGKILL what outlives ``grace_s``; the names stopped."""
     mine = [entry for entry in reversed(entries) if alive(entry)]
     for entry in mine:
         with contextlib.suppress(ProcessLookupError):

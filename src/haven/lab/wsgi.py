@@ -59,7 +59,9 @@ def serve(
     timeout_s: float = 90.0,
 ) -> LabProcess:
     """Start ``app`` under gunicorn on 127.0.0.1:``port`` and wait until ``ready_path`` answers."""
-    (folder / "gunicorn.conf.py").write_text(_GUNICORN.format(app=app, port=port, workers=workers, threads=threads))
+    (folder / "gunicorn.conf.py").write_text(
+        _GUNICORN.format(app=app, port=port, workers=workers, threads=threads)
+    )
     process = LabProcess(name, [str(venv / "bin" / "gunicorn")], folder / f"{name}.log", env=env, cwd=folder)
     process.start()
     url = f"http://127.0.0.1:{port}{ready_path}"

@@ -1,0 +1,97 @@
+"""`haven lab up|status|down`: a real minimal OpenStack on loopback for trying haven and for its tests.
+
+Called by haven.cli.main, which registers the sub-commands with ``add_lab_commands``.
+The work is haven.lab.lab's; this module parses options, prints progress and turns a
+service that would not start into one message (exit 1) naming the log to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from haven.lab import lab
+from haven.lab.process import LabServiceError
+from haven.lab.toolenv import ToolInstallError
+
+EXIT_FAILED = 1
+
+
+def add_lab_commands(sub: Any) -> None:
+    """Register ``haven lab`` and its sub-commands on the top-level sub-parser set."""
+    parser = sub.add_parser("lab", help="a real minimal OpenStack (Keystone, Nova, ...) on loopback")
+    lab_sub = parser.add_subparsers(dest="lab_command", required=True, metavar="ACTION")
+    folder_help = f"the lab's folder (default: {lab.default_folder()})"
+    up = lab_sub.add_parser(
+        "up", help="install (first time) and start the lab; writes clouds.yaml and haven.toml"
+    )
+    up.add_argument(
+        "--computes", type=int, default=2, help="compute hosts, each with its own BMC (default 2)"
+    )
+    up.add_argument("--folder", type=Path, default=None, help=folder_help)
+    up.set_defaults(handler=_up)
+    status = lab_sub.add_parser("status", help="what the lab runs, its URLs and files")
+    status.add_argument("--folder", type=Path, default=None, help=folder_help)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=_status)
+    down = lab_sub.add_parser("down", help="stop exactly what `haven lab up` started")
+    down.add_argument("--folder", type=Path, default=None, help=folder_help)
+    down.set_defaults(handler=_down)
+
+
+def _folder(args: argparse.Namespace) -> Path:
+    folder: Path = (args.folder or lab.default_folder()).expanduser().absolute()
+    return folder
+
+
+def _up(args: argparse.Namespace, out: Console, err: Console) -> int:
+    started = time.monotonic()
+
+    def say(message: str) -> None:
+        err.print(f"[dim]{time.monotonic() - started:6.1f}s[/] {escape(message)}", highlight=False)
+
+    try:
+        state = lab.up(_folder(args), args.computes, progress=say)
+    except (LabServiceError, ToolInstallError) as exc:
+        err.print(f"[bold red]haven lab up: failed:[/] {escape(str(exc))}", highlight=False)
+        err.print("  hint: missing Debian packages are installed by `make system-deps`", highlight=False)
+        return EXIT_FAILED
+    out.print(f"lab up in {state.up_in_s} s with {len(state.computes)} compute host(s)")
+    out.print(f"  export OS_CLIENT_CONFIG_FILE={state.files['clouds.yaml']} OS_CLOUD=lab")
+    out.print(f"  haven config: {state.files['haven.toml']}")
+    return 0
+
+
+def _status(args: argparse.Namespace, out: Console, err: Console) -> int:
+    report = lab.status(_folder(args))
+    if args.json:
+        out.print_json(json.dumps(report))
+        return 0 if report["running"] else 3
+    if not report["processes"]:
+        out.print(f"no lab in {report['folder']} (start one with `haven lab up`)")
+        return 3
+    out.print(f"lab in {report['folder']}: {'running' if report['running'] else 'stopped'}")
+    for process in report["processes"]:
+        mark = "[green]up[/]" if process["alive"] else "[red]down[/]"
+        out.print(f"  {process['name']:<18} {mark}  pid {process['pid']}  log {process['log']}")
+    for host, compute in report["computes"].items():
+        pid = compute["nova_compute_pid"]
+        state = f"nova-compute pid {pid}" if pid else "nova-compute not running (BMC off?)"
+        out.print(f"  {host:<18} {state}  BMC {compute['bmc']}")
+    for name, url in report["urls"].items():
+        out.print(f"  {name:<18} {url}")
+    for name, path in report["files"].items():
+        out.print(f"  {name:<18} {path}")
+    return 0 if report["running"] else 3
+
+
+def _down(args: argparse.Namespace, out: Console, err: Console) -> int:
+    stopped = lab.down(_folder(args))
+    out.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+    return 0

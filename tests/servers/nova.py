@@ -1,0 +1,129 @@
+"""A real minimal Nova for the tests: ``haven lab`` started once per session (2 compute hosts).
+
+``nova_lab`` (session-scoped) runs haven.lab.lab.up in a temporary folder: MariaDB,
+RabbitMQ, Keystone, Placement, Glance with a tiny image, Nova's API, conductor and
+scheduler, two nova-computes (fake driver, hosts ``compute-1`` and ``compute-2``) and one
+Redfish BMC per compute, wired so that powering a BMC off SIGKILLs that host's
+nova-compute and powering it on starts it again. The first run installs the tool venvs
+(minutes, then cached); a cold start takes a few minutes on 2 cores. At the end of the
+session exactly the lab's processes are stopped. A missing Debian package or package
+index skips locally and fails under CI.
+
+It yields a ``NovaLab``:
+- ``clouds_yaml`` (cloud ``lab``, admin credentials) and ``connect(microversion)``: a new
+  ``openstack.connection.Connection`` as the lab's admin;
+- ``bmcs``: host -> ``haven.lab.bmc.BmcInfo`` (url, username, system_id), with
+  ``bmc_password`` (one for all BMCs) and ``haven_toml`` (a [fencing] entry per host);
+- ``power_off(host)`` / ``power_on(host)``: through the host's BMC (Redfish ForceOff /
+  On), returning once the host's nova-compute is dead / running again;
+- ``compute_pid(host)``, ``image_id``, ``flavor``, ``folder`` (logs of every service).
+Tests that change a host's state must power it back on (and unset forced-down) before
+they end, so the next test finds two healthy computes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import openstack
+import pytest
+
+from haven.lab import lab
+from haven.lab.bmc import BmcInfo, set_power
+from haven.lab.labfiles import compute_pids
+from haven.lab.mariadb import MARIADBD
+from haven.lab.rabbitmq import missing_binaries
+from haven.lab.state import LabState
+from haven.lab.toolenv import ToolInstallError
+
+from .process import require
+
+COMPUTES = 2
+
+
+@dataclass
+class NovaLab:
+    folder: Path
+    state: LabState
+    bmc_password: str
+
+    @property
+    def clouds_yaml(self) -> Path:
+        return Path(self.state.files["clouds.yaml"])
+
+    @property
+    def haven_toml(self) -> Path:
+        return Path(self.state.files["haven.toml"])
+
+    @property
+    def hosts(self) -> list[str]:
+        return list(self.state.computes)
+
+    @property
+    def bmcs(self) -> dict[str, BmcInfo]:
+        return {host: BmcInfo(**fields) for host, fields in self.state.bmcs.items()}
+
+    @property
+    def image_id(self) -> str:
+        return self.state.image_id
+
+    @property
+    def flavor(self) -> str:
+        return self.state.flavor
+
+    def connect(self, microversion: str = "2.53") -> openstack.connection.Connection:
+        cloud = json.loads(self.clouds_yaml.read_text())["clouds"]["lab"]
+        return openstack.connection.Connection(
+            auth=cloud["auth"], region_name=cloud["region_name"], identity_api_version="3",
+            compute_api_version=microversion,
+        )  # fmt: skip
+
+    def compute_pid(self, host: str) -> int | None:
+        return compute_pids(self.folder).get(host)
+
+    def power_off(self, host: str, timeout_s: float = 10.0) -> None:
+        set_power(self.bmcs[host], self.bmc_password, "ForceOff")
+        self._wait(lambda: self.compute_pid(host) is None, timeout_s, f"{host}'s nova-compute to die")
+
+    def power_on(self, host: str, timeout_s: float = 10.0) -> None:
+        set_power(self.bmcs[host], self.bmc_password, "On")
+        self._wait(lambda: self.compute_pid(host) is not None, timeout_s, f"{host}'s nova-compute to start")
+
+    @staticmethod
+    def _wait(done: object, timeout_s: float, what: str) -> None:
+        assert callable(done)
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"waited {timeout_s} s for {what}")
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def nova_lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NovaLab]:
+    for path, package in [*missing_binaries(), (MARIADBD, "mariadb-server")]:
+        require(path, package)
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+
+    started = time.monotonic()
+
+    def say(message: str) -> None:
+        with capture.global_and_fixture_disabled():
+            print(f"\n[nova lab {time.monotonic() - started:5.1f}s] {message}", flush=True)
+
+    folder = tmp_path_factory.mktemp("nova-lab")
+    try:
+        state = lab.up(folder, COMPUTES, progress=say)
+    except ToolInstallError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set, so the lab's tools must install: {exc}", pytrace=False)
+        pytest.skip(f"the lab's tools could not be installed: {exc}")
+    try:
+        yield NovaLab(folder, state, (folder / "bmc-password").read_text().strip())
+    finally:
+        lab.down(folder)
