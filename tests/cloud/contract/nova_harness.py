@@ -14,11 +14,11 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import pytest
-from servers.nova import NovaLab
 
 from cloud.contract.harness import HA_METADATA, poll_until
 from haven.cloud.openstack import OpenStackCloud, open_cloud
 from haven.domain.ids import HostName, ServerId
+from servers.nova import NovaLab
 
 BOOT_TIMEOUT_S = 120
 
