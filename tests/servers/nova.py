@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ from haven.lab import lab
 from haven.lab.bmc import BmcInfo, set_power
 from haven.lab.labfiles import compute_pids
 from haven.lab.mariadb import MARIADBD
+from haven.lab.process import LabServiceError
 from haven.lab.rabbitmq import missing_binaries
 from haven.lab.state import LabState
 from haven.lab.toolenv import ToolInstallError
@@ -105,7 +108,7 @@ class NovaLab:
 
 
 @pytest.fixture(scope="session")
-def nova_lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NovaLab]:
+def nova_lab(request: pytest.FixtureRequest) -> Iterator[NovaLab]:
     for path, package in [*missing_binaries(), (MARIADBD, "mariadb-server")]:
         require(path, package)
     capture = request.config.pluginmanager.getplugin("capturemanager")
@@ -116,14 +119,19 @@ def nova_lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         with capture.global_and_fixture_disabled():
             print(f"\n[nova lab {time.monotonic() - started:5.1f}s] {message}", flush=True)
 
-    folder = tmp_path_factory.mktemp("nova-lab")
+    # Its own folder, not pytest's numbered temp folders: other pytest runs on the machine rotate
+    # those away, and the lab's logs must outlive a failed start (the folder is named in the error).
+    folder = Path(tempfile.mkdtemp(prefix="haven-nova-lab-"))
     try:
         state = lab.up(folder, COMPUTES, progress=say)
     except ToolInstallError as exc:
         if os.environ.get("CI"):
             pytest.fail(f"CI is set, so the lab's tools must install: {exc}", pytrace=False)
         pytest.skip(f"the lab's tools could not be installed: {exc}")
+    except LabServiceError as exc:
+        pytest.fail(f"the lab did not start (logs kept in {folder}): {exc}", pytrace=False)
     try:
         yield NovaLab(folder, state, (folder / "bmc-password").read_text().strip())
     finally:
         lab.down(folder)
+    shutil.rmtree(folder, ignore_errors=True)

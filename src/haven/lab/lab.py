@@ -192,13 +192,23 @@ def _start(
     state.image_id = glance.ensure_tiny_image(admin.session(), gl_settings.url)
     say("waiting for the computes to report to Nova")
     compute = labfiles.NovaAdmin(admin, catalog["compute"][1])
-    compute.wait_computes_up(hosts, timeout_s=120)
+    try:
+        compute.wait_computes_up(hosts, timeout_s=180)
+    except LabServiceError as exc:
+        logs = [folder / "hardware" / "hardware.log", folder / "nova" / "nova-conductor.log",
+                *(folder / "nova" / "computes" / host / "nova-compute.log" for host in hosts)]  # fmt: skip
+        raise LabServiceError(f"{exc}\n" + "\n".join(_tail(log) for log in logs)) from exc
     nova.discover_hosts(venvs["nova"], nova_settings.folder)
     compute.wait_hypervisors(hosts, timeout_s=60)
     state.flavor = compute.ensure_flavor(FLAVOR)
     state.files["clouds.yaml"] = str(labfiles.write_clouds_yaml(folder, admin))
     state.files["haven.toml"] = str(labfiles.write_haven_toml(folder, bmcs, passwords["bmc"]))
     state.files["bmc-password"] = str(folder / "bmc-password")
+
+
+def _tail(log: Path, lines: int = 12) -> str:
+    text = log.read_text(errors="replace").splitlines()[-lines:] if log.exists() else ["(no log)"]
+    return f"--- {log}:\n" + "\n".join(text)
 
 
 def _ignore(_result: object) -> None:
