@@ -25,8 +25,8 @@ from rich.markup import escape
 
 from haven import __version__
 from haven.cli import agent, render
-from haven.cli.leader_loss import run_with_own_servers
 from haven.cli.lab import add_lab_commands
+from haven.cli.leader_loss import run_with_own_servers
 from haven.cli.live import LiveView
 from haven.cli.serve import DEFAULT_BIND, serve
 from haven.domain.clock import PacedClock
