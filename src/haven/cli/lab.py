@@ -56,11 +56,12 @@ def _up(args: argparse.Namespace, out: Console, err: Console) -> int:
     def say(message: str) -> None:
         err.print(f"[dim]{time.monotonic() - started:6.1f}s[/] {escape(message)}", highlight=False)
 
+    folder = _folder(args)
     try:
-        state = lab.up(_folder(args), args.computes, progress=say)
+        state = lab.up(folder, args.computes, progress=say)
     except (LabServiceError, ToolInstallError) as exc:
         err.print(f"[bold red]haven lab up: failed:[/] {escape(str(exc))}", highlight=False)
-        err.print("  hint: missing Debian packages are installed by `make system-deps`", highlight=False)
+        err.print(f"  hint: each service's log is in {folder}", highlight=False)
         return EXIT_FAILED
     out.print(f"lab up in {state.up_in_s} s with {len(state.computes)} compute host(s)")
     out.print(f"  export OS_CLIENT_CONFIG_FILE={state.files['clouds.yaml']} OS_CLOUD=lab")
