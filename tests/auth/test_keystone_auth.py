@@ -155,8 +155,19 @@ def test_wrong_service_credentials_are_a_503_not_a_401(keystone: KeystoneLab) ->
 def test_the_openstack_cli_logs_in_with_a_password_and_finds_haven_in_the_catalog(
     keystone: KeystoneLab, haven_keystone: HavenServer
 ) -> None:
+    env = openstack_env(keystone)
+    listed = run_openstack(env, "segment", "list", "-f", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert {"segment-az1", "segment-az2", "segment-az3"} <= {s["name"] for s in json.loads(listed.stdout)}
+    member = {**env, "OS_USERNAME": keystone.member.username, "OS_PASSWORD": keystone.member.password}
+    refused = run_openstack(member, "segment", "list")
+    assert refused.returncode != 0 and "os_masakari_api:segments:index" in refused.stderr
+
+
+def openstack_env(keystone: KeystoneLab) -> dict[str, str]:
+    """The environment of an `openstack` CLI logged in to Keystone as the lab's admin, with a password."""
     account = keystone.admin
-    env = {
+    return {
         "PATH": os.environ.get("PATH", ""),
         "OS_AUTH_URL": account.auth_url,
         "OS_USERNAME": account.username,
@@ -167,12 +178,6 @@ def test_the_openstack_cli_logs_in_with_a_password_and_finds_haven_in_the_catalo
         "OS_REGION_NAME": keystone.server.region,
         "OS_IDENTITY_API_VERSION": "3",
     }
-    listed = run_openstack(env, "segment", "list", "-f", "json")
-    assert listed.returncode == 0, listed.stderr
-    assert {"segment-az1", "segment-az2", "segment-az3"} <= {s["name"] for s in json.loads(listed.stdout)}
-    member = {**env, "OS_USERNAME": keystone.member.username, "OS_PASSWORD": keystone.member.password}
-    refused = run_openstack(member, "segment", "list")
-    assert refused.returncode != 0 and "os_masakari_api:segments:index" in refused.stderr
 
 
 def run_openstack(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:

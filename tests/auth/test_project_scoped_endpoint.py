@@ -8,7 +8,6 @@ as Masakari does, answers 400 when the URL's project is not the token's.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 
 import httpx
@@ -19,7 +18,7 @@ from clients.conftest import HavenServer
 from haven.lab.keystone import INSTANCE_HA
 from servers.keystone import KeystoneLab
 
-from .test_keystone_auth import as_, run_openstack, segment_body
+from .test_keystone_auth import as_, openstack_env, run_openstack, segment_body
 
 pytestmark = [
     pytest.mark.keystone,
@@ -71,18 +70,7 @@ def test_openstacksdk_works_through_a_tenant_id_endpoint(scoped_catalog: str, ke
 def test_the_openstack_cli_works_through_a_tenant_id_endpoint(
     scoped_catalog: str, keystone: KeystoneLab
 ) -> None:
-    account = keystone.admin
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "OS_AUTH_URL": account.auth_url,
-        "OS_USERNAME": account.username,
-        "OS_PASSWORD": account.password,
-        "OS_PROJECT_NAME": account.project_name,
-        "OS_USER_DOMAIN_NAME": "Default",
-        "OS_PROJECT_DOMAIN_NAME": "Default",
-        "OS_REGION_NAME": keystone.server.region,
-        "OS_IDENTITY_API_VERSION": "3",
-    }
+    env = openstack_env(keystone)
     listed = run_openstack(env, "segment", "list", "-f", "json")
     assert listed.returncode == 0, listed.stderr
     assert {"segment-az1", "segment-az2", "segment-az3"} <= {s["name"] for s in json.loads(listed.stdout)}

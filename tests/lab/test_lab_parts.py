@@ -13,8 +13,7 @@ import pytest
 from haven.cli.main import main
 from haven.domain.errors import ConfigError
 from haven.lab import lab
-from haven.lab.process import LabProcess, free_port
-from haven.lab.rabbitmq import port_open
+from haven.lab.process import LabProcess, free_port, port_open
 from haven.lab.state import LabState, ProcessRecord, alive, load_state, record, stop_processes
 
 

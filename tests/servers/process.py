@@ -14,13 +14,12 @@ missing binary into a skip on a developer's machine and a failure in CI (where
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 
 from haven.lab.process import LabProcess as ServerProcess
-from haven.lab.process import free_port
+from haven.lab.process import free_port, port_open
 
 __all__ = ["ServerProcess", "free_port", "port_open", "require"]
 
@@ -34,11 +33,3 @@ def require(path: str | Path, package: str) -> Path:
     if os.environ.get("CI"):
         pytest.fail(f"CI is set, so this real-server test must run: {message}", pytrace=False)
     pytest.skip(message)
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.2):
-            return True
-    except OSError:
-        return False

@@ -19,8 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from haven.lab.process import LabProcess, LabServiceError, run_checked
-from haven.lab.rabbitmq import port_open
+from haven.lab.process import LabProcess, LabServiceError, port_open, run_checked
 
 MARIADBD = Path("/usr/sbin/mariadbd")
 INSTALL_DB = Path("/usr/bin/mariadb-install-db")

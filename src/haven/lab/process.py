@@ -102,6 +102,15 @@ class LabProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
 
 
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
 def run_checked(argv: Sequence[str], what: str, env: Mapping[str, str] | None = None) -> str:
     """Run a set-up command to completion; its output, or LabServiceError quoting its tail."""
     result = subprocess.run(

@@ -12,25 +12,15 @@ loopback: AMQP, and Erlang distribution too (``inet_dist_use_interface``).
 from __future__ import annotations
 
 import secrets
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from haven.lab.process import LabProcess, LabServiceError, free_port
+from haven.lab.process import LabProcess, LabServiceError, free_port, port_open
 
 RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 EPMD = Path("/usr/bin/epmd")
 START_TIMEOUT_S = 90.0
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether something accepts TCP connections on ``host:port``."""
-    try:
-        with socket.create_connection((host, port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 @dataclass
