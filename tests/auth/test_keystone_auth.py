@@ -96,18 +96,7 @@ def test_an_admin_creates_reads_and_deletes(api: httpx.Client, keystone: Keyston
 
 
 def test_openstacksdk_finds_haven_in_the_catalog_with_a_password_login(keystone: KeystoneLab) -> None:
-    account = keystone.admin
-    conn = openstack.connect(
-        auth_url=account.auth_url,
-        username=account.username,
-        password=account.password,
-        project_name=account.project_name,
-        user_domain_name="Default",
-        project_domain_name="Default",
-        region_name=keystone.server.region,
-        load_yaml_config=False,
-        load_envvars=False,
-    )
+    conn = admin_connection(keystone)
     try:
         names = sorted(segment.name for segment in conn.instance_ha.segments())
     finally:
@@ -162,6 +151,22 @@ def test_the_openstack_cli_logs_in_with_a_password_and_finds_haven_in_the_catalo
     member = {**env, "OS_USERNAME": keystone.member.username, "OS_PASSWORD": keystone.member.password}
     refused = run_openstack(member, "segment", "list")
     assert refused.returncode != 0 and "os_masakari_api:segments:index" in refused.stderr
+
+
+def admin_connection(keystone: KeystoneLab) -> openstack.connection.Connection:
+    """openstacksdk logged in to Keystone as the lab's admin with a password (no clouds.yaml, no env)."""
+    account = keystone.admin
+    return openstack.connect(
+        auth_url=account.auth_url,
+        username=account.username,
+        password=account.password,
+        project_name=account.project_name,
+        user_domain_name="Default",
+        project_domain_name="Default",
+        region_name=keystone.server.region,
+        load_yaml_config=False,
+        load_envvars=False,
+    )
 
 
 def openstack_env(keystone: KeystoneLab) -> dict[str, str]:

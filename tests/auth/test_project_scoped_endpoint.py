@@ -11,14 +11,13 @@ import json
 from collections.abc import Iterator
 
 import httpx
-import openstack
 import pytest
 
 from clients.conftest import HavenServer
 from haven.lab.keystone import INSTANCE_HA
 from servers.keystone import KeystoneLab
 
-from .test_keystone_auth import as_, openstack_env, run_openstack, segment_body
+from .test_keystone_auth import admin_connection, as_, openstack_env, run_openstack, segment_body
 
 pytestmark = [
     pytest.mark.keystone,
@@ -38,18 +37,7 @@ def scoped_catalog(keystone: KeystoneLab, haven_keystone: HavenServer) -> Iterat
 
 
 def test_openstacksdk_works_through_a_tenant_id_endpoint(scoped_catalog: str, keystone: KeystoneLab) -> None:
-    account = keystone.admin
-    conn = openstack.connect(
-        auth_url=account.auth_url,
-        username=account.username,
-        password=account.password,
-        project_name=account.project_name,
-        user_domain_name="Default",
-        project_domain_name="Default",
-        region_name=keystone.server.region,
-        load_yaml_config=False,
-        load_envvars=False,
-    )
+    conn = admin_connection(keystone)
     try:
         project = conn.current_project_id
         assert conn.instance_ha.get_endpoint().rstrip("/") == f"{scoped_catalog}/v1/{project}"
