@@ -39,6 +39,21 @@ async def test_instance_actions_since_a_time_are_read_with_changes_since_and_fil
     assert call.query == {"changes-since": ["2026-11-21T12:00:00"]} and _version(call) == "2.58"
 
 
+async def test_actions_in_one_second_keep_their_order_oldest_first(
+    cloud: OpenStackCloud,  # noqa: F811
+    nova: RecordedNova,  # noqa: F811
+) -> None:
+    # Nova lists newest first; on MariaDB start_time has whole seconds, so these two tie.
+    since = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC).timestamp()
+    actions = [
+        {"action": "reboot", "start_time": "2026-11-21T12:00:07.000000", "request_id": "req-2"},
+        {"action": "start", "start_time": "2026-11-21T12:00:07.000000", "request_id": "req-1"},
+    ]
+    nova.answer("GET", f"{V}/servers/s1/os-instance-actions", Answer(200, {"instanceActions": actions}))
+    found = await cloud.server_actions(ServerId("s1"), since)
+    assert [a.action for a in sorted(found, key=lambda a: a.at)] == ["start", "reboot"]
+
+
 async def test_the_watchdog_action_comes_from_the_embedded_flavors_extra_specs(
     cloud: OpenStackCloud,  # noqa: F811
     nova: RecordedNova,  # noqa: F811

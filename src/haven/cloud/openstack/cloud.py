@@ -141,11 +141,15 @@ class OpenStackCloud:
         await self._action(server_id, "hard reboot", {"reboot": {"type": "HARD"}})
 
     async def server_actions(self, server_id: ServerId, since: float) -> Sequence[ServerAction]:
-        """Nova's instance actions that started at or after ``since``; compared with Nova's own clock."""
+        """Nova's instance actions that started at or after ``since``, oldest first (Nova's own clock).
+
+        Nova lists newest first, and on MySQL/MariaDB its ``start_time`` has whole seconds, so two
+        actions in one second tie on time: the list order, reversed, is the only true order.
+        """
         stamp = datetime.fromtimestamp(since, UTC).replace(tzinfo=None).isoformat()
         what = f"list instance actions of server {server_id}"
         bodies = await self._pool.run(what, self._api.instance_actions, server_id, stamp)
-        found = [convert.server_action(server_id, b) for b in bodies]
+        found = [convert.server_action(server_id, b) for b in reversed(bodies)]
         return [a for a in found if a.at >= since]
 
     async def _action(self, server_id: ServerId, what: str, body: Mapping[str, Any]) -> None:
