@@ -1,21 +1,27 @@
 """Which cloud `haven serve` watches: the built-in simulated cloud (default) or a real one from clouds.yaml.
 
 Called by haven.cli.serve once at start-up, before the store is touched, so a bad
-cloud name or size stops haven with nothing changed.
+cloud name or size stops haven with nothing changed. ``open_liveness`` then gives the
+engine its liveness source: the simulated cloud's own, or on a real cloud
+haven.service.liveness (Nova's service state; with coordination also the agents'
+heartbeats and the BMCs), whose lease watch runs while the context is open.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
 from haven.cloud.base import Cloud, LivenessSource
-from haven.cloud.openstack import cloud_name, open_cloud
+from haven.cloud.openstack import OpenStackCloud, cloud_name, open_cloud
 from haven.cloud.sim import CloudSpec, SimCloud, build_cloud
 from haven.cloud.sim.builder import SimTopology
 from haven.domain.clock import Clock
 from haven.domain.ids import HostName
+from haven.fencing.base import Fencer
 from haven.service.config import HavenConfig
+from haven.service.liveness import open_real_liveness
 
 
 @dataclass
@@ -26,6 +32,7 @@ class ChosenCloud:
     sim: SimCloud | None = None  # only the simulated cloud has BMCs to fence with and faults to inject
     topology: SimTopology | None = None
     close: Callable[[], None] = field(default=lambda: None)  # stops the driver's worker threads
+    openstack: OpenStackCloud | None = None  # a real cloud: liveness from haven.service.liveness
 
     @property
     def reserved(self) -> frozenset[HostName]:
@@ -39,6 +46,20 @@ def choose_cloud(
     if config.cloud_driver == "openstack":
         name = cloud_name(config.openstack.name or None, environ)
         cloud = open_cloud(name, max_workers=config.openstack.max_workers)
-        return ChosenCloud(cloud, cloud, f"OpenStack cloud {name!r} (clouds.yaml)", close=cloud.close)
+        channels = "haven agents' heartbeats (etcd), Nova and BMCs" if config.coordination.url else "Nova"
+        description = f"OpenStack cloud {name!r} (clouds.yaml), liveness from {channels}"
+        return ChosenCloud(cloud, cloud, description, close=cloud.close, openstack=cloud)
     sim, topology = build_cloud(spec, clock)  # validates the cloud's size
     return ChosenCloud(sim, sim, f"simulated cloud of {spec.hosts} hosts / {spec.vms} VMs", sim, topology)
+
+
+@contextlib.asynccontextmanager
+async def open_liveness(
+    chosen: ChosenCloud, config: HavenConfig, fencer: Fencer
+) -> AsyncIterator[LivenessSource]:
+    """The engine's liveness source for the chosen cloud, open (lease watch running) inside the context."""
+    if chosen.openstack is None:
+        yield chosen.liveness
+        return
+    async with open_real_liveness(config, chosen.openstack, fencer) as liveness:
+        yield liveness

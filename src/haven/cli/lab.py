@@ -84,6 +84,10 @@ def _status(args: argparse.Namespace, out: Console, err: Console) -> int:
     for host, compute in report["computes"].items():
         pid = compute["nova_compute_pid"]
         state = f"nova-compute pid {pid}" if pid else "nova-compute not running (BMC off?)"
+        if compute.get("agent_pid"):
+            state += f", haven agent pid {compute['agent_pid']}"
+        if compute.get("held_down"):
+            state += f", held down: {', '.join(compute['held_down'])}"
         out.print(f"  {host:<18} {state}  BMC {compute['bmc']}")
     for name, url in report["urls"].items():
         out.print(f"  {name:<18} {url}")

@@ -44,7 +44,7 @@ from rich.console import Console
 from haven.api.app import create_app
 from haven.api.auth import Authenticator
 from haven.api.keystone_auth import KeystoneAuthenticator, KeystoneCredentials
-from haven.cli.clouds import choose_cloud
+from haven.cli.clouds import choose_cloud, open_liveness
 from haven.cloud.sim import CloudSpec, SimCloud, SimFencer
 from haven.cloud.sim.builder import SimTopology
 from haven.coordination import Elector, EtcdElector, elector_from_url
@@ -99,7 +99,7 @@ async def serve(
     sinks = build_sinks(config.publish, environ, where)  # no I/O: a bad [publish] touches nothing
     elector = await _elector(config, bind)  # etcd unreachable: stop here, nothing opened
     try:
-        with contextlib.ExitStack() as resources:
+        async with contextlib.AsyncExitStack() as resources:
             listener = resources.enter_context(_listen(*bind))  # a busy port stops haven with nothing touched
             resources.callback(chosen.close)
             token = ensure_token(config.home)  # creates the home folder too
@@ -109,8 +109,9 @@ async def serve(
             leadership: Leadership = elector if elector is not None else SingleNodeLeadership()
             metrics = HavenMetrics(store, leadership)
             publisher = build_publisher(config.publish, sinks, store, clock)
+            liveness = await resources.enter_async_context(open_liveness(chosen, config, fencer))
             sink = fan_out(_logger(console), metrics.observe, publisher.on_event)
-            engine = Engine(chosen.cloud, chosen.liveness, fencer, store, clock, config.engine, on_event=sink,
+            engine = Engine(chosen.cloud, liveness, fencer, store, clock, config.engine, on_event=sink,
                             leadership=elector)  # fmt: skip
             # A coordinated engine resumes when it wins the election (its first tick as leader).
             resumed = engine.start() if elector is None else 0

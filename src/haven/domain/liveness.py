@@ -39,3 +39,17 @@ class HostLiveness:
     nova_updated_at: float | None = None
     bmc: BmcPower = BmcPower.ON
     failed_processes: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeServiceState:
+    """A host's nova-compute as Nova's service list tells it (the liveness source for real clouds reads it).
+
+    ``reporting``: Nova counts the service up, or it is forced down but its compute reports again
+    (so haven may return the host to service); ``updated_at`` is its last report, in Unix seconds.
+    """
+
+    host: HostName
+    reporting: bool
+    forced_down: bool = False
+    updated_at: float | None = None

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from platformdirs import user_data_dir
 
 from haven.lab import bmc, glance, labfiles, nova, placement
+from haven.lab.hardware import read_holds
 from haven.lab.keystone import REGION, KeystoneServer, Provisioner
 from haven.lab.mariadb import start_mariadb
 from haven.lab.process import LabProcess, LabServiceError, free_port
@@ -248,13 +249,22 @@ def status(folder: Path) -> dict[str, Any]:
     if state is None:
         return {"folder": str(folder), "running": False, "processes": []}
     processes = [{"name": e.name, "pid": e.pid, "alive": alive(e), "log": e.log} for e in state.processes]
-    computes = labfiles.compute_pids(folder)
+    computes, agents, holds = (
+        labfiles.compute_pids(folder),
+        labfiles.compute_pids(folder, "agents"),
+        read_holds(folder),
+    )
     return {
         "folder": str(folder),
         "running": any(p["alive"] for p in processes),
         "processes": processes,
         "computes": {
-            host: {"nova_compute_pid": computes.get(host), "bmc": state.bmcs.get(host, {}).get("url")}
+            host: {
+                "nova_compute_pid": computes.get(host),
+                "agent_pid": agents.get(host),
+                "held_down": holds.get(host, []),
+                "bmc": state.bmcs.get(host, {}).get("url"),
+            }
             for host in state.computes
         },
         "urls": state.urls,

@@ -53,13 +53,14 @@ def hardware_plan(folder: Path, nova_venv: Path, bmcs: Sequence[BmcInfo]) -> Pat
     return path
 
 
-def compute_pids(folder: Path) -> dict[str, int | None]:
-    """Each host's nova-compute pid as the power wiring last wrote it (None: powered off)."""
+def compute_pids(folder: Path, part: str = "computes") -> dict[str, int | None]:
+    """Each host's nova-compute pid (``part="agents"``: haven agent pid) as the power wiring last wrote it.
+
+    None: not running (powered off, or held down).
+    """
     try:
-        computes: dict[str, int | None] = json.loads((folder / "hardware" / "status.json").read_text())[
-            "computes"
-        ]
-        return computes
+        pids: dict[str, int | None] = json.loads((folder / "hardware" / "status.json").read_text())[part]
+        return pids
     except (OSError, ValueError, KeyError):
         return {}
 

@@ -51,6 +51,11 @@ is opened or changed, so a bad file stops haven with nothing touched.
     url = "etcd://10.0.0.5:2379"                   # default: none (one engine, no servers)
     ttl_s = 3                                      # the leader's lease; takeover within about ttl_s + 1
     cluster = "default"                            # engines with the same cluster name elect one leader
+    [liveness]                                     # real clouds with [coordination]: the agents' channels
+    management_channel = "management"              # the agents' [[agent.channels]] name that says "alive"
+    second_channel = ""                            # a second network's channel: isolated, not dead
+    bmc_concurrency = 8                            # BMC reads at once (only for hosts gone silent)
+    bmc_timeout_s = 3.0                            # a BMC slower than this reads as "unknown"
 
 A ``[[segments]]`` entry sets only the keys it gives, at every start of ``haven serve``
 (the file wins over changes made through the API since the last start).
@@ -130,6 +135,16 @@ class CoordinationConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LivenessConfig:
+    """The ``[liveness]`` section, read by haven.service.liveness on a real cloud with coordination."""
+
+    management_channel: str = "management"
+    second_channel: str = ""  # empty: no second network
+    bmc_concurrency: int = 8
+    bmc_timeout_s: float = 3.0
+
+
+@dataclass(frozen=True, slots=True)
 class HavenConfig:
     home: Path
     database_url: str
@@ -144,6 +159,7 @@ class HavenConfig:
     keystone: KeystoneConfig | None = None  # None: the local token (embedded default)
     segment_modes: Mapping[str, SegmentMode] = field(default_factory=dict)
     coordination: CoordinationConfig = field(default_factory=CoordinationConfig)
+    liveness: LivenessConfig = field(default_factory=LivenessConfig)
 
     @property
     def segment_names(self) -> frozenset[str]:
@@ -164,7 +180,7 @@ def load_config(home: Path, path: Path | None = None, cloud_name: str | None = N
         raw = _read(path)
     where = str(path) if path else "defaults"
     sections = {"database", "detection", "recovery", "cloud", "segments", "fencing", "publish", "keystone"}
-    sections.add("coordination")
+    sections |= {"coordination", "liveness"}
     _only(raw, sections, where)
     database = _table(raw, "database", where)
     _only(database, {"url"}, f"{where} [database]")
@@ -205,6 +221,7 @@ def load_config(home: Path, path: Path | None = None, cloud_name: str | None = N
         keystone=_keystone(raw, where),
         segment_modes=modes,
         coordination=_coordination(_table(raw, "coordination", where), f"{where} [coordination]"),
+        liveness=_liveness(_table(raw, "liveness", where), f"{where} [liveness]"),
     )
 
 
@@ -232,6 +249,22 @@ def _coordination(table: dict[str, Any], where: str) -> CoordinationConfig:
         raise ConfigError(
             f"{where}: cluster must be a non-empty name without '/'", 'e.g. cluster = "default"'
         )
+    return config
+
+
+def _liveness(table: dict[str, Any], where: str) -> LivenessConfig:
+    config = _settings(LivenessConfig, table, where)
+    for key in ("management_channel", "second_channel"):
+        name = getattr(config, key)
+        if not isinstance(name, str) or "/" in name or (key == "management_channel" and not name):
+            raise ConfigError(f"{where}: {key} must be a channel name without '/'",
+                              'the name of an [[agent.channels]] entry, e.g. "management"')  # fmt: skip
+    if config.second_channel == config.management_channel:
+        raise ConfigError(f"{where}: second_channel must differ from management_channel")
+    if not isinstance(config.bmc_concurrency, int) or config.bmc_concurrency < 1:
+        raise ConfigError(f"{where}: bmc_concurrency must be a whole number, 1 or more")
+    if not isinstance(config.bmc_timeout_s, int | float) or config.bmc_timeout_s <= 0:
+        raise ConfigError(f"{where}: bmc_timeout_s must be a positive number of seconds")
     return config
 
 

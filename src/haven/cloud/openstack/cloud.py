@@ -21,7 +21,7 @@ from haven.cloud.openstack.nova import NovaApi
 from haven.domain.cloud import Host, Server, ServerAction, ServerGroup, VmState
 from haven.domain.errors import NotFound, PermanentError
 from haven.domain.ids import HostName, ServerId
-from haven.domain.liveness import BmcPower, HostLiveness
+from haven.domain.liveness import BmcPower, ComputeServiceState, HostLiveness
 
 REPORTS_WHEN_BACK = 2  # updated_at moves of a forced-down service that mean its compute reports again
 RATIOS_TTL_S = 600.0  # allocation ratios change with a nova.conf edit and a restart: rarely
@@ -160,27 +160,33 @@ class OpenStackCloud:
     async def liveness_anomalies(self) -> Sequence[HostLiveness]:
         """Hosts whose nova-compute is down by Nova's account; the others are left out (healthy).
 
-        This is one channel only (Nova's); haven's host agent and the BMC add the others. Nova
-        reports a forced-down service down whatever its compute does, so a forced-down host counts
-        as alive again once its ``updated_at`` moved REPORTS_WHEN_BACK times since haven first saw
-        it forced down (a compute's report moves it; so does each PUT on the service, hence more
-        than one): haven may then return it to service.
+        This is one channel only (Nova's); haven.service.liveness adds the agent's and the BMC's.
+        """
+        return [
+            HostLiveness(s.host, None, nova_up=False, nova_updated_at=s.updated_at, bmc=BmcPower.UNKNOWN)
+            for s in await self.compute_service_states()
+            if not s.reporting
+        ]
+
+    async def compute_service_states(self) -> Sequence[ComputeServiceState]:
+        """Every host's nova-compute by Nova's service list (one request), with its last report.
+
+        Nova reports a forced-down service down whatever its compute does, so a forced-down host
+        counts as reporting again once its ``updated_at`` moved REPORTS_WHEN_BACK times since haven
+        first saw it forced down (a compute's report moves it; so does each PUT on the service, hence
+        more than one): haven may then return it to service.
         """
         services = await self._pool.run("list compute services", self._api.compute_services)
-        readings = []
+        states = []
         forced: dict[HostName, tuple[str, int]] = {}
         for s in services:
             host, updated = HostName(str(s["host"])), str(s.get("updated_at") or "")
+            reporting = s.get("state") == "up"
             if s.get("forced_down"):
                 last, moves = self._forced.get(host, (updated, 0))
                 forced[host] = (updated, moves + (updated != last))
-                if forced[host][1] >= REPORTS_WHEN_BACK:
-                    continue
-            elif s.get("state") == "up":
-                continue
+                reporting = forced[host][1] >= REPORTS_WHEN_BACK
             stamp = convert.timestamp(updated)
-            readings.append(
-                HostLiveness(host, None, nova_up=False, nova_updated_at=stamp, bmc=BmcPower.UNKNOWN)
-            )
+            states.append(ComputeServiceState(host, reporting, bool(s.get("forced_down")), stamp))
         self._forced = forced
-        return readings
+        return states

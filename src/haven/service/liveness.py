@@ -1,0 +1,224 @@
+"""Liveness on a real cloud: the agents' channels (etcd leases), Nova's service state and the BMCs.
+
+Who calls it: ``haven serve --cloud NAME`` (haven.cli.clouds) and the drills on a real cloud, both
+through the one entry point::
+
+    async with open_real_liveness(config, cloud, fencer) as liveness:
+        engine = Engine(cloud, liveness, fencer, ...)   # liveness.liveness_anomalies() each pass
+
+``config`` is the HavenConfig (``[coordination] url`` / ``--coordination``, ``[liveness]``),
+``cloud`` the OpenStack driver (anything with ``compute_service_states()``), ``fencer`` the
+engine's Fencer. With a coordination URL, a ``HostLeaseView`` mirrors every agent's heartbeat
+leases in a background task owned by the context (cancelled, and its etcd client closed, on
+exit); without one the source is Nova's service state alone, exactly as before.
+
+What one pass reads (``liveness_anomalies``; the detector, haven.detection, judges):
+- Nova's service list (one request, as before) and the lease view (in memory, no I/O).
+- A host whose agent beats on the management channel is alive. If Nova nevertheless says its
+  nova-compute is down (and haven did not force it down), it is reported with
+  ``failed_processes={"nova-compute"}``: the engine's PROCESS path (disable with a reason, no
+  evacuation, enable again once the service reports up).
+- A host whose management lease vanished is silent: its BMC is read (``fencer.power_status``,
+  at most ``bmc_concurrency`` at once, ``bmc_timeout_s`` each; no answer -> ``BmcPower.UNKNOWN``),
+  and so the BMC is read only for silent hosts: a pass costs O(anomalies) requests.
+- A host whose agent never beat while the view ran has ``agent_seen`` None ("not configured") and
+  is judged by Nova alone, as without an agent.
+
+When did a vanished lease last beat? etcd deletes a lease's key no earlier than its TTL after
+the last refresh, so the last heartbeat was at most ``vanished - ttl``; the first heartbeat
+missed was at most one ``beat_interval_s`` later. That moment is the channel's ``seen`` time:
+a dead host is confirmed a grace period after its first missed beat, instead of after Nova's
+``service_down_time``, and a nova-compute report before its power loss never counts as "later".
+(An agent stopped cleanly revokes its lease at once; its silence then looks a TTL older than it
+is, which matters only if its BMC also reports power off or Nova also says down.)
+
+The observer problem: while the lease view is not in sync with etcd (etcd unreachable, or
+re-syncing after a restart), lease silence proves nothing. Every host is then judged as if it had
+no agent (Nova alone, as before the agent existed) until the view is in sync again; nothing is
+declared dead because a lease went quiet while etcd could not be watched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from haven.coordination import EtcdClient, parse_etcd_url
+from haven.coordination.leases import ChannelHeartbeat, HostLeaseView
+from haven.domain.errors import HavenError
+from haven.domain.ids import HostName
+from haven.domain.liveness import BmcPower, ComputeServiceState, HostLiveness
+from haven.fencing.base import Fencer
+from haven.service.config import HavenConfig, LivenessConfig
+
+log = logging.getLogger("haven.liveness")
+
+NOVA_COMPUTE = "nova-compute"
+
+
+class NovaServices(Protocol):
+    """What the source needs of the cloud driver (haven.cloud.openstack.OpenStackCloud has it)."""
+
+    async def compute_service_states(self) -> Sequence[ComputeServiceState]: ...
+
+
+class LeaseReadings(Protocol):
+    """What the source needs of haven.coordination.leases.HostLeaseView (a fake in unit tests)."""
+
+    @property
+    def synced(self) -> bool: ...
+
+    def snapshot(self) -> dict[str, dict[str, ChannelHeartbeat]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AgentChannels:
+    """Which lease channels count: the management network's, and optionally a second network's."""
+
+    management: str = "management"
+    second: str | None = None
+
+
+def channel_seen(
+    beat: ChannelHeartbeat | None, now: float, synced: bool, beat_interval_s: float
+) -> float | None:
+    """When the channel was last known to beat: now while its lease lives, else its first missed beat."""
+    if beat is None:
+        return None
+    if beat.alive:
+        return now if synced else beat.last_heartbeat
+    return beat.last_heartbeat - beat.ttl_s + beat_interval_s
+
+
+def combine(
+    services: Sequence[ComputeServiceState],
+    agents: Mapping[str, Mapping[str, ChannelHeartbeat]],
+    synced: bool,
+    now: float,
+    channels: AgentChannels,
+    beat_interval_s: float,
+) -> tuple[list[HostLiveness], list[HostName]]:
+    """The pure part of a pass: readings (BMC still ON) and the silent hosts whose BMC must be read.
+
+    ``agents`` is the lease view's snapshot; ``synced`` False means it cannot vouch for anything,
+    so every host is then judged by Nova alone.
+    """
+    nova = {s.host: s for s in services}
+    readings: list[HostLiveness] = []
+    silent: list[HostName] = []
+    for host in sorted(nova):  # an agent of a host Nova does not know is no host of this cloud
+        service = nova[host]
+        beats = agents.get(host, {}) if synced else {}
+        mgmt, second = beats.get(channels.management), beats.get(channels.second or "")
+        nova_up, nova_at = service.reporting, service.updated_at
+        if mgmt is None and second is None:
+            if not nova_up:  # no agent: Nova alone, as without haven's agent
+                readings.append(HostLiveness(host, None, nova_up=False, nova_updated_at=nova_at,
+                                             bmc=BmcPower.UNKNOWN))  # fmt: skip
+            continue
+        agent_seen = channel_seen(mgmt, now, synced, beat_interval_s)
+        second_seen = channel_seen(second, now, synced, beat_interval_s)
+        mgmt_alive = mgmt is not None and mgmt.alive
+        failed: frozenset[str] = frozenset()
+        if mgmt_alive and not nova_up and not service.forced_down:
+            failed = frozenset({NOVA_COMPUTE})  # the host beats, its nova-compute does not report
+        elif mgmt_alive:
+            continue  # plainly alive (or forced down by haven and on its way back): not news
+        reading = HostLiveness(host, agent_seen, second_seen, nova_up=nova_up, nova_updated_at=nova_at,
+                               bmc=BmcPower.ON, failed_processes=failed)  # fmt: skip
+        readings.append(reading)
+        if not mgmt_alive and not (second is not None and second.alive):
+            silent.append(host)
+    return readings, silent
+
+
+class RealCloudLiveness:
+    """A LivenessSource: Nova's service state, the agents' leases (when a view is given) and the BMCs."""
+
+    def __init__(
+        self,
+        nova: NovaServices,
+        fencer: Fencer,
+        view: LeaseReadings | None = None,
+        settings: LivenessConfig | None = None,
+        beat_interval_s: float = 1.0,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._nova, self._fencer, self._view = nova, fencer, view
+        self.settings = settings or LivenessConfig()
+        self._channels = AgentChannels(self.settings.management_channel, self.settings.second_channel or None)
+        self._beat_interval_s = beat_interval_s
+        self._clock = wall_clock
+        self._bmc_slots = asyncio.Semaphore(self.settings.bmc_concurrency)
+        self._was_synced: bool | None = None  # for logging the changes only
+
+    @property
+    def view(self) -> LeaseReadings | None:
+        return self._view
+
+    def heartbeats(self) -> dict[str, dict[str, ChannelHeartbeat]]:
+        """Every agent's channels and last heartbeat (empty without coordination), for display."""
+        return self._view.snapshot() if self._view is not None else {}
+
+    async def liveness_anomalies(self) -> Sequence[HostLiveness]:
+        services = await self._nova.compute_service_states()  # a CloudError: the engine looks again later
+        synced = self._view is not None and self._view.synced
+        if self._view is not None and synced != self._was_synced:
+            if synced:
+                log.info("agent heartbeats: in sync with etcd; the agents' channels count")
+            elif self._was_synced:
+                log.warning(
+                    "agent heartbeats: lost sync with etcd; hosts are judged by Nova alone until back"
+                )
+            self._was_synced = synced
+        agents = self._view.snapshot() if self._view is not None and synced else {}
+        readings, silent = combine(
+            services, agents, synced, self._clock(), self._channels, self._beat_interval_s
+        )
+        if not silent:
+            return readings
+        powers = dict(zip(silent, await asyncio.gather(*(self._bmc(h) for h in silent)), strict=True))
+        return [
+            HostLiveness(r.host, r.agent_seen, r.second_seen, r.nova_up, r.nova_updated_at, powers[r.host],
+                         r.failed_processes) if r.host in powers else r
+            for r in readings
+        ]  # fmt: skip
+
+    async def _bmc(self, host: HostName) -> BmcPower:
+        async with self._bmc_slots:
+            try:
+                return await asyncio.wait_for(self._fencer.power_status(host), self.settings.bmc_timeout_s)
+            except (HavenError, TimeoutError) as exc:
+                log.debug("BMC of %s: no answer (%s)", host, exc)
+                return BmcPower.UNKNOWN
+
+
+@contextlib.asynccontextmanager
+async def open_real_liveness(
+    config: HavenConfig, cloud: NovaServices, fencer: Fencer
+) -> AsyncIterator[RealCloudLiveness]:
+    """The liveness source for a real cloud; its lease watch runs while the context is open.
+
+    Without ``config.coordination.url``: Nova's service state alone (no etcd, no task).
+    """
+    beat = config.engine.detection.heartbeat_interval_s
+    url = config.coordination.url
+    if not url:
+        yield RealCloudLiveness(cloud, fencer, None, config.liveness, beat)
+        return
+    endpoint = parse_etcd_url(url)
+    client = EtcdClient(endpoint.http_url, display_url=endpoint.url)
+    view = HostLeaseView(client, cluster=config.coordination.cluster)
+    task = asyncio.create_task(view.run(), name="haven-lease-view")
+    try:
+        yield RealCloudLiveness(cloud, fencer, view, config.liveness, beat)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await client.aclose()

@@ -1,0 +1,268 @@
+"""The liveness source for real clouds (haven.service.liveness): agent leases + Nova + BMC, combined.
+
+The pure part (``combine``) and the source's BMC reads are tested with fakes for Nova, the lease
+view and the fencer; the verdicts come from the real detector. The last tests run the source's
+entry point on a real etcd with a real agent heartbeat (marker etcd).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from haven.coordination.etcd import EtcdClient
+from haven.coordination.leases import ChannelHeartbeat, HostHeartbeat
+from haven.detection.detector import assess
+from haven.domain.errors import ConfigError, PermanentError
+from haven.domain.ids import HostName
+from haven.domain.liveness import BmcPower, ComputeServiceState, HostCondition, HostLiveness
+from haven.domain.settings import DetectionSettings
+from haven.service.config import CoordinationConfig, HavenConfig, LivenessConfig, load_config
+from haven.service.liveness import AgentChannels, RealCloudLiveness, combine, open_real_liveness
+from servers.etcd import EtcdServer
+
+NOW = 1_800_000_000.0
+A, B, C = HostName("compute-1"), HostName("compute-2"), HostName("compute-3")
+MGMT = AgentChannels()
+S = DetectionSettings(nova_report_interval_s=2.0)
+
+
+def up(host: HostName, at: float = NOW - 1) -> ComputeServiceState:
+    return ComputeServiceState(host, reporting=True, updated_at=at)
+
+
+def down(host: HostName, at: float = NOW - 12, forced: bool = False) -> ComputeServiceState:
+    return ComputeServiceState(host, reporting=False, forced_down=forced, updated_at=at)
+
+
+def beat(host: str, channel: str = "management", alive: bool = True, at: float = NOW) -> ChannelHeartbeat:
+    return ChannelHeartbeat(host, channel, alive, at, ttl_s=3)
+
+
+def agents(*beats: ChannelHeartbeat) -> dict[str, dict[str, ChannelHeartbeat]]:
+    out: dict[str, dict[str, ChannelHeartbeat]] = {}
+    for b in beats:
+        out.setdefault(b.host, {})[b.channel] = b
+    return out
+
+
+def by_host(readings: Sequence[HostLiveness]) -> dict[HostName, HostLiveness]:
+    return {r.host: r for r in readings}
+
+
+# ---- the pure part ------------------------------------------------------------------------------
+
+
+def test_beating_hosts_that_nova_counts_up_are_not_news() -> None:
+    readings, silent = combine([up(A), up(B)], agents(beat(A), beat(B)), True, NOW, MGMT, 1.0)
+    assert readings == [] and silent == []
+
+
+def test_nova_compute_down_on_a_beating_host_is_a_process_failure_not_a_silent_host() -> None:
+    readings, silent = combine([down(A), up(B)], agents(beat(A), beat(B)), True, NOW, MGMT, 1.0)
+    (reading,) = readings
+    assert reading.failed_processes == {"nova-compute"} and reading.agent_seen == NOW
+    assert silent == []  # its BMC is not read
+    verdict = assess(reading, NOW, S)
+    assert verdict.condition is HostCondition.HEALTHY and verdict.failed_processes == {"nova-compute"}
+
+
+def test_a_beating_host_that_haven_forced_down_is_on_its_way_back_not_a_process_failure() -> None:
+    readings, _ = combine([down(A, forced=True)], agents(beat(A)), True, NOW, MGMT, 1.0)
+    assert readings == []
+
+
+def test_a_vanished_lease_dates_the_silence_from_the_first_missed_beat() -> None:
+    vanished = NOW - 0.5
+    readings, silent = combine([up(A)], agents(beat(A, alive=False, at=vanished)), True, NOW, MGMT, 1.0)
+    (reading,) = readings
+    assert reading.agent_seen == pytest.approx(vanished - 3 + 1)  # TTL 3 s, one beat interval
+    assert silent == [A]
+
+
+def test_a_host_without_an_agent_is_judged_by_nova_alone() -> None:
+    readings, silent = combine([down(A), up(B)], agents(beat(B)), True, NOW, MGMT, 1.0)
+    assert by_host(readings)[A].agent_seen is None and by_host(readings)[A].bmc is BmcPower.UNKNOWN
+    assert silent == []
+    assert assess(by_host(readings)[A], NOW, S).condition is HostCondition.DEAD  # as before the agent
+
+
+def test_while_the_view_is_out_of_sync_lease_silence_counts_for_nothing() -> None:
+    gone = agents(beat(A, alive=False, at=NOW - 30), beat(B, at=NOW - 30))
+    readings, silent = combine([up(A), down(B)], gone, False, NOW, MGMT, 1.0)
+    # A (lease gone, Nova up) is not news; B is judged by Nova alone; no BMC is read.
+    assert [(r.host, r.agent_seen) for r in readings] == [(B, None)]
+    assert silent == []
+
+
+def test_a_second_network_that_still_beats_keeps_the_host_isolated_not_silent() -> None:
+    two = AgentChannels("management", "storage")
+    beats = agents(beat(A, alive=False, at=NOW - 5), beat(A, "storage"))
+    readings, silent = combine([up(A, NOW - 20)], beats, True, NOW, two, 1.0)
+    (reading,) = readings
+    assert reading.second_seen == NOW and silent == []
+    assert assess(reading, NOW, S).condition is HostCondition.ISOLATED
+
+
+def test_an_agent_of_a_host_nova_does_not_know_is_ignored() -> None:
+    readings, silent = combine(
+        [up(A)], agents(beat(A), beat(C, alive=False, at=NOW - 9)), True, NOW, MGMT, 1.0
+    )
+    assert readings == [] and silent == []
+
+
+# ---- the source: Nova + view + BMC -----------------------------------------------------------------
+
+
+class FakeNova:
+    def __init__(self, states: list[ComputeServiceState]) -> None:
+        self.states = states
+
+    async def compute_service_states(self) -> Sequence[ComputeServiceState]:
+        return self.states
+
+
+class FakeView:
+    def __init__(self, beats: dict[str, dict[str, ChannelHeartbeat]], synced: bool = True) -> None:
+        self.beats, self.synced = beats, synced
+
+    def snapshot(self) -> dict[str, dict[str, ChannelHeartbeat]]:
+        return self.beats
+
+
+class FakeFencer:
+    def __init__(self, powers: dict[HostName, BmcPower | str]) -> None:
+        self.powers = powers
+        self.asked: list[HostName] = []
+        self.running = self.most = 0
+
+    async def power_off(self, host: HostName) -> None:
+        raise AssertionError("the liveness source never powers anything off")
+
+    async def power_on(self, host: HostName) -> None:
+        raise AssertionError("the liveness source never powers anything on")
+
+    async def power_status(self, host: HostName) -> BmcPower:
+        self.asked.append(host)
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            power = self.powers[host]
+            if power == "hang":
+                await asyncio.sleep(60)
+            if power == "error":
+                raise PermanentError(f"no fence driver is configured for {host}")
+            await asyncio.sleep(0.01)
+            assert isinstance(power, BmcPower)
+            return power
+        finally:
+            self.running -= 1
+
+
+def source(
+    nova: list[ComputeServiceState], view: FakeView | None, fencer: FakeFencer, **settings: float
+) -> RealCloudLiveness:
+    return RealCloudLiveness(
+        FakeNova(nova), fencer, view, dataclasses.replace(LivenessConfig(), **settings), 1.0, lambda: NOW
+    )
+
+
+async def test_the_bmc_is_read_only_for_silent_hosts_and_a_powered_off_one_is_dead_after_grace() -> None:
+    vanished = NOW - 2.0  # the lease expired 2 s ago: first missed beat at NOW - 4
+    view = FakeView(agents(beat(A, alive=False, at=vanished), beat(B), beat(C)))
+    fencer = FakeFencer({A: BmcPower.OFF})
+    readings = await source([up(A, NOW - 6), up(B), down(C)], view, fencer).liveness_anomalies()
+    assert fencer.asked == [A]
+    found = by_host(readings)
+    assert found[A].bmc is BmcPower.OFF and found[C].failed_processes == {"nova-compute"}
+    verdict = assess(found[A], NOW, S)
+    assert verdict.condition is HostCondition.DEAD, verdict.reason
+
+
+async def test_an_agent_killed_on_a_live_host_is_agent_down_not_dead() -> None:
+    vanished = NOW - 3.0  # first missed beat at NOW - 5; nova-compute reported since
+    view = FakeView(agents(beat(A, alive=False, at=vanished)))
+    readings = await source([up(A, NOW - 1)], view, FakeFencer({A: BmcPower.ON})).liveness_anomalies()
+    assert assess(readings[0], NOW, S).condition is HostCondition.AGENT_DOWN
+
+
+async def test_bmcs_that_hang_or_fail_read_unknown_and_reads_are_bounded() -> None:
+    hosts = [HostName(f"compute-{n}") for n in range(1, 9)]
+    view = FakeView(agents(*(beat(h, alive=False, at=NOW - 1) for h in hosts)))
+    powers: dict[HostName, BmcPower | str] = {h: BmcPower.OFF for h in hosts}
+    powers[hosts[0]], powers[hosts[1]] = "hang", "error"
+    fencer = FakeFencer(powers)
+    live = source([up(h, NOW - 9) for h in hosts], view, fencer, bmc_concurrency=3, bmc_timeout_s=0.2)
+    started = time.monotonic()
+    found = by_host(await live.liveness_anomalies())
+    assert time.monotonic() - started < 2
+    assert found[hosts[0]].bmc is BmcPower.UNKNOWN and found[hosts[1]].bmc is BmcPower.UNKNOWN
+    assert {found[h].bmc for h in hosts[2:]} == {BmcPower.OFF}
+    assert fencer.most == 3
+
+
+async def test_without_a_view_the_source_is_nova_alone() -> None:
+    fencer = FakeFencer({})
+    readings = await source([down(A), up(B)], None, fencer).liveness_anomalies()
+    assert [(r.host, r.agent_seen, r.nova_up) for r in readings] == [(A, None, False)]
+    assert fencer.asked == []
+
+
+# ---- config ------------------------------------------------------------------------------------
+
+
+def test_liveness_section_is_read_and_bad_values_are_named(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text('[liveness]\nsecond_channel = "storage"\nbmc_concurrency = 2\n')
+    config = load_config(tmp_path, good)
+    assert config.liveness.second_channel == "storage" and config.liveness.bmc_concurrency == 2
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[liveness]\nmanagement_channel = "a/b"\n')
+    with pytest.raises(ConfigError, match="management_channel"):
+        load_config(tmp_path, bad)
+
+
+# ---- the entry point on a real etcd --------------------------------------------------------------
+
+
+@pytest.mark.etcd
+async def test_open_real_liveness_follows_a_real_agent_heartbeat(etcd: EtcdServer, tmp_path: Path) -> None:
+    config = HavenConfig(
+        home=tmp_path,
+        database_url="sqlite://",
+        coordination=CoordinationConfig(url=etcd.url, cluster=etcd.cluster),
+    )
+    nova = FakeNova([up(A, time.time())])
+    fencer = FakeFencer({A: BmcPower.ON})
+    client = EtcdClient(etcd.http_url, timeout_s=0.5)
+    heartbeat = HostHeartbeat(client, A, "management", cluster=etcd.cluster, ttl_s=2, interval_s=0.5,
+                              revoke_on_exit=False)  # fmt: skip
+    try:
+        async with open_real_liveness(config, nova, fencer) as live:
+            agent = asyncio.create_task(heartbeat.run())
+            deadline = time.monotonic() + 5
+            while "management" not in live.heartbeats().get(A, {}):
+                assert time.monotonic() < deadline, "the view never saw the agent"
+                await asyncio.sleep(0.05)
+            nova.states = [down(A, time.time() - 12)]  # nova-compute crashed, the agent beats on
+            (reading,) = await live.liveness_anomalies()
+            assert reading.failed_processes == {"nova-compute"}
+            agent.cancel()  # a crash: no revoke; the lease expires after its TTL
+            killed = time.monotonic()
+            nova.states = [up(A, time.time())]
+            silent: Sequence[HostLiveness] = []
+            while not silent:
+                assert time.monotonic() - killed < 6, "the lease never expired"
+                await asyncio.sleep(0.1)
+                silent = await live.liveness_anomalies()
+            (reading,) = silent
+            assert fencer.asked == [A]
+            assert reading.agent_seen is not None and reading.bmc is BmcPower.ON
+            assert time.time() - reading.agent_seen < 2.5
+    finally:
+        await client.aclose()
