@@ -31,6 +31,9 @@ def test_config_mistakes_name_the_key(tmp_path: Path, capsys: pytest.CaptureFixt
         head + "process_interval_s = 0\n" + channel: "agent.process_interval_s must be positive",
         head + '[[agent.channels]]\nname = "m"\n': 'needs etcd = "http',
         head + channel + channel: "two [[agent.channels]] have the same name",
+        head
+        + 'processes = ["nova-compute"]\nprocess_cmdline = { libvirtd = "x" }\n'
+        + channel: "agent.process_cmdline.libvirtd must name one of agent.processes",
     }
     for text, message in cases.items():
         config = tmp_path / "agent.toml"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -76,3 +79,31 @@ def test_an_interpreters_script_counts_by_its_name(dummy_name: str, tmp_path: Pa
         proc.kill()
         proc.wait()
     assert dummy_name not in running_names([dummy_name])
+
+
+def test_a_cmdline_pattern_tells_two_processes_of_one_name_apart(dummy_name: str, tmp_path: Path) -> None:
+    # haven's lab: several nova-computes on one machine, each with its own --config-file.
+    script = tmp_path / dummy_name
+    script.write_text("sleep 300\n")
+
+    def start(conf: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(["sh", str(script), "--config-file", conf], start_new_session=True)
+
+    def stop(proc: subprocess.Popen[bytes]) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the shell and its sleep
+        proc.wait()
+
+    mine, other = start("host-1.conf"), start("host-2.conf")
+    try:
+        wait_running(dummy_name, True)
+        assert running_names([dummy_name], cmdline={dummy_name: "host-1.conf"}) == {dummy_name}
+        stop(mine)
+        assert running_names([dummy_name]) == {dummy_name}  # the other one still answers to the name
+        changes: list[tuple[str, bool]] = []
+        ProcessWatch([dummy_name], lambda n, up: changes.append((n, up)),
+                     cmdline={dummy_name: "host-1.conf"}).check()  # fmt: skip
+        assert changes == [(dummy_name, False)]
+    finally:
+        stop(mine)
+        stop(other)

@@ -13,6 +13,7 @@ Example (every key but ``host``, ``engine_url`` and one channel has a default)::
     state_dir = "/var/lib/haven-agent"       # the spool of undelivered notifications
     libvirt_uri = "qemu:///system"
     processes = ["nova-compute", "libvirtd", "ovs-vswitchd"]
+    process_cmdline = { "nova-compute" = "/etc/nova/nova.conf" }  # optional: text the cmdline contains
 
     [[agent.channels]]
     name = "management"
@@ -22,7 +23,8 @@ Example (every key but ``host``, ``engine_url`` and one channel has a default)::
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -56,6 +58,7 @@ class AgentConfig:
     keepalive_count: int = 3  # interval * (count + 1) seconds at most
     reconnect_interval_s: float = 2.0
     processes: tuple[str, ...] = DEFAULT_PROCESSES
+    process_cmdline: Mapping[str, str] = field(default_factory=dict)  # name -> text its cmdline contains
     process_interval_s: float = 5.0
     retry_min_s: float = 0.5  # delivery back-off while the engine is unreachable
     retry_max_s: float = 30.0
@@ -65,8 +68,8 @@ _KEYS: dict[str, type | tuple[type, ...]] = {
     "host": str, "engine_url": str, "token_file": str, "state_dir": str, "cluster": str,
     "heartbeat_ttl_s": int, "heartbeat_interval_s": (int, float), "libvirt_uri": str,
     "keepalive_interval_s": int, "keepalive_count": int, "reconnect_interval_s": (int, float),
-    "processes": list, "process_interval_s": (int, float), "retry_min_s": (int, float),
-    "retry_max_s": (int, float), "channels": list,
+    "processes": list, "process_cmdline": dict, "process_interval_s": (int, float),
+    "retry_min_s": (int, float), "retry_max_s": (int, float), "channels": list,
 }  # fmt: skip
 
 
@@ -111,6 +114,11 @@ def parse_agent_config(raw: dict[str, Any], where: str = "agent config") -> Agen
     processes = section.get("processes", list(DEFAULT_PROCESSES))
     if not all(isinstance(p, str) and p and "/" not in p for p in processes):
         raise ConfigError(f"{where}: agent.processes must be a list of process names (no '/')")
+    cmdline = section.get("process_cmdline", {})
+    for name, pattern in cmdline.items():
+        if name not in processes or not isinstance(pattern, str) or not pattern:
+            raise ConfigError(f"{where}: agent.process_cmdline.{name} must name one of agent.processes "
+                              "and give a non-empty text its command line contains")  # fmt: skip
     numbers = {k: section[k] for k in _KEYS if k in section and _KEYS[k] in (int, (int, float))}
     for key, value in numbers.items():
         if value <= 0:
@@ -125,6 +133,7 @@ def parse_agent_config(raw: dict[str, Any], where: str = "agent config") -> Agen
         cluster=str(section.get("cluster", "default")),
         libvirt_uri=section.get("libvirt_uri", "qemu:///system") or None,
         processes=tuple(processes),
+        process_cmdline=dict(cmdline),
         **numbers,
     )
 

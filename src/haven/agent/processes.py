@@ -10,8 +10,10 @@ service. A process missing at the agent's start is reported too: it is as down a
 
 Processes are found by reading /proc (no psutil): a process matches a name when its ``comm``, the
 base name of its argv[0], or the base name of a script argv[1] run by an interpreter (``python3
-/usr/bin/nova-compute``) equals the name. In a container, the agent needs the host's PID
-namespace (``--pid=host``) to see them.
+/usr/bin/nova-compute``) equals the name, and, where a cmdline pattern is configured for that name
+(``process_cmdline``), its command line (arguments joined by spaces) contains the pattern: one
+machine running several nova-computes (haven's lab) tells them apart by their config files. In a
+container, the agent needs the host's PID namespace (``--pid=host``) to see them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 log = logging.getLogger("haven.agent")
@@ -27,24 +29,31 @@ log = logging.getLogger("haven.agent")
 PROC = Path("/proc")
 
 
-def _names_of(pid_dir: Path) -> set[str]:
+def _names_of(pid_dir: Path) -> tuple[set[str], str]:
+    """The names a process answers to, and its command line (arguments joined by spaces)."""
     names: set[str] = set()
     try:
         names.add((pid_dir / "comm").read_text().strip())
         argv = (pid_dir / "cmdline").read_bytes().split(b"\0")
     except OSError:  # gone meanwhile, or not ours to read
-        return names
-    args = [os.path.basename(a.decode(errors="replace")) for a in argv[:2] if a]
+        return names, ""
+    decoded = [a.decode(errors="replace") for a in argv if a]
+    args = [os.path.basename(a) for a in decoded[:2]]
     if args:
         names.add(args[0])
         if len(args) > 1 and not args[1].startswith("-"):
             names.add(args[1])  # an interpreter's script: python3 /usr/bin/nova-compute
-    return names
+    return names, " ".join(decoded)
 
 
-def running_names(wanted: Iterable[str], proc: Path = PROC) -> set[str]:
-    """Which of ``wanted`` have at least one live process (zombies do not count)."""
-    wanted = set(wanted)
+def running_names(
+    wanted: Iterable[str], proc: Path = PROC, cmdline: Mapping[str, str] | None = None
+) -> set[str]:
+    """Which of ``wanted`` have at least one live process (zombies do not count).
+
+    ``cmdline``: name -> a text that process's command line must contain to count.
+    """
+    wanted, patterns = set(wanted), cmdline or {}
     found: set[str] = set()
     for entry in proc.iterdir():
         if not entry.name.isdigit():
@@ -55,7 +64,8 @@ def running_names(wanted: Iterable[str], proc: Path = PROC) -> set[str]:
             continue
         if stat[stat.rfind(")") + 2 :].startswith("Z"):
             continue
-        found |= _names_of(entry) & wanted
+        names, command = _names_of(entry)
+        found |= {n for n in names & wanted if patterns.get(n, "") in command}
         if found == wanted:
             break
     return found
@@ -69,8 +79,10 @@ class ProcessWatch:
         *,
         interval_s: float = 5.0,
         proc: Path = PROC,
+        cmdline: Mapping[str, str] | None = None,
     ) -> None:
         self.names = tuple(names)
+        self.cmdline = dict(cmdline or {})
         self.on_change = on_change
         self.interval_s = interval_s
         self.proc = proc
@@ -78,12 +90,12 @@ class ProcessWatch:
 
     def check(self) -> None:
         """One pass: report each process that went missing, and each reported one that is back."""
-        self._apply(running_names(self.names, self.proc))
+        self._apply(running_names(self.names, self.proc, self.cmdline))
 
     async def run(self) -> None:
         while True:
             # /proc of a busy host has thousands of entries: read it off the event loop.
-            up = await asyncio.to_thread(running_names, self.names, self.proc)
+            up = await asyncio.to_thread(running_names, self.names, self.proc, self.cmdline)
             self._apply(up)
             await asyncio.sleep(self.interval_s)
 

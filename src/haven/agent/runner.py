@@ -47,8 +47,9 @@ class Agent:
             for client, channel in zip(self.clients, config.channels, strict=True)
         ]  # fmt: skip
         self.processes = ProcessWatch(
-            config.processes, self.report_process, interval_s=config.process_interval_s
-        )
+            config.processes, self.report_process, interval_s=config.process_interval_s,
+            cmdline=config.process_cmdline,
+        )  # fmt: skip
         self._loop: asyncio.AbstractEventLoop | None = None
         self.started = asyncio.Event()  # set once run() can take events
         self.libvirt: LibvirtWatch | None = self._libvirt_watch() if config.libvirt_uri else None
