@@ -1,10 +1,12 @@
-"""The agent against a real libvirtd (test driver) and a real `haven serve`: domain events -> VM notes.
+"""The agent against a real libvirtd (test driver) and a real `haven serve`: a destroyed domain is restarted.
 
-A domain is defined with the UUID of one of the simulated cloud's HA_Enabled VMs, and the agent runs
-as that VM's host, so the notification names a host and a server the engine knows. The domain is
-destroyed from another process (virsh), as an operator or a dying QEMU would from outside the agent.
-What the engine then does with the notification (restarting the VM) is the engine's VM recovery and
-is tested there; here the assertion is on the notification the engine received, payload and all.
+One world: a domain is defined with the UUID of one of the simulated cloud's HA_Enabled VMs, and the
+agent runs as that VM's host, so the notification names a host and a server the engine knows. The
+domain is destroyed from another process (virsh), as an operator or a dying QEMU would from outside
+the agent and outside Nova. The engine gets the agent's notification, finds no stop asked through
+its cloud (the simulated Nova still shows the VM active), and restarts the VM there: stop, start,
+confirm, as its API shows. The simulated cloud does not drive libvirt, so the domain itself stays
+shut off: what is proven is agent -> engine -> recovery decision and actions in the engine's cloud.
 """
 
 from __future__ import annotations
@@ -39,6 +41,24 @@ async def start_domain(libvirtd: LibvirtdServer, vm: SimVm, folder: Path) -> Non
     await asyncio.to_thread(libvirtd.virsh, "start", vm.name)
 
 
+async def shown(engine: HavenServer, notification_uuid: str) -> dict[str, Any]:
+    """One notification as the API shows it with its workflow details (microversion 1.1)."""
+    headers = {"X-Auth-Token": engine.token, "OpenStack-API-Version": "instance-ha 1.1"}
+    async with httpx.AsyncClient(base_url=engine.url, headers=headers) as http:
+        answer = await http.get(f"/v1/notifications/{notification_uuid}")
+    assert answer.status_code == 200, answer.text
+    note: dict[str, Any] = answer.json()["notification"]
+    return note
+
+
+async def wait_until_closed(engine: HavenServer, notification_uuid: str, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while (note := await shown(engine, notification_uuid))["status"] in ("new", "running"):
+        assert time.monotonic() < deadline, f"not recovered within {timeout_s} s: {note}"
+        await asyncio.sleep(0.2)
+    return note
+
+
 async def vm_notifications(engine: HavenServer, instance_uuid: str) -> list[dict[str, Any]]:
     async with httpx.AsyncClient(base_url=engine.url, headers={"X-Auth-Token": engine.token}) as http:
         found = (await http.get("/v1/notifications", params={"type": "VM"})).json()["notifications"]
@@ -54,7 +74,7 @@ async def wait_for_vm_notification(engine: HavenServer, vm: SimVm, timeout_s: fl
     return found[0]
 
 
-async def test_a_domain_destroyed_by_another_process_reaches_the_engine(
+async def test_a_domain_destroyed_by_another_process_is_restarted_by_the_engine(
     libvirtd: LibvirtdServer, engine: HavenServer, run_agent: RunAgent, tmp_path: Path
 ) -> None:
     vm = (await sim_vms(1))[0]
@@ -77,7 +97,16 @@ async def test_a_domain_destroyed_by_another_process_reaches_the_engine(
         "vir_domain_event": "STOPPED_DESTROYED",
     }
     assert (agent.reporter.delivered, agent.reporter.dropped) == (1, 0)
-    print(f"virsh destroy -> notification in the engine: {took * 1000:.0f} ms")
+    recovered = await wait_until_closed(engine, note["notification_uuid"], 30.0)
+    restored = time.monotonic() - started
+    assert recovered["status"] == "finished", recovered
+    summary = recovered["haven_recovery"]["summary"]
+    assert summary["action"] == "restart" and summary["restarted"] is True, summary
+    assert summary["note"] == f"{vm.name} stopped unexpectedly: stop, start; running again"
+    tasks = [(t["name"], t["state"]) for t in recovered["recovery_workflow_details"]]
+    assert [name for name, _ in tasks][-3:] == ["stop_vm", "start_vm", "confirm_vm"], tasks
+    assert {state for _, state in tasks} == {"SUCCESS"}, tasks
+    print(f"virsh destroy -> notification in the engine: {took * 1000:.0f} ms; restarted in {restored:.1f} s")
 
 
 async def test_the_agent_reconnects_when_libvirtd_restarts(

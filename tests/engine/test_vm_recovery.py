@@ -7,34 +7,13 @@ VM, whether its guest runs and is not hung) and by the store (statuses, summarie
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
-
 import pytest
-from vm_rig import VmRig
+from vm_rig import MakeRig
 
 from haven.domain.cloud import VmState
 from haven.domain.errors import Conflict
 from haven.domain.ids import ServerId
 from haven.domain.incidents import AlertKind, NotificationStatus, NotificationType, SegmentMode
-from haven.domain.settings import RecoverySettings
-
-MakeRig = Callable[..., Awaitable[VmRig]]
-
-
-@pytest.fixture
-async def make_rig(tmp_path: Path) -> AsyncIterator[MakeRig]:
-    rigs: list[VmRig] = []
-
-    async def make(**recovery: object) -> VmRig:
-        url = f"sqlite:///{tmp_path}/haven-{len(rigs)}.db"
-        rig = await VmRig.build(url, RecoverySettings(**recovery))  # type: ignore[arg-type]
-        rigs.append(rig)
-        return rig
-
-    yield make
-    for rig in rigs:
-        rig.close()
 
 
 async def test_a_crashed_ha_vm_is_started_once_and_confirmed_running(make_rig: MakeRig) -> None:
@@ -195,13 +174,13 @@ async def test_the_default_watchdog_policy_is_configurable(make_rig: MakeRig) ->
 async def test_events_that_are_not_failures_are_ignored(make_rig: MakeRig) -> None:
     rig = await make_rig()
     vm = rig.ha_vm()
-    payload = {"event": "LIFECYCLE", "instance_uuid": vm, "vir_domain_event": "STOPPED_SHUTDOWN"}
+    payload = {"event": "LIFECYCLE", "instance_uuid": vm, "vir_domain_event": "CRASHED_CRASHLOADED"}
     note = rig.engine.submit(NotificationType.VM, rig.host_of(vm), payload)
     assert note is not None
     await rig.run_until(rig.settled, 30.0)
     done = rig.store.get_notification(note.id)
     assert done.status is NotificationStatus.IGNORED
-    assert done.payload["recovery"]["note"] == "LIFECYCLE STOPPED_SHUTDOWN is not a failure haven recovers"
+    assert done.payload["recovery"]["note"] == "LIFECYCLE CRASHED_CRASHLOADED is not a failure haven recovers"
     assert rig.actions(vm) == []
 
 

@@ -6,7 +6,7 @@ Shared by the VM recovery engine tests (test_vm_recovery.py, test_vm_resume.py).
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,3 +136,6 @@ async def make_template(folder: Path) -> Path:
     with Store.open(f"sqlite:///{path}") as store:
         segments_per_zone(store, await cloud.list_hosts())
     return path
+
+
+MakeRig = Callable[..., Awaitable[VmRig]]  # the make_rig fixture (conftest.py): recovery settings -> a rig

@@ -3,16 +3,25 @@ limit, and the [recovery] settings that shape them."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from haven.domain.cloud import Flavor, PowerState, Server, VmState, watchdog_action_of
+from haven.domain.cloud import Flavor, PowerState, Server, TaskState, VmState, watchdog_action_of
 from haven.domain.errors import ConfigError
 from haven.domain.ids import HostName, ServerId
 from haven.domain.settings import RecoverySettings
-from haven.recovery.vm_policy import VmAction, VmEvent, classify, decide, span, watchdog_resets
+from haven.recovery.vm_policy import (
+    StopHistory,
+    VmAction,
+    VmEvent,
+    classify,
+    decide,
+    span,
+    watchdog_resets,
+)
 from haven.service.config import load_config
 
 DEFAULTS = RecoverySettings()
@@ -52,7 +61,10 @@ WATCHDOG = {"event": "WATCHDOG", "instance_uuid": "vm-1", "vir_domain_event": "W
         ({"event": "lifecycle", "vir_domain_event": "crashed_panicked"}, VmEvent.CRASH),
         ({"event": "IO_ERROR", "vir_domain_event": "IO_ERROR_REPORT"}, VmEvent.CRASH),
         (WATCHDOG, VmEvent.WATCHDOG),
-        ({"event": "LIFECYCLE", "vir_domain_event": "STOPPED_SHUTDOWN"}, VmEvent.OTHER),  # a clean shutdown
+        ({"event": "LIFECYCLE", "vir_domain_event": "STOPPED_SHUTDOWN"}, VmEvent.STOPPED),  # a shutdown
+        ({"event": "LIFECYCLE", "vir_domain_event": "STOPPED_DESTROYED"}, VmEvent.STOPPED),  # virsh destroy
+        ({"event": "LIFECYCLE", "vir_domain_event": "SHUTDOWN_FINISHED"}, VmEvent.STOPPED),
+        ({"event": "LIFECYCLE", "vir_domain_event": "CRASHED_CRASHLOADED"}, VmEvent.OTHER),  # kdump took over
         ({"event": "REBOOT"}, VmEvent.OTHER),
         ({}, VmEvent.OTHER),
     ],
@@ -69,6 +81,40 @@ def test_a_crashed_ha_vm_is_restarted_the_configured_way() -> None:
     assert decide(crash(), shown_error, 0, DEFAULTS).note == "web-1 crashed: stop, start"
     reboot = RecoverySettings(vm_restart_method="hard_reboot")
     assert decide(crash(), vm(), 0, reboot).action is VmAction.HARD_REBOOT
+
+
+DESTROYED = {"event": "LIFECYCLE", "instance_uuid": "vm-1", "vir_domain_event": "STOPPED_DESTROYED"}
+# Nova has not synced the power state yet: it still shows the destroyed guest active and running.
+NOT_SYNCED = vm(state=VmState.ACTIVE, power=PowerState.RUNNING)
+
+
+def test_a_guest_stopped_behind_nova_s_back_is_restarted_whatever_nova_shows_yet() -> None:
+    decision = decide(DESTROYED, NOT_SYNCED, 0, DEFAULTS)
+    assert (decision.action, decision.note) == (VmAction.RESTART, "web-1 stopped unexpectedly: stop, start")
+    # Nova's power-state sync has run (vm_state stopped, its own stop recorded after the event).
+    assert decide(DESTROYED, vm(), 0, DEFAULTS).note == "web-1 stopped unexpectedly: start"
+    reboot = RecoverySettings(vm_restart_method="hard_reboot")
+    assert decide(DESTROYED, NOT_SYNCED, 0, reboot).action is VmAction.HARD_REBOOT
+    assert decide(DESTROYED, vm(ha=False), 0, DEFAULTS).action is VmAction.IGNORED
+    assert decide(DESTROYED, vm(HA_Mode="notify"), 0, DEFAULTS).action is VmAction.LEFT_TO_OWNER
+
+
+def test_a_stop_its_owner_asked_nova_for_is_left_alone() -> None:
+    asked = decide(DESTROYED, vm(), 0, DEFAULTS, StopHistory(owner_stop=True))
+    assert (asked.action, asked.note) == (
+        VmAction.IGNORED,
+        "web-1 was stopped through Nova (os-stop): not restarted",
+    )
+    stopping = dataclasses.replace(NOT_SYNCED, task_state=TaskState.POWERING_OFF)
+    assert decide(DESTROYED, stopping, 0, DEFAULTS).action is VmAction.IGNORED
+    again = decide(DESTROYED, NOT_SYNCED, 0, DEFAULTS, StopHistory(restarted=True))
+    assert (again.action, again.note) == (VmAction.NOTHING, "web-1 was started again since: nothing to do")
+
+
+def test_unexpected_stops_count_towards_the_crash_loop_limit() -> None:
+    settings = RecoverySettings(crash_loop_max_restarts=2)
+    assert decide(DESTROYED, NOT_SYNCED, 1, settings).action is VmAction.RESTART
+    assert decide(DESTROYED, NOT_SYNCED, 2, settings).action is VmAction.LEFT_STOPPED
 
 
 def test_the_crash_loop_limit_leaves_the_vm_stopped_and_says_so() -> None:
@@ -92,9 +138,10 @@ def test_what_haven_leaves_alone() -> None:
     assert decide(crash(), vm(ha=False), 0, every).action is VmAction.RESTART
     running = vm(state=VmState.ACTIVE, power=PowerState.RUNNING)
     assert decide(crash(), running, 0, DEFAULTS).action is VmAction.NOTHING
-    clean = {"event": "LIFECYCLE", "vir_domain_event": "STOPPED_SHUTDOWN"}
+    kdump = {"event": "LIFECYCLE", "vir_domain_event": "CRASHED_CRASHLOADED"}
     assert (
-        decide(clean, vm(), 0, DEFAULTS).note == "LIFECYCLE STOPPED_SHUTDOWN is not a failure haven recovers"
+        decide(kdump, vm(), 0, DEFAULTS).note
+        == "LIFECYCLE CRASHED_CRASHLOADED is not a failure haven recovers"
     )
 
 

@@ -103,3 +103,30 @@ async def test_a_crash_scheduled_for_an_earlier_boot_is_dropped() -> None:
     await cloud.reboot_server(VM)  # a new boot before the scheduled crash
     await advance(cloud, clock, clock.now() + cloud.timings.crash_again_after_s)
     assert cloud.guest_healthy(VM)
+
+
+async def test_a_guest_destroyed_outside_nova_is_reported_while_nova_still_says_active() -> None:
+    cloud, _clock = tiny_cloud(1)
+    cloud.destroy_guest(VM)
+    shown = await cloud.get_server(VM)
+    assert (shown.vm_state, shown.power_state) == (VmState.ACTIVE, PowerState.SHUTDOWN)
+    assert not cloud.guest_healthy(VM) and cloud.vm_actions == []  # nobody asked Nova
+    assert cloud.take_agent_reports() == [
+        (A, {"event": "LIFECYCLE", "instance_uuid": VM, "vir_domain_event": "STOPPED_DESTROYED"})
+    ]
+
+
+async def test_a_stop_through_nova_is_reported_once_the_guest_is_down_and_only_if_it_ran() -> None:
+    cloud, clock = tiny_cloud(2)
+    await cloud.stop_server(VM)
+    assert cloud.take_agent_reports() == []  # still shutting down
+    await advance(cloud, clock, clock.now() + cloud.timings.vm_stop_s)
+    assert cloud.take_agent_reports() == [
+        (A, {"event": "LIFECYCLE", "instance_uuid": VM, "vir_domain_event": "STOPPED_SHUTDOWN"})
+    ]
+    other = ServerId("vm-1")
+    cloud.crash_guest(other, shows_error=True)
+    cloud.take_agent_reports()
+    await cloud.stop_server(other)  # Nova's stop of a guest that is already gone: libvirt says nothing
+    await advance(cloud, clock, clock.now() + cloud.timings.vm_stop_s)
+    assert cloud.take_agent_reports() == []

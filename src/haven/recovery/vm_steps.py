@@ -26,13 +26,18 @@ from haven.domain.incidents import (
 )
 from haven.recovery.context import StepContext
 from haven.recovery.outcome import NewStep, Outcome, done, failed, requeue
-from haven.recovery.vm_policy import VmAction, VmDecision, decide
+from haven.recovery.vm_policy import NO_HISTORY, StopHistory, VmAction, VmDecision, VmEvent, classify, decide
 from haven.recovery.workflows import CONFIRM_VM, REBOOT_VM, START_VM, STOP_VM, VM_CHECK, VM_OWNER
 
 OWNER_KEY = "left_to_owner"
 RESTARTED_KEY = "restarted"  # in a VM notification's summary: haven asked the VM to start or reboot
 CRASH_LOOP_KEY = "crash_loop"
 _RECENT_LIMIT = 200  # VM notifications of the host read to count a VM's recent restarts
+# An owner's os-stop is asked before the guest stops: up to Nova's 60 s graceful shutdown, and more.
+OWNER_STOP_LEAD_S = 120.0
+# Host and Nova clocks differ a little, and Nova's start_time may have whole seconds only (MariaDB);
+# Nova's own power-state sync records its stop 15 s or more after the event, well past this.
+CLOCK_SLACK_S = 5.0
 _FOLLOWING = {
     VmAction.RESTART: (STOP_VM, START_VM, CONFIRM_VM),
     VmAction.HARD_REBOOT: (REBOOT_VM, CONFIRM_VM),
@@ -50,7 +55,23 @@ async def decision_for(notification: Notification, ctx: StepContext) -> tuple[Se
     except NotFound:
         server = None
     recent = recent_restarts(ctx, notification) if server is not None else 0
-    return server, decide(notification.payload, server, recent, ctx.settings)
+    history = NO_HISTORY
+    if server is not None and classify(notification.payload) is VmEvent.STOPPED:
+        history = await stop_history(ctx, server.id, notification.generated_at)
+    return server, decide(notification.payload, server, recent, ctx.settings, history)
+
+
+async def stop_history(ctx: StepContext, server_id: ServerId, stopped_at: float) -> StopHistory:
+    """Nova's actions around the moment the guest stopped: was a stop asked before, a start since?"""
+    actions = await ctx.cloud.server_actions(server_id, since=stopped_at - OWNER_STOP_LEAD_S)
+    again = (ServerActionKind.START.value, ServerActionKind.REBOOT.value)
+    power = (ServerActionKind.STOP.value, *again)
+    # The last power action before the guest stopped: a stop asked then is why it stopped; a stop
+    # followed by a start (haven's own restart of an earlier failure) is history.
+    before = [a.action for a in actions if a.action in power and a.at <= stopped_at + CLOCK_SLACK_S]
+    owner_stop = bool(before) and before[-1] == ServerActionKind.STOP.value
+    restarted = any(a.action in again and a.at >= stopped_at for a in actions)
+    return StopHistory(owner_stop=owner_stop, restarted=restarted)
 
 
 def recent_restarts(ctx: StepContext, notification: Notification) -> int:

@@ -2,8 +2,9 @@
 
 A mixin of SimCloud (kept apart so each module has one job). Engine steps call the
 actions through the Cloud protocol; drills inject the faults (a guest crash, a crash
-loop, a watchdog firing) and act as every host's haven agent by taking its reports
-(``take_agent_reports``) and submitting them as VM notifications. Every action asked
+loop, a watchdog firing, a guest destroyed outside Nova) and act as every host's haven
+agent by taking its reports (``take_agent_reports``: a guest that stops, Nova's stop
+included, is reported as libvirt would) and submitting them as VM notifications. Every action asked
 of a server is kept (``vm_actions``), which is both Nova's os-instance-actions and the
 drills' ground truth for ``double_actions``.
 """
@@ -23,6 +24,7 @@ from haven.domain.ids import HostName, ServerId
 
 # Masakari's instance monitor payloads (masakari-monitors instancemonitor): event, vir_domain_event.
 LIFECYCLE, STOPPED_FAILED, WATCHDOG = "LIFECYCLE", "STOPPED_FAILED", "WATCHDOG"
+STOPPED_DESTROYED, STOPPED_SHUTDOWN = "STOPPED_DESTROYED", "STOPPED_SHUTDOWN"
 
 _STOPPABLE = (VmState.ACTIVE, VmState.ERROR)
 _REBOOTABLE = (VmState.ACTIVE, VmState.STOPPED, VmState.ERROR)
@@ -93,6 +95,8 @@ class SimGuests:
         return s
 
     def _finish_stop(self, s: SimServer) -> None:
+        if self._running_on[s.id]:  # libvirt reports a guest that shuts down, as for any stop
+            self._report(s, {"event": LIFECYCLE, "instance_uuid": s.id, "vir_domain_event": STOPPED_SHUTDOWN})
         self._halt_guest(s)
         s.task_state, s.vm_state, s.power_state = TaskState.NONE, VmState.STOPPED, PowerState.SHUTDOWN
 
@@ -124,6 +128,14 @@ class SimGuests:
         s = self._server(server_id)
         s.crashes_left, s.crash_shows_error = again, shows_error
         self._crash(s)
+
+    def destroy_guest(self, server_id: ServerId) -> None:
+        """The guest is destroyed outside Nova (``virsh destroy``, a killed QEMU): Nova still says active."""
+        self._catch_up()
+        s = self._server(server_id)
+        self._halt_guest(s)
+        s.power_state = PowerState.SHUTDOWN  # vm_state stays active: Nova's power-state sync comes later
+        self._report(s, {"event": LIFECYCLE, "instance_uuid": s.id, "vir_domain_event": STOPPED_DESTROYED})
 
     def fire_watchdog(self, server_id: ServerId) -> None:
         """The guest's OS hangs and its watchdog fires; Nova still shows it active and running."""
