@@ -63,6 +63,7 @@ from haven.service.engine import Engine
 from haven.service.metrics import HavenMetrics
 from haven.service.publishing import build_publisher, build_sinks
 from haven.service.runner import serve_forever
+from haven.service.sim_agents import with_sim_agents
 from haven.service.status import Leadership, SingleNodeLeadership
 from haven.service.token import ensure_token
 from haven.store import Store
@@ -130,9 +131,10 @@ async def serve(
             )
             injector = None
             if scenario is not None and cloud is not None and topology is not None:
-                injector = functools.partial(
+                injecting = functools.partial(
                     _inject_later, scenario, cloud, topology, spec.seed, inject_after_s, console=console
                 )
+                injector = with_sim_agents(injecting, cloud, engine)  # their agents report guest faults
             await _run_until_stopped(engine, clock, api, listener, injector, publisher, elector)
     finally:
         if elector is not None:
