@@ -61,3 +61,10 @@ def test_sigterm_stops_the_agent_cleanly(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "haven agent stopped cleanly" in err and "Traceback" not in err
+
+
+def test_the_light_entry_point_names_a_config_mistake(tmp_path: Path) -> None:
+    # python -m haven.cli.agent: the agent without the rest of haven's CLI (what `haven lab` runs).
+    done = subprocess.run([sys.executable, "-m", "haven.cli.agent", "--config", str(tmp_path / "nope.toml")],
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 2 and "nope.toml does not exist" in done.stderr

@@ -72,6 +72,16 @@ def test_nova_compute_down_on_a_beating_host_is_a_process_failure_not_a_silent_h
     assert verdict.condition is HostCondition.HEALTHY and verdict.failed_processes == {"nova-compute"}
 
 
+def test_a_host_just_back_gets_process_grace_for_its_nova_compute_to_report() -> None:
+    # Powered on again (or returned to service by haven): the agent beats within seconds,
+    # nova-compute needs a while longer to start and report.
+    just_back = dataclasses.replace(beat(A), alive_since=NOW - 5)
+    assert combine([down(A)], agents(just_back), True, NOW, MGMT, 1.0, process_grace_s=30) == ([], [])
+    settled = dataclasses.replace(beat(A), alive_since=NOW - 31)
+    (reading,), _ = combine([down(A)], agents(settled), True, NOW, MGMT, 1.0, process_grace_s=30)
+    assert reading.failed_processes == {"nova-compute"}
+
+
 def test_a_beating_host_that_haven_forced_down_is_on_its_way_back_not_a_process_failure() -> None:
     readings, _ = combine([down(A, forced=True)], agents(beat(A)), True, NOW, MGMT, 1.0)
     assert readings == []
@@ -236,6 +246,7 @@ async def test_open_real_liveness_follows_a_real_agent_heartbeat(etcd: EtcdServe
         home=tmp_path,
         database_url="sqlite://",
         coordination=CoordinationConfig(url=etcd.url, cluster=etcd.cluster),
+        liveness=LivenessConfig(process_grace_s=0.0),
     )
     nova = FakeNova([up(A, time.time())])
     fencer = FakeFencer({A: BmcPower.ON})

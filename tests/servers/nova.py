@@ -2,9 +2,11 @@
 
 ``nova_lab`` (session-scoped) runs haven.lab.lab.up in a temporary folder: MariaDB,
 RabbitMQ, Keystone, Placement, Glance with a tiny image, Nova's API, conductor and
-scheduler, two nova-computes (fake driver, hosts ``compute-1`` and ``compute-2``) and one
-Redfish BMC per compute, wired so that powering a BMC off SIGKILLs that host's
-nova-compute and powering it on starts it again. The first run installs the tool venvs
+scheduler, two nova-computes (fake driver, hosts ``compute-1`` and ``compute-2``), an
+etcd, one ``haven agent`` per compute and one Redfish BMC per compute, wired so that
+powering a BMC off SIGKILLs that host's nova-compute and agent and powering it on starts
+them again (haven.lab.hardware; ``hold_compute_down`` / ``hold_agent_down`` there crash
+one of them and keep it down while the BMC stays On). The first run installs the tool venvs
 (minutes, then cached); a cold start takes a few minutes on 2 cores. At the end of the
 session exactly the lab's processes are stopped. A missing Debian package or package
 index skips locally and fails under CI.
@@ -37,6 +39,7 @@ import pytest
 
 from haven.lab import lab
 from haven.lab.bmc import BmcInfo, set_power
+from haven.lab.etcd import ETCD
 from haven.lab.labfiles import compute_pids
 from haven.lab.mariadb import MARIADBD
 from haven.lab.process import LabServiceError
@@ -109,7 +112,7 @@ class NovaLab:
 
 @pytest.fixture(scope="session")
 def nova_lab(request: pytest.FixtureRequest) -> Iterator[NovaLab]:
-    for path, package in [*missing_binaries(), (MARIADBD, "mariadb-server")]:
+    for path, package in [*missing_binaries(), (MARIADBD, "mariadb-server"), (ETCD, "etcd-server")]:
         require(path, package)
     capture = request.config.pluginmanager.getplugin("capturemanager")
 

@@ -103,9 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     _cloud_choice(serve_cmd)
     serve_cmd.add_argument(
         "--bind",
-        default=f"{DEFAULT_BIND[0]}:{DEFAULT_BIND[1]}",
         metavar="HOST:PORT",
-        help="where the REST API listens (default %(default)s, Masakari's port)",
+        help=f"where the REST API listens (default: [api] bind, else {DEFAULT_BIND[0]}:{DEFAULT_BIND[1]}, "
+        "Masakari's port)",
     )
     serve_cmd.add_argument(
         "--coordination",
@@ -276,7 +276,7 @@ def _serve(args: argparse.Namespace, out: Console, err: Console) -> int:
     config = _config(args)
     if args.inject is not None and args.inject not in SCENARIOS:
         raise UserError(f"unknown scenario {args.inject!r}", f"choose one of: {', '.join(SCENARIOS)}")
-    bind = _bind(args.bind)
+    bind = _bind(args.bind or config.api.bind or f"{DEFAULT_BIND[0]}:{DEFAULT_BIND[1]}")
     if args.coordination is not None:
         config = dataclasses.replace(
             config, coordination=dataclasses.replace(config.coordination, url=args.coordination)
@@ -301,7 +301,7 @@ def _bind(value: str) -> tuple[str, int]:
 
 def _token(args: argparse.Namespace, out: Console, err: Console) -> int:
     # print(), not rich: the token must come out exactly, with no markup or wrapping.
-    print(read_token(_home(args)))
+    print(read_token(_home(args), _config(args).api.token_path))
     return 0
 
 

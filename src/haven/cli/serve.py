@@ -103,7 +103,7 @@ async def serve(
         async with contextlib.AsyncExitStack() as resources:
             listener = resources.enter_context(_listen(*bind))  # a busy port stops haven with nothing touched
             resources.callback(chosen.close)
-            token = ensure_token(config.home)  # creates the home folder too
+            token = ensure_token(config.home, config.api.token_path)  # creates the home folder too
             store = resources.enter_context(Store.open(config.database_url))
             method = scenario.recovery_method if scenario is not None else RecoveryMethod.AUTO
             _prepare_segments(store, config, hosts, method, chosen.reserved)

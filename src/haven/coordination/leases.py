@@ -108,6 +108,7 @@ class ChannelHeartbeat:
     alive: bool
     last_heartbeat: float  # now while alive and in sync; when the lease vanished if not alive
     ttl_s: int
+    alive_since: float | None = None  # while alive: when the view saw this lease appear (agent (re)started)
 
 
 @dataclass
@@ -156,7 +157,9 @@ class HostLeaseView:
             when = self._clock() if self.synced else (self._lost_sync_at or entry.since)
         else:
             when = entry.since
-        return ChannelHeartbeat(host, channel, entry.alive, when, entry.ttl_s)
+        return ChannelHeartbeat(
+            host, channel, entry.alive, when, entry.ttl_s, entry.since if entry.alive else None
+        )
 
     def snapshot(self) -> dict[str, dict[str, ChannelHeartbeat]]:
         """host -> channel -> heartbeat, for every host seen."""

@@ -149,7 +149,7 @@ class KeystoneServer:
         self._say("keystone: bootstrapping admin, roles and endpoints")
         bootstrap = [
             "bootstrap",
-            "--bootstrap-password", self._admin_password,
+            f"--bootstrap-password={self._admin_password}",  # one word: a password may start with "-"
             "--bootstrap-region-id", self.region,
             "--bootstrap-admin-url", self.url,
             "--bootstrap-internal-url", self.url,

@@ -3,9 +3,10 @@
 Who calls it: the CLI (haven.cli.lab) and the test fixture tests/servers/nova.py. ``up``
 starts, in a folder: MariaDB and RabbitMQ (Debian packages), Keystone, Placement, Glance
 with a tiny image, Nova's API, conductor and scheduler, a Neutron stand-in (the lab has
-no real networking), one Redfish BMC per compute host and the power wiring
-(haven.lab.hardware) that runs each host's nova-compute (fake driver) while its BMC says
-On. It writes ``clouds.yaml`` (cloud ``lab``), ``haven.toml`` (fencing per host) and
+no real networking), an etcd, one Redfish BMC per compute host and the power wiring
+(haven.lab.hardware) that runs each host's nova-compute (fake driver) and haven agent
+(haven.lab.agents) while its BMC says On. It writes ``clouds.yaml`` (cloud ``lab``),
+``haven.toml`` (fencing per host, the etcd, the API address the agents report to) and
 ``lab.json`` (haven.lab.state), so ``status`` and ``down`` work from any process.
 Tool venvs are installed the first time and reused after. Each ``up`` starts a fresh
 lab: the previous one's data in that folder is thrown away.
@@ -24,7 +25,8 @@ from typing import Any, TypeVar
 
 from platformdirs import user_data_dir
 
-from haven.lab import bmc, glance, labfiles, nova, placement
+from haven.lab import agents, bmc, glance, labfiles, nova, placement
+from haven.lab.etcd import ETCD, EtcdServer
 from haven.lab.hardware import read_holds
 from haven.lab.keystone import REGION, KeystoneServer, Provisioner
 from haven.lab.mariadb import start_mariadb
@@ -104,23 +106,29 @@ def _start(
     keep: Callable[[LabProcess], LabProcess],
     say: Progress,
 ) -> None:
-    ports = {name: free_port() for name in ("mariadb", "keystone", "placement", "nova", "glance", "network")}
+    names = ("mariadb", "keystone", "placement", "nova", "glance", "network", "haven")
+    ports = {name: free_port() for name in names}
+    state.urls["haven"] = f"http://127.0.0.1:{ports['haven']}"  # `haven serve --config LAB/haven.toml`
     passwords = {name: secrets.token_urlsafe(15) for name in ("nova", "placement", "glance", "bmc")}
     labfiles.private(folder / "bmc-password", passwords["bmc"])
-    with ThreadPoolExecutor(3) as pool:
-        say("starting MariaDB, RabbitMQ and Keystone")
+    etcd = _etcd(folder)
+    with ThreadPoolExecutor(4) as pool:
+        say("starting MariaDB, RabbitMQ, Keystone and etcd")
         db_f = pool.submit(
             start_mariadb, folder / "mariadb", ports["mariadb"], [*nova.DATABASES, "placement"]
         )
         mq_f = pool.submit(start_rabbitmq, folder / "rabbitmq", "haven-lab")
         keystone = KeystoneServer(folder / "keystone", ports["keystone"], progress=say)
         ks_f = pool.submit(keystone.start)
+        etcd_f = pool.submit(etcd.start)
         _settle([
             (db_f, lambda db: keep(db.process)),
             (mq_f, lambda mq: (keep(mq.epmd), keep(mq.server))),
             (ks_f, lambda server: keep(server.process)),
+            (etcd_f, lambda _none: keep(etcd.process) if etcd.process is not None else None),
         ])  # fmt: skip
         db, mq = db_f.result(), mq_f.result()
+    state.urls["etcd"] = etcd.url
     auth_url = keystone.url
     state.urls["keystone"] = auth_url
     catalog = {
@@ -185,7 +193,8 @@ def _start(
         api_f = pool.submit(nova.start_api, venvs["nova"], nova_settings)
         keep(nova.start_service(venvs["nova"], nova_settings, "nova-conductor"))
         keep(nova.start_service(venvs["nova"], nova_settings, "nova-scheduler"))
-        plan = labfiles.hardware_plan(folder, venvs["nova"], bmcs)
+        lab_agents = agents.agent_plans(folder, hosts, etcd.http_url, state.urls["haven"])
+        plan = labfiles.hardware_plan(folder, venvs["nova"], bmcs, lab_agents)
         keep(LabProcess("hardware", [*labfiles.haven_python("haven.lab.hardware"), str(plan)],
                         folder / "hardware" / "hardware.log").start())  # fmt: skip
         _settle([(api_f, keep)])
@@ -203,8 +212,18 @@ def _start(
     compute.wait_hypervisors(hosts, timeout_s=60)
     state.flavor = compute.ensure_flavor(FLAVOR)
     state.files["clouds.yaml"] = str(labfiles.write_clouds_yaml(folder, admin))
-    state.files["haven.toml"] = str(labfiles.write_haven_toml(folder, bmcs, passwords["bmc"]))
+    token = agents.token_file(folder)
+    haven_toml = labfiles.write_haven_toml(folder, bmcs, passwords["bmc"], state.urls, token)
+    state.files["haven.toml"], state.files["token"] = str(haven_toml), str(token)
     state.files["bmc-password"] = str(folder / "bmc-password")
+
+
+def _etcd(folder: Path) -> EtcdServer:
+    if not Path(ETCD).exists():
+        raise LabServiceError(
+            f"{ETCD} is missing: install Debian's etcd-server (scripts/install-system-deps.sh)"
+        )
+    return EtcdServer(Path(ETCD), folder / "etcd")
 
 
 def _tail(log: Path, lines: int = 12) -> str:

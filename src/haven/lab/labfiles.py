@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,10 @@ def haven_python(module: str) -> list[str]:
     return [sys.executable, "-m", module]
 
 
-def hardware_plan(folder: Path, nova_venv: Path, bmcs: Sequence[BmcInfo]) -> Path:
-    """The JSON that haven.lab.hardware reads: each host's BMC and how to run its nova-compute."""
+def hardware_plan(
+    folder: Path, nova_venv: Path, bmcs: Sequence[BmcInfo], agents: Mapping[str, object] | None = None
+) -> Path:
+    """The JSON that haven.lab.hardware reads: each host's BMC, how to run its nova-compute and agent."""
     own = folder / "hardware"
     own.mkdir(parents=True, exist_ok=True)
     computes = [
@@ -43,6 +45,7 @@ def hardware_plan(folder: Path, nova_venv: Path, bmcs: Sequence[BmcInfo]) -> Pat
             "bmc": {"host": b.host, "url": b.url, "username": b.username, "system_id": b.system_id},
             "argv": compute_argv(nova_venv, folder / "nova", b.host),
             "log": str(folder / "nova" / "computes" / b.host / "nova-compute.log"),
+            "agent": (agents or {}).get(b.host),
         }
         for b in bmcs
     ]
@@ -80,12 +83,24 @@ def write_clouds_yaml(folder: Path, admin: Account) -> Path:
     return private(folder / "clouds.yaml", json.dumps({"clouds": {"lab": cloud}}, indent=2))
 
 
-def write_haven_toml(folder: Path, bmcs: Sequence[BmcInfo], password: str) -> Path:
+def write_haven_toml(
+    folder: Path, bmcs: Sequence[BmcInfo], password: str, urls: Mapping[str, str], token_file: Path
+) -> Path:
+    """haven's config for the lab: its database, API bind and token, its etcd, fencing per host."""
     lines = [
         "# haven's config for the lab (written by `haven lab up`).",
         "# The OpenStack cloud is `lab` in clouds.yaml next to this file (OS_CLIENT_CONFIG_FILE).",
         "[database]",
         f'url = "sqlite:///{folder / "haven.db"}"',
+        "[api]  # the lab's haven agents report to this address, with this token",
+        f'bind = "{urls["haven"].removeprefix("http://")}"',
+        f'token_file = "{token_file}"',
+        "[coordination]  # the lab's etcd: the agents' heartbeats (and leader election)",
+        f'url = "{urls["etcd"]}"',
+        "[detection]",
+        "nova_report_interval_s = 2.0  # the lab's nova-computes report every 2 s",
+        "[liveness]",
+        "process_grace_s = 30.0  # a lab nova-compute reports within about 10 s of its start",
         "[fencing]",
         'default_driver = "none"',
     ]

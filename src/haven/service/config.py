@@ -51,11 +51,16 @@ is opened or changed, so a bad file stops haven with nothing touched.
     url = "etcd://10.0.0.5:2379"                   # default: none (one engine, no servers)
     ttl_s = 3                                      # the leader's lease; takeover within about ttl_s + 1
     cluster = "default"                            # engines with the same cluster name elect one leader
+    [api]
+    bind = "127.0.0.1:15868"                       # where the REST API listens (--bind wins); the default
+    token_file = "/var/lib/haven/token"            # the local API token (default: HOME/token)
     [liveness]                                     # real clouds with [coordination]: the agents' channels
     management_channel = "management"              # the agents' [[agent.channels]] name that says "alive"
     second_channel = ""                            # a second network's channel: isolated, not dead
     bmc_concurrency = 8                            # BMC reads at once (only for hosts gone silent)
     bmc_timeout_s = 3.0                            # a BMC slower than this reads as "unknown"
+    process_grace_s = 120.0                        # a host back (agent beating again) gets this long for
+                                                   # its nova-compute to report before it counts as failed
 
 A ``[[segments]]`` entry sets only the keys it gives, at every start of ``haven serve``
 (the file wins over changes made through the API since the last start).
@@ -135,6 +140,18 @@ class CoordinationConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """The ``[api]`` section: where ``haven serve`` listens, and its local token (``haven lab`` sets both)."""
+
+    bind: str = ""  # HOST:PORT; empty: --bind, else 127.0.0.1:15868 (checked by the CLI)
+    token_file: str = ""  # empty: HOME/token
+
+    @property
+    def token_path(self) -> Path | None:
+        return Path(self.token_file) if self.token_file else None
+
+
+@dataclass(frozen=True, slots=True)
 class LivenessConfig:
     """The ``[liveness]`` section, read by haven.service.liveness on a real cloud with coordination."""
 
@@ -142,6 +159,7 @@ class LivenessConfig:
     second_channel: str = ""  # empty: no second network
     bmc_concurrency: int = 8
     bmc_timeout_s: float = 3.0
+    process_grace_s: float = 120.0  # nova-compute's start-up time allowed after the agent (re)appears
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +178,7 @@ class HavenConfig:
     segment_modes: Mapping[str, SegmentMode] = field(default_factory=dict)
     coordination: CoordinationConfig = field(default_factory=CoordinationConfig)
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
 
     @property
     def segment_names(self) -> frozenset[str]:
@@ -180,7 +199,7 @@ def load_config(home: Path, path: Path | None = None, cloud_name: str | None = N
         raw = _read(path)
     where = str(path) if path else "defaults"
     sections = {"database", "detection", "recovery", "cloud", "segments", "fencing", "publish", "keystone"}
-    sections |= {"coordination", "liveness"}
+    sections |= {"coordination", "liveness", "api"}
     _only(raw, sections, where)
     database = _table(raw, "database", where)
     _only(database, {"url"}, f"{where} [database]")
@@ -222,6 +241,7 @@ def load_config(home: Path, path: Path | None = None, cloud_name: str | None = N
         segment_modes=modes,
         coordination=_coordination(_table(raw, "coordination", where), f"{where} [coordination]"),
         liveness=_liveness(_table(raw, "liveness", where), f"{where} [liveness]"),
+        api=_settings(ApiConfig, _table(raw, "api", where), f"{where} [api]"),
     )
 
 

@@ -15,9 +15,12 @@ exit); without one the source is Nova's service state alone, exactly as before.
 What one pass reads (``liveness_anomalies``; the detector, haven.detection, judges):
 - Nova's service list (one request, as before) and the lease view (in memory, no I/O).
 - A host whose agent beats on the management channel is alive. If Nova nevertheless says its
-  nova-compute is down (and haven did not force it down), it is reported with
-  ``failed_processes={"nova-compute"}``: the engine's PROCESS path (disable with a reason, no
-  evacuation, enable again once the service reports up).
+  nova-compute is down (and haven did not force it down), and the agent has been beating for
+  ``process_grace_s`` (a host that just came back, its agent beating within seconds, needs a while
+  for nova-compute to start and report), it is reported with ``failed_processes={"nova-compute"}``:
+  the engine's PROCESS path (disable with a reason, no evacuation, enable again once the service
+  reports up). The agent's own PROCESS notification, sent within ``process_interval_s``, is the
+  same failure: the engine opens one notification for both.
 - A host whose management lease vanished is silent: its BMC is read (``fencer.power_status``,
   at most ``bmc_concurrency`` at once, ``bmc_timeout_s`` each; no answer -> ``BmcPower.UNKNOWN``),
   and so the BMC is read only for silent hosts: a pass costs O(anomalies) requests.
@@ -102,6 +105,7 @@ def combine(
     now: float,
     channels: AgentChannels,
     beat_interval_s: float,
+    process_grace_s: float = 0.0,
 ) -> tuple[list[HostLiveness], list[HostName]]:
     """The pure part of a pass: readings (BMC still ON) and the silent hosts whose BMC must be read.
 
@@ -125,10 +129,11 @@ def combine(
         second_seen = channel_seen(second, now, synced, beat_interval_s)
         mgmt_alive = mgmt is not None and mgmt.alive
         failed: frozenset[str] = frozenset()
-        if mgmt_alive and not nova_up and not service.forced_down:
+        settled = mgmt is not None and (mgmt.alive_since is None or now - mgmt.alive_since >= process_grace_s)
+        if mgmt_alive and settled and not nova_up and not service.forced_down:
             failed = frozenset({NOVA_COMPUTE})  # the host beats, its nova-compute does not report
         elif mgmt_alive:
-            continue  # plainly alive (or forced down by haven and on its way back): not news
+            continue  # plainly alive (or just back, or forced down by haven and on its way back): not news
         reading = HostLiveness(host, agent_seen, second_seen, nova_up=nova_up, nova_updated_at=nova_at,
                                bmc=BmcPower.ON, failed_processes=failed)  # fmt: skip
         readings.append(reading)
@@ -177,8 +182,9 @@ class RealCloudLiveness:
                 )
             self._was_synced = synced
         agents = self._view.snapshot() if self._view is not None and synced else {}
+        now, grace = self._clock(), self.settings.process_grace_s
         readings, silent = combine(
-            services, agents, synced, self._clock(), self._channels, self._beat_interval_s
+            services, agents, synced, now, self._channels, self._beat_interval_s, grace
         )
         if not silent:
             return readings

@@ -28,14 +28,18 @@ def token_path(home: Path) -> Path:
     return home / TOKEN_FILE
 
 
-def ensure_token(home: Path) -> str:
-    """The token in ``home``, created (32 random bytes, URL-safe, never starting with "-") on first use."""
+def ensure_token(home: Path, path: Path | None = None) -> str:
+    """The token in ``home`` (or at ``path``: ``[api] token_file``), created on first use.
+
+    A new token is 32 random bytes, URL-safe, never starting with "-".
+    """
     home.mkdir(parents=True, exist_ok=True)
-    path = token_path(home)
+    path = path or token_path(home)
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _OWNER_ONLY)
     except FileExistsError:
-        return read_token(home)
+        return read_token(home, path)
     token = _new_token()
     with os.fdopen(fd, "w", encoding="ascii") as f:
         f.write(token + "\n")
@@ -50,9 +54,9 @@ def _new_token() -> str:
     return token
 
 
-def read_token(home: Path) -> str:
+def read_token(home: Path, path: Path | None = None) -> str:
     """The existing token; a missing, empty or loosely protected file is a UserError naming the fix."""
-    path = token_path(home)
+    path = path or token_path(home)
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
