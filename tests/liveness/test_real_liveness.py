@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from haven.coordination.etcd import EtcdClient
 from haven.coordination.leases import ChannelHeartbeat, HostHeartbeat
@@ -23,6 +24,7 @@ from haven.domain.ids import HostName
 from haven.domain.liveness import BmcPower, ComputeServiceState, HostCondition, HostLiveness
 from haven.domain.settings import DetectionSettings
 from haven.service.config import CoordinationConfig, HavenConfig, LivenessConfig, load_config
+from haven.service.heartbeat_metrics import HeartbeatCollector
 from haven.service.liveness import AgentChannels, RealCloudLiveness, combine, open_real_liveness
 from servers.etcd import EtcdServer
 
@@ -277,3 +279,17 @@ async def test_open_real_liveness_follows_a_real_agent_heartbeat(etcd: EtcdServe
             assert time.time() - reading.agent_seen < 2.5
     finally:
         await client.aclose()
+
+
+def test_each_agents_last_heartbeat_is_a_gauge_at_scrape() -> None:
+    view = FakeView(agents(beat(A), beat(B, alive=False, at=NOW - 7)))
+    registry = CollectorRegistry()
+    registry.register(HeartbeatCollector(source([up(A), up(B)], view, FakeFencer({}))))
+    text = generate_latest(registry).decode()
+    assert 'haven_agent_channel_up{channel="management",host="compute-1"} 1.0' in text
+    assert 'haven_agent_channel_up{channel="management",host="compute-2"} 0.0' in text
+    assert (
+        f'haven_agent_heartbeat_timestamp_seconds{{channel="management",host="compute-2"}} {NOW - 7:.9e}'
+        in text
+    )
+    assert "haven_agent_view_synced 1.0" in text

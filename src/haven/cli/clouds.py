@@ -13,6 +13,8 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
+from prometheus_client import CollectorRegistry
+
 from haven.cloud.base import Cloud, LivenessSource
 from haven.cloud.openstack import OpenStackCloud, cloud_name, open_cloud
 from haven.cloud.sim import CloudSpec, SimCloud, build_cloud
@@ -21,6 +23,7 @@ from haven.domain.clock import Clock
 from haven.domain.ids import HostName
 from haven.fencing.base import Fencer
 from haven.service.config import HavenConfig
+from haven.service.heartbeat_metrics import HeartbeatCollector
 from haven.service.liveness import open_real_liveness
 
 
@@ -55,11 +58,22 @@ def choose_cloud(
 
 @contextlib.asynccontextmanager
 async def open_liveness(
-    chosen: ChosenCloud, config: HavenConfig, fencer: Fencer
+    chosen: ChosenCloud, config: HavenConfig, fencer: Fencer, metrics: CollectorRegistry | None = None
 ) -> AsyncIterator[LivenessSource]:
-    """The engine's liveness source for the chosen cloud, open (lease watch running) inside the context."""
+    """The engine's liveness source for the chosen cloud, open (lease watch running) inside the context.
+
+    With ``metrics`` (and coordination), each agent's last heartbeat is shown at ``/metrics`` too.
+    """
     if chosen.openstack is None:
         yield chosen.liveness
         return
     async with open_real_liveness(config, chosen.openstack, fencer) as liveness:
-        yield liveness
+        if metrics is None or liveness.view is None:
+            yield liveness
+            return
+        collector = HeartbeatCollector(liveness)
+        metrics.register(collector)
+        try:
+            yield liveness
+        finally:
+            metrics.unregister(collector)

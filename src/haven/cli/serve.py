@@ -110,7 +110,9 @@ async def serve(
             leadership: Leadership = elector if elector is not None else SingleNodeLeadership()
             metrics = HavenMetrics(store, leadership)
             publisher = build_publisher(config.publish, sinks, store, clock)
-            liveness = await resources.enter_async_context(open_liveness(chosen, config, fencer))
+            liveness = await resources.enter_async_context(
+                open_liveness(chosen, config, fencer, metrics.registry)
+            )
             sink = fan_out(_logger(console), metrics.observe, publisher.on_event)
             engine = Engine(chosen.cloud, liveness, fencer, store, clock, config.engine, on_event=sink,
                             leadership=elector)  # fmt: skip

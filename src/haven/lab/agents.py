@@ -6,7 +6,7 @@ next to its nova-compute while the host's BMC says On, and kills both when it sa
 
 Each agent (host ``compute-N``) heartbeats on the ``management`` channel of the lab's etcd,
 watches only its own nova-compute (several run on this one machine: ``process_cmdline`` picks
-the one started with that host's compute.conf), has no libvirt watch (the lab's computes use
+the one started with this lab's compute.conf of that host), has no libvirt watch (the lab's computes use
 Nova's fake driver) and reports to the engine a ``haven serve --config LAB/haven.toml`` runs:
 ``engine_url`` and the API's ``[api] bind`` in haven.toml are the same free port chosen at
 ``up``, and both sides use the token file ``LAB/token``. While no engine listens, the agents
@@ -44,7 +44,8 @@ def agent_config(folder: Path, host: str, etcd_http_url: str, engine_url: str) -
         f'state_dir = "{own / "spool"}"',
         'libvirt_uri = ""',
         'processes = ["nova-compute"]',
-        f'process_cmdline = {{ "nova-compute" = "computes/{host}/compute.conf" }}',
+        # The full path: other labs on this machine run a nova-compute for a host of the same name.
+        f'process_cmdline = {{ "nova-compute" = "{folder / "nova" / "computes" / host / "compute.conf"}" }}',
         "process_interval_s = 2.0",
         "[[agent.channels]]",
         f'name = "{CHANNEL}"',
