@@ -19,8 +19,9 @@ What one pass reads (``liveness_anomalies``; the detector, haven.detection, judg
   ``process_grace_s`` (a host that just came back, its agent beating within seconds, needs a while
   for nova-compute to start and report), it is reported with ``failed_processes={"nova-compute"}``:
   the engine's PROCESS path (disable with a reason, no evacuation, enable again once the service
-  reports up). The agent's own PROCESS notification, sent within ``process_interval_s``, is the
-  same failure: the engine opens one notification for both.
+  reports up). The agent's own PROCESS notification (through the API, within its
+  ``process_interval_s``) reports the same failure sooner; the engine drops a duplicate while the
+  first is open, and disabling (or enabling) a service twice changes nothing.
 - A host whose management lease vanished is silent: its BMC is read (``fencer.power_status``,
   at most ``bmc_concurrency`` at once, ``bmc_timeout_s`` each; no answer -> ``BmcPower.UNKNOWN``),
   and so the BMC is read only for silent hosts: a pass costs O(anomalies) requests.
