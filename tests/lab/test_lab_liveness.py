@@ -7,6 +7,7 @@ driver on the lab's Nova, the Redfish fencer from haven.toml, and the liveness s
 ``open_real_liveness``. The host under test is ``compute-2`` (the contract suite boots its server on
 ``compute-1``); every test leaves it powered on, up, enabled and unheld.
 
+- ``haven serve --cloud lab`` with the lab's haven.toml shows every agent's heartbeat at /metrics;
 - power off through the BMC: confirmed dead by the agent channel + BMC, and (a second engine,
   Nova alone) by Nova's service state; both times are printed, the first must be clearly sooner;
 - the agent alone killed (held down): an AGENT_DOWN alert, no notification, no fence;
@@ -20,11 +21,15 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 
 from haven.cloud.openstack import OpenStackCloud, open_cloud
@@ -36,6 +41,7 @@ from haven.fencing.registry import build_fencer
 from haven.lab import lab
 from haven.lab.bmc import power_state, set_power
 from haven.lab.hardware import hold_agent_down, hold_compute_down
+from haven.lab.process import free_port
 from haven.service.bootstrap import segments_per_zone
 from haven.service.config import CoordinationConfig, load_config
 from haven.service.engine import Engine
@@ -47,6 +53,7 @@ from servers.nova import NovaLab
 pytestmark = [pytest.mark.nova, pytest.mark.slow, pytest.mark.etcd]
 
 HOST = HostName("compute-2")
+HAVEN = str(Path(sys.executable).with_name("haven"))
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +146,33 @@ async def wait_host_serving(nova_lab: NovaLab, host: str, timeout_s: float = 40)
     while (state := await nova_service(nova_lab, host)) != {"state": "up", "status": "enabled", "reason": ""}:
         assert time.monotonic() < deadline, f"{host} not back in service: {state}"
         await asyncio.sleep(0.5)
+
+
+def test_haven_serve_on_the_lab_watches_every_agents_heartbeat(nova_lab: NovaLab, tmp_path: Path) -> None:
+    # Its own port: the agents report to the lab's [api] bind, and must not hand this engine what they
+    # spooled for another (a drill's crash of a nova-compute, say).
+    port = free_port()
+    db = f"sqlite:///{tmp_path / 'haven.db'}"
+    argv = [HAVEN, "--home", str(tmp_path), "--config", str(nova_lab.haven_toml), "--db", db,
+            "serve", "--cloud", "lab", "--bind", f"127.0.0.1:{port}"]  # fmt: skip
+    env = {**os.environ, "OS_CLIENT_CONFIG_FILE": str(nova_lab.clouds_yaml)}
+    serve = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        wanted = [f'haven_agent_channel_up{{channel="management",host="{h}"}} 1.0' for h in nova_lab.hosts]
+        scraped = ""
+        while not all(line in scraped for line in wanted):
+            assert serve.poll() is None, serve.communicate()[1]
+            assert time.monotonic() < deadline, f"no agent heartbeats at /metrics:\n{scraped}"
+            time.sleep(0.5)
+            with contextlib.suppress(httpx.TransportError):
+                scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert "haven_agent_view_synced 1.0" in scraped
+    finally:
+        serve.send_signal(signal.SIGINT)
+        _, err = serve.communicate(timeout=30)
+    assert serve.returncode == 0, err
+    assert "liveness from haven agents' heartbeats (etcd), Nova and BMCs" in err
 
 
 async def test_a_powered_off_host_is_confirmed_dead_sooner_through_its_agent_and_bmc(
