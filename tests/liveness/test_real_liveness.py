@@ -8,9 +8,10 @@ entry point on a real etcd with a real agent heartbeat (marker etcd).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -266,6 +267,8 @@ async def test_open_real_liveness_follows_a_real_agent_heartbeat(etcd: EtcdServe
             (reading,) = await live.liveness_anomalies()
             assert reading.failed_processes == {"nova-compute"}
             agent.cancel()  # a crash: no revoke; the lease expires after its TTL
+            with contextlib.suppress(asyncio.CancelledError):
+                await agent
             killed = time.monotonic()
             nova.states = [up(A, time.time())]
             silent: Sequence[HostLiveness] = []
@@ -293,3 +296,47 @@ def test_each_agents_last_heartbeat_is_a_gauge_at_scrape() -> None:
         in text
     )
     assert "haven_agent_view_synced 1.0" in text
+
+
+@pytest.mark.etcd
+async def test_while_etcd_is_unreachable_lease_silence_declares_nothing(
+    etcd: EtcdServer, tmp_path: Path
+) -> None:
+    config = HavenConfig(
+        home=tmp_path,
+        database_url="sqlite://",
+        coordination=CoordinationConfig(url=etcd.url, cluster=etcd.cluster),
+    )
+    nova = FakeNova([up(A, time.time())])
+    fencer = FakeFencer({A: BmcPower.OFF})
+    client = EtcdClient(etcd.http_url, timeout_s=0.5)
+    heartbeat = HostHeartbeat(client, A, "management", cluster=etcd.cluster, ttl_s=2, interval_s=0.5)
+    try:
+        async with open_real_liveness(config, nova, fencer) as live:
+            agent = asyncio.create_task(heartbeat.run())
+            await until_true(lambda: "management" in live.heartbeats().get(A, {}), 5, "the agent's lease")
+            etcd.pause()  # SIGSTOP: the engine's view (and the agent) cannot reach etcd
+            try:
+                assert live.view is not None
+                await until_true(lambda: not live.view.synced, 5, "the view to lose sync")  # type: ignore[union-attr]
+                await asyncio.sleep(2.5)  # past the lease's TTL: from etcd's side the agent fell silent
+                nova.states = [up(A, time.time())]
+                assert await live.liveness_anomalies() == []  # nothing silent, no BMC read
+                nova.states = [down(A, time.time() - 12)]
+                (reading,) = await live.liveness_anomalies()
+                assert reading.agent_seen is None  # Nova alone, as without the agent
+                assert fencer.asked == []
+            finally:
+                etcd.resume()
+            agent.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await agent
+    finally:
+        await client.aclose()
+
+
+async def until_true(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"waited {timeout_s} s for {what}"
+        await asyncio.sleep(0.05)
