@@ -15,6 +15,7 @@ import pytest
 from haven.cloud.sim import CloudSpec, SimFencer, build_cloud
 from haven.domain.clock import VirtualClock
 from haven.domain.errors import Deposed
+from haven.domain.events import EngineEvent, EventKind
 from haven.domain.ids import HostName, NotificationId
 from haven.domain.incidents import Notification, NotificationStatus, NotificationType, Step, StepState
 from haven.domain.settings import EngineSettings, RecoverySettings
@@ -124,3 +125,46 @@ async def test_the_deposed_executor_s_next_step_is_refused_and_nothing_happens_i
         assert not cloud.servers_running_twice()
         evacuations = [s for s in store_6.list_steps(note.id) if s.kind == EVACUATE]
         assert all(s.state is StepState.DONE for s in evacuations)
+
+
+async def test_a_deposed_engine_s_late_detection_writes_nothing_and_it_stands_by(
+    pg_store_url: Callable[[], str],
+) -> None:
+    """Engine 5 pauses, engine 6 takes over, a host dies, engine 5 wakes and sees it first: refused.
+
+    Its detection would open the host's notification, record the host's condition and raise alerts;
+    the store's leader fence refuses the first of those writes, and engine 5 stands by for good.
+    """
+    url = pg_store_url()
+    clock = VirtualClock()
+    cloud, _ = build_cloud(CloudSpec(hosts=4, vms=8, zones=1, seed=3), clock)
+    settings = EngineSettings()
+    wake = [cloud.next_event_time]
+    with Store.open(url) as store_5, Store.open(url) as store_6:
+        segments_per_zone(store_5, await cloud.list_hosts())
+        term_5, term_6 = Term(5), Term(None)
+        events_5: list[EngineEvent] = []
+        engine_5 = Engine(cloud, cloud, SimFencer(cloud), store_5, clock, settings,
+                          on_event=events_5.append, leadership=term_5)  # fmt: skip
+        engine_6 = Engine(cloud, cloud, SimFencer(cloud), store_6, clock, settings, leadership=term_6)
+        await run_until(engine_5, clock, clock.now() + 5.0, wake_sources=wake)
+        term_6.current = 6  # engine 5 paused past its lease; etcd elected engine 6
+        await engine_6.tick()
+        assert store_6.leader_epoch() == 6
+
+        victim = cloud.host_names()[1]
+        cloud.fail_power(victim)
+        clock.advance_to(clock.now() + 120.0)  # engine 6 has not looked yet; engine 5 wakes up first
+        await engine_5.tick()
+        assert store_6.list_notifications() == [], "the deposed engine opened a notification"
+        assert store_6.get_host(victim).condition == "healthy", "the deposed engine recorded a condition"
+        assert store_6.list_alerts() == []
+        assert engine_5.term is None
+        lost = [e for e in events_5 if e.kind is EventKind.LEADERSHIP_LOST]
+        assert [e.detail for e in lost] == [{"epoch": 5, "deposed_by": 6}]
+        await engine_5.tick()  # still believing it leads with epoch 5: it stays out
+        assert engine_5.term is None and store_6.list_notifications() == []
+
+        await run_until(engine_6, clock, clock.now() + 5.0, wake_sources=wake)
+        (note,) = store_6.list_notifications(type=NotificationType.COMPUTE_HOST)
+        assert note.hostname == victim and store_6.get_host(victim).condition == "dead"

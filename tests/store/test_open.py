@@ -53,6 +53,7 @@ def test_a_fresh_database_is_migrated_to_exactly_the_declared_schema(store_url: 
     assert tables == {"alembic_version", "segments", "hosts", "notifications", "steps", "alerts"} | {
         "published_events",  # the outbox of haven.notify
         "deliveries",
+        "leader_fence",  # the newest leader epoch that wrote (haven.store.fencing)
     }
 
 

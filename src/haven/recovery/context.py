@@ -27,6 +27,7 @@ class StepContext:
     notification: Notification
     host_is_healthy: Callable[[HostName], bool]
     targets: TargetBook
+    epoch: int | None = None  # the leader's epoch: its writes outside the step's commits carry it too
     # BMC readings made during this batch, so many evacuations off one host ask its BMC once.
     power_seen: dict[HostName, BmcPower] = field(default_factory=dict)
 
@@ -38,7 +39,7 @@ class StepContext:
     def update_member(self, host: HostName, **changes: object) -> None:
         """Record a change to a segment host; a host outside every segment has nothing to record."""
         with contextlib.suppress(NotFound):
-            self.store.update_host(host, **changes)
+            self.store.update_host(host, epoch=self.epoch, **changes)
 
     async def service_enabled_before(self, host: HostName) -> bool:
         """Was the compute service enabled before haven touched it? (A re-run sees haven's own mark.)"""

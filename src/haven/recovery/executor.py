@@ -243,6 +243,7 @@ class RecoveryExecutor:
                 item.notification,
                 self._host_is_healthy,
                 self._targets,
+                epoch=epoch,
             )
             outcomes = await asyncio.gather(*(self._run_one(step, ctx) for step in started))
             self._commit_outcomes(item, started, outcomes, now, epoch)
@@ -392,7 +393,7 @@ class RecoveryExecutor:
         # Alerts before the closing commit: a crash between the two replays the finish, and the
         # store drops the duplicate alert; the other order could lose the alert for good.
         for alert in alerts_for(item.notification, item.steps, summary, now):
-            self._store.raise_alert(alert)
+            self._store.raise_alert(alert, epoch=epoch)
         self._on_commit("before-finish")
         self._store.save_progress(item.notification.id, status=status, payload=payload, now=now, epoch=epoch)
         self._on_commit("after-finish")

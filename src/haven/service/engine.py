@@ -12,7 +12,13 @@ does nothing. The first tick of a term claims every unfinished notification in
 the store for the term's epoch, reloads from the store and resumes them; the
 first tick after the term ended forgets them and says so (LEADERSHIP_LOST).
 The executor checks leadership again before each step and fences each commit
-with the epoch, so a step never starts once leadership is gone.
+with the epoch, so a step never starts once leadership is gone. Every other
+write the engine makes as leader (alerts raised or cleared, notifications the
+detector opens, host conditions, a host returned to service, and the check
+before returning one) carries the term's epoch too: the store refuses it with
+``Deposed`` once a newer leader wrote, and the engine then stands by for the
+rest of that term (LEADERSHIP_LOST, ``deposed_by``). Notifications submitted
+through the API are stored whatever the term (the leader adopts them).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from typing import Any, Protocol
 from haven.cloud.base import Cloud, LivenessSource
 from haven.detection.detector import Detection, Hold, Membership, Verdict, detect
 from haven.domain.clock import Clock
-from haven.domain.errors import CloudError, NotFound
+from haven.domain.errors import CloudError, Deposed, NotFound
 from haven.domain.events import EngineEvent, EventKind, EventSink, discard_events
 from haven.domain.ids import HostName, NotificationId, SegmentId
 from haven.domain.incidents import (
@@ -98,6 +104,7 @@ class Engine:
         self._emit = on_event
         self._leadership = leadership
         self._term: int | None = None  # the epoch of the term this engine acts in; None: not acting
+        self._deposed_in: int | None = None  # a term the store refused: not begun again
         self._executor = RecoveryExecutor(
             cloud,
             fencer,
@@ -190,20 +197,25 @@ class Engine:
     # ---- the loop body -------------------------------------------------------------------
 
     async def tick(self) -> None:
-        if self._leadership is not None and not self._check_term():
-            return  # a follower: stand by (the API still serves reads)
-        now = self._clock.now()
-        if now >= self._next_detection or (self._recheck_at is not None and now >= self._recheck_at):
-            if self._leadership is not None:
-                self._executor.adopt_new()  # notifications a follower's API stored for the leader
-            await self._detection_pass(now)
-            await self._return_hosts(now)
-        await self._executor.run_due()
+        try:
+            if self._leadership is not None and not self._check_term():
+                return  # a follower: stand by (the API still serves reads)
+            now = self._clock.now()
+            if now >= self._next_detection or (self._recheck_at is not None and now >= self._recheck_at):
+                if self._leadership is not None:
+                    self._executor.adopt_new()  # notifications a follower's API stored for the leader
+                await self._detection_pass(now)
+                await self._return_hosts(now)
+            await self._executor.run_due()
+        except Deposed as exc:
+            self._deposed(exc)
 
     def _check_term(self) -> bool:
         """Begin or end a term as leadership comes and goes; whether this engine acts now."""
         assert self._leadership is not None
         epoch = self._leadership.epoch()
+        if epoch is not None and epoch == self._deposed_in:
+            epoch = None  # the store refused this term's writes: a newer leader exists
         if epoch == self._term:
             return epoch is not None
         if self._term is not None:
@@ -211,6 +223,20 @@ class Engine:
         if epoch is not None:
             self._begin_term(epoch)
         return epoch is not None
+
+    def _epoch(self) -> int | None:
+        """The epoch this engine's writes as leader carry (None: the only engine, writes unfenced)."""
+        return self._term if self._leadership is not None else None
+
+    def _deposed(self, exc: Deposed) -> None:
+        """The store refused a write: a newer leader wrote since. Stand by until a newer term."""
+        self._deposed_in = exc.epoch
+        if self._term is not None:
+            self._term = None
+            self._executor.drop_all()
+        log.warning("deposed: %s", exc)
+        detail = {"epoch": exc.epoch, "deposed_by": exc.owner_epoch}
+        self._emit(EngineEvent(EventKind.LEADERSHIP_LOST, self._clock.now(), detail=detail))
 
     def _begin_term(self, epoch: int) -> None:
         now = self._clock.now()
@@ -248,7 +274,7 @@ class Engine:
                 changed[host] = new.value
         self._conditions = conditions
         if changed:
-            self._store.set_host_conditions(changed)
+            self._store.set_host_conditions(changed, epoch=self._epoch())
         self._check_processes(result.verdicts, now)
         interval = self.settings.detection.heartbeat_interval_s
         self._next_detection = now + interval
@@ -259,7 +285,8 @@ class Engine:
         self._holds = dict(result.holds)
         for hold in result.new_holds:
             self._store.raise_alert(
-                Alert(uuid.uuid4().hex, AlertKind.GATE_HOLD, hold.reason, now, segment_id=hold.segment_id)
+                Alert(uuid.uuid4().hex, AlertKind.GATE_HOLD, hold.reason, now, segment_id=hold.segment_id),
+                epoch=self._epoch(),
             )
             self._emit(
                 EngineEvent(
@@ -270,7 +297,9 @@ class Engine:
                 )
             )
         for segment_id in result.released:
-            self._store.clear_alerts(now=now, kind=AlertKind.GATE_HOLD, segment_id=segment_id)
+            self._store.clear_alerts(
+                now=now, kind=AlertKind.GATE_HOLD, segment_id=segment_id, epoch=self._epoch()
+            )
             self._emit(EngineEvent(EventKind.SEGMENT_RELEASED, now, segment_id=segment_id))
 
     def _on_transition(
@@ -278,8 +307,9 @@ class Engine:
     ) -> None:
         reason = verdict.reason if verdict else "every channel healthy again"
         segment_id = self._membership.segment_of.get(host)
+        epoch = self._epoch()
         if old in _CONDITION_ALERTS:
-            self._store.clear_alerts(now=now, kind=_CONDITION_ALERTS[old], host=host)
+            self._store.clear_alerts(now=now, kind=_CONDITION_ALERTS[old], host=host, epoch=epoch)
         if new in _CONDITION_ALERTS:
             self._store.raise_alert(
                 Alert(
@@ -289,7 +319,8 @@ class Engine:
                     now,
                     segment_id=segment_id,
                     host=host,
-                )
+                ),
+                epoch=epoch,
             )
         if new in _CONDITION_EVENTS:
             detail: dict[str, Any] = {"reason": reason}
@@ -303,7 +334,7 @@ class Engine:
                 "cluster_status": "OFFLINE",
                 "reason": reason,
             }
-            self.submit(NotificationType.COMPUTE_HOST, host, payload)
+            self._open(NotificationType.COMPUTE_HOST, host, payload, None, self._epoch())
 
     def _check_processes(self, verdicts: Mapping[HostName, Verdict], now: float) -> None:
         """A process that died on a live host gets a STOPPED notification; its return a STARTED one."""
@@ -314,13 +345,15 @@ class Engine:
         }
         for host, processes in current.items():
             for process in sorted(processes - self._failed_processes.get(host, frozenset())):
-                self.submit(NotificationType.PROCESS, host, {"event": "STOPPED", "process_name": process})
+                stopped = {"event": "STOPPED", "process_name": process}
+                self._open(NotificationType.PROCESS, host, stopped, None, self._epoch())
         for host, processes in self._failed_processes.items():
             if self._conditions.get(host, HEALTHY) is not HEALTHY:
                 current.setdefault(host, processes)  # can't tell while the host itself is unwell
                 continue
             for process in sorted(processes - current.get(host, frozenset())):
-                self.submit(NotificationType.PROCESS, host, {"event": "STARTED", "process_name": process})
+                started = {"event": "STARTED", "process_name": process}
+                self._open(NotificationType.PROCESS, host, started, None, self._epoch())
         self._failed_processes = current
 
     def _term_matches(self) -> bool:
@@ -347,9 +380,9 @@ class Engine:
                     return step
         return None
 
-    def _clear_incident_alerts(self, host: HostName, now: float) -> None:
+    def _clear_incident_alerts(self, host: HostName, now: float, epoch: int | None) -> None:
         for kind in INCIDENT_ALERTS:
-            self._store.clear_alerts(now=now, kind=kind, host=host)
+            self._store.clear_alerts(now=now, kind=kind, host=host, epoch=epoch)
 
     def _owes_return(self, host: HostName) -> bool:
         try:
@@ -374,6 +407,9 @@ class Engine:
             if not self._owes_return(host):
                 self._returning.discard(host)  # haven left it alone (say, an operator had disabled it)
                 continue
+            epoch = self._epoch()
+            if epoch is not None:
+                self._store.fence(epoch)  # a deposed leader must not touch the cloud either
             try:
                 state = await self._cloud.get_host(host)
                 if state.forced_down:
@@ -389,8 +425,8 @@ class Engine:
             was_enabled = last is None or bool(last.detail.get("service_enabled_before", True))
             if was_enabled and not self._store.get_host(host).reserved:  # _owes_return found it just now
                 await self._cloud.enable_service(host)
-            self._store.update_host(host, disabled_by_haven=False)
-            self._clear_incident_alerts(host, now)
+            self._store.update_host(host, disabled_by_haven=False, epoch=epoch)
+            self._clear_incident_alerts(host, now, epoch)
             self._returning.discard(host)
             self._emit(EngineEvent(EventKind.HOST_RETURNED, now, host, detail={"enabled": was_enabled}))
 
@@ -403,7 +439,21 @@ class Engine:
         payload: Mapping[str, Any],
         generated_at: float | None = None,
     ) -> Notification | None:
-        """Open a notification (Masakari semantics), unless an identical one is already open."""
+        """Open a notification (Masakari semantics), unless an identical one is already open.
+
+        What the API and the monitors submit is stored whatever this engine's term (unfenced).
+        """
+        return self._open(type_, host, payload, generated_at, None)
+
+    def _open(
+        self,
+        type_: NotificationType,
+        host: HostName,
+        payload: Mapping[str, Any],
+        generated_at: float | None,
+        epoch: int | None,
+    ) -> Notification | None:
+        """``submit``, fenced with ``epoch`` when the engine's own detection opens it."""
         now = self._clock.now()
         for n in self._store.list_notifications(statuses=UNFINISHED_STATUSES, type=type_, hostname=host):
             if all(n.payload.get(k) == payload.get(k) for k in _SAME_FAILURE_KEYS):
@@ -428,9 +478,9 @@ class Engine:
             segment_id=segment_id,
         )
         if type_ is NotificationType.COMPUTE_HOST and status is NotificationStatus.NEW:
-            self._clear_incident_alerts(host, now)  # a new incident: the last one's alerts are history
+            self._clear_incident_alerts(host, now, epoch)  # a new incident: the last one's alerts are history
         steps = initial_steps(notification, mode) if status is NotificationStatus.NEW else []
-        self._store.create_notification(notification, steps)
+        self._store.create_notification(notification, steps, epoch=epoch)
         if status is NotificationStatus.NEW and mode is not SegmentMode.NOTIFY and self._term_matches():
             self._executor.track(notification, steps)  # a follower only stores it: the leader adopts it
         self._emit(

@@ -94,6 +94,18 @@ class Store:
         return f"Store({self._target.label!r})"
 
     @contextmanager
+    def _leader_write(self, epoch: int | None) -> Iterator[Connection]:
+        """A write transaction; with ``epoch`` one that a deposed leader cannot make (``Deposed``).
+
+        ``epoch`` is the writing engine's leader epoch (None: not a coordinated leader's write,
+        such as the API storing a monitor's notification, or the one engine of a single-node set-up).
+        """
+        with self._transaction(write=True) as conn:
+            if epoch is not None:
+                fencing.fence(conn, epoch)
+            yield conn
+
+    @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[Connection]:
         if self._closed:
             raise StoreUnavailable(f"database {self._target.label!r} was closed", "open the store again")
@@ -152,14 +164,18 @@ class Store:
         with self._transaction(write=False) as conn:
             return hosts.list_some(conn, segment_id)
 
-    def update_host(self, name: HostName, /, **changes: object) -> SegmentHost:
-        """Change the named fields (``name`` renames); a new ``segment_id`` must exist, a new name be free."""
-        with self._transaction(write=True) as conn:
+    def update_host(self, name: HostName, /, *, epoch: int | None = None, **changes: object) -> SegmentHost:
+        """Change the named fields (``name`` renames); a new ``segment_id`` must exist, a new name be free.
+
+        ``epoch``: a leader's write, refused with ``Deposed`` once a newer leader wrote (so for the
+        methods below that take one too).
+        """
+        with self._leader_write(epoch) as conn:
             return hosts.update_one(conn, name, changes)
 
-    def set_host_conditions(self, conditions: Mapping[HostName, str]) -> None:
+    def set_host_conditions(self, conditions: Mapping[HostName, str], *, epoch: int | None = None) -> None:
         """Record the detector's verdicts; hosts no longer in any segment are skipped."""
-        with self._transaction(write=True) as conn:
+        with self._leader_write(epoch) as conn:
             hosts.set_conditions(conn, conditions)
 
     def delete_host(self, name: HostName) -> None:
@@ -169,8 +185,10 @@ class Store:
 
     # notifications and steps
 
-    def create_notification(self, notification: Notification, steps: Sequence[Step] = ()) -> Notification:
-        with self._transaction(write=True) as conn:
+    def create_notification(
+        self, notification: Notification, steps: Sequence[Step] = (), *, epoch: int | None = None
+    ) -> Notification:
+        with self._leader_write(epoch) as conn:
             return notifications.create(conn, notification, steps)
 
     def get_notification(self, notification_id: NotificationId) -> Notification:
@@ -202,23 +220,41 @@ class Store:
     ) -> None:
         """Commit a recovery's progress atomically: all of it, or (on any error) none of it.
 
-        With ``epoch`` (the leader's fencing token) the commit first claims the notification for
-        that epoch in the same transaction; ``Deposed`` (nothing saved) if a newer epoch holds it.
+        With ``epoch`` (the leader's fencing token) the commit first passes the leader fence and
+        claims the notification for that epoch in the same transaction; ``Deposed`` (nothing saved)
+        if a newer epoch wrote to the store or holds the notification.
 
         ``steps`` replace the stored steps with the same seq (every field);
         ``new_steps`` are added; ``status`` and ``payload`` are set when given;
         ``updated_at`` becomes ``now``. NotFound for an unknown notification or
         step, Conflict for a new step whose seq is taken.
         """
-        with self._transaction(write=True) as conn:
+        with self._leader_write(epoch) as conn:
             if epoch is not None:
                 fencing.claim(conn, notification_id, epoch)
             notifications.save_progress(conn, notification_id, steps, new_steps, status, payload, now)
 
     def claim_unfinished(self, epoch: int) -> int:
-        """A new leader takes every unfinished notification for ``epoch``; returns how many."""
-        with self._transaction(write=True) as conn:
+        """A new leader takes every unfinished notification for ``epoch``; returns how many.
+
+        It raises the leader fence too: from now on an older leader's writes are refused.
+        ``Deposed`` if a newer leader already wrote.
+        """
+        with self._leader_write(epoch) as conn:
             return fencing.claim_unfinished(conn, epoch)
+
+    def fence(self, epoch: int) -> None:
+        """Check, and record, that ``epoch`` is the newest leader's; ``Deposed`` if a newer one wrote.
+
+        For a leader about to act outside a recovery step (returning a host to service).
+        """
+        with self._leader_write(epoch):
+            pass
+
+    def leader_epoch(self) -> int:
+        """The newest leader epoch that wrote to the store (0: no coordinated leader ever did)."""
+        with self._transaction(write=False) as conn:
+            return fencing.leader_epoch(conn)
 
     def owner_epoch(self, notification_id: NotificationId) -> int | None:
         """The newest leader epoch that committed a step of the notification (None: none yet)."""
@@ -259,9 +295,9 @@ class Store:
 
     # alerts
 
-    def raise_alert(self, alert: Alert) -> Alert:
+    def raise_alert(self, alert: Alert, *, epoch: int | None = None) -> Alert:
         """Record ``alert``, or return the uncleared one about the same kind, segment and host."""
-        with self._transaction(write=True) as conn:
+        with self._leader_write(epoch) as conn:
             return alerts.raise_one(conn, alert)
 
     def clear_alerts(
@@ -271,9 +307,10 @@ class Store:
         kind: AlertKind | None = None,
         segment_id: SegmentId | None = None,
         host: HostName | None = None,
+        epoch: int | None = None,
     ) -> int:
         """Clear the uncleared alerts matching every given filter; returns how many."""
-        with self._transaction(write=True) as conn:
+        with self._leader_write(epoch) as conn:
             return alerts.clear(conn, now, kind, segment_id, host)
 
     def list_alerts(self, *, active_only: bool = True) -> list[Alert]:

@@ -137,6 +137,15 @@ Index(
     postgresql_where=alerts.c.cleared_at.is_(None),
 )
 
+# The store's leader fence (haven.store.fencing): one row, the newest leader epoch that wrote.
+FENCE_ROW = 1
+leader_fence = Table(
+    "leader_fence",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("epoch", BigInteger, nullable=False),
+)
+
 # The outbox of haven.notify: events to publish, and where each stands with each sink
 # (webhooks, the RabbitMQ bus). ``key`` makes appending an event twice (after a restart) a no-op.
 published_events = Table(
