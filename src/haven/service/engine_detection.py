@@ -1,0 +1,216 @@
+"""The engine's detection: liveness readings turned into host conditions, holds, alerts and notifications.
+
+Owned by haven.service.engine.Engine, which calls ``look`` on each detection pass while it acts.
+``look`` reads the unusual hosts' channels, applies the pure detector (haven.detection) and acts on
+what changed: a segment held or released (a gate_hold alert), a host's condition changed (its alert
+raised or cleared, its condition stored, a COMPUTE_HOST notification when it is dead), a process that
+died or came back on a live host (a PROCESS notification). Every store write carries the leader's
+epoch (None for the one engine of a single-node set-up), so a deposed leader writes none of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
+
+from haven.cloud.base import LivenessSource
+from haven.detection.detector import Detection, Hold, Membership, Verdict, detect
+from haven.domain.clock import Clock
+from haven.domain.errors import CloudError
+from haven.domain.events import EngineEvent, EventKind, EventSink
+from haven.domain.ids import HostName, SegmentId
+from haven.domain.incidents import Alert, AlertKind, Notification, NotificationType, SegmentHost
+from haven.domain.liveness import HostCondition
+from haven.domain.settings import DetectionSettings
+from haven.store import Store
+
+log = logging.getLogger("haven.engine")
+
+HEALTHY = HostCondition.HEALTHY
+NOVA_COMPUTE = "nova-compute"
+_CONDITION_ALERTS = {
+    HostCondition.ISOLATED: AlertKind.ISOLATED,
+    HostCondition.AGENT_DOWN: AlertKind.AGENT_DOWN,
+}
+_CONDITION_EVENTS = {
+    HostCondition.SUSPECT: EventKind.HOST_SUSPECTED,
+    HostCondition.DEAD: EventKind.HOST_CONFIRMED_DEAD,
+    HostCondition.ISOLATED: EventKind.HOST_ISOLATED,
+    HostCondition.AGENT_DOWN: EventKind.HOST_AGENT_DOWN,
+    HostCondition.HEALTHY: EventKind.HOST_HEALTHY,
+}
+
+# Opens a notification the way Engine.submit does, fenced with the epoch given.
+OpenNotification = Callable[[NotificationType, HostName, Mapping[str, Any], int | None], Notification | None]
+
+
+class HostWatch:
+    """The hosts' conditions, the segments' holds and the failed processes, kept up to date."""
+
+    def __init__(
+        self,
+        liveness: LivenessSource,
+        store: Store,
+        clock: Clock,
+        settings: DetectionSettings,
+        emit: EventSink,
+        open_notification: OpenNotification,
+    ) -> None:
+        self._liveness, self._store, self._settings = liveness, store, settings
+        self._emit, self._open = emit, open_notification
+        self.membership = Membership({}, {})
+        self.conditions: dict[HostName, HostCondition] = {}
+        self.holds: dict[SegmentId, Hold] = {}
+        self.failed_processes: dict[HostName, frozenset[str]] = {}
+        self.next_detection = clock.now()
+        self.recheck_at: float | None = None
+
+    # ---- start-up ------------------------------------------------------------------------
+
+    def reload_membership(self) -> None:
+        segment_of = {h.name: h.segment_id for h in self._store.list_hosts()}
+        sizes: dict[SegmentId, int] = {}
+        for segment_id in segment_of.values():
+            sizes[segment_id] = sizes.get(segment_id, 0) + 1
+        self.membership = Membership(segment_of, sizes)
+
+    def load(self, members: Sequence[SegmentHost], failed_process_hosts: Collection[HostName]) -> None:
+        """Remembered conditions and holds from the store; ``failed_process_hosts``: hosts whose
+        nova-compute failure haven acted on (so one still going on is not reported again)."""
+        self.reload_membership()
+        self.conditions = {h.name: HostCondition(h.condition) for h in members if h.condition != HEALTHY}
+        for alert in self._store.list_alerts(active_only=True):
+            if alert.kind is AlertKind.GATE_HOLD and alert.segment_id is not None:
+                held = frozenset(
+                    h
+                    for h, c in self.conditions.items()
+                    if c is HostCondition.HELD and self.membership.segment_of.get(h) == alert.segment_id
+                )
+                self.holds[alert.segment_id] = Hold(alert.segment_id, alert.raised_at, alert.message, held)
+        for host in failed_process_hosts:
+            self.failed_processes[host] = frozenset({NOVA_COMPUTE})
+
+    # ---- queries -------------------------------------------------------------------------
+
+    def membership_segment_of(self, host: HostName) -> SegmentId | None:
+        return self.membership.segment_of.get(host)
+
+    def is_healthy(self, host: HostName) -> bool:
+        return self.conditions.get(host, HEALTHY) is HEALTHY and host not in self.failed_processes
+
+    def condition(self, host: HostName) -> HostCondition:
+        return self.conditions.get(host, HEALTHY)
+
+    def is_due(self, now: float) -> bool:
+        return now >= self.next_detection or (self.recheck_at is not None and now >= self.recheck_at)
+
+    def wake_times(self) -> list[float]:
+        return [self.next_detection] + ([self.recheck_at] if self.recheck_at is not None else [])
+
+    # ---- a detection pass ----------------------------------------------------------------
+
+    async def look(self, now: float, epoch: int | None) -> None:
+        try:
+            readings = await self._liveness.liveness_anomalies()
+        except CloudError as exc:
+            # A real cloud's API did not answer: keep the last verdicts and look again next interval.
+            log.warning("liveness readings unavailable, verdicts unchanged: %s", exc)
+            self.next_detection = now + self._settings.heartbeat_interval_s
+            self.recheck_at = None
+            return
+        result = detect(readings, self.membership, self.holds, now, self._settings)
+        self._apply_holds(result, now, epoch)
+        changed: dict[HostName, str] = {}
+        conditions = {h: v.condition for h, v in result.verdicts.items() if v.condition is not HEALTHY}
+        for host in self.conditions.keys() | conditions.keys():
+            old, new = self.conditions.get(host, HEALTHY), conditions.get(host, HEALTHY)
+            if old is not new:
+                self._on_transition(host, old, new, result.verdicts.get(host), now, epoch)
+                changed[host] = new.value
+        self.conditions = conditions
+        if changed:
+            self._store.set_host_conditions(changed, epoch=epoch)
+        self._check_processes(result.verdicts, epoch)
+        self.next_detection = now + self._settings.heartbeat_interval_s
+        # A tiny margin so that the grace period has surely elapsed when we look again.
+        self.recheck_at = result.recheck_at + 1e-6 if result.recheck_at is not None else None
+
+    def _apply_holds(self, result: Detection, now: float, epoch: int | None) -> None:
+        self.holds = dict(result.holds)
+        for hold in result.new_holds:
+            self._store.raise_alert(
+                Alert(uuid.uuid4().hex, AlertKind.GATE_HOLD, hold.reason, now, segment_id=hold.segment_id),
+                epoch=epoch,
+            )
+            self._emit(
+                EngineEvent(
+                    EventKind.SEGMENT_HELD,
+                    now,
+                    segment_id=hold.segment_id,
+                    detail={"reason": hold.reason, "hosts": sorted(hold.hosts)},
+                )
+            )
+        for segment_id in result.released:
+            self._store.clear_alerts(now=now, kind=AlertKind.GATE_HOLD, segment_id=segment_id, epoch=epoch)
+            self._emit(EngineEvent(EventKind.SEGMENT_RELEASED, now, segment_id=segment_id))
+
+    def _on_transition(
+        self,
+        host: HostName,
+        old: HostCondition,
+        new: HostCondition,
+        verdict: Verdict | None,
+        now: float,
+        epoch: int | None,
+    ) -> None:
+        reason = verdict.reason if verdict else "every channel healthy again"
+        segment_id = self.membership.segment_of.get(host)
+        if old in _CONDITION_ALERTS:
+            self._store.clear_alerts(now=now, kind=_CONDITION_ALERTS[old], host=host, epoch=epoch)
+        if new in _CONDITION_ALERTS:
+            alert = Alert(
+                uuid.uuid4().hex,
+                _CONDITION_ALERTS[new],
+                f"{host}: {reason}",
+                now,
+                segment_id=segment_id,
+                host=host,
+            )
+            self._store.raise_alert(alert, epoch=epoch)
+        if new in _CONDITION_EVENTS:
+            detail: dict[str, Any] = {"reason": reason}
+            if verdict is not None and verdict.silent_since is not None:
+                detail["silent_since"] = verdict.silent_since  # the last heartbeat heard (for metrics)
+            self._emit(EngineEvent(_CONDITION_EVENTS[new], now, host, segment_id, detail=detail))
+        if new is HostCondition.DEAD:
+            payload = {
+                "event": "STOPPED",
+                "host_status": "UNKNOWN",
+                "cluster_status": "OFFLINE",
+                "reason": reason,
+            }
+            self._open(NotificationType.COMPUTE_HOST, host, payload, epoch)
+
+    def _check_processes(self, verdicts: Mapping[HostName, Verdict], epoch: int | None) -> None:
+        """A process that died on a live host gets a STOPPED notification; its return a STARTED one."""
+        current = {
+            h: v.failed_processes
+            for h, v in verdicts.items()
+            if v.failed_processes and v.condition is HEALTHY
+        }
+        for host, processes in current.items():
+            for process in sorted(processes - self.failed_processes.get(host, frozenset())):
+                self._open(
+                    NotificationType.PROCESS, host, {"event": "STOPPED", "process_name": process}, epoch
+                )
+        for host, processes in self.failed_processes.items():
+            if self.conditions.get(host, HEALTHY) is not HEALTHY:
+                current.setdefault(host, processes)  # can't tell while the host itself is unwell
+                continue
+            for process in sorted(processes - current.get(host, frozenset())):
+                self._open(
+                    NotificationType.PROCESS, host, {"event": "STARTED", "process_name": process}, epoch
+                )
+        self.failed_processes = current
