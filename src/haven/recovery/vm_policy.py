@@ -16,8 +16,9 @@ An owner's os-stop is recorded as a ``stop`` action *before* libvirt sees the gu
 (Nova asks, then powers off: up to its 60 s graceful shutdown timeout); a stop nobody asked
 for has none. Nova's own power-state sync also records a ``stop`` and sets vm_state stopped,
 but only *after* the event (nova-compute waits 15 s after a lifecycle event, or its periodic
-sync), so neither vm_state stopped nor a later stop action is taken as the owner's wish; and
-Nova's power_state is not trusted either (it still says running until that sync).
+sync), so neither vm_state stopped nor a later stop action is taken as the owner's wish. Nova's
+power_state is not trusted either, for a crash or a stop: it still says running until that sync,
+so a guest is "running again" only if a start or reboot was asked since the event.
 """
 
 from __future__ import annotations
@@ -54,10 +55,10 @@ class VmEvent(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class StopHistory:
-    """What Nova's instance actions say about a stopped guest (read by the VM steps around the event)."""
+    """What Nova's instance actions say about a guest that crashed or stopped (read around the event)."""
 
     owner_stop: bool = False  # a stop was asked through Nova just before the guest stopped (os-stop)
-    restarted: bool = False  # a start or reboot was asked since the guest stopped
+    restarted: bool = False  # a start or reboot was asked since the guest crashed or stopped
 
 
 NO_HISTORY = StopHistory()
@@ -111,7 +112,8 @@ def decide(
 ) -> VmDecision:
     """What haven does about one VM notification; ``server`` is None when the VM no longer exists.
 
-    ``history`` matters only for a stopped guest (VmEvent.STOPPED).
+    ``history`` matters for a crashed or stopped guest: was it started again since, was the stop
+    asked through Nova. Nova's power_state is not trusted for either: it lags the event.
     """
     event = classify(payload)
     if server is None:
@@ -145,8 +147,8 @@ def decide(
         if history.restarted:
             return VmDecision(VmAction.NOTHING, f"{server.name} was started again since: nothing to do")
         return _restart(server, restarts_in_window, settings, "stopped unexpectedly")
-    if server.is_running:
-        return VmDecision(VmAction.NOTHING, f"{server.name} is running again: nothing to do")
+    if history.restarted:
+        return VmDecision(VmAction.NOTHING, f"{server.name} was started again since: nothing to do")
     return _restart(server, restarts_in_window, settings, "crashed")
 
 

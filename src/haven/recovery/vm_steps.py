@@ -56,7 +56,7 @@ async def decision_for(notification: Notification, ctx: StepContext) -> tuple[Se
         server = None
     recent = recent_restarts(ctx, notification) if server is not None else 0
     history = NO_HISTORY
-    if server is not None and classify(notification.payload) is VmEvent.STOPPED:
+    if server is not None and classify(notification.payload) in (VmEvent.STOPPED, VmEvent.CRASH):
         history = await stop_history(ctx, server.id, notification.generated_at)
     return server, decide(notification.payload, server, recent, ctx.settings, history)
 
