@@ -28,13 +28,16 @@ def when(ts: float | None) -> str:
 def drill_report(report: DrillReport) -> Group:
     head = Table.grid(padding=(0, 2))
     head.add_row("scenario", report.scenario, "seed", str(report.seed))
-    head.add_row("cloud", f"{report.hosts} hosts, {report.vms} VMs", "injected", report.injected)
-    head.add_row(
-        "verdict",
-        Text(report.verdict, style=VERDICT_STYLE.get(report.verdict, "")),
-        "simulated",
-        f"{report.simulated_s:.1f} s in {report.wall_s:.2f} s real",
-    )
+    real_cloud = str(getattr(report, "cloud", ""))  # a CloudDrillReport: a drill on a real cloud
+    size = f"{report.hosts} hosts, {report.vms} {'HA servers booted' if real_cloud else 'VMs'}"
+    head.add_row("cloud", f"{real_cloud + ': ' if real_cloud else ''}{size}", "injected", report.injected)
+    verdict = Text(report.verdict, style=VERDICT_STYLE.get(report.verdict, ""))
+    if real_cloud:
+        head.add_row("verdict", verdict, "took", f"{report.wall_s:.1f} s real")
+    else:
+        head.add_row(
+            "verdict", verdict, "simulated", f"{report.simulated_s:.1f} s in {report.wall_s:.2f} s real"
+        )
 
     phases = Table(title="phases (seconds after the failure)")
     for col in ("phase", "start", "end"):
@@ -42,7 +45,8 @@ def drill_report(report: DrillReport) -> Group:
     for p in report.phases:
         phases.add_row(p.name, f"{p.start_s:.2f}", f"{p.end_s:.2f}")
 
-    counts = Table(title="outcome (checked against the simulated cloud's ground truth)")
+    truth = "Nova's and the BMCs' own answers" if real_cloud else "the simulated cloud's ground truth"
+    counts = Table(title=f"outcome (checked against {truth})")
     counts.add_column("measure")
     counts.add_column("value", justify="right")
     for name, value in (

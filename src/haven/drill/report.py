@@ -8,11 +8,12 @@ from haven's own bookkeeping.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from haven.domain.events import EngineEvent, EventKind, EventSink
+from haven.domain.ids import HostName, ServerId
 from haven.recovery.workflows import (
     CONFIRM_VM,
     EVACUATE,
@@ -127,3 +128,40 @@ def phases_of(events: Sequence[EngineEvent], fault_at: float) -> list[Phase]:
         _span("vm confirmed running", *steps(CONFIRM_VM, done_only=True), fault_at),
     ]
     return sorted((p for p in candidates if p is not None), key=lambda p: (p.start_s, p.end_s))
+
+
+def worst_time(
+    events: Sequence[EngineEvent], kind: EventKind, hosts: Collection[HostName], origin: float
+) -> float | None:
+    """Seconds from ``origin`` to the last ``kind`` event of any of ``hosts``."""
+    times = [e.at - origin for e in events if e.kind is kind and e.host in hosts]
+    return round(max(times), 3) if times else None
+
+
+def fence_time(events: Sequence[EngineEvent], hosts: Collection[HostName]) -> float | None:
+    """Seconds from a host's confirmed death to its fence confirmed, the worst of ``hosts``."""
+    confirmed = {e.host: e.at for e in events if e.kind is EventKind.HOST_CONFIRMED_DEAD and e.host in hosts}
+    fenced = [
+        e.at - confirmed[e.host]
+        for e in events
+        if e.kind is EventKind.STEP_FINISHED
+        and e.detail.get("kind") == FENCE
+        and e.detail.get("state") == "done"
+        and e.host in confirmed
+    ]
+    return round(max(fenced), 3) if fenced else None
+
+
+def recover_time(
+    events: Sequence[EngineEvent], affected: Collection[ServerId], origin: float
+) -> float | None:
+    """Seconds from ``origin`` to the last of ``affected`` verified by haven; None unless all were."""
+    verified = [
+        e.at - origin
+        for e in events
+        if e.kind is EventKind.STEP_FINISHED
+        and e.detail.get("kind") == EVACUATE
+        and e.detail.get("state") == "done"
+        and e.detail.get("subject") in affected
+    ]
+    return round(max(verified), 3) if len(verified) == len(affected) and verified else None

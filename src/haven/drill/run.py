@@ -20,7 +20,7 @@ from haven.domain.ids import HostName, ServerId
 from haven.domain.incidents import Notification, NotificationType
 from haven.domain.liveness import HostCondition
 from haven.domain.settings import EngineSettings
-from haven.drill.report import DrillReport, EventRecorder, phases_of
+from haven.drill.report import DrillReport, EventRecorder, fence_time, phases_of, recover_time, worst_time
 from haven.drill.scenarios import Expect, Injection, Scenario, scenario_named
 from haven.drill.vm_judge import (
     agent_alert_verdict,
@@ -30,7 +30,7 @@ from haven.drill.vm_judge import (
     vm_restart_verdict,
     vm_times,
 )
-from haven.recovery.workflows import EVACUATE, FENCE
+from haven.recovery.workflows import EVACUATE
 from haven.service.bootstrap import segments_per_zone
 from haven.service.engine import Engine
 from haven.service.runner import run_until
@@ -157,9 +157,9 @@ def _judge(
         ),
         unplaced=unplaced,
         phases=phases_of(events, fault_at),
-        detect_s=_worst(events, EventKind.HOST_CONFIRMED_DEAD, injection.failed_hosts, fault_at),
-        fence_s=_fence_s(events, injection.failed_hosts),
-        recover_s=_recover_s(events, set(affected), fault_at) if affected and not unplaced else None,
+        detect_s=worst_time(events, EventKind.HOST_CONFIRMED_DEAD, injection.failed_hosts, fault_at),
+        fence_s=fence_time(events, injection.failed_hosts),
+        recover_s=recover_time(events, set(affected), fault_at) if affected and not unplaced else None,
         held_by_gate=held,
         verdict="",
         alerts=[
@@ -200,38 +200,6 @@ def _recovered(cloud: SimCloud, server_id: ServerId, failed: set[HostName]) -> b
         and server.host not in failed
         and server.task_state is TaskState.NONE
     )
-
-
-def _worst(
-    events: list[EngineEvent], kind: EventKind, hosts: tuple[HostName, ...], origin: float
-) -> float | None:
-    times = [e.at - origin for e in events if e.kind is kind and e.host in hosts]
-    return round(max(times), 3) if times else None
-
-
-def _fence_s(events: list[EngineEvent], hosts: tuple[HostName, ...]) -> float | None:
-    confirmed = {e.host: e.at for e in events if e.kind is EventKind.HOST_CONFIRMED_DEAD and e.host in hosts}
-    fenced = [
-        e.at - confirmed[e.host]
-        for e in events
-        if e.kind is EventKind.STEP_FINISHED
-        and e.detail.get("kind") == FENCE
-        and e.detail.get("state") == "done"
-        and e.host in confirmed
-    ]
-    return round(max(fenced), 3) if fenced else None
-
-
-def _recover_s(events: list[EngineEvent], affected: set[ServerId], origin: float) -> float | None:
-    verified = [
-        e.at - origin
-        for e in events
-        if e.kind is EventKind.STEP_FINISHED
-        and e.detail.get("kind") == EVACUATE
-        and e.detail.get("state") == "done"
-        and e.detail.get("subject") in affected
-    ]
-    return round(max(verified), 3) if len(verified) == len(affected) and verified else None
 
 
 def _verdict(

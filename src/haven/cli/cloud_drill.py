@@ -1,0 +1,168 @@
+"""`haven drill SCENARIO --cloud NAME`: a drill on a real cloud (the lab, or any clouds.yaml entry).
+
+Called by haven.cli.main for a drill with ``--cloud``. ``--cloud lab`` just works after
+`haven lab up`: the lab's clouds.yaml, its haven.toml (unless ``--config``), its flavor and
+image, and its hardware (BMCs to cut power, the nova-compute wiring for nova-compute-crash).
+Any other cloud needs ``--flavor`` and ``--image`` and a [fencing] BMC for the host to fail;
+only host-power-loss runs there. The work is haven.drill.cloud_drill's; this module
+resolves the options, shows progress on stderr and prints the report (one JSON document
+with ``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from haven.cli import render
+from haven.cli.clouds import choose_cloud
+from haven.cli.lab_controls import LabComputes, LabPower, running_lab
+from haven.cloud.openstack.workload import open_workload
+from haven.cloud.sim import CloudSpec
+from haven.domain.clock import RealClock
+from haven.domain.errors import UserError
+from haven.domain.ids import HostName
+from haven.drill.cloud_drill import CLOUD_SCENARIOS, CloudDrill, ComputeControl, PowerControl, run_cloud_drill
+from haven.drill.cloud_judge import CloudDrillReport
+from haven.fencing.registry import build_fencer
+from haven.service.config import HavenConfig, load_config
+
+LAB = "lab"
+DEFAULT_VMS = 3
+
+
+def add_options(drill: argparse.ArgumentParser) -> None:
+    """The options only a drill on a real cloud takes (``--cloud`` itself is the drill parser's)."""
+    group = drill.add_argument_group("on a real cloud (--cloud NAME)")
+    group.add_argument("--host", help="the compute host to fail (default: the first healthy one with a BMC)")
+    group.add_argument("--flavor", help="flavor of the drill's servers (default on the lab: its own)")
+    group.add_argument("--image", help="image id of the drill's servers (default on the lab: its own)")
+    group.add_argument(
+        "--lab-folder",
+        type=Path,
+        help="the running lab's folder, for --cloud lab (default: `haven lab up`'s)",
+    )
+    group.add_argument(
+        "--give-up", type=float, default=300.0, metavar="SECONDS",
+        help="stop waiting for the recovery, and for the host's return, after this long (default 300)",
+    )  # fmt: skip
+
+
+def run(args: argparse.Namespace, home: Path, out: Console, err: Console) -> int:
+    if args.scenario not in CLOUD_SCENARIOS:
+        raise UserError(
+            f"scenario {args.scenario!r} runs only on the simulated cloud",
+            f"on a real cloud choose one of: {', '.join(CLOUD_SCENARIOS)}; drop --cloud for the others",
+        )
+    vms = DEFAULT_VMS if args.vms is None else args.vms
+    started = time.monotonic()
+
+    def say(message: str) -> None:
+        if not args.json:
+            err.print(f"[dim]{time.monotonic() - started:6.1f}s[/] {escape(message)}", highlight=False)
+
+    power: PowerControl | None = None
+    computes: ComputeControl | None = None
+    clouds_yaml: Path | None = None
+    if args.cloud == LAB:
+        state = running_lab(args.lab_folder)
+        clouds_yaml = Path(state.files["clouds.yaml"])
+        config = load_config(home, args.config or Path(state.files["haven.toml"]), cloud_name=LAB)
+        flavor, image = args.flavor or state.flavor, args.image or state.image_id
+        power, computes = LabPower(state), LabComputes(Path(state.folder))
+    else:
+        config = load_config(home, args.config, cloud_name=args.cloud)
+        if not args.flavor or not args.image:
+            raise UserError(
+                f"a drill on cloud {args.cloud!r} boots its own servers: name their --flavor and --image",
+                "use a small flavor and image of that cloud; the drill deletes its servers at the end",
+            )
+        flavor, image = args.flavor, args.image
+    with _clouds_yaml(clouds_yaml):
+        report = asyncio.run(_run(args, config, flavor, image, vms, power, computes, say))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        out.print(render.drill_report(report))
+        out.print(_real_cloud_table(report))
+    return 0 if report.verdict == "recovered" else 1
+
+
+async def _run(
+    args: argparse.Namespace,
+    config: HavenConfig,
+    flavor: str,
+    image: str,
+    vms: int,
+    power: PowerControl | None,
+    computes: ComputeControl | None,
+    say: Callable[[str], None],
+) -> CloudDrillReport:
+    chosen = choose_cloud(config, CloudSpec(), RealClock(), os.environ)
+    fencer = build_fencer(config.fencing, os.environ)  # a missing password: stop here
+    workload = open_workload(args.cloud)
+    try:
+        drill = CloudDrill(
+            args.scenario, args.cloud, chosen.cloud, chosen.liveness, fencer, workload, flavor, image,
+            power=power, computes=computes, vms=vms, host=HostName(args.host) if args.host else None,
+            settings=config.engine, give_up_s=args.give_up, progress=say,
+        )  # fmt: skip
+        return await run_cloud_drill(drill)
+    finally:
+        workload.close()
+        chosen.close()
+
+
+@contextlib.contextmanager
+def _clouds_yaml(path: Path | None) -> Iterator[None]:
+    """The lab's clouds.yaml as the one openstacksdk reads (OS_CLIENT_CONFIG_FILE), while the drill runs."""
+    if path is None:
+        yield
+        return
+    previous = os.environ.get("OS_CLIENT_CONFIG_FILE")
+    os.environ["OS_CLIENT_CONFIG_FILE"] = str(path)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("OS_CLIENT_CONFIG_FILE", None)
+        else:
+            os.environ["OS_CLIENT_CONFIG_FILE"] = previous
+
+
+def _real_cloud_table(report: CloudDrillReport) -> Table:
+    table = Table(
+        title=f"on cloud {report.cloud!r}: {report.failed_host} (from Nova's and the BMCs' answers)"
+    )
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for name, value in (
+        ("servers booted / deleted", f"{report.servers_booted} / {report.servers_deleted}"),
+        ("fault to BMC Off (s)", _num(report.bmc_off_s)),
+        ("fault to every HA VM ACTIVE elsewhere, per Nova (s)", _num(report.nova_all_active_s)),
+        ("fault to service disabled (s)", _num(report.disabled_s)),
+        ("fault undone to host back in service (s)", _num(report.returned_s)),
+        ("wall time (s)", _num(report.wall_s)),
+    ):
+        table.add_row(name, value)
+    for e in report.evacuations:
+        table.add_row(f"evacuation {e['server']}", f"{e['source']}→{e['dest']} {e['nova_status']}, BMC "
+                      f"{e['bmc_before_call']} before")  # fmt: skip
+    for n in report.notifications:
+        if n["reason"]:
+            table.add_row(f"notification {n['id']}", f"{n['status']}: {n['reason']}")
+    return table
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"

@@ -1,0 +1,427 @@
+"""Drills on a real cloud: haven's engine against real Nova and real BMCs, with a real fault.
+
+Called by `haven drill SCENARIO --cloud NAME` (haven.cli.cloud_drill), the lab tests and
+bench/lab.py. The caller hands in the cloud, the liveness source, the fencer, a Workload (to
+boot and delete the drill's own servers) and the hardware controls (PowerControl: a host's
+BMC; ComputeControl: the lab's nova-compute wiring, for nova-compute-crash only). haven.drill
+never imports haven.lab: the lab's controls come from the CLI.
+
+One drill: pick a healthy host with a BMC, boot ``vms`` HA servers on it, start an engine
+(real clock, a temporary SQLite store, a segment per zone) on a WitnessedCloud, inject the
+fault, wait for the outcome as Nova reports it, undo the fault, wait until haven returned
+the host to service, delete the servers. The verdict is haven.drill.cloud_judge's, from
+Nova's and the BMCs' own answers. The host is powered on again and the servers deleted
+whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from haven.cloud.base import Cloud, LivenessSource
+from haven.cloud.openstack.workload import Workload
+from haven.domain.clock import RealClock
+from haven.domain.cloud import Host, Server, TaskState, VmState
+from haven.domain.errors import CloudError, HavenError, UserError
+from haven.domain.events import EngineEvent, EventKind, EventSink, discard_events
+from haven.domain.ids import HostName, ServerId
+from haven.domain.liveness import BmcPower
+from haven.domain.settings import EngineSettings
+from haven.drill.cloud_judge import CloudDrillReport, Observed, judge
+from haven.drill.report import EventRecorder
+from haven.drill.witness import WitnessedCloud
+from haven.fencing.base import Fencer
+from haven.recovery.workflows import DISABLE_SERVICE, FORCE_DOWN
+from haven.service.bootstrap import segments_per_zone
+from haven.service.engine import Engine
+from haven.service.runner import serve_forever
+from haven.store import Store
+
+HOST_POWER_LOSS = "host-power-loss"
+NOVA_COMPUTE_CRASH = "nova-compute-crash"
+CLOUD_SCENARIOS = (HOST_POWER_LOSS, NOVA_COMPUTE_CRASH)
+HA_METADATA = {"HA_Enabled": "True"}
+POLL_S = 0.5
+WARM_UP_S = 2.0
+BOOT_TIMEOUT_S = 180.0
+DELETE_TIMEOUT_S = 90.0
+
+
+class PowerControl(Protocol):
+    """A host's BMC as the drill uses it to cut and restore power (a Fencer is one)."""
+
+    async def power_off(self, host: HostName) -> None: ...
+
+    async def power_on(self, host: HostName) -> None: ...
+
+    async def power_status(self, host: HostName) -> BmcPower: ...
+
+
+class ComputeControl(Protocol):
+    """The lab's hardware wiring: a host's nova-compute crashed and kept down, then let run again."""
+
+    async def hold_down(self, host: HostName) -> None: ...
+
+    async def release(self, host: HostName) -> None: ...
+
+
+@dataclass
+class CloudDrill:
+    scenario: str
+    cloud_name: str
+    cloud: Cloud
+    liveness: LivenessSource
+    fencer: Fencer  # haven's, as configured
+    workload: Workload
+    flavor: str
+    image: str
+    power: PowerControl | None = None  # the hosts' BMCs for injecting; default: the fencer
+    computes: ComputeControl | None = None
+    vms: int = 3
+    host: HostName | None = None
+    settings: EngineSettings | None = None
+    give_up_s: float = 300.0  # for the outcome, and again for the host's return to service
+    progress: Callable[[str], None] = field(default=lambda _message: None)
+    on_event: EventSink = discard_events
+
+
+async def run_cloud_drill(drill: CloudDrill) -> CloudDrillReport:
+    if drill.scenario not in CLOUD_SCENARIOS:
+        raise UserError(
+            f"scenario {drill.scenario!r} cannot run on a real cloud",
+            f"on a real cloud choose one of: {', '.join(CLOUD_SCENARIOS)}",
+        )
+    if drill.scenario == NOVA_COMPUTE_CRASH and drill.computes is None:
+        raise UserError(
+            f"{NOVA_COMPUTE_CRASH} needs control of the hosts' nova-compute, which only the lab gives",
+            "run it with --cloud lab (`haven lab up`); on other clouds run host-power-loss",
+        )
+    if drill.vms < 1:
+        raise UserError(f"--vms must be at least 1 on a real cloud, got {drill.vms}")
+    power: PowerControl = drill.power or drill.fencer
+    say = drill.progress
+    hosts = await drill.cloud.list_hosts()
+    failed = await _choose_host(hosts, drill.host, power)
+    say(f"{drill.scenario} on {failed.name} of {drill.cloud_name} ({len(hosts)} compute hosts)")
+    observed = Observed(failed=failed.name, hosts=len(hosts))
+    started = time.monotonic()
+    try:
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="haven-drill-"))
+            store = stack.enter_context(Store.open(f"sqlite:///{Path(tmp) / 'drill.db'}"))
+            segments_per_zone(store, hosts)
+            observed.booted = await _boot(drill, failed, say)
+            report = await _with_engine(drill, power, store, failed, observed.booted, observed)
+    finally:
+        await _clean_up(drill, power, failed.name, observed.booted, observed)
+    report.servers_deleted = observed.deleted
+    report.wall_s = round(time.monotonic() - started, 3)
+    return report
+
+
+async def _with_engine(
+    drill: CloudDrill,
+    power: PowerControl,
+    store: Store,
+    failed: Host,
+    booted: list[ServerId],
+    observed: Observed,
+) -> CloudDrillReport:
+    clock = RealClock()
+    witness = WitnessedCloud(drill.cloud, power, dict.fromkeys(booted, failed.name))
+    recorder = EventRecorder(drill.on_event)
+    engine = Engine(witness, drill.liveness, drill.fencer, store, clock, drill.settings, on_event=recorder)
+    engine.start()
+    stop = asyncio.Event()
+    loop = asyncio.create_task(serve_forever(engine, clock, stop, max_wait_s=POLL_S))
+    try:
+        await _sleep_watching(loop, WARM_UP_S)
+        affected = [s.id for s in await drill.cloud.list_servers(failed.name) if s.ha_enabled]
+        observed.fault_at = clock.now()
+        if drill.scenario == HOST_POWER_LOSS:
+            await _power_loss(drill, power, engine, loop, failed.name, affected, recorder, observed)
+        else:
+            await _compute_crash(drill, engine, loop, failed.name, recorder, observed)
+        await _wait_returned(drill, loop, failed.name, recorder, observed)
+    finally:
+        stop.set()
+        await loop
+    observed.evacuations = await drill.workload.evacuations(None, observed.fault_at)
+    observed.witnessed = list(witness.evacuations)
+    return judge(drill.scenario, drill.cloud_name, affected, recorder, store, observed)
+
+
+async def _power_loss(
+    drill: CloudDrill,
+    power: PowerControl,
+    engine: Engine,
+    loop: asyncio.Task[None],
+    host: HostName,
+    affected: list[ServerId],
+    recorder: EventRecorder,
+    observed: Observed,
+) -> None:
+    say = drill.progress
+    recorder(
+        EngineEvent(EventKind.FAULT_INJECTED, observed.fault_at, detail={"description": f"{host} BMC off"})
+    )
+    observed.injected = f"power off of {host} through its BMC ({len(affected)} HA VMs on it)"
+    say(f"powering {host} off through its BMC; {len(affected)} HA VMs on it")
+    await power.power_off(host)
+    observed.powered_off = True
+    await _until(loop, lambda: _bmc_is(power, host, BmcPower.OFF), 60.0, f"{host}'s BMC to report Off")
+    observed.bmc_off_at = time.time()
+    say(f"{host}'s BMC reports Off; waiting for haven to recover its VMs")
+
+    async def over() -> bool:
+        servers = await drill.workload.servers(affected)
+        observed.final = servers
+        if observed.all_active_at is None and _all_active_elsewhere(servers, affected, host):
+            observed.all_active_at = time.time()
+            took = observed.all_active_at - observed.fault_at
+            say(f"every HA VM ACTIVE on another host (Nova), {took:.1f} s after the fault")
+        opened = any(e.kind is EventKind.NOTIFICATION_CREATED and e.host == host for e, _ in recorder.events)
+        return (
+            opened
+            and not engine.open_notifications()
+            and (observed.all_active_at is not None or _recovery_ended(recorder, host))
+        )
+
+    if not await _until(loop, over, drill.give_up_s, "the recovery", required=False):
+        observed.notes.append(f"gave up waiting for the recovery after {drill.give_up_s:g} s")
+    observed.live_fenced = await _live_hosts_off(drill, power, exclude=host)
+    say(f"powering {host} on again")
+    await power.power_on(host)
+    observed.powered_off = False
+    observed.power_on_at = time.time()
+
+
+async def _compute_crash(
+    drill: CloudDrill,
+    engine: Engine,
+    loop: asyncio.Task[None],
+    host: HostName,
+    recorder: EventRecorder,
+    observed: Observed,
+) -> None:
+    assert drill.computes is not None
+    say = drill.progress
+    recorder(
+        EngineEvent(EventKind.FAULT_INJECTED, observed.fault_at, detail={"description": f"{host} crash"})
+    )
+    observed.injected = f"nova-compute of {host} killed and kept down (host powered on)"
+    say(f"killing nova-compute on {host} and keeping it down")
+    await drill.computes.hold_down(host)
+    observed.held = True
+
+    async def disabled() -> bool:
+        state = await drill.cloud.get_host(host)
+        if not state.service_enabled and observed.disabled_at is None:
+            observed.disabled_at, observed.disabled_reason = time.time(), state.disabled_reason
+        return observed.disabled_at is not None and not engine.open_notifications()
+
+    if await _until(loop, disabled, drill.give_up_s, f"{host}'s service disabled", required=False):
+        say(f"{host} disabled by haven: {observed.disabled_reason!r}")
+    else:
+        observed.notes.append(f"{host} was not disabled within {drill.give_up_s:g} s")
+    observed.final = await drill.workload.servers(observed.booted)
+    power = drill.power or drill.fencer
+    observed.live_fenced = await _live_hosts_off(drill, power, exclude=None)
+    say(f"letting nova-compute on {host} run again")
+    await drill.computes.release(host)
+    observed.held = False
+    if host in observed.live_fenced:  # haven powered the live host off: undo that too
+        await power.power_on(host)
+    observed.power_on_at = time.time()
+
+
+async def _wait_returned(
+    drill: CloudDrill, loop: asyncio.Task[None], host: HostName, recorder: EventRecorder, observed: Observed
+) -> None:
+    """Until haven returned ``host`` to service and Nova agrees: up, enabled, not forced down."""
+
+    async def back() -> bool:
+        events = [e for e, _ in recorder.events if e.host == host]
+        # A host haven never took out of service (a fence that failed) owes no return.
+        taken_out = any(_took_out(e) for e in events)
+        returned = any(e.kind is EventKind.HOST_RETURNED for e in events)
+        state = await drill.cloud.get_host(host)
+        return (
+            (returned or not taken_out)
+            and state.service_up
+            and state.service_enabled
+            and not state.forced_down
+        )
+
+    if await _until(loop, back, drill.give_up_s, f"{host} back in service", required=False):
+        observed.returned_at = time.time()
+        drill.progress(f"{host} back in service, {observed.returned_at - observed.power_on_at:.1f} s after")
+    else:
+        observed.notes.append(f"{host} was not back in service {drill.give_up_s:g} s after the fault ended")
+
+
+# ---- set-up and clean-up ---------------------------------------------------------------------
+
+
+async def _choose_host(hosts: Sequence[Host], wanted: HostName | None, power: PowerControl) -> Host:
+    healthy = [h for h in hosts if h.service_up and h.service_enabled and not h.forced_down]
+    if wanted is not None and wanted not in {h.name for h in hosts}:
+        raise UserError(
+            f"no compute host {wanted!r} in this cloud", f"hosts: {', '.join(h.name for h in hosts)}"
+        )
+    unwell = sorted({h.name for h in hosts} - {h.name for h in healthy})
+    if unwell:
+        raise UserError(
+            f"not every compute service is up and enabled ({', '.join(unwell)}): a drill needs them all",
+            "wait until they are up, enabled and not forced down (`openstack compute service list`)",
+        )
+    if len(healthy) < 2:
+        raise UserError("a drill needs at least two compute hosts (one fails, one takes its VMs)")
+    for host in [h for h in healthy if h.name == wanted] if wanted else healthy:
+        try:
+            if await power.power_status(host.name) is BmcPower.ON:
+                return host
+        except CloudError:
+            continue  # no BMC configured for it
+    raise UserError(
+        f"no compute host {'named ' + wanted + ' ' if wanted else ''}has a BMC that answers On",
+        "configure its BMC in the [fencing] section ([[fencing.hosts]]) and check that it answers",
+    )
+
+
+async def _boot(drill: CloudDrill, host: Host, say: Callable[[str], None]) -> list[ServerId]:
+    flavor = await drill.workload.flavor_id(drill.flavor)
+    say(f"booting {drill.vms} HA servers on {host.name}")
+    stamp = time.strftime("%H%M%S")
+    booted: list[ServerId] = []
+    try:
+        for index in range(drill.vms):
+            name = f"haven-drill-{stamp}-{index + 1}"
+            booted.append(
+                await drill.workload.boot(name, host.name, host.zone, flavor, drill.image, HA_METADATA)
+            )
+
+        async def active() -> bool:
+            servers = await drill.workload.servers(booted)
+            broken = [s for s in servers.values() if s.vm_state is VmState.ERROR]
+            if broken:
+                raise HavenError(f"server {broken[0].name} went to ERROR while booting on {host.name}")
+            return len(servers) == len(booted) and all(_settled_on(s, host.name) for s in servers.values())
+
+        await _until(None, active, BOOT_TIMEOUT_S, f"{drill.vms} servers ACTIVE on {host.name}")
+    except BaseException:
+        await _delete(drill.workload, booted)
+        raise
+    say(f"{drill.vms} servers ACTIVE on {host.name}")
+    return booted
+
+
+async def _clean_up(
+    drill: CloudDrill, power: PowerControl, host: HostName, booted: list[ServerId], observed: Observed
+) -> None:
+    """Whatever happened: the host powered on (or its compute released), the drill's servers deleted."""
+    with contextlib.suppress(HavenError):
+        if observed.held and drill.computes is not None:
+            await drill.computes.release(host)
+        if observed.powered_off or await power.power_status(host) is BmcPower.OFF:
+            await power.power_on(host)
+    if booted:
+        drill.progress(f"deleting the {len(booted)} servers the drill booted")
+        observed.deleted = await _delete(drill.workload, booted)
+
+
+async def _delete(workload: Workload, ids: list[ServerId]) -> int:
+    for server_id in ids:
+        await workload.delete(server_id)
+
+    async def gone() -> bool:
+        return not await workload.servers(ids)
+
+    await _until(None, gone, DELETE_TIMEOUT_S, "the drill's servers deleted", required=False)
+    return len(ids) - len(await workload.servers(ids))
+
+
+# ---- waiting ---------------------------------------------------------------------------------
+
+
+async def _until(
+    loop: asyncio.Task[None] | None,
+    check: Callable[[], Awaitable[bool]],
+    timeout_s: float,
+    what: str,
+    *,
+    required: bool = True,
+) -> bool:
+    """Poll ``check`` every POLL_S until true; False (or an error if ``required``) after ``timeout_s``.
+
+    A cloud that does not answer for a moment is polled again; an engine loop that died is raised.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if loop is not None and loop.done():
+            loop.result()  # the engine's loop failed: raise its error
+            raise HavenError("the engine stopped during the drill")
+        with contextlib.suppress(CloudError):
+            if await check():
+                return True
+        if time.monotonic() >= deadline:
+            if required:
+                raise HavenError(f"waited {timeout_s:g} s for {what}")
+            return False
+        await asyncio.sleep(POLL_S)
+
+
+async def _sleep_watching(loop: asyncio.Task[None], seconds: float) -> None:
+    async def never() -> bool:
+        return False
+
+    await _until(loop, never, seconds, "warm-up", required=False)
+
+
+async def _bmc_is(power: PowerControl, host: HostName, wanted: BmcPower) -> bool:
+    return await power.power_status(host) is wanted
+
+
+async def _live_hosts_off(drill: CloudDrill, power: PowerControl, exclude: HostName | None) -> list[str]:
+    """Hosts other than the failed one whose BMC reports Off: powered off though they had not failed."""
+    off = []
+    for host in await drill.cloud.list_hosts():
+        if host.name == exclude:
+            continue
+        with contextlib.suppress(CloudError):
+            if await power.power_status(host.name) is BmcPower.OFF:
+                off.append(str(host.name))
+    return off
+
+
+def _settled_on(server: Server, host: HostName) -> bool:
+    return server.vm_state is VmState.ACTIVE and server.task_state is TaskState.NONE and server.host == host
+
+
+def _all_active_elsewhere(servers: dict[ServerId, Server], ids: Sequence[ServerId], failed: HostName) -> bool:
+    return all(
+        s in servers
+        and servers[s].vm_state is VmState.ACTIVE
+        and servers[s].task_state is TaskState.NONE
+        and servers[s].host != failed
+        for s in ids
+    )
+
+
+def _took_out(event: EngineEvent) -> bool:
+    return (
+        event.kind is EventKind.STEP_FINISHED
+        and event.detail.get("kind") in (FORCE_DOWN, DISABLE_SERVICE)
+        and event.detail.get("state") == "done"
+    )
+
+
+def _recovery_ended(recorder: EventRecorder, host: HostName) -> bool:
+    return any(e.kind is EventKind.NOTIFICATION_FINISHED and e.host == host for e, _ in recorder.events)

@@ -1,0 +1,206 @@
+"""The verdict of a drill on a real cloud, from Nova's and the BMCs' own answers.
+
+Called by haven.drill.cloud_drill once the drill is over. The counters are read from
+what the cloud says, never from haven's bookkeeping:
+
+- vms_lost: HA servers of the failed host not ACTIVE (no task) on another host at the end,
+  as Nova lists them;
+- evacuated_unfenced: evacuations whose source BMC did not answer Off just before the call
+  (the WitnessedCloud asked it), plus evacuations in Nova's migration records that no
+  witnessed call explains (the BMC's state then is unknown: counted, to be safe);
+- vms_running_twice: evacuations whose source came back powered on without cleaning up
+  (Nova's evacuation record not ``completed``: nova-compute marks it so once it destroyed
+  the evacuated guest at start-up), plus the unfenced ones;
+- false_evacuations: evacuations off a host that had not failed; live_hosts_fenced: hosts
+  whose BMC reported Off though they had not failed.
+Phase times come from the engine's events, like the simulated drills'.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from haven.cloud.openstack.workload import Migration
+from haven.domain.cloud import Server, TaskState, VmState
+from haven.domain.events import EventKind
+from haven.domain.ids import HostName, ServerId
+from haven.domain.incidents import Notification
+from haven.domain.liveness import BmcPower
+from haven.drill.report import DrillReport, EventRecorder, fence_time, phases_of, recover_time, worst_time
+from haven.drill.witness import WitnessedEvacuation
+from haven.store import Store
+
+HOST_POWER_LOSS = "host-power-loss"
+NOT_CLEANED_UP = frozenset({"accepted", "pre-migrating", "done"})  # the source still holds the guest
+
+
+@dataclass
+class Observed:
+    """What the drill saw of the cloud while it ran (epoch seconds)."""
+
+    failed: HostName
+    hosts: int
+    booted: list[ServerId] = field(default_factory=list)
+    fault_at: float = 0.0
+    injected: str = ""
+    powered_off: bool = False  # the drill cut the host's power and has not restored it yet
+    held: bool = False  # the drill holds the host's nova-compute down
+    bmc_off_at: float | None = None
+    all_active_at: float | None = None
+    final: dict[ServerId, Server] = field(default_factory=dict)  # the affected servers, last seen
+    live_fenced: list[str] = field(default_factory=list)
+    power_on_at: float = 0.0  # when the fault was undone
+    returned_at: float | None = None
+    disabled_at: float | None = None
+    disabled_reason: str = ""
+    evacuations: list[Migration] = field(default_factory=list)
+    witnessed: list[WitnessedEvacuation] = field(default_factory=list)
+    deleted: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class CloudDrillReport(DrillReport):
+    """A DrillReport (same JSON), plus what only a real cloud has."""
+
+    cloud: str = ""
+    failed_host: str = ""
+    bmc_off_s: float | None = None  # the fault to the failed host's BMC reporting Off
+    nova_all_active_s: float | None = None  # the fault to every HA VM ACTIVE elsewhere, as Nova listed them
+    disabled_s: float | None = None  # nova-compute-crash: the fault to Nova showing the service disabled
+    disabled_reason: str = ""
+    returned_s: float | None = None  # the fault undone to the host back in service (Nova agrees)
+    evacuations: list[dict[str, Any]] = field(default_factory=list)  # Nova's records + the BMC's answer
+    servers: list[dict[str, Any]] = field(default_factory=list)  # the drill's servers at the end, per Nova
+    servers_booted: int = 0
+    servers_deleted: int = 0
+
+
+def judge(
+    scenario: str,
+    cloud: str,
+    affected: list[ServerId],
+    recorder: EventRecorder,
+    store: Store,
+    o: Observed,
+) -> CloudDrillReport:
+    events = [e for e, _ in recorder.events]
+    power_loss = scenario == HOST_POWER_LOSS
+    failed_hosts = {o.failed} if power_loss else set()
+    if not power_loss:
+        affected = []  # a crashed nova-compute on a live host: nothing should move
+    recovered = [s for s in affected if s in o.final and _active_elsewhere(o.final[s], o.failed)]
+    witnessed: dict[ServerId, list[WitnessedEvacuation]] = {}
+    for w in o.witnessed:
+        witnessed.setdefault(w.server_id, []).append(w)
+    unexplained = [m for m in o.evacuations if m.server_id not in witnessed]
+    unfenced = sum(1 for w in o.witnessed if w.bmc_before is not BmcPower.OFF) + len(unexplained)
+    not_cleaned = [m for m in o.evacuations if m.source in failed_hosts and m.status in NOT_CLEANED_UP]
+    notifications = store.list_notifications()
+    report = CloudDrillReport(
+        scenario=scenario,
+        seed=0,
+        hosts=o.hosts,
+        vms=len(o.booted),
+        injected=o.injected,
+        ha_vms_affected=len(affected),
+        ha_vms_recovered=len(recovered),
+        vms_lost=len(affected) - len(recovered),
+        vms_running_twice=len(not_cleaned) + unfenced,
+        evacuated_unfenced=unfenced,
+        false_evacuations=sum(1 for m in o.evacuations if m.source not in failed_hosts),
+        double_evacuations=sum(1 for n in Counter(m.server_id for m in o.evacuations).values() if n > 1),
+        live_hosts_fenced=len(o.live_fenced),
+        unplaced=[u for n in notifications for u in n.payload.get("recovery", {}).get("unplaced", [])],
+        phases=phases_of(events, o.fault_at),
+        detect_s=worst_time(events, EventKind.HOST_CONFIRMED_DEAD, failed_hosts, o.fault_at),
+        fence_s=fence_time(events, failed_hosts),
+        recover_s=recover_time(events, affected, o.fault_at) if affected else None,
+        held_by_gate=any(e.kind is EventKind.SEGMENT_HELD for e in events),
+        verdict="",
+        alerts=[
+            {"kind": a.kind.value, "host": a.host, "message": a.message}
+            for a in store.list_alerts(active_only=False)
+        ],
+        notifications=[_notification(n) for n in notifications],
+        cloud=cloud,
+        failed_host=o.failed,
+        bmc_off_s=_since(o.fault_at, o.bmc_off_at),
+        nova_all_active_s=_since(o.fault_at, o.all_active_at),
+        disabled_s=_since(o.fault_at, o.disabled_at),
+        disabled_reason=o.disabled_reason,
+        returned_s=_since(o.power_on_at, o.returned_at),
+        evacuations=[_evacuation(m, witnessed.get(m.server_id, [])) for m in o.evacuations],
+        servers=[
+            {"id": s.id, "name": s.name, "host": s.host, "vm_state": s.vm_state.value}
+            for s in o.final.values()
+        ],
+        servers_booted=len(o.booted),
+    )
+    if not power_loss:
+        created = [e.at for e in events if e.kind is EventKind.NOTIFICATION_CREATED and e.host == o.failed]
+        report.detect_s = round(min(created) - o.fault_at, 3) if created else None
+    report.checks = list(o.notes)
+    if unexplained:
+        report.checks.append(f"{len(unexplained)} evacuation(s) in Nova's records that haven did not ask for")
+    if not_cleaned:
+        report.checks.append(
+            f"{len(not_cleaned)} evacuation record(s) of {o.failed} not completed after it came back: "
+            "its nova-compute did not clean up the evacuated guests"
+        )
+    report.verdict = _verdict(report, power_loss, o)
+    return report
+
+
+def _verdict(r: CloudDrillReport, power_loss: bool, o: Observed) -> str:
+    if r.vms_running_twice or r.evacuated_unfenced or r.false_evacuations or r.double_evacuations:
+        r.checks.append("SAFETY VIOLATED: a VM ran twice, was evacuated unfenced, off a live host, or twice")
+        return "failed"
+    if r.live_hosts_fenced:
+        r.checks.append(f"SAFETY VIOLATED: live host(s) powered off: {', '.join(o.live_fenced)}")
+        return "failed"
+    returned = o.returned_at is not None
+    r.checks.append(f"{o.failed} back in service (Nova: up, enabled, not forced down): {returned}")
+    if power_loss:
+        r.checks.append(f"{r.ha_vms_recovered} of {r.ha_vms_affected} HA VMs ACTIVE on another host (Nova)")
+        if r.vms_lost == 0 and returned:
+            return "recovered"
+        return "partial" if r.ha_vms_recovered else "failed"
+    disabled = o.disabled_at is not None and bool(o.disabled_reason)
+    r.checks += [
+        f"compute service disabled with a reason while nova-compute was down: {disabled}",
+        f"evacuations: {len(o.evacuations)} (expected none)",
+    ]
+    return "recovered" if disabled and returned and not o.evacuations else "failed"
+
+
+def _active_elsewhere(server: Server, failed: HostName) -> bool:
+    return server.vm_state is VmState.ACTIVE and server.task_state is TaskState.NONE and server.host != failed
+
+
+def _since(origin: float, at: float | None) -> float | None:
+    return round(at - origin, 3) if at is not None and origin else None
+
+
+def _notification(n: Notification) -> dict[str, Any]:
+    failures = n.payload.get("recovery", {}).get("failures", [])
+    return {
+        "id": n.id,
+        "type": n.type.value,
+        "host": n.hostname,
+        "status": n.status.value,
+        "event": n.payload.get("event"),
+        "reason": failures[0].get("error") if failures else None,
+    }
+
+
+def _evacuation(m: Migration, calls: list[WitnessedEvacuation]) -> dict[str, Any]:
+    return {
+        "server": m.server_id,
+        "source": m.source,
+        "dest": m.dest,
+        "nova_status": m.status,
+        "bmc_before_call": calls[0].bmc_before.value if calls else None,
+    }

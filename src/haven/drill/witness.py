@@ -1,0 +1,88 @@
+"""A witness between haven and a real cloud: the BMC's answer recorded just before each evacuate call.
+
+Called by the real-cloud drills (haven.drill.cloud_drill), which hand the engine a
+WitnessedCloud instead of the cloud itself. Every call passes through unchanged; before an
+evacuate is passed on, the witness asks the source host's BMC for its power state itself
+(not through haven's fence step), so "evacuated unfenced" is judged from the BMC's own
+answer at that moment. The source host of a server the drill booted is known; of any other
+server it is read from the cloud first.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from haven.cloud.base import Cloud
+from haven.domain.cloud import Host, Server, ServerAction, ServerGroup, VmState
+from haven.domain.ids import HostName, ServerId
+from haven.domain.liveness import BmcPower
+from haven.fencing.base import Fencer
+
+
+@dataclass(frozen=True, slots=True)
+class WitnessedEvacuation:
+    server_id: ServerId
+    source: HostName
+    target: HostName | None
+    bmc_before: BmcPower  # the source BMC's answer just before the call
+    at: float  # epoch seconds, when the call was passed on
+
+
+class WitnessedCloud:
+    """A Cloud that records, for each evacuate, what the source host's BMC said just before it."""
+
+    def __init__(self, cloud: Cloud, bmcs: Fencer, known_hosts: Mapping[ServerId, HostName]) -> None:
+        self._cloud, self._bmcs = cloud, bmcs
+        self._known = dict(known_hosts)
+        self.evacuations: list[WitnessedEvacuation] = []
+
+    async def evacuate(self, server_id: ServerId, target: HostName | None) -> None:
+        source = self._known.get(server_id)
+        if source is None:
+            source = (await self._cloud.get_server(server_id)).host
+        bmc = await self._bmcs.power_status(source)
+        self.evacuations.append(WitnessedEvacuation(server_id, source, target, bmc, time.time()))
+        await self._cloud.evacuate(server_id, target)
+
+    # ---- passed through unchanged -------------------------------------------------------
+
+    async def list_hosts(self) -> Sequence[Host]:
+        return await self._cloud.list_hosts()
+
+    async def get_host(self, name: HostName) -> Host:
+        return await self._cloud.get_host(name)
+
+    async def list_servers(self, host: HostName | None = None) -> Sequence[Server]:
+        return await self._cloud.list_servers(host)
+
+    async def get_server(self, server_id: ServerId) -> Server:
+        return await self._cloud.get_server(server_id)
+
+    async def list_server_groups(self) -> Sequence[ServerGroup]:
+        return await self._cloud.list_server_groups()
+
+    async def force_down(self, host: HostName, down: bool) -> None:
+        await self._cloud.force_down(host, down)
+
+    async def disable_service(self, host: HostName, reason: str) -> None:
+        await self._cloud.disable_service(host, reason)
+
+    async def enable_service(self, host: HostName) -> None:
+        await self._cloud.enable_service(host)
+
+    async def reset_state(self, server_id: ServerId, state: VmState) -> None:
+        await self._cloud.reset_state(server_id, state)
+
+    async def stop_server(self, server_id: ServerId) -> None:
+        await self._cloud.stop_server(server_id)
+
+    async def start_server(self, server_id: ServerId) -> None:
+        await self._cloud.start_server(server_id)
+
+    async def reboot_server(self, server_id: ServerId) -> None:
+        await self._cloud.reboot_server(server_id)
+
+    async def server_actions(self, server_id: ServerId, since: float) -> Sequence[ServerAction]:
+        return await self._cloud.server_actions(server_id, since)
