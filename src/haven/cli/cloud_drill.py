@@ -149,6 +149,7 @@ def _real_cloud_table(report: CloudDrillReport) -> Table:
     for name, value in (
         ("servers booted / deleted", f"{report.servers_booted} / {report.servers_deleted}"),
         ("fault to BMC Off (s)", _num(report.bmc_off_s)),
+        ("fault to the last evacuate call accepted (s)", _num(report.evacuate_calls_s)),
         ("fault to every HA VM ACTIVE elsewhere, per Nova (s)", _num(report.nova_all_active_s)),
         ("fault to service disabled (s)", _num(report.disabled_s)),
         ("fault undone to host back in service (s)", _num(report.returned_s)),

@@ -68,6 +68,7 @@ class CloudDrillReport(DrillReport):
     cloud: str = ""
     failed_host: str = ""
     bmc_off_s: float | None = None  # the fault to the failed host's BMC reporting Off
+    evacuate_calls_s: float | None = None  # the fault to the last evacuate call accepted by Nova
     nova_all_active_s: float | None = None  # the fault to every HA VM ACTIVE elsewhere, as Nova listed them
     disabled_s: float | None = None  # nova-compute-crash: the fault to Nova showing the service disabled
     disabled_reason: str = ""
@@ -128,6 +129,7 @@ def judge(
         cloud=cloud,
         failed_host=o.failed,
         bmc_off_s=_since(o.fault_at, o.bmc_off_at),
+        evacuate_calls_s=_since(o.fault_at, max(_accepted(o.witnessed), default=None)),
         nova_all_active_s=_since(o.fault_at, o.all_active_at),
         disabled_s=_since(o.fault_at, o.disabled_at),
         disabled_reason=o.disabled_reason,
@@ -174,6 +176,10 @@ def _verdict(r: CloudDrillReport, power_loss: bool, o: Observed) -> str:
         f"evacuations: {len(o.evacuations)} (expected none)",
     ]
     return "recovered" if disabled and returned and not o.evacuations else "failed"
+
+
+def _accepted(calls: list[WitnessedEvacuation]) -> list[float]:
+    return [w.accepted_at for w in calls if w.accepted_at is not None]
 
 
 def _active_elsewhere(server: Server, failed: HostName) -> bool:

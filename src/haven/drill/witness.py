@@ -13,12 +13,16 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from haven.cloud.base import Cloud
 from haven.domain.cloud import Host, Server, ServerAction, ServerGroup, VmState
 from haven.domain.ids import HostName, ServerId
 from haven.domain.liveness import BmcPower
-from haven.fencing.base import Fencer
+
+
+class PowerReader(Protocol):
+    async def power_status(self, host: HostName) -> BmcPower: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,12 +32,13 @@ class WitnessedEvacuation:
     target: HostName | None
     bmc_before: BmcPower  # the source BMC's answer just before the call
     at: float  # epoch seconds, when the call was passed on
+    accepted_at: float | None  # when Nova accepted it (None: it raised)
 
 
 class WitnessedCloud:
     """A Cloud that records, for each evacuate, what the source host's BMC said just before it."""
 
-    def __init__(self, cloud: Cloud, bmcs: Fencer, known_hosts: Mapping[ServerId, HostName]) -> None:
+    def __init__(self, cloud: Cloud, bmcs: PowerReader, known_hosts: Mapping[ServerId, HostName]) -> None:
         self._cloud, self._bmcs = cloud, bmcs
         self._known = dict(known_hosts)
         self.evacuations: list[WitnessedEvacuation] = []
@@ -43,8 +48,13 @@ class WitnessedCloud:
         if source is None:
             source = (await self._cloud.get_server(server_id)).host
         bmc = await self._bmcs.power_status(source)
-        self.evacuations.append(WitnessedEvacuation(server_id, source, target, bmc, time.time()))
-        await self._cloud.evacuate(server_id, target)
+        at = time.time()
+        try:
+            await self._cloud.evacuate(server_id, target)
+        except BaseException:
+            self.evacuations.append(WitnessedEvacuation(server_id, source, target, bmc, at, None))
+            raise
+        self.evacuations.append(WitnessedEvacuation(server_id, source, target, bmc, at, time.time()))
 
     # ---- passed through unchanged -------------------------------------------------------
 

@@ -1,0 +1,124 @@
+"""The drills on the real Nova lab, run as `haven drill SCENARIO --cloud lab --json` runs them.
+
+One session-scoped lab (tests/servers/nova.py, two computes). Each drill boots its own HA
+servers, fails a host for real (its BMC powered off, or its nova-compute held down) and is
+judged by the drill from Nova's migration records and the BMCs' answers; these tests check
+that judgement and, through Nova and the BMCs again, that the lab is whole afterwards (both
+computes up, enabled, not forced down, powered on, no server of the drill left).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from haven.cli.main import main
+from haven.lab.bmc import power_state
+from servers.nova import NovaLab
+from servers.process import free_port
+
+pytestmark = [pytest.mark.nova, pytest.mark.slow]
+
+SAFETY = ("vms_lost", "vms_running_twice", "evacuated_unfenced", "false_evacuations", "double_evacuations")
+
+
+def drill(
+    capsys: pytest.CaptureFixture[str],
+    lab: NovaLab,
+    home: Path,
+    scenario: str,
+    *extra: str,
+    config: Path | None = None,
+) -> tuple[int, dict[str, Any]]:
+    options = ["--config", str(config)] if config is not None else []
+    argv = ["--home", str(home), *options, "drill", scenario, "--cloud", "lab",
+            "--lab-folder", str(lab.folder), "--json", "--give-up", "120", *extra]  # fmt: skip
+    code = main(argv)
+    out = capsys.readouterr().out
+    return code, json.loads(out)
+
+
+def assert_lab_whole(lab: NovaLab) -> None:
+    cloud = lab.connect()
+    services = {s.host: s for s in cloud.compute.services() if s.binary == "nova-compute"}
+    for host, service in services.items():
+        assert (service.state, service.status, service.is_forced_down) == ("up", "enabled", False), host
+    for host, bmc in lab.bmcs.items():
+        assert power_state(bmc, lab.bmc_password) == "On", host
+    assert not [s for s in cloud.compute.servers(all_projects=True) if s.name.startswith("haven-drill-")]
+
+
+def test_host_power_loss_on_the_lab_recovers_every_vm_safely(
+    capsys: pytest.CaptureFixture[str], nova_lab: NovaLab, tmp_path: Path
+) -> None:
+    code, report = drill(capsys, nova_lab, tmp_path, "host-power-loss", "--vms", "3", "--host", "compute-1")
+    assert report["verdict"] == "recovered", report["checks"]
+    assert code == 0
+    assert {k: report[k] for k in SAFETY} == dict.fromkeys(SAFETY, 0)
+    assert (report["ha_vms_affected"], report["ha_vms_recovered"]) == (3, 3)
+    # Nova's own records: one evacuation per VM, each after the BMC said Off, each cleaned up on return.
+    evacuations = report["evacuations"]
+    assert len(evacuations) == 3
+    assert {(e["source"], e["dest"], e["nova_status"], e["bmc_before_call"]) for e in evacuations} == {
+        ("compute-1", "compute-2", "completed", "off")
+    }
+    assert {s["host"] for s in report["servers"]} == {"compute-2"}
+    names = [p["name"] for p in report["phases"]]
+    assert (
+        names.index("confirmed") < names.index("fenced") < names.index("evacuating") < names.index("verified")
+    )
+    assert 0 < report["detect_s"] < report["recover_s"] <= report["nova_all_active_s"] + 1
+    assert report["returned_s"] is not None
+    assert (report["servers_booted"], report["servers_deleted"]) == (3, 3)
+    assert_lab_whole(nova_lab)
+
+
+def test_nova_compute_crash_on_the_lab_disables_the_host_and_moves_nothing(
+    capsys: pytest.CaptureFixture[str], nova_lab: NovaLab, tmp_path: Path
+) -> None:
+    code, report = drill(
+        capsys, nova_lab, tmp_path, "nova-compute-crash", "--vms", "1", "--host", "compute-2"
+    )
+    assert report["verdict"] == "recovered", report["checks"]
+    assert code == 0
+    assert {k: report[k] for k in SAFETY} == dict.fromkeys(SAFETY, 0)
+    assert report["live_hosts_fenced"] == 0
+    assert report["evacuations"] == []
+    assert report["disabled_reason"]
+    assert [s["host"] for s in report["servers"]] == ["compute-2"]
+    assert not [p for p in report["phases"] if p["name"] in ("fenced", "evacuating")]
+    assert_lab_whole(nova_lab)
+
+
+def test_a_bmc_that_does_not_answer_means_nothing_is_evacuated(
+    capsys: pytest.CaptureFixture[str], nova_lab: NovaLab, tmp_path: Path
+) -> None:
+    """compute-1's BMC in haven's config points at a closed port; its real BMC powers it off."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    text = nova_lab.haven_toml.read_text()
+    real = nova_lab.bmcs["compute-1"].url
+    assert real in text
+    config = tmp_path / "haven.toml"
+    config.touch(mode=0o600)
+    config.write_text(re.sub(re.escape(real), dead, text) + "\n[recovery]\nfence_timeout_s = 4.0\n")
+    code, report = drill(
+        capsys, nova_lab, tmp_path, "host-power-loss", "--vms", "2", "--host", "compute-1", config=config
+    )
+    assert code == 1
+    assert report["verdict"] == "failed"
+    # Nova's answers: no evacuation at all, both servers still on the failed host.
+    assert report["evacuations"] == []
+    assert {s["host"] for s in report["servers"]} == {"compute-1"}
+    assert (report["vms_lost"], report["evacuated_unfenced"], report["vms_running_twice"]) == (2, 0, 0)
+    (notification,) = [n for n in report["notifications"] if n["type"] == "COMPUTE_HOST"]
+    assert notification["status"] == "failed"
+    assert "could not fence compute-1" in notification["reason"]
+    assert "NOT evacuated" in notification["reason"]
+    assert [a["kind"] for a in report["alerts"]] == ["fence_failed"]
+    assert dead in report["alerts"][0]["message"] or "127.0.0.1" in report["alerts"][0]["message"]
+    assert nova_lab.bmc_password not in json.dumps(report)
+    assert_lab_whole(nova_lab)
