@@ -30,9 +30,13 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
+from haven.cli.cloud_drill import LIVENESS_CHANNELS
+from haven.cli.clouds import choose_cloud, open_liveness
 from haven.cli.lab_controls import LabPower, running_lab
 from haven.cloud.openstack import OpenStackCloud, open_cloud
 from haven.cloud.openstack.workload import Workload, open_workload
+from haven.cloud.sim import CloudSpec
+from haven.domain.clock import RealClock
 from haven.domain.cloud import TaskState, VmState
 from haven.domain.errors import CloudError
 from haven.domain.ids import HostName, ServerId
@@ -65,20 +69,23 @@ def a_lab(folder: Path | None) -> Iterator[LabState]:
         shutil.rmtree(own, ignore_errors=True)
 
 
-async def haven_run(state: LabState, host: HostName, vms: int) -> dict[str, float | None]:
+async def haven_run(state: LabState, host: HostName, vms: int) -> tuple[dict[str, float | None], str]:
     config = load_config(Path(state.folder), Path(state.files["haven.toml"]), cloud_name="lab")
-    cloud = open_cloud("lab", max_workers=config.openstack.max_workers)
+    chosen = choose_cloud(config, CloudSpec(), RealClock(), os.environ)
+    fencer = build_fencer(config.fencing, os.environ)
     workload = open_workload("lab")
     try:
-        drill = CloudDrill(
-            "host-power-loss", "lab", cloud, cloud, build_fencer(config.fencing, os.environ), workload,
-            state.flavor, state.image_id, power=LabPower(state), vms=vms, host=host, settings=config.engine,
-            progress=lambda m: say(f"haven: {m}"),
-        )  # fmt: skip
-        report = await run_cloud_drill(drill)
+        async with open_liveness(chosen, config, fencer) as liveness:  # as `haven serve` detects
+            drill = CloudDrill(
+                "host-power-loss", "lab", chosen.cloud, liveness, fencer, workload, state.flavor,
+                state.image_id, power=LabPower(state), vms=vms, host=host, settings=config.engine,
+                progress=lambda m: say(f"haven: {m}"),
+                liveness_channels=LIVENESS_CHANNELS[config.coordination.url is not None],
+            )  # fmt: skip
+            report = await run_cloud_drill(drill)
     finally:
         workload.close()
-        cloud.close()
+        chosen.close()
     if report.verdict != "recovered":
         say(f"haven: verdict {report.verdict}: {report.checks}")
     ends = {p.name: p.end_s for p in report.phases}
@@ -89,7 +96,7 @@ async def haven_run(state: LabState, host: HostName, vms: int) -> dict[str, floa
         "evacuate calls": report.evacuate_calls_s,
         "verified": report.recover_s,
         "nova all active": report.nova_all_active_s,
-    }
+    }, f"liveness from {report.liveness}"
 
 
 async def floor_run(state: LabState, host: HostName, vms: int) -> dict[str, float | None]:
@@ -195,15 +202,17 @@ def summary(name: str, runs: list[dict[str, float | None]], keys: tuple[str, ...
 
 async def bench(state: LabState, runs: int, vms: int, host: HostName, floor: bool) -> None:
     havens: list[dict[str, float | None]] = []
+    liveness = ""
     floors: list[dict[str, float | None]] = []
     for run in range(1, runs + 1):
         say(f"run {run}/{runs}: haven")
-        havens.append(await haven_run(state, host, vms))
+        result, liveness = await haven_run(state, host, vms)
+        havens.append(result)
         say(f"run {run}: haven verified all {vms} at {havens[-1]['verified']} s")
         if floor:
             say(f"run {run}/{runs}: the Nova floor by hand")
             floors.append(await floor_run(state, host, vms))
-    print(f"\nlab: {len(state.computes)} computes, {vms} HA servers on {host}, {runs} runs")
+    print(f"\nlab: {len(state.computes)} computes, {vms} HA servers on {host}, {runs} runs; {liveness}")
     h = summary("haven (host death -> every HA VM verified ACTIVE elsewhere)", havens,
                 (*HAVEN_PHASES, "nova all active"))  # fmt: skip
     if floor:

@@ -74,8 +74,8 @@ def test_inject_and_drill_need_the_simulated_cloud(
 ) -> None:
     code, err = run(capsys, "serve", "--cloud", "lab", "--inject", "host-power-loss")
     assert code == 2 and "--inject works only on the simulated cloud" in err
-    code, err = run(capsys, "drill", "host-power-loss", "--cloud", "lab")
-    assert code == 2 and "drills on a real cloud ('lab') are not available yet" in err
+    code, err = run(capsys, "drill", "vm-crash", "--cloud", "lab")
+    assert code == 2 and "scenario 'vm-crash' runs only on the simulated cloud" in err
 
 
 SERVICES = [

@@ -25,12 +25,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from haven.cli import render
-from haven.cli.clouds import choose_cloud
+from haven.cli.clouds import choose_cloud, open_liveness
 from haven.cli.lab_controls import LabComputes, LabPower, running_lab
 from haven.cloud.openstack.workload import open_workload
 from haven.cloud.sim import CloudSpec
 from haven.domain.clock import RealClock
-from haven.domain.errors import UserError
+from haven.domain.errors import HavenError, UserError
 from haven.domain.ids import HostName
 from haven.drill.cloud_drill import CLOUD_SCENARIOS, CloudDrill, ComputeControl, PowerControl, run_cloud_drill
 from haven.drill.cloud_judge import CloudDrillReport
@@ -39,6 +39,8 @@ from haven.service.config import HavenConfig, load_config
 
 LAB = "lab"
 DEFAULT_VMS = 3
+EXIT_FAILED = 1
+LIVENESS_CHANNELS = {False: "Nova", True: "haven agents' heartbeats (etcd), Nova and BMCs"}
 
 
 def add_options(drill: argparse.ArgumentParser) -> None:
@@ -88,14 +90,22 @@ def run(args: argparse.Namespace, home: Path, out: Console, err: Console) -> int
                 "use a small flavor and image of that cloud; the drill deletes its servers at the end",
             )
         flavor, image = args.flavor, args.image
-    with _clouds_yaml(clouds_yaml):
-        report = asyncio.run(_run(args, config, flavor, image, vms, power, computes, say))
+    try:
+        with _clouds_yaml(clouds_yaml):
+            report = asyncio.run(_run(args, config, flavor, image, vms, power, computes, say))
+    except UserError:
+        raise
+    except HavenError as exc:  # the cloud or a BMC failed the drill (its servers are deleted by then)
+        err.print(
+            f"[bold red]haven drill: failed on cloud {args.cloud!r}:[/] {escape(str(exc))}", highlight=False
+        )
+        return EXIT_FAILED
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         out.print(render.drill_report(report))
         out.print(_real_cloud_table(report))
-    return 0 if report.verdict == "recovered" else 1
+    return 0 if report.verdict == "recovered" else EXIT_FAILED
 
 
 async def _run(
@@ -112,12 +122,16 @@ async def _run(
     fencer = build_fencer(config.fencing, os.environ)  # a missing password: stop here
     workload = open_workload(args.cloud)
     try:
-        drill = CloudDrill(
-            args.scenario, args.cloud, chosen.cloud, chosen.liveness, fencer, workload, flavor, image,
-            power=power, computes=computes, vms=vms, host=HostName(args.host) if args.host else None,
-            settings=config.engine, give_up_s=args.give_up, progress=say,
-        )  # fmt: skip
-        return await run_cloud_drill(drill)
+        # The liveness `haven serve` would use: Nova's service state, and with [coordination] the
+        # agents' heartbeats and the BMCs, so the drill detects as the service would.
+        async with open_liveness(chosen, config, fencer) as liveness:
+            drill = CloudDrill(
+                args.scenario, args.cloud, chosen.cloud, liveness, fencer, workload, flavor, image,
+                power=power, computes=computes, vms=vms, host=HostName(args.host) if args.host else None,
+                settings=config.engine, give_up_s=args.give_up, progress=say,
+                liveness_channels=LIVENESS_CHANNELS[config.coordination.url is not None],
+            )  # fmt: skip
+            return await run_cloud_drill(drill)
     finally:
         workload.close()
         chosen.close()
@@ -147,6 +161,7 @@ def _real_cloud_table(report: CloudDrillReport) -> Table:
     table.add_column("measure")
     table.add_column("value", justify="right")
     for name, value in (
+        ("liveness read from", report.liveness),
         ("servers booted / deleted", f"{report.servers_booted} / {report.servers_deleted}"),
         ("fault to BMC Off (s)", _num(report.bmc_off_s)),
         ("fault to the last evacuate call accepted (s)", _num(report.evacuate_calls_s)),

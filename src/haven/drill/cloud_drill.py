@@ -88,6 +88,7 @@ class CloudDrill:
     host: HostName | None = None
     settings: EngineSettings | None = None
     give_up_s: float = 300.0  # for the outcome, and again for the host's return to service
+    liveness_channels: str = "Nova"  # what ``liveness`` reads, for the report
     progress: Callable[[str], None] = field(default=lambda _message: None)
     on_event: EventSink = discard_events
 
@@ -110,7 +111,12 @@ async def run_cloud_drill(drill: CloudDrill) -> CloudDrillReport:
     hosts = await drill.cloud.list_hosts()
     failed = await _choose_host(hosts, drill.host, power)
     say(f"{drill.scenario} on {failed.name} of {drill.cloud_name} ({len(hosts)} compute hosts)")
-    observed = Observed(failed=failed.name, hosts=len(hosts))
+    observed = Observed(failed=failed.name, hosts=len(hosts), liveness=drill.liveness_channels)
+    if drill.scenario == NOVA_COMPUTE_CRASH and drill.liveness_channels == "Nova":
+        observed.notes.append(
+            "liveness from Nova alone (no [coordination]: no haven agents): a crashed nova-compute "
+            "then looks like a dead host, and haven fences it"
+        )
     started = time.monotonic()
     try:
         with contextlib.ExitStack() as stack:

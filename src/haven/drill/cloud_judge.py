@@ -42,6 +42,7 @@ class Observed:
 
     failed: HostName
     hosts: int
+    liveness: str = "Nova"
     booted: list[ServerId] = field(default_factory=list)
     fault_at: float = 0.0
     injected: str = ""
@@ -67,6 +68,7 @@ class CloudDrillReport(DrillReport):
 
     cloud: str = ""
     failed_host: str = ""
+    liveness: str = ""  # the channels haven's detection read, as `haven serve` would
     bmc_off_s: float | None = None  # the fault to the failed host's BMC reporting Off
     evacuate_calls_s: float | None = None  # the fault to the last evacuate call accepted by Nova
     nova_all_active_s: float | None = None  # the fault to every HA VM ACTIVE elsewhere, as Nova listed them
@@ -128,6 +130,7 @@ def judge(
         notifications=[_notification(n) for n in notifications],
         cloud=cloud,
         failed_host=o.failed,
+        liveness=o.liveness,
         bmc_off_s=_since(o.fault_at, o.bmc_off_at),
         evacuate_calls_s=_since(o.fault_at, max(_accepted(o.witnessed), default=None)),
         nova_all_active_s=_since(o.fault_at, o.all_active_at),
