@@ -39,8 +39,9 @@ def drill(
     argv = ["--home", str(home), *options, "drill", scenario, "--cloud", "lab",
             "--lab-folder", str(lab.folder), "--json", "--give-up", "120", *extra]  # fmt: skip
     code = main(argv)
-    out = capsys.readouterr().out
-    return code, json.loads(out)
+    captured = capsys.readouterr()
+    assert captured.out, f"exit {code}, no report: {captured.err}"
+    return code, json.loads(captured.out)
 
 
 def assert_lab_whole(lab: NovaLab) -> None:

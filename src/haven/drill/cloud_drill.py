@@ -52,6 +52,7 @@ POLL_S = 0.5
 WARM_UP_S = 2.0
 BOOT_TIMEOUT_S = 180.0
 DELETE_TIMEOUT_S = 90.0
+SETTLE_S = 60.0  # how long a drill waits for every compute service to be in service before it starts
 
 
 class PowerControl(Protocol):
@@ -108,7 +109,7 @@ async def run_cloud_drill(drill: CloudDrill) -> CloudDrillReport:
         raise UserError(f"--vms must be at least 1 on a real cloud, got {drill.vms}")
     power: PowerControl = drill.power or drill.fencer
     say = drill.progress
-    hosts = await drill.cloud.list_hosts()
+    hosts = await _settled_hosts(drill.cloud, say)
     failed = await _choose_host(hosts, drill.host, power)
     say(f"{drill.scenario} on {failed.name} of {drill.cloud_name} ({len(hosts)} compute hosts)")
     observed = Observed(failed=failed.name, hosts=len(hosts), liveness=drill.liveness_channels)
@@ -276,8 +277,27 @@ async def _wait_returned(
 # ---- set-up and clean-up ---------------------------------------------------------------------
 
 
+async def _settled_hosts(cloud: Cloud, say: Callable[[str], None]) -> Sequence[Host]:
+    """The hosts, once every compute service is up, enabled and not forced down (or SETTLE_S passed).
+
+    A host powered on again a moment ago (the last drill, a test) reports up within seconds.
+    """
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        hosts = await cloud.list_hosts()
+        unwell = [h.name for h in hosts if not _in_service(h)]
+        if not unwell or time.monotonic() >= deadline:
+            return hosts
+        say(f"waiting for {', '.join(unwell)} to be up, enabled and not forced down")
+        await asyncio.sleep(2 * POLL_S)
+
+
+def _in_service(host: Host) -> bool:
+    return host.service_up and host.service_enabled and not host.forced_down
+
+
 async def _choose_host(hosts: Sequence[Host], wanted: HostName | None, power: PowerControl) -> Host:
-    healthy = [h for h in hosts if h.service_up and h.service_enabled and not h.forced_down]
+    healthy = [h for h in hosts if _in_service(h)]
     if wanted is not None and wanted not in {h.name for h in hosts}:
         raise UserError(
             f"no compute host {wanted!r} in this cloud", f"hosts: {', '.join(h.name for h in hosts)}"
