@@ -41,7 +41,8 @@ from haven.domain.cloud import TaskState, VmState
 from haven.domain.errors import CloudError
 from haven.domain.ids import HostName, ServerId
 from haven.domain.liveness import BmcPower
-from haven.drill.cloud_drill import HA_METADATA, CloudDrill, run_cloud_drill
+from haven.drill.cloud_drill import CloudDrill, run_cloud_drill
+from haven.drill.cloud_prep import HA_METADATA
 from haven.fencing.registry import build_fencer
 from haven.lab import lab
 from haven.lab.state import LabState

@@ -32,8 +32,9 @@ from haven.cloud.sim import CloudSpec
 from haven.domain.clock import RealClock
 from haven.domain.errors import HavenError, UserError
 from haven.domain.ids import HostName
-from haven.drill.cloud_drill import CLOUD_SCENARIOS, CloudDrill, ComputeControl, PowerControl, run_cloud_drill
+from haven.drill.cloud_drill import CLOUD_SCENARIOS, CloudDrill, run_cloud_drill
 from haven.drill.cloud_judge import CloudDrillReport
+from haven.drill.cloud_prep import ComputeControl, PowerControl
 from haven.fencing.registry import build_fencer
 from haven.service.config import HavenConfig, load_config
 

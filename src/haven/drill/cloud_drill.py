@@ -2,9 +2,9 @@
 
 Called by `haven drill SCENARIO --cloud NAME` (haven.cli.cloud_drill), the lab tests and
 bench/lab.py. The caller hands in the cloud, the liveness source, the fencer, a Workload (to
-boot and delete the drill's own servers) and the hardware controls (PowerControl: a host's
-BMC; ComputeControl: the lab's nova-compute wiring, for nova-compute-crash only). haven.drill
-never imports haven.lab: the lab's controls come from the CLI.
+boot and delete the drill's own servers) and the hardware controls of haven.drill.cloud_prep
+(a PowerControl: the hosts' BMCs; a ComputeControl: the lab's nova-compute wiring, needed by
+nova-compute-crash only). haven.drill never imports haven.lab: the lab's controls come from the CLI.
 
 One drill: pick a healthy host with a BMC, boot ``vms`` HA servers on it, start an engine
 (real clock, a temporary SQLite store, a segment per zone) on a WitnessedCloud, inject the
@@ -20,10 +20,9 @@ import asyncio
 import contextlib
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from haven.cloud.base import Cloud, LivenessSource
 from haven.cloud.openstack.workload import Workload
@@ -35,6 +34,17 @@ from haven.domain.ids import HostName, ServerId
 from haven.domain.liveness import BmcPower
 from haven.domain.settings import EngineSettings
 from haven.drill.cloud_judge import CloudDrillReport, Observed, judge
+from haven.drill.cloud_prep import (
+    POLL_S,
+    ComputeControl,
+    PowerControl,
+    boot,
+    choose_host,
+    delete,
+    settled_hosts,
+    sleep_watching,
+    until,
+)
 from haven.drill.report import EventRecorder
 from haven.drill.witness import WitnessedCloud
 from haven.fencing.base import Fencer
@@ -47,30 +57,7 @@ from haven.store import Store
 HOST_POWER_LOSS = "host-power-loss"
 NOVA_COMPUTE_CRASH = "nova-compute-crash"
 CLOUD_SCENARIOS = (HOST_POWER_LOSS, NOVA_COMPUTE_CRASH)
-HA_METADATA = {"HA_Enabled": "True"}
-POLL_S = 0.5
 WARM_UP_S = 2.0
-BOOT_TIMEOUT_S = 180.0
-DELETE_TIMEOUT_S = 90.0
-SETTLE_S = 60.0  # how long a drill waits for every compute service to be in service before it starts
-
-
-class PowerControl(Protocol):
-    """A host's BMC as the drill uses it to cut and restore power (a Fencer is one)."""
-
-    async def power_off(self, host: HostName) -> None: ...
-
-    async def power_on(self, host: HostName) -> None: ...
-
-    async def power_status(self, host: HostName) -> BmcPower: ...
-
-
-class ComputeControl(Protocol):
-    """The lab's hardware wiring: a host's nova-compute crashed and kept down, then let run again."""
-
-    async def hold_down(self, host: HostName) -> None: ...
-
-    async def release(self, host: HostName) -> None: ...
 
 
 @dataclass
@@ -109,8 +96,8 @@ async def run_cloud_drill(drill: CloudDrill) -> CloudDrillReport:
         raise UserError(f"--vms must be at least 1 on a real cloud, got {drill.vms}")
     power: PowerControl = drill.power or drill.fencer
     say = drill.progress
-    hosts = await _settled_hosts(drill.cloud, say)
-    failed = await _choose_host(hosts, drill.host, power)
+    hosts = await settled_hosts(drill.cloud, say)
+    failed = await choose_host(hosts, drill.host, power)
     say(f"{drill.scenario} on {failed.name} of {drill.cloud_name} ({len(hosts)} compute hosts)")
     observed = Observed(failed=failed.name, hosts=len(hosts), liveness=drill.liveness_channels)
     if drill.scenario == NOVA_COMPUTE_CRASH and drill.liveness_channels == "Nova":
@@ -124,7 +111,7 @@ async def run_cloud_drill(drill: CloudDrill) -> CloudDrillReport:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="haven-drill-"))
             store = stack.enter_context(Store.open(f"sqlite:///{Path(tmp) / 'drill.db'}"))
             segments_per_zone(store, hosts)
-            observed.booted = await _boot(drill, failed, say)
+            observed.booted = await boot(drill.workload, failed, drill.flavor, drill.image, drill.vms, say)
             report = await _with_engine(drill, power, store, failed, observed.booted, observed)
     finally:
         await _clean_up(drill, power, failed.name, observed.booted, observed)
@@ -149,7 +136,7 @@ async def _with_engine(
     stop = asyncio.Event()
     loop = asyncio.create_task(serve_forever(engine, clock, stop, max_wait_s=POLL_S))
     try:
-        await _sleep_watching(loop, WARM_UP_S)
+        await sleep_watching(loop, WARM_UP_S)
         affected = [s.id for s in await drill.cloud.list_servers(failed.name) if s.ha_enabled]
         observed.fault_at = clock.now()
         if drill.scenario == HOST_POWER_LOSS:
@@ -183,7 +170,7 @@ async def _power_loss(
     say(f"powering {host} off through its BMC; {len(affected)} HA VMs on it")
     await power.power_off(host)
     observed.powered_off = True
-    await _until(loop, lambda: _bmc_is(power, host, BmcPower.OFF), 60.0, f"{host}'s BMC to report Off")
+    await until(loop, lambda: _bmc_is(power, host, BmcPower.OFF), 60.0, f"{host}'s BMC to report Off")
     observed.bmc_off_at = time.time()
     say(f"{host}'s BMC reports Off; waiting for haven to recover its VMs")
 
@@ -201,7 +188,7 @@ async def _power_loss(
             and (observed.all_active_at is not None or _recovery_ended(recorder, host))
         )
 
-    if not await _until(loop, over, drill.give_up_s, "the recovery", required=False):
+    if not await until(loop, over, drill.give_up_s, "the recovery", required=False):
         observed.notes.append(f"gave up waiting for the recovery after {drill.give_up_s:g} s")
     observed.live_fenced = await _live_hosts_off(drill, power, exclude=host)
     say(f"powering {host} on again")
@@ -234,7 +221,7 @@ async def _compute_crash(
             observed.disabled_at, observed.disabled_reason = time.time(), state.disabled_reason
         return observed.disabled_at is not None and not engine.open_notifications()
 
-    if await _until(loop, disabled, drill.give_up_s, f"{host}'s service disabled", required=False):
+    if await until(loop, disabled, drill.give_up_s, f"{host}'s service disabled", required=False):
         say(f"{host} disabled by haven: {observed.disabled_reason!r}")
     else:
         observed.notes.append(f"{host} was not disabled within {drill.give_up_s:g} s")
@@ -267,86 +254,14 @@ async def _wait_returned(
             and not state.forced_down
         )
 
-    if await _until(loop, back, drill.give_up_s, f"{host} back in service", required=False):
+    if await until(loop, back, drill.give_up_s, f"{host} back in service", required=False):
         observed.returned_at = time.time()
         drill.progress(f"{host} back in service, {observed.returned_at - observed.power_on_at:.1f} s after")
     else:
         observed.notes.append(f"{host} was not back in service {drill.give_up_s:g} s after the fault ended")
 
 
-# ---- set-up and clean-up ---------------------------------------------------------------------
-
-
-async def _settled_hosts(cloud: Cloud, say: Callable[[str], None]) -> Sequence[Host]:
-    """The hosts, once every compute service is up, enabled and not forced down (or SETTLE_S passed).
-
-    A host powered on again a moment ago (the last drill, a test) reports up within seconds.
-    """
-    deadline = time.monotonic() + SETTLE_S
-    while True:
-        hosts = await cloud.list_hosts()
-        unwell = [h.name for h in hosts if not _in_service(h)]
-        if not unwell or time.monotonic() >= deadline:
-            return hosts
-        say(f"waiting for {', '.join(unwell)} to be up, enabled and not forced down")
-        await asyncio.sleep(2 * POLL_S)
-
-
-def _in_service(host: Host) -> bool:
-    return host.service_up and host.service_enabled and not host.forced_down
-
-
-async def _choose_host(hosts: Sequence[Host], wanted: HostName | None, power: PowerControl) -> Host:
-    healthy = [h for h in hosts if _in_service(h)]
-    if wanted is not None and wanted not in {h.name for h in hosts}:
-        raise UserError(
-            f"no compute host {wanted!r} in this cloud", f"hosts: {', '.join(h.name for h in hosts)}"
-        )
-    unwell = sorted({h.name for h in hosts} - {h.name for h in healthy})
-    if unwell:
-        raise UserError(
-            f"not every compute service is up and enabled ({', '.join(unwell)}): a drill needs them all",
-            "wait until they are up, enabled and not forced down (`openstack compute service list`)",
-        )
-    if len(healthy) < 2:
-        raise UserError("a drill needs at least two compute hosts (one fails, one takes its VMs)")
-    for host in [h for h in healthy if h.name == wanted] if wanted else healthy:
-        try:
-            if await power.power_status(host.name) is BmcPower.ON:
-                return host
-        except CloudError:
-            continue  # no BMC configured for it
-    raise UserError(
-        f"no compute host {'named ' + wanted + ' ' if wanted else ''}has a BMC that answers On",
-        "configure its BMC in the [fencing] section ([[fencing.hosts]]) and check that it answers",
-    )
-
-
-async def _boot(drill: CloudDrill, host: Host, say: Callable[[str], None]) -> list[ServerId]:
-    flavor = await drill.workload.flavor_id(drill.flavor)
-    say(f"booting {drill.vms} HA servers on {host.name}")
-    stamp = time.strftime("%H%M%S")
-    booted: list[ServerId] = []
-    try:
-        for index in range(drill.vms):
-            name = f"haven-drill-{stamp}-{index + 1}"
-            booted.append(
-                await drill.workload.boot(name, host.name, host.zone, flavor, drill.image, HA_METADATA)
-            )
-
-        async def active() -> bool:
-            servers = await drill.workload.servers(booted)
-            broken = [s for s in servers.values() if s.vm_state is VmState.ERROR]
-            if broken:
-                raise HavenError(f"server {broken[0].name} went to ERROR while booting on {host.name}")
-            return len(servers) == len(booted) and all(_settled_on(s, host.name) for s in servers.values())
-
-        await _until(None, active, BOOT_TIMEOUT_S, f"{drill.vms} servers ACTIVE on {host.name}")
-    except BaseException:
-        await _delete(drill.workload, booted)
-        raise
-    say(f"{drill.vms} servers ACTIVE on {host.name}")
-    return booted
+# ---- clean-up ----------------------------------------------------------------------------------
 
 
 async def _clean_up(
@@ -360,55 +275,10 @@ async def _clean_up(
             await power.power_on(host)
     if booted:
         drill.progress(f"deleting the {len(booted)} servers the drill booted")
-        observed.deleted = await _delete(drill.workload, booted)
+        observed.deleted = await delete(drill.workload, booted)
 
 
-async def _delete(workload: Workload, ids: list[ServerId]) -> int:
-    for server_id in ids:
-        await workload.delete(server_id)
-
-    async def gone() -> bool:
-        return not await workload.servers(ids)
-
-    await _until(None, gone, DELETE_TIMEOUT_S, "the drill's servers deleted", required=False)
-    return len(ids) - len(await workload.servers(ids))
-
-
-# ---- waiting ---------------------------------------------------------------------------------
-
-
-async def _until(
-    loop: asyncio.Task[None] | None,
-    check: Callable[[], Awaitable[bool]],
-    timeout_s: float,
-    what: str,
-    *,
-    required: bool = True,
-) -> bool:
-    """Poll ``check`` every POLL_S until true; False (or an error if ``required``) after ``timeout_s``.
-
-    A cloud that does not answer for a moment is polled again; an engine loop that died is raised.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if loop is not None and loop.done():
-            loop.result()  # the engine's loop failed: raise its error
-            raise HavenError("the engine stopped during the drill")
-        with contextlib.suppress(CloudError):
-            if await check():
-                return True
-        if time.monotonic() >= deadline:
-            if required:
-                raise HavenError(f"waited {timeout_s:g} s for {what}")
-            return False
-        await asyncio.sleep(POLL_S)
-
-
-async def _sleep_watching(loop: asyncio.Task[None], seconds: float) -> None:
-    async def never() -> bool:
-        return False
-
-    await _until(loop, never, seconds, "warm-up", required=False)
+# ---- reading the cloud -------------------------------------------------------------------------
 
 
 async def _bmc_is(power: PowerControl, host: HostName, wanted: BmcPower) -> bool:
@@ -425,10 +295,6 @@ async def _live_hosts_off(drill: CloudDrill, power: PowerControl, exclude: HostN
             if await power.power_status(host.name) is BmcPower.OFF:
                 off.append(str(host.name))
     return off
-
-
-def _settled_on(server: Server, host: HostName) -> bool:
-    return server.vm_state is VmState.ACTIVE and server.task_state is TaskState.NONE and server.host == host
 
 
 def _all_active_elsewhere(servers: dict[ServerId, Server], ids: Sequence[ServerId], failed: HostName) -> bool:
