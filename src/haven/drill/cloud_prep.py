@@ -23,6 +23,8 @@ from haven.domain.liveness import BmcPower
 HA_METADATA = {"HA_Enabled": "True"}
 POLL_S = 0.5
 BOOT_TIMEOUT_S = 180.0
+BOOT_ATTEMPTS = 3
+BOOT_RETRY_PAUSE_S = 5.0
 DELETE_TIMEOUT_S = 90.0
 SETTLE_S = 60.0  # how long a drill waits for every compute service to be in service before it starts
 
@@ -93,29 +95,40 @@ async def choose_host(hosts: Sequence[Host], wanted: HostName | None, power: Pow
 async def boot(
     workload: Workload, host: Host, flavor_name: str, image: str, vms: int, say: Callable[[str], None]
 ) -> list[ServerId]:
-    """``vms`` HA servers booted on ``host``, once all are ACTIVE there; none left behind on failure."""
+    """``vms`` HA servers booted on ``host``, once all are ACTIVE there; none left behind on failure.
+
+    A nova-compute that restarted a moment ago (Nova may still list it up from before) puts the
+    builds it finds in progress to ERROR: those are deleted and booted again, BOOT_ATTEMPTS times.
+    """
     flavor = await workload.flavor_id(flavor_name)
     say(f"booting {vms} HA servers on {host.name}")
     stamp = time.strftime("%H%M%S")
     booted: list[ServerId] = []
+    errored: list[ServerId] = []
+
+    async def built() -> bool:
+        servers = await workload.servers(booted)
+        errored[:] = [s.id for s in servers.values() if s.vm_state is VmState.ERROR]
+        done = [s for s in servers.values() if settled_on(s, host.name)]
+        return len(servers) == len(booted) and len(done) + len(errored) == len(booted)
+
     try:
-        for index in range(vms):
-            name = f"haven-drill-{stamp}-{index + 1}"
-            booted.append(await workload.boot(name, host.name, host.zone, flavor, image, HA_METADATA))
-
-        async def active() -> bool:
-            servers = await workload.servers(booted)
-            broken = [s for s in servers.values() if s.vm_state is VmState.ERROR]
-            if broken:
-                raise HavenError(f"server {broken[0].name} went to ERROR while booting on {host.name}")
-            return len(servers) == len(booted) and all(settled_on(s, host.name) for s in servers.values())
-
-        await until(None, active, BOOT_TIMEOUT_S, f"{vms} servers ACTIVE on {host.name}")
+        for attempt in range(1, BOOT_ATTEMPTS + 1):
+            while len(booted) < vms:
+                name = f"haven-drill-{stamp}-{attempt}-{len(booted) + 1}"
+                booted.append(await workload.boot(name, host.name, host.zone, flavor, image, HA_METADATA))
+            await until(None, built, BOOT_TIMEOUT_S, f"{vms} servers ACTIVE on {host.name}")
+            if not errored:
+                say(f"{vms} servers ACTIVE on {host.name}")
+                return booted
+            say(f"{len(errored)} server(s) went to ERROR while booting on {host.name}: booting them again")
+            booted[:] = [s for s in booted if s not in errored]
+            await delete(workload, list(errored))
+            await asyncio.sleep(BOOT_RETRY_PAUSE_S)  # let the restarted compute finish its start-up
+        raise HavenError(f"servers kept going to ERROR while booting on {host.name} ({BOOT_ATTEMPTS} tries)")
     except BaseException:
         await delete(workload, booted)
         raise
-    say(f"{vms} servers ACTIVE on {host.name}")
-    return booted
 
 
 async def delete(workload: Workload, ids: list[ServerId]) -> int:
