@@ -23,7 +23,10 @@ from haven.domain.liveness import BmcPower
 HA_METADATA = {"HA_Enabled": "True"}
 POLL_S = 0.5
 BOOT_TIMEOUT_S = 180.0
-BOOT_ATTEMPTS = 3
+# A compute restarted a moment ago puts builds it finds in progress to ERROR, and one enabled again a
+# moment ago may keep its resource provider's COMPUTE_STATUS_DISABLED trait until its next periodic
+# update (a minute): "No valid host". Such builds are deleted and booted again for this long.
+BOOT_RETRY_FOR_S = 120.0
 BOOT_RETRY_PAUSE_S = 5.0
 DELETE_TIMEOUT_S = 90.0
 SETTLE_S = 60.0  # how long a drill waits for every compute service to be in service before it starts
@@ -97,8 +100,8 @@ async def boot(
 ) -> list[ServerId]:
     """``vms`` HA servers booted on ``host``, once all are ACTIVE there; none left behind on failure.
 
-    A nova-compute that restarted a moment ago (Nova may still list it up from before) puts the
-    builds it finds in progress to ERROR: those are deleted and booted again, BOOT_ATTEMPTS times.
+    Builds that go to ERROR (see BOOT_RETRY_FOR_S) are deleted and booted again, with Nova's reason
+    shown; after BOOT_RETRY_FOR_S the drill fails with it.
     """
     flavor = await workload.flavor_id(flavor_name)
     say(f"booting {vms} HA servers on {host.name}")
@@ -112,8 +115,11 @@ async def boot(
         done = [s for s in servers.values() if settled_on(s, host.name)]
         return len(servers) == len(booted) and len(done) + len(errored) == len(booted)
 
+    give_up = time.monotonic() + BOOT_RETRY_FOR_S
     try:
-        for attempt in range(1, BOOT_ATTEMPTS + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             while len(booted) < vms:
                 name = f"haven-drill-{stamp}-{attempt}-{len(booted) + 1}"
                 booted.append(await workload.boot(name, host.name, host.zone, flavor, image, HA_METADATA))
@@ -121,11 +127,13 @@ async def boot(
             if not errored:
                 say(f"{vms} servers ACTIVE on {host.name}")
                 return booted
-            say(f"{len(errored)} server(s) went to ERROR while booting on {host.name}: booting them again")
+            why = await workload.fault(errored[0])
+            if time.monotonic() >= give_up:
+                raise HavenError(f"servers kept going to ERROR while booting on {host.name}: {why}")
+            say(f"{len(errored)} server(s) went to ERROR on {host.name} ({why}): booting them again")
             booted[:] = [s for s in booted if s not in errored]
             await delete(workload, list(errored))
-            await asyncio.sleep(BOOT_RETRY_PAUSE_S)  # let the restarted compute finish its start-up
-        raise HavenError(f"servers kept going to ERROR while booting on {host.name} ({BOOT_ATTEMPTS} tries)")
+            await asyncio.sleep(BOOT_RETRY_PAUSE_S)
     except BaseException:
         await delete(workload, booted)
         raise

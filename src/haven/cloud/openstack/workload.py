@@ -84,6 +84,13 @@ class Workload:
         wanted = set(ids)
         return {s.id: s for s in (convert.server(b) for b in bodies) if s.id in wanted}
 
+    async def fault(self, server_id: ServerId) -> str:
+        """Nova's fault message of a server in ERROR ("" when it has none)."""
+        answer = await self._pool.run(
+            f"show server {server_id}", self._get, f"/servers/{server_id}", {}, SERVERS_MV
+        )
+        return str((answer["server"].get("fault") or {}).get("message", ""))
+
     async def delete(self, server_id: ServerId) -> None:
         with contextlib.suppress(NotFound):  # already gone
             await self._pool.run(f"delete server {server_id}", self._delete, f"/servers/{server_id}")
