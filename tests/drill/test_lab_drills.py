@@ -87,7 +87,7 @@ def test_nova_compute_crash_on_the_lab_disables_the_host_and_moves_nothing(
         # Nova alone cannot tell a crashed nova-compute from a dead host (haven would fence it).
         pytest.skip("the lab runs no haven agents (no [coordination] in its haven.toml)")
     code, report = drill(
-        capsys, nova_lab, tmp_path, "nova-compute-crash", "--vms", "1", "--host", "compute-2"
+        capsys, nova_lab, tmp_path, "nova-compute-crash", "--vms", "1", "--host", "compute-1"
     )
     assert report["verdict"] == "recovered", report["checks"]
     assert code == 0

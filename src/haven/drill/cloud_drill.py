@@ -48,7 +48,6 @@ from haven.drill.cloud_prep import (
 from haven.drill.report import EventRecorder
 from haven.drill.witness import WitnessedCloud
 from haven.fencing.base import Fencer
-from haven.recovery.workflows import DISABLE_SERVICE, FORCE_DOWN
 from haven.service.bootstrap import segments_per_zone
 from haven.service.engine import Engine
 from haven.service.runner import serve_forever
@@ -143,7 +142,7 @@ async def _with_engine(
             await _power_loss(drill, power, engine, loop, failed.name, affected, recorder, observed)
         else:
             await _compute_crash(drill, engine, loop, failed.name, recorder, observed)
-        await _wait_returned(drill, loop, failed.name, recorder, observed)
+        await _wait_returned(drill, engine, loop, failed.name, observed)
     finally:
         stop.set()
         await loop
@@ -237,22 +236,20 @@ async def _compute_crash(
 
 
 async def _wait_returned(
-    drill: CloudDrill, loop: asyncio.Task[None], host: HostName, recorder: EventRecorder, observed: Observed
+    drill: CloudDrill, engine: Engine, loop: asyncio.Task[None], host: HostName, observed: Observed
 ) -> None:
-    """Until haven returned ``host`` to service and Nova agrees: up, enabled, not forced down."""
+    """Until Nova lists ``host`` in service again (up, enabled, not forced down), haven done with it.
+
+    Judged from Nova: the fault left the host forced down or disabled by haven (or, when haven never
+    took it out, down), so only haven's return to service (unset forced-down, enable: after a power
+    loss, or a PROCESS STARTED notification after a crash) and a reporting compute make it so.
+    """
 
     async def back() -> bool:
-        events = [e for e, _ in recorder.events if e.host == host]
-        # A host haven never took out of service (a fence that failed) owes no return.
-        taken_out = any(_took_out(e) for e in events)
-        returned = any(e.kind is EventKind.HOST_RETURNED for e in events)
+        if any(n.hostname == host for n in engine.open_notifications()):
+            return False
         state = await drill.cloud.get_host(host)
-        return (
-            (returned or not taken_out)
-            and state.service_up
-            and state.service_enabled
-            and not state.forced_down
-        )
+        return state.service_up and state.service_enabled and not state.forced_down
 
     if await until(loop, back, drill.give_up_s, f"{host} back in service", required=False):
         observed.returned_at = time.time()
@@ -304,14 +301,6 @@ def _all_active_elsewhere(servers: dict[ServerId, Server], ids: Sequence[ServerI
         and servers[s].task_state is TaskState.NONE
         and servers[s].host != failed
         for s in ids
-    )
-
-
-def _took_out(event: EngineEvent) -> bool:
-    return (
-        event.kind is EventKind.STEP_FINISHED
-        and event.detail.get("kind") in (FORCE_DOWN, DISABLE_SERVICE)
-        and event.detail.get("state") == "done"
     )
 
 
