@@ -238,15 +238,20 @@ async def _compute_crash(
 async def _wait_returned(
     drill: CloudDrill, engine: Engine, loop: asyncio.Task[None], host: HostName, observed: Observed
 ) -> None:
-    """Until Nova lists ``host`` in service again (up, enabled, not forced down), haven done with it.
+    """Until Nova lists ``host`` in service again (up, enabled, not forced down, reporting since the
+    fault was undone), and haven has nothing open for it.
 
-    Judged from Nova: the fault left the host forced down or disabled by haven (or, when haven never
-    took it out, down), so only haven's return to service (unset forced-down, enable: after a power
-    loss, or a PROCESS STARTED notification after a crash) and a reporting compute make it so.
+    Judged from Nova: the fault left the host forced down or disabled by haven (or only powered off,
+    when the fence failed), so only haven's return to service (unset forced-down and enable after a
+    power loss, a PROCESS STARTED notification after a crash) and a reporting compute make it so.
     """
 
     async def back() -> bool:
         if any(n.hostname == host for n in engine.open_notifications()):
+            return False
+        # Nova may still count a compute up that it has not yet missed: a report since is the proof.
+        reported = await drill.workload.reported_at(host)
+        if reported is None or reported <= observed.power_on_at:
             return False
         state = await drill.cloud.get_host(host)
         return state.service_up and state.service_enabled and not state.forced_down

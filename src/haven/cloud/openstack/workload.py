@@ -84,6 +84,11 @@ class Workload:
         wanted = set(ids)
         return {s.id: s for s in (convert.server(b) for b in bodies) if s.id in wanted}
 
+    async def reported_at(self, host: HostName) -> float | None:
+        """When ``host``'s nova-compute last reported to Nova (``updated_at``, whole seconds), if ever."""
+        services = await self._pool.run(f"show nova-compute of {host}", self._api.compute_services, host)
+        return convert.timestamp(services[0].get("updated_at")) if services else None
+
     async def fault(self, server_id: ServerId) -> str:
         """Nova's fault message of a server in ERROR ("" when it has none)."""
         answer = await self._pool.run(
