@@ -34,6 +34,7 @@ from haven.recovery.workflows import EVACUATE
 from haven.service.bootstrap import segments_per_zone
 from haven.service.engine import Engine
 from haven.service.runner import run_until
+from haven.service.sim_agents import deliver_reports
 from haven.store import Store
 
 WARM_UP_S = 5.0
@@ -115,8 +116,7 @@ class SimAgents:
         self._cloud, self._engine = cloud, engine
 
     def __call__(self) -> None:
-        for host, payload in self._cloud.take_agent_reports():
-            self._engine.submit(NotificationType.VM, host, payload)
+        deliver_reports(self._cloud, self._engine)
 
 
 def _judge(
