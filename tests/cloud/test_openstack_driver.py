@@ -7,8 +7,10 @@ with canned answers; what Nova itself does is proven by the contract suite on th
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -392,3 +394,20 @@ def test_an_unknown_cloud_name_is_a_config_error(tmp_path: object, monkeypatch: 
     with pytest.raises(ConfigError, match="cannot use OpenStack cloud 'nowhere'") as caught:
         open_cloud("nowhere")
     assert "clouds.yaml" in caught.value.hint
+
+
+def test_a_named_clouds_yaml_is_read_and_the_environment_left_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    usual = tmp_path / "usual.yaml"
+    usual.write_text("clouds:\n  prod:\n    auth:\n      auth_url: http://127.0.0.1:5000/v3\n")
+    lab = tmp_path / "lab.yaml"
+    lab.write_text(
+        "clouds:\n  lab:\n    auth_type: admin_token\n    auth:\n      token: t\n"
+        "      endpoint: http://127.0.0.1:9/v3\n"
+    )
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(usual))
+    open_cloud("lab", clouds_yaml=lab).close()  # found only in the named file
+    assert os.environ["OS_CLIENT_CONFIG_FILE"] == str(usual)
+    with pytest.raises(ConfigError, match="'lab'"):
+        open_cloud("lab")  # the usual file does not know it

@@ -58,15 +58,7 @@ HAVEN = str(Path(sys.executable).with_name("haven"))
 
 @pytest.fixture(scope="module")
 def lab_cloud(nova_lab: NovaLab) -> Iterator[OpenStackCloud]:
-    previous = os.environ.get("OS_CLIENT_CONFIG_FILE")
-    os.environ["OS_CLIENT_CONFIG_FILE"] = str(nova_lab.clouds_yaml)  # read once, by open_cloud
-    try:
-        cloud = open_cloud("lab", max_workers=4)
-    finally:
-        if previous is None:
-            os.environ.pop("OS_CLIENT_CONFIG_FILE", None)
-        else:
-            os.environ["OS_CLIENT_CONFIG_FILE"] = previous
+    cloud = open_cloud("lab", max_workers=4, clouds_yaml=nova_lab.clouds_yaml)
     yield cloud
     cloud.close()
 

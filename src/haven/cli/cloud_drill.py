@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -27,6 +26,7 @@ from rich.table import Table
 from haven.cli import render
 from haven.cli.clouds import choose_cloud, open_liveness
 from haven.cli.lab_controls import LabComputes, LabPower, running_lab
+from haven.cloud.openstack import clouds_yaml_file
 from haven.cloud.openstack.workload import open_workload
 from haven.cloud.sim import CloudSpec
 from haven.domain.clock import RealClock
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace, home: Path, out: Console, err: Console) -> int
             )
         flavor, image = args.flavor, args.image
     try:
-        with _clouds_yaml(clouds_yaml):
+        with clouds_yaml_file(clouds_yaml):
             report = asyncio.run(_run(args, config, flavor, image, vms, power, computes, say))
     except UserError:
         raise
@@ -136,23 +136,6 @@ async def _run(
     finally:
         workload.close()
         chosen.close()
-
-
-@contextlib.contextmanager
-def _clouds_yaml(path: Path | None) -> Iterator[None]:
-    """The lab's clouds.yaml as the one openstacksdk reads (OS_CLIENT_CONFIG_FILE), while the drill runs."""
-    if path is None:
-        yield
-        return
-    previous = os.environ.get("OS_CLIENT_CONFIG_FILE")
-    os.environ["OS_CLIENT_CONFIG_FILE"] = str(path)
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("OS_CLIENT_CONFIG_FILE", None)
-        else:
-            os.environ["OS_CLIENT_CONFIG_FILE"] = previous
 
 
 def _real_cloud_table(report: CloudDrillReport) -> Table:

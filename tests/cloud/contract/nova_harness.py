@@ -8,7 +8,6 @@ would; one HA server is booted once per session on the first compute.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -46,15 +45,7 @@ class NovaUnderTest:
 
 @pytest.fixture(scope="session")
 def nova_contract(nova_lab: NovaLab) -> Iterator[NovaUnderTest]:
-    previous = os.environ.get("OS_CLIENT_CONFIG_FILE")
-    os.environ["OS_CLIENT_CONFIG_FILE"] = str(nova_lab.clouds_yaml)  # read once, by open_cloud
-    try:
-        cloud = open_cloud("lab", max_workers=4)
-    finally:
-        if previous is None:
-            os.environ.pop("OS_CLIENT_CONFIG_FILE", None)
-        else:
-            os.environ["OS_CLIENT_CONFIG_FILE"] = previous
+    cloud = open_cloud("lab", max_workers=4, clouds_yaml=nova_lab.clouds_yaml)
     hosts = [HostName(h) for h in sorted(nova_lab.hosts)]
     sdk = nova_lab.connect()
     flavor = sdk.compute.find_flavor(nova_lab.flavor, ignore_missing=False)

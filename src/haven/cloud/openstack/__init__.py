@@ -7,6 +7,6 @@ they raise; convert maps Nova's JSON to domain snapshots; cloud ties them togeth
 """
 
 from haven.cloud.openstack.cloud import OpenStackCloud
-from haven.cloud.openstack.connection import cloud_name, open_cloud
+from haven.cloud.openstack.connection import cloud_name, clouds_yaml_file, open_cloud
 
-__all__ = ["OpenStackCloud", "cloud_name", "open_cloud"]
+__all__ = ["OpenStackCloud", "cloud_name", "clouds_yaml_file", "open_cloud"]

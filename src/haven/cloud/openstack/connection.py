@@ -7,7 +7,10 @@ stops haven with a message naming the fix; credentials are never logged or shown
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import openstack
@@ -33,13 +36,37 @@ def cloud_name(given: str | None, environ: Mapping[str, str]) -> str:
     return name
 
 
-def open_cloud(name: str | None, max_workers: int = DEFAULT_WORKERS, **options: Any) -> OpenStackCloud:
+@contextlib.contextmanager
+def clouds_yaml_file(path: Path | None) -> Iterator[None]:
+    """``path`` as the clouds.yaml openstacksdk reads (OS_CLIENT_CONFIG_FILE) inside the block; None: as is.
+
+    openstacksdk takes no file argument, only that variable, which is restored on exit.
+    """
+    if path is None:
+        yield
+        return
+    previous = os.environ.get("OS_CLIENT_CONFIG_FILE")
+    os.environ["OS_CLIENT_CONFIG_FILE"] = str(path)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("OS_CLIENT_CONFIG_FILE", None)
+        else:
+            os.environ["OS_CLIENT_CONFIG_FILE"] = previous
+
+
+def open_cloud(
+    name: str | None, max_workers: int = DEFAULT_WORKERS, clouds_yaml: Path | None = None, **options: Any
+) -> OpenStackCloud:
     """An OpenStackCloud on the clouds.yaml entry ``name`` (or on ``options`` alone); no request yet.
 
-    ``options`` are openstack.connect's own (endpoint overrides, auth_type, ...), as tests use them.
+    ``clouds_yaml`` names the file to read instead of the usual places (the lab's, say); ``options``
+    are openstack.connect's own (endpoint overrides, auth_type, ...), as tests use them.
     """
     try:
-        conn = openstack.connect(cloud=name, **options)
+        with clouds_yaml_file(clouds_yaml):  # read once, here
+            conn = openstack.connect(cloud=name, **options)
     except (os_exc.ConfigException, ksa_exc.ClientException) as exc:
         raise ConfigError(f"cannot use OpenStack cloud {name!r}: {exc}", CLOUDS_YAML_HINT) from None
     return OpenStackCloud(NovaApi(conn), CallPool(max_workers))
