@@ -62,10 +62,13 @@ def test_host_power_loss_on_the_lab_recovers_every_vm_safely(
     assert report["verdict"] == "recovered", report["checks"]
     assert code == 0
     assert {k: report[k] for k in SAFETY} == dict.fromkeys(SAFETY, 0)
-    assert (report["ha_vms_affected"], report["ha_vms_recovered"]) == (3, 3)
+    # Every HA VM of the host counts: the drill's 3, and any the session's other tests left there
+    # (the contract suite's HA server follows its evacuations from host to host).
+    affected = report["ha_vms_affected"]
+    assert affected >= 3 and report["ha_vms_recovered"] == affected
     # Nova's own records: one evacuation per VM, each after the BMC said Off, each cleaned up on return.
     evacuations = report["evacuations"]
-    assert len(evacuations) == 3
+    assert len(evacuations) == affected
     assert {(e["source"], e["dest"], e["nova_status"], e["bmc_before_call"]) for e in evacuations} == {
         ("compute-2", "compute-1", "completed", "off")
     }
@@ -119,7 +122,9 @@ def test_a_bmc_that_does_not_answer_means_nothing_is_evacuated(
     # Nova's answers: no evacuation at all, both servers still on the failed host.
     assert report["evacuations"] == []
     assert {s["host"] for s in report["servers"]} == {"compute-1"}
-    assert (report["vms_lost"], report["evacuated_unfenced"], report["vms_running_twice"]) == (2, 0, 0)
+    # Lost: the drill's 2 and any other HA VM the session left on compute-1 (none is moved).
+    assert report["vms_lost"] == report["ha_vms_affected"] >= 2
+    assert (report["evacuated_unfenced"], report["vms_running_twice"]) == (0, 0)
     (notification,) = [n for n in report["notifications"] if n["type"] == "COMPUTE_HOST"]
     assert notification["status"] == "failed"
     assert "could not fence compute-1" in notification["reason"]

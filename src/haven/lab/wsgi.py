@@ -23,6 +23,7 @@ bind = "127.0.0.1:{port}"
 workers = {workers}
 threads = {threads}
 timeout = 120
+keepalive = 0  # close after each answer: a kept-alive connection closed when idle resets a reusing client
 errorlog = "-"
 control_socket_disable = True  # its default socket is one path per user, shared by every instance
 """
