@@ -39,6 +39,26 @@ class HostLiveness:
     nova_updated_at: float | None = None
     bmc: BmcPower = BmcPower.ON
     failed_processes: frozenset[str] = field(default_factory=frozenset)
+    # Nova's own clock when this reading was taken (its response's Date; the simulated Nova's clock).
+    # ``nova_updated_at`` is on Nova's clock; with this the detector judges its age in Nova's time and
+    # never compares it with the engine's clock. None: unknown, the engine's clock is used.
+    nova_now: float | None = None
+
+    def nova_report_local(self, now: float) -> float | None:
+        """Nova's last report on the engine's clock: ``now`` less its age as Nova's own clock tells it."""
+        return nova_time_to_local(self.nova_updated_at, self.nova_now, now)
+
+
+def nova_time_to_local(nova_time: float | None, nova_now: float | None, local_now: float) -> float | None:
+    """A Nova timestamp moved onto the engine's clock by its age in Nova's own time.
+
+    Nova's and haven's clocks may disagree by any amount; only differences taken on one clock mean
+    anything. Without ``nova_now`` the timestamp is returned as it is (the two clocks assumed equal).
+    """
+    if nova_time is None or nova_now is None:
+        return nova_time
+    return local_now - max(0.0, nova_now - nova_time)
+    nova_now: float | None = None  # Nova's clock when nova_updated_at was read (None: the engine's clock)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +66,14 @@ class ComputeServiceState:
     """A host's nova-compute as Nova's service list tells it (the liveness source for real clouds reads it).
 
     ``reporting``: Nova counts the service up, or it is forced down but its compute reports again
-    (so haven may return the host to service); ``updated_at`` is its last report, in Unix seconds.
+    (so haven may return the host to service); ``updated_at`` is its last report, in Unix seconds
+    of Nova's clock. ``nova_now`` is Nova's clock when it answered the list this state comes from
+    (the response's HTTP ``Date``, whole seconds, rounded down), so ``nova_now - updated_at`` is the
+    report's age in Nova's own time; None when Nova sent no ``Date`` (ages then use haven's clock).
     """
 
     host: HostName
     reporting: bool
     forced_down: bool = False
     updated_at: float | None = None
+    nova_now: float | None = None

@@ -13,6 +13,14 @@ class DetectionSettings:
     gate_share: float = 0.5  # more than this share of a segment silent at once holds recovery
     gate_small_segment_size: int = 3  # segments this small or smaller...
     gate_small_segment_loss: int = 2  # ...are held when this many hosts go silent
+    # The gate counts the hosts whose silence began within this window (a rolling partition is one
+    # event, not several bursts), and a held segment stays held until its hosts are back or released.
+    gate_window_s: float = 300.0
+    cloud_gate_share: float = 0.5  # more than this share of every managed host silent holds them all
+    # More than this share of the cloud's nova-computes down while their hosts' agents beat: the
+    # control plane (RabbitMQ, conductor, database) is the likely fault, not the hosts.
+    process_gate_share: float = 0.5
+    fence_budget: int = 0  # hosts fenced per segment per window; 0: the gate's own share of the segment
 
 
 @dataclass(frozen=True, slots=True)
