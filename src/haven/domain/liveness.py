@@ -58,7 +58,6 @@ def nova_time_to_local(nova_time: float | None, nova_now: float | None, local_no
     if nova_time is None or nova_now is None:
         return nova_time
     return local_now - max(0.0, nova_now - nova_time)
-    nova_now: float | None = None  # Nova's clock when nova_updated_at was read (None: the engine's clock)
 
 
 @dataclass(frozen=True, slots=True)
