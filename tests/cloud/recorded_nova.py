@@ -28,6 +28,8 @@ class Recorded:
 
 @dataclass
 class Answer:
+    """A canned answer. Its ``headers`` may set ``Date`` (Nova's clock as sent); ``Date: ""`` sends none."""
+
     status: int
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
@@ -95,11 +97,13 @@ class RecordedNova:
                 else:
                     answer = answers.pop(0) if len(answers) > 1 else answers[0]
                 payload = b"" if answer.body is None else json.dumps(answer.body).encode()
-                self.send_response(answer.status)
+                self.send_response_only(answer.status)  # Date as the answer says, else now
+                headers = {"Date": self.date_time_string(), **answer.headers}
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
-                for key, value in answer.headers.items():
-                    self.send_header(key, value)
+                for key, value in headers.items():
+                    if value:
+                        self.send_header(key, value)
                 self.end_headers()
                 self.wfile.write(payload)
 

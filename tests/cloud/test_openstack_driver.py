@@ -7,15 +7,18 @@ with canned answers; what Nova itself does is proven by the contract suite on th
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from cloud.recorded_nova import Answer, RecordedNova, serving
 from haven.cloud.openstack import OpenStackCloud, cloud_name, open_cloud
+from haven.cloud.openstack.convert import http_date
 from haven.cloud.openstack.nova import NovaApi
 from haven.domain.cloud import GroupPolicy, PowerState, TaskState, VmState
 from haven.domain.errors import ConfigError, Conflict, NotFound, PermanentError, TemporaryError
@@ -274,6 +277,46 @@ async def test_liveness_reports_hosts_nova_sees_down_until_a_forced_down_compute
     assert seen[1] == seen[2] == seen[0]  # one move (haven's own disable PUT, say) is not a report
     assert seen[3] == []  # moved again: its compute reports, so it may be returned to service
     assert (await cloud.liveness_anomalies()) == []  # the last answer repeats: still back
+
+
+async def test_service_states_carry_novas_clock_from_the_date_header(
+    cloud: OpenStackCloud, nova: RecordedNova
+) -> None:
+    # As a real nova-api answers (the lab's, recorded): Nova's clock 13 s after the last report.
+    dated = Answer(200, {"services": [SERVICE]}, headers={"Date": "Sat, 21 Nov 2026 10:00:13 GMT"})
+    nova.answer("GET", f"{V}/os-services", dated)
+    [state] = await cloud.compute_service_states()
+    assert state.nova_now == datetime(2026, 11, 21, 10, 0, 13, tzinfo=UTC).timestamp()
+    assert state.updated_at is not None and state.nova_now - state.updated_at == 13.0  # age in Nova's time
+    down = {**SERVICE, "state": "down"}
+    nova.answer("GET", f"{V}/os-services", Answer(200, {"services": [down]}, headers=dated.headers))
+    [reading] = await cloud.liveness_anomalies()
+    assert reading.nova_now == state.nova_now and reading.nova_updated_at == state.updated_at
+
+
+async def test_without_a_date_header_service_states_have_no_nova_clock_and_it_is_logged_once(
+    cloud: OpenStackCloud, nova: RecordedNova, caplog: pytest.LogCaptureFixture
+) -> None:
+    nova.answer("GET", f"{V}/os-services", Answer(200, {"services": [SERVICE]}, headers={"Date": ""}))
+    with caplog.at_level(logging.WARNING, "haven.cloud.openstack"):
+        states = [await cloud.compute_service_states() for _ in range(3)]
+    assert [s.nova_now for [s] in states] == [None, None, None]
+    assert len([r for r in caplog.records if "Date header" in r.getMessage()]) == 1
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("Sat, 21 Nov 2026 10:00:13 GMT", datetime(2026, 11, 21, 10, 0, 13, tzinfo=UTC).timestamp()),
+        ("Saturday, 21-Nov-26 10:00:13 GMT", datetime(2026, 11, 21, 10, 0, 13, tzinfo=UTC).timestamp()),
+        ("Sat Nov 21 10:00:13 2026", datetime(2026, 11, 21, 10, 0, 13, tzinfo=UTC).timestamp()),
+        ("", None),
+        (None, None),
+        ("yesterday", None),
+    ],
+)
+def test_http_dates_are_read_in_every_form_http_allows(header: str | None, expected: float | None) -> None:
+    assert http_date(header) == expected
 
 
 # ---- errors, translated at the boundary -------------------------------------------------------

@@ -226,6 +226,61 @@ async def test_without_a_view_the_source_is_nova_alone() -> None:
     assert fencer.asked == []
 
 
+# ---- Nova's clock is not haven's ------------------------------------------------------------------
+
+
+def skewed(host: HostName, age: float, skew: float, reporting: bool = True) -> ComputeServiceState:
+    """A state from a Nova whose clock is ``skew`` s off haven's, last reported ``age`` s ago."""
+    nova_now = NOW + skew
+    return ComputeServiceState(host, reporting=reporting, updated_at=nova_now - age, nova_now=nova_now)
+
+
+@pytest.mark.parametrize("skew", [-60.0, 60.0])
+def test_every_reading_carries_novas_clock_so_a_reports_age_is_taken_on_one_clock(skew: float) -> None:
+    beats = agents(beat(A, alive=False, at=NOW - 3), beat(B))
+    states = [skewed(A, 1, skew), skewed(B, 20, skew, reporting=False), skewed(C, 30, skew, reporting=False)]
+    readings, _ = combine(states, beats, True, NOW, MGMT, 1.0)
+    found = by_host(readings)
+    assert set(found) == {A, B, C}  # agent silent; nova-compute down on a beating host; no agent
+    for reading, age in ((found[A], 1), (found[B], 20), (found[C], 30)):
+        assert reading.nova_now == NOW + skew
+        assert reading.nova_updated_at is not None and reading.nova_now - reading.nova_updated_at == age
+
+
+@pytest.mark.parametrize("skew", [-60.0, 60.0])
+async def test_a_live_host_whose_agent_died_is_agent_down_whichever_way_novas_clock_is_off(
+    skew: float,
+) -> None:
+    # nova-compute reported 1 s ago by Nova's clock; the agent's first missed beat was 5 s ago.
+    view = FakeView(agents(beat(A, alive=False, at=NOW - 3)))
+    readings = await source([skewed(A, 1, skew)], view, FakeFencer({A: BmcPower.ON})).liveness_anomalies()
+    (reading,) = readings
+    assert reading.nova_now == NOW + skew
+    verdict = assess(reading, NOW, S)
+    assert verdict.condition is HostCondition.AGENT_DOWN, verdict.reason
+
+
+@pytest.mark.parametrize("skew", [-60.0, 60.0])
+async def test_a_dead_host_whose_bmc_is_silent_is_dead_whichever_way_novas_clock_is_off(skew: float) -> None:
+    # Power lost 30 s ago (Nova's last report then, by its clock); the BMC does not answer.
+    view = FakeView(agents(beat(A, alive=False, at=NOW - 27)))
+    fencer = FakeFencer({A: BmcPower.UNKNOWN})
+    (reading,) = await source([skewed(A, 30, skew)], view, fencer).liveness_anomalies()
+    assert fencer.asked == [A] and reading.bmc is BmcPower.UNKNOWN and reading.nova_now == NOW + skew
+    verdict = assess(reading, NOW, S)
+    assert verdict.condition is HostCondition.DEAD, verdict.reason
+
+
+def test_a_date_rounded_down_makes_a_report_look_younger_never_older() -> None:
+    # Nova's clock read 10:00:13.9 when it answered, its Date says 10:00:13: the report (at 10:00:12.5
+    # by Nova's clock) looks 0.5 s old instead of 1.4 s, so it is placed later on haven's clock, not earlier.
+    true_now, report = NOW + 13.9, NOW + 12.5
+    rounded = ComputeServiceState(A, reporting=True, updated_at=report, nova_now=float(int(true_now)))
+    (reading,), _ = combine([rounded], agents(beat(A, alive=False, at=NOW - 3)), True, NOW, MGMT, 1.0)
+    placed = reading.nova_report_local(NOW)
+    assert placed is not None and placed >= NOW - (true_now - report)
+
+
 # ---- config ------------------------------------------------------------------------------------
 
 

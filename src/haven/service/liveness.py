@@ -28,6 +28,14 @@ What one pass reads (``liveness_anomalies``; the detector, haven.detection, judg
 - A host whose agent never beat while the view ran has ``agent_seen`` None ("not configured") and
   is judged by Nova alone, as without an agent.
 
+Two clocks: Nova stamps ``updated_at`` with its own clock. Every reading carries ``nova_now``,
+Nova's clock when it answered the service list (``ComputeServiceState.nova_now``, from the answer's
+HTTP ``Date``), so the detector judges a report's age in Nova's own time, whatever the skew
+between Nova's clock and haven's. ``Date`` has whole seconds, rounded down: an age comes out at
+most 1 s younger, never older, so the rounding cannot make a live host look dead (and the
+detector's grace, seconds, dwarfs it). Without a ``Date``, ``nova_now`` is None and the detector
+compares ``updated_at`` with haven's clock, as before.
+
 When did a vanished lease last beat? etcd deletes a lease's key no earlier than its TTL after
 the last refresh, so the last heartbeat was at most ``vanished - ttl``; the first heartbeat
 missed was at most one ``beat_interval_s`` later. That moment is the channel's ``seen`` time:
@@ -46,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -66,7 +75,11 @@ NOVA_COMPUTE = "nova-compute"
 
 
 class NovaServices(Protocol):
-    """What the source needs of the cloud driver (haven.cloud.openstack.OpenStackCloud has it)."""
+    """What the source needs of the cloud driver (haven.cloud.openstack.OpenStackCloud has it).
+
+    Every state of one answer carries the same ``nova_now`` (Nova's clock when it answered; None
+    when unknown) besides ``updated_at`` (Nova's clock too).
+    """
 
     async def compute_service_states(self) -> Sequence[ComputeServiceState]: ...
 
@@ -111,7 +124,8 @@ def combine(
     """The pure part of a pass: readings (BMC still ON) and the silent hosts whose BMC must be read.
 
     ``agents`` is the lease view's snapshot; ``synced`` False means it cannot vouch for anything,
-    so every host is then judged by Nova alone.
+    so every host is then judged by Nova alone. ``now`` is haven's clock; every reading also
+    carries its service's ``nova_now`` (Nova's clock), so ``nova_updated_at`` is judged in Nova's.
     """
     nova = {s.host: s for s in services}
     readings: list[HostLiveness] = []
@@ -124,7 +138,7 @@ def combine(
         if mgmt is None and second is None:
             if not nova_up:  # no agent: Nova alone, as without haven's agent
                 readings.append(HostLiveness(host, None, nova_up=False, nova_updated_at=nova_at,
-                                             bmc=BmcPower.UNKNOWN))  # fmt: skip
+                                             bmc=BmcPower.UNKNOWN, nova_now=service.nova_now))  # fmt: skip
             continue
         agent_seen = channel_seen(mgmt, now, synced, beat_interval_s)
         second_seen = channel_seen(second, now, synced, beat_interval_s)
@@ -136,7 +150,8 @@ def combine(
         elif mgmt_alive:
             continue  # plainly alive (or just back, or forced down by haven and on its way back): not news
         reading = HostLiveness(host, agent_seen, second_seen, nova_up=nova_up, nova_updated_at=nova_at,
-                               bmc=BmcPower.ON, failed_processes=failed)  # fmt: skip
+                               bmc=BmcPower.ON, failed_processes=failed,
+                               nova_now=service.nova_now)  # fmt: skip
         readings.append(reading)
         if not mgmt_alive and not (second is not None and second.alive):
             silent.append(host)
@@ -190,11 +205,7 @@ class RealCloudLiveness:
         if not silent:
             return readings
         powers = dict(zip(silent, await asyncio.gather(*(self._bmc(h) for h in silent)), strict=True))
-        return [
-            HostLiveness(r.host, r.agent_seen, r.second_seen, r.nova_up, r.nova_updated_at, powers[r.host],
-                         r.failed_processes) if r.host in powers else r
-            for r in readings
-        ]  # fmt: skip
+        return [dataclasses.replace(r, bmc=powers[r.host]) if r.host in powers else r for r in readings]
 
     async def _bmc(self, host: HostName) -> BmcPower:
         async with self._bmc_slots:

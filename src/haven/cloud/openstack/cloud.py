@@ -10,6 +10,7 @@ evacuate step verifies by polling get_server later (requeue, never sleep).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from typing import Any
 from haven.cloud.openstack import convert
 from haven.cloud.openstack.calls import CallPool
 from haven.cloud.openstack.nova import NovaApi
+from haven.cloud.openstack.nova_clock import NovaClock
 from haven.domain.cloud import Host, Server, ServerAction, ServerGroup, VmState
 from haven.domain.errors import NotFound, PermanentError
 from haven.domain.ids import HostName, ServerId
@@ -25,6 +27,7 @@ from haven.domain.liveness import BmcPower, ComputeServiceState, HostLiveness
 
 REPORTS_WHEN_BACK = 2  # updated_at moves of a forced-down service that mean its compute reports again
 RATIOS_TTL_S = 600.0  # allocation ratios change with a nova.conf edit and a restart: rarely
+ACTIONS_SLACK_S = 5.0  # how much earlier than asked the changes-since filter reaches (clock offset error)
 _RESET_STATES = {VmState.ACTIVE: "active", VmState.ERROR: "error"}
 
 
@@ -35,6 +38,7 @@ class OpenStackCloud:
         self._forced: dict[HostName, tuple[str, int]] = {}  # forced-down host: last updated_at, moves
         self._ratios: dict[str, dict[str, float]] = {}  # by hypervisor hostname, from Placement
         self._ratios_at = -RATIOS_TTL_S
+        self.nova_clock = NovaClock()  # Nova's clock against haven's, from each dated answer
 
     def close(self) -> None:
         self._pool.close()
@@ -141,16 +145,26 @@ class OpenStackCloud:
         await self._action(server_id, "hard reboot", {"reboot": {"type": "HARD"}})
 
     async def server_actions(self, server_id: ServerId, since: float) -> Sequence[ServerAction]:
-        """Nova's instance actions that started at or after ``since``, oldest first (Nova's own clock).
+        """Nova's instance actions that started at or after ``since``, oldest first, in haven's clock.
+
+        ``since`` and each action's ``at`` are haven's (wall) clock: Nova's ``start_time`` is moved by
+        the offset of Nova's clock measured from this answer's ``Date`` (haven.cloud.openstack.
+        nova_clock: within about ±0.5 s), so a Nova clock minutes off hides nothing. The request's
+        changes-since filter uses the offset measured before, reaching ACTIONS_SLACK_S earlier; with
+        no offset known yet the list is asked unfiltered (Nova's newest 1,000) and filtered here.
+        Without any ``Date`` from Nova, its times are taken as haven's (logged once).
 
         Nova lists newest first, and on MySQL/MariaDB its ``start_time`` has whole seconds, so two
         actions in one second tie on time: the list order, reversed, is the only true order.
         """
-        stamp = datetime.fromtimestamp(since, UTC).replace(tzinfo=None).isoformat()
+        reach = self.nova_clock.to_nova(since - ACTIONS_SLACK_S)
+        stamp = None if reach is None else datetime.fromtimestamp(reach, UTC).replace(tzinfo=None).isoformat()
         what = f"list instance actions of server {server_id}"
-        bodies = await self._pool.run(what, self._api.instance_actions, server_id, stamp)
+        bodies, answered = await self._pool.run(what, self._api.instance_actions, server_id, stamp)
+        self.nova_clock.observe(answered, what)
         found = [convert.server_action(server_id, b) for b in reversed(bodies)]
-        return [a for a in found if a.at >= since]
+        local = [dataclasses.replace(a, at=self.nova_clock.to_local(a.at)) for a in found]
+        return [a for a in local if a.at >= since]
 
     async def _action(self, server_id: ServerId, what: str, body: Mapping[str, Any]) -> None:
         await self._pool.run(f"{what}: server {server_id}", self._api.server_action, server_id, body)
@@ -163,7 +177,14 @@ class OpenStackCloud:
         This is one channel only (Nova's); haven.service.liveness adds the agent's and the BMC's.
         """
         return [
-            HostLiveness(s.host, None, nova_up=False, nova_updated_at=s.updated_at, bmc=BmcPower.UNKNOWN)
+            HostLiveness(
+                s.host,
+                None,
+                nova_up=False,
+                nova_updated_at=s.updated_at,
+                bmc=BmcPower.UNKNOWN,
+                nova_now=s.nova_now,
+            )
             for s in await self.compute_service_states()
             if not s.reporting
         ]
@@ -175,8 +196,14 @@ class OpenStackCloud:
         counts as reporting again once its ``updated_at`` moved REPORTS_WHEN_BACK times since haven
         first saw it forced down (a compute's report moves it; so does each PUT on the service, hence
         more than one): haven may then return it to service.
+
+        Each state carries ``nova_now``, Nova's clock when it answered (the answer's ``Date``, whole
+        seconds rounded down, so an age ``nova_now - updated_at`` is never overstated; see
+        haven.cloud.openstack.nova_clock), or None when Nova sent no ``Date`` (logged once).
         """
-        services = await self._pool.run("list compute services", self._api.compute_services)
+        what = "list compute services"
+        services, answered = await self._pool.run(what, self._api.compute_services_dated)
+        nova_now = self.nova_clock.observe(answered, what)
         states = []
         forced: dict[HostName, tuple[str, int]] = {}
         for s in services:
@@ -187,6 +214,6 @@ class OpenStackCloud:
                 forced[host] = (updated, moves + (updated != last))
                 reporting = forced[host][1] >= REPORTS_WHEN_BACK
             stamp = convert.timestamp(updated)
-            states.append(ComputeServiceState(host, reporting, bool(s.get("forced_down")), stamp))
+            states.append(ComputeServiceState(host, reporting, bool(s.get("forced_down")), stamp, nova_now))
         self._forced = forced
         return states

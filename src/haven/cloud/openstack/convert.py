@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from haven.domain.cloud import (
@@ -115,6 +116,18 @@ def timestamp(value: object) -> float | None:
     if not value:
         return None
     parsed = datetime.fromisoformat(str(value).rstrip("Z"))
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+def http_date(value: str | None) -> float | None:
+    """An HTTP ``Date`` header (RFC 9110, ``Sun, 06 Nov 1994 08:49:37 GMT``) as Unix seconds; None if
+    absent or unreadable. It has whole seconds: the sender's clock was somewhere in [t, t + 1)."""
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 

@@ -11,12 +11,17 @@ because newer is not always right for haven:
   (2.14 dropped onSharedStorage, 2.29 added ``force``, which haven leaves false); never
   2.95 or later, where an evacuated server ends SHUTOFF instead of in its former state.
 
-Responses are returned as JSON dicts; haven.cloud.openstack.convert makes domain objects.
+Responses are returned as JSON dicts; haven.cloud.openstack.convert makes domain objects. The
+reads whose times haven compares with its own clock (the service list, instance actions) also
+return a Stamp: the response's HTTP ``Date`` header as it came (Nova's clock; None when absent)
+and haven's wall clock when the response arrived.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -38,6 +43,14 @@ PAGE = 1000  # Nova's default max_limit
 Json = dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """When a response was made by Nova's clock (its ``Date`` header) and received by haven's."""
+
+    date: str | None  # whole seconds, rounded down; None when Nova (or a proxy) sent none
+    received_at: float  # haven's wall clock (time.time) right after the response arrived
+
+
 class NovaApi:
     """Blocking calls on one openstacksdk Connection (its session is thread-safe)."""
 
@@ -47,10 +60,15 @@ class NovaApi:
     # ---- reads ----------------------------------------------------------------------------
 
     def compute_services(self, host: str | None = None) -> list[Json]:
+        return self.compute_services_dated(host)[0]
+
+    def compute_services_dated(self, host: str | None = None) -> tuple[list[Json], Stamp]:
+        """The nova-compute services, and when Nova answered (its clock) and haven heard (haven's)."""
         query: dict[str, str] = {"binary": "nova-compute"}
         if host is not None:
             query["host"] = host
-        return list(self._get("/os-services", query, SERVICES_MV)["services"])
+        body, stamp = self._get_dated("/os-services", query, SERVICES_MV)
+        return list(body["services"]), stamp
 
     def hypervisors(self) -> list[Json]:
         return list(self._pages("/os-hypervisors/detail", {}, "hypervisors", HYPERVISORS_MV))
@@ -76,11 +94,13 @@ class NovaApi:
             if len(page) < PAGE:
                 return groups
 
-    def instance_actions(self, server_id: str, changes_since: str) -> list[Json]:
-        """The server's os-instance-actions updated since ``changes_since`` (ISO 8601, UTC)."""
-        query = {"changes-since": changes_since}
+    def instance_actions(self, server_id: str, changes_since: str | None) -> tuple[list[Json], Stamp]:
+        """The server's os-instance-actions, newest first (only those updated since ``changes_since``,
+        ISO 8601 by Nova's UTC clock, when given), and when Nova answered."""
+        query = {"changes-since": changes_since} if changes_since is not None else {}
         path = f"/servers/{server_id}/os-instance-actions"
-        return list(self._get(path, query, INSTANCE_ACTIONS_MV)["instanceActions"])
+        body, stamp = self._get_dated(path, query, INSTANCE_ACTIONS_MV)
+        return list(body["instanceActions"]), stamp
 
     # ---- actions --------------------------------------------------------------------------
 
@@ -117,9 +137,14 @@ class NovaApi:
     # ---- plumbing -------------------------------------------------------------------------
 
     def _get(self, path: str, query: Mapping[str, str], microversion: str) -> Json:
+        return self._get_dated(path, query, microversion)[0]
+
+    def _get_dated(self, path: str, query: Mapping[str, str], microversion: str) -> tuple[Json, Stamp]:
         response = self._conn.compute.get(path, params=dict(query), microversion=microversion)
+        received_at = time.time()
         self._check(response)
-        return dict(response.json())
+        date = response.headers.get("Date")
+        return dict(response.json()), Stamp(str(date) if date else None, received_at)
 
     def _pages(self, path: str, query: Mapping[str, str], key: str, microversion: str) -> Iterator[Json]:
         """Every item of a paginated Nova list, following its ``<key>_links`` next marker."""
