@@ -1,0 +1,79 @@
+"""The benchmarks' arithmetic (bench/figures.py) and the lab bench's comparison (bench/lab.py).
+
+bench/ holds scripts, not a package: they are loaded from their files here, as ``python bench/x.py``
+runs them (bench/ first on sys.path). Loading bench/lab.py and bench/scale.py is also the dry check
+that they still import; neither runs (the lab bench needs a lab and minutes).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def load(name: str) -> ModuleType:
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))  # their own `from figures import ...`
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+figures = load("figures")
+
+
+def test_runs_that_never_got_there_are_counted_apart_not_as_zero() -> None:
+    found = figures.spread([2.5, None, 3.0, 2.0, None])
+    assert found.measured == (2.5, 3.0, 2.0) and found.missing == 2 and found.runs == 5
+    assert found.median == 2.5 and found.max == 3.0 and found.min == 2.0  # None is not 0 s
+    assert found.describe("did not detect") == "median 2.50 s, max 3.00 s; 2 of 5 runs did not detect"
+
+
+def test_every_run_reaching_the_event_says_nothing_about_misses() -> None:
+    assert figures.spread([1.0, 2.0, 4.0]).describe("did not recover") == "median 2.00 s, max 4.00 s"
+
+
+def test_no_run_reaching_the_event_has_no_median() -> None:
+    found = figures.spread([None, None])
+    assert found.median is None and found.max is None
+    assert found.describe("did not recover") == "-; 2 of 2 runs did not recover"
+
+
+def test_one_runs_time_is_what_happened_never_zero_or_none() -> None:
+    assert figures.seconds(None, "did not detect") == "did not detect"
+    assert figures.seconds(2.714, "did not detect") == "2.71 s"
+
+
+def test_a_ratio_needs_both_medians() -> None:
+    assert figures.ratio(figures.spread([20.0, 22.0, None]), figures.spread([20.0])) == pytest.approx(1.05)
+    assert figures.ratio(figures.spread([None]), figures.spread([20.0])) is None
+    assert figures.ratio(figures.spread([20.0]), figures.spread([])) is None
+
+
+def test_the_lab_bench_compares_novas_view_with_novas_view() -> None:
+    lab = load("lab")
+    haven_runs = [
+        {"verified": 15.0, "nova all active": 22.0},
+        {"verified": 16.0, "nova all active": 24.0},
+        {"verified": 17.0, "nova all active": None},  # Nova never listed them all (counted apart)
+    ]
+    floor_runs = [{"all active": 20.0}, {"all active": 22.0}]
+    haven = {k: figures.spread(r.get(k) for r in haven_runs) for k in ("verified", "nova all active")}
+    floor = {"all active": figures.spread(r["all active"] for r in floor_runs)}
+    lines = lab.comparison(haven, floor)
+    assert "haven 23.00 s, floor 21.00 s" in lines[0]  # both as Nova lists them
+    assert lines[1].endswith(f"{23.0 / 21.0:.2f}")  # not haven's own 16 s over the floor's 21 s
+    assert "haven's own 'verified'" in lines[2] and "16.00 s" in lines[2]
+
+
+def test_the_scale_bench_imports() -> None:
+    assert callable(load("scale").default_timings)
