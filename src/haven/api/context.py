@@ -15,6 +15,7 @@ from haven.domain.clock import Clock
 from haven.domain.errors import NotFound
 from haven.domain.ids import NotificationId
 from haven.domain.incidents import UNFINISHED_STATUSES, Notification, Segment, SegmentHost
+from haven.drill.limits import API_DRILL_LIMITS
 from haven.service.metrics import HavenMetrics
 from haven.service.status import Leadership, SingleNodeLeadership
 from haven.store import Store
@@ -26,10 +27,13 @@ UNDER_RECOVERY = UNFINISHED_STATUSES
 
 @dataclass(frozen=True, slots=True)
 class DrillLimits:
-    """Bounds on drills run through the API, so one request cannot occupy the server for long."""
+    """Bounds on drills run through the API, so one request cannot occupy the server for long.
 
-    max_hosts: int = 2000
-    max_vms: int = 40000
+    The defaults are haven.drill.limits.API_DRILL_LIMITS (where the CLI's bounds are too).
+    """
+
+    max_hosts: int = API_DRILL_LIMITS.max_hosts
+    max_vms: int = API_DRILL_LIMITS.max_vms
     keep: int = 20  # reports kept for GET /v1/haven/drills (oldest dropped first)
 
 

@@ -35,6 +35,7 @@ from haven.domain.events import EngineEvent, EventKind
 from haven.domain.ids import NotificationId
 from haven.domain.incidents import Notification, NotificationStatus
 from haven.drill.leader_loss import NAME as LEADER_LOSS
+from haven.drill.limits import check_drill_size
 from haven.drill.run import DrillOptions, run_drill
 from haven.drill.scenarios import SCENARIOS
 from haven.service.config import HavenConfig, load_config
@@ -216,13 +217,22 @@ def _drill(args: argparse.Namespace, out: Console, err: Console) -> int:
         return cloud_drill.run(args, _home(args), out, err)
     if args.vms is None:
         args.vms = 300
+    if args.scenario != LEADER_LOSS and args.scenario not in SCENARIOS:
+        raise UserError(f"unknown scenario {args.scenario!r}", f"choose one of: {', '.join(SCENARIOS)}")
+    check_drill_size(args.hosts, args.vms)  # before anything is built: the cloud lives in memory
     if args.scenario == LEADER_LOSS:
         return _leader_loss(args, out, err)
+    # The engine runs with the config's [detection] and [recovery] (--config FILE, else
+    # HOME/haven.toml when present, as for `haven serve`); a bad file is a UserError here.
+    settings = _config(args).engine
     options = DrillOptions(
-        args.scenario, hosts=args.hosts, vms=args.vms, seed=args.seed, ha_fraction=args.ha_fraction
+        args.scenario,
+        hosts=args.hosts,
+        vms=args.vms,
+        seed=args.seed,
+        ha_fraction=args.ha_fraction,
+        settings=settings,
     )
-    if args.scenario not in SCENARIOS:
-        raise UserError(f"unknown scenario {args.scenario!r}", f"choose one of: {', '.join(SCENARIOS)}")
     if args.json:
         report = asyncio.run(run_drill(options))
         print(json.dumps(report.to_dict(), indent=2))
