@@ -331,14 +331,44 @@ def test_a_host_dead_long_before_the_burst_does_not_count() -> None:
     assert set(conditions(result).values()) == {HostCondition.DEAD}
 
 
-def test_a_burst_is_one_grace_window_plus_one_interval() -> None:
-    # Hosts belong to one burst when their silences began within one window of each other.
+def test_the_gate_counts_every_silence_within_its_window_not_a_burst() -> None:
+    # A partition that rolls in waves is one event: silences far apart inside the window count.
     membership = members({SEG: 10})
-    window = S.grace_s + S.heartbeat_interval_s
-    inside = [silent(h(n), 3.5) for n in range(5)] + [silent(h(5), 3.5 + window)]
-    assert list(run(inside, membership).holds) == [SEG]
-    outside = [silent(h(n), 3.5) for n in range(5)] + [silent(h(5), 3.5 + window + 0.01)]
+    window = S.gate_window_s
+    waves = [silent(h(n), 3.5) for n in range(3)] + [silent(h(n), window - 1.0) for n in range(3, 6)]
+    assert list(run(waves, membership).holds) == [SEG]
+    outside = [silent(h(n), 3.5) for n in range(5)] + [silent(h(5), window + 0.01)]
     assert run(outside, membership).holds == {}
+
+
+def test_staggered_waves_five_seconds_apart_are_held() -> None:
+    # The reviewer's case: 6 of 10 silent in two waves 5 s apart (the old burst gate let both pass).
+    membership = members({SEG: 10})
+    waves = [silent(h(n), 8.5) for n in range(3)] + [silent(h(n), 3.5) for n in range(3, 6)]
+    result = run(waves, membership)
+    assert list(result.holds) == [SEG]
+    assert set(conditions(result).values()) == {HostCondition.HELD}
+
+
+def test_more_than_half_of_the_cloud_silent_holds_every_segment_with_silent_hosts() -> None:
+    # 3 segments of 4: two hosts silent in each (exactly half of each), 6 of 12 is half the cloud:
+    # not held; a seventh tips the cloud over its share and every segment with silent hosts is held.
+    membership = members({SEG: 4, OTHER: 4, SegmentId("seg-c"): 4})
+    six = [silent(h(n), 3.5) for n in (0, 1, 4, 5, 8, 9)]
+    assert run(six, membership).holds == {}
+    seven = [*six, silent(h(2), 3.5)]
+    assert set(run(seven, membership).holds) == {SEG, OTHER, SegmentId("seg-c")}
+
+
+def test_released_hosts_are_not_counted_and_end_their_hold() -> None:
+    membership = members({SEG: 10})
+    silent_six = [silent(h(n), 3.5) for n in range(6)]
+    first = run(silent_six, membership)
+    assert list(first.holds) == [SEG]
+    released = frozenset(h(n) for n in range(6))
+    after = detect(silent_six, membership, first.holds, NOW, S, released)
+    assert after.holds == {} and after.released == (SEG,)
+    assert set(conditions(after).values()) == {HostCondition.DEAD}
 
 
 def test_hold_is_kept_while_the_held_hosts_stay_silent() -> None:

@@ -32,7 +32,7 @@ import pytest
 
 from haven.cloud.sim import CloudSpec, SimCloud, SimFencer, build_cloud
 from haven.domain.clock import VirtualClock
-from haven.domain.cloud import Host, Server, ServerGroup, VmState
+from haven.domain.cloud import Host, Server, ServerAction, ServerGroup, VmState
 from haven.domain.ids import HostName, ServerId
 from haven.domain.incidents import NotificationStatus, NotificationType, StepState
 from haven.domain.liveness import BmcPower, HostLiveness
@@ -55,9 +55,15 @@ class Crash(BaseException):
 
 
 def crash_on_call(k: int, seen: list[str]) -> CommitHook:
-    """A CommitHook that raises Crash on its k-th call (1-based), recording every call."""
+    """A CommitHook that raises Crash on its k-th call (1-based), recording every call until then.
+
+    The process is dead from then on: steps that ran side by side with the one that crashed (the
+    evacuations of one batch) crash at their own next commit too, and nothing after it is recorded.
+    """
 
     def hook(where: str) -> None:
+        if len(seen) >= k:
+            raise Crash(f"after the crash at call {k}: {where}")
         seen.append(where)
         if len(seen) == k:
             raise Crash(f"call {k}: {where}")
@@ -315,6 +321,9 @@ class YieldingCloud:
 
     async def reset_state(self, server_id: ServerId, state: VmState) -> None:
         await self._around(lambda: self._cloud.reset_state(server_id, state))
+
+    async def server_actions(self, server_id: ServerId, since: float) -> Sequence[ServerAction]:
+        return await self._around(lambda: self._cloud.server_actions(server_id, since))
 
     async def liveness_anomalies(self) -> Sequence[HostLiveness]:
         return await self._around(lambda: self._cloud.liveness_anomalies())

@@ -98,19 +98,23 @@ def test_a_vanished_lease_dates_the_silence_from_the_first_missed_beat() -> None
     assert silent == [A]
 
 
-def test_a_host_without_an_agent_is_judged_by_nova_alone() -> None:
+def test_a_host_without_an_agent_is_judged_by_nova_and_its_bmc() -> None:
     readings, silent = combine([down(A), up(B)], agents(beat(B)), True, NOW, MGMT, 1.0)
-    assert by_host(readings)[A].agent_seen is None and by_host(readings)[A].bmc is BmcPower.UNKNOWN
-    assert silent == []
-    assert assess(by_host(readings)[A], NOW, S).condition is HostCondition.DEAD  # as before the agent
+    assert by_host(readings)[A].agent_seen is None
+    assert silent == [A]  # its BMC is read: Nova alone cannot tell a hung host from a crashed nova-compute
+    off = dataclasses.replace(by_host(readings)[A], bmc=BmcPower.OFF)
+    assert assess(off, NOW, S).condition is HostCondition.DEAD
+    for power in (BmcPower.ON, BmcPower.UNKNOWN):
+        verdict = assess(dataclasses.replace(off, bmc=power), NOW, S)
+        assert verdict.condition is HostCondition.SUSPECT and "not fenced" in verdict.reason
 
 
 def test_while_the_view_is_out_of_sync_lease_silence_counts_for_nothing() -> None:
     gone = agents(beat(A, alive=False, at=NOW - 30), beat(B, at=NOW - 30))
     readings, silent = combine([up(A), down(B)], gone, False, NOW, MGMT, 1.0)
-    # A (lease gone, Nova up) is not news; B is judged by Nova alone; no BMC is read.
+    # A (lease gone, Nova up) is not news; B is judged by Nova and its BMC, as a host without agent.
     assert [(r.host, r.agent_seen) for r in readings] == [(B, None)]
-    assert silent == []
+    assert silent == [B]
 
 
 def test_a_second_network_that_still_beats_keeps_the_host_isolated_not_silent() -> None:
@@ -219,11 +223,11 @@ async def test_bmcs_that_hang_or_fail_read_unknown_and_reads_are_bounded() -> No
     assert fencer.most == 3
 
 
-async def test_without_a_view_the_source_is_nova_alone() -> None:
-    fencer = FakeFencer({})
+async def test_without_a_view_the_source_is_nova_and_the_bmcs_of_the_hosts_nova_says_down() -> None:
+    fencer = FakeFencer({A: BmcPower.OFF})
     readings = await source([down(A), up(B)], None, fencer).liveness_anomalies()
-    assert [(r.host, r.agent_seen, r.nova_up) for r in readings] == [(A, None, False)]
-    assert fencer.asked == []
+    assert [(r.host, r.agent_seen, r.nova_up, r.bmc) for r in readings] == [(A, None, False, BmcPower.OFF)]
+    assert fencer.asked == [A]  # only the host Nova says down: a pass is O(anomalies)
 
 
 # ---- Nova's clock is not haven's ------------------------------------------------------------------

@@ -10,10 +10,12 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import getpass
 import json
 import os
 import sqlite3
 import sys
+import time
 from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
@@ -31,7 +33,7 @@ from haven.cli.leader_loss import run_with_own_servers
 from haven.cli.live import LiveView
 from haven.cli.serve import DEFAULT_BIND, serve
 from haven.domain.clock import PacedClock
-from haven.domain.errors import NotFound, UserError
+from haven.domain.errors import Conflict, NotFound, UserError
 from haven.domain.events import EngineEvent, EventKind
 from haven.domain.ids import NotificationId
 from haven.domain.incidents import Notification, NotificationStatus
@@ -40,6 +42,7 @@ from haven.drill.limits import check_drill_size
 from haven.drill.run import DrillOptions, run_drill
 from haven.drill.scenarios import SCENARIOS
 from haven.service.config import HavenConfig, load_config
+from haven.service.release import release_segment
 from haven.service.status import status_summary
 from haven.service.token import read_token
 from haven.store import Store
@@ -132,6 +135,15 @@ def _parser() -> argparse.ArgumentParser:
     hosts = sub.add_parser("hosts", help="every host haven watches, with its condition")
     hosts.add_argument("--json", action="store_true")
     hosts.set_defaults(handler=_hosts)
+
+    release = sub.add_parser(
+        "release",
+        help="release a segment held by the observer gate or its fence budget (its silent hosts did fail)",
+    )
+    release.add_argument("segment", help="the segment's name or id")
+    release.add_argument("--reason", default="", help="why (kept in the audit record)")
+    release.add_argument("--json", action="store_true")
+    release.set_defaults(handler=_release)
 
     add_lab_commands(sub)
     add_explore_command(sub)
@@ -332,6 +344,23 @@ def _status(args: argparse.Namespace, out: Console, err: Console) -> int:
         print(json.dumps(summary.to_dict(), indent=2))
     else:
         out.print(render.status(summary))
+    return 0
+
+
+def _release(args: argparse.Namespace, out: Console, err: Console) -> int:
+    who = f"{getpass.getuser()} (haven release)"
+    with _existing_store(_config(args)) as store:
+        try:
+            done = release_segment(store, args.segment, who, args.reason, time.time())
+        except NotFound as exc:
+            raise UserError(str(exc), "`haven status` lists the segments and their holds") from None
+        except Conflict as exc:
+            raise UserError(str(exc), "a segment is released only while it is held") from None
+    if args.json:
+        print(json.dumps(done.to_dict(), indent=2))
+    else:
+        hosts = ", ".join(done.hosts) or "none silent now"
+        out.print(f"released segment {done.segment}: {hosts}; the engine acts on them at its next pass")
     return 0
 
 

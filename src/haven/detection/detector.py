@@ -7,12 +7,16 @@ Rules, in short:
 - A host is *dead* only when every heartbeat channel has been silent past the
   grace period and Nova has not heard from it since; *isolated* when the
   management channel is silent but another still beats; *agent down* when
-  haven's agent is silent but nova-compute still reports.
-- The observer gate: when more than ``gate_share`` of a segment (or, in a
-  segment of ``gate_small_segment_size`` hosts or fewer, ``gate_small_segment_loss``
-  hosts) goes silent inside one grace window, the likely fault is the observer,
-  not the hosts: the segment is *held* and no host in it is declared dead until
-  the hosts that went silent beat again.
+  haven's agent is silent but nova-compute still reports. A host with no
+  heartbeat channel at all (no haven agent) is dead only when its BMC reports
+  power off: Nova's word alone cannot tell a hung host from a crashed nova-compute.
+- Nova's report times are judged in Nova's own clock (``HostLiveness.nova_now``),
+  never against the engine's.
+- The observer gate (its rules live in haven.safety): the hosts whose silence
+  began within the gate window are counted per segment and over the whole
+  cloud; past the share, the segment is *held* and no host in it is declared
+  dead until the hosts beat again or an operator releases it. Released hosts
+  are exempt from the gate until they are healthy again.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import dataclass, field
 from haven.domain.ids import HostName, SegmentId
 from haven.domain.liveness import BmcPower, HostCondition, HostLiveness
 from haven.domain.settings import DetectionSettings
+from haven.safety import cloud_gate_reason, segment_gate_reason
 
 NEVER = float("-inf")
 
@@ -104,7 +109,7 @@ def _judge_silent_host(
 ) -> Verdict:
     """Every heartbeat is past grace: Nova and the BMC must agree before the host counts as dead."""
     silent_for = now - silent_since
-    nova_at = reading.nova_updated_at
+    nova_at = reading.nova_report_local(now)
     if reading.nova_up and nova_at is not None and nova_at > silent_since:
         return Verdict(
             reading.host,
@@ -114,8 +119,21 @@ def _judge_silent_host(
             silent_since,
         )
     heard = f"silent on every channel for {silent_for:.1f} s (grace {settings.grace_s:g} s)"
+    if silent_since == NEVER:  # no heartbeat channel: the last word from the host is Nova's
+        heard = "no haven agent on this host; nova-compute " + (
+            "reports down" if not reading.nova_up else "missed its reports"
+        )
+        silent_since = nova_at if nova_at is not None else now
     if reading.bmc is BmcPower.OFF:
         return Verdict(reading.host, HostCondition.DEAD, f"{heard}, BMC reports power off", silent_since)
+    if reading.agent_seen is None and reading.second_seen is None:
+        return Verdict(
+            reading.host,
+            HostCondition.SUSPECT,
+            f"{heard}, BMC {reading.bmc.value}: without a heartbeat channel a hung host cannot be told "
+            "from a crashed nova-compute, so it is not fenced (run haven's agent on it, or recover by hand)",
+            silent_since,
+        )
     # Powered on (or the BMC is silent too): dead only once nova-compute has also missed its report,
     # since a live host whose agent died keeps reporting to Nova every report interval.
     nova_due_by = (
@@ -145,7 +163,9 @@ def detect(
     holds: Mapping[SegmentId, Hold],
     now: float,
     settings: DetectionSettings,
+    released: frozenset[HostName] = frozenset(),
 ) -> Detection:
+    """Verdicts and holds; ``released``: hosts an operator released from the gate (not counted)."""
     verdicts: dict[HostName, Verdict] = {}
     recheck_at: float | None = None
     for reading in readings:
@@ -156,8 +176,8 @@ def detect(
             recheck_at = verdict.recheck_at if recheck_at is None else min(recheck_at, verdict.recheck_at)
         if verdict.condition is not HostCondition.HEALTHY or verdict.failed_processes:
             verdicts[reading.host] = verdict
-    new_holds, kept, released = _apply_gate(verdicts, membership, holds, now, settings)
-    return Detection(verdicts, kept, recheck_at, tuple(new_holds), tuple(released))
+    new_holds, kept, ended = _apply_gate(verdicts, membership, holds, now, settings, released)
+    return Detection(verdicts, kept, recheck_at, tuple(new_holds), tuple(ended))
 
 
 def _is_silent(v: Verdict) -> bool:
@@ -170,38 +190,50 @@ def _apply_gate(
     holds: Mapping[SegmentId, Hold],
     now: float,
     settings: DetectionSettings,
+    released: frozenset[HostName],
 ) -> tuple[list[Hold], dict[SegmentId, Hold], list[SegmentId]]:
-    """Hold segments that went silent wholesale; mark their silent hosts HELD. Mutates ``verdicts``."""
-    window = settings.grace_s + settings.heartbeat_interval_s
+    """Hold segments where too many hosts went silent within the window; mark their silent hosts HELD.
+
+    Mutates ``verdicts``. A hold ends when none of its hosts is silent any more (or all were released).
+    """
+    since = now - settings.gate_window_s
     silent_by_segment: dict[SegmentId, list[Verdict]] = defaultdict(list)
+    recent_by_segment: dict[SegmentId, list[Verdict]] = defaultdict(list)
     for v in verdicts.values():
-        if _is_silent(v):
-            silent_by_segment[membership.segment_of[v.host]].append(v)
+        if _is_silent(v) and v.host not in released:
+            segment_id = membership.segment_of[v.host]
+            silent_by_segment[segment_id].append(v)
+            if (v.silent_since or 0.0) >= since:
+                recent_by_segment[segment_id].append(v)
 
     kept: dict[SegmentId, Hold] = {}
     new_holds: list[Hold] = []
-    released: list[SegmentId] = []
+    ended: list[SegmentId] = []
     for segment_id, hold in holds.items():
-        silent = silent_by_segment.get(segment_id, [])
-        if not hold.hosts & {v.host for v in silent}:
-            released.append(segment_id)
+        silent = {v.host for v in silent_by_segment.get(segment_id, [])}
+        if not (hold.hosts - released) & silent:
+            ended.append(segment_id)
             continue
-        # Hosts that fall silent during the hold join it; those silent since long before it
-        # (dead and recovered earlier, say) do not.
-        joined_after = (hold.silent_from if hold.silent_from is not None else hold.since) - window
-        joiners = {v.host for v in silent if v.silent_since is not None and v.silent_since >= joined_after}
-        kept[segment_id] = dataclasses.replace(hold, hosts=hold.hosts | joiners)
+        joiners = {v.host for v in recent_by_segment.get(segment_id, [])}
+        kept[segment_id] = dataclasses.replace(hold, hosts=(hold.hosts | joiners) - released)
 
-    for segment_id, silent in silent_by_segment.items():
-        if segment_id in kept:
-            continue
-        burst = _largest_burst(silent, window)
-        reason = _gate_reason(len(burst), membership.sizes.get(segment_id, 0), settings)
-        if reason:
-            silent_from = min(v.silent_since for v in burst if v.silent_since is not None)
-            hold = Hold(segment_id, now, reason, frozenset(v.host for v in burst), silent_from)
-            kept[segment_id] = hold
-            new_holds.append(hold)
+    def hold_segment(segment_id: SegmentId, recent: list[Verdict], reason: str) -> None:
+        silent_from = min((v.silent_since for v in recent if v.silent_since is not None), default=None)
+        hold = Hold(segment_id, now, reason, frozenset(v.host for v in recent), silent_from)
+        kept[segment_id] = hold
+        new_holds.append(hold)
+
+    for segment_id, recent in recent_by_segment.items():
+        if segment_id not in kept:
+            reason = segment_gate_reason(len(recent), membership.sizes.get(segment_id, 0), settings)
+            if reason:
+                hold_segment(segment_id, recent, reason)
+    total_recent = sum(len(r) for r in recent_by_segment.values())
+    cloud_reason = cloud_gate_reason(total_recent, sum(membership.sizes.values()), settings)
+    if cloud_reason:
+        for segment_id, recent in recent_by_segment.items():
+            if segment_id not in kept:
+                hold_segment(segment_id, recent, cloud_reason)
 
     for hold in kept.values():
         for host in hold.hosts:
@@ -213,38 +245,4 @@ def _apply_gate(
                     f"held by the observer gate: {hold.reason}",
                     current.silent_since,
                 )
-    return new_holds, kept, released
-
-
-def _largest_burst(silent: list[Verdict], window: float) -> list[Verdict]:
-    """The most hosts whose silences began within one window of each other.
-
-    Judged between the hosts themselves, not against the current time, so an engine that
-    starts (or takes over) well after a partition began still sees it as one burst.
-    """
-    ordered = sorted((v for v in silent if v.silent_since is not None), key=lambda v: v.silent_since or 0.0)
-    best: list[Verdict] = []
-    start = 0
-    for end, v in enumerate(ordered):
-        while (v.silent_since or 0.0) - (ordered[start].silent_since or 0.0) > window:
-            start += 1
-        if end + 1 - start > len(best):
-            best = ordered[start : end + 1]
-    return best
-
-
-def _gate_reason(silent: int, size: int, settings: DetectionSettings) -> str:
-    if size <= 0 or silent < 2:
-        return ""  # one silent host is that host's failure, whatever the segment's size
-    if silent > settings.gate_share * size:
-        return (
-            f"{silent} of {size} hosts went silent within one grace window (more than "
-            f"{settings.gate_share:.0%}): the observer or its network is the likely fault; "
-            "automatic recovery is held until they heartbeat again"
-        )
-    if size <= settings.gate_small_segment_size and silent >= settings.gate_small_segment_loss:
-        return (
-            f"{silent} of the {size} hosts of a small segment went silent at once: "
-            "the observer or its network is the likely fault; automatic recovery is held"
-        )
-    return ""
+    return new_holds, kept, ended

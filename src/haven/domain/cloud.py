@@ -124,6 +124,7 @@ class Server:
     metadata: Mapping[str, str] = field(default_factory=dict)
     group: ServerGroupId | None = None
     watchdog_action: str = ""  # hw:watchdog_action of its flavor or image; "" when neither sets it
+    fault: str = ""  # Nova's fault message for a server in ERROR ("" when none)
 
     @property
     def ha_enabled(self) -> bool:
@@ -175,6 +176,7 @@ class ServerAction:
     server_id: ServerId
     action: str
     at: float
+    result: str | None = None  # its events' result: "Success", "Error"; None while in progress
 
 
 def watchdog_action_of(flavor_extra_specs: Mapping[str, str], image_properties: Mapping[str, str]) -> str:

@@ -82,3 +82,11 @@ class Deposed(HavenError):
         super().__init__(message)
         self.epoch = epoch
         self.owner_epoch = owner_epoch
+
+
+class NotLeading(HavenError):
+    """An effect was about to be made by an engine that no longer leads (or leads a newer term).
+
+    Raised by the executor's leadership guard before the call, never after: the effect is not made,
+    the step is left for the leader of the current term.
+    """

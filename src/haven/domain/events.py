@@ -31,6 +31,8 @@ class EventKind(StrEnum):
     # Several engines (haven serve --coordination): this engine began or ended a term as leader.
     LEADERSHIP_GAINED = "leadership_gained"
     LEADERSHIP_LOST = "leadership_lost"
+    SAFETY_DECISION = "safety_decision"  # the safety policy held or refused a fence, evacuation or disable
+    STEP_ERROR = "step_error"  # a step raised an unexpected error: that step is retried, then failed
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,9 @@ from haven.domain.ids import HostName, NotificationId, SegmentId
 # summary when it ends); a Masakari client gets its payload back without them.
 RECOVERY_MODE_KEY = "recovery_mode"
 RECOVERY_SUMMARY_KEY = "recovery"
-HAVEN_PAYLOAD_KEYS = frozenset({RECOVERY_MODE_KEY, RECOVERY_SUMMARY_KEY})
+# Who opened the notification: "haven" (its own detector) or "external" (the API: a monitor, an operator).
+SOURCE_KEY = "haven_source"
+HAVEN_PAYLOAD_KEYS = frozenset({RECOVERY_MODE_KEY, RECOVERY_SUMMARY_KEY, SOURCE_KEY})
 # The kind of step that records what an external system reported (claim, progress, finish, fail).
 EXTERNAL_STEP = "external"
 
@@ -74,6 +76,10 @@ class AlertKind(StrEnum):
     PROCESS_DOWN = "process_down"
     RECOVERY_FAILED = "recovery_failed"
     CRASH_LOOP = "crash_loop"  # a VM restarted too often in a window was left stopped
+    GATE_RELEASED = "gate_released"  # an operator released the gate for this host (the audit record)
+    CONTROL_PLANE = "control_plane"  # many nova-computes down while their hosts beat: nothing disabled
+    SAFETY_HOLD = "safety_hold"  # the safety policy holds (or refused) a fence, evacuation or disable
+    STEP_ERROR = "step_error"  # a step failed with an unexpected error (a bug): that step only
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,8 @@ class DetectionSettings:
     # control plane (RabbitMQ, conductor, database) is the likely fault, not the hosts.
     process_gate_share: float = 0.5
     fence_budget: int = 0  # hosts fenced per segment per window; 0: the gate's own share of the segment
+    # An external report about a host haven still hears waits this long for haven's channels to agree.
+    external_report_wait_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +33,8 @@ class RecoverySettings:
     verify_poll_interval_s: float = 1.0
     verify_timeout_s: float = 300.0
     step_timeout_s: float = 900.0  # any step still retrying after this long fails, with an alert
+    hold_poll_interval_s: float = 2.0  # a step the safety policy holds asks again this often
+    max_evacuate_attempts: int = 2  # a VM whose rebuild failed (Nova says so) is evacuated again, once
     evacuate_all_instances: bool = False  # Masakari: also evacuate VMs without HA_Enabled
     ignore_instances_in_error_state: bool = False
     return_to_service: bool = True  # re-enable a recovered host once every channel is healthy again

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from haven.cloud.base import Cloud
 from haven.domain.errors import NotFound
 from haven.domain.ids import HostName
-from haven.domain.incidents import Notification
+from haven.domain.incidents import Notification, Step
 from haven.domain.liveness import BmcPower
 from haven.domain.settings import RecoverySettings
 from haven.fencing.base import Fencer
 from haven.recovery.targets import TargetBook
+from haven.safety import Action, Answer, Decision
 from haven.store import Store
+
+
+def _allow_nothing(action: Action, host: HostName, waited_s: float = 0.0) -> Decision:
+    return Decision(Answer.HOLD, "no safety policy was given to this step")
+
+
+def _persist_nowhere(step: Step, detail: Mapping[str, Any]) -> None:
+    raise RuntimeError("no store to record an issued call in: refusing to make the call")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +38,11 @@ class StepContext:
     host_is_healthy: Callable[[HostName], bool]
     targets: TargetBook
     epoch: int | None = None  # the leader's epoch: its writes outside the step's commits carry it too
+    # haven.safety's answer for this notification: asked before every fence, evacuation and disable.
+    # ``waited_s``: how long the step has waited for an answer other than HOLD.
+    authorize: Callable[[Action, HostName, float], Decision] = _allow_nothing
+    # Commits a step's detail at once (before a call that is not idempotent: the *issued* marker).
+    persist: Callable[[Step, Mapping[str, Any]], None] = _persist_nowhere
     # BMC readings made during this batch, so many evacuations off one host ask its BMC once.
     power_seen: dict[HostName, BmcPower] = field(default_factory=dict)
 

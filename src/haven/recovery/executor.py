@@ -24,7 +24,7 @@ from typing import Any
 
 from haven.cloud.base import Cloud
 from haven.domain.clock import Clock
-from haven.domain.errors import CloudError, Deposed, TemporaryError
+from haven.domain.errors import CloudError, Deposed, NotLeading, TemporaryError
 from haven.domain.events import EngineEvent, EventKind, EventSink
 from haven.domain.ids import HostName, NotificationId
 from haven.domain.incidents import (
@@ -40,6 +40,7 @@ from haven.domain.settings import RecoverySettings
 from haven.fencing.base import Fencer
 from haven.recovery import dry_run_step, evacuate_step, host_steps, process_steps, vm_steps
 from haven.recovery.context import StepContext
+from haven.recovery.guard import GuardedCloud, GuardedFencer
 from haven.recovery.outcome import Outcome, failed, requeue
 from haven.recovery.summary import alerts_for, summarize
 from haven.recovery.targets import Claim, TargetBook
@@ -55,9 +56,14 @@ from haven.recovery.workflows import (
     PLAN,
     RECOVERY_MODE_KEY,
 )
+from haven.safety import Action, Decision
 from haven.store import Store
 
 log = logging.getLogger(__name__)
+
+# haven.safety's answer for one notification's step (the engine's HostWatch.authorize).
+Authorizer = Callable[[Action, HostName, Notification, int | None, float], Decision]
+UNEXPECTED_RETRIES = 3  # a step whose handler raised an unexpected error this often is failed
 
 Handler = Callable[[Step, StepContext], Awaitable[Outcome]]
 HANDLERS: Mapping[str, Handler] = {
@@ -110,9 +116,15 @@ class RecoveryExecutor:
         on_event: EventSink,
         on_commit: CommitHook = no_hook,
         leader_epoch: EpochSource | None = None,
+        *,
+        authorize: Authorizer,
     ) -> None:
-        """``leader_epoch`` None: one engine alone, steps unfenced (drills, tests, the embedded default)."""
+        """``leader_epoch`` None: one engine alone, steps unfenced (drills, tests, the embedded default).
+
+        ``authorize``: the safety policy, asked by steps before every fence, evacuation and disable.
+        """
         self._cloud, self._fencer, self._store, self._clock = cloud, fencer, store, clock
+        self._authorize = authorize
         self._leader_epoch = leader_epoch
         self._settings = settings
         self._host_is_healthy = host_is_healthy
@@ -215,15 +227,11 @@ class RecoveryExecutor:
             for s in item.steps:
                 if s.kind != EVACUATE or s.state not in (StepState.PENDING, StepState.RUNNING):
                     continue
-                if s.detail.get("phase") == evacuate_step.VERIFY:
-                    continue  # issued: the cloud already counts it on the target
-                target = HostName(str(s.detail["target"]))
-                claim = Claim(
-                    int(s.detail.get("vcpus", 0)),
-                    int(s.detail.get("ram_mb", 0)),
-                    int(s.detail.get("disk_gb", 0)),
-                )
-                claims[target] = claims.get(target, Claim()) + claim
+                claimed = evacuate_step.claim_of(s.detail)
+                if claimed is None:
+                    continue
+                target, vcpus, ram_mb, disk_gb = claimed
+                claims[target] = claims.get(target, Claim()) + Claim(vcpus, ram_mb, disk_gb)
         return claims
 
     async def _advance(self, item: _Open, in_flight: int, epoch: int | None) -> None:
@@ -234,21 +242,45 @@ class RecoveryExecutor:
             started = self._commit_intent(item, batch, now, epoch)
             if not self._fence()[0]:
                 return  # leadership ended during the commit: no effect; the next leader re-runs them
-            ctx = StepContext(
-                self._cloud,
-                self._fencer,
-                self._store,
-                self._settings,
-                now,
-                item.notification,
-                self._host_is_healthy,
-                self._targets,
-                epoch=epoch,
-            )
+            ctx = self._context(item, now, epoch)
             outcomes = await asyncio.gather(*(self._run_one(step, ctx) for step in started))
             self._commit_outcomes(item, started, outcomes, now, epoch)
         if all(s.state in TERMINAL for s in item.steps):
             self._finish(item, epoch)
+
+    def _context(self, item: _Open, now: float, epoch: int | None) -> StepContext:
+        """What the batch's handlers may touch: the world through the leadership guard, the policy,
+        and a way to commit an *issued* marker before a call that is not idempotent."""
+        notification = item.notification
+
+        def still_leading() -> bool:
+            return self._fence() == (True, epoch)
+
+        def authorize(action: Action, host: HostName, waited_s: float = 0.0) -> Decision:
+            return self._authorize(action, host, notification, epoch, waited_s)
+
+        def persist(step: Step, detail: Mapping[str, Any]) -> None:
+            if not still_leading():
+                raise NotLeading(f"not leading any more: step {step.seq} of {notification.id} not recorded")
+            marked = dataclasses.replace(step, detail=dict(detail))
+            self._on_commit("before-issued")
+            self._store.save_progress(notification.id, steps=[marked], now=self._clock.now(), epoch=epoch)
+            self._on_commit("after-issued")
+            self._replace(item, [marked])
+
+        return StepContext(
+            GuardedCloud(self._cloud, still_leading),
+            GuardedFencer(self._fencer, still_leading),
+            self._store,
+            self._settings,
+            now,
+            notification,
+            self._host_is_healthy,
+            self._targets,
+            epoch=epoch,
+            authorize=authorize,
+            persist=persist,
+        )
 
     def _runnable(self, item: _Open, now: float, free_slots: int) -> list[Step]:
         pending = [s for s in item.steps if s.state not in TERMINAL]
@@ -309,9 +341,18 @@ class RecoveryExecutor:
         try:
             outcome = await handler(step, ctx)
         except TemporaryError as exc:
-            outcome = requeue(exc.delay, {**step.detail, "last_error": str(exc)})
+            outcome = requeue(exc.delay, {**self._latest(step).detail, "last_error": str(exc)})
         except CloudError as exc:
-            return failed(str(exc), step.detail)
+            return failed(str(exc), self._latest(step).detail)
+        except NotLeading as exc:
+            # Nothing was asked: the leader of the current term runs the step again.
+            return requeue(
+                self._settings.fence_poll_interval_s, {**self._latest(step).detail, "last_error": str(exc)}
+            )
+        except Deposed:
+            raise
+        except Exception as exc:  # a bug in one handler: that step only, never the engine
+            return self._unexpected(step, ctx, exc)
         limit = self._settings.step_timeout_s
         if (
             outcome.state is StepState.RUNNING
@@ -326,6 +367,40 @@ class RecoveryExecutor:
                 stop_recovery=step.kind not in PARALLEL_KINDS,
             )
         return outcome
+
+    def _latest(self, step: Step) -> Step:
+        """The step as last recorded (a handler may have committed an issued marker since it began)."""
+        item = self._open.get(step.notification_id)
+        if item is not None:
+            for s in item.steps:
+                if s.seq == step.seq:
+                    return s
+        return step
+
+    def _unexpected(self, step: Step, ctx: StepContext, exc: Exception) -> Outcome:
+        """An unexpected error in a handler: retried with back-off, then failed with an alert."""
+        detail = dict(self._latest(step).detail)
+        errors = int(detail.get("unexpected_errors", 0)) + 1
+        detail.update(unexpected_errors=errors, last_error=f"{type(exc).__name__}: {exc}")
+        log.error(
+            "step %s (%s of %s) raised an unexpected error", step.seq, step.kind, step.subject, exc_info=exc
+        )
+        self._emit(
+            EngineEvent(
+                EventKind.STEP_ERROR,
+                ctx.now,
+                ctx.notification.hostname,
+                notification_id=ctx.notification.id,
+                detail={"kind": step.kind, "subject": step.subject, "error": detail["last_error"]},
+            )
+        )
+        if errors >= UNEXPECTED_RETRIES:
+            return failed(
+                f"unexpected error {errors} times (a bug in haven; see its log): {detail['last_error']}",
+                detail,
+                stop_recovery=step.kind not in PARALLEL_KINDS,
+            )
+        return requeue(2.0**errors, detail)
 
     def _commit_outcomes(
         self, item: _Open, started: list[Step], outcomes: Sequence[Outcome], now: float, epoch: int | None

@@ -22,6 +22,7 @@ from haven.recovery.planner import plan_evacuation
 from haven.recovery.targets import short_list_size
 from haven.recovery.vm_steps import OWNER_KEY
 from haven.recovery.workflows import ENABLE_RESERVED, EVACUATE
+from haven.safety import Action, Answer
 
 
 async def fence(step: Step, ctx: StepContext) -> Outcome:
@@ -32,12 +33,14 @@ async def fence(step: Step, ctx: StepContext) -> Outcome:
     """
     host = HostName(step.subject)
     detail: dict[str, Any] = dict(step.detail)
-    if not detail.get("requested_at") and ctx.host_is_healthy(host):
-        return failed(
-            f"{host} is heartbeating again: recovery cancelled before fencing, nothing evacuated",
-            detail,
-            stop_recovery=True,
-        )
+    if not detail.get("requested_at"):
+        asked_since = float(detail.setdefault("asked_since", ctx.now))
+        decision = ctx.authorize(Action.FENCE, host, ctx.now - asked_since)  # haven.safety says yes or no
+        if decision.answer is Answer.REFUSE:
+            return failed(f"not fenced: {decision.reason}; nothing evacuated", detail, stop_recovery=True)
+        if decision.answer is Answer.HOLD:
+            return requeue(ctx.settings.hold_poll_interval_s, {**detail, "held": decision.reason})
+        detail.pop("held", None)
     first_try_at = float(detail.setdefault("first_try_at", ctx.now))
     try:
         if not detail.get("requested_at"):

@@ -9,11 +9,21 @@ from haven.domain.errors import NotFound
 from haven.domain.ids import HostName
 from haven.domain.incidents import Step
 from haven.recovery.context import HAVEN_MARK, StepContext
-from haven.recovery.outcome import Outcome, done
+from haven.recovery.outcome import Outcome, done, requeue
+from haven.safety import Action, Answer
 
 
 async def disable_service(step: Step, ctx: StepContext) -> Outcome:
     host = HostName(step.subject)
+    decision = ctx.authorize(Action.DISABLE_SERVICE, host, 0.0)  # haven.safety: the PROCESS gate
+    if decision.answer is not Answer.ALLOW:
+        return requeue(ctx.settings.hold_poll_interval_s, {**step.detail, "held": decision.reason})
+    if step.detail.get("held"):
+        # Held while the control plane was the likely fault: a service that reports again now was
+        # never down on its own account.
+        state = await ctx.cloud.get_host(host)
+        if state.service_up:
+            return done({"disabled": False, "why": "the service reports again: nothing to disable"})
     if not await ctx.service_enabled_before(host):
         return done(
             {"disabled": False, "why": "the service was already disabled by someone else: left as it is"}

@@ -28,13 +28,13 @@ through the API are stored whatever the term (the leader adopts them).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any, Protocol
 
 from haven.cloud.base import Cloud, LivenessSource
 from haven.detection.detector import Hold
 from haven.domain.clock import Clock
-from haven.domain.errors import Deposed
+from haven.domain.errors import Deposed, StoreUnavailable
 from haven.domain.events import EngineEvent, EventKind, EventSink, discard_events
 from haven.domain.ids import HostName, SegmentId
 from haven.domain.incidents import Notification, NotificationType
@@ -43,6 +43,7 @@ from haven.domain.settings import EngineSettings
 from haven.fencing.base import Fencer
 from haven.recovery.custom import CustomRecovery
 from haven.recovery.executor import CommitHook, RecoveryExecutor, no_hook
+from haven.safety import Source
 from haven.service.engine_detection import HostWatch
 from haven.service.engine_intake import Intake
 from haven.service.engine_return import HostReturn
@@ -93,6 +94,7 @@ class Engine:
             self._on_step_event,
             on_commit,
             leadership.epoch if leadership is not None else None,
+            authorize=self._watch.authorize,
         )
         self._intake = Intake(
             store, clock, self._executor, on_event, self._watch.membership_segment_of, self._term_matches
@@ -156,12 +158,30 @@ class Engine:
                 if self._leadership is not None:
                     self._executor.adopt_new()  # notifications a follower's API stored for the leader
                 epoch = self._epoch()
-                await self._watch.look(now, epoch)
+                await self._guarded("detection", self._watch.look(now, epoch))
                 busy = {n.hostname for n in self._executor.open_notifications()}
-                await self._return.run(now, epoch, busy, self._watch.is_healthy, self.is_acting)
+                returning = self._return.run(now, epoch, busy, self._watch.is_healthy, self.is_acting)
+                await self._guarded("return to service", returning)
             await self._executor.run_due()
         except Deposed as exc:
             self._deposed(exc)
+
+    async def _guarded(self, what: str, work: Awaitable[None]) -> None:
+        """A bug in one pass is logged and that pass skipped; the engine and every recovery go on."""
+        try:
+            await work
+        except (Deposed, StoreUnavailable):
+            raise
+        except Exception as exc:
+            log.error(
+                "%s pass failed with an unexpected error; skipped until the next pass", what, exc_info=exc
+            )
+            self._watch.next_detection = self._clock.now() + self.settings.detection.heartbeat_interval_s
+            self._emit(
+                EngineEvent(
+                    EventKind.STEP_ERROR, self._clock.now(), detail={"pass": what, "error": repr(exc)}
+                )
+            )
 
     # ---- terms ---------------------------------------------------------------------------
 
@@ -231,7 +251,7 @@ class Engine:
         self, type_: NotificationType, host: HostName, payload: Mapping[str, Any], epoch: int | None
     ) -> Notification | None:
         """What the engine's own detection opens: fenced with the term's epoch."""
-        return self._intake.open(type_, host, payload, None, epoch)
+        return self._intake.open(type_, host, payload, None, epoch, Source.DETECTOR)
 
     def _on_step_event(self, event: EngineEvent) -> None:
         self._return.note(event)

@@ -10,6 +10,7 @@ epoch (None for the one engine of a single-node set-up), so a deposed leader wri
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -21,9 +22,18 @@ from haven.domain.clock import Clock
 from haven.domain.errors import CloudError
 from haven.domain.events import EngineEvent, EventKind, EventSink
 from haven.domain.ids import HostName, SegmentId
-from haven.domain.incidents import Alert, AlertKind, Notification, NotificationType, SegmentHost
+from haven.domain.incidents import (
+    SOURCE_KEY,
+    Alert,
+    AlertKind,
+    Notification,
+    NotificationStatus,
+    NotificationType,
+    SegmentHost,
+)
 from haven.domain.liveness import HostCondition
 from haven.domain.settings import DetectionSettings
+from haven.safety import Action, Answer, Decision, SafetyView, Source, authorize, process_gate_reason
 from haven.store import Store
 
 log = logging.getLogger("haven.engine")
@@ -64,6 +74,13 @@ class HostWatch:
         self.conditions: dict[HostName, HostCondition] = {}
         self.holds: dict[SegmentId, Hold] = {}
         self.failed_processes: dict[HostName, frozenset[str]] = {}
+        self.released: frozenset[HostName] = frozenset()  # released from the gate by an operator
+        self.verdicts: dict[HostName, Verdict] = {}  # the last pass's verdicts (hosts not plainly healthy)
+        self.control_plane_hold: str | None = None  # the PROCESS gate's reason while it holds
+        self._held_processes: set[HostName] = set()  # hosts whose nova-compute the PROCESS gate held
+        self._settle_until = float("-inf")  # after the gate: their services get time to report again
+        self._safety_alerted: set[HostName] = set()  # hosts with a SAFETY_HOLD alert raised by this engine
+        self._clock = clock
         self.next_detection = clock.now()
         self.recheck_at: float | None = None
 
@@ -91,6 +108,17 @@ class HostWatch:
                 self.holds[alert.segment_id] = Hold(alert.segment_id, alert.raised_at, alert.message, held)
         for host in failed_process_hosts:
             self.failed_processes[host] = frozenset({NOVA_COMPUTE})
+        self.released = self._load_released()
+        for alert in self._store.list_alerts(active_only=True):
+            if alert.kind is AlertKind.CONTROL_PLANE:
+                self.control_plane_hold = alert.message
+
+    def _load_released(self) -> frozenset[HostName]:
+        return frozenset(
+            a.host
+            for a in self._store.list_alerts(active_only=True)
+            if a.kind is AlertKind.GATE_RELEASED and a.host is not None
+        )
 
     # ---- queries -------------------------------------------------------------------------
 
@@ -109,6 +137,82 @@ class HostWatch:
     def wake_times(self) -> list[float]:
         return [self.next_detection] + ([self.recheck_at] if self.recheck_at is not None else [])
 
+    # ---- the safety policy's questions -----------------------------------------------------
+
+    def authorize(
+        self,
+        action: Action,
+        host: HostName,
+        notification: Notification,
+        epoch: int | None,
+        waited_s: float = 0.0,
+    ) -> Decision:
+        """Ask haven.safety whether ``action`` may happen to ``host`` now; a hold or refusal is alerted."""
+        view = dataclasses.replace(self.safety_view(host, notification), waited_s=waited_s)
+        decision = authorize(action, view, self._settings)
+        now = self._clock.now()
+        if decision.answer is not Answer.ALLOW:
+            verb = "held" if decision.answer is Answer.HOLD else "refused"
+            message = f"{action.value} of {host} {verb}: {decision.reason} (notification {notification.id})"
+            alert = Alert(uuid.uuid4().hex, AlertKind.SAFETY_HOLD, message, now, view.segment_id, host)
+            if self._store.raise_alert(alert, epoch=epoch).id == alert.id:
+                log.warning("%s", message)
+                self._emit(
+                    EngineEvent(
+                        EventKind.SAFETY_DECISION,
+                        now,
+                        host,
+                        view.segment_id,
+                        notification.id,
+                        {"action": action.value, "answer": decision.answer.value, "reason": decision.reason},
+                    )
+                )
+            self._safety_alerted.add(host)
+        elif host in self._safety_alerted:
+            self._safety_alerted.discard(host)
+            self._store.clear_alerts(now=now, kind=AlertKind.SAFETY_HOLD, host=host, epoch=epoch)
+        return decision
+
+    def safety_view(self, host: HostName, notification: Notification) -> SafetyView:
+        """What haven.safety reads about ``host``: its condition, its segment's gates, who reported."""
+        segment_id = self.membership.segment_of.get(host)
+        hold = self.holds.get(segment_id) if segment_id is not None else None
+        verdict = self.verdicts.get(host)
+        source = (
+            Source.DETECTOR
+            if notification.payload.get(SOURCE_KEY) == Source.DETECTOR.value
+            else Source.EXTERNAL
+        )
+        return SafetyView(
+            host=host,
+            condition=self.conditions.get(host, HEALTHY),
+            reason=verdict.reason if verdict is not None else "",
+            segment_id=segment_id,
+            segment_size=self.membership.sizes.get(segment_id, 0) if segment_id is not None else 0,
+            segment_hold=hold.reason if hold is not None else None,
+            released=host in self.released,
+            fenced_in_window=self._fenced_in_window(host, segment_id) if segment_id is not None else 0,
+            control_plane_hold=self.control_plane_hold,
+            source=source,
+        )
+
+    def _fenced_in_window(self, host: HostName, segment_id: SegmentId) -> int:
+        """Other hosts of the segment whose host recovery began within the gate window (fenced or
+        being fenced), read from the store so that a restarted engine counts them too."""
+        since = self._clock.now() - self._settings.gate_window_s
+        recent = self._store.list_notifications(type=NotificationType.COMPUTE_HOST, created_after=since)
+        return len(
+            {
+                n.hostname
+                for n in recent
+                if n.segment_id == segment_id
+                and n.hostname != host
+                and n.hostname not in self.released
+                and n.status is not NotificationStatus.IGNORED
+                and n.payload.get("event", "STOPPED") == "STOPPED"
+            }
+        )
+
     # ---- a detection pass ----------------------------------------------------------------
 
     async def look(self, now: float, epoch: int | None) -> None:
@@ -120,7 +224,11 @@ class HostWatch:
             self.next_detection = now + self._settings.heartbeat_interval_s
             self.recheck_at = None
             return
-        result = detect(readings, self.membership, self.holds, now, self._settings)
+        if self.holds or self.released:
+            self.released = self._load_released()  # an operator's release (CLI or API) since the last pass
+        result = detect(readings, self.membership, self.holds, now, self._settings, self.released)
+        self.verdicts = dict(result.verdicts)
+        self._end_releases(result.verdicts, now, epoch)
         self._apply_holds(result, now, epoch)
         changed: dict[HostName, str] = {}
         conditions = {h: v.condition for h, v in result.verdicts.items() if v.condition is not HEALTHY}
@@ -132,10 +240,17 @@ class HostWatch:
         self.conditions = conditions
         if changed:
             self._store.set_host_conditions(changed, epoch=epoch)
-        self._check_processes(result.verdicts, epoch)
+        self._check_processes(result.verdicts, now, epoch)
         self.next_detection = now + self._settings.heartbeat_interval_s
         # A tiny margin so that the grace period has surely elapsed when we look again.
         self.recheck_at = result.recheck_at + 1e-6 if result.recheck_at is not None else None
+
+    def _end_releases(self, verdicts: Mapping[HostName, Verdict], now: float, epoch: int | None) -> None:
+        """A released host that is healthy again is under the gate again (its release record is history)."""
+        back = {h for h in self.released if h not in verdicts or verdicts[h].condition is HEALTHY}
+        for host in back:
+            self._store.clear_alerts(now=now, kind=AlertKind.GATE_RELEASED, host=host, epoch=epoch)
+        self.released = self.released - back
 
     def _apply_holds(self, result: Detection, now: float, epoch: int | None) -> None:
         self.holds = dict(result.holds)
@@ -193,13 +308,44 @@ class HostWatch:
             }
             self._open(NotificationType.COMPUTE_HOST, host, payload, epoch)
 
-    def _check_processes(self, verdicts: Mapping[HostName, Verdict], epoch: int | None) -> None:
-        """A process that died on a live host gets a STOPPED notification; its return a STARTED one."""
+    def _check_processes(self, verdicts: Mapping[HostName, Verdict], now: float, epoch: int | None) -> None:
+        """A process that died on a live host gets a STOPPED notification; its return a STARTED one.
+
+        When too many nova-computes stop at once while their hosts beat (the PROCESS gate, in
+        haven.safety), the control plane is the likely fault: nothing is opened, one alert says so.
+        """
         current = {
             h: v.failed_processes
             for h, v in verdicts.items()
             if v.failed_processes and v.condition is HEALTHY
         }
+        down = sum(1 for p in current.values() if NOVA_COMPUTE in p)
+        hold = process_gate_reason(down, len(self.membership.segment_of), self._settings)
+        if hold and not self.control_plane_hold:
+            self._store.raise_alert(Alert(uuid.uuid4().hex, AlertKind.CONTROL_PLANE, hold, now), epoch=epoch)
+            self._emit(
+                EngineEvent(EventKind.SEGMENT_HELD, now, detail={"reason": hold, "scope": "control-plane"})
+            )
+        elif not hold and self.control_plane_hold:
+            self._store.clear_alerts(now=now, kind=AlertKind.CONTROL_PLANE, epoch=epoch)
+            self._emit(EngineEvent(EventKind.SEGMENT_RELEASED, now, detail={"scope": "control-plane"}))
+            # The services come back one report interval at a time: those still down are not
+            # judged until each had the time to report again.
+            self._settle_until = now + self._settings.nova_report_interval_s + self._settings.grace_s
+        self.control_plane_hold = hold or None
+        if hold:
+            # Nothing is opened, and what was already known stays known: a service disabled before
+            # the outage is still enabled again when it reports, the others were never touched.
+            self._held_processes |= set(current) - set(self.failed_processes)
+            return
+        if now < self._settle_until:
+            current = {
+                h: p
+                for h, p in current.items()
+                if h not in self._held_processes or h in self.failed_processes
+            }
+        else:
+            self._held_processes.clear()
         for host, processes in current.items():
             for process in sorted(processes - self.failed_processes.get(host, frozenset())):
                 self._open(

@@ -19,6 +19,7 @@ from haven.domain.events import EngineEvent, EventKind, EventSink
 from haven.domain.ids import HostName, NotificationId, SegmentId
 from haven.domain.incidents import (
     RECOVERY_MODE_KEY,
+    SOURCE_KEY,
     UNFINISHED_STATUSES,
     Notification,
     NotificationStatus,
@@ -27,6 +28,7 @@ from haven.domain.incidents import (
 )
 from haven.recovery.executor import RecoveryExecutor
 from haven.recovery.workflows import initial_steps
+from haven.safety import Source
 from haven.service.engine_return import clear_incident_alerts
 from haven.store import Store
 
@@ -57,8 +59,13 @@ class Intake:
         payload: Mapping[str, Any],
         generated_at: float | None,
         epoch: int | None,
+        source: Source = Source.EXTERNAL,
     ) -> Notification | None:
-        """Open a notification unless an identical one is already open; ``epoch`` fences the writes."""
+        """Open a notification unless an identical one is already open; ``epoch`` fences the writes.
+
+        ``source`` is recorded in the payload (a report's own value for that key is overwritten): the
+        safety policy weighs a report from outside as evidence, never as a verdict of its own.
+        """
         now = self._clock.now()
         for n in self._store.list_notifications(statuses=UNFINISHED_STATUSES, type=type_, hostname=host):
             if all(n.payload.get(k) == payload.get(k) for k in _SAME_FAILURE_KEYS):
@@ -76,7 +83,7 @@ class Intake:
             type_,
             host,
             status,
-            {**payload, RECOVERY_MODE_KEY: mode.value},
+            {**payload, RECOVERY_MODE_KEY: mode.value, SOURCE_KEY: source.value},
             generated_at=now if generated_at is None else generated_at,
             created_at=now,
             updated_at=now,

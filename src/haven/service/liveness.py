@@ -25,8 +25,10 @@ What one pass reads (``liveness_anomalies``; the detector, haven.detection, judg
 - A host whose management lease vanished is silent: its BMC is read (``fencer.power_status``,
   at most ``bmc_concurrency`` at once, ``bmc_timeout_s`` each; no answer -> ``BmcPower.UNKNOWN``),
   and so the BMC is read only for silent hosts: a pass costs O(anomalies) requests.
-- A host whose agent never beat while the view ran has ``agent_seen`` None ("not configured") and
-  is judged by Nova alone, as without an agent.
+- A host whose agent never beat while the view ran has ``agent_seen`` None ("not configured"):
+  when Nova says its nova-compute is down, its BMC is read, and the detector declares it dead only
+  if the BMC reports power off (Nova's word alone cannot tell a hung host from a crashed
+  nova-compute, and fencing a live host is the worse mistake).
 
 Two clocks: Nova stamps ``updated_at`` with its own clock. Every reading carries ``nova_now``,
 Nova's clock when it answered the service list (``ComputeServiceState.nova_now``, from the answer's
@@ -136,9 +138,10 @@ def combine(
         mgmt, second = beats.get(channels.management), beats.get(channels.second or "")
         nova_up, nova_at = service.reporting, service.updated_at
         if mgmt is None and second is None:
-            if not nova_up:  # no agent: Nova alone, as without haven's agent
+            if not nova_up:  # no agent: Nova and the BMC (dead only once the BMC reports power off)
                 readings.append(HostLiveness(host, None, nova_up=False, nova_updated_at=nova_at,
                                              bmc=BmcPower.UNKNOWN, nova_now=service.nova_now))  # fmt: skip
+                silent.append(host)
             continue
         agent_seen = channel_seen(mgmt, now, synced, beat_interval_s)
         second_seen = channel_seen(second, now, synced, beat_interval_s)

@@ -139,8 +139,11 @@ def list_some(
     type_: NotificationType | None,
     hostname: HostName | None,
     limit: int | None,
+    created_after: float | None = None,
 ) -> list[Notification]:
     query = select(notifications).order_by(notifications.c.created_at.desc(), notifications.c.id.desc())
+    if created_after is not None:
+        query = query.where(notifications.c.created_at >= created_after)
     if statuses is not None:
         query = query.where(notifications.c.status.in_([NotificationStatus(s).value for s in statuses]))
     if type_ is not None:

@@ -202,10 +202,11 @@ class Store:
         type: NotificationType | None = None,
         hostname: HostName | None = None,
         limit: int | None = None,
+        created_after: float | None = None,
     ) -> list[Notification]:
         """Matching notifications, newest ``created_at`` first."""
         with self._transaction(write=False) as conn:
-            return notifications.list_some(conn, statuses, type, hostname, limit)
+            return notifications.list_some(conn, statuses, type, hostname, limit, created_after)
 
     def save_progress(
         self,

@@ -12,17 +12,33 @@ listens on 127.0.0.1 unless ``--bind`` says otherwise (see the README).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from haven.api.auth import require_policy
+from haven.api.auth import Principal, require_policy
 from haven.api.context import ApiContext
 from haven.service.metrics import CONTENT_TYPE, HavenMetrics
+from haven.service.release import release_segment
 from haven.service.status import leader_dict, status_summary
 
 STATUS_PATH = "/v1/haven/status"
+RELEASE_PATH = "/v1/haven/segments/{segment_id}/release"
+Caller = Annotated[Principal, Depends(require_policy)]
+
+
+class ReleaseBody(BaseModel):
+    reason: str = Field("", max_length=255, description="why: kept in the audit record")
+
+
+class ReleaseView(BaseModel):
+    segment_id: str
+    segment: str
+    hosts: list[str]
+    by: str
+    reason: str
+    at: float
 
 
 class Leader(BaseModel):
@@ -73,6 +89,16 @@ def router(ctx: ApiContext) -> APIRouter:
             **status_summary(ctx.store).to_dict(),
         }
         return EngineStatus.model_validate(body)
+
+    @routes.post(
+        RELEASE_PATH,
+        summary="Release a segment held by the observer gate or its fence budget (admin; audited)",
+        status_code=200,
+    )
+    def release(segment_id: str, body: ReleaseBody, who: Caller) -> ReleaseView:
+        by = f"user {who.user_id}" + (f" of project {who.project_id}" if who.project_id else "") + " (API)"
+        done = release_segment(ctx.store, segment_id, by, body.reason, ctx.clock.now())
+        return ReleaseView.model_validate(done.to_dict())
 
     @routes.get(
         "/metrics",

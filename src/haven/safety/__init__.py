@@ -1,0 +1,29 @@
+"""The safety policy (pure): whether a host may be fenced, its VMs moved or its service disabled."""
+
+from haven.safety.policy import (
+    SPEAKING,
+    Action,
+    Answer,
+    Decision,
+    SafetyView,
+    Source,
+    authorize,
+    cloud_gate_reason,
+    fence_budget,
+    process_gate_reason,
+    segment_gate_reason,
+)
+
+__all__ = [
+    "SPEAKING",
+    "Action",
+    "Answer",
+    "Decision",
+    "SafetyView",
+    "Source",
+    "authorize",
+    "cloud_gate_reason",
+    "fence_budget",
+    "process_gate_reason",
+    "segment_gate_reason",
+]

@@ -1,0 +1,192 @@
+"""haven's safety policy: the one place that says whether a host may be fenced, its VMs moved, or a
+compute service disabled now, and when too much has failed at once for any automatic action.
+
+Who asks: the detector (haven.detection) applies the gate rules below to decide which segments
+are held; every recovery step that fences a host, evacuates its VMs or disables a compute service
+asks ``authorize`` just before its effect (through haven.recovery.context.StepContext), whatever
+opened the notification: haven's own detector, the API (a Masakari monitor, an operator), an
+agent's report, or a step resumed by a restarted engine. The answer is ALLOW, HOLD (wait: ask
+again later; the reason is recorded on the step and raised as an alert) or REFUSE (the recovery
+stops; the reason is recorded).
+
+The rules, in one sitting:
+1. A host that still speaks on any channel (haven's agent on the management network, its second
+   network, or nova-compute's reports) is never fenced and never emptied, whoever reported it.
+   A report from outside is evidence for haven's own detector, never a substitute for it: until
+   haven's channels agree that the host is dead, fencing waits (``external_report_wait_s`` while
+   some channel still hears the host, since a monitor may report a moment earlier; then refused).
+2. The observer gate: when more than ``gate_share`` of a segment (or ``gate_small_segment_loss``
+   hosts of a small one) went silent within ``gate_window_s``, the likely fault is the observer or
+   its network: the segment is held. The count is over a sliding window, not a burst, so a
+   partition that rolls in waves is still one event. The same holds cloud-wide above
+   ``cloud_gate_share`` of every managed host.
+3. A held segment stays held until its silent hosts are back, or until an operator releases it
+   (``haven release SEGMENT``, audited); released hosts are exempt until they are healthy again.
+4. A fence budget: at most ``fence_budget`` hosts of one segment fenced per window (by default the
+   gate's own share), so no chain of small events empties a segment.
+5. The PROCESS path's gate: when more than ``process_gate_share`` of the cloud's nova-computes stop
+   reporting while their hosts' agents beat, the control plane (RabbitMQ, nova-conductor, the
+   database) is the likely fault: no compute service is disabled, one alert says so.
+6. Evacuation from a host needs the host silent on every channel (rule 1) and, checked by the step
+   itself just before the call, its BMC reporting power off. A hold does not stop the evacuation
+   of a host already confirmed off: the harm a hold prevents (fencing a live host) cannot happen.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+from haven.domain.ids import HostName, SegmentId
+from haven.domain.liveness import HostCondition
+from haven.domain.settings import DetectionSettings
+
+
+class Action(StrEnum):
+    FENCE = "fence"
+    EVACUATE = "evacuate"
+    DISABLE_SERVICE = "disable_service"
+
+
+class Answer(StrEnum):
+    ALLOW = "allow"
+    HOLD = "hold"  # not now: ask again later
+    REFUSE = "refuse"  # never, for this notification: the recovery stops
+
+
+class Source(StrEnum):
+    """Who opened the notification a step belongs to."""
+
+    DETECTOR = "haven"  # haven's own detector
+    EXTERNAL = "external"  # the API: a Masakari monitor, an operator, haven's agent's own report
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    answer: Answer
+    reason: str
+
+    @property
+    def allowed(self) -> bool:
+        return self.answer is Answer.ALLOW
+
+
+@dataclass(frozen=True, slots=True)
+class SafetyView:
+    """What the policy reads about one host and the gates around it (built by the engine)."""
+
+    host: HostName
+    condition: HostCondition  # haven's own verdict from every channel
+    reason: str = ""  # the detector's words for that verdict
+    segment_id: SegmentId | None = None
+    segment_size: int = 0
+    segment_hold: str | None = None  # the reason of the gate hold in force on the segment, if any
+    released: bool = False  # an operator released the gate for this host
+    fenced_in_window: int = 0  # other hosts of the segment haven fenced within the gate window
+    control_plane_hold: str | None = None  # the PROCESS gate's reason, when it holds
+    source: Source = Source.DETECTOR
+    waited_s: float = 0.0  # how long this request has been waiting for an answer other than HOLD
+
+
+# Conditions in which some channel still hears the host.
+SPEAKING = frozenset({HostCondition.HEALTHY, HostCondition.ISOLATED, HostCondition.AGENT_DOWN})
+_CHANNEL = {
+    HostCondition.HEALTHY: "haven's agent still heartbeats on the management network",
+    HostCondition.ISOLATED: "its second network still beats (isolated, not dead)",
+    HostCondition.AGENT_DOWN: "nova-compute still reports to Nova (haven's agent is down, not the host)",
+}
+
+
+def authorize(action: Action, view: SafetyView, settings: DetectionSettings) -> Decision:
+    """Whether ``action`` may happen to ``view.host`` now, and why (or why not)."""
+    if action is Action.DISABLE_SERVICE:
+        if view.control_plane_hold:
+            return Decision(Answer.HOLD, view.control_plane_hold)
+        return Decision(Answer.ALLOW, "no control-plane gate holds")
+    who = "an external report" if view.source is Source.EXTERNAL else "haven's detector"
+    if view.condition in SPEAKING:
+        verb = "fenced" if action is Action.FENCE else "emptied"
+        if view.source is Source.EXTERNAL and view.waited_s < settings.external_report_wait_s:
+            # A monitor may report a moment before haven's own channels fall silent: wait a while.
+            return Decision(
+                Answer.HOLD,
+                f"{view.host} is not {verb} yet: {_CHANNEL[view.condition]}; reported by {who}, waiting "
+                f"up to {settings.external_report_wait_s:g} s for haven's own channels to agree",
+            )
+        return Decision(
+            Answer.REFUSE,
+            f"{view.host} is not {verb}: {_CHANNEL[view.condition]}; reported by {who}",
+        )
+    if action is Action.EVACUATE:
+        return Decision(Answer.ALLOW, f"{view.host} is silent on every channel")
+    if view.condition is HostCondition.SUSPECT:
+        return Decision(
+            Answer.HOLD,
+            f"{view.host} reported by {who}, but haven's own channels do not confirm it dead yet "
+            f"({view.reason or 'suspect'}): waiting",
+        )
+    if not view.released:
+        if view.condition is HostCondition.HELD or view.segment_hold:
+            return Decision(
+                Answer.HOLD, f"segment held by the observer gate: {view.segment_hold or view.reason}"
+            )
+        budget = fence_budget(view.segment_size, settings)
+        if view.fenced_in_window >= budget:
+            return Decision(
+                Answer.HOLD,
+                f"fence budget spent: {view.fenced_in_window} host(s) of this segment fenced within "
+                f"{settings.gate_window_s:g} s (budget {budget}); release the segment to go on",
+            )
+    return Decision(Answer.ALLOW, f"{view.host} is confirmed dead by haven's channels ({view.reason})")
+
+
+# ---- the gates ---------------------------------------------------------------------------
+
+
+def fence_budget(segment_size: int, settings: DetectionSettings) -> int:
+    """Hosts of one segment that may be fenced within one gate window."""
+    if settings.fence_budget > 0:
+        return settings.fence_budget
+    return max(1, math.floor(segment_size * settings.gate_share))
+
+
+def segment_gate_reason(silent: int, size: int, settings: DetectionSettings) -> str:
+    """Why a segment with ``silent`` of ``size`` hosts silent within the window is held ('' if not)."""
+    if size <= 0 or silent < 2:
+        return ""  # one silent host is that host's failure, whatever the segment's size
+    window = f"{settings.gate_window_s:g} s"
+    if silent > settings.gate_share * size:
+        return (
+            f"{silent} of {size} hosts went silent within {window} (more than {settings.gate_share:.0%}): "
+            "the observer or its network is the likely fault; automatic recovery is held until they "
+            "heartbeat again or an operator releases the segment"
+        )
+    if size <= settings.gate_small_segment_size and silent >= settings.gate_small_segment_loss:
+        return (
+            f"{silent} of the {size} hosts of a small segment went silent within {window}: "
+            "the observer or its network is the likely fault; automatic recovery is held"
+        )
+    return ""
+
+
+def cloud_gate_reason(silent: int, total: int, settings: DetectionSettings) -> str:
+    """Why every segment with silent hosts is held because of the whole cloud ('' if not)."""
+    if total <= 0 or silent < 2 or silent <= settings.cloud_gate_share * total:
+        return ""
+    return (
+        f"{silent} of the cloud's {total} hosts went silent within {settings.gate_window_s:g} s "
+        f"(more than {settings.cloud_gate_share:.0%}): the observer or the network is the likely fault; "
+        "automatic recovery is held everywhere until they heartbeat again or an operator releases"
+    )
+
+
+def process_gate_reason(down: int, total: int, settings: DetectionSettings) -> str:
+    """Why no compute service is disabled although ``down`` nova-computes stopped reporting ('' if not)."""
+    if total <= 0 or down < 2 or down <= settings.process_gate_share * total:
+        return ""
+    return (
+        f"{down} of {total} nova-compute services stopped reporting while their hosts' haven agents "
+        "still beat: the control plane (RabbitMQ, nova-conductor or the database) is the likely "
+        "fault, not the hosts; no compute service is disabled and nothing is evacuated"
+    )
