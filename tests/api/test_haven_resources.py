@@ -201,6 +201,37 @@ async def test_status_reports_leader_hosts_notifications_alerts_and_holds(
     assert body["time"] == clock.now()
 
 
+# ---- /v1/haven/segments/{id}/release --------------------------------------------------------------
+
+
+async def test_an_admin_releases_a_held_segment_and_the_release_is_audited(
+    http: httpx.AsyncClient, store: Store, clock: VirtualClock
+) -> None:
+    segment = store.create_segment(Segment(SegmentId("b" * 32), "rack-2"))
+    store.add_hosts([SegmentHost(HostName(f"compute-{i}"), segment.id) for i in (1, 2, 3)])
+    path = f"/v1/haven/segments/{segment.id}/release"
+    not_held = await http.post(path, headers=role("admin"), json={})
+    assert not_held.status_code == 409 and "not held" in not_held.text
+    store.set_host_conditions({HostName("compute-1"): "held", HostName("compute-2"): "held"})
+    store.raise_alert(Alert("hold-2", AlertKind.GATE_HOLD, "2 of 3 silent", 12.0, segment_id=segment.id))
+    assert (await http.post(path, headers=role("reader"), json={})).status_code == 403
+    assert (await http.post(path, headers=role("admin"), json={"reason": "x" * 300})).status_code == 400
+    assert (await http.post("/v1/haven/segments/nope/release", headers=role("admin"), json={})).status_code == 404
+    assert [a.kind for a in store.list_alerts()] == [AlertKind.GATE_HOLD]  # refusals changed nothing
+
+    done = await http.post(path, headers=role("admin"), json={"reason": "rack PDU failed"})
+    assert done.status_code == 200, done.text
+    body = done.json()
+    assert body["hosts"] == ["compute-1", "compute-2"] and body["segment"] == "rack-2"
+    assert body["by"] == "user user-admin of project p1 (API)" and body["at"] == clock.now()
+    active = store.list_alerts()
+    assert {(a.kind, a.host) for a in active} == {
+        (AlertKind.GATE_RELEASED, "compute-1"),
+        (AlertKind.GATE_RELEASED, "compute-2"),
+    }
+    assert all("user-admin" in a.message and "rack PDU failed" in a.message for a in active)
+
+
 # ---- /v1/haven/drills ----------------------------------------------------------------------
 
 

@@ -472,3 +472,31 @@ def test_the_only_host_of_a_segment_dying_is_not_held_by_the_gate() -> None:
     result = run([silent(h(0), 3.5)], members({SEG: 1}))
     assert result.holds == {}
     assert conditions(result) == {h(0): HostCondition.DEAD}
+
+
+# ---- hosts silent while powered: a network's signature --------------------------------------------
+
+
+def powered_silent(host: HostName, age: float, bmc: BmcPower = BmcPower.ON) -> HostLiveness:
+    """Silent on both networks and to Nova, its BMC not reporting power off."""
+    return reading(host, agent_age=age, second_age=age, bmc=bmc)
+
+
+@pytest.mark.parametrize("bmc", [BmcPower.ON, BmcPower.UNKNOWN])
+def test_three_of_ten_silent_while_powered_are_held(bmc: BmcPower) -> None:
+    # Below the segment's share, but three powered hosts falling silent together is a network fault.
+    membership = members({SEG: 10})
+    result = run([powered_silent(h(n), 20.0, bmc) for n in range(3)], membership)
+    assert list(result.holds) == [SEG]
+    assert "BMCs do not report power off" in result.holds[SEG].reason
+    assert set(conditions(result).values()) == {HostCondition.HELD}
+
+
+def test_one_hung_host_and_powered_off_hosts_are_not_held_by_the_unconfirmed_rule() -> None:
+    membership = members({SEG: 10})
+    one = run([powered_silent(h(0), 20.0)], membership)  # a hang: fenced as usual
+    assert one.holds == {} and conditions(one) == {h(0): HostCondition.DEAD}
+    off = run([silent(h(n), 20.0) for n in range(4)], membership)  # a rack's power: BMCs say off
+    assert off.holds == {} and set(conditions(off).values()) == {HostCondition.DEAD}
+    two = run([powered_silent(h(n), 20.0) for n in range(2)], membership)  # 20%: not more than 25%
+    assert two.holds == {}

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from haven.domain.ids import HostName, SegmentId
 from haven.domain.liveness import BmcPower, HostCondition, HostLiveness
 from haven.domain.settings import DetectionSettings
-from haven.safety import cloud_gate_reason, segment_gate_reason
+from haven.safety import cloud_gate_reason, segment_gate_reason, unconfirmed_gate_reason
 
 NEVER = float("-inf")
 
@@ -176,7 +176,8 @@ def detect(
             recheck_at = verdict.recheck_at if recheck_at is None else min(recheck_at, verdict.recheck_at)
         if verdict.condition is not HostCondition.HEALTHY or verdict.failed_processes:
             verdicts[reading.host] = verdict
-    new_holds, kept, ended = _apply_gate(verdicts, membership, holds, now, settings, released)
+    unconfirmed = frozenset(r.host for r in readings if r.bmc is not BmcPower.OFF)
+    new_holds, kept, ended = _apply_gate(verdicts, membership, holds, now, settings, released, unconfirmed)
     return Detection(verdicts, kept, recheck_at, tuple(new_holds), tuple(ended))
 
 
@@ -191,8 +192,11 @@ def _apply_gate(
     now: float,
     settings: DetectionSettings,
     released: frozenset[HostName],
+    unconfirmed: frozenset[HostName],
 ) -> tuple[list[Hold], dict[SegmentId, Hold], list[SegmentId]]:
     """Hold segments where too many hosts went silent within the window; mark their silent hosts HELD.
+
+    ``unconfirmed``: hosts whose BMC does not report power off (on, or not answering).
 
     Mutates ``verdicts``. A hold ends when none of its hosts is silent any more (or all were released).
     """
@@ -225,7 +229,11 @@ def _apply_gate(
 
     for segment_id, recent in recent_by_segment.items():
         if segment_id not in kept:
-            reason = segment_gate_reason(len(recent), membership.sizes.get(segment_id, 0), settings)
+            size = membership.sizes.get(segment_id, 0)
+            powered = sum(1 for v in recent if v.host in unconfirmed)
+            reason = segment_gate_reason(len(recent), size, settings) or unconfirmed_gate_reason(
+                powered, size, settings
+            )
             if reason:
                 hold_segment(segment_id, recent, reason)
     total_recent = sum(len(r) for r in recent_by_segment.values())

@@ -17,6 +17,8 @@ class DetectionSettings:
     # event, not several bursts), and a held segment stays held until its hosts are back or released.
     gate_window_s: float = 300.0
     cloud_gate_share: float = 0.5  # more than this share of every managed host silent holds them all
+    # More than this share of a segment silent while their BMCs do not say off (a network's signature).
+    gate_unconfirmed_share: float = 0.25
     # More than this share of the cloud's nova-computes down while their hosts' agents beat: the
     # control plane (RabbitMQ, conductor, database) is the likely fault, not the hosts.
     process_gate_share: float = 0.5

@@ -12,6 +12,7 @@ from haven.safety.policy import (
     fence_budget,
     process_gate_reason,
     segment_gate_reason,
+    unconfirmed_gate_reason,
 )
 
 __all__ = [
@@ -26,4 +27,5 @@ __all__ = [
     "fence_budget",
     "process_gate_reason",
     "segment_gate_reason",
+    "unconfirmed_gate_reason",
 ]

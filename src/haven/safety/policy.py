@@ -19,7 +19,9 @@ The rules, in one sitting:
    hosts of a small one) went silent within ``gate_window_s``, the likely fault is the observer or
    its network: the segment is held. The count is over a sliding window, not a burst, so a
    partition that rolls in waves is still one event. The same holds cloud-wide above
-   ``cloud_gate_share`` of every managed host.
+   ``cloud_gate_share`` of every managed host. Hosts silent while their BMC does not report power
+   off are a network's signature more than a host's: more than ``gate_unconfirmed_share`` of a
+   segment of them (two at least) holds it too.
 3. A held segment stays held until its silent hosts are back, or until an operator releases it
    (``haven release SEGMENT``, audited); released hosts are exempt until they are healthy again.
 4. A fence budget: at most ``fence_budget`` hosts of one segment fenced per window (by default the
@@ -168,6 +170,23 @@ def segment_gate_reason(silent: int, size: int, settings: DetectionSettings) -> 
             "the observer or its network is the likely fault; automatic recovery is held"
         )
     return ""
+
+
+def unconfirmed_gate_reason(silent_powered: int, size: int, settings: DetectionSettings) -> str:
+    """Why a segment is held because several of its hosts fell silent while powered ('' if not).
+
+    A host silent on every network while its BMC does not report power off has either hung or lost
+    its networks; several at once within the window is the signature of a network fault (a switch
+    failing port group by port group), not of as many hosts hanging together.
+    """
+    if size <= 0 or silent_powered < 2 or silent_powered <= settings.gate_unconfirmed_share * size:
+        return ""
+    return (
+        f"{silent_powered} of {size} hosts went silent within {settings.gate_window_s:g} s while their BMCs "
+        f"do not report power off (more than {settings.gate_unconfirmed_share:.0%}): a network fault is "
+        "the likely cause, not that many hosts hanging at once; automatic recovery is held until they "
+        "heartbeat again or an operator releases the segment"
+    )
 
 
 def cloud_gate_reason(silent: int, total: int, settings: DetectionSettings) -> str:
