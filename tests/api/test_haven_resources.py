@@ -216,7 +216,9 @@ async def test_an_admin_releases_a_held_segment_and_the_release_is_audited(
     store.raise_alert(Alert("hold-2", AlertKind.GATE_HOLD, "2 of 3 silent", 12.0, segment_id=segment.id))
     assert (await http.post(path, headers=role("reader"), json={})).status_code == 403
     assert (await http.post(path, headers=role("admin"), json={"reason": "x" * 300})).status_code == 400
-    assert (await http.post("/v1/haven/segments/nope/release", headers=role("admin"), json={})).status_code == 404
+    assert (
+        await http.post("/v1/haven/segments/nope/release", headers=role("admin"), json={})
+    ).status_code == 404
     assert [a.kind for a in store.list_alerts()] == [AlertKind.GATE_HOLD]  # refusals changed nothing
 
     done = await http.post(path, headers=role("admin"), json={"reason": "rack PDU failed"})

@@ -40,11 +40,17 @@ def test_release_of_a_segment_that_is_not_held_is_a_clear_error(
     assert code == 2 and "zone-x" in err and "haven status" in err
 
 
-def test_release_records_who_and_why_for_each_silent_host(capsys: pytest.CaptureFixture[str], home: Path) -> None:
+def test_release_records_who_and_why_for_each_silent_host(
+    capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
     with Store.open(f"sqlite:///{home}/haven.db") as store:
         store.set_host_conditions({HostName("compute-0"): "held", HostName("compute-1"): "dead"})
-        store.raise_alert(Alert("h", AlertKind.GATE_HOLD, "3 of 4 silent", 1.0, segment_id=SegmentId("c" * 32)))
-    code, out, err = run(capsys, "release", "zone-a", "--reason", "switch replaced, hosts were dead", "--json")
+        store.raise_alert(
+            Alert("h", AlertKind.GATE_HOLD, "3 of 4 silent", 1.0, segment_id=SegmentId("c" * 32))
+        )
+    code, out, err = run(
+        capsys, "release", "zone-a", "--reason", "switch replaced, hosts were dead", "--json"
+    )
     assert code == 0, err
     body = json.loads(out)
     assert body["hosts"] == ["compute-0", "compute-1"] and "haven release" in body["by"]
