@@ -152,6 +152,26 @@ def test_grace_shorter_than_two_heartbeats_is_refused(
     assert not (home / "haven.db").exists()
 
 
+@pytest.mark.parametrize(
+    ("toml", "words"),
+    [
+        ("[detection]\ngate_window_s = 5.0\n", "gate_window_s (5) is shorter than grace_s plus"),
+        ("[detection]\ncloud_gate_share = 1.5\n", "cloud_gate_share must be between 0 and 1"),
+        ("[detection]\ngate_unconfirmed_share = 0\n", "gate_unconfirmed_share must be between 0 and 1"),
+        ("[detection]\nfence_budget = -1\n", "must not be negative"),
+        ("[recovery]\nmax_evacuate_attempts = 0\n", "max_evacuate_attempts must be at least 1"),
+    ],
+)
+def test_safety_settings_that_would_defeat_the_gate_are_refused(
+    capsys: pytest.CaptureFixture[str], home: Path, tmp_path: Path, toml: str, words: str
+) -> None:
+    cfg = tmp_path / "haven.toml"
+    cfg.write_text(toml)
+    code, _, err = run(capsys, "--config", str(cfg), "serve")
+    assert code == 2 and words in err and "Traceback" not in err
+    assert not (home / "haven.db").exists()
+
+
 def test_a_foreign_sqlite_file_is_refused_and_left_untouched(
     capsys: pytest.CaptureFixture[str], home: Path, tmp_path: Path
 ) -> None:

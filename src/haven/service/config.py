@@ -300,8 +300,24 @@ def check_settings(engine: EngineSettings, where: str = "settings") -> None:
             "could see its neighbours fall silent",
             "make grace_s at least twice heartbeat_interval_s",
         )
-    if not 0 < d.gate_share < 1:
-        raise ConfigError(f"{where}: [detection] gate_share must be between 0 and 1, got {d.gate_share:g}")
+    for share in ("gate_share", "cloud_gate_share", "gate_unconfirmed_share", "process_gate_share"):
+        if not 0 < getattr(d, share) < 1:
+            raise ConfigError(
+                f"{where}: [detection] {share} must be between 0 and 1, got {getattr(d, share):g}"
+            )
+    if d.gate_window_s < d.grace_s + d.nova_report_interval_s:
+        raise ConfigError(
+            f"{where}: [detection] gate_window_s ({d.gate_window_s:g}) is shorter than grace_s plus "
+            f"nova_report_interval_s ({d.grace_s + d.nova_report_interval_s:g} s): a partition rolling in "
+            "waves would be seen as separate events",
+            "make gate_window_s several minutes (the default is 300)",
+        )
+    if d.fence_budget < 0 or d.external_report_wait_s < 0:
+        raise ConfigError(
+            f"{where}: [detection] fence_budget and external_report_wait_s must not be negative"
+        )
+    if r.max_evacuate_attempts < 1:
+        raise ConfigError(f"{where}: [recovery] max_evacuate_attempts must be at least 1")
     if r.max_parallel_evacuations < 1:
         raise ConfigError(f"{where}: [recovery] max_parallel_evacuations must be at least 1")
     timings = (
@@ -310,6 +326,7 @@ def check_settings(engine: EngineSettings, where: str = "settings") -> None:
         "fence_timeout_s",
         "verify_timeout_s",
         "step_timeout_s",
+        "hold_poll_interval_s",
     )
     for name in (*timings, "crash_loop_window_s"):
         if getattr(r, name) <= 0:
