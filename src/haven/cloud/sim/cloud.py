@@ -5,17 +5,26 @@ SimFencer for BMC power, and by drills to inject faults and read ground truth.
 Timed effects (a BMC applying power off, a rebuild finishing) are events on an
 internal queue, applied whenever the cloud is touched; ``next_event_time``
 lets a virtual-time runner jump straight to the next one.
+
+Faults a drill (or the fault explorer) can inject, besides a host's own death: the observer
+losing sight of hosts (with or without their BMCs), a host's own NICs dying, BMC faults
+(haven.cloud.sim.bmc), Nova calls that time out (with or without their effect), a rebuild
+that fails, a control-plane outage (RabbitMQ/conductor: reports stop, mutating calls fail),
+and Nova's clock skewed from the engine's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from haven.cloud.sim.bmc import SimBmcs
+from haven.cloud.sim.faults import SimFaults
 from haven.cloud.sim.guests import SimGuests
-from haven.cloud.sim.state import EvacuationRecord, SimHost, SimServer
+from haven.cloud.sim.state import CallFault, EvacuationRecord, EvacuationStatus, SimHost, SimServer
 from haven.cloud.sim.timings import SimTimings
 from haven.domain.clock import Clock
 from haven.domain.cloud import (
@@ -28,14 +37,15 @@ from haven.domain.cloud import (
     TaskState,
     VmState,
 )
-from haven.domain.errors import Conflict, NotFound, TemporaryError
+from haven.domain.errors import Conflict, NotFound
 from haven.domain.ids import HostName, ServerId
-from haven.domain.liveness import BmcPower, HostLiveness
+from haven.domain.liveness import HostLiveness
 
 NOVA_COMPUTE = "nova-compute"
+ACTION_SUCCESS, ACTION_ERROR = "Success", "Error"  # Nova's instance-action event results
 
 
-class SimCloud(SimGuests):
+class SimCloud(SimFaults, SimGuests, SimBmcs):  # SimFaults first: it provides _mutate to SimGuests
     def __init__(
         self,
         clock: Clock,
@@ -59,6 +69,11 @@ class SimCloud(SimGuests):
         self._ran_twice: set[ServerId] = set()
         self.vm_actions: list[ServerAction] = []  # every action asked of a server (os-instance-actions)
         self._agent_reports: list[tuple[HostName, dict[str, Any]]] = []
+        self._latest_evacuation: dict[ServerId, int] = {}  # index in ``evacuations``
+        self._call_faults: list[CallFault] = []
+        self.control_plane_down = False
+        # Nova's clock less the engine's: Nova stamps its reports (``nova_updated_at``) with its own.
+        self.nova_clock_skew_s = 0.0
         for server in servers:
             self._add_server(server)
 
@@ -122,26 +137,38 @@ class SimCloud(SimGuests):
     # ---- Cloud protocol: actions --------------------------------------------------------
 
     async def force_down(self, host: HostName, down: bool) -> None:
-        self._catch_up()
-        self._host(host).forced_down = down
-        self._refresh(self._host(host))
+        self._mutate("force_down", lambda: self._force_down(self._host(host), down))
+
+    def _force_down(self, h: SimHost, down: bool) -> None:
+        h.forced_down = down
+        self._refresh(h)
 
     async def disable_service(self, host: HostName, reason: str) -> None:
-        self._catch_up()
-        h = self._host(host)
-        h.service_enabled, h.disabled_reason = False, reason
+        def disable() -> None:
+            h = self._host(host)
+            h.service_enabled, h.disabled_reason = False, reason
+
+        self._mutate("disable_service", disable)
 
     async def enable_service(self, host: HostName) -> None:
-        self._catch_up()
-        h = self._host(host)
-        h.service_enabled, h.disabled_reason = True, ""
+        def enable() -> None:
+            h = self._host(host)
+            h.service_enabled, h.disabled_reason = True, ""
+
+        self._mutate("enable_service", enable)
 
     async def reset_state(self, server_id: ServerId, state: VmState) -> None:
-        self._catch_up()
-        self._server(server_id).vm_state = state
+        def reset() -> None:
+            server = self._server(server_id)
+            # Nova's os-resetState sets vm_state and clears task_state (a rebuild in flight goes on).
+            server.vm_state, server.task_state = state, TaskState.NONE
+
+        self._mutate("reset_state", reset)
 
     async def evacuate(self, server_id: ServerId, target: HostName | None) -> None:
-        self._catch_up()
+        self._mutate("evacuate", lambda: self._evacuate(server_id, target))
+
+    def _evacuate(self, server_id: ServerId, target: HostName | None) -> None:
         server = self._server(server_id)
         source = self._hosts[server.host]
         if server.task_state is not TaskState.NONE:
@@ -150,7 +177,9 @@ class SimCloud(SimGuests):
             raise Conflict(f"Compute service of {source.name} is still in use.")
         dest = self._host(target) if target is not None else self._schedule(source, server)
         now = self.clock.now()
+        action = len(self.vm_actions)
         self.vm_actions.append(ServerAction(server_id, ServerActionKind.EVACUATE.value, now))
+        record = len(self.evacuations)
         self.evacuations.append(
             EvacuationRecord(
                 server_id,
@@ -158,20 +187,56 @@ class SimCloud(SimGuests):
                 dest.name if dest else source.name,
                 now,
                 source_powered=source.powered,
-                source_failed_by_fault=source.failed_by_fault,
+                source_failed_by_fault=self._has_failed(source),
+                unsafe_double=self._would_double(server_id, source),
             )
         )
+        self._latest_evacuation[server_id] = record
         if dest is None or dest is source or not self._accepts(dest, server):
             # Nova's scheduler found no valid host: the rebuild fails and the server errors.
             server.vm_state = VmState.ERROR
+            self._evacuation_ended(record, action, ok=False)
             return
-        self._move(server, source, dest)
-        server.task_state = TaskState.REBUILDING
         admitted = max(now, dest.rebuild_busy_until) + self.timings.evacuate_admit_s
         dest.rebuild_busy_until = admitted
-        self._at(admitted + self.timings.evacuate_boot_s, lambda: self._finish_rebuild(server, dest))
+        done_at = admitted + self.timings.evacuate_boot_s
+        server.task_state = TaskState.REBUILDING
+        if server.rebuild_fails:
+            server.rebuild_fails = False
+            self._at(done_at, lambda: self._fail_rebuild(server, record, action))
+            return
+        self._move(server, source, dest)
+        self._at(done_at, lambda: self._finish_rebuild(server, dest, record, action))
 
-    def _finish_rebuild(self, server: SimServer, dest: SimHost) -> None:
+    def _would_double(self, server_id: ServerId, source: SimHost) -> bool:
+        """Ground truth: an earlier evacuation of the server may leave it running besides this one's."""
+        index = self._latest_evacuation.get(server_id)
+        if index is None:
+            return False
+        earlier = self.evacuations[index]
+        if earlier.status is EvacuationStatus.ACCEPTED:
+            return True  # its rebuild is still in flight
+        if earlier.status is EvacuationStatus.ERROR:
+            return False  # it failed: the server ran nowhere, a retry is what is wanted
+        # It succeeded: moving the VM again is right only off a host that failed since (or is off).
+        return earlier.target != source.name or (source.powered and not self._has_failed(source))
+
+    def _evacuation_ended(self, record: int, action: int, ok: bool) -> None:
+        status = EvacuationStatus.DONE if ok else EvacuationStatus.ERROR
+        self.evacuations[record] = dataclasses.replace(self.evacuations[record], status=status)
+        result = ACTION_SUCCESS if ok else ACTION_ERROR
+        self.vm_actions[action] = dataclasses.replace(self.vm_actions[action], result=result)
+
+    def _fail_rebuild(self, server: SimServer, record: int, action: int) -> None:
+        """The rebuild failed on its destination: ERROR, no task, still on its source, running nowhere new."""
+        server.task_state, server.vm_state, server.power_state = (
+            TaskState.NONE,
+            VmState.ERROR,
+            PowerState.NOSTATE,
+        )
+        self._evacuation_ended(record, action, ok=False)
+
+    def _finish_rebuild(self, server: SimServer, dest: SimHost, record: int, action: int) -> None:
         server.task_state = TaskState.NONE
         if not dest.powered:
             server.vm_state = VmState.ERROR
@@ -180,6 +245,7 @@ class SimCloud(SimGuests):
         else:
             server.vm_state, server.power_state = VmState.ACTIVE, PowerState.RUNNING
             self._start_guest(dest, server.id)
+        self._evacuation_ended(record, action, ok=dest.powered)
 
     def _schedule(self, source: SimHost, server: SimServer) -> SimHost | None:
         """Nova's scheduler in miniature: same zone, service usable, most free RAM that fits."""
@@ -216,11 +282,13 @@ class SimCloud(SimGuests):
                 else None
             ),
             nova_up=self._nova_up(h),
-            nova_updated_at=self._nova_last_report(h),
+            # Nova's times are on Nova's clock, raw, as a real Nova's service list gives them.
+            nova_updated_at=self._nova_last_report(h) + self.nova_clock_skew_s,
             bmc=self.bmc_power_state(h.name),
             failed_processes=(
                 frozenset({NOVA_COMPUTE}) if h.mgmt.flowing and not h.nova_compute_running else frozenset()
             ),
+            nova_now=now + self.nova_clock_skew_s,
         )
 
     def _is_plainly_healthy(self, h: SimHost) -> bool:
@@ -229,70 +297,14 @@ class SimCloud(SimGuests):
             and h.booting_until is None
             and h.bmc_reachable
             and not h.observer_cut
+            and not h.network_failed
+            and not self.control_plane_down
             and h.nova_compute_running
             and not h.forced_down
             and h.mgmt.flowing
             and h.nova.flowing
             and (h.second.flowing or not h.has_second_network)
         )
-
-    # ---- BMC (used by SimFencer) --------------------------------------------------------
-
-    def bmc_power_state(self, host: HostName) -> BmcPower:
-        h = self._host(host)
-        if not h.bmc_reachable or h.observer_cut:
-            return BmcPower.UNKNOWN
-        return BmcPower.ON if h.powered else BmcPower.OFF
-
-    def bmc_request_power(self, host: HostName, on: bool) -> None:
-        self._catch_up()
-        h = self._host(host)
-        if not h.bmc_reachable or h.observer_cut:
-            raise TemporaryError(f"BMC of {host} did not answer", delay=1.0)
-        action = (lambda: self._power_on(h)) if on else (lambda: self._power_off(h, by_fault=False))
-        self._at(self.clock.now() + self.timings.bmc_power_off_s, action)
-
-    # ---- faults (used by drills) ----------------------------------------------------------
-
-    def fail_power(self, host: HostName) -> None:
-        self._catch_up()
-        self._power_off(self._host(host), by_fault=True)
-
-    def hang(self, host: HostName) -> None:
-        """The host's kernel hangs: still powered (the BMC says on), silent everywhere, guests frozen."""
-        self._catch_up()
-        h = self._host(host)
-        h.hung, h.failed_by_fault = True, True
-        for sid in h.running:
-            self._running_on[sid].discard(h.name)
-        h.running.clear()
-        self._refresh(h)
-
-    def partition_management(self, host: HostName, cut: bool = True) -> None:
-        self._catch_up()
-        h = self._host(host)
-        h.mgmt_up = not cut
-        self._refresh(h)
-
-    def cut_observer(self, hosts: Iterable[HostName], cut: bool = True) -> None:
-        self._catch_up()
-        for name in hosts:
-            h = self._host(name)
-            h.observer_cut = cut
-            self._refresh(h)
-
-    def crash_agent(self, host: HostName, crashed: bool = True) -> None:
-        """haven's agent dies: its heartbeats stop, the host and nova-compute live on."""
-        self._catch_up()
-        h = self._host(host)
-        h.agent_running = not crashed
-        self._refresh(h)
-
-    def crash_nova_compute(self, host: HostName, crashed: bool = True) -> None:
-        self._catch_up()
-        h = self._host(host)
-        h.nova_compute_running = not crashed
-        self._refresh(h)
 
     # ---- ground truth (used by drills) ----------------------------------------------------
 
@@ -306,6 +318,17 @@ class SimCloud(SimGuests):
 
     def evacuation_count(self, server_id: ServerId) -> int:
         return sum(1 for e in self.evacuations if e.server_id == server_id)
+
+    def unsafe_double_evacuations(self) -> list[EvacuationRecord]:
+        """Evacuations asked while an earlier one of the same server was in flight or had succeeded
+        (see ``EvacuationRecord.unsafe_double``), in the order they were asked. A retry after a
+        rebuild that failed (ERROR, running nowhere) is not one.
+        """
+        return [e for e in self.evacuations if e.unsafe_double]
+
+    def evacuations_from_powered_sources(self) -> int:
+        """Evacuations asked while their source was still powered (the VM could run twice)."""
+        return sum(1 for e in self.evacuations if e.source_powered)
 
     def is_powered(self, host: HostName) -> bool:
         return self._host(host).powered
@@ -367,12 +390,17 @@ class SimCloud(SimGuests):
         if len(self._running_on[server_id]) > 1:
             self._ran_twice.add(server_id)
 
+    def _has_failed(self, h: SimHost) -> bool:
+        """Ground truth: the host died, hung or lost its own networks (it did not merely look so)."""
+        return h.failed_by_fault or h.network_failed
+
     def _power_off(self, h: SimHost, by_fault: bool) -> None:
         if not h.powered:
             return
-        if not by_fault and not h.failed_by_fault:
+        if not by_fault and not self._has_failed(h):
             self.live_hosts_fenced.append(h.name)  # ground truth: a host that had not failed lost power
         h.powered, h.booting_until, h.hung = False, None, False
+        self._note_power(h)
         h.failed_by_fault = h.failed_by_fault or by_fault
         for sid in h.running:
             self._running_on[sid].discard(h.name)
@@ -383,6 +411,7 @@ class SimCloud(SimGuests):
         if h.powered:
             return
         h.powered, h.failed_by_fault = True, False
+        self._note_power(h)
         h.booting_until = self.clock.now() + self.timings.host_boot_s
         self._refresh(h)
         self._at(h.booting_until, lambda: self._finish_boot(h))
@@ -402,10 +431,12 @@ class SimCloud(SimGuests):
         """Recompute which channels flow after any change to a host, and note it as news."""
         now = self.clock.now()
         alive = h.powered and h.booting_until is None and not h.hung
-        heard = alive and not h.observer_cut and h.agent_running  # channels are what the observer hears
+        wired = alive and not h.network_failed  # its own NICs work
+        heard = wired and not h.observer_cut and h.agent_running  # channels are what the observer hears
         h.mgmt.set_flowing(heard and h.mgmt_up, now)
         h.second.set_flowing(heard and h.second_up and h.has_second_network, now)
-        h.nova.set_flowing(alive and h.mgmt_up and h.nova_compute_running and not h.observer_cut, now)
+        reports = wired and h.mgmt_up and h.nova_compute_running and not self.control_plane_down
+        h.nova.set_flowing(reports and not h.observer_cut, now)
         self._anomalous.add(h.name)
 
     def _host_view(self, h: SimHost) -> Host:

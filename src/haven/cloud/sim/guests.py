@@ -11,6 +11,7 @@ drills' ground truth for ``double_actions``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -54,34 +55,51 @@ class SimGuests:
     def _start_guest(self, h: SimHost, server_id: ServerId) -> None:
         raise NotImplementedError
 
+    def _mutate(self, kind: str, effect: Callable[[], None]) -> None:
+        raise NotImplementedError
+
     # ---- Cloud protocol: guest actions ----------------------------------------------------
 
     async def stop_server(self, server_id: ServerId) -> None:
-        s = self._accept(server_id, ServerActionKind.STOP, _STOPPABLE)
-        s.task_state = TaskState.POWERING_OFF
-        self._at(self.clock.now() + self.timings.vm_stop_s, lambda: self._finish_stop(s))
+        def stop() -> None:
+            s, action = self._accept(server_id, ServerActionKind.STOP, _STOPPABLE)
+            s.task_state = TaskState.POWERING_OFF
+            self._at(self.clock.now() + self.timings.vm_stop_s, lambda: self._finish_stop(s, action))
+
+        self._mutate("stop_server", stop)
 
     async def start_server(self, server_id: ServerId) -> None:
-        s = self._accept(server_id, ServerActionKind.START, (VmState.STOPPED,))
-        s.task_state = TaskState.POWERING_ON
-        self._at(self.clock.now() + self.timings.vm_start_s, lambda: self._boot(s))
+        def start() -> None:
+            s, action = self._accept(server_id, ServerActionKind.START, (VmState.STOPPED,))
+            s.task_state = TaskState.POWERING_ON
+            self._at(self.clock.now() + self.timings.vm_start_s, lambda: self._boot(s, action))
+
+        self._mutate("start_server", start)
 
     async def reboot_server(self, server_id: ServerId) -> None:
-        s = self._accept(server_id, ServerActionKind.REBOOT, _REBOOTABLE)
-        s.task_state = TaskState.REBOOTING_HARD
-        self._halt_guest(s)  # a hard reboot is a power cycle: the old guest is gone at once
-        self._at(self.clock.now() + self.timings.vm_reboot_s, lambda: self._boot(s))
+        def reboot() -> None:
+            s, action = self._accept(server_id, ServerActionKind.REBOOT, _REBOOTABLE)
+            s.task_state = TaskState.REBOOTING_HARD
+            self._halt_guest(s)  # a hard reboot is a power cycle: the old guest is gone at once
+            self._at(self.clock.now() + self.timings.vm_reboot_s, lambda: self._boot(s, action))
+
+        self._mutate("reboot_server", reboot)
 
     async def server_actions(self, server_id: ServerId, since: float) -> Sequence[ServerAction]:
+        """The server's actions since ``since``, on the engine's clock.
+
+        A real Nova stamps them with its own clock; OpenStackCloud moves them onto haven's at its
+        boundary (by the offset it measures from Nova's Date), and so does this one, exactly: a
+        skewed Nova clock (``nova_clock_skew_s``) shows only in the liveness readings' raw times.
+        """
         self._catch_up()
         self._server(server_id)  # NotFound for an unknown server, as Nova answers
         return [a for a in self.vm_actions if a.server_id == server_id and a.at >= since]
 
     def _accept(
         self, server_id: ServerId, action: ServerActionKind, allowed: tuple[VmState, ...]
-    ) -> SimServer:
-        """Nova's API checks (task_state, vm_state), then the action is recorded and accepted."""
-        self._catch_up()
+    ) -> tuple[SimServer, int]:
+        """Nova's API checks (task_state, vm_state), then the action is recorded (its index) and accepted."""
         s = self._server(server_id)
         if s.task_state is not TaskState.NONE:
             raise Conflict(
@@ -92,20 +110,27 @@ class SimGuests:
                 f"Cannot '{action.value}' instance {server_id} while it is in vm_state {s.vm_state.value}"
             )
         self.vm_actions.append(ServerAction(server_id, action.value, self.clock.now()))
-        return s
+        return s, len(self.vm_actions) - 1
 
-    def _finish_stop(self, s: SimServer) -> None:
+    def _action_result(self, action: int | None, result: str) -> None:
+        if action is not None:
+            self.vm_actions[action] = dataclasses.replace(self.vm_actions[action], result=result)
+
+    def _finish_stop(self, s: SimServer, action: int) -> None:
         if self._running_on[s.id]:  # libvirt reports a guest that shuts down, as for any stop
             self._report(s, {"event": LIFECYCLE, "instance_uuid": s.id, "vir_domain_event": STOPPED_SHUTDOWN})
         self._halt_guest(s)
         s.task_state, s.vm_state, s.power_state = TaskState.NONE, VmState.STOPPED, PowerState.SHUTDOWN
+        self._action_result(action, "Success")
 
-    def _boot(self, s: SimServer) -> None:
+    def _boot(self, s: SimServer, action: int | None = None) -> None:
         s.task_state = TaskState.NONE
         host = self._hosts[s.host]
         if not host.powered:
             s.vm_state, s.power_state = VmState.ERROR, PowerState.NOSTATE
+            self._action_result(action, "Error")
             return
+        self._action_result(action, "Success")
         s.vm_state, s.power_state, s.hung = VmState.ACTIVE, PowerState.RUNNING, False
         s.boots += 1
         self._start_guest(host, s.id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from haven.cloud.sim.channels import SimChannel
 from haven.domain.cloud import Capacity, Flavor, PowerState, TaskState, VmState
@@ -19,12 +20,17 @@ class SimHost:
     has_second_network: bool = True
     powered: bool = True
     failed_by_fault: bool = False  # ground truth: the host died or hung on its own (not fenced)
+    network_failed: bool = False  # ground truth: its own NICs died (powered, guests run): a failure too
     hung: bool = False  # kernel hang: powered, silent on every channel, guests frozen
     booting_until: float | None = None
     mgmt_up: bool = True
     second_up: bool = True
-    observer_cut: bool = False  # the observer cannot hear this host at all
+    observer_cut: bool = False  # the observer cannot hear this host (its networks)
+    observer_reaches_bmc: bool = False  # ...but still reaches its BMC out of band
     bmc_reachable: bool = True
+    bmc_apply_delay_s: float | None = None  # a slow BMC: power requests applied this late (None: timings)
+    bmc_stale_for_s: float = 0.0  # a stale BMC: it answers the power state of this long ago
+    power_changes: list[tuple[float, bool]] = field(default_factory=list)  # (when, powered) for stale BMCs
     nova_compute_running: bool = True
     agent_running: bool = True  # haven's own host agent (its heartbeats)
     service_enabled: bool = True
@@ -56,6 +62,15 @@ class SimServer:
     crashes_left: int = 0  # fault: the guest crashes again this many more times after it boots
     crash_shows_error: bool = False  # fault: Nova shows a crash as vm_state error, not stopped
     boots: int = 0  # counts guest boots, so a crash scheduled for an earlier boot is dropped
+    rebuild_fails: bool = False  # fault: Nova accepts its next evacuation, and the rebuild fails
+
+
+class EvacuationStatus(StrEnum):
+    """Where one evacuate call (Nova's migration record of type evacuation) stands."""
+
+    ACCEPTED = "accepted"  # Nova accepted it; the rebuild is in flight
+    DONE = "done"  # rebuilt on its target
+    ERROR = "error"  # the rebuild failed: the server is in ERROR and runs nowhere
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,4 +82,18 @@ class EvacuationRecord:
     target: HostName
     at: float
     source_powered: bool  # True means the VM could have run twice
-    source_failed_by_fault: bool  # False means the source was not really dead
+    source_failed_by_fault: bool  # False means the source had not failed (nor lost its own networks)
+    status: EvacuationStatus = EvacuationStatus.ACCEPTED
+    # An earlier evacuation of this server was still in flight, or had succeeded and its result was
+    # being moved off a host that had not failed: the VM could end up twice (SimCloud.evacuate).
+    unsafe_double: bool = False
+
+
+@dataclass(slots=True)
+class CallFault:
+    """Injected: the next ``count`` Nova calls of ``kind`` ("*": any mutating call) time out."""
+
+    kind: str
+    count: int
+    effect_applied: bool  # the effect happens first, only the answer is lost
+    delay_s: float
