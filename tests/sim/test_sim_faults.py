@@ -263,3 +263,18 @@ async def test_a_skewed_nova_clock_shows_in_raw_nova_times_with_nova_now() -> No
     assert r.nova_updated_at == T0 + 20.25 - 60.0  # Nova's report at 20.25 s, on Nova's clock
     assert r.nova_up
     assert r.nova_report_local(T0 + 25.0) == T0 + 20.25
+
+
+async def test_nova_calls_keep_every_call_that_took_effect() -> None:
+    cloud, _ = tiny_cloud()
+    await cloud.disable_service(A, "x")
+    cloud.fail_nova_calls("enable_service")
+    with pytest.raises(TemporaryError):
+        await cloud.enable_service(A)  # no effect: not kept
+    cloud.fail_nova_calls("force_down", effect_applied=True)
+    with pytest.raises(TemporaryError):
+        await cloud.force_down(A, True)  # took effect, answer lost: kept
+    assert [(c.kind, c.subject) for c in cloud.nova_calls] == [
+        ("disable_service", A),
+        ("force_down", f"{A} down=True"),
+    ]

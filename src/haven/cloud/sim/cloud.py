@@ -24,7 +24,14 @@ from typing import Any
 from haven.cloud.sim.bmc import SimBmcs
 from haven.cloud.sim.faults import SimFaults
 from haven.cloud.sim.guests import SimGuests
-from haven.cloud.sim.state import CallFault, EvacuationRecord, EvacuationStatus, SimHost, SimServer
+from haven.cloud.sim.state import (
+    CallFault,
+    EvacuationRecord,
+    EvacuationStatus,
+    NovaCall,
+    SimHost,
+    SimServer,
+)
 from haven.cloud.sim.timings import SimTimings
 from haven.domain.clock import Clock
 from haven.domain.cloud import (
@@ -71,6 +78,7 @@ class SimCloud(SimFaults, SimGuests, SimBmcs):  # SimFaults first: it provides _
         self._agent_reports: list[tuple[HostName, dict[str, Any]]] = []
         self._latest_evacuation: dict[ServerId, int] = {}  # index in ``evacuations``
         self._call_faults: list[CallFault] = []
+        self.nova_calls: list[NovaCall] = []  # every mutating call that took effect (ground truth)
         self.control_plane_down = False
         # Nova's clock less the engine's: Nova stamps its reports (``nova_updated_at``) with its own.
         self.nova_clock_skew_s = 0.0
@@ -137,7 +145,7 @@ class SimCloud(SimFaults, SimGuests, SimBmcs):  # SimFaults first: it provides _
     # ---- Cloud protocol: actions --------------------------------------------------------
 
     async def force_down(self, host: HostName, down: bool) -> None:
-        self._mutate("force_down", lambda: self._force_down(self._host(host), down))
+        self._mutate("force_down", lambda: self._force_down(self._host(host), down), f"{host} down={down}")
 
     def _force_down(self, h: SimHost, down: bool) -> None:
         h.forced_down = down
@@ -148,14 +156,14 @@ class SimCloud(SimFaults, SimGuests, SimBmcs):  # SimFaults first: it provides _
             h = self._host(host)
             h.service_enabled, h.disabled_reason = False, reason
 
-        self._mutate("disable_service", disable)
+        self._mutate("disable_service", disable, host)
 
     async def enable_service(self, host: HostName) -> None:
         def enable() -> None:
             h = self._host(host)
             h.service_enabled, h.disabled_reason = True, ""
 
-        self._mutate("enable_service", enable)
+        self._mutate("enable_service", enable, host)
 
     async def reset_state(self, server_id: ServerId, state: VmState) -> None:
         def reset() -> None:
@@ -163,10 +171,10 @@ class SimCloud(SimFaults, SimGuests, SimBmcs):  # SimFaults first: it provides _
             # Nova's os-resetState sets vm_state and clears task_state (a rebuild in flight goes on).
             server.vm_state, server.task_state = state, TaskState.NONE
 
-        self._mutate("reset_state", reset)
+        self._mutate("reset_state", reset, server_id)
 
     async def evacuate(self, server_id: ServerId, target: HostName | None) -> None:
-        self._mutate("evacuate", lambda: self._evacuate(server_id, target))
+        self._mutate("evacuate", lambda: self._evacuate(server_id, target), server_id)
 
     def _evacuate(self, server_id: ServerId, target: HostName | None) -> None:
         server = self._server(server_id)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable
 
-from haven.cloud.sim.state import CallFault, SimHost, SimServer
+from haven.cloud.sim.state import CallFault, NovaCall, SimHost, SimServer
 from haven.domain.clock import Clock
 from haven.domain.errors import CloudError, TemporaryError
 from haven.domain.ids import HostName, ServerId
@@ -39,6 +39,7 @@ class SimFaults:
     _hosts: dict[HostName, SimHost]
     _running_on: dict[ServerId, set[HostName]]
     _call_faults: list[CallFault]
+    nova_calls: list[NovaCall]
     control_plane_down: bool
 
     # Provided by SimCloud.
@@ -148,18 +149,24 @@ class SimFaults:
 
     # ---- Nova's mutating calls --------------------------------------------------------------
 
-    def _mutate(self, kind: str, effect: Callable[[], None]) -> None:
-        """A mutating Nova call: refused while the control plane is down; a fault may time it out."""
+    def _mutate(self, kind: str, effect: Callable[[], None], subject: str) -> None:
+        """A mutating Nova call: refused while the control plane is down; a fault may time it out.
+
+        Every call whose effect took place is kept in ``nova_calls`` (ground truth), even when its
+        answer was lost.
+        """
         self._catch_up()
         if self.control_plane_down:
             raise TemporaryError(f"Nova {kind}: timed out (the control plane does not answer)", delay=5.0)
         fault = self._take_call_fault(kind)
         if fault is None:
             effect()
+            self.nova_calls.append(NovaCall(self.clock.now(), kind, subject))
             return
         if fault.effect_applied:
             with contextlib.suppress(CloudError):  # its answer, whatever it was, is lost
                 effect()
+                self.nova_calls.append(NovaCall(self.clock.now(), kind, subject))
         raise TemporaryError(f"Nova {kind}: timed out", delay=fault.delay_s)
 
     def _take_call_fault(self, kind: str) -> CallFault | None:

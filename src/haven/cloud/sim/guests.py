@@ -55,7 +55,7 @@ class SimGuests:
     def _start_guest(self, h: SimHost, server_id: ServerId) -> None:
         raise NotImplementedError
 
-    def _mutate(self, kind: str, effect: Callable[[], None]) -> None:
+    def _mutate(self, kind: str, effect: Callable[[], None], subject: str) -> None:
         raise NotImplementedError
 
     # ---- Cloud protocol: guest actions ----------------------------------------------------
@@ -66,7 +66,7 @@ class SimGuests:
             s.task_state = TaskState.POWERING_OFF
             self._at(self.clock.now() + self.timings.vm_stop_s, lambda: self._finish_stop(s, action))
 
-        self._mutate("stop_server", stop)
+        self._mutate("stop_server", stop, server_id)
 
     async def start_server(self, server_id: ServerId) -> None:
         def start() -> None:
@@ -74,7 +74,7 @@ class SimGuests:
             s.task_state = TaskState.POWERING_ON
             self._at(self.clock.now() + self.timings.vm_start_s, lambda: self._boot(s, action))
 
-        self._mutate("start_server", start)
+        self._mutate("start_server", start, server_id)
 
     async def reboot_server(self, server_id: ServerId) -> None:
         def reboot() -> None:
@@ -83,7 +83,7 @@ class SimGuests:
             self._halt_guest(s)  # a hard reboot is a power cycle: the old guest is gone at once
             self._at(self.clock.now() + self.timings.vm_reboot_s, lambda: self._boot(s, action))
 
-        self._mutate("reboot_server", reboot)
+        self._mutate("reboot_server", reboot, server_id)
 
     async def server_actions(self, server_id: ServerId, since: float) -> Sequence[ServerAction]:
         """The server's actions since ``since``, on the engine's clock.

@@ -89,6 +89,15 @@ class EvacuationRecord:
     unsafe_double: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class NovaCall:
+    """Ground truth: a mutating Nova call that took effect (whether or not its answer came back)."""
+
+    at: float
+    kind: str  # as fail_nova_calls names it: "evacuate", "disable_service", ...
+    subject: str  # the host or server id (force_down: "<host> down=<bool>")
+
+
 @dataclass(slots=True)
 class CallFault:
     """Injected: the next ``count`` Nova calls of ``kind`` ("*": any mutating call) time out."""
