@@ -100,12 +100,10 @@ async def test_a_partition_in_two_waves_is_held(rig: Rig, apart_s: float) -> Non
     await rig.run_for(apart_s)
     silence_networks(rig, silent[3:])
     await rig.run_for(300.0)
-    # With waves 20 s or more apart the first wave is confirmed dead and fenced before the second
-    # comes (3 of 10 is a host failure, not an observer fault); never more than that.
-    fenced = set(rig.cloud.live_hosts_fenced) | {h for h in silent if not rig.cloud.is_powered(h)}
-    assert fenced <= set(silent[:3])
-    if apart_s < 10.0:
-        assert fenced == set() and rig.cloud.evacuations == []
+    # Three powered hosts silent together are a network's signature already: nothing is fenced,
+    # however far apart the waves.
+    assert rig.cloud.live_hosts_fenced == [] and rig.cloud.evacuations == []
+    assert all(rig.engine.condition(h) is HostCondition.HELD for h in silent)
     assert all(rig.cloud.is_powered(h) for h in silent[3:])
     assert any(a.kind is AlertKind.GATE_HOLD for a in rig.store.list_alerts())
 

@@ -383,8 +383,8 @@ async def test_while_etcd_is_unreachable_lease_silence_declares_nothing(
                 assert await live.liveness_anomalies() == []  # nothing silent, no BMC read
                 nova.states = [down(A, time.time() - 12)]
                 (reading,) = await live.liveness_anomalies()
-                assert reading.agent_seen is None  # Nova alone, as without the agent
-                assert fencer.asked == []
+                assert reading.agent_seen is None  # Nova and the BMC, as without the agent
+                assert fencer.asked == [A] and reading.bmc is BmcPower.OFF
             finally:
                 etcd.resume()
             agent.cancel()

@@ -7,7 +7,7 @@ running it again after a crash does no harm.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from haven.domain.cloud import Host, Server, ServerGroup
@@ -25,43 +25,83 @@ from haven.recovery.workflows import ENABLE_RESERVED, EVACUATE
 from haven.safety import Action, Answer
 
 
+@dataclass(frozen=True, slots=True)
+class FenceDetail:
+    """A fence step's persisted state (its detail), typed."""
+
+    asked_since: float | None = None  # when the safety policy was first asked
+    held: str | None = None  # the policy's reason while it holds
+    first_try_at: float | None = None  # when the first power-off request was tried
+    requested_at: float | None = None  # when a power-off request got through to the BMC
+    last_error: str | None = None
+    power: str | None = None  # "off" once confirmed
+    confirmed_at: float | None = None
+
+    @classmethod
+    def of(cls, detail: Mapping[str, Any]) -> FenceDetail:
+        def num(key: str) -> float | None:
+            value = detail.get(key)
+            return float(value) if value is not None else None
+
+        def text(key: str) -> str | None:
+            value = detail.get(key)
+            return str(value) if value else None
+
+        return cls(
+            num("asked_since"),
+            text("held"),
+            num("first_try_at"),
+            num("requested_at"),
+            text("last_error"),
+            text("power"),
+            num("confirmed_at"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: v for f in fields(self) if (v := getattr(self, f.name)) is not None}
+
+
 async def fence(step: Step, ctx: StepContext) -> Outcome:
     """Power the host off through its BMC and poll until the BMC confirms it is off.
 
-    The power-off is always requested, even when the BMC already says off, so the host
-    stays off; success or failure is judged only on a poll made after the request.
+    The safety policy (haven.safety) is asked first, and again on every run until it allows: it
+    refuses a host that still speaks on any channel and holds one in a held segment. The power-off is
+    always requested, even when the BMC already says off, so the host stays off; success or failure
+    is judged only on a poll made after the request.
     """
     host = HostName(step.subject)
-    detail: dict[str, Any] = dict(step.detail)
-    if not detail.get("requested_at"):
-        asked_since = float(detail.setdefault("asked_since", ctx.now))
-        decision = ctx.authorize(Action.FENCE, host, ctx.now - asked_since)  # haven.safety says yes or no
+    d = FenceDetail.of(step.detail)
+    if d.requested_at is None:
+        d = replace(d, asked_since=d.asked_since if d.asked_since is not None else ctx.now)
+        waited = ctx.now - (d.asked_since or ctx.now)
+        decision = ctx.authorize(Action.FENCE, host, waited)  # haven.safety says yes or no
         if decision.answer is Answer.REFUSE:
-            return failed(f"not fenced: {decision.reason}; nothing evacuated", detail, stop_recovery=True)
+            return failed(
+                f"not fenced: {decision.reason}; nothing evacuated", d.to_dict(), stop_recovery=True
+            )
         if decision.answer is Answer.HOLD:
-            return requeue(ctx.settings.hold_poll_interval_s, {**detail, "held": decision.reason})
-        detail.pop("held", None)
-    first_try_at = float(detail.setdefault("first_try_at", ctx.now))
+            return requeue(ctx.settings.hold_poll_interval_s, replace(d, held=decision.reason).to_dict())
+        d = replace(d, held=None)
+    d = replace(d, first_try_at=d.first_try_at if d.first_try_at is not None else ctx.now)
     try:
-        if not detail.get("requested_at"):
+        if d.requested_at is None:
             await ctx.fencer.power_off(host)
-            detail["requested_at"] = ctx.now
-            detail.pop("last_error", None)
-            return requeue(ctx.settings.fence_poll_interval_s, detail)
+            d = replace(d, requested_at=ctx.now, last_error=None)
+            return requeue(ctx.settings.fence_poll_interval_s, d.to_dict())
         status = await ctx.fencer.power_status(host)
-        detail.pop("last_error", None)
+        d = replace(d, last_error=None)
         if status is BmcPower.OFF:
-            return done({**detail, "power": "off", "confirmed_at": ctx.now})
+            return done(replace(d, power="off", confirmed_at=ctx.now).to_dict())
     except TemporaryError as exc:
-        detail["last_error"] = str(exc)
+        d = replace(d, last_error=str(exc))
     except CloudError as exc:
-        return _fence_failed(host, str(exc), detail)
+        return _fence_failed(host, str(exc), d.to_dict())
     # Once a request got through, the BMC gets the whole timeout from then to apply it.
-    started = float(detail.get("requested_at") or first_try_at)
+    started = d.requested_at if d.requested_at is not None else (d.first_try_at or ctx.now)
     if ctx.now - started >= ctx.settings.fence_timeout_s:
-        why = detail.get("last_error") or "the BMC did not report power off"
-        return _fence_failed(host, f"{why} within {ctx.settings.fence_timeout_s:g} s", detail)
-    return requeue(ctx.settings.fence_poll_interval_s, detail)
+        why = d.last_error or "the BMC did not report power off"
+        return _fence_failed(host, f"{why} within {ctx.settings.fence_timeout_s:g} s", d.to_dict())
+    return requeue(ctx.settings.fence_poll_interval_s, d.to_dict())
 
 
 def _fence_failed(host: HostName, why: str, detail: Mapping[str, Any]) -> Outcome:
