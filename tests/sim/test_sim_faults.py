@@ -241,6 +241,8 @@ async def test_a_control_plane_outage_downs_every_service_and_refuses_mutations_
     readings = {r.host: r for r in await cloud.liveness_anomalies()}
     assert set(readings) == {A, B, C}
     assert all(r.agent_seen is not None and r.agent_seen > T0 + 78 for r in readings.values())
+    # As the real liveness source says it: the agent beats, Nova counts nova-compute down.
+    assert all(r.failed_processes == {"nova-compute"} for r in readings.values())
     assert cloud.hosts_running(VM0) == {A}
     cloud.control_plane_outage(down=False)
     assert all(h.service_up for h in await cloud.list_hosts())

@@ -293,11 +293,20 @@ class SimCloud(SimFaults, SimGuests, SimBmcs):  # SimFaults first: it provides _
             # Nova's times are on Nova's clock, raw, as a real Nova's service list gives them.
             nova_updated_at=self._nova_last_report(h) + self.nova_clock_skew_s,
             bmc=self.bmc_power_state(h.name),
-            failed_processes=(
-                frozenset({NOVA_COMPUTE}) if h.mgmt.flowing and not h.nova_compute_running else frozenset()
-            ),
+            failed_processes=frozenset({NOVA_COMPUTE}) if self._compute_looks_failed(h) else frozenset(),
             nova_now=now + self.nova_clock_skew_s,
         )
+
+    def _compute_looks_failed(self, h: SimHost) -> bool:
+        """What the real liveness source (haven.service.liveness) reports as a failed nova-compute.
+
+        The host's agent beats and either its nova-compute died (the agent sees it at once) or Nova
+        counts the service down though haven did not force it down: a control-plane outage looks
+        exactly so, though every nova-compute runs.
+        """
+        if not h.mgmt.flowing:
+            return False
+        return not h.nova_compute_running or (not h.forced_down and not self._nova_up(h))
 
     def _is_plainly_healthy(self, h: SimHost) -> bool:
         return (
