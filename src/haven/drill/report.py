@@ -47,7 +47,7 @@ class DrillReport:
     vms_running_twice: int
     evacuated_unfenced: int
     false_evacuations: int
-    double_evacuations: int
+    double_evacuations: int  # unsafe: while an earlier one of the VM was in flight or had succeeded
     live_hosts_fenced: int  # hosts powered off by haven that had not failed
     unplaced: list[dict[str, Any]]
     phases: list[Phase]
@@ -65,6 +65,7 @@ class DrillReport:
     # Actions asked twice (the same action on one VM within one recovery, or an evacuation twice): 0.
     double_actions: int = 0
     vms_left_stopped: int = 0  # crash loops: VMs haven deliberately left stopped (not lost)
+    services_disabled: int = 0  # compute services disabled or forced down (Nova's calls, ground truth)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

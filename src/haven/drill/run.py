@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from haven.cloud.sim import CloudSpec, SimCloud, SimFencer, build_cloud
@@ -80,11 +80,9 @@ async def run_drill(
         affected = list(injection.vms) or [
             s.id for h in injection.failed_hosts for s in await cloud.list_servers(h) if s.ha_enabled
         ]
-        if injection.follow_up is not None and injection.follow_up_after_s is not None:
-            await run_until(
-                engine, clock, fault_at + injection.follow_up_after_s, wake_sources=wake, before_tick=agents
-            )
-            injection.follow_up()
+        for after_s, action in _timed_actions(injection, engine):
+            await run_until(engine, clock, fault_at + after_s, wake_sources=wake, before_tick=agents)
+            action()
         settle_s = max(scenario.observe_for_s, engine.settings.detection.grace_s * 3)
 
         def quiet() -> bool:
@@ -107,6 +105,21 @@ async def run_drill(
         ]
         report.cpu_s_to_all_issued = round(max(issued) - cpu_at_fault, 4) if issued else None
         return report
+
+
+def _timed_actions(injection: Injection, engine: Engine) -> list[tuple[float, Callable[[], None]]]:
+    """What the scenario does after its fault, in time order: its follow-up, external reports."""
+    actions: list[tuple[float, Callable[[], None]]] = []
+    if injection.follow_up is not None and injection.follow_up_after_s is not None:
+        actions.append((injection.follow_up_after_s, injection.follow_up))
+    if injection.reports:
+
+        def report() -> None:
+            for host, payload in injection.reports:
+                engine.submit(NotificationType.COMPUTE_HOST, host, payload)
+
+        actions.append((injection.reports_after_s, report))
+    return sorted(actions, key=lambda a: a[0])
 
 
 class SimAgents:
@@ -152,9 +165,8 @@ def _judge(
         evacuated_unfenced=sum(1 for e in evacuations if e.source_powered),
         false_evacuations=sum(1 for e in evacuations if not e.source_failed_by_fault),
         live_hosts_fenced=len(cloud.live_hosts_fenced),
-        double_evacuations=sum(
-            1 for s in {e.server_id for e in evacuations} if cloud.evacuation_count(s) > 1
-        ),
+        # Ground truth: asked while an earlier evacuation of the VM was in flight or had succeeded.
+        double_evacuations=sum(1 for e in cloud.unsafe_double_evacuations() if e.at >= fault_at),
         unplaced=unplaced,
         phases=phases_of(events, fault_at),
         detect_s=worst_time(events, EventKind.HOST_CONFIRMED_DEAD, injection.failed_hosts, fault_at),
@@ -180,6 +192,11 @@ def _judge(
     if injection.vms:
         report.detect_s, report.recover_s = vm_times(events, fault_at)
     report.double_actions = double_actions(cloud, notifications, cloud.clock.now())
+    report.services_disabled = sum(
+        1
+        for c in cloud.nova_calls
+        if c.at >= fault_at and (c.kind == "disable_service" or c.subject.endswith("down=True"))
+    )
     report.vms_left_stopped = len(left_stopped(notifications, affected))
     report.vms_lost -= report.vms_left_stopped  # left stopped on purpose, and said so: not lost
     settings = options.settings or EngineSettings()
@@ -231,17 +248,40 @@ def _verdict(
         return crash_loop_verdict(r, cloud, notifications, injection.vms, crash_loop_limit)
     if scenario.expect is Expect.AGENT_ALERT:
         return agent_alert_verdict(r, cloud)
+    alerted = _needed_alert(scenario, r, checks)
     if scenario.expect is Expect.HOLD:
         isolated = any(a["kind"] == "isolated" for a in r.alerts)
         checks.append(f"evacuations: {len(evacuations)} (expected none)")
         checks.append(f"held by the observer gate: {r.held_by_gate}; isolation alert: {isolated}")
-        return ("held" if not evacuations and (r.held_by_gate or isolated) else "failed"), checks
+        said = alerted if scenario.needs_alert is not None else (r.held_by_gate or isolated)
+        return ("held" if not evacuations and said else "failed"), checks
+    if scenario.expect is Expect.CONTROL_PLANE:
+        checks.append(f"evacuations: {len(evacuations)} (expected none)")
+        checks.append(f"compute services disabled or forced down: {r.services_disabled} (expected none)")
+        left = [h for h in cloud.host_names() if cloud.sim_host(h).forced_down]
+        checks.append(f"hosts left forced down: {len(left)} (expected none)")
+        calm = not evacuations and not r.services_disabled and not left
+        return ("held" if calm and alerted else "failed"), checks
     if scenario.expect is Expect.SERVICE_CYCLE:
         return _service_cycle_verdict(r, evacuations, cloud, injection, checks)
+    if not r.ha_vms_affected:
+        checks.append("no HA VM was on the failed hosts: nothing was at stake, nothing to recover")
+        return ("nothing_at_stake" if alerted else "failed"), checks
     checks.append(f"{r.ha_vms_recovered} of {r.ha_vms_affected} HA VMs running again on healthy hosts")
+    if not alerted:
+        return "failed", checks
     if r.vms_lost == 0:
         return "recovered", checks
     return ("partial" if r.ha_vms_recovered else "failed"), checks
+
+
+def _needed_alert(scenario: Scenario, r: DrillReport, checks: list[str]) -> bool:
+    """Whether the alert the scenario needs (if any) was raised; says so in the checks."""
+    if scenario.needs_alert is None:
+        return True
+    raised = any(a["kind"] == scenario.needs_alert.value for a in r.alerts)
+    checks.append(f"{scenario.needs_alert.value} alert raised: {raised}")
+    return raised
 
 
 def _service_cycle_verdict(

@@ -10,16 +10,17 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from haven.cloud.sim import CloudSpec, SimCloud
 from haven.cloud.sim.builder import SimTopology
 from haven.domain.cloud import HA_ENABLED_KEY
 from haven.domain.errors import UserError
 from haven.domain.ids import HostName, ServerId
-from haven.domain.incidents import RecoveryMethod
+from haven.domain.incidents import AlertKind, RecoveryMethod
 
 
 class Expect(StrEnum):
@@ -29,6 +30,9 @@ class Expect(StrEnum):
     VM_RESTART = "vm_restart"  # a failed guest is restarted (or reset) in place, once
     CRASH_LOOP = "crash_loop"  # restarted N times, then left stopped with an alert (verdict "held")
     AGENT_ALERT = "agent_alert"  # haven's agent is silent, nova up: an alert, no evacuation ("held")
+    # The control plane failed (every nova-compute down, hosts alive): nothing fenced, evacuated,
+    # disabled or forced down, and an alert says the control plane is the likely fault ("held").
+    CONTROL_PLANE = "control_plane"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +43,10 @@ class Injection:
     follow_up_after_s: float | None = None
     follow_up: Callable[[], None] | None = None
     vms: tuple[ServerId, ...] = ()  # VMs the fault hit directly (guest faults); none for host faults
+    # External COMPUTE_HOST notifications (as Masakari's hostmonitor posts them), submitted to the
+    # engine ``reports_after_s`` after the fault.
+    reports: tuple[tuple[HostName, Mapping[str, Any]], ...] = ()
+    reports_after_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +58,7 @@ class Scenario:
     shape: Callable[[CloudSpec], CloudSpec] = lambda spec: spec
     recovery_method: RecoveryMethod = RecoveryMethod.AUTO
     observe_for_s: float = 0.0  # keep watching this long after the fault even if all looks quiet
+    needs_alert: AlertKind | None = None  # an alert of this kind must have been raised
 
 
 def _usable_hosts(cloud: SimCloud, topology: SimTopology) -> list[HostName]:
@@ -182,6 +191,140 @@ def _agent_down(cloud: SimCloud, topology: SimTopology, rng: random.Random) -> I
     return Injection((), (victim,), f"haven's agent on {victim} stopped; the host and nova-compute live on")
 
 
+# ---- adversarial faults (issue 10): what a careless engine would fence or evacuate on ----------
+
+PARTITION_SHARE = 0.6  # of a zone: 6 hosts of 10
+MIN_ZONE_HOSTS = 10
+WAVE_GAP_S = 5.0
+OUTAGE_S = 120.0  # longer than Nova's service_down_time (60 s)
+NOVA_SKEW_S = -60.0  # Nova's clock a minute behind the engine's
+REPORT_AFTER_S = 30.0  # Masakari's hostmonitor posts once its cluster lost the host
+# What Masakari's hostmonitor posts for a host its cluster (pacemaker/corosync) lost.
+HOSTMONITOR_REPORT: Mapping[str, Any] = {
+    "event": "STOPPED",
+    "host_status": "UNKNOWN",
+    "cluster_status": "OFFLINE",
+}
+
+Inject = Callable[[SimCloud, SimTopology, random.Random], Injection]
+
+
+def _big_zone(topology: SimTopology, rng: random.Random) -> tuple[str, list[HostName]]:
+    zones = sorted(z for z, hosts in topology.zones.items() if len(hosts) >= MIN_ZONE_HOSTS)
+    if not zones:
+        raise UserError(
+            f"this drill needs a zone (segment) of {MIN_ZONE_HOSTS} or more hosts",
+            "use more hosts (--hosts 30 makes three zones of 10)",
+        )
+    zone = rng.choice(zones)
+    return zone, list(topology.zones[zone])
+
+
+def staggered_partition(gap_s: float) -> Inject:
+    """The observer loses 60% of a zone's networks in two waves ``gap_s`` apart; the BMCs answer ON."""
+
+    def inject(cloud: SimCloud, topology: SimTopology, rng: random.Random) -> Injection:
+        zone, hosts = _big_zone(topology, rng)
+        picked = rng.sample(hosts, k=math.ceil(len(hosts) * PARTITION_SHARE))
+        first, second = tuple(sorted(picked[: len(picked) // 2])), tuple(sorted(picked[len(picked) // 2 :]))
+        cloud.cut_observer(first, bmc_reachable=True)
+        return Injection(
+            (),
+            tuple(sorted(picked)),
+            f"the observer lost the networks of {len(first)} of {len(hosts)} hosts in {zone}, then of "
+            f"{len(second)} more {gap_s:g} s later; their BMCs still answer (power on)",
+            follow_up_after_s=gap_s,
+            follow_up=lambda: cloud.cut_observer(second, bmc_reachable=True),
+        )
+
+    return inject
+
+
+def false_external_report(count: int | None = None) -> Inject:
+    """Hosts lose their management network only, and an external monitor reports each of them down.
+
+    ``count``: how many hosts (None: 60% of a zone of 10 or more).
+    """
+
+    def inject(cloud: SimCloud, topology: SimTopology, rng: random.Random) -> Injection:
+        zone, hosts = _big_zone(topology, rng)
+        k = math.ceil(len(hosts) * PARTITION_SHARE) if count is None else count
+        isolated = tuple(sorted(rng.sample(hosts, k=k)))
+        for host in isolated:
+            cloud.partition_management(host)
+        return Injection(
+            (),
+            isolated,
+            f"{k} of {len(hosts)} hosts in {zone} lost their management network only (the second still "
+            f"beats), and an external monitor reports each one down {REPORT_AFTER_S:g} s later",
+            reports=tuple((host, HOSTMONITOR_REPORT) for host in isolated),
+            reports_after_s=REPORT_AFTER_S,
+        )
+
+    return inject
+
+
+def _ha_servers(cloud: SimCloud, host: HostName) -> list[ServerId]:
+    return [s.id for s in cloud.servers_on(host) if s.metadata.get(HA_ENABLED_KEY) == "True"]
+
+
+def _lost_evacuate_answer(cloud: SimCloud, topology: SimTopology, rng: random.Random) -> Injection:
+    """A host with the fewest HA VMs (one, nearly always) dies; the first evacuation's answer is lost and
+    its rebuild fails. With several HA VMs on it, each one's first rebuild fails."""
+    ha = {h: _ha_servers(cloud, h) for h in sorted(_usable_hosts(cloud, topology))}
+    fewest = min((len(v) for v in ha.values() if v), default=0)
+    if not fewest:
+        raise UserError("this cloud has no host with an HA VM", "use more VMs or a larger --ha-fraction")
+    victim = rng.choice([h for h, v in ha.items() if len(v) == fewest])
+    for sid in ha[victim]:
+        cloud.fail_rebuild(sid)
+    cloud.fail_nova_calls("evacuate", count=1, effect_applied=True)
+    cloud.fail_power(victim)
+    return Injection(
+        (victim,),
+        (victim,),
+        f"power lost on {victim}; the first evacuate call times out though Nova accepted it, and the "
+        f"rebuild of {'its HA VM' if fewest == 1 else f'each of its {fewest} HA VMs'} fails "
+        f"(ERROR, on {victim})",
+    )
+
+
+def _control_plane_outage(cloud: SimCloud, topology: SimTopology, rng: random.Random) -> Injection:
+    cloud.control_plane_outage()
+    return Injection(
+        (),
+        tuple(cloud.host_names()),
+        f"the control plane (RabbitMQ, nova-conductor) is down for {OUTAGE_S:g} s: every nova-compute's "
+        "reports stop reaching Nova and Nova's mutating calls fail; hosts and agents live on",
+        follow_up_after_s=OUTAGE_S,
+        follow_up=lambda: cloud.control_plane_outage(down=False),
+    )
+
+
+def nova_clock_skew(skew_s: float) -> Inject:
+    """Nova's clock ``skew_s`` off the engine's; an agent dies on one host, another host loses power."""
+
+    def inject(cloud: SimCloud, topology: SimTopology, rng: random.Random) -> Injection:
+        cloud.nova_clock_skew_s = skew_s
+        usable = sorted(_usable_hosts(cloud, topology))
+        dead = rng.choice([h for h in usable if _ha_servers(cloud, h)] or usable)
+        zone = cloud.sim_host(dead).zone
+        agentless = rng.choice(
+            [h for h in usable if cloud.sim_host(h).zone != zone] or [h for h in usable if h != dead]
+        )
+        cloud.crash_agent(agentless)
+        cloud.fail_power(dead)
+        way = "behind" if skew_s < 0 else "ahead of"
+        return Injection(
+            (dead,),
+            (agentless, dead),
+            f"Nova's clock is {abs(skew_s):g} s {way} haven's; haven's agent on {agentless} stopped "
+            f"(nova-compute reports on), and {dead} lost power",
+        )
+
+    return inject
+
+
 CRASH_LOOP_AGAIN = 10  # more than any sensible crash_loop_max_restarts
 
 SCENARIOS: dict[str, Scenario] = {
@@ -266,6 +409,44 @@ SCENARIOS: dict[str, Scenario] = {
             Expect.AGENT_ALERT,
             _agent_down,
             observe_for_s=120.0,
+        ),
+        Scenario(
+            "staggered-partition",
+            "the observer loses 6 of 10 hosts of a zone in two waves 5 s apart (their BMCs answer): held",
+            Expect.HOLD,
+            staggered_partition(WAVE_GAP_S),
+            observe_for_s=120.0 + WAVE_GAP_S,
+            needs_alert=AlertKind.GATE_HOLD,
+        ),
+        Scenario(
+            "false-external-report",
+            "6 of 10 hosts of a zone lose their management network and a monitor reports them down: no fence",
+            Expect.HOLD,
+            false_external_report(),
+            observe_for_s=120.0 + REPORT_AFTER_S,
+        ),
+        Scenario(
+            "lost-evacuate-answer",
+            "a host dies; the first evacuate's answer is lost and its rebuild fails: recovered, never twice",
+            Expect.RECOVERY,
+            _lost_evacuate_answer,
+            observe_for_s=120.0,
+        ),
+        Scenario(
+            "control-plane-outage",
+            "RabbitMQ/conductor down past service_down_time: nothing fenced, evacuated or disabled; an alert",
+            Expect.CONTROL_PLANE,
+            _control_plane_outage,
+            observe_for_s=OUTAGE_S + 120.0,
+            needs_alert=AlertKind.CONTROL_PLANE,
+        ),
+        Scenario(
+            "nova-clock-skew",
+            "Nova's clock 60 s behind: an agent down stays an alert (no fence), a power loss is recovered",
+            Expect.RECOVERY,
+            nova_clock_skew(NOVA_SKEW_S),
+            observe_for_s=120.0,
+            needs_alert=AlertKind.AGENT_DOWN,
         ),
     )
 }

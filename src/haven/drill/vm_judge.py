@@ -18,7 +18,9 @@ from haven.recovery.workflows import CONFIRM_VM
 
 
 def double_actions(cloud: SimCloud, notifications: Sequence[Notification], now: float) -> int:
-    """Actions asked twice: the same action on the same VM within one recovery, or any VM evacuated twice.
+    """Actions asked twice: the same action on the same VM within one recovery, or an unsafe double
+    evacuation (an earlier one in flight or succeeded: SimCloud.unsafe_double_evacuations; a retry
+    after a rebuild that failed is not one).
 
     One recovery spans its notification's life (opened to last saved, or now while still open).
     """
@@ -27,10 +29,9 @@ def double_actions(cloud: SimCloud, notifications: Sequence[Notification], now: 
         end = n.updated_at if n.status.is_terminal else now
         for sid in {a.server_id for a in cloud.vm_actions if n.created_at <= a.at <= end}:
             for action, count in cloud.action_counts(sid, n.created_at, end).items():
-                if count > 1:
+                if count > 1 and action != "evacuate":
                     flagged.add((n.id, sid, action))
-    evacuated = {a.server_id for a in cloud.vm_actions if a.action == "evacuate"}
-    twice = {("", sid, "evacuate") for sid in evacuated if cloud.evacuation_count(sid) > 1}
+    twice = {("", e.server_id, "evacuate") for e in cloud.unsafe_double_evacuations()}
     return len(flagged | twice)
 
 
