@@ -29,7 +29,8 @@ from haven.drill.explore_world import RunResult, World
 
 MAX_SCHEDULES = 1_000_000
 SHRINK_BUDGET = 80  # schedule runs one shrink may spend
-SHRINK_PER_INVARIANT = 3  # failing schedules shrunk per invariant (distinct shrunk ones are kept)
+SHRINK_CANDIDATES = 12  # failing schedules kept per invariant for shrinking
+SHRINK_PER_INVARIANT = 4  # at most this many shrunk per invariant, each with other fault kinds
 
 
 def run_schedule(schedule: Schedule) -> RunResult:
@@ -234,7 +235,7 @@ def explore(
             for invariant in sorted(result.invariants()):
                 report.first_failing.setdefault(invariant, []).append(generator_seed)
                 pending = to_shrink.setdefault(invariant, [])
-                if len(pending) < SHRINK_PER_INVARIANT:
+                if len(pending) < SHRINK_CANDIDATES:
                     pending.append(schedule)
             if on_progress is not None and report.schedules % progress_every == 0:
                 report.wall_s = time.perf_counter() - began
@@ -250,9 +251,14 @@ def shrink_all(failing: Mapping[str, list[Schedule]]) -> list[dict[str, Any]]:
     shrunk: list[dict[str, Any]] = []
     seen: set[tuple[str, tuple[str, ...]]] = set()
     for invariant, schedules in sorted(failing.items()):
+        found: list[set[str]] = []
         for schedule in schedules:
+            kinds = {e.kind for e in schedule.events}
+            if len(found) >= SHRINK_PER_INVARIANT or any(f <= kinds for f in found):
+                continue  # holds the faults of a cause already found: likely the same one
             small = shrink(schedule, invariant)
             key = (invariant, tuple(sorted({e.kind for e in small.events})))
+            found.append(set(key[1]))
             if key in seen:
                 continue
             seen.add(key)

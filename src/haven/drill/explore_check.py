@@ -75,7 +75,7 @@ class Ledger:
 def looks_dead(cloud: SimCloud, host: HostName) -> bool:
     """Whether the observer cannot tell ``host`` from a dead host (ground truth, read now)."""
     h = cloud.sim_host(host)
-    if getattr(h, "networks_failed", False):
+    if getattr(h, "network_failed", False):
         return True
     heartbeats = h.agent_running and (h.mgmt_up or (h.second_up and h.has_second_network))
     reports = h.nova_compute_running and h.mgmt_up
@@ -129,7 +129,8 @@ class SafetyJudge:
         if unsafe is not None:  # TODO(sim): always, once the simulator's ground truth has it
             doubles = list(unsafe())
             for d in doubles[self._doubles :]:
-                found.append(Violation(DOUBLE_EVACUATION, at, f"evacuated twice: {d}"))
+                what = f"{cloud.sim_server(d.server_id).name} from {d.source} to {d.target}"
+                found.append(Violation(DOUBLE_EVACUATION, at, f"evacuated again while unsafe: {what}"))
             self._doubles = len(doubles)
         return found
 
@@ -153,7 +154,7 @@ def has_room(
             h.powered and not h.hung and h.booting_until is None and not h.observer_cut
             and h.agent_running and h.nova_compute_running and h.mgmt_up and not h.forced_down
             and h.service_enabled and (h.second_up or not h.has_second_network)
-            and not getattr(h, "networks_failed", False)
+            and not getattr(h, "network_failed", False)
         )  # fmt: skip
         if healthy and h.capacity.admits(server.flavor, h.used_vcpus, h.used_ram_mb, h.used_disk_gb):
             return True
