@@ -254,7 +254,7 @@ def _drill(args: argparse.Namespace, out: Console, err: Console) -> int:
         with err.status(f"running drill {args.scenario} on {args.hosts} hosts / {args.vms} VMs..."):
             report = asyncio.run(run_drill(options))
         out.print(render.drill_report(report))
-    return 0 if report.verdict in ("recovered", "held") else 1
+    return 0 if report.verdict in ("recovered", "held", "nothing_at_stake") else 1
 
 
 def _leader_loss(args: argparse.Namespace, out: Console, err: Console) -> int:

@@ -24,6 +24,8 @@ from haven.recovery.vm_steps import OWNER_KEY
 from haven.recovery.workflows import ENABLE_RESERVED, EVACUATE
 from haven.safety import Action, Answer
 
+REFUSED_KEY = "refused_by_policy"  # a fence the safety policy refused (not one that failed)
+
 
 @dataclass(frozen=True, slots=True)
 class FenceDetail:
@@ -76,9 +78,9 @@ async def fence(step: Step, ctx: StepContext) -> Outcome:
         waited = ctx.now - (d.asked_since or ctx.now)
         decision = ctx.authorize(Action.FENCE, host, waited)  # haven.safety says yes or no
         if decision.answer is Answer.REFUSE:
-            return failed(
-                f"not fenced: {decision.reason}; nothing evacuated", d.to_dict(), stop_recovery=True
-            )
+            # Not a fence that failed: the policy's safety_hold alert says why.
+            refused = {**d.to_dict(), REFUSED_KEY: True}
+            return failed(f"not fenced: {decision.reason}; nothing evacuated", refused, stop_recovery=True)
         if decision.answer is Answer.HOLD:
             return requeue(ctx.settings.hold_poll_interval_s, replace(d, held=decision.reason).to_dict())
         d = replace(d, held=None)

@@ -51,7 +51,7 @@ def alerts_for(
 
     alerts = []
     fence = next((s for s in steps if s.kind == FENCE and s.state is StepState.FAILED), None)
-    if fence is not None:
+    if fence is not None and not fence.detail.get("refused_by_policy"):  # a refusal has its own alert
         alerts.append(alert(AlertKind.FENCE_FAILED, str(fence.detail.get("error", "fencing failed"))))
     if summary.get("unplaced"):
         names = ", ".join(u.get("name") or u["server"] for u in summary["unplaced"])
