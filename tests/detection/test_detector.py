@@ -5,6 +5,7 @@ Default settings: heartbeat every 1 s, a beat counts as missed after 1.5 s, grac
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 
 import pytest
@@ -500,3 +501,25 @@ def test_one_hung_host_and_powered_off_hosts_are_not_held_by_the_unconfirmed_rul
     assert off.holds == {} and set(conditions(off).values()) == {HostCondition.DEAD}
     two = run([powered_silent(h(n), 20.0) for n in range(2)], membership)  # 20%: not more than 25%
     assert two.holds == {}
+
+
+# ---- Nova's silence is no evidence while Nova hears no one -----------------------------------------
+
+
+def test_novas_silence_about_a_powered_host_is_no_evidence_when_others_reports_stopped_too() -> None:
+    # h0's agent died long ago; its nova-compute's last report came 65 s ago and Nova counts it down;
+    # h1's agent beats, but its nova-compute's last report came at the same moment: the reports are
+    # lost on their way (RabbitMQ, the conductor), not on the hosts.
+    membership = members({SEG: 10})
+    dead_agent = reading(h(0), agent_age=100.0, second_age=100.0, nova_age=65.0, bmc=BmcPower.ON)
+    beating = reading(h(1), agent_age=0.0, nova_up=True, nova_age=65.5, bmc=BmcPower.ON)
+    result = run([dead_agent, beating], membership)
+    assert result.verdicts[h(0)].condition is HostCondition.SUSPECT
+    assert "control plane is the likely fault" in result.verdicts[h(0)].reason
+    alone = run([dead_agent], membership)  # Nova still hears everyone else: a hang, dead
+    assert alone.verdicts[h(0)].condition is HostCondition.DEAD
+    long_ago = reading(h(1), agent_age=0.0, nova_up=False, nova_age=900.0, bmc=BmcPower.ON)
+    unrelated = run([dead_agent, long_ago], membership)  # a nova-compute that crashed long before
+    assert unrelated.verdicts[h(0)].condition is HostCondition.DEAD
+    powered_off = dataclasses.replace(dead_agent, bmc=BmcPower.OFF)  # the BMC's word needs no Nova
+    assert run([powered_off, beating], membership).verdicts[h(0)].condition is HostCondition.DEAD

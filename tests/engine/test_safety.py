@@ -231,3 +231,21 @@ async def test_the_leadership_guard_stops_effects_not_reads(rig: Rig) -> None:
     with pytest.raises(NotLeading):
         await fencer.power_off(host)
     assert not (await cloud.get_host(host)).service_enabled and rig.cloud.is_powered(host)
+
+
+async def test_a_dead_agent_then_a_control_plane_outage_fences_nothing(rig: Rig) -> None:
+    # Found by the explorer: the host's agent dies (agent down: Nova still hears it), then RabbitMQ goes
+    # down; the host's only remaining channel falls silent with everyone else's.
+    victim = victim_of(rig)
+    rig.cloud.crash_agent(victim)
+    await rig.run_for(20.0)
+    assert rig.engine.condition(victim) is HostCondition.AGENT_DOWN
+    rig.cloud.control_plane_outage()
+    await rig.run_for(300.0)
+    assert rig.cloud.is_powered(victim) and rig.cloud.live_hosts_fenced == []
+    assert rig.cloud.evacuations == []
+    assert rig.engine.condition(victim) is HostCondition.SUSPECT
+    rig.cloud.control_plane_outage(down=False)
+    await rig.run_for(60.0)
+    assert rig.engine.condition(victim) is HostCondition.AGENT_DOWN
+    assert rig.cloud.live_hosts_fenced == [] and rig.cloud.evacuations == []

@@ -176,9 +176,52 @@ def detect(
             recheck_at = verdict.recheck_at if recheck_at is None else min(recheck_at, verdict.recheck_at)
         if verdict.condition is not HostCondition.HEALTHY or verdict.failed_processes:
             verdicts[reading.host] = verdict
+    _distrust_novas_silence(verdicts, readings, now, settings)
     unconfirmed = frozenset(r.host for r in readings if r.bmc is not BmcPower.OFF)
     new_holds, kept, ended = _apply_gate(verdicts, membership, holds, now, settings, released, unconfirmed)
     return Detection(verdicts, kept, recheck_at, tuple(new_holds), tuple(ended))
+
+
+def _distrust_novas_silence(
+    verdicts: dict[HostName, Verdict],
+    readings: Sequence[HostLiveness],
+    now: float,
+    settings: DetectionSettings,
+) -> None:
+    """A powered host is dead on Nova's word only while Nova still hears the others. Mutates ``verdicts``.
+
+    When nova-compute's reports stopped, at about the same time, for hosts whose haven agents still
+    beat, the reports are lost on the way (RabbitMQ, nova-conductor, the database), not on the hosts:
+    a powered host whose last word was such a report is not declared dead on it.
+    """
+    overdue = settings.nova_report_interval_s + settings.grace_s
+    beat = settings.heartbeat_interval_s * 1.5
+    stalled: list[float] = []
+    for r in readings:
+        nova_at = r.nova_report_local(now)
+        beating = r.agent_seen is not None and now - r.agent_seen <= beat
+        if beating and nova_at is not None and (now - nova_at > overdue or not r.nova_up):
+            stalled.append(nova_at)
+    if not stalled:
+        return
+    by_host = {r.host: r for r in readings}
+    for host, v in list(verdicts.items()):
+        reading = by_host.get(host)
+        if v.condition is not HostCondition.DEAD or reading is None or reading.bmc is BmcPower.OFF:
+            continue
+        nova_at = reading.nova_report_local(now)
+        if nova_at is None:
+            continue
+        together = sum(1 for t in stalled if abs(t - nova_at) <= overdue)
+        if together:
+            verdicts[host] = Verdict(
+                host,
+                HostCondition.SUSPECT,
+                f"{v.reason}; but nova-compute's reports also stopped then for {together} host(s) whose "
+                "haven agents still beat: the control plane is the likely fault, so Nova's silence is no "
+                "evidence; not declared dead while the BMC does not report power off",
+                v.silent_since,
+            )
 
 
 def _is_silent(v: Verdict) -> bool:

@@ -122,12 +122,16 @@ def combine(
     channels: AgentChannels,
     beat_interval_s: float,
     process_grace_s: float = 0.0,
+    nova_overdue_s: float | None = None,
 ) -> tuple[list[HostLiveness], list[HostName]]:
     """The pure part of a pass: readings (BMC still ON) and the silent hosts whose BMC must be read.
 
     ``agents`` is the lease view's snapshot; ``synced`` False means it cannot vouch for anything,
     so every host is then judged by Nova alone. ``now`` is haven's clock; every reading also
     carries its service's ``nova_now`` (Nova's clock), so ``nova_updated_at`` is judged in Nova's.
+    With ``nova_overdue_s``, a host whose agent beats but whose nova-compute has not reported for
+    that long is news too (before Nova counts it down): reports lost for several such hosts at once
+    tell the detector that Nova's silence about a powered host is no evidence (the control plane).
     """
     nova = {s.host: s for s in services}
     readings: list[HostLiveness] = []
@@ -150,7 +154,7 @@ def combine(
         settled = mgmt is not None and (mgmt.alive_since is None or now - mgmt.alive_since >= process_grace_s)
         if mgmt_alive and settled and not nova_up and not service.forced_down:
             failed = frozenset({NOVA_COMPUTE})  # the host beats, its nova-compute does not report
-        elif mgmt_alive:
+        elif mgmt_alive and not _overdue(service, now, nova_overdue_s):
             continue  # plainly alive (or just back, or forced down by haven and on its way back): not news
         reading = HostLiveness(host, agent_seen, second_seen, nova_up=nova_up, nova_updated_at=nova_at,
                                bmc=BmcPower.ON, failed_processes=failed,
@@ -159,6 +163,14 @@ def combine(
         if not mgmt_alive and not (second is not None and second.alive):
             silent.append(host)
     return readings, silent
+
+
+def _overdue(service: ComputeServiceState, now: float, after_s: float | None) -> bool:
+    """Whether the service's last report is older than ``after_s``, on Nova's own clock."""
+    if after_s is None or service.updated_at is None or service.forced_down:
+        return False
+    nova_now = service.nova_now if service.nova_now is not None else now
+    return nova_now - service.updated_at > after_s
 
 
 class RealCloudLiveness:
@@ -172,8 +184,11 @@ class RealCloudLiveness:
         settings: LivenessConfig | None = None,
         beat_interval_s: float = 1.0,
         wall_clock: Callable[[], float] = time.time,
+        nova_overdue_s: float | None = None,
     ) -> None:
+        """``nova_overdue_s``: a report older than this (Nova's report interval plus the grace) is late."""
         self._nova, self._fencer, self._view = nova, fencer, view
+        self._nova_overdue_s = nova_overdue_s
         self.settings = settings or LivenessConfig()
         self._channels = AgentChannels(self.settings.management_channel, self.settings.second_channel or None)
         self._beat_interval_s = beat_interval_s
@@ -203,7 +218,7 @@ class RealCloudLiveness:
         agents = self._view.snapshot() if self._view is not None and synced else {}
         now, grace = self._clock(), self.settings.process_grace_s
         readings, silent = combine(
-            services, agents, synced, now, self._channels, self._beat_interval_s, grace
+            services, agents, synced, now, self._channels, self._beat_interval_s, grace, self._nova_overdue_s
         )
         if not silent:
             return readings
@@ -227,17 +242,19 @@ async def open_real_liveness(
 
     Without ``config.coordination.url``: Nova's service state alone (no etcd, no task).
     """
-    beat = config.engine.detection.heartbeat_interval_s
+    detection = config.engine.detection
+    beat = detection.heartbeat_interval_s
+    overdue = detection.nova_report_interval_s + detection.grace_s
     url = config.coordination.url
     if not url:
-        yield RealCloudLiveness(cloud, fencer, None, config.liveness, beat)
+        yield RealCloudLiveness(cloud, fencer, None, config.liveness, beat, nova_overdue_s=overdue)
         return
     endpoint = parse_etcd_url(url)
     client = EtcdClient(endpoint.http_url, display_url=endpoint.url)
     view = HostLeaseView(client, cluster=config.coordination.cluster)
     task = asyncio.create_task(view.run(), name="haven-lease-view")
     try:
-        yield RealCloudLiveness(cloud, fencer, view, config.liveness, beat)
+        yield RealCloudLiveness(cloud, fencer, view, config.liveness, beat, nova_overdue_s=overdue)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
