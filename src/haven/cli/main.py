@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import getpass
 import json
+import logging
 import os
 import sqlite3
 import sys
@@ -239,6 +240,8 @@ def _drill(args: argparse.Namespace, out: Console, err: Console) -> int:
     # The engine runs with the config's [detection] and [recovery] (--config FILE, else
     # HOME/haven.toml when present, as for `haven serve`); a bad file is a UserError here.
     settings = _config(args).engine
+    # The report says what the engine held, refused or alerted; its log lines would only repeat it.
+    logging.getLogger("haven").setLevel(logging.ERROR)
     options = DrillOptions(
         args.scenario,
         hosts=args.hosts,

@@ -79,7 +79,8 @@ class HostWatch:
         self.control_plane_hold: str | None = None  # the PROCESS gate's reason while it holds
         self._held_processes: set[HostName] = set()  # hosts whose nova-compute the PROCESS gate held
         self._settle_until = float("-inf")  # after the gate: their services get time to report again
-        self._safety_alerted: set[HostName] = set()  # hosts with a SAFETY_HOLD alert raised by this engine
+        # Hosts with a SAFETY_HOLD alert raised by this engine, and the answer it told.
+        self._safety_alerted: dict[HostName, Answer] = {}
         self._clock = clock
         self.next_detection = clock.now()
         self.recheck_at: float | None = None
@@ -155,6 +156,9 @@ class HostWatch:
             verb = "held" if decision.answer is Answer.HOLD else "refused"
             message = f"{action.value} of {host} {verb}: {decision.reason} (notification {notification.id})"
             alert = Alert(uuid.uuid4().hex, AlertKind.SAFETY_HOLD, message, now, view.segment_id, host)
+            if self._safety_alerted.get(host, decision.answer) is not decision.answer:
+                # A hold became a refusal (or the reverse): the alert tells the current answer.
+                self._store.clear_alerts(now=now, kind=AlertKind.SAFETY_HOLD, host=host, epoch=epoch)
             if self._store.raise_alert(alert, epoch=epoch).id == alert.id:
                 log.warning("%s", message)
                 self._emit(
@@ -167,9 +171,9 @@ class HostWatch:
                         {"action": action.value, "answer": decision.answer.value, "reason": decision.reason},
                     )
                 )
-            self._safety_alerted.add(host)
+            self._safety_alerted[host] = decision.answer
         elif host in self._safety_alerted:
-            self._safety_alerted.discard(host)
+            del self._safety_alerted[host]
             self._store.clear_alerts(now=now, kind=AlertKind.SAFETY_HOLD, host=host, epoch=epoch)
         return decision
 
