@@ -200,7 +200,8 @@ def liveness(
         revived = ledger.revived.get(host)
         if revived is not None and revived >= died_at:
             continue
-        if everything or segment_of.get(host) in held or host in ledger.bmc_trouble:
+        hosts = {host, server.host}  # where it died, and where Nova has it now (a target that died too)
+        if everything or any(segment_of.get(h) in held or h in ledger.bmc_trouble for h in hosts):
             continue
         if sid in ledger.rebuild_failed or not ledger.room_at_loss.get(sid, True):
             continue

@@ -1,0 +1,83 @@
+"""Schedules the explorer found breaking an invariant, shrunk, replayed as regression tests.
+
+Each spec is pasted as `haven explore` printed it (its "schedule"). Those found on the engine before
+the issue-10 safety fixes pass now; those still failing on today's engine are marked xfail with
+what they show, until the engine is fixed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from haven.drill.explore import replay
+
+FIXED: dict[str, dict[str, Any]] = {
+    # An external report of a host whose management network was cut 2.5 s earlier (merely suspect,
+    # its second network beating): the engine fenced it (live_host_fenced).
+    "report-of-a-suspect-host": {
+        "seed": 163033318, "hosts": 2, "zones": 1, "vms": 0, "ha_fraction": 1.0, "second_network": True,
+        "engines": 1, "events": [
+            {"at": 138.9, "kind": "mgmt_cut", "hosts": [1], "cut": True},
+            {"at": 141.39, "kind": "report", "hosts": [1], "truth": "suspect"},
+        ],
+    },
+    # The same for an isolated host (management cut 30 s before the report).
+    "report-of-an-isolated-host": {
+        "seed": 484566997, "hosts": 10, "zones": 1, "vms": 0, "ha_fraction": 1.0, "second_network": True,
+        "engines": 1, "events": [
+            {"at": 102.9, "kind": "mgmt_cut", "hosts": [10], "cut": True},
+            {"at": 133.06, "kind": "report", "hosts": [10], "truth": "isolated"},
+        ],
+    },
+    # Two hosts of a 4-host zone lose power 3 s apart: the first one's plan sends a VM to the second
+    # (not yet known dead); the rebuild ends in ERROR and the VM is never placed again (vm_not_recovered).
+    "evacuation-target-dies-before-the-rebuild": {
+        "seed": 101611053, "hosts": 8, "zones": 2, "vms": 24, "ha_fraction": 1.0, "second_network": True,
+        "engines": 1, "events": [
+            {"at": 121.4, "kind": "power_loss", "hosts": [7]},
+            {"at": 124.4, "kind": "power_loss", "hosts": [6]},
+        ],
+    },
+}  # fmt: skip
+
+STILL_FAILING: dict[str, tuple[str, dict[str, Any]]] = {
+    "agent-crash-during-a-control-plane-outage": (
+        "a live host whose agent dies during a control-plane outage is confirmed dead after 3 s "
+        "(no nova-compute report for 17 s: the outage's doing, not the host's) and fenced",
+        {
+            "seed": 237231646, "hosts": 2, "zones": 1, "vms": 0, "ha_fraction": 1.0, "second_network": True,
+            "engines": 1, "events": [
+                {"at": 28.3, "kind": "outage", "down": True},
+                {"at": 39.3, "kind": "agent_crash", "hosts": [1], "crashed": True},
+            ],
+        },
+    ),
+    "agent-down-host-powered-on-again-is-fenced-while-booting": (
+        "a host whose agent is down loses power (not confirmed dead while its BMC says off), is powered "
+        "on again, and is confirmed dead with 'nova service down, BMC on' and fenced while it boots",
+        {
+            "seed": 445990173, "hosts": 2, "zones": 1, "vms": 0, "ha_fraction": 1.0, "second_network": True,
+            "engines": 1, "events": [
+                {"at": 7.0, "kind": "agent_crash", "hosts": [1], "crashed": True},
+                {"at": 105.0, "kind": "power_loss", "hosts": [1]},
+                {"at": 133.8, "kind": "power_on", "hosts": [1]},
+            ],
+        },
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(FIXED))
+def test_a_schedule_that_once_broke_an_invariant_breaks_none(name: str) -> None:
+    result = replay(FIXED[name])
+    assert not result.violations, [v.to_spec() for v in result.violations]
+
+
+@pytest.mark.parametrize("name", sorted(STILL_FAILING))
+def test_a_schedule_today_s_engine_still_fails(name: str) -> None:
+    why, spec = STILL_FAILING[name]
+    result = replay(spec)
+    if result.violations:
+        pytest.xfail(f"{why}: {[v.to_spec() for v in result.violations]}")
