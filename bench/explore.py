@@ -2,13 +2,13 @@
 
 Each schedule is a small simulated cloud (8-12 hosts, 40-80 VMs) with one to five fault incidents,
 run in virtual time and judged after every event and tick (haven.drill.explore). The schedules are
-split into contiguous chunks run by ``--processes`` worker processes (each one core); progress is
-printed every 1,000 schedules, then the totals: schedules, events, violations by invariant, wall
-time and schedules/s, and the first failing generator seeds of each invariant (replay one with
-``haven.drill.explore.run_schedule(generate(seed))``). Failing schedules are not shrunk here (use
-``haven explore`` on a few, or ``--shrink``).
+split into ``--processes`` worker processes (one core each), each running contiguous blocks of
+1,000, so progress is printed about every 1,000 schedules; then the totals: schedules, events,
+violations by invariant, wall time and schedules/s, and the first failing generator seeds of each
+invariant (replay one with ``haven.drill.explore.run_schedule(generate(seed))``). ``--shrink``
+shrinks a few failing schedules per invariant at the end.
 
-Run: .venv/bin/python bench/explore.py [--schedules 20000] [--seed 0] [--processes 2] [--json]
+Run: .venv/bin/python bench/explore.py [--schedules 20000] [--seed 0] [--processes 2] [--shrink] [--json]
 """
 
 from __future__ import annotations
@@ -17,30 +17,17 @@ import argparse
 import json
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 
-from haven.drill.explore import ExploreReport, check_counts, explore
+from haven.drill.explore import SHRINK_CANDIDATES, ExploreReport, check_counts, explore, generate, shrink_all
 
-PROGRESS_EVERY = 1000
+BLOCK = 1000
 
 
-def _chunk(args: tuple[int, int, int, bool, int]) -> ExploreReport:
-    start, count, seed, shrink, workers = args
-    step = max(1, PROGRESS_EVERY // workers)  # together, the workers report about every 1,000
-
-    def progress(report: ExploreReport) -> None:
-        rate = report.schedules / report.wall_s if report.wall_s else 0.0
-        bad = sum(report.failing.values())
-        print(
-            f"  worker #{start}: {report.schedules:,} schedules ({rate:.1f}/s), {bad} invariant failures",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    return explore(
-        count, seed, shrink_failures=shrink, start=start, on_progress=progress, progress_every=step
-    )
+def _block(args: tuple[int, int, int]) -> ExploreReport:
+    start, count, seed = args
+    return explore(count, seed, shrink_failures=False, start=start)
 
 
 def main() -> None:
@@ -52,32 +39,38 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     check_counts(args.schedules, args.seed)
-    processes = max(1, min(args.processes, args.schedules))
-    per = -(-args.schedules // processes)
-    chunks = [
-        (start, min(per, args.schedules - start), args.seed, args.shrink, processes)
-        for start in range(0, args.schedules, per)
-    ]
+    blocks = [(s, min(BLOCK, args.schedules - s), args.seed) for s in range(0, args.schedules, BLOCK)]
     began = time.perf_counter()
     total = ExploreReport()
-    with ProcessPoolExecutor(len(chunks), mp_context=get_context("spawn")) as pool:
-        for part in pool.map(_chunk, chunks):
-            total.merge(part)
+    with ProcessPoolExecutor(max(1, args.processes), mp_context=get_context("spawn")) as pool:
+        pending = {pool.submit(_block, b) for b in blocks}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                total.merge(future.result())
+            wall = time.perf_counter() - began
+            bad = dict(sorted(total.failing.items()))
+            print(
+                f"  {total.schedules:,} schedules, {total.schedules / wall:.1f}/s, failing: {bad}",
+                file=sys.stderr,
+            )
+    if args.shrink:
+        seeds = total.first_failing
+        total.shrunk = shrink_all({k: [generate(s) for s in v[:SHRINK_CANDIDATES]] for k, v in seeds.items()})
     total.wall_s = time.perf_counter() - began
     figures = total.to_json()
     if args.json:
         print(json.dumps(figures, indent=2))
         return
-    print(f"schedules:   {total.schedules:,} in {len(chunks)} process(es)")
     hours = total.simulated_s / 3600
+    print(f"schedules:   {total.schedules:,} in {args.processes} process(es)")
     print(f"events:      {total.events:,} ({hours:,.1f} simulated hours, {total.ticks:,} ticks)")
     print(f"wall time:   {total.wall_s:.1f} s ({figures['schedules_per_s']} schedules/s)")
     print(f"violations:  {sum(total.violations.values()):,}")
     for invariant, count in sorted(total.violations.items()):
-        seeds = figures["first_failing_seeds"][invariant][:3]
-        print(
-            f"  {invariant:32} {count:6,} in {total.failing[invariant]:,} schedules; e.g. generate({seeds})"
-        )
+        first = figures["first_failing_seeds"][invariant][:3]
+        schedules = total.failing[invariant]
+        print(f"  {invariant:32} {count:6,} in {schedules:,} schedules; e.g. generate(seed) for {first}")
     if total.skipped:
         print(f"skipped:     {dict(sorted(total.skipped.items()))} (fault kinds the simulator lacks yet)")
     for entry in total.shrunk:

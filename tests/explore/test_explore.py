@@ -36,6 +36,18 @@ def test_the_cli_refuses_a_bad_count(capsys: pytest.CaptureFixture[str]) -> None
     assert main(["explore", "--schedules", "0"]) == 2
     assert "--schedules must be between 1 and" in capsys.readouterr().err
     assert main(["explore", "--schedules", "5000000"]) == 2
+    assert main(["explore", "--schedules", "5", "--processes", "0"]) == 2
+
+
+def test_two_processes_run_the_same_schedules_as_one() -> None:
+    one = explore(6, seed=5, shrink_failures=False)
+    two = explore(6, seed=5, shrink_failures=False, processes=2)
+    assert (two.schedules, two.events, two.ticks, two.violations) == (
+        one.schedules,
+        one.events,
+        one.ticks,
+        one.violations,
+    )
 
 
 def test_the_cli_prints_counts_as_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -54,7 +66,7 @@ def test_the_cli_prints_counts_as_json(capsys: pytest.CaptureFixture[str]) -> No
 )
 def test_a_ci_sized_exploration_breaks_no_invariant() -> None:
     began = time.perf_counter()
-    report = explore(CI_SCHEDULES, seed=2026, shrink_failures=False)
+    report = explore(CI_SCHEDULES, seed=2026, shrink_failures=False, processes=2)
     wall = time.perf_counter() - began
     assert report.schedules == CI_SCHEDULES
     assert wall < 60.0, f"{CI_SCHEDULES} schedules took {wall:.1f} s"

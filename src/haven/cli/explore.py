@@ -15,9 +15,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from haven.domain.errors import UserError
 from haven.drill.explore import ExploreReport, explore
 
 EXIT_VIOLATIONS = 1
+MAX_PROCESSES = 64
 
 
 def add_explore_command(sub: Any) -> None:
@@ -28,13 +30,18 @@ def add_explore_command(sub: Any) -> None:
     )
     parser.add_argument("--schedules", type=int, default=100, help="how many schedules (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the schedule generator (default 0)")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="worker processes, one core each (default 1)"
+    )
     parser.add_argument("--no-shrink", action="store_true", help="do not shrink failing schedules")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.set_defaults(handler=_explore)
 
 
 def _explore(args: argparse.Namespace, out: Console, err: Console) -> int:
-    report = explore(args.schedules, args.seed, shrink_failures=not args.no_shrink)
+    if not 1 <= args.processes <= MAX_PROCESSES:
+        raise UserError(f"--processes must be between 1 and {MAX_PROCESSES}, got {args.processes}")
+    report = explore(args.schedules, args.seed, shrink_failures=not args.no_shrink, processes=args.processes)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:

@@ -20,7 +20,9 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
+from multiprocessing import get_context
 from typing import Any
 
 from haven.domain.errors import UserError
@@ -218,32 +220,56 @@ def explore(
     *,
     shrink_failures: bool = True,
     start: int = 0,
+    processes: int = 1,
     on_progress: Callable[[ExploreReport], None] | None = None,
     progress_every: int = 1000,
 ) -> ExploreReport:
-    """Generate and run ``schedules`` schedules (indexes ``start``...), shrinking some failing ones."""
+    """Generate and run ``schedules`` schedules (indexes ``start``...), shrinking some failing ones.
+
+    With ``processes`` > 1 the schedules run in that many worker processes, in contiguous chunks
+    (``on_progress`` is then not called); failing ones are shrunk here afterwards.
+    """
     check_counts(schedules, seed)
-    report = ExploreReport()
     began = time.perf_counter()
-    to_shrink: dict[str, list[Schedule]] = {}
-    with asyncio.Runner() as runner:
-        for index in range(start, start + schedules):
-            generator_seed = schedule_seed(seed, index)
-            schedule = generate(generator_seed)
-            result = runner.run(World(schedule).run())
-            report.add(result)
-            for invariant in sorted(result.invariants()):
-                report.first_failing.setdefault(invariant, []).append(generator_seed)
-                pending = to_shrink.setdefault(invariant, [])
-                if len(pending) < SHRINK_CANDIDATES:
-                    pending.append(schedule)
-            if on_progress is not None and report.schedules % progress_every == 0:
-                report.wall_s = time.perf_counter() - began
-                on_progress(report)
+    if processes > 1 and schedules >= 2 * processes:
+        report = explore_in_processes(schedules, seed, processes, start)
+    else:
+        report = ExploreReport()
+        with asyncio.Runner() as runner:
+            for index in range(start, start + schedules):
+                generator_seed = schedule_seed(seed, index)
+                result = runner.run(World(generate(generator_seed)).run())
+                report.add(result)
+                for invariant in sorted(result.invariants()):
+                    report.first_failing.setdefault(invariant, []).append(generator_seed)
+                if on_progress is not None and report.schedules % progress_every == 0:
+                    report.wall_s = time.perf_counter() - began
+                    on_progress(report)
     if shrink_failures:
-        report.shrunk = shrink_all(to_shrink)
+        candidates = {
+            k: [generate(s) for s in seeds[:SHRINK_CANDIDATES]] for k, seeds in report.first_failing.items()
+        }
+        report.shrunk = shrink_all(candidates)
     report.wall_s = time.perf_counter() - began
     return report
+
+
+def explore_in_processes(schedules: int, seed: int, processes: int, start: int = 0) -> ExploreReport:
+    """Run the schedules in ``processes`` worker processes (contiguous chunks), unshrunk; merged."""
+    per = -(-schedules // processes)
+    chunks = [
+        (first, min(per, start + schedules - first), seed) for first in range(start, start + schedules, per)
+    ]
+    report = ExploreReport()
+    with ProcessPoolExecutor(len(chunks), mp_context=get_context("spawn")) as pool:
+        for part in pool.map(_chunk, chunks):
+            report.merge(part)
+    return report
+
+
+def _chunk(args: tuple[int, int, int]) -> ExploreReport:
+    first, count, seed = args
+    return explore(count, seed, shrink_failures=False, start=first)
 
 
 def shrink_all(failing: Mapping[str, list[Schedule]]) -> list[dict[str, Any]]:
