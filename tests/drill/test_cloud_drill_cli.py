@@ -70,3 +70,9 @@ def test_a_cloud_that_does_not_answer_fails_the_drill_with_its_reason(
     assert code == 1
     assert "haven drill: failed on cloud 'other'" in captured.err and "cannot reach the cloud" in captured.err
     assert captured.out == ""
+
+
+def test_host_hang_needs_the_lab(capsys: pytest.CaptureFixture[str], env: Path) -> None:
+    code, err = run(capsys, "drill", "host-hang", "--cloud", "other", "--flavor", "f", "--image", "i")
+    assert code == 2
+    assert "host-hang needs to freeze a host's processes" in err and "--cloud lab" in err

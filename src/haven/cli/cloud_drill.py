@@ -2,9 +2,10 @@
 
 Called by haven.cli.main for a drill with ``--cloud``. ``--cloud lab`` just works after
 `haven lab up`: the lab's clouds.yaml, its haven.toml (unless ``--config``), its flavor and
-image, and its hardware (BMCs to cut power, the nova-compute wiring for nova-compute-crash).
-Any other cloud needs ``--flavor`` and ``--image`` and a [fencing] BMC for the host to fail;
-only host-power-loss runs there. The work is haven.drill.cloud_drill's; this module
+image, and its hardware (BMCs to cut power, the nova-compute wiring for nova-compute-crash,
+the processes' wiring and the BMCs' own power records for host-hang). Any other cloud needs
+``--flavor`` and ``--image`` and a [fencing] BMC for the host to fail; only host-power-loss
+runs there. The work is haven.drill.cloud_drill's; this module
 resolves the options, shows progress on stderr and prints the report (one JSON document
 with ``--json``).
 """
@@ -17,6 +18,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -25,7 +27,7 @@ from rich.table import Table
 
 from haven.cli import render
 from haven.cli.clouds import choose_cloud, open_liveness
-from haven.cli.lab_controls import LabComputes, LabPower, running_lab
+from haven.cli.lab_controls import LabBmcRecords, LabComputes, LabPower, running_lab
 from haven.cloud.openstack import clouds_yaml_file
 from haven.cloud.openstack.workload import open_workload
 from haven.cloud.sim import CloudSpec
@@ -34,7 +36,7 @@ from haven.domain.errors import HavenError, UserError
 from haven.domain.ids import HostName
 from haven.drill.cloud_drill import CLOUD_SCENARIOS, CloudDrill, run_cloud_drill
 from haven.drill.cloud_judge import CloudDrillReport
-from haven.drill.cloud_prep import ComputeControl, PowerControl
+from haven.drill.cloud_prep import BmcRecords, ComputeControl, HangControl, PowerControl
 from haven.fencing.registry import build_fencer
 from haven.service.config import HavenConfig, load_config
 
@@ -74,15 +76,16 @@ def run(args: argparse.Namespace, home: Path, out: Console, err: Console) -> int
         if not args.json:
             err.print(f"[dim]{time.monotonic() - started:6.1f}s[/] {escape(message)}", highlight=False)
 
-    power: PowerControl | None = None
-    computes: ComputeControl | None = None
+    hardware = _Hardware(None, None, None, None)
     clouds_yaml: Path | None = None
     if args.cloud == LAB:
         state = running_lab(args.lab_folder)
         clouds_yaml = Path(state.files["clouds.yaml"])
         config = load_config(home, args.config or Path(state.files["haven.toml"]), cloud_name=LAB)
         flavor, image = args.flavor or state.flavor, args.image or state.image_id
-        power, computes = LabPower(state), LabComputes(Path(state.folder))
+        computes, records = LabComputes(Path(state.folder)), LabBmcRecords(state)
+        # A lab started before its BMCs kept their own records: the witness asks through Redfish.
+        hardware = _Hardware(LabPower(state), computes, computes, records if records.kept() else None)
     else:
         config = load_config(home, args.config, cloud_name=args.cloud)
         if not args.flavor or not args.image:
@@ -93,7 +96,7 @@ def run(args: argparse.Namespace, home: Path, out: Console, err: Console) -> int
         flavor, image = args.flavor, args.image
     try:
         with clouds_yaml_file(clouds_yaml):
-            report = asyncio.run(_run(args, config, flavor, image, vms, power, computes, say))
+            report = asyncio.run(_run(args, config, flavor, image, vms, hardware, say))
     except UserError:
         raise
     except HavenError as exc:  # the cloud or a BMC failed the drill (its servers are deleted by then)
@@ -115,8 +118,7 @@ async def _run(
     flavor: str,
     image: str,
     vms: int,
-    power: PowerControl | None,
-    computes: ComputeControl | None,
+    hw: _Hardware,
     say: Callable[[str], None],
 ) -> CloudDrillReport:
     chosen = choose_cloud(config, CloudSpec(), RealClock(), os.environ)
@@ -128,7 +130,8 @@ async def _run(
         async with open_liveness(chosen, config, fencer) as liveness:
             drill = CloudDrill(
                 args.scenario, args.cloud, chosen.cloud, liveness, fencer, workload, flavor, image,
-                power=power, computes=computes, vms=vms, host=HostName(args.host) if args.host else None,
+                power=hw.power, computes=hw.computes, hangs=hw.hangs, bmc_records=hw.records, vms=vms,
+                host=HostName(args.host) if args.host else None,
                 settings=config.engine, give_up_s=args.give_up, progress=say,
                 liveness_channels=LIVENESS_CHANNELS[config.coordination.url is not None],
             )  # fmt: skip
@@ -136,6 +139,16 @@ async def _run(
     finally:
         workload.close()
         chosen.close()
+
+
+@dataclass(frozen=True)
+class _Hardware:
+    """The lab's controls handed to the drill (all None on another cloud: its fencer is the power)."""
+
+    power: PowerControl | None
+    computes: ComputeControl | None
+    hangs: HangControl | None
+    records: BmcRecords | None
 
 
 def _real_cloud_table(report: CloudDrillReport) -> Table:
@@ -148,10 +161,13 @@ def _real_cloud_table(report: CloudDrillReport) -> Table:
         ("liveness read from", report.liveness),
         ("servers booted / deleted", f"{report.servers_booted} / {report.servers_deleted}"),
         ("fault to BMC Off (s)", _num(report.bmc_off_s)),
+        ("fault to the first evacuate call (s)", _num(report.first_evacuate_call_s)),
         ("fault to the last evacuate call accepted (s)", _num(report.evacuate_calls_s)),
         ("fault to every HA VM ACTIVE elsewhere, per Nova (s)", _num(report.nova_all_active_s)),
         ("fault to service disabled (s)", _num(report.disabled_s)),
         ("fault undone to host back in service (s)", _num(report.returned_s)),
+        ("BMC before each evacuate call read from", report.witness),
+        ("BMC at the end, its own record", report.bmc_at_end or "-"),
         ("wall time (s)", _num(report.wall_s)),
     ):
         table.add_row(name, value)

@@ -1,29 +1,35 @@
-"""The lab's hardware as a drill controls it: each host's Redfish BMC, and its nova-compute wiring.
+"""The lab's hardware as a drill controls it: each host's Redfish BMC, and its processes' wiring.
 
 Called by haven.cli.cloud_drill (`haven drill ... --cloud lab`), the lab tests and
 bench/lab.py. haven.drill must not import haven.lab, so these implementations of its
-PowerControl and ComputeControl protocols live here and are handed in. The BMC calls
-block (httpx), so they run in a worker thread; the BMC password is read from the lab's
-private file and never shown.
+PowerControl, ComputeControl, HangControl and BmcRecords protocols live here and are handed
+in. The BMC calls block (httpx), so they run in a worker thread; the BMC password is read
+from the lab's private file and never shown. LabBmcRecords reads each BMC emulator's own
+power record (its ``power.json``, see haven.lab.bmc_entry), not Redfish: the drills' witness.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from haven.domain.errors import PermanentError, TemporaryError, UserError
 from haven.domain.ids import HostName
 from haven.domain.liveness import BmcPower
+from haven.drill.cloud_prep import HostProcess
 from haven.lab import hardware, lab
-from haven.lab.bmc import BmcInfo, power_state, set_power
+from haven.lab.bmc import BmcInfo, PowerRecord, bmc_folder, power_state, read_power_record, set_power
 from haven.lab.labfiles import compute_pids
 from haven.lab.process import LabServiceError
 from haven.lab.state import LabState
 
 _POWER = {"On": BmcPower.ON, "Off": BmcPower.OFF}
+HANG_TIMEOUT_S = 5.0  # the wiring polls every 0.3 s
 
 
 def running_lab(folder: Path | None) -> LabState:
@@ -76,6 +82,32 @@ class LabComputes:
     def __init__(self, folder: Path) -> None:
         self._folder = folder
 
+    async def hang(self, host: HostName) -> None:
+        await asyncio.to_thread(hardware.hang_host, self._folder, str(host), True)
+        deadline = time.monotonic() + HANG_TIMEOUT_S
+        while not all(p.frozen for p in await self.processes(host)):
+            if time.monotonic() > deadline:
+                await self.release_hang(host)
+                raise TemporaryError(f"the lab's wiring did not freeze {host} within {HANG_TIMEOUT_S:g} s")
+            await asyncio.sleep(0.1)
+
+    async def release_hang(self, host: HostName) -> None:
+        await asyncio.to_thread(hardware.hang_host, self._folder, str(host), False)
+
+    async def processes(self, host: HostName) -> Sequence[HostProcess]:
+        """nova-compute and the haven agent of ``host``, from the wiring's status file."""
+        try:
+            status = json.loads((self._folder / "hardware" / "status.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise TemporaryError(f"the lab's hardware status cannot be read: {exc}") from None
+        frozen = set(status.get("frozen", {}).get(str(host), []))
+        parts = [(hardware.NOVA_COMPUTE, "computes"), (hardware.AGENT, "agents")]
+        return [
+            HostProcess(name, status[key].get(str(host)), name in frozen)
+            for name, key in parts
+            if str(host) in status.get(key, {})
+        ]
+
     async def hold_down(self, host: HostName) -> None:
         await self._hold(host, True)
 
@@ -91,3 +123,33 @@ class LabComputes:
         pid = compute_pids(self._folder).get(str(host))
         if held and pid:
             os.kill(pid, signal.SIGKILL)
+
+
+class LabBmcRecords:
+    """Each lab BMC's own record of its power (``bmcs/HOST/power.json``), read as a file: no Redfish.
+
+    The emulator writes it under the lock its power reads and resets take, before answering a
+    reset, so a state any Redfish client saw is already in the file.
+    """
+
+    def __init__(self, state: LabState) -> None:
+        self._folders = {HostName(h): bmc_folder(Path(state.folder), h) for h in state.bmcs}
+
+    def kept(self) -> bool:
+        """Whether every BMC keeps a record (a lab started before they did keeps none)."""
+        return bool(self._folders) and all(read_power_record(f) is not None for f in self._folders.values())
+
+    async def power_status(self, host: HostName) -> BmcPower:
+        return _POWER.get(self._record(host).power, BmcPower.UNKNOWN)
+
+    async def off_at(self, host: HostName, after: float) -> float | None:
+        return self._record(host).off_at(after)
+
+    def _record(self, host: HostName) -> PowerRecord:
+        folder = self._folders.get(host)
+        if folder is None:
+            raise PermanentError(f"the lab has no BMC for {host}")
+        record = read_power_record(folder)
+        if record is None:
+            raise TemporaryError(f"the BMC of {host} keeps no power record in {folder}")
+        return record

@@ -4,7 +4,13 @@ Called by `haven drill SCENARIO --cloud NAME` (haven.cli.cloud_drill), the lab t
 bench/lab.py. The caller hands in the cloud, the liveness source, the fencer, a Workload (to
 boot and delete the drill's own servers) and the hardware controls of haven.drill.cloud_prep
 (a PowerControl: the hosts' BMCs; a ComputeControl: the lab's nova-compute wiring, needed by
-nova-compute-crash only). haven.drill never imports haven.lab: the lab's controls come from the CLI.
+nova-compute-crash only; a HangControl and BmcRecords, the BMCs' own power records, needed by
+host-hang only). haven.drill never imports haven.lab: the lab's controls come from the CLI.
+
+host-hang: the host's processes are frozen (SIGSTOP) while its BMC stays On. haven must
+confirm it dead only once nova-compute also missed its report, power it off through its BMC
+(the lab's wiring then kills the frozen processes) and only then evacuate; the witness reads
+the BMC's own record just before each evacuate call, and once more at the end.
 
 One drill: pick a healthy host with a BMC, boot ``vms`` HA servers on it, start an engine
 (real clock, a temporary SQLite store, a segment per zone) on a WitnessedCloud, inject the
@@ -36,7 +42,9 @@ from haven.domain.settings import EngineSettings
 from haven.drill.cloud_judge import CloudDrillReport, Observed, judge
 from haven.drill.cloud_prep import (
     POLL_S,
+    BmcRecords,
     ComputeControl,
+    HangControl,
     PowerControl,
     boot,
     choose_host,
@@ -54,9 +62,11 @@ from haven.service.runner import serve_forever
 from haven.store import Store
 
 HOST_POWER_LOSS = "host-power-loss"
+HOST_HANG = "host-hang"
 NOVA_COMPUTE_CRASH = "nova-compute-crash"
-CLOUD_SCENARIOS = (HOST_POWER_LOSS, NOVA_COMPUTE_CRASH)
+CLOUD_SCENARIOS = (HOST_POWER_LOSS, NOVA_COMPUTE_CRASH, HOST_HANG)
 WARM_UP_S = 2.0
+RESTART_S = 60.0  # for a host's processes to run again once it is powered on
 
 
 @dataclass
@@ -71,6 +81,8 @@ class CloudDrill:
     image: str
     power: PowerControl | None = None  # the hosts' BMCs for injecting; default: the fencer
     computes: ComputeControl | None = None
+    hangs: HangControl | None = None
+    bmc_records: BmcRecords | None = None  # the witness's reader when given; else ``power`` (Redfish)
     vms: int = 3
     host: HostName | None = None
     settings: EngineSettings | None = None
@@ -91,6 +103,12 @@ async def run_cloud_drill(drill: CloudDrill) -> CloudDrillReport:
             f"{NOVA_COMPUTE_CRASH} needs control of the hosts' nova-compute, which only the lab gives",
             "run it with --cloud lab (`haven lab up`); on other clouds run host-power-loss",
         )
+    if drill.scenario == HOST_HANG and (drill.hangs is None or drill.bmc_records is None):
+        raise UserError(
+            f"{HOST_HANG} needs to freeze a host's processes and the BMCs' own power records, "
+            "which only the lab gives",
+            "run it with --cloud lab, on a lab started by this version of haven (`haven lab up`)",
+        )
     if drill.vms < 1:
         raise UserError(f"--vms must be at least 1 on a real cloud, got {drill.vms}")
     power: PowerControl = drill.power or drill.fencer
@@ -99,6 +117,9 @@ async def run_cloud_drill(drill: CloudDrill) -> CloudDrillReport:
     failed = await choose_host(hosts, drill.host, power)
     say(f"{drill.scenario} on {failed.name} of {drill.cloud_name} ({len(hosts)} compute hosts)")
     observed = Observed(failed=failed.name, hosts=len(hosts), liveness=drill.liveness_channels)
+    observed.report_interval_s = (drill.settings or EngineSettings()).detection.nova_report_interval_s
+    if drill.bmc_records is not None:
+        observed.witness = "the BMCs' own power records (not Redfish, not haven's fencer)"
     if drill.scenario == NOVA_COMPUTE_CRASH and drill.liveness_channels == "Nova":
         observed.notes.append(
             "liveness from Nova alone (no [coordination]: no haven agents): a crashed nova-compute "
@@ -128,7 +149,7 @@ async def _with_engine(
     observed: Observed,
 ) -> CloudDrillReport:
     clock = RealClock()
-    witness = WitnessedCloud(drill.cloud, power, dict.fromkeys(booted, failed.name))
+    witness = WitnessedCloud(drill.cloud, drill.bmc_records or power, dict.fromkeys(booted, failed.name))
     recorder = EventRecorder(drill.on_event)
     engine = Engine(witness, drill.liveness, drill.fencer, store, clock, drill.settings, on_event=recorder)
     engine.start()
@@ -140,6 +161,8 @@ async def _with_engine(
         observed.fault_at = clock.now()
         if drill.scenario == HOST_POWER_LOSS:
             await _power_loss(drill, power, engine, loop, failed.name, affected, recorder, observed)
+        elif drill.scenario == HOST_HANG:
+            await _hang(drill, power, engine, loop, failed.name, affected, recorder, observed)
         else:
             await _compute_crash(drill, engine, loop, failed.name, recorder, observed)
         await _wait_returned(drill, engine, loop, failed.name, observed)
@@ -172,6 +195,74 @@ async def _power_loss(
     await until(loop, lambda: _bmc_is(power, host, BmcPower.OFF), 60.0, f"{host}'s BMC to report Off")
     observed.bmc_off_at = time.time()
     say(f"{host}'s BMC reports Off; waiting for haven to recover its VMs")
+    await _wait_recovered(drill, engine, loop, host, affected, recorder, observed)
+    observed.live_fenced = await _live_hosts_off(drill, power, exclude=host)
+    say(f"powering {host} on again")
+    await power.power_on(host)
+    observed.powered_off = False
+    observed.power_on_at = time.time()
+
+
+async def _hang(
+    drill: CloudDrill,
+    power: PowerControl,
+    engine: Engine,
+    loop: asyncio.Task[None],
+    host: HostName,
+    affected: list[ServerId],
+    recorder: EventRecorder,
+    observed: Observed,
+) -> None:
+    assert drill.hangs is not None and drill.bmc_records is not None
+    say, records = drill.progress, drill.bmc_records
+    recorder(
+        EngineEvent(EventKind.FAULT_INJECTED, observed.fault_at, detail={"description": f"{host} hangs"})
+    )
+    observed.injected = (
+        f"{host} hangs while powered: its nova-compute and haven agent frozen (SIGSTOP), "
+        f"its BMC left On ({len(affected)} HA VMs on it)"
+    )
+    say(f"freezing {host}'s processes (SIGSTOP), its BMC left On; {len(affected)} HA VMs on it")
+    observed.hung = True
+    await drill.hangs.hang(host)
+    frozen = ", ".join(str(p) for p in await drill.hangs.processes(host))
+    observed.notes.append(f"hung: {frozen}; BMC (own record): {(await records.power_status(host)).value}")
+    say(f"{host} hangs ({frozen}); waiting for haven to fence it and recover its VMs")
+    await _wait_recovered(drill, engine, loop, host, affected, recorder, observed)
+    # The final check, from the BMC's own record: powered off when, and still off now.
+    observed.bmc_off_at = await records.off_at(host, observed.fault_at)
+    observed.bmc_at_end = await records.power_status(host)
+    observed.last_report_at = await drill.workload.reported_at(host)
+    observed.live_fenced = await _live_hosts_off(drill, power, exclude=host)
+    say(f"{host}: BMC's own record says {observed.bmc_at_end.value}; powering it on again")
+    hangs = drill.hangs
+    await hangs.release_hang(host)  # if haven never powered it off: SIGCONT
+    observed.hung = False
+    await power.power_on(host)
+    observed.power_on_at = time.time()
+
+    async def running() -> bool:
+        return all(p.running for p in await hangs.processes(host))
+
+    if await until(loop, running, RESTART_S, f"{host}'s processes running", required=False):
+        now = ", ".join(str(p) for p in await hangs.processes(host))
+        observed.notes.append(f"after power on: {now}")
+        say(f"{host} powered on: {now}")
+    else:
+        observed.notes.append(f"{host}'s processes were not all running {RESTART_S:g} s after power on")
+
+
+async def _wait_recovered(
+    drill: CloudDrill,
+    engine: Engine,
+    loop: asyncio.Task[None],
+    host: HostName,
+    affected: list[ServerId],
+    recorder: EventRecorder,
+    observed: Observed,
+) -> None:
+    """Until haven opened and closed its notification for ``host`` and every HA VM is ACTIVE elsewhere
+    (or the recovery ended without), or ``give_up_s``; the servers last seen are kept."""
 
     async def over() -> bool:
         servers = await drill.workload.servers(affected)
@@ -179,7 +270,7 @@ async def _power_loss(
         if observed.all_active_at is None and _all_active_elsewhere(servers, affected, host):
             observed.all_active_at = time.time()
             took = observed.all_active_at - observed.fault_at
-            say(f"every HA VM ACTIVE on another host (Nova), {took:.1f} s after the fault")
+            drill.progress(f"every HA VM ACTIVE on another host (Nova), {took:.1f} s after the fault")
         opened = any(e.kind is EventKind.NOTIFICATION_CREATED and e.host == host for e, _ in recorder.events)
         return (
             opened
@@ -189,11 +280,6 @@ async def _power_loss(
 
     if not await until(loop, over, drill.give_up_s, "the recovery", required=False):
         observed.notes.append(f"gave up waiting for the recovery after {drill.give_up_s:g} s")
-    observed.live_fenced = await _live_hosts_off(drill, power, exclude=host)
-    say(f"powering {host} on again")
-    await power.power_on(host)
-    observed.powered_off = False
-    observed.power_on_at = time.time()
 
 
 async def _compute_crash(
@@ -273,6 +359,8 @@ async def _clean_up(
     with contextlib.suppress(HavenError):
         if observed.held and drill.computes is not None:
             await drill.computes.release(host)
+        if observed.hung and drill.hangs is not None:
+            await drill.hangs.release_hang(host)
         if observed.powered_off or await power.power_status(host) is BmcPower.OFF:
             await power.power_on(host)
     if booted:

@@ -14,6 +14,11 @@ what the cloud says, never from haven's bookkeeping:
 - false_evacuations: evacuations off a host that had not failed; live_hosts_fenced: hosts
   whose BMC reported Off though they had not failed.
 Phase times come from the engine's events, like the simulated drills'.
+
+host-hang is judged as host-power-loss, plus three rules read from the BMC's own power
+record and Nova (``hang_violations``): the host was powered off before the first evacuate
+call and is still off at the end; haven fenced it only after confirming it dead; and it
+confirmed it dead only once nova-compute had missed its report.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ from haven.drill.witness import WitnessedEvacuation
 from haven.store import Store
 
 HOST_POWER_LOSS = "host-power-loss"
+HOST_HANG = "host-hang"
+HOST_FAILURES = (HOST_POWER_LOSS, HOST_HANG)  # the host is gone: its HA VMs must move
+NOVA_STAMP_S = 1.0  # Nova's updated_at has whole seconds, rounded down
 NOT_CLEANED_UP = frozenset({"accepted", "pre-migrating", "done"})  # the source still holds the guest
 
 
@@ -48,6 +56,11 @@ class Observed:
     injected: str = ""
     powered_off: bool = False  # the drill cut the host's power and has not restored it yet
     held: bool = False  # the drill holds the host's nova-compute down
+    hung: bool = False  # the drill keeps the host's processes frozen
+    witness: str = "the BMCs through Redfish"  # what the witness read before each evacuate call
+    report_interval_s: float = 10.0  # Nova's report_interval, as haven's settings say
+    bmc_at_end: BmcPower | None = None  # host-hang: the BMC's own record once the recovery is over
+    last_report_at: float | None = None  # host-hang: nova-compute's last report before the fence
     bmc_off_at: float | None = None
     all_active_at: float | None = None
     final: dict[ServerId, Server] = field(default_factory=dict)  # the affected servers, last seen
@@ -71,6 +84,10 @@ class CloudDrillReport(DrillReport):
     liveness: str = ""  # the channels haven's detection read, as `haven serve` would
     bmc_off_s: float | None = None  # the fault to the failed host's BMC reporting Off
     evacuate_calls_s: float | None = None  # the fault to the last evacuate call accepted by Nova
+    first_evacuate_call_s: float | None = None  # the fault to the first evacuate call passed on
+    witness: str = ""  # what the BMC's answer before each evacuate call was read from
+    bmc_at_end: str | None = None  # host-hang: the BMC's own record when the recovery was over
+    report_age_at_confirm_s: float | None = None  # host-hang: nova-compute's last report, at confirmation
     nova_all_active_s: float | None = None  # the fault to every HA VM ACTIVE elsewhere, as Nova listed them
     disabled_s: float | None = None  # nova-compute-crash: the fault to Nova showing the service disabled
     disabled_reason: str = ""
@@ -90,7 +107,7 @@ def judge(
     o: Observed,
 ) -> CloudDrillReport:
     events = [e for e, _ in recorder.events]
-    power_loss = scenario == HOST_POWER_LOSS
+    power_loss = scenario in HOST_FAILURES
     failed_hosts = {o.failed} if power_loss else set()
     if not power_loss:
         affected = []  # a crashed nova-compute on a live host: nothing should move
@@ -133,6 +150,9 @@ def judge(
         liveness=o.liveness,
         bmc_off_s=_since(o.fault_at, o.bmc_off_at),
         evacuate_calls_s=_since(o.fault_at, max(_accepted(o.witnessed), default=None)),
+        first_evacuate_call_s=_since(o.fault_at, min((w.at for w in o.witnessed), default=None)),
+        witness=o.witness,
+        bmc_at_end=o.bmc_at_end.value if o.bmc_at_end is not None else None,
         nova_all_active_s=_since(o.fault_at, o.all_active_at),
         disabled_s=_since(o.fault_at, o.disabled_at),
         disabled_reason=o.disabled_reason,
@@ -148,6 +168,16 @@ def judge(
         created = [e.at for e in events if e.kind is EventKind.NOTIFICATION_CREATED and e.host == o.failed]
         report.detect_s = round(min(created) - o.fault_at, 3) if created else None
     report.checks = list(o.notes)
+    violations: list[str] = []
+    if scenario == HOST_HANG:
+        confirmed = min(
+            (e.at for e in events if e.kind is EventKind.HOST_CONFIRMED_DEAD and e.host == o.failed),
+            default=None,
+        )
+        if confirmed is not None and o.last_report_at is not None:
+            report.report_age_at_confirm_s = round(confirmed - o.last_report_at, 3)
+        report.checks += hang_checks(o, confirmed)
+        violations = hang_violations(o, confirmed)
     if unexplained:
         report.checks.append(f"{len(unexplained)} evacuation(s) in Nova's records that haven did not ask for")
     if not_cleaned:
@@ -155,11 +185,55 @@ def judge(
             f"{len(not_cleaned)} evacuation record(s) of {o.failed} not completed after it came back: "
             "its nova-compute did not clean up the evacuated guests"
         )
-    report.verdict = _verdict(report, power_loss, o)
+    report.verdict = _verdict(report, power_loss, o, violations)
     return report
 
 
-def _verdict(r: CloudDrillReport, power_loss: bool, o: Observed) -> str:
+def hang_violations(o: Observed, confirmed: float | None) -> list[str]:
+    """What host-hang forbids, from the BMC's own record and Nova's: each broken rule, said."""
+    out = []
+    first = min((w.at for w in o.witnessed), default=None)
+    if first is not None and (o.bmc_off_at is None or o.bmc_off_at > first):
+        out.append(f"{o.failed} evacuated before its BMC recorded it powered off")
+    if o.witnessed and o.bmc_at_end is not BmcPower.OFF:
+        state = o.bmc_at_end.value if o.bmc_at_end is not None else "not read"
+        out.append(f"{o.failed} evacuated, yet its BMC's own record says {state} at the end")
+    if o.bmc_off_at is not None and (confirmed is None or o.bmc_off_at < confirmed):
+        out.append(f"{o.failed} powered off before haven confirmed it dead")
+    # The last report may be up to NOVA_STAMP_S later than Nova's stamp says.
+    reported = o.last_report_at + NOVA_STAMP_S if o.last_report_at is not None else None
+    if confirmed is not None and reported is not None and confirmed - reported <= o.report_interval_s:
+        out.append(
+            f"{o.failed} confirmed dead {confirmed - reported:.1f} s after nova-compute's "
+            f"last report, before it missed one (report interval {o.report_interval_s:g} s)"
+        )
+    return out
+
+
+def hang_checks(o: Observed, confirmed: float | None) -> list[str]:
+    """The host-hang facts the verdict rests on, said plainly."""
+    first = min((w.at for w in o.witnessed), default=None)
+    off = "never" if o.bmc_off_at is None else f"{o.bmc_off_at - o.fault_at:.2f} s after the fault"
+    before = ""
+    if first is not None and o.bmc_off_at is not None:
+        before = f", {first - o.bmc_off_at:.2f} s before the first evacuate call"
+    end = o.bmc_at_end.value if o.bmc_at_end is not None else "not read"
+    checks = [f"{o.failed}'s BMC (its own record) powered off {off}{before}; at the end: {end}"]
+    if confirmed is None:
+        checks.append(f"haven did not confirm {o.failed} dead")
+    elif o.last_report_at is not None:
+        checks.append(
+            f"haven confirmed {o.failed} dead {confirmed - o.fault_at:.2f} s after the fault, "
+            f"{confirmed - o.last_report_at:.1f} s after nova-compute's last report "
+            f"(report interval {o.report_interval_s:g} s)"
+        )
+    return checks
+
+
+def _verdict(r: CloudDrillReport, power_loss: bool, o: Observed, violations: list[str]) -> str:
+    if violations:
+        r.checks += [f"SAFETY VIOLATED: {v}" for v in violations]
+        return "failed"
     if r.vms_running_twice or r.evacuated_unfenced or r.false_evacuations or r.double_evacuations:
         r.checks.append("SAFETY VIOLATED: a VM ran twice, was evacuated unfenced, off a live host, or twice")
         return "failed"

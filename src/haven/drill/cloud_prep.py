@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from haven.cloud.base import Cloud
@@ -48,6 +49,44 @@ class ComputeControl(Protocol):
     async def hold_down(self, host: HostName) -> None: ...
 
     async def release(self, host: HostName) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HostProcess:
+    """One process of a host as the lab's wiring runs it: its pid (None: not running), frozen or not."""
+
+    name: str
+    pid: int | None
+    frozen: bool = False
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None and not self.frozen
+
+    def __str__(self) -> str:
+        state = "down" if self.pid is None else ("frozen" if self.frozen else "running")
+        return f"{self.name} {state}" + (f" (pid {self.pid})" if self.pid is not None else "")
+
+
+class HangControl(Protocol):
+    """The lab's hardware wiring: a host hung while powered (its processes frozen), then let run."""
+
+    async def hang(self, host: HostName) -> None:
+        """Freeze the host's processes (SIGSTOP), its BMC left On; return once all are frozen."""
+
+    async def release_hang(self, host: HostName) -> None:
+        """Let them continue (SIGCONT); a power-off has already ended the hang (and killed them)."""
+
+    async def processes(self, host: HostName) -> Sequence[HostProcess]: ...
+
+
+class BmcRecords(Protocol):
+    """The BMCs' own records of their power, read without Redfish or haven's fencer: a witness."""
+
+    async def power_status(self, host: HostName) -> BmcPower: ...
+
+    async def off_at(self, host: HostName, after: float) -> float | None:
+        """When the BMC recorded the host powered off at or after ``after`` (epoch seconds), if it did."""
 
 
 async def settled_hosts(cloud: Cloud, say: Callable[[str], None]) -> Sequence[Host]:

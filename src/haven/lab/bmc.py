@@ -6,10 +6,15 @@ driver with one domain named after the host (see bmc_entry.py), behind basic aut
 lab's power watcher (haven.lab.hardware) reads each BMC's power state and kills or
 restarts that host's nova-compute to match, so powering a host off through its BMC is a
 host failure Nova sees, and fencing through it is real.
+
+Each BMC also keeps its own record of its power in ``power.json`` of its folder (written by
+bmc_entry.py before each reset is answered); ``read_power_record`` reads it, so a drill's
+witness can check the BMC's own state without Redfish or haven's fencer.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +27,7 @@ from haven.lab.toolenv import Progress, ensure_tool_env
 TOOL = "sushy-tools"
 USER = "admin"
 ENTRY = Path(__file__).with_name("bmc_entry.py")
+POWER_FILE = "power.json"
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,9 @@ def start_bmc(
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     process = LabProcess(
-        f"bmc-{host}", [str(python), str(ENTRY), host, "--config", str(conf)], folder / "bmc.log"
+        f"bmc-{host}",
+        [str(python), str(ENTRY), host, str(folder / POWER_FILE), "--config", str(conf)],
+        folder / "bmc.log",
     )
     process.start()
 
@@ -75,6 +83,34 @@ def start_bmc(
         process.stop()
         raise
     return BmcInfo(host, url, USER, host), process
+
+
+@dataclass(frozen=True)
+class PowerRecord:
+    """A BMC's own record of its power: "On" or "Off", since when (epoch seconds), its changes."""
+
+    power: str
+    since: float
+    changes: tuple[tuple[str, float], ...]  # (power, at), oldest first
+
+    def off_at(self, after: float) -> float | None:
+        """When the host was first powered off at or after ``after`` (epoch seconds), if it was."""
+        return next((at for power, at in self.changes if power == "Off" and at >= after), None)
+
+
+def bmc_folder(lab_folder: Path, host: str) -> Path:
+    """Where ``haven lab up`` keeps ``host``'s BMC (its config, log and power record)."""
+    return lab_folder / "bmcs" / host
+
+
+def read_power_record(folder: Path) -> PowerRecord | None:
+    """The power record of the BMC in ``folder``; None if it keeps none (a lab started before it did)."""
+    try:
+        raw = json.loads((folder / POWER_FILE).read_text())
+        changes = tuple((str(c["power"]), float(c["at"])) for c in raw.get("changes", []))
+        return PowerRecord(str(raw["power"]), float(raw["since"]), changes)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def power_state(bmc: BmcInfo, password: str, timeout_s: float = 2.0) -> str | None:

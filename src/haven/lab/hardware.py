@@ -14,6 +14,12 @@ a host's part that is *held* is SIGKILLed and kept down while its BMC stays On, 
 that does not heal (nova-compute dead on a live host, or haven's agent dead); released, it
 is started again at the next poll (within ``POLL_S``) if the BMC says On. Holds live in
 ``hardware/holds.json`` of the lab folder, so they survive a watcher restart.
+
+A hang (``hang_host``) freezes all of a host's processes with SIGSTOP while its BMC stays On:
+a hung host, powered but silent on every channel. Released, they continue (SIGCONT). A
+power-off ends it as it ends a real hang: the frozen processes are SIGKILLed (a stopped
+process dies of SIGKILL without being continued) and the hang is cleared, so powering the
+host on starts them afresh. The frozen parts are in the status file (``frozen``).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ POLL_S = 0.3
 NOVA_COMPUTE = "nova-compute"
 AGENT = "agent"
 PARTS = (NOVA_COMPUTE, AGENT)
+HANG = "hang"  # a hold of the whole host: its processes frozen, not killed
 HOLDS_FILE = "holds.json"
 
 
@@ -58,8 +65,17 @@ def hold_agent_down(folder: Path, host: str, held: bool) -> None:
     _set_hold(folder, host, AGENT, held)
 
 
+def hang_host(folder: Path, host: str, hung: bool) -> None:
+    """Freeze ``host``'s nova-compute and agent (SIGSTOP) while its BMC stays On (``hung``), or not.
+
+    Returns at once; the watcher freezes (or continues) them within ``POLL_S``: the lab's status
+    (``frozen``) then lists them. A power-off through the BMC kills them and ends the hang.
+    """
+    _set_hold(folder, host, HANG, hung)
+
+
 def read_holds(folder: Path) -> dict[str, list[str]]:
-    """host -> the parts held down (``nova-compute``, ``agent``); hosts without holds are left out."""
+    """host -> its holds (``nova-compute``, ``agent`` held down, or ``hang``); hosts without are left out."""
     try:
         raw = json.loads((folder / "hardware" / HOLDS_FILE).read_text())
     except (OSError, ValueError):
@@ -114,6 +130,7 @@ class _Part:
     argv: list[str]
     log: Path
     process: subprocess.Popen[bytes] | None = None
+    frozen: bool = False  # SIGSTOPped by a hang (poll() still sees it running: it has not exited)
 
     @property
     def running(self) -> bool:
@@ -130,8 +147,19 @@ class _Part:
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.kill()
+            self.process.kill()  # SIGKILL ends a stopped process too, no SIGCONT needed
             self.process.wait()
+        self.frozen = False
+
+    def freeze(self) -> None:
+        if self.process is not None and self.running:
+            self.process.send_signal(signal.SIGSTOP)
+            self.frozen = True
+
+    def thaw(self) -> None:
+        if self.process is not None and self.running:
+            self.process.send_signal(signal.SIGCONT)
+        self.frozen = False
 
 
 @dataclass
@@ -156,16 +184,24 @@ def _hosts(plan: dict[str, Any]) -> list[_Host]:
 
 
 def _follow(host: _Host, power: str | None, held: list[str]) -> None:
-    """Make the host's processes match its power and its holds."""
+    """Make the host's processes match its power, its holds and its hang."""
     name = host.bmc.host
+    hung = HANG in held
     for part_name, part in host.parts.items():
         if power == "Off" and part.running:
+            was = " (frozen)" if part.frozen else ""
             part.kill()
-            _say(f"{name}: BMC says Off, killed {part_name}")
+            _say(f"{name}: BMC says Off, killed {part_name}{was}")
         elif part_name in held and part.running:
             part.kill()
             _say(f"{name}: {part_name} held down, killed it (SIGKILL)")
-        elif power == "On" and part_name not in held and not part.running:
+        elif hung and part.running and not part.frozen:
+            part.freeze()
+            _say(f"{name}: host hangs, froze {part_name} (SIGSTOP)")
+        elif not hung and part.frozen:
+            part.thaw()
+            _say(f"{name}: hang released, continued {part_name} (SIGCONT)")
+        elif power == "On" and part_name not in held and not hung and not part.running:
             part.start()
             _say(f"{name}: BMC says On, started {part_name}")
 
@@ -187,12 +223,17 @@ def run(plan: dict[str, Any]) -> None:
     while not stopping:
         holds = read_holds(folder)
         for host in hosts:
-            _follow(host, power_state(host.bmc, password), holds.get(host.bmc.host, []))
+            power = power_state(host.bmc, password)
+            _follow(host, power, holds.get(host.bmc.host, []))
+            if power == "Off" and HANG in holds.get(host.bmc.host, []):
+                _set_hold(folder, host.bmc.host, HANG, False)  # the power-off ended the hang
+                _say(f"{host.bmc.host}: powered off, so it no longer hangs")
         now = {
             "pid": os.getpid(),
             "computes": {h.bmc.host: h.parts[NOVA_COMPUTE].pid for h in hosts},
             "agents": {h.bmc.host: h.parts[AGENT].pid for h in hosts if AGENT in h.parts},
             "holds": holds,
+            "frozen": _frozen(hosts),
         }
         if now != last:
             _write_json(status_file, now)
@@ -201,6 +242,7 @@ def run(plan: dict[str, Any]) -> None:
     parts = [part for host in hosts for part in host.parts.values()]
     for part in parts:  # a graceful lab stop: let each process stop cleanly
         if part.running and part.process is not None:
+            part.thaw()  # a frozen process would hold SIGTERM until it is continued
             part.process.terminate()
     for part in parts:
         if part.process is not None:
@@ -208,6 +250,11 @@ def run(plan: dict[str, Any]) -> None:
                 part.process.wait(10)
             except subprocess.TimeoutExpired:
                 part.kill()
+
+
+def _frozen(hosts: list[_Host]) -> dict[str, list[str]]:
+    frozen = {h.bmc.host: sorted(n for n, p in h.parts.items() if p.frozen and p.running) for h in hosts}
+    return {host: parts for host, parts in frozen.items() if parts}
 
 
 def main() -> None:

@@ -172,7 +172,9 @@ def _start(
 
     def start_bmcs() -> None:
         for host in hosts:
-            info, process = bmc.start_bmc(folder / "bmcs" / host, host, free_port(), passwords["bmc"], say)
+            info, process = bmc.start_bmc(
+                bmc.bmc_folder(folder, host), host, free_port(), passwords["bmc"], say
+            )
             keep(process)
             bmcs.append(info)
             state.bmcs[host] = {
