@@ -56,6 +56,7 @@ from haven.drill.cloud_prep import (
 from haven.drill.report import EventRecorder
 from haven.drill.witness import WitnessedCloud
 from haven.fencing.base import Fencer
+from haven.recovery.workflows import FORCE_DOWN
 from haven.service.bootstrap import segments_per_zone
 from haven.service.engine import Engine
 from haven.service.runner import serve_forever
@@ -227,12 +228,25 @@ async def _hang(
     await drill.hangs.hang(host)
     frozen = ", ".join(str(p) for p in await drill.hangs.processes(host))
     observed.notes.append(f"hung: {frozen}; BMC (own record): {(await records.power_status(host)).value}")
-    say(f"{host} hangs ({frozen}); waiting for haven to fence it and recover its VMs")
-    await _wait_recovered(drill, engine, loop, host, affected, recorder, observed)
+    say(f"{host} hangs ({frozen}); waiting for haven to confirm it dead, fence it and recover its VMs")
+
+    async def confirmed() -> bool:
+        # nova-compute's last report as Nova stamps it, read until haven confirms the host dead:
+        # haven's force-down (after the fence) stamps the service too, so a reading after it is no report.
+        if any(e.kind is EventKind.HOST_CONFIRMED_DEAD and e.host == host for e, _ in recorder.events):
+            return True
+        reported = await drill.workload.reported_at(host)
+        if not _forcing_down(recorder, host):
+            observed.last_report_at = reported
+        return False
+
+    if await until(loop, confirmed, drill.give_up_s, f"{host} confirmed dead", required=False):
+        await _wait_recovered(drill, engine, loop, host, affected, recorder, observed)
+    else:
+        observed.notes.append(f"haven did not confirm {host} dead within {drill.give_up_s:g} s")
     # The final check, from the BMC's own record: powered off when, and still off now.
     observed.bmc_off_at = await records.off_at(host, observed.fault_at)
     observed.bmc_at_end = await records.power_status(host)
-    observed.last_report_at = await drill.workload.reported_at(host)
     observed.live_fenced = await _live_hosts_off(drill, power, exclude=host)
     say(f"{host}: BMC's own record says {observed.bmc_at_end.value}; powering it on again")
     hangs = drill.hangs
@@ -394,6 +408,13 @@ def _all_active_elsewhere(servers: dict[ServerId, Server], ids: Sequence[ServerI
         and servers[s].task_state is TaskState.NONE
         and servers[s].host != failed
         for s in ids
+    )
+
+
+def _forcing_down(recorder: EventRecorder, host: HostName) -> bool:
+    return any(
+        e.kind is EventKind.STEP_STARTED and e.host == host and e.detail.get("kind") == FORCE_DOWN
+        for e, _ in recorder.events
     )
 
 
