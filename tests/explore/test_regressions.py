@@ -40,6 +40,43 @@ FIXED: dict[str, dict[str, Any]] = {
             {"at": 124.4, "kind": "power_loss", "hosts": [6]},
         ],
     },
+    # Nova's enable_service timed out twice, then a control-plane outage: TemporaryError escaped Engine.tick.
+    "temporary-error-escapes-the-tick": {
+        "seed": 1014076263, "hosts": 2, "zones": 1, "vms": 0, "ha_fraction": 1.0, "second_network": True,
+        "engines": 1, "events": [
+            {"at": 101.1, "kind": "nova_error", "call": "enable_service", "count": 2, "applied": False,
+             "delay_s": 1.0},
+            {"at": 145.7, "kind": "outage", "down": True},
+            {"at": 196.6, "kind": "outage", "down": False},
+        ],
+    },
+    # Every host of the segment cut off from the observer at once, BMCs answering; the one whose agent
+    # had died 26 s earlier was left out of the gate's burst and fenced.
+    "observer-cut-with-an-agent-already-down": {
+        "seed": 929252053, "hosts": 9, "zones": 1, "vms": 0, "ha_fraction": 1.0, "second_network": True,
+        "engines": 1, "events": [
+            {"at": 92.7, "kind": "agent_crash", "hosts": [5], "crashed": True},
+            {"at": 118.7, "kind": "observer_cut", "hosts": [1, 2, 3, 4, 5, 6, 7, 8, 9], "cut": True,
+             "bmc_reachable": True},
+        ],
+    },
+    # Nova's clock 45 s behind: a live host whose agent died looked as if nova-compute had missed its
+    # reports, and was fenced.
+    "agent-crash-with-nova-s-clock-behind": {
+        "seed": 761702655, "hosts": 2, "zones": 1, "vms": 0, "ha_fraction": 1.0, "second_network": True,
+        "engines": 1, "events": [
+            {"at": 91.3, "kind": "clock_skew", "skew_s": -45.4},
+            {"at": 134.5, "kind": "agent_crash", "hosts": [1], "crashed": True},
+        ],
+    },
+    # The evacuation-target race again, in a 9-host zone (two power losses 4.3 s apart).
+    "evacuation-target-dies-before-the-rebuild-2": {
+        "seed": 332262727, "hosts": 9, "zones": 1, "vms": 73, "ha_fraction": 1.0, "second_network": True,
+        "engines": 1, "events": [
+            {"at": 43.7, "kind": "power_loss", "hosts": [7]},
+            {"at": 48.0, "kind": "power_loss", "hosts": [8]},
+        ],
+    },
 }  # fmt: skip
 
 STILL_FAILING: dict[str, tuple[str, dict[str, Any]]] = {
