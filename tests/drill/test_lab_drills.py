@@ -1,8 +1,9 @@
 """The drills on the real Nova lab, run as `haven drill SCENARIO --cloud lab --json` runs them.
 
 One session-scoped lab (tests/servers/nova.py, two computes). Each drill boots its own HA
-servers, fails a host for real (its BMC powered off, or its nova-compute held down) and is
-judged by the drill from Nova's migration records and the BMCs' answers; these tests check
+servers, fails a host for real (its BMC powered off, its processes frozen while it stays
+powered, or its nova-compute held down) and is judged by the drill from Nova's migration
+records and the BMCs' answers (for a hang, the BMC's own power record); these tests check
 that judgement and, through Nova and the BMCs again, that the lab is whole afterwards (both
 computes up, enabled, not forced down, powered on, no server of the drill left).
 """
@@ -11,13 +12,14 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from haven.cli.main import main
-from haven.lab.bmc import power_state
+from haven.lab.bmc import bmc_folder, power_state, read_power_record
 from haven.service.config import load_config
 from servers.nova import NovaLab
 from servers.process import free_port
@@ -80,6 +82,41 @@ def test_host_power_loss_on_the_lab_recovers_every_vm_safely(
     assert 0 < report["detect_s"] < report["recover_s"] <= report["nova_all_active_s"] + 1
     assert report["returned_s"] is not None
     assert (report["servers_booted"], report["servers_deleted"]) == (3, 3)
+    assert_lab_whole(nova_lab)
+
+
+def test_host_hang_on_the_lab_is_fenced_by_its_bmc_before_any_evacuation(
+    capsys: pytest.CaptureFixture[str], nova_lab: NovaLab, tmp_path: Path
+) -> None:
+    """compute-1's nova-compute and agent frozen (SIGSTOP), its BMC On: fenced, then evacuated."""
+    config = load_config(tmp_path, nova_lab.haven_toml)
+    if config.coordination.url is None:
+        pytest.skip("the lab runs no haven agents: a hung host is not fenced without a heartbeat channel")
+    before = nova_lab.compute_pid("compute-1")
+    code, report = drill(capsys, nova_lab, tmp_path, "host-hang", "--vms", "2", "--host", "compute-1")
+    assert report["verdict"] == "recovered", report["checks"]
+    assert code == 0
+    assert {k: report[k] for k in SAFETY} == dict.fromkeys(SAFETY, 0)
+    assert report["live_hosts_fenced"] == 0
+    assert "SIGSTOP" in report["injected"]
+    # The witness read the BMC emulator's own power record, before each call and at the end.
+    assert report["witness"].startswith("the BMCs' own power records")
+    assert report["bmc_at_end"] == "off"
+    assert {
+        (e["source"], e["dest"], e["nova_status"], e["bmc_before_call"]) for e in report["evacuations"]
+    } == {("compute-1", "compute-2", "completed", "off")}
+    assert report["ha_vms_recovered"] == report["ha_vms_affected"] >= 2
+    # Confirmed only once nova-compute missed its report, fenced, and only then evacuated.
+    assert report["report_age_at_confirm_s"] > config.engine.detection.nova_report_interval_s
+    assert 0 < report["detect_s"] < report["bmc_off_s"] < report["first_evacuate_call_s"]
+    names = [p["name"] for p in report["phases"]]
+    assert names.index("confirmed") < names.index("fenced") < names.index("evacuating")
+    # The power-off killed the frozen processes; powered on, new ones run (not the frozen ones continued).
+    assert any(c.startswith("after power on: nova-compute running") for c in report["checks"])
+    after = nova_lab.compute_pid("compute-1")
+    assert after is not None and after != before
+    record = read_power_record(bmc_folder(nova_lab.folder, "compute-1"))
+    assert record is not None and record.power == "On" and record.off_at(time.time() - report["wall_s"])
     assert_lab_whole(nova_lab)
 
 
