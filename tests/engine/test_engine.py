@@ -20,6 +20,7 @@ from haven.domain.events import EngineEvent, EventKind
 from haven.domain.ids import HostName, ServerId
 from haven.domain.incidents import AlertKind, NotificationStatus, NotificationType, StepState
 from haven.domain.liveness import HostCondition
+from haven.domain.settings import EngineSettings, RecoverySettings
 from haven.recovery.executor import CommitHook, no_hook
 from haven.service.bootstrap import segments_per_zone
 from haven.service.engine import Engine
@@ -38,17 +39,25 @@ class Crash(BaseException):
 class Rig:
     """A simulated cloud, a store and an engine on them, driven in virtual time."""
 
-    def __init__(self, cloud: SimCloud, topology: SimTopology, clock: VirtualClock, url: str) -> None:
+    def __init__(
+        self,
+        cloud: SimCloud,
+        topology: SimTopology,
+        clock: VirtualClock,
+        url: str,
+        settings: EngineSettings | None = None,
+    ) -> None:
         self.cloud, self.topology, self.clock, self.url = cloud, topology, clock, url
+        self.settings = settings
         self.store = Store.open(url)
         self.events: list[EngineEvent] = []
         self.engine = self.new_engine()
 
     @classmethod
-    async def build(cls, url: str, spec: CloudSpec = SPEC) -> Rig:
+    async def build(cls, url: str, spec: CloudSpec = SPEC, settings: EngineSettings | None = None) -> Rig:
         clock = VirtualClock()
         cloud, topology = build_cloud(spec, clock)
-        rig = cls(cloud, topology, clock, url)
+        rig = cls(cloud, topology, clock, url, settings)
         segments_per_zone(rig.store, await cloud.list_hosts())
         rig.engine.start()
         await rig.run_for(5.0)  # warm up: a few quiet detection passes
@@ -61,6 +70,7 @@ class Rig:
             SimFencer(self.cloud),
             self.store,
             self.clock,
+            self.settings,
             on_event=self.events.append,
             on_commit=on_commit,
         )
@@ -502,8 +512,6 @@ async def test_a_restart_does_not_report_a_process_failure_again(rig: Rig) -> No
 
 
 def rig_engine(rig: Rig, **recovery: object) -> Engine:
-    from haven.domain.settings import EngineSettings, RecoverySettings
-
     settings = EngineSettings(recovery=replace(RecoverySettings(), **recovery))  # type: ignore[arg-type]
     engine = Engine(
         rig.cloud, rig.cloud, SimFencer(rig.cloud), rig.store, rig.clock, settings, on_event=rig.events.append

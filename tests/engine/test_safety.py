@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from test_engine import STOPPED, Rig, silence_networks, victim_of
 
-from haven.domain.errors import NotLeading, TemporaryError
+from haven.domain.errors import CloudError, NotLeading, TemporaryError
 from haven.domain.events import EventKind
 from haven.domain.ids import HostName, ServerId
 from haven.domain.incidents import AlertKind, NotificationStatus, NotificationType, StepState
 from haven.domain.liveness import HostCondition
+from haven.domain.settings import DetectionSettings, EngineSettings
 from haven.recovery.guard import GuardedCloud, GuardedFencer
 from haven.recovery.workflows import EVACUATE, FENCE
 from haven.service.release import release_segment
@@ -249,3 +250,95 @@ async def test_a_dead_agent_then_a_control_plane_outage_fences_nothing(rig: Rig)
     await rig.run_for(60.0)
     assert rig.engine.condition(victim) is HostCondition.AGENT_DOWN
     assert rig.cloud.live_hosts_fenced == [] and rig.cloud.evacuations == []
+
+
+# ---- found by review: late sightings, old agent failures, budgets, releases ----------------------
+
+
+class BlindLiveness:
+    """The simulated cloud's liveness, but Nova's service list can time out (``blind``)."""
+
+    def __init__(self, rig: Rig) -> None:
+        self._cloud, self.blind = rig.cloud, False
+
+    async def liveness_anomalies(self) -> object:
+        if self.blind:
+            raise CloudError("nova-api: list compute services timed out")
+        return await self._cloud.liveness_anomalies()
+
+
+def blind_engine(rig: Rig) -> BlindLiveness:
+    live = BlindLiveness(rig)
+    rig.engine = rig.new_engine()
+    rig.engine._watch._liveness = live  # type: ignore[assignment]
+    rig.engine.start()
+    return live
+
+
+@pytest.mark.parametrize("cut", [3, 6])
+async def test_a_partition_seen_only_after_a_blind_spell_is_held(rig: Rig, cut: int) -> None:
+    live = blind_engine(rig)
+    await rig.run_for(2.0)
+    live.blind = True  # Nova's service list times out...
+    await rig.run_for(10.0)
+    silence_networks(rig, rig.cloud.host_names()[:cut])  # ...and a switch cuts hosts meanwhile
+    await rig.run_for(400.0)  # longer than the gate's window
+    live.blind = False
+    await rig.run_for(120.0)
+    assert rig.cloud.live_hosts_fenced == [] and rig.cloud.evacuations == []
+    assert len(rig.engine.holds) == 1
+
+
+async def test_a_host_whose_agent_died_long_ago_counts_when_it_falls_silent_with_others(rig: Rig) -> None:
+    a, b, c = rig.cloud.host_names()[:3]
+    rig.cloud.crash_agent(a)
+    await rig.run_for(600.0)
+    assert rig.engine.condition(a) is HostCondition.AGENT_DOWN
+    silence_networks(rig, [a, b, c])
+    await rig.run_for(120.0)
+    assert rig.cloud.live_hosts_fenced == [] and rig.cloud.evacuations == []
+    assert len(rig.engine.holds) == 1
+
+
+async def test_no_fence_on_a_stale_verdict(tmp_path: Path) -> None:
+    # Budget 1: a's fence spends it, b's is held; then the readings stop while b's NICs come back.
+    settings = EngineSettings(detection=DetectionSettings(fence_budget=1))
+    rig = await Rig.build(f"sqlite:///{tmp_path}/haven.db", settings=settings)
+    try:
+        live = blind_engine(rig)
+        a, b = rig.cloud.host_names()[:2]
+        rig.cloud.fail_networks(a)
+        rig.cloud.fail_networks(b)
+        await rig.run_for(60.0)
+        assert not rig.cloud.is_powered(a) and rig.cloud.is_powered(b)
+        live.blind = True
+        rig.cloud.fail_networks(b, failed=False)  # b is alive again, and haven cannot see it
+        await rig.run_for(330.0)  # past the budget's window: the budget alone would let b's fence go
+        assert rig.cloud.is_powered(b) and rig.cloud.live_hosts_fenced == []
+        live.blind = False
+        await rig.run_for(30.0)
+        assert rig.cloud.is_powered(b) and rig.cloud.live_hosts_fenced == []
+    finally:
+        rig.close()
+
+
+async def test_a_release_covers_only_the_silence_it_was_given_for(rig: Rig) -> None:
+    names = rig.cloud.host_names()
+    dead = names[:6]
+    for host in dead:
+        rig.cloud.fail_power(host)
+    await rig.run_for(60.0)
+    (segment,) = rig.store.list_segments()
+    release_segment(rig.store, segment.name, "operator", "rack power", rig.clock.now())
+    await rig.run_for(600.0)
+    a = dead[0]
+    rig.cloud.partition_management(a)  # repaired, powered on, its management NIC still bad: isolated
+    await rig.engine._executor._fencer.power_on(a)
+    await rig.run_for(300.0)
+    assert rig.engine.condition(a) is HostCondition.ISOLATED
+    assert a not in rig.engine._watch.released  # heard again: its release is history
+    before = list(rig.cloud.live_hosts_fenced)
+    silence_networks(rig, [a, *names[6:9]])  # later a switch cuts a and three live hosts
+    await rig.run_for(120.0)
+    assert rig.cloud.live_hosts_fenced == before
+    assert rig.engine.condition(a) is HostCondition.HELD

@@ -68,6 +68,8 @@ class Detection:
     recheck_at: float | None  # the earliest time a verdict could change without new readings
     new_holds: tuple[Hold, ...] = field(default=())
     released: tuple[SegmentId, ...] = field(default=())
+    # Hosts whose haven agent beats while their nova-compute's reports are overdue or down.
+    nova_stalled: frozenset[HostName] = frozenset()
 
 
 def assess(reading: HostLiveness, now: float, settings: DetectionSettings) -> Verdict:
@@ -110,7 +112,12 @@ def _judge_silent_host(
     """Every heartbeat is past grace: Nova and the BMC must agree before the host counts as dead."""
     silent_for = now - silent_since
     nova_at = reading.nova_report_local(now)
-    if reading.nova_up and nova_at is not None and nova_at > silent_since:
+    nova_due_by = (
+        (nova_at if nova_at is not None else NEVER) + settings.nova_report_interval_s + settings.grace_s
+    )
+    # Agent down while nova-compute still reports on time; once its reports are overdue too, the host
+    # is silent on every channel, like any other.
+    if reading.nova_up and nova_at is not None and nova_at > silent_since and now < nova_due_by:
         return Verdict(
             reading.host,
             HostCondition.AGENT_DOWN,
@@ -136,9 +143,6 @@ def _judge_silent_host(
         )
     # Powered on (or the BMC is silent too): dead only once nova-compute has also missed its report,
     # since a live host whose agent died keeps reporting to Nova every report interval.
-    nova_due_by = (
-        (nova_at if nova_at is not None else NEVER) + settings.nova_report_interval_s + settings.grace_s
-    )
     if reading.nova_up and now < nova_due_by:
         return Verdict(
             reading.host,
@@ -164,8 +168,14 @@ def detect(
     now: float,
     settings: DetectionSettings,
     released: frozenset[HostName] = frozenset(),
+    noticed: Mapping[HostName, float] | None = None,
 ) -> Detection:
-    """Verdicts and holds; ``released``: hosts an operator released from the gate (not counted)."""
+    """Verdicts and holds.
+
+    ``released``: hosts an operator released from the gate (not counted). ``noticed``: when haven
+    first saw each silent host silent; a host seen late (after a spell without readings, or by an
+    engine that just started) counts in the gate as of then, since haven cannot tell when it fell.
+    """
     verdicts: dict[HostName, Verdict] = {}
     recheck_at: float | None = None
     for reading in readings:
@@ -178,8 +188,41 @@ def detect(
             verdicts[reading.host] = verdict
     _distrust_novas_silence(verdicts, readings, now, settings)
     unconfirmed = frozenset(r.host for r in readings if r.bmc is not BmcPower.OFF)
-    new_holds, kept, ended = _apply_gate(verdicts, membership, holds, now, settings, released, unconfirmed)
-    return Detection(verdicts, kept, recheck_at, tuple(new_holds), tuple(ended))
+    quiet = _fell_quiet(verdicts, readings, now, noticed)
+    new_holds, kept, ended = _apply_gate(
+        verdicts, membership, holds, now, settings, released, unconfirmed, quiet
+    )
+    stalled = frozenset(r.host for r in readings if _nova_stalled(r, now, settings))
+    return Detection(verdicts, kept, recheck_at, tuple(new_holds), tuple(ended), stalled)
+
+
+def _fell_quiet(
+    verdicts: Mapping[HostName, Verdict],
+    readings: Sequence[HostLiveness],
+    now: float,
+    noticed: Mapping[HostName, float] | None,
+) -> dict[HostName, float]:
+    """When each silent host fell quiet for the gate: its last word on any channel (a heartbeat, or
+    nova-compute's last report, on Nova's clock), or when haven first noticed it, if later. With a
+    ``noticed`` map, a silent host missing from it is noticed now (a first sight)."""
+    quiet: dict[HostName, float] = {}
+    by_host = {r.host: r for r in readings}
+    for host, v in verdicts.items():
+        if v.silent_since is None:
+            continue
+        reading = by_host.get(host)
+        nova_at = reading.nova_report_local(now) if reading is not None else None
+        seen = noticed.get(host, now) if noticed is not None else NEVER
+        quiet[host] = max(v.silent_since, nova_at or NEVER, seen)
+    return quiet
+
+
+def _nova_stalled(r: HostLiveness, now: float, settings: DetectionSettings) -> bool:
+    """The host's haven agent beats, but its nova-compute's reports are overdue or Nova counts it down."""
+    nova_at = r.nova_report_local(now)
+    beating = r.agent_seen is not None and now - r.agent_seen <= settings.heartbeat_interval_s * 1.5
+    overdue = settings.nova_report_interval_s + settings.grace_s
+    return beating and nova_at is not None and (now - nova_at > overdue or not r.nova_up)
 
 
 def _distrust_novas_silence(
@@ -195,13 +238,7 @@ def _distrust_novas_silence(
     a powered host whose last word was such a report is not declared dead on it.
     """
     overdue = settings.nova_report_interval_s + settings.grace_s
-    beat = settings.heartbeat_interval_s * 1.5
-    stalled: list[float] = []
-    for r in readings:
-        nova_at = r.nova_report_local(now)
-        beating = r.agent_seen is not None and now - r.agent_seen <= beat
-        if beating and nova_at is not None and (now - nova_at > overdue or not r.nova_up):
-            stalled.append(nova_at)
+    stalled = [r.nova_report_local(now) or NEVER for r in readings if _nova_stalled(r, now, settings)]
     if not stalled:
         return
     by_host = {r.host: r for r in readings}
@@ -236,6 +273,7 @@ def _apply_gate(
     settings: DetectionSettings,
     released: frozenset[HostName],
     unconfirmed: frozenset[HostName],
+    quiet: Mapping[HostName, float],
 ) -> tuple[list[Hold], dict[SegmentId, Hold], list[SegmentId]]:
     """Hold segments where too many hosts went silent within the window; mark their silent hosts HELD.
 
@@ -250,7 +288,7 @@ def _apply_gate(
         if _is_silent(v) and v.host not in released:
             segment_id = membership.segment_of[v.host]
             silent_by_segment[segment_id].append(v)
-            if (v.silent_since or 0.0) >= since:
+            if quiet.get(v.host, NEVER) >= since:
                 recent_by_segment[segment_id].append(v)
 
     kept: dict[SegmentId, Hold] = {}

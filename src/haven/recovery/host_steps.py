@@ -38,6 +38,7 @@ class FenceDetail:
     last_error: str | None = None
     power: str | None = None  # "off" once confirmed
     confirmed_at: float | None = None
+    unexpected_errors: int | None = None  # counted by the executor (a bug's retries)
 
     @classmethod
     def of(cls, detail: Mapping[str, Any]) -> FenceDetail:
@@ -57,6 +58,7 @@ class FenceDetail:
             text("last_error"),
             text("power"),
             num("confirmed_at"),
+            int(detail["unexpected_errors"]) if detail.get("unexpected_errors") else None,
         )
 
     def to_dict(self) -> dict[str, Any]:

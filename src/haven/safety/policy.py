@@ -18,14 +18,18 @@ The rules, in one sitting:
 2. The observer gate: when more than ``gate_share`` of a segment (or ``gate_small_segment_loss``
    hosts of a small one) went silent within ``gate_window_s``, the likely fault is the observer or
    its network: the segment is held. The count is over a sliding window, not a burst, so a
-   partition that rolls in waves is still one event. The same holds cloud-wide above
+   partition that rolls in waves (within the window) is one event. A host falls silent, for the
+   gate, at its last word on any channel (a heartbeat or nova-compute's last report), or when haven
+   first saw it silent if later (after a spell without readings). The same holds cloud-wide above
    ``cloud_gate_share`` of every managed host. Hosts silent while their BMC does not report power
    off are a network's signature more than a host's: more than ``gate_unconfirmed_share`` of a
    segment of them (two at least) holds it too.
 3. A held segment stays held until its silent hosts are back, or until an operator releases it
-   (``haven release SEGMENT``, audited); released hosts are exempt until they are healthy again.
-4. A fence budget: at most ``fence_budget`` hosts of one segment fenced per window (by default the
-   gate's own share), so no chain of small events empties a segment.
+   (``haven release SEGMENT``, audited); a release covers the silence it was given for: a released
+   host heard again on any channel is under the gate again.
+4. A fence budget: at most ``fence_budget`` hosts of one segment fenced (power-off requested) per
+   window (by default the gate's own share), so no chain of small events empties a segment.
+   No fence on a stale verdict: readings older than a grace period plus a heartbeat hold it.
 5. The PROCESS path's gate: when more than ``process_gate_share`` of the cloud's nova-computes stop
    reporting while their hosts' agents beat, the control plane (RabbitMQ, nova-conductor, the
    database) is the likely fault: no compute service is disabled, one alert says so.
@@ -89,6 +93,7 @@ class SafetyView:
     control_plane_hold: str | None = None  # the PROCESS gate's reason, when it holds
     source: Source = Source.DETECTOR
     waited_s: float = 0.0  # how long this request has been waiting for an answer other than HOLD
+    readings_age_s: float = 0.0  # how old the liveness readings behind ``condition`` are
 
 
 # Conditions in which some channel still hears the host.
@@ -122,6 +127,13 @@ def authorize(action: Action, view: SafetyView, settings: DetectionSettings) -> 
         )
     if action is Action.EVACUATE:
         return Decision(Answer.ALLOW, f"{view.host} is silent on every channel")
+    fresh = settings.grace_s + settings.heartbeat_interval_s
+    if view.readings_age_s > fresh:
+        return Decision(
+            Answer.HOLD,
+            f"haven's liveness readings are {view.readings_age_s:.0f} s old (the cloud did not answer, or "
+            f"this engine has not looked yet): {view.host} is not fenced on a stale verdict",
+        )
     if view.condition is HostCondition.SUSPECT:
         return Decision(
             Answer.HOLD,
@@ -201,11 +213,15 @@ def cloud_gate_reason(silent: int, total: int, settings: DetectionSettings) -> s
 
 
 def process_gate_reason(down: int, total: int, settings: DetectionSettings) -> str:
-    """Why no compute service is disabled although ``down`` nova-computes stopped reporting ('' if not)."""
+    """Why no compute service is disabled although ``down`` nova-computes stopped reporting ('' if not).
+
+    ``down`` counts services Nova counts down and those whose reports are overdue while their hosts'
+    agents beat (reports stop together in an outage, but Nova counts them down one by one).
+    """
     if total <= 0 or down < 2 or down <= settings.process_gate_share * total:
         return ""
     return (
         f"{down} of {total} nova-compute services stopped reporting while their hosts' haven agents "
         "still beat: the control plane (RabbitMQ, nova-conductor or the database) is the likely "
-        "fault, not the hosts; no compute service is disabled and nothing is evacuated"
+        "fault, not the hosts; no compute service is disabled"
     )

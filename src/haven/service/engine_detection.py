@@ -27,12 +27,12 @@ from haven.domain.incidents import (
     Alert,
     AlertKind,
     Notification,
-    NotificationStatus,
     NotificationType,
     SegmentHost,
 )
 from haven.domain.liveness import HostCondition
 from haven.domain.settings import DetectionSettings
+from haven.recovery.workflows import FENCE
 from haven.safety import Action, Answer, Decision, SafetyView, Source, authorize, process_gate_reason
 from haven.store import Store
 
@@ -40,6 +40,7 @@ log = logging.getLogger("haven.engine")
 
 HEALTHY = HostCondition.HEALTHY
 NOVA_COMPUTE = "nova-compute"
+FENCE_LOOKBACK_S = 3600.0  # how far back a notification may have been opened and still fence now
 _CONDITION_ALERTS = {
     HostCondition.ISOLATED: AlertKind.ISOLATED,
     HostCondition.AGENT_DOWN: AlertKind.AGENT_DOWN,
@@ -75,6 +76,8 @@ class HostWatch:
         self.holds: dict[SegmentId, Hold] = {}
         self.failed_processes: dict[HostName, frozenset[str]] = {}
         self.released: frozenset[HostName] = frozenset()  # released from the gate by an operator
+        self._noticed: dict[HostName, float] = {}  # when haven first saw each silent host silent
+        self.read_at = float("-inf")  # when the last liveness readings were had (stale verdicts hold fences)
         self.verdicts: dict[HostName, Verdict] = {}  # the last pass's verdicts (hosts not plainly healthy)
         self.control_plane_hold: str | None = None  # the PROCESS gate's reason while it holds
         self._held_processes: set[HostName] = set()  # hosts whose nova-compute the PROCESS gate held
@@ -99,6 +102,9 @@ class HostWatch:
         nova-compute failure haven acted on (so one still going on is not reported again)."""
         self.reload_membership()
         self.conditions = {h.name: HostCondition(h.condition) for h in members if h.condition != HEALTHY}
+        # Hosts already known silent before a restart are old news for the gate; any other host found
+        # silent by this engine's first pass counts as of that pass.
+        self._noticed = {h: float("-inf") for h in self.conditions}
         for alert in self._store.list_alerts(active_only=True):
             if alert.kind is AlertKind.GATE_HOLD and alert.segment_id is not None:
                 held = frozenset(
@@ -198,24 +204,27 @@ class HostWatch:
             fenced_in_window=self._fenced_in_window(host, segment_id) if segment_id is not None else 0,
             control_plane_hold=self.control_plane_hold,
             source=source,
+            readings_age_s=self._clock.now() - self.read_at,
         )
 
     def _fenced_in_window(self, host: HostName, segment_id: SegmentId) -> int:
-        """Other hosts of the segment whose host recovery began within the gate window (fenced or
-        being fenced), read from the store so that a restarted engine counts them too."""
-        since = self._clock.now() - self._settings.gate_window_s
-        recent = self._store.list_notifications(type=NotificationType.COMPUTE_HOST, created_after=since)
-        return len(
-            {
-                n.hostname
-                for n in recent
-                if n.segment_id == segment_id
-                and n.hostname != host
-                and n.hostname not in self.released
-                and n.status is not NotificationStatus.IGNORED
-                and n.payload.get("event", "STOPPED") == "STOPPED"
-            }
+        """Other hosts of the segment whose power-off haven requested within the gate window, read
+        from the store (a restarted engine counts them too); held or refused fences never count."""
+        now = self._clock.now()
+        since = now - self._settings.gate_window_s
+        # A fence is requested at most a step's lifetime after its notification: look that far back.
+        recent = self._store.list_notifications(
+            type=NotificationType.COMPUTE_HOST, created_after=since - FENCE_LOOKBACK_S
         )
+        fenced: set[HostName] = set()
+        for n in recent:
+            if n.segment_id != segment_id or n.hostname == host or n.hostname in fenced:
+                continue
+            for step in self._store.list_steps(n.id):
+                requested = step.detail.get("requested_at") if step.kind == FENCE else None
+                if requested is not None and float(requested) >= since:
+                    fenced.add(n.hostname)
+        return len(fenced - self.released)
 
     # ---- a detection pass ----------------------------------------------------------------
 
@@ -230,8 +239,12 @@ class HostWatch:
             return
         if self.holds or self.released:
             self.released = self._load_released()  # an operator's release (CLI or API) since the last pass
-        result = detect(readings, self.membership, self.holds, now, self._settings, self.released)
+        result = detect(
+            readings, self.membership, self.holds, now, self._settings, self.released, self._noticed
+        )
         self.verdicts = dict(result.verdicts)
+        self.read_at = now
+        self._note_silences(result.verdicts, now)
         self._end_releases(result.verdicts, now, epoch)
         self._apply_holds(result, now, epoch)
         changed: dict[HostName, str] = {}
@@ -244,14 +257,20 @@ class HostWatch:
         self.conditions = conditions
         if changed:
             self._store.set_host_conditions(changed, epoch=epoch)
-        self._check_processes(result.verdicts, now, epoch)
+        self._check_processes(result, now, epoch)
         self.next_detection = now + self._settings.heartbeat_interval_s
         # A tiny margin so that the grace period has surely elapsed when we look again.
         self.recheck_at = result.recheck_at + 1e-6 if result.recheck_at is not None else None
 
+    def _note_silences(self, verdicts: Mapping[HostName, Verdict], now: float) -> None:
+        """When haven first saw each host silent (the gate counts a host seen late as of then)."""
+        silent = {h for h, v in verdicts.items() if v.silent_since is not None}
+        self._noticed = {h: self._noticed.get(h, now) for h in silent}
+
     def _end_releases(self, verdicts: Mapping[HostName, Verdict], now: float, epoch: int | None) -> None:
-        """A released host that is healthy again is under the gate again (its release record is history)."""
-        back = {h for h in self.released if h not in verdicts or verdicts[h].condition is HEALTHY}
+        """A released host heard again on any channel is under the gate again (its release is history):
+        a release covers the silence it was given for, never a later one."""
+        back = {h for h in self.released if h not in verdicts or verdicts[h].silent_since is None}
         for host in back:
             self._store.clear_alerts(now=now, kind=AlertKind.GATE_RELEASED, host=host, epoch=epoch)
         self.released = self.released - back
@@ -312,7 +331,7 @@ class HostWatch:
             }
             self._open(NotificationType.COMPUTE_HOST, host, payload, epoch)
 
-    def _check_processes(self, verdicts: Mapping[HostName, Verdict], now: float, epoch: int | None) -> None:
+    def _check_processes(self, result: Detection, now: float, epoch: int | None) -> None:
         """A process that died on a live host gets a STOPPED notification; its return a STARTED one.
 
         When too many nova-computes stop at once while their hosts beat (the PROCESS gate, in
@@ -320,10 +339,11 @@ class HostWatch:
         """
         current = {
             h: v.failed_processes
-            for h, v in verdicts.items()
+            for h, v in result.verdicts.items()
             if v.failed_processes and v.condition is HEALTHY
         }
-        down = sum(1 for p in current.values() if NOVA_COMPUTE in p)
+        # Reports overdue count as much as services Nova already counts down: they stop together.
+        down = len(result.nova_stalled | {h for h, p in current.items() if NOVA_COMPUTE in p})
         hold = process_gate_reason(down, len(self.membership.segment_of), self._settings)
         if hold and not self.control_plane_hold:
             self._store.raise_alert(Alert(uuid.uuid4().hex, AlertKind.CONTROL_PLANE, hold, now), epoch=epoch)
