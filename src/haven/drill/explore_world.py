@@ -45,7 +45,11 @@ from haven.service.sim_agents import deliver_reports
 from haven.store import Store
 
 WARM_UP_S = 5.0
-SETTLE_S = 60.0  # after the last event, run at least this long before stopping early
+# After the last event, run at least this long before stopping early: SETTLE_S when every host an event
+# named is plainly healthy or powered off, else long enough for Nova to count a silent nova-compute down
+# (service_down_time 60 s) and the engine to act on it.
+SETTLE_S = 20.0
+SETTLE_UNCLEAN_S = 80.0
 MAX_STEPS = 100_000  # loop iterations per schedule before the engine counts as stalled
 
 
@@ -199,7 +203,7 @@ class World:
             await self._loop(self.origin, [])
             events = list(self.schedule.events)
             last = self.origin + (events[-1].at if events else 0.0)
-            await self._loop(last + LIVENESS_BOUND_S + 120.0, events, settle_from=last + SETTLE_S)
+            await self._loop(last + LIVENESS_BOUND_S + 120.0, events, settle_from=last)
             self._final()
         finally:
             haven_log.setLevel(level)
@@ -248,8 +252,25 @@ class World:
                     await self._tick(slot)
             cloud.settle()
             self._check()
-            if settle_from is not None and self.stop_early and now >= settle_from and self._quiet():
+            if settle_from is not None and self._settled(now, settle_from):
                 return
+
+    def _settled(self, now: float, last_event: float) -> bool:
+        """Whether to stop early: long enough after the last event, and nothing left to happen."""
+        if not self.stop_early or now < last_event + SETTLE_S or not self._quiet():
+            return False
+        return now >= last_event + SETTLE_UNCLEAN_S or all(self._clean(h) for h in self._touched)
+
+    def _clean(self, host: HostName) -> bool:
+        """Powered off, or healthy in every respect (nothing about it left for the engine to notice)."""
+        h = self.cloud.sim_host(host)
+        if not h.powered:
+            return True
+        return (
+            h.booting_until is None and not h.hung and not h.observer_cut and h.agent_running
+            and h.nova_compute_running and h.mgmt_up and (h.second_up or not h.has_second_network)
+            and not getattr(h, "network_failed", False)
+        )  # fmt: skip
 
     async def _tick(self, slot: Slot) -> None:
         assert slot.engine is not None
