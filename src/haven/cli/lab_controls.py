@@ -85,7 +85,7 @@ class LabComputes:
     async def hang(self, host: HostName) -> None:
         await asyncio.to_thread(hardware.hang_host, self._folder, str(host), True)
         deadline = time.monotonic() + HANG_TIMEOUT_S
-        while not all(p.frozen for p in await self.processes(host)):
+        while not _all_frozen(await self.processes(host)):
             if time.monotonic() > deadline:
                 await self.release_hang(host)
                 raise TemporaryError(f"the lab's wiring did not freeze {host} within {HANG_TIMEOUT_S:g} s")
@@ -123,6 +123,10 @@ class LabComputes:
         pid = compute_pids(self._folder).get(str(host))
         if held and pid:
             os.kill(pid, signal.SIGKILL)
+
+
+def _all_frozen(processes: Sequence[HostProcess]) -> bool:
+    return bool(processes) and all(p.frozen for p in processes)
 
 
 class LabBmcRecords:
