@@ -445,12 +445,15 @@ def test_released_segment_can_be_held_again_by_a_new_burst() -> None:
 
 def test_powered_silent_host_waits_for_novas_missed_report() -> None:
     # Heartbeats silent for 4 s, BMC says on, Nova up with a report 6 s old: a live host whose agent
-    # died would report again within its 10 s interval, so this is not yet dead.
+    # died would report again within its 10 s interval, so this is not yet dead; nor one interval
+    # after the missed report, so that every other host has missed its own too if Nova lost them all.
     r = reading(h(1), agent_age=4.0, second_age=4.0, nova_up=True, nova_age=6.0, bmc=BmcPower.ON)
     verdict = assess(r, NOW, S)
     assert verdict.condition is HostCondition.SUSPECT
-    assert verdict.recheck_at == NOW - 6.0 + S.nova_report_interval_s + S.grace_s
-    late = reading(h(1), agent_age=11.0, second_age=11.0, nova_up=True, nova_age=13.5, bmc=BmcPower.ON)
+    assert verdict.recheck_at == NOW - 6.0 + 2 * S.nova_report_interval_s + S.grace_s
+    missed = reading(h(1), agent_age=11.0, second_age=11.0, nova_up=True, nova_age=13.5, bmc=BmcPower.ON)
+    assert assess(missed, NOW, S).condition is HostCondition.SUSPECT
+    late = reading(h(1), agent_age=21.0, second_age=21.0, nova_up=True, nova_age=23.5, bmc=BmcPower.ON)
     assert assess(late, NOW, S).condition is HostCondition.DEAD
 
 
@@ -513,13 +516,19 @@ def test_novas_silence_about_a_powered_host_is_no_evidence_when_others_reports_s
     membership = members({SEG: 10})
     dead_agent = reading(h(0), agent_age=100.0, second_age=100.0, nova_age=65.0, bmc=BmcPower.ON)
     beating = reading(h(1), agent_age=0.0, nova_up=True, nova_age=65.5, bmc=BmcPower.ON)
-    result = run([dead_agent, beating], membership)
+    also = reading(h(2), agent_age=0.0, nova_up=True, nova_age=64.0, bmc=BmcPower.ON)
+    result = run([dead_agent, beating, also], membership)
     assert result.verdicts[h(0)].condition is HostCondition.SUSPECT
     assert "control plane is the likely fault" in result.verdicts[h(0)].reason
     alone = run([dead_agent], membership)  # Nova still hears everyone else: a hang, dead
     assert alone.verdicts[h(0)].condition is HostCondition.DEAD
+    # One nova-compute crashing then, among nine that report, is a coincidence: still dead.
+    assert run([dead_agent, beating], membership).verdicts[h(0)].condition is HostCondition.DEAD
+    # In a segment of two, the only other host counts: its reports stopped too.
+    two = run([dead_agent, beating], members({SEG: 2}))
+    assert two.verdicts[h(0)].condition is HostCondition.SUSPECT
     long_ago = reading(h(1), agent_age=0.0, nova_up=False, nova_age=900.0, bmc=BmcPower.ON)
     unrelated = run([dead_agent, long_ago], membership)  # a nova-compute that crashed long before
     assert unrelated.verdicts[h(0)].condition is HostCondition.DEAD
     powered_off = dataclasses.replace(dead_agent, bmc=BmcPower.OFF)  # the BMC's word needs no Nova
-    assert run([powered_off, beating], membership).verdicts[h(0)].condition is HostCondition.DEAD
+    assert run([powered_off, beating, also], membership).verdicts[h(0)].condition is HostCondition.DEAD

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -59,15 +58,8 @@ def test_the_cli_prints_counts_as_json(capsys: pytest.CaptureFixture[str]) -> No
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="today's engine fences a live host whose agent dies during a control-plane outage, and an "
-    "agent-down host powered on again while it boots: tests/explore/test_regressions.py holds both, shrunk",
-)
 def test_a_ci_sized_exploration_breaks_no_invariant() -> None:
-    began = time.perf_counter()
+    # How fast it runs is bench/explore.py's business, not an assertion's.
     report = explore(CI_SCHEDULES, seed=2026, shrink_failures=False, processes=2)
-    wall = time.perf_counter() - began
     assert report.schedules == CI_SCHEDULES
-    assert wall < 60.0, f"{CI_SCHEDULES} schedules took {wall:.1f} s"
     assert not report.violations, f"{dict(report.violations)}; first failing seeds: {report.first_failing}"

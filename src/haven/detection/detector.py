@@ -142,14 +142,17 @@ def _judge_silent_host(
             silent_since,
         )
     # Powered on (or the BMC is silent too): dead only once nova-compute has also missed its report,
-    # since a live host whose agent died keeps reporting to Nova every report interval.
-    if reading.nova_up and now < nova_due_by:
+    # since a live host whose agent died keeps reporting to Nova every report interval; and one report
+    # interval later still, so that every other host has missed its own report too if the reports
+    # are lost on the way (the control plane), whatever the phase of each host's reports.
+    confirm_by = nova_due_by + settings.nova_report_interval_s
+    if nova_at is not None and now < confirm_by:
         return Verdict(
             reading.host,
             HostCondition.SUSPECT,
-            f"{heard}, BMC {reading.bmc.value}; waiting for nova-compute's next report",
+            f"{heard}, BMC {reading.bmc.value}; waiting for nova-compute's reports to be missed",
             silent_since,
-            recheck_at=nova_due_by,
+            recheck_at=confirm_by,
         )
     nova = (
         "nova service down"
@@ -186,7 +189,7 @@ def detect(
             recheck_at = verdict.recheck_at if recheck_at is None else min(recheck_at, verdict.recheck_at)
         if verdict.condition is not HostCondition.HEALTHY or verdict.failed_processes:
             verdicts[reading.host] = verdict
-    _distrust_novas_silence(verdicts, readings, now, settings)
+    _distrust_novas_silence(verdicts, readings, now, settings, sum(membership.sizes.values()))
     unconfirmed = frozenset(r.host for r in readings if r.bmc is not BmcPower.OFF)
     quiet = _fell_quiet(verdicts, readings, now, noticed)
     new_holds, kept, ended = _apply_gate(
@@ -230,16 +233,20 @@ def _distrust_novas_silence(
     readings: Sequence[HostLiveness],
     now: float,
     settings: DetectionSettings,
+    managed: int,
 ) -> None:
     """A powered host is dead on Nova's word only while Nova still hears the others. Mutates ``verdicts``.
 
     When nova-compute's reports stopped, at about the same time, for hosts whose haven agents still
     beat, the reports are lost on the way (RabbitMQ, nova-conductor, the database), not on the hosts:
-    a powered host whose last word was such a report is not declared dead on it.
+    a powered host whose last word was such a report is not declared dead on it. One nova-compute that
+    crashed at that moment, among many that report, is a coincidence, not an outage: it takes two
+    such hosts, or most of those whose agents beat.
     """
     overdue = settings.nova_report_interval_s + settings.grace_s
     stalled = [r.nova_report_local(now) or NEVER for r in readings if _nova_stalled(r, now, settings)]
-    if not stalled:
+    beating = managed - sum(1 for v in verdicts.values() if v.condition is not HostCondition.HEALTHY)
+    if not stalled or (len(stalled) < 2 and 2 * len(stalled) <= beating):
         return
     by_host = {r.host: r for r in readings}
     for host, v in list(verdicts.items()):
@@ -250,7 +257,7 @@ def _distrust_novas_silence(
         if nova_at is None:
             continue
         together = sum(1 for t in stalled if abs(t - nova_at) <= overdue)
-        if together:
+        if together >= 2 or (together and 2 * together > beating):
             verdicts[host] = Verdict(
                 host,
                 HostCondition.SUSPECT,

@@ -19,7 +19,7 @@ from typing import Any
 from haven.cloud.base import LivenessSource
 from haven.detection.detector import Detection, Hold, Membership, Verdict, detect
 from haven.domain.clock import Clock
-from haven.domain.errors import CloudError
+from haven.domain.errors import CloudError, NotFound
 from haven.domain.events import EngineEvent, EventKind, EventSink
 from haven.domain.ids import HostName, SegmentId
 from haven.domain.incidents import (
@@ -322,7 +322,7 @@ class HostWatch:
             if verdict is not None and verdict.silent_since is not None:
                 detail["silent_since"] = verdict.silent_since  # the last heartbeat heard (for metrics)
             self._emit(EngineEvent(_CONDITION_EVENTS[new], now, host, segment_id, detail=detail))
-        if new is HostCondition.DEAD:
+        if new is HostCondition.DEAD and not self._not_back_yet(host):
             payload = {
                 "event": "STOPPED",
                 "host_status": "UNKNOWN",
@@ -330,6 +330,14 @@ class HostWatch:
                 "reason": reason,
             }
             self._open(NotificationType.COMPUTE_HOST, host, payload, epoch)
+
+    def _not_back_yet(self, host: HostName) -> bool:
+        """haven fenced and emptied this host and has not returned it to service since: silent again
+        (powered on and booting, say) it is the same failure, not a new one, and is not fenced again."""
+        try:
+            return self._store.get_host(host).disabled_by_haven
+        except NotFound:
+            return False
 
     def _check_processes(self, result: Detection, now: float, epoch: int | None) -> None:
         """A process that died on a live host gets a STOPPED notification; its return a STARTED one.
