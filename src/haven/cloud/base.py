@@ -69,3 +69,56 @@ class LivenessSource(Protocol):
         Healthy hosts are left out, so a detection pass costs O(anomalies).
         """
         ...
+
+
+class CloudProxy:
+    """A Cloud that passes every call on to another; wrappers override only what they watch or guard.
+
+    Used by the executor's leadership guard (haven.recovery.guard) and the drills' BMC witness
+    (haven.drill.witness).
+    """
+
+    def __init__(self, cloud: Cloud) -> None:
+        self._cloud = cloud
+
+    async def list_hosts(self) -> Sequence[Host]:
+        return await self._cloud.list_hosts()
+
+    async def get_host(self, name: HostName) -> Host:
+        return await self._cloud.get_host(name)
+
+    async def list_servers(self, host: HostName | None = None) -> Sequence[Server]:
+        return await self._cloud.list_servers(host)
+
+    async def get_server(self, server_id: ServerId) -> Server:
+        return await self._cloud.get_server(server_id)
+
+    async def list_server_groups(self) -> Sequence[ServerGroup]:
+        return await self._cloud.list_server_groups()
+
+    async def server_actions(self, server_id: ServerId, since: float) -> Sequence[ServerAction]:
+        return await self._cloud.server_actions(server_id, since)
+
+    async def force_down(self, host: HostName, down: bool) -> None:
+        await self._cloud.force_down(host, down)
+
+    async def disable_service(self, host: HostName, reason: str) -> None:
+        await self._cloud.disable_service(host, reason)
+
+    async def enable_service(self, host: HostName) -> None:
+        await self._cloud.enable_service(host)
+
+    async def evacuate(self, server_id: ServerId, target: HostName | None) -> None:
+        await self._cloud.evacuate(server_id, target)
+
+    async def reset_state(self, server_id: ServerId, state: VmState) -> None:
+        await self._cloud.reset_state(server_id, state)
+
+    async def stop_server(self, server_id: ServerId) -> None:
+        await self._cloud.stop_server(server_id)
+
+    async def start_server(self, server_id: ServerId) -> None:
+        await self._cloud.start_server(server_id)
+
+    async def reboot_server(self, server_id: ServerId) -> None:
+        await self._cloud.reboot_server(server_id)

@@ -11,12 +11,11 @@ server it is read from the cloud first.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from haven.cloud.base import Cloud
-from haven.domain.cloud import Host, Server, ServerAction, ServerGroup, VmState
+from haven.cloud.base import Cloud, CloudProxy
 from haven.domain.ids import HostName, ServerId
 from haven.domain.liveness import BmcPower
 
@@ -35,11 +34,12 @@ class WitnessedEvacuation:
     accepted_at: float | None  # when Nova accepted it (None: it raised)
 
 
-class WitnessedCloud:
+class WitnessedCloud(CloudProxy):
     """A Cloud that records, for each evacuate, what the source host's BMC said just before it."""
 
     def __init__(self, cloud: Cloud, bmcs: PowerReader, known_hosts: Mapping[ServerId, HostName]) -> None:
-        self._cloud, self._bmcs = cloud, bmcs
+        super().__init__(cloud)
+        self._bmcs = bmcs
         self._known = dict(known_hosts)
         self.evacuations: list[WitnessedEvacuation] = []
 
@@ -55,44 +55,3 @@ class WitnessedCloud:
             self.evacuations.append(WitnessedEvacuation(server_id, source, target, bmc, at, None))
             raise
         self.evacuations.append(WitnessedEvacuation(server_id, source, target, bmc, at, time.time()))
-
-    # ---- passed through unchanged -------------------------------------------------------
-
-    async def list_hosts(self) -> Sequence[Host]:
-        return await self._cloud.list_hosts()
-
-    async def get_host(self, name: HostName) -> Host:
-        return await self._cloud.get_host(name)
-
-    async def list_servers(self, host: HostName | None = None) -> Sequence[Server]:
-        return await self._cloud.list_servers(host)
-
-    async def get_server(self, server_id: ServerId) -> Server:
-        return await self._cloud.get_server(server_id)
-
-    async def list_server_groups(self) -> Sequence[ServerGroup]:
-        return await self._cloud.list_server_groups()
-
-    async def force_down(self, host: HostName, down: bool) -> None:
-        await self._cloud.force_down(host, down)
-
-    async def disable_service(self, host: HostName, reason: str) -> None:
-        await self._cloud.disable_service(host, reason)
-
-    async def enable_service(self, host: HostName) -> None:
-        await self._cloud.enable_service(host)
-
-    async def reset_state(self, server_id: ServerId, state: VmState) -> None:
-        await self._cloud.reset_state(server_id, state)
-
-    async def stop_server(self, server_id: ServerId) -> None:
-        await self._cloud.stop_server(server_id)
-
-    async def start_server(self, server_id: ServerId) -> None:
-        await self._cloud.start_server(server_id)
-
-    async def reboot_server(self, server_id: ServerId) -> None:
-        await self._cloud.reboot_server(server_id)
-
-    async def server_actions(self, server_id: ServerId, since: float) -> Sequence[ServerAction]:
-        return await self._cloud.server_actions(server_id, since)

@@ -8,10 +8,10 @@ was already past its intent commit makes no further call to Nova or a BMC. Reads
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-from haven.cloud.base import Cloud
-from haven.domain.cloud import Host, Server, ServerAction, ServerGroup, VmState
+from haven.cloud.base import Cloud, CloudProxy
+from haven.domain.cloud import VmState
 from haven.domain.errors import NotLeading
 from haven.domain.ids import HostName, ServerId
 from haven.domain.liveness import BmcPower
@@ -20,33 +20,16 @@ from haven.fencing.base import Fencer
 StillLeading = Callable[[], bool]
 
 
-class GuardedCloud:
-    """A Cloud whose changes are made only while ``still_leading()``."""
+class GuardedCloud(CloudProxy):
+    """A Cloud whose changes are made only while ``still_leading()``; reads pass through."""
 
     def __init__(self, cloud: Cloud, still_leading: StillLeading) -> None:
-        self._cloud, self._leading = cloud, still_leading
+        super().__init__(cloud)
+        self._leading = still_leading
 
     def _check(self, what: str) -> None:
         if not self._leading():
             raise NotLeading(f"not leading any more: {what} not asked")
-
-    async def list_hosts(self) -> Sequence[Host]:
-        return await self._cloud.list_hosts()
-
-    async def get_host(self, name: HostName) -> Host:
-        return await self._cloud.get_host(name)
-
-    async def list_servers(self, host: HostName | None = None) -> Sequence[Server]:
-        return await self._cloud.list_servers(host)
-
-    async def get_server(self, server_id: ServerId) -> Server:
-        return await self._cloud.get_server(server_id)
-
-    async def list_server_groups(self) -> Sequence[ServerGroup]:
-        return await self._cloud.list_server_groups()
-
-    async def server_actions(self, server_id: ServerId, since: float) -> Sequence[ServerAction]:
-        return await self._cloud.server_actions(server_id, since)
 
     async def force_down(self, host: HostName, down: bool) -> None:
         self._check(f"force_down {host}")
