@@ -152,14 +152,15 @@ def test_haven_serve_on_the_lab_watches_every_agents_heartbeat(nova_lab: NovaLab
     try:
         deadline = time.monotonic() + 60
         wanted = [f'haven_agent_channel_up{{channel="management",host="{h}"}} 1.0' for h in nova_lab.hosts]
+        # In sync with etcd too, in the same scrape (a watch re-syncing under load is not a failure).
+        wanted.append("haven_agent_view_synced 1.0")
         scraped = ""
         while not all(line in scraped for line in wanted):
             assert serve.poll() is None, serve.communicate()[1]
-            assert time.monotonic() < deadline, f"no agent heartbeats at /metrics:\n{scraped}"
+            assert time.monotonic() < deadline, f"no agent heartbeats (or no sync) at /metrics:\n{scraped}"
             time.sleep(0.5)
             with contextlib.suppress(httpx.TransportError):
                 scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-        assert "haven_agent_view_synced 1.0" in scraped
     finally:
         serve.send_signal(signal.SIGINT)
         _, err = serve.communicate(timeout=30)
