@@ -342,3 +342,29 @@ async def test_a_release_covers_only_the_silence_it_was_given_for(rig: Rig) -> N
     await rig.run_for(120.0)
     assert rig.cloud.live_hosts_fenced == before
     assert rig.engine.condition(a) is HostCondition.HELD
+
+
+async def test_a_host_disabled_for_a_crashed_nova_compute_that_then_dies_is_recovered(rig: Rig) -> None:
+    # haven's disable of a crashed nova-compute is no sign of a host recovery in progress.
+    victim = victim_of(rig)
+    ha = await rig.ha_vms(victim)
+    rig.cloud.crash_nova_compute(victim)
+    await rig.run_for(120.0)
+    assert not (await rig.host(victim)).service_enabled  # the PROCESS path disabled it
+    rig.cloud.fail_power(victim)
+    await rig.run_until(
+        lambda: bool(rig.store.list_notifications(type=NotificationType.COMPUTE_HOST))
+        and not rig.engine.open_notifications()
+    )
+    assert all(len(rig.cloud.hosts_running(s)) == 1 for s in ha)
+
+
+async def test_a_fenced_host_powered_on_again_is_not_fenced_while_it_boots(rig: Rig) -> None:
+    victim = victim_of(rig)
+    rig.cloud.fail_power(victim)
+    await rig.run_until(rig.recovery_over)
+    rig.cloud.crash_agent(victim)  # it will boot without its agent: silent for good
+    await rig.engine._executor._fencer.power_on(victim)
+    await rig.run_for(300.0)
+    assert rig.cloud.is_powered(victim) and rig.cloud.live_hosts_fenced == []
+    assert len(rig.store.list_notifications(type=NotificationType.COMPUTE_HOST)) == 1

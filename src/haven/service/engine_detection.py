@@ -27,6 +27,7 @@ from haven.domain.incidents import (
     Alert,
     AlertKind,
     Notification,
+    NotificationStatus,
     NotificationType,
     SegmentHost,
 )
@@ -333,11 +334,23 @@ class HostWatch:
 
     def _not_back_yet(self, host: HostName) -> bool:
         """haven fenced and emptied this host and has not returned it to service since: silent again
-        (powered on and booting, say) it is the same failure, not a new one, and is not fenced again."""
+        (powered on and booting, say) it is the same failure, not a new one, and is not fenced again.
+
+        Known from the store: haven's disable is still in place and the newest notification about
+        the host is that finished host recovery (a later one, a process failure say, means the host
+        was heard from since, so its death now is new).
+        """
         try:
-            return self._store.get_host(host).disabled_by_haven
+            if not self._store.get_host(host).disabled_by_haven:
+                return False
         except NotFound:
             return False
+        newest = self._store.list_notifications(hostname=host, limit=1)
+        return (
+            bool(newest)
+            and newest[0].type is NotificationType.COMPUTE_HOST
+            and newest[0].status is NotificationStatus.FINISHED
+        )
 
     def _check_processes(self, result: Detection, now: float, epoch: int | None) -> None:
         """A process that died on a live host gets a STOPPED notification; its return a STARTED one.
