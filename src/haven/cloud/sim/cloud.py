@@ -302,9 +302,12 @@ class SimCloud(SimFaults, SimGuests, SimBmcs):  # SimFaults first: it provides _
 
         The host's agent beats and either its nova-compute died (the agent sees it at once) or Nova
         counts the service down though haven did not force it down: a control-plane outage looks
-        exactly so, though every nova-compute runs.
+        exactly so, though every nova-compute runs. "Beats" as the engine hears it: a real agent's lease
+        outlives its last heartbeat, so a host that just lost power still looks so for a moment (and
+        its failed nova-compute does not look back).
         """
-        if not h.mgmt.flowing:
+        now, interval = self.clock.now(), self.timings.heartbeat_interval_s
+        if now - h.mgmt.last_beat(now, h.heartbeat_phase, interval) > interval * 1.5:
             return False
         return not h.nova_compute_running or (not h.forced_down and not self._nova_up(h))
 
