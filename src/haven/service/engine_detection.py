@@ -34,7 +34,16 @@ from haven.domain.incidents import (
 from haven.domain.liveness import HostCondition
 from haven.domain.settings import DetectionSettings
 from haven.recovery.workflows import FENCE
-from haven.safety import Action, Answer, Decision, SafetyView, Source, authorize, process_gate_reason
+from haven.safety import (
+    Action,
+    Answer,
+    Decision,
+    SafetyView,
+    Source,
+    authorize,
+    fence_budget,
+    process_gate_reason,
+)
 from haven.store import Store
 
 log = logging.getLogger("haven.engine")
@@ -217,9 +226,19 @@ class HostWatch:
         recent = self._store.list_notifications(
             type=NotificationType.COMPUTE_HOST, created_after=since - FENCE_LOOKBACK_S
         )
+        recent = [
+            n
+            for n in recent
+            if n.segment_id == segment_id and n.hostname != host and n.hostname not in self.released
+        ]
+        opened = len({n.hostname for n in recent})
+        if opened < fence_budget(self.membership.sizes.get(segment_id, 0), self._settings):
+            # Fewer hosts than the budget even had a recovery opened: an upper bound below the budget
+            # answers the same, without reading their steps.
+            return opened
         fenced: set[HostName] = set()
         for n in recent:
-            if n.segment_id != segment_id or n.hostname == host or n.hostname in fenced:
+            if n.hostname in fenced:
                 continue
             for step in self._store.list_steps(n.id):
                 requested = step.detail.get("requested_at") if step.kind == FENCE else None
