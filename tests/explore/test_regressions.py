@@ -119,6 +119,85 @@ FIXED.update({
 })  # fmt: skip
 
 
+# Found by bench/explore.py (20,000 schedules, seed 2028) on this session's last engine; a model bug
+# of the explorer's (a stale leader's wake-up ended the term it had been elected to again) is fixed
+# in explore_world.py. Still failing, kept here until fixed.
+FIXED.update({
+    # An external report about a host haven had fenced and emptied, powered on again and booting:
+    # fenced again. The policy now refuses to fence a host already fenced and not back in service.
+    "report-about-a-fenced-host-that-boots-again": {
+        "seed": 1059709345, "hosts": 2, "zones": 1, "vms": 0, "ha_fraction": 1.0, "second_network": True,
+        "engines": 1, "events": [
+            {"at": 119.1, "kind": "power_loss", "hosts": [1]},
+            {"at": 171.0, "kind": "power_on", "hosts": [1]},
+            {"at": 222.02, "kind": "report", "hosts": [1], "truth": "isolated"},
+        ],
+    },
+    "a-stale-leader-woken-after-its-reelection": {
+        "seed": 915131183, "hosts": 2, "zones": 1, "vms": 1, "ha_fraction": 1.0, "second_network": True,
+        "engines": 2, "events": [
+            {"at": 17.2, "kind": "leader_change", "stale_s": 15.0},
+            {"at": 18.6, "kind": "leader_change", "stale_s": 0.0},
+            {"at": 96.9, "kind": "power_loss", "hosts": [1]},
+        ],
+    },
+})  # fmt: skip
+
+STILL_FAILING: dict[str, tuple[str, dict[str, Any]]] = {
+    "stale-bmc-reports-off-after-a-power-on": (
+        "a BMC answering 46 s stale reports Off after the host was powered on again: evacuations from a "
+        "powered source (no liveness channel can tell while the host boots silently)",
+        {
+            "seed": 1036817037, "hosts": 2, "zones": 1, "vms": 3, "ha_fraction": 1.0, "second_network": True,
+            "engines": 1, "events": [
+                {"at": 87.0, "kind": "bmc", "hosts": [1], "reachable": True, "stale_for_s": 45.9},
+                {"at": 178.2, "kind": "power_loss", "hosts": [1]},
+                {"at": 201.2, "kind": "power_on", "hosts": [1]},
+            ],
+        },
+    ),
+    "an-isolated-host-dies-first-in-a-rolling-partition": (
+        "a host isolated 20 s before a partition rolls over 5 of 9 hosts within 1.2 s is confirmed dead "
+        "(its nova-compute long overdue) before the others have missed 1.5 heartbeats, so before the "
+        "gate counts them: fenced",
+        {
+            "seed": 1072533433, "hosts": 9, "zones": 1, "vms": 0, "ha_fraction": 1.0, "second_network": True,
+            "engines": 1, "events": [
+                {"at": 84.2, "kind": "mgmt_cut", "hosts": [1], "cut": True},
+                {"at": 105.04, "kind": "observer_cut", "hosts": [1], "cut": True, "bmc_reachable": True},
+                {"at": 105.33, "kind": "observer_cut", "hosts": [3], "cut": True, "bmc_reachable": True},
+                {"at": 105.84, "kind": "observer_cut", "hosts": [7], "cut": True, "bmc_reachable": True},
+                {"at": 106.15, "kind": "observer_cut", "hosts": [8], "cut": True, "bmc_reachable": True},
+                {"at": 106.19, "kind": "observer_cut", "hosts": [9], "cut": True, "bmc_reachable": True},
+            ],
+        },
+    ),
+    "a-host-dies-as-the-control-plane-goes-down-and-the-engine-restarts": (
+        "a host loses power 5 s into a control-plane outage and the engine restarts: its plan finds no "
+        "target and the recovery fails; nothing retries it once the control plane is back",
+        {
+            "seed": 481314499, "hosts": 6, "zones": 1, "vms": 2, "ha_fraction": 1.0, "second_network": True,
+            "engines": 1, "events": [
+                {"at": 82.4, "kind": "outage", "down": True},
+                {"at": 87.1, "kind": "power_loss", "hosts": [2]},
+                {"at": 90.7, "kind": "engine_crash", "down_s": 0.0},
+                {"at": 96.3, "kind": "agent_crash", "hosts": [1], "crashed": True},
+                {"at": 99.6, "kind": "mgmt_cut", "hosts": [3], "cut": True},
+                {"at": 165.7, "kind": "outage", "down": False},
+            ],
+        },
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(STILL_FAILING))
+def test_a_schedule_today_s_engine_still_fails(name: str) -> None:
+    why, spec = STILL_FAILING[name]
+    result = replay(spec)
+    assert result.violations, "fixed: move it to FIXED"
+    pytest.xfail(f"{why}: {[v.to_spec() for v in result.violations]}")
+
+
 @pytest.mark.parametrize("name", sorted(FIXED))
 def test_a_schedule_that_once_broke_an_invariant_breaks_none(name: str) -> None:
     result = replay(FIXED[name])

@@ -114,3 +114,18 @@ def test_the_cloud_and_process_gates() -> None:
     assert not process_gate_reason(5, 10, S)
     reason = process_gate_reason(6, 10, S)
     assert "control plane" in reason and "6 of 10" in reason
+
+
+def test_no_fence_on_stale_readings_nor_of_a_host_fenced_already() -> None:
+    fresh = S.grace_s + S.heartbeat_interval_s
+    assert authorize(Action.FENCE, dataclasses.replace(DEAD, readings_age_s=fresh), S).allowed
+    stale = authorize(Action.FENCE, dataclasses.replace(DEAD, readings_age_s=fresh + 0.1), S)
+    assert stale.answer is Answer.HOLD and "old" in stale.reason
+    again = authorize(Action.FENCE, dataclasses.replace(DEAD, fenced_already=True, released=True), S)
+    assert again.answer is Answer.REFUSE and "fenced and emptied already" in again.reason
+
+
+def test_evacuations_wait_for_the_control_plane() -> None:
+    held = dataclasses.replace(DEAD, control_plane_hold="6 of 10 nova-compute services stopped")
+    decision = authorize(Action.EVACUATE, held, S)
+    assert decision.answer is Answer.HOLD and "control plane" in decision.reason

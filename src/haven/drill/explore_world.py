@@ -483,8 +483,13 @@ class World:
         if stale_s <= 0:
             old.term.current = None
         else:  # the old leader still believes it leads (a paused process, woken), for a while
-            term = old.term
-            self._later.append((self.clock.now() + stale_s, lambda: setattr(term, "current", None)))
+            term, stale_epoch = old.term, old.term.current
+
+            def wake() -> None:
+                if term.current == stale_epoch:  # not if it has been elected again meanwhile
+                    term.current = None
+
+            self._later.append((self.clock.now() + stale_s, wake))
         return True
 
     def _do_report(self, e: FaultEvent, hosts: list[HostName]) -> bool:

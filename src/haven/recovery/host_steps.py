@@ -134,6 +134,9 @@ async def force_down(step: Step, ctx: StepContext) -> Outcome:
 async def plan(step: Step, ctx: StepContext) -> Outcome:
     """Decide where every VM of the failed host goes; the evacuation steps are added with the result."""
     failed_host = HostName(step.subject)
+    decision = ctx.authorize(Action.EVACUATE, failed_host, 0.0)
+    if decision.answer is Answer.HOLD:  # no plan while Nova can place nothing (the control plane)
+        return requeue(ctx.settings.hold_poll_interval_s, {**step.detail, "held": decision.reason})
     made = await make_plan(ctx, failed_host)
     if isinstance(made, Outcome):
         return made

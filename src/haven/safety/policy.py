@@ -34,8 +34,10 @@ The rules, in one sitting:
    reporting while their hosts' agents beat, the control plane (RabbitMQ, nova-conductor, the
    database) is the likely fault: no compute service is disabled, one alert says so.
 6. Evacuation from a host needs the host silent on every channel (rule 1) and, checked by the step
-   itself just before the call, its BMC reporting power off. A hold does not stop the evacuation
+   itself just before the call, its BMC reporting power off. A gate hold does not stop the evacuation
    of a host already confirmed off: the harm a hold prevents (fencing a live host) cannot happen.
+   The PROCESS gate's hold does (planning and evacuating wait): while the control plane is down,
+   Nova counts every service down, so a plan would find no target and an evacuation would fail.
 """
 
 from __future__ import annotations
@@ -94,6 +96,8 @@ class SafetyView:
     source: Source = Source.DETECTOR
     waited_s: float = 0.0  # how long this request has been waiting for an answer other than HOLD
     readings_age_s: float = 0.0  # how old the liveness readings behind ``condition`` are
+    # haven fenced and emptied this host already and has not returned it to service since.
+    fenced_already: bool = False
 
 
 # Conditions in which some channel still hears the host.
@@ -126,7 +130,15 @@ def authorize(action: Action, view: SafetyView, settings: DetectionSettings) -> 
             f"{view.host} is not {verb}: {_CHANNEL[view.condition]}; reported by {who}",
         )
     if action is Action.EVACUATE:
+        if view.control_plane_hold:  # Nova can neither place nor rebuild anything now: wait for it
+            return Decision(Answer.HOLD, f"evacuations wait for the control plane: {view.control_plane_hold}")
         return Decision(Answer.ALLOW, f"{view.host} is silent on every channel")
+    if view.fenced_already:
+        return Decision(
+            Answer.REFUSE,
+            f"{view.host} was fenced and emptied already and has not returned to service since; "
+            "powered on again by someone, it is not fenced again",
+        )
     fresh = settings.grace_s + settings.heartbeat_interval_s
     if view.readings_age_s > fresh:
         return Decision(

@@ -214,6 +214,7 @@ class HostWatch:
             fenced_in_window=self._fenced_in_window(host, segment_id) if segment_id is not None else 0,
             control_plane_hold=self.control_plane_hold,
             source=source,
+            fenced_already=self._not_back_yet(host, excluding=notification.id),
             readings_age_s=self._clock.now() - self.read_at,
         )
 
@@ -351,7 +352,7 @@ class HostWatch:
             }
             self._open(NotificationType.COMPUTE_HOST, host, payload, epoch)
 
-    def _not_back_yet(self, host: HostName) -> bool:
+    def _not_back_yet(self, host: HostName, excluding: str | None = None) -> bool:
         """haven fenced and emptied this host and has not returned it to service since: silent again
         (powered on and booting, say) it is the same failure, not a new one, and is not fenced again.
 
@@ -364,7 +365,7 @@ class HostWatch:
                 return False
         except NotFound:
             return False
-        newest = self._store.list_notifications(hostname=host, limit=1)
+        newest = [n for n in self._store.list_notifications(hostname=host, limit=2) if n.id != excluding][:1]
         return (
             bool(newest)
             and newest[0].type is NotificationType.COMPUTE_HOST
