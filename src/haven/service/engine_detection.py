@@ -165,7 +165,7 @@ class HostWatch:
         waited_s: float = 0.0,
     ) -> Decision:
         """Ask haven.safety whether ``action`` may happen to ``host`` now; a hold or refusal is alerted."""
-        view = dataclasses.replace(self.safety_view(host, notification), waited_s=waited_s)
+        view = dataclasses.replace(self.safety_view(host, notification, action), waited_s=waited_s)
         decision = authorize(action, view, self._settings)
         now = self._clock.now()
         if decision.answer is not Answer.ALLOW:
@@ -193,8 +193,15 @@ class HostWatch:
             self._store.clear_alerts(now=now, kind=AlertKind.SAFETY_HOLD, host=host, epoch=epoch)
         return decision
 
-    def safety_view(self, host: HostName, notification: Notification) -> SafetyView:
-        """What haven.safety reads about ``host``: its condition, its segment's gates, who reported."""
+    def safety_view(
+        self, host: HostName, notification: Notification, action: Action = Action.FENCE
+    ) -> SafetyView:
+        """What haven.safety reads about ``host``: its condition, its segment's gates, who reported.
+
+        What only a fence needs (the budget, an earlier fence) is read from the store for a fence only:
+        an evacuation is asked hundreds of times in a rack's recovery.
+        """
+        fencing = action is Action.FENCE
         segment_id = self.membership.segment_of.get(host)
         hold = self.holds.get(segment_id) if segment_id is not None else None
         verdict = self.verdicts.get(host)
@@ -211,10 +218,12 @@ class HostWatch:
             segment_size=self.membership.sizes.get(segment_id, 0) if segment_id is not None else 0,
             segment_hold=hold.reason if hold is not None else None,
             released=host in self.released,
-            fenced_in_window=self._fenced_in_window(host, segment_id) if segment_id is not None else 0,
+            fenced_in_window=(
+                self._fenced_in_window(host, segment_id) if fencing and segment_id is not None else 0
+            ),
             control_plane_hold=self.control_plane_hold,
             source=source,
-            fenced_already=self._not_back_yet(host, excluding=notification.id),
+            fenced_already=fencing and self._not_back_yet(host, excluding=notification.id),
             readings_age_s=self._clock.now() - self.read_at,
         )
 
