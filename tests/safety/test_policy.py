@@ -129,3 +129,11 @@ def test_evacuations_wait_for_the_control_plane() -> None:
     held = dataclasses.replace(DEAD, control_plane_hold="6 of 10 nova-compute services stopped")
     decision = authorize(Action.EVACUATE, held, S)
     assert decision.answer is Answer.HOLD and "control plane" in decision.reason
+
+
+def test_a_powered_host_dead_on_silence_waits_a_grace_period_before_its_fence() -> None:
+    powered = dataclasses.replace(DEAD, powered=True)
+    early = authorize(Action.FENCE, powered, S)
+    assert early.answer is Answer.HOLD and not early.alert and "partition" in early.reason
+    assert authorize(Action.FENCE, dataclasses.replace(powered, waited_s=S.grace_s), S).allowed
+    assert authorize(Action.FENCE, DEAD, S).allowed  # its BMC says off: no wait

@@ -74,6 +74,7 @@ class Source(StrEnum):
 class Decision:
     answer: Answer
     reason: str
+    alert: bool = True  # False for a short wait that is part of the procedure (no alert raised)
 
     @property
     def allowed(self) -> bool:
@@ -98,6 +99,7 @@ class SafetyView:
     readings_age_s: float = 0.0  # how old the liveness readings behind ``condition`` are
     # haven fenced and emptied this host already and has not returned it to service since.
     fenced_already: bool = False
+    powered: bool = False  # its BMC did not report power off at the last pass (on, or no answer)
 
 
 # Conditions in which some channel still hears the host.
@@ -164,6 +166,15 @@ def authorize(action: Action, view: SafetyView, settings: DetectionSettings) -> 
                 f"fence budget spent: {view.fenced_in_window} host(s) of this segment fenced within "
                 f"{settings.gate_window_s:g} s (budget {budget}); release the segment to go on",
             )
+    if view.powered and view.waited_s < settings.grace_s:
+        # Dead on silence alone (no BMC power off): a partition rolling over its neighbours would
+        # show itself to the gate within a grace period; give it that before anything is powered off.
+        return Decision(
+            Answer.HOLD,
+            f"{view.host} is confirmed dead while its BMC does not report power off: waiting "
+            f"{settings.grace_s:g} s so that a partition spreading to its neighbours is seen first",
+            alert=False,
+        )
     return Decision(Answer.ALLOW, f"{view.host} is confirmed dead by haven's channels ({view.reason})")
 
 

@@ -31,7 +31,7 @@ from haven.domain.incidents import (
     NotificationType,
     SegmentHost,
 )
-from haven.domain.liveness import HostCondition
+from haven.domain.liveness import BmcPower, HostCondition
 from haven.domain.settings import DetectionSettings
 from haven.recovery.workflows import FENCE
 from haven.safety import (
@@ -88,6 +88,7 @@ class HostWatch:
         self.released: frozenset[HostName] = frozenset()  # released from the gate by an operator
         self._noticed: dict[HostName, float] = {}  # when haven first saw each silent host silent
         self.read_at = float("-inf")  # when the last liveness readings were had (stale verdicts hold fences)
+        self._powered: set[HostName] = set()  # hosts whose BMC did not report power off at the last pass
         self.verdicts: dict[HostName, Verdict] = {}  # the last pass's verdicts (hosts not plainly healthy)
         self.control_plane_hold: str | None = None  # the PROCESS gate's reason while it holds
         self._held_processes: set[HostName] = set()  # hosts whose nova-compute the PROCESS gate held
@@ -168,7 +169,7 @@ class HostWatch:
         view = dataclasses.replace(self.safety_view(host, notification, action), waited_s=waited_s)
         decision = authorize(action, view, self._settings)
         now = self._clock.now()
-        if decision.answer is not Answer.ALLOW:
+        if decision.answer is not Answer.ALLOW and decision.alert:
             verb = "held" if decision.answer is Answer.HOLD else "refused"
             message = f"{action.value} of {host} {verb}: {decision.reason} (notification {notification.id})"
             alert = Alert(uuid.uuid4().hex, AlertKind.SAFETY_HOLD, message, now, view.segment_id, host)
@@ -188,7 +189,7 @@ class HostWatch:
                     )
                 )
             self._safety_alerted[host] = decision.answer
-        elif host in self._safety_alerted:
+        elif decision.answer is Answer.ALLOW and host in self._safety_alerted:
             del self._safety_alerted[host]
             self._store.clear_alerts(now=now, kind=AlertKind.SAFETY_HOLD, host=host, epoch=epoch)
         return decision
@@ -224,6 +225,7 @@ class HostWatch:
             control_plane_hold=self.control_plane_hold,
             source=source,
             fenced_already=fencing and self._not_back_yet(host, excluding=notification.id),
+            powered=host in self._powered,
             readings_age_s=self._clock.now() - self.read_at,
         )
 
@@ -274,6 +276,7 @@ class HostWatch:
         )
         self.verdicts = dict(result.verdicts)
         self.read_at = now
+        self._powered = {r.host for r in readings if r.bmc is not BmcPower.OFF}
         self._note_silences(result.verdicts, now)
         self._end_releases(result.verdicts, now, epoch)
         self._apply_holds(result, now, epoch)
