@@ -37,6 +37,7 @@ class RecoverySettings:
     step_timeout_s: float = 900.0  # any step still retrying after this long fails, with an alert
     hold_poll_interval_s: float = 2.0  # a step the safety policy holds asks again this often
     max_evacuate_attempts: int = 2  # a VM whose rebuild failed (Nova says so) is evacuated again, once
+    no_target_wait_s: float = 120.0  # a plan that finds no usable host at all looks again this long
     evacuate_all_instances: bool = False  # Masakari: also evacuate VMs without HA_Enabled
     ignore_instances_in_error_state: bool = False
     return_to_service: bool = True  # re-enable a recovered host once every channel is healthy again

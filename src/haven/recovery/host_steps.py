@@ -15,7 +15,7 @@ from haven.domain.errors import CloudError, NotFound, TemporaryError
 from haven.domain.ids import HostName, ServerGroupId, ServerId
 from haven.domain.incidents import Segment, SegmentHost, Step
 from haven.domain.liveness import BmcPower
-from haven.domain.plan import EvacuationPlan, TargetHost
+from haven.domain.plan import EvacuationPlan, TargetHost, UnplacedCause
 from haven.recovery.context import HAVEN_MARK, StepContext
 from haven.recovery.outcome import NewStep, Outcome, done, failed, requeue
 from haven.recovery.planner import plan_evacuation
@@ -141,6 +141,15 @@ async def plan(step: Step, ctx: StepContext) -> Outcome:
     if isinstance(made, Outcome):
         return made
     segment, servers, result = made.segment, made.servers, made.result
+    asked_since = float(step.detail.get("asked_since", ctx.now))
+    no_target = result.unplaced and all(u.cause is UnplacedCause.NO_TARGET for u in result.unplaced)
+    if no_target and not result.placements and ctx.now - asked_since < ctx.settings.no_target_wait_s:
+        # No usable host at all: the segment's computes may be reporting again in a moment (after a
+        # control-plane outage Nova counts them down until each reports). Look again a while.
+        why = f"no usable target in the segment yet: waiting up to {ctx.settings.no_target_wait_s:g} s"
+        return requeue(
+            ctx.settings.hold_poll_interval_s, {**step.detail, "asked_since": asked_since, "held": why}
+        )
     ctx.targets.charge(segment.id, result.placements, {s.id: s for s in servers})
     detail = {**_plan_detail(result, segment, servers), OWNER_KEY: owner_list(made.left_to_owner)}
     detail["servers_on_host"] = len(servers) + len(made.left_to_owner)

@@ -327,6 +327,7 @@ def check_settings(engine: EngineSettings, where: str = "settings") -> None:
         "verify_timeout_s",
         "step_timeout_s",
         "hold_poll_interval_s",
+        "no_target_wait_s",
     )
     for name in (*timings, "crash_loop_window_s"):
         if getattr(r, name) <= 0:
