@@ -125,7 +125,7 @@ def test_notifications_are_created_listed_and_shown_with_their_workflow(haven_se
         time.sleep(0.5)
     assert shown["status"] == "failed"
     assert shown["payload"]["event"] == "STOPPED"
-    assert "heartbeating again" in json.dumps(shown["recovery_workflow_details"])
+    assert "still heartbeats" in json.dumps(shown["recovery_workflow_details"])
 
 
 def test_a_wrong_token_is_refused(haven_server: HavenServer) -> None:

@@ -195,7 +195,8 @@ def detect(
     new_holds, kept, ended = _apply_gate(
         verdicts, membership, holds, now, settings, released, unconfirmed, quiet
     )
-    stalled = frozenset(r.host for r in readings if _nova_stalled(r, now, settings))
+    # For the PROCESS gate, one report interval more: a report late under load is no outage yet.
+    stalled = frozenset(r.host for r in readings if _nova_stalled(r, now, settings, late_by=1))
     return Detection(verdicts, kept, recheck_at, tuple(new_holds), tuple(ended), stalled)
 
 
@@ -220,11 +221,12 @@ def _fell_quiet(
     return quiet
 
 
-def _nova_stalled(r: HostLiveness, now: float, settings: DetectionSettings) -> bool:
-    """The host's haven agent beats, but its nova-compute's reports are overdue or Nova counts it down."""
+def _nova_stalled(r: HostLiveness, now: float, settings: DetectionSettings, late_by: int = 0) -> bool:
+    """The host's haven agent beats, but its nova-compute's reports are overdue (by ``late_by`` more
+    report intervals than one) or Nova counts it down."""
     nova_at = r.nova_report_local(now)
     beating = r.agent_seen is not None and now - r.agent_seen <= settings.heartbeat_interval_s * 1.5
-    overdue = settings.nova_report_interval_s + settings.grace_s
+    overdue = (1 + late_by) * settings.nova_report_interval_s + settings.grace_s
     return beating and nova_at is not None and (now - nova_at > overdue or not r.nova_up)
 
 
