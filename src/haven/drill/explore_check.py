@@ -75,8 +75,8 @@ class Ledger:
 def looks_dead(cloud: SimCloud, host: HostName) -> bool:
     """Whether the observer cannot tell ``host`` from a dead host (ground truth, read now)."""
     h = cloud.sim_host(host)
-    if getattr(h, "network_failed", False):
-        return True
+    if getattr(h, "network_failed", False) or h.booting_until is not None:
+        return True  # a booting host says nothing on any channel either
     heartbeats = h.agent_running and (h.mgmt_up or (h.second_up and h.has_second_network))
     reports = h.nova_compute_running and h.mgmt_up
     if not heartbeats and not reports:
