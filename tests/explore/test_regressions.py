@@ -192,3 +192,28 @@ FIXED.update({
 def test_a_schedule_that_once_broke_an_invariant_breaks_none(name: str) -> None:
     result = replay(FIXED[name])
     assert not result.violations, [v.to_spec() for v in result.violations]
+
+
+# Still failing on today's engine (bench/explore.py, 20,000 schedules, seed 2030): kept until fixed.
+STILL_FAILING: dict[str, tuple[str, dict[str, Any]]] = {
+    "a-fence-retried-through-an-unreachable-bmc-lands-as-the-cut-heals": (
+        "2 of 8 hosts cut off from the observer with their BMCs unreachable for 21 s: the fence, retried "
+        "while the BMC did not answer, went through a moment after the cut healed, before the next "
+        "detection pass saw the hosts again",
+        {
+            "seed": 248615662, "hosts": 8, "zones": 1, "vms": 0, "ha_fraction": 1.0, "second_network": True,
+            "engines": 1, "events": [
+                {"at": 31.7, "kind": "observer_cut", "hosts": [3, 4], "cut": True, "bmc_reachable": False},
+                {"at": 52.4, "kind": "observer_cut", "hosts": [3, 4], "cut": False},
+            ],
+        },
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(STILL_FAILING))
+def test_a_schedule_today_s_engine_still_fails(name: str) -> None:
+    why, spec = STILL_FAILING[name]
+    result = replay(spec)
+    assert result.violations, "fixed: move it to FIXED"
+    pytest.xfail(f"{why}: {[v.to_spec() for v in result.violations]}")
