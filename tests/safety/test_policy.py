@@ -137,3 +137,20 @@ def test_a_powered_host_dead_on_silence_waits_a_grace_period_before_its_fence() 
     assert early.answer is Answer.HOLD and not early.alert and "partition" in early.reason
     assert authorize(Action.FENCE, dataclasses.replace(powered, waited_s=S.grace_s), S).allowed
     assert authorize(Action.FENCE, DEAD, S).allowed  # its BMC says off: no wait
+
+
+def test_a_power_off_goes_out_only_on_readings_of_the_current_tick() -> None:
+    # A host heard again between the last pass and the power-off would be powered off live.
+    old = authorize(Action.FENCE, dataclasses.replace(DEAD, readings_this_tick=False), S)
+    assert old.answer is Answer.HOLD and old.until_next_pass and not old.alert
+    # Evacuating a host already fenced needs no such wait.
+    assert authorize(Action.EVACUATE, dataclasses.replace(DEAD, readings_this_tick=False), S).allowed
+
+
+def test_a_fence_retried_after_its_bmc_failed_waits_for_readings_after_the_bmc_answers() -> None:
+    # The fault that cut the BMC off may have cut the host off too: two heartbeats show it back.
+    wanted = 2 * S.heartbeat_interval_s
+    for after in (-5.0, 0.0, wanted - 0.1):
+        early = authorize(Action.FENCE, dataclasses.replace(DEAD, readings_after_bmc_s=after), S)
+        assert early.answer is Answer.HOLD and "BMC answers again" in early.reason
+    assert authorize(Action.FENCE, dataclasses.replace(DEAD, readings_after_bmc_s=wanted), S).allowed

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from haven.cloud.base import Cloud
 from haven.domain.errors import NotFound
@@ -19,7 +19,21 @@ from haven.safety import Action, Answer, Decision
 from haven.store import Store
 
 
-def _allow_nothing(action: Action, host: HostName, waited_s: float = 0.0) -> Decision:
+class AskPolicy(Protocol):
+    """haven.safety's answer for one step of a notification.
+
+    ``waited_s``: how long the step has waited for an answer other than HOLD; ``bmc_answered_at``:
+    for a fence retried after its BMC did not answer, when the BMC answered again.
+    """
+
+    def __call__(
+        self, action: Action, host: HostName, waited_s: float = 0.0, bmc_answered_at: float | None = None
+    ) -> Decision: ...
+
+
+def _allow_nothing(
+    action: Action, host: HostName, waited_s: float = 0.0, bmc_answered_at: float | None = None
+) -> Decision:
     return Decision(Answer.HOLD, "no safety policy was given to this step")
 
 
@@ -39,8 +53,7 @@ class StepContext:
     targets: TargetBook
     epoch: int | None = None  # the leader's epoch: its writes outside the step's commits carry it too
     # haven.safety's answer for this notification: asked before every fence, evacuation and disable.
-    # ``waited_s``: how long the step has waited for an answer other than HOLD.
-    authorize: Callable[[Action, HostName, float], Decision] = _allow_nothing
+    authorize: AskPolicy = _allow_nothing
     # Commits a step's detail at once (before a call that is not idempotent: the *issued* marker).
     persist: Callable[[Step, Mapping[str, Any]], None] = _persist_nowhere
     # BMC readings made during this batch, so many evacuations off one host ask its BMC once.

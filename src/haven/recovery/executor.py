@@ -62,7 +62,7 @@ from haven.store import Store
 log = logging.getLogger(__name__)
 
 # haven.safety's answer for one notification's step (the engine's HostWatch.authorize).
-Authorizer = Callable[[Action, HostName, Notification, int | None, float], Decision]
+Authorizer = Callable[[Action, HostName, Notification, int | None, float, float | None], Decision]
 UNEXPECTED_RETRIES = 3  # a step whose handler raised an unexpected error this often is failed
 
 Handler = Callable[[Step, StepContext], Awaitable[Outcome]]
@@ -256,8 +256,10 @@ class RecoveryExecutor:
         def still_leading() -> bool:
             return self._fence() == (True, epoch)
 
-        def authorize(action: Action, host: HostName, waited_s: float = 0.0) -> Decision:
-            return self._authorize(action, host, notification, epoch, waited_s)
+        def authorize(
+            action: Action, host: HostName, waited_s: float = 0.0, bmc_answered_at: float | None = None
+        ) -> Decision:
+            return self._authorize(action, host, notification, epoch, waited_s, bmc_answered_at)
 
         def persist(step: Step, detail: Mapping[str, Any]) -> None:
             if not still_leading():

@@ -39,6 +39,8 @@ class FenceDetail:
     power: str | None = None  # "off" once confirmed
     confirmed_at: float | None = None
     unexpected_errors: int | None = None  # counted by the executor (a bug's retries)
+    # After a power-off request that did not get through: when the BMC answered again.
+    bmc_answered_at: float | None = None
 
     @classmethod
     def of(cls, detail: Mapping[str, Any]) -> FenceDetail:
@@ -59,6 +61,7 @@ class FenceDetail:
             text("power"),
             num("confirmed_at"),
             int(detail["unexpected_errors"]) if detail.get("unexpected_errors") else None,
+            num("bmc_answered_at"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,16 +78,30 @@ async def fence(step: Step, ctx: StepContext) -> Outcome:
     """
     host = HostName(step.subject)
     d = FenceDetail.of(step.detail)
+    try:
+        if d.requested_at is None and d.first_try_at is not None and d.bmc_answered_at is None:
+            # The last power-off request did not get through: the BMC answers first, and the
+            # policy is asked again on readings taken after that (see haven.safety).
+            await ctx.fencer.power_status(host)
+            d = replace(d, bmc_answered_at=ctx.now)
+    except TemporaryError as exc:
+        return _retry_or_fail(host, replace(d, last_error=str(exc)), ctx)
+    except CloudError as exc:
+        return _fence_failed(host, str(exc), d.to_dict())
     if d.requested_at is None:
         d = replace(d, asked_since=d.asked_since if d.asked_since is not None else ctx.now)
         waited = ctx.now - (d.asked_since or ctx.now)
-        decision = ctx.authorize(Action.FENCE, host, waited)  # haven.safety says yes or no
+        # haven.safety says yes or no
+        decision = ctx.authorize(Action.FENCE, host, waited, bmc_answered_at=d.bmc_answered_at)
         if decision.answer is Answer.REFUSE:
             # Not a fence that failed: the policy's safety_hold alert says why.
             refused = {**d.to_dict(), REFUSED_KEY: True}
             return failed(f"not fenced: {decision.reason}; nothing evacuated", refused, stop_recovery=True)
         if decision.answer is Answer.HOLD:
-            return requeue(ctx.settings.hold_poll_interval_s, replace(d, held=decision.reason).to_dict())
+            after = decision.retry_after_s
+            if after is None:
+                after = ctx.settings.hold_poll_interval_s
+            return requeue(after, replace(d, held=decision.reason).to_dict())
         d = replace(d, held=None)
     d = replace(d, first_try_at=d.first_try_at if d.first_try_at is not None else ctx.now)
     try:
@@ -97,9 +114,17 @@ async def fence(step: Step, ctx: StepContext) -> Outcome:
         if status is BmcPower.OFF:
             return done(replace(d, power="off", confirmed_at=ctx.now).to_dict())
     except TemporaryError as exc:
-        d = replace(d, last_error=str(exc))
+        # A request that did not get through is retried only after the BMC answers again.
+        d = replace(
+            d, last_error=str(exc), bmc_answered_at=None if d.requested_at is None else d.bmc_answered_at
+        )
     except CloudError as exc:
         return _fence_failed(host, str(exc), d.to_dict())
+    return _retry_or_fail(host, d, ctx)
+
+
+def _retry_or_fail(host: HostName, d: FenceDetail, ctx: StepContext) -> Outcome:
+    """Poll again, or fail once the fence timeout has passed."""
     # Once a request got through, the BMC gets the whole timeout from then to apply it.
     started = d.requested_at if d.requested_at is not None else (d.first_try_at or ctx.now)
     if ctx.now - started >= ctx.settings.fence_timeout_s:

@@ -75,6 +75,9 @@ class Decision:
     answer: Answer
     reason: str
     alert: bool = True  # False for a short wait that is part of the procedure (no alert raised)
+    # A hold that ends with the next detection pass (the engine sets when that is, retry_after_s).
+    until_next_pass: bool = False
+    retry_after_s: float | None = None
 
     @property
     def allowed(self) -> bool:
@@ -100,6 +103,11 @@ class SafetyView:
     # haven fenced and emptied this host already and has not returned it to service since.
     fenced_already: bool = False
     powered: bool = False  # its BMC did not report power off at the last pass (on, or no answer)
+    # A fence retried after its BMC did not answer: how long after the BMC answered again the
+    # readings were taken (None: no such retry; negative: taken before it answered).
+    readings_after_bmc_s: float | None = None
+    # The readings were taken in the engine's current tick (no time for the host to be heard since).
+    readings_this_tick: bool = True
 
 
 # Conditions in which some channel still hears the host.
@@ -148,6 +156,17 @@ def authorize(action: Action, view: SafetyView, settings: DetectionSettings) -> 
             f"haven's liveness readings are {view.readings_age_s:.0f} s old (the cloud did not answer, or "
             f"this engine has not looked yet): {view.host} is not fenced on a stale verdict",
         )
+    wanted = 2 * settings.heartbeat_interval_s
+    if view.readings_after_bmc_s is not None and view.readings_after_bmc_s < wanted:
+        # A fault that cut the BMC off may have cut the host off with it: when the BMC answers
+        # again the host may be heard again too, so the retry waits for readings that would show it.
+        return Decision(
+            Answer.HOLD,
+            f"{view.host}'s BMC answers again after a failed power-off: the fence is retried only on "
+            f"readings taken {wanted:g} s after that (the fault that cut the BMC off may have cut the "
+            "host off too, and healed with it)",
+            alert=False,
+        )
     if view.condition is HostCondition.SUSPECT:
         return Decision(
             Answer.HOLD,
@@ -174,6 +193,15 @@ def authorize(action: Action, view: SafetyView, settings: DetectionSettings) -> 
             f"{view.host} is confirmed dead while its BMC does not report power off: waiting "
             f"{settings.grace_s:g} s so that a partition spreading to its neighbours is seen first",
             alert=False,
+        )
+    if not view.readings_this_tick:
+        # A host heard again between the last pass and the power-off would be powered off live: the
+        # request goes out only right after a pass that still finds the host silent on every channel.
+        return Decision(
+            Answer.HOLD,
+            f"{view.host} is fenced on the next detection pass's readings, not on older ones",
+            alert=False,
+            until_next_pass=True,
         )
     return Decision(Answer.ALLOW, f"{view.host} is confirmed dead by haven's channels ({view.reason})")
 

@@ -154,6 +154,7 @@ class Engine:
             if self._leadership is not None and not self._check_term():
                 return  # a follower: stand by (the API still serves reads)
             now = self._clock.now()
+            self._watch.tick += 1
             if self._watch.is_due(now):
                 if self._leadership is not None:
                     self._executor.adopt_new()  # notifications a follower's API stored for the leader

@@ -88,6 +88,8 @@ class HostWatch:
         self.released: frozenset[HostName] = frozenset()  # released from the gate by an operator
         self._noticed: dict[HostName, float] = {}  # when haven first saw each silent host silent
         self.read_at = float("-inf")  # when the last liveness readings were had (stale verdicts hold fences)
+        self.tick = 0  # the engine's ticks, counted (a fence goes out in the tick of its readings)
+        self._read_tick = -1  # the tick of the last readings
         self._powered: set[HostName] = set()  # hosts whose BMC did not report power off at the last pass
         self.verdicts: dict[HostName, Verdict] = {}  # the last pass's verdicts (hosts not plainly healthy)
         self.control_plane_hold: str | None = None  # the PROCESS gate's reason while it holds
@@ -164,11 +166,19 @@ class HostWatch:
         notification: Notification,
         epoch: int | None,
         waited_s: float = 0.0,
+        bmc_answered_at: float | None = None,
     ) -> Decision:
         """Ask haven.safety whether ``action`` may happen to ``host`` now; a hold or refusal is alerted."""
-        view = dataclasses.replace(self.safety_view(host, notification, action), waited_s=waited_s)
+        view = dataclasses.replace(
+            self.safety_view(host, notification, action),
+            waited_s=waited_s,
+            readings_after_bmc_s=self.read_at - bmc_answered_at if bmc_answered_at is not None else None,
+            readings_this_tick=self._read_tick == self.tick,
+        )
         decision = authorize(action, view, self._settings)
         now = self._clock.now()
+        if decision.until_next_pass:
+            decision = dataclasses.replace(decision, retry_after_s=max(0.0, self.next_detection - now))
         if decision.answer is not Answer.ALLOW and decision.alert:
             verb = "held" if decision.answer is Answer.HOLD else "refused"
             message = f"{action.value} of {host} {verb}: {decision.reason} (notification {notification.id})"
@@ -275,7 +285,7 @@ class HostWatch:
             readings, self.membership, self.holds, now, self._settings, self.released, self._noticed
         )
         self.verdicts = dict(result.verdicts)
-        self.read_at = now
+        self.read_at, self._read_tick = now, self.tick
         self._powered = {r.host for r in readings if r.bmc is not BmcPower.OFF}
         self._note_silences(result.verdicts, now)
         self._end_releases(result.verdicts, now, epoch)
