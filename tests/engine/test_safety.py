@@ -353,8 +353,10 @@ async def test_a_host_disabled_for_a_crashed_nova_compute_that_then_dies_is_reco
     assert not (await rig.host(victim)).service_enabled  # the PROCESS path disabled it
     rig.cloud.fail_power(victim)
     await rig.run_until(
-        lambda: bool(rig.store.list_notifications(type=NotificationType.COMPUTE_HOST))
-        and not rig.engine.open_notifications()
+        lambda: (
+            bool(rig.store.list_notifications(type=NotificationType.COMPUTE_HOST))
+            and not rig.engine.open_notifications()
+        )
     )
     assert all(len(rig.cloud.hosts_running(s)) == 1 for s in ha)
 
