@@ -27,6 +27,8 @@ def segment(name: str = "rack-1", **fields: Any) -> Segment:
 
 
 def host(name: str, segment: Segment, **fields: Any) -> SegmentHost:
+    """A host with a uuid of its own already (the store keeps a given uuid), so round trips compare."""
+    fields.setdefault("uuid", str(uuid.uuid4()))
     return SegmentHost(name=HostName(name), segment_id=segment.id, **fields)
 
 

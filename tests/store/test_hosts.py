@@ -94,9 +94,9 @@ def test_add_hosts_adds_all_or_none(store: Store) -> None:
 def test_update_host_fields_and_move_it(store: Store) -> None:
     first = store.create_segment(segment("rack-1"))
     second = store.create_segment(segment("rack-2"))
-    store.add_host(host("compute-1", first))
+    added = store.add_host(host("compute-1", first))
     moved = store.update_host(HostName("compute-1"), segment_id=second.id, on_maintenance=True)
-    assert moved == host("compute-1", second, on_maintenance=True)
+    assert moved == host("compute-1", second, on_maintenance=True, uuid=added.uuid)
     assert store.list_hosts(first.id) == []
     assert store.list_hosts(second.id) == [moved]
     with pytest.raises(NotFound, match="nowhere"):

@@ -7,13 +7,14 @@ haven's NotFound (a 404 through haven.api.errors) with Masakari's wording.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from haven.api.identity import candidates, host_uuid, same_uuid
+from haven.api.identity import candidates
 from haven.api.intake import NotificationIntake
 from haven.domain.clock import Clock
 from haven.domain.errors import NotFound
-from haven.domain.ids import NotificationId
+from haven.domain.ids import HostName, NotificationId
 from haven.domain.incidents import UNFINISHED_STATUSES, Notification, Segment, SegmentHost
 from haven.drill.limits import API_DRILL_LIMITS
 from haven.service.metrics import HavenMetrics
@@ -58,10 +59,20 @@ class ApiContext:
         raise NotFound(f"Failover segment {ref} could not be found.")
 
     def find_host(self, segment: Segment, ref: str) -> SegmentHost:
-        for host in self.store.list_hosts(segment.id):
-            if same_uuid(ref, host_uuid(host.name)):
-                return host
-        raise NotFound(f"Host {ref} could not be found in failover segment {segment.name}.")
+        try:
+            return self.store.get_host_by_uuid(segment.id, candidates(ref))
+        except NotFound:
+            raise NotFound(f"Host {ref} could not be found in failover segment {segment.name}.") from None
+
+    def host_uuids(self, names: Collection[str]) -> dict[str, str]:
+        """The uuids of the hosts named (those a segment still holds): one read for a list of them."""
+        if len(names) == 1:
+            (name,) = names
+            try:
+                return {name: self.store.get_host(HostName(name)).uuid}
+            except NotFound:
+                return {}
+        return {h.name: h.uuid for h in self.store.list_hosts() if h.name in names}
 
     def find_notification(self, ref: str) -> Notification:
         for candidate in candidates(ref):

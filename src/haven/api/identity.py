@@ -4,32 +4,26 @@ Used by the views (to name objects) and by the lookups (to find what a URL names
 
 - Segments keep a uuid in hex; they are shown in the canonical dashed form, and a URL
   may use either form. Notifications already have dashed uuid4 ids.
-- Hosts have no stored uuid in haven (their name is the key), so their uuid is
-  ``uuid5(HOST_NAMESPACE, name)``: stable across restarts and engines, but renaming
-  a host gives it a new uuid.
+- Hosts keep a uuid of their own (a uuid4, stored), kept across renames as in Masakari.
+  Hosts stored before that keep the uuid they were shown with, ``uuid5(HOST_NAMESPACE,
+  name)``; a notification about a host no segment holds any more shows that one too.
 - A vmove is an evacuate step: ``uuid5(VMOVE_NAMESPACE, "<notification id>/<seq>")``.
 - Masakari's integer ``id`` is a database row number that clients only display (every
-  URL takes the uuid). haven shows ``number(uuid)``: the first 52 bits of the SHA-256
-  of the uuid string, so it is stable, the same on every engine, and exact in JSON
-  parsers that hold numbers as doubles. List markers accept it as well as the uuid,
-  because openstacksdk pages with the ``id`` of the last item it saw.
+  URL takes the uuid). haven shows ``number(uuid)`` (haven.domain.ids.public_number): the
+  first 52 bits of the SHA-256 of the uuid string, so it is stable, the same on every engine,
+  and exact in JSON parsers that hold numbers as doubles; the store keeps it to sort by it.
+  List markers accept it as well as the uuid, because openstacksdk pages with the ``id``
+  of the last item it saw.
 """
 
 from __future__ import annotations
 
-import hashlib
 import uuid
+
+from haven.domain.ids import public_number, public_uuid
 
 HOST_NAMESPACE = uuid.UUID("3f1d5a0c-7f2e-5a7b-9a63-6b1d2f0c4e11")
 VMOVE_NAMESPACE = uuid.UUID("8c2e4b9a-1d3f-5e6a-8b7c-0d9e1f2a3b4c")
-
-
-def public_uuid(stored_id: str) -> str:
-    """The dashed form of a stored uuid; an id that is no uuid is shown as it is."""
-    try:
-        return str(uuid.UUID(stored_id))
-    except ValueError:
-        return stored_id
 
 
 def candidates(ref: str) -> list[str]:
@@ -46,10 +40,11 @@ def candidates(ref: str) -> list[str]:
 
 
 def number(uuid_text: str) -> int:
-    return int(hashlib.sha256(uuid_text.encode()).hexdigest()[:13], 16)
+    return public_number(uuid_text)
 
 
-def host_uuid(name: str) -> str:
+def legacy_host_uuid(name: str) -> str:
+    """The uuid a host was shown with before hosts kept their own (store migration 0007 kept it)."""
     return str(uuid.uuid5(HOST_NAMESPACE, name))
 
 
@@ -59,3 +54,15 @@ def vmove_uuid(notification_id: str, seq: int) -> str:
 
 def same_uuid(ref: str, uuid_text: str) -> bool:
     return uuid_text in candidates(ref)
+
+
+__all__ = [
+    "HOST_NAMESPACE",
+    "VMOVE_NAMESPACE",
+    "candidates",
+    "legacy_host_uuid",
+    "number",
+    "public_uuid",
+    "same_uuid",
+    "vmove_uuid",
+]

@@ -1,15 +1,19 @@
-"""Masakari list semantics over views: filters happen before, then sort, marker and limit.
+"""Masakari list semantics: filters happen before, then sort, marker and limit.
 
 Masakari pages with ``limit`` (at most 1000; 0 or absent means 1000), ``marker`` (the
 uuid of the last item seen; an unknown marker is a 400) and repeated ``sort_key`` /
-``sort_dir`` pairs. The routes build the views of every matching object and ``page``
-orders and cuts them; the store returns whole (small) collections, and ties are
-broken by uuid so that a marker always resumes at the same place.
+``sort_dir`` pairs. Segments and hosts are filtered, ordered and cut in SQL: ``page_query``
+checks the request and turns it into the store's haven.domain.listing.PageQuery, and
+``refuse_unknown_marker`` turns the store's MarkerNotFound into Masakari's 400. The other
+lists (notifications, vmoves) are small per request: the routes build the views of every
+matching object and ``page`` orders and cuts them. Ties are broken by uuid either way, so
+that a marker always resumes at the same place.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Annotated, Any, Literal
@@ -17,6 +21,8 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, Query
 
 from haven.api.errors import ApiError
+from haven.api.identity import candidates
+from haven.domain.listing import Marker, MarkerNotFound, PageQuery
 
 MAX_LIMIT = 1000
 Json = dict[str, Any]
@@ -99,3 +105,25 @@ def page(
         ordered = ordered[at + 1 :]
     limit = MAX_LIMIT if not request.limit else min(request.limit, MAX_LIMIT)
     return ordered[:limit]
+
+
+def page_query(
+    request: PageRequest, sortable: Mapping[str, str], default: Sequence[tuple[str, str]]
+) -> PageQuery:
+    """The store's page query for ``request``: ``sortable`` maps the API's sort keys to fields."""
+    order = _order(request, sortable.keys(), default)
+    marker = None
+    if request.marker is not None:
+        number = int(request.marker) if request.marker.isdecimal() else None
+        marker = Marker(tuple(candidates(request.marker)), number)
+    limit = MAX_LIMIT if not request.limit else min(request.limit, MAX_LIMIT)
+    return PageQuery(tuple((sortable[key], direction) for key, direction in order), limit, marker)
+
+
+@contextmanager
+def refuse_unknown_marker() -> Iterator[None]:
+    """The store found no item for the marker: a 400, as Masakari answers (MarkerNotFound)."""
+    try:
+        yield
+    except MarkerNotFound as exc:
+        raise ApiError(HTTPStatus.BAD_REQUEST, str(exc)) from exc

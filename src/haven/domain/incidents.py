@@ -91,6 +91,10 @@ class Segment:
     enabled: bool = True
     description: str = ""
     mode: SegmentMode = SegmentMode.AUTOMATIC
+    # Record times set by the store (epoch seconds): on creation, and on each change (None: never
+    # changed). Not part of the value: the same segment or host read twice compares equal.
+    created_at: float | None = field(default=None, compare=False)
+    updated_at: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +109,11 @@ class SegmentHost:
     on_maintenance: bool = False
     condition: str = "healthy"  # the detector's last verdict, kept for restarts and `haven hosts`
     disabled_by_haven: bool = False  # haven disabled its compute service and owes an enable
+    uuid: str = ""  # Masakari's host uuid, kept across renames; "" asks the store for a new one
+    # Record times set by the store (epoch seconds): on creation, and on each change (None: never
+    # changed). Not part of the value: the same segment or host read twice compares equal.
+    created_at: float | None = field(default=None, compare=False)
+    updated_at: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

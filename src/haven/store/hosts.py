@@ -7,23 +7,34 @@ imports use for thousands of hosts at once: one statement each (see bulk).
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Connection, Row, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from haven.domain.errors import Conflict, NotFound
-from haven.domain.ids import HostName, SegmentId
+from haven.domain.ids import HostName, SegmentId, public_number
 from haven.domain.incidents import SegmentHost
-from haven.store import bulk, notifications, segments
+from haven.domain.listing import PageQuery
+from haven.store import bulk, listing, notifications, segments
 from haven.store.changes import apply_changes
 from haven.store.tables import hosts
 from haven.store.translate import reason
 
 # Bound parameters per IN (...) query; far below SQLite's and PostgreSQL's limits.
 _CHUNK = 1000
+_FIXED = frozenset({"uuid", "created_at", "updated_at"})
+# What a list may be ordered by: the domain's field names (number: the API's integer id).
+SORTABLE = {
+    name: name
+    for name in ("uuid", "number", "name", "type", "control_attributes", "reserved", "on_maintenance",
+                 "created_at", "updated_at")
+}  # fmt: skip
+_FILTERABLE = frozenset({"name", "type", "control_attributes", "reserved", "on_maintenance"})
 
 
 def _values(host: SegmentHost) -> dict[str, object]:
@@ -36,7 +47,16 @@ def _values(host: SegmentHost) -> dict[str, object]:
         "on_maintenance": host.on_maintenance,
         "condition": str(host.condition),
         "disabled_by_haven": host.disabled_by_haven,
+        "uuid": host.uuid,
+        "number": public_number(host.uuid),
+        "created_at": host.created_at,
+        "updated_at": host.updated_at,
     }
+
+
+def _new(host: SegmentHost, now: float) -> SegmentHost:
+    """A host as inserted: its own uuid (a new one unless given), created now, never updated."""
+    return replace(host, uuid=host.uuid or str(uuid.uuid4()), created_at=now, updated_at=None)
 
 
 def _host(row: Row[Any]) -> SegmentHost:
@@ -49,19 +69,25 @@ def _host(row: Row[Any]) -> SegmentHost:
         on_maintenance=row.on_maintenance,
         condition=row.condition,
         disabled_by_haven=row.disabled_by_haven,
+        uuid=row.uuid,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
     )
 
 
-def add(conn: Connection, host: SegmentHost) -> SegmentHost:
+def add(conn: Connection, host: SegmentHost, now: float) -> SegmentHost:
     segments.require(conn, {host.segment_id})
     try:
-        conn.execute(insert(hosts), [_values(host)])
+        with conn.begin_nested():  # so that, on PostgreSQL, the transaction can still say why
+            conn.execute(insert(hosts), [_values(_new(host, now))])
     except IntegrityError as exc:
+        if host.uuid and conn.scalar(select(hosts.c.name).where(hosts.c.uuid == host.uuid)) is not None:
+            raise Conflict(f"a host with uuid {host.uuid!r} already exists") from exc
         raise Conflict(f"host {host.name!r} is already a member of a segment") from exc
     return get(conn, host.name)
 
 
-def add_many(conn: Connection, new: Sequence[SegmentHost]) -> None:
+def add_many(conn: Connection, new: Sequence[SegmentHost], now: float) -> None:
     if not new:
         return
     segments.require(conn, {host.segment_id for host in new})
@@ -72,7 +98,7 @@ def add_many(conn: Connection, new: Sequence[SegmentHost]) -> None:
     try:
         # In a savepoint so that, on PostgreSQL, the transaction can still say which names were taken.
         with conn.begin_nested():
-            bulk.insert_rows(conn, hosts, [_values(host) for host in new])
+            bulk.insert_rows(conn, hosts, [_values(_new(host, now)) for host in new])
     except IntegrityError as exc:
         taken = _existing(conn, names)
         if not taken:  # not a name: the segment went away since require() above
@@ -100,6 +126,16 @@ def get(conn: Connection, name: str) -> SegmentHost:
     return _host(row)
 
 
+def by_uuid(conn: Connection, segment_id: SegmentId, uuids: Collection[str]) -> SegmentHost:
+    """The host of the segment whose uuid is one of ``uuids`` (the forms of one uuid)."""
+    row = conn.execute(
+        select(hosts).where(hosts.c.segment_id == segment_id, hosts.c.uuid.in_(list(uuids))).limit(1)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"no host with uuid {next(iter(uuids), '')!r} in segment {segment_id!r}")
+    return _host(row)
+
+
 def list_some(conn: Connection, segment_id: SegmentId | None) -> list[SegmentHost]:
     query = select(hosts).order_by(hosts.c.name)
     if segment_id is not None:
@@ -107,8 +143,19 @@ def list_some(conn: Connection, segment_id: SegmentId | None) -> list[SegmentHos
     return [_host(row) for row in conn.execute(query)]
 
 
-def update_one(conn: Connection, name: HostName, changes: Mapping[str, object]) -> SegmentHost:
-    changed = apply_changes(get(conn, name), changes, fixed=frozenset())
+def list_page(
+    conn: Connection, segment_id: SegmentId, filters: Mapping[str, object], query: PageQuery
+) -> list[SegmentHost]:
+    """The segment's hosts whose columns equal ``filters``, one page of them."""
+    unknown = sorted(set(filters) - _FILTERABLE)
+    if unknown:
+        raise ValueError(f"hosts cannot be filtered by {', '.join(unknown)}")
+    where = [hosts.c.segment_id == segment_id, *(hosts.c[name] == value for name, value in filters.items())]
+    return [_host(row) for row in listing.page(conn, hosts, SORTABLE, "uuid", where, query)]
+
+
+def update_one(conn: Connection, name: HostName, changes: Mapping[str, object], now: float) -> SegmentHost:
+    changed = replace(apply_changes(get(conn, name), changes, fixed=_FIXED), updated_at=now)
     if "segment_id" in changes:
         segments.require(conn, {changed.segment_id})
     try:

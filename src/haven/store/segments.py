@@ -8,19 +8,27 @@ refused while a recovery for one of them is unfinished.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Connection, Row, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from haven.domain.errors import Conflict, NotFound
-from haven.domain.ids import SegmentId
+from haven.domain.ids import SegmentId, public_number, public_uuid
 from haven.domain.incidents import RecoveryMethod, Segment, SegmentMode
-from haven.store import notifications
+from haven.domain.listing import PageQuery
+from haven.store import listing, notifications
 from haven.store.changes import apply_changes
 from haven.store.tables import hosts, segments
 
-_FIXED = frozenset({"id"})
+_FIXED = frozenset({"id", "created_at", "updated_at"})
+# What a list may be ordered by: the domain's field names (number: the API's integer id).
+SORTABLE = {
+    name: name
+    for name in ("id", "number", "name", "description", "recovery_method", "service_type", "enabled",
+                 "created_at", "updated_at")
+}  # fmt: skip
 
 
 def _values(segment: Segment) -> dict[str, object]:
@@ -32,6 +40,9 @@ def _values(segment: Segment) -> dict[str, object]:
         "enabled": segment.enabled,
         "description": segment.description,
         "mode": SegmentMode(segment.mode).value,
+        "number": public_number(public_uuid(segment.id)),
+        "created_at": segment.created_at,
+        "updated_at": segment.updated_at,
     }
 
 
@@ -44,10 +55,13 @@ def _segment(row: Row[Any]) -> Segment:
         enabled=row.enabled,
         description=row.description,
         mode=SegmentMode(row.mode),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
     )
 
 
-def create(conn: Connection, segment: Segment) -> Segment:
+def create(conn: Connection, segment: Segment, now: float) -> Segment:
+    segment = replace(segment, created_at=now, updated_at=None)
     try:
         conn.execute(insert(segments), [_values(segment)])
     except IntegrityError as exc:
@@ -86,8 +100,21 @@ def list_all(conn: Connection) -> list[Segment]:
     return [_segment(row) for row in conn.execute(select(segments).order_by(segments.c.name))]
 
 
-def update_one(conn: Connection, segment_id: SegmentId, changes: Mapping[str, object]) -> Segment:
+def list_page(conn: Connection, filters: Mapping[str, object], query: PageQuery) -> list[Segment]:
+    """Segments whose columns equal ``filters`` (recovery_method, service_type, enabled), one page."""
+    where = [segments.c[_filtered(name)] == value for name, value in filters.items()]
+    return [_segment(row) for row in listing.page(conn, segments, SORTABLE, "id", where, query)]
+
+
+def _filtered(name: str) -> str:
+    if name not in ("recovery_method", "service_type", "enabled"):
+        raise ValueError(f"segments cannot be filtered by {name!r}")
+    return name
+
+
+def update_one(conn: Connection, segment_id: SegmentId, changes: Mapping[str, object], now: float) -> Segment:
     changed = apply_changes(_segment_by_id(conn, segment_id), changes, fixed=_FIXED)
+    changed = replace(changed, updated_at=now)
     try:
         conn.execute(update(segments).where(segments.c.id == segment_id).values(_values(changed)))
     except IntegrityError as exc:

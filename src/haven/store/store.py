@@ -15,7 +15,8 @@ has a single connection and serialises callers on a lock.
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from types import TracebackType
 from typing import Any
@@ -34,6 +35,7 @@ from haven.domain.incidents import (
     SegmentHost,
     Step,
 )
+from haven.domain.listing import PageQuery
 from haven.domain.publishing import Delivery, OutboxCounts, PublishedEvent
 from haven.store import alerts, claims, fencing, hosts, migrate, notifications, outbox, segments
 from haven.store.engine import WRITE_OPTION, SqliteFootprint, Target, build_engine, parse
@@ -43,16 +45,19 @@ from haven.store.translate import translate_errors
 class Store:
     """Segments, hosts, notifications with their steps, and alerts, in SQLite or PostgreSQL."""
 
-    def __init__(self, engine: Engine, target: Target) -> None:
+    def __init__(self, engine: Engine, target: Target, wall_clock: Callable[[], float] = time.time) -> None:
         """Use Store.open; this wraps an engine whose schema is already at head."""
         self._engine = engine
+        # Stamps segments' and hosts' created_at and updated_at: record times, not the engine's
+        # (possibly virtual) clock, as Masakari's rows carry the database server's time.
+        self._wall_clock = wall_clock
         self._target = target
         self._driver_error: type[Exception] = engine.dialect.loaded_dbapi.Error
         self._lock: AbstractContextManager[Any] = threading.Lock() if target.memory else nullcontext()
         self._closed = False
 
     @classmethod
-    def open(cls, url: str) -> Store:
+    def open(cls, url: str, *, wall_clock: Callable[[], float] = time.time) -> Store:
         """Open (creating or upgrading its schema to head) the database at ``url``.
 
         ``sqlite:///relative.db``, ``sqlite:////absolute/haven.db``, ``sqlite://``
@@ -75,7 +80,7 @@ class Store:
             if footprint is not None:
                 footprint.undo()
             raise
-        return cls(engine, target)
+        return cls(engine, target, wall_clock)
 
     def close(self) -> None:
         """Close every pooled connection; the store cannot be used afterwards."""
@@ -123,7 +128,7 @@ class Store:
 
     def create_segment(self, segment: Segment) -> Segment:
         with self._transaction(write=True) as conn:
-            return segments.create(conn, segment)
+            return segments.create(conn, segment, self._wall_clock())
 
     def get_segment(self, id_or_name: str) -> Segment:
         with self._transaction(write=False) as conn:
@@ -134,10 +139,17 @@ class Store:
         with self._transaction(write=False) as conn:
             return segments.list_all(conn)
 
+    def list_segments_page(self, query: PageQuery, **filters: object) -> list[Segment]:
+        """One page of the segments whose ``filters`` fields (recovery_method, service_type,
+        enabled) have the given values, ordered, filtered and cut in SQL; MarkerNotFound for a
+        marker that names none of them."""
+        with self._transaction(write=False) as conn:
+            return segments.list_page(conn, filters, query)
+
     def update_segment(self, segment_id: SegmentId, /, **changes: object) -> Segment:
-        """Change the named fields (any but ``id``); enum fields accept their string values."""
+        """Change the named fields (any but ``id`` and the times); enum fields accept their values."""
         with self._transaction(write=True) as conn:
-            return segments.update_one(conn, segment_id, changes)
+            return segments.update_one(conn, segment_id, changes, self._wall_clock())
 
     def delete_segment(self, segment_id: SegmentId) -> None:
         """Delete a segment and its hosts; Conflict while a notification about it is unfinished."""
@@ -148,30 +160,44 @@ class Store:
 
     def add_host(self, host: SegmentHost) -> SegmentHost:
         with self._transaction(write=True) as conn:
-            return hosts.add(conn, host)
+            return hosts.add(conn, host, self._wall_clock())
 
     def add_hosts(self, new: Sequence[SegmentHost]) -> None:
         """Add many hosts at once: all of them or, on any Conflict or NotFound, none."""
         with self._transaction(write=True) as conn:
-            hosts.add_many(conn, new)
+            hosts.add_many(conn, new, self._wall_clock())
 
     def get_host(self, name: HostName) -> SegmentHost:
         with self._transaction(write=False) as conn:
             return hosts.get(conn, name)
+
+    def get_host_by_uuid(self, segment_id: SegmentId, uuids: Collection[str]) -> SegmentHost:
+        """The segment's host with one of ``uuids`` (forms of one uuid); NotFound otherwise."""
+        with self._transaction(write=False) as conn:
+            return hosts.by_uuid(conn, segment_id, uuids)
 
     def list_hosts(self, segment_id: SegmentId | None = None) -> list[SegmentHost]:
         """Hosts of one segment (every host when None), ordered by name."""
         with self._transaction(write=False) as conn:
             return hosts.list_some(conn, segment_id)
 
+    def list_hosts_page(
+        self, segment_id: SegmentId, query: PageQuery, **filters: object
+    ) -> list[SegmentHost]:
+        """One page of the segment's hosts whose ``filters`` fields (name, type, control_attributes,
+        reserved, on_maintenance) have the given values, in SQL; MarkerNotFound as for segments."""
+        with self._transaction(write=False) as conn:
+            return hosts.list_page(conn, segment_id, filters, query)
+
     def update_host(self, name: HostName, /, *, epoch: int | None = None, **changes: object) -> SegmentHost:
-        """Change the named fields (``name`` renames); a new ``segment_id`` must exist, a new name be free.
+        """Change the named fields (``name`` renames, the uuid stays); a new ``segment_id`` must exist,
+        a new name be free; ``updated_at`` becomes now.
 
         ``epoch``: a leader's write, refused with ``Deposed`` once a newer leader wrote (so for the
         methods below that take one too).
         """
         with self._leader_write(epoch) as conn:
-            return hosts.update_one(conn, name, changes)
+            return hosts.update_one(conn, name, changes, self._wall_clock())
 
     def set_host_conditions(self, conditions: Mapping[HostName, str], *, epoch: int | None = None) -> None:
         """Record the detector's verdicts; hosts no longer in any segment are skipped."""

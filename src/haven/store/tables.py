@@ -57,6 +57,11 @@ segments = Table(
     Column("enabled", Boolean, nullable=False),
     Column("description", Text, nullable=False),
     Column("mode", ENUM, nullable=False, server_default="automatic"),
+    # The API's integer id (haven.domain.ids.public_number), kept to sort and page by it in SQL.
+    Column("number", BigInteger, nullable=False),
+    # Set by the store on insert and on each change (null: never changed, as in Masakari).
+    Column("created_at", Double, nullable=True),
+    Column("updated_at", Double, nullable=True),
 )
 
 hosts = Table(
@@ -71,6 +76,11 @@ hosts = Table(
     Column("on_maintenance", Boolean, nullable=False),
     Column("condition", ENUM, nullable=False),
     Column("disabled_by_haven", Boolean, nullable=False),
+    # Masakari's host uuid: kept across renames (the name is the key haven's records use).
+    Column("uuid", ID, nullable=False, unique=True),
+    Column("number", BigInteger, nullable=False),
+    Column("created_at", Double, nullable=True),
+    Column("updated_at", Double, nullable=True),
 )
 
 # No foreign keys from notifications to segments or hosts: a finished

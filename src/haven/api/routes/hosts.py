@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from haven.api.auth import require_admin
 from haven.api.context import ApiContext
 from haven.api.microversion import APIVersion, api_version
-from haven.api.paging import Page, page
+from haven.api.paging import Page, page_query, refuse_unknown_marker
 from haven.api.routes.segments import query_bool, refuse_under_recovery
 from haven.api.schemas import HostCreate, HostUpdate, changes_of
 from haven.api.views import host_view
@@ -27,20 +27,14 @@ from haven.domain.incidents import SegmentHost
 
 Json = dict[str, Any]
 Version = Annotated[APIVersion, Depends(api_version)]
-SORTABLE = frozenset(
-    {
-        "id",
-        "uuid",
-        "name",
-        "type",
-        "control_attributes",
-        "reserved",
-        "on_maintenance",
-        "created_at",
-        "updated_at",
-    }
-)
-DEFAULT_ORDER = (("name", "asc"),)
+# The API's sort keys, and the host fields they sort by (the integer id is the stored number).
+SORTABLE = {
+    "id": "number",
+    **{key: key for key in ("uuid", "name", "type", "control_attributes", "reserved", "on_maintenance")},
+    "created_at": "created_at",
+    "updated_at": "updated_at",
+}
+DEFAULT_ORDER = (("name", "asc"),)  # Masakari's is created_at desc: see haven.api.routes.segments
 
 
 def router(ctx: ApiContext) -> APIRouter:
@@ -59,19 +53,17 @@ def router(ctx: ApiContext) -> APIRouter:
         on_maintenance: Annotated[str | None, Query(description="true/false, yes/no, on/off, 1/0")] = None,
         reserved: Annotated[str | None, Query(description="true/false, yes/no, on/off, 1/0")] = None,
     ) -> Json:
-        wanted_maintenance = query_bool("on_maintenance", on_maintenance)
-        wanted_reserved = query_bool("reserved", reserved)
+        given = {"name": name, "type": type, "control_attributes": control_attributes}
+        filters: dict[str, object] = {key: value for key, value in given.items() if value is not None}
+        for key, raw in (("on_maintenance", on_maintenance), ("reserved", reserved)):
+            wanted = query_bool(key, raw)
+            if wanted is not None:
+                filters[key] = wanted
         segment = ctx.find_segment(segment_id)
-        found = [
-            host_view(h, segment, version)
-            for h in ctx.store.list_hosts(segment.id)
-            if (name is None or h.name == name)
-            and (type is None or h.type == type)
-            and (control_attributes is None or h.control_attributes == control_attributes)
-            and (wanted_maintenance is None or h.on_maintenance is wanted_maintenance)
-            and (wanted_reserved is None or h.reserved is wanted_reserved)
-        ]
-        return {"hosts": page(found, paging, SORTABLE, DEFAULT_ORDER)}
+        query = page_query(paging, SORTABLE, DEFAULT_ORDER)
+        with refuse_unknown_marker():
+            found = ctx.store.list_hosts_page(segment.id, query, **filters)
+        return {"hosts": [host_view(h, segment, version) for h in found]}
 
     @routes.post("", status_code=HTTPStatus.CREATED, summary="Add a host to a segment")
     async def create_host(segment_id: str, body: HostCreate, version: Version) -> Json:

@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, Query
 from haven.api.auth import require_admin
 from haven.api.context import ApiContext
 from haven.api.errors import ApiError
-from haven.api.identity import host_uuid, same_uuid
+from haven.api.identity import same_uuid
 from haven.api.microversion import WORKFLOW_DETAILS, APIVersion, api_version
 from haven.api.paging import Page, page
 from haven.api.schemas import NotificationCreate
@@ -66,7 +66,8 @@ def epoch_seconds(text: str) -> float:
 
 def shown(ctx: ApiContext, notification: Notification, version: APIVersion) -> Json:
     """A notification as show answers it (also after a claim, progress, finish or fail)."""
-    view = notification_view(notification)
+    uuids = ctx.host_uuids({notification.hostname})
+    view = notification_view(notification, uuids.get(notification.hostname))
     view["haven_recovery"] = haven_recovery_view(notification)
     if version >= WORKFLOW_DETAILS:
         view["recovery_workflow_details"] = workflow_details(ctx.store.list_steps(notification.id))
@@ -91,14 +92,19 @@ def router(ctx: ApiContext) -> APIRouter:
             type is not None and type not in set(NotificationType)
         ):
             return {"notifications": []}  # Masakari filters on the value as it is: nothing matches
-        found = [
-            notification_view(n)
+        matching = [
+            n
             for n in ctx.store.list_notifications(
                 statuses=None if status is None else [NotificationStatus(status)],
                 type=None if type is None else NotificationType(type),
             )
-            if (source_host_uuid is None or same_uuid(source_host_uuid, host_uuid(n.hostname)))
-            and (since is None or n.generated_at >= since)
+            if since is None or n.generated_at >= since
+        ]
+        uuids = ctx.host_uuids({n.hostname for n in matching})
+        found = [
+            view
+            for view in (notification_view(n, uuids.get(n.hostname)) for n in matching)
+            if source_host_uuid is None or same_uuid(source_host_uuid, view["source_host_uuid"])
         ]
         return {"notifications": page(found, paging, SORTABLE, DEFAULT_ORDER, uuid_key="notification_uuid")}
 
@@ -122,7 +128,7 @@ def router(ctx: ApiContext) -> APIRouter:
             raise Conflict(
                 f"Notification received from host {host.name} of type '{fields.type.value}' is duplicate."
             )
-        return {"notification": notification_view(opened)}
+        return {"notification": notification_view(opened, host.uuid)}
 
     @routes.get("/{notification_id}", summary="Show a notification (with its recovery from 1.1)")
     def show_notification(notification_id: str, version: Version) -> Json:

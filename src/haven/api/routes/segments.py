@@ -23,7 +23,7 @@ from haven.api.auth import require_admin
 from haven.api.context import ApiContext
 from haven.api.errors import ApiError
 from haven.api.microversion import SEGMENT_ENABLED, APIVersion, api_version
-from haven.api.paging import Page, page
+from haven.api.paging import Page, page_query, refuse_unknown_marker
 from haven.api.schemas import SegmentCreate, SegmentUpdate, changes_of, parse_bool
 from haven.api.views import segment_view
 from haven.domain.errors import Conflict
@@ -32,20 +32,17 @@ from haven.domain.incidents import Segment, SegmentMode
 
 Json = dict[str, Any]
 Version = Annotated[APIVersion, Depends(api_version)]
-SORTABLE = frozenset(
-    {
-        "id",
-        "uuid",
-        "name",
-        "description",
-        "recovery_method",
-        "service_type",
-        "enabled",
-        "created_at",
-        "updated_at",
-    }
-)
-DEFAULT_ORDER = (("name", "asc"),)  # Masakari's default is created_at desc; haven keeps no creation time
+# The API's sort keys, and the segment fields they sort by (the integer id is the stored number).
+SORTABLE = {
+    "id": "number",
+    "uuid": "id",
+    **{key: key for key in ("name", "description", "recovery_method", "service_type", "enabled")},
+    "created_at": "created_at",
+    "updated_at": "updated_at",
+}
+# Masakari's default is created_at desc; haven's stays by name, as before segments kept their
+# creation time (those made together at first start share one).
+DEFAULT_ORDER = (("name", "asc"),)
 
 
 def query_bool(field: str, value: str | None) -> bool | None:
@@ -86,15 +83,18 @@ def router(ctx: ApiContext) -> APIRouter:
         service_type: Annotated[str | None, Query()] = None,
         enabled: Annotated[str | None, Query(description="true/false, yes/no, on/off, 1/0")] = None,
     ) -> Json:
+        filters: dict[str, object] = {}
         wanted_enabled = query_bool("enabled", enabled)
-        found = [
-            segment_view(s, version)
-            for s in ctx.store.list_segments()
-            if (recovery_method is None or s.recovery_method.value == recovery_method)
-            and (service_type is None or s.service_type == service_type)
-            and (wanted_enabled is None or s.enabled is wanted_enabled)
-        ]
-        return {"segments": page(found, paging, SORTABLE, DEFAULT_ORDER)}
+        if wanted_enabled is not None:
+            filters["enabled"] = wanted_enabled
+        if recovery_method is not None:
+            filters["recovery_method"] = recovery_method
+        if service_type is not None:
+            filters["service_type"] = service_type
+        query = page_query(paging, SORTABLE, DEFAULT_ORDER)
+        with refuse_unknown_marker():
+            found = ctx.store.list_segments_page(query, **filters)
+        return {"segments": [segment_view(s, version) for s in found]}
 
     @routes.post("", status_code=HTTPStatus.CREATED, summary="Create a failover segment")
     async def create_segment(body: SegmentCreate, version: Version) -> Json:
