@@ -181,22 +181,26 @@ def detect(
     """
     verdicts: dict[HostName, Verdict] = {}
     recheck_at: float | None = None
+    suspect_after = settings.heartbeat_interval_s * 1.5
+    segment_of = membership.segment_of
     for reading in readings:
-        if reading.host not in membership.segment_of:
+        if reading.host not in segment_of:
             continue  # not in any failover segment: not ours to judge
+        seen = reading.agent_seen
+        if seen is not None and now - seen <= suspect_after and not reading.failed_processes:
+            continue  # heartbeating, nothing failed: healthy (as assess says), nothing to keep
         verdict = assess(reading, now, settings)
         if verdict.recheck_at is not None:
             recheck_at = verdict.recheck_at if recheck_at is None else min(recheck_at, verdict.recheck_at)
         if verdict.condition is not HostCondition.HEALTHY or verdict.failed_processes:
             verdicts[reading.host] = verdict
-    _distrust_novas_silence(verdicts, readings, now, settings, sum(membership.sizes.values()))
+    late, stalled = _nova_stalls(readings, now, settings)
+    _distrust_novas_silence(verdicts, readings, now, settings, sum(membership.sizes.values()), late)
     unconfirmed = frozenset(r.host for r in readings if r.bmc is not BmcPower.OFF)
     quiet = _fell_quiet(verdicts, readings, now, noticed)
     new_holds, kept, ended = _apply_gate(
         verdicts, membership, holds, now, settings, released, unconfirmed, quiet
     )
-    # For the PROCESS gate, one report interval more: a report late under load is no outage yet.
-    stalled = frozenset(r.host for r in readings if _nova_stalled(r, now, settings, late_by=1))
     return Detection(verdicts, kept, recheck_at, tuple(new_holds), tuple(ended), stalled)
 
 
@@ -221,13 +225,29 @@ def _fell_quiet(
     return quiet
 
 
-def _nova_stalled(r: HostLiveness, now: float, settings: DetectionSettings, late_by: int = 0) -> bool:
-    """The host's haven agent beats, but its nova-compute's reports are overdue (by ``late_by`` more
-    report intervals than one) or Nova counts it down."""
-    nova_at = r.nova_report_local(now)
-    beating = r.agent_seen is not None and now - r.agent_seen <= settings.heartbeat_interval_s * 1.5
-    overdue = (1 + late_by) * settings.nova_report_interval_s + settings.grace_s
-    return beating and nova_at is not None and (now - nova_at > overdue or not r.nova_up)
+def _nova_stalls(
+    readings: Sequence[HostLiveness], now: float, settings: DetectionSettings
+) -> tuple[list[float], frozenset[HostName]]:
+    """Hosts whose haven agent beats while Nova counts their nova-compute down or its reports are
+    overdue: (the last reports of those overdue by one report interval, for Nova's-silence checks;
+    the hosts overdue by two, for the PROCESS gate, since a report late under load is no outage yet).
+    """
+    beat_within = settings.heartbeat_interval_s * 1.5
+    overdue = settings.nova_report_interval_s + settings.grace_s
+    late: list[float] = []
+    stalled: list[HostName] = []
+    for r in readings:
+        if r.agent_seen is None or now - r.agent_seen > beat_within:
+            continue
+        nova_at = r.nova_report_local(now)
+        if nova_at is None:
+            continue
+        age = now - nova_at
+        if age > overdue or not r.nova_up:
+            late.append(nova_at or NEVER)
+            if age > overdue + settings.nova_report_interval_s or not r.nova_up:
+                stalled.append(r.host)
+    return late, frozenset(stalled)
 
 
 def _distrust_novas_silence(
@@ -236,6 +256,7 @@ def _distrust_novas_silence(
     now: float,
     settings: DetectionSettings,
     managed: int,
+    stalled: Sequence[float],
 ) -> None:
     """A powered host is dead on Nova's word only while Nova still hears the others. Mutates ``verdicts``.
 
@@ -246,7 +267,6 @@ def _distrust_novas_silence(
     such hosts, or most of those whose agents beat.
     """
     overdue = settings.nova_report_interval_s + settings.grace_s
-    stalled = [r.nova_report_local(now) or NEVER for r in readings if _nova_stalled(r, now, settings)]
     beating = managed - sum(1 for v in verdicts.values() if v.condition is not HostCondition.HEALTHY)
     if not stalled or (len(stalled) < 2 and 2 * len(stalled) <= beating):
         return
