@@ -118,7 +118,10 @@ def nova() -> Iterator[RecordedNova]:
         yield server
 
 
-def test_serve_watches_the_named_cloud(tmp_path: Path, nova: RecordedNova) -> None:
+@pytest.mark.parametrize("bootstrap", [None, "per-zone"])
+def test_serve_watches_the_named_cloud(tmp_path: Path, nova: RecordedNova, bootstrap: str | None) -> None:
+    """On a real cloud the first start creates no segment unless [segments] bootstrap says so
+    (Masakari starts empty: its users create their own segments with these hosts)."""
     clouds = tmp_path / "clouds.yaml"
     clouds.write_text(
         "clouds:\n  recorded:\n    auth_type: admin_token\n"
@@ -127,6 +130,9 @@ def test_serve_watches_the_named_cloud(tmp_path: Path, nova: RecordedNova) -> No
         f"    placement_endpoint_override: {nova.url}/placement\n"
     )
     home = tmp_path / "home"
+    if bootstrap is not None:
+        home.mkdir()
+        (home / "haven.toml").write_text(f'[segments]\nbootstrap = "{bootstrap}"\n')
     env = {**os.environ, "HAVEN_HOME": str(home), "OS_CLIENT_CONFIG_FILE": str(clouds)}
     env.pop("OS_CLOUD", None)
     argv = [HAVEN, "serve", "--cloud", "recorded", "--bind", f"127.0.0.1:{free_port()}"]
@@ -146,7 +152,10 @@ def test_serve_watches_the_named_cloud(tmp_path: Path, nova: RecordedNova) -> No
         [HAVEN, "hosts", "--json"], env=env, capture_output=True, text=True, timeout=30, check=True
     )
     listed = json.loads(hosts.stdout)
-    assert sorted(h["name"] for h in listed) == ["compute-1", "compute-2", "compute-3"]
-    assert {h["segment"] for h in listed} == {"segment-az1"}
+    if bootstrap is None:
+        assert listed == []
+    else:
+        assert sorted(h["name"] for h in listed) == ["compute-1", "compute-2", "compute-3"]
+        assert {h["segment"] for h in listed} == {"segment-az1"}
     api_calls = [r for r in nova.requests if r.path.startswith(("/v2.1/os-", "/placement/"))]
     assert api_calls and all(r.headers.get("x-auth-token") == "not-logged-anywhere" for r in api_calls)

@@ -94,8 +94,8 @@ async def serve(
     fencer = build_fencer(config.fencing, environ, sim=sim_fencer)  # a missing password: stop here
     authenticator = _keystone_authenticator(config, environ)  # likewise for Keystone's password
     hosts = await chosen.cloud.list_hosts()
-    if not _store_exists(config):
-        _check_segment_names(config, {f"segment-{h.zone}" for h in hosts})  # before anything is created
+    if not _store_exists(config):  # before anything is created
+        _check_segment_names(config, _bootstrapped_names(config, hosts))
     where = f"{config.source or 'defaults'} [publish]"
     sinks = build_sinks(config.publish, environ, where)  # no I/O: a bad [publish] touches nothing
     elector = await _elector(config, bind)  # etcd unreachable: stop here, nothing opened
@@ -131,6 +131,12 @@ async def serve(
                 f"API on http://{_url_host(host)}:{port}/ ({_auth_note(config)}). Ctrl-C stops.",
                 highlight=False,
             )
+            if not store.list_segments():
+                console.print(
+                    'no failover segment yet ([segments] bootstrap = "none"): haven protects the hosts '
+                    "of segments created through the API (`openstack segment create`, `segment host create`)",
+                    highlight=False,
+                )
             injector = None
             if scenario is not None and cloud is not None and topology is not None:
                 injecting = functools.partial(
@@ -170,11 +176,15 @@ def _prepare_segments(
     method: RecoveryMethod,
     reserved: Collection[HostName],
 ) -> None:
-    """First start: a segment per zone; every start: the config's recovery methods and modes applied."""
+    """First start: a segment per zone if so configured ([segments] bootstrap); every start: the
+    config's recovery methods and modes applied."""
     existing = store.list_segments()
     if existing:
         _check_segment_names(config, {s.name for s in existing})
-    segments_per_zone(store, hosts, method, reserved=reserved)
+    elif config.segment_bootstrap == "per-zone":
+        segments_per_zone(store, hosts, method, reserved=reserved)
+    else:
+        _check_segment_names(config, set())
     for segment in store.list_segments():
         wanted = config.segment_methods.get(segment.name)
         if wanted is not None and wanted is not segment.recovery_method:
@@ -350,12 +360,22 @@ def _store_exists(config: HavenConfig) -> bool:
     return not url.startswith(prefix) or Path(url[len(prefix) :]).exists()
 
 
+def _bootstrapped_names(config: HavenConfig, hosts: Sequence[Host]) -> set[str]:
+    """The segments a first start creates: one per zone, or none ([segments] bootstrap)."""
+    return {f"segment-{h.zone}" for h in hosts} if config.segment_bootstrap == "per-zone" else set()
+
+
 def _check_segment_names(config: HavenConfig, known: set[str]) -> None:
     unknown = sorted(config.segment_names - known)
     if unknown:
+        hint = f"known segments: {', '.join(sorted(known))}"
+        if not known:
+            hint = (
+                "no segment exists yet: create it through the API first (`openstack segment create`), "
+                'or set [segments] bootstrap = "per-zone"'
+            )
         raise ConfigError(
-            f"{config.source}: [[segments]] name(s) {', '.join(unknown)} match no segment",
-            f"known segments: {', '.join(sorted(known))}",
+            f"{config.source}: [[segments]] name(s) {', '.join(unknown)} match no segment", hint
         )
 
 

@@ -30,6 +30,11 @@ is opened or changed, so a bad file stops haven with nothing touched.
     name = "segment-az1"
     recovery_method = "reserved_host"
     mode = "notify"                                # or automatic (the default), dry_run
+    # or, to choose the first start's segments as well (TOML allows [segments] or [[segments]]):
+    # [segments]
+    # bootstrap = "per-zone"                       # or "none"; see SEGMENT_BOOTSTRAPS
+    # [[segments.segment]]                         # each as a [[segments]] entry above
+    # name = "segment-az1"
     [fencing]                                      # see haven.fencing.config for every key
     default_driver = "none"                        # default: "sim" on the simulated cloud
     [[fencing.hosts]]
@@ -85,6 +90,10 @@ from haven.recovery.vm_policy import RESTART_METHODS, WATCHDOG_ACTIONS
 CONFIG_FILE = "haven.toml"
 DB_FILE = "haven.db"
 CLOUD_DRIVERS = ("simulated", "openstack")
+# What `haven serve` creates at its first start (an empty store): "per-zone", one segment per
+# availability zone holding its computes; "none", nothing, as Masakari starts (segments and hosts
+# come through the API). Default: per-zone on the simulated cloud, none on a real one.
+SEGMENT_BOOTSTRAPS = ("per-zone", "none")
 T = TypeVar("T")
 
 
@@ -179,6 +188,7 @@ class HavenConfig:
     coordination: CoordinationConfig = field(default_factory=CoordinationConfig)
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    segment_bootstrap: str = "per-zone"  # one of SEGMENT_BOOTSTRAPS, resolved for the cloud driver
 
     @property
     def segment_names(self) -> frozenset[str]:
@@ -224,7 +234,8 @@ def load_config(home: Path, path: Path | None = None, cloud_name: str | None = N
         recovery=_settings(RecoverySettings, _table(raw, "recovery", where), f"{where} [recovery]"),
     )
     check_settings(engine, where)
-    methods, modes = _segments(raw.get("segments", []), where)
+    bootstrap, entries = _segments_section(raw.get("segments", []), where)
+    methods, modes = _segments(entries, where)
     return HavenConfig(
         home=home,
         database_url=url,
@@ -242,6 +253,7 @@ def load_config(home: Path, path: Path | None = None, cloud_name: str | None = N
         coordination=_coordination(_table(raw, "coordination", where), f"{where} [coordination]"),
         liveness=_liveness(_table(raw, "liveness", where), f"{where} [liveness]"),
         api=_settings(ApiConfig, _table(raw, "api", where), f"{where} [api]"),
+        segment_bootstrap=bootstrap or ("per-zone" if driver == "simulated" else "none"),
     )
 
 
@@ -410,10 +422,32 @@ def _keystone(raw: Mapping[str, Any], where: str) -> KeystoneConfig | None:
     return keystone
 
 
+def _segments_section(section: object, where: str) -> tuple[str | None, object]:
+    """``[segments] bootstrap`` (None: not given) and the per-segment entries.
+
+    The entries are ``[[segments]]`` (an array) or, beside ``bootstrap``, ``[[segments.segment]]``.
+    """
+    if not isinstance(section, dict):
+        return None, section
+    _only(section, {"bootstrap", "segment"}, f"{where} [segments]")
+    bootstrap = section.get("bootstrap")
+    if bootstrap is not None and bootstrap not in SEGMENT_BOOTSTRAPS:
+        raise ConfigError(
+            f"{where}: [segments] bootstrap must be one of "
+            f"{', '.join(repr(b) for b in SEGMENT_BOOTSTRAPS)}, got {bootstrap!r}",
+            'bootstrap = "per-zone" creates a segment per availability zone at the first start; '
+            '"none" starts empty, as Masakari does',
+        )
+    return bootstrap, section.get("segment", [])
+
+
 def _segments(segments: object, where: str) -> tuple[dict[str, RecoveryMethod], dict[str, SegmentMode]]:
     """The recovery methods and the modes the [[segments]] entries set, by segment name."""
     if not isinstance(segments, list):
-        raise ConfigError(f"{where}: segments must be an array of tables", "write each as [[segments]]")
+        raise ConfigError(
+            f"{where}: segments must be an array of tables",
+            "write each as [[segments]] (or as [[segments.segment]] beside [segments] bootstrap)",
+        )
     methods: dict[str, RecoveryMethod] = {}
     modes: dict[str, SegmentMode] = {}
     for entry in segments:
