@@ -27,6 +27,10 @@ declare -A PROBES=(
     [ipmitool]='/usr/bin/ipmitool'
     [prometheus]='/usr/bin/prometheus'
     [mariadb-server]='/usr/sbin/mariadbd'
+    # The control-plane drivers' tests: systemd as PID 1 in a PID namespace, its D-Bus, and HAProxy.
+    [systemd]='/lib/systemd/systemd'
+    [dbus-daemon]='/usr/bin/dbus-daemon'
+    [haproxy]='/usr/sbin/haproxy'
 )
 
 log() { printf 'system-deps: %s\n' "$*"; }
