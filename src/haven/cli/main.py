@@ -32,6 +32,7 @@ from haven.cli.explore import add_explore_command
 from haven.cli.lab import add_lab_commands
 from haven.cli.leader_loss import run_with_own_servers
 from haven.cli.live import LiveView
+from haven.cli.masakari_import import add_import_command
 from haven.cli.serve import DEFAULT_BIND, serve
 from haven.domain.clock import PacedClock
 from haven.domain.errors import Conflict, NotFound, UserError
@@ -148,6 +149,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_lab_commands(sub)
     add_explore_command(sub)
+    add_import_command(sub, _config, _store_to_write)
 
     notes = sub.add_parser("notifications", help="notifications, or one notification with its steps")
     notes.add_argument("id", nargs="?", help="a notification id")
@@ -210,6 +212,19 @@ def _existing_store(config: HavenConfig) -> Store:
         if not _is_haven_database(path):
             raise UserError(f"{path} is not a haven database", "point --home / --db at haven's own state")
     return Store.open(config.database_url)
+
+
+def _store_to_write(config: HavenConfig, create: bool) -> Store | None:
+    """The state to import into, as `_existing_store` opens it, except for a missing SQLite file:
+
+    that one is created if ``create`` (as `haven serve` would), else the answer is None.
+    """
+    prefix = "sqlite:///"
+    if config.database_url.startswith(prefix):
+        path = Path(config.database_url[len(prefix) :])
+        if not path.exists():
+            return Store.open(config.database_url) if create else None
+    return _existing_store(config)
 
 
 def _is_haven_database(path: Path) -> bool:
