@@ -54,6 +54,7 @@ def test_a_fresh_database_is_migrated_to_exactly_the_declared_schema(store_url: 
         "published_events",  # the outbox of haven.notify
         "deliveries",
         "leader_fence",  # the newest leader epoch that wrote (haven.store.fencing)
+        "controlplane_actions",  # the control plane's actions (haven.controlplane)
     }
 
 

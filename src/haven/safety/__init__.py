@@ -1,4 +1,5 @@
-"""The safety policy (pure): whether a host may be fenced, its VMs moved or its service disabled."""
+"""The safety policy (pure): whether a host may be fenced, its VMs moved, its service disabled,
+or a service's replicas restarted."""
 
 from haven.safety.policy import (
     SPEAKING,
@@ -11,6 +12,7 @@ from haven.safety.policy import (
     cloud_gate_reason,
     fence_budget,
     process_gate_reason,
+    replica_gate_reason,
     segment_gate_reason,
     unconfirmed_gate_reason,
 )
@@ -26,6 +28,7 @@ __all__ = [
     "cloud_gate_reason",
     "fence_budget",
     "process_gate_reason",
+    "replica_gate_reason",
     "segment_gate_reason",
     "unconfirmed_gate_reason",
 ]

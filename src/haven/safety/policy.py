@@ -38,6 +38,10 @@ The rules, in one sitting:
    of a host already confirmed off: the harm a hold prevents (fencing a live host) cannot happen.
    The PROCESS gate's hold does (planning and evacuating wait): while the control plane is down,
    Nova counts every service down, so a plan would find no target and an evacuation would fail.
+7. The control plane's replicas (haven.controlplane): when more than ``gate_share`` of a service's
+   replicas (two at least) fail their probes at once while their units run, the observer, its network
+   or a shared dependency is the likely fault: none of them is restarted, one alert says why. Whatever
+   the cause, at most ``max_restarts_at_once`` replicas of a service are out for a restart at a time.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
+from haven.domain.controlplane import ControlPlaneSettings
 from haven.domain.ids import HostName, SegmentId
 from haven.domain.liveness import HostCondition
 from haven.domain.settings import DetectionSettings
@@ -275,4 +280,19 @@ def process_gate_reason(down: int, total: int, settings: DetectionSettings) -> s
         f"{down} of {total} nova-compute services stopped reporting while their hosts' haven agents "
         "still beat: the control plane (RabbitMQ, nova-conductor or the database) is the likely "
         "fault, not the hosts; no compute service is disabled"
+    )
+
+
+def replica_gate_reason(service: str, failing: int, total: int, settings: ControlPlaneSettings) -> str:
+    """Why no replica of ``service`` is restarted though ``failing`` of ``total`` fail probes ('' if not).
+
+    ``failing`` counts replicas whose units run but whose probes fail: a probe that fails for many
+    replicas at once says more about the prober or what they all depend on than about each replica.
+    """
+    if total <= 0 or failing < 2 or failing <= settings.gate_share * total:
+        return ""
+    return (
+        f"{failing} of the {total} replicas of {service} fail their probes at once while their units run "
+        f"(more than {settings.gate_share:.0%}): the prober, its network or a shared dependency is the "
+        "likely fault; none is restarted until fewer fail"
     )

@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
+from haven.domain.controlplane import ActionKind, ActionRecord, ActionState
 from haven.domain.errors import StoreUnavailable
 from haven.domain.ids import HostName, NotificationId, SegmentId
 from haven.domain.incidents import (
@@ -37,7 +38,7 @@ from haven.domain.incidents import (
 )
 from haven.domain.listing import PageQuery
 from haven.domain.publishing import Delivery, OutboxCounts, PublishedEvent
-from haven.store import alerts, claims, fencing, hosts, migrate, notifications, outbox, segments
+from haven.store import alerts, claims, controlplane, fencing, hosts, migrate, notifications, outbox, segments
 from haven.store.engine import WRITE_OPTION, SqliteFootprint, Target, build_engine, parse
 from haven.store.translate import translate_errors
 
@@ -385,3 +386,31 @@ class Store:
     def outbox_counts(self) -> OutboxCounts:
         with self._transaction(write=False) as conn:
             return outbox.counts(conn)
+
+    # ---- the control plane's actions (haven.controlplane) -------------------------------------------
+
+    def issue_action(self, record: ActionRecord, *, epoch: int | None = None) -> None:
+        """Commit an action's intent before its effect; Conflict if the replica has an unfinished one."""
+        with self._leader_write(epoch) as conn:
+            controlplane.issue(conn, record)
+
+    def finish_action(
+        self, action_id: str, state: ActionState, now: float, error: str = "", *, epoch: int | None = None
+    ) -> None:
+        """Commit an issued action's outcome (done or failed)."""
+        with self._leader_write(epoch) as conn:
+            controlplane.finish(conn, action_id, state, now, error)
+
+    def unfinished_actions(self) -> list[ActionRecord]:
+        with self._transaction(write=False) as conn:
+            return controlplane.unfinished(conn)
+
+    def actions_since(self, after: float) -> list[ActionRecord]:
+        """Every action created at or after ``after`` (the planner's restart history), oldest first."""
+        with self._transaction(write=False) as conn:
+            return controlplane.since(conn, after)
+
+    def latest_actions(self, kinds: tuple[ActionKind, ...]) -> list[ActionRecord]:
+        """The newest action of one of ``kinds`` on each replica."""
+        with self._transaction(write=False) as conn:
+            return controlplane.latest_per_replica(conn, kinds)

@@ -185,3 +185,31 @@ deliveries = Table(
     Column("last_error", Text, nullable=True),
     Column("abandoned", Boolean, nullable=False),
 )
+
+# The control plane's actions (haven.controlplane): one row per effect on one replica (load-balancer
+# membership, a restart, a start), inserted as ``issued`` before the effect and finished after. At most
+# one unfinished action per replica, enforced by the database, so two passes (or two engines) racing
+# cannot issue two. The finished rows are the history the planner's back-off and crash-loop rules read.
+controlplane_actions = Table(
+    "controlplane_actions",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("service", NAME, nullable=False),
+    Column("host", NAME, nullable=False),
+    Column("kind", ENUM, nullable=False),
+    Column("state", ENUM, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("detail", Json, nullable=False),
+    Column("created_at", Double, nullable=False, index=True),
+    Column("finished_at", Double, nullable=True),
+    Column("error", Text, nullable=False),
+)
+
+Index(
+    "uq_controlplane_actions_unfinished",
+    controlplane_actions.c.service,
+    controlplane_actions.c.host,
+    unique=True,
+    sqlite_where=controlplane_actions.c.state == "issued",
+    postgresql_where=controlplane_actions.c.state == "issued",
+)
