@@ -103,6 +103,7 @@ class Controller:
 
     host: HostName
     domain: DomainName
+    address: str = ""  # where its replicas are probed; "" means the host name
 
 
 @dataclass(frozen=True, slots=True)

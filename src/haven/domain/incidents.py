@@ -80,6 +80,9 @@ class AlertKind(StrEnum):
     CONTROL_PLANE = "control_plane"  # many nova-computes down while their hosts beat: nothing disabled
     SAFETY_HOLD = "safety_hold"  # the safety policy holds (or refused) a fence, evacuation or disable
     STEP_ERROR = "step_error"  # a step failed with an unexpected error (a bug): that step only
+    # The control plane (haven.controlplane): the alert's host is "SERVICE@HOST" or "SERVICE".
+    REPLICA_CRASH_LOOP = "replica_crash_loop"  # a replica restarted too often: haven stopped restarting it
+    SERVICE_HOLD = "service_hold"  # a service's restarts or starts held (mass failure, dependency, no host)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,280 @@
+"""haven.toml's ``[controlplane]``: the controllers, the managed services, and how each differs from
+the catalogue.
+
+Called by haven.service.config (which reads the file) as it does haven.fencing.config; pure. Every
+mistake raises ConfigError naming the key and how to fix it.
+
+    [controlplane]
+    gate_share = 0.5                 # more than this share of a service failing its probes holds it
+    max_restarts_at_once = 1         # per service
+    pass_interval_s = 1.0
+    [[controlplane.controllers]]
+    host = "ctl-1"
+    domain = "rack-a"                # its failure domain
+    address = "10.0.0.11"            # where its replicas are probed; default: host
+    [controlplane.services.keystone]             # a table per managed service; {} keeps the catalogue's
+    [controlplane.services.nova-api]
+    min_replicas = 3
+    unit = "devstack@n-api.service"
+    hosts = ["ctl-1", "ctl-2", "ctl-3"]          # default: every controller
+    domains = ["rack-a", "rack-b"]               # default: any
+    spread = "domains"                           # or "none"
+    backend = "nova_api"                         # HAProxy backend; "" for none
+    depends_on = ["mariadb", "rabbitmq"]
+    stateful = false
+    drain_s = 2.0
+    probe = { kind = "http", port = 8774, path = "/", expect_status = [200], timeout_s = 2.0,
+              period_s = 2.0, failure_threshold = 3, startup_grace_s = 60.0 }   # or probe = "none"
+    restart = { backoff_initial_s = 1.0, backoff_factor = 2.0, backoff_max_s = 300.0,
+                crash_loop_max_restarts = 5, crash_loop_window_s = 600.0 }
+
+A service that is not in the catalogue (haven.controlplane.catalogue.CATALOGUE) needs ``unit``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from haven.controlplane.catalogue import CATALOGUE
+from haven.domain.controlplane import (
+    Backend,
+    Controller,
+    ControlPlaneSettings,
+    DomainName,
+    ProbeKind,
+    ProbeSpec,
+    RestartPolicy,
+    ServiceName,
+    ServiceSpec,
+    Spread,
+)
+from haven.domain.errors import ConfigError
+from haven.domain.ids import HostName
+
+T = TypeVar("T")
+_KINDS = {str: "a string", bool: "true or false", int: "an integer", float: "a number"}
+_SECTION_KEYS = {"gate_share", "max_restarts_at_once", "pass_interval_s", "controllers", "services"}
+_SERVICE_KEYS = {
+    "unit", "min_replicas", "hosts", "domains", "spread", "backend", "depends_on", "stateful", "drain_s",
+    "probe", "restart",
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ControlPlaneConfig:
+    settings: ControlPlaneSettings = field(default_factory=ControlPlaneSettings)
+    controllers: tuple[Controller, ...] = ()
+    services: tuple[ServiceSpec, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.controllers and self.services)
+
+
+def parse_controlplane(section: object, where: str) -> ControlPlaneConfig:
+    """``section`` is the raw ``[controlplane]`` table (None when absent: nothing is managed)."""
+    if section is None:
+        return ControlPlaneConfig()
+    where = f"{where} [controlplane]"
+    table = _mapping(section, where, "write it as a [controlplane] section")
+    _only(table, _SECTION_KEYS, where)
+    settings = _scalars(ControlPlaneSettings(), {k: v for k, v in table.items() if k in _SETTINGS}, where)
+    if not 0 < settings.gate_share <= 1:
+        raise ConfigError(f"{where}: gate_share must be in (0, 1], got {settings.gate_share!r}")
+    if settings.max_restarts_at_once < 1 or settings.pass_interval_s <= 0:
+        raise ConfigError(f"{where}: max_restarts_at_once must be >= 1 and pass_interval_s > 0")
+    controllers = _controllers(table.get("controllers", []), f"{where} controllers")
+    raw_services = _mapping(
+        table.get("services", {}), f"{where} services", "use [controlplane.services.NAME]"
+    )
+    services = tuple(_service(name, body, f"{where} services.{name}") for name, body in raw_services.items())
+    known = {s.name for s in services}
+    hosts = {c.host for c in controllers}
+    for spec in services:
+        _cross_check(spec, known, hosts, f"{where} services.{spec.name}")
+    return ControlPlaneConfig(settings, controllers, services)
+
+
+_SETTINGS = {"gate_share", "max_restarts_at_once", "pass_interval_s"}
+
+
+def _controllers(value: object, where: str) -> tuple[Controller, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: must be a list of tables", "write [[controlplane.controllers]] entries")
+    seen: set[str] = set()
+    out: list[Controller] = []
+    for i, entry in enumerate(value):
+        here = f"{where}[{i}]"
+        table = _mapping(entry, here, 'each entry is a table: host = "ctl-1", domain = "rack-a"')
+        _only(table, {"host", "domain", "address"}, here)
+        host, domain, address = table.get("host"), table.get("domain", ""), table.get("address", "")
+        if not isinstance(host, str) or not host:
+            raise ConfigError(f"{here}: host must be a non-empty string", 'e.g. host = "ctl-1"')
+        if not isinstance(domain, str):
+            raise ConfigError(f"{here}: domain must be a string, got {domain!r}", 'e.g. domain = "rack-a"')
+        if not isinstance(address, str):
+            raise ConfigError(
+                f"{here}: address must be a string, got {address!r}", 'e.g. address = "10.0.0.11"'
+            )
+        if host in seen:
+            raise ConfigError(f"{here}: host {host!r} is listed twice", "list each controller once")
+        seen.add(host)
+        out.append(Controller(HostName(host), DomainName(domain or host), address))
+    return tuple(out)
+
+
+def _service(name: str, body: object, where: str) -> ServiceSpec:
+    table = _mapping(body, where, "write it as a table, {} to keep the catalogue's defaults")
+    _only(table, _SERVICE_KEYS, where)
+    base = CATALOGUE.get(ServiceName(name))
+    if base is None:
+        if "unit" not in table:
+            raise ConfigError(
+                f"{where}: {name!r} is not in the built-in catalogue, so it needs a unit",
+                f'add unit = "{name}.service", or use one of: {", ".join(sorted(CATALOGUE))}',
+            )
+        base = ServiceSpec(ServiceName(name), "")
+    plain = {k: v for k, v in table.items() if k in {"unit", "min_replicas", "stateful", "drain_s", "spread"}}
+    spec = _scalars(base, plain, where)
+    changes: dict[str, Any] = {}
+    for key in ("hosts", "domains", "depends_on"):
+        if key in table:
+            changes[key] = _strings(table[key], f"{where}: {key}")
+    if "backend" in table:
+        backend = table["backend"]
+        if not isinstance(backend, str):
+            raise ConfigError(
+                f"{where}: backend must be a string, got {backend!r}", 'e.g. backend = "nova_api"'
+            )
+        changes["backend"] = Backend(backend) if backend else None
+    if "probe" in table:
+        changes["probe"] = _probe(table["probe"], spec.probe, f"{where} probe")
+    if "restart" in table:
+        restart = _mapping(table["restart"], f"{where} restart", "write restart = { backoff_max_s = 60.0 }")
+        changes["restart"] = _scalars(spec.restart, restart, f"{where} restart")
+        _check_restart(changes["restart"], f"{where} restart")
+    spec = dataclasses.replace(spec, **changes)
+    if not spec.unit:
+        raise ConfigError(f"{where}: unit must be a non-empty string", 'e.g. unit = "nova-api.service"')
+    if spec.min_replicas < 1:
+        raise ConfigError(f"{where}: min_replicas must be at least 1, got {spec.min_replicas}")
+    return spec
+
+
+def _probe(value: object, base: ProbeSpec | None, where: str) -> ProbeSpec | None:
+    if value == "none":
+        return None
+    table = _mapping(value, where, 'write probe = { kind = "http", port = 8774, path = "/" } or "none"')
+    keys = {f.name for f in dataclasses.fields(ProbeSpec)}
+    _only(table, keys, where)
+    if base is None or ("kind" in table and table["kind"] != base.kind.value):
+        if "kind" not in table or "port" not in table:
+            raise ConfigError(
+                f"{where}: a new probe needs kind and port", 'e.g. { kind = "tcp", port = 3306 }'
+            )
+        base = ProbeSpec(ProbeKind.TCP, 0)
+    rest = {k: v for k, v in table.items() if k != "expect_status"}
+    probe = _scalars(base, rest, where)
+    if "expect_status" in table:
+        status = table["expect_status"]
+        if not isinstance(status, list) or not status or not all(_is_status(s) for s in status):
+            raise ConfigError(
+                f"{where}: expect_status must be a list of HTTP status codes, got {status!r}",
+                "e.g. expect_status = [200, 300]",
+            )
+        probe = dataclasses.replace(probe, expect_status=tuple(status))
+    if not 0 < probe.port < 65536:
+        raise ConfigError(f"{where}: port must be between 1 and 65535, got {probe.port}")
+    if probe.timeout_s <= 0 or probe.period_s <= 0 or probe.failure_threshold < 1:
+        raise ConfigError(f"{where}: timeout_s and period_s must be > 0 and failure_threshold >= 1")
+    return probe
+
+
+def _is_status(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599
+
+
+def _check_restart(policy: RestartPolicy, where: str) -> None:
+    if policy.backoff_factor < 1:
+        raise ConfigError(f"{where}: backoff_factor must be at least 1, got {policy.backoff_factor}")
+    if policy.backoff_max_s < policy.backoff_initial_s:
+        raise ConfigError(f"{where}: backoff_max_s must not be below backoff_initial_s")
+    if policy.crash_loop_max_restarts < 1 or policy.crash_loop_window_s <= 0:
+        raise ConfigError(f"{where}: crash_loop_max_restarts must be >= 1 and crash_loop_window_s > 0")
+
+
+def _cross_check(spec: ServiceSpec, known: set[ServiceName], hosts: set[HostName], where: str) -> None:
+    for dependency in spec.depends_on:
+        if dependency not in known and dependency not in CATALOGUE:
+            raise ConfigError(
+                f"{where}: depends_on names {dependency!r}, which is no service",
+                f"use one of: {', '.join(sorted(known | set(CATALOGUE)))}",
+            )
+    unknown = sorted(set(spec.hosts) - hosts)
+    if unknown and hosts:
+        raise ConfigError(
+            f"{where}: hosts {', '.join(unknown)} are not controllers",
+            "add them as [[controlplane.controllers]] entries, or remove them from hosts",
+        )
+
+
+# ---- typed fields ----------------------------------------------------------------------------------
+
+
+def _scalars(defaults: T, table: Mapping[str, Any], where: str) -> T:
+    """``defaults`` with the keys of ``table`` replaced, each checked against the default's type."""
+    names = {f.name for f in dataclasses.fields(defaults)}  # type: ignore[arg-type]
+    _only(table, names, where)
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        expected = type(getattr(defaults, key))
+        if issubclass(expected, StrEnum):
+            choices = [m.value for m in expected]
+            if value not in choices:
+                raise ConfigError(
+                    f"{where}: {key} must be one of {', '.join(map(repr, choices))}, got {value!r}"
+                )
+            values[key] = expected(value)
+            continue
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
+            kind = _KINDS.get(expected, expected.__name__)
+            raise ConfigError(
+                f"{where}: {key} must be {kind}, got {value!r}", f"e.g. {key} = {_example(expected)}"
+            )
+        if expected in (int, float) and value < 0:
+            raise ConfigError(f"{where}: {key} must not be negative, got {value!r}")
+        values[key] = value
+    return dataclasses.replace(defaults, **values)  # type: ignore[type-var]
+
+
+def _example(kind: type) -> str:
+    return {str: '"text"', bool: "true", int: "3", float: "2.0"}.get(kind, "...")
+
+
+def _strings(value: object, where: str) -> tuple[Any, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{where} must be a list of names, got {value!r}", 'e.g. ["ctl-1", "ctl-2"]')
+    return tuple(value)
+
+
+def _mapping(value: object, where: str, hint: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: must be a table, got {value!r}", hint)
+    return dict(value)
+
+
+def _only(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}", f"known keys: {', '.join(sorted(allowed))}"
+        )
+
+
+__all__ = ["ControlPlaneConfig", "Spread", "parse_controlplane"]

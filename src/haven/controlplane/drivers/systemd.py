@@ -1,0 +1,122 @@
+"""systemd over D-Bus (dbus-fast): one host's units, read and driven through org.freedesktop.systemd1.
+
+Used by the reconciler as that host's ``Units`` port. Reads ActiveState, SubState, LoadState,
+InvocationID and ActiveEnterTimestamp of the unit, and the service's NRestarts; queues StartUnit,
+StopUnit and RestartUnit jobs (mode "replace") without waiting for them: the next pass reads the result.
+D-Bus errors are translated here: NoSuchUnit is NotFound, anything else (the bus gone, a timeout)
+a TemporaryError. The connection is opened on first use and opened again after it breaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from dbus_fast import BusType, Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
+from dbus_fast.errors import DBusError
+
+from haven.domain.controlplane import UnitActive, UnitStatus
+from haven.domain.errors import NotFound, TemporaryError
+
+_SYSTEMD = "org.freedesktop.systemd1"
+_MANAGER_PATH = "/org/freedesktop/systemd1"
+_MANAGER = "org.freedesktop.systemd1.Manager"
+_UNIT = "org.freedesktop.systemd1.Unit"
+_SERVICE = "org.freedesktop.systemd1.Service"
+_PROPERTIES = "org.freedesktop.DBus.Properties"
+
+
+class SystemdUnits:
+    """``bus_address``: a D-Bus address (``unix:path=/run/dbus/system_bus_socket``); None: the system bus."""
+
+    def __init__(self, bus_address: str | None = None, timeout_s: float = 5.0) -> None:
+        self._address = bus_address
+        self._timeout_s = timeout_s
+        self._bus: MessageBus | None = None
+
+    async def close(self) -> None:
+        if self._bus is not None:
+            self._bus.disconnect()
+            self._bus = None
+
+    async def status(self, unit: str) -> UnitStatus:
+        path = await self._unit_path(unit)
+        props = await self._get_all(path, _UNIT)
+        if props.get("LoadState") == "not-found":
+            return UnitStatus(UnitActive.INACTIVE, "dead", loaded=False)
+        n_restarts = 0
+        if unit.endswith(".service"):
+            n_restarts = int((await self._get_all(path, _SERVICE)).get("NRestarts", 0))
+        entered = int(props.get("ActiveEnterTimestamp", 0))
+        return UnitStatus(
+            active=UnitActive(str(props.get("ActiveState", "inactive"))),
+            sub_state=str(props.get("SubState", "")),
+            n_restarts=n_restarts,
+            invocation_id=bytes(props.get("InvocationID", b"")).hex(),
+            active_since=entered / 1e6 if entered else None,
+        )
+
+    async def start(self, unit: str) -> None:
+        await self._call(_MANAGER_PATH, _MANAGER, "StartUnit", "ss", [unit, "replace"])
+
+    async def stop(self, unit: str) -> None:
+        await self._call(_MANAGER_PATH, _MANAGER, "StopUnit", "ss", [unit, "replace"])
+
+    async def restart(self, unit: str) -> None:
+        await self._call(_MANAGER_PATH, _MANAGER, "RestartUnit", "ss", [unit, "replace"])
+
+    # ---- the bus ----------------------------------------------------------------------------------
+
+    async def _unit_path(self, unit: str) -> str:
+        # LoadUnit (not GetUnit) also answers for a unit that is not loaded because it is inactive.
+        reply = await self._call(_MANAGER_PATH, _MANAGER, "LoadUnit", "s", [unit])
+        return str(reply[0])
+
+    async def _get_all(self, path: str, interface: str) -> dict[str, Any]:
+        reply = await self._call(path, _PROPERTIES, "GetAll", "s", [interface])
+        values: dict[str, Variant] = reply[0]
+        return {key: variant.value for key, variant in values.items()}
+
+    async def _call(
+        self, path: str, interface: str, member: str, signature: str, body: list[Any]
+    ) -> list[Any]:
+        message = Message(
+            destination=_SYSTEMD,
+            path=path,
+            interface=interface,
+            member=member,
+            signature=signature,
+            body=body,
+        )
+        bus = await self._connected()
+        try:
+            reply = await asyncio.wait_for(bus.call(message), self._timeout_s)
+        except TimeoutError:
+            await self.close()
+            raise TemporaryError(f"systemd did not answer {member} within {self._timeout_s:g} s") from None
+        except (OSError, EOFError, DBusError) as exc:
+            await self.close()
+            raise TemporaryError(f"systemd's bus failed during {member}: {exc}") from exc
+        if reply is None:
+            raise TemporaryError(f"systemd gave no reply to {member}")
+        if reply.message_type is MessageType.ERROR:
+            error = str(reply.error_name)
+            text = reply.body[0] if reply.body else error
+            if error.endswith(".NoSuchUnit") or error.endswith(".LoadFailed"):
+                raise NotFound(f"systemd: {text}")
+            raise TemporaryError(f"systemd refused {member}: {error}: {text}")
+        return list(reply.body)
+
+    async def _connected(self) -> MessageBus:
+        if self._bus is not None and self._bus.connected:
+            return self._bus
+        bus = MessageBus(bus_address=self._address, bus_type=BusType.SYSTEM)
+        try:
+            self._bus = await asyncio.wait_for(bus.connect(), self._timeout_s)
+        except (TimeoutError, OSError, EOFError, DBusError) as exc:
+            where = self._address or "the system bus"
+            raise TemporaryError(
+                f"cannot reach systemd's D-Bus at {where}: {exc or type(exc).__name__}"
+            ) from exc
+        return self._bus

@@ -1,0 +1,272 @@
+"""The control plane's planner (pure): declared specs and one pass's observations in, actions and holds out.
+
+Called by haven.controlplane.reconciler once per pass, with a snapshot it has just read (systemd,
+HAProxy, probes) and haven's own records (restarts, members it took out, unfinished actions). Nothing
+here reads a clock or does I/O: the same snapshot always gives the same plan, so a test states a world
+and reads the plan.
+
+The rules, per service:
+1. A replica is judged from systemd's state and its probes (``health``): failed (crashed, killed),
+   unhealthy (running, probe failed ``failure_threshold`` times in a row), starting (activating, or active
+   within its start-up grace with no probe pass yet: never killed), healthy, stopped, unknown, absent.
+2. A replica that cannot serve leaves the load balancer first: drain, then maintenance once its
+   connections had ``drain_s`` (at once when its process is gone). It returns (ready) only when haven
+   took it out and its latest probe passed.
+3. A failed or unhealthy replica is restarted once out of the load balancer, after an exponential
+   back-off over its recent restarts (haven's and systemd's own); at ``crash_loop_max_restarts`` within
+   the window haven stops restarting it and holds it with an alert.
+4. Never everything at once: at most ``max_restarts_at_once`` replicas of a service are out for a
+   restart; when many fail their probes at once, haven.safety's replica gate holds them all (and keeps
+   them in the load balancer: the prober is as likely wrong as they are); a replica whose dependency
+   has no healthy replica is not restarted for its probe failures.
+5. Fewer than ``min_replicas`` replicas that run or will be restarted: stopped replicas are started on
+   allowed hosts, emptiest failure domain first (spread). Stateful services are never started elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from haven.domain.controlplane import (
+    ActionKind,
+    ControlPlanePlan,
+    ControlPlaneSettings,
+    Hold,
+    MemberAdmin,
+    PlannedAction,
+    ProbeSpec,
+    ReplicaHealth,
+    ReplicaView,
+    RestartPolicy,
+    ServiceName,
+    ServiceSpec,
+    Spread,
+    UnitActive,
+)
+from haven.domain.ids import HostName
+from haven.safety import replica_gate_reason
+
+H = ReplicaHealth
+_NEEDS_RESTART = frozenset({H.FAILED, H.UNHEALTHY})
+_CANNOT_SERVE = frozenset({H.FAILED, H.UNHEALTHY, H.STOPPED, H.UNKNOWN, H.ABSENT, H.STARTING})
+_PROCESS_GONE = frozenset({H.FAILED, H.STOPPED, H.UNKNOWN, H.ABSENT})
+_COUNTED = frozenset({H.HEALTHY, H.STARTING, H.UNHEALTHY, H.FAILED})
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    view: ReplicaView
+    health: ReplicaHealth
+    probe_ok: bool  # the latest probe since the unit became active passed (or the service has none)
+    grace_until: float | None = None  # STARTING within its grace: when the grace ends
+
+
+def health(view: ReplicaView, probe: ProbeSpec | None, now: float) -> Judged:
+    """Rule 1: one replica's verdict from its unit and its probes."""
+    unit = view.unit
+    if unit is None:
+        return Judged(view, H.UNKNOWN, False)
+    if not unit.loaded:
+        return Judged(view, H.ABSENT, False)
+    if unit.active is UnitActive.FAILED:
+        return Judged(view, H.FAILED, False)
+    if unit.active is UnitActive.INACTIVE:
+        return Judged(view, H.STOPPED, False)
+    if unit.active in (UnitActive.ACTIVATING, UnitActive.DEACTIVATING) or unit.active_since is None:
+        return Judged(view, H.STARTING, False)
+    if probe is None:
+        return Judged(view, H.HEALTHY, True)
+    since = [p for p in view.probes if p.at >= unit.active_since]
+    failures = 0
+    for result in reversed(since):
+        if result.ok:
+            break
+        failures += 1
+    latest_ok = bool(since) and since[-1].ok
+    passed = any(p.ok for p in since)
+    grace_end = unit.active_since + probe.startup_grace_s
+    if failures >= probe.failure_threshold and (passed or now >= grace_end):
+        return Judged(view, H.UNHEALTHY, False)
+    if not passed and now < grace_end:
+        return Judged(view, H.STARTING, False, grace_end)
+    return Judged(view, H.HEALTHY, latest_ok)
+
+
+def backoff_due(restarts: Sequence[float], policy: RestartPolicy) -> float | None:
+    """When the next restart may happen, given the restarts within the window (None: at once)."""
+    if not restarts:
+        return None
+    delay = policy.backoff_initial_s * policy.backoff_factor ** (len(restarts) - 1)
+    return max(restarts) + min(delay, policy.backoff_max_s)
+
+
+def recent(restarts: Iterable[float], policy: RestartPolicy, now: float) -> tuple[float, ...]:
+    return tuple(sorted(t for t in restarts if now - t < policy.crash_loop_window_s))
+
+
+@dataclass(slots=True)
+class _Pass:
+    now: float
+    settings: ControlPlaneSettings
+    actions: list[PlannedAction] = field(default_factory=list)
+    holds: list[Hold] = field(default_factory=list)
+    due: list[float] = field(default_factory=list)
+
+    def act(self, kind: ActionKind, j: Judged, reason: str) -> None:
+        self.actions.append(PlannedAction(kind, j.view.service, j.view.host, reason))
+
+    def wait(self, at: float | None) -> None:
+        if at is not None and at > self.now:
+            self.due.append(at)
+
+
+def plan(
+    specs: Sequence[ServiceSpec],
+    replicas: Sequence[ReplicaView],
+    domains: Mapping[HostName, str],
+    now: float,
+    settings: ControlPlaneSettings,
+) -> ControlPlanePlan:
+    """The actions and holds for one pass. ``replicas``: one view per (service, allowed host)."""
+    by_service: dict[ServiceName, list[ReplicaView]] = defaultdict(list)
+    for view in replicas:
+        by_service[view.service].append(view)
+    state = _Pass(now, settings)
+    judged = {
+        spec.name: [health(v, spec.probe, now) for v in sorted(by_service[spec.name], key=lambda v: v.host)]
+        for spec in specs
+    }
+    healthy = {name: sum(1 for j in js if j.health is H.HEALTHY) for name, js in judged.items()}
+    for spec in specs:
+        _service(spec, judged[spec.name], healthy, domains, state)
+    health_table = tuple((j.view.service, j.view.host, j.health) for spec in specs for j in judged[spec.name])
+    return ControlPlanePlan(
+        tuple(state.actions), tuple(state.holds), health_table, min(state.due, default=None)
+    )
+
+
+def _service(
+    spec: ServiceSpec,
+    judged: list[Judged],
+    healthy: Mapping[ServiceName, int],
+    domains: Mapping[HostName, str],
+    state: _Pass,
+) -> None:
+    running = [j for j in judged if j.health in (H.HEALTHY, H.UNHEALTHY)]
+    unhealthy = [j for j in judged if j.health is H.UNHEALTHY]
+    gate = replica_gate_reason(spec.name, len(unhealthy), len(running), state.settings)
+    if gate:
+        state.holds.append(Hold(spec.name, None, "mass_failure", gate))
+    down_deps = [d for d in spec.depends_on if d in healthy and healthy[d] == 0]
+    if down_deps and unhealthy:
+        reason = (
+            f"{spec.name} fails its probes while {', '.join(down_deps)} has no healthy replica: "
+            "its replicas are not restarted for that"
+        )
+        state.holds.append(Hold(spec.name, None, "dependency", reason))
+    out_for_restart = sum(1 for j in judged if j.view.busy or (j.health is H.STARTING and j.view.held_out))
+    budget = state.settings.max_restarts_at_once - out_for_restart
+    for j in sorted(judged, key=lambda j: (j.health is not H.FAILED, j.view.host)):
+        if j.view.busy:
+            continue  # an unfinished action: the reconciler finishes it first
+        if j.health is H.UNHEALTHY and gate:
+            continue  # rule 4: held, and left in the load balancer
+        if not _membership(spec, j, state):
+            continue  # still leaving the load balancer
+        if j.health in _NEEDS_RESTART and budget > 0 and _restart(spec, j, bool(down_deps), state):
+            budget -= 1
+        if j.health is H.STARTING:
+            state.wait(j.grace_until)
+    if not spec.stateful:
+        _fill(spec, judged, domains, state)
+
+
+def _membership(spec: ServiceSpec, j: Judged, state: _Pass) -> bool:
+    """Rule 2; True when the replica is out of the load balancer (or has no member) for a restart."""
+    member = j.view.member
+    if spec.backend is None or member is None:
+        return True
+    if j.health in _CANNOT_SERVE:
+        if member.admin is MemberAdmin.READY:
+            state.act(ActionKind.DRAIN, j, f"{j.health.value}: out of backend {spec.backend.name} (drain)")
+            return False
+        if member.admin is MemberAdmin.DRAIN:
+            drained_at = j.view.drained_at if j.view.drained_at is not None else state.now
+            due = drained_at + spec.drain_s
+            if j.health in _PROCESS_GONE or member.sessions == 0 or state.now >= due:
+                state.act(ActionKind.MAINT, j, f"{j.health.value}: drained, now in maintenance")
+            else:
+                state.wait(due)
+            return False
+        return True
+    if j.view.held_out and j.probe_ok and member.admin is not MemberAdmin.READY:
+        state.act(ActionKind.READY, j, f"probe passed: back into backend {spec.backend.name}")
+    return True
+
+
+def _restart(spec: ServiceSpec, j: Judged, dependency_down: bool, state: _Pass) -> bool:
+    """Rule 3; True when a restart was planned."""
+    if j.health is H.UNHEALTHY and dependency_down:
+        return False
+    policy = spec.restart
+    restarts = recent(j.view.restarts, policy, state.now)
+    if len(restarts) >= policy.crash_loop_max_restarts:
+        reason = (
+            f"{spec.name} on {j.view.host} was restarted {len(restarts)} times within "
+            f"{policy.crash_loop_window_s:g} s and is still {j.health.value}: haven stops restarting it "
+            "(crash loop); fix it and restart it by hand, or wait for the window to pass"
+        )
+        state.holds.append(Hold(spec.name, j.view.host, "crash_loop", reason))
+        state.wait(restarts[0] + policy.crash_loop_window_s)
+        return False
+    due = backoff_due(restarts, policy)
+    if due is not None and state.now < due:
+        state.wait(due)
+        return False
+    why = "unit failed" if j.health is H.FAILED else "probe failing"
+    state.act(ActionKind.RESTART, j, f"{why}; restart {len(restarts) + 1} within the window")
+    return True
+
+
+def _fill(spec: ServiceSpec, judged: list[Judged], domains: Mapping[HostName, str], state: _Pass) -> None:
+    """Rule 5: start stopped replicas until min_replicas, emptiest failure domain first."""
+    counted = [j for j in judged if j.health in _COUNTED and not _crash_looped(spec, j, state.now)]
+    missing = spec.min_replicas - len(counted)
+    if missing <= 0:
+        return
+    per_domain: dict[str, int] = defaultdict(int)
+    for j in counted:
+        per_domain[domains.get(j.view.host, j.view.host)] += 1
+    candidates = [j for j in judged if j.health is H.STOPPED and not j.view.busy]
+    started = 0
+    while started < missing and candidates:
+        if spec.spread is Spread.DOMAINS:
+            candidates.sort(key=lambda j: (per_domain[domains.get(j.view.host, j.view.host)], j.view.host))
+        chosen = candidates.pop(0)
+        domain = domains.get(chosen.view.host, chosen.view.host)
+        if _out(spec, chosen):  # else its member leaves the load balancer first (rule 2): a later pass
+            state.act(
+                ActionKind.START,
+                chosen,
+                f"{len(counted) + started} of {spec.min_replicas} replicas: start one in domain {domain}",
+            )
+        per_domain[domain] += 1
+        started += 1
+    if started < missing:
+        reason = (
+            f"{spec.name} has {len(counted) + started} of its {spec.min_replicas} replicas and no allowed "
+            "host left to start one on"
+        )
+        state.holds.append(Hold(spec.name, None, "no_host", reason))
+
+
+def _out(spec: ServiceSpec, j: Judged) -> bool:
+    member = j.view.member
+    return spec.backend is None or member is None or member.admin is MemberAdmin.MAINT
+
+
+def _crash_looped(spec: ServiceSpec, j: Judged, now: float) -> bool:
+    restarts = recent(j.view.restarts, spec.restart, now)
+    return j.health in _NEEDS_RESTART and len(restarts) >= spec.restart.crash_loop_max_restarts

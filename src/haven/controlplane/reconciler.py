@@ -1,0 +1,304 @@
+"""The control-plane reconciler: observe, plan (pure), act through persisted idempotent actions.
+
+Owned by the service layer (a leader-only runnable under its TaskGroup) or driven pass by pass by tests.
+Each pass:
+1. finishes any action a previous pass or engine left ``issued`` (its handler re-reads the world first,
+   so an effect that already happened is not made twice);
+2. reads every replica's unit (systemd), the load balancer's members (HAProxy) and runs the probes that
+   are due, and notes restarts systemd made by itself (NRestarts went up) as history;
+3. asks haven.controlplane.planner for the plan, commits each action's intent (``issued``, with what proves
+   its effect: the unit's InvocationID before a restart) before the effect, and its outcome after;
+4. raises one alert per hold (crash loop, mass failure, dependency, no host) and clears those that ended.
+One action's failure, expected or not, fails that action only: the next pass plans again from the world.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from haven.controlplane.config import ControlPlaneConfig
+from haven.controlplane.planner import plan
+from haven.controlplane.ports import Balancer, Prober, Units
+from haven.domain.clock import Clock
+from haven.domain.controlplane import (
+    ActionDetail,
+    ActionKind,
+    ActionRecord,
+    ActionState,
+    ControlPlanePlan,
+    DomainName,
+    Hold,
+    MemberAdmin,
+    MemberStatus,
+    PlannedAction,
+    ProbeResult,
+    ReplicaView,
+    ServiceName,
+    ServiceSpec,
+    UnitActive,
+    UnitStatus,
+)
+from haven.domain.errors import Conflict, HavenError, NotFound
+from haven.domain.ids import HostName
+from haven.domain.incidents import Alert, AlertKind
+from haven.store import Store
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Key = tuple[ServiceName, HostName]
+_LB_KINDS = (ActionKind.DRAIN, ActionKind.MAINT, ActionKind.READY, ActionKind.START)
+_ADMIN = {
+    ActionKind.DRAIN: MemberAdmin.DRAIN,
+    ActionKind.MAINT: MemberAdmin.MAINT,
+    ActionKind.READY: MemberAdmin.READY,
+}
+_RUNNING = (UnitActive.ACTIVE, UnitActive.RELOADING, UnitActive.ACTIVATING)
+_HOLD_ALERTS = (AlertKind.REPLICA_CRASH_LOOP, AlertKind.SERVICE_HOLD)
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    units: Mapping[Key, UnitStatus | None]
+    members: Mapping[tuple[str, str], MemberStatus] | None  # None: the load balancer could not be read
+
+
+class Reconciler:
+    def __init__(
+        self,
+        config: ControlPlaneConfig,
+        units: Mapping[HostName, Units],
+        balancer: Balancer | None,
+        prober: Prober,
+        store: Store,
+        clock: Clock,
+        leader_epoch: Callable[[], int | None] | None = None,
+    ) -> None:
+        """``units``: each controller's systemd; ``leader_epoch`` None: one engine alone, unfenced."""
+        self._config, self._units, self._balancer, self._prober = config, units, balancer, prober
+        self._store, self._clock, self._leader_epoch = store, clock, leader_epoch
+        self._specs = {s.name: s for s in config.services}
+        self._domains = {c.host: c.domain for c in config.controllers}
+        self._address = {c.host: c.address or c.host for c in config.controllers}
+        self._replicas = [(spec, host) for spec in config.services for host in self._hosts_of(spec)]
+        self._probes: dict[Key, collections.deque[ProbeResult]] = {}
+        self._n_restarts: dict[Key, int] = {}
+        self._window = max((s.restart.crash_loop_window_s for s in config.services), default=600.0)
+
+    def _hosts_of(self, spec: ServiceSpec) -> list[HostName]:
+        hosts = spec.hosts or tuple(c.host for c in self._config.controllers)
+        return [h for h in hosts if not spec.domains or self._domains.get(h) in spec.domains]
+
+    # ---- the loop --------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Pass after pass until cancelled (by the TaskGroup that owns it)."""
+        interval = self._config.settings.pass_interval_s
+        while True:
+            started = self._clock.now()
+            try:
+                result = await self.run_pass()
+                due = min(started + interval, result.recheck_at or started + interval)
+            except HavenError as exc:  # the store unreachable: try again next pass
+                log.warning("control-plane pass failed: %s", exc)
+                due = started + interval
+            await self._clock.sleep_until(max(due, self._clock.now() + 0.05))
+
+    async def run_pass(self) -> ControlPlanePlan:
+        epoch = self._epoch()
+        acting = self._leader_epoch is None or epoch is not None
+        now = self._clock.now()
+        if acting:
+            for record in await self._db(self._store.unfinished_actions):
+                await self._finish(record, epoch)
+        observed = await self._observe()
+        await self._probe_due(observed)
+        if acting:
+            await self._note_systemd_restarts(observed, now, epoch)
+        views = await self._views(observed, now)
+        result = plan(list(self._specs.values()), views, self._domains, now, self._config.settings)
+        if acting:
+            for action in result.actions:
+                await self._act(action, observed, epoch)
+            await self._alerts(result.holds, now, epoch)
+        return result
+
+    def _epoch(self) -> int | None:
+        return None if self._leader_epoch is None else self._leader_epoch()
+
+    async def _db(self, call: Callable[..., T], *args: object, **kw: object) -> T:
+        return await asyncio.to_thread(call, *args, **kw)
+
+    # ---- observe ---------------------------------------------------------------------------------
+
+    async def _observe(self) -> Observed:
+        keys = [(spec.name, host) for spec, host in self._replicas]
+        statuses = await asyncio.gather(*(self._status(spec.unit, host) for spec, host in self._replicas))
+        members: Mapping[tuple[str, str], MemberStatus] | None = {}
+        if self._balancer is not None:
+            try:
+                members = await self._balancer.members()
+            except HavenError as exc:
+                log.warning("load balancer unreadable, its services wait: %s", exc)
+                members = None
+        return Observed(dict(zip(keys, statuses, strict=True)), members)
+
+    async def _status(self, unit: str, host: HostName) -> UnitStatus | None:
+        units = self._units.get(host)
+        if units is None:
+            return None
+        try:
+            return await units.status(unit)
+        except NotFound:
+            return UnitStatus(UnitActive.INACTIVE, "dead", loaded=False)
+        except HavenError as exc:
+            log.info("systemd on %s unreadable: %s", host, exc)
+            return None
+
+    async def _probe_due(self, observed: Observed) -> None:
+        due: list[tuple[Key, Awaitable[ProbeResult]]] = []
+        now = self._clock.now()
+        for spec, host in self._replicas:
+            status = observed.units.get((spec.name, host))
+            if spec.probe is None or status is None or status.active not in _RUNNING:
+                continue
+            log_ = self._probes.setdefault(
+                (spec.name, host), collections.deque(maxlen=spec.probe.failure_threshold + 5)
+            )
+            if log_ and now - log_[-1].at < spec.probe.period_s:
+                continue
+            due.append(((spec.name, host), self._prober.probe(self._address.get(host, host), spec.probe)))
+        results = await asyncio.gather(*(call for _, call in due))
+        for (key, _), result in zip(due, results, strict=True):
+            self._probes[key].append(result)
+
+    async def _note_systemd_restarts(self, observed: Observed, now: float, epoch: int | None) -> None:
+        """systemd's own restarts (Restart=) count towards the back-off and the crash-loop limit."""
+        for key, status in observed.units.items():
+            if status is None or not status.loaded:
+                continue
+            before = self._n_restarts.get(key)
+            self._n_restarts[key] = status.n_restarts
+            if before is None or status.n_restarts <= before:
+                continue  # first sight, or NRestarts reset by a start by hand
+            record = ActionRecord(
+                str(uuid.uuid4()), ActionKind.SEEN_RESTART, key[0], key[1], ActionState.DONE,
+                f"systemd restarted the unit by itself (NRestarts {before} -> {status.n_restarts})",
+                ActionDetail(n_restarts=status.n_restarts), now, finished_at=now,
+            )  # fmt: skip
+            await self._db(self._store.issue_action, record, epoch=epoch)
+
+    async def _views(self, observed: Observed, now: float) -> list[ReplicaView]:
+        history = await self._db(self._store.actions_since, now - self._window)
+        latest_lb = {(a.service, a.host): a for a in await self._db(self._store.latest_actions, _LB_KINDS)}
+        restarts: dict[Key, list[float]] = collections.defaultdict(list)
+        busy: set[Key] = set()
+        for a in history:
+            if a.kind in (ActionKind.RESTART, ActionKind.SEEN_RESTART):
+                restarts[(a.service, a.host)].append(a.created_at)
+        for a in await self._db(self._store.unfinished_actions):
+            busy.add((a.service, a.host))
+        views = []
+        for spec, host in self._replicas:
+            key = (spec.name, host)
+            member: MemberStatus | None = None
+            lb_unknown = spec.backend is not None and observed.members is None
+            if spec.backend is not None and observed.members is not None:
+                member = observed.members.get((spec.backend.name, host))
+            lb = latest_lb.get(key)
+            views.append(
+                ReplicaView(
+                    service=spec.name,
+                    host=host,
+                    domain=self._domains.get(host, DomainName(host)),
+                    unit=observed.units.get(key),
+                    probes=tuple(self._probes.get(key, ())),
+                    member=member,
+                    restarts=tuple(restarts[key]),
+                    held_out=lb is not None and lb.kind is not ActionKind.READY,
+                    drained_at=lb.created_at if lb is not None and lb.kind is ActionKind.DRAIN else None,
+                    busy=key in busy or lb_unknown,
+                )
+            )
+        return views
+
+    # ---- act ---------------------------------------------------------------------------------------
+
+    async def _act(self, action: PlannedAction, observed: Observed, epoch: int | None) -> None:
+        spec = self._specs[action.service]
+        status = observed.units.get((action.service, action.host))
+        detail = ActionDetail(
+            invocation_id=status.invocation_id if status is not None else "",
+            backend=spec.backend.name if spec.backend is not None else "",
+        )
+        record = ActionRecord(
+            str(uuid.uuid4()), action.kind, action.service, action.host, ActionState.ISSUED, action.reason,
+            detail, self._clock.now(),
+        )  # fmt: skip
+        try:
+            await self._db(self._store.issue_action, record, epoch=epoch)
+        except Conflict:
+            return  # another pass or engine has an unfinished action on this replica
+        await self._finish(record, epoch)
+
+    async def _finish(self, record: ActionRecord, epoch: int | None) -> None:
+        """Make (or confirm) the effect of an issued action, then commit its outcome."""
+        state, error = ActionState.DONE, ""
+        try:
+            await self._effect(record)
+        except HavenError as exc:
+            state, error = ActionState.FAILED, str(exc)
+            log.warning("%s of %s on %s failed: %s", record.kind.value, record.service, record.host, exc)
+        except Exception as exc:  # a bug: this action fails, never the reconciler
+            state, error = ActionState.FAILED, f"unexpected error: {type(exc).__name__}: {exc}"
+            log.exception("%s of %s on %s", record.kind.value, record.service, record.host)
+        await self._db(self._store.finish_action, record.id, state, self._clock.now(), error, epoch=epoch)
+
+    async def _effect(self, record: ActionRecord) -> None:
+        spec = self._specs.get(record.service)
+        if spec is None:
+            raise NotFound(f"{record.service} is no longer a managed service")
+        if record.kind in _ADMIN:
+            if self._balancer is None or not record.detail.backend:
+                raise NotFound(f"{record.service} has no load balancer to act on")
+            await self._balancer.set_member(record.detail.backend, record.host, _ADMIN[record.kind])
+            return
+        units = self._units.get(record.host)
+        if units is None:
+            raise NotFound(f"no systemd is known for {record.host}")
+        now = await units.status(spec.unit)  # re-read: the effect may already have happened
+        if record.kind is ActionKind.RESTART:
+            moved = record.detail.invocation_id and now.invocation_id != record.detail.invocation_id
+            if not moved and now.active not in (UnitActive.ACTIVATING, UnitActive.DEACTIVATING):
+                await units.restart(spec.unit)
+        elif record.kind is ActionKind.START and now.active not in _RUNNING:
+            await units.start(spec.unit)
+
+    async def _alerts(self, holds: tuple[Hold, ...], now: float, epoch: int | None) -> None:
+        wanted: dict[tuple[AlertKind, str], str] = {}
+        for hold in holds:
+            kind = AlertKind.REPLICA_CRASH_LOOP if hold.kind == "crash_loop" else AlertKind.SERVICE_HOLD
+            subject = f"{hold.service}@{hold.host}" if hold.host else hold.service
+            wanted.setdefault((kind, subject), hold.reason)
+        active = await self._db(self._store.list_alerts)
+        for alert in active:
+            if (
+                alert.kind in _HOLD_ALERTS
+                and alert.host is not None
+                and (alert.kind, alert.host) not in wanted
+            ):
+                await self._db(
+                    self._store.clear_alerts, now=now, kind=alert.kind, host=alert.host, epoch=epoch
+                )
+        raised = {(a.kind, a.host) for a in active}
+        for (kind, subject), reason in wanted.items():
+            if (kind, subject) not in raised:
+                log.warning("%s", reason)
+                alert = Alert(str(uuid.uuid4()), kind, reason, now, host=HostName(subject))
+                await self._db(self._store.raise_alert, alert, epoch=epoch)

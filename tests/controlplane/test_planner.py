@@ -1,0 +1,289 @@
+"""haven.controlplane.planner, rule by rule, then as properties over random worlds (pure: no I/O)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from haven.controlplane.planner import backoff_due, health, plan
+from haven.domain.controlplane import (
+    ActionKind,
+    Backend,
+    ControlPlaneSettings,
+    MemberAdmin,
+    MemberStatus,
+    ProbeKind,
+    ProbeResult,
+    ProbeSpec,
+    ReplicaHealth,
+    ReplicaView,
+    RestartPolicy,
+    ServiceName,
+    ServiceSpec,
+    UnitActive,
+    UnitStatus,
+)
+from haven.domain.ids import HostName
+
+NOW = 10_000.0
+SETTINGS = ControlPlaneSettings()
+PROBE = ProbeSpec(ProbeKind.HTTP, 8774, "/", failure_threshold=3, startup_grace_s=60.0)
+API = ServiceSpec(ServiceName("nova-api"), "nova-api.service", 2, probe=PROBE, backend=Backend("nova_api"))
+HOSTS = [HostName(f"ctl-{i}") for i in range(1, 5)]
+DOMAINS = {HostName("ctl-1"): "a", HostName("ctl-2"): "a", HostName("ctl-3"): "b", HostName("ctl-4"): "c"}
+
+ACTIVE = UnitStatus(UnitActive.ACTIVE, "running", active_since=NOW - 3600)
+FAILED = UnitStatus(UnitActive.FAILED, "failed")
+STOPPED = UnitStatus(UnitActive.INACTIVE, "dead")
+READY = MemberStatus(MemberAdmin.READY, "up")
+MAINT = MemberStatus(MemberAdmin.MAINT, "down")
+PASSING = (ProbeResult(True, NOW - 1),)
+FAILING = tuple(ProbeResult(False, NOW - i) for i in (3, 2, 1))
+
+
+def replica(host: str = "ctl-1", unit: UnitStatus | None = ACTIVE, **kw: object) -> ReplicaView:
+    base = ReplicaView(ServiceName("nova-api"), HostName(host), DOMAINS[HostName(host)], unit)
+    defaults: dict[str, object] = {"probes": PASSING, "member": READY}
+    defaults.update(kw)
+    return dataclasses.replace(base, **defaults)  # type: ignore[arg-type]
+
+
+def kinds(views: list[ReplicaView], spec: ServiceSpec = API, now: float = NOW) -> list[tuple[str, str]]:
+    p = plan([spec], views, DOMAINS, now, SETTINGS)
+    return [(a.kind.value, a.host) for a in p.actions]
+
+
+# ---- rule 1: health ------------------------------------------------------------------------------
+
+
+def test_a_slow_start_is_starting_not_unhealthy_within_its_grace() -> None:
+    fresh = dataclasses.replace(ACTIVE, active_since=NOW - 30)
+    view = replica(unit=fresh, probes=tuple(ProbeResult(False, NOW - i) for i in range(20, 0, -1)))
+    assert health(view, PROBE, NOW).health is ReplicaHealth.STARTING
+    assert kinds([view, replica("ctl-3")]) == [("drain", "ctl-1")]  # out of the LB, never restarted
+
+
+def test_after_the_grace_without_a_pass_the_failures_count() -> None:
+    late = dataclasses.replace(ACTIVE, active_since=NOW - 61)
+    assert health(replica(unit=late, probes=FAILING), PROBE, NOW).health is ReplicaHealth.UNHEALTHY
+
+
+def test_after_a_first_pass_failures_count_at_once() -> None:
+    fresh = dataclasses.replace(ACTIVE, active_since=NOW - 10)
+    probes = (ProbeResult(True, NOW - 8), *FAILING)
+    assert health(replica(unit=fresh, probes=probes), PROBE, NOW).health is ReplicaHealth.UNHEALTHY
+
+
+def test_probes_from_before_the_unit_started_do_not_count() -> None:
+    fresh = dataclasses.replace(ACTIVE, active_since=NOW - 0.5)
+    assert health(replica(unit=fresh, probes=FAILING), PROBE, NOW).health is ReplicaHealth.STARTING
+
+
+def test_fewer_failures_than_the_threshold_stay_healthy_but_not_ready_evidence() -> None:
+    judged = health(replica(probes=(ProbeResult(True, NOW - 3), ProbeResult(False, NOW - 1))), PROBE, NOW)
+    assert judged.health is ReplicaHealth.HEALTHY and not judged.probe_ok
+
+
+# ---- rule 2: the load balancer first -------------------------------------------------------------
+
+
+def test_a_failed_unit_is_drained_then_put_in_maintenance_then_restarted() -> None:
+    others = [replica("ctl-3")]
+    assert kinds([replica(unit=FAILED), *others]) == [("drain", "ctl-1")]
+    drained = replica(unit=FAILED, member=MemberStatus(MemberAdmin.DRAIN, "down"), drained_at=NOW)
+    assert kinds([drained, *others]) == [("maint", "ctl-1")]  # process gone: no wait for drain_s
+    assert kinds([replica(unit=FAILED, member=MAINT, held_out=True), *others]) == [("restart", "ctl-1")]
+
+
+def test_a_hung_replica_keeps_its_connections_for_drain_s() -> None:
+    draining = MemberStatus(MemberAdmin.DRAIN, "up", sessions=4)
+    hung = replica(probes=FAILING, member=draining, drained_at=NOW - 1, held_out=True)
+    p = plan([API], [hung, replica("ctl-3")], DOMAINS, NOW, SETTINGS)
+    assert p.actions == () and p.recheck_at == NOW - 1 + API.drain_s
+    later = plan([API], [hung, replica("ctl-3")], DOMAINS, NOW + 1.5, SETTINGS)
+    assert [a.kind for a in later.actions] == [ActionKind.MAINT]
+
+
+def test_returned_only_when_haven_took_it_out_and_its_probe_passed() -> None:
+    assert kinds([replica(member=MAINT, held_out=True), replica("ctl-3")]) == [("ready", "ctl-1")]
+    assert kinds([replica(member=MAINT, held_out=False), replica("ctl-3")]) == []  # an operator's
+    started = dataclasses.replace(ACTIVE, active_since=NOW - 5)
+    not_yet = replica(unit=started, member=MAINT, held_out=True, probes=(ProbeResult(False, NOW - 1),))
+    assert kinds([not_yet, replica("ctl-3")]) == []
+
+
+def test_no_backend_means_restart_at_once() -> None:
+    bare = dataclasses.replace(API, backend=None)
+    assert kinds([replica(unit=FAILED, member=None), replica("ctl-3")], bare) == [("restart", "ctl-1")]
+
+
+# ---- rule 3: back-off and crash loops -----------------------------------------------------------
+
+
+def test_exponential_backoff() -> None:
+    policy = RestartPolicy(backoff_initial_s=1, backoff_factor=2, backoff_max_s=10)
+    assert backoff_due([], policy) is None
+    assert [backoff_due([0.0] * n, policy) for n in (1, 2, 3, 4, 5, 6)] == [1, 2, 4, 8, 10, 10]
+
+
+def test_a_restart_waits_for_its_backoff() -> None:
+    # Two restarts in the window: the third waits 1 s * 2**1 after the last one.
+    out = replica(unit=FAILED, member=MAINT, held_out=True, restarts=(NOW - 10, NOW - 1))
+    p = plan([API], [out, replica("ctl-3")], DOMAINS, NOW, SETTINGS)
+    assert p.actions == () and p.recheck_at == NOW + 1
+    later = plan([API], [out, replica("ctl-3")], DOMAINS, NOW + 1, SETTINGS)
+    assert [a.kind for a in later.actions] == [ActionKind.RESTART]
+
+
+def test_a_crash_loop_stops_restarts_and_holds_with_a_reason() -> None:
+    restarts = tuple(NOW - 100 + 10 * i for i in range(5))
+    looping = replica(unit=FAILED, member=MAINT, held_out=True, restarts=restarts)
+    p = plan(
+        [API],
+        [looping, replica("ctl-3"), replica("ctl-4", unit=STOPPED, member=MAINT)],
+        DOMAINS,
+        NOW,
+        SETTINGS,
+    )
+    assert [(h.kind, h.host) for h in p.holds] == [("crash_loop", "ctl-1")]
+    assert "5 times" in p.holds[0].reason
+    # It no longer counts towards min_replicas: a stopped replica elsewhere is started instead.
+    assert [(a.kind, a.host) for a in p.actions] == [(ActionKind.START, "ctl-4")]
+    # Once the window has passed, haven tries again.
+    later = plan([API], [looping], DOMAINS, NOW + 600, SETTINGS)
+    assert ActionKind.RESTART in [a.kind for a in later.actions]
+
+
+# ---- rule 4: never everything at once ------------------------------------------------------------
+
+
+def test_many_probe_failures_at_once_hold_the_service_and_keep_it_in_the_lb() -> None:
+    views = [replica(h, probes=FAILING) for h in ("ctl-1", "ctl-3", "ctl-4")]
+    p = plan([API], views, DOMAINS, NOW, SETTINGS)
+    assert p.actions == ()
+    assert [h.kind for h in p.holds] == ["mass_failure"] and "3 of the 3 replicas" in p.holds[0].reason
+
+
+def test_failed_units_restart_one_at_a_time() -> None:
+    views = [replica(h, unit=FAILED, member=MAINT, held_out=True) for h in ("ctl-1", "ctl-3", "ctl-4")]
+    assert kinds(views) == [("restart", "ctl-1")]
+    restarting = dataclasses.replace(views[0], busy=True)
+    assert kinds([restarting, *views[1:]]) == []
+
+
+def test_a_dependency_without_a_healthy_replica_holds_probe_failure_restarts() -> None:
+    db = ServiceSpec(ServiceName("mariadb"), "mariadb.service", 1, stateful=True)
+    api = dataclasses.replace(API, depends_on=(ServiceName("mariadb"),))
+    db_view = ReplicaView(ServiceName("mariadb"), HostName("ctl-1"), "a", FAILED)
+    hung = replica(probes=FAILING, member=MAINT, held_out=True)
+    p = plan([db, api], [db_view, hung, replica("ctl-3")], DOMAINS, NOW, SETTINGS)
+    assert [(a.kind, a.service) for a in p.actions] == [(ActionKind.RESTART, "mariadb")]
+    assert any(h.kind == "dependency" and "mariadb" in h.reason for h in p.holds)
+
+
+# ---- rule 5: missing replicas and spread --------------------------------------------------------
+
+
+def test_missing_replicas_start_in_the_emptiest_domain() -> None:
+    views = [replica("ctl-1"), replica("ctl-2", unit=STOPPED, member=MAINT), replica("ctl-3", unit=STOPPED)]
+    three = dataclasses.replace(API, min_replicas=3)
+    # ctl-3 (domain b, empty) is chosen over ctl-2 (domain a, beside ctl-1); its stale member leaves the
+    # load balancer first, and it is started on the next pass.
+    assert kinds(views) == [("drain", "ctl-3")]
+    views[2] = replica("ctl-3", unit=STOPPED, member=MAINT)
+    assert kinds(views) == [("start", "ctl-3")]
+    assert kinds(views, three) == [("start", "ctl-3"), ("start", "ctl-2")]
+
+
+def test_a_stateful_service_is_never_started_elsewhere() -> None:
+    db = dataclasses.replace(API, stateful=True, min_replicas=3)
+    assert kinds([replica("ctl-1"), replica("ctl-3", unit=STOPPED, member=MAINT)], db) == []
+
+
+def test_an_unreachable_host_does_not_count() -> None:
+    views = [
+        replica("ctl-1"),
+        replica("ctl-2", unit=None, member=MAINT),
+        replica("ctl-3", unit=STOPPED, member=MAINT),
+    ]
+    assert kinds(views) == [("start", "ctl-3")]
+
+
+def test_no_host_left_is_a_hold() -> None:
+    p = plan([dataclasses.replace(API, min_replicas=3)], [replica("ctl-1")], DOMAINS, NOW, SETTINGS)
+    assert [h.kind for h in p.holds] == ["no_host"]
+
+
+# ---- properties --------------------------------------------------------------------------------
+
+units = st.sampled_from([ACTIVE, FAILED, STOPPED, None, dataclasses.replace(ACTIVE, active_since=NOW - 5)])
+members = st.sampled_from(
+    [READY, MAINT, MemberStatus(MemberAdmin.DRAIN, "up", 2), MemberStatus(MemberAdmin.DRAIN, "down"), None]
+)
+probe_sets = st.sampled_from(
+    [(), PASSING, FAILING, (ProbeResult(True, NOW - 4), ProbeResult(False, NOW - 1))]
+)
+restart_sets = st.lists(st.floats(NOW - 900, NOW), max_size=7).map(tuple)
+
+
+@st.composite
+def worlds(draw: st.DrawFn) -> list[ReplicaView]:
+    views = []
+    for host in HOSTS:
+        views.append(
+            replica(
+                host,
+                unit=draw(units),
+                member=draw(members),
+                probes=draw(probe_sets),
+                restarts=draw(restart_sets),
+                held_out=draw(st.booleans()),
+                busy=draw(st.booleans()),
+                drained_at=NOW - draw(st.floats(0, 5)),
+            )
+        )
+    return views
+
+
+@settings(max_examples=400, deadline=None)
+@given(worlds(), st.integers(1, 4))
+def test_properties_of_every_plan(views: list[ReplicaView], min_replicas: int) -> None:
+    spec = dataclasses.replace(API, min_replicas=min_replicas)
+    p = plan([spec], views, DOMAINS, NOW, SETTINGS)
+    by_host = {v.host: v for v in views}
+    restarts = [a for a in p.actions if a.kind is ActionKind.RESTART]
+    assert len(restarts) <= SETTINGS.max_restarts_at_once
+    assert len({a.host for a in p.actions}) == len(p.actions)  # one action per replica per pass
+    for action in p.actions:
+        view = by_host[action.host]
+        judged = health(view, PROBE, NOW)
+        assert not view.busy  # an unfinished action is finished before anything else
+        if action.kind is ActionKind.RESTART:
+            # never restarted while in the load balancer, never while starting, never in a crash loop
+            assert view.member is None or view.member.admin is MemberAdmin.MAINT
+            assert judged.health in (ReplicaHealth.FAILED, ReplicaHealth.UNHEALTHY)
+            recent = [t for t in view.restarts if NOW - t < spec.restart.crash_loop_window_s]
+            assert len(recent) < spec.restart.crash_loop_max_restarts
+            due = backoff_due(recent, spec.restart)
+            assert due is None or due <= NOW
+        if action.kind is ActionKind.READY:
+            assert view.held_out and judged.probe_ok
+        if action.kind is ActionKind.START:
+            assert judged.health is ReplicaHealth.STOPPED
+    if p.recheck_at is not None:
+        assert p.recheck_at > NOW
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["fail", "hang", "ok"]), min_size=2, max_size=4))
+def test_never_every_replica_restarted_or_taken_out_at_once(states: list[str]) -> None:
+    views = []
+    for host, s in zip(HOSTS, states, strict=False):
+        unit = FAILED if s == "fail" else ACTIVE
+        views.append(
+            replica(host, unit=unit, probes=FAILING if s == "hang" else PASSING, member=MAINT, held_out=True)
+        )
+    p = plan([API], views, DOMAINS, NOW, SETTINGS)
+    assert sum(1 for a in p.actions if a.kind is ActionKind.RESTART) <= 1

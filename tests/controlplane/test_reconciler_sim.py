@@ -1,0 +1,176 @@
+"""The reconciler on simulated drivers in virtual time: judged from the simulated world's own state."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from haven.controlplane.config import ControlPlaneConfig
+from haven.controlplane.drivers.sim import SimBalancer, SimProber, SimUnit, SimUnits
+from haven.controlplane.reconciler import Reconciler
+from haven.domain.clock import VirtualClock
+from haven.domain.controlplane import (
+    ActionDetail,
+    ActionKind,
+    ActionRecord,
+    ActionState,
+    Backend,
+    Controller,
+    ControlPlaneSettings,
+    DomainName,
+    MemberAdmin,
+    ProbeKind,
+    ProbeSpec,
+    RestartPolicy,
+    ServiceName,
+    ServiceSpec,
+    UnitActive,
+)
+from haven.domain.ids import HostName
+from haven.domain.incidents import AlertKind
+from haven.store import Store
+
+API = ServiceSpec(
+    ServiceName("nova-api"),
+    "nova-api.service",
+    2,
+    probe=ProbeSpec(ProbeKind.HTTP, 8774, period_s=1.0, failure_threshold=2, startup_grace_s=30.0),
+    backend=Backend("nova_api"),
+    restart=RestartPolicy(
+        backoff_initial_s=2.0, backoff_factor=2.0, backoff_max_s=60.0, crash_loop_max_restarts=4
+    ),
+)
+HOSTS = [HostName("ctl-1"), HostName("ctl-2"), HostName("ctl-3")]
+CONFIG = ControlPlaneConfig(
+    ControlPlaneSettings(pass_interval_s=0.5),
+    tuple(Controller(h, DomainName(f"rack-{h[-1]}")) for h in HOSTS),
+    (API,),
+)
+
+
+class World:
+    def __init__(
+        self, store: Store, running: tuple[HostName, ...] = (HostName("ctl-1"), HostName("ctl-2"))
+    ) -> None:
+        self.clock = VirtualClock()
+        self.hosts = {
+            h: SimUnits(
+                self.clock.now,
+                {
+                    "nova-api.service": SimUnit(
+                        UnitActive.ACTIVE if h in running else UnitActive.INACTIVE, 0.0
+                    )
+                },
+            )
+            for h in HOSTS
+        }
+        self.lb = SimBalancer(
+            {("nova_api", h): MemberAdmin.READY if h in running else MemberAdmin.MAINT for h in HOSTS}
+        )
+        self.prober = SimProber(self.clock.now, self.hosts)
+        self.prober.port_units[8774] = "nova-api.service"
+        self.store = store
+        self.reconciler = self.new_reconciler()
+
+    def new_reconciler(self) -> Reconciler:
+        return Reconciler(CONFIG, dict(self.hosts), self.lb, self.prober, self.store, self.clock)
+
+    def unit(self, host: str) -> SimUnit:
+        return self.hosts[HostName(host)].units["nova-api.service"]
+
+    async def run_until(self, done: Callable[[], bool], limit_s: float) -> float:
+        start = self.clock.now()
+        while not done():
+            assert self.clock.now() - start < limit_s, f"not done within {limit_s} s"
+            result = await self.reconciler.run_pass()
+            due = self.clock.now() + CONFIG.settings.pass_interval_s
+            self.clock.advance_to(min(due, result.recheck_at or due))
+        return self.clock.now() - start
+
+
+@pytest.fixture
+def store() -> Iterator[Store]:
+    with Store.open("sqlite://") as opened:
+        yield opened
+
+
+async def test_a_killed_replica_leaves_the_lb_is_restarted_and_returns_after_its_probe(store: Store) -> None:
+    world = World(store)
+    await world.run_until(lambda: True, 1)
+    await world.reconciler.run_pass()  # a first pass with everything healthy: nothing to do
+    assert world.lb.changes == []
+    world.unit("ctl-1").active = UnitActive.FAILED
+    took = await world.run_until(
+        lambda: (
+            world.unit("ctl-1").restarts_by_haven == 1
+            and world.lb.admin[("nova_api", "ctl-1")] is MemberAdmin.READY
+        ),
+        30,
+    )
+    assert [(s, a) for _, s, a in world.lb.changes] == [
+        ("ctl-1", MemberAdmin.DRAIN),
+        ("ctl-1", MemberAdmin.MAINT),
+        ("ctl-1", MemberAdmin.READY),
+    ]
+    assert world.unit("ctl-1").restarts_by_haven == 1 and world.unit("ctl-2").restarts_by_haven == 0
+    assert took <= 5.0  # the simulated service serves 2 s after its start
+    assert all(a.state is ActionState.DONE for a in store.actions_since(0))
+
+
+async def test_a_crash_loop_backs_off_exponentially_then_stops_with_one_alert(store: Store) -> None:
+    world = World(store)
+    world.unit("ctl-1").crashes_on_start = True
+    world.unit("ctl-1").active = UnitActive.FAILED
+    await world.run_until(
+        lambda: any(a.kind is AlertKind.REPLICA_CRASH_LOOP for a in store.list_alerts()), 120
+    )
+    restarts = [a.created_at for a in store.actions_since(0) if a.kind is ActionKind.RESTART]
+    gaps = [round(b - a, 1) for a, b in itertools.pairwise(restarts)]
+    assert len(restarts) == 4 and world.unit("ctl-1").restarts_by_haven == 4
+    assert gaps == [2.0, 4.0, 8.0]
+    await world.run_until(lambda: world.clock.now() >= restarts[-1] + 200, 300)
+    assert world.unit("ctl-1").restarts_by_haven == 4  # it stopped trying
+    assert world.lb.admin[("nova_api", "ctl-1")] is MemberAdmin.MAINT  # and it never returned
+    alerts = [a for a in store.list_alerts() if a.kind is AlertKind.REPLICA_CRASH_LOOP]
+    assert [a.host for a in alerts] == ["nova-api@ctl-1"] and "crash loop" in alerts[0].message
+    # Meanwhile the service kept its two replicas: one was started in the third rack.
+    assert world.unit("ctl-3").starts_by_haven == 1
+    assert world.lb.admin[("nova_api", "ctl-3")] is MemberAdmin.READY
+
+
+async def test_a_restart_issued_before_a_crash_is_not_made_twice(store: Store) -> None:
+    world = World(store)
+    unit = world.unit("ctl-1")
+    unit.active = UnitActive.FAILED
+    world.lb.admin[("nova_api", "ctl-1")] = MemberAdmin.MAINT
+    before = str(unit.invocation)
+    # The previous engine committed the intent, made the restart, and died before the outcome.
+    store.issue_action(
+        ActionRecord(
+            "r1",
+            ActionKind.RESTART,
+            API.name,
+            HostName("ctl-1"),
+            ActionState.ISSUED,
+            "unit failed",
+            ActionDetail(invocation_id=before, backend="nova_api"),
+            world.clock.now(),
+        )
+    )
+    await world.hosts[HostName("ctl-1")].restart("nova-api.service")
+    world.reconciler = world.new_reconciler()
+    await world.reconciler.run_pass()
+    assert unit.restarts_by_haven == 1  # the resumed action saw the new InvocationID: no second restart
+    assert [(a.id, a.state) for a in store.actions_since(0) if a.kind is ActionKind.RESTART] == [
+        ("r1", ActionState.DONE)
+    ]
+
+
+async def test_an_unreachable_host_is_replaced_in_another_domain(store: Store) -> None:
+    world = World(store)
+    world.hosts[HostName("ctl-2")].reachable = False
+    await world.run_until(lambda: world.lb.admin[("nova_api", "ctl-3")] is MemberAdmin.READY, 20)
+    assert world.unit("ctl-3").starts_by_haven == 1
+    assert world.lb.admin[("nova_api", "ctl-2")] is MemberAdmin.MAINT  # its stale member was taken out
