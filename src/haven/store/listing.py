@@ -12,7 +12,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Column, ColumnElement, Connection, Row, Select, Table, and_, false, or_, select
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Connection,
+    Row,
+    Select,
+    Table,
+    and_,
+    false,
+    literal,
+    or_,
+    select,
+)
 
 from haven.domain.listing import ASC, DESC, MarkerNotFound, PageQuery
 
@@ -78,7 +90,7 @@ def _after(order: Sequence[tuple[Column[Any], str]], marker: Row[Any]) -> Column
 def _beyond(column: ColumnElement[Any], direction: str, value: object) -> ColumnElement[bool]:
     """Values after ``value`` in one key's order (NULLs last ascending, first descending)."""
     if direction == DESC:
-        return column.is_not(None) if value is None else column < value
+        return column.is_not(None) if value is None else column < literal(value, column.type)
     if value is None:
         return false()  # only NULLs follow a NULL ascending, and they are equal to it
-    return or_(column > value, column.is_(None))
+    return or_(column > literal(value, column.type), column.is_(None))  # booleans compare too

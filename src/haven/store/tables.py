@@ -57,8 +57,9 @@ segments = Table(
     Column("enabled", Boolean, nullable=False),
     Column("description", Text, nullable=False),
     Column("mode", ENUM, nullable=False, server_default="automatic"),
-    # The API's integer id (haven.domain.ids.public_number), kept to sort and page by it in SQL.
-    Column("number", BigInteger, nullable=False),
+    # The API's integer id (haven.domain.ids.public_number), kept to sort and page by it in SQL;
+    # always set, nullable only for SQLite's sake (see migration 0007).
+    Column("number", BigInteger, nullable=True),
     # Set by the store on insert and on each change (null: never changed, as in Masakari).
     Column("created_at", Double, nullable=True),
     Column("updated_at", Double, nullable=True),

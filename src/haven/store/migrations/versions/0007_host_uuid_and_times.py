@@ -10,7 +10,9 @@ breaks; hosts added from now on get a random uuid4, kept across renames (as in M
 Existing rows are stamped created_at = the upgrade's time (their creation time was never kept);
 updated_at stays null until their next change, as Masakari leaves it for a row never updated.
 ``number`` is the integer ``id`` the API shows (haven.domain.ids.public_number of the public uuid),
-kept so that lists sort and page by it in SQL.
+kept so that lists sort and page by it in SQL. It stays nullable on segments (the store always
+sets it): on SQLite, NOT NULL would mean rebuilding the segments table, and dropping the old one
+would cascade-delete every host (foreign keys are on).
 """
 
 from __future__ import annotations
@@ -56,8 +58,6 @@ def upgrade() -> None:
             sa.text("UPDATE segments SET number = :number, created_at = :now WHERE id = :id"),
             [{"number": _number(_public(i)), "now": now, "id": i} for i in ids],
         )
-    with op.batch_alter_table("segments") as batch:
-        batch.alter_column("number", existing_type=sa.BigInteger(), nullable=False)
     with op.batch_alter_table("hosts") as batch:
         batch.add_column(sa.Column("uuid", sa.String(64), nullable=True))
         batch.add_column(sa.Column("number", sa.BigInteger(), nullable=True))
