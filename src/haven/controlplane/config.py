@@ -171,6 +171,8 @@ def _probe(value: object, base: ProbeSpec | None, where: str) -> ProbeSpec | Non
     table = _mapping(value, where, 'write probe = { kind = "http", port = 8774, path = "/" } or "none"')
     keys = {f.name for f in dataclasses.fields(ProbeSpec)}
     _only(table, keys, where)
+    if "kind" in table:
+        _scalars(ProbeSpec(ProbeKind.TCP, 0), {"kind": table["kind"]}, where)  # a bad kind named first
     if base is None or ("kind" in table and table["kind"] != base.kind.value):
         if "kind" not in table or "port" not in table:
             raise ConfigError(

@@ -66,6 +66,7 @@ is opened or changed, so a bad file stops haven with nothing touched.
     bmc_timeout_s = 3.0                            # a BMC slower than this reads as "unknown"
     process_grace_s = 120.0                        # a host back (agent beating again) gets this long for
                                                    # its nova-compute to report before it counts as failed
+    [controlplane]                                 # the control plane: see haven.controlplane.config
 
 A ``[[segments]]`` entry sets only the keys it gives, at every start of ``haven serve``
 (the file wins over changes made through the API since the last start).
@@ -80,6 +81,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from haven.controlplane.config import ControlPlaneConfig, parse_controlplane
 from haven.domain.errors import ConfigError
 from haven.domain.incidents import RecoveryMethod, SegmentMode
 from haven.domain.settings import DetectionSettings, EngineSettings, RecoverySettings
@@ -189,6 +191,7 @@ class HavenConfig:
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     segment_bootstrap: str = "per-zone"  # one of SEGMENT_BOOTSTRAPS, resolved for the cloud driver
+    controlplane: ControlPlaneConfig = field(default_factory=ControlPlaneConfig)  # haven.controlplane.config
 
     @property
     def segment_names(self) -> frozenset[str]:
@@ -209,7 +212,7 @@ def load_config(home: Path, path: Path | None = None, cloud_name: str | None = N
         raw = _read(path)
     where = str(path) if path else "defaults"
     sections = {"database", "detection", "recovery", "cloud", "segments", "fencing", "publish", "keystone"}
-    sections |= {"coordination", "liveness", "api"}
+    sections |= {"coordination", "liveness", "api", "controlplane"}
     _only(raw, sections, where)
     database = _table(raw, "database", where)
     _only(database, {"url"}, f"{where} [database]")
@@ -254,6 +257,7 @@ def load_config(home: Path, path: Path | None = None, cloud_name: str | None = N
         liveness=_liveness(_table(raw, "liveness", where), f"{where} [liveness]"),
         api=_settings(ApiConfig, _table(raw, "api", where), f"{where} [api]"),
         segment_bootstrap=bootstrap or ("per-zone" if driver == "simulated" else "none"),
+        controlplane=parse_controlplane(raw.get("controlplane"), where),
     )
 
 
