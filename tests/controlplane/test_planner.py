@@ -26,6 +26,7 @@ from haven.domain.controlplane import (
     UnitStatus,
 )
 from haven.domain.ids import HostName
+from haven.safety import replica_gate_reason
 
 NOW = 10_000.0
 SETTINGS = ControlPlaneSettings()
@@ -287,3 +288,13 @@ def test_never_every_replica_restarted_or_taken_out_at_once(states: list[str]) -
         )
     p = plan([API], views, DOMAINS, NOW, SETTINGS)
     assert sum(1 for a in p.actions if a.kind is ActionKind.RESTART) <= 1
+
+
+def test_the_replica_gate_in_haven_safety() -> None:
+    assert replica_gate_reason("nova-api", 1, 1, SETTINGS) == ""  # one replica's failure is its own
+    assert replica_gate_reason("nova-api", 1, 3, SETTINGS) == ""
+    assert replica_gate_reason("nova-api", 2, 4, SETTINGS) == ""  # not more than half
+    reason = replica_gate_reason("nova-api", 2, 3, SETTINGS)
+    assert "2 of the 3 replicas of nova-api" in reason and "none is restarted" in reason
+    strict = ControlPlaneSettings(gate_share=0.25)
+    assert replica_gate_reason("nova-api", 2, 4, strict) != ""
