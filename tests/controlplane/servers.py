@@ -79,11 +79,11 @@ def _need(*paths: str) -> None:
             pytest.skip(f"{path} missing: run scripts/install-system-deps.sh")
 
 
-def http_unit(port: int, restart: str = "no", extra: str = "") -> str:
-    """A tiny HTTP service as a unit: Python's http.server on 127.0.0.1:port, serving an empty folder."""
+def http_unit(port: int, restart: str = "no", extra: str = "", bind: str = "127.0.0.1") -> str:
+    """A tiny HTTP service as a unit: Python's http.server on bind:port, serving an empty folder."""
     return (
         "[Unit]\nDefaultDependencies=no\n[Service]\nRuntimeDirectory=haven-web-%N\n"
-        f"ExecStart=/usr/bin/python3 -m http.server {port} --bind 127.0.0.1 --directory /run/haven-web-%N\n"
+        f"ExecStart=/usr/bin/python3 -m http.server {port} --bind {bind} --directory /run/haven-web-%N\n"
         f"Restart={restart}\nRestartSec=1\n{extra}"
     )
 
@@ -143,7 +143,22 @@ def _escape(unit: str) -> str:
 
 @pytest.fixture
 def systemd_ns() -> Iterator[NamespacedSystemd]:
+    """One systemd as PID 1 of its own namespaces: one simulated controller."""
     _need(SYSTEMD, DBUS_DAEMON, "/usr/bin/unshare", "/usr/bin/busctl")
+    with _systemd() as started:
+        yield started
+
+
+@pytest.fixture
+def systemd_hosts() -> Iterator[Callable[[], NamespacedSystemd]]:
+    """Start as many systemd namespaces as a test asks for (one per simulated controller)."""
+    _need(SYSTEMD, DBUS_DAEMON, "/usr/bin/unshare", "/usr/bin/busctl")
+    with contextlib.ExitStack() as stack:
+        yield lambda: stack.enter_context(_systemd())
+
+
+@contextlib.contextmanager
+def _systemd() -> Iterator[NamespacedSystemd]:
     folder = Path(tempfile.mkdtemp(prefix="hv-sd-"))  # short: a unix socket path must fit in 108 bytes
     units = folder / "units"
     units.mkdir()
@@ -227,12 +242,13 @@ def haproxy_factory() -> Iterator[object]:
     started: list[tuple[subprocess.Popen[bytes], Path]] = []
     logs: list[IO[bytes]] = []
 
-    def start(backend: str, servers: dict[str, int]) -> RunningHAProxy:
+    def start(backend: str, servers: dict[str, int | tuple[str, int]]) -> RunningHAProxy:
         folder = Path(tempfile.mkdtemp(prefix="hv-hap-"))
         sock = folder / "admin.sock"
         port = free_port()
+        at = {name: p if isinstance(p, tuple) else ("127.0.0.1", p) for name, p in servers.items()}
         lines = "\n".join(
-            f"    server {name} 127.0.0.1:{p} check inter 1s fall 3 rise 2" for name, p in servers.items()
+            f"    server {name} {ip}:{p} check inter 1s fall 3 rise 2" for name, (ip, p) in at.items()
         )
         (folder / "haproxy.cfg").write_text(
             f"global\n    stats socket {sock} mode 600 level admin\n    log stdout format raw local0 err\n"
