@@ -23,7 +23,7 @@ A, B = SegmentId("a" * 32), SegmentId("b" * 32)
 
 
 def masakari_segment(id_: SegmentId, name: str, *hosts: str, **fields: object) -> MasakariSegment:
-    members = tuple(MasakariHost(f"uuid-{h}", SegmentHost(HostName(h), id_)) for h in hosts)
+    members = tuple(MasakariHost(f"uuid-{h}", SegmentHost(HostName(h), id_, uuid=f"uuid-{h}")) for h in hosts)
     return MasakariSegment(f"uuid-{name}", Segment(id_, name, **fields), members)  # type: ignore[arg-type]
 
 
@@ -79,6 +79,22 @@ def test_what_someone_created_between_plan_and_write_is_a_conflict_and_the_rest_
         assert {h.name for h in store.list_hosts(A)} == {"c1", "c3"}
         again = import_masakari(store, source, dry_run=False)
     assert again.unresolved and not any(i.action is Action.CREATE for i in again.items)
+
+
+def test_a_host_haven_renamed_keeps_masakari_s_uuid_so_the_old_name_is_a_conflict() -> None:
+    source = [masakari_segment(A, "rack-1", "c1", "c2")]
+    haven_hosts = [
+        SegmentHost(HostName("renamed-c1"), A, uuid="uuid-c1"),
+        SegmentHost(HostName("c2"), A, uuid="made-by-haven"),
+    ]
+    planned = plan_import(source, [Segment(A, "rack-1")], haven_hosts)
+    assert [(i.name, i.action) for i in planned] == [
+        ("rack-1", Action.UNCHANGED),
+        ("c1", Action.CONFLICT),
+        ("c2", Action.DIFFERS),
+    ]
+    assert planned[1].detail == "haven gives this uuid to host 'renamed-c1'"
+    assert planned[2].detail == "uuid: haven 'made-by-haven', Masakari 'uuid-c2'"
 
 
 # ---- the command line's failures ---------------------------------------------------------------

@@ -112,7 +112,7 @@ def test_dry_run_then_import_then_again_creates_everything_once(
     assert {name: public_uuid(s.id) for name, s in segments.items()} == seeded.segments
     assert segments["rack-2"].recovery_method is RecoveryMethod.RESERVED_HOST
     assert not segments["rack-2"].enabled and segments["rack-1"].mode is SegmentMode.AUTOMATIC
-    assert sorted(hosts) == sorted(seeded.hosts)
+    assert {name: h.uuid for name, h in hosts.items()} == seeded.hosts  # host uuids kept too
     assert hosts[HostName("compute-3")].on_maintenance and hosts[HostName("spare-1")].reserved
     assert hosts[HostName("compute-4")].segment_id == segments["rack-2"].id
 
@@ -128,7 +128,7 @@ def test_what_differs_or_conflicts_is_reported_and_left_as_haven_has_it(
     rack1 = SegmentId(seeded.segments["rack-1"].replace("-", ""))
     with Store.open(f"sqlite:///{home}/haven.db") as store:
         store.create_segment(Segment(rack1, "rack-1", description="haven's own words"))
-        store.add_host(SegmentHost(HostName("compute-1"), rack1, reserved=True))
+        haven_uuid = store.add_host(SegmentHost(HostName("compute-1"), rack1, reserved=True)).uuid
         zone = store.create_segment(Segment(SegmentId("a" * 32), "rack-2"))  # the name, another uuid
         store.add_host(SegmentHost(HostName("compute-2"), zone.id))  # Masakari has it in rack-1
 
@@ -147,6 +147,7 @@ def test_what_differs_or_conflicts_is_reported_and_left_as_haven_has_it(
     details = {i["name"]: i["detail"] for i in body["items"]}  # type: ignore[union-attr]
     assert "description: haven \"haven's own words\", Masakari 'first rack'" in details["rack-1"]
     assert "reserved: haven True, Masakari False" in details["compute-1"]
+    assert f"uuid: haven {haven_uuid!r}, Masakari {seeded.hosts['compute-1']!r}" in details["compute-1"]
     with Store.open(f"sqlite:///{home}/haven.db") as store:
         assert store.get_segment(rack1).description == "haven's own words"
         assert store.get_host(HostName("compute-1")).reserved

@@ -11,12 +11,13 @@ time and never overwrites what an operator set in haven:
 - a segment whose name haven already uses under another uuid (a segment haven bootstrapped per zone,
   or one an operator created) is a ``conflict``: nothing is created, and its hosts are ``skipped``.
 - a host is matched by its name (a host belongs to one segment in Masakari and in haven): absent, it
-  is created in the segment; in the same segment, ``unchanged`` or ``differs`` as above; in another
-  haven segment, a ``conflict``.
+  is created in the segment with Masakari's uuid; in the same segment, ``unchanged`` or ``differs``
+  as above (a different uuid is a difference: Masakari's clients address hosts by uuid); in another
+  haven segment, a ``conflict``. A host whose uuid haven gives to a host of another name (renamed in
+  haven) is a ``conflict`` too.
 
 haven's own segment field ``mode`` (automatic, notify, dry_run) is not Masakari's: new segments get
-the mode asked for, and it is never compared. Host uuids are not kept: haven derives a host's uuid
-from its name (haven.api.identity) and has no column to keep Masakari's in yet.
+the mode asked for, and it is never compared.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from haven.domain.masakari import MasakariSegment
 from haven.store import Store
 
 SEGMENT_FIELDS = ("name", "recovery_method", "service_type", "enabled", "description")
-HOST_FIELDS = ("type", "control_attributes", "reserved", "on_maintenance")
+HOST_FIELDS = ("uuid", "type", "control_attributes", "reserved", "on_maintenance")
 
 
 class Action(StrEnum):
@@ -104,6 +105,7 @@ def plan_import(
     by_id = {s.id: s for s in segments}
     by_name = {s.name: s for s in by_id.values()}
     host_by_name = {h.name: h for h in hosts}
+    host_by_uuid = {h.uuid: h for h in host_by_name.values() if h.uuid}
     items: list[ImportItem] = []
     for record in source:
         wanted = dataclasses.replace(record.segment, mode=mode)
@@ -127,7 +129,7 @@ def plan_import(
             action = Action.DIFFERS if differences else Action.UNCHANGED
             items.append(_item(wanted, record.uuid, action, differences))
         for member in record.hosts:
-            items.append(_host_item(member.host, member.uuid, wanted, host_by_name, by_id))
+            items.append(_host_item(member.host, member.uuid, wanted, host_by_name, host_by_uuid, by_id))
     return items
 
 
@@ -136,11 +138,18 @@ def _host_item(
     masakari_uuid: str,
     segment: Segment,
     host_by_name: dict[HostName, SegmentHost],
+    host_by_uuid: dict[str, SegmentHost],
     by_id: Mapping[SegmentId, Segment],
 ) -> ImportItem:
     existing = host_by_name.get(host.name)
+    same_uuid = host_by_uuid.get(host.uuid)
+    if existing is None and same_uuid is not None:
+        detail = f"haven gives this uuid to host {same_uuid.name!r}"
+        return ImportItem("host", host.name, masakari_uuid, segment.name, Action.CONFLICT, detail)
     if existing is None:
         host_by_name[host.name] = host  # a name listed twice is then a conflict with the first
+        if host.uuid:
+            host_by_uuid[host.uuid] = host
         return ImportItem("host", host.name, masakari_uuid, segment.name, Action.CREATE, new=host)
     if existing.segment_id != host.segment_id:
         other = by_id.get(existing.segment_id)

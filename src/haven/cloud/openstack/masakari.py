@@ -91,6 +91,7 @@ def _host(raw: Any, segment_id: SegmentId) -> MasakariHost:
         control_attributes=str(raw.control_attributes),
         reserved=bool(raw.reserved),
         on_maintenance=bool(raw.on_maintenance),
+        uuid=str(raw.uuid),
     )
     return MasakariHost(str(raw.uuid), host)
 
