@@ -14,7 +14,7 @@ import pytest
 from haven.cli.main import main
 from haven.domain.ids import HostName, SegmentId
 from haven.domain.incidents import Segment, SegmentHost, SegmentMode
-from haven.domain.masakari import MasakariHost, MasakariSegment
+from haven.domain.masakari import MasakariSegment
 from haven.lab.process import free_port
 from haven.service.masakari_import import Action, apply_plan, import_masakari, plan_import
 from haven.store import Store
@@ -23,7 +23,7 @@ A, B = SegmentId("a" * 32), SegmentId("b" * 32)
 
 
 def masakari_segment(id_: SegmentId, name: str, *hosts: str, **fields: object) -> MasakariSegment:
-    members = tuple(MasakariHost(f"uuid-{h}", SegmentHost(HostName(h), id_, uuid=f"uuid-{h}")) for h in hosts)
+    members = tuple(SegmentHost(HostName(h), id_, uuid=f"uuid-{h}") for h in hosts)
     return MasakariSegment(f"uuid-{name}", Segment(id_, name, **fields), members)  # type: ignore[arg-type]
 
 

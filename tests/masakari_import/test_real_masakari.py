@@ -86,12 +86,12 @@ def test_the_reader_pages_through_every_segment_and_host(masakari: MasakariLab, 
     assert (rack2.recovery_method, rack2.enabled) == (RecoveryMethod.RESERVED_HOST, False)
     assert segments["spare"].segment.service_type == "COMPUTE-HA" and segments["spare"].hosts == ()
     assert segments["rack-1"].segment.description == "first rack"
-    hosts = {h.host.name: h for s in by_page_of_2 for h in s.hosts}
+    hosts = {h.name: h for s in by_page_of_2 for h in s.hosts}
     assert {name: h.uuid for name, h in hosts.items()} == seeded.hosts
-    assert hosts[HostName("compute-3")].host.on_maintenance
-    assert hosts[HostName("spare-1")].host.reserved
-    assert hosts[HostName("compute-4")].host.control_attributes == "IPMI"
-    assert hosts[HostName("compute-4")].host.segment_id == rack2.id
+    assert hosts[HostName("compute-3")].on_maintenance
+    assert hosts[HostName("spare-1")].reserved
+    assert hosts[HostName("compute-4")].control_attributes == "IPMI"
+    assert hosts[HostName("compute-4")].segment_id == rack2.id
 
 
 def test_dry_run_then_import_then_again_creates_everything_once(

@@ -117,7 +117,7 @@ def plan_import(
                       f"with another uuid ({taken.id}); rename one of them, or delete haven's")
             )  # fmt: skip
             items.extend(
-                ImportItem("host", h.host.name, h.uuid, wanted.name, Action.SKIPPED, "its segment conflicts")
+                ImportItem("host", h.name, h.uuid, wanted.name, Action.SKIPPED, "its segment conflicts")
                 for h in record.hosts
             )
             continue
@@ -129,13 +129,12 @@ def plan_import(
             action = Action.DIFFERS if differences else Action.UNCHANGED
             items.append(_item(wanted, record.uuid, action, differences))
         for member in record.hosts:
-            items.append(_host_item(member.host, member.uuid, wanted, host_by_name, host_by_uuid, by_id))
+            items.append(_host_item(member, wanted, host_by_name, host_by_uuid, by_id))
     return items
 
 
 def _host_item(
     host: SegmentHost,
-    masakari_uuid: str,
     segment: Segment,
     host_by_name: dict[HostName, SegmentHost],
     host_by_uuid: dict[str, SegmentHost],
@@ -145,20 +144,20 @@ def _host_item(
     same_uuid = host_by_uuid.get(host.uuid)
     if existing is None and same_uuid is not None:
         detail = f"haven gives this uuid to host {same_uuid.name!r}"
-        return ImportItem("host", host.name, masakari_uuid, segment.name, Action.CONFLICT, detail)
+        return ImportItem("host", host.name, host.uuid, segment.name, Action.CONFLICT, detail)
     if existing is None:
         host_by_name[host.name] = host  # a name listed twice is then a conflict with the first
         if host.uuid:
             host_by_uuid[host.uuid] = host
-        return ImportItem("host", host.name, masakari_uuid, segment.name, Action.CREATE, new=host)
+        return ImportItem("host", host.name, host.uuid, segment.name, Action.CREATE, new=host)
     if existing.segment_id != host.segment_id:
         other = by_id.get(existing.segment_id)
         where = repr(other.name) if other is not None else existing.segment_id
         detail = f"haven has this host in segment {where}; a host belongs to one segment"
-        return ImportItem("host", host.name, masakari_uuid, segment.name, Action.CONFLICT, detail)
+        return ImportItem("host", host.name, host.uuid, segment.name, Action.CONFLICT, detail)
     differences = _differences(existing, host, HOST_FIELDS)
     action = Action.DIFFERS if differences else Action.UNCHANGED
-    return ImportItem("host", host.name, masakari_uuid, segment.name, action, differences)
+    return ImportItem("host", host.name, host.uuid, segment.name, action, differences)
 
 
 def _item(

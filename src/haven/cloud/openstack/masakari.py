@@ -24,7 +24,7 @@ from haven.cloud.openstack.errors import translate
 from haven.domain.errors import ConfigError, PermanentError
 from haven.domain.ids import HostName, SegmentId
 from haven.domain.incidents import RecoveryMethod, Segment, SegmentHost
-from haven.domain.masakari import MasakariHost, MasakariSegment
+from haven.domain.masakari import MasakariSegment
 
 PAGE_SIZE = 500
 
@@ -83,8 +83,8 @@ def _segment(raw: Any) -> Segment:
     )
 
 
-def _host(raw: Any, segment_id: SegmentId) -> MasakariHost:
-    host = SegmentHost(
+def _host(raw: Any, segment_id: SegmentId) -> SegmentHost:
+    return SegmentHost(
         name=HostName(str(raw.name)),
         segment_id=segment_id,
         type=str(raw.type),
@@ -93,7 +93,6 @@ def _host(raw: Any, segment_id: SegmentId) -> MasakariHost:
         on_maintenance=bool(raw.on_maintenance),
         uuid=str(raw.uuid),
     )
-    return MasakariHost(str(raw.uuid), host)
 
 
 def _uuid_hex(text: str) -> str:
