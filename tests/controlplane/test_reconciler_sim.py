@@ -184,3 +184,17 @@ async def test_an_unreachable_host_is_replaced_in_another_domain(store: Store) -
     await world.run_until(lambda: world.lb.admin[("nova_api", "ctl-3")] is MemberAdmin.READY, 20)
     assert world.unit("ctl-3").starts_by_haven == 1
     assert world.lb.admin[("nova_api", "ctl-2")] is MemberAdmin.MAINT  # its stale member was taken out
+
+
+async def test_a_driver_bug_on_one_host_leaves_the_others_reconciled(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    world = World(store)
+
+    async def broken(unit: str) -> object:
+        raise RuntimeError("a bug in a driver")
+
+    world.hosts[HostName("ctl-2")].status = broken  # type: ignore[method-assign, assignment]
+    world.unit("ctl-1").active = UnitActive.FAILED
+    await world.run_until(lambda: world.unit("ctl-1").restarts_by_haven == 1, 10)
+    assert "systemd on ctl-2 unreadable" in caplog.text

@@ -108,6 +108,9 @@ class Reconciler:
             except HavenError as exc:  # the store unreachable: try again next pass
                 log.warning("control-plane pass failed: %s", exc)
                 due = started + interval
+            except Exception:  # a bug: this pass is lost, never the loop
+                log.exception("control-plane pass failed")
+                due = started + interval
             await self._clock.sleep_until(max(due, self._clock.now() + 0.05))
 
     async def run_pass(self) -> ControlPlanePlan:
@@ -147,6 +150,9 @@ class Reconciler:
             except HavenError as exc:
                 log.warning("load balancer unreadable, its services wait: %s", exc)
                 members = None
+            except Exception:  # a driver's bug: as unreadable
+                log.exception("load balancer unreadable, its services wait")
+                members = None
         return Observed(dict(zip(keys, statuses, strict=True)), members)
 
     async def _status(self, unit: str, host: HostName) -> UnitStatus | None:
@@ -159,6 +165,9 @@ class Reconciler:
             return UnitStatus(UnitActive.INACTIVE, "dead", loaded=False)
         except HavenError as exc:
             log.info("systemd on %s unreadable: %s", host, exc)
+            return None
+        except Exception:  # a driver's bug: this replica is unknown this pass, the others go on
+            log.exception("systemd on %s unreadable", host)
             return None
 
     async def _probe_due(self, observed: Observed) -> None:
