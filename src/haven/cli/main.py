@@ -28,6 +28,7 @@ from rich.markup import escape
 
 from haven import __version__
 from haven.cli import agent, cloud_drill, render
+from haven.cli.explain import add_explain_command
 from haven.cli.explore import add_explore_command
 from haven.cli.lab import add_lab_commands
 from haven.cli.leader_loss import run_with_own_servers
@@ -150,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     add_lab_commands(sub)
     add_explore_command(sub)
     add_import_command(sub, _config, _store_to_write)
+    add_explain_command(sub, _config, _existing_store)
 
     notes = sub.add_parser("notifications", help="notifications, or one notification with its steps")
     notes.add_argument("id", nargs="?", help="a notification id")

@@ -67,6 +67,7 @@ is opened or changed, so a bad file stops haven with nothing touched.
     process_grace_s = 120.0                        # a host back (agent beating again) gets this long for
                                                    # its nova-compute to report before it counts as failed
     [controlplane]                                 # the control plane: see haven.controlplane.config
+    [diagnosis]                                    # explanations' evidence: see haven.explain.config
 
 A ``[[segments]]`` entry sets only the keys it gives, at every start of ``haven serve``
 (the file wins over changes made through the API since the last start).
@@ -85,6 +86,7 @@ from haven.controlplane.config import ControlPlaneConfig, parse_controlplane
 from haven.domain.errors import ConfigError
 from haven.domain.incidents import RecoveryMethod, SegmentMode
 from haven.domain.settings import DetectionSettings, EngineSettings, RecoverySettings
+from haven.explain.config import DiagnosisConfig, parse_diagnosis
 from haven.fencing.config import FencingConfig, parse_fencing
 from haven.notify.publisher import PublishSettings
 from haven.recovery.vm_policy import RESTART_METHODS, WATCHDOG_ACTIONS
@@ -192,6 +194,7 @@ class HavenConfig:
     api: ApiConfig = field(default_factory=ApiConfig)
     segment_bootstrap: str = "per-zone"  # one of SEGMENT_BOOTSTRAPS, resolved for the cloud driver
     controlplane: ControlPlaneConfig = field(default_factory=ControlPlaneConfig)  # haven.controlplane.config
+    diagnosis: DiagnosisConfig = field(default_factory=DiagnosisConfig)  # haven.explain.config
 
     @property
     def segment_names(self) -> frozenset[str]:
@@ -212,7 +215,7 @@ def load_config(home: Path, path: Path | None = None, cloud_name: str | None = N
         raw = _read(path)
     where = str(path) if path else "defaults"
     sections = {"database", "detection", "recovery", "cloud", "segments", "fencing", "publish", "keystone"}
-    sections |= {"coordination", "liveness", "api", "controlplane"}
+    sections |= {"coordination", "liveness", "api", "controlplane", "diagnosis"}
     _only(raw, sections, where)
     database = _table(raw, "database", where)
     _only(database, {"url"}, f"{where} [database]")
@@ -258,6 +261,7 @@ def load_config(home: Path, path: Path | None = None, cloud_name: str | None = N
         api=_settings(ApiConfig, _table(raw, "api", where), f"{where} [api]"),
         segment_bootstrap=bootstrap or ("per-zone" if driver == "simulated" else "none"),
         controlplane=parse_controlplane(raw.get("controlplane"), where),
+        diagnosis=parse_diagnosis(raw.get("diagnosis"), where),
     )
 
 

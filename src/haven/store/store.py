@@ -23,6 +23,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
+from haven.diagnosis import Diagnosis, NodeEvent
+from haven.diagnosis.records import ExplanationRecord, ExplanationState
 from haven.domain.controlplane import ActionKind, ActionRecord, ActionState
 from haven.domain.errors import StoreUnavailable
 from haven.domain.ids import HostName, NotificationId, SegmentId
@@ -38,7 +40,18 @@ from haven.domain.incidents import (
 )
 from haven.domain.listing import PageQuery
 from haven.domain.publishing import Delivery, OutboxCounts, PublishedEvent
-from haven.store import alerts, claims, controlplane, fencing, hosts, migrate, notifications, outbox, segments
+from haven.store import (
+    alerts,
+    claims,
+    controlplane,
+    explanations,
+    fencing,
+    hosts,
+    migrate,
+    notifications,
+    outbox,
+    segments,
+)
 from haven.store.engine import WRITE_OPTION, SqliteFootprint, Target, build_engine, parse
 from haven.store.translate import translate_errors
 
@@ -414,3 +427,45 @@ class Store:
         """The newest action of one of ``kinds`` on each replica."""
         with self._transaction(write=False) as conn:
             return controlplane.latest_per_replica(conn, kinds)
+
+    # ---- diagnosis: evidence and explanations (haven.explain) ---------------------------------------
+
+    def keep_evidence(self, events: Mapping[str, NodeEvent], received_at: float) -> int:
+        """Keep each event under its key (a notification's message id); a known key is skipped."""
+        with self._transaction(write=True) as conn:
+            return explanations.keep_evidence(conn, events, received_at)
+
+    def evidence_between(self, start: float, end: float) -> list[NodeEvent]:
+        """Kept events from ``start`` to ``end`` (inclusive), oldest first."""
+        with self._transaction(write=False) as conn:
+            return explanations.evidence_between(conn, start, end)
+
+    def prune_evidence(self, before: float) -> int:
+        with self._transaction(write=True) as conn:
+            return explanations.prune_evidence(conn, before)
+
+    def open_explanation(self, record: ExplanationRecord) -> bool:
+        """Record a symptom to explain (pending); False, and nothing changed, if its key is known."""
+        with self._transaction(write=True) as conn:
+            return explanations.open_one(conn, record)
+
+    def finish_explanation(self, key: str, diagnosis: Diagnosis, notes: tuple[str, ...], now: float) -> None:
+        """Store a pending symptom's ranked explanations (NotFound unless it is pending)."""
+        with self._transaction(write=True) as conn:
+            explanations.finish(conn, key, diagnosis, notes, now)
+
+    def get_explanation(self, key: str) -> ExplanationRecord:
+        with self._transaction(write=False) as conn:
+            return explanations.get(conn, key)
+
+    def list_explanations(
+        self, *, state: ExplanationState | None = None, limit: int = 100
+    ) -> list[ExplanationRecord]:
+        """Explanation records, newest first."""
+        with self._transaction(write=False) as conn:
+            return explanations.list_some(conn, state, limit)
+
+    def known_explanations(self, keys: Sequence[str]) -> set[str]:
+        """Which of ``keys`` already have a record."""
+        with self._transaction(write=False) as conn:
+            return explanations.known(conn, list(keys))

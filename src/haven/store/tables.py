@@ -214,3 +214,34 @@ Index(
     sqlite_where=controlplane_actions.c.state == "issued",
     postgresql_where=controlplane_actions.c.state == "issued",
 )
+
+# Diagnosis (haven.explain): the evidence OpenStack's notifications gave (one row per notification, keyed
+# by its message id, so a redelivered message is kept once), and each symptom haven owes an explanation:
+# opened ``pending`` before its evidence is read, ``done`` with the ranked explanations in ``detail``.
+evidence_events = Table(
+    "evidence_events",
+    metadata,
+    Column("id", NAME, primary_key=True),
+    Column("node", NAME, nullable=False),
+    Column("kind", ENUM, nullable=False),
+    Column("at", Double, nullable=False, index=True),
+    Column("detail", Text, nullable=False),
+    Column("received_at", Double, nullable=False),
+)
+
+explanations = Table(
+    "explanations",
+    metadata,
+    Column("id", NAME, primary_key=True),
+    Column("source", NAME, nullable=False),
+    Column("subject", NAME, nullable=False),
+    Column("symptom_node", NAME, nullable=False),
+    Column("symptom_at", Double, nullable=False),
+    Column("what", Text, nullable=False),
+    Column("phase", NAME, nullable=True),
+    Column("state", ENUM, nullable=False, index=True),
+    Column("created_at", Double, nullable=False, index=True),
+    Column("explained_at", Double, nullable=True),
+    Column("summary", Text, nullable=False),
+    Column("detail", Json, nullable=False),
+)

@@ -1,0 +1,158 @@
+"""The ranker: for one symptom, the graph's candidate causes, scored on their evidence and ranked.
+
+Called by haven.explain (a failed recovery, an ``instance.create.error``) and by tests on synthetic
+cases; pure and deterministic: the same case gives the same ranking, ties broken by node name.
+
+The rules, in the order they rank (each a tier of the sort key):
+
+1. **Phase.** When the symptom's phase is known, the phase's nodes and what they depend on rank first
+   ("No valid host" → scheduler and Placement; image download → Glance; port binding → Neutron). Other
+   implicated nodes still appear, after them.
+2. **Deepest cause.** A node with an implicated dependency (directly or not) that began no later than
+   it did is likely that dependency's victim: it ranks after the nodes whose own dependencies are healthy.
+3. **Score.** Hard evidence first (down 10, restart 8, error 4 points, each kind once), then the metric
+   points: the strongest robust z-score against the node's own baseline, 10 points at ``z_cap``.
+4. **Onset.** Earlier first; then the node's name.
+
+Only evidence between the window's start and the symptom counts: what began after the symptom did not
+cause it. A node with no evidence is not a candidate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from haven.diagnosis.baseline import deviation
+from haven.diagnosis.model import (
+    HARD_WEIGHT,
+    Diagnosis,
+    Evidence,
+    EvidenceKind,
+    Explanation,
+    Graph,
+    NodeEvent,
+    RankSettings,
+    Series,
+    Symptom,
+)
+from haven.diagnosis.words import clock, event_text, metric_text
+
+METRIC_POINTS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    node: str
+    evidence: tuple[Evidence, ...]
+    hard: float
+    metric: float
+
+    @property
+    def onset(self) -> float:
+        return min(e.at for e in self.evidence)
+
+
+def rank(
+    graph: Graph,
+    symptom: Symptom,
+    series: Iterable[Series] = (),
+    events: Iterable[NodeEvent] = (),
+    settings: RankSettings | None = None,
+) -> Diagnosis:
+    """Ranked explanations of ``symptom`` from the evidence on the graph's nodes (best first)."""
+    settings = settings or RankSettings()
+    found = _evidence(graph, symptom, series, events, settings)
+    scope = _scope(graph, symptom)
+    ranked = sorted(
+        (_explain(graph, item, found, scope, settings.onset_tolerance_s) for item in found.values()),
+        key=lambda e: (not e.in_phase, bool(e.explained_by), -e.score, e.onset, e.node),
+    )
+    kept = tuple(ranked[: settings.top])
+    return Diagnosis(symptom, kept, summary(graph, symptom, kept))
+
+
+def summary(graph: Graph, symptom: Symptom, explanations: Sequence[Explanation]) -> str:
+    """One sentence: the symptom, and the leading evidence of the best one or two root causes."""
+    head = f"{symptom.what} at {clock(symptom.at)}"
+    roots = [e for e in explanations if e.in_phase and not e.explained_by][:2] or list(explanations[:1])
+    if not roots:
+        return f"{head}; no evidence of a cause was found"
+    return f"{head} because " + " and ".join(e.evidence[0].text for e in roots)
+
+
+def _scope(graph: Graph, symptom: Symptom) -> frozenset[str] | None:
+    """The phase's nodes and their dependencies, or None (no phase known: no narrowing)."""
+    if symptom.phase is None or symptom.phase not in graph.phases:
+        return None
+    members = graph.phases[symptom.phase]
+    scope = set(members)
+    for node in members:
+        scope |= graph.below(node)
+    return frozenset(scope)
+
+
+def _evidence(
+    graph: Graph,
+    symptom: Symptom,
+    series: Iterable[Series],
+    events: Iterable[NodeEvent],
+    settings: RankSettings,
+) -> dict[str, _Found]:
+    start = symptom.at - settings.window_s
+    hard: dict[str, dict[EvidenceKind, Evidence]] = {}
+    for event in sorted(events, key=lambda e: (e.at, e.node, e.kind.value, e.detail)):
+        if not start <= event.at <= symptom.at:
+            continue
+        kinds = hard.setdefault(event.node, {})
+        if event.kind not in kinds:  # each kind once per node: its first occurrence, the earliest onset
+            text = event_text(graph.label(event.node), event)
+            kinds[event.kind] = Evidence(event.kind, event.node, event.at, text)
+    metrics: dict[str, list[Evidence]] = {}
+    for one in series:
+        found = deviation(one, symptom.at, settings)
+        if found is None:
+            continue
+        text = metric_text(graph.label(one.node), one, found)
+        metrics.setdefault(one.node, []).append(
+            Evidence(
+                EvidenceKind.METRIC,
+                one.node,
+                found.onset,
+                text,
+                z=found.peak_z,
+                value=found.peak_value,
+                baseline=found.baseline,
+            )
+        )
+    result: dict[str, _Found] = {}
+    for node in sorted(set(hard) | set(metrics)):
+        kinds = hard.get(node, {})
+        strongest = sorted(metrics.get(node, []), key=lambda e: (-abs(e.z or 0.0), e.at, e.text))
+        ordered = sorted(kinds.values(), key=lambda e: (-HARD_WEIGHT[e.kind], e.at)) + strongest
+        metric_points = 0.0
+        if strongest:
+            metric_points = METRIC_POINTS * min(abs(strongest[0].z or 0.0), settings.z_cap) / settings.z_cap
+        hard_points = sum(HARD_WEIGHT[kind] for kind in kinds)
+        result[node] = _Found(node, tuple(ordered), hard_points, metric_points)
+    return result
+
+
+def _explain(
+    graph: Graph, item: _Found, found: dict[str, _Found], scope: frozenset[str] | None, tolerance_s: float
+) -> Explanation:
+    earlier = sorted(
+        other
+        for other in graph.below(item.node)
+        if other in found and found[other].onset <= item.onset + tolerance_s
+    )
+    return Explanation(
+        node=item.node,
+        label=graph.label(item.node),
+        score=round(item.hard + item.metric, 3),
+        onset=item.onset,
+        evidence=item.evidence,
+        text="; ".join(e.text for e in item.evidence),
+        in_phase=scope is None or item.node in scope,
+        explained_by=tuple(earlier),
+    )

@@ -1,0 +1,84 @@
+"""haven.toml's ``[diagnosis]``: where the evidence comes from, which metrics to read, how to rank.
+
+Called by haven.service.config (which reads the file), as it calls haven.fencing.config; pure. Validated by
+one pydantic schema (unknown keys refused, types and ranges checked); every mistake becomes a ConfigError
+naming the key.
+
+    [diagnosis]
+    transport_url = "rabbit://nova:secret@rabbit.example.com:5672/"   # the cloud's bus (Nova's
+                                                   # [oslo_messaging_notifications]); empty: no notifications
+    topic = "versioned_notifications"              # Nova's notification_format = versioned (or both)
+    pool = "haven"                                 # haven's own queue on that topic
+    prometheus_url = "http://prometheus.example.com:9090"   # empty: no metrics
+    step_s = 15.0                                  # range queries' resolution
+    window_s = 600.0                               # onsets are looked for this long before a symptom
+    baseline_s = 3600.0                            # each metric's normal: the hour before that
+    z_threshold = 3.0                              # |robust z| from which a metric is anomalous
+    [[diagnosis.metrics]]
+    node = "glance-api"                            # a node of haven.topology's graph
+    metric = "p95 latency"                         # in words, as explanations say it
+    unit = "s"
+    query = 'histogram_quantile(0.95, sum by (le) (rate(glance_request_duration_seconds_bucket[1m])))'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from haven.diagnosis import RankSettings
+from haven.domain.errors import ConfigError
+from haven.evidence.nova import VERSIONED_TOPIC
+from haven.explain.explainer import ExplainSettings, MetricQuery
+
+
+class _Metric(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    node: str = Field(min_length=1)
+    metric: str = Field(min_length=1)
+    query: str = Field(min_length=1)
+    unit: str = ""
+
+
+class _Diagnosis(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    transport_url: str = ""
+    topic: str = Field(default=VERSIONED_TOPIC, min_length=1)
+    pool: str = Field(default="haven", min_length=1)
+    prometheus_url: str = Field(default="", pattern=r"^(https?://.+)?$")
+    step_s: float = Field(default=15.0, gt=0)
+    window_s: float = Field(default=600.0, gt=0)
+    baseline_s: float = Field(default=3600.0, gt=0)
+    z_threshold: float = Field(default=3.0, gt=0, le=20)
+    metrics: list[_Metric] = []
+
+
+@dataclass(frozen=True, slots=True)
+class DiagnosisConfig:
+    transport_url: str = field(default="", repr=False)  # holds a password
+    topic: str = VERSIONED_TOPIC
+    pool: str = "haven"
+    prometheus_url: str = ""
+    settings: ExplainSettings = field(default_factory=ExplainSettings)
+
+
+def parse_diagnosis(section: object, where: str) -> DiagnosisConfig:
+    """``section`` is the raw ``[diagnosis]`` table (None when absent: no intake, no metrics)."""
+    if section is None:
+        return DiagnosisConfig()
+    where = f"{where} [diagnosis]"
+    try:
+        raw = _Diagnosis.model_validate(section)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"]) or "the section"
+        raise ConfigError(
+            f"{where}: {key}: {first['msg']}", "see haven.explain.config for every key"
+        ) from None
+    settings = ExplainSettings(
+        rank=RankSettings(window_s=raw.window_s, baseline_s=raw.baseline_s, z_threshold=raw.z_threshold),
+        metrics=tuple(MetricQuery(m.node, m.metric, m.query, m.unit) for m in raw.metrics),
+        step_s=raw.step_s,
+    )
+    return DiagnosisConfig(raw.transport_url, raw.topic, raw.pool, raw.prometheus_url.rstrip("/"), settings)

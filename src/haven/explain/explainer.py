@@ -1,0 +1,176 @@
+"""The explainer: each symptom becomes a persisted record, explained once from the evidence around it.
+
+Run by the service wiring (``haven explain listen``) beside a NovaListener; its ``take`` is that listener's
+handler. Symptoms are an ``instance.create.error`` (a boot failed) and haven's own alerts about a failed
+recovery (``recovery_failed``, ``unplaced``). The shape is the engine's:
+
+1. the symptom is recorded ``pending`` under a key of its own (the notification's message id, the alert's
+   id) before any evidence is read, so seeing it twice opens one record;
+2. the evidence is gathered (notifications kept in the store; metrics from the MetricsSource over the
+   ranker's baseline and window) and ranked by haven.diagnosis.rank, a pure function;
+3. the ranked explanations are committed and the record is ``done``. A record left pending (an engine
+   stopped in between) is explained by ``resume``; the result depends on stored evidence and the metrics
+   source, not on when it runs.
+
+A metrics source that fails leaves a note on the record and the ranking to the events: an explanation
+that comes late is worth less than one without metrics. Time comes from the injected clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from haven.diagnosis import Graph, NodeEvent, RankSettings, Series, Symptom, rank
+from haven.diagnosis.records import ExplanationRecord, ExplanationState
+from haven.domain.clock import Clock
+from haven.domain.errors import CloudError
+from haven.domain.incidents import Alert, AlertKind
+from haven.evidence.metrics import MetricsSource
+from haven.evidence.nova import BootFailure, Received
+from haven.store import Store
+from haven.topology import SERVER_BOOT, SERVER_EVACUATE, Topology, phase_of_fault
+
+_log = logging.getLogger(__name__)
+
+# haven's alerts that say a recovery failed, and the phase each points at when its words do not.
+EXPLAINED_ALERTS: dict[AlertKind, str | None] = {
+    AlertKind.RECOVERY_FAILED: None,
+    AlertKind.UNPLACED: "scheduling",  # no host had room: the scheduler's and Placement's answer
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MetricQuery:
+    """A PromQL expression whose series are ``metric`` of ``node`` (one series per label set)."""
+
+    node: str
+    metric: str  # in words: "p95 latency"
+    query: str  # e.g. histogram_quantile(0.95, sum by (le) (rate(glance_request_seconds_bucket[1m])))
+    unit: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ExplainSettings:
+    rank: RankSettings = field(default_factory=RankSettings)
+    metrics: tuple[MetricQuery, ...] = ()
+    step_s: float = 15.0  # the range queries' resolution
+    poll_s: float = 5.0  # how often haven's alerts are looked at
+    keep_evidence_s: float = 86_400.0  # kept notifications older than this are pruned
+
+
+class Explainer:
+    def __init__(
+        self,
+        store: Store,
+        topology: Topology,
+        clock: Clock,
+        metrics: MetricsSource | None = None,
+        settings: ExplainSettings | None = None,
+    ) -> None:
+        self._store = store
+        self._graph = Graph(topology.depends_on, topology.labels, topology.phases)
+        self._clock = clock
+        self._metrics = metrics
+        self._settings = settings or ExplainSettings()
+
+    async def take(self, received: Received) -> ExplanationRecord | None:
+        """One notification: evidence is kept; a failed boot is recorded and explained (returned)."""
+        item = received.item
+        if isinstance(item, NodeEvent):
+            key = f"notification:{received.message_id}"
+            await asyncio.to_thread(self._store.keep_evidence, {key: item}, self._clock.now())
+            return None
+        return await self.open_and_explain(_boot_record(received.message_id, item, self._clock.now()))
+
+    async def watch_alerts(self) -> list[ExplanationRecord]:
+        """Explain each alert about a failed recovery that has no record yet; returns the new records."""
+        alerts = await asyncio.to_thread(self._store.list_alerts, active_only=False)
+        wanted = [a for a in alerts if a.kind in EXPLAINED_ALERTS]
+        known = await asyncio.to_thread(self._store.known_explanations, [_alert_key(a) for a in wanted])
+        done = []
+        for alert in sorted(wanted, key=lambda a: (a.raised_at, a.id)):
+            if _alert_key(alert) not in known:
+                done.append(await self.open_and_explain(_alert_record(alert, self._clock.now())))
+        return done
+
+    async def resume(self) -> list[ExplanationRecord]:
+        """Explain every record left pending (oldest first)."""
+        pending = await asyncio.to_thread(self._store.list_explanations, state=ExplanationState.PENDING)
+        return [await self.explain(record) for record in sorted(pending, key=lambda r: r.created_at)]
+
+    async def open_and_explain(self, record: ExplanationRecord) -> ExplanationRecord:
+        if await asyncio.to_thread(self._store.open_explanation, record):
+            return await self.explain(record)
+        return await asyncio.to_thread(self._store.get_explanation, record.id)  # seen before
+
+    async def explain(self, record: ExplanationRecord) -> ExplanationRecord:
+        """Gather the evidence around a pending record's symptom, rank it, and commit the result."""
+        if record.state is ExplanationState.DONE:
+            return record
+        symptom = record.symptom
+        start = symptom.at - self._settings.rank.lookback_s
+        events = await asyncio.to_thread(self._store.evidence_between, start, symptom.at)
+        series, notes = await self._series(start, symptom.at)
+        diagnosis = rank(self._graph, symptom, series, events, self._settings.rank)
+        now = self._clock.now()
+        await asyncio.to_thread(self._store.finish_explanation, record.id, diagnosis, notes, now)
+        _log.info("explained %s: %s", record.id, diagnosis.summary)
+        return await asyncio.to_thread(self._store.get_explanation, record.id)
+
+    async def run(self) -> None:
+        """Until cancelled: pending records, then haven's alerts every ``poll_s``; old evidence is pruned."""
+        await self.resume()
+        while True:
+            await self.watch_alerts()
+            before = self._clock.now() - self._settings.keep_evidence_s
+            await asyncio.to_thread(self._store.prune_evidence, before)
+            await self._clock.sleep_until(self._clock.now() + self._settings.poll_s)
+
+    async def _series(self, start: float, end: float) -> tuple[list[Series], tuple[str, ...]]:
+        if self._metrics is None or not self._settings.metrics:
+            return [], ()
+        found: list[Series] = []
+        notes: list[str] = []
+        for wanted in self._settings.metrics:
+            try:
+                answer = await self._metrics.query_range(wanted.query, start, end, self._settings.step_s)
+            except CloudError as exc:
+                notes.append(f"no {wanted.metric} for {wanted.node}: {exc}")
+                continue
+            for one in answer:
+                metric = wanted.metric
+                if len(answer) > 1:  # several label sets: say which one
+                    metric += " (" + ", ".join(f"{k}={v}" for k, v in sorted(one.labels.items())) + ")"
+                found.append(Series(wanted.node, metric, one.points, wanted.unit))
+        return found, tuple(notes)
+
+
+def _boot_record(message_id: str, failure: BootFailure, now: float) -> ExplanationRecord:
+    server = failure.name or failure.instance
+    cause = f" ({failure.exception})" if failure.exception else ""
+    return ExplanationRecord(
+        id=f"instance.create.error:{message_id or failure.instance}",
+        source="instance.create.error",
+        subject=failure.instance,
+        symptom=Symptom(SERVER_BOOT, failure.at, f"boot of {server} failed{cause}", failure.phase),
+        created_at=now,
+    )
+
+
+def _alert_key(alert: Alert) -> str:
+    return f"alert:{alert.id}"
+
+
+def _alert_record(alert: Alert, now: float) -> ExplanationRecord:
+    phase = phase_of_fault("", alert.message) or EXPLAINED_ALERTS[alert.kind]
+    return ExplanationRecord(
+        id=_alert_key(alert),
+        source=f"alert:{alert.kind.value}",
+        subject=alert.host or "",
+        symptom=Symptom(
+            SERVER_EVACUATE, alert.raised_at, f"recovery of {alert.host or 'a host'} failed", phase
+        ),
+        created_at=now,
+    )
