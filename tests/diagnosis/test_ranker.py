@@ -179,6 +179,16 @@ def test_a_series_without_enough_baseline_is_not_judged() -> None:
     assert rank(GRAPH, boot(), [short]).explanations == ()
 
 
+def test_a_lone_spike_before_the_rise_does_not_set_its_onset() -> None:
+    rise = metric("glance", base=0.4, noise=0.02, onset=T0 + 120, level=8.2)
+    spiked = tuple((t, 1.5 if t == T0 else v) for t, v in rise.points)  # z about 40, once, 2 min earlier
+    found = deviation(dataclasses.replace(rise, points=spiked), BOOT_FAILED, RankSettings())
+    assert found is not None and found.onset == T0 + 120 and found.peak_value > 8
+    lone = tuple((t, 1.5 if t == T0 else 0.4) for t, _ in rise.points)  # the spike is all there is
+    found = deviation(dataclasses.replace(rise, points=lone), BOOT_FAILED, RankSettings())
+    assert found is not None and found.onset == T0 and found.peak_value == 1.5
+
+
 def test_a_flat_baseline_uses_a_floor_not_zero() -> None:
     median, scale = robust_scale([2.0] * 10, RankSettings())
     assert (median, scale) == (2.0, pytest.approx(0.1))

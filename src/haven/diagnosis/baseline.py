@@ -18,7 +18,7 @@ MAD_TO_SIGMA = 1.4826  # the MAD of a normal distribution times this is its stan
 class Deviation:
     """A series that left its baseline within the window."""
 
-    onset: float  # the first point in the window at or past the threshold
+    onset: float  # the first point of the anomalous run that holds the peak
     peak_at: float
     peak_value: float
     peak_z: float  # signed: positive when the metric rose
@@ -43,16 +43,20 @@ def deviation(series: Series, symptom_at: float, settings: RankSettings) -> Devi
     if len(baseline) < settings.min_baseline_points or not window:
         return None
     median, scale = robust_scale(baseline, settings)
+    # The onset is where the run of anomalous points holding the peak began: a lone spike earlier in
+    # the window does not move it, a rise that lasts until the peak does.
+    run_start: float | None = None
     onset: float | None = None
     peak: tuple[float, float, float] | None = None  # (time, value, z); the first of equal peaks
     for t, v in window:
         z = (v - median) / scale
         if abs(z) < settings.z_threshold:
+            run_start = None
             continue
-        if onset is None:
-            onset = t
+        if run_start is None:
+            run_start = t
         if peak is None or abs(z) > abs(peak[2]):
-            peak = (t, v, z)
+            peak, onset = (t, v, z), run_start
     if onset is None or peak is None:
         return None
     return Deviation(onset=onset, peak_at=peak[0], peak_value=peak[1], peak_z=peak[2], baseline=median)
