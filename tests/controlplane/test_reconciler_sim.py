@@ -198,3 +198,18 @@ async def test_a_driver_bug_on_one_host_leaves_the_others_reconciled(
     world.unit("ctl-1").active = UnitActive.FAILED
     await world.run_until(lambda: world.unit("ctl-1").restarts_by_haven == 1, 10)
     assert "systemd on ctl-2 unreadable" in caplog.text
+
+
+async def test_a_host_clock_behind_havens_does_not_shorten_the_start_up_grace(store: Store) -> None:
+    world = World(store)
+    world.prober = SimProber(world.clock.now, world.hosts, start_s=10.0)  # a slow start: 10 s
+    world.prober.port_units[8774] = "nova-api.service"
+    world.reconciler = world.new_reconciler()
+    world.hosts[HostName("ctl-1")].clock_offset_s = -100.0  # its systemd's times are 100 s behind
+    await world.reconciler.run_pass()
+    world.unit("ctl-1").active = UnitActive.FAILED
+    unit = world.unit("ctl-1")
+    await world.run_until(
+        lambda: unit.restarts_by_haven > 0 and world.lb.admin[("nova_api", "ctl-1")] is MemberAdmin.READY, 30
+    )
+    assert unit.restarts_by_haven == 1  # its 10 s start was within the 30 s grace: not killed

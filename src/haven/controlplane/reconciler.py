@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -89,6 +90,8 @@ class Reconciler:
         self._replicas = [(spec, host) for spec in config.services for host in self._hosts_of(spec)]
         self._probes: dict[Key, collections.deque[ProbeResult]] = {}
         self._n_restarts: dict[Key, int] = {}
+        self._invocations: dict[Key, str] = {}
+        self._first_seen: dict[Key, tuple[str, float | None]] = {}  # invocation, when haven first saw it
         self._window = max((s.restart.crash_loop_window_s for s in config.services), default=600.0)
 
     def _hosts_of(self, spec: ServiceSpec) -> list[HostName]:
@@ -153,7 +156,27 @@ class Reconciler:
             except Exception:  # a driver's bug: as unreadable
                 log.exception("load balancer unreadable, its services wait")
                 members = None
-        return Observed(dict(zip(keys, statuses, strict=True)), members)
+        now = self._clock.now()
+        units = {key: self._seen(key, status, now) for key, status in zip(keys, statuses, strict=True)}
+        return Observed(units, members)
+
+    def _seen(self, key: Key, status: UnitStatus | None, now: float) -> UnitStatus | None:
+        """The unit, its start moved to when haven first saw this process if that is later.
+
+        The start-up grace runs from the unit's start as its host's clock says; a host clock behind
+        haven's would shorten it (and a slow start be killed). A process that started while haven
+        watched started no earlier than haven first saw it; one found at haven's start keeps systemd's time.
+        """
+        if status is None or not status.invocation_id:
+            return status
+        known = self._first_seen.get(key)
+        if known is None or known[0] != status.invocation_id:
+            known = (status.invocation_id, None if known is None else now)
+            self._first_seen[key] = known
+        seen_at = known[1]
+        if seen_at is None or status.active_since is None or status.active_since >= seen_at:
+            return status
+        return dataclasses.replace(status, active_since=seen_at)
 
     async def _status(self, unit: str, host: HostName) -> UnitStatus | None:
         units = self._units.get(host)
@@ -180,6 +203,11 @@ class Reconciler:
             log_ = self._probes.setdefault(
                 (spec.name, host), collections.deque(maxlen=spec.probe.failure_threshold + 5)
             )
+            if self._invocations.get((spec.name, host), status.invocation_id) != status.invocation_id:
+                # A new process: the old one's results say nothing about it (whatever the clocks of
+                # haven and that host say about when it started).
+                log_.clear()
+            self._invocations[(spec.name, host)] = status.invocation_id
             if log_ and now - log_[-1].at < spec.probe.period_s:
                 continue
             due.append(((spec.name, host), self._prober.probe(self._address.get(host, host), spec.probe)))

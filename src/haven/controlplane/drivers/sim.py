@@ -43,6 +43,7 @@ class SimUnits:
         self._now = clock
         self.units: dict[str, SimUnit] = dict(units or {})
         self.reachable = True
+        self.clock_offset_s = 0.0  # this host's clock minus haven's: shifts the times it reports
 
     def _unit(self, name: str) -> SimUnit:
         if not self.reachable:
@@ -58,7 +59,7 @@ class SimUnits:
         u = self.units.get(unit)
         if u is None:
             return UnitStatus(UnitActive.INACTIVE, "dead", loaded=False)
-        since = u.active_since if u.active is UnitActive.ACTIVE else None
+        since = u.active_since + self.clock_offset_s if u.active is UnitActive.ACTIVE else None
         return UnitStatus(u.active, u.active.value, u.n_restarts, str(u.invocation), since)
 
     def _run(self, u: SimUnit) -> None:
