@@ -150,7 +150,9 @@ def test_a_bmc_that_does_not_answer_means_nothing_is_evacuated(
     assert real in text
     config = tmp_path / "haven.toml"
     config.touch(mode=0o600)
-    config.write_text(re.sub(re.escape(real), dead, text) + "\n[recovery]\nfence_timeout_s = 4.0\n")
+    # The lab's file has a [recovery] section already: the key joins it (TOML allows one of each).
+    text = text.replace("[recovery]", "[recovery]\nfence_timeout_s = 4.0", 1)
+    config.write_text(re.sub(re.escape(real), dead, text))
     code, report = drill(
         capsys, nova_lab, tmp_path, "host-power-loss", "--vms", "2", "--host", "compute-1", config=config
     )

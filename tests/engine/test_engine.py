@@ -270,6 +270,7 @@ async def test_a_recovered_host_returns_to_service_once_it_is_back(rig: Rig) -> 
     state = await rig.host(victim)
     assert state.forced_down and not state.service_enabled
     assert rig.kinds(EventKind.HOST_RETURNED) == []
+    assert rig.store.get_host(victim).on_maintenance  # as Masakari puts a host it recovers
 
     await power_back_on(rig, victim)
     await rig.run_until(lambda: bool(rig.kinds(EventKind.HOST_RETURNED)), limit_s=300.0)
@@ -277,6 +278,7 @@ async def test_a_recovered_host_returns_to_service_once_it_is_back(rig: Rig) -> 
     assert not state.forced_down and state.service_enabled and state.service_up
     assert state.disabled_reason == ""
     assert not rig.store.get_host(victim).disabled_by_haven
+    assert not rig.store.get_host(victim).on_maintenance  # automatic: haven ended the maintenance it set
     assert rig.engine.condition(victim) is HostCondition.HEALTHY
     assert rig.store.get_host(victim).condition == "healthy"
     (returned,) = rig.kinds(EventKind.HOST_RETURNED)
@@ -290,7 +292,9 @@ async def test_a_recovered_host_returns_to_service_once_it_is_back(rig: Rig) -> 
     assert len(rig.store.list_notifications()) == 1
 
 
-async def test_no_return_to_service_when_it_is_switched_off(tmp_path: Path) -> None:
+async def test_masakari_return_waits_for_an_operator_to_end_the_maintenance(tmp_path: Path) -> None:
+    # Masakari (masakari/engine/manager.py, _handle_notification_type_host) puts a recovered host on
+    # maintenance and never returns it: its operators do, then clear on_maintenance.
     rig = await Rig.build(f"sqlite:///{tmp_path}/haven.db")
     try:
         settings = rig.engine.settings
@@ -300,17 +304,27 @@ async def test_no_return_to_service_when_it_is_switched_off(tmp_path: Path) -> N
             SimFencer(rig.cloud),
             rig.store,
             rig.clock,
-            replace(settings, recovery=replace(settings.recovery, return_to_service=False)),
+            replace(settings, recovery=replace(settings.recovery, return_to_service="masakari")),
+            on_event=rig.events.append,
         )
         rig.engine.start()
         victim = victim_of(rig)
         rig.cloud.fail_power(victim)
         await rig.run_until(rig.recovery_over)
+        assert rig.store.get_host(victim).on_maintenance
         await power_back_on(rig, victim)
         await rig.run_for(200.0)
         assert rig.engine.condition(victim) is HostCondition.HEALTHY
         state = await rig.host(victim)
         assert state.forced_down and not state.service_enabled
+        assert rig.store.get_host(victim).on_maintenance and rig.kinds(EventKind.HOST_RETURNED) == []
+
+        rig.store.update_host(victim, on_maintenance=False)  # the operator: "host repaired"
+        await rig.run_until(lambda: bool(rig.kinds(EventKind.HOST_RETURNED)), limit_s=30.0)
+        state = await rig.host(victim)
+        assert not state.forced_down and state.service_enabled  # haven undid its own force down and disable
+        assert not rig.store.get_host(victim).disabled_by_haven
+        assert len(rig.store.list_notifications()) == 1  # nothing opened while it was back on maintenance
     finally:
         rig.close()
 

@@ -44,7 +44,7 @@ from haven.drill.leader_loss import NAME as LEADER_LOSS
 from haven.drill.limits import check_drill_size
 from haven.drill.run import DrillOptions, run_drill
 from haven.drill.scenarios import SCENARIOS
-from haven.service.config import HavenConfig, load_config
+from haven.service.config import HavenConfig, for_drills, load_config
 from haven.service.release import release_segment
 from haven.service.status import status_summary
 from haven.service.token import read_token
@@ -256,7 +256,7 @@ def _drill(args: argparse.Namespace, out: Console, err: Console) -> int:
         return _leader_loss(args, out, err)
     # The engine runs with the config's [detection] and [recovery] (--config FILE, else
     # HOME/haven.toml when present, as for `haven serve`); a bad file is a UserError here.
-    settings = _config(args).engine
+    settings = for_drills(_config(args).engine)  # a drill judges the host's return too
     # The report says what the engine held, refused or alerted; its log lines would only repeat it.
     logging.getLogger("haven").setLevel(logging.ERROR)
     options = DrillOptions(

@@ -4,6 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# Who ends the maintenance of a host haven took out of service (haven sets the host's
+# on_maintenance when it forces down or disables its compute service, as Masakari does when it
+# processes a host failure or a PROCESS STOPPED):
+# - "masakari": an operator, clearing on_maintenance (`openstack segment host update
+#   --on_maintenance False`); until then the host stays out and new notifications about it are
+#   refused (409) or ignored. haven then undoes its own force down and disable once the host is healthy.
+# - "automatic": haven, once every channel says the host is healthy again: it undoes its force down
+#   and disable and clears on_maintenance itself.
+# haven.toml's default is "masakari" (haven.service.config); the engine as a library defaults to
+# "automatic", because drills, the explorer and the benchmarks judge the whole cycle, return included.
+RETURN_TO_SERVICE = ("masakari", "automatic")
+
 
 @dataclass(frozen=True, slots=True)
 class DetectionSettings:
@@ -40,7 +52,7 @@ class RecoverySettings:
     no_target_wait_s: float = 120.0  # a plan that finds no usable host at all looks again this long
     evacuate_all_instances: bool = False  # Masakari: also evacuate VMs without HA_Enabled
     ignore_instances_in_error_state: bool = False
-    return_to_service: bool = True  # re-enable a recovered host once every channel is healthy again
+    return_to_service: str = "automatic"  # or "masakari": see RETURN_TO_SERVICE
     # Guest recovery (VM notifications). Masakari's process_all_instances: also VMs without HA_Enabled.
     process_all_instances: bool = False
     vm_restart_method: str = "stop_start"  # or "hard_reboot"; a failed stop falls back to a hard reboot

@@ -99,6 +99,8 @@ def write_haven_toml(
         f'url = "{urls["etcd"]}"',
         "[detection]",
         "nova_report_interval_s = 2.0  # the lab's nova-computes report every 2 s",
+        "[recovery]  # the lab's tests see hosts back in service without an operator",
+        'return_to_service = "automatic"',
         "[liveness]",
         "process_grace_s = 30.0  # a lab nova-compute reports within about 10 s of its start",
         "[segments]  # the lab's drills and tests find a segment per zone at the first start",

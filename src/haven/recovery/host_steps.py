@@ -17,6 +17,7 @@ from haven.domain.incidents import Segment, SegmentHost, Step
 from haven.domain.liveness import BmcPower
 from haven.domain.plan import EvacuationPlan, TargetHost, UnplacedCause
 from haven.recovery.context import HAVEN_MARK, StepContext
+from haven.recovery.maintenance import take_out_of_service
 from haven.recovery.outcome import NewStep, Outcome, done, failed, requeue
 from haven.recovery.planner import plan_evacuation
 from haven.recovery.targets import short_list_size
@@ -152,8 +153,8 @@ async def force_down(step: Step, ctx: StepContext) -> Outcome:
     reason = f"{HAVEN_MARK} host failure, notification {ctx.notification.id}"
     await ctx.cloud.force_down(host, True)
     await ctx.cloud.disable_service(host, reason)
-    ctx.update_member(host, disabled_by_haven=True)
-    return done({"disabled_reason": reason, "service_enabled_before": was_enabled})
+    maintenance = take_out_of_service(ctx, host)  # on maintenance, as Masakari puts it
+    return done({"disabled_reason": reason, "service_enabled_before": was_enabled, **maintenance})
 
 
 async def plan(step: Step, ctx: StepContext) -> Outcome:

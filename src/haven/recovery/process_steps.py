@@ -9,6 +9,7 @@ from haven.domain.errors import NotFound
 from haven.domain.ids import HostName
 from haven.domain.incidents import Step
 from haven.recovery.context import HAVEN_MARK, StepContext
+from haven.recovery.maintenance import maintenance_is_havens, take_out_of_service
 from haven.recovery.outcome import Outcome, done, requeue
 from haven.safety import Action, Answer
 
@@ -31,8 +32,8 @@ async def disable_service(step: Step, ctx: StepContext) -> Outcome:
     process = str(ctx.notification.payload.get("process_name", "nova-compute"))
     reason = f"{HAVEN_MARK} {process} down on {host}, notification {ctx.notification.id}"
     await ctx.cloud.disable_service(host, reason)
-    ctx.update_member(host, disabled_by_haven=True)
-    return done({"disabled_reason": reason, "service_enabled_before": True})
+    maintenance = take_out_of_service(ctx, host)  # on maintenance, as Masakari puts it
+    return done({"disabled_reason": reason, "service_enabled_before": True, **maintenance})
 
 
 async def enable_service(step: Step, ctx: StepContext) -> Outcome:
@@ -44,6 +45,11 @@ async def enable_service(step: Step, ctx: StepContext) -> Outcome:
     if not member.disabled_by_haven:
         # An operator (not haven) disabled it: not ours to undo.
         return done({"enabled": False, "why": "service was not disabled by haven"})
+    if member.on_maintenance and ctx.settings.return_to_service == "masakari":
+        # An operator ends the maintenance; haven.service.engine_return enables the service then.
+        return done({"enabled": False, "why": "host on maintenance: its operator returns it"})
+    # With automatic return haven ends the maintenance it began, as haven.service.engine_return does.
+    ended = member.on_maintenance and maintenance_is_havens(ctx.store, host)
     await ctx.cloud.enable_service(host)
-    ctx.update_member(host, disabled_by_haven=False)
-    return done({"enabled": True})
+    ctx.update_member(host, disabled_by_haven=False, **({"on_maintenance": False} if ended else {}))
+    return done({"enabled": True, "maintenance_ended": ended})

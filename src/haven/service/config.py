@@ -17,6 +17,7 @@ is opened or changed, so a bad file stops haven with nothing touched.
     crash_loop_max_restarts = 3                    # then a crashing VM is left stopped, with an alert
     crash_loop_window_s = 600.0
     watchdog_default_action = "reset"              # when no hw:watchdog_action is set; or "notify"
+    return_to_service = "masakari"                 # or "automatic" (haven.domain.settings.RETURN_TO_SERVICE)
     [cloud]
     driver = "simulated"                           # the embedded default
     hosts = 30
@@ -85,7 +86,7 @@ from typing import Any, TypeVar
 from haven.controlplane.config import ControlPlaneConfig, parse_controlplane
 from haven.domain.errors import ConfigError
 from haven.domain.incidents import RecoveryMethod, SegmentMode
-from haven.domain.settings import DetectionSettings, EngineSettings, RecoverySettings
+from haven.domain.settings import RETURN_TO_SERVICE, DetectionSettings, EngineSettings, RecoverySettings
 from haven.explain.config import DiagnosisConfig, parse_diagnosis
 from haven.fencing.config import FencingConfig, parse_fencing
 from haven.notify.publisher import PublishSettings
@@ -235,9 +236,13 @@ def load_config(home: Path, path: Path | None = None, cloud_name: str | None = N
             f"use one of: {', '.join(CLOUD_DRIVERS)}",
         )
     simulated, openstack = _cloud(driver, cloud, f"{where} [cloud]")
+    recovery = _table(raw, "recovery", where)
+    returning = _return_to_service(recovery.pop("return_to_service", "masakari"), f"{where} [recovery]")
     engine = EngineSettings(
         detection=_settings(DetectionSettings, _table(raw, "detection", where), f"{where} [detection]"),
-        recovery=_settings(RecoverySettings, _table(raw, "recovery", where), f"{where} [recovery]"),
+        recovery=dataclasses.replace(
+            _settings(RecoverySettings, recovery, f"{where} [recovery]"), return_to_service=returning
+        ),
     )
     check_settings(engine, where)
     bootstrap, entries = _segments_section(raw.get("segments", []), where)
@@ -308,6 +313,31 @@ def _liveness(table: dict[str, Any], where: str) -> LivenessConfig:
     return config
 
 
+def _return_to_service(value: object, where: str) -> str:
+    """``[recovery] return_to_service``: who ends a recovered host's maintenance (RETURN_TO_SERVICE)."""
+    if value in RETURN_TO_SERVICE and isinstance(value, str):
+        return value
+    choices = ", ".join(repr(v) for v in RETURN_TO_SERVICE)
+    hint = (
+        '"masakari": an operator clears on_maintenance, as with Masakari; '
+        '"automatic": haven returns the host and clears it once the host is healthy again'
+    )
+    if isinstance(value, bool):  # the key's former form
+        hint = f'{hint} (true was "automatic"; false is closest to "masakari")'
+    raise ConfigError(f"{where}: return_to_service must be one of {choices}, got {value!r}", hint)
+
+
+def for_drills(engine: EngineSettings) -> EngineSettings:
+    """A drill's engine settings: the file's, with automatic return to service.
+
+    A drill judges the whole cycle, the failed host back in service included, and no operator is
+    there to end a maintenance (``return_to_service = "masakari"``, haven serve's default).
+    """
+    return dataclasses.replace(
+        engine, recovery=dataclasses.replace(engine.recovery, return_to_service="automatic")
+    )
+
+
 def check_settings(engine: EngineSettings, where: str = "settings") -> None:
     """Refuse timings that would defeat detection's safety rules, naming the fix."""
     d, r = engine.detection, engine.recovery
@@ -352,6 +382,8 @@ def check_settings(engine: EngineSettings, where: str = "settings") -> None:
     for name in (*timings, "crash_loop_window_s"):
         if getattr(r, name) <= 0:
             raise ConfigError(f"{where}: [recovery] {name} must be positive")
+    if r.return_to_service not in RETURN_TO_SERVICE:
+        _return_to_service(r.return_to_service, f"{where} [recovery]")
     if r.vm_restart_method not in RESTART_METHODS:
         raise ConfigError(
             f"{where}: [recovery] vm_restart_method {r.vm_restart_method!r} is not known",

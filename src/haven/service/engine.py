@@ -97,7 +97,13 @@ class Engine:
             authorize=self._watch.authorize,
         )
         self._intake = Intake(
-            store, clock, self._executor, on_event, self._watch.membership_segment_of, self._term_matches
+            store,
+            clock,
+            self._executor,
+            on_event,
+            self._watch.membership_segment_of,
+            self._term_matches,
+            self.settings.recovery.return_to_service,
         )
         # Custom recovery: the API's claim/progress/finish/fail, heard by the same event sink.
         self.custom = CustomRecovery(store, clock, on_event)

@@ -3,7 +3,9 @@
 Owned by haven.service.engine.Engine, whose ``submit`` (the API, the drills' simulated agents) and
 whose detection (a dead host, a failed process) open notifications here. A failure already being
 handled (an unfinished notification of the same type, host, event, VM and process) is not opened
-twice; a host on maintenance or in a disabled segment gets an IGNORED one, as in Masakari. The
+twice; a host on maintenance or in a disabled segment gets an IGNORED one, as in Masakari (its
+API refuses them: haven.api.routes.notifications answers 409 before they get here), except what
+haven's own detector reports about a host whose maintenance is haven's (see ``_ignored``). The
 executor tracks a new notification at once when this engine acts; a follower only stores it and
 the leader adopts it from the store.
 """
@@ -24,6 +26,7 @@ from haven.domain.incidents import (
     Notification,
     NotificationStatus,
     NotificationType,
+    SegmentHost,
     SegmentMode,
 )
 from haven.recovery.executor import RecoveryExecutor
@@ -46,11 +49,14 @@ class Intake:
         emit: EventSink,
         segment_of: Callable[[HostName], SegmentId | None],
         acting_in_term: Callable[[], bool],
+        return_to_service: str = "automatic",
     ) -> None:
         """``segment_of``: the host's segment as the engine knows it; ``acting_in_term``: whether the
-        engine acts now, in the term it began (then its executor tracks what is opened)."""
+        engine acts now, in the term it began (then its executor tracks what is opened);
+        ``return_to_service``: haven.domain.settings.RETURN_TO_SERVICE."""
         self._store, self._clock, self._executor, self._emit = store, clock, executor, emit
         self._segment_of, self._acting_in_term = segment_of, acting_in_term
+        self._return_to_service = return_to_service
 
     def open(
         self,
@@ -76,7 +82,7 @@ class Intake:
         if segment_id is not None:
             segment, member = self._store.get_segment(segment_id), self._store.get_host(host)
             mode = segment.mode
-            if not segment.enabled or member.on_maintenance:
+            if not segment.enabled or self._ignored(member, type_, payload, source):
                 status = NotificationStatus.IGNORED  # as Masakari does for maintenance and disabled segments
         notification = Notification(
             NotificationId(str(uuid.uuid4())),
@@ -106,3 +112,23 @@ class Intake:
             )
         )
         return notification
+
+    def _ignored(
+        self, member: SegmentHost, type_: NotificationType, payload: Mapping[str, Any], source: Source
+    ) -> bool:
+        """A host on maintenance is left alone (Masakari), except by haven's own detector when the
+        maintenance is haven's (it took the host's compute service out and owes its return):
+        - the host dying is recovered whatever the return mode: a crashed nova-compute left its VMs
+          running there, and haven's safety rules (a host fenced and emptied is not fenced again
+          while it boots: engine_detection's ``_not_back_yet``) still decide about the fence;
+        - its process coming back ends the maintenance with automatic return; with Masakari's,
+          an operator ends it (the notification is ignored, as Masakari's API refuses it).
+        """
+        if not member.on_maintenance:
+            return False
+        if source is not Source.DETECTOR or not member.disabled_by_haven:
+            return True
+        if type_ is NotificationType.COMPUTE_HOST:
+            return False
+        started = str(payload.get("event", "")).upper() == "STARTED"
+        return not (started and self._return_to_service == "automatic")

@@ -4,8 +4,11 @@ Owned by haven.service.engine.Engine: ``note`` hears every finished step (a host
 disable_service by haven joins the path, whichever way it later comes back), ``run`` is called on
 each detection pass while the engine acts. Only what haven did is undone: force_down is cleared,
 and the service is enabled only if it was enabled before haven disabled it and the host is not a
-reserved one. ``clear_incident_alerts`` is shared with the engine's intake (a new incident makes
-the last one's alerts history).
+reserved one. A host haven took out is on maintenance (haven.recovery.maintenance); with
+``return_to_service = "masakari"`` it waits here until an operator clears on_maintenance, as
+Masakari leaves a recovered host to its operators; with "automatic" haven returns it once it is
+healthy and clears the flag itself (if haven set it). ``clear_incident_alerts`` is shared with
+the engine's intake (a new incident makes the last one's alerts history).
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from haven.domain.clock import Clock
 from haven.domain.errors import CloudError, NotFound
 from haven.domain.events import EngineEvent, EventKind, EventSink
 from haven.domain.ids import HostName
-from haven.domain.incidents import AlertKind, SegmentHost, Step, StepState
+from haven.domain.incidents import AlertKind, SegmentHost, StepState
 from haven.domain.settings import RecoverySettings
+from haven.recovery.maintenance import last_haven_disable, maintenance_is_havens
 from haven.recovery.workflows import DISABLE_SERVICE, FORCE_DOWN
 from haven.store import Store
 
@@ -29,16 +33,6 @@ INCIDENT_ALERTS = (AlertKind.FENCE_FAILED, AlertKind.UNPLACED, AlertKind.RECOVER
 def clear_incident_alerts(store: Store, host: HostName, now: float, epoch: int | None) -> None:
     for kind in INCIDENT_ALERTS:
         store.clear_alerts(now=now, kind=kind, host=host, epoch=epoch)
-
-
-def last_haven_disable(store: Store, host: HostName) -> Step | None:
-    """The most recent step by which haven disabled (or forced down) this host's compute service."""
-    for notification in store.list_notifications(hostname=host, limit=20):
-        for step in reversed(store.list_steps(notification.id)):
-            acted = step.state is StepState.DONE and "disabled_reason" in step.detail
-            if step.kind in (FORCE_DOWN, DISABLE_SERVICE) and acted:
-                return step
-    return None
 
 
 class HostReturn:
@@ -82,16 +76,17 @@ class HostReturn:
         is_acting: Callable[[], bool],
     ) -> None:
         """Return every healthy host haven owes a return that no open notification is about."""
-        if not self._settings.return_to_service:
-            return
         for host in sorted(self._returning):
             if not is_acting():
                 return  # leadership lost mid-pass: no further effect
             if not is_healthy(host) or host in busy:
                 continue  # cheap checks first: dead hosts wait here on every pass
-            if not self._owes_return(host):
+            member = self._owed(host)
+            if member is None:
                 self._returning.discard(host)  # haven left it alone (say, an operator had disabled it)
                 continue
+            if member.on_maintenance and self._settings.return_to_service == "masakari":
+                continue  # an operator ends the maintenance (Masakari's runbook); then haven returns it
             if epoch is not None:
                 self._store.fence(epoch)  # a deposed leader must not touch the cloud either
             await self._return(host, now, epoch)
@@ -110,15 +105,21 @@ class HostReturn:
             return  # nova-compute has not reported yet; look again next pass
         last = last_haven_disable(self._store, host)
         was_enabled = last is None or bool(last.detail.get("service_enabled_before", True))
-        if was_enabled and not self._store.get_host(host).reserved:  # _owes_return found it just now
+        if was_enabled and not self._store.get_host(host).reserved:  # _owed found it just now
             await self._cloud.enable_service(host)
-        self._store.update_host(host, disabled_by_haven=False, epoch=epoch)
+        automatic = self._settings.return_to_service == "automatic"
+        ended = automatic and maintenance_is_havens(self._store, host)
+        maintenance = {"on_maintenance": False} if ended else {}  # haven's own, and it ends it
+        self._store.update_host(host, disabled_by_haven=False, epoch=epoch, **maintenance)
         clear_incident_alerts(self._store, host, now, epoch)
         self._returning.discard(host)
-        self._emit(EngineEvent(EventKind.HOST_RETURNED, now, host, detail={"enabled": was_enabled}))
+        detail = {"enabled": was_enabled, "maintenance_ended": ended}
+        self._emit(EngineEvent(EventKind.HOST_RETURNED, now, host, detail=detail))
 
-    def _owes_return(self, host: HostName) -> bool:
+    def _owed(self, host: HostName) -> SegmentHost | None:
+        """The host if haven still owes it a return (None: not, or no longer, in any segment)."""
         try:
-            return self._store.get_host(host).disabled_by_haven
+            member = self._store.get_host(host)
         except NotFound:
-            return False  # not (or no longer) in any segment
+            return None
+        return member if member.disabled_by_haven else None
