@@ -38,7 +38,7 @@ from haven.drill.cloud_drill import CLOUD_SCENARIOS, CloudDrill, run_cloud_drill
 from haven.drill.cloud_judge import CloudDrillReport
 from haven.drill.cloud_prep import BmcRecords, ComputeControl, HangControl, PowerControl
 from haven.fencing.registry import build_fencer
-from haven.service.config import HavenConfig, load_config
+from haven.service.config import HavenConfig, for_drills, load_config
 
 LAB = "lab"
 DEFAULT_VMS = 3
@@ -132,7 +132,7 @@ async def _run(
                 args.scenario, args.cloud, chosen.cloud, liveness, fencer, workload, flavor, image,
                 power=hw.power, computes=hw.computes, hangs=hw.hangs, bmc_records=hw.records, vms=vms,
                 host=HostName(args.host) if args.host else None,
-                settings=config.engine, give_up_s=args.give_up, progress=say,
+                settings=for_drills(config.engine), give_up_s=args.give_up, progress=say,
                 liveness_channels=LIVENESS_CHANNELS[config.coordination.url is not None],
             )  # fmt: skip
             return await run_cloud_drill(drill)
