@@ -157,6 +157,26 @@ def test_a_crash_loop_stops_restarts_and_holds_with_a_reason() -> None:
     assert ActionKind.RESTART in [a.kind for a in later.actions]
 
 
+def test_systemds_own_restart_loop_is_a_crash_loop_too() -> None:
+    # Restart=always: systemd restarts it by itself (seen in NRestarts); it never stays up.
+    auto_restart = UnitStatus(UnitActive.ACTIVATING, "auto-restart", n_restarts=9)
+    restarts = tuple(NOW - 10 * i for i in range(1, 6))
+    looping = replica(unit=auto_restart, member=MAINT, held_out=True, restarts=restarts)
+    stopped = replica("ctl-4", unit=STOPPED, member=MAINT)
+    p = plan([API], [looping, replica("ctl-3"), stopped], DOMAINS, NOW, SETTINGS)
+    assert [(h.kind, h.host) for h in p.holds] == [("crash_loop", "ctl-1")]
+    # It never serves, so it does not count towards min_replicas: another replica is started.
+    assert [(a.kind, a.host) for a in p.actions] == [(ActionKind.START, "ctl-4")]
+
+
+def test_a_crash_loop_is_held_even_while_another_replica_restarts() -> None:
+    restarts = tuple(NOW - 100 + 10 * i for i in range(5))
+    looping = replica(unit=FAILED, member=MAINT, held_out=True, restarts=restarts)
+    restarting = replica("ctl-3", unit=FAILED, member=MAINT, held_out=True, busy=True)
+    p = plan([API], [looping, restarting], DOMAINS, NOW, SETTINGS)
+    assert ("crash_loop", "ctl-1") in [(h.kind, h.host) for h in p.holds]
+
+
 # ---- rule 4: never everything at once ------------------------------------------------------------
 
 

@@ -14,7 +14,9 @@ The rules, per service:
    took it out and its latest probe passed.
 3. A failed or unhealthy replica is restarted once out of the load balancer, after an exponential
    back-off over its recent restarts (haven's and systemd's own); at ``crash_loop_max_restarts`` within
-   the window haven stops restarting it and holds it with an alert.
+   the window, still not serving, it is in a crash loop: haven stops restarting it, keeps it out of the
+   load balancer and holds it with an alert (a loop of systemd's own restarts, Restart=, too), and it no
+   longer counts towards ``min_replicas``.
 4. Never everything at once: at most ``max_restarts_at_once`` replicas of a service are out for a
    restart; when many fail their probes at once, haven.safety's replica gate holds them all (and keeps
    them in the load balancer: the prober is as likely wrong as they are); a replica whose dependency
@@ -53,6 +55,7 @@ _NEEDS_RESTART = frozenset({H.FAILED, H.UNHEALTHY})
 _CANNOT_SERVE = frozenset({H.FAILED, H.UNHEALTHY, H.STOPPED, H.UNKNOWN, H.ABSENT, H.STARTING})
 _PROCESS_GONE = frozenset({H.FAILED, H.STOPPED, H.UNKNOWN, H.ABSENT})
 _COUNTED = frozenset({H.HEALTHY, H.STARTING, H.UNHEALTHY, H.FAILED})
+_LOOPING = frozenset({H.FAILED, H.UNHEALTHY, H.STARTING})  # restarted too often and still not serving
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +172,7 @@ def _service(
     out_for_restart = sum(1 for j in judged if j.view.busy or (j.health is H.STARTING and j.view.held_out))
     budget = state.settings.max_restarts_at_once - out_for_restart
     for j in sorted(judged, key=lambda j: (j.health is not H.FAILED, j.view.host)):
+        _crash_loop_hold(spec, j, state)
         if j.view.busy:
             continue  # an unfinished action: the reconciler finishes it first
         if j.health is H.UNHEALTHY and gate:
@@ -213,14 +217,7 @@ def _restart(spec: ServiceSpec, j: Judged, dependency_down: bool, state: _Pass) 
     policy = spec.restart
     restarts = recent(j.view.restarts, policy, state.now)
     if len(restarts) >= policy.crash_loop_max_restarts:
-        reason = (
-            f"{spec.name} on {j.view.host} was restarted {len(restarts)} times within "
-            f"{policy.crash_loop_window_s:g} s and is still {j.health.value}: haven stops restarting it "
-            "(crash loop); fix it and restart it by hand, or wait for the window to pass"
-        )
-        state.holds.append(Hold(spec.name, j.view.host, "crash_loop", reason))
-        state.wait(restarts[0] + policy.crash_loop_window_s)
-        return False
+        return False  # _crash_loop_hold said why
     due = backoff_due(restarts, policy)
     if due is not None and state.now < due:
         state.wait(due)
@@ -228,6 +225,22 @@ def _restart(spec: ServiceSpec, j: Judged, dependency_down: bool, state: _Pass) 
     why = "unit failed" if j.health is H.FAILED else "probe failing"
     state.act(ActionKind.RESTART, j, f"{why}; restart {len(restarts) + 1} within the window")
     return True
+
+
+def _crash_loop_hold(spec: ServiceSpec, j: Judged, state: _Pass) -> None:
+    """Rule 3's limit, whoever restarted it: haven, or systemd itself (Restart=, seen in NRestarts)."""
+    policy = spec.restart
+    restarts = recent(j.view.restarts, policy, state.now)
+    if not _crash_looped(spec, j, state.now):
+        return
+    reason = (
+        f"{spec.name} on {j.view.host} was restarted {len(restarts)} times within "
+        f"{policy.crash_loop_window_s:g} s and is still {j.health.value}: haven stops restarting it and "
+        "keeps it out of the load balancer (crash loop); fix it and restart it by hand, or wait for the "
+        "window to pass"
+    )
+    state.holds.append(Hold(spec.name, j.view.host, "crash_loop", reason))
+    state.wait(restarts[0] + policy.crash_loop_window_s)
 
 
 def _fill(spec: ServiceSpec, judged: list[Judged], domains: Mapping[HostName, str], state: _Pass) -> None:
@@ -269,4 +282,4 @@ def _out(spec: ServiceSpec, j: Judged) -> bool:
 
 def _crash_looped(spec: ServiceSpec, j: Judged, now: float) -> bool:
     restarts = recent(j.view.restarts, spec.restart, now)
-    return j.health in _NEEDS_RESTART and len(restarts) >= spec.restart.crash_loop_max_restarts
+    return j.health in _LOOPING and len(restarts) >= spec.restart.crash_loop_max_restarts
