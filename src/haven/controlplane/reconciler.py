@@ -125,6 +125,7 @@ class Reconciler:
                 await self._finish(record, epoch)
         observed = await self._observe()
         await self._probe_due(observed)
+        now = self._clock.now()  # after the probes: the plan judges results it has just read
         if acting:
             await self._note_systemd_restarts(observed, now, epoch)
         views = await self._views(observed, now)
