@@ -14,7 +14,8 @@ import pytest
 from oslo_config import cfg
 
 from haven.diagnosis import EvidenceKind, NodeEvent
-from haven.evidence.nova import BootFailure, NovaListener, Received, translate
+from haven.evidence.nova import BootFailure, Received, translate
+from haven.evidence.nova_listener import NovaListener
 from haven.notify.oslo import oslo_messaging
 from servers.rabbitmq import RabbitMQ, rabbitmq_fixture  # noqa: F401 (the session's broker)
 
@@ -77,6 +78,7 @@ async def bus(rabbitmq: RabbitMQ) -> AsyncIterator[tuple[str, Any, list[Received
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        await listener.aclose()
         await asyncio.to_thread(transport.cleanup)
 
 
@@ -122,3 +124,44 @@ async def test_nova_notifications_arrive_through_a_real_rabbitmq(
     times = [i.at for i in items]
     assert times == sorted(times)
     assert abs(times[0] - time.time()) < 30
+
+
+@pytest.mark.rabbitmq
+async def test_a_listener_runs_again_after_it_stopped(rabbitmq: RabbitMQ) -> None:
+    """A new leadership term runs the same listener again: its pool's queue kept what came in between."""
+    topic = f"versioned-{secrets.token_hex(4)}"
+    listener = NovaListener(rabbitmq.url, topic=topic, pool="haven-test")
+    got: list[Received] = []
+
+    async def handle(received: Received) -> None:
+        got.append(received)
+
+    conf = cfg.ConfigOpts()
+    conf([], project="nova-test", default_config_files=[], default_config_dirs=[])
+    transport = oslo_messaging.get_notification_transport(conf, url=rabbitmq.url)
+    notifier = oslo_messaging.Notifier(
+        transport, publisher_id="nova-compute:host1", driver="messagingv2", topics=[topic]
+    )
+    try:
+        for term in range(2):
+            ready = asyncio.Event()
+            task = asyncio.create_task(listener.run(handle, ready))
+            await asyncio.wait_for(ready.wait(), 30)
+            if term == 0:  # sent now, read in this term
+                await asyncio.to_thread(notifier.info, {}, "service.update", service_update(True))
+            async with asyncio.timeout(20):
+                while len(got) < term + 1:
+                    await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            if term == 0:  # sent between the terms: the queue keeps it for the next one
+                await asyncio.to_thread(notifier.error, {}, "compute.exception", COMPUTE_EXCEPTION)
+    finally:
+        await listener.aclose()
+        await asyncio.to_thread(transport.cleanup)
+    assert [type(r.item).__name__ for r in got] == ["NodeEvent", "NodeEvent"]
+    assert [r.item.kind for r in got if isinstance(r.item, NodeEvent)] == [
+        EvidenceKind.DOWN,
+        EvidenceKind.ERROR,
+    ]

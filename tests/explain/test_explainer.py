@@ -19,7 +19,8 @@ from haven.domain.errors import TemporaryError
 from haven.domain.ids import HostName
 from haven.domain.incidents import Alert, AlertKind
 from haven.evidence.metrics import RangeSeries, RecordedMetrics
-from haven.evidence.nova import BootFailure, NovaListener, Received
+from haven.evidence.nova import BootFailure, Received
+from haven.evidence.nova_listener import NovaListener
 from haven.explain.explainer import Explainer, ExplainSettings, MetricQuery
 from haven.notify.oslo import oslo_messaging
 from haven.store import Store
@@ -131,6 +132,20 @@ async def test_an_unavailable_metrics_source_leaves_a_note_and_ranks_the_events(
     )
 
 
+async def test_an_unexpected_error_loses_one_explanation_not_the_explainer(store: Store) -> None:
+    class Broken:
+        async def query_range(self, query: str, start: float, end: float, step_s: float) -> list[RangeSeries]:
+            raise RuntimeError("a bug")
+
+    broken = Explainer(store, TOPOLOGY, VirtualClock(NOW), Broken(), SETTINGS)
+    assert await broken.take(boot_failure("NoValidHost", "", "scheduling")) is None
+    (pending,) = store.list_explanations()
+    assert pending.state is ExplanationState.PENDING  # recorded before the evidence was read
+    working = Explainer(store, TOPOLOGY, VirtualClock(NOW + 30), recorded(), SETTINGS)
+    (done,) = await working.resume()
+    assert done.id == pending.id and done.state is ExplanationState.DONE
+
+
 async def test_a_record_left_pending_is_explained_on_resume(store: Store) -> None:
     pending = ExplanationRecord(
         "instance.create.error:m7", "instance.create.error", "u7", Symptom(SERVER_BOOT, NOW), 1
@@ -175,7 +190,8 @@ async def test_from_nova_notifications_on_rabbitmq_to_a_stored_explanation(
             done.set()
 
     ready = asyncio.Event()
-    task = asyncio.create_task(NovaListener(rabbitmq.url, topic=topic, pool="haven-test").run(handle, ready))
+    listener = NovaListener(rabbitmq.url, topic=topic, pool="haven-test")
+    task = asyncio.create_task(listener.run(handle, ready))
     conf = cfg.ConfigOpts()
     conf([], project="nova-test", default_config_files=[], default_config_dirs=[])
     transport = oslo_messaging.get_notification_transport(conf, url=rabbitmq.url)
@@ -197,6 +213,7 @@ async def test_from_nova_notifications_on_rabbitmq_to_a_stored_explanation(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        await listener.aclose()
         await asyncio.to_thread(transport.cleanup)
     (record,) = explained
     assert record.symptom.phase == "port binding" and record.state is ExplanationState.DONE

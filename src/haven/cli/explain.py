@@ -1,9 +1,10 @@
 """``haven explain``: the explanations haven gave (a table, one in full, or ``--json``), and ``listen``.
 
 Registered by haven.cli.main. ``haven explain`` and ``haven explain ID`` read the store only.
-``haven explain listen`` runs the explainer on a real clock until Ctrl-C: Nova's versioned notifications
-from ``[diagnosis] transport_url``, metrics from ``[diagnosis] prometheus_url``, and haven's own alerts
-about failed recoveries from the store ``haven serve`` writes.
+``haven explain listen`` runs the explainer (haven.service.explaining, as ``haven serve`` does when
+``[diagnosis]`` is set) on a real clock until Ctrl-C: Nova's versioned notifications from ``[diagnosis]
+transport_url``, metrics from ``[diagnosis] prometheus_url``, and haven's alerts about failed recoveries
+from the store.
 """
 
 from __future__ import annotations
@@ -20,16 +21,12 @@ from rich.table import Table
 from rich.text import Text
 
 from haven.cli.render import when
-from haven.controlplane.catalogue import CATALOGUE
 from haven.diagnosis.records import ExplanationRecord, ExplanationState, record_json
 from haven.domain.clock import RealClock
 from haven.domain.errors import NotFound, UserError
-from haven.evidence.nova import NovaListener, Received
-from haven.evidence.prometheus import PrometheusMetrics
-from haven.explain.explainer import Explainer
 from haven.service.config import HavenConfig
+from haven.service.explaining import Explaining, build_explaining
 from haven.store import Store
-from haven.topology import Topology, openstack_topology
 
 ConfigOf = Callable[[argparse.Namespace], HavenConfig]
 StoreOf = Callable[[HavenConfig], Store]
@@ -72,12 +69,6 @@ def add_explain_command(sub: Any, config_of: ConfigOf, existing_store: StoreOf) 
     parser.set_defaults(handler=handle)
 
 
-def topology_of(config: HavenConfig) -> Topology:
-    """The catalogue's services with haven.toml's ``[controlplane.services]`` over them."""
-    specs = {**CATALOGUE, **{spec.name: spec for spec in config.controlplane.services}}
-    return openstack_topology(specs.values())
-
-
 def explanations_table(records: list[ExplanationRecord]) -> Table:
     table = Table(title="explanations (newest first)")
     for column in ("id", "state", "symptom at", "symptom", "phase", "top cause"):
@@ -112,39 +103,20 @@ def explanation_detail(record: ExplanationRecord) -> Group:
 
 
 def _listen(config: HavenConfig, err: Console) -> int:
-    diagnosis = config.diagnosis
-    if not diagnosis.transport_url and not diagnosis.prometheus_url:
+    explaining = build_explaining(config)
+    if explaining is None:
         raise UserError(
             "nothing to listen to: [diagnosis] has neither transport_url nor prometheus_url",
             "set [diagnosis] transport_url (the cloud's RabbitMQ) in haven.toml",
         )
-    listener = None
-    if diagnosis.transport_url:
-        try:
-            listener = NovaListener(diagnosis.transport_url, diagnosis.topic, diagnosis.pool)
-        except ValueError as exc:
-            raise UserError(f"[diagnosis] {exc}", "e.g. rabbit://user:password@host:5672/") from None
-    notifications = f"on {diagnosis.topic}" if listener else "off"
-    metrics = f"from {diagnosis.prometheus_url}" if diagnosis.prometheus_url else "off"
-    err.print(f"explaining failures: notifications {notifications}, metrics {metrics}; Ctrl-C stops")
+    err.print(f"{explaining.describe()}; Ctrl-C stops")
     with contextlib.suppress(KeyboardInterrupt), Store.open(config.database_url) as store:
-        asyncio.run(_run(config, store, listener))
+        asyncio.run(_run(explaining, store))
     return 0
 
 
-async def _run(config: HavenConfig, store: Store, listener: NovaListener | None) -> None:
-    diagnosis = config.diagnosis
-    metrics = PrometheusMetrics(diagnosis.prometheus_url) if diagnosis.prometheus_url else None
-    explainer = Explainer(store, topology_of(config), RealClock(), metrics, diagnosis.settings)
-
-    async def take(received: Received) -> None:
-        await explainer.take(received)
-
+async def _run(explaining: Explaining, store: Store) -> None:
     try:
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(explainer.run())
-            if listener is not None:
-                tasks.create_task(listener.run(take))
+        await explaining.run(store, RealClock(), asyncio.Event())  # until Ctrl-C
     finally:
-        if metrics is not None:
-            await metrics.aclose()
+        await explaining.aclose()

@@ -15,8 +15,9 @@ With ``--coordination etcd://HOST:PORT`` (or ``[coordination] url``) several
 ``haven serve`` processes share one PostgreSQL store and elect one leader
 through etcd (haven.coordination). The elector runs in the same TaskGroup and
 is the Leadership the status page and metrics show. Only the leader acts: the
-engine's tick (detection, recovery steps, return to service) and the
-publisher's deliveries run while it leads; a follower keeps serving the API.
+engine's tick (detection, recovery steps, return to service), the
+publisher's deliveries and the explainer (``[diagnosis]``, haven.service.explaining) run while it
+leads; a follower keeps serving the API.
 A notification POSTed to a follower is stored, and the leader adopts it from
 the store within a detection interval (about a second): the store is shared,
 and the leader's executor picks up every unfinished notification it finds
@@ -60,6 +61,7 @@ from haven.notify.publisher import Publisher
 from haven.service.bootstrap import segments_per_zone
 from haven.service.config import HavenConfig
 from haven.service.engine import Engine
+from haven.service.explaining import build_explaining
 from haven.service.metrics import HavenMetrics
 from haven.service.publishing import build_publisher, build_sinks
 from haven.service.runner import serve_forever
@@ -98,6 +100,7 @@ async def serve(
         _check_segment_names(config, _bootstrapped_names(config, hosts))
     where = f"{config.source or 'defaults'} [publish]"
     sinks = build_sinks(config.publish, environ, where)  # no I/O: a bad [publish] touches nothing
+    explaining = build_explaining(config)  # likewise for [diagnosis]
     elector = await _elector(config, bind)  # etcd unreachable: stop here, nothing opened
     try:
         async with contextlib.AsyncExitStack() as resources:
@@ -105,6 +108,10 @@ async def serve(
             resources.callback(chosen.close)
             token = ensure_token(config.home, config.api.token_path)  # creates the home folder too
             store = resources.enter_context(Store.open(config.database_url))
+            explain = None
+            if explaining is not None:
+                resources.push_async_callback(explaining.aclose)
+                explain = functools.partial(explaining.run, store, clock)
             method = scenario.recovery_method if scenario is not None else RecoveryMethod.AUTO
             _prepare_segments(store, config, hosts, method, chosen.reserved)
             leadership: Leadership = elector if elector is not None else SingleNodeLeadership()
@@ -131,6 +138,8 @@ async def serve(
                 f"API on http://{_url_host(host)}:{port}/ ({_auth_note(config)}). Ctrl-C stops.",
                 highlight=False,
             )
+            if explaining is not None:
+                console.print(f"{explaining.describe()}: `haven explain` shows them", highlight=False)
             if not store.list_segments():
                 console.print(
                     'no failover segment yet ([segments] bootstrap = "none"): haven protects the hosts '
@@ -143,7 +152,7 @@ async def serve(
                     _inject_later, scenario, cloud, topology, spec.seed, inject_after_s, console=console
                 )
                 injector = with_sim_agents(injecting, cloud, engine)  # their agents report guest faults
-            await _run_until_stopped(engine, clock, api, listener, injector, publisher, elector)
+            await _run_until_stopped(engine, clock, api, listener, injector, publisher, elector, explain)
     finally:
         if elector is not None:
             await elector.aclose()
@@ -202,8 +211,9 @@ async def _run_until_stopped(
     injector: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None,
     publisher: Publisher,
     elector: Elector | None,
+    explain: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
-    """The engine loop, the API, the publisher, the elector and the injector in one TaskGroup.
+    """The engine loop, the API, the publisher, the explainer, the elector and the injector in one TaskGroup.
 
     Until SIGINT or SIGTERM; then the elector resigns (hands leadership over at once).
     """
@@ -216,12 +226,15 @@ async def _run_until_stopped(
             tasks.create_task(serve_forever(engine, clock, stop))
             tasks.create_task(api.serve(sockets=[listener]))
             tasks.create_task(_stop_when(stop, api))
+            leader_only = [publisher.run] if explain is None else [publisher.run, explain]
             if elector is None:
-                tasks.create_task(publisher.run(stop))
+                for run in leader_only:
+                    tasks.create_task(run(stop))
             else:
                 campaign = tasks.create_task(elector.run())
                 tasks.create_task(_cancel_when(stop, campaign))
-                tasks.create_task(_publish_while_leading(publisher, elector, stop))
+                for run in leader_only:
+                    tasks.create_task(_while_leading(run, elector, stop))
             if injector is not None:
                 tasks.create_task(injector(stop))
     except* CoordinationUnavailable as group:
@@ -323,15 +336,17 @@ async def _first(*waits: Coroutine[Any, Any, object]) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _publish_while_leading(publisher: Publisher, elector: Elector, stop: asyncio.Event) -> None:
-    """Deliver the outbox only during this engine's terms as leader (one deliverer at a time)."""
+async def _while_leading(
+    run: Callable[[asyncio.Event], Coroutine[Any, Any, None]], elector: Elector, stop: asyncio.Event
+) -> None:
+    """``run`` (the outbox's deliveries, the explainer) only during this engine's terms as leader."""
     while not stop.is_set():
         await _first(elector.wait_leading(), stop.wait())
         if stop.is_set():
             return
         term_over = asyncio.Event()
         async with asyncio.TaskGroup() as term:
-            term.create_task(publisher.run(term_over))
+            term.create_task(run(term_over))
             await _first(elector.wait_not_leading(), stop.wait())
             term_over.set()
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from haven.diagnosis import Graph, NodeEvent, RankSettings, Series, Symptom, rank
 from haven.diagnosis.records import ExplanationRecord, ExplanationState
@@ -33,6 +35,7 @@ from haven.store import Store
 from haven.topology import SERVER_BOOT, SERVER_EVACUATE, Topology, phase_of_fault
 
 _log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # haven's alerts that say a recovery failed, and the phase each points at when its words do not.
 EXPLAINED_ALERTS: dict[AlertKind, str | None] = {
@@ -76,7 +79,13 @@ class Explainer:
         self._settings = settings or ExplainSettings()
 
     async def take(self, received: Received) -> ExplanationRecord | None:
-        """One notification: evidence is kept; a failed boot is recorded and explained (returned)."""
+        """One notification: evidence is kept; a failed boot is recorded and explained (returned).
+
+        An unexpected error is logged and loses that notification only (the listener goes on).
+        """
+        return await self._isolated(self._take(received))
+
+    async def _take(self, received: Received) -> ExplanationRecord | None:
         item = received.item
         if isinstance(item, NodeEvent):
             key = f"notification:{received.message_id}"
@@ -92,13 +101,18 @@ class Explainer:
         done = []
         for alert in sorted(wanted, key=lambda a: (a.raised_at, a.id)):
             if _alert_key(alert) not in known:
-                done.append(await self.open_and_explain(_alert_record(alert, self._clock.now())))
+                record = await self._isolated(self.open_and_explain(_alert_record(alert, self._clock.now())))
+                done += [record] if record is not None else []
         return done
 
     async def resume(self) -> list[ExplanationRecord]:
         """Explain every record left pending (oldest first)."""
         pending = await asyncio.to_thread(self._store.list_explanations, state=ExplanationState.PENDING)
-        return [await self.explain(record) for record in sorted(pending, key=lambda r: r.created_at)]
+        done = []
+        for record in sorted(pending, key=lambda r: r.created_at):
+            explained = await self._isolated(self.explain(record))
+            done += [explained] if explained is not None else []
+        return done
 
     async def open_and_explain(self, record: ExplanationRecord) -> ExplanationRecord:
         if await asyncio.to_thread(self._store.open_explanation, record):
@@ -121,12 +135,21 @@ class Explainer:
 
     async def run(self) -> None:
         """Until cancelled: pending records, then haven's alerts every ``poll_s``; old evidence is pruned."""
-        await self.resume()
+        await self._isolated(self.resume())
         while True:
-            await self.watch_alerts()
+            await self._isolated(self.watch_alerts())
             before = self._clock.now() - self._settings.keep_evidence_s
-            await asyncio.to_thread(self._store.prune_evidence, before)
+            await self._isolated(asyncio.to_thread(self._store.prune_evidence, before))
             await self._clock.sleep_until(self._clock.now() + self._settings.poll_s)
+
+    @staticmethod
+    async def _isolated(work: Awaitable[T]) -> T | None:
+        """``work``'s result; an unexpected error is logged and fails that piece of work only (None)."""
+        try:
+            return await work
+        except Exception:
+            _log.exception("explaining failed; the explainer goes on")
+            return None
 
     async def _series(self, start: float, end: float) -> tuple[list[Series], tuple[str, ...]]:
         if self._metrics is None or not self._settings.metrics:
