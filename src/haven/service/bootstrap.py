@@ -1,6 +1,8 @@
 """First-start set-up: one failover segment per availability zone, as most operators lay them out.
 
-Called by drills, the demo and `haven serve` when the store has no segment yet.
+Called by drills, the demo and `haven serve` when the store has no segment yet; `haven serve` only
+with ``[segments] bootstrap = "per-zone"`` (the default on the simulated cloud; a real cloud starts
+empty, as Masakari does: haven.service.config.SEGMENT_BOOTSTRAPS).
 """
 
 from __future__ import annotations
