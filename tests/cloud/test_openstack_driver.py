@@ -189,6 +189,18 @@ async def test_nova_task_and_power_states_map_to_the_domain(
     assert (server.task_state, server.power_state) == (task, power)
 
 
+async def test_a_server_in_error_carries_novas_fault_message(
+    cloud: OpenStackCloud, nova: RecordedNova
+) -> None:
+    fault = {"code": 500, "message": "No valid host was found. ", "created": "2026-12-05T10:00:00Z"}
+    body = server_body("s3", fault=fault, **{"OS-EXT-STS:vm_state": "error", "OS-EXT-STS:power_state": 0})
+    nova.answer("GET", f"{V}/servers/s3", Answer(200, {"server": body}))
+    server = await cloud.get_server(ServerId("s3"))
+    assert (server.vm_state, server.fault) == (VmState.ERROR, "No valid host was found. ")
+    nova.answer("GET", f"{V}/servers/s1", Answer(200, {"server": server_body("s1")}))
+    assert (await cloud.get_server(ServerId("s1"))).fault == ""
+
+
 async def test_server_show_maps_states_and_its_server_group(
     cloud: OpenStackCloud, nova: RecordedNova
 ) -> None:

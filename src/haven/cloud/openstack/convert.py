@@ -93,7 +93,14 @@ def server(body: Json, group: ServerGroupId | None = None) -> Server:
         group=ServerGroupId(str(groups[0])) if groups else group,
         # The embedded flavor carries its extra specs (2.47+); the image's property is not read yet.
         watchdog_action=watchdog_action_of((body.get("flavor") or {}).get("extra_specs") or {}, {}),
+        fault=fault_message(body),
     )
+
+
+def fault_message(body: Json) -> str:
+    """Nova's fault message of a server (shown for servers in ERROR), "" when it shows none."""
+    fault = body.get("fault")
+    return str(fault.get("message") or "") if isinstance(fault, Mapping) else ""
 
 
 def server_action(server_id: ServerId, body: Json) -> ServerAction:

@@ -202,7 +202,7 @@ class SimCloud(SimFaults, SimGuests, SimBmcs):  # SimFaults first: it provides _
         self._latest_evacuation[server_id] = record
         if dest is None or dest is source or not self._accepts(dest, server):
             # Nova's scheduler found no valid host: the rebuild fails and the server errors.
-            server.vm_state = VmState.ERROR
+            server.vm_state, server.fault = VmState.ERROR, "No valid host was found. "
             self._evacuation_ended(record, action, ok=False)
             return
         admitted = max(now, dest.rebuild_busy_until) + self.timings.evacuate_admit_s
@@ -242,6 +242,7 @@ class SimCloud(SimFaults, SimGuests, SimBmcs):  # SimFaults first: it provides _
             VmState.ERROR,
             PowerState.NOSTATE,
         )
+        server.fault = f"Rebuild of {server.id} failed on its destination"
         self._evacuation_ended(record, action, ok=False)
 
     def _finish_rebuild(self, server: SimServer, dest: SimHost, record: int, action: int) -> None:
@@ -487,4 +488,5 @@ class SimCloud(SimFaults, SimGuests, SimBmcs):  # SimFaults first: it provides _
             metadata=dict(s.metadata),
             group=s.group,
             watchdog_action=s.watchdog_action,
+            fault=s.fault if s.vm_state is VmState.ERROR else "",  # Nova shows it for ERROR only
         )

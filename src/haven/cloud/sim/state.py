@@ -63,6 +63,7 @@ class SimServer:
     crash_shows_error: bool = False  # fault: Nova shows a crash as vm_state error, not stopped
     boots: int = 0  # counts guest boots, so a crash scheduled for an earlier boot is dropped
     rebuild_fails: bool = False  # fault: Nova accepts its next evacuation, and the rebuild fails
+    fault: str = ""  # Nova's fault message, as a server in ERROR shows it
 
 
 class EvacuationStatus(StrEnum):
