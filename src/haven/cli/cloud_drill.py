@@ -37,6 +37,7 @@ from haven.domain.ids import HostName
 from haven.drill.cloud_drill import CLOUD_SCENARIOS, CloudDrill, run_cloud_drill
 from haven.drill.cloud_judge import CloudDrillReport
 from haven.drill.cloud_prep import BmcRecords, ComputeControl, HangControl, PowerControl
+from haven.drill.nova_view import JUDGE_WAIT_S
 from haven.fencing.registry import build_fencer
 from haven.service.config import HavenConfig, for_drills, load_config
 
@@ -60,6 +61,11 @@ def add_options(drill: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--give-up", type=float, default=300.0, metavar="SECONDS",
         help="stop waiting for the recovery, and for the host's return, after this long (default 300)",
+    )  # fmt: skip
+    group.add_argument(
+        "--judge-wait", type=float, default=JUDGE_WAIT_S, metavar="SECONDS",
+        help="once haven's recovery is over, how long the judge waits for Nova to show every HA VM "
+        f"ACTIVE, no task, running, on another host (default {JUDGE_WAIT_S:g})",
     )  # fmt: skip
 
 
@@ -132,7 +138,8 @@ async def _run(
                 args.scenario, args.cloud, chosen.cloud, liveness, fencer, workload, flavor, image,
                 power=hw.power, computes=hw.computes, hangs=hw.hangs, bmc_records=hw.records, vms=vms,
                 host=HostName(args.host) if args.host else None,
-                settings=for_drills(config.engine), give_up_s=args.give_up, progress=say,
+                settings=for_drills(config.engine), give_up_s=args.give_up, judge_wait_s=args.judge_wait,
+                progress=say,
                 liveness_channels=LIVENESS_CHANNELS[config.coordination.url is not None],
             )  # fmt: skip
             return await run_cloud_drill(drill)
@@ -166,6 +173,7 @@ def _real_cloud_table(report: CloudDrillReport) -> Table:
         ("fault to every HA VM ACTIVE elsewhere, per Nova (s)", _num(report.nova_all_active_s)),
         ("fault to service disabled (s)", _num(report.disabled_s)),
         ("fault undone to host back in service (s)", _num(report.returned_s)),
+        ("judge: waited for Nova after haven's recovery (s) / timeout", _wait(report)),
         ("BMC before each evacuate call read from", report.witness),
         ("BMC at the end, its own record", report.bmc_at_end or "-"),
         ("wall time (s)", _num(report.wall_s)),
@@ -174,10 +182,18 @@ def _real_cloud_table(report: CloudDrillReport) -> Table:
     for e in report.evacuations:
         table.add_row(f"evacuation {e['server']}", f"{e['source']}→{e['dest']} {e['nova_status']}, BMC "
                       f"{e['bmc_before_call']} before")  # fmt: skip
+    for v in report.not_recovered:
+        table.add_row(f"NOT recovered {v['id']}", str(v["why"]))
     for n in report.notifications:
         if n["reason"]:
             table.add_row(f"notification {n['id']}", f"{n['status']}: {n['reason']}")
     return table
+
+
+def _wait(report: CloudDrillReport) -> str:
+    if report.judge_wait_s is None:
+        return "-"
+    return f"{_num(report.judge_waited_s)} / {report.judge_wait_s:g}"
 
 
 def _num(value: float | None) -> str:

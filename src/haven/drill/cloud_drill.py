@@ -26,14 +26,14 @@ import asyncio
 import contextlib
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from haven.cloud.base import Cloud, LivenessSource
 from haven.cloud.openstack.workload import Workload
 from haven.domain.clock import RealClock
-from haven.domain.cloud import Host, Server, TaskState, VmState
+from haven.domain.cloud import Host, Server
 from haven.domain.errors import CloudError, HavenError, UserError
 from haven.domain.events import EngineEvent, EventKind, EventSink, discard_events
 from haven.domain.ids import HostName, ServerId
@@ -53,6 +53,7 @@ from haven.drill.cloud_prep import (
     sleep_watching,
     until,
 )
+from haven.drill.nova_view import JUDGE_WAIT_S, look_until_recovered, recovered_elsewhere
 from haven.drill.report import EventRecorder
 from haven.drill.witness import WitnessedCloud
 from haven.fencing.base import Fencer
@@ -88,6 +89,7 @@ class CloudDrill:
     host: HostName | None = None
     settings: EngineSettings | None = None
     give_up_s: float = 300.0  # for the outcome, and again for the host's return to service
+    judge_wait_s: float = JUDGE_WAIT_S  # once haven's recovery is over, for Nova to show it (the judge)
     liveness_channels: str = "Nova"  # what ``liveness`` reads, for the report
     progress: Callable[[str], None] = field(default=lambda _message: None)
     on_event: EventSink = discard_events
@@ -275,16 +277,21 @@ async def _wait_recovered(
     recorder: EventRecorder,
     observed: Observed,
 ) -> None:
-    """Until haven opened and closed its notification for ``host`` and every HA VM is ACTIVE elsewhere
-    (or the recovery ended without), or ``give_up_s``; the servers last seen are kept."""
+    """Until haven opened and closed its notification for ``host`` and every HA VM is recovered
+    elsewhere (or the recovery ended without), or ``give_up_s``; then the judge's own wait: Nova read
+    again, each read sent after that moment, until it shows every HA VM recovered or ``judge_wait_s``.
+
+    The list read in the poll that saw the recovery over was sent before that check, so it may show
+    Nova as it was before haven's last verification: it is kept as ``first_look``, never judged.
+    """
 
     async def over() -> bool:
         servers = await drill.workload.servers(affected)
-        observed.final = servers
+        observed.first_look = servers
         if observed.all_active_at is None and _all_active_elsewhere(servers, affected, host):
             observed.all_active_at = time.time()
             took = observed.all_active_at - observed.fault_at
-            drill.progress(f"every HA VM ACTIVE on another host (Nova), {took:.1f} s after the fault")
+            drill.progress(f"every HA VM recovered on another host (Nova), {took:.1f} s after the fault")
         opened = any(e.kind is EventKind.NOTIFICATION_CREATED and e.host == host for e, _ in recorder.events)
         return (
             opened
@@ -294,6 +301,25 @@ async def _wait_recovered(
 
     if not await until(loop, over, drill.give_up_s, "the recovery", required=False):
         observed.notes.append(f"gave up waiting for the recovery after {drill.give_up_s:g} s")
+
+    async def poll(check: Callable[[], Awaitable[bool]], timeout_s: float) -> bool:
+        return await until(loop, check, timeout_s, "Nova to show every HA VM recovered", required=False)
+
+    look = await look_until_recovered(
+        lambda: drill.workload.servers(affected), poll, affected, host, drill.judge_wait_s
+    )
+    observed.look = look
+    observed.final = look.last if look.last is not None else dict(observed.first_look)
+    if look.all_recovered_at is not None:
+        if observed.all_active_at is None:
+            observed.all_active_at = look.all_recovered_at
+            took = look.all_recovered_at - observed.fault_at
+            drill.progress(f"every HA VM recovered on another host (Nova), {took:.1f} s after the fault")
+    else:
+        observed.notes.append(
+            f"Nova did not show every HA VM recovered within {drill.judge_wait_s:g} s after haven's "
+            f"recovery was over ({look.reads} reads)"
+        )
 
 
 async def _compute_crash(
@@ -402,13 +428,7 @@ async def _live_hosts_off(drill: CloudDrill, power: PowerControl, exclude: HostN
 
 
 def _all_active_elsewhere(servers: dict[ServerId, Server], ids: Sequence[ServerId], failed: HostName) -> bool:
-    return all(
-        s in servers
-        and servers[s].vm_state is VmState.ACTIVE
-        and servers[s].task_state is TaskState.NONE
-        and servers[s].host != failed
-        for s in ids
-    )
+    return all(s in servers and recovered_elsewhere(servers[s], failed) for s in ids)
 
 
 def _forcing_down(recorder: EventRecorder, host: HostName) -> bool:

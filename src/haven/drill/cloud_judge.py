@@ -3,8 +3,11 @@
 Called by haven.drill.cloud_drill once the drill is over. The counters are read from
 what the cloud says, never from haven's bookkeeping:
 
-- vms_lost: HA servers of the failed host not ACTIVE (no task) on another host at the end,
-  as Nova lists them;
+- vms_lost: HA servers of the failed host Nova does not show recovered (ACTIVE, no task, running,
+  on another host: haven.drill.nova_view) once the judge waited for it after haven's recovery was
+  over; ``not_recovered`` gives Nova's view of each (vm_state, task_state, host, power_state, fault);
+- verified_not_recovered: VMs haven verified that Nova, read after haven's recovery was over, did
+  not show recovered: haven's verification said what Nova did not (the verdict is ``failed``);
 - evacuated_unfenced: evacuations whose source BMC did not answer Off just before the call
   (the WitnessedCloud asked it), plus evacuations in Nova's migration records that no
   witnessed call explains (the BMC's state then is unknown: counted, to be safe);
@@ -28,13 +31,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from haven.cloud.openstack.workload import Migration
-from haven.domain.cloud import Server, TaskState, VmState
-from haven.domain.events import EventKind
+from haven.domain.cloud import Server
+from haven.domain.events import EngineEvent, EventKind
 from haven.domain.ids import HostName, ServerId
-from haven.domain.incidents import Notification
+from haven.domain.incidents import Notification, Step
 from haven.domain.liveness import BmcPower
+from haven.drill.nova_view import NovaLook, not_recovered, nova_view, recovered_elsewhere
 from haven.drill.report import DrillReport, EventRecorder, fence_time, phases_of, recover_time, worst_time
 from haven.drill.witness import WitnessedEvacuation
+from haven.recovery.workflows import EVACUATE
 from haven.store import Store
 
 HOST_POWER_LOSS = "host-power-loss"
@@ -64,6 +69,9 @@ class Observed:
     bmc_off_at: float | None = None
     all_active_at: float | None = None
     final: dict[ServerId, Server] = field(default_factory=dict)  # the affected servers, last seen
+    # Nova's list read in the poll that saw haven's recovery over (sent before that check: never judged)
+    first_look: dict[ServerId, Server] = field(default_factory=dict)
+    look: NovaLook | None = None  # the judge's reads once haven's recovery was over
     live_fenced: list[str] = field(default_factory=list)
     power_on_at: float = 0.0  # when the fault was undone
     returned_at: float | None = None
@@ -94,6 +102,12 @@ class CloudDrillReport(DrillReport):
     returned_s: float | None = None  # the fault undone to the host back in service (Nova agrees)
     evacuations: list[dict[str, Any]] = field(default_factory=list)  # Nova's records + the BMC's answer
     servers: list[dict[str, Any]] = field(default_factory=list)  # the drill's servers at the end, per Nova
+    not_recovered: list[dict[str, Any]] = field(default_factory=list)  # Nova's view of each, and why
+    verified_not_recovered: int = 0  # haven verified them; Nova, read after, did not show them recovered
+    judge_wait_s: float | None = None  # the judge's stated timeout for Nova, after haven's recovery
+    judge_waited_s: float | None = None  # how long it waited (until all recovered, or the timeout)
+    first_look_recovered: int | None = None  # recovered in the list read as the recovery ended
+    notification_steps: list[dict[str, Any]] = field(default_factory=list)  # kept when not recovered
     servers_booted: int = 0
     servers_deleted: int = 0
 
@@ -111,7 +125,14 @@ def judge(
     failed_hosts = {o.failed} if power_loss else set()
     if not power_loss:
         affected = []  # a crashed nova-compute on a live host: nothing should move
-    recovered = [s for s in affected if s in o.final and _active_elsewhere(o.final[s], o.failed)]
+    recovered = [s for s in affected if s in o.final and recovered_elsewhere(o.final[s], o.failed)]
+    verified = verified_by_haven(events, affected)
+    first_after = o.look.first if o.look is not None and o.look.first is not None else None
+    lied = [
+        s
+        for s in verified
+        if first_after is not None and not recovered_elsewhere_in(first_after, s, o.failed)
+    ]
     witnessed: dict[ServerId, list[WitnessedEvacuation]] = {}
     for w in o.witnessed:
         witnessed.setdefault(w.server_id, []).append(w)
@@ -158,11 +179,17 @@ def judge(
         disabled_reason=o.disabled_reason,
         returned_s=_since(o.power_on_at, o.returned_at),
         evacuations=[_evacuation(m, witnessed.get(m.server_id, [])) for m in o.evacuations],
-        servers=[
-            {"id": s.id, "name": s.name, "host": s.host, "vm_state": s.vm_state.value}
-            for s in o.final.values()
-        ],
+        servers=[nova_view(s) for s in o.final.values()],
         servers_booted=len(o.booted),
+        not_recovered=not_recovered(affected, o.final, o.failed, verified),
+        verified_not_recovered=len(lied),
+        judge_wait_s=o.look.timeout_s if o.look is not None else None,
+        judge_waited_s=_judge_waited(o.look),
+        first_look_recovered=(
+            sum(1 for s in affected if recovered_elsewhere_in(o.first_look, s, o.failed))
+            if o.first_look
+            else None
+        ),
     )
     if not power_loss:
         created = [e.at for e in events if e.kind is EventKind.NOTIFICATION_CREATED and e.host == o.failed]
@@ -185,8 +212,74 @@ def judge(
             f"{len(not_cleaned)} evacuation record(s) of {o.failed} not completed after it came back: "
             "its nova-compute did not clean up the evacuated guests"
         )
+    if lied:
+        report.checks.append(
+            f"VERIFICATION WRONG: haven verified {len(lied)} VM(s) that Nova, read after its recovery was "
+            f"over, did not show recovered: {', '.join(lied)}"
+        )
+    if power_loss:
+        report.checks += _look_checks(report, o)
     report.verdict = _verdict(report, power_loss, o, violations)
+    if report.verdict != "recovered":
+        report.notification_steps = [_step(s) for n in notifications for s in store.list_steps(n.id)]
     return report
+
+
+def verified_by_haven(events: list[EngineEvent], affected: list[ServerId]) -> list[ServerId]:
+    """The affected VMs whose evacuate step haven's own events say is done (verified)."""
+    done = {
+        e.detail.get("subject")
+        for e in events
+        if e.kind is EventKind.STEP_FINISHED
+        and e.detail.get("kind") == EVACUATE
+        and e.detail.get("state") == "done"
+    }
+    return [s for s in affected if s in done]
+
+
+def recovered_elsewhere_in(servers: dict[ServerId, Server], sid: ServerId, failed: HostName) -> bool:
+    return sid in servers and recovered_elsewhere(servers[sid], failed)
+
+
+def _look_checks(r: CloudDrillReport, o: Observed) -> list[str]:
+    """What the judge's reads of Nova after haven's recovery showed, said plainly."""
+    if o.look is None:
+        return []
+    checks = [
+        f"the judge read Nova {o.look.reads} time(s) after haven's recovery was over, for up to "
+        f"{o.look.timeout_s:g} s: every HA VM recovered after {r.judge_waited_s} s"
+        if o.look.all_recovered_at is not None
+        else f"the judge read Nova {o.look.reads} time(s) for {r.judge_waited_s} s after haven's recovery "
+        f"was over (timeout {o.look.timeout_s:g} s): {len(r.not_recovered)} HA VM(s) not recovered"
+    ]
+    if r.first_look_recovered is not None and r.first_look_recovered < r.ha_vms_affected:
+        checks.append(
+            f"the list read as haven's recovery ended (sent before it ended) showed "
+            f"{r.first_look_recovered} of {r.ha_vms_affected} recovered; a look at that moment only "
+            "would have judged from Nova's state before haven's last verification"
+        )
+    return checks
+
+
+def _judge_waited(look: NovaLook | None) -> float | None:
+    if look is None:
+        return None
+    end = look.all_recovered_at if look.all_recovered_at is not None else look.ended_at
+    return round(end - look.over_at, 3) if end is not None else None
+
+
+def _step(s: Step) -> dict[str, Any]:
+    return {
+        "notification": s.notification_id,
+        "seq": s.seq,
+        "kind": s.kind,
+        "subject": s.subject,
+        "state": s.state.value,
+        "attempts": s.attempts,
+        "started_at": s.started_at,
+        "finished_at": s.finished_at,
+        "detail": dict(s.detail),
+    }
 
 
 def hang_violations(o: Observed, confirmed: float | None) -> list[str]:
@@ -240,10 +333,16 @@ def _verdict(r: CloudDrillReport, power_loss: bool, o: Observed, violations: lis
     if r.live_hosts_fenced:
         r.checks.append(f"SAFETY VIOLATED: live host(s) powered off: {', '.join(o.live_fenced)}")
         return "failed"
+    if r.verified_not_recovered:
+        return "failed"  # haven said recovered what Nova did not show so: its word cannot be trusted
     returned = o.returned_at is not None
     r.checks.append(f"{o.failed} back in service (Nova: up, enabled, not forced down): {returned}")
     if power_loss:
-        r.checks.append(f"{r.ha_vms_recovered} of {r.ha_vms_affected} HA VMs ACTIVE on another host (Nova)")
+        r.checks.append(
+            f"{r.ha_vms_recovered} of {r.ha_vms_affected} HA VMs recovered on another host (Nova: ACTIVE, "
+            "no task, running)"
+        )
+        r.checks += [f"not recovered: {v['id']}: {v['why']}" for v in r.not_recovered]
         if r.vms_lost == 0 and returned:
             return "recovered"
         return "partial" if r.ha_vms_recovered else "failed"
@@ -257,10 +356,6 @@ def _verdict(r: CloudDrillReport, power_loss: bool, o: Observed, violations: lis
 
 def _accepted(calls: list[WitnessedEvacuation]) -> list[float]:
     return [w.accepted_at for w in calls if w.accepted_at is not None]
-
-
-def _active_elsewhere(server: Server, failed: HostName) -> bool:
-    return server.vm_state is VmState.ACTIVE and server.task_state is TaskState.NONE and server.host != failed
 
 
 def _since(origin: float, at: float | None) -> float | None:

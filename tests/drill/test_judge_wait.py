@@ -1,0 +1,148 @@
+"""The real-cloud drill's judge reads Nova after haven's recovery is over, and waits for it (issue 17).
+
+One lab drill in seven ended ``partial`` although haven had verified every VM: the drill's only look at
+Nova was a server list sent *before* it saw haven's recovery over, so it could show a VM still
+rebuilding. Here Nova is a scripted list whose answer is Nova's state when the call was sent, and haven
+finishes (its last VM settles and is verified, its notification closes) while that call is in flight,
+exactly the interleaving of that run. The drill's wait (haven.drill.cloud_drill) and its judge run for
+real; the verdict must come from reads of Nova sent after the recovery was over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any, cast
+
+import pytest
+
+from haven.domain.cloud import Flavor, PowerState, Server, TaskState
+from haven.domain.events import EngineEvent, EventKind, discard_events
+from haven.domain.ids import HostName, ServerId
+from haven.drill.cloud_drill import CloudDrill, _wait_recovered
+from haven.drill.cloud_judge import CloudDrillReport, Observed, judge
+from haven.drill.report import EventRecorder
+from haven.store import Store
+
+FAILED, OTHER = HostName("compute-1"), HostName("compute-2")
+VMS = [ServerId(f"vm-{i}") for i in (1, 2, 3)]
+TINY = Flavor("tiny", 1, 64, 1)
+
+
+@dataclass
+class Haven:
+    """What the drill sees of haven: its events and whether a notification is still open."""
+
+    recorder: EventRecorder = field(default_factory=lambda: EventRecorder(discard_events))
+    open: list[str] = field(default_factory=lambda: ["n-1"])
+
+    def open_notifications(self) -> list[str]:
+        return list(self.open)
+
+    def verify(self, sid: ServerId) -> None:
+        self.recorder(EngineEvent(EventKind.STEP_FINISHED, time.time(), FAILED,
+                                  detail={"kind": "evacuate", "state": "done", "subject": sid}))  # fmt: skip
+
+    def finish(self) -> None:
+        self.recorder(EngineEvent(EventKind.NOTIFICATION_FINISHED, time.time(), FAILED))
+        self.open.clear()
+
+
+@dataclass
+class Nova:
+    """Nova's servers; a list call answers with the state as it was when the call was sent, and
+    ``in_flight`` runs while the first call is on its way (haven acting meanwhile)."""
+
+    servers: dict[ServerId, Server]
+    in_flight: Any = None
+    calls: int = 0
+
+    async def list(self, ids: list[ServerId]) -> dict[ServerId, Server]:
+        sent = {s: self.servers[s] for s in ids if s in self.servers}
+        self.calls += 1
+        if self.calls == 1 and self.in_flight is not None:
+            self.in_flight()
+        await asyncio.sleep(0)
+        return sent
+
+
+@pytest.fixture
+def store() -> Iterator[Store]:
+    with Store.open("sqlite://") as opened:
+        yield opened
+
+
+@pytest.fixture
+async def engine_loop() -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(asyncio.Event().wait())
+    yield cast("asyncio.Task[None]", task)
+    task.cancel()
+
+
+def settled(sid: ServerId) -> Server:
+    return Server(sid, sid, OTHER, TINY)
+
+
+async def drill_and_judge(
+    nova: Nova, haven: Haven, store: Store, loop: asyncio.Task[None], judge_wait_s: float
+) -> tuple[CloudDrillReport, Observed]:
+    haven.recorder(EngineEvent(EventKind.NOTIFICATION_CREATED, time.time(), FAILED))
+    workload = type("Workload", (), {"servers": staticmethod(nova.list)})()
+    drill = CloudDrill(
+        "host-power-loss", "lab", cast(Any, None), cast(Any, None), cast(Any, None), cast(Any, workload),
+        "tiny", "img", give_up_s=30.0, judge_wait_s=judge_wait_s,
+    )  # fmt: skip
+    o = Observed(failed=FAILED, hosts=3, booted=list(VMS), fault_at=time.time() - 25.0)
+    await _wait_recovered(drill, cast(Any, haven), loop, FAILED, list(VMS), haven.recorder, o)
+    o.power_on_at, o.returned_at = time.time(), time.time() + 1  # the host came back (not judged here)
+    return judge("host-power-loss", "lab", list(VMS), haven.recorder, store, o), o
+
+
+async def test_a_list_sent_before_haven_verified_the_last_vm_is_not_the_verdict(
+    store: Store, engine_loop: asyncio.Task[None]
+) -> None:
+    spawning = replace(settled(VMS[2]), task_state=TaskState.REBUILD_SPAWNING)
+    nova = Nova({VMS[0]: settled(VMS[0]), VMS[1]: settled(VMS[1]), VMS[2]: spawning})
+    haven = Haven()
+    haven.verify(VMS[0])
+    haven.verify(VMS[1])
+
+    def last_vm_settles_and_haven_finishes() -> None:
+        nova.servers[VMS[2]] = settled(VMS[2])
+        haven.verify(VMS[2])
+        haven.finish()
+
+    nova.in_flight = last_vm_settles_and_haven_finishes
+    report, o = await drill_and_judge(nova, haven, store, engine_loop, judge_wait_s=30.0)
+    # The list in flight as haven finished still showed the last VM spawning: never the verdict.
+    assert o.first_look[VMS[2]].task_state is TaskState.REBUILD_SPAWNING
+    assert (report.verdict, report.vms_lost, report.ha_vms_recovered) == ("recovered", 0, 3)
+    assert report.first_look_recovered == 2 and report.verified_not_recovered == 0
+    assert nova.calls >= 2 and report.nova_all_active_s is not None
+    assert report.judge_wait_s == 30.0 and report.judge_waited_s is not None and report.judge_waited_s < 30.0
+
+
+async def test_a_vm_that_never_settles_is_waited_for_then_reported_with_novas_view(
+    store: Store, engine_loop: asyncio.Task[None]
+) -> None:
+    off = replace(settled(VMS[1]), power_state=PowerState.SHUTDOWN)
+    nova = Nova({VMS[0]: settled(VMS[0]), VMS[1]: off, VMS[2]: settled(VMS[2])})
+    haven = Haven()
+    haven.finish()
+    started = time.monotonic()
+    report, _ = await drill_and_judge(nova, haven, store, engine_loop, judge_wait_s=1.2)
+    assert time.monotonic() - started >= 1.2 and nova.calls >= 3  # it waited, reading again and again
+    assert (report.verdict, report.vms_lost) == ("partial", 1)
+    assert report.judge_waited_s is not None and report.judge_waited_s >= 1.2
+    (view,) = report.not_recovered
+    assert (view["id"], view["host"], view["vm_state"], view["power_state"]) == (
+        VMS[1],
+        OTHER,
+        "active",
+        "shutdown",
+    )
+    assert view["task_state"] is None and view["verified_by_haven"] is False
+    assert "power_state shutdown" in view["why"]
+    assert any("did not show every HA VM recovered within 1.2 s" in c for c in report.checks)
