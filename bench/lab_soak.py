@@ -7,7 +7,8 @@ down, evacuates and verifies; the judge reads Nova after haven's recovery is ove
 powered on and returned to service, the servers deleted. The verdict is the judge's, from Nova's and the
 BMCs' own answers.
 
-For every run that is not ``recovered`` (or that raised), the soak keeps in ``--out``: the full JSON
+For every run that is not ``recovered`` (or that raised, or whose single look at Nova as haven's
+recovery ended was stale), the soak keeps in ``--out``: the full JSON
 report (with Nova's view of each server: vm_state, task_state, host, power_state, fault; and haven's
 notification with its steps), haven's engine events, and Nova's view of every server and compute
 service right after the run. A failed run is recorded, never fatal: the lab is tidied (BMCs on, the
@@ -295,7 +296,10 @@ def one_run(state: LabState, run: int, host: HostName, args: argparse.Namespace,
     else:
         record = RunRecord(run, host, "error", [f"drill error: {generic(error)}"], None, None, None, None,
                            None, None, 0, 0, 0, 0, 0, 0, wall, load_before, load())  # fmt: skip
-    if record.verdict != "recovered":
+    # A recovered run whose single look as haven's recovery ended was stale is kept too: it is the
+    # partial run of issue 17 as the judge before its fix would have judged it.
+    stale = record.first_look_recovered is not None and record.first_look_recovered < record.affected
+    if record.verdict != "recovered" or stale:
         evidence: dict[str, Any] = {"record": asdict(record), "events": [event_dict(e) for e in events]}
         if report is not None:
             evidence["report"] = report.to_dict()
@@ -303,11 +307,12 @@ def one_run(state: LabState, run: int, host: HostName, args: argparse.Namespace,
             evidence["error"], evidence["traceback"] = error, trace
         with contextlib.suppress(Exception):
             evidence["nova_after_run"] = asyncio.run(nova_now(state))
-        try:
-            evidence["tidied"] = asyncio.run(tidy(state))
-        except Exception as exc:
-            evidence["tidied"] = [f"tidy-up failed: {type(exc).__name__}: {exc}"]
-        path = out / f"run-{run:03d}-{record.verdict}.json"
+        if record.verdict != "recovered":
+            try:
+                evidence["tidied"] = asyncio.run(tidy(state))
+            except Exception as exc:
+                evidence["tidied"] = [f"tidy-up failed: {type(exc).__name__}: {exc}"]
+        path = out / f"run-{run:03d}-{record.verdict}{'-stale-first-look' if stale else ''}.json"
         path.write_text(json.dumps(evidence, indent=2, default=str))
         record.evidence = str(path)
     return record
