@@ -177,55 +177,58 @@ async def test_a_crash_looping_replica_is_given_up_with_an_alert_and_replaced_in
     lb = haproxy_factory("web", {host: (ip, port) for host, ip in ips.items()})  # both members ready
     runtime = HAProxyRuntime(lb.socket_path)
     units = {host: SystemdUnits(sd.bus_address) for host, sd in systemds.items()}
-    ctl1, ctl2 = units[HostName("ctl-1")], units[HostName("ctl-2")]
-    await ctl1.start("web.service")
-    policy = RestartPolicy(backoff_initial_s=0.2, crash_loop_max_restarts=3, crash_loop_window_s=60)
-    spec = ServiceSpec(
-        ServiceName("web"),
-        "web.service",
-        1,
-        probe=ProbeSpec(ProbeKind.HTTP, port, "/", timeout_s=0.5, period_s=0.2, failure_threshold=2),
-        backend=Backend("web"),
-        restart=policy,
-        drain_s=0.2,
-    )
-    controllers = tuple(Controller(h, DomainName(f"rack-{h[-1]}"), ip) for h, ip in ips.items())
-    config = ControlPlaneConfig(ControlPlaneSettings(pass_interval_s=0.2), controllers, (spec,))
-    prober = NetworkProber()
+    try:
+        ctl1, ctl2 = units[HostName("ctl-1")], units[HostName("ctl-2")]
+        await ctl1.start("web.service")
+        policy = RestartPolicy(backoff_initial_s=0.2, crash_loop_max_restarts=3, crash_loop_window_s=60)
+        spec = ServiceSpec(
+            ServiceName("web"),
+            "web.service",
+            1,
+            probe=ProbeSpec(ProbeKind.HTTP, port, "/", timeout_s=0.5, period_s=0.2, failure_threshold=2),
+            backend=Backend("web"),
+            restart=policy,
+            drain_s=0.2,
+        )
+        controllers = tuple(Controller(h, DomainName(f"rack-{h[-1]}"), ip) for h, ip in ips.items())
+        config = ControlPlaneConfig(ControlPlaneSettings(pass_interval_s=0.2), controllers, (spec,))
+        prober = NetworkProber()
 
-    async def member(host: str) -> MemberAdmin:
-        return (await runtime.members())[("web", host)].admin
+        async def member(host: str) -> MemberAdmin:
+            return (await runtime.members())[("web", host)].admin
 
-    with Store.open("sqlite://") as store:
-        task = asyncio.create_task(Reconciler(config, units, runtime, prober, store, RealClock()).run())
-        try:
-            # ctl-2's member is stale (its unit is not running): haven takes it out; ctl-1 serves.
-            await until(lambda: member("ctl-2"), lambda admin: admin is MemberAdmin.MAINT, 5)
-            assert await member("ctl-1") is MemberAdmin.READY
+        with Store.open("sqlite://") as store:
+            task = asyncio.create_task(Reconciler(config, units, runtime, prober, store, RealClock()).run())
+            try:
+                # ctl-2's member is stale (its unit is not running): haven takes it out; ctl-1 serves.
+                await until(lambda: member("ctl-2"), lambda admin: admin is MemberAdmin.MAINT, 5)
+                # ctl-1 serves (out of the backend a moment if its first probes ran before it listened).
+                await until(lambda: member("ctl-1"), lambda admin: admin is MemberAdmin.READY, 5)
 
-            systemds[HostName("ctl-1")].add_unit("web.service", "[Unit]\nDefaultDependencies=no\n"
-                                                 "[Service]\nExecStart=/bin/false\n")  # fmt: skip
-            os.kill(systemds[HostName("ctl-1")].main_pid("web.service"), signal.SIGKILL)
-            await until(lambda: ctl2.status("web.service"), lambda s: s.active is UnitActive.ACTIVE, 15)
-            await until(lambda: member("ctl-2"), lambda admin: admin is MemberAdmin.READY, 10)
-            await asyncio.sleep(1.5)  # haven must not try ctl-1 again within the window
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await prober.close()
+                systemds[HostName("ctl-1")].add_unit("web.service", "[Unit]\nDefaultDependencies=no\n"
+                                                     "[Service]\nExecStart=/bin/false\n")  # fmt: skip
+                os.kill(systemds[HostName("ctl-1")].main_pid("web.service"), signal.SIGKILL)
+                await until(lambda: ctl2.status("web.service"), lambda s: s.active is UnitActive.ACTIVE, 15)
+                await until(lambda: member("ctl-2"), lambda admin: admin is MemberAdmin.READY, 10)
+                await asyncio.sleep(1.5)  # haven must not try ctl-1 again within the window
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                await prober.close()
 
-        # From systemd and HAProxy: ctl-1 left failed and out of the backend; ctl-2 runs and serves.
-        assert (await ctl1.status("web.service")).active is UnitActive.FAILED
-        assert await member("ctl-1") is MemberAdmin.MAINT
-        assert httpx.get(f"http://127.0.0.1:{lb.frontend_port}/", timeout=3).status_code == 200
-        restarts = [a.created_at for a in store.actions_since(0) if a.kind is ActionKind.RESTART]
-        assert len(restarts) == 3, store.actions_since(0)
-        gaps = [b - a for a, b in itertools.pairwise(restarts)]
-        assert 0.2 <= gaps[0] < 1.0 and 0.4 <= gaps[1] < 1.5 and gaps[1] > gaps[0]  # back-off grows
-        alerts = [a for a in store.list_alerts() if a.kind is AlertKind.REPLICA_CRASH_LOOP]
-        assert [a.host for a in alerts] == ["web@ctl-1"] and "3 times" in alerts[0].message
-        starts = [(a.host, a.state) for a in store.actions_since(0) if a.kind is ActionKind.START]
-        assert starts == [("ctl-2", ActionState.DONE)]
+            # From systemd and HAProxy: ctl-1 left failed and out of the backend; ctl-2 runs and serves.
+            assert (await ctl1.status("web.service")).active is UnitActive.FAILED
+            assert await member("ctl-1") is MemberAdmin.MAINT
+            assert httpx.get(f"http://127.0.0.1:{lb.frontend_port}/", timeout=3).status_code == 200
+            restarts = [a.created_at for a in store.actions_since(0) if a.kind is ActionKind.RESTART]
+            assert len(restarts) == 3, store.actions_since(0)
+            gaps = [b - a for a, b in itertools.pairwise(restarts)]
+            assert 0.2 <= gaps[0] < 1.0 and 0.4 <= gaps[1] < 1.5 and gaps[1] > gaps[0]  # back-off grows
+            alerts = [a for a in store.list_alerts() if a.kind is AlertKind.REPLICA_CRASH_LOOP]
+            assert [a.host for a in alerts] == ["web@ctl-1"] and "3 times" in alerts[0].message
+            starts = [(a.host, a.state) for a in store.actions_since(0) if a.kind is ActionKind.START]
+            assert starts == [("ctl-2", ActionState.DONE)]
+    finally:
         for u in units.values():
             await u.close()

@@ -171,7 +171,7 @@ async def _elector(config: HavenConfig, bind: tuple[str, int]) -> Elector | None
     )
     if isinstance(elector, EtcdElector):
         try:
-            await elector.client.status()
+            await elector.check()
         except CoordinationUnavailable:
             await elector.aclose()
             raise

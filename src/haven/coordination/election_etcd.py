@@ -69,6 +69,7 @@ class EtcdElector:
         self._clock = clock
         self._changes = Notifier()
         self._lease = 0  # the lease we hold or held; revoked before campaigning again
+        self._checked = False  # etcd answered check() already: run() need not ask again
         self._epoch: int | None = None
         self._deadline = 0.0  # leading only while clock() < this
         self._leader: str | None = None
@@ -104,9 +105,16 @@ class EtcdElector:
         await self._changes.wait(timeout_s)
         return self.status()
 
+    async def check(self) -> None:
+        """Raise ``CoordinationUnavailable`` (naming the URL) unless etcd answers now."""
+        await self.client.status()
+        self._checked = True
+
     async def run(self) -> None:
-        """Campaign and lead until cancelled; raises ``CoordinationUnavailable`` only at start."""
-        await self.client.status()  # at start, an unreachable etcd is an error naming the URL
+        """Campaign and lead until cancelled; raises ``CoordinationUnavailable`` only at start, and
+        not at all after ``check()`` passed (etcd lost between the two is campaigned through)."""
+        if not self._checked:
+            await self.check()  # at start, an unreachable etcd is an error naming the URL
         self._set(reachable=True, reason="started")
         watch = KeyWatch(self.client, self.key, probe_interval_s=self.probe_interval_s)
         watcher = asyncio.create_task(watch.run())
