@@ -27,6 +27,10 @@ declare -A PROBES=(
     [ipmitool]='/usr/bin/ipmitool'
     [prometheus]='/usr/bin/prometheus'
     [mariadb-server]='/usr/sbin/mariadbd'
+    # Galera clusters (haven.stateful's tests start 3 nodes on loopback): the wsrep provider, and rsync
+    # for the state transfer (SST) of a node that joins empty.
+    [galera-4]='/usr/lib/galera/libgalera_smm.so'
+    [rsync]='/usr/bin/rsync'
     # The control-plane drivers' tests: systemd as PID 1 in a PID namespace, its D-Bus, and HAProxy.
     [systemd]='/lib/systemd/systemd'
     [dbus-daemon]='/usr/bin/dbus-daemon'
