@@ -35,6 +35,9 @@ declare -A PROBES=(
     [systemd]='/lib/systemd/systemd'
     [dbus-daemon]='/usr/bin/dbus-daemon'
     [haproxy]='/usr/sbin/haproxy'
+    # The dashboard's browser tests: Playwright (requirements.lock) drives Debian's Chromium, never a
+    # browser of its own download.
+    [chromium]='/usr/bin/chromium'
 )
 
 log() { printf 'system-deps: %s\n' "$*"; }
