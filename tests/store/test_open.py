@@ -55,6 +55,7 @@ def test_a_fresh_database_is_migrated_to_exactly_the_declared_schema(store_url: 
         "deliveries",
         "leader_fence",  # the newest leader epoch that wrote (haven.store.fencing)
         "controlplane_actions",  # the control plane's actions (haven.controlplane)
+        "controlplane_replicas",  # the replicas as the leader's latest pass saw them
         "evidence_events",  # diagnosis: what OpenStack's notifications said (haven.explain)
         "explanations",  # diagnosis: the symptoms haven owes an explanation, and those it gave
     }

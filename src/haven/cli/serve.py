@@ -48,6 +48,8 @@ from haven.api.keystone_auth import KeystoneAuthenticator, KeystoneCredentials
 from haven.cli.clouds import choose_cloud, open_liveness
 from haven.cloud.sim import CloudSpec, SimCloud, SimFencer
 from haven.cloud.sim.builder import SimTopology
+from haven.controlplane.metrics import ControlPlaneMetrics
+from haven.controlplane.running import ControlPlane
 from haven.coordination import Elector, EtcdElector, elector_from_url
 from haven.domain.clock import RealClock
 from haven.domain.cloud import Host
@@ -101,6 +103,9 @@ async def serve(
     where = f"{config.source or 'defaults'} [publish]"
     sinks = build_sinks(config.publish, environ, where)  # no I/O: a bad [publish] touches nothing
     explaining = build_explaining(config)  # likewise for [diagnosis]
+    controlplane = None  # [controlplane], or the simulated one on the simulated cloud; no I/O yet
+    if ControlPlane.wanted(config.controlplane, cloud is not None):
+        controlplane = ControlPlane(config.controlplane, simulated_cloud=cloud is not None, clock=clock)
     elector = await _elector(config, bind)  # etcd unreachable: stop here, nothing opened
     try:
         async with contextlib.AsyncExitStack() as resources:
@@ -108,7 +113,7 @@ async def serve(
             resources.callback(chosen.close)
             token = ensure_token(config.home, config.api.token_path)  # creates the home folder too
             store = resources.enter_context(Store.open(config.database_url))
-            explain = None
+            explain: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None = None
             if explaining is not None:
                 resources.push_async_callback(explaining.aclose)
                 explain = functools.partial(explaining.run, store, clock)
@@ -116,6 +121,12 @@ async def serve(
             _prepare_segments(store, config, hosts, method, chosen.reserved)
             leadership: Leadership = elector if elector is not None else SingleNodeLeadership()
             metrics = HavenMetrics(store, leadership)
+            if controlplane is not None:
+                resources.push_async_callback(controlplane.aclose)
+                on_action = ControlPlaneMetrics(metrics.registry, store).on_action
+                epoch = elector.epoch if elector is not None else None
+                reconcile = functools.partial(controlplane.run, store, epoch, on_action)
+                explain = reconcile if explain is None else _both(explain, reconcile)
             publisher = build_publisher(config.publish, sinks, store, clock)
             liveness = await resources.enter_async_context(
                 open_liveness(chosen, config, fencer, metrics.registry)
@@ -140,6 +151,8 @@ async def serve(
             )
             if explaining is not None:
                 console.print(f"{explaining.describe()}: `haven explain` shows them", highlight=False)
+            if controlplane is not None:
+                console.print(controlplane.describe(), highlight=False)
             if not store.list_segments():
                 console.print(
                     'no failover segment yet ([segments] bootstrap = "none"): haven protects the hosts '
@@ -349,6 +362,19 @@ async def _while_leading(
             term.create_task(run(term_over))
             await _first(elector.wait_not_leading(), stop.wait())
             term_over.set()
+
+
+def _both(
+    *runs: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
+) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
+    """Leader-only runnables as one (the explainer and the control plane's reconciler)."""
+
+    async def run(stop: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            for each in runs:
+                tasks.create_task(each(stop))
+
+    return run
 
 
 def _masked(url: str) -> str:

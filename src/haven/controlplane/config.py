@@ -8,10 +8,13 @@ mistake raises ConfigError naming the key and how to fix it.
     gate_share = 0.5                 # more than this share of a service failing its probes holds it
     max_restarts_at_once = 1         # per service
     pass_interval_s = 1.0
+    driver = "systemd"               # or "sim"; default: "sim" on the simulated cloud, else "systemd"
+    haproxy_socket = "/run/haproxy/admin.sock"   # HAProxy's stats socket (level admin); "" for none
     [[controlplane.controllers]]
     host = "ctl-1"
     domain = "rack-a"                # its failure domain
     address = "10.0.0.11"            # where its replicas are probed; default: host
+    bus = "unix:path=/run/dbus/system_bus_socket"   # its systemd's D-Bus; default: this machine's
     [controlplane.services.keystone]             # a table per managed service; {} keeps the catalogue's
     [controlplane.services.nova-api]
     min_replicas = 3
@@ -57,7 +60,11 @@ from haven.domain.ids import HostName
 
 T = TypeVar("T")
 _KINDS = {str: "a string", bool: "true or false", int: "an integer", float: "a number"}
-_SECTION_KEYS = {"gate_share", "max_restarts_at_once", "pass_interval_s", "controllers", "services"}
+_SECTION_KEYS = {
+    "gate_share", "max_restarts_at_once", "pass_interval_s", "controllers", "services", "driver",
+    "haproxy_socket",
+}  # fmt: skip
+DRIVERS = ("systemd", "sim")
 _SERVICE_KEYS = {
     "unit", "min_replicas", "hosts", "domains", "spread", "backend", "depends_on", "stateful", "drain_s",
     "probe", "restart",
@@ -69,6 +76,8 @@ class ControlPlaneConfig:
     settings: ControlPlaneSettings = field(default_factory=ControlPlaneSettings)
     controllers: tuple[Controller, ...] = ()
     services: tuple[ServiceSpec, ...] = ()
+    driver: str = ""  # "systemd", "sim", or "" (sim on the simulated cloud, systemd on a real one)
+    haproxy_socket: str = ""  # HAProxy's stats socket; "" for no load balancer
 
     @property
     def enabled(self) -> bool:
@@ -96,7 +105,19 @@ def parse_controlplane(section: object, where: str) -> ControlPlaneConfig:
     hosts = {c.host for c in controllers}
     for spec in services:
         _cross_check(spec, known, hosts, f"{where} services.{spec.name}")
-    return ControlPlaneConfig(settings, controllers, services)
+    driver = table.get("driver", "")
+    if driver not in ("", *DRIVERS):
+        raise ConfigError(
+            f"{where}: driver must be one of {', '.join(map(repr, DRIVERS))}, got {driver!r}",
+            'driver = "systemd" drives each controller\'s systemd over D-Bus; "sim" a simulated one',
+        )
+    socket_path = table.get("haproxy_socket", "")
+    if not isinstance(socket_path, str):
+        raise ConfigError(
+            f"{where}: haproxy_socket must be a path, got {socket_path!r}",
+            'e.g. haproxy_socket = "/run/haproxy/admin.sock" (a stats socket with level admin)',
+        )
+    return ControlPlaneConfig(settings, controllers, services, driver, socket_path)
 
 
 _SETTINGS = {"gate_share", "max_restarts_at_once", "pass_interval_s"}
@@ -110,8 +131,14 @@ def _controllers(value: object, where: str) -> tuple[Controller, ...]:
     for i, entry in enumerate(value):
         here = f"{where}[{i}]"
         table = _mapping(entry, here, 'each entry is a table: host = "ctl-1", domain = "rack-a"')
-        _only(table, {"host", "domain", "address"}, here)
+        _only(table, {"host", "domain", "address", "bus"}, here)
         host, domain, address = table.get("host"), table.get("domain", ""), table.get("address", "")
+        bus = table.get("bus", "")
+        if not isinstance(bus, str):
+            raise ConfigError(
+                f"{here}: bus must be a D-Bus address, got {bus!r}",
+                'e.g. bus = "unix:path=/run/dbus/system_bus_socket"',
+            )
         if not isinstance(host, str) or not host:
             raise ConfigError(f"{here}: host must be a non-empty string", 'e.g. host = "ctl-1"')
         if not isinstance(domain, str):
@@ -123,7 +150,7 @@ def _controllers(value: object, where: str) -> tuple[Controller, ...]:
         if host in seen:
             raise ConfigError(f"{here}: host {host!r} is listed twice", "list each controller once")
         seen.add(host)
-        out.append(Controller(HostName(host), DomainName(domain or host), address))
+        out.append(Controller(HostName(host), DomainName(domain or host), address, bus))
     return tuple(out)
 
 

@@ -8,7 +8,9 @@ Each pass:
    are due, and notes restarts systemd made by itself (NRestarts went up) as history;
 3. asks haven.controlplane.planner for the plan, commits each action's intent (``issued``, with what proves
    its effect: the unit's InvocationID before a restart) before the effect, and its outcome after;
-4. raises one alert per hold (crash loop, mass failure, dependency, no host) and clears those that ended.
+4. records every replica's state (for ``haven controlplane status`` and the metrics), raises one alert
+   per root event (haven.controlplane.alerts: a lost controller, a service down with its dependents'
+   holds folded in, a crash loop...) and clears those that ended.
 One action's failure, expected or not, fails that action only: the next pass plans again from the world.
 """
 
@@ -23,6 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from haven.controlplane.alerts import root_alerts
 from haven.controlplane.config import ControlPlaneConfig
 from haven.controlplane.planner import plan
 from haven.controlplane.ports import Balancer, Prober, Units
@@ -34,11 +37,11 @@ from haven.domain.controlplane import (
     ActionState,
     ControlPlanePlan,
     DomainName,
-    Hold,
     MemberAdmin,
     MemberStatus,
     PlannedAction,
     ProbeResult,
+    ReplicaState,
     ReplicaView,
     ServiceName,
     ServiceSpec,
@@ -61,7 +64,13 @@ _ADMIN = {
     ActionKind.READY: MemberAdmin.READY,
 }
 _RUNNING = (UnitActive.ACTIVE, UnitActive.RELOADING, UnitActive.ACTIVATING)
-_HOLD_ALERTS = (AlertKind.REPLICA_CRASH_LOOP, AlertKind.SERVICE_HOLD)
+_HOLD_ALERTS = (
+    AlertKind.REPLICA_CRASH_LOOP,
+    AlertKind.SERVICE_HOLD,
+    AlertKind.SERVICE_DOWN,
+    AlertKind.CONTROLLER_DOWN,
+)
+ActionHook = Callable[[ActionRecord, ActionState], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +89,10 @@ class Reconciler:
         store: Store,
         clock: Clock,
         leader_epoch: Callable[[], int | None] | None = None,
+        on_action: ActionHook | None = None,
     ) -> None:
-        """``units``: each controller's systemd; ``leader_epoch`` None: one engine alone, unfenced."""
+        """``units``: each controller's systemd; ``leader_epoch`` None: one engine alone, unfenced;
+        ``on_action``: told each action's outcome (the metrics), never allowed to raise into a pass."""
         self._config, self._units, self._balancer, self._prober = config, units, balancer, prober
         self._store, self._clock, self._leader_epoch = store, clock, leader_epoch
         self._specs = {s.name: s for s in config.services}
@@ -93,6 +104,8 @@ class Reconciler:
         self._invocations: dict[Key, str] = {}
         self._first_seen: dict[Key, tuple[str, float | None]] = {}  # invocation, when haven first saw it
         self._window = max((s.restart.crash_loop_window_s for s in config.services), default=600.0)
+        self._on_action = on_action
+        self.last_plan: ControlPlanePlan | None = None
 
     def _hosts_of(self, spec: ServiceSpec) -> list[HostName]:
         hosts = spec.hosts or tuple(c.host for c in self._config.controllers)
@@ -130,10 +143,12 @@ class Reconciler:
             await self._note_systemd_restarts(observed, now, epoch)
         views = await self._views(observed, now)
         result = plan(list(self._specs.values()), views, self._domains, now, self._config.settings)
+        self.last_plan = result
         if acting:
             for action in result.actions:
                 await self._act(action, observed, epoch)
-            await self._alerts(result.holds, now, epoch)
+            await self._db(self._store.record_replicas, _states(views, result, now), epoch=epoch)
+            await self._alerts(result, now, epoch)
         return result
 
     def _epoch(self) -> int | None:
@@ -297,6 +312,11 @@ class Reconciler:
             state, error = ActionState.FAILED, f"unexpected error: {type(exc).__name__}: {exc}"
             log.exception("%s of %s on %s", record.kind.value, record.service, record.host)
         await self._db(self._store.finish_action, record.id, state, self._clock.now(), error, epoch=epoch)
+        if self._on_action is not None:
+            try:
+                self._on_action(record, state)
+            except Exception:  # the metrics must never stop the reconciler
+                log.exception("control-plane action hook failed")
 
     async def _effect(self, record: ActionRecord) -> None:
         spec = self._specs.get(record.service)
@@ -318,12 +338,8 @@ class Reconciler:
         elif record.kind is ActionKind.START and now.active not in _RUNNING:
             await units.start(spec.unit)
 
-    async def _alerts(self, holds: tuple[Hold, ...], now: float, epoch: int | None) -> None:
-        wanted: dict[tuple[AlertKind, str], str] = {}
-        for hold in holds:
-            kind = AlertKind.REPLICA_CRASH_LOOP if hold.kind == "crash_loop" else AlertKind.SERVICE_HOLD
-            subject = f"{hold.service}@{hold.host}" if hold.host else hold.service
-            wanted.setdefault((kind, subject), hold.reason)
+    async def _alerts(self, result: ControlPlanePlan, now: float, epoch: int | None) -> None:
+        wanted = {(a.kind, a.subject): a.reason for a in root_alerts(result, self._specs)}
         active = await self._db(self._store.list_alerts)
         for alert in active:
             if (
@@ -340,3 +356,23 @@ class Reconciler:
                 log.warning("%s", reason)
                 alert = Alert(str(uuid.uuid4()), kind, reason, now, host=HostName(subject))
                 await self._db(self._store.raise_alert, alert, epoch=epoch)
+
+
+def _states(views: list[ReplicaView], result: ControlPlanePlan, now: float) -> list[ReplicaState]:
+    health = {(service, host): h for service, host, h in result.health}
+    out = []
+    for v in views:
+        probe = v.probes[-1].detail if v.probes else ""
+        out.append(
+            ReplicaState(
+                service=v.service,
+                host=v.host,
+                domain=v.domain,
+                health=health[(v.service, v.host)],
+                unit=v.unit.active.value if v.unit is not None else "",
+                member=v.member.admin.value if v.member is not None else "",
+                probe=probe,
+                observed_at=now,
+            )
+        )
+    return out

@@ -104,6 +104,9 @@ class Controller:
     host: HostName
     domain: DomainName
     address: str = ""  # where its replicas are probed; "" means the host name
+    # Its systemd's D-Bus address (``unix:path=...``, ``tcp:host=...,port=...``); "" means this machine's
+    # system bus. Read only by the systemd driver.
+    bus: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,3 +277,22 @@ class ControlPlanePlan:
     holds: tuple[Hold, ...]
     health: tuple[tuple[ServiceName, HostName, ReplicaHealth], ...]
     recheck_at: float | None  # the earliest time something waiting (a back-off, a drain) is due
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaState:
+    """One replica as the leader's latest pass saw it; persisted so that ``haven controlplane status``,
+    the metrics of every engine and the API read the same thing.
+
+    ``unit``: systemd's ActiveState ("" unknown); ``member``: the load balancer's admin state ("" none);
+    ``probe``: the latest probe's words ("" none yet).
+    """
+
+    service: ServiceName
+    host: HostName
+    domain: DomainName
+    health: ReplicaHealth
+    unit: str
+    member: str
+    probe: str
+    observed_at: float

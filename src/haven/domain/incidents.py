@@ -83,6 +83,8 @@ class AlertKind(StrEnum):
     # The control plane (haven.controlplane): the alert's host is "SERVICE@HOST" or "SERVICE".
     REPLICA_CRASH_LOOP = "replica_crash_loop"  # a replica restarted too often: haven stopped restarting it
     SERVICE_HOLD = "service_hold"  # a service's restarts or starts held (mass failure, dependency, no host)
+    SERVICE_DOWN = "service_down"  # no replica of a service is healthy (its dependents' holds folded in)
+    CONTROLLER_DOWN = "controller_down"  # a controller's systemd unreachable: one alert for all its replicas
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,15 +8,26 @@ second unfinished action on one replica (Conflict), so a racing pass cannot issu
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy import Connection, Row, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from haven.domain.controlplane import ActionDetail, ActionKind, ActionRecord, ActionState, ServiceName
+from haven.domain.controlplane import (
+    ActionDetail,
+    ActionKind,
+    ActionRecord,
+    ActionState,
+    DomainName,
+    ReplicaHealth,
+    ReplicaState,
+    ServiceName,
+)
 from haven.domain.errors import Conflict, NotFound
 from haven.domain.ids import HostName
 from haven.store.tables import controlplane_actions as actions
+from haven.store.tables import controlplane_replicas as replicas
 
 _DETAIL_KEYS = frozenset(f.name for f in dataclasses.fields(ActionDetail))
 
@@ -90,3 +101,26 @@ def latest_per_replica(conn: Connection, kinds: tuple[ActionKind, ...]) -> list[
     for row in conn.execute(query):
         newest[(row.service, row.host)] = _record(row)
     return list(newest.values())
+
+
+def replace_replicas(conn: Connection, states: Sequence[ReplicaState]) -> None:
+    conn.execute(delete(replicas))
+    if states:
+        conn.execute(insert(replicas), [dataclasses.asdict(s) | {"health": s.health.value} for s in states])
+
+
+def list_replicas(conn: Connection) -> list[ReplicaState]:
+    query = select(replicas).order_by(replicas.c.service, replicas.c.host)
+    return [
+        ReplicaState(
+            service=ServiceName(row.service),
+            host=HostName(row.host),
+            domain=DomainName(row.domain),
+            health=ReplicaHealth(row.health),
+            unit=row.unit,
+            member=row.member,
+            probe=row.probe,
+            observed_at=row.observed_at,
+        )
+        for row in conn.execute(query)
+    ]

@@ -25,7 +25,7 @@ from sqlalchemy import Connection, Engine
 
 from haven.diagnosis import Diagnosis, NodeEvent
 from haven.diagnosis.records import ExplanationRecord, ExplanationState
-from haven.domain.controlplane import ActionKind, ActionRecord, ActionState
+from haven.domain.controlplane import ActionKind, ActionRecord, ActionState, ReplicaState
 from haven.domain.errors import StoreUnavailable
 from haven.domain.ids import HostName, NotificationId, SegmentId
 from haven.domain.incidents import (
@@ -427,6 +427,15 @@ class Store:
         """The newest action of one of ``kinds`` on each replica."""
         with self._transaction(write=False) as conn:
             return controlplane.latest_per_replica(conn, kinds)
+
+    def record_replicas(self, states: Sequence[ReplicaState], *, epoch: int | None = None) -> None:
+        """Replace the replicas' latest observed states (the leader's pass) with ``states``."""
+        with self._leader_write(epoch) as conn:
+            controlplane.replace_replicas(conn, states)
+
+    def list_replicas(self) -> list[ReplicaState]:
+        with self._transaction(write=False) as conn:
+            return controlplane.list_replicas(conn)
 
     # ---- diagnosis: evidence and explanations (haven.explain) ---------------------------------------
 

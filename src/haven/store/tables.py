@@ -245,3 +245,18 @@ explanations = Table(
     Column("summary", Text, nullable=False),
     Column("detail", Json, nullable=False),
 )
+
+# The control plane's replicas as the leader's latest pass saw them (haven.controlplane.reconciler):
+# replaced as a whole after each pass, read by ``haven controlplane status`` and the metrics.
+controlplane_replicas = Table(
+    "controlplane_replicas",
+    metadata,
+    Column("service", NAME, primary_key=True),
+    Column("host", NAME, primary_key=True),
+    Column("domain", NAME, nullable=False),
+    Column("health", ENUM, nullable=False),
+    Column("unit", ENUM, nullable=False),
+    Column("member", ENUM, nullable=False),
+    Column("probe", Text, nullable=False),
+    Column("observed_at", Double, nullable=False),
+)

@@ -1,0 +1,122 @@
+"""One alert per root event (pure): a pass's verdicts and holds folded into the alerts an operator needs.
+
+Called by haven.controlplane.reconciler after each plan. A lost controller makes every replica on it
+unknown and may leave services short of replicas: that is one ``controller_down`` alert naming what it
+ran, not one per replica or service. A service with no healthy replica is one ``service_down`` alert,
+and the holds of the services that depend on it (their probes fail because it is down) are folded into
+it; a service down only because a service it depends on is down is folded into that one's alert too.
+What is left (a crash loop, a mass failure, no host to start on) is one alert per hold.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from haven.domain.controlplane import ControlPlanePlan, ReplicaHealth, ServiceName, ServiceSpec
+from haven.domain.ids import HostName
+from haven.domain.incidents import AlertKind
+
+H = ReplicaHealth
+
+
+@dataclass(frozen=True, slots=True)
+class RootAlert:
+    kind: AlertKind
+    subject: str  # a controller, a service, or "SERVICE@HOST"
+    reason: str
+
+
+def root_alerts(plan: ControlPlanePlan, specs: Mapping[ServiceName, ServiceSpec]) -> list[RootAlert]:
+    by_host: dict[HostName, list[tuple[ServiceName, ReplicaHealth]]] = defaultdict(list)
+    by_service: dict[ServiceName, list[tuple[HostName, ReplicaHealth]]] = defaultdict(list)
+    for service, host, health in plan.health:
+        by_host[host].append((service, health))
+        by_service[service].append((host, health))
+    lost = {h for h, rs in by_host.items() if rs and all(health is H.UNKNOWN for _, health in rs)}
+    down = {
+        s
+        for s, rs in by_service.items()
+        if rs and not any(health in (H.HEALTHY, H.STARTING) for _, health in rs)
+    }
+    # A service is down because of a lost controller when every replica that could serve was there.
+    down_by_lost = {
+        s: sorted({h for h, health in by_service[s] if h in lost})
+        for s in down
+        if all(h in lost or health in (H.STOPPED, H.ABSENT) for h, health in by_service[s])
+        and any(h in lost for h, _ in by_service[s])
+    }
+    folded: dict[str, list[str]] = defaultdict(list)  # root subject -> what was folded into it
+    roots: dict[ServiceName, ServiceName] = {s: _root(s, down, specs) for s in down}
+    for service, root in sorted(roots.items()):
+        if root != service:
+            folded[root].append(f"{service} down")
+    for service, hosts in sorted(down_by_lost.items()):
+        if roots[service] == service:
+            folded[hosts[0]].append(f"{service} down")
+    for hold in plan.holds:
+        if hold.host is not None and hold.host in lost:
+            folded[hold.host].append(f"{hold.service}: {hold.kind}")
+        elif hold.kind == "dependency":
+            deps = [d for d in specs[hold.service].depends_on if d in down] if hold.service in specs else []
+            target = roots[deps[0]] if deps else None
+            if target is not None:
+                folded[target].append(f"{hold.service} held")
+        elif hold.kind == "no_host" and hold.service in down_by_lost:
+            folded[down_by_lost[hold.service][0]].append(f"{hold.service}: no host left")
+    alerts: list[RootAlert] = []
+    for host in sorted(lost):
+        services = ", ".join(sorted(s for s, _ in by_host[host]))
+        alerts.append(
+            RootAlert(
+                AlertKind.CONTROLLER_DOWN,
+                host,
+                f"controller {host} unreachable (its systemd does not answer): its replicas of {services} "
+                f"are out of the load balancer{_also(folded[host])}",
+            )
+        )
+    for service in sorted(down):
+        if roots[service] != service or service in down_by_lost:
+            continue
+        states = ", ".join(f"{h} {health.value}" for h, health in sorted(by_service[service]))
+        alerts.append(
+            RootAlert(
+                AlertKind.SERVICE_DOWN,
+                service,
+                f"{service} has no healthy replica ({states}){_also(folded[service])}",
+            )
+        )
+    for hold in plan.holds:
+        handled = (hold.host is not None and hold.host in lost) or (
+            hold.kind == "dependency" and any(f"{hold.service} held" in v for v in folded.values())
+        )
+        if handled or (hold.kind == "no_host" and hold.service in down_by_lost):
+            continue
+        if hold.kind == "crash_loop":
+            alerts.append(RootAlert(AlertKind.REPLICA_CRASH_LOOP, f"{hold.service}@{hold.host}", hold.reason))
+        else:
+            alerts.append(RootAlert(AlertKind.SERVICE_HOLD, hold.service, hold.reason))
+    unique: dict[tuple[AlertKind, str], RootAlert] = {}
+    for alert in alerts:
+        unique.setdefault((alert.kind, alert.subject), alert)
+    return list(unique.values())
+
+
+def _root(
+    service: ServiceName, down: set[ServiceName], specs: Mapping[ServiceName, ServiceSpec]
+) -> ServiceName:
+    """The deepest down dependency of a down service (itself when none of its dependencies is down)."""
+    seen = {service}
+    current = service
+    while True:
+        spec = specs.get(current)
+        nxt = next((d for d in (spec.depends_on if spec else ()) if d in down and d not in seen), None)
+        if nxt is None:
+            return current
+        seen.add(nxt)
+        current = nxt
+
+
+def _also(items: Sequence[str]) -> str:
+    return f"; also: {'; '.join(items)}" if items else ""

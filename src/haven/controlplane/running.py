@@ -1,0 +1,198 @@
+"""The control plane as ``haven serve`` runs it: the reconciler with the drivers ``[controlplane]`` names.
+
+Built by haven.cli.serve with no I/O (a bad ``[controlplane]`` stops haven before anything is opened),
+then ``run`` while this engine leads, as the recovery engine's tick and the publisher do: a new term
+starts a new reconciler that re-reads the world (its probe history is the leader's own).
+
+Drivers: ``systemd`` drives each controller's systemd over D-Bus (``bus``, default this machine's system
+bus), HAProxy through its stats socket (``haproxy_socket``) and probes over the network; ``sim`` (the
+default on the simulated cloud) a simulated control plane in this process: three controllers in three
+failure domains and the API services, conductor and scheduler, two replicas each, so ``haven serve`` on
+the simulated cloud shows the reconciler at work (``SimControlPlane.kill``, ``hang``: a failure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+
+from haven.controlplane.catalogue import CATALOGUE
+from haven.controlplane.config import ControlPlaneConfig
+from haven.controlplane.drivers.haproxy import HAProxyRuntime
+from haven.controlplane.drivers.probes import NetworkProber
+from haven.controlplane.drivers.sim import SimBalancer, SimProber, SimUnit, SimUnits
+from haven.controlplane.drivers.systemd import SystemdUnits
+from haven.controlplane.ports import Balancer, Prober, Units
+from haven.controlplane.reconciler import ActionHook, Reconciler
+from haven.domain.clock import Clock
+from haven.domain.controlplane import (
+    Controller,
+    DomainName,
+    MemberAdmin,
+    ServiceName,
+    ServiceSpec,
+    UnitActive,
+)
+from haven.domain.ids import HostName
+from haven.store import Store
+
+log = logging.getLogger(__name__)
+
+# The simulated control plane's services when [controlplane] names none: the APIs behind the load
+# balancer, conductor and scheduler (the stateful ones keep their own membership and are left out).
+SIM_SERVICES = tuple(
+    ServiceName(s)
+    for s in ("keystone", "nova-api", "placement-api", "glance-api", "nova-conductor", "nova-scheduler")
+)
+SIM_CONTROLLERS = tuple(
+    Controller(HostName(f"ctl-{i}"), DomainName(f"rack-{chr(ord('a') + i - 1)}")) for i in (1, 2, 3)
+)
+
+
+@dataclass(slots=True)
+class SimControlPlane:
+    """The simulated world (ground truth for demos and tests): each controller's units, the balancer."""
+
+    hosts: dict[HostName, SimUnits]
+    balancer: SimBalancer
+    prober: SimProber
+    specs: Mapping[ServiceName, ServiceSpec]
+
+    def unit(self, service: str, host: str) -> SimUnit:
+        return self.hosts[HostName(host)].units[self.specs[ServiceName(service)].unit]
+
+    def kill(self, service: str, host: str) -> None:
+        """kill -9 of a replica: its unit fails (systemd would say so)."""
+        self.unit(service, host).active = UnitActive.FAILED
+
+    def hang(self, service: str, host: str) -> None:
+        """SIGSTOP of a replica: still active, its port open, no answer."""
+        self.unit(service, host).hung = True
+
+    def lose(self, host: str) -> None:
+        """A whole controller gone: its systemd unreachable, its replicas dead."""
+        units = self.hosts[HostName(host)]
+        units.reachable = False
+        for u in units.units.values():
+            u.active = UnitActive.FAILED
+
+
+def sim_control_plane(
+    config: ControlPlaneConfig, now: Callable[[], float]
+) -> tuple[ControlPlaneConfig, SimControlPlane]:
+    """The config the simulated control plane runs with (defaults filled in) and its world.
+
+    Each service's first ``min_replicas`` controllers (one per failure domain first) run it; the others
+    have it installed and stopped, so a lost replica can be started there.
+    """
+    controllers = config.controllers or SIM_CONTROLLERS
+    services = config.services or tuple(CATALOGUE[s] for s in SIM_SERVICES)
+    config = replace(config, controllers=controllers, services=services)
+    started = now() - 3600.0  # serving for an hour already: past every start-up grace
+    hosts = {c.host: SimUnits(now) for c in controllers}
+    members: dict[tuple[str, str], MemberAdmin] = {}
+    for spec in services:
+        eligible = [c.host for c in controllers if not spec.hosts or c.host in spec.hosts]
+        running = set(_spread(eligible, {c.host: c.domain for c in controllers}, spec.min_replicas))
+        for host in eligible:
+            active = UnitActive.ACTIVE if host in running else UnitActive.INACTIVE
+            hosts[host].units[spec.unit] = SimUnit(active, started)
+            if spec.backend is not None:
+                members[(spec.backend.name, host)] = (
+                    MemberAdmin.READY if host in running else MemberAdmin.MAINT
+                )
+    address = {c.address or c.host: hosts[c.host] for c in controllers}
+    prober = SimProber(now, address)
+    for spec in services:
+        if spec.probe is not None:
+            prober.port_units[spec.probe.port] = spec.unit
+    specs = {s.name: s for s in services}
+    return config, SimControlPlane(hosts, SimBalancer(members), prober, specs)
+
+
+def _spread(hosts: list[HostName], domains: Mapping[HostName, str], n: int) -> list[HostName]:
+    chosen: list[HostName] = []
+    used: set[str] = set()
+    for host in hosts:  # one per domain first
+        if len(chosen) < n and domains.get(host, host) not in used:
+            chosen.append(host)
+            used.add(domains.get(host, host))
+    chosen += [h for h in hosts if h not in chosen][: n - len(chosen)]
+    return chosen
+
+
+class ControlPlane:
+    """What ``haven serve`` owns: the drivers, and a reconciler per term as leader."""
+
+    def __init__(self, config: ControlPlaneConfig, *, simulated_cloud: bool, clock: Clock) -> None:
+        self.driver = config.driver or ("sim" if simulated_cloud else "systemd")
+        self.sim: SimControlPlane | None = None
+        self._clock = clock
+        self._closers: list[Callable[[], object]] = []
+        if self.driver == "sim":
+            config, self.sim = sim_control_plane(config, clock.now)
+            self.units: Mapping[HostName, Units] = self.sim.hosts
+            self.balancer: Balancer | None = self.sim.balancer
+            self.prober: Prober = self.sim.prober
+        else:
+            systemds = {c.host: SystemdUnits(c.bus or None) for c in config.controllers}
+            self.units = systemds
+            self._closers += [u.close for u in systemds.values()]
+            self.balancer = HAProxyRuntime(config.haproxy_socket) if config.haproxy_socket else None
+            prober = NetworkProber(time.time)
+            self._closers.append(prober.close)
+            self.prober = prober
+        self.config = config
+        self.reconciler: Reconciler | None = None
+
+    @staticmethod
+    def wanted(config: ControlPlaneConfig, simulated_cloud: bool) -> bool:
+        """Whether ``haven serve`` runs a control plane: configured, or the simulated one."""
+        return config.enabled or (simulated_cloud and config.driver in ("", "sim"))
+
+    def describe(self) -> str:
+        n = sum(1 for s in self.config.services for _ in self.config.controllers)
+        where = "simulated" if self.driver == "sim" else "systemd over D-Bus"
+        lb = "HAProxy" if self.balancer is not None and self.driver != "sim" else "no load balancer"
+        if self.driver == "sim":
+            lb = "a simulated load balancer"
+        return (
+            f"control plane: {len(self.config.services)} services on {len(self.config.controllers)} "
+            f"controllers ({n} possible replicas, {where}, {lb}): `haven controlplane status` shows them"
+        )
+
+    async def run(
+        self,
+        store: Store,
+        leader_epoch: Callable[[], int | None] | None,
+        on_action: ActionHook | None,
+        stop: asyncio.Event,
+    ) -> None:
+        """One term: reconcile until ``stop`` is set (the term is over, or haven stops)."""
+        self.reconciler = Reconciler(
+            self.config,
+            self.units,
+            self.balancer,
+            self.prober,
+            store,
+            self._clock,
+            leader_epoch=leader_epoch,
+            on_action=on_action,
+        )
+        task = asyncio.create_task(self.reconciler.run())
+        try:
+            await stop.wait()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def aclose(self) -> None:
+        for close in self._closers:
+            result = close()
+            if asyncio.iscoroutine(result):
+                await result
