@@ -3,7 +3,8 @@
 ``create_app`` installs ``AuthGate`` as the outermost middleware, so an unauthenticated
 request learns nothing (not even whether a path exists) before it is refused with 401.
 Open paths: the versions document ``/``, ``/healthz``, ``/metrics`` and ``/openapi.json``; Masakari
-keeps ``/v1`` behind keystone, so haven does too.
+keeps ``/v1`` behind keystone, so haven does too. ``/dashboard`` passes the gate to the dashboard, which
+admits only its own sessions (logged in through this same authenticator).
 
 The gate asks an ``Authenticator`` for a ``Principal``. ``LocalTokenAuthenticator``
 (the embedded default) knows one shared token and grants the admin role;
@@ -37,6 +38,9 @@ from haven.domain.errors import HavenError
 
 TOKEN_HEADER = "X-Auth-Token"
 OPEN_PATHS = frozenset({"/", "/healthz", "/openapi.json", "/metrics"})  # /metrics: see haven_status
+# The dashboard (haven.dashboard, mounted there by haven serve) checks its own session cookie, logged in
+# with this same authenticator; an X-Auth-Token is never asked of a browser.
+DASHBOARD_PREFIX = "/dashboard"
 ADMIN = ADMIN_ROLE
 UNAUTHENTICATED = "The request you have made requires authentication."
 _STATE_KEY = "principal"
@@ -92,7 +96,7 @@ class AuthGate:
         self.authenticator = authenticator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or _dashboard(scope["path"]):
             await self.app(scope, receive, send)
             return
         token = Headers(scope=scope).get(TOKEN_HEADER)
@@ -112,6 +116,10 @@ class AuthGate:
             return
         scope.setdefault("state", {})[_STATE_KEY] = principal
         await self.app(scope, receive, send)
+
+
+def _dashboard(path: str) -> bool:
+    return path == DASHBOARD_PREFIX or path.startswith(DASHBOARD_PREFIX + "/")
 
 
 def require_policy(request: Request) -> Principal:

@@ -51,6 +51,8 @@ from haven.cloud.sim.builder import SimTopology
 from haven.controlplane.metrics import ControlPlaneMetrics
 from haven.controlplane.running import ControlPlane
 from haven.coordination import Elector, EtcdElector, elector_from_url
+from haven.dashboard.hub import EventHub
+from haven.dashboard.mount import mount_dashboard
 from haven.domain.clock import RealClock
 from haven.domain.cloud import Host
 from haven.domain.errors import ConfigError, CoordinationUnavailable, UserError
@@ -131,12 +133,15 @@ async def serve(
             liveness = await resources.enter_async_context(
                 open_liveness(chosen, config, fencer, metrics.registry)
             )
-            sink = fan_out(_logger(console), metrics.observe, publisher.on_event)
+            hub = EventHub()  # the dashboard's live pages
+            sink = fan_out(_logger(console), metrics.observe, publisher.on_event, hub)
             engine = Engine(chosen.cloud, liveness, fencer, store, clock, config.engine, on_event=sink,
                             leadership=elector)  # fmt: skip
             # A coordinated engine resumes when it wins the election (its first tick as leader).
             resumed = engine.start() if elector is None else 0
             api = _api_server(store, engine, token, clock, bind, leadership, metrics, authenticator)
+            mount_dashboard(api.config.app, store, hub, clock, token=token, authenticator=authenticator,
+                            keystone=config.keystone)  # fmt: skip
             host, port = listener.getsockname()[:2]
             role = (
                 f"resumed {resumed} unfinished recoveries"
@@ -146,7 +151,8 @@ async def serve(
             )
             console.print(
                 f"haven serving: {chosen.description}; state {_masked(config.database_url)}; {role}; "
-                f"API on http://{_url_host(host)}:{port}/ ({_auth_note(config)}). Ctrl-C stops.",
+                f"API on http://{_url_host(host)}:{port}/ ({_auth_note(config)}); "
+                f"dashboard on http://{_url_host(host)}:{port}/dashboard/. Ctrl-C stops.",
                 highlight=False,
             )
             if explaining is not None:

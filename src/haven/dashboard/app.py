@@ -1,0 +1,335 @@
+"""``create_dashboard``: the dashboard as one Starlette application, mounted by ``haven serve`` at /dashboard.
+
+Who may see it: the callers the API lets read ``GET /v1/haven/status`` (admin or reader), logged in
+once with the API's own authenticator (the local token, or a Keystone user when ``[keystone]`` is
+set); then a session cookie (haven.dashboard.sessions) that is HttpOnly, SameSite=Strict, scoped to
+/dashboard and Secure behind HTTPS. Every POST carries the session's CSRF token (a form field, or the
+``X-CSRF-Token`` header htmx sends) and, when the browser sends one, an ``Origin`` of this server.
+Without a session a page answers 401 with the login form; the event stream answers a plain 401.
+
+What it shows comes from haven.dashboard.board: read from the store when a page opens, then moved by
+the engine's events through the ``EventHub`` (a server-sent-events stream per page, whose messages
+are HTML fragments that htmx swaps in by id). Releasing a gate hold is the API's release (admin only,
+haven.api.policy's rule for ``POST /v1/haven/segments/{id}/release``), confirmed in the page and
+audited as the API audits it, with "(dashboard)" in the record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from haven.api.auth import Authenticator, AuthUnavailable, Principal
+from haven.api.policy import allowed, policy_for
+from haven.api.routes.haven_status import RELEASE_PATH, STATUS_PATH
+from haven.dashboard.board import Board, Changes, clock_text
+from haven.dashboard.hub import EventHub
+from haven.dashboard.sessions import COOKIE, Session, SessionStore, csrf_ok
+from haven.domain.clock import Clock
+from haven.domain.errors import Conflict, NotFound
+from haven.domain.ids import NotificationId
+from haven.service.release import release_segment
+from haven.store import Store
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+ROOT = "/dashboard"
+COALESCE_S = 0.2  # events arriving within this long go out as one message
+KEEPALIVE_S = 15.0
+MAX_FORM_BYTES = 16_384
+SYMBOLS = {"healthy": "✓", "suspect": "?", "dead": "✕", "isolated": "⇹", "held": "⏸", "agent_down": "!"}
+STEP_SYMBOLS = {"done": "✓", "failed": "✕", "running": "…", "pending": "○", "skipped": "-"}
+
+# Keystone password login (optional): (user name, password, project) -> a token, or None if refused.
+PasswordLogin = Callable[[str, str, str], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardDeps:
+    store: Store
+    authenticator: Authenticator
+    hub: EventHub
+    clock: Clock
+    sessions: SessionStore
+    password_login: PasswordLogin | None = None
+
+
+def create_dashboard(
+    store: Store,
+    authenticator: Authenticator,
+    hub: EventHub,
+    clock: Clock,
+    *,
+    sessions: SessionStore | None = None,
+    password_login: PasswordLogin | None = None,
+) -> Starlette:
+    deps = DashboardDeps(store, authenticator, hub, clock, sessions or SessionStore(), password_login)
+    templates = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(["html"]),
+        enable_async=False,
+    )
+    templates.globals.update(clock=clock_text, symbols=SYMBOLS, step_symbols=STEP_SYMBOLS, root=ROOT)
+    pages = _Pages(deps, templates)
+    return Starlette(
+        routes=[
+            Route("/", pages.index, methods=["GET"]),
+            Route("/login", pages.login_form, methods=["GET"]),
+            Route("/login", pages.login, methods=["POST"]),
+            Route("/logout", pages.logout, methods=["POST"]),
+            Route("/events", pages.events, methods=["GET"]),
+            Route("/segments/{segment_id}/release", pages.release, methods=["POST"]),
+            Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        ]
+    )
+
+
+def can_read(principal: Principal) -> bool:
+    return allowed(policy_for("GET", STATUS_PATH), principal.roles)
+
+
+def can_release(principal: Principal) -> bool:
+    return allowed(policy_for("POST", RELEASE_PATH), principal.roles)
+
+
+class _Pages:
+    def __init__(self, deps: DashboardDeps, templates: Environment) -> None:
+        self.deps = deps
+        self.templates = templates
+
+    def _html(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+        body = self.templates.get_template(name).render(**context)
+        return HTMLResponse(body, status_code=status, headers=_NO_STORE)
+
+    def _session(self, request: Request) -> Session | None:
+        session = self.deps.sessions.get(request.cookies.get(COOKIE), self.deps.clock.now())
+        if session is None or not can_read(session.principal):
+            return None
+        return session
+
+    def _login_page(self, status: int, message: str = "") -> HTMLResponse:
+        return self._html(
+            "login.html", status, message=message, password_login=self.deps.password_login is not None
+        )
+
+    # --- pages -------------------------------------------------------------------------------------
+    async def index(self, request: Request) -> Response:
+        session = self._session(request)
+        if session is None:
+            return self._login_page(HTTPStatus.UNAUTHORIZED)
+        board = Board(self.deps.store)
+        p = session.principal
+        return self._html(
+            "index.html",
+            board=board,
+            csrf=session.csrf,
+            user=p.user_id,
+            roles=", ".join(sorted(p.roles)) or "no role",
+            can_release=can_release(p),
+        )
+
+    async def login_form(self, request: Request) -> Response:
+        if self._session(request) is not None:
+            return RedirectResponse(f"{ROOT}/", status_code=HTTPStatus.SEE_OTHER)
+        return self._login_page(HTTPStatus.OK)
+
+    async def login(self, request: Request) -> Response:
+        if not _same_origin(request):
+            return _refused(HTTPStatus.FORBIDDEN, "cross-site request refused")
+        form = await _form(request)
+        if form is None:
+            return self._login_page(HTTPStatus.BAD_REQUEST, "the form could not be read; try again")
+        token = form.get("token", "").strip()
+        username, password = form.get("username", "").strip(), form.get("password", "")
+        project = form.get("project", "").strip()
+        try:
+            if not token and username and self.deps.password_login is not None:
+                found = await run_in_threadpool(self.deps.password_login, username, password, project)
+                token = found or ""
+            if not token:
+                return self._login_page(
+                    HTTPStatus.UNAUTHORIZED, "give the token, or a user name and password"
+                )
+            principal = await self._authenticate(token)
+        except AuthUnavailable as exc:
+            return self._login_page(HTTPStatus.SERVICE_UNAVAILABLE, str(exc))
+        if principal is None:
+            log.warning("dashboard: a login was refused (from %s)", _client(request))
+            return self._login_page(HTTPStatus.UNAUTHORIZED, "not recognised: check the token or password")
+        if not can_read(principal):
+            log.warning("dashboard: %s may not read haven's status (roles %s)", principal.user_id,
+                        sorted(principal.roles))  # fmt: skip
+            return self._login_page(HTTPStatus.FORBIDDEN, "your roles do not allow reading haven's status")
+        session_id, _ = self.deps.sessions.open(principal, self.deps.clock.now())
+        log.info("dashboard: %s logged in", principal.user_id)
+        response = RedirectResponse(f"{ROOT}/", status_code=HTTPStatus.SEE_OTHER)
+        response.set_cookie(
+            COOKIE,
+            session_id,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path=ROOT,
+        )
+        return response
+
+    async def _authenticate(self, token: str) -> Principal | None:
+        auth = self.deps.authenticator
+        if getattr(auth, "blocking", False):
+            return await run_in_threadpool(auth.authenticate, token)
+        return auth.authenticate(token)
+
+    async def logout(self, request: Request) -> Response:
+        session = self._session(request)
+        form = await _form(request)
+        if session is not None and _same_origin(request) and csrf_ok(session, (form or {}).get("csrf")):
+            self.deps.sessions.close(request.cookies.get(COOKIE))
+        response = RedirectResponse(f"{ROOT}/login", status_code=HTTPStatus.SEE_OTHER)
+        response.delete_cookie(COOKIE, path=ROOT)
+        return response
+
+    async def release(self, request: Request) -> Response:
+        session = self._session(request)
+        if session is None:
+            return _refused(HTTPStatus.UNAUTHORIZED, "log in first")
+        form = await _form(request) or {}
+        sent = request.headers.get("x-csrf-token") or form.get("csrf")
+        if not _same_origin(request) or not csrf_ok(session, sent):
+            return _refused(HTTPStatus.FORBIDDEN, "the form is stale or not from this page: reload it")
+        p = session.principal
+        segment_id = request.path_params["segment_id"]
+        if not can_release(p):
+            log.warning(
+                "dashboard: release of segment %s refused to %s (not an admin)", segment_id, p.user_id
+            )
+            return _refused(HTTPStatus.FORBIDDEN, "only an admin may release a hold")
+        reason = form.get("reason", "").strip()
+        if not reason:
+            return _refused(HTTPStatus.BAD_REQUEST, "say why (the reason is recorded)")
+        by = f"user {p.user_id}" + (f" of project {p.project_id}" if p.project_id else "") + " (dashboard)"
+        try:
+            done = release_segment(self.deps.store, segment_id, by, reason, self.deps.clock.now())
+        except NotFound:
+            return _refused(HTTPStatus.NOT_FOUND, f"no segment {segment_id}")
+        except Conflict as exc:
+            return _refused(HTTPStatus.CONFLICT, str(exc))
+        log.warning("dashboard: segment %s released by %s: %s (hosts %s)", done.segment, by, done.reason,
+                    ", ".join(done.hosts) or "none")  # fmt: skip
+        board = Board(self.deps.store)
+        body = self.templates.get_template("parts.html").module.holds(  # type: ignore[attr-defined]
+            board, True, session.csrf, ROOT
+        )
+        return HTMLResponse(str(body), headers=_NO_STORE)
+
+    async def events(self, request: Request) -> Response:
+        session = self._session(request)
+        if session is None:
+            return _refused(HTTPStatus.UNAUTHORIZED, "log in first")
+        return StreamingResponse(
+            self._stream(request, session),
+            media_type="text/event-stream",
+            headers={**_NO_STORE, "X-Accel-Buffering": "no"},
+        )
+
+    async def _stream(self, request: Request, session: Session) -> AsyncIterator[str]:
+        parts = self.templates.get_template("parts.html").module
+        with self.deps.hub.subscribe() as sub:
+            board = Board(self.deps.store)  # after subscribing: no event falls between the two
+            yield _sse("live", "live: following the engine's events")
+            # What changed between the page's own read and this stream's (a page is read first).
+            everything = Changes(set(board.hosts), set(board.notifications), True)
+            yield _sse("update", _render(parts, board, everything, set(board.notifications), session))
+            while True:
+                try:
+                    await asyncio.wait_for(sub.wake.wait(), KEEPALIVE_S)
+                except TimeoutError:
+                    if await request.is_disconnected():
+                        return
+                    yield ": keep-alive\n\n"
+                    continue
+                await asyncio.sleep(COALESCE_S)
+                sub.wake.clear()
+                if sub.overflowed:
+                    yield _sse("live", "too many changes at once: reload the page to catch up")
+                    return
+                events = []
+                while not sub.queue.empty():
+                    events.append(sub.queue.get_nowait())
+                known = set(board.notifications)
+                changes = board.apply(events)
+                if changes:
+                    yield _sse("update", _render(parts, board, changes, known, session))
+                if changes.announcements:
+                    yield _sse("live", "; ".join(changes.announcements[-5:]))
+
+
+_NO_STORE = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin"}
+
+
+def _render(parts: Any, board: Board, changes: Changes, known: set[NotificationId], session: Session) -> str:
+    """The changed parts as fragments htmx swaps in by id (a new notification goes on top)."""
+    # A table row parses only inside a table or a <template>: htmx swaps templated rows out of band.
+    out = [f"<template>{parts.host_row(board.hosts[h], oob=True)}</template>" for h in sorted(changes.hosts)]
+    if changes.hosts:
+        out.append(str(parts.counts(board, oob=True)))
+    for nid in sorted(changes.notifications, key=lambda n: board.notifications[n].notification.created_at):
+        card = str(parts.notification(board.notifications[nid], oob=nid in known))
+        out.append(card if nid in known else f'<div hx-swap-oob="afterbegin:#notifications">{card}</div>')
+    if changes.alerts:
+        out.append(str(parts.alerts(board, oob=True)))
+        out.append(str(parts.holds(board, can_release(session.principal), session.csrf, ROOT, oob=True)))
+    return "".join(out)
+
+
+def _sse(event: str, html: str) -> str:
+    lines = html.replace("\r", "").split("\n")
+    return f"event: {event}\n" + "".join(f"data: {line}\n" for line in lines) + "\n"
+
+
+async def _form(request: Request) -> dict[str, str] | None:
+    """An urlencoded form's fields (the last of each name); None if it is not one or too big."""
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        return None
+    try:
+        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return {k: v[-1] for k, v in fields.items()}
+
+
+def _same_origin(request: Request) -> bool:
+    """A browser's Origin (when it sends one) names this server: no other site posts here."""
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        return origin is None
+    return urlsplit(origin).netloc == request.headers.get("host", "")
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client is not None else "?"
+
+
+def _refused(status: int, message: str) -> Response:
+    return HTMLResponse(
+        f'<p class="error" role="alert">{_escape(message)}</p>', status_code=status, headers=_NO_STORE
+    )
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -1,0 +1,220 @@
+"""What a dashboard page shows, and how the engine's events change it.
+
+A ``Board`` is read from the store once, when a page or its event stream opens; after that the
+engine's events move it: a host's condition comes from the detector's own event (the engine tells
+the hub before it stores the condition, so the event is the fresher word), a notification's
+timeline is read again from the store when one of its steps starts or finishes (the executor commits
+a step before it announces it), and the alerts are read again when an event that raises or clears
+them arrives. No timer reads the database. ``apply`` says which parts of the page changed, so that a
+stream sends only those.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from haven.domain.events import EngineEvent, EventKind
+from haven.domain.ids import HostName, NotificationId, SegmentId
+from haven.domain.incidents import RECOVERY_SUMMARY_KEY, Alert, AlertKind, Notification, Step
+from haven.store import Store
+
+RECENT_NOTIFICATIONS = 15
+CONDITIONS = ("healthy", "suspect", "dead", "isolated", "held", "agent_down")
+
+_HOST_EVENTS = {
+    EventKind.HOST_SUSPECTED: "suspect",
+    EventKind.HOST_CONFIRMED_DEAD: "dead",
+    EventKind.HOST_ISOLATED: "isolated",
+    EventKind.HOST_AGENT_DOWN: "agent_down",
+    EventKind.HOST_HEALTHY: "healthy",
+}
+_NOTIFICATION_EVENTS = frozenset(
+    {
+        EventKind.NOTIFICATION_CREATED,
+        EventKind.STEP_STARTED,
+        EventKind.STEP_FINISHED,
+        EventKind.NOTIFICATION_FINISHED,
+        EventKind.NOTIFICATION_LEFT_TO_OWNER,
+        EventKind.NOTIFICATION_CLAIMED,
+        EventKind.NOTIFICATION_PROGRESS,
+        EventKind.STEP_ERROR,
+    }
+)
+_ALERT_EVENTS = frozenset(
+    {
+        *_HOST_EVENTS,
+        EventKind.SEGMENT_HELD,
+        EventKind.SEGMENT_RELEASED,
+        EventKind.NOTIFICATION_FINISHED,
+        EventKind.SAFETY_DECISION,
+        EventKind.STEP_ERROR,
+    }
+)
+
+
+@dataclass
+class HostView:
+    name: HostName
+    segment: str
+    condition: str
+    reason: str = ""
+    changed_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """One line of a notification's timeline: a kind of step, how many of them are done."""
+
+    kind: str
+    done: int
+    total: int
+    state: str  # done, running, failed, pending, skipped: the phase as a whole
+    started_at: float | None
+    finished_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationView:
+    notification: Notification
+    phases: tuple[Phase, ...]
+    summary: str
+
+
+@dataclass
+class Changes:
+    """The parts of a page an event batch changed."""
+
+    hosts: set[HostName] = field(default_factory=set)
+    notifications: set[NotificationId] = field(default_factory=set)
+    alerts: bool = False
+    announcements: list[str] = field(default_factory=list)  # for the page's live region
+
+    def __bool__(self) -> bool:
+        return bool(self.hosts or self.notifications or self.alerts)
+
+
+class Board:
+    """The dashboard's state: segments, hosts by condition, recent notifications, alerts, holds."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.segments = {s.id: s for s in store.list_segments()}
+        self.hosts: dict[HostName, HostView] = {}
+        for h in store.list_hosts():
+            segment = self.segments.get(h.segment_id)
+            self.hosts[h.name] = HostView(h.name, segment.name if segment else h.segment_id, h.condition)
+        self.notifications: dict[NotificationId, NotificationView] = {}
+        for n in store.list_notifications(limit=RECENT_NOTIFICATIONS):
+            self.notifications[n.id] = _notification_view(n, store.list_steps(n.id))
+        self.alerts: list[Alert] = store.list_alerts(active_only=True)
+
+    # --- reading -------------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        found = Counter(h.condition for h in self.hosts.values())
+        return {c: found.get(c, 0) for c in (*CONDITIONS, *sorted(set(found) - set(CONDITIONS)))}
+
+    def hosts_by_segment(self) -> list[tuple[str, list[HostView]]]:
+        grouped: dict[str, list[HostView]] = {}
+        for h in sorted(self.hosts.values(), key=lambda h: (h.segment, h.name)):
+            grouped.setdefault(h.segment, []).append(h)
+        return sorted(grouped.items())
+
+    def recent(self) -> list[NotificationView]:
+        return sorted(self.notifications.values(), key=lambda v: -v.notification.created_at)
+
+    def holds(self) -> list[tuple[Alert, str]]:
+        """Active gate holds with their segment's name."""
+        return [(a, self.segment_name(a.segment_id)) for a in self.alerts if a.kind is AlertKind.GATE_HOLD]
+
+    def other_alerts(self) -> list[Alert]:
+        return [a for a in self.alerts if a.kind is not AlertKind.GATE_HOLD]
+
+    def segment_name(self, segment_id: SegmentId | None) -> str:
+        if segment_id is None:
+            return "-"
+        segment = self.segments.get(segment_id)
+        return segment.name if segment is not None else segment_id
+
+    # --- the engine's events ---------------------------------------------------------------------
+    def apply(self, events: list[EngineEvent]) -> Changes:
+        changes = Changes()
+        for event in events:
+            condition = _HOST_EVENTS.get(event.kind)
+            if condition is not None and event.host is not None:
+                self._set_condition(event.host, condition, event, changes)
+            elif event.kind is EventKind.SEGMENT_HELD:
+                for host in event.detail.get("hosts", ()):
+                    self._set_condition(HostName(str(host)), "held", event, changes)
+            if event.kind in _NOTIFICATION_EVENTS and event.notification_id is not None:
+                changes.notifications.add(event.notification_id)
+            if event.kind in _ALERT_EVENTS:
+                changes.alerts = True
+        for nid in changes.notifications:
+            n = self._store.get_notification(nid)
+            self.notifications[nid] = _notification_view(n, self._store.list_steps(nid))
+            if len(self.notifications) > RECENT_NOTIFICATIONS:
+                oldest = min(self.notifications.values(), key=lambda v: v.notification.created_at)
+                del self.notifications[oldest.notification.id]
+        changes.notifications &= self.notifications.keys()
+        if changes.alerts:
+            self.reload_alerts()
+        return changes
+
+    def reload_alerts(self) -> None:
+        self.alerts = self._store.list_alerts(active_only=True)
+
+    def _set_condition(self, host: HostName, condition: str, event: EngineEvent, changes: Changes) -> None:
+        view = self.hosts.get(host)
+        if view is None:  # a host the store did not list when the page opened (added since)
+            segment = self.segment_name(event.segment_id)
+            view = self.hosts[host] = HostView(host, segment, "healthy")
+        if view.condition == condition:
+            return
+        view.condition = condition
+        view.reason = str(event.detail.get("reason", ""))
+        view.changed_at = event.at
+        changes.hosts.add(host)
+        changes.announcements.append(f"{host} is {condition.replace('_', ' ')}")
+
+
+def _notification_view(n: Notification, steps: list[Step]) -> NotificationView:
+    phases: dict[str, list[Step]] = {}
+    for s in sorted(steps, key=lambda s: s.seq):
+        phases.setdefault(s.kind, []).append(s)
+    out = []
+    for kind, group in phases.items():
+        states = {s.state.value for s in group}
+        done = sum(1 for s in group if s.state.value == "done")
+        unfinished = [st for st in ("failed", "running", "pending") if st in states]
+        state: str = unfinished[0] if unfinished else ("done" if done else "skipped")
+        starts = [s.started_at for s in group if s.started_at is not None]
+        ends = [s.finished_at for s in group if s.finished_at is not None]
+        finished = max(ends) if ends and state in ("done", "failed", "skipped") else None
+        out.append(Phase(kind, done, len(group), state, min(starts) if starts else None, finished))
+    return NotificationView(n, tuple(out), _summary_text(n.payload.get(RECOVERY_SUMMARY_KEY)))
+
+
+def _summary_text(summary: object) -> str:
+    """A finished recovery's summary in a few words (the notification's payload keeps it all)."""
+    if not isinstance(summary, Mapping):
+        return ""
+    words = []
+    if "planned" in summary:
+        words.append(f"{summary.get('evacuated', 0)} of {summary['planned']} VMs evacuated")
+    for key in ("unplaced", "failures"):
+        if summary.get(key):
+            words.append(f"{len(summary[key])} {key}")
+    for key in ("dry_run", "note"):
+        if summary.get(key):
+            words.append(str(summary[key]))
+    return "; ".join(words)
+
+
+def clock_text(at: float | None) -> str:
+    """A time of day in UTC (the engine's clock is epoch seconds)."""
+    if at is None:
+        return "-"
+    return time.strftime("%H:%M:%S", time.gmtime(at)) + f".{int((at % 1) * 10)}"

@@ -1,0 +1,42 @@
+"""``mount_dashboard``: how ``haven serve`` adds the dashboard to its API application (one call)."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+
+from haven.api.auth import Authenticator, LocalTokenAuthenticator
+from haven.dashboard.app import ROOT, create_dashboard
+from haven.dashboard.hub import EventHub
+from haven.dashboard.keystone_login import KeystonePasswordLogin
+from haven.domain.clock import Clock
+from haven.service.config import KeystoneConfig
+from haven.store import Store
+
+
+def mount_dashboard(
+    app: object,
+    store: Store,
+    hub: EventHub,
+    clock: Clock,
+    *,
+    token: str,
+    authenticator: Authenticator | None = None,
+    keystone: KeystoneConfig | None = None,
+) -> None:
+    """The dashboard at /dashboard, logging in with the API's authenticator (the local token unless
+    ``authenticator`` is Keystone's; then ``keystone`` also offers a user's password login).
+
+    ``app`` is the API application (``uvicorn.Config.app``, typed loosely there).
+    """
+    if not isinstance(app, Starlette):
+        raise TypeError(f"the dashboard mounts on the API's Starlette application, not {type(app).__name__}")
+    login = None
+    if keystone is not None and authenticator is not None:
+        login = KeystonePasswordLogin(
+            keystone.auth_url,
+            user_domain_name=keystone.user_domain_name,
+            project_domain_name=keystone.project_domain_name,
+            timeout_s=keystone.timeout_s,
+        )
+    gate = authenticator if authenticator is not None else LocalTokenAuthenticator(token)
+    app.mount(ROOT, create_dashboard(store, gate, hub, clock, password_login=login))

@@ -1,0 +1,59 @@
+"""Browser fixtures: Playwright driving Debian's Chromium (/usr/bin/chromium, from `make system-deps`).
+
+Playwright's own browser download cannot work on these machines, so the browser is always the
+system's, started headless with the flags that keep it off the network (see /work/shared/FACTS.md);
+one browser per session, a fresh context (cookies, storage) per test.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+
+CHROMIUM = Path(os.environ.get("HAVEN_TEST_CHROMIUM", "/usr/bin/chromium"))
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make system-deps` (installs Debian's chromium)")
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    with tempfile.TemporaryDirectory(prefix="haven-chromium-") as profile:
+        # launch() takes no user-data-dir flag; its own temporary profile is used, and this empty
+        # folder is where Chromium's crash and cache files go.
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=FLAGS, env={**os.environ, "HOME": profile}
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    context = browser.new_context()
+    context.set_default_timeout(15_000)
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def page(context: BrowserContext) -> Page:
+    return context.new_page()

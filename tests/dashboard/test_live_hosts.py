@@ -1,0 +1,90 @@
+"""The dashboard of a real `haven serve` on the simulated cloud, in a real browser.
+
+Without a session: 401 and the login page. With the local token: logged in by a cookie that is
+HttpOnly and SameSite=Strict, the token nowhere in the URL or the server's log. Then a host power
+loss injected into the served cloud: the page, never reloaded, shows that host dead as the engine
+confirms it (the engine's own line in the log names the host), and its notification's timeline.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from playwright.sync_api import BrowserContext, Page, expect
+
+from clients.conftest import HavenServer, start_haven
+
+INJECT_AFTER_S = 12
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HavenServer]:
+    home = tmp_path_factory.mktemp("dashboard") / "home"
+    yield from start_haven(home, "--inject", "host-power-loss", "--inject-after", str(INJECT_AFTER_S))
+
+
+def log_in(page: Page, server: HavenServer) -> None:
+    page.goto(f"{server.url}/dashboard/login")
+    page.get_by_label("Token").fill(server.token)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Hosts by condition")).to_be_visible()
+
+
+def test_without_a_session_it_is_401_and_the_login_page(served: HavenServer, page: Page) -> None:
+    answer = page.goto(f"{served.url}/dashboard/")
+    assert answer is not None and answer.status == 401
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    expect(page.get_by_label("Token")).to_be_visible()
+    events = httpx.get(f"{served.url}/dashboard/events", timeout=5)
+    assert events.status_code == 401
+    forged = httpx.get(f"{served.url}/dashboard/", cookies={"haven_session": "made-up"}, timeout=5)
+    assert forged.status_code == 401
+
+
+def test_a_wrong_token_is_refused(served: HavenServer, page: Page) -> None:
+    page.goto(f"{served.url}/dashboard/login")
+    page.get_by_label("Token").fill("not-the-token")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("alert")).to_contain_text("not recognised")
+    assert not [c for c in page.context.cookies() if c["name"] == "haven_session"]
+
+
+def test_a_cross_site_login_is_refused(served: HavenServer) -> None:
+    answer = httpx.post(
+        f"{served.url}/dashboard/login",
+        data={"token": served.token},
+        headers={"Origin": "http://evil.example"},
+        timeout=5,
+    )
+    assert answer.status_code == 403
+    assert "set-cookie" not in answer.headers
+
+
+def test_login_and_a_host_dies_live(served: HavenServer, context: BrowserContext, page: Page) -> None:
+    log_in(page, served)
+    cookie = next(c for c in context.cookies() if c["name"] == "haven_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/dashboard"
+    assert page.evaluate("document.cookie") == ""  # HttpOnly: no script on the page can read it
+    assert served.token not in page.url
+    expect(page.locator("#live")).to_contain_text("live")
+    page.evaluate("window.__notReloaded = true")
+    dead_rows = page.locator("tr[data-condition='dead']")
+    expect(dead_rows).to_have_count(0)
+
+    injected = served.wait_for_log(r"injected: power lost on (\S+)", timeout_s=INJECT_AFTER_S + 20).group(1)
+    confirmed = served.wait_for_log(r"host_confirmed_dead\s+(\S+)", timeout_s=30).group(1)
+    assert confirmed == injected
+
+    row = page.locator(f"#host-{injected}")
+    expect(row).to_have_attribute("data-condition", "dead", timeout=10_000)
+    expect(row).to_contain_text("dead")  # a word, not only a colour
+    expect(row).to_contain_text("BMC reports power off")
+    expect(page.locator("#counts li[data-condition='dead'] strong")).to_have_text("1")
+    card = page.locator("article.notification", has_text=injected)
+    expect(card).to_contain_text("fence", timeout=10_000)
+    expect(card.locator(".timeline")).to_contain_text(re.compile(r"evacuate \d+/\d+"), timeout=20_000)
+    assert page.evaluate("window.__notReloaded") is True  # it all came over the event stream
+    assert served.token not in served.log.read_text()
