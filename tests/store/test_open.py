@@ -58,6 +58,7 @@ def test_a_fresh_database_is_migrated_to_exactly_the_declared_schema(store_url: 
         "controlplane_replicas",  # the replicas as the leader's latest pass saw them
         "evidence_events",  # diagnosis: what OpenStack's notifications said (haven.explain)
         "explanations",  # diagnosis: the symptoms haven owes an explanation, and those it gave
+        "canary_runs",  # synthetic checks: canary boots and API probes (haven.canary)
     }
 
 

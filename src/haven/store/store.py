@@ -42,6 +42,7 @@ from haven.domain.listing import PageQuery
 from haven.domain.publishing import Delivery, OutboxCounts, PublishedEvent
 from haven.store import (
     alerts,
+    canaries,
     claims,
     controlplane,
     explanations,
@@ -478,3 +479,22 @@ class Store:
         """Which of ``keys`` already have a record."""
         with self._transaction(write=False) as conn:
             return explanations.known(conn, list(keys))
+
+    # ---- synthetic checks (haven.canary) ------------------------------------------------------------
+
+    def save_canary(self, kind: str, doc: Mapping[str, Any]) -> None:
+        """Insert or replace one canary run or probe (``doc`` as haven.canary writes it, with an ``id``)."""
+        with self._transaction(write=True) as conn:
+            canaries.save(conn, kind, doc)
+
+    def list_canaries(
+        self, kind: str, *, states: Collection[str] | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Canary runs (or probes) of ``kind``, newest first."""
+        with self._transaction(write=False) as conn:
+            return canaries.list_some(conn, kind, states, limit)
+
+    def prune_canaries(self, before: float) -> int:
+        """Delete finished runs and probes started before ``before``."""
+        with self._transaction(write=True) as conn:
+            return canaries.prune(conn, before)

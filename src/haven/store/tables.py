@@ -246,6 +246,19 @@ explanations = Table(
     Column("detail", Json, nullable=False),
 )
 
+# Synthetic checks (haven.canary): each canary boot, written ``booting`` before its server is asked for
+# and updated with its phases and verdict, and each API probe (kind ``probe``); the run as JSON in detail.
+canary_runs = Table(
+    "canary_runs",
+    metadata,
+    Column("id", NAME, primary_key=True),
+    Column("kind", ENUM, nullable=False),
+    Column("zone", NAME, nullable=False),
+    Column("state", ENUM, nullable=False, index=True),
+    Column("started_at", Double, nullable=False, index=True),
+    Column("detail", Json, nullable=False),
+)
+
 # The control plane's replicas as the leader's latest pass saw them (haven.controlplane.reconciler):
 # replaced as a whole after each pass, read by ``haven controlplane status`` and the metrics.
 controlplane_replicas = Table(

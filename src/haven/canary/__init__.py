@@ -1,0 +1,1 @@
+"""Synthetic checks: scheduled canary boots per availability zone and cheap API probes."""

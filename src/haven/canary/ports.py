@@ -1,0 +1,51 @@
+"""The canary's port to the cloud: boot, look, delete, find its own servers, and the cheap API probes.
+
+Implemented by haven.cloud.openstack.canary (Nova and Keystone through openstacksdk) and
+haven.canary.sim (a simulated Nova boot pipeline over the simulated cloud's hosts). Called by
+haven.canary.runner only. Errors are haven's own: TemporaryError (the API cannot be reached or failed:
+the canary fails and says so), PermanentError (a refusal, e.g. no such flavor), NotFound (the server is
+gone).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from haven.domain.canary import Found, ServerView
+
+
+class CanaryCloud(Protocol):
+    async def zones(self) -> Sequence[str]:
+        """The availability zones that have compute hosts."""
+        ...
+
+    async def boot(
+        self, name: str, zone: str, flavor: str, image: str, network: str, metadata: Mapping[str, str]
+    ) -> str:
+        """Ask for a server in ``zone`` (the scheduler picks its host); its id once the API accepted it."""
+        ...
+
+    async def look(self, server_id: str) -> ServerView:
+        """The server as the cloud sees it now; NotFound once it is gone."""
+        ...
+
+    async def delete(self, server_id: str) -> None:
+        """Ask for its deletion (a server already gone is not an error)."""
+        ...
+
+    async def find(self, prefix: str, tag_key: str) -> Sequence[Found]:
+        """Every server whose name starts with ``prefix`` and that carries the metadata key ``tag_key``."""
+        ...
+
+    async def issue_token(self) -> None:
+        """Ask the identity service for a new token (a probe: raises when it cannot)."""
+        ...
+
+    async def list_servers(self) -> int:
+        """List servers once (a probe); how many."""
+        ...
+
+    def close(self) -> None:
+        """Release what the driver holds (its threads); no request after this."""
+        ...

@@ -1,0 +1,299 @@
+"""Synthetic checks run: cheap API probes, then one canary boot per zone, each step committed.
+
+Built by haven.service.explaining (``haven serve`` runs ``run`` while it leads) and by ``haven canary
+run`` (one ``round``). A canary follows haven's step shape:
+
+1. before a round, servers carrying haven's canary tag are deleted (what an engine stopped mid-run left)
+   and runs still ``booting``/``deleting`` in the store are marked ``abandoned``;
+2. the run is committed ``booting`` with its server's name before the boot is asked for, its server id
+   after Nova accepted it, ``deleting`` before the delete, and its verdict last;
+3. the server is deleted whatever happened (an ERROR server too) and the run waits until it is gone; a
+   run cancelled mid-way (leadership lost, serve stopped) still asks for the delete before it ends.
+
+A failed or slow canary, and a failed probe, is handed to ``on_symptom`` (the explainer) as a symptom
+record. Time comes from the injected clock; waiting is ``clock.sleep_until``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+
+from haven.canary.model import (
+    CANARY_PREFIX,
+    CANARY_TAG,
+    CanaryRun,
+    CanarySettings,
+    Found,
+    Outcome,
+    Phase,
+    ProbeResult,
+    RunState,
+    awaited,
+    failure_phase,
+    probe_json,
+    run_from_json,
+    run_json,
+    seen,
+    slowest,
+    symptom_words,
+)
+from haven.canary.ports import CanaryCloud
+from haven.diagnosis import Symptom
+from haven.diagnosis.records import ExplanationRecord
+from haven.domain.clock import Clock
+from haven.domain.errors import CloudError, NotFound
+from haven.store import Store
+from haven.topology import SERVER_BOOT
+
+_log = logging.getLogger(__name__)
+
+BOOT = "boot"
+PROBE = "probe"
+KEEP_S = 7 * 86_400.0  # finished runs and probes are pruned after a week
+_CANCEL_DELETE_S = 10.0
+
+SymptomSink = Callable[[ExplanationRecord], Awaitable[object]]
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    cleaned: tuple[Found, ...]
+    probes: tuple[ProbeResult, ...]
+    runs: tuple[CanaryRun, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(p.ok for p in self.probes) and all(r.outcome is Outcome.OK for r in self.runs)
+
+
+class CanaryRunner:
+    def __init__(
+        self,
+        cloud: CanaryCloud,
+        store: Store,
+        clock: Clock,
+        settings: CanarySettings,
+        on_symptom: SymptomSink | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self._cloud = cloud
+        self._store = store
+        self._clock = clock
+        self._settings = settings
+        self._on_symptom = on_symptom
+        self._progress = progress or (lambda _: None)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """A round now, then every ``interval_s``, until ``stop``; an unexpected error loses that round."""
+        while not stop.is_set():
+            try:
+                await self.round()
+            except Exception:
+                _log.exception("a canary round failed; the next one runs as planned")
+            await _until(stop, self._clock, self._clock.now() + self._settings.interval_s)
+
+    async def round(self) -> Round:
+        """Clean orphans, probe the APIs, then one canary boot per zone (in turn)."""
+        cleaned = await self.clean()
+        probes = await self.probe() if self._settings.probes else []
+        zones = self._settings.zones or tuple(sorted(await self._cloud.zones()))
+        runs = []
+        for zone in zones:
+            runs.append(await self.boot_one(zone))
+        await asyncio.to_thread(self._store.prune_canaries, self._clock.now() - KEEP_S)
+        return Round(tuple(cleaned), tuple(probes), tuple(runs))
+
+    async def clean(self) -> list[Found]:
+        """Delete every server with haven's canary tag, and mark unfinished runs abandoned."""
+        found = [f for f in await self._cloud.find(CANARY_PREFIX, CANARY_TAG) if f.tag == self._settings.tag]
+        for server in found:
+            self._progress(f"deleting canary server {server.name} left by an earlier run")
+            await self._cloud.delete(server.id)
+        states = [RunState.BOOTING.value, RunState.DELETING.value]
+        left = await asyncio.to_thread(self._store.list_canaries, BOOT, states=states, limit=1000)
+        for doc in left:
+            run = run_from_json(doc)
+            await self._save(replace(run, state=RunState.ABANDONED, finished_at=self._clock.now()))
+        return found
+
+    async def probe(self) -> list[ProbeResult]:
+        """Issue a token, then list servers: each timed; a failure is a symptom."""
+        results = []
+        for name, call, node, phase in (
+            ("token", self._cloud.issue_token, "keystone", None),
+            ("server-list", self._cloud.list_servers, "nova-api", "api"),
+        ):
+            started = self._clock.now()
+            error = ""
+            try:
+                await call()
+            except CloudError as exc:
+                error = str(exc)
+            result = ProbeResult(name, started, not error, self._clock.now() - started, error)
+            self._progress(f"probe {name}: {'ok' if result.ok else 'failed'} in {result.seconds:.2f} s")
+            doc = {**probe_json(result), "id": f"probe:{name}:{started:.6f}", "zone": "", "state": "done"}
+            await asyncio.to_thread(self._store.save_canary, PROBE, doc)
+            results.append(result)
+            if not result.ok:
+                symptom = Symptom(node, started, f"API probe {name} failed ({error})", phase)
+                await self._symptom(ExplanationRecord(doc["id"], f"probe:{name}", name, symptom, started))
+        return results
+
+    async def boot_one(self, zone: str) -> CanaryRun:
+        """One canary boot in ``zone``: committed, booted, watched to ACTIVE, deleted, judged."""
+        run_id = f"{zone}-{uuid.uuid4().hex[:10]}"
+        run = CanaryRun(run_id, zone, f"{CANARY_PREFIX}{run_id}", self._clock.now())
+        await self._save(run)  # the intent: a server of this name may exist from now on
+        self._progress(f"canary {run.server_name}: booting in zone {zone}")
+        try:
+            run = await self._boot_and_watch(run)
+            run = await self._delete(run)
+        except asyncio.CancelledError:
+            # Stopped mid-run: ask for the delete before going (the next round cleans what this misses).
+            with contextlib.suppress(Exception):
+                await asyncio.shield(asyncio.wait_for(self._forget(run.server_name), _CANCEL_DELETE_S))
+            raise
+        run = await self._judge(run)
+        self._progress(f"canary {run.server_name}: {run.outcome} {dict(run.phases)}")
+        if run.outcome is not Outcome.OK:
+            await self._symptom(self._record(run))
+        return run
+
+    async def _boot_and_watch(self, run: CanaryRun) -> CanaryRun:
+        s = self._settings
+        metadata = {CANARY_TAG: s.tag, "haven-canary-run": run.id}
+        try:
+            server_id = await self._cloud.boot(
+                run.server_name, run.zone, s.flavor, s.image, s.network, metadata
+            )
+        except CloudError as exc:
+            return self._failed(run, str(exc))
+        run = replace(run, server_id=server_id, phases={Phase.ACCEPTED.value: self._elapsed(run)})
+        await self._save(run)
+        deadline = run.started_at + s.boot_timeout_s
+        last_error = ""
+        task_state: str | None = None
+        while True:
+            try:
+                view = await self._cloud.look(server_id)
+            except NotFound:
+                return self._failed(run, "the server vanished before it was ACTIVE")
+            except CloudError as exc:
+                last_error = str(exc)
+            else:
+                run = replace(
+                    run, phases=seen(run.phases, view, self._elapsed(run)), host=view.host or run.host
+                )
+                task_state = view.task_state
+                if view.status == "ERROR":
+                    return self._failed(run, view.fault or "Nova put the server in ERROR without a fault")
+                if view.status == "ACTIVE":
+                    return run
+            if self._clock.now() >= deadline:
+                stuck = f"task_state {task_state}" if task_state else (last_error or "no answer")
+                return self._failed(run, f"not ACTIVE after {s.boot_timeout_s:g} s ({stuck})")
+            await self._clock.sleep_until(min(deadline, self._clock.now() + s.poll_s))
+
+    async def _delete(self, run: CanaryRun) -> CanaryRun:
+        server_id = run.server_id
+        if server_id is None:
+            # The boot was not accepted, but a server may exist all the same (an answer lost on the way).
+            with contextlib.suppress(CloudError):
+                await self._forget(run.server_name)
+            return run
+        run = replace(run, state=RunState.DELETING)
+        await self._save(run)
+        asked = self._clock.now()
+        deadline = asked + self._settings.delete_timeout_s
+        try:
+            await self._cloud.delete(server_id)
+        except CloudError as exc:
+            return self._delete_failed(run, f"delete refused: {exc}")
+        while True:
+            try:
+                await self._cloud.look(server_id)
+            except NotFound:
+                return replace(run, phases=seen(run.phases, None, self._elapsed(run)))
+            except CloudError:
+                pass
+            if self._clock.now() >= deadline:
+                return self._delete_failed(run, f"not deleted after {self._settings.delete_timeout_s:g} s")
+            await self._clock.sleep_until(min(deadline, self._clock.now() + self._settings.poll_s))
+
+    async def _forget(self, name: str) -> None:
+        for found in await self._cloud.find(name, CANARY_TAG):
+            if found.name == name:
+                await self._cloud.delete(found.id)
+
+    def _failed(self, run: CanaryRun, error: str) -> CanaryRun:
+        """``run`` failed now, waiting for its first phase not reached."""
+        failed_in = awaited(run.phases).value
+        return replace(
+            run, outcome=Outcome.FAILED, failed_in=failed_in, error=error, failed_at=self._clock.now()
+        )
+
+    def _delete_failed(self, run: CanaryRun, error: str) -> CanaryRun:
+        if run.outcome is Outcome.FAILED:
+            return replace(run, error=f"{run.error}; {error}")
+        return replace(run, outcome=Outcome.FAILED, failed_in=Phase.DELETED.value, error=error,
+                       failed_at=self._clock.now())  # fmt: skip
+
+    async def _judge(self, run: CanaryRun) -> CanaryRun:
+        now = self._clock.now()
+        if run.outcome is None:
+            active = run.phases.get(Phase.ACTIVE.value, 0.0)
+            if active > self._settings.slow_s:
+                history = await self._history(run.zone)
+                run = replace(run, outcome=Outcome.SLOW, failed_in=slowest(run.phases, history))
+            else:
+                run = replace(run, outcome=Outcome.OK)
+        run = replace(run, state=RunState.DONE, finished_at=now)
+        await self._save(run)
+        return run
+
+    async def _history(self, zone: str) -> list[dict[str, float]]:
+        docs = await asyncio.to_thread(
+            self._store.list_canaries, BOOT, states=[RunState.DONE.value], limit=50
+        )
+        runs = [run_from_json(d) for d in docs]
+        return [dict(r.phases) for r in runs if r.zone == zone and r.outcome is Outcome.OK]
+
+    def _record(self, run: CanaryRun) -> ExplanationRecord:
+        at = run.failed_at or run.started_at + run.phases.get(Phase.ACTIVE.value, 0.0)
+        symptom = Symptom(SERVER_BOOT, at, symptom_words(run, self._settings), failure_phase(run))
+        return ExplanationRecord(f"canary:{run.id}", "canary", run.zone, symptom, self._clock.now())
+
+    async def _symptom(self, record: ExplanationRecord) -> None:
+        if self._on_symptom is None:
+            return
+        try:
+            await self._on_symptom(record)
+        except Exception:  # the explainer's error loses that explanation, never the canary
+            _log.exception("could not explain %s", record.id)
+
+    def _elapsed(self, run: CanaryRun) -> float:
+        return round(self._clock.now() - run.started_at, 3)
+
+    async def _save(self, run: CanaryRun) -> None:
+        await asyncio.to_thread(self._store.save_canary, BOOT, run_json(run))
+
+
+async def _until(stop: asyncio.Event, clock: Clock, deadline: float) -> None:
+    """Until ``stop`` is set or the clock reaches ``deadline``."""
+    sleeper = asyncio.ensure_future(clock.sleep_until(deadline))
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([sleeper, waiter], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sleeper, waiter):
+            task.cancel()
+
+
+def recent_runs(store: Store, limit: int = 50) -> Sequence[CanaryRun]:
+    """Stored canary boots, newest first."""
+    return [run_from_json(d) for d in store.list_canaries(BOOT, limit=limit)]
