@@ -104,10 +104,12 @@ async def serve(
         _check_segment_names(config, _bootstrapped_names(config, hosts))
     where = f"{config.source or 'defaults'} [publish]"
     sinks = build_sinks(config.publish, environ, where)  # no I/O: a bad [publish] touches nothing
-    explaining = build_explaining(config)  # likewise for [diagnosis]
+    explaining = build_explaining(config, chosen.sim)  # likewise for [diagnosis] and [canary]
     controlplane = None  # [controlplane], or the simulated one on the simulated cloud; no I/O yet
     if ControlPlane.wanted(config.controlplane, cloud is not None):
-        controlplane = ControlPlane(config.controlplane, simulated_cloud=cloud is not None, clock=clock)
+        controlplane = ControlPlane(
+            config.controlplane, simulated_cloud=cloud is not None, clock=clock, environ=environ
+        )
     elector = await _elector(config, bind)  # etcd unreachable: stop here, nothing opened
     try:
         async with contextlib.AsyncExitStack() as resources:

@@ -3,15 +3,21 @@
 Called by cli/serve.py (run while this engine leads, as the publisher is) and cli/explain.py. Built with
 no I/O, so a bad ``transport_url`` stops haven before anything is opened; oslo.messaging is imported only
 when a transport is configured. One run: the explainer's loop (pending records, then haven's alerts) and,
-with a transport, the listener on Nova's versioned notifications, until ``stop`` is set.
+with a transport, the listener on Nova's versioned notifications, and with ``[canary]``, the canary rounds
+(haven.canary.runner), whose failed or slow boots the explainer explains, until ``stop`` is set.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from haven.canary.config import CanaryConfig, require_real
+from haven.canary.ports import CanaryCloud
+from haven.canary.runner import CanaryRunner
+from haven.canary.sim import SimCanaryCloud
+from haven.cloud.base import Cloud
 from haven.controlplane.catalogue import CATALOGUE
 from haven.domain.clock import Clock
 from haven.domain.controlplane import ServiceSpec
@@ -29,8 +35,17 @@ if TYPE_CHECKING:
 
 
 class Explaining:
-    def __init__(self, config: DiagnosisConfig, services: Iterable[ServiceSpec], where: str = "[diagnosis]"):
+    def __init__(
+        self,
+        config: DiagnosisConfig,
+        services: Iterable[ServiceSpec],
+        where: str = "[diagnosis]",
+        canary: CanaryConfig | None = None,
+        canary_cloud: Callable[[Clock], CanaryCloud] | None = None,
+    ):
         self._config = config
+        self._canary = canary or CanaryConfig()
+        self._canary_cloud = canary_cloud if self._canary.enabled else None
         self.topology: Topology = openstack_topology(services)
         self._listener: NovaListener | None = None
         if config.transport_url:
@@ -44,49 +59,92 @@ class Explaining:
                     'e.g. transport_url = "rabbit://user:password@host:5672/"',
                 ) from None
 
+    def canary(self, clock: Clock) -> CanaryCloud | None:
+        """A new canary cloud (the caller closes it), or None without ``[canary]``."""
+        return self._canary_cloud(clock) if self._canary_cloud is not None else None
+
     @staticmethod
-    def wanted(config: DiagnosisConfig) -> bool:
-        """Whether ``[diagnosis]`` gives the explainer any evidence to read."""
-        return bool(config.transport_url or config.prometheus_url)
+    def wanted(config: DiagnosisConfig, canary: CanaryConfig | None = None) -> bool:
+        """Whether ``[diagnosis]`` gives the explainer any evidence to read, or ``[canary]`` symptoms."""
+        return bool(config.transport_url or config.prometheus_url or (canary and canary.enabled))
 
     def describe(self) -> str:
         notifications = f"notifications on {self._config.topic}" if self._listener else "no notifications"
         metrics = (
             f"metrics from {self._config.prometheus_url}" if self._config.prometheus_url else "no metrics"
         )
-        return f"explaining failures ({notifications}, {metrics})"
+        canaries = ", canary boots" if self._canary_cloud is not None else ""
+        return f"explaining failures ({notifications}, {metrics}{canaries})"
 
     async def run(self, store: Store, clock: Clock, stop: asyncio.Event) -> None:
-        url = self._config.prometheus_url
-        metrics = PrometheusMetrics(url) if url else None
-        explainer = Explainer(store, self.topology, clock, metrics, self._config.settings)
+        metrics = self.metrics()
+        explainer = self.explainer(store, clock, metrics)
 
         async def take(received: Received) -> None:
             await explainer.take(received)
 
+        canary_cloud = self.canary(clock)
         try:
             async with asyncio.TaskGroup() as tasks:
                 work = [tasks.create_task(explainer.run())]
                 if self._listener is not None:
                     work.append(tasks.create_task(self._listener.run(take)))
+                if canary_cloud is not None:
+                    settings = self._canary.settings
+                    canary = CanaryRunner(canary_cloud, store, clock, settings, explainer.open_and_explain)
+                    work.append(tasks.create_task(canary.run(stop)))
                 await stop.wait()
                 for task in work:
                     task.cancel()
         finally:
             if metrics is not None:
                 await metrics.aclose()
+            if canary_cloud is not None:
+                await asyncio.to_thread(canary_cloud.close)
+
+    def explainer(self, store: Store, clock: Clock, metrics: PrometheusMetrics | None) -> Explainer:
+        return Explainer(store, self.topology, clock, metrics, self._config.settings)
+
+    def metrics(self) -> PrometheusMetrics | None:
+        """The Prometheus source ``[diagnosis] prometheus_url`` names (the caller closes it), or None."""
+        url = self._config.prometheus_url
+        return PrometheusMetrics(url) if url else None
 
     async def aclose(self) -> None:
         if self._listener is not None:
             await self._listener.aclose()
 
 
-def build_explaining(config: HavenConfig) -> Explaining | None:
-    """The explainer ``[diagnosis]`` asks for, or None (no evidence source); ConfigError names a bad key.
+def build_explaining(config: HavenConfig, sim: Cloud | None = None) -> Explaining | None:
+    """The explainer ``[diagnosis]`` and ``[canary]`` ask for, or None; ConfigError names a bad key.
 
     Its topology is the control-plane catalogue with haven.toml's ``[controlplane.services]`` over it.
+    The canary boots on ``sim`` (the simulated cloud) when given, else on the OpenStack cloud.
     """
-    if not Explaining.wanted(config.diagnosis):
+    if not Explaining.wanted(config.diagnosis, config.canary):
         return None
+    return explaining_for(config, sim, config.canary)
+
+
+def explaining_for(config: HavenConfig, sim: Cloud | None, canary: CanaryConfig) -> Explaining:
+    """The explainer of ``config`` with ``canary`` (``haven canary run`` passes its own)."""
     services = {**CATALOGUE, **{spec.name: spec for spec in config.controlplane.services}}
-    return Explaining(config.diagnosis, services.values(), f"{config.source or 'defaults'} [diagnosis]")
+    where = f"{config.source or 'defaults'}"
+    opener = canary_cloud_of(canary, config, sim) if canary.enabled else None
+    return Explaining(config.diagnosis, services.values(), f"{where} [diagnosis]", canary, opener)
+
+
+def canary_cloud_of(
+    canary: CanaryConfig, config: HavenConfig, sim: Cloud | None
+) -> Callable[[Clock], CanaryCloud]:
+    """How to open the canary's cloud: simulated over ``sim``, else Nova (checked configured now)."""
+    if sim is not None:
+        return lambda clock: SimCanaryCloud(sim, clock)
+    require_real(canary, str(config.source or "defaults"))
+
+    def nova(clock: Clock) -> CanaryCloud:
+        from haven.cloud.openstack.canary import open_canary
+
+        return open_canary(config.openstack.name or None)
+
+    return nova

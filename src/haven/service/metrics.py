@@ -19,7 +19,8 @@ From events (since this engine started):
   haven_gate_holds_total                      observer-gate holds raised
 From the store, at each scrape:
   haven_hosts{condition}, haven_notifications_stored{status}, haven_alerts_active{kind},
-  haven_gate_holds_active, haven_segment_held{segment}, haven_leader{identity,backend}
+  haven_gate_holds_active, haven_segment_held{segment}, haven_leader{identity,backend}, and the
+  canaries' haven_canary_* and haven_api_probe_* (haven.canary.metrics)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
+from haven.canary.metrics import CanaryCollector
 from haven.domain.errors import HavenError
 from haven.domain.events import EngineEvent, EventKind
 from haven.domain.ids import HostName, NotificationId
@@ -87,6 +89,7 @@ class HavenMetrics:
             "haven_gate_holds", "Observer-gate holds raised on a segment.", registry=self.registry
         )
         self.registry.register(_StateCollector(store, leadership or SingleNodeLeadership()))
+        self.registry.register(CanaryCollector(store))  # haven.canary's latest runs and probes
         # Series that exist from the start (at 0), so rate() and alerts see them before the first event.
         for since in ("suspected", "last_heartbeat"):
             self._detection.labels(since)
