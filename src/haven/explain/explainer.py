@@ -2,12 +2,14 @@
 
 Run by the service wiring (``haven explain listen``) beside a NovaListener; its ``take`` is that listener's
 handler. Symptoms are an ``instance.create.error`` (a boot failed) and haven's own alerts about a failed
-recovery (``recovery_failed``, ``unplaced``). The shape is the engine's:
+recovery (``recovery_failed``, ``unplaced``), and failed or slow canaries (haven.canary, through
+``open_and_explain``). The shape is the engine's:
 
 1. the symptom is recorded ``pending`` under a key of its own (the notification's message id, the alert's
    id) before any evidence is read, so seeing it twice opens one record;
-2. the evidence is gathered (notifications kept in the store; metrics from the MetricsSource over the
-   ranker's baseline and window) and ranked by haven.diagnosis.rank, a pure function;
+2. the evidence is gathered (notifications kept in the store; haven's own doings from the store: hosts it
+   found dead, fenced and evacuated, its holds, its control plane's restarts (haven.explain.own); metrics
+   from the MetricsSource over the ranker's baseline and window) and ranked by haven.diagnosis.rank;
 3. the ranked explanations are committed and the record is ``done``. A record left pending (an engine
    stopped in between) is explained by ``resume``; the result depends on stored evidence and the metrics
    source, not on when it runs.
@@ -28,9 +30,10 @@ from haven.diagnosis import Graph, NodeEvent, RankSettings, Series, Symptom, ran
 from haven.diagnosis.records import ExplanationRecord, ExplanationState
 from haven.domain.clock import Clock
 from haven.domain.errors import CloudError
-from haven.domain.incidents import Alert, AlertKind
+from haven.domain.incidents import Alert, AlertKind, NotificationType
 from haven.evidence.metrics import MetricsSource
 from haven.evidence.nova import BootFailure, Received
+from haven.explain.own import OwnRecords, extend, own_events
 from haven.store import Store
 from haven.topology import SERVER_BOOT, SERVER_EVACUATE, Topology, phase_of_fault
 
@@ -126,8 +129,11 @@ class Explainer:
         symptom = record.symptom
         start = symptom.at - self._settings.rank.lookback_s
         events = await asyncio.to_thread(self._store.evidence_between, start, symptom.at)
+        own = await asyncio.to_thread(self._own_records, start)
+        skip = record.subject if record.source.startswith("alert:") else None
+        events += own_events(own, start, symptom.at, skip_host=skip)
         series, notes = await self._series(start, symptom.at)
-        diagnosis = rank(self._graph, symptom, series, events, self._settings.rank)
+        diagnosis = rank(extend(self._graph, events), symptom, series, events, self._settings.rank)
         now = self._clock.now()
         await asyncio.to_thread(self._store.finish_explanation, record.id, diagnosis, notes, now)
         _log.info("explained %s: %s", record.id, diagnosis.summary)
@@ -150,6 +156,13 @@ class Explainer:
         except Exception:
             _log.exception("explaining failed; the explainer goes on")
             return None
+
+    def _own_records(self, start: float) -> OwnRecords:
+        """What haven itself did since ``start``: its host notifications with their steps, alerts, actions."""
+        notes = self._store.list_notifications(type=NotificationType.COMPUTE_HOST, created_after=start)
+        steps = {str(n.id): self._store.list_steps(n.id) for n in notes}
+        alerts = [a for a in self._store.list_alerts(active_only=False) if a.raised_at >= start]
+        return OwnRecords(notes, steps, alerts, self._store.actions_since(start))
 
     async def _series(self, start: float, end: float) -> tuple[list[Series], tuple[str, ...]]:
         if self._metrics is None or not self._settings.metrics:
