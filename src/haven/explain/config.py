@@ -14,7 +14,8 @@ naming the key.
     window_s = 600.0                               # onsets are looked for this long before a symptom
     baseline_s = 3600.0                            # each metric's normal: the hour before that
     z_threshold = 3.0                              # |robust z| from which a metric is anomalous
-    [[diagnosis.metrics]]
+    default_metrics = true                         # without [[diagnosis.metrics]]: DEFAULT_METRICS
+    [[diagnosis.metrics]]                          # replaces the defaults
     node = "glance-api"                            # a node of haven.topology's graph
     metric = "p95 latency"                         # in words, as explanations say it
     unit = "s"
@@ -31,6 +32,27 @@ from haven.diagnosis import RankSettings
 from haven.domain.errors import ConfigError
 from haven.evidence.nova import VERSIONED_TOPIC
 from haven.explain.explainer import ExplainSettings, MetricQuery
+
+# What the explainer reads from Prometheus when [diagnosis] lists no metrics of its own. haven's own
+# series come from its /metrics (haven.canary.metrics: the latest canary's phases and API probes, so a
+# Prometheus scraping haven has them); RabbitMQ's from its bundled rabbitmq_prometheus plugin (port 15692).
+# A query that yields nothing costs nothing: that node just has no metric evidence.
+DEFAULT_METRICS: tuple[MetricQuery, ...] = (
+    MetricQuery("keystone", "token issue time", 'max(haven_api_probe_seconds{probe="token"})', "s"),
+    MetricQuery("nova-api", "server list time", 'max(haven_api_probe_seconds{probe="server-list"})', "s"),
+    MetricQuery(
+        "nova-api", "canary boot request time", 'max(haven_canary_phase_seconds{phase="accepted"})', "s"
+    ),
+    MetricQuery(
+        "nova-scheduler", "canary scheduling time", 'max(haven_canary_phase_seconds{phase="scheduled"})', "s"
+    ),
+    MetricQuery(
+        "glance-api", "canary image phase time", 'max(haven_canary_phase_seconds{phase="image"})', "s"
+    ),
+    MetricQuery("nova-compute", "canary spawn time", 'max(haven_canary_phase_seconds{phase="spawned"})', "s"),
+    MetricQuery("rabbitmq", "restarts in 5 min", "sum(resets(rabbitmq_erlang_uptime_seconds[5m]))"),
+    MetricQuery("rabbitmq", "unacknowledged messages", "sum(rabbitmq_queue_messages_unacked)"),
+)
 
 
 class _Metric(BaseModel):
@@ -52,6 +74,7 @@ class _Diagnosis(BaseModel):
     baseline_s: float = Field(default=3600.0, gt=0)
     z_threshold: float = Field(default=3.0, gt=0, le=20)
     metrics: list[_Metric] = []
+    default_metrics: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +101,8 @@ def parse_diagnosis(section: object, where: str) -> DiagnosisConfig:
         ) from None
     settings = ExplainSettings(
         rank=RankSettings(window_s=raw.window_s, baseline_s=raw.baseline_s, z_threshold=raw.z_threshold),
-        metrics=tuple(MetricQuery(m.node, m.metric, m.query, m.unit) for m in raw.metrics),
+        metrics=tuple(MetricQuery(m.node, m.metric, m.query, m.unit) for m in raw.metrics)
+        or (DEFAULT_METRICS if raw.default_metrics else ()),
         step_s=raw.step_s,
     )
     return DiagnosisConfig(raw.transport_url, raw.topic, raw.pool, raw.prometheus_url.rstrip("/"), settings)
