@@ -1,23 +1,30 @@
-"""Host death to every HA VM verified ACTIVE elsewhere, on the real Nova lab; prints figures, asserts nothing.
+"""Host death to every HA VM ACTIVE elsewhere on the real Nova lab: haven, by hand, the oracle, Masakari.
 
-Each run, twice on the same lab and host, 20 HA servers (``--vms``) booted on it first:
-- haven: `haven drill host-power-loss --cloud lab` (haven.drill.cloud_drill): the host's BMC
-  powered off, then haven detects (Nova's service state, as `haven serve` does), fences
-  through Redfish, forces the service down, plans, evacuates and verifies; the phase times
-  are haven's own events, the clock starts at the BMC power-off;
-- the Nova floor, by hand: the BMC powered off, wait until Nova marks the service down,
-  force it down, evacuate all in parallel (``--vms`` threads, no target host), wait until
-  Nova lists every one ACTIVE on another host. The host is powered on, unforced and its
-  servers deleted after each run.
-The goal (issue 3) is haven ≤ 15 s; the ratio haven / floor says what haven adds to Nova. It
-compares like with like: both times are the moment Nova itself lists every HA VM ACTIVE on another
-host ("nova all active" for haven, as its drill report observes Nova; "all active" for the floor),
-never haven's own "verified" event (which is printed too, as haven's own view). A run that never
-got there is counted apart ("n of N runs ..."), never as 0 s (bench/figures.py).
+One run of this script measures, on the same lab and host, ``--runs`` times each, 20 HA servers
+(``--vms``) booted on the host first and the clock started at its BMC power-off:
+- haven: `haven drill host-power-loss --cloud lab` (haven.drill.cloud_drill): haven detects (its
+  agents' leases in etcd, Nova's service state and the BMC, as `haven serve` does), fences
+  through Redfish, forces the service down, plans, evacuates and verifies; its phase times are
+  haven's own events;
+- by hand (bench/lab_rivals.floor_run): wait until Nova marks the service down, force it down,
+  evacuate all at once;
+- the oracle (lab_rivals.oracle_run): force down and evacuate all at the instant of the power-off,
+  no detection at all: the lab's physical limit;
+- Masakari 22.0.0 with its shipped defaults (lab_rivals.masakari_run): its API and engine from
+  PyPI, one segment holding every compute, told of the failure as masakari-monitors' hostmonitor
+  does at the power-off; capped at ``--masakari-timeout`` (a run not done by then counts apart).
+Every total is the same event: the moment Nova itself lists every HA VM ACTIVE (no task) on
+another host (for haven, "nova all active" as its drill observes Nova; haven's own "verified"
+event is printed apart, never in a ratio). A run that never got there is counted apart ("n of N
+runs ..."), never as 0 s (bench/figures.py). Goals (issue 15): haven / oracle <= 1.15 and
+Masakari / haven >= 15. Each phase is also printed as its share of the total (medians), and the
+machine's load (uptime) before and after each sequence, since the lab is CPU-bound.
 
-Run: .venv/bin/python bench/lab.py [--folder LAB] [--runs 5] [--vms 20] [--host compute-1]
-Without --folder it starts a lab (haven.lab.lab.up, 2 computes) in a temporary folder and
-stops it at the end. About 2.5 min per run (both sequences) on a 2-core machine.
+Run: .venv/bin/python bench/lab.py [--folder LAB] [--computes 3] [--runs 5] [--vms 20]
+     [--host compute-1] [--only haven,floor,oracle,masakari] [--masakari-timeout 420]
+Without --folder it starts a lab (haven.lab.lab.up, --computes computes) in a temporary folder
+and stops it at the end. About 1 min per haven/floor/oracle run and 5-7 min per Masakari run on a
+2-core machine.
 """
 
 from __future__ import annotations
@@ -27,49 +34,55 @@ import asyncio
 import contextlib
 import os
 import shutil
-import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 from figures import Spread, ratio, spread
+from lab_rivals import (
+    FLOOR_PHASES,
+    MASAKARI_PHASES,
+    ORACLE_PHASES,
+    Times,
+    floor_run,
+    masakari_run,
+    oracle_run,
+    say,
+)
 
 from haven.cli.cloud_drill import LIVENESS_CHANNELS
 from haven.cli.clouds import choose_cloud, open_liveness
 from haven.cli.lab_controls import LabPower, running_lab
-from haven.cloud.openstack import OpenStackCloud, open_cloud
-from haven.cloud.openstack.workload import Workload, open_workload
+from haven.cloud.openstack.workload import open_workload
 from haven.cloud.sim import CloudSpec
 from haven.domain.clock import RealClock
-from haven.domain.cloud import TaskState, VmState
-from haven.domain.errors import CloudError
-from haven.domain.ids import HostName, ServerId
-from haven.domain.liveness import BmcPower
+from haven.domain.ids import HostName
 from haven.drill.cloud_drill import CloudDrill, run_cloud_drill
-from haven.drill.cloud_prep import HA_METADATA
 from haven.fencing.registry import build_fencer
 from haven.lab import lab
 from haven.lab.state import LabState
 from haven.service.config import load_config
 
-POLL_S = 0.2
-HAVEN_PHASES = ("confirmed", "fenced", "forced down", "evacuate calls", "verified")
-FLOOR_PHASES = ("nova down", "forced down", "evacuate calls", "all active")
-
-
-def say(message: str) -> None:
-    print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+HAVEN_PHASES = ("confirmed", "fenced", "forced down", "evacuate calls", "nova all active")
+SEQUENCES = ("haven", "floor", "oracle", "masakari")
+TOTAL = {"haven": "nova all active", "floor": "all active", "oracle": "all active", "masakari": "all active"}
+TITLES = {
+    "haven": "haven (`haven drill host-power-loss --cloud lab`)",
+    "floor": "by hand (wait for Nova's down, force down, evacuate all)",
+    "oracle": "oracle (force down + evacuate all at the power-off, no detection)",
+    "masakari": "Masakari 22.0.0, shipped defaults (hostmonitor-style notification at the power-off)",
+}
 
 
 @contextlib.contextmanager
-def a_lab(folder: Path | None) -> Iterator[LabState]:
+def a_lab(folder: Path | None, computes: int) -> Iterator[LabState]:
     if folder is not None:
         yield running_lab(folder)
         return
     own = Path(tempfile.mkdtemp(prefix="haven-bench-lab-"))
     try:
-        yield lab.up(own, 2, progress=lambda m: say(f"lab: {m}"))
+        yield lab.up(own, computes, progress=lambda m: say(f"lab: {m}"))
     finally:
         lab.down(own)
         shutil.rmtree(own, ignore_errors=True)
@@ -105,161 +118,122 @@ async def haven_run(state: LabState, host: HostName, vms: int) -> tuple[dict[str
     }, f"liveness from {report.liveness}"
 
 
-async def floor_run(state: LabState, host: HostName, vms: int) -> dict[str, float | None]:
-    """The fastest by-hand sequence: wait for Nova's own verdict, force down, evacuate everything."""
-    cloud = open_cloud("lab", max_workers=vms)
-    workload = open_workload("lab")
-    power = LabPower(state)
-    booted: list[ServerId] = []
-    times: dict[str, float | None] = dict.fromkeys(FLOOR_PHASES)
-    try:
-        flavor = await workload.flavor_id(state.flavor)
-        zone = (await cloud.get_host(host)).zone
-        stamp = time.strftime("%H%M%S")
-        for i in range(vms):
-            name = f"haven-floor-{stamp}-{i + 1}"
-            booted.append(await workload.boot(name, host, zone, flavor, state.image_id, HA_METADATA))
-        await until(lambda: settled(workload, booted, on=host), 240, f"{vms} servers ACTIVE on {host}")
-        say(f"floor: {vms} servers ACTIVE on {host}; powering it off")
-        t0 = time.time()
-        await power.power_off(host)
-
-        async def nova_down() -> bool:
-            return not (await cloud.get_host(host)).service_up
-
-        await until(nova_down, 120, f"Nova to mark {host} down")
-        times["nova down"] = time.time() - t0
-        await cloud.force_down(host, True)
-        times["forced down"] = time.time() - t0
-        await asyncio.gather(*(cloud.evacuate(s, None) for s in booted))
-        times["evacuate calls"] = time.time() - t0
-        await until(lambda: settled(workload, booted, off=host), 300, "every server ACTIVE elsewhere")
-        times["all active"] = time.time() - t0
-        say(f"floor: all ACTIVE elsewhere {times['all active']:.1f} s after the power-off")
-    finally:
-        if await power.power_status(host) is not BmcPower.ON:
-            await power.power_on(host)
-        await until(lambda: unforced(cloud, host), 180, f"Nova to accept {host} as no longer forced down")
-        await until(lambda: service_up(cloud, host), 120, f"{host} up again")
-        for server_id in booted:
-            await workload.delete(server_id)
-        await until(lambda: gone(workload, booted), 120, "the servers deleted")
-        workload.close()
-        cloud.close()
-    return times
+def uptime() -> str:
+    """The machine's load averages (1, 5, 15 min): the lab is CPU-bound on a shared machine."""
+    one, five, fifteen = Path("/proc/loadavg").read_text().split()[:3]
+    return f"load {one} {five} {fifteen}"
 
 
-async def settled(
-    workload: Workload, ids: list[ServerId], on: str | None = None, off: str | None = None
-) -> bool:
-    servers = await workload.servers(ids)
-    return len(servers) == len(ids) and all(
-        s.vm_state is VmState.ACTIVE
-        and s.task_state is TaskState.NONE
-        and (on is None or s.host == on)
-        and (off is None or s.host != off)
-        for s in servers.values()
-    )
-
-
-async def unforced(cloud: OpenStackCloud, host: HostName) -> bool:
-    try:
-        await cloud.force_down(host, False)
-    except CloudError:
-        return False  # refused until the restarted compute cleaned up its evacuations
-    return True
-
-
-async def service_up(cloud: OpenStackCloud, host: HostName) -> bool:
-    state = await cloud.get_host(host)
-    return bool(state.service_up and not state.forced_down)
-
-
-async def gone(workload: Workload, ids: list[ServerId]) -> bool:
-    return not await workload.servers(ids)
-
-
-async def until(check: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        with contextlib.suppress(CloudError):
-            if await check():
-                return
-        if time.monotonic() > deadline:
-            raise SystemExit(f"waited {timeout_s:g} s for {what}")
-        await asyncio.sleep(POLL_S)
-
-
-def summary(name: str, runs: list[dict[str, float | None]], keys: tuple[str, ...]) -> dict[str, Spread]:
+def summary(name: str, runs: list[Times], keys: tuple[str, ...], total: str) -> dict[str, Spread]:
+    """Per phase: median, min, max, every run's value, and the median phase's share of the total."""
     print(f"\n{name} ({len(runs)} runs; seconds after the BMC power-off):")
-    print(f"  {'phase':<16} {'median':>8} {'min':>8} {'max':>8}   runs")
-    spreads = {}
+    print(f"  {'phase':<22} {'median':>7} {'min':>7} {'max':>7} {'share':>6}   runs")
+    spreads = {key: spread(r.get(key) for r in runs) for key in keys}
+    whole = spreads[total].median if total in spreads else None
+    before = 0.0
     for key in keys:
-        found = spreads[key] = spread(r.get(key) for r in runs)
+        found = spreads[key]
         missed = f"   ({found.missing} of {found.runs} runs never got there)" if found.missing else ""
         if found.median is None or found.min is None or found.max is None:
-            print(f"  {key:<16} {'-':>8}{missed}")
+            print(f"  {key:<22} {'-':>7}{missed}")
             continue
+        share = "" if not whole or found.median > whole else f"{(found.median - before) / whole:6.0%}"
+        before = found.median if share else before
         listed = " ".join(f"{v:.1f}" for v in found.measured)
-        print(f"  {key:<16} {found.median:8.2f} {found.min:8.2f} {found.max:8.2f}   {listed}{missed}")
+        print(f"  {key:<22} {found.median:7.2f} {found.min:7.2f} {found.max:7.2f} {share:>6}   "
+              f"{listed}{missed}")  # fmt: skip
     return spreads
 
 
-def comparison(haven: Mapping[str, Spread], floor: Mapping[str, Spread]) -> list[str]:
-    """The lines that set haven against the floor: the ratio of like with like, and what each time is."""
-    nova_view, floor_view, own = haven.get("nova all active"), floor.get("all active"), haven.get("verified")
-    lines = []
-    if nova_view is not None and floor_view is not None:
-        lines.append(f"as Nova lists every HA VM ACTIVE elsewhere (median): haven {_s(nova_view)}, "
-                     f"floor {_s(floor_view)}")  # fmt: skip
-        like = ratio(nova_view, floor_view)
-        lines.append(
-            f"ratio haven / floor, both as Nova lists them: {'-' if like is None else f'{like:.2f}'}"
-        )
-    if own is not None:
-        lines.append(f"haven's own 'verified' event (haven's view, not in the ratio): median {_s(own)}")
+def comparison(totals: dict[str, Spread]) -> list[str]:
+    """Each sequence's total (Nova's own all-ACTIVE time) and the issue's two ratios, like with like."""
+    lines = ["", "as Nova lists every HA VM ACTIVE on another host (median, min-max, runs that got there):"]
+    for name, found in totals.items():
+        if found.median is None or found.min is None or found.max is None:
+            lines.append(f"  {name:<9} -   ({found.missing} of {found.runs} runs never got there)")
+            continue
+        missed = f"; {found.missing} of {found.runs} runs not done in the cap" if found.missing else ""
+        lines.append(f"  {name:<9} {found.median:7.2f} s  ({found.min:.2f}-{found.max:.2f}; "
+                     f"{len(found.measured)} of {found.runs}{missed})")  # fmt: skip
+    pairs = (("haven", "oracle", "goal <= 1.15"), ("haven", "floor", "by hand"),
+             ("masakari", "haven", "goal >= 15"))  # fmt: skip
+    for top, bottom, goal in pairs:
+        if top in totals and bottom in totals:
+            value = ratio(totals[top], totals[bottom])
+            shown = "-" if value is None else f"{value:.2f}"
+            lines.append(f"ratio {top} / {bottom}: {shown}   ({goal})")
     return lines
 
 
-def _s(found: Spread) -> str:
-    return "-" if found.median is None else f"{found.median:.2f} s"
+async def measured(name: str, run: int, loads: list[str], sequence: Callable[[], Awaitable[Times]]) -> Times:
+    before = uptime()
+    times = await sequence()
+    after = uptime()
+    loads.append(f"  {name:<9} run {run}: before {before}, after {after}")
+    say(f"{name} run {run}: {times}; {before} -> {after}")
+    return times
 
 
-async def bench(state: LabState, runs: int, vms: int, host: HostName, floor: bool) -> None:
-    havens: list[dict[str, float | None]] = []
+async def bench(state: LabState, args: argparse.Namespace, only: tuple[str, ...]) -> None:
+    host, vms, runs = HostName(args.host), args.vms, args.runs
+    results: dict[str, list[Times]] = {name: [] for name in only}
+    loads: list[str] = []
     liveness = ""
-    floors: list[dict[str, float | None]] = []
+    sequences: dict[str, Callable[[], Awaitable[Times]]] = {
+        "floor": lambda: floor_run(state, host, vms),
+        "oracle": lambda: oracle_run(state, host, vms),
+        "masakari": lambda: masakari_run(state, host, vms, args.masakari_timeout),
+    }
     for run in range(1, runs + 1):
-        say(f"run {run}/{runs}: haven")
-        result, liveness = await haven_run(state, host, vms)
-        havens.append(result)
-        say(f"run {run}: haven verified all {vms} at {havens[-1]['verified']} s")
-        if floor:
-            say(f"run {run}/{runs}: the Nova floor by hand")
-            floors.append(await floor_run(state, host, vms))
-    print(f"\nlab: {len(state.computes)} computes, {vms} HA servers on {host}, {runs} runs; {liveness}")
-    h = summary("haven (host death -> every HA VM verified ACTIVE elsewhere)", havens,
-                (*HAVEN_PHASES, "nova all active"))  # fmt: skip
-    if floor:
-        f = summary(
-            "Nova floor by hand (wait for Nova's down, force down, evacuate all)", floors, FLOOR_PHASES
-        )
-        print()
-        for text in comparison(h, f):
-            print(text)
+        for name in only:
+            say(f"run {run}/{runs}: {name}")
+            if name == "haven":
+                before = uptime()
+                haven_times, liveness = await haven_run(state, host, vms)
+                results[name].append(haven_times)
+                loads.append(f"  haven     run {run}: before {before}, after {uptime()}")
+            else:
+                results[name].append(await measured(name, run, loads, sequences[name]))
+    print(f"\nlab: {len(state.computes)} computes, {vms} HA servers on {host}, {runs} runs each; "
+          f"haven's {liveness}")  # fmt: skip
+    keys = {"haven": (*HAVEN_PHASES, "verified"), "floor": FLOOR_PHASES, "oracle": ORACLE_PHASES,
+            "masakari": MASAKARI_PHASES}  # fmt: skip
+    totals = {}
+    for name in only:
+        spreads = summary(TITLES[name], results[name], keys[name], TOTAL[name])
+        totals[name] = spreads[TOTAL[name]]
+    if "haven" in only:
+        own = spread(r.get("verified") for r in results["haven"])
+        print(f"\nhaven's own 'verified' event (haven's view, in no ratio): {own.describe('never')}")
+    for line in comparison(totals):
+        print(line)
+    print("\nmachine load (1/5/15 min) around each run:")
+    for line in loads:
+        print(line)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", type=Path, help="a running lab's folder (default: start one)")
+    parser.add_argument("--computes", type=int, default=3, help="computes of the lab started (default 3)")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--vms", type=int, default=20)
     parser.add_argument("--host", default="compute-1")
-    parser.add_argument("--no-floor", action="store_true", help="measure haven only")
+    parser.add_argument("--only", default=",".join(SEQUENCES),
+                        help=f"sequences to run, in this order (default {','.join(SEQUENCES)})")  # fmt: skip
+    parser.add_argument("--masakari-timeout", type=float, default=420.0,
+                        help="seconds a Masakari run may take before it counts as not done")  # fmt: skip
     args = parser.parse_args()
-    with a_lab(args.folder) as state:
+    only = tuple(name.strip() for name in args.only.split(",") if name.strip())
+    unknown = [name for name in only if name not in SEQUENCES]
+    if unknown or not only:
+        parser.error(f"--only: unknown sequence(s) {', '.join(unknown) or '(none given)'}; "
+                     f"choose from {', '.join(SEQUENCES)}")  # fmt: skip
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {uptime()} at the start")
+    with a_lab(args.folder, args.computes) as state:
         os.environ["OS_CLIENT_CONFIG_FILE"] = state.files["clouds.yaml"]
-        asyncio.run(bench(state, args.runs, args.vms, HostName(args.host), not args.no_floor))
+        asyncio.run(bench(state, args, only))
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {uptime()} at the end")
 
 
 if __name__ == "__main__":
