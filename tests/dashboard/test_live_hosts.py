@@ -88,3 +88,19 @@ def test_login_and_a_host_dies_live(served: HavenServer, context: BrowserContext
     expect(card.locator(".timeline")).to_contain_text(re.compile(r"evacuate \d+/\d+"), timeout=20_000)
     assert page.evaluate("window.__notReloaded") is True  # it all came over the event stream
     assert served.token not in served.log.read_text()
+
+
+def test_the_keyboard_reaches_everything(served: HavenServer, page: Page) -> None:
+    log_in(page, served)
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to the content"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
+    page.goto(f"{served.url}/dashboard/")
+    reached = []
+    for _ in range(4):
+        page.keyboard.press("Tab")
+        reached.append(
+            page.evaluate("document.activeElement.tagName + ':' + document.activeElement.textContent")
+        )
+    assert "BUTTON:Log out" in reached
