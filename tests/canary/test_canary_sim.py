@@ -99,6 +99,12 @@ async def test_a_zone_without_a_live_compute_fails_in_scheduling_and_is_explaine
     assert "Placement went down" in record.diagnosis.summary
     other = next(r for r in found.runs if r.zone != zone)
     assert other.outcome is Outcome.OK
+    # Nova's service list (the simulated one) showed the zone's computes down: kept as evidence.
+    seen = store.evidence_between(world.clock.now() - 600, world.clock.now())
+    down = {e.detail for e in seen if e.node == "nova-compute" and e.kind is EvidenceKind.DOWN}
+    assert down == {
+        f"nova-compute on {h} is down in Nova's service list" for h in await world.zone_hosts(zone)
+    }
 
 
 async def test_a_slow_canary_names_its_slowest_phase_against_its_own_history(store: Store) -> None:

@@ -96,7 +96,8 @@ class CanarySettings:
     boot_timeout_s: float = 300.0
     delete_timeout_s: float = 120.0
     slow_s: float = 120.0  # a boot to ACTIVE slower than this is a symptom
-    probes: bool = True  # the cheap API probes (token issue, server list) before each round
+    probes: bool = True  # the cheap API probes (token, server list, endpoints, Nova's services) per round
+    endpoint_timeout_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)

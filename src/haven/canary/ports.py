@@ -46,6 +46,18 @@ class CanaryCloud(Protocol):
         """List servers once (a probe); how many."""
         ...
 
+    async def endpoints(self) -> Mapping[str, str]:
+        """The service catalog's public endpoints: service type ("image", "placement") → URL."""
+        ...
+
+    async def probe_endpoint(self, url: str, timeout_s: float) -> None:
+        """GET ``url`` (a version document) unauthenticated; raises when it fails or answers 5xx."""
+        ...
+
+    async def services_down(self) -> Sequence[tuple[str, str]]:
+        """(binary, host) of every Nova service its own service list says is down."""
+        ...
+
     def close(self) -> None:
         """Release what the driver holds (its threads); no request after this."""
         ...

@@ -43,12 +43,12 @@ from haven.canary.model import (
     symptom_words,
 )
 from haven.canary.ports import CanaryCloud
-from haven.diagnosis import Symptom
+from haven.diagnosis import EvidenceKind, NodeEvent, Symptom
 from haven.diagnosis.records import ExplanationRecord
 from haven.domain.clock import Clock
 from haven.domain.errors import CloudError, NotFound
 from haven.store import Store
-from haven.topology import SERVER_BOOT
+from haven.topology import SERVER_BOOT, node_of_binary
 
 _log = logging.getLogger(__name__)
 
@@ -56,6 +56,14 @@ BOOT = "boot"
 PROBE = "probe"
 KEEP_S = 7 * 86_400.0  # finished runs and probes are pruned after a week
 _CANCEL_DELETE_S = 10.0
+# The service catalog's types and the topology's nodes (haven.topology) serving them.
+SERVICE_NODES = {
+    "identity": "keystone",
+    "compute": "nova-api",
+    "image": "glance-api",
+    "placement": "placement-api",
+    "network": "neutron-server",
+}
 
 SymptomSink = Callable[[ExplanationRecord], Awaitable[object]]
 
@@ -101,6 +109,8 @@ class CanaryRunner:
         """Clean orphans, probe the APIs, then one canary boot per zone (in turn)."""
         cleaned = await self.clean()
         probes = await self.probe() if self._settings.probes else []
+        if self._settings.probes:
+            probes += await self.observe()
         zones = self._settings.zones or tuple(sorted(await self._cloud.zones()))
         runs = []
         for zone in zones:
@@ -136,13 +146,63 @@ class CanaryRunner:
                 error = str(exc)
             result = ProbeResult(name, started, not error, self._clock.now() - started, error)
             self._progress(f"probe {name}: {'ok' if result.ok else 'failed'} in {result.seconds:.2f} s")
-            doc = {**probe_json(result), "id": f"probe:{name}:{started:.6f}", "zone": "", "state": "done"}
-            await asyncio.to_thread(self._store.save_canary, PROBE, doc)
+            key = await self._keep_probe(result)
             results.append(result)
             if not result.ok:
                 symptom = Symptom(node, started, f"API probe {name} failed ({error})", phase)
-                await self._symptom(ExplanationRecord(doc["id"], f"probe:{name}", name, symptom, started))
+                await self._symptom(ExplanationRecord(key, f"probe:{name}", name, symptom, started))
         return results
+
+    async def observe(self) -> list[ProbeResult]:
+        """Each catalog endpoint probed, and Nova's service list read: what fails is kept as evidence.
+
+        Not symptoms (a canary or a probe above is): evidence the explainer ranks. An endpoint that
+        fails or does not answer within ``endpoint_timeout_s`` is an ERROR of its service; a Nova service
+        its own list says is down is that service DOWN.
+        """
+        now = self._clock.now()
+        kept: dict[str, NodeEvent] = {}
+        results = []
+        try:
+            endpoints = await self._cloud.endpoints()
+        except CloudError as exc:
+            endpoints = {}
+            self._progress(f"no service catalog: {exc}")
+        for kind, url in sorted(endpoints.items()):
+            node = SERVICE_NODES.get(kind)
+            if node is None:
+                continue
+            started = self._clock.now()
+            error = ""
+            try:
+                await self._cloud.probe_endpoint(url, self._settings.endpoint_timeout_s)
+            except CloudError as exc:
+                error = str(exc)
+            result = ProbeResult(f"endpoint:{kind}", started, not error, self._clock.now() - started, error)
+            results.append(result)
+            await self._keep_probe(result)
+            if error:
+                kept[f"probe:{kind}:{started:.3f}"] = NodeEvent(
+                    node, EvidenceKind.ERROR, started, f"its endpoint did not answer: {error}"
+                )
+        try:
+            down = await self._cloud.services_down()
+        except CloudError:
+            down = []
+        for binary, host in down:
+            detail = f"{binary} on {host} is down in Nova's service list"
+            kept[f"nova-service:{binary}:{host}:{now:.3f}"] = NodeEvent(
+                node_of_binary(binary), EvidenceKind.DOWN, now, detail
+            )
+        if kept:
+            await asyncio.to_thread(self._store.keep_evidence, kept, now)
+        return results
+
+    async def _keep_probe(self, result: ProbeResult) -> str:
+        key = f"probe:{result.name}:{result.at:.6f}"
+        doc = {**probe_json(result), "id": key, "zone": "", "state": "done"}
+        await asyncio.to_thread(self._store.save_canary, PROBE, doc)
+        return key
 
     async def boot_one(self, zone: str) -> CanaryRun:
         """One canary boot in ``zone``: committed, booted, watched to ACTIVE, deleted, judged."""

@@ -150,6 +150,19 @@ class SimCanaryCloud:
         self._api()
         return len(self.existing())
 
+    async def endpoints(self) -> Mapping[str, str]:
+        return {}  # the simulated cloud has no service catalog
+
+    async def probe_endpoint(self, url: str, timeout_s: float) -> None:
+        raise NotFound(f"no endpoint {url} on the simulated cloud")
+
+    async def services_down(self) -> Sequence[tuple[str, str]]:
+        return [
+            ("nova-compute", h.name)
+            for h in await self.cloud.list_hosts()
+            if not h.service_up or h.forced_down
+        ]
+
     def close(self) -> None:
         pass
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import openstack
 from keystoneauth1 import exceptions as ksa_exc
+from keystoneauth1.identity.base import BaseIdentityPlugin
 from openstack import exceptions as os_exc
 from openstack.connection import Connection
 
@@ -23,7 +24,7 @@ from haven.cloud.openstack.calls import CallPool
 from haven.cloud.openstack.connection import CLOUDS_YAML_HINT, clouds_yaml_file
 from haven.cloud.openstack.nova import SERVERS_MV, NovaApi
 from haven.domain.canary import Found, ServerView
-from haven.domain.errors import ConfigError, NotFound, PermanentError
+from haven.domain.errors import ConfigError, NotFound, PermanentError, TemporaryError
 
 BOOT_MV = "2.37"  # networks "none" / "auto"
 
@@ -85,6 +86,16 @@ class NovaCanary:
         answer = await self._pool.run("list servers", self._send, "GET", "/servers", {"limit": "1000"})
         return len(answer["servers"])
 
+    async def endpoints(self) -> Mapping[str, str]:
+        return await self._pool.run("read the service catalog", self._endpoints)
+
+    async def probe_endpoint(self, url: str, timeout_s: float) -> None:
+        await self._pool.run(f"GET {url}", self._probe, url, timeout_s)
+
+    async def services_down(self) -> Sequence[tuple[str, str]]:
+        answer = await self._pool.run("list Nova services", self._send, "GET", "/os-services", {})
+        return [(str(s["binary"]), str(s["host"])) for s in answer["services"] if s.get("state") == "down"]
+
     async def _flavor_id(self, name_or_id: str) -> str:
         if name_or_id not in self._flavors:
             answer = await self._pool.run("list flavors", self._send, "GET", "/flavors", {})
@@ -106,6 +117,25 @@ class NovaCanary:
             response = compute.delete(path, microversion=SERVERS_MV)
         os_exc.raise_from_response(response)
         return dict(response.json()) if response.content else {}
+
+    def _endpoints(self) -> dict[str, str]:
+        session = self._conn.session
+        auth = session.auth
+        if not isinstance(auth, BaseIdentityPlugin):
+            raise PermanentError("read the service catalog: the clouds.yaml entry has no Keystone login")
+        catalog = auth.get_access(session).service_catalog
+        found = catalog.get_endpoints(interface="public")
+        urls = {}
+        for kind, ends in (found or {}).items():
+            first = ends[0] if ends else None
+            if first:
+                urls[str(kind)] = str(first["url"])
+        return urls
+
+    def _probe(self, url: str, timeout_s: float) -> None:
+        response = self._conn.session.get(url, authenticated=False, raise_exc=False, timeout=timeout_s)
+        if response.status_code >= 500:
+            raise TemporaryError(f"{url} answered {response.status_code}", 1.0)
 
     def _issue_token(self) -> None:
         session = self._conn.session
