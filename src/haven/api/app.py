@@ -21,6 +21,7 @@ from haven.api.routes import (
     custom_recovery,
     discovery,
     haven_drills,
+    haven_explanations,
     haven_status,
     hosts,
     notifications,
@@ -73,7 +74,7 @@ def create_app(
     app.add_middleware(AuthGate, authenticator=gate)  # added last: runs first
     for build in (discovery.router, segments.router, hosts.router, notifications.router, vmoves.router):
         app.include_router(build(ctx))
-    for build in (haven_status.router, haven_drills.router):  # haven's own resources
+    for build in (haven_status.router, haven_drills.router, haven_explanations.router):  # haven's own
         app.include_router(build(ctx))
     app.include_router(custom_recovery.router(ctx))  # haven's extension: claim, progress, finish, fail
     return app

@@ -83,6 +83,9 @@ POLICIES: Mapping[tuple[str, str], Policy] = {
     ),
     # haven's own resources (not Masakari's): the engine's status is for readers too.
     ("GET", "/v1/haven/status"): Policy("haven:status:show", Rule.READER),
+    ("GET", "/v1/haven/explanations"): Policy("haven:explanations:index", Rule.READER),
+    ("GET", "/v1/haven/explanations/{explanation_id:path}"): Policy("haven:explanations:detail", Rule.READER),
+    ("GET", "/v1/haven/canaries"): Policy("haven:canaries:index", Rule.READER),
     **_rules(
         "vmoves",
         {
