@@ -54,8 +54,8 @@ class CanaryCloud(Protocol):
         """GET ``url`` (a version document) unauthenticated; raises when it fails or answers 5xx."""
         ...
 
-    async def services_down(self) -> Sequence[tuple[str, str]]:
-        """(binary, host) of every Nova service its own service list says is down."""
+    async def services_down(self) -> Sequence[tuple[str, str, float | None]]:
+        """(binary, host, last report) of every Nova service its own service list says is down."""
         ...
 
     def close(self) -> None:

@@ -189,10 +189,12 @@ class CanaryRunner:
             down = await self._cloud.services_down()
         except CloudError:
             down = []
-        for binary, host in down:
+        for binary, host, reported in down:
+            # Down since its last report (Nova's updated_at): when it went silent.
+            at = min(now, reported) if reported is not None else now
             detail = f"{binary} on {host} is down in Nova's service list"
-            kept[f"nova-service:{binary}:{host}:{now:.3f}"] = NodeEvent(
-                node_of_binary(binary), EvidenceKind.DOWN, now, detail
+            kept[f"nova-service:{binary}:{host}:{at:.3f}"] = NodeEvent(
+                node_of_binary(binary), EvidenceKind.DOWN, at, detail
             )
         if kept:
             await asyncio.to_thread(self._store.keep_evidence, kept, now)
@@ -221,6 +223,8 @@ class CanaryRunner:
         run = await self._judge(run)
         self._progress(f"canary {run.server_name}: {run.outcome} {dict(run.phases)}")
         if run.outcome is not Outcome.OK:
+            if self._settings.probes:
+                await self.observe()  # look again: what failed meanwhile is evidence (dated when it began)
             await self._symptom(self._record(run))
         return run
 

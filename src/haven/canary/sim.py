@@ -156,9 +156,9 @@ class SimCanaryCloud:
     async def probe_endpoint(self, url: str, timeout_s: float) -> None:
         raise NotFound(f"no endpoint {url} on the simulated cloud")
 
-    async def services_down(self) -> Sequence[tuple[str, str]]:
+    async def services_down(self) -> Sequence[tuple[str, str, float | None]]:
         return [
-            ("nova-compute", h.name)
+            ("nova-compute", h.name, None)
             for h in await self.cloud.list_hosts()
             if not h.service_up or h.forced_down
         ]

@@ -20,6 +20,7 @@ from keystoneauth1.identity.base import BaseIdentityPlugin
 from openstack import exceptions as os_exc
 from openstack.connection import Connection
 
+from haven.cloud.openstack import convert
 from haven.cloud.openstack.calls import CallPool
 from haven.cloud.openstack.connection import CLOUDS_YAML_HINT, clouds_yaml_file
 from haven.cloud.openstack.nova import SERVERS_MV, NovaApi
@@ -92,9 +93,13 @@ class NovaCanary:
     async def probe_endpoint(self, url: str, timeout_s: float) -> None:
         await self._pool.run(f"GET {url}", self._probe, url, timeout_s)
 
-    async def services_down(self) -> Sequence[tuple[str, str]]:
+    async def services_down(self) -> Sequence[tuple[str, str, float | None]]:
         answer = await self._pool.run("list Nova services", self._send, "GET", "/os-services", {})
-        return [(str(s["binary"]), str(s["host"])) for s in answer["services"] if s.get("state") == "down"]
+        return [
+            (str(s["binary"]), str(s["host"]), convert.timestamp(s.get("updated_at")))
+            for s in answer["services"]
+            if s.get("state") == "down"
+        ]
 
     async def _flavor_id(self, name_or_id: str) -> str:
         if name_or_id not in self._flavors:
@@ -144,11 +149,16 @@ class NovaCanary:
         session.auth.get_auth_ref(session)
 
 
-def open_canary(name: str | None, clouds_yaml: Path | None = None, max_workers: int = 2) -> NovaCanary:
-    """A NovaCanary on the clouds.yaml entry ``name``; no request yet."""
+def open_canary(
+    name: str | None, clouds_yaml: Path | None = None, max_workers: int = 2, timeout_s: float = 30.0
+) -> NovaCanary:
+    """A NovaCanary on the clouds.yaml entry ``name``; no request yet.
+
+    Every request gives up after ``timeout_s``: a hung API fails the canary instead of holding it.
+    """
     try:
         with clouds_yaml_file(clouds_yaml):
-            conn = openstack.connect(cloud=name)
+            conn = openstack.connect(cloud=name, api_timeout=timeout_s)
     except (os_exc.ConfigException, ksa_exc.ClientException) as exc:
         raise ConfigError(f"cannot use OpenStack cloud {name!r}: {exc}", CLOUDS_YAML_HINT) from None
     return NovaCanary(conn, CallPool(max_workers))
