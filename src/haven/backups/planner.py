@@ -1,0 +1,187 @@
+"""The backup scheduler: which backups are due and which may be deleted, from a snapshot. Pure.
+
+Called by haven.backups.runner each pass (and by tests and the fleet benchmark in virtual time).
+For each protected server the window due now is the latest slot of its schedule whose start plus
+the server's fixed jitter has passed. A window is covered by any backup (scheduled or manual, in
+flight or done) taken in it; a window missed while haven was down is therefore caught up by one
+backup, however many windows passed, and never twice. A failed backup is retried after
+``retry_s``, at most ``attempts`` times per window. One backup per server is in flight at a time,
+and at most ``max_concurrent`` across the fleet: the earliest due go first, the others wait.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from haven.backups import retention, schedule
+from haven.backups.config import SchedulerSettings
+from haven.domain.backups import BackupKind, BackupPolicy, BackupRecord, BackupState, BackupTarget
+from haven.domain.cloud import VmState
+
+_BACKABLE = (VmState.ACTIVE, VmState.STOPPED)
+_COVERS = (
+    BackupState.ISSUED,
+    BackupState.CREATING,
+    BackupState.AVAILABLE,
+    BackupState.DELETING,
+    BackupState.DELETED,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Protected:
+    target: BackupTarget
+    policy: BackupPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class BackupSnapshot:
+    now: float
+    servers: Sequence[Protected]
+    records: Sequence[BackupRecord]  # every record not deleted, and the deleted of the last weeks
+    settings: SchedulerSettings
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedBackup:
+    target: BackupTarget
+    policy: BackupPolicy
+    slot: float
+    due_at: float
+    kind: BackupKind
+    attempt: int = 1
+    incremental: bool = False
+    parent_id: str = ""
+
+    @property
+    def rotation(self) -> int:
+        """Nova's createBackup ``rotation``: above anything haven keeps, so Nova deletes none of them."""
+        return self.policy.retention.ceiling + 1
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStatus:
+    server_id: str
+    server_name: str
+    policy: BackupPolicy
+    slot: float  # the window due now
+    due_at: float
+    next_due_at: float
+    recovery_point: float | None  # when its newest good backup was taken
+    missed: bool  # the window due now has no good backup, grace_s after it was due
+    stale: bool  # the recovery point is older than the policy allows (or there is none, and missed)
+    waiting: str = ""  # why a due backup was not started this pass
+
+
+@dataclass(frozen=True, slots=True)
+class BackupPlan:
+    create: tuple[PlannedBackup, ...]
+    delete: tuple[BackupRecord, ...]
+    statuses: tuple[ServerStatus, ...]
+    in_flight: int
+    next_due_at: float | None
+
+
+def max_age_s(policy: BackupPolicy, settings: SchedulerSettings) -> float:
+    """How old a recovery point the policy allows: one period, the jitter and the grace."""
+    sched = schedule.parse(policy.schedule)
+    return sched.period_s + min(settings.jitter_s, sched.period_s / 4) + settings.grace_s
+
+
+def plan(snapshot: BackupSnapshot) -> BackupPlan:
+    settings, now = snapshot.settings, snapshot.now
+    by_server: dict[str, list[BackupRecord]] = collections.defaultdict(list)
+    for record in snapshot.records:
+        by_server[record.server_id].append(record)
+    in_flight = sum(1 for r in snapshot.records if r.state.in_flight)
+    due: list[tuple[PlannedBackup, int]] = []
+    statuses: dict[str, ServerStatus] = {}
+    deletes: list[BackupRecord] = []
+    for item in snapshot.servers:
+        records = by_server.get(item.target.id, [])
+        status, candidate = _server(item, records, now, settings)
+        statuses[item.target.id] = status
+        if candidate is not None:
+            due.append((candidate, len(due)))
+        deletes.extend(retention.to_delete(records, item.policy.retention))
+    due.sort(key=lambda pair: (pair[0].due_at, pair[0].target.id))
+    room = max(settings.max_concurrent - in_flight, 0)
+    create = tuple(candidate for candidate, _ in due[:room])
+    for candidate, _ in due[room:]:
+        s = statuses[candidate.target.id]
+        statuses[candidate.target.id] = _replace_waiting(
+            s, f"the fleet's cap of {settings.max_concurrent} in flight"
+        )
+    next_due = min((s.next_due_at for s in statuses.values()), default=None)
+    if due[room:] or in_flight:
+        next_due = now  # come back soon: capacity frees as backups finish
+    return BackupPlan(create, tuple(deletes), tuple(statuses.values()), in_flight, next_due)
+
+
+def _server(
+    item: Protected, records: Sequence[BackupRecord], now: float, settings: SchedulerSettings
+) -> tuple[ServerStatus, PlannedBackup | None]:
+    target, policy = item.target, item.policy
+    sched = schedule.parse(policy.schedule)
+    offset = schedule.jitter(target.id, sched, settings.jitter_s)
+    slot = sched.previous_slot(now - offset)
+    due_at = slot + offset
+    next_due = sched.next_slot(slot) + offset
+    good = [r for r in records if r.state is BackupState.AVAILABLE]
+    recovery_point = max((r.created_at for r in good), default=None)
+    covered_good = any(_in_window(r, slot) for r in good)
+    missed = not covered_good and now > due_at + settings.grace_s
+    stale = missed if recovery_point is None else now - recovery_point > max_age_s(policy, settings)
+    status = ServerStatus(
+        target.id, target.name, policy, slot, due_at, next_due, recovery_point, missed, stale
+    )
+    if any(r.state in _COVERS and _in_window(r, slot) for r in records):
+        return status, None
+    if any(r.state.in_flight for r in records):
+        return _replace_waiting(status, "a backup of this server is in flight"), None
+    failures = sorted(
+        (r for r in records if r.state is BackupState.FAILED and r.slot == slot), key=lambda r: r.attempt
+    )
+    if len(failures) >= settings.attempts:
+        return _replace_waiting(status, f"{len(failures)} attempts failed in this window"), None
+    if failures and (failures[-1].finished_at or 0.0) + settings.retry_s > now:
+        return _replace_waiting(status, "retrying after the last failure"), None
+    if target.busy or target.vm_state not in _BACKABLE:
+        return _replace_waiting(
+            status, f"server {target.vm_state.value}{' and busy' if target.busy else ''}"
+        ), None
+    kind = BackupKind.VOLUME if target.volume_backed else BackupKind.IMAGE
+    incremental, parent = False, ""
+    if kind is BackupKind.VOLUME:
+        incremental, parent = _chain(records, settings.chain_max)
+    attempt = (failures[-1].attempt + 1) if failures else 1
+    return status, PlannedBackup(target, policy, slot, due_at, kind, attempt, incremental, parent)
+
+
+def _in_window(record: BackupRecord, slot: float) -> bool:
+    return record.slot >= slot or record.created_at >= slot
+
+
+def _chain(records: Sequence[BackupRecord], chain_max: int) -> tuple[bool, str]:
+    """(incremental, parent id): continue the newest good chain unless it reached ``chain_max``."""
+    good = [r for r in records if r.state is BackupState.AVAILABLE and r.kind is BackupKind.VOLUME]
+    if not good:
+        return False, ""
+    newest = max(good, key=lambda r: (r.created_at, r.id))
+    by_id = {r.id: r for r in records}
+    length, cursor = 1, newest
+    while cursor.parent_id and cursor.parent_id in by_id:
+        cursor = by_id[cursor.parent_id]
+        length += 1
+    if length >= chain_max:
+        return False, ""
+    return True, newest.id
+
+
+def _replace_waiting(status: ServerStatus, why: str) -> ServerStatus:
+    return ServerStatus(
+        status.server_id, status.server_name, status.policy, status.slot, status.due_at, status.next_due_at,
+        status.recovery_point, status.missed, status.stale, why,
+    )  # fmt: skip

@@ -1,0 +1,208 @@
+"""Instance backups: what a server's policy asks, the images and volume backups made, and restores.
+
+Pure values shared by haven.backups (the scheduler, the runner, restores and drills), the store
+(which persists BackupRecord and RestoreRecord) and the cloud drivers (which return Image, VolumeBackup
+and BackupTarget). Times are epoch seconds (UTC).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from haven.domain.cloud import VmState
+from haven.domain.ids import ServerId
+
+# Server metadata that opts a server in and sets its retention (Staffeln's idea, haven's keys).
+BACKUP_KEY = "haven_backup"  # hourly | daily | weekly | a 5-field cron expression | off
+KEEP_KEY = "haven_backup_keep"  # keep the newest N
+KEEP_DAILY_KEY = "haven_backup_keep_daily"  # and the newest of each of the last N days
+KEEP_WEEKLY_KEY = "haven_backup_keep_weekly"  # and the newest of each of the last N ISO weeks
+# Properties haven sets on every backup image it asks Nova for (createBackup's metadata).
+IMAGE_BACKUP_ID = "haven_backup_id"
+IMAGE_SLOT = "haven_backup_slot"
+
+
+class BackupKind(StrEnum):
+    IMAGE = "image"  # Nova createBackup: a Glance image of an image-backed server
+    VOLUME = "volume"  # Cinder backups of a volume-backed server's volumes
+
+
+class BackupState(StrEnum):
+    """A backup's life; ISSUED and CREATING are in flight, DELETED and FAILED are over."""
+
+    ISSUED = "issued"  # intent committed; the create call may or may not have been made
+    CREATING = "creating"  # the cloud accepted it: the image (or volume backups) exist, not ready yet
+    AVAILABLE = "available"  # a good backup: the image is active (the volume backups available)
+    DELETING = "deleting"  # rotation decided; the delete call may or may not have been made
+    DELETED = "deleted"
+    FAILED = "failed"
+
+    @property
+    def in_flight(self) -> bool:
+        return self in (BackupState.ISSUED, BackupState.CREATING)
+
+
+class Trigger(StrEnum):
+    SCHEDULE = "schedule"
+    MANUAL = "manual"  # haven backups run
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """Keep the newest ``keep``, plus the newest of each of the last ``daily`` days and ``weekly`` weeks."""
+
+    keep: int = 7
+    daily: int = 0
+    weekly: int = 0
+
+    @property
+    def ceiling(self) -> int:
+        """The most backups this retention can keep at once."""
+        return self.keep + self.daily + self.weekly
+
+
+@dataclass(frozen=True, slots=True)
+class BackupPolicy:
+    schedule: str  # hourly | daily | weekly | a cron expression (haven.backups.schedule parses it)
+    retention: Retention = field(default_factory=Retention)
+    source: str = "metadata"  # where it came from: metadata, project NAME, segment NAME, default
+
+    @property
+    def backup_type(self) -> str:
+        """Nova's ``backup_type`` for createBackup: the schedule's name (``cron`` for an expression)."""
+        return self.schedule if self.schedule in ("hourly", "daily", "weekly") else "cron"
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeRef:
+    id: str
+    boot: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BackupTarget:
+    """A server as backups see it: its project, how it boots, its state and metadata."""
+
+    id: ServerId
+    name: str
+    project: str
+    vm_state: VmState
+    busy: bool  # a task in progress (resize, migration, another snapshot): Nova refuses a backup now
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    image_id: str = ""  # the image it boots from; "" for a volume-backed server
+    volumes: tuple[VolumeRef, ...] = ()
+    flavor_id: str = ""
+    segment: str = ""  # the segment of its host, when haven knows it
+
+    @property
+    def volume_backed(self) -> bool:
+        return not self.image_id and any(v.boot for v in self.volumes)
+
+
+@dataclass(frozen=True, slots=True)
+class BackupRecord:
+    """One backup of one server, persisted before the create call (intent) and after each outcome."""
+
+    id: str
+    server_id: ServerId
+    server_name: str
+    project: str
+    kind: BackupKind
+    slot: float  # the schedule window it satisfies (a manual backup: its own start)
+    trigger: Trigger
+    backup_type: str
+    name: str  # the image's (or volume backups') name: the key a resumed step finds it by
+    state: BackupState
+    created_at: float
+    attempt: int = 1
+    image_id: str = ""
+    volume_backups: Mapping[str, str] = field(default_factory=dict)  # volume id -> Cinder backup id
+    incremental: bool = False
+    parent_id: str = ""  # the record this incremental chain continues ("" for an image or a full)
+    completed_at: float | None = None  # when it became available (its recovery point is created_at)
+    finished_at: float | None = None  # deleted or failed at
+    error: str = ""
+
+
+class RestorePurpose(StrEnum):
+    DRILL = "drill"  # boot the backup isolated (no network), check ACTIVE, delete
+    AS_NEW = "as_new"  # boot a new server from the backup, kept
+    REBUILD = "rebuild"  # rebuild the server in place from the backup image
+
+
+class RestoreState(StrEnum):
+    ISSUED = "issued"  # intent committed; the boot or rebuild may or may not have been asked
+    BOOTING = "booting"  # Nova accepted it
+    CLEANING = "cleaning"  # a drill: ACTIVE seen (or failed), its server being deleted
+    DONE = "done"
+    FAILED = "failed"
+
+    @property
+    def in_flight(self) -> bool:
+        return self in (RestoreState.ISSUED, RestoreState.BOOTING, RestoreState.CLEANING)
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreRecord:
+    id: str
+    purpose: RestorePurpose
+    server_id: ServerId  # the protected server the backup is of
+    backup_id: str
+    image_id: str
+    name: str  # the new server's name (a drill's is haven-drill-...): the key a resumed step finds it by
+    state: RestoreState
+    created_at: float
+    recovery_point: float  # when the backup was taken
+    target_id: str = ""  # the server booted (or rebuilt)
+    active_at: float | None = None
+    finished_at: float | None = None
+    error: str = ""
+
+
+class ImageStatus(StrEnum):
+    """Glance's image statuses."""
+
+    QUEUED = "queued"
+    SAVING = "saving"
+    ACTIVE = "active"
+    KILLED = "killed"
+    DELETED = "deleted"
+    PENDING_DELETE = "pending_delete"
+    DEACTIVATED = "deactivated"
+    UPLOADING = "uploading"
+    IMPORTING = "importing"
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    id: str
+    name: str
+    status: ImageStatus
+    created_at: float
+    server_id: str = ""  # Glance's instance_uuid property, set by Nova on a snapshot or backup
+    backup_type: str = ""
+    properties: Mapping[str, str] = field(default_factory=dict)
+    size: int | None = None
+
+
+class VolumeBackupStatus(StrEnum):
+    CREATING = "creating"
+    AVAILABLE = "available"
+    DELETING = "deleting"
+    ERROR = "error"
+    RESTORING = "restoring"
+    ERROR_DELETING = "error_deleting"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeBackup:
+    id: str
+    name: str
+    volume_id: str
+    status: VolumeBackupStatus
+    incremental: bool
+    has_dependent_backups: bool = False
+    created_at: float = 0.0
