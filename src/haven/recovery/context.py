@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from haven.cloud.base import Cloud
+from haven.domain.cloud import Server
 from haven.domain.errors import NotFound
-from haven.domain.ids import HostName
+from haven.domain.ids import HostName, ServerId
 from haven.domain.incidents import Notification, Step
 from haven.domain.liveness import BmcPower
 from haven.domain.settings import RecoverySettings
@@ -58,11 +60,33 @@ class StepContext:
     persist: Callable[[Step, Mapping[str, Any]], None] = _persist_nowhere
     # BMC readings made during this batch, so many evacuations off one host ask its BMC once.
     power_seen: dict[HostName, BmcPower] = field(default_factory=dict)
+    # Nova's server list per host, read once for the whole batch: twenty evacuations off one host
+    # (issuing, then verifying each tick) read one list or three, not twenty servers one by one.
+    listed: dict[HostName, asyncio.Task[dict[ServerId, Server]]] = field(default_factory=dict)
 
     async def power_status(self, host: HostName) -> BmcPower:
         if host not in self.power_seen:
             self.power_seen[host] = await self.fencer.power_status(host)
         return self.power_seen[host]
+
+    async def server(self, server_id: ServerId, hosts: Sequence[HostName | None]) -> Server:
+        """The server as Nova lists it now on the first of ``hosts`` that holds it, else read alone.
+
+        Each host's list is asked once per batch and shared by every step of the batch; a server on
+        none of them (Nova's scheduler sent it elsewhere) is read by itself, so it is never missed.
+        A NotFound from Nova (the server is gone) is raised as ``get_server`` raises it.
+        """
+        for host in dict.fromkeys(h for h in hosts if h is not None):
+            if host not in self.listed:
+                self.listed[host] = asyncio.ensure_future(self._servers_on(host))
+            with contextlib.suppress(NotFound):  # a host Nova does not know lists nothing
+                found = (await asyncio.shield(self.listed[host])).get(server_id)
+                if found is not None:
+                    return found
+        return await self.cloud.get_server(server_id)
+
+    async def _servers_on(self, host: HostName) -> dict[ServerId, Server]:
+        return {s.id: s for s in await self.cloud.list_servers(host)}
 
     def update_member(self, host: HostName, **changes: object) -> None:
         """Record a change to a segment host; a host outside every segment has nothing to record."""

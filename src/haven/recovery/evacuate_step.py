@@ -98,8 +98,11 @@ def claim_of(detail: Mapping[str, Any]) -> tuple[HostName, int, int, int] | None
 
 async def evacuate(step: Step, ctx: StepContext) -> Outcome:
     d = EvacuateDetail.of(step.detail)
+    # Where Nova shows it now: on its way (or done), on the target; not yet, on the source. Both
+    # lists are shared by the whole batch (one read per host per tick, not one per server).
+    near = [d.target, d.source] if d.phase == VERIFY else [d.source, d.target]
     try:
-        server = await ctx.cloud.get_server(ServerId(step.subject))
+        server = await ctx.server(ServerId(step.subject), near)
     except NotFound:
         return failed("the server no longer exists", d.to_dict())
     if d.phase == VERIFY:
