@@ -99,6 +99,8 @@ def write_haven_toml(
         f'url = "{urls["etcd"]}"',
         "[detection]",
         "nova_report_interval_s = 2.0  # the lab's nova-computes report every 2 s",
+        "heartbeat_interval_s = 0.5  # the lab's agents refresh their 2 s leases every 0.5 s",
+        "grace_s = 1.5  # dead as the lease vanishes (its last beat then 1.5 s old) and the BMC says off",
         "[recovery]  # the lab's tests see hosts back in service without an operator",
         'return_to_service = "automatic"',
         "[liveness]",
