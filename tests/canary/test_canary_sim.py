@@ -134,7 +134,8 @@ async def test_a_boot_that_never_gets_active_times_out_and_its_server_is_deleted
     assert store.get_explanation(f"canary:{run.id}").symptom.phase == "spawn"
 
 
-async def test_a_run_cancelled_mid_boot_still_asks_for_the_delete(store: Store) -> None:
+async def cancelled_mid_boot(store: Store, api_down: bool) -> World:
+    """A boot in az1 cancelled while it waits for ACTIVE (``api_down``: the API gone at that moment)."""
     # Paced: each 1 s poll takes 10 ms, so the boot is still waiting when it is cancelled.
     world = World(store, CanarySettings(poll_s=1.0, boot_timeout_s=600.0, probes=False), PacedClock(100))
     world.nova.slow(Phase.ACTIVE, 500.0)
@@ -142,24 +143,21 @@ async def test_a_run_cancelled_mid_boot_still_asks_for_the_delete(store: Store) 
     while not world.nova.servers:
         await asyncio.sleep(0)
     await asyncio.sleep(0.05)
+    world.nova.api_down = api_down
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    return world
+
+
+async def test_a_run_cancelled_mid_boot_still_asks_for_the_delete(store: Store) -> None:
+    world = await cancelled_mid_boot(store, api_down=False)
     world.clock.advance_to(world.clock.now() + 5)
     assert world.nova.existing() == []
 
 
 async def test_an_engine_stopped_mid_boot_leaves_nothing_after_the_next_round(store: Store) -> None:
-    first = World(store, CanarySettings(poll_s=1.0, boot_timeout_s=600.0, probes=False), PacedClock(100))
-    first.nova.slow(Phase.ACTIVE, 500.0)
-    task = asyncio.create_task(first.runner.boot_one("az1"))
-    while not first.nova.servers:
-        await asyncio.sleep(0)
-    await asyncio.sleep(0.05)
-    first.nova.api_down = True  # the engine dies with its delete unsent
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    first = await cancelled_mid_boot(store, api_down=True)  # the engine dies with its delete unsent
     assert len(first.nova.existing()) == 1
     (left,) = store.list_canaries(BOOT)
     assert left["state"] == RunState.BOOTING.value

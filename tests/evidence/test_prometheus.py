@@ -15,12 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
+from evidence.prometheus_server import running_prometheus
 from haven.domain.errors import PermanentError, TemporaryError
 from haven.evidence.metrics import RangeSeries, RecordedMetrics
 from haven.evidence.prometheus import PrometheusMetrics
-from servers.process import ServerProcess, free_port, require
-
-PROMETHEUS = "/usr/bin/prometheus"
+from servers.process import free_port
 
 
 class Exporter:
@@ -59,38 +58,8 @@ def exporter() -> Iterator[Exporter]:
 
 @pytest.fixture
 def prometheus(tmp_path: Path, exporter: Exporter) -> Iterator[str]:
-    binary = require(PROMETHEUS, "prometheus")
-    port = free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, scrape_timeout: 1s}\n"
-        "scrape_configs:\n"
-        "  - job_name: lab\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{exporter.port}']}}]\n"
-    )
-    server = ServerProcess(
-        "prometheus",
-        [
-            str(binary),
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        tmp_path / "prometheus.log",
-    ).start()
-    try:
-        url = f"http://127.0.0.1:{port}"
-        server.wait_until(lambda: _ready(url), 20, "readiness")
+    with running_prometheus(tmp_path, "lab", exporter.port) as url:
         yield url
-    finally:
-        server.stop()
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/-/ready", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 @pytest.mark.slow

@@ -12,9 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from evidence.prometheus_server import running_prometheus
 from haven.canary.model import CanarySettings, durations
 from haven.canary.runner import CanaryRunner
 from haven.canary.sim import SimCanaryCloud
@@ -24,7 +24,7 @@ from haven.evidence.prometheus import PrometheusMetrics
 from haven.explain.config import DEFAULT_METRICS, parse_diagnosis
 from haven.service.metrics import HavenMetrics
 from haven.store import Store
-from servers.process import ServerProcess, free_port, require
+from servers.process import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -63,31 +63,8 @@ def haven_metrics(store: Store) -> Iterator[int]:
 
 @pytest.fixture
 def prometheus(tmp_path: Path, haven_metrics: int) -> Iterator[str]:
-    binary = require(Path("/usr/bin/prometheus"), "prometheus")
-    port = free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, scrape_timeout: 1s}\n"
-        "scrape_configs:\n"
-        "  - job_name: haven\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{haven_metrics}']}}]\n"
-    )
-    args = [str(binary), f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}"]  # fmt: skip
-    server = ServerProcess("prometheus", args, tmp_path / "prometheus.log").start()
-    try:
-        url = f"http://127.0.0.1:{port}"
-        server.wait_until(lambda: _ready(url), 20, "readiness")
+    with running_prometheus(tmp_path, "haven", haven_metrics) as url:
         yield url
-    finally:
-        server.stop()
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/-/ready", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 async def test_every_default_query_runs_and_haven_s_own_series_are_there(
