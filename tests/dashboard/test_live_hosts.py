@@ -73,6 +73,7 @@ def test_login_and_a_host_dies_live(served: HavenServer, context: BrowserContext
     page.evaluate("window.__notReloaded = true")
     dead_rows = page.locator("tr[data-condition='dead']")
     expect(dead_rows).to_have_count(0)
+    expect(page.locator("#no-notifications")).to_be_visible()
 
     injected = served.wait_for_log(r"injected: power lost on (\S+)", timeout_s=INJECT_AFTER_S + 20).group(1)
     confirmed = served.wait_for_log(r"host_confirmed_dead\s+(\S+)", timeout_s=30).group(1)
@@ -86,6 +87,7 @@ def test_login_and_a_host_dies_live(served: HavenServer, context: BrowserContext
     card = page.locator("article.notification", has_text=injected)
     expect(card).to_contain_text("fence", timeout=10_000)
     expect(card.locator(".timeline")).to_contain_text(re.compile(r"evacuate \d+/\d+"), timeout=20_000)
+    expect(page.locator("#no-notifications")).to_have_count(0)
     assert page.evaluate("window.__notReloaded") is True  # it all came over the event stream
     assert served.token not in served.log.read_text()
 

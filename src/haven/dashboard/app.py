@@ -52,7 +52,7 @@ ROOT = "/dashboard"
 COALESCE_S = 0.2  # events arriving within this long go out as one message
 KEEPALIVE_S = 15.0
 MAX_FORM_BYTES = 16_384
-SYMBOLS = {"healthy": "✓", "suspect": "?", "dead": "✕", "isolated": "⇹", "held": "⏸", "agent_down": "!"}
+SYMBOLS = {"healthy": "✓", "suspect": "?", "dead": "✕", "isolated": "⇹", "held": "‖", "agent_down": "!"}
 STEP_SYMBOLS = {"done": "✓", "failed": "✕", "running": "…", "pending": "○", "skipped": "-"}
 
 # Keystone password login (optional): (user name, password, project) -> a token, or None if refused.
@@ -289,7 +289,10 @@ def _render(parts: Any, board: Board, changes: Changes, known: set[NotificationI
         out.append(str(parts.counts(board, oob=True)))
     for nid in sorted(changes.notifications, key=lambda n: board.notifications[n].notification.created_at):
         card = str(parts.notification(board.notifications[nid], oob=nid in known))
-        out.append(card if nid in known else f'<div hx-swap-oob="afterbegin:#notifications">{card}</div>')
+        if nid not in known:
+            card = f'<div hx-swap-oob="afterbegin:#notifications">{card}</div>'
+            card += '<p id="no-notifications" hx-swap-oob="delete"></p>'  # the "none yet" line goes
+        out.append(card)
     if changes.alerts:
         out.append(str(parts.alerts(board, oob=True)))
         out.append(str(parts.holds(board, can_release(session.principal), session.csrf, ROOT, oob=True)))

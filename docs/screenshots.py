@@ -1,0 +1,73 @@
+"""Take the dashboard screenshots in docs/img/ (run from the repository: .venv/bin/python docs/screenshots.py).
+
+Starts its own `haven serve` (simulated cloud, a host power loss injected after 6 s) in a temporary
+HAVEN_HOME on a free loopback port, logs in with its token in Debian's Chromium through Playwright,
+waits until the recovery is over, saves the login page and the dashboard, and stops the server it
+started (SIGINT, then waits for it).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from playwright.sync_api import expect, sync_playwright
+
+OUT = Path(__file__).parent / "img"
+HAVEN = str(Path(sys.executable).with_name("haven"))
+FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> None:
+    OUT.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="haven-shots-") as home:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        argv = [HAVEN, "serve", "--bind", f"127.0.0.1:{port}", "--inject", "host-power-loss", "--inject-after", "6"]
+        proc = subprocess.Popen(argv, env={**os.environ, "HAVEN_HOME": home}, stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{url}/", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise SystemExit("haven serve did not start")
+                time.sleep(0.2)
+            token = Path(home, "token").read_text().strip()
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
+                page = browser.new_page(viewport={"width": 1100, "height": 900})
+                page.goto(f"{url}/dashboard/")
+                page.screenshot(path=OUT / "dashboard-login.png")
+                page.get_by_label("Token").fill(token)
+                page.get_by_role("button", name="Log in").click()
+                card = page.locator("article.notification").first
+                expect(card).to_contain_text("finished", timeout=60_000)
+                page.screenshot(path=OUT / "dashboard.png", full_page=True)
+                card.screenshot(path=OUT / "dashboard-timeline.png")
+                browser.close()
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
+    print(f"wrote {', '.join(sorted(f.name for f in OUT.glob('dashboard*.png')))} in {OUT}")
+
+
+if __name__ == "__main__":
+    main()
