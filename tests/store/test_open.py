@@ -59,6 +59,8 @@ def test_a_fresh_database_is_migrated_to_exactly_the_declared_schema(store_url: 
         "evidence_events",  # diagnosis: what OpenStack's notifications said (haven.explain)
         "explanations",  # diagnosis: the symptoms haven owes an explanation, and those it gave
         "canary_runs",  # synthetic checks: canary boots and API probes (haven.canary)
+        "backups",  # backups: one row per backup of a server (haven.backups)
+        "backup_restores",  # backups: restores and restore drills
     }
 
 

@@ -25,6 +25,7 @@ from sqlalchemy import Connection, Engine
 
 from haven.diagnosis import Diagnosis, NodeEvent
 from haven.diagnosis.records import ExplanationRecord, ExplanationState
+from haven.domain.backups import BackupRecord, BackupState, RestoreRecord, RestoreState
 from haven.domain.controlplane import ActionKind, ActionRecord, ActionState, ReplicaState
 from haven.domain.errors import StoreUnavailable
 from haven.domain.ids import HostName, NotificationId, SegmentId
@@ -42,6 +43,7 @@ from haven.domain.listing import PageQuery
 from haven.domain.publishing import Delivery, OutboxCounts, PublishedEvent
 from haven.store import (
     alerts,
+    backups,
     canaries,
     claims,
     controlplane,
@@ -498,3 +500,44 @@ class Store:
         """Delete finished runs and probes started before ``before``."""
         with self._transaction(write=True) as conn:
             return canaries.prune(conn, before)
+
+    # ---- backups, restores and restore drills (haven.backups) ---------------------------------------
+
+    def issue_backup(self, record: BackupRecord, *, epoch: int | None = None) -> None:
+        """Commit a backup's intent before its create call; Conflict if its window or server is taken."""
+        with self._leader_write(epoch) as conn:
+            backups.issue(conn, record)
+
+    def save_backup(
+        self, record: BackupRecord, was: Collection[BackupState], *, epoch: int | None = None
+    ) -> None:
+        """Commit a backup's new state (an outcome, or the intent to delete); Conflict if it moved on."""
+        with self._leader_write(epoch) as conn:
+            backups.save(conn, record, was)
+
+    def get_backup(self, backup_id: str) -> BackupRecord:
+        with self._transaction(write=False) as conn:
+            return backups.get(conn, backup_id)
+
+    def backups_relevant(self, deleted_since: float) -> list[BackupRecord]:
+        """Backups not deleted, and those deleted or failed since ``deleted_since`` (the planner's view)."""
+        with self._transaction(write=False) as conn:
+            return backups.relevant(conn, deleted_since)
+
+    def backups_of(self, server_id: str) -> list[BackupRecord]:
+        with self._transaction(write=False) as conn:
+            return backups.of_server(conn, server_id)
+
+    def issue_restore(self, record: RestoreRecord, *, epoch: int | None = None) -> None:
+        with self._leader_write(epoch) as conn:
+            backups.issue_restore(conn, record)
+
+    def save_restore(
+        self, record: RestoreRecord, was: Collection[RestoreState], *, epoch: int | None = None
+    ) -> None:
+        with self._leader_write(epoch) as conn:
+            backups.save_restore(conn, record, was)
+
+    def list_restores(self, *, unfinished: bool = False, since: float | None = None) -> list[RestoreRecord]:
+        with self._transaction(write=False) as conn:
+            return backups.restores_list(conn, unfinished=unfinished, since=since)

@@ -273,3 +273,45 @@ controlplane_replicas = Table(
     Column("probe", Text, nullable=False),
     Column("observed_at", Double, nullable=False),
 )
+
+# Backups (haven.backups): one row per backup of one server, written ``issued`` before Nova's createBackup
+# (or Cinder's backups) is asked for and updated with each outcome; one window of a server is backed up
+# once (the partial index), and one backup per server is in flight at a time. Restores and restore drills:
+# one row per boot or rebuild from a backup, ``issued`` before Nova is asked. The rest of each record is
+# detail (haven.store.backups reads it back into haven.domain.backups' dataclasses).
+backups = Table(
+    "backups",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("server_id", NAME, nullable=False, index=True),
+    Column("state", ENUM, nullable=False, index=True),
+    Column("slot", Double, nullable=False),
+    Column("created_at", Double, nullable=False, index=True),
+    Column("finished_at", Double, nullable=True),
+    Column("detail", Json, nullable=False),
+)
+Index(
+    "uq_backups_window",
+    backups.c.server_id,
+    backups.c.slot,
+    unique=True,
+    sqlite_where=backups.c.state != "failed",
+    postgresql_where=backups.c.state != "failed",
+)
+Index(
+    "uq_backups_in_flight",
+    backups.c.server_id,
+    unique=True,
+    sqlite_where=backups.c.state.in_(["issued", "creating"]),
+    postgresql_where=backups.c.state.in_(["issued", "creating"]),
+)
+backup_restores = Table(
+    "backup_restores",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("server_id", NAME, nullable=False, index=True),
+    Column("purpose", ENUM, nullable=False),
+    Column("state", ENUM, nullable=False, index=True),
+    Column("created_at", Double, nullable=False, index=True),
+    Column("detail", Json, nullable=False),
+)
