@@ -83,6 +83,10 @@ class AlertKind(StrEnum):
     # The control plane (haven.controlplane): the alert's host is "SERVICE@HOST" or "SERVICE".
     REPLICA_CRASH_LOOP = "replica_crash_loop"  # a replica restarted too often: haven stopped restarting it
     SERVICE_HOLD = "service_hold"  # a service's restarts or starts held (mass failure, dependency, no host)
+    # Backups (haven.backups): the alert's host is the server's id.
+    BACKUP_MISSED = "backup_missed"  # a window has no good backup grace_s after it was due
+    RECOVERY_POINT_STALE = "recovery_point_stale"  # the newest good backup is older than the policy allows
+    RESTORE_DRILL_FAILED = "restore_drill_failed"  # the latest drill's server did not reach ACTIVE
     SERVICE_DOWN = "service_down"  # no replica of a service is healthy (its dependents' holds folded in)
     CONTROLLER_DOWN = "controller_down"  # a controller's systemd unreachable: one alert for all its replicas
 
