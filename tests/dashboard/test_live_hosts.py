@@ -106,3 +106,23 @@ def test_the_keyboard_reaches_everything(served: HavenServer, page: Page) -> Non
             page.evaluate("document.activeElement.tagName + ':' + document.activeElement.textContent")
         )
     assert "BUTTON:Log out" in reached
+
+
+def test_a_drill_run_from_the_page(served: HavenServer, page: Page) -> None:
+    log_in(page, served)
+    notifications = page.locator("article.notification").count()
+    page.get_by_label("Scenario").select_option("host-power-loss")
+    page.get_by_label("Seed").fill("3")
+    page.get_by_role("button", name="Run the drill").click()
+    result = page.locator("#drill-result")
+    expect(result).to_contain_text("recovered", timeout=60_000)
+    expect(result.locator(".timeline li", has_text="verified")).to_be_visible()
+    expect(result.locator(".counters")).to_contain_text("vms lost")
+    lost = result.locator(".counters div", has_text="vms lost").locator("dd")
+    expect(lost).to_have_text("0")  # the drill's judge counts from its simulated cloud's ground truth
+    # A fresh simulated cloud: the engine's own cloud and notifications are untouched.
+    expect(page.locator("article.notification")).to_have_count(notifications)
+
+    page.get_by_label("Hosts", exact=True).fill("999999")
+    page.get_by_role("button", name="Run the drill").click()
+    expect(page.locator("#messages")).to_contain_text("drill limit")

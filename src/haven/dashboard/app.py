@@ -35,8 +35,10 @@ from starlette.staticfiles import StaticFiles
 
 from haven.api.auth import Authenticator, AuthUnavailable, Principal
 from haven.api.policy import allowed, policy_for
+from haven.api.routes.haven_drills import DRILLS_PATH
 from haven.api.routes.haven_status import RELEASE_PATH, STATUS_PATH
 from haven.dashboard.board import Board, Changes, clock_text
+from haven.dashboard.drills import COUNTERS, DrillRefused, DrillRunner, replay
 from haven.dashboard.hub import EventHub
 from haven.dashboard.sessions import COOKIE, Session, SessionStore, csrf_ok
 from haven.domain.clock import Clock
@@ -94,6 +96,7 @@ def create_dashboard(
             Route("/logout", pages.logout, methods=["POST"]),
             Route("/events", pages.events, methods=["GET"]),
             Route("/segments/{segment_id}/release", pages.release, methods=["POST"]),
+            Route("/drills", pages.drill, methods=["POST"]),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]
     )
@@ -107,10 +110,15 @@ def can_release(principal: Principal) -> bool:
     return allowed(policy_for("POST", RELEASE_PATH), principal.roles)
 
 
+def can_drill(principal: Principal) -> bool:
+    return allowed(policy_for("POST", DRILLS_PATH), principal.roles)
+
+
 class _Pages:
     def __init__(self, deps: DashboardDeps, templates: Environment) -> None:
         self.deps = deps
         self.templates = templates
+        self.drills = DrillRunner()
 
     def _html(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         body = self.templates.get_template(name).render(**context)
@@ -141,6 +149,8 @@ class _Pages:
             user=p.user_id,
             roles=", ".join(sorted(p.roles)) or "no role",
             can_release=can_release(p),
+            can_drill=can_drill(p),
+            scenarios=self.drills.scenarios(),
         )
 
     async def login_form(self, request: Request) -> Response:
@@ -235,6 +245,29 @@ class _Pages:
             board, True, session.csrf, ROOT
         )
         return HTMLResponse(str(body), headers=_NO_STORE)
+
+    async def drill(self, request: Request) -> Response:
+        """Run a drill on a fresh simulated cloud (admin, as the API's POST /v1/haven/drills)."""
+        session = self._session(request)
+        if session is None:
+            return _refused(HTTPStatus.UNAUTHORIZED, "log in first")
+        form = await _form(request) or {}
+        sent = request.headers.get("x-csrf-token") or form.get("csrf")
+        if not _same_origin(request) or not csrf_ok(session, sent):
+            return _refused(HTTPStatus.FORBIDDEN, "the form is stale or not from this page: reload it")
+        if not can_drill(session.principal):
+            return _refused(HTTPStatus.FORBIDDEN, "only an admin may run drills")
+        try:
+            report = await self.drills.run(form)
+        except DrillRefused as exc:
+            return _refused(exc.status, str(exc))
+        log.info(
+            "dashboard: %s ran drill %s: %s", session.principal.user_id, report["scenario"], report["verdict"]
+        )
+        body = self.templates.get_template("drill.html").render(
+            report=report, phases=replay(report), counters=COUNTERS
+        )
+        return HTMLResponse(body, headers=_NO_STORE)
 
     async def events(self, request: Request) -> Response:
         session = self._session(request)
