@@ -26,15 +26,20 @@ from haven.domain.ids import HostName, ServerId
 from haven.domain.liveness import BmcPower, ComputeServiceState, HostLiveness
 
 REPORTS_WHEN_BACK = 2  # updated_at moves of a forced-down service that mean its compute reports again
+# The calls that issue evacuations (each one's instance-action count, then the evacuate itself) get a
+# lane of their own this wide: a host's twenty evacuations are asked together, so every destination
+# starts its rebuilds at once, instead of eight at a time behind reads in the shared pool (issue 15).
+ISSUE_WORKERS = 32
 RATIOS_TTL_S = 600.0  # allocation ratios change with a nova.conf edit and a restart: rarely
 ACTIONS_SLACK_S = 5.0  # how much earlier than asked the changes-since filter reaches (clock offset error)
 _RESET_STATES = {VmState.ACTIVE: "active", VmState.ERROR: "error"}
 
 
 class OpenStackCloud:
-    def __init__(self, api: NovaApi, pool: CallPool) -> None:
+    def __init__(self, api: NovaApi, pool: CallPool, issuing: CallPool | None = None) -> None:
         self._api = api
         self._pool = pool
+        self._issuing = issuing or CallPool(max(ISSUE_WORKERS, pool.max_workers))
         self._forced: dict[HostName, tuple[str, int]] = {}  # forced-down host: last updated_at, moves
         self._ratios: dict[str, dict[str, float]] = {}  # by hypervisor hostname, from Placement
         self._ratios_at = -RATIOS_TTL_S
@@ -42,6 +47,7 @@ class OpenStackCloud:
 
     def close(self) -> None:
         self._pool.close()
+        self._issuing.close()
 
     # ---- hosts ----------------------------------------------------------------------------
 
@@ -127,7 +133,7 @@ class OpenStackCloud:
 
     async def evacuate(self, server_id: ServerId, target: HostName | None) -> None:
         where = f" to {target}" if target else ""
-        await self._pool.run(f"evacuate server {server_id}{where}", self._api.evacuate, server_id, target)
+        await self._issuing.run(f"evacuate server {server_id}{where}", self._api.evacuate, server_id, target)
 
     async def reset_state(self, server_id: ServerId, state: VmState) -> None:
         nova_state = _RESET_STATES.get(state)
@@ -160,7 +166,7 @@ class OpenStackCloud:
         reach = self.nova_clock.to_nova(since - ACTIONS_SLACK_S)
         stamp = None if reach is None else datetime.fromtimestamp(reach, UTC).replace(tzinfo=None).isoformat()
         what = f"list instance actions of server {server_id}"
-        bodies, answered = await self._pool.run(what, self._api.instance_actions, server_id, stamp)
+        bodies, answered = await self._issuing.run(what, self._api.instance_actions, server_id, stamp)
         self.nova_clock.observe(answered, what)
         found = [convert.server_action(server_id, b) for b in reversed(bodies)]
         local = [dataclasses.replace(a, at=self.nova_clock.to_local(a.at)) for a in found]
