@@ -130,15 +130,16 @@ def summary(name: str, runs: list[Times], keys: tuple[str, ...], total: str) -> 
     print(f"  {'phase':<22} {'median':>7} {'min':>7} {'max':>7} {'share':>6}   runs")
     spreads = {key: spread(r.get(key) for r in runs) for key in keys}
     whole = spreads[total].median if total in spreads else None
-    before = 0.0
+    before, past_total = 0.0, False
     for key in keys:
         found = spreads[key]
         missed = f"   ({found.missing} of {found.runs} runs never got there)" if found.missing else ""
         if found.median is None or found.min is None or found.max is None:
             print(f"  {key:<22} {'-':>7}{missed}")
             continue
-        share = "" if not whole or found.median > whole else f"{(found.median - before) / whole:6.0%}"
-        before = found.median if share else before
+        # A phase's share: from the phase before it to its own end, up to the total (not after it).
+        share = "" if not whole or past_total else f"{max(found.median - before, 0.0) / whole:6.0%}"
+        before, past_total = max(before, found.median), past_total or key == total
         listed = " ".join(f"{v:.1f}" for v in found.measured)
         print(f"  {key:<22} {found.median:7.2f} {found.min:7.2f} {found.max:7.2f} {share:>6}   "
               f"{listed}{missed}")  # fmt: skip
