@@ -62,6 +62,7 @@ def main() -> None:
                 expect(card).to_contain_text("finished", timeout=60_000)
                 page.screenshot(path=OUT / "dashboard.png", full_page=True)
                 card.screenshot(path=OUT / "dashboard-timeline.png")
+                page.locator("#plot").screenshot(path=OUT / "dashboard-plot.png")
                 browser.close()
         finally:
             proc.send_signal(signal.SIGINT)

@@ -88,6 +88,10 @@ def test_login_and_a_host_dies_live(served: HavenServer, context: BrowserContext
     expect(card).to_contain_text("fence", timeout=10_000)
     expect(card.locator(".timeline")).to_contain_text(re.compile(r"evacuate \d+/\d+"), timeout=20_000)
     expect(page.locator("#no-notifications")).to_have_count(0)
+    expect(card.locator(".status")).to_have_text("finished", timeout=30_000)
+    plotted = page.locator("#plot table.figures tbody tr", has_text=injected)
+    expect(plotted).to_have_count(1)  # the plot of recovery times took the finished recovery, live
+    expect(plotted.locator("td").last).to_contain_text("finished")
     assert page.evaluate("window.__notReloaded") is True  # it all came over the event stream
     assert served.token not in served.log.read_text()
 

@@ -326,6 +326,11 @@ def _render(parts: Any, board: Board, changes: Changes, known: set[NotificationI
             card = f'<div hx-swap-oob="afterbegin:#notifications">{card}</div>'
             card += '<p id="no-notifications" hx-swap-oob="delete"></p>'  # the "none yet" line goes
         out.append(card)
+    if any(
+        board.notifications[n].notification.status.value in ("finished", "failed")
+        for n in changes.notifications
+    ):
+        out.append(str(parts.plot(board, oob=True)))
     if changes.alerts:
         out.append(str(parts.alerts(board, oob=True)))
         out.append(str(parts.holds(board, can_release(session.principal), session.csrf, ROOT, oob=True)))

@@ -83,6 +83,19 @@ class NotificationView:
     summary: str
 
 
+@dataclass(frozen=True, slots=True)
+class Incident:
+    notification_id: NotificationId
+    host: HostName
+    opened_at: float
+    status: str
+    phases: tuple[tuple[str, float, float], ...]  # kind, start and end in seconds after opening
+
+    @property
+    def total_s(self) -> float:
+        return max(end for _, _, end in self.phases)
+
+
 @dataclass
 class Changes:
     """The parts of a page an event batch changed."""
@@ -124,6 +137,23 @@ class Board:
 
     def recent(self) -> list[NotificationView]:
         return sorted(self.notifications.values(), key=lambda v: -v.notification.created_at)
+
+    def incidents(self, limit: int = 10) -> list[Incident]:
+        """The newest finished host recoveries, each phase placed in seconds after the notification
+        opened (for the plot of recovery times per phase)."""
+        out = []
+        for v in self.recent():
+            n = v.notification
+            if n.status.value not in ("finished", "failed") or not v.phases:
+                continue
+            bars = tuple(
+                (p.kind, p.started_at - n.created_at, p.finished_at - n.created_at)
+                for p in v.phases
+                if p.started_at is not None and p.finished_at is not None
+            )
+            if bars:
+                out.append(Incident(n.id, n.hostname, n.created_at, n.status.value, bars))
+        return out[:limit]
 
     def holds(self) -> list[tuple[Alert, str]]:
         """Active gate holds with their segment's name."""
