@@ -213,7 +213,9 @@ class _Pages:
         response.delete_cookie(COOKIE, path=ROOT)
         return response
 
-    async def release(self, request: Request) -> Response:
+    async def _posted(self, request: Request) -> tuple[Session, dict[str, str]] | Response:
+        """The session and form of a POST from this page, or the refusal: 401 without a session,
+        403 without the session's CSRF token or from another origin."""
         session = self._session(request)
         if session is None:
             return _refused(HTTPStatus.UNAUTHORIZED, "log in first")
@@ -221,6 +223,13 @@ class _Pages:
         sent = request.headers.get("x-csrf-token") or form.get("csrf")
         if not _same_origin(request) or not csrf_ok(session, sent):
             return _refused(HTTPStatus.FORBIDDEN, "the form is stale or not from this page: reload it")
+        return session, form
+
+    async def release(self, request: Request) -> Response:
+        posted = await self._posted(request)
+        if isinstance(posted, Response):
+            return posted
+        session, form = posted
         p = session.principal
         segment_id = request.path_params["segment_id"]
         if not can_release(p):
@@ -248,13 +257,10 @@ class _Pages:
 
     async def drill(self, request: Request) -> Response:
         """Run a drill on a fresh simulated cloud (admin, as the API's POST /v1/haven/drills)."""
-        session = self._session(request)
-        if session is None:
-            return _refused(HTTPStatus.UNAUTHORIZED, "log in first")
-        form = await _form(request) or {}
-        sent = request.headers.get("x-csrf-token") or form.get("csrf")
-        if not _same_origin(request) or not csrf_ok(session, sent):
-            return _refused(HTTPStatus.FORBIDDEN, "the form is stale or not from this page: reload it")
+        posted = await self._posted(request)
+        if isinstance(posted, Response):
+            return posted
+        session, form = posted
         if not can_drill(session.principal):
             return _refused(HTTPStatus.FORBIDDEN, "only an admin may run drills")
         try:
