@@ -108,49 +108,41 @@ class Fleet:
 
 async def floor_run(state: LabState, host: HostName, vms: int) -> Times:
     """The fastest by-hand sequence: wait for Nova's own verdict, force down, evacuate everything."""
-    fleet = Fleet(state, host, vms, "floor")
-    times: Times = dict.fromkeys(FLOOR_PHASES)
-    try:
-        await fleet.boot()
-        t0 = time.time()
-        await fleet.power.power_off(host)
-
-        async def nova_down() -> bool:
-            return not (await fleet.cloud.get_host(host)).service_up
-
-        await until(nova_down, 120, f"Nova to mark {host} down")
-        times["nova down"] = time.time() - t0
-        await fleet.cloud.force_down(host, True)
-        times["forced down"] = time.time() - t0
-        await asyncio.gather(*(fleet.cloud.evacuate(s, None) for s in fleet.booted))
-        times["evacuate calls"] = time.time() - t0
-        await until(lambda: fleet.settled(off=host), 300, "every server ACTIVE elsewhere")
-        times["all active"] = time.time() - t0
-        say(f"floor: all ACTIVE elsewhere {times['all active']:.1f} s after the power-off "
-            f"({await fleet.hosts()})")  # fmt: skip
-    finally:
-        await fleet.tidy()
-    return times
+    return await _by_hand(state, host, vms, "floor")
 
 
 async def oracle_run(state: LabState, host: HostName, vms: int) -> Times:
     """The lab's physical limit: force down and evacuate all at the power-off itself, no detection."""
-    fleet = Fleet(state, host, vms, "oracle")
-    times: Times = dict.fromkeys(ORACLE_PHASES)
+    return await _by_hand(state, host, vms, "oracle")
+
+
+async def _by_hand(state: LabState, host: HostName, vms: int, who: str) -> Times:
+    """The floor waits for Nova's down and lets Nova's scheduler pick; the oracle waits for nothing
+    and names each server's host, taken in turn from the other computes."""
+    fleet = Fleet(state, host, vms, who)
+    times: Times = dict.fromkeys(FLOOR_PHASES if who == "floor" else ORACLE_PHASES)
+    others = [HostName(h) for h in state.computes if h != host]
     try:
         await fleet.boot()
         t0 = time.time()
         await fleet.power.power_off(host)
+        if who == "floor":
+
+            async def nova_down() -> bool:
+                return not (await fleet.cloud.get_host(host)).service_up
+
+            await until(nova_down, 120, f"Nova to mark {host} down")
+            times["nova down"] = time.time() - t0
         await fleet.cloud.force_down(host, True)
         times["forced down"] = time.time() - t0
-        others = [HostName(h) for h in state.computes if h != host]
         await asyncio.gather(*(
-            fleet.cloud.evacuate(s, others[i % len(others)]) for i, s in enumerate(fleet.booted)
+            fleet.cloud.evacuate(s, None if who == "floor" else others[i % len(others)])
+            for i, s in enumerate(fleet.booted)
         ))  # fmt: skip
         times["evacuate calls"] = time.time() - t0
         await until(lambda: fleet.settled(off=host), 300, "every server ACTIVE elsewhere")
         times["all active"] = time.time() - t0
-        say(f"oracle: all ACTIVE elsewhere {times['all active']:.1f} s after the power-off "
+        say(f"{who}: all ACTIVE elsewhere {times['all active']:.1f} s after the power-off "
             f"({await fleet.hosts()})")  # fmt: skip
     finally:
         await fleet.tidy()
