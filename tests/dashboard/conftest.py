@@ -2,7 +2,9 @@
 
 Playwright's own browser download cannot work on these machines, so the browser is always the
 system's, started headless with the flags that keep it off the network (see /work/shared/FACTS.md);
-one browser per session, a fresh context (cookies, storage) per test.
+one browser per test module, a fresh context (cookies, storage) per test. Module scope, not session:
+Playwright's sync API keeps an event loop running in the main thread while it is open, and every
+later test that calls asyncio.run() (or is an async test) would find it there.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ FLAGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make system-deps` (installs Debian's chromium)")
@@ -34,7 +36,7 @@ def playwright() -> Iterator[Playwright]:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     with tempfile.TemporaryDirectory(prefix="haven-chromium-") as profile:
         # launch() takes no user-data-dir flag; its own temporary profile is used, and this empty
