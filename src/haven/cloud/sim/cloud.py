@@ -368,6 +368,23 @@ class SimCloud(SimFaults, SimGuests, SimBmcs):  # SimFaults first: it provides _
     def sim_server(self, server_id: ServerId) -> SimServer:
         return self._server(server_id)
 
+    def boot_server(self, server: SimServer) -> None:
+        """Nova's boot as the backup port's restores use it: placed on ``server.host``, running at once."""
+        self._catch_up()
+        if server.id in self._servers:
+            raise Conflict(f"server {server.id} exists")
+        self._add_server(server)
+
+    def delete_server(self, server_id: ServerId) -> None:
+        """Nova's delete: the server stops and is gone (NotFound afterwards)."""
+        server = self._server(server_id)
+        host = self._hosts[server.host]
+        self._on_host[host.name].discard(server_id)
+        self._charge(host, server, -1)
+        for name in self._running_on.pop(server_id, set()):
+            self._hosts[name].running.discard(server_id)
+        del self._servers[server_id]
+
     # ---- internals ------------------------------------------------------------------------
 
     def _host(self, name: HostName) -> SimHost:
