@@ -133,6 +133,9 @@ def _server(
     recovery_point = max((r.created_at for r in good), default=None)
     covered_good = any(_in_window(r, slot) for r in good)
     missed = not covered_good and now > due_at + settings.grace_s
+    if records and not missed:  # the window before (haven was down through it, say), once it is known
+        before = sched.previous_slot(slot - 60)
+        missed = not any(_in_window(r, before) for r in good) and now > before + offset + settings.grace_s
     stale = missed if recovery_point is None else now - recovery_point > max_age_s(policy, settings)
     status = ServerStatus(
         target.id, target.name, policy, slot, due_at, next_due, recovery_point, missed, stale

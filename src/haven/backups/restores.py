@@ -1,0 +1,296 @@
+"""Restores and restore drills: boot (or rebuild) from a backup as persisted, resumable records.
+
+Called by the CLI and the API (``haven backups restore``), and by haven serve's drill loop while it
+leads. A restore is committed ``issued`` before Nova is asked; a resumed one looks for the server it
+named (``find_targets``) before booting again, so a restart never boots two. A drill boots the newest
+good backup of a protected server with no network, waits (pass by pass, never sleeping) for ACTIVE,
+deletes its server and records the recovery point it proved; a drill whose server never reaches
+ACTIVE fails and raises restore_drill_failed for that server until a later drill succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from haven.backups.config import DrillSettings
+from haven.backups.runner import newest_good
+from haven.cloud.backups import BackupPort
+from haven.domain.backups import (
+    BackupKind,
+    BackupRecord,
+    BackupState,
+    RestorePurpose,
+    RestoreRecord,
+    RestoreState,
+)
+from haven.domain.clock import Clock
+from haven.domain.cloud import VmState
+from haven.domain.errors import Conflict, HavenError, NotFound, TemporaryError, UserError
+from haven.domain.ids import HostName, ServerId
+from haven.domain.incidents import Alert, AlertKind
+from haven.store import Store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+DRILL_PREFIX = "haven-drill-"
+DRILL_METADATA = {"haven_backup": "off", "haven_drill": "true"}  # a drill's server is never backed up
+
+
+@dataclass(frozen=True, slots=True)
+class DrillRound:
+    started: tuple[RestoreRecord, ...]
+    advanced: int
+
+
+def choose_drills(
+    protected: Sequence[str], records: Sequence[BackupRecord], drills: Sequence[RestoreRecord],
+    settings: DrillSettings, now: float,
+) -> list[tuple[str, BackupRecord]]:  # fmt: skip
+    """Which servers to drill now (pure): those with a good backup whose last drill is older than
+    ``interval_s``, least recently drilled first, at most ``sample`` (0: all) and the free concurrency."""
+    busy = {d.server_id for d in drills if d.purpose is RestorePurpose.DRILL and d.state.in_flight}
+    last: dict[str, float] = {}
+    for d in drills:
+        if d.purpose is RestorePurpose.DRILL:
+            last[d.server_id] = max(last.get(d.server_id, 0.0), d.created_at)
+    by_server: dict[str, list[BackupRecord]] = {}
+    for r in records:
+        by_server.setdefault(r.server_id, []).append(r)
+    due = []
+    for server_id in protected:
+        backup = newest_good(by_server.get(server_id, []))
+        if backup is None or server_id in busy or now - last.get(server_id, -1e18) < settings.interval_s:
+            continue
+        due.append((last.get(server_id, 0.0), server_id, backup))
+    due.sort(key=lambda d: (d[0], d[1]))
+    room = max(settings.concurrency - len(busy), 0)
+    if settings.sample:
+        room = min(room, settings.sample)
+    return [(server_id, backup) for _, server_id, backup in due[:room]]
+
+
+class Restorer:
+    def __init__(
+        self, port: BackupPort, store: Store, clock: Clock, settings: DrillSettings,
+        leader_epoch: Callable[[], int | None] | None = None,
+    ) -> None:  # fmt: skip
+        self._port, self._store, self._clock, self._settings = port, store, clock, settings
+        self._leader_epoch = leader_epoch
+
+    # ---- restores asked by a person ----------------------------------------------------------------
+
+    async def choose(self, server_id: str, at: float | None) -> BackupRecord:
+        """The newest good backup of ``server_id`` taken at or before ``at``; a UserError when none."""
+        records = await self._db(self._store.backups_of, server_id)
+        backup = newest_good(records, at)
+        if backup is None:
+            when = " at or before that time" if at is not None else ""
+            raise UserError(
+                f"server {server_id} has no good backup{when}",
+                "haven backups list SERVER shows its backups; haven backups run SERVER takes one",
+            )
+        return backup
+
+    async def restore(self, server_id: str, at: float | None, as_new: str | None) -> RestoreRecord:
+        """Start a restore: a new server ``as_new`` from the backup, or a rebuild in place."""
+        backup = await self.choose(server_id, at)
+        if as_new is None and backup.kind is BackupKind.VOLUME:
+            raise UserError(
+                "a volume-backed server cannot be rebuilt in place from a Cinder backup",
+                "pass --as-new NAME to boot a new server from it",
+            )
+        if as_new is None:
+            try:
+                await self._port.get_target(ServerId(server_id))
+            except NotFound:
+                raise UserError(
+                    f"server {server_id} no longer exists: nothing to rebuild", "pass --as-new NAME"
+                ) from None
+        purpose = RestorePurpose.AS_NEW if as_new else RestorePurpose.REBUILD
+        record = self._record(purpose, backup, as_new or backup.server_name)
+        await self._db(self._store.issue_restore, record, epoch=self._epoch())
+        return await self.advance(record)
+
+    # ---- drills -------------------------------------------------------------------------------------
+
+    async def drill_round(self, protected: Sequence[str]) -> DrillRound:
+        """Advance the drills in flight, then start those due."""
+        advanced = 0
+        for record in await self._db(self._store.list_restores, unfinished=True):
+            await self._isolated(record)
+            advanced += 1
+        now = self._clock.now()
+        records = await self._db(self._store.backups_relevant, now)
+        drills = await self._db(self._store.list_restores, since=now - 2 * self._settings.interval_s)
+        started = []
+        for _, backup in choose_drills(protected, records, drills, self._settings, now):
+            record = self._record(
+                RestorePurpose.DRILL, backup, f"{DRILL_PREFIX}{backup.server_name}-{now:.0f}"
+            )
+            await self._db(self._store.issue_restore, record, epoch=self._epoch())
+            started.append(await self._isolated(record))
+        await self._alerts(
+            await self._db(self._store.list_restores, since=now - 2 * self._settings.interval_s)
+        )
+        return DrillRound(tuple(started), advanced)
+
+    def _record(self, purpose: RestorePurpose, backup: BackupRecord, name: str) -> RestoreRecord:
+        return RestoreRecord(
+            str(uuid.uuid4()), purpose, backup.server_id, backup.id, backup.image_id, name,
+            RestoreState.ISSUED, self._clock.now(), recovery_point=backup.created_at,
+            target_id=backup.server_id if purpose is RestorePurpose.REBUILD else "",
+        )  # fmt: skip
+
+    # ---- steps ---------------------------------------------------------------------------------------
+
+    async def _isolated(self, record: RestoreRecord) -> RestoreRecord:
+        try:
+            return await self.advance(record)
+        except HavenError as exc:
+            log.warning("restore %s: %s", record.id, exc)
+        except Exception:
+            log.exception("restore %s", record.id)
+        return record
+
+    async def advance(self, record: RestoreRecord) -> RestoreRecord:
+        """One step of a restore: ask (or find what was asked), check, clean up a drill."""
+        if record.state is RestoreState.ISSUED:
+            return await self._ask(record)
+        if record.state is RestoreState.BOOTING:
+            return await self._check(record)
+        if record.state is RestoreState.CLEANING:
+            return await self._clean(record)
+        return record
+
+    async def _ask(self, record: RestoreRecord) -> RestoreRecord:
+        try:
+            if record.purpose is RestorePurpose.REBUILD:
+                await self._port.rebuild(ServerId(record.target_id), record.image_id)
+                return await self._save(dataclasses.replace(record, state=RestoreState.BOOTING), record.state)
+            found = await self._port.find_targets(record.name)
+            if found:
+                target_id = found[0].id
+            else:
+                backup = await self._db(self._store.get_backup, record.backup_id)
+                flavor = self._settings.flavor if record.purpose is RestorePurpose.DRILL else ""
+                flavor = flavor or await self._flavor_of(record.server_id)
+                metadata = (
+                    DRILL_METADATA
+                    if record.purpose is RestorePurpose.DRILL
+                    else {"haven_restored_from": backup.id}
+                )
+                if backup.kind is BackupKind.VOLUME:
+                    boot_id = next(iter(backup.volume_backups.values()))
+                    target_id = await self._port.boot_from_volume_backup(
+                        record.name, boot_id, flavor, metadata
+                    )
+                else:
+                    target_id = await self._port.boot_from_image(
+                        record.name, record.image_id, flavor, metadata
+                    )
+        except TemporaryError as exc:
+            log.info("restore %s waits: %s", record.id, exc)
+            return record
+        except (Conflict, NotFound) as exc:
+            if record.purpose is RestorePurpose.REBUILD and isinstance(exc, Conflict) and "busy" in str(exc):
+                return await self._save(dataclasses.replace(record, state=RestoreState.BOOTING), record.state)
+            return await self._save(self._failed(record, f"Nova refused: {exc}"), record.state)
+        return await self._save(
+            dataclasses.replace(record, state=RestoreState.BOOTING, target_id=target_id), record.state
+        )
+
+    async def _flavor_of(self, server_id: str) -> str:
+        try:
+            return (await self._port.get_target(ServerId(server_id))).flavor_id
+        except NotFound:
+            raise UserError(
+                f"server {server_id} is gone and no drill flavor is set", "set [backups.drills] flavor"
+            ) from None
+
+    async def _check(self, record: RestoreRecord) -> RestoreRecord:
+        now = self._clock.now()
+        try:
+            target = await self._port.get_target(ServerId(record.target_id))
+        except NotFound:
+            return await self._save(self._failed(record, "the restored server disappeared"), record.state)
+        error = ""
+        if target.vm_state is VmState.ACTIVE and not target.busy:
+            if record.purpose is not RestorePurpose.DRILL:
+                done = dataclasses.replace(record, state=RestoreState.DONE, active_at=now, finished_at=now)
+                return await self._save(done, record.state)
+            cleaning = dataclasses.replace(record, state=RestoreState.CLEANING, active_at=now)
+            return await self._clean(await self._save(cleaning, record.state))
+        if target.vm_state is VmState.ERROR:
+            error = "the restored server went to ERROR"
+        elif now - record.created_at > self._settings.timeout_s:
+            error = f"the restored server was not ACTIVE after {self._settings.timeout_s:.0f} s"
+        if not error:
+            return record
+        if record.purpose is RestorePurpose.DRILL:
+            cleaning = dataclasses.replace(record, state=RestoreState.CLEANING, error=error)
+            return await self._clean(await self._save(cleaning, record.state))
+        return await self._save(self._failed(record, error), record.state)
+
+    async def _clean(self, record: RestoreRecord) -> RestoreRecord:
+        try:
+            await self._port.delete_server(ServerId(record.target_id))
+        except NotFound:
+            pass
+        except TemporaryError as exc:
+            log.info("drill %s cleanup waits: %s", record.id, exc)
+            return record
+        state = RestoreState.FAILED if record.error else RestoreState.DONE
+        return await self._save(
+            dataclasses.replace(record, state=state, finished_at=self._clock.now()), record.state
+        )
+
+    def _failed(self, record: RestoreRecord, why: str) -> RestoreRecord:
+        return dataclasses.replace(
+            record, state=RestoreState.FAILED, error=why, finished_at=self._clock.now()
+        )
+
+    async def _save(self, record: RestoreRecord, was: RestoreState) -> RestoreRecord:
+        await self._db(self._store.save_restore, record, [was], epoch=self._epoch())
+        return record
+
+    async def _alerts(self, drills: Sequence[RestoreRecord]) -> None:
+        latest: dict[str, RestoreRecord] = {}
+        for d in drills:
+            newer = d.server_id not in latest or d.created_at > latest[d.server_id].created_at
+            if d.purpose is RestorePurpose.DRILL and not d.state.in_flight and newer:
+                latest[d.server_id] = d
+        active = {
+            a.host
+            for a in await self._db(self._store.list_alerts)
+            if a.kind is AlertKind.RESTORE_DRILL_FAILED
+        }
+        now = self._clock.now()
+        for server_id, d in latest.items():
+            if d.state is RestoreState.FAILED and server_id not in active:
+                message = f"restore drill of server {server_id} failed: {d.error} (backup {d.backup_id})"
+                log.warning("%s", message)
+                alert = Alert(
+                    str(uuid.uuid4()), AlertKind.RESTORE_DRILL_FAILED, message, now, host=HostName(server_id)
+                )
+                await self._db(self._store.raise_alert, alert, epoch=self._epoch())
+            elif d.state is RestoreState.DONE and server_id in active:
+                await self._db(
+                    self._store.clear_alerts, now=now, kind=AlertKind.RESTORE_DRILL_FAILED,
+                    host=HostName(server_id), epoch=self._epoch(),
+                )  # fmt: skip
+
+    def _epoch(self) -> int | None:
+        return None if self._leader_epoch is None else self._leader_epoch()
+
+    async def _db(self, call: Callable[..., T], *args: object, **kw: object) -> T:
+        return await asyncio.to_thread(call, *args, **kw)
+
+
+def is_good(record: BackupRecord) -> bool:
+    return record.state is BackupState.AVAILABLE

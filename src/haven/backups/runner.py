@@ -1,0 +1,391 @@
+"""The backup runner: plan (pure), then backups, rotations and their outcomes as persisted records.
+
+Owned by haven serve (a leader-only runnable) or driven pass by pass by tests, drills and benchmarks.
+Each pass:
+1. advances every backup left in flight or being deleted (by this engine or a previous one); a
+   backup ``issued`` may or may not have reached the cloud, so its step first looks for the image (or
+   Cinder backups) named by the record: found, it is adopted; absent, the call is made. Nova creates
+   the image before it answers createBackup, so an absent image means the call was not made;
+2. reads every server, resolves its policy, asks haven.backups.planner for the plan;
+3. commits each new backup ``issued`` before calling the cloud and ``creating`` after; each rotation
+   ``deleting`` before its delete call and ``deleted`` after;
+4. raises (or clears) the backup-missed and recovery-point alerts.
+A server deleted or resized mid-backup fails that backup (its image deleted), never the pass; one
+backup's unexpected error fails that backup only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from haven.backups import planner
+from haven.backups.config import BackupsConfig
+from haven.backups.planner import BackupPlan, BackupSnapshot, PlannedBackup, Protected
+from haven.backups.policy import PolicyProblem, resolve
+from haven.cloud.backups import BackupPort
+from haven.domain.backups import (
+    IMAGE_BACKUP_ID,
+    IMAGE_SLOT,
+    BackupKind,
+    BackupPolicy,
+    BackupRecord,
+    BackupState,
+    BackupTarget,
+    ImageStatus,
+    Trigger,
+    VolumeBackupStatus,
+)
+from haven.domain.clock import Clock
+from haven.domain.errors import Conflict, HavenError, NotFound, TemporaryError, UserError
+from haven.domain.ids import HostName, ServerId
+from haven.domain.incidents import Alert, AlertKind
+from haven.store import Store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+HISTORY_S = 35 * 86400.0  # deleted and failed backups the planner still sees (windows they covered)
+_DEAD_IMAGE = (ImageStatus.KILLED, ImageStatus.DELETED, ImageStatus.PENDING_DELETE, ImageStatus.DEACTIVATED)
+_ALERTS = (AlertKind.BACKUP_MISSED, AlertKind.RECOVERY_POINT_STALE)
+
+
+def backup_name(server_id: str, slot: float, backup_id: str) -> str:
+    """The name the image (and each volume's Cinder backup) carries: how a resumed step finds it."""
+    stamp = datetime.fromtimestamp(slot, UTC).strftime("%Y%m%dT%H%M")
+    return f"haven-backup-{server_id}-{stamp}-{backup_id[:8]}"
+
+
+class BackupRunner:
+    def __init__(
+        self,
+        config: BackupsConfig,
+        port: BackupPort,
+        store: Store,
+        clock: Clock,
+        leader_epoch: Callable[[], int | None] | None = None,
+    ) -> None:
+        self._config, self._port, self._store, self._clock = config, port, store, clock
+        self._leader_epoch = leader_epoch
+        self.last_plan: BackupPlan | None = None
+        self.problems: list[PolicyProblem] = []
+
+    @property
+    def settings(self) -> BackupsConfig:
+        return self._config
+
+    # ---- the loop ----------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Pass after pass until cancelled (by the TaskGroup that owns it)."""
+        interval = self._config.pass_interval_s
+        while True:
+            started = self._clock.now()
+            due = started + interval
+            try:
+                result = await self.run_pass()
+                if result.next_due_at is not None:
+                    due = min(due, max(result.next_due_at, started + 1.0))
+            except HavenError as exc:
+                log.warning("backup pass failed: %s", exc)
+            except Exception:  # a bug: this pass is lost, never the loop
+                log.exception("backup pass failed")
+            await self._clock.sleep_until(max(due, self._clock.now() + 0.05))
+
+    async def run_pass(self) -> BackupPlan:
+        epoch = self._epoch()
+        for record in await self._db(self._store.backups_relevant, self._clock.now()):
+            if record.state.in_flight or record.state is BackupState.DELETING:
+                await self._isolated(self._advance, record, epoch)
+        protected = await self.protected()
+        now = self._clock.now()
+        records = await self._db(self._store.backups_relevant, now - HISTORY_S)
+        result = planner.plan(BackupSnapshot(now, protected, records, self._config.scheduler))
+        for item in result.create:
+            await self._isolated(self._start, item, Trigger.SCHEDULE, epoch)
+        for record in result.delete:
+            await self._isolated(self._delete, record, epoch)
+        await self._alerts(result, epoch)
+        self.last_plan = result
+        return result
+
+    async def protected(self) -> list[Protected]:
+        """Every server with a policy; a server whose metadata cannot be used is a logged problem."""
+        problems, protected = [], []
+        for target in await self._port.list_targets():
+            policy = resolve(target, self._config)
+            if isinstance(policy, PolicyProblem):
+                problems.append(policy)
+            elif policy is not None:
+                protected.append(Protected(target, policy))
+        for problem in problems:
+            if problem not in self.problems:
+                log.warning("server %s: %s", problem.server_id, problem.message)
+        self.problems = problems
+        return protected
+
+    async def backup_now(self, server_id: ServerId) -> BackupRecord:
+        """A backup outside the schedule (haven backups run): issued, then asked of the cloud at once."""
+        try:
+            target = await self._port.get_target(server_id)
+        except NotFound:
+            raise UserError(
+                f"no server {server_id}", "name a server by its id (haven backups list)"
+            ) from None
+        policy = resolve(target, self._config)
+        if policy is None or isinstance(policy, PolicyProblem):
+            policy = BackupPolicy("daily", source="manual")
+        kind = BackupKind.VOLUME if target.volume_backed else BackupKind.IMAGE
+        incremental, parent = False, ""
+        if kind is BackupKind.VOLUME:
+            records = await self._db(self._store.backups_of, server_id)
+            incremental, parent = planner._chain(records, self._config.scheduler.chain_max)
+        now = self._clock.now()
+        item = PlannedBackup(target, policy, now, now, kind, 1, incremental, parent)
+        try:
+            record = await self._start(item, Trigger.MANUAL, self._epoch())
+        except Conflict:
+            raise UserError(
+                f"server {target.name} ({server_id}) already has a backup in flight",
+                "wait for it (haven backups list SERVER) and run again",
+            ) from None
+        return record
+
+    # ---- steps -------------------------------------------------------------------------------------
+
+    async def _start(self, item: PlannedBackup, trigger: Trigger, epoch: int | None) -> BackupRecord:
+        backup_id = str(uuid.uuid4())
+        t = item.target
+        record = BackupRecord(
+            backup_id, t.id, t.name, t.project, item.kind, item.slot, trigger, item.policy.backup_type,
+            backup_name(t.id, item.slot, backup_id), BackupState.ISSUED, self._clock.now(),
+            attempt=item.attempt, incremental=item.incremental, parent_id=item.parent_id,
+        )  # fmt: skip
+        await self._db(self._store.issue_backup, record, epoch=epoch)
+        return await self._create(record, epoch, rotation=item.rotation, target=t)
+
+    async def _advance(self, record: BackupRecord, epoch: int | None) -> None:
+        if record.state is BackupState.ISSUED:
+            await self._create(record, epoch)
+        elif record.state is BackupState.CREATING:
+            await self._poll(record, epoch)
+        elif record.state is BackupState.DELETING:
+            await self._finish_delete(record, epoch)
+
+    async def _create(
+        self,
+        record: BackupRecord,
+        epoch: int | None,
+        rotation: int | None = None,
+        target: BackupTarget | None = None,
+    ) -> BackupRecord:
+        """Make (or adopt) the create call of an issued backup, then commit ``creating``."""
+        try:
+            target = target or await self._port.get_target(record.server_id)
+        except NotFound:
+            return await self._fail(record, "the server was deleted before its backup started", epoch)
+        try:
+            if record.kind is BackupKind.IMAGE:
+                found = [i for i in await self._port.find_images(record.name) if i.status not in _DEAD_IMAGE]
+                if found:
+                    image_id = found[0].id
+                else:
+                    ceiling = rotation if rotation is not None else self._rotation(target)
+                    props = {IMAGE_BACKUP_ID: record.id, IMAGE_SLOT: str(int(record.slot))}
+                    image_id = await self._port.create_image_backup(
+                        record.server_id, record.name, record.backup_type, ceiling, props
+                    )
+                creating = dataclasses.replace(record, state=BackupState.CREATING, image_id=image_id)
+            else:
+                creating = await self._create_volumes(record, target, epoch)
+        except TemporaryError as exc:
+            if self._clock.now() - record.created_at > self._config.scheduler.timeout_s:
+                return await self._fail(record, f"the cloud kept refusing: {exc}", epoch)
+            log.info("backup %s of %s waits: %s", record.id, record.server_name, exc)
+            return record  # still issued: the next pass looks for its image first
+        except NotFound:
+            return await self._fail(record, "the server was deleted before its backup started", epoch)
+        except Conflict as exc:  # busy (resizing, migrating), or Nova refuses it outright
+            return await self._fail(record, f"the cloud refused the backup: {exc}", epoch)
+        await self._db(self._store.save_backup, creating, [BackupState.ISSUED], epoch=epoch)
+        return creating
+
+    def _rotation(self, target: BackupTarget) -> int:
+        policy = resolve(target, self._config)
+        return (
+            policy.retention.ceiling + 1
+            if policy is not None and not isinstance(policy, PolicyProblem)
+            else 8
+        )
+
+    async def _create_volumes(
+        self, record: BackupRecord, target: BackupTarget, epoch: int | None
+    ) -> BackupRecord:
+        """One Cinder backup per volume, each id committed as soon as Cinder gave it."""
+        done = dict(record.volume_backups)
+        for volume in target.volumes:
+            if volume.id in done:
+                continue
+            name = f"{record.name}-{volume.id}"
+            found = [
+                b
+                for b in await self._port.find_volume_backups(name)
+                if b.status is not VolumeBackupStatus.ERROR
+            ]
+            done[volume.id] = found[0].id if found else await self._port.create_volume_backup(
+                volume.id, name, record.incremental
+            )  # fmt: skip
+            updated = dataclasses.replace(record, volume_backups=dict(done))
+            await self._db(self._store.save_backup, updated, [BackupState.ISSUED], epoch=epoch)
+            record = updated
+        return dataclasses.replace(record, state=BackupState.CREATING)
+
+    async def _poll(self, record: BackupRecord, epoch: int | None) -> None:
+        now = self._clock.now()
+        ready, broken = await self._ready(record)
+        if ready:
+            done = dataclasses.replace(record, state=BackupState.AVAILABLE, completed_at=now)
+            await self._db(self._store.save_backup, done, [BackupState.CREATING], epoch=epoch)
+            return
+        try:
+            await self._port.get_target(record.server_id)
+        except NotFound:
+            broken = "the server was deleted while its backup was taken"
+        if broken:
+            await self._fail(record, broken, epoch, was=BackupState.CREATING)
+            return
+        if now - record.created_at > self._config.scheduler.timeout_s:
+            await self._fail(
+                record,
+                f"not ready after {self._config.scheduler.timeout_s:.0f} s",
+                epoch,
+                BackupState.CREATING,
+            )
+
+    async def _ready(self, record: BackupRecord) -> tuple[bool, str]:
+        """(ready, why it is broken: "" while it may still become ready)."""
+        if record.kind is BackupKind.IMAGE:
+            try:
+                image = await self._port.get_image(record.image_id)
+            except NotFound:
+                return False, "its image is gone (Nova deletes the image of a snapshot that failed)"
+            if image.status in _DEAD_IMAGE:
+                return False, f"its image is {image.status.value}"
+            return image.status is ImageStatus.ACTIVE, ""
+        statuses = []
+        for backup_id in record.volume_backups.values():
+            try:
+                statuses.append((await self._port.get_volume_backup(backup_id)).status)
+            except NotFound:
+                return False, f"Cinder backup {backup_id} is gone"
+        if any(s is VolumeBackupStatus.ERROR for s in statuses):
+            return False, "a Cinder backup ended in error"
+        return bool(statuses) and all(s is VolumeBackupStatus.AVAILABLE for s in statuses), ""
+
+    async def _fail(
+        self, record: BackupRecord, why: str, epoch: int | None, was: BackupState = BackupState.ISSUED
+    ) -> BackupRecord:
+        log.warning("backup %s of %s failed: %s", record.id, record.server_name, why)
+        failed = dataclasses.replace(
+            record, state=BackupState.FAILED, finished_at=self._clock.now(), error=why
+        )
+        await self._db(self._store.save_backup, failed, [was], epoch=epoch)
+        await self._remove(failed)  # what it left (a killed image, a half chain) is no backup
+        return failed
+
+    async def _delete(self, record: BackupRecord, epoch: int | None) -> None:
+        deleting = dataclasses.replace(record, state=BackupState.DELETING)
+        await self._db(self._store.save_backup, deleting, [BackupState.AVAILABLE], epoch=epoch)
+        await self._finish_delete(deleting, epoch)
+
+    async def _finish_delete(self, record: BackupRecord, epoch: int | None) -> None:
+        try:
+            await self._remove(record, strict=True)
+        except (TemporaryError, Conflict) as exc:
+            log.info("deleting backup %s waits: %s", record.id, exc)  # still deleting: the next pass retries
+            return
+        gone = dataclasses.replace(record, state=BackupState.DELETED, finished_at=self._clock.now())
+        await self._db(self._store.save_backup, gone, [BackupState.DELETING], epoch=epoch)
+
+    async def _remove(self, record: BackupRecord, strict: bool = False) -> None:
+        """Delete the image or the Cinder backups (newest first); NotFound is done."""
+        calls: list[tuple[Callable[[str], Awaitable[None]], str]] = []
+        if record.image_id:
+            calls.append((self._port.delete_image, record.image_id))
+        calls += [
+            (self._port.delete_volume_backup, b) for b in reversed(list(record.volume_backups.values()))
+        ]
+        for call, ident in calls:
+            try:
+                await call(ident)
+            except NotFound:
+                continue
+            except HavenError:
+                if strict:
+                    raise
+                log.info("leftover %s of failed backup %s kept", ident, record.id)
+
+    # ---- alerts ------------------------------------------------------------------------------------
+
+    async def _alerts(self, result: BackupPlan, epoch: int | None) -> None:
+        now = self._clock.now()
+        wanted: dict[tuple[AlertKind, str], str] = {}
+        for s in result.statuses:
+            if s.missed:
+                wanted[(AlertKind.BACKUP_MISSED, s.server_id)] = (
+                    f"server {s.server_name} ({s.server_id}): no good backup of its {s.policy.schedule} "
+                    f"window due {_iso(s.due_at)}{f' ({s.waiting})' if s.waiting else ''}"
+                )
+            if s.stale:
+                point = _iso(s.recovery_point) if s.recovery_point is not None else "none"
+                wanted[(AlertKind.RECOVERY_POINT_STALE, s.server_id)] = (
+                    f"server {s.server_name} ({s.server_id}): recovery point {point} is older than its "
+                    f"{s.policy.schedule} policy allows"
+                )
+        active = await self._db(self._store.list_alerts)
+        for alert in active:
+            if alert.kind in _ALERTS and alert.host is not None and (alert.kind, alert.host) not in wanted:
+                await self._db(
+                    self._store.clear_alerts, now=now, kind=alert.kind, host=alert.host, epoch=epoch
+                )
+        raised = {(a.kind, a.host) for a in active}
+        for (kind, subject), message in wanted.items():
+            if (kind, subject) not in raised:
+                log.warning("%s", message)
+                alert = Alert(str(uuid.uuid4()), kind, message, now, host=HostName(subject))
+                await self._db(self._store.raise_alert, alert, epoch=epoch)
+
+    # ---- plumbing ----------------------------------------------------------------------------------
+
+    async def _isolated(self, step: Callable[..., object], *args: object) -> None:
+        """One backup's failure, expected or not, is that backup's: the pass goes on."""
+        try:
+            result = step(*args)
+            if asyncio.iscoroutine(result):
+                await result
+        except Conflict as exc:  # another pass or engine holds it: nothing to do here
+            log.info("backup step skipped: %s", exc)
+        except HavenError as exc:
+            log.warning("backup step failed: %s", exc)
+        except Exception:
+            log.exception("backup step failed")
+
+    def _epoch(self) -> int | None:
+        return None if self._leader_epoch is None else self._leader_epoch()
+
+    async def _db(self, call: Callable[..., T], *args: object, **kw: object) -> T:
+        return await asyncio.to_thread(call, *args, **kw)
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def newest_good(records: Sequence[BackupRecord], at: float | None = None) -> BackupRecord | None:
+    """The newest available backup taken at or before ``at`` (None: the newest of all)."""
+    good = [r for r in records if r.state is BackupState.AVAILABLE and (at is None or r.created_at <= at)]
+    return max(good, key=lambda r: (r.created_at, r.id), default=None)

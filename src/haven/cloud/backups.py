@@ -1,0 +1,74 @@
+"""The backup port: images (Nova createBackup, Glance), Cinder volume backups, and boots from a backup.
+
+Driven by haven.backups (the runner, restores and drills); implemented by haven.cloud.sim.backups
+(the simulated cloud, with ground truth about each disk's data) and haven.cloud.openstack.backups
+(Nova, Glance and Cinder through openstacksdk). Every call returns once the cloud accepted it; the
+effect shows later in get_image, get_volume_backup or get_target, read by the runner's next pass.
+Errors cross as haven.domain.errors (NotFound, Conflict, TemporaryError, PermanentError).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from haven.domain.backups import BackupTarget, Image, VolumeBackup
+from haven.domain.ids import ServerId
+
+
+class BackupPort(Protocol):
+    async def list_targets(self) -> Sequence[BackupTarget]:
+        """Every server of every project, with what backups need (project, boot image or volumes)."""
+        ...
+
+    async def get_target(self, server_id: ServerId) -> BackupTarget:
+        """One server; NotFound once it is deleted."""
+        ...
+
+    async def find_targets(self, name: str) -> Sequence[BackupTarget]:
+        """Servers named exactly ``name`` (how a resumed restore finds the server it booted)."""
+        ...
+
+    async def create_image_backup(
+        self, server_id: ServerId, name: str, backup_type: str, rotation: int, properties: Mapping[str, str]
+    ) -> str:
+        """Nova's createBackup; returns the new image's id (Nova creates the image before it answers)."""
+        ...
+
+    async def find_images(self, name: str) -> Sequence[Image]:
+        """Images named exactly ``name``, in any status."""
+        ...
+
+    async def get_image(self, image_id: str) -> Image:
+        """NotFound once it is deleted."""
+        ...
+
+    async def delete_image(self, image_id: str) -> None: ...
+
+    async def create_volume_backup(self, volume_id: str, name: str, incremental: bool) -> str:
+        """Cinder's backup of an attached volume (``force``), full or incremental; returns its id."""
+        ...
+
+    async def find_volume_backups(self, name: str) -> Sequence[VolumeBackup]: ...
+
+    async def get_volume_backup(self, backup_id: str) -> VolumeBackup: ...
+
+    async def delete_volume_backup(self, backup_id: str) -> None: ...
+
+    async def boot_from_image(
+        self, name: str, image_id: str, flavor_id: str, metadata: Mapping[str, str]
+    ) -> ServerId:
+        """A new server from ``image_id`` with no network at all (Nova's ``networks: none``)."""
+        ...
+
+    async def boot_from_volume_backup(
+        self, name: str, backup_id: str, flavor_id: str, metadata: Mapping[str, str]
+    ) -> ServerId:
+        """Restore the Cinder backup to a new volume and boot a new server from it (no network)."""
+        ...
+
+    async def rebuild(self, server_id: ServerId, image_id: str) -> None:
+        """Rebuild the server in place from ``image_id`` (its disk replaced by the backup's)."""
+        ...
+
+    async def delete_server(self, server_id: ServerId) -> None: ...

@@ -1,0 +1,375 @@
+"""SimBackups: the backup port on the simulated cloud, with Glance's images, Cinder's backups and each
+disk's data as ground truth.
+
+Called by haven.backups through haven.cloud.backups.BackupPort, exactly as the OpenStack driver is;
+by tests, drills and the fleet benchmark to inject faults (a backup that fails, a server resized or
+deleted mid-backup, an image that boots into ERROR, a corrupted disk) and to read the truth (what each
+server's disk holds, how many backups were ever uploading at once, every create call made).
+Behaves as Nova and Glance do where haven relies on it: createBackup creates the image (``queued``)
+before it answers and refuses a busy server (409); the upload finishes ``backup_s`` later, then Nova
+rotates (deletes the oldest backups of that server and ``backup_type`` beyond ``rotation``); a server
+deleted while its backup uploads leaves no image (Nova deletes it).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from haven.cloud.sim.cloud import SimCloud
+from haven.cloud.sim.state import SimServer
+from haven.domain.backups import (
+    BackupTarget,
+    Image,
+    ImageStatus,
+    VolumeBackup,
+    VolumeBackupStatus,
+    VolumeRef,
+)
+from haven.domain.cloud import Flavor, TaskState, VmState
+from haven.domain.errors import Conflict, NotFound, TemporaryError
+from haven.domain.ids import ServerId
+
+_BUSY_IMAGE = (ImageStatus.QUEUED, ImageStatus.SAVING)
+
+
+@dataclass(slots=True)
+class SimImage:
+    id: str
+    name: str
+    status: ImageStatus
+    created_at: float
+    server_id: str
+    backup_type: str
+    properties: dict[str, str]
+    data: str  # ground truth: the disk content this image holds
+    broken: bool = False  # fault: a server booted from it ends in ERROR
+
+
+@dataclass(slots=True)
+class SimVolumeBackup:
+    id: str
+    name: str
+    volume_id: str
+    status: VolumeBackupStatus
+    incremental: bool
+    parent: str
+    created_at: float
+    data: str
+
+
+@dataclass(slots=True)
+class BackupTimings:
+    backup_s: float = 120.0  # createBackup to an active image (a snapshot's upload)
+    volume_backup_s: float = 60.0
+    boot_s: float = 20.0  # a restored server's boot to ACTIVE
+
+
+@dataclass(slots=True)
+class SimBackupFaults:
+    fail_backups: int = 0  # the next N uploads fail (the image ends killed)
+    refuse_calls: int = 0  # the next N createBackup calls answer 503 before any effect
+    lose_answers: int = 0  # the next N createBackup calls take effect but their answer is lost
+
+
+class SimBackups:
+    def __init__(self, cloud: SimCloud, timings: BackupTimings | None = None) -> None:
+        self.cloud = cloud
+        self.timings = timings or BackupTimings()
+        self.faults = SimBackupFaults()
+        self.images: dict[str, SimImage] = {}
+        self.volume_backups: dict[str, SimVolumeBackup] = {}
+        self.disks: dict[ServerId, str] = {}  # ground truth: each server's data (absent: its initial data)
+        self.projects: dict[ServerId, str] = {}
+        self.volumes: dict[ServerId, tuple[str, ...]] = {}  # volume-backed servers' volumes
+        self.image_of: dict[ServerId, str] = {}
+        self.create_calls: list[tuple[float, ServerId, str]] = []  # ground truth: every accepted createBackup
+        self.peak_uploading = 0  # ground truth: the most backups uploading at once
+        self._events: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+
+    # ---- ground truth and faults ---------------------------------------------------------------
+
+    def disk(self, server_id: ServerId) -> str:
+        return self.disks.get(server_id, f"data of {server_id}")
+
+    def write(self, server_id: ServerId, data: str) -> None:
+        """The guest writes (or corrupts) its disk."""
+        self.disks[server_id] = data
+
+    def make_volume_backed(self, server_id: ServerId, *volume_ids: str) -> None:
+        self.volumes[server_id] = volume_ids or (f"vol-{server_id}",)
+
+    def uploading(self) -> int:
+        self._catch_up()
+        return sum(1 for i in self.images.values() if i.status in _BUSY_IMAGE) + sum(
+            1 for b in self.volume_backups.values() if b.status is VolumeBackupStatus.CREATING
+        )
+
+    def next_event_time(self) -> float | None:
+        self._catch_up()
+        return self._events[0][0] if self._events else None
+
+    # ---- servers -------------------------------------------------------------------------------
+
+    async def list_targets(self) -> Sequence[BackupTarget]:
+        self._catch_up()
+        return [self._target(self.cloud.sim_server(s.id)) for s in await self.cloud.list_servers()]
+
+    async def get_target(self, server_id: ServerId) -> BackupTarget:
+        self._catch_up()
+        return self._target(self.cloud.sim_server(server_id))
+
+    async def find_targets(self, name: str) -> Sequence[BackupTarget]:
+        return [t for t in await self.list_targets() if t.name == name]
+
+    def _target(self, s: SimServer) -> BackupTarget:
+        vols = self.volumes.get(s.id, ())
+        return BackupTarget(
+            id=s.id, name=s.name, project=self.projects.get(s.id, "demo"), vm_state=s.vm_state,
+            busy=s.task_state is not TaskState.NONE, metadata=dict(s.metadata),
+            image_id="" if vols else self.image_of.get(s.id, "sim-base-image"),
+            volumes=tuple(VolumeRef(v, boot=i == 0) for i, v in enumerate(vols)), flavor_id=s.flavor.name,
+        )  # fmt: skip
+
+    async def delete_server(self, server_id: ServerId) -> None:
+        self._catch_up()
+        self.cloud.delete_server(server_id)
+        for image in self.images.values():  # Nova deletes the image of a snapshot it could not finish
+            if image.server_id == server_id and image.status in _BUSY_IMAGE:
+                image.status = ImageStatus.DELETED
+
+    async def rebuild(self, server_id: ServerId, image_id: str) -> None:
+        self._catch_up()
+        server, image = self.cloud.sim_server(server_id), self._image(image_id)
+        if image.status is not ImageStatus.ACTIVE:
+            raise Conflict(f"image {image_id} is not active")
+        if server.task_state is not TaskState.NONE:
+            raise Conflict(f"server {server_id} is busy ({server.task_state.value})")
+        server.task_state, server.vm_state = TaskState.REBUILDING, VmState.BUILDING
+        self.image_of[server_id] = image_id
+
+        def done() -> None:
+            if server.id not in {s.id for s in self.cloud.servers_on(server.host)}:
+                return
+            server.task_state = TaskState.NONE
+            server.vm_state = VmState.ERROR if image.broken else VmState.ACTIVE
+            if not image.broken:
+                self.disks[server_id] = image.data
+
+        self._at(self.cloud.clock.now() + self.timings.boot_s, done)
+
+    async def boot_from_image(
+        self, name: str, image_id: str, flavor_id: str, metadata: Mapping[str, str]
+    ) -> ServerId:
+        self._catch_up()
+        image = self._image(image_id)
+        if image.status is not ImageStatus.ACTIVE:
+            raise Conflict(f"Image {image_id} is not active.")
+        return self._boot(name, flavor_id, metadata, image.data, image.broken, image_id=image_id)
+
+    async def boot_from_volume_backup(
+        self, name: str, backup_id: str, flavor_id: str, metadata: Mapping[str, str]
+    ) -> ServerId:
+        self._catch_up()
+        backup = self._volume_backup(backup_id)
+        if backup.status is not VolumeBackupStatus.AVAILABLE:
+            raise Conflict(f"backup {backup_id} is {backup.status.value}, not available")
+        server_id = self._boot(name, flavor_id, metadata, backup.data, False, image_id="")
+        self.volumes[server_id] = (f"vol-{server_id}",)
+        return server_id
+
+    def _boot(
+        self, name: str, flavor_id: str, metadata: Mapping[str, str], data: str, broken: bool, image_id: str
+    ) -> ServerId:
+        known = (s.flavor for h in self.cloud.host_names() for s in self.cloud.servers_on(h))
+        flavor = next((f for f in known if f.name == flavor_id), None)
+        flavor = flavor or Flavor(flavor_id or "sim.tiny", 1, 512, 1)
+        hosts = [h for h in self.cloud.host_names() if self.cloud.is_powered(h)]
+        if not hosts:
+            raise Conflict("No valid host was found.")
+        server_id = ServerId(str(uuid.uuid4()))
+        server = SimServer(
+            server_id, name, hosts[0], flavor, vm_state=VmState.BUILDING, metadata=dict(metadata)
+        )
+        self.cloud.boot_server(server)
+        if image_id:
+            self.image_of[server_id] = image_id
+
+        def booted() -> None:
+            if server.id in {s.id for s in self.cloud.servers_on(server.host)}:
+                server.vm_state = VmState.ERROR if broken else VmState.ACTIVE
+                server.fault = "Build of instance aborted: disk image is unusable" if broken else ""
+                self.disks[server_id] = data
+
+        self._at(self.cloud.clock.now() + self.timings.boot_s, booted)
+        return server_id
+
+    # ---- images ----------------------------------------------------------------------------------
+
+    async def create_image_backup(
+        self, server_id: ServerId, name: str, backup_type: str, rotation: int, properties: Mapping[str, str]
+    ) -> str:
+        self._catch_up()
+        server = self.cloud.sim_server(server_id)
+        if server.id in self.volumes:
+            raise Conflict("Backup is not supported for volume-backed instances.")
+        if self.faults.refuse_calls:
+            self.faults.refuse_calls -= 1
+            raise TemporaryError("createBackup: 503 Service Unavailable", 5.0)
+        if server.task_state is not TaskState.NONE or server.vm_state not in (
+            VmState.ACTIVE,
+            VmState.STOPPED,
+        ):
+            raise Conflict(
+                f"Cannot 'createBackup' instance {server_id} while in task_state {server.task_state.value}"
+            )
+        now = self.cloud.clock.now()
+        image = SimImage(
+            str(uuid.uuid4()), name, ImageStatus.QUEUED, now, server_id, backup_type, dict(properties),
+            self.disk(server_id),
+        )  # fmt: skip
+        self.images[image.id] = image
+        self.create_calls.append((now, server_id, name))
+        self.peak_uploading = max(self.peak_uploading, self.uploading())
+        fails = self.faults.fail_backups > 0
+        self.faults.fail_backups -= 1 if fails else 0
+
+        def uploaded() -> None:
+            if image.status not in _BUSY_IMAGE:
+                return
+            image.status = ImageStatus.KILLED if fails else ImageStatus.ACTIVE
+            if not fails:
+                self._rotate(server_id, backup_type, rotation)
+
+        self._at(now + self.timings.backup_s, uploaded)
+        if self.faults.lose_answers:
+            self.faults.lose_answers -= 1
+            raise TemporaryError("createBackup: the answer was lost (timeout)", 5.0)
+        return image.id
+
+    def _rotate(self, server_id: ServerId, backup_type: str, rotation: int) -> None:
+        """Nova's rotation: the oldest of this server's ``backup_type`` beyond ``rotation`` go."""
+        mine = sorted(
+            (i for i in self.images.values()
+             if i.server_id == server_id and i.backup_type == backup_type and i.status is ImageStatus.ACTIVE),
+            key=lambda i: i.created_at,
+        )  # fmt: skip
+        for image in mine[: max(len(mine) - rotation, 0)]:
+            image.status = ImageStatus.DELETED
+
+    async def find_images(self, name: str) -> Sequence[Image]:
+        self._catch_up()
+        return [
+            self._image_view(i)
+            for i in self.images.values()
+            if i.name == name and i.status is not ImageStatus.DELETED
+        ]
+
+    async def get_image(self, image_id: str) -> Image:
+        self._catch_up()
+        return self._image_view(self._image(image_id))
+
+    async def delete_image(self, image_id: str) -> None:
+        self._catch_up()
+        self._image(image_id).status = ImageStatus.DELETED
+
+    def _image(self, image_id: str) -> SimImage:
+        image = self.images.get(image_id)
+        if image is None or image.status is ImageStatus.DELETED:
+            raise NotFound(f"image {image_id} not found")
+        return image
+
+    @staticmethod
+    def _image_view(i: SimImage) -> Image:
+        return Image(i.id, i.name, i.status, i.created_at, i.server_id, i.backup_type, dict(i.properties))
+
+    # ---- volume backups -------------------------------------------------------------------------
+
+    async def create_volume_backup(self, volume_id: str, name: str, incremental: bool) -> str:
+        self._catch_up()
+        owner = next((sid for sid, vols in self.volumes.items() if volume_id in vols), None)
+        if owner is None:
+            raise NotFound(f"volume {volume_id} not found")
+        self.cloud.sim_server(owner)  # NotFound once the server (and its volume) is gone
+        mine = [
+            b
+            for b in self.volume_backups.values()
+            if b.volume_id == volume_id and b.status is VolumeBackupStatus.AVAILABLE
+        ]
+        if incremental and not mine:
+            raise Conflict("No backups available to do an incremental backup.")
+        parent = max(mine, key=lambda b: b.created_at).id if incremental else ""
+        now = self.cloud.clock.now()
+        backup = SimVolumeBackup(
+            str(uuid.uuid4()),
+            name,
+            volume_id,
+            VolumeBackupStatus.CREATING,
+            incremental,
+            parent,
+            now,
+            self.disk(owner),
+        )
+        self.volume_backups[backup.id] = backup
+        self.peak_uploading = max(self.peak_uploading, self.uploading())
+        fails = self.faults.fail_backups > 0
+        self.faults.fail_backups -= 1 if fails else 0
+
+        def done() -> None:
+            if backup.status is VolumeBackupStatus.CREATING:
+                backup.status = VolumeBackupStatus.ERROR if fails else VolumeBackupStatus.AVAILABLE
+
+        self._at(now + self.timings.volume_backup_s, done)
+        return backup.id
+
+    async def find_volume_backups(self, name: str) -> Sequence[VolumeBackup]:
+        self._catch_up()
+        return [
+            self._vb_view(b)
+            for b in self.volume_backups.values()
+            if b.name == name and b.status is not VolumeBackupStatus.DELETED
+        ]
+
+    async def get_volume_backup(self, backup_id: str) -> VolumeBackup:
+        self._catch_up()
+        return self._vb_view(self._volume_backup(backup_id))
+
+    async def delete_volume_backup(self, backup_id: str) -> None:
+        self._catch_up()
+        backup = self._volume_backup(backup_id)
+        if self._has_dependents(backup.id):
+            raise Conflict("Incremental backups exist for this backup.")  # Cinder's 400 as haven reads it
+        backup.status = VolumeBackupStatus.DELETED
+
+    def _has_dependents(self, backup_id: str) -> bool:
+        return any(
+            b.parent == backup_id and b.status is not VolumeBackupStatus.DELETED
+            for b in self.volume_backups.values()
+        )
+
+    def _volume_backup(self, backup_id: str) -> SimVolumeBackup:
+        backup = self.volume_backups.get(backup_id)
+        if backup is None or backup.status is VolumeBackupStatus.DELETED:
+            raise NotFound(f"Backup {backup_id} could not be found.")
+        return backup
+
+    def _vb_view(self, b: SimVolumeBackup) -> VolumeBackup:
+        return VolumeBackup(
+            b.id, b.name, b.volume_id, b.status, b.incremental, self._has_dependents(b.id), b.created_at
+        )
+
+    # ---- time ------------------------------------------------------------------------------------
+
+    def _at(self, when: float, action: Callable[[], None]) -> None:
+        heapq.heappush(self._events, (when, next(self._seq), action))
+
+    def _catch_up(self) -> None:
+        self.cloud.settle()
+        now = self.cloud.clock.now()
+        while self._events and self._events[0][0] <= now:
+            _, _, action = heapq.heappop(self._events)
+            action()
