@@ -84,6 +84,10 @@ def test_login_and_a_host_dies_live(served: HavenServer, context: BrowserContext
     expect(row).to_contain_text("dead")  # a word, not only a colour
     expect(row).to_contain_text("BMC reports power off")
     expect(page.locator("#counts li[data-condition='dead'] strong")).to_have_text("1")
+    chip = page.locator(f".map .zone .rack #chip-{injected}")  # the failure-domain map, live too
+    expect(chip).to_have_attribute("data-condition", "dead")
+    expect(chip).to_contain_text("dead")  # for screen readers; the symbol shows beside the colour
+    expect(page.locator(".map .zone")).to_have_count(3)  # the embedded default: 3 zones
     card = page.locator("article.notification", has_text=injected)
     expect(card).to_contain_text("fence", timeout=10_000)
     expect(card.locator(".timeline")).to_contain_text(re.compile(r"evacuate \d+/\d+"), timeout=20_000)

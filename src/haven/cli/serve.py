@@ -143,7 +143,7 @@ async def serve(
             resumed = engine.start() if elector is None else 0
             api = _api_server(store, engine, token, clock, bind, leadership, metrics, authenticator)
             mount_dashboard(api.config.app, store, hub, clock, token=token, authenticator=authenticator,
-                            keystone=config.keystone)  # fmt: skip
+                            keystone=config.keystone, hosts=hosts)  # fmt: skip
             host, port = listener.getsockname()[:2]
             role = (
                 f"resumed {resumed} unfinished recoveries"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -43,7 +43,7 @@ from haven.dashboard.hub import EventHub
 from haven.dashboard.sessions import COOKIE, Session, SessionStore, csrf_ok
 from haven.domain.clock import Clock
 from haven.domain.errors import Conflict, NotFound
-from haven.domain.ids import NotificationId
+from haven.domain.ids import HostName, NotificationId
 from haven.service.release import release_segment
 from haven.store import Store
 
@@ -69,6 +69,7 @@ class DashboardDeps:
     clock: Clock
     sessions: SessionStore
     password_login: PasswordLogin | None = None
+    domains: Mapping[HostName, tuple[str, str]] | None = None  # host: (zone, rack), as the cloud says
 
 
 def create_dashboard(
@@ -79,8 +80,11 @@ def create_dashboard(
     *,
     sessions: SessionStore | None = None,
     password_login: PasswordLogin | None = None,
+    domains: Mapping[HostName, tuple[str, str]] | None = None,
 ) -> Starlette:
-    deps = DashboardDeps(store, authenticator, hub, clock, sessions or SessionStore(), password_login)
+    deps = DashboardDeps(
+        store, authenticator, hub, clock, sessions or SessionStore(), password_login, domains
+    )
     templates = Environment(
         loader=FileSystemLoader(HERE / "templates"),
         autoescape=select_autoescape(["html"]),
@@ -140,7 +144,7 @@ class _Pages:
         session = self._session(request)
         if session is None:
             return self._login_page(HTTPStatus.UNAUTHORIZED)
-        board = Board(self.deps.store)
+        board = Board(self.deps.store, self.deps.domains)
         p = session.principal
         return self._html(
             "index.html",
@@ -249,7 +253,7 @@ class _Pages:
             return _refused(HTTPStatus.CONFLICT, str(exc))
         log.warning("dashboard: segment %s released by %s: %s (hosts %s)", done.segment, by, done.reason,
                     ", ".join(done.hosts) or "none")  # fmt: skip
-        board = Board(self.deps.store)
+        board = Board(self.deps.store, self.deps.domains)
         body = self.templates.get_template("parts.html").module.holds(  # type: ignore[attr-defined]
             board, True, session.csrf, ROOT
         )
@@ -288,7 +292,9 @@ class _Pages:
     async def _stream(self, request: Request, session: Session) -> AsyncIterator[str]:
         parts = self.templates.get_template("parts.html").module
         with self.deps.hub.subscribe() as sub:
-            board = Board(self.deps.store)  # after subscribing: no event falls between the two
+            board = Board(
+                self.deps.store, self.deps.domains
+            )  # after subscribing: no event falls between the two
             yield _sse("live", "live: following the engine's events")
             # What changed between the page's own read and this stream's (a page is read first).
             everything = Changes(set(board.hosts), set(board.notifications), True)
@@ -324,6 +330,7 @@ def _render(parts: Any, board: Board, changes: Changes, known: set[NotificationI
     """The changed parts as fragments htmx swaps in by id (a new notification goes on top)."""
     # A table row parses only inside a table or a <template>: htmx swaps templated rows out of band.
     out = [f"<template>{parts.host_row(board.hosts[h], oob=True)}</template>" for h in sorted(changes.hosts)]
+    out += [str(parts.chip(board.hosts[h], oob=True)) for h in sorted(changes.hosts)]
     if changes.hosts:
         out.append(str(parts.counts(board, oob=True)))
     for nid in sorted(changes.notifications, key=lambda n: board.notifications[n].notification.created_at):

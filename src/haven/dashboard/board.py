@@ -62,6 +62,8 @@ class HostView:
     condition: str
     reason: str = ""
     changed_at: float | None = None
+    zone: str = ""  # the failure domains the cloud reports (availability zone, rack/aggregate)
+    rack: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,13 +114,16 @@ class Changes:
 class Board:
     """The dashboard's state: segments, hosts by condition, recent notifications, alerts, holds."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, domains: Mapping[HostName, tuple[str, str]] | None = None) -> None:
         self._store = store
+        self._domains = domains or {}
         self.segments = {s.id: s for s in store.list_segments()}
         self.hosts: dict[HostName, HostView] = {}
         for h in store.list_hosts():
             segment = self.segments.get(h.segment_id)
-            self.hosts[h.name] = HostView(h.name, segment.name if segment else h.segment_id, h.condition)
+            zone, rack = self._domains.get(h.name, ("", ""))
+            name = segment.name if segment else h.segment_id
+            self.hosts[h.name] = HostView(h.name, name, h.condition, zone=zone, rack=rack)
         self.notifications: dict[NotificationId, NotificationView] = {}
         for n in store.list_notifications(limit=RECENT_NOTIFICATIONS):
             self.notifications[n.id] = _notification_view(n, store.list_steps(n.id))
@@ -134,6 +139,13 @@ class Board:
         for h in sorted(self.hosts.values(), key=lambda h: (h.segment, h.name)):
             grouped.setdefault(h.segment, []).append(h)
         return sorted(grouped.items())
+
+    def domains(self) -> list[tuple[str, list[tuple[str, list[HostView]]]]]:
+        """Zones, their racks and the hosts in each (hosts the cloud gave no domain: zone "")."""
+        zones: dict[str, dict[str, list[HostView]]] = {}
+        for h in sorted(self.hosts.values(), key=lambda h: h.name):
+            zones.setdefault(h.zone, {}).setdefault(h.rack, []).append(h)
+        return [(z, sorted(racks.items())) for z, racks in sorted(zones.items())]
 
     def recent(self) -> list[NotificationView]:
         return sorted(self.notifications.values(), key=lambda v: -v.notification.created_at)
@@ -200,7 +212,8 @@ class Board:
         view = self.hosts.get(host)
         if view is None:  # a host the store did not list when the page opened (added since)
             segment = self.segment_name(event.segment_id)
-            view = self.hosts[host] = HostView(host, segment, "healthy")
+            zone, rack = self._domains.get(host, ("", ""))
+            view = self.hosts[host] = HostView(host, segment, "healthy", zone=zone, rack=rack)
         if view.condition == condition:
             return
         view.condition = condition

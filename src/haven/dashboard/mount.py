@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from starlette.applications import Starlette
 
 from haven.api.auth import Authenticator, LocalTokenAuthenticator
@@ -9,6 +11,7 @@ from haven.dashboard.app import ROOT, create_dashboard
 from haven.dashboard.hub import EventHub
 from haven.dashboard.keystone_login import KeystonePasswordLogin
 from haven.domain.clock import Clock
+from haven.domain.cloud import Host
 from haven.service.config import KeystoneConfig
 from haven.store import Store
 
@@ -22,10 +25,12 @@ def mount_dashboard(
     token: str,
     authenticator: Authenticator | None = None,
     keystone: KeystoneConfig | None = None,
+    hosts: Iterable[Host] = (),
 ) -> None:
     """The dashboard at /dashboard, logging in with the API's authenticator (the local token unless
     ``authenticator`` is Keystone's; then ``keystone`` also offers a user's password login).
 
+    ``hosts``: the cloud's hosts at start-up, for the zones and racks (aggregates) of the map.
     ``app`` is the API application (``uvicorn.Config.app``, typed loosely there).
     """
     if not isinstance(app, Starlette):
@@ -39,4 +44,5 @@ def mount_dashboard(
             timeout_s=keystone.timeout_s,
         )
     gate = authenticator if authenticator is not None else LocalTokenAuthenticator(token)
-    app.mount(ROOT, create_dashboard(store, gate, hub, clock, password_login=login))
+    domains = {h.name: (h.zone, h.aggregate) for h in hosts}  # the failure-domain map's zones and racks
+    app.mount(ROOT, create_dashboard(store, gate, hub, clock, password_login=login, domains=domains))
