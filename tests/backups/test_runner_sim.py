@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -59,7 +60,7 @@ def rig() -> Iterator[Rig]:
     store.close()
 
 
-def config(**scheduler: float) -> BackupsConfig:
+def config(**scheduler: Any) -> BackupsConfig:
     return BackupsConfig(
         enabled=True, scheduler=SchedulerSettings(**{"jitter_s": 600.0, "max_concurrent": 2, **scheduler})
     )
@@ -93,7 +94,7 @@ async def test_missed_windows_are_caught_up_once_after_a_long_outage(rig: Rig) -
     before = len(rig.port.create_calls)
     rig.clock.advance_to(rig.clock.now() + 10 * HOUR)  # haven was down for ten windows
     await runner.run_pass()
-    alerts = {(a.kind, a.host) for a in rig.store.list_alerts()}
+    alerts = {(a.kind, str(a.host)) for a in rig.store.list_alerts()}
     assert all((AlertKind.BACKUP_MISSED, sid) in alerts for sid in rig.servers)
     await rig.run_for(runner, 0.5 * HOUR)
     assert len(rig.port.create_calls) - before == 6  # one catch-up per server, not ten
