@@ -9,7 +9,10 @@ confirms it (the engine's own line in the log names the host), and its notificat
 from __future__ import annotations
 
 import re
+import signal
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -134,3 +137,25 @@ def test_a_drill_run_from_the_page(served: HavenServer, page: Page) -> None:
     page.get_by_label("Hosts", exact=True).fill("999999")
     page.get_by_role("button", name="Run the drill").click()
     expect(page.locator("#messages")).to_contain_text("drill limit")
+
+
+def test_an_open_event_stream_ends_when_haven_stops(tmp_path: Path) -> None:
+    serving = start_haven(tmp_path / "home")
+    server = next(serving)
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            assert client.post("/dashboard/login", data={"token": server.token}).status_code == 303
+            with client.stream("GET", "/dashboard/events") as stream:
+                lines = stream.iter_lines()
+                assert next(lines) == "event: live"
+                started = time.monotonic()
+                server.proc.send_signal(signal.SIGINT)
+                for _ in lines:  # the server ends the stream as it stops
+                    pass
+                ended_s = time.monotonic() - started
+        assert server.proc.wait(timeout=30) == 0
+        assert ended_s < 3.0  # not uvicorn's 5 s of graceful shutdown, then a cancelled stream
+        log = server.log.read_text()
+        assert "stopped cleanly" in log and "Traceback" not in log
+    finally:
+        serving.close()

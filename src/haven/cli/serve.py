@@ -173,7 +173,9 @@ async def serve(
                     _inject_later, scenario, cloud, topology, spec.seed, inject_after_s, console=console
                 )
                 injector = with_sim_agents(injecting, cloud, engine)  # their agents report guest faults
-            await _run_until_stopped(engine, clock, api, listener, injector, publisher, elector, explain)
+            await _run_until_stopped(
+                engine, clock, api, listener, injector, publisher, elector, explain, on_stop=hub.close
+            )
     finally:
         if elector is not None:
             await elector.aclose()
@@ -233,10 +235,12 @@ async def _run_until_stopped(
     publisher: Publisher,
     elector: Elector | None,
     explain: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None = None,
+    on_stop: Callable[[], None] = lambda: None,
 ) -> None:
     """The engine loop, the API, the publisher, the explainer, the elector and the injector in one TaskGroup.
 
-    Until SIGINT or SIGTERM; then the elector resigns (hands leadership over at once).
+    Until SIGINT or SIGTERM; then ``on_stop`` (the dashboard's streams end), and the elector resigns
+    (hands leadership over at once).
     """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -246,7 +250,7 @@ async def _run_until_stopped(
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(serve_forever(engine, clock, stop))
             tasks.create_task(api.serve(sockets=[listener]))
-            tasks.create_task(_stop_when(stop, api))
+            tasks.create_task(_stop_when(stop, api, on_stop))
             leader_only = [publisher.run] if explain is None else [publisher.run, explain]
             if elector is None:
                 for run in leader_only:
@@ -394,8 +398,9 @@ def _masked(url: str) -> str:
     return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
 
 
-async def _stop_when(stop: asyncio.Event, server: uvicorn.Server) -> None:
+async def _stop_when(stop: asyncio.Event, server: uvicorn.Server, on_stop: Callable[[], None]) -> None:
     await stop.wait()
+    on_stop()  # the dashboard's open event streams end, so that they do not hold up the API's stop
     server.should_exit = True
 
 

@@ -307,6 +307,8 @@ class _Pages:
                         return
                     yield ": keep-alive\n\n"
                     continue
+                if sub.closed:
+                    return
                 await asyncio.sleep(COALESCE_S)
                 sub.wake.clear()
                 if sub.overflowed:

@@ -26,6 +26,7 @@ class Subscription:
 
     queue: asyncio.Queue[EngineEvent] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
     overflowed: bool = False
+    closed: bool = False  # the server is stopping: end the stream
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -72,6 +73,14 @@ class EventHub:
         finally:
             with self._lock:
                 self._subs.discard(sub)
+
+    def close(self) -> None:
+        """The server is stopping: every stream ends now (an open page would hold the stop up)."""
+        with self._lock:
+            subs = list(self._subs)
+        for sub in subs:
+            sub.closed = True
+            sub.wake.set()
 
     @property
     def subscribers(self) -> int:
