@@ -119,17 +119,30 @@ class CanaryRunner:
         return Round(tuple(cleaned), tuple(probes), tuple(runs))
 
     async def clean(self) -> list[Found]:
-        """Delete every server with haven's canary tag, and mark unfinished runs abandoned."""
-        found = [f for f in await self._cloud.find(CANARY_PREFIX, CANARY_TAG) if f.tag == self._settings.tag]
-        for server in found:
+        """Delete every server with haven's canary tag, then mark unfinished runs abandoned.
+
+        A cloud that cannot be asked now leaves both for the next round (the deleted ones are returned).
+        """
+        try:
+            found = await self._cloud.find(CANARY_PREFIX, CANARY_TAG)
+        except CloudError as exc:
+            self._progress(f"cannot look for canary servers left behind now: {exc}")
+            return []
+        deleted: list[Found] = []
+        for server in (f for f in found if f.tag == self._settings.tag):
             self._progress(f"deleting canary server {server.name} left by an earlier run")
-            await self._cloud.delete(server.id)
+            try:
+                await self._cloud.delete(server.id)
+            except CloudError as exc:
+                self._progress(f"cannot delete {server.name} now: {exc}")
+                return deleted
+            deleted.append(server)
         states = [RunState.BOOTING.value, RunState.DELETING.value]
         left = await asyncio.to_thread(self._store.list_canaries, BOOT, states=states, limit=1000)
         for doc in left:
             run = run_from_json(doc)
             await self._save(replace(run, state=RunState.ABANDONED, finished_at=self._clock.now()))
-        return found
+        return deleted
 
     async def probe(self) -> list[ProbeResult]:
         """Issue a token, then list servers: each timed; a failure is a symptom."""

@@ -25,6 +25,7 @@ from haven.canary.runner import CanaryRunner, Round, recent_runs
 from haven.cli.render import when
 from haven.cloud.sim import CloudSpec, build_cloud
 from haven.domain.clock import RealClock
+from haven.domain.errors import CloudError, UserError
 from haven.service.config import HavenConfig
 from haven.service.explaining import explaining_for
 from haven.store import Store
@@ -83,7 +84,12 @@ async def _run(
         with new_store(config) as store:
             explainer = explaining.explainer(store, clock, metrics)
             runner = CanaryRunner(cloud, store, clock, canary.settings, explainer.open_and_explain, progress)
-            found = await runner.round()
+            try:
+                found = await runner.round()
+            except CloudError as exc:  # the zones could not be listed: nothing was booted
+                raise UserError(
+                    f"the cloud did not answer: {exc}", "check it is reachable, then run again"
+                ) from None
             explained = {
                 r.id: store.get_explanation(f"canary:{r.id}") for r in found.runs if r.outcome != "ok"
             }
