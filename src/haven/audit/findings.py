@@ -1,0 +1,149 @@
+"""The failure-domain audit: what one failure domain's loss would break, judged from a declared layout.
+
+Who calls it: ``haven audit`` (haven.cli.audit), which reads the layout file. Pure: a Layout in,
+Findings out. Four checks, each a finding kind:
+- ``bunched``: a control-plane service whose replicas all sit in one failure domain while others exist
+  (losing that domain stops the service);
+- ``quorum``: a Galera or RabbitMQ cluster where one domain holds half its nodes or more (losing it
+  leaves no majority: Galera goes non-primary, RabbitMQ's pause_minority pauses every node);
+- ``capacity``: a segment that could not place every HA VM after losing its largest host or its largest
+  rack, asked of the same planner a real recovery uses (haven.recovery.planner.plan_evacuation);
+- ``ceph_rule`` / ``ceph_osd``: from recorded ``ceph osd tree`` / ``ceph osd crush rule dump`` JSON
+  (haven.audit.ceph).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from haven.audit.ceph import ceph_findings
+from haven.domain.cloud import Server
+from haven.domain.incidents import RecoveryMethod
+from haven.domain.plan import TargetHost
+from haven.recovery.planner import plan_evacuation
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    kind: str  # bunched, quorum, capacity, ceph_rule, ceph_osd
+    subject: str  # the service, cluster, segment, rule or host
+    detail: str  # what is wrong, with the numbers
+    fix: str  # what to change
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """A quorum-based cluster (Galera, RabbitMQ): its nodes' hosts."""
+
+    name: str
+    hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    name: str
+    hosts: tuple[TargetHost, ...]  # every host with its capacity and what it carries
+    servers: tuple[Server, ...]  # every VM on those hosts (the HA ones are the ones that must fit)
+    method: RecoveryMethod = RecoveryMethod.AUTO
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    domains: Mapping[str, str]  # host -> failure domain (rack), controllers and computes alike
+    services: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # service -> replica hosts
+    clusters: tuple[Cluster, ...] = ()
+    segments: tuple[Segment, ...] = ()
+    ceph_tree: Mapping[str, object] | None = None  # `ceph osd tree -f json`
+    ceph_rules: Sequence[Mapping[str, object]] | None = None  # `ceph osd crush rule dump -f json`
+
+
+def audit(layout: Layout) -> list[Finding]:
+    found = _bunched(layout) + _quorum(layout)
+    for segment in layout.segments:
+        found += _capacity(segment, layout.domains)
+    if layout.ceph_tree is not None and layout.ceph_rules is not None:
+        found += [Finding(*f) for f in ceph_findings(layout.ceph_tree, layout.ceph_rules)]
+    return found
+
+
+def _domain(layout: Layout, host: str) -> str:
+    return layout.domains.get(host, host)
+
+
+def _bunched(layout: Layout) -> list[Finding]:
+    everywhere = set(layout.domains.values())
+    out = []
+    for service, hosts in sorted(layout.services.items()):
+        domains = Counter(_domain(layout, h) for h in hosts)
+        if len(hosts) >= 2 and len(domains) == 1 and len(everywhere) > 1:
+            (only,) = domains
+            out.append(
+                Finding(
+                    "bunched",
+                    service,
+                    f"all {len(hosts)} replicas ({', '.join(hosts)}) are in {only}",
+                    f"move a replica to another domain ({', '.join(sorted(everywhere - {only}))})",
+                )
+            )
+    return out
+
+
+def _quorum(layout: Layout) -> list[Finding]:
+    out = []
+    for cluster in layout.clusters:
+        n = len(cluster.hosts)
+        for domain, count in sorted(Counter(_domain(layout, h) for h in cluster.hosts).items()):
+            if n > 0 and n - count <= n // 2:
+                out.append(
+                    Finding(
+                        "quorum",
+                        cluster.name,
+                        f"{count} of its {n} nodes are in {domain}: losing {domain} leaves {n - count},"
+                        " no majority",
+                        "spread the nodes: no domain may hold half of them or more (3 nodes in 3 domains)",
+                    )
+                )
+    return out
+
+
+def _capacity(segment: Segment, domains: Mapping[str, str]) -> list[Finding]:
+    ha = [s for s in segment.servers if s.ha_enabled]
+    if not segment.hosts:
+        return []
+    by_host = Counter(s.host for s in ha)
+    largest_host = max(segment.hosts, key=lambda h: (by_host.get(h.name, 0), h.capacity.ram_mb, h.name))
+    racks: dict[str, list[str]] = {}
+    for host in segment.hosts:
+        racks.setdefault(domains.get(host.name, host.name), []).append(host.name)
+    largest_rack = max(racks, key=lambda r: (sum(by_host.get(h, 0) for h in racks[r]), len(racks[r]), r))
+    out = []
+    for what, lost in (
+        (f"its largest host {largest_host.name}", {largest_host.name}),
+        (f"its largest rack {largest_rack}", set(racks[largest_rack])),
+    ):
+        if len(racks) == 1 and lost == set(racks[largest_rack]) and len(lost) > 1:
+            out.append(
+                Finding(
+                    "capacity",
+                    segment.name,
+                    f"all its hosts are in one rack ({largest_rack}): losing it loses all",
+                    "add hosts in another rack to the segment",
+                )
+            )
+            continue
+        victims = [s for s in segment.servers if s.host in lost]
+        targets = [h for h in segment.hosts if h.name not in lost]
+        plan = plan_evacuation(victims, targets, {}, segment.method)
+        if plan.unplaced:
+            first = plan.unplaced[0]
+            out.append(
+                Finding(
+                    "capacity",
+                    segment.name,
+                    f"after losing {what}, {len(plan.unplaced)} HA VM(s) cannot be placed ({first.reason})",
+                    "add capacity or reserved hosts to the segment, or spread its HA VMs",
+                )
+            )
+    return out
