@@ -28,6 +28,7 @@ from rich.markup import escape
 
 from haven import __version__
 from haven.cli import agent, cloud_drill, render
+from haven.cli.audit import add_audit_command
 from haven.cli.canary import add_canary_command
 from haven.cli.controlplane import add_controlplane_command
 from haven.cli.explain import add_explain_command
@@ -156,6 +157,7 @@ def _parser() -> argparse.ArgumentParser:
     add_explain_command(sub, _config, _existing_store)
     add_canary_command(sub, _config, _existing_store, lambda config: Store.open(config.database_url))
     add_controlplane_command(sub, _config, _existing_store)
+    add_audit_command(sub)
 
     notes = sub.add_parser("notifications", help="notifications, or one notification with its steps")
     notes.add_argument("id", nargs="?", help="a notification id")
