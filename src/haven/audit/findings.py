@@ -112,7 +112,7 @@ def _capacity(segment: Segment, domains: Mapping[str, str]) -> list[Finding]:
     ha = [s for s in segment.servers if s.ha_enabled]
     if not segment.hosts:
         return []
-    by_host = Counter(s.host for s in ha)
+    by_host: Counter[str] = Counter(s.host for s in ha)
     largest_host = max(segment.hosts, key=lambda h: (by_host.get(h.name, 0), h.capacity.ram_mb, h.name))
     racks: dict[str, list[str]] = {}
     for host in segment.hosts:
