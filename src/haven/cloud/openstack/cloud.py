@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from haven.cloud.openstack import convert
+from haven.cloud.openstack.backups import BackupApi, OpenStackBackups
 from haven.cloud.openstack.calls import CallPool
 from haven.cloud.openstack.nova import NovaApi
 from haven.cloud.openstack.nova_clock import NovaClock
@@ -47,6 +48,10 @@ class OpenStackCloud:
 
     def close(self) -> None:
         self._pool.close()
+
+    def backups(self) -> OpenStackBackups:
+        """The backup port (Nova createBackup, Glance, Cinder) on this cloud's connection and pool."""
+        return OpenStackBackups(BackupApi(self._api.connection), self._pool)
         self._issuing.close()
 
     # ---- hosts ----------------------------------------------------------------------------

@@ -57,6 +57,11 @@ class NovaApi:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
+    @property
+    def connection(self) -> Connection:
+        """The openstacksdk connection (haven.cloud.openstack.backups makes its requests on it too)."""
+        return self._conn
+
     # ---- reads ----------------------------------------------------------------------------
 
     def compute_services(self, host: str | None = None) -> list[Json]:
