@@ -69,6 +69,7 @@ is opened or changed, so a bad file stops haven with nothing touched.
                                                    # its nova-compute to report before it counts as failed
     [controlplane]                                 # the control plane: see haven.controlplane.config
     [diagnosis]                                    # explanations' evidence: see haven.explain.config
+    [backups]                                      # scheduled backups and restore drills: haven.backups.config
     [canary]                                       # scheduled test boots: see haven.canary.config
 
 A ``[[segments]]`` entry sets only the keys it gives, at every start of ``haven serve``
@@ -84,6 +85,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from haven.backups.config import BackupsConfig, parse_backups
 from haven.canary.config import CanaryConfig, parse_canary
 from haven.controlplane.config import ControlPlaneConfig, parse_controlplane
 from haven.domain.errors import ConfigError
@@ -199,6 +201,7 @@ class HavenConfig:
     controlplane: ControlPlaneConfig = field(default_factory=ControlPlaneConfig)  # haven.controlplane.config
     diagnosis: DiagnosisConfig = field(default_factory=DiagnosisConfig)  # haven.explain.config
     canary: CanaryConfig = field(default_factory=CanaryConfig)  # haven.canary.config
+    backups: BackupsConfig = field(default_factory=BackupsConfig)  # haven.backups.config
 
     @property
     def segment_names(self) -> frozenset[str]:
@@ -219,7 +222,7 @@ def load_config(home: Path, path: Path | None = None, cloud_name: str | None = N
         raw = _read(path)
     where = str(path) if path else "defaults"
     sections = {"database", "detection", "recovery", "cloud", "segments", "fencing", "publish", "keystone"}
-    sections |= {"coordination", "liveness", "api", "controlplane", "diagnosis", "canary"}
+    sections |= {"coordination", "liveness", "api", "controlplane", "diagnosis", "canary", "backups"}
     _only(raw, sections, where)
     database = _table(raw, "database", where)
     _only(database, {"url"}, f"{where} [database]")
@@ -271,6 +274,7 @@ def load_config(home: Path, path: Path | None = None, cloud_name: str | None = N
         controlplane=parse_controlplane(raw.get("controlplane"), where),
         diagnosis=parse_diagnosis(raw.get("diagnosis"), where),
         canary=parse_canary(raw.get("canary"), where),
+        backups=parse_backups(raw.get("backups"), where),
     )
 
 
