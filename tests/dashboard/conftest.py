@@ -59,3 +59,14 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
 @pytest.fixture
 def page(context: BrowserContext) -> Page:
     return context.new_page()
+
+
+@pytest.fixture(scope="module")
+def patient_start() -> Iterator[None]:
+    """`haven serve` given 90 s to answer instead of 30: a browser test's server starts while Chromium
+    starts too, and on the shared 2-core machine under load a start took 22 to 35 s."""
+    import clients.conftest
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(clients.conftest, "START_TIMEOUT_S", 90.0)
+        yield

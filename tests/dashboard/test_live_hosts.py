@@ -12,7 +12,6 @@ import re
 import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,11 +19,11 @@ from playwright.sync_api import BrowserContext, Page, expect
 
 from clients.conftest import HavenServer, start_haven
 
-INJECT_AFTER_S = 12
+INJECT_AFTER_S = 30  # the live test (first in this module) must have its page open by then
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HavenServer]:
+def served(tmp_path_factory: pytest.TempPathFactory, patient_start: None) -> Iterator[HavenServer]:
     home = tmp_path_factory.mktemp("dashboard") / "home"
     yield from start_haven(home, "--inject", "host-power-loss", "--inject-after", str(INJECT_AFTER_S))
 
@@ -34,6 +33,43 @@ def log_in(page: Page, server: HavenServer) -> None:
     page.get_by_label("Token").fill(server.token)
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("heading", name="Hosts by condition")).to_be_visible()
+
+
+def test_login_and_a_host_dies_live(served: HavenServer, context: BrowserContext, page: Page) -> None:
+    log_in(page, served)
+    cookie = next(c for c in context.cookies() if c["name"] == "haven_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/dashboard"
+    assert page.evaluate("document.cookie") == ""  # HttpOnly: no script on the page can read it
+    assert served.token not in page.url
+    expect(page.locator("#live")).to_contain_text("live")
+    page.evaluate("window.__notReloaded = true")
+    dead_rows = page.locator("tr[data-condition='dead']")
+    assert dead_rows.count() == 0, "the failure was injected before the page was open: raise INJECT_AFTER_S"
+    expect(page.locator("#no-notifications")).to_be_visible()
+
+    injected = served.wait_for_log(r"injected: power lost on (\S+)", timeout_s=INJECT_AFTER_S + 20).group(1)
+    confirmed = served.wait_for_log(r"host_confirmed_dead\s+(\S+)", timeout_s=30).group(1)
+    assert confirmed == injected
+
+    row = page.locator(f"#host-{injected}")
+    expect(row).to_have_attribute("data-condition", "dead", timeout=10_000)
+    expect(row).to_contain_text("dead")  # a word, not only a colour
+    expect(row).to_contain_text("BMC reports power off")
+    expect(page.locator("#counts li[data-condition='dead'] strong")).to_have_text("1")
+    chip = page.locator(f".map .zone .rack #chip-{injected}")  # the failure-domain map, live too
+    expect(chip).to_have_attribute("data-condition", "dead")
+    expect(chip).to_contain_text("dead")  # for screen readers; the symbol shows beside the colour
+    expect(page.locator(".map .zone")).to_have_count(3)  # the embedded default: 3 zones
+    card = page.locator("article.notification", has_text=injected)
+    expect(card).to_contain_text("fence", timeout=10_000)
+    expect(card.locator(".timeline")).to_contain_text(re.compile(r"evacuate \d+/\d+"), timeout=20_000)
+    expect(page.locator("#no-notifications")).to_have_count(0)
+    expect(card.locator(".status")).to_have_text("finished", timeout=30_000)
+    plotted = page.locator("#plot table.figures tbody tr", has_text=injected)
+    expect(plotted).to_have_count(1)  # the plot of recovery times took the finished recovery, live
+    expect(plotted.locator("td").last).to_contain_text("finished")
+    assert page.evaluate("window.__notReloaded") is True  # it all came over the event stream
+    assert served.token not in served.log.read_text()
 
 
 def test_without_a_session_it_is_401_and_the_login_page(served: HavenServer, page: Page) -> None:
@@ -64,43 +100,6 @@ def test_a_cross_site_login_is_refused(served: HavenServer) -> None:
     )
     assert answer.status_code == 403
     assert "set-cookie" not in answer.headers
-
-
-def test_login_and_a_host_dies_live(served: HavenServer, context: BrowserContext, page: Page) -> None:
-    log_in(page, served)
-    cookie = next(c for c in context.cookies() if c["name"] == "haven_session")
-    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/dashboard"
-    assert page.evaluate("document.cookie") == ""  # HttpOnly: no script on the page can read it
-    assert served.token not in page.url
-    expect(page.locator("#live")).to_contain_text("live")
-    page.evaluate("window.__notReloaded = true")
-    dead_rows = page.locator("tr[data-condition='dead']")
-    expect(dead_rows).to_have_count(0)
-    expect(page.locator("#no-notifications")).to_be_visible()
-
-    injected = served.wait_for_log(r"injected: power lost on (\S+)", timeout_s=INJECT_AFTER_S + 20).group(1)
-    confirmed = served.wait_for_log(r"host_confirmed_dead\s+(\S+)", timeout_s=30).group(1)
-    assert confirmed == injected
-
-    row = page.locator(f"#host-{injected}")
-    expect(row).to_have_attribute("data-condition", "dead", timeout=10_000)
-    expect(row).to_contain_text("dead")  # a word, not only a colour
-    expect(row).to_contain_text("BMC reports power off")
-    expect(page.locator("#counts li[data-condition='dead'] strong")).to_have_text("1")
-    chip = page.locator(f".map .zone .rack #chip-{injected}")  # the failure-domain map, live too
-    expect(chip).to_have_attribute("data-condition", "dead")
-    expect(chip).to_contain_text("dead")  # for screen readers; the symbol shows beside the colour
-    expect(page.locator(".map .zone")).to_have_count(3)  # the embedded default: 3 zones
-    card = page.locator("article.notification", has_text=injected)
-    expect(card).to_contain_text("fence", timeout=10_000)
-    expect(card.locator(".timeline")).to_contain_text(re.compile(r"evacuate \d+/\d+"), timeout=20_000)
-    expect(page.locator("#no-notifications")).to_have_count(0)
-    expect(card.locator(".status")).to_have_text("finished", timeout=30_000)
-    plotted = page.locator("#plot table.figures tbody tr", has_text=injected)
-    expect(plotted).to_have_count(1)  # the plot of recovery times took the finished recovery, live
-    expect(plotted.locator("td").last).to_contain_text("finished")
-    assert page.evaluate("window.__notReloaded") is True  # it all came over the event stream
-    assert served.token not in served.log.read_text()
 
 
 def test_the_keyboard_reaches_everything(served: HavenServer, page: Page) -> None:
@@ -139,23 +138,19 @@ def test_a_drill_run_from_the_page(served: HavenServer, page: Page) -> None:
     expect(page.locator("#messages")).to_contain_text("drill limit")
 
 
-def test_an_open_event_stream_ends_when_haven_stops(tmp_path: Path) -> None:
-    serving = start_haven(tmp_path / "home")
-    server = next(serving)
-    try:
-        with httpx.Client(base_url=server.url, timeout=10) as client:
-            assert client.post("/dashboard/login", data={"token": server.token}).status_code == 303
-            with client.stream("GET", "/dashboard/events") as stream:
-                lines = stream.iter_lines()
-                assert next(lines) == "event: live"
-                started = time.monotonic()
-                server.proc.send_signal(signal.SIGINT)
-                for _ in lines:  # the server ends the stream as it stops
-                    pass
-                ended_s = time.monotonic() - started
-        assert server.proc.wait(timeout=30) == 0
-        assert ended_s < 3.0  # not uvicorn's 5 s of graceful shutdown, then a cancelled stream
-        log = server.log.read_text()
-        assert "stopped cleanly" in log and "Traceback" not in log
-    finally:
-        serving.close()
+def test_an_open_event_stream_ends_when_haven_stops(served: HavenServer) -> None:
+    """Last in this module: it stops the module's server (the fixture then finds it stopped, cleanly)."""
+    with httpx.Client(base_url=served.url, timeout=30) as client:
+        assert client.post("/dashboard/login", data={"token": served.token}).status_code == 303
+        with client.stream("GET", "/dashboard/events") as stream:
+            lines = stream.iter_lines()
+            assert next(lines) == "event: live"
+            started = time.monotonic()
+            served.proc.send_signal(signal.SIGINT)
+            for _ in lines:  # the server ends the stream as it stops
+                pass
+            ended_s = time.monotonic() - started
+    assert served.proc.wait(timeout=60) == 0
+    assert ended_s < 3.0  # not uvicorn's 5 s of graceful shutdown, then a cancelled stream
+    log = served.log.read_text()
+    assert "stopped cleanly" in log and "Traceback" not in log

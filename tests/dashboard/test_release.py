@@ -27,7 +27,9 @@ pytestmark = pytest.mark.keystone
 
 
 @pytest.fixture(scope="module")
-def served(keystone: KeystoneLab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HavenServer]:
+def served(
+    keystone: KeystoneLab, tmp_path_factory: pytest.TempPathFactory, patient_start: None
+) -> Iterator[HavenServer]:
     config = (
         "[keystone]\n"
         f'auth_url = "{keystone.url}"\n'
@@ -44,7 +46,8 @@ def served(keystone: KeystoneLab, tmp_path_factory: pytest.TempPathFactory) -> I
 def status(server: HavenServer, admin: Account) -> dict[str, Any]:
     """What the API tells an admin (a fresh Keystone token, as any client would use)."""
     token = admin.session().get_token()
-    answer = httpx.get(f"{server.url}/v1/haven/status", headers={"X-Auth-Token": token}, timeout=10)
+    # Generous: on a loaded 2-core machine haven's check of a new token with Keystone can take seconds.
+    answer = httpx.get(f"{server.url}/v1/haven/status", headers={"X-Auth-Token": token}, timeout=60)
     assert answer.status_code == 200, answer.text
     found: dict[str, Any] = answer.json()
     return found
