@@ -168,6 +168,10 @@ class BackupRunner:
         await self._db(self._store.issue_backup, record, epoch=epoch)
         return await self._create(record, epoch, rotation=item.rotation, target=t)
 
+    async def advance(self, record: BackupRecord, epoch: int | None = None) -> None:
+        """One step of one backup in flight or being deleted (the CLI's wait uses it too)."""
+        await self._advance(record, epoch)
+
     async def _advance(self, record: BackupRecord, epoch: int | None) -> None:
         if record.state is BackupState.ISSUED:
             await self._create(record, epoch)

@@ -1,0 +1,174 @@
+"""``haven backups list|run|restore``: the backups of the cloud's servers, one taken now, a restore.
+
+Registered by haven.cli.main. Works on the OpenStack cloud of the configuration (``[cloud] driver =
+"openstack"`` or ``--cloud``); the simulated cloud lives only inside ``haven serve`` and drills.
+``list`` reads the store (and, with a SERVER, nothing else); ``run`` and ``restore`` commit their
+records before asking Nova and show progress until the backup (or restored server) is ready.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from haven.backups.restores import Restorer
+from haven.backups.runner import BackupRunner
+from haven.cli.render import when
+from haven.domain.backups import BackupRecord, RestoreRecord
+from haven.domain.clock import RealClock
+from haven.domain.errors import UserError
+from haven.domain.ids import ServerId
+from haven.service.config import HavenConfig
+from haven.store import Store
+
+ConfigOf = Callable[[argparse.Namespace], HavenConfig]
+StoreOf = Callable[[HavenConfig], Store]
+
+
+def add_backups_command(sub: Any, config_of: ConfigOf, store_of: StoreOf) -> None:
+    parser = sub.add_parser("backups", help="scheduled instance backups: list, take one now, restore")
+    actions = parser.add_subparsers(dest="backups_action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="backups (all, or one server's) and the latest restore drills")
+    listing.add_argument("server", nargs="?", help="a server id")
+    listing.add_argument("--json", action="store_true")
+    run = actions.add_parser("run", help="back a server up now (outside its schedule) and wait until ready")
+    run.add_argument("server", help="a server id")
+    run.add_argument("--json", action="store_true")
+    run.add_argument(
+        "--wait", type=float, default=600.0, help="seconds to wait for it to be ready (0: don't)"
+    )
+    restore = actions.add_parser("restore", help="rebuild a server from a backup, or boot a new one from it")
+    restore.add_argument("server", help="the id of the server the backup is of")
+    restore.add_argument("--at", help="the newest backup taken at or before this time (ISO 8601, UTC)")
+    restore.add_argument("--as-new", metavar="NAME", help="boot a new server NAME instead of rebuilding")
+    restore.add_argument("--json", action="store_true")
+    restore.add_argument("--wait", type=float, default=600.0)
+    for p in (run, restore):
+        p.add_argument("--cloud", metavar="NAME", help="the OpenStack cloud from clouds.yaml (like OS_CLOUD)")
+    parser.set_defaults(handler=lambda args, out, err: _run(args, config_of, store_of))
+
+
+def _run(args: argparse.Namespace, config_of: ConfigOf, store_of: StoreOf) -> int:
+    config = config_of(args)
+    if args.backups_action == "list":
+        with store_of(config) as store:
+            return _list(args, store)
+    with Store.open(config.database_url) as store:  # run and restore record before they act
+        return asyncio.run(_act(args, config, store))
+
+
+def _list(args: argparse.Namespace, store: Store) -> int:
+    records = store.backups_of(args.server) if args.server else store.backups_relevant(time.time())
+    drills = [d for d in store.list_restores() if not args.server or d.server_id == args.server]
+    if args.json:
+        print(
+            json.dumps(
+                {"backups": [backup_json(r) for r in records], "restores": [restore_json(d) for d in drills]}
+            )
+        )
+        return 0
+    table = Table(title="backups")
+    for column in ("server", "backup", "kind", "state", "taken", "ready", "image / volume backups", "error"):
+        table.add_column(column)
+    for r in records:
+        where = r.image_id or ", ".join(r.volume_backups.values())
+        kind = f"{r.kind.value}{' +inc' if r.incremental else ''}"
+        table.add_row(r.server_name, r.id[:8], kind, r.state.value, when(r.created_at), when(r.completed_at),
+                      where, r.error)  # fmt: skip
+    console = Console()
+    console.print(table)
+    if drills:
+        drill_table = Table(title="restores and restore drills")
+        for column in ("server", "purpose", "state", "recovery point", "started", "active at", "error"):
+            drill_table.add_column(column)
+        for d in drills[-50:]:
+            drill_table.add_row(d.server_id, d.purpose.value, d.state.value, when(d.recovery_point),
+                                when(d.created_at), when(d.active_at), d.error)  # fmt: skip
+        console.print(drill_table)
+    return 0
+
+
+async def _act(args: argparse.Namespace, config: HavenConfig, store: Store) -> int:
+    if config.cloud_driver != "openstack":
+        raise UserError(
+            "haven backups run/restore needs an OpenStack cloud",
+            'pass --cloud NAME or set [cloud] driver = "openstack"',
+        )
+    from haven.cloud.openstack import cloud_name, open_cloud  # openstacksdk only when needed
+
+    cloud = open_cloud(
+        cloud_name(config.openstack.name or None, os.environ), max_workers=config.openstack.max_workers
+    )
+    try:
+        port, clock = cloud.backups(), RealClock()
+        if args.backups_action == "run":
+            runner = BackupRunner(config.backups, port, store, clock)
+            record = await runner.backup_now(ServerId(args.server))
+            record = await _wait_backup(runner, store, record, args.wait, args.json)
+            _show(
+                args.json,
+                backup_json(record),
+                f"backup {record.id} of {record.server_name}: {record.state.value}",
+            )
+            return 0 if record.state.value == "available" or args.wait == 0 else 1
+        restorer = Restorer(port, store, clock, config.backups.drills)
+        at = _parse_time(args.at) if args.at else None
+        restore = await restorer.restore(args.server, at, args.as_new)
+        deadline = time.monotonic() + args.wait
+        while restore.state.in_flight and time.monotonic() < deadline:
+            if not args.json:
+                print(f"  restore {restore.id[:8]}: {restore.state.value}", flush=True)
+            await asyncio.sleep(2.0)
+            restore = await restorer.advance(restore)
+        line = f"restore {restore.id} ({restore.purpose.value}): {restore.state.value}"
+        _show(args.json, restore_json(restore), f"{line} {restore.error}; server {restore.target_id}")
+        return 0 if restore.state.value == "done" else 1
+    finally:
+        cloud.close()
+
+
+async def _wait_backup(
+    runner: BackupRunner, store: Store, record: BackupRecord, wait: float, quiet: bool
+) -> BackupRecord:
+    deadline = time.monotonic() + wait
+    while record.state.in_flight and time.monotonic() < deadline:
+        if not quiet:
+            print(f"  backup {record.id[:8]}: {record.state.value}", flush=True)
+        await asyncio.sleep(2.0)
+        await runner.advance(record)
+        record = store.get_backup(record.id)
+    return record
+
+
+def _show(as_json: bool, doc: dict[str, Any], line: str) -> None:
+    print(json.dumps(doc) if as_json else line)
+
+
+def _parse_time(text: str) -> float:
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UserError(f"--at {text!r} is not a time", "use ISO 8601, e.g. 2027-01-15T08:00:00Z") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def backup_json(record: BackupRecord) -> dict[str, Any]:
+    doc = dataclasses.asdict(record)
+    return {k: (v.value if hasattr(v, "value") else v) for k, v in doc.items()}
+
+
+def restore_json(record: RestoreRecord) -> dict[str, Any]:
+    doc = dataclasses.asdict(record)
+    return {k: (v.value if hasattr(v, "value") else v) for k, v in doc.items()}
