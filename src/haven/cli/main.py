@@ -29,6 +29,7 @@ from rich.markup import escape
 from haven import __version__
 from haven.cli import agent, cloud_drill, render
 from haven.cli.audit import add_audit_command
+from haven.cli.backups import add_backups_command
 from haven.cli.canary import add_canary_command
 from haven.cli.controlplane import add_controlplane_command
 from haven.cli.explain import add_explain_command
@@ -155,6 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     add_explore_command(sub)
     add_import_command(sub, _config, _store_to_write)
     add_explain_command(sub, _config, _existing_store)
+    add_backups_command(sub, _config, _existing_store)
     add_canary_command(sub, _config, _existing_store, lambda config: Store.open(config.database_url))
     add_controlplane_command(sub, _config, _existing_store)
     add_audit_command(sub)
