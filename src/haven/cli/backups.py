@@ -73,7 +73,7 @@ def _list(args: argparse.Namespace, store: Store) -> int:
     if args.json:
         print(
             json.dumps(
-                {"backups": [backup_json(r) for r in records], "restores": [restore_json(d) for d in drills]}
+                {"backups": [record_json(r) for r in records], "restores": [record_json(d) for d in drills]}
             )
         )
         return 0
@@ -117,7 +117,7 @@ async def _act(args: argparse.Namespace, config: HavenConfig, store: Store) -> i
             record = await _wait_backup(runner, store, record, args.wait, args.json)
             _show(
                 args.json,
-                backup_json(record),
+                record_json(record),
                 f"backup {record.id} of {record.server_name}: {record.state.value}",
             )
             return 0 if record.state.value == "available" or args.wait == 0 else 1
@@ -131,7 +131,7 @@ async def _act(args: argparse.Namespace, config: HavenConfig, store: Store) -> i
             await asyncio.sleep(2.0)
             restore = await restorer.advance(restore)
         line = f"restore {restore.id} ({restore.purpose.value}): {restore.state.value}"
-        _show(args.json, restore_json(restore), f"{line} {restore.error}; server {restore.target_id}")
+        _show(args.json, record_json(restore), f"{line} {restore.error}; server {restore.target_id}")
         return 0 if restore.state.value == "done" else 1
     finally:
         cloud.close()
@@ -164,11 +164,7 @@ def _parse_time(text: str) -> float:
     return parsed.timestamp()
 
 
-def backup_json(record: BackupRecord) -> dict[str, Any]:
-    doc = dataclasses.asdict(record)
-    return {k: (v.value if hasattr(v, "value") else v) for k, v in doc.items()}
-
-
-def restore_json(record: RestoreRecord) -> dict[str, Any]:
+def record_json(record: BackupRecord | RestoreRecord) -> dict[str, Any]:
+    """A backup or restore record as JSON (enums as their values)."""
     doc = dataclasses.asdict(record)
     return {k: (v.value if hasattr(v, "value") else v) for k, v in doc.items()}
