@@ -69,7 +69,7 @@ is opened or changed, so a bad file stops haven with nothing touched.
                                                    # its nova-compute to report before it counts as failed
     [controlplane]                                 # the control plane: see haven.controlplane.config
     [diagnosis]                                    # explanations' evidence: see haven.explain.config
-    [backups]                                      # scheduled backups and restore drills: haven.backups.config
+    [backups]                                      # scheduled backups, restore drills: haven.backups.config
     [canary]                                       # scheduled test boots: see haven.canary.config
 
 A ``[[segments]]`` entry sets only the keys it gives, at every start of ``haven serve``
