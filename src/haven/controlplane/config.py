@@ -201,11 +201,12 @@ def _probe(value: object, base: ProbeSpec | None, where: str) -> ProbeSpec | Non
     if "kind" in table:
         _scalars(ProbeSpec(ProbeKind.TCP, 0), {"kind": table["kind"]}, where)  # a bad kind named first
     if base is None or ("kind" in table and table["kind"] != base.kind.value):
-        if "kind" not in table or "port" not in table:
+        needs_port = table.get("kind") != ProbeKind.NOVA_RPC.value
+        if "kind" not in table or (needs_port and "port" not in table):
             raise ConfigError(
                 f"{where}: a new probe needs kind and port", 'e.g. { kind = "tcp", port = 3306 }'
             )
-        base = ProbeSpec(ProbeKind.TCP, 0)
+        base = ProbeSpec(ProbeKind.TCP, 0 if needs_port else 1)
     rest = {k: v for k, v in table.items() if k != "expect_status"}
     probe = _scalars(base, rest, where)
     if "expect_status" in table:
@@ -216,11 +217,45 @@ def _probe(value: object, base: ProbeSpec | None, where: str) -> ProbeSpec | Non
                 "e.g. expect_status = [200, 300]",
             )
         probe = dataclasses.replace(probe, expect_status=tuple(status))
+    _check_kind(probe, where)
     if not 0 < probe.port < 65536:
         raise ConfigError(f"{where}: port must be between 1 and 65535, got {probe.port}")
     if probe.timeout_s <= 0 or probe.period_s <= 0 or probe.failure_threshold < 1:
         raise ConfigError(f"{where}: timeout_s and period_s must be > 0 and failure_threshold >= 1")
     return probe
+
+
+# What each kind needs besides a port, and an example of it.
+_NEEDS: dict[ProbeKind, tuple[tuple[str, ...], str]] = {
+    ProbeKind.KEYSTONE: (
+        ("user", "password_env"),
+        'user = "haven", password_env = "HAVEN_PROBE_PASSWORD", project = "service"',
+    ),
+    ProbeKind.NOVA_SERVICES: (
+        ("user", "password_env", "auth_url"),
+        'auth_url = "http://keystone.example:5000/v3", user = "haven", password_env = "HAVEN_PROBE_PASSWORD"',
+    ),
+    ProbeKind.SQL: (("user", "password_env"), 'user = "haven", password_env = "HAVEN_DB_PASSWORD"'),
+    ProbeKind.AMQP: (("user", "password_env"), 'user = "haven", password_env = "HAVEN_MQ_PASSWORD"'),
+    ProbeKind.NOVA_RPC: (
+        ("topic", "transport_url_env"),
+        'topic = "conductor", transport_url_env = "HAVEN_NOVA_TRANSPORT_URL"',
+    ),
+}
+
+
+def _check_kind(probe: ProbeSpec, where: str) -> None:
+    needed, example = _NEEDS.get(probe.kind, ((), ""))
+    missing = [key for key in needed if not getattr(probe, key)]
+    if missing:
+        raise ConfigError(
+            f"{where}: a {probe.kind.value} probe needs {', '.join(missing)}", f"e.g. {{ {example} }}"
+        )
+    if probe.kind is ProbeKind.NOVA_RPC and probe.topic not in ("conductor", "scheduler", "compute"):
+        raise ConfigError(
+            f"{where}: topic must be Nova's RPC topic of the service, got {probe.topic!r}",
+            'topic = "conductor" for nova-conductor, "scheduler" for nova-scheduler',
+        )
 
 
 def _is_status(value: object) -> bool:

@@ -37,6 +37,7 @@ class Balancer(Protocol):
 
 
 class Prober(Protocol):
-    async def probe(self, address: str, spec: ProbeSpec) -> ProbeResult:
-        """One probe of the replica at ``address``; never raises: a failure is a failed result."""
+    async def probe(self, address: str, spec: ProbeSpec, host: str = "") -> ProbeResult:
+        """One probe of the replica at ``address`` (on controller ``host``); never raises: a failure is a
+        failed result."""
         ...

@@ -226,7 +226,8 @@ class Reconciler:
             self._invocations[(spec.name, host)] = status.invocation_id
             if log_ and now - log_[-1].at < spec.probe.period_s:
                 continue
-            due.append(((spec.name, host), self._prober.probe(self._address.get(host, host), spec.probe)))
+            address = self._address.get(host, host)
+            due.append(((spec.name, host), self._prober.probe(address, spec.probe, host)))
         results = await asyncio.gather(*(call for _, call in due))
         for (key, _), result in zip(due, results, strict=True):
             self._probes[key].append(result)

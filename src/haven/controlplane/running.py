@@ -37,6 +37,7 @@ from haven.domain.controlplane import (
     ServiceSpec,
     UnitActive,
 )
+from haven.domain.errors import ConfigError
 from haven.domain.ids import HostName
 from haven.store import Store
 
@@ -128,7 +129,16 @@ def _spread(hosts: list[HostName], domains: Mapping[HostName, str], n: int) -> l
 class ControlPlane:
     """What ``haven serve`` owns: the drivers, and a reconciler per term as leader."""
 
-    def __init__(self, config: ControlPlaneConfig, *, simulated_cloud: bool, clock: Clock) -> None:
+    def __init__(
+        self,
+        config: ControlPlaneConfig,
+        *,
+        simulated_cloud: bool,
+        clock: Clock,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        """ConfigError when a probe's password or transport URL variable is not in ``environ``."""
+        environ = environ or {}
         self.driver = config.driver or ("sim" if simulated_cloud else "systemd")
         self.sim: SimControlPlane | None = None
         self._clock = clock
@@ -143,7 +153,8 @@ class ControlPlane:
             self.units = systemds
             self._closers += [u.close for u in systemds.values()]
             self.balancer = HAProxyRuntime(config.haproxy_socket) if config.haproxy_socket else None
-            prober = NetworkProber(time.time)
+            _check_environ(config, environ)
+            prober = NetworkProber(time.time, environ)
             self._closers.append(prober.close)
             self.prober = prober
         self.config = config
@@ -196,3 +207,13 @@ class ControlPlane:
             result = close()
             if asyncio.iscoroutine(result):
                 await result
+
+
+def _check_environ(config: ControlPlaneConfig, environ: Mapping[str, str]) -> None:
+    for spec in config.services:
+        for name in spec.probe.secrets() if spec.probe is not None else ():
+            if name not in environ:
+                raise ConfigError(
+                    f"[controlplane] services.{spec.name} probe: environment variable {name} is not set",
+                    f"export {name} before `haven serve` (probes read passwords from the environment only)",
+                )

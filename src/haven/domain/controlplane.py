@@ -28,6 +28,14 @@ DomainName = NewType("DomainName", str)  # a failure domain: a rack, a room, a p
 class ProbeKind(StrEnum):
     HTTP = "http"  # GET a path (a version document, oslo.middleware's /healthcheck); status decides
     TCP = "tcp"  # connect, then close
+    KEYSTONE = "keystone"  # issue a token from this replica with the probe's account, then validate it
+    SQL = "sql"  # connect to this replica's database and run ``query``
+    AMQP = "amqp"  # connect to this broker, publish to a private queue and get the message back
+    NOVA_SERVICES = "nova_services"  # GET /v2.1/os-services on this nova-api with a Keystone token
+    # An RPC call to this host's nova-conductor or nova-scheduler (``topic``, server = the controller's
+    # host name) on Nova's bus: any answer from its dispatcher (NoSuchMethod included) is alive; no
+    # answer within ``timeout_s`` (a hung worker, its queue filling) is a failure. Seconds, not minutes.
+    NOVA_RPC = "nova_rpc"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +52,19 @@ class ProbeSpec:
     # A replica that has not passed its probe since its unit became active is *starting* for this long
     # (Kubernetes' startup probe): its failures do not count, so a slow start is never killed.
     startup_grace_s: float = 60.0
+    # The account of KEYSTONE, NOVA_SERVICES, SQL and AMQP probes; its password is read from the
+    # environment variable ``password_env`` (never written in haven.toml).
+    user: str = ""
+    password_env: str = ""
+    project: str = ""  # KEYSTONE, NOVA_SERVICES: the project scope; SQL: the database; AMQP: the vhost
+    auth_url: str = ""  # NOVA_SERVICES: Keystone's URL (e.g. its HAProxy frontend), ".../v3"
+    query: str = "SELECT 1"  # SQL
+    topic: str = ""  # NOVA_RPC: "conductor" or "scheduler"
+    transport_url_env: str = ""  # NOVA_RPC: the environment variable holding Nova's transport_url
+
+    def secrets(self) -> tuple[str, ...]:
+        """The environment variables this probe reads."""
+        return tuple(v for v in (self.password_env, self.transport_url_env) if v)
 
 
 @dataclass(frozen=True, slots=True)

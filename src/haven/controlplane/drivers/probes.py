@@ -1,4 +1,6 @@
-"""Probes of a replica's own health: HTTP (a version document, oslo.middleware's /healthcheck) and TCP.
+"""Probes of a replica's own health: HTTP (a version document, oslo.middleware's /healthcheck), TCP, and
+the service's own protocol (haven.controlplane.drivers.service_probes: a Keystone token round trip, an
+SQL query, an AMQP round trip, Nova's service list, a Nova RPC ping).
 
 Used by the reconciler as its ``Prober``. A probe never raises: a refused connection, an unexpected
 status, or no answer within ``timeout_s`` (a hung process keeps its port open) is a failed result
@@ -9,48 +11,79 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import httpx
 
+from haven.controlplane.drivers import service_probes as sp
 from haven.domain.controlplane import ProbeKind, ProbeResult, ProbeSpec
+
+_ANSWERED = (OSError, httpx.HTTPError, ValueError)
 
 
 class NetworkProber:
-    """``wall_clock``: stamps results (the reconciler's clock, so results and unit times compare)."""
+    """``wall_clock``: stamps results (the reconciler's clock, so results and unit times compare);
+    ``environ``: where the probes' passwords and Nova's transport URL are read (``password_env``...)."""
 
-    def __init__(self, wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, wall_clock: Callable[[], float] = time.time, environ: Mapping[str, str] | None = None
+    ) -> None:
         self._now = wall_clock
+        self._environ = dict(environ or {})
         # No connection reuse: each probe must reach the replica afresh, as a new client would.
         self._client = httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0), trust_env=False)
+        self._tokens = sp.TokenCache()
+        self._rpc = sp.NovaRpc()
 
     async def close(self) -> None:
         await self._client.aclose()
+        await asyncio.to_thread(self._rpc.close)
 
-    async def probe(self, address: str, spec: ProbeSpec) -> ProbeResult:
+    async def probe(self, address: str, spec: ProbeSpec, host: str = "") -> ProbeResult:
+        """``host``: the controller's name (Nova's ``host`` of its conductor and scheduler)."""
         try:
-            if spec.kind is ProbeKind.HTTP:
-                ok, detail = await asyncio.wait_for(self._http(address, spec), spec.timeout_s)
-            else:
-                ok, detail = await asyncio.wait_for(_tcp(address, spec.port), spec.timeout_s)
+            detail = await asyncio.wait_for(self._probe(address, spec, host or address), spec.timeout_s)
+            ok = True
         except TimeoutError:
             ok, detail = False, f"no answer within {spec.timeout_s:g} s"
-        except (OSError, httpx.HTTPError) as exc:
+        except sp.ProbeFailed as exc:
+            ok, detail = False, str(exc)
+        except _ANSWERED as exc:
             ok, detail = False, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        except Exception as exc:  # a client library's own error (PyMySQL, py-amqp, oslo.messaging)
+            ok, detail = False, f"{type(exc).__module__}.{type(exc).__name__}: {exc}"
         return ProbeResult(ok, self._now(), detail)
 
-    async def _http(self, address: str, spec: ProbeSpec) -> tuple[bool, str]:
-        url = f"http://{_host(address)}:{spec.port}{spec.path}"
-        response = await self._client.get(url, timeout=spec.timeout_s)
-        ok = response.status_code in spec.expect_status
-        return ok, f"GET {spec.path}: {response.status_code}"
+    async def _probe(self, address: str, spec: ProbeSpec, host: str) -> str:
+        base = f"http://{_host(address)}:{spec.port}"
+        match spec.kind:
+            case ProbeKind.HTTP:
+                return await self._http(base, spec)
+            case ProbeKind.TCP:
+                return await _tcp(address, spec.port)
+            case ProbeKind.KEYSTONE:
+                return await sp.keystone(self._client, base, spec, self._environ)
+            case ProbeKind.NOVA_SERVICES:
+                return await sp.nova_services(self._client, base, spec, self._environ, self._tokens)
+            case ProbeKind.SQL:
+                return await sp.in_thread(sp.sql, address, spec, self._environ)
+            case ProbeKind.AMQP:
+                return await sp.in_thread(sp.amqp_round_trip, address, spec, self._environ)
+            case ProbeKind.NOVA_RPC:
+                return await sp.in_thread(self._rpc.ping, host, spec, self._environ)
+
+    async def _http(self, base: str, spec: ProbeSpec) -> str:
+        response = await self._client.get(f"{base}{spec.path}", timeout=spec.timeout_s)
+        if response.status_code not in spec.expect_status:
+            raise sp.ProbeFailed(f"GET {spec.path}: {response.status_code}")
+        return f"GET {spec.path}: {response.status_code}"
 
 
-async def _tcp(address: str, port: int) -> tuple[bool, str]:
+async def _tcp(address: str, port: int) -> str:
     _, writer = await asyncio.open_connection(address, port)
     writer.close()
     await writer.wait_closed()
-    return True, f"tcp {port}: connected"
+    return f"tcp {port}: connected"
 
 
 def _host(address: str) -> str:

@@ -110,10 +110,12 @@ class SimProber:
         self._start_s = start_s
         self.port_units: dict[int, str] = {}  # probe port -> unit name
 
-    async def probe(self, address: str, spec: ProbeSpec) -> ProbeResult:
-        host = self._hosts.get(address)
+    async def probe(self, address: str, spec: ProbeSpec, host: str = "") -> ProbeResult:
+        units = self._hosts.get(address)
         unit = (
-            None if host is None or not host.reachable else host.units.get(self.port_units.get(spec.port, ""))
+            None
+            if units is None or not units.reachable
+            else units.units.get(self.port_units.get(spec.port, ""))
         )
         now = self._now()
         if unit is None or unit.active is not UnitActive.ACTIVE:

@@ -1,0 +1,243 @@
+"""Probes that speak the service's own protocol: a Keystone token round trip, an SQL query, an AMQP round
+trip, Nova's service list and a Nova RPC ping of a conductor or scheduler.
+
+Called by haven.controlplane.drivers.probes.NetworkProber, which bounds each with the probe's timeout and
+turns what these raise into a failed result. Each function returns the words of a pass and raises
+ProbeFailed (or the client's own error) for a failure. Blocking clients (PyMySQL, py-amqp,
+oslo.messaging) run in a thread; each sets its own socket timeouts too, so a hung server never leaves a
+thread waiting for long after the probe has given up. Passwords and the transport URL come from the
+environment variables the ProbeSpec names (``password_env``, ``transport_url_env``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from haven.domain.controlplane import ProbeSpec
+
+
+class ProbeFailed(Exception):
+    """The service answered, and its answer is a failure (a 401, a wrong status, no message back)."""
+
+
+def secret(environ: Mapping[str, str], name: str) -> str:
+    value = environ.get(name)
+    if value is None:
+        raise ProbeFailed(f"environment variable {name} is not set")
+    return value
+
+
+def _password_auth(spec: ProbeSpec, password: str) -> dict[str, Any]:
+    auth: dict[str, Any] = {
+        "identity": {
+            "methods": ["password"],
+            "password": {"user": {"name": spec.user, "domain": {"id": "default"}, "password": password}},
+        }
+    }
+    if spec.project:
+        auth["scope"] = {"project": {"name": spec.project, "domain": {"id": "default"}}}
+    return {"auth": auth}
+
+
+async def issue_token(client: httpx.AsyncClient, auth_url: str, spec: ProbeSpec, password: str) -> str:
+    response = await client.post(
+        f"{auth_url.rstrip('/')}/auth/tokens", json=_password_auth(spec, password), timeout=spec.timeout_s
+    )
+    token = response.headers.get("X-Subject-Token")
+    if response.status_code != 201 or not token:
+        raise ProbeFailed(f"POST /v3/auth/tokens: {response.status_code}")
+    return str(token)
+
+
+async def keystone(client: httpx.AsyncClient, base: str, spec: ProbeSpec, environ: Mapping[str, str]) -> str:
+    """Issue a token from this Keystone, then validate it there: its database, keys and tokens work."""
+    url = f"{base}/v3"
+    token = await issue_token(client, url, spec, secret(environ, spec.password_env))
+    headers = {"X-Auth-Token": token, "X-Subject-Token": token}
+    response = await client.get(f"{url}/auth/tokens", headers=headers, timeout=spec.timeout_s)
+    if response.status_code != 200:
+        raise ProbeFailed(f"token issued, its validation answered {response.status_code}")
+    return "token issued and validated"
+
+
+class TokenCache:
+    """One Keystone token per (auth_url, user, project) for the Nova service-list probe, renewed early.
+
+    The token comes from Keystone once, not at every probe, so a Keystone failure does not look like a
+    nova-api failure (nova-api depends on Keystone: the planner holds its restarts while Keystone is down).
+    """
+
+    def __init__(self, lifetime_s: float = 600.0) -> None:
+        self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
+        self._lifetime_s = lifetime_s
+
+    async def get(self, client: httpx.AsyncClient, spec: ProbeSpec, password: str, fresh: bool) -> str:
+        key = (spec.auth_url, spec.user, spec.project)
+        kept = self._tokens.get(key)
+        if kept is not None and not fresh and time.monotonic() - kept[1] < self._lifetime_s:
+            return kept[0]
+        token = await issue_token(client, spec.auth_url, spec, password)
+        self._tokens[key] = (token, time.monotonic())
+        return token
+
+
+async def nova_services(
+    client: httpx.AsyncClient, base: str, spec: ProbeSpec, environ: Mapping[str, str], tokens: TokenCache
+) -> str:
+    """Nova's service list from this nova-api: it authenticates the token and reads Nova's database."""
+    password = secret(environ, spec.password_env)
+    for fresh in (False, True):
+        token = await tokens.get(client, spec, password, fresh)
+        response = await client.get(
+            f"{base}/v2.1/os-services", headers={"X-Auth-Token": token}, timeout=spec.timeout_s
+        )
+        if response.status_code == 401 and not fresh:
+            continue  # the kept token expired or was revoked: one new token, once
+        if response.status_code != 200:
+            raise ProbeFailed(f"GET /v2.1/os-services: {response.status_code}")
+        services = response.json().get("services")
+        if not isinstance(services, list):
+            raise ProbeFailed("GET /v2.1/os-services: no service list in the answer")
+        return f"os-services: {len(services)} services"
+    raise ProbeFailed("GET /v2.1/os-services: 401 with a new token")
+
+
+def sql(address: str, spec: ProbeSpec, environ: Mapping[str, str]) -> str:
+    import pymysql  # type: ignore[import-untyped]
+
+    connection = pymysql.connect(
+        host=address,
+        port=spec.port,
+        user=spec.user,
+        password=secret(environ, spec.password_env),
+        database=spec.project or None,
+        connect_timeout=spec.timeout_s,
+        read_timeout=spec.timeout_s,
+        write_timeout=spec.timeout_s,
+    )
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(spec.query)
+            rows = cursor.fetchall()
+    finally:
+        connection.close()
+    return f"{spec.query}: {len(rows)} row(s)"
+
+
+def amqp_round_trip(address: str, spec: ProbeSpec, environ: Mapping[str, str]) -> str:
+    """Connect, declare a private queue, publish one message to it and get it back."""
+    import amqp  # type: ignore[import-untyped]
+
+    deadline = time.monotonic() + spec.timeout_s
+    connection = amqp.Connection(
+        host=f"{address}:{spec.port}",
+        userid=spec.user,
+        password=secret(environ, spec.password_env),
+        virtual_host=spec.project or "/",
+        connect_timeout=spec.timeout_s,
+        read_timeout=spec.timeout_s,
+        write_timeout=spec.timeout_s,
+    )
+    connection.connect()
+    try:
+        channel = connection.channel()
+        queue, _, _ = channel.queue_declare(queue="", exclusive=True, auto_delete=True)
+        body = uuid.uuid4().hex
+        channel.basic_publish(amqp.Message(body), exchange="", routing_key=queue)
+        while time.monotonic() < deadline:
+            message = channel.basic_get(queue, no_ack=True)
+            if message is not None:
+                if message.body in (body, body.encode()):
+                    return "published and got back"
+                raise ProbeFailed("a message came back that was not ours")
+            time.sleep(0.02)
+        raise ProbeFailed(f"the message did not come back within {spec.timeout_s:g} s")
+    finally:
+        if connection.connected:
+            connection.close()
+        else:
+            connection.collect()
+
+
+# The ping: a method no endpoint has, at a version the service's manager accepts, so its dispatcher
+# answers NoSuchMethod; a name ending in "_ignore_errors" makes oslo.messaging's server log that at debug
+# level only, so a ping every few seconds leaves no traceback in nova-conductor's log.
+PING_METHOD = "haven_ping_ignore_errors"
+_VERSIONS = {"conductor": "3.0", "scheduler": "4.0", "compute": "6.0"}  # their managers' major versions
+
+
+class NovaRpc:
+    """RPC pings on Nova's bus: one oslo.messaging transport per transport URL, made on first use."""
+
+    def __init__(self) -> None:
+        self._transports: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def _transport(self, url: str) -> Any:
+        with self._lock:
+            transport = self._transports.get(url)
+            if transport is None:
+                from oslo_config import cfg
+
+                from haven.notify.oslo import oslo_messaging
+
+                conf = cfg.ConfigOpts()
+                conf([], project="haven-probe", default_config_files=[], default_config_dirs=[])
+                register_globals(conf)
+                transport = oslo_messaging.get_rpc_transport(conf, url=url)
+                self._transports[url] = transport
+            return transport
+
+    def ping(self, host: str, spec: ProbeSpec, environ: Mapping[str, str]) -> str:
+        from haven.notify.oslo import oslo_messaging
+
+        transport = self._transport(secret(environ, spec.transport_url_env))
+        target = oslo_messaging.Target(topic=spec.topic, server=host, version=_VERSIONS.get(spec.topic))
+        client = oslo_messaging.get_rpc_client(transport, target, timeout=spec.timeout_s)
+        try:
+            client.call({}, PING_METHOD)
+        except oslo_messaging.MessagingTimeout:
+            raise ProbeFailed(f"{spec.topic} on {host}: no answer within {spec.timeout_s:g} s") from None
+        except (
+            oslo_messaging.rpc.dispatcher.NoSuchMethod,
+            oslo_messaging.rpc.dispatcher.UnsupportedVersion,
+            oslo_messaging.RemoteError,
+        ) as answered:
+            return f"{spec.topic} on {host} answered ({type(answered).__name__})"
+        return f"{spec.topic} on {host} answered"
+
+    def close(self) -> None:
+        with self._lock:
+            for transport in self._transports.values():
+                transport.cleanup()
+            self._transports.clear()
+
+
+# Options oslo.messaging's RPC client reads from the client's config but registers on the global cfg.CONF
+# only (its own ConfFixture registers the same ones): (module, attribute, group).
+_GLOBAL_OPTS = (
+    ("oslo_messaging._metrics.client", "oslo_messaging_metrics", "oslo_messaging_metrics"),
+    ("oslo_messaging._tracing.client", "oslo_messaging_tracing", "oslo_messaging_tracing"),
+)
+
+
+def register_globals(conf: Any) -> None:
+    for module, attribute, group in _GLOBAL_OPTS:
+        try:
+            opts = getattr(importlib.import_module(module), attribute)
+        except (ImportError, AttributeError):
+            continue  # an older oslo.messaging without it
+        conf.register_opts(opts, group=group)
+
+
+async def in_thread(call: Any, *args: Any) -> str:
+    result: str = await asyncio.to_thread(call, *args)
+    return result
