@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,9 @@ def test_every_masakari_action_in_the_table_is_a_route_of_the_app(tmp_path: Path
         app = create_app(store, intake=None, token="t", clock=VirtualClock())  # type: ignore[arg-type]
     paths = app.openapi()["paths"]
     declared = {(method.upper(), path) for path, ops in paths.items() for method in ops}
-    assert set(POLICIES) - {("GET", "/v1/")} <= declared  # /v1/ is left out of the document
+    # The document drops a route's converter ("{id:path}" is "{id}"); the table keys the route as declared.
+    table = {(method, re.sub(r":\w+}", "}", path)) for method, path in POLICIES}
+    assert table - {("GET", "/v1/")} <= declared  # /v1/ is left out of the document
 
 
 @pytest.mark.parametrize("roles", [frozenset(), frozenset({"reader"}), frozenset({"member", "reader"})])

@@ -61,18 +61,22 @@ def test_a_ratio_needs_both_medians() -> None:
 
 def test_the_lab_bench_compares_novas_view_with_novas_view() -> None:
     lab = load("lab")
-    haven_runs = [
-        {"verified": 15.0, "nova all active": 22.0},
-        {"verified": 16.0, "nova all active": 24.0},
-        {"verified": 17.0, "nova all active": None},  # Nova never listed them all (counted apart)
-    ]
-    floor_runs = [{"all active": 20.0}, {"all active": 22.0}]
-    haven = {k: figures.spread(r.get(k) for r in haven_runs) for k in ("verified", "nova all active")}
-    floor = {"all active": figures.spread(r["all active"] for r in floor_runs)}
-    lines = lab.comparison(haven, floor)
-    assert "haven 23.00 s, floor 21.00 s" in lines[0]  # both as Nova lists them
-    assert lines[1].endswith(f"{23.0 / 21.0:.2f}")  # not haven's own 16 s over the floor's 21 s
-    assert "haven's own 'verified'" in lines[2] and "16.00 s" in lines[2]
+    # Each sequence's total is the moment Nova lists every HA VM ACTIVE elsewhere; a run that never
+    # got there is counted apart, never as a time.
+    totals = {
+        "haven": figures.spread([22.0, 24.0, None]),
+        "oracle": figures.spread([20.0, 22.0]),
+        "floor": figures.spread([30.0]),
+        "masakari": figures.spread([None, None]),
+    }
+    lines = lab.comparison(totals)
+    haven = next(line for line in lines if line.strip().startswith("haven "))
+    assert "23.00 s" in haven and "2 of 3" in haven and "1 of 3 runs not done" in haven
+    masakari = next(line for line in lines if line.strip().startswith("masakari "))
+    assert "2 of 2 runs never got there" in masakari
+    assert any(line.startswith(f"ratio haven / oracle: {23.0 / 21.0:.2f} ") for line in lines)
+    assert any(line.startswith(f"ratio haven / floor: {23.0 / 30.0:.2f} ") for line in lines)
+    assert any(line.startswith("ratio masakari / haven: -") for line in lines)  # no Masakari time, no ratio
 
 
 def test_the_scale_bench_imports() -> None:
