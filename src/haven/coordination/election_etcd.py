@@ -31,7 +31,7 @@ from collections.abc import Callable
 
 from haven.coordination.election import LeaderStatus
 from haven.coordination.etcd import EtcdClient, KeyValue
-from haven.coordination.watching import KeyWatch, Notifier
+from haven.coordination.watching import KeyWatch, Notifier, cancel_and_wait
 from haven.domain.errors import CoordinationError, CoordinationUnavailable
 
 log = logging.getLogger("haven.coordination")
@@ -133,9 +133,7 @@ class EtcdElector:
                     self._set(reason=str(exc))
                     await asyncio.sleep(self.probe_interval_s)
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            await cancel_and_wait([watcher], self.client.timeout_s * 8)
             await self.resign()
 
     async def aclose(self) -> None:

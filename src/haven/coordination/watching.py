@@ -16,7 +16,6 @@ False while it cannot vouch for its copy, so readers can refuse to draw conclusi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -48,6 +47,21 @@ class Notifier:
 
 class _Restarted(CoordinationUnavailable):
     """etcd answered from a new raft term or another member: the open stream may be dead."""
+
+
+async def cancel_and_wait(tasks: list[asyncio.Task[None]], bound_s: float) -> None:
+    """Cancel the tasks and wait for them, at most ``bound_s``: a task stuck in closing an HTTP stream
+    is left behind (logged) rather than holding up an engine's stop or a resignation forever."""
+    for task in tasks:
+        task.cancel()
+    done, pending = await asyncio.wait(tasks, timeout=bound_s)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            if not isinstance(exc, (CoordinationError, CoordinationUnavailable)):
+                log.warning("a watch task ended with %r while stopping", exc)
+    if pending:
+        log.warning("%d watch task(s) still running %.1f s after cancel", len(pending), bound_s)
 
 
 class KeyWatch:
@@ -133,11 +147,7 @@ class KeyWatch:
             for task in done:
                 task.result()  # re-raises why the watch ended
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, CoordinationError, CoordinationUnavailable):
-                    await task
+            await cancel_and_wait(tasks, self.client.timeout_s * 4)
 
     async def _consume(self) -> None:
         async for events in self.client.watch(self.key, prefix=self.prefix, start_revision=self.revision + 1):
