@@ -24,11 +24,10 @@ from haven.domain.clock import VirtualClock
 from haven.drill.run import DrillOptions, run_drill
 from haven.service.metrics import HavenMetrics
 from haven.store import Store
-from servers.process import ServerProcess, free_port, port_open, require
+from servers.process import free_port, port_open
+from servers.prometheus import running_prometheus
 
 from .conftest import TOKEN, FakeIntake
-
-PROMETHEUS = "/usr/bin/prometheus"
 
 
 @pytest.fixture
@@ -59,38 +58,8 @@ def haven_api(tmp_path: Path) -> Iterator[int]:
 
 @pytest.fixture
 def prometheus(tmp_path: Path, haven_api: int) -> Iterator[str]:
-    binary = require(PROMETHEUS, "prometheus")
-    port = free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, scrape_timeout: 1s}\n"
-        "scrape_configs:\n"
-        "  - job_name: haven\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{haven_api}']}}]\n"
-    )
-    server = ServerProcess(
-        "prometheus",
-        [
-            str(binary),
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        tmp_path / "prometheus.log",
-    ).start()
-    try:
-        url = f"http://127.0.0.1:{port}"
-        server.wait_until(lambda: _ready(url), 20, "readiness")
+    with running_prometheus(tmp_path, "haven", haven_api) as url:
         yield url
-    finally:
-        server.stop()
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/-/ready", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def _query(url: str, promql: str) -> list[dict[str, Any]]:

@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
-from evidence.prometheus_server import running_prometheus
 from haven.domain.errors import PermanentError, TemporaryError
 from haven.evidence.metrics import RangeSeries, RecordedMetrics
 from haven.evidence.prometheus import PrometheusMetrics
 from servers.process import free_port
+from servers.prometheus import running_prometheus
 
 
 class Exporter:

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from evidence.prometheus_server import running_prometheus
 from haven.canary.model import CanarySettings, durations
 from haven.canary.runner import CanaryRunner
 from haven.canary.sim import SimCanaryCloud
@@ -25,6 +24,7 @@ from haven.explain.config import DEFAULT_METRICS, parse_diagnosis
 from haven.service.metrics import HavenMetrics
 from haven.store import Store
 from servers.process import free_port
+from servers.prometheus import running_prometheus
 
 pytestmark = pytest.mark.slow
 

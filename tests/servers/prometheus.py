@@ -1,7 +1,7 @@
 """Debian's real Prometheus for a test: started in a folder of its own, scraping one target every second.
 
-Used by tests/evidence (range queries) and tests/explain (the default metric queries over haven's own
-/metrics); stopped exactly as started.
+Used by tests/evidence (range queries), tests/explain (the default metric queries over haven's own
+/metrics) and tests/api (a real scrape of the API's /metrics); stopped exactly as started.
 """
 
 from __future__ import annotations
