@@ -31,12 +31,15 @@ from haven.domain.clock import RealClock
 from haven.stateful.cluster import LoopbackCluster
 from haven.stateful.galera import DecisionKind
 from haven.stateful.galera_node import MARIADBD, LocalGaleraNode
-from haven.stateful.galera_recovery import GaleraRecovery, MemoryJournal
+from haven.stateful.galera_recovery import GaleraRecovery
 from haven.stateful.writer import Writer, missing, prepare
+from haven.store import Store
 
 
-async def _no_alert(text: str) -> None:
-    print(f"ALERT: {text}", file=sys.stderr)
+def _recovery(cluster: LoopbackCluster) -> tuple[GaleraRecovery, Store]:
+    """The loop as haven runs it: its journal and alerts in a store (here in memory)."""
+    store = Store.open("sqlite://")
+    return GaleraRecovery.on_store(cluster.nodes, store, "haven", RealClock()), store
 
 
 def _seqno(node: LocalGaleraNode) -> int:
@@ -73,7 +76,7 @@ def node_loss(cluster: LoopbackCluster, run: int) -> dict[str, float]:
     time.sleep(0.5)
     cluster.kill([victim.name])
     killed = time.monotonic()
-    recovery = GaleraRecovery(cluster.nodes, MemoryJournal(), RealClock(), _no_alert)
+    recovery, _ = _recovery(cluster)
     decisions = asyncio.run(recovery.run_until_synced(timeout_s=120, interval_s=0.2))
     back = time.monotonic() - killed
     writer.stop()
@@ -95,8 +98,7 @@ def full_outage(cluster: LoopbackCluster, run: int) -> dict[str, float]:
     writer.stop()
     seqnos = {n.name: _seqno(n) for n in cluster.nodes}
     probe = Writer([n.layout.socket for n in cluster.nodes], start_id=10_000_000 * (run + 1) + 8_000_000)
-    journal = MemoryJournal()
-    recovery = GaleraRecovery(cluster.nodes, journal, RealClock(), _no_alert)
+    recovery, store = _recovery(cluster)
     power_back = time.monotonic()
     probe.start()
     served: list[float] = []
@@ -118,7 +120,9 @@ def full_outage(cluster: LoopbackCluster, run: int) -> dict[str, float]:
     if not served:
         served.append(time.monotonic() - power_back)
     probe.stop()
-    bootstrapped = next(a.node for a in journal.actions if a.kind is DecisionKind.BOOTSTRAP)
+    bootstrapped = next(
+        a.node for a in store.galera_actions_since("haven") if a.kind == DecisionKind.BOOTSTRAP
+    )
     lost = max(len(missing(n.layout.socket, writer.acked)) for n in cluster.nodes)
     return {
         "writes_served_s": served[0], "all_synced_s": synced, "writes_lost": lost, "acked": len(writer.acked),

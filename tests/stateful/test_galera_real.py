@@ -22,9 +22,10 @@ from haven.domain.clock import RealClock
 from haven.domain.errors import HavenError
 from haven.stateful.cluster import LoopbackCluster
 from haven.stateful.galera import DecisionKind
-from haven.stateful.galera_node import MARIADBD, PROVIDER
-from haven.stateful.galera_recovery import GaleraRecovery, MemoryJournal
+from haven.stateful.galera_node import MARIADBD, PROVIDER, LocalGaleraNode
+from haven.stateful.galera_recovery import GaleraRecovery, StoreAlerts, StoreJournal
 from haven.stateful.writer import Writer, missing, prepare
+from haven.store import Store
 
 pytestmark = [
     pytest.mark.slow,
@@ -46,17 +47,14 @@ def cluster() -> Iterator[LoopbackCluster]:
         made.remove()
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.alerts: list[str] = []
-
-    async def __call__(self, text: str) -> None:
-        self.alerts.append(text)
-
-
-def _recovery(cluster: LoopbackCluster) -> tuple[GaleraRecovery, MemoryJournal, Recorder]:
-    journal, alerts = MemoryJournal(), Recorder()
-    return GaleraRecovery(cluster.nodes, journal, RealClock(), alerts), journal, alerts
+def _recovery(
+    cluster: LoopbackCluster, store: Store | None = None
+) -> tuple[GaleraRecovery, StoreJournal, StoreAlerts]:
+    """The loop with its journal and alerts in a store (in memory unless given)."""
+    store = store or Store.open("sqlite://")
+    clock = RealClock()
+    journal, alerts = StoreJournal(store, "haven", clock), StoreAlerts(store, "haven", clock)
+    return GaleraRecovery(cluster.nodes, journal, alerts, clock, "haven"), journal, alerts
 
 
 def _synced(cluster: LoopbackCluster) -> None:
@@ -102,9 +100,9 @@ def test_a_killed_node_is_restarted_and_rejoins(cluster: LoopbackCluster) -> Non
     decisions = asyncio.run(recovery.run_until_synced(timeout_s=90))
     writer.stop()
     assert decisions[-1].kind is DecisionKind.NOTHING, decisions
-    kinds = [(a.kind, a.node) for a in journal.actions]
+    kinds = [(a.kind, a.node) for a in journal.actions() if a.kind != DecisionKind.RECOVER]
     assert kinds == [(DecisionKind.START, "g3")]
-    assert alerts.alerts == []
+    assert alerts.active() == []
     live = asyncio.run(cluster.node("g3").live())  # the server's own word
     assert (live.primary, live.local_state, live.cluster_size) == (True, "Synced", 3)
     assert writer.acked and writer.failed == 0, writer.last_error
@@ -135,8 +133,8 @@ def test_full_outage_bootstraps_the_node_with_the_highest_seqno_and_loses_no_wri
     started = time.monotonic()
     decisions = asyncio.run(recovery.run_until_synced(timeout_s=120))
     elapsed = time.monotonic() - started
-    assert decisions[-1].kind is DecisionKind.NOTHING, (decisions, alerts.alerts)
-    bootstraps = [a for a in journal.actions if a.kind is DecisionKind.BOOTSTRAP]
+    assert decisions[-1].kind is DecisionKind.NOTHING, (decisions, alerts.active())
+    bootstraps = [a for a in journal.actions() if a.kind == DecisionKind.BOOTSTRAP]
     assert len(bootstraps) == 1
     assert seqnos[bootstraps[0].node] == max(seqnos.values()), (bootstraps, seqnos)
     assert bootstraps[0].node != first_down
@@ -157,9 +155,9 @@ def test_an_unreadable_node_holds_with_one_alert_and_starts_nothing(cluster: Loo
         decisions = [asyncio.run(recovery.run_pass()) for _ in range(3)]
         assert [d.kind for d in decisions] == [DecisionKind.HOLD] * 3
         assert all(not asyncio.run(n.running()) for n in cluster.nodes)  # nothing started
-        assert journal.actions == []
-        assert len(alerts.alerts) == 1  # one alert, not one per pass
-        alert = alerts.alerts[0]
+        assert all(a.kind == DecisionKind.RECOVER for a in journal.actions())  # reads only, no start
+        assert len(alerts.active()) == 1  # one alert in the store, not one per pass
+        alert = alerts.active()[0].message
         assert "g2: stopped, grastate.dat unreadable" in alert
         assert re.search(r"g1: stopped: grastate [0-9a-f-]+:-1 safe_to_bootstrap 0", alert)
         assert "mariadbd --wsrep-recover" in alert
@@ -167,4 +165,66 @@ def test_an_unreadable_node_holds_with_one_alert_and_starts_nothing(cluster: Loo
         moved.rename(hidden)
     decisions = asyncio.run(recovery.run_until_synced(timeout_s=120))
     assert decisions[-1].kind is DecisionKind.NOTHING
+    assert alerts.active() == []  # cleared once the loop could act
     _synced(cluster)
+
+
+class _Crash(BaseException):
+    """haven's process dying: nothing after it runs (not an Exception the loop would catch)."""
+
+
+class _DiesAfterBootstrap:
+    """A node whose bootstrap is made, after which haven dies before committing the outcome."""
+
+    def __init__(self, node: LocalGaleraNode) -> None:
+        self._node, self.name = node, node.name
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._node, name)
+
+    async def bootstrap(self, position: object) -> None:
+        await self._node.bootstrap(position)  # type: ignore[arg-type]
+        raise _Crash
+
+
+def _new_groups(node: LocalGaleraNode, since: int) -> int:
+    """How many times this node's server started a new cluster (Galera's own log line) after ``since``."""
+    with open(node.layout.folder / "error.log", "rb") as log:
+        log.seek(since)
+        return log.read().count(b"gcomm: bootstrapping new group")
+
+
+def test_haven_killed_between_a_bootstraps_intent_and_outcome_bootstraps_once(
+    cluster: LoopbackCluster, tmp_path: Path
+) -> None:
+    _synced(cluster)
+    writer = Writer([n.layout.socket for n in cluster.nodes], start_id=3_000_000).start()
+    _until(lambda: len(writer.acked) >= 20, "20 acknowledged writes")
+    cluster.kill(["g1", "g2", "g3"])
+    writer.stop()
+    marks = {n.name: (n.layout.folder / "error.log").stat().st_size for n in cluster.nodes}
+    url = f"sqlite:///{tmp_path / 'haven.db'}"
+    with Store.open(url) as store:
+        dying = [_DiesAfterBootstrap(n) for n in cluster.nodes]
+        recovery = GaleraRecovery.on_store(dying, store, "haven", RealClock())  # type: ignore[arg-type]
+        with pytest.raises(_Crash):
+            asyncio.run(recovery.run_until_synced(timeout_s=60))
+        assert [a.kind for a in store.unfinished_galera_actions("haven")] == [DecisionKind.BOOTSTRAP]
+    # haven restarts: a new store handle on the same file, new drivers that remember starting nothing.
+    fresh = [LocalGaleraNode(n.layout) for n in cluster.nodes]
+    try:
+        with Store.open(url) as store:
+            recovery = GaleraRecovery.on_store(fresh, store, "haven", RealClock())
+            decisions = asyncio.run(recovery.run_until_synced(timeout_s=120))
+            assert store.unfinished_galera_actions("haven") == []
+    finally:
+        for node, driver in zip(cluster.nodes, fresh, strict=True):
+            node.started.extend(driver.started)  # the fixture stops every server started here
+    assert decisions[-1].kind is DecisionKind.NOTHING, decisions
+    # The servers' own word: one new cluster started since the outage, on one node.
+    assert sum(_new_groups(n, marks[n.name]) for n in cluster.nodes) == 1
+    _synced(cluster)
+    for node in cluster.nodes:
+        live = asyncio.run(node.live())
+        assert (live.primary, live.local_state, live.cluster_size) == (True, "Synced", 3), node.name
+        assert missing(node.layout.socket, writer.acked) == [], node.name

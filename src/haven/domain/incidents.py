@@ -89,6 +89,8 @@ class AlertKind(StrEnum):
     RESTORE_DRILL_FAILED = "restore_drill_failed"  # the latest drill's server did not reach ACTIVE
     SERVICE_DOWN = "service_down"  # no replica of a service is healthy (its dependents' holds folded in)
     CONTROLLER_DOWN = "controller_down"  # a controller's systemd unreachable: one alert for all its replicas
+    # Galera (haven.stateful): the alert's host is the cluster's name; the message every node's state.
+    GALERA_HOLD = "galera_hold"  # recovery cannot decide safely: nothing started until an operator acts
 
 
 @dataclass(frozen=True, slots=True)

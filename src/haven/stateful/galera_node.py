@@ -6,7 +6,8 @@ Who calls it: haven.stateful.galera_recovery (through the GaleraNode port below)
 A node is a data folder with its own ``my.cnf`` (Debian's mariadbd, galera-4's provider, its own SQL,
 gcomm, IST and SST ports). What haven reads of it:
 - whether its mariadbd runs: the pid in its pid file, checked against /proc (a stale pid file after a
-  kill -9 names a dead or reused pid);
+  kill -9 names a dead or reused pid), else a process of its my.cnf found in /proc (one started by an
+  earlier haven, stopped since, before the server wrote its pid file);
 - ``grastate.dat`` (uuid, seqno, safe_to_bootstrap);
 - its wsrep status over its unix socket (root by socket authentication: no password exists);
 - the recovered position, by ``mariadbd --wsrep-recover`` (as Debian's ``galera_recovery`` does), only
@@ -184,16 +185,31 @@ class LocalGaleraNode:
             pid = int(self.layout.pid_file.read_text().strip())
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except (OSError, ValueError):
-            return self._own_child()
+            return self._own_child() or self._scan(recovering=False)
         if str(self.layout.cnf).encode() in cmdline and b"--wsrep-recover" not in cmdline:
             return pid
-        return self._own_child()
+        return self._own_child() or self._scan(recovering=False)
 
     def _own_child(self) -> int | None:
         # Before mariadbd writes its pid file (a start, an SST) the process this driver started still runs.
         for process in self.started:
             if process.poll() is None:
                 return process.pid
+        return None
+
+    def _scan(self, recovering: bool) -> int | None:
+        """A live mariadbd of this node's my.cnf, found in /proc: one an earlier haven (stopped since)
+        started and that has not written its pid file yet must not be started a second time."""
+        wanted = f"--defaults-file={self.layout.cnf}".encode()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if wanted in argv and (b"--wsrep-recover" in argv) == recovering:
+                return int(entry.name)
         return None
 
     async def running(self) -> bool:
@@ -243,6 +259,7 @@ class LocalGaleraNode:
         """``mariadbd --wsrep-recover``: InnoDB's last committed position (the server must be stopped)."""
         if self.pid() is not None:
             raise PermanentError(f"{self.name} runs: its position is read live, not recovered")
+        await self._recovery_finished()  # one an earlier haven started: two on one data folder fail
         log = self.layout.folder / "wsrep-recover.log"
         log.unlink(missing_ok=True)
         argv = [str(MARIADBD), f"--defaults-file={self.layout.cnf}", "--wsrep-recover", f"--log-error={log}"]
@@ -261,6 +278,13 @@ class LocalGaleraNode:
             )
         uuid, seqno = found[-1]
         return Position(uuid, int(seqno))
+
+    async def _recovery_finished(self, timeout_s: float = 120.0) -> None:
+        for _ in range(int(timeout_s / 0.2)):
+            if await asyncio.to_thread(self._scan, True) is None:
+                return
+            await asyncio.sleep(0.2)
+        raise TemporaryError(f"{self.name}: another --wsrep-recover still runs after {timeout_s:.0f} s")
 
     # ---- effects ---------------------------------------------------------------------------------
 

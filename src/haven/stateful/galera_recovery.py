@@ -4,12 +4,17 @@ Who calls it: the tests and drills on a loopback cluster, bench/galera.py, and (
 reconciler hands Galera over, see docs/stateful.md) haven serve, as a leader-only runnable.
 
 Each pass reads every node at once (running, grastate.dat, wsrep status), asks ``decide``, and:
-- RECOVER: runs ``--wsrep-recover`` on the named stopped nodes (a read: its result is kept until the
-  node runs again) and decides again in the same pass;
+- RECOVER: commits the intent, runs ``--wsrep-recover`` on the named stopped nodes (a read: its result is
+  kept until the node runs again), commits the outcome with the positions read, and decides again;
 - START / BOOTSTRAP: commits the intent to the journal, makes the effect (the driver re-reads the node
   first: a node already running is not started twice), then commits the outcome;
-- HOLD: raises its alert once (the same text is not raised again while it holds).
-A step's failure fails that step only: the next pass decides again from what it reads.
+- HOLD: raises one ``galera_hold`` alert in the store's alerts (kept while it holds), cleared once the
+  loop decides anything else.
+The journal is the store's galera_actions (StoreJournal): a pass first finishes any step a stopped
+engine left ``issued``, re-reading its node (a start or bootstrap whose server already runs was made:
+it is marked done, never made again), and the store refuses a second unfinished step in one cluster, so
+a haven restarted mid-recovery never bootstraps twice nor a second node. No effect is made whose intent
+could not be committed. A step's failure fails that step only: the next pass decides again.
 """
 
 from __future__ import annotations
@@ -18,12 +23,14 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from haven.domain.clock import Clock
 from haven.domain.errors import HavenError
+from haven.domain.galera import DONE, FAILED, GaleraAction
+from haven.domain.ids import HostName
+from haven.domain.incidents import Alert, AlertKind
 from haven.stateful.galera import (
     DecisionKind,
     GaleraDecision,
@@ -35,56 +42,72 @@ from haven.stateful.galera import (
     decide,
 )
 from haven.stateful.galera_node import GaleraNode
+from haven.store import Store
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class GaleraAction:
-    """One persisted step: its intent before the effect, its outcome after."""
-
-    id: str
-    kind: DecisionKind  # START or BOOTSTRAP
-    node: str
-    reason: str
-    position: str  # the uuid:seqno it was started or bootstrapped from ("" when none)
-    created_at: float
-    state: str = "issued"  # issued, done, failed
-    error: str = ""
-
-
 class GaleraJournal(Protocol):
-    """Where the loop's steps are persisted (the store's galera_actions; a list in tests)."""
+    """Where the loop's steps are persisted: the store's galera_actions (StoreJournal)."""
 
     def issue(self, action: GaleraAction) -> None: ...
 
-    def finish(self, action_id: str, state: str, error: str) -> None: ...
+    def finish(self, action_id: str, state: str, error: str, position: str | None = None) -> None: ...
 
     def unfinished(self) -> list[GaleraAction]: ...
 
 
-@dataclass
-class MemoryJournal:
-    """A journal in memory: what the tests read back, and what a drill reports."""
+class HoldAlerts(Protocol):
+    """Where a hold is raised (the store's alerts: StoreAlerts) and cleared once the loop acts again."""
 
-    actions: list[GaleraAction] = field(default_factory=list)
+    def hold(self, text: str) -> None: ...
+
+    def clear(self) -> None: ...
+
+
+class StoreJournal:
+    """The journal in haven's store (table galera_actions): survives a restart of haven."""
+
+    def __init__(self, store: Store, cluster: str, clock: Clock, epoch: int | None = None) -> None:
+        self.store, self.cluster, self._clock, self._epoch = store, cluster, clock, epoch
 
     def issue(self, action: GaleraAction) -> None:
-        self.actions.append(action)
+        self.store.issue_galera_action(action, epoch=self._epoch)
 
-    def finish(self, action_id: str, state: str, error: str) -> None:
-        for i, action in enumerate(self.actions):
-            if action.id == action_id:
-                self.actions[i] = GaleraAction(
-                    action.id, action.kind, action.node, action.reason, action.position, action.created_at,
-                    state, error,
-                )  # fmt: skip
+    def finish(self, action_id: str, state: str, error: str, position: str | None = None) -> None:
+        self.store.finish_galera_action(
+            action_id, state, self._clock.now(), error, position=position, epoch=self._epoch
+        )
 
     def unfinished(self) -> list[GaleraAction]:
-        return [a for a in self.actions if a.state == "issued"]
+        return self.store.unfinished_galera_actions(self.cluster)
+
+    def actions(self, after: float = 0.0) -> list[GaleraAction]:
+        return self.store.galera_actions_since(self.cluster, after)
 
 
-Alert = Callable[[str], Awaitable[None]]
+class StoreAlerts:
+    """One ``galera_hold`` alert per hold in the store's alerts (its host: the cluster's name)."""
+
+    def __init__(self, store: Store, cluster: str, clock: Clock, epoch: int | None = None) -> None:
+        self.store, self.cluster, self._clock, self._epoch = store, cluster, clock, epoch
+
+    def hold(self, text: str) -> None:
+        alert = Alert(
+            str(uuid.uuid4()), AlertKind.GALERA_HOLD, text, self._clock.now(), host=HostName(self.cluster)
+        )
+        self.store.raise_alert(alert, epoch=self._epoch)  # the active one is kept: one alert per hold
+
+    def clear(self) -> None:
+        self.store.clear_alerts(
+            now=self._clock.now(), kind=AlertKind.GALERA_HOLD, host=HostName(self.cluster), epoch=self._epoch
+        )
+
+    def active(self) -> list[Alert]:
+        return [
+            a for a in self.store.list_alerts()
+            if a.kind is AlertKind.GALERA_HOLD and a.host == self.cluster
+        ]  # fmt: skip
 
 
 class GaleraRecovery:
@@ -92,34 +115,56 @@ class GaleraRecovery:
         self,
         nodes: Sequence[GaleraNode],
         journal: GaleraJournal,
+        alerts: HoldAlerts,
         clock: Clock,
-        alert: Alert,
+        cluster: str,
         settings: GaleraSettings | None = None,
     ) -> None:
         self._nodes: Mapping[str, GaleraNode] = {n.name: n for n in nodes}
-        self._journal, self._clock, self._alert = journal, clock, alert
+        self._journal, self._alerts, self._clock, self.cluster = journal, alerts, clock, cluster
         self._settings = settings or GaleraSettings()
         self._recovered: dict[str, Position] = {}
         self._recover_errors: dict[str, str] = {}
         self._mute_since: dict[str, float] = {}
-        self._last_alert = ""
+        self._holding: bool | None = None  # None: not known yet (a restarted loop clears a stale hold)
+
+    @classmethod
+    def on_store(
+        cls,
+        nodes: Sequence[GaleraNode],
+        store: Store,
+        cluster: str,
+        clock: Clock,
+        *,
+        epoch: int | None = None,
+        settings: GaleraSettings | None = None,
+    ) -> GaleraRecovery:
+        """The loop with its journal and its alerts in haven's store (what haven serve and drills run)."""
+        journal, alerts = (
+            StoreJournal(store, cluster, clock, epoch),
+            StoreAlerts(store, cluster, clock, epoch),
+        )
+        return cls(nodes, journal, alerts, clock, cluster, settings)
 
     async def run_pass(self) -> GaleraDecision:
-        for action in self._journal.unfinished():  # an engine stopped between intent and outcome
-            await self._finish(action)
+        for action in await asyncio.to_thread(self._journal.unfinished):
+            await self._resume(action)  # an engine stopped between intent and outcome: finish that first
         observations = await self.observe()
         decision = decide(observations, self._clock.now(), self._settings)
         if decision.kind is DecisionKind.RECOVER:
-            await self._recover(decision.nodes)
+            await self._recover(decision.nodes, decision.reason)
             observations = await self.observe()
             decision = decide(observations, self._clock.now(), self._settings)
         if decision.kind in (DecisionKind.START, DecisionKind.BOOTSTRAP):
             for name in decision.nodes:
                 await self._act(decision, name)
-        if decision.kind is DecisionKind.HOLD and decision.alert != self._last_alert:
+        holding = decision.kind is DecisionKind.HOLD
+        if holding and not self._holding:
             log.warning("%s", decision.alert)
-            await self._alert(decision.alert)
-        self._last_alert = decision.alert
+            await asyncio.to_thread(self._alerts.hold, decision.alert)
+        elif not holding and self._holding is not False:
+            await asyncio.to_thread(self._alerts.clear)
+        self._holding = holding
         return decision
 
     async def run_until_synced(self, timeout_s: float, interval_s: float = 0.5) -> list[GaleraDecision]:
@@ -169,49 +214,99 @@ class GaleraRecovery:
             error=self._recover_errors.get(node.name, ""),
         )  # fmt: skip
 
-    async def _recover(self, names: Sequence[str]) -> None:
-        async def one(name: str) -> None:
+    async def _recover(self, names: Sequence[str], reason: str) -> None:
+        """``--wsrep-recover`` on ``names``: one journaled step (it runs mariadbd on their data folders)."""
+        action = self._action(DecisionKind.RECOVER, ",".join(names), reason, "")
+        if not await self._issue(action):
+            return
+
+        async def one(name: str) -> str:
             try:
                 self._recovered[name] = await self._nodes[name].recover_position()
+                return f"{name}={self._recovered[name]}"
             except HavenError as exc:
                 self._recover_errors[name] = str(exc)
+                return f"{name}=?"
 
-        await asyncio.gather(*(one(name) for name in names))
+        found = await asyncio.gather(*(one(name) for name in names))
+        errors = "; ".join(self._recover_errors[n] for n in names if n in self._recover_errors)
+        await self._outcome(action, FAILED if errors else DONE, errors, ",".join(found))
 
     # ---- act ---------------------------------------------------------------------------------------
+
+    def _action(self, kind: DecisionKind, node: str, reason: str, position: str) -> GaleraAction:
+        return GaleraAction(
+            str(uuid.uuid4()), self.cluster, kind.value, node, reason, position, self._clock.now()
+        )
+
+    async def _issue(self, action: GaleraAction) -> bool:
+        """Commit the intent; False (no effect) when it could not be committed."""
+        try:
+            await asyncio.to_thread(self._journal.issue, action)
+        except HavenError as exc:  # another step unfinished (another engine), the store unavailable
+            log.warning("galera %s of %s not issued: %s", action.kind, action.node, exc)
+            return False
+        return True
+
+    async def _outcome(
+        self, action: GaleraAction, state: str, error: str, position: str | None = None
+    ) -> None:
+        try:
+            await asyncio.to_thread(self._journal.finish, action.id, state, error, position)
+        except HavenError as exc:  # the next pass finds the step unfinished and finishes it
+            log.warning("galera %s of %s: outcome not committed: %s", action.kind, action.node, exc)
 
     async def _act(self, decision: GaleraDecision, name: str) -> None:
         position = decision.position if decision.kind is DecisionKind.BOOTSTRAP else self._recovered.get(name)
         if position is None and decision.kind is DecisionKind.START:
             # Started from its InnoDB position it rejoins by IST; from none, by a full SST.
-            await self._recover([name])
+            await self._recover([name], f"{name}'s position, to start it")
             position = self._recovered.get(name)
-        action = GaleraAction(
-            str(uuid.uuid4()), decision.kind, name, decision.reason, str(position or ""), self._clock.now()
-        )
-        await asyncio.to_thread(self._journal.issue, action)
+        action = self._action(decision.kind, name, decision.reason, str(position or ""))
+        if await self._issue(action):
+            await self._finish(action)
+
+    async def _resume(self, action: GaleraAction) -> None:
+        """A step a stopped engine left ``issued``: re-read the node, make the effect only if not made."""
+        node = self._nodes.get(action.node)
+        if action.kind == DecisionKind.RECOVER.value:
+            # A read: its result died with the engine; the next decision asks for it again.
+            await self._outcome(action, FAILED, "haven stopped during --wsrep-recover; read again")
+            return
+        if node is not None:
+            try:
+                running = await node.running()
+            except HavenError as exc:
+                log.warning(
+                    "galera: %s unreadable, its unfinished %s waits: %s", action.node, action.kind, exc
+                )
+                return
+            if running:
+                log.info("galera: %s of %s had been made before haven stopped", action.kind, action.node)
+                await self._outcome(action, DONE, "")
+                return
         await self._finish(action)
 
     async def _finish(self, action: GaleraAction) -> None:
         node = self._nodes.get(action.node)
-        state, error = "done", ""
+        state, error = DONE, ""
         try:
             if node is None:
                 raise HavenError(f"{action.node} is no longer a node of this cluster")
             position = _parse(action.position)
-            if action.kind is DecisionKind.BOOTSTRAP:
+            if action.kind == DecisionKind.BOOTSTRAP.value:
                 if position is None:
                     raise HavenError("a bootstrap step without its position")
                 await node.bootstrap(position)
             else:
                 await node.start(position)
         except HavenError as exc:
-            state, error = "failed", str(exc)
-            log.warning("galera %s of %s failed: %s", action.kind.value, action.node, exc)
+            state, error = FAILED, str(exc)
+            log.warning("galera %s of %s failed: %s", action.kind, action.node, exc)
         except Exception as exc:  # a bug: this step fails, never the loop
-            state, error = "failed", f"unexpected error: {type(exc).__name__}: {exc}"
-            log.exception("galera %s of %s", action.kind.value, action.node)
-        await asyncio.to_thread(self._journal.finish, action.id, state, error)
+            state, error = FAILED, f"unexpected error: {type(exc).__name__}: {exc}"
+            log.exception("galera %s of %s", action.kind, action.node)
+        await self._outcome(action, state, error)
 
 
 def _parse(text: str) -> Position | None:

@@ -28,6 +28,7 @@ from haven.diagnosis.records import ExplanationRecord, ExplanationState
 from haven.domain.backups import BackupRecord, BackupState, RestoreRecord, RestoreState
 from haven.domain.controlplane import ActionKind, ActionRecord, ActionState, ReplicaState
 from haven.domain.errors import StoreUnavailable
+from haven.domain.galera import GaleraAction
 from haven.domain.ids import HostName, NotificationId, SegmentId
 from haven.domain.incidents import (
     Alert,
@@ -54,6 +55,7 @@ from haven.store import (
     notifications,
     outbox,
     segments,
+    stateful,
 )
 from haven.store.engine import WRITE_OPTION, SqliteFootprint, Target, build_engine, parse
 from haven.store.translate import translate_errors
@@ -541,3 +543,34 @@ class Store:
     def list_restores(self, *, unfinished: bool = False, since: float | None = None) -> list[RestoreRecord]:
         with self._transaction(write=False) as conn:
             return backups.restores_list(conn, unfinished=unfinished, since=since)
+
+    # ---- Galera's recovery steps (haven.stateful.galera_recovery) ------------------------------------
+
+    def issue_galera_action(self, action: GaleraAction, *, epoch: int | None = None) -> None:
+        """Commit a step's intent before its effect; Conflict if its cluster has an unfinished step."""
+        with self._leader_write(epoch) as conn:
+            stateful.issue(conn, action)
+
+    def finish_galera_action(
+        self,
+        action_id: str,
+        state: str,
+        now: float,
+        error: str = "",
+        *,
+        position: str | None = None,
+        epoch: int | None = None,
+    ) -> None:
+        """Commit an issued step's outcome (``done`` or ``failed``, and a read's positions); NotFound if
+        it is not unfinished."""
+        with self._leader_write(epoch) as conn:
+            stateful.finish(conn, action_id, state, now, error, position)
+
+    def unfinished_galera_actions(self, cluster: str) -> list[GaleraAction]:
+        with self._transaction(write=False) as conn:
+            return stateful.unfinished(conn, cluster)
+
+    def galera_actions_since(self, cluster: str, after: float = 0.0) -> list[GaleraAction]:
+        """The cluster's steps created at or after ``after``, oldest first."""
+        with self._transaction(write=False) as conn:
+            return stateful.since(conn, cluster, after)

@@ -315,3 +315,28 @@ backup_restores = Table(
     Column("created_at", Double, nullable=False, index=True),
     Column("detail", Json, nullable=False),
 )
+
+# Galera's recovery steps (haven.stateful.galera_recovery): one row per start or bootstrap of one node,
+# inserted ``issued`` before the effect and finished after. At most one unfinished step per cluster,
+# enforced by the database: a restarted engine finishes the step it finds before deciding anything else.
+galera_actions = Table(
+    "galera_actions",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("cluster", NAME, nullable=False),
+    Column("kind", ENUM, nullable=False),
+    Column("node", NAME, nullable=False),
+    Column("state", ENUM, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("position", NAME, nullable=False),
+    Column("created_at", Double, nullable=False, index=True),
+    Column("finished_at", Double, nullable=True),
+    Column("error", Text, nullable=False),
+)
+Index(
+    "uq_galera_actions_unfinished",
+    galera_actions.c.cluster,
+    unique=True,
+    sqlite_where=galera_actions.c.state == "issued",
+    postgresql_where=galera_actions.c.state == "issued",
+)
