@@ -27,7 +27,7 @@ from rich.live import Live
 from rich.markup import escape
 
 from haven import __version__
-from haven.cli import agent, cloud_drill, render
+from haven.cli import agent, cloud_drill, galera, render
 from haven.cli.audit import add_audit_command
 from haven.cli.backups import add_backups_command
 from haven.cli.canary import add_canary_command
@@ -100,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     drill = sub.add_parser(
         "drill", help="run a named failure on the simulated cloud in virtual time, or on a real cloud"
     )
-    drill.add_argument("scenario", help=f"one of: {', '.join([*SCENARIOS, LEADER_LOSS])}")
+    drill.add_argument("scenario", help=f"one of: {', '.join([*SCENARIOS, LEADER_LOSS, *galera.SCENARIOS])}")
     _cloud_size(
         drill, vms_help="VMs in the simulated cloud (default 300); with --cloud: HA servers booted (3)"
     )
@@ -110,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     drill.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     _cloud_choice(drill)
     cloud_drill.add_options(drill)
+    galera.add_options(drill)
     drill.set_defaults(handler=_drill)
 
     serve_cmd = sub.add_parser("serve", help="run the engine as a long-lived service (Ctrl-C stops it)")
@@ -253,6 +254,8 @@ def _is_haven_database(path: Path) -> bool:
 
 
 def _drill(args: argparse.Namespace, out: Console, err: Console) -> int:
+    if args.scenario in galera.SCENARIOS:  # on a temporary real Galera cluster
+        return galera.run(args, out, err)
     if args.cloud is not None:
         return cloud_drill.run(args, _home(args), out, err)
     if args.vms is None:
