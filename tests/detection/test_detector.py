@@ -462,6 +462,21 @@ def test_powered_host_whose_nova_compute_reported_after_the_silence_is_agent_dow
     assert assess(r, NOW, S).condition is HostCondition.AGENT_DOWN
 
 
+def test_a_report_within_novas_timestamp_slack_of_the_silence_is_not_taken_as_later() -> None:
+    # A power loss: nova-compute's last report and the agent's last beat came together, but Nova's
+    # whole-second times place the report up to 1.5 s late; that is not "reported since".
+    base = reading(h(1), agent_age=3.0, second_age=3.0, nova_up=True, nova_age=2.0, bmc=BmcPower.OFF)
+    assert assess(base, NOW, S).condition is HostCondition.AGENT_DOWN  # exact clocks: it did report since
+    rounded = dataclasses.replace(base, nova_time_slack_s=1.5)
+    assert assess(rounded, NOW, S).condition is HostCondition.DEAD
+    # Beyond the slack the report is later for sure: agent down, not dead.
+    later = dataclasses.replace(rounded, nova_updated_at=NOW - 1.0)
+    assert assess(later, NOW, S).condition is HostCondition.AGENT_DOWN
+    # Within it but with the BMC powered: not agent down, not dead; waiting for Nova.
+    powered = dataclasses.replace(rounded, bmc=BmcPower.ON)
+    assert assess(powered, NOW, S).condition is HostCondition.SUSPECT
+
+
 def test_bmc_off_confirms_at_once_even_while_nova_still_says_up() -> None:
     r = reading(h(1), agent_age=3.5, second_age=3.5, nova_up=True, nova_age=5.0, bmc=BmcPower.OFF)
     assert assess(r, NOW, S).condition is HostCondition.DEAD

@@ -117,7 +117,8 @@ def _judge_silent_host(
     )
     # Agent down while nova-compute still reports on time; once its reports are overdue too, the host
     # is silent on every channel, like any other.
-    if reading.nova_up and nova_at is not None and nova_at > silent_since and now < nova_due_by:
+    reported_since = nova_at is not None and nova_at - reading.nova_time_slack_s > silent_since
+    if reading.nova_up and reported_since and now < nova_due_by:
         return Verdict(
             reading.host,
             HostCondition.AGENT_DOWN,

@@ -43,6 +43,10 @@ class HostLiveness:
     # ``nova_updated_at`` is on Nova's clock; with this the detector judges its age in Nova's time and
     # never compares it with the engine's clock. None: unknown, the engine's clock is used.
     nova_now: float | None = None
+    # How much later than the truth ``nova_report_local`` may place Nova's report (whole-second
+    # timestamps): 0 for exact clocks. The detector takes "nova-compute reported after the agent went
+    # silent" only beyond it, so a powered-off host's last report is never read as a later one.
+    nova_time_slack_s: float = 0.0
 
     def nova_report_local(self, now: float) -> float | None:
         """Nova's last report on the engine's clock: ``now`` less its age as Nova's own clock tells it."""
@@ -76,3 +80,4 @@ class ComputeServiceState:
     forced_down: bool = False
     updated_at: float | None = None
     nova_now: float | None = None
+    nova_time_slack_s: float = 0.0  # as HostLiveness's: how much later than the truth a report may look

@@ -144,7 +144,8 @@ def combine(
         if mgmt is None and second is None:
             if not nova_up:  # no agent: Nova and the BMC (dead only once the BMC reports power off)
                 readings.append(HostLiveness(host, None, nova_up=False, nova_updated_at=nova_at,
-                                             bmc=BmcPower.UNKNOWN, nova_now=service.nova_now))  # fmt: skip
+                                             bmc=BmcPower.UNKNOWN, nova_now=service.nova_now,
+                                             nova_time_slack_s=service.nova_time_slack_s))  # fmt: skip
                 silent.append(host)
             continue
         agent_seen = channel_seen(mgmt, now, synced, beat_interval_s)
@@ -158,7 +159,8 @@ def combine(
             continue  # plainly alive (or just back, or forced down by haven and on its way back): not news
         reading = HostLiveness(host, agent_seen, second_seen, nova_up=nova_up, nova_updated_at=nova_at,
                                bmc=BmcPower.ON, failed_processes=failed,
-                               nova_now=service.nova_now)  # fmt: skip
+                               nova_now=service.nova_now,
+                               nova_time_slack_s=service.nova_time_slack_s)  # fmt: skip
         readings.append(reading)
         if not mgmt_alive and not (second is not None and second.alive):
             silent.append(host)

@@ -20,12 +20,15 @@ from haven.cloud.openstack import convert
 from haven.cloud.openstack.backups import BackupApi, OpenStackBackups
 from haven.cloud.openstack.calls import CallPool
 from haven.cloud.openstack.nova import NovaApi
-from haven.cloud.openstack.nova_clock import NovaClock
+from haven.cloud.openstack.nova_clock import DATE_RESOLUTION_S, NovaClock
 from haven.domain.cloud import Host, Server, ServerAction, ServerGroup, VmState
 from haven.domain.errors import NotFound, PermanentError
 from haven.domain.ids import HostName, ServerId
 from haven.domain.liveness import BmcPower, ComputeServiceState, HostLiveness
 
+# How much later than the truth a report's time may look: the Date is rounded down (up to 1 s) and
+# Nova's updated_at has whole seconds, rounded to the nearest by MySQL (up to 0.5 s).
+NOVA_REPORT_SLACK_S = DATE_RESOLUTION_S + 0.5
 REPORTS_WHEN_BACK = 2  # updated_at moves of a forced-down service that mean its compute reports again
 # The calls that issue evacuations (each one's instance-action count, then the evacuate itself) get a
 # lane of their own this wide: a host's twenty evacuations are asked together, so every destination
@@ -195,6 +198,7 @@ class OpenStackCloud:
                 nova_updated_at=s.updated_at,
                 bmc=BmcPower.UNKNOWN,
                 nova_now=s.nova_now,
+                nova_time_slack_s=s.nova_time_slack_s,
             )
             for s in await self.compute_service_states()
             if not s.reporting
@@ -225,6 +229,10 @@ class OpenStackCloud:
                 forced[host] = (updated, moves + (updated != last))
                 reporting = forced[host][1] >= REPORTS_WHEN_BACK
             stamp = convert.timestamp(updated)
-            states.append(ComputeServiceState(host, reporting, bool(s.get("forced_down")), stamp, nova_now))
+            states.append(
+                ComputeServiceState(
+                    host, reporting, bool(s.get("forced_down")), stamp, nova_now, NOVA_REPORT_SLACK_S
+                )
+            )
         self._forced = forced
         return states
