@@ -22,6 +22,7 @@ from haven.api.routes import (
     discovery,
     haven_drills,
     haven_explanations,
+    haven_impact,
     haven_status,
     hosts,
     notifications,
@@ -74,7 +75,7 @@ def create_app(
     app.add_middleware(AuthGate, authenticator=gate)  # added last: runs first
     for build in (discovery.router, segments.router, hosts.router, notifications.router, vmoves.router):
         app.include_router(build(ctx))
-    for build in (haven_status.router, haven_drills.router, haven_explanations.router):  # haven's own
+    for build in (haven_status.router, haven_drills.router, haven_explanations.router, haven_impact.router):
         app.include_router(build(ctx))
     app.include_router(custom_recovery.router(ctx))  # haven's extension: claim, progress, finish, fail
     return app

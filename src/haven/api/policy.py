@@ -86,6 +86,7 @@ POLICIES: Mapping[tuple[str, str], Policy] = {
     ("GET", "/v1/haven/explanations"): Policy("haven:explanations:index", Rule.READER),
     ("GET", "/v1/haven/explanations/{explanation_id:path}"): Policy("haven:explanations:detail", Rule.READER),
     ("GET", "/v1/haven/canaries"): Policy("haven:canaries:index", Rule.READER),
+    ("GET", "/v1/haven/impact"): Policy("haven:impact:show", Rule.READER),
     **_rules(
         "vmoves",
         {

@@ -34,6 +34,7 @@ from haven.cli.canary import add_canary_command
 from haven.cli.controlplane import add_controlplane_command
 from haven.cli.explain import add_explain_command
 from haven.cli.explore import add_explore_command
+from haven.cli.impact import add_impact_command
 from haven.cli.lab import add_lab_commands
 from haven.cli.leader_loss import run_with_own_servers
 from haven.cli.live import LiveView
@@ -160,6 +161,7 @@ def _parser() -> argparse.ArgumentParser:
     add_backups_command(sub, _config, _existing_store)
     add_canary_command(sub, _config, _existing_store, lambda config: Store.open(config.database_url))
     add_controlplane_command(sub, _config, _existing_store)
+    add_impact_command(sub, _config, _existing_store)
     add_audit_command(sub)
 
     notes = sub.add_parser("notifications", help="notifications, or one notification with its steps")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from haven.domain.controlplane import ServiceName, ServiceSpec
@@ -20,6 +20,17 @@ S = ServiceName
 
 SERVER_BOOT = "server-boot"  # the operation node a boot's symptom is seen on
 SERVER_EVACUATE = "server-evacuate"  # a rebuild elsewhere: scheduled, built, spawned and bound as a boot is
+SERVER_DELETE = "server-delete"
+SERVER_RESIZE = "server-resize"
+SERVER_LIST = "server-list"
+SERVER_SHOW = "server-show"
+SERVER_CONSOLE = "server-console"
+FLAVOR_LIST = "flavor-list"
+HYPERVISOR_LIST = "hypervisor-list"
+TOKEN_ISSUE = "token-issue"
+IMAGE_LIST = "image-list"
+IMAGE_UPLOAD = "image-upload"
+PLACEMENT_QUERY = "placement-query"
 
 # The services on each hypervisor (not in the control-plane catalogue) and what they need.
 _COMPUTE_SIDE: Mapping[str, tuple[str, ...]] = MappingProxyType(
@@ -51,9 +62,68 @@ PHASES: Mapping[str, tuple[str, ...]] = MappingProxyType(
 """A server boot's phases, in order, and the services doing each one's work."""
 
 _BOOT_NEEDS = tuple(dict.fromkeys(n for nodes in PHASES.values() for n in nodes))
-_OPERATIONS: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {SERVER_BOOT: _BOOT_NEEDS, SERVER_EVACUATE: _BOOT_NEEDS}
-)
+
+# Dependencies that only speed a service up: losing one slows what goes through it, never stops it
+# (Keystone caches in memcached and falls back to its database).
+CACHES: frozenset[tuple[str, str]] = frozenset({("keystone", "memcached")})
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """A user operation: the services its request goes through, and which of their own dependencies
+    (the catalogue's ``depends_on``, the compute side's) it does not reach.
+
+    A service's declared dependencies are everything it may need; one operation uses only some of them
+    (listing servers reads nova-api's database and checks the token, it casts nothing on RabbitMQ and asks
+    nothing of Placement). ``unused`` names those edges, so the catalogue stays the one model of what
+    each service needs and an override in haven.toml still reaches every operation.
+    """
+
+    name: str
+    label: str
+    calls: tuple[str, ...]
+    unused: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
+
+
+def _op(name: str, label: str, calls: tuple[str, ...], **unused: tuple[str, ...]) -> Operation:
+    edges = {service.replace("_", "-"): frozenset(needs) for service, needs in unused.items()}
+    return Operation(name, label, calls, MappingProxyType(edges))
+
+
+# nova-api's reads come from its databases; it validates the token (Keystone) on every request; only
+# what it hands on (a boot's build request, a delete, a console) goes over RabbitMQ.
+_READ = {"nova_api": ("rabbitmq", "placement-api")}
+# A call from nova-api to one compute and back (RPC over RabbitMQ), touching nothing else.
+_TO_COMPUTE = {
+    "nova_api": ("placement-api",),
+    "nova_compute": ("nova-conductor", "placement-api", "glance-api", "neutron-server", "keystone"),
+}
+OPERATIONS: Mapping[str, Operation] = MappingProxyType(
+    {
+        op.name: op
+        for op in (
+            _op(TOKEN_ISSUE, "token issue", ("keystone",)),
+            _op(SERVER_LIST, "server list", ("nova-api",), **_READ),
+            _op(SERVER_SHOW, "server show", ("nova-api",), **_READ),
+            _op(FLAVOR_LIST, "flavor list", ("nova-api",), **_READ),
+            _op(HYPERVISOR_LIST, "hypervisor list", ("nova-api",), **_READ),
+            _op(SERVER_BOOT, "server boot", _BOOT_NEEDS),
+            _op(SERVER_EVACUATE, "evacuation", _BOOT_NEEDS),
+            # The compute tears the server down, saves it through the conductor, frees its Placement
+            # allocation and its ports; it needs no image.
+            _op(SERVER_DELETE, "server delete", ("nova-api", "nova-compute"),
+                nova_api=("placement-api",), nova_compute=("glance-api",)),
+            _op(SERVER_RESIZE, "server resize",
+                ("nova-api", "nova-conductor", "nova-scheduler", "placement-api", "nova-compute"),
+                nova_compute=("glance-api",)),
+            _op(SERVER_CONSOLE, "console output", ("nova-api", "nova-compute"), **_TO_COMPUTE),
+            _op(IMAGE_LIST, "image list", ("glance-api",)),
+            _op(IMAGE_UPLOAD, "image upload", ("glance-api",)),
+            _op(PLACEMENT_QUERY, "Placement query", ("placement-api",)),
+        )
+    }
+)  # fmt: skip
+"""The user operations impact analysis answers for, by name."""
 
 LABELS: Mapping[str, str] = MappingProxyType(
     {
@@ -65,8 +135,7 @@ LABELS: Mapping[str, str] = MappingProxyType(
         "mariadb": "the database (MariaDB)",
         "memcached": "memcached",
         "haproxy": "HAProxy",
-        SERVER_BOOT: "server boot",
-        SERVER_EVACUATE: "evacuation",
+        **{op.name: op.label for op in OPERATIONS.values()},
     }
 )
 
@@ -102,6 +171,10 @@ class Topology:
     labels: Mapping[str, str]
     phases: Mapping[str, tuple[str, ...]]
     operations: frozenset[str]
+    paths: Mapping[str, Operation] = field(default_factory=lambda: MappingProxyType({}))
+    caches: frozenset[tuple[str, str]] = frozenset()
+    balanced: frozenset[str] = frozenset()  # the services reached through the load balancer
+    balancer: str = "haproxy"
 
     def needed_by(self, node: str) -> frozenset[str]:
         """Every node that needs ``node``, directly or not: what its failure can break (impact)."""
@@ -118,19 +191,71 @@ class Topology:
                 todo.extend(users.get(current, ()))
         return frozenset(seen)
 
+    def needs(self, operation: str) -> tuple[frozenset[str], frozenset[str]]:
+        """What ``operation`` cannot work without, and what only slows it when lost (a cache).
+
+        From the services it calls, along their dependencies, except the edges it does not use and the
+        caches; a service reached only through a cache edge is in the second set.
+        """
+        path = self.paths[operation]
+        return self.reach(path.calls, path.unused)
+
+    def reach(
+        self,
+        start: Iterable[str],
+        unused: Mapping[str, frozenset[str]] | None = None,
+        *,
+        from_outside: bool = True,
+    ) -> tuple[frozenset[str], frozenset[str]]:
+        """``start`` and everything it needs (hard), and what it reaches only through a cache (soft).
+
+        A service behind the load balancer (its spec names a backend) is reached through it: when the
+        graph has the balancer, it is needed too; for ``start`` itself only when ``from_outside`` (a
+        user's request, not the service serving on its own).
+        """
+        start = tuple(start)
+        skip = unused or {}
+        first = frozenset(() if from_outside else start)
+        hard: set[str] = set()
+        soft: set[str] = set()
+        todo = list(start)
+        while todo:
+            current = todo.pop()
+            if current in hard:
+                continue
+            hard.add(current)
+            if current in self.balanced and current not in first and self.balancer in self.depends_on:
+                todo.append(self.balancer)
+            for need in self.depends_on.get(current, ()):
+                if need in skip.get(current, frozenset()):
+                    continue
+                if (current, need) in self.caches:
+                    soft.add(need)
+                else:
+                    todo.append(need)
+        return frozenset(hard), frozenset(soft - hard)
+
 
 def openstack_topology(control_plane: Iterable[ServiceSpec]) -> Topology:
     """The graph of ``control_plane``'s services (their ``depends_on``), the compute side and a boot."""
     depends_on: dict[str, tuple[str, ...]] = {}
+    balanced: set[str] = set()
     for spec in sorted(control_plane, key=lambda s: s.name):
         depends_on[spec.name] = tuple(spec.depends_on)
-    for node, needs in {**_COMPUTE_SIDE, **_OPERATIONS}.items():
+        if spec.backend is not None:
+            balanced.add(spec.name)
+    for node, needs in _COMPUTE_SIDE.items():
         depends_on.setdefault(node, needs)
+    for name, op in OPERATIONS.items():
+        depends_on.setdefault(name, op.calls)
     return Topology(
         depends_on=MappingProxyType(depends_on),
         labels=LABELS,
         phases=PHASES,
-        operations=frozenset(_OPERATIONS),
+        operations=frozenset(OPERATIONS),
+        paths=OPERATIONS,
+        caches=CACHES,
+        balanced=frozenset(balanced),
     )
 
 

@@ -1,0 +1,96 @@
+"""``haven impact SERVICE|CONTROLLER``: which user operations stop, which degrade and which keep working
+when a service (every replica) or a controller (every replica on it) is down; a table, or ``--json``.
+
+Registered by haven.cli.main. The answer comes from haven.topology (the graph haven.diagnosis ranks
+causes along): the control plane's services as haven.toml declares them over the built-in catalogue,
+and, for a controller, which replicas it runs as the leader's latest pass recorded them (the store;
+``haven controlplane status`` shows the same). Nothing is changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from haven.controlplane.catalogue import CATALOGUE
+from haven.controlplane.running import SIM_CONTROLLERS
+from haven.domain.controlplane import ReplicaState, ServiceSpec
+from haven.domain.errors import StoreUnavailable, UserError
+from haven.service.config import HavenConfig
+from haven.store import Store
+from haven.topology import openstack_topology
+from haven.topology.impact import Effect, Impact, Target, impact, impact_json, resolve
+
+ConfigOf = Callable[[argparse.Namespace], HavenConfig]
+StoreOf = Callable[[HavenConfig], Store]
+_STYLE = {Effect.STOPS: "bold red", Effect.DEGRADED: "yellow", Effect.WORKS: "green"}
+
+
+def add_impact_command(sub: Any, config_of: ConfigOf, existing_store: StoreOf) -> None:
+    parser = sub.add_parser(
+        "impact", help="what stops, degrades and keeps working if a service or a controller is down"
+    )
+    parser.add_argument("down", metavar="SERVICE|CONTROLLER", help="e.g. keystone, rabbitmq, ctl-1")
+    parser.add_argument("--json", action="store_true")
+
+    def handle(args: argparse.Namespace, out: Console, err: Console) -> int:
+        config = config_of(args)
+        target, found = answer(config, _observed(config, existing_store), args.down)
+        if args.json:
+            print(json.dumps(impact_json(target, found), indent=2))
+        else:
+            out.print(view(target, found))
+        return 0
+
+    parser.set_defaults(handler=handle)
+
+
+def specs(config: HavenConfig) -> list[ServiceSpec]:
+    """The catalogue with haven.toml's services over it (an override wins)."""
+    return list({**CATALOGUE, **{s.name: s for s in config.controlplane.services}}.values())
+
+
+def answer(config: HavenConfig, replicas: Sequence[ReplicaState], name: str) -> tuple[Target, Impact]:
+    declared = {str(s.name): s.min_replicas for s in specs(config)}
+    controllers = [str(c.host) for c in config.controlplane.controllers]
+    if not controllers and config.cloud_driver == "simulated":
+        controllers = [str(c.host) for c in SIM_CONTROLLERS]
+    topology = openstack_topology(specs(config))
+    target = resolve(topology, name, replicas, declared, controllers)
+    return target, impact(topology, target.losses)
+
+
+def _observed(config: HavenConfig, existing_store: StoreOf) -> list[ReplicaState]:
+    try:
+        with existing_store(config) as store:
+            return list(store.list_replicas())
+    except StoreUnavailable:
+        raise
+    except UserError:  # no state yet: a service's impact needs none, a controller's says so
+        return []
+
+
+def view(target: Target, found: Impact) -> Group:
+    losses = ", ".join(
+        f"{x.service} {'down' if x.left <= 0 else f'{x.left} of {x.of} replicas left'}" for x in found.losses
+    )
+    title = f"if {target.kind} {target.name} is down" + (f" ({losses})" if losses else "")
+    table = Table()
+    for column in ("operation", "effect", "because"):
+        table.add_column(column, overflow="fold")
+    for v in sorted(found.operations, key=lambda v: (v.effect != Effect.STOPS, v.effect, v.label)):
+        table.add_row(v.label, Text(v.effect.value, style=_STYLE[v.effect]), ", ".join(v.because) or "-")
+    parts: list[Table | Text] = [Text(title, style="bold"), table]
+    reached = [v for v in found.services if v.name not in {x.service for x in found.losses}]
+    if reached:
+        words = "; ".join(f"{v.name} {v.effect.value} ({', '.join(v.because)})" for v in reached)
+        parts.append(Text(f"services it takes along: {words}", style="dim"))
+    if target.kind == "controller" and not found.losses:
+        parts.append(Text(f"{target.name} runs no serving replica: nothing is lost", style="green"))
+    return Group(*parts)

@@ -1,0 +1,178 @@
+"""Impact analysis (pure): which user operations stop, which degrade and which keep working when services
+or a whole controller are lost.
+
+Called by ``haven impact`` (haven.cli.impact), ``GET /v1/haven/impact`` (haven.api.routes.haven_impact)
+and bench/impact.py (the prediction it compares with the lab's measured matrix). It reads the same
+graph haven.diagnosis ranks causes along (haven.topology.openstack): an operation's needs are the
+services it calls and, along the catalogue's ``depends_on``, theirs, minus the edges the operation does
+not use and the caches.
+
+A *loss* is a service with ``left`` of its ``of`` serving replicas: ``left == 0`` is the service down
+(its operations stop), fewer than before is a degraded service (still served, with less room to lose
+another replica). A lost cache (memcached under Keystone) slows what goes through it, never stops it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from haven.domain.controlplane import ReplicaHealth, ReplicaState
+from haven.domain.errors import UserError
+from haven.topology.openstack import Topology
+
+
+class Effect(StrEnum):
+    STOPS = "stops"
+    DEGRADED = "degraded"  # still served, by fewer replicas or without a cache
+    WORKS = "works"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceLoss:
+    service: str
+    left: int  # replicas still serving; 0: the service is down
+    of: int  # replicas serving before the loss
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One operation or service and what the losses do to it; ``because``: the lost services that do it."""
+
+    name: str
+    label: str
+    effect: Effect
+    because: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Impact:
+    losses: tuple[ServiceLoss, ...]
+    services: tuple[Verdict, ...]  # every service the losses reach (the lost ones included), stops first
+    operations: tuple[Verdict, ...]  # every user operation, stops first, then degraded, then works
+
+
+_ORDER = {Effect.STOPS: 0, Effect.DEGRADED: 1, Effect.WORKS: 2}
+
+
+def impact(topology: Topology, losses: Iterable[ServiceLoss]) -> Impact:
+    """What ``losses`` do to every user operation and to the services that need the lost ones."""
+    lost = tuple(sorted(losses, key=lambda loss: loss.service))
+    down = {loss.service for loss in lost if loss.left <= 0}
+    fewer = {loss.service for loss in lost if 0 < loss.left < loss.of}
+    operations = []
+    for name in sorted(topology.paths):
+        hard, soft = topology.needs(name)
+        operations.append(_verdict(topology, name, hard, soft, down, fewer))
+    services = []
+    for name in sorted(set(topology.depends_on) - topology.operations):
+        hard, soft = topology.reach([name], from_outside=False)
+        verdict = _verdict(topology, name, hard, soft, down, fewer)
+        if verdict.effect is not Effect.WORKS:
+            services.append(verdict)
+    key = lambda v: (_ORDER[v.effect], v.name)  # noqa: E731
+    return Impact(lost, tuple(sorted(services, key=key)), tuple(sorted(operations, key=key)))
+
+
+def _verdict(
+    topology: Topology,
+    name: str,
+    hard: frozenset[str],
+    soft: frozenset[str],
+    down: set[str],
+    fewer: set[str],
+) -> Verdict:
+    label = topology.labels.get(name, name)
+    if stopped := sorted(hard & down):
+        return Verdict(name, label, Effect.STOPS, tuple(stopped))
+    if slowed := sorted((hard & fewer) | (soft & (down | fewer))):
+        return Verdict(name, label, Effect.DEGRADED, tuple(slowed))
+    return Verdict(name, label, Effect.WORKS)
+
+
+def controller_losses(replicas: Iterable[ReplicaState], host: str) -> tuple[ServiceLoss, ...]:
+    """The services that lose serving replicas when controller ``host`` goes, from an observation.
+
+    A replica serves when it is healthy; each service with a serving replica on ``host`` keeps the ones
+    elsewhere. A service already without a serving replica anywhere is down whatever happens to ``host``
+    and is counted too (``of`` 0) when it has a replica there.
+    """
+    serving: dict[str, int] = {}
+    there: dict[str, int] = {}
+    placed: set[str] = set()
+    for r in replicas:
+        ok = r.health is ReplicaHealth.HEALTHY
+        serving[r.service] = serving.get(r.service, 0) + ok
+        if r.host == host:
+            placed.add(r.service)
+            there[r.service] = there.get(r.service, 0) + ok
+    return tuple(
+        ServiceLoss(service, serving[service] - there.get(service, 0), serving[service])
+        for service in sorted(placed)
+        if there.get(service, 0) or serving[service] == 0
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What ``haven impact NAME`` is asked about: a service, or a controller (all its replicas)."""
+
+    kind: str  # "service" or "controller"
+    name: str
+    losses: tuple[ServiceLoss, ...]
+
+
+def resolve(
+    topology: Topology,
+    name: str,
+    replicas: Sequence[ReplicaState],
+    declared: Mapping[str, int],
+    controllers: Iterable[str],
+) -> Target:
+    """``name`` as a service (every replica lost) or a controller (its serving replicas lost).
+
+    ``replicas``: the control plane's latest observation (may be empty); ``declared``: each managed
+    service's minimum replicas (used when nothing was observed); ``controllers``: the known controller
+    hosts. An unknown name raises UserError naming the valid ones.
+    """
+    services = sorted(set(topology.depends_on) - topology.operations)
+    hosts = sorted(set(controllers) | {r.host for r in replicas})
+    if name in services:
+        serving = sum(r.health is ReplicaHealth.HEALTHY for r in replicas if r.service == name)
+        return Target("service", name, (ServiceLoss(name, 0, serving or declared.get(name, 1)),))
+    if name in hosts:
+        if not replicas:
+            raise UserError(
+                f"no observation of controller {name}'s replicas yet",
+                "`haven serve` records the control plane after each pass while it leads; "
+                "or ask about a service",
+            )
+        return Target("controller", name, controller_losses(replicas, name))
+    raise UserError(
+        f"{name!r} is neither a service nor a controller",
+        f"services: {', '.join(services)}; controllers: {', '.join(hosts) or '(none known)'}",
+    )
+
+
+def impact_json(target: Target, found: Impact) -> dict[str, Any]:
+    """The answer as ``haven impact --json`` and ``GET /v1/haven/impact`` give it."""
+
+    def rows(verdicts: Iterable[Verdict]) -> list[dict[str, Any]]:
+        return [
+            {"name": v.name, "label": v.label, "effect": v.effect.value, "because": list(v.because)}
+            for v in verdicts
+        ]
+
+    by = {e: [v.name for v in found.operations if v.effect is e] for e in Effect}
+    return {
+        "down": target.name,
+        "kind": target.kind,
+        "losses": [{"service": x.service, "left": x.left, "of": x.of} for x in found.losses],
+        "stops": by[Effect.STOPS],
+        "degraded": by[Effect.DEGRADED],
+        "works": by[Effect.WORKS],
+        "operations": rows(found.operations),
+        "services": rows(found.services),
+    }
