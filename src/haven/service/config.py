@@ -71,6 +71,7 @@ is opened or changed, so a bad file stops haven with nothing touched.
     [diagnosis]                                    # explanations' evidence: see haven.explain.config
     [backups]                                      # scheduled backups, restore drills: haven.backups.config
     [canary]                                       # scheduled test boots: see haven.canary.config
+    [stateful.galera]                              # Galera's recovery loop: see haven.stateful.config
 
 A ``[[segments]]`` entry sets only the keys it gives, at every start of ``haven serve``
 (the file wins over changes made through the API since the last start).
@@ -95,6 +96,7 @@ from haven.explain.config import DiagnosisConfig, parse_diagnosis
 from haven.fencing.config import FencingConfig, parse_fencing
 from haven.notify.publisher import PublishSettings
 from haven.recovery.vm_policy import RESTART_METHODS, WATCHDOG_ACTIONS
+from haven.stateful.config import StatefulConfig, parse_stateful
 
 CONFIG_FILE = "haven.toml"
 DB_FILE = "haven.db"
@@ -202,6 +204,7 @@ class HavenConfig:
     diagnosis: DiagnosisConfig = field(default_factory=DiagnosisConfig)  # haven.explain.config
     canary: CanaryConfig = field(default_factory=CanaryConfig)  # haven.canary.config
     backups: BackupsConfig = field(default_factory=BackupsConfig)  # haven.backups.config
+    stateful: StatefulConfig = field(default_factory=StatefulConfig)  # haven.stateful.config
 
     @property
     def segment_names(self) -> frozenset[str]:
@@ -223,6 +226,7 @@ def load_config(home: Path, path: Path | None = None, cloud_name: str | None = N
     where = str(path) if path else "defaults"
     sections = {"database", "detection", "recovery", "cloud", "segments", "fencing", "publish", "keystone"}
     sections |= {"coordination", "liveness", "api", "controlplane", "diagnosis", "canary", "backups"}
+    sections |= {"stateful"}
     _only(raw, sections, where)
     database = _table(raw, "database", where)
     _only(database, {"url"}, f"{where} [database]")
@@ -275,6 +279,7 @@ def load_config(home: Path, path: Path | None = None, cloud_name: str | None = N
         diagnosis=parse_diagnosis(raw.get("diagnosis"), where),
         canary=parse_canary(raw.get("canary"), where),
         backups=parse_backups(raw.get("backups"), where),
+        stateful=parse_stateful(raw.get("stateful"), where),
     )
 
 

@@ -58,30 +58,39 @@ class GaleraNode(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class NodeLayout:
-    """Where one loopback node lives and listens."""
+    """Where one node lives (and, for a loopback node, listens).
+
+    ``folder`` holds haven's own files for the node (the ``--wsrep-recover`` log, the server's output);
+    its my.cnf, data folder, unix socket and pid file default to files in it (the loopback layout), or
+    are where haven.toml's ``[stateful.galera]`` says (the ``*_path`` fields).
+    """
 
     name: str
     folder: Path
-    port: int  # SQL
-    gcomm_port: int
-    ist_port: int
-    sst_port: int
+    port: int = 0  # SQL (loopback clusters only: written into the my.cnf they lay out)
+    gcomm_port: int = 0
+    ist_port: int = 0
+    sst_port: int = 0
+    cnf_path: Path | None = None
+    data_path: Path | None = None
+    socket_path: Path | None = None
+    pid_path: Path | None = None
 
     @property
     def cnf(self) -> Path:
-        return self.folder / "my.cnf"
+        return self.cnf_path or self.folder / "my.cnf"
 
     @property
     def data(self) -> Path:
-        return self.folder / "data"
+        return self.data_path or self.folder / "data"
 
     @property
     def socket(self) -> Path:
-        return self.folder / "mariadb.sock"
+        return self.socket_path or self.folder / "mariadb.sock"
 
     @property
     def pid_file(self) -> Path:
-        return self.folder / "mariadb.pid"
+        return self.pid_path or self.folder / "mariadb.pid"
 
 
 def server_user() -> str:

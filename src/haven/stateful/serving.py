@@ -1,0 +1,81 @@
+"""Galera's recovery loop in ``haven serve``: a leader-only runnable over ``[stateful.galera]``.
+
+Who calls it: haven.cli.serve, which builds it before anything is opened (a node whose my.cnf is
+missing, or no mariadbd, stops serve with a ConfigError and nothing touched) and runs ``run`` only
+while this engine leads (haven.cli.serve._while_leading), as the control plane's reconciler.
+
+Each term gets a new GaleraRecovery (what it remembers of ``--wsrep-recover`` reads is per term) on the
+store's journal and alerts, fenced by the term's leader epoch: a deposed leader's intent is refused by
+the store, so it makes no effect. The first pass of a term finishes any step the previous leader left
+``issued`` (haven.stateful.galera_recovery). A pass that fails unexpectedly is logged; the next runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from haven.domain.clock import Clock
+from haven.domain.errors import ConfigError
+from haven.stateful.config import GaleraConfig
+from haven.stateful.galera import GaleraSettings
+from haven.stateful.galera_node import MARIADBD, PROVIDER, LocalGaleraNode, NodeLayout
+from haven.stateful.galera_recovery import GaleraRecovery
+from haven.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class GaleraService:
+    def __init__(self, config: GaleraConfig, clock: Clock) -> None:
+        """Checks what a start needs (no I/O beyond reading that the files exist)."""
+        for path in (MARIADBD, PROVIDER):
+            if not path.exists():
+                raise ConfigError(
+                    f"[stateful.galera]: {path} is missing", "install mariadb-server and galera-4"
+                )
+        for node in config.nodes:
+            if not node.cnf.is_file():
+                raise ConfigError(
+                    f"[stateful.galera] node {node.name}: its my.cnf {node.cnf} does not exist",
+                    "set nodes.cnf to the file mariadbd is started with (--defaults-file)",
+                )
+        self.config, self._clock = config, clock
+        self.nodes = [
+            LocalGaleraNode(
+                NodeLayout(
+                    n.name, n.folder, cnf_path=n.cnf, data_path=n.data, socket_path=n.socket,
+                    pid_path=n.pid_file,
+                ),
+                sql_timeout_s=config.sql_timeout_s,
+            )
+            for n in config.nodes
+        ]  # fmt: skip
+        self.settings = GaleraSettings(unreadable_hold_s=config.unreadable_hold_s)
+
+    def describe(self) -> str:
+        names = ", ".join(n.name for n in self.nodes)
+        return (
+            f"galera: cluster {self.config.cluster!r} ({names}, driver {self.config.driver}) recovered while "
+            f"leading, a pass every {self.config.interval_s:g} s; holds are galera_hold alerts"
+        )
+
+    async def run(
+        self, store: Store, leader_epoch: Callable[[], int | None] | None, stop: asyncio.Event
+    ) -> None:
+        """One term: passes until ``stop`` (the term is over, or haven stops)."""
+        epoch = leader_epoch() if leader_epoch is not None else None
+        recovery = GaleraRecovery.on_store(
+            self.nodes, store, self.config.cluster, self._clock, epoch=epoch, settings=self.settings
+        )
+        while not stop.is_set():
+            try:
+                decision = await recovery.run_pass()
+                log.debug("galera %s: %s: %s", self.config.cluster, decision.kind.value, decision.reason)
+            except Exception:  # a bug or the store gone: this pass only
+                log.exception("galera %s: pass failed", self.config.cluster)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.config.interval_s)
+        # The servers haven started keep running when haven stops: they are the database, not haven's.
