@@ -72,6 +72,7 @@ from haven.service.runner import serve_forever
 from haven.service.sim_agents import with_sim_agents
 from haven.service.status import Leadership, SingleNodeLeadership
 from haven.service.token import ensure_token
+from haven.stateful.serving import GaleraService
 from haven.store import Store
 
 DEFAULT_BIND = ("127.0.0.1", 15868)  # Masakari API's port
@@ -110,6 +111,9 @@ async def serve(
         controlplane = ControlPlane(
             config.controlplane, simulated_cloud=cloud is not None, clock=clock, environ=environ
         )
+    galera = None  # [stateful.galera]: Galera's recovery loop; a missing my.cnf stops here, nothing opened
+    if config.stateful.galera is not None:
+        galera = GaleraService(config.stateful.galera, clock)
     elector = await _elector(config, bind)  # etcd unreachable: stop here, nothing opened
     try:
         async with contextlib.AsyncExitStack() as resources:
@@ -125,6 +129,10 @@ async def serve(
             _prepare_segments(store, config, hosts, method, chosen.reserved)
             leadership: Leadership = elector if elector is not None else SingleNodeLeadership()
             metrics = HavenMetrics(store, leadership)
+            if galera is not None:  # leader-only; its journal and galera_hold alerts in the store
+                galera_epoch = elector.epoch if elector is not None else None
+                run_galera = functools.partial(galera.run, store, galera_epoch)
+                explain = run_galera if explain is None else _both(explain, run_galera)
             if controlplane is not None:
                 resources.push_async_callback(controlplane.aclose)
                 on_action = ControlPlaneMetrics(metrics.registry, store).on_action
@@ -157,6 +165,8 @@ async def serve(
                 f"dashboard on http://{_url_host(host)}:{port}/dashboard/. Ctrl-C stops.",
                 highlight=False,
             )
+            if galera is not None:
+                console.print(galera.describe(), highlight=False)
             if explaining is not None:
                 console.print(f"{explaining.describe()}: `haven explain` shows them", highlight=False)
             if controlplane is not None:
