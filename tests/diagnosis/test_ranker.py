@@ -156,6 +156,29 @@ def test_what_began_after_the_symptom_or_before_the_window_is_not_a_cause() -> N
     assert [e.node for e in found.explanations] == ["placement"]
 
 
+def test_evidence_of_a_node_seen_working_afterwards_has_ended() -> None:
+    # The lab's benchmark: keystone's endpoint timed out at 10:00:30 and answered again at 10:02;
+    # the scheduler went down at 10:03 and a boot failed at 10:04. Keystone, a dependency of both,
+    # would outrank the scheduler ("deepest cause") if its old evidence still counted.
+    keystone_error = NodeEvent("keystone", EvidenceKind.ERROR, T0 + 30, "its endpoint did not answer")
+    keystone_well = NodeEvent("keystone", EvidenceKind.HEALTHY, T0 + 120, "its endpoint answered")
+    scheduler_down = NodeEvent("nova-scheduler", EvidenceKind.DOWN, T0 + 180)
+    stale = rank(GRAPH, boot(), [], [keystone_error, scheduler_down])
+    assert stale.explanations[0].node == "keystone"  # without the HEALTHY event: the old behaviour
+    found = rank(GRAPH, boot(), [], [keystone_error, keystone_well, scheduler_down])
+    assert [e.node for e in found.explanations] == ["nova-scheduler"]
+    assert "Keystone" not in found.summary and "keystone" not in found.summary
+    # Evidence after the node was seen working counts again (it failed once more), in any input order.
+    again = NodeEvent("keystone", EvidenceKind.ERROR, T0 + 200, "its endpoint did not answer")
+    found = rank(GRAPH, boot(), [], [again, scheduler_down, keystone_well, keystone_error])
+    assert found.explanations[0].node == "keystone"
+    assert found.explanations[0].onset == T0 + 200
+    # A HEALTHY event alone is no candidate; one after the symptom ends nothing.
+    assert rank(GRAPH, boot(), [], [keystone_well]).explanations == ()
+    after = NodeEvent("keystone", EvidenceKind.HEALTHY, BOOT_FAILED + 5)
+    assert rank(GRAPH, boot(), [], [keystone_error, after]).explanations[0].node == "keystone"
+
+
 def test_each_metric_is_judged_against_its_own_baseline_not_its_size() -> None:
     # keystone is always noisy (1 s ± 0.5 s) and stays so; neutron is quiet and moves a little.
     keystone = metric("keystone", base=1.0, noise=0.5, onset=T0, level=1.2, seed=5)

@@ -170,8 +170,9 @@ class CanaryRunner:
         """Each catalog endpoint probed, and Nova's service list read: what fails is kept as evidence.
 
         Not symptoms (a canary or a probe above is): evidence the explainer ranks. An endpoint that
-        fails or does not answer within ``endpoint_timeout_s`` is an ERROR of its service; a Nova service
-        its own list says is down is that service DOWN.
+        fails or does not answer within ``endpoint_timeout_s`` is an ERROR of its service, one that
+        answers is that service HEALTHY (its earlier evidence ended); a Nova service its own list says
+        is down is that service DOWN.
         """
         now = self._clock.now()
         kept: dict[str, NodeEvent] = {}
@@ -197,6 +198,10 @@ class CanaryRunner:
             if error:
                 kept[f"probe:{kind}:{started:.3f}"] = NodeEvent(
                     node, EvidenceKind.ERROR, started, f"its endpoint did not answer: {error}"
+                )
+            else:  # seen working: ends its earlier evidence (it recovered before any later symptom)
+                kept[f"probe:{kind}:{started:.3f}"] = NodeEvent(
+                    node, EvidenceKind.HEALTHY, started, f"its endpoint answered in {result.seconds:.2f} s"
                 )
         try:
             down = await self._cloud.services_down()

@@ -15,12 +15,17 @@ from types import MappingProxyType
 
 
 class EvidenceKind(StrEnum):
-    """What a piece of evidence is. The first three are hard evidence, in decreasing weight."""
+    """What a piece of evidence is. The first three are hard evidence, in decreasing weight.
+
+    HEALTHY is no evidence of a cause: the node was seen working (a probe of it passed), which ends
+    its earlier hard evidence (a service that failed and recovered before the symptom did not cause it).
+    """
 
     DOWN = "down"  # a service reported down, forced down, or its process gone
     RESTART = "restart"  # a process or broker started again
     ERROR = "error"  # an error the node itself reported (an exception notification)
     METRIC = "metric"  # a metric far from its own baseline
+    HEALTHY = "healthy"  # seen working: ends the node's earlier hard evidence
 
 
 HARD_WEIGHT: Mapping[EvidenceKind, float] = MappingProxyType(

@@ -15,7 +15,9 @@ The rules, in the order they rank (each a tier of the sort key):
 4. **Onset.** Earlier first; then the node's name.
 
 Only evidence between the window's start and the symptom counts: what began after the symptom did not
-cause it. A node with no evidence is not a candidate.
+cause it. A node seen working (a HEALTHY event: a probe of it passed) after its hard evidence and before
+the symptom had recovered: that earlier evidence ended and does not count. A node with no evidence is
+not a candidate.
 """
 
 from __future__ import annotations
@@ -101,9 +103,14 @@ def _evidence(
 ) -> dict[str, _Found]:
     start = symptom.at - settings.window_s
     hard: dict[str, dict[EvidenceKind, Evidence]] = {}
-    for event in sorted(events, key=lambda e: (e.at, e.node, e.kind.value, e.detail)):
-        if not start <= event.at <= symptom.at:
-            continue
+    in_window = [e for e in events if start <= e.at <= symptom.at]
+    seen_well: dict[str, float] = {}  # each node's last HEALTHY event before the symptom
+    for event in in_window:
+        if event.kind is EvidenceKind.HEALTHY:
+            seen_well[event.node] = max(event.at, seen_well.get(event.node, event.at))
+    for event in sorted(in_window, key=lambda e: (e.at, e.node, e.kind.value, e.detail)):
+        if event.kind is EvidenceKind.HEALTHY or event.at < seen_well.get(event.node, event.at):
+            continue  # not a cause, or ended: the node was seen working after it
         kinds = hard.setdefault(event.node, {})
         if event.kind not in kinds:  # each kind once per node: its first occurrence, the earliest onset
             text = event_text(graph.label(event.node), event)

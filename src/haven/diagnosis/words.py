@@ -14,6 +14,7 @@ _EVENT_VERBS = {
     EvidenceKind.DOWN: "went down",
     EvidenceKind.RESTART: "restarted",
     EvidenceKind.ERROR: "reported an error",
+    EvidenceKind.HEALTHY: "was seen working",
 }
 
 
