@@ -212,3 +212,17 @@ def test_the_canary_section_is_validated() -> None:
         parse_canary({"flavr": "x"}, "haven.toml")
     with pytest.raises(ConfigError, match="flavor and image missing"):
         require_real(parse_canary({}, "haven.toml"), "haven.toml")
+
+
+async def test_a_zone_list_that_fails_is_a_symptom_not_the_end_of_the_round(store: Store) -> None:
+    world = World(store)  # no zones configured: the round asks Nova for them
+    world.nova.api_down = True
+    found = await world.runner.round()
+    assert found.runs == () and world.nova.booted == 0
+    assert [p.name for p in found.probes if not p.ok] == ["server-list", "zones"]
+    (record,) = [s for s in world.symptoms if s.source == "probe:zones"]
+    stored = store.get_explanation(record.id)
+    assert stored.symptom.node == "nova-api" and stored.symptom.phase == "api"
+    assert "503" in stored.symptom.what and stored.diagnosis is not None
+    world.nova.heal()
+    assert (await world.runner.round()).ok  # the next round boots again

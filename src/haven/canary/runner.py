@@ -111,12 +111,33 @@ class CanaryRunner:
         probes = await self.probe() if self._settings.probes else []
         if self._settings.probes:
             probes += await self.observe()
-        zones = self._settings.zones or tuple(sorted(await self._cloud.zones()))
+        zones = self._settings.zones or await self._zones(probes)
         runs = []
         for zone in zones:
             runs.append(await self.boot_one(zone))
         await asyncio.to_thread(self._store.prune_canaries, self._clock.now() - KEEP_S)
         return Round(tuple(cleaned), tuple(probes), tuple(runs))
+
+    async def _zones(self, probes: list[ProbeResult]) -> tuple[str, ...]:
+        """The zones with compute hosts, from Nova's service list; when Nova cannot list them, none.
+
+        A list that fails (nova-api or its database hung, a timeout) is a symptom in the ``api`` phase,
+        like a failed server list, never the end of the round: the probes' evidence is kept all the same.
+        """
+        started = self._clock.now()
+        try:
+            return tuple(sorted(await self._cloud.zones()))
+        except CloudError as exc:
+            error = str(exc)
+        result = ProbeResult("zones", started, False, self._clock.now() - started, error)
+        self._progress(f"probe zones: failed in {result.seconds:.2f} s ({error})")
+        key = await self._keep_probe(result)
+        probes.append(result)
+        if self._settings.probes:
+            await self.observe()  # look again: what failed meanwhile is evidence
+        symptom = Symptom("nova-api", started, f"listing the compute zones failed ({error})", "api")
+        await self._symptom(ExplanationRecord(key, "probe:zones", "zones", symptom, started))
+        return ()
 
     async def clean(self) -> list[Found]:
         """Delete every server with haven's canary tag, then mark unfinished runs abandoned.

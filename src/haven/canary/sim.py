@@ -85,6 +85,7 @@ class SimCanaryCloud:
     # ---- the port -------------------------------------------------------------------------------------
 
     async def zones(self) -> Sequence[str]:
+        self._api()  # Nova's service list, served by its API
         return sorted({h.zone for h in await self.cloud.list_hosts()})
 
     async def boot(
