@@ -10,7 +10,8 @@ Each pass:
    its effect: the unit's InvocationID before a restart) before the effect, and its outcome after;
 4. records every replica's state (for ``haven controlplane status`` and the metrics), raises one alert
    per root event (haven.controlplane.alerts: a lost controller, a service down with its dependents'
-   holds folded in, a crash loop...) and clears those that ended.
+   holds folded in, a crash loop...) and clears those that ended; then, if the recorded states differ
+   from the previous pass's (their observation times aside), tells ``on_replicas`` (the dashboard).
 One action's failure, expected or not, fails that action only: the next pass plans again from the world.
 """
 
@@ -21,7 +22,7 @@ import collections
 import dataclasses
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -71,6 +72,7 @@ _HOLD_ALERTS = (
     AlertKind.CONTROLLER_DOWN,
 )
 ActionHook = Callable[[ActionRecord, ActionState], None]
+ReplicasHook = Callable[[Sequence[ReplicaState]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +92,11 @@ class Reconciler:
         clock: Clock,
         leader_epoch: Callable[[], int | None] | None = None,
         on_action: ActionHook | None = None,
+        on_replicas: ReplicasHook | None = None,
     ) -> None:
         """``units``: each controller's systemd; ``leader_epoch`` None: one engine alone, unfenced;
-        ``on_action``: told each action's outcome (the metrics), never allowed to raise into a pass."""
+        ``on_action``: told each action's outcome (the metrics), never allowed to raise into a pass;
+        ``on_replicas``: told the recorded states after a pass that changed them (likewise)."""
         self._config, self._units, self._balancer, self._prober = config, units, balancer, prober
         self._store, self._clock, self._leader_epoch = store, clock, leader_epoch
         self._specs = {s.name: s for s in config.services}
@@ -105,6 +109,8 @@ class Reconciler:
         self._first_seen: dict[Key, tuple[str, float | None]] = {}  # invocation, when haven first saw it
         self._window = max((s.restart.crash_loop_window_s for s in config.services), default=600.0)
         self._on_action = on_action
+        self._on_replicas = on_replicas
+        self._recorded: tuple[ReplicaState, ...] | None = None  # the last pass's, observed_at zeroed
         self.last_plan: ControlPlanePlan | None = None
 
     def _hosts_of(self, spec: ServiceSpec) -> list[HostName]:
@@ -147,9 +153,24 @@ class Reconciler:
         if acting:
             for action in result.actions:
                 await self._act(action, observed, epoch)
-            await self._db(self._store.record_replicas, _states(views, result, now), epoch=epoch)
+            states = _states(views, result, now)
+            await self._db(self._store.record_replicas, states, epoch=epoch)
             await self._alerts(result, now, epoch)
+            self._announce(states)
         return result
+
+    def _announce(self, states: list[ReplicaState]) -> None:
+        """Tell ``on_replicas`` when the recorded states changed (not at every pass)."""
+        seen = tuple(dataclasses.replace(s, observed_at=0.0) for s in states)
+        if seen == self._recorded:
+            return
+        self._recorded = seen
+        if self._on_replicas is None:
+            return
+        try:
+            self._on_replicas(states)
+        except Exception:  # a listener's bug never fails a pass
+            log.exception("replica hook failed")
 
     def _epoch(self) -> int | None:
         return None if self._leader_epoch is None else self._leader_epoch()

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from haven.controlplane.catalogue import CATALOGUE
@@ -27,17 +27,20 @@ from haven.controlplane.drivers.probes import NetworkProber
 from haven.controlplane.drivers.sim import SimBalancer, SimProber, SimUnit, SimUnits
 from haven.controlplane.drivers.systemd import SystemdUnits
 from haven.controlplane.ports import Balancer, Prober, Units
-from haven.controlplane.reconciler import ActionHook, Reconciler
+from haven.controlplane.reconciler import ActionHook, Reconciler, ReplicasHook
 from haven.domain.clock import Clock
 from haven.domain.controlplane import (
     Controller,
     DomainName,
     MemberAdmin,
+    ReplicaHealth,
+    ReplicaState,
     ServiceName,
     ServiceSpec,
     UnitActive,
 )
 from haven.domain.errors import ConfigError
+from haven.domain.events import EngineEvent, EventKind, EventSink
 from haven.domain.ids import HostName
 from haven.store import Store
 
@@ -182,8 +185,14 @@ class ControlPlane:
         leader_epoch: Callable[[], int | None] | None,
         on_action: ActionHook | None,
         stop: asyncio.Event,
+        *,
+        on_event: EventSink | None = None,
     ) -> None:
-        """One term: reconcile until ``stop`` is set (the term is over, or haven stops)."""
+        """One term: reconcile until ``stop`` is set (the term is over, or haven stops).
+
+        ``on_event``: told ``controlplane_changed`` when a pass recorded replica states that differ from
+        the previous pass's (haven serve: the dashboard's hub)."""
+        on_replicas = self._announcer(on_event) if on_event is not None else None
         self.reconciler = Reconciler(
             self.config,
             self.units,
@@ -193,6 +202,7 @@ class ControlPlane:
             self._clock,
             leader_epoch=leader_epoch,
             on_action=on_action,
+            on_replicas=on_replicas,
         )
         task = asyncio.create_task(self.reconciler.run())
         try:
@@ -201,6 +211,14 @@ class ControlPlane:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    def _announcer(self, sink: EventSink) -> ReplicasHook:
+        def on_replicas(states: Sequence[ReplicaState]) -> None:
+            not_healthy = sum(1 for s in states if s.health is not ReplicaHealth.HEALTHY)
+            detail = {"replicas": len(states), "not_healthy": not_healthy}
+            sink(EngineEvent(EventKind.CONTROLPLANE_CHANGED, self._clock.now(), detail=detail))
+
+        return on_replicas
 
     async def aclose(self) -> None:
         for close in self._closers:

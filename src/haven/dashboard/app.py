@@ -37,7 +37,16 @@ from haven.api.auth import Authenticator, AuthUnavailable, Principal
 from haven.api.policy import allowed, policy_for
 from haven.api.routes.haven_drills import DRILLS_PATH
 from haven.api.routes.haven_status import RELEASE_PATH, STATUS_PATH
-from haven.dashboard.board import Board, Changes, clock_text
+from haven.canary.model import BOOT_PHASES
+from haven.dashboard.board import (
+    TOP_CAUSES,
+    BackupsView,
+    Board,
+    Changes,
+    age_text,
+    canary_durations,
+    clock_text,
+)
 from haven.dashboard.drills import COUNTERS, DrillRefused, DrillRunner, replay
 from haven.dashboard.hub import EventHub
 from haven.dashboard.sessions import COOKIE, Session, SessionStore, csrf_ok
@@ -54,7 +63,12 @@ ROOT = "/dashboard"
 COALESCE_S = 0.2  # events arriving within this long go out as one message
 KEEPALIVE_S = 15.0
 MAX_FORM_BYTES = 16_384
-SYMBOLS = {"healthy": "✓", "suspect": "?", "dead": "✕", "isolated": "⇹", "held": "‖", "agent_down": "!"}
+SYMBOLS = {
+    "healthy": "✓", "suspect": "?", "dead": "✕", "isolated": "⇹", "held": "‖", "agent_down": "!",
+    # control-plane replicas (ReplicaHealth), the canary's boots (Outcome), recovery points
+    "starting": "…", "unhealthy": "✗", "failed": "✕", "stopped": "○", "unknown": "?", "absent": "-",
+    "ok": "✓", "slow": "◔", "booting": "…", "within_policy": "✓", "stale": "✗",
+}  # fmt: skip
 STEP_SYMBOLS = {"done": "✓", "failed": "✕", "running": "…", "pending": "○", "skipped": "-"}
 
 # Keystone password login (optional): (user name, password, project) -> a token, or None if refused.
@@ -70,6 +84,13 @@ class DashboardDeps:
     sessions: SessionStore
     password_login: PasswordLogin | None = None
     domains: Mapping[HostName, tuple[str, str]] | None = None  # host: (zone, rack), as the cloud says
+    declared: Mapping[str, int] | None = None  # control-plane service: its min_replicas
+    backups: BackupsView | None = None  # the backup runner's latest plan, when this server runs it
+
+    def board(self) -> Board:
+        return Board(
+            self.store, self.domains, declared=self.declared, backups=self.backups, now=self.clock.now()
+        )
 
 
 def create_dashboard(
@@ -81,16 +102,23 @@ def create_dashboard(
     sessions: SessionStore | None = None,
     password_login: PasswordLogin | None = None,
     domains: Mapping[HostName, tuple[str, str]] | None = None,
+    declared: Mapping[str, int] | None = None,
+    backups: BackupsView | None = None,
 ) -> Starlette:
+    """``declared``: each control-plane service's min_replicas; ``backups``: how to read the backup
+    runner's latest plan (None: this server runs no backups)."""
     deps = DashboardDeps(
-        store, authenticator, hub, clock, sessions or SessionStore(), password_login, domains
+        store,
+        authenticator,
+        hub,
+        clock,
+        sessions or SessionStore(),
+        password_login,
+        domains,
+        declared,
+        backups,
     )
-    templates = Environment(
-        loader=FileSystemLoader(HERE / "templates"),
-        autoescape=select_autoescape(["html"]),
-        enable_async=False,
-    )
-    templates.globals.update(clock=clock_text, symbols=SYMBOLS, step_symbols=STEP_SYMBOLS, root=ROOT)
+    templates = template_environment()
     pages = _Pages(deps, templates)
     return Starlette(
         routes=[
@@ -104,6 +132,26 @@ def create_dashboard(
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]
     )
+
+
+def template_environment() -> Environment:
+    """The page's templates with the helpers they call (clock, symbols...)."""
+    templates = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(["html"]),
+        enable_async=False,
+    )
+    templates.globals.update(
+        clock=clock_text,
+        age=age_text,
+        symbols=SYMBOLS,
+        step_symbols=STEP_SYMBOLS,
+        root=ROOT,
+        canary_durations=canary_durations,
+        canary_phases=[p.value for p in BOOT_PHASES],
+        top_causes=TOP_CAUSES,
+    )
+    return templates
 
 
 def can_read(principal: Principal) -> bool:
@@ -144,7 +192,7 @@ class _Pages:
         session = self._session(request)
         if session is None:
             return self._login_page(HTTPStatus.UNAUTHORIZED)
-        board = Board(self.deps.store, self.deps.domains)
+        board = self.deps.board()
         p = session.principal
         return self._html(
             "index.html",
@@ -253,7 +301,7 @@ class _Pages:
             return _refused(HTTPStatus.CONFLICT, str(exc))
         log.warning("dashboard: segment %s released by %s: %s (hosts %s)", done.segment, by, done.reason,
                     ", ".join(done.hosts) or "none")  # fmt: skip
-        board = Board(self.deps.store, self.deps.domains)
+        board = self.deps.board()
         body = self.templates.get_template("parts.html").module.holds(  # type: ignore[attr-defined]
             board, True, session.csrf, ROOT
         )
@@ -292,12 +340,10 @@ class _Pages:
     async def _stream(self, request: Request, session: Session) -> AsyncIterator[str]:
         parts = self.templates.get_template("parts.html").module
         with self.deps.hub.subscribe() as sub:
-            board = Board(
-                self.deps.store, self.deps.domains
-            )  # after subscribing: no event falls between the two
+            board = self.deps.board()  # after subscribing: no event falls between the two
             yield _sse("live", "live: following the engine's events")
             # What changed between the page's own read and this stream's (a page is read first).
-            everything = Changes(set(board.hosts), set(board.notifications), True)
+            everything = Changes(set(board.hosts), set(board.notifications), True, True, True)
             yield _sse("update", _render(parts, board, everything, set(board.notifications), session))
             while True:
                 try:
@@ -349,6 +395,11 @@ def _render(parts: Any, board: Board, changes: Changes, known: set[NotificationI
     if changes.alerts:
         out.append(str(parts.alerts(board, oob=True)))
         out.append(str(parts.holds(board, can_release(session.principal), session.csrf, ROOT, oob=True)))
+    if changes.controlplane:
+        out.append(str(parts.controlplane(board, oob=True)))
+    if changes.explanations:
+        out.append(str(parts.explanations(board, oob=True)))
+        out.append(str(parts.canaries(board, oob=True)))
     return "".join(out)
 
 

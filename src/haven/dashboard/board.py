@@ -6,22 +6,35 @@ the hub before it stores the condition, so the event is the fresher word), a not
 timeline is read again from the store when one of its steps starts or finishes (the executor commits
 a step before it announces it), and the alerts are read again when an event that raises or clears
 them arrives. No timer reads the database. ``apply`` says which parts of the page changed, so that a
-stream sends only those.
+stream sends only those. Beside the engine: the control plane's replicas are read again when its
+reconciler says they changed (``controlplane_changed``), the explanations when the explainer finished
+one, the canary's boots when a round finished. Backups are read when the page opens (their runner has
+no hook to the hub yet).
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from haven.backups.config import SchedulerSettings
+from haven.backups.planner import BackupPlan, max_age_s
+from haven.canary.model import CanaryRun, durations, run_from_json
+from haven.canary.runner import BOOT
+from haven.diagnosis.records import ExplanationRecord, ExplanationState
+from haven.domain.backups import BackupRecord, BackupState
+from haven.domain.controlplane import ReplicaHealth, ReplicaState
 from haven.domain.events import EngineEvent, EventKind
 from haven.domain.ids import HostName, NotificationId, SegmentId
 from haven.domain.incidents import RECOVERY_SUMMARY_KEY, Alert, AlertKind, Notification, Step
 from haven.store import Store
 
 RECENT_NOTIFICATIONS = 15
+RECENT_EXPLANATIONS = 5
+RECENT_CANARIES = 8
+TOP_CAUSES = 3
 CONDITIONS = ("healthy", "suspect", "dead", "isolated", "held", "agent_down")
 
 _HOST_EVENTS = {
@@ -51,6 +64,7 @@ _ALERT_EVENTS = frozenset(
         EventKind.NOTIFICATION_FINISHED,
         EventKind.SAFETY_DECISION,
         EventKind.STEP_ERROR,
+        EventKind.CONTROLPLANE_CHANGED,  # the reconciler raises and clears its alerts in that pass
     }
 )
 
@@ -98,6 +112,44 @@ class Incident:
         return max(end for _, _, end in self.phases)
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceView:
+    """A control-plane service: its replicas as the reconciler last recorded them."""
+
+    name: str
+    replicas: tuple[ReplicaState, ...]
+    declared: int | None  # the spec's min_replicas (None: not told)
+
+    @property
+    def healthy(self) -> int:
+        return sum(1 for r in self.replicas if r.health is ReplicaHealth.HEALTHY)
+
+
+@dataclass(frozen=True, slots=True)
+class ProtectedView:
+    """A protected server's recovery point against its policy (the backup runner's latest plan)."""
+
+    server_id: str
+    server_name: str
+    schedule: str
+    newest: BackupRecord | None  # its newest good (available) backup
+    age_s: float | None  # of the recovery point (the newest good backup's start)
+    max_age_s: float  # what the policy allows
+    stale: bool
+    waiting: str
+
+
+@dataclass(frozen=True, slots=True)
+class BackupStatus:
+    """What a BackupsView reads: the runner's latest plan and its limits (haven serve's BackupService)."""
+
+    plan: BackupPlan | None
+    settings: SchedulerSettings
+
+
+BackupsView = Callable[[], BackupStatus]
+
+
 @dataclass
 class Changes:
     """The parts of a page an event batch changed."""
@@ -105,18 +157,31 @@ class Changes:
     hosts: set[HostName] = field(default_factory=set)
     notifications: set[NotificationId] = field(default_factory=set)
     alerts: bool = False
+    controlplane: bool = False
+    explanations: bool = False  # the explanations or the canary's boots
     announcements: list[str] = field(default_factory=list)  # for the page's live region
 
     def __bool__(self) -> bool:
-        return bool(self.hosts or self.notifications or self.alerts)
+        return bool(self.hosts or self.notifications or self.alerts or self.controlplane or self.explanations)
 
 
 class Board:
     """The dashboard's state: segments, hosts by condition, recent notifications, alerts, holds."""
 
-    def __init__(self, store: Store, domains: Mapping[HostName, tuple[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        domains: Mapping[HostName, tuple[str, str]] | None = None,
+        *,
+        declared: Mapping[str, int] | None = None,
+        backups: BackupsView | None = None,
+        now: float | None = None,
+    ) -> None:
+        """``declared``: each control-plane service's min_replicas; ``backups``: the backup runner's
+        plan (None: backups are not run by this server); ``now``: for the recovery points' ages."""
         self._store = store
         self._domains = domains or {}
+        self._declared = declared or {}
         self.segments = {s.id: s for s in store.list_segments()}
         self.hosts: dict[HostName, HostView] = {}
         for h in store.list_hosts():
@@ -128,6 +193,12 @@ class Board:
         for n in store.list_notifications(limit=RECENT_NOTIFICATIONS):
             self.notifications[n.id] = _notification_view(n, store.list_steps(n.id))
         self.alerts: list[Alert] = store.list_alerts(active_only=True)
+        self.replicas: list[ReplicaState] = store.list_replicas()
+        self.explanations: list[ExplanationRecord] = []
+        self.canaries: list[CanaryRun] = []
+        self.reload_explanations()
+        self.backups_on = backups is not None
+        self.protected = _protected(store, backups(), time.time() if now is None else now) if backups else []
 
     # --- reading -------------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
@@ -174,6 +245,18 @@ class Board:
     def other_alerts(self) -> list[Alert]:
         return [a for a in self.alerts if a.kind is not AlertKind.GATE_HOLD]
 
+    def services(self) -> list[ServiceView]:
+        grouped: dict[str, list[ReplicaState]] = {}
+        for r in self.replicas:
+            grouped.setdefault(r.service, []).append(r)
+        return [
+            ServiceView(name, tuple(sorted(rs, key=lambda r: r.host)), self._declared.get(name))
+            for name, rs in sorted(grouped.items())
+        ]
+
+    def replicas_observed_at(self) -> float | None:
+        return max((r.observed_at for r in self.replicas), default=None)
+
     def segment_name(self, segment_id: SegmentId | None) -> str:
         if segment_id is None:
             return "-"
@@ -194,6 +277,10 @@ class Board:
                 changes.notifications.add(event.notification_id)
             if event.kind in _ALERT_EVENTS:
                 changes.alerts = True
+            if event.kind is EventKind.CONTROLPLANE_CHANGED:
+                changes.controlplane = True
+            elif event.kind in (EventKind.EXPLANATION_FINISHED, EventKind.CANARY_FINISHED):
+                changes.explanations = True
         for nid in changes.notifications:
             n = self._store.get_notification(nid)
             self.notifications[nid] = _notification_view(n, self._store.list_steps(nid))
@@ -203,10 +290,30 @@ class Board:
         changes.notifications &= self.notifications.keys()
         if changes.alerts:
             self.reload_alerts()
+        if changes.controlplane:
+            self._reload_replicas(changes)
+        if changes.explanations:
+            self.reload_explanations()
         return changes
 
     def reload_alerts(self) -> None:
         self.alerts = self._store.list_alerts(active_only=True)
+
+    def reload_explanations(self) -> None:
+        self.explanations = [
+            r
+            for r in self._store.list_explanations(limit=RECENT_EXPLANATIONS * 2)
+            if r.state is ExplanationState.DONE
+        ][:RECENT_EXPLANATIONS]
+        self.canaries = [run_from_json(d) for d in self._store.list_canaries(BOOT, limit=RECENT_CANARIES)]
+
+    def _reload_replicas(self, changes: Changes) -> None:
+        before = {(r.service, r.host): r.health for r in self.replicas}
+        self.replicas = self._store.list_replicas()
+        for r in self.replicas:
+            was = before.get((r.service, r.host))
+            if was is not None and was is not r.health:
+                changes.announcements.append(f"{r.service} on {r.host} is {r.health.value}")
 
     def _set_condition(self, host: HostName, condition: str, event: EngineEvent, changes: Changes) -> None:
         view = self.hosts.get(host)
@@ -254,6 +361,46 @@ def _summary_text(summary: object) -> str:
         if summary.get(key):
             words.append(str(summary[key]))
     return "; ".join(words)
+
+
+def _protected(store: Store, status: BackupStatus, now: float) -> list[ProtectedView]:
+    """Each server the runner's latest plan protects: its newest good backup and recovery point's age."""
+    if status.plan is None:
+        return []
+    newest: dict[str, BackupRecord] = {}
+    for r in store.backups_relevant(now):
+        if r.state is BackupState.AVAILABLE and (
+            r.server_id not in newest or r.created_at > newest[r.server_id].created_at
+        ):
+            newest[r.server_id] = r
+    out = []
+    for s in sorted(status.plan.statuses, key=lambda s: s.server_name):
+        age = None if s.recovery_point is None else max(0.0, now - s.recovery_point)
+        limit = max_age_s(s.policy, status.settings)
+        found = newest.get(s.server_id)
+        view = ProtectedView(
+            s.server_id, s.server_name, s.policy.schedule, found, age, limit, s.stale, s.waiting
+        )
+        out.append(view)
+    return out
+
+
+def canary_durations(run: CanaryRun) -> dict[str, float]:
+    """Each boot phase's own duration (from the phase before it)."""
+    return durations(run.phases)
+
+
+def age_text(seconds: float | None) -> str:
+    """An age in the largest unit that keeps it readable: 45 s, 12 min, 3.5 h, 2.0 d."""
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86_400:.1f} d"
 
 
 def clock_text(at: float | None) -> str:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from starlette.applications import Starlette
 
 from haven.api.auth import Authenticator, LocalTokenAuthenticator
 from haven.dashboard.app import ROOT, create_dashboard
+from haven.dashboard.board import BackupsView
 from haven.dashboard.hub import EventHub
 from haven.dashboard.keystone_login import KeystonePasswordLogin
 from haven.domain.clock import Clock
@@ -26,11 +27,15 @@ def mount_dashboard(
     authenticator: Authenticator | None = None,
     keystone: KeystoneConfig | None = None,
     hosts: Iterable[Host] = (),
+    declared: Mapping[str, int] | None = None,
+    backups: BackupsView | None = None,
 ) -> None:
     """The dashboard at /dashboard, logging in with the API's authenticator (the local token unless
     ``authenticator`` is Keystone's; then ``keystone`` also offers a user's password login).
 
     ``hosts``: the cloud's hosts at start-up, for the zones and racks (aggregates) of the map.
+    ``declared``: each control-plane service's min_replicas (its "healthy / declared").
+    ``backups``: how to read the backup runner's latest plan (None: this server runs no backups).
     ``app`` is the API application (``uvicorn.Config.app``, typed loosely there).
     """
     if not isinstance(app, Starlette):
@@ -45,4 +50,16 @@ def mount_dashboard(
         )
     gate = authenticator if authenticator is not None else LocalTokenAuthenticator(token)
     domains = {h.name: (h.zone, h.aggregate) for h in hosts}  # the failure-domain map's zones and racks
-    app.mount(ROOT, create_dashboard(store, gate, hub, clock, password_login=login, domains=domains))
+    app.mount(
+        ROOT,
+        create_dashboard(
+            store,
+            gate,
+            hub,
+            clock,
+            password_login=login,
+            domains=domains,
+            declared=declared,
+            backups=backups,
+        ),
+    )

@@ -33,6 +33,10 @@ class EventKind(StrEnum):
     LEADERSHIP_LOST = "leadership_lost"
     SAFETY_DECISION = "safety_decision"  # the safety policy held or refused a fence, evacuation or disable
     STEP_ERROR = "step_error"  # a step raised an unexpected error: that step is retried, then failed
+    # Beside the engine (haven serve hands these to the dashboard's hub only, not to the publisher):
+    CONTROLPLANE_CHANGED = "controlplane_changed"  # a reconciler pass recorded replica states that differ
+    EXPLANATION_FINISHED = "explanation_finished"  # the explainer stored a symptom's ranked causes
+    CANARY_FINISHED = "canary_finished"  # a canary round's boots finished (their verdicts are stored)
 
 
 @dataclass(frozen=True, slots=True)
