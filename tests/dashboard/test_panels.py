@@ -106,3 +106,34 @@ def test_the_panels_show_an_explanation_a_canary_boot_and_a_stale_recovery_point
     assert "boot failed because Glance API was down" in html and "glance-api on ctl-1 reported down" in html
     assert "image download failed" in html and "✕</span> failed" in html
     assert "web-1" in html and "✗</span> stale" in html and "none" in html
+
+
+async def test_a_failed_canary_boot_and_its_explanation_reach_the_board(store: Store) -> None:
+    from haven.canary.model import CanarySettings, Outcome
+    from haven.canary.sim import SimCanaryCloud
+    from haven.cloud.sim import CloudSpec, build_cloud
+    from haven.controlplane.catalogue import CATALOGUE
+    from haven.explain.config import DiagnosisConfig
+    from haven.service.explaining import AnnouncingCanary, Explaining
+
+    clock = VirtualClock()
+    cloud = build_cloud(CloudSpec(hosts=4, vms=0, zones=2, seed=3), clock)[0]
+    hosts = await cloud.list_hosts()
+    zone = sorted({h.zone for h in hosts})[0]
+    for h in hosts:
+        if h.zone == zone:
+            await cloud.force_down(h.name, True)  # the zone's canary cannot be scheduled
+    events: list[EngineEvent] = []
+    explainer = Explaining(DiagnosisConfig(), CATALOGUE.values()).explainer(store, clock, None, events.append)
+    settings = CanarySettings(poll_s=0.25, boot_timeout_s=60.0, slow_s=20.0, delete_timeout_s=30.0)
+    runner = AnnouncingCanary(
+        SimCanaryCloud(cloud, clock), store, clock, settings, explainer.open_and_explain, events.append
+    )
+    board = Board(store)
+    await runner.round()
+    assert [e.kind for e in events] == [EventKind.EXPLANATION_FINISHED, EventKind.CANARY_FINISHED]
+    assert events[0].detail["source"] == "canary"
+    assert board.apply(events).explanations
+    assert [r.outcome for r in board.canaries].count(Outcome.FAILED) == 1 and len(board.canaries) == 2
+    assert len(board.explanations) == 1 and board.explanations[0].diagnosis is not None
+    assert board.explanations[0].subject == zone

@@ -5,33 +5,41 @@ no I/O, so a bad ``transport_url`` stops haven before anything is opened; oslo.m
 when a transport is configured. One run: the explainer's loop (pending records, then haven's alerts) and,
 with a transport, the listener on Nova's versioned notifications, and with ``[canary]``, the canary rounds
 (haven.canary.runner), whose failed or slow boots the explainer explains, until ``stop`` is set.
+With ``on_event`` (haven serve: the dashboard's hub), ``explanation_finished`` is told when an
+explanation is stored and ``canary_finished`` when a canary round's boots are over.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from haven.canary.config import CanaryConfig, require_real
+from haven.canary.model import CanarySettings
 from haven.canary.ports import CanaryCloud
-from haven.canary.runner import CanaryRunner
+from haven.canary.runner import CanaryRunner, Round, SymptomSink
 from haven.canary.sim import SimCanaryCloud
 from haven.cloud.base import Cloud
 from haven.controlplane.catalogue import CATALOGUE
+from haven.diagnosis.records import ExplanationRecord, ExplanationState
 from haven.domain.clock import Clock
 from haven.domain.controlplane import ServiceSpec
 from haven.domain.errors import ConfigError
+from haven.domain.events import EngineEvent, EventKind, EventSink
 from haven.evidence.nova import Received
 from haven.evidence.prometheus import PrometheusMetrics
 from haven.explain.config import DiagnosisConfig
-from haven.explain.explainer import Explainer
+from haven.explain.explainer import Explainer, ExplainSettings
 from haven.service.config import HavenConfig
 from haven.store import Store
 from haven.topology import Topology, openstack_topology
 
 if TYPE_CHECKING:
     from haven.evidence.nova_listener import NovaListener
+
+_log = logging.getLogger(__name__)
 
 
 class Explaining:
@@ -76,9 +84,11 @@ class Explaining:
         canaries = ", canary boots" if self._canary_cloud is not None else ""
         return f"explaining failures ({notifications}, {metrics}{canaries})"
 
-    async def run(self, store: Store, clock: Clock, stop: asyncio.Event) -> None:
+    async def run(
+        self, store: Store, clock: Clock, stop: asyncio.Event, *, on_event: EventSink | None = None
+    ) -> None:
         metrics = self.metrics()
-        explainer = self.explainer(store, clock, metrics)
+        explainer = self.explainer(store, clock, metrics, on_event)
 
         async def take(received: Received) -> None:
             await explainer.take(received)
@@ -91,7 +101,12 @@ class Explaining:
                     work.append(tasks.create_task(self._listener.run(take)))
                 if canary_cloud is not None:
                     settings = self._canary.settings
-                    canary = CanaryRunner(canary_cloud, store, clock, settings, explainer.open_and_explain)
+                    explain = explainer.open_and_explain
+                    canary = (
+                        CanaryRunner(canary_cloud, store, clock, settings, explain)
+                        if on_event is None
+                        else AnnouncingCanary(canary_cloud, store, clock, settings, explain, on_event)
+                    )
                     work.append(tasks.create_task(canary.run(stop)))
                 await stop.wait()
                 for task in work:
@@ -102,7 +117,15 @@ class Explaining:
             if canary_cloud is not None:
                 await asyncio.to_thread(canary_cloud.close)
 
-    def explainer(self, store: Store, clock: Clock, metrics: PrometheusMetrics | None) -> Explainer:
+    def explainer(
+        self,
+        store: Store,
+        clock: Clock,
+        metrics: PrometheusMetrics | None,
+        on_event: EventSink | None = None,
+    ) -> Explainer:
+        if on_event is not None:
+            return AnnouncingExplainer(store, self.topology, clock, metrics, self._config.settings, on_event)
         return Explainer(store, self.topology, clock, metrics, self._config.settings)
 
     def metrics(self) -> PrometheusMetrics | None:
@@ -113,6 +136,59 @@ class Explaining:
     async def aclose(self) -> None:
         if self._listener is not None:
             await self._listener.aclose()
+
+
+class AnnouncingExplainer(Explainer):
+    """The explainer, telling ``on_event`` each explanation it stores (every path ends in explain)."""
+
+    def __init__(
+        self,
+        store: Store,
+        topology: Topology,
+        clock: Clock,
+        metrics: PrometheusMetrics | None,
+        settings: ExplainSettings,
+        on_event: EventSink,
+    ) -> None:
+        super().__init__(store, topology, clock, metrics, settings)
+        self._on_event, self._now = on_event, clock.now
+
+    async def explain(self, record: ExplanationRecord) -> ExplanationRecord:
+        done = await super().explain(record)
+        if record.state is not ExplanationState.DONE and done.state is ExplanationState.DONE:
+            detail = {"id": done.id, "source": done.source, "subject": done.subject}
+            _tell(self._on_event, EngineEvent(EventKind.EXPLANATION_FINISHED, self._now(), detail=detail))
+        return done
+
+
+class AnnouncingCanary(CanaryRunner):
+    """The canary runner, telling ``on_event`` when a round's boots are over."""
+
+    def __init__(
+        self,
+        cloud: CanaryCloud,
+        store: Store,
+        clock: Clock,
+        settings: CanarySettings,
+        on_symptom: SymptomSink,
+        on_event: EventSink,
+    ) -> None:
+        super().__init__(cloud, store, clock, settings, on_symptom)
+        self._on_event, self._now = on_event, clock.now
+
+    async def round(self) -> Round:
+        done = await super().round()
+        if done.runs:
+            detail = {"runs": len(done.runs), "ok": done.ok}
+            _tell(self._on_event, EngineEvent(EventKind.CANARY_FINISHED, self._now(), detail=detail))
+        return done
+
+
+def _tell(sink: EventSink, event: EngineEvent) -> None:
+    try:
+        sink(event)
+    except Exception:  # a listener's bug never loses an explanation or a canary round
+        _log.exception("could not tell %s", event.kind.value)
 
 
 def build_explaining(config: HavenConfig, sim: Cloud | None = None) -> Explaining | None:
