@@ -126,6 +126,8 @@ def size(node: LocalGaleraNode) -> int:
 
 
 def node_loss(cluster: LoopbackCluster, victim: str, start_id: int = 1) -> GaleraDrillReport:
+    """``start_id``: the first row id written (ids must not repeat on one cluster: a duplicate key fails
+    every write). A full outage writes from ``start_id`` and its probe from ``start_id + 3_000_000``."""
     node = cluster.node(victim)
     others = [n for n in cluster.nodes if n is not node]
     report = GaleraDrillReport(NODE_LOSS, victim)
@@ -163,7 +165,7 @@ def full_outage(cluster: LoopbackCluster, first_down: str, start_id: int = 1) ->
     seqnos = {n.name: independent_seqno(n) for n in cluster.nodes}
     marks = log_sizes(cluster)
     store, recovery = _loop(cluster)
-    probe = Writer([n.layout.socket for n in cluster.nodes], start_id=start_id + 5_000_000)
+    probe = Writer([n.layout.socket for n in cluster.nodes], start_id=start_id + 3_000_000)
     power_back = time.monotonic()
     probe.start()
     served: list[float] = []
