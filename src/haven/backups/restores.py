@@ -79,9 +79,11 @@ class Restorer:
     def __init__(
         self, port: BackupPort, store: Store, clock: Clock, settings: DrillSettings,
         leader_epoch: Callable[[], int | None] | None = None,
+        on_finish: Callable[[RestoreRecord], None] | None = None,
     ) -> None:  # fmt: skip
         self._port, self._store, self._clock, self._settings = port, store, clock, settings
         self._leader_epoch = leader_epoch
+        self._on_finish = on_finish  # told of each restore or drill this engine saw end (done, failed)
 
     # ---- restores asked by a person ----------------------------------------------------------------
 
@@ -257,6 +259,11 @@ class Restorer:
 
     async def _save(self, record: RestoreRecord, was: RestoreState) -> RestoreRecord:
         await self._db(self._store.save_restore, record, [was], epoch=self._epoch())
+        if self._on_finish is not None and not record.state.in_flight:
+            try:
+                self._on_finish(record)
+            except Exception:  # a metrics hook never fails a restore
+                log.exception("restore hook failed")
         return record
 
     async def _alerts(self, drills: Sequence[RestoreRecord]) -> None:

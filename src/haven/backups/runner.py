@@ -49,6 +49,7 @@ from haven.store import Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+BackupHook = Callable[[BackupRecord], None]  # told of each backup this engine saw end (available, failed)
 HISTORY_S = 35 * 86400.0  # deleted and failed backups the planner still sees (windows they covered)
 _DEAD_IMAGE = (ImageStatus.KILLED, ImageStatus.DELETED, ImageStatus.PENDING_DELETE, ImageStatus.DEACTIVATED)
 _ALERTS = (AlertKind.BACKUP_MISSED, AlertKind.RECOVERY_POINT_STALE)
@@ -68,9 +69,11 @@ class BackupRunner:
         store: Store,
         clock: Clock,
         leader_epoch: Callable[[], int | None] | None = None,
+        on_backup: BackupHook | None = None,
     ) -> None:
         self._config, self._port, self._store, self._clock = config, port, store, clock
         self._leader_epoch = leader_epoch
+        self._on_backup = on_backup
         self.last_plan: BackupPlan | None = None
         self.problems: list[PolicyProblem] = []
 
@@ -254,6 +257,7 @@ class BackupRunner:
         if ready:
             done = dataclasses.replace(record, state=BackupState.AVAILABLE, completed_at=now)
             await self._db(self._store.save_backup, done, [BackupState.CREATING], epoch=epoch)
+            self._ended(done)
             return
         try:
             await self._port.get_target(record.server_id)
@@ -298,8 +302,16 @@ class BackupRunner:
             record, state=BackupState.FAILED, finished_at=self._clock.now(), error=why
         )
         await self._db(self._store.save_backup, failed, [was], epoch=epoch)
+        self._ended(failed)
         await self._remove(failed)  # what it left (a killed image, a half chain) is no backup
         return failed
+
+    def _ended(self, record: BackupRecord) -> None:
+        if self._on_backup is not None:
+            try:
+                self._on_backup(record)
+            except Exception:  # a metrics hook never fails a backup
+                log.exception("backup hook failed")
 
     async def _delete(self, record: BackupRecord, epoch: int | None) -> None:
         deleting = dataclasses.replace(record, state=BackupState.DELETING)

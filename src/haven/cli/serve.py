@@ -45,8 +45,11 @@ from rich.console import Console
 from haven.api.app import create_app
 from haven.api.auth import Authenticator
 from haven.api.keystone_auth import KeystoneAuthenticator, KeystoneCredentials
+from haven.api.routes.haven_backups import attach_backups
+from haven.backups.serving import build_service
 from haven.cli.clouds import choose_cloud, open_liveness
 from haven.cloud.sim import CloudSpec, SimCloud, SimFencer
+from haven.cloud.sim.backups import SimBackups
 from haven.cloud.sim.builder import SimTopology
 from haven.controlplane.metrics import ControlPlaneMetrics
 from haven.controlplane.running import ControlPlane
@@ -139,6 +142,13 @@ async def serve(
                 epoch = elector.epoch if elector is not None else None
                 reconcile = functools.partial(controlplane.run, store, epoch, on_action)
                 explain = reconcile if explain is None else _both(explain, reconcile)
+            backups = None  # [backups]: the runner and the restore drills, leader-only
+            sim_port = SimBackups(cloud) if cloud is not None else None
+            backup_port = chosen.openstack.backups() if chosen.openstack is not None else sim_port
+            if config.backups.enabled and backup_port is not None:
+                epoch = elector.epoch if elector is not None else None
+                backups = build_service(config.backups, backup_port, store, clock, epoch, metrics.registry)
+                explain = backups.run if explain is None else _both(explain, backups.run)
             publisher = build_publisher(config.publish, sinks, store, clock)
             liveness = await resources.enter_async_context(
                 open_liveness(chosen, config, fencer, metrics.registry)
@@ -152,6 +162,7 @@ async def serve(
             api = _api_server(store, engine, token, clock, bind, leadership, metrics, authenticator)
             mount_dashboard(api.config.app, store, hub, clock, token=token, authenticator=authenticator,
                             keystone=config.keystone, hosts=hosts)  # fmt: skip
+            attach_backups(api.config.app, backups)  # POST /v1/haven/backups[/restores] use its runner
             host, port = listener.getsockname()[:2]
             role = (
                 f"resumed {resumed} unfinished recoveries"
@@ -171,6 +182,8 @@ async def serve(
                 console.print(f"{explaining.describe()}: `haven explain` shows them", highlight=False)
             if controlplane is not None:
                 console.print(controlplane.describe(), highlight=False)
+            if backups is not None:
+                console.print(backups.describe(), highlight=False)
             if not store.list_segments():
                 console.print(
                     'no failover segment yet ([segments] bootstrap = "none"): haven protects the hosts '
