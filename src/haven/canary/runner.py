@@ -133,6 +133,7 @@ class CanaryRunner:
         self._progress(f"probe zones: failed in {result.seconds:.2f} s ({error})")
         key = await self._keep_probe(result)
         probes.append(result)
+        await self._keep_seen("nova-api", result)
         if self._settings.probes:
             await self.observe()  # look again: what failed meanwhile is evidence
         symptom = Symptom("nova-api", started, f"listing the compute zones failed ({error})", "api")
@@ -182,6 +183,7 @@ class CanaryRunner:
             self._progress(f"probe {name}: {'ok' if result.ok else 'failed'} in {result.seconds:.2f} s")
             key = await self._keep_probe(result)
             results.append(result)
+            await self._keep_seen(node, result)
             if not result.ok:
                 symptom = Symptom(node, started, f"API probe {name} failed ({error})", phase)
                 await self._symptom(ExplanationRecord(key, f"probe:{name}", name, symptom, started))
@@ -238,6 +240,22 @@ class CanaryRunner:
         if kept:
             await asyncio.to_thread(self._store.keep_evidence, kept, now)
         return results
+
+    async def _keep_seen(self, node: str, result: ProbeResult) -> None:
+        """An API probe is evidence on the node it asked: an ERROR when it failed, HEALTHY when it passed.
+
+        Kept before its symptom is explained, so a failed token issue is explained by Keystone's own
+        failure (and a server list that failed with it by Keystone first: the deepest cause).
+        """
+        if result.ok:
+            event = NodeEvent(node, EvidenceKind.HEALTHY, result.at, f"it answered {result.name} in "
+                              f"{result.seconds:.2f} s")  # fmt: skip
+        else:
+            event = NodeEvent(
+                node, EvidenceKind.ERROR, result.at, f"its {result.name} failed: {result.error}"
+            )
+        key = f"probe:{result.name}:{result.at:.3f}"
+        await asyncio.to_thread(self._store.keep_evidence, {key: event}, self._clock.now())
 
     async def _keep_probe(self, result: ProbeResult) -> str:
         key = f"probe:{result.name}:{result.at:.6f}"
