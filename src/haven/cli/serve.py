@@ -46,7 +46,7 @@ from haven.api.app import create_app
 from haven.api.auth import Authenticator
 from haven.api.keystone_auth import KeystoneAuthenticator, KeystoneCredentials
 from haven.api.routes.haven_backups import attach_backups
-from haven.backups.serving import build_service
+from haven.backups.serving import BackupService, build_service
 from haven.cli.clouds import choose_cloud, open_liveness
 from haven.cloud.sim import CloudSpec, SimCloud, SimFencer
 from haven.cloud.sim.backups import SimBackups
@@ -54,6 +54,7 @@ from haven.cloud.sim.builder import SimTopology
 from haven.controlplane.metrics import ControlPlaneMetrics
 from haven.controlplane.running import ControlPlane
 from haven.coordination import Elector, EtcdElector, elector_from_url
+from haven.dashboard.board import BackupStatus, BackupsView
 from haven.dashboard.hub import EventHub
 from haven.dashboard.mount import mount_dashboard
 from haven.domain.clock import RealClock
@@ -124,10 +125,11 @@ async def serve(
             resources.callback(chosen.close)
             token = ensure_token(config.home, config.api.token_path)  # creates the home folder too
             store = resources.enter_context(Store.open(config.database_url))
+            hub = EventHub()  # the dashboard's live pages: the engine's, control plane's, explainer's events
             explain: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None = None
             if explaining is not None:
                 resources.push_async_callback(explaining.aclose)
-                explain = functools.partial(explaining.run, store, clock)
+                explain = functools.partial(explaining.run, store, clock, on_event=hub)
             method = scenario.recovery_method if scenario is not None else RecoveryMethod.AUTO
             _prepare_segments(store, config, hosts, method, chosen.reserved)
             leadership: Leadership = elector if elector is not None else SingleNodeLeadership()
@@ -140,7 +142,7 @@ async def serve(
                 resources.push_async_callback(controlplane.aclose)
                 on_action = ControlPlaneMetrics(metrics.registry, store).on_action
                 epoch = elector.epoch if elector is not None else None
-                reconcile = functools.partial(controlplane.run, store, epoch, on_action)
+                reconcile = functools.partial(controlplane.run, store, epoch, on_action, on_event=hub)
                 explain = reconcile if explain is None else _both(explain, reconcile)
             backups = None  # [backups]: the runner and the restore drills, leader-only
             sim_port = SimBackups(cloud) if cloud is not None else None
@@ -153,7 +155,6 @@ async def serve(
             liveness = await resources.enter_async_context(
                 open_liveness(chosen, config, fencer, metrics.registry)
             )
-            hub = EventHub()  # the dashboard's live pages
             sink = fan_out(_logger(console), metrics.observe, publisher.on_event, hub)
             engine = Engine(chosen.cloud, liveness, fencer, store, clock, config.engine, on_event=sink,
                             leadership=elector)  # fmt: skip
@@ -161,7 +162,8 @@ async def serve(
             resumed = engine.start() if elector is None else 0
             api = _api_server(store, engine, token, clock, bind, leadership, metrics, authenticator)
             mount_dashboard(api.config.app, store, hub, clock, token=token, authenticator=authenticator,
-                            keystone=config.keystone, hosts=hosts)  # fmt: skip
+                            keystone=config.keystone, hosts=hosts, declared=_declared(controlplane),
+                            backups=_backups_view(backups))  # fmt: skip
             attach_backups(api.config.app, backups)  # POST /v1/haven/backups[/restores] use its runner
             host, port = listener.getsockname()[:2]
             role = (
@@ -204,6 +206,18 @@ async def serve(
             await elector.aclose()
     console.print("haven stopped cleanly; unfinished recoveries resume at the next start.")
     return 0
+
+
+def _declared(controlplane: ControlPlane | None) -> dict[str, int] | None:
+    """Each control-plane service's min_replicas, for the dashboard's "healthy / declared"."""
+    return None if controlplane is None else {s.name: s.min_replicas for s in controlplane.config.services}
+
+
+def _backups_view(backups: BackupService | None) -> BackupsView | None:
+    """How the dashboard reads the backup runner's latest plan (read when a page opens)."""
+    if backups is None:
+        return None
+    return lambda: BackupStatus(backups.last_plan, backups.config.scheduler)
 
 
 async def _elector(config: HavenConfig, bind: tuple[str, int]) -> Elector | None:
