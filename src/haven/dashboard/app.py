@@ -67,7 +67,7 @@ SYMBOLS = {
     "healthy": "✓", "suspect": "?", "dead": "✕", "isolated": "⇹", "held": "‖", "agent_down": "!",
     # control-plane replicas (ReplicaHealth), the canary's boots (Outcome), recovery points
     "starting": "…", "unhealthy": "✗", "failed": "✕", "stopped": "○", "unknown": "?", "absent": "-",
-    "ok": "✓", "slow": "◔", "booting": "…", "within_policy": "✓", "stale": "✗",
+    "ok": "✓", "slow": "◔", "booting": "…", "within_policy": "✓", "stale": "✗", "none_yet": "○",
 }  # fmt: skip
 STEP_SYMBOLS = {"done": "✓", "failed": "✕", "running": "…", "pending": "○", "skipped": "-"}
 
