@@ -1,21 +1,36 @@
-"""A small fault catalogue on the real lab: canaries fail, the explainer ranks causes, AC@1 / AC@3.
+"""A fault catalogue on the real lab: canaries fail, the explainer ranks causes, AC@1 / AC@3.
 
-Each fault is a hung service (SIGSTOP of the lab process group of one service, SIGCONT to heal), its
-true root cause the topology node of that service. For each injection (all faults in random order,
-``--runs`` each): a healthy canary round first (its baseline, and proof the lab is whole), the fault
-injected, one canary round (token, server list, each catalog endpoint, Nova's service list, one boot
-with ``--boot-timeout``), the failed canary's stored explanation judged against the root cause, the
-fault healed and a healthy round awaited before the next. No Prometheus: the evidence is what the
-canary sees (probes, endpoints, Nova's service list) plus anything haven stored.
+Each fault is one an operator meets, with its true root cause a node of haven.topology: a control-plane
+service hung (SIGSTOP of the lab's process group of that service, SIGCONT to heal) or killed (SIGKILL
+of the group; healed by starting it again with the command line, environment and folder its process had,
+and the lab's state file updated so ``haven lab down`` still stops it), the computes' nova-compute held
+down or hung, the compute hosts powered off through their Redfish BMCs, Placement's inventory used up,
+the canary image deactivated or deleted in Glance, every nova-compute disabled, Keystone slow (SIGSTOP/SIGCONT
+cycles), the Neutron API hung. Faults whose evidence haven cannot see are kept in the catalogue and come
+out as misses with their reason.
 
-Prints per fault type: injections, AC@1 (the top explanation names the root cause), AC@3 (one of the
-top three does), the misses with what was ranked instead, and the median seconds from the symptom to
-its stored explanation; overall AC@1 / AC@3.
+For each injection (the catalogue's order, ``--runs`` each; ``--seed`` shuffles it):
 
-Run: .venv/bin/python bench/explain.py [--folder LAB] [--runs 1] [--seed 1] [--only glance-hung,...]
-     [--boot-timeout 40] [--json]
+1. the lab is proven whole (every process it started alive, no hold left, a round whose probes and
+   boots all pass) within ``--whole-timeout``; a lab that is not whole skips the fault (reported);
+2. the fault is injected and, after its settle time (Nova's service list calls a silent service down
+   after the lab's ``service_down_time`` = 10 s), one canary round runs (token, server list, each
+   catalog endpoint, Nova's service list, the zones, one boot per zone with ``--boot-timeout``), bounded
+   by ``--round-timeout``; a read that fails is the canary's symptom or evidence, never the bench's end;
+3. the symptom judged is the failed canary boot's explanation when a boot failed, else the first failed
+   probe's (token, server list, zones); no symptom at all is a miss ("no symptom");
+4. the fault is healed (whatever happened) and the lab proven whole again; a fault that cannot be healed
+   within ``--whole-timeout`` is reported, and the next faults skip while the lab is not whole.
+
+No Prometheus: the evidence is what the canary sees (probes, endpoints, Nova's service list) plus what
+haven stored. Prints per fault: the canary's outcome, the top three causes, AC@1 (the top cause is the
+root), AC@3 (one of the top three is), the seconds from the symptom to its stored explanation, the miss's
+reason; overall AC@1 / AC@3 and the median time to an explanation.
+
+Run: .venv/bin/python bench/explain.py [--folder LAB] [--runs 1] [--seed N] [--only glance-hung,...]
+     [--boot-timeout 40] [--json] [--list]
 Without --folder it starts a lab (haven.lab.lab.up, 2 computes) in a temporary folder and stops it at
-the end (about 7 minutes on a loaded 2-core machine), then about 1-2 minutes per injection.
+the end (about 5-7 minutes on a loaded 2-core machine), then about 1-2 minutes per injection.
 """
 
 from __future__ import annotations
@@ -23,55 +38,351 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import random
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import openstack
+from openstack.connection import Connection
+
 from haven.canary.model import CanarySettings, Outcome
-from haven.canary.runner import CanaryRunner
+from haven.canary.runner import CanaryRunner, Round
 from haven.cloud.openstack.canary import open_canary
+from haven.cloud.openstack.connection import clouds_yaml_file
 from haven.controlplane.catalogue import CATALOGUE
+from haven.diagnosis.records import ExplanationRecord
 from haven.domain.clock import RealClock
 from haven.explain.explainer import Explainer
-from haven.lab import lab
-from haven.lab.state import LabState, load_state
+from haven.lab import glance, lab, labfiles
+from haven.lab.bmc import BmcInfo, power_state, set_power
+from haven.lab.hardware import hang_host, hold_compute_down, read_holds
+from haven.lab.state import LabState, ProcessRecord, alive, load_state, record
 from haven.store import Store
 from haven.topology import openstack_topology
 
-# fault name → (the lab process hung, the root cause's topology node)
-FAULTS: dict[str, tuple[str, str]] = {
-    "glance-hung": ("glance-api", "glance-api"),
-    "placement-hung": ("placement-api", "placement-api"),
-    "keystone-hung": ("keystone", "keystone"),
-    "nova-api-hung": ("nova-api", "nova-api"),
-    "scheduler-hung": ("nova-scheduler", "nova-scheduler"),
-    "conductor-hung": ("nova-conductor", "nova-conductor"),
-    "database-hung": ("mariadb", "mariadb"),
-}
+Heal = Callable[[], None]
 
 
 def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+# ---- the lab's handles ----------------------------------------------------------------------------
+
+
+class LabHandle:
+    """The lab's folder, state and an admin connection (Placement, Glance, quotas) for injections."""
+
+    def __init__(self, state: LabState) -> None:
+        self.state = state
+        self.folder = Path(state.folder)
+        with clouds_yaml_file(Path(state.files["clouds.yaml"])):
+            self.conn: Connection = openstack.connect(cloud="lab", api_timeout=15.0)
+
+    def entry(self, name: str) -> ProcessRecord:
+        state = load_state(self.folder) or self.state
+        found = [e for e in state.processes if e.name == name]
+        if not found:
+            raise RuntimeError(f"the lab runs no {name!r} process")
+        return found[-1]
+
+    def replace_entry(self, old: ProcessRecord, new: ProcessRecord) -> None:
+        state = load_state(self.folder) or self.state
+        state.processes = [new if e == old else e for e in state.processes]
+        state.save()
+        self.state = state
+
+    def bmcs(self) -> list[BmcInfo]:
+        return [BmcInfo(**info) for info in self.state.bmcs.values()]
+
+    def bmc_password(self) -> str:
+        return Path(self.state.files["bmc-password"]).read_text().strip()
+
+    def whole(self) -> list[str]:
+        """What is not whole: lab processes gone, computes not running, holds left, hosts off."""
+        wrong = [f"{e.name} not running" for e in (load_state(self.folder) or self.state).processes
+                 if not alive(e)]  # fmt: skip
+        pids = labfiles.compute_pids(self.folder)
+        wrong += [f"nova-compute of {h} not running" for h in self.state.computes if not pids.get(h)]
+        wrong += [f"{h} held: {', '.join(p)}" for h, p in read_holds(self.folder).items()]
+        password = self.bmc_password()
+        wrong += [f"{b.host} powered {power_state(b, password)}" for b in self.bmcs()
+                  if power_state(b, password) != "On"]  # fmt: skip
+        return wrong
+
+
+# ---- faults -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    root: str  # the true root cause: a node of haven.topology
+    what: str
+    inject: Callable[[LabHandle], Heal]
+    settle_s: float = 0.0  # how long the fault lasts before the canary round
+
+
+def hung(process: str) -> Callable[[LabHandle], Heal]:
+    def inject(handle: LabHandle) -> Heal:
+        group = handle.entry(process).pid  # every lab service runs in its own session: pid = group
+        os.killpg(group, signal.SIGSTOP)
+        return lambda: os.killpg(group, signal.SIGCONT)
+
+    return inject
+
+
+def _process_image(pid: int) -> tuple[list[str], dict[str, str], str]:
+    """The command line, environment and folder ``pid`` was started with, to start it again.
+
+    Servers that retitle themselves are read back: oslo.service's ``nova-conductor: master process
+    [ARGV]`` holds its argv; gunicorn's ``gunicorn: master [gunicorn]`` was started as the gunicorn of
+    the venv its Python modules are loaded from (haven.lab.wsgi starts it with no arguments).
+    """
+    proc = Path(f"/proc/{pid}")
+    argv = [a.decode() for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
+    env = dict(
+        item.decode().split("=", 1) for item in (proc / "environ").read_bytes().split(b"\0") if b"=" in item
+    )
+    title = argv[0] if len(argv) == 1 else ""
+    if ": master process [" in title:
+        argv = title.split("[", 1)[1].rstrip("]").split()
+    elif title.startswith("gunicorn: master"):
+        maps = (proc / "maps").read_text()
+        venvs = {line.split()[-1].split("/lib/python")[0] for line in maps.splitlines()
+                 if "/site-packages/" in line}  # fmt: skip
+        gunicorns = sorted(v + "/bin/gunicorn" for v in venvs if Path(v, "bin", "gunicorn").exists())
+        if len(gunicorns) != 1:
+            raise RuntimeError(f"cannot tell which gunicorn runs {pid}: {gunicorns}")
+        argv = gunicorns
+    cwd = os.readlink(proc / "cwd")
+    if not env:  # retitled over its environment too: the lab gave it only its config dir (wsgi.serve)
+        served = Path(cwd, "gunicorn.conf.py").exists()
+        env = {**os.environ, **(_config_dir(Path(cwd)) if served else {})}
+    if not Path(argv[0]).exists():
+        raise RuntimeError(f"cannot start {pid} again: {argv[0]!r} is no file")
+    return argv, env, cwd
+
+
+def _config_dir(serving: Path) -> dict[str, str]:
+    """The OS_<PROJECT>_CONFIG_DIR a WSGI app served from ``serving`` reads (haven.lab.wsgi.serve)."""
+    conf = (serving / "gunicorn.conf.py").read_text()
+    project = conf.split('wsgi_app = "', 1)[1].split(".", 1)[0]  # "glance.wsgi.api:application"
+    folder = next(f for f in (serving, serving.parent) if list(f.glob(f"{project}*.conf")))
+    return {f"OS_{project.upper()}_CONFIG_DIR": str(folder)}
+
+
+def killed(process: str) -> Callable[[LabHandle], Heal]:
+    """SIGKILL the service's process group; heal: start it again as the lab had started it."""
+
+    def inject(handle: LabHandle) -> Heal:
+        entry = handle.entry(process)
+        argv, env, cwd = _process_image(entry.pid)
+        os.killpg(entry.pid, signal.SIGKILL)
+
+        def heal() -> None:
+            deadline = time.monotonic() + 10.0
+            while alive(entry) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            with open(entry.log, "ab") as out:
+                started = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                           start_new_session=True)  # fmt: skip
+            handle.replace_entry(entry, record(entry.name, started.pid, Path(entry.log)))
+
+        return heal
+
+    return inject
+
+
+def computes(action: Callable[[Path, str, bool], None]) -> Callable[[LabHandle], Heal]:
+    def inject(handle: LabHandle) -> Heal:
+        for host in handle.state.computes:
+            action(handle.folder, host, True)
+
+        def heal() -> None:
+            for host in handle.state.computes:
+                action(handle.folder, host, False)
+
+        return heal
+
+    return inject
+
+
+def powered_off(handle: LabHandle) -> Heal:
+    password = handle.bmc_password()
+    for bmc in handle.bmcs():
+        set_power(bmc, password, "ForceOff")
+
+    def heal() -> None:
+        for bmc in handle.bmcs():
+            set_power(bmc, password, "On")
+
+    return heal
+
+
+_PLACEMENT_MV = "1.26"  # reserved may equal total from 1.26 on
+
+
+def placement_full(handle: LabHandle) -> Heal:
+    """Every compute's memory inventory reserved whole: Placement has no room for any server."""
+    placement = handle.conn.placement
+    kept: dict[str, dict[str, Any]] = {}
+    providers = placement.get("/resource_providers").json()["resource_providers"]
+    for rp in providers:
+        path = f"/resource_providers/{rp['uuid']}/inventories/MEMORY_MB"
+        answer = placement.get(path)
+        if answer.status_code != 200:
+            continue
+        inventory = answer.json()
+        kept[path] = inventory
+        body = {**inventory, "reserved": inventory["total"]}
+        placement.put(path, json=body, microversion=_PLACEMENT_MV).raise_for_status()
+
+    def heal() -> None:
+        for path, inventory in kept.items():
+            now = placement.get(path).json()
+            body = {**inventory, "resource_provider_generation": now["resource_provider_generation"]}
+            placement.put(path, json=body, microversion=_PLACEMENT_MV).raise_for_status()
+
+    return heal
+
+
+def image_deactivated(handle: LabHandle) -> Heal:
+    image = handle.conn.image
+    path = f"/images/{handle.state.image_id}/actions"
+    image.post(f"{path}/deactivate").raise_for_status()
+
+    def heal() -> None:
+        image.post(f"{path}/reactivate").raise_for_status()
+
+    return heal
+
+
+def computes_disabled(handle: LabHandle) -> Heal:
+    """Every nova-compute service disabled in Nova (a maintenance never ended): no host to schedule on."""
+    compute = handle.conn.compute
+    services = compute.get("/os-services", params={"binary": "nova-compute"}, microversion="2.53")
+    ids = [str(s["id"]) for s in services.json()["services"]]
+    for service_id in ids:
+        body = {"status": "disabled", "disabled_reason": "bench: maintenance never ended"}
+        compute.put(f"/os-services/{service_id}", json=body, microversion="2.53").raise_for_status()
+
+    def heal() -> None:
+        for service_id in ids:
+            body = {"status": "enabled"}
+            compute.put(f"/os-services/{service_id}", json=body, microversion="2.53").raise_for_status()
+
+    return heal
+
+
+def image_deleted(handle: LabHandle) -> Heal:
+    """The canary image deleted from Glance; heal: the lab's tiny image uploaded again (a new id)."""
+    image = handle.conn.image
+    image.delete(f"/images/{handle.state.image_id}").raise_for_status()
+
+    def heal() -> None:
+        new_id = glance.ensure_tiny_image(handle.conn.session, handle.state.urls["image"])
+        state = load_state(handle.folder) or handle.state
+        state.image_id = new_id
+        state.save()
+        handle.state = state
+
+    return heal
+
+
+def slow(process: str, stopped_s: float = 4.0, running_s: float = 0.5) -> Callable[[LabHandle], Heal]:
+    """The service frozen ``stopped_s`` then running ``running_s``, over and over: slow, not dead."""
+
+    def inject(handle: LabHandle) -> Heal:
+        group = handle.entry(process).pid
+        done = threading.Event()
+
+        def cycle() -> None:
+            while not done.is_set():
+                os.killpg(group, signal.SIGSTOP)
+                done.wait(stopped_s)
+                os.killpg(group, signal.SIGCONT)
+                done.wait(running_s)
+
+        worker = threading.Thread(target=cycle, daemon=True)
+        worker.start()
+
+        def heal() -> None:
+            done.set()
+            worker.join(10.0)
+            os.killpg(group, signal.SIGCONT)
+
+        return heal
+
+    return inject
+
+
+_DOWN_S = 12.0  # beyond the lab's service_down_time (10 s): Nova's own list says down
+CATALOG: tuple[Fault, ...] = (
+    Fault("keystone-hung", "keystone", "Keystone SIGSTOPped", hung("keystone")),
+    Fault("keystone-slow", "keystone", "Keystone stopped 4 s / running 0.5 s in turn", slow("keystone")),
+    Fault("nova-api-hung", "nova-api", "Nova's API SIGSTOPped", hung("nova-api")),
+    Fault("scheduler-hung", "nova-scheduler", "nova-scheduler SIGSTOPped", hung("nova-scheduler"), _DOWN_S),
+    Fault("conductor-hung", "nova-conductor", "nova-conductor SIGSTOPped", hung("nova-conductor"), _DOWN_S),
+    Fault("placement-hung", "placement-api", "Placement SIGSTOPped", hung("placement-api")),
+    Fault("glance-hung", "glance-api", "Glance SIGSTOPped", hung("glance-api")),
+    Fault("neutron-hung", "neutron-server", "the Neutron API SIGSTOPped", hung("network-stub")),
+    Fault("database-hung", "mariadb", "MariaDB SIGSTOPped", hung("mariadb")),
+    Fault("rabbitmq-hung", "rabbitmq", "RabbitMQ SIGSTOPped", hung("rabbitmq-server"), _DOWN_S),
+    Fault("computes-hung", "nova-compute", "every host's nova-compute SIGSTOPped (hang_host)",
+          computes(hang_host), _DOWN_S),
+    Fault("computes-down", "nova-compute", "every host's nova-compute killed and held down",
+          computes(hold_compute_down), _DOWN_S),
+    Fault("hosts-powered-off", "nova-compute", "every compute host powered off through its BMC",
+          powered_off, _DOWN_S),
+    Fault("placement-full", "placement-api", "every compute's MEMORY_MB reserved whole in Placement",
+          placement_full),
+    Fault("image-deactivated", "glance-api", "the canary image deactivated in Glance", image_deactivated),
+    Fault("image-deleted", "glance-api", "the canary image deleted from Glance", image_deleted),
+    Fault("computes-disabled", "nova-compute", "every nova-compute service disabled in Nova",
+          computes_disabled),
+    Fault("keystone-killed", "keystone", "Keystone SIGKILLed", killed("keystone")),
+    Fault("nova-api-killed", "nova-api", "Nova's API SIGKILLed", killed("nova-api")),
+    Fault("scheduler-killed", "nova-scheduler", "nova-scheduler SIGKILLed", killed("nova-scheduler"),
+          _DOWN_S),
+    Fault("conductor-killed", "nova-conductor", "nova-conductor SIGKILLed", killed("nova-conductor"),
+          _DOWN_S),
+    Fault("placement-killed", "placement-api", "Placement SIGKILLed", killed("placement-api")),
+    Fault("glance-killed", "glance-api", "Glance SIGKILLed", killed("glance-api")),
+    Fault("database-killed", "mariadb", "MariaDB SIGKILLed", killed("mariadb")),
+    Fault("rabbitmq-killed", "rabbitmq", "RabbitMQ SIGKILLed", killed("rabbitmq-server"), _DOWN_S),
+)  # fmt: skip
+FAULTS = {fault.name: fault for fault in CATALOG}
+
+
+# ---- one injection ------------------------------------------------------------------------------------
 
 
 @dataclass
-class Outcome1:
+class Result:
     fault: str
     root: str
-    canary: str  # the canary's outcome under the fault
+    status: str = "run"  # run | skipped (lab not whole) | error (the injection itself failed)
+    canary: str = ""  # the canary's outcome under the fault, and the probes that failed
+    symptom: str = ""  # the record judged
     ranked: list[str] = field(default_factory=list)
     explained_after_s: float | None = None
     summary: str = ""
+    healed: bool = True
+    notes: list[str] = field(default_factory=list)
 
     @property
     def top1(self) -> bool:
@@ -80,6 +391,150 @@ class Outcome1:
     @property
     def top3(self) -> bool:
         return self.root in self.ranked[:3]
+
+    @property
+    def reason(self) -> str:
+        if self.top1:
+            return ""
+        if self.status != "run":
+            return "; ".join(self.notes) or self.status
+        if not self.symptom:
+            return "no symptom: the canary saw nothing fail"
+        if not self.ranked:
+            return "nothing ranked: no evidence on any candidate"
+        return f"ranked {', '.join(self.ranked[:3])} first"
+
+
+class Bench:
+    def __init__(self, handle: LabHandle, store: Store, args: argparse.Namespace) -> None:
+        self.handle = handle
+        self.store = store
+        self.args = args
+        self.clock = RealClock()
+        self.explainer = Explainer(store, openstack_topology(CATALOGUE.values()), self.clock)
+        self.settings = CanarySettings(
+            flavor=handle.state.flavor, image=handle.state.image_id, poll_s=0.5,
+            boot_timeout_s=args.boot_timeout, delete_timeout_s=30.0, endpoint_timeout_s=3.0,
+            slow_s=args.boot_timeout,
+        )  # fmt: skip
+        self.symptoms: list[ExplanationRecord] = []
+
+    async def _explain(self, record: ExplanationRecord) -> ExplanationRecord:
+        self.symptoms.append(record)
+        return await self.explainer.open_and_explain(record)
+
+    async def round(self) -> Round:
+        """One canary round on a fresh connection (a hung API's sockets die with it), bounded."""
+        cloud = open_canary("lab", clouds_yaml=Path(self.handle.state.files["clouds.yaml"]),
+                            timeout_s=self.args.request_timeout)  # fmt: skip
+        try:
+            settings = dataclasses.replace(self.settings, image=self.handle.state.image_id)  # a new one
+            runner = CanaryRunner(cloud, self.store, self.clock, settings, self._explain)
+            return await asyncio.wait_for(runner.round(), self.args.round_timeout)
+        finally:
+            cloud.close()
+
+    async def prove_whole(self) -> list[str]:
+        """Within --whole-timeout: every lab process alive, no hold, all probes and boots passing."""
+        deadline = time.monotonic() + self.args.whole_timeout
+        wrong: list[str] = []
+        while time.monotonic() < deadline:
+            wrong = await asyncio.to_thread(self.handle.whole)
+            if not wrong:
+                try:
+                    found = await self.round()
+                except (TimeoutError, Exception) as exc:  # a round that fails is not whole: wait on
+                    wrong = [f"canary round: {type(exc).__name__} {exc}"]
+                else:
+                    if found.runs and found.ok:
+                        return []
+                    wrong = [f"probe {p.name} failed" for p in found.probes if not p.ok] + [
+                        f"canary {r.outcome}: {r.error}" for r in found.runs if r.outcome is not Outcome.OK
+                    ] or ["no canary boot ran"]
+            await asyncio.sleep(5.0)
+        return wrong
+
+    async def inject(self, fault: Fault) -> Result:
+        result = Result(fault.name, fault.root)
+        self.symptoms = []
+        wrong = await self.prove_whole()
+        if wrong:
+            result.status = "skipped"
+            result.notes.append(f"lab not whole before it: {'; '.join(wrong[:3])}")
+            return result
+        heal: Heal | None = None
+        try:
+            heal = await asyncio.to_thread(fault.inject, self.handle)
+            say(f"{fault.name}: injected ({fault.what}); round in {fault.settle_s:g} s")
+            await asyncio.sleep(fault.settle_s)
+            try:
+                found = await self.round()
+            except TimeoutError:
+                result.notes.append(f"the canary round took over {self.args.round_timeout:g} s")
+                found = None
+            self._judge(result, found)
+        except Exception as exc:  # the injection itself failed: reported, the bench goes on
+            result.status = "error"
+            result.notes.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            if heal is not None:
+                try:
+                    await asyncio.to_thread(heal)
+                except Exception as exc:
+                    result.notes.append(f"heal failed: {type(exc).__name__}: {exc}")
+            wrong = await self.prove_whole()
+            if wrong:
+                result.healed = False
+                result.notes.append(
+                    f"not healed within {self.args.whole_timeout:g} s: {'; '.join(wrong[:3])}"
+                )
+        say(f"{fault.name}: canary {result.canary}; judged {result.symptom or '-'}; ranked "
+            f"{result.ranked[:3]}; {result.summary}; {'; '.join(result.notes)}")  # fmt: skip
+        return result
+
+    def _judge(self, result: Result, found: Round | None) -> None:
+        if found is not None:
+            failed_probes = [p.name for p in found.probes if not p.ok]
+            outcomes = [str(r.outcome) for r in found.runs] or ["no boot"]
+            result.canary = ",".join(outcomes) + (
+                f" (failed: {','.join(failed_probes)})" if failed_probes else ""
+            )
+        boots = [s for s in self.symptoms if s.source == "canary"]
+        probes = sorted(
+            (s for s in self.symptoms if s.source.startswith("probe:")), key=lambda s: s.symptom.at
+        )
+        if not boots and not probes:
+            return
+        chosen = (boots or probes)[0]
+        record = self.store.get_explanation(chosen.id)
+        result.symptom = record.source
+        if record.diagnosis is not None and record.explained_at is not None:
+            result.ranked = [e.node for e in record.diagnosis.explanations]
+            result.explained_after_s = round(record.explained_at - record.symptom.at, 2)
+            result.summary = record.diagnosis.summary
+
+
+# ---- the report ---------------------------------------------------------------------------------------
+
+
+def report(results: list[Result]) -> dict[str, Any]:
+    judged = [r for r in results if r.status == "run"]
+    after = [r.explained_after_s for r in judged if r.explained_after_s is not None]
+    rows = []
+    for r in results:
+        row = asdict(r)
+        row.update(top1=r.top1, top3=r.top3, reason=r.reason)
+        rows.append(row)
+    return {
+        "faults": len({r.fault for r in results}),
+        "injections": len(results),
+        "judged": len(judged),
+        "ac1": round(sum(r.top1 for r in judged) / len(judged), 3) if judged else None,
+        "ac3": round(sum(r.top3 for r in judged) / len(judged), 3) if judged else None,
+        "explained_after_s_median": statistics.median(after) if after else None,
+        "not_healed": [r.fault for r in results if not r.healed],
+        "results": rows,
+    }
 
 
 @contextlib.contextmanager
@@ -98,96 +553,26 @@ def a_lab(folder: Path | None) -> Iterator[LabState]:
         shutil.rmtree(own, ignore_errors=True)
 
 
-def process_group(folder: Path, name: str) -> int:
-    for entry in lab.status(folder)["processes"]:
-        if entry["name"] == name and entry["alive"]:
-            return os.getpgid(int(entry["pid"]))
-    raise SystemExit(f"the lab runs no {name!r} process")
-
-
-async def healthy_round(runner: CanaryRunner, within_s: float = 180.0) -> None:
-    deadline = time.monotonic() + within_s
-    while True:
-        found = await runner.round()
-        if found.runs and all(r.outcome is Outcome.OK for r in found.runs):
-            return
-        if time.monotonic() > deadline:
-            raise SystemExit(f"the lab did not come back healthy within {within_s:g} s")
-        await asyncio.sleep(3.0)
-
-
-async def inject(state: LabState, store: Store, fault: str, boot_timeout_s: float) -> Outcome1:
-    process, root = FAULTS[fault]
-    folder = Path(state.folder)
-    clock = RealClock()
-    explainer = Explainer(store, openstack_topology(CATALOGUE.values()), clock)
-    settings = CanarySettings(
-        flavor=state.flavor, image=state.image_id, poll_s=0.5, boot_timeout_s=boot_timeout_s,
-        delete_timeout_s=30.0, endpoint_timeout_s=3.0, slow_s=boot_timeout_s,
-    )  # fmt: skip
-    cloud = open_canary("lab", clouds_yaml=Path(state.files["clouds.yaml"]), timeout_s=20.0)
-    try:
-        runner = CanaryRunner(cloud, store, clock, settings, explainer.open_and_explain)
-        await healthy_round(runner)
-        group = process_group(folder, process)
-        os.killpg(group, signal.SIGSTOP)
-        say(f"{fault}: {process} stopped (SIGSTOP of process group {group})")
-        try:
-            found = await runner.round()
-        finally:
-            os.killpg(group, signal.SIGCONT)
-        failed = [r for r in found.runs if r.outcome is not Outcome.OK]
-        result = Outcome1(fault, root, ",".join(str(r.outcome) for r in found.runs) or "no run")
-        if failed:
-            record = store.get_explanation(f"canary:{failed[0].id}")
-            if record.diagnosis is not None and record.explained_at is not None:
-                result.ranked = [e.node for e in record.diagnosis.explanations]
-                result.explained_after_s = record.explained_at - record.symptom.at
-                result.summary = record.diagnosis.summary
-        say(f"{fault}: canary {result.canary}; ranked {result.ranked[:3]}; {result.summary}")
-        await healthy_round(runner)
-        return result
-    finally:
-        cloud.close()
-
-
-def report(results: list[Outcome1]) -> dict[str, Any]:
-    per: dict[str, Any] = {}
-    for fault in sorted({r.fault for r in results}):
-        mine = [r for r in results if r.fault == fault]
-        after = [r.explained_after_s for r in mine if r.explained_after_s is not None]
-        per[fault] = {
-            "root_cause": mine[0].root,
-            "injections": len(mine),
-            "ac1": sum(r.top1 for r in mine) / len(mine),
-            "ac3": sum(r.top3 for r in mine) / len(mine),
-            "explained_after_s_median": statistics.median(after) if after else None,
-            "misses": [{"canary": r.canary, "ranked": r.ranked[:3]} for r in mine if not r.top1],
-        }
-    return {
-        "injections": len(results),
-        "ac1": sum(r.top1 for r in results) / len(results),
-        "ac3": sum(r.top3 for r in results) / len(results),
-        "per_fault": per,
-    }
-
-
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    names = args.only.split(",") if args.only else sorted(FAULTS)
+    names = args.only.split(",") if args.only else [f.name for f in CATALOG]
     unknown = [n for n in names if n not in FAULTS]
     if unknown:
-        raise SystemExit(f"unknown fault(s) {', '.join(unknown)}: known are {', '.join(sorted(FAULTS))}")
+        raise SystemExit(f"unknown fault(s) {', '.join(unknown)}: known are {', '.join(FAULTS)} (--list)")
     order = [n for n in names for _ in range(args.runs)]
-    random.Random(args.seed).shuffle(order)
+    if args.seed is not None:
+        random.Random(args.seed).shuffle(order)
     results = []
     with (
         a_lab(args.folder) as state,
         tempfile.TemporaryDirectory() as tmp,
         Store.open(f"sqlite:///{tmp}/haven.db") as store,
     ):
-        for i, fault in enumerate(order, 1):
-            say(f"[{i}/{len(order)}] {fault}")
-            results.append(await inject(state, store, fault, args.boot_timeout))
+        bench = Bench(LabHandle(state), store, args)
+        for i, name in enumerate(order, 1):
+            say(f"[{i}/{len(order)}] {name}")
+            results.append(await bench.inject(FAULTS[name]))
+            if args.out:
+                args.out.write_text(json.dumps(report(results), indent=2) + "\n")
     return report(results)
 
 
@@ -195,28 +580,45 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--folder", type=Path, help="a running lab (default: start one)")
     parser.add_argument("--runs", type=int, default=1, help="injections of each fault (default 1)")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--seed", type=int, help="shuffle the order with this seed (default: catalogue order)"
+    )
     parser.add_argument("--only", help="comma-separated fault names")
     parser.add_argument("--boot-timeout", type=float, default=40.0)
+    parser.add_argument("--request-timeout", type=float, default=10.0, help="each OpenStack request")
+    parser.add_argument("--round-timeout", type=float, default=240.0, help="one canary round")
+    parser.add_argument("--whole-timeout", type=float, default=240.0, help="the lab proven whole")
+    parser.add_argument("--out", type=Path, help="also write the JSON report here after each fault")
+    parser.add_argument("--list", action="store_true", help="the catalogue, then exit")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.list:
+        for fault in CATALOG:
+            print(f"{fault.name:<20} {fault.root:<16} {fault.what}")
+        return
     started = time.monotonic()
     found = asyncio.run(main_async(args))
     found["wall_s"] = round(time.monotonic() - started, 1)
     if args.json:
         print(json.dumps(found, indent=2))
         return
+    head = f"{'fault':<20} {'root cause':<15} {'canary':<28} {'top 3':<44} {'@1':>2} {'@3':>2}"
+    print(f"{head} {'expl.':>6}  miss")
+    for r in found["results"]:
+        after = "-" if r["explained_after_s"] is None else f"{r['explained_after_s']:.1f}"
+        top = ",".join(r["ranked"][:3]) or "-"
+        marks = f"{'y' if r['top1'] else '-':>2} {'y' if r['top3'] else '-':>2}"
+        print(
+            f"{r['fault']:<20} {r['root']:<15} {r['canary'][:28]:<28} {top[:44]:<44} {marks} {after:>6}  "
+            f"{r['reason']}"
+        )
+    median = found["explained_after_s_median"]
     print(
-        f"{'fault':<16} {'root cause':<16} {'n':>3} {'AC@1':>5} {'AC@3':>5} {'explained after':>16}  misses"
+        f"overall: {found['faults']} faults, {found['injections']} injections ({found['judged']} judged), "
+        f"AC@1 {found['ac1']}, AC@3 {found['ac3']}, median symptom→explanation "
+        f"{'-' if median is None else f'{median:.1f} s'}, not healed {found['not_healed'] or 'none'}, "
+        f"{found['wall_s']} s"
     )
-    for fault, row in found["per_fault"].items():
-        after = row["explained_after_s_median"]
-        shown = "-" if after is None else f"{after:.2f} s"
-        misses = "; ".join(f"{m['canary']}: {m['ranked'] or 'nothing ranked'}" for m in row["misses"])
-        scores = f"{row['injections']:>3} {row['ac1']:>5.2f} {row['ac3']:>5.2f}"
-        print(f"{fault:<16} {row['root_cause']:<16} {scores} {shown:>16}  {misses}")
-    overall = f"AC@1 {found['ac1']:.2f}, AC@3 {found['ac3']:.2f}"
-    print(f"overall: {found['injections']} injections, {overall}, {found['wall_s']} s")
 
 
 if __name__ == "__main__":
