@@ -29,6 +29,10 @@ from haven.topology.impact import Effect, Impact, Target, impact, impact_json, r
 
 ConfigOf = Callable[[argparse.Namespace], HavenConfig]
 StoreOf = Callable[[HavenConfig], Store]
+_DEGRADED = (
+    "degraded: still served, by fewer replicas or from a cache (while Keystone is down, a token an API "
+    "has already validated works for its token_cache_time, 300 s by default)"
+)
 _STYLE = {Effect.STOPS: "bold red", Effect.DEGRADED: "yellow", Effect.WORKS: "green"}
 
 
@@ -87,6 +91,8 @@ def view(target: Target, found: Impact) -> Group:
     for v in sorted(found.operations, key=lambda v: (v.effect != Effect.STOPS, v.effect, v.label)):
         table.add_row(v.label, Text(v.effect.value, style=_STYLE[v.effect]), ", ".join(v.because) or "-")
     parts: list[Table | Text] = [Text(title, style="bold"), table]
+    if any(v.effect is Effect.DEGRADED for v in found.operations):
+        parts.append(Text(_DEGRADED, style="dim"))
     reached = [v for v in found.services if v.name not in {x.service for x in found.losses}]
     if reached:
         words = "; ".join(f"{v.name} {v.effect.value} ({', '.join(v.because)})" for v in reached)

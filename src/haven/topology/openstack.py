@@ -63,9 +63,23 @@ PHASES: Mapping[str, tuple[str, ...]] = MappingProxyType(
 
 _BOOT_NEEDS = tuple(dict.fromkeys(n for nodes in PHASES.values() for n in nodes))
 
-# Dependencies that only speed a service up: losing one slows what goes through it, never stops it
-# (Keystone caches in memcached and falls back to its database).
-CACHES: frozenset[tuple[str, str]] = frozenset({("keystone", "memcached")})
+_KS = "keystone"
+# Dependencies a service can do without for a while, from a cache: losing one degrades what goes through
+# it, never stops it at once. Keystone caches in memcached and falls back to its database. Every API
+# checks a user's token with keystonemiddleware, which keeps a validated token for token_cache_time
+# (300 s by default): a token the API has already seen keeps working while Keystone is down (measured
+# on the lab, bench/impact.py), a new one cannot be issued. nova-compute holds its service token (an
+# hour) in its keystoneauth session.
+CACHES: frozenset[tuple[str, str]] = frozenset(
+    {
+        (_KS, "memcached"),
+        ("nova-api", _KS),
+        ("placement-api", _KS),
+        ("glance-api", _KS),
+        ("neutron-server", _KS),
+        ("nova-compute", _KS),
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,40 +97,56 @@ class Operation:
     label: str
     calls: tuple[str, ...]
     unused: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
+    # Cache edges this operation cannot count on: a boot hands the user's token on to Glance and
+    # Neutron, which have most likely never seen it (measured: the boot stops while Keystone is down).
+    uncached: frozenset[tuple[str, str]] = frozenset()
 
 
-def _op(name: str, label: str, calls: tuple[str, ...], **unused: tuple[str, ...]) -> Operation:
-    edges = {service.replace("_", "-"): frozenset(needs) for service, needs in unused.items()}
-    return Operation(name, label, calls, MappingProxyType(edges))
+def _op(
+    name: str,
+    label: str,
+    calls: tuple[str, ...],
+    unused: Mapping[str, tuple[str, ...]] | None = None,
+    uncached: frozenset[tuple[str, str]] = frozenset(),
+) -> Operation:
+    edges = {service: frozenset(needs) for service, needs in (unused or {}).items()}
+    return Operation(name, label, calls, MappingProxyType(edges), uncached)
+
+
+_HANDED_ON = frozenset({("glance-api", _KS), ("neutron-server", _KS)})  # the user's token, second-hand
 
 
 # nova-api's reads come from its databases; it validates the token (Keystone) on every request; only
 # what it hands on (a boot's build request, a delete, a console) goes over RabbitMQ.
-_READ = {"nova_api": ("rabbitmq", "placement-api")}
+_READ = {"nova-api": ("rabbitmq", "placement-api")}
+_SHOWN = {**_READ, "neutron-server": ("rabbitmq",)}
+_TOKEN_TO_NEUTRON = frozenset({("neutron-server", _KS)})
 # A call from nova-api to one compute and back (RPC over RabbitMQ), touching nothing else.
 _TO_COMPUTE = {
-    "nova_api": ("placement-api",),
-    "nova_compute": ("nova-conductor", "placement-api", "glance-api", "neutron-server", "keystone"),
+    "nova-api": ("placement-api",),
+    "nova-compute": ("nova-conductor", "placement-api", "glance-api", "neutron-server", "keystone"),
 }
 OPERATIONS: Mapping[str, Operation] = MappingProxyType(
     {
         op.name: op
         for op in (
             _op(TOKEN_ISSUE, "token issue", ("keystone",)),
-            _op(SERVER_LIST, "server list", ("nova-api",), **_READ),
-            _op(SERVER_SHOW, "server show", ("nova-api",), **_READ),
-            _op(FLAVOR_LIST, "flavor list", ("nova-api",), **_READ),
-            _op(HYPERVISOR_LIST, "hypervisor list", ("nova-api",), **_READ),
-            _op(SERVER_BOOT, "server boot", _BOOT_NEEDS),
-            _op(SERVER_EVACUATE, "evacuation", _BOOT_NEEDS),
+            # A server's view carries its security groups, which nova-api reads from Neutron with the
+            # user's token (measured: with Neutron hung, server list and show stop; flavors do not).
+            _op(SERVER_LIST, "server list", ("nova-api", "neutron-server"), _SHOWN, _TOKEN_TO_NEUTRON),
+            _op(SERVER_SHOW, "server show", ("nova-api", "neutron-server"), _SHOWN, _TOKEN_TO_NEUTRON),
+            _op(FLAVOR_LIST, "flavor list", ("nova-api",), _READ),
+            _op(HYPERVISOR_LIST, "hypervisor list", ("nova-api",), _READ),
+            _op(SERVER_BOOT, "server boot", _BOOT_NEEDS, uncached=_HANDED_ON),
+            _op(SERVER_EVACUATE, "evacuation", _BOOT_NEEDS, uncached=_HANDED_ON),
             # The compute tears the server down, saves it through the conductor, frees its Placement
             # allocation and its ports; it needs no image.
             _op(SERVER_DELETE, "server delete", ("nova-api", "nova-compute"),
-                nova_api=("placement-api",), nova_compute=("glance-api",)),
+                {"nova-api": ("placement-api",), "nova-compute": ("glance-api",)}),
             _op(SERVER_RESIZE, "server resize",
                 ("nova-api", "nova-conductor", "nova-scheduler", "placement-api", "nova-compute"),
-                nova_compute=("glance-api",)),
-            _op(SERVER_CONSOLE, "console output", ("nova-api", "nova-compute"), **_TO_COMPUTE),
+                {"nova-compute": ("glance-api",)}),
+            _op(SERVER_CONSOLE, "console output", ("nova-api", "nova-compute"), _TO_COMPUTE),
             _op(IMAGE_LIST, "image list", ("glance-api",)),
             _op(IMAGE_UPLOAD, "image upload", ("glance-api",)),
             _op(PLACEMENT_QUERY, "Placement query", ("placement-api",)),
@@ -198,12 +228,13 @@ class Topology:
         caches; a service reached only through a cache edge is in the second set.
         """
         path = self.paths[operation]
-        return self.reach(path.calls, path.unused)
+        return self.reach(path.calls, path.unused, path.uncached)
 
     def reach(
         self,
         start: Iterable[str],
         unused: Mapping[str, frozenset[str]] | None = None,
+        uncached: frozenset[tuple[str, str]] = frozenset(),
         *,
         from_outside: bool = True,
     ) -> tuple[frozenset[str], frozenset[str]]:
@@ -229,7 +260,7 @@ class Topology:
             for need in self.depends_on.get(current, ()):
                 if need in skip.get(current, frozenset()):
                     continue
-                if (current, need) in self.caches:
+                if (current, need) in self.caches and (current, need) not in uncached:
                     soft.add(need)
                 else:
                     todo.append(need)
