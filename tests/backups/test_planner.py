@@ -309,6 +309,8 @@ def test_virtual_fleet_never_exceeds_the_cap_never_doubles_a_window_and_catches_
         up_since = max(T0, down_from + down_for)
         last_due = sched.previous_slot(now - pass_s * 2 - schedule.jitter(item.target.id, sched, jitter_s))
         last_due += schedule.jitter(item.target.id, sched, jitter_s)
-        if last_due > up_since + pass_s * (len(servers) + 2) and not fail_every:
-            # haven was up, nothing failed and the cap had time: the window due is covered
+        load = sum(pass_s / schedule.parse(s.policy.schedule).period_s for s in servers)  # slots per pass
+        if last_due > up_since + pass_s * (len(servers) + 2) and not fail_every and load <= cap / 2:
+            # haven was up, nothing failed and the cap had time (a fleet that needs more backups per
+            # pass than the cap allows falls behind by design): the window due is covered
             assert any(r.slot >= last_due - sched.period_s for r in mine if r.state is not BackupState.FAILED)

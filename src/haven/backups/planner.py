@@ -133,8 +133,10 @@ def _server(
     recovery_point = max((r.created_at for r in good), default=None)
     covered_good = any(_in_window(r, slot) for r in good)
     missed = not covered_good and now > due_at + settings.grace_s
-    if records and not missed:  # the window before (haven was down through it, say), once it is known
-        before = sched.previous_slot(slot - 60)
+    before = sched.previous_slot(slot - 60)
+    if not missed and any(r.created_at < before for r in records):
+        # the window before (haven was down through it, say), if the server was protected before it:
+        # a server's first backup is no sign of a window missed before it
         missed = not any(_in_window(r, before) for r in good) and now > before + offset + settings.grace_s
     stale = missed if recovery_point is None else now - recovery_point > max_age_s(policy, settings)
     status = ServerStatus(
