@@ -86,6 +86,11 @@ POLICIES: Mapping[tuple[str, str], Policy] = {
     ("GET", "/v1/haven/explanations"): Policy("haven:explanations:index", Rule.READER),
     ("GET", "/v1/haven/explanations/{explanation_id:path}"): Policy("haven:explanations:detail", Rule.READER),
     ("GET", "/v1/haven/canaries"): Policy("haven:canaries:index", Rule.READER),
+    ("GET", "/v1/haven/backups"): Policy("haven:backups:index", Rule.READER),
+    ("POST", "/v1/haven/backups"): Policy("haven:backups:create", Rule.ADMIN_API),
+    ("GET", "/v1/haven/backups/restores"): Policy("haven:backups:restores:index", Rule.READER),
+    ("POST", "/v1/haven/backups/restores"): Policy("haven:backups:restores:create", Rule.ADMIN_API),
+    ("GET", "/v1/haven/recovery-points"): Policy("haven:recovery-points:index", Rule.READER),
     ("GET", "/v1/haven/impact"): Policy("haven:impact:show", Rule.READER),
     **_rules(
         "vmoves",
