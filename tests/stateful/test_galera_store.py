@@ -101,7 +101,16 @@ def test_a_hold_is_one_store_alert_cleared_when_the_loop_acts() -> None:
     assert len(held) == 1 and held[0].host == "c1"
     assert "g2: stopped, grastate.dat unreadable" in held[0].message
     assert all(n.effects == [] for n in nodes)
-    nodes[1] = _Node("g2")
+    # haven restarted while another node is unreadable: that hold's alert replaces the first one
+    nodes = [_Node("g1"), _Node("g2"), Unreadable("g3")]
+    recovery = GaleraRecovery.on_store(nodes, store, "c1", RealClock())  # type: ignore[arg-type]
+    for _ in range(2):
+        assert asyncio.run(recovery.run_pass()).kind == "hold"
+    held = [a for a in store.list_alerts() if a.kind is AlertKind.GALERA_HOLD]
+    assert len(held) == 1 and "g3: stopped, grastate.dat unreadable" in held[0].message
+    assert "g2: stopped, grastate.dat unreadable" not in held[0].message
+    assert len([a for a in store.list_alerts(active_only=False) if a.kind is AlertKind.GALERA_HOLD]) == 2
+    nodes = [_Node("g1"), _Node("g2"), _Node("g3")]
     recovery = GaleraRecovery.on_store(nodes, store, "c1", RealClock())  # type: ignore[arg-type]
     assert asyncio.run(recovery.run_pass()).kind == "bootstrap"
     assert [a for a in store.list_alerts() if a.kind is AlertKind.GALERA_HOLD] == []

@@ -8,8 +8,8 @@ Each pass reads every node at once (running, grastate.dat, wsrep status), asks `
   kept until the node runs again), commits the outcome with the positions read, and decides again;
 - START / BOOTSTRAP: commits the intent to the journal, makes the effect (the driver re-reads the node
   first: a node already running is not started twice), then commits the outcome;
-- HOLD: raises one ``galera_hold`` alert in the store's alerts (kept while it holds), cleared once the
-  loop decides anything else.
+- HOLD: raises one ``galera_hold`` alert in the store's alerts, kept while the same hold lasts (a hold
+  for another reason replaces it), cleared once the loop decides anything else.
 The journal is the store's galera_actions (StoreJournal): a pass first finishes any step a stopped
 engine left ``issued``, re-reading its node (a start or bootstrap whose server already runs was made:
 it is marked done, never made again), and the store refuses a second unfinished step in one cluster, so
@@ -93,10 +93,16 @@ class StoreAlerts:
         self.store, self.cluster, self._clock, self._epoch = store, cluster, clock, epoch
 
     def hold(self, text: str) -> None:
+        """Raise the hold's alert; an active one saying something else (an earlier hold) is cleared first."""
+        active = self.active()
+        if active and active[0].message == text:
+            return
+        if active:
+            self.clear()
         alert = Alert(
             str(uuid.uuid4()), AlertKind.GALERA_HOLD, text, self._clock.now(), host=HostName(self.cluster)
         )
-        self.store.raise_alert(alert, epoch=self._epoch)  # the active one is kept: one alert per hold
+        self.store.raise_alert(alert, epoch=self._epoch)
 
     def clear(self) -> None:
         self.store.clear_alerts(
@@ -127,6 +133,7 @@ class GaleraRecovery:
         self._recover_errors: dict[str, str] = {}
         self._mute_since: dict[str, float] = {}
         self._holding: bool | None = None  # None: not known yet (a restarted loop clears a stale hold)
+        self._hold_reason: str | None = None  # the hold whose alert is raised
 
     @classmethod
     def on_store(
@@ -159,12 +166,13 @@ class GaleraRecovery:
             for name in decision.nodes:
                 await self._act(decision, name)
         holding = decision.kind is DecisionKind.HOLD
-        if holding and not self._holding:
+        if holding and decision.reason != self._hold_reason:  # a new hold (or a different one)
             log.warning("%s", decision.alert)
             await asyncio.to_thread(self._alerts.hold, decision.alert)
         elif not holding and self._holding is not False:
             await asyncio.to_thread(self._alerts.clear)
         self._holding = holding
+        self._hold_reason = decision.reason if holding else None
         return decision
 
     async def run_until_synced(self, timeout_s: float, interval_s: float = 0.5) -> list[GaleraDecision]:
