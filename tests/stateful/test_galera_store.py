@@ -114,3 +114,16 @@ def test_a_hold_is_one_store_alert_cleared_when_the_loop_acts() -> None:
     recovery = GaleraRecovery.on_store(nodes, store, "c1", RealClock())  # type: ignore[arg-type]
     assert asyncio.run(recovery.run_pass()).kind == "bootstrap"
     assert [a for a in store.list_alerts() if a.kind is AlertKind.GALERA_HOLD] == []
+
+
+def test_a_deposed_leaders_loop_makes_no_effect() -> None:
+    store = Store.open("sqlite://")
+    store.fence(7)  # a newer leader (epoch 7) owns the store
+    nodes = [_Node("g1"), _Node("g2"), _Node("g3")]
+    stale = GaleraRecovery.on_store(nodes, store, "c1", RealClock(), epoch=6)  # type: ignore[arg-type]
+    asyncio.run(stale.run_pass())  # decides to bootstrap, but its intent is refused
+    assert all(n.effects == [] for n in nodes)
+    assert store.galera_actions_since("c1") == []
+    leader = GaleraRecovery.on_store(nodes, store, "c1", RealClock(), epoch=7)  # type: ignore[arg-type]
+    assert asyncio.run(leader.run_pass()).kind == "bootstrap"
+    assert [n.effects for n in nodes] == [["bootstrap"], [], []]

@@ -166,11 +166,15 @@ class GaleraRecovery:
             for name in decision.nodes:
                 await self._act(decision, name)
         holding = decision.kind is DecisionKind.HOLD
-        if holding and decision.reason != self._hold_reason:  # a new hold (or a different one)
-            log.warning("%s", decision.alert)
-            await asyncio.to_thread(self._alerts.hold, decision.alert)
-        elif not holding and self._holding is not False:
-            await asyncio.to_thread(self._alerts.clear)
+        try:
+            if holding and decision.reason != self._hold_reason:  # a new hold (or a different one)
+                log.warning("%s", decision.alert)
+                await asyncio.to_thread(self._alerts.hold, decision.alert)
+            elif not holding and self._holding is not False:
+                await asyncio.to_thread(self._alerts.clear)
+        except HavenError as exc:  # the store unavailable, or this engine deposed: the next pass retries
+            log.warning("galera %s: alert not written: %s", self.cluster, exc)
+            return decision
         self._holding = holding
         self._hold_reason = decision.reason if holding else None
         return decision
