@@ -226,20 +226,3 @@ async def test_a_zone_list_that_fails_is_a_symptom_not_the_end_of_the_round(stor
     assert "503" in stored.symptom.what and stored.diagnosis is not None
     world.nova.heal()
     assert (await world.runner.round()).ok  # the next round boots again
-
-
-async def test_a_failed_probe_is_evidence_on_its_own_node(store: Store) -> None:
-    world = World(store, CanarySettings(zones=("az1",)))
-    world.nova.identity_down = True
-    await world.runner.round()
-    (record,) = [s for s in world.symptoms if s.source == "probe:token"]
-    diagnosis = store.get_explanation(record.id).diagnosis
-    assert diagnosis is not None and diagnosis.explanations[0].node == "keystone"
-    assert "token failed" in diagnosis.summary and "Keystone" in diagnosis.summary
-    world.nova.heal()
-    world.clock.advance_to(world.clock.now() + 60.0)
-    assert (await world.runner.round()).ok
-    # The passing probe ended Keystone's failure: a later symptom does not blame it.
-    later = store.evidence_between(world.clock.now() - 70.0, world.clock.now())
-    kinds = [(e.node, e.kind) for e in later if e.node == "keystone"]
-    assert kinds[0] == ("keystone", EvidenceKind.ERROR) and kinds[-1] == ("keystone", EvidenceKind.HEALTHY)

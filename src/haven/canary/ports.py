@@ -54,8 +54,16 @@ class CanaryCloud(Protocol):
         """GET ``url`` (a version document) unauthenticated; raises when it fails or answers 5xx."""
         ...
 
-    async def services_down(self) -> Sequence[tuple[str, str, float | None]]:
-        """(binary, host, last report) of every Nova service its own service list says is down."""
+    async def services(self) -> Sequence[tuple[str, str, str, float | None, str]]:
+        """Every service in Nova's own list: (binary, host, zone, last report, state).
+
+        state is "up", "down" (silent past Nova's service_down_time, or forced down) or "disabled: REASON"
+        (up, but taken out of scheduling by an operator).
+        """
+        ...
+
+    async def image_status(self, image: str) -> str:
+        """The image's status in the image service ("active", "deactivated", ...); "missing": none."""
         ...
 
     def close(self) -> None:

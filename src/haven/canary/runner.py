@@ -226,20 +226,30 @@ class CanaryRunner:
                 kept[f"probe:{kind}:{started:.3f}"] = NodeEvent(
                     node, EvidenceKind.HEALTHY, started, f"its endpoint answered in {result.seconds:.2f} s"
                 )
+        if self._settings.image and "endpoint:image" not in {r.name for r in results if not r.ok}:
+            kept.update(await self._image_events())
         try:
-            down = await self._cloud.services_down()
+            services = await self._cloud.services()
         except CloudError:
-            down = []
-        for binary, host, reported in down:
-            # Down since its last report (Nova's updated_at): when it went silent.
-            at = min(now, reported) if reported is not None else now
-            detail = f"{binary} on {host} is down in Nova's service list"
-            kept[f"nova-service:{binary}:{host}:{at:.3f}"] = NodeEvent(
-                node_of_binary(binary), EvidenceKind.DOWN, at, detail
-            )
+            services = []
+        kept.update(_service_events(services, now))
         if kept:
             await asyncio.to_thread(self._store.keep_evidence, kept, now)
         return results
+
+    async def _image_events(self) -> dict[str, NodeEvent]:
+        """The canary image not active in Glance (deactivated, deleted) is an ERROR of Glance: every boot
+        of it is refused. Asked only when Glance's endpoint answered (a hung Glance is its probe's)."""
+        started = self._clock.now()
+        try:
+            status = await self._cloud.image_status(self._settings.image)
+        except CloudError:
+            return {}
+        if status == "active":
+            return {}
+        detail = f"the canary image {self._settings.image} is {status} in the image service"
+        return {f"image:{self._settings.image}:{started:.3f}": NodeEvent(
+            "glance-api", EvidenceKind.ERROR, started, detail)}  # fmt: skip
 
     async def _keep_seen(self, node: str, result: ProbeResult) -> None:
         """An API probe is evidence on the node it asked: an ERROR when it failed, HEALTHY when it passed.
@@ -402,6 +412,31 @@ class CanaryRunner:
 
     async def _save(self, run: CanaryRun) -> None:
         await asyncio.to_thread(self._store.save_canary, BOOT, run_json(run))
+
+
+def _service_events(
+    services: Sequence[tuple[str, str, str, float | None, str]], now: float
+) -> dict[str, NodeEvent]:
+    """Nova's service list as evidence: a service down is DOWN since its last report (when it went
+    silent); a disabled nova-compute is an ERROR only when no compute of its zone is up and enabled (a
+    host in maintenance beside working ones explains nothing; every one of them disabled leaves the zone
+    no host to schedule on)."""
+    open_zones = {zone for binary, _host, zone, _at, state in services if binary == "nova-compute"
+                  and state == "up"}  # fmt: skip
+    kept: dict[str, NodeEvent] = {}
+    for binary, host, zone, reported, state in services:
+        at = min(now, reported) if reported is not None else now
+        node = node_of_binary(binary)
+        if state == "down":
+            detail = f"{binary} on {host} is down in Nova's service list"
+            kept[f"nova-service:{binary}:{host}:{at:.3f}"] = NodeEvent(node, EvidenceKind.DOWN, at, detail)
+        elif state.startswith("disabled") and binary == "nova-compute" and zone not in open_zones:
+            detail = (f"{binary} on {host} is {state.replace(':', ' (', 1)}) in Nova's service list, and "
+                      f"no compute of zone {zone or '?'} is up and enabled")  # fmt: skip
+            kept[f"nova-service:{binary}:{host}:disabled:{at:.3f}"] = NodeEvent(
+                node, EvidenceKind.ERROR, at, detail
+            )
+    return kept
 
 
 async def _until(stop: asyncio.Event, clock: Clock, deadline: float) -> None:

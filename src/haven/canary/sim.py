@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from haven.canary.model import RUNNING, Found, Phase, ServerView
 from haven.cloud.base import Cloud
 from haven.domain.clock import Clock
-from haven.domain.errors import NotFound, TemporaryError
+from haven.domain.errors import NotFound, PermanentError, TemporaryError
 
 # How long each phase takes, after the previous one, in seconds.
 DEFAULT_TIMINGS: Mapping[Phase, float] = {
@@ -60,6 +60,7 @@ class SimCanaryCloud:
     extra: dict[Phase, float] = field(default_factory=dict)  # injected delays
     faults: dict[Phase, str] = field(default_factory=dict)  # injected faults: "Exception: message"
     api_down: bool = False
+    image: str = "active"  # the canary image's status in the simulated Glance ("missing": deleted)
     identity_down: bool = False
     booted: int = 0
     _ids: itertools.count[int] = field(default_factory=itertools.count)
@@ -76,6 +77,7 @@ class SimCanaryCloud:
         self.extra.clear()
         self.faults.clear()
         self.api_down = self.identity_down = False
+        self.image = "active"
 
     def existing(self) -> list[SimServer]:
         """The canary servers that exist now (ground truth)."""
@@ -92,6 +94,8 @@ class SimCanaryCloud:
         self, name: str, zone: str, flavor: str, image: str, network: str, metadata: Mapping[str, str]
     ) -> str:
         self._api()
+        if self.image != "active":  # Nova's API checks the image before it accepts the boot
+            raise PermanentError(f"Image {image} is not active (it is {self.image}). (HTTP 400)")
         now = self.clock.now()
         server = SimServer(f"sim-canary-{next(self._ids)}", name, zone, dict(metadata), now, {})
         at = now
@@ -157,12 +161,15 @@ class SimCanaryCloud:
     async def probe_endpoint(self, url: str, timeout_s: float) -> None:
         raise NotFound(f"no endpoint {url} on the simulated cloud")
 
-    async def services_down(self) -> Sequence[tuple[str, str, float | None]]:
+    async def services(self) -> Sequence[tuple[str, str, str, float | None, str]]:
         return [
-            ("nova-compute", h.name, None)
+            ("nova-compute", h.name, h.zone, None, _state(h.service_up and not h.forced_down,
+                                                           h.service_enabled, h.disabled_reason))
             for h in await self.cloud.list_hosts()
-            if not h.service_up or h.forced_down
-        ]
+        ]  # fmt: skip
+
+    async def image_status(self, image: str) -> str:
+        return self.image
 
     def close(self) -> None:
         pass
@@ -176,3 +183,9 @@ class SimCanaryCloud:
         if server is None or (server.deleted_at is not None and server.deleted_at <= self.clock.now()):
             raise NotFound(f"no server {server_id}")
         return server
+
+
+def _state(up: bool, enabled: bool, reason: str | None) -> str:
+    if not up:
+        return "down"
+    return "up" if enabled else f"disabled: {reason or 'no reason given'}"

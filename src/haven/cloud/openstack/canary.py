@@ -93,13 +93,20 @@ class NovaCanary:
     async def probe_endpoint(self, url: str, timeout_s: float) -> None:
         await self._pool.run(f"GET {url}", self._probe, url, timeout_s)
 
-    async def services_down(self) -> Sequence[tuple[str, str, float | None]]:
+    async def services(self) -> Sequence[tuple[str, str, str, float | None, str]]:
         answer = await self._pool.run("list Nova services", self._send, "GET", "/os-services", {})
         return [
-            (str(s["binary"]), str(s["host"]), convert.timestamp(s.get("updated_at")))
+            (str(s["binary"]), str(s["host"]), str(s.get("zone") or ""),
+             convert.timestamp(s.get("updated_at")), _service_state(s))
             for s in answer["services"]
-            if s.get("state") == "down"
-        ]
+        ]  # fmt: skip
+
+    async def image_status(self, image: str) -> str:
+        try:
+            answer = await self._pool.run(f"show image {image}", self._image, image)
+        except NotFound:
+            return "missing"
+        return str(answer.get("status") or "unknown")
 
     async def _flavor_id(self, name_or_id: str) -> str:
         if name_or_id not in self._flavors:
@@ -122,6 +129,11 @@ class NovaCanary:
             response = compute.delete(path, microversion=SERVERS_MV)
         os_exc.raise_from_response(response)
         return dict(response.json()) if response.content else {}
+
+    def _image(self, image: str) -> dict[str, Any]:
+        response = self._conn.image.get(f"/images/{image}")
+        os_exc.raise_from_response(response)
+        return dict(response.json())
 
     def _endpoints(self) -> dict[str, str]:
         session = self._conn.session
@@ -147,6 +159,14 @@ class NovaCanary:
         if session.auth is None:
             raise PermanentError("issue a token: the cloud's clouds.yaml entry has no credentials")
         session.auth.get_auth_ref(session)
+
+
+def _service_state(service: Mapping[str, Any]) -> str:
+    if service.get("state") == "down":
+        return "down"
+    if service.get("status") == "disabled":
+        return f"disabled: {service.get('disabled_reason') or 'no reason given'}"
+    return "up"
 
 
 def open_canary(

@@ -1,0 +1,102 @@
+"""Evidence the canary reads (haven.canary.runner.observe and its probes) explains its own failures: judged
+from the ranking stored for the canary's symptom, on the simulated cloud and virtual time (issue 13: the lab
+bench's misses: a failed probe explained by nothing, a zone whose computes are all disabled, the canary
+image deactivated or deleted)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from haven.canary.model import CanarySettings, Outcome, Phase
+from haven.canary.runner import CanaryRunner
+from haven.canary.sim import SimCanaryCloud
+from haven.cloud.sim import CloudSpec, SimCloud, build_cloud
+from haven.controlplane.catalogue import CATALOGUE
+from haven.diagnosis import EvidenceKind
+from haven.diagnosis.records import ExplanationRecord
+from haven.domain.clock import VirtualClock
+from haven.domain.ids import HostName
+from haven.explain.explainer import Explainer
+from haven.store import Store
+from haven.topology import openstack_topology
+
+
+@pytest.fixture
+def store() -> Iterator[Store]:
+    opened = Store.open("sqlite://")
+    yield opened
+    opened.close()
+
+
+class World:
+    def __init__(self, store: Store, settings: CanarySettings | None = None) -> None:
+        self.clock = VirtualClock()
+        self.cloud: SimCloud = build_cloud(CloudSpec(hosts=6, vms=0, zones=2, seed=3), self.clock)[0]
+        self.nova = SimCanaryCloud(self.cloud, self.clock)
+        self.explainer = Explainer(store, openstack_topology(CATALOGUE.values()), self.clock)
+        self.symptoms: list[ExplanationRecord] = []
+        settings = settings or CanarySettings(poll_s=0.25, boot_timeout_s=60.0, slow_s=20.0)
+        self.runner = CanaryRunner(self.nova, store, self.clock, settings, self._explain)
+
+    async def _explain(self, record: ExplanationRecord) -> ExplanationRecord:
+        self.symptoms.append(record)
+        return await self.explainer.open_and_explain(record)
+
+    async def zone_hosts(self, zone: str) -> list[HostName]:
+        return [h.name for h in await self.cloud.list_hosts() if h.zone == zone]
+
+
+async def test_a_failed_probe_is_evidence_on_its_own_node(store: Store) -> None:
+    world = World(store, CanarySettings(zones=("az1",)))
+    world.nova.identity_down = True
+    await world.runner.round()
+    (record,) = [s for s in world.symptoms if s.source == "probe:token"]
+    diagnosis = store.get_explanation(record.id).diagnosis
+    assert diagnosis is not None and diagnosis.explanations[0].node == "keystone"
+    assert "token failed" in diagnosis.summary and "Keystone" in diagnosis.summary
+    world.nova.heal()
+    world.clock.advance_to(world.clock.now() + 60.0)
+    assert (await world.runner.round()).ok
+    # The passing probe ended Keystone's failure: a later symptom does not blame it.
+    later = store.evidence_between(world.clock.now() - 70.0, world.clock.now())
+    kinds = [(e.node, e.kind) for e in later if e.node == "keystone"]
+    assert kinds[0] == ("keystone", EvidenceKind.ERROR) and kinds[-1] == ("keystone", EvidenceKind.HEALTHY)
+
+
+async def test_every_compute_of_a_zone_disabled_is_the_evidence_a_lone_disabled_one_is_not(
+    store: Store,
+) -> None:
+    world = World(store)
+    zones = sorted({h.zone for h in await world.cloud.list_hosts()})
+    closed, open_ = zones[0], zones[1]
+    for host in await world.zone_hosts(closed):
+        await world.cloud.disable_service(host, "maintenance never ended")
+    lone = (await world.zone_hosts(open_))[0]
+    await world.cloud.disable_service(lone, "disk swap")
+    found = await world.runner.round()
+    failed = next(r for r in found.runs if r.zone == closed)
+    assert failed.outcome is Outcome.FAILED and "No valid host" in failed.error
+    assert next(r for r in found.runs if r.zone == open_).outcome is Outcome.OK
+    diagnosis = store.get_explanation(f"canary:{failed.id}").diagnosis
+    assert diagnosis is not None and diagnosis.explanations[0].node == "nova-compute"
+    assert "maintenance never ended" in diagnosis.summary
+    seen = store.evidence_between(world.clock.now() - 600, world.clock.now())
+    hosts = {e.detail.split(" on ")[1].split(" ")[0] for e in seen if "disabled" in e.detail}
+    assert hosts == set(await world.zone_hosts(closed))  # not the lone one beside working hosts
+
+
+@pytest.mark.parametrize("status", ["deactivated", "missing"])
+async def test_a_canary_image_not_active_is_glances_error(store: Store, status: str) -> None:
+    world = World(store, CanarySettings(zones=("az1",), image="img-1"))
+    world.nova.image = status  # an operator deactivated or deleted it in Glance
+    (failed,) = (await world.runner.round()).runs
+    assert failed.outcome is Outcome.FAILED and failed.failed_in == Phase.ACCEPTED.value
+    assert world.nova.booted == 0  # refused by the API: nothing was built
+    diagnosis = store.get_explanation(f"canary:{failed.id}").diagnosis
+    assert diagnosis is not None and diagnosis.symptom.phase == "image download"
+    assert diagnosis.explanations[0].node == "glance-api"
+    assert f"the canary image img-1 is {status}" in diagnosis.summary
+    world.nova.heal()
+    assert (await world.runner.round()).ok
