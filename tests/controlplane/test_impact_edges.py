@@ -80,8 +80,8 @@ def test_an_unknown_name_exits_2_naming_the_valid_ones(
 ) -> None:
     code, out, err = _run(capsys, "nova-apy")
     assert code == 2 and out == ""
-    assert "'nova-apy' is neither a service nor a controller" in err
-    assert "nova-api" in err and "ctl-1" in err  # the simulated cloud's controllers
+    assert "'nova-apy' is neither a service, a controller nor a failure domain" in err
+    assert "nova-api" in err and "ctl-1" in err and "rack-a" in err  # the simulated cloud's controllers
     assert "Traceback" not in err
     code, _, err = _run(capsys, "ctl-1")  # a known controller, but nothing observed yet
     assert code == 2 and "no observation of controller ctl-1" in err
@@ -104,6 +104,14 @@ def test_a_controller_loses_the_replicas_the_store_recorded_on_it(
     assert "token-issue" in shown["degraded"]
     code, out, _ = _run(capsys, "ctl-3")
     assert code == 0 and "glance-api 1 of 2 replicas left" in out
+    # a failure domain: every controller in it (here rack-2 holds ctl-2 only)
+    code, out, _ = _run(capsys, "rack-2", "--json")
+    shown = json.loads(out)
+    assert code == 0 and shown["kind"] == "domain"
+    assert shown["losses"] == [
+        {"service": "glance-api", "left": 1, "of": 2},
+        {"service": "keystone", "left": 1, "of": 2},
+    ]
 
 
 class _Roles:

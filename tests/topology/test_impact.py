@@ -98,9 +98,8 @@ def test_an_override_in_haven_toml_changes_the_answer() -> None:
 
 
 def _replica(service: str, host: str, health: ReplicaHealth = ReplicaHealth.HEALTHY) -> ReplicaState:
-    return ReplicaState(
-        ServiceName(service), HostName(host), DomainName("rack"), health, "active", "ready", "", 0.0
-    )
+    domain = DomainName("rack-ab" if host in ("ctl-1", "ctl-2") else "rack-c")
+    return ReplicaState(ServiceName(service), HostName(host), domain, health, "active", "ready", "", 0.0)
 
 
 OBSERVED = [
@@ -132,6 +131,17 @@ def test_resolve_names_a_service_or_a_controller_and_refuses_anything_else() -> 
     assert "nova-api" in caught.value.hint and "ctl-9" in caught.value.hint and "ctl-1" in caught.value.hint
     with pytest.raises(UserError, match="no observation"):
         resolve(TOPOLOGY, "ctl-9", [], declared, ["ctl-9"])
+
+
+def test_a_failure_domain_takes_every_controller_in_it() -> None:
+    target = resolve(TOPOLOGY, "rack-ab", OBSERVED, {}, [])
+    assert target.kind == "domain"
+    assert target.losses == (
+        ServiceLoss("glance-api", 1, 2), ServiceLoss("keystone", 0, 2), ServiceLoss("nova-scheduler", 0, 1),
+    )  # fmt: skip
+    found = {v.name: v.effect for v in impact(TOPOLOGY, target.losses).operations}
+    assert found["token-issue"] is Effect.STOPS and found["server-boot"] is Effect.STOPS
+    assert found["image-list"] is Effect.DEGRADED  # Glance holds the tokens it has seen
 
 
 def test_the_json_lists_each_operation_under_its_effect() -> None:

@@ -1,5 +1,6 @@
-"""``haven impact SERVICE|CONTROLLER``: which user operations stop, which degrade and which keep working
-when a service (every replica) or a controller (every replica on it) is down; a table, or ``--json``.
+"""``haven impact SERVICE|CONTROLLER|DOMAIN``: which user operations stop, which degrade and which keep
+working when a service (every replica), a controller or a failure domain (every replica on it, in it) is
+down; a table, or ``--json``.
 
 Registered by haven.cli.main. The answer comes from haven.topology (the graph haven.diagnosis ranks
 causes along): the control plane's services as haven.toml declares them over the built-in catalogue,
@@ -38,9 +39,12 @@ _STYLE = {Effect.STOPS: "bold red", Effect.DEGRADED: "yellow", Effect.WORKS: "gr
 
 def add_impact_command(sub: Any, config_of: ConfigOf, existing_store: StoreOf) -> None:
     parser = sub.add_parser(
-        "impact", help="what stops, degrades and keeps working if a service or a controller is down"
+        "impact",
+        help="what stops, degrades and keeps working if a service, controller or failure domain is down",
     )
-    parser.add_argument("down", metavar="SERVICE|CONTROLLER", help="e.g. keystone, rabbitmq, ctl-1")
+    parser.add_argument(
+        "down", metavar="SERVICE|CONTROLLER|DOMAIN", help="e.g. keystone, rabbitmq, ctl-1, rack-a"
+    )
     parser.add_argument("--json", action="store_true")
 
     def handle(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -62,11 +66,13 @@ def specs(config: HavenConfig) -> list[ServiceSpec]:
 
 def answer(config: HavenConfig, replicas: Sequence[ReplicaState], name: str) -> tuple[Target, Impact]:
     declared = {str(s.name): s.min_replicas for s in specs(config)}
-    controllers = [str(c.host) for c in config.controlplane.controllers]
-    if not controllers and config.cloud_driver == "simulated":
-        controllers = [str(c.host) for c in SIM_CONTROLLERS]
+    known = config.controlplane.controllers
+    if not known and config.cloud_driver == "simulated":
+        known = SIM_CONTROLLERS
     topology = openstack_topology(specs(config))
-    target = resolve(topology, name, replicas, declared, controllers)
+    target = resolve(
+        topology, name, replicas, declared, [str(c.host) for c in known], [str(c.domain) for c in known]
+    )
     return target, impact(topology, target.losses)
 
 
@@ -97,6 +103,6 @@ def view(target: Target, found: Impact) -> Group:
     if reached:
         words = "; ".join(f"{v.name} {v.effect.value} ({', '.join(v.because)})" for v in reached)
         parts.append(Text(f"services it takes along: {words}", style="dim"))
-    if target.kind == "controller" and not found.losses:
+    if target.kind != "service" and not found.losses:
         parts.append(Text(f"{target.name} runs no serving replica: nothing is lost", style="green"))
     return Group(*parts)

@@ -14,7 +14,7 @@ another replica). A lost cache (memcached under Keystone) slows what goes throug
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -93,11 +93,18 @@ def _verdict(
 
 
 def controller_losses(replicas: Iterable[ReplicaState], host: str) -> tuple[ServiceLoss, ...]:
-    """The services that lose serving replicas when controller ``host`` goes, from an observation.
+    """The services that lose serving replicas when controller ``host`` goes, from an observation."""
+    return losses_where(replicas, lambda r: r.host == host)
 
-    A replica serves when it is healthy; each service with a serving replica on ``host`` keeps the ones
-    elsewhere. A service already without a serving replica anywhere is down whatever happens to ``host``
-    and is counted too (``of`` 0) when it has a replica there.
+
+def losses_where(
+    replicas: Iterable[ReplicaState], lost: Callable[[ReplicaState], bool]
+) -> tuple[ServiceLoss, ...]:
+    """The services that lose serving replicas when the ``lost`` ones go (a controller, a failure domain).
+
+    A replica serves when it is healthy; each service with a serving replica lost keeps the ones
+    elsewhere. A service already without a serving replica anywhere is down whatever happens and is
+    counted too (``of`` 0) when it has a replica among the lost.
     """
     serving: dict[str, int] = {}
     there: dict[str, int] = {}
@@ -105,7 +112,7 @@ def controller_losses(replicas: Iterable[ReplicaState], host: str) -> tuple[Serv
     for r in replicas:
         ok = r.health is ReplicaHealth.HEALTHY
         serving[r.service] = serving.get(r.service, 0) + ok
-        if r.host == host:
+        if lost(r):
             placed.add(r.service)
             there[r.service] = there.get(r.service, 0) + ok
     return tuple(
@@ -117,9 +124,9 @@ def controller_losses(replicas: Iterable[ReplicaState], host: str) -> tuple[Serv
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """What ``haven impact NAME`` is asked about: a service, or a controller (all its replicas)."""
+    """What ``haven impact NAME`` is asked about: a service, a controller or a failure domain."""
 
-    kind: str  # "service" or "controller"
+    kind: str  # "service", "controller" or "domain"
     name: str
     losses: tuple[ServiceLoss, ...]
 
@@ -130,29 +137,35 @@ def resolve(
     replicas: Sequence[ReplicaState],
     declared: Mapping[str, int],
     controllers: Iterable[str],
+    domains: Iterable[str] = (),
 ) -> Target:
-    """``name`` as a service (every replica lost) or a controller (its serving replicas lost).
+    """``name`` as a service (every replica lost), a controller or a failure domain (the serving
+    replicas on it, in it, lost).
 
     ``replicas``: the control plane's latest observation (may be empty); ``declared``: each managed
-    service's minimum replicas (used when nothing was observed); ``controllers``: the known controller
-    hosts. An unknown name raises UserError naming the valid ones.
+    service's minimum replicas (used when nothing was observed); ``controllers`` and ``domains``: the
+    known controller hosts and failure domains. An unknown name raises UserError naming the valid ones.
     """
     services = sorted(set(topology.depends_on) - topology.operations)
     hosts = sorted(set(controllers) | {r.host for r in replicas})
+    rooms = sorted((set(domains) | {r.domain for r in replicas}) - set(hosts))
     if name in services:
         serving = sum(r.health is ReplicaHealth.HEALTHY for r in replicas if r.service == name)
         return Target("service", name, (ServiceLoss(name, 0, serving or declared.get(name, 1)),))
-    if name in hosts:
-        if not replicas:
-            raise UserError(
-                f"no observation of controller {name}'s replicas yet",
-                "`haven serve` records the control plane after each pass while it leads; "
-                "or ask about a service",
-            )
-        return Target("controller", name, controller_losses(replicas, name))
+    kind = "controller" if name in hosts else "domain" if name in rooms else ""
+    if kind and not replicas:
+        raise UserError(
+            f"no observation of {kind} {name}'s replicas yet",
+            "`haven serve` records the control plane after each pass while it leads; or ask about a service",
+        )
+    if kind == "controller":
+        return Target(kind, name, controller_losses(replicas, name))
+    if kind == "domain":
+        return Target(kind, name, losses_where(replicas, lambda r: r.domain == name))
     raise UserError(
-        f"{name!r} is neither a service nor a controller",
-        f"services: {', '.join(services)}; controllers: {', '.join(hosts) or '(none known)'}",
+        f"{name!r} is neither a service, a controller nor a failure domain",
+        f"services: {', '.join(services)}; controllers: {', '.join(hosts) or '(none known)'}; "
+        f"failure domains: {', '.join(rooms) or '(none known)'}",
     )
 
 

@@ -1,5 +1,5 @@
 """``GET /v1/haven/impact?down=NAME``: which user operations stop, degrade and keep working if a service
-(every replica) or a controller (its replicas) is down; the answer of ``haven impact NAME --json``.
+(every replica), a controller or a failure domain (its replicas) is down; ``haven impact NAME --json``.
 
 Registered by haven.api.app; its policy (reader) is in haven.api.policy. From haven.topology over the
 built-in catalogue, with the controllers and their replicas as the control plane's leader last recorded
@@ -37,7 +37,7 @@ class VerdictView(BaseModel):
 
 class ImpactView(BaseModel):
     down: str
-    kind: str  # "service" or "controller"
+    kind: str  # "service", "controller" or "domain"
     losses: list[LossView]
     stops: list[str]
     degraded: list[str]
@@ -53,11 +53,13 @@ def router(ctx: ApiContext) -> APIRouter:
 
     @routes.get(
         IMPACT_PATH,
-        summary="What stops, degrades and keeps working if a service or a controller is down",
+        summary="What stops, degrades and keeps working if a service, controller or failure domain is down",
         dependencies=[Depends(require_policy)],
     )
     def what_if(
-        down: str = Query(..., min_length=1, max_length=255, description="a service or a controller host"),
+        down: str = Query(
+            ..., min_length=1, max_length=255, description="a service, a controller host or a failure domain"
+        ),
     ) -> ImpactView:
         replicas = ctx.store.list_replicas()
         try:
