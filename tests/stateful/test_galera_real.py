@@ -21,7 +21,7 @@ import pytest
 from haven.domain.clock import RealClock
 from haven.domain.errors import HavenError
 from haven.stateful.cluster import LoopbackCluster
-from haven.stateful.drills import node_loss
+from haven.stateful.drills import log_sizes, new_groups, node_loss
 from haven.stateful.galera import DecisionKind
 from haven.stateful.galera_node import MARIADBD, PROVIDER, LocalGaleraNode
 from haven.stateful.galera_recovery import GaleraRecovery, StoreAlerts, StoreJournal
@@ -169,56 +169,60 @@ class _Crash(BaseException):
     """haven's process dying: nothing after it runs (not an Exception the loop would catch)."""
 
 
-class _DiesAfterBootstrap:
-    """A node whose bootstrap is made, after which haven dies before committing the outcome."""
+class _DiesAtBootstrap:
+    """A node whose bootstrap kills haven: before the effect is made, or after it (before the outcome)."""
 
-    def __init__(self, node: LocalGaleraNode) -> None:
-        self._node, self.name = node, node.name
+    def __init__(self, node: LocalGaleraNode, made: bool) -> None:
+        self._node, self.name, self._made = node, node.name, made
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._node, name)
 
     async def bootstrap(self, position: object) -> None:
-        await self._node.bootstrap(position)  # type: ignore[arg-type]
+        if self._made:
+            await self._node.bootstrap(position)  # type: ignore[arg-type]
         raise _Crash
 
 
-def _new_groups(node: LocalGaleraNode, since: int) -> int:
-    """How many times this node's server started a new cluster (Galera's own log line) after ``since``."""
-    with open(node.layout.folder / "error.log", "rb") as log:
-        log.seek(since)
-        return log.read().count(b"gcomm: bootstrapping new group")
+def _haven_dies(url: str, drivers: list[LocalGaleraNode], made: bool) -> None:
+    """One haven process (its own store handle and drivers) that dies at the bootstrap."""
+    with Store.open(url) as store:
+        dying = [_DiesAtBootstrap(n, made) for n in drivers]
+        recovery = GaleraRecovery.on_store(dying, store, "haven", RealClock())  # type: ignore[arg-type]
+        with pytest.raises(_Crash):
+            asyncio.run(recovery.run_until_synced(timeout_s=60))
+        assert [a.kind for a in store.unfinished_galera_actions("haven")] == [DecisionKind.BOOTSTRAP]
 
 
 def test_haven_killed_between_a_bootstraps_intent_and_outcome_bootstraps_once(
     cluster: LoopbackCluster, tmp_path: Path
 ) -> None:
+    """haven dies after committing the bootstrap's intent, before its effect; the next haven makes it and
+    dies before committing the outcome; a third finishes the recovery. Each is a new store handle on the
+    same file and new drivers that remember starting nothing."""
     _synced(cluster)
     writer = Writer([n.layout.socket for n in cluster.nodes], start_id=3_000_000).start()
     _until(lambda: len(writer.acked) >= 20, "20 acknowledged writes")
     cluster.kill(["g1", "g2", "g3"])
     writer.stop()
-    marks = {n.name: (n.layout.folder / "error.log").stat().st_size for n in cluster.nodes}
+    marks = log_sizes(cluster)
     url = f"sqlite:///{tmp_path / 'haven.db'}"
-    with Store.open(url) as store:
-        dying = [_DiesAfterBootstrap(n) for n in cluster.nodes]
-        recovery = GaleraRecovery.on_store(dying, store, "haven", RealClock())  # type: ignore[arg-type]
-        with pytest.raises(_Crash):
-            asyncio.run(recovery.run_until_synced(timeout_s=60))
-        assert [a.kind for a in store.unfinished_galera_actions("haven")] == [DecisionKind.BOOTSTRAP]
-    # haven restarts: a new store handle on the same file, new drivers that remember starting nothing.
-    fresh = [LocalGaleraNode(n.layout) for n in cluster.nodes]
+    generations = [[LocalGaleraNode(n.layout) for n in cluster.nodes] for _ in range(3)]
     try:
+        _haven_dies(url, generations[0], made=False)
+        assert not any(asyncio.run(n.running()) for n in cluster.nodes)  # the effect was not made
+        _haven_dies(url, generations[1], made=True)  # finishes the issued step: bootstraps, then dies
         with Store.open(url) as store:
-            recovery = GaleraRecovery.on_store(fresh, store, "haven", RealClock())
+            recovery = GaleraRecovery.on_store(generations[2], store, "haven", RealClock())
             decisions = asyncio.run(recovery.run_until_synced(timeout_s=120))
             assert store.unfinished_galera_actions("haven") == []
     finally:
-        for node, driver in zip(cluster.nodes, fresh, strict=True):
-            node.started.extend(driver.started)  # the fixture stops every server started here
+        for drivers in generations:
+            for node, driver in zip(cluster.nodes, drivers, strict=True):
+                node.started.extend(driver.started)  # the fixture stops every server started here
     assert decisions[-1].kind is DecisionKind.NOTHING, decisions
     # The servers' own word: one new cluster started since the outage, on one node.
-    assert sum(_new_groups(n, marks[n.name]) for n in cluster.nodes) == 1
+    assert sum(new_groups(n, marks[n.name]) for n in cluster.nodes) == 1
     _synced(cluster)
     for node in cluster.nodes:
         live = asyncio.run(node.live())
