@@ -1,10 +1,12 @@
 """OpenStack's service dependency graph: the control plane's declared specs plus the compute side.
 
-Called by haven.explain (the graph the ranker walks) and, later, by the control plane's impact analysis.
+Called by haven.explain (the graph the ranker walks) and by haven.topology.impact (``haven impact``).
 The control-plane services and what each depends on are not listed here a second time: they come from
 the ServiceSpecs the caller passes (haven.controlplane's catalogue, with haven.toml's overrides). This
 module adds what the control plane does not run (nova-compute and the Neutron agents on the hypervisors),
-the user operations with their phases, and how Nova's faults and binaries map onto the graph.
+the user operations (the services each goes through, the declared edges it does not use, the caches it
+can or cannot count on), a boot's phases, and how Nova's faults and binaries map onto the graph. The
+operations were checked against the lab (bench/impact.py, docs/controlplane.md).
 """
 
 from __future__ import annotations
