@@ -1,9 +1,9 @@
 """Take the dashboard screenshots in docs/img/ (run from the repository: .venv/bin/python docs/screenshots.py).
 
-Starts its own `haven serve` (simulated cloud, a host power loss injected after 6 s) in a temporary
-HAVEN_HOME on a free loopback port, logs in with its token in Debian's Chromium through Playwright,
-waits until the recovery is over, saves the login page and the dashboard, and stops the server it
-started (SIGINT, then waits for it).
+Starts its own `haven serve` (simulated cloud, a host power loss injected after 6 s, canary boots
+and scheduled backups on) in a temporary HAVEN_HOME on a free loopback port, logs in with its token
+in Debian's Chromium through Playwright, waits until the recovery is over, saves the login page,
+the dashboard and its panels, and stops the server it started (SIGINT, then waits for it).
 """
 
 from __future__ import annotations
@@ -22,6 +22,16 @@ from playwright.sync_api import expect, sync_playwright
 
 OUT = Path(__file__).parent / "img"
 HAVEN = str(Path(sys.executable).with_name("haven"))
+CONFIG = """
+[canary]
+interval_s = 20.0
+[backups]
+max_concurrent = 4
+jitter_s = 0.0
+[backups.default]
+schedule = "hourly"
+keep = 2
+"""
 FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]  # fmt: skip
 
@@ -35,6 +45,7 @@ def free_port() -> int:
 def main() -> None:
     OUT.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="haven-shots-") as home:
+        Path(home, "haven.toml").write_text(CONFIG)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         argv = [HAVEN, "serve", "--bind", f"127.0.0.1:{port}", "--inject", "host-power-loss", "--inject-after", "6"]
@@ -63,6 +74,17 @@ def main() -> None:
                 page.screenshot(path=OUT / "dashboard.png", full_page=True)
                 card.screenshot(path=OUT / "dashboard-timeline.png")
                 page.locator("#plot").screenshot(path=OUT / "dashboard-plot.png")
+                page.locator("section[aria-labelledby=controlplane-title]").screenshot(
+                    path=OUT / "dashboard-controlplane.png"
+                )
+                page.reload()  # the backups panel is read when the page opens
+                expect(page.locator("#canaries table")).to_be_visible(timeout=30_000)
+                page.locator("section[aria-labelledby=explanations-title]").screenshot(
+                    path=OUT / "dashboard-explanations.png"
+                )
+                page.locator("section[aria-labelledby=backups-title]").screenshot(
+                    path=OUT / "dashboard-backups.png"
+                )
                 browser.close()
         finally:
             proc.send_signal(signal.SIGINT)

@@ -99,13 +99,17 @@ def test_the_panels_show_an_explanation_a_canary_boot_and_a_stale_recovery_point
                     outcome=Outcome.FAILED, failed_in="image", error="image download failed")  # fmt: skip
     store.save_canary(BOOT, run_json(run))
     status = ServerStatus("s-1", "web-1", BackupPolicy("hourly"), 0, 0, 0, None, True, True)
-    plan = BackupPlan((), (), (status,), 0, None)
+    fresh = ServerStatus("s-0", "db-0", BackupPolicy("hourly"), 0, 0, 0, 4000.0, False, False)
+    plan = BackupPlan((), (), (fresh, status), 0, None)
     board = Board(store, backups=lambda: BackupStatus(plan, SchedulerSettings()), now=5000.0)
     parts: Any = template_environment().get_template("parts.html").module
     html = str(parts.explanations(board)) + str(parts.canaries(board)) + str(parts.backups(board))
     assert "boot failed because Glance API was down" in html and "glance-api on ctl-1 reported down" in html
     assert "image download failed" in html and "✕</span> failed" in html
     assert "web-1" in html and "✗</span> stale" in html and "none" in html
+    assert [p.server_name for p in board.protected] == ["web-1", "db-0"]  # the stale one first
+    assert board.backup_counts() == {"stale": 1, "none_yet": 0, "within_policy": 1}
+    assert "17 min" in html  # db-0's recovery point, 1,000 s old, against 2.0 h allowed
 
 
 async def test_a_failed_canary_boot_and_its_explanation_reach_the_board(store: Store) -> None:

@@ -39,6 +39,7 @@ from haven.api.routes.haven_drills import DRILLS_PATH
 from haven.api.routes.haven_status import RELEASE_PATH, STATUS_PATH
 from haven.canary.model import BOOT_PHASES
 from haven.dashboard.board import (
+    BACKUP_ROWS,
     TOP_CAUSES,
     BackupsView,
     Board,
@@ -67,7 +68,8 @@ SYMBOLS = {
     "healthy": "✓", "suspect": "?", "dead": "✕", "isolated": "⇹", "held": "‖", "agent_down": "!",
     # control-plane replicas (ReplicaHealth), the canary's boots (Outcome), recovery points
     "starting": "…", "unhealthy": "✗", "failed": "✕", "stopped": "○", "unknown": "?", "absent": "-",
-    "ok": "✓", "slow": "◔", "booting": "…", "within_policy": "✓", "stale": "✗", "none_yet": "○",
+    "ok": "✓", "slow": "◔", "booting": "…", "deleting": "…", "abandoned": "-",
+    "within_policy": "✓", "stale": "✗", "none_yet": "○",
 }  # fmt: skip
 STEP_SYMBOLS = {"done": "✓", "failed": "✕", "running": "…", "pending": "○", "skipped": "-"}
 
@@ -150,6 +152,7 @@ def template_environment() -> Environment:
         canary_durations=canary_durations,
         canary_phases=[p.value for p in BOOT_PHASES],
         top_causes=TOP_CAUSES,
+        backup_rows=BACKUP_ROWS,
     )
     return templates
 

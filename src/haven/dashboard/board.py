@@ -35,6 +35,7 @@ RECENT_NOTIFICATIONS = 15
 RECENT_EXPLANATIONS = 5
 RECENT_CANARIES = 8
 TOP_CAUSES = 3
+BACKUP_ROWS = 20  # the most urgent protected servers shown (a fleet has thousands)
 CONDITIONS = ("healthy", "suspect", "dead", "isolated", "held", "agent_down")
 
 _HOST_EVENTS = {
@@ -245,6 +246,12 @@ class Board:
     def other_alerts(self) -> list[Alert]:
         return [a for a in self.alerts if a.kind is not AlertKind.GATE_HOLD]
 
+    def backup_counts(self) -> dict[str, int]:
+        """Protected servers by condition: stale, none yet, within policy."""
+        stale = sum(1 for p in self.protected if p.stale)
+        none_yet = sum(1 for p in self.protected if not p.stale and p.age_s is None)
+        return {"stale": stale, "none_yet": none_yet, "within_policy": len(self.protected) - stale - none_yet}
+
     def services(self) -> list[ServiceView]:
         grouped: dict[str, list[ReplicaState]] = {}
         for r in self.replicas:
@@ -374,7 +381,7 @@ def _protected(store: Store, status: BackupStatus, now: float) -> list[Protected
         ):
             newest[r.server_id] = r
     out = []
-    for s in sorted(status.plan.statuses, key=lambda s: s.server_name):
+    for s in status.plan.statuses:
         age = None if s.recovery_point is None else max(0.0, now - s.recovery_point)
         limit = max_age_s(s.policy, status.settings)
         found = newest.get(s.server_id)
@@ -382,7 +389,8 @@ def _protected(store: Store, status: BackupStatus, now: float) -> list[Protected
             s.server_id, s.server_name, s.policy.schedule, found, age, limit, s.stale, s.waiting
         )
         out.append(view)
-    return out
+    # the most urgent first: stale, then no recovery point yet, then the oldest recovery point
+    return sorted(out, key=lambda p: (not p.stale, p.age_s is not None, -(p.age_s or 0.0), p.server_name))
 
 
 def canary_durations(run: CanaryRun) -> dict[str, float]:
