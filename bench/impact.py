@@ -12,13 +12,16 @@ Neutron stand-in, Nova's API, conductor, scheduler and both computes), the scrip
    answer within its timeout);
 4. SIGCONTs the service and checks the lab is whole again (a token, a server list, both computes up,
    an image list, a Placement query) before the next one.
-A baseline pass (nothing stopped) runs first and again at the end. Then it prints the observed matrix
-next to haven's prediction (haven.topology.impact over the catalogue: every replica of the service
-lost) and the disagreements. The raw observations are saved (``--save``) so that ``--compare FILE``
+A baseline pass (nothing stopped) runs first and again at the end. Then it prints the observed matrix,
+haven's prediction (haven.topology.impact, every replica of the service lost, over the catalogue with
+the lab's own declarations, LAB_DEPENDS_ON; ``--catalogue``: the plain catalogue) and the
+disagreements. The raw observations are saved (``--save``) so that ``--compare FILE``
 prints the comparison again against the current model without touching a lab.
 
 Run: .venv/bin/python bench/impact.py [--folder LAB] [--save impact.json] [--only keystone,mariadb]
-     .venv/bin/python bench/impact.py --compare impact.json
+     .venv/bin/python bench/impact.py --compare impact.json [--catalogue] [--markdown]
+The saved run of 2026-12-06 is tests/topology/impact_lab_matrix.json (test_impact_matrix.py holds the
+model to it).
 Without --folder it starts a lab (2 computes) in a temporary folder and stops it at the end. About
 1 min per service plus the lab's start on a 2-core machine; run it once.
 """
@@ -382,6 +385,12 @@ def compare(
             print(f"| {service} | " + " | ".join(cells) + " |")
         else:
             print(service.ljust(16) + " ".join(cells))
+    if not markdown:
+        print(f"\nhaven's prediction ({model}): stops / degraded / works")
+        for service in raw["services"]:
+            if not service.startswith("baseline"):
+                pred = predicted(service, lab_declared)
+                print(service.ljust(16) + " ".join(pred[op].ljust(14) for op in ops))
     print(f"\n{len(disagreements)} disagreement(s):")
     for service, op, p, got, detail in disagreements:
         print(f"  {service:16} {op:{width}} predicted {p:8} observed {got:6} {detail}")
