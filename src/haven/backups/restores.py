@@ -114,6 +114,8 @@ class Restorer:
                 raise UserError(
                     f"server {server_id} no longer exists: nothing to rebuild", "pass --as-new NAME"
                 ) from None
+        else:
+            await self._flavor_of(server_id)  # a deleted server's flavor must come from the config
         purpose = RestorePurpose.AS_NEW if as_new else RestorePurpose.REBUILD
         record = self._record(purpose, backup, as_new or backup.server_name)
         await self._db(self._store.issue_restore, record, epoch=self._epoch())
@@ -208,11 +210,15 @@ class Restorer:
         )
 
     async def _flavor_of(self, server_id: str) -> str:
+        """The server's own flavor; once it is deleted, ``[backups.drills] flavor``."""
         try:
             return (await self._port.get_target(ServerId(server_id))).flavor_id
         except NotFound:
+            if self._settings.flavor:
+                return self._settings.flavor
             raise UserError(
-                f"server {server_id} is gone and no drill flavor is set", "set [backups.drills] flavor"
+                f"server {server_id} no longer exists and no flavor is set to boot its backup with",
+                "set [backups.drills] flavor in haven.toml",
             ) from None
 
     async def _check(self, record: RestoreRecord) -> RestoreRecord:

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -28,9 +29,11 @@ from haven.domain.backups import BackupRecord, RestoreRecord
 from haven.domain.clock import RealClock
 from haven.domain.errors import UserError
 from haven.domain.ids import ServerId
+from haven.drill import backup_restore
 from haven.service.config import HavenConfig
 from haven.store import Store
 
+DRILLS = (backup_restore.NAME,)  # `haven drill backup-restore`, dispatched here by haven.cli.main
 ConfigOf = Callable[[argparse.Namespace], HavenConfig]
 StoreOf = Callable[[HavenConfig], Store]
 
@@ -168,3 +171,64 @@ def record_json(record: BackupRecord | RestoreRecord) -> dict[str, Any]:
     """A backup or restore record as JSON (enums as their values)."""
     doc = dataclasses.asdict(record)
     return {k: (v.value if hasattr(v, "value") else v) for k, v in doc.items()}
+
+
+def run_drill(args: argparse.Namespace, out: Console, err: Console) -> int:
+    """``haven drill backup-restore [--hosts N] [--vms N] [--seed N] [--json]`` on the simulated cloud."""
+    if getattr(args, "cloud", None) is not None:
+        raise UserError(
+            "the backup-restore drill runs on the simulated cloud only",
+            "drop --cloud (on a real cloud: haven backups run/restore, and haven serve's restore drills)",
+        )
+    servers = 20 if args.vms is None else args.vms
+    if servers < 2 or args.hosts < 1:
+        raise UserError(
+            f"the backup-restore drill needs at least 2 servers and 1 host (got --vms {servers}, "
+            f"--hosts {args.hosts})",
+            "pass --vms 2 or more (default 20)",
+        )
+    if servers > 2000:
+        raise UserError(
+            f"--vms {servers} is too many for this drill", "at most 2000 (bench/backups.py goes further)"
+        )
+    logging.getLogger("haven").setLevel(logging.ERROR)  # the report says what happened
+    run = backup_restore.run_backup_restore(servers, args.hosts, args.seed)
+    if args.json:
+        report = asyncio.run(run)
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        with err.status(
+            f"running drill backup-restore: {servers} servers, one virtual day of hourly backups..."
+        ):
+            report = asyncio.run(run)
+        out.print(_drill_table(report))
+        out.print(f"verdict: [bold]{report.verdict}[/]")
+    return 0 if report.verdict == "recovered" else 1
+
+
+def _drill_table(report: backup_restore.BackupDrillReport) -> Table:
+    table = Table(
+        title=(
+            f"backup-restore: {report.servers} servers, {report.virtual_hours:.0f} virtual hours, "
+            f"{report.backups_taken} backups (at most {report.peak_uploading} uploading, cap "
+            f"{report.max_concurrent}), images kept per server {report.images_per_server}, drills "
+            f"{report.drills_passed} passed / {report.drills_failed} failed, alerts {report.alerts}"
+        )
+    )
+    for column in (
+        "server",
+        "restore",
+        "state",
+        "restored server",
+        "vm state",
+        "from the newest backup",
+        "data",
+    ):
+        table.add_column(column)
+    for r in report.restores:
+        table.add_row(
+            r.server_id[:8], r.how, r.state, r.restored_id[:8] if r.exists else "missing", r.vm_state,
+            "yes" if r.image_id and r.image_id == r.expected_image_id else "no",
+            "as backed up" if r.data_ok else "wrong",
+        )  # fmt: skip
+    return table

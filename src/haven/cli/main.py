@@ -29,7 +29,9 @@ from rich.markup import escape
 from haven import __version__
 from haven.cli import agent, cloud_drill, galera, render
 from haven.cli.audit import add_audit_command
+from haven.cli.backups import DRILLS as BACKUP_DRILLS
 from haven.cli.backups import add_backups_command
+from haven.cli.backups import run_drill as backup_drill
 from haven.cli.canary import add_canary_command
 from haven.cli.controlplane import add_controlplane_command
 from haven.cli.explain import add_explain_command
@@ -101,7 +103,8 @@ def _parser() -> argparse.ArgumentParser:
     drill = sub.add_parser(
         "drill", help="run a named failure on the simulated cloud in virtual time, or on a real cloud"
     )
-    drill.add_argument("scenario", help=f"one of: {', '.join([*SCENARIOS, LEADER_LOSS, *galera.SCENARIOS])}")
+    names = [*SCENARIOS, LEADER_LOSS, *galera.SCENARIOS, *BACKUP_DRILLS]
+    drill.add_argument("scenario", help=f"one of: {', '.join(names)}")
     _cloud_size(
         drill, vms_help="VMs in the simulated cloud (default 300); with --cloud: HA servers booted (3)"
     )
@@ -258,6 +261,8 @@ def _is_haven_database(path: Path) -> bool:
 def _drill(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.scenario in galera.SCENARIOS:  # on a temporary real Galera cluster
         return galera.run(args, out, err)
+    if args.scenario in BACKUP_DRILLS:  # backups, rotation and restores on the simulated cloud
+        return backup_drill(args, out, err)
     if args.cloud is not None:
         return cloud_drill.run(args, _home(args), out, err)
     if args.vms is None:
