@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,13 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from haven.api.auth import LocalTokenAuthenticator
+from haven.controlplane.catalogue import CATALOGUE
 from haven.controlplane.config import ControlPlaneConfig
-from haven.controlplane.running import ControlPlane
+from haven.controlplane.running import SIM_SERVICES, ControlPlane
 from haven.dashboard.app import ROOT, create_dashboard
 from haven.dashboard.hub import EventHub
 from haven.domain.clock import RealClock
-from haven.domain.controlplane import MemberAdmin
+from haven.domain.controlplane import ControlPlaneSettings, MemberAdmin
 from haven.store import Store
 from servers.process import free_port, port_open
 
@@ -73,9 +74,17 @@ class Live:
 @pytest.fixture
 def live(tmp_path: Path) -> Iterator[Live]:
     clock = RealClock()
-    cp = ControlPlane(ControlPlaneConfig(), simulated_cloud=True, clock=clock)
+    # The simulated control plane's services; nova-api probed every 0.5 s (2 s in the catalogue) and
+    # passes every 0.5 s: the same path, a few seconds sooner.
+    services = tuple(CATALOGUE[s] for s in SIM_SERVICES)
+    services = tuple(
+        replace(s, probe=replace(s.probe, period_s=0.5)) if s.name == "nova-api" and s.probe else s
+        for s in services
+    )
+    config = ControlPlaneConfig(ControlPlaneSettings(pass_interval_s=0.5), services=services)
+    cp = ControlPlane(config, simulated_cloud=True, clock=clock)
     hub = EventHub()
-    declared = {s.name: s.min_replicas for s in cp.config.services}
+    declared = {str(s.name): s.min_replicas for s in cp.config.services}
     port = free_port()
     with Store.open(f"sqlite:///{tmp_path / 'haven.db'}") as store:
         board = create_dashboard(store, LocalTokenAuthenticator(TOKEN), hub, clock, declared=declared)
