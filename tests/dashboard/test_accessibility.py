@@ -63,3 +63,17 @@ def test_each_condition_has_a_word_and_a_symbol() -> None:
     css = CSS.read_text()
     for condition in CONDITIONS:
         assert f".c-{condition} " in css
+
+
+def test_each_replica_health_canary_outcome_and_backup_condition_has_a_symbol_and_a_colour() -> None:
+    from haven.canary.model import Outcome, RunState
+    from haven.dashboard.app import SYMBOLS
+    from haven.domain.controlplane import ReplicaHealth
+
+    words = [*ReplicaHealth, *Outcome, *RunState, "within_policy", "stale", "none_yet"]
+    css = CSS.read_text()
+    for word in words:
+        if word == RunState.DONE:
+            continue  # a finished boot shows its outcome
+        assert word in SYMBOLS, word
+        assert re.search(rf"\.c-{word}[ ,]", css), word
