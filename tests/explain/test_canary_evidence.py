@@ -100,3 +100,22 @@ async def test_a_canary_image_not_active_is_glances_error(store: Store, status: 
     assert f"the canary image img-1 is {status}" in diagnosis.summary
     world.nova.heal()
     assert (await world.runner.round()).ok
+
+
+async def test_computes_seen_up_again_are_no_cause_of_a_later_failure(store: Store) -> None:
+    world = World(store, CanarySettings(zones=("az1",), image="img-1", poll_s=0.25, boot_timeout_s=60.0))
+    hosts = await world.zone_hosts("az1")
+    for host in hosts:
+        await world.cloud.force_down(host, True)
+    (first,) = (await world.runner.round()).runs
+    before = store.get_explanation(f"canary:{first.id}").diagnosis
+    assert before is not None and before.explanations[0].node == "nova-compute"
+    for host in hosts:
+        await world.cloud.force_down(host, False)
+    world.clock.advance_to(world.clock.now() + 60.0)
+    assert (await world.runner.round()).ok  # Nova's list shows every compute up: seen working
+    world.clock.advance_to(world.clock.now() + 60.0)
+    world.nova.image = "deactivated"  # another fault, within the 10-minute window of the first
+    (later,) = (await world.runner.round()).runs
+    after = store.get_explanation(f"canary:{later.id}").diagnosis
+    assert after is not None and [e.node for e in after.explanations] == ["glance-api"]

@@ -417,13 +417,29 @@ class CanaryRunner:
 def _service_events(
     services: Sequence[tuple[str, str, str, float | None, str]], now: float
 ) -> dict[str, NodeEvent]:
-    """Nova's service list as evidence: a service down is DOWN since its last report (when it went
-    silent); a disabled nova-compute is an ERROR only when no compute of its zone is up and enabled (a
-    host in maintenance beside working ones explains nothing; every one of them disabled leaves the zone
-    no host to schedule on)."""
+    """Nova's service list as evidence.
+
+    A service down is DOWN since its last report (when it went silent). A binary whose services all
+    report in time is HEALTHY (seen working: its earlier evidence ended). A disabled nova-compute is an
+    ERROR only when no compute of its zone is up and enabled (a host in maintenance beside working ones
+    explains nothing; every one of them disabled leaves the zone no host to schedule on).
+    """
     open_zones = {zone for binary, _host, zone, _at, state in services if binary == "nova-compute"
                   and state == "up"}  # fmt: skip
     kept: dict[str, NodeEvent] = {}
+    reports: dict[str, list[float | None]] = {}
+    for binary, _host, _zone, reported, state in services:
+        reports.setdefault(binary, []).append(None if state == "down" else (reported or now))
+    for binary, times in sorted(reports.items()):
+        if all(at is not None for at in times):
+            # Every one of them reported in time: seen working at the oldest of those reports (never
+            # later: one that hung since is still "up" until Nova's service_down_time, and its DOWN will
+            # be dated at that same last report), which ends the node's earlier evidence.
+            at = min(min(t for t in times if t is not None), now)
+            detail = f"every {binary} is up in Nova's service list"
+            kept[f"nova-service:{binary}:up:{at:.3f}"] = NodeEvent(
+                node_of_binary(binary), EvidenceKind.HEALTHY, at, detail
+            )
     for binary, host, zone, reported, state in services:
         at = min(now, reported) if reported is not None else now
         node = node_of_binary(binary)
