@@ -112,6 +112,30 @@ def test_the_panels_show_an_explanation_a_canary_boot_and_a_stale_recovery_point
     assert "17 min" in html  # db-0's recovery point, 1,000 s old, against 2.0 h allowed
 
 
+def test_an_alert_shows_its_explanation(store: Store) -> None:
+    from haven.diagnosis.model import Diagnosis, Symptom
+    from haven.diagnosis.records import ExplanationRecord
+    from haven.domain.ids import HostName
+    from haven.domain.incidents import Alert, AlertKind
+
+    alert = store.raise_alert(
+        Alert("a-1", AlertKind.RECOVERY_FAILED, "evacuation failed", 50.0, host=HostName("compute-1"))
+    )
+    symptom = Symptom("evacuate", 50.0, "recovery failed")
+    store.open_explanation(
+        ExplanationRecord(f"alert:{alert.id}", "alert:recovery_failed", "compute-1", symptom, 51.0)
+    )
+    store.finish_explanation(
+        f"alert:{alert.id}", Diagnosis(symptom, (), "recovery failed: no cause stood out"), (), 52.0
+    )
+    board = Board(store)
+    parts: Any = template_environment().get_template("parts.html").module
+    html = str(parts.alerts(board)) + str(parts.explanations(board))
+    anchor = f"ex-alert-{alert.id}"
+    assert f'Why: recovery failed: no cause stood out (<a href="#{anchor}">' in html
+    assert f'<article class="explanation" id="{anchor}"' in html
+
+
 async def test_a_failed_canary_boot_and_its_explanation_reach_the_board(store: Store) -> None:
     from haven.canary.model import CanarySettings, Outcome
     from haven.canary.sim import SimCanaryCloud

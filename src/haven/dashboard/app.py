@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -153,6 +154,7 @@ def template_environment() -> Environment:
         canary_phases=[p.value for p in BOOT_PHASES],
         top_causes=TOP_CAUSES,
         backup_rows=BACKUP_ROWS,
+        explanation_anchor=lambda r: "ex-" + re.sub(r"[^A-Za-z0-9_-]", "-", r.id),
     )
     return templates
 
@@ -401,6 +403,8 @@ def _render(parts: Any, board: Board, changes: Changes, known: set[NotificationI
     if changes.controlplane:
         out.append(str(parts.controlplane(board, oob=True)))
     if changes.explanations:
+        if not changes.alerts:  # an alert's explanation is shown beside it
+            out.append(str(parts.alerts(board, oob=True)))
         out.append(str(parts.explanations(board, oob=True)))
         out.append(str(parts.canaries(board, oob=True)))
     return "".join(out)

@@ -246,6 +246,11 @@ class Board:
     def other_alerts(self) -> list[Alert]:
         return [a for a in self.alerts if a.kind is not AlertKind.GATE_HOLD]
 
+    def explanation_of(self, alert: Alert) -> ExplanationRecord | None:
+        """The alert's explanation (the explainer's record ``alert:ID``), if it is among the newest."""
+        key = f"alert:{alert.id}"
+        return next((r for r in self.explanations if r.id == key), None)
+
     def backup_counts(self) -> dict[str, int]:
         """Protected servers by condition: stale, none yet, within policy."""
         stale = sum(1 for p in self.protected if p.stale)
