@@ -5,7 +5,7 @@ image deactivated or deleted)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import pytest
 
@@ -37,8 +37,8 @@ class World:
         self.nova = SimCanaryCloud(self.cloud, self.clock)
         self.explainer = Explainer(store, openstack_topology(CATALOGUE.values()), self.clock)
         self.symptoms: list[ExplanationRecord] = []
-        settings = settings or CanarySettings(poll_s=0.25, boot_timeout_s=60.0, slow_s=20.0)
-        self.runner = CanaryRunner(self.nova, store, self.clock, settings, self._explain)
+        self.runner_settings = settings or CanarySettings(poll_s=0.25, boot_timeout_s=60.0, slow_s=20.0)
+        self.runner = CanaryRunner(self.nova, store, self.clock, self.runner_settings, self._explain)
 
     async def _explain(self, record: ExplanationRecord) -> ExplanationRecord:
         self.symptoms.append(record)
@@ -119,3 +119,29 @@ async def test_computes_seen_up_again_are_no_cause_of_a_later_failure(store: Sto
     (later,) = (await world.runner.round()).runs
     after = store.get_explanation(f"canary:{later.id}").diagnosis
     assert after is not None and [e.node for e in after.explanations] == ["glance-api"]
+
+
+class CataloguedNova(SimCanaryCloud):
+    """The simulated Nova with a service catalog whose version documents always answer (as a Keystone
+    that cannot reach its database still serves its own)."""
+
+    async def endpoints(self) -> Mapping[str, str]:
+        return {"identity": "http://keystone.sim/v3", "placement": "http://placement.sim"}
+
+    async def probe_endpoint(self, url: str, timeout_s: float) -> None:
+        return None
+
+
+async def test_a_version_document_does_not_end_a_failure_of_a_real_call(store: Store) -> None:
+    world = World(store, CanarySettings(zones=("az1",), poll_s=0.25, boot_timeout_s=60.0))
+    world.nova = CataloguedNova(world.cloud, world.clock)
+    world.runner = CanaryRunner(world.nova, store, world.clock, world.runner_settings, world._explain)
+    world.nova.identity_down = True  # tokens fail: Placement cannot check them, nothing is placed
+    world.nova.fail(Phase.SCHEDULED, "NoValidHost: No valid host was found. ")
+    (failed,) = (await world.runner.round()).runs
+    diagnosis = store.get_explanation(f"canary:{failed.id}").diagnosis
+    assert diagnosis is not None and diagnosis.symptom.phase == "scheduling"
+    assert diagnosis.explanations[0].node == "keystone"  # not ended by its endpoint's answer
+    # Placement's endpoint answered and no real call to it failed: it is seen working.
+    seen = store.evidence_between(world.clock.now() - 600, world.clock.now())
+    assert {e.kind for e in seen if e.node == "placement-api"} == {EvidenceKind.HEALTHY}

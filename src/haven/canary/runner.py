@@ -95,6 +95,9 @@ class CanaryRunner:
         self._settings = settings
         self._on_symptom = on_symptom
         self._progress = progress or (lambda _: None)
+        # The nodes a real call failed on in this round: their endpoint answering its version document
+        # does not make them seen working (a Keystone whose database hangs still serves that document).
+        self._failing: set[str] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """A round now, then every ``interval_s``, until ``stop``; an unexpected error loses that round."""
@@ -107,6 +110,7 @@ class CanaryRunner:
 
     async def round(self) -> Round:
         """Clean orphans, probe the APIs, then one canary boot per zone (in turn)."""
+        self._failing = set()
         cleaned = await self.clean()
         probes = await self.probe() if self._settings.probes else []
         if self._settings.probes:
@@ -194,8 +198,8 @@ class CanaryRunner:
 
         Not symptoms (a canary or a probe above is): evidence the explainer ranks. An endpoint that
         fails or does not answer within ``endpoint_timeout_s`` is an ERROR of its service, one that
-        answers is that service HEALTHY (its earlier evidence ended); a Nova service its own list says
-        is down is that service DOWN.
+        answers is that service HEALTHY (its earlier evidence ended) unless a real call to it failed in
+        this round; Nova's service list as ``_service_events`` says.
         """
         now = self._clock.now()
         kept: dict[str, NodeEvent] = {}
@@ -222,7 +226,7 @@ class CanaryRunner:
                 kept[f"probe:{kind}:{started:.3f}"] = NodeEvent(
                     node, EvidenceKind.ERROR, started, f"its endpoint did not answer: {error}"
                 )
-            else:  # seen working: ends its earlier evidence (it recovered before any later symptom)
+            elif node not in self._failing:  # seen working: ends its earlier evidence
                 kept[f"probe:{kind}:{started:.3f}"] = NodeEvent(
                     node, EvidenceKind.HEALTHY, started, f"its endpoint answered in {result.seconds:.2f} s"
                 )
@@ -257,6 +261,8 @@ class CanaryRunner:
         Kept before its symptom is explained, so a failed token issue is explained by Keystone's own
         failure (and a server list that failed with it by Keystone first: the deepest cause).
         """
+        if not result.ok:
+            self._failing.add(node)
         if result.ok:
             event = NodeEvent(node, EvidenceKind.HEALTHY, result.at, f"it answered {result.name} in "
                               f"{result.seconds:.2f} s")  # fmt: skip
