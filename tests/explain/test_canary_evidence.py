@@ -126,6 +126,8 @@ class CataloguedNova(SimCanaryCloud):
     that cannot reach its database still serves its own)."""
 
     async def endpoints(self) -> Mapping[str, str]:
+        assert isinstance(self.clock, VirtualClock)
+        self.clock.advance_to(self.clock.now() + 0.2)  # reading the catalog takes time: after the probes
         return {"identity": "http://keystone.sim/v3", "placement": "http://placement.sim"}
 
     async def probe_endpoint(self, url: str, timeout_s: float) -> None:
