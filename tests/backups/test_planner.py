@@ -198,6 +198,17 @@ def test_missed_windows_are_caught_up_by_one_backup() -> None:
     assert status.missed and status.stale and status.recovery_point == T0 - 5 * DAY
 
 
+def test_the_window_overdue_when_a_server_is_first_seen_is_caught_up_not_alerted() -> None:
+    fresh = plan(BackupSnapshot(T0, [protected(1)], [], NO_JITTER)).statuses[0]  # due 12 h ago
+    assert not fresh.missed and not fresh.stale and fresh.recovery_point is None
+    catching_up = record("srv-00001", T0, BackupState.CREATING, slot=T0 - 12 * 3600)
+    status = plan(BackupSnapshot(T0 + 600, [protected(1)], [catching_up], NO_JITTER)).statuses[0]
+    assert not status.missed and not status.stale
+    # the next window, once its grace passed without a good backup, is missed
+    later = plan(BackupSnapshot(T0 + 14 * 3600, [protected(1)], [catching_up], NO_JITTER)).statuses[0]
+    assert later.missed and later.stale
+
+
 def test_fleet_cap_counts_what_is_in_flight_and_the_earliest_due_go_first() -> None:
     servers = [protected(i, "hourly") for i in range(10)]
     busy = [record("srv-00000", T0, BackupState.CREATING, slot=T0)]

@@ -131,13 +131,22 @@ def _server(
     next_due = sched.next_slot(slot) + offset
     good = [r for r in records if r.state is BackupState.AVAILABLE]
     recovery_point = max((r.created_at for r in good), default=None)
-    covered_good = any(_in_window(r, slot) for r in good)
-    missed = not covered_good and now > due_at + settings.grace_s
-    before = sched.previous_slot(slot - 60)
-    if not missed and any(r.created_at < before for r in records):
-        # the window before (haven was down through it, say), if the server was protected before it:
-        # a server's first backup is no sign of a window missed before it
-        missed = not any(_in_window(r, before) for r in good) and now > before + offset + settings.grace_s
+    # A window is missed when it has no good backup grace_s after it was due, if haven knew the server
+    # by then (a record of it older than that): the window overdue when haven first sees a server (the
+    # day [backups] is enabled, a server newly opted in) is caught up, not alerted.
+    known_since = min((r.created_at for r in records), default=None)
+    grace = settings.grace_s
+
+    def missed_window(window: float) -> bool:
+        deadline = window + offset + grace
+        return (
+            known_since is not None
+            and known_since <= deadline < now
+            and not any(_in_window(r, window) for r in good)
+        )
+
+    # the window due now, or the one before (haven was down through it, say)
+    missed = missed_window(slot) or missed_window(sched.previous_slot(slot - 60))
     stale = missed if recovery_point is None else now - recovery_point > max_age_s(policy, settings)
     status = ServerStatus(
         target.id, target.name, policy, slot, due_at, next_due, recovery_point, missed, stale
