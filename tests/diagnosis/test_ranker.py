@@ -156,12 +156,14 @@ def test_what_began_after_the_symptom_or_before_the_window_is_not_a_cause() -> N
     assert [e.node for e in found.explanations] == ["placement"]
 
 
-def test_evidence_of_a_node_seen_working_afterwards_has_ended() -> None:
+def test_evidence_of_a_node_seen_working_afterwards_by_the_same_check_has_ended() -> None:
     # The lab's benchmark: keystone's endpoint timed out at 10:00:30 and answered again at 10:02;
     # the scheduler went down at 10:03 and a boot failed at 10:04. Keystone, a dependency of both,
     # would outrank the scheduler ("deepest cause") if its old evidence still counted.
-    keystone_error = NodeEvent("keystone", EvidenceKind.ERROR, T0 + 30, "its endpoint did not answer")
-    keystone_well = NodeEvent("keystone", EvidenceKind.HEALTHY, T0 + 120, "its endpoint answered")
+    keystone_error = NodeEvent(
+        "keystone", EvidenceKind.ERROR, T0 + 30, "its endpoint did not answer", "endpoint"
+    )
+    keystone_well = NodeEvent("keystone", EvidenceKind.HEALTHY, T0 + 120, "its endpoint answered", "endpoint")
     scheduler_down = NodeEvent("nova-scheduler", EvidenceKind.DOWN, T0 + 180)
     stale = rank(GRAPH, boot(), [], [keystone_error, scheduler_down])
     assert stale.explanations[0].node == "keystone"  # without the HEALTHY event: the old behaviour
@@ -169,14 +171,30 @@ def test_evidence_of_a_node_seen_working_afterwards_has_ended() -> None:
     assert [e.node for e in found.explanations] == ["nova-scheduler"]
     assert "Keystone" not in found.summary and "keystone" not in found.summary
     # Evidence after the node was seen working counts again (it failed once more), in any input order.
-    again = NodeEvent("keystone", EvidenceKind.ERROR, T0 + 200, "its endpoint did not answer")
+    again = NodeEvent("keystone", EvidenceKind.ERROR, T0 + 200, "its endpoint did not answer", "endpoint")
     found = rank(GRAPH, boot(), [], [again, scheduler_down, keystone_well, keystone_error])
     assert found.explanations[0].node == "keystone"
     assert found.explanations[0].onset == T0 + 200
     # A HEALTHY event alone is no candidate; one after the symptom ends nothing.
     assert rank(GRAPH, boot(), [], [keystone_well]).explanations == ()
-    after = NodeEvent("keystone", EvidenceKind.HEALTHY, BOOT_FAILED + 5)
+    after = NodeEvent("keystone", EvidenceKind.HEALTHY, BOOT_FAILED + 5, "", "endpoint")
     assert rank(GRAPH, boot(), [], [keystone_error, after]).explanations[0].node == "keystone"
+
+
+def test_seen_working_by_one_check_does_not_end_what_another_check_saw() -> None:
+    # Keystone's database hangs: its version document still answers (endpoint HEALTHY) while a token
+    # issue fails; Glance is listed down by another source. Neither is ended by a version document.
+    token_failed = NodeEvent("keystone", EvidenceKind.ERROR, T0 + 30, "its token failed", "probe:token")
+    version_ok = NodeEvent("keystone", EvidenceKind.HEALTHY, T0 + 120, "its endpoint answered", "endpoint")
+    glance_down = NodeEvent("glance", EvidenceKind.DOWN, T0 + 40, "a notification")  # no scope
+    glance_ok = NodeEvent("glance", EvidenceKind.HEALTHY, T0 + 130, "its endpoint answered", "endpoint")
+    found = rank(GRAPH, boot(), [], [token_failed, version_ok, glance_down, glance_ok])
+    assert {e.node for e in found.explanations} == {"keystone", "glance"}
+    # The token issue passing again does end it; an unscoped HEALTHY ends nothing.
+    token_ok = NodeEvent("keystone", EvidenceKind.HEALTHY, T0 + 150, "it answered token", "probe:token")
+    unscoped = NodeEvent("glance", EvidenceKind.HEALTHY, T0 + 150)
+    found = rank(GRAPH, boot(), [], [token_failed, token_ok, glance_down, unscoped])
+    assert [e.node for e in found.explanations] == ["glance"]
 
 
 def test_each_metric_is_judged_against_its_own_baseline_not_its_size() -> None:

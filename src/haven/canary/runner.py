@@ -54,6 +54,9 @@ _log = logging.getLogger(__name__)
 
 BOOT = "boot"
 PROBE = "probe"
+# Evidence scopes (haven.diagnosis NodeEvent.scope): a HEALTHY of one ends only that scope's evidence.
+ENDPOINT = "endpoint"  # a catalog endpoint's version document
+NOVA_SERVICES = "nova-services"  # Nova's service list: a binary down, or all of it reporting
 KEEP_S = 7 * 86_400.0  # finished runs and probes are pruned after a week
 _CANCEL_DELETE_S = 10.0
 # The service catalog's types and the topology's nodes (haven.topology) serving them.
@@ -224,11 +227,15 @@ class CanaryRunner:
             await self._keep_probe(result)
             if error:
                 kept[f"probe:{kind}:{started:.3f}"] = NodeEvent(
-                    node, EvidenceKind.ERROR, started, f"its endpoint did not answer: {error}"
+                    node, EvidenceKind.ERROR, started, f"its endpoint did not answer: {error}", ENDPOINT
                 )
-            elif node not in self._failing:  # seen working: ends its earlier evidence
+            elif node not in self._failing:  # its endpoint answers again: ends its own "did not answer"
                 kept[f"probe:{kind}:{started:.3f}"] = NodeEvent(
-                    node, EvidenceKind.HEALTHY, started, f"its endpoint answered in {result.seconds:.2f} s"
+                    node,
+                    EvidenceKind.HEALTHY,
+                    started,
+                    f"its endpoint answered in {result.seconds:.2f} s",
+                    ENDPOINT,
                 )
         if self._settings.image and "endpoint:image" not in {r.name for r in results if not r.ok}:
             kept.update(await self._image_events())
@@ -253,7 +260,7 @@ class CanaryRunner:
             return {}
         detail = f"the canary image {self._settings.image} is {status} in the image service"
         return {f"image:{self._settings.image}:{started:.3f}": NodeEvent(
-            "glance-api", EvidenceKind.ERROR, started, detail)}  # fmt: skip
+            "glance-api", EvidenceKind.ERROR, started, detail, "image")}  # fmt: skip
 
     async def _keep_seen(self, node: str, result: ProbeResult) -> None:
         """An API probe is evidence on the node it asked: an ERROR when it failed, HEALTHY when it passed.
@@ -265,10 +272,14 @@ class CanaryRunner:
             self._failing.add(node)
         if result.ok:
             event = NodeEvent(node, EvidenceKind.HEALTHY, result.at, f"it answered {result.name} in "
-                              f"{result.seconds:.2f} s")  # fmt: skip
+                              f"{result.seconds:.2f} s", f"probe:{result.name}")  # fmt: skip
         else:
             event = NodeEvent(
-                node, EvidenceKind.ERROR, result.at, f"its {result.name} failed: {result.error}"
+                node,
+                EvidenceKind.ERROR,
+                result.at,
+                f"its {result.name} failed: {result.error}",
+                f"probe:{result.name}",
             )
         key = f"probe:{result.name}:{result.at:.3f}"
         await asyncio.to_thread(self._store.keep_evidence, {key: event}, self._clock.now())
@@ -426,9 +437,11 @@ def _service_events(
     """Nova's service list as evidence.
 
     A service down is DOWN since its last report (when it went silent). A binary whose services all
-    report in time is HEALTHY (seen working: its earlier evidence ended). A disabled nova-compute is an
-    ERROR only when no compute of its zone is up and enabled (a host in maintenance beside working ones
-    explains nothing; every one of them disabled leaves the zone no host to schedule on).
+    report in time is HEALTHY in this scope (reporting again: its earlier DOWN from this list ended; an
+    error seen otherwise stands, since a conductor that reports may still not consume its RPC). A
+    disabled nova-compute is an ERROR only when no compute of its zone is up and enabled (a host in
+    maintenance beside working ones explains nothing; every one of them disabled leaves the zone no
+    host to schedule on).
     """
     open_zones = {zone for binary, _host, zone, _at, state in services if binary == "nova-compute"
                   and state == "up"}  # fmt: skip
@@ -444,19 +457,21 @@ def _service_events(
             at = min(min(t for t in times if t is not None), now)
             detail = f"every {binary} is up in Nova's service list"
             kept[f"nova-service:{binary}:up:{at:.3f}"] = NodeEvent(
-                node_of_binary(binary), EvidenceKind.HEALTHY, at, detail
+                node_of_binary(binary), EvidenceKind.HEALTHY, at, detail, NOVA_SERVICES
             )
     for binary, host, zone, reported, state in services:
         at = min(now, reported) if reported is not None else now
         node = node_of_binary(binary)
         if state == "down":
             detail = f"{binary} on {host} is down in Nova's service list"
-            kept[f"nova-service:{binary}:{host}:{at:.3f}"] = NodeEvent(node, EvidenceKind.DOWN, at, detail)
+            kept[f"nova-service:{binary}:{host}:{at:.3f}"] = NodeEvent(
+                node, EvidenceKind.DOWN, at, detail, NOVA_SERVICES
+            )
         elif state.startswith("disabled") and binary == "nova-compute" and zone not in open_zones:
             detail = (f"{binary} on {host} is {state.replace(':', ' (', 1)}) in Nova's service list, and "
                       f"no compute of zone {zone or '?'} is up and enabled")  # fmt: skip
             kept[f"nova-service:{binary}:{host}:disabled:{at:.3f}"] = NodeEvent(
-                node, EvidenceKind.ERROR, at, detail
+                node, EvidenceKind.ERROR, at, detail, "nova-services:disabled"
             )
     return kept
 

@@ -17,15 +17,16 @@ from types import MappingProxyType
 class EvidenceKind(StrEnum):
     """What a piece of evidence is. The first three are hard evidence, in decreasing weight.
 
-    HEALTHY is no evidence of a cause: the node was seen working (a probe of it passed), which ends
-    its earlier hard evidence (a service that failed and recovered before the symptom did not cause it).
+    HEALTHY is no evidence of a cause: the node was seen working by one check (a probe of it passed),
+    which ends its earlier hard evidence from that same check (a service that failed it and passed it
+    again before the symptom did not cause it): see ``NodeEvent.scope``.
     """
 
     DOWN = "down"  # a service reported down, forced down, or its process gone
     RESTART = "restart"  # a process or broker started again
     ERROR = "error"  # an error the node itself reported (an exception notification)
     METRIC = "metric"  # a metric far from its own baseline
-    HEALTHY = "healthy"  # seen working: ends the node's earlier hard evidence
+    HEALTHY = "healthy"  # seen working: ends the node's earlier hard evidence of the same scope
 
 
 HARD_WEIGHT: Mapping[EvidenceKind, float] = MappingProxyType(
@@ -88,6 +89,11 @@ class NodeEvent:
     kind: EvidenceKind
     at: float
     detail: str = ""  # in words, e.g. "nova-compute on compute-3 forced down"
+    # What saw it ("endpoint", "probe:token", "nova-services"; "" for notifications and haven's own
+    # events). A HEALTHY event ends only the node's earlier evidence of its own scope, and never
+    # evidence of the empty scope: an endpoint answering its version document proves nothing about a
+    # token issue that failed, nor about a service Nova lists down.
+    scope: str = ""
 
     def __post_init__(self) -> None:
         if self.kind is EvidenceKind.METRIC:

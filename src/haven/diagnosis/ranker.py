@@ -15,9 +15,10 @@ The rules, in the order they rank (each a tier of the sort key):
 4. **Onset.** Earlier first; then the node's name.
 
 Only evidence between the window's start and the symptom counts: what began after the symptom did not
-cause it. A node seen working (a HEALTHY event: a probe of it passed) after its hard evidence and before
-the symptom had recovered: that earlier evidence ended and does not count. A node with no evidence is
-not a candidate.
+cause it. A node seen working by a check (a HEALTHY event: that probe passed again) after hard evidence
+from the same check (its ``scope``) and before the symptom had recovered from it: that earlier evidence
+ended and does not count; evidence of another scope, or of none, stands. A node with no evidence is not
+a candidate.
 """
 
 from __future__ import annotations
@@ -104,13 +105,16 @@ def _evidence(
     start = symptom.at - settings.window_s
     hard: dict[str, dict[EvidenceKind, Evidence]] = {}
     in_window = [e for e in events if start <= e.at <= symptom.at]
-    seen_well: dict[str, float] = {}  # each node's last HEALTHY event before the symptom
+    seen_well: dict[tuple[str, str], float] = {}  # (node, scope): its last HEALTHY event before the symptom
     for event in in_window:
-        if event.kind is EvidenceKind.HEALTHY:
-            seen_well[event.node] = max(event.at, seen_well.get(event.node, event.at))
+        if event.kind is EvidenceKind.HEALTHY and event.scope:
+            key = (event.node, event.scope)
+            seen_well[key] = max(event.at, seen_well.get(key, event.at))
     for event in sorted(in_window, key=lambda e: (e.at, e.node, e.kind.value, e.detail)):
-        if event.kind is EvidenceKind.HEALTHY or event.at < seen_well.get(event.node, event.at):
-            continue  # not a cause, or ended: the node was seen working after it
+        if event.kind is EvidenceKind.HEALTHY or event.at < seen_well.get(
+            (event.node, event.scope), event.at
+        ):
+            continue  # not a cause, or ended: the same check saw the node working after it
         kinds = hard.setdefault(event.node, {})
         if event.kind not in kinds:  # each kind once per node: its first occurrence, the earliest onset
             text = event_text(graph.label(event.node), event)

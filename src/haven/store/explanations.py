@@ -33,6 +33,7 @@ def keep_evidence(conn: Connection, events: Mapping[str, NodeEvent], received_at
             "at": event.at,
             "detail": event.detail,
             "received_at": received_at,
+            "scope": event.scope,
         }
         try:
             with conn.begin_nested():
@@ -49,7 +50,7 @@ def evidence_between(conn: Connection, start: float, end: float) -> list[NodeEve
         .where(evidence_events.c.at >= start, evidence_events.c.at <= end)
         .order_by(evidence_events.c.at, evidence_events.c.id)
     )
-    return [NodeEvent(r.node, EvidenceKind(r.kind), r.at, r.detail) for r in conn.execute(query)]
+    return [NodeEvent(r.node, EvidenceKind(r.kind), r.at, r.detail, r.scope) for r in conn.execute(query)]
 
 
 def prune_evidence(conn: Connection, before: float) -> int:

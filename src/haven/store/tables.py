@@ -227,6 +227,7 @@ evidence_events = Table(
     Column("at", Double, nullable=False, index=True),
     Column("detail", Text, nullable=False),
     Column("received_at", Double, nullable=False),
+    Column("scope", String(64), nullable=False, server_default=""),  # 0016: what saw it (the ranker)
 )
 
 explanations = Table(
