@@ -69,7 +69,8 @@ def test_a_service_needs_no_state_and_prints_a_table_or_json(
         and shown["kind"] == "service"
         and shown["losses"]
         == [
-            {"service": "rabbitmq", "left": 0, "of": 3}  # the catalogue's declared replicas: nothing observed
+            # the catalogue's declared replicas: nothing observed
+            {"service": "rabbitmq", "left": 0, "of": 3, "needs": 2, "down": True}
         ]
     )
     assert "server-boot" in shown["stops"] and "server-list" in shown["works"]
@@ -97,8 +98,8 @@ def test_a_controller_loses_the_replicas_the_store_recorded_on_it(
     shown = json.loads(out)
     assert shown["kind"] == "controller"
     assert shown["losses"] == [
-        {"service": "keystone", "left": 1, "of": 2},
-        {"service": "nova-scheduler", "left": 0, "of": 1},
+        {"service": "keystone", "left": 1, "of": 2, "needs": 1, "down": False},
+        {"service": "nova-scheduler", "left": 0, "of": 1, "needs": 1, "down": True},
     ]
     assert {"server-boot", "server-resize", "server-evacuate"} == set(shown["stops"])
     assert "token-issue" in shown["degraded"]
@@ -109,8 +110,8 @@ def test_a_controller_loses_the_replicas_the_store_recorded_on_it(
     shown = json.loads(out)
     assert code == 0 and shown["kind"] == "domain"
     assert shown["losses"] == [
-        {"service": "glance-api", "left": 1, "of": 2},
-        {"service": "keystone", "left": 1, "of": 2},
+        {"service": "glance-api", "left": 1, "of": 2, "needs": 1, "down": False},
+        {"service": "keystone", "left": 1, "of": 2, "needs": 1, "down": False},
     ]
 
 
@@ -146,3 +147,42 @@ async def test_the_api_answers_as_the_cli_does_for_readers(
     assert bad.status_code == 400 and "nova-scheduler" in bad.text and "ctl-2" in bad.text
     missing = await http.get("/v1/haven/impact", headers={"X-Auth-Token": "reader"})
     assert missing.status_code == 400
+
+
+def test_haven_toml_declares_a_cluster_without_quorum_and_a_bad_value_is_named(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # rack-1 holds two of three RabbitMQ members (ctl-1, ctl-2 here both in rack-1)
+    members = [
+        ReplicaState(ServiceName("rabbitmq"), HostName(h), DomainName(d), HEALTHY, "active", "", "", 1.0)
+        for h, d in (("ctl-1", "rack-1"), ("ctl-2", "rack-1"), ("ctl-3", "rack-3"))
+    ]
+    with Store.open(f"sqlite:///{home / 'haven.db'}") as store:
+        store.record_replicas(members)
+    code, out, err = _run(capsys, "rack-1")
+    assert code == 0, err
+    assert "rabbitmq 1 of 3 replicas left, below its quorum of 2: down" in out
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") >= 3}
+    assert "stops" in rows["server boot"]
+    # partition_handling = ignore: the minority keeps serving
+    (home / "haven.toml").write_text("[controlplane.services.rabbitmq]\nquorum = false\n")
+    code, out, _ = _run(capsys, "rack-1", "--json")
+    shown = json.loads(out)
+    assert code == 0 and shown["losses"] == [
+        {"service": "rabbitmq", "left": 1, "of": 3, "needs": 1, "down": False}
+    ]
+    assert "server-boot" in shown["degraded"]
+    (home / "haven.toml").write_text('[controlplane.services.rabbitmq]\nquorum = "yes"\n')
+    code, out, err = _run(capsys, "rack-1")
+    assert code == 2 and out == "" and "quorum must be true or false" in err and "Traceback" not in err
+
+
+def test_a_delete_on_a_lost_compute_is_degraded_with_nova_s_local_delete(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run(capsys, "nova-compute", "--json")
+    verdicts = {v["name"]: v for v in json.loads(out)["operations"]}
+    assert code == 0 and verdicts["server-delete"]["effect"] == "degraded"
+    assert "service_down_time" in verdicts["server-delete"]["why"]
+    code, out, _ = _run(capsys, "nova-compute")
+    assert "deleted locally" in " ".join(out.split())

@@ -15,7 +15,15 @@ from haven.domain.controlplane import DomainName, ReplicaHealth, ReplicaState, S
 from haven.domain.errors import UserError
 from haven.domain.ids import HostName
 from haven.topology import openstack_topology
-from haven.topology.impact import Effect, ServiceLoss, controller_losses, impact, impact_json, resolve
+from haven.topology.impact import (
+    Effect,
+    ServiceLoss,
+    controller_losses,
+    impact,
+    impact_json,
+    losses_where,
+    resolve,
+)
 from haven.topology.openstack import OPERATIONS
 
 TOPOLOGY = openstack_topology(CATALOGUE.values())
@@ -168,3 +176,94 @@ def test_server_views_need_neutron_but_flavors_do_not() -> None:
     assert stopped("neutron-server") == {
         "server-list", "server-show", "server-boot", "server-evacuate", "server-delete", "server-resize",
     }  # fmt: skip
+
+
+# ---- quorum-based clusters (Galera, RabbitMQ under pause_minority) -----------------------------------
+
+DECLARED = {str(name): spec.min_replicas for name, spec in CATALOGUE.items()}
+QUORUM = [str(name) for name, spec in CATALOGUE.items() if spec.quorum]
+
+
+def _cluster(service: str, *health: ReplicaHealth) -> list[ReplicaState]:
+    return [_replica(service, f"ctl-{i + 1}", h) for i, h in enumerate(health)]
+
+
+def test_the_catalogue_declares_galera_and_rabbitmq_quorum_based_and_nothing_else() -> None:
+    assert sorted(QUORUM) == ["mariadb", "rabbitmq"]
+
+
+def test_a_domain_holding_two_of_three_galera_and_rabbitmq_members_stops_everything() -> None:
+    # rack-ab holds ctl-1 and ctl-2: the member left in rack-c is a minority. Galera's goes non-Primary
+    # and refuses queries, RabbitMQ's pauses (pause_minority): every operation needs the database.
+    up = ReplicaHealth.HEALTHY
+    observed = [*_cluster("mariadb", up, up, up), *_cluster("rabbitmq", up, up, up), *OBSERVED]
+    target = resolve(TOPOLOGY, "rack-ab", observed, DECLARED, [], [], QUORUM)
+    lost = {x.service: x for x in target.losses}
+    assert lost["mariadb"] == ServiceLoss("mariadb", 1, 3, 2) and lost["mariadb"].down
+    assert lost["rabbitmq"].down
+    found = impact(TOPOLOGY, target.losses)
+    assert {v.name for v in found.operations if v.effect is Effect.STOPS} == set(OPERATIONS)
+    assert {v.name: v for v in found.services}["mariadb"].effect is Effect.STOPS
+    # one member of three lost keeps a majority: degraded, not stopped
+    one = controller_losses(_cluster("mariadb", up, up, up), "ctl-1", {"mariadb": 3})
+    assert one == (ServiceLoss("mariadb", 2, 3, 2),) and not one[0].down
+    assert effects(*one)["server-list"] is Effect.DEGRADED
+
+
+def test_a_controller_lost_while_another_member_is_unhealthy_leaves_a_minority() -> None:
+    sick = _cluster("mariadb", ReplicaHealth.HEALTHY, ReplicaHealth.FAILED, ReplicaHealth.HEALTHY)
+    # counted against the 3 members, not the 2 serving: 1 of 3 left is no majority
+    losses = controller_losses(sick, "ctl-1", {"mariadb": 3})
+    assert losses == (ServiceLoss("mariadb", 1, 2, 2),) and losses[0].down
+    assert set(effects(*losses).values()) == {Effect.STOPS}
+    # a service that is not quorum-based keeps serving on its last replica
+    apis = [_replica("nova-api", "ctl-1"), _replica("nova-api", "ctl-2", ReplicaHealth.FAILED)]
+    apis.append(_replica("nova-api", "ctl-3"))
+    assert effects(*controller_losses(apis, "ctl-1", {"mariadb": 3}))["flavor-list"] is Effect.DEGRADED
+
+
+def test_a_quorum_counts_every_deployed_member_when_more_than_declared() -> None:
+    five = [_replica("rabbitmq", f"ctl-{i}") for i in range(1, 6)]
+    two_lost = losses_where(five, lambda r: r.host in ("ctl-1", "ctl-2"), {"rabbitmq": 3})
+    assert two_lost == (ServiceLoss("rabbitmq", 3, 5, 3),) and not two_lost[0].down
+    three_lost = losses_where(five, lambda r: r.host in ("ctl-1", "ctl-2", "ctl-3"), {"rabbitmq": 3})
+    assert three_lost[0].down  # 2 of 5: a minority, although the catalogue declares 3
+    # a replica whose unit is not installed is no member
+    absent = [*five[:3], _replica("rabbitmq", "ctl-4", ReplicaHealth.ABSENT)]
+    assert losses_where(absent, lambda r: r.host == "ctl-1", {"rabbitmq": 3})[0].needs == 2
+
+
+def test_a_cluster_declared_without_quorum_keeps_serving_on_a_minority() -> None:
+    # RabbitMQ with partition_handling = ignore: haven.toml sets quorum = false
+    up = ReplicaHealth.HEALTHY
+    target = resolve(TOPOLOGY, "rack-ab", _cluster("rabbitmq", up, up, up), DECLARED, [], [], ["mariadb"])
+    assert target.losses == (ServiceLoss("rabbitmq", 1, 3),)
+    assert effects(*target.losses)["server-boot"] is Effect.DEGRADED
+
+
+# ---- nova-compute down: Nova's local delete -----------------------------------------------------------
+
+
+def test_a_delete_on_a_compute_nova_counts_down_is_done_by_nova_api_alone() -> None:
+    # nova/compute/api.py _delete: when the instance's compute service is not up (no report within
+    # service_down_time) nova-api frees the ports and the allocation and marks the server deleted itself
+    found = {v.name: v for v in impact(TOPOLOGY, [ServiceLoss("nova-compute", 0, 1)]).operations}
+    delete = found["server-delete"]
+    assert delete.effect is Effect.DEGRADED and delete.because == ("nova-compute",)
+    assert "service_down_time" in delete.why and "locally" in delete.why
+    assert {n for n, v in found.items() if v.effect is Effect.STOPS} == {
+        "server-boot", "server-evacuate", "server-resize", "server-console",
+    }  # fmt: skip
+    # the local path does not need the conductor (nova-api writes the database) but does need Neutron
+    both = {
+        v.name: v
+        for v in impact(
+            TOPOLOGY, [ServiceLoss("nova-compute", 0, 1), ServiceLoss("nova-conductor", 0, 2)]
+        ).operations
+    }
+    assert both["server-delete"].effect is Effect.DEGRADED
+    assert both["server-delete"].because == ("nova-compute",)
+    lost = [ServiceLoss("nova-compute", 0, 1), ServiceLoss("neutron-server", 0, 2)]
+    assert effects(*lost)["server-delete"] is Effect.STOPS
+    # with its compute up, a delete needs the conductor and no fallback is taken
+    assert down("nova-conductor")["server-delete"] is Effect.STOPS

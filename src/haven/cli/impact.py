@@ -26,7 +26,7 @@ from haven.domain.errors import StoreUnavailable, UserError
 from haven.service.config import HavenConfig
 from haven.store import Store
 from haven.topology import openstack_topology
-from haven.topology.impact import Effect, Impact, Target, impact, impact_json, resolve
+from haven.topology.impact import Effect, Impact, ServiceLoss, Target, impact, impact_json, resolve
 
 ConfigOf = Callable[[argparse.Namespace], HavenConfig]
 StoreOf = Callable[[HavenConfig], Store]
@@ -66,13 +66,13 @@ def specs(config: HavenConfig) -> list[ServiceSpec]:
 
 def answer(config: HavenConfig, replicas: Sequence[ReplicaState], name: str) -> tuple[Target, Impact]:
     declared = {str(s.name): s.min_replicas for s in specs(config)}
+    quorum = [str(s.name) for s in specs(config) if s.quorum]
     known = config.controlplane.controllers
     if not known and config.cloud_driver == "simulated":
         known = SIM_CONTROLLERS
     topology = openstack_topology(specs(config))
-    target = resolve(
-        topology, name, replicas, declared, [str(c.host) for c in known], [str(c.domain) for c in known]
-    )
+    hosts, domains = [str(c.host) for c in known], [str(c.domain) for c in known]
+    target = resolve(topology, name, replicas, declared, hosts, domains, quorum)
     return target, impact(topology, target.losses)
 
 
@@ -86,16 +86,24 @@ def _observed(config: HavenConfig, existing_store: StoreOf) -> list[ReplicaState
         return []
 
 
+def _loss_words(loss: ServiceLoss) -> str:
+    if loss.left <= 0:
+        return f"{loss.service} down"
+    left = f"{loss.service} {loss.left} of {loss.of} replicas left"
+    if loss.down:  # a quorum-based cluster left with a minority of its members
+        return f"{left}, below its quorum of {loss.needs}: down"
+    return left
+
+
 def view(target: Target, found: Impact) -> Group:
-    losses = ", ".join(
-        f"{x.service} {'down' if x.left <= 0 else f'{x.left} of {x.of} replicas left'}" for x in found.losses
-    )
+    losses = ", ".join(_loss_words(x) for x in found.losses)
     title = f"if {target.kind} {target.name} is down" + (f" ({losses})" if losses else "")
     table = Table()
     for column in ("operation", "effect", "because"):
         table.add_column(column, overflow="fold")
     for v in sorted(found.operations, key=lambda v: (v.effect != Effect.STOPS, v.effect, v.label)):
-        table.add_row(v.label, Text(v.effect.value, style=_STYLE[v.effect]), ", ".join(v.because) or "-")
+        because = ", ".join(v.because) + (f": {v.why}" if v.why else "")
+        table.add_row(v.label, Text(v.effect.value, style=_STYLE[v.effect]), because or "-")
     parts: list[Table | Text] = [Text(title, style="bold"), table]
     if any(v.effect is Effect.DEGRADED for v in found.operations):
         parts.append(Text(_DEGRADED, style="dim"))

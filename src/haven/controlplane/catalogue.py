@@ -74,10 +74,19 @@ _SPECS = (
     ),
     # Galera and RabbitMQ keep their own membership (and Galera its bootstrap rules): haven restarts
     # a failed member, never places one elsewhere. A database takes longer to join than an API to start.
+    # Both serve only with a majority of their members up: Galera's surviving minority goes non-Primary
+    # and refuses queries; RabbitMQ under pause_minority (the usual OpenStack setting) pauses a minority.
+    # A cluster run with partition_handling = ignore or autoheal sets quorum = false in haven.toml.
     ServiceSpec(
-        _DB, "mariadb.service", 3, probe=_tcp(3306, 300.0), backend=Backend("mariadb"), stateful=True
+        _DB,
+        "mariadb.service",
+        3,
+        probe=_tcp(3306, 300.0),
+        backend=Backend("mariadb"),
+        stateful=True,
+        quorum=True,
     ),
-    ServiceSpec(_MQ, "rabbitmq-server.service", 3, probe=_tcp(5672, 120.0), stateful=True),
+    ServiceSpec(_MQ, "rabbitmq-server.service", 3, probe=_tcp(5672, 120.0), stateful=True, quorum=True),
     ServiceSpec(_MC, "memcached.service", 2, probe=_tcp(11211)),
     ServiceSpec(S("haproxy"), "haproxy.service", 2),
 )

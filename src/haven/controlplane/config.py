@@ -25,6 +25,7 @@ mistake raises ConfigError naming the key and how to fix it.
     backend = "nova_api"                         # HAProxy backend; "" for none
     depends_on = ["mariadb", "rabbitmq"]
     stateful = false
+    quorum = false                               # serves only with a majority of its members up
     drain_s = 2.0
     probe = { kind = "http", port = 8774, path = "/", expect_status = [200], timeout_s = 2.0,
               period_s = 2.0, failure_threshold = 3, startup_grace_s = 60.0 }   # or probe = "none"
@@ -67,7 +68,7 @@ _SECTION_KEYS = {
 DRIVERS = ("systemd", "sim")
 _SERVICE_KEYS = {
     "unit", "min_replicas", "hosts", "domains", "spread", "backend", "depends_on", "stateful", "drain_s",
-    "probe", "restart",
+    "probe", "restart", "quorum",
 }  # fmt: skip
 
 
@@ -165,7 +166,11 @@ def _service(name: str, body: object, where: str) -> ServiceSpec:
                 f'add unit = "{name}.service", or use one of: {", ".join(sorted(CATALOGUE))}',
             )
         base = ServiceSpec(ServiceName(name), "")
-    plain = {k: v for k, v in table.items() if k in {"unit", "min_replicas", "stateful", "drain_s", "spread"}}
+    plain = {
+        k: v
+        for k, v in table.items()
+        if k in {"unit", "min_replicas", "stateful", "quorum", "drain_s", "spread"}
+    }
     spec = _scalars(base, plain, where)
     changes: dict[str, Any] = {}
     for key in ("hosts", "domains", "depends_on"):

@@ -114,6 +114,10 @@ class ServiceSpec:
     # A stateful service (Galera, RabbitMQ) has its own membership rules: haven restarts a failed
     # replica, but never starts one on another host by itself.
     stateful: bool = False
+    # A quorum-based cluster (Galera's Primary Component, RabbitMQ under pause_minority, etcd's Raft)
+    # serves only while a strict majority of its members is up: a minority left stops serving although
+    # its units run. Its members: ``min_replicas``, or the replicas deployed when there are more.
+    quorum: bool = False
     # How long a drained member keeps its open connections before it is put in maintenance.
     drain_s: float = 2.0
 

@@ -85,6 +85,17 @@ CACHES: frozenset[tuple[str, str]] = frozenset(
 
 
 @dataclass(frozen=True, slots=True)
+class Fallback:
+    """Another path an operation takes when ``service`` is down: the services it then calls (``calls``,
+    minus the ``unused`` edges), and in words how and when (``reason``, shown with the verdict)."""
+
+    service: str
+    calls: tuple[str, ...]
+    reason: str
+    unused: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
 class Operation:
     """A user operation: the services its request goes through, and which of their own dependencies
     (the catalogue's ``depends_on``, the compute side's) it does not reach.
@@ -102,6 +113,11 @@ class Operation:
     # Cache edges this operation cannot count on: a boot hands the user's token on to Glance and
     # Neutron, which have most likely never seen it (measured: the boot stops while Keystone is down).
     uncached: frozenset[tuple[str, str]] = frozenset()
+    fallbacks: tuple[Fallback, ...] = ()
+
+
+def _edges(unused: Mapping[str, tuple[str, ...]] | None) -> Mapping[str, frozenset[str]]:
+    return MappingProxyType({service: frozenset(needs) for service, needs in (unused or {}).items()})
 
 
 def _op(
@@ -110,9 +126,9 @@ def _op(
     calls: tuple[str, ...],
     unused: Mapping[str, tuple[str, ...]] | None = None,
     uncached: frozenset[tuple[str, str]] = frozenset(),
+    fallbacks: tuple[Fallback, ...] = (),
 ) -> Operation:
-    edges = {service: frozenset(needs) for service, needs in (unused or {}).items()}
-    return Operation(name, label, calls, MappingProxyType(edges), uncached)
+    return Operation(name, label, calls, _edges(unused), uncached, fallbacks)
 
 
 _HANDED_ON = frozenset({("glance-api", _KS), ("neutron-server", _KS)})  # the user's token, second-hand
@@ -128,6 +144,18 @@ _TO_COMPUTE = {
     "nova-api": ("placement-api",),
     "nova-compute": ("nova-conductor", "placement-api", "glance-api", "neutron-server", "keystone"),
 }
+# Nova's API deletes a server itself ("local delete", nova/compute/api.py ``_delete``) when the compute
+# holding it is not up: no report from it within service_down_time (60 s by default). nova-api then
+# frees its ports (Neutron) and its Placement allocation and marks it deleted in its database; no RPC.
+# A delete sent before then is cast to the compute and waits for it; the guest left on the hypervisor is
+# reaped when its compute returns (running_deleted_instance_action). From Nova's code, not measured.
+_LOCAL_DELETE = Fallback(
+    "nova-compute",
+    ("nova-api", "neutron-server", "placement-api"),
+    "deleted locally by nova-api once Nova counts the compute down (no report for service_down_time, "
+    "60 s by default); a delete sent before then waits for the compute",
+    _edges({"nova-api": ("rabbitmq",)}),
+)
 OPERATIONS: Mapping[str, Operation] = MappingProxyType(
     {
         op.name: op
@@ -142,9 +170,10 @@ OPERATIONS: Mapping[str, Operation] = MappingProxyType(
             _op(SERVER_BOOT, "server boot", _BOOT_NEEDS, uncached=_HANDED_ON),
             _op(SERVER_EVACUATE, "evacuation", _BOOT_NEEDS, uncached=_HANDED_ON),
             # The compute tears the server down, saves it through the conductor, frees its Placement
-            # allocation and its ports; it needs no image.
+            # allocation and its ports; it needs no image. Without the compute: _LOCAL_DELETE.
             _op(SERVER_DELETE, "server delete", ("nova-api", "nova-compute"),
-                {"nova-api": ("placement-api",), "nova-compute": ("glance-api",)}),
+                {"nova-api": ("placement-api",), "nova-compute": ("glance-api",)},
+                fallbacks=(_LOCAL_DELETE,)),
             _op(SERVER_RESIZE, "server resize",
                 ("nova-api", "nova-conductor", "nova-scheduler", "placement-api", "nova-compute"),
                 {"nova-compute": ("glance-api",)}),

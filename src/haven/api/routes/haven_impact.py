@@ -4,7 +4,9 @@
 Registered by haven.api.app; its policy (reader) is in haven.api.policy. From haven.topology over the
 built-in catalogue, with the controllers and their replicas as the control plane's leader last recorded
 them (the store). The API is given no haven.toml, so a ``[controlplane.services]`` override of a
-service's ``depends_on`` is seen by the CLI only. An unknown name is a 400 naming the valid ones.
+service's ``depends_on``, ``min_replicas`` or ``quorum`` is seen by the CLI only (docs/controlplane.md,
+"Impact"), and the controllers and domains it names are those the store recorded replicas on. An
+unknown name is a 400 naming the valid ones.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ class LossView(BaseModel):
     service: str
     left: int
     of: int
+    needs: int  # serving replicas it cannot do without (a quorum-based cluster: a majority)
+    down: bool
 
 
 class VerdictView(BaseModel):
@@ -33,6 +37,7 @@ class VerdictView(BaseModel):
     label: str
     effect: str  # "stops", "degraded" or "works"
     because: list[str]
+    why: str  # how the operation is still done despite a lost service it calls; "" otherwise
 
 
 class ImpactView(BaseModel):
@@ -50,6 +55,7 @@ def router(ctx: ApiContext) -> APIRouter:
     routes = APIRouter(tags=["haven"])
     topology = openstack_topology(CATALOGUE.values())
     declared = {str(name): spec.min_replicas for name, spec in CATALOGUE.items()}
+    quorum = [str(name) for name, spec in CATALOGUE.items() if spec.quorum]
 
     @routes.get(
         IMPACT_PATH,
@@ -63,7 +69,7 @@ def router(ctx: ApiContext) -> APIRouter:
     ) -> ImpactView:
         replicas = ctx.store.list_replicas()
         try:
-            target = resolve(topology, down, replicas, declared, ())
+            target = resolve(topology, down, replicas, declared, (), (), quorum)
         except UserError as exc:
             raise UserError(f"{exc.message} ({exc.hint})" if exc.hint else exc.message) from exc
         return ImpactView.model_validate(impact_json(target, impact(topology, target.losses)))
