@@ -95,14 +95,16 @@ def test_a_killed_node_is_restarted_and_rejoins(cluster: LoopbackCluster) -> Non
     """The node-loss drill's own code and judge (haven.stateful.drills), then the servers read again here."""
     _synced(cluster)
     report = node_loss(cluster, "g3", start_id=1_000_000)
-    assert report.verdict == "recovered", report.problems
-    assert report.bootstrap_node is None  # a node loss never bootstraps
-    assert report.decisions[0].startswith("start: ") and report.decisions[-1].startswith("nothing: ")
-    assert report.alerts == []
+    seen = report.to_dict()  # the whole report in any failure's message
+    assert report.verdict == "recovered", seen
+    assert report.bootstrap_node is None, seen  # a node loss never bootstraps
+    # (a first pass may wait: on a loaded machine a survivor's SQL can miss the 2 s timeout once)
+    assert any(d.startswith("start: ") for d in report.decisions), seen
+    assert report.decisions[-1].startswith("nothing: ") and report.alerts == [], seen
     live = asyncio.run(cluster.node("g3").live())  # the server's own word
     assert (live.primary, live.local_state, live.cluster_size) == (True, "Synced", 3)
-    assert report.writes_acked >= 10 and report.failed_writes == 0
-    assert report.writes_lost == 0
+    assert report.writes_acked >= 10 and report.failed_writes == 0, seen
+    assert report.writes_lost == 0, seen
 
 
 @pytest.mark.parametrize("first_down", ["g1", "g2", "g3"])
