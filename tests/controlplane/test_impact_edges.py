@@ -186,3 +186,22 @@ def test_a_delete_on_a_lost_compute_is_degraded_with_nova_s_local_delete(
     assert "service_down_time" in verdicts["server-delete"]["why"]
     code, out, _ = _run(capsys, "nova-compute")
     assert "deleted locally" in " ".join(out.split())
+
+
+async def test_the_api_counts_a_quorum_as_the_cli_does(tmp_path: Path) -> None:
+    # two of three Galera members in rack-1: the survivor goes non-Primary, everything stops
+    members = [
+        ReplicaState(ServiceName("mariadb"), HostName(h), DomainName(d), HEALTHY, "active", "ready", "", 1.0)
+        for h, d in (("ctl-1", "rack-1"), ("ctl-2", "rack-1"), ("ctl-3", "rack-3"))
+    ]
+    with Store.open(f"sqlite:///{tmp_path / 'h.db'}") as store:
+        store.record_replicas(members)
+        app = create_app(store, None, "t", VirtualClock(), authenticator=_Roles())  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://haven") as c:
+            answer = await c.get(
+                "/v1/haven/impact", params={"down": "rack-1"}, headers={"X-Auth-Token": "reader"}
+            )
+    assert answer.status_code == 200, answer.text
+    shown = answer.json()
+    assert shown["losses"] == [{"service": "mariadb", "left": 1, "of": 3, "needs": 2, "down": True}]
+    assert shown["degraded"] == [] and shown["works"] == [] and "server-list" in shown["stops"]
