@@ -35,6 +35,11 @@ def add_lab_commands(sub: Any) -> None:
         "--computes", type=int, default=2, help="compute hosts, each with its own BMC (default 2)"
     )
     up.add_argument("--folder", type=Path, default=None, help=folder_help)
+    up.add_argument(
+        "--ha",
+        action="store_true",
+        help="also run Keystone and nova-api as systemd units on 2 controllers behind HAProxy (needs root)",
+    )
     up.set_defaults(handler=_up)
     status = lab_sub.add_parser("status", help="what the lab runs, its URLs and files")
     status.add_argument("--folder", type=Path, default=None, help=folder_help)
@@ -58,7 +63,7 @@ def _up(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     folder = _folder(args)
     try:
-        state = lab.up(folder, args.computes, progress=say)
+        state = lab.up(folder, args.computes, progress=say, ha=args.ha)
     except (LabServiceError, ToolInstallError) as exc:
         err.print(f"[bold red]haven lab up: failed:[/] {escape(str(exc))}", highlight=False)
         err.print(f"  hint: each service's log is in {folder}", highlight=False)
@@ -66,7 +71,16 @@ def _up(args: argparse.Namespace, out: Console, err: Console) -> int:
     out.print(f"lab up in {state.up_in_s} s with {len(state.computes)} compute host(s)")
     out.print(f"  export OS_CLIENT_CONFIG_FILE={state.files['clouds.yaml']} OS_CLOUD=lab")
     out.print(f"  haven config: {state.files['haven.toml']}")
+    if state.ha:
+        _print_ha(out, state.ha)
     return 0
+
+
+def _print_ha(out: Console, ha: dict[str, Any]) -> None:
+    hosts = ", ".join(f"{c['host']} ({c['address']}, systemd pid {c['pid1']})" for c in ha["controllers"])
+    out.print(f"  HA: controllers {hosts}; HAProxy socket {ha['haproxy_socket']}")
+    for service, port in ha["frontends"].items():
+        out.print(f"  HA: {service:<10} frontend 127.0.0.1:{port}, replicas on port {ha['ports'][service]}")
 
 
 def _status(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -89,6 +103,8 @@ def _status(args: argparse.Namespace, out: Console, err: Console) -> int:
         if compute.get("held_down"):
             state += f", held down: {', '.join(compute['held_down'])}"
         out.print(f"  {host:<18} {state}  BMC {compute['bmc']}")
+    if report.get("ha"):
+        _print_ha(out, report["ha"])
     for name, url in report["urls"].items():
         out.print(f"  {name:<18} {url}")
     for name, path in report["files"].items():

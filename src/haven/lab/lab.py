@@ -26,9 +26,10 @@ from typing import Any, TypeVar
 from platformdirs import user_data_dir
 
 from haven.lab import agents, bmc, glance, labfiles, nova, placement
+from haven.lab import ha as ha_lab
 from haven.lab.etcd import ETCD, EtcdServer
 from haven.lab.hardware import read_holds
-from haven.lab.keystone import REGION, KeystoneServer, Provisioner
+from haven.lab.keystone import REGION, Account, KeystoneServer, Provisioner
 from haven.lab.mariadb import start_mariadb
 from haven.lab.process import LabProcess, LabServiceError, free_port
 from haven.lab.rabbitmq import start_rabbitmq
@@ -55,11 +56,17 @@ def running(folder: Path) -> LabState | None:
     return state
 
 
-def up(folder: Path, computes: int = 2, progress: Progress | None = None) -> LabState:
-    """Start a fresh lab with ``computes`` compute hosts in ``folder``; its state once all is up."""
+def up(folder: Path, computes: int = 2, progress: Progress | None = None, ha: bool = False) -> LabState:
+    """Start a fresh lab with ``computes`` compute hosts in ``folder``; its state once all is up.
+
+    ``ha``: then also Keystone and nova-api replicas as systemd units on two controllers behind
+    HAProxy (haven.lab.ha), the catalog, clouds.yaml and haven.toml pointing at HAProxy's frontends.
+    """
     say = progress or (lambda _message: None)
     if computes < 1:
         raise LabServiceError(f"--computes must be at least 1, got {computes}")
+    if ha:
+        ha_lab.check_requirements()
     if running(folder) is not None:
         raise LabServiceError(f"a lab already runs in {folder}: stop it with `haven lab down` first")
     started = time.monotonic()
@@ -83,14 +90,22 @@ def up(folder: Path, computes: int = 2, progress: Progress | None = None) -> Lab
             state.save()
         return process
 
+    def keep_namespace(name: str, pid1: int, log: Path) -> None:
+        with saving:
+            state.processes.append(record(name, pid1, log, namespace=True))
+            state.save()
+
     try:
         _start(folder, hosts, venvs, state, keep, say)
+        if ha:
+            _start_ha(folder, venvs, state, keep, keep_namespace, say)
     except BaseException:
         say("start failed: stopping what was started")
         stop_processes(state.processes, grace_s=5)
         for process in processes:
             process.stop(grace_s=1)  # reaps them (we are their parent)
             _CHILDREN.remove(process)
+        ha_lab.reap()
         raise
     state.up_in_s = round(time.monotonic() - started, 1)
     state.save()
@@ -220,6 +235,33 @@ def _start(
     state.files["bmc-password"] = str(folder / "bmc-password")
 
 
+def _start_ha(
+    folder: Path,
+    venvs: dict[str, Path],
+    state: LabState,
+    keep: Callable[[LabProcess], LabProcess],
+    keep_namespace: Callable[[str, int, Path], None],
+    say: Progress,
+) -> None:
+    ha = ha_lab.start(folder, venvs, keep_namespace, keep, say)
+    state.ha = ha_lab.describe(ha)
+    state.save()
+    say("HA: pointing the Keystone catalog, clouds.yaml and haven.toml at HAProxy's frontends")
+    direct = state.urls["keystone"]
+    password = (folder / "keystone" / "admin-password").read_text().strip()
+    provisioner = Provisioner(Account(direct, "admin", password, "admin").session(), direct, REGION)
+    for api in ha_lab.APIS:
+        url = ha.frontend_url(api.service) + api.catalog_suffix
+        provisioner.endpoint(api.catalog_type, api.service, url)
+        state.urls[api.catalog_type if api.catalog_type != "identity" else "keystone"] = url
+    state.urls["keystone-direct"] = direct
+    admin = Account(state.urls["keystone"], "admin", password, "admin")
+    state.files["clouds.yaml"] = str(labfiles.write_clouds_yaml(folder, admin))
+    haven_toml = Path(state.files["haven.toml"])
+    labfiles.private(haven_toml, haven_toml.read_text().rstrip("\n") + "\n" + ha_lab.controlplane_toml(ha))
+    state.files["haproxy.cfg"] = str(ha.folder / "haproxy.cfg")
+
+
 def _etcd(folder: Path) -> EtcdServer:
     if not Path(ETCD).exists():
         raise LabServiceError(
@@ -293,6 +335,7 @@ def status(folder: Path) -> dict[str, Any]:
         "image_id": state.image_id,
         "flavor": state.flavor,
         "up_in_s": state.up_in_s,
+        "ha": state.ha,
     }
 
 
@@ -306,6 +349,7 @@ def down(folder: Path) -> list[str]:
     for child in [c for c in _CHILDREN if c.pid in mine]:
         child.stop(grace_s=1)  # already signalled: this only reaps it
         _CHILDREN.remove(child)
+    ha_lab.reap()
     (folder / "lab.json").rename(folder / "lab.stopped.json")
     return stopped
 

@@ -28,6 +28,9 @@ class ProcessRecord:
     pid: int
     started: int  # the kernel's start time of the pid (clock ticks since boot)
     log: str
+    # The PID 1 of a PID namespace (an HA lab controller's systemd): stopped by SIGKILL to exactly
+    # it, which ends everything in that namespace (systemd as PID 1 takes SIGTERM as "re-execute").
+    namespace: bool = False
 
 
 @dataclass
@@ -41,6 +44,7 @@ class LabState:
     image_id: str = ""
     flavor: str = ""
     up_in_s: float = 0.0
+    ha: dict[str, Any] = field(default_factory=dict)  # haven.lab.ha.describe(); {} for a plain lab
 
     def save(self) -> None:
         path = Path(self.folder) / STATE_FILE
@@ -78,8 +82,8 @@ def start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
-def record(name: str, pid: int, log: Path) -> ProcessRecord:
-    return ProcessRecord(name, pid, start_time(pid) or 0, str(log))
+def record(name: str, pid: int, log: Path, namespace: bool = False) -> ProcessRecord:
+    return ProcessRecord(name, pid, start_time(pid) or 0, str(log), namespace)
 
 
 def alive(entry: ProcessRecord) -> bool:
@@ -91,11 +95,16 @@ def stop_processes(entries: list[ProcessRecord], grace_s: float = 20.0) -> list[
     mine = [entry for entry in reversed(entries) if alive(entry)]
     for entry in mine:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(entry.pid, signal.SIGTERM)
+            if entry.namespace:
+                os.kill(entry.pid, signal.SIGKILL)
+            else:
+                os.killpg(entry.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline and any(alive(entry) for entry in mine):
         time.sleep(0.1)
     for entry in mine:
+        if entry.namespace:
+            continue  # its pid is no process group; SIGKILL of it already ended its namespace
         # The group outlives its leader when children linger: kill the group in any case.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(entry.pid, signal.SIGKILL)

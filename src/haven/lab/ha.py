@@ -1,0 +1,473 @@
+"""``haven lab up --ha``: the lab's stateless APIs as systemd units on two controllers behind HAProxy.
+
+Who calls it: haven.lab.lab (``up(..., ha=True)``, once the plain lab is up) and the HA lab test
+(tests/lab/test_ha_lab.py) and drill (bench/ha_lab.py), which start the controllers over a running lab.
+
+Each controller (``ctl-1``, ``ctl-2``) is Debian's systemd 252 running as PID 1 of its own PID, mount and
+UTS namespaces (``unshare --pid --fork --mount --mount-proc --uts``), seeing only the units of its own
+folder (``SYSTEMD_UNIT_PATH``) and answering on its own dbus-daemon's socket there: nothing of the
+machine's is started or changed. Its replicas are ``keystone.service`` and ``nova-api.service`` (the
+catalogue's unit names, so haven's ``[controlplane]`` needs no override), each a gunicorn of the lab's
+tool venvs reading the lab's own config (``LAB/keystone``, ``LAB/nova``), with ``Restart=on-failure``,
+``RestartSec=1`` as a packaged unit has. A controller is its own loopback address (127.0.1.N): every
+replica of a service listens on the same port, as on real controllers, so one probe spec fits all.
+
+Debian's HAProxy has one frontend per API on 127.0.0.1 and one backend whose servers are named after
+the controllers (what haven's HAProxy driver expects), checked with ``option httpchk`` (the version
+document) ``inter 1s fall 3 rise 2``, plus ``observe layer4 error-limit 1 on-error mark-down``: the
+first connection a dead replica refuses marks it DOWN at once, so no request waits on a restarted
+replica whose port is open while its worker still loads (without it, clients timed out in 2 of 5
+kills). ``option redispatch``, ``retries 3`` and ``retry-on conn-failure empty-response
+response-timeout`` send a request a dead replica refused or never answered to the other one.
+Its admin socket is ``LAB/ha/haproxy.sock``.
+
+Stopping: the lab state records each controller's PID 1 (as the host sees it) with ``namespace = True``:
+``haven lab down`` SIGKILLs exactly it, which ends everything in that namespace; HAProxy is an ordinary
+lab process (its own process group).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from haven.controlplane.drivers.haproxy import HAProxyRuntime, parse_servers_state
+from haven.controlplane.drivers.systemd import SystemdUnits
+from haven.domain.errors import HavenError
+from haven.lab.process import LabProcess, LabServiceError, free_port
+from haven.lab.toolenv import Progress
+
+SYSTEMD = "/lib/systemd/systemd"
+DBUS_DAEMON = "/usr/bin/dbus-daemon"
+UNSHARE = "/usr/bin/unshare"
+HAPROXY = "/usr/sbin/haproxy"
+CONTROLLERS = ("ctl-1", "ctl-2")
+TARGET = "haven-lab.target"
+# The unshare processes this Python process started: reaped by ``reap`` once their PID 1 is killed.
+_UNSHARES: list[subprocess.Popen[bytes]] = []
+
+_BUS_CONF = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>systemd:</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="root"/>
+    <allow own="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+  </policy>
+</busconfig>
+"""
+_GUNICORN = """\
+wsgi_app = "{app}"
+bind = "{address}:{port}"
+workers = 1
+threads = 4
+timeout = 120
+keepalive = 0
+errorlog = "-"
+control_socket_disable = True
+"""
+
+
+@dataclass(frozen=True)
+class Api:
+    """One API replicated on every controller: its unit, tool venv, WSGI app, config and health path."""
+
+    service: str  # the catalogue's name (haven.controlplane.catalogue)
+    unit: str
+    backend: str  # HAProxy backend (the catalogue's)
+    tool: str  # the tool venv
+    app: str
+    config_env: str  # the variable naming its config folder
+    config_dir: str  # under the lab folder
+    check_path: str  # HAProxy's and haven's probe path
+    catalog_type: str  # the Keystone catalog's service type
+    catalog_suffix: str  # appended to the frontend's URL in the catalog
+
+
+APIS = (
+    Api("keystone", "keystone.service", "keystone", "keystone", "keystone.wsgi.api:application",
+        "OS_KEYSTONE_CONFIG_DIR", "keystone", "/v3", "identity", "/v3"),
+    Api("nova-api", "nova-api.service", "nova_api", "nova", "nova.wsgi.osapi_compute:application",
+        "OS_NOVA_CONFIG_DIR", "nova", "/", "compute", "/v2.1"),
+)  # fmt: skip
+
+
+@dataclass
+class Controller:
+    host: str
+    address: str  # its loopback address: every replica on it binds there
+    folder: Path
+    pid1: int  # PID 1 of its namespace, as this machine sees it
+    unshare: subprocess.Popen[bytes] | None = None  # None when read back from the lab state
+
+    @property
+    def bus(self) -> str:
+        return f"unix:path={self.folder / 'bus'}"
+
+
+@dataclass
+class HaLab:
+    folder: Path  # LAB/ha
+    controllers: list[Controller]
+    ports: dict[str, int]  # service -> the port of its replicas (on each controller's address)
+    frontends: dict[str, int]  # service -> HAProxy's frontend port on 127.0.0.1
+    haproxy: LabProcess | None = None
+    started_in_s: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def haproxy_socket(self) -> str:
+        return str(self.folder / "haproxy.sock")
+
+    def frontend_url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.frontends[service]}"
+
+    def controller(self, host: str) -> Controller:
+        return next(c for c in self.controllers if c.host == host)
+
+
+def describe(ha: HaLab) -> dict[str, object]:
+    """What the lab state keeps of the HA part (``from_state`` reads it back in another process)."""
+    return {
+        "folder": str(ha.folder),
+        "controllers": [
+            {"host": c.host, "address": c.address, "folder": str(c.folder), "pid1": c.pid1, "bus": c.bus}
+            for c in ha.controllers
+        ],
+        "ports": ha.ports,
+        "frontends": ha.frontends,
+        "haproxy_socket": ha.haproxy_socket,
+        "started_in_s": ha.started_in_s,
+    }
+
+
+def from_state(saved: Mapping[str, object]) -> HaLab:
+    """The HA part of a running lab, as ``describe`` saved it."""
+    try:
+        controllers = [
+            Controller(str(c["host"]), str(c["address"]), Path(str(c["folder"])), int(c["pid1"]))
+            for c in saved["controllers"]  # type: ignore[attr-defined]
+        ]
+        ports = {str(k): int(v) for k, v in saved["ports"].items()}  # type: ignore[attr-defined]
+        frontends = {str(k): int(v) for k, v in saved["frontends"].items()}  # type: ignore[attr-defined]
+        return HaLab(Path(str(saved["folder"])), controllers, ports, frontends)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise LabServiceError(f"the lab state's HA part is not readable ({exc}): is this an HA lab?") from exc
+
+
+def check_requirements() -> None:
+    """Refuse early, naming what is missing: root, and the Debian packages of the HA lab."""
+    if os.geteuid() != 0:
+        raise LabServiceError(
+            "haven lab up --ha needs root: systemd runs as PID 1 of the lab's own PID namespace"
+        )
+    for path, package in ((SYSTEMD, "systemd"), (DBUS_DAEMON, "dbus-daemon"), (UNSHARE, "util-linux"),
+                          (HAPROXY, "haproxy")):  # fmt: skip
+        if not Path(path).exists():
+            raise LabServiceError(
+                f"{path} is missing: install Debian's {package} (scripts/install-system-deps.sh)"
+            )
+
+
+def start(
+    lab_folder: Path,
+    venvs: Mapping[str, Path],
+    keep_namespace: Callable[[str, int, Path], None],
+    keep: Callable[[LabProcess], object],
+    say: Progress,
+    *,
+    restart: str = "on-failure",
+    timeout_s: float = 120.0,
+) -> HaLab:
+    """Start the controllers and HAProxy over the lab in ``lab_folder``; return once HAProxy has every
+    replica UP. ``keep_namespace(name, pid1, log)`` and ``keep(process)`` record what was started as soon
+    as it runs, so a failure later still lets the caller stop it."""
+    check_requirements()
+    started = time.monotonic()
+    folder = lab_folder / "ha"
+    folder.mkdir(parents=True, exist_ok=True)
+    ports = {api.service: free_port() for api in APIS}
+    frontends = {api.service: free_port() for api in APIS}
+    ha = HaLab(folder, [], ports, frontends)
+    say(f"HA: starting systemd on {', '.join(CONTROLLERS)} and HAProxy")
+    for index, host in enumerate(CONTROLLERS, start=1):
+        controller = _start_controller(folder / host, host, f"127.0.1.{index}", lab_folder, venvs, ports,
+                                       restart)  # fmt: skip
+        ha.controllers.append(controller)
+        keep_namespace(f"systemd@{host}", controller.pid1, controller.folder / "systemd.log")
+    config = folder / "haproxy.cfg"
+    config.write_text(haproxy_config(ha))
+    ha.haproxy = LabProcess("haproxy", [HAPROXY, "-db", "-f", str(config)], folder / "haproxy.log").start()
+    keep(ha.haproxy)
+    for controller in ha.controllers:
+        _wait_for_bus(controller, 15.0)
+    ha.haproxy.wait_until(lambda: Path(ha.haproxy_socket).exists(), 10.0, "admin socket")
+    say("HA: waiting for HAProxy to see every replica UP")
+    _wait_all_up(ha, timeout_s)
+    ha.started_in_s = round(time.monotonic() - started, 1)
+    return ha
+
+
+def _start_controller(
+    folder: Path,
+    host: str,
+    address: str,
+    lab_folder: Path,
+    venvs: Mapping[str, Path],
+    ports: Mapping[str, int],
+    restart: str,
+) -> Controller:
+    units = folder / "units"
+    units.mkdir(parents=True, exist_ok=True)
+    (folder / "bus.conf").write_text(_BUS_CONF)
+    (units / "dbus.socket").write_text(
+        f"[Unit]\nDefaultDependencies=no\n[Socket]\nListenStream={folder / 'bus'}\n"
+    )
+    (units / "dbus.service").write_text(
+        "[Unit]\nDefaultDependencies=no\nRequires=dbus.socket\n[Service]\n"
+        f"ExecStart={DBUS_DAEMON} --config-file={folder / 'bus.conf'} --nofork --nopidfile\n"
+    )
+    wanted = ["dbus.socket", "dbus.service"]
+    for api in APIS:
+        replica = folder / api.service
+        replica.mkdir(exist_ok=True)
+        (replica / "gunicorn.conf.py").write_text(
+            _GUNICORN.format(app=api.app, address=address, port=ports[api.service])
+        )
+        log = replica / f"{api.service}.log"
+        (units / api.unit).write_text(
+            f"[Unit]\nDescription={api.service} on {host} (haven lab --ha)\nDefaultDependencies=no\n"
+            f"[Service]\nExecStart={venvs[api.tool] / 'bin' / 'gunicorn'}\nWorkingDirectory={replica}\n"
+            f"Environment={api.config_env}={lab_folder / api.config_dir}\n"
+            f"StandardOutput=append:{log}\nStandardError=append:{log}\n"
+            f"Restart={restart}\nRestartSec=1\n"
+        )
+        wanted.append(api.unit)
+    (units / TARGET).write_text(f"[Unit]\nDefaultDependencies=no\nWants={' '.join(wanted)}\n")
+    env = {
+        **os.environ,
+        "SYSTEMD_UNIT_PATH": str(units),
+        "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={folder / 'bus'}",
+    }
+    with open(folder / "systemd.log", "ab") as log_file:
+        unshare = subprocess.Popen(
+            [UNSHARE, "--pid", "--fork", "--mount", "--mount-proc", "--uts", SYSTEMD, "--system",
+             f"--unit={TARGET}", "--log-target=console"],
+            env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    _UNSHARES.append(unshare)
+    pid1 = _child_of(unshare, 5.0)
+    return Controller(host, address, folder, pid1, unshare)
+
+
+def haproxy_config(ha: HaLab) -> str:
+    lines = [
+        "global",
+        f"    stats socket {ha.haproxy_socket} mode 600 level admin",
+        "    log stdout format raw local0 notice",
+        "defaults",
+        "    mode http",
+        "    log global",
+        "    option redispatch",
+        "    retries 3",
+        # A request a killed replica never answered goes to the other one: safe for a refused connection
+        # or an empty answer (HAProxy retries only requests it could replay).
+        "    retry-on conn-failure empty-response response-timeout",
+        "    timeout connect 1s",
+        "    timeout client 120s",
+        "    timeout server 120s",
+        "    timeout check 2s",
+    ]
+    for api in APIS:
+        lines += [
+            f"frontend {api.backend}",
+            f"    bind 127.0.0.1:{ha.frontends[api.service]}",
+            f"    default_backend {api.backend}",
+            f"backend {api.backend}",
+            f"    option httpchk GET {api.check_path}",
+            *(
+                f"    server {c.host} {c.address}:{ha.ports[api.service]} check inter 1s fall 3 rise 2"
+                f" observe layer4 error-limit 1 on-error mark-down"
+                for c in ha.controllers
+            ),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def controlplane_toml(ha: HaLab) -> str:
+    """haven.toml's ``[controlplane]`` for this lab: haven heals these units and their HAProxy members."""
+    lines = [
+        "",
+        "[controlplane]  # the HA lab's controllers (`haven lab up --ha`): haven serve heals their units",
+        'driver = "systemd"',
+        f'haproxy_socket = "{ha.haproxy_socket}"',
+    ]
+    for controller in ha.controllers:
+        lines += [
+            "[[controlplane.controllers]]",
+            f'host = "{controller.host}"',
+            f'domain = "{controller.host}"',
+            f'address = "{controller.address}"',
+            f'bus = "{controller.bus}"',
+        ]
+    for api in APIS:
+        lines += [
+            f"[controlplane.services.{api.service}]",
+            f'probe = {{ port = {ha.ports[api.service]}, path = "{api.check_path}", period_s = 1.0, '
+            "failure_threshold = 3, startup_grace_s = 60.0 }",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def servers_state(ha: HaLab) -> dict[tuple[str, str], tuple[str, str]]:
+    """HAProxy's own ``show servers state``: (backend, server) -> (admin, operational)."""
+    text = asyncio.run(HAProxyRuntime(ha.haproxy_socket).command("show servers state"))
+    return {key: (admin.value, op) for key, (admin, op) in parse_servers_state(text).items()}
+
+
+HEALTHY = 2 + 3 - 1  # HAProxy's check health counter at its top: rise 2 + fall 3 - 1
+
+
+def check_health(ha: HaLab) -> dict[tuple[str, str], tuple[str, int]]:
+    """HAProxy's own view of each member: operational state and check health counter (0..HEALTHY).
+
+    A member HAProxy still calls "up" whose checks failed has a counter below HEALTHY; it is back at
+    HEALTHY only after ``rise`` consecutive checks passed again: what "marked UP again" means here.
+    """
+    text = asyncio.run(HAProxyRuntime(ha.haproxy_socket).command("show servers state"))
+    header: list[str] = []
+    out: dict[tuple[str, str], tuple[str, int]] = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            header = line[1:].split()
+            continue
+        row = dict(zip(header, line.split(), strict=False))
+        if header and "srv_check_health" in row:
+            op = {"0": "down", "1": "starting", "2": "up", "3": "stopping"}.get(
+                row["srv_op_state"], "unknown"
+            )
+            out[(row["be_name"], row["srv_name"])] = (op, int(row["srv_check_health"]))
+    return out
+
+
+def unit_state(controller: Controller, unit: str) -> tuple[str, int]:
+    """systemd's ActiveState and NRestarts of ``unit`` on ``controller``, read over its D-Bus."""
+
+    async def read() -> tuple[str, int]:
+        units = SystemdUnits(controller.bus)
+        try:
+            status = await units.status(unit)
+        finally:
+            await units.close()
+        return status.active.value, status.n_restarts
+
+    return asyncio.run(read())
+
+
+def main_pid(controller: Controller, unit: str) -> int:
+    """The host's pid of ``unit``'s main process on ``controller`` (systemd reports its namespace pid)."""
+    out = subprocess.run(
+        ["busctl", "--system", "get-property", "org.freedesktop.systemd1",
+         f"/org/freedesktop/systemd1/unit/{_escape(unit)}", "org.freedesktop.systemd1.Service", "MainPID"],
+        env={**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": controller.bus}, check=True, capture_output=True,
+        text=True, timeout=10,
+    ).stdout.split()  # fmt: skip
+    ns_pid = int(out[1])
+    if ns_pid == 0:
+        raise LabServiceError(f"{unit} on {controller.host} has no main process")
+    namespace = os.readlink(f"/proc/{controller.pid1}/ns/pid")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            if os.readlink(entry / "ns" / "pid") != namespace:
+                continue
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("NSpid:") and line.split()[-1] == str(ns_pid):
+                return int(entry.name)
+    raise LabServiceError(f"no pid on this machine for {unit}'s main process {ns_pid} on {controller.host}")
+
+
+def stop(ha: HaLab) -> None:
+    """Stop HAProxy and kill each controller's PID 1 (which ends its namespace); reap them."""
+    if ha.haproxy is not None:
+        ha.haproxy.stop(grace_s=5)
+    for controller in ha.controllers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(controller.pid1, signal.SIGKILL)
+    reap()
+
+
+def reap(timeout_s: float = 10.0) -> None:
+    """Wait for the unshare processes whose namespace's PID 1 is gone (none is left a zombie)."""
+    for unshare in list(_UNSHARES):
+        try:
+            unshare.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            continue
+        _UNSHARES.remove(unshare)
+
+
+def _escape(unit: str) -> str:
+    return "".join(c if c.isalnum() else f"_{ord(c):02x}" for c in unit)
+
+
+def _child_of(unshare: subprocess.Popen[bytes], timeout_s: float) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            children = Path(f"/proc/{unshare.pid}/task/{unshare.pid}/children").read_text().split()
+        except OSError:
+            children = []
+        if children:
+            return int(children[0])
+        if unshare.poll() is not None:
+            break
+        time.sleep(0.02)
+    raise LabServiceError(f"unshare started no systemd (exit {unshare.poll()})")
+
+
+def _wait_for_bus(controller: Controller, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        if controller.unshare is not None and controller.unshare.poll() is not None:
+            raise LabServiceError(
+                f"systemd on {controller.host} exited: see {controller.folder / 'systemd.log'}"
+            )
+        try:
+            unit_state(controller, "dbus.service")
+            return
+        except HavenError as exc:
+            last = str(exc)
+        time.sleep(0.1)
+    raise LabServiceError(f"systemd on {controller.host} is not on its bus after {timeout_s} s: {last}")
+
+
+def _wait_all_up(ha: HaLab, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    state: dict[tuple[str, str], tuple[str, str]] = {}
+    while time.monotonic() < deadline:
+        state = servers_state(ha)
+        if state and all(op == "up" for _admin, op in state.values()):
+            return
+        time.sleep(0.25)
+    down = [f"{backend}/{server} {op}" for (backend, server), (_a, op) in state.items() if op != "up"]
+    logs = [str(c.folder / api.service / f"{api.service}.log") for c in ha.controllers for api in APIS]
+    raise LabServiceError(
+        f"HAProxy still has replicas not UP after {timeout_s} s: {', '.join(down)}; logs: {', '.join(logs)}"
+    )
