@@ -20,6 +20,7 @@ import pytest
 
 from haven.domain.clock import RealClock
 from haven.domain.errors import HavenError
+from haven.domain.galera import GaleraAction
 from haven.stateful.cluster import LoopbackCluster
 from haven.stateful.drills import log_sizes, new_groups, node_loss
 from haven.stateful.galera import DecisionKind
@@ -199,9 +200,10 @@ def _haven_dies(url: str, drivers: list[LocalGaleraNode], made: bool) -> None:
 def test_haven_killed_between_a_bootstraps_intent_and_outcome_bootstraps_once(
     cluster: LoopbackCluster, tmp_path: Path
 ) -> None:
-    """haven dies after committing the bootstrap's intent, before its effect; the next haven makes it and
-    dies before committing the outcome; a third finishes the recovery. Each is a new store handle on the
-    same file and new drivers that remember starting nothing."""
+    """haven dies after committing the bootstrap's intent, before its effect; the next haven finds that
+    step not made (failed: never made from its recorded position), decides afresh, makes its own bootstrap
+    and dies before committing the outcome; a third finds that one made and finishes the recovery. Each is
+    a new store handle on the same file and new drivers that remember starting nothing."""
     _synced(cluster)
     writer = Writer([n.layout.socket for n in cluster.nodes], start_id=3_000_000).start()
     _until(lambda: len(writer.acked) >= 20, "20 acknowledged writes")
@@ -213,7 +215,7 @@ def test_haven_killed_between_a_bootstraps_intent_and_outcome_bootstraps_once(
     try:
         _haven_dies(url, generations[0], made=False)
         assert not any(asyncio.run(n.running()) for n in cluster.nodes)  # the effect was not made
-        _haven_dies(url, generations[1], made=True)  # finishes the issued step: bootstraps, then dies
+        _haven_dies(url, generations[1], made=True)  # fails the issued step, bootstraps afresh, dies
         with Store.open(url) as store:
             recovery = GaleraRecovery.on_store(generations[2], store, "haven", RealClock())
             decisions = asyncio.run(recovery.run_until_synced(timeout_s=120))
@@ -230,3 +232,26 @@ def test_haven_killed_between_a_bootstraps_intent_and_outcome_bootstraps_once(
         live = asyncio.run(node.live())
         assert (live.primary, live.local_state, live.cluster_size) == (True, "Synced", 3), node.name
         assert missing(node.layout.socket, writer.acked) == [], node.name
+
+
+def test_a_stale_bootstrap_left_issued_is_not_made_beside_the_running_cluster(
+    cluster: LoopbackCluster,
+) -> None:
+    """haven died after committing "bootstrap g3" (from an old position); meanwhile the cluster runs
+    without g3 (g1, g2 Primary). The next haven must start g3 to rejoin: a bootstrap of g3 now would be a
+    second cluster beside the first (split brain). Judged from the servers: their logs and wsrep status."""
+    _synced(cluster)
+    uuid = asyncio.run(cluster.node("g1").live()).state_uuid
+    cluster.kill(["g3"])
+    _until(lambda: _size(cluster, "g1") == 2, "the survivors evict g3")
+    marks = log_sizes(cluster)
+    store = Store.open("sqlite://")
+    stale = GaleraAction("stale", "haven", "bootstrap", "g3", "a haven before this one", f"{uuid}:1", 1.0)
+    store.issue_galera_action(stale)
+    recovery = GaleraRecovery.on_store(cluster.nodes, store, "haven", RealClock())
+    decisions = asyncio.run(recovery.run_until_synced(timeout_s=90))
+    assert decisions[-1].kind is DecisionKind.NOTHING, decisions
+    assert sum(new_groups(n, marks[n.name]) for n in cluster.nodes) == 0  # no new cluster formed
+    for node in cluster.nodes:
+        live = asyncio.run(node.live())
+        assert (live.primary, live.local_state, live.cluster_size) == (True, "Synced", 3), node.name

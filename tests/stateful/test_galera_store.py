@@ -2,7 +2,8 @@
 restarted loop finishing a step its predecessor left ``issued`` without repeating a made effect.
 
 The node here is a stand-in recording what was asked of it; the real-server version of the restart is
-tests/stateful/test_galera_real.py's (judged from the servers' logs).
+tests/stateful/test_galera_real.py's (judged from the servers' logs). What a resumed step may and may
+not do (never made blindly, fenced by the epoch) is tests/stateful/test_galera_resume.py's.
 """
 
 from __future__ import annotations
@@ -73,15 +74,20 @@ class _Node:
 
 @pytest.mark.parametrize("made", [True, False], ids=["effect-made", "effect-not-made"])
 def test_a_restarted_loop_finishes_the_unfinished_bootstrap_once(made: bool) -> None:
+    """Made (g1 runs, Primary): done, never made again. Not made: failed, and a fresh decision (here the
+    same bootstrap, the positions being unchanged) is its own step. Either way g1 is bootstrapped once."""
     store = Store.open("sqlite://")
     store.issue_galera_action(GaleraAction("a", "c1", "bootstrap", "g1", "test", f"{UUID}:5", 1.0))
     nodes = [_Node("g1", running=made), _Node("g2"), _Node("g3")]
     recovery = GaleraRecovery.on_store(nodes, store, "c1", RealClock())  # type: ignore[arg-type]
     asyncio.run(recovery.run_pass())
     assert nodes[0].effects == ([] if made else ["bootstrap"])
-    steps = store.galera_actions_since("c1")
-    assert [(s.kind, s.node, s.state) for s in steps][:1] == [("bootstrap", "g1", "done")]
-    assert all(s.kind != "bootstrap" for s in steps[1:])  # never a second bootstrap
+    steps = [(s.id == "a", s.kind, s.node, s.state) for s in store.galera_actions_since("c1")]
+    assert steps[0] == (True, "bootstrap", "g1", "done" if made else "failed")
+    bootstraps = [s for s in steps[1:] if s[1] == "bootstrap"]
+    assert bootstraps == ([] if made else [(False, "bootstrap", "g1", "done")])
+    asyncio.run(recovery.run_pass())
+    assert [n.effects for n in nodes] == [[] if made else ["bootstrap"], ["start"], ["start"]]
 
 
 def test_a_hold_is_one_store_alert_cleared_when_the_loop_acts() -> None:

@@ -33,11 +33,16 @@ ZERO_UUID = "00000000-0000-0000-0000-000000000000"
 
 @dataclass(frozen=True, slots=True)
 class GraState:
-    """A node's ``grastate.dat``: seqno -1 means it did not stop cleanly."""
+    """A node's ``grastate.dat``: seqno -1 means it did not stop cleanly.
+
+    ``mtime_ns``: the file's modification time (None when not known), so that a read made from this
+    file (``--wsrep-recover``'s position, or its failure) is kept only while the file is unchanged.
+    """
 
     uuid: str
     seqno: int
     safe_to_bootstrap: bool
+    mtime_ns: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

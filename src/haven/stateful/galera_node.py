@@ -7,8 +7,10 @@ A node is a data folder with its own ``my.cnf`` (Debian's mariadbd, galera-4's p
 gcomm, IST and SST ports). What haven reads of it:
 - whether its mariadbd runs: the pid in its pid file, checked against /proc (a stale pid file after a
   kill -9 names a dead or reused pid), else a process of its my.cnf found in /proc (one started by an
-  earlier haven, stopped since, before the server wrote its pid file);
-- ``grastate.dat`` (uuid, seqno, safe_to_bootstrap);
+  earlier haven, stopped since, before the server wrote its pid file), else a server listening on its
+  unix socket (one started otherwise: by systemd or by hand, with another pid file): any of these is
+  "running", and a running node is never recovered nor started;
+- ``grastate.dat`` (uuid, seqno, safe_to_bootstrap, and its modification time);
 - its wsrep status over its unix socket (root by socket authentication: no password exists);
 - the recovered position, by ``mariadbd --wsrep-recover`` (as Debian's ``galera_recovery`` does), only
   when it is stopped and its seqno is -1.
@@ -22,6 +24,8 @@ Every failure crosses as a haven.domain.errors.TemporaryError or PermanentError.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import errno
 import getpass
 import os
 import re
@@ -221,17 +225,58 @@ class LocalGaleraNode:
                 return int(entry.name)
         return None
 
+    def runs(self) -> bool:
+        """Whether a server runs on this node: its pid (above), or its unix socket accepting connections."""
+        return self.pid() is not None or self._socket_listens()
+
+    def _socket_listens(self) -> bool:
+        """A process listens on this node's unix socket: a server runs there, whoever started it.
+
+        A refused connection or no socket file: nothing listens (a killed server leaves its socket file
+        behind). Any other failure cannot tell, and a node that cannot be read is never started.
+        """
+        import socket
+
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self._timeout)
+            sock.connect(str(self.layout.socket))
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+        except TimeoutError:
+            return True  # accepted into a full backlog: something listens
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK):
+                return False
+            raise TemporaryError(
+                f"{self.name}: cannot tell whether {self.layout.socket} is served ({exc})"
+            ) from exc
+        finally:
+            sock.close()
+        return True
+
     async def running(self) -> bool:
-        return self.pid() is not None
+        return await asyncio.to_thread(self.runs)
 
     async def grastate(self) -> GraState:
+        """grastate.dat, with its modification time (a read made beside it is kept while it is unchanged)."""
+        path = self.layout.data / "grastate.dat"
+
+        def read() -> tuple[str, int]:
+            for _ in range(3):
+                before = path.stat().st_mtime_ns
+                text = path.read_text()
+                if path.stat().st_mtime_ns == before:
+                    return text, before
+            raise OSError(errno.EBUSY, "rewritten while it was read, three times")
+
         try:
-            text = await asyncio.to_thread((self.layout.data / "grastate.dat").read_text)
+            text, mtime_ns = await asyncio.to_thread(read)
         except FileNotFoundError as exc:
             raise PermanentError(f"{self.layout.data}/grastate.dat does not exist") from exc
         except OSError as exc:
             raise TemporaryError(f"{self.layout.data}/grastate.dat: {exc.strerror}") from exc
-        return parse_grastate(text)
+        return dataclasses.replace(parse_grastate(text), mtime_ns=mtime_ns)
 
     async def live(self) -> LiveStatus:
         rows = await asyncio.to_thread(self._query, "SHOW GLOBAL STATUS LIKE 'wsrep_%'")
@@ -266,7 +311,7 @@ class LocalGaleraNode:
 
     async def recover_position(self) -> Position:
         """``mariadbd --wsrep-recover``: InnoDB's last committed position (the server must be stopped)."""
-        if self.pid() is not None:
+        if await asyncio.to_thread(self.runs):
             raise PermanentError(f"{self.name} runs: its position is read live, not recovered")
         await self._recovery_finished()  # one an earlier haven started: two on one data folder fail
         log = self.layout.folder / "wsrep-recover.log"
@@ -302,7 +347,7 @@ class LocalGaleraNode:
         await asyncio.to_thread(self._spawn, extra)
 
     async def bootstrap(self, position: Position) -> None:
-        if self.pid() is not None:
+        if await asyncio.to_thread(self.runs):
             # A running node in a non-primary component: Galera's own in-place bootstrap.
             await asyncio.to_thread(self._query, "SET GLOBAL wsrep_provider_options='pc.bootstrap=YES'")
             return
@@ -332,7 +377,7 @@ class LocalGaleraNode:
         os.replace(temporary, path)
 
     def _spawn(self, extra: list[str]) -> None:
-        if self.pid() is not None:
+        if self.runs():
             return  # already running: starting it again is a no-op (the step is idempotent)
         if not MARIADBD.exists() or not PROVIDER.exists():
             raise PermanentError(f"{MARIADBD} or {PROVIDER} is missing; run `make system-deps`")

@@ -4,17 +4,22 @@ Who calls it: the tests and drills on a loopback cluster, bench/galera.py, and (
 reconciler hands Galera over, see docs/stateful.md) haven serve, as a leader-only runnable.
 
 Each pass reads every node at once (running, grastate.dat, wsrep status), asks ``decide``, and:
-- RECOVER: commits the intent, runs ``--wsrep-recover`` on the named stopped nodes (a read: its result is
-  kept until the node runs again), commits the outcome with the positions read, and decides again;
+- RECOVER: commits the intent, runs ``--wsrep-recover`` on the named stopped nodes (a read: its result,
+  a position or a failure, is kept only while the node's grastate.dat is unchanged and the node does not
+  run), commits the outcome with the positions read, and decides again;
 - START / BOOTSTRAP: commits the intent to the journal, makes the effect (the driver re-reads the node
   first: a node already running is not started twice), then commits the outcome;
 - HOLD: raises one ``galera_hold`` alert in the store's alerts, kept while the same hold lasts (a hold
   for another reason replaces it), cleared once the loop decides anything else.
 The journal is the store's galera_actions (StoreJournal): a pass first finishes any step a stopped
-engine left ``issued``, re-reading its node (a start or bootstrap whose server already runs was made:
-it is marked done, never made again), and the store refuses a second unfinished step in one cluster, so
-a haven restarted mid-recovery never bootstraps twice nor a second node. No effect is made whose intent
-could not be committed. A step's failure fails that step only: the next pass decides again.
+engine left ``issued``, re-reading its node, and never makes that step's effect: a start whose server
+runs, or a bootstrap whose server runs Primary, was made (done, never made again); one whose server does
+not run was not made (failed), and the pass decides afresh from every node's state now: the step may be
+of any age, and the cluster may have been brought up elsewhere meanwhile. The store refuses a second
+unfinished step in one cluster, so a haven restarted mid-recovery never bootstraps twice nor a second
+node. Every journal and alert write carries the leader's epoch: once one is refused (``Deposed``), this
+loop makes no effect and writes nothing more. No effect is made whose intent could not be committed. A
+step's failure fails that step only: the next pass decides again.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from haven.domain.clock import Clock
-from haven.domain.errors import HavenError
+from haven.domain.errors import Deposed, HavenError
 from haven.domain.galera import DONE, FAILED, GaleraAction
 from haven.domain.ids import HostName
 from haven.domain.incidents import Alert, AlertKind
@@ -129,8 +134,10 @@ class GaleraRecovery:
         self._nodes: Mapping[str, GaleraNode] = {n.name: n for n in nodes}
         self._journal, self._alerts, self._clock, self.cluster = journal, alerts, clock, cluster
         self._settings = settings or GaleraSettings()
-        self._recovered: dict[str, Position] = {}
-        self._recover_errors: dict[str, str] = {}
+        # --wsrep-recover's reads, each with the grastate.dat it was made beside (kept while unchanged)
+        self._recovered: dict[str, tuple[GraState | None, Position]] = {}
+        self._recover_errors: dict[str, tuple[GraState | None, str]] = {}
+        self._deposed: str | None = None  # why this loop's epoch was refused: it acts no more
         self._mute_since: dict[str, float] = {}
         self._holding: bool | None = None  # None: not known yet (a restarted loop clears a stale hold)
         self._hold_reason: str | None = None  # the hold whose alert is raised
@@ -154,8 +161,13 @@ class GaleraRecovery:
         return cls(nodes, journal, alerts, clock, cluster, settings)
 
     async def run_pass(self) -> GaleraDecision:
-        for action in await asyncio.to_thread(self._journal.unfinished):
-            await self._resume(action)  # an engine stopped between intent and outcome: finish that first
+        if self._deposed is None:
+            for action in await asyncio.to_thread(self._journal.unfinished):
+                await self._resume(action)  # an engine stopped between intent and outcome: finish that first
+        if self._deposed is not None:
+            return GaleraDecision(
+                DecisionKind.WAIT, f"this loop was deposed, a newer leader decides: {self._deposed}"
+            )
         observations = await self.observe()
         decision = decide(observations, self._clock.now(), self._settings)
         if decision.kind is DecisionKind.RECOVER:
@@ -174,6 +186,7 @@ class GaleraRecovery:
                 await asyncio.to_thread(self._alerts.clear)
         except HavenError as exc:  # the store unavailable, or this engine deposed: the next pass retries
             log.warning("galera %s: alert not written: %s", self.cluster, exc)
+            self._note_deposed(exc)
             return decision
         self._holding = holding
         self._hold_reason = decision.reason if holding else None
@@ -221,9 +234,18 @@ class GaleraRecovery:
             grastate: GraState = await node.grastate()
         except HavenError as exc:
             return NodeObservation(node.name, False, error=str(exc))
+        # A read made beside another grastate.dat is stale: the node ran since, or an operator acted.
+        recovered = self._recovered.get(node.name)
+        if recovered is not None and recovered[0] != grastate:
+            del self._recovered[node.name]
+            recovered = None
+        failed = self._recover_errors.get(node.name)
+        if failed is not None and failed[0] != grastate:
+            del self._recover_errors[node.name]
+            failed = None
         return NodeObservation(
-            node.name, False, grastate=grastate, recovered=self._recovered.get(node.name),
-            error=self._recover_errors.get(node.name, ""),
+            node.name, False, grastate=grastate, recovered=recovered[1] if recovered else None,
+            error=failed[1] if failed else "",
         )  # fmt: skip
 
     async def _recover(self, names: Sequence[str], reason: str) -> None:
@@ -232,17 +254,30 @@ class GaleraRecovery:
         if not await self._issue(action):
             return
 
-        async def one(name: str) -> str:
+        async def one(name: str) -> tuple[str, str]:
+            node = self._nodes[name]
+            self._recovered.pop(name, None)
+            self._recover_errors.pop(name, None)
             try:
-                self._recovered[name] = await self._nodes[name].recover_position()
-                return f"{name}={self._recovered[name]}"
+                position = await node.recover_position()
             except HavenError as exc:
-                self._recover_errors[name] = str(exc)
-                return f"{name}=?"
+                self._recover_errors[name] = (await self._grastate(node), str(exc))
+                return f"{name}=?", str(exc)
+            self._recovered[name] = (await self._grastate(node), position)
+            return f"{name}={position}", ""
 
-        found = await asyncio.gather(*(one(name) for name in names))
-        errors = "; ".join(self._recover_errors[n] for n in names if n in self._recover_errors)
+        results = await asyncio.gather(*(one(name) for name in names))
+        found = [text for text, _ in results]
+        errors = "; ".join(error for _, error in results if error)
         await self._outcome(action, FAILED if errors else DONE, errors, ",".join(found))
+
+    @staticmethod
+    async def _grastate(node: GaleraNode) -> GraState | None:
+        """The grastate.dat a read was made beside (re-read after it: the read itself may rewrite it)."""
+        try:
+            return await node.grastate()
+        except HavenError:
+            return None  # never equal to a later read: the result is not kept
 
     # ---- act ---------------------------------------------------------------------------------------
 
@@ -251,12 +286,19 @@ class GaleraRecovery:
             str(uuid.uuid4()), self.cluster, kind.value, node, reason, position, self._clock.now()
         )
 
+    def _note_deposed(self, exc: HavenError) -> None:
+        if isinstance(exc, Deposed):
+            self._deposed = str(exc)
+
     async def _issue(self, action: GaleraAction) -> bool:
         """Commit the intent; False (no effect) when it could not be committed."""
+        if self._deposed is not None:
+            return False
         try:
             await asyncio.to_thread(self._journal.issue, action)
         except HavenError as exc:  # another step unfinished (another engine), the store unavailable
             log.warning("galera %s of %s not issued: %s", action.kind, action.node, exc)
+            self._note_deposed(exc)
             return False
         return True
 
@@ -267,37 +309,67 @@ class GaleraRecovery:
             await asyncio.to_thread(self._journal.finish, action.id, state, error, position)
         except HavenError as exc:  # the next pass finds the step unfinished and finishes it
             log.warning("galera %s of %s: outcome not committed: %s", action.kind, action.node, exc)
+            self._note_deposed(exc)
 
     async def _act(self, decision: GaleraDecision, name: str) -> None:
-        position = decision.position if decision.kind is DecisionKind.BOOTSTRAP else self._recovered.get(name)
+        position = decision.position if decision.kind is DecisionKind.BOOTSTRAP else self._read_position(name)
         if position is None and decision.kind is DecisionKind.START:
             # Started from its InnoDB position it rejoins by IST; from none, by a full SST.
             await self._recover([name], f"{name}'s position, to start it")
-            position = self._recovered.get(name)
+            position = self._read_position(name)
         action = self._action(decision.kind, name, decision.reason, str(position or ""))
         if await self._issue(action):
             await self._finish(action)
 
+    def _read_position(self, name: str) -> Position | None:
+        read = self._recovered.get(name)
+        return read[1] if read else None
+
     async def _resume(self, action: GaleraAction) -> None:
-        """A step a stopped engine left ``issued``: re-read the node, make the effect only if not made."""
-        node = self._nodes.get(action.node)
+        """A step a stopped engine left ``issued``: finish it from its node's state now, never make it.
+
+        Its effect is never made here: it was decided from positions that may be any age (another
+        leader, or an operator, may have brought the cluster up since). A start whose server runs, or a
+        bootstrap whose server runs Primary, was made: done. A node that does not run was not started or
+        bootstrapped: failed, and this pass decides afresh from every node. A bootstrapped node that runs
+        but is not Primary (an in-place ``pc.bootstrap`` that did not take): failed, decided afresh. A
+        node that cannot be read, or runs and does not answer yet (a bootstrap still starting): the step
+        waits for a later pass. Each outcome is a leader write fenced by the epoch: a deposed loop's is
+        refused, and it then writes nothing more.
+        """
         if action.kind == DecisionKind.RECOVER.value:
             # A read: its result died with the engine; the next decision asks for it again.
             await self._outcome(action, FAILED, "haven stopped during --wsrep-recover; read again")
             return
-        if node is not None:
-            try:
-                running = await node.running()
-            except HavenError as exc:
-                log.warning(
-                    "galera: %s unreadable, its unfinished %s waits: %s", action.node, action.kind, exc
-                )
-                return
-            if running:
-                log.info("galera: %s of %s had been made before haven stopped", action.kind, action.node)
-                await self._outcome(action, DONE, "")
-                return
-        await self._finish(action)
+        node = self._nodes.get(action.node)
+        if node is None:
+            await self._outcome(action, FAILED, f"{action.node} is no longer a node of this cluster")
+            return
+        try:
+            running = await node.running()
+        except HavenError as exc:
+            log.warning("galera: %s unreadable, its unfinished %s waits: %s", action.node, action.kind, exc)
+            return
+        if not running:
+            await self._outcome(action, FAILED, "not made before haven stopped; decided afresh")
+            return
+        if action.kind != DecisionKind.BOOTSTRAP.value:
+            log.info("galera: %s of %s had been made before haven stopped", action.kind, action.node)
+            await self._outcome(action, DONE, "")
+            return
+        try:
+            live = await node.live()
+        except HavenError as exc:
+            log.info(
+                "galera: %s runs, not answering yet; its unfinished bootstrap waits: %s", action.node, exc
+            )
+            return
+        if live.primary:
+            log.info("galera: the bootstrap of %s had been made before haven stopped", action.node)
+            await self._outcome(action, DONE, "")
+        else:
+            why = f"{action.node} runs but is not Primary ({live.cluster_status}); decided afresh"
+            await self._outcome(action, FAILED, why)
 
     async def _finish(self, action: GaleraAction) -> None:
         node = self._nodes.get(action.node)

@@ -4,10 +4,12 @@ Who calls it: haven.cli.serve, which builds it before anything is opened (a node
 missing, or no mariadbd, stops serve with a ConfigError and nothing touched) and runs ``run`` only
 while this engine leads (haven.cli.serve._while_leading), as the control plane's reconciler.
 
-Each term gets a new GaleraRecovery (what it remembers of ``--wsrep-recover`` reads is per term) on the
-store's journal and alerts, fenced by the term's leader epoch: a deposed leader's intent is refused by
-the store, so it makes no effect. The first pass of a term finishes any step the previous leader left
-``issued`` (haven.stateful.galera_recovery). A pass that fails unexpectedly is logged; the next runs.
+Each term gets a new GaleraRecovery (its ``--wsrep-recover`` reads, kept while each node's grastate.dat
+is unchanged, start empty) on the store's journal and alerts, fenced by the term's leader epoch: a
+deposed leader's writes are refused by the store, so its loop makes no effect and writes nothing. The
+first pass of a term finishes any step the previous leader left ``issued`` from the node's state now,
+never making that step's effect, and decides afresh (haven.stateful.galera_recovery). A pass that fails
+unexpectedly is logged; the next runs.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 A step is inserted ``issued`` (its intent) before the loop starts or bootstraps a node, and finished
 (``done`` or ``failed``) after. The partial unique index ``uq_galera_actions_unfinished`` refuses a second
 unfinished step in one cluster (Conflict): an engine that stopped between intent and outcome leaves its
-step ``issued``, and the next engine must finish that one (re-reading the node) before issuing another,
-so a restart mid-recovery never bootstraps a second node.
+step ``issued``, and the next engine must finish that one (re-reading the node: done if made, else
+failed, never made late) before issuing another, so a restart mid-recovery never bootstraps a second
+node. Store passes the leader's epoch: a deposed engine can neither issue nor finish a step.
 """
 
 from __future__ import annotations
