@@ -147,3 +147,25 @@ async def test_a_version_document_does_not_end_a_failure_of_a_real_call(store: S
     # Placement's endpoint answered and no real call to it failed: it is seen working.
     seen = store.evidence_between(world.clock.now() - 600, world.clock.now())
     assert {e.kind for e in seen if e.node == "placement-api"} == {EvidenceKind.HEALTHY}
+
+
+async def test_placement_without_room_explains_no_valid_host(store: Store) -> None:
+    settings = CanarySettings(
+        zones=("az1",), flavor="m1.tiny", image="img-1", poll_s=0.25, boot_timeout_s=60.0
+    )
+    world = World(store, settings)
+    world.nova.room = 0  # every compute's inventory used up (or reserved): no allocation candidate
+    (failed,) = (await world.runner.round()).runs
+    assert failed.outcome is Outcome.FAILED and "No valid host" in failed.error
+    diagnosis = store.get_explanation(f"canary:{failed.id}").diagnosis
+    assert diagnosis is not None and diagnosis.symptom.phase == "scheduling"
+    assert [e.node for e in diagnosis.explanations] == ["placement-api"]
+    assert "no room for the canary's flavor m1.tiny" in diagnosis.summary
+    world.nova.heal()
+    world.clock.advance_to(world.clock.now() + 60.0)
+    assert (await world.runner.round()).ok
+    world.clock.advance_to(world.clock.now() + 60.0)
+    world.nova.image = "deactivated"  # a later fault: Placement's room again ended its error
+    (later,) = (await world.runner.round()).runs
+    after = store.get_explanation(f"canary:{later.id}").diagnosis
+    assert after is not None and [e.node for e in after.explanations] == ["glance-api"]

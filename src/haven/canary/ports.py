@@ -66,6 +66,10 @@ class CanaryCloud(Protocol):
         """The image's status in the image service ("active", "deactivated", ...); "missing": none."""
         ...
 
+    async def placement_room(self, flavor: str) -> int:
+        """How many allocation candidates Placement offers for ``flavor``'s resources (0: no room)."""
+        ...
+
     def close(self) -> None:
         """Release what the driver holds (its threads); no request after this."""
         ...

@@ -237,8 +237,11 @@ class CanaryRunner:
                     f"its endpoint answered in {result.seconds:.2f} s",
                     ENDPOINT,
                 )
-        if self._settings.image and "endpoint:image" not in {r.name for r in results if not r.ok}:
+        failed = {r.name for r in results if not r.ok}
+        if self._settings.image and "endpoint:image" not in failed:
             kept.update(await self._image_events())
+        if self._settings.flavor and "endpoint:placement" not in failed:
+            kept.update(await self._room_events())
         try:
             services = await self._cloud.services()
         except CloudError:
@@ -261,6 +264,22 @@ class CanaryRunner:
         detail = f"the canary image {self._settings.image} is {status} in the image service"
         return {f"image:{self._settings.image}:{started:.3f}": NodeEvent(
             "glance-api", EvidenceKind.ERROR, started, detail, "image")}  # fmt: skip
+
+    async def _room_events(self) -> dict[str, NodeEvent]:
+        """Placement without room for the canary's flavor (no allocation candidate) is an ERROR of
+        Placement (every boot gets NoValidHost); room again is HEALTHY in that scope. Computes down or
+        disabled still have inventory there: this sees capacity only."""
+        started = self._clock.now()
+        try:
+            room = await self._cloud.placement_room(self._settings.flavor)
+        except CloudError:
+            return {}
+        key = f"placement-room:{started:.3f}"
+        if room > 0:
+            detail = "it has room for the canary's flavor"
+            return {key: NodeEvent("placement-api", EvidenceKind.HEALTHY, started, detail, "room")}
+        detail = f"it has no room for the canary's flavor {self._settings.flavor} (no allocation candidate)"
+        return {key: NodeEvent("placement-api", EvidenceKind.ERROR, started, detail, "room")}
 
     async def _keep_seen(self, node: str, result: ProbeResult) -> None:
         """An API probe is evidence on the node it asked: an ERROR when it failed, HEALTHY when it passed.

@@ -61,6 +61,7 @@ class SimCanaryCloud:
     faults: dict[Phase, str] = field(default_factory=dict)  # injected faults: "Exception: message"
     api_down: bool = False
     image: str = "active"  # the canary image's status in the simulated Glance ("missing": deleted)
+    room: int = 1  # the allocation candidates the simulated Placement offers (0: full, NoValidHost)
     identity_down: bool = False
     booted: int = 0
     _ids: itertools.count[int] = field(default_factory=itertools.count)
@@ -78,6 +79,7 @@ class SimCanaryCloud:
         self.faults.clear()
         self.api_down = self.identity_down = False
         self.image = "active"
+        self.room = 1
 
     def existing(self) -> list[SimServer]:
         """The canary servers that exist now (ground truth)."""
@@ -109,7 +111,7 @@ class SimCanaryCloud:
             h for h in await self.cloud.list_hosts()
             if h.zone == zone and h.service_up and h.service_enabled and not h.forced_down
         ]  # fmt: skip
-        if not hosts:
+        if not hosts or self.room == 0:
             scheduled = now + self.timings[Phase.SCHEDULED] + self.extra.get(Phase.SCHEDULED, 0.0)
             server.reach = {}
             server.fails_at, server.fault = scheduled, "NoValidHost: No valid host was found. "
@@ -170,6 +172,9 @@ class SimCanaryCloud:
 
     async def image_status(self, image: str) -> str:
         return self.image
+
+    async def placement_room(self, flavor: str) -> int:
+        return self.room
 
     def close(self) -> None:
         pass

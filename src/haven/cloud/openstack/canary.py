@@ -108,6 +108,10 @@ class NovaCanary:
             return "missing"
         return str(answer.get("status") or "unknown")
 
+    async def placement_room(self, flavor: str) -> int:
+        flavor_id = await self._flavor_id(flavor)
+        return await self._pool.run("ask Placement for room", self._room, flavor_id)
+
     async def _flavor_id(self, name_or_id: str) -> str:
         if name_or_id not in self._flavors:
             answer = await self._pool.run("list flavors", self._send, "GET", "/flavors", {})
@@ -134,6 +138,17 @@ class NovaCanary:
         response = self._conn.image.get(f"/images/{image}")
         os_exc.raise_from_response(response)
         return dict(response.json())
+
+    def _room(self, flavor_id: str) -> int:
+        got = self._send("GET", f"/flavors/{flavor_id}")["flavor"]
+        wanted = {"VCPU": int(got.get("vcpus") or 0), "MEMORY_MB": int(got.get("ram") or 0),
+                  "DISK_GB": int(got.get("disk") or 0)}  # fmt: skip
+        resources = ",".join(f"{name}:{amount}" for name, amount in wanted.items() if amount > 0)
+        response = self._conn.placement.get(
+            "/allocation_candidates", params={"resources": resources, "limit": "1"}, microversion="1.16"
+        )
+        os_exc.raise_from_response(response)
+        return len(response.json().get("allocation_requests") or [])
 
     def _endpoints(self) -> dict[str, str]:
         session = self._conn.session
