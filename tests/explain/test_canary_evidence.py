@@ -17,6 +17,7 @@ from haven.controlplane.catalogue import CATALOGUE
 from haven.diagnosis import EvidenceKind
 from haven.diagnosis.records import ExplanationRecord
 from haven.domain.clock import VirtualClock
+from haven.domain.errors import TemporaryError
 from haven.domain.ids import HostName
 from haven.explain.explainer import Explainer
 from haven.store import Store
@@ -169,3 +170,26 @@ async def test_placement_without_room_explains_no_valid_host(store: Store) -> No
     (later,) = (await world.runner.round()).runs
     after = store.get_explanation(f"canary:{later.id}").diagnosis
     assert after is not None and [e.node for e in after.explanations] == ["glance-api"]
+
+
+class DatabaselessNova(SimCanaryCloud):
+    """Nova's API up, its database gone: its answers are 500s naming oslo.db's exception."""
+
+    async def list_servers(self) -> int:
+        raise TemporaryError(
+            "list servers: Unexpected API Error. Please contact the administrator\n"
+            "<class 'oslo_db.exception.DBConnectionError'> (HTTP 500)",
+            1.0,
+        )
+
+
+async def test_an_api_error_naming_the_database_blames_the_database(store: Store) -> None:
+    world = World(store, CanarySettings(zones=("az1",)))
+    world.nova = DatabaselessNova(world.cloud, world.clock)
+    world.runner = CanaryRunner(world.nova, store, world.clock, world.runner_settings, world._explain)
+    await world.runner.round()
+    (record,) = [s for s in world.symptoms if s.source == "probe:server-list"]
+    diagnosis = store.get_explanation(record.id).diagnosis
+    assert diagnosis is not None
+    assert [e.node for e in diagnosis.explanations] == ["mariadb", "nova-api"]  # the deepest cause first
+    assert "server-list failed on it" in diagnosis.explanations[0].text

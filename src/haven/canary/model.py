@@ -21,6 +21,7 @@ A phase skipped between two polls gets the time of the next phase seen (it took 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -189,6 +190,22 @@ def slowest(phases: Mapping[str, float], history: Sequence[Mapping[str, float]])
         if excess > score:
             best, score = phase.value, excess
     return best
+
+
+# An API's error that names the dependency it failed on (Nova's 500 carries the exception's class): that
+# dependency is the one to blame, not only the API that answered.
+_NAMED_CAUSES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"DBConnectionError|DBConnectionFailure|Lost connection to (MySQL|MariaDB)|"
+                r"Can't connect to (MySQL|MariaDB)", re.I), "mariadb"),
+    (re.compile(r"MessagingTimeout|AMQPConnectionError|MessageDeliveryFailure", re.I), "rabbitmq"),
+    (re.compile(r"GlanceConnectionFailed", re.I), "glance-api"),
+    (re.compile(r"PlacementAPIConnectFailure", re.I), "placement-api"),
+)  # fmt: skip
+
+
+def named_causes(error: str) -> tuple[str, ...]:
+    """The topology nodes an API error names as what it failed on (``DBConnectionError`` → mariadb)."""
+    return tuple(node for pattern, node in _NAMED_CAUSES if pattern.search(error))
 
 
 def failure_phase(run: CanaryRun) -> str | None:

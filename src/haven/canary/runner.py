@@ -35,6 +35,7 @@ from haven.canary.model import (
     RunState,
     awaited,
     failure_phase,
+    named_causes,
     probe_json,
     run_from_json,
     run_json,
@@ -301,7 +302,8 @@ class CanaryRunner:
                 f"probe:{result.name}",
             )
         key = f"probe:{result.name}:{result.at:.3f}"
-        await asyncio.to_thread(self._store.keep_evidence, {key: event}, self._clock.now())
+        kept = {key: event, **_named(result.error, result.at, f"{result.name} failed")}
+        await asyncio.to_thread(self._store.keep_evidence, kept, self._clock.now())
 
     async def _keep_probe(self, result: ProbeResult) -> str:
         key = f"probe:{result.name}:{result.at:.6f}"
@@ -326,6 +328,9 @@ class CanaryRunner:
         run = await self._judge(run)
         self._progress(f"canary {run.server_name}: {run.outcome} {dict(run.phases)}")
         if run.outcome is not Outcome.OK:
+            named = _named(run.error or "", run.failed_at or self._clock.now(), f"canary {run.id} failed")
+            if named:
+                await asyncio.to_thread(self._store.keep_evidence, named, self._clock.now())
             if self._settings.probes:
                 await self.observe()  # look again: what failed meanwhile is evidence (dated when it began)
             await self._symptom(self._record(run))
@@ -450,6 +455,14 @@ class CanaryRunner:
         await asyncio.to_thread(self._store.save_canary, BOOT, run_json(run))
 
 
+def _named(error: str, at: float, what: str) -> dict[str, NodeEvent]:
+    """An ERROR of each dependency ``error`` names (Nova's 500 with ``DBConnectionError``: the database)."""
+    return {
+        f"named:{node}:{at:.3f}": NodeEvent(node, EvidenceKind.ERROR, at, f"{what} on it: {error}", "named")
+        for node in named_causes(error)
+    }
+
+
 def _service_events(
     services: Sequence[tuple[str, str, str, float | None, str]], now: float
 ) -> dict[str, NodeEvent]:
@@ -487,7 +500,8 @@ def _service_events(
                 node, EvidenceKind.DOWN, at, detail, NOVA_SERVICES
             )
         elif state.startswith("disabled") and binary == "nova-compute" and zone not in open_zones:
-            detail = (f"{binary} on {host} is {state.replace(':', ' (', 1)}) in Nova's service list, and "
+            reason = state.partition(":")[2].strip()
+            detail = (f"{binary} on {host} is disabled ({reason}) in Nova's service list, and "
                       f"no compute of zone {zone or '?'} is up and enabled")  # fmt: skip
             kept[f"nova-service:{binary}:{host}:disabled:{at:.3f}"] = NodeEvent(
                 node, EvidenceKind.ERROR, at, detail, "nova-services:disabled"
