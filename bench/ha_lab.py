@@ -14,7 +14,7 @@ status other than 200), and the seconds after the kill until HAProxy marked the 
 (NRestarts + 1: the unit's ``Restart=on-failure``, or ``haven serve`` if it restarts it first), until
 the new replica answered its version document directly, and until HAProxy's check health counter was
 back at its top (``rise`` passed checks after the failed ones: healthy again in HAProxy's eyes), with
-the lowest counter seen; then the medians.
+the lowest counter seen, and the slowest answer a client had; then the medians.
 """
 
 from __future__ import annotations
@@ -43,16 +43,19 @@ def run_once(labf: Path, cluster: ha.HaLab, host: str, clients: int) -> dict[str
     _active, restarts0 = ha.unit_state(ctl, "nova-api.service")
     victim = ha.main_pid(ctl, "nova-api.service")
     done, errors, stop = [0], [], threading.Event()
+    slowest = [0.0]
 
     def client() -> None:
         with httpx.Client(timeout=10.0) as http:
             while not stop.is_set():
+                sent = time.monotonic()
                 try:
                     status = http.get(url, headers={"X-Auth-Token": token}).status_code
                 except httpx.HTTPError as exc:
                     errors.append(repr(exc))
                     continue
                 done[0] += 1
+                slowest[0] = max(slowest[0], time.monotonic() - sent)
                 if status != 200:
                     errors.append(f"HTTP {status}")
 
@@ -88,7 +91,8 @@ def run_once(labf: Path, cluster: ha.HaLab, host: str, clients: int) -> dict[str
     return {
         "victim": host, "requests": done[0], "rps": round(done[0] / seconds, 1), "failed": len(errors),
         "down_s": _r(down_s), "restarted_s": _r(restarted_s), "answers_s": _r(answers_s),
-        "healthy_s": _r(healthy_s), "lowest_health": lowest, "first_error": errors[:1],
+        "healthy_s": _r(healthy_s), "lowest_health": lowest, "slowest_s": _r(slowest[0]),
+        "first_error": errors[:1],
     }  # fmt: skip
 
 
@@ -126,7 +130,16 @@ def main() -> int:
             print(row, flush=True)
             time.sleep(3.0)  # the survivor settles; the other replica rises
         print(f"\nkill -9 of one nova-api replica, {args.clients} clients through HAProxy, {args.runs} runs:")
-        for key in ("rps", "failed", "down_s", "restarted_s", "answers_s", "healthy_s", "lowest_health"):
+        for key in (
+            "rps",
+            "failed",
+            "down_s",
+            "restarted_s",
+            "answers_s",
+            "healthy_s",
+            "lowest_health",
+            "slowest_s",
+        ):
             values = [float(v) for r in rows if isinstance(v := r[key], int | float)]
             median = statistics.median(values) if values else None
             print(f"  {key:<12} median {median}   all {[r[key] for r in rows]}")

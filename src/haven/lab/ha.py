@@ -1,14 +1,16 @@
 """``haven lab up --ha``: the lab's stateless APIs as systemd units on two controllers behind HAProxy.
 
-Who calls it: haven.lab.lab (``up(..., ha=True)``, once the plain lab is up) and the HA lab test
-(tests/lab/test_ha_lab.py) and drill (bench/ha_lab.py), which start the controllers over a running lab.
+Who calls it: haven.lab.lab (``up(..., ha=True)``, once the plain lab is up), the HA lab test
+(tests/lab/test_ha_lab.py, which starts the controllers over the session's running lab) and
+bench/ha_lab.py (which reads a running HA lab back with ``from_state``).
 
 Each controller (``ctl-1``, ``ctl-2``) is Debian's systemd 252 running as PID 1 of its own PID, mount and
 UTS namespaces (``unshare --pid --fork --mount --mount-proc --uts``), seeing only the units of its own
 folder (``SYSTEMD_UNIT_PATH``) and answering on its own dbus-daemon's socket there: nothing of the
-machine's is started or changed. Its replicas are ``keystone.service`` and ``nova-api.service`` (the
-catalogue's unit names, so haven's ``[controlplane]`` needs no override), each a gunicorn of the lab's
-tool venvs reading the lab's own config (``LAB/keystone``, ``LAB/nova``), with ``Restart=on-failure``,
+machine's is started or changed. Its replicas are ``keystone.service``, ``nova-api.service``,
+``placement-api.service`` and ``glance-api.service`` (the catalogue's unit names, so haven's
+``[controlplane]`` needs no override), each a gunicorn of the lab's tool venvs reading the lab's own
+config (``LAB/keystone``, ``LAB/nova``, ...), with ``Restart=on-failure``,
 ``RestartSec=1`` as a packaged unit has. A controller is its own loopback address (127.0.1.N): every
 replica of a service listens on the same port, as on real controllers, so one probe spec fits all.
 
@@ -100,6 +102,10 @@ APIS = (
         "OS_KEYSTONE_CONFIG_DIR", "keystone", "/v3", "identity", "/v3"),
     Api("nova-api", "nova-api.service", "nova_api", "nova", "nova.wsgi.osapi_compute:application",
         "OS_NOVA_CONFIG_DIR", "nova", "/", "compute", "/v2.1"),
+    Api("placement-api", "placement-api.service", "placement_api", "nova", "placement.wsgi.api:application",
+        "OS_PLACEMENT_CONFIG_DIR", "placement", "/", "placement", ""),
+    Api("glance-api", "glance-api.service", "glance_api", "glance", "glance.wsgi.api:application",
+        "OS_GLANCE_CONFIG_DIR", "glance", "/healthcheck", "image", ""),
 )  # fmt: skip
 
 
@@ -120,6 +126,7 @@ class Controller:
 class HaLab:
     folder: Path  # LAB/ha
     controllers: list[Controller]
+    apis: tuple[Api, ...]  # the replicated APIs
     ports: dict[str, int]  # service -> the port of its replicas (on each controller's address)
     frontends: dict[str, int]  # service -> HAProxy's frontend port on 127.0.0.1
     haproxy: LabProcess | None = None
@@ -145,6 +152,7 @@ def describe(ha: HaLab) -> dict[str, object]:
             {"host": c.host, "address": c.address, "folder": str(c.folder), "pid1": c.pid1, "bus": c.bus}
             for c in ha.controllers
         ],
+        "apis": [api.service for api in ha.apis],
         "ports": ha.ports,
         "frontends": ha.frontends,
         "haproxy_socket": ha.haproxy_socket,
@@ -161,7 +169,8 @@ def from_state(saved: Mapping[str, object]) -> HaLab:
         ]
         ports = {str(k): int(v) for k, v in saved["ports"].items()}  # type: ignore[attr-defined]
         frontends = {str(k): int(v) for k, v in saved["frontends"].items()}  # type: ignore[attr-defined]
-        return HaLab(Path(str(saved["folder"])), controllers, ports, frontends)
+        apis = tuple(api for api in APIS if api.service in ports)
+        return HaLab(Path(str(saved["folder"])), controllers, apis, ports, frontends)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise LabServiceError(f"the lab state's HA part is not readable ({exc}): is this an HA lab?") from exc
 
@@ -189,6 +198,7 @@ def start(
     *,
     restart: str = "on-failure",
     timeout_s: float = 120.0,
+    apis: tuple[Api, ...] = APIS,
 ) -> HaLab:
     """Start the controllers and HAProxy over the lab in ``lab_folder``; return once HAProxy has every
     replica UP. ``keep_namespace(name, pid1, log)`` and ``keep(process)`` record what was started as soon
@@ -197,13 +207,13 @@ def start(
     started = time.monotonic()
     folder = lab_folder / "ha"
     folder.mkdir(parents=True, exist_ok=True)
-    ports = {api.service: free_port() for api in APIS}
-    frontends = {api.service: free_port() for api in APIS}
-    ha = HaLab(folder, [], ports, frontends)
+    ports = {api.service: free_port() for api in apis}
+    frontends = {api.service: free_port() for api in apis}
+    ha = HaLab(folder, [], apis, ports, frontends)
     say(f"HA: starting systemd on {', '.join(CONTROLLERS)} and HAProxy")
     for index, host in enumerate(CONTROLLERS, start=1):
-        controller = _start_controller(folder / host, host, f"127.0.1.{index}", lab_folder, venvs, ports,
-                                       restart)  # fmt: skip
+        controller = _start_controller(folder / host, host, f"127.0.1.{index}", lab_folder, venvs, apis,
+                                       ports, restart)  # fmt: skip
         ha.controllers.append(controller)
         keep_namespace(f"systemd@{host}", controller.pid1, controller.folder / "systemd.log")
     config = folder / "haproxy.cfg"
@@ -225,6 +235,7 @@ def _start_controller(
     address: str,
     lab_folder: Path,
     venvs: Mapping[str, Path],
+    apis: tuple[Api, ...],
     ports: Mapping[str, int],
     restart: str,
 ) -> Controller:
@@ -239,7 +250,7 @@ def _start_controller(
         f"ExecStart={DBUS_DAEMON} --config-file={folder / 'bus.conf'} --nofork --nopidfile\n"
     )
     wanted = ["dbus.socket", "dbus.service"]
-    for api in APIS:
+    for api in apis:
         replica = folder / api.service
         replica.mkdir(exist_ok=True)
         (replica / "gunicorn.conf.py").write_text(
@@ -289,7 +300,7 @@ def haproxy_config(ha: HaLab) -> str:
         "    timeout server 120s",
         "    timeout check 2s",
     ]
-    for api in APIS:
+    for api in ha.apis:
         lines += [
             f"frontend {api.backend}",
             f"    bind 127.0.0.1:{ha.frontends[api.service]}",
@@ -321,7 +332,7 @@ def controlplane_toml(ha: HaLab) -> str:
             f'address = "{controller.address}"',
             f'bus = "{controller.bus}"',
         ]
-    for api in APIS:
+    for api in ha.apis:
         lines += [
             f"[controlplane.services.{api.service}]",
             f'probe = {{ port = {ha.ports[api.service]}, path = "{api.check_path}", period_s = 1.0, '
@@ -467,7 +478,7 @@ def _wait_all_up(ha: HaLab, timeout_s: float) -> None:
             return
         time.sleep(0.25)
     down = [f"{backend}/{server} {op}" for (backend, server), (_a, op) in state.items() if op != "up"]
-    logs = [str(c.folder / api.service / f"{api.service}.log") for c in ha.controllers for api in APIS]
+    logs = [str(c.folder / api.service / f"{api.service}.log") for c in ha.controllers for api in ha.apis]
     raise LabServiceError(
         f"HAProxy still has replicas not UP after {timeout_s} s: {', '.join(down)}; logs: {', '.join(logs)}"
     )

@@ -250,7 +250,7 @@ def _start_ha(
     direct = state.urls["keystone"]
     password = (folder / "keystone" / "admin-password").read_text().strip()
     provisioner = Provisioner(Account(direct, "admin", password, "admin").session(), direct, REGION)
-    for api in ha_lab.APIS:
+    for api in ha.apis:
         url = ha.frontend_url(api.service) + api.catalog_suffix
         provisioner.endpoint(api.catalog_type, api.service, url)
         state.urls[api.catalog_type if api.catalog_type != "identity" else "keystone"] = url
