@@ -7,6 +7,9 @@ left out here to keep the test short), and Debian's HAProxy in front. The sessio
 left alone (other tests share it); the client goes through HAProxy's frontends directly. Judged from
 what the client saw, from HAProxy's own ``show servers state`` and from systemd's unit state over its
 D-Bus. Needs root (skipped without, like the control plane's driver tests).
+
+The second test needs no lab: ``haven lab down``'s stop of a namespace's PID 1 (a SIGKILL to exactly
+it: an init ignores a SIGTERM it has no handler for, and systemd takes it as "re-execute").
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +29,7 @@ import pytest
 from haven.lab import ha
 from haven.lab.keystone import Account
 from haven.lab.process import LabProcess
-from haven.lab.state import alive, record
+from haven.lab.state import alive, record, stop_processes
 from haven.lab.toolenv import ensure_tool_env
 from servers.nova import NovaLab
 
@@ -133,3 +137,28 @@ def test_kill_9_of_a_nova_api_replica_costs_no_client_request(nova_lab: NovaLab,
     assert ha.main_pid(ctl, "nova-api.service") != victim  # systemd's Restart= started a new one
     assert len(answers) > before, "the client kept getting answers during the drill"
     assert errors == [], errors[:5]
+
+
+def test_lab_down_kills_a_namespace_pid1_at_once(tmp_path: Path) -> None:
+    """A PID namespace's init ignores a SIGTERM it has no handler for: down must SIGKILL exactly it."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a PID namespace)")
+    unshare = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--mount", "--mount-proc", "sleep", "300"], start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 5
+        children: list[str] = []
+        while not children and time.monotonic() < deadline:
+            children = Path(f"/proc/{unshare.pid}/task/{unshare.pid}/children").read_text().split()
+            time.sleep(0.02)
+        entry = record("systemd@ctl-x", int(children[0]), tmp_path / "log", namespace=True)
+        started = time.monotonic()
+        assert stop_processes([entry], grace_s=20) == ["systemd@ctl-x"]
+        assert time.monotonic() - started < 2.0  # SIGKILL at once, not a SIGTERM ignored for 20 s
+        assert not alive(entry)
+        assert unshare.wait(5) != 0  # unshare reports its child's death by SIGKILL
+    finally:
+        if unshare.poll() is None:
+            unshare.kill()
+            unshare.wait(5)
