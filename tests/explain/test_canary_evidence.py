@@ -193,3 +193,19 @@ async def test_an_api_error_naming_the_database_blames_the_database(store: Store
     assert diagnosis is not None
     assert [e.node for e in diagnosis.explanations] == ["mariadb", "nova-api"]  # the deepest cause first
     assert "server-list failed on it" in diagnosis.explanations[0].text
+
+
+async def test_a_named_database_error_ends_when_the_same_check_passes(store: Store) -> None:
+    world = World(store, CanarySettings(zones=("az1",)))
+    broken = CanaryRunner(
+        DatabaselessNova(world.cloud, world.clock), store, world.clock, world.runner_settings, world._explain
+    )
+    await broken.round()  # the database named by the server list's 500
+    world.clock.advance_to(world.clock.now() + 60.0)
+    assert (await world.runner.round()).ok  # the server list passes again: the database served it
+    world.clock.advance_to(world.clock.now() + 60.0)
+    world.nova.identity_down = True  # a later, unrelated failure within the 10-minute window
+    await world.runner.round()
+    (record,) = [s for s in world.symptoms if s.source == "probe:token"]
+    diagnosis = store.get_explanation(record.id).diagnosis
+    assert diagnosis is not None and [e.node for e in diagnosis.explanations] == ["keystone"]

@@ -203,6 +203,9 @@ _NAMED_CAUSES: tuple[tuple[re.Pattern[str], str], ...] = (
 )  # fmt: skip
 
 
+NAMED_NODES = tuple(dict.fromkeys(node for _pattern, node in _NAMED_CAUSES))
+
+
 def named_causes(error: str) -> tuple[str, ...]:
     """The topology nodes an API error names as what it failed on (``DBConnectionError`` → mariadb)."""
     return tuple(node for pattern, node in _NAMED_CAUSES if pattern.search(error))

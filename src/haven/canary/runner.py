@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from haven.canary.model import (
     CANARY_PREFIX,
     CANARY_TAG,
+    NAMED_NODES,
     CanaryRun,
     CanarySettings,
     Found,
@@ -291,6 +292,9 @@ class CanaryRunner:
         if not result.ok:
             self._failing.add(node)
         if result.ok:
+            await asyncio.to_thread(
+                self._store.keep_evidence, _named_ended(result.at, result.name), self._clock.now()
+            )
             event = NodeEvent(node, EvidenceKind.HEALTHY, result.at, f"it answered {result.name} in "
                               f"{result.seconds:.2f} s", f"probe:{result.name}")  # fmt: skip
         else:
@@ -302,7 +306,7 @@ class CanaryRunner:
                 f"probe:{result.name}",
             )
         key = f"probe:{result.name}:{result.at:.3f}"
-        kept = {key: event, **_named(result.error, result.at, f"{result.name} failed")}
+        kept = {key: event, **_named(result.error, result.at, result.name, f"{result.name} failed")}
         await asyncio.to_thread(self._store.keep_evidence, kept, self._clock.now())
 
     async def _keep_probe(self, result: ProbeResult) -> str:
@@ -328,9 +332,14 @@ class CanaryRunner:
         run = await self._judge(run)
         self._progress(f"canary {run.server_name}: {run.outcome} {dict(run.phases)}")
         if run.outcome is not Outcome.OK:
-            named = _named(run.error or "", run.failed_at or self._clock.now(), f"canary {run.id} failed")
+            at = run.failed_at or self._clock.now()
+            named = _named(run.error or "", at, BOOT, f"canary {run.id} failed")
             if named:
                 await asyncio.to_thread(self._store.keep_evidence, named, self._clock.now())
+        else:  # a boot went through: what an earlier boot's error named works again
+            ended = _named_ended(self._clock.now(), BOOT)
+            await asyncio.to_thread(self._store.keep_evidence, ended, self._clock.now())
+        if run.outcome is not Outcome.OK:
             if self._settings.probes:
                 await self.observe()  # look again: what failed meanwhile is evidence (dated when it began)
             await self._symptom(self._record(run))
@@ -455,11 +464,24 @@ class CanaryRunner:
         await asyncio.to_thread(self._store.save_canary, BOOT, run_json(run))
 
 
-def _named(error: str, at: float, what: str) -> dict[str, NodeEvent]:
-    """An ERROR of each dependency ``error`` names (Nova's 500 with ``DBConnectionError``: the database)."""
+def _named(error: str, at: float, check: str, what: str) -> dict[str, NodeEvent]:
+    """An ERROR of each dependency ``error`` names (Nova's 500 with ``DBConnectionError``: the database),
+    in the scope of the ``check`` that saw it."""
     return {
-        f"named:{node}:{at:.3f}": NodeEvent(node, EvidenceKind.ERROR, at, f"{what} on it: {error}", "named")
+        f"named:{check}:{node}:{at:.3f}": NodeEvent(
+            node, EvidenceKind.ERROR, at, f"{what} on it: {error}", f"named:{check}"
+        )
         for node in named_causes(error)
+    }
+
+
+def _named_ended(at: float, check: str) -> dict[str, NodeEvent]:
+    """``check`` passed: what its earlier errors named works again for it (HEALTHY in that scope only)."""
+    return {
+        f"named:{check}:{node}:{at:.3f}": NodeEvent(
+            node, EvidenceKind.HEALTHY, at, f"{check} passed through it", f"named:{check}"
+        )
+        for node in NAMED_NODES
     }
 
 
