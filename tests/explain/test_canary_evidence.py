@@ -209,3 +209,18 @@ async def test_a_named_database_error_ends_when_the_same_check_passes(store: Sto
     (record,) = [s for s in world.symptoms if s.source == "probe:token"]
     diagnosis = store.get_explanation(record.id).diagnosis
     assert diagnosis is not None and [e.node for e in diagnosis.explanations] == ["keystone"]
+
+
+async def test_a_zone_list_that_works_again_ends_its_failure(store: Store) -> None:
+    world = World(store)  # no zones configured: each round lists them
+    world.nova.api_down = True
+    await world.runner.round()  # server list and zone list fail: nova-api's errors
+    world.nova.heal()
+    world.clock.advance_to(world.clock.now() + 60.0)
+    assert (await world.runner.round()).ok
+    world.clock.advance_to(world.clock.now() + 60.0)
+    world.nova.identity_down = True  # a later, unrelated failure within the 10-minute window
+    await world.runner.round()
+    (record,) = [s for s in world.symptoms if s.source == "probe:token"]
+    diagnosis = store.get_explanation(record.id).diagnosis
+    assert diagnosis is not None and [e.node for e in diagnosis.explanations] == ["keystone"]

@@ -135,9 +135,14 @@ class CanaryRunner:
         """
         started = self._clock.now()
         try:
-            return tuple(sorted(await self._cloud.zones()))
+            zones = tuple(sorted(await self._cloud.zones()))
         except CloudError as exc:
             error = str(exc)
+        else:  # listed: nova-api's earlier zone-list failure ended
+            await self._keep_seen(
+                "nova-api", ProbeResult("zones", started, True, self._clock.now() - started)
+            )
+            return zones
         result = ProbeResult("zones", started, False, self._clock.now() - started, error)
         self._progress(f"probe zones: failed in {result.seconds:.2f} s ({error})")
         key = await self._keep_probe(result)
