@@ -1,8 +1,13 @@
 """Restores and restore drills: boot (or rebuild) from a backup as persisted, resumable records.
 
 Called by the CLI and the API (``haven backups restore``), and by haven serve's drill loop while it
-leads. A restore is committed ``issued`` before Nova is asked; a resumed one looks for the server it
-named (``find_targets``) before booting again, so a restart never boots two. A drill boots the newest
+leads. A restore is committed ``issued`` before Nova is asked; its boot carries the record's id in
+its metadata (``haven_restore_id``) and a resumed one looks for the server with that tag
+(``find_restored``, never a server that only shares the name) before booting again, so a restart
+never boots two; a resumed rebuild in place reads Nova's instance actions first and adopts a rebuild
+asked since the record was made (a second one would wipe what the guest wrote since). An issued
+restore the cloud keeps refusing fails after ``[backups.drills] timeout_s``; a permanent refusal
+fails it at once. A drill boots the newest
 good backup of a protected server with no network, waits (pass by pass, never sleeping) for ACTIVE,
 deletes its server and records the recovery point it proved; a drill whose server never reaches
 ACTIVE fails and raises restore_drill_failed for that server until a later drill succeeds.
@@ -22,6 +27,7 @@ from haven.backups.config import DrillSettings
 from haven.backups.runner import newest_good
 from haven.cloud.backups import BackupPort
 from haven.domain.backups import (
+    RESTORE_ID_KEY,
     BackupKind,
     BackupRecord,
     BackupState,
@@ -31,7 +37,14 @@ from haven.domain.backups import (
 )
 from haven.domain.clock import Clock
 from haven.domain.cloud import VmState
-from haven.domain.errors import Conflict, HavenError, NotFound, TemporaryError, UserError
+from haven.domain.errors import (
+    Conflict,
+    HavenError,
+    NotFound,
+    PermanentError,
+    TemporaryError,
+    UserError,
+)
 from haven.domain.ids import HostName, ServerId
 from haven.domain.incidents import Alert, AlertKind
 from haven.store import Store
@@ -175,9 +188,10 @@ class Restorer:
     async def _ask(self, record: RestoreRecord) -> RestoreRecord:
         try:
             if record.purpose is RestorePurpose.REBUILD:
-                await self._port.rebuild(ServerId(record.target_id), record.image_id)
+                if not await self._rebuild_asked(record):
+                    await self._port.rebuild(ServerId(record.target_id), record.image_id)
                 return await self._save(dataclasses.replace(record, state=RestoreState.BOOTING), record.state)
-            found = await self._port.find_targets(record.name)
+            found = await self._port.find_restored(record.id, record.name)
             if found:
                 target_id = found[0].id
             else:
@@ -185,9 +199,9 @@ class Restorer:
                 flavor = self._settings.flavor if record.purpose is RestorePurpose.DRILL else ""
                 flavor = flavor or await self._flavor_of(record.server_id)
                 metadata = (
-                    DRILL_METADATA
+                    {**DRILL_METADATA, RESTORE_ID_KEY: record.id}
                     if record.purpose is RestorePurpose.DRILL
-                    else {"haven_restored_from": backup.id}
+                    else {"haven_restored_from": backup.id, RESTORE_ID_KEY: record.id}
                 )
                 if backup.kind is BackupKind.VOLUME:
                     boot_id = next(iter(backup.volume_backups.values()))
@@ -199,15 +213,29 @@ class Restorer:
                         record.name, record.image_id, flavor, metadata
                     )
         except TemporaryError as exc:
+            if self._clock.now() - record.created_at > self._settings.timeout_s:
+                why = f"the cloud kept refusing for {self._settings.timeout_s:.0f} s: {exc}"
+                return await self._save(self._failed(record, why), record.state)
             log.info("restore %s waits: %s", record.id, exc)
             return record
-        except (Conflict, NotFound) as exc:
+        except PermanentError as exc:
             if record.purpose is RestorePurpose.REBUILD and isinstance(exc, Conflict) and "busy" in str(exc):
                 return await self._save(dataclasses.replace(record, state=RestoreState.BOOTING), record.state)
             return await self._save(self._failed(record, f"Nova refused: {exc}"), record.state)
         return await self._save(
             dataclasses.replace(record, state=RestoreState.BOOTING, target_id=target_id), record.state
         )
+
+    async def _rebuild_asked(self, record: RestoreRecord) -> bool:
+        """Whether this restore's rebuild was already asked (by this engine or one that died after the
+        call, before committing ``booting``): Nova's instance actions show a rebuild since the record
+        was created, or the server is rebuilding now onto the backup's image. Asking again would wipe
+        what the guest wrote since the first rebuild."""
+        server_id = ServerId(record.target_id)
+        target = await self._port.get_target(server_id)
+        if target.busy and target.image_id == record.image_id:
+            return True
+        return await self._port.rebuilt_since(server_id, record.created_at)
 
     async def _flavor_of(self, server_id: str) -> str:
         """The server's own flavor; once it is deleted, ``[backups.drills] flavor``."""

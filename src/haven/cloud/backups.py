@@ -26,7 +26,17 @@ class BackupPort(Protocol):
         ...
 
     async def find_targets(self, name: str) -> Sequence[BackupTarget]:
-        """Servers named exactly ``name`` (how a resumed restore finds the server it booted)."""
+        """Servers named exactly ``name`` (any project)."""
+        ...
+
+    async def find_restored(self, restore_id: str, name: str) -> Sequence[BackupTarget]:
+        """The servers a restore booted: named ``name`` and tagged ``haven_restore_id=restore_id`` in
+        their metadata (how a resumed restore finds its boot; never a server that only shares the name)."""
+        ...
+
+    async def rebuilt_since(self, server_id: ServerId, since: float) -> bool:
+        """Whether Nova's instance actions show a rebuild of the server started at or after ``since``
+        (how a resumed in-place restore knows its rebuild was asked)."""
         ...
 
     async def create_image_backup(

@@ -22,6 +22,8 @@ KEEP_WEEKLY_KEY = "haven_backup_keep_weekly"  # and the newest of each of the la
 # Properties haven sets on every backup image it asks Nova for (createBackup's metadata).
 IMAGE_BACKUP_ID = "haven_backup_id"
 IMAGE_SLOT = "haven_backup_slot"
+# Metadata haven sets on every server a restore (or drill) boots: how a resumed restore finds it.
+RESTORE_ID_KEY = "haven_restore_id"
 
 
 class BackupKind(StrEnum):

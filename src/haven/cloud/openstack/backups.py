@@ -10,7 +10,8 @@ v3 at 3.43 (backups with metadata). Every error becomes a haven error in CallPoo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from openstack import exceptions as os_exc
@@ -19,6 +20,7 @@ from openstack.connection import Connection
 from haven.cloud.openstack import convert
 from haven.cloud.openstack.calls import CallPool
 from haven.domain.backups import (
+    RESTORE_ID_KEY,
     BackupTarget,
     Image,
     ImageStatus,
@@ -26,6 +28,7 @@ from haven.domain.backups import (
     VolumeBackupStatus,
     VolumeRef,
 )
+from haven.domain.cloud import ServerAction
 from haven.domain.errors import PermanentError
 from haven.domain.ids import ServerId
 
@@ -33,7 +36,10 @@ BACKUP_MV = "2.45"
 SERVERS_MV = "2.71"
 BOOT_MV = "2.37"
 CINDER_MV = "3.43"
+ACTIONS_MV = "2.58"
+REBUILD_SLACK_S = 2.0  # Nova's start_time has whole seconds (MySQL): a rebuild just after ``since``
 Json = dict[str, Any]
+Actions = Callable[[ServerId, float], Awaitable[Sequence[ServerAction]]]
 
 
 class BackupApi:
@@ -42,10 +48,12 @@ class BackupApi:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
-    def servers(self, name: str | None = None) -> list[Json]:
-        query = {"all_tenants": "True"}
+    def servers(self, name: str | None = None, all_tenants: bool = True) -> list[Json]:
+        """Servers (every project's unless ``all_tenants`` is False), those named exactly ``name`` when
+        given: Nova reads the name filter as a regular expression, so the name is escaped."""
+        query = {"all_tenants": "True"} if all_tenants else {}
         if name is not None:
-            query["name"] = f"^{name}$"
+            query["name"] = f"^{re.escape(name)}$"
         out: list[Json] = []
         while True:
             if out:
@@ -75,6 +83,11 @@ class BackupApi:
 
     def delete_server(self, server_id: str) -> None:
         self._check(self._conn.compute.delete(f"/servers/{server_id}"))
+
+    def instance_actions(self, server_id: str) -> list[Json]:
+        """The server's os-instance-actions (Nova's newest 1,000), newest first."""
+        r = self._conn.compute.get(f"/servers/{server_id}/os-instance-actions", microversion=ACTIONS_MV)
+        return list(self._json(r)["instanceActions"])
 
     def flavors(self) -> list[Json]:
         return list(self._json(self._conn.compute.get("/flavors", params={"is_public": "None"}))["flavors"])
@@ -171,8 +184,13 @@ def volume_backup(body: Json) -> VolumeBackup:
 class OpenStackBackups:
     """haven.cloud.backups.BackupPort over Nova, Glance and Cinder."""
 
-    def __init__(self, api: BackupApi, pool: CallPool, volume_poll_s: float = 2.0) -> None:
+    def __init__(
+        self, api: BackupApi, pool: CallPool, volume_poll_s: float = 2.0, actions: Actions | None = None
+    ) -> None:
+        """``actions``: the cloud's os-instance-actions reader with Nova's clock offset corrected
+        (OpenStackCloud.server_actions); without it, Nova's times are taken as haven's."""
         self._api, self._pool, self._volume_poll_s = api, pool, volume_poll_s
+        self._actions = actions
 
     async def list_targets(self) -> Sequence[BackupTarget]:
         return [target(b) for b in await self._pool.run("list servers", self._api.servers)]
@@ -183,6 +201,26 @@ class OpenStackBackups:
     async def find_targets(self, name: str) -> Sequence[BackupTarget]:
         bodies = await self._pool.run(f"find servers named {name}", self._api.servers, name)
         return [target(b) for b in bodies if b.get("name") == name]
+
+    async def find_restored(self, restore_id: str, name: str) -> Sequence[BackupTarget]:
+        bodies = await self._pool.run(
+            f"find servers named {name}", self._api.servers, name, False
+        )  # haven boots in its own project: only its servers, and only the one its tag names
+        return [
+            target(b)
+            for b in bodies
+            if b.get("name") == name and (b.get("metadata") or {}).get(RESTORE_ID_KEY) == restore_id
+        ]
+
+    async def rebuilt_since(self, server_id: ServerId, since: float) -> bool:
+        if self._actions is not None:
+            found = await self._actions(server_id, since - REBUILD_SLACK_S)
+        else:
+            bodies = await self._pool.run(
+                f"list instance actions of server {server_id}", self._api.instance_actions, server_id
+            )
+            found = [convert.server_action(server_id, b) for b in bodies]
+        return any(a.action == "rebuild" and a.at >= since - REBUILD_SLACK_S for a in found)
 
     async def create_image_backup(
         self, server_id: ServerId, name: str, backup_type: str, rotation: int, properties: Mapping[str, str]

@@ -54,7 +54,7 @@ class OpenStackCloud:
 
     def backups(self) -> OpenStackBackups:
         """The backup port (Nova createBackup, Glance, Cinder) on this cloud's connection and pool."""
-        return OpenStackBackups(BackupApi(self._api.connection), self._pool)
+        return OpenStackBackups(BackupApi(self._api.connection), self._pool, actions=self.server_actions)
         self._issuing.close()
 
     # ---- hosts ----------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from haven.cloud.sim.cloud import SimCloud
 from haven.cloud.sim.state import SimServer
 from haven.domain.backups import (
+    RESTORE_ID_KEY,
     BackupTarget,
     Image,
     ImageStatus,
@@ -29,11 +30,12 @@ from haven.domain.backups import (
     VolumeBackupStatus,
     VolumeRef,
 )
-from haven.domain.cloud import Flavor, TaskState, VmState
+from haven.domain.cloud import Flavor, ServerAction, TaskState, VmState
 from haven.domain.errors import Conflict, NotFound, TemporaryError
 from haven.domain.ids import ServerId
 
 _BUSY_IMAGE = (ImageStatus.QUEUED, ImageStatus.SAVING)
+REBUILD_ACTION = "rebuild"  # Nova's instance action name
 
 
 @dataclass(slots=True)
@@ -87,6 +89,7 @@ class SimBackups:
         self.volumes: dict[ServerId, tuple[str, ...]] = {}  # volume-backed servers' volumes
         self.image_of: dict[ServerId, str] = {}
         self.create_calls: list[tuple[float, ServerId, str]] = []  # ground truth: every accepted createBackup
+        self.rebuild_calls: list[tuple[float, ServerId, str]] = []  # ground truth: every accepted rebuild
         self.peak_uploading = 0  # ground truth: the most backups uploading at once
         self._events: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
@@ -126,6 +129,17 @@ class SimBackups:
     async def find_targets(self, name: str) -> Sequence[BackupTarget]:
         return [t for t in await self.list_targets() if t.name == name]
 
+    async def find_restored(self, restore_id: str, name: str) -> Sequence[BackupTarget]:
+        return [t for t in await self.find_targets(name) if t.metadata.get(RESTORE_ID_KEY) == restore_id]
+
+    async def rebuilt_since(self, server_id: ServerId, since: float) -> bool:
+        self._catch_up()
+        self.cloud.sim_server(server_id)  # NotFound once it is deleted
+        return any(
+            a.server_id == server_id and a.action == REBUILD_ACTION and a.at >= since
+            for a in self.cloud.vm_actions
+        )
+
     def _target(self, s: SimServer) -> BackupTarget:
         vols = self.volumes.get(s.id, ())
         return BackupTarget(
@@ -151,6 +165,8 @@ class SimBackups:
             raise Conflict(f"server {server_id} is busy ({server.task_state.value})")
         server.task_state, server.vm_state = TaskState.REBUILDING, VmState.BUILDING
         self.image_of[server_id] = image_id
+        self.rebuild_calls.append((self.cloud.clock.now(), server_id, image_id))
+        self.cloud.vm_actions.append(ServerAction(server_id, REBUILD_ACTION, self.cloud.clock.now()))
 
         def done() -> None:
             if server.id not in {s.id for s in self.cloud.servers_on(server.host)}:

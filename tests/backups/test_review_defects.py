@@ -1,0 +1,171 @@
+"""Defects a review found in backups and restores, each reproduced on the simulated cloud in virtual
+time and judged from its ground truth (its rebuild and createBackup calls, its servers, its images and
+each disk's data), never from haven's own records alone."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from haven.backups.config import BackupsConfig, SchedulerSettings
+from haven.backups.restores import Restorer
+from haven.backups.runner import BackupRunner
+from haven.cloud.sim.backups import SimBackups
+from haven.cloud.sim.builder import CloudSpec, build_cloud
+from haven.domain.backups import BackupState, RestoreState
+from haven.domain.clock import VirtualClock
+from haven.domain.cloud import VmState
+from haven.domain.ids import ServerId
+from haven.store import Store
+
+
+@dataclass
+class Rig:
+    clock: VirtualClock
+    port: SimBackups
+    store: Store
+    servers: list[ServerId]
+    config: BackupsConfig
+
+    def runner(self) -> BackupRunner:
+        return BackupRunner(self.config, self.port, self.store, self.clock)
+
+    def restorer(self) -> Restorer:
+        return Restorer(self.port, self.store, self.clock, self.config.drills)
+
+    def later(self, seconds: float = 30.0) -> None:
+        self.clock.advance_to(self.clock.now() + seconds)
+
+    async def backed_up(self, server: ServerId) -> None:
+        """One good backup of ``server`` (a backup now, passes until Glance's image is active)."""
+        runner = self.runner()
+        await runner.backup_now(server)
+        for _ in range(20):
+            self.later()
+            await runner.run_pass()
+            if self.store.backups_of(server)[-1].state is BackupState.AVAILABLE:
+                return
+        raise AssertionError("the backup never became available")
+
+
+@pytest.fixture
+def rig() -> Iterator[Rig]:
+    clock = VirtualClock()
+    cloud, _ = build_cloud(CloudSpec(hosts=2, vms=2, zones=1), clock)
+    store = Store.open("sqlite://")
+    servers = sorted(s.id for h in cloud.host_names() for s in cloud.servers_on(h))
+    config = BackupsConfig(enabled=True, scheduler=SchedulerSettings(jitter_s=0.0, max_concurrent=2))
+    yield Rig(clock, SimBackups(cloud), store, servers, config)
+    store.close()
+
+
+# ---- B1: a resumed in-place restore never rebuilds a second time --------------------------------------
+
+
+async def test_a_resumed_rebuild_is_adopted_and_never_wipes_what_the_guest_wrote_since(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = rig.servers[0]
+    await rig.backed_up(server)
+    backed_up = rig.port.disk(server)
+    rig.port.write(server, "corrupted")
+
+    def killed(*_: object, **__: object) -> None:
+        raise RuntimeError("haven killed after the rebuild call, before committing its outcome")
+
+    monkeypatch.setattr(rig.store, "save_restore", killed)
+    with pytest.raises(RuntimeError):
+        await rig.restorer().restore(server, None, None)
+    monkeypatch.undo()
+    assert len(rig.port.rebuild_calls) == 1
+    rig.later(60.0)
+    assert (await rig.port.get_target(server)).vm_state is VmState.ACTIVE
+    assert rig.port.disk(server) == backed_up  # the rebuild finished: the backup's data is back
+    rig.port.write(server, "written by the guest after the restore")
+
+    restarted = rig.restorer()  # a new engine resumes the unfinished restore
+    for _ in range(5):
+        await restarted.drill_round([])
+        rig.later()
+    assert len(rig.port.rebuild_calls) == 1  # Nova was asked once
+    assert rig.port.disk(server) == "written by the guest after the restore"
+    (record,) = rig.store.list_restores()
+    assert record.state is RestoreState.DONE
+
+
+async def test_a_second_restore_of_the_same_backup_rebuilds_again(rig: Rig) -> None:
+    server = rig.servers[0]
+    await rig.backed_up(server)
+    restorer = rig.restorer()
+    for _ in range(2):
+        rig.port.write(server, "corrupted")
+        record = await restorer.restore(server, None, None)
+        for _ in range(5):
+            rig.later()
+            record = await restorer.advance(record)
+        assert record.state is RestoreState.DONE
+    assert len(rig.port.rebuild_calls) == 2 and rig.port.disk(server) != "corrupted"
+
+
+# ---- B2: a restore as new finds its own boot by its tag, never a server that shares the name ----------
+
+
+async def test_a_restore_as_new_never_adopts_another_server_of_that_name(rig: Rig) -> None:
+    server, other = rig.servers
+    await rig.backed_up(server)
+    backed_up = rig.port.disk(server)
+    name = rig.port.cloud.sim_server(other).name
+    record = await rig.restorer().restore(server, None, name)
+    for _ in range(5):
+        rig.later()
+        record = await rig.restorer().advance(record)
+    assert record.state is RestoreState.DONE and record.target_id not in rig.servers
+    named = await rig.port.find_targets(name)
+    assert {t.id for t in named} == {other, record.target_id}  # a new server was booted
+    assert rig.port.disk(ServerId(record.target_id)) == backed_up
+    assert rig.port.disk(other) != backed_up  # the other server was never touched
+
+
+async def test_a_restore_as_new_whose_answer_was_lost_adopts_its_own_boot(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = rig.servers[0]
+    await rig.backed_up(server)
+
+    def killed(*_: object, **__: object) -> None:
+        raise RuntimeError("haven killed after the boot call, before committing its outcome")
+
+    monkeypatch.setattr(rig.store, "save_restore", killed)
+    with pytest.raises(RuntimeError):
+        await rig.restorer().restore(server, None, "db(1")  # a name that is no valid regular expression
+    monkeypatch.undo()
+    restarted = rig.restorer()
+    for _ in range(5):
+        await restarted.drill_round([])
+        rig.later()
+    named = await rig.port.find_targets("db(1")
+    assert len(named) == 1 and named[0].vm_state is VmState.ACTIVE  # one boot, never two
+    (record,) = rig.store.list_restores()
+    assert record.state is RestoreState.DONE and record.target_id == named[0].id
+
+
+async def test_an_issued_restore_the_cloud_keeps_refusing_fails_after_the_timeout(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from haven.domain.errors import TemporaryError
+
+    server = rig.servers[0]
+    await rig.backed_up(server)
+
+    async def refused(*_: object, **__: object) -> object:
+        raise TemporaryError("Nova answered 500", 5.0)
+
+    monkeypatch.setattr(rig.port, "find_restored", refused)
+    record = await rig.restorer().restore(server, None, "restored")
+    assert record.state is RestoreState.ISSUED
+    rig.later(rig.config.drills.timeout_s + 1)
+    record = await rig.restorer().advance(record)
+    assert record.state is RestoreState.FAILED and "Nova answered 500" in record.error
+    assert await rig.port.find_targets("restored") == []
