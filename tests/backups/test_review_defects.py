@@ -4,8 +4,10 @@ each disk's data), never from haven's own records alone."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -169,3 +171,50 @@ async def test_an_issued_restore_the_cloud_keeps_refusing_fails_after_the_timeou
     record = await rig.restorer().advance(record)
     assert record.state is RestoreState.FAILED and "Nova answered 500" in record.error
     assert await rig.port.find_targets("restored") == []
+
+
+# ---- B3: a pass never advances a record this process is still asking the cloud for --------------------
+
+
+async def test_a_pass_during_a_backup_now_never_asks_nova_twice(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = rig.servers[0]
+    runner = rig.runner()
+    create = rig.port.create_image_backup
+
+    async def slow(*args: Any, **kw: Any) -> str:
+        await asyncio.sleep(0.5)  # Nova takes a moment to answer createBackup
+        return await create(*args, **kw)
+
+    monkeypatch.setattr(rig.port, "create_image_backup", slow)
+    api = asyncio.create_task(runner.backup_now(server))  # POST /v1/haven/backups
+    while not rig.store.backups_of(server):  # the API committed the backup and is asking Nova
+        await asyncio.sleep(0.01)
+    await runner.run_pass()  # the leader's pass meanwhile
+    record = await api
+    assert record.state is BackupState.CREATING
+    assert [s for _, s, _ in rig.port.create_calls] == [server]  # Nova was asked once
+    images = [i for i in rig.port.images.values() if i.server_id == server]
+    assert len(images) == 1
+
+
+async def test_a_drill_round_during_an_api_restore_never_boots_twice(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = rig.servers[0]
+    await rig.backed_up(server)
+    restorer = rig.restorer()
+    boot = rig.port.boot_from_image
+
+    async def slow(*args: Any, **kw: Any) -> ServerId:
+        await asyncio.sleep(0.5)  # Nova takes a moment to answer the boot
+        return await boot(*args, **kw)
+
+    monkeypatch.setattr(rig.port, "boot_from_image", slow)
+    api = asyncio.create_task(restorer.restore(server, None, "restored"))
+    while not rig.store.list_restores():  # the API committed the restore and is asking Nova
+        await asyncio.sleep(0.01)
+    await restorer.drill_round([])  # the leader's round meanwhile
+    await api
+    assert len(await rig.port.find_targets("restored")) == 1

@@ -97,6 +97,7 @@ class Restorer:
         self._port, self._store, self._clock, self._settings = port, store, clock, settings
         self._leader_epoch = leader_epoch
         self._on_finish = on_finish  # told of each restore or drill this engine saw end (done, failed)
+        self._working: set[str] = set()  # restores this process is asking the cloud for now (the API's)
 
     # ---- restores asked by a person ----------------------------------------------------------------
 
@@ -131,8 +132,12 @@ class Restorer:
             await self._flavor_of(server_id)  # a deleted server's flavor must come from the config
         purpose = RestorePurpose.AS_NEW if as_new else RestorePurpose.REBUILD
         record = self._record(purpose, backup, as_new or backup.server_name)
-        await self._db(self._store.issue_restore, record, epoch=self._epoch())
-        return await self.advance(record)
+        self._working.add(record.id)  # a drill round meanwhile leaves it alone: it would ask again
+        try:
+            await self._db(self._store.issue_restore, record, epoch=self._epoch())
+            return await self.advance(record)
+        finally:
+            self._working.discard(record.id)
 
     # ---- drills -------------------------------------------------------------------------------------
 
@@ -140,6 +145,8 @@ class Restorer:
         """Advance the drills in flight, then start those due."""
         advanced = 0
         for record in await self._db(self._store.list_restores, unfinished=True):
+            if record.id in self._working:  # the API's restore, still asking the cloud
+                continue
             await self._isolated(record)
             advanced += 1
         now = self._clock.now()

@@ -2,9 +2,11 @@
 
 Owned by haven serve (a leader-only runnable) or driven pass by pass by tests, drills and benchmarks.
 Each pass:
-1. advances every backup left in flight or being deleted (by this engine or a previous one); a
-   backup ``issued`` may or may not have reached the cloud, so its step first looks for the image (or
-   Cinder backups) named by the record: found, it is adopted; absent, the call is made. Nova creates
+1. advances every backup left in flight or being deleted (by this engine or a previous one), except
+   those this process is still asking the cloud for (a backup now from the API: the pass would ask
+   twice); a backup ``issued`` and not worked on here (left by an engine that died) may or may not
+   have reached the cloud, so its step first looks for the image (or Cinder backups) named by the
+   record: found, it is adopted; absent, the call is made. Nova creates
    the image before it answers createBackup, so an absent image means the call was not made;
 2. reads every server, resolves its policy, asks haven.backups.planner for the plan;
 3. commits each new backup ``issued`` before calling the cloud and ``creating`` after; each rotation
@@ -76,6 +78,7 @@ class BackupRunner:
         self._on_backup = on_backup
         self.last_plan: BackupPlan | None = None
         self.problems: list[PolicyProblem] = []
+        self._working: set[str] = set()  # records this process is creating now (a backup now's call)
 
     @property
     def settings(self) -> BackupsConfig:
@@ -102,6 +105,8 @@ class BackupRunner:
     async def run_pass(self) -> BackupPlan:
         epoch = self._epoch()
         for record in await self._db(self._store.backups_relevant, self._clock.now()):
+            if record.id in self._working:  # this process is still asking the cloud for it
+                continue
             if record.state.in_flight or record.state is BackupState.DELETING:
                 await self._isolated(self._advance, record, epoch)
         protected = await self.protected()
@@ -168,8 +173,12 @@ class BackupRunner:
             backup_name(t.id, item.slot, backup_id), BackupState.ISSUED, self._clock.now(),
             attempt=item.attempt, incremental=item.incremental, parent_id=item.parent_id,
         )  # fmt: skip
-        await self._db(self._store.issue_backup, record, epoch=epoch)
-        return await self._create(record, epoch, rotation=item.rotation, target=t)
+        self._working.add(backup_id)  # a pass meanwhile leaves it alone: it would ask the cloud again
+        try:
+            await self._db(self._store.issue_backup, record, epoch=epoch)
+            return await self._create(record, epoch, rotation=item.rotation, target=t)
+        finally:
+            self._working.discard(backup_id)
 
     async def advance(self, record: BackupRecord, epoch: int | None = None) -> None:
         """One step of one backup in flight or being deleted (the CLI's wait uses it too)."""
