@@ -7,13 +7,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+import httpx
 import pytest
 
+from haven.api.app import create_app
+from haven.api.auth import Principal
+from haven.api.intake import NotificationIntake
+from haven.api.routes.haven_backups import attach_backups
 from haven.backups.config import BackupsConfig, SchedulerSettings
 from haven.backups.restores import Restorer
 from haven.backups.runner import BackupRunner
+from haven.backups.serving import BackupService
 from haven.cloud.sim.backups import SimBackups
 from haven.cloud.sim.builder import CloudSpec, build_cloud
 from haven.domain.backups import BackupState, RestoreState
@@ -218,3 +224,41 @@ async def test_a_drill_round_during_an_api_restore_never_boots_twice(
     await restorer.drill_round([])  # the leader's round meanwhile
     await api
     assert len(await rig.port.find_targets("restored")) == 1
+
+
+# ---- B4: a follower's API refuses a backup or a restore, asking nothing of the cloud -----------------
+
+
+@dataclass(frozen=True)
+class Follower:
+    identity: str = "engine-b"
+    backend: str = "etcd"
+
+    def is_leader(self) -> bool:
+        return False
+
+
+async def test_a_followers_api_refuses_backups_and_restores_with_a_503_naming_it(rig: Rig) -> None:
+    server = rig.servers[0]
+    await rig.backed_up(server)
+    calls, records = list(rig.port.create_calls), rig.store.backups_of(server)
+    service = BackupService(rig.config, rig.port, rig.store, rig.clock)
+    intake = cast(NotificationIntake, None)  # the backup routes never use the engine's intake
+    app = create_app(rig.store, intake, "t", rig.clock, authenticator=Roles(), leadership=Follower())
+    attach_backups(app, service)
+    admin = {"X-Auth-Token": "admin"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://h") as http:
+        taken = await http.post("/v1/haven/backups", json={"server_id": server}, headers=admin)
+        restored = await http.post(
+            "/v1/haven/backups/restores", json={"server_id": server, "as_new": "x"}, headers=admin
+        )
+    for answer in (taken, restored):
+        assert answer.status_code == 503 and "engine-b" in answer.text and "not the leader" in answer.text
+    assert rig.port.create_calls == calls and rig.port.rebuild_calls == []  # nothing asked of the cloud
+    assert await rig.port.find_targets("x") == []
+    assert rig.store.backups_of(server) == records and rig.store.list_restores() == []
+
+
+class Roles:
+    def authenticate(self, token: str | None) -> Principal | None:
+        return None if token is None else Principal(user_id=token, project_id="p", roles=frozenset({token}))

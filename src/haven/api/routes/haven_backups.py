@@ -5,7 +5,8 @@ restoring are for admins only (haven.api.policy). The reads come from the store 
 follower too) and page as Masakari's lists do (``limit``, ``marker``: a record's id, ``sort_key``,
 ``sort_dir``; haven.api.paging). A backup now or a restore uses the BackupService ``haven serve``
 attached (``attach_backups``): its record is committed before the cloud is asked, and the leader's
-rounds carry it on. Without ``[backups]`` enabled they are a 409 naming the setting. The bodies are
+rounds carry it on. Without ``[backups]`` enabled they are a 409 naming the setting; on a follower a
+503 naming this engine as not the leader (nothing asked of the cloud, nothing recorded). The bodies are
 what ``haven backups list --json`` prints (haven.cli.backups.record_json's fields).
 """
 
@@ -81,6 +82,18 @@ def _service(request: Request) -> BackupService:
     return service
 
 
+def _leading(ctx: ApiContext) -> None:
+    """Backups and restores are asked of the cloud by the leader only: a follower refuses, changing
+    nothing (its passes do not run, and its calls would race the leader's)."""
+    if not ctx.leadership.is_leader():
+        raise ApiError(
+            HTTPStatus.SERVICE_UNAVAILABLE,
+            f"This engine ({ctx.leadership.identity}) is not the leader: only the leader takes backups "
+            "and restores. Send the request to the leader's API (GET /v1/haven/status on each engine "
+            "shows is_leader), or retry once this engine leads.",
+        )
+
+
 def _bad(exc: UserError, status: HTTPStatus = HTTPStatus.BAD_REQUEST) -> ApiError:
     return ApiError(status, f"{exc.message} ({exc.hint})" if exc.hint else exc.message)
 
@@ -111,10 +124,15 @@ def router(ctx: ApiContext) -> APIRouter:
         BACKUPS_PATH,
         status_code=HTTPStatus.ACCEPTED,
         summary="Back a server up now, outside its schedule (admin); the backup is then in flight",
-        responses={404: {"description": "no such server"}, 409: {"description": "one is in flight"}},
+        responses={
+            404: {"description": "no such server"},
+            409: {"description": "one is in flight, or the cloud refused it"},
+            503: {"description": "this engine is not the leader"},
+        },
     )
     async def backup_now(body: BackupNow, request: Request) -> Json:
         service = _service(request)
+        _leading(ctx)
         try:
             await service.port.get_target(ServerId(body.server_id))
         except NotFound:
@@ -132,9 +150,11 @@ def router(ctx: ApiContext) -> APIRouter:
         RESTORES_PATH,
         status_code=HTTPStatus.ACCEPTED,
         summary="Restore a server from its newest good backup at a time: rebuilt in place or as a new server",
+        responses={503: {"description": "this engine is not the leader"}},
     )
     async def restore(body: RestoreRequest, request: Request) -> Json:
         service = _service(request)
+        _leading(ctx)
         at = body.at
         if at is not None and at.tzinfo is None:
             at = at.replace(tzinfo=UTC)
