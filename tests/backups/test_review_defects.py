@@ -262,3 +262,44 @@ async def test_a_followers_api_refuses_backups_and_restores_with_a_503_naming_it
 class Roles:
     def authenticate(self, token: str | None) -> Principal | None:
         return None if token is None else Principal(user_id=token, project_id="p", roles=frozenset({token}))
+
+
+# ---- B5: a permanent refusal fails the backup with Nova's words, never leaves it issued ----------------
+
+QUOTA = "Maximum number of images exceeded (quota: 10)"
+
+
+async def test_a_permanent_refusal_fails_the_backup_and_never_blocks_the_schedule(rig: Rig) -> None:
+    server = rig.servers[0]
+    rig.port.cloud.sim_server(server).metadata.update({"haven_backup": "hourly"})
+    rig.port.faults.refuse_permanently = QUOTA
+    runner = rig.runner()
+    for _ in range(3):
+        await runner.run_pass()
+        rig.later(60.0)
+    records = rig.store.backups_of(server)
+    assert records and all(r.state is BackupState.FAILED and QUOTA in r.error for r in records)
+    assert rig.port.create_calls == [] and rig.port.images == {}
+    rig.port.faults.refuse_permanently = ""  # the quota raised: the schedule goes on
+    for _ in range(3 * 60):
+        await runner.run_pass()
+        rig.later(60.0)
+    assert [s for _, s, _ in rig.port.create_calls].count(server) >= 1
+    assert any(i.status.value == "active" for i in rig.port.images.values() if i.server_id == server)
+
+
+async def test_the_api_answers_a_permanent_refusal_with_a_409_carrying_novas_message(rig: Rig) -> None:
+    server = rig.servers[0]
+    rig.port.faults.refuse_permanently = QUOTA
+    service = BackupService(rig.config, rig.port, rig.store, rig.clock)
+    intake = cast(NotificationIntake, None)
+    app = create_app(rig.store, intake, "t", rig.clock, authenticator=Roles())
+    attach_backups(app, service)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://h") as http:
+        answer = await http.post(
+            "/v1/haven/backups", json={"server_id": server}, headers={"X-Auth-Token": "admin"}
+        )
+    assert answer.status_code == 409 and QUOTA in answer.text, answer.text
+    (record,) = rig.store.backups_of(server)
+    assert record.state is BackupState.FAILED and QUOTA in record.error
+    assert rig.port.images == {}

@@ -12,7 +12,9 @@ Each pass:
 3. commits each new backup ``issued`` before calling the cloud and ``creating`` after; each rotation
    ``deleting`` before its delete call and ``deleted`` after;
 4. raises (or clears) the backup-missed and recovery-point alerts.
-A server deleted or resized mid-backup fails that backup (its image deleted), never the pass; one
+A server deleted or resized mid-backup fails that backup (its image deleted), never the pass; a
+permanent refusal (Nova's 400/403, an image quota exceeded) fails it at once with Nova's message; any
+other error is retried pass after pass until the scheduler's ``timeout_s``, then fails it. One
 backup's unexpected error fails that backup only.
 """
 
@@ -44,7 +46,14 @@ from haven.domain.backups import (
     VolumeBackupStatus,
 )
 from haven.domain.clock import Clock
-from haven.domain.errors import Conflict, HavenError, NotFound, TemporaryError, UserError
+from haven.domain.errors import (
+    Conflict,
+    HavenError,
+    NotFound,
+    PermanentError,
+    TemporaryError,
+    UserError,
+)
 from haven.domain.ids import HostName, ServerId
 from haven.domain.incidents import Alert, AlertKind
 from haven.store import Store
@@ -161,6 +170,11 @@ class BackupRunner:
                 f"server {target.name} ({server_id}) already has a backup in flight",
                 "wait for it (haven backups list SERVER) and run again",
             ) from None
+        if record.state is BackupState.FAILED:
+            raise UserError(
+                f"backup of server {target.name} ({server_id}) failed: {record.error}",
+                "the backup is recorded failed (haven backups list SERVER); fix the cause and run again",
+            )
         return record
 
     # ---- steps -------------------------------------------------------------------------------------
@@ -225,8 +239,12 @@ class BackupRunner:
             return record  # still issued: the next pass looks for its image first
         except NotFound:
             return await self._fail(record, "the server was deleted before its backup started", epoch)
-        except Conflict as exc:  # busy (resizing, migrating), or Nova refuses it outright
+        except PermanentError as exc:  # busy (409), or refused outright (400/403: a quota): Nova's words
             return await self._fail(record, f"the cloud refused the backup: {exc}", epoch)
+        except Exception as exc:  # anything else: retried by the next pass until the timeout
+            if self._clock.now() - record.created_at > self._config.scheduler.timeout_s:
+                return await self._fail(record, f"still failing after the timeout: {exc}", epoch)
+            raise
         await self._db(self._store.save_backup, creating, [BackupState.ISSUED], epoch=epoch)
         return creating
 

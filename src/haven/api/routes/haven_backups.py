@@ -142,7 +142,7 @@ def router(ctx: ApiContext) -> APIRouter:
             ) from None
         try:
             record = await service.runner.backup_now(ServerId(body.server_id))
-        except UserError as exc:  # the only one left: a backup of that server is in flight
+        except UserError as exc:  # one is in flight, or the cloud refused it (the record kept, failed)
             raise _bad(exc, HTTPStatus.CONFLICT) from None
         return {"backup": record_json(record)}
 

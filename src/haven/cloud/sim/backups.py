@@ -31,7 +31,7 @@ from haven.domain.backups import (
     VolumeRef,
 )
 from haven.domain.cloud import Flavor, ServerAction, TaskState, VmState
-from haven.domain.errors import Conflict, NotFound, TemporaryError
+from haven.domain.errors import Conflict, NotFound, PermanentError, TemporaryError
 from haven.domain.ids import ServerId
 
 _BUSY_IMAGE = (ImageStatus.QUEUED, ImageStatus.SAVING)
@@ -75,6 +75,7 @@ class SimBackupFaults:
     fail_backups: int = 0  # the next N uploads fail (the image ends killed)
     refuse_calls: int = 0  # the next N createBackup calls answer 503 before any effect
     lose_answers: int = 0  # the next N createBackup calls take effect but their answer is lost
+    refuse_permanently: str = ""  # createBackup answers this refusal (Nova's 403: a quota) until cleared
 
 
 class SimBackups:
@@ -233,6 +234,8 @@ class SimBackups:
         server = self.cloud.sim_server(server_id)
         if server.id in self.volumes:
             raise Conflict("Backup is not supported for volume-backed instances.")
+        if self.faults.refuse_permanently:
+            raise PermanentError(f"createBackup: 403 Forbidden: {self.faults.refuse_permanently}")
         if self.faults.refuse_calls:
             self.faults.refuse_calls -= 1
             raise TemporaryError("createBackup: 503 Service Unavailable", 5.0)
