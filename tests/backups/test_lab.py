@@ -67,7 +67,7 @@ async def test_backup_rotation_and_restore_drill_on_real_nova_and_glance(
         first = await runner.backup_now(server_id)
         assert first.state is BackupState.CREATING
         glance = _image(conn, first.image_id)
-        assert glance["instance_uuid"] == server_id and glance["backup_type"] == "daily"
+        assert glance["instance_uuid"] == server_id and glance["backup_type"] == "haven-daily"
         assert glance["haven_backup_id"] == first.id and glance["status"] == "queued"
         images.append(first.image_id)
 

@@ -20,9 +20,9 @@ from haven.backups.config import BackupsConfig, SchedulerSettings
 from haven.backups.restores import Restorer
 from haven.backups.runner import BackupRunner
 from haven.backups.serving import BackupService
-from haven.cloud.sim.backups import SimBackups
+from haven.cloud.sim.backups import SimBackups, SimImage
 from haven.cloud.sim.builder import CloudSpec, build_cloud
-from haven.domain.backups import BackupState, RestoreState
+from haven.domain.backups import BackupState, ImageStatus, RestoreState
 from haven.domain.clock import VirtualClock
 from haven.domain.cloud import VmState
 from haven.domain.ids import ServerId
@@ -303,3 +303,24 @@ async def test_the_api_answers_a_permanent_refusal_with_a_409_carrying_novas_mes
     (record,) = rig.store.backups_of(server)
     assert record.state is BackupState.FAILED and QUOTA in record.error
     assert rig.port.images == {}
+
+
+# ---- B6: Nova's rotation of haven's backups never deletes the tenant's own ----------------------------
+
+
+async def test_novas_rotation_of_havens_backups_keeps_the_tenants_own_backup_images(rig: Rig) -> None:
+    server = rig.servers[0]
+    rig.port.cloud.sim_server(server).metadata.update({"haven_backup": "hourly", "haven_backup_keep": "1"})
+    # the tenant's own `openstack server backup create --type hourly`, taken before haven's
+    tenant = SimImage(
+        "tenant-image", "mine", ImageStatus.ACTIVE, rig.clock.now(), server, "hourly", {}, "tenant data"
+    )
+    rig.port.images[tenant.id] = tenant
+    runner = rig.runner()
+    for _ in range(5 * 60):
+        await runner.run_pass()
+        rig.later(60.0)
+    assert tenant.status is ImageStatus.ACTIVE  # Nova's rotation left the tenant's image alone
+    havens = [i for i in rig.port.images.values() if i.server_id == server and i.id != tenant.id]
+    assert len(havens) >= 4 and {i.backup_type for i in havens} == {"haven-hourly"}
+    assert sum(i.status is ImageStatus.ACTIVE for i in havens) <= 2  # haven's own still rotate

@@ -44,6 +44,7 @@ from haven.domain.backups import (
     ImageStatus,
     Trigger,
     VolumeBackupStatus,
+    nova_backup_type,
 )
 from haven.domain.clock import Clock
 from haven.domain.errors import (
@@ -227,7 +228,7 @@ class BackupRunner:
                     ceiling = rotation if rotation is not None else self._rotation(target)
                     props = {IMAGE_BACKUP_ID: record.id, IMAGE_SLOT: str(int(record.slot))}
                     image_id = await self._port.create_image_backup(
-                        record.server_id, record.name, record.backup_type, ceiling, props
+                        record.server_id, record.name, nova_backup_type(record.backup_type), ceiling, props
                     )
                 creating = dataclasses.replace(record, state=BackupState.CREATING, image_id=image_id)
             else:

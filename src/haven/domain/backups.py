@@ -24,6 +24,12 @@ IMAGE_BACKUP_ID = "haven_backup_id"
 IMAGE_SLOT = "haven_backup_slot"
 # Metadata haven sets on every server a restore (or drill) boots: how a resumed restore finds it.
 RESTORE_ID_KEY = "haven_restore_id"
+BACKUP_TYPE_PREFIX = "haven-"  # Nova's backup_type of haven's images: its rotation touches only haven's
+
+
+def nova_backup_type(backup_type: str) -> str:
+    """The backup_type haven asks of Nova; a record written before the prefix (``daily``) gets it too."""
+    return backup_type if backup_type.startswith(BACKUP_TYPE_PREFIX) else BACKUP_TYPE_PREFIX + backup_type
 
 
 class BackupKind(StrEnum):
@@ -73,8 +79,11 @@ class BackupPolicy:
 
     @property
     def backup_type(self) -> str:
-        """Nova's ``backup_type`` for createBackup: the schedule's name (``cron`` for an expression)."""
-        return self.schedule if self.schedule in ("hourly", "daily", "weekly") else "cron"
+        """Nova's ``backup_type`` for createBackup: haven's own (``haven-daily``, ``haven-cron`` for an
+        expression), never a tenant's: Nova's rotation deletes every image of the server with that
+        type, the tenant's own ``openstack server backup create --type daily`` too."""
+        name = self.schedule if self.schedule in ("hourly", "daily", "weekly") else "cron"
+        return nova_backup_type(name)
 
 
 @dataclass(frozen=True, slots=True)
