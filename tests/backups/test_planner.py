@@ -257,12 +257,12 @@ SCHEDULES = st.sampled_from(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=25, deadline=None)  # each example is 9 virtual days of passes: CI time
 @given(
     policies=st.lists(SCHEDULES, min_size=1, max_size=12),
     cap=st.integers(min_value=1, max_value=5),
     downtime=st.tuples(st.floats(0, 3 * DAY), st.floats(0, 4 * DAY)),
-    pass_s=st.sampled_from([60.0, 300.0, 900.0]),
+    pass_s=st.sampled_from([300.0, 900.0]),  # (60 s passes: 13,000 plans per example; bench/backups.py)
     fail_every=st.integers(min_value=0, max_value=7),
     jitter_s=st.sampled_from([0.0, 600.0, 3600.0]),
 )

@@ -51,11 +51,11 @@ class OpenStackCloud:
 
     def close(self) -> None:
         self._pool.close()
+        self._issuing.close()
 
     def backups(self) -> OpenStackBackups:
         """The backup port (Nova createBackup, Glance, Cinder) on this cloud's connection and pool."""
         return OpenStackBackups(BackupApi(self._api.connection), self._pool, actions=self.server_actions)
-        self._issuing.close()
 
     # ---- hosts ----------------------------------------------------------------------------
 
