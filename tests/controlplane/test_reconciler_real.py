@@ -106,14 +106,15 @@ async def rig(
     )
     prober = NetworkProber()
     runtime = HAProxyRuntime(lb.socket_path)
+    first = await until(lambda: units.status("web.service"), lambda s: s.active is UnitActive.ACTIVE, 5)
+    # systemd calls a simple unit active once it is exec'd: the server answers a little later (a clean
+    # CI run's first probes ran before it listened, and haven drained and readied it). Serving first.
+    await until(lambda: _answers(port), bool, 10)
     with Store.open("sqlite://") as store:
         task = asyncio.create_task(
             Reconciler(config, {HOST: units}, runtime, prober, store, RealClock()).run()
         )
         try:
-            first = await until(
-                lambda: units.status("web.service"), lambda s: s.active is UnitActive.ACTIVE, 5
-            )
             await asyncio.sleep(1.0)  # steady: probes pass, nothing to do
             assert store.actions_since(0) == []
             yield Rig(systemd_ns, lb, units, runtime, store, first)
@@ -123,6 +124,15 @@ async def rig(
                 await task
             await prober.close()
             await units.close()
+
+
+async def _answers(port: int) -> bool:
+    try:
+        async with httpx.AsyncClient(timeout=0.5) as client:
+            await client.get(f"http://127.0.0.1:{port}/")
+    except httpx.HTTPError:
+        return False
+    return True
 
 
 def _judge(rig: Rig, timeline: list[Sample]) -> None:
