@@ -75,7 +75,9 @@ async def test_a_server_is_stopped_started_and_hard_rebooted_and_each_action_is_
     cut: CloudUnderTest,
 ) -> None:
     cloud, sid = cut.cloud, cut.ha_server
-    since = cut.now() - 1.0  # Nova's clock and ours may differ by a little
+    # Nova keeps whole seconds (up to 1 s early) and its clock offset is known within about ±0.5 s: an
+    # action asked just after `now` can read up to 1.5 s before it (a clean CI run lost the stop).
+    since = cut.now() - 2.0
 
     async def settled(vm_state: VmState, running: bool) -> bool:
         s = await cloud.get_server(sid)
