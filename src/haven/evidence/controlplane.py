@@ -1,0 +1,160 @@
+"""The control plane's observations as the explainer's evidence: failed probes, stopped units, new processes.
+
+Called by haven.controlplane.reconciler after each pass's unit reads and probes (it stays the one that
+observes; this only words what it saw). Pure and stateful per replica: it turns *transitions* into
+ranker events keyed for ``Store.keep_evidence``, so a pass where nothing changed keeps nothing.
+
+- A probe that fails (the first failure after a pass, or the first result seen) is an ERROR of the
+  service in the scope ``cp:<kind>:<host>`` (its own check on that replica). It is dated at the
+  replica's last passing result when there is one (the fault began after it): a hung server's probe
+  ends by its timeout seconds after the fault began, later than the first symptoms of the same fault.
+  A failure that goes on is kept again every ``repeat_s``, so it stays in the ranker's window.
+- The same probe passing again is HEALTHY in that scope: it ends the failure for later symptoms.
+- A unit seen running, then not (killed, failed, stopped) is a DOWN of the service in the scope
+  ``cp:unit:<host>``; running again is HEALTHY there.
+- A new process (its unit's invocation changed, or found at the first look started less than
+  ``settle_s`` ago) is a RESTART dated at its start time (``active_since``), scope ``cp:start:<host>``;
+  once the process has run ``settle_s`` with its probe passing (or with no probe), a HEALTHY in that
+  scope ends it: a restart disturbs what happens around it, not every symptom of the next ten minutes.
+
+Restarts haven made, and systemd's own that haven counted (NRestarts), are also its actions, read by
+haven.explain.own; the same kind on the same node counts once in the ranking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from haven.diagnosis import EvidenceKind, NodeEvent
+from haven.diagnosis.words import clock
+from haven.domain.controlplane import ProbeResult, ServiceName, UnitActive, UnitStatus
+from haven.domain.ids import HostName
+
+_RUNNING = (UnitActive.ACTIVE, UnitActive.RELOADING, UnitActive.ACTIVATING)
+_SCOPE_LENGTH = 64  # the evidence table's scope column
+
+
+@dataclass(frozen=True, slots=True)
+class Probed:
+    """One probe the reconciler ran this pass: which replica, which kind of check, when it began."""
+
+    service: str
+    host: str
+    kind: str  # haven.domain.controlplane.ProbeKind's value: "sql", "amqp", "keystone", "http"...
+    started_at: float
+    result: ProbeResult
+
+
+@dataclass(slots=True)
+class _Replica:
+    last_ok_at: float | None = None  # the last passing probe's finish
+    failing_since: float | None = None  # the kept failure's date (None: not failing)
+    failure_kept_at: float = 0.0
+    running: bool | None = None  # None: never seen
+    invocation: str = ""
+    started_at: float | None = None  # the current process's start, while its RESTART is not ended
+
+
+def scope(what: str, host: str) -> str:
+    return f"cp:{what}:{host}"[:_SCOPE_LENGTH]
+
+
+class ControlPlaneEvidence:
+    """Per replica, what was last seen; ``observe`` returns the new events of one pass, keyed."""
+
+    def __init__(self, repeat_s: float = 300.0, settle_s: float = 30.0) -> None:
+        if repeat_s <= 0 or settle_s < 0:
+            raise ValueError("repeat_s must be positive and settle_s not negative")
+        self._repeat_s = repeat_s
+        self._settle_s = settle_s
+        self._replicas: dict[tuple[str, str], _Replica] = {}
+
+    def observe(
+        self,
+        units: Mapping[tuple[ServiceName, HostName], UnitStatus | None],
+        probed: Sequence[Probed],
+        now: float,
+    ) -> dict[str, NodeEvent]:
+        """The events of one pass: ``units`` keyed (service, host) (None: unreadable this pass)."""
+        events: dict[str, NodeEvent] = {}
+        for (service, host), status in sorted(units.items()):
+            if status is not None and status.loaded:
+                self._unit(service, host, status, now, events)
+        for one in sorted(probed, key=lambda p: (p.result.at, p.service, p.host)):
+            self._probe(one, now, events)
+        for (name, where), replica in sorted(self._replicas.items()):
+            self._settled(name, where, replica, now, events)
+        return events
+
+    def _unit(
+        self, service: str, host: str, status: UnitStatus, now: float, events: dict[str, NodeEvent]
+    ) -> None:
+        replica = self._replicas.setdefault((service, host), _Replica())
+        running = status.active in _RUNNING
+        where = scope("unit", host)
+        if replica.running is True and not running:
+            said = f"its unit on {host} is {status.active.value}" + (
+                f" ({status.sub_state})" if status.sub_state else ""
+            )
+            _put(events, NodeEvent(service, EvidenceKind.DOWN, now, said, where))
+        elif replica.running is False and running:
+            _put(events, NodeEvent(service, EvidenceKind.HEALTHY, now, f"running again on {host}", where))
+        first = replica.running is None
+        replica.running = running
+        if not running or not status.invocation_id or status.invocation_id == replica.invocation:
+            return
+        replica.invocation = status.invocation_id
+        started = status.active_since if status.active_since is not None else now
+        if first and now - started >= self._settle_s:
+            return  # running since before haven looked: no news
+        replica.started_at = started
+        how = "a new process" if not first else "a process started shortly before haven looked"
+        said = f"{how} on {host}, started at {clock(started)}"
+        _put(events, NodeEvent(service, EvidenceKind.RESTART, started, said, scope("start", host)))
+
+    def _probe(self, one: Probed, now: float, events: dict[str, NodeEvent]) -> None:
+        replica = self._replicas.setdefault((one.service, one.host), _Replica())
+        where = scope(one.kind, one.host)
+        result = one.result
+        if result.ok:
+            if replica.failing_since is not None:
+                said = f"its {one.kind} probe on {one.host} passes again: {result.detail}"
+                _put(events, NodeEvent(one.service, EvidenceKind.HEALTHY, result.at, said, where))
+            replica.failing_since = None
+            replica.last_ok_at = result.at
+            return
+        if replica.failing_since is None:
+            since = replica.last_ok_at if replica.last_ok_at is not None else one.started_at
+            since = min(since, one.started_at)
+            replica.failing_since = since
+            replica.failure_kept_at = now
+            passed = f", last passed at {clock(since)}" if replica.last_ok_at is not None else ""
+            said = (
+                f"its {one.kind} probe on {one.host} failed at {clock(one.started_at)}{passed}: "
+                f"{result.detail}"
+            )
+            _put(events, NodeEvent(one.service, EvidenceKind.ERROR, since, said, where))
+        elif now - replica.failure_kept_at >= self._repeat_s:
+            replica.failure_kept_at = now
+            said = (
+                f"its {one.kind} probe on {one.host} still fails (since {clock(replica.failing_since)}): "
+                f"{result.detail}"
+            )
+            _put(events, NodeEvent(one.service, EvidenceKind.ERROR, now, said, where))
+
+    def _settled(
+        self, service: str, host: str, replica: _Replica, now: float, events: dict[str, NodeEvent]
+    ) -> None:
+        started = replica.started_at
+        if started is None or now - started < self._settle_s:
+            return
+        if replica.failing_since is not None or replica.running is False:
+            return  # not settled: the restart's disturbance goes on
+        replica.started_at = None
+        said = f"running {now - started:.0f} s since its start on {host}"
+        _put(events, NodeEvent(service, EvidenceKind.HEALTHY, now, said, scope("start", host)))
+
+
+def _put(events: dict[str, NodeEvent], event: NodeEvent) -> None:
+    events[f"cp:{event.node}:{event.scope}:{event.kind.value}:{event.at:.6f}"] = event

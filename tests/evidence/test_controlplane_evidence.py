@@ -1,0 +1,100 @@
+"""The control plane's observations worded as evidence (haven.evidence.controlplane), pure: which events a
+pass's probes and unit reads give, their dates and scopes, and what the ranker makes of them."""
+
+from __future__ import annotations
+
+from haven.controlplane.catalogue import CATALOGUE
+from haven.diagnosis import EvidenceKind, Graph, NodeEvent, Symptom, rank
+from haven.domain.controlplane import ProbeResult, ServiceName, UnitActive, UnitStatus
+from haven.domain.ids import HostName
+from haven.evidence.controlplane import ControlPlaneEvidence, Probed
+from haven.topology import SERVER_BOOT, openstack_topology
+
+DB = (ServiceName("mariadb"), HostName("ctl-1"))
+MQ = (ServiceName("rabbitmq"), HostName("ctl-1"))
+T0 = 1_800_000_000.0
+
+
+def running(invocation: str = "a", since: float = T0 - 3600.0) -> UnitStatus:
+    return UnitStatus(UnitActive.ACTIVE, "running", invocation_id=invocation, active_since=since)
+
+
+def sql(at: float, ok: bool, detail: str = "") -> Probed:
+    detail = detail or ("1 row(s)" if ok else "no answer within 2 s")
+    return Probed("mariadb", "ctl-1", "sql", at - (0.01 if ok else 2.0), ProbeResult(ok, at, detail))
+
+
+def graph() -> Graph:
+    topology = openstack_topology(CATALOGUE.values())
+    return Graph(topology.depends_on, topology.labels, topology.phases)
+
+
+def test_a_failed_probe_is_an_error_dated_at_its_last_pass_and_its_pass_again_ends_it() -> None:
+    seen = ControlPlaneEvidence()
+    assert seen.observe({DB: running()}, [sql(T0, True)], T0) == {}  # all well: nothing kept
+    (failed,) = seen.observe({DB: running()}, [sql(T0 + 4, False)], T0 + 4).values()
+    assert failed.kind is EvidenceKind.ERROR and failed.node == "mariadb"
+    assert failed.at == T0 and failed.scope == "cp:sql:ctl-1"  # the fault began after the last pass
+    assert "sql probe on ctl-1 failed" in failed.detail and "no answer within 2 s" in failed.detail
+    assert seen.observe({DB: running()}, [sql(T0 + 8, False)], T0 + 8) == {}  # still failing: kept once
+    (again,) = seen.observe({DB: running()}, [sql(T0 + 12, True)], T0 + 12).values()
+    assert again.kind is EvidenceKind.HEALTHY and again.scope == failed.scope and again.at == T0 + 12
+
+    # The ranker: a server list that failed at T0+1 names the database first (nova-api, which failed it,
+    # depends on it); a boot that fails after the probe passed again does not.
+    api = NodeEvent("nova-api", EvidenceKind.ERROR, T0 + 1, "server-list failed", "probe:server-list")
+    events = [failed, again, api]
+    during = rank(graph(), Symptom("nova-api", T0 + 1, "server list failed", "api"), events=events)
+    assert [e.node for e in during.explanations][:2] == ["mariadb", "nova-api"]
+    assert during.explanations[1].explained_by == ("mariadb",)
+    after = rank(graph(), Symptom(SERVER_BOOT, T0 + 20, "boot failed", "scheduling"), events=[failed, again])
+    assert after.explanations == ()
+
+
+def test_a_failure_that_goes_on_is_kept_again_so_it_stays_in_the_window() -> None:
+    seen = ControlPlaneEvidence(repeat_s=300.0)
+    seen.observe({DB: running()}, [sql(T0, False)], T0)
+    assert seen.observe({DB: running()}, [sql(T0 + 200, False)], T0 + 200) == {}
+    (kept,) = seen.observe({DB: running()}, [sql(T0 + 301, False)], T0 + 301).values()
+    assert kept.kind is EvidenceKind.ERROR and kept.at == T0 + 301 and "still fails" in kept.detail
+
+
+def test_a_killed_unit_is_down_and_its_new_process_a_restart_that_settles() -> None:
+    seen = ControlPlaneEvidence(settle_s=30.0)
+    assert seen.observe({MQ: running("a")}, [], T0) == {}  # running for an hour when first seen
+    killed = UnitStatus(UnitActive.FAILED, "failed", invocation_id="a", active_since=T0 - 3600)
+    (down,) = seen.observe({MQ: killed}, [], T0 + 2).values()
+    assert (down.kind, down.node, down.scope) == (EvidenceKind.DOWN, "rabbitmq", "cp:unit:ctl-1")
+    assert "failed" in down.detail
+    back = seen.observe({MQ: running("b", since=T0 + 5)}, [], T0 + 6)
+    kinds = sorted((e.kind.value, e.at, e.scope) for e in back.values())
+    assert kinds == [("healthy", T0 + 6, "cp:unit:ctl-1"), ("restart", T0 + 5, "cp:start:ctl-1")]
+    assert seen.observe({MQ: running("b", since=T0 + 5)}, [], T0 + 20) == {}  # not settled yet
+    (settled,) = seen.observe({MQ: running("b", since=T0 + 5)}, [], T0 + 36).values()
+    assert (settled.kind, settled.scope) == (EvidenceKind.HEALTHY, "cp:start:ctl-1")
+
+    # A boot failing 10 s after the restart names RabbitMQ's restart; one a minute later does not.
+    events = [down, *back.values(), settled]
+    soon = rank(graph(), Symptom(SERVER_BOOT, T0 + 16, "boot failed", "scheduling"), events=events)
+    assert soon.explanations[0].node == "rabbitmq"
+    assert {e.kind for e in soon.explanations[0].evidence} == {EvidenceKind.RESTART}  # its DOWN ended
+    later = rank(graph(), Symptom(SERVER_BOOT, T0 + 60, "boot failed", "scheduling"), events=events)
+    assert later.explanations == ()
+
+
+def test_a_process_started_just_before_haven_looked_is_a_restart_an_old_one_is_not() -> None:
+    seen = ControlPlaneEvidence(settle_s=30.0)
+    events = seen.observe({MQ: running("a", since=T0 - 10), DB: running("c", since=T0 - 600)}, [], T0)
+    (restart,) = events.values()
+    assert (restart.node, restart.kind, restart.at) == ("rabbitmq", EvidenceKind.RESTART, T0 - 10)
+    assert "shortly before haven looked" in restart.detail
+
+
+def test_bad_settings_are_refused() -> None:
+    for repeat_s, settle_s in ((0.0, 1.0), (1.0, -1.0)):
+        try:
+            ControlPlaneEvidence(repeat_s, settle_s)
+        except ValueError as exc:
+            assert "repeat_s" in str(exc)
+        else:
+            raise AssertionError("accepted")
