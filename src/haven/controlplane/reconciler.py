@@ -5,7 +5,9 @@ Each pass:
 1. finishes any action a previous pass or engine left ``issued`` (its handler re-reads the world first,
    so an effect that already happened is not made twice);
 2. reads every replica's unit (systemd), the load balancer's members (HAProxy) and runs the probes that
-   are due, and notes restarts systemd made by itself (NRestarts went up) as history;
+   are due, and notes restarts systemd made by itself (NRestarts went up) as history; what changed (a
+   probe failing or passing again, a unit stopped, a new process) is kept as the explainer's evidence
+   (haven.evidence.controlplane);
 3. asks haven.controlplane.planner for the plan, commits each action's intent (``issued``, with what proves
    its effect: the unit's InvocationID before a restart) before the effect, and its outcome after;
 4. records every replica's state (for ``haven controlplane status`` and the metrics), raises one alert
@@ -52,6 +54,7 @@ from haven.domain.controlplane import (
 from haven.domain.errors import Conflict, HavenError, NotFound
 from haven.domain.ids import HostName
 from haven.domain.incidents import Alert, AlertKind
+from haven.evidence.controlplane import ControlPlaneEvidence, Probed
 from haven.store import Store
 
 log = logging.getLogger(__name__)
@@ -93,10 +96,12 @@ class Reconciler:
         leader_epoch: Callable[[], int | None] | None = None,
         on_action: ActionHook | None = None,
         on_replicas: ReplicasHook | None = None,
+        evidence: ControlPlaneEvidence | None = None,
     ) -> None:
         """``units``: each controller's systemd; ``leader_epoch`` None: one engine alone, unfenced;
         ``on_action``: told each action's outcome (the metrics), never allowed to raise into a pass;
-        ``on_replicas``: told the recorded states after a pass that changed them (likewise)."""
+        ``on_replicas``: told the recorded states after a pass that changed them (likewise);
+        ``evidence``: words what each pass saw change as the explainer's evidence (kept in the store)."""
         self._config, self._units, self._balancer, self._prober = config, units, balancer, prober
         self._store, self._clock, self._leader_epoch = store, clock, leader_epoch
         self._specs = {s.name: s for s in config.services}
@@ -111,6 +116,7 @@ class Reconciler:
         self._on_action = on_action
         self._on_replicas = on_replicas
         self._recorded: tuple[ReplicaState, ...] | None = None  # the last pass's, observed_at zeroed
+        self._evidence = evidence or ControlPlaneEvidence()
         self.last_plan: ControlPlanePlan | None = None
 
     def _hosts_of(self, spec: ServiceSpec) -> list[HostName]:
@@ -143,8 +149,9 @@ class Reconciler:
             for record in await self._db(self._store.unfinished_actions):
                 await self._finish(record, epoch)
         observed = await self._observe()
-        await self._probe_due(observed)
+        probed = await self._probe_due(observed)
         now = self._clock.now()  # after the probes: the plan judges results it has just read
+        await self._keep_evidence(observed, probed, now)
         if acting:
             await self._note_systemd_restarts(observed, now, epoch)
         views = await self._views(observed, now)
@@ -230,7 +237,18 @@ class Reconciler:
             log.exception("systemd on %s unreadable", host)
             return None
 
-    async def _probe_due(self, observed: Observed) -> None:
+    async def _keep_evidence(self, observed: Observed, probed: list[Probed], now: float) -> None:
+        """What changed this pass, as the explainer's evidence; never fails the pass."""
+        try:
+            events = self._evidence.observe(observed.units, probed, now)
+            if events:
+                await self._db(self._store.keep_evidence, events, now)
+        except HavenError as exc:
+            log.warning("control-plane evidence not kept: %s", exc)
+        except Exception:  # a bug in the wording: the evidence is lost, never the pass
+            log.exception("control-plane evidence not kept")
+
+    async def _probe_due(self, observed: Observed) -> list[Probed]:
         due: list[tuple[Key, Awaitable[ProbeResult]]] = []
         now = self._clock.now()
         for spec, host in self._replicas:
@@ -250,8 +268,12 @@ class Reconciler:
             address = self._address.get(host, host)
             due.append(((spec.name, host), self._prober.probe(address, spec.probe, host)))
         results = await asyncio.gather(*(call for _, call in due))
+        probed = []
         for (key, _), result in zip(due, results, strict=True):
             self._probes[key].append(result)
+            kind = self._specs[key[0]].probe
+            probed.append(Probed(key[0], key[1], kind.kind.value if kind else "", now, result))
+        return probed
 
     async def _note_systemd_restarts(self, observed: Observed, now: float, epoch: int | None) -> None:
         """systemd's own restarts (Restart=) count towards the back-off and the crash-loop limit."""
