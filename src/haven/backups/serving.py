@@ -26,6 +26,7 @@ from haven.cloud.backups import BackupPort
 from haven.domain.backups import RestoreRecord
 from haven.domain.clock import Clock
 from haven.domain.errors import HavenError
+from haven.domain.events import EngineEvent, EventKind, EventSink
 from haven.store import Store
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class BackupService:
         self.runner = BackupRunner(config, port, store, clock, leader_epoch, on_backup=on_backup)
         self.restorer = Restorer(port, store, clock, config.drills, leader_epoch, on_finish=on_restore)
         self.rounds = 0
+        self.on_event: EventSink | None = None  # haven serve: the dashboard's hub, told after each round
 
     @property
     def last_plan(self) -> BackupPlan | None:
@@ -65,6 +67,8 @@ class BackupService:
         plan = await self.runner.run_pass()
         drills = await self.restorer.drill_round([s.server_id for s in plan.statuses])
         self.rounds += 1
+        if self.on_event is not None:
+            self.on_event(EngineEvent(EventKind.BACKUPS_CHANGED, self._clock.now()))
         return plan, drills
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -150,6 +150,7 @@ async def serve(
             if config.backups.enabled and backup_port is not None:
                 epoch = elector.epoch if elector is not None else None
                 backups = build_service(config.backups, backup_port, store, clock, epoch, metrics.registry)
+                backups.on_event = hub  # the dashboard's backups panel, live (backups_changed per round)
                 explain = backups.run if explain is None else _both(explain, backups.run)
             publisher = build_publisher(config.publish, sinks, store, clock)
             liveness = await resources.enter_async_context(

@@ -348,7 +348,7 @@ class _Pages:
             board = self.deps.board()  # after subscribing: no event falls between the two
             yield _sse("live", "live: following the engine's events")
             # What changed between the page's own read and this stream's (a page is read first).
-            everything = Changes(set(board.hosts), set(board.notifications), True, True, True)
+            everything = Changes(set(board.hosts), set(board.notifications), True, True, True, True)
             yield _sse("update", _render(parts, board, everything, set(board.notifications), session))
             while True:
                 try:
@@ -407,6 +407,8 @@ def _render(parts: Any, board: Board, changes: Changes, known: set[NotificationI
             out.append(str(parts.alerts(board, oob=True)))
         out.append(str(parts.explanations(board, oob=True)))
         out.append(str(parts.canaries(board, oob=True)))
+    if changes.backups:
+        out.append(str(parts.backups(board, oob=True)))
     return "".join(out)
 
 

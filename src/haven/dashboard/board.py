@@ -8,8 +8,8 @@ a step before it announces it), and the alerts are read again when an event that
 them arrives. No timer reads the database. ``apply`` says which parts of the page changed, so that a
 stream sends only those. Beside the engine: the control plane's replicas are read again when its
 reconciler says they changed (``controlplane_changed``), the explanations when the explainer finished
-one, the canary's boots when a round finished. Backups are read when the page opens (their runner has
-no hook to the hub yet).
+one, the canary's boots when a round finished, the backups and their alerts when a backup round
+ended (``backups_changed``, once per round of the leader's backup service).
 """
 
 from __future__ import annotations
@@ -138,6 +138,7 @@ class ProtectedView:
     max_age_s: float  # what the policy allows
     stale: bool
     waiting: str
+    in_flight: BackupRecord | None = None  # a backup being taken now (issued or creating)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,10 +161,12 @@ class Changes:
     alerts: bool = False
     controlplane: bool = False
     explanations: bool = False  # the explanations or the canary's boots
+    backups: bool = False
     announcements: list[str] = field(default_factory=list)  # for the page's live region
 
     def __bool__(self) -> bool:
-        return bool(self.hosts or self.notifications or self.alerts or self.controlplane or self.explanations)
+        panels = (self.alerts, self.controlplane, self.explanations, self.backups)
+        return bool(self.hosts or self.notifications or any(panels))
 
 
 class Board:
@@ -198,8 +201,10 @@ class Board:
         self.explanations: list[ExplanationRecord] = []
         self.canaries: list[CanaryRun] = []
         self.reload_explanations()
+        self._backups = backups
         self.backups_on = backups is not None
-        self.protected = _protected(store, backups(), time.time() if now is None else now) if backups else []
+        self.protected: list[ProtectedView] = []
+        self.reload_backups(time.time() if now is None else now)
 
     # --- reading -------------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
@@ -293,6 +298,8 @@ class Board:
                 changes.controlplane = True
             elif event.kind in (EventKind.EXPLANATION_FINISHED, EventKind.CANARY_FINISHED):
                 changes.explanations = True
+            elif event.kind is EventKind.BACKUPS_CHANGED:
+                changes.backups = True
         for nid in changes.notifications:
             n = self._store.get_notification(nid)
             self.notifications[nid] = _notification_view(n, self._store.list_steps(nid))
@@ -306,6 +313,8 @@ class Board:
             self._reload_replicas(changes)
         if changes.explanations:
             self.reload_explanations()
+        if changes.backups:
+            self._backups_changed(max(e.at for e in events if e.kind is EventKind.BACKUPS_CHANGED), changes)
         return changes
 
     def reload_alerts(self) -> None:
@@ -318,6 +327,25 @@ class Board:
             if r.state is ExplanationState.DONE
         ][:RECENT_EXPLANATIONS]
         self.canaries = [run_from_json(d) for d in self._store.list_canaries(BOOT, limit=RECENT_CANARIES)]
+
+    def reload_backups(self, now: float) -> None:
+        """The backup runner's latest plan against the stored backups (nothing: no backups run here)."""
+        self.protected = _protected(self._store, self._backups(), now) if self._backups is not None else []
+
+    def _backups_changed(self, now: float, changes: Changes) -> None:
+        """A backup round ended: its plan, the newest backups, and the alerts the round raised or cleared."""
+        before = {p.server_id: p for p in self.protected}
+        self.reload_backups(now)
+        for p in self.protected:
+            was = before.get(p.server_id)
+            if p.newest is not None and (was is None or was.newest is None or was.newest.id != p.newest.id):
+                changes.announcements.append(f"a backup of {p.server_name} was taken")
+            if p.stale and (was is None or not was.stale):
+                changes.announcements.append(f"{p.server_name}'s recovery point is stale")
+        if not changes.alerts:
+            known = {a.id for a in self.alerts}
+            self.reload_alerts()
+            changes.alerts = known != {a.id for a in self.alerts}
 
     def _reload_replicas(self, changes: Changes) -> None:
         before = {(r.service, r.host): r.health for r in self.replicas}
@@ -380,19 +408,20 @@ def _protected(store: Store, status: BackupStatus, now: float) -> list[Protected
     if status.plan is None:
         return []
     newest: dict[str, BackupRecord] = {}
+    taking: dict[str, BackupRecord] = {}
     for r in store.backups_relevant(now):
-        if r.state is BackupState.AVAILABLE and (
-            r.server_id not in newest or r.created_at > newest[r.server_id].created_at
-        ):
-            newest[r.server_id] = r
+        kept = newest if r.state is BackupState.AVAILABLE else taking if r.state.in_flight else None
+        if kept is not None and (r.server_id not in kept or r.created_at > kept[r.server_id].created_at):
+            kept[r.server_id] = r
     out = []
     for s in status.plan.statuses:
         age = None if s.recovery_point is None else max(0.0, now - s.recovery_point)
         limit = max_age_s(s.policy, status.settings)
         found = newest.get(s.server_id)
         view = ProtectedView(
-            s.server_id, s.server_name, s.policy.schedule, found, age, limit, s.stale, s.waiting
-        )
+            s.server_id, s.server_name, s.policy.schedule, found, age, limit, s.stale, s.waiting,
+            taking.get(s.server_id),
+        )  # fmt: skip
         out.append(view)
     # the most urgent first: stale, then no recovery point yet, then the oldest recovery point
     return sorted(out, key=lambda p: (not p.stale, p.age_s is not None, -(p.age_s or 0.0), p.server_name))

@@ -37,6 +37,7 @@ class EventKind(StrEnum):
     CONTROLPLANE_CHANGED = "controlplane_changed"  # a reconciler pass recorded replica states that differ
     EXPLANATION_FINISHED = "explanation_finished"  # the explainer stored a symptom's ranked causes
     CANARY_FINISHED = "canary_finished"  # a canary round's boots finished (their verdicts are stored)
+    BACKUPS_CHANGED = "backups_changed"  # a backup round ended (its plan and records are stored)
 
 
 @dataclass(frozen=True, slots=True)
