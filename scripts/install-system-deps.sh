@@ -26,6 +26,8 @@ declare -A PROBES=(
     [gcc]='/usr/bin/gcc'
     [ipmitool]='/usr/bin/ipmitool'
     [prometheus]='/usr/bin/prometheus'
+    # Explanations sent to a real Alertmanager (tests/notify/test_alertmanager*.py start their own).
+    [prometheus-alertmanager]='/usr/bin/prometheus-alertmanager'
     [mariadb-server]='/usr/sbin/mariadbd'
     # Galera clusters (haven.stateful's tests start 3 nodes on loopback): the wsrep provider, and rsync
     # for the state transfer (SST) of a node that joins empty.
