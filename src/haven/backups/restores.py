@@ -211,10 +211,13 @@ class Restorer:
                     else {"haven_restored_from": backup.id, RESTORE_ID_KEY: record.id}
                 )
                 if backup.kind is BackupKind.VOLUME:
-                    boot_id = next(iter(backup.volume_backups.values()))
-                    target_id = await self._port.boot_from_volume_backup(
-                        record.name, boot_id, flavor, metadata
-                    )
+                    volumes = await self._restored_volumes(record, backup)
+                    if volumes is None:  # Cinder still restores: the next round looks again
+                        return await self._waited(record, "Cinder is still restoring its volumes")
+                    target_id = await self._port.boot_from_volumes(
+                        record.name, volumes, flavor, metadata,
+                        delete_on_termination=record.purpose is RestorePurpose.DRILL,
+                    )  # fmt: skip
                 else:
                     target_id = await self._port.boot_from_image(
                         record.name, record.image_id, flavor, metadata
@@ -228,10 +231,60 @@ class Restorer:
         except PermanentError as exc:
             if record.purpose is RestorePurpose.REBUILD and isinstance(exc, Conflict) and "busy" in str(exc):
                 return await self._save(dataclasses.replace(record, state=RestoreState.BOOTING), record.state)
-            return await self._save(self._failed(record, f"Nova refused: {exc}"), record.state)
+            await self._drop_volumes(record)
+            return await self._save(self._failed(record, f"the cloud refused: {exc}"), record.state)
         return await self._save(
             dataclasses.replace(record, state=RestoreState.BOOTING, target_id=target_id), record.state
         )
+
+    async def _restored_volumes(self, record: RestoreRecord, backup: BackupRecord) -> list[str] | None:
+        """The new volumes of a Cinder restore, the boot volume first; None while Cinder restores.
+
+        Each volume's Cinder backup is restored to a new volume named after the record
+        (``volume_name``); a resumed restore finds it by that name before asking again, so a restart
+        never restores a second one. A volume that ends in error fails the restore (PermanentError).
+        """
+        volumes, waiting = [], False
+        for index, backup_id in enumerate(backup.volume_backups.values()):
+            name = volume_name(record, index)
+            found = [v for v in await self._port.find_volumes(name) if v.status != "deleting"]
+            if found:
+                volume = found[0]
+            else:
+                volume_id = await self._port.restore_volume_backup(backup_id, name)
+                volume = await self._port.get_volume(volume_id)
+            if volume.status.startswith("error"):
+                raise PermanentError(
+                    f"restoring Cinder backup {backup_id} left volume {volume.id} {volume.status}"
+                )
+            waiting |= volume.status != "available"
+            volumes.append(volume.id)
+        if not volumes:
+            raise PermanentError(f"backup {backup.id} holds no Cinder backup")
+        return None if waiting else volumes
+
+    async def _waited(self, record: RestoreRecord, why: str) -> RestoreRecord:
+        if self._clock.now() - record.created_at > self._settings.timeout_s:
+            await self._drop_volumes(record)
+            failed = self._failed(record, f"{why} after {self._settings.timeout_s:.0f} s")
+            return await self._save(failed, record.state)
+        log.info("restore %s waits: %s", record.id, why)
+        return record
+
+    async def _drop_volumes(self, record: RestoreRecord) -> None:
+        """A failed restore's volumes (before any server booted from them) are deleted, best effort."""
+        if record.purpose is RestorePurpose.REBUILD:
+            return
+        try:
+            backup = await self._db(self._store.get_backup, record.backup_id)
+        except NotFound:
+            return
+        for index in range(len(backup.volume_backups)):
+            try:
+                for volume in await self._port.find_volumes(volume_name(record, index)):
+                    await self._port.delete_volume(volume.id)
+            except HavenError as exc:
+                log.info("restore %s: volume %s left: %s", record.id, volume_name(record, index), exc)
 
     async def _rebuild_asked(self, record: RestoreRecord) -> bool:
         """Whether this restore's rebuild was already asked (by this engine or one that died after the
@@ -338,6 +391,11 @@ class Restorer:
 
     async def _db(self, call: Callable[..., T], *args: object, **kw: object) -> T:
         return await asyncio.to_thread(call, *args, **kw)
+
+
+def volume_name(record: RestoreRecord, index: int) -> str:
+    """The name of the volume a Cinder restore makes (the record's key for it)."""
+    return f"{record.name}-{record.id[:8]}-vol{index}"
 
 
 def is_good(record: BackupRecord) -> bool:

@@ -260,8 +260,12 @@ class BackupRunner:
     async def _create_volumes(
         self, record: BackupRecord, target: BackupTarget, epoch: int | None
     ) -> BackupRecord:
-        """One Cinder backup per volume, each id committed as soon as Cinder gave it."""
+        """One Cinder backup per volume, each id committed as soon as Cinder gave it. An incremental
+        record asks Cinder for an incremental of a volume only when the chain's parent record holds an
+        available Cinder backup of that volume (Cinder bases it on the volume's newest backup, and
+        refuses with none): a volume added since, or whose parent backup is gone, gets a full."""
         done = dict(record.volume_backups)
+        parent = await self._parent_backups(record)
         for volume in target.volumes:
             if volume.id in done:
                 continue
@@ -271,13 +275,32 @@ class BackupRunner:
                 for b in await self._port.find_volume_backups(name)
                 if b.status is not VolumeBackupStatus.ERROR
             ]
-            done[volume.id] = found[0].id if found else await self._port.create_volume_backup(
-                volume.id, name, record.incremental
-            )  # fmt: skip
+            if found:
+                done[volume.id] = found[0].id
+            else:
+                incremental = record.incremental and await self._available(parent.get(volume.id, ""))
+                done[volume.id] = await self._port.create_volume_backup(volume.id, name, incremental)
             updated = dataclasses.replace(record, volume_backups=dict(done))
             await self._db(self._store.save_backup, updated, [BackupState.ISSUED], epoch=epoch)
             record = updated
         return dataclasses.replace(record, state=BackupState.CREATING)
+
+    async def _parent_backups(self, record: BackupRecord) -> dict[str, str]:
+        if not (record.incremental and record.parent_id):
+            return {}
+        try:
+            parent = await self._db(self._store.get_backup, record.parent_id)
+        except NotFound:
+            return {}
+        return dict(parent.volume_backups) if parent.state is BackupState.AVAILABLE else {}
+
+    async def _available(self, backup_id: str) -> bool:
+        if not backup_id:
+            return False
+        try:
+            return (await self._port.get_volume_backup(backup_id)).status is VolumeBackupStatus.AVAILABLE
+        except NotFound:
+            return False
 
     async def _poll(self, record: BackupRecord, epoch: int | None) -> None:
         now = self._clock.now()
@@ -348,21 +371,23 @@ class BackupRunner:
 
     async def _finish_delete(self, record: BackupRecord, epoch: int | None) -> None:
         try:
-            await self._remove(record, strict=True)
+            gone = await self._remove(record, strict=True)
         except (TemporaryError, Conflict) as exc:
             log.info("deleting backup %s waits: %s", record.id, exc)  # still deleting: the next pass retries
             return
-        gone = dataclasses.replace(record, state=BackupState.DELETED, finished_at=self._clock.now())
-        await self._db(self._store.save_backup, gone, [BackupState.DELETING], epoch=epoch)
+        if not gone:
+            return  # Cinder deletes later, or a backup still depends on one of them: the next pass looks
+        done = dataclasses.replace(record, state=BackupState.DELETED, finished_at=self._clock.now())
+        await self._db(self._store.save_backup, done, [BackupState.DELETING], epoch=epoch)
 
-    async def _remove(self, record: BackupRecord, strict: bool = False) -> None:
-        """Delete the image or the Cinder backups (newest first); NotFound is done."""
+    async def _remove(self, record: BackupRecord, strict: bool = False) -> bool:
+        """Delete the image, or the Cinder backups (newest first); True once nothing of it is left
+        (NotFound is gone). Cinder refuses to delete a backup another depends on (an incremental,
+        even one it is still deleting), and deletes later: a Cinder backup with
+        ``has_dependent_backups``, or not yet available, error or gone, is left for a later pass."""
         calls: list[tuple[Callable[[str], Awaitable[None]], str]] = []
         if record.image_id:
             calls.append((self._port.delete_image, record.image_id))
-        calls += [
-            (self._port.delete_volume_backup, b) for b in reversed(list(record.volume_backups.values()))
-        ]
         for call, ident in calls:
             try:
                 await call(ident)
@@ -372,6 +397,35 @@ class BackupRunner:
                 if strict:
                     raise
                 log.info("leftover %s of failed backup %s kept", ident, record.id)
+        left = False
+        for backup_id in reversed(list(record.volume_backups.values())):
+            try:
+                left |= not await self._remove_volume_backup(backup_id, record)
+            except NotFound:
+                continue
+            except HavenError:
+                if strict:
+                    raise
+                left = True
+        return not left
+
+    async def _remove_volume_backup(self, backup_id: str, record: BackupRecord) -> bool:
+        """One Cinder backup: True once it is gone; asks Cinder to delete it when it may."""
+        backup = await self._port.get_volume_backup(backup_id)
+        if backup.status is VolumeBackupStatus.DELETED:
+            return True
+        if backup.status is VolumeBackupStatus.DELETING:
+            return False
+        if backup.has_dependent_backups:
+            log.info("Cinder backup %s of backup %s waits: backups depend on it", backup_id, record.id)
+            return False
+        if backup.status not in (VolumeBackupStatus.AVAILABLE, VolumeBackupStatus.ERROR):
+            return False  # creating, restoring: Cinder refuses to delete it now
+        try:
+            await self._port.delete_volume_backup(backup_id)
+        except PermanentError as exc:  # Cinder's 400: a dependent or a status change since the read
+            log.info("Cinder refused deleting backup %s of backup %s for now: %s", backup_id, record.id, exc)
+        return False  # accepted: Cinder deletes it later (``deleting``), the next pass sees it gone
 
     # ---- alerts ------------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from haven.domain.backups import BackupTarget, Image, VolumeBackup
+from haven.domain.backups import BackupTarget, Image, Volume, VolumeBackup
 from haven.domain.ids import ServerId
 
 
@@ -71,10 +71,27 @@ class BackupPort(Protocol):
         """A new server from ``image_id`` with no network at all (Nova's ``networks: none``)."""
         ...
 
-    async def boot_from_volume_backup(
-        self, name: str, backup_id: str, flavor_id: str, metadata: Mapping[str, str]
-    ) -> ServerId:
-        """Restore the Cinder backup to a new volume and boot a new server from it (no network)."""
+    async def restore_volume_backup(self, backup_id: str, name: str) -> str:
+        """Cinder restores the backup to a new volume named ``name``; returns the volume's id at once
+        (the volume is ``restoring-backup`` until it is ``available``: read it with get_volume)."""
+        ...
+
+    async def find_volumes(self, name: str) -> Sequence[Volume]:
+        """Volumes named exactly ``name`` (how a resumed restore finds the volume it restored)."""
+        ...
+
+    async def get_volume(self, volume_id: str) -> Volume:
+        """NotFound once it is deleted."""
+        ...
+
+    async def delete_volume(self, volume_id: str) -> None: ...
+
+    async def boot_from_volumes(
+        self, name: str, volume_ids: Sequence[str], flavor_id: str, metadata: Mapping[str, str],
+        delete_on_termination: bool,
+    ) -> ServerId:  # fmt: skip
+        """A new server booting from ``volume_ids[0]``, the others attached, with no network; the
+        volumes go with the server when ``delete_on_termination`` (a drill's)."""
         ...
 
     async def rebuild(self, server_id: ServerId, image_id: str) -> None:

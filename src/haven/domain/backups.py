@@ -217,3 +217,12 @@ class VolumeBackup:
     incremental: bool
     has_dependent_backups: bool = False
     created_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Volume:
+    """A Cinder volume as a restore sees it: the one a backup was restored to, found again by its name."""
+
+    id: str
+    name: str
+    status: str  # Cinder's: creating, restoring-backup, available, error_restoring, ...

@@ -9,7 +9,6 @@ v3 at 3.43 (backups with metadata). Every error becomes a haven error in CallPoo
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -24,12 +23,12 @@ from haven.domain.backups import (
     BackupTarget,
     Image,
     ImageStatus,
+    Volume,
     VolumeBackup,
     VolumeBackupStatus,
     VolumeRef,
 )
 from haven.domain.cloud import ServerAction
-from haven.domain.errors import PermanentError
 from haven.domain.ids import ServerId
 
 BACKUP_MV = "2.45"
@@ -117,13 +116,20 @@ class BackupApi:
         self._check(self._conn.block_storage.delete(f"/backups/{backup_id}", microversion=CINDER_MV))
 
     def restore_volume_backup(self, backup_id: str, name: str) -> str:
-        body = {"restore": {"name": name}}
+        body = {"restore": {"name": name}}  # no volume_id: Cinder creates a new volume of that name
         r = self._conn.block_storage.post(f"/backups/{backup_id}/restore", json=body, microversion=CINDER_MV)
         return str(self._json(r)["restore"]["volume_id"])
 
-    def volume_status(self, volume_id: str) -> str:
+    def volumes(self, name: str) -> list[Json]:
+        r = self._conn.block_storage.get("/volumes/detail", params={"name": name}, microversion=CINDER_MV)
+        return list(self._json(r)["volumes"])
+
+    def volume(self, volume_id: str) -> Json:
         r = self._conn.block_storage.get(f"/volumes/{volume_id}", microversion=CINDER_MV)
-        return str(self._json(r)["volume"]["status"])
+        return dict(self._json(r)["volume"])
+
+    def delete_volume(self, volume_id: str) -> None:
+        self._check(self._conn.block_storage.delete(f"/volumes/{volume_id}", microversion=CINDER_MV))
 
     @staticmethod
     def _check(response: Any) -> None:
@@ -181,15 +187,17 @@ def volume_backup(body: Json) -> VolumeBackup:
     )  # fmt: skip
 
 
+def volume(body: Json) -> Volume:
+    return Volume(id=str(body["id"]), name=str(body.get("name") or ""), status=str(body.get("status") or ""))
+
+
 class OpenStackBackups:
     """haven.cloud.backups.BackupPort over Nova, Glance and Cinder."""
 
-    def __init__(
-        self, api: BackupApi, pool: CallPool, volume_poll_s: float = 2.0, actions: Actions | None = None
-    ) -> None:
+    def __init__(self, api: BackupApi, pool: CallPool, actions: Actions | None = None) -> None:
         """``actions``: the cloud's os-instance-actions reader with Nova's clock offset corrected
         (OpenStackCloud.server_actions); without it, Nova's times are taken as haven's."""
-        self._api, self._pool, self._volume_poll_s = api, pool, volume_poll_s
+        self._api, self._pool = api, pool
         self._actions = actions
 
     async def list_targets(self) -> Sequence[BackupTarget]:
@@ -265,31 +273,35 @@ class OpenStackBackups:
                            "metadata": dict(metadata)}}  # fmt: skip
         return ServerId(await self._pool.run(f"boot {name} from image {image_id}", self._api.boot, body))
 
-    async def boot_from_volume_backup(
-        self, name: str, backup_id: str, flavor_id: str, metadata: Mapping[str, str]
-    ) -> ServerId:
-        """Cinder restores the backup to a new volume (named ``name``); once available, Nova boots from it.
-
-        Known limits: this call waits for the volume (polling, the one wait in haven's backups), and a
-        restore resumed after a crash between the two may restore a second volume; the boot itself is
-        found again by its name (RestoreRecord.name).
-        """
-        volume_id = await self._pool.run(
+    async def restore_volume_backup(self, backup_id: str, name: str) -> str:
+        return await self._pool.run(
             f"restore backup {backup_id}", self._api.restore_volume_backup, backup_id, name
         )
-        for _ in range(600):
-            status = await self._pool.run(f"show volume {volume_id}", self._api.volume_status, volume_id)
-            if status == "available":
-                break
-            if status.startswith("error"):
-                raise PermanentError(f"restoring backup {backup_id} left volume {volume_id} in {status}")
-            await asyncio.sleep(self._volume_poll_s)
+
+    async def find_volumes(self, name: str) -> Sequence[Volume]:
+        bodies = await self._pool.run(f"find volumes named {name}", self._api.volumes, name)
+        return [volume(b) for b in bodies if b.get("name") == name]
+
+    async def get_volume(self, volume_id: str) -> Volume:
+        return volume(await self._pool.run(f"show volume {volume_id}", self._api.volume, volume_id))
+
+    async def delete_volume(self, volume_id: str) -> None:
+        await self._pool.run(f"delete volume {volume_id}", self._api.delete_volume, volume_id)
+
+    async def boot_from_volumes(
+        self, name: str, volume_ids: Sequence[str], flavor_id: str, metadata: Mapping[str, str],
+        delete_on_termination: bool,
+    ) -> ServerId:  # fmt: skip
         mapping = [
-            {"boot_index": 0, "uuid": volume_id, "source_type": "volume", "destination_type": "volume"}
-        ]
+            {"boot_index": 0 if i == 0 else -1, "uuid": vid, "source_type": "volume",
+             "destination_type": "volume", "delete_on_termination": delete_on_termination}
+            for i, vid in enumerate(volume_ids)
+        ]  # fmt: skip
         body = {"server": {"name": name, "flavorRef": await self._flavor_ref(flavor_id), "networks": "none",
                            "metadata": dict(metadata), "block_device_mapping_v2": mapping}}  # fmt: skip
-        return ServerId(await self._pool.run(f"boot {name} from volume {volume_id}", self._api.boot, body))
+        return ServerId(
+            await self._pool.run(f"boot {name} from volume {volume_ids[0]}", self._api.boot, body)
+        )
 
     async def _flavor_ref(self, flavor: str) -> str:
         """A flavor's id from its name (servers show their flavor's name since 2.47); an id stays as is."""

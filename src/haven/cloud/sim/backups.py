@@ -26,6 +26,7 @@ from haven.domain.backups import (
     BackupTarget,
     Image,
     ImageStatus,
+    Volume,
     VolumeBackup,
     VolumeBackupStatus,
     VolumeRef,
@@ -64,9 +65,24 @@ class SimVolumeBackup:
 
 
 @dataclass(slots=True)
+class SimVolume:
+    """A volume a restore made (Cinder's restore to a new volume); the protected servers' own volumes
+    are ``SimBackups.volumes`` (ids only: their data is the server's disk)."""
+
+    id: str
+    name: str
+    status: str  # restoring-backup, available, in-use, error_restoring, deleted
+    data: str
+    server_id: str = ""  # attached to
+    delete_on_termination: bool = False
+
+
+@dataclass(slots=True)
 class BackupTimings:
     backup_s: float = 120.0  # createBackup to an active image (a snapshot's upload)
     volume_backup_s: float = 60.0
+    volume_delete_s: float = 10.0  # a Cinder backup stays ``deleting`` this long after the delete call
+    restore_s: float = 30.0  # a backup restored to a new volume: ``restoring-backup`` to ``available``
     boot_s: float = 20.0  # a restored server's boot to ACTIVE
 
 
@@ -76,6 +92,7 @@ class SimBackupFaults:
     refuse_calls: int = 0  # the next N createBackup calls answer 503 before any effect
     lose_answers: int = 0  # the next N createBackup calls take effect but their answer is lost
     refuse_permanently: str = ""  # createBackup answers this refusal (Nova's 403: a quota) until cleared
+    fail_restores: int = 0  # the next N Cinder restores end ``error_restoring``
 
 
 class SimBackups:
@@ -89,6 +106,9 @@ class SimBackups:
         self.projects: dict[ServerId, str] = {}
         self.volumes: dict[ServerId, tuple[str, ...]] = {}  # volume-backed servers' volumes
         self.image_of: dict[ServerId, str] = {}
+        self.restored: dict[str, SimVolume] = {}  # ground truth: every volume a restore made
+        self.volume_backup_calls: list[tuple[float, str, bool]] = []  # (at, volume, incremental) accepted
+        self.restore_calls: list[tuple[float, str, str]] = []  # (at, backup, volume name) accepted
         self.create_calls: list[tuple[float, ServerId, str]] = []  # ground truth: every accepted createBackup
         self.rebuild_calls: list[tuple[float, ServerId, str]] = []  # ground truth: every accepted rebuild
         self.peak_uploading = 0  # ground truth: the most backups uploading at once
@@ -153,6 +173,10 @@ class SimBackups:
     async def delete_server(self, server_id: ServerId) -> None:
         self._catch_up()
         self.cloud.delete_server(server_id)
+        for vol in self.restored.values():
+            if vol.server_id == server_id:
+                vol.status = "deleted" if vol.delete_on_termination else "available"
+                vol.server_id = ""
         for image in self.images.values():  # Nova deletes the image of a snapshot it could not finish
             if image.server_id == server_id and image.status in _BUSY_IMAGE:
                 image.status = ImageStatus.DELETED
@@ -188,15 +212,70 @@ class SimBackups:
             raise Conflict(f"Image {image_id} is not active.")
         return self._boot(name, flavor_id, metadata, image.data, image.broken, image_id=image_id)
 
-    async def boot_from_volume_backup(
-        self, name: str, backup_id: str, flavor_id: str, metadata: Mapping[str, str]
-    ) -> ServerId:
+    async def restore_volume_backup(self, backup_id: str, name: str) -> str:
+        """Cinder's restore to a new volume: the backup is ``restoring`` and the volume
+        ``restoring-backup`` for ``restore_s``; an incremental restores its whole chain."""
         self._catch_up()
         backup = self._volume_backup(backup_id)
         if backup.status is not VolumeBackupStatus.AVAILABLE:
-            raise Conflict(f"backup {backup_id} is {backup.status.value}, not available")
-        server_id = self._boot(name, flavor_id, metadata, backup.data, False, image_id="")
-        self.volumes[server_id] = (f"vol-{server_id}",)
+            raise PermanentError("Invalid backup: Backup status must be available (HTTP 400)")
+        vol = SimVolume(str(uuid.uuid4()), name, "restoring-backup", backup.data)
+        self.restored[vol.id] = vol
+        now = self.cloud.clock.now()
+        self.restore_calls.append((now, backup_id, name))
+        backup.status = VolumeBackupStatus.RESTORING
+        fails = self.faults.fail_restores > 0
+        self.faults.fail_restores -= 1 if fails else 0
+
+        def done() -> None:
+            if backup.status is VolumeBackupStatus.RESTORING:
+                backup.status = VolumeBackupStatus.AVAILABLE
+            if vol.status == "restoring-backup":
+                vol.status = "error_restoring" if fails else "available"
+
+        self._at(now + self.timings.restore_s, done)
+        return vol.id
+
+    async def find_volumes(self, name: str) -> Sequence[Volume]:
+        self._catch_up()
+        return [
+            self._volume_view(v) for v in self.restored.values() if v.name == name and v.status != "deleted"
+        ]
+
+    async def get_volume(self, volume_id: str) -> Volume:
+        self._catch_up()
+        return self._volume_view(self._volume(volume_id))
+
+    async def delete_volume(self, volume_id: str) -> None:
+        self._catch_up()
+        vol = self._volume(volume_id)
+        if vol.status not in ("available", "error", "error_restoring"):
+            raise PermanentError(f"Invalid volume: Volume status must be available or error, is {vol.status}")
+        vol.status = "deleted"
+
+    def _volume(self, volume_id: str) -> SimVolume:
+        vol = self.restored.get(volume_id)
+        if vol is None or vol.status == "deleted":
+            raise NotFound(f"Volume {volume_id} could not be found.")
+        return vol
+
+    @staticmethod
+    def _volume_view(v: SimVolume) -> Volume:
+        return Volume(v.id, v.name, v.status)
+
+    async def boot_from_volumes(
+        self, name: str, volume_ids: Sequence[str], flavor_id: str, metadata: Mapping[str, str],
+        delete_on_termination: bool,
+    ) -> ServerId:  # fmt: skip
+        self._catch_up()
+        vols = [self._volume(v) for v in volume_ids]
+        for vol in vols:
+            if vol.status != "available":
+                raise PermanentError(f"Invalid volume: volume {vol.id} is {vol.status}, not available")
+        server_id = self._boot(name, flavor_id, metadata, vols[0].data, False, image_id="")
+        for vol in vols:
+            vol.status, vol.server_id, vol.delete_on_termination = "in-use", server_id, delete_on_termination
+        self.volumes[server_id] = tuple(v.id for v in vols)
         return server_id
 
     def _boot(
@@ -309,31 +388,35 @@ class SimBackups:
     # ---- volume backups -------------------------------------------------------------------------
 
     async def create_volume_backup(self, volume_id: str, name: str, incremental: bool) -> str:
+        """Cinder's backup create: an incremental's parent is the volume's newest backup (by
+        Cinder's rule), which must be available; with none, Cinder refuses (400)."""
         self._catch_up()
         owner = next((sid for sid, vols in self.volumes.items() if volume_id in vols), None)
         if owner is None:
-            raise NotFound(f"volume {volume_id} not found")
+            raise NotFound(f"Volume {volume_id} could not be found.")
         self.cloud.sim_server(owner)  # NotFound once the server (and its volume) is gone
         mine = [
             b
             for b in self.volume_backups.values()
-            if b.volume_id == volume_id and b.status is VolumeBackupStatus.AVAILABLE
+            if b.volume_id == volume_id and b.status is not VolumeBackupStatus.DELETED
         ]
-        if incremental and not mine:
-            raise Conflict("No backups available to do an incremental backup.")
-        parent = max(mine, key=lambda b: b.created_at).id if incremental else ""
+        parent = ""
+        if incremental:
+            if not mine:
+                raise PermanentError("Invalid backup: No backups available to do an incremental backup.")
+            latest = max(mine, key=lambda b: b.created_at)
+            if latest.status is not VolumeBackupStatus.AVAILABLE:
+                raise PermanentError(
+                    "Invalid backup: The parent backup must be available for incremental backup."
+                )
+            parent = latest.id
         now = self.cloud.clock.now()
         backup = SimVolumeBackup(
-            str(uuid.uuid4()),
-            name,
-            volume_id,
-            VolumeBackupStatus.CREATING,
-            incremental,
-            parent,
-            now,
+            str(uuid.uuid4()), name, volume_id, VolumeBackupStatus.CREATING, incremental, parent, now,
             self.disk(owner),
-        )
+        )  # fmt: skip
         self.volume_backups[backup.id] = backup
+        self.volume_backup_calls.append((now, volume_id, incremental))
         self.peak_uploading = max(self.peak_uploading, self.uploading())
         fails = self.faults.fail_backups > 0
         self.faults.fail_backups -= 1 if fails else 0
@@ -358,11 +441,23 @@ class SimBackups:
         return self._vb_view(self._volume_backup(backup_id))
 
     async def delete_volume_backup(self, backup_id: str) -> None:
+        """Cinder's delete: refused (400) unless available or error, and while any backup depends on
+        it (one still ``deleting`` counts: Cinder removes it later); accepted, it is ``deleting`` for
+        ``volume_delete_s``, then gone."""
         self._catch_up()
         backup = self._volume_backup(backup_id)
+        if backup.status not in (VolumeBackupStatus.AVAILABLE, VolumeBackupStatus.ERROR):
+            raise PermanentError(
+                f"Invalid backup: Backup status must be available or error, is {backup.status.value}."
+            )
         if self._has_dependents(backup.id):
-            raise Conflict("Incremental backups exist for this backup.")  # Cinder's 400 as haven reads it
-        backup.status = VolumeBackupStatus.DELETED
+            raise PermanentError("Invalid backup: Incremental backups exist for this backup.")
+        backup.status = VolumeBackupStatus.DELETING
+
+        def gone() -> None:
+            backup.status = VolumeBackupStatus.DELETED
+
+        self._at(self.cloud.clock.now() + self.timings.volume_delete_s, gone)
 
     def _has_dependents(self, backup_id: str) -> bool:
         return any(
