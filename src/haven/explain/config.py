@@ -15,6 +15,9 @@ naming the key.
     baseline_s = 3600.0                            # each metric's normal: the hour before that
     z_threshold = 3.0                              # |robust z| from which a metric is anomalous
     default_metrics = true                         # without [[diagnosis.metrics]]: DEFAULT_METRICS
+    alertmanager_url = "http://127.0.0.1:9093"     # empty: no alerts sent (haven.explain.alerting)
+    alertmanager_resend_s = 60.0                   # the whole set again this often (and at each change)
+    incident_s = 900.0                             # a symptom explained this recently is an incident
     [[diagnosis.metrics]]                          # replaces the defaults
     node = "glance-api"                            # a node of haven.topology's graph
     metric = "p95 latency"                         # in words, as explanations say it
@@ -31,7 +34,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from haven.diagnosis import RankSettings
 from haven.domain.errors import ConfigError
 from haven.evidence.nova import VERSIONED_TOPIC
+from haven.explain.alerting import AlertingSettings
 from haven.explain.explainer import ExplainSettings, MetricQuery
+from haven.explain.incidents import IncidentSettings
 
 # What the explainer reads from Prometheus when [diagnosis] lists no metrics of its own. haven's own
 # series come from its /metrics (haven.canary.metrics: the latest canary's phases and API probes, so a
@@ -75,6 +80,9 @@ class _Diagnosis(BaseModel):
     z_threshold: float = Field(default=3.0, gt=0, le=20)
     metrics: list[_Metric] = []
     default_metrics: bool = True
+    alertmanager_url: str = Field(default="", pattern=r"^(https?://.+)?$")
+    alertmanager_resend_s: float = Field(default=60.0, gt=0, le=3600)
+    incident_s: float = Field(default=900.0, gt=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,5 +112,10 @@ def parse_diagnosis(section: object, where: str) -> DiagnosisConfig:
         metrics=tuple(MetricQuery(m.node, m.metric, m.query, m.unit) for m in raw.metrics)
         or (DEFAULT_METRICS if raw.default_metrics else ()),
         step_s=raw.step_s,
+        alerting=AlertingSettings(
+            raw.alertmanager_url.rstrip("/"),
+            raw.alertmanager_resend_s,
+            IncidentSettings(active_s=raw.incident_s, ends_after_s=3 * raw.alertmanager_resend_s),
+        ),
     )
     return DiagnosisConfig(raw.transport_url, raw.topic, raw.pool, raw.prometheus_url.rstrip("/"), settings)

@@ -12,7 +12,9 @@ recovery (``recovery_failed``, ``unplaced``), and failed or slow canaries (haven
    from the MetricsSource over the ranker's baseline and window) and ranked by haven.diagnosis.rank;
 3. the ranked explanations are committed and the record is ``done``. A record left pending (an engine
    stopped in between) is explained by ``resume``; the result depends on stored evidence and the metrics
-   source, not on when it runs.
+   source, not on when it runs;
+4. with an Alertmanager configured, the loop sends the incidents (symptoms grouped by root cause, with
+   haven's own alerts) at each change and every ``resend_s`` (haven.explain.alerting).
 
 A metrics source that fails leaves a note on the record and the ranking to the events: an explanation
 that comes late is worth less than one without metrics. Time comes from the injected clock.
@@ -33,6 +35,7 @@ from haven.domain.errors import CloudError
 from haven.domain.incidents import Alert, AlertKind, NotificationType
 from haven.evidence.metrics import MetricsSource
 from haven.evidence.nova import BootFailure, Received
+from haven.explain.alerting import AlertingSettings, AlertmanagerNotifier
 from haven.explain.own import OwnRecords, extend, own_events
 from haven.store import Store
 from haven.topology import SERVER_BOOT, SERVER_EVACUATE, Topology, phase_of_fault
@@ -64,6 +67,7 @@ class ExplainSettings:
     step_s: float = 15.0  # the range queries' resolution
     poll_s: float = 5.0  # how often haven's alerts are looked at
     keep_evidence_s: float = 86_400.0  # kept notifications older than this are pruned
+    alerting: AlertingSettings = field(default_factory=AlertingSettings)  # Alertmanager ("": none)
 
 
 class Explainer:
@@ -80,6 +84,8 @@ class Explainer:
         self._clock = clock
         self._metrics = metrics
         self._settings = settings or ExplainSettings()
+        alerting = self._settings.alerting
+        self.notifier = AlertmanagerNotifier(store, clock, alerting) if alerting.url else None
 
     async def take(self, received: Received) -> ExplanationRecord | None:
         """One notification: evidence is kept; a failed boot is recorded and explained (returned).
@@ -144,6 +150,8 @@ class Explainer:
         await self._isolated(self.resume())
         while True:
             await self._isolated(self.watch_alerts())
+            if self.notifier is not None:
+                await self._isolated(self.notifier.tick())
             before = self._clock.now() - self._settings.keep_evidence_s
             await self._isolated(asyncio.to_thread(self._store.prune_evidence, before))
             await self._clock.sleep_until(self._clock.now() + self._settings.poll_s)

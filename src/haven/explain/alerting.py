@@ -1,0 +1,92 @@
+"""haven's incidents sent to Alertmanager: one batch, causes first, again on a timer and at every change.
+
+Run by haven.explain.explainer's loop (every ``poll_s``) when ``[diagnosis] alertmanager_url`` is set.
+Each ``tick`` reads the recent explanations and haven's active alerts from the store, words them as
+haven.explain.incidents does, and posts them to Alertmanager when they changed or ``resend_s`` passed.
+
+Alertmanager's inhibition misfires when the target (a symptom) arrives before its source (the cause),
+or after Alertmanager restarts (it held the symptom, not yet the cause: the symptom is notified). haven
+works around both without changing Alertmanager: the cause and its symptoms always travel in the same
+request, the cause first, and the whole set is sent again every ``resend_s`` (each alert fires until
+``ends_after_s`` after its send; a restarted Alertmanager has everything back within ``resend_s``). What
+haven sent before and no longer has (a symptom older than the incident window, a cleared alert) is sent
+once more with its end set to now: resolved.
+
+A send that fails (Alertmanager down) is logged and retried at the next tick; it never stops the explainer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from haven.domain.clock import Clock
+from haven.domain.errors import HavenError
+from haven.explain.incidents import IncidentSettings, incident_alerts
+from haven.notify.alertmanager import Alertmanager, AmAlert
+from haven.store import Store
+
+_log = logging.getLogger(__name__)
+Fingerprint = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AlertingSettings:
+    url: str = ""  # Alertmanager's URL ("" for none)
+    resend_s: float = 60.0
+    incidents: IncidentSettings = field(default_factory=IncidentSettings)
+    timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.resend_s <= 0 or self.resend_s * 2 > self.incidents.ends_after_s:
+            raise ValueError("resend_s must be positive and at most half of ends_after_s")
+
+
+class AlertmanagerNotifier:
+    def __init__(
+        self, store: Store, clock: Clock, settings: AlertingSettings, alertmanager: Alertmanager | None = None
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._settings = settings
+        self._am = alertmanager or Alertmanager(settings.url, settings.timeout_s)
+        self._sent: dict[Fingerprint, AmAlert] = {}
+        self._sent_at: float | None = None
+        self.sends = 0  # batches posted (for tests and logs)
+
+    async def tick(self) -> list[AmAlert] | None:
+        """Send when something changed or ``resend_s`` passed; the batch sent, or None."""
+        now = self._clock.now()
+        wanted = await self.wanted(now)
+        changed = {a.fingerprint: _words(a) for a in wanted} != {f: _words(a) for f, a in self._sent.items()}
+        due = self._sent_at is None or now - self._sent_at >= self._settings.resend_s
+        if not changed and not due:
+            return None
+        return await self.send(wanted, now)
+
+    async def wanted(self, now: float) -> list[AmAlert]:
+        start = now - self._settings.incidents.active_s
+        records = await asyncio.to_thread(self._store.list_explanations, limit=1000)
+        alerts = await asyncio.to_thread(self._store.list_alerts, active_only=True)
+        recent = [r for r in records if r.symptom.at >= start]
+        return incident_alerts(recent, alerts, now, self._settings.incidents)
+
+    async def send(self, wanted: Sequence[AmAlert], now: float) -> list[AmAlert] | None:
+        keep = {a.fingerprint for a in wanted}
+        gone = [replace(a, ends_at=now) for f, a in sorted(self._sent.items()) if f not in keep]
+        batch = [*wanted, *gone]
+        try:
+            await self._am.post(batch)
+        except HavenError as exc:
+            _log.warning("alerts not sent to Alertmanager (again at the next tick): %s", exc)
+            return None
+        self._sent = {a.fingerprint: a for a in wanted}
+        self._sent_at = now
+        self.sends += 1
+        return batch
+
+
+def _words(alert: AmAlert) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(alert.annotations.items()))

@@ -1,0 +1,161 @@
+"""Incidents: symptoms grouped by their ranked root cause, as the alerts haven sends to Alertmanager.
+
+Called by haven.explain.alerting with what the store holds (explanations, haven's active alerts); pure.
+Alertmanager groups and inhibits by labels only and knows no cause; haven puts the cause in the labels:
+
+- each recent explained symptom (a failed canary, a failed probe, an ``instance.create.error``) is an
+  alert ``HavenSymptom`` with ``haven_role="symptom"`` and ``cause`` = its root cause's node (the first
+  ranked cause whose own dependencies are healthy, as the explanation's sentence names it; "" when
+  nothing was found), the sentence and the ranked causes as annotations;
+- each root cause named by at least one recent symptom is one alert ``HavenRootCause`` with
+  ``haven_role="cause"`` and the same ``cause``, its evidence and its symptoms in words: the incident;
+- haven's own active alerts (gate holds, failed fences, a recovery that failed...) are ``Haven<Kind>``
+  alerts; one haven explained carries its cause as a symptom does, and the control plane's service
+  alerts (a service down, a crash loop, held restarts) are causes of their service.
+
+With the inhibition rule of deploy/alertmanager/haven.yml (a ``haven_role="cause"`` alert inhibits the
+``haven_role="symptom"`` alerts with an equal ``cause``), one notification says the cause and the symptoms
+it explains stay quiet. Causes come first in the batch, and the whole batch is sent at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from haven.diagnosis import Explanation
+from haven.diagnosis.records import ExplanationRecord, ExplanationState
+from haven.diagnosis.words import clock
+from haven.domain.incidents import Alert, AlertKind
+from haven.notify.alertmanager import AmAlert
+
+SYMPTOM, CAUSE = "symptom", "cause"
+ROLE = "haven_role"
+_SERVICE_ALERTS = (
+    AlertKind.SERVICE_DOWN,
+    AlertKind.REPLICA_CRASH_LOOP,
+    AlertKind.SERVICE_HOLD,
+)
+_MAX_LISTED = 10  # symptoms named in a cause's description
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentSettings:
+    active_s: float = 900.0  # a symptom explained this recently is still an incident
+    ends_after_s: float = 180.0  # each sent alert fires until this long after its send, unless sent again
+    url: str = ""  # haven's API, for the alerts' generatorURL ("" for none)
+
+    def __post_init__(self) -> None:
+        if self.active_s <= 0 or self.ends_after_s <= 0:
+            raise ValueError("active_s and ends_after_s must be positive")
+
+
+def root_of(record: ExplanationRecord) -> Explanation | None:
+    """The root cause the record's sentence names first (in its phase, its dependencies healthy)."""
+    if record.diagnosis is None or not record.diagnosis.explanations:
+        return None
+    ranked = record.diagnosis.explanations
+    return next((e for e in ranked if e.in_phase and not e.explained_by), ranked[0])
+
+
+def incident_alerts(
+    records: Iterable[ExplanationRecord],
+    alerts: Iterable[Alert],
+    now: float,
+    settings: IncidentSettings | None = None,
+) -> list[AmAlert]:
+    """The alerts to send now: causes first, then symptoms and haven's alerts, each in a stable order."""
+    settings = settings or IncidentSettings()
+    ends = now + settings.ends_after_s
+    recent = sorted(
+        (r for r in records if r.state is ExplanationState.DONE and r.symptom.at >= now - settings.active_s),
+        key=lambda r: (r.symptom.at, r.id),
+    )
+    explained = {r.id: r for r in recent}
+    causes: dict[str, list[ExplanationRecord]] = {}
+    symptoms: list[AmAlert] = []
+    for record in recent:
+        root = root_of(record)
+        if root is not None:
+            causes.setdefault(root.node, []).append(record)
+        if not record.source.startswith("alert:"):  # haven's own alert carries it below
+            symptoms.append(_symptom(record, root, ends, settings))
+    own: list[AmAlert] = []
+    for alert in sorted(alerts, key=lambda a: (a.raised_at, a.id)):
+        if alert.cleared_at is None:
+            own.append(_own(alert, explained.get(f"alert:{alert.id}"), ends, settings))
+    found = [_cause(node, named, ends, settings) for node, named in sorted(causes.items())]
+    return (
+        found
+        + [a for a in own if a.labels.get(ROLE) == CAUSE]
+        + symptoms
+        + [a for a in own if a.labels.get(ROLE) != CAUSE]
+    )
+
+
+def _symptom(
+    record: ExplanationRecord, root: Explanation | None, ends: float, settings: IncidentSettings
+) -> AmAlert:
+    labels = {
+        "alertname": "HavenSymptom",
+        ROLE: SYMPTOM,
+        "cause": root.node if root is not None else "",
+        "symptom": record.source,
+        "subject": record.subject,
+        "explanation": record.id,
+        "severity": "warning",
+    }
+    return AmAlert(labels, _explained(record), record.symptom.at, ends, _link(settings, record.id))
+
+
+def _explained(record: ExplanationRecord) -> dict[str, str]:
+    diagnosis = record.diagnosis
+    found = {"summary": diagnosis.summary if diagnosis else record.symptom.what}
+    if diagnosis is not None and diagnosis.explanations:
+        found["causes"] = "; ".join(
+            f"{i}. {e.label}: {e.text}" for i, e in enumerate(diagnosis.explanations, 1)
+        )
+    found["details"] = f"haven explain {record.id}"
+    return found
+
+
+def _cause(node: str, named: Sequence[ExplanationRecord], ends: float, settings: IncidentSettings) -> AmAlert:
+    latest = named[-1]
+    root = root_of(latest)
+    assert root is not None  # grouped by it
+    listed = [f"{clock(r.symptom.at)} {r.symptom.what}" for r in named[-_MAX_LISTED:]]
+    more = f" (and {len(named) - _MAX_LISTED} earlier)" if len(named) > _MAX_LISTED else ""
+    annotations = {
+        "summary": f"{root.label} is the likely root cause of {len(named)} symptom(s) since "
+        f"{clock(named[0].symptom.at)}",
+        "evidence": root.text,
+        "symptoms": "; ".join(listed) + more,
+        "details": f"haven explain {latest.id}",
+    }
+    labels = {"alertname": "HavenRootCause", ROLE: CAUSE, "cause": node, "severity": "critical"}
+    starts = min(root.onset, named[0].symptom.at)
+    return AmAlert(labels, annotations, starts, ends, _link(settings, latest.id))
+
+
+def _own(alert: Alert, record: ExplanationRecord | None, ends: float, settings: IncidentSettings) -> AmAlert:
+    name = "Haven" + "".join(part.capitalize() for part in alert.kind.value.split("_"))
+    labels = {"alertname": name, "kind": alert.kind.value, "alert_id": alert.id, "severity": "warning"}
+    if alert.host:
+        labels["host"] = alert.host
+    if alert.segment_id:
+        labels["segment"] = str(alert.segment_id)
+    annotations = {"summary": alert.message}
+    if alert.kind in _SERVICE_ALERTS and alert.host:
+        labels.update({ROLE: CAUSE, "cause": alert.host.split("@", 1)[0], "severity": "critical"})
+    elif record is not None:
+        root = root_of(record)
+        labels.update({ROLE: SYMPTOM, "cause": root.node if root is not None else ""})
+        annotations.update(_explained(record))
+    return AmAlert(labels, annotations, alert.raised_at, ends, _link(settings, ""))
+
+
+def _link(settings: IncidentSettings, record_id: str) -> str:
+    if not settings.url:
+        return ""
+    base = settings.url.rstrip("/")
+    return f"{base}/v1/haven/explanations/{record_id}" if record_id else ""
