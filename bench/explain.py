@@ -23,12 +23,18 @@ For each injection (the catalogue's order, ``--runs`` each; ``--seed`` shuffles 
    within ``--whole-timeout`` is reported, and the next faults skip while the lab is not whole.
 
 No Prometheus: the evidence is what the canary sees (probes, endpoints, Nova's service list) plus what
-haven stored. Prints per fault: the canary's outcome, the top three causes, AC@1 (the top cause is the
-root), AC@3 (one of the top three is), the seconds from the symptom to its stored explanation, the miss's
-reason; overall AC@1 / AC@3 and the median time to an explanation.
+haven stored. With ``--controlplane``, haven's control-plane reconciler also runs over the lab, observe-only
+(it acts on nothing: the bench heals), with the lab's processes as its units (the lab has no systemd:
+``LabUnits`` reads each process record) and three service probes: an SQL query on MariaDB, an AMQP round
+trip on RabbitMQ, a Keystone token issued and validated; what it sees change is kept as evidence
+(haven.evidence.controlplane).
+
+Prints per fault: the canary's outcome, the top three causes, AC@1 (the top cause is the root), AC@3
+(one of the top three is), the seconds from the symptom to its stored explanation, the miss's reason;
+overall AC@1 / AC@3 and the median time to an explanation.
 
 Run: .venv/bin/python bench/explain.py [--folder LAB] [--runs 1] [--seed N] [--only glance-hung,...]
-     [--boot-timeout 40] [--json] [--list]
+     [--boot-timeout 40] [--controlplane] [--json] [--list]
 Without --folder it starts a lab (haven.lab.lab.up, 2 computes) in a temporary folder and stops it at
 the end (about 5-7 minutes on a loaded 2-core machine), then about 1-2 minutes per injection.
 """
@@ -42,6 +48,7 @@ import dataclasses
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -63,13 +70,29 @@ from haven.canary.runner import CanaryRunner, Round
 from haven.cloud.openstack.canary import open_canary
 from haven.cloud.openstack.connection import clouds_yaml_file
 from haven.controlplane.catalogue import CATALOGUE
+from haven.controlplane.config import ControlPlaneConfig
+from haven.controlplane.drivers.probes import NetworkProber
+from haven.controlplane.reconciler import Reconciler
 from haven.diagnosis.records import ExplanationRecord
 from haven.domain.clock import RealClock
+from haven.domain.controlplane import (
+    Controller,
+    ControlPlaneSettings,
+    DomainName,
+    ProbeKind,
+    ProbeSpec,
+    ServiceName,
+    ServiceSpec,
+    UnitActive,
+    UnitStatus,
+)
+from haven.domain.errors import NotFound, PermanentError
+from haven.domain.ids import HostName
 from haven.explain.explainer import Explainer
 from haven.lab import glance, lab, labfiles
 from haven.lab.bmc import BmcInfo, power_state, set_power
 from haven.lab.hardware import hang_host, hold_compute_down, read_holds
-from haven.lab.state import LabState, ProcessRecord, alive, load_state, record
+from haven.lab.state import LabState, ProcessRecord, alive, load_state, record, start_time
 from haven.store import Store
 from haven.topology import openstack_topology
 
@@ -122,6 +145,91 @@ class LabHandle:
         wrong += [f"{b.host} powered {power_state(b, password)}" for b in self.bmcs()
                   if power_state(b, password) != "On"]  # fmt: skip
         return wrong
+
+
+# ---- the control plane, observe-only (--controlplane) ----------------------------------------------
+
+
+class LabUnits:
+    """The lab's processes as the reconciler's units: a unit is a process record's name, active while its
+    pid lives (a SIGSTOPped one too: systemd would say so), its invocation its pid and kernel start."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        stat = Path("/proc/stat").read_text().split()
+        self._boot = float(stat[stat.index("btime") + 1])
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    async def status(self, unit: str) -> UnitStatus:
+        state = load_state(self.folder)
+        found = [e for e in (state.processes if state else []) if e.name == unit]
+        if not found:
+            raise NotFound(f"the lab runs no {unit}")
+        entry = found[-1]
+        invocation = f"{entry.pid}:{entry.started}"
+        if start_time(entry.pid) != entry.started:
+            return UnitStatus(UnitActive.FAILED, "dead", invocation_id=invocation)
+        since = self._boot + entry.started / self._tick
+        return UnitStatus(UnitActive.ACTIVE, "running", invocation_id=invocation, active_since=since)
+
+    async def start(self, unit: str) -> None:
+        raise PermanentError("the bench heals the lab, haven does not")
+
+    stop = restart = start
+
+
+def lab_control_plane(state: LabState) -> tuple[ControlPlaneConfig, dict[str, str]]:
+    """The lab's services as [controlplane] would declare them (one controller), and the probes' secrets."""
+    conf = (Path(state.folder) / "nova" / "nova.conf").read_text()
+    db = re.search(r"^connection = mysql\+pymysql://(\w+):(\w+)@[\d.]+:(\d+)/nova\?", conf, re.M)
+    mq = re.search(r"^transport_url = rabbit://(\w+):(\w+)@[\d.]+:(\d+)/", conf, re.M)
+    clouds = json.loads(Path(state.files["clouds.yaml"]).read_text())["clouds"]["lab"]["auth"]
+    if db is None or mq is None:
+        raise SystemExit("--controlplane: the lab's nova.conf names no database or transport_url")
+    keystone_port = int(clouds["auth_url"].rsplit(":", 1)[1].split("/")[0])
+
+    def probe(kind: ProbeKind, port: int, user: str, env: str, project: str = "") -> ProbeSpec:
+        return ProbeSpec(kind, port, user=user, password_env=env, project=project, timeout_s=2.0,
+                         period_s=2.0, startup_grace_s=10.0)  # fmt: skip
+
+    def spec(name: str, unit: str, probe_: ProbeSpec | None = None) -> ServiceSpec:
+        catalogued = CATALOGUE[ServiceName(name)]
+        return ServiceSpec(ServiceName(name), unit, 1, probe=probe_, depends_on=catalogued.depends_on)
+
+    services = (
+        spec("mariadb", "mariadb", probe(ProbeKind.SQL, int(db[3]), db[1], "LAB_DB_PW", "nova")),
+        spec("rabbitmq", "rabbitmq-server", probe(ProbeKind.AMQP, int(mq[3]), mq[1], "LAB_MQ_PW")),
+        spec("keystone", "keystone", probe(ProbeKind.KEYSTONE, keystone_port, clouds["username"],
+                                           "LAB_KS_PW", clouds["project_name"])),
+        *(spec(n, n) for n in ("nova-api", "nova-conductor", "nova-scheduler", "placement-api",
+                               "glance-api")),
+    )  # fmt: skip
+    config = ControlPlaneConfig(
+        ControlPlaneSettings(pass_interval_s=1.0),
+        (Controller(HostName("lab"), DomainName("lab"), "127.0.0.1"),),
+        services,
+    )
+    return config, {"LAB_DB_PW": db[2], "LAB_MQ_PW": mq[2], "LAB_KS_PW": clouds["password"]}
+
+
+@contextlib.asynccontextmanager
+async def observing(state: LabState, store: Store, on: bool) -> Any:
+    """The reconciler over the lab, observe-only (its leader epoch is None: it plans, never acts)."""
+    if not on:
+        yield
+        return
+    config, secrets = lab_control_plane(state)
+    prober = NetworkProber(environ=secrets)
+    units = {HostName("lab"): LabUnits(Path(state.folder))}
+    reconciler = Reconciler(config, units, None, prober, store, RealClock(), leader_epoch=lambda: None)
+    task = asyncio.create_task(reconciler.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await prober.close()
 
 
 # ---- faults -----------------------------------------------------------------------------------------
@@ -568,11 +676,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         Store.open(f"sqlite:///{tmp}/haven.db") as store,
     ):
         bench = Bench(LabHandle(state), store, args)
-        for i, name in enumerate(order, 1):
-            say(f"[{i}/{len(order)}] {name}")
-            results.append(await bench.inject(FAULTS[name]))
-            if args.out:
-                args.out.write_text(json.dumps(report(results), indent=2) + "\n")
+        async with observing(state, store, args.controlplane):
+            for i, name in enumerate(order, 1):
+                say(f"[{i}/{len(order)}] {name}")
+                results.append(await bench.inject(FAULTS[name]))
+                if args.out:
+                    args.out.write_text(json.dumps(report(results), indent=2) + "\n")
     return report(results)
 
 
@@ -590,6 +699,10 @@ def main() -> None:
     parser.add_argument("--whole-timeout", type=float, default=240.0, help="the lab proven whole")
     parser.add_argument("--out", type=Path, help="also write the JSON report here after each fault")
     parser.add_argument("--list", action="store_true", help="the catalogue, then exit")
+    parser.add_argument(
+        "--controlplane", action="store_true",
+        help="also run haven's control-plane reconciler over the lab, observe-only (SQL, AMQP, Keystone)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.list:
