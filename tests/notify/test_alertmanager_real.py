@@ -11,6 +11,7 @@ out of the incident window are resolved.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import time
 from collections.abc import Iterator
@@ -248,3 +249,25 @@ def test_a_bad_alert_is_refused_with_alertmanagers_words(alertmanager: RunningAl
         asyncio.run(
             Alertmanager(alertmanager.url).post([AmAlert({"0bad": "x"}, {}, time.time(), time.time() + 9)])
         )
+
+
+async def test_the_explainer_s_loop_sends_its_incidents(alertmanager: RunningAlertmanager) -> None:
+    from haven.explain.explainer import Explainer, ExplainSettings
+
+    with Store.open("sqlite://") as store:
+        incidents(store, time.time())
+        alerting = AlertingSettings(alertmanager.url, 1.0, IncidentSettings(active_s=600, ends_after_s=3))
+        explainer = Explainer(store, openstack_topology(CATALOGUE.values()), RealClock(),
+                              settings=ExplainSettings(poll_s=0.2, alerting=alerting))  # fmt: skip
+        task = asyncio.create_task(explainer.run())
+        try:
+            am = Alertmanager(alertmanager.url)
+            deadline = time.monotonic() + 10
+            while not (state := await held(am)) and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        assert state[("HavenRootCause", "mariadb", "")]["state"] == "active"
+        assert state[("HavenSymptom", "mariadb", "canary:az1-1")]["state"] == "suppressed"
