@@ -30,6 +30,7 @@ from haven.domain.errors import PermanentError
 from haven.domain.ids import HostName
 from haven.domain.incidents import Alert, AlertKind
 from haven.explain.alerting import AlertingSettings, AlertmanagerNotifier
+from haven.explain.explainer import Explainer, ExplainSettings
 from haven.explain.incidents import IncidentSettings
 from haven.notify.alertmanager import Alertmanager, AmAlert
 from haven.store import Store
@@ -252,8 +253,6 @@ def test_a_bad_alert_is_refused_with_alertmanagers_words(alertmanager: RunningAl
 
 
 async def test_the_explainer_s_loop_sends_its_incidents(alertmanager: RunningAlertmanager) -> None:
-    from haven.explain.explainer import Explainer, ExplainSettings
-
     with Store.open("sqlite://") as store:
         incidents(store, time.time())
         alerting = AlertingSettings(alertmanager.url, 1.0, IncidentSettings(active_s=600, ends_after_s=3))
