@@ -1,5 +1,6 @@
 """`haven drill backup-restore`: a virtual day of backups on the simulated cloud, a corrupted server
-rebuilt and a deleted one booted anew from their newest backups, judged from the simulated cloud."""
+rebuilt and a deleted one booted anew from their newest backups, judged from the simulated cloud.
+One server in four is volume-backed (Cinder backups); the deleted one is, so its restore is Cinder's."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ from haven.drill.backup_restore import run_backup_restore
 async def test_the_corrupted_and_the_deleted_server_come_back_with_their_backed_up_data() -> None:
     report = await run_backup_restore(servers=5, hosts=2, seed=3, hours=6.0, max_concurrent=2)
     assert report.verdict == "recovered"
-    assert report.peak_uploading <= 2 and report.backups_taken >= 5 * 6
-    assert report.images_per_server == {"3": 5}  # rotation kept exactly 3 per server in Glance
+    assert report.peak_uploading <= 2 and report.backups_taken >= 4 * 6
+    assert report.volume_backed == 1 and report.volume_backups_taken >= 6 and report.cinder_chains_intact
+    assert report.images_per_server == {"3": 4}  # rotation kept exactly 3 per server in Glance
     assert report.alerts == {"backup_missed": 0, "recovery_point_stale": 0, "restore_drill_failed": 0}
-    assert [(r.how, r.vm_state, r.data_ok) for r in report.restores] == [
-        ("rebuild in place", "active", True),
-        ("as new", "active", True),
+    assert [(r.how, r.source, r.vm_state, r.data_ok) for r in report.restores] == [
+        ("rebuild in place", "image", "active", True),
+        ("as new", "cinder", "active", True),
     ]
     assert all(r.image_id == r.expected_image_id != "" for r in report.restores)
 

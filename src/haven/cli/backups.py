@@ -210,7 +210,8 @@ def _drill_table(report: backup_restore.BackupDrillReport) -> Table:
     table = Table(
         title=(
             f"backup-restore: {report.servers} servers, {report.virtual_hours:.0f} virtual hours, "
-            f"{report.backups_taken} backups (at most {report.peak_uploading} uploading, cap "
+            f"{report.backups_taken} image and {report.volume_backups_taken} Cinder backups (at most "
+            f"{report.peak_uploading} uploading, cap "
             f"{report.max_concurrent}), images kept per server {report.images_per_server}, drills "
             f"{report.drills_passed} passed / {report.drills_failed} failed, alerts {report.alerts}"
         )
@@ -227,7 +228,8 @@ def _drill_table(report: backup_restore.BackupDrillReport) -> Table:
         table.add_column(column)
     for r in report.restores:
         table.add_row(
-            r.server_id[:8], r.how, r.state, r.restored_id[:8] if r.exists else "missing", r.vm_state,
+            r.server_id[:8], f"{r.how} ({r.source})", r.state,
+            r.restored_id[:8] if r.exists else "missing", r.vm_state,
             "yes" if r.image_id and r.image_id == r.expected_image_id else "no",
             "as backed up" if r.data_ok else "wrong",
         )  # fmt: skip

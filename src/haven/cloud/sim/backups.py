@@ -62,6 +62,7 @@ class SimVolumeBackup:
     parent: str
     created_at: float
     data: str
+    broken: bool = False  # fault: a server booted from a volume restored from it ends in ERROR
 
 
 @dataclass(slots=True)
@@ -75,6 +76,8 @@ class SimVolume:
     data: str
     server_id: str = ""  # attached to
     delete_on_termination: bool = False
+    backup_id: str = ""  # ground truth: the Cinder backup it was restored from
+    broken: bool = False
 
 
 @dataclass(slots=True)
@@ -219,7 +222,14 @@ class SimBackups:
         backup = self._volume_backup(backup_id)
         if backup.status is not VolumeBackupStatus.AVAILABLE:
             raise PermanentError("Invalid backup: Backup status must be available (HTTP 400)")
-        vol = SimVolume(str(uuid.uuid4()), name, "restoring-backup", backup.data)
+        vol = SimVolume(
+            str(uuid.uuid4()),
+            name,
+            "restoring-backup",
+            backup.data,
+            backup_id=backup.id,
+            broken=backup.broken,
+        )
         self.restored[vol.id] = vol
         now = self.cloud.clock.now()
         self.restore_calls.append((now, backup_id, name))
@@ -272,7 +282,7 @@ class SimBackups:
         for vol in vols:
             if vol.status != "available":
                 raise PermanentError(f"Invalid volume: volume {vol.id} is {vol.status}, not available")
-        server_id = self._boot(name, flavor_id, metadata, vols[0].data, False, image_id="")
+        server_id = self._boot(name, flavor_id, metadata, vols[0].data, vols[0].broken, image_id="")
         for vol in vols:
             vol.status, vol.server_id, vol.delete_on_termination = "in-use", server_id, delete_on_termination
         self.volumes[server_id] = tuple(v.id for v in vols)
