@@ -41,8 +41,8 @@ class Served:
 
 
 @contextlib.contextmanager
-def serve_dashboard(dashboard: Starlette, hub: EventHub) -> Iterator[Served]:
-    port = free_port()
+def serve_dashboard(dashboard: Starlette, hub: EventHub, port: int | None = None) -> Iterator[Served]:
+    port = port or free_port()
     app = Starlette(routes=[Mount(ROOT, dashboard)])
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
@@ -70,13 +70,13 @@ def serve_dashboard(dashboard: Starlette, hub: EventHub) -> Iterator[Served]:
     assert not thread.is_alive()
 
 
-def log_in(page: Page, url: str, token: str) -> None:
+def log_in(page: Page, url: str, token: str, live: str = "live: following") -> None:
     """Log in with the local token, wait for the page's event stream, and mark the page: a test
     asserts ``not_reloaded(page)`` at its end (what it saw came over the stream)."""
     page.goto(f"{url}/dashboard/login")
     page.get_by_label("Token").fill(token)
     page.get_by_role("button", name="Log in").click()
-    expect(page.locator("#live")).to_contain_text("live: following")
+    expect(page.locator("#live")).to_contain_text(live)
     page.evaluate("window.__notReloaded = true")
 
 

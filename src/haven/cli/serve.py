@@ -164,7 +164,7 @@ async def serve(
             api = _api_server(store, engine, token, clock, bind, leadership, metrics, authenticator)
             mount_dashboard(api.config.app, store, hub, clock, token=token, authenticator=authenticator,
                             keystone=config.keystone, hosts=hosts, declared=_declared(controlplane),
-                            backups=_backups_view(backups))  # fmt: skip
+                            backups=_backups_view(backups), leadership=leadership)  # fmt: skip
             attach_backups(api.config.app, backups)  # POST /v1/haven/backups[/restores] use its runner
             host, port = listener.getsockname()[:2]
             role = (

@@ -17,9 +17,10 @@ audited as the API audits it, with "(dashboard)" in the record.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -51,11 +52,13 @@ from haven.dashboard.board import (
 )
 from haven.dashboard.drills import COUNTERS, DrillRefused, DrillRunner, replay
 from haven.dashboard.hub import EventHub
+from haven.dashboard.leadership import LeaderView, leader_view, leadership_changes
 from haven.dashboard.sessions import COOKIE, Session, SessionStore, csrf_ok
 from haven.domain.clock import Clock
 from haven.domain.errors import Conflict, NotFound
 from haven.domain.ids import HostName, NotificationId
 from haven.service.release import release_segment
+from haven.service.status import Leadership
 from haven.store import Store
 
 log = logging.getLogger(__name__)
@@ -89,6 +92,7 @@ class DashboardDeps:
     domains: Mapping[HostName, tuple[str, str]] | None = None  # host: (zone, rack), as the cloud says
     declared: Mapping[str, int] | None = None  # control-plane service: its min_replicas
     backups: BackupsView | None = None  # the backup runner's latest plan, when this server runs it
+    leadership: Leadership | None = None  # several engines: the elector (a follower's page says so)
 
     def board(self) -> Board:
         return Board(
@@ -107,9 +111,11 @@ def create_dashboard(
     domains: Mapping[HostName, tuple[str, str]] | None = None,
     declared: Mapping[str, int] | None = None,
     backups: BackupsView | None = None,
+    leadership: Leadership | None = None,
 ) -> Starlette:
     """``declared``: each control-plane service's min_replicas; ``backups``: how to read the backup
-    runner's latest plan (None: this server runs no backups)."""
+    runner's latest plan (None: this server runs no backups); ``leadership``: whether this engine
+    leads and who does (haven serve's elector; None: the only engine)."""
     deps = DashboardDeps(
         store,
         authenticator,
@@ -120,6 +126,7 @@ def create_dashboard(
         domains,
         declared,
         backups,
+        leadership,
     )
     templates = template_environment()
     pages = _Pages(deps, templates)
@@ -202,6 +209,7 @@ class _Pages:
         return self._html(
             "index.html",
             board=board,
+            leader=leader_view(self.deps.leadership),
             csrf=session.csrf,
             user=p.user_id,
             roles=", ".join(sorted(p.roles)) or "no role",
@@ -344,12 +352,11 @@ class _Pages:
 
     async def _stream(self, request: Request, session: Session) -> AsyncIterator[str]:
         parts = self.templates.get_template("parts.html").module
-        with self.deps.hub.subscribe() as sub:
+        with self.deps.hub.subscribe() as sub, _watching(self.deps.leadership, sub.wake) as view:
             board = self.deps.board()  # after subscribing: no event falls between the two
-            yield _sse("live", "live: following the engine's events")
+            yield _sse("live", _live_text(view))
             # What changed between the page's own read and this stream's (a page is read first).
-            everything = Changes(set(board.hosts), set(board.notifications), True, True, True, True)
-            yield _sse("update", _render(parts, board, everything, set(board.notifications), session))
+            yield _sse("update", _render_all(parts, board, session, view))
             while True:
                 try:
                     await asyncio.wait_for(sub.wake.wait(), KEEPALIVE_S)
@@ -365,6 +372,15 @@ class _Pages:
                 if sub.overflowed:
                     yield _sse("live", "too many changes at once: reload the page to catch up")
                     return
+                if (now := leader_view(self.deps.leadership)) != view:
+                    # This engine started or stopped leading, or another leads now: read it all again.
+                    view = now
+                    while not sub.queue.empty():
+                        sub.queue.get_nowait()  # the store read below is newer than these events
+                    board = self.deps.board()
+                    yield _sse("update", _render_all(parts, board, session, view))
+                    yield _sse("live", _live_text(view))
+                    continue
                 events = []
                 while not sub.queue.empty():
                     events.append(sub.queue.get_nowait())
@@ -374,6 +390,31 @@ class _Pages:
                     yield _sse("update", _render(parts, board, changes, known, session))
                 if changes.announcements:
                     yield _sse("live", "; ".join(changes.announcements[-5:]))
+
+
+@contextlib.contextmanager
+def _watching(leadership: Leadership | None, wake: asyncio.Event) -> Iterator[LeaderView]:
+    """The leadership the stream starts with; ``wake`` is set whenever it changes (a task of the
+    stream's own, ended with it)."""
+    view = leader_view(leadership)
+    watcher = asyncio.get_running_loop().create_task(leadership_changes(leadership, view, wake))
+    try:
+        yield view
+    finally:
+        watcher.cancel()
+
+
+def _live_text(view: LeaderView) -> str:
+    if view.follower:
+        return "not live: this engine is a follower (see the note above); its engine sends no events"
+    return "live: following the engine's events"
+
+
+def _render_all(parts: Any, board: Board, session: Session, view: LeaderView) -> str:
+    """Every part of the page, and the leadership note (a stream's first message, or a new leader's)."""
+    everything = Changes(set(board.hosts), set(board.notifications), True, True, True, True)
+    note = str(parts.leadership(view, board.read_at, oob=True))
+    return note + _render(parts, board, everything, set(board.notifications), session)
 
 
 _NO_STORE = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin"}

@@ -184,6 +184,7 @@ class Board:
         """``declared``: each control-plane service's min_replicas; ``backups``: the backup runner's
         plan (None: backups are not run by this server); ``now``: for the recovery points' ages."""
         self._store = store
+        self.read_at = time.time() if now is None else now  # when the store was read for this board
         self._domains = domains or {}
         self._declared = declared or {}
         self.segments = {s.id: s for s in store.list_segments()}

@@ -14,6 +14,7 @@ from haven.dashboard.keystone_login import KeystonePasswordLogin
 from haven.domain.clock import Clock
 from haven.domain.cloud import Host
 from haven.service.config import KeystoneConfig
+from haven.service.status import Leadership
 from haven.store import Store
 
 
@@ -29,6 +30,7 @@ def mount_dashboard(
     hosts: Iterable[Host] = (),
     declared: Mapping[str, int] | None = None,
     backups: BackupsView | None = None,
+    leadership: Leadership | None = None,
 ) -> None:
     """The dashboard at /dashboard, logging in with the API's authenticator (the local token unless
     ``authenticator`` is Keystone's; then ``keystone`` also offers a user's password login).
@@ -36,6 +38,8 @@ def mount_dashboard(
     ``hosts``: the cloud's hosts at start-up, for the zones and racks (aggregates) of the map.
     ``declared``: each control-plane service's min_replicas (its "healthy / declared").
     ``backups``: how to read the backup runner's latest plan (None: this server runs no backups).
+    ``leadership``: the elector with several engines (a follower's page says it is one, and where the
+    leader is); None: the only engine.
     ``app`` is the API application (``uvicorn.Config.app``, typed loosely there).
     """
     if not isinstance(app, Starlette):
@@ -61,5 +65,6 @@ def mount_dashboard(
             domains=domains,
             declared=declared,
             backups=backups,
+            leadership=leadership,
         ),
     )
