@@ -91,6 +91,7 @@ class AlertKind(StrEnum):
     CONTROLLER_DOWN = "controller_down"  # a controller's systemd unreachable: one alert for all its replicas
     # Galera (haven.stateful): the alert's host is the cluster's name; the message every node's state.
     GALERA_HOLD = "galera_hold"  # recovery cannot decide safely: nothing started until an operator acts
+    RABBITMQ_HOLD = "rabbitmq_hold"  # RabbitMQ recovery cannot decide safely (haven.stateful.rabbitmq)
 
 
 @dataclass(frozen=True, slots=True)

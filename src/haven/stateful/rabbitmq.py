@@ -1,0 +1,218 @@
+"""RabbitMQ cluster recovery decisions: pure, over one snapshot of every node's observed state.
+
+Who calls it: haven.stateful.rabbitmq_recovery (the loop that reads every node and acts), and the tests,
+which feed it tables of node states. No I/O: the same observations always give the same decision.
+
+What each node reports (``rabbitmqctl cluster_status --formatter json``, read from that node itself):
+its ``running_nodes`` and the cluster's ``partitions`` (a map: node -> the nodes it saw as partitioned
+away, Mnesia's ``inconsistent_database`` events; RabbitMQ keeps the list until those nodes restart),
+and its ``alarms`` (memory, disk), which are reported, never acted on.
+
+The rules, one step at a time, failing closed:
+
+- A node whose state cannot be known (its host or service manager does not answer): hold, with one
+  alert naming each node's state and the command an operator would run.
+- A node whose server is down is started: it rejoins from its own Mnesia folder. Starting never
+  lowers availability, so every stopped node is started at once (after a full outage RabbitMQ nodes
+  wait for each other to boot: starting one at a time would stall).
+- A running node whose CLI does not answer (booting, or its ``rabbit`` app stopped) is waited for, and
+  held once it stayed so longer than ``settings.unreadable_hold_s``.
+- A partition (any report non-empty) is left alone for ``settings.partition_grace_s`` (a blip may be
+  healed by hand, or be gone); then it is healed as ``autoheal`` does and the RabbitMQ documentation
+  describes for ``ignore``: the nodes are split into sides (the largest groups of nodes none of which
+  reports another as partitioned), the side with the most nodes is kept (a tie: the side holding the
+  lexicographically first node), and one node of the other sides (the first by name) has its app
+  restarted (``stop_app`` then ``start_app``: it rejoins and takes the kept side's state). The next pass
+  decides again from every node's report: a kept node still warning of nodes since restarted ends up
+  alone on its side and is restarted in turn ("restart the nodes of the trusted partition to clear the
+  warning", as the documentation says).
+- Never a majority restarted: a restart is made only while every node runs its app, and one node at a
+  time; a cluster of fewer than two nodes, or a restart that would leave fewer than half the nodes
+  running, holds.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStatus:
+    """One node's own ``cluster_status``: what it sees."""
+
+    running_nodes: tuple[str, ...]
+    partitions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # node -> partitioned from
+    alarms: tuple[str, ...] = ()  # e.g. "memory@rabbit-1@localhost", "disk@..."
+
+
+@dataclass(frozen=True, slots=True)
+class NodeObservation:
+    """Everything read of one node in one pass.
+
+    ``name``: its Erlang node name (rabbit-1@localhost). ``running``: whether its server (the Erlang VM)
+    runs; None when that could not be read. ``status``: its cluster_status, None when the CLI did not
+    answer (``error`` says why). ``unreadable_since``: when its CLI first stopped answering while it ran.
+    """
+
+    name: str
+    running: bool | None
+    status: ClusterStatus | None = None
+    error: str = ""
+    unreadable_since: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RabbitSettings:
+    partition_grace_s: float = 10.0  # a partition must last this long before a node is restarted
+    unreadable_hold_s: float = 120.0  # a running node whose CLI is mute this long: hold and alert
+
+
+class DecisionKind(StrEnum):
+    NOTHING = "nothing"  # every node runs and sees every other, no partition
+    WAIT = "wait"  # something is moving (a node booting, a partition inside its grace): look again
+    START = "start"  # start the listed stopped nodes: they rejoin
+    RESTART = "restart"  # restart the one listed node's app (stop_app, start_app): heals a partition
+    HOLD = "hold"  # it cannot be decided safely: nothing is done, one alert
+
+
+@dataclass(frozen=True, slots=True)
+class RabbitDecision:
+    kind: DecisionKind
+    reason: str
+    nodes: tuple[str, ...] = ()  # START: the nodes; RESTART: the one node
+    kept: tuple[str, ...] = ()  # RESTART: the side kept
+    states: tuple[tuple[str, str], ...] = ()  # each node and its state, as the alert and CLI show it
+    alert: str = ""  # HOLD: the alert's text, with each node's state and the operator's command
+
+
+def decide(
+    nodes: Sequence[NodeObservation],
+    now: float,
+    partitioned_since: float | None,
+    settings: RabbitSettings | None = None,
+) -> RabbitDecision:
+    """The one thing to do next for the RabbitMQ cluster of ``nodes`` (every node of the cluster).
+
+    ``partitioned_since``: when the loop first saw a partition reported without a break (None: none now).
+    """
+    settings = settings or RabbitSettings()
+    states = tuple((n.name, describe(n)) for n in nodes)
+    names = [n.name for n in nodes]
+    if not nodes or len(set(names)) != len(names):
+        return _hold("the cluster's node list is empty or names a node twice", states)
+    unknown = [n for n in nodes if n.running is None]
+    if unknown:
+        return _hold(f"the state of {_names(unknown)} cannot be read", states)
+    stopped = tuple(n.name for n in nodes if n.running is False)
+    if stopped:
+        return RabbitDecision(
+            DecisionKind.START, f"{', '.join(stopped)} down: start to rejoin", stopped, states=states
+        )
+    mute = [n for n in nodes if n.status is None]
+    overdue = [n for n in mute if now - (n.unreadable_since or now) >= settings.unreadable_hold_s]
+    if overdue:
+        return _hold(f"{_names(overdue)} runs but its CLI does not answer", states)
+    if mute:
+        return RabbitDecision(
+            DecisionKind.WAIT, f"{_names(mute)} runs but does not answer yet", states=states
+        )
+    edges = partition_edges(nodes)
+    if not edges:
+        apart = [n.name for n in nodes if n.status and not set(names) <= set(n.status.running_nodes)]
+        if apart:
+            return RabbitDecision(
+                DecisionKind.WAIT, f"{', '.join(apart)} does not see every node running yet", states=states
+            )
+        return RabbitDecision(DecisionKind.NOTHING, "every node runs and sees every other", states=states)
+    pairs = ", ".join(f"{a}/{b}" for a, b in sorted(edges))
+    since = now if partitioned_since is None else partitioned_since
+    if now - since < settings.partition_grace_s:
+        return RabbitDecision(
+            DecisionKind.WAIT,
+            f"partitioned ({pairs}) for {now - since:.1f} s, grace {settings.partition_grace_s:g} s",
+            states=states,
+        )
+    kept = keep_side(sorted(names), edges)
+    losers = sorted(set(names) - set(kept))
+    if not losers:  # unreachable: a side holding every node has no partition inside it
+        return _hold(f"partitioned ({pairs}) but no side to restart", states)
+    if 2 * (len(names) - 1) < len(names):  # every node runs its app here: one restart leaves n - 1
+        return _hold(
+            f"partitioned ({pairs}); a restart would leave fewer than half the nodes running", states
+        )
+    victim = losers[0]
+    return RabbitDecision(
+        DecisionKind.RESTART,
+        f"partitioned ({pairs}) for {now - since:.0f} s: keep {', '.join(kept)} (the largest side), "
+        f"restart {victim}'s app",
+        (victim,), tuple(kept), states,
+    )  # fmt: skip
+
+
+def partition_edges(nodes: Sequence[NodeObservation]) -> set[tuple[str, str]]:
+    """Every pair of the cluster's nodes that some report names as partitioned (each pair sorted)."""
+    names = {n.name for n in nodes}
+    edges: set[tuple[str, str]] = set()
+    for node in nodes:
+        if node.status is None:
+            continue
+        for reporter, others in node.status.partitions.items():
+            for other in others:
+                if reporter in names and other in names and reporter != other:
+                    a, b = sorted((reporter, other))
+                    edges.add((a, b))
+    return edges
+
+
+def keep_side(names: Sequence[str], edges: set[tuple[str, str]]) -> tuple[str, ...]:
+    """The side kept: the largest set of nodes with no partition between any two of them.
+
+    A tie goes to the side holding the lexicographically first node (then the first sorted side). A
+    cluster has a handful of nodes: every subset is tried, largest first.
+    """
+    ordered = sorted(names)
+    for size in range(len(ordered), 0, -1):
+        sides = [
+            side for side in itertools.combinations(ordered, size)
+            if not any((a, b) in edges for a, b in itertools.combinations(side, 2))
+        ]  # fmt: skip
+        if sides:
+            return min(sides)  # sorted tuples: the one holding the first node, then the next...
+    return ()
+
+
+def describe(node: NodeObservation) -> str:
+    """One node's exact state, as an alert and the CLI show it."""
+    if node.running is None:
+        return f"unreadable ({node.error or 'its host or service manager did not answer'})"
+    if not node.running:
+        return "stopped (its Erlang VM does not run)"
+    if node.status is None:
+        return f"running, CLI not answering ({node.error or 'no answer'})"
+    s = node.status
+    own = s.partitions.get(node.name, ())
+    text = f"running, sees {', '.join(sorted(s.running_nodes)) or 'nothing'}"
+    text += f"; partitioned from {', '.join(sorted(own))}" if own else "; no partition of its own"
+    if s.alarms:
+        text += f"; alarms {', '.join(s.alarms)}"
+    return text
+
+
+def _names(nodes: Sequence[NodeObservation]) -> str:
+    return ", ".join(n.name for n in nodes)
+
+
+def _hold(reason: str, states: tuple[tuple[str, str], ...]) -> RabbitDecision:
+    lines = [f"RabbitMQ recovery held: {reason}. Nothing was started or restarted.", "Each node:"]
+    lines += [f"  {name}: {state}" for name, state in states]
+    lines += [
+        "An operator, once every node can be read: `rabbitmqctl -n NODE cluster_status` on each node; "
+        "start a stopped node (`rabbitmq-server`, or its unit); for a partition, keep the side with "
+        "the most nodes and on each node of the other sides run `rabbitmqctl -n NODE stop_app` then "
+        "`rabbitmqctl -n NODE start_app`, one node at a time; then restart the kept side's nodes the "
+        "same way to clear their partition warning.",
+    ]
+    return RabbitDecision(DecisionKind.HOLD, reason, states=states, alert="\n".join(lines))

@@ -1,0 +1,177 @@
+"""A loopback RabbitMQ cluster in one folder: for tests and ``haven drill rabbitmq-*``.
+
+Who calls it: tests/stateful's module fixture and haven.stateful.rabbitmq_drills. ``create`` lays out N
+nodes (rabbit-1@localhost...) on free loopback ports under ``folder``: one Erlang port mapper (epmd) of
+its own on a free port, one shared ``.erlang.cookie`` in ``folder`` (every node's and the CLI's HOME),
+each node's Mnesia and logs in its own folder, classic peer discovery listing every node and
+``cluster_partition_handling = ignore``; it starts every node at once (they form one cluster as they
+boot) and returns once every node sees every other running. ``kill`` is a kill -9 of one node's Erlang
+VM; ``partition`` cuts the Erlang distribution link between two nodes (``erlang:disconnect_node/1``),
+which Mnesia reports as a partition once they reconnect. ``stop`` stops exactly what this cluster
+started (its epmd and its servers' process groups), and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from haven.domain.errors import HavenError, TemporaryError
+from haven.stateful.rabbitmq import ClusterStatus
+from haven.stateful.rabbitmq_node import EPMD, RABBITMQ_SERVER, LocalRabbitNode, RabbitLayout, write_config
+
+
+class RabbitClusterError(HavenError):
+    """The loopback cluster would not form, or a fault could not be made; the message says why."""
+
+
+def missing_binaries() -> list[str]:
+    return [str(p) for p in (RABBITMQ_SERVER, EPMD) if not p.exists()]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class LoopbackRabbitCluster:
+    folder: Path
+    nodes: list[LocalRabbitNode]
+    epmd: subprocess.Popen[bytes] | None = None
+    formed_in_s: float = 0.0
+
+    @classmethod
+    def create(cls, folder: Path, size: int = 3, timeout_s: float = 120.0) -> LoopbackRabbitCluster:
+        missing = missing_binaries()
+        if missing:
+            raise RabbitClusterError(f"RabbitMQ cannot start: missing {', '.join(missing)}")
+        folder.mkdir(parents=True, exist_ok=True)
+        cookie = folder / ".erlang.cookie"
+        cookie.write_text(secrets.token_hex(16).upper())
+        os.chmod(cookie, 0o400)
+        epmd_port = free_port()
+        names = [f"rabbit-{i}@localhost" for i in range(1, size + 1)]
+        layouts = [
+            RabbitLayout(name, folder / f"n{i}", folder, epmd_port, free_port(), free_port())
+            for i, name in enumerate(names, 1)
+        ]
+        for layout in layouts:
+            write_config(layout, names)
+        self = cls(folder, [LocalRabbitNode(layout) for layout in layouts])
+        started = time.monotonic()
+        try:
+            with open(folder / "epmd.log", "ab") as out:
+                self.epmd = subprocess.Popen(
+                    [str(EPMD), "-port", str(epmd_port), "-address", "127.0.0.1"], stdout=out,
+                    stderr=subprocess.STDOUT, env=layouts[0].cli_env(), start_new_session=True,
+                )  # fmt: skip
+            asyncio.run(self._form(timeout_s))
+        except BaseException:
+            self.stop()
+            raise
+        self.formed_in_s = time.monotonic() - started
+        return self
+
+    async def _form(self, timeout_s: float) -> None:
+        for node in self.nodes:
+            await node.start()
+        await self.wait_healthy(timeout_s)
+
+    def node(self, name: str) -> LocalRabbitNode:
+        found = [n for n in self.nodes if n.name == name or n.name.split("@")[0] == name]
+        if not found:
+            raise RabbitClusterError(f"no node {name!r} (nodes: {', '.join(n.name for n in self.nodes)})")
+        return found[0]
+
+    async def statuses(self) -> dict[str, ClusterStatus | str]:
+        """Every node's own cluster_status, or why it could not be read."""
+
+        async def one(node: LocalRabbitNode) -> ClusterStatus | str:
+            try:
+                return await node.status()
+            except TemporaryError as exc:
+                return str(exc)
+
+        results = await asyncio.gather(*(one(n) for n in self.nodes))
+        return {n.name: r for n, r in zip(self.nodes, results, strict=True)}
+
+    async def wait_healthy(self, timeout_s: float = 60.0) -> None:
+        """Until every node sees every node running and reports no partition."""
+        names = {n.name for n in self.nodes}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            statuses = await self.statuses()
+            if all(healthy(s, names) for s in statuses.values()):
+                return
+            if time.monotonic() > deadline:
+                lines = "\n".join(f"{name}: {s}" for name, s in statuses.items())
+                raise RabbitClusterError(f"the cluster was not whole in {timeout_s:g} s:\n{lines}")
+            await asyncio.sleep(0.5)
+
+    def kill(self, name: str) -> None:
+        """kill -9 one node's Erlang VM (a crash: no clean stop); returns once it is gone."""
+        node = self.node(name)
+        pid = node.pid()
+        if pid is None:
+            raise RabbitClusterError(f"{node.name} does not run: nothing to kill")
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while node.runs():
+            if time.monotonic() > deadline:
+                raise RabbitClusterError(f"{node.name} still runs 10 s after SIGKILL")
+            for process in node.started:
+                process.poll()
+            time.sleep(0.05)
+
+    async def partition(self, a: str, b: str, timeout_s: float = 30.0) -> None:
+        """Cut the link between nodes ``a`` and ``b``; returns once some node reports a partition."""
+        first, second = self.node(a), self.node(b)
+        await first.ctl("eval", f"erlang:disconnect_node('{second.name}').")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            statuses = await self.statuses()
+            if any(isinstance(s, ClusterStatus) and any(s.partitions.values()) for s in statuses.values()):
+                return
+            if time.monotonic() > deadline:
+                raise RabbitClusterError(f"no partition reported {timeout_s:g} s after cutting {a}/{b}")
+            await asyncio.sleep(0.3)
+
+    def stop(self) -> None:
+        """Stop every server this cluster started (and only those), and its epmd; the folder stays."""
+        for node in self.nodes:
+            for process in node.started:
+                if process.poll() is None:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait(10)
+            pid = node.pid()  # a VM of this node's name whose group leader exited already
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+        if self.epmd is not None and self.epmd.poll() is None:
+            os.killpg(self.epmd.pid, signal.SIGKILL)
+            self.epmd.wait(10)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def healthy(status: ClusterStatus | str, names: set[str]) -> bool:
+    return (
+        isinstance(status, ClusterStatus)
+        and names <= set(status.running_nodes)
+        and not any(status.partitions.values())
+    )
+
+
+__all__ = ["LoopbackRabbitCluster", "RabbitClusterError", "healthy", "missing_binaries"]

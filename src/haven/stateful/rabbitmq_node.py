@@ -1,0 +1,226 @@
+"""One real RabbitMQ node on this machine: read its state, start it, restart its app.
+
+Who calls it: haven.stateful.rabbitmq_recovery (through the RabbitNode port below) and
+haven.stateful.rabbitmq_cluster (which lays out and starts a loopback cluster for tests and drills).
+
+A node is Debian's rabbitmq-server run directly (not Debian's wrapper, which switches to the rabbitmq
+user and its system folders), with its own environment: ``RABBITMQ_NODENAME`` (rabbit-1@localhost),
+its AMQP and distribution ports, ``RABBITMQ_MNESIA_BASE`` and ``RABBITMQ_LOG_BASE`` in its folder, the
+cluster's Erlang port mapper (``ERL_EPMD_PORT``) and ``HOME`` (where the shared ``.erlang.cookie`` is).
+What haven reads of it:
+- whether its Erlang VM runs: the pid in its pid file (``RABBITMQ_PID_FILE``), checked against /proc
+  (a stale pid file after a kill -9 names a dead or reused pid: the process must be a beam.smp whose
+  environment names this node), else a server this object started that still runs (booting, before
+  the pid file);
+- ``rabbitmqctl -n NODE cluster_status --formatter json`` run with the node's environment: its running
+  nodes, the cluster's partitions, its alarms. (The Debian ``/usr/sbin/rabbitmqctl`` wrapper runs as
+  the rabbitmq user with that user's cookie: haven calls /usr/lib/rabbitmq/bin/rabbitmqctl.)
+What haven does to it: start the server (it rejoins from its Mnesia folder); restart its app
+(``stop_app`` then ``start_app``: it rejoins the nodes it reaches and takes their state).
+Every failure crosses as a haven.domain.errors.TemporaryError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from haven.domain.errors import TemporaryError
+from haven.stateful.rabbitmq import ClusterStatus
+
+RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+RABBITMQCTL = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
+EPMD = Path("/usr/bin/epmd")
+CLI_TIMEOUT_S = 30.0
+APP_TIMEOUT_S = 120.0
+
+
+class RabbitNode(Protocol):
+    """What the recovery loop needs of one node, wherever it runs."""
+
+    name: str
+
+    async def running(self) -> bool: ...
+
+    async def status(self) -> ClusterStatus: ...
+
+    async def start(self) -> None: ...
+
+    async def restart_app(self) -> None: ...
+
+    async def start_app(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RabbitLayout:
+    """Where one node lives and listens. ``home``: the folder whose .erlang.cookie every node shares."""
+
+    name: str  # the Erlang node name, e.g. rabbit-1@localhost
+    folder: Path
+    home: Path
+    epmd_port: int
+    amqp_port: int
+    dist_port: int
+    config_path: Path | None = None  # default FOLDER/rabbitmq.conf
+
+    @property
+    def config(self) -> Path:
+        return self.config_path or self.folder / "rabbitmq.conf"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.folder / "rabbitmq.pid"
+
+    def cli_env(self) -> dict[str, str]:
+        """What rabbitmqctl needs to reach this node: the cookie's HOME and the port mapper."""
+        return {
+            **os.environ, "HOME": str(self.home), "ERL_EPMD_ADDRESS": "127.0.0.1",
+            "ERL_EPMD_PORT": str(self.epmd_port),
+        }  # fmt: skip
+
+    def server_env(self) -> dict[str, str]:
+        return {
+            **self.cli_env(),
+            "RABBITMQ_NODENAME": self.name,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.amqp_port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+            "RABBITMQ_MNESIA_BASE": str(self.folder / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.folder / "log"),
+            "RABBITMQ_CONFIG_FILE": str(self.config),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.folder / "enabled_plugins"),
+            "RABBITMQ_PID_FILE": str(self.pid_file),
+        }
+
+
+def parse_status(text: str) -> ClusterStatus:
+    """``cluster_status --formatter json``'s output (RabbitMQ 3.10)."""
+    try:
+        data = json.loads(text)
+        partitions = {
+            str(node): tuple(str(o) for o in others)
+            for node, others in (data.get("partitions") or {}).items()
+        }
+        alarms = tuple(_alarm(a) for a in data.get("alarms") or [])
+        return ClusterStatus(tuple(str(n) for n in data["running_nodes"]), partitions, alarms)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise TemporaryError(f"cluster_status answered something unreadable: {text[:200]!r}") from exc
+
+
+def _alarm(alarm: object) -> str:
+    if isinstance(alarm, dict):  # {"node": ..., "resource": "memory"} / {"type": "resource_alarm", ...}
+        return f"{alarm.get('resource') or alarm.get('type', '?')}@{alarm.get('node', '?')}"
+    return str(alarm)
+
+
+class LocalRabbitNode:
+    """A node whose server runs on this machine, started by haven with its layout's environment."""
+
+    def __init__(self, layout: RabbitLayout, cli_timeout_s: float = CLI_TIMEOUT_S) -> None:
+        self.layout = layout
+        self.name = layout.name
+        self.cli_timeout_s = cli_timeout_s
+        self.started: list[subprocess.Popen[bytes]] = []  # servers this object started (their groups)
+
+    # ---- read --------------------------------------------------------------------------------------
+
+    def pid(self) -> int | None:
+        """The running Erlang VM's pid (from the pid file, checked in /proc), else None."""
+        try:
+            pid = int(self.layout.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        if " Z " in stat.split(")", 1)[1][:4]:
+            return None
+        ours = b"\0RABBITMQ_NODENAME=" + self.name.encode() + b"\0" in b"\0" + environ
+        return pid if b"beam" in cmdline and ours else None
+
+    def runs(self) -> bool:
+        return self.pid() is not None or any(p.poll() is None for p in self.started)
+
+    async def running(self) -> bool:
+        return await asyncio.to_thread(self.runs)
+
+    async def status(self) -> ClusterStatus:
+        return parse_status(await self.ctl("cluster_status", "--formatter", "json"))
+
+    async def ctl(self, *args: str, timeout_s: float | None = None) -> str:
+        """``rabbitmqctl -n NODE ARGS``'s output; a TemporaryError with its last lines when it fails."""
+        argv = [str(RABBITMQCTL), "-n", self.name, *args]
+        timeout = timeout_s or self.cli_timeout_s
+        try:
+            result = await asyncio.to_thread(
+                subprocess.run, argv, env=self.layout.cli_env(), capture_output=True, text=True,
+                timeout=timeout, check=False,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired as exc:
+            raise TemporaryError(f"rabbitmqctl {args[0]} on {self.name}: no answer in {timeout:g} s") from exc
+        except OSError as exc:
+            raise TemporaryError(f"rabbitmqctl cannot run: {exc}") from exc
+        if result.returncode != 0:
+            lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
+            why = " ".join(lines[:2])[:300] or f"exit {result.returncode}"
+            raise TemporaryError(f"rabbitmqctl {args[0]} on {self.name}: {why}")
+        return result.stdout
+
+    # ---- act ---------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the server (not waiting for its boot: the next passes watch it). Never twice."""
+        if await self.running():
+            return
+        await asyncio.to_thread(self._spawn)
+
+    def _spawn(self) -> None:
+        layout = self.layout
+        (layout.folder / "log").mkdir(parents=True, exist_ok=True)
+        with open(layout.folder / "server.log", "ab") as out:
+            process = subprocess.Popen(
+                [str(RABBITMQ_SERVER)], stdout=out, stderr=subprocess.STDOUT, env=layout.server_env(),
+                cwd=layout.folder, start_new_session=True,
+            )  # fmt: skip
+        self.started.append(process)
+
+    async def restart_app(self) -> None:
+        """``stop_app`` then ``start_app`` (which returns once the app runs again)."""
+        await self.ctl("stop_app", timeout_s=APP_TIMEOUT_S)
+        await self.start_app()
+
+    async def start_app(self) -> None:
+        await self.ctl("start_app", timeout_s=APP_TIMEOUT_S)
+
+    def log_tail(self, lines: int = 8) -> str:
+        path = self.layout.folder / "log" / f"{self.name}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def write_config(layout: RabbitLayout, peers: list[str], extra: Mapping[str, str] | None = None) -> None:
+    """A rabbitmq.conf for a loopback node: classic peer discovery of ``peers``, partitions ignored.
+
+    ``cluster_partition_handling = ignore`` leaves a partition to haven (RabbitMQ's own autoheal or
+    pause_minority would act first); every node lists the same peers, so they form one cluster at boot.
+    """
+    layout.folder.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "cluster_partition_handling = ignore",
+        "cluster_formation.peer_discovery_backend = classic_config",
+        *(f"cluster_formation.classic_config.nodes.{i} = {peer}" for i, peer in enumerate(peers, 1)),
+        *(f"{key} = {value}" for key, value in (extra or {}).items()),
+    ]
+    layout.config.write_text("\n".join(lines) + "\n")
+    (layout.folder / "enabled_plugins").write_text("[].\n")
