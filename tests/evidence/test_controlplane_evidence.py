@@ -31,20 +31,24 @@ def graph() -> Graph:
 
 def test_a_failed_probe_is_an_error_dated_at_its_last_pass_and_its_pass_again_ends_it() -> None:
     seen = ControlPlaneEvidence()
-    assert seen.observe({DB: running()}, [sql(T0, True)], T0) == {}  # all well: nothing kept
+    first = seen.observe({DB: running()}, [sql(T0, True)], T0)  # first sight: ends an earlier term's
+    assert sorted((e.kind, e.scope) for e in first.values()) == [
+        (EvidenceKind.HEALTHY, "cp:sql:ctl-1"), (EvidenceKind.HEALTHY, "cp:unit:ctl-1")
+    ]  # fmt: skip
+    assert seen.observe({DB: running()}, [sql(T0 + 1, True)], T0 + 1) == {}  # all well: nothing kept
     (failed,) = seen.observe({DB: running()}, [sql(T0 + 4, False)], T0 + 4).values()
     assert failed.kind is EvidenceKind.ERROR and failed.node == "mariadb"
-    assert failed.at == T0 and failed.scope == "cp:sql:ctl-1"  # the fault began after the last pass
+    assert failed.at == T0 + 1 and failed.scope == "cp:sql:ctl-1"  # the fault began after the last pass
     assert "sql probe on ctl-1 failed" in failed.detail and "no answer within 2 s" in failed.detail
     assert seen.observe({DB: running()}, [sql(T0 + 8, False)], T0 + 8) == {}  # still failing: kept once
     (again,) = seen.observe({DB: running()}, [sql(T0 + 12, True)], T0 + 12).values()
     assert again.kind is EvidenceKind.HEALTHY and again.scope == failed.scope and again.at == T0 + 12
 
-    # The ranker: a server list that failed at T0+1 names the database first (nova-api, which failed it,
+    # The ranker: a server list that failed at T0+1.5 names the database first (nova-api, which failed it,
     # depends on it); a boot that fails after the probe passed again does not.
-    api = NodeEvent("nova-api", EvidenceKind.ERROR, T0 + 1, "server-list failed", "probe:server-list")
+    api = NodeEvent("nova-api", EvidenceKind.ERROR, T0 + 1.5, "server-list failed", "probe:server-list")
     events = [failed, again, api]
-    during = rank(graph(), Symptom("nova-api", T0 + 1, "server list failed", "api"), events=events)
+    during = rank(graph(), Symptom("nova-api", T0 + 1.5, "server list failed", "api"), events=events)
     assert [e.node for e in during.explanations][:2] == ["mariadb", "nova-api"]
     assert during.explanations[1].explained_by == ("mariadb",)
     after = rank(graph(), Symptom(SERVER_BOOT, T0 + 20, "boot failed", "scheduling"), events=[failed, again])
@@ -61,7 +65,8 @@ def test_a_failure_that_goes_on_is_kept_again_so_it_stays_in_the_window() -> Non
 
 def test_a_killed_unit_is_down_and_its_new_process_a_restart_that_settles() -> None:
     seen = ControlPlaneEvidence(settle_s=30.0)
-    assert seen.observe({MQ: running("a")}, [], T0) == {}  # running for an hour when first seen
+    (first,) = seen.observe({MQ: running("a")}, [], T0).values()  # running for an hour when first seen
+    assert first.kind is EvidenceKind.HEALTHY  # no restart: it started long before
     killed = UnitStatus(UnitActive.FAILED, "failed", invocation_id="a", active_since=T0 - 3600)
     (down,) = seen.observe({MQ: killed}, [], T0 + 2).values()
     assert (down.kind, down.node, down.scope) == (EvidenceKind.DOWN, "rabbitmq", "cp:unit:ctl-1")
@@ -85,7 +90,7 @@ def test_a_killed_unit_is_down_and_its_new_process_a_restart_that_settles() -> N
 def test_a_process_started_just_before_haven_looked_is_a_restart_an_old_one_is_not() -> None:
     seen = ControlPlaneEvidence(settle_s=30.0)
     events = seen.observe({MQ: running("a", since=T0 - 10), DB: running("c", since=T0 - 600)}, [], T0)
-    (restart,) = events.values()
+    (restart,) = [e for e in events.values() if e.kind is EvidenceKind.RESTART]
     assert (restart.node, restart.kind, restart.at) == ("rabbitmq", EvidenceKind.RESTART, T0 - 10)
     assert "shortly before haven looked" in restart.detail
 

@@ -85,16 +85,19 @@ async def test_a_hung_database_seen_by_the_sql_probe_explains_a_failed_server_li
         reconciler = Reconciler(config, {host: units}, None, prober, store, clock)
         explainer = Explainer(store, openstack_topology(CATALOGUE.values()), clock)
         try:
-            await reconciler.run_pass()  # passes: nothing kept
-            assert store.evidence_between(0, time.time() + 1) == []
+            await reconciler.run_pass()  # passes: only "seen working" kept (its first sight)
+            first = store.evidence_between(0, time.time() + 1)
+            assert {(e.kind, e.scope) for e in first} == {
+                (EvidenceKind.HEALTHY, "cp:sql:ctl-1"), (EvidenceKind.HEALTHY, "cp:unit:ctl-1")
+            }  # fmt: skip
             assert mariadb.process.pid is not None
             os.kill(mariadb.process.pid, signal.SIGSTOP)
             try:
                 symptom_at = time.time()  # nova-api's server list begins, and hangs on the database
                 deadline = time.monotonic() + 10
-                while not store.evidence_between(0, time.time() + 1) and time.monotonic() < deadline:
+                while len(store.evidence_between(0, time.time() + 1)) == 2 and time.monotonic() < deadline:
                     await reconciler.run_pass()
-                kept = store.evidence_between(0, time.time() + 1)
+                kept = [e for e in store.evidence_between(0, time.time() + 1) if e not in first]
                 store.keep_evidence(
                     {"probe:server-list": NodeEvent("nova-api", EvidenceKind.ERROR, symptom_at,
                                                     "server-list failed: timed out", "probe:server-list")},
@@ -117,12 +120,12 @@ async def test_a_hung_database_seen_by_the_sql_probe_explains_a_failed_server_li
 
             # Continued: the probe passes again, which ends the failure for a later symptom.
             deadline = time.monotonic() + 10
-            while len(store.evidence_between(0, time.time() + 1)) < 3 and time.monotonic() < deadline:
+            while len(store.evidence_between(0, time.time() + 1)) < 5 and time.monotonic() < deadline:
                 await reconciler.run_pass()
-            healthy = [
-                e for e in store.evidence_between(0, time.time() + 1) if e.kind is EvidenceKind.HEALTHY
-            ]
+            now_kept = store.evidence_between(0, time.time() + 1)
+            healthy = [e for e in now_kept if e.kind is EvidenceKind.HEALTHY and e not in first]
             assert [(e.node, e.scope) for e in healthy] == [("mariadb", "cp:sql:ctl-1")]
+            assert healthy[0].at > failed.at
             later = await explainer.open_and_explain(
                 ExplanationRecord(
                     "canary:later", "canary", "az1",

@@ -12,6 +12,8 @@ ranker events keyed for ``Store.keep_evidence``, so a pass where nothing changed
 - The same probe passing again is HEALTHY in that scope: it ends the failure for later symptoms.
 - A unit seen running, then not (killed, failed, stopped) is a DOWN of the service in the scope
   ``cp:unit:<host>``; running again is HEALTHY there.
+- The first passing probe and the first running unit seen (a new reconciler: a new term, haven started
+  again) are HEALTHY too: they end what an earlier term kept and did not see end.
 - A new process (its unit's invocation changed, or found at the first look started less than
   ``settle_s`` ago) is a RESTART dated at its start time (``active_since``), scope ``cp:start:<host>``;
   once the process has run ``settle_s`` with its probe passing (or with no probe), a HEALTHY in that
@@ -98,8 +100,8 @@ class ControlPlaneEvidence:
                 f" ({status.sub_state})" if status.sub_state else ""
             )
             _put(events, NodeEvent(service, EvidenceKind.DOWN, now, said, where))
-        elif replica.running is False and running:
-            _put(events, NodeEvent(service, EvidenceKind.HEALTHY, now, f"running again on {host}", where))
+        elif replica.running is not True and running:  # again, or at first sight (after a new term)
+            _put(events, NodeEvent(service, EvidenceKind.HEALTHY, now, f"running on {host}", where))
         first = replica.running is None
         replica.running = running
         if not running or not status.invocation_id or status.invocation_id == replica.invocation:
@@ -118,8 +120,8 @@ class ControlPlaneEvidence:
         where = scope(one.kind, one.host)
         result = one.result
         if result.ok:
-            if replica.failing_since is not None:
-                said = f"its {one.kind} probe on {one.host} passes again: {result.detail}"
+            if replica.failing_since is not None or replica.last_ok_at is None:
+                said = f"its {one.kind} probe on {one.host} passes: {result.detail}"
                 _put(events, NodeEvent(one.service, EvidenceKind.HEALTHY, result.at, said, where))
             replica.failing_since = None
             replica.last_ok_at = result.at
