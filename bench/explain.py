@@ -188,8 +188,10 @@ def lab_control_plane(state: LabState) -> tuple[ControlPlaneConfig, dict[str, st
         raise SystemExit("--controlplane: the lab's nova.conf names no database or transport_url")
     keystone_port = int(clouds["auth_url"].rsplit(":", 1)[1].split("/")[0])
 
-    def probe(kind: ProbeKind, port: int, user: str, env: str, project: str = "") -> ProbeSpec:
-        return ProbeSpec(kind, port, user=user, password_env=env, project=project, timeout_s=2.0,
+    def probe(
+        kind: ProbeKind, port: int, user: str, env: str, project: str = "", timeout_s: float = 2.0
+    ) -> ProbeSpec:
+        return ProbeSpec(kind, port, user=user, password_env=env, project=project, timeout_s=timeout_s,
                          period_s=2.0, startup_grace_s=10.0)  # fmt: skip
 
     def spec(name: str, unit: str, probe_: ProbeSpec | None = None) -> ServiceSpec:
@@ -199,8 +201,9 @@ def lab_control_plane(state: LabState) -> tuple[ControlPlaneConfig, dict[str, st
     services = (
         spec("mariadb", "mariadb", probe(ProbeKind.SQL, int(db[3]), db[1], "LAB_DB_PW", "nova")),
         spec("rabbitmq", "rabbitmq-server", probe(ProbeKind.AMQP, int(mq[3]), mq[1], "LAB_MQ_PW")),
+        # A token issued and validated takes up to 6 s on the loaded 2-core lab: the canary's own 10 s.
         spec("keystone", "keystone", probe(ProbeKind.KEYSTONE, keystone_port, clouds["username"],
-                                           "LAB_KS_PW", clouds["project_name"])),
+                                           "LAB_KS_PW", clouds["project_name"], timeout_s=10.0)),
         *(spec(n, n) for n in ("nova-api", "nova-conductor", "nova-scheduler", "placement-api",
                                "glance-api")),
     )  # fmt: skip
