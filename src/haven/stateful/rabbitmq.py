@@ -19,13 +19,16 @@ The rules, one step at a time, failing closed:
   held once it stayed so longer than ``settings.unreadable_hold_s``.
 - A partition (any report non-empty) is left alone for ``settings.partition_grace_s`` (a blip may be
   healed by hand, or be gone); then it is healed as ``autoheal`` does and the RabbitMQ documentation
-  describes for ``ignore``: the nodes are split into sides (the largest groups of nodes none of which
-  reports another as partitioned), the side with the most nodes is kept (a tie: the side holding the
-  lexicographically first node), and one node of the other sides (the first by name) has its app
-  restarted (``stop_app`` then ``start_app``: it rejoins and takes the kept side's state). The next pass
-  decides again from every node's report: a kept node still warning of nodes since restarted ends up
-  alone on its side and is restarted in turn ("restart the nodes of the trusted partition to clear the
-  warning", as the documentation says).
+  describes for ``ignore``. A pair of nodes each naming the other is partitioned, and so is a pair
+  one of which names the other while they do not see each other running. The nodes are split into
+  sides (the largest groups with no such pair inside), the side with the most nodes is kept (a tie:
+  the side holding the lexicographically first node), and one node of the other sides (the first by
+  name) has its app restarted (``stop_app`` then ``start_app``: it rejoins and takes the kept side's
+  state). The next pass decides again from every node's report.
+- A node naming others that do not name it back and that it sees running holds a stale warning: they
+  restarted since (a node forgets its partitions when its app restarts; one that stayed up keeps naming
+  them while any of them runs). Once every node sees every other running, it is restarted too, one at
+  a time ("restart the nodes in the trusted partition to clear the warning", as the documentation says).
 - Never a majority restarted: a restart is made only while every node runs its app, and one node at a
   time; a cluster of fewer than two nodes, or a restart that would leave fewer than half the nodes
   running, holds.
@@ -119,15 +122,15 @@ def decide(
         return RabbitDecision(
             DecisionKind.WAIT, f"{_names(mute)} runs but does not answer yet", states=states
         )
-    edges = partition_edges(nodes)
-    if not edges:
-        apart = [n.name for n in nodes if n.status and not set(names) <= set(n.status.running_nodes)]
+    claims = partition_claims(nodes)
+    apart = [n.name for n in nodes if n.status and not set(names) <= set(n.status.running_nodes)]
+    if not claims:
         if apart:
             return RabbitDecision(
                 DecisionKind.WAIT, f"{', '.join(apart)} does not see every node running yet", states=states
             )
         return RabbitDecision(DecisionKind.NOTHING, "every node runs and sees every other", states=states)
-    pairs = ", ".join(f"{a}/{b}" for a, b in sorted(edges))
+    pairs = ", ".join(f"{a}/{b}" for a, b in sorted(claims))
     since = now if partitioned_since is None else partitioned_since
     if now - since < settings.partition_grace_s:
         return RabbitDecision(
@@ -135,36 +138,57 @@ def decide(
             f"partitioned ({pairs}) for {now - since:.1f} s, grace {settings.partition_grace_s:g} s",
             states=states,
         )
-    kept = keep_side(sorted(names), edges)
-    losers = sorted(set(names) - set(kept))
-    if not losers:  # unreachable: a side holding every node has no partition inside it
-        return _hold(f"partitioned ({pairs}) but no side to restart", states)
     if 2 * (len(names) - 1) < len(names):  # every node runs its app here: one restart leaves n - 1
         return _hold(
             f"partitioned ({pairs}); a restart would leave fewer than half the nodes running", states
         )
-    victim = losers[0]
+    edges = partition_edges(claims, nodes)
+    if edges:
+        kept = keep_side(sorted(names), edges)
+        victim = sorted(set(names) - set(kept))[0]  # a side holding every node has no edge inside it
+        why = f"partitioned ({pairs}) for {now - since:.0f} s: keep {', '.join(kept)} (the largest side)"
+    else:
+        # Only one side still names the other: those nodes restarted since (a node forgets a partition
+        # when its app restarts), the warning on this side is stale. RabbitMQ's documentation: restart
+        # the kept side's nodes too, to clear it; once every node sees every other running.
+        if apart:
+            return RabbitDecision(
+                DecisionKind.WAIT, f"a stale partition warning ({pairs}), and {', '.join(apart)} does not "
+                "see every node running yet", states=states,
+            )  # fmt: skip
+        victim = sorted({a for a, _ in claims})[0]
+        kept = tuple(n for n in sorted(names) if n != victim)
+        why = f"{victim} still reports a partition ({pairs}) from nodes restarted since: a stale warning"
     return RabbitDecision(
-        DecisionKind.RESTART,
-        f"partitioned ({pairs}) for {now - since:.0f} s: keep {', '.join(kept)} (the largest side), "
-        f"restart {victim}'s app",
-        (victim,), tuple(kept), states,
-    )  # fmt: skip
+        DecisionKind.RESTART, f"{why}; restart {victim}'s app", (victim,), tuple(kept), states
+    )
 
 
-def partition_edges(nodes: Sequence[NodeObservation]) -> set[tuple[str, str]]:
-    """Every pair of the cluster's nodes that some report names as partitioned (each pair sorted)."""
+def partition_claims(nodes: Sequence[NodeObservation]) -> set[tuple[str, str]]:
+    """Every (reporter, other) of the cluster's nodes that some node's report names as partitioned."""
     names = {n.name for n in nodes}
-    edges: set[tuple[str, str]] = set()
+    claims: set[tuple[str, str]] = set()
     for node in nodes:
         if node.status is None:
             continue
         for reporter, others in node.status.partitions.items():
-            for other in others:
-                if reporter in names and other in names and reporter != other:
-                    a, b = sorted((reporter, other))
-                    edges.add((a, b))
-    return edges
+            claims.update((reporter, o) for o in others if reporter in names and o in names and reporter != o)
+    return claims
+
+
+def partition_edges(claims: set[tuple[str, str]], nodes: Sequence[NodeObservation]) -> set[tuple[str, str]]:
+    """The pairs still partitioned (each sorted): both name the other, or one names the other and they
+    do not both see each other running. A claim of one side only, between nodes that see each other,
+    is a stale warning: the other restarted since."""
+    views = {n.name: set(n.status.running_nodes) for n in nodes if n.status is not None}
+
+    def sees(a: str, b: str) -> bool:
+        return b in views.get(a, set())
+
+    return {
+        (min(a, b), max(a, b)) for a, b in claims
+        if (b, a) in claims or not (sees(a, b) and sees(b, a))
+    }  # fmt: skip
 
 
 def keep_side(names: Sequence[str], edges: set[tuple[str, str]]) -> tuple[str, ...]:

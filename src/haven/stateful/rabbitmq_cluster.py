@@ -6,9 +6,9 @@ its own on a free port, one shared ``.erlang.cookie`` in ``folder`` (every node'
 each node's Mnesia and logs in its own folder, classic peer discovery listing every node and
 ``cluster_partition_handling = ignore``; it starts every node at once (they form one cluster as they
 boot) and returns once every node sees every other running. ``kill`` is a kill -9 of one node's Erlang
-VM; ``partition`` cuts the Erlang distribution link between two nodes (``erlang:disconnect_node/1``),
-which Mnesia reports as a partition once they reconnect. ``stop`` stops exactly what this cluster
-started (its epmd and its servers' process groups), and nothing else.
+VM; ``partition`` cuts one node's Erlang distribution links (``erlang:disconnect_node/1``), which
+Mnesia reports as a partition once they reconnect (with ``ignore``, it stays until a node restarts).
+``stop`` stops exactly what this cluster started (its epmd and its servers' process groups), and nothing else.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,17 +135,25 @@ class LoopbackRabbitCluster:
                 process.poll()
             time.sleep(0.05)
 
-    async def partition(self, a: str, b: str, timeout_s: float = 30.0) -> None:
-        """Cut the link between nodes ``a`` and ``b``; returns once some node reports a partition."""
-        first, second = self.node(a), self.node(b)
-        await first.ctl("eval", f"erlang:disconnect_node('{second.name}').")
+    async def partition(self, name: str, others: Sequence[str] = (), timeout_s: float = 30.0) -> None:
+        """Cut the links between node ``name`` and ``others`` (default: every other node, which isolates
+        it); returns once some node reports a partition.
+
+        Isolating one node of three gives a clean two-against-one split (measured: rabbit-1 and rabbit-2
+        report rabbit-3, rabbit-3 reports both); cutting one link only (rabbit-1/rabbit-3) split all
+        three apart on RabbitMQ 3.10.8, every node alone.
+        """
+        node = self.node(name)
+        targets = [self.node(o).name for o in others] or [n.name for n in self.nodes if n is not node]
+        calls = " ".join(f"erlang:disconnect_node('{t}')," for t in targets)
+        await node.ctl("eval", f"{calls} ok.")
         deadline = time.monotonic() + timeout_s
         while True:
             statuses = await self.statuses()
             if any(isinstance(s, ClusterStatus) and any(s.partitions.values()) for s in statuses.values()):
                 return
             if time.monotonic() > deadline:
-                raise RabbitClusterError(f"no partition reported {timeout_s:g} s after cutting {a}/{b}")
+                raise RabbitClusterError(f"no partition reported {timeout_s:g} s after cutting {name} off")
             await asyncio.sleep(0.3)
 
     def stop(self) -> None:
