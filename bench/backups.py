@@ -1,18 +1,22 @@
 """Backups at fleet scale on the simulated cloud, in virtual time; prints figures, asserts nothing.
 
 A simulated cloud of N servers (default 10,000), each with a backup policy (a share hourly, the rest
-daily, keep 7), and haven serve's backup service (haven.backups.serving: runner passes, rotation,
-restore drills) run pass by pass through one virtual day. Figures, from the simulated cloud's ground
+daily, keep 7; a share volume-backed, backed up by Cinder full then incremental), and haven serve's
+backup service (haven.backups.serving: runner passes, rotation, restore drills) run pass by pass
+through one virtual day. Figures, from the simulated cloud's ground
 truth where it has it:
-- backups taken (createBackup calls accepted), and the most uploading at once against the cap;
-- servers whose recovery point is within their policy at the end (newest active image in Glance);
+- backups taken (createBackup calls and Cinder backups accepted, how many incremental), and the most
+  uploading at once against the cap; whether every incremental Cinder still holds has its parent;
+- servers whose recovery point is within their policy at the end (newest active image in Glance, or
+  newest available Cinder backup of the boot volume);
 - windows missed (backup_missed alerts raised during the day: the store's alert history), and
   recovery points found stale (recovery_point_stale alerts);
 - the planner's CPU per pass (haven.backups.planner.plan, process time): median and max over the
   day's passes, and the median over --runs re-plans of the end-of-day snapshot;
 - the whole pass's wall time (planner, the store's reads and writes, the simulated cloud's calls).
 
-Run: .venv/bin/python bench/backups.py [--servers 10000] [--hourly 0.05] [--cap 200] [--runs 5]
+Run: .venv/bin/python bench/backups.py [--servers 10000] [--hourly 0.05] [--volumes 0.2] [--cap 200]
+     [--runs 5]
      (about 10 minutes for 10,000 servers on an idle core)
 """
 
@@ -33,7 +37,7 @@ from haven.backups.runner import HISTORY_S
 from haven.backups.serving import BackupService
 from haven.cloud.sim.backups import SimBackups
 from haven.cloud.sim.builder import CloudSpec, build_cloud
-from haven.domain.backups import ImageStatus
+from haven.domain.backups import ImageStatus, VolumeBackupStatus
 from haven.domain.clock import VIRTUAL_EPOCH, VirtualClock
 from haven.domain.incidents import AlertKind
 from haven.store import Store
@@ -63,6 +67,9 @@ async def day(args: argparse.Namespace) -> dict[str, Any]:
     hourly = set(ids[: int(len(ids) * args.hourly)])
     for sid in ids:
         cloud.sim_server(sid).metadata["haven_backup"] = "hourly" if sid in hourly else "daily"
+    on_volumes = ids[:: max(1, round(1 / args.volumes))] if args.volumes > 0 else []
+    for sid in on_volumes:
+        port.make_volume_backed(sid)
     config = BackupsConfig(
         enabled=True,
         scheduler=SchedulerSettings(max_concurrent=args.cap, jitter_s=args.jitter),
@@ -85,6 +92,13 @@ async def day(args: argparse.Namespace) -> dict[str, Any]:
         for image in port.images.values():
             if image.status is ImageStatus.ACTIVE:
                 newest[image.server_id] = max(newest.get(image.server_id, 0.0), image.created_at)
+        owner = {vols[0]: sid for sid, vols in port.volumes.items()}
+        for vb in port.volume_backups.values():
+            if vb.status is VolumeBackupStatus.AVAILABLE and vb.volume_id in owner:
+                sid = owner[vb.volume_id]
+                newest[sid] = max(newest.get(sid, 0.0), vb.created_at)
+        held = {b.id for b in port.volume_backups.values() if b.status is not VolumeBackupStatus.DELETED}
+        intact = all(b.parent in held for b in port.volume_backups.values() if b.id in held and b.incremental)
         now = clock.now()
         within = sum(
             1
@@ -107,7 +121,11 @@ async def day(args: argparse.Namespace) -> dict[str, Any]:
         "hourly": len(hourly),
         "cap": args.cap,
         "passes": len(samples),
+        "volume_backed": len(on_volumes),
         "backups_taken": len(port.create_calls),
+        "cinder_backups_taken": len(port.volume_backup_calls),
+        "cinder_incremental": sum(1 for _, _, inc in port.volume_backup_calls if inc),
+        "cinder_chains_intact": intact,
         "peak_uploading": port.peak_uploading,
         "within_policy": within,
         "missed_alerts": len(missed),
@@ -126,6 +144,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--servers", type=int, default=10_000)
     parser.add_argument("--hourly", type=float, default=0.05, help="share of servers backed up hourly")
+    parser.add_argument("--volumes", type=float, default=0.2, help="share of servers volume-backed (Cinder)")
     parser.add_argument("--cap", type=int, default=200, help="[backups] max_concurrent")
     parser.add_argument("--jitter", type=float, default=21600.0, help="[backups] jitter_s")
     parser.add_argument("--step", type=float, default=300.0, help="virtual seconds between passes")

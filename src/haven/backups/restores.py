@@ -34,6 +34,7 @@ from haven.domain.backups import (
     RestorePurpose,
     RestoreRecord,
     RestoreState,
+    held_by_another,
 )
 from haven.domain.clock import Clock
 from haven.domain.cloud import VmState
@@ -93,8 +94,11 @@ class Restorer:
         self, port: BackupPort, store: Store, clock: Clock, settings: DrillSettings,
         leader_epoch: Callable[[], int | None] | None = None,
         on_finish: Callable[[RestoreRecord], None] | None = None,
+        holder: str = "", hold_s: float = 0.0,
     ) -> None:  # fmt: skip
+        """``holder``, ``hold_s``: as BackupRunner's (``haven backups restore`` in another process)."""
         self._port, self._store, self._clock, self._settings = port, store, clock, settings
+        self._holder, self._hold_s = holder, hold_s
         self._leader_epoch = leader_epoch
         self._on_finish = on_finish  # told of each restore or drill this engine saw end (done, failed)
         self._working: set[str] = set()  # restores this process is asking the cloud for now (the API's)
@@ -132,12 +136,32 @@ class Restorer:
             await self._flavor_of(server_id)  # a deleted server's flavor must come from the config
         purpose = RestorePurpose.AS_NEW if as_new else RestorePurpose.REBUILD
         record = self._record(purpose, backup, as_new or backup.server_name)
+        if self._holder:
+            until = self._clock.now() + self._hold_s
+            record = dataclasses.replace(record, held_by=self._holder, held_until=until)
         self._working.add(record.id)  # a drill round meanwhile leaves it alone: it would ask again
         try:
             await self._db(self._store.issue_restore, record, epoch=self._epoch())
             return await self.advance(record)
         finally:
             self._working.discard(record.id)
+
+    async def release(self, record: RestoreRecord) -> RestoreRecord:
+        """Let go of a restore this process held: the leader's rounds carry it on from here."""
+        for _ in range(5):
+            (current,) = [
+                r for r in await self._db(self._store.list_restores, since=record.created_at - 1)
+                if r.id == record.id
+            ]  # fmt: skip
+            if current.held_by != self._holder or not self._holder:
+                return current
+            freed = dataclasses.replace(current, held_by="", held_until=0.0)
+            try:
+                await self._db(self._store.save_restore, freed, [current.state], epoch=self._epoch())
+                return freed
+            except Conflict:
+                continue
+        return record
 
     # ---- drills -------------------------------------------------------------------------------------
 
@@ -146,6 +170,8 @@ class Restorer:
         advanced = 0
         for record in await self._db(self._store.list_restores, unfinished=True):
             if record.id in self._working:  # the API's restore, still asking the cloud
+                continue
+            if held_by_another(record, self._holder, self._clock.now()):  # haven backups restore
                 continue
             await self._isolated(record)
             advanced += 1

@@ -4,7 +4,8 @@ Owned by haven serve (a leader-only runnable) or driven pass by pass by tests, d
 Each pass:
 1. advances every backup left in flight or being deleted (by this engine or a previous one), except
    those this process is still asking the cloud for (a backup now from the API: the pass would ask
-   twice); a backup ``issued`` and not worked on here (left by an engine that died) may or may not
+   twice) and those another process holds (``haven backups run`` from the CLI, until it lets go or its
+   hold runs out); a backup ``issued`` and not worked on here (left by an engine that died) may or may not
    have reached the cloud, so its step first looks for the image (or Cinder backups) named by the
    record: found, it is adopted; absent, the call is made. Nova creates
    the image before it answers createBackup, so an absent image means the call was not made;
@@ -44,6 +45,7 @@ from haven.domain.backups import (
     ImageStatus,
     Trigger,
     VolumeBackupStatus,
+    held_by_another,
     nova_backup_type,
 )
 from haven.domain.clock import Clock
@@ -82,10 +84,16 @@ class BackupRunner:
         clock: Clock,
         leader_epoch: Callable[[], int | None] | None = None,
         on_backup: BackupHook | None = None,
+        holder: str = "",
+        hold_s: float = 0.0,
     ) -> None:
+        """``holder``: this process's name when it is not haven serve's leader (``haven backups run``):
+        the backups it starts are held by it for ``hold_s``, and the leader's passes leave them alone
+        until it releases them (``release``) or the hold runs out (it died: resumed as a dead engine's)."""
         self._config, self._port, self._store, self._clock = config, port, store, clock
         self._leader_epoch = leader_epoch
         self._on_backup = on_backup
+        self._holder, self._hold_s = holder, hold_s
         self.last_plan: BackupPlan | None = None
         self.problems: list[PolicyProblem] = []
         self._working: set[str] = set()  # records this process is creating now (a backup now's call)
@@ -114,8 +122,11 @@ class BackupRunner:
 
     async def run_pass(self) -> BackupPlan:
         epoch = self._epoch()
-        for record in await self._db(self._store.backups_relevant, self._clock.now()):
+        now = self._clock.now()
+        for record in await self._db(self._store.backups_relevant, now):
             if record.id in self._working:  # this process is still asking the cloud for it
+                continue
+            if held_by_another(record, self._holder, now):  # haven backups run, in another process
                 continue
             if record.state.in_flight or record.state is BackupState.DELETING:
                 await self._isolated(self._advance, record, epoch)
@@ -187,6 +198,7 @@ class BackupRunner:
             backup_id, t.id, t.name, t.project, item.kind, item.slot, trigger, item.policy.backup_type,
             backup_name(t.id, item.slot, backup_id), BackupState.ISSUED, self._clock.now(),
             attempt=item.attempt, incremental=item.incremental, parent_id=item.parent_id,
+            held_by=self._holder, held_until=self._clock.now() + self._hold_s if self._holder else 0.0,
         )  # fmt: skip
         self._working.add(backup_id)  # a pass meanwhile leaves it alone: it would ask the cloud again
         try:
@@ -194,6 +206,20 @@ class BackupRunner:
             return await self._create(record, epoch, rotation=item.rotation, target=t)
         finally:
             self._working.discard(backup_id)
+
+    async def release(self, backup_id: str) -> BackupRecord:
+        """Let go of a backup this process held: the leader's passes carry it on from here."""
+        for _ in range(5):
+            record = await self._db(self._store.get_backup, backup_id)
+            if record.held_by != self._holder or not self._holder:
+                return record
+            freed = dataclasses.replace(record, held_by="", held_until=0.0)
+            try:
+                await self._db(self._store.save_backup, freed, [record.state], epoch=self._epoch())
+                return freed
+            except Conflict:  # it moved on meanwhile (the hold ran out): read it again
+                continue
+        return await self._db(self._store.get_backup, backup_id)
 
     async def advance(self, record: BackupRecord, epoch: int | None = None) -> None:
         """One step of one backup in flight or being deleted (the CLI's wait uses it too)."""

@@ -3,17 +3,23 @@
 Registered by haven.cli.main. Works on the OpenStack cloud of the configuration (``[cloud] driver =
 "openstack"`` or ``--cloud``); the simulated cloud lives only inside ``haven serve`` and drills.
 ``list`` reads the store (and, with a SERVER, nothing else); ``run`` and ``restore`` commit their
-records before asking Nova and show progress until the backup (or restored server) is ready.
+records before asking Nova and show progress until the backup (or restored server) is ready. While
+haven serve leads on the same store, a record this command starts is held by it (``held_by``, for
+``--wait`` plus two minutes): the leader's passes and drill rounds never ask the cloud for it meanwhile
+(they would call createBackup or boot a second time); the command lets go when it stops waiting, and
+the leader carries the record on; if the command dies, the leader resumes it once the hold runs out.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -27,13 +33,14 @@ from haven.backups.runner import BackupRunner
 from haven.cli.render import when
 from haven.domain.backups import BackupRecord, RestoreRecord
 from haven.domain.clock import RealClock
-from haven.domain.errors import UserError
+from haven.domain.errors import Conflict, UserError
 from haven.domain.ids import ServerId
 from haven.drill import backup_restore
 from haven.service.config import HavenConfig
 from haven.store import Store
 
 DRILLS = (backup_restore.NAME,)  # `haven drill backup-restore`, dispatched here by haven.cli.main
+HOLD_MARGIN_S = 120.0  # a run or restore holds its record this long past its --wait (the cloud's calls)
 ConfigOf = Callable[[argparse.Namespace], HavenConfig]
 StoreOf = Callable[[HavenConfig], Store]
 
@@ -112,27 +119,36 @@ async def _act(args: argparse.Namespace, config: HavenConfig, store: Store) -> i
     cloud = open_cloud(
         cloud_name(config.openstack.name or None, os.environ), max_workers=config.openstack.max_workers
     )
+    # haven serve's leader may be running backups on the same store: what this process starts it holds
+    # (the leader's passes leave it alone) until it lets go below, or the hold runs out if it dies.
+    holder, hold_s = f"cli:{socket.gethostname()}:{os.getpid()}", max(args.wait, 0.0) + HOLD_MARGIN_S
     try:
         port, clock = cloud.backups(), RealClock()
         if args.backups_action == "run":
-            runner = BackupRunner(config.backups, port, store, clock)
+            runner = BackupRunner(config.backups, port, store, clock, holder=holder, hold_s=hold_s)
             record = await runner.backup_now(ServerId(args.server))
-            record = await _wait_backup(runner, store, record, args.wait, args.json)
+            try:
+                record = await _wait_backup(runner, store, record, args.wait, args.json)
+            finally:
+                record = await runner.release(record.id)
             _show(
                 args.json,
                 record_json(record),
                 f"backup {record.id} of {record.server_name}: {record.state.value}",
             )
             return 0 if record.state.value == "available" or args.wait == 0 else 1
-        restorer = Restorer(port, store, clock, config.backups.drills)
+        restorer = Restorer(port, store, clock, config.backups.drills, holder=holder, hold_s=hold_s)
         at = _parse_time(args.at) if args.at else None
         restore = await restorer.restore(args.server, at, args.as_new)
         deadline = time.monotonic() + args.wait
-        while restore.state.in_flight and time.monotonic() < deadline:
-            if not args.json:
-                print(f"  restore {restore.id[:8]}: {restore.state.value}", flush=True)
-            await asyncio.sleep(2.0)
-            restore = await restorer.advance(restore)
+        try:
+            while restore.state.in_flight and time.monotonic() < deadline:
+                if not args.json:
+                    print(f"  restore {restore.id[:8]}: {restore.state.value}", flush=True)
+                await asyncio.sleep(2.0)
+                restore = await restorer.advance(restore)
+        finally:
+            restore = await restorer.release(restore)
         line = f"restore {restore.id} ({restore.purpose.value}): {restore.state.value}"
         _show(args.json, record_json(restore), f"{line} {restore.error}; server {restore.target_id}")
         return 0 if restore.state.value == "done" else 1
@@ -148,7 +164,8 @@ async def _wait_backup(
         if not quiet:
             print(f"  backup {record.id[:8]}: {record.state.value}", flush=True)
         await asyncio.sleep(2.0)
-        await runner.advance(record)
+        with contextlib.suppress(Conflict):  # the leader moved it on (this hold ran out): read it again
+            await runner.advance(record)
         record = store.get_backup(record.id)
     return record
 

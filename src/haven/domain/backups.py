@@ -135,6 +135,10 @@ class BackupRecord:
     completed_at: float | None = None  # when it became available (its recovery point is created_at)
     finished_at: float | None = None  # deleted or failed at
     error: str = ""
+    # A process outside the leader working on it (haven backups run): the leader's passes leave the
+    # record alone while ``held_until`` (epoch seconds) is ahead, then resume it as a dead engine's.
+    held_by: str = ""
+    held_until: float = 0.0
 
 
 class RestorePurpose(StrEnum):
@@ -170,6 +174,8 @@ class RestoreRecord:
     active_at: float | None = None
     finished_at: float | None = None
     error: str = ""
+    held_by: str = ""  # as BackupRecord's: haven backups restore, in another process than the leader
+    held_until: float = 0.0
 
 
 class ImageStatus(StrEnum):
@@ -217,6 +223,11 @@ class VolumeBackup:
     incremental: bool
     has_dependent_backups: bool = False
     created_at: float = 0.0
+
+
+def held_by_another(record: BackupRecord | RestoreRecord, holder: str, now: float) -> bool:
+    """Whether another process (not ``holder``) holds ``record`` now: leave it alone."""
+    return bool(record.held_by) and record.held_by != holder and record.held_until > now
 
 
 @dataclass(frozen=True, slots=True)
