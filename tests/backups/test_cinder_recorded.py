@@ -234,3 +234,27 @@ async def test_a_restore_as_new_restores_the_volume_once_then_boots_from_it(
     assert server["networks"] == "none" and server["flavorRef"] == "2" and server["name"] == "db-restored"
     assert server["metadata"]["haven_restore_id"] == issued.id
     assert boot.headers["x-openstack-nova-api-version"] == "2.37"
+
+
+async def test_a_volume_that_ends_error_restoring_fails_the_restore_and_is_deleted(
+    cloud: OpenStackCloud, stub: RecordedNova, store: Store
+) -> None:
+    clock = VirtualClock(1796536800.0)
+    good = record("r-full", BackupState.ISSUED, 1796529600.0, {VOL: FULL})
+    stored(store, good, BackupState.CREATING, BackupState.AVAILABLE)
+    restorer = Restorer(cloud.backups(), store, clock, config().drills)
+    stub.answer("GET", f"{N}/servers/detail", Answer(200, recorded("nova-servers-list-empty")))
+    stub.answer("GET", f"{C}/volumes/detail", Answer(200, recorded("volumes-list-detailed-empty")))
+    stub.answer("POST", f"{C}/backups/{FULL}/restore", Answer(202, recorded("backup-restore")))
+    stub.answer("GET", f"{C}/volumes/{NEWVOL}", Answer(200, recorded("volume-show-restoring")))
+    issued = await restorer.restore(SERVER, None, "db-restored")
+    name = volume_name(issued, 0)
+    failed_volume = recorded("volumes-list-detailed-available", name=name, status="error_restoring")
+    stub.answer("GET", f"{C}/volumes/detail", Answer(200, failed_volume))
+    stub.answer("DELETE", f"{C}/volumes/{NEWVOL}", Answer(202))
+    clock.advance_to(clock.now() + 30)
+    failed = await restorer.advance(issued)
+    assert failed.state is RestoreState.FAILED and "error_restoring" in failed.error
+    assert stub.made("POST", f"{N}/servers") == []  # nothing booted from a broken volume
+    (delete,) = stub.made("DELETE", f"{C}/volumes/{NEWVOL}")  # and the volume it left is deleted
+    assert version(delete) == "volume 3.43"
