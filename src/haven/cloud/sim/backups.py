@@ -8,7 +8,13 @@ server's disk holds, how many backups were ever uploading at once, every create 
 Behaves as Nova and Glance do where haven relies on it: createBackup creates the image (``queued``)
 before it answers and refuses a busy server (409); the upload finishes ``backup_s`` later, then Nova
 rotates (deletes the oldest backups of that server and ``backup_type`` beyond ``rotation``); a server
-deleted while its backup uploads leaves no image (Nova deletes it).
+deleted while its backup uploads leaves no image (Nova deletes it). Its Cinder follows Cinder's rules
+where haven relies on them: an incremental's parent is the volume's newest backup, which must be
+available (400 otherwise, and with none); deleting a backup that is not available or error, or that
+another backup depends on (one still ``deleting`` counts), is a 400; a delete leaves the backup
+``deleting`` for ``volume_delete_s``, then gone; a restore makes a new volume, ``restoring-backup`` for
+``restore_s`` (the backup ``restoring`` meanwhile); a server booted from restored volumes deletes them
+with itself when asked to (``delete_on_termination``).
 """
 
 from __future__ import annotations
