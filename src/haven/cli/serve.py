@@ -76,7 +76,7 @@ from haven.service.runner import serve_forever
 from haven.service.sim_agents import with_sim_agents
 from haven.service.status import Leadership, SingleNodeLeadership
 from haven.service.token import ensure_token
-from haven.stateful.serving import GaleraService
+from haven.stateful.serving import GaleraService, RabbitService
 from haven.store import Store
 
 DEFAULT_BIND = ("127.0.0.1", 15868)  # Masakari API's port
@@ -118,6 +118,9 @@ async def serve(
     galera = None  # [stateful.galera]: Galera's recovery loop; a missing my.cnf stops here, nothing opened
     if config.stateful.galera is not None:
         galera = GaleraService(config.stateful.galera, clock)
+    rabbitmq = None  # [stateful.rabbitmq]: RabbitMQ's recovery loop; a missing config stops here, likewise
+    if config.stateful.rabbitmq is not None:
+        rabbitmq = RabbitService(config.stateful.rabbitmq, clock)
     elector = await _elector(config, bind)  # etcd unreachable: stop here, nothing opened
     try:
         async with contextlib.AsyncExitStack() as resources:
@@ -138,6 +141,9 @@ async def serve(
                 galera_epoch = elector.epoch if elector is not None else None
                 run_galera = functools.partial(galera.run, store, galera_epoch)
                 explain = run_galera if explain is None else _both(explain, run_galera)
+            if rabbitmq is not None:  # leader-only; its journal and rabbitmq_hold alerts in the store
+                run_rabbitmq = functools.partial(rabbitmq.run, store, elector.epoch if elector else None)
+                explain = run_rabbitmq if explain is None else _both(explain, run_rabbitmq)
             if controlplane is not None:
                 resources.push_async_callback(controlplane.aclose)
                 on_action = ControlPlaneMetrics(metrics.registry, store).on_action
@@ -181,6 +187,8 @@ async def serve(
             )
             if galera is not None:
                 console.print(galera.describe(), highlight=False)
+            if rabbitmq is not None:
+                console.print(rabbitmq.describe(), highlight=False)
             if explaining is not None:
                 console.print(f"{explaining.describe()}: `haven explain` shows them", highlight=False)
             if controlplane is not None:

@@ -1,4 +1,4 @@
-"""haven.toml's ``[stateful.galera]``: the Galera cluster haven's recovery loop watches in ``haven serve``.
+"""haven.toml's ``[stateful.galera]`` and ``[stateful.rabbitmq]``: the clusters haven serve recovers.
 
 Called by haven.service.config (which reads the file); pure. One pydantic schema validates it (unknown
 keys refused, types and ranges checked, node names unique); every mistake becomes a ConfigError naming
@@ -18,6 +18,21 @@ the key and how to fix it.
     socket = "/run/mysqld/g1.sock"       # its SQL address: the unix socket (default FOLDER/mariadb.sock)
     pid_file = "/run/mysqld/g1.pid"      # default FOLDER/mariadb.pid
 
+    [stateful.rabbitmq]
+    cluster = "openstack"              # its name: the journal's key (rabbitmq:NAME) and the alert's host
+    interval_s = 5.0                   # one pass (read every node's cluster_status, decide, act) this often
+    partition_grace_s = 10.0           # a partition reported this long before haven restarts a node
+    unreadable_hold_s = 120.0          # a running node whose CLI is mute this long: hold and alert
+    cli_timeout_s = 30.0               # one rabbitmqctl call
+    home = "/var/lib/haven/rabbitmq"   # HOME of the servers and rabbitmqctl: where .erlang.cookie is
+    epmd_port = 4369                   # the Erlang port mapper every node registers with
+    [[stateful.rabbitmq.nodes]]
+    name = "rabbit-1@localhost"        # RABBITMQ_NODENAME
+    folder = "/var/lib/haven/rabbitmq/n1"  # its Mnesia, logs, pid file, enabled_plugins
+    amqp_port = 5672
+    dist_port = 25672
+    config = "/etc/rabbitmq/n1.conf"   # RABBITMQ_CONFIG_FILE (default FOLDER/rabbitmq.conf)
+
 The ``local`` driver (haven.stateful.galera_node.LocalGaleraNode) is the only one today: haven runs
 ``mariadbd --defaults-file=CNF`` itself (with ``--wsrep-new-cluster`` to bootstrap). A systemd driver
 (the HA lab's units, bootstrapping through ``galera_new_cluster``) is not written yet.
@@ -32,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from haven.domain.errors import ConfigError
 
-HINT = "see docs/stateful.md (or haven.stateful.config) for every key of [stateful.galera]"
+HINT = "see docs/stateful.md for each key of [stateful.galera] and [stateful.rabbitmq]"
 DRIVERS = ("local",)
 
 
@@ -73,9 +88,41 @@ class _Galera(BaseModel):
         return nodes
 
 
+class _RabbitNode(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field(min_length=3, max_length=255, pattern=r"^[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+$")
+    folder: str = Field(min_length=1)
+    amqp_port: int = Field(ge=1, le=65535)
+    dist_port: int = Field(ge=1, le=65535)
+    config: str = ""
+
+
+class _Rabbit(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    enabled: bool = True
+    cluster: str = Field(default="rabbitmq", min_length=1, max_length=255)
+    interval_s: float = Field(default=5.0, gt=0)
+    partition_grace_s: float = Field(default=10.0, ge=0)
+    unreadable_hold_s: float = Field(default=120.0, gt=0)
+    cli_timeout_s: float = Field(default=30.0, gt=0)
+    home: str = Field(min_length=1)
+    epmd_port: int = Field(default=4369, ge=1, le=65535)
+    nodes: list[_RabbitNode] = Field(min_length=2)
+
+    @field_validator("nodes")
+    @classmethod
+    def _unique(cls, nodes: list[_RabbitNode]) -> list[_RabbitNode]:
+        names = [n.name for n in nodes]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"node name(s) {', '.join(twice)} given twice")
+        return nodes
+
+
 class _Stateful(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     galera: _Galera | None = None
+    rabbitmq: _Rabbit | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +146,30 @@ class GaleraConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RabbitNodeConfig:
+    name: str  # the Erlang node name, rabbit-1@localhost
+    folder: Path
+    amqp_port: int
+    dist_port: int
+    config: Path
+
+
+@dataclass(frozen=True, slots=True)
+class RabbitConfig:
+    cluster: str
+    home: Path
+    nodes: tuple[RabbitNodeConfig, ...]
+    epmd_port: int = 4369
+    interval_s: float = 5.0
+    partition_grace_s: float = 10.0
+    unreadable_hold_s: float = 120.0
+    cli_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class StatefulConfig:
     galera: GaleraConfig | None = None  # None: no [stateful.galera], or enabled = false
+    rabbitmq: RabbitConfig | None = None  # None: no [stateful.rabbitmq], or enabled = false
 
 
 def parse_stateful(section: object, where: str) -> StatefulConfig:
@@ -115,9 +184,12 @@ def parse_stateful(section: object, where: str) -> StatefulConfig:
         key = ".".join(str(part) for part in first["loc"]) or "the section"
         message = str(first["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"{where}: {key}: {message}", HINT) from None
-    if raw.galera is None or not raw.galera.enabled:
-        return StatefulConfig()
-    g = raw.galera
+    return StatefulConfig(_galera(raw.galera), _rabbitmq(raw.rabbitmq))
+
+
+def _galera(g: _Galera | None) -> GaleraConfig | None:
+    if g is None or not g.enabled:
+        return None
     nodes = tuple(
         GaleraNodeConfig(
             n.name, Path(n.folder), Path(n.cnf or f"{n.folder}/my.cnf"), Path(n.data or f"{n.folder}/data"),
@@ -125,6 +197,19 @@ def parse_stateful(section: object, where: str) -> StatefulConfig:
         )
         for n in g.nodes
     )  # fmt: skip
-    return StatefulConfig(
-        GaleraConfig(g.cluster, nodes, g.driver, g.interval_s, g.unreadable_hold_s, g.sql_timeout_s)
+    return GaleraConfig(g.cluster, nodes, g.driver, g.interval_s, g.unreadable_hold_s, g.sql_timeout_s)
+
+
+def _rabbitmq(r: _Rabbit | None) -> RabbitConfig | None:
+    if r is None or not r.enabled:
+        return None
+    nodes = tuple(
+        RabbitNodeConfig(
+            n.name, Path(n.folder), n.amqp_port, n.dist_port, Path(n.config or f"{n.folder}/rabbitmq.conf")
+        )
+        for n in r.nodes
     )
+    return RabbitConfig(
+        r.cluster, Path(r.home), nodes, r.epmd_port, r.interval_s, r.partition_grace_s, r.unreadable_hold_s,
+        r.cli_timeout_s,
+    )  # fmt: skip

@@ -1,4 +1,4 @@
-"""Galera's recovery loop in ``haven serve``: a leader-only runnable over ``[stateful.galera]``.
+"""Galera's and RabbitMQ's recovery loops in ``haven serve``: leader-only runnables over ``[stateful.*]``.
 
 Who calls it: haven.cli.serve, which builds it before anything is opened (a node whose my.cnf is
 missing, or no mariadbd, stops serve with a ConfigError and nothing touched) and runs ``run`` only
@@ -21,10 +21,13 @@ from collections.abc import Callable
 
 from haven.domain.clock import Clock
 from haven.domain.errors import ConfigError
-from haven.stateful.config import GaleraConfig
+from haven.stateful.config import GaleraConfig, RabbitConfig
 from haven.stateful.galera import GaleraSettings
 from haven.stateful.galera_node import MARIADBD, PROVIDER, LocalGaleraNode, NodeLayout
 from haven.stateful.galera_recovery import GaleraRecovery
+from haven.stateful.rabbitmq import RabbitSettings
+from haven.stateful.rabbitmq_node import RABBITMQ_SERVER, RABBITMQCTL, LocalRabbitNode, RabbitLayout
+from haven.stateful.rabbitmq_recovery import RabbitRecovery
 from haven.store import Store
 
 log = logging.getLogger(__name__)
@@ -81,3 +84,67 @@ class GaleraService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.config.interval_s)
         # The servers haven started keep running when haven stops: they are the database, not haven's.
+
+
+class RabbitService:
+    """RabbitMQ's recovery loop in ``haven serve`` (``[stateful.rabbitmq]``), built like GaleraService.
+
+    Checks at start-up that rabbitmq-server and rabbitmqctl exist and that each node's config file and
+    the cookie's HOME do (a ConfigError stops serve before anything is opened). Each term gets a new
+    RabbitRecovery on the store's journal (under ``rabbitmq:<cluster>``) and ``rabbitmq_hold`` alerts,
+    fenced by the term's leader epoch. The servers haven started keep running when haven stops.
+    """
+
+    def __init__(self, config: RabbitConfig, clock: Clock) -> None:
+        for path in (RABBITMQ_SERVER, RABBITMQCTL):
+            if not path.exists():
+                raise ConfigError(f"[stateful.rabbitmq]: {path} is missing", "install rabbitmq-server")
+        if not (config.home / ".erlang.cookie").is_file():
+            raise ConfigError(
+                f"[stateful.rabbitmq]: no .erlang.cookie in home {config.home}",
+                "set home to the folder holding the cluster's shared .erlang.cookie",
+            )
+        for node in config.nodes:
+            if not node.config.is_file():
+                raise ConfigError(
+                    f"[stateful.rabbitmq] node {node.name}: its config file {node.config} does not exist",
+                    "set nodes.config to the node's rabbitmq.conf (RABBITMQ_CONFIG_FILE)",
+                )
+        self.config, self._clock = config, clock
+        self.nodes = [
+            LocalRabbitNode(
+                RabbitLayout(
+                    n.name, n.folder, config.home, config.epmd_port, n.amqp_port, n.dist_port, n.config
+                ),
+                cli_timeout_s=config.cli_timeout_s,
+            )
+            for n in config.nodes
+        ]
+        self.settings = RabbitSettings(
+            partition_grace_s=config.partition_grace_s, unreadable_hold_s=config.unreadable_hold_s
+        )
+
+    def describe(self) -> str:
+        names = ", ".join(n.name for n in self.nodes)
+        return (
+            f"rabbitmq: cluster {self.config.cluster!r} ({names}) recovered while leading, a pass every "
+            f"{self.config.interval_s:g} s, partitions healed after {self.config.partition_grace_s:g} s; "
+            "holds are rabbitmq_hold alerts"
+        )
+
+    async def run(
+        self, store: Store, leader_epoch: Callable[[], int | None] | None, stop: asyncio.Event
+    ) -> None:
+        """One term: passes until ``stop`` (the term is over, or haven stops)."""
+        epoch = leader_epoch() if leader_epoch is not None else None
+        recovery = RabbitRecovery.on_store(
+            self.nodes, store, self.config.cluster, self._clock, epoch=epoch, settings=self.settings
+        )
+        while not stop.is_set():
+            try:
+                decision = await recovery.run_pass()
+                log.debug("rabbitmq %s: %s: %s", self.config.cluster, decision.kind.value, decision.reason)
+            except Exception:  # a bug or the store gone: this pass only
+                log.exception("rabbitmq %s: pass failed", self.config.cluster)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.config.interval_s)
