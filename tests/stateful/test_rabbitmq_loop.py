@@ -1,0 +1,217 @@
+"""RabbitMQ's recovery loop with fake nodes and a real store; [stateful.rabbitmq] in haven.toml.
+
+The loop's own contract, without servers (test_rabbitmq_real.py runs the same RabbitRecovery on a real
+cluster): intent committed before the effect and outcome after, a step a stopped engine left
+``issued`` finished from the node's state now (a restart cut between stop_app and start_app is
+completed, nothing else is made twice), one rabbitmq_hold alert per hold, cleared when it ends, and a
+deposed leader makes no effect. The config's mistakes are named (key and fix) before anything opens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from haven.cli.main import main
+from haven.domain.clock import RealClock
+from haven.domain.errors import ConfigError, Deposed, TemporaryError
+from haven.domain.galera import GaleraAction
+from haven.domain.incidents import AlertKind
+from haven.service.config import load_config
+from haven.stateful.rabbitmq import ClusterStatus, DecisionKind, RabbitSettings
+from haven.stateful.rabbitmq_recovery import APP_STOPPED, RabbitRecovery, journal_key
+from haven.store import Store
+
+A, B, C = "rabbit-1@h", "rabbit-2@h", "rabbit-3@h"
+
+
+class FakeNode:
+    """A node whose VM, app and view of the cluster the test sets; it records what haven did to it."""
+
+    def __init__(self, name: str, cluster: list[FakeNode]) -> None:
+        self.name, self.cluster = name, cluster
+        self.vm, self.app, self.readable = True, True, True
+        self.partitioned_from: tuple[str, ...] = ()
+        self.calls: list[str] = []
+
+    async def running(self) -> bool:
+        if not self.readable:
+            raise TemporaryError("ssh: no route to host")
+        return self.vm
+
+    async def status(self) -> ClusterStatus:
+        if not self.app:
+            raise TemporaryError(f"rabbitmqctl cluster_status: this command {APP_STOPPED} on the node")
+        sees = tuple(n.name for n in self.cluster if n.vm and n.app and n.name not in self.partitioned_from)
+        return ClusterStatus(sees, {self.name: self.partitioned_from} if self.partitioned_from else {})
+
+    async def start(self) -> None:
+        self.calls.append("start")
+        self.vm = True
+
+    async def restart_app(self) -> None:
+        self.calls.append("restart_app")
+        self.partitioned_from = ()
+        for other in self.cluster:
+            other.partitioned_from = tuple(n for n in other.partitioned_from if n != self.name)
+
+    async def start_app(self) -> None:
+        self.calls.append("start_app")
+        self.app = True
+
+
+def _cluster() -> list[FakeNode]:
+    nodes: list[FakeNode] = []
+    nodes.extend(FakeNode(name, nodes) for name in (A, B, C))
+    return nodes
+
+
+def _loop(nodes: list[FakeNode], store: Store, epoch: int | None = None) -> RabbitRecovery:
+    settings = RabbitSettings(partition_grace_s=0.0, unreadable_hold_s=60.0)
+    return RabbitRecovery.on_store(nodes, store, "mq", RealClock(), epoch=epoch, settings=settings)
+
+
+def test_a_stopped_node_is_started_with_its_step_journaled() -> None:
+    nodes, store = _cluster(), Store.open("sqlite://")
+    nodes[2].vm = False
+    decision = asyncio.run(_loop(nodes, store).run_pass())
+    assert decision.kind is DecisionKind.START and nodes[2].calls == ["start"]
+    steps = store.galera_actions_since(journal_key("mq"))
+    assert [(s.kind, s.node, s.state) for s in steps] == [("start", C, "done")]
+    assert store.galera_actions_since("mq") == []  # a Galera cluster named mq has its own steps
+    assert asyncio.run(_loop(nodes, store).run_pass()).kind is DecisionKind.NOTHING
+
+
+def test_a_partition_is_healed_by_restarting_the_isolated_node_only() -> None:
+    nodes, store = _cluster(), Store.open("sqlite://")
+    nodes[0].partitioned_from = nodes[1].partitioned_from = (C,)
+    nodes[2].partitioned_from = (A, B)
+    loop = _loop(nodes, store)
+    assert asyncio.run(loop.run_pass()).kind is DecisionKind.RESTART
+    assert [n.calls for n in nodes] == [[], [], ["restart_app"]]
+    assert asyncio.run(loop.run_pass()).kind is DecisionKind.NOTHING
+
+
+def test_an_unfinished_restart_cut_after_stop_app_is_completed_by_start_app_once() -> None:
+    nodes, store = _cluster(), Store.open("sqlite://")
+    nodes[2].app = False  # haven stopped between stop_app and start_app
+    store.issue_galera_action(GaleraAction("x1", journal_key("mq"), "restart", C, "partitioned", "", 1.0))
+    decision = asyncio.run(_loop(nodes, store).run_pass())
+    assert nodes[2].calls == ["start_app"] and decision.kind is DecisionKind.NOTHING
+    assert [(s.id, s.state) for s in store.galera_actions_since(journal_key("mq"))] == [("x1", "done")]
+
+
+def test_an_unfinished_start_whose_node_runs_is_done_and_not_made_again() -> None:
+    nodes, store = _cluster(), Store.open("sqlite://")
+    store.issue_galera_action(GaleraAction("x2", journal_key("mq"), "start", B, "down", "", 1.0))
+    asyncio.run(_loop(nodes, store).run_pass())
+    assert all(n.calls == [] for n in nodes)
+    assert [(s.id, s.state) for s in store.galera_actions_since(journal_key("mq"))] == [("x2", "done")]
+
+
+def test_an_unreadable_node_holds_with_one_alert_then_clears_it() -> None:
+    nodes, store = _cluster(), Store.open("sqlite://")
+    nodes[1].readable = False
+    nodes[2].vm = False
+    loop = _loop(nodes, store)
+    for _ in range(3):
+        assert asyncio.run(loop.run_pass()).kind is DecisionKind.HOLD
+    held = [a for a in store.list_alerts() if a.kind is AlertKind.RABBITMQ_HOLD]
+    assert len(held) == 1 and held[0].host == "mq"
+    assert (
+        f"{B}: unreadable (ssh: no route to host)" in held[0].message and f"{C}: stopped" in held[0].message
+    )
+    assert nodes[2].calls == []  # a hold starts nothing, not even the stopped node
+    nodes[1].readable = True
+    assert asyncio.run(loop.run_pass()).kind is DecisionKind.START
+    assert not [a for a in store.list_alerts() if a.kind is AlertKind.RABBITMQ_HOLD]
+
+
+def test_a_deposed_loop_makes_no_effect() -> None:
+    nodes = _cluster()
+    nodes[2].vm = False
+
+    class DeposedJournal:
+        def issue(self, action: GaleraAction) -> None:
+            raise Deposed("epoch 1 < 2", 1, 2)
+
+        def finish(self, action_id: str, state: str, error: str, position: str | None = None) -> None:
+            raise AssertionError("nothing to finish")
+
+        def unfinished(self) -> list[GaleraAction]:
+            return []
+
+    class Alerts:
+        def hold(self, text: str) -> None: ...
+
+        def clear(self) -> None: ...
+
+    loop = RabbitRecovery(nodes, DeposedJournal(), Alerts(), RealClock(), "mq")
+    asyncio.run(loop.run_pass())
+    assert nodes[2].calls == []
+    assert "deposed" in asyncio.run(loop.run_pass()).reason
+
+
+# ---- [stateful.rabbitmq] -----------------------------------------------------------------------
+
+
+def _nodes(tmp_path: Path) -> str:
+    out = ""
+    for i in (1, 2, 3):
+        (tmp_path / f"n{i}").mkdir(exist_ok=True)
+        (tmp_path / f"n{i}" / "rabbitmq.conf").write_text("cluster_partition_handling = ignore\n")
+        out += (
+            f'[[stateful.rabbitmq.nodes]]\nname = "rabbit-{i}@localhost"\nfolder = "{tmp_path}/n{i}"\n'
+            f"amqp_port = {5670 + i}\ndist_port = {25670 + i}\n"
+        )
+    return out
+
+
+def test_the_section_resolves_each_nodes_config_from_its_folder(tmp_path: Path) -> None:
+    (tmp_path / "haven.toml").write_text(
+        f'[stateful.rabbitmq]\ncluster = "os"\nhome = "{tmp_path}"\npartition_grace_s = 5\n'
+        + _nodes(tmp_path)
+    )
+    rabbit = load_config(tmp_path, tmp_path / "haven.toml").stateful.rabbitmq
+    assert rabbit is not None and rabbit.cluster == "os" and rabbit.partition_grace_s == 5
+    assert [n.config for n in rabbit.nodes] == [tmp_path / f"n{i}" / "rabbitmq.conf" for i in (1, 2, 3)]
+    assert rabbit.epmd_port == 4369 and rabbit.nodes[0].dist_port == 25671
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ('[stateful.rabbitmq]\nhome = "/x"\nnodes = []\n', "nodes: List should have at least 2 items"),
+        ("[stateful.rabbitmq]\nnodes = []\n", "home: Field required"),
+        (
+            '[stateful.rabbitmq]\nhome = "/x"\nnodes = [{name = "rabbit", folder = "/a", amqp_port = 1, '
+            'dist_port = 2}, {name = "r@h", folder = "/b", amqp_port = 3, dist_port = 4}]\n',
+            "nodes.0.name",
+        ),
+        (
+            '[stateful.rabbitmq]\nhome = "/x"\nnodes = [{name = "r@h", folder = "/a", amqp_port = 1, '
+            'dist_port = 2}, {name = "r@h", folder = "/b", amqp_port = 3, dist_port = 4}]\n',
+            "r@h given twice",
+        ),
+    ],
+)
+def test_a_bad_section_is_named(tmp_path: Path, body: str, named: str) -> None:
+    (tmp_path / "haven.toml").write_text(body)
+    with pytest.raises(ConfigError) as error:
+        load_config(tmp_path, tmp_path / "haven.toml")
+    assert "[stateful]" in error.value.message and named in error.value.message, error.value.message
+    assert "[stateful.rabbitmq]" in error.value.hint
+
+
+def test_serve_names_a_missing_cookie_and_opens_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "haven.toml").write_text(f'[stateful.rabbitmq]\nhome = "{tmp_path}"\n' + _nodes(tmp_path))
+    assert main(["--home", str(home), "serve", "--bind", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert f"no .erlang.cookie in home {tmp_path}" in err
+    assert "Traceback" not in err and not (home / "haven.db").exists()
