@@ -102,7 +102,9 @@ def engines(tmp_path: Path, etcd: EtcdServer) -> Iterator[tuple[Engine, Engine, 
 
 
 def test_a_followers_page_says_so_links_the_leader_and_goes_live_when_it_takes_over(
-    engines: tuple[Engine, Engine, Store], page: Page
+    engines: tuple[Engine, Engine, Store],
+    etcd: EtcdServer,  # noqa: F811
+    page: Page,
 ) -> None:
     a, b, store = engines
     a.start()
@@ -141,4 +143,14 @@ def test_a_followers_page_says_so_links_the_leader_and_goes_live_when_it_takes_o
     # Ground truth: etcd's leader key names engine-b.
     _, kvs = b.served.run(b.client.get(b.elector.key)).result(5)
     assert [kv.value.decode() for kv in kvs] == [b.elector.identity]
+
+    # The new leader's term lapses (etcd stops answering): its open page says so by itself.
+    etcd.pause()
+    try:
+        expect(note).to_have_attribute("data-role", "follower", timeout=10_000)
+        expect(note).to_contain_text("Not the leader.")
+        expect(page.locator("#live")).to_contain_text("not live: this engine is a follower")
+        assert not b.elector.is_leader()
+    finally:
+        etcd.resume()
     assert not_reloaded(page)
