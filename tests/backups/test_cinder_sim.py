@@ -187,3 +187,15 @@ async def test_a_drill_of_a_volume_backed_server_leaves_no_volume_and_a_failed_r
 def restore_of(rig: Rig, restore_id: str) -> RestoreRecord:
     (record,) = [r for r in rig.store.list_restores() if r.id == restore_id]
     return record
+
+
+async def test_a_failed_volume_backup_waits_for_its_other_volumes_then_leaves_nothing_in_cinder(
+    rig: Rig,
+) -> None:
+    rig.port.faults.fail_backups = 1  # the boot volume's backup ends in error...
+    rig.port.faults.slow_volumes["vol-data"] = 600.0  # ...while the data volume's is still creating
+    await rig.run_for(rig.runner(), 900, step=30.0)
+    failed = rig.store.backups_of(rig.server)[0]
+    assert failed.state is BackupState.FAILED and "error" in failed.error
+    left = {v: rig.port.volume_backups[b].status for v, b in failed.volume_backups.items()}
+    assert left == {"vol-boot": VolumeBackupStatus.DELETED, "vol-data": VolumeBackupStatus.DELETED}

@@ -368,6 +368,8 @@ class BackupRunner:
             except NotFound:
                 return False, f"Cinder backup {backup_id} is gone"
         if any(s is VolumeBackupStatus.ERROR for s in statuses):
+            if any(s is VolumeBackupStatus.CREATING for s in statuses):
+                return False, ""  # fail it once the others settle: Cinder refuses to delete a creating one
             return False, "a Cinder backup ended in error"
         return bool(statuses) and all(s is VolumeBackupStatus.AVAILABLE for s in statuses), ""
 

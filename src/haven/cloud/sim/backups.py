@@ -23,7 +23,7 @@ import heapq
 import itertools
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from haven.cloud.sim.cloud import SimCloud
 from haven.cloud.sim.state import SimServer
@@ -102,6 +102,7 @@ class SimBackupFaults:
     lose_answers: int = 0  # the next N createBackup calls take effect but their answer is lost
     refuse_permanently: str = ""  # createBackup answers this refusal (Nova's 403: a quota) until cleared
     fail_restores: int = 0  # the next N Cinder restores end ``error_restoring``
+    slow_volumes: dict[str, float] = field(default_factory=dict)  # volume id -> extra seconds per backup
 
 
 class SimBackups:
@@ -441,7 +442,7 @@ class SimBackups:
             if backup.status is VolumeBackupStatus.CREATING:
                 backup.status = VolumeBackupStatus.ERROR if fails else VolumeBackupStatus.AVAILABLE
 
-        self._at(now + self.timings.volume_backup_s, done)
+        self._at(now + self.timings.volume_backup_s + self.faults.slow_volumes.get(volume_id, 0.0), done)
         return backup.id
 
     async def find_volume_backups(self, name: str) -> Sequence[VolumeBackup]:
