@@ -199,3 +199,23 @@ async def test_a_failed_volume_backup_waits_for_its_other_volumes_then_leaves_no
     assert failed.state is BackupState.FAILED and "error" in failed.error
     left = {v: rig.port.volume_backups[b].status for v, b in failed.volume_backups.items()}
     assert left == {"vol-boot": VolumeBackupStatus.DELETED, "vol-data": VolumeBackupStatus.DELETED}
+
+
+async def test_a_server_deleted_mid_backup_keeps_its_cinder_backup_and_comes_back_from_it(rig: Rig) -> None:
+    runner = rig.runner()
+    await runner.run_pass()  # the first window's backup: Cinder is taking it
+    backed_up = rig.port.disk(rig.server)
+    await rig.port.delete_server(rig.server)  # the server (not Cinder's backup of its volume) is gone
+    await rig.run_for(runner, 300, step=30.0)
+    (kept,) = rig.store.backups_of(rig.server)
+    assert kept.state is BackupState.AVAILABLE  # its last recovery point, kept
+    assert {rig.port.volume_backups[b].status for b in kept.volume_backups.values()} == {
+        VolumeBackupStatus.AVAILABLE
+    }
+    restorer = Restorer(rig.port, rig.store, rig.clock, DrillSettings(timeout_s=600.0, flavor="m1.small"))
+    record = await restorer.restore(rig.server, None, "db-back")
+    for _ in range(5):
+        rig.later()
+        record = await restorer.advance(record)
+    assert record.state is RestoreState.DONE, record.error
+    assert rig.port.disk(ServerId(record.target_id)) == backed_up

@@ -336,10 +336,11 @@ class BackupRunner:
             await self._db(self._store.save_backup, done, [BackupState.CREATING], epoch=epoch)
             self._ended(done)
             return
-        try:
-            await self._port.get_target(record.server_id)
-        except NotFound:
-            broken = "the server was deleted while its backup was taken"
+        if record.kind is BackupKind.IMAGE:  # Nova deletes the image of a deleted server's snapshot; a
+            try:  # Cinder backup goes on (the volume stays ``backing-up``) and is a good backup
+                await self._port.get_target(record.server_id)
+            except NotFound:
+                broken = "the server was deleted while its backup was taken"
         if broken:
             await self._fail(record, broken, epoch, was=BackupState.CREATING)
             return
