@@ -27,7 +27,7 @@ from rich.live import Live
 from rich.markup import escape
 
 from haven import __version__
-from haven.cli import agent, cloud_drill, galera, render
+from haven.cli import agent, cloud_drill, galera, rabbitmq, render
 from haven.cli.audit import add_audit_command
 from haven.cli.backups import DRILLS as BACKUP_DRILLS
 from haven.cli.backups import add_backups_command
@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     drill = sub.add_parser(
         "drill", help="run a named failure on the simulated cloud in virtual time, or on a real cloud"
     )
-    names = [*SCENARIOS, LEADER_LOSS, *galera.SCENARIOS, *BACKUP_DRILLS]
+    names = [*SCENARIOS, LEADER_LOSS, *galera.SCENARIOS, *rabbitmq.SCENARIOS, *BACKUP_DRILLS]
     drill.add_argument("scenario", help=f"one of: {', '.join(names)}")
     _cloud_size(
         drill, vms_help="VMs in the simulated cloud (default 300); with --cloud: HA servers booted (3)"
@@ -115,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     _cloud_choice(drill)
     cloud_drill.add_options(drill)
     galera.add_options(drill)
+    rabbitmq.add_options(drill)
     drill.set_defaults(handler=_drill)
 
     serve_cmd = sub.add_parser("serve", help="run the engine as a long-lived service (Ctrl-C stops it)")
@@ -261,6 +262,8 @@ def _is_haven_database(path: Path) -> bool:
 def _drill(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.scenario in galera.SCENARIOS:  # on a temporary real Galera cluster
         return galera.run(args, out, err)
+    if args.scenario in rabbitmq.SCENARIOS:  # on a temporary real RabbitMQ cluster
+        return rabbitmq.run(args, out, err)
     if args.scenario in BACKUP_DRILLS:  # backups, rotation and restores on the simulated cloud
         return backup_drill(args, out, err)
     if args.cloud is not None:

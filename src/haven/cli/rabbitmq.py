@@ -1,0 +1,98 @@
+"""`haven drill rabbitmq-node-loss` / `haven drill rabbitmq-partition`: RabbitMQ healing on a real cluster.
+
+Called by haven.cli.main's ``drill`` command for these two scenarios. It forms a temporary 3-node
+RabbitMQ cluster on loopback ports in a temporary folder (Debian's rabbitmq-server run directly:
+haven.stateful.rabbitmq_cluster), injects the fault (a kill -9 of one node, or one node cut off from the
+others), lets haven's recovery loop heal it, prints the verdict judged from every node's own
+cluster_status and an AMQP client (haven.stateful.rabbitmq_drills) and removes the cluster.
+Exit 0: recovered; 1: failed verdict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from haven.domain.errors import UserError
+from haven.stateful.rabbitmq_cluster import LoopbackRabbitCluster, RabbitClusterError, missing_binaries
+from haven.stateful.rabbitmq_drills import (
+    NODE_LOSS,
+    SCENARIOS,
+    DrillError,
+    RabbitDrillReport,
+    node_loss,
+    partition,
+)
+
+__all__ = ["SCENARIOS", "add_options", "run"]
+
+NODES = ("rabbit-1", "rabbit-2", "rabbit-3")
+
+
+def add_options(drill: argparse.ArgumentParser) -> None:
+    group = drill.add_argument_group(f"RabbitMQ drills ({', '.join(SCENARIOS)})")
+    group.add_argument(
+        "--rabbitmq-node",
+        choices=NODES,
+        default="rabbit-3",
+        help="the node killed (node loss) or cut off from the others (partition); default rabbit-3",
+    )
+
+
+def run(args: argparse.Namespace, out: Console, err: Console) -> int:
+    if args.cloud is not None:
+        raise UserError(
+            f"{args.scenario} runs on its own temporary RabbitMQ cluster, not on --cloud {args.cloud}",
+            f"run `haven drill {args.scenario}` without --cloud",
+        )
+    missing = missing_binaries()
+    if missing:
+        raise UserError(f"the RabbitMQ drills need {', '.join(missing)}", "install them: make system-deps")
+    node = args.rabbitmq_node
+    logging.getLogger("haven").setLevel(logging.ERROR)  # the report says what haven did
+    folder = Path(tempfile.mkdtemp(prefix="haven-rabbitmq-drill-"))
+    try:
+        with err.status(f"{args.scenario}: forming a 3-node RabbitMQ cluster in {folder}..."):
+            cluster = LoopbackRabbitCluster.create(folder)
+    except RabbitClusterError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise UserError(f"the drill's RabbitMQ cluster did not form: {exc}") from exc
+    try:
+        with err.status(f"{args.scenario}: injecting the fault on {node}, then haven heals..."):
+            report = node_loss(cluster, node) if args.scenario == NODE_LOSS else partition(cluster, node)
+    except DrillError as exc:
+        report = RabbitDrillReport(args.scenario, node, problems=[f"the fault could not be injected: {exc}"])
+    finally:
+        cluster.remove()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print(report, out)
+    return 0 if report.verdict == "recovered" else 1
+
+
+def _print(report: RabbitDrillReport, out: Console) -> None:
+    table = Table(title=f"{report.scenario} ({report.node})")
+    for column in ("node", "sees running", "partitioned from", "alarms"):
+        table.add_column(column)
+    for n in report.nodes:
+        seen = ", ".join(n.running_nodes) or f"unreadable: {n.error}"
+        table.add_row(n.name, seen, ", ".join(n.partitions), ", ".join(n.alarms))
+    out.print(table)
+    lines = [
+        f"verdict: {report.verdict}",
+        f"healed in {report.recover_s} s (partition grace {report.grace_s:g} s); "
+        f"messages through every node: {'ok' if report.messages_ok else 'FAILED'}",
+    ]
+    lines += [f"haven: {d}" for d in report.decisions]
+    lines += [f"alert: {a}" for a in report.alerts]
+    lines += [f"problem: {p}" for p in report.problems]
+    for line in lines:
+        out.print(line, highlight=False, markup=False)

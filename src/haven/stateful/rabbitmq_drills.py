@@ -1,0 +1,163 @@
+"""RabbitMQ drills on a real loopback cluster: inject a fault, haven's loop heals it, the servers judge.
+
+Who calls it: ``haven drill rabbitmq-node-loss`` / ``rabbitmq-partition`` (haven.cli.rabbitmq).
+
+- node loss: one node's Erlang VM is killed -9; the loop (its journal and alerts in a store) runs until
+  every node runs and sees every other.
+- partition: one node's distribution links to the others are cut (``erlang:disconnect_node/1``); both
+  sides report the partition once they reconnect, and with ``cluster_partition_handling = ignore`` it
+  stays; the loop waits its grace, then heals it.
+
+The verdict is read from the servers and a client, never from haven's journal: every node, asked
+itself (``cluster_status``), sees every node running and reports no partition; and an AMQP client
+(py-amqp, guest on loopback) publishes a message through each node into a queue and reads it back
+through the next node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from haven.domain.clock import RealClock
+from haven.domain.errors import HavenError
+from haven.stateful.rabbitmq import ClusterStatus, DecisionKind, RabbitDecision, RabbitSettings
+from haven.stateful.rabbitmq_cluster import LoopbackRabbitCluster, healthy
+from haven.stateful.rabbitmq_recovery import RabbitRecovery
+from haven.store import Store
+
+NODE_LOSS = "rabbitmq-node-loss"
+PARTITION = "rabbitmq-partition"
+SCENARIOS = (NODE_LOSS, PARTITION)
+CLUSTER = "haven"
+TIMEOUT_S = 180.0
+GRACE_S = 2.0  # the drill's partition grace (haven.toml's default is 10 s)
+
+
+class DrillError(HavenError):
+    """The drill could not inject its fault (the cluster did not reach the state the fault needs)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeVerdict:
+    name: str
+    running_nodes: list[str]  # as this node sees them ([] when it could not be read)
+    partitions: list[str]  # the nodes it reports as partitioned from
+    alarms: list[str]
+    error: str = ""
+
+
+@dataclass
+class RabbitDrillReport:
+    scenario: str
+    node: str  # the node killed, or cut off
+    verdict: str = "failed"  # recovered / failed
+    recover_s: float = 0.0  # from the fault (a partition: from its first report) to every node whole
+    grace_s: float = GRACE_S
+    restarted: list[str] = field(default_factory=list)  # haven's steps, in order ("start X", "restart Y")
+    messages_ok: bool = False  # a message published through each node was read through the next
+    nodes: list[NodeVerdict] = field(default_factory=list)
+    decisions: list[str] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def node_loss(cluster: LoopbackRabbitCluster, victim: str) -> RabbitDrillReport:
+    node = cluster.node(victim)
+    report = RabbitDrillReport(NODE_LOSS, node.name)
+    _whole_first(cluster)
+    cluster.kill(node.name)
+    faulted = time.monotonic()
+    return _heal(cluster, report, faulted)
+
+
+def partition(cluster: LoopbackRabbitCluster, victim: str) -> RabbitDrillReport:
+    node = cluster.node(victim)
+    report = RabbitDrillReport(PARTITION, node.name)
+    _whole_first(cluster)
+    try:
+        asyncio.run(cluster.partition(node.name))
+    except HavenError as exc:
+        raise DrillError(str(exc)) from exc
+    return _heal(cluster, report, time.monotonic())
+
+
+def _whole_first(cluster: LoopbackRabbitCluster) -> None:
+    try:
+        asyncio.run(cluster.wait_healthy(60))
+    except HavenError as exc:
+        raise DrillError(f"the cluster was not whole before the fault: {exc}") from exc
+
+
+def _heal(cluster: LoopbackRabbitCluster, report: RabbitDrillReport, faulted: float) -> RabbitDrillReport:
+    store = Store.open("sqlite://")
+    settings = RabbitSettings(partition_grace_s=GRACE_S)
+    recovery = RabbitRecovery.on_store(cluster.nodes, store, CLUSTER, RealClock(), settings=settings)
+    decisions: list[RabbitDecision] = asyncio.run(recovery.run_until_healthy(TIMEOUT_S, interval_s=0.3))
+    report.recover_s = round(time.monotonic() - faulted, 2)
+    report.decisions = [f"{d.kind.value}: {d.reason}" for d in decisions]
+    report.restarted = [f"{d.kind.value} {n}" for d in decisions for n in d.nodes if d.nodes]
+    report.alerts = [a.message for a in store.list_alerts(active_only=False) if a.host == CLUSTER]
+    store.close()
+    if not decisions or decisions[-1].kind is not DecisionKind.NOTHING:
+        last = decisions[-1].reason if decisions else "no pass"
+        report.problems.append(f"haven did not finish: {last}")
+    _judge(cluster, report)
+    return report
+
+
+def _judge(cluster: LoopbackRabbitCluster, report: RabbitDrillReport) -> None:
+    names = {n.name for n in cluster.nodes}
+    statuses = asyncio.run(cluster.statuses())
+    for name, status in statuses.items():
+        if isinstance(status, ClusterStatus):
+            report.nodes.append(
+                NodeVerdict(
+                    name, sorted(status.running_nodes), sorted(status.partitions.get(name, ())),
+                    list(status.alarms),
+                )
+            )  # fmt: skip
+            if not healthy(status, names):
+                report.problems.append(
+                    f"{name} sees {sorted(status.running_nodes)}, partitions {dict(status.partitions)}"
+                )
+        else:
+            report.nodes.append(NodeVerdict(name, [], [], [], status))
+            report.problems.append(f"{name} cannot be read: {status}")
+    try:
+        report.messages_ok = round_trip(cluster)
+    except Exception as exc:  # any client failure is the drill's finding, not a crash
+        report.problems.append(f"AMQP round trip failed: {type(exc).__name__}: {exc}")
+    report.verdict = "failed" if report.problems else "recovered"
+
+
+def round_trip(cluster: LoopbackRabbitCluster) -> bool:
+    """Publish through each node into a queue, read it back through the next node."""
+    import amqp  # type: ignore[import-untyped]  # py-amqp, oslo.messaging's; imported when a drill runs
+
+    nodes = cluster.nodes
+    for i, node in enumerate(nodes):
+        reader = nodes[(i + 1) % len(nodes)]
+        queue = f"haven-drill-{node.name.split('@')[0]}"
+        body = f"from {node.name} at {time.time()}"
+        with amqp.Connection(f"127.0.0.1:{node.layout.amqp_port}", userid="guest", password="guest") as c:
+            channel = c.channel()
+            channel.queue_declare(queue, durable=False, auto_delete=False)
+            channel.basic_publish(amqp.Message(body), routing_key=queue)
+        deadline = time.monotonic() + 10
+        got = None
+        with amqp.Connection(f"127.0.0.1:{reader.layout.amqp_port}", userid="guest", password="guest") as c:
+            channel = c.channel()
+            while got is None and time.monotonic() < deadline:
+                got = channel.basic_get(queue, no_ack=True)
+                if got is None:
+                    time.sleep(0.1)
+            channel.queue_delete(queue)
+        if got is None or got.body != body:
+            raise DrillError(f"the message published through {node.name} was not read through {reader.name}")
+    return True
