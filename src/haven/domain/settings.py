@@ -44,7 +44,7 @@ class RecoverySettings:
     max_parallel_evacuations: int = 32
     fence_poll_interval_s: float = 0.5
     fence_timeout_s: float = 30.0
-    verify_poll_interval_s: float = 1.0
+    verify_poll_interval_s: float = 2.0  # Nova rebuilds take seconds; each poll lists the hosts involved
     verify_timeout_s: float = 300.0
     step_timeout_s: float = 900.0  # any step still retrying after this long fails, with an alert
     hold_poll_interval_s: float = 2.0  # a step the safety policy holds asks again this often

@@ -13,6 +13,7 @@ Before every call the safety policy (haven.safety) and the source's BMC are aske
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -101,21 +102,35 @@ async def evacuate(step: Step, ctx: StepContext) -> Outcome:
     # Where Nova shows it now: on its way (or done), on the target; not yet, on the source. Both
     # lists are shared by the whole batch (one read per host per tick, not one per server).
     near = [d.target, d.source] if d.phase == VERIFY else [d.source, d.target]
+    # A step about to issue reads the server's evacuate actions while the batch's lists are read,
+    # not after them. Read earlier than the call, the count can only be lower than Nova's at the
+    # call: if it moves meanwhile, the marker errs toward "accepted" (watch), never toward asking twice.
+    count = (
+        asyncio.ensure_future(_evacuations(ctx, ServerId(step.subject)))
+        if d.phase == ISSUE and not d.issued
+        else None
+    )
     try:
-        server = await ctx.server(ServerId(step.subject), near)
-    except NotFound:
-        return failed("the server no longer exists", d.to_dict())
-    if d.phase == VERIFY:
-        return _verify(server, d, ctx)
-    if d.issued:
-        seen = await _reconcile(server, d, ctx)
-        if isinstance(seen, Outcome):
-            return seen
-        d = seen
-    elif server.host != d.source or server.task_state is not TaskState.NONE:
-        # Moved or busy although this step never asked: someone else's evacuation. Watch it.
-        return _watch(d, ctx)
-    return await _issue(step, server, d, ctx)
+        try:
+            server = await ctx.server(ServerId(step.subject), near)
+        except NotFound:
+            return failed("the server no longer exists", d.to_dict())
+        if d.phase == VERIFY:
+            return _verify(server, d, ctx)
+        if d.issued:
+            seen = await _reconcile(server, d, ctx)
+            if isinstance(seen, Outcome):
+                return seen
+            d = seen
+        elif server.host != d.source or server.task_state is not TaskState.NONE:
+            # Moved or busy although this step never asked: someone else's evacuation. Watch it.
+            return _watch(d, ctx)
+        return await _issue(step, server, d, ctx, count)
+    finally:
+        if count is not None and not count.done():
+            count.cancel()
+        elif count is not None and not count.cancelled():
+            count.exception()  # retrieved: an unused count's error is not logged as lost
 
 
 async def _evacuations(ctx: StepContext, server_id: ServerId) -> int:
@@ -155,7 +170,9 @@ def _watch(d: EvacuateDetail, ctx: StepContext) -> Outcome:
     return requeue(ctx.settings.verify_poll_interval_s, d.to_dict())
 
 
-async def _issue(step: Step, server: Server, d: EvacuateDetail, ctx: StepContext) -> Outcome:
+async def _issue(
+    step: Step, server: Server, d: EvacuateDetail, ctx: StepContext, count: asyncio.Future[int] | None
+) -> Outcome:
     if server.vm_state is VmState.ERROR and d.vm_state_before != VmState.ERROR.value and d.attempt == 1:
         # In ERROR although it was not when planned, and no evacuation of it is on record: Nova
         # failed it for some other reason; asking for an evacuation now could hide that.
@@ -171,7 +188,7 @@ async def _issue(step: Step, server: Server, d: EvacuateDetail, ctx: StepContext
             d.to_dict(),
             stop_recovery=True,
         )
-    before = await _evacuations(ctx, server.id)
+    before = await count if count is not None else await _evacuations(ctx, server.id)
     d = d.but(issued=True, issued_at=ctx.now, actions_before=before, held=None)
     ctx.persist(step, d.to_dict())  # the marker is committed before the call
     try:
