@@ -109,6 +109,8 @@ def follower() -> None:
             for proc in reversed(procs):  # haven serve stops cleanly on SIGINT; the stand-in just ends
                 proc.send_signal(signal.SIGINT if proc is not procs[0] else signal.SIGKILL)
                 proc.wait(timeout=30)
+                if proc.stdout is not None:
+                    proc.stdout.close()
             etcd.stop()
 
 

@@ -28,8 +28,16 @@ from haven.coordination.etcd import EtcdClient
 from haven.dashboard.app import create_dashboard
 from haven.dashboard.hub import EventHub
 from haven.domain.clock import RealClock
-from haven.domain.ids import HostName
-from haven.domain.incidents import Alert, AlertKind
+from haven.domain.ids import HostName, NotificationId
+from haven.domain.incidents import (
+    Alert,
+    AlertKind,
+    Notification,
+    NotificationStatus,
+    NotificationType,
+    Step,
+    StepState,
+)
 from haven.store import Store
 from servers.etcd import EtcdServer, etcd, etcd_server  # noqa: F401
 from servers.process import free_port
@@ -130,8 +138,13 @@ def test_a_followers_page_says_so_links_the_leader_and_goes_live_when_it_takes_o
     store.raise_alert(
         Alert("a-follow", AlertKind.RECOVERY_FAILED, message, time.time(), host=HostName("c-1"))
     )
+    now = time.time()
+    opened = Notification(NotificationId("n-while-following"), NotificationType.COMPUTE_HOST,
+                          HostName("compute-7"), NotificationStatus.RUNNING, {}, now, now, now)  # fmt: skip
+    store.create_notification(opened, [Step(opened.id, 0, "fence", "compute-7", StepState.DONE)])
     page.wait_for_timeout(500)
     expect(page.locator("#alerts")).not_to_contain_text(message)
+    expect(page.locator("#notification-n-while-following")).to_have_count(0)
 
     a.stop()  # engine-a stops: it resigns, engine-b takes over
     wait_until(b.elector.is_leader, "engine-b never took over")
@@ -140,6 +153,7 @@ def test_a_followers_page_says_so_links_the_leader_and_goes_live_when_it_takes_o
     expect(note).not_to_contain_text("Not the leader")
     expect(page.locator("#live")).to_contain_text("live: following the engine's events")
     expect(page.locator("#alerts")).to_contain_text(message)  # the store, read again at the takeover
+    expect(page.locator("#notifications #notification-n-while-following")).to_contain_text("compute-7")
     # Ground truth: etcd's leader key names engine-b.
     _, kvs = b.served.run(b.client.get(b.elector.key)).result(5)
     assert [kv.value.decode() for kv in kvs] == [b.elector.identity]

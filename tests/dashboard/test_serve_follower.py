@@ -38,6 +38,8 @@ def stand_in(etcd: EtcdServer) -> Iterator[tuple[subprocess.Popen[str], str]]:  
     finally:
         proc.kill()
         proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 @pytest.fixture

@@ -374,11 +374,11 @@ class _Pages:
                     return
                 if (now := leader_view(self.deps.leadership)) != view:
                     # This engine started or stopped leading, or another leads now: read it all again.
-                    view = now
+                    view, shown = now, set(board.notifications)
                     while not sub.queue.empty():
                         sub.queue.get_nowait()  # the store read below is newer than these events
                     board = self.deps.board()
-                    yield _sse("update", _render_all(parts, board, session, view))
+                    yield _sse("update", _render_all(parts, board, session, view, shown))
                     yield _sse("live", _live_text(view))
                     continue
                 events = []
@@ -410,11 +410,15 @@ def _live_text(view: LeaderView) -> str:
     return "live: following the engine's events"
 
 
-def _render_all(parts: Any, board: Board, session: Session, view: LeaderView) -> str:
-    """Every part of the page, and the leadership note (a stream's first message, or a new leader's)."""
+def _render_all(
+    parts: Any, board: Board, session: Session, view: LeaderView, shown: set[NotificationId] | None = None
+) -> str:
+    """Every part of the page, and the leadership note (a stream's first message, or after a change of
+    leader); ``shown``: the notifications the page has (None: those of ``board``), the others go on top."""
     everything = Changes(set(board.hosts), set(board.notifications), True, True, True, True)
     note = str(parts.leadership(view, board.read_at, oob=True))
-    return note + _render(parts, board, everything, set(board.notifications), session)
+    known = set(board.notifications) if shown is None else shown & set(board.notifications)
+    return note + _render(parts, board, everything, known, session)
 
 
 _NO_STORE = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin"}
