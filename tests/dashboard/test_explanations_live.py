@@ -68,8 +68,8 @@ def test_an_explanation_appears_live(world: tuple[Served, Explaining, SimCloud, 
         time.sleep(0.1)
     explaining_run = served.run(explaining.run(store, RealClock(), served.stop, on_event=served.hub))
 
-    article = panel.locator("article.explanation")
-    expect(article).to_have_count(1, timeout=15_000)
+    article = panel.locator("article.explanation").first  # a later round in az1 fails and explains again
+    expect(article).to_be_visible(timeout=15_000)
     expect(article.get_by_role("heading")).to_contain_text(f"({ZONE})")
     expect(article.locator(".summary")).to_contain_text("NoValidHost")
     top = article.locator("ol.causes > li").first
