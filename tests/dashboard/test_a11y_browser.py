@@ -177,6 +177,7 @@ def test_the_keyboard_reaches_and_operates_everything(served: Served, page: Page
 
     page.goto(f"{served.url}/dashboard/")
     expect(page.locator("#live")).to_contain_text("live: following")
+    page.wait_for_timeout(300)  # the stream's first update (sent with that line) swapped in: no more
     focusable = set(page.evaluate(FOCUSABLE))
     reached: list[dict[str, Any]] = []
     for _ in range(len(focusable) + 5):
