@@ -44,6 +44,18 @@ def add_options(drill: argparse.ArgumentParser) -> None:
         default="rabbit-3",
         help="the node killed (node loss) or cut off from the others (partition); default rabbit-3",
     )
+    group.add_argument(
+        "--rabbitmq-cut-from",
+        choices=NODES,
+        default=None,
+        help="rabbitmq-partition: cut only the link between --rabbitmq-node and this node (default: cut it "
+        "off from every other node)",
+    )
+    group.add_argument(
+        "--rabbitmq-split-all",
+        action="store_true",
+        help="rabbitmq-partition: cut every node off from every other (three sides of one node each)",
+    )
 
 
 def run(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -56,6 +68,8 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     if missing:
         raise UserError(f"the RabbitMQ drills need {', '.join(missing)}", "install them: make system-deps")
     node = args.rabbitmq_node
+    if args.rabbitmq_cut_from == node:
+        raise UserError(f"--rabbitmq-cut-from {node} is the node cut off itself", "name another node")
     logging.getLogger("haven").setLevel(logging.ERROR)  # the report says what haven did
     folder = Path(tempfile.mkdtemp(prefix="haven-rabbitmq-drill-"))
     try:
@@ -66,7 +80,11 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
         raise UserError(f"the drill's RabbitMQ cluster did not form: {exc}") from exc
     try:
         with err.status(f"{args.scenario}: injecting the fault on {node}, then haven heals..."):
-            report = node_loss(cluster, node) if args.scenario == NODE_LOSS else partition(cluster, node)
+            if args.scenario == NODE_LOSS:
+                report = node_loss(cluster, node)
+            else:
+                cut = (args.rabbitmq_cut_from,) if args.rabbitmq_cut_from else ()
+                report = partition(cluster, node, cut, split_all=args.rabbitmq_split_all)
     except DrillError as exc:
         report = RabbitDrillReport(args.scenario, node, problems=[f"the fault could not be injected: {exc}"])
     finally:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -76,12 +77,16 @@ def node_loss(cluster: LoopbackRabbitCluster, victim: str) -> RabbitDrillReport:
     return _heal(cluster, report, faulted)
 
 
-def partition(cluster: LoopbackRabbitCluster, victim: str) -> RabbitDrillReport:
+def partition(
+    cluster: LoopbackRabbitCluster, victim: str, cut_from: Sequence[str] = (), split_all: bool = False
+) -> RabbitDrillReport:
+    """``cut_from``: cut only the links to these nodes (default: every other node); ``split_all``: cut
+    every node off from every other instead (as many sides as nodes)."""
     node = cluster.node(victim)
-    report = RabbitDrillReport(PARTITION, node.name)
+    report = RabbitDrillReport(PARTITION, "all" if split_all else node.name)
     _whole_first(cluster)
     try:
-        asyncio.run(cluster.partition(node.name))
+        asyncio.run(cluster.split_all() if split_all else cluster.partition(node.name, cut_from))
     except HavenError as exc:
         raise DrillError(str(exc)) from exc
     return _heal(cluster, report, time.monotonic())
