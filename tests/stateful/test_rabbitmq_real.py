@@ -1,15 +1,21 @@
 """RabbitMQ recovery on a real 3-node RabbitMQ 3.10 cluster (Debian's rabbitmq-server) on loopback.
 
-One cluster for the module (forming it costs 15-35 s on this 2-core machine, depending on its load).
-Every test leaves it whole again. Each verdict is read from every node's own ``cluster_status`` and
-from its Erlang VM's pid, never from haven's journal.
+One cluster for the module (forming it cost 26-46 s on this 2-core machine under load 12-30).
+Every test leaves it whole again; the last one runs `haven serve` with [stateful.rabbitmq] naming it.
+Each verdict is read from every node's own ``cluster_status`` and from its Erlang VM's pid, never
+from haven's journal.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +23,7 @@ import pytest
 
 from haven.domain.clock import RealClock
 from haven.stateful.rabbitmq import ClusterStatus, DecisionKind, RabbitSettings
-from haven.stateful.rabbitmq_cluster import LoopbackRabbitCluster, healthy, missing_binaries
+from haven.stateful.rabbitmq_cluster import LoopbackRabbitCluster, free_port, healthy, missing_binaries
 from haven.stateful.rabbitmq_recovery import RabbitRecovery, journal_key
 from haven.store import Store
 
@@ -27,6 +33,7 @@ pytestmark = [
 ]
 
 NAMES = {"rabbit-1@localhost", "rabbit-2@localhost", "rabbit-3@localhost"}
+HAVEN = str(Path(sys.executable).with_name("haven"))
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +96,47 @@ def test_a_partition_is_healed_by_restarting_the_smaller_sides_node(cluster: Loo
     assert steps and all(s.kind == "restart" and s.state == "done" for s in steps)
     for earlier, later in itertools.pairwise(steps):  # one at a time: never two at once
         assert earlier.finished_at is not None and earlier.finished_at <= later.created_at
+
+
+def test_haven_serve_with_stateful_rabbitmq_starts_a_killed_node(
+    cluster: LoopbackRabbitCluster, tmp_path: Path
+) -> None:
+    """The wiring end to end: haven.toml's [stateful.rabbitmq] names this cluster, `haven serve` runs."""
+    asyncio.run(cluster.wait_healthy(60))
+    home = tmp_path / "home"
+    home.mkdir()
+    first = cluster.nodes[0].layout
+    body = (
+        f'[stateful.rabbitmq]\ncluster = "mq"\ninterval_s = 0.5\nhome = "{first.home}"\n'
+        f"epmd_port = {first.epmd_port}\n"
+    )
+    for node in cluster.nodes:
+        layout = node.layout
+        body += (
+            f'[[stateful.rabbitmq.nodes]]\nname = "{layout.name}"\nfolder = "{layout.folder}"\n'
+            f"amqp_port = {layout.amqp_port}\ndist_port = {layout.dist_port}\n"
+        )
+    (home / "haven.toml").write_text(body)
+    cluster.kill("rabbit-2")
+    env = {**os.environ, "HAVEN_HOME": str(home)}
+    serve = subprocess.Popen(
+        [HAVEN, "serve", "--bind", f"127.0.0.1:{free_port()}"], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        statuses: dict[str, ClusterStatus | str] = {}
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            statuses = asyncio.run(cluster.statuses())
+            if all(healthy(s, NAMES) for s in statuses.values()):
+                break
+        assert all(healthy(s, NAMES) for s in statuses.values()), statuses
+    finally:
+        serve.send_signal(signal.SIGINT)
+        out, err = serve.communicate(timeout=60)
+    assert serve.returncode == 0, err
+    assert "rabbitmq: cluster 'mq' (rabbit-1@localhost, rabbit-2@localhost, rabbit-3@localhost)" in out + err
+    with Store.open(f"sqlite:///{home / 'haven.db'}") as store:
+        steps = store.galera_actions_since(journal_key("mq"))
+    assert [(s.kind, s.node, s.state) for s in steps] == [("start", "rabbit-2@localhost", "done")]
