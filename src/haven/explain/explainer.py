@@ -36,7 +36,9 @@ from haven.domain.incidents import Alert, AlertKind, NotificationType
 from haven.evidence.metrics import MetricsSource
 from haven.evidence.nova import BootFailure, Received
 from haven.explain.alerting import AlertingSettings, AlertmanagerNotifier
+from haven.explain.foreign import foreign_record
 from haven.explain.own import OwnRecords, extend, own_events
+from haven.notify.alertmanager_webhook import parse_webhook
 from haven.store import Store
 from haven.topology import SERVER_BOOT, SERVER_EVACUATE, Topology, phase_of_fault
 
@@ -101,6 +103,20 @@ class Explainer:
             await asyncio.to_thread(self._store.keep_evidence, {key: item}, self._clock.now())
             return None
         return await self.open_and_explain(_boot_record(received.message_id, item, self._clock.now()))
+
+    async def take_alertmanager(self, payload: object) -> list[ExplanationRecord]:
+        """Alertmanager's webhook: each firing alert haven did not raise is a symptom, explained once.
+
+        ValueError (naming what is wrong) when ``payload`` is not Alertmanager's."""
+        now = self._clock.now()
+        nodes = self._graph.nodes()
+        done = []
+        for alert in parse_webhook(payload):
+            record = foreign_record(alert, nodes, now)
+            if record is not None:
+                explained = await self._isolated(self.open_and_explain(record))
+                done += [explained] if explained is not None else []
+        return done
 
     async def watch_alerts(self) -> list[ExplanationRecord]:
         """Explain each alert about a failed recovery that has no record yet; returns the new records."""
