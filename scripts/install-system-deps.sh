@@ -37,6 +37,9 @@ declare -A PROBES=(
     [systemd]='/lib/systemd/systemd'
     [dbus-daemon]='/usr/bin/dbus-daemon'
     [haproxy]='/usr/sbin/haproxy'
+    # The container driver's test: a rootful Podman engine, and an image built from a static busybox.
+    [podman]='/usr/bin/podman'
+    [busybox-static]='/usr/share/doc/busybox-static'
     # The dashboard's browser tests: Playwright (requirements.lock) drives Debian's Chromium, never a
     # browser of its own download.
     [chromium]='/usr/bin/chromium'

@@ -8,13 +8,15 @@ mistake raises ConfigError naming the key and how to fix it.
     gate_share = 0.5                 # more than this share of a service failing its probes holds it
     max_restarts_at_once = 1         # per service
     pass_interval_s = 1.0
-    driver = "systemd"               # or "sim"; default: "sim" on the simulated cloud, else "systemd"
+    driver = "systemd"               # "podman", "docker" or "sim"; default: "sim" on the simulated cloud,
+                                     # else "systemd"
     haproxy_socket = "/run/haproxy/admin.sock"   # HAProxy's stats socket (level admin); "" for none
     [[controlplane.controllers]]
     host = "ctl-1"
     domain = "rack-a"                # its failure domain
     address = "10.0.0.11"            # where its replicas are probed; default: host
     bus = "unix:path=/run/dbus/system_bus_socket"   # its systemd's D-Bus; default: this machine's
+    engine = "unix:///run/podman/podman.sock"       # its container engine (driver podman or docker)
     [controlplane.services.keystone]             # a table per managed service; {} keeps the catalogue's
     [controlplane.services.nova-api]
     min_replicas = 3
@@ -32,7 +34,9 @@ mistake raises ConfigError naming the key and how to fix it.
     restart = { backoff_initial_s = 1.0, backoff_factor = 2.0, backoff_max_s = 300.0,
                 crash_loop_max_restarts = 5, crash_loop_window_s = 600.0 }
 
-A service that is not in the catalogue (haven.controlplane.catalogue.CATALOGUE) needs ``unit``.
+A service that is not in the catalogue (haven.controlplane.catalogue.CATALOGUE) needs ``unit``. With a
+container driver a unit is a container name (``{host}`` in it becomes the controller's host name), and a
+catalogue service without ``unit`` is the container Kolla-Ansible names it (nova-api: ``nova_api``).
 """
 
 from __future__ import annotations
@@ -65,7 +69,8 @@ _SECTION_KEYS = {
     "gate_share", "max_restarts_at_once", "pass_interval_s", "controllers", "services", "driver",
     "haproxy_socket",
 }  # fmt: skip
-DRIVERS = ("systemd", "sim")
+DRIVERS = ("systemd", "podman", "docker", "sim")
+CONTAINER_DRIVERS = ("podman", "docker")
 _SERVICE_KEYS = {
     "unit", "min_replicas", "hosts", "domains", "spread", "backend", "depends_on", "stateful", "drain_s",
     "probe", "restart", "quorum",
@@ -77,7 +82,7 @@ class ControlPlaneConfig:
     settings: ControlPlaneSettings = field(default_factory=ControlPlaneSettings)
     controllers: tuple[Controller, ...] = ()
     services: tuple[ServiceSpec, ...] = ()
-    driver: str = ""  # "systemd", "sim", or "" (sim on the simulated cloud, systemd on a real one)
+    driver: str = ""  # one of DRIVERS, or "" (sim on the simulated cloud, systemd on a real one)
     haproxy_socket: str = ""  # HAProxy's stats socket; "" for no load balancer
 
     @property
@@ -110,7 +115,13 @@ def parse_controlplane(section: object, where: str) -> ControlPlaneConfig:
     if driver not in ("", *DRIVERS):
         raise ConfigError(
             f"{where}: driver must be one of {', '.join(map(repr, DRIVERS))}, got {driver!r}",
-            'driver = "systemd" drives each controller\'s systemd over D-Bus; "sim" a simulated one',
+            'driver = "systemd" drives each controller\'s systemd over D-Bus; "podman" or "docker" its '
+            'container engine\'s API; "sim" a simulated one',
+        )
+    if driver in CONTAINER_DRIVERS:
+        services = tuple(
+            s if "unit" in raw_services[s.name] else dataclasses.replace(s, unit=s.name.replace("-", "_"))
+            for s in services
         )
     socket_path = table.get("haproxy_socket", "")
     if not isinstance(socket_path, str):
@@ -132,13 +143,19 @@ def _controllers(value: object, where: str) -> tuple[Controller, ...]:
     for i, entry in enumerate(value):
         here = f"{where}[{i}]"
         table = _mapping(entry, here, 'each entry is a table: host = "ctl-1", domain = "rack-a"')
-        _only(table, {"host", "domain", "address", "bus"}, here)
+        _only(table, {"host", "domain", "address", "bus", "engine"}, here)
         host, domain, address = table.get("host"), table.get("domain", ""), table.get("address", "")
         bus = table.get("bus", "")
         if not isinstance(bus, str):
             raise ConfigError(
                 f"{here}: bus must be a D-Bus address, got {bus!r}",
                 'e.g. bus = "unix:path=/run/dbus/system_bus_socket"',
+            )
+        engine = table.get("engine", "")
+        if not isinstance(engine, str):
+            raise ConfigError(
+                f"{here}: engine must be the container engine's address, got {engine!r}",
+                'e.g. engine = "unix:///run/podman/podman.sock"',
             )
         if not isinstance(host, str) or not host:
             raise ConfigError(f"{here}: host must be a non-empty string", 'e.g. host = "ctl-1"')
@@ -151,7 +168,7 @@ def _controllers(value: object, where: str) -> tuple[Controller, ...]:
         if host in seen:
             raise ConfigError(f"{here}: host {host!r} is listed twice", "list each controller once")
         seen.add(host)
-        out.append(Controller(HostName(host), DomainName(domain or host), address, bus))
+        out.append(Controller(HostName(host), DomainName(domain or host), address, bus, engine))
     return tuple(out)
 
 

@@ -5,8 +5,9 @@ then ``run`` while this engine leads, as the recovery engine's tick and the publ
 starts a new reconciler that re-reads the world (its probe history is the leader's own).
 
 Drivers: ``systemd`` drives each controller's systemd over D-Bus (``bus``, default this machine's system
-bus), HAProxy through its stats socket (``haproxy_socket``) and probes over the network; ``sim`` (the
-default on the simulated cloud) a simulated control plane in this process: three controllers in three
+bus), ``podman`` and ``docker`` its container engine's API (``engine``); both drive HAProxy through its
+stats socket (``haproxy_socket``) and probe over the network; ``sim`` (the default on the simulated
+cloud) a simulated control plane in this process: three controllers in three
 failure domains and the API services, conductor and scheduler, two replicas each, so ``haven serve`` on
 the simulated cloud shows the reconciler at work (``SimControlPlane.kill``, ``hang``: a failure).
 """
@@ -21,7 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from haven.controlplane.catalogue import CATALOGUE
-from haven.controlplane.config import ControlPlaneConfig
+from haven.controlplane.config import CONTAINER_DRIVERS, ControlPlaneConfig
+from haven.controlplane.drivers.containers import DEFAULT_ENGINES, ContainerUnits
 from haven.controlplane.drivers.haproxy import HAProxyRuntime
 from haven.controlplane.drivers.probes import NetworkProber
 from haven.controlplane.drivers.sim import SimBalancer, SimProber, SimUnit, SimUnits
@@ -152,9 +154,14 @@ class ControlPlane:
             self.balancer: Balancer | None = self.sim.balancer
             self.prober: Prober = self.sim.prober
         else:
-            systemds = {c.host: SystemdUnits(c.bus or None) for c in config.controllers}
-            self.units = systemds
-            self._closers += [u.close for u in systemds.values()]
+            units: dict[HostName, SystemdUnits | ContainerUnits] = {
+                c.host: ContainerUnits(c.engine or DEFAULT_ENGINES[self.driver], c.host)
+                if self.driver in CONTAINER_DRIVERS
+                else SystemdUnits(c.bus or None)
+                for c in config.controllers
+            }
+            self.units = units
+            self._closers += [u.close for u in units.values()]
             self.balancer = HAProxyRuntime(config.haproxy_socket) if config.haproxy_socket else None
             _check_environ(config, environ)
             prober = NetworkProber(time.time, environ)
@@ -170,7 +177,9 @@ class ControlPlane:
 
     def describe(self) -> str:
         n = sum(1 for s in self.config.services for _ in self.config.controllers)
-        where = "simulated" if self.driver == "sim" else "systemd over D-Bus"
+        where = {"sim": "simulated", "systemd": "systemd over D-Bus"}.get(
+            self.driver, f"{self.driver} containers"
+        )
         lb = "HAProxy" if self.balancer is not None and self.driver != "sim" else "no load balancer"
         if self.driver == "sim":
             lb = "a simulated load balancer"

@@ -132,6 +132,8 @@ class Controller:
     # Its systemd's D-Bus address (``unix:path=...``, ``tcp:host=...,port=...``); "" means this machine's
     # system bus. Read only by the systemd driver.
     bus: str = ""
+    # Its container engine's API (``unix:///run/podman/podman.sock``); "" means the driver's default.
+    engine: str = ""
 
 
 @dataclass(frozen=True, slots=True)
