@@ -1,99 +1,207 @@
-"""kill -9 of one nova-api replica on the HA lab, under client load through HAProxy: figures.
+"""Drills on the HA lab under client load through HAProxy: kill -9, SIGSTOP (hung) and a crash loop.
 
-    .venv/bin/python bench/ha_lab.py [--folder LAB] [--runs 5] [--clients 4]
+    .venv/bin/python bench/ha_lab.py [--folder LAB] [--drill kill|hang|crashloop] [--runs 5]
+                                     [--clients 4] [--heal] [--anchor]
 
 Without ``--folder`` it starts ``haven lab up --ha --computes 1`` in a temporary folder and stops it
 at the end; with it, it uses the HA lab running there (``haven lab up --ha --folder LAB``). Needs root.
 
-Each run alternates the victim controller (ctl-1, ctl-2): ``clients`` threads list servers through
-nova-api's HAProxy frontend (a token from Keystone's frontend) while the replica's main process is
-SIGKILLed. Every 0.1 s it reads HAProxy's own ``show servers state`` and systemd's unit state over the
-controller's D-Bus. It prints per run: requests and requests/s, failed requests (an exception or a
-status other than 200), and the seconds after the kill until HAProxy marked the member DOWN (None: its
-``fall 3`` was not reached before the replica answered again), until systemd had the unit active again
-(NRestarts + 1: the unit's ``Restart=on-failure``, or ``haven serve`` if it restarts it first), until
-the new replica answered its version document directly, and until HAProxy's check health counter was
-back at its top (``rise`` passed checks after the failed ones: healthy again in HAProxy's eyes), with
-the lowest counter seen, and the slowest answer a client had; then the medians.
+``--heal`` runs haven's control plane during the drill as ``haven serve`` does (haven.lab.ha_drills
+.Healer: the lab's ``[controlplane]``, each run a store of its own); ``hang`` and ``crashloop`` always
+do. ``--anchor`` (hang only) runs, in the same session, each run again without haven through the
+lab's Kolla-checked frontend (backend ``nova_api_kolla``: ``check inter 2000 rise 2 fall 5``, a TCP
+check, ``timeout check 10s``, ``timeout server 1m``, as Kolla-Ansible renders it) and resumes the hung
+replica after ``--anchor-window`` seconds (Kolla never restarts it).
+
+Each run alternates the victim controller (ctl-1, ctl-2). ``clients`` threads list servers through
+nova-api's frontend (a token from Keystone's; 30 s client timeout) while the replica's processes are
+SIGKILLed (``kill``: the main process) or SIGSTOPped (``hang``: gunicorn's master and worker). Every
+0.1 s it reads HAProxy's own ``show servers state`` and systemd's unit over the controller's D-Bus. Per
+run: requests, requests/s, failed requests (an exception or a status other than 200), and the seconds
+after the fault until the member was out of HAProxy (not ``ready``/``up``), until systemd ran a new
+process of the unit, until that process answered its version document directly, until HAProxy had the
+member ``ready`` and ``up`` again with its check health counter at its top, and the slowest answer;
+haven's actions on other replicas (false restarts) when haven ran. ``crashloop`` breaks keystone on
+one controller (haven.lab.ha_drills.break_replica: fails at every start, ``Restart=no``), kills it,
+and reports systemd's starts, haven's back-off gaps, when it held, the alerts, the member's states.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import os
 import signal
 import statistics
 import sys
 import tempfile
-import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
-from haven.lab import ha, lab
+from haven.domain.controlplane import ActionKind
+from haven.domain.incidents import AlertKind
+from haven.lab import ha, ha_drills, lab
 from haven.lab.keystone import Account
 
+_FIGURES = (
+    "rps",
+    "failed",
+    "out_s",
+    "restarted_s",
+    "answers_s",
+    "back_s",
+    "slowest_s",
+    "victim_restarts",
+    "false_actions",
+)
+KEYS = {"kill": _FIGURES, "hang": _FIGURES}
 
-def run_once(labf: Path, cluster: ha.HaLab, host: str, clients: int) -> dict[str, object]:
+
+def _token(labf: Path, cluster: ha.HaLab) -> str:
     password = (labf / "keystone" / "admin-password").read_text().strip()
-    token = Account(cluster.frontend_url("keystone") + "/v3", "admin", password, "admin").token()
-    url = cluster.frontend_url("nova-api") + "/v2.1/servers"
+    return Account(cluster.frontend_url("keystone") + "/v3", "admin", password, "admin").token()
+
+
+@contextlib.contextmanager
+def _healer(cluster: ha.HaLab, heal: bool, folder: Path) -> Iterator[ha_drills.Healer | None]:
+    if not heal:
+        yield None
+        return
+    with ha_drills.Healer(cluster, folder) as healer:
+        time.sleep(2.0)  # steady before the fault
+        yield healer
+
+
+def fault_run(
+    labf: Path, cluster: ha.HaLab, host: str, clients: int, *, drill: str, heal: bool, anchor_s: float
+) -> dict[str, object]:
+    """One kill or hang of nova-api on ``host``; through haven's frontend, or the Kolla one (no heal)."""
+    kolla = drill == "hang" and not heal
+    service, unit = "nova-api", "nova-api.service"
+    backend = "nova_api_kolla" if kolla else "nova_api"
+    port = cluster.kolla_frontends[service] if kolla else cluster.frontends[service]
+    url = f"http://127.0.0.1:{port}/v2.1/servers"
     ctl = cluster.controller(host)
-    _active, restarts0 = ha.unit_state(ctl, "nova-api.service")
-    victim = ha.main_pid(ctl, "nova-api.service")
-    done, errors, stop = [0], [], threading.Event()
-    slowest = [0.0]
-
-    def client() -> None:
-        with httpx.Client(timeout=10.0) as http:
-            while not stop.is_set():
-                sent = time.monotonic()
-                try:
-                    status = http.get(url, headers={"X-Auth-Token": token}).status_code
-                except httpx.HTTPError as exc:
-                    errors.append(repr(exc))
-                    continue
-                done[0] += 1
-                slowest[0] = max(slowest[0], time.monotonic() - sent)
-                if status != 200:
-                    errors.append(f"HTTP {status}")
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    time.sleep(2.0)
-    os.kill(victim, signal.SIGKILL)
-    killed = time.monotonic()
-    direct = f"http://{ctl.address}:{cluster.ports['nova-api']}/"
-    down_s = restarted_s = answers_s = healthy_s = None
+    _settled(cluster)
+    before = ha_drills.unit_status(ctl, unit)
+    direct = f"http://{ctl.address}:{cluster.ports[service]}/"
+    out_s = restarted_s = answers_s = back_s = None
     lowest = ha.HEALTHY
-    while time.monotonic() - killed < 60 and healthy_s is None:
-        elapsed = time.monotonic() - killed
-        op, health = ha.check_health(cluster)[("nova_api", host)]
-        lowest = min(lowest, health)
-        if down_s is None and op != "up":
-            down_s = elapsed
-        if restarted_s is None:
-            active, restarts = ha.unit_state(ctl, "nova-api.service")
-            if active == "active" and restarts > restarts0:
-                restarted_s = elapsed
-        if restarted_s is not None and answers_s is None and _answers(direct):
-            answers_s = elapsed
-        if answers_s is not None and lowest < ha.HEALTHY and op == "up" and health == ha.HEALTHY:
-            healthy_s = elapsed
-        time.sleep(0.1)
-    time.sleep(2.0)
-    stop.set()
-    for thread in threads:
-        thread.join(15)
-    seconds = time.monotonic() - killed + 2.0
+    pids: list[int] = []
+    folder = Path(tempfile.mkdtemp(prefix="hv-ha-bench-haven-"))
+    with _healer(cluster, heal, folder) as healer:
+        with ha_drills.Load(url, _token(labf, cluster), clients) as load:
+            time.sleep(2.0)
+            if drill == "kill":
+                os.kill(ha.main_pid(ctl, unit), signal.SIGKILL)
+            else:
+                pids = ha_drills.hang(ctl, unit)
+            faulted = time.monotonic()
+            try:
+                window = anchor_s if kolla else 90.0
+                while time.monotonic() - faulted < window and back_s is None:
+                    elapsed = time.monotonic() - faulted
+                    admin, op = ha.servers_state(cluster)[(backend, host)]
+                    health = ha.check_health(cluster)[(backend, host)][1]
+                    lowest = min(lowest, health)
+                    if out_s is None and (admin, op) != ("ready", "up"):
+                        out_s = elapsed
+                    status = ha_drills.unit_status(ctl, unit)
+                    if restarted_s is None and status.invocation_id != before.invocation_id:
+                        restarted_s = elapsed
+                    if restarted_s is not None and answers_s is None and _answers(direct):
+                        answers_s = elapsed
+                    fresh = restarted_s is not None or (kolla and out_s is not None)
+                    top = health == ha.HEALTHY and lowest < ha.HEALTHY
+                    if fresh and (admin, op) == ("ready", "up") and top:
+                        back_s = elapsed
+                    time.sleep(0.1)
+            finally:
+                ha_drills.resume(pids)  # the anchor: an operator's SIGCONT at the end of the window
+            time.sleep(5.0)  # the load goes on a while on the replica back in service
+        restarts: int | None = None
+        false_actions: int | None = None
+        if healer is not None:
+            _settled(cluster)  # haven finishes what it started (a second restart of a slow new replica)
+            restarts = len([a for a in healer.actions(service, host) if a.kind is ActionKind.RESTART])
+            false_actions = len([a for a in healer.actions() if (a.service, a.host) != (service, host)])
+    requests = load.answers + len(load.errors)
     return {
-        "victim": host, "requests": done[0], "rps": round(done[0] / seconds, 1), "failed": len(errors),
-        "down_s": _r(down_s), "restarted_s": _r(restarted_s), "answers_s": _r(answers_s),
-        "healthy_s": _r(healthy_s), "lowest_health": lowest, "slowest_s": _r(slowest[0]),
-        "first_error": errors[:1],
+        "drill": drill, "mode": "kolla" if kolla else ("haven" if heal else "systemd"), "victim": host,
+        "requests": requests, "rps": round(requests / load.seconds, 1),
+        "failed": len(load.errors), "out_s": _r(out_s), "restarted_s": _r(restarted_s),
+        "answers_s": _r(answers_s), "back_s": _r(back_s), "slowest_s": _r(load.slowest[0]),
+        "victim_restarts": restarts, "false_actions": false_actions, "first_error": load.errors[:1],
     }  # fmt: skip
+
+
+def crashloop_run(labf: Path, cluster: ha.HaLab, host: str, clients: int) -> dict[str, object]:
+    """keystone on ``host`` fails at every start; haven backs off and holds; then mended by hand."""
+    ctl = cluster.controller(host)
+    api = next(a for a in cluster.apis if a.service == "keystone")
+    folder = Path(tempfile.mkdtemp(prefix="hv-ha-bench-haven-"))
+    _settled(cluster)
+    starts: list[float] = []
+    members: list[str] = []
+    held_s = None
+    with ha_drills.Healer(cluster, folder) as healer:
+        time.sleep(2.0)
+        try:
+            with ha_drills.Load(cluster.frontend_url("keystone") + "/v3", "", clients, 10.0) as load:
+                ha_drills.break_replica(ctl, api)
+                seen = ha_drills.unit_status(ctl, api.unit).invocation_id
+                os.kill(ha.main_pid(ctl, api.unit), signal.SIGKILL)
+                killed = time.monotonic()
+                while time.monotonic() - killed < 120 and held_s is None:
+                    status = ha_drills.unit_status(ctl, api.unit)
+                    if status.invocation_id != seen:
+                        seen = status.invocation_id
+                        starts.append(round(time.monotonic() - killed, 2))
+                    admin = ha.servers_state(cluster)[("keystone", host)][0]
+                    if not members or members[-1] != admin:
+                        members.append(admin)
+                    if any(a.kind is AlertKind.REPLICA_CRASH_LOOP for a in healer.alerts()):
+                        held_s = time.monotonic() - killed
+                    time.sleep(0.1)
+                time.sleep(5.0)
+                after_hold = ha_drills.unit_status(ctl, api.unit)
+            restarts = [
+                a.created_at for a in healer.actions("keystone", host) if a.kind is ActionKind.RESTART
+            ]
+            alerts = [a.message for a in healer.alerts()]
+        finally:
+            ha_drills.mend_replica(ctl, api)
+        mended = time.monotonic()
+        while (
+            ha.servers_state(cluster)[("keystone", host)] != ("ready", "up")
+            and time.monotonic() - mended < 60
+        ):
+            time.sleep(0.2)
+        back_s = time.monotonic() - mended
+    return {
+        "drill": "crashloop", "victim": host, "systemd_starts_s": starts,
+        "haven_restarts": len(restarts), "gaps_s": [round(b - a, 2) for a, b in itertools.pairwise(restarts)],
+        "held_s": _r(held_s), "unit_after_hold": after_hold.active.value,
+        "started_after_hold": after_hold.invocation_id != seen, "member_states": members,
+        "alerts": alerts, "requests": load.answers + len(load.errors), "failed": len(load.errors),
+        "back_after_mend_s": _r(back_s),
+    }  # fmt: skip
+
+
+def _settled(cluster: ha.HaLab, timeout_s: float = 60.0) -> None:
+    """Every member ready and up before a run (a run must not start on the previous one's leftovers)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = ha.servers_state(cluster)
+        if all(s == ("ready", "up") for s in state.values()):
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"members not ready and up after {timeout_s:g} s: {state}")
+        time.sleep(0.5)
 
 
 def _answers(url: str) -> bool:
@@ -107,11 +215,23 @@ def _r(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
+def _summary(title: str, rows: list[dict[str, object]], keys: tuple[str, ...]) -> None:
+    print(f"\n{title}, {len(rows)} runs:")
+    for key in keys:
+        values = [float(v) for r in rows if isinstance(v := r[key], int | float)]
+        median = round(statistics.median(values), 2) if values else None
+        print(f"  {key:<14} median {median}   all {[r[key] for r in rows]}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--folder", type=Path, default=None, help="a running HA lab (default: start one)")
+    parser.add_argument("--drill", choices=("kill", "hang", "crashloop"), default="kill")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--heal", action="store_true", help="haven's control plane runs (kill)")
+    parser.add_argument("--anchor", action="store_true", help="hang: also Kolla's settings, no haven")
+    parser.add_argument("--anchor-window", type=float, default=60.0, help="seconds the anchor is hung")
     args = parser.parse_args()
     labf = args.folder or Path(tempfile.mkdtemp(prefix="hv-ha-bench-"))
     if args.folder is None:
@@ -123,26 +243,26 @@ def main() -> int:
             print(f"no HA lab runs in {labf}: start one with `haven lab up --ha --folder {labf}`")
             return 2
         cluster = ha.from_state(state.ha)
-        rows = []
+        if args.anchor and not cluster.kolla_frontends:
+            print("this HA lab has no Kolla-checked frontends: start it again with this haven")
+            return 2
+        rows: dict[str, list[dict[str, object]]] = {}
         for index in range(args.runs):
-            row = run_once(labf, cluster, ha.CONTROLLERS[index % 2], args.clients)
-            rows.append(row)
-            print(row, flush=True)
-            time.sleep(3.0)  # the survivor settles; the other replica rises
-        print(f"\nkill -9 of one nova-api replica, {args.clients} clients through HAProxy, {args.runs} runs:")
-        for key in (
-            "rps",
-            "failed",
-            "down_s",
-            "restarted_s",
-            "answers_s",
-            "healthy_s",
-            "lowest_health",
-            "slowest_s",
-        ):
-            values = [float(v) for r in rows if isinstance(v := r[key], int | float)]
-            median = statistics.median(values) if values else None
-            print(f"  {key:<12} median {median}   all {[r[key] for r in rows]}")
+            host = ha.CONTROLLERS[index % 2]
+            modes = [args.drill == "hang" or args.heal] + ([False] if args.anchor else [])
+            for heal in modes:
+                if args.drill == "crashloop":
+                    row = crashloop_run(labf, cluster, host, args.clients)
+                else:
+                    row = fault_run(labf, cluster, host, args.clients, drill=args.drill, heal=heal,
+                                    anchor_s=args.anchor_window)  # fmt: skip
+                rows.setdefault(str(row.get("mode", "haven")), []).append(row)
+                print(row, flush=True)
+                time.sleep(3.0)  # the survivor settles; the other replica rises
+        if args.drill != "crashloop":
+            for mode, mode_rows in rows.items():
+                _summary(f"{args.drill} of one nova-api replica, {args.clients} clients, {mode}", mode_rows,
+                         KEYS[args.drill])  # fmt: skip
         return 0
     finally:
         if args.folder is None:

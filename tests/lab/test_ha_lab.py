@@ -1,4 +1,4 @@
-"""The HA lab's controllers over the session's lab: kill -9 of a nova-api replica under client load.
+"""The HA lab's controllers over the session's lab: kill -9, SIGSTOP and a crash loop of a replica.
 
 Reuses the session lab (tests/servers/nova.py) and starts over it what ``haven lab up --ha`` adds
 (haven.lab.ha.start): two controllers, each Debian's systemd as PID 1 of its own namespace with its
@@ -6,7 +6,13 @@ keystone.service and nova-api.service (``haven lab up --ha`` also has placement-
 left out here to keep the test short), and Debian's HAProxy in front. The session lab's catalog is
 left alone (other tests share it); the client goes through HAProxy's frontends directly. Judged from
 what the client saw, from HAProxy's own ``show servers state`` and from systemd's unit state over its
-D-Bus. Needs root (skipped without, like the control plane's driver tests).
+D-Bus. Needs root (skipped without, like the control plane's driver tests). One HA lab for the module.
+
+The hung-replica and crash-loop drills run haven's control plane as ``haven serve`` does
+(haven.lab.ha_drills.Healer: the lab's ``[controlplane]``, systemd over each controller's D-Bus,
+HAProxy's runtime API, HTTP probes), each with a store of its own, and judge from HAProxy, systemd,
+``/proc`` and the clients; haven's records are read only for what only haven has (its alert, and that
+its probe, not systemd, found the hung replica).
 
 The second test needs no lab: ``haven lab down``'s stop of a namespace's PID 1 (a SIGKILL to exactly
 it: an init ignores a SIGTERM it has no handler for, and systemd takes it as "re-execute").
@@ -15,18 +21,21 @@ it: an init ignores a SIGTERM it has no handler for, and systemd takes it as "re
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from haven.lab import ha
+from haven.domain.controlplane import ActionKind, ActionState
+from haven.domain.incidents import AlertKind
+from haven.lab import ha, ha_drills
 from haven.lab.keystone import Account
 from haven.lab.process import LabProcess
 from haven.lab.state import alive, record, stop_processes
@@ -41,7 +50,7 @@ def _answers(url: str) -> bool:
         return False
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ha_lab(nova_lab: NovaLab) -> Iterator[ha.HaLab]:
     if os.geteuid() != 0:
         pytest.skip("needs root (systemd as PID 1 of a PID namespace)")
@@ -75,7 +84,8 @@ def ha_lab(nova_lab: NovaLab) -> Iterator[ha.HaLab]:
 
 def test_kill_9_of_a_nova_api_replica_costs_no_client_request(nova_lab: NovaLab, ha_lab: ha.HaLab) -> None:
     state = ha.servers_state(ha_lab)
-    expected = {(b, c.host) for b in ("keystone", "nova_api") for c in ha_lab.controllers}
+    backends = ("keystone", "nova_api", "keystone_kolla", "nova_api_kolla")  # and Kolla's anchor
+    expected = {(b, c.host) for b in backends for c in ha_lab.controllers}
     assert set(state) == expected
     assert all(op == "up" for _admin, op in state.values()), state
     # A token through Keystone's frontend, then servers listed through nova-api's, in a loop.
@@ -137,6 +147,144 @@ def test_kill_9_of_a_nova_api_replica_costs_no_client_request(nova_lab: NovaLab,
     assert ha.main_pid(ctl, "nova-api.service") != victim  # systemd's Restart= started a new one
     assert len(answers) > before, "the client kept getting answers during the drill"
     assert errors == [], errors[:5]
+
+
+def _token(nova_lab: NovaLab, cluster: ha.HaLab) -> str:
+    password = (nova_lab.folder / "keystone" / "admin-password").read_text().strip()
+    return Account(cluster.frontend_url("keystone") + "/v3", "admin", password, "admin").token()
+
+
+def _all_up(cluster: ha.HaLab) -> bool:
+    return all(
+        admin == "ready" and op == "up"
+        for (backend, _host), (admin, op) in ha.servers_state(cluster).items()
+        if not backend.endswith("_kolla")
+    )
+
+
+def _wait(done: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, f"waited {timeout_s} s for {what}"
+        time.sleep(0.2)
+
+
+def test_a_hung_nova_api_replica_is_found_by_haven_probe_drained_restarted_and_readied(
+    nova_lab: NovaLab, ha_lab: ha.HaLab, tmp_path: Path
+) -> None:
+    """SIGSTOP of nova-api@ctl-2 (master and worker): systemd still says active; haven's HTTP probe
+    times out, haven drains it from HAProxy, restarts it and returns it once its probe passes."""
+    _wait(lambda: _all_up(ha_lab), 30, "every member UP before the drill")
+    ctl = ha_lab.controller("ctl-2")
+    unit = "nova-api.service"
+    before = ha_drills.unit_status(ctl, unit)
+    url = ha_lab.frontend_url("nova-api") + "/v2.1/servers"
+    samples: list[tuple[float, str, str, str]] = []  # (s, member admin, unit ActiveState, processes)
+    with ha_drills.Healer(ha_lab, tmp_path / "haven") as healer:
+        time.sleep(2.0)  # steady: every probe passes, nothing to do
+        assert healer.actions() == []
+        with ha_drills.Load(url, _token(nova_lab, ha_lab), clients=2) as load:
+            time.sleep(1.0)
+            pids = ha_drills.hang(ctl, unit)
+            hung = time.monotonic()
+            try:
+                back_s = None
+                while time.monotonic() - hung < 45:
+                    admin, op = ha.servers_state(ha_lab)[("nova_api", "ctl-2")]
+                    status = ha_drills.unit_status(ctl, unit)
+                    procs = "".join(sorted(set(ha_drills.proc_states(pids).values())))
+                    samples.append((round(time.monotonic() - hung, 1), admin, status.active.value, procs))
+                    if status.invocation_id != before.invocation_id and (admin, op) == ("ready", "up"):
+                        back_s = time.monotonic() - hung
+                        break
+                    time.sleep(0.2)
+                time.sleep(1.0)
+            finally:
+                ha_drills.resume(pids)
+        actions = [(a.kind, a.state) for a in healer.actions("nova-api", "ctl-2")]
+        drain = next(a for a in healer.actions("nova-api", "ctl-2") if a.kind is ActionKind.DRAIN)
+    print(f"\nnova-api@ctl-2 hung: back at {back_s} s; {load.answers} answers, {len(load.errors)} errors, "
+          f"slowest {load.slowest[0]:.1f} s; timeline {samples[::5]}")  # fmt: skip
+    # systemd still called it active, its processes stopped, when it left HAProxy: only haven's probe saw.
+    assert any(adm != "ready" and act == "active" and procs == "T" for _t, adm, act, procs in samples), (
+        samples
+    )
+    assert "unhealthy" in drain.reason, drain
+    assert back_s is not None, f"not back within 45 s: {samples[-5:]}"
+    assert back_s < 40
+    assert ha_drills.proc_states(pids) == dict.fromkeys(pids, "gone")  # the hung processes were ended
+    after = ha_drills.unit_status(ctl, unit)
+    assert after.n_restarts == before.n_restarts  # systemd did not restart it by itself: haven did
+    assert actions == [
+        (ActionKind.DRAIN, ActionState.DONE),
+        (ActionKind.MAINT, ActionState.DONE),
+        (ActionKind.RESTART, ActionState.DONE),
+        (ActionKind.READY, ActionState.DONE),
+    ]
+    assert _answers(f"http://{ctl.address}:{ha_lab.ports['nova-api']}/")
+    assert load.errors == [], load.errors[:5]
+
+
+def test_a_crash_looping_keystone_replica_backs_off_stops_at_the_limit_with_one_alert_and_stays_out(
+    ha_lab: ha.HaLab, tmp_path: Path
+) -> None:
+    """keystone@ctl-1 fails at every start (Restart=no: its restarts are haven's): haven restarts it
+    with growing gaps, stops at the crash-loop limit (5 within 600 s) with one alert, keeps it in
+    maintenance; once mended and started by hand, haven returns it."""
+    _wait(lambda: _all_up(ha_lab), 30, "every member UP before the drill")
+    ctl = ha_lab.controller("ctl-1")
+    api = next(a for a in ha_lab.apis if a.service == "keystone")
+    url = ha_lab.frontend_url("keystone") + "/v3"
+    starts: list[float] = []  # when systemd had a new invocation of the unit (seconds after the kill)
+    members: list[str] = []  # the member's admin state in HAProxy, each change
+    with ha_drills.Healer(ha_lab, tmp_path / "haven") as healer:
+        time.sleep(2.0)
+        assert healer.actions() == []
+        try:
+            with ha_drills.Load(url, "", clients=2, timeout_s=10.0) as load:
+                ha_drills.break_replica(ctl, api)
+                seen = ha_drills.unit_status(ctl, api.unit).invocation_id
+                os.kill(ha.main_pid(ctl, api.unit), signal.SIGKILL)
+                killed = time.monotonic()
+                held_at: float | None = None
+                while time.monotonic() - killed < 40 and held_at is None:
+                    status = ha_drills.unit_status(ctl, api.unit)
+                    if status.invocation_id != seen:
+                        seen = status.invocation_id
+                        starts.append(round(time.monotonic() - killed, 2))
+                    admin = ha.servers_state(ha_lab)[("keystone", "ctl-1")][0]
+                    if not members or members[-1] != admin:
+                        members.append(admin)
+                    if any(a.kind is AlertKind.REPLICA_CRASH_LOOP for a in healer.alerts()):
+                        held_at = time.monotonic() - killed
+                    time.sleep(0.1)
+                _wait(lambda: ha_drills.unit_status(ctl, api.unit).active.value == "failed", 10, "failed")
+                time.sleep(3.0)  # held: no restart after the alert
+                final = ha_drills.unit_status(ctl, api.unit)
+                member = ha.servers_state(ha_lab)[("keystone", "ctl-1")][0]
+            restarts = [
+                a.created_at for a in healer.actions("keystone", "ctl-1") if a.kind is ActionKind.RESTART
+            ]
+            alerts = [(a.kind, a.host) for a in healer.alerts()]
+        finally:
+            ha_drills.mend_replica(ctl, api)
+        # Mended and started by hand: haven returns it once its probe passes.
+        _wait(lambda: ha.servers_state(ha_lab)[("keystone", "ctl-1")] == ("ready", "up"), 30, "keystone back")
+    print(f"\nkeystone@ctl-1 crash loop: starts at {starts} s, held at {held_at} s; "
+          f"{load.answers} answers, {len(load.errors)} errors")  # fmt: skip
+    # One alert for the one root event (the service left short by it is folded into it).
+    assert alerts == [(AlertKind.REPLICA_CRASH_LOOP, "keystone@ctl-1")], healer.alerts()
+    assert len(restarts) == 5, restarts
+    gaps = [b - a for a, b in itertools.pairwise(restarts)]
+    # Exponential back-off: each restart waited at least 1, 2, 4, 8 s after the previous one (longer
+    # when the start took longer to fail).
+    assert all(gap >= delay - 0.05 for gap, delay in zip(gaps, (1, 2, 4, 8), strict=True)), gaps
+    # systemd's own account: the 5 starts haven asked for, none after the hold; failed, out of HAProxy.
+    assert len(starts) == 5, starts
+    assert final.active.value == "failed" and final.invocation_id == seen
+    assert held_at is not None
+    assert members in (["ready", "drain", "maint"], ["ready", "maint"]) and member == "maint", members
+    assert load.errors == [], load.errors[:5]  # the other replica served every request
 
 
 def test_lab_down_kills_a_namespace_pid1_at_once(tmp_path: Path) -> None:

@@ -5,7 +5,9 @@ unknown and may leave services short of replicas: that is one ``controller_down`
 ran, not one per replica or service. A service with no healthy replica is one ``service_down`` alert,
 and the holds of the services that depend on it (their probes fail because it is down) are folded into
 it; a service down only because a service it depends on is down is folded into that one's alert too.
-What is left (a crash loop, a mass failure, no host to start on) is one alert per hold.
+A service left short because one of its replicas crash-loops (a looping replica no longer counts, and
+no host is left to start another) is folded into that crash loop's alert. What is left (a crash loop, a
+mass failure, no host to start on) is one alert per hold.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ def root_alerts(plan: ControlPlanePlan, specs: Mapping[ServiceName, ServiceSpec]
     for service, hosts in sorted(down_by_lost.items()):
         if roots[service] == service:
             folded[hosts[0]].append(f"{service} down")
+    # A service short of replicas because one of them crash-loops (it no longer counts): one event.
+    looped = {h.service: f"{h.service}@{h.host}" for h in plan.holds if h.kind == "crash_loop"}
     for hold in plan.holds:
         if hold.host is not None and hold.host in lost:
             folded[hold.host].append(f"{hold.service}: {hold.kind}")
@@ -65,6 +69,8 @@ def root_alerts(plan: ControlPlanePlan, specs: Mapping[ServiceName, ServiceSpec]
                 folded[target].append(f"{hold.service} held")
         elif hold.kind == "no_host" and hold.service in down_by_lost:
             folded[down_by_lost[hold.service][0]].append(f"{hold.service}: no host left")
+        elif hold.kind == "no_host" and hold.service in looped:
+            folded[looped[hold.service]].append(f"{hold.service}: no host left to replace it")
     alerts: list[RootAlert] = []
     for host in sorted(lost):
         services = ", ".join(sorted(s for s, _ in by_host[host]))
@@ -91,10 +97,13 @@ def root_alerts(plan: ControlPlanePlan, specs: Mapping[ServiceName, ServiceSpec]
         handled = (hold.host is not None and hold.host in lost) or (
             hold.kind == "dependency" and any(f"{hold.service} held" in v for v in folded.values())
         )
-        if handled or (hold.kind == "no_host" and hold.service in down_by_lost):
+        if handled or (hold.kind == "no_host" and (hold.service in down_by_lost or hold.service in looped)):
             continue
         if hold.kind == "crash_loop":
-            alerts.append(RootAlert(AlertKind.REPLICA_CRASH_LOOP, f"{hold.service}@{hold.host}", hold.reason))
+            subject = f"{hold.service}@{hold.host}"
+            alerts.append(
+                RootAlert(AlertKind.REPLICA_CRASH_LOOP, subject, f"{hold.reason}{_also(folded[subject])}")
+            )
         else:
             alerts.append(RootAlert(AlertKind.SERVICE_HOLD, hold.service, hold.reason))
     unique: dict[tuple[AlertKind, str], RootAlert] = {}

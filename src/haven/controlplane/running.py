@@ -217,7 +217,12 @@ class ControlPlane:
         try:
             await stop.wait()
         finally:
-            task.cancel()
+            # Python 3.11's asyncio.wait_for swallows a cancellation that arrives as its inner call
+            # completes (gh-86296, fixed in 3.12), and the reconciler awaits many: cancel again until
+            # it has stopped, or it goes on acting after its term (seen on the HA lab's drills).
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=1.0)
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 

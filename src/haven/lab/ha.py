@@ -21,7 +21,10 @@ first connection a dead replica refuses marks it DOWN at once, so no request wai
 replica whose port is open while its worker still loads (without it, clients timed out in 2 of 5
 kills). ``option redispatch``, ``retries 3`` and ``retry-on conn-failure empty-response
 response-timeout`` send a request a dead replica refused or never answered to the other one.
-Its admin socket is ``LAB/ha/haproxy.sock``.
+Its admin socket is ``LAB/ha/haproxy.sock``. Beside each frontend, a second one on the same replicas
+(``BACKEND_kolla``) is checked as Kolla-Ansible's template renders it (``check inter 2000 rise 2 fall 5``,
+a TCP connect check, ``timeout check 10s``, ``timeout server 1m``): the anchor the drills compare with.
+haven's ``[controlplane]`` names only the first backends, so it never acts on the anchor's.
 
 Stopping: the lab state records each controller's PID 1 (as the host sees it) with ``namespace = True``:
 ``haven lab down`` SIGKILLs exactly it, which ends everything in that namespace; HAProxy is an ordinary
@@ -52,6 +55,11 @@ UNSHARE = "/usr/bin/unshare"
 HAPROXY = "/usr/sbin/haproxy"
 CONTROLLERS = ("ctl-1", "ctl-2")
 TARGET = "haven-lab.target"
+# gunicorn's graceful stop (its default is 30 s). A stop of a hung replica waits for it: in the lab,
+# systemd 252 (PID 1 of a namespace) sends SIGTERM and SIGCONT to the main process only, so a stopped
+# worker stays stopped until gunicorn's master kills it when this runs out; on a real controller a
+# deadlocked worker that never handles SIGTERM costs the same. Requests in flight get this long.
+GRACEFUL_S = 5
 # The unshare processes this Python process started: reaped by ``reap`` once their PID 1 is killed.
 _UNSHARES: list[subprocess.Popen[bytes]] = []
 
@@ -73,11 +81,21 @@ _GUNICORN = """\
 wsgi_app = "{app}"
 bind = "{address}:{port}"
 workers = 1
-threads = 4
+threads = 8
 timeout = 120
+graceful_timeout = {graceful}
 keepalive = 0
 errorlog = "-"
 control_socket_disable = True
+
+
+def post_fork(server, worker):
+    # The worker dies with its master, as systemd's cgroup kill would have it: this systemd (PID 1
+    # of a namespace) signals the main process only, and a worker left over from a killed master keeps
+    # the port until it notices (0.5-1 s measured, longer under load) while systemd starts a new one.
+    import ctypes
+    import signal
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 """
 
 
@@ -129,6 +147,8 @@ class HaLab:
     apis: tuple[Api, ...]  # the replicated APIs
     ports: dict[str, int]  # service -> the port of its replicas (on each controller's address)
     frontends: dict[str, int]  # service -> HAProxy's frontend port on 127.0.0.1
+    # service -> the port of its Kolla-checked frontend (backend ``<backend>_kolla``); {}: an older lab
+    kolla_frontends: dict[str, int] = field(default_factory=dict)
     haproxy: LabProcess | None = None
     started_in_s: float = 0.0
     errors: list[str] = field(default_factory=list)
@@ -155,6 +175,7 @@ def describe(ha: HaLab) -> dict[str, object]:
         "apis": [api.service for api in ha.apis],
         "ports": ha.ports,
         "frontends": ha.frontends,
+        "kolla_frontends": ha.kolla_frontends,
         "haproxy_socket": ha.haproxy_socket,
         "started_in_s": ha.started_in_s,
     }
@@ -169,8 +190,9 @@ def from_state(saved: Mapping[str, object]) -> HaLab:
         ]
         ports = {str(k): int(v) for k, v in saved["ports"].items()}  # type: ignore[attr-defined]
         frontends = {str(k): int(v) for k, v in saved["frontends"].items()}  # type: ignore[attr-defined]
+        kolla = {str(k): int(v) for k, v in saved.get("kolla_frontends", {}).items()}  # type: ignore[attr-defined]
         apis = tuple(api for api in APIS if api.service in ports)
-        return HaLab(Path(str(saved["folder"])), controllers, apis, ports, frontends)
+        return HaLab(Path(str(saved["folder"])), controllers, apis, ports, frontends, kolla)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise LabServiceError(f"the lab state's HA part is not readable ({exc}): is this an HA lab?") from exc
 
@@ -209,7 +231,8 @@ def start(
     folder.mkdir(parents=True, exist_ok=True)
     ports = {api.service: free_port() for api in apis}
     frontends = {api.service: free_port() for api in apis}
-    ha = HaLab(folder, [], apis, ports, frontends)
+    kolla = {api.service: free_port() for api in apis}
+    ha = HaLab(folder, [], apis, ports, frontends, kolla)
     say(f"HA: starting systemd on {', '.join(CONTROLLERS)} and HAProxy")
     for index, host in enumerate(CONTROLLERS, start=1):
         controller = _start_controller(folder / host, host, f"127.0.1.{index}", lab_folder, venvs, apis,
@@ -254,7 +277,7 @@ def _start_controller(
         replica = folder / api.service
         replica.mkdir(exist_ok=True)
         (replica / "gunicorn.conf.py").write_text(
-            _GUNICORN.format(app=api.app, address=address, port=ports[api.service])
+            _GUNICORN.format(app=api.app, address=address, port=ports[api.service], graceful=GRACEFUL_S)
         )
         log = replica / f"{api.service}.log"
         (units / api.unit).write_text(
@@ -313,6 +336,25 @@ def haproxy_config(ha: HaLab) -> str:
                 for c in ha.controllers
             ),
         ]
+    for api in ha.apis:
+        if api.service not in ha.kolla_frontends:
+            continue
+        # Kolla-Ansible's rendering (haproxy_single_service_split.cfg.j2, loadbalancer defaults): no
+        # httpchk for the APIs, so the check is a TCP connect, which a hung process still accepts.
+        lines += [
+            f"frontend {api.backend}_kolla",
+            f"    bind 127.0.0.1:{ha.kolla_frontends[api.service]}",
+            f"    default_backend {api.backend}_kolla",
+            f"backend {api.backend}_kolla",
+            "    retry-on conn-failure",
+            "    timeout connect 10s",
+            "    timeout server 1m",
+            "    timeout check 10s",
+            *(
+                f"    server {c.host} {c.address}:{ha.ports[api.service]} check inter 2000 rise 2 fall 5"
+                for c in ha.controllers
+            ),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -336,7 +378,7 @@ def controlplane_toml(ha: HaLab) -> str:
         lines += [
             f"[controlplane.services.{api.service}]",
             f'probe = {{ port = {ha.ports[api.service]}, path = "{api.check_path}", period_s = 1.0, '
-            "failure_threshold = 3, startup_grace_s = 60.0 }",
+            "timeout_s = 2.0, failure_threshold = 3, startup_grace_s = 60.0 }",
         ]
     return "\n".join(lines) + "\n"
 

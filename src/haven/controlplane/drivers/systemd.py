@@ -10,6 +10,7 @@ a TemporaryError. The connection is opened on first use and opened again after i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from dbus_fast import BusType, Message, MessageType, Variant
@@ -34,11 +35,14 @@ class SystemdUnits:
         self._address = bus_address
         self._timeout_s = timeout_s
         self._bus: MessageBus | None = None
+        self._connecting = asyncio.Lock()
 
     async def close(self) -> None:
-        if self._bus is not None:
-            self._bus.disconnect()
-            self._bus = None
+        bus, self._bus = self._bus, None
+        if bus is not None:
+            bus.disconnect()  # only shuts the socket down: it is closed once the reader sees it
+            with contextlib.suppress(Exception):  # a bus that broke is closed all the same
+                await asyncio.wait_for(bus.wait_for_disconnect(), self._timeout_s)  # type: ignore[no-untyped-call]
 
     async def status(self, unit: str) -> UnitStatus:
         path = await self._unit_path(unit)
@@ -109,14 +113,17 @@ class SystemdUnits:
         return list(reply.body)
 
     async def _connected(self) -> MessageBus:
-        if self._bus is not None and self._bus.connected:
+        # One connection however many calls arrive at once (the reconciler reads a host's units
+        # together): without the lock each opened its own and all but the last were never closed.
+        async with self._connecting:
+            if self._bus is not None and self._bus.connected:
+                return self._bus
+            bus = MessageBus(bus_address=self._address, bus_type=BusType.SYSTEM)
+            try:
+                self._bus = await asyncio.wait_for(bus.connect(), self._timeout_s)
+            except (TimeoutError, OSError, EOFError, DBusError) as exc:
+                where = self._address or "the system bus"
+                raise TemporaryError(
+                    f"cannot reach systemd's D-Bus at {where}: {exc or type(exc).__name__}"
+                ) from exc
             return self._bus
-        bus = MessageBus(bus_address=self._address, bus_type=BusType.SYSTEM)
-        try:
-            self._bus = await asyncio.wait_for(bus.connect(), self._timeout_s)
-        except (TimeoutError, OSError, EOFError, DBusError) as exc:
-            where = self._address or "the system bus"
-            raise TemporaryError(
-                f"cannot reach systemd's D-Bus at {where}: {exc or type(exc).__name__}"
-            ) from exc
-        return self._bus
