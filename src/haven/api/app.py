@@ -20,6 +20,7 @@ from haven.api.project_scope import ProjectScope
 from haven.api.routes import (
     custom_recovery,
     discovery,
+    haven_alertmanager,
     haven_backups,
     haven_drills,
     haven_explanations,
@@ -78,6 +79,7 @@ def create_app(
         app.include_router(build(ctx))
     for build in (haven_status.router, haven_drills.router, haven_explanations.router, haven_impact.router):
         app.include_router(build(ctx))
+    app.include_router(haven_alertmanager.router(ctx))  # Alertmanager's webhook (attach_alertmanager)
     app.include_router(haven_backups.router(ctx))  # haven's own: scheduled backups, restores
     app.include_router(custom_recovery.router(ctx))  # haven's extension: claim, progress, finish, fail
     return app

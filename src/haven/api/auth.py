@@ -17,7 +17,8 @@ unreachable) raises ``AuthUnavailable``: 503, not 401, since the caller did noth
 Routes declare the ``require_policy`` dependency (or ``require_admin``, the same function
 under the name it had before the policy table); it applies haven.api.policy's rule for
 the matched route (Masakari's defaults) and answers 403 in Masakari's words when the
-principal's roles do not satisfy it. The token is never logged or echoed.
+principal's roles do not satisfy it. The token is never logged or echoed. On ``BEARER_PATHS`` (Alertmanager's
+webhook, whose receiver sends ``Authorization: Bearer``) the token may come in that header instead.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ from haven.api.policy import ADMIN_ROLE, authorize
 from haven.domain.errors import HavenError
 
 TOKEN_HEADER = "X-Auth-Token"
+# Alertmanager's webhook receiver can send a bearer token (http_config.authorization), not X-Auth-Token:
+# on these paths only, "Authorization: Bearer <token>" is read as the token when X-Auth-Token is absent.
+BEARER_PATHS = frozenset({"/v1/haven/alertmanager"})
 OPEN_PATHS = frozenset({"/", "/healthz", "/openapi.json", "/metrics"})  # /metrics: see haven_status
 # The dashboard (haven.dashboard, mounted there by haven serve) checks its own session cookie, logged in
 # with this same authenticator; an X-Auth-Token is never asked of a browser.
@@ -99,7 +103,7 @@ class AuthGate:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS or _dashboard(scope["path"]):
             await self.app(scope, receive, send)
             return
-        token = Headers(scope=scope).get(TOKEN_HEADER)
+        token = _token(scope)
         try:
             if getattr(self.authenticator, "blocking", False):
                 principal = await run_in_threadpool(self.authenticator.authenticate, token)
@@ -116,6 +120,16 @@ class AuthGate:
             return
         scope.setdefault("state", {})[_STATE_KEY] = principal
         await self.app(scope, receive, send)
+
+
+def _token(scope: Scope) -> str | None:
+    headers = Headers(scope=scope)
+    token = headers.get(TOKEN_HEADER)
+    if token is None and scope["path"] in BEARER_PATHS:
+        scheme, _, credentials = headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and credentials.strip():
+            return credentials.strip()
+    return token
 
 
 def _dashboard(path: str) -> bool:

@@ -45,6 +45,7 @@ from rich.console import Console
 from haven.api.app import create_app
 from haven.api.auth import Authenticator
 from haven.api.keystone_auth import KeystoneAuthenticator, KeystoneCredentials
+from haven.api.routes.haven_alertmanager import attach_alertmanager
 from haven.api.routes.haven_backups import attach_backups
 from haven.backups.serving import BackupService, build_service
 from haven.cli.clouds import choose_cloud, open_liveness
@@ -172,6 +173,7 @@ async def serve(
                             keystone=config.keystone, hosts=hosts, declared=_declared(controlplane),
                             backups=_backups_view(backups), leadership=leadership)  # fmt: skip
             attach_backups(api.config.app, backups)  # POST /v1/haven/backups[/restores] use its runner
+            attach_alertmanager(api.config.app, explaining)  # POST /v1/haven/alertmanager: its explainer
             host, port = listener.getsockname()[:2]
             role = (
                 f"resumed {resumed} unfinished recoveries"

@@ -4,7 +4,9 @@ Called by cli/serve.py (run while this engine leads, as the publisher is) and cl
 no I/O, so a bad ``transport_url`` stops haven before anything is opened; oslo.messaging is imported only
 when a transport is configured. One run: the explainer's loop (pending records, then haven's alerts) and,
 with a transport, the listener on Nova's versioned notifications, and with ``[canary]``, the canary rounds
-(haven.canary.runner), whose failed or slow boots the explainer explains, until ``stop`` is set.
+(haven.canary.runner), whose failed or slow boots the explainer explains, until ``stop`` is set. While it
+runs, ``take_alertmanager`` hands Alertmanager's webhook payloads (haven serve's POST /v1/haven/alertmanager)
+to it. ``[diagnosis] alertmanager_url`` alone is enough to run it (haven's own events as the evidence).
 With ``on_event`` (haven serve: the dashboard's hub), ``explanation_finished`` is told when an
 explanation is stored and ``canary_finished`` when a canary round's boots are over.
 """
@@ -56,6 +58,7 @@ class Explaining:
         self._canary_cloud = canary_cloud if self._canary.enabled else None
         self.topology: Topology = openstack_topology(services)
         self._listener: NovaListener | None = None
+        self._running: Explainer | None = None  # the explainer while ``run`` runs (this engine leads)
         if config.transport_url:
             from haven.evidence.nova_listener import NovaListener
 
@@ -73,8 +76,12 @@ class Explaining:
 
     @staticmethod
     def wanted(config: DiagnosisConfig, canary: CanaryConfig | None = None) -> bool:
-        """Whether ``[diagnosis]`` gives the explainer any evidence to read, or ``[canary]`` symptoms."""
-        return bool(config.transport_url or config.prometheus_url or (canary and canary.enabled))
+        """Whether ``[diagnosis]`` gives the explainer any evidence to read, or ``[canary]`` symptoms, or an
+        Alertmanager to send to (and whose webhook, POST /v1/haven/alertmanager, brings alerts to explain)."""
+        alertmanager = config.settings.alerting.url
+        return bool(
+            config.transport_url or config.prometheus_url or alertmanager or (canary and canary.enabled)
+        )
 
     def describe(self) -> str:
         notifications = f"notifications on {self._config.topic}" if self._listener else "no notifications"
@@ -82,7 +89,19 @@ class Explaining:
             f"metrics from {self._config.prometheus_url}" if self._config.prometheus_url else "no metrics"
         )
         canaries = ", canary boots" if self._canary_cloud is not None else ""
-        return f"explaining failures ({notifications}, {metrics}{canaries})"
+        url = self._config.settings.alerting.url
+        alertmanager = f", incidents to Alertmanager at {url}" if url else ""
+        return f"explaining failures ({notifications}, {metrics}{canaries}{alertmanager})"
+
+    async def take_alertmanager(self, payload: object) -> list[ExplanationRecord] | None:
+        """Alertmanager's webhook payload, explained by the running explainer (haven.api's
+        POST /v1/haven/alertmanager); None while none runs (before ``run``, or after it stopped).
+
+        ValueError (naming what is wrong) when ``payload`` is not Alertmanager's."""
+        explainer = self._running
+        if explainer is None:
+            return None
+        return await explainer.take_alertmanager(payload)
 
     async def run(
         self, store: Store, clock: Clock, stop: asyncio.Event, *, on_event: EventSink | None = None
@@ -94,6 +113,7 @@ class Explaining:
             await explainer.take(received)
 
         canary_cloud = self.canary(clock)
+        self._running = explainer
         try:
             async with asyncio.TaskGroup() as tasks:
                 work = [tasks.create_task(explainer.run())]
@@ -112,6 +132,7 @@ class Explaining:
                 for task in work:
                     task.cancel()
         finally:
+            self._running = None
             if metrics is not None:
                 await metrics.aclose()
             if canary_cloud is not None:
