@@ -1,7 +1,8 @@
 """Alertmanager's webhook into haven: an alert haven did not raise (a Prometheus rule's), delivered by
 Debian's real Alertmanager to a real HTTP receiver, is explained by haven from its stored evidence, and
-haven's explanation goes back as a HavenSymptom naming the cause (muted by that cause's alert). The HTTP
-route that would receive it in ``haven serve`` is not there yet: the test hands the body to the explainer."""
+haven's explanation goes back as a HavenSymptom naming the cause (muted by that cause's alert). Here a
+receiver of the test's own hands the body to the explainer; ``haven serve``'s route for it
+(``POST /v1/haven/alertmanager``) is tested in tests/api/test_alertmanager_webhook*.py."""
 
 from __future__ import annotations
 
