@@ -128,8 +128,13 @@ def engine() -> Iterator[Engine]:
                    capture_output=True)  # fmt: skip
     sock = str(folder / "engine.sock")
     log = open(folder / "service.log", "wb")  # noqa: SIM115 (kept open for the service's life)
+    # In a mount namespace of its own without the cgroup2 hierarchy that sits beside the v1 ones here:
+    # crun refuses "hybrid mode" whenever a controller (hugetlb) is left on it, which depends on what
+    # else runs on the machine (a namespaced systemd mounts it on v1); containers have no cgroups anyway.
+    hide_cgroup2 = 'umount /sys/fs/cgroup/unified 2>/dev/null; exec "$@"'
     service = subprocess.Popen(
-        ["nice", "-n", "19", *flags, "system", "service", "--time", "0", f"unix://{sock}"],
+        ["nice", "-n", "19", "unshare", "--mount", "--propagation", "private", "sh", "-c", hide_cgroup2, "sh",
+         *flags, "system", "service", "--time", "0", f"unix://{sock}"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     eng = Engine(folder, sock, free_port(), flags)
@@ -143,6 +148,9 @@ def engine() -> Iterator[Engine]:
             eng.create(f"web-{host}", ip)
         yield eng
     finally:
+        with contextlib.suppress(Exception):  # through the engine (its namespace), then by hand
+            for container in eng.api("GET", "/containers/json?all=true"):
+                eng.api("DELETE", f"/containers/{container['Id']}?force=true")
         subprocess.run([*flags, "rm", "--force", "--all", "--time", "0"], env=env, capture_output=True)
         service.terminate()
         try:
@@ -222,10 +230,15 @@ async def _answers(ip: str, port: int) -> bool:
 @pytest.fixture
 async def rig(engine: Engine) -> AsyncIterator[Rig]:
     units = {h: ContainerUnits(f"unix://{engine.socket}", h, stop_timeout_s=1) for h in HOSTS}
-    for u in units.values():
-        await u.start("web-{host}")
-    for ip in HOSTS.values():
-        await until(lambda ip=ip: _answers(ip, engine.port), bool, 10)  # type: ignore[misc]
+    try:
+        for u in units.values():
+            await u.start("web-{host}")
+        for ip in HOSTS.values():
+            await until(lambda ip=ip: _answers(ip, engine.port), bool, 10)  # type: ignore[misc]
+    except BaseException:
+        for u in units.values():
+            await u.close()
+        raise
     spec = ServiceSpec(
         ServiceName("web"),
         "web-{host}",

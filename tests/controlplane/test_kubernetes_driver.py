@@ -18,6 +18,8 @@ of these shapes; not how a real cluster behaves.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import threading
 import urllib.parse
@@ -28,9 +30,26 @@ from typing import Any
 
 import pytest
 
+from haven.controlplane.config import ControlPlaneConfig, parse_controlplane
 from haven.controlplane.drivers.kubernetes import KubernetesUnits, audit, pod_status
-from haven.domain.controlplane import UnitActive
-from haven.domain.errors import PermanentError, TemporaryError
+from haven.controlplane.drivers.probes import NetworkProber
+from haven.controlplane.reconciler import Reconciler
+from haven.controlplane.running import ControlPlane
+from haven.domain.clock import RealClock
+from haven.domain.controlplane import (
+    ActionKind,
+    ActionState,
+    Controller,
+    ControlPlaneSettings,
+    DomainName,
+    RestartPolicy,
+    ServiceName,
+    ServiceSpec,
+    UnitActive,
+)
+from haven.domain.errors import ConfigError, PermanentError, TemporaryError
+from haven.domain.ids import HostName
+from haven.store import Store
 
 HERE = Path(__file__).parent / "k8s"
 TOKEN = "t0ken"
@@ -214,3 +233,64 @@ def test_a_pod_whose_node_stopped_reporting_is_unknown_not_failed() -> None:
     pod["status"]["phase"] = "Running"
     pod["metadata"]["deletionTimestamp"] = "2026-12-06T07:41:00Z"
     assert pod_status(pod).active is UnitActive.DEACTIVATING
+
+
+def test_haven_toml_selects_the_driver_and_needs_the_api_and_its_token() -> None:
+    section = {
+        "driver": "kubernetes",
+        "kubernetes": {"api": "https://10.0.0.1:6443", "token_env": "HAVEN_KUBE_TOKEN"},
+        "controllers": [{"host": "ctl-1"}, {"host": "ctl-2"}],
+        "services": {"nova-api": {}, "nova-conductor": {}, "glance-api": {"unit": "glance-api-v2"}},
+    }
+    config = parse_controlplane(section, "haven.toml")
+    assert config.kubernetes is not None and config.kubernetes.namespace == "openstack"
+    units = {s.name: s.unit for s in config.services}
+    assert units == {
+        "nova-api": "nova-api-osapi",
+        "nova-conductor": "nova-conductor",
+        "glance-api": "glance-api-v2",
+    }
+    with pytest.raises(ConfigError, match="HAVEN_KUBE_TOKEN is not set"):
+        ControlPlane(config, simulated_cloud=False, clock=RealClock(), environ={})
+    plane = ControlPlane(config, simulated_cloud=False, clock=RealClock(), environ={"HAVEN_KUBE_TOKEN": "x"})
+    assert all(isinstance(u, KubernetesUnits) for u in plane.units.values())
+    assert "Kubernetes pods" in plane.describe()
+    asyncio.run(plane.aclose())
+    with pytest.raises(ConfigError, match="needs the API server"):
+        parse_controlplane({"driver": "kubernetes"}, "haven.toml")
+    with pytest.raises(ConfigError, match="api must be the API server's URL"):
+        parse_controlplane({"kubernetes": {"api": "10.0.0.1"}}, "haven.toml")
+    bad_ca = {**section, "kubernetes": {"api": "https://k:6443", "ca": "/nonexistent/ca.crt"}}
+    with pytest.raises(ConfigError, match="cannot be read"):
+        ControlPlane(parse_controlplane(bad_ca, "haven.toml"), simulated_cloud=False, clock=RealClock())
+
+
+async def test_the_reconciler_deletes_the_crash_looping_pod_once(cluster: tuple[Cluster, str]) -> None:
+    """haven's planner over the stub: ctl-2's pod is failed (CrashLoopBackOff), so it is deleted once;
+    the ReplicaSet's new pod is Pending (activating: the kubelet's to judge), so nothing more happens."""
+    state, url = cluster
+    spec = ServiceSpec(
+        ServiceName("nova-api"), "nova-api-osapi", 2, restart=RestartPolicy(backoff_initial_s=0.2)
+    )
+    hosts = (HostName("ctl-1"), HostName("ctl-2"))
+    config = ControlPlaneConfig(
+        ControlPlaneSettings(pass_interval_s=0.1),
+        tuple(Controller(h, DomainName(f"rack-{h}")) for h in hosts),
+        (spec,),
+    )
+    units = {h: KubernetesUnits(url, h, token=TOKEN) for h in hosts}
+    with Store.open("sqlite://") as store:
+        prober = NetworkProber()
+        task = asyncio.create_task(Reconciler(config, units, None, prober, store, RealClock()).run())
+        try:
+            await asyncio.sleep(1.5)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await prober.close()
+            for u in units.values():
+                await u.close()
+        actions = [(a.kind, a.host, a.state) for a in store.actions_since(0)]
+    assert state.deleted == ["nova-api-osapi-7c9d8f5b6-r7w4m"]
+    assert actions == [(ActionKind.RESTART, "ctl-2", ActionState.DONE)]

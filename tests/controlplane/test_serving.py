@@ -147,7 +147,7 @@ def test_a_crash_loop_elsewhere_stays_its_own_alert() -> None:
 
 
 def test_a_bad_controlplane_driver_is_named() -> None:
-    with pytest.raises(ConfigError, match="driver must be one of 'systemd', 'podman', 'docker', 'sim'"):
+    with pytest.raises(ConfigError, match="one of 'systemd', 'podman', 'docker', 'kubernetes', 'sim'"):
         parse_controlplane({"driver": "lxc"}, "haven.toml")
     with pytest.raises(ConfigError, match="bus must be a D-Bus address"):
         parse_controlplane({"controllers": [{"host": "ctl-1", "bus": 3}]}, "haven.toml")

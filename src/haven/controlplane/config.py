@@ -11,6 +11,11 @@ mistake raises ConfigError naming the key and how to fix it.
     driver = "systemd"               # "podman", "docker" or "sim"; default: "sim" on the simulated cloud,
                                      # else "systemd"
     haproxy_socket = "/run/haproxy/admin.sock"   # HAProxy's stats socket (level admin); "" for none
+    [controlplane.kubernetes]        # driver "kubernetes": a controller is a node, a unit a Deployment
+    api = "https://10.0.0.1:6443"
+    namespace = "openstack"
+    token_env = "HAVEN_KUBE_TOKEN"   # a service account's token, read from the environment
+    ca = "/etc/haven/kube-ca.crt"
     [[controlplane.controllers]]
     host = "ctl-1"
     domain = "rack-a"                # its failure domain
@@ -67,14 +72,28 @@ T = TypeVar("T")
 _KINDS = {str: "a string", bool: "true or false", int: "an integer", float: "a number"}
 _SECTION_KEYS = {
     "gate_share", "max_restarts_at_once", "pass_interval_s", "controllers", "services", "driver",
-    "haproxy_socket",
+    "haproxy_socket", "kubernetes",
 }  # fmt: skip
-DRIVERS = ("systemd", "podman", "docker", "sim")
+DRIVERS = ("systemd", "podman", "docker", "kubernetes", "sim")
 CONTAINER_DRIVERS = ("podman", "docker")
 _SERVICE_KEYS = {
     "unit", "min_replicas", "hosts", "domains", "spread", "backend", "depends_on", "stateful", "drain_s",
     "probe", "restart", "quorum",
 }  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class KubernetesAccess:
+    """``[controlplane.kubernetes]``: the API server, the services' namespace, where the token is."""
+
+    api: str
+    namespace: str = "openstack"
+    token_env: str = ""  # the environment variable holding a service account's bearer token
+    ca: str = ""  # the cluster's CA bundle; "" verifies with the system's
+
+
+# OpenStack-Helm's Deployment of each catalogue service (driver "kubernetes", no ``unit`` given).
+_HELM_DEPLOYMENTS = {"keystone": "keystone-api", "nova-api": "nova-api-osapi"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +103,7 @@ class ControlPlaneConfig:
     services: tuple[ServiceSpec, ...] = ()
     driver: str = ""  # one of DRIVERS, or "" (sim on the simulated cloud, systemd on a real one)
     haproxy_socket: str = ""  # HAProxy's stats socket; "" for no load balancer
+    kubernetes: KubernetesAccess | None = None  # driver "kubernetes": the API server
 
     @property
     def enabled(self) -> bool:
@@ -116,11 +136,19 @@ def parse_controlplane(section: object, where: str) -> ControlPlaneConfig:
         raise ConfigError(
             f"{where}: driver must be one of {', '.join(map(repr, DRIVERS))}, got {driver!r}",
             'driver = "systemd" drives each controller\'s systemd over D-Bus; "podman" or "docker" its '
-            'container engine\'s API; "sim" a simulated one',
+            'container engine\'s API; "kubernetes" the pods of Deployments; "sim" a simulated one',
         )
     if driver in CONTAINER_DRIVERS:
         services = tuple(
             s if "unit" in raw_services[s.name] else dataclasses.replace(s, unit=s.name.replace("-", "_"))
+            for s in services
+        )
+    kubernetes = _kubernetes(table.get("kubernetes"), f"{where} kubernetes", driver == "kubernetes")
+    if driver == "kubernetes":
+        services = tuple(
+            s
+            if "unit" in raw_services[s.name]
+            else dataclasses.replace(s, unit=_HELM_DEPLOYMENTS.get(s.name, s.name))
             for s in services
         )
     socket_path = table.get("haproxy_socket", "")
@@ -129,7 +157,20 @@ def parse_controlplane(section: object, where: str) -> ControlPlaneConfig:
             f"{where}: haproxy_socket must be a path, got {socket_path!r}",
             'e.g. haproxy_socket = "/run/haproxy/admin.sock" (a stats socket with level admin)',
         )
-    return ControlPlaneConfig(settings, controllers, services, driver, socket_path)
+    return ControlPlaneConfig(settings, controllers, services, driver, socket_path, kubernetes)
+
+
+def _kubernetes(value: object, where: str, needed: bool) -> KubernetesAccess | None:
+    example = '[controlplane.kubernetes] api = "https://10.0.0.1:6443", token_env = "HAVEN_KUBE_TOKEN"'
+    if value is None:
+        if needed:
+            raise ConfigError(f'{where}: driver "kubernetes" needs the API server', example)
+        return None
+    table = _mapping(value, where, example)
+    access = _scalars(KubernetesAccess(""), table, where)
+    if not access.api.startswith(("https://", "http://")):
+        raise ConfigError(f"{where}: api must be the API server's URL, got {access.api!r}", example)
+    return access
 
 
 _SETTINGS = {"gate_share", "max_restarts_at_once", "pass_interval_s"}
@@ -363,4 +404,4 @@ def _only(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
         )
 
 
-__all__ = ["ControlPlaneConfig", "Spread", "parse_controlplane"]
+__all__ = ["ControlPlaneConfig", "KubernetesAccess", "Spread", "parse_controlplane"]

@@ -5,7 +5,8 @@ then ``run`` while this engine leads, as the recovery engine's tick and the publ
 starts a new reconciler that re-reads the world (its probe history is the leader's own).
 
 Drivers: ``systemd`` drives each controller's systemd over D-Bus (``bus``, default this machine's system
-bus), ``podman`` and ``docker`` its container engine's API (``engine``); both drive HAProxy through its
+bus), ``podman`` and ``docker`` its container engine's API (``engine``), ``kubernetes`` the pods of
+Deployments on each node (``[controlplane.kubernetes]``); all drive HAProxy through its
 stats socket (``haproxy_socket``) and probe over the network; ``sim`` (the default on the simulated
 cloud) a simulated control plane in this process: three controllers in three
 failure domains and the API services, conductor and scheduler, two replicas each, so ``haven serve`` on
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -25,6 +27,7 @@ from haven.controlplane.catalogue import CATALOGUE
 from haven.controlplane.config import CONTAINER_DRIVERS, ControlPlaneConfig
 from haven.controlplane.drivers.containers import DEFAULT_ENGINES, ContainerUnits
 from haven.controlplane.drivers.haproxy import HAProxyRuntime
+from haven.controlplane.drivers.kubernetes import KubernetesUnits
 from haven.controlplane.drivers.probes import NetworkProber
 from haven.controlplane.drivers.sim import SimBalancer, SimProber, SimUnit, SimUnits
 from haven.controlplane.drivers.systemd import SystemdUnits
@@ -154,16 +157,11 @@ class ControlPlane:
             self.balancer: Balancer | None = self.sim.balancer
             self.prober: Prober = self.sim.prober
         else:
-            units: dict[HostName, SystemdUnits | ContainerUnits] = {
-                c.host: ContainerUnits(c.engine or DEFAULT_ENGINES[self.driver], c.host)
-                if self.driver in CONTAINER_DRIVERS
-                else SystemdUnits(c.bus or None)
-                for c in config.controllers
-            }
+            _check_environ(config, environ)
+            units = _units(config, self.driver, environ)
             self.units = units
             self._closers += [u.close for u in units.values()]
             self.balancer = HAProxyRuntime(config.haproxy_socket) if config.haproxy_socket else None
-            _check_environ(config, environ)
             prober = NetworkProber(time.time, environ)
             self._closers.append(prober.close)
             self.prober = prober
@@ -177,7 +175,7 @@ class ControlPlane:
 
     def describe(self) -> str:
         n = sum(1 for s in self.config.services for _ in self.config.controllers)
-        where = {"sim": "simulated", "systemd": "systemd over D-Bus"}.get(
+        where = {"sim": "simulated", "systemd": "systemd over D-Bus", "kubernetes": "Kubernetes pods"}.get(
             self.driver, f"{self.driver} containers"
         )
         lb = "HAProxy" if self.balancer is not None and self.driver != "sim" else "no load balancer"
@@ -241,7 +239,42 @@ class ControlPlane:
                 await result
 
 
+def _units(
+    config: ControlPlaneConfig, driver: str, environ: Mapping[str, str]
+) -> dict[HostName, SystemdUnits | ContainerUnits | KubernetesUnits]:
+    """Each controller's units for a real driver (systemd, a container engine, Kubernetes)."""
+    if driver in CONTAINER_DRIVERS:
+        return {
+            c.host: ContainerUnits(c.engine or DEFAULT_ENGINES[driver], c.host) for c in config.controllers
+        }
+    kube = config.kubernetes
+    if driver == "kubernetes" and kube is not None:
+        token = environ[kube.token_env] if kube.token_env else ""
+        try:
+            return {
+                c.host: KubernetesUnits(kube.api, c.host, kube.namespace, token, kube.ca or True)
+                for c in config.controllers
+            }
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"[controlplane] kubernetes: ca {kube.ca!r} cannot be read: {exc}",
+                "ca = the path of the cluster's CA bundle (PEM), or leave it out for the system's",
+            ) from exc
+    return {c.host: SystemdUnits(c.bus or None) for c in config.controllers}
+
+
 def _check_environ(config: ControlPlaneConfig, environ: Mapping[str, str]) -> None:
+    kube = config.kubernetes
+    if (
+        config.driver == "kubernetes"
+        and kube is not None
+        and kube.token_env
+        and kube.token_env not in environ
+    ):
+        raise ConfigError(
+            f"[controlplane] kubernetes: environment variable {kube.token_env} is not set",
+            f"export {kube.token_env} (a service account's token) before `haven serve`",
+        )
     for spec in config.services:
         for name in spec.probe.secrets() if spec.probe is not None else ():
             if name not in environ:

@@ -31,13 +31,14 @@ preferred with no topology spread, fewer than 2 replicas, and how long a hung co
 its liveness probe (period x failures + timeout) when that is longer than the kubelet's default
 (10 s x 3).
 
-Not yet selectable in haven.toml's ``[controlplane] driver`` (it needs the API server's address,
-namespace, token and CA there): built and tested as a library, see docs/controlplane.md, "Drivers".
+Chosen by ``[controlplane] driver = "kubernetes"`` with ``[controlplane.kubernetes]`` (the API server,
+namespace, token variable, CA), built by haven.controlplane.running.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -67,7 +68,10 @@ class KubernetesUnits:
     ) -> None:
         self._api, self._node, self._namespace = api, node, namespace
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._client = httpx.AsyncClient(base_url=api, headers=headers, verify=verify, timeout=timeout_s)
+        tls: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+        )
+        self._client = httpx.AsyncClient(base_url=api, headers=headers, verify=tls, timeout=timeout_s)
 
     async def close(self) -> None:
         await self._client.aclose()
