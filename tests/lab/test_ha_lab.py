@@ -24,6 +24,7 @@ import contextlib
 import itertools
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -33,7 +34,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from haven.domain.controlplane import ActionKind, ActionState
+from haven.controlplane.drivers.service_probes import NovaRpc, ProbeFailed
+from haven.domain.controlplane import ActionKind, ActionState, ProbeKind, ProbeSpec
 from haven.domain.incidents import AlertKind
 from haven.lab import ha, ha_drills
 from haven.lab.keystone import Account
@@ -94,6 +96,11 @@ def test_kill_9_of_a_nova_api_replica_costs_no_client_request(nova_lab: NovaLab,
     token = Account(ha_lab.frontend_url("keystone") + "/v3", "admin", password, "admin").token()
     assert admin
     url = ha_lab.frontend_url("nova-api") + "/v2.1/servers"
+    # Warm: a replica's first server lists after its start take seconds (its caches, its database
+    # connections); the drill is a kill in a serving cluster (a cold one cost 10 s client timeouts).
+    for ctl in ha_lab.controllers:
+        direct = f"http://{ctl.address}:{ha_lab.ports['nova-api']}/v2.1/servers"
+        _wait(lambda direct=direct: _quick(direct, token), 60, f"nova-api on {ctl.host} to answer within 2 s")
     answers: list[int] = []
     errors: list[str] = []
     stop = threading.Event()
@@ -147,6 +154,13 @@ def test_kill_9_of_a_nova_api_replica_costs_no_client_request(nova_lab: NovaLab,
     assert ha.main_pid(ctl, "nova-api.service") != victim  # systemd's Restart= started a new one
     assert len(answers) > before, "the client kept getting answers during the drill"
     assert errors == [], errors[:5]
+
+
+def _quick(url: str, token: str) -> bool:
+    try:
+        return httpx.get(url, headers={"X-Auth-Token": token}, timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _token(nova_lab: NovaLab, cluster: ha.HaLab) -> str:
@@ -285,6 +299,59 @@ def test_a_crash_looping_keystone_replica_backs_off_stops_at_the_limit_with_one_
     assert held_at is not None
     assert members in (["ready", "drain", "maint"], ["ready", "maint"]) and member == "maint", members
     assert load.errors == [], load.errors[:5]  # the other replica served every request
+
+
+def test_the_nova_rpc_probe_on_the_real_conductor_and_scheduler_and_its_close_while_the_broker_hangs(
+    nova_lab: NovaLab,
+) -> None:
+    """The RPC ping (haven.controlplane.drivers.service_probes.NovaRpc) against the session lab's real
+    nova-conductor and nova-scheduler (their ``host`` is this machine's name): they answer; a host with
+    no service, and the conductor SIGSTOPped, give no answer within the timeout; continued, it answers
+    again. Then ``close`` with the broker itself SIGSTOPped returns within its guard (oslo.messaging's
+    own cleanup joins a thread that waits on the hung broker for ever)."""
+    conf = (nova_lab.folder / "nova" / "nova.conf").read_text()
+    environ = {
+        "URL": next(line.split(" = ", 1)[1] for line in conf.splitlines() if line.startswith("transport_url"))
+    }
+    processes = {p.name: p for p in nova_lab.state.processes}
+    host = socket.gethostname()
+
+    def spec(topic: str) -> ProbeSpec:
+        return ProbeSpec(ProbeKind.NOVA_RPC, 0, topic=topic, transport_url_env="URL", timeout_s=5.0)
+
+    rpc = NovaRpc()
+    try:
+        assert rpc.ping(host, spec("conductor"), environ).startswith(f"conductor on {host} answered")
+        assert rpc.ping(host, spec("scheduler"), environ).startswith(f"scheduler on {host} answered")
+        with pytest.raises(ProbeFailed, match="no answer within 5 s"):
+            rpc.ping("no-such-host", spec("conductor"), environ)
+        conductor = processes["nova-conductor"]
+        assert alive(conductor)
+        os.killpg(conductor.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(ProbeFailed, match=f"conductor on {host}: no answer within 5 s"):
+                rpc.ping(host, spec("conductor"), environ)
+        finally:
+            os.killpg(conductor.pid, signal.SIGCONT)
+        _wait(lambda: _pings(rpc, host, spec("conductor"), environ), 30, "the conductor to answer again")
+    finally:
+        broker = processes["rabbitmq-server"]
+        os.killpg(broker.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            rpc.close(timeout_s=3.0)
+            closed_in = time.monotonic() - started
+        finally:
+            os.killpg(broker.pid, signal.SIGCONT)
+    assert closed_in < 5.0  # the guard's 3 s, not for ever
+
+
+def _pings(rpc: NovaRpc, host: str, spec: ProbeSpec, environ: dict[str, str]) -> bool:
+    try:
+        rpc.ping(host, spec, environ)
+    except ProbeFailed:
+        return False
+    return True
 
 
 def test_lab_down_kills_a_namespace_pid1_at_once(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import threading
 import time
 import uuid
@@ -22,6 +23,8 @@ from typing import Any
 import httpx
 
 from haven.domain.controlplane import ProbeSpec
+
+log = logging.getLogger(__name__)
 
 
 class ProbeFailed(Exception):
@@ -171,6 +174,7 @@ def amqp_round_trip(address: str, spec: ProbeSpec, environ: Mapping[str, str]) -
 # answers NoSuchMethod; a name ending in "_ignore_errors" makes oslo.messaging's server log that at debug
 # level only, so a ping every few seconds leaves no traceback in nova-conductor's log.
 PING_METHOD = "haven_ping_ignore_errors"
+NOVA_EXCHANGE = "nova"
 _VERSIONS = {"conductor": "3.0", "scheduler": "4.0", "compute": "6.0"}  # their managers' major versions
 
 
@@ -200,7 +204,11 @@ class NovaRpc:
         from haven.notify.oslo import oslo_messaging
 
         transport = self._transport(secret(environ, spec.transport_url_env))
-        target = oslo_messaging.Target(topic=spec.topic, server=host, version=_VERSIONS.get(spec.topic))
+        # Nova's RPC goes through its own control exchange ("nova", nova/rpc.py), not oslo.messaging's
+        # default ("openstack"): a ping sent there reaches no queue and times out against a live service.
+        target = oslo_messaging.Target(
+            exchange=NOVA_EXCHANGE, topic=spec.topic, server=host, version=_VERSIONS.get(spec.topic)
+        )
         client = oslo_messaging.get_rpc_client(transport, target, timeout=spec.timeout_s)
         try:
             client.call({}, PING_METHOD)
@@ -214,11 +222,27 @@ class NovaRpc:
             return f"{spec.topic} on {host} answered ({type(answered).__name__})"
         return f"{spec.topic} on {host} answered"
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Clean each transport up, giving up on one after ``timeout_s``.
+
+        oslo.messaging's cleanup joins its reply-queue thread with no timeout, and that thread does not
+        stop while the broker hangs (a SIGSTOPped RabbitMQ: it waits on the connection for ever), so an
+        unguarded close had not returned after 40 s (the likely cause of the first pytest's hang in
+        its teardown); with a live broker it takes up to 5 s (the thread's consume timeout grows to 5 s).
+        The cleanup runs in a daemon thread; one that is still blocked is left behind (its threads are
+        daemons too), and the next close does not wait for it again.
+        """
         with self._lock:
-            for transport in self._transports.values():
-                transport.cleanup()
+            transports = list(self._transports.values())
             self._transports.clear()
+        for transport in transports:
+            cleanup = threading.Thread(target=transport.cleanup, name="haven-rpc-cleanup", daemon=True)
+            cleanup.start()
+            cleanup.join(timeout_s)
+            if cleanup.is_alive():
+                log.warning(
+                    "oslo.messaging's transport cleanup still blocked after %g s: left behind", timeout_s
+                )
 
 
 # Options oslo.messaging's RPC client reads from the client's config but registers on the global cfg.CONF
