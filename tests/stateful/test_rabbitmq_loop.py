@@ -10,6 +10,7 @@ deposed leader makes no effect. The config's mistakes are named (key and fix) be
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -111,6 +112,69 @@ def test_an_unfinished_start_whose_node_runs_is_done_and_not_made_again() -> Non
     assert [(s.id, s.state) for s in store.galera_actions_since(journal_key("mq"))] == [("x2", "done")]
 
 
+def test_a_restart_whose_start_app_fails_is_completed_by_the_next_pass() -> None:
+    nodes, store = _cluster(), Store.open("sqlite://")
+    nodes[0].partitioned_from = nodes[1].partitioned_from = (C,)
+    nodes[2].partitioned_from = (A, B)
+    victim = nodes[2]
+
+    async def restart_app() -> None:  # stop_app made, start_app timed out
+        victim.calls.append("restart_app")
+        victim.app, victim.partitioned_from = False, ()
+        nodes[0].partitioned_from = nodes[1].partitioned_from = ()
+        raise TemporaryError("rabbitmqctl start_app on rabbit-3: no answer in 120 s")
+
+    victim.restart_app = restart_app  # type: ignore[method-assign]
+    loop = _loop(nodes, store)
+    assert asyncio.run(loop.run_pass()).kind is DecisionKind.RESTART
+    steps = store.galera_actions_since(journal_key("mq"))
+    assert [(s.kind, s.state) for s in steps] == [("restart", "issued")]  # left for the resume
+    assert asyncio.run(loop.run_pass()).kind is DecisionKind.NOTHING
+    assert victim.calls == ["restart_app", "start_app"] and victim.app
+    assert [s.state for s in store.galera_actions_since(journal_key("mq"))] == ["done"]
+
+
+def test_a_restart_whose_start_app_keeps_failing_holds_naming_the_node() -> None:
+    nodes, store = _cluster(), Store.open("sqlite://")
+    nodes[2].app = False  # haven stopped between stop_app and start_app; start_app now fails each time
+
+    async def start_app() -> None:
+        nodes[2].calls.append("start_app")
+        raise TemporaryError("rabbitmqctl start_app on rabbit-3: eaddrinuse")
+
+    nodes[2].start_app = start_app  # type: ignore[method-assign]
+    store.issue_galera_action(
+        GaleraAction("x3", journal_key("mq"), "restart", C, "partitioned", "", time.time())
+    )
+    loop = _loop(nodes, store)
+    kinds = [asyncio.run(loop.run_pass()).kind for _ in range(5)]
+    assert nodes[2].calls == ["start_app"] * 3  # RabbitSettings.start_attempts
+    assert kinds == [DecisionKind.WAIT, DecisionKind.WAIT] + [DecisionKind.HOLD] * 3
+    held = [a for a in store.list_alerts() if a.kind is AlertKind.RABBITMQ_HOLD]
+    assert len(held) == 1 and f"rabbitmqctl -n {C} start_app" in held[0].message
+    assert "eaddrinuse" in held[0].message
+
+
+def test_a_node_that_stops_after_each_start_holds_after_three_starts() -> None:
+    nodes, store = _cluster(), Store.open("sqlite://")
+    nodes[2].vm = False
+
+    async def start() -> None:  # rabbitmq-server spawned, exits at once
+        nodes[2].calls.append("start")
+
+    nodes[2].start = start  # type: ignore[method-assign]
+    loop = _loop(nodes, store)
+    kinds = [asyncio.run(loop.run_pass()).kind for _ in range(10)]
+    assert kinds == [DecisionKind.START] * 3 + [DecisionKind.HOLD] * 7
+    assert nodes[2].calls == ["start"] * 3
+    held = [a for a in store.list_alerts() if a.kind is AlertKind.RABBITMQ_HOLD]
+    assert len(held) == 1 and f"{C} was started 3 times" in held[0].message
+    assert f"rabbitmqctl -n {C} cluster_status" in held[0].message
+    nodes[2].vm = True  # the operator fixed it and started it
+    assert asyncio.run(loop.run_pass()).kind is DecisionKind.NOTHING
+    assert not [a for a in store.list_alerts() if a.kind is AlertKind.RABBITMQ_HOLD]
+
+
 def test_an_unreadable_node_holds_with_one_alert_then_clears_it() -> None:
     nodes, store = _cluster(), Store.open("sqlite://")
     nodes[1].readable = False
@@ -141,6 +205,9 @@ def test_a_deposed_loop_makes_no_effect() -> None:
             raise AssertionError("nothing to finish")
 
         def unfinished(self) -> list[GaleraAction]:
+            return []
+
+        def actions(self, after: float = 0.0) -> list[GaleraAction]:
             return []
 
     class Alerts:

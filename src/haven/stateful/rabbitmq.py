@@ -14,7 +14,9 @@ The rules, one step at a time, failing closed:
   alert naming each node's state and the command an operator would run.
 - A node whose server is down is started: it rejoins from its own Mnesia folder. Starting never
   lowers availability, so every stopped node is started at once (after a full outage RabbitMQ nodes
-  wait for each other to boot: starting one at a time would stall).
+  wait for each other to boot: starting one at a time would stall). A node haven already started
+  ``settings.start_attempts`` times within ``start_window_s`` (the journal's steps, ``hold_if_stuck``)
+  is not started again: hold, the alert naming it, its last error and the operator's command.
 - A running node whose CLI does not answer (booting, or its ``rabbit`` app stopped) is waited for, and
   held once it stayed so longer than ``settings.unreadable_hold_s``.
 - A partition (any report non-empty) is left alone for ``settings.partition_grace_s`` (a blip may be
@@ -71,6 +73,8 @@ class NodeObservation:
 class RabbitSettings:
     partition_grace_s: float = 10.0  # a partition must last this long before a node is restarted
     unreadable_hold_s: float = 120.0  # a running node whose CLI is mute this long: hold and alert
+    start_attempts: int = 3  # starts of one node (or start_app tries of one restart) before a hold
+    start_window_s: float = 600.0  # ... counted over this long (the journal's steps)
 
 
 class DecisionKind(StrEnum):
@@ -164,6 +168,60 @@ def decide(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class PastStep:
+    """One step of the journal, as ``hold_if_stuck`` reads it."""
+
+    kind: str  # "start" or "restart"
+    node: str
+    state: str  # issued, done, failed
+    error: str
+    created_at: float
+
+
+def hold_if_stuck(
+    decision: RabbitDecision,
+    nodes: Sequence[NodeObservation],
+    steps: Sequence[PastStep],
+    now: float,
+    settings: RabbitSettings | None = None,
+) -> RabbitDecision:
+    """``decision``, or a HOLD when haven's own steps keep failing on one node (read from the journal).
+
+    - A START of a node haven already started ``settings.start_attempts`` times in the last
+      ``start_window_s`` (each time it stopped again: a port taken, a damaged Mnesia folder) holds.
+    - A node whose app is stopped (it runs, its CLI does not answer) and whose latest step is a failed
+      restart (``start_app`` failed every try) holds, rather than waiting for ``unreadable_hold_s``.
+    The alert names the node, its last error and the operator's command.
+    """
+    settings = settings or RabbitSettings()
+    recent = [s for s in steps if now - s.created_at <= settings.start_window_s]
+    if decision.kind is DecisionKind.START:
+        for name in decision.nodes:
+            starts = [s for s in recent if s.kind == DecisionKind.START.value and s.node == name]
+            if len(starts) >= settings.start_attempts:
+                error = starts[-1].error or "the start returned, then its server stopped again"
+                return _hold(
+                    f"{name} was started {len(starts)} times in the last {settings.start_window_s:g} s "
+                    f"and is stopped again (last error: {error})",
+                    decision.states,
+                    f"For {name}: read its log, fix the cause (a port taken, a damaged Mnesia folder), then "
+                    f"start it (`rabbitmq-server` with its environment, or its unit) and check it with "
+                    f"`rabbitmqctl -n {name} cluster_status`.",
+                )
+    mute = {n.name for n in nodes if n.running and n.status is None}
+    for name in sorted(mute):
+        own = [s for s in recent if s.node == name]
+        if own and own[-1].kind == DecisionKind.RESTART.value and own[-1].state == "failed":
+            return _hold(
+                f"{name}'s app is stopped: its restart failed (last error: {own[-1].error})",
+                decision.states,
+                f"For {name}: `rabbitmqctl -n {name} start_app`, then "
+                f"`rabbitmqctl -n {name} cluster_status`.",
+            )
+    return decision
+
+
 def partition_claims(nodes: Sequence[NodeObservation]) -> set[tuple[str, str]]:
     """Every (reporter, other) of the cluster's nodes that some node's report names as partitioned."""
     names = {n.name for n in nodes}
@@ -229,9 +287,10 @@ def _names(nodes: Sequence[NodeObservation]) -> str:
     return ", ".join(n.name for n in nodes)
 
 
-def _hold(reason: str, states: tuple[tuple[str, str], ...]) -> RabbitDecision:
+def _hold(reason: str, states: tuple[tuple[str, str], ...], command: str = "") -> RabbitDecision:
     lines = [f"RabbitMQ recovery held: {reason}. Nothing was started or restarted.", "Each node:"]
     lines += [f"  {name}: {state}" for name, state in states]
+    lines += [command] if command else []
     lines += [
         "An operator, once every node can be read: `rabbitmqctl -n NODE cluster_status` on each node; "
         "start a stopped node (`rabbitmq-server`, or its unit); for a partition, keep the side with "

@@ -18,7 +18,10 @@ finishes any step a stopped engine left ``issued``, re-reading its node: a start
 (done), one whose VM does not run was not (failed, decided afresh); a restart whose node answers was made
 (done); one whose node runs but whose app is stopped (haven stopped between ``stop_app`` and
 ``start_app``) is completed by ``start_app``, the one effect a resume makes: leaving a node's app stopped
-is never safer. Every journal and alert write carries the leader's epoch: once one is refused
+is never safer. A restart whose ``start_app`` failed after ``stop_app`` (the node's app stopped) is left
+``issued`` the same way, so the next pass completes it; ``start_app`` is tried ``start_attempts`` times,
+then the step fails and the loop holds (``hold_if_stuck``, which also holds a node started again and
+again). Every journal and alert write carries the leader's epoch: once one is refused
 (``Deposed``), this loop makes no effect and writes nothing more. No effect is made whose intent could
 not be committed.
 """
@@ -30,6 +33,7 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 from haven.domain.clock import Clock
 from haven.domain.errors import Deposed, HavenError
@@ -40,9 +44,11 @@ from haven.stateful.galera_recovery import GaleraJournal, HoldAlerts, StoreJourn
 from haven.stateful.rabbitmq import (
     DecisionKind,
     NodeObservation,
+    PastStep,
     RabbitDecision,
     RabbitSettings,
     decide,
+    hold_if_stuck,
 )
 from haven.stateful.rabbitmq_node import RabbitNode
 from haven.store import Store
@@ -55,6 +61,12 @@ APP_STOPPED = "requires the 'rabbit' app to be running"  # rabbitmqctl's words w
 def journal_key(cluster: str) -> str:
     """The journal's cluster key of a RabbitMQ cluster (Galera's steps use the plain name)."""
     return f"rabbitmq:{cluster}"
+
+
+class RabbitJournal(GaleraJournal, Protocol):
+    """The journal, and its steps since a time (a node started again and again holds)."""
+
+    def actions(self, after: float = 0.0) -> list[GaleraAction]: ...
 
 
 class RabbitStoreAlerts:
@@ -91,7 +103,7 @@ class RabbitRecovery:
     def __init__(
         self,
         nodes: Sequence[RabbitNode],
-        journal: GaleraJournal,
+        journal: RabbitJournal,
         alerts: HoldAlerts,
         clock: Clock,
         cluster: str,
@@ -105,6 +117,7 @@ class RabbitRecovery:
         self._partitioned_since: float | None = None
         self._holding: bool | None = None  # None: not known yet (a restarted loop clears a stale hold)
         self._hold_reason: str | None = None
+        self._start_app_failures: dict[str, int] = {}  # an unfinished restart's id -> start_app failures
 
     @classmethod
     def on_store(
@@ -131,7 +144,16 @@ class RabbitRecovery:
                 DecisionKind.WAIT, f"this loop was deposed, a newer leader decides: {self._deposed}"
             )
         observations = await self.observe()
-        decision = decide(observations, self._clock.now(), self._partitioned_since, self._settings)
+        now = self._clock.now()
+        decision = decide(observations, now, self._partitioned_since, self._settings)
+        if decision.kind is not DecisionKind.HOLD:
+            try:
+                steps = await asyncio.to_thread(self._journal.actions, now - self._settings.start_window_s)
+            except HavenError as exc:  # the store unavailable: act on nothing this pass
+                log.warning("rabbitmq %s: journal not read: %s", self.cluster, exc)
+                return RabbitDecision(DecisionKind.WAIT, f"the journal cannot be read: {exc}")
+            past = [PastStep(s.kind, s.node, s.state, s.error, s.created_at) for s in steps]
+            decision = hold_if_stuck(decision, observations, past, now, self._settings)
         if decision.kind in (DecisionKind.START, DecisionKind.RESTART):
             for name in decision.nodes:
                 await self._act(decision, name)
@@ -225,6 +247,10 @@ class RabbitRecovery:
         except HavenError as exc:
             state, error = FAILED, str(exc)
             log.warning("rabbitmq %s of %s failed: %s", action.kind, name, exc)
+            if action.kind == DecisionKind.RESTART.value and await self._app_stopped(name):
+                # stop_app was made, start_app was not: the step stays issued and the next pass's
+                # resume completes it with start_app (a few tries, then it fails and the loop holds)
+                return
         except Exception as exc:  # a bug: this step fails, never the loop
             state, error = FAILED, f"unexpected error: {type(exc).__name__}: {exc}"
             log.exception("rabbitmq %s of %s", action.kind, name)
@@ -236,6 +262,14 @@ class RabbitRecovery:
         except HavenError as exc:  # the next pass finds the step unfinished and finishes it
             log.warning("rabbitmq %s of %s: outcome not committed: %s", action.kind, action.node, exc)
             self._note_deposed(exc)
+
+    async def _app_stopped(self, name: str) -> bool:
+        """Whether ``name``'s VM runs with its ``rabbit`` app stopped (rabbitmqctl says so)."""
+        try:
+            await self._nodes[name].status()
+        except HavenError as exc:
+            return APP_STOPPED in str(exc)
+        return False
 
     async def _resume(self, action: GaleraAction) -> None:
         """A step a stopped engine left ``issued``: finish it from its node's state now."""
@@ -265,6 +299,11 @@ class RabbitRecovery:
             try:  # stopped between stop_app and start_app: the restart is completed, never left half-made
                 await node.start_app()
             except HavenError as again:
-                await self._outcome(action, FAILED, f"start_app after haven stopped mid-restart: {again}")
+                tries = self._start_app_failures.get(action.id, 0) + 1
+                self._start_app_failures[action.id] = tries
+                if tries < self._settings.start_attempts:
+                    log.warning("rabbitmq: start_app of %s failed (try %d): %s", action.node, tries, again)
+                    return  # the step stays issued: the next pass tries again
+                await self._outcome(action, FAILED, f"start_app failed {tries} times: {again}")
                 return
         await self._outcome(action, DONE, "")
