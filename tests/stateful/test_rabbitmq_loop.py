@@ -262,6 +262,21 @@ def test_the_section_resolves_each_nodes_config_from_its_folder(tmp_path: Path) 
             'dist_port = 2}, {name = "r@h", folder = "/b", amqp_port = 3, dist_port = 4}]\n',
             "r@h given twice",
         ),
+        (
+            '[stateful.rabbitmq]\nhome = "/x"\nnodes = [{name = "a@h", folder = "/a", amqp_port = 5672, '
+            'dist_port = 25672}, {name = "b@h", folder = "/b", amqp_port = 5672, dist_port = 25673}]\n',
+            "port(s) 5672 given twice",
+        ),
+        (
+            '[stateful.rabbitmq]\nhome = "/x"\nnodes = [{name = "a@h", folder = "/a", amqp_port = 5672, '
+            'dist_port = 25672}, {name = "b@h", folder = "/b", amqp_port = 5673, dist_port = 25672}]\n',
+            "port(s) 25672 given twice",
+        ),
+        (
+            '[stateful.rabbitmq]\nhome = "/x"\npartition_grace_s = 0\nnodes = [{name = "a@h", folder = "/a", '
+            'amqp_port = 1, dist_port = 2}, {name = "b@h", folder = "/b", amqp_port = 3, dist_port = 4}]\n',
+            "partition_grace_s: Input should be greater than 0",
+        ),
     ],
 )
 def test_a_bad_section_is_named(tmp_path: Path, body: str, named: str) -> None:

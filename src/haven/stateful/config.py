@@ -1,8 +1,8 @@
 """haven.toml's ``[stateful.galera]`` and ``[stateful.rabbitmq]``: the clusters haven serve recovers.
 
 Called by haven.service.config (which reads the file); pure. One pydantic schema validates it (unknown
-keys refused, types and ranges checked, node names unique); every mistake becomes a ConfigError naming
-the key and how to fix it.
+keys refused, types and ranges checked, node names unique, a RabbitMQ cluster's ports unique); every
+mistake becomes a ConfigError naming the key and how to fix it.
 
     [stateful.galera]
     cluster = "openstack"              # its name: the journal's and the galera_hold alert's key
@@ -102,7 +102,7 @@ class _Rabbit(BaseModel):
     enabled: bool = True
     cluster: str = Field(default="rabbitmq", min_length=1, max_length=255)
     interval_s: float = Field(default=5.0, gt=0)
-    partition_grace_s: float = Field(default=10.0, ge=0)
+    partition_grace_s: float = Field(default=10.0, gt=0)
     unreadable_hold_s: float = Field(default=120.0, gt=0)
     cli_timeout_s: float = Field(default=30.0, gt=0)
     home: str = Field(min_length=1)
@@ -116,6 +116,13 @@ class _Rabbit(BaseModel):
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"node name(s) {', '.join(twice)} given twice")
+        ports = [p for n in nodes for p in (n.amqp_port, n.dist_port)]  # one loopback address: all differ
+        taken = sorted({p for p in ports if ports.count(p) > 1})
+        if taken:
+            raise ValueError(
+                f"port(s) {', '.join(map(str, taken))} given twice (each node's amqp_port and dist_port "
+                "must differ from every other port of the cluster)"
+            )
         return nodes
 
 
