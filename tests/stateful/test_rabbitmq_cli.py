@@ -30,3 +30,32 @@ def test_the_drill_command_lists_the_rabbitmq_scenarios(capsys: pytest.CaptureFi
         main(["drill", "--help"])
     out = capsys.readouterr().out
     assert "rabbitmq-node-loss" in out and "rabbitmq-partition" in out and "--rabbitmq-node" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (
+            ["rabbitmq-node-loss", "--rabbitmq-split-all"],
+            "--rabbitmq-split-all is an option of rabbitmq-partition",
+        ),
+        (
+            ["rabbitmq-node-loss", "--rabbitmq-cut-from", "rabbit-1"],
+            "--rabbitmq-cut-from is an option of rabbitmq-partition",
+        ),
+        (
+            ["rabbitmq-partition", "--rabbitmq-split-all", "--rabbitmq-cut-from", "rabbit-1"],
+            "--rabbitmq-split-all and --rabbitmq-cut-from cannot be given together",
+        ),
+    ],
+)
+def test_partition_options_that_would_be_ignored_are_refused(
+    argv: list[str], named: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_cluster(folder: object) -> None:
+        raise AssertionError("no cluster is formed for a refused command")
+
+    monkeypatch.setattr("haven.cli.rabbitmq.LoopbackRabbitCluster.create", no_cluster)
+    assert main(["drill", *argv]) == 2
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err

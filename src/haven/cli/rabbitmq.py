@@ -64,6 +64,17 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
             f"{args.scenario} runs on its own temporary RabbitMQ cluster, not on --cloud {args.cloud}",
             f"run `haven drill {args.scenario}` without --cloud",
         )
+    if args.scenario == NODE_LOSS and (args.rabbitmq_split_all or args.rabbitmq_cut_from):
+        given = "--rabbitmq-split-all" if args.rabbitmq_split_all else "--rabbitmq-cut-from"
+        raise UserError(
+            f"{given} is an option of rabbitmq-partition, not of {NODE_LOSS}",
+            f"drop {given}, or run `haven drill rabbitmq-partition`",
+        )
+    if args.rabbitmq_split_all and args.rabbitmq_cut_from:
+        raise UserError(
+            "--rabbitmq-split-all and --rabbitmq-cut-from cannot be given together",
+            "cut one link (--rabbitmq-cut-from NODE) or every link (--rabbitmq-split-all), not both",
+        )
     missing = missing_binaries()
     if missing:
         raise UserError(f"the RabbitMQ drills need {', '.join(missing)}", "install them: make system-deps")
