@@ -103,3 +103,43 @@ def test_bad_settings_are_refused() -> None:
             assert "repeat_s" in str(exc)
         else:
             raise AssertionError("accepted")
+
+
+def test_a_new_process_whose_first_probe_fails_is_never_dated_before_it_started() -> None:
+    # The reconciler runs no probe while a unit is down: the last pass can be from an earlier process.
+    seen = ControlPlaneEvidence()
+    seen.observe({DB: running("a")}, [sql(T0, True)], T0)  # passes at T0
+    stopped = UnitStatus(UnitActive.FAILED, "failed", invocation_id="a", active_since=T0 - 3600)
+    seen.observe({DB: stopped}, [], T0 + 60)  # down at T0+60
+    events = seen.observe({DB: running("b", since=T0 + 1200)}, [sql(T0 + 1205, False)], T0 + 1205)
+    (error,) = [e for e in events.values() if e.kind is EvidenceKind.ERROR]
+    assert error.at == T0 + 1203  # its probe's start: this process never passed
+    assert "last passed" not in error.detail
+
+    # Restarted between two passes (never seen down): the old process's last pass does not date it either.
+    seen = ControlPlaneEvidence()
+    seen.observe({DB: running("a")}, [sql(T0, True)], T0)
+    events = seen.observe({DB: running("b", since=T0 + 3)}, [sql(T0 + 10, False)], T0 + 10)
+    (error,) = [e for e in events.values() if e.kind is EvidenceKind.ERROR]
+    assert error.at == T0 + 8 and "last passed" not in error.detail
+
+    # Without invocation ids, a pass older than the process's start is not its last pass.
+    seen = ControlPlaneEvidence()
+    bare = UnitStatus(UnitActive.ACTIVE, "running", active_since=T0 - 3600)
+    seen.observe({DB: bare}, [sql(T0, True)], T0)
+    seen.observe({DB: bare}, [sql(T0 + 5, True)], T0 + 5)
+    again = UnitStatus(UnitActive.ACTIVE, "running", active_since=T0 + 300)
+    events = seen.observe({DB: again}, [sql(T0 + 400, False)], T0 + 400)
+    (error,) = [e for e in events.values() if e.kind is EvidenceKind.ERROR]
+    assert error.at == T0 + 300
+
+
+def test_a_stopped_unit_ends_its_probes_failure_its_new_process_fails_anew() -> None:
+    seen = ControlPlaneEvidence(repeat_s=300.0)
+    seen.observe({DB: running("a")}, [sql(T0, True)], T0)
+    seen.observe({DB: running("a")}, [sql(T0 + 5, False)], T0 + 5)  # failing since T0
+    stopped = UnitStatus(UnitActive.FAILED, "failed", invocation_id="a", active_since=T0 - 3600)
+    seen.observe({DB: stopped}, [], T0 + 20)
+    events = seen.observe({DB: running("b", since=T0 + 40)}, [sql(T0 + 45, False)], T0 + 45)
+    (error,) = [e for e in events.values() if e.kind is EvidenceKind.ERROR]
+    assert error.at == T0 + 43 and "still fails" not in error.detail  # a new fact, not "since T0"

@@ -8,6 +8,9 @@ ranker events keyed for ``Store.keep_evidence``, so a pass where nothing changed
   service in the scope ``cp:<kind>:<host>`` (its own check on that replica). It is dated at the
   replica's last passing result when there is one (the fault began after it): a hung server's probe
   ends by its timeout seconds after the fault began, later than the first symptoms of the same fault.
+  Only the current process's passes count (the reconciler runs no probe while a unit is down or
+  unreadable): a unit seen not running, or a new invocation, forgets them, and the date is never before
+  the process's start (``active_since``); without a pass of its own, the failed probe's start.
   A failure that goes on is kept again every ``repeat_s``, so it stays in the ranker's window.
 - The same probe passing again is HEALTHY in that scope: it ends the failure for later symptoms.
 - A unit seen running, then not (killed, failed, stopped) is a DOWN of the service in the scope
@@ -50,12 +53,13 @@ class Probed:
 
 @dataclass(slots=True)
 class _Replica:
-    last_ok_at: float | None = None  # the last passing probe's finish
+    last_ok_at: float | None = None  # the current process's last passing probe's finish
     failing_since: float | None = None  # the kept failure's date (None: not failing)
     failure_kept_at: float = 0.0
     running: bool | None = None  # None: never seen
     invocation: str = ""
     started_at: float | None = None  # the current process's start, while its RESTART is not ended
+    active_since: float | None = None  # the current process's start as last read (a date's floor)
 
 
 def scope(what: str, host: str) -> str:
@@ -104,9 +108,14 @@ class ControlPlaneEvidence:
             _put(events, NodeEvent(service, EvidenceKind.HEALTHY, now, f"running on {host}", where))
         first = replica.running is None
         replica.running = running
-        if not running or not status.invocation_id or status.invocation_id == replica.invocation:
+        if not running:
+            _forget_probes(replica)  # no probe runs while it is down: its next process starts afresh
+            return
+        replica.active_since = status.active_since
+        if not status.invocation_id or status.invocation_id == replica.invocation:
             return
         replica.invocation = status.invocation_id
+        _forget_probes(replica)  # a new process: the old one's passes say nothing about it
         started = status.active_since if status.active_since is not None else now
         if first and now - started >= self._settle_s:
             return  # running since before haven looked: no news
@@ -128,10 +137,12 @@ class ControlPlaneEvidence:
             return
         if replica.failing_since is None:
             since = replica.last_ok_at if replica.last_ok_at is not None else one.started_at
+            if replica.active_since is not None:
+                since = max(since, replica.active_since)  # never before this process started
             since = min(since, one.started_at)
             replica.failing_since = since
             replica.failure_kept_at = now
-            passed = f", last passed at {clock(since)}" if replica.last_ok_at is not None else ""
+            passed = f", last passed at {clock(since)}" if since == replica.last_ok_at else ""
             said = (
                 f"its {one.kind} probe on {one.host} failed at {clock(one.started_at)}{passed}: "
                 f"{result.detail}"
@@ -156,6 +167,11 @@ class ControlPlaneEvidence:
         replica.started_at = None
         said = f"running {now - started:.0f} s since its start on {host}"
         _put(events, NodeEvent(service, EvidenceKind.HEALTHY, now, said, scope("start", host)))
+
+
+def _forget_probes(replica: _Replica) -> None:
+    replica.last_ok_at = None
+    replica.failing_since = None
 
 
 def _put(events: dict[str, NodeEvent], event: NodeEvent) -> None:
