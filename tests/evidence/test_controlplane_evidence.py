@@ -7,7 +7,7 @@ from haven.controlplane.catalogue import CATALOGUE
 from haven.diagnosis import EvidenceKind, Graph, NodeEvent, Symptom, rank
 from haven.domain.controlplane import ProbeResult, ServiceName, UnitActive, UnitStatus
 from haven.domain.ids import HostName
-from haven.evidence.controlplane import ControlPlaneEvidence, Probed
+from haven.evidence.controlplane import ControlPlaneEvidence, Probed, scope
 from haven.topology import SERVER_BOOT, openstack_topology
 
 DB = (ServiceName("mariadb"), HostName("ctl-1"))
@@ -143,3 +143,14 @@ def test_a_stopped_unit_ends_its_probes_failure_its_new_process_fails_anew() -> 
     events = seen.observe({DB: running("b", since=T0 + 40)}, [sql(T0 + 45, False)], T0 + 45)
     (error,) = [e for e in events.values() if e.kind is EvidenceKind.ERROR]
     assert error.at == T0 + 43 and "still fails" not in error.detail  # a new fact, not "since T0"
+
+
+def test_long_scopes_stay_distinct_within_the_column() -> None:
+    common = "controller-" + "x" * 60
+    one, two = scope("sql", common + "-1"), scope("sql", common + "-2")
+    assert one != two and len(one) == len(two) == 64
+    assert one.startswith("cp:sql:controller-xxx")
+    assert one == scope("sql", common + "-1")  # stable: its HEALTHY ends its own ERROR
+    assert scope("sql", "ctl-1") == "cp:sql:ctl-1"  # short ones unchanged
+    exact = "h" * (64 - len("cp:sql:"))
+    assert scope("sql", exact) == "cp:sql:" + exact

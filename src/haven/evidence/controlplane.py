@@ -28,6 +28,7 @@ haven.explain.own; the same kind on the same node counts once in the ranking.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -38,6 +39,7 @@ from haven.domain.ids import HostName
 
 _RUNNING = (UnitActive.ACTIVE, UnitActive.RELOADING, UnitActive.ACTIVATING)
 _SCOPE_LENGTH = 64  # the evidence table's scope column
+_SCOPE_HASH = 8  # hex characters of the full scope's sha1 that end a scope cut to the column
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +65,13 @@ class _Replica:
 
 
 def scope(what: str, host: str) -> str:
-    return f"cp:{what}:{host}"[:_SCOPE_LENGTH]
+    """``cp:<what>:<host>``; one longer than the column keeps a prefix and a hash of the whole (stable,
+    so two long host names sharing their first characters never end each other's evidence)."""
+    full = f"cp:{what}:{host}"
+    if len(full) <= _SCOPE_LENGTH:
+        return full
+    digest = hashlib.sha1(full.encode(), usedforsecurity=False).hexdigest()[:_SCOPE_HASH]
+    return f"{full[: _SCOPE_LENGTH - _SCOPE_HASH - 1]}~{digest}"
 
 
 class ControlPlaneEvidence:
