@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from haven.backups.config import DrillSettings
-from haven.backups.runner import newest_good
+from haven.backups.runner import TermEpoch, newest_good
 from haven.cloud.backups import BackupPort
 from haven.domain.backups import (
     RESTORE_ID_KEY,
@@ -40,6 +40,7 @@ from haven.domain.clock import Clock
 from haven.domain.cloud import VmState
 from haven.domain.errors import (
     Conflict,
+    Deposed,
     HavenError,
     NotFound,
     PermanentError,
@@ -99,7 +100,7 @@ class Restorer:
         """``holder``, ``hold_s``: as BackupRunner's (``haven backups restore`` in another process)."""
         self._port, self._store, self._clock, self._settings = port, store, clock, settings
         self._holder, self._hold_s = holder, hold_s
-        self._leader_epoch = leader_epoch
+        self._epoch = TermEpoch(leader_epoch)  # Deposed once this engine's term ended
         self._on_finish = on_finish  # told of each restore or drill this engine saw end (done, failed)
         self._working: set[str] = set()  # restores this process is asking the cloud for now (the API's)
 
@@ -166,7 +167,8 @@ class Restorer:
     # ---- drills -------------------------------------------------------------------------------------
 
     async def drill_round(self, protected: Sequence[str]) -> DrillRound:
-        """Advance the drills in flight, then start those due."""
+        """Advance the drills in flight, then start those due (``Deposed`` once this engine's term ended)."""
+        self._epoch()
         advanced = 0
         for record in await self._db(self._store.list_restores, unfinished=True):
             if record.id in self._working:  # the API's restore, still asking the cloud
@@ -202,6 +204,8 @@ class Restorer:
     async def _isolated(self, record: RestoreRecord) -> RestoreRecord:
         try:
             return await self.advance(record)
+        except Deposed:  # this engine's term ended: the round stops, the new leader carries on
+            raise
         except HavenError as exc:
             log.warning("restore %s: %s", record.id, exc)
         except Exception:
@@ -209,7 +213,9 @@ class Restorer:
         return record
 
     async def advance(self, record: RestoreRecord) -> RestoreRecord:
-        """One step of a restore: ask (or find what was asked), check, clean up a drill."""
+        """One step of a restore: ask (or find what was asked), check, clean up a drill. A deposed
+        engine makes none (``Deposed``): no cloud call once its term ended."""
+        self._epoch()
         if record.state is RestoreState.ISSUED:
             return await self._ask(record)
         if record.state is RestoreState.BOOTING:
@@ -411,9 +417,6 @@ class Restorer:
                     self._store.clear_alerts, now=now, kind=AlertKind.RESTORE_DRILL_FAILED,
                     host=HostName(server_id), epoch=self._epoch(),
                 )  # fmt: skip
-
-    def _epoch(self) -> int | None:
-        return None if self._leader_epoch is None else self._leader_epoch()
 
     async def _db(self, call: Callable[..., T], *args: object, **kw: object) -> T:
         return await asyncio.to_thread(call, *args, **kw)

@@ -51,6 +51,7 @@ from haven.domain.backups import (
 from haven.domain.clock import Clock
 from haven.domain.errors import (
     Conflict,
+    Deposed,
     HavenError,
     NotFound,
     PermanentError,
@@ -67,6 +68,35 @@ BackupHook = Callable[[BackupRecord], None]  # told of each backup this engine s
 HISTORY_S = 35 * 86400.0  # deleted and failed backups the planner still sees (windows they covered)
 _DEAD_IMAGE = (ImageStatus.KILLED, ImageStatus.DELETED, ImageStatus.PENDING_DELETE, ImageStatus.DEACTIVATED)
 _ALERTS = (AlertKind.BACKUP_MISSED, AlertKind.RECOVERY_POINT_STALE)
+
+
+class TermEpoch:
+    """The leader's epoch, for fencing each write; ``Deposed`` once the term that gave one has ended.
+
+    An elector's ``epoch()`` answers None once this engine no longer leads (haven.coordination), and the
+    store skips the fence for a None epoch: a round still running after the lease is gone would write
+    unfenced, and go on asking the cloud, while the new leader works on the same records. Once it has
+    answered a number, a None is a deposition: refused here, before any write or cloud call."""
+
+    def __init__(self, source: Callable[[], int | None] | None) -> None:
+        self._source = source
+        self._last: int | None = None  # the last epoch it answered
+
+    def __call__(self) -> int | None:
+        if self._source is None:  # no coordination: the one engine of a single-node set-up
+            return None
+        epoch = self._source()
+        if epoch is None:
+            if self._last is not None:
+                raise Deposed(
+                    f"this engine no longer leads (its term, epoch {self._last}, ended): its backup and "
+                    "restore work stops here",
+                    self._last,
+                    None,
+                )
+            return None
+        self._last = epoch
+        return epoch
 
 
 def backup_name(server_id: str, slot: float, backup_id: str) -> str:
@@ -91,7 +121,7 @@ class BackupRunner:
         the backups it starts are held by it for ``hold_s``, and the leader's passes leave them alone
         until it releases them (``release``) or the hold runs out (it died: resumed as a dead engine's)."""
         self._config, self._port, self._store, self._clock = config, port, store, clock
-        self._leader_epoch = leader_epoch
+        self._epoch = TermEpoch(leader_epoch)
         self._on_backup = on_backup
         self._holder, self._hold_s = holder, hold_s
         self.last_plan: BackupPlan | None = None
@@ -489,20 +519,21 @@ class BackupRunner:
     # ---- plumbing ----------------------------------------------------------------------------------
 
     async def _isolated(self, step: Callable[..., object], *args: object) -> None:
-        """One backup's failure, expected or not, is that backup's: the pass goes on."""
+        """One backup's failure, expected or not, is that backup's: the pass goes on. A deposed engine's
+        pass stops (``Deposed``, checked before each step: no cloud call once the term ended)."""
         try:
+            self._epoch()
             result = step(*args)
             if asyncio.iscoroutine(result):
                 await result
+        except Deposed:
+            raise
         except Conflict as exc:  # another pass or engine holds it: nothing to do here
             log.info("backup step skipped: %s", exc)
         except HavenError as exc:
             log.warning("backup step failed: %s", exc)
         except Exception:
             log.exception("backup step failed")
-
-    def _epoch(self) -> int | None:
-        return None if self._leader_epoch is None else self._leader_epoch()
 
     async def _db(self, call: Callable[..., T], *args: object, **kw: object) -> T:
         return await asyncio.to_thread(call, *args, **kw)
