@@ -77,7 +77,7 @@ from haven.service.runner import serve_forever
 from haven.service.sim_agents import with_sim_agents
 from haven.service.status import Leadership, SingleNodeLeadership
 from haven.service.token import ensure_token
-from haven.stateful.serving import GaleraService, RabbitService
+from haven.stateful.serving import GaleraService, RabbitService, refuse_local_nodes_with_coordination
 from haven.store import Store
 
 DEFAULT_BIND = ("127.0.0.1", 15868)  # Masakari API's port
@@ -116,6 +116,7 @@ async def serve(
         controlplane = ControlPlane(
             config.controlplane, simulated_cloud=cloud is not None, clock=clock, environ=environ
         )
+    refuse_local_nodes_with_coordination(config.stateful, config.coordination.url)  # nothing opened yet
     galera = None  # [stateful.galera]: Galera's recovery loop; a missing my.cnf stops here, nothing opened
     if config.stateful.galera is not None:
         galera = GaleraService(config.stateful.galera, clock)

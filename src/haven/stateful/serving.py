@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from haven.domain.clock import Clock
 from haven.domain.errors import ConfigError
-from haven.stateful.config import GaleraConfig, RabbitConfig
+from haven.stateful.config import GaleraConfig, RabbitConfig, StatefulConfig
 from haven.stateful.galera import GaleraSettings
 from haven.stateful.galera_node import MARIADBD, PROVIDER, LocalGaleraNode, NodeLayout
 from haven.stateful.galera_recovery import GaleraRecovery
@@ -31,6 +31,31 @@ from haven.stateful.rabbitmq_recovery import RabbitRecovery
 from haven.store import Store
 
 log = logging.getLogger(__name__)
+
+
+def refuse_local_nodes_with_coordination(stateful: StatefulConfig, coordination_url: str | None) -> None:
+    """A ConfigError when several engines could lead while a cluster's nodes are driven locally.
+
+    The ``local`` drivers read whether a node runs from this machine's /proc and start it here: an
+    engine elected on another machine (``--coordination``) would see every node stopped and start the
+    whole cluster again on its own machine. Until a driver reaches the nodes where they run (systemd
+    over SSH, the nodes' own agents), ``[stateful.*]`` runs with one engine only.
+    """
+    if coordination_url is None:
+        return
+    sections = []
+    if stateful.galera is not None and stateful.galera.driver == "local":
+        sections.append("[stateful.galera] (driver local)")
+    if stateful.rabbitmq is not None:  # its one driver: local
+        sections.append("[stateful.rabbitmq] (driver local)")
+    if sections:
+        raise ConfigError(
+            f"{' and '.join(sections)} cannot run with --coordination / [coordination] url "
+            f"{coordination_url}: its nodes are read and started on this machine only, and an engine "
+            "elected on another machine would start every node again there",
+            "run haven serve without coordination (one engine) for [stateful.*], or set enabled = false "
+            "in the section",
+        )
 
 
 class GaleraService:
