@@ -136,3 +136,81 @@ async def test_a_server_the_scheduler_sent_elsewhere_is_still_read_and_verified(
     cloud, source, vms, batches = await _recover(store, "scheduler")
     await _judge(cloud, source, vms)
     assert any(asked["get_server"] > 0 for asked in batches)
+
+
+class TimelineCloud(CountingCloud):
+    """Also records when each list and each action count starts and ends (in call order)."""
+
+    timeline: list[str]
+
+    async def list_servers(self, host: HostName | None = None) -> Sequence[Server]:
+        self.timeline.append("list start")
+        await asyncio.sleep(0.05)  # Nova's list takes a while: the counts may be asked meanwhile
+        listed = await super().list_servers(host)
+        self.timeline.append("list end")
+        return listed
+
+    async def server_actions(self, server_id: ServerId, since: float) -> Sequence[Any]:
+        self.asked["server_actions"] += 1
+        self.timeline.append("count")
+        return await super().server_actions(server_id, since)
+
+
+def _held(
+    action: Action, host: HostName, waited_s: float = 0.0, bmc_answered_at: float | None = None
+) -> Decision:
+    return Decision(Answer.HOLD, "segment held (test)")
+
+
+async def _first_batch(store: Store, authorize: Any) -> tuple[TimelineCloud, list[Any]]:
+    clock = VirtualClock()
+    cloud, _ = build_cloud(CloudSpec(hosts=4, vms=24, zones=1, ha_fraction=1.0, seed=5), clock)
+    cloud.__class__ = TimelineCloud
+    assert isinstance(cloud, TimelineCloud)
+    cloud.asked, cloud.timeline = Counter(), []
+    source = max(cloud.host_names(), key=lambda h: len(cloud.servers_on(h)))
+    target = next(h for h in cloud.host_names() if h != source)
+    note = Notification(
+        NotificationId("n-1"), NotificationType.COMPUTE_HOST, source, NotificationStatus.RUNNING,
+        {"event": "STOPPED"}, clock.now(), clock.now(), clock.now(),
+    )  # fmt: skip
+    cloud.fail_power(source)
+    await cloud.force_down(source, True)
+    ctx = StepContext(
+        cloud=cloud, fencer=SimFencer(cloud), store=store, settings=RecoverySettings(), now=clock.now(),
+        notification=note, host_is_healthy=lambda h: h != source, targets=TargetBook(lambda: {}),
+        authorize=authorize, persist=lambda step, detail: None,
+    )  # fmt: skip
+    steps = [
+        Step(
+            note.id,
+            3 + i,
+            "evacuate",
+            s.id,
+            StepState.RUNNING,
+            {"source": source, "target": target, "ha": True},
+        )
+        for i, s in enumerate(cloud.servers_on(source))
+    ]
+    return cloud, await asyncio.gather(*(evacuate(step, ctx) for step in steps))
+
+
+async def test_an_allowed_batch_counts_each_servers_evacuations_while_its_list_is_read(store: Store) -> None:
+    # The count an issued marker commits is asked at the start of the step, beside the batch's list,
+    # not after it (on the lab: 20 count GETs no longer wait for a 1.5 s list).
+    cloud, outcomes = await _first_batch(store, _allow)
+    first_list_end = cloud.timeline.index("list end")
+    assert "count" in cloud.timeline[:first_list_end], cloud.timeline
+    assert cloud.asked["server_actions"] == len(outcomes)  # one count per server, none twice
+    assert all(out.detail.get("issued") is True for out in outcomes)
+    asked = [e.server_id for e in cloud.evacuations]  # what the simulated Nova was asked to evacuate
+    assert len(asked) == len(set(asked)) == len(outcomes)
+
+
+async def test_a_held_evacuation_asks_nova_for_no_action_count(store: Store) -> None:
+    # While the safety policy holds a segment, each poll of its evacuations costs one list per host,
+    # never a count per server (nor any evacuation).
+    cloud, outcomes = await _first_batch(store, _held)
+    assert cloud.asked["server_actions"] == 0, cloud.asked
+    assert all(out.state is StepState.RUNNING and "held" in out.detail for out in outcomes)
+    assert not cloud.evacuations

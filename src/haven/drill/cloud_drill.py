@@ -288,7 +288,7 @@ async def _wait_recovered(
 
     async def over() -> bool:
         opened = any(e.kind is EventKind.NOTIFICATION_CREATED and e.host == host for e, _ in recorder.events)
-        asked = {w.server_id for w in observed.witnessed if w.accepted_at is not None}
+        asked = {w.server_id for w in observed.witnessed}  # an evacuation whose answer was lost counts too
         if not set(affected) <= asked and not (opened and not engine.open_notifications()):
             # Nova cannot list every VM recovered before each was asked: no read of every server
             # (about 1 s of nova-api's time on the lab) competes with haven's own calls meanwhile,

@@ -26,7 +26,7 @@ from haven.domain.incidents import Step
 from haven.domain.liveness import BmcPower
 from haven.recovery.context import StepContext
 from haven.recovery.outcome import Outcome, done, failed, requeue
-from haven.safety import Action, Answer
+from haven.safety import Action, Answer, Decision
 
 ISSUE, VERIFY = "issue", "verify"
 _EXTRA_KEYS = ("last_error", "error", "held", "unexpected_errors", "verified_at", "host", "failed_attempts")
@@ -102,12 +102,14 @@ async def evacuate(step: Step, ctx: StepContext) -> Outcome:
     # Where Nova shows it now: on its way (or done), on the target; not yet, on the source. Both
     # lists are shared by the whole batch (one read per host per tick, not one per server).
     near = [d.target, d.source] if d.phase == VERIFY else [d.source, d.target]
-    # A step about to issue reads the server's evacuate actions while the batch's lists are read,
-    # not after them. Read earlier than the call, the count can only be lower than Nova's at the
-    # call: if it moves meanwhile, the marker errs toward "accepted" (watch), never toward asking twice.
+    # A step about to issue asks the safety policy first and, if allowed, reads the server's evacuate
+    # actions while the batch's lists are read, not after them (a held step costs Nova nothing). Read
+    # earlier than the call, the count can only be lower than Nova's at the call: if it moves
+    # meanwhile, the marker errs toward "accepted" (watch), never toward asking twice.
+    decision = ctx.authorize(Action.EVACUATE, d.source, 0.0) if d.phase == ISSUE and not d.issued else None
     count = (
         asyncio.ensure_future(_evacuations(ctx, ServerId(step.subject)))
-        if d.phase == ISSUE and not d.issued
+        if decision is not None and decision.answer is Answer.ALLOW
         else None
     )
     try:
@@ -125,7 +127,7 @@ async def evacuate(step: Step, ctx: StepContext) -> Outcome:
         elif server.host != d.source or server.task_state is not TaskState.NONE:
             # Moved or busy although this step never asked: someone else's evacuation. Watch it.
             return _watch(d, ctx)
-        return await _issue(step, server, d, ctx, count)
+        return await _issue(step, server, d, ctx, decision, count)
     finally:
         if count is not None and not count.done():
             count.cancel()
@@ -171,13 +173,19 @@ def _watch(d: EvacuateDetail, ctx: StepContext) -> Outcome:
 
 
 async def _issue(
-    step: Step, server: Server, d: EvacuateDetail, ctx: StepContext, count: asyncio.Future[int] | None
+    step: Step,
+    server: Server,
+    d: EvacuateDetail,
+    ctx: StepContext,
+    decision: Decision | None,
+    count: asyncio.Future[int] | None,
 ) -> Outcome:
     if server.vm_state is VmState.ERROR and d.vm_state_before != VmState.ERROR.value and d.attempt == 1:
         # In ERROR although it was not when planned, and no evacuation of it is on record: Nova
         # failed it for some other reason; asking for an evacuation now could hide that.
         return failed(f"server in ERROR on {server.host} before any evacuation was asked", d.to_dict())
-    decision = ctx.authorize(Action.EVACUATE, d.source, 0.0)
+    if decision is None:  # resumed after an issued marker whose call never reached Nova: ask now
+        decision = ctx.authorize(Action.EVACUATE, d.source, 0.0)
     if decision.answer is Answer.REFUSE:
         return failed(f"not evacuating: {decision.reason}", d.to_dict(), stop_recovery=True)
     if decision.answer is Answer.HOLD:
