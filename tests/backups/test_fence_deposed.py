@@ -62,7 +62,7 @@ async def test_a_deposed_runner_pass_asks_nothing(rig: Rig) -> None:
         calls.append(args)
         return await real(*args)  # type: ignore[arg-type]
 
-    rig.port.create_image_backup = counted  # type: ignore[method-assign]
+    rig.port.create_image_backup = counted  # type: ignore[method-assign,assignment]
     with pytest.raises(Deposed):
         await runner.run_pass()
     with pytest.raises(Deposed):

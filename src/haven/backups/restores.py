@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from haven.backups.config import DrillSettings
-from haven.backups.runner import TermEpoch, newest_good
+from haven.backups.runner import HoldLost, TermEpoch, newest_good
 from haven.cloud.backups import BackupPort
 from haven.domain.backups import (
     RESTORE_ID_KEY,
@@ -146,6 +146,27 @@ class Restorer:
             return await self.advance(record)
         finally:
             self._working.discard(record.id)
+
+    async def renew(self, record: RestoreRecord) -> RestoreRecord:
+        """Hold a restore this process started ``hold_s`` longer (the CLI's wait, each time round); one
+        no longer in flight is returned as it is; ``HoldLost`` once the hold ran out (as BackupRunner's)."""
+        for _ in range(5):
+            (current,) = [
+                r for r in await self._db(self._store.list_restores, since=record.created_at - 1)
+                if r.id == record.id
+            ]  # fmt: skip
+            if not current.state.in_flight:
+                return current
+            now = self._clock.now()
+            if not self._holder or current.held_by != self._holder or current.held_until <= now:
+                raise HoldLost(f"restore {current.id}", current.held_until)
+            renewed = dataclasses.replace(current, held_until=now + self._hold_s)
+            try:
+                await self._db(self._store.save_restore, renewed, [current.state], epoch=self._epoch())
+                return renewed
+            except Conflict:
+                continue
+        return record
 
     async def release(self, record: RestoreRecord) -> RestoreRecord:
         """Let go of a restore this process held: the leader's rounds carry it on from here."""
@@ -277,7 +298,7 @@ class Restorer:
         never restores a second one. A volume that ends in error fails the restore (PermanentError).
         """
         volumes, waiting = [], False
-        for index, backup_id in enumerate(backup.volume_backups.values()):
+        for index, backup_id in enumerate(await self._boot_first(backup)):
             name = volume_name(record, index)
             found = [v for v in await self._port.find_volumes(name) if v.status != "deleting"]
             if found:
@@ -294,6 +315,22 @@ class Restorer:
         if not volumes:
             raise PermanentError(f"backup {backup.id} holds no Cinder backup")
         return None if waiting else volumes
+
+    async def _boot_first(self, backup: BackupRecord) -> list[str]:
+        """The backup's Cinder backups, the boot volume's first (Nova boots from ``boot_index`` 0).
+
+        The store keeps the order the runner recorded them in (the boot volume first) since the review
+        fix; a record stored before it on PostgreSQL (JSONB keeps no key order) may not have it: when
+        the server still exists, its boot volume goes first; else the stored order is kept as is."""
+        pairs = list(backup.volume_backups.items())
+        if len(pairs) < 2:
+            return [b for _, b in pairs]
+        try:
+            target = await self._port.get_target(ServerId(backup.server_id))
+        except NotFound:
+            return [b for _, b in pairs]
+        boot = {v.id for v in target.volumes if v.boot}
+        return [b for _, b in sorted(pairs, key=lambda pair: pair[0] not in boot)]
 
     async def _waited(self, record: RestoreRecord, why: str) -> RestoreRecord:
         if self._clock.now() - record.created_at > self._settings.timeout_s:

@@ -99,6 +99,18 @@ class TermEpoch:
         return epoch
 
 
+class HoldLost(HavenError):
+    """A record this process held (``haven backups run|restore``) is no longer held by it: its hold ran
+    out, and haven serve's leader may be carrying it on. This process makes no more calls for it."""
+
+    def __init__(self, what: str, held_until: float) -> None:
+        super().__init__(
+            f"{what}: this command's hold on it ran out (at {_iso(held_until)}); haven serve's leader "
+            "carries it on, so this command stops asking the cloud for it (haven backups list SERVER "
+            "shows where it stands)"
+        )
+
+
 def backup_name(server_id: str, slot: float, backup_id: str) -> str:
     """The name the image (and each volume's Cinder backup) carries: how a resumed step finds it."""
     stamp = datetime.fromtimestamp(slot, UTC).strftime("%Y%m%dT%H%M")
@@ -251,6 +263,27 @@ class BackupRunner:
                 continue
         return await self._db(self._store.get_backup, backup_id)
 
+    async def renew(self, backup_id: str) -> BackupRecord:
+        """Hold a backup this process started ``hold_s`` longer (the CLI's wait, each time round).
+
+        A backup no longer in flight is returned as it is. ``HoldLost`` when the hold already ran out
+        (or another holds it): the leader may be carrying it on, so this process must make no more
+        calls for it."""
+        for _ in range(5):
+            record = await self._db(self._store.get_backup, backup_id)
+            if not (record.state.in_flight or record.state is BackupState.DELETING):
+                return record
+            now = self._clock.now()
+            if not self._holder or record.held_by != self._holder or record.held_until <= now:
+                raise HoldLost(f"backup {record.id}", record.held_until)
+            renewed = dataclasses.replace(record, held_until=now + self._hold_s)
+            try:
+                await self._db(self._store.save_backup, renewed, [record.state], epoch=self._epoch())
+                return renewed
+            except Conflict:  # it moved on meanwhile: read it again
+                continue
+        return await self._db(self._store.get_backup, backup_id)
+
     async def advance(self, record: BackupRecord, epoch: int | None = None) -> None:
         """One step of one backup in flight or being deleted (the CLI's wait uses it too)."""
         await self._advance(record, epoch)
@@ -322,7 +355,7 @@ class BackupRunner:
         refuses with none): a volume added since, or whose parent backup is gone, gets a full."""
         done = dict(record.volume_backups)
         parent = await self._parent_backups(record)
-        for volume in target.volumes:
+        for volume in sorted(target.volumes, key=lambda v: not v.boot):  # the boot volume first
             if volume.id in done:
                 continue
             name = f"{record.name}-{volume.id}"

@@ -4,10 +4,13 @@ Registered by haven.cli.main. Works on the OpenStack cloud of the configuration 
 "openstack"`` or ``--cloud``); the simulated cloud lives only inside ``haven serve`` and drills.
 ``list`` reads the store (and, with a SERVER, nothing else); ``run`` and ``restore`` commit their
 records before asking Nova and show progress until the backup (or restored server) is ready. While
-haven serve leads on the same store, a record this command starts is held by it (``held_by``, for
-``--wait`` plus two minutes): the leader's passes and drill rounds never ask the cloud for it meanwhile
-(they would call createBackup or boot a second time); the command lets go when it stops waiting, and
-the leader carries the record on; if the command dies, the leader resumes it once the hold runs out.
+haven serve leads on the same store, a record this command starts is held by it (``held_by``,
+``held_until`` two minutes ahead, renewed each time round its wait): the leader's passes and drill
+rounds never ask the cloud for it meanwhile (they would call createBackup or boot a second time); the
+command lets go when it stops waiting, and the leader carries the record on; if the command dies, the
+leader resumes it once the hold runs out. If the hold ran out while the command still waits (a cloud
+call slower than two minutes), the command stops asking the cloud for it, says so and exits 1.
+``--wait`` is a number of seconds from 0 to ``MAX_WAIT_S`` (anything else: exit 2).
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -29,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from haven.backups.restores import Restorer
-from haven.backups.runner import BackupRunner
+from haven.backups.runner import BackupRunner, HoldLost
 from haven.cli.render import when
 from haven.domain.backups import BackupRecord, RestoreRecord
 from haven.domain.clock import RealClock
@@ -40,7 +45,9 @@ from haven.service.config import HavenConfig
 from haven.store import Store
 
 DRILLS = (backup_restore.NAME,)  # `haven drill backup-restore`, dispatched here by haven.cli.main
-HOLD_MARGIN_S = 120.0  # a run or restore holds its record this long past its --wait (the cloud's calls)
+HOLD_S = 120.0  # a run or restore holds its record this long ahead, renewed each time round its wait
+MAX_WAIT_S = 86400.0  # --wait at most a day: a record is never held past what a person waits for
+POLL_S = 2.0
 ConfigOf = Callable[[argparse.Namespace], HavenConfig]
 StoreOf = Callable[[HavenConfig], Store]
 
@@ -55,17 +62,32 @@ def add_backups_command(sub: Any, config_of: ConfigOf, store_of: StoreOf) -> Non
     run.add_argument("server", help="a server id")
     run.add_argument("--json", action="store_true")
     run.add_argument(
-        "--wait", type=float, default=600.0, help="seconds to wait for it to be ready (0: don't)"
-    )
+        "--wait", type=_wait_seconds, default=600.0,
+        help=f"seconds to wait for it to be ready, 0 to {MAX_WAIT_S:.0f} (0: don't)",
+    )  # fmt: skip
     restore = actions.add_parser("restore", help="rebuild a server from a backup, or boot a new one from it")
     restore.add_argument("server", help="the id of the server the backup is of")
     restore.add_argument("--at", help="the newest backup taken at or before this time (ISO 8601, UTC)")
     restore.add_argument("--as-new", metavar="NAME", help="boot a new server NAME instead of rebuilding")
     restore.add_argument("--json", action="store_true")
-    restore.add_argument("--wait", type=float, default=600.0)
+    restore.add_argument(
+        "--wait", type=_wait_seconds, default=600.0,
+        help=f"seconds to wait for the restored server to be ACTIVE, 0 to {MAX_WAIT_S:.0f}",
+    )  # fmt: skip
     for p in (run, restore):
         p.add_argument("--cloud", metavar="NAME", help="the OpenStack cloud from clouds.yaml (like OS_CLOUD)")
     parser.set_defaults(handler=lambda args, out, err: _run(args, config_of, store_of))
+
+
+def _wait_seconds(text: str) -> float:
+    """``--wait``: a finite number of seconds from 0 to MAX_WAIT_S (argparse: exit 2 otherwise)."""
+    try:
+        wait = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(wait) and 0.0 <= wait <= MAX_WAIT_S):
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds from 0 to {MAX_WAIT_S:.0f}")
+    return wait
 
 
 def _run(args: argparse.Namespace, config_of: ConfigOf, store_of: StoreOf) -> int:
@@ -120,15 +142,19 @@ async def _act(args: argparse.Namespace, config: HavenConfig, store: Store) -> i
         cloud_name(config.openstack.name or None, os.environ), max_workers=config.openstack.max_workers
     )
     # haven serve's leader may be running backups on the same store: what this process starts it holds
-    # (the leader's passes leave it alone) until it lets go below, or the hold runs out if it dies.
-    holder, hold_s = f"cli:{socket.gethostname()}:{os.getpid()}", max(args.wait, 0.0) + HOLD_MARGIN_S
+    # (the leader's passes leave it alone), renewed each time round the wait, until it lets go below, or
+    # the hold runs out if it dies.
+    holder = f"cli:{socket.gethostname()}:{os.getpid()}"
     try:
         port, clock = cloud.backups(), RealClock()
         if args.backups_action == "run":
-            runner = BackupRunner(config.backups, port, store, clock, holder=holder, hold_s=hold_s)
+            runner = BackupRunner(config.backups, port, store, clock, holder=holder, hold_s=HOLD_S)
             record = await runner.backup_now(ServerId(args.server))
+            lost: HoldLost | None = None
             try:
                 record = await _wait_backup(runner, store, record, args.wait, args.json)
+            except HoldLost as exc:
+                lost = exc
             finally:
                 record = await runner.release(record.id)
             _show(
@@ -136,24 +162,42 @@ async def _act(args: argparse.Namespace, config: HavenConfig, store: Store) -> i
                 record_json(record),
                 f"backup {record.id} of {record.server_name}: {record.state.value}",
             )
+            if lost is not None:
+                return _hold_lost(lost)
             return 0 if record.state.value == "available" or args.wait == 0 else 1
-        restorer = Restorer(port, store, clock, config.backups.drills, holder=holder, hold_s=hold_s)
+        restorer = Restorer(port, store, clock, config.backups.drills, holder=holder, hold_s=HOLD_S)
         at = _parse_time(args.at) if args.at else None
         restore = await restorer.restore(args.server, at, args.as_new)
         deadline = time.monotonic() + args.wait
+        lost = None
         try:
             while restore.state.in_flight and time.monotonic() < deadline:
                 if not args.json:
                     print(f"  restore {restore.id[:8]}: {restore.state.value}", flush=True)
-                await asyncio.sleep(2.0)
-                restore = await restorer.advance(restore)
+                await asyncio.sleep(POLL_S)
+                restore = await restorer.renew(restore)  # HoldLost: no more calls from here
+                if not restore.state.in_flight:
+                    break
+                try:
+                    restore = await restorer.advance(restore)
+                except Conflict:  # it moved on meanwhile: read it again next time round
+                    restore = await restorer.renew(restore)
+        except HoldLost as exc:
+            lost = exc
         finally:
             restore = await restorer.release(restore)
         line = f"restore {restore.id} ({restore.purpose.value}): {restore.state.value}"
         _show(args.json, record_json(restore), f"{line} {restore.error}; server {restore.target_id}")
+        if lost is not None:
+            return _hold_lost(lost)
         return 0 if restore.state.value == "done" else 1
     finally:
         cloud.close()
+
+
+def _hold_lost(exc: HoldLost) -> int:
+    print(f"haven: error: {exc}", file=sys.stderr, flush=True)
+    return 1
 
 
 async def _wait_backup(
@@ -163,8 +207,11 @@ async def _wait_backup(
     while record.state.in_flight and time.monotonic() < deadline:
         if not quiet:
             print(f"  backup {record.id[:8]}: {record.state.value}", flush=True)
-        await asyncio.sleep(2.0)
-        with contextlib.suppress(Conflict):  # the leader moved it on (this hold ran out): read it again
+        await asyncio.sleep(POLL_S)
+        record = await runner.renew(record.id)  # HoldLost: no more calls from here
+        if not record.state.in_flight:
+            break
+        with contextlib.suppress(Conflict):  # it moved on meanwhile: read it again
             await runner.advance(record)
         record = store.get_backup(record.id)
     return record

@@ -43,12 +43,17 @@ def _plain(value: object) -> object:
 
 def _split(record: object, columns: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
     values = {f.name: _plain(getattr(record, f.name)) for f in dataclasses.fields(record)}  # type: ignore[arg-type]
+    pairs = values.get("volume_backups")
+    if isinstance(pairs, dict):  # ordered pairs: JSONB keeps no key order (the boot volume goes first)
+        values["volume_backups"] = [list(pair) for pair in pairs.items()]
     return {k: values[k] for k in columns}, {k: v for k, v in values.items() if k not in columns}
 
 
 def _backup(row: Row[Any]) -> BackupRecord:
     known = {f.name for f in dataclasses.fields(BackupRecord)}
     d = {k: v for k, v in dict(row.detail).items() if k in known}
+    if isinstance(d.get("volume_backups"), list):  # [[volume, Cinder backup], ...] in the server's order
+        d["volume_backups"] = {str(v): str(b) for v, b in d["volume_backups"]}
     return BackupRecord(
         id=row.id, server_id=ServerId(row.server_id), state=BackupState(row.state), slot=row.slot,
         created_at=row.created_at, finished_at=row.finished_at,
