@@ -29,7 +29,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from haven.domain.errors import Conflict, HavenError, NotFound, StoreUnavailable, TemporaryError, UserError
+from haven.domain.errors import (
+    Conflict,
+    Deposed,
+    HavenError,
+    NotFound,
+    NotLeading,
+    StoreUnavailable,
+    TemporaryError,
+    UserError,
+)
 
 FAULT_NAMES: Mapping[int, str] = {
     HTTPStatus.BAD_REQUEST: "badRequest",
@@ -67,7 +76,8 @@ def status_of(error: HavenError) -> int:
         return HTTPStatus.NOT_FOUND
     if isinstance(error, Conflict):
         return HTTPStatus.CONFLICT
-    if isinstance(error, StoreUnavailable | TemporaryError):  # StoreUnavailable is a UserError: first
+    if isinstance(error, StoreUnavailable | TemporaryError | Deposed | NotLeading):
+        # StoreUnavailable is a UserError: first. Leadership lost during the request: ask the leader.
         return HTTPStatus.SERVICE_UNAVAILABLE
     if isinstance(error, UserError):
         return HTTPStatus.BAD_REQUEST
