@@ -170,3 +170,27 @@ async def test_a_report_haven_refuses_leaves_the_host_out_of_maintenance(masakar
     assert rig.store.get_notification(opened.id).status is NotificationStatus.FAILED
     assert not rig.store.get_host(victim).on_maintenance
     assert (await rig.host(victim)).service_enabled
+
+
+async def test_a_reserved_host_that_fails_stops_being_reserved(masakari: Rig) -> None:
+    # manager.py _handle_notification_type_host: "Set reserved flag to False if this host is reserved".
+    rig = masakari
+    victim = victim_of(rig)
+    rig.store.update_host(victim, reserved=True)
+    rig.cloud.fail_power(victim)
+    await rig.run_until(rig.recovery_over)
+    member = rig.store.get_host(victim)
+    assert member.on_maintenance and not member.reserved
+
+
+async def test_a_process_failure_leaves_a_reserved_host_reserved(masakari: Rig) -> None:
+    # manager.py _handle_notification_type_process sets on_maintenance only.
+    rig = masakari
+    victim = victim_of(rig)
+    rig.store.update_host(victim, reserved=True)
+    opened = rig.engine.submit(
+        NotificationType.PROCESS, victim, {"event": "STOPPED", "process_name": "nova-compute"}
+    )
+    assert opened is not None
+    await rig.run_until(lambda: rig.store.get_host(victim).on_maintenance, limit_s=120.0)
+    assert rig.store.get_host(victim).reserved

@@ -153,7 +153,7 @@ async def force_down(step: Step, ctx: StepContext) -> Outcome:
     reason = f"{HAVEN_MARK} host failure, notification {ctx.notification.id}"
     await ctx.cloud.force_down(host, True)
     await ctx.cloud.disable_service(host, reason)
-    maintenance = take_out_of_service(ctx, host)  # on maintenance, as Masakari puts it
+    maintenance = take_out_of_service(ctx, host, host_failed=True)  # on maintenance, as Masakari puts it
     return done({"disabled_reason": reason, "service_enabled_before": was_enabled, **maintenance})
 
 

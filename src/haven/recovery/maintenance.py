@@ -27,9 +27,12 @@ from haven.store import Store
 MAINTENANCE_BEFORE = "on_maintenance_before"
 
 
-def take_out_of_service(ctx: StepContext, host: HostName) -> dict[str, bool]:
+def take_out_of_service(ctx: StepContext, host: HostName, *, host_failed: bool = False) -> dict[str, bool]:
     """Record that haven disabled ``host`` (it owes the return) and put it on maintenance.
 
+    ``host_failed``: the host itself failed (not one of its processes); a reserved host then stops
+    being reserved, as Masakari's ``_handle_notification_type_host`` does (``reserved = False`` with
+    ``on_maintenance``): a spare that failed is no spare until an operator says so again.
     Returns the step detail to keep; nothing for a host outside every segment.
     """
     try:
@@ -39,7 +42,8 @@ def take_out_of_service(ctx: StepContext, host: HostName) -> dict[str, bool]:
     # A re-run of this step (or a host haven took out before and never returned) finds haven's own
     # mark: the maintenance is haven's, not an operator's.
     before = member.on_maintenance and not member.disabled_by_haven
-    ctx.update_member(host, disabled_by_haven=True, on_maintenance=True)
+    unreserve = {"reserved": False} if host_failed and member.reserved else {}
+    ctx.update_member(host, disabled_by_haven=True, on_maintenance=True, **unreserve)
     return {MAINTENANCE_BEFORE: before}
 
 
