@@ -142,6 +142,11 @@ class NovaAdmin:
         self._wait(lambda: {s["host"] for s in self.get("/os-services?binary=nova-compute")["services"]
                             if s["state"] == "up"}, hosts, timeout_s, "nova-compute services up")  # fmt: skip
 
+    def wait_service_up(self, binary: str, timeout_s: float) -> None:
+        """Until some ``binary`` service (nova-scheduler, nova-conductor) reports up to Nova."""
+        self._wait(lambda: {s["binary"] for s in self.get(f"/os-services?binary={binary}")["services"]
+                            if s["state"] == "up"}, [binary], timeout_s, f"{binary} up")  # fmt: skip
+
     def wait_hypervisors(self, hosts: Sequence[str], timeout_s: float) -> None:
         self._wait(lambda: {h["hypervisor_hostname"] for h in self.get("/os-hypervisors")["hypervisors"]},
                    hosts, timeout_s, "hypervisors")  # fmt: skip
