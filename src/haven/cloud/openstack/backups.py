@@ -29,6 +29,7 @@ from haven.domain.backups import (
     VolumeRef,
 )
 from haven.domain.cloud import ServerAction
+from haven.domain.errors import NotFound
 from haven.domain.ids import ServerId
 
 BACKUP_MV = "2.45"
@@ -63,6 +64,10 @@ class BackupApi:
             out.extend(page["servers"])
             if not page.get("servers_links"):
                 return out
+
+    def volume_attachments(self, server_id: str) -> list[Json]:
+        r = self._conn.compute.get(f"/servers/{server_id}/os-volume_attachments", microversion="2.1")
+        return list(self._json(r)["volumeAttachments"])
 
     def server(self, server_id: str) -> Json:
         r = self._conn.compute.get(f"/servers/{server_id}", microversion=SERVERS_MV)
@@ -141,11 +146,53 @@ class BackupApi:
         return dict(response.json())
 
 
-def target(body: Json) -> BackupTarget:
+def _image_id(body: Json) -> str:
     image = body.get("image")
-    image_id = str(image.get("id", "")) if isinstance(image, Mapping) else ""
-    attached = body.get("os-extended-volumes:volumes_attached") or []
-    volumes = tuple(VolumeRef(str(v["id"]), boot=not image_id and i == 0) for i, v in enumerate(attached))
+    return str(image.get("id", "")) if isinstance(image, Mapping) else ""
+
+
+def _attached(body: Json) -> list[str]:
+    return [str(v["id"]) for v in body.get("os-extended-volumes:volumes_attached") or []]
+
+
+def needs_attachments(body: Json) -> bool:
+    """A volume-backed server with several volumes: which one it boots from needs its attachments."""
+    return not _image_id(body) and len(_attached(body)) > 1
+
+
+def boot_volume(body: Json, attachments: Sequence[Json] = ()) -> str:
+    """The volume a volume-backed server boots from ("" for an image-backed one or none attached).
+
+    Nova's ``volumes_attached`` is its block device mappings in the database's order (no ORDER BY):
+    not the boot volume first. Nova's API shows no ``boot_index``; what it shows is the server's
+    ``OS-EXT-SRV-ATTR:root_device_name`` (admin, 2.3+) and each attachment's ``device``
+    (os-volume_attachments): the boot volume is the one attached at the root device. Without the root
+    device name (a non-admin view), the attachment with the first device name (``/dev/vda`` before
+    ``/dev/vdb``: Nova names the root device first); without devices, the first attached volume."""
+    ids = _attached(body)
+    if _image_id(body) or not ids:
+        return ""
+    if len(ids) == 1:
+        return ids[0]
+    devices = {
+        str(a.get("volumeId")): str(a["device"]) for a in attachments if a.get("device") and a.get("volumeId")
+    }
+    devices = {vid: dev for vid, dev in devices.items() if vid in ids}
+    root = body.get("OS-EXT-SRV-ATTR:root_device_name")
+    for vid, device in devices.items():
+        if root and device == root:
+            return vid
+    if devices:
+        return min(devices, key=lambda vid: (len(devices[vid]), devices[vid]))
+    return ids[0]
+
+
+def target(body: Json, boot: str | None = None) -> BackupTarget:
+    """``boot``: the boot volume when known (boot_volume with the attachments); else found from the body
+    alone (right for one volume; for several, the root device's or else the first)."""
+    image_id = _image_id(body)
+    boot = boot_volume(body) if boot is None else boot
+    volumes = tuple(VolumeRef(vid, boot=bool(boot) and vid == boot) for vid in _attached(body))
     flavor = body.get("flavor") or {}
     return BackupTarget(
         id=ServerId(str(body["id"])), name=str(body.get("name", "")), project=str(body.get("tenant_id", "")),
@@ -199,26 +246,56 @@ class OpenStackBackups:
         (OpenStackCloud.server_actions); without it, Nova's times are taken as haven's."""
         self._api, self._pool = api, pool
         self._actions = actions
+        # (server, its volumes, its root device) -> its boot volume: a server's root volume cannot be
+        # detached, so the answer holds while those stay the same (one attachments read per server)
+        self._boot: dict[tuple[str, tuple[str, ...], str], str] = {}
+
+    async def _targets(self, bodies: Sequence[Json]) -> list[BackupTarget]:
+        return [target(b, await self._boot_of(b)) for b in bodies]
+
+    async def _boot_of(self, body: Json) -> str | None:
+        if not needs_attachments(body):
+            return None
+        key = (
+            str(body["id"]),
+            tuple(sorted(_attached(body))),
+            str(body.get("OS-EXT-SRV-ATTR:root_device_name")),
+        )
+        if key not in self._boot:
+            try:
+                attachments = await self._pool.run(
+                    f"list volume attachments of server {key[0]}", self._api.volume_attachments, key[0]
+                )
+            except NotFound:  # deleted since the list: nothing to back up, whichever volume it booted
+                return None
+            self._boot[key] = boot_volume(body, attachments)
+        return self._boot[key]
 
     async def list_targets(self) -> Sequence[BackupTarget]:
-        return [target(b) for b in await self._pool.run("list servers", self._api.servers)]
+        return await self._targets(await self._pool.run("list servers", self._api.servers))
 
     async def get_target(self, server_id: ServerId) -> BackupTarget:
-        return target(await self._pool.run(f"show server {server_id}", self._api.server, server_id))
+        return (
+            await self._targets(
+                [await self._pool.run(f"show server {server_id}", self._api.server, server_id)]
+            )
+        )[0]
 
     async def find_targets(self, name: str) -> Sequence[BackupTarget]:
         bodies = await self._pool.run(f"find servers named {name}", self._api.servers, name)
-        return [target(b) for b in bodies if b.get("name") == name]
+        return await self._targets([b for b in bodies if b.get("name") == name])
 
     async def find_restored(self, restore_id: str, name: str) -> Sequence[BackupTarget]:
         bodies = await self._pool.run(
             f"find servers named {name}", self._api.servers, name, False
         )  # haven boots in its own project: only its servers, and only the one its tag names
-        return [
-            target(b)
-            for b in bodies
-            if b.get("name") == name and (b.get("metadata") or {}).get(RESTORE_ID_KEY) == restore_id
-        ]
+        return await self._targets(
+            [
+                b
+                for b in bodies
+                if b.get("name") == name and (b.get("metadata") or {}).get(RESTORE_ID_KEY) == restore_id
+            ]
+        )
 
     async def rebuilt_since(self, server_id: ServerId, since: float) -> bool:
         if self._actions is not None:
