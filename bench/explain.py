@@ -73,6 +73,8 @@ from haven.controlplane.catalogue import CATALOGUE
 from haven.controlplane.config import ControlPlaneConfig
 from haven.controlplane.drivers.probes import NetworkProber
 from haven.controlplane.reconciler import Reconciler
+from haven.diagnosis import EvidenceKind, Graph, NodeEvent, RankSettings, Series, Symptom
+from haven.diagnosis.baselines import METHODS
 from haven.diagnosis.records import ExplanationRecord
 from haven.domain.clock import RealClock
 from haven.domain.controlplane import (
@@ -88,7 +90,7 @@ from haven.domain.controlplane import (
 )
 from haven.domain.errors import NotFound, PermanentError
 from haven.domain.ids import HostName
-from haven.explain.explainer import Explainer
+from haven.explain.explainer import Explainer, RankInputs
 from haven.lab import glance, lab, labfiles
 from haven.lab.bmc import BmcInfo, power_state, set_power
 from haven.lab.hardware import hang_host, hold_compute_down, read_holds
@@ -494,6 +496,9 @@ class Result:
     summary: str = ""
     healed: bool = True
     notes: list[str] = field(default_factory=list)
+    # every method's ranking of the same evidence (haven.diagnosis.baselines), and that evidence
+    methods: dict[str, list[str]] = field(default_factory=dict)
+    inputs: dict[str, Any] | None = None
 
     @property
     def top1(self) -> bool:
@@ -516,13 +521,53 @@ class Result:
         return f"ranked {', '.join(self.ranked[:3])} first"
 
 
+def inputs_json(symptom: Symptom, found: RankInputs) -> dict[str, Any]:
+    """One symptom's ranker input as JSON (kept in the report, read back by ``--replay``)."""
+    graph = found.graph
+    return {
+        "symptom": dataclasses.asdict(symptom),
+        "graph": {"depends_on": {k: list(v) for k, v in graph.depends_on.items()},
+                  "labels": dict(graph.labels), "phases": {k: list(v) for k, v in graph.phases.items()}},
+        "events": [{**dataclasses.asdict(e), "kind": e.kind.value} for e in found.events],
+        "series": [{**dataclasses.asdict(s), "points": [list(p) for p in s.points]} for s in found.series],
+    }  # fmt: skip
+
+
+def inputs_from_json(data: dict[str, Any]) -> tuple[Graph, Symptom, list[Series], list[NodeEvent]]:
+    graph = Graph(data["graph"]["depends_on"], data["graph"]["labels"], data["graph"]["phases"])
+    events = [NodeEvent(e["node"], EvidenceKind(e["kind"]), e["at"], e["detail"], e["scope"])
+              for e in data["events"]]  # fmt: skip
+    series = [Series(s["node"], s["metric"], tuple((p[0], p[1]) for p in s["points"]), s["unit"])
+              for s in data["series"]]  # fmt: skip
+    return graph, Symptom(**data["symptom"]), series, events
+
+
+def rank_all(data: dict[str, Any]) -> dict[str, list[str]]:
+    """Every method's ranking (haven's first) of one recorded input."""
+    graph, symptom, series, events = inputs_from_json(data)
+    return {name: method(graph, symptom, series, events, RankSettings()) for name, method in METHODS.items()}
+
+
+class RecordingExplainer(Explainer):
+    """The explainer, keeping each symptom's ranker input as it read it (before the ranking)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.inputs: dict[str, dict[str, Any]] = {}
+
+    async def gather(self, record: ExplanationRecord) -> RankInputs:
+        found = await super().gather(record)
+        self.inputs[record.id] = inputs_json(record.symptom, found)
+        return found
+
+
 class Bench:
     def __init__(self, handle: LabHandle, store: Store, args: argparse.Namespace) -> None:
         self.handle = handle
         self.store = store
         self.args = args
         self.clock = RealClock()
-        self.explainer = Explainer(store, openstack_topology(CATALOGUE.values()), self.clock)
+        self.explainer = RecordingExplainer(store, openstack_topology(CATALOGUE.values()), self.clock)
         self.settings = CanarySettings(
             flavor=handle.state.flavor, image=handle.state.image_id, poll_s=0.5,
             boot_timeout_s=args.boot_timeout, delete_timeout_s=30.0, endpoint_timeout_s=3.0,
@@ -623,6 +668,9 @@ class Bench:
             result.ranked = [e.node for e in record.diagnosis.explanations]
             result.explained_after_s = round(record.explained_at - record.symptom.at, 2)
             result.summary = record.diagnosis.summary
+        result.inputs = self.explainer.inputs.get(record.id)
+        if result.inputs is not None:
+            result.methods = rank_all(result.inputs)
 
 
 # ---- the report ---------------------------------------------------------------------------------------
@@ -636,6 +684,15 @@ def report(results: list[Result]) -> dict[str, Any]:
         row = asdict(r)
         row.update(top1=r.top1, top3=r.top3, reason=r.reason)
         rows.append(row)
+    methods = {}
+    for name in METHODS:
+        ranked = [r.methods.get(name, []) for r in judged]
+        methods[name] = {
+            "ac1": round(sum(bool(x) and x[0] == r.root for x, r in zip(ranked, judged, strict=True))
+                         / len(judged), 3) if judged else None,
+            "ac3": round(sum(r.root in x[:3] for x, r in zip(ranked, judged, strict=True))
+                         / len(judged), 3) if judged else None,
+        }  # fmt: skip
     return {
         "faults": len({r.fault for r in results}),
         "injections": len(results),
@@ -644,6 +701,7 @@ def report(results: list[Result]) -> dict[str, Any]:
         "ac3": round(sum(r.top3 for r in judged) / len(judged), 3) if judged else None,
         "explained_after_s_median": statistics.median(after) if after else None,
         "not_healed": [r.fault for r in results if not r.healed],
+        "methods": methods,  # the same evidence ranked by each method (haven.diagnosis.baselines)
         "results": rows,
     }
 
@@ -706,6 +764,10 @@ def main() -> None:
         "--controlplane", action="store_true",
         help="also run haven's control-plane reconciler over the lab, observe-only (SQL, AMQP, Keystone)",
     )  # fmt: skip
+    parser.add_argument(
+        "--replay", type=Path,
+        help="no lab: rank again, with this code, the evidence recorded in an --out report, every method",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.list:
@@ -713,11 +775,35 @@ def main() -> None:
             print(f"{fault.name:<20} {fault.root:<16} {fault.what}")
         return
     started = time.monotonic()
-    found = asyncio.run(main_async(args))
+    found = replay(args.replay) if args.replay else asyncio.run(main_async(args))
     found["wall_s"] = round(time.monotonic() - started, 1)
+    if args.out and args.replay:
+        args.out.write_text(json.dumps(found, indent=2) + "\n")
     if args.json:
         print(json.dumps(found, indent=2))
         return
+    show(found)
+
+
+def replay(path: Path) -> dict[str, Any]:
+    """A recorded report ranked again from its kept evidence (no lab): each result's ``ranked`` is what
+    this code's ranker says now; ``explained_after_s`` and the canary's outcome are the recording's."""
+    try:
+        rows = json.loads(path.read_text())["results"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise SystemExit(f"--replay {path}: not a bench/explain.py report ({exc})") from None
+    names = {f.name for f in dataclasses.fields(Result)}
+    results = []
+    for row in rows:
+        result = Result(**{k: v for k, v in row.items() if k in names})
+        if result.inputs is not None:
+            result.methods = rank_all(result.inputs)
+            result.ranked = result.methods["haven"]
+        results.append(result)
+    return report(results)
+
+
+def show(found: dict[str, Any]) -> None:
     head = f"{'fault':<20} {'root cause':<15} {'canary':<28} {'top 3':<44} {'@1':>2} {'@3':>2}"
     print(f"{head} {'expl.':>6}  miss")
     for r in found["results"]:
@@ -735,6 +821,12 @@ def main() -> None:
         f"{'-' if median is None else f'{median:.1f} s'}, not healed {found['not_healed'] or 'none'}, "
         f"{found['wall_s']} s"
     )
+    for name, figures in found.get("methods", {}).items():
+        print(f"  {name:<7} AC@1 {figures['ac1']}, AC@3 {figures['ac3']} (same evidence)")
+    for r in found["results"]:
+        others = {k: v[0] if v else "-" for k, v in r.get("methods", {}).items() if k != "haven"}
+        if others:
+            print(f"  {r['fault']:<20} top-1 by " + ", ".join(f"{k} {v}" for k, v in others.items()))
 
 
 if __name__ == "__main__":

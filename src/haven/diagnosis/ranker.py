@@ -65,14 +65,27 @@ def rank(
 ) -> Diagnosis:
     """Ranked explanations of ``symptom`` from the evidence on the graph's nodes (best first)."""
     settings = settings or RankSettings()
-    found = _evidence(graph, symptom, series, events, settings)
-    scope = _scope(graph, symptom)
     ranked = sorted(
-        (_explain(graph, item, found, scope, settings.onset_tolerance_s) for item in found.values()),
+        candidates(graph, symptom, series, events, settings),
         key=lambda e: (not e.in_phase, bool(e.explained_by), -e.score, e.onset, e.node),
     )
     kept = tuple(ranked[: settings.top])
     return Diagnosis(symptom, kept, summary(graph, symptom, kept))
+
+
+def candidates(
+    graph: Graph,
+    symptom: Symptom,
+    series: Iterable[Series] = (),
+    events: Iterable[NodeEvent] = (),
+    settings: RankSettings | None = None,
+) -> list[Explanation]:
+    """Every node with evidence in the window, scored, unranked (by node name): what ``rank`` sorts, and
+    what the baseline rankers (haven.diagnosis.baselines) sort their own way."""
+    settings = settings or RankSettings()
+    found = _evidence(graph, symptom, series, events, settings)
+    scope = _scope(graph, symptom)
+    return [_explain(graph, item, found, scope, settings.onset_tolerance_s) for item in found.values()]
 
 
 def summary(graph: Graph, symptom: Symptom, explanations: Sequence[Explanation]) -> str:

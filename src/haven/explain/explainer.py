@@ -72,6 +72,16 @@ class ExplainSettings:
     alerting: AlertingSettings = field(default_factory=AlertingSettings)  # Alertmanager ("": none)
 
 
+@dataclass(frozen=True, slots=True)
+class RankInputs:
+    """What one symptom's ranking read (bench/explain.py keeps it to compare and replay rankers)."""
+
+    graph: Graph
+    events: tuple[NodeEvent, ...]
+    series: tuple[Series, ...]
+    notes: tuple[str, ...]  # what was missing: "no token issue time for keystone: ..."
+
+
 class Explainer:
     def __init__(
         self,
@@ -148,6 +158,16 @@ class Explainer:
         """Gather the evidence around a pending record's symptom, rank it, and commit the result."""
         if record.state is ExplanationState.DONE:
             return record
+        found = await self.gather(record)
+        diagnosis = rank(found.graph, record.symptom, found.series, found.events, self._settings.rank)
+        notes = found.notes
+        now = self._clock.now()
+        await asyncio.to_thread(self._store.finish_explanation, record.id, diagnosis, notes, now)
+        _log.info("explained %s: %s", record.id, diagnosis.summary)
+        return await asyncio.to_thread(self._store.get_explanation, record.id)
+
+    async def gather(self, record: ExplanationRecord) -> RankInputs:
+        """The ranker's input for ``record``'s symptom: the graph with haven's hosts, events, series."""
         symptom = record.symptom
         start = symptom.at - self._settings.rank.lookback_s
         events = await asyncio.to_thread(self._store.evidence_between, start, symptom.at)
@@ -155,11 +175,7 @@ class Explainer:
         skip = record.subject if record.source.startswith("alert:") else None
         events += own_events(own, start, symptom.at, skip_host=skip)
         series, notes = await self._series(start, symptom.at)
-        diagnosis = rank(extend(self._graph, events), symptom, series, events, self._settings.rank)
-        now = self._clock.now()
-        await asyncio.to_thread(self._store.finish_explanation, record.id, diagnosis, notes, now)
-        _log.info("explained %s: %s", record.id, diagnosis.summary)
-        return await asyncio.to_thread(self._store.get_explanation, record.id)
+        return RankInputs(extend(self._graph, events), tuple(events), tuple(series), notes)
 
     async def run(self) -> None:
         """Until cancelled: pending records, then haven's alerts every ``poll_s``; old evidence is pruned."""
