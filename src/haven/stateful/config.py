@@ -17,6 +17,8 @@ mistake becomes a ConfigError naming the key and how to fix it.
     data = "/var/lib/mysql-g1"           # its datadir, where grastate.dat is (default FOLDER/data)
     socket = "/run/mysqld/g1.sock"       # its SQL address: the unix socket (default FOLDER/mariadb.sock)
     pid_file = "/run/mysqld/g1.pid"      # default FOLDER/mariadb.pid
+    unit = "mariadb-g1.service"          # driver "systemd" only (required there): the node's unit
+    bus = "unix:path=/run/dbus/system_bus_socket"  # driver "systemd": its systemd's D-Bus (default: system)
 
     [stateful.rabbitmq]
     cluster = "openstack"              # its name: the journal's key (rabbitmq:NAME) and the alert's host
@@ -33,9 +35,11 @@ mistake becomes a ConfigError naming the key and how to fix it.
     dist_port = 25672
     config = "/etc/rabbitmq/n1.conf"   # RABBITMQ_CONFIG_FILE (default FOLDER/rabbitmq.conf)
 
-The ``local`` driver (haven.stateful.galera_node.LocalGaleraNode) is the only one today: haven runs
-``mariadbd --defaults-file=CNF`` itself (with ``--wsrep-new-cluster`` to bootstrap). A systemd driver
-(the HA lab's units, bootstrapping through ``galera_new_cluster``) is not written yet.
+The ``local`` driver (haven.stateful.galera_node.LocalGaleraNode): haven runs ``mariadbd
+--defaults-file=CNF`` itself (with ``--wsrep-new-cluster`` to bootstrap). The ``systemd`` driver
+(haven.stateful.galera_systemd.SystemdGaleraNode): each node is a unit started and stopped over its
+systemd's D-Bus, bootstrapped through the unit's own ``_WSREP_NEW_CLUSTER`` environment file; its files
+(grastate.dat, --wsrep-recover) are still read on this machine.
 """
 
 from __future__ import annotations
@@ -43,12 +47,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from haven.domain.errors import ConfigError
 
 HINT = "see docs/stateful.md for each key of [stateful.galera] and [stateful.rabbitmq]"
-DRIVERS = ("local",)
+DRIVERS = ("local", "systemd")
 
 
 class _Node(BaseModel):
@@ -59,6 +63,8 @@ class _Node(BaseModel):
     data: str = ""
     socket: str = ""
     pid_file: str = ""
+    unit: str = ""  # driver systemd: the node's unit (mariadb-g1.service)
+    bus: str = ""  # driver systemd: its systemd's D-Bus address (empty: this machine's system bus)
 
 
 class _Galera(BaseModel):
@@ -86,6 +92,13 @@ class _Galera(BaseModel):
         if twice:
             raise ValueError(f"node name(s) {', '.join(twice)} given twice")
         return nodes
+
+    @model_validator(mode="after")
+    def _units(self) -> _Galera:
+        without = [n.name for n in self.nodes if not n.unit]
+        if self.driver == "systemd" and without:
+            raise ValueError(f"driver systemd needs each node's unit (none for {', '.join(without)})")
+        return self
 
 
 class _RabbitNode(BaseModel):
@@ -140,6 +153,8 @@ class GaleraNodeConfig:
     data: Path
     socket: Path
     pid_file: Path
+    unit: str = ""  # driver systemd
+    bus: str = ""  # driver systemd; empty: the system bus
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +216,7 @@ def _galera(g: _Galera | None) -> GaleraConfig | None:
         GaleraNodeConfig(
             n.name, Path(n.folder), Path(n.cnf or f"{n.folder}/my.cnf"), Path(n.data or f"{n.folder}/data"),
             Path(n.socket or f"{n.folder}/mariadb.sock"), Path(n.pid_file or f"{n.folder}/mariadb.pid"),
+            n.unit, n.bus,
         )
         for n in g.nodes
     )  # fmt: skip

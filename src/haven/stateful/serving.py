@@ -21,10 +21,11 @@ from collections.abc import Callable
 
 from haven.domain.clock import Clock
 from haven.domain.errors import ConfigError
-from haven.stateful.config import GaleraConfig, RabbitConfig, StatefulConfig
+from haven.stateful.config import GaleraConfig, GaleraNodeConfig, RabbitConfig, StatefulConfig
 from haven.stateful.galera import GaleraSettings
-from haven.stateful.galera_node import MARIADBD, PROVIDER, LocalGaleraNode, NodeLayout
+from haven.stateful.galera_node import MARIADBD, PROVIDER, GaleraNode, LocalGaleraNode, NodeLayout
 from haven.stateful.galera_recovery import GaleraRecovery
+from haven.stateful.galera_systemd import SystemdGaleraNode
 from haven.stateful.rabbitmq import RabbitSettings
 from haven.stateful.rabbitmq_node import RABBITMQ_SERVER, RABBITMQCTL, LocalRabbitNode, RabbitLayout
 from haven.stateful.rabbitmq_recovery import RabbitRecovery
@@ -44,8 +45,8 @@ def refuse_local_nodes_with_coordination(stateful: StatefulConfig, coordination_
     if coordination_url is None:
         return
     sections = []
-    if stateful.galera is not None and stateful.galera.driver == "local":
-        sections.append("[stateful.galera] (driver local)")
+    if stateful.galera is not None:  # systemd too: grastate.dat and --wsrep-recover are read here
+        sections.append(f"[stateful.galera] (driver {stateful.galera.driver})")
     if stateful.rabbitmq is not None:  # its one driver: local
         sections.append("[stateful.rabbitmq] (driver local)")
     if sections:
@@ -73,16 +74,7 @@ class GaleraService:
                     "set nodes.cnf to the file mariadbd is started with (--defaults-file)",
                 )
         self.config, self._clock = config, clock
-        self.nodes = [
-            LocalGaleraNode(
-                NodeLayout(
-                    n.name, n.folder, cnf_path=n.cnf, data_path=n.data, socket_path=n.socket,
-                    pid_path=n.pid_file,
-                ),
-                sql_timeout_s=config.sql_timeout_s,
-            )
-            for n in config.nodes
-        ]  # fmt: skip
+        self.nodes: list[GaleraNode] = [_galera_node(n, config) for n in config.nodes]
         self.settings = GaleraSettings(unreadable_hold_s=config.unreadable_hold_s)
 
     def describe(self) -> str:
@@ -109,6 +101,15 @@ class GaleraService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.config.interval_s)
         # The servers haven started keep running when haven stops: they are the database, not haven's.
+
+
+def _galera_node(n: GaleraNodeConfig, config: GaleraConfig) -> GaleraNode:
+    layout = NodeLayout(
+        n.name, n.folder, cnf_path=n.cnf, data_path=n.data, socket_path=n.socket, pid_path=n.pid_file
+    )
+    if config.driver == "systemd":
+        return SystemdGaleraNode(layout, n.unit, n.bus or None, sql_timeout_s=config.sql_timeout_s)
+    return LocalGaleraNode(layout, sql_timeout_s=config.sql_timeout_s)
 
 
 class RabbitService:
