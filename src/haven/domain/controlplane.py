@@ -225,6 +225,7 @@ class ActionKind(StrEnum):
     READY = "ready"  # load balancer: back in
     RESTART = "restart"  # systemd RestartUnit
     START = "start"  # systemd StartUnit (a missing replica)
+    STOP = "stop"  # systemd StopUnit (the surplus replica of a re-spread, once out of the load balancer)
     SEEN_RESTART = "seen_restart"  # a record, no effect: systemd restarted the unit by itself
 
 
