@@ -18,6 +18,8 @@ naming the key.
     alertmanager_url = "http://127.0.0.1:9093"     # empty: no alerts sent (haven.explain.alerting)
     alertmanager_resend_s = 60.0                   # the whole set again this often (and at each change)
     incident_s = 900.0                             # a symptom explained this recently is an incident
+    haven_url = "http://haven.example.com:15868"   # haven's API as Alertmanager's users reach it: each
+                                                   # alert's generatorURL is its explanation there
     [[diagnosis.metrics]]                          # replaces the defaults
     node = "glance-api"                            # a node of haven.topology's graph
     metric = "p95 latency"                         # in words, as explanations say it
@@ -83,6 +85,7 @@ class _Diagnosis(BaseModel):
     alertmanager_url: str = Field(default="", pattern=r"^(https?://.+)?$")
     alertmanager_resend_s: float = Field(default=60.0, gt=0, le=3600)
     incident_s: float = Field(default=900.0, gt=0)
+    haven_url: str = Field(default="", pattern=r"^(https?://[^\s/?#]+(/[^\s?#]*)?)?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +118,11 @@ def parse_diagnosis(section: object, where: str) -> DiagnosisConfig:
         alerting=AlertingSettings(
             raw.alertmanager_url.rstrip("/"),
             raw.alertmanager_resend_s,
-            IncidentSettings(active_s=raw.incident_s, ends_after_s=3 * raw.alertmanager_resend_s),
+            IncidentSettings(
+                active_s=raw.incident_s,
+                ends_after_s=3 * raw.alertmanager_resend_s,
+                url=raw.haven_url.rstrip("/"),
+            ),
         ),
     )
     return DiagnosisConfig(raw.transport_url, raw.topic, raw.pool, raw.prometheus_url.rstrip("/"), settings)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from haven.diagnosis import Explanation
 from haven.diagnosis.records import ExplanationRecord, ExplanationState
@@ -43,7 +44,9 @@ _MAX_LISTED = 10  # symptoms named in a cause's description
 class IncidentSettings:
     active_s: float = 900.0  # a symptom explained this recently is still an incident
     ends_after_s: float = 180.0  # each sent alert fires until this long after its send, unless sent again
-    url: str = ""  # haven's API, for the alerts' generatorURL ("" for none)
+    # haven's API as Alertmanager's users reach it ("" for none): each alert's generatorURL is its
+    # explanation there, ``{url}/v1/haven/explanations/{record id}`` (haven explain ID --json's document)
+    url: str = ""
 
     def __post_init__(self) -> None:
         if self.active_s <= 0 or self.ends_after_s <= 0:
@@ -151,11 +154,12 @@ def _own(alert: Alert, record: ExplanationRecord | None, ends: float, settings: 
         root = root_of(record)
         labels.update({ROLE: SYMPTOM, "cause": root.node if root is not None else ""})
         annotations.update(_explained(record))
-    return AmAlert(labels, annotations, alert.raised_at, ends, _link(settings, ""))
+    link = _link(settings, record.id) if record is not None else ""
+    return AmAlert(labels, annotations, alert.raised_at, ends, link)
 
 
 def _link(settings: IncidentSettings, record_id: str) -> str:
-    if not settings.url:
+    """The explanation's URL in haven's API (``GET /v1/haven/explanations/{id}``), or "" without a URL."""
+    if not settings.url or not record_id:
         return ""
-    base = settings.url.rstrip("/")
-    return f"{base}/v1/haven/explanations/{record_id}" if record_id else ""
+    return f"{settings.url.rstrip('/')}/v1/haven/explanations/{quote(record_id, safe=':')}"
