@@ -1,0 +1,252 @@
+"""Galera as systemd units on the HA lab's controllers, recovered by haven through systemd.
+
+The fixture starts what ``haven lab up --ha`` runs Galera on, and only that: two controllers, each
+Debian's systemd as PID 1 of its own namespaces (haven.lab.ha's controller, with no OpenStack API
+units, to keep the module short), and the lab's 3-node cluster as units on them
+(haven.lab.ha_stateful: g1 and g3 on ctl-1, g2 on ctl-2). haven's recovery loop drives the units
+with the systemd driver (haven.stateful.galera_systemd). Verdicts come from systemd (the unit's state
+and InvocationID over its D-Bus), from the servers themselves (their wsrep status, the rows read back,
+grastate.dat and a ``--wsrep-recover`` run by the test) and from Galera's log, never from haven's
+journal alone. Needs root (skipped without). One cluster for the module; each test leaves it whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from haven.domain.clock import RealClock
+from haven.domain.errors import ConfigError, HavenError
+from haven.domain.galera import GaleraAction
+from haven.lab import ha, ha_stateful
+from haven.lab.ha_stateful import HaGalera
+from haven.stateful.config import parse_stateful
+from haven.stateful.drills import NEW_GROUP
+from haven.stateful.galera import DecisionKind
+from haven.stateful.galera_node import MARIADBD, PROVIDER
+from haven.stateful.galera_recovery import GaleraRecovery
+from haven.stateful.galera_systemd import ENV_FILE, SystemdBus, SystemdGaleraNode
+from haven.stateful.writer import Writer, missing, prepare
+from haven.store import Store
+
+_LAB_MARKS = [
+    pytest.mark.slow,
+    pytest.mark.systemd,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (systemd as PID 1 of a PID namespace)"),
+    pytest.mark.skipif(
+        not (MARIADBD.exists() and PROVIDER.exists() and shutil.which("rsync") and Path(ha.SYSTEMD).exists()),
+        reason="needs mariadb-server, galera-4, rsync and systemd (make system-deps)",
+    ),
+]
+
+
+def needs_lab(test: Callable[..., None]) -> Callable[..., None]:
+    for mark in _LAB_MARKS:
+        test = mark(test)
+    return test
+
+
+@pytest.fixture(scope="module")
+def galera() -> Iterator[HaGalera]:
+    folder = Path(tempfile.mkdtemp(prefix="haven-galera-ha-"))
+    folder.chmod(0o755)
+    controllers: list[ha.Controller] = []
+    try:
+        for index, host in enumerate(ha.CONTROLLERS, start=1):
+            controllers.append(
+                ha._start_controller(folder / host, host, f"127.0.1.{index}", folder, {}, (), {}, "no")
+            )
+        for controller in controllers:
+            ha._wait_for_bus(controller, 15.0)
+        made = ha_stateful.start_galera(controllers, folder / "galera", lambda _message: None)
+        prepare(made.nodes[0].layout.socket)
+        yield made
+    finally:
+        ha.stop(ha.HaLab(folder, controllers, (), {}, {}))
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _recovery(galera: HaGalera) -> tuple[GaleraRecovery, Store]:
+    """haven's loop over the units, its journal and alerts in a store of its own."""
+    store = Store.open("sqlite://")
+    return GaleraRecovery.on_store(galera.nodes, store, "lab", RealClock()), store
+
+
+def _steps(store: Store) -> list[GaleraAction]:
+    return store.galera_actions_since("lab", 0.0)
+
+
+def _alerts(store: Store) -> list[str]:
+    return [a.message for a in store.list_alerts() if a.cleared_at is None]
+
+
+def _until(check: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"no {what} in {timeout_s} s"
+        time.sleep(0.1)
+
+
+def _size(node: SystemdGaleraNode) -> int:
+    try:
+        return asyncio.run(node.live()).cluster_size
+    except HavenError:
+        return 0
+
+
+def _unit(node: SystemdGaleraNode) -> tuple[str, bytes]:
+    """systemd's own word: the unit's ActiveState and InvocationID."""
+
+    async def read() -> tuple[str, bytes]:
+        async with SystemdBus(node.bus) as bus:
+            props = await bus.unit(node.unit)
+        return str(props["ActiveState"]), bytes(props["InvocationID"])
+
+    return asyncio.run(read())
+
+
+def _whole(galera: HaGalera) -> None:
+    asyncio.run(ha_stateful.wait_synced(galera, timeout_s=90))
+    for node in galera.nodes:
+        live = asyncio.run(node.live())
+        assert (live.primary, live.local_state, live.cluster_size) == (True, "Synced", 3), node.name
+
+
+def _log_marks(galera: HaGalera) -> dict[str, int]:
+    return {n.name: (n.layout.folder / "error.log").stat().st_size for n in galera.nodes}
+
+
+def _new_groups(node: SystemdGaleraNode, since: int) -> int:
+    with open(node.layout.folder / "error.log", "rb") as log:
+        log.seek(since)
+        return log.read().count(NEW_GROUP)
+
+
+def _independent_seqno(node: SystemdGaleraNode) -> int:
+    """The node's last committed seqno, read by the test itself (grastate.dat, else --wsrep-recover)."""
+    layout = node.layout
+    seqno = int(re.search(r"seqno:\s*(-?\d+)", (layout.data / "grastate.dat").read_text()).group(1))  # type: ignore[union-attr]
+    if seqno != -1:
+        return seqno
+    log = layout.folder / "test-recover.log"
+    subprocess.run(
+        [str(MARIADBD), f"--defaults-file={layout.cnf}", "--wsrep-recover", f"--log-error={log}"],
+        capture_output=True, check=True, timeout=120,
+    )  # fmt: skip
+    return int(re.findall(r"Recovered position: [0-9a-f-]+:(-?\d+)", log.read_text())[-1])
+
+
+@needs_lab
+def test_the_cluster_runs_as_units_spread_over_the_controllers(galera: HaGalera) -> None:
+    assert galera.hosts == {"g1": "ctl-1", "g2": "ctl-2", "g3": "ctl-1"}
+    _whole(galera)
+    for node in galera.nodes:
+        assert _unit(node)[0] == "active"
+        assert not (node.layout.folder / ENV_FILE).exists()  # the bootstrap's environment was consumed
+
+
+@needs_lab
+def test_a_killed_nodes_unit_is_started_again_and_rejoins(galera: HaGalera) -> None:
+    _whole(galera)
+    g3 = galera.node("g3")
+    before = _unit(g3)[1]
+    writer = Writer([galera.node("g1").layout.socket], start_id=10_000_000).start()
+    try:
+        _until(lambda: len(writer.acked) >= 10, "10 acknowledged writes")
+        asyncio.run(g3.kill())  # SIGKILL to its mariadbd through systemd: the unit fails (Restart=no)
+        assert _unit(g3)[0] == "failed"
+        _until(lambda: _size(galera.node("g1")) == 2, "the survivors evict g3")
+        recovery, store = _recovery(galera)
+        started = time.monotonic()
+        decisions = asyncio.run(recovery.run_until_synced(timeout_s=90))
+        elapsed = time.monotonic() - started
+        acked = len(writer.acked)
+        _until(lambda: len(writer.acked) >= acked + 10, "10 more acknowledged writes")
+    finally:
+        writer.stop()
+    assert decisions[-1].kind is DecisionKind.NOTHING, (decisions, _alerts(store))
+    assert [a.kind for a in _steps(store) if a.kind != DecisionKind.RECOVER] == [DecisionKind.START]
+    state, invocation = _unit(g3)
+    assert state == "active" and invocation != before  # systemd started it again, a new invocation
+    _whole(galera)  # each server's own wsrep_cluster_size is 3 again
+    for node in galera.nodes:
+        assert missing(node.layout.socket, writer.acked) == [], node.name
+    print(f"node loss: haven's passes until all synced {elapsed:.1f} s")
+
+
+@needs_lab
+@pytest.mark.parametrize("first_down", ["g1", "g2"])
+def test_a_full_outage_is_bootstrapped_from_the_highest_seqno_and_loses_no_write(
+    galera: HaGalera, first_down: str
+) -> None:
+    """``first_down`` dies first and misses the writes after it; the other two die together later (no
+    unit stopped cleanly). g1 shares ctl-1 with g3; g2 is alone on ctl-2."""
+    _whole(galera)
+    last_two = [n for n in galera.nodes if n.name != first_down]
+    writer = Writer(
+        [n.layout.socket for n in last_two], start_id=20_000_000 + 100_000 * int(first_down[1])
+    ).start()
+    try:
+        _until(lambda: len(writer.acked) >= 10, "10 acknowledged writes")
+        asyncio.run(galera.node(first_down).kill())
+        _until(lambda: _size(last_two[0]) == 2, "the survivors evict the first node down")
+        acked = len(writer.acked)
+        _until(lambda: len(writer.acked) >= acked + 20, "20 writes acknowledged without the first node")
+
+        async def power_cut() -> None:
+            await asyncio.gather(*(n.kill() for n in last_two))
+
+        asyncio.run(power_cut())
+    finally:
+        writer.stop()
+    assert all(_unit(n)[0] == "failed" for n in galera.nodes)
+    seqnos = {n.name: _independent_seqno(n) for n in galera.nodes}
+    assert seqnos[first_down] < max(seqnos.values()), seqnos  # the ordering really left it behind
+    marks = _log_marks(galera)
+
+    recovery, store = _recovery(galera)
+    started = time.monotonic()
+    decisions = asyncio.run(recovery.run_until_synced(timeout_s=120))
+    elapsed = time.monotonic() - started
+    assert decisions[-1].kind is DecisionKind.NOTHING, (decisions, _alerts(store))
+    bootstraps = [a for a in _steps(store) if a.kind == DecisionKind.BOOTSTRAP]
+    assert len(bootstraps) == 1, _steps(store)
+    bootstrapped = galera.node(bootstraps[0].node)
+    assert seqnos[bootstrapped.name] == max(seqnos.values()), (bootstraps, seqnos)
+    assert sum(_new_groups(n, marks[n.name]) for n in galera.nodes) == 1  # Galera's log: one new cluster
+    _whole(galera)
+    for node in galera.nodes:
+        assert _unit(node)[0] == "active", node.name
+        assert missing(node.layout.socket, writer.acked) == [], node.name  # every acknowledged row
+        assert not (node.layout.folder / ENV_FILE).exists()
+    assert len(writer.acked) >= 30
+    print(f"full outage ({first_down} first): haven's passes until all synced {elapsed:.1f} s")
+
+    # The bootstrap's environment was the one start's: the unit started again by systemd alone rejoins.
+    marks = _log_marks(galera)
+    asyncio.run(bootstrapped.stop())
+    asyncio.run(bootstrapped.start(None))
+    _whole(galera)
+    assert _new_groups(bootstrapped, marks[bootstrapped.name]) == 0
+
+
+def test_driver_systemd_needs_each_nodes_unit() -> None:
+    nodes = [{"name": "g1", "folder": "/x", "unit": "mariadb-g1.service"}, {"name": "g2", "folder": "/y"}]
+    section = {"galera": {"driver": "systemd", "nodes": nodes}}
+    with pytest.raises(ConfigError, match=r"galera: driver systemd needs each node's unit \(none for g2\)"):
+        parse_stateful(section, "haven.toml")
+    nodes[1]["unit"] = "mariadb-g2.service"
+    config = parse_stateful(section, "haven.toml").galera
+    assert config is not None and [n.unit for n in config.nodes] == [
+        "mariadb-g1.service",
+        "mariadb-g2.service",
+    ]
