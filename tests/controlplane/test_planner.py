@@ -109,7 +109,8 @@ def test_a_hung_replica_keeps_its_connections_for_drain_s() -> None:
 
 def test_returned_only_when_haven_took_it_out_and_its_probe_passed() -> None:
     assert kinds([replica(member=MAINT, held_out=True), replica("ctl-3")]) == [("ready", "ctl-1")]
-    assert kinds([replica(member=MAINT, held_out=False), replica("ctl-3")]) == []  # an operator's
+    # A healthy replica left in maintenance by someone else (a stale member) is put back too (rule 7).
+    assert kinds([replica(member=MAINT, held_out=False), replica("ctl-3")]) == [("ready", "ctl-1")]
     started = dataclasses.replace(ACTIVE, active_since=NOW - 5)
     not_yet = replica(unit=started, member=MAINT, held_out=True, probes=(ProbeResult(False, NOW - 1),))
     assert kinds([not_yet, replica("ctl-3")]) == []
@@ -290,7 +291,7 @@ def test_properties_of_every_plan(views: list[ReplicaView], min_replicas: int) -
             due = backoff_due(recent, spec.restart)
             assert due is None or due <= NOW
         if action.kind is ActionKind.READY:
-            assert view.held_out and judged.probe_ok
+            assert judged.health is ReplicaHealth.HEALTHY and judged.probe_ok
         if action.kind is ActionKind.START:
             assert judged.health is ReplicaHealth.STOPPED
     if p.recheck_at is not None:

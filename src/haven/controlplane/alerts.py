@@ -6,7 +6,9 @@ ran, not one per replica or service. A service with no healthy replica is one ``
 and the holds of the services that depend on it (their probes fail because it is down) are folded into
 it; a service down only because a service it depends on is down is folded into that one's alert too.
 A service left short because one of its replicas crash-loops (a looping replica no longer counts, and
-no host is left to start another) is folded into that crash loop's alert. What is left (a crash loop, a
+no host is left to start another) is folded into that crash loop's alert, and one left short because
+replicas were on a lost controller (still served elsewhere, no host to start another) into that
+controller's alert. What is left (a crash loop, a
 mass failure, no host to start on) is one alert per hold.
 """
 
@@ -57,6 +59,13 @@ def root_alerts(plan: ControlPlanePlan, specs: Mapping[ServiceName, ServiceSpec]
     for service, hosts in sorted(down_by_lost.items()):
         if roots[service] == service:
             folded[hosts[0]].append(f"{service} down")
+    # A service still served elsewhere but short of replicas because some were on a lost controller:
+    # its no_host hold is that controller's event, not one alert per service.
+    short_by_lost = {
+        s: sorted(h for h, _ in by_service[s] if h in lost)[0]
+        for s in by_service
+        if s not in down_by_lost and any(h in lost for h, _ in by_service[s])
+    }
     # A service short of replicas because one of them crash-loops (it no longer counts): one event.
     looped = {h.service: f"{h.service}@{h.host}" for h in plan.holds if h.kind == "crash_loop"}
     for hold in plan.holds:
@@ -69,6 +78,8 @@ def root_alerts(plan: ControlPlanePlan, specs: Mapping[ServiceName, ServiceSpec]
                 folded[target].append(f"{hold.service} held")
         elif hold.kind == "no_host" and hold.service in down_by_lost:
             folded[down_by_lost[hold.service][0]].append(f"{hold.service}: no host left")
+        elif hold.kind == "no_host" and hold.service in short_by_lost:
+            folded[short_by_lost[hold.service]].append(f"{hold.service} short: no host left to replace it")
         elif hold.kind == "no_host" and hold.service in looped:
             folded[looped[hold.service]].append(f"{hold.service}: no host left to replace it")
     alerts: list[RootAlert] = []
@@ -97,7 +108,10 @@ def root_alerts(plan: ControlPlanePlan, specs: Mapping[ServiceName, ServiceSpec]
         handled = (hold.host is not None and hold.host in lost) or (
             hold.kind == "dependency" and any(f"{hold.service} held" in v for v in folded.values())
         )
-        if handled or (hold.kind == "no_host" and (hold.service in down_by_lost or hold.service in looped)):
+        if handled or (
+            hold.kind == "no_host"
+            and (hold.service in down_by_lost or hold.service in short_by_lost or hold.service in looped)
+        ):
             continue
         if hold.kind == "crash_loop":
             subject = f"{hold.service}@{hold.host}"

@@ -23,6 +23,17 @@ The rules, per service:
    has no healthy replica is not restarted for its probe failures.
 5. Fewer than ``min_replicas`` replicas that run or will be restarted: stopped replicas are started on
    allowed hosts, emptiest failure domain first (spread). Stateful services are never started elsewhere.
+6. Re-spread (spread ``domains``, not stateful): when every replica is healthy and in the load balancer
+   and one failure domain holds two replicas more than another that has a stopped replica to start,
+   haven starts that one first (a START whose reason begins ``re-spread``); once it is healthy and back
+   in the load balancer, one replica of the crowded domain beyond ``min_replicas`` leaves the load
+   balancer (drain, maintenance) and is stopped. Only a move haven began (``moves``: the replicas it
+   started to re-spread, from its records) ends in a stop: replicas an operator runs beyond the minimum
+   are never stopped for sharing a domain while no domain has room.
+7. Membership follows health: a healthy replica whose latest probe passed and that is not leaving
+   (rule 6) is put back in the load balancer whoever took it out (a stale ``maint`` or ``drain``); a
+   replica that cannot serve is taken out whoever put it in (rule 2). haven owns the membership of the
+   backends it manages: to keep a replica out by hand, leave its host out of the service's ``hosts``.
 """
 
 from __future__ import annotations
@@ -51,6 +62,7 @@ from haven.domain.ids import HostName
 from haven.safety import replica_gate_reason
 
 H = ReplicaHealth
+RESPREAD = "re-spread"  # how the reason of rule 6's START begins (the reconciler finds its moves by it)
 _NEEDS_RESTART = frozenset({H.FAILED, H.UNHEALTHY})
 _CANNOT_SERVE = frozenset({H.FAILED, H.UNHEALTHY, H.STOPPED, H.UNKNOWN, H.ABSENT, H.STARTING})
 _PROCESS_GONE = frozenset({H.FAILED, H.STOPPED, H.UNKNOWN, H.ABSENT})
@@ -131,8 +143,10 @@ def plan(
     domains: Mapping[HostName, str],
     now: float,
     settings: ControlPlaneSettings,
+    moves: frozenset[tuple[ServiceName, HostName]] = frozenset(),
 ) -> ControlPlanePlan:
-    """The actions and holds for one pass. ``replicas``: one view per (service, allowed host)."""
+    """The actions and holds for one pass. ``replicas``: one view per (service, allowed host);
+    ``moves``: the replicas haven started to re-spread their service, recently (rule 6)."""
     by_service: dict[ServiceName, list[ReplicaView]] = defaultdict(list)
     for view in replicas:
         by_service[view.service].append(view)
@@ -143,7 +157,7 @@ def plan(
     }
     healthy = {name: sum(1 for j in js if j.health is H.HEALTHY) for name, js in judged.items()}
     for spec in specs:
-        _service(spec, judged[spec.name], healthy, domains, state)
+        _service(spec, judged[spec.name], healthy, domains, state, moves)
     health_table = tuple((j.view.service, j.view.host, j.health) for spec in specs for j in judged[spec.name])
     return ControlPlanePlan(
         tuple(state.actions), tuple(state.holds), health_table, min(state.due, default=None)
@@ -156,6 +170,7 @@ def _service(
     healthy: Mapping[ServiceName, int],
     domains: Mapping[HostName, str],
     state: _Pass,
+    moves: frozenset[tuple[ServiceName, HostName]] = frozenset(),
 ) -> None:
     running = [j for j in judged if j.health in (H.HEALTHY, H.UNHEALTHY)]
     unhealthy = [j for j in judged if j.health is H.UNHEALTHY]
@@ -171,20 +186,24 @@ def _service(
         state.holds.append(Hold(spec.name, None, "dependency", reason))
     out_for_restart = sum(1 for j in judged if j.view.busy or (j.health is H.STARTING and j.view.held_out))
     budget = state.settings.max_restarts_at_once - out_for_restart
+    leaving = _surplus(spec, judged, domains, moves)
     for j in sorted(judged, key=lambda j: (j.health is not H.FAILED, j.view.host)):
         _crash_loop_hold(spec, j, state)
         if j.view.busy:
             continue  # an unfinished action: the reconciler finishes it first
         if j.health is H.UNHEALTHY and gate:
             continue  # rule 4: held, and left in the load balancer
+        if j is leaving:
+            _leave(spec, j, state)
+            continue
         if not _membership(spec, j, state):
             continue  # still leaving the load balancer
         if j.health in _NEEDS_RESTART and budget > 0 and _restart(spec, j, bool(down_deps), state):
             budget -= 1
         if j.health is H.STARTING:
             state.wait(j.grace_until)
-    if not spec.stateful:
-        _fill(spec, judged, domains, state)
+    if not spec.stateful and not _fill(spec, judged, domains, state) and leaving is None:
+        _respread(spec, judged, domains, state)
 
 
 def _membership(spec: ServiceSpec, j: Judged, state: _Pass) -> bool:
@@ -205,8 +224,10 @@ def _membership(spec: ServiceSpec, j: Judged, state: _Pass) -> bool:
                 state.wait(due)
             return False
         return True
-    if j.view.held_out and j.probe_ok and member.admin is not MemberAdmin.READY:
-        state.act(ActionKind.READY, j, f"probe passed: back into backend {spec.backend.name}")
+    if j.probe_ok and member.admin is not MemberAdmin.READY:
+        # Rule 7: back in whoever took it out (haven, or a member left stale by hand or by a reload).
+        why = "probe passed" if j.view.held_out else f"healthy but {member.admin.value} (stale member)"
+        state.act(ActionKind.READY, j, f"{why}: back into backend {spec.backend.name}")
     return True
 
 
@@ -243,12 +264,13 @@ def _crash_loop_hold(spec: ServiceSpec, j: Judged, state: _Pass) -> None:
     state.wait(restarts[0] + policy.crash_loop_window_s)
 
 
-def _fill(spec: ServiceSpec, judged: list[Judged], domains: Mapping[HostName, str], state: _Pass) -> None:
-    """Rule 5: start stopped replicas until min_replicas, emptiest failure domain first."""
+def _fill(spec: ServiceSpec, judged: list[Judged], domains: Mapping[HostName, str], state: _Pass) -> bool:
+    """Rule 5: start stopped replicas until min_replicas, emptiest failure domain first; True when
+    replicas were missing."""
     counted = [j for j in judged if j.health in _COUNTED and not _crash_looped(spec, j, state.now)]
     missing = spec.min_replicas - len(counted)
     if missing <= 0:
-        return
+        return False
     per_domain: dict[str, int] = defaultdict(int)
     for j in counted:
         per_domain[domains.get(j.view.host, j.view.host)] += 1
@@ -273,6 +295,103 @@ def _fill(spec: ServiceSpec, judged: list[Judged], domains: Mapping[HostName, st
             "host left to start one on"
         )
         state.holds.append(Hold(spec.name, None, "no_host", reason))
+    return True
+
+
+def _domain(j: Judged, domains: Mapping[HostName, str]) -> str:
+    return domains.get(j.view.host, j.view.host)
+
+
+def _steady(spec: ServiceSpec, judged: list[Judged]) -> bool:
+    """Every replica healthy and in the load balancer, or stopped (or not deployed): nothing in flight."""
+    for j in judged:
+        if j.view.busy or j.health not in (H.HEALTHY, H.STOPPED, H.ABSENT):
+            return False
+        member = j.view.member
+        if j.health is H.HEALTHY and (
+            not j.probe_ok
+            or (spec.backend is not None and member is not None and member.admin is not MemberAdmin.READY)
+        ):
+            return False
+    return True
+
+
+def _respread(spec: ServiceSpec, judged: list[Judged], domains: Mapping[HostName, str], state: _Pass) -> None:
+    """Rule 6, first half: a crowded domain while another has a stopped replica: start that one first."""
+    if spec.spread is not Spread.DOMAINS or not _steady(spec, judged):
+        return
+    per_domain: dict[str, int] = defaultdict(int)
+    for j in judged:
+        per_domain[_domain(j, domains)] += j.health is H.HEALTHY
+    crowded = max(per_domain.values(), default=0)
+    room = sorted(
+        (j for j in judged if j.health is H.STOPPED and per_domain[_domain(j, domains)] <= crowded - 2),
+        key=lambda j: (per_domain[_domain(j, domains)], j.view.host),
+    )
+    if not room:
+        return
+    chosen = room[0]
+    count = per_domain[_domain(chosen, domains)]
+    most = max(per_domain, key=lambda d: (per_domain[d], d))
+    if _out(spec, chosen):  # else its member leaves the load balancer first (rule 2): a later pass
+        state.act(
+            ActionKind.START,
+            chosen,
+            f"{RESPREAD}: domain {most} has {crowded} replicas while {_domain(chosen, domains)} has "
+            f"{count}: start one there first, then stop one in {most}",
+        )
+
+
+def _surplus(
+    spec: ServiceSpec,
+    judged: list[Judged],
+    domains: Mapping[HostName, str],
+    moves: frozenset[tuple[ServiceName, HostName]],
+) -> Judged | None:
+    """Rule 6, second half: the replica that leaves once the one haven started elsewhere serves."""
+    if spec.spread is not Spread.DOMAINS or spec.stateful:
+        return None
+    healthy = [j for j in judged if j.health is H.HEALTHY]
+    moved = [j for j in healthy if (spec.name, j.view.host) in moves and j.probe_ok]
+    if not moved or len(healthy) <= spec.min_replicas:
+        return None
+    if spec.backend is not None and not any(
+        j.view.member is None or j.view.member.admin is MemberAdmin.READY for j in moved
+    ):
+        return None  # the new one is not serving yet
+    if any(j.health not in (H.HEALTHY, H.STOPPED, H.ABSENT) for j in judged):
+        return None  # something else is wrong: keep every serving replica
+    per_domain: dict[str, list[Judged]] = defaultdict(list)
+    for j in healthy:
+        per_domain[_domain(j, domains)].append(j)
+    crowded = [js for js in per_domain.values() if len(js) >= 2]
+    if not crowded:
+        return None
+    most = max(crowded, key=len)
+    # One already leaving goes on leaving; else the first by host name (the same every pass).
+    candidates = sorted(
+        (j for j in most if (spec.name, j.view.host) not in moves),
+        key=lambda j: (not j.view.held_out, j.view.host),
+    )
+    return candidates[0] if candidates else None
+
+
+def _leave(spec: ServiceSpec, j: Judged, state: _Pass) -> None:
+    """The surplus replica of a re-spread: out of the load balancer (drain, maintenance), then stopped."""
+    member = j.view.member
+    if spec.backend is not None and member is not None:
+        if member.admin is MemberAdmin.READY:
+            state.act(ActionKind.DRAIN, j, f"re-spread: surplus replica leaves backend {spec.backend.name}")
+            return
+        if member.admin is MemberAdmin.DRAIN:
+            drained_at = j.view.drained_at if j.view.drained_at is not None else state.now
+            due = drained_at + spec.drain_s
+            if member.sessions == 0 or state.now >= due:
+                state.act(ActionKind.MAINT, j, "re-spread: drained, now in maintenance")
+            else:
+                state.wait(due)
+            return
+    state.act(ActionKind.STOP, j, "re-spread: surplus replica stopped (another domain now serves)")
 
 
 def _out(spec: ServiceSpec, j: Judged) -> bool:

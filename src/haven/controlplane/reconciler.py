@@ -30,7 +30,7 @@ from typing import TypeVar
 
 from haven.controlplane.alerts import root_alerts
 from haven.controlplane.config import ControlPlaneConfig
-from haven.controlplane.planner import plan
+from haven.controlplane.planner import RESPREAD, plan
 from haven.controlplane.ports import Balancer, Prober, Units
 from haven.domain.clock import Clock
 from haven.domain.controlplane import (
@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Key = tuple[ServiceName, HostName]
-_LB_KINDS = (ActionKind.DRAIN, ActionKind.MAINT, ActionKind.READY, ActionKind.START)
+_LB_KINDS = (ActionKind.DRAIN, ActionKind.MAINT, ActionKind.READY, ActionKind.START, ActionKind.STOP)
 _ADMIN = {
     ActionKind.DRAIN: MemberAdmin.DRAIN,
     ActionKind.MAINT: MemberAdmin.MAINT,
@@ -154,8 +154,8 @@ class Reconciler:
         await self._keep_evidence(observed, probed, now)
         if acting:
             await self._note_systemd_restarts(observed, now, epoch)
-        views = await self._views(observed, now)
-        result = plan(list(self._specs.values()), views, self._domains, now, self._config.settings)
+        views, moves = await self._views(observed, now)
+        result = plan(list(self._specs.values()), views, self._domains, now, self._config.settings, moves)
         self.last_plan = result
         if acting:
             for action in result.actions:
@@ -291,8 +291,16 @@ class Reconciler:
             )  # fmt: skip
             await self._db(self._store.issue_action, record, epoch=epoch)
 
-    async def _views(self, observed: Observed, now: float) -> list[ReplicaView]:
+    async def _views(
+        self, observed: Observed, now: float
+    ) -> tuple[list[ReplicaView], frozenset[tuple[ServiceName, HostName]]]:
+        """The planner's views, and the replicas haven started to re-spread (within the window)."""
         history = await self._db(self._store.actions_since, now - self._window)
+        moves = frozenset(
+            (a.service, a.host)
+            for a in history
+            if a.kind is ActionKind.START and a.state is ActionState.DONE and a.reason.startswith(RESPREAD)
+        )
         latest_lb = {(a.service, a.host): a for a in await self._db(self._store.latest_actions, _LB_KINDS)}
         restarts: dict[Key, list[float]] = collections.defaultdict(list)
         busy: set[Key] = set()
@@ -323,7 +331,7 @@ class Reconciler:
                     busy=key in busy or lb_unknown,
                 )
             )
-        return views
+        return views, moves
 
     # ---- act ---------------------------------------------------------------------------------------
 
@@ -381,6 +389,8 @@ class Reconciler:
                 await units.restart(spec.unit)
         elif record.kind is ActionKind.START and now.active not in _RUNNING:
             await units.start(spec.unit)
+        elif record.kind is ActionKind.STOP and now.active in _RUNNING:
+            await units.stop(spec.unit)
 
     async def _alerts(self, result: ControlPlanePlan, now: float, epoch: int | None) -> None:
         wanted = {(a.kind, a.subject): a.reason for a in root_alerts(result, self._specs)}
