@@ -26,16 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Protocol
 
 from haven.domain.clock import Clock
-from haven.domain.errors import Deposed, HavenError
+from haven.domain.errors import HavenError
 from haven.domain.galera import DONE, FAILED, GaleraAction
-from haven.domain.ids import HostName
-from haven.domain.incidents import Alert, AlertKind
+from haven.domain.incidents import AlertKind
 from haven.stateful.galera import (
     DecisionKind,
     GaleraDecision,
@@ -47,78 +44,20 @@ from haven.stateful.galera import (
     decide,
 )
 from haven.stateful.galera_node import GaleraNode
+from haven.stateful.journal import HoldAlerts, Journaled, StepJournal, StoreHold, StoreJournal, run_passes
 from haven.store import Store
 
 log = logging.getLogger(__name__)
 
 
-class GaleraJournal(Protocol):
-    """Where the loop's steps are persisted: the store's galera_actions (StoreJournal)."""
-
-    def issue(self, action: GaleraAction) -> None: ...
-
-    def finish(self, action_id: str, state: str, error: str, position: str | None = None) -> None: ...
-
-    def unfinished(self) -> list[GaleraAction]: ...
+GaleraJournal = StepJournal  # the name the tests and older callers know
 
 
-class HoldAlerts(Protocol):
-    """Where a hold is raised (the store's alerts: StoreAlerts) and cleared once the loop acts again."""
-
-    def hold(self, text: str) -> None: ...
-
-    def clear(self) -> None: ...
-
-
-class StoreJournal:
-    """The journal in haven's store (table galera_actions): survives a restart of haven."""
-
-    def __init__(self, store: Store, cluster: str, clock: Clock, epoch: int | None = None) -> None:
-        self.store, self.cluster, self._clock, self._epoch = store, cluster, clock, epoch
-
-    def issue(self, action: GaleraAction) -> None:
-        self.store.issue_galera_action(action, epoch=self._epoch)
-
-    def finish(self, action_id: str, state: str, error: str, position: str | None = None) -> None:
-        self.store.finish_galera_action(
-            action_id, state, self._clock.now(), error, position=position, epoch=self._epoch
-        )
-
-    def unfinished(self) -> list[GaleraAction]:
-        return self.store.unfinished_galera_actions(self.cluster)
-
-    def actions(self, after: float = 0.0) -> list[GaleraAction]:
-        return self.store.galera_actions_since(self.cluster, after)
-
-
-class StoreAlerts:
+class StoreAlerts(StoreHold):
     """One ``galera_hold`` alert per hold in the store's alerts (its host: the cluster's name)."""
 
     def __init__(self, store: Store, cluster: str, clock: Clock, epoch: int | None = None) -> None:
-        self.store, self.cluster, self._clock, self._epoch = store, cluster, clock, epoch
-
-    def hold(self, text: str) -> None:
-        """Raise the hold's alert; an active one saying something else (an earlier hold) is cleared first."""
-        active = self.active()
-        if active and active[0].message == text:
-            return
-        if active:
-            self.clear()
-        alert = Alert(
-            str(uuid.uuid4()), AlertKind.GALERA_HOLD, text, self._clock.now(), host=HostName(self.cluster)
-        )
-        self.store.raise_alert(alert, epoch=self._epoch)
-
-    def clear(self) -> None:
-        self.store.clear_alerts(
-            now=self._clock.now(), kind=AlertKind.GALERA_HOLD, host=HostName(self.cluster), epoch=self._epoch
-        )
-
-    def active(self) -> list[Alert]:
-        return [
-            a for a in self.store.list_alerts()
-            if a.kind is AlertKind.GALERA_HOLD and a.host == self.cluster
-        ]  # fmt: skip
+        super().__init__(store, cluster, clock, epoch, kind=AlertKind.GALERA_HOLD)
 
 
 class GaleraRecovery:
@@ -132,15 +71,13 @@ class GaleraRecovery:
         settings: GaleraSettings | None = None,
     ) -> None:
         self._nodes: Mapping[str, GaleraNode] = {n.name: n for n in nodes}
-        self._journal, self._alerts, self._clock, self.cluster = journal, alerts, clock, cluster
+        self._clock, self.cluster = clock, cluster
+        self._steps = Journaled(journal, alerts, "galera", cluster)
         self._settings = settings or GaleraSettings()
         # --wsrep-recover's reads, each with the grastate.dat it was made beside (kept while unchanged)
         self._recovered: dict[str, tuple[GraState | None, Position]] = {}
         self._recover_errors: dict[str, tuple[GraState | None, str]] = {}
-        self._deposed: str | None = None  # why this loop's epoch was refused: it acts no more
         self._mute_since: dict[str, float] = {}
-        self._holding: bool | None = None  # None: not known yet (a restarted loop clears a stale hold)
-        self._hold_reason: str | None = None  # the hold whose alert is raised
 
     @classmethod
     def on_store(
@@ -161,13 +98,10 @@ class GaleraRecovery:
         return cls(nodes, journal, alerts, clock, cluster, settings)
 
     async def run_pass(self) -> GaleraDecision:
-        if self._deposed is None:
-            for action in await asyncio.to_thread(self._journal.unfinished):
-                await self._resume(action)  # an engine stopped between intent and outcome: finish that first
-        if self._deposed is not None:
-            return GaleraDecision(
-                DecisionKind.WAIT, f"this loop was deposed, a newer leader decides: {self._deposed}"
-            )
+        for action in await self._steps.unfinished():
+            await self._resume(action)  # an engine stopped between intent and outcome: finish that first
+        if self._steps.deposed is not None:
+            return GaleraDecision(DecisionKind.WAIT, self._steps.deposed_reason)
         observations = await self.observe()
         decision = decide(observations, self._clock.now(), self._settings)
         if decision.kind is DecisionKind.RECOVER:
@@ -177,37 +111,12 @@ class GaleraRecovery:
         if decision.kind in (DecisionKind.START, DecisionKind.BOOTSTRAP):
             for name in decision.nodes:
                 await self._act(decision, name)
-        holding = decision.kind is DecisionKind.HOLD
-        try:
-            if holding and decision.reason != self._hold_reason:  # a new hold (or a different one)
-                log.warning("%s", decision.alert)
-                await asyncio.to_thread(self._alerts.hold, decision.alert)
-            elif not holding and self._holding is not False:
-                await asyncio.to_thread(self._alerts.clear)
-        except HavenError as exc:  # the store unavailable, or this engine deposed: the next pass retries
-            log.warning("galera %s: alert not written: %s", self.cluster, exc)
-            self._note_deposed(exc)
-            return decision
-        self._holding = holding
-        self._hold_reason = decision.reason if holding else None
+        await self._steps.show_hold(decision.kind is DecisionKind.HOLD, decision.reason, decision.alert)
         return decision
 
     async def run_until_synced(self, timeout_s: float, interval_s: float = 0.5) -> list[GaleraDecision]:
         """Passes until every node is synced in one primary component (or ``timeout_s``); the decisions."""
-        decisions: list[GaleraDecision] = []
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            decision = await self.run_pass()
-            if (
-                not decisions
-                or decisions[-1].kind is not decision.kind
-                or decision.kind is not DecisionKind.WAIT
-            ):
-                decisions.append(decision)
-            if decision.kind in (DecisionKind.NOTHING, DecisionKind.HOLD):
-                return decisions
-            await asyncio.sleep(interval_s)
-        return decisions
+        return await run_passes(self.run_pass, timeout_s, interval_s)
 
     # ---- observe -----------------------------------------------------------------------------------
 
@@ -251,7 +160,7 @@ class GaleraRecovery:
     async def _recover(self, names: Sequence[str], reason: str) -> None:
         """``--wsrep-recover`` on ``names``: one journaled step (it runs mariadbd on their data folders)."""
         action = self._action(DecisionKind.RECOVER, ",".join(names), reason, "")
-        if not await self._issue(action):
+        if not await self._steps.issue(action):
             return
 
         async def one(name: str) -> tuple[str, str]:
@@ -269,7 +178,7 @@ class GaleraRecovery:
         results = await asyncio.gather(*(one(name) for name in names))
         found = [text for text, _ in results]
         errors = "; ".join(error for _, error in results if error)
-        await self._outcome(action, FAILED if errors else DONE, errors, ",".join(found))
+        await self._steps.outcome(action, FAILED if errors else DONE, errors, ",".join(found))
 
     @staticmethod
     async def _grastate(node: GaleraNode) -> GraState | None:
@@ -286,31 +195,6 @@ class GaleraRecovery:
             str(uuid.uuid4()), self.cluster, kind.value, node, reason, position, self._clock.now()
         )
 
-    def _note_deposed(self, exc: HavenError) -> None:
-        if isinstance(exc, Deposed):
-            self._deposed = str(exc)
-
-    async def _issue(self, action: GaleraAction) -> bool:
-        """Commit the intent; False (no effect) when it could not be committed."""
-        if self._deposed is not None:
-            return False
-        try:
-            await asyncio.to_thread(self._journal.issue, action)
-        except HavenError as exc:  # another step unfinished (another engine), the store unavailable
-            log.warning("galera %s of %s not issued: %s", action.kind, action.node, exc)
-            self._note_deposed(exc)
-            return False
-        return True
-
-    async def _outcome(
-        self, action: GaleraAction, state: str, error: str, position: str | None = None
-    ) -> None:
-        try:
-            await asyncio.to_thread(self._journal.finish, action.id, state, error, position)
-        except HavenError as exc:  # the next pass finds the step unfinished and finishes it
-            log.warning("galera %s of %s: outcome not committed: %s", action.kind, action.node, exc)
-            self._note_deposed(exc)
-
     async def _act(self, decision: GaleraDecision, name: str) -> None:
         position = decision.position if decision.kind is DecisionKind.BOOTSTRAP else self._read_position(name)
         if position is None and decision.kind is DecisionKind.START:
@@ -318,7 +202,7 @@ class GaleraRecovery:
             await self._recover([name], f"{name}'s position, to start it")
             position = self._read_position(name)
         action = self._action(decision.kind, name, decision.reason, str(position or ""))
-        if await self._issue(action):
+        if await self._steps.issue(action):
             await self._finish(action)
 
     def _read_position(self, name: str) -> Position | None:
@@ -339,23 +223,14 @@ class GaleraRecovery:
         """
         if action.kind == DecisionKind.RECOVER.value:
             # A read: its result died with the engine; the next decision asks for it again.
-            await self._outcome(action, FAILED, "haven stopped during --wsrep-recover; read again")
+            await self._steps.outcome(action, FAILED, "haven stopped during --wsrep-recover; read again")
             return
-        node = self._nodes.get(action.node)
-        if node is None:
-            await self._outcome(action, FAILED, f"{action.node} is no longer a node of this cluster")
+        if not await self._steps.resume_if_running(action, self._nodes.get(action.node)):
             return
-        try:
-            running = await node.running()
-        except HavenError as exc:
-            log.warning("galera: %s unreadable, its unfinished %s waits: %s", action.node, action.kind, exc)
-            return
-        if not running:
-            await self._outcome(action, FAILED, "not made before haven stopped; decided afresh")
-            return
+        node = self._nodes[action.node]
         if action.kind != DecisionKind.BOOTSTRAP.value:
             log.info("galera: %s of %s had been made before haven stopped", action.kind, action.node)
-            await self._outcome(action, DONE, "")
+            await self._steps.outcome(action, DONE, "")
             return
         try:
             live = await node.live()
@@ -366,10 +241,10 @@ class GaleraRecovery:
             return
         if live.primary:
             log.info("galera: the bootstrap of %s had been made before haven stopped", action.node)
-            await self._outcome(action, DONE, "")
+            await self._steps.outcome(action, DONE, "")
         else:
             why = f"{action.node} runs but is not Primary ({live.cluster_status}); decided afresh"
-            await self._outcome(action, FAILED, why)
+            await self._steps.outcome(action, FAILED, why)
 
     async def _finish(self, action: GaleraAction) -> None:
         node = self._nodes.get(action.node)
@@ -390,7 +265,7 @@ class GaleraRecovery:
         except Exception as exc:  # a bug: this step fails, never the loop
             state, error = FAILED, f"unexpected error: {type(exc).__name__}: {exc}"
             log.exception("galera %s of %s", action.kind, action.node)
-        await self._outcome(action, state, error)
+        await self._steps.outcome(action, state, error)
 
 
 def _parse(text: str) -> Position | None:

@@ -30,17 +30,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Protocol
 
 from haven.domain.clock import Clock
-from haven.domain.errors import Deposed, HavenError
+from haven.domain.errors import HavenError
 from haven.domain.galera import DONE, FAILED, GaleraAction
-from haven.domain.ids import HostName
-from haven.domain.incidents import Alert, AlertKind
-from haven.stateful.galera_recovery import GaleraJournal, HoldAlerts, StoreJournal
+from haven.domain.incidents import AlertKind
+from haven.stateful.journal import HoldAlerts, Journaled, StepJournal, StoreHold, StoreJournal, run_passes
 from haven.stateful.rabbitmq import (
     DecisionKind,
     NodeObservation,
@@ -63,40 +60,14 @@ def journal_key(cluster: str) -> str:
     return f"rabbitmq:{cluster}"
 
 
-class RabbitJournal(GaleraJournal, Protocol):
-    """The journal, and its steps since a time (a node started again and again holds)."""
-
-    def actions(self, after: float = 0.0) -> list[GaleraAction]: ...
+RabbitJournal = StepJournal  # the journal, and its steps since a time (a node started again and again holds)
 
 
-class RabbitStoreAlerts:
+class RabbitStoreAlerts(StoreHold):
     """One ``rabbitmq_hold`` alert per hold in the store's alerts (its host: the cluster's name)."""
 
     def __init__(self, store: Store, cluster: str, clock: Clock, epoch: int | None = None) -> None:
-        self.store, self.cluster, self._clock, self._epoch = store, cluster, clock, epoch
-
-    def hold(self, text: str) -> None:
-        active = self.active()
-        if active and active[0].message == text:
-            return
-        if active:
-            self.clear()
-        alert = Alert(
-            str(uuid.uuid4()), AlertKind.RABBITMQ_HOLD, text, self._clock.now(), host=HostName(self.cluster)
-        )
-        self.store.raise_alert(alert, epoch=self._epoch)
-
-    def clear(self) -> None:
-        self.store.clear_alerts(
-            now=self._clock.now(), kind=AlertKind.RABBITMQ_HOLD, host=HostName(self.cluster),
-            epoch=self._epoch,
-        )  # fmt: skip
-
-    def active(self) -> list[Alert]:
-        return [
-            a for a in self.store.list_alerts()
-            if a.kind is AlertKind.RABBITMQ_HOLD and a.host == self.cluster
-        ]  # fmt: skip
+        super().__init__(store, cluster, clock, epoch, kind=AlertKind.RABBITMQ_HOLD)
 
 
 class RabbitRecovery:
@@ -110,13 +81,11 @@ class RabbitRecovery:
         settings: RabbitSettings | None = None,
     ) -> None:
         self._nodes: Mapping[str, RabbitNode] = {n.name: n for n in nodes}
-        self._journal, self._alerts, self._clock, self.cluster = journal, alerts, clock, cluster
+        self._clock, self.cluster = clock, cluster
+        self._steps = Journaled(journal, alerts, "rabbitmq", cluster)
         self._settings = settings or RabbitSettings()
-        self._deposed: str | None = None
         self._mute_since: dict[str, float] = {}
         self._partitioned_since: float | None = None
-        self._holding: bool | None = None  # None: not known yet (a restarted loop clears a stale hold)
-        self._hold_reason: str | None = None
         self._start_app_failures: dict[str, int] = {}  # an unfinished restart's id -> start_app failures
 
     @classmethod
@@ -136,19 +105,16 @@ class RabbitRecovery:
         return cls(nodes, journal, alerts, clock, cluster, settings)
 
     async def run_pass(self) -> RabbitDecision:
-        if self._deposed is None:
-            for action in await asyncio.to_thread(self._journal.unfinished):
-                await self._resume(action)
-        if self._deposed is not None:
-            return RabbitDecision(
-                DecisionKind.WAIT, f"this loop was deposed, a newer leader decides: {self._deposed}"
-            )
+        for action in await self._steps.unfinished():
+            await self._resume(action)
+        if self._steps.deposed is not None:
+            return RabbitDecision(DecisionKind.WAIT, self._steps.deposed_reason)
         observations = await self.observe()
         now = self._clock.now()
         decision = decide(observations, now, self._partitioned_since, self._settings)
         if decision.kind is not DecisionKind.HOLD:
             try:
-                steps = await asyncio.to_thread(self._journal.actions, now - self._settings.start_window_s)
+                steps = await self._steps.since(now - self._settings.start_window_s)
             except HavenError as exc:  # the store unavailable: act on nothing this pass
                 log.warning("rabbitmq %s: journal not read: %s", self.cluster, exc)
                 return RabbitDecision(DecisionKind.WAIT, f"the journal cannot be read: {exc}")
@@ -159,37 +125,12 @@ class RabbitRecovery:
                 await self._act(decision, name)
             if decision.kind is DecisionKind.RESTART:
                 self._partitioned_since = None  # a new view: the next partition seen waits its grace
-        holding = decision.kind is DecisionKind.HOLD
-        try:
-            if holding and decision.reason != self._hold_reason:
-                log.warning("%s", decision.alert)
-                await asyncio.to_thread(self._alerts.hold, decision.alert)
-            elif not holding and self._holding is not False:
-                await asyncio.to_thread(self._alerts.clear)
-        except HavenError as exc:  # the store unavailable, or this engine deposed: the next pass retries
-            log.warning("rabbitmq %s: alert not written: %s", self.cluster, exc)
-            self._note_deposed(exc)
-            return decision
-        self._holding = holding
-        self._hold_reason = decision.reason if holding else None
+        await self._steps.show_hold(decision.kind is DecisionKind.HOLD, decision.reason, decision.alert)
         return decision
 
     async def run_until_healthy(self, timeout_s: float, interval_s: float = 0.5) -> list[RabbitDecision]:
         """Passes until every node runs and sees every other (or ``timeout_s``, or a hold); the decisions."""
-        decisions: list[RabbitDecision] = []
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            decision = await self.run_pass()
-            if (
-                not decisions
-                or decisions[-1].kind is not decision.kind
-                or decision.kind is not DecisionKind.WAIT
-            ):
-                decisions.append(decision)
-            if decision.kind in (DecisionKind.NOTHING, DecisionKind.HOLD):
-                return decisions
-            await asyncio.sleep(interval_s)
-        return decisions
+        return await run_passes(self.run_pass, timeout_s, interval_s)
 
     # ---- observe -----------------------------------------------------------------------------------
 
@@ -220,22 +161,12 @@ class RabbitRecovery:
 
     # ---- act ---------------------------------------------------------------------------------------
 
-    def _note_deposed(self, exc: HavenError) -> None:
-        if isinstance(exc, Deposed):
-            self._deposed = str(exc)
-
     async def _act(self, decision: RabbitDecision, name: str) -> None:
         action = GaleraAction(
             str(uuid.uuid4()), journal_key(self.cluster), decision.kind.value, name, decision.reason,
             ",".join(decision.kept), self._clock.now(),
         )  # fmt: skip
-        if self._deposed is not None:
-            return
-        try:
-            await asyncio.to_thread(self._journal.issue, action)
-        except HavenError as exc:  # another step unfinished (another engine), the store unavailable
-            log.warning("rabbitmq %s of %s not issued: %s", action.kind, name, exc)
-            self._note_deposed(exc)
+        if not await self._steps.issue(action):
             return
         state, error = DONE, ""
         try:
@@ -254,14 +185,7 @@ class RabbitRecovery:
         except Exception as exc:  # a bug: this step fails, never the loop
             state, error = FAILED, f"unexpected error: {type(exc).__name__}: {exc}"
             log.exception("rabbitmq %s of %s", action.kind, name)
-        await self._outcome(action, state, error)
-
-    async def _outcome(self, action: GaleraAction, state: str, error: str) -> None:
-        try:
-            await asyncio.to_thread(self._journal.finish, action.id, state, error, None)
-        except HavenError as exc:  # the next pass finds the step unfinished and finishes it
-            log.warning("rabbitmq %s of %s: outcome not committed: %s", action.kind, action.node, exc)
-            self._note_deposed(exc)
+        await self._steps.outcome(action, state, error)
 
     async def _app_stopped(self, name: str) -> bool:
         """Whether ``name``'s VM runs with its ``rabbit`` app stopped (rabbitmqctl says so)."""
@@ -273,20 +197,11 @@ class RabbitRecovery:
 
     async def _resume(self, action: GaleraAction) -> None:
         """A step a stopped engine left ``issued``: finish it from its node's state now."""
-        node = self._nodes.get(action.node)
-        if node is None:
-            await self._outcome(action, FAILED, f"{action.node} is no longer a node of this cluster")
+        if not await self._steps.resume_if_running(action, self._nodes.get(action.node)):
             return
-        try:
-            running = await node.running()
-        except HavenError as exc:
-            log.warning("rabbitmq: %s unreadable, its unfinished %s waits: %s", action.node, action.kind, exc)
-            return
-        if not running:
-            await self._outcome(action, FAILED, "not made before haven stopped; decided afresh")
-            return
+        node = self._nodes[action.node]
         if action.kind != DecisionKind.RESTART.value:
-            await self._outcome(action, DONE, "")
+            await self._steps.outcome(action, DONE, "")
             return
         try:
             await node.status()
@@ -304,6 +219,6 @@ class RabbitRecovery:
                 if tries < self._settings.start_attempts:
                     log.warning("rabbitmq: start_app of %s failed (try %d): %s", action.node, tries, again)
                     return  # the step stays issued: the next pass tries again
-                await self._outcome(action, FAILED, f"start_app failed {tries} times: {again}")
+                await self._steps.outcome(action, FAILED, f"start_app failed {tries} times: {again}")
                 return
-        await self._outcome(action, DONE, "")
+        await self._steps.outcome(action, DONE, "")
