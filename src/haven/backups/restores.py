@@ -187,6 +187,31 @@ class Restorer:
 
     # ---- drills -------------------------------------------------------------------------------------
 
+    async def drill_now(self, server_id: str, asked_by: str) -> RestoreRecord:
+        """A restore drill of ``server_id`` now, outside the schedule (an admin's, from the dashboard):
+        its newest good backup booted isolated as a scheduled drill's, the record saying ``asked_by``;
+        the drill rounds carry it on to ACTIVE and the delete. A UserError when the server has no good
+        backup or a drill of it is in flight."""
+        backup = await self.choose(server_id, None)
+        running = [
+            r for r in await self._db(self._store.list_restores, unfinished=True)
+            if r.server_id == server_id and r.purpose is RestorePurpose.DRILL
+        ]  # fmt: skip
+        if running:
+            raise UserError(
+                f"a restore drill of {backup.server_name} is already running (restore {running[0].id})",
+                "wait for it to end: the backups panel shows its result",
+            )
+        now = self._clock.now()
+        record = self._record(RestorePurpose.DRILL, backup, f"{DRILL_PREFIX}{backup.server_name}-{now:.0f}")
+        record = dataclasses.replace(record, asked_by=asked_by)
+        self._working.add(record.id)  # a drill round meanwhile leaves it alone: it would boot it twice
+        try:
+            await self._db(self._store.issue_restore, record, epoch=self._epoch())
+            return await self._isolated(record)
+        finally:
+            self._working.discard(record.id)
+
     async def drill_round(self, protected: Sequence[str]) -> DrillRound:
         """Advance the drills in flight, then start those due (``Deposed`` once this engine's term ended)."""
         self._epoch()

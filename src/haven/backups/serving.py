@@ -50,6 +50,16 @@ class BackupService:
         self.restorer = Restorer(port, store, clock, config.drills, leader_epoch, on_finish=on_restore)
         self.rounds = 0
         self.on_event: EventSink | None = None  # haven serve: the dashboard's hub, told after each round
+        self._wake = asyncio.Event()  # a drill asked from the dashboard: the next round comes now
+
+    async def drill_now(self, server_id: str, asked_by: str) -> RestoreRecord:
+        """A restore drill of one server now (the dashboard's, an admin's; Restorer.drill_now), the
+        next round brought forward so the drill is followed at once, the page told."""
+        record = await self.restorer.drill_now(server_id, asked_by)
+        self._wake.set()
+        if self.on_event is not None:
+            self.on_event(EngineEvent(EventKind.BACKUPS_CHANGED, self._clock.now()))
+        return record
 
     @property
     def last_plan(self) -> BackupPlan | None:
@@ -77,6 +87,7 @@ class BackupService:
         while not stop.is_set():
             started = self._clock.now()
             due = started + interval
+            self._wake.clear()  # set during this round: the next one comes at once
             try:
                 plan, drills = await self.run_round()
                 if plan.next_due_at is not None:
@@ -87,12 +98,16 @@ class BackupService:
                 log.warning("backup round failed: %s", exc)
             except Exception:  # a bug: this round is lost, never the loop
                 log.exception("backup round failed")
-            await _until(stop, self._clock, max(due, self._clock.now() + 0.05))
+            await _until(stop, self._clock, max(due, self._clock.now() + 0.05), self._wake)
 
 
-async def _until(stop: asyncio.Event, clock: Clock, deadline: float) -> None:
-    """Sleep on ``clock`` until ``deadline``, or less if ``stop`` is set meanwhile."""
+async def _until(
+    stop: asyncio.Event, clock: Clock, deadline: float, wake: asyncio.Event | None = None
+) -> None:
+    """Sleep on ``clock`` until ``deadline``, or less if ``stop`` (or ``wake``) is set meanwhile."""
     waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(clock.sleep_until(deadline))]
+    if wake is not None:
+        waits.append(asyncio.ensure_future(wake.wait()))
     try:
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:

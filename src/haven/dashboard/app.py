@@ -37,6 +37,7 @@ from starlette.staticfiles import StaticFiles
 
 from haven.api.auth import Authenticator, AuthUnavailable, Principal
 from haven.api.policy import allowed, policy_for
+from haven.api.routes.haven_backups import RESTORES_PATH
 from haven.api.routes.haven_drills import DRILLS_PATH
 from haven.api.routes.haven_status import RELEASE_PATH, STATUS_PATH
 from haven.canary.model import BOOT_PHASES
@@ -55,7 +56,7 @@ from haven.dashboard.hub import EventHub
 from haven.dashboard.leadership import LeaderView, leader_view, leadership_changes
 from haven.dashboard.sessions import COOKIE, Session, SessionStore, csrf_ok
 from haven.domain.clock import Clock
-from haven.domain.errors import Conflict, NotFound
+from haven.domain.errors import Conflict, HavenError, NotFound, UserError
 from haven.domain.ids import HostName, NotificationId
 from haven.service.release import release_segment
 from haven.service.status import Leadership
@@ -74,6 +75,8 @@ SYMBOLS = {
     "starting": "…", "unhealthy": "✗", "failed": "✕", "stopped": "○", "unknown": "?", "absent": "-",
     "ok": "✓", "slow": "◔", "booting": "…", "deleting": "…", "abandoned": "-",
     "within_policy": "✓", "stale": "✗", "none_yet": "○",
+    # restore drills
+    "passed": "✓", "running": "…",
 }  # fmt: skip
 STEP_SYMBOLS = {"done": "✓", "failed": "✕", "running": "…", "pending": "○", "skipped": "-"}
 
@@ -139,6 +142,7 @@ def create_dashboard(
             Route("/events", pages.events, methods=["GET"]),
             Route("/segments/{segment_id}/release", pages.release, methods=["POST"]),
             Route("/drills", pages.drill, methods=["POST"]),
+            Route("/backups/{server_id}/drill", pages.restore_drill, methods=["POST"]),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]
     )
@@ -178,6 +182,15 @@ def can_drill(principal: Principal) -> bool:
     return allowed(policy_for("POST", DRILLS_PATH), principal.roles)
 
 
+def can_restore(principal: Principal) -> bool:
+    """A restore drill from the page: the API's rule for ``POST /v1/haven/backups/restores`` (admin)."""
+    return allowed(policy_for("POST", RESTORES_PATH), principal.roles)
+
+
+def can_drill_backups(principal: Principal, board: Board) -> bool:
+    return board.drill_now is not None and can_restore(principal)
+
+
 class _Pages:
     def __init__(self, deps: DashboardDeps, templates: Environment) -> None:
         self.deps = deps
@@ -215,6 +228,7 @@ class _Pages:
             roles=", ".join(sorted(p.roles)) or "no role",
             can_release=can_release(p),
             can_drill=can_drill(p),
+            can_drill_backups=can_drill_backups(p, board),
             scenarios=self.drills.scenarios(),
         )
 
@@ -317,6 +331,47 @@ class _Pages:
         board = self.deps.board()
         body = self.templates.get_template("parts.html").module.holds(  # type: ignore[attr-defined]
             board, True, session.csrf, ROOT
+        )
+        return HTMLResponse(str(body), headers=_NO_STORE)
+
+    async def restore_drill(self, request: Request) -> Response:
+        """A restore drill of one protected server now (admin, as the API's restores POST), confirmed in
+        the page; audited: the restore record names who asked (``asked_by``), and the log says it."""
+        posted = await self._posted(request)
+        if isinstance(posted, Response):
+            return posted
+        session, _ = posted
+        p = session.principal
+        server_id = request.path_params["server_id"]
+        if not can_restore(p):
+            log.warning("dashboard: restore drill of %s refused to %s (not an admin)", server_id, p.user_id)
+            return _refused(HTTPStatus.FORBIDDEN, "only an admin may run a restore drill")
+        board = self.deps.board()
+        if board.drill_now is None:
+            return _refused(HTTPStatus.CONFLICT, "this server runs no backups ([backups] enabled = false)")
+        view = leader_view(self.deps.leadership)
+        if view.follower:
+            return _refused(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                "this engine does not lead: run the drill from the leader's dashboard",
+            )
+        protected = {v.server_id: v for v in board.protected}
+        if server_id not in protected:
+            return _refused(
+                HTTPStatus.NOT_FOUND, f"no protected server {server_id} in the latest backup pass"
+            )
+        by = f"user {p.user_id}" + (f" of project {p.project_id}" if p.project_id else "") + " (dashboard)"
+        try:
+            record = await board.drill_now(server_id, by)
+        except UserError as exc:  # no good backup, or a drill of it is running
+            return _refused(HTTPStatus.CONFLICT, str(exc))
+        except HavenError as exc:  # the cloud or the store refused (a deposed leader...)
+            return _refused(HTTPStatus.SERVICE_UNAVAILABLE, f"the drill could not start: {exc}")
+        log.warning("dashboard: restore drill %s of %s (%s) asked by %s: %s", record.id,
+                    protected[server_id].server_name, server_id, by, record.state.value)  # fmt: skip
+        board = self.deps.board()
+        body = self.templates.get_template("parts.html").module.backups(  # type: ignore[attr-defined]
+            board, can_drill_backups(p, board), session.csrf, ROOT
         )
         return HTMLResponse(str(body), headers=_NO_STORE)
 
@@ -453,7 +508,8 @@ def _render(parts: Any, board: Board, changes: Changes, known: set[NotificationI
         out.append(str(parts.explanations(board, oob=True)))
         out.append(str(parts.canaries(board, oob=True)))
     if changes.backups:
-        out.append(str(parts.backups(board, oob=True)))
+        can = can_drill_backups(session.principal, board)
+        out.append(str(parts.backups(board, can, session.csrf, ROOT, oob=True)))
     return "".join(out)
 
 

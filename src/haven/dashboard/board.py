@@ -8,15 +8,16 @@ a step before it announces it), and the alerts are read again when an event that
 them arrives. No timer reads the database. ``apply`` says which parts of the page changed, so that a
 stream sends only those. Beside the engine: the control plane's replicas are read again when its
 reconciler says they changed (``controlplane_changed``), the explanations when the explainer finished
-one, the canary's boots when a round finished, the backups and their alerts when a backup round
-ended (``backups_changed``, once per round of the leader's backup service).
+one, the canary's boots when a round finished, the backups, each protected server's latest restore drill
+and their alerts when a backup round ended (``backups_changed``, once per round of the leader's backup
+service, and when an admin asked for a drill from the page).
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from haven.backups.config import SchedulerSettings
@@ -24,7 +25,7 @@ from haven.backups.planner import BackupPlan, max_age_s
 from haven.canary.model import CanaryRun, durations, run_from_json
 from haven.canary.runner import BOOT
 from haven.diagnosis.records import ExplanationRecord, ExplanationState
-from haven.domain.backups import BackupRecord, BackupState
+from haven.domain.backups import BackupRecord, BackupState, RestorePurpose, RestoreRecord, RestoreState
 from haven.domain.controlplane import ReplicaHealth, ReplicaState
 from haven.domain.events import EngineEvent, EventKind
 from haven.domain.ids import HostName, NotificationId, SegmentId
@@ -36,6 +37,7 @@ RECENT_EXPLANATIONS = 5
 RECENT_CANARIES = 8
 TOP_CAUSES = 3
 BACKUP_ROWS = 20  # the most urgent protected servers shown (a fleet has thousands)
+DRILLS_LOOKBACK_S = 35 * 86_400.0  # a protected server's latest drill is looked for this far back
 CONDITIONS = ("healthy", "suspect", "dead", "isolated", "held", "agent_down")
 
 _HOST_EVENTS = {
@@ -139,14 +141,41 @@ class ProtectedView:
     stale: bool
     waiting: str
     in_flight: BackupRecord | None = None  # a backup being taken now (issued or creating)
+    drill: RestoreRecord | None = None  # its latest restore drill (running, passed or failed)
+
+    @property
+    def drill_result(self) -> str:
+        """``running``, ``passed`` or ``failed`` ("" with no drill yet)."""
+        if self.drill is None:
+            return ""
+        if self.drill.state.in_flight:
+            return "running"
+        return "passed" if self.drill.state is RestoreState.DONE else "failed"
+
+    @property
+    def drill_to_active_s(self) -> float | None:
+        """The drill's boot to ACTIVE (Nova's status seen by haven), None until then."""
+        d = self.drill
+        return None if d is None or d.active_at is None else max(0.0, d.active_at - d.created_at)
+
+    @property
+    def drill_point_age_s(self) -> float | None:
+        """How old the recovery point the drill proved was when the drill started."""
+        return None if self.drill is None else max(0.0, self.drill.created_at - self.drill.recovery_point)
+
+
+# An admin's restore drill of one server, now (haven serve's BackupService.drill_now): the record.
+DrillNow = Callable[[str, str], Awaitable[RestoreRecord]]
 
 
 @dataclass(frozen=True, slots=True)
 class BackupStatus:
-    """What a BackupsView reads: the runner's latest plan and its limits (haven serve's BackupService)."""
+    """What a BackupsView reads: the runner's latest plan and its limits (haven serve's BackupService),
+    and how to start a restore drill now (None: not from this page)."""
 
     plan: BackupPlan | None
     settings: SchedulerSettings
+    drill: DrillNow | None = None
 
 
 BackupsView = Callable[[], BackupStatus]
@@ -205,6 +234,7 @@ class Board:
         self._backups = backups
         self.backups_on = backups is not None
         self.protected: list[ProtectedView] = []
+        self.drill_now: DrillNow | None = None
         self.reload_backups(time.time() if now is None else now)
 
     # --- reading -------------------------------------------------------------------------------
@@ -331,7 +361,12 @@ class Board:
 
     def reload_backups(self, now: float) -> None:
         """The backup runner's latest plan against the stored backups (nothing: no backups run here)."""
-        self.protected = _protected(self._store, self._backups(), now) if self._backups is not None else []
+        if self._backups is None:
+            self.protected = []
+            return
+        status = self._backups()
+        self.drill_now = status.drill
+        self.protected = _protected(self._store, status, now)
 
     def _backups_changed(self, now: float, changes: Changes) -> None:
         """A backup round ended: its plan, the newest backups, and the alerts the round raised or cleared."""
@@ -343,6 +378,9 @@ class Board:
                 changes.announcements.append(f"a backup of {p.server_name} was taken")
             if p.stale and (was is None or not was.stale):
                 changes.announcements.append(f"{p.server_name}'s recovery point is stale")
+            prev = None if was is None else was.drill
+            if p.drill is not None and (prev is None or prev.id != p.drill.id or prev.state.in_flight):
+                changes.announcements.extend(_drill_news(p, new=prev is None or prev.id != p.drill.id))
         if not changes.alerts:
             known = {a.id for a in self.alerts}
             self.reload_alerts()
@@ -404,6 +442,19 @@ def _summary_text(summary: object) -> str:
     return "; ".join(words)
 
 
+def _drill_news(p: ProtectedView, new: bool) -> list[str]:
+    """What to announce of a server's latest drill: started (a new one running), passed or failed."""
+    if p.drill_result == "running":
+        return [f"a restore drill of {p.server_name} started"] if new else []
+    if p.drill_result == "passed":
+        active = p.drill_to_active_s
+        return [
+            f"the restore drill of {p.server_name} passed"
+            + (f" (ACTIVE in {active:.1f} s)" if active is not None else "")
+        ]
+    return [f"the restore drill of {p.server_name} failed"]
+
+
 def _protected(store: Store, status: BackupStatus, now: float) -> list[ProtectedView]:
     """Each server the runner's latest plan protects: its newest good backup and recovery point's age."""
     if status.plan is None:
@@ -414,6 +465,10 @@ def _protected(store: Store, status: BackupStatus, now: float) -> list[Protected
         kept = newest if r.state is BackupState.AVAILABLE else taking if r.state.in_flight else None
         if kept is not None and (r.server_id not in kept or r.created_at > kept[r.server_id].created_at):
             kept[r.server_id] = r
+    drills: dict[str, RestoreRecord] = {}
+    for d in store.list_restores(since=now - DRILLS_LOOKBACK_S):  # oldest first: the latest stays
+        if d.purpose is RestorePurpose.DRILL:
+            drills[d.server_id] = d
     out = []
     for s in status.plan.statuses:
         age = None if s.recovery_point is None else max(0.0, now - s.recovery_point)
@@ -421,7 +476,7 @@ def _protected(store: Store, status: BackupStatus, now: float) -> list[Protected
         found = newest.get(s.server_id)
         view = ProtectedView(
             s.server_id, s.server_name, s.policy.schedule, found, age, limit, s.stale, s.waiting,
-            taking.get(s.server_id),
+            taking.get(s.server_id), drills.get(s.server_id),
         )  # fmt: skip
         out.append(view)
     # the most urgent first: stale, then no recovery point yet, then the oldest recovery point

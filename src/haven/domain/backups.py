@@ -176,6 +176,7 @@ class RestoreRecord:
     error: str = ""
     held_by: str = ""  # as BackupRecord's: haven backups restore, in another process than the leader
     held_until: float = 0.0
+    asked_by: str = ""  # who asked for it outside the schedule (the dashboard's drill: the audit record)
 
 
 class ImageStatus(StrEnum):
