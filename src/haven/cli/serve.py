@@ -229,7 +229,7 @@ def _backups_view(backups: BackupService | None) -> BackupsView | None:
     """How the dashboard reads the backup runner's latest plan (read when a page opens)."""
     if backups is None:
         return None
-    return lambda: BackupStatus(backups.last_plan, backups.config.scheduler)
+    return lambda: BackupStatus(backups.last_plan, backups.config.scheduler, backups.drill_now)
 
 
 async def _elector(config: HavenConfig, bind: tuple[str, int]) -> Elector | None:
