@@ -6,7 +6,8 @@ keystone.service and nova-api.service (``haven lab up --ha`` also has placement-
 left out here to keep the test short), and Debian's HAProxy in front. The session lab's catalog is
 left alone (other tests share it); the client goes through HAProxy's frontends directly. Judged from
 what the client saw, from HAProxy's own ``show servers state`` and from systemd's unit state over its
-D-Bus. Needs root (skipped without, like the control plane's driver tests). One HA lab for the module.
+D-Bus. Needs root (skipped without, like the control plane's driver tests). One HA lab for the session
+(``ha_lab`` in tests/lab/conftest.py, shared with tests/lab/test_ha_lab_drills.py).
 
 The hung-replica and crash-loop drills run haven's control plane as ``haven serve`` does
 (haven.lab.ha_drills.Healer: the lab's ``[controlplane]``, systemd over each controller's D-Bus,
@@ -20,7 +21,6 @@ it: an init ignores a SIGTERM it has no handler for, and systemd takes it as "re
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import signal
@@ -28,7 +28,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -39,9 +39,7 @@ from haven.domain.controlplane import ActionKind, ActionState, ProbeKind, ProbeS
 from haven.domain.incidents import AlertKind
 from haven.lab import ha, ha_drills
 from haven.lab.keystone import Account
-from haven.lab.process import LabProcess
 from haven.lab.state import alive, record, stop_processes
-from haven.lab.toolenv import ensure_tool_env
 from servers.nova import NovaLab
 
 
@@ -50,38 +48,6 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=1.0).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-@pytest.fixture(scope="module")
-def ha_lab(nova_lab: NovaLab) -> Iterator[ha.HaLab]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (systemd as PID 1 of a PID namespace)")
-    for path in (ha.SYSTEMD, ha.DBUS_DAEMON, ha.HAPROXY):
-        if not Path(path).exists():
-            pytest.skip(f"{path} missing: run scripts/install-system-deps.sh")
-    venvs = {tool: ensure_tool_env(tool) for tool in ("keystone", "nova")}
-    namespaces: list[int] = []
-    processes: list[LabProcess] = []
-    started: ha.HaLab | None = None
-    try:
-        started = ha.start(
-            nova_lab.folder,
-            venvs,
-            lambda _name, pid1, _log: namespaces.append(pid1),
-            processes.append,
-            lambda _message: None,
-            apis=tuple(api for api in ha.APIS if api.service in ("keystone", "nova-api")),  # short
-        )
-        yield started
-    finally:
-        if started is not None:
-            ha.stop(started)
-        for process in processes:
-            process.stop(grace_s=5)
-        for pid1 in namespaces:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid1, signal.SIGKILL)
-        ha.reap()
 
 
 def test_kill_9_of_a_nova_api_replica_costs_no_client_request(nova_lab: NovaLab, ha_lab: ha.HaLab) -> None:
