@@ -15,9 +15,12 @@ from haven.stateful.rabbitmq import (
     ClusterStatus,
     DecisionKind,
     NodeObservation,
+    PastStep,
     RabbitSettings,
     decide,
+    hold_if_stuck,
     keep_side,
+    partition_handling_of,
 )
 
 A, B, C, D, E = (f"rabbit-{i}@h" for i in range(1, 6))
@@ -245,3 +248,57 @@ def test_a_restart_of_the_same_node_is_not_decided_twice_in_the_3_way_sequence()
 )
 def test_keep_side(edges: set[tuple[str, str]], kept: tuple[str, ...]) -> None:
     assert keep_side([C, B, A], edges) == kept
+
+
+# ---- caps and partition handling modes (issue 12, correctness) --------------------------------------
+
+PAUSE = RabbitSettings(partition_grace_s=10.0, unreadable_hold_s=60.0, partition_handling="pause_minority")
+SPLIT = [up(A, "ab", a="c"), up(B, "ab", b="c"), up(C, "c", c="ab")]
+
+
+def test_a_live_partition_under_pause_minority_holds_where_ignore_restarts() -> None:
+    assert decide(SPLIT, NOW, NOW - 11, SETTINGS).kind is DecisionKind.RESTART
+    held = decide(SPLIT, NOW, NOW - 11, PAUSE)
+    assert held.kind is DecisionKind.HOLD and held.nodes == ()
+    assert "pause_minority" in held.alert and "rabbitmqctl -n NODE stop_app" in held.alert
+    assert decide(SPLIT, NOW, NOW - 5, PAUSE).kind is DecisionKind.WAIT  # inside its grace: wait
+
+
+def test_a_stale_warning_under_pause_minority_is_still_cleared() -> None:
+    """C paused and resumed (its app restarted: it forgot); A still names it: nothing to discard."""
+    nodes = [up(A, WHOLE, a="c"), up(B, WHOLE), up(C, WHOLE)]
+    decision = decide(nodes, NOW, NOW - 11, PAUSE)
+    assert decision.kind is DecisionKind.RESTART and decision.nodes == (A,)
+
+
+def test_a_paused_node_is_held_with_the_reason_and_never_restarted() -> None:
+    nodes = [up(A, "ab"), up(B, "ab"), mute(C, NOW - 61)]
+    held = decide(nodes, NOW, None, PAUSE)
+    assert held.kind is DecisionKind.HOLD and "pauses" in held.alert and "resumes by itself" in held.alert
+    assert decide([up(A, "ab"), up(B, "ab"), mute(C, NOW - 5)], NOW, None, PAUSE).kind is DecisionKind.WAIT
+
+
+def test_a_restart_is_capped_per_node_over_the_window() -> None:
+    restart = decide(SPLIT, NOW, NOW - 11, SETTINGS)
+    steps = [PastStep("restart", C, "done", "", NOW - t) for t in (500, 300, 100)]
+    held = hold_if_stuck(restart, SPLIT, steps, NOW, SETTINGS)
+    assert held.kind is DecisionKind.HOLD and f"{C}'s app was restarted 3 times" in held.alert
+    assert f"rabbitmqctl -n {C} stop_app" in held.alert
+    assert hold_if_stuck(restart, SPLIT, steps[1:], NOW, SETTINGS) is restart  # two: restarted again
+    old = [PastStep("restart", C, "done", "", NOW - 700), *steps[1:]]  # one of them out of the window
+    assert hold_if_stuck(restart, SPLIT, old, NOW, SETTINGS) is restart
+    others = [PastStep("restart", B, "done", "", NOW - t) for t in (500, 300, 100)]
+    assert hold_if_stuck(restart, SPLIT, others, NOW, SETTINGS) is restart  # another node's restarts
+
+
+@pytest.mark.parametrize(
+    ("conf", "mode"),
+    [
+        ("", "ignore"),
+        ("cluster_partition_handling = pause_minority\n", "pause_minority"),
+        ("listeners.tcp.default = 5672\ncluster_partition_handling=autoheal # healed\n", "autoheal"),
+        ("# cluster_partition_handling = pause_minority\n", "ignore"),
+    ],
+)
+def test_the_partition_handling_is_read_from_rabbitmq_conf(conf: str, mode: str) -> None:
+    assert partition_handling_of(conf) == mode

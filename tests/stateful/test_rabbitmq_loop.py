@@ -23,6 +23,7 @@ from haven.domain.incidents import AlertKind
 from haven.service.config import load_config
 from haven.stateful.rabbitmq import ClusterStatus, DecisionKind, RabbitSettings
 from haven.stateful.rabbitmq_recovery import APP_STOPPED, RabbitRecovery, journal_key
+from haven.stateful.serving import RabbitService
 from haven.store import Store
 
 A, B, C = "rabbit-1@h", "rabbit-2@h", "rabbit-3@h"
@@ -175,6 +176,50 @@ def test_a_node_that_stops_after_each_start_holds_after_three_starts() -> None:
     assert not [a for a in store.list_alerts() if a.kind is AlertKind.RABBITMQ_HOLD]
 
 
+def test_a_node_whose_restarts_do_not_end_the_partition_holds_after_three_restarts() -> None:
+    """Each restart returns, and rabbit-3 is partitioned again at once (a link that keeps failing)."""
+    nodes, store = _cluster(), Store.open("sqlite://")
+    nodes[0].partitioned_from = nodes[1].partitioned_from = (C,)
+    nodes[2].partitioned_from = (A, B)
+
+    async def restart_app() -> None:  # stop_app, start_app: the partition comes back with the app
+        nodes[2].calls.append("restart_app")
+
+    nodes[2].restart_app = restart_app  # type: ignore[method-assign]
+    loop = _loop(nodes, store)
+    kinds = [asyncio.run(loop.run_pass()).kind for _ in range(8)]
+    assert kinds == [DecisionKind.RESTART] * 3 + [DecisionKind.HOLD] * 5
+    assert nodes[2].calls == ["restart_app"] * 3 and nodes[0].calls == nodes[1].calls == []
+    held = [a for a in store.list_alerts() if a.kind is AlertKind.RABBITMQ_HOLD]
+    assert len(held) == 1 and f"{C}'s app was restarted 3 times" in held[0].message
+    assert "a partition was reported again" in held[0].message  # its last error: none, each returned
+    assert f"rabbitmqctl -n {C} stop_app" in held[0].message and f"{A}, {B}" in held[0].message
+    for node in nodes:  # the link mended: RabbitMQ's own view is whole again
+        node.partitioned_from = ()
+    assert asyncio.run(loop.run_pass()).kind is DecisionKind.NOTHING
+    assert not [a for a in store.list_alerts() if a.kind is AlertKind.RABBITMQ_HOLD]
+
+
+@pytest.mark.parametrize("mode", ["pause_minority", "pause_if_all_down"])
+def test_a_partition_that_persists_under_pause_minority_holds_and_restarts_nothing(mode: str) -> None:
+    """Every node runs its app and Mnesia stays partitioned: the mode will not end it; haven holds."""
+    nodes, store = _cluster(), Store.open("sqlite://")
+    nodes[0].partitioned_from = nodes[1].partitioned_from = (C,)
+    nodes[2].partitioned_from = (A, B)
+    settings = RabbitSettings(partition_grace_s=0.0, partition_handling=mode)
+    loop = RabbitRecovery.on_store(nodes, store, "mq", RealClock(), settings=settings)
+    assert [asyncio.run(loop.run_pass()).kind for _ in range(3)] == [DecisionKind.HOLD] * 3
+    assert all(n.calls == [] for n in nodes)
+    assert store.galera_actions_since(journal_key("mq")) == []
+    held = [a for a in store.list_alerts() if a.kind is AlertKind.RABBITMQ_HOLD]
+    assert len(held) == 1 and f"under {mode}" in held[0].message
+    assert (
+        "Recovering From a Split-Brain" in held[0].message
+        and f"the largest here: {A}, {B}" in held[0].message
+    )
+    assert f"others ({C})" in held[0].message
+
+
 def test_an_unreadable_node_holds_with_one_alert_then_clears_it() -> None:
     nodes, store = _cluster(), Store.open("sqlite://")
     nodes[1].readable = False
@@ -297,3 +342,18 @@ def test_serve_names_a_missing_cookie_and_opens_nothing(
     err = capsys.readouterr().err
     assert f"no .erlang.cookie in home {tmp_path}" in err
     assert "Traceback" not in err and not (home / "haven.db").exists()
+
+
+def test_serve_reads_the_partition_handling_from_the_nodes_config_files(tmp_path: Path) -> None:
+    """pause_minority in every node's rabbitmq.conf reaches the loop's settings; two modes are named."""
+    (tmp_path / ".erlang.cookie").write_text("cookie")
+    (tmp_path / "haven.toml").write_text(f'[stateful.rabbitmq]\nhome = "{tmp_path}"\n' + _nodes(tmp_path))
+    for i in (1, 2, 3):
+        (tmp_path / f"n{i}" / "rabbitmq.conf").write_text("cluster_partition_handling = pause_minority\n")
+    config = load_config(tmp_path, tmp_path / "haven.toml").stateful.rabbitmq
+    assert config is not None
+    assert RabbitService(config, RealClock()).settings.partition_handling == "pause_minority"
+    (tmp_path / "n2" / "rabbitmq.conf").write_text("cluster_partition_handling = autoheal\n")
+    with pytest.raises(ConfigError) as error:
+        RabbitService(config, RealClock())
+    assert "different cluster_partition_handling (autoheal, pause_minority)" in error.value.message

@@ -31,6 +31,19 @@ The rules, one step at a time, failing closed:
   restarted since (a node forgets its partitions when its app restarts; one that stayed up keeps naming
   them while any of them runs). Once every node sees every other running, it is restarted too, one at
   a time ("restart the nodes in the trusted partition to clear the warning", as the documentation says).
+- A node haven already restarted ``settings.restart_attempts`` times within ``start_window_s`` (a
+  partition each restart did not end: a link that keeps failing) is not restarted again: hold, naming
+  the node, its last error and the operator's command (``hold_if_stuck``).
+- Under ``pause_minority`` (or ``pause_if_all_down``; ``settings.partition_handling``) RabbitMQ itself
+  pauses the side that cannot see a majority and resumes it once it can: a paused node (running, its
+  CLI mute) is waited for and, past ``unreadable_hold_s``, held with an alert saying so, never
+  restarted. A partition reported while every node runs its app (Mnesia stayed partitioned: the
+  partitions guide notes that pause_minority does nothing against partitions it never saw, e.g. a
+  suspended node) is not ended by the mode; RabbitMQ's only documented way out, "Recovering From a
+  Split-Brain", discards the changes of every side but the trusted one, a choice the operator's pick of
+  a consistency-first mode leaves to them: hold, with one alert naming the largest side and the
+  commands. A stale warning (the other side restarted since) is cleared as under ``ignore``: nothing
+  is discarded by it.
 - Never a majority restarted: a restart is made only while every node runs its app, and one node at a
   time; a cluster of fewer than two nodes, or a restart that would leave fewer than half the nodes
   running, holds.
@@ -74,7 +87,11 @@ class RabbitSettings:
     partition_grace_s: float = 10.0  # a partition must last this long before a node is restarted
     unreadable_hold_s: float = 120.0  # a running node whose CLI is mute this long: hold and alert
     start_attempts: int = 3  # starts of one node (or start_app tries of one restart) before a hold
-    start_window_s: float = 600.0  # ... counted over this long (the journal's steps)
+    start_window_s: float = 600.0  # ... counted over this long (the journal's steps), restarts too
+    restart_attempts: int = 3  # app restarts of one node (partitions it did not end) before a hold
+    # The cluster's cluster_partition_handling (``partition_handling_of`` its rabbitmq.conf): ignore and
+    # autoheal partitions are healed by haven's rule; pause_minority / pause_if_all_down ones hold.
+    partition_handling: str = "ignore"
 
 
 class DecisionKind(StrEnum):
@@ -120,6 +137,16 @@ def decide(
         )
     mute = [n for n in nodes if n.status is None]
     overdue = [n for n in mute if now - (n.unreadable_since or now) >= settings.unreadable_hold_s]
+    if overdue and settings.partition_handling in PAUSING:
+        return _hold(
+            f"{_names(overdue)} runs but its CLI does not answer: under {settings.partition_handling} a "
+            "node that cannot see a majority pauses (its app stops, its VM runs) and resumes by itself once "
+            "it sees one again, so haven restarts nothing",
+            states,
+            f"An operator: check the network between {_names(overdue)} and the other nodes; the paused node "
+            "resumes when it is mended (`rabbitmqctl -n NODE cluster_status` answers again). Do not "
+            "`start_app` a paused node while it cannot reach a majority.",
+        )
     if overdue:
         return _hold(f"{_names(overdue)} runs but its CLI does not answer", states)
     if mute:
@@ -147,6 +174,14 @@ def decide(
             f"partitioned ({pairs}); a restart would leave fewer than half the nodes running", states
         )
     edges = partition_edges(claims, nodes)
+    if edges and settings.partition_handling in PAUSING:
+        kept = keep_side(sorted(names), edges)
+        return _hold(
+            f"partitioned ({pairs}) under {settings.partition_handling}: every node runs its app, so the "
+            "mode did not pause a side and will not end this split",
+            states,
+            _split_brain_command(settings.partition_handling, kept, sorted(set(names) - set(kept))),
+        )
     if edges:
         kept = keep_side(sorted(names), edges)
         victim = sorted(set(names) - set(kept))[0]  # a side holding every node has no edge inside it
@@ -209,6 +244,20 @@ def hold_if_stuck(
                     f"start it (`rabbitmq-server` with its environment, or its unit) and check it with "
                     f"`rabbitmqctl -n {name} cluster_status`.",
                 )
+    if decision.kind is DecisionKind.RESTART:
+        for name in decision.nodes:
+            restarts = [s for s in recent if s.kind == DecisionKind.RESTART.value and s.node == name]
+            if len(restarts) >= settings.restart_attempts:
+                error = restarts[-1].error or "each restart returned, and a partition was reported again"
+                return _hold(
+                    f"{name}'s app was restarted {len(restarts)} times in the last "
+                    f"{settings.start_window_s:g} s and it is to be restarted again (last error: {error})",
+                    decision.states,
+                    f"For {name}: restarting it has not ended the partition; check the network between "
+                    f"{name} and {', '.join(decision.kept) or 'the other nodes'} (its log, "
+                    f"`rabbitmq-diagnostics -n {name} cluster_status`), mend it, then "
+                    f"`rabbitmqctl -n {name} stop_app` and `rabbitmqctl -n {name} start_app`.",
+                )
     mute = {n.name for n in nodes if n.running and n.status is None}
     for name in sorted(mute):
         own = [s for s in recent if s.node == name]
@@ -220,6 +269,31 @@ def hold_if_stuck(
                 f"`rabbitmqctl -n {name} cluster_status`.",
             )
     return decision
+
+
+PAUSING = frozenset({"pause_minority", "pause_if_all_down"})  # modes in which RabbitMQ pauses a side
+
+
+def partition_handling_of(conf: str) -> str:
+    """The ``cluster_partition_handling`` a rabbitmq.conf (new style, ``key = value``) sets; ``ignore``,
+    RabbitMQ's default, when it sets none."""
+    for line in conf.splitlines():
+        key, sep, value = line.split("#", 1)[0].partition("=")
+        if sep and key.strip() == "cluster_partition_handling":
+            return value.strip()
+    return "ignore"
+
+
+def _split_brain_command(mode: str, kept: Sequence[str], others: Sequence[str]) -> str:
+    return (
+        f"RabbitMQ's documented recovery from a split brain (the partitions guide, \"Recovering From a "
+        f"Split-Brain\") is an operator's choice: choose the partition you trust (the largest here: "
+        f"{', '.join(kept)}); changes made on the others are lost. On each node of the others "
+        f"({', '.join(others)}), one at a time: `rabbitmqctl -n NODE stop_app`, then "
+        f"`rabbitmqctl -n NODE start_app`; then restart the trusted partition's nodes the same way to "
+        f"clear their warning. haven makes no such choice under {mode}, a mode chosen for consistency "
+        f"over availability."
+    )
 
 
 def partition_claims(nodes: Sequence[NodeObservation]) -> set[tuple[str, str]]:

@@ -26,7 +26,7 @@ from haven.stateful.galera import GaleraSettings
 from haven.stateful.galera_node import MARIADBD, PROVIDER, GaleraNode, LocalGaleraNode, NodeLayout
 from haven.stateful.galera_recovery import GaleraRecovery
 from haven.stateful.galera_systemd import SystemdGaleraNode
-from haven.stateful.rabbitmq import RabbitSettings
+from haven.stateful.rabbitmq import RabbitSettings, partition_handling_of
 from haven.stateful.rabbitmq_node import RABBITMQ_SERVER, RABBITMQCTL, LocalRabbitNode, RabbitLayout
 from haven.stateful.rabbitmq_recovery import RabbitRecovery
 from haven.store import Store
@@ -146,9 +146,23 @@ class RabbitService:
             )
             for n in config.nodes
         ]
+        try:
+            modes = {partition_handling_of(n.config.read_text()) for n in config.nodes}
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"[stateful.rabbitmq]: a node's config file cannot be read: {exc}",
+                "make each node's rabbitmq.conf readable by haven",
+            ) from exc
+        if len(modes) > 1:
+            raise ConfigError(
+                f"[stateful.rabbitmq]: the nodes' config files set different cluster_partition_handling "
+                f"({', '.join(sorted(modes))})",
+                "set one cluster_partition_handling in every node's rabbitmq.conf",
+            )
         self.settings = RabbitSettings(
-            partition_grace_s=config.partition_grace_s, unreadable_hold_s=config.unreadable_hold_s
-        )
+            partition_grace_s=config.partition_grace_s, unreadable_hold_s=config.unreadable_hold_s,
+            partition_handling=modes.pop(),
+        )  # fmt: skip
 
     def describe(self) -> str:
         names = ", ".join(n.name for n in self.nodes)
