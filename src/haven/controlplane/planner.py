@@ -62,6 +62,7 @@ from haven.domain.ids import HostName
 from haven.safety import replica_gate_reason
 
 H = ReplicaHealth
+PROBE_FAILING = "probe failing"  # how the reason of a restart for failed probes begins (a hung replica)
 RESPREAD = "re-spread"  # how the reason of rule 6's START begins (the reconciler finds its moves by it)
 _NEEDS_RESTART = frozenset({H.FAILED, H.UNHEALTHY})
 _CANNOT_SERVE = frozenset({H.FAILED, H.UNHEALTHY, H.STOPPED, H.UNKNOWN, H.ABSENT, H.STARTING})
@@ -243,7 +244,7 @@ def _restart(spec: ServiceSpec, j: Judged, dependency_down: bool, state: _Pass) 
     if due is not None and state.now < due:
         state.wait(due)
         return False
-    why = "unit failed" if j.health is H.FAILED else "probe failing"
+    why = "unit failed" if j.health is H.FAILED else PROBE_FAILING
     state.act(ActionKind.RESTART, j, f"{why}; restart {len(restarts) + 1} within the window")
     return True
 

@@ -9,7 +9,7 @@ PermanentError when not.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from haven.domain.controlplane import MemberAdmin, MemberStatus, ProbeResult, ProbeSpec, UnitStatus
 
@@ -24,6 +24,15 @@ class Units(Protocol):
     async def stop(self, unit: str) -> None: ...
 
     async def restart(self, unit: str) -> None: ...
+
+
+@runtime_checkable
+class Killer(Protocol):
+    """A service manager that can end every process of a unit at once (systemd's KillUnit)."""
+
+    async def kill(self, unit: str) -> None:
+        """SIGKILL every process of ``unit``; nothing when none runs."""
+        ...
 
 
 class Balancer(Protocol):

@@ -30,8 +30,8 @@ from typing import TypeVar
 
 from haven.controlplane.alerts import root_alerts
 from haven.controlplane.config import ControlPlaneConfig
-from haven.controlplane.planner import RESPREAD, plan
-from haven.controlplane.ports import Balancer, Prober, Units
+from haven.controlplane.planner import PROBE_FAILING, RESPREAD, plan
+from haven.controlplane.ports import Balancer, Killer, Prober, Units
 from haven.domain.clock import Clock
 from haven.domain.controlplane import (
     ActionDetail,
@@ -386,6 +386,16 @@ class Reconciler:
         if record.kind is ActionKind.RESTART:
             moved = record.detail.invocation_id and now.invocation_id != record.detail.invocation_id
             if not moved and now.active not in (UnitActive.ACTIVATING, UnitActive.DEACTIVATING):
+                if record.reason.startswith(PROBE_FAILING) and isinstance(units, Killer):
+                    # A replica that answers no probe (hung, deadlocked) would hold its stop for its own
+                    # graceful timeout (gunicorn's, systemd's TimeoutStopSec: 90 s by default) and
+                    # serves nobody: out of the load balancer already, it is killed, not asked. The
+                    # restart that follows at once ends systemd's own pending restart (Restart=)
+                    # before it is made, so it is not counted as systemd's.
+                    try:
+                        await units.kill(spec.unit)
+                    except HavenError as exc:
+                        log.warning("kill of %s on %s failed, restarting: %s", spec.unit, record.host, exc)
                 await units.restart(spec.unit)
         elif record.kind is ActionKind.START and now.active not in _RUNNING:
             await units.start(spec.unit)

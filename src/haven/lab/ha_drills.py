@@ -13,7 +13,15 @@ controller's D-Bus (haven.lab.ha.unit_state), ``/proc`` (``proc_states``) and wh
   so haven's exponential back-off governs only the restarts systemd leaves to it).
 - ``Healer``: haven's control plane exactly as ``haven serve`` runs it (haven.controlplane.running
   .ControlPlane: systemd over each controller's D-Bus, HAProxy's runtime API, the probes) over the lab's
-  ``[controlplane]`` (haven.lab.ha.controlplane_toml), in a thread of its own, its store a file.
+  ``[controlplane]`` (haven.lab.ha.controlplane_toml, with ``PROBE_TIMING``), in a thread of its own,
+  its store a file.
+- ``freeze`` / ``thaw``: a whole controller lost: SIGSTOP (SIGCONT) every process of its PID namespace,
+  its systemd (PID 1) and D-Bus included: its systemd answers nothing, its replicas' ports stay open
+  and answer nothing (the harder case for clients than a power loss, whose connections are refused).
+- ``Rig``: for the re-spread and stale-member drills, a tiny service (Python's ``http.server``) as a
+  systemd unit on each lab controller and on a third controller started here (``ctl-3``: systemd as
+  PID 1 of its own namespace, as haven.lab.ha starts them), behind an HAProxy of its own: three hosts
+  whose failure domains each drill declares, with replicas that start in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import tomllib
@@ -32,13 +41,14 @@ from types import TracebackType
 import httpx
 
 from haven.controlplane.config import ControlPlaneConfig, parse_controlplane
+from haven.controlplane.drivers.haproxy import HAProxyRuntime, parse_servers_state
 from haven.controlplane.drivers.systemd import SystemdUnits
 from haven.controlplane.running import ControlPlane
 from haven.domain.clock import RealClock
 from haven.domain.controlplane import ActionRecord, UnitStatus
 from haven.domain.incidents import Alert
 from haven.lab import ha
-from haven.lab.process import LabServiceError
+from haven.lab.process import LabProcess, LabServiceError, free_port
 from haven.store import Store
 
 DROP_IN = "haven-drill.conf"
@@ -132,17 +142,63 @@ def mend_replica(controller: ha.Controller, api: ha.Api) -> None:
     _systemd(controller, "StartUnit", "ss", api.unit, "replace")
 
 
-def lab_config(cluster: ha.HaLab) -> ControlPlaneConfig:
-    """The ``[controlplane]`` that ``haven lab up --ha`` writes into the lab's haven.toml."""
-    return parse_controlplane(tomllib.loads(ha.controlplane_toml(cluster))["controlplane"], "the HA lab")
+# The HTTP probes' timing for the drills (issue 11's SIGSTOP target: out of HAProxy <= 5 s). The lab's
+# haven.toml had period 1 s, timeout 2 s, 3 failures: a pass waits for its slowest probe, so a hung
+# replica cost about 3 x 2 s before haven saw it (8.47 s out of HAProxy in the last measurement).
+PROBE_TIMING = {"period_s": 1.0, "timeout_s": 1.0, "failure_threshold": 2}
+
+
+def lab_config(cluster: ha.HaLab, probe_timing: dict[str, float] | None = None) -> ControlPlaneConfig:
+    """The ``[controlplane]`` that ``haven lab up --ha`` writes into the lab's haven.toml, its HTTP
+    probes with ``probe_timing`` (default ``PROBE_TIMING``; ``{}`` keeps the lab's own)."""
+    section = tomllib.loads(ha.controlplane_toml(cluster))["controlplane"]
+    timing = PROBE_TIMING if probe_timing is None else probe_timing
+    for body in section.get("services", {}).values():
+        probe = body.get("probe")
+        if isinstance(probe, dict) and probe.get("kind", "http") == "http":
+            probe.update(timing)
+    return parse_controlplane(section, "the HA lab")
+
+
+def namespace_pids(controller: ha.Controller) -> list[int]:
+    """This machine's pids of every process in ``controller``'s PID namespace, its PID 1 first."""
+    namespace = os.readlink(f"/proc/{controller.pid1}/ns/pid")
+    pids = [controller.pid1]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != controller.pid1:
+            with contextlib.suppress(OSError):
+                if os.readlink(entry / "ns" / "pid") == namespace:
+                    pids.append(int(entry.name))
+    return pids
+
+
+def freeze(controller: ha.Controller) -> list[int]:
+    """The whole controller lost: SIGSTOP its systemd (PID 1), then every other process of its namespace
+    (twice: a process forked meanwhile is caught the second time). ``thaw`` the pids returned."""
+    frozen: list[int] = []
+    for _ in range(2):
+        for pid in namespace_pids(controller):
+            if pid not in frozen:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+                    frozen.append(pid)
+    return frozen
+
+
+def thaw(pids: list[int]) -> None:
+    resume(pids)
 
 
 class Healer:
     """haven's control plane over the HA lab, in a thread: ``with Healer(cluster, folder) as healer``."""
 
-    def __init__(self, cluster: ha.HaLab, folder: Path, config: ControlPlaneConfig | None = None) -> None:
+    def __init__(
+        self, cluster: ha.HaLab | None, folder: Path, config: ControlPlaneConfig | None = None
+    ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        self.config = config or lab_config(cluster)
+        if config is None and cluster is None:
+            raise ValueError("a Healer needs the HA lab or a [controlplane]")
+        self.config = config if config is not None else lab_config(cluster)  # type: ignore[arg-type]
         self.store = Store.open(f"sqlite:///{folder / 'healer.db'}")
         self._thread = threading.Thread(target=self._main, name="haven-healer", daemon=True)
         self._ready = threading.Event()
@@ -238,3 +294,144 @@ class Load:
                         self.answers += 1
                     if took > self.slowest[0]:
                         self.slowest = (took, sent)
+
+
+class Rig:
+    """A tiny service ``drill-web`` (unit ``haven-drill-web.service``: Python's http.server) on ctl-1,
+    ctl-2 and a third controller ctl-3 started here, behind an HAProxy of its own (backend ``drill_web``,
+    servers named after the hosts, ``check inter 1s fall 2 rise 1``). No unit runs at first: a drill
+    starts the ones it wants (``start``). ``with Rig(cluster, folder) as rig``; everything started is
+    stopped at the end, the unit files removed from the lab's controllers."""
+
+    UNIT = "haven-drill-web.service"
+    SERVICE = "drill-web"
+    BACKEND = "drill_web"
+
+    def __init__(self, cluster: ha.HaLab, folder: Path) -> None:
+        self.cluster, self.folder = cluster, folder
+        self.port = free_port()
+        self.frontend = free_port()
+        self.extra: ha.Controller | None = None
+        self.haproxy: LabProcess | None = None
+
+    @property
+    def socket(self) -> str:
+        return str(self.folder / "haproxy.sock")
+
+    @property
+    def controllers(self) -> list[ha.Controller]:
+        return [*self.cluster.controllers, *([self.extra] if self.extra is not None else [])]
+
+    def controller(self, host: str) -> ha.Controller:
+        return next(c for c in self.controllers if c.host == host)
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.frontend}/"
+
+    def __enter__(self) -> Rig:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            # the lab's own way to start a controller (haven.lab.ha): systemd as PID 1, its D-Bus
+            self.extra = ha._start_controller(
+                self.folder / "ctl-3",
+                "ctl-3",
+                "127.0.1.3",
+                self.cluster.folder.parent,
+                {},
+                (),
+                {},
+                "on-failure",
+            )
+            ha._wait_for_bus(self.extra, 15.0)
+            (self.folder / "www").mkdir(exist_ok=True)
+            (self.folder / "www" / "index.html").write_text("drill\n")
+            for controller in self.controllers:
+                (controller.folder / "units" / self.UNIT).write_text(
+                    f"[Unit]\nDescription=haven drill service on {controller.host}\nDefaultDependencies=no\n"
+                    f"[Service]\nExecStart={sys.executable} -m http.server --bind {controller.address} "
+                    f"{self.port} --directory {self.folder / 'www'}\nRestart=on-failure\nRestartSec=1\n"
+                )
+                _systemd(controller, "Reload")
+            config = self.folder / "haproxy.cfg"
+            servers = "".join(
+                f"    server {c.host} {c.address}:{self.port} check inter 1s fall 2 rise 1\n"
+                for c in self.controllers
+            )
+            config.write_text(
+                f"global\n    stats socket {self.socket} mode 600 level admin\n"
+                "defaults\n    mode http\n    option redispatch\n    retries 3\n"
+                "    retry-on conn-failure empty-response\n    timeout connect 1s\n"
+                "    timeout client 30s\n    timeout server 30s\n    timeout check 1s\n"
+                f"frontend {self.BACKEND}\n    bind 127.0.0.1:{self.frontend}\n"
+                f"    default_backend {self.BACKEND}\nbackend {self.BACKEND}\n    option httpchk GET /\n"
+                + servers
+            )
+            self.haproxy = LabProcess(
+                "haproxy-drill", [ha.HAPROXY, "-db", "-f", str(config)], self.folder / "haproxy.log"
+            ).start()
+            self.haproxy.wait_until(lambda: Path(self.socket).exists(), 10.0, "admin socket")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.haproxy is not None:
+            self.haproxy.stop(grace_s=5)
+        for controller in self.cluster.controllers:
+            with contextlib.suppress(Exception):
+                _systemd(controller, "StopUnit", "ss", self.UNIT, "replace")
+            with contextlib.suppress(FileNotFoundError):
+                (controller.folder / "units" / self.UNIT).unlink()
+            with contextlib.suppress(Exception):
+                _systemd(controller, "Reload")
+        if self.extra is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.extra.pid1, signal.SIGKILL)
+            unshare = self.extra.unshare
+            if unshare is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    unshare.wait(10)
+                if unshare.poll() is not None and unshare in ha._UNSHARES:
+                    ha._UNSHARES.remove(unshare)
+            self.extra = None
+
+    def start(self, host: str) -> None:
+        _systemd(self.controller(host), "StartUnit", "ss", self.UNIT, "replace")
+
+    def stop(self, host: str) -> None:
+        _systemd(self.controller(host), "StopUnit", "ss", self.UNIT, "replace")
+
+    def unit(self, host: str) -> UnitStatus:
+        return unit_status(self.controller(host), self.UNIT)
+
+    def members(self) -> dict[str, tuple[str, str]]:
+        """HAProxy's own ``show servers state`` of the rig's backend: host -> (admin, operational)."""
+        text = asyncio.run(HAProxyRuntime(self.socket).command("show servers state"))
+        return {server: (admin.value, op) for (_b, server), (admin, op) in parse_servers_state(text).items()}
+
+    def set_member(self, host: str, state: str) -> None:
+        """By hand, as an operator or a reload would leave it: ``ready``, ``drain`` or ``maint``."""
+        asyncio.run(HAProxyRuntime(self.socket).command(f"set server {self.BACKEND}/{host} state {state}"))
+
+    def config(self, domains: dict[str, str], min_replicas: int = 2) -> ControlPlaneConfig:
+        """haven's ``[controlplane]`` for the rig: the hosts ``domains`` names, in those domains."""
+        section = {
+            "haproxy_socket": self.socket,
+            "controllers": [
+                {"host": c.host, "domain": domains[c.host], "address": c.address, "bus": c.bus}
+                for c in self.controllers
+                if c.host in domains
+            ],
+            "services": {
+                self.SERVICE: {
+                    "unit": self.UNIT,
+                    "min_replicas": min_replicas,
+                    "backend": self.BACKEND,
+                    "drain_s": 1.0,
+                    "probe": {"port": self.port, "path": "/", "period_s": 0.5, "timeout_s": 1.0,
+                              "failure_threshold": 2, "startup_grace_s": 10.0},
+                }
+            },
+        }  # fmt: skip
+        return parse_controlplane(section, "the drill rig")

@@ -70,6 +70,14 @@ class SystemdUnits:
     async def restart(self, unit: str) -> None:
         await self._call(_MANAGER_PATH, _MANAGER, "RestartUnit", "ss", [unit, "replace"])
 
+    async def kill(self, unit: str) -> None:
+        """SIGKILL every process of ``unit`` (KillUnit, whom ``all``); a unit with none is left alone."""
+        try:
+            await self._call(_MANAGER_PATH, _MANAGER, "KillUnit", "ssi", [unit, "all", 9])
+        except TemporaryError as exc:
+            if "NoSuchProcess" not in str(exc) and "not running" not in str(exc).lower():
+                raise
+
     # ---- the bus ----------------------------------------------------------------------------------
 
     async def _unit_path(self, unit: str) -> str:
