@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import sys
 import threading
 import time
 import uuid
@@ -191,8 +192,7 @@ class NovaRpc:
             if transport is None:
                 from oslo_config import cfg
 
-                from haven.notify.oslo import oslo_messaging
-
+                oslo_messaging = _oslo_messaging()
                 conf = cfg.ConfigOpts()
                 conf([], project="haven-probe", default_config_files=[], default_config_dirs=[])
                 register_globals(conf)
@@ -201,8 +201,7 @@ class NovaRpc:
             return transport
 
     def ping(self, host: str, spec: ProbeSpec, environ: Mapping[str, str]) -> str:
-        from haven.notify.oslo import oslo_messaging
-
+        oslo_messaging = _oslo_messaging()
         transport = self._transport(secret(environ, spec.transport_url_env))
         # Nova's RPC goes through its own control exchange ("nova", nova/rpc.py), not oslo.messaging's
         # default ("openstack"): a ping sent there reaches no queue and times out against a live service.
@@ -243,6 +242,31 @@ class NovaRpc:
                 log.warning(
                     "oslo.messaging's transport cleanup still blocked after %g s: left behind", timeout_s
                 )
+
+
+def _oslo_messaging() -> Any:
+    """oslo.messaging, imported the first time in a daemon thread of its own that nobody joins.
+
+    Importing it imports eventlet, and a thread that first imports eventlet never releases its
+    thread-state lock when it ends (eventlet 0.41, Python 3.11: ``import eventlet`` in a
+    ``threading.Thread``, then ``join`` never returns although the thread is gone). The probes run in
+    asyncio's default executor, whose shutdown at the end of ``asyncio.run`` joins its threads without
+    a timeout: with nova_rpc probes, haven's control plane never finished stopping.
+    """
+    if "oslo_messaging" not in sys.modules:
+        imported = threading.Event()
+
+        def load() -> None:
+            try:
+                importlib.import_module("haven.notify.oslo")
+            finally:
+                imported.set()
+
+        threading.Thread(target=load, name="haven-oslo-import", daemon=True).start()
+        imported.wait(120)
+    from haven.notify.oslo import oslo_messaging  # an import that failed above fails here, told
+
+    return oslo_messaging
 
 
 # Options oslo.messaging's RPC client reads from the client's config but registers on the global cfg.CONF
