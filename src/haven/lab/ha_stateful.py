@@ -1,20 +1,29 @@
-"""The HA lab's 3-node MariaDB Galera cluster, each node a systemd unit on one of the lab's controllers.
+"""The HA lab's 3-node MariaDB Galera and RabbitMQ clusters, each node a systemd unit on a controller.
 
-Who calls it: haven.lab.lab (``haven lab up --ha``, once the controllers run: ``start_galera``, then
-``galera_toml`` appended to the lab's haven.toml), and tests/stateful/test_galera_ha_lab.py (which
-starts only the controllers' systemd, no OpenStack, and the cluster on them).
+Who calls it: haven.lab.lab (``haven lab up --ha``, once the controllers run: ``start``), and
+tests/stateful/test_galera_ha_lab.py and test_rabbitmq_ha_lab.py (which start only the controllers'
+systemd, no OpenStack, and one cluster on them).
 
-Nodes ``g1``, ``g2``, ``g3`` are spread over the controllers in turn: with the lab's two controllers,
-g1 and g3 run on ctl-1 and g2 on ctl-2 (so losing ctl-1 loses quorum: a layout for drills, not for
-production). Each node is Debian's mariadbd with galera-4 on its own loopback ports (SQL, gcomm, IST,
-SST) and data folder ``LAB/ha/galera/gN`` (its my.cnf as haven.stateful.galera_node writes it), and
-its unit ``mariadb-gN.service`` in its controller's unit folder (haven.stateful.galera_systemd's
-``unit_file``: Restart=no, haven starts it). The cluster is formed through the systemd driver: g1's
-data initialised by mariadb-install-db, g1 bootstrapped through its unit, then g2 and g3 started
-one at a time (each joins by rsync SST from a synced donor).
+Nodes are spread over the controllers in turn: with the lab's two controllers, g1 and g3 (rabbit-1 and
+rabbit-3) run on ctl-1, g2 (rabbit-2) on ctl-2, so losing ctl-1 loses quorum: a layout for drills on one
+machine, not for production.
+
+Galera: each node is Debian's mariadbd with galera-4 on its own loopback ports (SQL, gcomm, IST, SST)
+and data folder ``LAB/ha/galera/gN`` (its my.cnf as haven.stateful.galera_node writes it; the folder is
+a link to one in /tmp when the server's user, mysql, cannot reach LAB), and its unit
+``mariadb-gN.service`` in its controller's unit folder (haven.stateful.galera_systemd's ``unit_file``:
+Restart=no, haven starts it). The cluster is formed through the systemd driver: g1's data initialised
+by mariadb-install-db, g1 bootstrapped through its unit, then g2 and g3 started one at a time (each
+joins by rsync SST from a synced donor).
+
+RabbitMQ: ``rabbitmq-N.service`` runs rabbit-N@localhost (haven.stateful.rabbitmq_systemd's
+``unit_file``) with its own AMQP and distribution ports and folder ``LAB/ha/rabbitmq/nN``; one
+``epmd-rabbitmq.service`` on the first controller (every node is ``@localhost``, so one port mapper
+serves them all) and one cookie in ``LAB/ha/rabbitmq``. The three start at once and form one cluster
+by classic peer discovery.
 
 Stopping: the units run inside the controllers' PID namespaces; ``haven lab down`` kills each
-namespace's PID 1, which ends them (a power cut: each node's next start recovers its position).
+namespace's PID 1, which ends them (a power cut: each Galera node's next start recovers its position).
 """
 
 from __future__ import annotations
@@ -22,10 +31,12 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
+import secrets
 import subprocess
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,11 +45,18 @@ from haven.lab.ha import Controller
 from haven.lab.process import LabServiceError, free_port
 from haven.lab.toolenv import Progress
 from haven.stateful.galera_node import MARIADBD, PROVIDER, NodeLayout, server_user, write_config
-from haven.stateful.galera_systemd import SystemdGaleraNode, unit_file
+from haven.stateful.galera_systemd import SystemdGaleraNode, SystemdUnit, unit_file
+from haven.stateful.rabbitmq import ClusterStatus
+from haven.stateful.rabbitmq_cluster import healthy
+from haven.stateful.rabbitmq_node import EPMD, RABBITMQ_SERVER, RabbitLayout
+from haven.stateful.rabbitmq_node import write_config as write_rabbit_config
+from haven.stateful.rabbitmq_systemd import SystemdRabbitNode
+from haven.stateful.rabbitmq_systemd import unit_file as rabbit_unit_file
 
 INSTALL_DB = Path("/usr/bin/mariadb-install-db")
 CLUSTER = "haven-lab"
 NAMES = ("g1", "g2", "g3")
+EPMD_UNIT = "epmd-rabbitmq.service"
 
 
 @dataclass
@@ -201,11 +219,128 @@ def from_state(saved: Mapping[str, object]) -> HaGalera:
         raise LabServiceError(f"the lab state's Galera part is not readable ({exc})") from exc
 
 
+@dataclass
+class HaRabbit:
+    folder: Path  # LAB/ha/rabbitmq: the cookie's HOME, a folder per node
+    nodes: list[SystemdRabbitNode]
+    hosts: dict[str, str]  # node -> the controller its unit runs on
+    epmd_port: int
+    epmd_host: str  # the controller whose epmd.service every node registers with
+    started_in_s: float = 0.0
+
+    def node(self, name: str) -> SystemdRabbitNode:
+        return next(n for n in self.nodes if n.name == name or n.name.split("@")[0] == name)
+
+
+def start_rabbitmq(
+    controllers: Sequence[Controller], folder: Path, say: Progress, timeout_s: float = 180.0
+) -> HaRabbit:
+    """Three RabbitMQ nodes as units on the controllers, one epmd unit, started at once; returns once
+    every node sees the three running."""
+    for path in (RABBITMQ_SERVER, EPMD):
+        if not path.exists():
+            raise LabServiceError(f"{path} is missing: install Debian's rabbitmq-server")
+    if not controllers:
+        raise LabServiceError("the HA lab has no controller to run RabbitMQ's units on")
+    started = time.monotonic()
+    say(f"HA: a 3-node RabbitMQ cluster as systemd units on {', '.join(c.host for c in controllers)}")
+    folder.mkdir(parents=True, exist_ok=True)
+    cookie = folder / ".erlang.cookie"
+    cookie.write_text(secrets.token_hex(16).upper())
+    os.chmod(cookie, 0o400)
+    epmd_port = free_port()
+    first = controllers[0]
+    (first.folder / "units" / EPMD_UNIT).write_text(
+        f"[Unit]\nDescription=Erlang port mapper of the lab's RabbitMQ nodes\nDefaultDependencies=no\n"
+        f"[Service]\nType=exec\nExecStart={EPMD} -port {epmd_port} -address 127.0.0.1\n"
+        "Restart=always\nRestartSec=1\n"
+    )
+    names = [f"rabbit-{i}@localhost" for i in range(1, 4)]
+    layouts = [
+        RabbitLayout(name, folder / f"n{i}", folder, epmd_port, free_port(), free_port())
+        for i, name in enumerate(names, 1)
+    ]
+    rabbit = HaRabbit(folder, [], {}, epmd_port, first.host)
+    for index, layout in enumerate(layouts):
+        controller = controllers[index % len(controllers)]
+        write_rabbit_config(layout, names)
+        unit = f"rabbitmq-{index + 1}.service"
+        (controller.folder / "units" / unit).write_text(
+            rabbit_unit_file(layout, f"RabbitMQ node {layout.name} on {controller.host} (haven lab --ha)")
+        )
+        rabbit.nodes.append(SystemdRabbitNode(layout, unit, controller.bus))
+        rabbit.hosts[layout.name] = controller.host
+    asyncio.run(_form_rabbit(rabbit, first, timeout_s))
+    rabbit.started_in_s = round(time.monotonic() - started, 1)
+    return rabbit
+
+
+async def _form_rabbit(rabbit: HaRabbit, first: Controller, timeout_s: float) -> None:
+    if await SystemdUnit(EPMD_UNIT, first.bus).start() != "active":
+        raise LabServiceError(f"{EPMD_UNIT} on {first.host} did not start")
+    await asyncio.gather(*(node.start() for node in rabbit.nodes))  # they form one cluster as they boot
+    await wait_rabbit_whole(rabbit, timeout_s)
+
+
+async def wait_rabbit_whole(rabbit: HaRabbit, timeout_s: float = 90.0) -> None:
+    """Until every node's own cluster_status lists the three running and no partition."""
+    names = {n.name for n in rabbit.nodes}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        statuses: list[ClusterStatus | str] = []
+        for node in rabbit.nodes:
+            try:
+                statuses.append(await node.status())
+            except TemporaryError as exc:
+                statuses.append(str(exc))
+        if all(healthy(s, names) for s in statuses):
+            return
+        if time.monotonic() > deadline:
+            lines = "\n".join(f"{n.name}: {s}" for n, s in zip(rabbit.nodes, statuses, strict=True))
+            raise LabServiceError(f"the lab's RabbitMQ cluster was not whole in {timeout_s:g} s:\n{lines}")
+        await asyncio.sleep(0.5)
+
+
+def start(ha_folder: Path, controllers: Sequence[Controller], say: Progress) -> dict[str, object]:
+    """``haven lab up --ha``'s call: both clusters on the controllers at once; what the lab state keeps.
+
+    Writes ``LAB/ha/stateful.toml``, the ``[stateful.galera]`` section for these units. It is not
+    appended to the lab's haven.toml: that file has ``[coordination]`` (the lab's etcd), and haven serve
+    refuses ``[stateful.*]`` with coordination (the nodes' files are read on the engine's machine).
+    """
+    with ThreadPoolExecutor(2) as pool:
+        galera = pool.submit(start_galera, controllers, ha_folder / "galera", say)
+        rabbit = pool.submit(start_rabbitmq, controllers, ha_folder / "rabbitmq", say)
+        made_galera, made_rabbit = galera.result(), rabbit.result()
+    (ha_folder / "stateful.toml").write_text(galera_toml(made_galera))
+    return {"galera": describe(made_galera), "rabbitmq": describe_rabbit(made_rabbit)}
+
+
+def describe_rabbit(rabbit: HaRabbit) -> dict[str, object]:
+    return {
+        "folder": str(rabbit.folder),
+        "epmd_port": rabbit.epmd_port,
+        "epmd_host": rabbit.epmd_host,
+        "nodes": [
+            {
+                "name": n.name,
+                "host": rabbit.hosts[n.name],
+                "unit": n.unit,
+                "bus": n.bus,
+                "amqp_port": n.layout.amqp_port,
+                "dist_port": n.layout.dist_port,
+            }
+            for n in rabbit.nodes
+        ],
+        "started_in_s": rabbit.started_in_s,
+    }
+
+
 def galera_toml(galera: HaGalera) -> str:
     """haven.toml's ``[stateful.galera]`` for these units: haven serve recovers them through systemd."""
     lines = [
         "",
-        "[stateful.galera]  # the HA lab's Galera units (`haven lab up --ha`): haven serve recovers them",
+        "[stateful.galera]  # the HA lab's Galera units (`haven lab up --ha`): recovered via systemd",
         f'cluster = "{CLUSTER}"',
         'driver = "systemd"',
     ]

@@ -135,6 +135,52 @@ class SystemdBus:
         return list(reply.body)
 
 
+class SystemdUnit:
+    """One unit's jobs, each waited for until the unit is where the job takes it (or ``timeout_s``)."""
+
+    def __init__(self, unit: str, bus: str | None = None, timeout_s: float = 30.0) -> None:
+        self.unit, self.bus, self._timeout_s = unit, bus, timeout_s
+
+    async def active_state(self) -> str:
+        async with SystemdBus(self.bus) as bus:
+            return str((await bus.unit(self.unit)).get("ActiveState", ""))
+
+    async def running(self) -> bool:
+        return await self.active_state() in RUNNING_STATES
+
+    async def start(self) -> str:
+        """StartUnit, then the state of the new invocation once its process runs (``Type=exec``)."""
+        async with SystemdBus(self.bus) as bus:
+            before = (await bus.unit(self.unit)).get("InvocationID", b"")
+            await bus.manager("StartUnit", "ss", [self.unit, "replace"])
+            return await self._wait(
+                bus, lambda state, inv: inv != before and state not in ("activating", "inactive"), "start"
+            )
+
+    async def stop(self) -> None:
+        """StopUnit (SIGTERM: a clean shutdown), until inactive."""
+        async with SystemdBus(self.bus) as bus:
+            await bus.manager("StopUnit", "ss", [self.unit, "replace"])
+            await self._wait(bus, lambda state, _inv: state in ("inactive", "failed"), "stop")
+
+    async def kill(self) -> None:
+        """SIGKILL to the unit's main process (a power cut of that server), until the unit is down."""
+        async with SystemdBus(self.bus) as bus:
+            await bus.manager("KillUnit", "ssi", [self.unit, "main", 9])
+            await self._wait(bus, lambda state, _inv: state in ("inactive", "failed"), "stop after SIGKILL")
+
+    async def _wait(self, bus: SystemdBus, done: Any, what: str) -> str:
+        deadline = time.monotonic() + self._timeout_s
+        while True:
+            props = await bus.unit(self.unit)
+            state = str(props.get("ActiveState", ""))
+            if done(state, props.get("InvocationID", b"")):
+                return state
+            if time.monotonic() > deadline:
+                raise TemporaryError(f"{self.unit} still {state} {self._timeout_s:g} s after its {what}")
+            await asyncio.sleep(0.1)
+
+
 class SystemdGaleraNode:
     """A Galera node whose mariadbd is the unit ``unit`` of the systemd at D-Bus ``bus`` (None: system)."""
 
@@ -151,16 +197,15 @@ class SystemdGaleraNode:
         self.unit = unit
         self.bus = bus
         self.files = LocalGaleraNode(layout, sql_timeout_s)  # grastate, SQL, --wsrep-recover
-        self._start_timeout_s = start_timeout_s
+        self.systemd = SystemdUnit(unit, bus, start_timeout_s)
 
     # ---- reads -----------------------------------------------------------------------------------
 
     async def active_state(self) -> str:
-        async with SystemdBus(self.bus) as bus:
-            return str((await bus.unit(self.unit)).get("ActiveState", ""))
+        return await self.systemd.active_state()
 
     async def running(self) -> bool:
-        if await self.active_state() in RUNNING_STATES:
+        if await self.systemd.running():
             return True
         # A server on its socket started otherwise (by hand, or by another unit) is never started again.
         return await asyncio.to_thread(self.files.runs)
@@ -172,7 +217,7 @@ class SystemdGaleraNode:
         return await self.files.live()
 
     async def recover_position(self) -> Position:
-        if await self.active_state() in RUNNING_STATES:
+        if await self.systemd.running():
             raise PermanentError(f"{self.name}: its unit {self.unit} runs: its position is read live")
         return await self.files.recover_position()
 
@@ -200,15 +245,11 @@ class SystemdGaleraNode:
 
     async def stop(self) -> None:
         """A clean stop (SIGTERM: mariadbd shuts down and saves its seqno), waited for."""
-        async with SystemdBus(self.bus) as bus:
-            await bus.manager("StopUnit", "ss", [self.unit, "replace"])
-            await self._wait(bus, lambda state, _inv: state in ("inactive", "failed"), "stop")
+        await self.systemd.stop()
 
     async def kill(self) -> None:
         """A power cut of this node: SIGKILL to its mariadbd (no clean shutdown: seqno -1), until stopped."""
-        async with SystemdBus(self.bus) as bus:
-            await bus.manager("KillUnit", "ssi", [self.unit, "main", 9])
-            await self._wait(bus, lambda state, _inv: state in ("inactive", "failed"), "stop after SIGKILL")
+        await self.systemd.kill()
 
     async def _start(self, env: dict[str, str]) -> None:
         if await self.running():
@@ -217,33 +258,13 @@ class SystemdGaleraNode:
         text = "".join(f"{key}={value}\n" for key, value in env.items())
         try:
             await asyncio.to_thread(_write, path, text)
-            async with SystemdBus(self.bus) as bus:
-                before = (await bus.unit(self.unit)).get("InvocationID", b"")
-                await bus.manager("StartUnit", "ss", [self.unit, "replace"])
-                state = await self._wait(
-                    bus,
-                    lambda state, inv: inv != before and state not in ("activating", "inactive"),
-                    "start",
-                )
+            state = await self.systemd.start()
         finally:
             path.unlink(missing_ok=True)  # consumed (ExecStartPost), or the start failed: never read again
         if state != "active":
             raise TemporaryError(
                 f"{self.name}: {self.unit} is {state} after its start: {self.files.error_tail(3)}"
             )
-
-    async def _wait(self, bus: SystemdBus, done: Any, what: str) -> str:
-        deadline = time.monotonic() + self._start_timeout_s
-        while True:
-            props = await bus.unit(self.unit)
-            state = str(props.get("ActiveState", ""))
-            if done(state, props.get("InvocationID", b"")):
-                return state
-            if time.monotonic() > deadline:
-                raise TemporaryError(
-                    f"{self.name}: {self.unit} still {state} {self._start_timeout_s:g} s after its {what}"
-                )
-            await asyncio.sleep(0.1)
 
 
 def _write(path: Path, text: str) -> None:

@@ -1,0 +1,89 @@
+"""RabbitMQ as systemd units on the HA lab's controllers: a killed node started again by haven via systemd.
+
+The fixture starts two controllers (Debian's systemd as PID 1 of their own namespaces, no OpenStack
+units: haven.lab.ha's controller) and the lab's 3-node RabbitMQ cluster as units on them
+(haven.lab.ha_stateful.start_rabbitmq: rabbit-1 and rabbit-3 on ctl-1 with the epmd unit, rabbit-2 on
+ctl-2). Judged from systemd (the unit's state and InvocationID over its D-Bus) and from each node's own
+``cluster_status``. Needs root (skipped without).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from haven.domain.clock import RealClock
+from haven.lab import ha, ha_stateful
+from haven.lab.ha_stateful import HaRabbit
+from haven.stateful.galera_systemd import SystemdBus
+from haven.stateful.rabbitmq import DecisionKind, RabbitSettings
+from haven.stateful.rabbitmq_cluster import healthy
+from haven.stateful.rabbitmq_node import EPMD, RABBITMQ_SERVER
+from haven.stateful.rabbitmq_recovery import RabbitRecovery, journal_key
+from haven.stateful.rabbitmq_systemd import SystemdRabbitNode
+from haven.store import Store
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.systemd,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (systemd as PID 1 of a PID namespace)"),
+    pytest.mark.skipif(
+        not (RABBITMQ_SERVER.exists() and EPMD.exists() and Path(ha.SYSTEMD).exists()),
+        reason="needs rabbitmq-server and systemd (make system-deps)",
+    ),
+]
+NAMES = {f"rabbit-{i}@localhost" for i in (1, 2, 3)}
+
+
+@pytest.fixture(scope="module")
+def rabbit() -> Iterator[HaRabbit]:
+    folder = Path(tempfile.mkdtemp(prefix="haven-rabbitmq-ha-"))
+    controllers: list[ha.Controller] = []
+    try:
+        for index, host in enumerate(ha.CONTROLLERS, start=1):
+            controllers.append(
+                ha._start_controller(folder / host, host, f"127.0.1.{index}", folder, {}, (), {}, "no")
+            )
+        for controller in controllers:
+            ha._wait_for_bus(controller, 15.0)
+        yield ha_stateful.start_rabbitmq(controllers, folder / "rabbitmq", lambda _message: None)
+    finally:
+        ha.stop(ha.HaLab(folder, controllers, (), {}, {}))
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _unit(node: SystemdRabbitNode) -> tuple[str, bytes]:
+    async def read() -> tuple[str, bytes]:
+        async with SystemdBus(node.bus) as bus:
+            props = await bus.unit(node.unit)
+        return str(props["ActiveState"]), bytes(props["InvocationID"])
+
+    return asyncio.run(read())
+
+
+def test_a_killed_nodes_unit_is_started_again_by_haven_and_every_node_sees_it(rabbit: HaRabbit) -> None:
+    assert rabbit.hosts == {
+        "rabbit-1@localhost": "ctl-1", "rabbit-2@localhost": "ctl-2", "rabbit-3@localhost": "ctl-1"
+    }  # fmt: skip
+    victim = rabbit.node("rabbit-2")
+    before = _unit(victim)[1]
+    asyncio.run(victim.kill())  # SIGKILL to its Erlang VM (the unit's main process): the unit fails
+    assert _unit(victim)[0] == "failed"
+    store = Store.open("sqlite://")
+    recovery = RabbitRecovery.on_store(
+        rabbit.nodes, store, "lab", RealClock(), settings=RabbitSettings(partition_grace_s=1.0)
+    )
+    decisions = asyncio.run(recovery.run_until_healthy(timeout_s=150, interval_s=0.5))
+    assert decisions[-1].kind is DecisionKind.NOTHING, [f"{d.kind}: {d.reason}" for d in decisions]
+    state, invocation = _unit(victim)
+    assert state == "active" and invocation != before  # systemd ran a new invocation: haven's start
+    statuses = [asyncio.run(n.status()) for n in rabbit.nodes]  # each node's own word
+    assert all(healthy(s, NAMES) for s in statuses), statuses
+    steps = store.galera_actions_since(journal_key("lab"))
+    assert [(s.kind, s.node, s.state) for s in steps] == [("start", "rabbit-2@localhost", "done")]
