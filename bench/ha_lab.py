@@ -1,7 +1,7 @@
 """Drills on the HA lab under client load through HAProxy: kill -9, SIGSTOP (hung) and a crash loop.
 
-    .venv/bin/python bench/ha_lab.py [--folder LAB] [--drill kill|hang|crashloop] [--runs 5]
-                                     [--clients 4] [--heal] [--anchor]
+    .venv/bin/python bench/ha_lab.py [--folder LAB] [--drill kill|hang|crashloop|controller] [--runs 5]
+                                     [--clients 4] [--heal] [--anchor] [--lab-timing]
 
 Without ``--folder`` it starts ``haven lab up --ha --computes 1`` in a temporary folder and stops it
 at the end; with it, it uses the HA lab running there (``haven lab up --ha --folder LAB``). Needs root.
@@ -24,6 +24,13 @@ member ``ready`` and ``up`` again with its check health counter at its top, and 
 haven's actions on other replicas (false restarts) when haven ran. ``crashloop`` breaks keystone on
 one controller (haven.lab.ha_drills.break_replica: fails at every start, ``Restart=no``), kills it,
 and reports systemd's starts, haven's back-off gaps, when it held, the alerts, the member's states.
+
+haven's HTTP probes run with haven.lab.ha_drills.PROBE_TIMING (period 1 s, timeout 1 s, 2 failures);
+``--lab-timing`` keeps the lab haven.toml's own (timeout 2 s, 3 failures), for the comparison.
+``controller`` freezes a whole controller (every process of its PID namespace SIGSTOPped, its systemd
+and D-Bus too) under load through nova-api's frontend with haven running, and reports when every member
+of it was out of HAProxy, when haven's controller_down alert came, the failed requests sent after the
+drop (and in all), the alerts, then thaws it and reports when every member was back ready and up.
 """
 
 from __future__ import annotations
@@ -58,7 +65,11 @@ _FIGURES = (
     "victim_restarts",
     "false_actions",
 )
-KEYS = {"kill": _FIGURES, "hang": _FIGURES}
+KEYS = {
+    "kill": _FIGURES,
+    "hang": _FIGURES,
+    "controller": ("rps", "failed", "failed_after_drop", "out_s", "alert_s", "back_after_thaw_s"),
+}
 
 
 def _token(labf: Path, cluster: ha.HaLab) -> str:
@@ -66,12 +77,16 @@ def _token(labf: Path, cluster: ha.HaLab) -> str:
     return Account(cluster.frontend_url("keystone") + "/v3", "admin", password, "admin").token()
 
 
+LAB_TIMING = False  # --lab-timing: the lab haven.toml's own probe timing
+
+
 @contextlib.contextmanager
 def _healer(cluster: ha.HaLab, heal: bool, folder: Path) -> Iterator[ha_drills.Healer | None]:
     if not heal:
         yield None
         return
-    with ha_drills.Healer(cluster, folder) as healer:
+    config = ha_drills.lab_config(cluster, {} if LAB_TIMING else None)
+    with ha_drills.Healer(cluster, folder, config) as healer:
         time.sleep(2.0)  # steady before the fault
         yield healer
 
@@ -192,6 +207,52 @@ def crashloop_run(labf: Path, cluster: ha.HaLab, host: str, clients: int) -> dic
     }  # fmt: skip
 
 
+def controller_run(labf: Path, cluster: ha.HaLab, host: str, clients: int) -> dict[str, object]:
+    """Every process of ``host``'s namespace SIGSTOPped under load, haven running; then thawed."""
+    ctl = cluster.controller(host)
+    backends = [api.backend for api in cluster.apis]
+    url = cluster.frontend_url("nova-api") + "/v2.1/servers"
+    folder = Path(tempfile.mkdtemp(prefix="hv-ha-bench-haven-"))
+    _settled(cluster)
+    out_s = alert_s = back_s = None
+    dropped = 0.0
+    with _healer(cluster, True, folder) as healer:
+        assert healer is not None
+        with ha_drills.Load(url, _token(labf, cluster), clients, timeout_s=10.0) as load:
+            time.sleep(2.0)
+            pids = ha_drills.freeze(ctl)
+            frozen = time.monotonic()
+            try:
+                while time.monotonic() - frozen < 60 and (out_s is None or alert_s is None):
+                    state = ha.servers_state(cluster)
+                    if out_s is None and all(state[(b, host)] != ("ready", "up") for b in backends):
+                        dropped = time.monotonic()
+                        out_s = dropped - frozen
+                    if alert_s is None and any(a.kind is AlertKind.CONTROLLER_DOWN for a in healer.alerts()):
+                        alert_s = time.monotonic() - frozen
+                    time.sleep(0.1)
+                time.sleep(5.0)  # the survivor alone
+                alerts = [(a.kind.value, a.host) for a in healer.alerts()]
+                survivor = [(a.kind.value, a.host) for a in healer.actions() if a.host != host]
+            finally:
+                ha_drills.thaw(pids)
+            thawed = time.monotonic()
+            while time.monotonic() - thawed < 60:
+                state = ha.servers_state(cluster)
+                if all(state[(b, host)] == ("ready", "up") for b in backends):
+                    back_s = time.monotonic() - thawed
+                    break
+                time.sleep(0.1)
+    requests = load.answers + len(load.errors)
+    return {
+        "drill": "controller", "mode": "haven", "victim": host, "requests": requests,
+        "rps": round(requests / load.seconds, 1), "failed": len(load.errors),
+        "failed_after_drop": len([e for e in load.errors if out_s is not None and e[0] >= dropped]),
+        "out_s": _r(out_s), "alert_s": _r(alert_s), "back_after_thaw_s": _r(back_s), "alerts": alerts,
+        "survivor_actions": survivor,
+    }  # fmt: skip
+
+
 def _settled(cluster: ha.HaLab, timeout_s: float = 60.0) -> None:
     """Every member ready and up before a run (a run must not start on the previous one's leftovers)."""
     deadline = time.monotonic() + timeout_s
@@ -226,13 +287,16 @@ def _summary(title: str, rows: list[dict[str, object]], keys: tuple[str, ...]) -
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--folder", type=Path, default=None, help="a running HA lab (default: start one)")
-    parser.add_argument("--drill", choices=("kill", "hang", "crashloop"), default="kill")
+    parser.add_argument("--drill", choices=("kill", "hang", "crashloop", "controller"), default="kill")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--heal", action="store_true", help="haven's control plane runs (kill)")
     parser.add_argument("--anchor", action="store_true", help="hang: also Kolla's settings, no haven")
     parser.add_argument("--anchor-window", type=float, default=60.0, help="seconds the anchor is hung")
+    parser.add_argument("--lab-timing", action="store_true", help="the lab haven.toml's probe timing")
     args = parser.parse_args()
+    global LAB_TIMING
+    LAB_TIMING = args.lab_timing
     labf = args.folder or Path(tempfile.mkdtemp(prefix="hv-ha-bench-"))
     if args.folder is None:
         print(f"starting an HA lab in {labf}", flush=True)
@@ -253,6 +317,8 @@ def main() -> int:
             for heal in modes:
                 if args.drill == "crashloop":
                     row = crashloop_run(labf, cluster, host, args.clients)
+                elif args.drill == "controller":
+                    row = controller_run(labf, cluster, host, args.clients)
                 else:
                     row = fault_run(labf, cluster, host, args.clients, drill=args.drill, heal=heal,
                                     anchor_s=args.anchor_window)  # fmt: skip
