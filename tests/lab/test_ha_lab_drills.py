@@ -74,7 +74,12 @@ def test_a_lost_controller_is_one_alert_its_members_leave_and_clients_see_no_fai
                     time.sleep(0.2)
                 assert dropped_at is not None, f"ctl-2's members still in HAProxy after 30 s: {state}"
                 _wait(lambda: any(a.kind is AlertKind.CONTROLLER_DOWN for a in healer.alerts()), 20, "alert")
-                time.sleep(4.0)  # the load goes on through the survivor alone
+                _wait(
+                    lambda: all(ha.servers_state(ha_lab)[(b, "ctl-2")][0] == "maint" for b in backends),
+                    20,
+                    "haven to put ctl-2's members in maintenance",
+                )
+                time.sleep(3.0)  # the load goes on through the survivor alone
                 during = ha.servers_state(ha_lab)
                 alerts = healer.alerts()
                 after_drop = [e for e in load.errors if e[0] >= dropped_at]

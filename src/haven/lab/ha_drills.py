@@ -200,6 +200,17 @@ class Healer:
             raise ValueError("a Healer needs the HA lab or a [controlplane]")
         self.config = config if config is not None else lab_config(cluster)  # type: ignore[arg-type]
         self.store = Store.open(f"sqlite:///{folder / 'healer.db'}")
+        self._environ = dict(os.environ)
+        # The nova_rpc probes' transport URL, as LAB/ha/serve.env gives it to haven serve.
+        # (getattr: the lab's Nova workers are newer than these drills; a lab without them needs none)
+        url_env, url_of = getattr(ha, "TRANSPORT_URL_ENV", ""), getattr(ha, "transport_url", None)
+        if (
+            cluster is not None
+            and getattr(cluster, "workers", None)
+            and url_of
+            and url_env not in self._environ
+        ):
+            self._environ[url_env] = url_of(cluster.folder.parent)
         self._thread = threading.Thread(target=self._main, name="haven-healer", daemon=True)
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -232,7 +243,7 @@ class Healer:
             self._ready.set()
 
     async def _serve(self) -> None:
-        control = ControlPlane(self.config, simulated_cloud=False, clock=RealClock(), environ=os.environ)
+        control = ControlPlane(self.config, simulated_cloud=False, clock=RealClock(), environ=self._environ)
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
         self._ready.set()
         try:
