@@ -2,9 +2,10 @@
 
 ``ha_lab`` starts over the session's lab (``nova_lab``, tests/servers/nova.py) what ``haven lab up
 --ha`` adds (haven.lab.ha.start): two controllers, each Debian's systemd as PID 1 of its own namespace
-with its keystone.service and nova-api.service (``haven lab up --ha`` also has placement-api and
-glance-api: left out to keep the session short), and Debian's HAProxy in front. Needs root and the
-Debian packages (skipped without). At the end exactly what it started is stopped.
+with its keystone.service, nova-api.service, nova-conductor.service and nova-scheduler.service
+(``haven lab up --ha`` also has placement-api and glance-api: left out to keep the session short), and
+Debian's HAProxy in front; the session's environment has the transport URL the nova_rpc probes read.
+Needs root and the Debian packages (skipped without). At the end exactly what it started is stopped.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def ha_lab(nova_lab: NovaLab) -> Iterator[ha.HaLab]:
     namespaces: list[int] = []
     processes: list[LabProcess] = []
     started: ha.HaLab | None = None
+    # The Healers' nova_rpc probes of the conductor and scheduler replicas read Nova's transport URL here.
+    os.environ[ha.TRANSPORT_URL_ENV] = ha.transport_url(nova_lab.folder)
     try:
         started = ha.start(
             nova_lab.folder,
@@ -45,6 +48,7 @@ def ha_lab(nova_lab: NovaLab) -> Iterator[ha.HaLab]:
         )
         yield started
     finally:
+        os.environ.pop(ha.TRANSPORT_URL_ENV, None)
         if started is not None:
             ha.stop(started)
         for process in processes:

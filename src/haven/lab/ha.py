@@ -26,6 +26,16 @@ Its admin socket is ``LAB/ha/haproxy.sock``. Beside each frontend, a second one 
 a TCP connect check, ``timeout check 10s``, ``timeout server 1m``): the anchor the drills compare with.
 haven's ``[controlplane]`` names only the first backends, so it never acts on the anchor's.
 
+Nova's workers: each controller also runs ``nova-conductor.service`` and ``nova-scheduler.service`` (the
+catalogue's units), Nova's own binaries of the lab's nova venv on the lab's nova.conf (its RabbitMQ and
+MariaDB) plus the controller's ``nova-host.conf`` (``[DEFAULT] host = ctl-N``: Nova's name of the
+service, the server that haven's ``nova_rpc`` probe pings on Nova's exchange ``nova``). ``start``
+returns once each of them answers that ping. The plain lab's own conductor and scheduler are then
+stopped by ``haven lab up --ha`` (haven.lab.lab, ``RETIRED``), so the HA lab's instances are built
+through the replicas only. haven's ``[controlplane]`` probes them with ``nova_rpc``; the transport URL
+is a secret (RabbitMQ's password): probes read it from the environment (``TRANSPORT_URL_ENV``), which
+``LAB/ha/serve.env`` sets.
+
 Stopping: the lab state records each controller's PID 1 (as the host sees it) with ``namespace = True``:
 ``haven lab down`` SIGKILLs exactly it, which ends everything in that namespace; HAProxy is an ordinary
 lab process (its own process group).
@@ -44,8 +54,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from haven.controlplane.drivers.haproxy import HAProxyRuntime, parse_servers_state
+from haven.controlplane.drivers.service_probes import NovaRpc, ProbeFailed
 from haven.controlplane.drivers.systemd import SystemdUnits
+from haven.domain.controlplane import ProbeKind, ProbeSpec
 from haven.domain.errors import HavenError
+from haven.lab import labfiles
 from haven.lab.process import LabProcess, LabServiceError, free_port
 from haven.lab.toolenv import Progress
 
@@ -54,6 +67,10 @@ DBUS_DAEMON = "/usr/bin/dbus-daemon"
 UNSHARE = "/usr/bin/unshare"
 HAPROXY = "/usr/sbin/haproxy"
 CONTROLLERS = ("ctl-1", "ctl-2")
+# haven's nova_rpc probes read Nova's transport URL from this variable (LAB/ha/serve.env sets it).
+TRANSPORT_URL_ENV = "HAVEN_LAB_NOVA_TRANSPORT_URL"
+# The plain lab's services the HA lab's replicas replace (haven lab up --ha stops them once these answer).
+RETIRED = ("nova-conductor", "nova-scheduler")
 TARGET = "haven-lab.target"
 # gunicorn's graceful stop (its default is 30 s). A stop of a hung replica waits for it: in the lab,
 # systemd 252 (PID 1 of a namespace) sends SIGTERM and SIGCONT to the main process only, so a stopped
@@ -98,6 +115,26 @@ def post_fork(server, worker):
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 """
 
+# Runs a Nova service's console script with its forked workers dying with their parent (oslo.service's
+# threading backend forks one even for workers = 1): this systemd signals the main process only, and a
+# worker left over from a stopped master (SIGSTOPped: stopped itself) keeps consuming its queues, so a
+# share of the RPC calls to the new replica's host went to it and were never answered.
+_LAUNCH = """\
+import ctypes, os, signal, sys
+from importlib.metadata import entry_points
+
+
+def _die_with_parent():
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+os.register_at_fork(after_in_child=_die_with_parent)
+name = sys.argv[1]
+sys.argv = [name, *sys.argv[2:]]
+(script,) = [e for e in entry_points(group="console_scripts") if e.name == name]
+sys.exit(script.load()())
+"""
+
 
 @dataclass(frozen=True)
 class Api:
@@ -127,6 +164,25 @@ APIS = (
 )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Worker:
+    """One of Nova's RPC workers replicated on every controller: its unit, binary and RPC topic."""
+
+    service: str  # the catalogue's name
+    unit: str
+    topic: str  # Nova's RPC topic: what the nova_rpc probe pings (server = the controller's host)
+
+    @property
+    def binary(self) -> str:
+        return self.service  # in the nova venv's bin/
+
+
+WORKERS = (
+    Worker("nova-conductor", "nova-conductor.service", "conductor"),
+    Worker("nova-scheduler", "nova-scheduler.service", "scheduler"),
+)
+
+
 @dataclass
 class Controller:
     host: str
@@ -149,6 +205,7 @@ class HaLab:
     frontends: dict[str, int]  # service -> HAProxy's frontend port on 127.0.0.1
     # service -> the port of its Kolla-checked frontend (backend ``<backend>_kolla``); {}: an older lab
     kolla_frontends: dict[str, int] = field(default_factory=dict)
+    workers: tuple[Worker, ...] = ()  # Nova's conductor and scheduler on every controller; (): none
     haproxy: LabProcess | None = None
     started_in_s: float = 0.0
     errors: list[str] = field(default_factory=list)
@@ -173,6 +230,7 @@ def describe(ha: HaLab) -> dict[str, object]:
             for c in ha.controllers
         ],
         "apis": [api.service for api in ha.apis],
+        "workers": [worker.service for worker in ha.workers],
         "ports": ha.ports,
         "frontends": ha.frontends,
         "kolla_frontends": ha.kolla_frontends,
@@ -192,7 +250,9 @@ def from_state(saved: Mapping[str, object]) -> HaLab:
         frontends = {str(k): int(v) for k, v in saved["frontends"].items()}  # type: ignore[attr-defined]
         kolla = {str(k): int(v) for k, v in saved.get("kolla_frontends", {}).items()}  # type: ignore[attr-defined]
         apis = tuple(api for api in APIS if api.service in ports)
-        return HaLab(Path(str(saved["folder"])), controllers, apis, ports, frontends, kolla)
+        names = {str(name) for name in saved.get("workers", [])}  # type: ignore[attr-defined]
+        workers = tuple(worker for worker in WORKERS if worker.service in names)
+        return HaLab(Path(str(saved["folder"])), controllers, apis, ports, frontends, kolla, workers)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise LabServiceError(f"the lab state's HA part is not readable ({exc}): is this an HA lab?") from exc
 
@@ -221,10 +281,12 @@ def start(
     restart: str = "on-failure",
     timeout_s: float = 120.0,
     apis: tuple[Api, ...] = APIS,
+    workers: tuple[Worker, ...] = WORKERS,
 ) -> HaLab:
     """Start the controllers and HAProxy over the lab in ``lab_folder``; return once HAProxy has every
-    replica UP. ``keep_namespace(name, pid1, log)`` and ``keep(process)`` record what was started as soon
-    as it runs, so a failure later still lets the caller stop it."""
+    replica UP and every worker replica answers an RPC ping. ``keep_namespace(name, pid1, log)`` and
+    ``keep(process)`` record what was started as soon as it runs, so a failure later still lets the
+    caller stop it."""
     check_requirements()
     started = time.monotonic()
     folder = lab_folder / "ha"
@@ -232,11 +294,13 @@ def start(
     ports = {api.service: free_port() for api in apis}
     frontends = {api.service: free_port() for api in apis}
     kolla = {api.service: free_port() for api in apis}
-    ha = HaLab(folder, [], apis, ports, frontends, kolla)
+    ha = HaLab(folder, [], apis, ports, frontends, kolla, workers)
+    if workers:
+        labfiles.private(folder / "serve.env", f"{TRANSPORT_URL_ENV}={transport_url(lab_folder)}\n")
     say(f"HA: starting systemd on {', '.join(CONTROLLERS)} and HAProxy")
     for index, host in enumerate(CONTROLLERS, start=1):
         controller = _start_controller(folder / host, host, f"127.0.1.{index}", lab_folder, venvs, apis,
-                                       ports, restart)  # fmt: skip
+                                       ports, restart, workers)  # fmt: skip
         ha.controllers.append(controller)
         keep_namespace(f"systemd@{host}", controller.pid1, controller.folder / "systemd.log")
     config = folder / "haproxy.cfg"
@@ -248,6 +312,9 @@ def start(
     ha.haproxy.wait_until(lambda: Path(ha.haproxy_socket).exists(), 10.0, "admin socket")
     say("HA: waiting for HAProxy to see every replica UP")
     _wait_all_up(ha, timeout_s)
+    if workers:
+        say("HA: waiting for each nova-conductor and nova-scheduler replica to answer an RPC ping")
+        wait_workers(ha, transport_url(lab_folder), timeout_s)
     ha.started_in_s = round(time.monotonic() - started, 1)
     return ha
 
@@ -261,6 +328,7 @@ def _start_controller(
     apis: tuple[Api, ...],
     ports: Mapping[str, int],
     restart: str,
+    workers: tuple[Worker, ...] = (),
 ) -> Controller:
     units = folder / "units"
     units.mkdir(parents=True, exist_ok=True)
@@ -288,6 +356,25 @@ def _start_controller(
             f"Restart={restart}\nRestartSec=1\n"
         )
         wanted.append(api.unit)
+    if workers:
+        # Nova's name of this controller's services (the server the RPC ping is sent to). A stop gets
+        # 5 s to finish in-flight work (oslo.service waits 60 s by default), systemd 5 s in all (then
+        # SIGKILL: a hung master waits for its stopped worker for ever).
+        (folder / "nova-host.conf").write_text(f"[DEFAULT]\nhost = {host}\ngraceful_shutdown_timeout = 5\n")
+        (folder / "nova-launch.py").write_text(_LAUNCH)
+    for worker in workers:
+        replica = folder / worker.service
+        replica.mkdir(exist_ok=True)
+        log = replica / f"{worker.service}.log"
+        (units / worker.unit).write_text(
+            f"[Unit]\nDescription={worker.service} on {host} (haven lab --ha)\nDefaultDependencies=no\n"
+            f"[Service]\nExecStart={venvs['nova'] / 'bin' / 'python'} {folder / 'nova-launch.py'} "
+            f"{worker.binary} --config-file "
+            f"{lab_folder / 'nova' / 'nova.conf'} --config-file {folder / 'nova-host.conf'}\n"
+            f"WorkingDirectory={replica}\nStandardOutput=append:{log}\nStandardError=append:{log}\n"
+            f"Restart={restart}\nRestartSec=1\nTimeoutStopSec=5\n"
+        )
+        wanted.append(worker.unit)
     (units / TARGET).write_text(f"[Unit]\nDefaultDependencies=no\nWants={' '.join(wanted)}\n")
     env = {
         **os.environ,
@@ -366,6 +453,9 @@ def controlplane_toml(ha: HaLab) -> str:
         'driver = "systemd"',
         f'haproxy_socket = "{ha.haproxy_socket}"',
     ]
+    if ha.workers:
+        env = ha.folder / "serve.env"
+        lines.insert(2, f"# the nova_rpc probes read {TRANSPORT_URL_ENV}: `set -a; . {env}; set +a` first")
     for controller in ha.controllers:
         lines += [
             "[[controlplane.controllers]]",
@@ -380,7 +470,55 @@ def controlplane_toml(ha: HaLab) -> str:
             f'probe = {{ port = {ha.ports[api.service]}, path = "{api.check_path}", period_s = 1.0, '
             "timeout_s = 2.0, failure_threshold = 3, startup_grace_s = 60.0 }",
         ]
+    for worker in ha.workers:
+        # Nova's RPC ping of the replica on its controller (server = its host); the transport URL is
+        # read from the environment (LAB/ha/serve.env). 3 s: the slowest answers seen on the loaded lab
+        # were below 1 s; a hung one is found after 3 failed pings (about 12 s).
+        lines += [
+            f"[controlplane.services.{worker.service}]",
+            f'probe = {{ kind = "nova_rpc", topic = "{worker.topic}", '
+            f'transport_url_env = "{TRANSPORT_URL_ENV}", '
+            "period_s = 1.0, timeout_s = 3.0, failure_threshold = 3, startup_grace_s = 60.0 }",
+        ]
     return "\n".join(lines) + "\n"
+
+
+def transport_url(lab_folder: Path) -> str:
+    """Nova's transport URL, as the lab's nova.conf has it (the replicas' RabbitMQ)."""
+    conf = lab_folder / "nova" / "nova.conf"
+    for line in conf.read_text().splitlines():
+        if line.startswith("transport_url"):
+            return line.split("=", 1)[1].strip()
+    raise LabServiceError(f"{conf} has no transport_url")
+
+
+def ping_worker(rpc: NovaRpc, url: str, host: str, worker: Worker, timeout_s: float = 5.0) -> str:
+    """One RPC ping of ``worker`` on ``host`` (haven's nova_rpc probe); ProbeFailed without an answer."""
+    spec = ProbeSpec(ProbeKind.NOVA_RPC, 1, topic=worker.topic, transport_url_env="URL", timeout_s=timeout_s)
+    return rpc.ping(host, spec, {"URL": url})
+
+
+def wait_workers(ha: HaLab, url: str, timeout_s: float) -> None:
+    """Until every worker replica answers an RPC ping on its controller (its RPC server consumes)."""
+    deadline = time.monotonic() + timeout_s
+    rpc = NovaRpc()
+    try:
+        for controller in ha.controllers:
+            for worker in ha.workers:
+                while True:
+                    try:
+                        ping_worker(rpc, url, controller.host, worker, timeout_s=3.0)
+                        break
+                    except ProbeFailed as exc:
+                        if time.monotonic() > deadline:
+                            log = controller.folder / worker.service / f"{worker.service}.log"
+                            raise LabServiceError(
+                                f"{worker.service} on {controller.host} gave no RPC answer within "
+                                f"{timeout_s:g} s ({exc}): see {log}"
+                            ) from exc
+                    time.sleep(0.5)
+    finally:
+        rpc.close(timeout_s=5.0)
 
 
 def servers_state(ha: HaLab) -> dict[tuple[str, str], tuple[str, str]]:

@@ -252,6 +252,8 @@ def _start_ha(
     ha = ha_lab.start(folder, venvs, keep_namespace, keep, say)
     state.ha = ha_lab.describe(ha)
     state.save()
+    for process in [p for p in _CHILDREN if p.name in ha_lab.RETIRED]:  # the replicas answer: they serve
+        process.stop(grace_s=10)
     say("HA: pointing the Keystone catalog, clouds.yaml and haven.toml at HAProxy's frontends")
     direct = state.urls["keystone"]
     password = (folder / "keystone" / "admin-password").read_text().strip()
