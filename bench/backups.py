@@ -18,16 +18,43 @@ truth where it has it:
 Run: .venv/bin/python bench/backups.py [--servers 10000] [--hourly 0.05] [--volumes 0.2] [--cap 200]
      [--runs 5]
      (about 10 minutes for 10,000 servers on an idle core)
+
+With --lab: the same runner and restorer against the lab's real Nova and Glance (haven.lab.lab.up in a
+temporary folder, stopped at the end; or the running lab in --folder). --servers servers (default 20)
+are booted from the lab's image with metadata haven_backup=--schedule (a 5-field cron; default every 4
+minutes, so rounds are minutes apart on the wall clock) and haven_backup_keep=--keep; the runner passes
+(as haven serve runs them, a pass every --pass-s s) with [backups] max_concurrent=--cap and no jitter,
+for --rounds schedule windows; then one restore drill round of --drills servers (--drill-concurrency at
+once). Nova's fake virt driver never uploads a snapshot (docs/backups.md): a thread here plays the
+hypervisor's part, uploading 1 KiB to each of haven's images Glance holds queued (as
+tests/backups/test_lab.py does). Figures, from Nova's and Glance's own answers where they have them:
+per backup, createBackup asked to Glance active (haven's record: created_at to completed_at); each
+round's duration (the window's start to the last of its backups available); the most servers Nova
+showed in a backup task at once and the most backups haven had in flight, against the cap; Glance's
+active backup images per server at the end against keep; per drill, the boot to ACTIVE (haven's
+record, checked against Nova's server seen ACTIVE) and the recovery point it proved (the backup's
+age when the drill started).
+
+Run: .venv/bin/python bench/backups.py --lab [--servers 20] [--cap 5] [--keep 2] [--rounds 3]
+     [--schedule "*/4 * * * *"] [--backup-timeout 120] [--drills 20] [--drill-concurrency 5]
+     [--computes 2] [--folder LAB]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import logging
+import os
+import shutil
 import statistics
+import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from haven.backups import planner
@@ -37,7 +64,7 @@ from haven.backups.runner import HISTORY_S
 from haven.backups.serving import BackupService
 from haven.cloud.sim.backups import SimBackups
 from haven.cloud.sim.builder import CloudSpec, build_cloud
-from haven.domain.backups import ImageStatus, VolumeBackupStatus
+from haven.domain.backups import BackupRecord, ImageStatus, VolumeBackupStatus
 from haven.domain.clock import VIRTUAL_EPOCH, VirtualClock
 from haven.domain.incidents import AlertKind
 from haven.store import Store
@@ -46,8 +73,8 @@ DAY = 86400.0
 _REAL_PLAN = planner.plan
 
 
-def timed_plan(samples: list[float]) -> Callable[[BackupSnapshot], Any]:
-    def plan(snapshot: BackupSnapshot) -> Any:
+def timed_plan(samples: list[float]) -> Callable[[BackupSnapshot], planner.BackupPlan]:
+    def plan(snapshot: BackupSnapshot) -> planner.BackupPlan:
         started = time.process_time()
         try:
             return _REAL_PLAN(snapshot)
@@ -140,6 +167,243 @@ async def day(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# ---- --lab: the real Nova and Glance ---------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def own_lab(folder: Path | None, computes: int) -> Iterator[Any]:
+    from haven.cli.lab_controls import running_lab
+    from haven.lab import lab
+
+    if folder is not None:
+        yield running_lab(folder)
+        return
+    own = Path(tempfile.mkdtemp(prefix="haven-bench-backups-lab-"))
+    try:
+        yield lab.up(own, computes, progress=lambda m: print(f"lab: {m}", flush=True))
+    finally:
+        lab.down(own)
+        shutil.rmtree(own, ignore_errors=True)
+
+
+class Hypervisor(threading.Thread):
+    """Plays the fake virt driver's missing part (it never uploads a snapshot): uploads 1 KiB to each of
+    haven's images Glance holds queued; samples Nova (our servers in a task) and Glance meanwhile."""
+
+    def __init__(self, conn: Any, servers: set[str]) -> None:
+        super().__init__(daemon=True)
+        self.conn, self.servers = conn, servers
+        self.stop = threading.Event()
+        self.uploaded: dict[str, float] = {}
+        self.peak_nova_tasks = 0
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        while not self.stop.wait(0.3):
+            try:
+                self._tick()
+            except Exception as exc:  # a sample lost is reported, never the thread
+                self.errors.append(repr(exc))
+
+    def _tick(self) -> None:
+        images = self.conn.image.get("/images", params={"status": "queued", "limit": 200}).json()["images"]
+        for image in images:
+            if image.get("instance_uuid") in self.servers and image.get("haven_backup_id"):
+                r = self.conn.image.put(
+                    f"/images/{image['id']}/file", data=b"\0" * 1024,
+                    headers={"Content-Type": "application/octet-stream"},
+                )  # fmt: skip
+                if r.status_code == 204:
+                    self.uploaded[image["id"]] = time.time()
+        servers = self.conn.compute.get("/servers/detail", params={"all_tenants": "True"}).json()["servers"]
+        busy = sum(1 for x in servers if x["id"] in self.servers and x.get("OS-EXT-STS:task_state"))
+        self.peak_nova_tasks = max(self.peak_nova_tasks, busy)
+
+
+def _ok(response: Any) -> dict[str, Any]:
+    if response.status_code >= 300:
+        raise RuntimeError(f"{response.status_code}: {response.text[:300]}")
+    return dict(response.json()) if response.content else {}
+
+
+def _connect(clouds_yaml: Path) -> Any:
+    import openstack
+
+    cloud = json.loads(clouds_yaml.read_text())["clouds"]["lab"]
+    return openstack.connection.Connection(
+        auth=cloud["auth"], region_name=cloud["region_name"], identity_api_version="3",
+        compute_api_version="2.37",
+    )  # fmt: skip
+
+
+def _wait(what: str, check: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"waited {timeout_s:.0f} s for {what}")
+        time.sleep(1.0)
+
+
+async def lab_round(args: argparse.Namespace) -> dict[str, Any]:
+    from haven.backups.restores import Restorer
+    from haven.backups.runner import BackupRunner
+    from haven.backups.schedule import parse
+    from haven.cloud.openstack import open_cloud
+    from haven.domain.backups import BackupState
+    from haven.domain.clock import RealClock
+
+    period = parse(args.schedule)
+    with own_lab(args.folder, args.computes) as state, tempfile.TemporaryDirectory() as tmp:
+        clouds_yaml = Path(state.files["clouds.yaml"])
+        conn = _connect(clouds_yaml)
+        flavors = _ok(conn.compute.get("/flavors"))["flavors"]
+        flavor = next(f["id"] for f in flavors if f["name"] == state.flavor)
+        metadata = {"haven_backup": args.schedule, "haven_backup_keep": str(args.keep)}
+        ids: list[str] = []
+        booted = time.perf_counter()
+        for i in range(args.servers):
+            body = {"server": {"name": f"bk-bench-{i:02d}", "imageRef": state.image_id, "flavorRef": flavor,
+                               "networks": "none", "metadata": metadata}}  # fmt: skip
+            ids.append(_ok(conn.compute.post("/servers", json=body, microversion="2.37"))["server"]["id"])
+
+        def all_active() -> bool:
+            servers = _ok(conn.compute.get("/servers/detail"))["servers"]
+            return sum(1 for x in servers if x["id"] in ids and x["status"] == "ACTIVE") == len(ids)
+
+        _wait("the servers ACTIVE", all_active, 300)
+        print(f"{len(ids)} servers ACTIVE in {time.perf_counter() - booted:.1f} s", flush=True)
+        hypervisor = Hypervisor(conn, set(ids))
+        hypervisor.start()
+        cloud = open_cloud("lab", max_workers=4, clouds_yaml=clouds_yaml)
+        store = Store.open(f"sqlite:///{tmp}/haven.db")
+        clock = RealClock()
+        config = BackupsConfig(
+            enabled=True,
+            scheduler=SchedulerSettings(
+                max_concurrent=args.cap, jitter_s=0.0, timeout_s=args.backup_timeout, retry_s=30.0
+            ),
+            drills=DrillSettings(
+                interval_s=DAY, sample=args.drills, concurrency=args.drill_concurrency, timeout_s=300.0
+            ),
+        )
+        port = cloud.backups()
+        runner = BackupRunner(config, port, store, clock)
+        rounds: list[dict[str, Any]] = []
+        peak_in_flight = 0
+        passes = 0
+        try:
+            for n in range(args.rounds):
+                window_start = period.next_slot(clock.now())  # each round starts at a window's start
+                print(f"round {n + 1}: waiting {window_start - clock.now():.0f} s for the window", flush=True)
+                await clock.sleep_until(window_start)
+                begun = time.perf_counter()
+                limit = period.period_s + args.backup_timeout + 60.0
+                while True:  # until every server has a good backup of this window (or a later one)
+                    await runner.run_pass()
+                    passes += 1
+                    records = store.backups_relevant(0.0)
+                    peak_in_flight = max(peak_in_flight, sum(1 for r in records if r.state.in_flight))
+                    fresh = [r for r in records if r.completed_at is not None and r.slot >= window_start]
+                    if len({r.server_id for r in fresh}) == len(ids):
+                        break
+                    if time.perf_counter() - begun > limit:
+                        break
+                    await asyncio.sleep(args.pass_s)
+                covered = {r.server_id for r in fresh}
+                first: dict[str, BackupRecord] = {}
+                for r in sorted(fresh, key=lambda r: r.created_at):
+                    first.setdefault(r.server_id, r)
+                took = [r.completed_at - r.created_at for r in first.values() if r.completed_at is not None]
+                last = max((r.completed_at or 0.0 for r in first.values()), default=0.0)
+                failed = [r for r in records if r.state is BackupState.FAILED and r.slot >= window_start]
+                rounds.append({
+                    "round": n + 1, "window": time.strftime("%H:%M", time.gmtime(window_start)),
+                    "duration_s": round(time.perf_counter() - begun, 2), "servers_covered": len(covered),
+                    "per_backup_s_median": round(statistics.median(took), 2) if took else None,
+                    "per_backup_s_max": round(max(took), 2) if took else None,
+                    "failed_attempts": len(failed), "failed_why": sorted({r.error[:80] for r in failed}),
+                    "window_to_last_available_s": round(last - window_start, 2) if first else None,
+                })  # fmt: skip
+                print(json.dumps(rounds[-1]), flush=True)
+            # rotation: passes until nothing is deleting nor in flight (a later window's backups included)
+            for _ in range(300):
+                await runner.run_pass()
+                left = [
+                    r
+                    for r in store.backups_relevant(0.0)
+                    if r.state.in_flight or r.state is BackupState.DELETING
+                ]
+                if not left:
+                    break
+                await asyncio.sleep(args.pass_s)
+            kept: dict[str, int] = {}
+            glance_statuses: dict[str, int] = {}
+            for image in _ok(conn.image.get("/images", params={"limit": 1000}))["images"]:
+                if image.get("instance_uuid") in ids and image.get("haven_backup_id"):
+                    glance_statuses[image["status"]] = glance_statuses.get(image["status"], 0) + 1
+                    if image["status"] == "active":
+                        kept[image["instance_uuid"]] = kept.get(image["instance_uuid"], 0) + 1
+            final = store.backups_relevant(0.0)
+            good = {
+                sid: sum(1 for r in final if r.server_id == sid and r.completed_at is not None) for sid in ids
+            }
+            expected = {sid: min(args.keep, good[sid]) for sid in ids}
+            deleted = sum(1 for r in final if r.state is BackupState.DELETED and r.completed_at is not None)
+            failed_total = [r for r in final if r.state is BackupState.FAILED]
+
+            # one restore drill round over the servers
+            restorer = Restorer(port, store, clock, config.drills)
+            drill_began = time.perf_counter()
+            seen_active: dict[str, float] = {}
+            while True:
+                await restorer.drill_round(ids)
+                drills = store.list_restores()
+                for d in drills:
+                    if d.target_id and d.target_id not in seen_active:
+                        r = conn.compute.get(f"/servers/{d.target_id}")
+                        if r.status_code == 200 and r.json()["server"]["status"] == "ACTIVE":
+                            seen_active[d.target_id] = clock.now()
+                if len(drills) >= min(args.drills or len(ids), len(ids)) and not any(
+                    d.state.in_flight for d in drills
+                ):
+                    break
+                if time.perf_counter() - drill_began > 900:
+                    raise RuntimeError("the drill round did not end in 900 s")
+                await asyncio.sleep(args.pass_s)
+            drill_round_s = time.perf_counter() - drill_began
+            to_active = [d.active_at - d.created_at for d in drills if d.active_at is not None]
+            point_age = [d.created_at - d.recovery_point for d in drills]
+        finally:
+            hypervisor.stop.set()
+            hypervisor.join(5)
+            store.close()
+            cloud.close()
+            for sid in ids:
+                conn.compute.delete(f"/servers/{sid}")
+            for image in _ok(conn.image.get("/images", params={"limit": 1000}))["images"]:
+                if image.get("instance_uuid") in ids:
+                    conn.image.delete(f"/images/{image['id']}")
+    return {
+        "servers": len(ids), "cap": args.cap, "keep": args.keep, "schedule": args.schedule,
+        "rounds": rounds, "runner_passes": passes,
+        "peak_haven_in_flight": peak_in_flight, "peak_nova_backup_tasks": hypervisor.peak_nova_tasks,
+        "good_backups_taken": sum(good.values()), "failed_backups": len(failed_total),
+        "failed_why": sorted({r.error[:100] for r in failed_total}),
+        "glance_images_kept": sum(kept.values()), "glance_images_expected": sum(expected.values()),
+        "servers_with_exactly_keep": sum(1 for sid in ids if kept.get(sid, 0) == expected[sid]),
+        "rotated_deleted": deleted, "glance_haven_images_by_status": glance_statuses,
+        "drills": len(drills), "drills_passed": sum(1 for d in drills if d.state.value == "done"),
+        "drill_round_s": round(drill_round_s, 2),
+        "drill_to_active_s_median": round(statistics.median(to_active), 2) if to_active else None,
+        "drill_to_active_s_max": round(max(to_active), 2) if to_active else None,
+        "drills_seen_active_by_nova": len(seen_active),
+        "recovery_point_age_s_median": round(statistics.median(point_age), 1),
+        "recovery_point_age_s_max": round(max(point_age), 1),
+        "hypervisor_uploads": len(hypervisor.uploaded), "sample_errors": hypervisor.errors[:3],
+        "load_average": os.getloadavg(),
+    }  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--servers", type=int, default=10_000)
@@ -150,9 +414,32 @@ def main() -> None:
     parser.add_argument("--step", type=float, default=300.0, help="virtual seconds between passes")
     parser.add_argument("--drills", type=int, default=20, help="restore drills per round (sample)")
     parser.add_argument("--runs", type=int, default=5, help="re-plans of the end-of-day snapshot")
+    parser.add_argument("--lab", action="store_true", help="on the lab's real Nova and Glance (see above)")
+    parser.add_argument("--keep", type=int, default=2, help="--lab: haven_backup_keep")
+    parser.add_argument("--rounds", type=int, default=3, help="--lab: schedule windows backed up")
+    parser.add_argument("--schedule", default="*/4 * * * *", help="--lab: haven_backup (a cron)")
+    parser.add_argument("--drill-concurrency", type=int, default=5, help="--lab: drills at once")
+    parser.add_argument("--pass-s", type=float, default=1.0, help="--lab: seconds between runner passes")
+    parser.add_argument(
+        "--backup-timeout", type=float, default=120.0, help="--lab: [backups.scheduler] timeout_s"
+    )
+    parser.add_argument("--computes", type=int, default=2, help="--lab: computes of its own lab")
+    parser.add_argument("--folder", type=Path, default=None, help="--lab: a running lab's folder")
     args = parser.parse_args()
+    if args.lab:
+        if args.servers == 10_000:
+            args.servers = 20
+        if args.cap == 200:
+            args.cap = 5
+        if not 1 <= args.servers <= 200 or args.cap < 1 or args.keep < 1 or args.rounds < 1:
+            parser.error("--lab needs 1 <= --servers <= 200, --cap >= 1, --keep >= 1, --rounds >= 1")
     logging.getLogger("haven").setLevel(logging.ERROR)
     began = time.perf_counter()
+    if args.lab:
+        figures = asyncio.run(lab_round(args))
+        figures["wall_s"] = time.perf_counter() - began
+        print(json.dumps(figures, indent=1))
+        return
     figures = asyncio.run(day(args))
     figures["wall_s"] = time.perf_counter() - began
     width = max(len(k) for k in figures)
