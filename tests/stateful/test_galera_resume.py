@@ -209,3 +209,45 @@ def test_a_recovered_position_is_read_again_once_grastate_changes() -> None:
     assert asyncio.run(recovery.run_pass()).kind is DecisionKind.BOOTSTRAP
     assert [n.recover_reads for n in nodes] == [2, 1, 2]
     assert [n.effects for n in nodes] == [[("bootstrap", f"{UUID}:900")], [], []]
+
+
+# ---- a node that keeps stopping is started 3 times, then held (issue 12, correctness) -------------------
+
+
+class _Dies(_Node):
+    """A node whose server exits right after each start (a full disk, a damaged data folder)."""
+
+    async def start(self, position: Position | None) -> None:
+        self.effects.append(("start", str(position or "")))
+
+    async def bootstrap(self, position: Position) -> None:
+        self.effects.append(("bootstrap", str(position)))
+        raise PermanentError(f"{self.name}: mariadbd exited during start (No space left on device)")
+
+
+def test_a_lost_node_that_keeps_stopping_is_started_three_times_then_held() -> None:
+    store = Store.open("sqlite://")
+    nodes = [_Node("g1", True, PRIMARY_500), _Node("g2", True, PRIMARY_500), _Dies("g3", seqno=400)]
+    recovery = GaleraRecovery.on_store(nodes, store, "c1", RealClock())  # type: ignore[arg-type]
+    kinds = [asyncio.run(recovery.run_pass()).kind for _ in range(7)]
+    assert kinds == [DecisionKind.START] * 3 + [DecisionKind.HOLD] * 4
+    assert [kind for kind, _ in nodes[2].effects] == ["start"] * 3
+    held = [a for a in store.list_alerts() if a.kind is AlertKind.GALERA_HOLD]
+    assert len(held) == 1 and "g3 was started 3 times in the last 600 s" in held[0].message
+    assert "start mariadb on it" in held[0].message and "g1: running: Primary" in held[0].message
+    nodes[2].is_running, nodes[2].status = True, PRIMARY_500  # the operator fixed it and started it
+    assert asyncio.run(recovery.run_pass()).kind is DecisionKind.NOTHING
+    assert [a for a in store.list_alerts() if a.kind is AlertKind.GALERA_HOLD] == []
+
+
+def test_a_bootstrap_that_keeps_failing_is_tried_three_times_then_held() -> None:
+    store = Store.open("sqlite://")
+    nodes = [_Dies("g1", seqno=9), _Node("g2", seqno=7), _Node("g3", seqno=5)]
+    recovery = GaleraRecovery.on_store(nodes, store, "c1", RealClock())  # type: ignore[arg-type]
+    kinds = [asyncio.run(recovery.run_pass()).kind for _ in range(5)]
+    assert kinds == [DecisionKind.BOOTSTRAP] * 3 + [DecisionKind.HOLD] * 2
+    assert nodes[0].effects == [("bootstrap", f"{UUID}:9")] * 3
+    assert nodes[1].effects == nodes[2].effects == []  # never a bootstrap from a lower seqno instead
+    held = [a for a in store.list_alerts() if a.kind is AlertKind.GALERA_HOLD]
+    assert len(held) == 1 and "g1 was bootstrapped 3 times" in held[0].message
+    assert "No space left on device" in held[0].message and "`galera_new_cluster` on it" in held[0].message

@@ -20,6 +20,10 @@ The rules are Galera's own (as the Pacemaker agent and mariadb-operator apply th
   a safe-to-bootstrap node behind another, two primary components. A running node whose SQL does not
   answer may be a primary component haven cannot see: the decision waits for it, and holds once it has
   been unreadable longer than ``settings.unreadable_hold_s``.
+- A node haven already started or bootstrapped ``settings.start_attempts`` times within
+  ``start_window_s`` and stopped again is not started again (``hold_if_stuck``, over the journal's
+  steps): hold, naming it, its last error and the operator's command. This holds for a node lost from
+  a running cluster as for the starts after a full outage.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+
+from haven.domain.galera import GaleraAction
 
 ZERO_UUID = "00000000-0000-0000-0000-000000000000"
 
@@ -97,6 +103,11 @@ class GaleraSettings:
     # How long a running node whose SQL does not answer is waited for (it may be starting, or be a
     # primary component haven cannot see) before the decision holds and alerts.
     unreadable_hold_s: float = 120.0
+    # A node haven started or bootstrapped this many times within start_window_s (the journal's steps)
+    # and that is to be started again (it keeps stopping: a full disk, a port taken, a damaged datadir)
+    # is not started again: hold, as Pacemaker's migration-threshold stops restarting a failing resource.
+    start_attempts: int = 3
+    start_window_s: float = 600.0
 
 
 class DecisionKind(StrEnum):
@@ -243,6 +254,49 @@ def _choose(
     )  # fmt: skip
 
 
+def hold_if_stuck(
+    decision: GaleraDecision,
+    steps: Sequence[GaleraAction],
+    now: float,
+    settings: GaleraSettings | None = None,
+) -> GaleraDecision:
+    """``decision``, or a HOLD when it would start or bootstrap a node haven already started or
+    bootstrapped ``settings.start_attempts`` times in the last ``start_window_s`` (``steps``: the
+    journal's). The alert names the node, its last error and the operator's command."""
+    settings = settings or GaleraSettings()
+    if decision.kind not in (DecisionKind.START, DecisionKind.BOOTSTRAP):
+        return decision
+    kinds = (DecisionKind.START.value, DecisionKind.BOOTSTRAP.value)
+    for name in decision.nodes:
+        made = [
+            s for s in steps
+            if s.node == name and s.kind in kinds and now - s.created_at <= settings.start_window_s
+        ]  # fmt: skip
+        if len(made) < settings.start_attempts:
+            continue
+        error = made[-1].error or "it started, then its server stopped again"
+        if decision.kind is DecisionKind.BOOTSTRAP:
+            command = (
+                f"For {name}: read its error log and fix the cause; it holds the position to bootstrap from "
+                f"({decision.position}): set `safe_to_bootstrap: 1` in its grastate.dat and run "
+                "`galera_new_cluster` on it (on no other node), then start mariadb on the others."
+            )
+        else:
+            command = (
+                f"For {name}: read its error log and fix the cause (a full disk, a port taken, a damaged "
+                "data folder: remove it to rejoin by SST), then start mariadb on it; it rejoins the primary "
+                "component by IST or SST (`SHOW STATUS LIKE 'wsrep_local_state_comment'` says Synced)."
+            )
+        return _hold(
+            f"{name} was {'bootstrapped' if decision.kind is DecisionKind.BOOTSTRAP else 'started'} "
+            f"{len(made)} times in the last {settings.start_window_s:g} s and would be again "
+            f"(last error: {error})",
+            decision.positions,
+            command,
+        )
+    return decision
+
+
 def _needs_recovery(node: NodeObservation) -> bool:
     return (
         not node.running and node.grastate is not None and node.grastate.seqno == -1
@@ -288,9 +342,10 @@ def _names(nodes: Sequence[NodeObservation]) -> str:
     return ", ".join(n.name for n in nodes)
 
 
-def _hold(reason: str, states: tuple[tuple[str, str], ...]) -> GaleraDecision:
+def _hold(reason: str, states: tuple[tuple[str, str], ...], command: str = "") -> GaleraDecision:
     lines = [f"Galera recovery held: {reason}. Nothing was started.", "Each node:"]
     lines += [f"  {name}: {state}" for name, state in states]
+    lines += [command] if command else []
     lines += [
         "An operator, once every node can be read: on each stopped node run "
         "`mariadbd --wsrep-recover` (or read grastate.dat where seqno is not -1), pick the node with "

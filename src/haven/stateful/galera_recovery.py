@@ -42,6 +42,7 @@ from haven.stateful.galera import (
     NodeObservation,
     Position,
     decide,
+    hold_if_stuck,
 )
 from haven.stateful.galera_node import GaleraNode
 from haven.stateful.journal import HoldAlerts, Journaled, StepJournal, StoreHold, StoreJournal, run_passes
@@ -108,6 +109,14 @@ class GaleraRecovery:
             await self._recover(decision.nodes, decision.reason)
             observations = await self.observe()
             decision = decide(observations, self._clock.now(), self._settings)
+        if decision.kind in (DecisionKind.START, DecisionKind.BOOTSTRAP):
+            now = self._clock.now()
+            try:
+                steps = await self._steps.since(now - self._settings.start_window_s)
+            except HavenError as exc:  # the store unavailable: act on nothing this pass
+                log.warning("galera %s: journal not read: %s", self.cluster, exc)
+                return GaleraDecision(DecisionKind.WAIT, f"the journal cannot be read: {exc}")
+            decision = hold_if_stuck(decision, steps, now, self._settings)
         if decision.kind in (DecisionKind.START, DecisionKind.BOOTSTRAP):
             for name in decision.nodes:
                 await self._act(decision, name)
