@@ -45,16 +45,20 @@ class Graph:
 
     ``depends_on[a]`` lists the nodes ``a`` needs; a node absent from it needs nothing. ``phases`` maps a
     phase ("scheduling", "image download") to the nodes doing that work; their own dependencies are
-    candidates too.
+    candidates too. ``leaves`` adds nodes to a phase without their dependencies: a failure of theirs
+    fails that phase, what they need does not (the scheduler's NoValidHost when every nova-compute is
+    down: the computes are its cause, their image service is not).
     """
 
     depends_on: Mapping[str, tuple[str, ...]]
     labels: Mapping[str, str] = field(default_factory=dict)
     phases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    leaves: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "depends_on", _frozen(self.depends_on))
         object.__setattr__(self, "phases", _frozen(self.phases))
+        object.__setattr__(self, "leaves", _frozen(self.leaves))
         object.__setattr__(self, "labels", MappingProxyType(dict(self.labels)))
 
     def label(self, node: str) -> str:

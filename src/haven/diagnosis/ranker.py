@@ -6,8 +6,9 @@ cases; pure and deterministic: the same case gives the same ranking, ties broken
 The rules, in the order they rank (each a tier of the sort key):
 
 1. **Phase.** When the symptom's phase is known, the phase's nodes and what they depend on rank first
-   ("No valid host" → scheduler and Placement; image download → Glance; port binding → Neutron). Other
-   implicated nodes still appear, after them.
+   ("No valid host" → scheduler and Placement; image download → Glance; port binding → Neutron), and
+   the phase's leaves (``Graph.leaves``: nodes without their dependencies). Other implicated nodes still
+   appear, after them.
 2. **Deepest cause.** A node with an implicated dependency (directly or not) that began no later than
    it did is likely that dependency's victim: it ranks after the nodes whose own dependencies are healthy.
 3. **Score.** Hard evidence first (down 10, restart 8, error 4 points, each kind once), then the metric
@@ -98,11 +99,11 @@ def summary(graph: Graph, symptom: Symptom, explanations: Sequence[Explanation])
 
 
 def _scope(graph: Graph, symptom: Symptom) -> frozenset[str] | None:
-    """The phase's nodes and their dependencies, or None (no phase known: no narrowing)."""
+    """The phase's nodes and their dependencies, and its leaves, or None (no phase known: no narrowing)."""
     if symptom.phase is None or symptom.phase not in graph.phases:
         return None
     members = graph.phases[symptom.phase]
-    scope = set(members)
+    scope = set(members) | set(graph.leaves.get(symptom.phase, ()))
     for node in members:
         scope |= graph.below(node)
     return frozenset(scope)

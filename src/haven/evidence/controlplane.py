@@ -22,6 +22,11 @@ ranker events keyed for ``Store.keep_evidence``, so a pass where nothing changed
   once the process has run ``settle_s`` with its probe passing (or with no probe), a HEALTHY in that
   scope ends it: a restart disturbs what happens around it, not every symptom of the next ten minutes.
 
+A probe's failure also ends when another check does the same work through the cloud's endpoint and
+passes after it (``same_work_seen``): the canary's token probe issuing a token is the Keystone probe's
+work, so a Keystone probe that timed out on a loaded host while the canary got its token is no cause of
+what fails later (bench/explain.py, hosts-powered-off, 2026-12-06: Keystone ranked over every compute down).
+
 Restarts haven made, and systemd's own that haven counted (NRestarts), are also its actions, read by
 haven.explain.own; the same kind on the same node counts once in the ranking.
 """
@@ -29,7 +34,7 @@ haven.explain.own; the same kind on the same node counts once in the ranking.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from haven.diagnosis import EvidenceKind, NodeEvent
@@ -62,6 +67,31 @@ class _Replica:
     invocation: str = ""
     started_at: float | None = None  # the current process's start, while its RESTART is not ended
     active_since: float | None = None  # the current process's start as last read (a date's floor)
+
+
+# Another check that does a control-plane probe's work, as (node, that check's scope) -> the probe's kind:
+# its pass (a HEALTHY in its own scope) shows the node doing that work, whichever replica answered.
+SAME_WORK: Mapping[tuple[str, str], str] = {("keystone", "probe:token"): "keystone"}
+
+
+def same_work_seen(events: Iterable[NodeEvent]) -> list[NodeEvent]:
+    """For each pass of a check in SAME_WORK, a HEALTHY in every ``cp:<kind>:<host>`` scope of that node
+    among ``events``, at the pass's time: what ends those probes' earlier failures in the ranking."""
+    events = list(events)
+    scopes: dict[tuple[str, str], set[str]] = {}
+    for event in events:
+        for (node, _), kind in SAME_WORK.items():
+            if event.node == node and event.scope.startswith(f"cp:{kind}:"):
+                scopes.setdefault((node, kind), set()).add(event.scope)
+    found = []
+    for event in events:
+        work = SAME_WORK.get((event.node, event.scope))
+        if event.kind is not EvidenceKind.HEALTHY or work is None:
+            continue
+        for where in sorted(scopes.get((event.node, work), ())):
+            said = f"{event.detail} (the {work} probe's work, done)"
+            found.append(NodeEvent(event.node, EvidenceKind.HEALTHY, event.at, said, where))
+    return found
 
 
 def scope(what: str, host: str) -> str:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -33,6 +33,7 @@ from haven.diagnosis.records import ExplanationRecord, ExplanationState
 from haven.domain.clock import Clock
 from haven.domain.errors import CloudError
 from haven.domain.incidents import Alert, AlertKind, NotificationType
+from haven.evidence.controlplane import same_work_seen
 from haven.evidence.metrics import MetricsSource
 from haven.evidence.nova import BootFailure, Received
 from haven.explain.alerting import AlertingSettings, AlertmanagerNotifier
@@ -175,7 +176,8 @@ class Explainer:
         skip = record.subject if record.source.startswith("alert:") else None
         events += own_events(own, start, symptom.at, skip_host=skip)
         series, notes = await self._series(start, symptom.at)
-        return RankInputs(extend(self._graph, events), tuple(events), tuple(series), notes)
+        graph, events = prepare(self._graph, events)
+        return RankInputs(graph, tuple(events), tuple(series), notes)
 
     async def run(self) -> None:
         """Until cancelled: pending records, then haven's alerts every ``poll_s``; old evidence is pruned."""
@@ -221,6 +223,15 @@ class Explainer:
                     metric += " (" + ", ".join(f"{k}={v}" for k, v in sorted(one.labels.items())) + ")"
                 found.append(Series(wanted.node, metric, one.points, wanted.unit))
         return found, tuple(notes)
+
+
+def prepare(graph: Graph, events: Sequence[NodeEvent]) -> tuple[Graph, list[NodeEvent]]:
+    """The graph and events the ranker reads for one symptom, from the topology's graph and the events
+    gathered: haven's hosts joined below nova-compute and the scheduler, and nova-compute a leaf of the
+    scheduling phase (haven.explain.own.extend); the passes of checks that do a control-plane
+    probe's work as that probe's HEALTHY (haven.evidence.controlplane.same_work_seen). Pure (bench/explain.py
+    ``--replay`` ranks recorded evidence through it)."""
+    return extend(graph, events), [*events, *same_work_seen(events)]
 
 
 def _boot_record(message_id: str, failure: BootFailure, now: float) -> ExplanationRecord:

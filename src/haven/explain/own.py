@@ -35,6 +35,9 @@ _EVACUATE = "evacuate"
 _HELD = (AlertKind.GATE_HOLD, AlertKind.SAFETY_HOLD)
 
 
+_SCHEDULING, _COMPUTE = "scheduling", "nova-compute"
+
+
 def host_node(host: str) -> str:
     return f"host:{host}"
 
@@ -77,14 +80,23 @@ def own_events(
 
 
 def extend(graph: Graph, events: Iterable[NodeEvent]) -> Graph:
-    """``graph`` with the host nodes ``events`` name below nova-compute and nova-scheduler, and haven."""
+    """``graph`` with the host nodes ``events`` name below nova-compute and nova-scheduler, and haven; and
+    nova-compute a leaf of the scheduling phase (itself, not its Glance or Neutron): Nova's scheduler
+    answers NoValidHost when no compute passes its filters, and ComputeFilter rejects every host whose
+    nova-compute is down or disabled (a boot to a zone whose computes are all down fails in scheduling,
+    not in spawn). Idempotent."""
     hosts = sorted({e.node for e in events if e.node.startswith("host:")})
     depends_on = {k: tuple(v) for k, v in graph.depends_on.items()}
     for user in ("nova-compute", "nova-scheduler"):
-        depends_on[user] = (*depends_on.get(user, ()), *hosts)
-    depends_on[SERVER_EVACUATE] = (*depends_on.get(SERVER_EVACUATE, ()), HAVEN)
+        known = depends_on.get(user, ())
+        depends_on[user] = (*known, *(h for h in hosts if h not in known))
+    if HAVEN not in depends_on.get(SERVER_EVACUATE, ()):
+        depends_on[SERVER_EVACUATE] = (*depends_on.get(SERVER_EVACUATE, ()), HAVEN)
     labels = {**graph.labels, HAVEN: "haven's recovery", **{h: f"host {h[5:]}" for h in hosts}}
-    return Graph(depends_on, labels, graph.phases)
+    leaves = dict(graph.leaves)
+    if _SCHEDULING in graph.phases and _COMPUTE not in leaves.get(_SCHEDULING, ()):
+        leaves[_SCHEDULING] = (*leaves.get(_SCHEDULING, ()), _COMPUTE)
+    return Graph(depends_on, labels, graph.phases, leaves)
 
 
 def _timeline(note: Notification, steps: Sequence[Step], end: float) -> str:

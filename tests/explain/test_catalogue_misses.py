@@ -1,0 +1,73 @@
+"""Misses of bench/explain.py's fault catalogue on the lab (2026-12-06, with the control plane's evidence),
+each replayed here from the evidence the lab gave, through the real explainer over a real store.
+
+- hosts-powered-off: every compute's nova-compute down in Nova's list, the boot's NoValidHost; the control
+  plane's Keystone probe had timed out on the loaded host (10 s) while the canary's own token, asked after
+  it, was issued: Keystone (in the scheduling phase through Placement) was ranked over the computes.
+- NoValidHost while every compute is down and the scheduler restarted minutes before: the computes are a
+  cause in the scheduling phase (Nova's ComputeFilter rejects a host whose nova-compute is down), not
+  ranked after whatever in-phase evidence there is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from haven.controlplane.catalogue import CATALOGUE
+from haven.diagnosis import EvidenceKind, NodeEvent, Symptom
+from haven.diagnosis.records import ExplanationRecord
+from haven.domain.clock import VirtualClock
+from haven.explain.explainer import Explainer
+from haven.store import Store
+from haven.topology import SERVER_BOOT, openstack_topology
+
+T = 1_796_550_813.9  # the lab's symptom, 09:53:33
+NO_VALID_HOST = "canary boot in zone nova failed waiting for scheduled (No valid host was found.)"
+
+
+async def explained(tmp_path: Path, events: list[NodeEvent]) -> list[str]:
+    clock = VirtualClock(T + 1)
+    with Store.open(f"sqlite:///{tmp_path}/haven.db") as store:
+        store.keep_evidence({f"e{i}": e for i, e in enumerate(events)}, T)
+        explainer = Explainer(store, openstack_topology(CATALOGUE.values()), clock)
+        symptom = Symptom(SERVER_BOOT, T, NO_VALID_HOST, "scheduling")
+        record = await explainer.open_and_explain(ExplanationRecord("canary:x", "canary", "nova", symptom, T))
+        assert record.diagnosis is not None
+        return [e.node for e in record.diagnosis.explanations]
+
+
+def computes_down(at: float) -> list[NodeEvent]:
+    return [
+        NodeEvent("nova-compute", EvidenceKind.DOWN, at, f"nova-compute on compute-{n} is down in Nova's "
+                  "service list", "nova-services")
+        for n in (1, 2)
+    ]  # fmt: skip
+
+
+async def test_a_keystone_probe_timeout_ends_when_the_canary_s_token_is_issued_after_it(
+    tmp_path: Path,
+) -> None:
+    events = [
+        *computes_down(T - 62.9),
+        NodeEvent("keystone", EvidenceKind.ERROR, T - 48.6, "its keystone probe on lab failed at 09:52:47, "
+                  "last passed at 09:52:45: no answer within 10 s", "cp:keystone:lab"),
+        NodeEvent("keystone", EvidenceKind.HEALTHY, T - 38.7, "it answered token in 3.85 s", "probe:token"),
+    ]  # fmt: skip
+    assert await explained(tmp_path, events) == ["nova-compute"]
+
+
+async def test_a_keystone_probe_failing_after_the_canary_s_last_token_still_counts(tmp_path: Path) -> None:
+    events = [
+        *computes_down(T - 62.9),
+        NodeEvent("keystone", EvidenceKind.HEALTHY, T - 50, "it answered token in 0.3 s", "probe:token"),
+        NodeEvent("keystone", EvidenceKind.ERROR, T - 40, "its keystone probe failed", "cp:keystone:lab"),
+    ]  # fmt: skip
+    assert (await explained(tmp_path, events))[0] == "keystone"  # its failure is the newer news
+
+
+async def test_no_valid_host_with_every_compute_down_names_the_computes_in_its_phase(tmp_path: Path) -> None:
+    events = [
+        NodeEvent("nova-scheduler", EvidenceKind.RESTART, T - 120, "a new process", "cp:start:ctl-1"),
+        *computes_down(T - 60),
+    ]  # fmt: skip
+    assert await explained(tmp_path, events) == ["nova-compute", "nova-scheduler"]
