@@ -1,6 +1,6 @@
 """Drills on the HA lab under client load through HAProxy: kill -9, SIGSTOP (hung) and a crash loop.
 
-    .venv/bin/python bench/ha_lab.py [--folder LAB] [--drill kill|hang|crashloop|controller] [--runs 5]
+    .venv/bin/python bench/ha_lab.py [--folder LAB] [--drill kill|hang|crashloop|controller|worker] [--runs 5]
                                      [--clients 4] [--heal] [--anchor] [--lab-timing]
 
 Without ``--folder`` it starts ``haven lab up --ha --computes 1`` in a temporary folder and stops it
@@ -31,6 +31,13 @@ haven's HTTP probes run with haven.lab.ha_drills.PROBE_TIMING (period 1 s, timeo
 and D-Bus too) under load through nova-api's frontend with haven running, and reports when every member
 of it was out of HAProxy, when haven's controller_down alert came, the failed requests sent after the
 drop (and in all), the alerts, then thaws it and reports when every member was back ready and up.
+``worker`` SIGSTOPs one nova-conductor or nova-scheduler replica (master and forked worker; runs
+alternate conductor, scheduler, then the other controller) under the same client load with haven
+running (the lab's ``nova_rpc`` probes: period 1 s, timeout 3 s, 3 failures) and reports haven's first
+action on it (from its record), when systemd ran a new process of the unit (InvocationID), when that
+process answered the RPC ping (sent here every 0.5 s), and the false restarts: any other worker
+replica whose InvocationID or NRestarts changed during the run (and systemd's restarts of them since
+the lab's start, printed first), and haven's actions on other replicas.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from pathlib import Path
 
 import httpx
 
+from haven.controlplane.drivers.service_probes import NovaRpc, ProbeFailed
 from haven.domain.controlplane import ActionKind
 from haven.domain.incidents import AlertKind
 from haven.lab import ha, ha_drills, lab
@@ -69,7 +77,9 @@ KEYS = {
     "kill": _FIGURES,
     "hang": _FIGURES,
     "controller": ("rps", "failed", "failed_after_drop", "out_s", "alert_s", "back_after_thaw_s"),
-}
+    "worker": ("rps", "failed", "haven_acted_s", "restarted_s", "answers_s", "victim_restarts",
+               "false_restarts", "false_actions"),
+}  # fmt: skip
 
 
 def _token(labf: Path, cluster: ha.HaLab) -> str:
@@ -253,6 +263,91 @@ def controller_run(labf: Path, cluster: ha.HaLab, host: str, clients: int) -> di
     }  # fmt: skip
 
 
+def worker_statuses(cluster: ha.HaLab) -> dict[tuple[str, str], tuple[str, int]]:
+    """systemd's (InvocationID, NRestarts) of every worker replica: (host, unit) -> (id, restarts)."""
+    out = {}
+    for c in cluster.controllers:
+        for w in cluster.workers:
+            status = ha_drills.unit_status(c, w.unit)
+            out[(c.host, w.unit)] = (status.invocation_id, status.n_restarts)
+    return out
+
+
+def worker_run(
+    labf: Path, cluster: ha.HaLab, host: str, worker: ha.Worker, clients: int, rpc: NovaRpc
+) -> dict[str, object]:
+    """One hung (SIGSTOPped: master and worker) ``worker`` replica on ``host``, haven running, under load.
+
+    From systemd: when it ran a new process (InvocationID); from the ping: when the new process answered
+    (haven's nova_rpc ping, sent here every 0.5 s once it runs); haven's first action on it (from its
+    record: when it found it); other worker replicas restarted meanwhile (systemd's NRestarts and
+    InvocationID: false restarts) and haven's actions on any other replica."""
+    url = ha.transport_url(labf)
+    ctl = cluster.controller(host)
+    _settled(cluster)
+    for c in cluster.controllers:  # every worker replica answers before the fault
+        for w in cluster.workers:
+            _wait_answer(rpc, url, c.host, w, 60.0)
+    before = worker_statuses(cluster)
+    restarted_s = answers_s = None
+    folder = Path(tempfile.mkdtemp(prefix="hv-ha-bench-haven-"))
+    with ha_drills.Healer(cluster, folder) as healer:
+        time.sleep(2.0)
+        with ha_drills.Load(cluster.frontend_url("nova-api") + "/v2.1/servers", _token(labf, cluster),
+                            clients) as load:  # fmt: skip
+            time.sleep(2.0)
+            pids = ha_drills.hang(ctl, worker.unit)
+            hung, hung_wall = time.monotonic(), time.time()
+            try:
+                while time.monotonic() - hung < 90 and answers_s is None:
+                    if restarted_s is None:
+                        if (
+                            ha_drills.unit_status(ctl, worker.unit).invocation_id
+                            != before[(host, worker.unit)][0]
+                        ):
+                            restarted_s = time.monotonic() - hung
+                    elif _pings(rpc, url, host, worker):
+                        answers_s = time.monotonic() - hung
+                    time.sleep(0.2 if restarted_s is None else 0.5)
+            finally:
+                ha_drills.resume(pids)
+            time.sleep(2.0)
+        actions = healer.actions()
+    after = worker_statuses(cluster)
+    victim = (host, worker.unit)
+    mine = [a for a in actions if (a.service, a.host) == (worker.service, host)]
+    false_restarts = sum(
+        (after[k][1] - before[k][1]) + (after[k][0] != before[k][0]) for k in before if k != victim
+    )
+    return {
+        "drill": "worker", "mode": "haven", "victim": f"{worker.service}@{host}",
+        "requests": load.answers + len(load.errors),
+        "rps": round((load.answers + len(load.errors)) / load.seconds, 1),
+        "failed": len(load.errors),
+        "haven_acted_s": _r(mine[0].created_at - hung_wall) if mine else None,
+        "restarted_s": _r(restarted_s), "answers_s": _r(answers_s),
+        "victim_restarts": len([a for a in mine if a.kind is ActionKind.RESTART]),
+        "victim_systemd_restarts": after[victim][1] - before[victim][1],
+        "false_restarts": false_restarts, "false_actions": len(actions) - len(mine),
+    }  # fmt: skip
+
+
+def _pings(rpc: NovaRpc, url: str, host: str, worker: ha.Worker) -> bool:
+    try:
+        ha.ping_worker(rpc, url, host, worker, timeout_s=3.0)
+    except ProbeFailed:
+        return False
+    return True
+
+
+def _wait_answer(rpc: NovaRpc, url: str, host: str, worker: ha.Worker, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not _pings(rpc, url, host, worker):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{worker.service} on {host} gives no RPC answer after {timeout_s:g} s")
+        time.sleep(0.5)
+
+
 def _settled(cluster: ha.HaLab, timeout_s: float = 60.0) -> None:
     """Every member ready and up before a run (a run must not start on the previous one's leftovers)."""
     deadline = time.monotonic() + timeout_s
@@ -284,10 +379,41 @@ def _summary(title: str, rows: list[dict[str, object]], keys: tuple[str, ...]) -
         print(f"  {key:<14} median {median}   all {[r[key] for r in rows]}")
 
 
+def workers_bench(labf: Path, cluster: ha.HaLab, runs: int, clients: int) -> int:
+    """``--drill worker``: a hung nova-conductor or nova-scheduler replica, alternating service and host."""
+    if not cluster.workers:
+        print("this HA lab has no nova-conductor/nova-scheduler replicas: start it again with this haven")
+        return 2
+    at_start = worker_statuses(cluster)
+    start_restarts = sum(n for _i, n in at_start.values())
+    print(f"systemd restarts of the worker replicas since the lab's start: {start_restarts}")
+    rpc = NovaRpc()
+    rows: dict[str, list[dict[str, object]]] = {}
+    try:
+        for index in range(runs):
+            worker = cluster.workers[index % len(cluster.workers)]
+            host = ha.CONTROLLERS[(index // len(cluster.workers)) % 2]
+            row = worker_run(labf, cluster, host, worker, clients, rpc)
+            rows.setdefault(worker.service, []).append(row)
+            rows.setdefault("all", []).append(row)
+            print(row, flush=True)
+            time.sleep(3.0)
+    finally:
+        rpc.close(timeout_s=5.0)
+    for name, found in rows.items():
+        _summary(f"hung {name} replica, {clients} clients, haven", found, KEYS["worker"])
+    print(
+        f"false restarts over the whole benchmark: {sum(int(str(r['false_restarts'])) for r in rows['all'])}"
+    )
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--folder", type=Path, default=None, help="a running HA lab (default: start one)")
-    parser.add_argument("--drill", choices=("kill", "hang", "crashloop", "controller"), default="kill")
+    parser.add_argument(
+        "--drill", choices=("kill", "hang", "crashloop", "controller", "worker"), default="kill"
+    )
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--heal", action="store_true", help="haven's control plane runs (kill)")
@@ -310,6 +436,10 @@ def main() -> int:
         if args.anchor and not cluster.kolla_frontends:
             print("this HA lab has no Kolla-checked frontends: start it again with this haven")
             return 2
+        if cluster.workers:  # the lab's [controlplane] pings them: the transport URL, as LAB/ha/serve.env
+            os.environ[ha.TRANSPORT_URL_ENV] = ha.transport_url(labf)
+        if args.drill == "worker":
+            return workers_bench(labf, cluster, args.runs, args.clients)
         rows: dict[str, list[dict[str, object]]] = {}
         for index in range(args.runs):
             host = ha.CONTROLLERS[index % 2]
