@@ -573,7 +573,7 @@ class Bench:
         self.explainer = RecordingExplainer(store, openstack_topology(CATALOGUE.values()), self.clock)
         self.settings = CanarySettings(
             flavor=handle.state.flavor, image=handle.state.image_id, poll_s=0.5,
-            boot_timeout_s=args.boot_timeout, delete_timeout_s=30.0, endpoint_timeout_s=3.0,
+            boot_timeout_s=args.boot_timeout, delete_timeout_s=30.0, endpoint_timeout_s=args.endpoint_timeout,
             slow_s=args.boot_timeout,
         )  # fmt: skip
         self.symptoms: list[ExplanationRecord] = []
@@ -764,6 +764,9 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated fault names")
     parser.add_argument("--boot-timeout", type=float, default=40.0)
     parser.add_argument("--request-timeout", type=float, default=10.0, help="each OpenStack request")
+    parser.add_argument(
+        "--endpoint-timeout", type=float, default=3.0, help="each catalog endpoint's version document"
+    )
     parser.add_argument("--round-timeout", type=float, default=240.0, help="one canary round")
     parser.add_argument("--whole-timeout", type=float, default=240.0, help="the lab proven whole")
     parser.add_argument("--out", type=Path, help="also write the JSON report here after each fault")
