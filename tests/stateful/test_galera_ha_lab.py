@@ -164,6 +164,9 @@ def test_a_killed_nodes_unit_is_started_again_and_rejoins(galera: HaGalera) -> N
         _until(lambda: len(writer.acked) >= 10, "10 acknowledged writes")
         asyncio.run(g3.kill())  # SIGKILL to its mariadbd through systemd: the unit fails (Restart=no)
         assert _unit(g3)[0] == "failed"
+        stale = g3.layout.folder / ENV_FILE  # as a haven that died between writing it and StartUnit left it
+        stale.write_text("_WSREP_NEW_CLUSTER=--wsrep-new-cluster\n")
+        assert not asyncio.run(g3.running()) and not stale.exists()  # seen stopped: removed at once
         _until(lambda: _size(galera.node("g1")) == 2, "the survivors evict g3")
         recovery, store = _recovery(galera)
         started = time.monotonic()

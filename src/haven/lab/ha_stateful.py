@@ -31,7 +31,9 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
+import random
 import secrets
+import socket
 import subprocess
 import tempfile
 import time
@@ -42,7 +44,7 @@ from pathlib import Path
 
 from haven.domain.errors import TemporaryError
 from haven.lab.ha import Controller
-from haven.lab.process import LabServiceError, free_port
+from haven.lab.process import LabServiceError
 from haven.lab.toolenv import Progress
 from haven.stateful.galera_node import MARIADBD, PROVIDER, NodeLayout, server_user, write_config
 from haven.stateful.galera_systemd import SystemdGaleraNode, SystemdUnit, unit_file
@@ -57,6 +59,7 @@ INSTALL_DB = Path("/usr/bin/mariadb-install-db")
 CLUSTER = "haven-lab"
 NAMES = ("g1", "g2", "g3")
 EPMD_UNIT = "epmd-rabbitmq.service"
+_HANDED_OUT: set[int] = set()  # stable_port's answers in this process: never the same port twice
 
 
 @dataclass
@@ -96,6 +99,31 @@ def _reachable(folder: Path, user: pwd.struct_passwd) -> Path:
     return target
 
 
+def stable_port() -> int:
+    """A free TCP port on 127.0.0.1 below the kernel's ephemeral range (never an outgoing port).
+
+    A port from that range is released while its node is down and any outgoing connection may take it
+    as its source port: measured, a killed Galera node's gcomm port was the source port of another
+    node's connection when haven started it again ("Address already in use", the start failed).
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12000), low)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise LabServiceError(f"no free port below {low} on 127.0.0.1")
+
+
 def unit_name(node: str) -> str:
     return f"mariadb-{node}.service"
 
@@ -120,7 +148,8 @@ def start_galera(
     user = pwd.getpwnam(server_user())
     folder = _reachable(folder, user)
     layouts = [
-        NodeLayout(name, folder / name, free_port(), free_port(), free_port(), free_port()) for name in NAMES
+        NodeLayout(name, folder / name, stable_port(), stable_port(), stable_port(), stable_port())
+        for name in NAMES
     ]
     galera = HaGalera(folder, [], {})
     for index, layout in enumerate(layouts):
@@ -248,7 +277,7 @@ def start_rabbitmq(
     cookie = folder / ".erlang.cookie"
     cookie.write_text(secrets.token_hex(16).upper())
     os.chmod(cookie, 0o400)
-    epmd_port = free_port()
+    epmd_port = stable_port()
     first = controllers[0]
     (first.folder / "units" / EPMD_UNIT).write_text(
         f"[Unit]\nDescription=Erlang port mapper of the lab's RabbitMQ nodes\nDefaultDependencies=no\n"
@@ -257,7 +286,7 @@ def start_rabbitmq(
     )
     names = [f"rabbit-{i}@localhost" for i in range(1, 4)]
     layouts = [
-        RabbitLayout(name, folder / f"n{i}", folder, epmd_port, free_port(), free_port())
+        RabbitLayout(name, folder / f"n{i}", folder, epmd_port, stable_port(), stable_port())
         for i, name in enumerate(names, 1)
     ]
     rabbit = HaRabbit(folder, [], {}, epmd_port, first.host)

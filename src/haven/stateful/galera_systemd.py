@@ -198,6 +198,7 @@ class SystemdGaleraNode:
         self.bus = bus
         self.files = LocalGaleraNode(layout, sql_timeout_s)  # grastate, SQL, --wsrep-recover
         self.systemd = SystemdUnit(unit, bus, start_timeout_s)
+        self._starting = False
 
     # ---- reads -----------------------------------------------------------------------------------
 
@@ -208,7 +209,11 @@ class SystemdGaleraNode:
         if await self.systemd.running():
             return True
         # A server on its socket started otherwise (by hand, or by another unit) is never started again.
-        return await asyncio.to_thread(self.files.runs)
+        if await asyncio.to_thread(self.files.runs):
+            return True
+        if not self._starting:  # left by a haven that died between writing it and starting the unit:
+            (self.layout.folder / ENV_FILE).unlink(missing_ok=True)  # nobody's later start may read it
+        return False
 
     async def grastate(self) -> GraState:
         return await self.files.grastate()
@@ -256,11 +261,13 @@ class SystemdGaleraNode:
             return  # already running: starting it again is a no-op (the step is idempotent)
         path = self.layout.folder / ENV_FILE
         text = "".join(f"{key}={value}\n" for key, value in env.items())
+        self._starting = True
         try:
             await asyncio.to_thread(_write, path, text)
             state = await self.systemd.start()
         finally:
             path.unlink(missing_ok=True)  # consumed (ExecStartPost), or the start failed: never read again
+            self._starting = False
         if state != "active":
             raise TemporaryError(
                 f"{self.name}: {self.unit} is {state} after its start: {self.files.error_tail(3)}"
