@@ -231,33 +231,11 @@ def hold_if_stuck(
     """
     settings = settings or RabbitSettings()
     recent = [s for s in steps if now - s.created_at <= settings.start_window_s]
-    if decision.kind is DecisionKind.START:
-        for name in decision.nodes:
-            starts = [s for s in recent if s.kind == DecisionKind.START.value and s.node == name]
-            if len(starts) >= settings.start_attempts:
-                error = starts[-1].error or "the start returned, then its server stopped again"
-                return _hold(
-                    f"{name} was started {len(starts)} times in the last {settings.start_window_s:g} s "
-                    f"and is stopped again (last error: {error})",
-                    decision.states,
-                    f"For {name}: read its log, fix the cause (a port taken, a damaged Mnesia folder), then "
-                    f"start it (`rabbitmq-server` with its environment, or its unit) and check it with "
-                    f"`rabbitmqctl -n {name} cluster_status`.",
-                )
-    if decision.kind is DecisionKind.RESTART:
-        for name in decision.nodes:
-            restarts = [s for s in recent if s.kind == DecisionKind.RESTART.value and s.node == name]
-            if len(restarts) >= settings.restart_attempts:
-                error = restarts[-1].error or "each restart returned, and a partition was reported again"
-                return _hold(
-                    f"{name}'s app was restarted {len(restarts)} times in the last "
-                    f"{settings.start_window_s:g} s and it is to be restarted again (last error: {error})",
-                    decision.states,
-                    f"For {name}: restarting it has not ended the partition; check the network between "
-                    f"{name} and {', '.join(decision.kept) or 'the other nodes'} (its log, "
-                    f"`rabbitmq-diagnostics -n {name} cluster_status`), mend it, then "
-                    f"`rabbitmqctl -n {name} stop_app` and `rabbitmqctl -n {name} start_app`.",
-                )
+    caps = {DecisionKind.START: settings.start_attempts, DecisionKind.RESTART: settings.restart_attempts}
+    for name in decision.nodes if decision.kind in caps else ():
+        made = [s for s in recent if s.kind == decision.kind.value and s.node == name]
+        if len(made) >= caps[decision.kind]:
+            return _stuck(decision, name, len(made), made[-1].error, settings.start_window_s)
     mute = {n.name for n in nodes if n.running and n.status is None}
     for name in sorted(mute):
         own = [s for s in recent if s.node == name]
@@ -293,6 +271,28 @@ def _split_brain_command(mode: str, kept: Sequence[str], others: Sequence[str]) 
         f"`rabbitmqctl -n NODE start_app`; then restart the trusted partition's nodes the same way to "
         f"clear their warning. haven makes no such choice under {mode}, a mode chosen for consistency "
         f"over availability."
+    )
+
+
+def _stuck(decision: RabbitDecision, name: str, count: int, error: str, window_s: float) -> RabbitDecision:
+    """The hold of a node haven started (or restarted) ``count`` times in ``window_s``."""
+    if decision.kind is DecisionKind.START:
+        return _hold(
+            f"{name} was started {count} times in the last {window_s:g} s and is stopped again "
+            f"(last error: {error or 'the start returned, then its server stopped again'})",
+            decision.states,
+            f"For {name}: read its log, fix the cause (a port taken, a damaged Mnesia folder), then "
+            f"start it (`rabbitmq-server` with its environment, or its unit) and check it with "
+            f"`rabbitmqctl -n {name} cluster_status`.",
+        )
+    return _hold(
+        f"{name}'s app was restarted {count} times in the last {window_s:g} s and it is to be restarted "
+        f"again (last error: {error or 'each restart returned, and a partition was reported again'})",
+        decision.states,
+        f"For {name}: restarting it has not ended the partition; check the network between {name} and "
+        f"{', '.join(decision.kept) or 'the other nodes'} (its log, `rabbitmq-diagnostics -n {name} "
+        f"cluster_status`), mend it, then `rabbitmqctl -n {name} stop_app` and "
+        f"`rabbitmqctl -n {name} start_app`.",
     )
 
 
