@@ -35,6 +35,7 @@ from haven.stateful.galera import DecisionKind
 from haven.stateful.galera_node import MARIADBD, PROVIDER
 from haven.stateful.galera_recovery import GaleraRecovery
 from haven.stateful.galera_systemd import ENV_FILE, SystemdBus, SystemdGaleraNode
+from haven.stateful.serving import GaleraService
 from haven.stateful.writer import Writer, missing, prepare
 from haven.store import Store
 
@@ -253,3 +254,22 @@ def test_driver_systemd_needs_each_nodes_unit() -> None:
         "mariadb-g1.service",
         "mariadb-g2.service",
     ]
+
+
+@pytest.mark.skipif(not (MARIADBD.exists() and PROVIDER.exists()), reason="needs mariadb-server, galera-4")
+def test_serve_builds_the_systemd_driver_from_the_section(tmp_path: Path) -> None:
+    nodes = []
+    for name in ("g1", "g2"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "my.cnf").write_text("[mariadbd]\n")
+        nodes.append({"name": name, "folder": str(tmp_path / name), "unit": f"mariadb-{name}.service"})
+    nodes[0]["bus"] = "unix:path=/x/bus"
+    config = parse_stateful({"galera": {"driver": "systemd", "nodes": nodes}}, "haven.toml").galera
+    assert config is not None
+    service = GaleraService(config, RealClock())
+    built = [(type(n).__name__, n.unit, n.bus) for n in service.nodes]  # type: ignore[attr-defined]
+    assert built == [
+        ("SystemdGaleraNode", "mariadb-g1.service", "unix:path=/x/bus"),
+        ("SystemdGaleraNode", "mariadb-g2.service", None),  # no bus: the machine's system bus
+    ]
+    assert "driver systemd" in service.describe()
