@@ -16,7 +16,10 @@ import asyncio
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -273,3 +276,36 @@ def test_serve_builds_the_systemd_driver_from_the_section(tmp_path: Path) -> Non
         ("SystemdGaleraNode", "mariadb-g2.service", None),  # no bus: the machine's system bus
     ]
     assert "driver systemd" in service.describe()
+
+
+@needs_lab
+def test_haven_serve_with_the_labs_section_starts_a_killed_unit(galera: HaGalera, tmp_path: Path) -> None:
+    """``haven serve`` (a subprocess) with the section ``haven lab up --ha`` writes (LAB/ha/stateful.toml)."""
+    _whole(galera)
+    body = ha_stateful.galera_toml(galera).replace(
+        'driver = "systemd"\n', 'driver = "systemd"\ninterval_s = 1.0\n'
+    )
+    (tmp_path / "haven.toml").write_text(body)
+    g1 = galera.node("g1")
+    before = _unit(g1)[1]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    serve = subprocess.Popen(
+        [str(Path(sys.executable).parent / "haven"), "serve", "--bind", f"127.0.0.1:{port}"],
+        env={**os.environ, "HAVEN_HOME": str(tmp_path)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        _until(lambda: (tmp_path / "haven.db").exists(), "serve's store")
+        asyncio.run(g1.kill())
+        _until(lambda: _unit(g1)[0] == "active" and _unit(g1)[1] != before, "g1's unit started again", 90)
+        _whole(galera)
+    finally:
+        serve.send_signal(signal.SIGINT)
+        out, err = serve.communicate(timeout=30)
+    assert serve.returncode == 0, err
+    assert "driver systemd" in out + err
+    with Store.open(f"sqlite:///{tmp_path / 'haven.db'}") as store:
+        steps = store.galera_actions_since(ha_stateful.CLUSTER, 0.0)
+    assert [(s.kind, s.node, s.state) for s in steps if s.kind != "recover"] == [("start", "g1", "done")]
