@@ -329,6 +329,7 @@ def worker_run(
         "victim_restarts": len([a for a in mine if a.kind is ActionKind.RESTART]),
         "victim_systemd_restarts": after[victim][1] - before[victim][1],
         "false_restarts": false_restarts, "false_actions": len(actions) - len(mine),
+        "first_error": load.errors[:1],
     }  # fmt: skip
 
 
