@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from platformdirs import user_data_dir
 
-from haven.lab import agents, bmc, glance, labfiles, nova, placement
+from haven.lab import agents, bmc, glance, ha_stateful, labfiles, nova, placement
 from haven.lab import ha as ha_lab
 from haven.lab.etcd import ETCD, EtcdServer
 from haven.lab.hardware import read_holds
@@ -251,6 +251,7 @@ def _start_ha(
 ) -> None:
     ha = ha_lab.start(folder, venvs, keep_namespace, keep, say)
     state.ha = ha_lab.describe(ha)
+    state.ha["stateful"] = ha_stateful.start(ha.folder, ha.controllers, say)  # Galera, RabbitMQ as units
     state.save()
     for process in [p for p in _CHILDREN if p.name in ha_lab.RETIRED]:  # the replicas answer: they serve
         process.stop(grace_s=10)
