@@ -29,10 +29,12 @@ namespace's PID 1, which ends them (a power cut: each Galera node's next start r
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import pwd
 import random
 import secrets
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -77,7 +79,9 @@ def _reachable(folder: Path, user: pwd.struct_passwd) -> Path:
     """``folder``, or a folder in /tmp that ``folder`` links to when ``user`` (mysql) cannot reach it.
 
     mariadbd runs as ``mysql`` (haven.stateful.galera_node.server_user) and needs every parent folder
-    searchable; the lab's default folder is under root's home (mode 0700), which is left as it is.
+    searchable; the lab's default folder is under root's home (mode 0700), which is left as it is. The
+    folder in /tmp is named after ``folder``'s path, so the next ``haven lab up`` in the same lab folder
+    empties and reuses it instead of leaving one more behind.
     """
     folder.parent.mkdir(parents=True, exist_ok=True)
     where = folder.parent.resolve()
@@ -88,7 +92,10 @@ def _reachable(folder: Path, user: pwd.struct_passwd) -> Path:
             or (mode.st_uid == user.pw_uid and mode.st_mode & 0o100)
             or (mode.st_gid == user.pw_gid and mode.st_mode & 0o010)
         ):
-            target = Path(tempfile.mkdtemp(prefix="haven-lab-galera-"))
+            digest = hashlib.sha1(str(folder.absolute()).encode()).hexdigest()[:12]
+            target = Path(tempfile.gettempdir()) / f"haven-lab-galera-{digest}"
+            shutil.rmtree(target, ignore_errors=True)  # an earlier lab's, in this same lab folder
+            target.mkdir()
             folder.unlink(missing_ok=True)
             folder.symlink_to(target)
             break
