@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -296,7 +297,8 @@ def start(
     kolla = {api.service: free_port() for api in apis}
     ha = HaLab(folder, [], apis, ports, frontends, kolla, workers)
     if workers:
-        labfiles.private(folder / "serve.env", f"{TRANSPORT_URL_ENV}={transport_url(lab_folder)}\n")
+        url = shlex.quote(transport_url(lab_folder))  # the file is sourced by a shell
+        labfiles.private(folder / "serve.env", f"{TRANSPORT_URL_ENV}={url}\n")
     say(f"HA: starting systemd on {', '.join(CONTROLLERS)} and HAProxy")
     for index, host in enumerate(CONTROLLERS, start=1):
         controller = _start_controller(folder / host, host, f"127.0.1.{index}", lab_folder, venvs, apis,
