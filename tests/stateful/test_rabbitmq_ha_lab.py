@@ -13,23 +13,27 @@ import asyncio
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import tomllib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from haven.domain.clock import RealClock
+from haven.domain.errors import ConfigError
 from haven.lab import ha, ha_stateful
 from haven.lab.ha_stateful import HaRabbit
+from haven.stateful.config import parse_stateful
 from haven.stateful.galera_systemd import SystemdBus
 from haven.stateful.rabbitmq import DecisionKind, RabbitSettings
 from haven.stateful.rabbitmq_cluster import healthy
-from haven.stateful.rabbitmq_node import EPMD, RABBITMQ_SERVER
+from haven.stateful.rabbitmq_node import EPMD, RABBITMQ_SERVER, RabbitLayout, write_config
 from haven.stateful.rabbitmq_recovery import RabbitRecovery, journal_key
 from haven.stateful.rabbitmq_systemd import SystemdRabbitNode
+from haven.stateful.serving import RabbitService
 from haven.store import Store
 
-pytestmark = [
+_LAB_MARKS = [
     pytest.mark.slow,
     pytest.mark.systemd,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (systemd as PID 1 of a PID namespace)"),
@@ -38,6 +42,14 @@ pytestmark = [
         reason="needs rabbitmq-server and systemd (make system-deps)",
     ),
 ]
+
+
+def needs_lab(test: Callable[..., None]) -> Callable[..., None]:
+    for mark in _LAB_MARKS:
+        test = mark(test)
+    return test
+
+
 NAMES = {f"rabbit-{i}@localhost" for i in (1, 2, 3)}
 
 
@@ -67,6 +79,7 @@ def _unit(node: SystemdRabbitNode) -> tuple[str, bytes]:
     return asyncio.run(read())
 
 
+@needs_lab
 def test_a_killed_nodes_unit_is_started_again_by_haven_and_every_node_sees_it(rabbit: HaRabbit) -> None:
     assert rabbit.hosts == {
         "rabbit-1@localhost": "ctl-1", "rabbit-2@localhost": "ctl-2", "rabbit-3@localhost": "ctl-1"
@@ -87,3 +100,27 @@ def test_a_killed_nodes_unit_is_started_again_by_haven_and_every_node_sees_it(ra
     assert all(healthy(s, NAMES) for s in statuses), statuses
     steps = store.galera_actions_since(journal_key("lab"))
     assert [(s.kind, s.node, s.state) for s in steps] == [("start", "rabbit-2@localhost", "done")]
+
+
+@pytest.mark.skipif(not RABBITMQ_SERVER.exists(), reason="needs rabbitmq-server")
+def test_serve_builds_the_systemd_driver_from_the_labs_section(tmp_path: Path) -> None:
+    """The ``[stateful.rabbitmq]`` section ``haven lab up --ha`` writes, read and built as serve does."""
+    (tmp_path / ".erlang.cookie").write_text("COOKIE")
+    nodes = []
+    for i in (1, 2, 3):
+        layout = RabbitLayout(f"rabbit-{i}@localhost", tmp_path / f"n{i}", tmp_path, 4369, 5000 + i, 6000 + i)
+        write_config(layout, [f"rabbit-{j}@localhost" for j in (1, 2, 3)])
+        nodes.append(SystemdRabbitNode(layout, f"rabbitmq-{i}.service", f"unix:path={tmp_path}/bus"))
+    made = HaRabbit(tmp_path, nodes, {}, 4369, "ctl-1")
+    section = tomllib.loads(ha_stateful.rabbit_toml(made))["stateful"]
+    config = parse_stateful(section, "stateful.toml").rabbitmq
+    assert config is not None and config.driver == "systemd"
+    service = RabbitService(config, RealClock())
+    assert [(type(n).__name__, n.unit, n.bus) for n in service.nodes] == [  # type: ignore[attr-defined]
+        ("SystemdRabbitNode", f"rabbitmq-{i}.service", f"unix:path={tmp_path}/bus") for i in (1, 2, 3)
+    ]
+    del section["rabbitmq"]["nodes"][2]["unit"]
+    with pytest.raises(
+        ConfigError, match=r"driver systemd needs each node's unit \(none for rabbit-3@localhost\)"
+    ):
+        parse_stateful(section, "stateful.toml")

@@ -340,7 +340,8 @@ async def wait_rabbit_whole(rabbit: HaRabbit, timeout_s: float = 90.0) -> None:
 def start(ha_folder: Path, controllers: Sequence[Controller], say: Progress) -> dict[str, object]:
     """``haven lab up --ha``'s call: both clusters on the controllers at once; what the lab state keeps.
 
-    Writes ``LAB/ha/stateful.toml``, the ``[stateful.galera]`` section for these units. It is not
+    Writes ``LAB/ha/stateful.toml``, the ``[stateful.galera]`` and ``[stateful.rabbitmq]`` sections for
+    these units (``driver = "systemd"``). It is not
     appended to the lab's haven.toml: that file has ``[coordination]`` (the lab's etcd), and haven serve
     refuses ``[stateful.*]`` with coordination (the nodes' files are read on the engine's machine).
     """
@@ -348,7 +349,7 @@ def start(ha_folder: Path, controllers: Sequence[Controller], say: Progress) -> 
         galera = pool.submit(start_galera, controllers, ha_folder / "galera", say)
         rabbit = pool.submit(start_rabbitmq, controllers, ha_folder / "rabbitmq", say)
         made_galera, made_rabbit = galera.result(), rabbit.result()
-    (ha_folder / "stateful.toml").write_text(galera_toml(made_galera))
+    (ha_folder / "stateful.toml").write_text(galera_toml(made_galera) + rabbit_toml(made_rabbit))
     return {"galera": describe(made_galera), "rabbitmq": describe_rabbit(made_rabbit)}
 
 
@@ -385,6 +386,29 @@ def galera_toml(galera: HaGalera) -> str:
             "[[stateful.galera.nodes]]",
             f'name = "{node.name}"',
             f'folder = "{node.layout.folder}"',
+            f'unit = "{node.unit}"',
+            f'bus = "{node.bus}"',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def rabbit_toml(rabbit: HaRabbit) -> str:
+    """haven.toml's ``[stateful.rabbitmq]`` for these units (driver systemd)."""
+    lines = [
+        "",
+        "[stateful.rabbitmq]  # the HA lab's RabbitMQ units (`haven lab up --ha`): recovered via systemd",
+        'cluster = "haven-lab"',
+        'driver = "systemd"',
+        f'home = "{rabbit.folder}"',
+        f"epmd_port = {rabbit.epmd_port}",
+    ]
+    for node in rabbit.nodes:
+        lines += [
+            "[[stateful.rabbitmq.nodes]]",
+            f'name = "{node.name}"',
+            f'folder = "{node.layout.folder}"',
+            f"amqp_port = {node.layout.amqp_port}",
+            f"dist_port = {node.layout.dist_port}",
             f'unit = "{node.unit}"',
             f'bus = "{node.bus}"',
         ]

@@ -22,6 +22,7 @@ mistake becomes a ConfigError naming the key and how to fix it.
 
     [stateful.rabbitmq]
     cluster = "openstack"              # its name: the journal's key (rabbitmq:NAME) and the alert's host
+    driver = "local"                   # or "systemd": each node a unit (haven.stateful.rabbitmq_systemd)
     interval_s = 5.0                   # one pass (read every node's cluster_status, decide, act) this often
     partition_grace_s = 10.0           # a partition reported this long before haven restarts a node
     unreadable_hold_s = 120.0          # a running node whose CLI is mute this long: hold and alert
@@ -34,6 +35,8 @@ mistake becomes a ConfigError naming the key and how to fix it.
     amqp_port = 5672
     dist_port = 25672
     config = "/etc/rabbitmq/n1.conf"   # RABBITMQ_CONFIG_FILE (default FOLDER/rabbitmq.conf)
+    unit = "rabbitmq-1.service"        # driver "systemd" only (required there), as for Galera
+    bus = "unix:path=/run/dbus/system_bus_socket"
 
 The ``local`` driver (haven.stateful.galera_node.LocalGaleraNode): haven runs ``mariadbd
 --defaults-file=CNF`` itself (with ``--wsrep-new-cluster`` to bootstrap). The ``systemd`` driver
@@ -108,12 +111,15 @@ class _RabbitNode(BaseModel):
     amqp_port: int = Field(ge=1, le=65535)
     dist_port: int = Field(ge=1, le=65535)
     config: str = ""
+    unit: str = ""  # driver systemd: the node's unit (rabbitmq-1.service)
+    bus: str = ""  # driver systemd: its systemd's D-Bus address (empty: this machine's system bus)
 
 
 class _Rabbit(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     enabled: bool = True
     cluster: str = Field(default="rabbitmq", min_length=1, max_length=255)
+    driver: str = "local"
     interval_s: float = Field(default=5.0, gt=0)
     partition_grace_s: float = Field(default=10.0, gt=0)
     unreadable_hold_s: float = Field(default=120.0, gt=0)
@@ -137,6 +143,20 @@ class _Rabbit(BaseModel):
                 "must differ from every other port of the cluster)"
             )
         return nodes
+
+    @field_validator("driver")
+    @classmethod
+    def _driver(cls, value: str) -> str:
+        if value not in DRIVERS:
+            raise ValueError(f"driver {value!r} is not known (use one of: {', '.join(DRIVERS)})")
+        return value
+
+    @model_validator(mode="after")
+    def _units(self) -> _Rabbit:
+        without = [n.name for n in self.nodes if not n.unit]
+        if self.driver == "systemd" and without:
+            raise ValueError(f"driver systemd needs each node's unit (none for {', '.join(without)})")
+        return self
 
 
 class _Stateful(BaseModel):
@@ -174,6 +194,8 @@ class RabbitNodeConfig:
     amqp_port: int
     dist_port: int
     config: Path
+    unit: str = ""  # driver systemd
+    bus: str = ""  # driver systemd; empty: the system bus
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +208,7 @@ class RabbitConfig:
     partition_grace_s: float = 10.0
     unreadable_hold_s: float = 120.0
     cli_timeout_s: float = 30.0
+    driver: str = "local"
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,11 +251,17 @@ def _rabbitmq(r: _Rabbit | None) -> RabbitConfig | None:
         return None
     nodes = tuple(
         RabbitNodeConfig(
-            n.name, Path(n.folder), n.amqp_port, n.dist_port, Path(n.config or f"{n.folder}/rabbitmq.conf")
+            n.name,
+            Path(n.folder),
+            n.amqp_port,
+            n.dist_port,
+            Path(n.config or f"{n.folder}/rabbitmq.conf"),
+            n.unit,
+            n.bus,
         )
         for n in r.nodes
     )
     return RabbitConfig(
         r.cluster, Path(r.home), nodes, r.epmd_port, r.interval_s, r.partition_grace_s, r.unreadable_hold_s,
-        r.cli_timeout_s,
+        r.cli_timeout_s, r.driver,
     )  # fmt: skip

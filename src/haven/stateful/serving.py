@@ -21,14 +21,27 @@ from collections.abc import Callable
 
 from haven.domain.clock import Clock
 from haven.domain.errors import ConfigError
-from haven.stateful.config import GaleraConfig, GaleraNodeConfig, RabbitConfig, StatefulConfig
+from haven.stateful.config import (
+    GaleraConfig,
+    GaleraNodeConfig,
+    RabbitConfig,
+    RabbitNodeConfig,
+    StatefulConfig,
+)
 from haven.stateful.galera import GaleraSettings
 from haven.stateful.galera_node import MARIADBD, PROVIDER, GaleraNode, LocalGaleraNode, NodeLayout
 from haven.stateful.galera_recovery import GaleraRecovery
 from haven.stateful.galera_systemd import SystemdGaleraNode
 from haven.stateful.rabbitmq import RabbitSettings, partition_handling_of
-from haven.stateful.rabbitmq_node import RABBITMQ_SERVER, RABBITMQCTL, LocalRabbitNode, RabbitLayout
+from haven.stateful.rabbitmq_node import (
+    RABBITMQ_SERVER,
+    RABBITMQCTL,
+    LocalRabbitNode,
+    RabbitLayout,
+    RabbitNode,
+)
 from haven.stateful.rabbitmq_recovery import RabbitRecovery
+from haven.stateful.rabbitmq_systemd import SystemdRabbitNode
 from haven.store import Store
 
 log = logging.getLogger(__name__)
@@ -47,8 +60,8 @@ def refuse_local_nodes_with_coordination(stateful: StatefulConfig, coordination_
     sections = []
     if stateful.galera is not None:  # systemd too: grastate.dat and --wsrep-recover are read here
         sections.append(f"[stateful.galera] (driver {stateful.galera.driver})")
-    if stateful.rabbitmq is not None:  # its one driver: local
-        sections.append("[stateful.rabbitmq] (driver local)")
+    if stateful.rabbitmq is not None:  # systemd too: the nodes' VMs are also looked for in this /proc
+        sections.append(f"[stateful.rabbitmq] (driver {stateful.rabbitmq.driver})")
     if sections:
         raise ConfigError(
             f"{' and '.join(sections)} cannot run with --coordination / [coordination] url "
@@ -137,15 +150,7 @@ class RabbitService:
                     "set nodes.config to the node's rabbitmq.conf (RABBITMQ_CONFIG_FILE)",
                 )
         self.config, self._clock = config, clock
-        self.nodes = [
-            LocalRabbitNode(
-                RabbitLayout(
-                    n.name, n.folder, config.home, config.epmd_port, n.amqp_port, n.dist_port, n.config
-                ),
-                cli_timeout_s=config.cli_timeout_s,
-            )
-            for n in config.nodes
-        ]
+        self.nodes: list[RabbitNode] = [_rabbit_node(n, config) for n in config.nodes]
         try:
             modes = {partition_handling_of(n.config.read_text()) for n in config.nodes}
         except (OSError, UnicodeDecodeError) as exc:
@@ -188,3 +193,10 @@ class RabbitService:
                 log.exception("rabbitmq %s: pass failed", self.config.cluster)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.config.interval_s)
+
+
+def _rabbit_node(n: RabbitNodeConfig, config: RabbitConfig) -> RabbitNode:
+    layout = RabbitLayout(n.name, n.folder, config.home, config.epmd_port, n.amqp_port, n.dist_port, n.config)
+    if config.driver == "systemd":
+        return SystemdRabbitNode(layout, n.unit, n.bus or None, cli_timeout_s=config.cli_timeout_s)
+    return LocalRabbitNode(layout, cli_timeout_s=config.cli_timeout_s)
