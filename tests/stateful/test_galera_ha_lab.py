@@ -13,6 +13,7 @@ journal alone. Needs root (skipped without). One cluster for the module; each te
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -21,10 +22,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pymysql  # type: ignore[import-untyped]
 import pytest
 
 from haven.domain.clock import RealClock
@@ -39,7 +42,7 @@ from haven.stateful.galera_node import MARIADBD, PROVIDER
 from haven.stateful.galera_recovery import GaleraRecovery
 from haven.stateful.galera_systemd import ENV_FILE, SystemdBus, SystemdGaleraNode
 from haven.stateful.serving import GaleraService
-from haven.stateful.writer import Writer, missing, prepare
+from haven.stateful.writer import TABLE, Writer, missing, prepare
 from haven.store import Store
 
 _LAB_MARKS = [
@@ -73,6 +76,7 @@ def galera() -> Iterator[HaGalera]:
             ha._wait_for_bus(controller, 15.0)
         made = ha_stateful.start_galera(controllers, folder / "galera", lambda _message: None)
         prepare(made.nodes[0].layout.socket)
+        ha_stateful.start_galera_haproxy(made, controllers[1])
         yield made
     finally:
         ha.stop(ha.HaLab(folder, controllers, (), {}, {}))
@@ -309,3 +313,76 @@ def test_haven_serve_with_the_labs_section_starts_a_killed_unit(galera: HaGalera
     with Store.open(f"sqlite:///{tmp_path / 'haven.db'}") as store:
         steps = store.galera_actions_since(ha_stateful.CLUSTER, 0.0)
     assert [(s.kind, s.node, s.state) for s in steps if s.kind != "recover"] == [("start", "g1", "done")]
+
+
+class _TcpWriter:
+    """A client through HAProxy's frontend: one connection, reconnecting after an error; each write
+    timed (its outcome and when), so failures after the move can be told from the one in flight."""
+
+    def __init__(self, port: int, password: str, start_id: int) -> None:
+        self.port, self.password, self.next = port, password, start_id
+        self.acked: list[tuple[int, float]] = []
+        self.failed: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        connection = None
+        while not self._stop.is_set():
+            try:
+                if connection is None:
+                    connection = pymysql.connect(
+                        host="127.0.0.1", port=self.port, user="haven", password=self.password,
+                        connect_timeout=15, read_timeout=15, write_timeout=15, autocommit=True,
+                    )  # fmt: skip
+                with connection.cursor() as cursor:
+                    cursor.execute(f"INSERT INTO {TABLE} VALUES (%s, %s)", (self.next, time.time()))
+                self.acked.append((self.next, time.monotonic()))
+            except pymysql.MySQLError:
+                self.failed.append(time.monotonic())
+                if connection is not None:
+                    with contextlib.suppress(Exception):
+                        connection.close()
+                connection = None
+                time.sleep(0.05)
+            self.next += 1
+            time.sleep(0.02)
+        if connection is not None:
+            connection.close()
+
+
+@needs_lab
+def test_haproxy_moves_writes_off_a_killed_node_and_no_write_fails_after(galera: HaGalera) -> None:
+    """g1 takes the writes (g2, g3 backups); its unit killed: HAProxy moves the clients to g2, and no
+    write fails once one has succeeded there; haven starts g1 again; every acknowledged row is there."""
+    _whole(galera)
+    password = (galera.folder / "sql-password").read_text()
+    writer = _TcpWriter(galera.haproxy_port, password, start_id=30_000_000)
+    try:
+        _until(lambda: len(writer.acked) >= 20, "20 writes through HAProxy")
+        assert not writer.failed
+        killed = time.monotonic()
+        asyncio.run(galera.node("g1").kill())
+        _until(lambda: bool(writer.acked) and writer.acked[-1][1] > killed, "a write served after the kill")
+        moved = next(at for _row, at in writer.acked if at > killed)
+        recovery, store = _recovery(galera)
+        decisions = asyncio.run(recovery.run_until_synced(timeout_s=90))
+        count = len(writer.acked)
+        _until(lambda: len(writer.acked) >= count + 20, "20 more writes")
+    finally:
+        writer.stop()
+    assert decisions[-1].kind is DecisionKind.NOTHING, (decisions, _alerts(store))
+    failed_after = [at for at in writer.failed if at > moved]
+    assert failed_after == [], f"{len(failed_after)} writes failed after the move"
+    _whole(galera)
+    for node in galera.nodes:
+        assert missing(node.layout.socket, [row for row, _at in writer.acked]) == [], node.name
+    print(
+        f"haproxy: first write served {moved - killed:.2f} s after the kill; {len(writer.failed)} failed "
+        f"before the move, 0 after; {len(writer.acked)} acknowledged"
+    )

@@ -16,6 +16,10 @@ Restart=no, haven starts it). The cluster is formed through the systemd driver: 
 by mariadb-install-db, g1 bootstrapped through its unit, then g2 and g3 started one at a time (each
 joins by rsync SST from a synced donor).
 
+HAProxy in front of Galera (``start_galera_haproxy``): ``haproxy-galera.service`` on the last
+controller, one frontend on 127.0.0.1, writes to g1 with g2 and g3 as backups (one node at a time, as
+operators configure it for OpenStack), ``option mysql-check``.
+
 RabbitMQ: ``rabbitmq-N.service`` runs rabbit-N@localhost (haven.stateful.rabbitmq_systemd's
 ``unit_file``) with its own AMQP and distribution ports and folder ``LAB/ha/rabbitmq/nN``; one
 ``epmd-rabbitmq.service`` on the first controller (every node is ``@localhost``, so one port mapper
@@ -48,7 +52,7 @@ from haven.domain.errors import TemporaryError
 from haven.lab.ha import Controller
 from haven.lab.process import LabServiceError
 from haven.lab.toolenv import Progress
-from haven.stateful.galera_node import MARIADBD, PROVIDER, NodeLayout, server_user, write_config
+from haven.stateful.galera_node import MARIADBD, PROVIDER, NodeLayout, server_user, sql_connect, write_config
 from haven.stateful.galera_systemd import SystemdGaleraNode, SystemdUnit, unit_file
 from haven.stateful.rabbitmq import ClusterStatus
 from haven.stateful.rabbitmq_cluster import healthy
@@ -61,6 +65,8 @@ INSTALL_DB = Path("/usr/bin/mariadb-install-db")
 CLUSTER = "haven-lab"
 NAMES = ("g1", "g2", "g3")
 EPMD_UNIT = "epmd-rabbitmq.service"
+HAPROXY_UNIT = "haproxy-galera.service"
+HAPROXY = Path("/usr/sbin/haproxy")
 _HANDED_OUT: set[int] = set()  # stable_port's answers in this process: never the same port twice
 
 
@@ -70,6 +76,7 @@ class HaGalera:
     nodes: list[SystemdGaleraNode]
     hosts: dict[str, str]  # node -> the controller its unit runs on
     started_in_s: float = 0.0
+    haproxy_port: int = 0  # start_galera_haproxy's frontend on 127.0.0.1 (0: none)
 
     def node(self, name: str) -> SystemdGaleraNode:
         return next(n for n in self.nodes if n.name == name)
@@ -235,6 +242,7 @@ def describe(galera: HaGalera) -> dict[str, object]:
             for n in galera.nodes
         ],
         "started_in_s": galera.started_in_s,
+        "haproxy_port": galera.haproxy_port,
     }
 
 
@@ -250,9 +258,89 @@ def from_state(saved: Mapping[str, object]) -> HaGalera:
             )  # fmt: skip
             nodes.append(SystemdGaleraNode(layout, str(n["unit"]), str(n["bus"])))
             hosts[layout.name] = str(n["host"])
-        return HaGalera(folder, nodes, hosts, float(saved.get("started_in_s", 0.0)))  # type: ignore[arg-type]
+        started_in_s = float(saved.get("started_in_s", 0.0))  # type: ignore[arg-type]
+        return HaGalera(folder, nodes, hosts, started_in_s, int(saved.get("haproxy_port", 0)))  # type: ignore[call-overload]
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise LabServiceError(f"the lab state's Galera part is not readable ({exc})") from exc
+
+
+def start_galera_haproxy(galera: HaGalera, controller: Controller, timeout_s: float = 30.0) -> int:
+    """HAProxy in front of the Galera units, as a unit on ``controller``: its SQL port on 127.0.0.1.
+
+    Writes go to one node at a time, as operators configure it for OpenStack (Kolla-Ansible, TripleO):
+    g1 active, g2 and g3 ``backup``; ``option mysql-check`` (a MySQL handshake and a login of the
+    password-less ``haproxy_check`` user created here) ``inter 1s fall 3 rise 2``, and ``observe layer4
+    error-limit 1 on-error mark-down`` so the first refused connection moves the writes at once;
+    ``on-marked-down shutdown-sessions`` closes the clients of a node marked down (they reconnect to the
+    next one instead of waiting on a dead server). Also creates ``haven``@``127.0.0.1`` (password in
+    ``FOLDER/sql-password``) for clients over TCP. The check does not read wsrep state: a node that
+    answers SQL while not Synced (a donor, a non-primary one) stays in.
+    """
+    password = secrets.token_urlsafe(15)
+    _sql(
+        galera.nodes[0],
+        "CREATE USER IF NOT EXISTS 'haproxy_check'@'127.0.0.1'",
+        f"CREATE USER IF NOT EXISTS 'haven'@'127.0.0.1' IDENTIFIED BY '{password}'",
+        "GRANT ALL ON *.* TO 'haven'@'127.0.0.1'",
+    )
+    (galera.folder / "sql-password").write_text(password)
+    os.chmod(galera.folder / "sql-password", 0o600)
+    port = stable_port()
+    admin = galera.folder / "haproxy.sock"
+    servers = [
+        f"    server {n.name} 127.0.0.1:{n.layout.port} check inter 1s fall 3 rise 2"
+        f" observe layer4 error-limit 1 on-error mark-down on-marked-down shutdown-sessions"
+        + ("" if index == 0 else " backup")
+        for index, n in enumerate(galera.nodes)
+    ]
+    config = galera.folder / "haproxy.cfg"
+    config.write_text(
+        "\n".join(
+            [
+                "global",
+                f"    stats socket {admin} mode 600 level admin",
+                "defaults",
+                "    mode tcp",
+                "    timeout connect 1s",
+                "    timeout client 1h",
+                "    timeout server 1h",
+                "    timeout check 2s",
+                "listen galera",
+                f"    bind 127.0.0.1:{port}",
+                "    option mysql-check user haproxy_check post-41",
+                *servers,
+            ]
+        )
+        + "\n"
+    )
+    log = galera.folder / "haproxy.log"
+    (controller.folder / "units" / HAPROXY_UNIT).write_text(
+        "[Unit]\nDescription=HAProxy in front of the lab's Galera units\nDefaultDependencies=no\n"
+        f"[Service]\nType=exec\nExecStart={HAPROXY} -db -f {config}\n"
+        f"StandardOutput=append:{log}\nStandardError=append:{log}\n"
+        "Restart=always\nRestartSec=1\n"
+    )
+    if asyncio.run(SystemdUnit(HAPROXY_UNIT, controller.bus).start()) != "active":
+        raise LabServiceError(
+            f"{HAPROXY_UNIT} on {controller.host} did not start: see {galera.folder}/haproxy.log"
+        )
+    deadline = time.monotonic() + timeout_s
+    while not admin.exists():
+        if time.monotonic() > deadline:
+            raise LabServiceError(f"{HAPROXY_UNIT}: no admin socket {admin} after {timeout_s:g} s")
+        time.sleep(0.1)
+    galera.haproxy_port = port
+    return port
+
+
+def _sql(node: SystemdGaleraNode, *statements: str) -> None:
+    connection = sql_connect(node.layout.socket, 10.0, autocommit=True)
+    try:
+        with connection.cursor() as cursor:
+            for statement in statements:
+                cursor.execute(statement)
+    finally:
+        connection.close()
 
 
 @dataclass
@@ -349,6 +437,7 @@ def start(ha_folder: Path, controllers: Sequence[Controller], say: Progress) -> 
         galera = pool.submit(start_galera, controllers, ha_folder / "galera", say)
         rabbit = pool.submit(start_rabbitmq, controllers, ha_folder / "rabbitmq", say)
         made_galera, made_rabbit = galera.result(), rabbit.result()
+    start_galera_haproxy(made_galera, controllers[-1])
     (ha_folder / "stateful.toml").write_text(galera_toml(made_galera) + rabbit_toml(made_rabbit))
     return {"galera": describe(made_galera), "rabbitmq": describe_rabbit(made_rabbit)}
 
