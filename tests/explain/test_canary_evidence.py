@@ -224,3 +224,21 @@ async def test_a_zone_list_that_works_again_ends_its_failure(store: Store) -> No
     (record,) = [s for s in world.symptoms if s.source == "probe:token"]
     diagnosis = store.get_explanation(record.id).diagnosis
     assert diagnosis is not None and [e.node for e in diagnosis.explanations] == ["keystone"]
+
+
+async def test_the_canary_image_active_again_ends_glances_error(store: Store) -> None:
+    # The lab's catalogue (2026-12-06): the image deactivated, then reactivated; six minutes later every
+    # compute disabled: Glance's old error, never ended, was ranked first.
+    world = World(store, CanarySettings(zones=("az1",), image="img-1", poll_s=0.25, boot_timeout_s=60.0))
+    world.nova.image = "deactivated"
+    (first,) = (await world.runner.round()).runs
+    assert first.outcome is Outcome.FAILED
+    world.nova.heal()
+    world.clock.advance_to(world.clock.now() + 60.0)
+    assert (await world.runner.round()).ok  # the image active again: seen working in its scope
+    world.clock.advance_to(world.clock.now() + 300.0)
+    for host in await world.zone_hosts("az1"):
+        await world.cloud.disable_service(host, "maintenance never ended")
+    (later,) = (await world.runner.round()).runs
+    after = store.get_explanation(f"canary:{later.id}").diagnosis
+    assert after is not None and [e.node for e in after.explanations] == ["nova-compute"]

@@ -260,14 +260,17 @@ class CanaryRunner:
 
     async def _image_events(self) -> dict[str, NodeEvent]:
         """The canary image not active in Glance (deactivated, deleted) is an ERROR of Glance: every boot
-        of it is refused. Asked only when Glance's endpoint answered (a hung Glance is its probe's)."""
+        of it is refused; active (again) is HEALTHY in that scope. Asked only when Glance's endpoint
+        answered (a hung Glance is its probe's)."""
         started = self._clock.now()
         try:
             status = await self._cloud.image_status(self._settings.image)
         except CloudError:
             return {}
         if status == "active":
-            return {}
+            detail = f"the canary image {self._settings.image} is active"
+            return {f"image:{self._settings.image}:{started:.3f}": NodeEvent(
+                "glance-api", EvidenceKind.HEALTHY, started, detail, "image")}  # fmt: skip
         detail = f"the canary image {self._settings.image} is {status} in the image service"
         return {f"image:{self._settings.image}:{started:.3f}": NodeEvent(
             "glance-api", EvidenceKind.ERROR, started, detail, "image")}  # fmt: skip
