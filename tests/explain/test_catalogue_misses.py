@@ -7,6 +7,9 @@ each replayed here from the evidence the lab gave, through the real explainer ov
 - NoValidHost while every compute is down and the scheduler restarted minutes before: the computes are a
   cause in the scheduling phase (Nova's ComputeFilter rejects a host whose nova-compute is down), not
   ranked after whatever in-phase evidence there is.
+- computes-disabled: Nova's API refused the zone ("The requested availability zone is not available"),
+  which named no phase; Glance's older error (the image deactivated six minutes before) outranked the
+  disabled computes on onset.
 """
 
 from __future__ import annotations
@@ -19,18 +22,20 @@ from haven.diagnosis.records import ExplanationRecord
 from haven.domain.clock import VirtualClock
 from haven.explain.explainer import Explainer
 from haven.store import Store
-from haven.topology import SERVER_BOOT, openstack_topology
+from haven.topology import SERVER_BOOT, openstack_topology, phase_of_fault
 
 T = 1_796_550_813.9  # the lab's symptom, 09:53:33
 NO_VALID_HOST = "canary boot in zone nova failed waiting for scheduled (No valid host was found.)"
 
 
-async def explained(tmp_path: Path, events: list[NodeEvent]) -> list[str]:
+async def explained(
+    tmp_path: Path, events: list[NodeEvent], what: str = NO_VALID_HOST, phase: str | None = "scheduling"
+) -> list[str]:
     clock = VirtualClock(T + 1)
     with Store.open(f"sqlite:///{tmp_path}/haven.db") as store:
         store.keep_evidence({f"e{i}": e for i, e in enumerate(events)}, T)
         explainer = Explainer(store, openstack_topology(CATALOGUE.values()), clock)
-        symptom = Symptom(SERVER_BOOT, T, NO_VALID_HOST, "scheduling")
+        symptom = Symptom(SERVER_BOOT, T, what, phase)
         record = await explainer.open_and_explain(ExplanationRecord("canary:x", "canary", "nova", symptom, T))
         assert record.diagnosis is not None
         return [e.node for e in record.diagnosis.explanations]
@@ -71,3 +76,16 @@ async def test_no_valid_host_with_every_compute_down_names_the_computes_in_its_p
         *computes_down(T - 60),
     ]  # fmt: skip
     assert await explained(tmp_path, events) == ["nova-compute", "nova-scheduler"]
+
+
+async def test_a_zone_refused_for_want_of_enabled_computes_is_a_scheduling_failure(tmp_path: Path) -> None:
+    # computes-disabled on the lab: Nova's API refused the zone (400) instead of a NoValidHost.
+    refused = "boot canary c-1 in nova: The requested availability zone is not available (HTTP 400)"
+    phase = phase_of_fault(refused.split(":", 1)[0], refused)
+    assert phase == "scheduling"
+    events = [
+        NodeEvent("glance-api", EvidenceKind.ERROR, T - 346, "the canary image is deactivated", "image"),
+        *(NodeEvent("nova-compute", EvidenceKind.ERROR, T - 23.8, f"nova-compute on compute-{n} is disabled",
+                    "nova-services:disabled") for n in (1, 2)),
+    ]  # fmt: skip
+    assert (await explained(tmp_path, events, refused, phase))[0] == "nova-compute"

@@ -202,7 +202,11 @@ LABELS: Mapping[str, str] = MappingProxyType(
 
 # Nova's exception names (a fault's ``exception``) and words in its message, mapped to a boot's phase.
 _FAULT_PHASES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"NoValidHost|No valid host|AllocationUpdateFailed|Placement", re.I), "scheduling"),
+    # Nova's API refuses a zone with no enabled compute ("The requested availability zone is not available").
+    (
+        re.compile(r"NoValidHost|No valid host|AllocationUpdateFailed|Placement|zone is not available", re.I),
+        "scheduling",
+    ),
     (re.compile(r"Image|Glance", re.I), "image download"),
     (
         re.compile(r"PortBinding|binding_failed|VirtualInterface|Neutron|allocate the network", re.I),
