@@ -14,6 +14,7 @@ Nova's service list and a server booted after the heal; haven's records only for
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -49,6 +50,8 @@ def replicas_only(nova_lab: NovaLab) -> Iterator[None]:
     """The plain lab's nova-conductor and nova-scheduler stopped for the test, started again after."""
     plain: list[LabProcess] = [p for p in lab._CHILDREN if p.name in ha.RETIRED and p.running]
     assert sorted(p.name for p in plain) == sorted(ha.RETIRED), "the session's lab runs in this process"
+    for process in plain:  # both stop at once (each waits for its in-flight work)
+        process.signal(signal.SIGTERM)
     for process in plain:
         process.stop(grace_s=10)
     try:
