@@ -154,3 +154,21 @@ def test_a_lost_controller_is_one_alert_with_the_services_left_short_folded_in()
     alerts = root_alerts(p, CATALOGUE)
     assert [(a.kind, a.subject) for a in alerts] == [(AlertKind.CONTROLLER_DOWN, "ctl-1")]
     assert "keystone short" in alerts[0].reason and "nova-api short" in alerts[0].reason
+
+
+def test_a_controller_read_partly_raises_no_alert_for_the_services_left_short() -> None:
+    """Frozen mid-pass: ctl-1's keystone unread, its nova-api still read: keystone's no_host hold is no
+    alert of its own (unknown is not down); the next pass, all unread, gives the one controller_down."""
+    specs = [CATALOGUE[ServiceName("keystone")], CATALOGUE[ServiceName("nova-api")]]
+    domains = {HostName("ctl-1"): "ctl-1", HostName("ctl-2"): "ctl-2"}
+    views = [
+        ReplicaView(spec.name, HostName(host), host, unit, probes=PASSING, member=READY)  # type: ignore[arg-type]
+        for spec in specs
+        for host, unit in (
+            ("ctl-1", None if spec.name == "keystone" else ACTIVE),
+            ("ctl-2", ACTIVE),
+        )
+    ]
+    p = plan(specs, views, domains, NOW, SETTINGS)
+    assert [h.kind for h in p.holds] == ["no_host"]
+    assert root_alerts(p, CATALOGUE) == []

@@ -66,6 +66,12 @@ def root_alerts(plan: ControlPlanePlan, specs: Mapping[ServiceName, ServiceSpec]
         for s in by_service
         if s not in down_by_lost and any(h in lost for h, _ in by_service[s])
     }
+    # A service short only because some of its replicas could not be read this pass (their host not
+    # wholly silent: a controller being lost, or coming back, reads partly): unknown is not down, and
+    # the controller's own alert follows once the whole host is silent. The log says what was unread.
+    unread = {
+        s for s in by_service if s not in short_by_lost and any(x is H.UNKNOWN for _, x in by_service[s])
+    }
     # A service short of replicas because one of them crash-loops (it no longer counts): one event.
     looped = {h.service: f"{h.service}@{h.host}" for h in plan.holds if h.kind == "crash_loop"}
     for hold in plan.holds:
@@ -110,7 +116,12 @@ def root_alerts(plan: ControlPlanePlan, specs: Mapping[ServiceName, ServiceSpec]
         )
         if handled or (
             hold.kind == "no_host"
-            and (hold.service in down_by_lost or hold.service in short_by_lost or hold.service in looped)
+            and (
+                hold.service in down_by_lost
+                or hold.service in short_by_lost
+                or hold.service in looped
+                or hold.service in unread
+            )
         ):
             continue
         if hold.kind == "crash_loop":
