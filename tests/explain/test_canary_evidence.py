@@ -242,3 +242,24 @@ async def test_the_canary_image_active_again_ends_glances_error(store: Store) ->
     (later,) = (await world.runner.round()).runs
     after = store.get_explanation(f"canary:{later.id}").diagnosis
     assert after is not None and [e.node for e in after.explanations] == ["nova-compute"]
+
+
+async def test_computes_enabled_again_end_their_disabled_error(store: Store) -> None:
+    # The lab's catalogue (2026-12-06): computes-disabled, healed; ten minutes of later faults (Glance hung)
+    # were still explained by the computes "disabled" from before.
+    world = World(store, CanarySettings(zones=("az1",), image="img-1", poll_s=0.25, boot_timeout_s=60.0))
+    hosts = await world.zone_hosts("az1")
+    for host in hosts:
+        await world.cloud.disable_service(host, "maintenance never ended")
+    (first,) = (await world.runner.round()).runs
+    before = store.get_explanation(f"canary:{first.id}").diagnosis
+    assert before is not None and before.explanations[0].node == "nova-compute"
+    for host in hosts:
+        await world.cloud.enable_service(host)
+    world.clock.advance_to(world.clock.now() + 60.0)
+    assert (await world.runner.round()).ok
+    world.clock.advance_to(world.clock.now() + 60.0)
+    world.nova.image = "deactivated"
+    (later,) = (await world.runner.round()).runs
+    after = store.get_explanation(f"canary:{later.id}").diagnosis
+    assert after is not None and [e.node for e in after.explanations] == ["glance-api"]

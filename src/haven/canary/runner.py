@@ -503,7 +503,7 @@ def _service_events(
     error seen otherwise stands, since a conductor that reports may still not consume its RPC). A
     disabled nova-compute is an ERROR only when no compute of its zone is up and enabled (a host in
     maintenance beside working ones explains nothing; every one of them disabled leaves the zone no
-    host to schedule on).
+    host to schedule on); no zone so closed is HEALTHY in that scope (re-enabled: that error ended).
     """
     open_zones = {zone for binary, _host, zone, _at, state in services if binary == "nova-compute"
                   and state == "up"}  # fmt: skip
@@ -536,6 +536,15 @@ def _service_events(
             kept[f"nova-service:{binary}:{host}:disabled:{at:.3f}"] = NodeEvent(
                 node, EvidenceKind.ERROR, at, detail, "nova-services:disabled"
             )
+    computes = [(zone, reported, state) for binary, _h, zone, reported, state in services
+                if binary == "nova-compute"]  # fmt: skip
+    if computes and not any(s.startswith("disabled") and z not in open_zones for z, _r, s in computes):
+        # No zone closed by disabled computes (re-enabled): that error ended, as of the oldest report.
+        at = min([now, *(r for _z, r, _s in computes if r is not None)])
+        detail = "no zone has all its nova-computes disabled in Nova's service list"
+        kept[f"nova-service:nova-compute:enabled:{at:.3f}"] = NodeEvent(
+            node_of_binary("nova-compute"), EvidenceKind.HEALTHY, at, detail, "nova-services:disabled"
+        )
     return kept
 
 
