@@ -31,10 +31,13 @@ trip on RabbitMQ, a Keystone token issued and validated; what it sees change is 
 
 Prints per fault: the canary's outcome, the top three causes, AC@1 (the top cause is the root), AC@3
 (one of the top three is), the seconds from the symptom to its stored explanation, the miss's reason;
-overall AC@1 / AC@3 and the median time to an explanation.
+overall AC@1 / AC@3 and the median time to an explanation. Each judged symptom's ranker input (graph,
+events, series) is kept in the report and ranked by the baselines too (haven.diagnosis.baselines: z-score
+only, points only, earliest onset), with their AC@1 / AC@3 on the same evidence; ``--replay REPORT``
+ranks a report's kept evidence again with this code (no lab), to see what a ranker change does to it.
 
 Run: .venv/bin/python bench/explain.py [--folder LAB] [--runs 1] [--seed N] [--only glance-hung,...]
-     [--boot-timeout 40] [--controlplane] [--json] [--list]
+     [--boot-timeout 40] [--controlplane] [--json] [--list] [--out REPORT] [--replay REPORT]
 Without --folder it starts a lab (haven.lab.lab.up, 2 computes) in a temporary folder and stops it at
 the end (about 5-7 minutes on a loaded 2-core machine), then about 1-2 minutes per injection.
 """
