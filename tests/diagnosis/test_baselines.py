@@ -6,6 +6,7 @@ from __future__ import annotations
 from haven.diagnosis import EvidenceKind, NodeEvent, RankSettings, Symptom
 from haven.diagnosis.baselines import METHODS, onset, score, zscore
 from haven.diagnosis.baselines import haven as haven_method
+
 from .test_ranker import BOOT_FAILED, GRAPH, metric
 
 SETTINGS = RankSettings()
