@@ -102,7 +102,9 @@ def _reachable(folder: Path, user: pwd.struct_passwd) -> Path:
             digest = hashlib.sha1(str(folder.absolute()).encode()).hexdigest()[:12]
             target = Path(tempfile.gettempdir()) / f"haven-lab-galera-{digest}"
             shutil.rmtree(target, ignore_errors=True)  # an earlier lab's, in this same lab folder
+            _forget_orphans()
             target.mkdir()
+            (target / ".lab-folder").write_text(str(folder.absolute()))
             folder.unlink(missing_ok=True)
             folder.symlink_to(target)
             break
@@ -111,6 +113,33 @@ def _reachable(folder: Path, user: pwd.struct_passwd) -> Path:
     target = folder.resolve()
     os.chmod(target, 0o755)
     return target
+
+
+def _forget_orphans() -> None:
+    """Remove the /tmp data folders of earlier labs whose lab folder is gone (a bench or test removed
+    it) and that no process uses: each is a few hundred MB of Galera data nobody can reach any more."""
+    for target in Path(tempfile.gettempdir()).glob("haven-lab-galera-*"):
+        try:
+            owner = Path((target / ".lab-folder").read_text())
+        except OSError:
+            continue  # not marked: not known to be a lab's
+        if owner.is_symlink() and owner.resolve() == target:
+            continue  # its lab folder still links to it
+        if _in_use(target):
+            continue
+        shutil.rmtree(target, ignore_errors=True)
+
+
+def _in_use(folder: Path) -> bool:
+    needle = str(folder).encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "cmdline").read_bytes():
+                    return True
+            except OSError:
+                continue
+    return False
 
 
 def stable_port() -> int:
