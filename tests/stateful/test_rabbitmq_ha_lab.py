@@ -12,7 +12,12 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
+import time
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -124,3 +129,41 @@ def test_serve_builds_the_systemd_driver_from_the_labs_section(tmp_path: Path) -
         ConfigError, match=r"driver systemd needs each node's unit \(none for rabbit-3@localhost\)"
     ):
         parse_stateful(section, "stateful.toml")
+
+
+@needs_lab
+def test_haven_serve_with_the_labs_section_starts_a_killed_unit(rabbit: HaRabbit, tmp_path: Path) -> None:
+    """``haven serve`` (a subprocess) with the ``[stateful.rabbitmq]`` section the lab writes."""
+    asyncio.run(ha_stateful.wait_rabbit_whole(rabbit, 120))
+    body = ha_stateful.rabbit_toml(rabbit).replace(
+        'driver = "systemd"\n', 'driver = "systemd"\ninterval_s = 1.0\n'
+    )
+    (tmp_path / "haven.toml").write_text(body)
+    victim = rabbit.node("rabbit-3")
+    before = _unit(victim)[1]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    serve = subprocess.Popen(
+        [str(Path(sys.executable).parent / "haven"), "serve", "--bind", f"127.0.0.1:{port}"],
+        env={**os.environ, "HAVEN_HOME": str(tmp_path)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "haven.db").exists():
+            assert time.monotonic() < deadline and serve.poll() is None, "serve did not open its store"
+            time.sleep(0.2)
+        asyncio.run(victim.kill())
+        deadline = time.monotonic() + 120
+        while not (_unit(victim)[0] == "active" and _unit(victim)[1] != before):
+            assert time.monotonic() < deadline, "rabbit-3's unit was not started again"
+            time.sleep(0.5)
+        asyncio.run(ha_stateful.wait_rabbit_whole(rabbit, 150))  # every node's own cluster_status
+    finally:
+        serve.send_signal(signal.SIGINT)
+        _out, err = serve.communicate(timeout=30)
+    assert serve.returncode == 0, err
+    with Store.open(f"sqlite:///{tmp_path / 'haven.db'}") as store:
+        steps = store.galera_actions_since(journal_key("haven-lab"))
+    assert [(s.kind, s.node, s.state) for s in steps] == [("start", "rabbit-3@localhost", "done")]
