@@ -440,8 +440,8 @@ class Rig:
                     "min_replicas": min_replicas,
                     "backend": self.BACKEND,
                     "drain_s": 1.0,
-                    "probe": {"kind": "http", "port": self.port, "path": "/", "period_s": 0.5, "timeout_s": 1.0,
-                              "failure_threshold": 2, "startup_grace_s": 10.0},
+                    "probe": {"kind": "http", "port": self.port, "path": "/", "period_s": 0.5,
+                              "timeout_s": 1.0, "failure_threshold": 2, "startup_grace_s": 10.0},
                 }
             },
         }  # fmt: skip
