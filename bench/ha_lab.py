@@ -458,7 +458,12 @@ def main() -> int:
                 time.sleep(3.0)  # the survivor settles; the other replica rises
         if args.drill != "crashloop":
             for mode, mode_rows in rows.items():
-                _summary(f"{args.drill} of one nova-api replica, {args.clients} clients, {mode}", mode_rows,
+                what = (
+                    "one controller lost"
+                    if args.drill == "controller"
+                    else f"{args.drill} of one nova-api replica"
+                )
+                _summary(f"{what}, {args.clients} clients, {mode}", mode_rows,
                          KEYS[args.drill])  # fmt: skip
         return 0
     finally:
