@@ -470,7 +470,7 @@ def controlplane_toml(ha: HaLab) -> str:
         lines += [
             f"[controlplane.services.{api.service}]",
             f'probe = {{ port = {ha.ports[api.service]}, path = "{api.check_path}", period_s = 1.0, '
-            "timeout_s = 2.0, failure_threshold = 3, startup_grace_s = 60.0 }",
+            "timeout_s = 1.0, failure_threshold = 2, startup_grace_s = 60.0 }",  # as ha_drills.PROBE_TIMING
         ]
     for worker in ha.workers:
         # Nova's RPC ping of the replica on its controller (server = its host); the transport URL is
