@@ -26,7 +26,7 @@ one controller (haven.lab.ha_drills.break_replica: fails at every start, ``Resta
 and reports systemd's starts, haven's back-off gaps, when it held, the alerts, the member's states.
 
 haven's HTTP probes run with haven.lab.ha_drills.PROBE_TIMING (period 1 s, timeout 1 s, 2 failures);
-``--lab-timing`` keeps the lab haven.toml's own (timeout 2 s, 3 failures), for the comparison.
+``--lab-timing`` uses what the lab's haven.toml had before (timeout 2 s, 3 failures), for the comparison.
 ``controller`` freezes a whole controller (every process of its PID namespace SIGSTOPped, its systemd
 and D-Bus too) under load through nova-api's frontend with haven running, and reports when every member
 of it was out of HAProxy, when haven's controller_down alert came, the failed requests sent after the
@@ -87,7 +87,8 @@ def _token(labf: Path, cluster: ha.HaLab) -> str:
     return Account(cluster.frontend_url("keystone") + "/v3", "admin", password, "admin").token()
 
 
-LAB_TIMING = False  # --lab-timing: the lab haven.toml's own probe timing
+LAB_TIMING = False  # --lab-timing: the probe timing the lab's haven.toml had until issue 11's drills
+OLD_TIMING = {"period_s": 1.0, "timeout_s": 2.0, "failure_threshold": 3}
 
 
 @contextlib.contextmanager
@@ -95,7 +96,7 @@ def _healer(cluster: ha.HaLab, heal: bool, folder: Path) -> Iterator[ha_drills.H
     if not heal:
         yield None
         return
-    config = ha_drills.lab_config(cluster, {} if LAB_TIMING else None)
+    config = ha_drills.lab_config(cluster, OLD_TIMING if LAB_TIMING else None)
     with ha_drills.Healer(cluster, folder, config) as healer:
         time.sleep(2.0)  # steady before the fault
         yield healer
@@ -420,7 +421,7 @@ def main() -> int:
     parser.add_argument("--heal", action="store_true", help="haven's control plane runs (kill)")
     parser.add_argument("--anchor", action="store_true", help="hang: also Kolla's settings, no haven")
     parser.add_argument("--anchor-window", type=float, default=60.0, help="seconds the anchor is hung")
-    parser.add_argument("--lab-timing", action="store_true", help="the lab haven.toml's probe timing")
+    parser.add_argument("--lab-timing", action="store_true", help="the lab's former probe timing (2 s x 3)")
     args = parser.parse_args()
     global LAB_TIMING
     LAB_TIMING = args.lab_timing
