@@ -479,8 +479,18 @@ def _protected(store: Store, status: BackupStatus, now: float) -> list[Protected
             taking.get(s.server_id), drills.get(s.server_id),
         )  # fmt: skip
         out.append(view)
-    # the most urgent first: stale, then no recovery point yet, then the oldest recovery point
-    return sorted(out, key=lambda p: (not p.stale, p.age_s is not None, -(p.age_s or 0.0), p.server_name))
+    # the most urgent first: stale, then a failed latest drill (its backup did not boot), then no
+    # recovery point yet, then the oldest recovery point
+    return sorted(
+        out,
+        key=lambda p: (
+            not p.stale,
+            p.drill_result != "failed",
+            p.age_s is not None,
+            -(p.age_s or 0.0),
+            p.server_name,
+        ),
+    )
 
 
 def canary_durations(run: CanaryRun) -> dict[str, float]:
