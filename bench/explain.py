@@ -76,7 +76,7 @@ from haven.controlplane.catalogue import CATALOGUE
 from haven.controlplane.config import ControlPlaneConfig
 from haven.controlplane.drivers.probes import NetworkProber
 from haven.controlplane.reconciler import Reconciler
-from haven.diagnosis import EvidenceKind, Graph, NodeEvent, RankSettings, Series, Symptom
+from haven.diagnosis import EvidenceKind, Graph, NodeEvent, Series, Symptom
 from haven.diagnosis.baselines import METHODS
 from haven.diagnosis.records import ExplanationRecord
 from haven.domain.clock import RealClock
@@ -93,7 +93,7 @@ from haven.domain.controlplane import (
 )
 from haven.domain.errors import NotFound, PermanentError
 from haven.domain.ids import HostName
-from haven.explain.explainer import Explainer, RankInputs, prepare
+from haven.explain.explainer import Explainer, ExplainSettings, RankInputs, prepare
 from haven.lab import glance, lab, labfiles
 from haven.lab.bmc import BmcInfo, power_state, set_power
 from haven.lab.hardware import hang_host, hold_compute_down, read_holds
@@ -551,7 +551,8 @@ def rank_all(data: dict[str, Any]) -> dict[str, list[str]]:
     """Every method's ranking (haven's first) of one recorded input."""
     graph, symptom, series, events = inputs_from_json(data)
     graph, events = prepare(graph, events)  # this code's own preparation (a recording's is kept as it was)
-    return {name: method(graph, symptom, series, events, RankSettings()) for name, method in METHODS.items()}
+    settings = ExplainSettings().rank  # the explainer's own
+    return {name: method(graph, symptom, series, events, settings) for name, method in METHODS.items()}
 
 
 class RecordingExplainer(Explainer):

@@ -89,3 +89,17 @@ async def test_a_zone_refused_for_want_of_enabled_computes_is_a_scheduling_failu
                     "nova-services:disabled") for n in (1, 2)),
     ]  # fmt: skip
     assert (await explained(tmp_path, events, refused, phase))[0] == "nova-compute"
+
+
+async def test_an_image_missing_is_no_victim_of_a_keystone_slow_just_before(tmp_path: Path) -> None:
+    # image-deleted on the lab, right after keystone-hung was healed: Keystone's probe timed out 0.7 s
+    # before the canary saw its image missing; Glance answered "missing", which no slow Keystone causes.
+    refused = "boot canary c-1 in nova: Can not find requested image (HTTP 400)"
+    events = [
+        NodeEvent("keystone", EvidenceKind.ERROR, T - 20.7, "its keystone probe on lab failed at 10:45:44, "
+                  "last passed at 10:45:42: no answer within 10 s", "cp:keystone:lab"),
+        NodeEvent("glance-api", EvidenceKind.ERROR, T - 20.0, "the canary image img-1 is missing in the "
+                  "image service", "image"),
+    ]  # fmt: skip
+    ranked = await explained(tmp_path, events, refused, phase_of_fault("", refused))
+    assert ranked[0] == "glance-api"

@@ -140,6 +140,10 @@ class RankSettings:
     # A dependency counts as the earlier cause when its onset is no later than this after the node's.
     onset_tolerance_s: float = 30.0
     top: int = 5
+    # Evidence in these scopes is an answer about the node's own state (an image missing, no room, every
+    # compute disabled), which no dependency's failure causes: a node with such evidence is never ranked
+    # as a dependency's victim (rule 2).
+    own_scopes: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.window_s <= 0 or self.baseline_s <= 0:
@@ -179,6 +183,9 @@ class Explanation:
     in_phase: bool = True  # False: outside the failure phase's nodes (ranked after those)
     # Anomalous dependencies that began no later than this node did: it is likely their victim.
     explained_by: tuple[str, ...] = ()
+    own_state: bool = (
+        False  # evidence about its own state (RankSettings.own_scopes): ranked first in its tier
+    )
 
 
 @dataclass(frozen=True, slots=True)

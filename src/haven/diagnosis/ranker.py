@@ -11,6 +11,9 @@ The rules, in the order they rank (each a tier of the sort key):
    appear, after them.
 2. **Deepest cause.** A node with an implicated dependency (directly or not) that began no later than
    it did is likely that dependency's victim: it ranks after the nodes whose own dependencies are healthy.
+   Not a node with evidence about its own state (``RankSettings.own_scopes``: an image missing is no
+   victim of a slow Keystone); among the nodes whose dependencies are healthy, such a node ranks first:
+   a definite answer (the image is missing, no room) says why the operation was refused.
 3. **Score.** Hard evidence first (down 10, restart 8, error 4 points, each kind once), then the metric
    points: the strongest robust z-score against the node's own baseline, 10 points at ``z_cap``.
 4. **Onset.** Earlier first; then the node's name.
@@ -51,6 +54,7 @@ class _Found:
     evidence: tuple[Evidence, ...]
     hard: float
     metric: float
+    own: bool = False  # it has evidence in one of RankSettings.own_scopes: no dependency's victim
 
     @property
     def onset(self) -> float:
@@ -68,7 +72,7 @@ def rank(
     settings = settings or RankSettings()
     ranked = sorted(
         candidates(graph, symptom, series, events, settings),
-        key=lambda e: (not e.in_phase, bool(e.explained_by), -e.score, e.onset, e.node),
+        key=lambda e: (not e.in_phase, bool(e.explained_by), not e.own_state, -e.score, e.onset, e.node),
     )
     kept = tuple(ranked[: settings.top])
     return Diagnosis(symptom, kept, summary(graph, symptom, kept))
@@ -118,6 +122,7 @@ def _evidence(
 ) -> dict[str, _Found]:
     start = symptom.at - settings.window_s
     hard: dict[str, dict[EvidenceKind, Evidence]] = {}
+    own: set[str] = set()
     in_window = [e for e in events if start <= e.at <= symptom.at]
     seen_well: dict[tuple[str, str], float] = {}  # (node, scope): its last HEALTHY event before the symptom
     for event in in_window:
@@ -130,6 +135,8 @@ def _evidence(
         ):
             continue  # not a cause, or ended: the same check saw the node working after it
         kinds = hard.setdefault(event.node, {})
+        if event.scope in settings.own_scopes:
+            own.add(event.node)
         if event.kind not in kinds:  # each kind once per node: its first occurrence, the earliest onset
             text = event_text(graph.label(event.node), event)
             kinds[event.kind] = Evidence(event.kind, event.node, event.at, text)
@@ -159,7 +166,7 @@ def _evidence(
         if strongest:
             metric_points = METRIC_POINTS * min(abs(strongest[0].z or 0.0), settings.z_cap) / settings.z_cap
         hard_points = sum(HARD_WEIGHT[kind] for kind in kinds)
-        result[node] = _Found(node, tuple(ordered), hard_points, metric_points)
+        result[node] = _Found(node, tuple(ordered), hard_points, metric_points, node in own)
     return result
 
 
@@ -169,7 +176,7 @@ def _explain(
     earlier = sorted(
         other
         for other in graph.below(item.node)
-        if other in found and found[other].onset <= item.onset + tolerance_s
+        if other in found and found[other].onset <= item.onset + tolerance_s and not item.own
     )
     return Explanation(
         node=item.node,
@@ -180,4 +187,5 @@ def _explain(
         text="; ".join(e.text for e in item.evidence),
         in_phase=scope is None or item.node in scope,
         explained_by=tuple(earlier),
+        own_state=item.own,
     )

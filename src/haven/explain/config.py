@@ -33,11 +33,10 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from haven.diagnosis import RankSettings
 from haven.domain.errors import ConfigError
 from haven.evidence.nova import VERSIONED_TOPIC
 from haven.explain.alerting import AlertingSettings
-from haven.explain.explainer import ExplainSettings, MetricQuery
+from haven.explain.explainer import ExplainSettings, MetricQuery, rank_settings
 from haven.explain.incidents import IncidentSettings
 
 # What the explainer reads from Prometheus when [diagnosis] lists no metrics of its own. haven's own
@@ -111,7 +110,7 @@ def parse_diagnosis(section: object, where: str) -> DiagnosisConfig:
             f"{where}: {key}: {first['msg']}", "see haven.explain.config for every key"
         ) from None
     settings = ExplainSettings(
-        rank=RankSettings(window_s=raw.window_s, baseline_s=raw.baseline_s, z_threshold=raw.z_threshold),
+        rank=rank_settings(window_s=raw.window_s, baseline_s=raw.baseline_s, z_threshold=raw.z_threshold),
         metrics=tuple(MetricQuery(m.node, m.metric, m.query, m.unit) for m in raw.metrics)
         or (DEFAULT_METRICS if raw.default_metrics else ()),
         step_s=raw.step_s,

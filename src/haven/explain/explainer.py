@@ -63,9 +63,22 @@ class MetricQuery:
     unit: str = ""
 
 
+# Evidence the canary keeps about a service's own state, not its failure (haven.canary.runner's scopes): the
+# canary image not active in Glance, Placement without room, every compute of a zone disabled. No
+# dependency's failure causes these, so the node is no dependency's victim (RankSettings.own_scopes).
+STATE_SCOPES = frozenset({"image", "room", "nova-services:disabled"})
+
+
+def rank_settings(
+    window_s: float = 600.0, baseline_s: float = 3600.0, z_threshold: float = 3.0
+) -> RankSettings:
+    """The ranker's settings for OpenStack ([diagnosis]'s keys), with the canary's state scopes."""
+    return RankSettings(window_s, baseline_s, z_threshold, own_scopes=STATE_SCOPES)
+
+
 @dataclass(frozen=True, slots=True)
 class ExplainSettings:
-    rank: RankSettings = field(default_factory=RankSettings)
+    rank: RankSettings = field(default_factory=rank_settings)
     metrics: tuple[MetricQuery, ...] = ()
     step_s: float = 15.0  # the range queries' resolution
     poll_s: float = 5.0  # how often haven's alerts are looked at
