@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 
 from haven.domain.clock import RealClock
+from haven.stateful.cluster import stable_port as free_port
 from haven.stateful.rabbitmq import ClusterStatus, DecisionKind, RabbitSettings
-from haven.stateful.rabbitmq_cluster import LoopbackRabbitCluster, free_port, healthy, missing_binaries
+from haven.stateful.rabbitmq_cluster import LoopbackRabbitCluster, healthy, missing_binaries
 from haven.stateful.rabbitmq_recovery import RabbitRecovery, journal_key
 from haven.store import Store
 

@@ -36,10 +36,8 @@ import asyncio
 import hashlib
 import os
 import pwd
-import random
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -52,6 +50,7 @@ from haven.domain.errors import TemporaryError
 from haven.lab.ha import Controller
 from haven.lab.process import LabServiceError
 from haven.lab.toolenv import Progress
+from haven.stateful.cluster import stable_port
 from haven.stateful.galera_node import MARIADBD, PROVIDER, NodeLayout, server_user, sql_connect, write_config
 from haven.stateful.galera_systemd import SystemdGaleraNode, SystemdUnit, unit_file
 from haven.stateful.rabbitmq import ClusterStatus
@@ -67,7 +66,6 @@ NAMES = ("g1", "g2", "g3")
 EPMD_UNIT = "epmd-rabbitmq.service"
 HAPROXY_UNIT = "haproxy-galera.service"
 HAPROXY = Path("/usr/sbin/haproxy")
-_HANDED_OUT: set[int] = set()  # stable_port's answers in this process: never the same port twice
 
 
 @dataclass
@@ -140,31 +138,6 @@ def _in_use(folder: Path) -> bool:
             except OSError:
                 continue
     return False
-
-
-def stable_port() -> int:
-    """A free TCP port on 127.0.0.1 below the kernel's ephemeral range (never an outgoing port).
-
-    A port from that range is released while its node is down and any outgoing connection may take it
-    as its source port: measured, a killed Galera node's gcomm port was the source port of another
-    node's connection when haven started it again ("Address already in use", the start failed).
-    """
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    for _ in range(200):
-        port = random.randrange(max(1024, low - 12000), low)
-        if port in _HANDED_OUT:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _HANDED_OUT.add(port)
-        return port
-    raise LabServiceError(f"no free port below {low} on 127.0.0.1")
 
 
 def unit_name(node: str) -> str:

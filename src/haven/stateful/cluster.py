@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -26,6 +27,9 @@ from haven.stateful.galera import Position
 from haven.stateful.galera_node import LocalGaleraNode, NodeLayout, server_user, write_config
 
 INSTALL_DB = Path("/usr/bin/mariadb-install-db")
+
+
+_HANDED_OUT: set[int] = set()  # stable_port's answers in this process: never the same port twice
 
 
 class ClusterError(HavenError):
@@ -45,7 +49,7 @@ class LoopbackCluster:
         os.chmod(folder, 0o755)
         user = pwd.getpwnam(server_user())
         layouts = [
-            NodeLayout(f"g{i}", folder / f"g{i}", free_port(), free_port(), free_port(), free_port())
+            NodeLayout(f"g{i}", folder / f"g{i}", stable_port(), stable_port(), stable_port(), stable_port())
             for i in range(1, size + 1)
         ]
         for layout in layouts:
@@ -130,11 +134,29 @@ class LoopbackCluster:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+def stable_port() -> int:
+    """A free TCP port on 127.0.0.1 below the kernel's ephemeral range (never an outgoing port).
+
+    A port from that range is released while its node is down and any outgoing connection may take it
+    as its source port: measured, a killed Galera node's gcomm port was the source port of another
+    node's connection when haven started it again ("Address already in use", the start failed).
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12000), low)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
         return port
+    raise ClusterError(f"no free port below {low} on 127.0.0.1")
 
 
 def _not_zombie(pid: int) -> bool:
@@ -144,4 +166,4 @@ def _not_zombie(pid: int) -> bool:
         return False
 
 
-__all__ = ["ClusterError", "LoopbackCluster", "Position"]
+__all__ = ["ClusterError", "LoopbackCluster", "Position", "stable_port"]

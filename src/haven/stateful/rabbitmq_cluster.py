@@ -18,7 +18,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from haven.domain.errors import HavenError, TemporaryError
+from haven.stateful.cluster import stable_port
 from haven.stateful.rabbitmq import ClusterStatus
 from haven.stateful.rabbitmq_node import EPMD, RABBITMQ_SERVER, LocalRabbitNode, RabbitLayout, write_config
 
@@ -36,13 +36,6 @@ class RabbitClusterError(HavenError):
 
 def missing_binaries() -> list[str]:
     return [str(p) for p in (RABBITMQ_SERVER, EPMD) if not p.exists()]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -61,10 +54,10 @@ class LoopbackRabbitCluster:
         cookie = folder / ".erlang.cookie"
         cookie.write_text(secrets.token_hex(16).upper())
         os.chmod(cookie, 0o400)
-        epmd_port = free_port()
+        epmd_port = stable_port()
         names = [f"rabbit-{i}@localhost" for i in range(1, size + 1)]
         layouts = [
-            RabbitLayout(name, folder / f"n{i}", folder, epmd_port, free_port(), free_port())
+            RabbitLayout(name, folder / f"n{i}", folder, epmd_port, stable_port(), stable_port())
             for i, name in enumerate(names, 1)
         ]
         for layout in layouts:
