@@ -216,7 +216,9 @@ def _start(
                         folder / "hardware" / "hardware.log").start())  # fmt: skip
         _settle([(api_f, keep)])
     admin = keystone.admin
-    state.image_id = glance.ensure_tiny_image(admin.session(), gl_settings.url)
+    # 60 s, not the session's 10 s: Glance's first requests (token validation, its SQLite store) took
+    # longer than 10 s on this 2-core machine at load 25-35 and the whole lab up failed there.
+    state.image_id = glance.ensure_tiny_image(admin.session(timeout_s=60), gl_settings.url)
     say("waiting for the computes to report to Nova")
     compute = labfiles.NovaAdmin(admin, catalog["compute"][1])
     try:
