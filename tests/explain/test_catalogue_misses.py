@@ -103,3 +103,15 @@ async def test_an_image_missing_is_no_victim_of_a_keystone_slow_just_before(tmp_
     ]  # fmt: skip
     ranked = await explained(tmp_path, events, refused, phase_of_fault("", refused))
     assert ranked[0] == "glance-api"
+
+
+async def test_the_conductor_the_computes_report_through_is_in_the_scheduling_phase(tmp_path: Path) -> None:
+    # conductor-killed on the lab: every compute then looked down in Nova's list (they report through the
+    # conductor); nova-compute, a leaf of the scheduling phase, was ranked over the conductor it depends on.
+    events = [
+        NodeEvent(
+            "nova-conductor", EvidenceKind.DOWN, T - 40, "its unit on lab is failed (dead)", "cp:unit:lab"
+        ),
+        *computes_down(T - 30),
+    ]
+    assert (await explained(tmp_path, events))[:2] == ["nova-conductor", "nova-compute"]

@@ -7,8 +7,8 @@ The rules, in the order they rank (each a tier of the sort key):
 
 1. **Phase.** When the symptom's phase is known, the phase's nodes and what they depend on rank first
    ("No valid host" → scheduler and Placement; image download → Glance; port binding → Neutron), and
-   the phase's leaves (``Graph.leaves``: nodes without their dependencies). Other implicated nodes still
-   appear, after them.
+   the phase's leaves (``Graph.leaves``: nodes without their dependencies), and what an in-phase node is
+   likely the victim of (rule 2). Other implicated nodes still appear, after them.
 2. **Deepest cause.** A node with an implicated dependency (directly or not) that began no later than
    it did is likely that dependency's victim: it ranks after the nodes whose own dependencies are healthy.
    Not a node with evidence about its own state (``RankSettings.own_scopes``: an image missing is no
@@ -28,7 +28,7 @@ a candidate.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from haven.diagnosis.baseline import deviation
 from haven.diagnosis.model import (
@@ -90,7 +90,11 @@ def candidates(
     settings = settings or RankSettings()
     found = _evidence(graph, symptom, series, events, settings)
     scope = _scope(graph, symptom)
-    return [_explain(graph, item, found, scope, settings.onset_tolerance_s) for item in found.values()]
+    explained = [_explain(graph, item, found, scope, settings.onset_tolerance_s) for item in found.values()]
+    # What a node of the phase is likely the victim of is in the phase too (a leaf's own dependencies:
+    # every compute down because the conductor they report through died).
+    behind = {node for e in explained if e.in_phase for node in e.explained_by}
+    return [replace(e, in_phase=True) if e.node in behind else e for e in explained]
 
 
 def summary(graph: Graph, symptom: Symptom, explanations: Sequence[Explanation]) -> str:
