@@ -115,3 +115,14 @@ async def test_the_conductor_the_computes_report_through_is_in_the_scheduling_ph
         *computes_down(T - 30),
     ]
     assert (await explained(tmp_path, events))[:2] == ["nova-conductor", "nova-compute"]
+
+
+async def test_a_node_seen_working_after_its_dependency_failed_is_not_its_victim(tmp_path: Path) -> None:
+    # computes-hung on the lab, with Glance's error from minutes before still unended: every compute was
+    # up in Nova's list after it, so the computes going down later were not Glance's doing.
+    events = [
+        NodeEvent("glance-api", EvidenceKind.ERROR, T - 346, "its endpoint did not answer", "endpoint-x"),
+        NodeEvent("nova-compute", EvidenceKind.HEALTHY, T - 200, "every nova-compute is up", "nova-services"),
+        *computes_down(T - 40),
+    ]
+    assert (await explained(tmp_path, events))[0] == "nova-compute"

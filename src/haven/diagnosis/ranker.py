@@ -11,7 +11,8 @@ The rules, in the order they rank (each a tier of the sort key):
    likely the victim of (rule 2). Other implicated nodes still appear, after them.
 2. **Deepest cause.** A node with an implicated dependency (directly or not) that began no later than
    it did is likely that dependency's victim: it ranks after the nodes whose own dependencies are healthy.
-   Not a node with evidence about its own state (``RankSettings.own_scopes``: an image missing is no
+   Not a node seen working after that dependency's evidence began (it worked without it), nor one
+   with evidence about its own state (``RankSettings.own_scopes``: an image missing is no
    victim of a slow Keystone); among the nodes whose dependencies are healthy, such a node ranks first:
    a definite answer (the image is missing, no room) says why the operation was refused.
 3. **Score.** Hard evidence first (down 10, restart 8, error 4 points, each kind once), then the metric
@@ -55,6 +56,7 @@ class _Found:
     hard: float
     metric: float
     own: bool = False  # it has evidence in one of RankSettings.own_scopes: no dependency's victim
+    worked: tuple[float, ...] = ()  # when a check saw it working (its HEALTHY events in the window)
 
     @property
     def onset(self) -> float:
@@ -170,7 +172,8 @@ def _evidence(
         if strongest:
             metric_points = METRIC_POINTS * min(abs(strongest[0].z or 0.0), settings.z_cap) / settings.z_cap
         hard_points = sum(HARD_WEIGHT[kind] for kind in kinds)
-        result[node] = _Found(node, tuple(ordered), hard_points, metric_points, node in own)
+        worked = tuple(sorted(e.at for e in in_window if e.node == node and e.kind is EvidenceKind.HEALTHY))
+        result[node] = _Found(node, tuple(ordered), hard_points, metric_points, node in own, worked)
     return result
 
 
@@ -180,7 +183,10 @@ def _explain(
     earlier = sorted(
         other
         for other in graph.below(item.node)
-        if other in found and found[other].onset <= item.onset + tolerance_s and not item.own
+        if other in found
+        and found[other].onset <= item.onset + tolerance_s
+        and not item.own
+        and not any(found[other].onset < at < item.onset for at in item.worked)
     )
     return Explanation(
         node=item.node,
