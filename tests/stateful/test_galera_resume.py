@@ -13,6 +13,7 @@ them) is the ground truth each test judges; the journal is the store's (migratio
 from __future__ import annotations
 
 import asyncio
+import time
 
 from haven.domain.clock import RealClock
 from haven.domain.errors import PermanentError
@@ -251,3 +252,32 @@ def test_a_bootstrap_that_keeps_failing_is_tried_three_times_then_held() -> None
     held = [a for a in store.list_alerts() if a.kind is AlertKind.GALERA_HOLD]
     assert len(held) == 1 and "g1 was bootstrapped 3 times" in held[0].message
     assert "No space left on device" in held[0].message and "`galera_new_cluster` on it" in held[0].message
+
+
+def test_a_stuck_node_does_not_block_starting_its_healthy_peer() -> None:
+    """START (g2, g3) with g3 started 3 times already: g2 is started, g3 is not, the alert names g3."""
+    store = Store.open("sqlite://")
+    nodes = [_Node("g1", True, PRIMARY_500), _Node("g2", seqno=400), _Dies("g3", seqno=400)]
+    now = time.time()
+    for i in range(3):  # g3 started three times in the window, each time it stopped again
+        store.issue_galera_action(GaleraAction(f"s{i}", "c1", "start", "g3", "t", "", now - 10 * (i + 1)))
+        store.finish_galera_action(f"s{i}", "done", now)
+    recovery = GaleraRecovery.on_store(nodes, store, "c1", RealClock())  # type: ignore[arg-type]
+    decision = asyncio.run(recovery.run_pass())
+    assert decision.kind is DecisionKind.START and decision.nodes == ("g2",)
+    assert nodes[1].effects and nodes[1].is_running and nodes[2].effects == []
+    held = [a for a in store.list_alerts() if a.kind is AlertKind.GALERA_HOLD]
+    assert len(held) == 1 and "g3 was started 3 times" in held[0].message
+    assert "g3 is not started again; g2 is started." in held[0].message
+    assert "Nothing was started" not in held[0].message
+
+
+def test_a_stuck_best_node_still_holds_the_bootstrap_rather_than_a_lower_one() -> None:
+    store = Store.open("sqlite://")
+    nodes = [_Node("g1", seqno=9), _Node("g2", seqno=7)]
+    now = time.time()
+    for i in range(3):
+        store.issue_galera_action(GaleraAction(f"b{i}", "c1", "bootstrap", "g1", "t", "", now - 10 * (i + 1)))
+        store.finish_galera_action(f"b{i}", "failed", now, "mariadbd exited")
+    assert _run(nodes, store) is DecisionKind.HOLD  # type: ignore[arg-type]
+    assert nodes[0].effects == nodes[1].effects == []

@@ -357,3 +357,21 @@ def test_serve_reads_the_partition_handling_from_the_nodes_config_files(tmp_path
     with pytest.raises(ConfigError) as error:
         RabbitService(config, RealClock())
     assert "different cluster_partition_handling (autoheal, pause_minority)" in error.value.message
+
+
+def test_a_stuck_node_does_not_block_starting_its_healthy_peer() -> None:
+    """START (rabbit-2, rabbit-3) with rabbit-3 started 3 times already: rabbit-2 is started, not rabbit-3."""
+    nodes, store = _cluster(), Store.open("sqlite://")
+    nodes[1].vm = nodes[2].vm = False
+    now = time.time()
+    for i in range(3):  # rabbit-3 started three times in the window, each time it stopped again
+        step = GaleraAction(f"s{i}", journal_key("mq"), "start", C, "down", "", now - 10 * (i + 1))
+        store.issue_galera_action(step)
+        store.finish_galera_action(f"s{i}", "done", now)
+    decision = asyncio.run(_loop(nodes, store).run_pass())
+    assert decision.kind is DecisionKind.START and decision.nodes == (B,)
+    assert nodes[1].calls == ["start"] and nodes[1].vm and nodes[2].calls == [] and not nodes[2].vm
+    held = [a for a in store.list_alerts() if a.kind is AlertKind.RABBITMQ_HOLD]
+    assert len(held) == 1 and f"{C} was started 3 times" in held[0].message
+    assert f"{C} is not started again; {B} is started." in held[0].message
+    assert "Nothing was started" not in held[0].message

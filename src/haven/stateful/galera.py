@@ -260,41 +260,64 @@ def hold_if_stuck(
     now: float,
     settings: GaleraSettings | None = None,
 ) -> GaleraDecision:
-    """``decision``, or a HOLD when it would start or bootstrap a node haven already started or
-    bootstrapped ``settings.start_attempts`` times in the last ``start_window_s`` (``steps``: the
-    journal's). The alert names the node, its last error and the operator's command."""
+    """``decision``, without the nodes haven already started or bootstrapped ``settings.start_attempts``
+    times in the last ``start_window_s`` (``steps``: the journal's); the alert names each, its last error
+    and the operator's command.
+
+    - A START (nodes joining a primary component, or the starts after a bootstrap) keeps starting its
+      other nodes: a stuck node never blocks its healthy peers. The decision stays a START over those,
+      its ``alert`` set (the loop raises it as a hold's); with no node left, it is a HOLD.
+    - A BOOTSTRAP of a stuck node holds: the bootstrap never moves to a node behind the best one.
+    """
     settings = settings or GaleraSettings()
     if decision.kind not in (DecisionKind.START, DecisionKind.BOOTSTRAP):
         return decision
     kinds = (DecisionKind.START.value, DecisionKind.BOOTSTRAP.value)
+    stuck: list[tuple[str, int, str]] = []  # (node, times, last error)
     for name in decision.nodes:
         made = [
             s for s in steps
             if s.node == name and s.kind in kinds and now - s.created_at <= settings.start_window_s
         ]  # fmt: skip
-        if len(made) < settings.start_attempts:
-            continue
-        error = made[-1].error or "it started, then its server stopped again"
-        if decision.kind is DecisionKind.BOOTSTRAP:
-            command = (
-                f"For {name}: read its error log and fix the cause; it holds the position to bootstrap from "
-                f"({decision.position}): set `safe_to_bootstrap: 1` in its grastate.dat and run "
-                "`galera_new_cluster` on it (on no other node), then start mariadb on the others."
-            )
-        else:
-            command = (
-                f"For {name}: read its error log and fix the cause (a full disk, a port taken, a damaged "
-                "data folder: remove it to rejoin by SST), then start mariadb on it; it rejoins the primary "
-                "component by IST or SST (`SHOW STATUS LIKE 'wsrep_local_state_comment'` says Synced)."
-            )
-        return _hold(
-            f"{name} was {'bootstrapped' if decision.kind is DecisionKind.BOOTSTRAP else 'started'} "
-            f"{len(made)} times in the last {settings.start_window_s:g} s and would be again "
-            f"(last error: {error})",
+        if len(made) >= settings.start_attempts:
+            stuck.append((name, len(made), made[-1].error or "it started, then its server stopped again"))
+    if not stuck:
+        return decision
+    verb = "bootstrapped" if decision.kind is DecisionKind.BOOTSTRAP else "started"
+    why = "; ".join(
+        f"{name} was {verb} {count} times in the last {settings.start_window_s:g} s and would be again "
+        f"(last error: {error})"
+        for name, count, error in stuck
+    )
+    if decision.kind is DecisionKind.BOOTSTRAP:
+        name = stuck[0][0]
+        command = (
+            f"For {name}: read its error log and fix the cause; it holds the position to bootstrap from "
+            f"({decision.position}): set `safe_to_bootstrap: 1` in its grastate.dat and run "
+            "`galera_new_cluster` on it (on no other node), then start mariadb on the others."
+        )
+        return _hold(why, decision.positions, command)
+    names = ", ".join(name for name, _, _ in stuck)
+    command = (
+        f"For {names}: read its error log and fix the cause (a full disk, a port taken, a damaged "
+        "data folder: remove it to rejoin by SST), then start mariadb on it; it rejoins the primary "
+        "component by IST or SST (`SHOW STATUS LIKE 'wsrep_local_state_comment'` says Synced)."
+    )
+    rest = tuple(n for n in decision.nodes if n not in {name for name, _, _ in stuck})
+    if not rest:
+        return _hold(why, decision.positions, command)
+    return GaleraDecision(
+        DecisionKind.START,
+        f"{decision.reason}; {why}: start {', '.join(rest)} only",
+        rest,
+        positions=decision.positions,
+        alert=_alert(
+            f"{why}",
             decision.positions,
             command,
-        )
-    return decision
+            f"{names} is not started again; {', '.join(rest)} is started.",
+        ),
+    )
 
 
 def _needs_recovery(node: NodeObservation) -> bool:
@@ -343,7 +366,17 @@ def _names(nodes: Sequence[NodeObservation]) -> str:
 
 
 def _hold(reason: str, states: tuple[tuple[str, str], ...], command: str = "") -> GaleraDecision:
-    lines = [f"Galera recovery held: {reason}. Nothing was started.", "Each node:"]
+    return GaleraDecision(
+        DecisionKind.HOLD,
+        reason,
+        positions=states,
+        alert=_alert(reason, states, command, "Nothing was started."),
+    )
+
+
+def _alert(reason: str, states: tuple[tuple[str, str], ...], command: str, made: str) -> str:
+    """A hold's alert: why, what was (not) started, each node's state, the operator's commands."""
+    lines = [f"Galera recovery held: {reason}. {made}", "Each node:"]
     lines += [f"  {name}: {state}" for name, state in states]
     lines += [command] if command else []
     lines += [
@@ -352,4 +385,4 @@ def _hold(reason: str, states: tuple[tuple[str, str], ...], command: str = "") -
         "the highest seqno, set `safe_to_bootstrap: 1` in its grastate.dat and run "
         "`galera_new_cluster` there; then start mariadb on the others.",
     ]
-    return GaleraDecision(DecisionKind.HOLD, reason, positions=states, alert="\n".join(lines))
+    return "\n".join(lines)

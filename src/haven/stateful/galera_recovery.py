@@ -120,7 +120,8 @@ class GaleraRecovery:
         if decision.kind in (DecisionKind.START, DecisionKind.BOOTSTRAP):
             for name in decision.nodes:
                 await self._act(decision, name)
-        await self._steps.show_hold(decision.kind is DecisionKind.HOLD, decision.reason, decision.alert)
+        held = decision.kind is DecisionKind.HOLD or bool(decision.alert)  # a START may hold a stuck node
+        await self._steps.show_hold(held, decision.reason, decision.alert)
         return decision
 
     async def run_until_synced(self, timeout_s: float, interval_s: float = 0.5) -> list[GaleraDecision]:

@@ -223,8 +223,10 @@ def hold_if_stuck(
 ) -> RabbitDecision:
     """``decision``, or a HOLD when haven's own steps keep failing on one node (read from the journal).
 
-    - A START of a node haven already started ``settings.start_attempts`` times in the last
-      ``start_window_s`` (each time it stopped again: a port taken, a damaged Mnesia folder) holds.
+    - A node haven already started ``settings.start_attempts`` times in the last ``start_window_s``
+      (each time it stopped again: a port taken, a damaged Mnesia folder) is not started again: a START
+      of it and of other nodes starts the others only (its ``alert`` set: the loop raises it as a hold's
+      alert), a START of it alone holds. A RESTART of a node restarted ``restart_attempts`` times holds.
     - A node whose app is stopped (it runs, its CLI does not answer) and whose latest step is a failed
       restart (``start_app`` failed every try) holds, rather than waiting for ``unreadable_hold_s``.
     The alert names the node, its last error and the operator's command.
@@ -232,10 +234,15 @@ def hold_if_stuck(
     settings = settings or RabbitSettings()
     recent = [s for s in steps if now - s.created_at <= settings.start_window_s]
     caps = {DecisionKind.START: settings.start_attempts, DecisionKind.RESTART: settings.restart_attempts}
+    stuck: list[tuple[str, int, str]] = []  # (node, times, last error)
     for name in decision.nodes if decision.kind in caps else ():
         made = [s for s in recent if s.kind == decision.kind.value and s.node == name]
         if len(made) >= caps[decision.kind]:
-            return _stuck(decision, name, len(made), made[-1].error, settings.start_window_s)
+            stuck.append((name, len(made), made[-1].error))
+    rest = tuple(n for n in decision.nodes if n not in {name for name, _, _ in stuck})
+    if stuck and (decision.kind is DecisionKind.RESTART or not rest):
+        name, count, error = stuck[0]
+        return _stuck(decision, name, count, error, settings.start_window_s)
     mute = {n.name for n in nodes if n.running and n.status is None}
     for name in sorted(mute):
         own = [s for s in recent if s.node == name]
@@ -246,6 +253,21 @@ def hold_if_stuck(
                 f"For {name}: `rabbitmqctl -n {name} start_app`, then "
                 f"`rabbitmqctl -n {name} cluster_status`.",
             )
+    if stuck:  # a START: the stuck nodes are held, the others started (a stuck node never blocks them)
+        holds = [
+            _stuck(decision, name, count, error, settings.start_window_s) for name, count, error in stuck
+        ]
+        why = "; ".join(h.reason for h in holds)
+        names = ", ".join(name for name, _, _ in stuck)
+        alert = holds[0].alert if len(holds) == 1 else "\n".join(h.alert for h in holds)
+        alert = alert.replace(
+            "Nothing was started or restarted.",
+            f"{names} is not started again; {', '.join(rest)} is started.",
+        )
+        return RabbitDecision(
+            DecisionKind.START, f"{decision.reason}; {why}: start {', '.join(rest)} only", rest,
+            states=decision.states, alert=alert,
+        )  # fmt: skip
     return decision
 
 

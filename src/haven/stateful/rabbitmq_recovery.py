@@ -125,7 +125,8 @@ class RabbitRecovery:
                 await self._act(decision, name)
             if decision.kind is DecisionKind.RESTART:
                 self._partitioned_since = None  # a new view: the next partition seen waits its grace
-        await self._steps.show_hold(decision.kind is DecisionKind.HOLD, decision.reason, decision.alert)
+        held = decision.kind is DecisionKind.HOLD or bool(decision.alert)  # a START may hold a stuck node
+        await self._steps.show_hold(held, decision.reason, decision.alert)
         return decision
 
     async def run_until_healthy(self, timeout_s: float, interval_s: float = 0.5) -> list[RabbitDecision]:
