@@ -22,6 +22,7 @@ from haven.stateful.rabbitmq import (
     keep_side,
     partition_handling_of,
 )
+from haven.stateful.rabbitmq_node import parse_atoms
 
 A, B, C, D, E = (f"rabbit-{i}@h" for i in range(1, 6))
 NOW = 1000.0
@@ -302,3 +303,16 @@ def test_a_restart_is_capped_per_node_over_the_window() -> None:
 )
 def test_the_partition_handling_is_read_from_rabbitmq_conf(conf: str, mode: str) -> None:
     assert partition_handling_of(conf) == mode
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("['rabbit-1@localhost','rabbit-2@localhost']\n", ("rabbit-1@localhost", "rabbit-2@localhost")),
+        ("[rabbit@h2]\n", ("rabbit@h2",)),
+        ("[]\n", ()),
+    ],
+)
+def test_the_nodes_an_eval_names_are_read(text: str, found: tuple[str, ...]) -> None:
+    peers = ["rabbit-1@localhost", "rabbit-2@localhost", "rabbit@h2"]
+    assert parse_atoms(text, peers) == found

@@ -63,6 +63,13 @@ class FakeNode:
         self.calls.append("start_app")
         self.app = True
 
+    async def reachable(self, peers: list[str]) -> tuple[str, ...]:  # Erlang distribution, app or not
+        return tuple(
+            n.name for n in self.cluster
+            if n.name in peers and n.vm and n.name not in self.partitioned_from
+            and self.name not in n.partitioned_from
+        )  # fmt: skip
+
 
 def _cluster() -> list[FakeNode]:
     nodes: list[FakeNode] = []
@@ -375,3 +382,39 @@ def test_a_stuck_node_does_not_block_starting_its_healthy_peer() -> None:
     assert len(held) == 1 and f"{C} was started 3 times" in held[0].message
     assert f"{C} is not started again; {B} is started." in held[0].message
     assert "Nothing was started" not in held[0].message
+
+
+@pytest.mark.parametrize("mode", ["pause_minority", "pause_if_all_down"])
+def test_a_cut_restart_of_a_node_that_reaches_no_majority_is_not_completed_under_a_pausing_mode(
+    mode: str,
+) -> None:
+    """rabbit-3's app is stopped and it reaches neither other node: pause_minority would pause it the same
+    way, so haven's open restart of it is not completed by start_app; one true alert; once it reaches a
+    majority again, the restart is completed."""
+    nodes, store = _cluster(), Store.open("sqlite://")
+    nodes[2].app, nodes[2].partitioned_from = False, (A, B)
+    store.issue_galera_action(GaleraAction("x1", journal_key("mq"), "restart", C, "stale warning", "", 1.0))
+    settings = RabbitSettings(partition_grace_s=0.0, unreadable_hold_s=60.0, partition_handling=mode)
+    loop = RabbitRecovery.on_store(nodes, store, "mq", RealClock(), settings=settings)
+    decision = asyncio.run(loop.run_pass())
+    assert decision.kind is DecisionKind.HOLD and [n.calls for n in nodes] == [[], [], []]
+    assert [(s.id, s.state) for s in store.galera_actions_since(journal_key("mq"))] == [("x1", "issued")]
+    held = [a for a in store.list_alerts() if a.kind is AlertKind.RABBITMQ_HOLD]
+    assert len(held) == 1 and f"under {mode} it does not reach a majority" in held[0].message
+    assert f"{C} reaches no other node" in held[0].message and "Nothing was started" in held[0].message
+    nodes[2].partitioned_from = (A,)  # it reaches rabbit-2: two of three, a majority
+    asyncio.run(loop.run_pass())
+    assert nodes[2].calls == ["start_app"] and nodes[2].app
+    assert [(s.id, s.state) for s in store.galera_actions_since(journal_key("mq"))] == [("x1", "done")]
+
+
+def test_a_hold_in_the_pass_that_completed_a_cut_restart_says_so() -> None:
+    nodes, store = _cluster(), Store.open("sqlite://")
+    nodes[2].app = False  # haven stopped between stop_app and start_app
+    nodes[0].readable = False  # and rabbit-1's host cannot be read: the pass holds
+    store.issue_galera_action(GaleraAction("x1", journal_key("mq"), "restart", C, "partitioned", "", 1.0))
+    assert asyncio.run(_loop(nodes, store).run_pass()).kind is DecisionKind.HOLD
+    assert nodes[2].calls == ["start_app"]
+    held = [a for a in store.list_alerts() if a.kind is AlertKind.RABBITMQ_HOLD]
+    assert len(held) == 1 and "Nothing was started" not in held[0].message
+    assert f"This pass completed haven's cut restart of {C} (start_app)" in held[0].message

@@ -383,8 +383,16 @@ def _names(nodes: Sequence[NodeObservation]) -> str:
     return ", ".join(n.name for n in nodes)
 
 
+NOTHING_MADE = "Nothing was started or restarted."  # a hold's alert, unless the loop made something
+
+
+def hold_decision(reason: str, states: tuple[tuple[str, str], ...], command: str = "") -> RabbitDecision:
+    """A HOLD with its alert (why, each node's state, ``command`` and the operator's commands)."""
+    return _hold(reason, states, command)
+
+
 def _hold(reason: str, states: tuple[tuple[str, str], ...], command: str = "") -> RabbitDecision:
-    lines = [f"RabbitMQ recovery held: {reason}. Nothing was started or restarted.", "Each node:"]
+    lines = [f"RabbitMQ recovery held: {reason}. {NOTHING_MADE}", "Each node:"]
     lines += [f"  {name}: {state}" for name, state in states]
     lines += [command] if command else []
     lines += [

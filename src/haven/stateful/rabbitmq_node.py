@@ -25,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -55,6 +56,10 @@ class RabbitNode(Protocol):
     async def restart_app(self) -> None: ...
 
     async def start_app(self) -> None: ...
+
+    async def reachable(self, peers: Sequence[str]) -> tuple[str, ...]:
+        """The nodes of ``peers`` this node's VM reaches (Erlang distribution), its app running or not."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +117,12 @@ def parse_status(text: str) -> ClusterStatus:
         return ClusterStatus(tuple(str(n) for n in data["running_nodes"]), partitions, alarms)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise TemporaryError(f"cluster_status answered something unreadable: {text[:200]!r}") from exc
+
+
+def parse_atoms(text: str, among: Sequence[str]) -> tuple[str, ...]:
+    """The atoms of ``among`` an Erlang term printed by ``rabbitmqctl eval`` names (quoted or not)."""
+    found = {q or bare for q, bare in re.findall(r"'((?:[^'\\]|\\.)*)'|([a-z][A-Za-z0-9_@.]*)", text)}
+    return tuple(name for name in among if name in found)
 
 
 def _alarm(alarm: object) -> str:
@@ -201,6 +212,14 @@ class LocalRabbitNode:
 
     async def start_app(self) -> None:
         await self.ctl("start_app", timeout_s=APP_TIMEOUT_S)
+
+    async def reachable(self, peers: Sequence[str]) -> tuple[str, ...]:
+        """The nodes of ``peers`` this node's VM reaches: ``net_adm:ping`` from it (``rabbitmqctl eval``
+        needs only the VM, so it answers while the app is stopped or paused). It is the test RabbitMQ's
+        pause_minority makes (a paused node pings the others and resumes once it reaches a majority)."""
+        atoms = ",".join("'" + p.replace("\\", "\\\\").replace("'", "\\'") + "'" for p in peers)
+        out = await self.ctl("eval", f"[N || N <- [{atoms}], net_adm:ping(N) =:= pong].")
+        return parse_atoms(out, peers)
 
     def log_tail(self, lines: int = 8) -> str:
         path = self.layout.folder / "log" / f"{self.name}.log"

@@ -18,7 +18,11 @@ finishes any step a stopped engine left ``issued``, re-reading its node: a start
 (done), one whose VM does not run was not (failed, decided afresh); a restart whose node answers was made
 (done); one whose node runs but whose app is stopped (haven stopped between ``stop_app`` and
 ``start_app``) is completed by ``start_app``, the one effect a resume makes: leaving a node's app stopped
-is never safer. A restart whose ``start_app`` failed after ``stop_app`` (the node's app stopped) is left
+is never safer. Under a pausing mode (pause_minority, pause_if_all_down) a node RabbitMQ paused answers
+the same, so ``start_app`` is made only once the node reaches a majority of the cluster (``reachable``:
+Erlang pings from it, RabbitMQ's own test before it resumes a paused node); until then the step stays
+``issued`` and the pass holds, its alert saying why. A hold's alert says so when the pass's resume made
+a ``start_app``. A restart whose ``start_app`` failed after ``stop_app`` (the node's app stopped) is left
 ``issued`` the same way, so the next pass completes it; ``start_app`` is tried ``start_attempts`` times,
 then the step fails and the loop holds (``hold_if_stuck``, which also holds a node started again and
 again). Every journal and alert write carries the leader's epoch: once one is refused
@@ -32,6 +36,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from haven.domain.clock import Clock
 from haven.domain.errors import HavenError
@@ -39,12 +44,15 @@ from haven.domain.galera import DONE, FAILED, GaleraAction
 from haven.domain.incidents import AlertKind
 from haven.stateful.journal import HoldAlerts, Journaled, StepJournal, StoreHold, StoreJournal, run_passes
 from haven.stateful.rabbitmq import (
+    NOTHING_MADE,
+    PAUSING,
     DecisionKind,
     NodeObservation,
     PastStep,
     RabbitDecision,
     RabbitSettings,
     decide,
+    hold_decision,
     hold_if_stuck,
 )
 from haven.stateful.rabbitmq_node import RabbitNode
@@ -87,6 +95,8 @@ class RabbitRecovery:
         self._mute_since: dict[str, float] = {}
         self._partitioned_since: float | None = None
         self._start_app_failures: dict[str, int] = {}  # an unfinished restart's id -> start_app failures
+        self._resumed: list[str] = []  # this pass: nodes whose cut restart the resume completed (start_app)
+        self._minority: dict[str, tuple[str, ...]] = {}  # this pass: cut restarts left -> nodes reached
 
     @classmethod
     def on_store(
@@ -105,6 +115,7 @@ class RabbitRecovery:
         return cls(nodes, journal, alerts, clock, cluster, settings)
 
     async def run_pass(self) -> RabbitDecision:
+        self._resumed, self._minority = [], {}
         for action in await self._steps.unfinished():
             await self._resume(action)
         if self._steps.deposed is not None:
@@ -112,6 +123,8 @@ class RabbitRecovery:
         observations = await self.observe()
         now = self._clock.now()
         decision = decide(observations, now, self._partitioned_since, self._settings)
+        if self._minority:
+            decision = self._minority_hold(decision)
         if decision.kind is not DecisionKind.HOLD:
             try:
                 steps = await self._steps.since(now - self._settings.start_window_s)
@@ -125,9 +138,33 @@ class RabbitRecovery:
                 await self._act(decision, name)
             if decision.kind is DecisionKind.RESTART:
                 self._partitioned_since = None  # a new view: the next partition seen waits its grace
+        if decision.kind is DecisionKind.HOLD and self._resumed:  # the alert says what this pass made
+            made = (
+                f"This pass completed haven's cut restart of {', '.join(self._resumed)} (start_app); "
+                "nothing else was started or restarted."
+            )
+            decision = replace(decision, alert=decision.alert.replace(NOTHING_MADE, made))
         held = decision.kind is DecisionKind.HOLD or bool(decision.alert)  # a START may hold a stuck node
         await self._steps.show_hold(held, decision.reason, decision.alert)
         return decision
+
+    def _minority_hold(self, decision: RabbitDecision) -> RabbitDecision:
+        """The hold of a cut restart left unfinished: its node's app is stopped and, under a pausing mode,
+        it does not reach a majority (RabbitMQ would have paused it too): no start_app, one alert."""
+        mode = self._settings.partition_handling
+        sees = "; ".join(
+            f"{name} reaches {', '.join(seen) or 'no other node'}" for name, seen in self._minority.items()
+        )
+        names = ", ".join(self._minority)
+        return hold_decision(
+            f"{names}'s app is stopped (haven's restart of it was cut between stop_app and start_app, or "
+            f"RabbitMQ paused it) and under {mode} it does not reach a majority of the {len(self._nodes)} "
+            f"nodes ({sees}): start_app is not made, the restart stays open and is completed once it does",
+            decision.states,
+            f"An operator: check the network between {names} and the other nodes; once {names} reaches a "
+            f"majority, haven completes the restart (`rabbitmqctl -n NODE start_app`). Do not `start_app` "
+            "a node while it cannot reach a majority.",
+        )
 
     async def run_until_healthy(self, timeout_s: float, interval_s: float = 0.5) -> list[RabbitDecision]:
         """Passes until every node runs and sees every other (or ``timeout_s``, or a hold); the decisions."""
@@ -196,6 +233,15 @@ class RabbitRecovery:
             return APP_STOPPED in str(exc)
         return False
 
+    async def _reaches(self, node: RabbitNode) -> tuple[str, ...] | None:
+        """The other nodes ``node``'s VM reaches; None when that cannot be read (then: not a majority)."""
+        peers = [name for name in self._nodes if name != node.name]
+        try:
+            return tuple(n for n in await node.reachable(peers) if n in peers)
+        except HavenError as exc:
+            log.warning("rabbitmq: what %s reaches cannot be read: %s", node.name, exc)
+            return None
+
     async def _resume(self, action: GaleraAction) -> None:
         """A step a stopped engine left ``issued``: finish it from its node's state now."""
         if not await self._steps.resume_if_running(action, self._nodes.get(action.node)):
@@ -212,8 +258,16 @@ class RabbitRecovery:
                     "rabbitmq: %s does not answer yet; its unfinished restart waits: %s", action.node, exc
                 )
                 return
+            if self._settings.partition_handling in PAUSING:
+                # A node paused by pause_minority answers the same: start_app only once it reaches a
+                # majority (as RabbitMQ itself would resume it); else the step stays issued, the loop holds.
+                reached = await self._reaches(node)
+                if reached is None or 2 * (len(reached) + 1) <= len(self._nodes):
+                    self._minority[action.node] = reached or ()
+                    return
             try:  # stopped between stop_app and start_app: the restart is completed, never left half-made
                 await node.start_app()
+                self._resumed.append(action.node)
             except HavenError as again:
                 tries = self._start_app_failures.get(action.id, 0) + 1
                 self._start_app_failures[action.id] = tries

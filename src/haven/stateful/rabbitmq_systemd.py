@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Sequence
 
 from haven.domain.errors import TemporaryError
 from haven.stateful.galera_systemd import SystemdUnit
@@ -82,6 +83,9 @@ class SystemdRabbitNode:
 
     async def start_app(self) -> None:
         await self.files.start_app()
+
+    async def reachable(self, peers: Sequence[str]) -> tuple[str, ...]:
+        return await self.files.reachable(peers)
 
     async def kill(self) -> None:
         """A crash of this node: SIGKILL to its server's main process, until the unit is down."""
