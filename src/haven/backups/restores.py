@@ -103,6 +103,9 @@ class Restorer:
         self._epoch = TermEpoch(leader_epoch)  # Deposed once this engine's term ended
         self._on_finish = on_finish  # told of each restore or drill this engine saw end (done, failed)
         self._working: set[str] = set()  # restores this process is asking the cloud for now (the API's)
+        # Held from a drill's "is there room, is it running already" look to its issue (drill_now and
+        # the drill round's pick): two admins' clicks, or a click during the round, start one drill.
+        self._drill_lock = asyncio.Lock()
 
     # ---- restores asked by a person ----------------------------------------------------------------
 
@@ -191,23 +194,38 @@ class Restorer:
         """A restore drill of ``server_id`` now, outside the schedule (an admin's, from the dashboard):
         its newest good backup booted isolated as a scheduled drill's, the record saying ``asked_by``;
         the drill rounds carry it on to ACTIVE and the delete. A UserError when the server has no good
-        backup or a drill of it is in flight."""
-        backup = await self.choose(server_id, None)
-        running = [
-            r for r in await self._db(self._store.list_restores, unfinished=True)
-            if r.server_id == server_id and r.purpose is RestorePurpose.DRILL
-        ]  # fmt: skip
-        if running:
-            raise UserError(
-                f"a restore drill of {backup.server_name} is already running (restore {running[0].id})",
-                "wait for it to end: the backups panel shows its result",
+        backup, a drill of it is in flight, or ``[backups.drills] concurrency`` drills are in flight.
+        The look and the issue are one step (``_drill_lock``, shared with the drill round's pick)."""
+        async with self._drill_lock:
+            backup = await self.choose(server_id, None)
+            running = [
+                r for r in await self._db(self._store.list_restores, unfinished=True)
+                if r.purpose is RestorePurpose.DRILL
+            ]  # fmt: skip
+            mine = [r for r in running if r.server_id == server_id]
+            if mine:
+                raise UserError(
+                    f"a restore drill of {backup.server_name} is already running (restore {mine[0].id})",
+                    "wait for it to end: the backups panel shows its result",
+                )
+            if len(running) >= self._settings.concurrency:
+                raise UserError(
+                    f"{len(running)} restore drills are running, as many as [backups.drills] "
+                    f"concurrency = {self._settings.concurrency} allows",
+                    "wait for one to end (the backups panel shows them), or raise the concurrency",
+                )
+            now = self._clock.now()
+            record = self._record(
+                RestorePurpose.DRILL, backup, f"{DRILL_PREFIX}{backup.server_name}-{now:.0f}"
             )
-        now = self._clock.now()
-        record = self._record(RestorePurpose.DRILL, backup, f"{DRILL_PREFIX}{backup.server_name}-{now:.0f}")
-        record = dataclasses.replace(record, asked_by=asked_by)
-        self._working.add(record.id)  # a drill round meanwhile leaves it alone: it would boot it twice
+            record = dataclasses.replace(record, asked_by=asked_by)
+            self._working.add(record.id)  # a drill round meanwhile leaves it alone: it would boot it twice
+            try:
+                await self._db(self._store.issue_restore, record, epoch=self._epoch())
+            except BaseException:
+                self._working.discard(record.id)
+                raise
         try:
-            await self._db(self._store.issue_restore, record, epoch=self._epoch())
             return await self._isolated(record)
         finally:
             self._working.discard(record.id)
@@ -225,14 +243,16 @@ class Restorer:
             advanced += 1
         now = self._clock.now()
         records = await self._db(self._store.backups_relevant, now)
-        drills = await self._db(self._store.list_restores, since=now - 2 * self._settings.interval_s)
-        started = []
-        for _, backup in choose_drills(protected, records, drills, self._settings, now):
-            record = self._record(
-                RestorePurpose.DRILL, backup, f"{DRILL_PREFIX}{backup.server_name}-{now:.0f}"
-            )
-            await self._db(self._store.issue_restore, record, epoch=self._epoch())
-            started.append(await self._isolated(record))
+        issued = []
+        async with self._drill_lock:  # no drill_now between the pick and the issues (one drill a server)
+            drills = await self._db(self._store.list_restores, since=now - 2 * self._settings.interval_s)
+            for _, backup in choose_drills(protected, records, drills, self._settings, now):
+                record = self._record(
+                    RestorePurpose.DRILL, backup, f"{DRILL_PREFIX}{backup.server_name}-{now:.0f}"
+                )
+                await self._db(self._store.issue_restore, record, epoch=self._epoch())
+                issued.append(record)
+        started = [await self._isolated(record) for record in issued]
         await self._alerts(
             await self._db(self._store.list_restores, since=now - 2 * self._settings.interval_s)
         )
