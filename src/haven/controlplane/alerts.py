@@ -8,14 +8,16 @@ it; a service down only because a service it depends on is down is folded into t
 A service left short because one of its replicas crash-loops (a looping replica no longer counts, and
 no host is left to start another) is folded into that crash loop's alert, and one left short because
 replicas were on a lost controller (still served elsewhere, no host to start another) into that
-controller's alert. What is left (a crash loop, a
+controller's alert. A service short only because some of its replicas were unread this pass raises
+no hold of its own for a grace (``unread_grace``: the reconciler gives about two passes), then does.
+What is left (a crash loop, a
 mass failure, no host to start on) is one alert per hold.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from haven.domain.controlplane import ControlPlanePlan, ReplicaHealth, ServiceName, ServiceSpec
@@ -32,7 +34,18 @@ class RootAlert:
     reason: str
 
 
-def root_alerts(plan: ControlPlanePlan, specs: Mapping[ServiceName, ServiceSpec]) -> list[RootAlert]:
+def unread_services(plan: ControlPlanePlan) -> set[ServiceName]:
+    """The services with a replica unread this pass (unknown)."""
+    return {service for service, _, health in plan.health if health is H.UNKNOWN}
+
+
+def root_alerts(
+    plan: ControlPlanePlan,
+    specs: Mapping[ServiceName, ServiceSpec],
+    unread_grace: Collection[ServiceName] | None = None,
+) -> list[RootAlert]:
+    """``unread_grace``: the services whose replicas have been unread for less than the grace (None:
+    every one); a service unread longer raises its no_host hold as any other."""
     by_host: dict[HostName, list[tuple[ServiceName, ReplicaHealth]]] = defaultdict(list)
     by_service: dict[ServiceName, list[tuple[HostName, ReplicaHealth]]] = defaultdict(list)
     for service, host, health in plan.health:
@@ -70,7 +83,11 @@ def root_alerts(plan: ControlPlanePlan, specs: Mapping[ServiceName, ServiceSpec]
     # wholly silent: a controller being lost, or coming back, reads partly): unknown is not down, and
     # the controller's own alert follows once the whole host is silent. The log says what was unread.
     unread = {
-        s for s in by_service if s not in short_by_lost and any(x is H.UNKNOWN for _, x in by_service[s])
+        s
+        for s in by_service
+        if s not in short_by_lost
+        and any(x is H.UNKNOWN for _, x in by_service[s])
+        and (unread_grace is None or s in unread_grace)
     }
     # A service short of replicas because one of them crash-loops (it no longer counts): one event.
     looped = {h.service: f"{h.service}@{h.host}" for h in plan.holds if h.kind == "crash_loop"}

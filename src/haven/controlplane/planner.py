@@ -10,8 +10,9 @@ The rules, per service:
    unhealthy (running, probe failed ``failure_threshold`` times in a row), starting (activating, or active
    within its start-up grace with no probe pass yet: never killed), healthy, stopped, unknown, absent.
 2. A replica that cannot serve leaves the load balancer first: drain, then maintenance once its
-   connections had ``drain_s`` (at once when its process is gone). It returns (ready) only when haven
-   took it out and its latest probe passed.
+   connections had ``drain_s`` (at once when its process is gone). It returns (ready) once its latest
+   probe passed, when haven took it out, or (rule 7) when it was taken out by someone else and its unit
+   was restarted since; a member an operator took out of a running replica stays out.
 3. A failed or unhealthy replica is restarted once out of the load balancer, after an exponential
    back-off over its recent restarts (haven's and systemd's own); at ``crash_loop_max_restarts`` within
    the window, still not serving, it is in a crash loop: haven stops restarting it, keeps it out of the
@@ -25,15 +26,21 @@ The rules, per service:
    allowed hosts, emptiest failure domain first (spread). Stateful services are never started elsewhere.
 6. Re-spread (spread ``domains``, not stateful): when every replica is healthy and in the load balancer
    and one failure domain holds two replicas more than another that has a stopped replica to start,
-   haven starts that one first (a START whose reason begins ``re-spread``); once it is healthy and back
-   in the load balancer, one replica of the crowded domain beyond ``min_replicas`` leaves the load
-   balancer (drain, maintenance) and is stopped. Only a move haven began (``moves``: the replicas it
-   started to re-spread, from its records) ends in a stop: replicas an operator runs beyond the minimum
-   are never stopped for sharing a domain while no domain has room.
-7. Membership follows health: a healthy replica whose latest probe passed and that is not leaving
-   (rule 6) is put back in the load balancer whoever took it out (a stale ``maint`` or ``drain``); a
-   replica that cannot serve is taken out whoever put it in (rule 2). haven owns the membership of the
-   backends it manages: to keep a replica out by hand, leave its host out of the service's ``hosts``.
+   haven starts that one first (a START whose reason begins ``re-spread``); once it serves (healthy,
+   its member ready and up in HAProxy's own check), one replica of the crowded domain beyond
+   ``min_replicas`` leaves the load balancer (drain, maintenance) and is stopped. Only a move haven
+   began and has not yet ended (``moves``: the replicas it started to re-spread with no re-spread stop
+   of that service done since, from its records) ends in a stop, and each move in one stop at most:
+   haven never runs fewer replicas than it found, and replicas an operator runs beyond the minimum are
+   never stopped for sharing a domain.
+7. Membership follows health, within an operator's maintenance: a healthy replica whose latest probe
+   passed and that is not leaving (rule 6) is put back in the load balancer when haven took it out, or
+   (stateless services only) when someone else did and its unit was restarted since (``stale``: a new
+   process; the maintenance was for the old one, as a member left disabled by a redeploy). A member an
+   operator disabled (HAProxy ``disable server``, ``set server ... state maint|drain``, as Kolla and
+   Pacemaker operators do) of a replica that keeps running stays out until the operator enables it;
+   for a stateful service (a desynced Galera donor, a paused RabbitMQ node) haven only ever puts back
+   what it took out itself. A replica that cannot serve is taken out whoever put it in (rule 2).
 """
 
 from __future__ import annotations
@@ -62,7 +69,9 @@ from haven.domain.ids import HostName
 from haven.safety import replica_gate_reason
 
 H = ReplicaHealth
-PROBE_FAILING = "probe failing"  # how the reason of a restart for failed probes begins (a hung replica)
+PROBE_FAILING = "probe failing"  # how the reason of a restart for failed probes begins
+PROBE_HUNG = "probe failing, no answer"  # ... when they failed by timeout (hung): killed first if stateless
+TIMED_OUT = "no answer within"  # how a probe result's detail begins when it timed out (the probers say so)
 RESPREAD = "re-spread"  # how the reason of rule 6's START begins (the reconciler finds its moves by it)
 _NEEDS_RESTART = frozenset({H.FAILED, H.UNHEALTHY})
 _CANNOT_SERVE = frozenset({H.FAILED, H.UNHEALTHY, H.STOPPED, H.UNKNOWN, H.ABSENT, H.STARTING})
@@ -145,9 +154,12 @@ def plan(
     now: float,
     settings: ControlPlaneSettings,
     moves: frozenset[tuple[ServiceName, HostName]] = frozenset(),
+    stale: frozenset[tuple[ServiceName, HostName]] = frozenset(),
 ) -> ControlPlanePlan:
     """The actions and holds for one pass. ``replicas``: one view per (service, allowed host);
-    ``moves``: the replicas haven started to re-spread their service, recently (rule 6)."""
+    ``moves``: the replicas haven started to re-spread their service, recently, whose move has not
+    ended in a stop yet (rule 6); ``stale``: replicas whose member someone else took out and whose
+    unit was restarted since (rule 7)."""
     by_service: dict[ServiceName, list[ReplicaView]] = defaultdict(list)
     for view in replicas:
         by_service[view.service].append(view)
@@ -158,7 +170,7 @@ def plan(
     }
     healthy = {name: sum(1 for j in js if j.health is H.HEALTHY) for name, js in judged.items()}
     for spec in specs:
-        _service(spec, judged[spec.name], healthy, domains, state, moves)
+        _service(spec, judged[spec.name], healthy, domains, state, moves, stale)
     health_table = tuple((j.view.service, j.view.host, j.health) for spec in specs for j in judged[spec.name])
     return ControlPlanePlan(
         tuple(state.actions), tuple(state.holds), health_table, min(state.due, default=None)
@@ -172,6 +184,7 @@ def _service(
     domains: Mapping[HostName, str],
     state: _Pass,
     moves: frozenset[tuple[ServiceName, HostName]] = frozenset(),
+    stale: frozenset[tuple[ServiceName, HostName]] = frozenset(),
 ) -> None:
     running = [j for j in judged if j.health in (H.HEALTHY, H.UNHEALTHY)]
     unhealthy = [j for j in judged if j.health is H.UNHEALTHY]
@@ -197,7 +210,7 @@ def _service(
         if j is leaving:
             _leave(spec, j, state)
             continue
-        if not _membership(spec, j, state):
+        if not _membership(spec, j, state, (spec.name, j.view.host) in stale):
             continue  # still leaving the load balancer
         if j.health in _NEEDS_RESTART and budget > 0 and _restart(spec, j, bool(down_deps), state):
             budget -= 1
@@ -207,8 +220,8 @@ def _service(
         _respread(spec, judged, domains, state)
 
 
-def _membership(spec: ServiceSpec, j: Judged, state: _Pass) -> bool:
-    """Rule 2; True when the replica is out of the load balancer (or has no member) for a restart."""
+def _membership(spec: ServiceSpec, j: Judged, state: _Pass, stale: bool = False) -> bool:
+    """Rules 2 and 7; True when the replica is out of the load balancer (or has no member) for a restart."""
     member = j.view.member
     if spec.backend is None or member is None:
         return True
@@ -226,8 +239,14 @@ def _membership(spec: ServiceSpec, j: Judged, state: _Pass) -> bool:
             return False
         return True
     if j.probe_ok and member.admin is not MemberAdmin.READY:
-        # Rule 7: back in whoever took it out (haven, or a member left stale by hand or by a reload).
-        why = "probe passed" if j.view.held_out else f"healthy but {member.admin.value} (stale member)"
+        # Rule 7: back in when haven took it out; when someone else did, only a stateless replica
+        # restarted since (a stale member); an operator's maintenance of a running replica stays.
+        if j.view.held_out:
+            why = "probe passed"
+        elif stale and not spec.stateful:
+            why = f"healthy but {member.admin.value} since before its unit was restarted (stale member)"
+        else:
+            return True
         state.act(ActionKind.READY, j, f"{why}: back into backend {spec.backend.name}")
     return True
 
@@ -244,9 +263,22 @@ def _restart(spec: ServiceSpec, j: Judged, dependency_down: bool, state: _Pass) 
     if due is not None and state.now < due:
         state.wait(due)
         return False
-    why = "unit failed" if j.health is H.FAILED else PROBE_FAILING
+    if j.health is H.FAILED:
+        why = "unit failed"
+    elif _hung(spec, j):
+        why = PROBE_HUNG
+    else:
+        why = PROBE_FAILING
     state.act(ActionKind.RESTART, j, f"{why}; restart {len(restarts) + 1} within the window")
     return True
+
+
+def _hung(spec: ServiceSpec, j: Judged) -> bool:
+    """Its last ``failure_threshold`` probes all failed by timeout: it answers nothing (hung), as
+    opposed to answering with an error or refusing connections (slow start, a paused cluster node)."""
+    threshold = spec.probe.failure_threshold if spec.probe is not None else 1
+    last = j.view.probes[-threshold:]
+    return len(last) >= threshold and all(not p.ok and p.detail.startswith(TIMED_OUT) for p in last)
 
 
 def _crash_loop_hold(spec: ServiceSpec, j: Judged, state: _Pass) -> None:
@@ -308,13 +340,20 @@ def _steady(spec: ServiceSpec, judged: list[Judged]) -> bool:
     for j in judged:
         if j.view.busy or j.health not in (H.HEALTHY, H.STOPPED, H.ABSENT):
             return False
-        member = j.view.member
-        if j.health is H.HEALTHY and (
-            not j.probe_ok
-            or (spec.backend is not None and member is not None and member.admin is not MemberAdmin.READY)
-        ):
+        if j.health is H.HEALTHY and not _serving(spec, j):
             return False
     return True
+
+
+def _serving(spec: ServiceSpec, j: Judged) -> bool:
+    """Takes traffic: its latest probe passed and, behind a load balancer, its member is there, ready,
+    and up by HAProxy's own check (a member missing, or ready but down, takes none)."""
+    if not j.probe_ok:
+        return False
+    if spec.backend is None:
+        return True
+    member = j.view.member
+    return member is not None and member.admin is MemberAdmin.READY and member.operational == "up"
 
 
 def _respread(spec: ServiceSpec, judged: list[Judged], domains: Mapping[HostName, str], state: _Pass) -> None:
@@ -353,12 +392,10 @@ def _surplus(
     if spec.spread is not Spread.DOMAINS or spec.stateful:
         return None
     healthy = [j for j in judged if j.health is H.HEALTHY]
-    moved = [j for j in healthy if (spec.name, j.view.host) in moves and j.probe_ok]
+    moved = [j for j in healthy if (spec.name, j.view.host) in moves]
     if not moved or len(healthy) <= spec.min_replicas:
         return None
-    if spec.backend is not None and not any(
-        j.view.member is None or j.view.member.admin is MemberAdmin.READY for j in moved
-    ):
+    if not any(_serving(spec, j) for j in moved):
         return None  # the new one is not serving yet
     if any(j.health not in (H.HEALTHY, H.STOPPED, H.ABSENT) for j in judged):
         return None  # something else is wrong: keep every serving replica

@@ -28,9 +28,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from haven.controlplane.alerts import root_alerts
+from haven.controlplane.alerts import root_alerts, unread_services
 from haven.controlplane.config import ControlPlaneConfig
-from haven.controlplane.planner import PROBE_FAILING, RESPREAD, plan
+from haven.controlplane.planner import PROBE_HUNG, RESPREAD, plan
 from haven.controlplane.ports import Balancer, Killer, Prober, Units
 from haven.domain.clock import Clock
 from haven.domain.controlplane import (
@@ -112,6 +112,9 @@ class Reconciler:
         self._n_restarts: dict[Key, int] = {}
         self._invocations: dict[Key, str] = {}
         self._first_seen: dict[Key, tuple[str, float | None]] = {}  # invocation, when haven first saw it
+        self._out_by_other: dict[Key, str] = {}  # member out, not by haven: the unit's invocation then
+        self._restarted_by_haven: set[Key] = set()  # since the last observation of NRestarts
+        self._unread_since: dict[ServiceName, float] = {}  # a replica of it unread since
         self._window = max((s.restart.crash_loop_window_s for s in config.services), default=600.0)
         self._on_action = on_action
         self._on_replicas = on_replicas
@@ -147,6 +150,15 @@ class Reconciler:
         now = self._clock.now()
         if acting:
             for record in await self._db(self._store.unfinished_actions):
+                if record.kind is ActionKind.STOP:
+                    # A stop left unfinished (an engine stopped mid-action): not made blindly, as the
+                    # world may have changed since (the moved replica no longer serving); it fails,
+                    # and this pass's plan stops the replica again only if that still holds.
+                    await self._db(
+                        self._store.finish_action, record.id, ActionState.FAILED, self._clock.now(),
+                        "unfinished stop not resumed: planned again from the world", epoch=epoch,
+                    )  # fmt: skip
+                    continue
                 await self._finish(record, epoch)
         observed = await self._observe()
         probed = await self._probe_due(observed)
@@ -155,7 +167,10 @@ class Reconciler:
         if acting:
             await self._note_systemd_restarts(observed, now, epoch)
         views, moves = await self._views(observed, now)
-        result = plan(list(self._specs.values()), views, self._domains, now, self._config.settings, moves)
+        stale = self._stale(views)
+        result = plan(
+            list(self._specs.values()), views, self._domains, now, self._config.settings, moves, stale
+        )
         self.last_plan = result
         if acting:
             for action in result.actions:
@@ -275,6 +290,23 @@ class Reconciler:
             probed.append(Probed(key[0], key[1], kind.kind.value if kind else "", now, result))
         return probed
 
+    def _stale(self, views: Sequence[ReplicaView]) -> frozenset[Key]:
+        """Rule 7: members someone other than haven took out whose unit was restarted since haven
+        first saw them out (a new invocation); an operator's maintenance of a running process stays."""
+        stale = set()
+        for v in views:
+            key = (v.service, v.host)
+            if v.member is None or v.member.admin is MemberAdmin.READY or v.held_out:
+                self._out_by_other.pop(key, None)
+                continue
+            if v.unit is None:
+                continue  # unread: judged again when it is read
+            invocation = v.unit.invocation_id if v.unit.active in _RUNNING else ""
+            first = self._out_by_other.setdefault(key, invocation)
+            if invocation and invocation != first:
+                stale.add(key)
+        return frozenset(stale)
+
     async def _note_systemd_restarts(self, observed: Observed, now: float, epoch: int | None) -> None:
         """systemd's own restarts (Restart=) count towards the back-off and the crash-loop limit."""
         for key, status in observed.units.items():
@@ -282,8 +314,14 @@ class Reconciler:
                 continue
             before = self._n_restarts.get(key)
             self._n_restarts[key] = status.n_restarts
+            by_haven = key in self._restarted_by_haven
+            self._restarted_by_haven.discard(key)
             if before is None or status.n_restarts <= before:
                 continue  # first sight, or NRestarts reset by a start by hand
+            if by_haven and status.n_restarts == before + 1:
+                # systemd's own restart (Restart=) of the process haven had just killed: one restart,
+                # already counted as haven's.
+                continue
             record = ActionRecord(
                 str(uuid.uuid4()), ActionKind.SEEN_RESTART, key[0], key[1], ActionState.DONE,
                 f"systemd restarted the unit by itself (NRestarts {before} -> {status.n_restarts})",
@@ -296,11 +334,7 @@ class Reconciler:
     ) -> tuple[list[ReplicaView], frozenset[tuple[ServiceName, HostName]]]:
         """The planner's views, and the replicas haven started to re-spread (within the window)."""
         history = await self._db(self._store.actions_since, now - self._window)
-        moves = frozenset(
-            (a.service, a.host)
-            for a in history
-            if a.kind is ActionKind.START and a.state is ActionState.DONE and a.reason.startswith(RESPREAD)
-        )
+        moves = open_moves(history)
         latest_lb = {(a.service, a.host): a for a in await self._db(self._store.latest_actions, _LB_KINDS)}
         restarts: dict[Key, list[float]] = collections.defaultdict(list)
         busy: set[Key] = set()
@@ -386,12 +420,13 @@ class Reconciler:
         if record.kind is ActionKind.RESTART:
             moved = record.detail.invocation_id and now.invocation_id != record.detail.invocation_id
             if not moved and now.active not in (UnitActive.ACTIVATING, UnitActive.DEACTIVATING):
-                if record.reason.startswith(PROBE_FAILING) and isinstance(units, Killer):
+                self._restarted_by_haven.add((record.service, record.host))
+                if killable(spec, record.reason) and isinstance(units, Killer):
                     # A replica that answers no probe (hung, deadlocked) would hold its stop for its own
                     # graceful timeout (gunicorn's, systemd's TimeoutStopSec: 90 s by default) and
-                    # serves nobody: out of the load balancer already, it is killed, not asked. The
-                    # restart that follows at once ends systemd's own pending restart (Restart=)
-                    # before it is made, so it is not counted as systemd's.
+                    # serves nobody: out of the load balancer already, it is killed, not asked. If
+                    # systemd restarts it by itself (Restart=) before haven's restart, that one restart
+                    # is not counted twice (_note_systemd_restarts).
                     try:
                         await units.kill(spec.unit)
                     except HavenError as exc:
@@ -402,8 +437,15 @@ class Reconciler:
         elif record.kind is ActionKind.STOP and now.active in _RUNNING:
             await units.stop(spec.unit)
 
+    def _unread_grace(self, result: ControlPlanePlan, now: float) -> set[ServiceName]:
+        grace = max(2 * self._config.settings.pass_interval_s, 10.0)  # two passes, 10 s at least
+        return unread_grace(self._unread_since, unread_services(result), now, grace)
+
     async def _alerts(self, result: ControlPlanePlan, now: float, epoch: int | None) -> None:
-        wanted = {(a.kind, a.subject): a.reason for a in root_alerts(result, self._specs)}
+        wanted = {
+            (a.kind, a.subject): a.reason
+            for a in root_alerts(result, self._specs, self._unread_grace(result, now))
+        }
         active = await self._db(self._store.list_alerts)
         for alert in active:
             if (
@@ -420,6 +462,41 @@ class Reconciler:
                 log.warning("%s", reason)
                 alert = Alert(str(uuid.uuid4()), kind, reason, now, host=HostName(subject))
                 await self._db(self._store.raise_alert, alert, epoch=epoch)
+
+
+def unread_grace(
+    since: dict[ServiceName, float], unread: set[ServiceName], now: float, grace_s: float
+) -> set[ServiceName]:
+    """Updates ``since`` (when each service was first unread, in a row) and returns those unread for
+    less than ``grace_s``: their no_host hold waits for the controller's own alert that long."""
+    for service in list(since):
+        if service not in unread:
+            del since[service]
+    for service in unread:
+        since.setdefault(service, now)
+    return {s for s, t in since.items() if now - t < grace_s}
+
+
+def killable(spec: ServiceSpec, reason: str) -> bool:
+    """A restart made with SIGKILL first: only a stateless replica whose probes failed by timeout
+    (hung). A stateful one (MariaDB would lose its clean shutdown and seqno; a RabbitMQ node paused by
+    pause_minority closes its port) and one that answers with errors get systemd's graceful stop."""
+    return not spec.stateful and reason.startswith(PROBE_HUNG)
+
+
+def open_moves(history: Sequence[ActionRecord]) -> frozenset[Key]:
+    """Rule 6's moves not yet ended: replicas haven started to re-spread (a DONE START whose reason
+    begins ``re-spread``), less one per re-spread STOP of the same service done after it (each move
+    ends in one stop at most; the oldest open move is the one a stop ends). ``history``: oldest first."""
+    opened: dict[ServiceName, list[ActionRecord]] = collections.defaultdict(list)
+    for a in sorted(history, key=lambda a: a.created_at):
+        if a.state is not ActionState.DONE or not a.reason.startswith(RESPREAD):
+            continue
+        if a.kind is ActionKind.START:
+            opened[a.service].append(a)
+        elif a.kind is ActionKind.STOP and opened[a.service]:
+            opened[a.service].pop(0)
+    return frozenset((a.service, a.host) for starts in opened.values() for a in starts)
 
 
 def _states(views: list[ReplicaView], result: ControlPlanePlan, now: float) -> list[ReplicaState]:

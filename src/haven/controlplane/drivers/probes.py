@@ -44,7 +44,8 @@ class NetworkProber:
         try:
             detail = await asyncio.wait_for(self._probe(address, spec, host or address), spec.timeout_s)
             ok = True
-        except TimeoutError:
+        except (TimeoutError, httpx.TimeoutException):  # the client's own timeout may fire first
+            # "no answer within": the planner's TIMED_OUT (a hung replica is killed before its restart)
             ok, detail = False, f"no answer within {spec.timeout_s:g} s"
         except sp.ProbeFailed as exc:
             ok, detail = False, str(exc)

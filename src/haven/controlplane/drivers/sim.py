@@ -89,14 +89,19 @@ class SimBalancer:
         self.changes: list[tuple[str, str, MemberAdmin]] = []  # every set, in order (ground truth)
 
     async def members(self) -> Mapping[tuple[str, str], MemberStatus]:
-        return {key: MemberStatus(admin) for key, admin in self.admin.items()}
+        # HAProxy's own check: up unless in maintenance (the simulated servers always answer it).
+        return {key: MemberStatus(admin, _operational(admin)) for key, admin in self.admin.items()}
 
     async def set_member(self, backend: str, server: str, admin: MemberAdmin) -> MemberStatus:
         if (backend, server) not in self.admin:
             raise NotFound(f"no server {backend}/{server}")
         self.admin[(backend, server)] = admin
         self.changes.append((backend, server, admin))
-        return MemberStatus(admin)
+        return MemberStatus(admin, _operational(admin))
+
+
+def _operational(admin: MemberAdmin) -> str:
+    return "down" if admin is MemberAdmin.MAINT else "up"
 
 
 class SimProber:

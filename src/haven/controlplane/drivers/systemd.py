@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 from dbus_fast import BusType, Message, MessageType, Variant
@@ -19,6 +20,8 @@ from dbus_fast.errors import DBusError
 
 from haven.domain.controlplane import UnitActive, UnitStatus
 from haven.domain.errors import NotFound, TemporaryError
+
+log = logging.getLogger(__name__)
 
 _SYSTEMD = "org.freedesktop.systemd1"
 _MANAGER_PATH = "/org/freedesktop/systemd1"
@@ -80,9 +83,12 @@ class SystemdUnits:
             text = str(exc)
             if "auxiliary processes" in text:
                 # Its main process was signalled, others not (a systemd without its own cgroups, as
-                # the HA lab's PID 1 of a namespace): the main one once more, reported if that fails.
-                with contextlib.suppress(TemporaryError):
+                # the HA lab's PID 1 of a namespace): the main one once more. That second call failing
+                # (its main process already gone) is no failure: logged, not raised.
+                try:
                     await self._call(_MANAGER_PATH, _MANAGER, "KillUnit", "ssi", [unit, "main", 9])
+                except TemporaryError as again:
+                    log.info("kill of %s: main process not signalled again: %s", unit, again)
                 return
             if "NoSuchProcess" not in text and "not running" not in text.lower():
                 raise
