@@ -21,6 +21,8 @@ from haven.stateful.rabbitmq import (
     hold_if_stuck,
     keep_side,
     partition_handling_of,
+    partition_handling_of_erlang,
+    partition_handling_of_files,
 )
 from haven.stateful.rabbitmq_node import parse_atoms
 
@@ -316,3 +318,48 @@ def test_the_partition_handling_is_read_from_rabbitmq_conf(conf: str, mode: str)
 def test_the_nodes_an_eval_names_are_read(text: str, found: tuple[str, ...]) -> None:
     peers = ["rabbit-1@localhost", "rabbit-2@localhost", "rabbit@h2"]
     assert parse_atoms(text, peers) == found
+
+
+@pytest.mark.parametrize(
+    ("text", "mode"),
+    [
+        ("[{rabbit, [{cluster_partition_handling, pause_minority}]}].\n", "pause_minority"),
+        (
+            "%% classic\n[{rabbit, [{tcp_listeners, [5672]},\n  {cluster_partition_handling,\n"
+            "   {pause_if_all_down, ['rabbit@a', 'rabbit@b'], ignore}}]},\n {kernel, []}].\n",
+            "pause_if_all_down",
+        ),
+        (
+            "[{rabbit, [{cluster_partition_handling, autoheal}]}]. % {cluster_partition_handling, x}\n",
+            "autoheal",
+        ),
+        ('[{rabbit, [{loopback_users, [<<"guest">>]}]}].\n', None),
+        ("%% {cluster_partition_handling, pause_minority}\n[].\n", None),
+        ("", None),
+    ],
+)
+def test_the_partition_handling_is_read_from_an_erlang_term_config(text: str, mode: str | None) -> None:
+    assert partition_handling_of_erlang(text) == mode
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[{rabbit, [{cluster_partition_handling, pause_minority}]}]\n",  # no final dot
+        "[{rabbit, [{cluster_partition_handling, pause_minority}]].\n",  # unbalanced
+        "[{rabbit, [{cluster_partition_handling, 'pause_minority}]}].\n",  # unclosed quote
+        '[{rabbit, [{cluster_partition_handling, "pause_minority"}]}].\n',  # a string, not an atom
+    ],
+)
+def test_an_erlang_term_config_that_cannot_be_parsed_is_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        partition_handling_of_erlang(text)
+
+
+def test_advanced_config_overrides_rabbitmq_conf() -> None:
+    conf = "cluster_partition_handling = ignore\n"
+    advanced = ("advanced.config", "[{rabbit, [{cluster_partition_handling, pause_minority}]}].")
+    assert partition_handling_of_files(conf, [advanced]) == "pause_minority"
+    assert partition_handling_of_files(conf, [("advanced.config", "[].")]) == "ignore"
+    with pytest.raises(ValueError, match=r"advanced\.config"):
+        partition_handling_of_files(conf, [("advanced.config", "[{rabbit, [")])

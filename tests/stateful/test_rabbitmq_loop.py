@@ -366,6 +366,42 @@ def test_serve_reads_the_partition_handling_from_the_nodes_config_files(tmp_path
     assert "different cluster_partition_handling (autoheal, pause_minority)" in error.value.message
 
 
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("advanced.config", "[{rabbit, [{cluster_partition_handling, pause_minority}]}].\n"),
+        ("rabbitmq.config", "[{rabbit, [{cluster_partition_handling, pause_minority}]}].\n"),
+    ],
+)
+def test_serve_reads_the_partition_handling_from_an_erlang_term_config_beside_rabbitmq_conf(
+    tmp_path: Path, name: str, text: str
+) -> None:
+    (tmp_path / ".erlang.cookie").write_text("cookie")
+    (tmp_path / "haven.toml").write_text(f'[stateful.rabbitmq]\nhome = "{tmp_path}"\n' + _nodes(tmp_path))
+    for i in (1, 2, 3):
+        (tmp_path / f"n{i}" / "rabbitmq.conf").write_text("listeners.tcp.default = 5672\n")
+        (tmp_path / f"n{i}" / name).write_text(text)
+    config = load_config(tmp_path, tmp_path / "haven.toml").stateful.rabbitmq
+    assert config is not None
+    assert RabbitService(config, RealClock()).settings.partition_handling == "pause_minority"
+
+
+def test_serve_refuses_an_erlang_term_config_it_cannot_parse(tmp_path: Path) -> None:
+    (tmp_path / ".erlang.cookie").write_text("cookie")
+    (tmp_path / "haven.toml").write_text(f'[stateful.rabbitmq]\nhome = "{tmp_path}"\n' + _nodes(tmp_path))
+    for i in (1, 2, 3):
+        (tmp_path / f"n{i}" / "rabbitmq.conf").write_text("")
+    (tmp_path / "n2" / "advanced.config").write_text(
+        "[{rabbit, [{cluster_partition_handling, pause_minority}]}]\n"
+    )
+    config = load_config(tmp_path, tmp_path / "haven.toml").stateful.rabbitmq
+    assert config is not None
+    with pytest.raises(ConfigError) as error:
+        RabbitService(config, RealClock())
+    assert f"{tmp_path / 'n2' / 'advanced.config'}: the term does not end with '.'" in error.value.message
+    assert "never assumes a mode" in str(error.value)
+
+
 def test_a_stuck_node_does_not_block_starting_its_healthy_peer() -> None:
     """START (rabbit-2, rabbit-3) with rabbit-3 started 3 times already: rabbit-2 is started, not rabbit-3."""
     nodes, store = _cluster(), Store.open("sqlite://")

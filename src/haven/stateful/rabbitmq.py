@@ -52,6 +52,7 @@ The rules, one step at a time, failing closed:
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -89,8 +90,8 @@ class RabbitSettings:
     start_attempts: int = 3  # starts of one node (or start_app tries of one restart) before a hold
     start_window_s: float = 600.0  # ... counted over this long (the journal's steps), restarts too
     restart_attempts: int = 3  # app restarts of one node (partitions it did not end) before a hold
-    # The cluster's cluster_partition_handling (``partition_handling_of`` its rabbitmq.conf): ignore and
-    # autoheal partitions are healed by haven's rule; pause_minority / pause_if_all_down ones hold.
+    # The cluster's cluster_partition_handling (its rabbitmq.conf, advanced.config, rabbitmq.config):
+    # ignore and autoheal partitions are healed by haven's rule; pause_minority / pause_if_all_down hold.
     partition_handling: str = "ignore"
 
 
@@ -277,11 +278,74 @@ PAUSING = frozenset({"pause_minority", "pause_if_all_down"})  # modes in which R
 def partition_handling_of(conf: str) -> str:
     """The ``cluster_partition_handling`` a rabbitmq.conf (new style, ``key = value``) sets; ``ignore``,
     RabbitMQ's default, when it sets none."""
+    return _new_style_mode(conf) or "ignore"
+
+
+def _new_style_mode(conf: str) -> str | None:
     for line in conf.splitlines():
         key, sep, value = line.split("#", 1)[0].partition("=")
         if sep and key.strip() == "cluster_partition_handling":
             return value.strip()
-    return "ignore"
+    return None
+
+
+_ERLANG_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|%[^\n]*|[\[\]{}]|[^"\'%\[\]{}]+')
+_ERLANG_MODE = re.compile(
+    r"\{\s*cluster_partition_handling\s*,\s*(?:([a-z_]+)|\{\s*(pause_if_all_down)\s*,)", re.DOTALL
+)
+
+
+def partition_handling_of_erlang(text: str) -> str | None:
+    """The ``cluster_partition_handling`` an Erlang-term config (advanced.config, or a classic
+    rabbitmq.config: ``[{rabbit, [{cluster_partition_handling, pause_minority}]}].``) sets; None when it
+    sets none. ``{pause_if_all_down, Nodes, Then}`` reads as ``pause_if_all_down``.
+
+    A ValueError when the text is not one well-formed term list (unbalanced brackets or quotes, no final
+    ``.``), or when the key is set to something not read here: a mode cannot be assumed then."""
+    code: list[str] = []
+    depth: list[str] = []
+    pos = 0
+    for match in _ERLANG_TOKEN.finditer(text):
+        if match.start() != pos:
+            raise ValueError(f"an unclosed quote at character {pos}")
+        pos = match.end()
+        token = match.group()
+        if token.startswith("%"):  # a comment
+            continue
+        if token in "[{":
+            depth.append("]" if token == "[" else "}")
+        elif token in "]}" and (not depth or depth.pop() != token):
+            raise ValueError(f"an unbalanced {token!r} at character {match.start()}")
+        quoted = token.startswith(("'", '"')) and "cluster_partition_handling" not in token
+        code.append(" " if quoted else token)  # a quoted key stays, and is refused below
+    if pos != len(text):
+        raise ValueError(f"an unclosed quote at character {pos}")
+    body = "".join(code).strip()
+    if depth:
+        raise ValueError("an unclosed bracket")
+    if not body:
+        return None
+    if not body.endswith("."):
+        raise ValueError("the term does not end with '.'")
+    if "cluster_partition_handling" not in body:
+        return None
+    modes = {atom or tuple_mode for atom, tuple_mode in _ERLANG_MODE.findall(body)}
+    if len(modes) != 1 or body.count("cluster_partition_handling") != len(_ERLANG_MODE.findall(body)):
+        raise ValueError("cluster_partition_handling is set in a form haven does not read")
+    return str(modes.pop())
+
+
+def partition_handling_of_files(conf: str, erlang: Sequence[tuple[str, str]] = ()) -> str:
+    """The mode a node runs with: its rabbitmq.conf ``conf`` (new style), overridden by its Erlang-term
+    files (``erlang``: (file name, text), advanced.config last: it is applied last). ValueError (naming
+    the file) when one cannot be read as a term."""
+    mode = _new_style_mode(conf)
+    for name, text in erlang:
+        try:
+            mode = partition_handling_of_erlang(text) or mode
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from exc
+    return mode or "ignore"
 
 
 def _split_brain_command(mode: str, kept: Sequence[str], others: Sequence[str]) -> str:

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 from haven.domain.clock import Clock
 from haven.domain.errors import ConfigError
@@ -32,7 +33,7 @@ from haven.stateful.galera import GaleraSettings
 from haven.stateful.galera_node import MARIADBD, PROVIDER, GaleraNode, LocalGaleraNode, NodeLayout
 from haven.stateful.galera_recovery import GaleraRecovery
 from haven.stateful.galera_systemd import SystemdGaleraNode
-from haven.stateful.rabbitmq import RabbitSettings, partition_handling_of
+from haven.stateful.rabbitmq import RabbitSettings, partition_handling_of_files
 from haven.stateful.rabbitmq_node import (
     RABBITMQ_SERVER,
     RABBITMQCTL,
@@ -151,13 +152,7 @@ class RabbitService:
                 )
         self.config, self._clock = config, clock
         self.nodes: list[RabbitNode] = [_rabbit_node(n, config) for n in config.nodes]
-        try:
-            modes = {partition_handling_of(n.config.read_text()) for n in config.nodes}
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(
-                f"[stateful.rabbitmq]: a node's config file cannot be read: {exc}",
-                "make each node's rabbitmq.conf readable by haven",
-            ) from exc
+        modes = {_partition_handling(n.config) for n in config.nodes}
         if len(modes) > 1:
             raise ConfigError(
                 f"[stateful.rabbitmq]: the nodes' config files set different cluster_partition_handling "
@@ -193,6 +188,30 @@ class RabbitService:
                 log.exception("rabbitmq %s: pass failed", self.config.cluster)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.config.interval_s)
+
+
+def _partition_handling(conf: Path) -> str:
+    """The cluster_partition_handling a node runs with: its rabbitmq.conf (or classic rabbitmq.config),
+    overridden by the advanced.config (and rabbitmq.config) beside it. A ConfigError when a file cannot be
+    read or parsed: a mode is never assumed (``ignore`` would let haven restart under a pausing mode)."""
+    erlang = [conf] if conf.suffix == ".config" else [conf.parent / "rabbitmq.config"]
+    erlang.append(conf.parent / "advanced.config")
+    try:
+        main = "" if conf.suffix == ".config" else conf.read_text()
+        texts = [(str(p), p.read_text()) for p in dict.fromkeys(erlang) if p.is_file()]
+        return partition_handling_of_files(main, texts)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"[stateful.rabbitmq]: a node's config file cannot be read: {exc}",
+            "make each node's rabbitmq.conf (and the advanced.config / rabbitmq.config beside it) "
+            "readable by haven",
+        ) from exc
+    except ValueError as exc:
+        raise ConfigError(
+            f"[stateful.rabbitmq]: cannot read cluster_partition_handling from {exc}",
+            "fix the file's Erlang term (`[{rabbit, [{cluster_partition_handling, pause_minority}]}].`), or "
+            "set cluster_partition_handling in rabbitmq.conf; haven never assumes a mode it cannot read",
+        ) from exc
 
 
 def _rabbit_node(n: RabbitNodeConfig, config: RabbitConfig) -> RabbitNode:
