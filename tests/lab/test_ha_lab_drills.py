@@ -150,8 +150,9 @@ def test_two_replicas_in_one_domain_are_re_spread_start_first_then_stop(
 
 
 def test_stale_haproxy_members_are_corrected(tmp_path: Path, ha_lab: ha.HaLab) -> None:
-    """A healthy replica left in maintenance by hand is put back; a member left enabled whose unit was
-    stopped by hand is taken out, its unit started again (min_replicas 2), and returned."""
+    """A healthy replica an operator put in maintenance stays out while it runs, and is put back once its
+    unit was restarted; a member left enabled whose unit was stopped by hand is taken out, its unit
+    started again (min_replicas 2), and returned."""
     with ha_drills.Rig(ha_lab, tmp_path / "rig") as rig:
         rig.start("ctl-1")
         rig.start("ctl-2")
@@ -161,11 +162,15 @@ def test_stale_haproxy_members_are_corrected(tmp_path: Path, ha_lab: ha.HaLab) -
             time.sleep(1.5)
             assert healer.actions() == []
             with ha_drills.Load(rig.url(), "", clients=2, timeout_s=5.0) as load:
-                # A healthy replica in maintenance (left so by hand, or by a reload).
+                # An operator's maintenance of a running replica (disable server): left alone (rule 7).
                 rig.set_member("ctl-1", "maint")
+                time.sleep(3.0)  # several passes
                 assert rig.members()["ctl-1"][0] == "maint"
+                assert [a for a in healer.actions() if a.host == "ctl-1"] == []
+                # Its unit restarted since (the maintenance was for the old process): stale, back in.
+                ha_drills._systemd(rig.controller("ctl-1"), "RestartUnit", "ss", rig.UNIT, "replace")
                 put = time.monotonic()
-                _wait(lambda: rig.members()["ctl-1"] == ("ready", "up"), 10, "ctl-1 back in HAProxy")
+                _wait(lambda: rig.members()["ctl-1"] == ("ready", "up"), 15, "ctl-1 back in HAProxy")
                 readied_s = time.monotonic() - put
                 # A member still enabled whose unit is stopped.
                 before = rig.unit("ctl-2").invocation_id
@@ -182,7 +187,7 @@ def test_stale_haproxy_members_are_corrected(tmp_path: Path, ha_lab: ha.HaLab) -
                 back_s = time.monotonic() - stopped
             kinds = [(a.kind, a.host) for a in healer.actions()]
         after = rig.unit("ctl-2")
-    print(f"\nstale members: maint readied in {readied_s:.1f} s; stopped unit back in {back_s:.1f} s via "
+    print(f"\nstale: maint back after restart {readied_s:.1f} s; stopped unit back {back_s:.1f} s via "
           f"{seen}; {load.answers} answers, {len(load.errors)} errors")  # fmt: skip
     assert kinds[0] == (ActionKind.READY, "ctl-1"), kinds
     assert ("inactive", "maint") in seen, seen  # out of HAProxy while its unit was stopped
