@@ -13,6 +13,7 @@ still take the volume at the root device as the boot volume, and the runner must
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from haven.backups.config import BackupsConfig, DrillSettings, SchedulerSettings
 from haven.backups.runner import BackupRunner
 from haven.cloud.openstack import OpenStackCloud, open_cloud
 from haven.domain.clock import VirtualClock
+from haven.domain.errors import NotFound
 from haven.domain.ids import ServerId
 from haven.store import Store
 
@@ -123,3 +125,67 @@ async def test_a_server_listed_with_one_volume_reads_no_attachments(
     target = await cloud.backups().get_target(SERVER)
     assert [(v.id, v.boot) for v in target.volumes] == [(BOOT, True)]
     assert stub.made("GET", f"{N}/servers/{SERVER}/os-volume_attachments") == []
+
+
+OTHER = ServerId("7e3b2a4f-6c8d-4f9e-8b1c-2d3e4f5a6b7c")
+
+
+def listing(*ids: str) -> Any:
+    """servers/detail listing these volume-backed servers (each with the data volume listed first)."""
+    servers = []
+    for sid in ids:
+        body = server_body("/dev/vda")["server"]
+        body["id"] = sid
+        servers.append(body)
+    return {"servers": servers}
+
+
+async def test_a_server_whose_attachments_are_gone_is_left_out_not_guessed(
+    cloud: OpenStackCloud, stub: RecordedNova
+) -> None:
+    stub.answer("GET", f"{N}/servers/detail", Answer(200, listing(SERVER, OTHER)))
+    gone = Answer(404, {"itemNotFound": {"code": 404, "message": f"Instance {SERVER} could not be found."}})
+    stub.answer("GET", f"{N}/servers/{SERVER}/os-volume_attachments", gone)
+    stub.answer("GET", f"{N}/servers/{OTHER}/os-volume_attachments", Answer(200, attachments()))
+    port = cloud.backups()
+    targets = await port.list_targets()
+    # deleted since the list: nothing to back up (before the fix: kept, its data volume taken as boot)
+    assert [(t.id, [(v.id, v.boot) for v in t.volumes]) for t in targets] == [
+        (OTHER, [(DATA, False), (BOOT, True)])
+    ]
+    stub.answer("GET", f"{N}/servers/{SERVER}", Answer(200, server_body("/dev/vda")))
+    with pytest.raises(NotFound):
+        await port.get_target(SERVER)
+
+
+async def test_unreadable_attachments_leave_that_server_out_of_the_round_the_others_go_on(
+    cloud: OpenStackCloud, stub: RecordedNova, caplog: pytest.LogCaptureFixture
+) -> None:
+    stub.answer("GET", f"{N}/servers/detail", Answer(200, listing(SERVER, OTHER)))
+    broken = Answer(500, {"computeFault": {"code": 500, "message": "Unexpected API Error."}})
+    stub.answer("GET", f"{N}/servers/{SERVER}/os-volume_attachments", broken)
+    stub.answer("GET", f"{N}/servers/{OTHER}/os-volume_attachments", Answer(200, attachments()))
+    port = cloud.backups()
+    with caplog.at_level(logging.WARNING, logger="haven.cloud.openstack.backups"):
+        targets = await port.list_targets()  # before the fix: the 500 failed the whole list (the round)
+    assert [t.id for t in targets] == [OTHER]
+    assert any(SERVER in r.getMessage() and "left out" in r.getMessage() for r in caplog.records)
+    # the next round reads it again, and backs it up once its attachments answer
+    stub.answer("GET", f"{N}/servers/{SERVER}/os-volume_attachments", Answer(200, attachments()))
+    assert sorted(t.id for t in await port.list_targets()) == sorted([SERVER, OTHER])
+
+
+async def test_the_boot_volume_cache_forgets_servers_no_longer_listed(
+    cloud: OpenStackCloud, stub: RecordedNova
+) -> None:
+    stub.answer(
+        "GET", f"{N}/servers/detail",
+        Answer(200, listing(SERVER, OTHER)), Answer(200, listing(OTHER)), Answer(200, listing(SERVER, OTHER)),
+    )  # fmt: skip
+    stub.answer("GET", f"{N}/servers/{OTHER}/os-volume_attachments", Answer(200, attachments()))
+    port = cloud.backups()
+    for _ in range(3):
+        await port.list_targets()
+    reads = stub.made("GET", f"{N}/servers/{SERVER}/os-volume_attachments")
+    assert len(reads) == 2  # forgotten while it was not listed: read again when it came back
+    assert len(stub.made("GET", f"{N}/servers/{OTHER}/os-volume_attachments")) == 1  # kept while listed

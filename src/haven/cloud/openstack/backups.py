@@ -9,6 +9,7 @@ v3 at 3.43 (backups with metadata). Every error becomes a haven error in CallPoo
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -29,8 +30,10 @@ from haven.domain.backups import (
     VolumeRef,
 )
 from haven.domain.cloud import ServerAction
-from haven.domain.errors import NotFound
+from haven.domain.errors import CloudError, NotFound
 from haven.domain.ids import ServerId
+
+log = logging.getLogger(__name__)
 
 BACKUP_MV = "2.45"
 SERVERS_MV = "2.71"
@@ -250,10 +253,33 @@ class OpenStackBackups:
         # detached, so the answer holds while those stay the same (one attachments read per server)
         self._boot: dict[tuple[str, tuple[str, ...], str], str] = {}
 
-    async def _targets(self, bodies: Sequence[Json]) -> list[BackupTarget]:
-        return [target(b, await self._boot_of(b)) for b in bodies]
+    async def _targets(self, bodies: Sequence[Json], listing: bool = False) -> list[BackupTarget]:
+        """The bodies' targets; a server whose attachments are gone (NotFound: deleted since the list)
+        is left out, nothing to back up. ``listing`` (list_targets, a backup round): a server whose
+        attachments cannot be read is left out of this round with a logged reason, the others go on,
+        and the boot-volume cache keeps only the servers listed."""
+        targets, seen = [], set()
+        for body in bodies:
+            seen.add(str(body["id"]))
+            try:
+                boot = await self._boot_of(body)
+            except NotFound:  # deleted since the list: nothing to back up, whichever volume it booted
+                continue
+            except CloudError as exc:
+                if not listing:
+                    raise
+                log.warning(
+                    "server %s (%s) left out of this backup round: its volume attachments could not "
+                    "be read to tell its boot volume: %s", body["id"], body.get("name", ""), exc,
+                )  # fmt: skip
+                continue
+            targets.append(target(body, boot))
+        if listing:
+            self._boot = {k: v for k, v in self._boot.items() if k[0] in seen}
+        return targets
 
     async def _boot_of(self, body: Json) -> str | None:
+        """The boot volume read from the attachments (cached), or None when the body alone tells."""
         if not needs_attachments(body):
             return None
         key = (
@@ -262,24 +288,23 @@ class OpenStackBackups:
             str(body.get("OS-EXT-SRV-ATTR:root_device_name")),
         )
         if key not in self._boot:
-            try:
-                attachments = await self._pool.run(
-                    f"list volume attachments of server {key[0]}", self._api.volume_attachments, key[0]
-                )
-            except NotFound:  # deleted since the list: nothing to back up, whichever volume it booted
-                return None
+            attachments = await self._pool.run(
+                f"list volume attachments of server {key[0]}", self._api.volume_attachments, key[0]
+            )
+            for old in [k for k in self._boot if k[0] == key[0]]:  # its volumes changed since
+                del self._boot[old]
             self._boot[key] = boot_volume(body, attachments)
         return self._boot[key]
 
     async def list_targets(self) -> Sequence[BackupTarget]:
-        return await self._targets(await self._pool.run("list servers", self._api.servers))
+        return await self._targets(await self._pool.run("list servers", self._api.servers), listing=True)
 
     async def get_target(self, server_id: ServerId) -> BackupTarget:
-        return (
-            await self._targets(
-                [await self._pool.run(f"show server {server_id}", self._api.server, server_id)]
-            )
-        )[0]
+        body = await self._pool.run(f"show server {server_id}", self._api.server, server_id)
+        found = await self._targets([body])
+        if not found:
+            raise NotFound(f"server {server_id} is gone (its volume attachments are)")
+        return found[0]
 
     async def find_targets(self, name: str) -> Sequence[BackupTarget]:
         bodies = await self._pool.run(f"find servers named {name}", self._api.servers, name)
