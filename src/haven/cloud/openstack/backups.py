@@ -9,6 +9,7 @@ v3 at 3.43 (backups with metadata). Every error becomes a haven error in CallPoo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -256,8 +257,9 @@ class OpenStackBackups:
     async def _targets(self, bodies: Sequence[Json], listing: bool = False) -> list[BackupTarget]:
         """The bodies' targets; a server whose attachments are gone (NotFound: deleted since the list)
         is left out, nothing to back up. ``listing`` (list_targets, a backup round): a server whose
-        attachments cannot be read is left out of this round with a logged reason, the others go on,
-        and the boot-volume cache keeps only the servers listed."""
+        attachments cannot be read is not backed up this round (shown busy, its boot volume unknown,
+        so the planner waits and its alerts still count), with a logged reason; the others go on, and
+        the boot-volume cache keeps only the servers listed."""
         targets, seen = [], set()
         for body in bodies:
             seen.add(str(body["id"]))
@@ -272,6 +274,7 @@ class OpenStackBackups:
                     "server %s (%s) left out of this backup round: its volume attachments could not "
                     "be read to tell its boot volume: %s", body["id"], body.get("name", ""), exc,
                 )  # fmt: skip
+                targets.append(dataclasses.replace(target(body, ""), busy=True))
                 continue
             targets.append(target(body, boot))
         if listing:
