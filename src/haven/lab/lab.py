@@ -18,7 +18,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -98,7 +98,7 @@ def up(folder: Path, computes: int = 2, progress: Progress | None = None, ha: bo
     try:
         _start(folder, hosts, venvs, state, keep, say)
         if ha:
-            _start_ha(folder, venvs, state, keep, keep_namespace, say)
+            _start_ha(folder, venvs, state, keep, keep_namespace, say, processes)
     except BaseException:
         say("start failed: stopping what was started")
         stop_processes(state.processes, grace_s=5)
@@ -250,13 +250,13 @@ def _start_ha(
     keep: Callable[[LabProcess], LabProcess],
     keep_namespace: Callable[[str, int, Path], None],
     say: Progress,
+    processes: list[LabProcess],
 ) -> None:
     ha = ha_lab.start(folder, venvs, keep_namespace, keep, say)
     state.ha = ha_lab.describe(ha)
     state.ha["stateful"] = ha_stateful.start(ha.folder, ha.controllers, say)  # Galera, RabbitMQ as units
     state.save()
-    for process in [p for p in _CHILDREN if p.name in ha_lab.RETIRED]:  # the replicas answer: they serve
-        process.stop(grace_s=10)
+    _retire(state, processes, ha_lab.RETIRED)  # the replicas answer: they serve
     say("HA: pointing the Keystone catalog, clouds.yaml and haven.toml at HAProxy's frontends")
     direct = state.urls["keystone"]
     password = (folder / "keystone" / "admin-password").read_text().strip()
@@ -271,6 +271,25 @@ def _start_ha(
     haven_toml = Path(state.files["haven.toml"])
     labfiles.private(haven_toml, haven_toml.read_text().rstrip("\n") + "\n" + ha_lab.controlplane_toml(ha))
     state.files["haproxy.cfg"] = str(ha.folder / "haproxy.cfg")
+
+
+def _retire(
+    state: LabState, processes: list[LabProcess], names: Sequence[str], grace_s: float = 10.0
+) -> list[str]:
+    """Stop this lab's own processes named ``names`` (the HA lab's replicas replace them) and forget
+    them: their records leave the lab state (``haven lab status`` and bench/explain's whole() would
+    report them down), this start's ``processes`` and ``_CHILDREN`` (a later down() would signal
+    their process group, reaped long ago, maybe someone else's by then). The names stopped."""
+    retired = [p for p in processes if p.name in names]
+    for process in retired:
+        process.stop(grace_s=grace_s)
+        processes.remove(process)
+        if process in _CHILDREN:
+            _CHILDREN.remove(process)
+    gone = {(p.name, p.pid) for p in retired}
+    state.processes = [e for e in state.processes if (e.name, e.pid) not in gone]
+    state.save()
+    return [p.name for p in retired]
 
 
 def _etcd(folder: Path) -> EtcdServer:
