@@ -22,6 +22,9 @@ from haven.cli.main import main
 from haven.domain.errors import ConfigError
 from haven.domain.incidents import AlertKind
 from haven.service.config import load_config
+from haven.stateful import serving
+from haven.stateful.galera_node import NodeLayout
+from haven.stateful.galera_systemd import bootstrap_problems, unit_file, unit_file_exec
 from haven.store import Store
 
 HAVEN = str(Path(sys.executable).with_name("haven"))
@@ -137,3 +140,55 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+DEBIAN_UNIT = """[Unit]
+Description=MariaDB 10.11.6 database server
+[Service]
+Type=notify
+User=mysql
+ExecStartPre=/bin/sh -c "[ ! -e /usr/bin/galera_recovery ] && VAR= || \\
+ VAR=`cd /usr/bin/..; /usr/bin/galera_recovery`; [ $? -eq 0 ] \\
+ && systemctl set-environment _WSREP_START_POSITION=$VAR || exit 1"
+ExecStart=/usr/sbin/mariadbd $MYSQLD_OPTS $_WSREP_NEW_CLUSTER $_WSREP_START_POSITION
+ExecStartPost=/bin/sh -c "systemctl unset-environment _WSREP_START_POSITION"
+"""
+
+
+def test_a_unit_without_havens_environment_file_cannot_be_bootstrapped(tmp_path: Path) -> None:
+    """Debian's mariadb.service passes $_WSREP_NEW_CLUSTER but reads it from systemd's manager
+    environment, not FOLDER/wsrep.env; haven's own unit reads both; a unit passing neither lacks both."""
+    env_files, exec_start = unit_file_exec(DEBIAN_UNIT)
+    assert bootstrap_problems(env_files, exec_start, tmp_path / "g1") == [
+        f"it reads no EnvironmentFile={tmp_path / 'g1' / 'wsrep.env'} (where haven writes _WSREP_NEW_CLUSTER)"
+    ]
+    plain = "[Service]\nEnvironmentFile=-/etc/default/mariadb\nExecStart=/usr/sbin/mariadbd $MYSQLD_OPTS\n"
+    assert len(bootstrap_problems(*unit_file_exec(plain), tmp_path / "g1")) == 2
+    layout = NodeLayout("g1", tmp_path / "g1", 1, 2, 3, 4)
+    assert bootstrap_problems(*unit_file_exec(unit_file(layout, "haven's")), layout.folder) == []
+
+
+def test_serve_refuses_a_systemd_unit_haven_cannot_bootstrap(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """driver systemd on Debian's mariadb.service: exit 2 naming the unit, what it lacks and the fix, before
+    anything opens (its properties as systemd would give them over D-Bus: parsed from the unit file)."""
+    read: list[tuple[str, str | None]] = []
+
+    def unit_exec(unit: str, bus: str | None) -> tuple[list[str], list[list[str]]]:
+        read.append((unit, bus))
+        return unit_file_exec(DEBIAN_UNIT)
+
+    monkeypatch.setattr(serving, "unit_exec", unit_exec)
+    home = tmp_path / "home"
+    home.mkdir()
+    body = '[stateful.galera]\ndriver = "systemd"\n' + _nodes(tmp_path).replace(
+        "[[stateful.galera.nodes]]\n", '[[stateful.galera.nodes]]\nunit = "mariadb.service"\n'
+    )
+    _config_file(home, body)
+    assert main(["--home", str(home), "serve", "--bind", f"127.0.0.1:{_free_port()}"]) == 2
+    err = capsys.readouterr().err
+    assert read == [("mariadb.service", None)]
+    assert "[stateful.galera] node g1: unit mariadb.service cannot be bootstrapped by haven" in err
+    assert f"EnvironmentFile={tmp_path / 'g1' / 'wsrep.env'}" in err and "daemon-reload" in err
+    assert "Traceback" not in err and not (home / "haven.db").exists()

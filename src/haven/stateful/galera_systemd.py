@@ -19,7 +19,10 @@ second Galera unit on the same machine started meanwhile (two nodes of the lab s
 would bootstrap a second cluster. The file is consumed by the start that reads it: the unit's
 ExecStartPost removes it once mariadbd runs (``Type=exec``), so an automatic or manual later start of
 that unit never bootstraps again; haven removes it too, once the start's job is over. A bootstrap
-first writes ``safe_to_bootstrap: 1`` into grastate.dat, as ``galera_new_cluster`` expects.
+first writes ``safe_to_bootstrap: 1`` into grastate.dat, as ``galera_new_cluster`` expects. A unit that
+does not read that file or pass ``$_WSREP_NEW_CLUSTER`` (Debian's mariadb.service reads it from the
+manager environment) would make every bootstrap a plain start: haven serve refuses such a unit when it
+builds the service (``bootstrap_problems`` over the EnvironmentFiles and ExecStart read on D-Bus).
 
 The unit has ``Restart=no``: haven is the one that starts a stopped node (as Pacemaker's galera agent
 requires of the unit it drives); a restart by systemd would race haven's ``--wsrep-recover`` on the
@@ -31,7 +34,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shlex
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +52,7 @@ _SYSTEMD = "org.freedesktop.systemd1"
 _MANAGER_PATH = "/org/freedesktop/systemd1"
 _MANAGER = "org.freedesktop.systemd1.Manager"
 _UNIT = "org.freedesktop.systemd1.Unit"
+_SERVICE = "org.freedesktop.systemd1.Service"
 _PROPERTIES = "org.freedesktop.DBus.Properties"
 RUNNING_STATES = frozenset({"active", "activating", "reloading", "deactivating"})
 ENV_FILE = "wsrep.env"
@@ -65,6 +71,53 @@ def unit_file(layout: NodeLayout, description: str) -> str:
         f"StandardError=append:{layout.folder / 'mariadbd.out'}\n"
         "Restart=no\nTimeoutStartSec=30\nTimeoutStopSec=120\n"
     )
+
+
+NEW_CLUSTER_ARGS = frozenset({"$_WSREP_NEW_CLUSTER", "${_WSREP_NEW_CLUSTER}"})
+
+
+def bootstrap_problems(
+    env_files: Sequence[str], exec_start: Sequence[Sequence[str]], folder: Path
+) -> list[str]:
+    """What a unit lacks for haven's bootstrap (empty: nothing): haven writes ``_WSREP_NEW_CLUSTER`` into
+    ``FOLDER/wsrep.env``, so the unit must read that file (``env_files``: its EnvironmentFile= paths)
+    and pass ``$_WSREP_NEW_CLUSTER`` to mariadbd (``exec_start``: its ExecStart= argvs, unexpanded).
+    Debian's mariadb.service reads it from systemd's manager environment (``galera_new_cluster``)
+    instead: there haven's bootstrap would silently be a plain start."""
+    problems = []
+    env = str(folder / ENV_FILE)
+    if env not in env_files:
+        problems.append(f"it reads no EnvironmentFile={env} (where haven writes _WSREP_NEW_CLUSTER)")
+    if not any(arg in NEW_CLUSTER_ARGS for argv in exec_start for arg in argv):
+        problems.append("its ExecStart does not pass $_WSREP_NEW_CLUSTER to mariadbd")
+    return problems
+
+
+def unit_file_exec(text: str) -> tuple[list[str], list[list[str]]]:
+    """A unit file's EnvironmentFile= paths and ExecStart= argvs (as ``SystemdBus.unit_exec`` reads them
+    over D-Bus; an empty ``ExecStart=`` resets the list, as in a drop-in)."""
+    env_files: list[str] = []
+    exec_start: list[list[str]] = []
+    for raw in text.splitlines():
+        key, sep, value = raw.strip().partition("=")
+        if not sep:
+            continue
+        key, value = key.strip(), value.strip()
+        if key == "EnvironmentFile" and value:
+            env_files.append(value.removeprefix("-"))
+        elif key == "ExecStart":
+            if not value:
+                exec_start = []
+                continue
+            argv = shlex.split(value.lstrip("@-:+!"))
+            exec_start.append(argv)
+    return env_files, exec_start
+
+
+async def read_unit_exec(unit: str, bus: str | None) -> tuple[list[str], list[list[str]]]:
+    """``unit``'s EnvironmentFile= paths and ExecStart= argvs, read over D-Bus from its systemd."""
+    async with SystemdBus(bus) as systemd:
+        return await systemd.unit_exec(unit)
 
 
 class SystemdBus:
@@ -104,6 +157,17 @@ class SystemdBus:
         if props.get("LoadState") != "loaded":
             raise PermanentError(f"systemd has no unit {unit} ({props.get('LoadState')})")
         return props
+
+    async def unit_exec(self, unit: str) -> tuple[list[str], list[list[str]]]:
+        """The service's EnvironmentFiles paths and ExecStart argvs (unexpanded: ``$VAR`` as written)."""
+        await self.unit(unit)  # loaded, or a PermanentError naming it
+        path = str((await self.call(_MANAGER_PATH, _MANAGER, "LoadUnit", "s", [unit]))[0])
+        values: dict[str, Variant] = (await self.call(path, _PROPERTIES, "GetAll", "s", [_SERVICE]))[0]
+        env = values.get("EnvironmentFiles")
+        execs = values.get("ExecStart")
+        env_files = [str(item[0]) for item in (env.value if env is not None else [])]
+        exec_start = [[str(arg) for arg in item[1]] for item in (execs.value if execs is not None else [])]
+        return env_files, exec_start
 
     async def manager(self, member: str, signature: str = "", body: list[Any] | None = None) -> list[Any]:
         return await self.call(_MANAGER_PATH, _MANAGER, member, signature, body or [])

@@ -15,13 +15,14 @@ unexpectedly is logged; the next runs.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
 from haven.domain.clock import Clock
-from haven.domain.errors import ConfigError
+from haven.domain.errors import ConfigError, HavenError
 from haven.stateful.config import (
     GaleraConfig,
     GaleraNodeConfig,
@@ -32,7 +33,7 @@ from haven.stateful.config import (
 from haven.stateful.galera import GaleraSettings
 from haven.stateful.galera_node import MARIADBD, PROVIDER, GaleraNode, LocalGaleraNode, NodeLayout
 from haven.stateful.galera_recovery import GaleraRecovery
-from haven.stateful.galera_systemd import SystemdGaleraNode
+from haven.stateful.galera_systemd import SystemdGaleraNode, bootstrap_problems, read_unit_exec
 from haven.stateful.rabbitmq import RabbitSettings, partition_handling_of_files
 from haven.stateful.rabbitmq_node import (
     RABBITMQ_SERVER,
@@ -75,7 +76,8 @@ def refuse_local_nodes_with_coordination(stateful: StatefulConfig, coordination_
 
 class GaleraService:
     def __init__(self, config: GaleraConfig, clock: Clock) -> None:
-        """Checks what a start needs (no I/O beyond reading that the files exist)."""
+        """Checks what a start needs: the files exist and, with driver systemd, each node's unit reads
+        FOLDER/wsrep.env and passes $_WSREP_NEW_CLUSTER (read over its D-Bus; else a ConfigError)."""
         for path in (MARIADBD, PROVIDER):
             if not path.exists():
                 raise ConfigError(
@@ -87,6 +89,9 @@ class GaleraService:
                     f"[stateful.galera] node {node.name}: its my.cnf {node.cnf} does not exist",
                     "set nodes.cnf to the file mariadbd is started with (--defaults-file)",
                 )
+        if config.driver == "systemd":
+            for node in config.nodes:
+                _check_galera_unit(node)
         self.config, self._clock = config, clock
         self.nodes: list[GaleraNode] = [_galera_node(n, config) for n in config.nodes]
         self.settings = GaleraSettings(unreadable_hold_s=config.unreadable_hold_s)
@@ -115,6 +120,35 @@ class GaleraService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.config.interval_s)
         # The servers haven started keep running when haven stops: they are the database, not haven's.
+
+
+def unit_exec(unit: str, bus: str | None) -> tuple[list[str], list[list[str]]]:
+    """``read_unit_exec`` from synchronous code, whether or not an event loop runs in this thread."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, read_unit_exec(unit, bus)).result()
+
+
+def _check_galera_unit(node: GaleraNodeConfig) -> None:
+    """Refuse a unit haven's bootstrap would silently turn into a plain start (it must read
+    FOLDER/wsrep.env and pass $_WSREP_NEW_CLUSTER, as haven's own unit file does)."""
+    where = f"[stateful.galera] node {node.name}: unit {node.unit}"
+    try:
+        env_files, exec_start = unit_exec(node.unit, node.bus or None)
+    except HavenError as exc:
+        raise ConfigError(
+            f"{where}: its EnvironmentFile and ExecStart cannot be read over D-Bus: {exc}",
+            "check nodes.unit and nodes.bus, and that its systemd runs",
+        ) from exc
+    problems = bootstrap_problems(env_files, exec_start, node.folder)
+    if problems:
+        raise ConfigError(
+            f"{where} cannot be bootstrapped by haven: {'; '.join(problems)} (a unit such as Debian's "
+            "mariadb.service reads _WSREP_NEW_CLUSTER from systemd's manager environment, and haven's "
+            "bootstrap would silently be a plain start)",
+            f"give the unit `EnvironmentFile=-{node.folder}/wsrep.env` and an ExecStart passing "
+            "$_WSREP_NEW_CLUSTER $_WSREP_START_POSITION to mariadbd (a drop-in, or the unit haven.stateful"
+            ".galera_systemd.unit_file writes; docs/stateful.md), then systemctl daemon-reload",
+        )
 
 
 def _galera_node(n: GaleraNodeConfig, config: GaleraConfig) -> GaleraNode:
