@@ -29,13 +29,14 @@ from controlplane.test_planner_respread import (
     acts,
     replica,
 )
+from controlplane.test_reconciler_moves import RACKS
 from controlplane.test_reconciler_sim import CONFIG, World
 from haven.controlplane.alerts import root_alerts
 from haven.controlplane.catalogue import CATALOGUE
 from haven.controlplane.config import ControlPlaneConfig
 from haven.controlplane.drivers.sim import SimBalancer, SimProber, SimUnit, SimUnits
 from haven.controlplane.planner import PROBE_FAILING, PROBE_HUNG, RESPREAD, plan
-from haven.controlplane.reconciler import Reconciler, killable, open_moves, unread_grace
+from haven.controlplane.reconciler import NOT_RESUMED, Reconciler, killable, open_moves, unread_grace
 from haven.domain.clock import VirtualClock
 from haven.domain.controlplane import (
     ActionDetail,
@@ -82,12 +83,15 @@ def test_a_move_is_ended_by_the_re_spread_stop_that_follows_it() -> None:
     stop = _record(ActionKind.STOP, "ctl-1", 130.0, "re-spread: surplus replica stopped")
     assert open_moves([start]) == {(NOVA, HostName("ctl-3"))}
     assert open_moves([start, stop]) == frozenset()
-    # A stop before the move, a failed stop, a stop of another kind of reason: the move stays open.
+    # A stop before the move, one not resumed (its unit still ran), a stop by hand: the move stays open.
     early = dataclasses.replace(stop, created_at=90.0)
-    failed = dataclasses.replace(stop, state=ActionState.FAILED)
+    not_resumed = dataclasses.replace(stop, state=ActionState.FAILED, error=NOT_RESUMED)
     other = dataclasses.replace(stop, reason="by hand")
-    for history in ([early, start], [start, failed], [start, other]):
+    for history in ([early, start], [start, not_resumed], [start, other]):
         assert open_moves(history) == {(NOVA, HostName("ctl-3"))}, history
+    # A stop that failed ends it all the same (its unit may have stopped: never a second stop).
+    failed = dataclasses.replace(stop, state=ActionState.FAILED, error="StopUnit: timed out")
+    assert open_moves([start, failed]) == frozenset()
     # Two moves, one stop: one is still open.
     second = _record(ActionKind.START, "ctl-5", 140.0, f"{RESPREAD}: again")
     assert open_moves([start, stop, second]) == {(NOVA, HostName("ctl-5"))}
@@ -314,6 +318,26 @@ async def test_an_unfinished_stop_is_not_resumed_blindly(store: Store) -> None:
     assert world.unit("ctl-1").active is UnitActive.ACTIVE and world.unit("ctl-1").starts_by_haven == 0
     (finished,) = [a for a in store.actions_since(0) if a.id == stop.id]
     assert finished.state is ActionState.FAILED and "not resumed" in finished.error
+
+
+async def test_an_unfinished_stop_whose_unit_already_stopped_ends_its_move(store: Store) -> None:
+    """The engine died after StopUnit, before recording it: the stop happened; no second replica leaves."""
+    world = World(store)
+    world.new_reconciler = lambda: Reconciler(  # type: ignore[method-assign]
+        RACKS, dict(world.hosts), world.lb, world.prober, world.store, world.clock
+    )
+    world.reconciler = world.new_reconciler()
+    await world.run_until(lambda: world.lb.admin[("nova_api", "ctl-1")] is MemberAdmin.MAINT, 30)
+    world.unit("ctl-1").active = UnitActive.INACTIVE  # the StopUnit that went out
+    stop = _record(ActionKind.STOP, "ctl-1", world.clock.now(), "re-spread: surplus", ActionState.ISSUED)
+    store.issue_action(stop, epoch=None)
+    for _ in range(40):
+        await world.reconciler.run_pass()
+        world.clock.advance_to(world.clock.now() + 0.5)
+    (finished,) = [a for a in store.actions_since(0) if a.id == stop.id]
+    assert finished.state is ActionState.DONE
+    assert world.unit("ctl-2").active is UnitActive.ACTIVE and world.unit("ctl-3").active is UnitActive.ACTIVE
+    assert world.lb.admin[("nova_api", "ctl-2")] is MemberAdmin.READY
 
 
 async def test_systemd_s_own_restart_after_haven_s_kill_counts_once(store: Store) -> None:

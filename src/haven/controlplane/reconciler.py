@@ -68,6 +68,7 @@ _ADMIN = {
     ActionKind.READY: MemberAdmin.READY,
 }
 _RUNNING = (UnitActive.ACTIVE, UnitActive.RELOADING, UnitActive.ACTIVATING)
+NOT_RESUMED = "unfinished stop not resumed: its unit still ran; planned again from the world"
 _HOLD_ALERTS = (
     AlertKind.REPLICA_CRASH_LOOP,
     AlertKind.SERVICE_HOLD,
@@ -151,13 +152,7 @@ class Reconciler:
         if acting:
             for record in await self._db(self._store.unfinished_actions):
                 if record.kind is ActionKind.STOP:
-                    # A stop left unfinished (an engine stopped mid-action): not made blindly, as the
-                    # world may have changed since (the moved replica no longer serving); it fails,
-                    # and this pass's plan stops the replica again only if that still holds.
-                    await self._db(
-                        self._store.finish_action, record.id, ActionState.FAILED, self._clock.now(),
-                        "unfinished stop not resumed: planned again from the world", epoch=epoch,
-                    )  # fmt: skip
+                    await self._resume_stop(record, epoch)
                     continue
                 await self._finish(record, epoch)
         observed = await self._observe()
@@ -180,6 +175,23 @@ class Reconciler:
             await self._alerts(result, now, epoch)
             self._announce(states)
         return result
+
+    async def _resume_stop(self, record: ActionRecord, epoch: int | None) -> None:
+        """A stop left unfinished (an engine stopped mid-action) is not made blindly: the world may
+        have changed since (the moved replica no longer serving). Already stopped: it happened (done,
+        and its move is over). Still running: it fails, and this pass's plan stops the replica again
+        only if the moved one still serves."""
+        spec = self._specs.get(record.service)
+        units = self._units.get(record.host)
+        try:
+            status = None if spec is None or units is None else await units.status(spec.unit)
+        except Exception as exc:  # unreadable: it fails as not resumed; the plan decides again
+            log.info("unfinished stop of %s on %s: unit unreadable: %s", record.service, record.host, exc)
+            status = None
+        state, error = ActionState.FAILED, NOT_RESUMED
+        if status is not None and status.active not in _RUNNING:
+            state, error = ActionState.DONE, ""
+        await self._db(self._store.finish_action, record.id, state, self._clock.now(), error, epoch=epoch)
 
     def _announce(self, states: list[ReplicaState]) -> None:
         """Tell ``on_replicas`` when the recorded states changed (not at every pass)."""
@@ -486,15 +498,19 @@ def killable(spec: ServiceSpec, reason: str) -> bool:
 
 def open_moves(history: Sequence[ActionRecord]) -> frozenset[Key]:
     """Rule 6's moves not yet ended: replicas haven started to re-spread (a DONE START whose reason
-    begins ``re-spread``), less one per re-spread STOP of the same service done after it (each move
-    ends in one stop at most; the oldest open move is the one a stop ends). ``history``: oldest first."""
+    begins ``re-spread``), less one per re-spread STOP of the same service made after it (each move
+    ends in one stop at most; the oldest open move is the one a stop ends). A stop that failed ends
+    its move too (the unit may have stopped all the same: never a second one; a surplus replica still
+    running goes back into the load balancer), except an unfinished one not resumed (``NOT_RESUMED``:
+    the unit was still running, the plan decides again). ``history``: any order."""
     opened: dict[ServiceName, list[ActionRecord]] = collections.defaultdict(list)
     for a in sorted(history, key=lambda a: a.created_at):
-        if a.state is not ActionState.DONE or not a.reason.startswith(RESPREAD):
+        if not a.reason.startswith(RESPREAD):
             continue
-        if a.kind is ActionKind.START:
+        made = a.state is ActionState.DONE or (a.state is ActionState.FAILED and a.error != NOT_RESUMED)
+        if a.kind is ActionKind.START and a.state is ActionState.DONE:
             opened[a.service].append(a)
-        elif a.kind is ActionKind.STOP and opened[a.service]:
+        elif a.kind is ActionKind.STOP and made and opened[a.service]:
             opened[a.service].pop(0)
     return frozenset((a.service, a.host) for starts in opened.values() for a in starts)
 
