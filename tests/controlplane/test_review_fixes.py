@@ -211,9 +211,11 @@ def test_only_a_stateless_replica_whose_probes_timed_out_is_killed() -> None:
     timed_out = tuple(ProbeResult(False, NOW - 3 + i, "no answer within 2 s") for i in range(3))
     refused = tuple(ProbeResult(False, NOW - 3 + i, "connection refused") for i in range(3))
     mixed = (*timed_out[:2], refused[2])
+    # nova_rpc's own timeout (oslo.messaging's MessagingTimeout), as the prober words it.
+    rpc = tuple(ProbeResult(False, NOW - 3 + i, "conductor on ctl-1: no answer within 5 s") for i in range(3))
     domains = {HostName("ctl-1"): "a", HostName("ctl-3"): "b"}
     reasons = {}
-    for name, probes in (("hung", timed_out), ("refused", refused), ("mixed", mixed)):
+    for name, probes in (("hung", timed_out), ("refused", refused), ("mixed", mixed), ("rpc", rpc)):
         p = plan(
             [API],
             [replica("ctl-1", member=MAINT, held_out=True, probes=probes), replica("ctl-3")],
@@ -223,7 +225,7 @@ def test_only_a_stateless_replica_whose_probes_timed_out_is_killed() -> None:
         )
         assert [(a.kind, a.host) for a in p.actions] == [(ActionKind.RESTART, "ctl-1")], name
         reasons[name] = p.actions[0].reason
-    assert reasons["hung"].startswith(PROBE_HUNG)
+    assert reasons["hung"].startswith(PROBE_HUNG) and reasons["rpc"].startswith(PROBE_HUNG)
     assert reasons["refused"].startswith(PROBE_FAILING) and not reasons["refused"].startswith(PROBE_HUNG)
     assert not reasons["mixed"].startswith(PROBE_HUNG)
     assert killable(API, reasons["hung"])

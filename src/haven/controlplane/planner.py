@@ -71,7 +71,7 @@ from haven.safety import replica_gate_reason
 H = ReplicaHealth
 PROBE_FAILING = "probe failing"  # how the reason of a restart for failed probes begins
 PROBE_HUNG = "probe failing, no answer"  # ... when they failed by timeout (hung): killed first if stateless
-TIMED_OUT = "no answer within"  # how a probe result's detail begins when it timed out (the probers say so)
+TIMED_OUT = "no answer within"  # in a probe result's detail when it timed out (the probers say so)
 RESPREAD = "re-spread"  # how the reason of rule 6's START begins (the reconciler finds its moves by it)
 _NEEDS_RESTART = frozenset({H.FAILED, H.UNHEALTHY})
 _CANNOT_SERVE = frozenset({H.FAILED, H.UNHEALTHY, H.STOPPED, H.UNKNOWN, H.ABSENT, H.STARTING})
@@ -278,7 +278,7 @@ def _hung(spec: ServiceSpec, j: Judged) -> bool:
     opposed to answering with an error or refusing connections (slow start, a paused cluster node)."""
     threshold = spec.probe.failure_threshold if spec.probe is not None else 1
     last = j.view.probes[-threshold:]
-    return len(last) >= threshold and all(not p.ok and p.detail.startswith(TIMED_OUT) for p in last)
+    return len(last) >= threshold and all(not p.ok and TIMED_OUT in p.detail for p in last)
 
 
 def _crash_loop_hold(spec: ServiceSpec, j: Judged, state: _Pass) -> None:
