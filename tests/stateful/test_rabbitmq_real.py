@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from haven.domain.clock import RealClock
+from haven.domain.galera import GaleraAction
 from haven.stateful.cluster import stable_port as free_port
 from haven.stateful.rabbitmq import ClusterStatus, DecisionKind, RabbitSettings
 from haven.stateful.rabbitmq_cluster import LoopbackRabbitCluster, healthy, missing_binaries
@@ -74,6 +75,35 @@ def test_a_killed_node_is_started_and_back_in_every_nodes_running_nodes(
     assert victim.pid() not in (None, before)
     steps = store.galera_actions_since(journal_key("t"))
     assert [(s.kind, s.node, s.state) for s in steps] == [("start", "rabbit-3@localhost", "done")]
+
+
+def test_a_cut_restart_under_pause_minority_is_completed_once_its_node_reaches_a_majority(
+    cluster: LoopbackRabbitCluster,
+) -> None:
+    """rabbit-3's app stopped by hand (haven's restart cut between stop_app and start_app), the loop
+    told the cluster runs pause_minority: rabbit-3's VM answers ``reachable`` with its app stopped and
+    reaches both others, so the resume completes the restart (its app running again, read from rabbit-3
+    itself), VM pids unchanged."""
+    asyncio.run(cluster.wait_healthy(60))
+    pids = {n.name: n.pid() for n in cluster.nodes}
+    third = next(n for n in cluster.nodes if n.name == "rabbit-3@localhost")
+    others = sorted(NAMES - {third.name})
+    assert asyncio.run(third.reachable(others)) == tuple(others)
+    asyncio.run(third.ctl("stop_app", timeout_s=120))
+    assert asyncio.run(third.reachable(others)) == tuple(others)  # its VM answers, app stopped
+    store = Store.open("sqlite://")
+    store.issue_galera_action(
+        GaleraAction("cut", journal_key("t"), "restart", third.name, "stale warning", "", time.time())
+    )
+    settings = RabbitSettings(
+        partition_grace_s=1.0, unreadable_hold_s=120.0, partition_handling="pause_minority"
+    )
+    recovery = RabbitRecovery.on_store(cluster.nodes, store, "t", RealClock(), settings=settings)
+    asyncio.run(recovery.run_pass())
+    assert [(s.id, s.state) for s in store.galera_actions_since(journal_key("t"))] == [("cut", "done")]
+    asyncio.run(cluster.wait_healthy(60))
+    assert healthy(asyncio.run(third.status()), NAMES)
+    assert {n.name: n.pid() for n in cluster.nodes} == pids
 
 
 def test_a_partition_is_healed_by_restarting_the_smaller_sides_node(cluster: LoopbackRabbitCluster) -> None:
