@@ -188,6 +188,11 @@ def test_a_stateless_member_out_by_hand_returns_only_once_its_unit_was_restarted
              stale=frozenset({(NOVA, HostName("ctl-1"))}))  # fmt: skip
     assert [(a.kind, a.host) for a in p.actions] == [(ActionKind.READY, "ctl-1")]
     assert "restarted" in p.actions[0].reason
+    # During a move, a replica an operator took out (or missing from the backend): nobody leaves (fewer
+    # serve than run: stopping ctl-2 would leave ctl-3 alone in the load balancer).
+    for out in (MAINT, None):
+        mid_move = [replica("ctl-1", member=out), replica("ctl-2"), replica("ctl-3", held_out=True)]
+        assert acts(mid_move, MOVED) == [], out
 
 
 async def test_the_reconciler_respects_an_operator_s_disable_until_the_unit_restarts(store: Store) -> None:

@@ -399,6 +399,11 @@ def _surplus(
         return None  # the new one is not serving yet
     if any(j.health not in (H.HEALTHY, H.STOPPED, H.ABSENT) for j in judged):
         return None  # something else is wrong: keep every serving replica
+    if spec.backend is not None and any(
+        not j.view.held_out and (j.view.member is None or j.view.member.admin is not MemberAdmin.READY)
+        for j in healthy
+    ):
+        return None  # one is out of the load balancer by someone else's hand (rule 7): fewer serve
     per_domain: dict[str, list[Judged]] = defaultdict(list)
     for j in healthy:
         per_domain[_domain(j, domains)].append(j)
