@@ -7,7 +7,7 @@ from haven.controlplane.catalogue import CATALOGUE
 from haven.diagnosis import EvidenceKind, Graph, NodeEvent, Symptom, rank
 from haven.domain.controlplane import ProbeResult, ServiceName, UnitActive, UnitStatus
 from haven.domain.ids import HostName
-from haven.evidence.controlplane import ControlPlaneEvidence, Probed, scope
+from haven.evidence.controlplane import ControlPlaneEvidence, Probed, same_work_seen, scope
 from haven.topology import SERVER_BOOT, openstack_topology
 
 DB = (ServiceName("mariadb"), HostName("ctl-1"))
@@ -154,3 +154,54 @@ def test_long_scopes_stay_distinct_within_the_column() -> None:
     assert scope("sql", "ctl-1") == "cp:sql:ctl-1"  # short ones unchanged
     exact = "h" * (64 - len("cp:sql:"))
     assert scope("sql", exact) == "cp:sql:" + exact
+
+
+def keystone(host: str, at: float, ok: bool) -> Probed:
+    detail = "token issued" if ok else "no answer within 2 s"
+    return Probed("keystone", host, "keystone", at - 0.5, ProbeResult(ok, at, detail))
+
+
+def test_keystone_failing_on_every_replica_is_marked_one_replica_alone_is_not() -> None:
+    ks = ServiceName("keystone")
+    units = {(ks, HostName(h)): running() for h in ("ctl-1", "ctl-2")}
+    seen = ControlPlaneEvidence(repeat_s=300.0)
+    seen.observe(units, [keystone("ctl-1", T0, True), keystone("ctl-2", T0, True)], T0)
+    alone = seen.observe(units, [keystone("ctl-1", T0 + 5, True), keystone("ctl-2", T0 + 5, False)], T0 + 5)
+    assert [(e.kind, e.scope) for e in alone.values()] == [(EvidenceKind.ERROR, "cp:keystone:ctl-2")]
+    every = seen.observe(
+        units, [keystone("ctl-1", T0 + 10, False), keystone("ctl-2", T0 + 10, False)], T0 + 10
+    )
+    marked = [e for e in every.values() if e.scope == "cp:keystone:*"]
+    assert [(e.kind, e.at) for e in marked] == [(EvidenceKind.ERROR, T0 + 5)]  # since both were failing
+    assert "every replica" in marked[0].detail and "ctl-1, ctl-2" in marked[0].detail
+    back = seen.observe(units, [keystone("ctl-1", T0 + 15, True), keystone("ctl-2", T0 + 15, False)], T0 + 15)
+    assert sorted((e.kind, e.scope) for e in back.values()) == [
+        (EvidenceKind.HEALTHY, "cp:keystone:*"), (EvidenceKind.HEALTHY, "cp:keystone:ctl-1")
+    ]  # fmt: skip
+    # the canary's token at T0+20 ends ctl-2's failure only while every replica failed: not now
+    token = NodeEvent("keystone", EvidenceKind.HEALTHY, T0 + 20, "it answered token", "probe:token")
+    events = [*alone.values(), *every.values(), *back.values(), token]
+    assert same_work_seen(events) == []
+    during = NodeEvent("keystone", EvidenceKind.HEALTHY, T0 + 12, "it answered token", "probe:token")
+    ended = same_work_seen([*alone.values(), *every.values(), during])
+    assert sorted(e.scope for e in ended) == ["cp:keystone:*", "cp:keystone:ctl-1", "cp:keystone:ctl-2"]
+
+
+def test_the_only_keystone_failing_is_every_replica_failing() -> None:
+    units = {(ServiceName("keystone"), HostName("lab")): running()}
+    seen = ControlPlaneEvidence()
+    seen.observe(units, [keystone("lab", T0, True)], T0)
+    failed = seen.observe(units, [keystone("lab", T0 + 12, False)], T0 + 12)
+    assert sorted((e.scope, e.at) for e in failed.values()) == [
+        ("cp:keystone:*", T0),
+        ("cp:keystone:lab", T0),
+    ]
+
+
+def test_a_replica_running_but_not_probed_this_pass_keeps_the_failure_from_being_every_replicas() -> None:
+    ks = ServiceName("keystone")
+    units = {(ks, HostName(h)): running() for h in ("ctl-1", "ctl-2")}
+    seen = ControlPlaneEvidence()
+    seen.observe(units, [keystone("ctl-1", T0, True), keystone("ctl-2", T0, True)], T0)
+    only = seen.observe(units, [keystone("ctl-2", T0 + 5, False)], T0 + 5)  # ctl-1 not probed this pass
+    assert [e.scope for e in only.values()] == ["cp:keystone:ctl-2"]

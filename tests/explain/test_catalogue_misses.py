@@ -56,9 +56,32 @@ async def test_a_keystone_probe_timeout_ends_when_the_canary_s_token_is_issued_a
         *computes_down(T - 62.9),
         NodeEvent("keystone", EvidenceKind.ERROR, T - 48.6, "its keystone probe on lab failed at 09:52:47, "
                   "last passed at 09:52:45: no answer within 10 s", "cp:keystone:lab"),
+        # the lab's one Keystone: its probe failing is the probe failing on every replica (the evidence's)
+        NodeEvent("keystone", EvidenceKind.ERROR, T - 48.6, "its keystone probes fail on every replica "
+                  "probed (lab)", "cp:keystone:*"),
         NodeEvent("keystone", EvidenceKind.HEALTHY, T - 38.7, "it answered token in 3.85 s", "probe:token"),
     ]  # fmt: skip
     assert await explained(tmp_path, events) == ["nova-compute"]
+
+
+async def test_a_hung_keystone_replica_is_not_ended_by_a_token_another_replica_issued(tmp_path: Path) -> None:
+    # HA: ctl-2's Keystone hung (its own probe fails), ctl-1's passes: the canary's token came through
+    # HAProxy from ctl-1 and says nothing of ctl-2 (before the fix it ended ctl-2's failure: [])
+    what = "canary boot failed: 401 from keystone"
+    hung = NodeEvent("keystone", EvidenceKind.ERROR, T - 60, "its keystone probe on ctl-2 failed: no answer "
+                     "within 2 s", "cp:keystone:ctl-2")  # fmt: skip
+    token = NodeEvent("keystone", EvidenceKind.HEALTHY, T - 30, "it answered token in 0.3 s", "probe:token")
+    assert await explained(tmp_path / "a", [hung, token], what, None) == ["keystone"]
+    # every replica failing at once (the prober's side): the token ends them all
+    both = [
+        hung,
+        NodeEvent("keystone", EvidenceKind.ERROR, T - 58, "its keystone probe on ctl-1 failed: no answer "
+                  "within 2 s", "cp:keystone:ctl-1"),
+        NodeEvent("keystone", EvidenceKind.ERROR, T - 58, "its keystone probes fail on every replica probed "
+                  "(ctl-1, ctl-2)", "cp:keystone:*"),
+        token,
+    ]  # fmt: skip
+    assert await explained(tmp_path / "b", both, what, None) == []
 
 
 async def test_a_keystone_probe_failing_after_the_canary_s_last_token_still_counts(tmp_path: Path) -> None:

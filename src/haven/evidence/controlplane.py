@@ -23,9 +23,13 @@ ranker events keyed for ``Store.keep_evidence``, so a pass where nothing changed
   scope ends it: a restart disturbs what happens around it, not every symptom of the next ten minutes.
 
 A probe's failure also ends when another check does the same work through the cloud's endpoint and
-passes after it (``same_work_seen``): the canary's token probe issuing a token is the Keystone probe's
-work, so a Keystone probe that timed out on a loaded host while the canary got its token is no cause of
-what fails later (bench/explain.py, hosts-powered-off, 2026-12-06: Keystone ranked over every compute down).
+passes after it (``same_work_seen``), but only while that probe failed on every replica at once: the
+canary's token probe issuing a token is the Keystone probe's work, so a Keystone probe that timed out on
+a loaded host (the only replica, or all of them: the prober's side) while the canary got its token is no
+cause of what fails later (bench/explain.py, hosts-powered-off, 2026-12-06: Keystone ranked over every
+compute down). One hung replica among healthy ones is not vouched for: HAProxy sent the canary to another.
+For a kind in SAME_WORK, a pass whose probes of that kind all fail keeps an ERROR in the scope
+``cp:<kind>:*`` (EVERY; kept again every ``repeat_s``), and a HEALTHY there once one passes again.
 
 Restarts haven made, and systemd's own that haven counted (NRestarts), are also its actions, read by
 haven.explain.own; the same kind on the same node counts once in the ranking.
@@ -72,11 +76,14 @@ class _Replica:
 # Another check that does a control-plane probe's work, as (node, that check's scope) -> the probe's kind:
 # its pass (a HEALTHY in its own scope) shows the node doing that work, whichever replica answered.
 SAME_WORK: Mapping[tuple[str, str], str] = {("keystone", "probe:token"): "keystone"}
+EVERY = "*"  # the host of ``cp:<kind>:*``: that kind's probes failing on every replica probed
 
 
 def same_work_seen(events: Iterable[NodeEvent]) -> list[NodeEvent]:
-    """For each pass of a check in SAME_WORK, a HEALTHY in every ``cp:<kind>:<host>`` scope of that node
-    among ``events``, at the pass's time: what ends those probes' earlier failures in the ranking."""
+    """For each pass of a check in SAME_WORK at a time the probe of that kind was failing on every
+    replica (its ``cp:<kind>:*`` scope's last event before then an ERROR), a HEALTHY in every
+    ``cp:<kind>:...`` scope of that node among ``events``, at the pass's time: what ends those probes'
+    earlier failures in the ranking. A replica failing alone is not ended: the pass came from another."""
     events = list(events)
     scopes: dict[tuple[str, str], set[str]] = {}
     for event in events:
@@ -88,10 +95,18 @@ def same_work_seen(events: Iterable[NodeEvent]) -> list[NodeEvent]:
         work = SAME_WORK.get((event.node, event.scope))
         if event.kind is not EvidenceKind.HEALTHY or work is None:
             continue
+        if not _failing_at(events, event.node, scope(work, EVERY), event.at):
+            continue
         for where in sorted(scopes.get((event.node, work), ())):
             said = f"{event.detail} (the {work} probe's work, done)"
             found.append(NodeEvent(event.node, EvidenceKind.HEALTHY, event.at, said, where))
     return found
+
+
+def _failing_at(events: Sequence[NodeEvent], node: str, where: str, at: float) -> bool:
+    """Whether the last event of ``node`` in scope ``where`` at or before ``at`` is hard evidence."""
+    before = [e for e in events if e.node == node and e.scope == where and e.at <= at]
+    return bool(before) and max(before, key=lambda e: e.at).kind is not EvidenceKind.HEALTHY
 
 
 def scope(what: str, host: str) -> str:
@@ -113,6 +128,7 @@ class ControlPlaneEvidence:
         self._repeat_s = repeat_s
         self._settle_s = settle_s
         self._replicas: dict[tuple[str, str], _Replica] = {}
+        self._every: dict[tuple[str, str], float] = {}  # (service, kind) failing on every replica: kept at
 
     def observe(
         self,
@@ -127,6 +143,7 @@ class ControlPlaneEvidence:
                 self._unit(service, host, status, now, events)
         for one in sorted(probed, key=lambda p: (p.result.at, p.service, p.host)):
             self._probe(one, now, events)
+        self._every_replica(probed, now, events)
         for (name, where), replica in sorted(self._replicas.items()):
             self._settled(name, where, replica, now, events)
         return events
@@ -193,6 +210,33 @@ class ControlPlaneEvidence:
                 f"{result.detail}"
             )
             _put(events, NodeEvent(one.service, EvidenceKind.ERROR, now, said, where))
+
+    def _every_replica(self, probed: Sequence[Probed], now: float, events: dict[str, NodeEvent]) -> None:
+        """For a kind in SAME_WORK: its probes failing on every replica probed this pass and every replica
+        of the service seen running (the only one, or all: the prober's side) is an ERROR in
+        ``cp:<kind>:*``; one passing again, a HEALTHY there."""
+        groups: dict[tuple[str, str], list[Probed]] = {}
+        for one in probed:
+            if one.kind in SAME_WORK.values():
+                groups.setdefault((one.service, one.kind), []).append(one)
+        for (service, kind), ones in sorted(groups.items()):
+            where = scope(kind, EVERY)
+            running = {h for (name, h), r in self._replicas.items() if name == service and r.running}
+            replicas = sorted({p.host for p in ones} | running)  # one running but not probed: not "every"
+            since = [self._replicas[(service, h)].failing_since for h in replicas]
+            kept = self._every.get((service, kind))
+            if all(s is not None for s in since):
+                if kept is None or now - kept >= self._repeat_s:
+                    hosts = ", ".join(replicas)
+                    at = max(s for s in since if s is not None) if kept is None else now
+                    said = f"its {kind} probes fail on every replica probed ({hosts})"
+                    _put(events, NodeEvent(service, EvidenceKind.ERROR, at, said, where))
+                    self._every[(service, kind)] = now
+            elif kept is not None:
+                del self._every[(service, kind)]
+                at = min(p.result.at for p in ones if p.result.ok) if any(p.result.ok for p in ones) else now
+                said = f"its {kind} probe passes on a replica again"
+                _put(events, NodeEvent(service, EvidenceKind.HEALTHY, at, said, where))
 
     def _settled(
         self, service: str, host: str, replica: _Replica, now: float, events: dict[str, NodeEvent]
