@@ -35,6 +35,7 @@ from haven.domain.errors import ConfigError, HavenError
 from haven.domain.galera import GaleraAction
 from haven.lab import ha, ha_stateful
 from haven.lab.ha_stateful import HaGalera
+from haven.stateful import serving
 from haven.stateful.config import parse_stateful
 from haven.stateful.drills import NEW_GROUP
 from haven.stateful.galera import DecisionKind
@@ -264,7 +265,16 @@ def test_driver_systemd_needs_each_nodes_unit() -> None:
 
 
 @pytest.mark.skipif(not (MARIADBD.exists() and PROVIDER.exists()), reason="needs mariadb-server, galera-4")
-def test_serve_builds_the_systemd_driver_from_the_section(tmp_path: Path) -> None:
+def test_serve_builds_the_systemd_driver_from_the_section(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The buses here are not real: each unit answers as haven's own unit file would (the check of a
+    # unit's EnvironmentFile and ExecStart over real D-Bus is tests/stateful/test_galera_unit_check.py).
+    def haven_unit(unit: str, bus: str | None) -> tuple[list[str], list[list[str]]]:
+        folder = tmp_path / unit.removeprefix("mariadb-").removesuffix(".service")
+        return [str(folder / "wsrep.env")], [["/usr/sbin/mariadbd", "$_WSREP_NEW_CLUSTER"]]
+
+    monkeypatch.setattr(serving, "unit_exec", haven_unit)
     nodes = []
     for name in ("g1", "g2"):
         (tmp_path / name).mkdir()
