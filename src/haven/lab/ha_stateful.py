@@ -50,7 +50,7 @@ from haven.domain.errors import TemporaryError
 from haven.lab.ha import Controller
 from haven.lab.process import LabServiceError
 from haven.lab.toolenv import Progress
-from haven.stateful.cluster import stable_port
+from haven.stateful.cluster import all_synced, stable_port
 from haven.stateful.galera_node import MARIADBD, PROVIDER, NodeLayout, server_user, sql_connect, write_config
 from haven.stateful.galera_systemd import SystemdGaleraNode, SystemdUnit, unit_file
 from haven.stateful.rabbitmq import ClusterStatus
@@ -206,23 +206,9 @@ async def wait_synced(
 ) -> None:
     """Until each of ``nodes`` (default all) is Synced in one primary component of at least that many."""
     nodes = list(nodes or galera.nodes)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        states = []
-        for node in nodes:
-            try:
-                live = await node.live()
-                states.append(
-                    live.primary and live.local_state == "Synced" and live.cluster_size >= len(nodes)
-                )
-            except TemporaryError:
-                states.append(False)
-        if all(states):
-            return
-        if time.monotonic() > deadline:
-            tails = "\n".join(f"{n.name}: {n.files.error_tail()}" for n in nodes)
-            raise LabServiceError(f"the lab's Galera cluster did not sync in {timeout_s:g} s:\n{tails}")
-        await asyncio.sleep(0.3)
+    if not await all_synced(nodes, timeout_s):
+        tails = "\n".join(f"{n.name}: {n.files.error_tail()}" for n in nodes)
+        raise LabServiceError(f"the lab's Galera cluster did not sync in {timeout_s:g} s:\n{tails}")
 
 
 def describe(galera: HaGalera) -> dict[str, object]:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from haven.domain.errors import HavenError, TemporaryError
 from haven.stateful.galera import Position
-from haven.stateful.galera_node import LocalGaleraNode, NodeLayout, server_user, write_config
+from haven.stateful.galera_node import GaleraNode, LocalGaleraNode, NodeLayout, server_user, write_config
 
 INSTALL_DB = Path("/usr/bin/mariadb-install-db")
 
@@ -88,23 +88,9 @@ class LoopbackCluster:
     ) -> None:
         """Until each of ``nodes`` (default all) is Synced in a primary component of them all."""
         nodes = list(nodes or self.nodes)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            states = []
-            for node in nodes:
-                try:
-                    live = await node.live()
-                    states.append(
-                        live.primary and live.local_state == "Synced" and live.cluster_size >= len(nodes)
-                    )
-                except TemporaryError:
-                    states.append(False)
-            if all(states):
-                return
-            if time.monotonic() > deadline:
-                tails = "\n".join(f"{n.name}: {n.error_tail()}" for n in nodes)
-                raise ClusterError(f"the cluster did not sync in {timeout_s} s:\n{tails}")
-            await asyncio.sleep(0.3)
+        if not await all_synced(nodes, timeout_s):
+            tails = "\n".join(f"{n.name}: {n.error_tail()}" for n in nodes)
+            raise ClusterError(f"the cluster did not sync in {timeout_s} s:\n{tails}")
 
     def kill(self, names: Sequence[str]) -> None:
         """SIGKILL the servers of ``names`` at once (a power cut: no clean shutdown, seqno -1)."""
@@ -132,6 +118,27 @@ class LoopbackCluster:
     def remove(self) -> None:
         self.stop()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+async def all_synced(nodes: Sequence[GaleraNode], timeout_s: float) -> bool:
+    """Whether each of ``nodes`` is Synced in a primary component of at least that many within
+    ``timeout_s`` (a node that does not answer is not synced yet)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        states = []
+        for node in nodes:
+            try:
+                live = await node.live()
+                states.append(
+                    live.primary and live.local_state == "Synced" and live.cluster_size >= len(nodes)
+                )
+            except TemporaryError:
+                states.append(False)
+        if all(states):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.3)
 
 
 def stable_port() -> int:
@@ -166,4 +173,4 @@ def _not_zombie(pid: int) -> bool:
         return False
 
 
-__all__ = ["ClusterError", "LoopbackCluster", "Position", "stable_port"]
+__all__ = ["ClusterError", "LoopbackCluster", "Position", "all_synced", "stable_port"]
