@@ -83,7 +83,7 @@ def test_host_power_loss_on_the_lab_recovers_every_vm_safely(
     # haven verifies by polling Nova every verify_poll_interval_s; the drill's own reads of Nova see
     # the VMs ACTIVE at their own moments, so haven's verification may follow by one poll interval
     # plus a list call (CI measured 8.035 s against Nova's 7.011 s with the 2 s interval).
-    lag = EngineSettings().verify_poll_interval_s + 1
+    lag = EngineSettings().recovery.verify_poll_interval_s + 1
     assert 0 < report["detect_s"] < report["recover_s"] <= report["nova_all_active_s"] + lag
     assert report["returned_s"] is not None
     assert (report["servers_booted"], report["servers_deleted"]) == (3, 3)

@@ -57,6 +57,10 @@ def replicas_only(nova_lab: NovaLab) -> Iterator[None]:
     try:
         yield
     finally:
+        # The stopped processes' records go (their pids are dead: `haven lab status` would list them not
+        # alive, as a CI run found), the new ones come in.
+        names = {process.name for process in plain}
+        nova_lab.state.processes[:] = [p for p in nova_lab.state.processes if p.name not in names]
         for process in plain:
             process.start()
             assert process.pid is not None
