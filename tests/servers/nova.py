@@ -38,8 +38,9 @@ import openstack
 import pytest
 
 from haven.lab import lab
-from haven.lab.bmc import BmcInfo, set_power
+from haven.lab.bmc import BmcInfo, power_state, set_power
 from haven.lab.etcd import ETCD
+from haven.lab.hardware import read_holds
 from haven.lab.labfiles import compute_pids
 from haven.lab.mariadb import MARIADBD
 from haven.lab.process import LabServiceError
@@ -100,6 +101,43 @@ class NovaLab:
         set_power(self.bmcs[host], self.bmc_password, "On")
         self._wait(lambda: self.compute_pid(host) is not None, timeout_s, f"{host}'s nova-compute to start")
 
+    def unwhole(self) -> list[str]:
+        """What keeps the lab from being whole: a compute not up, enabled and not forced down in Nova,
+        a BMC not On, a part held down. Empty when the next test finds two healthy computes."""
+        found = [f"{host}: held down ({', '.join(parts)})" for host, parts in read_holds(self.folder).items()]
+        for host, bmc in self.bmcs.items():
+            if (power := power_state(bmc, self.bmc_password)) != "On":
+                found.append(f"{host}: BMC power {power}")
+        try:
+            services = {s.host: s for s in self.connect().compute.services() if s.binary == "nova-compute"}
+        except Exception as exc:  # Nova's API itself not answering is worth naming too
+            return [*found, f"Nova's services not listed: {exc}"]
+        for host in self.hosts:
+            service = services.get(host)
+            seen = None if service is None else (service.state, service.status, service.is_forced_down)
+            if seen != ("up", "enabled", False):
+                found.append(f"{host}: Nova lists (state, status, forced_down) {seen}")
+        return found
+
+    def wait_whole(self, timeout_s: float = 90.0) -> list[str]:
+        """Wait for the lab to be whole again; what still is not after ``timeout_s`` (empty: whole).
+
+        A disruption a test made on purpose may outlive it for a while: a nova-compute whose report
+        went to a conductor a drill froze waits for oslo.messaging's reply timeout (60 s) before it
+        reports again, so Nova lists it down meanwhile.
+        """
+        deadline = time.monotonic() + timeout_s
+        while (found := self.unwhole()) and time.monotonic() < deadline:
+            time.sleep(1.0)
+        return found
+
+    def compute_log_tail(self, host: str, lines: int = 15) -> str:
+        path = self.folder / "nova" / "computes" / host / "nova-compute.log"
+        try:
+            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError as exc:
+            return f"({path}: {exc})"
+
     @staticmethod
     def _wait(done: object, timeout_s: float, what: str) -> None:
         assert callable(done)
@@ -108,6 +146,26 @@ class NovaLab:
             if time.monotonic() > deadline:
                 raise AssertionError(f"waited {timeout_s} s for {what}")
             time.sleep(0.1)
+
+
+@pytest.fixture(autouse=True)
+def _nova_lab_left_whole(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test on the shared lab: wait for it to be whole, else fail that test's teardown.
+
+    A test that leaves a compute down (powered off, held, forced down, or not reporting) would make
+    the next tests fail for a reason not theirs; this names the test that did it, with what and the
+    compute's log, and is the first place to look when lab tests fail in a row.
+    """
+    if "nova_lab" not in request.fixturenames:
+        yield
+        return
+    lab_: NovaLab = request.getfixturevalue("nova_lab")
+    yield
+    found = lab_.wait_whole()
+    if found:
+        hosts = sorted({line.split(":")[0] for line in found if line.startswith("compute-")})
+        tails = "\n".join(f"--- {h}'s nova-compute.log:\n{lab_.compute_log_tail(h)}" for h in hosts)
+        pytest.fail("this test left the lab not whole after 90 s:\n" + "\n".join(found) + "\n" + tails)
 
 
 @pytest.fixture(scope="session")
