@@ -47,8 +47,10 @@ systemd's D-Bus, bootstrapped through the unit's own ``_WSREP_NEW_CLUSTER`` envi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -56,6 +58,30 @@ from haven.domain.errors import ConfigError
 
 HINT = "see docs/stateful.md for each key of [stateful.galera] and [stateful.rabbitmq]"
 DRIVERS = ("local", "systemd")
+
+
+class _Named(Protocol):
+    name: str
+    unit: str
+
+
+def _names_once(nodes: Sequence[_Named]) -> None:
+    names = [n.name for n in nodes]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"node name(s) {', '.join(twice)} given twice")
+
+
+def _units_for(driver: str, nodes: Sequence[_Named]) -> None:
+    without = [n.name for n in nodes if not n.unit]
+    if driver == "systemd" and without:
+        raise ValueError(f"driver systemd needs each node's unit (none for {', '.join(without)})")
+
+
+def _known_driver(value: str) -> str:
+    if value not in DRIVERS:
+        raise ValueError(f"driver {value!r} is not known (use one of: {', '.join(DRIVERS)})")
+    return value
 
 
 class _Node(BaseModel):
@@ -83,24 +109,17 @@ class _Galera(BaseModel):
     @field_validator("driver")
     @classmethod
     def _driver(cls, value: str) -> str:
-        if value not in DRIVERS:
-            raise ValueError(f"driver {value!r} is not known (use one of: {', '.join(DRIVERS)})")
-        return value
+        return _known_driver(value)
 
     @field_validator("nodes")
     @classmethod
     def _unique(cls, nodes: list[_Node]) -> list[_Node]:
-        names = [n.name for n in nodes]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ValueError(f"node name(s) {', '.join(twice)} given twice")
+        _names_once(nodes)
         return nodes
 
     @model_validator(mode="after")
     def _units(self) -> _Galera:
-        without = [n.name for n in self.nodes if not n.unit]
-        if self.driver == "systemd" and without:
-            raise ValueError(f"driver systemd needs each node's unit (none for {', '.join(without)})")
+        _units_for(self.driver, self.nodes)
         return self
 
 
@@ -131,10 +150,7 @@ class _Rabbit(BaseModel):
     @field_validator("nodes")
     @classmethod
     def _unique(cls, nodes: list[_RabbitNode]) -> list[_RabbitNode]:
-        names = [n.name for n in nodes]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ValueError(f"node name(s) {', '.join(twice)} given twice")
+        _names_once(nodes)
         ports = [p for n in nodes for p in (n.amqp_port, n.dist_port)]  # one loopback address: all differ
         taken = sorted({p for p in ports if ports.count(p) > 1})
         if taken:
@@ -147,15 +163,11 @@ class _Rabbit(BaseModel):
     @field_validator("driver")
     @classmethod
     def _driver(cls, value: str) -> str:
-        if value not in DRIVERS:
-            raise ValueError(f"driver {value!r} is not known (use one of: {', '.join(DRIVERS)})")
-        return value
+        return _known_driver(value)
 
     @model_validator(mode="after")
     def _units(self) -> _Rabbit:
-        without = [n.name for n in self.nodes if not n.unit]
-        if self.driver == "systemd" and without:
-            raise ValueError(f"driver systemd needs each node's unit (none for {', '.join(without)})")
+        _units_for(self.driver, self.nodes)
         return self
 
 
