@@ -450,6 +450,26 @@ def describe_rabbit(rabbit: HaRabbit) -> dict[str, object]:
     }
 
 
+def rabbit_from_state(saved: Mapping[str, object]) -> HaRabbit:
+    """The RabbitMQ part of a running HA lab, as ``describe_rabbit`` saved it (node N's folder is nN)."""
+    try:
+        folder = Path(str(saved["folder"]))
+        epmd_port = int(saved["epmd_port"])  # type: ignore[call-overload]
+        nodes: list[SystemdRabbitNode] = []
+        hosts: dict[str, str] = {}
+        for index, n in enumerate(saved["nodes"], 1):  # type: ignore[arg-type,var-annotated]
+            layout = RabbitLayout(
+                str(n["name"]), folder / f"n{index}", folder, epmd_port, int(n["amqp_port"]),
+                int(n["dist_port"]),
+            )  # fmt: skip
+            nodes.append(SystemdRabbitNode(layout, str(n["unit"]), str(n["bus"])))
+            hosts[layout.name] = str(n["host"])
+        started_in_s = float(saved.get("started_in_s", 0.0))  # type: ignore[arg-type]
+        return HaRabbit(folder, nodes, hosts, epmd_port, str(saved["epmd_host"]), started_in_s)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise LabServiceError(f"the lab state's RabbitMQ part is not readable ({exc})") from exc
+
+
 def galera_toml(galera: HaGalera) -> str:
     """haven.toml's ``[stateful.galera]`` for these units: haven serve recovers them through systemd."""
     lines = [
