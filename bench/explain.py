@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import json
@@ -99,7 +100,7 @@ from haven.lab.bmc import BmcInfo, power_state, set_power
 from haven.lab.hardware import hang_host, hold_compute_down, read_holds
 from haven.lab.state import LabState, ProcessRecord, alive, load_state, record, start_time
 from haven.store import Store
-from haven.topology import openstack_topology
+from haven.topology import SERVER_BOOT, openstack_topology
 
 Heal = Callable[[], None]
 
@@ -482,6 +483,10 @@ CATALOG: tuple[Fault, ...] = (
     Fault("rabbitmq-killed", "rabbitmq", "RabbitMQ SIGKILLed", killed("rabbitmq-server"), _DOWN_S),
 )  # fmt: skip
 FAULTS = {fault.name: fault for fault in CATALOG}
+NO_FAULT = Fault(
+    "no-fault", "", "nothing injected: a control period as long as an injection", lambda handle: lambda: None,
+    _DOWN_S,
+)  # fmt: skip
 
 
 # ---- one injection ------------------------------------------------------------------------------------
@@ -502,6 +507,19 @@ class Result:
     # every method's ranking of the same evidence (haven.diagnosis.baselines), and that evidence
     methods: dict[str, list[str]] = field(default_factory=dict)
     inputs: dict[str, Any] | None = None
+    round: int = 1  # which repeat (--repeat): every fault once per round, each round in its own order
+    seed: int | None = None  # this injection's own seed (its settle jitter)
+    settle_s: float = 0.0  # how long the fault lasted before the canary round (the fault's + jitter)
+    # A no-fault control period (nothing injected): every symptom it raised (an alarm), and each method's
+    # ranking of a boot failure supposed at its end (what each would blame on the evidence then held).
+    alarms: list[str] = field(default_factory=list)
+    blamed: list[str] = field(default_factory=list)  # haven's top cause of each alarm (none: "")
+    supposed: dict[str, list[str]] = field(default_factory=dict)
+    supposed_inputs: dict[str, Any] | None = None
+
+    @property
+    def control(self) -> bool:
+        return self.fault == NO_FAULT.name
 
     @property
     def top1(self) -> bool:
@@ -513,6 +531,9 @@ class Result:
 
     @property
     def reason(self) -> str:
+        if self.control:
+            said = [f"{a} blamed {b or 'nothing'}" for a, b in zip(self.alarms, self.blamed, strict=True)]
+            return f"false alarm: {'; '.join(said)}" if said else ""
         if self.top1:
             return ""
         if self.status != "run":
@@ -618,8 +639,13 @@ class Bench:
             await asyncio.sleep(5.0)
         return wrong
 
-    async def inject(self, fault: Fault) -> Result:
-        result = Result(fault.name, fault.root)
+    async def inject(self, fault: Fault, round_: int = 1, seed: int | None = None) -> Result:
+        """One injection (or, for NO_FAULT, one control period); ``seed`` jitters how long the fault lasts
+        before the canary round (0 to --jitter s more), so the repeats of a fault differ in timing too."""
+        jitter = random.Random(seed).uniform(0.0, self.args.jitter) if seed is not None else 0.0
+        result = Result(
+            fault.name, fault.root, round=round_, seed=seed, settle_s=round(fault.settle_s + jitter, 2)
+        )
         self.symptoms = []
         # The previous fault's heal was just proven by a whole canary round: its processes, holds and
         # BMCs are checked again (cheap), not a second round.
@@ -632,14 +658,16 @@ class Bench:
         heal: Heal | None = None
         try:
             heal = await asyncio.to_thread(fault.inject, self.handle)
-            say(f"{fault.name}: injected ({fault.what}); round in {fault.settle_s:g} s")
-            await asyncio.sleep(fault.settle_s)
+            say(f"{fault.name}: injected ({fault.what}); round in {result.settle_s:g} s")
+            await asyncio.sleep(result.settle_s)
             try:
                 found = await self.round()
             except TimeoutError:
                 result.notes.append(f"the canary round took over {self.args.round_timeout:g} s")
                 found = None
             self._judge(result, found)
+            if fault is NO_FAULT:
+                await self._judge_control(result)
         except Exception as exc:  # the injection itself failed: reported, the bench goes on
             result.status = "error"
             result.notes.append(f"{type(exc).__name__}: {exc}")
@@ -659,6 +687,21 @@ class Bench:
         say(f"{fault.name}: canary {result.canary}; judged {result.symptom or '-'}; ranked "
             f"{result.ranked[:3]}; {result.summary}; {'; '.join(result.notes)}")  # fmt: skip
         return result
+
+    async def _judge_control(self, result: Result) -> None:
+        """A control period: each symptom raised is an alarm, with haven's top cause of it (a false alarm
+        names one); and a boot failure supposed now (no phase: no narrowing) ranked by every method on the
+        evidence held now, to see what each would blame when nothing is wrong."""
+        for found in sorted(self.symptoms, key=lambda s: s.symptom.at):
+            record = self.store.get_explanation(found.id)
+            ranked = [e.node for e in record.diagnosis.explanations] if record.diagnosis else []
+            result.alarms.append(record.source)
+            result.blamed.append(ranked[0] if ranked else "")
+        now = self.clock.now()
+        symptom = Symptom(SERVER_BOOT, now, "boot failed (supposed)", None)
+        supposed = ExplanationRecord(f"supposed:{now}", "supposed", SERVER_BOOT, symptom, now)
+        result.supposed_inputs = inputs_json(symptom, await self.explainer.gather(supposed))
+        result.supposed = rank_all(result.supposed_inputs)
 
     def _judge(self, result: Result, found: Round | None) -> None:
         if found is not None:
@@ -688,32 +731,80 @@ class Bench:
 # ---- the report ---------------------------------------------------------------------------------------
 
 
+def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """The Wilson score interval (95 % by default) of a proportion ``hits / n``; None when n is 0."""
+    if n == 0:
+        return None
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5 / (1 + z * z / n)
+    return round(max(0.0, centre - half), 3), round(min(1.0, centre + half), 3)
+
+
+def share(hits: int, n: int) -> dict[str, Any]:
+    """``hits`` of ``n`` as a figure with its 95 % Wilson interval."""
+    return {"hits": hits, "n": n, "rate": round(hits / n, 3) if n else None, "ci95": wilson(hits, n)}
+
+
+def _accuracy(judged: list[Result], ranked: Callable[[Result], list[str]]) -> dict[str, Any]:
+    return {
+        "ac1": share(sum(bool(ranked(r)) and ranked(r)[0] == r.root for r in judged), len(judged)),
+        "ac3": share(sum(r.root in ranked(r)[:3] for r in judged), len(judged)),
+    }
+
+
 def report(results: list[Result]) -> dict[str, Any]:
-    judged = [r for r in results if r.status == "run"]
+    """Per fault and overall, for haven and each baseline on the same evidence: AC@1 and AC@3 as hits of
+    the injections judged, with 95 % Wilson intervals; the no-fault control periods' false alarms."""
+    faults = [r for r in results if not r.control]
+    controls = [r for r in results if r.control and r.status == "run"]
+    judged = [r for r in faults if r.status == "run"]
     after = [r.explained_after_s for r in judged if r.explained_after_s is not None]
     rows = []
     for r in results:
         row = asdict(r)
-        row.update(top1=r.top1, top3=r.top3, reason=r.reason)
+        row.update(top1=r.top1, top3=r.top3, reason=r.reason, control=r.control)
         rows.append(row)
-    methods = {}
-    for name in METHODS:
-        ranked = [r.methods.get(name, []) for r in judged]
-        methods[name] = {
-            "ac1": round(sum(bool(x) and x[0] == r.root for x, r in zip(ranked, judged, strict=True))
-                         / len(judged), 3) if judged else None,
-            "ac3": round(sum(r.root in x[:3] for x, r in zip(ranked, judged, strict=True))
-                         / len(judged), 3) if judged else None,
-        }  # fmt: skip
+
+    def by_method(name: str) -> Callable[[Result], list[str]]:
+        return lambda r: r.ranked if name == "haven" else r.methods.get(name, [])
+
+    per_fault: dict[str, Any] = {}
+    for name in dict.fromkeys(r.fault for r in faults):
+        mine = [r for r in judged if r.fault == name]
+        per_fault[name] = {
+            "root": next(r.root for r in faults if r.fault == name),
+            "injections": sum(r.fault == name for r in faults),
+            "judged": len(mine),
+            "methods": {m: _accuracy(mine, by_method(m)) for m in METHODS},
+            "top1_seen": dict(collections.Counter(r.ranked[0] if r.ranked else "-" for r in mine)),
+            "misses": [f"round {r.round}: {r.reason}" for r in mine if not r.top1],
+        }
+    # Over the controls: an alarm is a symptom raised with nothing injected; haven's false alarm is one
+    # it explained with a cause. A supposed boot failure at each period's end is ranked by every method.
+    control = {
+        "periods": len(controls),
+        "alarmed": share(sum(bool(r.alarms) for r in controls), len(controls)),
+        "false_alarms": share(sum(any(r.blamed) for r in controls), len(controls)),
+        "alarms": sum(len(r.alarms) for r in controls),
+        "supposed_blames": {m: share(sum(bool(r.supposed.get(m)) for r in controls), len(controls))
+                            for m in METHODS},
+        "supposed_top1": {m: dict(collections.Counter(r.supposed[m][0] if r.supposed.get(m) else "-"
+                                                      for r in controls)) for m in METHODS},
+    }  # fmt: skip
+    overall = {m: _accuracy(judged, by_method(m)) for m in METHODS}
     return {
-        "faults": len({r.fault for r in results}),
-        "injections": len(results),
+        "faults": len(per_fault),
+        "injections": len(faults),
         "judged": len(judged),
-        "ac1": round(sum(r.top1 for r in judged) / len(judged), 3) if judged else None,
-        "ac3": round(sum(r.top3 for r in judged) / len(judged), 3) if judged else None,
+        "ac1": overall["haven"]["ac1"]["rate"],
+        "ac3": overall["haven"]["ac3"]["rate"],
         "explained_after_s_median": statistics.median(after) if after else None,
         "not_healed": [r.fault for r in results if not r.healed],
-        "methods": methods,  # the same evidence ranked by each method (haven.diagnosis.baselines)
+        "skipped": [f"round {r.round}: {r.fault}: {r.reason}" for r in results if r.status != "run"],
+        "methods": overall,  # the same evidence ranked by each method (haven.diagnosis.baselines)
+        "per_fault": per_fault,
+        "control": control,
         "results": rows,
     }
 
@@ -734,14 +825,28 @@ def a_lab(folder: Path | None) -> Iterator[LabState]:
         shutil.rmtree(own, ignore_errors=True)
 
 
+def plan(names: list[str], runs: int, controls: int, seed: int | None) -> list[tuple[int, str, int | None]]:
+    """The injections in order, as (round, fault, its own seed): ``runs`` rounds, each every fault once
+    (stopped early, every fault has run as often, give or take one), with ``controls`` no-fault periods
+    spread over the rounds; with ``seed``, each round in its own shuffled order and each injection its
+    own seed (its settle jitter), so the repeats of a fault differ in order, timing and what ran before."""
+    rng = random.Random(seed)
+    order: list[tuple[int, str, int | None]] = []
+    for round_ in range(1, runs + 1):
+        wanted = controls * round_ // runs - controls * (round_ - 1) // runs  # this round's share
+        batch = [*names, *[NO_FAULT.name] * wanted]
+        if seed is not None:
+            rng.shuffle(batch)
+        order += [(round_, name, None if seed is None else rng.randrange(2**31)) for name in batch]
+    return order
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     names = args.only.split(",") if args.only else [f.name for f in CATALOG]
     unknown = [n for n in names if n not in FAULTS]
     if unknown:
         raise SystemExit(f"unknown fault(s) {', '.join(unknown)}: known are {', '.join(FAULTS)} (--list)")
-    order = [n for n in names for _ in range(args.runs)]
-    if args.seed is not None:
-        random.Random(args.seed).shuffle(order)
+    order = plan(names, args.runs, args.control, args.seed)
     results = []
     with (
         a_lab(args.folder) as state,
@@ -750,9 +855,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     ):
         bench = Bench(LabHandle(state), store, args)
         async with observing(state, store, args.controlplane):
-            for i, name in enumerate(order, 1):
-                say(f"[{i}/{len(order)}] {name}")
-                results.append(await bench.inject(FAULTS[name]))
+            for i, (round_, name, seed) in enumerate(order, 1):
+                say(f"[{i}/{len(order)}] round {round_}: {name} (seed {seed})")
+                results.append(await bench.inject(FAULTS.get(name, NO_FAULT), round_, seed))
                 if args.out:
                     args.out.write_text(json.dumps(report(results), indent=2) + "\n")
     return report(results)
@@ -761,7 +866,18 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--folder", type=Path, help="a running lab (default: start one)")
-    parser.add_argument("--runs", type=int, default=1, help="injections of each fault (default 1)")
+    parser.add_argument(
+        "--repeat", "--runs", dest="runs", type=int, default=1,
+        help="injections of each fault (default 1), in as many rounds, each round in its own order",
+    )  # fmt: skip
+    parser.add_argument(
+        "--control", type=int, default=0,
+        help="no-fault control periods (nothing injected, as long as an injection), spread over the rounds",
+    )  # fmt: skip
+    parser.add_argument(
+        "--jitter", type=float, default=5.0,
+        help="with --seed: each injection lasts 0 to this many s more before its canary round (default 5)",
+    )  # fmt: skip
     parser.add_argument(
         "--seed", type=int, help="shuffle the order with this seed (default: catalogue order)"
     )
@@ -785,6 +901,8 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.runs < 1 or args.control < 0 or args.jitter < 0:
+        parser.error("--repeat must be at least 1, --control and --jitter at least 0")
     if args.list:
         for fault in CATALOG:
             print(f"{fault.name:<20} {fault.root:<16} {fault.what}")
@@ -814,34 +932,61 @@ def replay(path: Path) -> dict[str, Any]:
         if result.inputs is not None:
             result.methods = rank_all(result.inputs)
             result.ranked = result.methods["haven"]
+        if result.supposed_inputs is not None:
+            result.supposed = rank_all(result.supposed_inputs)
         results.append(result)
     return report(results)
 
 
+def _figure(f: dict[str, Any]) -> str:
+    if not f["n"]:
+        return "-"
+    low, high = f["ci95"]
+    return f"{f['hits']}/{f['n']} = {f['rate']:.2f} [{low:.2f}-{high:.2f}]"
+
+
 def show(found: dict[str, Any]) -> None:
-    head = f"{'fault':<20} {'root cause':<15} {'canary':<28} {'top 3':<44} {'@1':>2} {'@3':>2}"
+    head = f"{'fault':<20} {'rnd':>3} {'root cause':<15} {'canary':<28} {'top 3':<44} {'@1':>2} {'@3':>2}"
     print(f"{head} {'expl.':>6}  miss")
     for r in found["results"]:
         after = "-" if r["explained_after_s"] is None else f"{r['explained_after_s']:.1f}"
         top = ",".join(r["ranked"][:3]) or "-"
-        marks = f"{'y' if r['top1'] else '-':>2} {'y' if r['top3'] else '-':>2}"
-        print(
-            f"{r['fault']:<20} {r['root']:<15} {r['canary'][:28]:<28} {top[:44]:<44} {marks} {after:>6}  "
-            f"{r['reason']}"
+        marks = (
+            "    "
+            if r["fault"] == NO_FAULT.name
+            else f"{'y' if r['top1'] else '-':>2} {'y' if r['top3'] else '-':>2}"
         )
+        print(
+            f"{r['fault']:<20} {r.get('round', 1):>3} {r['root'] or '-':<15} {r['canary'][:28]:<28} "
+            f"{top[:44]:<44} {marks} {after:>6}  {r['reason']}"
+        )
+    print(
+        "\nper fault: haven's AC@1 and AC@3 as hits/judged = rate [95 % Wilson interval]; the baselines' AC@1"
+    )
+    for name, f in found.get("per_fault", {}).items():
+        ours = f["methods"]["haven"]
+        others = ", ".join(
+            f"{m} {x['ac1']['hits']}/{x['ac1']['n']}" for m, x in f["methods"].items() if m != "haven"
+        )
+        print(f"  {name:<20} AC@1 {_figure(ours['ac1']):<26} AC@3 {_figure(ours['ac3']):<26} {others}")
     median = found["explained_after_s_median"]
     print(
-        f"overall: {found['faults']} faults, {found['injections']} injections ({found['judged']} judged), "
-        f"AC@1 {found['ac1']}, AC@3 {found['ac3']}, median symptom→explanation "
-        f"{'-' if median is None else f'{median:.1f} s'}, not healed {found['not_healed'] or 'none'}, "
+        f"\noverall: {found['faults']} faults, {found['injections']} injections ({found['judged']} judged), "
+        f"median symptom→explanation {'-' if median is None else f'{median:.1f} s'}, "
+        f"not healed {found['not_healed'] or 'none'}, skipped {found.get('skipped') or 'none'}, "
         f"{found['wall_s']} s"
     )
     for name, figures in found.get("methods", {}).items():
-        print(f"  {name:<7} AC@1 {figures['ac1']}, AC@3 {figures['ac3']} (same evidence)")
-    for r in found["results"]:
-        others = {k: v[0] if v else "-" for k, v in r.get("methods", {}).items() if k != "haven"}
-        if others:
-            print(f"  {r['fault']:<20} top-1 by " + ", ".join(f"{k} {v}" for k, v in others.items()))
+        print(f"  {name:<7} AC@1 {_figure(figures['ac1'])}, AC@3 {_figure(figures['ac3'])} (same evidence)")
+    control = found.get("control")
+    if control and control["periods"]:
+        print(
+            f"no-fault control: {control['periods']} periods, with an alarm {_figure(control['alarmed'])}, "
+            f"a false alarm (an alarm haven blamed on a cause) {_figure(control['false_alarms'])}; "
+            f"a boot failure supposed at each period's end blamed on something by:"
+        )
+        for name, figures in control["supposed_blames"].items():
+            print(f"  {name:<7} {_figure(figures)}  top 1: {control['supposed_top1'][name]}")
 
 
 if __name__ == "__main__":
