@@ -40,6 +40,11 @@ def add_lab_commands(sub: Any) -> None:
         action="store_true",
         help="also run Keystone and nova-api as systemd units on 2 controllers behind HAProxy (needs root)",
     )
+    up.add_argument(
+        "--cinder",
+        action="store_true",
+        help="also run Cinder (NFS-driver volumes as files on a bind mount, posix backups; needs root)",
+    )
     up.set_defaults(handler=_up)
     status = lab_sub.add_parser("status", help="what the lab runs, its URLs and files")
     status.add_argument("--folder", type=Path, default=None, help=folder_help)
@@ -63,7 +68,7 @@ def _up(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     folder = _folder(args)
     try:
-        state = lab.up(folder, args.computes, progress=say, ha=args.ha)
+        state = lab.up(folder, args.computes, progress=say, ha=args.ha, cinder=args.cinder)
     except (LabServiceError, ToolInstallError) as exc:
         err.print(f"[bold red]haven lab up: failed:[/] {escape(str(exc))}", highlight=False)
         err.print(f"  hint: each service's log is in {folder}", highlight=False)

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from platformdirs import user_data_dir
 
 from haven.lab import agents, bmc, glance, ha_stateful, labfiles, nova, placement
+from haven.lab import cinder as cinder_lab
 from haven.lab import ha as ha_lab
 from haven.lab.etcd import ETCD, EtcdServer
 from haven.lab.hardware import read_holds
@@ -56,23 +57,29 @@ def running(folder: Path) -> LabState | None:
     return state
 
 
-def up(folder: Path, computes: int = 2, progress: Progress | None = None, ha: bool = False) -> LabState:
+def up(
+    folder: Path, computes: int = 2, progress: Progress | None = None, ha: bool = False, cinder: bool = False
+) -> LabState:
     """Start a fresh lab with ``computes`` compute hosts in ``folder``; its state once all is up.
 
     ``ha``: then also Keystone and nova-api replicas as systemd units on two controllers behind
     HAProxy (haven.lab.ha), the catalog, clouds.yaml and haven.toml pointing at HAProxy's frontends.
+    ``cinder``: then also Cinder (haven.lab.cinder: NFS driver on a bind mount, posix backups); opt-in.
     """
     say = progress or (lambda _message: None)
     if computes < 1:
         raise LabServiceError(f"--computes must be at least 1, got {computes}")
     if ha:
         ha_lab.check_requirements()
+    if cinder:
+        cinder_lab.check_requirements()
     if running(folder) is not None:
         raise LabServiceError(f"a lab already runs in {folder}: stop it with `haven lab down` first")
     started = time.monotonic()
-    with ThreadPoolExecutor(len(TOOLS)) as pool:  # the first up installs; later ones find them ready
+    tools = (*TOOLS, cinder_lab.TOOL) if cinder else TOOLS
+    with ThreadPoolExecutor(len(tools)) as pool:  # the first up installs; later ones find them ready
         venvs = dict(
-            zip(TOOLS, pool.map(lambda tool: ensure_tool_env(tool, progress=say), TOOLS), strict=True)
+            zip(tools, pool.map(lambda tool: ensure_tool_env(tool, progress=say), tools), strict=True)
         )
     _fresh(folder)
     hosts = [f"compute-{index}" for index in range(1, computes + 1)]
@@ -97,6 +104,11 @@ def up(folder: Path, computes: int = 2, progress: Progress | None = None, ha: bo
 
     try:
         _start(folder, hosts, venvs, state, keep, say)
+        if cinder:
+            state.urls["volume"], state.files["cinder.conf"] = cinder_lab.start(
+                folder, venvs[cinder_lab.TOOL], keep, say
+            )
+            state.save()
         if ha:
             _start_ha(folder, venvs, state, keep, keep_namespace, say, processes)
     except BaseException:
