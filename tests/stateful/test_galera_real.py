@@ -29,6 +29,11 @@ from haven.stateful.galera_recovery import GaleraRecovery, StoreAlerts, StoreJou
 from haven.stateful.writer import Writer, missing, prepare
 from haven.store import Store
 
+# A write Galera refuses while no primary component is formed: 1047 "WSREP has not yet prepared node
+# for application use", 1180 "...Not connected to Primary Component", 1213 a local transaction aborted
+# by a view change. Each tells the client the write was not committed (never a lost acknowledged one).
+GALERA_REFUSALS = {1047, 1180, 1213}
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
@@ -104,8 +109,14 @@ def test_a_killed_node_is_restarted_and_rejoins(cluster: LoopbackCluster) -> Non
     assert report.decisions[-1].startswith("nothing: ") and report.alerts == [], seen
     live = asyncio.run(cluster.node("g3").live())  # the server's own word
     assert (live.primary, live.local_state, live.cluster_size) == (True, "Synced", 3)
-    assert report.writes_acked >= 10 and report.failed_writes == 0, seen
-    assert report.writes_lost == 0, seen
+    assert report.writes_acked >= 10 and report.writes_lost == 0, seen
+    # A client may see a write refused while the node rejoins, never anything else: measured on this
+    # machine at load 6-7, 2 of 21 drills had the two survivors split for ~2 s when the restarted node
+    # joined (each in its own non-primary component, Galera's EVS timeouts under CPU starvation; Galera
+    # re-forms the primary itself), refusing 14 and 26 writes with 1047/1180. No acknowledged write lost.
+    codes = {int(m.group(1)) for e in report.write_errors if (m := re.search(r"\((\d+),", e))}
+    assert sum(report.write_errors.values()) == report.failed_writes, seen
+    assert codes <= GALERA_REFUSALS, seen
 
 
 @pytest.mark.parametrize("first_down", ["g1", "g2", "g3"])

@@ -69,6 +69,7 @@ class GaleraDrillReport:
     writes_acked: int = 0
     writes_lost: int = 0  # acknowledged commits missing afterwards on some node
     failed_writes: int = 0  # client writes that failed (an error, not lost data)
+    write_errors: dict[str, int] = field(default_factory=dict)  # each failed write's error, counted
     bootstrap_node: str | None = None  # read from the servers' logs
     bootstrap_from_highest: bool | None = None  # full outage only
     nodes: list[NodeVerdict] = field(default_factory=list)
@@ -142,7 +143,7 @@ def node_loss(cluster: LoopbackCluster, victim: str, start_id: int = 1) -> Galer
         report.recover_s = round(time.monotonic() - killed, 2)
     finally:
         writer.stop()
-    report.failed_writes = writer.failed
+    report.failed_writes, report.write_errors = writer.failed, dict(writer.errors)
     _judge(report, cluster, store, decisions, writer.acked, marks, seqnos=None)
     return report
 
@@ -161,7 +162,7 @@ def full_outage(cluster: LoopbackCluster, first_down: str, start_id: int = 1) ->
         cluster.kill([n.name for n in last_two])  # the power cut: no node stopped cleanly
     finally:
         writer.stop()
-    report.failed_writes = writer.failed
+    report.failed_writes, report.write_errors = writer.failed, dict(writer.errors)
     seqnos = {n.name: independent_seqno(n) for n in cluster.nodes}
     marks = log_sizes(cluster)
     store, recovery = _loop(cluster)

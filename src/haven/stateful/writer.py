@@ -45,6 +45,7 @@ class Writer:
         self.acked: list[int] = []
         self.failed = 0
         self.last_error = ""
+        self.errors: dict[str, int] = {}  # each distinct error (class and message) and how often
         self._connection: Any = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="galera-writer", daemon=True)
@@ -79,7 +80,8 @@ class Writer:
             self.acked.append(row)  # the COMMIT (autocommit) returned: acknowledged
         except Exception as exc:
             self.failed += 1
-            self.last_error = str(exc)
+            self.last_error = f"{type(exc).__name__}: {exc}"[:200]
+            self.errors[self.last_error] = self.errors.get(self.last_error, 0) + 1
             _close(self._connection)
             self._connection = None
             time.sleep(0.05)
