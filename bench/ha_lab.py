@@ -54,6 +54,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import ha_anchors  # bench/, on sys.path when run as a script
 import httpx
 
 from haven.controlplane.drivers.service_probes import NovaRpc, ProbeFailed
@@ -103,14 +104,12 @@ def _healer(cluster: ha.HaLab, heal: bool, folder: Path) -> Iterator[ha_drills.H
 
 
 def fault_run(
-    labf: Path, cluster: ha.HaLab, host: str, clients: int, *, drill: str, heal: bool, anchor_s: float
+    labf: Path, cluster: ha.HaLab, host: str, clients: int, *, drill: str, heal: bool
 ) -> dict[str, object]:
-    """One kill or hang of nova-api on ``host``; through haven's frontend, or the Kolla one (no heal)."""
-    kolla = drill == "hang" and not heal
+    """One kill or hang of nova-api on ``host`` through haven's frontend, haven healing or not."""
     service, unit = "nova-api", "nova-api.service"
-    backend = "nova_api_kolla" if kolla else "nova_api"
-    port = cluster.kolla_frontends[service] if kolla else cluster.frontends[service]
-    url = f"http://127.0.0.1:{port}/v2.1/servers"
+    backend = "nova_api"
+    url = f"{cluster.frontend_url(service)}/v2.1/servers"
     ctl = cluster.controller(host)
     _settled(cluster)
     before = ha_drills.unit_status(ctl, unit)
@@ -128,8 +127,7 @@ def fault_run(
                 pids = ha_drills.hang(ctl, unit)
             faulted = time.monotonic()
             try:
-                window = anchor_s if kolla else 90.0
-                while time.monotonic() - faulted < window and back_s is None:
+                while time.monotonic() - faulted < 90.0 and back_s is None:
                     elapsed = time.monotonic() - faulted
                     admin, op = ha.servers_state(cluster)[(backend, host)]
                     health = ha.check_health(cluster)[(backend, host)][1]
@@ -141,13 +139,12 @@ def fault_run(
                         restarted_s = elapsed
                     if restarted_s is not None and answers_s is None and _answers(direct):
                         answers_s = elapsed
-                    fresh = restarted_s is not None or (kolla and out_s is not None)
                     top = health == ha.HEALTHY and lowest < ha.HEALTHY
-                    if fresh and (admin, op) == ("ready", "up") and top:
+                    if restarted_s is not None and (admin, op) == ("ready", "up") and top:
                         back_s = elapsed
                     time.sleep(0.1)
             finally:
-                ha_drills.resume(pids)  # the anchor: an operator's SIGCONT at the end of the window
+                ha_drills.resume(pids)
             time.sleep(5.0)  # the load goes on a while on the replica back in service
         restarts: int | None = None
         false_actions: int | None = None
@@ -157,7 +154,7 @@ def fault_run(
             false_actions = len([a for a in healer.actions() if (a.service, a.host) != (service, host)])
     requests = load.answers + len(load.errors)
     return {
-        "drill": drill, "mode": "kolla" if kolla else ("haven" if heal else "systemd"), "victim": host,
+        "drill": drill, "mode": "haven" if heal else "systemd", "victim": host,
         "requests": requests, "rps": round(requests / load.seconds, 1),
         "failed": len(load.errors), "out_s": _r(out_s), "restarted_s": _r(restarted_s),
         "answers_s": _r(answers_s), "back_s": _r(back_s), "slowest_s": _r(load.slowest[0]),
@@ -410,6 +407,137 @@ def workers_bench(labf: Path, cluster: ha.HaLab, runs: int, clients: int) -> int
     return 0
 
 
+# --anchor / --compare: the same drill on the same replicas, each mode healing (or not) its own way.
+MODES = ("haven", "kolla", "k8s")
+WINDOWS = {"haven": 90.0, "kolla": 60.0, "k8s": 300.0}  # seconds a run waits for the replica back
+COMPARE_KEYS = ("rps", "failed", "failed_after_out", "out_s", "restarted_s", "answers_s", "back_s",
+                "slowest_s", "false_restarts")  # fmt: skip
+
+
+def _member(cluster: ha.HaLab, proxy: ha_anchors.AnchorProxy, mode: str, host: str) -> tuple[str, str]:
+    if mode == "haven":
+        return ha.servers_state(cluster)[("nova_api", host)]
+    backend = ha_anchors.KOLLA_BACKEND if mode == "kolla" else ha_anchors.K8S_BACKEND
+    return proxy.state()[(backend, host)]
+
+
+def anchor_run(
+    labf: Path, cluster: ha.HaLab, proxy: ha_anchors.AnchorProxy, host: str, clients: int, *,
+    mode: str, drill: str, window_s: float, grace_s: float,
+) -> dict[str, object]:  # fmt: skip
+    """One hang (SIGSTOP of master and worker) or kill -9 of nova-api on ``host`` under ``MixedLoad``,
+    healed by ``mode``: haven (its control plane, the lab's frontend), kolla (Kolla's HAProxy checks and
+    restart policy, nothing else) or k8s (OpenStack-Helm's probes, the kubelet's kill, readiness as
+    Service membership). Judged from HAProxy's own member state, systemd's InvocationID, a direct GET and
+    what the clients saw."""
+    ctl = cluster.controller(host)
+    others = [c for c in cluster.controllers if c.host != host]
+    _settled(cluster)
+    proxy.settled()
+    before = {c.host: ha_drills.unit_status(c, "nova-api.service").invocation_id for c in cluster.controllers}
+    direct = f"http://{ctl.address}:{cluster.ports['nova-api']}/"
+    url = cluster.frontend_url("nova-api") if mode == "haven" else proxy.url(mode)
+    out_s = restarted_s = answers_s = back_s = None
+    out_at = 0.0
+    lowest = ha.HEALTHY
+    pids: list[int] = []
+    folder = Path(tempfile.mkdtemp(prefix="hv-ha-bench-anchor-"))
+    mechanism: contextlib.AbstractContextManager[object]
+    if mode == "haven":
+        mechanism = _healer(cluster, True, folder)
+    elif mode == "kolla":
+        mechanism = ha_anchors.kolla_restart_policy(cluster)
+    else:
+        mechanism = ha_anchors.Kubelet(cluster, proxy, grace_s=grace_s)
+    with mechanism as running:
+        policy = ha_anchors.unit_restart_policy(ctl)
+        with ha_anchors.MixedLoad(url, _token(labf, cluster), clients) as load:
+            time.sleep(3.0)
+            if drill == "kill":
+                os.kill(ha.main_pid(ctl, "nova-api.service"), signal.SIGKILL)
+            else:
+                pids = ha_drills.hang(ctl, "nova-api.service")
+            faulted = time.monotonic()
+            try:
+                while time.monotonic() - faulted < window_s and back_s is None:
+                    elapsed = time.monotonic() - faulted
+                    member = _member(cluster, proxy, mode, host)
+                    # haven's lab backend: back once its check health counter is at its top again
+                    health = ha.check_health(cluster)[("nova_api", host)][1] if mode == "haven" else 0
+                    lowest = min(lowest, health)
+                    if out_s is None and member != ("ready", "up"):
+                        out_s, out_at = elapsed, time.monotonic()
+                    invocation = ha_drills.unit_status(ctl, "nova-api.service").invocation_id
+                    if restarted_s is None and invocation != before[host]:
+                        restarted_s = elapsed
+                    if restarted_s is not None and answers_s is None and _answers(direct):
+                        answers_s = elapsed
+                    top = mode != "haven" or (lowest < ha.HEALTHY and health == ha.HEALTHY)
+                    if out_s is not None and restarted_s is not None and member == ("ready", "up") and top:
+                        back_s = elapsed
+                    time.sleep(0.1)
+            finally:
+                ha_drills.resume(pids)  # Kolla's window over: an operator's SIGCONT
+            time.sleep(3.0)
+        kills = running.kills() if isinstance(running, ha_anchors.Kubelet) else []
+        kubelet_events = (
+            [(round(t - faulted, 2), h, what) for t, h, what in running.events]
+            if isinstance(running, ha_anchors.Kubelet) else []
+        )  # fmt: skip
+        haven_false = (
+            len([a for a in running.actions() if (a.service, a.host) != ("nova-api", host)])
+            if isinstance(running, ha_drills.Healer) else 0
+        )  # fmt: skip
+    after = {c.host: ha_drills.unit_status(c, "nova-api.service").invocation_id for c in cluster.controllers}
+    false_restarts = sum(after[c.host] != before[c.host] for c in others) + haven_false
+    return {
+        "drill": drill, "mode": mode, "victim": host, "unit": policy, "requests": load.requests,
+        "writes": load.writes, "rps": round(load.requests / load.seconds, 1), "failed": len(load.errors),
+        "failed_after_out": len([e for e in load.errors if out_s is not None and e[0] >= out_at]),
+        "out_s": _r(out_s), "restarted_s": _r(restarted_s), "answers_s": _r(answers_s),
+        "back_s": _r(back_s), "slowest_s": _r(load.slowest), "false_restarts": false_restarts,
+        "kills": len(kills), "kubelet": kubelet_events[:12], "first_error": load.errors[:1],
+        "load1": os.getloadavg()[0],
+    }  # fmt: skip
+
+
+def compare_bench(
+    labf: Path, cluster: ha.HaLab, modes: tuple[str, ...], drill: str, runs: int, clients: int,
+    kolla_window_s: float, grace_s: float,
+) -> int:  # fmt: skip
+    """``--anchor``/``--compare``: each run index drills the same victim once per mode, in turn."""
+    rows: dict[str, list[dict[str, object]]] = {}
+    windows = {**WINDOWS, "kolla": kolla_window_s, "k8s": max(WINDOWS["k8s"], grace_s + 120.0)}
+    print(f"load average at the start: {os.getloadavg()}", flush=True)
+    with ha_anchors.AnchorProxy(cluster, Path(tempfile.mkdtemp(prefix="hv-ha-bench-proxy-"))) as proxy:
+        for index in range(runs):
+            host = ha.CONTROLLERS[index % 2]
+            for mode in modes:
+                row = anchor_run(labf, cluster, proxy, host, clients, mode=mode, drill=drill,
+                                 window_s=windows[mode], grace_s=grace_s)  # fmt: skip
+                rows.setdefault(mode, []).append(row)
+                print(row, flush=True)
+                time.sleep(3.0)
+    print(f"load average at the end: {os.getloadavg()}", flush=True)
+    medians: dict[str, dict[str, float | None]] = {}
+    for mode, found in rows.items():
+        _summary(f"{drill} of one nova-api replica, {clients} clients, {mode}", found, COMPARE_KEYS)
+        medians[mode] = {}
+        for key in COMPARE_KEYS:
+            values = [float(v) for r in found if isinstance(v := r[key], int | float)]
+            missing = len(found) - len(values)
+            # a run without the event (never out, never back within its window) has no median
+            medians[mode][key] = round(statistics.median(values), 2) if values and not missing else None
+    if "haven" in medians:
+        print("\nhaven / anchor (medians; None: the anchor never did it within its window):")
+        for mode in (m for m in modes if m != "haven"):
+            for key in ("out_s", "back_s", "failed"):
+                mine, theirs = medians["haven"][key], medians[mode][key]
+                ratio = round(mine / theirs, 3) if mine is not None and theirs else None
+                print(f"  {key:<10} haven {mine}  {mode} {theirs}  ratio {ratio}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--folder", type=Path, default=None, help="a running HA lab (default: start one)")
@@ -419,12 +547,22 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--heal", action="store_true", help="haven's control plane runs (kill)")
-    parser.add_argument("--anchor", action="store_true", help="hang: also Kolla's settings, no haven")
-    parser.add_argument("--anchor-window", type=float, default=60.0, help="seconds the anchor is hung")
+    parser.add_argument("--anchor", choices=MODES, action="append", default=None,
+                        help="hang/kill: heal as haven, Kolla-Ansible or Kubernetes/OpenStack-Helm does "
+                        "(repeatable); --compare runs all three")  # fmt: skip
+    parser.add_argument("--compare", action="store_true", help="--anchor haven --anchor kolla --anchor k8s")
+    parser.add_argument("--anchor-window", type=float, default=60.0, help="seconds Kolla's replica is hung")
+    parser.add_argument("--k8s-grace", type=float, default=ha_anchors.OSH_GRACE_S,
+                        help="the pod's terminationGracePeriodSeconds (OpenStack-Helm: 180)")  # fmt: skip
     parser.add_argument("--lab-timing", action="store_true", help="the lab's former probe timing (2 s x 3)")
     args = parser.parse_args()
     global LAB_TIMING
     LAB_TIMING = args.lab_timing
+    modes = MODES if args.compare else tuple(dict.fromkeys(args.anchor or ()))
+    if modes and args.drill not in ("hang", "kill"):
+        parser.error("--anchor and --compare drill hang or kill only")
+    if args.runs < 1 or args.clients < 1 or args.k8s_grace < 0:
+        parser.error("--runs and --clients must be at least 1, --k8s-grace not negative")
     labf = args.folder or Path(tempfile.mkdtemp(prefix="hv-ha-bench-"))
     if args.folder is None:
         print(f"starting an HA lab in {labf}", flush=True)
@@ -435,25 +573,23 @@ def main() -> int:
             print(f"no HA lab runs in {labf}: start one with `haven lab up --ha --folder {labf}`")
             return 2
         cluster = ha.from_state(state.ha)
-        if args.anchor and not cluster.kolla_frontends:
-            print("this HA lab has no Kolla-checked frontends: start it again with this haven")
-            return 2
         if cluster.workers:  # the lab's [controlplane] pings them: the transport URL, as LAB/ha/serve.env
             os.environ[ha.TRANSPORT_URL_ENV] = ha.transport_url(labf)
         if args.drill == "worker":
             return workers_bench(labf, cluster, args.runs, args.clients)
+        if modes:
+            return compare_bench(labf, cluster, modes, args.drill, args.runs, args.clients,
+                                 args.anchor_window, args.k8s_grace)  # fmt: skip
         rows: dict[str, list[dict[str, object]]] = {}
         for index in range(args.runs):
             host = ha.CONTROLLERS[index % 2]
-            modes = [args.drill == "hang" or args.heal] + ([False] if args.anchor else [])
-            for heal in modes:
+            for heal in [args.drill == "hang" or args.heal]:
                 if args.drill == "crashloop":
                     row = crashloop_run(labf, cluster, host, args.clients)
                 elif args.drill == "controller":
                     row = controller_run(labf, cluster, host, args.clients)
                 else:
-                    row = fault_run(labf, cluster, host, args.clients, drill=args.drill, heal=heal,
-                                    anchor_s=args.anchor_window)  # fmt: skip
+                    row = fault_run(labf, cluster, host, args.clients, drill=args.drill, heal=heal)
                 rows.setdefault(str(row.get("mode", "haven")), []).append(row)
                 print(row, flush=True)
                 time.sleep(3.0)  # the survivor settles; the other replica rises
