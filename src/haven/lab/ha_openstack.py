@@ -17,8 +17,8 @@ What it does, once, on a running HA lab:
    pointed at the Galera copies and at the RabbitMQ cluster.
 2. A RabbitMQ user ``openstack`` on the cluster and the transport URL listing its three nodes, as
    operators write it (``rabbit://openstack:PW@127.0.0.1:P1,openstack:PW@127.0.0.1:P2,...``), with
-   ``[oslo_messaging_rabbit] rabbit_quorum_queue = true`` (Kolla-Ansible's default since 2024.1:
-   Nova's topic queues are quorum queues replicated on the three nodes, so a lost node loses none).
+   Nova's queues mirrored on the three nodes by a policy (``ha-all``, as Kolla-Ansible set it before
+   its quorum queues: see ``MIRRORED``), so a lost node loses no queue.
 3. nova.conf, placement.conf, keystone.conf and glance-api.conf rewritten to use them (the old files
    kept as ``*.plain``), ``LAB/ha/serve.env``'s transport URL too (haven's ``nova_rpc`` probes).
 4. Restarted on them: every controller's units (keystone, nova-api, placement-api, glance-api,
@@ -55,7 +55,7 @@ from haven.lab import ha_stateful
 from haven.lab.process import LabServiceError
 from haven.lab.state import load_state
 from haven.lab.toolenv import Progress, ensure_tool_env
-from haven.stateful.galera_systemd import SystemdUnit
+from haven.stateful.galera_systemd import SystemdBus, SystemdUnit
 from haven.stateful.rabbitmq_node import RABBITMQCTL
 
 DUMP = Path("/usr/bin/mariadb-dump")
@@ -64,6 +64,12 @@ USER = "openstack"
 COPIED = ("nova_api", "nova", "nova_cell0", "placement")  # from the plain lab's MariaDB
 SYNCED = {"keystone": "keystone", "glance": "glance"}  # database -> tool venv: db_sync, rows copied
 DATABASES = (*COPIED, *SYNCED)
+# Classic queues mirrored on every node, as Kolla-Ansible's om_enable_rabbitmq_high_availability set
+# it (its definitions.json): every queue but reply, fanout and amq.* ones. Not quorum queues (Kolla's
+# default since 2024.1): they must be durable, and haven's nova_rpc probe declares Nova's exchange
+# non-durable (oslo.messaging's defaults), which a durable declaration then refuses (seen: 406).
+MIRRORED = r"^(?!(amq\.)|(.*_fanout_)|(reply_)).*"
+MIRRORING = '{"ha-mode":"all","ha-promote-on-shutdown":"always","ha-promote-on-failure":"always"}'
 
 # Runs in a tool's venv (its SQLAlchemy and PyMySQL): every row of every table of argv[1] into the
 # same tables of argv[2] (made by the service's db_sync), the migration bookkeeping left as synced.
@@ -136,8 +142,9 @@ def use_clusters(lab_folder: Path, say: Progress, timeout_s: float = 300.0) -> B
     (galera.folder / "openstack-password").write_text(password)
     os.chmod(galera.folder / "openstack-password", 0o600)
     _copy_mariadb(lab_folder, galera)
+    pymysql = _pymysql_path(ha.folder, say)
     for database, tool in SYNCED.items():
-        _sync_and_copy(lab_folder, database, tool, backends, say)
+        _sync_and_copy(lab_folder, database, tool, backends, pymysql, say)
     _point_cells(galera, backends)
     say(f"RabbitMQ: user {USER} on the cluster; transport URL over {len(backends.rabbit_ports)} nodes")
     _rabbit_user(rabbit, password)
@@ -146,7 +153,7 @@ def use_clusters(lab_folder: Path, say: Progress, timeout_s: float = 300.0) -> B
     if env.exists():
         env.write_text(f"{ha_lab.TRANSPORT_URL_ENV}='{backends.transport_url}'\n")
     say("restarting the controllers' units and the computes on the clusters")
-    _restart_units(ha)
+    _restart_units(ha, pymysql)
     computes = _restart_computes(lab_folder)
     ha_lab._wait_all_up(ha, timeout_s)
     ha_lab.wait_workers(ha, backends.transport_url, timeout_s)
@@ -189,7 +196,21 @@ def _copy_mariadb(lab_folder: Path, galera: ha_stateful.HaGalera) -> None:
         )
 
 
-def _sync_and_copy(lab_folder: Path, database: str, tool: str, backends: Backends, say: Progress) -> None:
+def _pymysql_path(ha_folder: Path, say: Progress) -> Path:
+    """A folder holding only PyMySQL (the nova venv's), for Keystone's and Glance's ``PYTHONPATH``:
+    their tool venvs have no MySQL driver (the plain lab runs them on SQLite)."""
+    folder = ha_folder / "pymysql"
+    folder.mkdir(exist_ok=True)
+    link = folder / "pymysql"
+    if not link.exists():
+        source = next((ensure_tool_env("nova", progress=say) / "lib").glob("python3*/site-packages/pymysql"))
+        link.symlink_to(source)
+    return folder
+
+
+def _sync_and_copy(
+    lab_folder: Path, database: str, tool: str, backends: Backends, pymysql: Path, say: Progress
+) -> None:
     venv = ensure_tool_env(tool, progress=say)
     folder = lab_folder / tool
     name = "keystone.conf" if tool == "keystone" else "glance-api.conf"
@@ -200,15 +221,16 @@ def _sync_and_copy(lab_folder: Path, database: str, tool: str, backends: Backend
     conf.set("database", "connection", backends.db_url(database))
     _write(conf, synced)
     manage = [str(venv / "bin" / f"{tool}-manage"), "--config-file", str(synced)]
+    env = {**os.environ, "PYTHONPATH": str(pymysql)}
     try:
         result = subprocess.run(
-            [*manage, "db_sync"], capture_output=True, text=True, timeout=600, check=False
+            [*manage, "db_sync"], capture_output=True, text=True, timeout=600, check=False, env=env
         )
         if result.returncode != 0:
             raise LabServiceError(f"{tool}-manage db_sync on Galera failed: {result.stderr.strip()[-500:]}")
         copy = subprocess.run(
             [str(venv / "bin" / "python"), "-c", _COPY_ROWS, source, backends.db_url(database)],
-            capture_output=True, text=True, timeout=300, check=False,
+            capture_output=True, text=True, timeout=300, check=False, env=env,
         )  # fmt: skip
         if copy.returncode != 0:
             raise LabServiceError(f"copying {tool}'s rows into Galera failed: {copy.stderr.strip()[-500:]}")
@@ -231,11 +253,14 @@ def _rabbit_user(rabbit: Mapping[str, Any], password: str) -> None:
     first = str(rabbit["nodes"][0]["name"])
     env = {**os.environ, "HOME": str(rabbit["folder"]), "ERL_EPMD_ADDRESS": "127.0.0.1",
            "ERL_EPMD_PORT": str(rabbit["epmd_port"])}  # fmt: skip
-    for args in (["delete_user", USER], ["add_user", USER, password],
-                 ["set_permissions", "-p", "/", USER, ".*", ".*", ".*"]):  # fmt: skip
+    # a fresh vhost first: the exchanges and queues an earlier try declared otherwise are gone
+    steps = [["delete_vhost", "/"], ["add_vhost", "/"], ["delete_user", USER], ["add_user", USER, password],
+             ["set_permissions", "-p", "/", USER, ".*", ".*", ".*"],
+             ["set_policy", "-p", "/", "--apply-to", "queues", "ha-all", MIRRORED, MIRRORING]]  # fmt: skip
+    for args in steps:
         result = subprocess.run([str(RABBITMQCTL), "-n", first, *args], env=env, capture_output=True,
                                 text=True, timeout=60, check=False)  # fmt: skip
-        if result.returncode != 0 and args[0] != "delete_user":
+        if result.returncode != 0 and not args[0].startswith("delete_"):
             raise LabServiceError(f"rabbitmqctl {args[0]} on {first} failed: {result.stderr.strip()[-300:]}")
 
 
@@ -258,7 +283,6 @@ def _rewrite_configs(lab_folder: Path, backends: Backends) -> None:
             ("DEFAULT", "transport_url", backends.transport_url),
             ("api_database", "connection", backends.db_url("nova_api")),
             ("database", "connection", backends.db_url("nova")),
-            ("oslo_messaging_rabbit", "rabbit_quorum_queue", "true"),
         ],
         lab_folder / "placement" / "placement.conf": [
             ("placement_database", "connection", backends.db_url("placement")),
@@ -276,10 +300,20 @@ def _rewrite_configs(lab_folder: Path, backends: Backends) -> None:
         _write(conf, path)
 
 
-def _restart_units(ha: ha_lab.HaLab) -> None:
+def _restart_units(ha: ha_lab.HaLab, pymysql: Path) -> None:
+    """Each controller's units stopped and started again; Keystone's and Glance's with a drop-in
+    (``UNIT.d/haven-clusters.conf``: PyMySQL on their ``PYTHONPATH``), read after a daemon reload."""
     units = [api.unit for api in ha.apis] + [worker.unit for worker in ha.workers]
+    for controller in ha.controllers:
+        for api in ha.apis:
+            if api.tool in SYNCED.values():
+                dropins = controller.folder / "units" / f"{api.unit}.d"
+                dropins.mkdir(exist_ok=True)
+                (dropins / "haven-clusters.conf").write_text(f"[Service]\nEnvironment=PYTHONPATH={pymysql}\n")
 
     async def restart(controller: ha_lab.Controller) -> None:
+        async with SystemdBus(controller.bus, timeout_s=30.0) as bus:
+            await bus.manager("Reload")
         for unit in units:
             systemd = SystemdUnit(unit, controller.bus, timeout_s=60.0)
             await systemd.stop()
