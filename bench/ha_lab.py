@@ -1,17 +1,28 @@
 """Drills on the HA lab under client load through HAProxy: kill -9, SIGSTOP (hung) and a crash loop.
 
     .venv/bin/python bench/ha_lab.py [--folder LAB] [--drill kill|hang|crashloop|controller|worker] [--runs 5]
-                                     [--clients 4] [--heal] [--anchor] [--lab-timing]
+                                     [--clients 4] [--heal] [--lab-timing]
+    .venv/bin/python bench/ha_lab.py [--folder LAB] --drill hang|kill --compare | --anchor haven|kolla|k8s
+                                     [--runs 3] [--clients 16] [--anchor-window 60] [--k8s-grace 180]
 
 Without ``--folder`` it starts ``haven lab up --ha --computes 1`` in a temporary folder and stops it
 at the end; with it, it uses the HA lab running there (``haven lab up --ha --folder LAB``). Needs root.
 
 ``--heal`` runs haven's control plane during the drill as ``haven serve`` does (haven.lab.ha_drills
 .Healer: the lab's ``[controlplane]``, each run a store of its own); ``hang`` and ``crashloop`` always
-do. ``--anchor`` (hang only) runs, in the same session, each run again without haven through the
-lab's Kolla-checked frontend (backend ``nova_api_kolla``: ``check inter 2000 rise 2 fall 5``, a TCP
-check, ``timeout check 10s``, ``timeout server 1m``, as Kolla-Ansible renders it) and resumes the hung
-replica after ``--anchor-window`` seconds (Kolla never restarts it).
+do.
+
+``--compare`` (or ``--anchor MODE``, repeatable) drills the same nova-api replica once per mode in each
+run, under ``ha_anchors.MixedLoad`` (``--clients`` threads: nova-api reads and a keypair create/delete,
+a new connection per request, 30 s timeout): ``haven`` (its control plane, through the lab's frontend),
+``kolla`` (Kolla-Ansible's HAProxy backend and its container restart policy, through an HAProxy of the
+bench's own; nothing heals a hung process: after ``--anchor-window`` s the bench resumes it, as an
+operator would) and ``k8s`` (OpenStack-Helm's liveness and readiness probes of nova-api as the kubelet
+runs them, readiness the membership of a Service-like backend of that HAProxy). The upstream values
+and where they were read are in bench/ha_anchors.py. Per run: requests/s, failed requests (and those
+sent after the member left), when the member was out, when systemd ran a new process, when it
+answered directly, when it was back in its backend, false restarts (the other replica's InvocationID
+changed, haven's actions elsewhere); then medians per mode and haven / anchor ratios.
 
 Each run alternates the victim controller (ctl-1, ctl-2). ``clients`` threads list servers through
 nova-api's frontend (a token from Keystone's; 30 s client timeout) while the replica's processes are
@@ -421,8 +432,14 @@ def _member(cluster: ha.HaLab, proxy: ha_anchors.AnchorProxy, mode: str, host: s
     return proxy.state()[(backend, host)]
 
 
+def _warm(url: str, token: str) -> None:
+    for _ in range(2):
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.get(url, headers={"X-Auth-Token": token}, timeout=60.0, trust_env=False)
+
+
 def anchor_run(
-    labf: Path, cluster: ha.HaLab, proxy: ha_anchors.AnchorProxy, host: str, clients: int, *,
+    token: str, cluster: ha.HaLab, proxy: ha_anchors.AnchorProxy, host: str, clients: int, *,
     mode: str, drill: str, window_s: float, grace_s: float,
 ) -> dict[str, object]:  # fmt: skip
     """One hang (SIGSTOP of master and worker) or kill -9 of nova-api on ``host`` under ``MixedLoad``,
@@ -449,9 +466,11 @@ def anchor_run(
         mechanism = ha_anchors.kolla_restart_policy(cluster)
     else:
         mechanism = ha_anchors.Kubelet(cluster, proxy, grace_s=grace_s)
+    for c in cluster.controllers:  # each replica validates the token before the load (no herd of misses)
+        _warm(f"http://{c.address}:{cluster.ports['nova-api']}/v2.1/servers", token)
     with mechanism as running:
         policy = ha_anchors.unit_restart_policy(ctl)
-        with ha_anchors.MixedLoad(url, _token(labf, cluster), clients) as load:
+        with ha_anchors.MixedLoad(url, token, clients) as load:
             time.sleep(3.0)
             if drill == "kill":
                 os.kill(ha.main_pid(ctl, "nova-api.service"), signal.SIGKILL)
@@ -509,11 +528,12 @@ def compare_bench(
     rows: dict[str, list[dict[str, object]]] = {}
     windows = {**WINDOWS, "kolla": kolla_window_s, "k8s": max(WINDOWS["k8s"], grace_s + 120.0)}
     print(f"load average at the start: {os.getloadavg()}", flush=True)
+    token = _token(labf, cluster)  # one token for the whole bench (valid 1 h: Keystone's default)
     with ha_anchors.AnchorProxy(cluster, Path(tempfile.mkdtemp(prefix="hv-ha-bench-proxy-"))) as proxy:
         for index in range(runs):
             host = ha.CONTROLLERS[index % 2]
             for mode in modes:
-                row = anchor_run(labf, cluster, proxy, host, clients, mode=mode, drill=drill,
+                row = anchor_run(token, cluster, proxy, host, clients, mode=mode, drill=drill,
                                  window_s=windows[mode], grace_s=grace_s)  # fmt: skip
                 rows.setdefault(mode, []).append(row)
                 print(row, flush=True)
