@@ -246,7 +246,11 @@ def main() -> int:
     rabbit = ha_stateful.rabbit_from_state(state.ha["stateful"]["rabbitmq"])
     password = (args.folder / "keystone" / "admin-password").read_text().strip()
     token = Account(state.urls["keystone"], "admin", password, "admin").token()
-    lab = {"compute": state.urls["compute"], "token": token, "image": state.image_id, "flavor": state.flavor}
+    flavors = httpx.get(
+        f"{state.urls['compute']}/flavors", headers={**HEADERS, "X-Auth-Token": token}, timeout=30
+    )
+    flavor = next(f["id"] for f in flavors.json()["flavors"] if f["name"] == state.flavor)
+    lab = {"compute": state.urls["compute"], "token": token, "image": state.image_id, "flavor": flavor}
     results: list[dict[str, Any]] = []
     loads: list[float] = []
     faults = [f for f in args.faults.split(",") if f]
