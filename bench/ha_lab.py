@@ -422,7 +422,7 @@ def workers_bench(labf: Path, cluster: ha.HaLab, runs: int, clients: int) -> int
 MODES = ("haven", "kolla", "k8s")
 WINDOWS = {"haven": 90.0, "kolla": 60.0, "k8s": 300.0}  # seconds a run waits for the replica back
 COMPARE_KEYS = ("rps", "failed", "failed_after_out", "out_s", "restarted_s", "answers_s", "back_s",
-                "slowest_s", "false_restarts")  # fmt: skip
+                "slowest_s", "false_restarts", "false_actions", "victim_restarts")  # fmt: skip
 
 
 def _member(cluster: ha.HaLab, proxy: ha_anchors.AnchorProxy, mode: str, host: str) -> tuple[str, str]:
@@ -476,7 +476,7 @@ def anchor_run(
                 os.kill(ha.main_pid(ctl, "nova-api.service"), signal.SIGKILL)
             else:
                 pids = ha_drills.hang(ctl, "nova-api.service")
-            faulted = time.monotonic()
+            faulted, faulted_wall = time.monotonic(), time.time()
             try:
                 while time.monotonic() - faulted < window_s and back_s is None:
                     elapsed = time.monotonic() - faulted
@@ -503,19 +503,27 @@ def anchor_run(
             [(round(t - faulted, 2), h, what) for t, h, what in running.events]
             if isinstance(running, ha_anchors.Kubelet) else []
         )  # fmt: skip
-        haven_false = (
-            len([a for a in running.actions() if (a.service, a.host) != ("nova-api", host)])
-            if isinstance(running, ha_drills.Healer) else 0
-        )  # fmt: skip
+        haven_false = victim_restarts = 0
+        actions: list[str] = []
+        if isinstance(running, ha_drills.Healer):
+            _settled(cluster, 120.0)  # haven finishes what it started (a second restart, a member back)
+            found = running.actions()
+            haven_false = len([a for a in found if (a.service, a.host) != ("nova-api", host)])
+            victim_restarts = len([a for a in found if (a.service, a.host, a.kind) == (
+                "nova-api", host, ActionKind.RESTART)])  # fmt: skip
+            actions = [f"{round(a.created_at - faulted_wall, 1)} {a.kind.value} {a.service}@{a.host}"
+                       for a in found]  # fmt: skip
     after = {c.host: ha_drills.unit_status(c, "nova-api.service").invocation_id for c in cluster.controllers}
-    false_restarts = sum(after[c.host] != before[c.host] for c in others) + haven_false
+    false_restarts = sum(after[c.host] != before[c.host] for c in others)
     return {
         "drill": drill, "mode": mode, "victim": host, "unit": policy, "requests": load.requests,
         "writes": load.writes, "rps": round(load.requests / load.seconds, 1), "failed": len(load.errors),
         "failed_after_out": len([e for e in load.errors if out_s is not None and e[0] >= out_at]),
         "out_s": _r(out_s), "restarted_s": _r(restarted_s), "answers_s": _r(answers_s),
         "back_s": _r(back_s), "slowest_s": _r(load.slowest), "false_restarts": false_restarts,
-        "kills": len(kills), "kubelet": kubelet_events[:12], "first_error": load.errors[:1],
+        "false_actions": haven_false,
+        "victim_restarts": victim_restarts if mode == "haven" else len(kills), "haven": actions[:12],
+        "kubelet": kubelet_events[:12], "first_error": load.errors[:1],
         "load1": os.getloadavg()[0],
     }  # fmt: skip
 
