@@ -272,7 +272,9 @@ def _read(path: Path) -> configparser.RawConfigParser:
 
 
 def _write(conf: configparser.RawConfigParser, path: Path) -> None:
+    """Private (it holds the clusters' password), whatever the file's mode was."""
     path.touch(mode=0o600)
+    os.chmod(path, 0o600)
     with open(path, "w") as out:
         conf.write(out)
 
