@@ -2,6 +2,7 @@
 #
 #   make test         lint + the whole pytest suite (what .ci/run runs)
 #   make lint         ruff check, mypy (strict), lint-imports
+#   make docs         regenerate docs/reference/ from the code, build the site into build/site (strict)
 #   make demo         run `haven demo` from the project venv
 #   make system-deps  install the Debian packages the tests need (servers, libvirt-dev, gcc) if missing
 #   make agent-deps   build libvirt-python into .venv from requirements-agent.lock (after system-deps)
@@ -40,7 +41,7 @@ LOCK_AGENT_CMD := uv pip compile pyproject.toml --extra agent --group pyproject.
               --no-config --no-header -o requirements-agent.lock
 AGENT_STAMP := $(VENV)/.agent-stamp
 
-.PHONY: venv demo system-deps agent-deps lint test clean lock lock-tools uv
+.PHONY: venv demo system-deps agent-deps lint test clean lock lock-tools uv docs
 
 venv: $(STAMP)
 
@@ -91,6 +92,11 @@ test: venv system-deps agent-deps
 	if [ $$rc -ne 0 ]; then status=1; fi; \
 	if [ $$status -ne 0 ]; then echo "make test: FAILED" >&2; fi; \
 	exit $$status
+
+# tests/docs/test_site.py checks the same: references current, `mkdocs build --strict` clean.
+docs: venv
+	$(BIN)/python scripts/gen_docs.py
+	$(BIN)/mkdocs build --strict
 
 uv:
 	@if [ ! -x $(LOCK_VENV)/bin/uv ] || [ "$$($(LOCK_VENV)/bin/uv --version | cut -d' ' -f2)" != "$(UV_VERSION)" ]; then \

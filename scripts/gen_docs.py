@@ -17,6 +17,7 @@ import argparse
 import ast
 import dataclasses
 import enum
+import functools
 import importlib
 import inspect
 import io
@@ -305,6 +306,7 @@ def model_keys(
     return keys
 
 
+@functools.cache
 def config_tables() -> tuple[list[Table], list[Table]]:
     """haven.toml's tables, then the agent's file's, as the loaders read them."""
     from haven.agent import config as agent
@@ -720,6 +722,7 @@ def configuration_md() -> str:
 # ---- the REST API ------------------------------------------------------------------------------
 
 
+@functools.cache
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI document of the app ``haven serve`` runs, built as tests/api build it."""
     from haven.api.app import create_app
