@@ -9,7 +9,11 @@ the canary image deactivated or deleted in Glance, every nova-compute disabled, 
 cycles), the Neutron API hung. Faults whose evidence haven cannot see are kept in the catalogue and come
 out as misses with their reason.
 
-For each injection (the catalogue's order, ``--runs`` each; ``--seed`` shuffles it):
+The injections run in ``--repeat`` rounds (alias ``--runs``), each round every fault once, with the
+``--control`` no-fault periods spread over the rounds (``plan``); with ``--seed`` each round has its own
+shuffled order and each injection its own seed, which lengthens its settle time by 0 to ``--jitter`` s, so
+the repeats of one fault differ in order, timing and what ran before them (a bench stopped early has run
+every fault as often, give or take one). For each injection:
 
 1. the lab is proven whole (every process it started alive, no hold left, a round whose probes and
    boots all pass) within ``--whole-timeout``; a lab that is not whole skips the fault (reported);
@@ -29,15 +33,23 @@ haven stored. With ``--controlplane``, haven's control-plane reconciler also run
 trip on RabbitMQ, a Keystone token issued and validated; what it sees change is kept as evidence
 (haven.evidence.controlplane).
 
-Prints per fault: the canary's outcome, the top three causes, AC@1 (the top cause is the root), AC@3
+A **no-fault control period** (``--control``) is an injection of nothing, as long as one (12 s plus the
+jitter, then one canary round): every symptom it raises is an alarm, a false alarm when haven's explanation
+names a cause; and a boot failure is supposed at its end (no phase: no narrowing) and ranked by every
+method on the evidence held then, which shows what each would blame when nothing is wrong.
+
+Prints per injection: the canary's outcome, the top three causes, AC@1 (the top cause is the root), AC@3
 (one of the top three is), the seconds from the symptom to its stored explanation, the miss's reason;
-overall AC@1 / AC@3 and the median time to an explanation. Each judged symptom's ranker input (graph,
-events, series) is kept in the report and ranked by the baselines too (haven.diagnosis.baselines: z-score
-only, points only, earliest onset), with their AC@1 / AC@3 on the same evidence; ``--replay REPORT``
+then per fault and overall AC@1 / AC@3 as hits of the injections judged with a 95 % Wilson interval,
+for haven and every baseline, the median time to an explanation, and the control periods' alarms. Each
+judged symptom's ranker input (graph, events, series) is kept in the report and ranked by the baselines
+too (haven.diagnosis.baselines: z-score only, points only, earliest onset), with their AC@1 / AC@3 on the
+same evidence; ``--replay REPORT``
 ranks a report's kept evidence again with this code (no lab), to see what a ranker change does to it.
 
-Run: .venv/bin/python bench/explain.py [--folder LAB] [--runs 1] [--seed N] [--only glance-hung,...]
-     [--boot-timeout 40] [--controlplane] [--json] [--list] [--out REPORT] [--replay REPORT]
+Run: .venv/bin/python bench/explain.py [--folder LAB] [--repeat 1] [--control 0] [--seed N] [--jitter 5]
+     [--only glance-hung,...] [--boot-timeout 40] [--controlplane] [--json] [--list] [--out REPORT]
+     [--replay REPORT]
 Without --folder it starts a lab (haven.lab.lab.up, 2 computes) in a temporary folder and stops it at
 the end (about 5-7 minutes on a loaded 2-core machine), then about 1-2 minutes per injection.
 """
