@@ -93,8 +93,11 @@ class Lister:
         ok_ends = [last_ok_before] + [r[1] for r in after if r[2]]
         if after and not after[-1][2]:
             ok_ends.append(after[-1][1])  # no success since: the gap lasts to the last request
-        gap = max((b - a for a, b in itertools.pairwise(ok_ends)), default=0.0)
-        return {"requests": len(after), "failed": failed, "longest_gap_s": round(gap, 2)}
+        gap, gap_from = max(((b - a, a) for a, b in itertools.pairwise(ok_ends)), default=(0.0, since))
+        return {
+            "requests": len(after), "failed": failed, "longest_gap_s": round(gap, 2),
+            "gap_from_s": round(gap_from - since, 2),  # the gap's start, from the kill (<0: before it)
+        }  # fmt: skip
 
 
 def boot(url: str, token: str, image: str, flavor: str, name: str) -> dict[str, Any]:
