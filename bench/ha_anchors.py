@@ -294,6 +294,8 @@ class Kubelet:
         while not self._stop.wait(max(0.0, tick - time.monotonic())):
             yield tick
             tick += spec.period_s
+            while tick < time.monotonic():  # as Go's ticker: ticks missed while a kill ran are dropped
+                tick += spec.period_s
 
     def _liveness(self, pod: _Pod) -> None:
         failures = 0
@@ -327,6 +329,13 @@ class Kubelet:
                 os.kill(pid, signal.SIGKILL)
         self._say(pod, "killed")
         self._set_ready(pod, False)  # the container is gone: its endpoint with it
+        pod.started = time.monotonic()  # the kubelet starts it again at once (restartPolicy Always)
+        time.sleep(1.5)  # systemd's Restart=on-failure (RestartSec=1) restarts a SIGKILLed one itself
+        if ha_drills.unit_status(ctl, UNIT).active.value not in ("active", "activating"):
+            # a clean exit on SIGTERM: systemd leaves it stopped, the kubelet would not
+            _busctl(ctl, "call", "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+                    "org.freedesktop.systemd1.Manager", "StartUnit", "ss", UNIT, "replace")  # fmt: skip
+            self._say(pod, "start")
         pod.killing = False
 
     def _readiness(self, pod: _Pod) -> None:

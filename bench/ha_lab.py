@@ -517,6 +517,7 @@ def anchor_run(
     false_restarts = sum(after[c.host] != before[c.host] for c in others)
     return {
         "drill": drill, "mode": mode, "victim": host, "unit": policy, "requests": load.requests,
+        "haven_probes": (OLD_TIMING if LAB_TIMING else ha_drills.PROBE_TIMING) if mode == "haven" else None,
         "writes": load.writes, "rps": round(load.requests / load.seconds, 1), "failed": len(load.errors),
         "failed_after_out": len([e for e in load.errors if out_s is not None and e[0] >= out_at]),
         "out_s": _r(out_s), "restarted_s": _r(restarted_s), "answers_s": _r(answers_s),
