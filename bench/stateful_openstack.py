@@ -18,7 +18,8 @@ Measured from the kill: the client's failed list requests, the longest gap betwe
 ones (including the request in flight at the kill), seconds until the node is back (Galera: every
 node Synced in a 3-node primary component; RabbitMQ: every node's cluster_status lists the three
 running), the boot's outcome, and rows lost: every server the API accepted (this bench's boots) must
-be in ``nova.instances`` on each of the three Galera nodes afterwards, read over each node's socket.
+be in ``nova_api.instance_mappings`` (written before the 202) on each of the three Galera nodes
+afterwards, read over each node's socket.
 The machine's 1-minute load average is printed with the figures.
 Anchor: OpenStack performance-docs, killing one MySQL node cost 14.7 s of API downtime.
 """
@@ -165,13 +166,15 @@ def rabbit_whole(rabbit: HaRabbit) -> bool:
 
 
 def rows_missing(galera: HaGalera, ids: list[str]) -> int:
-    """Accepted servers missing from nova.instances, summed over the three nodes (read on each)."""
+    """Accepted servers missing from nova_api.instance_mappings, summed over the three nodes."""
     missing = 0
     for node in galera.nodes:
         connection = sql_connect(node.layout.socket, 10.0, autocommit=True)
         try:
             with connection.cursor() as cursor:
-                cursor.execute("SELECT uuid FROM nova.instances")
+                # written by nova-api before its 202 (the server's build request and mapping), kept
+                # after the instance is built
+                cursor.execute("SELECT instance_uuid FROM nova_api.instance_mappings")
                 present = {row[0] for row in cursor.fetchall()}
         finally:
             connection.close()

@@ -50,6 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from haven.controlplane.drivers.haproxy import HAProxyRuntime, parse_servers_state
+from haven.domain.errors import HavenError
 from haven.lab import ha as ha_lab
 from haven.lab import ha_stateful
 from haven.lab.process import LabServiceError
@@ -146,6 +148,8 @@ def use_clusters(lab_folder: Path, say: Progress, timeout_s: float = 300.0) -> B
     for database, tool in SYNCED.items():
         _sync_and_copy(lab_folder, database, tool, backends, pymysql, say)
     _point_cells(galera, backends)
+    say("HAProxy's Galera check: Synced nodes only (wsrep_local_state 4, as clustercheck)")
+    synced_check(galera, ha.controller(galera_haproxy_host(ha)))
     say(f"RabbitMQ: user {USER} on the cluster; transport URL over {len(backends.rabbit_ports)} nodes")
     _rabbit_user(rabbit, password)
     _rewrite_configs(lab_folder, backends)
@@ -236,6 +240,67 @@ def _sync_and_copy(
             raise LabServiceError(f"copying {tool}'s rows into Galera failed: {copy.stderr.strip()[-500:]}")
     finally:
         synced.unlink(missing_ok=True)
+
+
+WSREP_CHECK = """\
+#!/bin/sh
+# HAProxy's external check of one Galera node (haven lab): success only when the node is Synced
+# (wsrep_local_state 4), what clustercheck answers operators' HAProxy; a joining or donor node fails.
+state=$(/usr/bin/mariadb --no-defaults -h "$HAPROXY_SERVER_ADDR" -P "$HAPROXY_SERVER_PORT" \\
+  -u haproxy_check --connect-timeout=2 -N -s -e "SHOW GLOBAL STATUS LIKE 'wsrep_local_state'" \\
+  2>/dev/null | cut -f2)
+[ "$state" = "4" ]
+"""
+
+
+def galera_haproxy_host(ha: ha_lab.HaLab) -> str:
+    """The controller whose systemd runs ``haproxy-galera.service`` (the last: ``ha_stateful.start``)."""
+    return ha.controllers[-1].host
+
+
+def synced_check(galera: ha_stateful.HaGalera, controller: ha_lab.Controller) -> None:
+    """Replace HAProxy's ``mysql-check`` in front of Galera by an external check that passes only on a
+    Synced node, and restart its unit. With ``mysql-check``, g1 coming back took the writes again while
+    it was still joining: Nova's API answered 500 (``1047 WSREP has not yet prepared node for
+    application use``) and list requests failed (seen in the first bench runs)."""
+    script = galera.folder / "wsrep-check.sh"
+    script.write_text(WSREP_CHECK)
+    os.chmod(script, 0o755)
+    config = galera.folder / "haproxy.cfg"
+    text = config.read_text()
+    if "external-check command" not in text:
+        text = text.replace("global\n", "global\n    external-check\n    insecure-fork-wanted\n", 1)
+        text = text.replace(
+            "    option mysql-check user haproxy_check post-41\n",
+            f'    option external-check\n    external-check path "/usr/bin:/bin"\n'
+            f"    external-check command {script}\n",
+        )
+        config.write_text(text)
+
+    async def restart() -> None:
+        unit = SystemdUnit(ha_stateful.HAPROXY_UNIT, controller.bus, timeout_s=30.0)
+        await unit.stop()
+        if await unit.start() != "active":
+            raise LabServiceError(
+                f"{ha_stateful.HAPROXY_UNIT} did not start: see {galera.folder}/haproxy.log"
+            )
+
+    asyncio.run(restart())
+    socket = galera.folder / "haproxy.sock"
+    deadline = time.monotonic() + 60
+    while True:
+        state = {}
+        if socket.exists():
+            try:
+                out = asyncio.run(HAProxyRuntime(str(socket)).command("show servers state"))
+                state = {key: op for key, (_admin, op) in parse_servers_state(out).items()}
+            except HavenError:
+                state = {}
+        if len(state) == len(galera.nodes) and all(op == "up" for op in state.values()):
+            return
+        if time.monotonic() > deadline:
+            raise LabServiceError(f"HAProxy's Galera servers not UP with the synced check: {state}")
+        time.sleep(0.5)
 
 
 def _point_cells(galera: ha_stateful.HaGalera, backends: Backends) -> None:
