@@ -2,7 +2,9 @@
 
 Who calls it: haven.lab.lab (``haven lab up --ha``, once the controllers run: ``start``), and
 tests/stateful/test_galera_ha_lab.py and test_rabbitmq_ha_lab.py (which start only the controllers'
-systemd, no OpenStack, and one cluster on them).
+systemd, no OpenStack, and one cluster on them); haven.lab.ha_openstack and bench/stateful_openstack.py
+read a running lab's clusters back (``from_state``, ``rabbit_from_state``) to put OpenStack on them
+(opt-in: by default the lab's OpenStack stays on the plain lab's MariaDB and RabbitMQ).
 
 Nodes are spread over the controllers in turn: with the lab's two controllers, g1 and g3 (rabbit-1 and
 rabbit-3) run on ctl-1, g2 (rabbit-2) on ctl-2, so losing ctl-1 loses quorum: a layout for drills on one
