@@ -188,7 +188,7 @@ def fault(kind: str, victim: str, galera: HaGalera, rabbit: HaRabbit, lab: dict[
     store = Store.open("sqlite://")
     booted: dict[str, Any] = {}
     try:
-        killed = time.monotonic()
+        killed, killed_at = time.monotonic(), time.strftime("%H:%M:%S", time.gmtime())
         if kind == "galera":
             asyncio.run(galera.node(victim).kill())
             recovery: Any = GaleraRecovery.on_store(galera.nodes, store, "bench", RealClock())
@@ -225,7 +225,8 @@ def fault(kind: str, victim: str, galera: HaGalera, rabbit: HaRabbit, lab: dict[
     for server_id in ids:
         delete(lab["compute"], lab["token"], server_id)
     return {
-        "fault": kind, "node": victim, "back_s": round(back, 2), **lister.figures(killed),
+        "fault": kind, "node": victim, "killed_at_utc": killed_at, "back_s": round(back, 2),
+        **lister.figures(killed),
         "boot": booted, "rows_missing": lost,
     }  # fmt: skip
 
