@@ -148,6 +148,9 @@ class NovaLab:
             time.sleep(0.1)
 
 
+_SESSION_LAB: list[NovaLab] = []  # the session's lab once started (for the check after each test)
+
+
 @pytest.fixture(autouse=True)
 def _nova_lab_left_whole(request: pytest.FixtureRequest) -> Iterator[None]:
     """After each test on the shared lab: wait for it to be whole, else fail that test's teardown.
@@ -156,11 +159,12 @@ def _nova_lab_left_whole(request: pytest.FixtureRequest) -> Iterator[None]:
     the next tests fail for a reason not theirs; this names the test that did it, with what and the
     compute's log, and is the first place to look when lab tests fail in a row.
     """
-    if "nova_lab" not in request.fixturenames:
-        yield
-        return
-    lab_: NovaLab = request.getfixturevalue("nova_lab")
     yield
+    # Read after the test: a fixture may have asked for the lab by request.getfixturevalue (the contract
+    # suite's ``cut``), which adds it to the names only then.
+    if "nova_lab" not in request.fixturenames or not _SESSION_LAB:
+        return
+    lab_ = _SESSION_LAB[0]
     found = lab_.wait_whole()
     if found:
         hosts = sorted({line.split(":")[0] for line in found if line.startswith("compute-")})
@@ -191,8 +195,11 @@ def nova_lab(request: pytest.FixtureRequest) -> Iterator[NovaLab]:
         pytest.skip(f"the lab's tools could not be installed: {exc}")
     except LabServiceError as exc:
         pytest.fail(f"the lab did not start (logs kept in {folder}): {exc}", pytrace=False)
+    started_lab = NovaLab(folder, state, (folder / "bmc-password").read_text().strip())
+    _SESSION_LAB.append(started_lab)
     try:
-        yield NovaLab(folder, state, (folder / "bmc-password").read_text().strip())
+        yield started_lab
     finally:
+        _SESSION_LAB.clear()
         lab.down(folder)
     shutil.rmtree(folder, ignore_errors=True)
