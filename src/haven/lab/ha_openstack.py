@@ -14,13 +14,15 @@ What it does, once, on a running HA lab:
    MariaDB (``mariadb-dump --single-transaction`` into ``mariadb`` through HAProxy); Keystone's and
    Glance's (SQLite in the plain lab) by their own ``db_sync`` on Galera, then every row copied
    (SQLAlchemy in the tool's venv, foreign-key checks off while it copies). Nova's cell mappings are
-   pointed at the Galera copies and at the RabbitMQ cluster.
+   pointed at the Galera copies and at the RabbitMQ cluster. HAProxy's check of the Galera nodes
+   becomes "Synced only" (``synced_check``: ``wsrep_local_state`` 4, as operators' clustercheck),
+   so the writes never go back to a node still joining.
 2. A RabbitMQ user ``openstack`` on the cluster and the transport URL listing its three nodes, as
    operators write it (``rabbit://openstack:PW@127.0.0.1:P1,openstack:PW@127.0.0.1:P2,...``), with
    Nova's queues mirrored on the three nodes by a policy (``ha-all``, as Kolla-Ansible set it before
    its quorum queues: see ``MIRRORED``), so a lost node loses no queue.
 3. nova.conf, placement.conf, keystone.conf and glance-api.conf rewritten to use them (the old files
-   kept as ``*.plain``), ``LAB/ha/serve.env``'s transport URL too (haven's ``nova_rpc`` probes).
+   kept as ``*.plain``; made private), ``LAB/ha/serve.env``'s transport URL too (haven's ``nova_rpc`` probes).
 4. Restarted on them: every controller's units (keystone, nova-api, placement-api, glance-api,
    nova-conductor, nova-scheduler: stop, then start, over each controller's D-Bus) and the computes
    (SIGTERM; the lab's hardware watcher starts them again within its poll, on the new nova.conf).
