@@ -162,6 +162,10 @@ def write_config(venv: Path, settings: CinderSettings) -> None:
         # cinder-backup 5.1 GB resident with five 1 GiB volumes backing up at once. 32 MiB chunks.
         "backup_file_size = 33554432\n"
         "osapi_volume_workers = 1\n"
+        # No quotas (as the lab's Nova): Cinder's default of 10 backups per project refused a benchmark's
+        # third window (413 OverQuota, which haven takes for a permanent refusal).
+        "quota_volumes = -1\nquota_snapshots = -1\nquota_gigabytes = -1\n"
+        "quota_backups = -1\nquota_backup_gigabytes = -1\n"
         f"[database]\nconnection = {settings.database_url}\n"
         + authtoken_section(settings.auth_url, "cinder", settings.password, settings.region)
         + auth_section("nova", settings.auth_url, "cinder", settings.password, settings.region)
