@@ -320,3 +320,58 @@ def test_the_replica_gate_in_haven_safety() -> None:
     assert "2 of the 3 replicas of nova-api" in reason and "none is restarted" in reason
     strict = ControlPlaneSettings(gate_share=0.25)
     assert replica_gate_reason("nova-api", 2, 4, strict) != ""
+
+
+# ---- rule 4: the last replica in the load balancer -------------------------------------------------
+
+RESTARTED = dataclasses.replace(ACTIVE, active_since=NOW - 5)  # within its start-up grace, no pass yet
+
+
+def test_the_last_replica_in_the_lb_stays_in_while_another_is_restarted() -> None:
+    # bench/ha_lab.py --compare (24 clients): ctl-1's hung nova-api was out and restarting when the
+    # survivor's 1 s probe timed out under the load it had taken over; draining it answered 503 to all.
+    coming_back = replica(unit=RESTARTED, member=MAINT, held_out=True, probes=())
+    survivor = replica("ctl-3", probes=FAILING)
+    p = plan([API], [coming_back, survivor], DOMAINS, NOW, SETTINGS)
+    assert p.actions == ()
+    assert [(h.kind, h.host) for h in p.holds] == [("last_serving", "ctl-3")]
+    assert "last replica in backend nova_api" in p.holds[0].reason
+    # the same while its restart is still in flight, or while it waits out its back-off
+    assert kinds([dataclasses.replace(coming_back, busy=True), survivor]) == []
+    waiting = replica(probes=FAILING, member=MAINT, held_out=True, restarts=(NOW - 1,))
+    assert kinds([waiting, survivor]) == []
+
+
+def test_once_the_other_serves_the_unhealthy_last_one_is_handled_as_any() -> None:
+    assert kinds([replica(), replica("ctl-3", probes=FAILING)]) == [("drain", "ctl-3")]
+
+
+def test_with_no_other_coming_back_a_hung_replica_still_leaves() -> None:
+    # one replica in all (nothing else will serve: a hang is healed by its restart), or the other in a
+    # crash loop (it will not come back), or its process gone (it serves nothing anyway)
+    assert kinds([replica("ctl-3", probes=FAILING)]) == [("drain", "ctl-3")]
+    looping = replica(
+        unit=FAILED, member=MAINT, held_out=True, restarts=tuple(NOW - 10 * i for i in range(1, 9))
+    )
+    assert ("drain", "ctl-3") in kinds([looping, replica("ctl-3", probes=FAILING)])
+    coming_back = replica(unit=RESTARTED, member=MAINT, held_out=True, probes=())
+    assert kinds([coming_back, replica("ctl-3", unit=FAILED)]) == [("drain", "ctl-3")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(worlds())
+def test_never_the_last_replica_in_the_lb_drained_while_another_comes_back(views: list[ReplicaView]) -> None:
+    p = plan([API], views, DOMAINS, NOW, SETTINGS)
+    in_lb = [
+        v
+        for v in views
+        if v.member is not None and (v.member.admin, v.member.operational) == (MemberAdmin.READY, "up")
+    ]
+    for action in p.actions:
+        if action.kind is not ActionKind.DRAIN or len(in_lb) != 1 or in_lb[0].host != action.host:
+            continue
+        view = in_lb[0]
+        if health(view, PROBE, NOW).health is not ReplicaHealth.UNHEALTHY:
+            continue
+        others = [v for v in views if v is not view]
+        assert not any(v.busy or health(v, PROBE, NOW).health is ReplicaHealth.STARTING for v in others)

@@ -21,7 +21,10 @@ The rules, per service:
 4. Never everything at once: at most ``max_restarts_at_once`` replicas of a service are out for a
    restart; when many fail their probes at once, haven.safety's replica gate holds them all (and keeps
    them in the load balancer: the prober is as likely wrong as they are); a replica whose dependency
-   has no healthy replica is not restarted for its probe failures.
+   has no healthy replica is not restarted for its probe failures. The last replica in the load
+   balancer is never taken out for failed probes while another is being restarted (a ``last_serving``
+   hold until that one serves): a survivor's probe timing out under the load it took over would
+   otherwise empty the backend.
 5. Fewer than ``min_replicas`` replicas that run or will be restarted: stopped replicas are started on
    allowed hosts, emptiest failure domain first (spread). Stateful services are never started elsewhere.
 6. Re-spread (spread ``domains``, not stateful): when every replica is healthy and in the load balancer
@@ -207,6 +210,14 @@ def _service(
             continue  # an unfinished action: the reconciler finishes it first
         if j.health is H.UNHEALTHY and gate:
             continue  # rule 4: held, and left in the load balancer
+        if j.health is H.UNHEALTHY and _last_in_rotation_while_another_returns(spec, j, judged, state.now):
+            reason = (
+                f"{spec.name}@{j.view.host} fails its probes but is the last replica in backend "
+                f"{spec.backend.name if spec.backend else ''} while another is being restarted: kept in "
+                "and not restarted until that one serves (taking it out would refuse every request)"
+            )
+            state.holds.append(Hold(spec.name, j.view.host, "last_serving", reason))
+            continue  # rule 4: never the last one out while another comes back
         if j is leaving:
             _leave(spec, j, state)
             continue
@@ -218,6 +229,36 @@ def _service(
             state.wait(j.grace_until)
     if not spec.stateful and not _fill(spec, judged, domains, state) and leaving is None:
         _respread(spec, judged, domains, state)
+
+
+def _in_rotation(spec: ServiceSpec, j: Judged) -> bool:
+    """Takes the load balancer's traffic by HAProxy's account (ready and up), whatever haven's probe says."""
+    member = j.view.member
+    return (
+        spec.backend is not None
+        and member is not None
+        and (member.admin is MemberAdmin.READY and member.operational == "up")
+    )
+
+
+def _last_in_rotation_while_another_returns(
+    spec: ServiceSpec, j: Judged, judged: list[Judged], now: float
+) -> bool:
+    """``j`` is the only replica in the load balancer, and another is on its way back: being restarted
+    (an action in flight, starting, or out for a restart and not in a crash loop). Draining ``j`` then
+    would leave the backend empty (HAProxy answers 503 to everyone) for a probe that may only be slow
+    under load; once the other serves, ``j`` is handled as any unhealthy replica."""
+    if not _in_rotation(spec, j) or any(_in_rotation(spec, o) for o in judged if o is not j):
+        return False
+    for other in judged:
+        if other is j:
+            continue
+        if other.view.busy or other.health is H.STARTING:
+            return True
+        looping = len(recent(other.view.restarts, spec.restart, now)) >= spec.restart.crash_loop_max_restarts
+        if other.view.held_out and other.health in _NEEDS_RESTART and not looping:
+            return True
+    return False
 
 
 def _membership(spec: ServiceSpec, j: Judged, state: _Pass, stale: bool = False) -> bool:

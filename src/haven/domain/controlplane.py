@@ -295,7 +295,7 @@ class Hold:
 
     service: ServiceName
     host: HostName | None  # None: the whole service
-    kind: str  # "crash_loop", "mass_failure", "dependency"
+    kind: str  # "crash_loop", "mass_failure", "dependency", "last_serving", "no_host"
     reason: str
 
 
