@@ -194,4 +194,8 @@ def test_stale_haproxy_members_are_corrected(tmp_path: Path, ha_lab: ha.HaLab) -
     assert seen[-1] == ("active", "ready"), seen
     assert after.active.value == "active" and after.invocation_id != before
     assert (ActionKind.START, "ctl-2") in kinds, kinds
-    assert load.errors == [], load.errors[:5]
+    # The only request a client may lose is one in flight on ctl-2 when the unit was stopped by hand (the
+    # fault itself: the rig's http.server ends at SIGTERM without finishing it; CI saw one such, once).
+    # HAProxy redispatches the connections refused after it; haven's handling loses none.
+    cut = [e for e in load.errors if abs(e[0] - stopped) < 2.0 and "closed connection" in e[1]]
+    assert len(cut) <= 2 and [e for e in load.errors if e not in cut] == [], load.errors[:5]
