@@ -50,7 +50,9 @@ def _answers(url: str) -> bool:
         return False
 
 
-def test_kill_9_of_a_nova_api_replica_costs_no_client_request(nova_lab: NovaLab, ha_lab: ha.HaLab) -> None:
+def test_kill_9_of_a_nova_api_replica_costs_only_the_requests_in_flight_on_it(
+    nova_lab: NovaLab, ha_lab: ha.HaLab
+) -> None:
     state = ha.servers_state(ha_lab)
     backends = ("keystone", "nova_api", "keystone_kolla", "nova_api_kolla")  # and Kolla's anchor
     expected = {(b, c.host) for b in backends for c in ha_lab.controllers}
@@ -68,20 +70,21 @@ def test_kill_9_of_a_nova_api_replica_costs_no_client_request(nova_lab: NovaLab,
         direct = f"http://{ctl.address}:{ha_lab.ports['nova-api']}/v2.1/servers"
         _wait(lambda direct=direct: _quick(direct, token), 60, f"nova-api on {ctl.host} to answer within 2 s")
     answers: list[int] = []
-    errors: list[str] = []
+    errors: list[tuple[float, str]] = []  # (when the request was sent, what went wrong)
     stop = threading.Event()
 
     def client() -> None:
         with httpx.Client(timeout=10.0) as http:
             while not stop.is_set():
+                sent = time.monotonic()
                 try:
                     status = http.get(url, headers={"X-Auth-Token": token}).status_code
                 except httpx.HTTPError as exc:
-                    errors.append(repr(exc))
+                    errors.append((sent, repr(exc)))
                     continue
                 answers.append(status)
                 if status != 200:
-                    errors.append(f"HTTP {status}")
+                    errors.append((sent, f"HTTP {status}"))
 
     ctl = ha_lab.controller("ctl-1")
     assert ha.unit_state(ctl, "nova-api.service") == ("active", 0)
@@ -119,7 +122,11 @@ def test_kill_9_of_a_nova_api_replica_costs_no_client_request(nova_lab: NovaLab,
     assert ha.unit_state(ctl, "nova-api.service") == ("active", 1)  # one restart: systemd's Restart=
     assert ha.main_pid(ctl, "nova-api.service") != victim  # systemd's Restart= started a new one
     assert len(answers) > before, "the client kept getting answers during the drill"
-    assert errors == [], errors[:5]
+    # A request the killed process had begun to answer is lost with it (HAProxy cannot send it elsewhere
+    # once the response started: the clean-clone run of 2026-12-06 saw one, "received 0 bytes, expected
+    # 15"); at most one per client, sent before the kill. Every request after the kill is answered.
+    in_flight = [e for e in errors if e[0] <= killed and "closed connection" in e[1]]
+    assert len(in_flight) <= len(loaders) and [e for e in errors if e not in in_flight] == [], errors[:5]
 
 
 def _quick(url: str, token: str) -> bool:
