@@ -255,8 +255,7 @@ def _last_in_rotation_while_another_returns(
             continue
         if other.view.busy or other.health is H.STARTING:
             return True
-        looping = len(recent(other.view.restarts, spec.restart, now)) >= spec.restart.crash_loop_max_restarts
-        if other.view.held_out and other.health in _NEEDS_RESTART and not looping:
+        if other.view.held_out and other.health in _NEEDS_RESTART and not _crash_looped(spec, other, now):
             return True
     return False
 
