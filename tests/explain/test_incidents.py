@@ -8,6 +8,7 @@ import pytest
 from haven.controlplane.catalogue import CATALOGUE
 from haven.diagnosis import EvidenceKind, Graph, NodeEvent, Symptom, rank
 from haven.diagnosis.records import ExplanationRecord, ExplanationState
+from haven.diagnosis.words import clock
 from haven.domain.errors import ConfigError
 from haven.domain.ids import HostName
 from haven.domain.incidents import Alert, AlertKind
@@ -72,7 +73,11 @@ def test_symptoms_grouped_by_cause_causes_first_and_the_window_kept() -> None:
     assert "is the likely root cause of 3 symptom(s)" in cause.annotations["summary"]
     assert cause.starts_at == NOW - 100 and all(a.ends_at == NOW + 180 for a in sent)
     assert "because the database (MariaDB) reported an error" in sent[2].annotations["summary"]
-    assert sent[2].labels["explanation"] == "canary:1" and sent[2].starts_at == NOW - 90
+    assert sent[2].labels["explanation"] == "canary:1"
+    # A symptom starts at the send (so Alertmanager waits group_wait, its cause cached), its time said.
+    assert sent[2].starts_at == NOW and sent[2].annotations["observed"] == clock(NOW - 90)
+    assert sent[4].starts_at == NOW and sent[4].annotations["observed"] == clock(NOW - 70)
+    assert sent[1].starts_at == NOW - 60  # a cause keeps its own time
 
 
 def test_a_symptom_with_no_evidence_has_an_empty_cause() -> None:

@@ -16,6 +16,14 @@ Alertmanager groups and inhibits by labels only and knows no cause; haven puts t
 With the inhibition rule of deploy/alertmanager/haven.yml (a ``haven_role="cause"`` alert inhibits the
 ``haven_role="symptom"`` alerts with an equal ``cause``), one notification says the cause and the symptoms
 it explains stay quiet. Causes come first in the batch, and the whole batch is sent at once.
+
+A symptom's ``startsAt`` is the send (its own time is the ``observed`` annotation): Alertmanager flushes
+a new group at once when its first alert started more than ``group_wait`` ago, and its inhibitor learns
+of the cause on a goroutine of its own; a symptom that started long ago raced its cause (in one request)
+and was notified now and then (CI, and 1 in 12 sends on a loaded machine here). Started at the send, the
+symptom waits ``group_wait`` before its group is flushed, while the cause, sent just before it, is
+cached. Alertmanager keeps the earliest ``startsAt`` of an alert it holds, so the resends change nothing
+until it restarts, when the symptom waits ``group_wait`` again.
 """
 
 from __future__ import annotations
@@ -82,11 +90,11 @@ def incident_alerts(
         if root is not None:
             causes.setdefault(root.node, []).append(record)
         if not record.source.startswith("alert:"):  # haven's own alert carries it below
-            symptoms.append(_symptom(record, root, ends, settings))
+            symptoms.append(_symptom(record, root, now, ends, settings))
     own: list[AmAlert] = []
     for alert in sorted(alerts, key=lambda a: (a.raised_at, a.id)):
         if alert.cleared_at is None:
-            own.append(_own(alert, explained.get(f"alert:{alert.id}"), ends, settings))
+            own.append(_own(alert, explained.get(f"alert:{alert.id}"), now, ends, settings))
     found = [_cause(node, named, ends, settings) for node, named in sorted(causes.items())]
     return (
         found
@@ -97,7 +105,7 @@ def incident_alerts(
 
 
 def _symptom(
-    record: ExplanationRecord, root: Explanation | None, ends: float, settings: IncidentSettings
+    record: ExplanationRecord, root: Explanation | None, now: float, ends: float, settings: IncidentSettings
 ) -> AmAlert:
     labels = {
         "alertname": "HavenSymptom",
@@ -108,7 +116,8 @@ def _symptom(
         "explanation": record.id,
         "severity": "warning",
     }
-    return AmAlert(labels, _explained(record), record.symptom.at, ends, _link(settings, record.id))
+    annotations = {**_explained(record), "observed": clock(record.symptom.at)}
+    return AmAlert(labels, annotations, now, ends, _link(settings, record.id))
 
 
 def _explained(record: ExplanationRecord) -> dict[str, str]:
@@ -140,7 +149,9 @@ def _cause(node: str, named: Sequence[ExplanationRecord], ends: float, settings:
     return AmAlert(labels, annotations, starts, ends, _link(settings, latest.id))
 
 
-def _own(alert: Alert, record: ExplanationRecord | None, ends: float, settings: IncidentSettings) -> AmAlert:
+def _own(
+    alert: Alert, record: ExplanationRecord | None, now: float, ends: float, settings: IncidentSettings
+) -> AmAlert:
     name = "Haven" + "".join(part.capitalize() for part in alert.kind.value.split("_"))
     labels = {"alertname": name, "kind": alert.kind.value, "alert_id": alert.id, "severity": "warning"}
     if alert.host:
@@ -153,9 +164,10 @@ def _own(alert: Alert, record: ExplanationRecord | None, ends: float, settings: 
     elif record is not None:
         root = root_of(record)
         labels.update({ROLE: SYMPTOM, "cause": root.node if root is not None else ""})
-        annotations.update(_explained(record))
+        annotations.update(_explained(record), observed=clock(alert.raised_at))
     link = _link(settings, record.id) if record is not None else ""
-    return AmAlert(labels, annotations, alert.raised_at, ends, link)
+    starts = now if labels.get(ROLE) == SYMPTOM else alert.raised_at  # a symptom: at the send (above)
+    return AmAlert(labels, annotations, starts, ends, link)
 
 
 def _link(settings: IncidentSettings, record_id: str) -> str:
