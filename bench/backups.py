@@ -124,7 +124,7 @@ async def day(args: argparse.Namespace) -> dict[str, Any]:
         drills=DrillSettings(interval_s=DAY, sample=args.drills, concurrency=args.drills),
     )
     samples: list[float] = []
-    planner.plan = timed_plan(samples)  # the runner calls planner.plan: each pass's CPU measured
+    planner.plan = timed_plan(samples)  # type: ignore[assignment]  # the runner calls planner.plan: each pass's CPU measured
     walls: list[float] = []
     with Store.open("sqlite://") as store:
         service = BackupService(config, port, store, clock)
