@@ -15,10 +15,12 @@ service, and when an admin asked for a drill from the page).
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from haven.backups.config import SchedulerSettings
 from haven.backups.planner import BackupPlan, max_age_s
@@ -29,7 +31,16 @@ from haven.domain.backups import BackupRecord, BackupState, RestorePurpose, Rest
 from haven.domain.controlplane import ReplicaHealth, ReplicaState
 from haven.domain.events import EngineEvent, EventKind
 from haven.domain.ids import HostName, NotificationId, SegmentId
-from haven.domain.incidents import RECOVERY_SUMMARY_KEY, Alert, AlertKind, Notification, Step
+from haven.domain.incidents import (
+    RECOVERY_SUMMARY_KEY,
+    SILENT_SINCE_KEY,
+    Alert,
+    AlertKind,
+    Notification,
+    Step,
+)
+from haven.recovery.evacuate_step import VERIFY, EvacuateDetail
+from haven.recovery.workflows import EVACUATE
 from haven.store import Store
 
 RECENT_NOTIFICATIONS = 15
@@ -39,6 +50,7 @@ TOP_CAUSES = 3
 BACKUP_ROWS = 20  # the most urgent protected servers shown (a fleet has thousands)
 DRILLS_LOOKBACK_S = 35 * 86_400.0  # a protected server's latest drill is looked for this far back
 CONDITIONS = ("healthy", "suspect", "dead", "isolated", "held", "agent_down")
+VERIFY_PHASE = "verify"  # the timeline's line after evacuate: the VMs verified running elsewhere
 
 _HOST_EVENTS = {
     EventKind.HOST_SUSPECTED: "suspect",
@@ -100,6 +112,7 @@ class NotificationView:
     notification: Notification
     phases: tuple[Phase, ...]
     summary: str
+    detect_s: float | None = None  # from the host's last heartbeat to the opening (None: not recorded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +122,11 @@ class Incident:
     opened_at: float
     status: str
     phases: tuple[tuple[str, float, float], ...]  # kind, start and end in seconds after opening
+    detect_s: float | None = None  # the host's last heartbeat, in seconds before opening (None: unknown)
 
     @property
     def total_s(self) -> float:
+        """From the opening to the end of the last phase."""
         return max(end for _, _, end in self.phases)
 
 
@@ -260,7 +275,7 @@ class Board:
 
     def incidents(self, limit: int = 10) -> list[Incident]:
         """The newest finished host recoveries, each phase placed in seconds after the notification
-        opened (for the plot of recovery times per phase)."""
+        opened, and the detection before it (for the plot of detection and recovery times per phase)."""
         out = []
         for v in self.recent():
             n = v.notification
@@ -272,7 +287,7 @@ class Board:
                 if p.started_at is not None and p.finished_at is not None
             )
             if bars:
-                out.append(Incident(n.id, n.hostname, n.created_at, n.status.value, bars))
+                out.append(Incident(n.id, n.hostname, n.created_at, n.status.value, bars, v.detect_s))
         return out[:limit]
 
     def holds(self) -> list[tuple[Alert, str]]:
@@ -409,21 +424,71 @@ class Board:
         changes.announcements.append(f"{host} is {condition.replace('_', ' ')}")
 
 
+class _Part(NamedTuple):
+    """One step's share of a timeline phase."""
+
+    state: str
+    started_at: float | None
+    finished_at: float | None
+
+
 def _notification_view(n: Notification, steps: list[Step]) -> NotificationView:
-    phases: dict[str, list[Step]] = {}
+    phases: dict[str, list[_Part]] = {}
     for s in sorted(steps, key=lambda s: s.seq):
-        phases.setdefault(s.kind, []).append(s)
+        if s.kind == EVACUATE:
+            asked, verified = _evacuation_parts(s)
+            phases.setdefault(EVACUATE, []).append(asked)
+            phases.setdefault(VERIFY_PHASE, []).append(verified)
+        else:
+            phases.setdefault(s.kind, []).append(_Part(s.state.value, s.started_at, s.finished_at))
     out = []
     for kind, group in phases.items():
-        states = {s.state.value for s in group}
-        done = sum(1 for s in group if s.state.value == "done")
+        states = {p.state for p in group}
+        done = sum(1 for p in group if p.state == "done")
         unfinished = [st for st in ("failed", "running", "pending") if st in states]
         state: str = unfinished[0] if unfinished else ("done" if done else "skipped")
-        starts = [s.started_at for s in group if s.started_at is not None]
-        ends = [s.finished_at for s in group if s.finished_at is not None]
+        starts = [p.started_at for p in group if p.started_at is not None]
+        ends = [p.finished_at for p in group if p.finished_at is not None]
         finished = max(ends) if ends and state in ("done", "failed", "skipped") else None
         out.append(Phase(kind, done, len(group), state, min(starts) if starts else None, finished))
-    return NotificationView(n, tuple(out), _summary_text(n.payload.get(RECOVERY_SUMMARY_KEY)))
+    summary = _summary_text(n.payload.get(RECOVERY_SUMMARY_KEY))
+    return NotificationView(n, tuple(out), summary, _detect_s(n))
+
+
+def _evacuation_parts(s: Step) -> tuple[_Part, _Part]:
+    """An evacuate step as two lines of the timeline, from what the step persists
+    (haven.recovery.evacuate_step): the evacuation asked until Nova accepted it (its ``issued_at``,
+    when the step moved to its verify phase), then the VM verified running on a healthy host (its
+    ``verified_at``). A step that ended without reaching its verify phase has nothing verified."""
+    try:
+        d = EvacuateDetail.of(s.detail)
+    except (KeyError, TypeError, ValueError):  # not as the step writes it (a record made by hand)
+        d = EvacuateDetail(HostName(""), None)
+    issued_at, verified_at = d.issued_at, _number(d.extra.get("verified_at"))
+    state = s.state.value
+    if d.phase != VERIFY and verified_at is None:  # not accepted by Nova (yet)
+        if state == "done":  # a record without its phases (older, or made by hand): the whole step
+            return _Part(state, s.started_at, s.finished_at), _Part(state, None, None)
+        later = "pending" if state in ("pending", "running") else "skipped"
+        return _Part(state, s.started_at, s.finished_at), _Part(later, None, None)
+    asked_at = issued_at if issued_at is not None else s.started_at
+    asked = _Part("done", s.started_at, asked_at)
+    if verified_at is not None:
+        return asked, _Part("done", asked_at, verified_at)
+    return asked, _Part(state, asked_at, s.finished_at)  # being verified, or failed/skipped there
+
+
+def _detect_s(n: Notification) -> float | None:
+    """Seconds from the host's last heartbeat to the notification's opening, as haven's detector
+    recorded it when it opened the notification (None: opened by others, or before it was recorded)."""
+    heard = _number(n.payload.get(SILENT_SINCE_KEY))
+    return None if heard is None else max(0.0, n.created_at - heard)
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def _summary_text(summary: object) -> str:

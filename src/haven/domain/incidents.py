@@ -15,7 +15,9 @@ RECOVERY_MODE_KEY = "recovery_mode"
 RECOVERY_SUMMARY_KEY = "recovery"
 # Who opened the notification: "haven" (its own detector) or "external" (the API: a monitor, an operator).
 SOURCE_KEY = "haven_source"
-HAVEN_PAYLOAD_KEYS = frozenset({RECOVERY_MODE_KEY, RECOVERY_SUMMARY_KEY, SOURCE_KEY})
+# When haven's detector last heard the host it found dead (its last heartbeat; epoch seconds).
+SILENT_SINCE_KEY = "silent_since"
+HAVEN_PAYLOAD_KEYS = frozenset({RECOVERY_MODE_KEY, RECOVERY_SUMMARY_KEY, SOURCE_KEY, SILENT_SINCE_KEY})
 # The kind of step that records what an external system reported (claim, progress, finish, fail).
 EXTERNAL_STEP = "external"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
@@ -23,6 +24,7 @@ from haven.domain.errors import CloudError, NotFound
 from haven.domain.events import EngineEvent, EventKind, EventSink
 from haven.domain.ids import HostName, SegmentId
 from haven.domain.incidents import (
+    SILENT_SINCE_KEY,
     SOURCE_KEY,
     Alert,
     AlertKind,
@@ -366,12 +368,16 @@ class HostWatch:
                 detail["silent_since"] = verdict.silent_since  # the last heartbeat heard (for metrics)
             self._emit(EngineEvent(_CONDITION_EVENTS[new], now, host, segment_id, detail=detail))
         if new is HostCondition.DEAD and not self._not_back_yet(host):
-            payload = {
+            payload: dict[str, Any] = {
                 "event": "STOPPED",
                 "host_status": "UNKNOWN",
                 "cluster_status": "OFFLINE",
                 "reason": reason,
             }
+            heard = verdict.silent_since if verdict is not None else None
+            if heard is not None and math.isfinite(heard):
+                # The host's last heartbeat: the dashboard's detection time runs from it to the opening.
+                payload[SILENT_SINCE_KEY] = heard
             self._open(NotificationType.COMPUTE_HOST, host, payload, epoch)
 
     def _not_back_yet(self, host: HostName, excluding: str | None = None) -> bool:
