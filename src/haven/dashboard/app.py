@@ -51,7 +51,7 @@ from haven.dashboard.board import (
     canary_durations,
     clock_text,
 )
-from haven.dashboard.drills import COUNTERS, DrillRefused, DrillRunner, replay
+from haven.dashboard.drills import DrillRefused, DrillRun, DrillRunner
 from haven.dashboard.hub import EventHub
 from haven.dashboard.leadership import LeaderView, leader_view, leadership_changes
 from haven.dashboard.sessions import COOKIE, Session, SessionStore, csrf_ok
@@ -142,6 +142,7 @@ def create_dashboard(
             Route("/events", pages.events, methods=["GET"]),
             Route("/segments/{segment_id}/release", pages.release, methods=["POST"]),
             Route("/drills", pages.drill, methods=["POST"]),
+            Route("/drills/{drill_id}/events", pages.drill_events, methods=["GET"]),
             Route("/backups/{server_id}/drill", pages.restore_drill, methods=["POST"]),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]
@@ -195,7 +196,7 @@ class _Pages:
     def __init__(self, deps: DashboardDeps, templates: Environment) -> None:
         self.deps = deps
         self.templates = templates
-        self.drills = DrillRunner()
+        self.drills = DrillRunner(deps.hub)
 
     def _html(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         body = self.templates.get_template(name).render(**context)
@@ -376,24 +377,50 @@ class _Pages:
         return HTMLResponse(str(body), headers=_NO_STORE)
 
     async def drill(self, request: Request) -> Response:
-        """Run a drill on a fresh simulated cloud (admin, as the API's POST /v1/haven/drills)."""
+        """Start a drill on a fresh simulated cloud (admin, as the API's POST /v1/haven/drills); the
+        answer is its panel, which follows the drill's own event stream until the verdict."""
         posted = await self._posted(request)
         if isinstance(posted, Response):
             return posted
         session, form = posted
-        if not can_drill(session.principal):
+        p = session.principal
+        if not can_drill(p):
             return _refused(HTTPStatus.FORBIDDEN, "only an admin may run drills")
+        by = f"user {p.user_id}" + (f" of project {p.project_id}" if p.project_id else "")
         try:
-            report = await self.drills.run(form)
+            run = self.drills.start(form, by)
         except DrillRefused as exc:
             return _refused(exc.status, str(exc))
-        log.info(
-            "dashboard: %s ran drill %s: %s", session.principal.user_id, report["scenario"], report["verdict"]
+        body = self._drill_parts().panel(run.view, ROOT)
+        return HTMLResponse(str(body), status_code=HTTPStatus.ACCEPTED, headers=_NO_STORE)
+
+    async def drill_events(self, request: Request) -> Response:
+        """A drill's progress as server-sent events (``drill``: the panel's content as it stands), then
+        ``end``. Who may start drills may follow them; a drill this server no longer knows is said so."""
+        session = self._session(request)
+        if session is None:
+            return _refused(HTTPStatus.UNAUTHORIZED, "log in first")
+        if not can_drill(session.principal):
+            return _refused(HTTPStatus.FORBIDDEN, "only an admin may run drills")
+        run = self.drills.get(request.path_params["drill_id"])
+        return StreamingResponse(
+            self._drill_stream(run),
+            media_type="text/event-stream",
+            headers={**_NO_STORE, "X-Accel-Buffering": "no"},
         )
-        body = self.templates.get_template("drill.html").render(
-            report=report, phases=replay(report), counters=COUNTERS
-        )
-        return HTMLResponse(body, headers=_NO_STORE)
+
+    async def _drill_stream(self, run: DrillRun | None) -> AsyncIterator[str]:
+        parts = self._drill_parts()
+        if run is None:
+            gone = '<p class="error">This drill is not known here any more (the server restarted, or '
+            yield _sse("drill", gone + "another drill started since): start it again.</p>")
+        else:
+            async for view in run.views():
+                yield _sse("drill", str(parts.progress(view)))
+        yield _sse("end", "the drill has finished")
+
+    def _drill_parts(self) -> Any:
+        return self.templates.get_template("drill.html").module
 
     async def events(self, request: Request) -> Response:
         session = self._session(request)
