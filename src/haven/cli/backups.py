@@ -95,8 +95,10 @@ def _run(args: argparse.Namespace, config_of: ConfigOf, store_of: StoreOf) -> in
     if args.backups_action == "list":
         with store_of(config) as store:
             return _list(args, store)
+    # A mistyped --at is the user's to fix before the state is opened or the cloud asked.
+    at = _parse_time(args.at) if args.backups_action == "restore" and args.at is not None else None
     with Store.open(config.database_url) as store:  # run and restore record before they act
-        return asyncio.run(_act(args, config, store))
+        return asyncio.run(_act(args, config, store, at))
 
 
 def _list(args: argparse.Namespace, store: Store) -> int:
@@ -130,7 +132,7 @@ def _list(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
-async def _act(args: argparse.Namespace, config: HavenConfig, store: Store) -> int:
+async def _act(args: argparse.Namespace, config: HavenConfig, store: Store, at: float | None) -> int:
     if config.cloud_driver != "openstack":
         raise UserError(
             "haven backups run/restore needs an OpenStack cloud",
@@ -166,7 +168,6 @@ async def _act(args: argparse.Namespace, config: HavenConfig, store: Store) -> i
                 return _hold_lost(lost)
             return 0 if record.state.value == "available" or args.wait == 0 else 1
         restorer = Restorer(port, store, clock, config.backups.drills, holder=holder, hold_s=HOLD_S)
-        at = _parse_time(args.at) if args.at else None
         restore = await restorer.restore(args.server, at, args.as_new)
         deadline = time.monotonic() + args.wait
         lost = None
@@ -190,7 +191,8 @@ async def _act(args: argparse.Namespace, config: HavenConfig, store: Store) -> i
         _show(args.json, record_json(restore), f"{line} {restore.error}; server {restore.target_id}")
         if lost is not None:
             return _hold_lost(lost)
-        return 0 if restore.state.value == "done" else 1
+        started = args.wait == 0 and restore.state.in_flight  # --wait 0: started is success, as for run
+        return 0 if restore.state.value == "done" or started else 1
     finally:
         cloud.close()
 
@@ -222,8 +224,12 @@ def _show(as_json: bool, doc: dict[str, Any], line: str) -> None:
 
 
 def _parse_time(text: str) -> float:
+    """``--at``: ISO 8601 (a date, or a date and time; ``Z`` or an offset, none: UTC) as epoch seconds."""
+    stripped = text.strip()
+    if stripped.endswith(("z", "Z")):
+        stripped = stripped[:-1] + "+00:00"
     try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(stripped)
     except ValueError:
         raise UserError(f"--at {text!r} is not a time", "use ISO 8601, e.g. 2027-01-15T08:00:00Z") from None
     if parsed.tzinfo is None:
