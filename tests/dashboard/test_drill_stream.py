@@ -127,6 +127,9 @@ def test_a_drill_unfolds_phase_by_phase_then_its_verdict(served: Served, log_in:
     assert 'class="verdict ok"' in final and "recovered" in final
     assert re.search(r"<dt>vms lost</dt><dd>0</dd>", final)  # the judge's ground truth
     assert re.search(r"<dt>vms running twice</dt><dd>0</dd>", final)
+    said = [data for _, event, data in seen if event == "said"]  # what a screen reader hears
+    assert said[-1] == "the drill ended: recovered" and "drill: suspected" in said
+    assert len(said) < len([d for _, e, d in seen if e == "drill"]) / 2  # on a change, not each message
     # Live: the timeline grew message by message before any verdict, one phase after another.
     before = [(at, PHASE.findall(data)) for at, data in drill[:-1]]
     assert not any("verdict" in data for _, data in drill[:-1])

@@ -415,8 +415,12 @@ class _Pages:
             gone = '<p class="error">This drill is not known here any more (the server restarted, or '
             yield _sse("drill", gone + "another drill started since): start it again.</p>")
         else:
+            said = None
             async for view in run.views():
                 yield _sse("drill", str(parts.progress(view)))
+                if view.said != said:
+                    said = view.said
+                    yield _sse("said", _escape(said))
         yield _sse("end", "the drill has finished")
 
     def _drill_parts(self) -> Any:

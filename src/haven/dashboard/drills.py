@@ -130,6 +130,18 @@ class DrillView:
         return self.state in (FINISHED, FAILED)
 
     @property
+    def said(self) -> str:
+        """What a screen reader is told when it changes: the newest phase, then the verdict."""
+        if self.report is not None:
+            return f"the drill ended: {self.report.get('verdict')}"
+        if self.state == FAILED:
+            return "the drill could not run"
+        if self.phases:
+            newest = max(self.phases, key=lambda p: (p.start_s, p.end_s))
+            return f"drill: {newest.name}" + (f", {newest.counted}" if newest.counted else "")
+        return "drill: the fault is injected" if self.injected else "drill: warming up"
+
+    @property
     def counters(self) -> tuple[str, ...]:
         """The report's safety counters the page shows (from the simulated cloud's ground truth)."""
         return COUNTERS
