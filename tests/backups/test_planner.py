@@ -13,9 +13,12 @@ from hypothesis import strategies as st
 
 from haven.backups import schedule
 from haven.backups.config import BackupsConfig, SchedulerSettings, parse_backups
-from haven.backups.planner import BackupSnapshot, Protected, plan
+from haven.backups.planner import BackupSnapshot, Protected, max_age_s, plan
 from haven.backups.policy import PolicyProblem, resolve
 from haven.backups.retention import kept, to_delete
+from haven.backups.runner import BackupRunner
+from haven.cloud.sim.backups import SimBackups
+from haven.cloud.sim.builder import CloudSpec, build_cloud
 from haven.domain.backups import (
     BackupKind,
     BackupPolicy,
@@ -26,9 +29,12 @@ from haven.domain.backups import (
     Trigger,
     VolumeRef,
 )
-from haven.domain.cloud import VmState
+from haven.domain.clock import VIRTUAL_EPOCH, VirtualClock
+from haven.domain.cloud import TaskState, VmState
 from haven.domain.errors import ConfigError
 from haven.domain.ids import ServerId
+from haven.domain.incidents import AlertKind
+from haven.store import Store
 
 DAY = 86400.0
 T0 = datetime(2027, 3, 10, 12, 0, tzinfo=UTC).timestamp()  # a Wednesday, noon UTC
@@ -218,6 +224,161 @@ def test_fleet_cap_counts_what_is_in_flight_and_the_earliest_due_go_first() -> N
     dues = sorted(s.due_at for s in result.statuses if s.server_id != "srv-00000")
     assert sorted(p.due_at for p in result.create) == dues[:3]
     assert sum(1 for s in result.statuses if "cap" in s.waiting) == 6
+
+
+MIDNIGHT = T0 - 12 * 3600
+
+
+def _run_fleet(
+    servers: list[Protected], cfg: SchedulerSettings, hours: float, first_seen: bool = False
+) -> tuple[list[BackupRecord], dict[str, float], set[str]]:
+    """Passes every 300 virtual s from midnight; a backup issued in one pass is good by the next. The
+    records, each server's worst recovery-point age over the run, sampled each pass from the records
+    (with no good backup yet: counted from midnight), and the servers ever missed or stale."""
+    records: list[BackupRecord] = []
+    alerted: set[str] = set()
+    worst: dict[str, float] = {s.target.id: 0.0 for s in servers}
+    seen: dict[str, dict[str, float]] = {}
+    if first_seen:
+        seen["first_seen"] = {s.target.id: MIDNIGHT for s in servers}
+    now = MIDNIGHT
+    while now < MIDNIGHT + hours * 3600:
+        records = [
+            dataclasses.replace(r, state=BackupState.AVAILABLE, finished_at=now)
+            if r.state is BackupState.ISSUED
+            else r
+            for r in records
+        ]
+        result = plan(BackupSnapshot(now, servers, records, cfg, **seen))
+        alerted |= {s.server_id for s in result.statuses if s.missed or s.stale}
+        assert result.in_flight + len(result.create) <= cfg.max_concurrent
+        records += [
+            record(p.target.id, now, BackupState.ISSUED, slot=p.slot, id=f"{p.target.id}@{now}")
+            for p in result.create
+        ]
+        newest: dict[str, float] = {}
+        for r in records:
+            if r.state is BackupState.AVAILABLE:
+                newest[r.server_id] = max(newest.get(r.server_id, MIDNIGHT), r.created_at)
+        for sid in worst:
+            worst[sid] = max(worst[sid], now - newest.get(sid, MIDNIGHT))
+        now += 300.0
+    return records, worst, alerted
+
+
+@pytest.mark.parametrize("first_seen", [False, True])
+def test_a_burst_of_daily_windows_does_not_starve_the_hourly_servers(first_seen: bool) -> None:
+    # 60 daily servers and 3 hourly ones all due at midnight; the cap takes 2 per 5-minute pass, so the
+    # daily burst alone fills the first 150 minutes. Earliest due first (ties by id: the daily ones) left
+    # the hourly servers without a backup until 02:30, past the 2 h their policy allows.
+    daily = [protected(i) for i in range(60)]
+    hourly = [protected(i, "hourly") for i in range(60, 63)]
+    cfg = SchedulerSettings(max_concurrent=2, jitter_s=0.0)
+    records, worst, alerted = _run_fleet(daily + hourly, cfg, hours=6, first_seen=first_seen)
+    allowed = max_age_s(hourly[0].policy, cfg)
+    assert allowed == 7200.0
+    for item in hourly:
+        assert worst[item.target.id] <= allowed, f"{item.target.id}: {worst[item.target.id]:.0f} s"
+        taken = sorted(r.created_at for r in records if r.server_id == item.target.id)
+        hours_with_one = {int((t - MIDNIGHT) // 3600) for t in taken}
+        assert hours_with_one == set(range(6)), "every hourly window got a backup taken in it"
+    late = set()
+    for item in daily:  # the daily servers still all get theirs in the first 3 hours (policy: 25 h)
+        first = min(r.created_at for r in records if r.server_id == item.target.id)
+        assert first < MIDNIGHT + 3 * 3600
+        assert worst[item.target.id] <= max_age_s(item.policy, cfg)
+        if first > MIDNIGHT + cfg.grace_s:
+            late.add(item.target.id)
+    # no hourly server alerted; the daily ones whose midnight window got its backup after its grace
+    # (01:00) are missed, when haven knew them from midnight (a cap of 2 is short for this burst)
+    assert len(late) > 20
+    assert alerted == (late if first_seen else set())
+
+
+def test_the_most_behind_on_their_own_period_go_first_ties_by_due_time() -> None:
+    cfg = SchedulerSettings(max_concurrent=2, jitter_s=0.0)
+    at = MIDNIGHT + 10 * 3600 + 600  # 10:10
+    servers = [protected(1), protected(2, "hourly"), protected(3), protected(4, "hourly")]
+    records = [
+        record("srv-00001", at - 2 * DAY),  # daily, 2 days since its backup: 2.0 periods behind
+        record("srv-00002", at - 4200),  # hourly, 70 minutes since: 1.17 periods
+        record("srv-00003", at - 25 * 3600),  # daily, 25 hours since: 1.04 periods
+        record("srv-00004", at - 3900),  # hourly, 65 minutes since: 1.08 periods
+    ]
+    result = plan(BackupSnapshot(at, servers, records, cfg))
+    assert [p.target.id for p in result.create] == ["srv-00001", "srv-00002"]
+    waiting = {s.server_id: s.waiting for s in result.statuses}
+    assert "cap of 2" in waiting["srv-00003"] and "cap of 2" in waiting["srv-00004"]
+    # equally behind (never backed up, all known since midnight): the earliest due first
+    fresh = [protected(i, "0 */2 * * *") for i in range(5)]
+    seen = {f"srv-{i:05d}": MIDNIGHT for i in range(5)}
+    jittered = SchedulerSettings(max_concurrent=2, jitter_s=1800.0)
+    result = plan(BackupSnapshot(MIDNIGHT + 1800, fresh, [], jittered, seen))
+    dues = sorted((s.due_at, s.server_id) for s in result.statuses)
+    assert [p.target.id for p in result.create] == [sid for _, sid in dues[:2]]
+
+
+def test_a_server_seen_but_never_backed_up_is_missed_and_stale() -> None:
+    # The cap is held by another server's backup all day: srv-00002 never gets a record of its own.
+    # Before, with no record haven never knew it: it could never be missed nor stale.
+    cfg = SchedulerSettings(max_concurrent=1, jitter_s=0.0)  # grace_s 3600
+    hog = record("srv-00001", MIDNIGHT, BackupState.CREATING)
+    servers = [protected(1), protected(2, "hourly")]
+    seen = {"srv-00001": MIDNIGHT, "srv-00002": MIDNIGHT}
+
+    def status(at: float) -> Any:
+        result = plan(BackupSnapshot(at, servers, [hog], cfg, seen))
+        assert result.create == ()
+        return next(s for s in result.statuses if s.server_id == "srv-00002")
+
+    early = status(MIDNIGHT + 3000)  # its 00:00 window, inside its grace
+    assert not early.missed and not early.stale and "cap of 1" in early.waiting
+    late = status(MIDNIGHT + 3660)  # the 00:00 window an hour after it was due: missed
+    assert late.missed and late.stale and late.recovery_point is None
+    # a daily server first seen at noon: its window due at midnight is caught up, not alerted; it is
+    # stale once known longer than its policy allows (25 h), and missed once the next window's grace
+    # (01:00 next day) passes
+    noon = {"srv-00002": MIDNIGHT + 12 * 3600}
+    servers = [protected(1), protected(2)]
+
+    def daily(at: float) -> Any:
+        result = plan(BackupSnapshot(at, servers, [hog], cfg, noon))
+        return next(s for s in result.statuses if s.server_id == "srv-00002")
+
+    assert not daily(MIDNIGHT + 12 * 3600).missed and not daily(MIDNIGHT + 12 * 3600).stale
+    assert not daily(MIDNIGHT + DAY + 3000).missed and not daily(MIDNIGHT + DAY + 3000).stale
+    assert daily(MIDNIGHT + DAY + 3660).missed and daily(MIDNIGHT + DAY + 3660).stale
+
+
+async def test_the_runner_alerts_on_a_server_it_saw_but_never_backed_up() -> None:
+    # haven's runner on the simulated cloud: one server busy all day (a resize that never ends: Nova
+    # refuses its backup), so it never gets a backup record; the store's alerts are the judge
+    clock = VirtualClock(start=VIRTUAL_EPOCH - VIRTUAL_EPOCH % DAY)
+    cloud, _ = build_cloud(CloudSpec(hosts=1, vms=2, zones=1), clock)
+    port = SimBackups(cloud)
+    ids = sorted(s.id for h in cloud.host_names() for s in cloud.servers_on(h))
+    for sid in ids:
+        cloud.sim_server(sid).metadata["haven_backup"] = "hourly"
+    cloud.sim_server(ids[0]).task_state = TaskState.REBUILDING
+    config = BackupsConfig(enabled=True, scheduler=SchedulerSettings(jitter_s=0.0))
+    with Store.open("sqlite://") as store:
+        runner = BackupRunner(config, port, store, clock)
+        start = clock.now()
+        raised: dict[AlertKind, float] = {}
+        while clock.now() < start + 3 * 3600:
+            await runner.run_pass()
+            for alert in store.list_alerts():
+                if str(alert.host) == ids[0]:
+                    raised.setdefault(alert.kind, clock.now())
+            clock.advance_to(clock.now() + 300.0)
+        assert store.backups_of(ids[0]) == []
+        assert [c for c in port.create_calls if c[1] == ids[0]] == []
+        assert {c[1] for c in port.create_calls} == {ids[1]}
+        alerts = {a.kind for a in store.list_alerts() if str(a.host) == ids[1]}
+    # its 00:00 window's grace ends at 01:00: the first pass after it raises both
+    assert raised.get(AlertKind.BACKUP_MISSED) == start + 3600 + 300
+    assert raised.get(AlertKind.RECOVERY_POINT_STALE) == start + 3600 + 300
+    assert alerts == set()  # the other server, backed up each hour, raised none
 
 
 def test_failures_are_retried_after_retry_s_up_to_attempts_and_busy_servers_wait() -> None:

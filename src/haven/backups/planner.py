@@ -6,14 +6,22 @@ the server's fixed jitter has passed. A window is covered by any backup (schedul
 flight or done) taken in it; a window missed while haven was down is therefore caught up by one
 backup, however many windows passed, and never twice. A failed backup is retried after
 ``retry_s``, at most ``attempts`` times per window. One backup per server is in flight at a time,
-and at most ``max_concurrent`` across the fleet: the earliest due go first, the others wait.
+and at most ``max_concurrent`` across the fleet. Which go first when the cap is short: the most
+behind on their own schedule, counted in their own periods since their newest good backup (or, with
+none, since haven first saw them), ties by due time: an hourly server 70 minutes behind goes before a
+daily one 5 hours behind, so a burst of daily windows never starves the hourly ones (the earliest due
+first did: hours without a backup). The others wait.
+
+A server haven knows (``first_seen``, told by the runner, or any record of it) but never backed up is
+missed like any other once a window due after haven saw it passes its grace, and stale once it has been
+known longer than the policy allows a recovery point to be old.
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from haven.backups import retention, schedule
 from haven.backups.config import SchedulerSettings
@@ -42,6 +50,9 @@ class BackupSnapshot:
     servers: Sequence[Protected]
     records: Sequence[BackupRecord]  # every record not deleted, and the deleted of the last weeks
     settings: SchedulerSettings
+    # when haven first saw each server protected (the runner's memory; restarts forget it): a server
+    # never backed up alerts from there, not never
+    first_seen: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,20 +107,22 @@ def plan(snapshot: BackupSnapshot) -> BackupPlan:
     for record in snapshot.records:
         by_server[record.server_id].append(record)
     in_flight = sum(1 for r in snapshot.records if r.state.in_flight)
-    due: list[tuple[PlannedBackup, int]] = []
+    due: list[tuple[float, PlannedBackup]] = []
     statuses: dict[str, ServerStatus] = {}
     deletes: list[BackupRecord] = []
     for item in snapshot.servers:
         records = by_server.get(item.target.id, [])
-        status, candidate = _server(item, records, now, settings)
+        status, candidate, behind = _server(
+            item, records, now, settings, snapshot.first_seen.get(item.target.id)
+        )
         statuses[item.target.id] = status
         if candidate is not None:
-            due.append((candidate, len(due)))
+            due.append((behind, candidate))
         deletes.extend(retention.to_delete(records, item.policy.retention))
-    due.sort(key=lambda pair: (pair[0].due_at, pair[0].target.id))
+    due.sort(key=lambda pair: (-pair[0], pair[1].due_at, pair[1].target.id))
     room = max(settings.max_concurrent - in_flight, 0)
-    create = tuple(candidate for candidate, _ in due[:room])
-    for candidate, _ in due[room:]:
+    create = tuple(candidate for _, candidate in due[:room])
+    for _, candidate in due[room:]:
         s = statuses[candidate.target.id]
         statuses[candidate.target.id] = _replace_waiting(
             s, f"the fleet's cap of {settings.max_concurrent} in flight"
@@ -121,8 +134,14 @@ def plan(snapshot: BackupSnapshot) -> BackupPlan:
 
 
 def _server(
-    item: Protected, records: Sequence[BackupRecord], now: float, settings: SchedulerSettings
-) -> tuple[ServerStatus, PlannedBackup | None]:
+    item: Protected,
+    records: Sequence[BackupRecord],
+    now: float,
+    settings: SchedulerSettings,
+    first_seen: float | None = None,
+) -> tuple[ServerStatus, PlannedBackup | None, float]:
+    """The server's status, its backup due now (if one may start), and how far behind it is: periods
+    of its own schedule since its newest good backup (with none: since haven knew it, else since due)."""
     target, policy = item.target, item.policy
     sched = schedule.parse(policy.schedule)
     offset = schedule.jitter(target.id, sched, settings.jitter_s)
@@ -132,46 +151,53 @@ def _server(
     good = [r for r in records if r.state is BackupState.AVAILABLE]
     recovery_point = max((r.created_at for r in good), default=None)
     # A window is missed when it has no good backup grace_s after it was due, if haven knew the server
-    # by then (a record of it older than that): the window overdue when haven first sees a server (the
-    # day [backups] is enabled, a server newly opted in) is caught up, not alerted.
-    known_since = min((r.created_at for r in records), default=None)
+    # by then (first seen, or a record of it, before that): the window overdue when haven first sees a
+    # server (the day [backups] is enabled, a server newly opted in) is caught up, not alerted.
+    seen = [r.created_at for r in records] + ([first_seen] if first_seen is not None else [])
+    known_since = min(seen, default=None)
     grace = settings.grace_s
 
     def missed_window(window: float) -> bool:
         deadline = window + offset + grace
         return (
             known_since is not None
-            and known_since <= deadline < now
+            and known_since < deadline < now
             and not any(_in_window(r, window) for r in good)
         )
 
     # the window due now, or the one before (haven was down through it, say)
     missed = missed_window(slot) or missed_window(sched.previous_slot(slot - 60))
-    stale = missed if recovery_point is None else now - recovery_point > max_age_s(policy, settings)
+    # the recovery point's age; with none, counted from when haven knew the server
+    reference = recovery_point if recovery_point is not None else known_since
+    too_old = reference is not None and now - reference > max_age_s(policy, settings)
+    stale = too_old if recovery_point is not None else missed or too_old
+    behind = (now - (reference if reference is not None else due_at)) / sched.period_s
     status = ServerStatus(
         target.id, target.name, policy, slot, due_at, next_due, recovery_point, missed, stale
     )
     if any(r.state in _COVERS and _in_window(r, slot) for r in records):
-        return status, None
+        return status, None, behind
     if any(r.state.in_flight for r in records):
-        return _replace_waiting(status, "a backup of this server is in flight"), None
+        return _replace_waiting(status, "a backup of this server is in flight"), None, behind
     failures = sorted(
         (r for r in records if r.state is BackupState.FAILED and r.slot == slot), key=lambda r: r.attempt
     )
     if len(failures) >= settings.attempts:
-        return _replace_waiting(status, f"{len(failures)} attempts failed in this window"), None
+        return _replace_waiting(status, f"{len(failures)} attempts failed in this window"), None, behind
     if failures and (failures[-1].finished_at or 0.0) + settings.retry_s > now:
-        return _replace_waiting(status, "retrying after the last failure"), None
+        return _replace_waiting(status, "retrying after the last failure"), None, behind
     if target.busy or target.vm_state not in _BACKABLE:
-        return _replace_waiting(
-            status, f"server {target.vm_state.value}{' and busy' if target.busy else ''}"
-        ), None
+        return (
+            _replace_waiting(status, f"server {target.vm_state.value}{' and busy' if target.busy else ''}"),
+            None,
+            behind,
+        )
     kind = BackupKind.VOLUME if target.volume_backed else BackupKind.IMAGE
     incremental, parent = False, ""
     if kind is BackupKind.VOLUME:
         incremental, parent = _chain(records, settings.chain_max)
     attempt = (failures[-1].attempt + 1) if failures else 1
-    return status, PlannedBackup(target, policy, slot, due_at, kind, attempt, incremental, parent)
+    return status, PlannedBackup(target, policy, slot, due_at, kind, attempt, incremental, parent), behind
 
 
 def _in_window(record: BackupRecord, slot: float) -> bool:

@@ -17,6 +17,13 @@ A server deleted or resized mid-backup fails that backup (its image deleted), ne
 permanent refusal (Nova's 400/403, an image quota exceeded) fails it at once with Nova's message; any
 other error is retried pass after pass until the scheduler's ``timeout_s``, then fails it. One
 backup's unexpected error fails that backup only.
+
+Cinder backups are never left behind untracked. One still ``creating`` past ``timeout_s`` (counted from
+when Cinder accepted it) is only marked late: Cinder cannot delete it then, and a backup it finishes is
+a good one; it fails on Cinder's ``error``, or past ``volume_timeout_s``. A backup failed while something
+it made may still exist is marked ``leftover``: each pass tries the removal again until Cinder has
+deleted it, and no new backup of that server's volumes is asked meanwhile (Cinder would refuse it while
+the volume is ``backing-up``, or base the next incremental on the leftover).
 """
 
 from __future__ import annotations
@@ -58,7 +65,7 @@ from haven.domain.errors import (
     TemporaryError,
     UserError,
 )
-from haven.domain.ids import HostName, ServerId
+from haven.domain.ids import HostName, SegmentId, ServerId
 from haven.domain.incidents import Alert, AlertKind
 from haven.store import Store
 
@@ -139,6 +146,8 @@ class BackupRunner:
         self.last_plan: BackupPlan | None = None
         self.problems: list[PolicyProblem] = []
         self._working: set[str] = set()  # records this process is creating now (a backup now's call)
+        self._warned_projects: set[str] = set()  # [backups.projects] keys that matched no server
+        self._first_seen: dict[str, float] = {}  # protected server -> first pass that saw it (alerts)
 
     @property
     def settings(self) -> BackupsConfig:
@@ -175,8 +184,17 @@ class BackupRunner:
         protected = await self.protected()
         now = self._clock.now()
         records = await self._db(self._store.backups_relevant, now - HISTORY_S)
-        result = planner.plan(BackupSnapshot(now, protected, records, self._config.scheduler))
+        self._first_seen = {p.target.id: self._first_seen.get(p.target.id, now) for p in protected}
+        snapshot = BackupSnapshot(now, protected, records, self._config.scheduler, self._first_seen)
+        blocked = await self._leftovers(records, epoch)
+        result = planner.plan(snapshot)
         for item in result.create:
+            if item.target.id in blocked:  # Cinder still holds a failed backup of its volumes
+                log.info(
+                    "backup of %s waits: Cinder still holds backup %s of failed backup %s",
+                    item.target.name, *blocked[item.target.id],
+                )  # fmt: skip
+                continue
             await self._isolated(self._start, item, Trigger.SCHEDULE, epoch)
         for record in result.delete:
             await self._isolated(self._delete, record, epoch)
@@ -187,7 +205,9 @@ class BackupRunner:
     async def protected(self) -> list[Protected]:
         """Every server with a policy; a server whose metadata cannot be used is a logged problem."""
         problems, protected = [], []
-        for target in await self._port.list_targets():
+        targets = await self._with_segments(await self._port.list_targets())
+        self._unmatched_projects(targets)
+        for target in targets:
             policy = resolve(target, self._config)
             if isinstance(policy, PolicyProblem):
                 problems.append(policy)
@@ -199,6 +219,39 @@ class BackupRunner:
         self.problems = problems
         return protected
 
+    async def _with_segments(self, targets: Sequence[BackupTarget]) -> list[BackupTarget]:
+        """The targets with ``segment`` set from haven's own membership (Masakari's segments and
+        hosts, in the store): a server's segment is its compute host's. The key is the segment's name,
+        or its id when ``[backups.segments]`` names it by id. Read only when segment defaults exist."""
+        if not self._config.segments or not targets:
+            return list(targets)
+        segments = {s.id: s for s in await self._db(self._store.list_segments)}
+        key: dict[SegmentId, str] = {
+            s.id: s.id if s.id in self._config.segments and s.name not in self._config.segments else s.name
+            for s in segments.values()
+        }
+        of_host = {
+            h.name: key[h.segment_id] for h in await self._db(self._store.list_hosts) if h.segment_id in key
+        }
+        return [
+            dataclasses.replace(t, segment=of_host[HostName(t.host)]) if t.host in of_host else t
+            for t in targets
+        ]
+
+    def _unmatched_projects(self, targets: Sequence[BackupTarget]) -> None:
+        """Warn once for each ``[backups.projects.KEY]`` that no server's project id matches: the key is
+        a project's id (Nova's ``tenant_id``), and a project's name never matches."""
+        if not targets:
+            return
+        projects = {t.project for t in targets}
+        for name in self._config.projects:
+            if name not in projects and name not in self._warned_projects:
+                self._warned_projects.add(name)
+                log.warning(
+                    "[backups.projects.%s] matches no server: its key must be a project's id (Nova's "
+                    "tenant_id), not its name", name,
+                )  # fmt: skip
+
     async def backup_now(self, server_id: ServerId) -> BackupRecord:
         """A backup outside the schedule (haven backups run): issued, then asked of the cloud at once."""
         try:
@@ -207,6 +260,7 @@ class BackupRunner:
             raise UserError(
                 f"no server {server_id}", "name a server by its id (haven backups list)"
             ) from None
+        (target,) = await self._with_segments([target])
         policy = resolve(target, self._config)
         if policy is None or isinstance(policy, PolicyProblem):
             policy = BackupPolicy("daily", source="manual")
@@ -214,6 +268,14 @@ class BackupRunner:
         incremental, parent = False, ""
         if kind is BackupKind.VOLUME:
             records = await self._db(self._store.backups_of, server_id)
+            blocked = await self._leftovers(records, self._epoch())
+            if server_id in blocked:
+                cinder_backup, failed = blocked[server_id]
+                raise UserError(
+                    f"server {target.name} ({server_id}): Cinder still holds backup {cinder_backup} of "
+                    f"failed backup {failed}, not deleted yet",
+                    "haven deletes it once Cinder lets it (it is still creating); run again later",
+                )
             incremental, parent = planner._chain(records, self._config.scheduler.chain_max)
         now = self._clock.now()
         item = PlannedBackup(target, policy, now, now, kind, 1, incremental, parent)
@@ -322,8 +384,9 @@ class BackupRunner:
                 creating = dataclasses.replace(record, state=BackupState.CREATING, image_id=image_id)
             else:
                 creating = await self._create_volumes(record, target, epoch)
+            creating = dataclasses.replace(creating, accepted_at=self._clock.now())
         except TemporaryError as exc:
-            if self._clock.now() - record.created_at > self._config.scheduler.timeout_s:
+            if self._clock.now() - record.created_at > self._refused_limit(record):
                 return await self._fail(record, f"the cloud kept refusing: {exc}", epoch)
             log.info("backup %s of %s waits: %s", record.id, record.server_name, exc)
             return record  # still issued: the next pass looks for its image first
@@ -337,6 +400,15 @@ class BackupRunner:
             raise
         await self._db(self._store.save_backup, creating, [BackupState.ISSUED], epoch=epoch)
         return creating
+
+    def _refused_limit(self, record: BackupRecord) -> float:
+        """How long an issued backup may be refused for now: ``timeout_s``; for Cinder, which refuses
+        a backup while the volume is ``backing-up`` (a backup of it still being taken, haven's late one
+        or its tenant's), the Cinder cap: waiting for it is no failure of the window's attempt."""
+        settings = self._config.scheduler
+        if record.kind is BackupKind.VOLUME:
+            return max(settings.volume_timeout_s, settings.timeout_s)
+        return settings.timeout_s
 
     def _rotation(self, target: BackupTarget) -> int:
         policy = resolve(target, self._config)
@@ -407,13 +479,33 @@ class BackupRunner:
         if broken:
             await self._fail(record, broken, epoch, was=BackupState.CREATING)
             return
-        if now - record.created_at > self._config.scheduler.timeout_s:
+        settings = self._config.scheduler
+        age = now - (record.accepted_at if record.accepted_at is not None else record.created_at)
+        if age <= settings.timeout_s:
+            return
+        if record.kind is BackupKind.IMAGE:
+            await self._fail(
+                record, f"not ready after {settings.timeout_s:.0f} s", epoch, BackupState.CREATING
+            )
+            return
+        # Cinder still takes it: failing it now would leave it behind (Cinder refuses to delete a backup
+        # while it is creating), its volume ``backing-up`` and the next incremental based on it
+        cap = max(settings.volume_timeout_s, settings.timeout_s)
+        if age > cap:
             await self._fail(
                 record,
-                f"not ready after {self._config.scheduler.timeout_s:.0f} s",
+                f"Cinder still creating it {age:.0f} s after it accepted it (volume_timeout_s {cap:.0f} s)",
                 epoch,
                 BackupState.CREATING,
             )
+        elif record.late_at is None:
+            log.warning(
+                "backup %s of %s is late: Cinder still creating it %.0f s after it accepted it (timeout_s "
+                "%.0f s); it is not failed before volume_timeout_s (%.0f s)",
+                record.id, record.server_name, age, settings.timeout_s, cap,
+            )  # fmt: skip
+            late = dataclasses.replace(record, late_at=now)
+            await self._db(self._store.save_backup, late, [BackupState.CREATING], epoch=epoch)
 
     async def _ready(self, record: BackupRecord) -> tuple[bool, str]:
         """(ready, why it is broken: "" while it may still become ready)."""
@@ -442,12 +534,51 @@ class BackupRunner:
     ) -> BackupRecord:
         log.warning("backup %s of %s failed: %s", record.id, record.server_name, why)
         failed = dataclasses.replace(
-            record, state=BackupState.FAILED, finished_at=self._clock.now(), error=why
+            record,
+            state=BackupState.FAILED,
+            finished_at=self._clock.now(),
+            error=why,
+            leftover=bool(record.image_id or record.volume_backups),  # cleared once all of it is gone
         )
         await self._db(self._store.save_backup, failed, [was], epoch=epoch)
         self._ended(failed)
-        await self._remove(failed)  # what it left (a killed image, a half chain) is no backup
+        if failed.leftover:  # what it left (a killed image, a half chain) is no backup
+            failed = await self._clear_leftover(failed, epoch)
         return failed
+
+    async def _leftovers(
+        self, records: Sequence[BackupRecord], epoch: int | None
+    ) -> dict[str, tuple[str, str]]:
+        """Ask again for the removal of what failed backups left. Returns the servers whose volumes
+        Cinder still holds one of (server id -> (that Cinder backup, the failed record)): no new backup
+        of them meanwhile (Cinder refuses one while the volume is ``backing-up``, and bases the next
+        incremental on the volume's newest backup, the leftover)."""
+        blocked: dict[str, tuple[str, str]] = {}
+        for record in records:
+            if record.state is not BackupState.FAILED or not record.leftover:
+                continue
+            try:
+                self._epoch()
+                record = await self._clear_leftover(record, epoch)
+            except Deposed:
+                raise
+            except HavenError as exc:  # Conflict too: another engine cleared it meanwhile
+                log.info("leftover of failed backup %s waits: %s", record.id, exc)
+            except Exception:
+                log.exception("leftover of failed backup %s: its removal failed", record.id)
+            if record.leftover and record.volume_backups:
+                last = list(record.volume_backups.values())[-1]
+                blocked.setdefault(record.server_id, (last, record.id))
+        return blocked
+
+    async def _clear_leftover(self, record: BackupRecord, epoch: int | None) -> BackupRecord:
+        """Ask for the removal of what a failed backup made; once all of it is gone, clear its mark."""
+        if not await self._remove(record):
+            return record
+        cleared = dataclasses.replace(record, leftover=False)
+        await self._db(self._store.save_backup, cleared, [BackupState.FAILED], epoch=epoch)
+        log.info("what failed backup %s of %s left is gone", record.id, record.server_name)
+        return cleared
 
     def _ended(self, record: BackupRecord) -> None:
         if self._on_backup is not None:
@@ -478,6 +609,7 @@ class BackupRunner:
         even one it is still deleting), and deletes later: a Cinder backup with
         ``has_dependent_backups``, or not yet available, error or gone, is left for a later pass."""
         calls: list[tuple[Callable[[str], Awaitable[None]], str]] = []
+        image_left = False
         if record.image_id:
             calls.append((self._port.delete_image, record.image_id))
         for call, ident in calls:
@@ -488,8 +620,9 @@ class BackupRunner:
             except HavenError:
                 if strict:
                     raise
-                log.info("leftover %s of failed backup %s kept", ident, record.id)
-        left = False
+                log.info("leftover %s of failed backup %s kept for now", ident, record.id)
+                image_left = True
+        left = image_left
         for backup_id in reversed(list(record.volume_backups.values())):
             try:
                 left |= not await self._remove_volume_backup(backup_id, record)
