@@ -151,17 +151,19 @@ def _server(
     good = [r for r in records if r.state is BackupState.AVAILABLE]
     recovery_point = max((r.created_at for r in good), default=None)
     # A window is missed when it has no good backup grace_s after it was due, if haven knew the server
-    # by then (first seen, or a record of it, before that): the window overdue when haven first sees a
-    # server (the day [backups] is enabled, a server newly opted in) is caught up, not alerted.
+    # when it was due (first seen, or a record of it, by then): the window already overdue when haven
+    # first sees a server (the day [backups] is enabled, a server newly opted in) is caught up, not
+    # alerted.
     seen = [r.created_at for r in records] + ([first_seen] if first_seen is not None else [])
     known_since = min(seen, default=None)
     grace = settings.grace_s
 
     def missed_window(window: float) -> bool:
-        deadline = window + offset + grace
+        due = window + offset
         return (
             known_since is not None
-            and known_since < deadline < now
+            and known_since <= due
+            and due + grace < now
             and not any(_in_window(r, window) for r in good)
         )
 
