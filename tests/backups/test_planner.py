@@ -335,6 +335,16 @@ def test_a_server_seen_but_never_backed_up_is_missed_and_stale() -> None:
     assert not early.missed and not early.stale and "cap of 1" in early.waiting
     late = status(MIDNIGHT + 3660)  # the 00:00 window an hour after it was due: missed
     assert late.missed and late.stale and late.recovery_point is None
+    # the window due before haven first saw the server is caught up, not alerted, even when its grace
+    # ends just after: an hourly server due at 23:0x seen at midnight is not missed at 00:05
+    hourly = schedule.parse("hourly")
+    i = next(i for i in range(3, 999) if schedule.jitter(f"srv-{i:05d}", hourly, 900.0) < 240)
+    jittered = SchedulerSettings(max_concurrent=1, jitter_s=900.0)
+    seen_i = {f"srv-{i:05d}": MIDNIGHT}
+    result = plan(
+        BackupSnapshot(MIDNIGHT + 300, [protected(1), protected(i, "hourly")], [hog], jittered, seen_i)
+    )
+    assert not any(s.missed or s.stale for s in result.statuses)
     # a daily server first seen at noon: its window due at midnight is caught up, not alerted; it is
     # stale once known longer than its policy allows (25 h), and missed once the next window's grace
     # (01:00 next day) passes
