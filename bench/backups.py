@@ -3,21 +3,33 @@
 A simulated cloud of N servers (default 10,000), each with a backup policy (a share hourly, the rest
 daily, keep 7; a share volume-backed, backed up by Cinder full then incremental), and haven serve's
 backup service (haven.backups.serving: runner passes, rotation, restore drills) run pass by pass
-through one virtual day. Figures, from the simulated cloud's ground
-truth where it has it:
+through one virtual day from midnight UTC (haven first sees every server at midnight). Figures, from
+the simulated cloud's ground truth where it has it:
 - backups taken (createBackup calls and Cinder backups accepted, how many incremental), and the most
   uploading at once against the cap; whether every incremental Cinder still holds has its parent;
-- servers whose recovery point is within their policy at the end (newest active image in Glance, or
-  newest available Cinder backup of the boot volume);
-- windows missed (backup_missed alerts raised during the day: the store's alert history), and
-  recovery points found stale (recovery_point_stale alerts);
-- the planner's CPU per pass (haven.backups.planner.plan, process time): median and max over the
-  day's passes, and the median over --runs re-plans of the end-of-day snapshot;
+- per schedule (hourly, daily), sampled after every pass: each server's recovery-point age (its
+  newest active image in Glance, or newest available Cinder backup of its boot volume; with none yet,
+  counted from the run's start), the worst over the day against the policy's allowance (period +
+  jitter + grace) and how many servers went over it; windows that closed in the day with no good
+  backup taken in them (a late backup taken in the next window covers that one, not its own); the
+  latest first backup;
+- servers within their policy at the end, and all day long;
+- backup_missed and recovery_point_stale alerts raised during the day (the store's alert history),
+  and on how many servers;
+- the cap's capacity: a backup holds its slot until the first pass after its upload ends
+  (capacity_slot_s), so cap x 3,600 / slot backups an hour, against the most windows due in one hour;
+- CPU (process time) over the day: the whole process, the simulated cloud's share (every call haven
+  makes to it, timed) and this bench's sampling; engine CPU per backup is the whole minus those two
+  (haven's runner, planner, store and drills), divided by the backups taken;
+- the planner's CPU per pass (haven.backups.planner.plan): median and max over the day's passes,
+  and the median over --runs re-plans of the end-of-day snapshot;
 - the whole pass's wall time (planner, the store's reads and writes, the simulated cloud's calls).
+It prints the exact command first (every flag), and the load average at the start and the end.
 
-Run: .venv/bin/python bench/backups.py [--servers 10000] [--hourly 0.05] [--volumes 0.2] [--cap 200]
-     [--runs 5]
-     (about 10 minutes for 10,000 servers on an idle core)
+Run: nice -n 19 .venv/bin/python bench/backups.py [--servers 10000] [--hourly 0.05] [--volumes 0.2]
+     [--cap 200] [--jitter 21600] [--step 300] [--drills 20] [--runs 5]
+     (--servers 400: about 30 s; --servers 10000: 40 min wall at a load of 10, about 15 min of CPU,
+     measured 2026-12-06 before the per-pass sampling was added: see docs/backups.md)
 
 With --lab: the same runner and restorer against the lab's real Nova and Glance (haven.lab.lab.up in a
 temporary folder, stopped at the end; or the running lab in --folder). --servers servers (default 20)
@@ -63,9 +75,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
+import inspect
 import json
 import logging
+import math
 import os
 import shutil
 import statistics
@@ -75,17 +90,19 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from haven.backups import planner
+from haven.backups import planner, schedule
 from haven.backups.config import BackupsConfig, DrillSettings, SchedulerSettings
 from haven.backups.planner import BackupSnapshot
 from haven.backups.runner import HISTORY_S
 from haven.backups.serving import BackupService
-from haven.cloud.sim.backups import SimBackups
+from haven.cloud.backups import BackupPort
+from haven.cloud.sim.backups import SimBackups, SimImage, SimVolumeBackup
 from haven.cloud.sim.builder import CloudSpec, build_cloud
 from haven.domain.backups import BackupRecord, ImageStatus, VolumeBackupStatus
 from haven.domain.clock import VIRTUAL_EPOCH, VirtualClock
+from haven.domain.ids import ServerId
 from haven.domain.incidents import AlertKind
 from haven.store import Store
 
@@ -103,6 +120,104 @@ def timed_plan(samples: list[float]) -> Callable[[BackupSnapshot], planner.Backu
             samples.append(time.process_time() - started)
 
     return plan
+
+
+class TimedPort:
+    """The simulated cloud as haven's engine sees it: each call's process time added to ``cpu_s`` (the
+    simulated cloud's own CPU, taken out of the engine's). Its calls never suspend, so a call's process
+    time is the simulated cloud's alone."""
+
+    def __init__(self, port: SimBackups) -> None:
+        self._port = port
+        self.cpu_s = 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._port, name)
+        if not inspect.iscoroutinefunction(attr):
+            return attr
+
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            began = time.process_time()
+            try:
+                return await attr(*args, **kwargs)
+            finally:
+                self.cpu_s += time.process_time() - began
+
+        return timed
+
+
+class Ages:
+    """Ground truth, sampled after each pass: each server's newest good backup (an active image, or an
+    available Cinder backup of its boot volume) and its worst recovery-point age so far; a server with
+    no good backup yet counts from the run's start. Also every backup that became good (the windows
+    they fell in are counted at the end)."""
+
+    def __init__(self, port: SimBackups, ids: list[ServerId], start: float) -> None:
+        self.port, self.start = port, start
+        self.owner = {vols[0]: sid for sid, vols in port.volumes.items()}
+        self.newest: dict[str, float] = {}
+        self.worst = dict.fromkeys(ids, 0.0)
+        self.good: dict[str, list[float]] = {sid: [] for sid in ids}
+        self._images: list[SimImage] = []  # not yet settled (queued, saving)
+        self._volume_backups: list[SimVolumeBackup] = []
+        self._seen_images = self._seen_volume_backups = 0
+        self.cpu_s = 0.0
+
+    def sample(self, now: float) -> None:
+        began = time.process_time()
+        images = list(self.port.images.values())  # append-only: the new ones since the last sample
+        self._images += images[self._seen_images :]
+        self._seen_images = len(images)
+        waiting_images = []
+        for image in self._images:
+            if image.status is ImageStatus.ACTIVE:
+                self._good(image.server_id, image.created_at)
+            elif image.status in (ImageStatus.QUEUED, ImageStatus.SAVING):
+                waiting_images.append(image)
+        self._images = waiting_images
+        backups = list(self.port.volume_backups.values())
+        self._volume_backups += backups[self._seen_volume_backups :]
+        self._seen_volume_backups = len(backups)
+        waiting_backups = []
+        for vb in self._volume_backups:
+            if vb.status is VolumeBackupStatus.AVAILABLE and vb.volume_id in self.owner:
+                self._good(self.owner[vb.volume_id], vb.created_at)
+            elif vb.status is VolumeBackupStatus.CREATING:
+                waiting_backups.append(vb)
+        self._volume_backups = waiting_backups
+        worst, newest, start = self.worst, self.newest, self.start
+        for sid, age in worst.items():
+            now_age = now - newest.get(sid, start)
+            if now_age > age:
+                worst[sid] = now_age
+        self.cpu_s += time.process_time() - began
+
+    def _good(self, server_id: str, at: float) -> None:
+        if server_id in self.good:
+            self.good[server_id].append(at)
+            self.newest[server_id] = max(self.newest.get(server_id, at), at)
+
+
+def windows(text: str, start: float, end: float) -> list[tuple[float, float]]:
+    """The schedule's windows [slot, next slot) that opened and closed within [start, end]."""
+    sched = schedule.parse(text)
+    slot = sched.next_slot(start - 1)
+    found: list[tuple[float, float]] = []
+    while True:
+        following = sched.next_slot(slot)
+        if following > end:
+            return found
+        found.append((slot, following))
+        slot = following
+
+
+def command(args: argparse.Namespace) -> str:
+    """The exact command these figures came from (every flag spelled out)."""
+    flags = (
+        f"--servers {args.servers} --hourly {args.hourly:g} --volumes {args.volumes:g} --cap {args.cap} "
+        f"--jitter {args.jitter:g} --step {args.step:g} --drills {args.drills} --runs {args.runs}"
+    )
+    return f"nice -n 19 .venv/bin/python bench/backups.py {flags}"
 
 
 async def day(args: argparse.Namespace) -> dict[str, Any]:
@@ -126,32 +241,28 @@ async def day(args: argparse.Namespace) -> dict[str, Any]:
     samples: list[float] = []
     planner.plan = timed_plan(samples)  # type: ignore[assignment]  # the runner calls planner.plan: each pass's CPU measured
     walls: list[float] = []
+    timed_port = TimedPort(port)
     with Store.open("sqlite://") as store:
-        service = BackupService(config, port, store, clock)
+        service = BackupService(config, cast(BackupPort, timed_port), store, clock)
         start = clock.now()
+        ages = Ages(port, ids, start)
+        cpu_began = time.process_time()
         while clock.now() < start + DAY:
             began = time.perf_counter()
             await service.run_round()
             walls.append(time.perf_counter() - began)
+            ages.sample(clock.now())
             clock.advance_to(clock.now() + args.step)
+        day_cpu_s = time.process_time() - cpu_began
+        end = clock.now()
         plan = service.last_plan
         assert plan is not None
-        newest: dict[str, float] = {}
-        for image in port.images.values():
-            if image.status is ImageStatus.ACTIVE:
-                newest[image.server_id] = max(newest.get(image.server_id, 0.0), image.created_at)
-        owner = {vols[0]: sid for sid, vols in port.volumes.items()}
-        for vb in port.volume_backups.values():
-            if vb.status is VolumeBackupStatus.AVAILABLE and vb.volume_id in owner:
-                sid = owner[vb.volume_id]
-                newest[sid] = max(newest.get(sid, 0.0), vb.created_at)
         held = {b.id for b in port.volume_backups.values() if b.status is not VolumeBackupStatus.DELETED}
         intact = all(b.parent in held for b in port.volume_backups.values() if b.id in held and b.incremental)
-        now = clock.now()
         within = sum(
             1
             for s in plan.statuses
-            if now - newest.get(s.server_id, -DAY) <= planner.max_age_s(s.policy, config.scheduler)
+            if end - ages.newest.get(s.server_id, start) <= planner.max_age_s(s.policy, config.scheduler)
         )
         missed = [a for a in store.list_alerts(active_only=False) if a.kind is AlertKind.BACKUP_MISSED]
         stale = [a for a in store.list_alerts(active_only=False) if a.kind is AlertKind.RECOVERY_POINT_STALE]
@@ -164,28 +275,70 @@ async def day(args: argparse.Namespace) -> dict[str, Any]:
             began_cpu = time.process_time()
             _REAL_PLAN(snapshot)
             replans.append(time.process_time() - began_cpu)
-    return {
-        "servers": len(ids),
-        "hourly": len(hourly),
-        "cap": args.cap,
-        "passes": len(samples),
-        "volume_backed": len(on_volumes),
-        "backups_taken": len(port.create_calls),
+    # ground truth, per schedule: windows that closed in the day with no good backup taken in them (a
+    # late backup taken in the next window covers that one, not its own), the worst recovery-point age
+    # against the policy's allowance, the latest first backup
+    policies = {item.target.id: item.policy for item in protected}
+    kinds = {"hourly": sorted(hourly), "daily": sorted(set(ids) - hourly)}
+    taken = len(port.create_calls) + len(port.volume_backup_calls)
+    slot_s = args.step * math.ceil(max(port.timings.backup_s, port.timings.volume_backup_s) / args.step)
+    due_per_hour: dict[int, int] = {}
+    figures: dict[str, Any] = {
+        "servers": len(ids), "hourly": len(hourly), "cap": args.cap, "passes": len(samples),
+        "volume_backed": len(on_volumes), "backups_taken": taken,
         "cinder_backups_taken": len(port.volume_backup_calls),
         "cinder_incremental": sum(1 for _, _, inc in port.volume_backup_calls if inc),
-        "cinder_chains_intact": intact,
-        "peak_uploading": port.peak_uploading,
-        "within_policy": within,
-        "missed_alerts": len(missed),
-        "stale_alerts": len(stale),
-        "drills": len(drills),
-        "drills_passed": sum(1 for d in drills if d.state.value == "done"),
+        "cinder_chains_intact": intact, "peak_uploading": port.peak_uploading,
+    }  # fmt: skip
+    for kind, members in kinds.items():
+        if not members:
+            continue
+        spans = windows(kind, start, end)
+        allowed = planner.max_age_s(policies[members[0]], config.scheduler)
+        empty = over = 0
+        firsts = []
+        for sid in members:
+            got = sorted(ages.good[sid])
+            empty += sum(1 for a, b in spans if bisect.bisect_left(got, a) == bisect.bisect_left(got, b))
+            over += ages.worst[sid] > allowed
+            firsts.append((got[0] if got else end) - start)
+            offset = schedule.jitter(sid, schedule.parse(kind), args.jitter)
+            for a, _ in spans:
+                hour = int((a + offset - start) // 3600)
+                due_per_hour[hour] = due_per_hour.get(hour, 0) + 1
+        figures[f"{kind}_windows_due"] = len(spans) * len(members)
+        figures[f"{kind}_windows_without_backup"] = empty
+        figures[f"{kind}_allowed_age_h"] = round(allowed / 3600, 2)
+        figures[f"{kind}_worst_age_h"] = round(max(ages.worst[sid] for sid in members) / 3600, 2)
+        figures[f"{kind}_servers_over_policy"] = over
+        figures[f"{kind}_first_backup_h_max"] = round(max(firsts) / 3600, 2)
+    sim_cpu, sampler_cpu = timed_port.cpu_s, ages.cpu_s
+    figures.update({
+        "within_policy_at_end": within,
+        "within_policy_all_day": sum(
+            1 for sid in ids if ages.worst[sid] <= planner.max_age_s(policies[sid], config.scheduler)
+        ),
+        "missed_alerts": len(missed), "stale_alerts": len(stale),
+        "missed_alert_servers": len({a.host for a in missed}),
+        "stale_alert_servers": len({a.host for a in stale}),
+        "capacity_slot_s": slot_s,
+        "capacity_per_day": int(args.cap * DAY / slot_s),
+        "windows_due_per_day": sum(figures.get(f"{k}_windows_due", 0) for k in kinds),
+        "capacity_per_hour": int(args.cap * 3600 / slot_s),
+        "due_per_hour_max": max(due_per_hour.values(), default=0),
+        "drills": len(drills), "drills_passed": sum(1 for d in drills if d.state.value == "done"),
+        "process_cpu_s_day": day_cpu_s,
+        "sim_cloud_cpu_s": sim_cpu,
+        "bench_sampling_cpu_s": sampler_cpu,
+        "engine_cpu_ms_per_backup": (day_cpu_s - sim_cpu - sampler_cpu) / max(taken, 1) * 1000,
+        "process_cpu_ms_per_backup": day_cpu_s / max(taken, 1) * 1000,
         "planner_cpu_ms_median": statistics.median(samples) * 1000,
         "planner_cpu_ms_max": max(samples) * 1000,
         "planner_cpu_ms_end_of_day_median": statistics.median(replans) * 1000,
         "pass_wall_ms_median": statistics.median(walls) * 1000,
         "pass_wall_ms_max": max(walls) * 1000,
-    }
+    })  # fmt: skip
+    return figures
 
 
 # ---- --lab: the real Nova and Glance ---------------------------------------------------------------
@@ -586,8 +739,12 @@ def main() -> None:
         figures["wall_s"] = time.perf_counter() - began
         print(json.dumps(figures, indent=1))
         return
+    print(f"command: {command(args)}", flush=True)
+    load_before = os.getloadavg()
     figures = asyncio.run(day(args))
     figures["wall_s"] = time.perf_counter() - began
+    figures["load_average_start"] = " ".join(f"{x:.2f}" for x in load_before)
+    figures["load_average_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     width = max(len(k) for k in figures)
     for key, value in figures.items():
         print(f"{key:<{width}}  {value:.1f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
