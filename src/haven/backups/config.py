@@ -11,16 +11,20 @@ mistake becomes a ConfigError naming the key and how to fix it.
     grace_s = 3600.0                   # a window with no good backup this long after it was due: missed
     attempts = 3                       # tries per window (a failure is retried after retry_s)
     retry_s = 600.0
-    timeout_s = 7200.0                 # a backup not ready after this long failed (its image deleted)
+    timeout_s = 7200.0                 # a backup not ready after this long failed (its image deleted);
+                                       # a Cinder backup still creating is only marked late
+    volume_timeout_s = 86400.0         # a Cinder backup still creating this long after Cinder
+                                       # accepted it: failed (at least timeout_s)
     chain_max = 7                      # volume-backed: a full Cinder backup, then up to 6 incrementals
     pass_interval_s = 60.0
     [backups.default]                  # every server without metadata (absent: only opted-in servers)
     schedule = "daily"
     keep = 7
-    [backups.projects.PROJECT]         # servers of that project (name or id); keep_daily, keep_weekly too
+    [backups.projects.PROJECT]         # servers of that project, by its id (Nova's tenant_id, not its
+                                       # name); keep_daily, keep_weekly too
     schedule = "hourly"
     keep = 24
-    [backups.segments.SEGMENT]         # servers on that segment's hosts
+    [backups.segments.SEGMENT]         # servers on that segment's hosts (its name or id)
     schedule = "0 3 * * *"
     [backups.drills]
     interval_s = 86400.0               # boot each protected server's latest backup this often
@@ -35,7 +39,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from haven.backups import schedule as schedules
 from haven.domain.backups import BackupPolicy, Retention
@@ -79,12 +83,24 @@ class _Backups(BaseModel):
     attempts: int = Field(default=3, ge=1, le=100)
     retry_s: float = Field(default=600.0, gt=0)
     timeout_s: float = Field(default=7200.0, gt=0)
+    volume_timeout_s: float = Field(default=86400.0, gt=0)
     chain_max: int = Field(default=7, ge=1, le=1000)
     pass_interval_s: float = Field(default=60.0, gt=0)
     default: _Policy | None = None
     projects: dict[str, _Policy] = {}
     segments: dict[str, _Policy] = {}
     drills: _Drills = _Drills()
+
+    @field_validator("volume_timeout_s")
+    @classmethod
+    def _volume_timeout(cls, value: float, info: ValidationInfo) -> float:
+        timeout = info.data.get("timeout_s")
+        if isinstance(timeout, float) and value < timeout:
+            raise ValueError(
+                f"must be at least timeout_s ({timeout:g}): a Cinder backup still creating is failed "
+                "only after volume_timeout_s"
+            )
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +112,7 @@ class SchedulerSettings:
     retry_s: float = 600.0
     timeout_s: float = 7200.0
     chain_max: int = 7
+    volume_timeout_s: float = 86400.0  # a Cinder backup still creating: failed only after this
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +161,7 @@ def parse_backups(section: object, where: str) -> BackupsConfig:
             raw.retry_s,
             raw.timeout_s,
             raw.chain_max,
+            raw.volume_timeout_s,
         ),
         drills=DrillSettings(**raw.drills.model_dump()),
         pass_interval_s=raw.pass_interval_s,

@@ -105,7 +105,8 @@ class BackupTarget:
     image_id: str = ""  # the image it boots from; "" for a volume-backed server
     volumes: tuple[VolumeRef, ...] = ()
     flavor_id: str = ""
-    segment: str = ""  # the segment of its host, when haven knows it
+    segment: str = ""  # the segment of its host, when haven knows it (haven.backups.runner fills it)
+    host: str = ""  # the compute host it runs on, as Nova names it ("" unknown)
 
     @property
     def volume_backed(self) -> bool:
@@ -139,6 +140,9 @@ class BackupRecord:
     # record alone while ``held_until`` (epoch seconds) is ahead, then resume it as a dead engine's.
     held_by: str = ""
     held_until: float = 0.0
+    accepted_at: float | None = None  # when the cloud accepted the create call(s): creating since
+    late_at: float | None = None  # still creating past the scheduler's timeout_s (a Cinder backup)
+    leftover: bool = False  # failed, but Cinder (or Glance) may still hold what it made: removed pass by pass
 
 
 class RestorePurpose(StrEnum):

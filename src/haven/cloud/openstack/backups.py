@@ -31,7 +31,7 @@ from haven.domain.backups import (
     VolumeRef,
 )
 from haven.domain.cloud import ServerAction
-from haven.domain.errors import CloudError, NotFound
+from haven.domain.errors import CloudError, NotFound, PermanentError, TemporaryError
 from haven.domain.ids import ServerId
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ SERVERS_MV = "2.71"
 BOOT_MV = "2.37"
 CINDER_MV = "3.43"
 ACTIONS_MV = "2.58"
+VOLUME_BUSY_RETRY_S = 30.0  # a volume ``backing-up``: Cinder's backup of it takes minutes, not seconds
 REBUILD_SLACK_S = 2.0  # Nova's start_time has whole seconds (MySQL): a rebuild just after ``since``
 Json = dict[str, Any]
 Actions = Callable[[ServerId, float], Awaitable[Sequence[ServerAction]]]
@@ -204,6 +205,7 @@ def target(body: Json, boot: str | None = None) -> BackupTarget:
         busy=bool(body.get("OS-EXT-STS:task_state")), metadata=dict(body.get("metadata") or {}),
         image_id=image_id, volumes=volumes,
         flavor_id=str(flavor.get("original_name") or flavor.get("id") or ""),
+        host=str(body.get("OS-EXT-SRV-ATTR:host") or ""),  # admin: haven's segments map it to a segment
     )  # fmt: skip
 
 
@@ -236,6 +238,18 @@ def volume_backup(body: Json) -> VolumeBackup:
         has_dependent_backups=bool(body.get("has_dependent_backups")),
         created_at=convert.timestamp(str(body.get("created_at") or "")) or 0.0,
     )  # fmt: skip
+
+
+_BUSY_VOLUME = re.compile(
+    r"current status is \W*(backing-up|attaching|detaching|extending|retyping|reserved)\b", re.IGNORECASE
+)
+
+
+def busy_volume(message: str) -> bool:
+    """Whether Cinder refused a backup for a status the volume only passes through (its message:
+    'Invalid volume: Volume to be backed up must be available or in-use, but the current status is
+    "backing-up".'), not for good."""
+    return bool(_BUSY_VOLUME.search(message))
 
 
 def volume(body: Json) -> Volume:
@@ -354,9 +368,16 @@ class OpenStackBackups:
         await self._pool.run(f"delete image {image_id}", self._api.delete_image, image_id)
 
     async def create_volume_backup(self, volume_id: str, name: str, incremental: bool) -> str:
+        """Cinder's 400 for a volume in a passing status (``backing-up``: a backup of it is still being
+        taken) is a TemporaryError: a later pass may be answered, and the window's attempt is kept."""
         body = {"backup": {"volume_id": volume_id, "name": name, "incremental": incremental, "force": True,
                            "metadata": {"haven_backup": name}}}  # fmt: skip
-        return await self._pool.run(f"back up volume {volume_id}", self._api.create_volume_backup, body)
+        try:
+            return await self._pool.run(f"back up volume {volume_id}", self._api.create_volume_backup, body)
+        except PermanentError as exc:
+            if busy_volume(str(exc)):
+                raise TemporaryError(str(exc), VOLUME_BUSY_RETRY_S) from exc
+            raise
 
     async def find_volume_backups(self, name: str) -> Sequence[VolumeBackup]:
         bodies = await self._pool.run(f"find volume backups named {name}", self._api.volume_backups, name)

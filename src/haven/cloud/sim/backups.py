@@ -9,12 +9,13 @@ Behaves as Nova and Glance do where haven relies on it: createBackup creates the
 before it answers and refuses a busy server (409); the upload finishes ``backup_s`` later, then Nova
 rotates (deletes the oldest backups of that server and ``backup_type`` beyond ``rotation``); a server
 deleted while its backup uploads leaves no image (Nova deletes it). Its Cinder follows Cinder's rules
-where haven relies on them: an incremental's parent is the volume's newest backup, which must be
-available (400 otherwise, and with none); deleting a backup that is not available or error, or that
-another backup depends on (one still ``deleting`` counts), is a 400; a delete leaves the backup
-``deleting`` for ``volume_delete_s``, then gone; a restore makes a new volume, ``restoring-backup`` for
-``restore_s`` (the backup ``restoring`` meanwhile); a server booted from restored volumes deletes them
-with itself when asked to (``delete_on_termination``).
+where haven relies on them: a volume with a backup still creating is ``backing-up`` and refuses another
+(400, raised as the OpenStack driver classes it: temporary); an incremental's parent is the volume's
+newest backup, which must be available (400 otherwise, and with none); deleting a backup that is not
+available or error, or that another backup depends on (one still ``deleting`` counts), is a 400; a
+delete leaves the backup ``deleting`` for ``volume_delete_s``, then gone; a restore makes a new volume,
+``restoring-backup`` for ``restore_s`` (the backup ``restoring`` meanwhile); a server booted from
+restored volumes deletes them with itself when asked to (``delete_on_termination``).
 """
 
 from __future__ import annotations
@@ -178,6 +179,7 @@ class SimBackups:
             busy=s.task_state is not TaskState.NONE, metadata=dict(s.metadata),
             image_id="" if vols else self.image_of.get(s.id, "sim-base-image"),
             volumes=tuple(VolumeRef(v, boot=i == 0) for i, v in enumerate(vols)), flavor_id=s.flavor.name,
+            host=s.host,
         )  # fmt: skip
 
     async def delete_server(self, server_id: ServerId) -> None:
@@ -405,13 +407,23 @@ class SimBackups:
     # ---- volume backups -------------------------------------------------------------------------
 
     async def create_volume_backup(self, volume_id: str, name: str, incremental: bool) -> str:
-        """Cinder's backup create: an incremental's parent is the volume's newest backup (by
-        Cinder's rule), which must be available; with none, Cinder refuses (400)."""
+        """Cinder's backup create: refused (400) while a backup of the volume is still creating (the
+        volume is ``backing-up``); an incremental's parent is the volume's newest backup (by Cinder's
+        rule), which must be available; with none, Cinder refuses (400)."""
         self._catch_up()
         owner = next((sid for sid, vols in self.volumes.items() if volume_id in vols), None)
         if owner is None:
             raise NotFound(f"Volume {volume_id} could not be found.")
         self.cloud.sim_server(owner)  # NotFound once the server (and its volume) is gone
+        if any(
+            b.volume_id == volume_id and b.status is VolumeBackupStatus.CREATING
+            for b in self.volume_backups.values()
+        ):  # Cinder's 400 while the volume is ``backing-up``; the OpenStack driver's TemporaryError
+            raise TemporaryError(
+                f"back up volume {volume_id}: Invalid volume: Volume to be backed up must be available or "
+                'in-use, but the current status is "backing-up". (HTTP 400)',
+                30.0,
+            )
         mine = [
             b
             for b in self.volume_backups.values()
