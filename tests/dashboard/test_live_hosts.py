@@ -3,11 +3,13 @@
 Without a session: 401 and the login page. With the local token: logged in by a cookie that is
 HttpOnly and SameSite=Strict, the token nowhere in the URL or the server's log. Then a host power
 loss injected into the served cloud: the page, never reloaded, shows that host dead as the engine
-confirms it (the engine's own line in the log names the host), and its notification's timeline.
+confirms it (the engine's own line in the log names the host), and its notification's timeline. A
+drill started from the page unfolds there phase by phase over its own event stream, then its verdict.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import signal
 import time
@@ -118,18 +120,54 @@ def test_the_keyboard_reaches_everything(served: HavenServer, page: Page) -> Non
     assert "BUTTON:Log out" in reached
 
 
+# Each state the drill's panel showed, recorded in the page as it changes (a state shorter than
+# Playwright's polling is not missed): the phases then listed, and whether the verdict was shown.
+RECORD_DRILL = """() => {
+  window.__drill = [];
+  new MutationObserver(() => {
+    const panel = document.querySelector('#drill-result');
+    if (panel === null) return;
+    const phases = [...panel.querySelectorAll('.timeline li[data-phase]')].map(li => li.dataset.phase);
+    const verdict = panel.querySelector('.verdict') !== null;
+    const last = window.__drill[window.__drill.length - 1];
+    if (last === undefined || last.phases.join() !== phases.join() || last.verdict !== verdict) {
+      window.__drill.push({at: performance.now(), phases, verdict});
+    }
+  }).observe(document.querySelector('#drill-out'), {childList: true, subtree: true, characterData: true});
+}"""
+
+
 def test_a_drill_run_from_the_page(served: HavenServer, page: Page) -> None:
+    # haven serve said where its dashboard is (the address this test's pages open)
+    said = served.wait_for_log(r"dashboard\s+on\s+(http://\S+/dashboard/)", timeout_s=5).group(1)
+    assert said == f"{served.url}/dashboard/"
     log_in(page, served)
     notifications = page.locator("article.notification").count()
+    page.evaluate(RECORD_DRILL)
     page.get_by_label("Scenario").select_option("host-power-loss")
     page.get_by_label("Seed").fill("3")
     page.get_by_role("button", name="Run the drill").click()
     result = page.locator("#drill-result")
-    expect(result).to_contain_text("recovered", timeout=60_000)
+    # Live: the first phase shows while the drill still runs, before any verdict...
+    expect(result.locator(".timeline li", has_text="suspected")).to_be_visible()
+    assert result.locator(".verdict").count() == 0, "the verdict came with the first phase: not live"
+    # ...and a second start meanwhile is refused, saying why (the first one goes on).
+    page.get_by_role("button", name="Run the drill").click()
+    expect(page.locator("#messages")).to_contain_text("a drill is already running")
+    expect(result.locator(".verdict")).to_contain_text("recovered", timeout=60_000)
     expect(result.locator(".timeline li", has_text="verified")).to_be_visible()
     expect(result.locator(".counters")).to_contain_text("vms lost")
     lost = result.locator(".counters div", has_text="vms lost").locator("dd")
     expect(lost).to_have_text("0")  # the drill's judge counts from its simulated cloud's ground truth
+    # The timeline grew state by state on the page before the verdict, over about 5 s (paced).
+    shown = page.evaluate("window.__drill")
+    verdict_at = next(s["at"] for s in shown if s["verdict"])
+    before = [s for s in shown if not s["verdict"]]
+    grown = [s["phases"] for s in before if s["phases"]]
+    assert grown[0] == ["suspected"] and len(grown) >= 5, grown
+    assert all(len(a) <= len(b) for a, b in itertools.pairwise(grown)), grown
+    first_at = next(s["at"] for s in before if s["phases"])
+    assert verdict_at - first_at >= 3000, shown  # ms
     # A fresh simulated cloud: the engine's own cloud and notifications are untouched.
     expect(page.locator("article.notification")).to_have_count(notifications)
 
