@@ -212,7 +212,9 @@ def test_the_window_overdue_when_a_server_is_first_seen_is_caught_up_not_alerted
     assert not status.missed and not status.stale
     # the next window, once its grace passed without a good backup, is missed
     later = plan(BackupSnapshot(T0 + 14 * 3600, [protected(1)], [catching_up], NO_JITTER)).statuses[0]
-    assert later.missed and later.stale
+    assert later.missed and not later.stale  # no backup yet, known for 14 h: under the 25 h allowed
+    oldest = plan(BackupSnapshot(T0 + 25 * 3600 + 60, [protected(1)], [catching_up], NO_JITTER))
+    assert oldest.statuses[0].stale
 
 
 def test_fleet_cap_counts_what_is_in_flight_and_the_earliest_due_go_first() -> None:
@@ -334,7 +336,9 @@ def test_a_server_seen_but_never_backed_up_is_missed_and_stale() -> None:
     early = status(MIDNIGHT + 3000)  # its 00:00 window, inside its grace
     assert not early.missed and not early.stale and "cap of 1" in early.waiting
     late = status(MIDNIGHT + 3660)  # the 00:00 window an hour after it was due: missed
-    assert late.missed and late.stale and late.recovery_point is None
+    assert late.missed and not late.stale and late.recovery_point is None
+    older = status(MIDNIGHT + 7260)  # known 2 h (period + grace, no jitter) with no backup: stale
+    assert older.missed and older.stale
     # the window due before haven first saw the server is caught up, not alerted, even when its grace
     # ends just after: an hourly server due at 23:0x seen at midnight is not missed at 00:05
     hourly = schedule.parse("hourly")
@@ -357,7 +361,8 @@ def test_a_server_seen_but_never_backed_up_is_missed_and_stale() -> None:
 
     assert not daily(MIDNIGHT + 12 * 3600).missed and not daily(MIDNIGHT + 12 * 3600).stale
     assert not daily(MIDNIGHT + DAY + 3000).missed and not daily(MIDNIGHT + DAY + 3000).stale
-    assert daily(MIDNIGHT + DAY + 3660).missed and daily(MIDNIGHT + DAY + 3660).stale
+    assert daily(MIDNIGHT + DAY + 3660).missed and not daily(MIDNIGHT + DAY + 3660).stale
+    assert daily(MIDNIGHT + 12 * 3600 + 25 * 3600 + 60).stale
 
 
 async def test_the_runner_alerts_on_a_server_it_saw_but_never_backed_up() -> None:
@@ -385,9 +390,10 @@ async def test_the_runner_alerts_on_a_server_it_saw_but_never_backed_up() -> Non
         assert [c for c in port.create_calls if c[1] == ids[0]] == []
         assert {c[1] for c in port.create_calls} == {ids[1]}
         alerts = {a.kind for a in store.list_alerts() if str(a.host) == ids[1]}
-    # its 00:00 window's grace ends at 01:00: the first pass after it raises both
+    # its 00:00 window's grace ends at 01:00: the first pass after it is missed; known 2 h with no
+    # backup (period + grace, no jitter): the first pass after that, stale
     assert raised.get(AlertKind.BACKUP_MISSED) == start + 3600 + 300
-    assert raised.get(AlertKind.RECOVERY_POINT_STALE) == start + 3600 + 300
+    assert raised.get(AlertKind.RECOVERY_POINT_STALE) == start + 7200 + 300
     assert alerts == set()  # the other server, backed up each hour, raised none
 
 

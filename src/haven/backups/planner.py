@@ -82,7 +82,7 @@ class ServerStatus:
     next_due_at: float
     recovery_point: float | None  # when its newest good backup was taken
     missed: bool  # the window due now has no good backup, grace_s after it was due
-    stale: bool  # the recovery point is older than the policy allows (or there is none, and missed)
+    stale: bool  # the recovery point is older than the policy allows (none: known longer than that)
     waiting: str = ""  # why a due backup was not started this pass
 
 
@@ -172,7 +172,7 @@ def _server(
     # the recovery point's age; with none, counted from when haven knew the server
     reference = recovery_point if recovery_point is not None else known_since
     too_old = reference is not None and now - reference > max_age_s(policy, settings)
-    stale = too_old if recovery_point is not None else missed or too_old
+    stale = too_old
     behind = (now - (reference if reference is not None else due_at)) / sched.period_s
     status = ServerStatus(
         target.id, target.name, policy, slot, due_at, next_due, recovery_point, missed, stale
