@@ -12,7 +12,12 @@ with no network, reaching ACTIVE, and its delete. See docs/backups.md.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,8 +25,9 @@ import pytest
 from haven.backups.config import parse_backups
 from haven.backups.restores import Restorer
 from haven.backups.runner import BackupRunner
+from haven.cli.main import main
 from haven.cloud.openstack import open_cloud
-from haven.domain.backups import BackupState, RestoreState
+from haven.domain.backups import BackupRecord, BackupState, RestoreRecord, RestoreState
 from haven.domain.clock import RealClock
 from haven.domain.ids import ServerId
 from haven.store import Store
@@ -114,6 +120,158 @@ async def test_backup_rotation_and_restore_drill_on_real_nova_and_glance(
         conn.compute.delete(f"/servers/{server_id}")
         for image_id in images:
             conn.image.delete(f"/images/{image_id}")
+
+
+async def test_restore_at_the_older_of_two_backups_as_new_then_in_place_on_real_nova(
+    nova_lab: NovaLab, tmp_path: Any
+) -> None:
+    """keep=2, two backups; ``--at`` between them chooses the first, booted as a new server and then
+    rebuilt into the server itself, each judged from Nova (the server's image, its instance actions)."""
+    conn = nova_lab.connect("2.37")
+    server_id = _boot(conn, nova_lab, "bk-lab-at", {"haven_backup": "daily", "haven_backup_keep": "2"})
+    servers: list[str] = [server_id]
+    images: list[str] = []
+    cloud = open_cloud("lab", max_workers=2, clouds_yaml=nova_lab.clouds_yaml)
+    store = Store.open(f"sqlite:///{tmp_path / 'haven.db'}")
+    try:
+        _wait("the server ACTIVE", lambda: _server(conn, server_id)["status"] == "ACTIVE")
+        port = cloud.backups()
+        config = parse_backups({"jitter_s": 0.0, "drills": {"timeout_s": 60.0}}, "test")
+        runner = BackupRunner(config, port, store, RealClock())
+        taken: list[BackupRecord] = []
+        for _ in range(2):
+            record = await runner.backup_now(server_id)
+            images.append(record.image_id)
+            _upload(conn, record.image_id)  # the hypervisor's part (see the module's docstring)
+            await runner.run_pass()
+            taken.append(store.get_backup(record.id))
+        first, second = taken
+        assert [b.state for b in taken] == [BackupState.AVAILABLE] * 2
+        await runner.run_pass()  # rotation: keep=2 keeps both, in Glance too
+        assert [_image(conn, i)["status"] for i in images] == ["active", "active"]
+        at = (first.created_at + second.created_at) / 2  # after the first, before the second
+        restorer = Restorer(port, store, RealClock(), config.drills)
+
+        copy = await _finish(restorer, await restorer.restore(server_id, at, "bk-lab-at-copy"), servers)
+        assert copy.state is RestoreState.DONE and copy.backup_id == first.id, copy
+        seen = _server(conn, copy.target_id)  # Nova's own answer from here on
+        assert (seen["name"], seen["status"]) == ("bk-lab-at-copy", "ACTIVE")
+        assert seen["image"]["id"] == first.image_id
+        assert seen["metadata"]["haven_restored_from"] == first.id and seen["addresses"] == {}
+
+        rebuilt = await _finish(restorer, await restorer.restore(server_id, at, None), servers)
+        assert rebuilt.state is RestoreState.DONE and rebuilt.target_id == server_id, rebuilt
+        seen = _server(conn, server_id)
+        assert (seen["status"], seen["OS-EXT-STS:task_state"]) == ("ACTIVE", None)
+        assert seen["image"]["id"] == first.image_id != nova_lab.image_id  # the first backup, not the newest
+        actions = _json(conn.compute.get(f"/servers/{server_id}/os-instance-actions"))["instanceActions"]
+        assert [a["action"] for a in actions].count("rebuild") == 1, actions
+    finally:
+        store.close()
+        cloud.close()
+        _delete_all(conn, servers, images)
+
+
+def test_haven_backups_run_and_restore_from_the_cli_on_real_nova(
+    nova_lab: NovaLab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As an operator runs them: ``haven backups run|restore ... --cloud lab --json`` (clouds.yaml named by
+    OS_CLIENT_CONFIG_FILE), judged from their JSON and from Nova's and Glance's records. ``run`` is its own
+    process; the restores are the same command run in this process (``haven.cli.main.main``: a process
+    start costs seconds under load)."""
+    conn = nova_lab.connect("2.37")
+    server_id = _boot(conn, nova_lab, "bk-lab-cli", {})  # no policy: a backup now is still taken
+    servers: list[str] = [server_id]
+    images: list[str] = []
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(nova_lab.clouds_yaml))
+    monkeypatch.setenv("HAVEN_HOME", str(tmp_path))
+    monkeypatch.delenv("OS_CLOUD", raising=False)
+    lab = ["--cloud", "lab", "--json", "--wait", "120"]
+    try:
+        _wait("the server ACTIVE", lambda: _server(conn, server_id)["status"] == "ACTIVE")
+        haven, pipe = str(Path(sys.executable).with_name("haven")), subprocess.PIPE
+        run = subprocess.Popen(
+            [haven, "backups", "run", server_id, *lab], stdout=pipe, stderr=pipe, text=True
+        )
+        try:
+            image = _wait("the CLI's backup image in Glance", lambda: _backup_image_of(conn, server_id))
+            images.append(image["id"])
+            _upload(conn, image["id"])  # the hypervisor's part (see the module's docstring)
+            out, err = run.communicate(timeout=90)
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.communicate()
+        assert run.returncode == 0, err
+        backup = json.loads(out)
+        assert (backup["server_id"], backup["state"]) == (server_id, "available")
+        assert backup["image_id"] == image["id"]
+        glance = _image(conn, image["id"])
+        assert (glance["status"], glance["instance_uuid"], glance["haven_backup_id"]) == (
+            "active", server_id, backup["id"]
+        )  # fmt: skip
+
+        code = main(["backups", "restore", server_id, "--as-new", "bk-lab-cli-copy", *lab])
+        printed = capsys.readouterr()
+        restored = json.loads(printed.out) if printed.out.strip() else {}
+        if restored.get("target_id"):
+            servers.append(restored["target_id"])
+        assert code == 0, printed.err
+        assert (restored["state"], restored["backup_id"]) == ("done", backup["id"])
+        seen = _server(conn, restored["target_id"])
+        assert (seen["name"], seen["status"]) == ("bk-lab-cli-copy", "ACTIVE")
+        assert seen["image"]["id"] == image["id"]
+
+        early = ["--at", "2020-01-01T00:00Z", "--as-new", "bk-lab-cli-early"]
+        code = main(["backups", "restore", server_id, *early, *lab])
+        printed = capsys.readouterr()
+        assert code == 2 and printed.out == "", printed.err
+        assert f"server {server_id} has no good backup at or before that time" in printed.err
+        named = _json(conn.compute.get("/servers", params={"name": "bk-lab-cli-early"}))["servers"]
+        assert named == []  # nothing booted
+    finally:
+        _delete_all(conn, servers, images)
+
+
+async def _finish(restorer: Restorer, record: RestoreRecord, servers: list[str]) -> RestoreRecord:
+    """Advance a restore until it ends (as the CLI's wait does); its server is noted for the clean-up."""
+    deadline = time.monotonic() + 90.0
+    while True:
+        if record.target_id and record.target_id not in servers:
+            servers.append(record.target_id)
+        if not record.state.in_flight:
+            return record
+        if time.monotonic() > deadline:
+            raise AssertionError(f"restore not ended after 90 s: {record}")
+        await asyncio.sleep(0.5)
+        record = await restorer.advance(record)
+
+
+def _boot(conn: Any, lab: NovaLab, name: str, metadata: dict[str, str]) -> ServerId:
+    body = {"server": {"name": name, "imageRef": lab.image_id, "flavorRef": _flavor_id(conn, lab),
+                       "networks": "none", "metadata": metadata}}  # fmt: skip
+    return ServerId(_json(conn.compute.post("/servers", json=body, microversion="2.37"))["server"]["id"])
+
+
+def _backup_image_of(conn: Any, server_id: str) -> dict[str, Any] | None:
+    found = [
+        i for i in _json(conn.image.get("/images", params={"limit": 1000}))["images"]
+        if i.get("instance_uuid") == server_id and i["name"].startswith(f"haven-backup-{server_id}-")
+    ]  # fmt: skip
+    return found[0] if found else None
+
+
+def _delete_all(conn: Any, servers: list[str], images: list[str]) -> None:
+    """What a test made goes, servers first (and waited for), then the images: the lab is left whole."""
+    for server_id in servers:
+        conn.compute.delete(f"/servers/{server_id}")
+    deadline = time.monotonic() + 60.0
+    while time.monotonic() < deadline and any(
+        conn.compute.get(f"/servers/{s}").status_code != 404 for s in servers
+    ):
+        time.sleep(0.5)
+    for image_id in images:
+        conn.image.delete(f"/images/{image_id}")
 
 
 def _json(response: Any) -> dict[str, Any]:
