@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 
 from haven.agent.spool import Spool, Spooled
+from haven.domain.waiting import within
 
 log = logging.getLogger("haven.agent")
 
@@ -84,7 +85,7 @@ class Reporter:
                         await self._wake.wait()
                     continue
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                    await within(self._wake.wait(), delay)
                 delay = min(delay * 2, self.retry_max_s)
 
     async def _send(self, http: httpx.AsyncClient, item: Spooled) -> str | None:

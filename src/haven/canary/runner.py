@@ -49,6 +49,7 @@ from haven.diagnosis import EvidenceKind, NodeEvent, Symptom
 from haven.diagnosis.records import ExplanationRecord
 from haven.domain.clock import Clock
 from haven.domain.errors import CloudError, NotFound
+from haven.domain.waiting import within
 from haven.store import Store
 from haven.topology import SERVER_BOOT, node_of_binary
 
@@ -335,7 +336,7 @@ class CanaryRunner:
         except asyncio.CancelledError:
             # Stopped mid-run: ask for the delete before going (the next round cleans what this misses).
             with contextlib.suppress(Exception):
-                await asyncio.shield(asyncio.wait_for(self._forget(run.server_name), _CANCEL_DELETE_S))
+                await asyncio.shield(within(self._forget(run.server_name), _CANCEL_DELETE_S))
             raise
         run = await self._judge(run)
         self._progress(f"canary {run.server_name}: {run.outcome} {dict(run.phases)}")

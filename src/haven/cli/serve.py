@@ -64,6 +64,7 @@ from haven.domain.errors import ConfigError, CoordinationUnavailable, UserError
 from haven.domain.events import EngineEvent, EventSink, fan_out
 from haven.domain.ids import HostName
 from haven.domain.incidents import RecoveryMethod
+from haven.domain.waiting import within
 from haven.drill.scenarios import Scenario, scenario_named
 from haven.fencing.registry import build_fencer
 from haven.notify.publisher import Publisher
@@ -515,7 +516,7 @@ async def _inject_later(
 
 async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
     try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
+        await within(stop.wait(), seconds)
     except TimeoutError:
         return False
     return True

@@ -33,6 +33,7 @@ from haven.coordination.election import LeaderStatus
 from haven.coordination.etcd import EtcdClient, KeyValue
 from haven.coordination.watching import KeyWatch, Notifier, cancel_and_wait
 from haven.domain.errors import CoordinationError, CoordinationUnavailable
+from haven.domain.waiting import within
 
 log = logging.getLogger("haven.coordination")
 
@@ -147,7 +148,7 @@ class EtcdElector:
         if was_leading:
             log.info("%s resigned leadership", self.identity)
         with contextlib.suppress(CoordinationError, CoordinationUnavailable, TimeoutError):
-            await asyncio.wait_for(self._revoke_old_lease(), self.client.timeout_s * 2)
+            await within(self._revoke_old_lease(), self.client.timeout_s * 2)
 
     # --- campaigning and leading --------------------------------------------------------------
 
@@ -191,7 +192,7 @@ class EtcdElector:
             await asyncio.sleep(min(self.ttl_s / 3, self._deadline - now))
             sent = self._clock()
             try:
-                ttl, kvs = await asyncio.wait_for(self._refresh(), max(0.05, self._deadline - sent))
+                ttl, kvs = await within(self._refresh(), max(0.05, self._deadline - sent))
             except (CoordinationUnavailable, TimeoutError) as exc:
                 if unreachable_since is None:
                     unreachable_since = sent

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from haven.coordination.etcd import EtcdClient, KeyValue, WatchEvent
 from haven.coordination.watching import KeyWatch
 from haven.domain.errors import CoordinationError, CoordinationUnavailable
+from haven.domain.waiting import within
 
 log = logging.getLogger("haven.coordination")
 
@@ -86,7 +87,7 @@ class HostHeartbeat:
         finally:
             if self.revoke_on_exit and self.lease:
                 with contextlib.suppress(CoordinationUnavailable, CoordinationError, TimeoutError):
-                    await asyncio.wait_for(self.client.revoke(self.lease), self.client.timeout_s * 2)
+                    await within(self.client.revoke(self.lease), self.client.timeout_s * 2)
 
     async def _beat(self) -> None:
         if self.lease and await self.client.keepalive(self.lease) > 0:

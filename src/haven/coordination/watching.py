@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from haven.coordination.etcd import EtcdClient, KeyValue, WatchCompacted, WatchEvent
 from haven.domain.errors import CoordinationError, CoordinationUnavailable
+from haven.domain.waiting import within
 
 log = logging.getLogger("haven.coordination")
 
@@ -39,7 +40,7 @@ class Notifier:
         """True if notified, False if ``timeout_s`` passed first."""
         event = self._event
         try:
-            await asyncio.wait_for(event.wait(), timeout_s)
+            await within(event.wait(), timeout_s)
         except TimeoutError:
             return False
         return True

@@ -58,6 +58,7 @@ from haven.dashboard.sessions import COOKIE, Session, SessionStore, csrf_ok
 from haven.domain.clock import Clock
 from haven.domain.errors import Conflict, HavenError, NotFound, UserError
 from haven.domain.ids import HostName, NotificationId
+from haven.domain.waiting import within
 from haven.service.release import release_segment
 from haven.service.status import Leadership
 from haven.store import Store
@@ -445,7 +446,7 @@ class _Pages:
             yield _sse("update", _render_all(parts, board, session, view))
             while True:
                 try:
-                    await asyncio.wait_for(sub.wake.wait(), KEEPALIVE_S)
+                    await within(sub.wake.wait(), KEEPALIVE_S)
                 except TimeoutError:
                     if await request.is_disconnected():
                         return

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from haven.domain.errors import TemporaryError
+from haven.domain.waiting import within
 
 T = TypeVar("T")
 
@@ -29,7 +30,7 @@ class BlockingCalls:
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._pool, call)
         try:
-            return await asyncio.wait_for(future, deadline_s)
+            return await within(future, deadline_s)
         except TimeoutError:
             raise TemporaryError(f"{what} did not answer within {deadline_s:g} s", delay=1.0) from None
 

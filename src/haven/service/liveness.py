@@ -68,6 +68,7 @@ from haven.coordination.leases import ChannelHeartbeat, HostLeaseView
 from haven.domain.errors import HavenError
 from haven.domain.ids import HostName
 from haven.domain.liveness import BmcPower, ComputeServiceState, HostLiveness
+from haven.domain.waiting import within
 from haven.fencing.base import Fencer
 from haven.service.config import HavenConfig, LivenessConfig
 
@@ -230,7 +231,7 @@ class RealCloudLiveness:
     async def _bmc(self, host: HostName) -> BmcPower:
         async with self._bmc_slots:
             try:
-                return await asyncio.wait_for(self._fencer.power_status(host), self.settings.bmc_timeout_s)
+                return await within(self._fencer.power_status(host), self.settings.bmc_timeout_s)
             except (HavenError, TimeoutError) as exc:
                 log.debug("BMC of %s: no answer (%s)", host, exc)
                 return BmcPower.UNKNOWN

@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 
 from haven.domain.clock import Clock
+from haven.domain.waiting import within
 from haven.service.engine import Engine
 
 WakeSource = Callable[[], float | None]
@@ -44,4 +45,4 @@ async def serve_forever(engine: Engine, clock: Clock, stop: asyncio.Event, max_w
         wait = min(engine.next_wake(), clock.now() + max_wait_s) - clock.now()
         if wait > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=wait)
+                await within(stop.wait(), wait)

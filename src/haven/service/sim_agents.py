@@ -16,6 +16,7 @@ from typing import Any
 
 from haven.cloud.sim import SimCloud
 from haven.domain.incidents import NotificationType
+from haven.domain.waiting import within
 from haven.service.engine import Engine
 
 DELIVERY_INTERVAL_S = 0.2  # a real agent reports within tens of milliseconds of libvirt's event
@@ -38,7 +39,7 @@ async def run_sim_agents(
     while not stop.is_set():
         deliver_reports(cloud, engine)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval_s)
+            await within(stop.wait(), interval_s)
 
 
 def with_sim_agents(task: Task, cloud: SimCloud, engine: Engine) -> Task:

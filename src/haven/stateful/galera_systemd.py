@@ -45,6 +45,7 @@ from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusError
 
 from haven.domain.errors import PermanentError, TemporaryError
+from haven.domain.waiting import within
 from haven.stateful.galera import GraState, LiveStatus, Position
 from haven.stateful.galera_node import MARIADBD, LocalGaleraNode, NodeLayout
 
@@ -134,7 +135,7 @@ class SystemdBus:
     async def __aenter__(self) -> SystemdBus:
         bus = MessageBus(bus_address=self._address, bus_type=BusType.SYSTEM)
         try:
-            self._bus = await asyncio.wait_for(bus.connect(), self._timeout_s)
+            self._bus = await within(bus.connect(), self._timeout_s)
         except (TimeoutError, OSError, EOFError, DBusError) as exc:
             where = self._address or "the system bus"
             raise TemporaryError(
@@ -147,7 +148,7 @@ class SystemdBus:
         if bus is not None:
             bus.disconnect()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(bus.wait_for_disconnect(), self._timeout_s)  # type: ignore[no-untyped-call]
+                await within(bus.wait_for_disconnect(), self._timeout_s)  # type: ignore[no-untyped-call]
 
     async def unit(self, unit: str) -> dict[str, Any]:
         """The unit's Unit properties (ActiveState, InvocationID...)."""
@@ -186,7 +187,7 @@ class SystemdBus:
             body=body,
         )
         try:
-            reply = await asyncio.wait_for(self._bus.call(message), self._timeout_s)
+            reply = await within(self._bus.call(message), self._timeout_s)
         except TimeoutError:
             raise TemporaryError(f"systemd did not answer {member} within {self._timeout_s:g} s") from None
         except (OSError, EOFError, DBusError) as exc:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from haven.domain.clock import Clock
 from haven.domain.errors import ConfigError, HavenError
+from haven.domain.waiting import within
 from haven.stateful.config import (
     GaleraConfig,
     GaleraNodeConfig,
@@ -118,7 +119,7 @@ class GaleraService:
             except Exception:  # a bug or the store gone: this pass only
                 log.exception("galera %s: pass failed", self.config.cluster)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.config.interval_s)
+                await within(stop.wait(), self.config.interval_s)
         # The servers haven started keep running when haven stops: they are the database, not haven's.
 
 
@@ -221,7 +222,7 @@ class RabbitService:
             except Exception:  # a bug or the store gone: this pass only
                 log.exception("rabbitmq %s: pass failed", self.config.cluster)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.config.interval_s)
+                await within(stop.wait(), self.config.interval_s)
 
 
 def _partition_handling(conf: Path) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 from haven.domain.controlplane import MemberAdmin, MemberStatus
 from haven.domain.errors import NotFound, TemporaryError
+from haven.domain.waiting import within
 
 # srv_admin_state bits (HAProxy's server.h): forced, inherited, configured, resolver or hostname
 # maintenance; forced or inherited drain.
@@ -53,13 +54,13 @@ class HAProxyRuntime:
 
     async def command(self, line: str) -> str:
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(self._path), self._timeout_s)
+            reader, writer = await within(asyncio.open_unix_connection(self._path), self._timeout_s)
         except (TimeoutError, OSError) as exc:
             raise TemporaryError(f"cannot reach HAProxy's stats socket {self._path}: {exc}") from exc
         try:
             writer.write(line.encode() + b"\n")
             await writer.drain()
-            data = await asyncio.wait_for(reader.read(), self._timeout_s)
+            data = await within(reader.read(), self._timeout_s)
         except (TimeoutError, OSError) as exc:
             raise TemporaryError(f"HAProxy's stats socket failed during {line!r}: {exc}") from exc
         finally:

@@ -17,6 +17,7 @@ import httpx
 
 from haven.controlplane.drivers import service_probes as sp
 from haven.domain.controlplane import ProbeKind, ProbeResult, ProbeSpec
+from haven.domain.waiting import within
 
 _ANSWERED = (OSError, httpx.HTTPError, ValueError)
 
@@ -42,7 +43,7 @@ class NetworkProber:
     async def probe(self, address: str, spec: ProbeSpec, host: str = "") -> ProbeResult:
         """``host``: the controller's name (Nova's ``host`` of its conductor and scheduler)."""
         try:
-            detail = await asyncio.wait_for(self._probe(address, spec, host or address), spec.timeout_s)
+            detail = await within(self._probe(address, spec, host or address), spec.timeout_s)
             ok = True
         except (TimeoutError, httpx.TimeoutException):  # the client's own timeout may fire first
             # "no answer within": the planner's TIMED_OUT (a hung replica is killed before its restart)

@@ -20,6 +20,7 @@ from dbus_fast.errors import DBusError
 
 from haven.domain.controlplane import UnitActive, UnitStatus
 from haven.domain.errors import NotFound, TemporaryError
+from haven.domain.waiting import within
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class SystemdUnits:
         if bus is not None:
             bus.disconnect()  # only shuts the socket down: it is closed once the reader sees it
             with contextlib.suppress(Exception):  # a bus that broke is closed all the same
-                await asyncio.wait_for(bus.wait_for_disconnect(), self._timeout_s)  # type: ignore[no-untyped-call]
+                await within(bus.wait_for_disconnect(), self._timeout_s)  # type: ignore[no-untyped-call]
 
     async def status(self, unit: str) -> UnitStatus:
         path = await self._unit_path(unit)
@@ -118,7 +119,7 @@ class SystemdUnits:
         )
         bus = await self._connected()
         try:
-            reply = await asyncio.wait_for(bus.call(message), self._timeout_s)
+            reply = await within(bus.call(message), self._timeout_s)
         except TimeoutError:
             await self.close()
             raise TemporaryError(f"systemd did not answer {member} within {self._timeout_s:g} s") from None
@@ -150,7 +151,7 @@ class SystemdUnits:
             self._attempts += 1
             bus = MessageBus(bus_address=self._address, bus_type=BusType.SYSTEM)
             try:
-                self._bus = await asyncio.wait_for(bus.connect(), self._timeout_s)
+                self._bus = await within(bus.connect(), self._timeout_s)
             except (TimeoutError, OSError, EOFError, DBusError) as exc:
                 where = self._address or "the system bus"
                 self._failure = TemporaryError(
