@@ -29,8 +29,8 @@ It prints the exact command first (every flag), and the load average at the star
 Run: nice -n 19 .venv/bin/python bench/backups.py [--servers 10000] [--hourly 0.05] [--volumes 0.2]
      [--cap 200] [--jitter 21600] [--step 300] [--drills 20] [--runs 5]
      (measured 2026-12-06, docs/backups.md: --servers 400 --cap 8: 48 s wall at a load of 1 to 4, 86 s
-     at 10; --servers 2000 --cap 40: 8 min at 5 to 10, 2.4 min of CPU; --servers 10000: 40 min at a
-     load of 10, about 15 min of CPU, measured before the per-pass sampling; not re-run since)
+     at 10; --servers 2000 --cap 40: 8 min at 5 to 10, 2.4 min of CPU; --servers 10000: 20.5 min at a
+     load of 2.5 to 4.4, 17 min of CPU, of which 10 min the simulated cloud's own)
 
 With --lab: the same runner and restorer against the lab's real Nova and Glance (haven.lab.lab.up in a
 temporary folder, stopped at the end; or the running lab in --folder). --servers servers (default 20)
