@@ -134,14 +134,27 @@ def phases_of(events: Sequence[EngineEvent], fault_at: float) -> list[Phase]:
 def worst_time(
     events: Sequence[EngineEvent], kind: EventKind, hosts: Collection[HostName], origin: float
 ) -> float | None:
-    """Seconds from ``origin`` to the last ``kind`` event of any of ``hosts``."""
-    times = [e.at - origin for e in events if e.kind is kind and e.host in hosts]
-    return round(max(times), 3) if times else None
+    """Seconds from ``origin`` to each host's first ``kind`` event, the worst of ``hosts``.
+
+    The first, not the last: a host confirmed dead again later (its condition flapped after its
+    recovery, seen once on the lab 1.5 s after every VM was verified) was detected the first time."""
+    first = _first_per_host(events, kind, hosts)
+    return round(max(first.values()) - origin, 3) if first else None
+
+
+def _first_per_host(
+    events: Sequence[EngineEvent], kind: EventKind, hosts: Collection[HostName]
+) -> dict[HostName, float]:
+    first: dict[HostName, float] = {}
+    for e in events:
+        if e.kind is kind and e.host is not None and e.host in hosts:
+            first[e.host] = min(e.at, first.get(e.host, e.at))
+    return first
 
 
 def fence_time(events: Sequence[EngineEvent], hosts: Collection[HostName]) -> float | None:
-    """Seconds from a host's confirmed death to its fence confirmed, the worst of ``hosts``."""
-    confirmed = {e.host: e.at for e in events if e.kind is EventKind.HOST_CONFIRMED_DEAD and e.host in hosts}
+    """Seconds from a host's (first) confirmed death to its fence confirmed, the worst of ``hosts``."""
+    confirmed = _first_per_host(events, EventKind.HOST_CONFIRMED_DEAD, hosts)
     fenced = [
         e.at - confirmed[e.host]
         for e in events
