@@ -71,7 +71,7 @@ agent-deps: venv system-deps
 
 # Every tool runs even if an earlier one failed, so one run shows all problems.
 # ($(wildcard) because git does not keep an empty tests/ directory.)
-LINT_PATHS := $(wildcard src tests)
+LINT_PATHS := $(wildcard src tests scripts bench)
 lint: venv
 	@status=0; \
 	echo "+ ruff check $(LINT_PATHS)"; $(BIN)/ruff check $(LINT_PATHS) || status=1; \

@@ -215,9 +215,10 @@ class ControlPlane:
         try:
             await stop.wait()
         finally:
-            # Python 3.11's asyncio.wait_for swallows a cancellation that arrives as its inner call
-            # completes (gh-86296, fixed in 3.12), and the reconciler awaits many: cancel again until
-            # it has stopped, or it goes on acting after its term (seen on the HA lab's drills).
+            # haven no longer uses asyncio.wait_for (Python 3.11's loses a cancellation that arrives as
+            # its inner call completes, gh-86296; haven.domain.waiting.within replaces it), but a
+            # library the reconciler awaits may still swallow one: cancel again until it has stopped,
+            # so it never acts after its term (seen on the HA lab's drills before the fix).
             while not task.done():
                 task.cancel()
                 await asyncio.wait({task}, timeout=1.0)
