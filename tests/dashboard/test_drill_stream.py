@@ -21,8 +21,7 @@ import httpx
 import pytest
 
 import haven.dashboard.drills as drills
-from dashboard.inprocess import Served, serve_dashboard
-from haven.api.auth import Principal
+from dashboard.inprocess import Served, TwoTokens, serve_dashboard
 from haven.dashboard.app import create_dashboard
 from haven.dashboard.drills import FAILED, FINISHED, DrillRunner, Pacing
 from haven.dashboard.hub import EventHub
@@ -33,22 +32,11 @@ ADMIN, READER = "drill-admin-token", "drill-reader-token"
 PHASE = re.compile(r'data-phase="([^"]+)"')
 
 
-class TwoTokens:
-    blocking = False
-
-    def authenticate(self, token: str | None) -> Principal | None:
-        if token == ADMIN:
-            return Principal("ops-admin", "ops", frozenset({"admin"}))
-        if token == READER:
-            return Principal("ops-reader", "ops", frozenset({"reader"}))
-        return None
-
-
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
     hub = EventHub()
     with Store.open(f"sqlite:///{tmp_path / 'haven.db'}") as store:
-        dashboard = create_dashboard(store, TwoTokens(), hub, RealClock())
+        dashboard = create_dashboard(store, TwoTokens(ADMIN, READER), hub, RealClock())
         with serve_dashboard(dashboard, hub) as served:
             yield served
 
@@ -116,6 +104,9 @@ def test_a_drill_unfolds_phase_by_phase_then_its_verdict(served: Served, log_in:
     )
     assert refused.status_code == 403 and "only an admin" in refused.text
     assert reader.get(stream.group(1)).status_code == 403
+    # A page opened now (reloaded) shows the running drill, following the same stream; a reader's not.
+    assert f'sse-connect="{stream.group(1)}"' in admin.get("/dashboard/").text
+    assert "drill-result" not in reader.get("/dashboard/").text
     no_csrf = admin.post("/dashboard/drills", data={"scenario": "rack-loss"})
     assert no_csrf.status_code == 403
     assert httpx.get(f"{served.url}{stream.group(1)}", timeout=5).status_code == 401
@@ -146,6 +137,7 @@ def test_a_drill_unfolds_phase_by_phase_then_its_verdict(served: Served, log_in:
     assert final_at - firsts["suspected"] >= 3.0
     assert final_at - started < 12.0  # the whole drill, paced, stays short (about 7.5 s measured)
 
+    assert "drill-result" not in admin.get("/dashboard/").text  # over: a page opened now shows none
     # Finished: the next start is accepted.
     later = admin.post("/dashboard/drills", data={"scenario": "vm-crash"}, headers={"X-CSRF-Token": csrf})
     assert later.status_code == 202

@@ -4,7 +4,8 @@ Without a session: 401 and the login page. With the local token: logged in by a 
 HttpOnly and SameSite=Strict, the token nowhere in the URL or the server's log. Then a host power
 loss injected into the served cloud: the page, never reloaded, shows that host dead as the engine
 confirms it (the engine's own line in the log names the host), and its notification's timeline. A
-drill started from the page unfolds there phase by phase over its own event stream, then its verdict.
+drill started from the page unfolds there phase by phase over its own event stream, then its verdict;
+a page reloaded while it runs shows its timeline so far and follows it to the verdict.
 """
 
 from __future__ import annotations
@@ -174,6 +175,33 @@ def test_a_drill_run_from_the_page(served: HavenServer, page: Page) -> None:
     page.get_by_label("Hosts", exact=True).fill("999999")
     page.get_by_role("button", name="Run the drill").click()
     expect(page.locator("#messages")).to_contain_text("drill limit")
+
+
+def test_a_page_reloaded_during_a_drill_shows_it_and_follows_it(served: HavenServer, page: Page) -> None:
+    log_in(page, served)
+    page.get_by_label("Scenario").select_option("host-power-loss")
+    page.get_by_label("Seed").fill("4")
+    page.get_by_role("button", name="Run the drill").click()
+    expect(page.locator("#drill-result .timeline li", has_text="suspected")).to_be_visible()
+    page.reload()
+    # The reloaded page shows the running drill's timeline as it stands, without any click...
+    result = page.locator("#drill-result")
+    expect(result.locator(".timeline li[data-phase='suspected']")).to_be_visible()
+    at_load = page.evaluate("[...document.querySelectorAll('#drill-result li[data-phase]')].length")
+    assert result.locator(".verdict").count() == 0, "the drill ended before the page was back: too slow"
+    page.evaluate("window.__notReloaded = true")
+    page.evaluate(RECORD_DRILL)
+    # ...and follows the drill's own stream: more phases, then the verdict, never reloaded again.
+    expect(result.locator(".verdict")).to_contain_text("recovered", timeout=60_000)
+    expect(result.locator(".timeline li", has_text="verified")).to_be_visible()
+    expect(result.locator(".counters div", has_text="vms lost").locator("dd")).to_have_text("0")
+    shown = page.evaluate("window.__drill")
+    grew = [s["phases"] for s in shown if not s["verdict"] and len(s["phases"]) > at_load]
+    assert grew, (at_load, shown)  # a phase arrived over the stream before the verdict
+    assert page.evaluate("window.__notReloaded") is True
+    page.reload()  # over: a page opened now shows no drill (the next one may start)
+    expect(page.get_by_role("heading", name="Drills")).to_be_visible()
+    expect(page.locator("#drill-result")).to_have_count(0)
 
 
 def test_an_open_event_stream_ends_when_haven_stops(served: HavenServer) -> None:

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from dashboard.inprocess import Served, log_in, not_reloaded, serve_dashboard
-from haven.api.auth import Principal
+from dashboard.inprocess import Served, TwoTokens, log_in, not_reloaded, serve_dashboard
 from haven.backups.config import BackupsConfig, DrillSettings, SchedulerSettings
 from haven.backups.serving import BackupService, build_service
 from haven.cloud.sim.backups import BackupTimings, SimBackups
@@ -31,19 +30,6 @@ from haven.domain.clock import RealClock
 from haven.store import Store
 
 ADMIN, READER = "drills-admin-token", "drills-reader-token"
-
-
-class TwoTokens:
-    """The admin's token and a reader's (as Keystone would give them roles)."""
-
-    blocking = False
-
-    def authenticate(self, token: str | None) -> Principal | None:
-        if token == ADMIN:
-            return Principal("ops-admin", "ops", frozenset({"admin"}))
-        if token == READER:
-            return Principal("ops-reader", "ops", frozenset({"reader"}))
-        return None
 
 
 World = tuple[Served, BackupService, SimBackups, Store]
@@ -68,7 +54,7 @@ def world(tmp_path: Path) -> Iterator[World]:
         service = build_service(config, port, store, clock, None)
         service.on_event = hub  # as haven serve does
         plan = lambda: BackupStatus(service.last_plan, config.scheduler, service.drill_now)  # noqa: E731
-        dashboard = create_dashboard(store, TwoTokens(), hub, clock, backups=plan)
+        dashboard = create_dashboard(store, TwoTokens(ADMIN, READER), hub, clock, backups=plan)
         with serve_dashboard(dashboard, hub) as served:
             yield served, service, port, store
 

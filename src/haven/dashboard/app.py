@@ -221,6 +221,7 @@ class _Pages:
             return self._login_page(HTTPStatus.UNAUTHORIZED)
         board = self.deps.board()
         p = session.principal
+        drill = self.drills.running() if can_drill(p) else None  # started from a page, maybe this one
         return self._html(
             "index.html",
             board=board,
@@ -232,6 +233,7 @@ class _Pages:
             can_drill=can_drill(p),
             can_drill_backups=can_drill_backups(p, board),
             scenarios=self.drills.scenarios(),
+            drill=drill.view if drill is not None else None,
         )
 
     async def login_form(self, request: Request) -> Response:

@@ -236,6 +236,11 @@ class DrillRunner:
         log.info("dashboard: %s started drill %s (%s)", by, run.id, options.scenario)
         return run
 
+    def running(self) -> DrillRun | None:
+        """The drill running now, if any (a page opened meanwhile shows it and follows it)."""
+        run = self.current
+        return run if run is not None and not run.view.finished else None
+
     def get(self, drill_id: str) -> DrillRun | None:
         run = self.current
         return run if run is not None and run.id == drill_id else None
