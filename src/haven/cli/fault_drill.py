@@ -1,0 +1,287 @@
+"""`haven drill fault [NAME] --cloud lab`: one fault of the catalogue injected on the lab, and judged.
+
+Called by haven.cli.main for `haven drill fault`. ``--list`` prints the catalogue (haven.drill.faults:
+name, kind, root cause); with a NAME, the fault is injected on the running lab (`haven lab up`) and
+judged by haven.drill.faults_run: the lab proven whole, the fault injected, one canary round, the
+explanation haven stored for the symptom ranked against the fault's true root cause, the fault healed
+and the lab proven whole again. Exit 0 when the top explanation names the root cause and the lab was
+healed; 1 otherwise (a miss, a skip, an injection that failed, a lab not healed); 2 for bad input,
+checked before anything is changed.
+
+haven.drill never imports haven.lab, so ``LabFaults``, the lab's handles an injection needs (its
+process records, its hardware wiring, its BMCs, admin REST calls, its tiny image), lives here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from haven.cli.lab_controls import running_lab
+from haven.domain.errors import NotFound, PermanentError, UserError
+from haven.drill.faults import CATALOG, FAULTS, Fault, LabProcess, catalogue_rows, fault_named
+from haven.drill.faults_observe import observing
+from haven.drill.faults_run import FaultRun, Result, RunSettings
+from haven.lab import glance, hardware
+from haven.lab.bmc import BmcInfo, power_state, set_power
+from haven.lab.keystone import Account
+from haven.lab.labfiles import compute_pids
+from haven.lab.state import LabState, ProcessRecord, alive, load_state, record
+from haven.store import Store
+
+SCENARIO = "fault"
+LAB = "lab"
+EXIT_FAILED = 1
+_MICROVERSIONS = {"compute": "compute 2.53", "placement": "placement 1.26"}  # 1.26: reserved may be total
+_HOLDS = {"hang": hardware.hang_host, "down": hardware.hold_compute_down}
+
+
+def add_options(drill: argparse.ArgumentParser) -> None:
+    """`haven drill fault`'s own: the fault's NAME (a second positional) and its options."""
+    drill.add_argument(
+        "fault_name", nargs="?", metavar="NAME",
+        help=f"with `{SCENARIO}`: the fault to inject on the lab (`--list` names them)",
+    )  # fmt: skip
+    group = drill.add_argument_group(f"the fault catalogue (`haven drill {SCENARIO} NAME --cloud lab`)")
+    group.add_argument("--list", action="store_true", help="print the fault catalogue and exit")
+    group.add_argument(
+        "--controlplane", action="store_true",
+        help="also run haven's control-plane reconciler over the lab, observe-only (SQL, AMQP and Keystone "
+        "probes as evidence)",
+    )  # fmt: skip
+    group.add_argument("--boot-timeout", type=float, default=40.0, metavar="SECONDS",
+                       help="the canary's boot (default 40)")  # fmt: skip
+    group.add_argument("--request-timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="each OpenStack request of the canary (default 10)")  # fmt: skip
+    group.add_argument("--whole-timeout", type=float, default=240.0, metavar="SECONDS",
+                       help="the lab proven whole, before and after (default 240)")  # fmt: skip
+
+
+def run(args: argparse.Namespace, out: Console, err: Console) -> int:
+    if args.scenario != SCENARIO:
+        raise UserError(
+            f"a second name ({args.fault_name!r}) is only for `haven drill {SCENARIO} NAME`",
+            f"run `haven drill {args.scenario}` alone",
+        )
+    if args.list:
+        if args.json:
+            print(json.dumps(catalogue_rows(), indent=2))
+        else:
+            out.print(_catalogue_table())
+        return 0
+    fault = _chosen(args)
+    state = running_lab(args.lab_folder)
+    started = time.monotonic()
+
+    def say(message: str) -> None:
+        if not args.json:
+            err.print(f"[dim]{time.monotonic() - started:6.1f}s[/] {escape(message)}", highlight=False)
+
+    settings = RunSettings(
+        boot_timeout_s=args.boot_timeout, request_timeout_s=args.request_timeout,
+        whole_timeout_s=args.whole_timeout,
+    )  # fmt: skip
+    logging.getLogger("haven").setLevel(logging.ERROR)  # the report says what was seen
+    result = asyncio.run(_inject(LabFaults(state), fault, settings, args.controlplane, say))
+    document = fault_json(fault, result)
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        _show(out, document)
+    return 0 if result.top1 and result.healed and result.status == "run" else EXIT_FAILED
+
+
+def _chosen(args: argparse.Namespace) -> Fault:
+    """The fault named, on the lab; every mistake a UserError before anything changes."""
+    if not args.fault_name:
+        raise UserError(
+            f"name the fault to inject: `haven drill {SCENARIO} NAME --cloud lab`",
+            f"choose one of: {', '.join(FAULTS)} (`haven drill {SCENARIO} --list` describes them)",
+        )
+    fault = fault_named(args.fault_name)
+    if args.cloud is None:
+        raise UserError(
+            f"`haven drill {SCENARIO}` injects real faults into the lab's processes: pass --cloud lab",
+            "start the lab first with `haven lab up`",
+        )
+    if args.cloud != LAB:
+        raise UserError(
+            f"the fault catalogue runs only on the lab, not on cloud {args.cloud!r}",
+            "its faults stop, kill and reconfigure the lab's own processes: use --cloud lab",
+        )
+    return fault
+
+
+async def _inject(
+    lab: LabFaults, fault: Fault, settings: RunSettings, controlplane: bool, say: Any
+) -> Result:
+    with (
+        tempfile.TemporaryDirectory(prefix="haven-fault-drill-") as tmp,
+        Store.open(f"sqlite:///{tmp}/haven.db") as store,
+    ):
+        async with observing(lab, store, controlplane):
+            return await FaultRun(lab, store, settings, say).inject(fault)
+
+
+def fault_json(fault: Fault, result: Result) -> dict[str, Any]:
+    """One injection as `--json` prints it."""
+    return {
+        "fault": fault.name,
+        "kind": fault.kind,
+        "what": fault.what,
+        "root_cause": fault.root,
+        "status": result.status,
+        "canary": result.canary,
+        "symptom": result.symptom,
+        "explanations": result.explanations,
+        "ranked": result.ranked,
+        "top1_correct": result.top1,
+        "top3_correct": result.top3,
+        "explained_after_s": result.explained_after_s,
+        "summary": result.summary,
+        "miss": result.reason,
+        "healed": result.healed,
+        "notes": result.notes,
+        "settle_s": result.settle_s,
+        "wall_s": result.wall_s,
+    }
+
+
+def _catalogue_table() -> Table:
+    table = Table(
+        title=f"the fault catalogue ({len(CATALOG)} faults; `haven drill {SCENARIO} NAME --cloud lab`)"
+    )
+    for column in ("name", "kind", "root cause", "what"):
+        table.add_column(column)
+    for row in catalogue_rows():
+        table.add_row(row["name"], row["kind"], row["root_cause"], escape(row["what"]))
+    return table
+
+
+def _show(out: Console, doc: dict[str, Any]) -> None:
+    def yes(flag: bool) -> str:
+        return "[green]yes[/]" if flag else "[red]no[/]"
+
+    after = "-" if doc["explained_after_s"] is None else f"{doc['explained_after_s']:.1f} s"
+    out.print(f"[bold]{doc['fault']}[/] ({escape(doc['what'])}): root cause [bold]{doc['root_cause']}[/]")
+    out.print(
+        f"  canary under the fault: {escape(doc['canary'] or '-')}; symptom judged: {doc['symptom'] or '-'}"
+    )
+    table = Table(title="haven's explanations, best first")
+    for column in ("#", "cause", "score", "evidence"):
+        table.add_column(column)
+    for i, e in enumerate(doc["explanations"], 1):
+        cause = f"[bold]{e['node']}[/]" if e["node"] == doc["root_cause"] else e["node"]
+        evidence = "\n".join(f"- {escape(x['text'])}" for x in e["evidence"]) or escape(e["text"])
+        table.add_row(str(i), cause, f"{e['score']:.1f}", evidence)
+    out.print(table)
+    if doc["summary"]:
+        out.print(f"  {escape(doc['summary'])}")
+    out.print(
+        f"  top 1 correct: {yes(doc['top1_correct'])}; top 3 correct: {yes(doc['top3_correct'])}; "
+        f"explained {after} after the symptom; healed: {yes(doc['healed'])} ({doc['wall_s']:.0f} s in all)"
+    )
+    for line in ([doc["miss"]] if doc["miss"] else []) + doc["notes"]:
+        out.print(f"  [yellow]{escape(line)}[/]")
+
+
+class LabFaults:
+    """The running lab's handles, as haven.drill.faults.FaultLab: blocking calls, from a worker thread."""
+
+    def __init__(self, state: LabState) -> None:
+        self.state = state
+        auth = json.loads(Path(state.files["clouds.yaml"]).read_text())["clouds"]["lab"]["auth"]
+        account = Account(auth["auth_url"], auth["username"], auth["password"], auth["project_name"])
+        self._session = account.session(timeout_s=15.0)
+        self._password = Path(state.files["bmc-password"]).read_text().strip()
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.state.folder)
+
+    @property
+    def clouds_yaml(self) -> Path:
+        return Path(self.state.files["clouds.yaml"])
+
+    @property
+    def computes(self) -> Sequence[str]:
+        return list(self.state.computes)
+
+    @property
+    def flavor(self) -> str:
+        return self.state.flavor
+
+    @property
+    def image_id(self) -> str:
+        return self.state.image_id
+
+    def _records(self) -> list[ProcessRecord]:
+        return (load_state(self.folder) or self.state).processes
+
+    def process(self, name: str) -> LabProcess:
+        found = [e for e in self._records() if e.name == name]
+        if not found:
+            raise NotFound(f"the lab runs no {name!r} process")
+        return LabProcess(name, found[-1].pid, found[-1].started, Path(found[-1].log))
+
+    def alive(self, process: LabProcess) -> bool:
+        return alive(ProcessRecord(process.name, process.pid, process.started, str(process.log)))
+
+    def restarted(self, old: LabProcess, pid: int) -> None:
+        state = load_state(self.folder) or self.state
+        new = record(old.name, pid, old.log)
+        state.processes = [
+            new if (e.name, e.pid, e.started) == (old.name, old.pid, old.started) else e
+            for e in state.processes
+        ]
+        state.save()
+        self.state = state
+
+    def hold_computes(self, how: str, held: bool) -> None:
+        for host in self.state.computes:
+            _HOLDS[how](self.folder, host, held)
+
+    def _bmcs(self) -> list[BmcInfo]:
+        return [BmcInfo(**info) for info in self.state.bmcs.values()]
+
+    def power_computes(self, on: bool) -> None:
+        for bmc in self._bmcs():
+            set_power(bmc, self._password, "On" if on else "ForceOff")
+
+    def call(self, service: str, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        headers = {"OpenStack-API-Version": _MICROVERSIONS[service]} if service in _MICROVERSIONS else {}
+        answer = self._session.request(
+            self.state.urls[service] + path, method, json=body, headers=headers, raise_exc=False
+        )
+        if answer.status_code >= 400:
+            raise PermanentError(f"{service} {method} {path}: {answer.status_code} {answer.text[:200]}")
+        return answer.json() if answer.content else None
+
+    def replace_image(self) -> str:
+        new_id = glance.ensure_tiny_image(self._session, self.state.urls["image"])
+        state = load_state(self.folder) or self.state
+        state.image_id = new_id
+        state.save()
+        self.state = state
+        return new_id
+
+    def whole(self) -> list[str]:
+        wrong = [f"{e.name} not running" for e in self._records() if not alive(e)]
+        pids = compute_pids(self.folder)
+        wrong += [f"nova-compute of {h} not running" for h in self.state.computes if not pids.get(h)]
+        wrong += [f"{h} held: {', '.join(p)}" for h, p in hardware.read_holds(self.folder).items()]
+        for bmc in self._bmcs():
+            if (power := power_state(bmc, self._password)) != "On":
+                wrong.append(f"{bmc.host} powered {power}")
+        return wrong

@@ -1,0 +1,123 @@
+"""haven's control-plane reconciler over a lab, observe-only: its probes and units kept as evidence.
+
+Called by haven.drill.faults_run when a fault drill or bench/explain.py runs with ``--controlplane``.
+The reconciler plans and acts on nothing (its leader epoch is None: the drill heals), with the lab's
+processes as its units (the lab has no systemd: ``LabUnits`` reads each process record) and three
+service probes: an SQL query on MariaDB, an AMQP round trip on RabbitMQ, a Keystone token issued and
+validated; what it sees change is kept as evidence (haven.evidence.controlplane).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from haven.controlplane.catalogue import CATALOGUE
+from haven.controlplane.config import ControlPlaneConfig
+from haven.controlplane.drivers.probes import NetworkProber
+from haven.controlplane.reconciler import Reconciler
+from haven.domain.clock import RealClock
+from haven.domain.controlplane import (
+    Controller,
+    ControlPlaneSettings,
+    DomainName,
+    ProbeKind,
+    ProbeSpec,
+    ServiceName,
+    ServiceSpec,
+    UnitActive,
+    UnitStatus,
+)
+from haven.domain.errors import PermanentError, UserError
+from haven.domain.ids import HostName
+from haven.drill.faults import FaultLab
+from haven.store import Store
+
+
+class LabUnits:
+    """The lab's processes as the reconciler's units: a unit is a process record's name, active while its
+    pid lives (a SIGSTOPped one too: systemd would say so), its invocation its pid and kernel start."""
+
+    def __init__(self, lab: FaultLab) -> None:
+        self.lab = lab
+        stat = Path("/proc/stat").read_text().split()
+        self._boot = float(stat[stat.index("btime") + 1])
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    async def status(self, unit: str) -> UnitStatus:
+        entry = self.lab.process(unit)  # NotFound when the lab runs none
+        invocation = f"{entry.pid}:{entry.started}"
+        if not self.lab.alive(entry):
+            return UnitStatus(UnitActive.FAILED, "dead", invocation_id=invocation)
+        since = self._boot + entry.started / self._tick
+        return UnitStatus(UnitActive.ACTIVE, "running", invocation_id=invocation, active_since=since)
+
+    async def start(self, unit: str) -> None:
+        raise PermanentError("the fault drill heals the lab, haven does not")
+
+    stop = restart = start
+
+
+def lab_control_plane(lab: FaultLab) -> tuple[ControlPlaneConfig, dict[str, str]]:
+    """The lab's services as [controlplane] would declare them (one controller), and the probes' secrets."""
+    conf = (lab.folder / "nova" / "nova.conf").read_text()
+    db = re.search(r"^connection = mysql\+pymysql://(\w+):(\w+)@[\d.]+:(\d+)/nova\?", conf, re.M)
+    mq = re.search(r"^transport_url = rabbit://(\w+):(\w+)@[\d.]+:(\d+)/", conf, re.M)
+    clouds = json.loads(lab.clouds_yaml.read_text())["clouds"]["lab"]["auth"]
+    if db is None or mq is None:
+        raise UserError(
+            "--controlplane: the lab's nova.conf names no database or transport_url",
+            "start the lab again with `haven lab up`",
+        )
+    keystone_port = int(clouds["auth_url"].rsplit(":", 1)[1].split("/")[0])
+
+    def probe(
+        kind: ProbeKind, port: int, user: str, env: str, project: str = "", timeout_s: float = 2.0
+    ) -> ProbeSpec:
+        return ProbeSpec(kind, port, user=user, password_env=env, project=project, timeout_s=timeout_s,
+                         period_s=2.0, startup_grace_s=10.0)  # fmt: skip
+
+    def spec(name: str, unit: str, probe_: ProbeSpec | None = None) -> ServiceSpec:
+        catalogued = CATALOGUE[ServiceName(name)]
+        return ServiceSpec(ServiceName(name), unit, 1, probe=probe_, depends_on=catalogued.depends_on)
+
+    services = (
+        spec("mariadb", "mariadb", probe(ProbeKind.SQL, int(db[3]), db[1], "LAB_DB_PW", "nova")),
+        spec("rabbitmq", "rabbitmq-server", probe(ProbeKind.AMQP, int(mq[3]), mq[1], "LAB_MQ_PW")),
+        # A token issued and validated takes up to 6 s on the loaded 2-core lab: the canary's own 10 s.
+        spec("keystone", "keystone", probe(ProbeKind.KEYSTONE, keystone_port, clouds["username"],
+                                           "LAB_KS_PW", clouds["project_name"], timeout_s=10.0)),
+        *(spec(n, n) for n in ("nova-api", "nova-conductor", "nova-scheduler", "placement-api",
+                               "glance-api")),
+    )  # fmt: skip
+    config = ControlPlaneConfig(
+        ControlPlaneSettings(pass_interval_s=1.0),
+        (Controller(HostName("lab"), DomainName("lab"), "127.0.0.1"),),
+        services,
+    )
+    return config, {"LAB_DB_PW": db[2], "LAB_MQ_PW": mq[2], "LAB_KS_PW": clouds["password"]}
+
+
+@contextlib.asynccontextmanager
+async def observing(lab: FaultLab, store: Store, on: bool) -> AsyncIterator[None]:
+    """The reconciler over the lab, observe-only (its leader epoch is None: it plans, never acts)."""
+    if not on:
+        yield
+        return
+    config, secrets = lab_control_plane(lab)
+    prober = NetworkProber(environ=secrets)
+    units = {HostName("lab"): LabUnits(lab)}
+    reconciler = Reconciler(config, units, None, prober, store, RealClock(), leader_epoch=lambda: None)
+    task = asyncio.create_task(reconciler.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await prober.close()
