@@ -61,6 +61,7 @@ def test_a_fresh_database_is_migrated_to_exactly_the_declared_schema(store_url: 
         "canary_runs",  # synthetic checks: canary boots and API probes (haven.canary)
         "backups",  # backups: one row per backup of a server (haven.backups)
         "backup_restores",  # backups: restores and restore drills
+        "backup_first_seen",  # backups: when the runner first saw each protected server
         "galera_actions",  # Galera's recovery steps (haven.stateful.galera_recovery)
     }
 

@@ -50,8 +50,8 @@ class BackupSnapshot:
     servers: Sequence[Protected]
     records: Sequence[BackupRecord]  # every record not deleted, and the deleted of the last weeks
     settings: SchedulerSettings
-    # when haven first saw each server protected (the runner's memory; restarts forget it): a server
-    # never backed up alerts from there, not never
+    # when haven first saw each server protected (the runner keeps it in the store, so a restart does
+    # not forget it): a server never backed up alerts from there, not never
     first_seen: Mapping[str, float] = field(default_factory=dict)
 
 

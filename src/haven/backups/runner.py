@@ -9,7 +9,8 @@ Each pass:
    have reached the cloud, so its step first looks for the image (or Cinder backups) named by the
    record: found, it is adopted; absent, the call is made. Nova creates
    the image before it answers createBackup, so an absent image means the call was not made;
-2. reads every server, resolves its policy, asks haven.backups.planner for the plan;
+2. reads every server, resolves its policy, asks haven.backups.planner for the plan (telling it when
+   haven first saw each protected server: kept in the store, so a restart does not forget it);
 3. commits each new backup ``issued`` before calling the cloud and ``creating`` after; each rotation
    ``deleting`` before its delete call and ``deleted`` after;
 4. raises (or clears) the backup-missed and recovery-point alerts.
@@ -147,7 +148,10 @@ class BackupRunner:
         self.problems: list[PolicyProblem] = []
         self._working: set[str] = set()  # records this process is creating now (a backup now's call)
         self._warned_projects: set[str] = set()  # [backups.projects] keys that matched no server
-        self._first_seen: dict[str, float] = {}  # protected server -> first pass that saw it (alerts)
+        # protected server -> the first pass that saw it (alerts), as stored: read back at this engine's
+        # first pass and again in each new term (another leader may have written meanwhile)
+        self._first_seen: dict[str, float] | None = None
+        self._first_seen_term: int | None = None
 
     @property
     def settings(self) -> BackupsConfig:
@@ -184,8 +188,8 @@ class BackupRunner:
         protected = await self.protected()
         now = self._clock.now()
         records = await self._db(self._store.backups_relevant, now - HISTORY_S)
-        self._first_seen = {p.target.id: self._first_seen.get(p.target.id, now) for p in protected}
-        snapshot = BackupSnapshot(now, protected, records, self._config.scheduler, self._first_seen)
+        first_seen = await self._seen(protected, now, epoch)
+        snapshot = BackupSnapshot(now, protected, records, self._config.scheduler, first_seen)
         blocked = await self._leftovers(records, epoch)
         result = planner.plan(snapshot)
         for item in result.create:
@@ -237,6 +241,24 @@ class BackupRunner:
             dataclasses.replace(t, segment=of_host[HostName(t.host)]) if t.host in of_host else t
             for t in targets
         ]
+
+    async def _seen(self, protected: Sequence[Protected], now: float, epoch: int | None) -> dict[str, float]:
+        """When haven first saw each protected server, kept in the store so that a restart does not
+        forget it (a server never backed up alerts from there); a server no longer protected is
+        forgotten. Read from the store once per term, written only when the protected set changes."""
+        if self._first_seen is None or epoch != self._first_seen_term:
+            self._first_seen = await self._db(self._store.backup_first_seen)
+            self._first_seen_term = epoch
+        known = self._first_seen
+        current = {p.target.id for p in protected}
+        seen = {server: now for server in current if server not in known}
+        gone = [server for server in known if server not in current]
+        if seen or gone:
+            stored = await self._db(self._store.note_backup_first_seen, seen, gone, epoch=epoch)
+            for server in gone:
+                del known[server]
+            known.update(stored)
+        return dict(known)
 
     def _unmatched_projects(self, targets: Sequence[BackupTarget]) -> None:
         """Warn once for each ``[backups.projects.KEY]`` that no server's project id matches: the key is

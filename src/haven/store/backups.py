@@ -12,7 +12,7 @@ from collections.abc import Collection, Mapping
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from haven.domain.backups import (
@@ -26,6 +26,7 @@ from haven.domain.backups import (
 )
 from haven.domain.errors import Conflict, NotFound
 from haven.domain.ids import ServerId
+from haven.store.tables import backup_first_seen as first_seen_rows
 from haven.store.tables import backup_restores as restores
 from haven.store.tables import backups
 
@@ -147,3 +148,29 @@ def restores_list(
     if since is not None:
         query = query.where(restores.c.created_at >= since)
     return [_restore(row) for row in conn.execute(query)]
+
+
+def first_seen(conn: Connection) -> dict[str, float]:
+    """When the runner first saw each server it protects (server id -> time)."""
+    rows = conn.execute(select(first_seen_rows.c.server_id, first_seen_rows.c.first_seen))
+    return {row.server_id: row.first_seen for row in rows}
+
+
+def note_first_seen(conn: Connection, seen: Mapping[str, float], gone: Collection[str]) -> dict[str, float]:
+    """Keep ``seen``'s servers (a time already stored wins: it was seen first then) and forget ``gone``'s.
+    Returns the stored time of each of ``seen``'s servers."""
+    for chunk in _chunks(list(gone)):
+        conn.execute(delete(first_seen_rows).where(first_seen_rows.c.server_id.in_(chunk)))
+    stored: dict[str, float] = {}
+    for chunk in _chunks(list(seen)):
+        query = select(first_seen_rows).where(first_seen_rows.c.server_id.in_(chunk))
+        stored.update({row.server_id: row.first_seen for row in conn.execute(query)})
+    new = [{"server_id": k, "first_seen": at} for k, at in seen.items() if k not in stored]
+    if new:
+        conn.execute(insert(first_seen_rows), new)
+    return {k: stored.get(k, at) for k, at in seen.items()}
+
+
+def _chunks(keys: list[str], size: int = 500) -> list[list[str]]:
+    """Bounded IN lists (SQLite's limit on a statement's variables)."""
+    return [keys[start : start + size] for start in range(0, len(keys), size)]

@@ -544,6 +544,19 @@ class Store:
         with self._transaction(write=False) as conn:
             return backups.restores_list(conn, unfinished=unfinished, since=since)
 
+    def backup_first_seen(self) -> dict[str, float]:
+        """When the backup runner first saw each server it protects (server id -> time)."""
+        with self._transaction(write=False) as conn:
+            return backups.first_seen(conn)
+
+    def note_backup_first_seen(
+        self, seen: Mapping[str, float], gone: Collection[str], *, epoch: int | None = None
+    ) -> dict[str, float]:
+        """Record servers newly protected (a time already stored is kept) and forget those no longer
+        protected, in one transaction; returns the stored time of each of ``seen``'s servers."""
+        with self._leader_write(epoch) as conn:
+            return backups.note_first_seen(conn, seen, gone)
+
     # ---- Galera's recovery steps (haven.stateful.galera_recovery) ------------------------------------
 
     def issue_galera_action(self, action: GaleraAction, *, epoch: int | None = None) -> None:

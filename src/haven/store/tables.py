@@ -316,6 +316,14 @@ backup_restores = Table(
     Column("created_at", Double, nullable=False, index=True),
     Column("detail", Json, nullable=False),
 )
+# When the backup runner first saw each protected server (a row per server while it is protected): a
+# server never backed up is missed or stale counted from there, across restarts (haven.backups.planner).
+backup_first_seen = Table(
+    "backup_first_seen",
+    metadata,
+    Column("server_id", NAME, primary_key=True),
+    Column("first_seen", Double, nullable=False),
+)
 
 # Galera's recovery steps (haven.stateful.galera_recovery): one row per start or bootstrap of one node,
 # inserted ``issued`` before the effect and finished after. At most one unfinished step per cluster,
