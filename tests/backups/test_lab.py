@@ -20,15 +20,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from api.conftest import FakeIntake
+from haven.api.app import create_app
+from haven.api.routes.haven_backups import attach_backups
 from haven.backups.config import parse_backups
 from haven.backups.restores import Restorer
 from haven.backups.runner import BackupRunner
+from haven.backups.serving import BackupService
 from haven.cli.main import main
 from haven.cloud.openstack import open_cloud
 from haven.domain.backups import BackupRecord, BackupState, RestoreRecord, RestoreState
-from haven.domain.clock import RealClock
+from haven.domain.clock import RealClock, VirtualClock
 from haven.domain.ids import ServerId
 from haven.store import Store
 from servers.nova import NovaLab
@@ -230,6 +235,68 @@ def test_haven_backups_run_and_restore_from_the_cli_on_real_nova(
         named = _json(conn.compute.get("/servers", params={"name": "bk-lab-cli-early"}))["servers"]
         assert named == []  # nothing booted
     finally:
+        _delete_all(conn, servers, images)
+
+
+async def test_a_backup_and_a_restore_as_new_through_the_api_on_real_nova(
+    nova_lab: NovaLab, tmp_path: Path
+) -> None:
+    """``POST /v1/haven/backups`` then ``POST /v1/haven/backups/restores`` (as new) over the real app in
+    this process, with haven serve's BackupService on the lab's cloud; its rounds carry both on, as
+    haven serve's leader does. Judged from Nova and Glance: the new server ACTIVE, booted from the
+    backup's image."""
+    conn = nova_lab.connect("2.37")
+    server_id = _boot(conn, nova_lab, "bk-lab-api", {})  # no policy: the rounds start nothing of their own
+    servers: list[str] = [server_id]
+    images: list[str] = []
+    cloud = open_cloud("lab", max_workers=2, clouds_yaml=nova_lab.clouds_yaml)
+    store = Store.open(f"sqlite:///{tmp_path / 'haven.db'}")
+    config = parse_backups({"jitter_s": 0.0, "drills": {"timeout_s": 60.0}}, "test")
+    service = BackupService(config, cloud.backups(), store, RealClock())
+    app = create_app(store, FakeIntake(store, VirtualClock()), "lab-token", RealClock())
+    attach_backups(app, service)
+    admin = {"X-Auth-Token": "lab-token"}
+    try:
+        _wait("the server ACTIVE", lambda: _server(conn, server_id)["status"] == "ACTIVE")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://h") as http:
+            taken = await http.post("/v1/haven/backups", json={"server_id": server_id}, headers=admin)
+            assert taken.status_code == 202, taken.text
+            backup = taken.json()["backup"]
+            images.append(backup["image_id"])
+            glance = _image(conn, backup["image_id"])
+            assert (glance["instance_uuid"], glance["haven_backup_id"]) == (server_id, backup["id"])
+            _upload(conn, backup["image_id"])  # the hypervisor's part (see the module's docstring)
+            await service.run_round()
+            assert _image(conn, backup["image_id"])["status"] == "active"
+
+            asked = await http.post(
+                "/v1/haven/backups/restores",
+                json={"server_id": server_id, "as_new": "bk-lab-api-copy"},
+                headers=admin,
+            )
+            assert asked.status_code == 202, asked.text
+            restore_id = asked.json()["restore"]["id"]
+            deadline = time.monotonic() + 90.0
+            while True:
+                listed = (await http.get("/v1/haven/backups/restores", headers=admin)).json()["restores"]
+                (restore,) = [r for r in listed if r["id"] == restore_id]
+                if restore["target_id"] and restore["target_id"] not in servers:
+                    servers.append(restore["target_id"])
+                if not RestoreState(restore["state"]).in_flight:
+                    break
+                assert time.monotonic() < deadline, f"restore not ended after 90 s: {restore}"
+                await asyncio.sleep(0.5)
+                await service.run_round()
+        assert (restore["state"], restore["backup_id"]) == ("done", backup["id"]), restore
+        named = _json(conn.compute.get("/servers", params={"name": "^bk-lab-api-copy$"}))["servers"]
+        assert [s["id"] for s in named] == [restore["target_id"]]  # one server booted, not two
+        seen = _server(conn, restore["target_id"])  # Nova's own answer
+        assert (seen["name"], seen["status"]) == ("bk-lab-api-copy", "ACTIVE")
+        assert seen["image"]["id"] == backup["image_id"] != nova_lab.image_id
+        assert seen["metadata"]["haven_restored_from"] == backup["id"]
+    finally:
+        store.close()
+        cloud.close()
         _delete_all(conn, servers, images)
 
 
