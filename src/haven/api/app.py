@@ -21,6 +21,7 @@ from haven.api.routes import (
     custom_recovery,
     discovery,
     haven_alertmanager,
+    haven_audit,
     haven_backups,
     haven_drills,
     haven_explanations,
@@ -81,5 +82,6 @@ def create_app(
         app.include_router(build(ctx))
     app.include_router(haven_alertmanager.router(ctx))  # Alertmanager's webhook (attach_alertmanager)
     app.include_router(haven_backups.router(ctx))  # haven's own: scheduled backups, restores
+    app.include_router(haven_audit.router(ctx))  # the failure-domain audit (serve attaches its sources)
     app.include_router(custom_recovery.router(ctx))  # haven's extension: claim, progress, finish, fail
     return app

@@ -92,6 +92,7 @@ POLICIES: Mapping[tuple[str, str], Policy] = {
     ("POST", "/v1/haven/backups/restores"): Policy("haven:backups:restores:create", Rule.ADMIN_API),
     ("GET", "/v1/haven/recovery-points"): Policy("haven:recovery-points:index", Rule.READER),
     ("GET", "/v1/haven/impact"): Policy("haven:impact:show", Rule.READER),
+    ("GET", "/v1/haven/audit"): Policy("haven:audit:show", Rule.READER),
     **_rules(
         "vmoves",
         {

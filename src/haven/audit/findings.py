@@ -1,7 +1,8 @@
-"""The failure-domain audit: what one failure domain's loss would break, judged from a declared layout.
+"""The failure-domain audit: what one failure domain's loss would break, judged from a layout.
 
-Who calls it: ``haven audit`` (haven.cli.audit), which reads the layout file. Pure: a Layout in,
-Findings out. Four checks, each a finding kind:
+Who calls it: ``haven audit`` (haven.cli.audit) and ``GET /v1/haven/audit`` (haven.api.routes.haven_audit),
+with a Layout read from haven's own sources (haven.audit.sources: the store, the cloud, haven.toml) or
+from a layout file (haven.audit.layout). Pure: a Layout in, Findings out. Four checks, each a finding kind:
 - ``bunched``: a control-plane service whose replicas all sit in one failure domain while others exist
   (losing that domain stops the service);
 - ``quorum``: a Galera or RabbitMQ cluster where one domain holds half its nodes or more (losing it
@@ -19,7 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from haven.audit.ceph import ceph_findings
-from haven.domain.cloud import Server
+from haven.domain.cloud import Server, ServerGroup
+from haven.domain.ids import ServerGroupId
 from haven.domain.incidents import RecoveryMethod
 from haven.domain.plan import TargetHost
 from haven.recovery.planner import plan_evacuation
@@ -47,6 +49,10 @@ class Segment:
     hosts: tuple[TargetHost, ...]  # every host with its capacity and what it carries
     servers: tuple[Server, ...]  # every VM on those hosts (the HA ones are the ones that must fit)
     method: RecoveryMethod = RecoveryMethod.AUTO
+    groups: Mapping[ServerGroupId, ServerGroup] = field(default_factory=dict)  # their server groups
+    # [recovery] as a real recovery plans with them (haven.recovery.host_steps._plan)
+    evacuate_all_instances: bool = False
+    ignore_instances_in_error_state: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +63,30 @@ class Layout:
     segments: tuple[Segment, ...] = ()
     ceph_tree: Mapping[str, object] | None = None  # `ceph osd tree -f json`
     ceph_rules: Sequence[Mapping[str, object]] | None = None  # `ceph osd crush rule dump -f json`
+    controllers: tuple[str, ...] = ()  # hosts declared to run control-plane replicas (beside those used)
+
+
+def checked(layout: Layout) -> dict[str, object]:
+    """What the audit looked at, so that "no finding" is never mistaken for "nothing to check"."""
+    return {
+        "domains": sorted(set(layout.domains.values())),
+        "services": sorted(layout.services),
+        "clusters": [c.name for c in layout.clusters],
+        "segments": [s.name for s in layout.segments],
+        "ceph": layout.ceph_tree is not None and layout.ceph_rules is not None,
+    }
+
+
+def audit_json(layout: Layout, findings: Sequence[Finding]) -> dict[str, object]:
+    """``haven audit --json``'s object, and ``GET /v1/haven/audit``'s body."""
+    seen = checked(layout)
+    return {
+        "findings": [
+            {"kind": f.kind, "subject": f.subject, "detail": f.detail, "fix": f.fix} for f in findings
+        ],
+        "ceph": seen["ceph"],
+        "checked": seen,
+    }
 
 
 def audit(layout: Layout) -> list[Finding]:
@@ -74,6 +104,9 @@ def _domain(layout: Layout, host: str) -> str:
 
 def _bunched(layout: Layout) -> list[Finding]:
     everywhere = set(layout.domains.values())
+    control = {h for hosts in layout.services.values() for h in hosts} | set(layout.controllers)
+    control |= {h for c in layout.clusters for h in c.hosts}
+    control_domains = {_domain(layout, h) for h in control}
     out = []
     for service, hosts in sorted(layout.services.items()):
         domains = Counter(_domain(layout, h) for h in hosts)
@@ -84,7 +117,9 @@ def _bunched(layout: Layout) -> list[Finding]:
                     "bunched",
                     service,
                     f"all {len(hosts)} replicas ({', '.join(hosts)}) are in {only}",
-                    f"move a replica to another domain ({', '.join(sorted(everywhere - {only}))})",
+                    f"move a replica to another domain ({', '.join(sorted(control_domains - {only}))})"
+                    if control_domains - {only}
+                    else f"add a controller in another domain ({only} holds every controller)",
                 )
             )
     return out
@@ -109,10 +144,15 @@ def _quorum(layout: Layout) -> list[Finding]:
 
 
 def _capacity(segment: Segment, domains: Mapping[str, str]) -> list[Finding]:
-    ha = [s for s in segment.servers if s.ha_enabled]
-    if not segment.hosts:
-        return []
-    by_host: Counter[str] = Counter(s.host for s in ha)
+    # As a real recovery plans (haven.recovery.host_steps.make_plan): VMs left to their owner
+    # (HA_Mode=notify) are set apart; the planner itself picks the HA ones (or all, per [recovery]).
+    servers = [s for s in segment.servers if not s.left_to_owner]
+    ha = [s for s in servers if s.ha_enabled or segment.evacuate_all_instances]
+    if not segment.hosts or not ha:
+        return []  # nothing a loss would have to re-place
+    by_host: Counter[str] = Counter()  # the RAM of the VMs a loss must re-place: the hardest loss first
+    for s in ha:
+        by_host[s.host] += s.flavor.ram_mb
     largest_host = max(segment.hosts, key=lambda h: (by_host.get(h.name, 0), h.capacity.ram_mb, h.name))
     racks: dict[str, list[str]] = {}
     for host in segment.hosts:
@@ -123,6 +163,8 @@ def _capacity(segment: Segment, domains: Mapping[str, str]) -> list[Finding]:
         (f"its largest host {largest_host.name}", {largest_host.name}),
         (f"its largest rack {largest_rack}", set(racks[largest_rack])),
     ):
+        if what.startswith("its largest rack") and len(lost) == 1:
+            continue  # a rack of one host: the host check above asked the same question
         if len(racks) == 1 and lost == set(racks[largest_rack]) and len(lost) > 1:
             out.append(
                 Finding(
@@ -133,9 +175,16 @@ def _capacity(segment: Segment, domains: Mapping[str, str]) -> list[Finding]:
                 )
             )
             continue
-        victims = [s for s in segment.servers if s.host in lost]
+        victims = [s for s in servers if s.host in lost]
         targets = [h for h in segment.hosts if h.name not in lost]
-        plan = plan_evacuation(victims, targets, {}, segment.method)
+        plan = plan_evacuation(
+            victims,
+            targets,
+            segment.groups,
+            segment.method,
+            evacuate_all_instances=segment.evacuate_all_instances,
+            ignore_instances_in_error_state=segment.ignore_instances_in_error_state,
+        )
         if plan.unplaced:
             first = plan.unplaced[0]
             out.append(

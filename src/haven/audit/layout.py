@@ -55,18 +55,9 @@ def read_layout(path: Path) -> Layout:
     if ("ceph_osd_tree" in raw) != ("ceph_crush_rules" in raw):
         raise UserError(f"{path}: ceph_osd_tree and ceph_crush_rules go together", "give both, or neither")
     if "ceph_osd_tree" in raw:
-        tree = _json(path.parent / str(raw["ceph_osd_tree"]))
-        rules = _json(path.parent / str(raw["ceph_crush_rules"]))
-        if (
-            not isinstance(tree, dict)
-            or not isinstance(tree.get("nodes"), list)
-            or not isinstance(rules, list)
-        ):
-            raise UserError(
-                f"{path}: the Ceph files are not `ceph osd tree -f json`"
-                " / `ceph osd crush rule dump -f json`",
-                "record them with those commands on the Ceph cluster",
-            )
+        tree, rules = read_ceph(
+            path.parent / str(raw["ceph_osd_tree"]), path.parent / str(raw["ceph_crush_rules"]), f"{path}: "
+        )
     return Layout(
         domains,
         services,
@@ -75,6 +66,17 @@ def read_layout(path: Path) -> Layout:
         tree,
         rules,
     )
+
+
+def read_ceph(tree_path: Path, rules_path: Path, where: str = "") -> tuple[dict[str, Any], list[Any]]:
+    """Recorded ``ceph osd tree -f json`` and ``ceph osd crush rule dump -f json``, checked for shape."""
+    tree, rules = _json(tree_path), _json(rules_path)
+    if not isinstance(tree, dict) or not isinstance(tree.get("nodes"), list) or not isinstance(rules, list):
+        raise UserError(
+            f"{where}the Ceph files are not `ceph osd tree -f json` / `ceph osd crush rule dump -f json`",
+            "record them with those commands on the Ceph cluster",
+        )
+    return tree, rules
 
 
 def _segment(raw: Any, where: str) -> Segment:
