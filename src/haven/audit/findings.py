@@ -23,7 +23,7 @@ from haven.audit.ceph import ceph_findings
 from haven.domain.cloud import Server, ServerGroup
 from haven.domain.ids import ServerGroupId
 from haven.domain.incidents import RecoveryMethod
-from haven.domain.plan import TargetHost
+from haven.domain.plan import TargetHost, Unplaced
 from haven.recovery.planner import plan_evacuation
 
 
@@ -144,55 +144,78 @@ def _quorum(layout: Layout) -> list[Finding]:
 
 
 def _capacity(segment: Segment, domains: Mapping[str, str]) -> list[Finding]:
+    """Can the segment lose a host, or a rack, and still place every HA VM? Asked of the recovery planner.
+
+    Which loss is the hardest is not one number (flavors, three resources, server groups), so the losses
+    are ranked by the RAM they take away (the HA VMs to re-place plus the room lost with them) and the
+    planner is asked about the worst ``MAX_LOSSES_CHECKED`` of each kind; the first that fails is reported.
+    """
     # As a real recovery plans (haven.recovery.host_steps.make_plan): VMs left to their owner
     # (HA_Mode=notify) are set apart; the planner itself picks the HA ones (or all, per [recovery]).
     servers = [s for s in segment.servers if not s.left_to_owner]
     ha = [s for s in servers if s.ha_enabled or segment.evacuate_all_instances]
     if not segment.hosts or not ha:
         return []  # nothing a loss would have to re-place
-    by_host: Counter[str] = Counter()  # the RAM of the VMs a loss must re-place: the hardest loss first
+    weight: Counter[str] = Counter()  # per host: its HA VMs' RAM plus its free RAM, both lost with it
     for s in ha:
-        by_host[s.host] += s.flavor.ram_mb
-    largest_host = max(segment.hosts, key=lambda h: (by_host.get(h.name, 0), h.capacity.ram_mb, h.name))
+        weight[s.host] += s.flavor.ram_mb
+    for h in segment.hosts:
+        weight[h.name] += max(0, int(h.capacity.schedulable_ram_mb) - h.used_ram_mb)
     racks: dict[str, list[str]] = {}
     for host in segment.hosts:
         racks.setdefault(domains.get(host.name, host.name), []).append(host.name)
-    largest_rack = max(racks, key=lambda r: (sum(by_host.get(h, 0) for h in racks[r]), len(racks[r]), r))
-    out = []
-    for what, lost in (
-        (f"its largest host {largest_host.name}", {largest_host.name}),
-        (f"its largest rack {largest_rack}", set(racks[largest_rack])),
-    ):
-        if what.startswith("its largest rack") and len(lost) == 1:
-            continue  # a rack of one host: the host check above asked the same question
-        if len(racks) == 1 and lost == set(racks[largest_rack]) and len(lost) > 1:
-            out.append(
-                Finding(
-                    "capacity",
-                    segment.name,
-                    f"all its hosts are in one rack ({largest_rack}): losing it loses all",
-                    "add hosts in another rack to the segment",
-                )
-            )
-            continue
-        victims = [s for s in servers if s.host in lost]
-        targets = [h for h in segment.hosts if h.name not in lost]
-        plan = plan_evacuation(
-            victims,
-            targets,
-            segment.groups,
-            segment.method,
-            evacuate_all_instances=segment.evacuate_all_instances,
-            ignore_instances_in_error_state=segment.ignore_instances_in_error_state,
+    if len(racks) == 1 and len(segment.hosts) > 1:
+        (rack,) = racks
+        rack_finding = Finding(
+            "capacity",
+            segment.name,
+            f"all its hosts are in one rack ({rack}): losing it loses all",
+            "add hosts in another rack to the segment",
         )
-        if plan.unplaced:
-            first = plan.unplaced[0]
-            out.append(
-                Finding(
-                    "capacity",
-                    segment.name,
-                    f"after losing {what}, {len(plan.unplaced)} HA VM(s) cannot be placed ({first.reason})",
-                    "add capacity or reserved hosts to the segment, or spread its HA VMs",
-                )
-            )
-    return out
+        return [*_host_losses(segment, servers, weight), rack_finding]
+    found = _host_losses(segment, servers, weight)
+    ranked = sorted(racks, key=lambda r: (-sum(weight[h] for h in racks[r]), r))
+    for i, rack in enumerate(ranked[:MAX_LOSSES_CHECKED]):
+        if len(racks[rack]) == 1:
+            continue  # a rack of one host: the host losses asked the same question
+        what = f"its largest rack {rack}" if i == 0 else f"rack {rack}"
+        unplaced = _unplaced(segment, servers, set(racks[rack]))
+        if unplaced:
+            found.append(_short(segment, what, unplaced))
+            break
+    return found
+
+
+MAX_LOSSES_CHECKED = 20  # per segment and kind (hosts, racks): the planner runs once for each
+
+
+def _host_losses(segment: Segment, servers: Sequence[Server], weight: Mapping[str, int]) -> list[Finding]:
+    ranked = sorted(segment.hosts, key=lambda h: (-weight.get(h.name, 0), h.name))
+    for i, host in enumerate(ranked[:MAX_LOSSES_CHECKED]):
+        unplaced = _unplaced(segment, servers, {host.name})
+        if unplaced:
+            return [
+                _short(segment, f"its largest host {host.name}" if i == 0 else f"host {host.name}", unplaced)
+            ]
+    return []
+
+
+def _unplaced(segment: Segment, servers: Sequence[Server], lost: set[str]) -> tuple[Unplaced, ...]:
+    plan = plan_evacuation(
+        [s for s in servers if s.host in lost],
+        [h for h in segment.hosts if h.name not in lost],
+        segment.groups,
+        segment.method,
+        evacuate_all_instances=segment.evacuate_all_instances,
+        ignore_instances_in_error_state=segment.ignore_instances_in_error_state,
+    )
+    return plan.unplaced
+
+
+def _short(segment: Segment, what: str, unplaced: Sequence[Unplaced]) -> Finding:
+    return Finding(
+        "capacity",
+        segment.name,
+        f"after losing {what}, {len(unplaced)} HA VM(s) cannot be placed ({unplaced[0].reason})",
+        "add capacity or reserved hosts to the segment, or spread its HA VMs",
+    )
