@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +41,7 @@ from haven.domain.ids import HostName, ServerId
 from haven.service.bootstrap import segments_per_zone
 from haven.service.config import load_config
 from haven.store import Store
+from servers.process import free_port, port_open
 
 GB = 1024
 CAPACITY = Capacity(vcpus=16, ram_mb=32 * GB, disk_gb=1000, cpu_allocation_ratio=1.0)
@@ -361,3 +367,36 @@ class _Unreachable(CloudProxy):
 
 def _free_ram(host: Host) -> int:
     return int(host.capacity.schedulable_ram_mb) - host.used_ram_mb
+
+
+def test_haven_serve_answers_the_audit_from_its_own_cloud_as_the_cli_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real ``haven serve`` process: GET /v1/haven/audit from its live simulated cloud and store, the
+    same body as ``haven audit --json`` on the same home (the same seed builds the same cloud)."""
+    haven = str(Path(sys.executable).with_name("haven"))
+    env = {**os.environ, "HAVEN_HOME": str(tmp_path)}
+    # three zones of one host each: every segment's HA VMs have nowhere to go (a finding per segment)
+    (tmp_path / "haven.toml").write_text("[cloud]\nhosts = 3\nvms = 12\nseed = 4\n")
+    port = free_port()
+    proc = subprocess.Popen(
+        [haven, "serve", "--bind", f"127.0.0.1:{port}"], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 30
+        while not port_open(port) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        while not (tmp_path / "token").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        token = (tmp_path / "token").read_text().strip()  # what `haven token` prints
+        answer = httpx.get(f"{url}/v1/haven/audit", headers={"X-Auth-Token": token}, timeout=20)
+        assert answer.status_code == 200, answer.text
+        code = main(["--home", str(tmp_path), "audit", "--json"])
+        assert code == 1
+        assert answer.json() == json.loads(capsys.readouterr().out)
+        assert {f["kind"] for f in answer.json()["findings"]} == {"capacity"}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err

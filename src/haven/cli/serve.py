@@ -46,7 +46,9 @@ from haven.api.app import create_app
 from haven.api.auth import Authenticator
 from haven.api.keystone_auth import KeystoneAuthenticator, KeystoneCredentials
 from haven.api.routes.haven_alertmanager import attach_alertmanager
+from haven.api.routes.haven_audit import attach_audit
 from haven.api.routes.haven_backups import attach_backups
+from haven.audit.sources import AuditSources
 from haven.backups.serving import BackupService, build_service
 from haven.cli.clouds import choose_cloud, open_liveness
 from haven.cloud.sim import CloudSpec, SimCloud, SimFencer
@@ -176,6 +178,8 @@ async def serve(
                             backups=_backups_view(backups), leadership=leadership)  # fmt: skip
             attach_backups(api.config.app, backups)  # POST /v1/haven/backups[/restores] use its runner
             attach_alertmanager(api.config.app, explaining)  # POST /v1/haven/alertmanager: its explainer
+            attach_audit(api.config.app, AuditSources(chosen.cloud, config.controlplane, config.stateful,
+                                                      config.engine.recovery, cloud is not None))  # fmt: skip
             host, port = listener.getsockname()[:2]
             role = (
                 f"resumed {resumed} unfinished recoveries"
