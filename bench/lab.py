@@ -39,7 +39,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
-from figures import Spread, ratio, spread
+from figures import Spread, ratio_text, spread
 from lab_rivals import (
     FLOOR_PHASES,
     MASAKARI_PHASES,
@@ -124,45 +124,68 @@ def uptime() -> str:
     return f"load {one} {five} {fifteen}"
 
 
-def summary(name: str, runs: list[Times], keys: tuple[str, ...], total: str) -> dict[str, Spread]:
-    """Per phase: median, min, max, every run's value, and the median phase's share of the total."""
+def summary(
+    name: str, runs: list[Times], keys: tuple[str, ...], total: str, cap: float | None = None
+) -> dict[str, Spread]:
+    """Per phase: median, min, max, every run's value, and the median phase's share of the total.
+
+    ``cap``: the runs were stopped at ``cap`` s (Masakari's): a phase a run never reached counts as
+    "> cap" in the median (bench/figures.py), shown so when the median falls on such runs.
+    """
     print(f"\n{name} ({len(runs)} runs; seconds after the BMC power-off):")
-    print(f"  {'phase':<22} {'median':>7} {'min':>7} {'max':>7} {'share':>6}   runs")
-    spreads = {key: spread(r.get(key) for r in runs) for key in keys}
-    whole = spreads[total].median if total in spreads else None
+    print(f"  {'phase':<22} {'median':>8} {'min':>7} {'max':>7} {'share':>6}   runs")
+    spreads = {key: spread((r.get(key) for r in runs), cap) for key in keys}
+    whole_bound = spreads[total].median_bound if total in spreads else None
+    whole = whole_bound[0] if whole_bound is not None else None
     before, past_total = 0.0, False
     for key in keys:
         found = spreads[key]
-        missed = f"   ({found.missing} of {found.runs} runs never got there)" if found.missing else ""
-        if found.median is None or found.min is None or found.max is None:
-            print(f"  {key:<22} {'-':>7}{missed}")
+        bound = found.median_bound
+        if found.missing and cap is not None:
+            missed = f"   ({found.missing} of {found.runs} runs not there within the {cap:g} s cap: > cap)"
+        else:
+            missed = f"   ({found.missing} of {found.runs} runs never got there)" if found.missing else ""
+        if bound is None or found.min is None or found.max is None:
+            print(f"  {key:<22} {found.median_text():>8}{missed}")
             continue
         # A phase's share: from the phase before it to its own end, up to the total (not after it).
-        share = "" if not whole or past_total else f"{max(found.median - before, 0.0) / whole:6.0%}"
-        before, past_total = max(before, found.median), past_total or key == total
+        share = "" if not whole or past_total else f"{max(bound[0] - before, 0.0) / whole:6.0%}"
+        before, past_total = max(before, bound[0]), past_total or key == total
         listed = " ".join(f"{v:.1f}" for v in found.measured)
-        print(f"  {key:<22} {found.median:7.2f} {found.min:7.2f} {found.max:7.2f} {share:>6}   "
+        top = f"> {cap:g}" if found.missing and cap is not None else f"{found.max:.2f}"
+        print(f"  {key:<22} {found.median_text():>8} {found.min:7.2f} {top:>7} {share:>6}   "
               f"{listed}{missed}")  # fmt: skip
     return spreads
 
 
 def comparison(totals: dict[str, Spread]) -> list[str]:
-    """Each sequence's total (Nova's own all-ACTIVE time) and the issue's two ratios, like with like."""
+    """Each sequence's total (Nova's own all-ACTIVE time) and the issue's two ratios, like with like.
+
+    A capped sequence's runs not done within the cap count in its median as "> cap"; so does its
+    ratio when the median falls on them (bench/figures.py).
+    """
     lines = ["", "as Nova lists every HA VM ACTIVE on another host (median, min-max, runs that got there):"]
     for name, found in totals.items():
-        if found.median is None or found.min is None or found.max is None:
-            lines.append(f"  {name:<9} -   ({found.missing} of {found.runs} runs never got there)")
+        capped = found.cap is not None and found.missing > 0
+        if found.median_bound is None or found.min is None or found.max is None:
+            why = f"not done within the {found.cap:g} s cap" if capped else "never got there"
+            lines.append(f"  {name:<9} {found.median_text() if capped else '-'}   "
+                         f"({found.missing} of {found.runs} runs {why})")  # fmt: skip
             continue
-        missed = f"; {found.missing} of {found.runs} runs not done in the cap" if found.missing else ""
-        lines.append(f"  {name:<9} {found.median:7.2f} s  ({found.min:.2f}-{found.max:.2f}; "
+        if capped:
+            missed = f"; {found.missing} of {found.runs} runs counted as > {found.cap:g} s, the cap"
+            top = f"> {found.cap:g}"
+        else:
+            missed = f"; {found.missing} of {found.runs} runs not done in the cap" if found.missing else ""
+            top = f"{found.max:.2f}"
+        lines.append(f"  {name:<9} {found.median_text():>8} s  ({found.min:.2f}-{top}; "
                      f"{len(found.measured)} of {found.runs}{missed})")  # fmt: skip
     pairs = (("haven", "oracle", "goal <= 1.15"), ("haven", "floor", "by hand"),
              ("masakari", "haven", "goal >= 15"))  # fmt: skip
-    for top, bottom, goal in pairs:
-        if top in totals and bottom in totals:
-            value = ratio(totals[top], totals[bottom])
-            shown = "-" if value is None else f"{value:.2f}"
-            lines.append(f"ratio {top} / {bottom}: {shown}   ({goal})")
+    for top_name, bottom, goal in pairs:
+        if top_name in totals and bottom in totals:
+            shown = ratio_text(totals[top_name], totals[bottom])
+            lines.append(f"ratio {top_name} / {bottom}: {shown}   ({goal})")
     return lines
 
 
@@ -201,7 +224,8 @@ async def bench(state: LabState, args: argparse.Namespace, only: tuple[str, ...]
             "masakari": MASAKARI_PHASES}  # fmt: skip
     totals = {}
     for name in only:
-        spreads = summary(TITLES[name], results[name], keys[name], TOTAL[name])
+        cap = args.masakari_timeout if name == "masakari" else None  # its runs stop at the cap
+        spreads = summary(TITLES[name], results[name], keys[name], TOTAL[name], cap)
         totals[name] = spreads[TOTAL[name]]
     if "haven" in only:
         own = spread(r.get("verified") for r in results["haven"])
