@@ -5,14 +5,18 @@ of its simulated cloud, so the observer gate holds that segment. A reader sees t
 release button, and a release posted with the reader's own session and CSRF token is refused: the
 hold is still there as the API tells an admin. An admin releases it through the page, after a
 confirmation, and the API then shows the release recorded with the admin's name and "(dashboard)".
+A user's password (right or wrong) and haven's local token never show in any URL the browser asked
+for, in the page, or in haven serve's log.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import secrets
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import httpx
 import pytest
@@ -127,3 +131,45 @@ def test_an_admin_releases_a_hold_confirmed_and_audited(
         assert "rack 4 lost its PDU" in alert["message"]
         assert "(dashboard)" in alert["message"]
     page.context.close()
+
+
+def test_passwords_and_the_local_token_stay_out_of_urls_and_the_log(
+    served: HavenServer, keystone: KeystoneLab, browser: Browser
+) -> None:
+    who, wrong = keystone.reader, f"wrong-{secrets.token_hex(8)}"
+    secrets_ = {"the password": who.password, "a wrong password": wrong, "the local token": served.token}
+    context = browser.new_context()
+    page = context.new_page()
+    urls: list[str] = []
+    page.on("request", lambda r: urls.append(r.url))  # every page, form post, redirect, stream, asset
+    login = f"{served.url}/dashboard/login"
+
+    def attempt(token: str = "", password: str = "") -> None:
+        page.goto(login)
+        if token:
+            page.get_by_label("Token").fill(token)
+        else:
+            page.get_by_label("Keystone user name").fill(who.username)
+            page.get_by_label("Password").fill(password)
+            page.get_by_label("Project").fill(who.project_name)
+        page.get_by_role("button", name="Log in").click()
+
+    attempt(password=wrong)
+    expect(page.get_by_role("alert")).to_contain_text("not recognised")
+    attempt(token=served.token)  # Keystone mode: the local token is not a login here
+    expect(page.get_by_role("alert")).to_contain_text("not recognised")
+    pages = [page.content()]
+    attempt(password=who.password)
+    expect(page.get_by_role("heading", name="Gate holds")).to_be_visible()
+    expect(page.locator("#live")).to_contain_text("live")  # the event stream's URL was asked for too
+    pages.append(page.content())
+    context.close()
+
+    log = served.log.read_text()
+    assert log.count("dashboard: a login was refused") >= 2, log  # the log does hear the dashboard
+    assert any("/dashboard/events" in u for u in urls) and any(u.endswith("/dashboard/") for u in urls)
+    for what, secret in secrets_.items():
+        forms = {secret, quote(secret, safe=""), quote_plus(secret)}
+        assert not [u for u in urls if any(f in u for f in forms)], f"{what} in a URL"
+        assert not any(secret in p for p in pages), f"{what} in a page"
+        assert secret not in log, f"{what} in haven serve's log"

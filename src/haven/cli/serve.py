@@ -174,7 +174,8 @@ async def serve(
             resumed = engine.start() if elector is None else 0
             api = _api_server(store, engine, token, clock, bind, leadership, metrics, authenticator)
             mount_dashboard(api.config.app, store, hub, clock, token=token, authenticator=authenticator,
-                            keystone=config.keystone, hosts=hosts, declared=_declared(controlplane),
+                            keystone=config.keystone, hosts=hosts, read_hosts=chosen.cloud.list_hosts,
+                            declared=_declared(controlplane),
                             backups=_backups_view(backups), leadership=leadership)  # fmt: skip
             attach_backups(api.config.app, backups)  # POST /v1/haven/backups[/restores] use its runner
             attach_alertmanager(api.config.app, explaining)  # POST /v1/haven/alertmanager: its explainer

@@ -51,12 +51,14 @@ from haven.dashboard.board import (
     canary_durations,
     clock_text,
 )
+from haven.dashboard.domains import FailureDomains
 from haven.dashboard.drills import DrillRefused, DrillRun, DrillRunner
 from haven.dashboard.hub import EventHub
 from haven.dashboard.leadership import LeaderView, leader_view, leadership_changes
 from haven.dashboard.sessions import COOKIE, Session, SessionStore, csrf_ok
 from haven.domain.clock import Clock
 from haven.domain.errors import Conflict, HavenError, NotFound, UserError
+from haven.domain.events import EventKind
 from haven.domain.ids import HostName, NotificationId
 from haven.domain.waiting import within
 from haven.service.release import release_segment
@@ -92,8 +94,8 @@ class DashboardDeps:
     hub: EventHub
     clock: Clock
     sessions: SessionStore
+    domains: FailureDomains  # host: (zone, rack), as the cloud last said
     password_login: PasswordLogin | None = None
-    domains: Mapping[HostName, tuple[str, str]] | None = None  # host: (zone, rack), as the cloud says
     declared: Mapping[str, int] | None = None  # control-plane service: its min_replicas
     backups: BackupsView | None = None  # the backup runner's latest plan, when this server runs it
     leadership: Leadership | None = None  # several engines: the elector (a follower's page says so)
@@ -112,22 +114,23 @@ def create_dashboard(
     *,
     sessions: SessionStore | None = None,
     password_login: PasswordLogin | None = None,
-    domains: Mapping[HostName, tuple[str, str]] | None = None,
+    domains: FailureDomains | Mapping[HostName, tuple[str, str]] | None = None,
     declared: Mapping[str, int] | None = None,
     backups: BackupsView | None = None,
     leadership: Leadership | None = None,
 ) -> Starlette:
-    """``declared``: each control-plane service's min_replicas; ``backups``: how to read the backup
-    runner's latest plan (None: this server runs no backups); ``leadership``: whether this engine
-    leads and who does (haven serve's elector; None: the only engine)."""
+    """``domains``: each host's zone and rack (a FailureDomains re-reads them from the cloud; a plain
+    mapping stays as given); ``declared``: each control-plane service's min_replicas; ``backups``: how
+    to read the backup runner's latest plan (None: this server runs no backups); ``leadership``:
+    whether this engine leads and who does (haven serve's elector; None: the only engine)."""
     deps = DashboardDeps(
         store,
         authenticator,
         hub,
         clock,
         sessions or SessionStore(),
+        domains if isinstance(domains, FailureDomains) else FailureDomains(domains),
         password_login,
-        domains,
         declared,
         backups,
         leadership,
@@ -219,6 +222,7 @@ class _Pages:
         session = self._session(request)
         if session is None:
             return self._login_page(HTTPStatus.UNAUTHORIZED)
+        await self.deps.domains.refresh()  # hosts added to a zone or moved since (at most every 30 s)
         board = self.deps.board()
         p = session.principal
         drill = self.drills.running() if can_drill(p) else None  # started from a page, maybe this one
@@ -253,7 +257,12 @@ class _Pages:
         try:
             if not token and username and self.deps.password_login is not None:
                 found = await run_in_threadpool(self.deps.password_login, username, password, project)
-                token = found or ""
+                if found is None:  # Keystone refused the credentials (which are never logged)
+                    log.warning("dashboard: a login was refused (from %s)", _client(request))
+                    return self._login_page(
+                        HTTPStatus.UNAUTHORIZED, "not recognised: check the user name, password and project"
+                    )
+                token = found
             if not token:
                 return self._login_page(
                     HTTPStatus.UNAUTHORIZED, "give the token, or a user name and password"
@@ -473,6 +482,8 @@ class _Pages:
                 events = []
                 while not sub.queue.empty():
                     events.append(sub.queue.get_nowait())
+                if any(e.kind is EventKind.SEGMENTS_CHANGED for e in events):
+                    await self.deps.domains.refresh(0)  # a host just put in a segment: where is it?
                 known = set(board.notifications)
                 changes = board.apply(events)
                 if changes:
@@ -516,9 +527,14 @@ _NO_STORE = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-P
 def _render(parts: Any, board: Board, changes: Changes, known: set[NotificationId], session: Session) -> str:
     """The changed parts as fragments htmx swaps in by id (a new notification goes on top)."""
     # A table row parses only inside a table or a <template>: htmx swaps templated rows out of band.
-    out = [f"<template>{parts.host_row(board.hosts[h], oob=True)}</template>" for h in sorted(changes.hosts)]
-    out += [str(parts.chip(board.hosts[h], oob=True)) for h in sorted(changes.hosts)]
-    if changes.hosts:
+    if changes.membership:  # segments or their hosts: the map and the tables whole
+        out = [str(parts.domain_map(board, oob=True)), str(parts.segments(board, oob=True))]
+    else:
+        out = [
+            f"<template>{parts.host_row(board.hosts[h], oob=True)}</template>" for h in sorted(changes.hosts)
+        ]
+        out += [str(parts.chip(board.hosts[h], oob=True)) for h in sorted(changes.hosts)]
+    if changes.hosts or changes.membership:
         out.append(str(parts.counts(board, oob=True)))
     for nid in sorted(changes.notifications, key=lambda n: board.notifications[n].notification.created_at):
         card = str(parts.notification(board.notifications[nid], oob=nid in known))

@@ -10,7 +10,10 @@ stream sends only those. Beside the engine: the control plane's replicas are rea
 reconciler says they changed (``controlplane_changed``), the explanations when the explainer finished
 one, the canary's boots when a round finished, the backups, each protected server's latest restore drill
 and their alerts when a backup round ended (``backups_changed``, once per round of the leader's backup
-service, and when an admin asked for a drill from the page).
+service, and when an admin asked for a drill from the page). When segments or their hosts change (the
+engine's ``segments_changed``, after the API's writes), the segments and hosts are read again, with
+each host's zone and rack as the cloud now says (haven.dashboard.domains): the map and the segment
+tables follow a segment created, a host added or moved, after haven serve started.
 """
 
 from __future__ import annotations
@@ -206,10 +209,11 @@ class Changes:
     controlplane: bool = False
     explanations: bool = False  # the explanations or the canary's boots
     backups: bool = False
+    membership: bool = False  # segments or their hosts: the map and the segment tables
     announcements: list[str] = field(default_factory=list)  # for the page's live region
 
     def __bool__(self) -> bool:
-        panels = (self.alerts, self.controlplane, self.explanations, self.backups)
+        panels = (self.alerts, self.controlplane, self.explanations, self.backups, self.membership)
         return bool(self.hosts or self.notifications or any(panels))
 
 
@@ -233,11 +237,7 @@ class Board:
         self._declared = declared or {}
         self.segments = {s.id: s for s in store.list_segments()}
         self.hosts: dict[HostName, HostView] = {}
-        for h in store.list_hosts():
-            segment = self.segments.get(h.segment_id)
-            zone, rack = self._domains.get(h.name, ("", ""))
-            name = segment.name if segment else h.segment_id
-            self.hosts[h.name] = HostView(h.name, name, h.condition, zone=zone, rack=rack)
+        self.reload_membership(None)
         self.notifications: dict[NotificationId, NotificationView] = {}
         for n in store.list_notifications(limit=RECENT_NOTIFICATIONS):
             self.notifications[n.id] = _notification_view(n, store.list_steps(n.id))
@@ -258,7 +258,8 @@ class Board:
         return {c: found.get(c, 0) for c in (*CONDITIONS, *sorted(set(found) - set(CONDITIONS)))}
 
     def hosts_by_segment(self) -> list[tuple[str, list[HostView]]]:
-        grouped: dict[str, list[HostView]] = {}
+        """Each segment (one without hosts too) and its hosts, by name."""
+        grouped: dict[str, list[HostView]] = {s.name: [] for s in self.segments.values()}
         for h in sorted(self.hosts.values(), key=lambda h: (h.segment, h.name)):
             grouped.setdefault(h.segment, []).append(h)
         return sorted(grouped.items())
@@ -346,6 +347,8 @@ class Board:
                 changes.explanations = True
             elif event.kind is EventKind.BACKUPS_CHANGED:
                 changes.backups = True
+            elif event.kind is EventKind.SEGMENTS_CHANGED:
+                changes.membership = True
         for nid in changes.notifications:
             n = self._store.get_notification(nid)
             self.notifications[nid] = _notification_view(n, self._store.list_steps(nid))
@@ -353,6 +356,8 @@ class Board:
                 oldest = min(self.notifications.values(), key=lambda v: v.notification.created_at)
                 del self.notifications[oldest.notification.id]
         changes.notifications &= self.notifications.keys()
+        if changes.membership:
+            self.reload_membership(changes)
         if changes.alerts:
             self.reload_alerts()
         if changes.controlplane:
@@ -362,6 +367,26 @@ class Board:
         if changes.backups:
             self._backups_changed(max(e.at for e in events if e.kind is EventKind.BACKUPS_CHANGED), changes)
         return changes
+
+    def reload_membership(self, changes: Changes | None) -> None:
+        """The segments and their hosts from the store, each host's zone and rack from the domains as
+        they stand; a host already shown keeps its condition (the engine's events are the fresher word).
+        ``changes``: where to announce hosts added or moved (None: the board's first read)."""
+        self.segments = {s.id: s for s in self._store.list_segments()}
+        hosts: dict[HostName, HostView] = {}
+        for h in self._store.list_hosts():
+            segment = self.segment_name(h.segment_id)
+            zone, rack = self._domains.get(h.name, ("", ""))
+            view = self.hosts.get(h.name)
+            if view is None:
+                view = HostView(h.name, segment, h.condition, zone=zone, rack=rack)
+                if changes is not None:
+                    changes.announcements.append(f"{h.name} is in segment {segment}")
+            elif changes is not None and view.segment != segment:
+                changes.announcements.append(f"{h.name} moved to segment {segment}")
+            view.segment, view.zone, view.rack = segment, zone, rack
+            hosts[h.name] = view
+        self.hosts = hosts
 
     def reload_alerts(self) -> None:
         self.alerts = self._store.list_alerts(active_only=True)

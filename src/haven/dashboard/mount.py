@@ -9,6 +9,7 @@ from starlette.applications import Starlette
 from haven.api.auth import Authenticator, LocalTokenAuthenticator
 from haven.dashboard.app import ROOT, create_dashboard
 from haven.dashboard.board import BackupsView
+from haven.dashboard.domains import FailureDomains, HostsReader
 from haven.dashboard.hub import EventHub
 from haven.dashboard.keystone_login import KeystonePasswordLogin
 from haven.domain.clock import Clock
@@ -28,6 +29,7 @@ def mount_dashboard(
     authenticator: Authenticator | None = None,
     keystone: KeystoneConfig | None = None,
     hosts: Iterable[Host] = (),
+    read_hosts: HostsReader | None = None,
     declared: Mapping[str, int] | None = None,
     backups: BackupsView | None = None,
     leadership: Leadership | None = None,
@@ -35,7 +37,8 @@ def mount_dashboard(
     """The dashboard at /dashboard, logging in with the API's authenticator (the local token unless
     ``authenticator`` is Keystone's; then ``keystone`` also offers a user's password login).
 
-    ``hosts``: the cloud's hosts at start-up, for the zones and racks (aggregates) of the map.
+    ``hosts``: the cloud's hosts at start-up, for the zones and racks (aggregates) of the map;
+    ``read_hosts``: the cloud's ``list_hosts``, to read them again (haven.dashboard.domains).
     ``declared``: each control-plane service's min_replicas (its "healthy / declared").
     ``backups``: how to read the backup runner's latest plan (None: this server runs no backups).
     ``leadership``: the elector with several engines (a follower's page says it is one, and where the
@@ -53,7 +56,7 @@ def mount_dashboard(
             timeout_s=keystone.timeout_s,
         )
     gate = authenticator if authenticator is not None else LocalTokenAuthenticator(token)
-    domains = {h.name: (h.zone, h.aggregate) for h in hosts}  # the failure-domain map's zones and racks
+    domains = FailureDomains.of(hosts, read_hosts)  # the failure-domain map's zones and racks
     app.mount(
         ROOT,
         create_dashboard(

@@ -32,6 +32,7 @@ class EventKind(StrEnum):
     LEADERSHIP_GAINED = "leadership_gained"
     LEADERSHIP_LOST = "leadership_lost"
     SAFETY_DECISION = "safety_decision"  # the safety policy held or refused a fence, evacuation or disable
+    SEGMENTS_CHANGED = "segments_changed"  # segments or their hosts changed in the store (the API's writes)
     STEP_ERROR = "step_error"  # a step raised an unexpected error: that step is retried, then failed
     # Beside the engine (haven serve hands these to the dashboard's hub only, not to the publisher):
     CONTROLPLANE_CHANGED = "controlplane_changed"  # a reconciler pass recorded replica states that differ

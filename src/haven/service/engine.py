@@ -119,6 +119,7 @@ class Engine:
 
     def reload_membership(self) -> None:
         self._watch.reload_membership()
+        self._emit(EngineEvent(EventKind.SEGMENTS_CHANGED, self._clock.now()))  # the dashboard's map
 
     # ---- queries -------------------------------------------------------------------------
 
