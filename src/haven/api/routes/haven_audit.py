@@ -11,6 +11,7 @@ that does not answer is a 503 naming the cloud's error. Nothing is changed.
 
 from __future__ import annotations
 
+import asyncio
 from http import HTTPStatus
 
 from fastapi import APIRouter, Depends, Request
@@ -81,6 +82,7 @@ def router(ctx: ApiContext) -> APIRouter:
             layout = await read_layout(ctx.store, sources)
         except CloudError as exc:
             raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, f"the cloud did not answer: {exc}") from exc
-        return AuditView.model_validate(audit_json(layout, audit(layout)))
+        found = await asyncio.to_thread(audit, layout)  # the planner's runs: off the engine's event loop
+        return AuditView.model_validate(audit_json(layout, found))
 
     return routes
