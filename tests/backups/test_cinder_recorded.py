@@ -208,7 +208,8 @@ async def test_a_restore_as_new_restores_the_volume_once_then_boots_from_it(
     stub.answer("POST", f"{C}/backups/{FULL}/restore", Answer(202, recorded("backup-restore")))
     stub.answer("GET", f"{C}/volumes/{NEWVOL}", Answer(200, recorded("volume-show-restoring")))
 
-    issued = await restorer.restore(SERVER, None, "db-restored")
+    # the server is gone and its backup recorded no networks: they are named (here: none at all)
+    issued = await restorer.restore(SERVER, None, "db-restored", networks=[])
     assert issued.state is RestoreState.ISSUED  # Cinder restores: nothing booted yet
     name = volume_name(issued, 0)
     ((restore,),) = [stub.made("POST", f"{C}/backups/{FULL}/restore")]
@@ -247,7 +248,7 @@ async def test_a_volume_that_ends_error_restoring_fails_the_restore_and_is_delet
     stub.answer("GET", f"{C}/volumes/detail", Answer(200, recorded("volumes-list-detailed-empty")))
     stub.answer("POST", f"{C}/backups/{FULL}/restore", Answer(202, recorded("backup-restore")))
     stub.answer("GET", f"{C}/volumes/{NEWVOL}", Answer(200, recorded("volume-show-restoring")))
-    issued = await restorer.restore(SERVER, None, "db-restored")
+    issued = await restorer.restore(SERVER, None, "db-restored", networks=[])  # gone, none recorded
     name = volume_name(issued, 0)
     failed_volume = recorded("volumes-list-detailed-available", name=name, status="error_restoring")
     stub.answer("GET", f"{C}/volumes/detail", Answer(200, failed_volume))

@@ -7,7 +7,9 @@ its metadata (``haven_restore_id``) and a resumed one looks for the server with 
 never boots two; a resumed rebuild in place reads Nova's instance actions first and adopts a rebuild
 asked since the record was made (a second one would wipe what the guest wrote since). An issued
 restore the cloud keeps refusing fails after ``[backups.drills] timeout_s``; a permanent refusal
-fails it at once. A drill boots the newest
+fails it at once. A restore as new boots on networks chosen when it is asked and kept in its record
+(``networks``, Neutron ids): by default the original server's (as Nova shows them while it exists, else
+those recorded with the backup), or the ones named, or none. A drill boots the newest
 good backup of a protected server with no network, waits (pass by pass, never sleeping) for ACTIVE,
 deletes its server and records the recovery point it proved; a drill whose server never reaches
 ACTIVE fails and raises restore_drill_failed for that server until a later drill succeeds.
@@ -121,8 +123,18 @@ class Restorer:
             )
         return backup
 
-    async def restore(self, server_id: str, at: float | None, as_new: str | None) -> RestoreRecord:
-        """Start a restore: a new server ``as_new`` from the backup, or a rebuild in place."""
+    async def restore(
+        self, server_id: str, at: float | None, as_new: str | None, networks: Sequence[str] | None = None
+    ) -> RestoreRecord:
+        """Start a restore: a new server ``as_new`` from the backup, or a rebuild in place.
+
+        ``networks`` (as new only): None, the original server's networks; a list of networks (names
+        or ids), those; empty, no network at all. A UserError for a network Neutron does not know."""
+        if as_new is None and networks is not None:
+            raise UserError(
+                "networks are chosen for a restore as new only (a rebuild keeps the server's own)",
+                "pass --as-new NAME, or drop --network/--no-network",
+            )
         backup = await self.choose(server_id, at)
         if as_new is None and backup.kind is BackupKind.VOLUME:
             raise UserError(
@@ -140,6 +152,8 @@ class Restorer:
             await self._flavor_of(server_id)  # a deleted server's flavor must come from the config
         purpose = RestorePurpose.AS_NEW if as_new else RestorePurpose.REBUILD
         record = self._record(purpose, backup, as_new or backup.server_name)
+        if as_new is not None:
+            record = dataclasses.replace(record, networks=await self._networks(backup, networks))
         if self._holder:
             until = self._clock.now() + self._hold_s
             record = dataclasses.replace(record, held_by=self._holder, held_until=until)
@@ -187,6 +201,36 @@ class Restorer:
             except Conflict:
                 continue
         return record
+
+    async def _networks(self, backup: BackupRecord, asked: Sequence[str] | None) -> tuple[str, ...]:
+        """The networks (ids) a restore as new boots on: those ``asked`` (names or ids, each found in
+        Neutron), else the original server's as Nova shows them now, else (it is gone) those recorded
+        with the backup, each still in Neutron."""
+        if asked is not None:
+            return tuple(dict.fromkeys([await self._network(n, "") for n in asked]))
+        try:
+            return await self._port.server_networks(ServerId(backup.server_id))
+        except NotFound:
+            pass
+        if backup.networks is None:
+            raise UserError(
+                f"server {backup.server_id} no longer exists and backup {backup.id} recorded no networks "
+                "(it was taken before haven recorded them, or they could not be read then)",
+                'name them with --network NAME_OR_ID (API: networks), or pass --no-network ("none")',
+            )
+        why = f" (server {backup.server_id} was on it when backup {backup.id} was taken)"
+        return tuple([await self._network(n, why) for n in backup.networks])
+
+    async def _network(self, name_or_id: str, why: str) -> str:
+        try:
+            return await self._port.find_network(name_or_id)
+        except NotFound:
+            raise UserError(
+                f"no network {name_or_id!r} in the cloud{why}",
+                "openstack network list shows them: pass --network NAME_OR_ID, or --no-network",
+            ) from None
+        except Conflict as exc:
+            raise UserError(str(exc), "pass the network's id") from None
 
     # ---- drills -------------------------------------------------------------------------------------
 
@@ -308,17 +352,19 @@ class Restorer:
                     if record.purpose is RestorePurpose.DRILL
                     else {"haven_restored_from": backup.id, RESTORE_ID_KEY: record.id}
                 )
+                # a drill is isolated: never a network, whatever its record says
+                networks = record.networks if record.purpose is RestorePurpose.AS_NEW else ()
                 if backup.kind is BackupKind.VOLUME:
                     volumes = await self._restored_volumes(record, backup)
                     if volumes is None:  # Cinder still restores: the next round looks again
                         return await self._waited(record, "Cinder is still restoring its volumes")
                     target_id = await self._port.boot_from_volumes(
                         record.name, volumes, flavor, metadata,
-                        delete_on_termination=record.purpose is RestorePurpose.DRILL,
+                        delete_on_termination=record.purpose is RestorePurpose.DRILL, networks=networks,
                     )  # fmt: skip
                 else:
                     target_id = await self._port.boot_from_image(
-                        record.name, record.image_id, flavor, metadata
+                        record.name, record.image_id, flavor, metadata, networks
                     )
         except TemporaryError as exc:
             if self._clock.now() - record.created_at > self._settings.timeout_s:

@@ -420,8 +420,21 @@ class BackupRunner:
             if self._clock.now() - record.created_at > self._config.scheduler.timeout_s:
                 return await self._fail(record, f"still failing after the timeout: {exc}", epoch)
             raise
+        if creating.networks is None:
+            creating = dataclasses.replace(creating, networks=await self._networks_of(record))
         await self._db(self._store.save_backup, creating, [BackupState.ISSUED], epoch=epoch)
         return creating
+
+    async def _networks_of(self, record: BackupRecord) -> tuple[str, ...] | None:
+        """The server's networks as the cloud took its backup (a restore as new of it, once the server
+        is gone, boots on them); None when they cannot be read now (best effort: the backup goes on)."""
+        try:
+            return await self._port.server_networks(record.server_id)
+        except Exception as exc:  # never a reason to lose the accepted backup's record
+            log.info(
+                "backup %s of %s: its networks were not recorded: %s", record.id, record.server_name, exc
+            )
+            return None
 
     def _refused_limit(self, record: BackupRecord) -> float:
         """How long an issued backup may be refused for now: ``timeout_s``; for Cinder, which refuses

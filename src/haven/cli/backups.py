@@ -69,6 +69,15 @@ def add_backups_command(sub: Any, config_of: ConfigOf, store_of: StoreOf) -> Non
     restore.add_argument("server", help="the id of the server the backup is of")
     restore.add_argument("--at", help="the newest backup taken at or before this time (ISO 8601, UTC)")
     restore.add_argument("--as-new", metavar="NAME", help="boot a new server NAME instead of rebuilding")
+    nets = restore.add_mutually_exclusive_group()
+    nets.add_argument(
+        "--network", metavar="NAME_OR_ID", action="append", dest="networks",
+        help="with --as-new: boot on this network (repeatable); default: the original server's networks",
+    )  # fmt: skip
+    nets.add_argument(
+        "--no-network", action="store_const", const=[], dest="networks",
+        help="with --as-new: boot with no network at all",
+    )  # fmt: skip
     restore.add_argument("--json", action="store_true")
     restore.add_argument(
         "--wait", type=_wait_seconds, default=600.0,
@@ -168,7 +177,7 @@ async def _act(args: argparse.Namespace, config: HavenConfig, store: Store, at: 
                 return _hold_lost(lost)
             return 0 if record.state.value == "available" or args.wait == 0 else 1
         restorer = Restorer(port, store, clock, config.backups.drills, holder=holder, hold_s=HOLD_S)
-        restore = await restorer.restore(args.server, at, args.as_new)
+        restore = await restorer.restore(args.server, at, args.as_new, args.networks)
         deadline = time.monotonic() + args.wait
         lost = None
         try:

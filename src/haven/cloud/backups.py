@@ -65,10 +65,22 @@ class BackupPort(Protocol):
 
     async def delete_volume_backup(self, backup_id: str) -> None: ...
 
+    async def server_networks(self, server_id: ServerId) -> tuple[str, ...]:
+        """The networks (Neutron ids) the server has ports on, as Nova shows them, in Nova's order, each
+        once; () for a server with no network. NotFound once it is deleted."""
+        ...
+
+    async def find_network(self, name_or_id: str) -> str:
+        """The id of the network with this id, else of the one network with this name (as Neutron
+        lists them); NotFound when none, Conflict when several share the name."""
+        ...
+
     async def boot_from_image(
-        self, name: str, image_id: str, flavor_id: str, metadata: Mapping[str, str]
-    ) -> ServerId:
-        """A new server from ``image_id`` with no network at all (Nova's ``networks: none``)."""
+        self, name: str, image_id: str, flavor_id: str, metadata: Mapping[str, str],
+        networks: Sequence[str] = (),
+    ) -> ServerId:  # fmt: skip
+        """A new server from ``image_id`` with a port on each of ``networks`` (Neutron ids); with none,
+        no network at all (Nova's ``networks: none``: a drill's)."""
         ...
 
     async def restore_volume_backup(self, backup_id: str, name: str) -> str:
@@ -88,10 +100,11 @@ class BackupPort(Protocol):
 
     async def boot_from_volumes(
         self, name: str, volume_ids: Sequence[str], flavor_id: str, metadata: Mapping[str, str],
-        delete_on_termination: bool,
+        delete_on_termination: bool, networks: Sequence[str] = (),
     ) -> ServerId:  # fmt: skip
-        """A new server booting from ``volume_ids[0]``, the others attached, with no network; the
-        volumes go with the server when ``delete_on_termination`` (a drill's)."""
+        """A new server booting from ``volume_ids[0]``, the others attached, on ``networks`` as
+        boot_from_image's (none: no network); the volumes go with the server when
+        ``delete_on_termination`` (a drill's)."""
         ...
 
     async def rebuild(self, server_id: ServerId, image_id: str) -> None:

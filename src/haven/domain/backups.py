@@ -143,6 +143,13 @@ class BackupRecord:
     accepted_at: float | None = None  # when the cloud accepted the create call(s): creating since
     late_at: float | None = None  # still creating past the scheduler's timeout_s (a Cinder backup)
     leftover: bool = False  # failed, but Cinder (or Glance) may still hold what it made: removed pass by pass
+    # The server's networks (Neutron ids, Nova's order) read when the cloud took the backup: a restore
+    # as new of a deleted server boots on them. None: not read (a record from before, or the read failed).
+    networks: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.networks is not None and not isinstance(self.networks, tuple):  # the store's JSON list
+            object.__setattr__(self, "networks", tuple(self.networks))
 
 
 class RestorePurpose(StrEnum):
@@ -181,6 +188,11 @@ class RestoreRecord:
     held_by: str = ""  # as BackupRecord's: haven backups restore, in another process than the leader
     held_until: float = 0.0
     asked_by: str = ""  # who asked for it outside the schedule (the dashboard's drill: the audit record)
+    networks: tuple[str, ...] = ()  # the networks (Neutron ids) a restore as new boots on; () none (a drill)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.networks, tuple):  # the store's JSON list
+            object.__setattr__(self, "networks", tuple(self.networks))
 
 
 class ImageStatus(StrEnum):

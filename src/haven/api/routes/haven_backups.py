@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -53,6 +53,14 @@ class RestoreRequest(BaseModel):
     )
     as_new: str | None = Field(
         None, min_length=1, max_length=255, description="boot a new server of this name (absent: rebuild)"
+    )
+    networks: Literal["none"] | list[Annotated[str, Field(min_length=1, max_length=255)]] | None = Field(
+        None,
+        max_length=32,
+        description=(
+            'with as_new: the networks (names or ids) the new server boots on, or "none" (no network); '
+            "absent: the original server's networks (while it exists; else those recorded with the backup)"
+        ),
     )
 
 
@@ -159,8 +167,9 @@ def router(ctx: ApiContext) -> APIRouter:
         if at is not None and at.tzinfo is None:
             at = at.replace(tzinfo=UTC)
         try:
+            networks = [] if body.networks == "none" else body.networks
             record = await service.restorer.restore(
-                body.server_id, at.timestamp() if at is not None else None, body.as_new
+                body.server_id, at.timestamp() if at is not None else None, body.as_new, networks
             )
         except UserError as exc:
             raise _bad(exc) from None

@@ -3,8 +3,10 @@
 Called by haven.backups through haven.cloud.backups.BackupPort; built by OpenStackCloud.backups() on
 the same openstacksdk connection and worker pool. Requests are pinned like haven.cloud.openstack.nova's:
 createBackup at 2.45 (Nova answers the new image's id in the body), servers at 2.71, boots at 2.37
-(``networks: "none"``, so a drill's server has no network at all), rebuild at 2.1; Glance v2; Cinder
-v3 at 3.43 (backups with metadata). Every error becomes a haven error in CallPool.
+(``networks: "none"``, so a drill's server has no network at all; a restore as new names its networks'
+ids), a server's networks from Nova's os-interface (its ports, as Nova shows them), rebuild at 2.1;
+Glance v2; Neutron v2.0 (a network found by id or name); Cinder v3 at 3.43 (backups with metadata).
+Every error becomes a haven error in CallPool.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from haven.domain.backups import (
     VolumeRef,
 )
 from haven.domain.cloud import ServerAction
-from haven.domain.errors import CloudError, NotFound, PermanentError, TemporaryError
+from haven.domain.errors import CloudError, Conflict, NotFound, PermanentError, TemporaryError
 from haven.domain.ids import ServerId
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,15 @@ class BackupApi:
     def server(self, server_id: str) -> Json:
         r = self._conn.compute.get(f"/servers/{server_id}", microversion=SERVERS_MV)
         return dict(self._json(r)["server"])
+
+    def interfaces(self, server_id: str) -> list[Json]:
+        """The server's ports as Nova shows them (os-interface: ``net_id``, ``port_id``, ``fixed_ips``)."""
+        r = self._conn.compute.get(f"/servers/{server_id}/os-interface", microversion="2.1")
+        return list(self._json(r)["interfaceAttachments"])
+
+    def networks(self, **query: str) -> list[Json]:
+        """Neutron's networks matching ``query`` (``id`` or ``name``: exact), all an admin sees."""
+        return list(self._json(self._conn.network.get("/networks", params=query))["networks"])
 
     def create_backup(self, server_id: str, body: Json) -> str:
         r = self._conn.compute.post(f"/servers/{server_id}/action", json=body, microversion=BACKUP_MV)
@@ -252,6 +263,11 @@ def busy_volume(message: str) -> bool:
     return bool(_BUSY_VOLUME.search(message))
 
 
+def _networks(networks: Sequence[str]) -> str | list[Json]:
+    """Nova's ``networks`` of a boot (2.37): a port on each network, or ``none`` (no network at all)."""
+    return [{"uuid": n} for n in networks] if networks else "none"
+
+
 def volume(body: Json) -> Volume:
     return Volume(id=str(body["id"]), name=str(body.get("name") or ""), status=str(body.get("status") or ""))
 
@@ -391,12 +407,30 @@ class OpenStackBackups:
     async def delete_volume_backup(self, backup_id: str) -> None:
         await self._pool.run(f"delete backup {backup_id}", self._api.delete_volume_backup, backup_id)
 
+    async def server_networks(self, server_id: ServerId) -> tuple[str, ...]:
+        ports = await self._pool.run(
+            f"list interfaces of server {server_id}", self._api.interfaces, server_id
+        )
+        return tuple(dict.fromkeys(str(p["net_id"]) for p in ports if p.get("net_id")))
+
+    async def find_network(self, name_or_id: str) -> str:
+        found = await self._pool.run(f"find network {name_or_id}", self._api.networks, id=name_or_id)
+        if not found:
+            found = await self._pool.run(f"find network {name_or_id}", self._api.networks, name=name_or_id)
+        if not found:
+            raise NotFound(f"no network with the id or name {name_or_id!r}")
+        if len(found) > 1:
+            ids = ", ".join(sorted(str(n["id"]) for n in found))
+            raise Conflict(f"{len(found)} networks are named {name_or_id!r} ({ids}): name one by its id")
+        return str(found[0]["id"])
+
     async def boot_from_image(
-        self, name: str, image_id: str, flavor_id: str, metadata: Mapping[str, str]
-    ) -> ServerId:
+        self, name: str, image_id: str, flavor_id: str, metadata: Mapping[str, str],
+        networks: Sequence[str] = (),
+    ) -> ServerId:  # fmt: skip
         flavor_ref = await self._flavor_ref(flavor_id)
-        body = {"server": {"name": name, "imageRef": image_id, "flavorRef": flavor_ref, "networks": "none",
-                           "metadata": dict(metadata)}}  # fmt: skip
+        body = {"server": {"name": name, "imageRef": image_id, "flavorRef": flavor_ref,
+                           "networks": _networks(networks), "metadata": dict(metadata)}}  # fmt: skip
         return ServerId(await self._pool.run(f"boot {name} from image {image_id}", self._api.boot, body))
 
     async def restore_volume_backup(self, backup_id: str, name: str) -> str:
@@ -416,15 +450,16 @@ class OpenStackBackups:
 
     async def boot_from_volumes(
         self, name: str, volume_ids: Sequence[str], flavor_id: str, metadata: Mapping[str, str],
-        delete_on_termination: bool,
+        delete_on_termination: bool, networks: Sequence[str] = (),
     ) -> ServerId:  # fmt: skip
         mapping = [
             {"boot_index": 0 if i == 0 else -1, "uuid": vid, "source_type": "volume",
              "destination_type": "volume", "delete_on_termination": delete_on_termination}
             for i, vid in enumerate(volume_ids)
         ]  # fmt: skip
-        body = {"server": {"name": name, "flavorRef": await self._flavor_ref(flavor_id), "networks": "none",
-                           "metadata": dict(metadata), "block_device_mapping_v2": mapping}}  # fmt: skip
+        body = {"server": {"name": name, "flavorRef": await self._flavor_ref(flavor_id),
+                           "networks": _networks(networks), "metadata": dict(metadata),
+                           "block_device_mapping_v2": mapping}}  # fmt: skip
         return ServerId(
             await self._pool.run(f"boot {name} from volume {volume_ids[0]}", self._api.boot, body)
         )

@@ -15,7 +15,10 @@ newest backup, which must be available (400 otherwise, and with none); deleting 
 available or error, or that another backup depends on (one still ``deleting`` counts), is a 400; a
 delete leaves the backup ``deleting`` for ``volume_delete_s``, then gone; a restore makes a new volume,
 ``restoring-backup`` for ``restore_s`` (the backup ``restoring`` meanwhile); a server booted from
-restored volumes deletes them with itself when asked to (``delete_on_termination``).
+restored volumes deletes them with itself when asked to (``delete_on_termination``). Its Neutron is a
+catalogue of networks (``add_network``) and, as ground truth, the networks each server has a port on
+(``ports``; ``attach`` for a protected server): a boot names networks by id or asks ``none``, and an
+unknown id is refused as Nova refuses it (400, "Network ... could not be found").
 """
 
 from __future__ import annotations
@@ -123,6 +126,9 @@ class SimBackups:
         self.create_calls: list[tuple[float, ServerId, str]] = []  # ground truth: every accepted createBackup
         self.rebuild_calls: list[tuple[float, ServerId, str]] = []  # ground truth: every accepted rebuild
         self.peak_uploading = 0  # ground truth: the most backups uploading at once
+        self.network_names: dict[str, str] = {}  # Neutron's networks: id -> name
+        self.ports: dict[ServerId, tuple[str, ...]] = {}  # ground truth: the networks each server is on
+        self.boot_calls: list[tuple[float, str, tuple[str, ...]]] = []  # (at, name, networks) accepted
         self._events: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
 
@@ -137,6 +143,20 @@ class SimBackups:
 
     def make_volume_backed(self, server_id: ServerId, *volume_ids: str) -> None:
         self.volumes[server_id] = volume_ids or (f"vol-{server_id}",)
+
+    def add_network(self, name: str, network_id: str = "") -> str:
+        """A Neutron network (its id: ``network_id`` or a new uuid)."""
+        network_id = network_id or str(uuid.uuid4())
+        self.network_names[network_id] = name
+        return network_id
+
+    def attach(self, server_id: ServerId, *network_ids: str) -> None:
+        """The server gets a port on each network (as it was booted with them)."""
+        self.cloud.sim_server(server_id)
+        for n in network_ids:
+            if n not in self.network_names:
+                raise NotFound(f"Network {n} could not be found.")
+        self.ports[server_id] = tuple(dict.fromkeys((*self.ports.get(server_id, ()), *network_ids)))
 
     def uploading(self) -> int:
         self._catch_up()
@@ -164,6 +184,21 @@ class SimBackups:
     async def find_restored(self, restore_id: str, name: str) -> Sequence[BackupTarget]:
         return [t for t in await self.find_targets(name) if t.metadata.get(RESTORE_ID_KEY) == restore_id]
 
+    async def server_networks(self, server_id: ServerId) -> tuple[str, ...]:
+        self._catch_up()
+        self.cloud.sim_server(server_id)  # NotFound once it is deleted
+        return self.ports.get(server_id, ())
+
+    async def find_network(self, name_or_id: str) -> str:
+        if name_or_id in self.network_names:
+            return name_or_id
+        named = sorted(n for n, name in self.network_names.items() if name == name_or_id)
+        if not named:
+            raise NotFound(f"no network with the id or name {name_or_id!r}")
+        if len(named) > 1:
+            raise Conflict(f"{len(named)} networks are named {name_or_id!r} ({', '.join(named)})")
+        return named[0]
+
     async def rebuilt_since(self, server_id: ServerId, since: float) -> bool:
         self._catch_up()
         self.cloud.sim_server(server_id)  # NotFound once it is deleted
@@ -185,6 +220,7 @@ class SimBackups:
     async def delete_server(self, server_id: ServerId) -> None:
         self._catch_up()
         self.cloud.delete_server(server_id)
+        self.ports.pop(server_id, None)  # Nova deletes its ports with it
         for vol in self.restored.values():
             if vol.server_id == server_id:
                 vol.status = "deleted" if vol.delete_on_termination else "available"
@@ -216,13 +252,14 @@ class SimBackups:
         self._at(self.cloud.clock.now() + self.timings.boot_s, done)
 
     async def boot_from_image(
-        self, name: str, image_id: str, flavor_id: str, metadata: Mapping[str, str]
-    ) -> ServerId:
+        self, name: str, image_id: str, flavor_id: str, metadata: Mapping[str, str],
+        networks: Sequence[str] = (),
+    ) -> ServerId:  # fmt: skip
         self._catch_up()
         image = self._image(image_id)
         if image.status is not ImageStatus.ACTIVE:
             raise Conflict(f"Image {image_id} is not active.")
-        return self._boot(name, flavor_id, metadata, image.data, image.broken, image_id=image_id)
+        return self._boot(name, flavor_id, metadata, image.data, image.broken, image_id, networks)
 
     async def restore_volume_backup(self, backup_id: str, name: str) -> str:
         """Cinder's restore to a new volume: the backup is ``restoring`` and the volume
@@ -284,22 +321,26 @@ class SimBackups:
 
     async def boot_from_volumes(
         self, name: str, volume_ids: Sequence[str], flavor_id: str, metadata: Mapping[str, str],
-        delete_on_termination: bool,
+        delete_on_termination: bool, networks: Sequence[str] = (),
     ) -> ServerId:  # fmt: skip
         self._catch_up()
         vols = [self._volume(v) for v in volume_ids]
         for vol in vols:
             if vol.status != "available":
                 raise PermanentError(f"Invalid volume: volume {vol.id} is {vol.status}, not available")
-        server_id = self._boot(name, flavor_id, metadata, vols[0].data, vols[0].broken, image_id="")
+        server_id = self._boot(name, flavor_id, metadata, vols[0].data, vols[0].broken, "", networks)
         for vol in vols:
             vol.status, vol.server_id, vol.delete_on_termination = "in-use", server_id, delete_on_termination
         self.volumes[server_id] = tuple(v.id for v in vols)
         return server_id
 
     def _boot(
-        self, name: str, flavor_id: str, metadata: Mapping[str, str], data: str, broken: bool, image_id: str
-    ) -> ServerId:
+        self, name: str, flavor_id: str, metadata: Mapping[str, str], data: str, broken: bool, image_id: str,
+        networks: Sequence[str] = (),
+    ) -> ServerId:  # fmt: skip
+        for n in networks:  # Nova asks Neutron for each before it accepts the boot
+            if n not in self.network_names:
+                raise PermanentError(f"Network {n} could not be found. (HTTP 400)")
         known = (s.flavor for h in self.cloud.host_names() for s in self.cloud.servers_on(h))
         flavor = next((f for f in known if f.name == flavor_id), None)
         flavor = flavor or Flavor(flavor_id or "sim.tiny", 1, 512, 1)
@@ -311,6 +352,9 @@ class SimBackups:
             server_id, name, hosts[0], flavor, vm_state=VmState.BUILDING, metadata=dict(metadata)
         )
         self.cloud.boot_server(server)
+        self.boot_calls.append((self.cloud.clock.now(), name, tuple(networks)))
+        if networks:
+            self.ports[server_id] = tuple(dict.fromkeys(networks))
         if image_id:
             self.image_of[server_id] = image_id
 
