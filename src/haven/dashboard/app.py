@@ -483,7 +483,9 @@ class _Pages:
                 while not sub.queue.empty():
                     events.append(sub.queue.get_nowait())
                 if any(e.kind is EventKind.SEGMENTS_CHANGED for e in events):
-                    await self.deps.domains.refresh(0)  # a host just put in a segment: where is it?
+                    # A host just put in a segment: where is it? (Any read begun since the event will do:
+                    # the pages that heard it share one.)
+                    await self.deps.domains.refresh(COALESCE_S)
                 known = set(board.notifications)
                 changes = board.apply(events)
                 if changes:

@@ -48,8 +48,17 @@ class FailureDomains(Mapping[HostName, tuple[str, str]]):
         self._failing = False
 
     @classmethod
-    def of(cls, hosts: Iterable[Host], read: HostsReader | None = None) -> FailureDomains:
-        return cls({h.name: (h.zone, h.aggregate) for h in hosts}, read)
+    def of(
+        cls,
+        hosts: Iterable[Host],
+        read: HostsReader | None = None,
+        *,
+        refresh_s: float = REFRESH_S,
+        timeout_s: float = READ_TIMEOUT_S,
+    ) -> FailureDomains:
+        """From the hosts the cloud listed (haven serve's start-up read)."""
+        found = {h.name: (h.zone, h.aggregate) for h in hosts}
+        return cls(found, read, refresh_s=refresh_s, timeout_s=timeout_s)
 
     def __getitem__(self, host: HostName) -> tuple[str, str]:
         return self._map[host]
@@ -62,7 +71,7 @@ class FailureDomains(Mapping[HostName, tuple[str, str]]):
 
     async def refresh(self, max_age_s: float | None = None) -> bool:
         """Read the cloud's hosts again unless a read began within ``max_age_s`` (None: ``refresh_s``;
-        0: only a read that began after this call will do); whether the map changed."""
+        a page's stream, after ``segments_changed``: the time since the event); whether the map changed."""
         if self._read is None:
             return False
         asked = time.monotonic()
