@@ -92,8 +92,16 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
         boot_timeout_s=args.boot_timeout, request_timeout_s=args.request_timeout,
         whole_timeout_s=args.whole_timeout,
     )  # fmt: skip
-    logging.getLogger("haven").setLevel(logging.ERROR)  # the report says what was seen
-    result = asyncio.run(_inject(LabFaults(state), fault, settings, args.controlplane, say))
+    # The report says what was seen; keystoneauth warns of every Keystone a fault made unreachable.
+    loggers = [logging.getLogger(name) for name in ("haven", "keystoneauth")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        result = asyncio.run(_inject(LabFaults(state), fault, settings, args.controlplane, say))
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
     document = fault_json(fault, result)
     if args.json:
         print(json.dumps(document, indent=2))

@@ -30,6 +30,9 @@ from haven.domain.errors import UserError
 from haven.drill.faults_process import process_image
 
 Heal = Callable[[], None]
+# Services started again by a heal: kept, so no Popen object is collected while its process runs (a
+# ResourceWarning then); the lab's record of each (FaultLab.restarted) is what `haven lab down` stops.
+_RESTARTED: list[subprocess.Popen[bytes]] = []
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,7 @@ def killed(process: str) -> Callable[[FaultLab], Heal]:
             with open(entry.log, "ab") as out:
                 started = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
                                            start_new_session=True)  # fmt: skip
+            _RESTARTED.append(started)
             lab.restarted(entry, started.pid)
 
         return heal
