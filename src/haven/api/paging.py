@@ -2,11 +2,11 @@
 
 Masakari pages with ``limit`` (at most 1000; 0 or absent means 1000), ``marker`` (the
 uuid of the last item seen; an unknown marker is a 400) and repeated ``sort_key`` /
-``sort_dir`` pairs. Segments and hosts are filtered, ordered and cut in SQL: ``page_query``
-checks the request and turns it into the store's haven.domain.listing.PageQuery, and
-``refuse_unknown_marker`` turns the store's MarkerNotFound into Masakari's 400. The other
-lists (notifications, vmoves) are small per request: the routes build the views of every
-matching object and ``page`` orders and cuts them. Ties are broken by uuid either way, so
+``sort_dir`` pairs. Segments, hosts and notifications are filtered, ordered and cut in SQL:
+``page_query`` checks the request and turns it into the store's haven.domain.listing.PageQuery,
+and ``refuse_unknown_marker`` turns the store's MarkerNotFound into Masakari's 400. The vmoves
+of one notification are few: their route builds the views of every matching one and ``page``
+orders and cuts them. Ties are broken by uuid either way, so
 that a marker always resumes at the same place.
 """
 

@@ -1,10 +1,12 @@
-"""Filtering, ordering and paging in SQL, for the lists of segments and hosts.
+"""Filtering, ordering and paging in SQL, for the lists of segments, hosts and notifications.
 
-Called by haven.store.segments and haven.store.hosts. The order is the page query's keys, then
-the table's uuid column ascending, so two rows never tie and a marker resumes exactly after the
-row it names. NULLs come last in ascending order and first in descending order (the order the
-API always had). The rows after a marker are found by keyset comparison against the marker row's
-values: no OFFSET, so a page deep in a large segment costs the same as the first.
+Called by haven.store.segments and haven.store.hosts (``page``); haven.store.notification_listing
+orders by expressions over a join and uses ``after`` and ``order_by`` directly. The order is the
+page query's keys, then the table's uuid column ascending, so two rows never tie and a marker
+resumes exactly after the row it names. NULLs come last in ascending order and first in descending
+order (the order the API always had). The rows after a marker are found by keyset comparison
+against the marker row's values: no OFFSET, so a page deep in a large segment costs the same as
+the first.
 """
 
 from __future__ import annotations
@@ -47,9 +49,7 @@ def page(
     if query.marker is not None:
         marker = _marker_row(conn, table, uuid_column, filters, query)
         statement = statement.where(_after(order, marker))
-    statement = statement.order_by(
-        *(column.asc().nulls_last() if d == ASC else column.desc().nulls_first() for column, d in order)
-    )
+    statement = statement.order_by(*order_by(order))
     if query.limit is not None:
         statement = statement.limit(query.limit)
     return conn.execute(statement).all()
@@ -77,11 +77,20 @@ def _marker_row(
 
 
 def _after(order: Sequence[tuple[Column[Any], str]], marker: Row[Any]) -> ColumnElement[bool]:
-    """Rows strictly after ``marker`` in ``order``: equal on every earlier key, after on this one."""
+    return after([(column, direction, marker._mapping[column.name]) for column, direction in order])
+
+
+def order_by(order: Sequence[tuple[ColumnElement[Any], str]]) -> list[ColumnElement[Any]]:
+    """ORDER BY clauses for ``order``: NULLs last ascending, first descending."""
+    return [key.asc().nulls_last() if d == ASC else key.desc().nulls_first() for key, d in order]
+
+
+def after(keys: Sequence[tuple[ColumnElement[Any], str, object]]) -> ColumnElement[bool]:
+    """Rows strictly after the marker row whose values of the ``keys`` (key, direction, value) are given:
+    equal on every earlier key, after on this one."""
     alternatives: list[ColumnElement[bool]] = []
     equal_so_far: list[ColumnElement[bool]] = []
-    for column, direction in order:
-        value = marker._mapping[column.name]
+    for column, direction, value in keys:
         alternatives.append(and_(*equal_so_far, _beyond(column, direction, value)))
         equal_so_far.append(column.is_(None) if value is None else column == value)
     return or_(*alternatives)

@@ -52,6 +52,7 @@ from haven.store import (
     fencing,
     hosts,
     migrate,
+    notification_listing,
     notifications,
     outbox,
     segments,
@@ -252,6 +253,34 @@ class Store:
         """Matching notifications, newest ``created_at`` first."""
         with self._transaction(write=False) as conn:
             return notifications.list_some(conn, statuses, type, hostname, limit, created_after)
+
+    def list_notifications_page(
+        self,
+        query: PageQuery,
+        *,
+        statuses: Collection[NotificationStatus] | None = None,
+        type: NotificationType | None = None,
+        generated_since: float | None = None,
+        source_host_uuids: Collection[str] | None = None,
+        unheld_uuid: Callable[[str], str],
+    ) -> list[tuple[Notification, str | None]]:
+        """One page of the notifications matching every filter given, ordered, filtered and cut in
+        SQL, each with the uuid of the host now holding its hostname (None: no segment holds it).
+
+        ``source_host_uuids``: the forms of one uuid; a notification matches when the host holding
+        its name has one of them, or, when none does, ``unheld_uuid(hostname)`` is one of them (that
+        is also its ``source_host_uuid`` sort value). MarkerNotFound for a marker naming none of them.
+        """
+        with self._transaction(write=False) as conn:
+            return notification_listing.list_page(
+                conn,
+                query,
+                statuses=statuses,
+                type_=type,
+                generated_since=generated_since,
+                source_host_uuids=source_host_uuids,
+                unheld_uuid=unheld_uuid,
+            )
 
     def save_progress(
         self,

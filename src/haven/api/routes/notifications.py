@@ -8,6 +8,9 @@ is opened by the engine through ``intake.submit``, on the event loop. Masakari's
 Show adds ``recovery_workflow_details`` from microversion 1.1, and (haven's extension, any
 microversion) ``haven_recovery``: the mode it was opened in, who claimed it, haven's summary.
 The claim, progress, finish and fail routes live in haven.api.routes.custom_recovery.
+The list is filtered, ordered and paged in SQL (haven.store.notification_listing), as segments
+and hosts are: ties go by uuid ascending, and a marker (uuid or integer id) must be in the
+filtered list, else a 400.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ from fastapi import APIRouter, Depends, Query
 from haven.api.auth import require_admin
 from haven.api.context import ApiContext
 from haven.api.errors import ApiError
-from haven.api.identity import same_uuid
+from haven.api.identity import candidates, legacy_host_uuid
 from haven.api.microversion import WORKFLOW_DETAILS, APIVersion, api_version
-from haven.api.paging import Page, page
+from haven.api.paging import Page, page_query, refuse_unknown_marker
 from haven.api.schemas import NotificationCreate
 from haven.api.views import haven_recovery_view, notification_view
 from haven.api.workflow import workflow_details
@@ -33,19 +36,14 @@ from haven.domain.incidents import Notification, NotificationStatus, Notificatio
 
 Json = dict[str, Any]
 Version = Annotated[APIVersion, Depends(api_version)]
-SORTABLE = frozenset(
-    {
-        "id",
-        "notification_uuid",
-        "type",
-        "hostname",
-        "source_host_uuid",
-        "generated_time",
-        "status",
-        "created_at",
-        "updated_at",
-    }
-)
+# The API's sort keys, and the notification fields the store sorts by (the integer id is its number).
+SORTABLE = {
+    "id": "number",
+    "notification_uuid": "id",
+    "generated_time": "generated_at",
+    **{key: key for key in ("type", "hostname", "source_host_uuid", "status", "created_at", "updated_at")},
+}
+# Masakari's default (created_at desc); Masakari then adds id desc, haven's ties go by uuid ascending.
 DEFAULT_ORDER = (("created_at", "desc"),)
 
 
@@ -92,21 +90,17 @@ def router(ctx: ApiContext) -> APIRouter:
             type is not None and type not in set(NotificationType)
         ):
             return {"notifications": []}  # Masakari filters on the value as it is: nothing matches
-        matching = [
-            n
-            for n in ctx.store.list_notifications(
+        query = page_query(paging, SORTABLE, DEFAULT_ORDER)
+        with refuse_unknown_marker():
+            found = ctx.store.list_notifications_page(
+                query,
                 statuses=None if status is None else [NotificationStatus(status)],
                 type=None if type is None else NotificationType(type),
+                generated_since=since,
+                source_host_uuids=None if source_host_uuid is None else candidates(source_host_uuid),
+                unheld_uuid=legacy_host_uuid,
             )
-            if since is None or n.generated_at >= since
-        ]
-        uuids = ctx.host_uuids({n.hostname for n in matching})
-        found = [
-            view
-            for view in (notification_view(n, uuids.get(n.hostname)) for n in matching)
-            if source_host_uuid is None or same_uuid(source_host_uuid, view["source_host_uuid"])
-        ]
-        return {"notifications": page(found, paging, SORTABLE, DEFAULT_ORDER, uuid_key="notification_uuid")}
+        return {"notifications": [notification_view(n, host_uuid) for n, host_uuid in found]}
 
     @routes.post("", status_code=HTTPStatus.ACCEPTED, summary="Report a failure")
     async def create_notification(body: NotificationCreate) -> Json:
