@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,10 +110,10 @@ def _vm(name: str, host: str, ram_gb: int, ha: bool = True) -> SimServer:
     return SimServer(ServerId(name), name, HostName(host), flavor, metadata=metadata)
 
 
-def sim_cloud(servers: Sequence[SimServer]) -> SimCloud:
-    """One zone, three hosts of 32 GB in three racks, carrying ``servers``."""
+def sim_cloud(servers: Sequence[SimServer], racks: Mapping[str, str] = RACKS) -> SimCloud:
+    """One zone, hosts of 32 GB in their racks (three hosts in three racks), carrying ``servers``."""
     hosts = [
-        SimHost(HostName(name), "az1", rack, CAPACITY, heartbeat_phase=0.0) for name, rack in RACKS.items()
+        SimHost(HostName(name), "az1", rack, CAPACITY, heartbeat_phase=0.0) for name, rack in racks.items()
     ]
     return SimCloud(VirtualClock(), hosts, servers)
 
@@ -141,13 +141,20 @@ class _Roles:
 class World:
     """A home folder with haven.toml and a store, one simulated cloud, the CLI and the API on them."""
 
-    def __init__(self, home: Path, cloud: SimCloud, toml: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(
+        self,
+        home: Path,
+        racks: Mapping[str, str],
+        cloud: SimCloud,
+        toml: str,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
         self.home, self.cloud = home, cloud
         (home / "haven.toml").write_text(toml)
         self.db = f"sqlite:///{home / 'haven.db'}"
         with Store.open(self.db) as store:
             # as haven serve's first start does with the cloud's hosts (all three in az1)
-            segments_per_zone(store, [Host(HostName(n), "az1", r, CAPACITY) for n, r in RACKS.items()])
+            segments_per_zone(store, [Host(HostName(n), "az1", r, CAPACITY) for n, r in racks.items()])
         # The CLI opens the cloud haven.toml names; here, this very simulated cloud.
         monkeypatch.setattr(
             audit_cli, "choose_cloud", lambda *a: ChosenCloud(cloud, cloud, "test cloud", sim=cloud)
@@ -176,8 +183,8 @@ class World:
 def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.delenv("HAVEN_HOME", raising=False)
 
-    def make(servers: Sequence[SimServer], toml: str = CLEAN_TOML) -> World:
-        return World(tmp_path, sim_cloud(servers), toml, monkeypatch)
+    def make(servers: Sequence[SimServer], toml: str = CLEAN_TOML, racks: Mapping[str, str] = RACKS) -> World:
+        return World(tmp_path, racks, sim_cloud(servers, racks), toml, monkeypatch)
 
     yield make
 
@@ -206,6 +213,10 @@ async def test_a_clean_cloud_has_no_finding_and_says_what_it_checked(
     assert checked["clusters"] == ["galera openstack", "rabbitmq openstack"]
     assert "keystone" in checked["services"]  # the simulated control plane's services, on ctl-1..3
     assert {"rack-1", "rack-2", "rack-3", "rack-a", "rack-b", "rack-c"} <= set(checked["domains"])
+    assert await asyncio.to_thread(main, ["--home", str(w.home), "audit"]) == 0  # the table says the same
+    out = capsys.readouterr().out
+    assert "no finding" in out and "segments checked: segment-az1" in out
+    assert "clusters checked: galera openstack, rabbitmq openstack" in out
     # the cloud's own state: each host has room for any other host's HA VMs
     hosts = await w.cloud.list_hosts()
     assert all(h.capacity.ram_mb - h.used_ram_mb >= 16 * GB for h in hosts)
@@ -223,6 +234,24 @@ async def test_a_segment_that_cannot_lose_its_largest_host(
     code, shown = await both(w, capsys)
     assert code == 1 and kinds(shown) == [("capacity", "segment-az1")]
     assert "largest host compute-1, 2 HA VM(s) cannot be placed" in shown["findings"][0]["detail"]
+
+
+async def test_a_segment_that_can_lose_any_host_but_not_its_largest_rack(
+    world: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    racks = {"compute-1": "rack-1", "compute-2": "rack-1", "compute-3": "rack-2", "compute-4": "rack-3"}
+    servers = [_vm(f"vm-{h}-{j}", h, 8) for h in racks for j in (1, 2)]
+    servers.append(_vm("filler", "compute-3", 8, ha=False))
+    w = world(servers, racks=racks)
+    # ground truth: rack-1's four 8 GB HA VMs need 32 GB; compute-3 and -4 have 8 + 16 GB free;
+    # one host's two VMs (16 GB) fit on the others
+    free = {h.name: _free_ram(h) for h in await w.cloud.list_hosts()}
+    assert free["compute-3"] + free["compute-4"] == 24 * GB and free["compute-4"] == 16 * GB
+    code, shown = await both(w, capsys)
+    assert code == 1 and kinds(shown) == [("capacity", "segment-az1")]
+    assert (
+        "after losing its largest rack rack-1, 1 HA VM(s) cannot be placed" in shown["findings"][0]["detail"]
+    )
 
 
 async def test_a_host_on_maintenance_is_no_target(world: Any, capsys: pytest.CaptureFixture[str]) -> None:
