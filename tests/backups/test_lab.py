@@ -26,6 +26,7 @@ import pytest
 from api.conftest import FakeIntake
 from haven.api.app import create_app
 from haven.api.routes.haven_backups import attach_backups
+from haven.backups import schedule
 from haven.backups.config import parse_backups
 from haven.backups.restores import Restorer
 from haven.backups.runner import BackupRunner
@@ -34,6 +35,7 @@ from haven.cli.main import main
 from haven.cloud.openstack import open_cloud
 from haven.domain.backups import BackupRecord, BackupState, RestoreRecord, RestoreState
 from haven.domain.clock import RealClock, VirtualClock
+from haven.domain.errors import PermanentError, UserError
 from haven.domain.ids import ServerId
 from haven.store import Store
 from servers.nova import NovaLab
@@ -298,6 +300,117 @@ async def test_a_backup_and_a_restore_as_new_through_the_api_on_real_nova(
         store.close()
         cloud.close()
         _delete_all(conn, servers, images)
+
+
+async def test_a_restore_as_new_on_real_nova_takes_the_original_servers_networks(
+    nova_lab: NovaLab, tmp_path: Path
+) -> None:
+    """What the lab can show of a restore's networks. Its Neutron is a stand-in with no networks at all
+    (haven.lab.netstub: every list is empty, every create a 404), so no server on it can have a port:
+    the original boots with ``networks: none``. Shown here, from Nova's records: the original's networks
+    as Nova's os-interface shows them (none) are recorded with the backup and the copy boots with them
+    (no address, no interface); a network Neutron does not know is refused before Nova is asked
+    (nothing booted); and a boot naming a network id reaches Nova in a body its 2.37 schema accepts,
+    Nova then asking Neutron for that network and refusing it as unknown (its own 400). A copy
+    actually attached to a network needs a Neutron that makes ports: not on this lab."""
+    conn = nova_lab.connect("2.37")
+    server_id = _boot(conn, nova_lab, "bk-lab-net", {})
+    servers: list[str] = [server_id]
+    images: list[str] = []
+    cloud = open_cloud("lab", max_workers=2, clouds_yaml=nova_lab.clouds_yaml)
+    store = Store.open(f"sqlite:///{tmp_path / 'haven.db'}")
+    try:
+        _wait("the server ACTIVE", lambda: _server(conn, server_id)["status"] == "ACTIVE")
+        port = cloud.backups()
+        config = parse_backups({"jitter_s": 0.0, "drills": {"timeout_s": 60.0}}, "test")
+        runner = BackupRunner(config, port, store, RealClock())
+        record = await runner.backup_now(server_id)
+        images.append(record.image_id)
+        assert record.networks == ()  # Nova's os-interface for the server: no port
+        _upload(conn, record.image_id)  # the hypervisor's part (see the module's docstring)
+        await runner.run_pass()
+        assert store.get_backup(record.id).state is BackupState.AVAILABLE
+        restorer = Restorer(port, store, RealClock(), config.drills)
+
+        with pytest.raises(UserError, match="no network 'bk-lab-no-such-net' in the cloud"):
+            await restorer.restore(server_id, None, "bk-lab-net-bad", ["bk-lab-no-such-net"])
+        named = _json(conn.compute.get("/servers", params={"name": "^bk-lab-net-bad$"}))["servers"]
+        assert named == []  # nothing booted
+
+        copy = await _finish(restorer, await restorer.restore(server_id, None, "bk-lab-net-copy"), servers)
+        assert copy.state is RestoreState.DONE and copy.networks == (), copy
+        seen = _server(conn, copy.target_id)  # Nova's own answer
+        assert (seen["status"], seen["addresses"]) == ("ACTIVE", {})
+        ports = _json(conn.compute.get(f"/servers/{copy.target_id}/os-interface"))["interfaceAttachments"]
+        assert ports == []
+
+        missing = "3f6c2a1e-9b7d-4c5e-8a2f-0d1e2f3a4b5c"
+        with pytest.raises(PermanentError, match=f"Network {missing} could not be found"):
+            await port.boot_from_image("bk-lab-net-asked", record.image_id, nova_lab.flavor, {}, [missing])
+        named = _json(conn.compute.get("/servers", params={"name": "^bk-lab-net-asked$"}))["servers"]
+        assert named == []
+    finally:
+        store.close()
+        cloud.close()
+        _delete_all(conn, servers, images)
+
+
+async def test_the_scheduled_pass_starts_a_backup_on_real_nova_once_in_its_window(
+    nova_lab: NovaLab, tmp_path: Path
+) -> None:
+    """No backup now: the runner's own pass, its clock placed at the due time of the server's next daily
+    window (the sim tests' virtual clock), asks Nova for createBackup by itself; passes later in the
+    same window (the backup in flight, then available) ask for none. Judged from Glance's images with
+    the server's instance_uuid and from Nova's instance actions."""
+    conn = nova_lab.connect("2.37")
+    policy = {"haven_backup": "daily", "haven_backup_keep": "2"}
+    server_id = _boot(conn, nova_lab, "bk-lab-sched", policy)
+    servers: list[str] = [server_id]
+    images: list[str] = []
+    cloud = open_cloud("lab", max_workers=2, clouds_yaml=nova_lab.clouds_yaml)
+    store = Store.open(f"sqlite:///{tmp_path / 'haven.db'}")
+    try:
+        _wait("the server ACTIVE", lambda: _server(conn, server_id)["status"] == "ACTIVE")
+        config = parse_backups({"jitter_s": 0.0}, "test")
+        daily = schedule.parse("daily")
+        slot = daily.next_slot(time.time())  # the next window: tomorrow 00:00 UTC
+        clock = VirtualClock(slot + schedule.jitter(server_id, daily, 0.0))  # its due time
+        runner = BackupRunner(config, cloud.backups(), store, clock)
+
+        await runner.run_pass()
+        glance = _backup_images(conn, server_id)
+        images.extend(i["id"] for i in glance)
+        assert len(glance) == 1, glance
+        assert (glance[0]["backup_type"], glance[0]["haven_backup_slot"]) == ("haven-daily", str(int(slot)))
+        assert _actions(conn, server_id).count("createBackup") == 1
+        (record,) = store.backups_of(server_id)
+        assert (record.trigger.value, record.image_id) == ("schedule", glance[0]["id"])
+
+        clock.advance_to(clock.now() + 60.0)
+        await runner.run_pass()  # the window's backup in flight: nothing more asked
+        _upload(conn, glance[0]["id"])  # the hypervisor's part (see the module's docstring)
+        clock.advance_to(clock.now() + 60.0)
+        await runner.run_pass()
+        assert store.get_backup(record.id).state is BackupState.AVAILABLE
+        clock.advance_to(clock.now() + 3600.0)
+        await runner.run_pass()  # an hour on, the same window: covered
+        assert [i["id"] for i in _backup_images(conn, server_id)] == [glance[0]["id"]]
+        assert _actions(conn, server_id).count("createBackup") == 1
+    finally:
+        store.close()
+        cloud.close()
+        _delete_all(conn, servers, images)
+
+
+def _backup_images(conn: Any, server_id: str) -> list[dict[str, Any]]:
+    """Glance's images of the server (its instance_uuid), any name."""
+    listed = _json(conn.image.get("/images", params={"limit": 1000}))["images"]
+    return [i for i in listed if i.get("instance_uuid") == server_id]
+
+
+def _actions(conn: Any, server_id: str) -> list[str]:
+    found = _json(conn.compute.get(f"/servers/{server_id}/os-instance-actions"))["instanceActions"]
+    return [str(a["action"]) for a in found]
 
 
 async def _finish(restorer: Restorer, record: RestoreRecord, servers: list[str]) -> RestoreRecord:
