@@ -99,12 +99,13 @@ def test_a_host_moved_in_the_cloud_then_put_in_a_new_segment(tmp_path: Path) -> 
             # The cloud moves the host (a new zone, a new rack), and the API puts it in a new segment.
             sim = cloud.sim_host(moved)
             sim.zone, sim.aggregate = "az3", "az3-rack07"
-            late = store.create_segment(
-                Segment(SegmentId(uuid.uuid4().hex), "segment-az3", RecoveryMethod.AUTO)
-            )
             with web.stream("GET", "/dashboard/events") as stream:
                 lines = stream.iter_lines()
                 assert next(lines) == "event: live"
+                opening = _next_update_with(lines, 'id="map"')  # the stream's first message: all of it
+                assert _zone_and_rack(opening, moved) == ("az1", "az1-rack01")  # not read again yet
+                segment = Segment(SegmentId(uuid.uuid4().hex), "segment-az3", RecoveryMethod.AUTO)
+                late = store.create_segment(segment)
                 store.update_host(HostName(moved), segment_id=late.id)
                 # what the engine tells its sinks when the API wrote segments or hosts (reload_membership)
                 served.call(hub, EngineEvent(EventKind.SEGMENTS_CHANGED, clock.now()))

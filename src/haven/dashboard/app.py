@@ -517,7 +517,8 @@ def _render_all(
 ) -> str:
     """Every part of the page, and the leadership note (a stream's first message, or after a change of
     leader); ``shown``: the notifications the page has (None: those of ``board``), the others go on top."""
-    everything = Changes(set(board.hosts), set(board.notifications), True, True, True, True)
+    # The map and the segment tables whole (segments or hosts may have changed since the page's read).
+    everything = Changes(set(board.hosts), set(board.notifications), True, True, True, True, membership=True)
     note = str(parts.leadership(view, board.read_at, oob=True))
     known = set(board.notifications) if shown is None else shown & set(board.notifications)
     return note + _render(parts, board, everything, known, session)
