@@ -11,7 +11,8 @@ replicas were on a lost controller (still served elsewhere, no host to start ano
 controller's alert. A service short only because some of its replicas were unread this pass raises
 no hold of its own for a grace (``unread_grace``: the reconciler gives about two passes), then does.
 What is left (a crash loop, a
-mass failure, no host to start on) is one alert per hold.
+mass failure, no host to start on) is one alert per hold; a ``busy`` hold (a replica answering late
+under load, whose restart waits) raises none: it is out of the load balancer and back once it answers.
 """
 
 from __future__ import annotations
@@ -131,13 +132,17 @@ def root_alerts(
         handled = (hold.host is not None and hold.host in lost) or (
             hold.kind == "dependency" and any(f"{hold.service} held" in v for v in folded.values())
         )
-        if handled or (
-            hold.kind == "no_host"
-            and (
-                hold.service in down_by_lost
-                or hold.service in short_by_lost
-                or hold.service in looped
-                or hold.service in unread
+        if (
+            handled
+            or hold.kind == "busy"
+            or (
+                hold.kind == "no_host"
+                and (
+                    hold.service in down_by_lost
+                    or hold.service in short_by_lost
+                    or hold.service in looped
+                    or hold.service in unread
+                )
             )
         ):
             continue

@@ -35,7 +35,8 @@ mistake raises ConfigError naming the key and how to fix it.
     quorum = false                               # serves only with a majority of its members up
     drain_s = 2.0
     probe = { kind = "http", port = 8774, path = "/", expect_status = [200], timeout_s = 2.0,
-              period_s = 2.0, failure_threshold = 3, startup_grace_s = 60.0 }   # or probe = "none"
+              period_s = 2.0, failure_threshold = 3, startup_grace_s = 60.0,
+              busy_grace_s = 30.0, busy_cpu_share = 0.02 }   # or probe = "none"
     restart = { backoff_initial_s = 1.0, backoff_factor = 2.0, backoff_max_s = 300.0,
                 crash_loop_max_restarts = 5, crash_loop_window_s = 600.0 }
 
@@ -285,6 +286,12 @@ def _probe(value: object, base: ProbeSpec | None, where: str) -> ProbeSpec | Non
         raise ConfigError(f"{where}: port must be between 1 and 65535, got {probe.port}")
     if probe.timeout_s <= 0 or probe.period_s <= 0 or probe.failure_threshold < 1:
         raise ConfigError(f"{where}: timeout_s and period_s must be > 0 and failure_threshold >= 1")
+    if probe.busy_grace_s < 0 or not 0 < probe.busy_cpu_share <= 1:
+        raise ConfigError(
+            f"{where}: busy_grace_s must be >= 0 (0: a late replica is restarted as a hung one) and "
+            f"busy_cpu_share between 0 and 1, got {probe.busy_grace_s!r} and {probe.busy_cpu_share!r}",
+            "e.g. busy_grace_s = 30.0, busy_cpu_share = 0.02",
+        )
     return probe
 
 

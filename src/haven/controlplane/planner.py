@@ -17,7 +17,12 @@ The rules, per service:
    back-off over its recent restarts (haven's and systemd's own); at ``crash_loop_max_restarts`` within
    the window, still not serving, it is in a crash loop: haven stops restarting it, keeps it out of the
    load balancer and holds it with an alert (a loop of systemd's own restarts, Restart=, too), and it no
-   longer counts towards ``min_replicas``.
+   longer counts towards ``min_replicas``. A *busy* replica is not restarted before its probes have
+   failed for ``busy_grace_s`` (a ``busy`` hold, no alert): its last probes all timed out, but its
+   unit's CPU time advanced between them by at least ``busy_cpu_share`` of one CPU (read by systemd,
+   ``ProbeResult.cpu_s``): it works, late (overloaded: a fresh replica, or the survivor taking the
+   load), where a hung one (SIGSTOPped, deadlocked) spends none and is restarted at once, killed
+   first when stateless. Without a CPU figure every timeout counts as hung (as before).
 4. Never everything at once: at most ``max_restarts_at_once`` replicas of a service are out for a
    restart; when many fail their probes at once, haven.safety's replica gate holds them all (and keeps
    them in the load balancer: the prober is as likely wrong as they are); a replica whose dependency
@@ -74,6 +79,7 @@ from haven.safety import replica_gate_reason
 H = ReplicaHealth
 PROBE_FAILING = "probe failing"  # how the reason of a restart for failed probes begins
 PROBE_HUNG = "probe failing, no answer"  # ... when they failed by timeout (hung): killed first if stateless
+PROBE_BUSY = "probe failing, busy"  # ... by timeout while its CPU time advanced, past busy_grace_s
 TIMED_OUT = "no answer within"  # in a probe result's detail when it timed out (the probers say so)
 RESPREAD = "re-spread"  # how the reason of rule 6's START begins (the reconciler finds its moves by it)
 _NEEDS_RESTART = frozenset({H.FAILED, H.UNHEALTHY})
@@ -305,6 +311,20 @@ def _restart(spec: ServiceSpec, j: Judged, dependency_down: bool, state: _Pass) 
         return False
     if j.health is H.FAILED:
         why = "unit failed"
+    elif _busy(spec, j):
+        since = _failing_since(j)
+        assert spec.probe is not None  # _busy says so
+        until = since + spec.probe.busy_grace_s
+        if state.now < until:
+            reason = (
+                f"{spec.name}@{j.view.host} answers no probe within {spec.probe.timeout_s:g} s but its "
+                f"CPU time advances (busy, not hung): not restarted unless it still fails "
+                f"{spec.probe.busy_grace_s:g} s after its first failure"
+            )
+            state.holds.append(Hold(spec.name, j.view.host, "busy", reason))
+            state.wait(until)
+            return False
+        why = f"{PROBE_BUSY} for {state.now - since:.0f} s"
     elif _hung(spec, j):
         why = PROBE_HUNG
     else:
@@ -319,6 +339,30 @@ def _hung(spec: ServiceSpec, j: Judged) -> bool:
     threshold = spec.probe.failure_threshold if spec.probe is not None else 1
     last = j.view.probes[-threshold:]
     return len(last) >= threshold and all(not p.ok and TIMED_OUT in p.detail for p in last)
+
+
+def _busy(spec: ServiceSpec, j: Judged) -> bool:
+    """Hung by its probes (``_hung``), yet its unit's CPU time advanced between the first and the last
+    of them (and the one before, with one failure enough) by at least ``busy_cpu_share`` of the time
+    between: answering late but working. A figure missing on either end: not known to be busy."""
+    probe = spec.probe
+    if probe is None or probe.busy_grace_s <= 0 or not _hung(spec, j):
+        return False
+    window = j.view.probes[-max(probe.failure_threshold, 2) :]
+    first, last = window[0], window[-1]
+    if first.cpu_s is None or last.cpu_s is None or last.at <= first.at:
+        return False
+    return last.cpu_s - first.cpu_s >= probe.busy_cpu_share * (last.at - first.at)
+
+
+def _failing_since(j: Judged) -> float:
+    """When its current run of failed probes began (the oldest one kept, when all kept failed)."""
+    since = j.view.probes[-1].at
+    for result in reversed(j.view.probes):
+        if result.ok:
+            break
+        since = result.at
+    return since
 
 
 def _crash_loop_hold(spec: ServiceSpec, j: Judged, state: _Pass) -> None:

@@ -35,6 +35,16 @@ class Killer(Protocol):
         ...
 
 
+@runtime_checkable
+class CpuMeter(Protocol):
+    """A service manager that knows how much CPU time a unit's processes have used (systemd's
+    CPUUsageNSec): what tells a busy replica (late, working) from a hung one (no progress)."""
+
+    async def cpu_s(self, unit: str) -> float | None:
+        """The CPU time ``unit``'s processes used, in seconds; None when it is not known."""
+        ...
+
+
 class Balancer(Protocol):
     """The load balancer's members, keyed by (backend, server), as it reports them; and their state."""
 

@@ -5,9 +5,10 @@ Each pass:
 1. finishes any action a previous pass or engine left ``issued`` (its handler re-reads the world first,
    so an effect that already happened is not made twice);
 2. reads every replica's unit (systemd), the load balancer's members (HAProxy) and runs the probes that
-   are due, and notes restarts systemd made by itself (NRestarts went up) as history; what changed (a
-   probe failing or passing again, a unit stopped, a new process) is kept as the explainer's evidence
-   (haven.evidence.controlplane);
+   are due (each followed by a read of its unit's CPU time, when the host's driver is a CpuMeter: how
+   the planner tells a busy replica from a hung one), and notes restarts systemd made by itself
+   (NRestarts went up) as history; what changed (a probe failing or passing again, a unit stopped, a
+   new process) is kept as the explainer's evidence (haven.evidence.controlplane);
 3. asks haven.controlplane.planner for the plan, commits each action's intent (``issued``, with what proves
    its effect: the unit's InvocationID before a restart) before the effect, and its outcome after;
 4. records every replica's state (for ``haven controlplane status`` and the metrics), raises one alert
@@ -31,7 +32,7 @@ from typing import TypeVar
 from haven.controlplane.alerts import root_alerts, unread_services
 from haven.controlplane.config import ControlPlaneConfig
 from haven.controlplane.planner import PROBE_HUNG, RESPREAD, plan
-from haven.controlplane.ports import Balancer, Killer, Prober, Units
+from haven.controlplane.ports import Balancer, CpuMeter, Killer, Prober, Units
 from haven.domain.clock import Clock
 from haven.domain.controlplane import (
     ActionDetail,
@@ -44,6 +45,7 @@ from haven.domain.controlplane import (
     MemberStatus,
     PlannedAction,
     ProbeResult,
+    ProbeSpec,
     ReplicaState,
     ReplicaView,
     ServiceName,
@@ -54,6 +56,7 @@ from haven.domain.controlplane import (
 from haven.domain.errors import Conflict, HavenError, NotFound
 from haven.domain.ids import HostName
 from haven.domain.incidents import Alert, AlertKind
+from haven.domain.waiting import within
 from haven.evidence.controlplane import ControlPlaneEvidence, Probed
 from haven.store import Store
 
@@ -282,9 +285,7 @@ class Reconciler:
             status = observed.units.get((spec.name, host))
             if spec.probe is None or status is None or status.active not in _RUNNING:
                 continue
-            log_ = self._probes.setdefault(
-                (spec.name, host), collections.deque(maxlen=spec.probe.failure_threshold + 5)
-            )
+            log_ = self._probes.setdefault((spec.name, host), collections.deque(maxlen=_kept(spec.probe)))
             if self._invocations.get((spec.name, host), status.invocation_id) != status.invocation_id:
                 # A new process: the old one's results say nothing about it (whatever the clocks of
                 # haven and that host say about when it started).
@@ -293,7 +294,7 @@ class Reconciler:
             if log_ and now - log_[-1].at < spec.probe.period_s:
                 continue
             address = self._address.get(host, host)
-            due.append(((spec.name, host), self._prober.probe(address, spec.probe, host)))
+            due.append(((spec.name, host), self._probe(address, spec.probe, spec.unit, host)))
         results = await asyncio.gather(*(call for _, call in due))
         probed = []
         for (key, _), result in zip(due, results, strict=True):
@@ -301,6 +302,24 @@ class Reconciler:
             kind = self._specs[key[0]].probe
             probed.append(Probed(key[0], key[1], kind.kind.value if kind else "", now, result))
         return probed
+
+    async def _probe(self, address: str, probe: ProbeSpec, unit: str, host: HostName) -> ProbeResult:
+        """One probe, then the unit's CPU time just after it (when its systemd tells it): the planner
+        compares it across failed probes to tell a busy replica from a hung one. The read is bounded
+        by the probe's timeout and its failure only leaves the figure unknown."""
+        result = await self._prober.probe(address, probe, host)
+        meter = self._units.get(host)
+        if not isinstance(meter, CpuMeter):
+            return result
+        try:
+            cpu = await within(meter.cpu_s(unit), probe.timeout_s)
+        except (HavenError, TimeoutError) as exc:
+            log.debug("CPU time of %s on %s unread: %s", unit, host, exc)
+            return result
+        except Exception:  # a driver's bug: the figure is unknown, the probe counts
+            log.exception("CPU time of %s on %s unread", unit, host)
+            return result
+        return result if cpu is None else dataclasses.replace(result, cpu_s=cpu)
 
     def _stale(self, views: Sequence[ReplicaView]) -> frozenset[Key]:
         """Rule 7: members someone other than haven took out whose unit was restarted since haven
@@ -474,6 +493,12 @@ class Reconciler:
                 log.warning("%s", reason)
                 alert = Alert(str(uuid.uuid4()), kind, reason, now, host=HostName(subject))
                 await self._db(self._store.raise_alert, alert, epoch=epoch)
+
+
+def _kept(probe: ProbeSpec) -> int:
+    """How many probe results a replica keeps: its failure threshold and a few, and enough to see
+    when a busy replica's failures began for ``busy_grace_s`` (one result per period at most)."""
+    return probe.failure_threshold + 5 + int(probe.busy_grace_s / probe.period_s) + 1
 
 
 def unread_grace(

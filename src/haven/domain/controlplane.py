@@ -52,6 +52,13 @@ class ProbeSpec:
     # A replica that has not passed its probe since its unit became active is *starting* for this long
     # (Kubernetes' startup probe): its failures do not count, so a slow start is never killed.
     startup_grace_s: float = 60.0
+    # A replica whose probes time out while its unit's CPU time goes on advancing (by at least
+    # ``busy_cpu_share`` of one CPU between its failed probes) is *busy*, not hung: answering late under
+    # load. It leaves the load balancer as any failing replica, but is restarted only once it has failed
+    # this long (a spinning loop is bounded too). 0: restarted as a hung one. Needs the unit's CPU time
+    # (systemd); without it every timeout counts as hung.
+    busy_grace_s: float = 30.0
+    busy_cpu_share: float = 0.02  # CPU time per wall time between failed probes that makes one busy
     # The account of KEYSTONE, NOVA_SERVICES, SQL and AMQP probes; its password is read from the
     # environment variable ``password_env`` (never written in haven.toml).
     user: str = ""
@@ -178,6 +185,9 @@ class ProbeResult:
     ok: bool
     at: float  # when the probe finished
     detail: str = ""  # "200 OK", "timed out after 2 s", "connection refused"
+    # The replica's unit's CPU time (seconds, all its processes) read just after this probe; None: not
+    # known (a driver without it, its systemd not counting it, a read that failed).
+    cpu_s: float | None = None
 
 
 class MemberAdmin(StrEnum):
@@ -295,7 +305,7 @@ class Hold:
 
     service: ServiceName
     host: HostName | None  # None: the whole service
-    kind: str  # "crash_loop", "mass_failure", "dependency", "last_serving", "no_host"
+    kind: str  # "crash_loop", "mass_failure", "dependency", "last_serving", "no_host", "busy"
     reason: str
 
 

@@ -5,6 +5,15 @@ InvocationID and ActiveEnterTimestamp of the unit, and the service's NRestarts; 
 StopUnit and RestartUnit jobs (mode "replace") without waiting for them: the next pass reads the result.
 D-Bus errors are translated here: NoSuchUnit is NotFound, anything else (the bus gone, a timeout)
 a TemporaryError. The connection is opened on first use and opened again after it breaks.
+
+``cpu_s`` (the ``CpuMeter`` port) is the unit's CPU time: systemd's CPUUsageNSec. A systemd 252 on a
+hybrid cgroup hierarchy (cgroup v1 controllers, as this project's machines and the HA lab's systemd
+in a PID namespace) reports none (2**64-1) even with CPUAccounting=yes; then, for a systemd on this
+machine only (a ``unix:`` bus: a remote host's cgroup of the same name would be another process),
+the unit's ControlGroup's processes are read from /sys/fs/cgroup (unified, then name=systemd) and
+their /proc/PID/stat CPU times summed, keeping only processes in that systemd's PID namespace (its
+bus socket's peer, SO_PEERCRED): two namespaced systemds of one machine (the HA lab's controllers)
+put their units of one name in the same cgroup.
 """
 
 from __future__ import annotations
@@ -12,6 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import struct
+from pathlib import Path
 from typing import Any
 
 from dbus_fast import BusType, Message, MessageType, Variant
@@ -30,6 +43,9 @@ _MANAGER = "org.freedesktop.systemd1.Manager"
 _UNIT = "org.freedesktop.systemd1.Unit"
 _SERVICE = "org.freedesktop.systemd1.Service"
 _PROPERTIES = "org.freedesktop.DBus.Properties"
+_NO_FIGURE = 2**64 - 1  # systemd's "not known" for CPUUsageNSec
+_CGROUP_ROOTS = ("/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd")
+_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 
 
 class SystemdUnits:
@@ -42,9 +58,12 @@ class SystemdUnits:
         self._connecting = asyncio.Lock()
         self._attempts = 0  # connection attempts made
         self._failure: TemporaryError | None = None  # the latest attempt's failure (None: it connected)
+        self._cgroups: dict[str, str] = {}  # unit -> its ControlGroup (fixed by its name)
+        self._namespace = ""  # the PID namespace of the systemd behind the bus ("": not known yet)
 
     async def close(self) -> None:
         bus, self._bus = self._bus, None
+        self._namespace = ""  # a bus that broke may come back with another systemd behind it
         if bus is not None:
             bus.disconnect()  # only shuts the socket down: it is closed once the reader sees it
             with contextlib.suppress(Exception):  # a bus that broke is closed all the same
@@ -66,6 +85,25 @@ class SystemdUnits:
             invocation_id=bytes(props.get("InvocationID", b"")).hex(),
             active_since=entered / 1e6 if entered else None,
         )
+
+    async def cpu_s(self, unit: str) -> float | None:
+        """The CPU time ``unit``'s processes used, in seconds; None when neither systemd nor (for a
+        systemd on this machine) the unit's cgroup tells it."""
+        path = await self._unit_path(unit)
+        if unit.endswith(".service"):
+            nsec = await self._get(path, _SERVICE, "CPUUsageNSec")
+            if isinstance(nsec, int) and nsec != _NO_FIGURE:
+                return nsec / 1e9
+        namespace = self._local_namespace()
+        if not namespace:
+            return None
+        cgroup = self._cgroups.get(unit)
+        if cgroup is None:
+            interface = _SERVICE if unit.endswith(".service") else _UNIT
+            cgroup = str(await self._get(path, interface, "ControlGroup") or "")
+            if cgroup:
+                self._cgroups[unit] = cgroup
+        return cgroup_cpu_s(cgroup, namespace) if cgroup else None
 
     async def start(self, unit: str) -> None:
         await self._call(_MANAGER_PATH, _MANAGER, "StartUnit", "ss", [unit, "replace"])
@@ -100,6 +138,18 @@ class SystemdUnits:
         # LoadUnit (not GetUnit) also answers for a unit that is not loaded because it is inactive.
         reply = await self._call(_MANAGER_PATH, _MANAGER, "LoadUnit", "s", [unit])
         return str(reply[0])
+
+    async def _get(self, path: str, interface: str, name: str) -> Any:
+        reply = await self._call(path, _PROPERTIES, "Get", "ss", [interface, name])
+        variant: Variant = reply[0]
+        return variant.value
+
+    def _local_namespace(self) -> str:
+        """The PID namespace (``pid:[N]``) of the systemd behind this driver's bus, when that bus is a
+        socket on this machine whose listener is seen here; "" otherwise (remote, abstract, unknown)."""
+        if not self._namespace:  # kept once known; a bus not up yet is asked again
+            self._namespace = bus_namespace(self._address)
+        return self._namespace
 
     async def _get_all(self, path: str, interface: str) -> dict[str, Any]:
         reply = await self._call(path, _PROPERTIES, "GetAll", "s", [interface])
@@ -160,3 +210,51 @@ class SystemdUnits:
                 raise self._failure from exc
             self._failure = None
             return self._bus
+
+
+def bus_namespace(address: str | None) -> str:
+    """The PID namespace of the process that listens on the D-Bus ``address`` (systemd's socket
+    activation: systemd itself; else dbus-daemon, in the same namespace), read from its socket's
+    peer credentials; "" for a bus not on this machine's file system or a peer not seen here."""
+    if address is None:
+        address = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/run/dbus/system_bus_socket")
+    first = address.split(";")[0]
+    if not first.startswith("unix:"):
+        return ""
+    paths = [p.removeprefix("path=") for p in first.removeprefix("unix:").split(",") if p.startswith("path=")]
+    if not paths:
+        return ""
+    path = paths[0]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1.0)
+            sock.connect(path)
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid = struct.unpack("3i", creds)[0]
+        return os.readlink(f"/proc/{pid}/ns/pid") if pid > 0 else ""
+    except OSError:
+        return ""
+
+
+def cgroup_cpu_s(cgroup: str, namespace: str) -> float | None:
+    """The CPU time (user and system, seconds) of the processes of ``cgroup`` (a unit's ControlGroup)
+    that are in PID namespace ``namespace``; None when it holds none of them (or cannot be read)."""
+    for root in _CGROUP_ROOTS:
+        try:
+            pids = Path(root + cgroup, "cgroup.procs").read_text().split()
+            break
+        except OSError:
+            continue
+    else:
+        return None
+    ticks, counted = 0, 0
+    for pid in pids:
+        try:
+            if os.readlink(f"/proc/{pid}/ns/pid") != namespace:
+                continue
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+        counted += 1
+    return ticks * _TICK_S if counted else None
