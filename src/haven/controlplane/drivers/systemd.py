@@ -89,18 +89,18 @@ class SystemdUnits:
     async def cpu_s(self, unit: str) -> float | None:
         """The CPU time ``unit``'s processes used, in seconds; None when neither systemd nor (for a
         systemd on this machine) the unit's cgroup tells it."""
+        if not unit.endswith(".service"):
+            return None
         path = await self._unit_path(unit)
-        if unit.endswith(".service"):
-            nsec = await self._get(path, _SERVICE, "CPUUsageNSec")
-            if isinstance(nsec, int) and nsec != _NO_FIGURE:
-                return nsec / 1e9
-        namespace = self._local_namespace()
+        nsec = await self._get(path, _SERVICE, "CPUUsageNSec")
+        if isinstance(nsec, int) and nsec != _NO_FIGURE:
+            return nsec / 1e9
+        namespace = await self._local_namespace()
         if not namespace:
             return None
         cgroup = self._cgroups.get(unit)
         if cgroup is None:
-            interface = _SERVICE if unit.endswith(".service") else _UNIT
-            cgroup = str(await self._get(path, interface, "ControlGroup") or "")
+            cgroup = str(await self._get(path, _SERVICE, "ControlGroup") or "")
             if cgroup:
                 self._cgroups[unit] = cgroup
         return cgroup_cpu_s(cgroup, namespace) if cgroup else None
@@ -144,11 +144,12 @@ class SystemdUnits:
         variant: Variant = reply[0]
         return variant.value
 
-    def _local_namespace(self) -> str:
+    async def _local_namespace(self) -> str:
         """The PID namespace (``pid:[N]``) of the systemd behind this driver's bus, when that bus is a
         socket on this machine whose listener is seen here; "" otherwise (remote, abstract, unknown)."""
         if not self._namespace:  # kept once known; a bus not up yet is asked again
-            self._namespace = bus_namespace(self._address)
+            # In a thread: a connect to a listener whose backlog is full (a frozen bus) waits.
+            self._namespace = await asyncio.to_thread(bus_namespace, self._address)
         return self._namespace
 
     async def _get_all(self, path: str, interface: str) -> dict[str, Any]:
