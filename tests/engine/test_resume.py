@@ -298,8 +298,8 @@ class YieldingCloud:
     async def get_host(self, name: HostName) -> Host:
         return await self._around(lambda: self._cloud.get_host(name))
 
-    async def list_servers(self, host: HostName | None = None) -> Sequence[Server]:
-        return await self._around(lambda: self._cloud.list_servers(host))
+    async def list_servers(self, host: HostName | None = None, *, groups: bool = True) -> Sequence[Server]:
+        return await self._around(lambda: self._cloud.list_servers(host, groups=groups))
 
     async def get_server(self, server_id: ServerId) -> Server:
         return await self._around(lambda: self._cloud.get_server(server_id))

@@ -39,9 +39,9 @@ class CountingCloud(SimCloud):
         self.asked["get_server"] += 1
         return await super().get_server(server_id)
 
-    async def list_servers(self, host: HostName | None = None) -> Sequence[Server]:
+    async def list_servers(self, host: HostName | None = None, *, groups: bool = True) -> Sequence[Server]:
         self.asked[f"list_servers {host}"] += 1
-        return await super().list_servers(host)
+        return await super().list_servers(host, groups=groups)
 
 
 @pytest.fixture
@@ -143,10 +143,10 @@ class TimelineCloud(CountingCloud):
 
     timeline: list[str]
 
-    async def list_servers(self, host: HostName | None = None) -> Sequence[Server]:
+    async def list_servers(self, host: HostName | None = None, *, groups: bool = True) -> Sequence[Server]:
         self.timeline.append("list start")
         await asyncio.sleep(0.05)  # Nova's list takes a while: the counts may be asked meanwhile
-        listed = await super().list_servers(host)
+        listed = await super().list_servers(host, groups=groups)
         self.timeline.append("list end")
         return listed
 

@@ -18,8 +18,12 @@ class Cloud(Protocol):
 
     async def get_host(self, name: HostName) -> Host: ...
 
-    async def list_servers(self, host: HostName | None = None) -> Sequence[Server]:
-        """Servers on ``host``, or every server when ``host`` is None."""
+    async def list_servers(self, host: HostName | None = None, *, groups: bool = True) -> Sequence[Server]:
+        """Servers on ``host``, or every server when ``host`` is None.
+
+        ``groups=False``: the caller needs no ``Server.group``; a driver may leave it None and spare
+        the cloud the read it takes (Nova lists servers without their groups).
+        """
         ...
 
     async def get_server(self, server_id: ServerId) -> Server: ...
@@ -87,8 +91,8 @@ class CloudProxy:
     async def get_host(self, name: HostName) -> Host:
         return await self._cloud.get_host(name)
 
-    async def list_servers(self, host: HostName | None = None) -> Sequence[Server]:
-        return await self._cloud.list_servers(host)
+    async def list_servers(self, host: HostName | None = None, *, groups: bool = True) -> Sequence[Server]:
+        return await self._cloud.list_servers(host, groups=groups)
 
     async def get_server(self, server_id: ServerId) -> Server:
         return await self._cloud.get_server(server_id)

@@ -74,6 +74,7 @@ class StepContext:
 
         Each host's list is asked once per batch and shared by every step of the batch; a server on
         none of them (Nova's scheduler sent it elsewhere) is read by itself, so it is never missed.
+        A listed server's ``group`` may be None (the lists are asked without groups).
         A NotFound from Nova (the server is gone) is raised as ``get_server`` raises it.
         """
         for host in dict.fromkeys(h for h in hosts if h is not None):
@@ -86,7 +87,8 @@ class StepContext:
         return await self.cloud.get_server(server_id)
 
     async def _servers_on(self, host: HostName) -> dict[ServerId, Server]:
-        return {s.id: s for s in await self.cloud.list_servers(host)}
+        # No step reading servers here looks at their group: a driver need not read the groups.
+        return {s.id: s for s in await self.cloud.list_servers(host, groups=False)}
 
     def update_member(self, host: HostName, **changes: object) -> None:
         """Record a change to a segment host; a host outside every segment has nothing to record."""

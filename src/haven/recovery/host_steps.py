@@ -6,6 +6,7 @@ running it again after a crash does no harm.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -205,12 +206,21 @@ async def make_plan(ctx: StepContext, failed_host: HostName) -> Outcome | MadePl
         segment = ctx.store.get_segment(member.segment_id)
     except NotFound:
         return failed(f"{failed_host} is in no failover segment: nothing to plan", {}, stop_recovery=True)
-    on_host = list(await ctx.cloud.list_servers(failed_host))
+    # The failed host's servers, every server group and the segment's hosts (the target book's
+    # snapshot, when it is not fresh), read side by side, each once: the list is asked without
+    # groups (on Nova that would read every group a second time); they are set here.
+    listed, every_group, _ = await asyncio.gather(
+        ctx.cloud.list_servers(failed_host, groups=False),
+        ctx.cloud.list_server_groups(),
+        ctx.targets.refresh(ctx.cloud, ctx.store, segment.id, ctx.now),
+    )
+    group_of = {member: g.id for g in every_group for member in g.members}
+    on_host = [s if s.group is not None else replace(s, group=group_of.get(s.id)) for s in listed]
     owned = [s for s in on_host if s.left_to_owner]
     servers = [s for s in on_host if not s.left_to_owner]
     ids = {s.id for s in servers}
     # Only the groups of these servers matter; a cloud may have thousands.
-    groups = {g.id: g for g in await ctx.cloud.list_server_groups() if g.members & ids}
+    groups = {g.id: g for g in every_group if g.members & ids}
     presence = await _group_presence(ctx, servers, groups)
 
     def usable(host: Host, member: SegmentHost) -> bool:
@@ -302,18 +312,26 @@ async def _group_presence(
 ) -> dict[HostName, set[ServerGroupId]]:
     """Where the other members of the affected VMs' server groups run now."""
     on_failed = {s.id for s in servers}
+    wanted = [
+        (gid, ServerId(member_id))
+        for gid in sorted({s.group for s in servers if s.group is not None})
+        if (group := groups.get(gid)) is not None
+        for member_id in sorted(group.members - on_failed)
+    ]
+    # The members are read side by side (the pool bounds how many at once), not one after another.
+    found = await asyncio.gather(*(_host_of(ctx, member_id) for _, member_id in wanted))
     presence: dict[HostName, set[ServerGroupId]] = {}
-    for gid in {s.group for s in servers if s.group is not None}:
-        group = groups.get(gid)
-        if group is None:
-            continue
-        for member_id in group.members - on_failed:
-            try:
-                member = await ctx.cloud.get_server(ServerId(member_id))
-            except NotFound:
-                continue
-            presence.setdefault(member.host, set()).add(gid)
+    for (gid, _), host in zip(wanted, found, strict=True):
+        if host is not None:
+            presence.setdefault(host, set()).add(gid)
     return presence
+
+
+async def _host_of(ctx: StepContext, server_id: ServerId) -> HostName | None:
+    try:
+        return (await ctx.cloud.get_server(server_id)).host
+    except NotFound:
+        return None
 
 
 async def enable_reserved(step: Step, ctx: StepContext) -> Outcome:

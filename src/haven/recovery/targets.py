@@ -90,6 +90,11 @@ class TargetBook:
                 break
         return targets
 
+    async def refresh(self, cloud: Cloud, store: Store, segment_id: SegmentId, now: float) -> None:
+        """Read the segment's hosts now unless the snapshot is fresh: a plan asks it beside its other
+        reads, so ``candidates`` then finds it ready instead of reading after them."""
+        await self._snapshot(cloud, store, segment_id, now)
+
     def charge(
         self, segment_id: SegmentId, placements: Iterable[Placement], servers: Mapping[ServerId, Server]
     ) -> None:

@@ -45,6 +45,9 @@ class OpenStackCloud:
         self._pool = pool
         self._issuing = issuing or CallPool(max(ISSUE_WORKERS, pool.max_workers))
         self._forced: dict[HostName, tuple[str, int]] = {}  # forced-down host: last updated_at, moves
+        # Each host's nova-compute service id (a UUID at 2.53, never reused), from any service list:
+        # a PUT on the service needs no list of its own first; a 404 reads the id again.
+        self._service_ids: dict[HostName, str] = {}
         self._ratios: dict[str, dict[str, float]] = {}  # by hypervisor hostname, from Placement
         self._ratios_at = -RATIOS_TTL_S
         self.nova_clock = NovaClock()  # Nova's clock against haven's, from each dated answer
@@ -68,6 +71,7 @@ class OpenStackCloud:
         ratios = await self._allocation_ratios()
         by_host = {str((hv.get("service") or {}).get("host")): hv for hv in hypervisors}
         aggregate_of = convert.aggregate_of(aggregates)
+        self._note_service_ids(services)
         hosts = []
         for service in services:
             name = str(service["host"])
@@ -103,33 +107,56 @@ class OpenStackCloud:
         services = await self._pool.run(f"find nova-compute of {host}", self._api.compute_services, host)
         if not services:
             raise NotFound(f"compute host {host} not found (no nova-compute service)")
+        self._note_service_ids(services)
         return str(services[0]["id"])
 
-    async def force_down(self, host: HostName, down: bool) -> None:
+    def _note_service_ids(self, services: Sequence[Mapping[str, Any]]) -> None:
+        for s in services:
+            if s.get("id") is not None and s.get("host"):
+                self._service_ids[HostName(str(s["host"]))] = str(s["id"])
+
+    async def _update_service(self, host: HostName, what: str, body: Mapping[str, Any]) -> None:
+        """PUT ``body`` on the host's nova-compute, by the id a service list gave (read first if none).
+
+        Nova's service ids are UUIDs, never reused: a known id names this host's service or none. If
+        none (the service was deleted and registered again), Nova answers 404 and the id is read anew.
+        """
+        known = self._service_ids.get(host)
+        if known is not None:
+            try:
+                await self._pool.run(what, self._api.update_service, known, body)
+                return
+            except NotFound:
+                self._service_ids.pop(host, None)
         service_id = await self._service_id(host)
+        await self._pool.run(what, self._api.update_service, service_id, body)
+
+    async def force_down(self, host: HostName, down: bool) -> None:
         what = f"{'force down' if down else 'unset forced down of'} {host}"
-        await self._pool.run(what, self._api.update_service, service_id, {"forced_down": down})
+        await self._update_service(host, what, {"forced_down": down})
 
     async def disable_service(self, host: HostName, reason: str) -> None:
-        service_id = await self._service_id(host)
         body = {"status": "disabled", "disabled_reason": reason}
-        await self._pool.run(f"disable nova-compute of {host}", self._api.update_service, service_id, body)
+        await self._update_service(host, f"disable nova-compute of {host}", body)
 
     async def enable_service(self, host: HostName) -> None:
-        service_id = await self._service_id(host)
-        body = {"status": "enabled"}
-        await self._pool.run(f"enable nova-compute of {host}", self._api.update_service, service_id, body)
+        await self._update_service(host, f"enable nova-compute of {host}", {"status": "enabled"})
 
     # ---- servers --------------------------------------------------------------------------
 
-    async def list_servers(self, host: HostName | None = None) -> Sequence[Server]:
-        bodies, groups = await asyncio.gather(
-            self._pool.run(f"list servers on {host or 'every host'}", self._api.servers, host),
-            self.list_server_groups(),
-        )
+    async def list_servers(self, host: HostName | None = None, *, groups: bool = True) -> Sequence[Server]:
+        """Nova's server list (one request per page). Nova lists servers without their groups, so each
+        one's ``group`` takes a read of every server group beside it; ``groups=False`` spares it (the
+        verification's lists, and the plan, which reads the groups itself, need none)."""
+        what = f"list servers on {host or 'every host'}"
+        listed = self._pool.run(what, self._api.servers, host)
+        if groups:
+            bodies, every_group = await asyncio.gather(listed, self.list_server_groups())
+        else:
+            bodies, every_group = await listed, []
         if host is not None and not bodies:
             await self._service_id(host)  # Nova answers [] for an unknown host: say NotFound instead
-        group_of = {member: g.id for g in groups for member in g.members}
+        group_of = {member: g.id for g in every_group for member in g.members}
         return [convert.server(b, group_of.get(ServerId(str(b["id"])))) for b in bodies]
 
     async def get_server(self, server_id: ServerId) -> Server:
@@ -218,6 +245,7 @@ class OpenStackCloud:
         """
         what = "list compute services"
         services, answered = await self._pool.run(what, self._api.compute_services_dated)
+        self._note_service_ids(services)
         nova_now = self.nova_clock.observe(answered, what)
         states = []
         forced: dict[HostName, tuple[str, int]] = {}

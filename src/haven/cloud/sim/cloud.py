@@ -126,8 +126,8 @@ class SimCloud(SimFaults, SimGuests, SimBmcs):  # SimFaults first: it provides _
         self._catch_up()
         return self._host_view(self._host(name))
 
-    async def list_servers(self, host: HostName | None = None) -> Sequence[Server]:
-        self._catch_up()
+    async def list_servers(self, host: HostName | None = None, *, groups: bool = True) -> Sequence[Server]:
+        self._catch_up()  # with or without ``groups``: the simulated cloud's group is free to show
         if host is None:
             return [self._server_view(s) for s in self._servers.values()]
         ids = self._on_host.get(host)
