@@ -166,3 +166,23 @@ def test_busy_settings_are_read_and_checked_from_haven_toml() -> None:
         section["services"] = {"nova-api": {"probe": bad}}
         with pytest.raises(ConfigError, match="busy_"):
             parse_controlplane(section, "controlplane")
+
+
+def alone(view: ReplicaView, now: float = NOW) -> ControlPlanePlan:
+    """The only replica of a one-replica service (nothing else can take its traffic)."""
+    return plan([dataclasses.replace(API, min_replicas=1)], [view], DOMAINS, now, ControlPlaneSettings())
+
+
+def test_the_only_busy_replica_in_the_load_balancer_stays_in_during_its_grace() -> None:
+    view = dataclasses.replace(out("ctl-1", probes([12.0, 12.4])), member=READY, held_out=False)
+    p = alone(view)
+    assert p.actions == ()  # not drained: late answers beat HAProxy's 503 to every client
+    (hold,) = [h for h in p.holds if h.kind == "busy"]
+    assert "kept in" in hold.reason and p.recheck_at == NOW - 1 + PROBE.busy_grace_s
+    later = dataclasses.replace(view, probes=probes([10.0 + 0.5 * i for i in range(35)]))
+    assert [a.kind for a in alone(later).actions] == [ActionKind.DRAIN]  # past its grace: out, then restarted
+
+
+def test_the_only_hung_replica_still_leaves_the_load_balancer_at_once() -> None:
+    view = dataclasses.replace(out("ctl-1", probes([12.0, 12.0])), member=READY, held_out=False)
+    assert [a.kind for a in alone(view).actions] == [ActionKind.DRAIN]

@@ -22,7 +22,9 @@ The rules, per service:
    unit's CPU time advanced between them by at least ``busy_cpu_share`` of one CPU (read by systemd,
    ``ProbeResult.cpu_s``): it works, late (overloaded: a fresh replica, or the survivor taking the
    load), where a hung one (SIGSTOPped, deadlocked) spends none and is restarted at once, killed
-   first when stateless. Without a CPU figure every timeout counts as hung (as before).
+   first when stateless. A busy replica that is the only one in the load balancer stays in during
+   that grace (late answers beat HAProxy's 503 to everyone); past it, it is handled as any unhealthy
+   replica. Without a CPU figure every timeout counts as hung (as before).
 4. Never everything at once: at most ``max_restarts_at_once`` replicas of a service are out for a
    restart; when many fail their probes at once, haven.safety's replica gate holds them all (and keeps
    them in the load balancer: the prober is as likely wrong as they are); a replica whose dependency
@@ -224,6 +226,12 @@ def _service(
             )
             state.holds.append(Hold(spec.name, j.view.host, "last_serving", reason))
             continue  # rule 4: never the last one out while another comes back
+        if j.health is H.UNHEALTHY and _alone_in_rotation(spec, j, judged):
+            until = _busy_until(spec, j)
+            if until is not None and state.now < until:
+                what = "the last replica in the load balancer, kept in (late answers beat none)"
+                _busy_hold(spec, j, state, until, what)
+                continue  # rule 3: out only if another serves; past its grace, as any unhealthy one
         if j is leaving:
             _leave(spec, j, state)
             continue
@@ -245,6 +253,11 @@ def _in_rotation(spec: ServiceSpec, j: Judged) -> bool:
         and member is not None
         and (member.admin is MemberAdmin.READY and member.operational == "up")
     )
+
+
+def _alone_in_rotation(spec: ServiceSpec, j: Judged, judged: list[Judged]) -> bool:
+    """The only replica taking the load balancer's traffic."""
+    return _in_rotation(spec, j) and not any(_in_rotation(spec, o) for o in judged if o is not j)
 
 
 def _last_in_rotation_while_another_returns(
@@ -311,20 +324,11 @@ def _restart(spec: ServiceSpec, j: Judged, dependency_down: bool, state: _Pass) 
         return False
     if j.health is H.FAILED:
         why = "unit failed"
-    elif _busy(spec, j):
-        since = _failing_since(j)
-        assert spec.probe is not None  # _busy says so
-        until = since + spec.probe.busy_grace_s
+    elif (until := _busy_until(spec, j)) is not None:
         if state.now < until:
-            reason = (
-                f"{spec.name}@{j.view.host} answers no probe within {spec.probe.timeout_s:g} s but its "
-                f"CPU time advances (busy, not hung): not restarted unless it still fails "
-                f"{spec.probe.busy_grace_s:g} s after its first failure"
-            )
-            state.holds.append(Hold(spec.name, j.view.host, "busy", reason))
-            state.wait(until)
+            _busy_hold(spec, j, state, until, "not restarted unless it still fails then")
             return False
-        why = f"{PROBE_BUSY} for {state.now - since:.0f} s"
+        why = f"{PROBE_BUSY} for {state.now - _failing_since(j):.0f} s"
     elif _hung(spec, j):
         why = PROBE_HUNG
     else:
@@ -353,6 +357,23 @@ def _busy(spec: ServiceSpec, j: Judged) -> bool:
     if first.cpu_s is None or last.cpu_s is None or last.at <= first.at:
         return False
     return last.cpu_s - first.cpu_s >= probe.busy_cpu_share * (last.at - first.at)
+
+
+def _busy_until(spec: ServiceSpec, j: Judged) -> float | None:
+    """When a busy replica's grace ends (``busy_grace_s`` after its first failed probe); None: not busy."""
+    if spec.probe is None or not _busy(spec, j):
+        return None
+    return _failing_since(j) + spec.probe.busy_grace_s
+
+
+def _busy_hold(spec: ServiceSpec, j: Judged, state: _Pass, until: float, what: str) -> None:
+    timeout = spec.probe.timeout_s if spec.probe is not None else 0.0
+    reason = (
+        f"{spec.name}@{j.view.host} answers no probe within {timeout:g} s but its CPU time advances "
+        f"(busy, not hung): {what} (busy until {until - state.now:.0f} s from now)"
+    )
+    state.holds.append(Hold(spec.name, j.view.host, "busy", reason))
+    state.wait(until)
 
 
 def _failing_since(j: Judged) -> float:
