@@ -33,9 +33,9 @@ every fault as often, give or take one). For each injection:
 No Prometheus: the evidence is what the canary sees (probes, endpoints, Nova's service list) plus what
 haven stored. With ``--controlplane``, haven's control-plane reconciler also runs over the lab, observe-only
 (it acts on nothing: the bench heals; haven.drill.faults_observe), with the lab's processes as its units
-(the lab has no systemd: ``LabUnits`` reads each process record) and three service probes: an SQL query on MariaDB, an AMQP round
-trip on RabbitMQ, a Keystone token issued and validated; what it sees change is kept as evidence
-(haven.evidence.controlplane).
+(the lab has no systemd: ``LabUnits`` reads each process record) and three service probes: an SQL query
+on MariaDB, an AMQP round trip on RabbitMQ, a Keystone token issued and validated; what it sees change
+is kept as evidence (haven.evidence.controlplane).
 
 A **no-fault control period** (``--control``) is an injection of nothing, as long as one (12 s plus the
 jitter, then one canary round): every symptom it raises is an alarm, a false alarm when haven's explanation
