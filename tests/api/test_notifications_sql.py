@@ -161,7 +161,7 @@ QUERIES: list[dict[str, Any]] = [
     {"generated-since": "2027-01-15T08:00:20.250000+00:00", "sort_key": "hostname", "sort_dir": "asc"},
     {"status": "sleeping"},
     {"type": "NOT_A_TYPE", "marker": "no-such-marker"},  # nothing matches: an empty list, as before
-    {"limit": 0},  # 0: the most, 1000
+    {"limit": 0},  # 0: an empty page, as Masakari
     {"limit": 5000},
 ]
 

@@ -1,6 +1,7 @@
 """Masakari list semantics: filters happen before, then sort, marker and limit.
 
-Masakari pages with ``limit`` (at most 1000; 0 or absent means 1000), ``marker`` (the
+Masakari pages with ``limit`` (at most 1000; absent means 1000; 0 an empty page, as Masakari's
+database layer answers whatever its docstring says), ``marker`` (the
 uuid of the last item seen; an unknown marker is a 400) and repeated ``sort_key`` /
 ``sort_dir`` pairs. Segments, hosts and notifications are filtered, ordered and cut in SQL:
 ``page_query`` checks the request and turns it into the store's haven.domain.listing.PageQuery,
@@ -37,7 +38,7 @@ class PageRequest:
 
 
 def page_request(
-    limit: Annotated[int | None, Query(ge=0, description="at most this many (0 or above 1000: 1000)")] = None,
+    limit: Annotated[int | None, Query(ge=0, description="at most this many (absent or above 1000: 1000; 0: none)")] = None,
     marker: Annotated[str | None, Query(description="uuid (or id) of the last item already seen")] = None,
     sort_key: Annotated[list[str] | None, Query()] = None,
     sort_dir: Annotated[list[Literal["asc", "desc"]] | None, Query()] = None,
@@ -103,7 +104,7 @@ def page(
         if at is None:
             raise ApiError(HTTPStatus.BAD_REQUEST, f"Marker {request.marker} could not be found.")
         ordered = ordered[at + 1 :]
-    limit = MAX_LIMIT if not request.limit else min(request.limit, MAX_LIMIT)
+    limit = MAX_LIMIT if request.limit is None else min(request.limit, MAX_LIMIT)
     return ordered[:limit]
 
 
@@ -116,7 +117,7 @@ def page_query(
     if request.marker is not None:
         number = int(request.marker) if request.marker.isdecimal() else None
         marker = Marker(tuple(candidates(request.marker)), number)
-    limit = MAX_LIMIT if not request.limit else min(request.limit, MAX_LIMIT)
+    limit = MAX_LIMIT if request.limit is None else min(request.limit, MAX_LIMIT)
     return PageQuery(tuple((sortable[key], direction) for key, direction in order), limit, marker)
 
 
