@@ -38,7 +38,9 @@ class PageRequest:
 
 
 def page_request(
-    limit: Annotated[int | None, Query(ge=0, description="at most this many (absent or above 1000: 1000; 0: none)")] = None,
+    limit: Annotated[
+        int | None, Query(ge=0, description="at most this many (absent or above 1000: 1000; 0: none)")
+    ] = None,
     marker: Annotated[str | None, Query(description="uuid (or id) of the last item already seen")] = None,
     sort_key: Annotated[list[str] | None, Query()] = None,
     sort_dir: Annotated[list[Literal["asc", "desc"]] | None, Query()] = None,
