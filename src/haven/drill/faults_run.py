@@ -35,6 +35,7 @@ from haven.diagnosis import EvidenceKind, Graph, NodeEvent, Series, Symptom
 from haven.diagnosis.baselines import METHODS
 from haven.diagnosis.records import ExplanationRecord, explanation_json
 from haven.domain.clock import RealClock
+from haven.domain.waiting import within
 from haven.drill.faults import NO_FAULT, Fault, FaultLab, Heal
 from haven.explain.explainer import Explainer, ExplainSettings, RankInputs, prepare
 from haven.store import Store
@@ -183,7 +184,7 @@ class FaultRun:
             # the lab's image now: image-deleted's heal uploads a new one
             settings = dataclasses.replace(self.canary, image=self.lab.image_id)
             runner = CanaryRunner(cloud, self.store, self.clock, settings, self._explain)
-            return await asyncio.wait_for(runner.round(), self.settings.round_timeout_s)
+            return await within(runner.round(), self.settings.round_timeout_s)
         finally:
             cloud.close()
 
