@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, insert
+from sqlalchemy import event
 
 from haven.api.identity import legacy_host_uuid, same_uuid
 from haven.api.paging import PageRequest, page
@@ -23,7 +23,7 @@ from haven.api.views import notification_view
 from haven.domain.ids import HostName, NotificationId, SegmentId
 from haven.domain.incidents import Notification, NotificationStatus, NotificationType, Segment, SegmentHost
 from haven.store import Store
-from haven.store.tables import notifications
+from store.builders import insert_all
 
 NAMES = [f"compute-{i:02d}" for i in range(16)]
 HELD = 12  # compute-12 .. compute-15: names no segment holds any more (their uuid is uuid5 of the name)
@@ -53,21 +53,7 @@ def crowd(store: Store) -> list[Notification]:
         [SegmentHost(HostName(name), segment.id, uuid=str(uuid.uuid4())) for name in NAMES[:HELD]]
     )
     made = [make(i) for i in range(COUNT)]
-    rows = [
-        {
-            "id": n.id,
-            "type": n.type.value,
-            "hostname": n.hostname,
-            "status": n.status.value,
-            "payload": dict(n.payload),
-            "generated_at": n.generated_at,
-            "created_at": n.created_at,
-            "updated_at": n.updated_at,
-        }
-        for n in made
-    ]
-    with store._engine.begin() as conn:  # set-up only: one statement (the store writes one per notification)
-        conn.execute(insert(notifications), rows)
+    insert_all(store, made)
     return made
 
 

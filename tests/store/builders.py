@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from sqlalchemy import insert
+
 from haven.domain.ids import HostName, NotificationId, SegmentId
 from haven.domain.incidents import (
     Alert,
@@ -16,6 +18,8 @@ from haven.domain.incidents import (
     SegmentHost,
     Step,
 )
+from haven.store import Store
+from haven.store.tables import notifications
 
 
 def new_id() -> str:
@@ -63,3 +67,22 @@ def steps(notification: Notification, count: int, start: int = 0) -> list[Step]:
 
 def alert(kind: AlertKind = AlertKind.GATE_HOLD, raised_at: float = 1000.0, **fields: Any) -> Alert:
     return Alert(id=new_id(), kind=kind, message=f"{kind} raised", raised_at=raised_at, **fields)
+
+
+def insert_all(store: Store, made: list[Notification]) -> None:
+    """Every notification in one statement (the store writes one per notification, too slow for thousands)."""
+    rows = [
+        {
+            "id": n.id,
+            "type": n.type.value,
+            "hostname": n.hostname,
+            "status": n.status.value,
+            "payload": dict(n.payload),
+            "generated_at": n.generated_at,
+            "created_at": n.created_at,
+            "updated_at": n.updated_at,
+        }
+        for n in made
+    ]
+    with store._engine.begin() as conn:  # test set-up only
+        conn.execute(insert(notifications), rows)

@@ -15,16 +15,15 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert
+from sqlalchemy import event
 
 from haven.domain.ids import HostName, NotificationId, public_number
 from haven.domain.incidents import Notification, NotificationStatus, NotificationType
 from haven.domain.listing import ASC, DESC, Marker, MarkerNotFound, PageQuery
 from haven.store import Store
 from haven.store.notification_listing import SORTABLE
-from haven.store.tables import notifications
 
-from .builders import host, segment
+from .builders import host, insert_all, segment
 
 HELD = 12  # h-00 .. h-11 are hosts of a segment; h-12 .. h-15 are names no segment holds any more
 NAMES = [f"h-{i:02d}" for i in range(16)]
@@ -50,25 +49,6 @@ def make(i: int) -> Notification:
         created_at=created,
         updated_at=created + (i % 3),
     )
-
-
-def insert_all(store: Store, made: list[Notification]) -> None:
-    """One statement for all of them (the store writes one per notification, too slow for thousands)."""
-    rows = [
-        {
-            "id": n.id,
-            "type": n.type.value,
-            "hostname": n.hostname,
-            "status": n.status.value,
-            "payload": dict(n.payload),
-            "generated_at": n.generated_at,
-            "created_at": n.created_at,
-            "updated_at": n.updated_at,
-        }
-        for n in made
-    ]
-    with store._engine.begin() as conn:  # test set-up only
-        conn.execute(insert(notifications), rows)
 
 
 @pytest.fixture
