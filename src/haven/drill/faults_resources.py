@@ -1,0 +1,485 @@
+"""Faults of resources rather than of one call: a crash loop, RabbitMQ's alarms and backlog, CPU starvation.
+
+Called by haven.drill.faults, whose CATALOG holds these injections beside its own. Like every
+injection there, each blocks (signals, /proc, cgroupfs, rabbitmqctl, AMQP) and returns its ``Heal``;
+haven.drill.faults_run calls both in a worker thread.
+
+- ``crash_looping``: the service killed (SIGKILL of its process group), started again after
+  ``down_s`` as the lab had started it, killed again ``up_s`` after each start, for as long as the
+  fault lasts (what systemd's ``Restart=always`` makes of a service that dies on start); the heal
+  stops the loop and leaves one process running, recorded in the lab's state.
+- ``memory_alarm``: RabbitMQ's ``vm_memory_high_watermark`` set far below what the node uses, through
+  the lab's own ``rabbitmqctl`` (the broker's own environment: node name, Erlang cookie, epmd port):
+  the node raises its memory alarm and blocks every publishing connection; the heal sets the value
+  read before the injection back.
+- ``disk_alarm``: RabbitMQ's data folder on a real, small, full filesystem (a tmpfs with ``size=``,
+  so what is filled is capped in memory and never the machine's disk): the broker stopped cleanly,
+  its folder copied onto the tmpfs mounted over it, started again, then a filler written until the
+  tmpfs has less free space than RabbitMQ's ``disk_free_limit`` (50 MB by default): its own disk
+  monitor raises the disk alarm and blocks publishers. The heal deletes the filler (what an operator
+  does first), waits for the alarm to clear, then stops the broker, copies its folder back to the
+  disk, unmounts the tmpfs and starts it again.
+- ``queue_backlog``: a flood of RPC casts on Nova's bus into the shared queue of one topic (the
+  conductor's), kept ``backlog`` messages deep for the fault's duration: every request Nova sends
+  there waits behind them. The casts name a method no endpoint has with an ``_ignore_errors`` name
+  (haven.controlplane.drivers.service_probes' ping), so each costs the consumer a dispatch and no
+  traceback. The heal stops the flood and purges what is still queued.
+- ``cpu_starved``: every process of the service's group moved into a CPU cgroup of its own held to
+  ``quota_us`` per ``period_us`` (1 % of one CPU by default): cgroup v2's ``cpu.max`` where the
+  unified hierarchy has the cpu controller, else cgroup v1's ``cpu.cfs_quota_us``. The heal moves
+  every process (children forked meanwhile too) back to the cgroup it came from and removes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from haven.domain.errors import PermanentError
+from haven.drill.faults_process import process_image
+
+if TYPE_CHECKING:  # haven.drill.faults imports this module for its CATALOG
+    from haven.drill.faults import FaultLab, LabProcess
+
+Heal = Callable[[], None]
+
+# Services started again by a fault or its heal: kept, so no Popen object is collected while its process
+# runs; the lab's record of each (FaultLab.restarted) is what `haven lab down` stops.
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
+def _wait_dead(lab: FaultLab, entry: LabProcess, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while lab.alive(entry) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def start_again(
+    lab: FaultLab, old: LabProcess, argv: list[str], env: Mapping[str, str], cwd: str
+) -> LabProcess:
+    """``old``'s service started again as it was started, recorded in the lab's state in its place."""
+    with open(old.log, "ab") as out:
+        started = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=dict(env), cwd=cwd,
+                                   start_new_session=True)  # fmt: skip
+    _STARTED.append(started)
+    lab.restarted(old, started.pid)
+    return lab.process(old.name)
+
+
+@dataclass
+class CrashLoop:
+    """One service killed again each time it comes back; ``starts`` and ``kills`` count what it did."""
+
+    lab: FaultLab
+    current: LabProcess
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    down_s: float
+    up_s: float
+    starts: int = 0
+    kills: int = 0
+    _done: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _thread: threading.Thread | None = None
+
+    def begin(self) -> None:
+        os.killpg(self.current.pid, signal.SIGKILL)
+        self.kills += 1
+        self._thread = threading.Thread(target=self._loop, name="haven-crash-loop", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            _wait_dead(self.lab, self.current)
+            if self._done.wait(self.down_s):
+                return
+            with self._lock:
+                if self._done.is_set():
+                    return
+                self.current = start_again(self.lab, self.current, self.argv, self.env, self.cwd)
+                self.starts += 1
+            if self._done.wait(self.up_s):
+                return
+            with self._lock:
+                if self._done.is_set():
+                    return
+                os.killpg(self.current.pid, signal.SIGKILL)
+                self.kills += 1
+
+    def heal(self) -> None:
+        """The loop stopped; the service left running (started once more if the loop had just killed it)."""
+        with self._lock:
+            self._done.set()
+        if self._thread is not None:
+            self._thread.join(30.0)
+        if not self.lab.alive(self.current):
+            _wait_dead(self.lab, self.current)
+            self.current = start_again(self.lab, self.current, self.argv, self.env, self.cwd)
+            self.starts += 1
+
+
+def crash_looping(process: str, down_s: float = 5.0, up_s: float = 3.0) -> Callable[[FaultLab], Heal]:
+    """``process`` crash-looping: killed, started again after ``down_s``, killed ``up_s`` after each start."""
+
+    def inject(lab: FaultLab) -> Heal:
+        entry = lab.process(process)
+        argv, env, cwd = process_image(entry.pid)
+        loop = CrashLoop(lab, entry, argv, env, cwd, down_s, up_s)
+        loop.begin()
+        return loop.heal
+
+    return inject
+
+
+# --- RabbitMQ, through the lab's own rabbitmqctl ---------------------------------------------------------
+
+RABBITMQCTL = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
+BROKER = "rabbitmq-server"
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def rabbitmqctl(lab: FaultLab, *args: str, timeout_s: float = 120.0) -> str:
+    """``rabbitmqctl ARGS`` on the lab's broker, in the broker's own environment; its output."""
+    env = _environ(lab.process(BROKER).pid)
+    node = env.get("RABBITMQ_NODENAME")
+    if not node:
+        raise PermanentError("the lab's rabbitmq-server has no RABBITMQ_NODENAME in its environment")
+    done = subprocess.run([str(RABBITMQCTL), "-q", "-n", node, *args], env=env, capture_output=True,
+                          text=True, timeout=timeout_s, check=False)  # fmt: skip
+    if done.returncode != 0:
+        raise PermanentError(f"rabbitmqctl {' '.join(args)}: {(done.stderr or done.stdout).strip()[-300:]}")
+    return done.stdout.strip()
+
+
+def watermark_args(value: str) -> list[str]:
+    """``set_vm_memory_high_watermark``'s arguments for a value as ``get_vm_memory_high_watermark`` printed it
+    (``0.4``, or ``{absolute,104857600}``)."""
+    absolute = re.fullmatch(r"\{absolute,\s*(\d+)\}", value.strip())
+    if absolute:
+        return ["absolute", absolute[1]]
+    try:
+        float(value)
+    except ValueError:
+        raise PermanentError(f"RabbitMQ's memory watermark read as {value!r}: not a fraction") from None
+    return [value.strip()]
+
+
+LOW_WATERMARK = "0.0001"  # of the host's memory: a few MB, far below what any node uses
+
+
+def memory_alarm(lab: FaultLab) -> Heal:
+    """RabbitMQ's memory watermark set below its use: the memory alarm blocks every publisher."""
+    kept = watermark_args(rabbitmqctl(lab, "eval", "vm_memory_monitor:get_vm_memory_high_watermark()."))
+    rabbitmqctl(lab, "set_vm_memory_high_watermark", LOW_WATERMARK)
+
+    def heal() -> None:
+        rabbitmqctl(lab, "set_vm_memory_high_watermark", *kept)
+
+    return heal
+
+
+def alarms(lab: FaultLab) -> str:
+    """The broker's alarms as `rabbitmq-diagnostics alarms` would print them (for the drill's notes)."""
+    return rabbitmqctl(lab, "eval", "rabbit_alarm:get_alarms().")
+
+
+# --- a full disk under RabbitMQ's data --------------------------------------------------------------------
+
+FREE_LEFT = 8 * 1024 * 1024  # what the filler leaves: below RabbitMQ's default disk_free_limit (50 MB)
+HEADROOM = 96 * 1024 * 1024  # the tmpfs: the data's size plus this
+
+
+def _du(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _mounted(path: Path) -> bool:
+    target = str(path.resolve())
+    return any(line.split()[1] == target for line in Path("/proc/self/mounts").read_text().splitlines())
+
+
+def _run(*argv: str) -> None:
+    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode != 0:
+        raise PermanentError(f"{' '.join(argv)}: {done.stderr.strip()[-300:]}")
+
+
+def _stop_broker(lab: FaultLab) -> tuple[LabProcess, list[str], dict[str, str], str]:
+    """The broker stopped cleanly (SIGTERM to its group, SIGKILL after 60 s); how to start it again."""
+    entry = lab.process(BROKER)
+    argv, env, cwd = process_image(entry.pid)
+    os.killpg(entry.pid, signal.SIGTERM)
+    _wait_dead(lab, entry, 60.0)
+    if lab.alive(entry):
+        os.killpg(entry.pid, signal.SIGKILL)
+        _wait_dead(lab, entry)
+    time.sleep(1.0)  # its children (epmd is the lab's own, not in this group) gone with the group
+    return entry, argv, env, cwd
+
+
+def _amqp_port(env: Mapping[str, str]) -> int:
+    return int(env["RABBITMQ_NODE_PORT"])
+
+
+def _wait_port(port: int, timeout_s: float = 120.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            s.settimeout(1.0)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise PermanentError(f"RabbitMQ did not listen on {port} within {timeout_s:g} s")
+
+
+def disk_alarm(lab: FaultLab) -> Heal:
+    """RabbitMQ's data folder on a small tmpfs, filled until less than its disk_free_limit is left."""
+    entry = lab.process(BROKER)
+    base = Path(_environ(entry.pid)["RABBITMQ_MNESIA_BASE"])
+    if _mounted(base):
+        raise PermanentError(f"{base} is already a mount point (a disk fault left in place?)")
+    old, argv, env, cwd = _stop_broker(lab)
+    staging = base.with_name(base.name + ".ondisk")
+    size = _du(base) + HEADROOM
+    try:
+        base.rename(staging)
+        base.mkdir()
+        _run("mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "haven-fault-disk", str(base))
+        _run("cp", "-a", f"{staging}/.", str(base))
+    except Exception:
+        if _mounted(base):
+            _run("umount", str(base))
+        if staging.exists():
+            base.rmdir()
+            staging.rename(base)
+        start_again(lab, old, argv, env, cwd)
+        raise
+    start_again(lab, old, argv, env, cwd)
+    _wait_port(_amqp_port(env))
+    filler = base / "haven-fault-filler"
+    with open(filler, "wb") as out:  # capped by the tmpfs's size: it can never fill the machine's disk
+        chunk = b"\0" * (1024 * 1024)
+        while shutil.disk_usage(base).free > FREE_LEFT + len(chunk):
+            out.write(chunk)
+            out.flush()
+
+    def heal() -> None:
+        filler.unlink(missing_ok=True)
+        now, argv_, env_, cwd_ = _stop_broker(lab)
+        _run("cp", "-a", f"{base}/.", f"{staging}/")
+        (staging / filler.name).unlink(missing_ok=True)
+        _run("umount", str(base))
+        base.rmdir()
+        staging.rename(base)
+        start_again(lab, now, argv_, env_, cwd_)
+        _wait_port(_amqp_port(env_))
+
+    return heal
+
+
+# --- a queue backlog on Nova's bus ------------------------------------------------------------------------
+
+PING_METHOD = "haven_ping_ignore_errors"  # haven.controlplane.drivers.service_probes: NoSuchMethod, no log
+
+
+def transport(lab: FaultLab) -> tuple[str, str, int]:
+    """The lab's Nova transport (user, password, port) read from its nova.conf."""
+    conf = (lab.folder / "nova" / "nova.conf").read_text()
+    found = re.search(r"^transport_url = rabbit://(\w+):(\w+)@[\d.]+:(\d+)/", conf, re.M)
+    if found is None:
+        raise PermanentError("the lab's nova.conf names no rabbit transport_url")
+    return found[1], found[2], int(found[3])
+
+
+def cast_body(topic_version: str = "3.0") -> str:
+    """One oslo.messaging RPC cast (its v2.0 envelope) of the ping method, as Nova's bus carries them."""
+    message = {"method": PING_METHOD, "args": {}, "version": topic_version, "_unique_id": uuid.uuid4().hex}
+    return json.dumps({"oslo.version": "2.0", "oslo.message": json.dumps(message)})
+
+
+@dataclass
+class Flood:
+    """Casts into one of Nova's queues, kept ``depth`` deep until stopped; ``published`` counts them."""
+
+    lab: FaultLab
+    topic: str
+    depth: int
+    batch: int = 1000
+    limit: int = 400_000  # never more than this many in all
+    published: int = 0
+    deepest: int = 0
+    error: str = ""
+    _done: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _connect(self) -> Any:
+        import amqp  # type: ignore[import-untyped]
+
+        user, password, port = transport(self.lab)
+        connection = amqp.Connection(f"127.0.0.1:{port}", userid=user, password=password, connect_timeout=10)
+        connection.connect()
+        return connection
+
+    def queued(self, channel: Any) -> int:
+        """The queue's ready messages (a passive declare: an error when Nova declared no such queue)."""
+        _, count, _ = channel.queue_declare(self.topic, passive=True)
+        return int(count)
+
+    def begin(self) -> None:
+        connection = self._connect()
+        channel = connection.channel()
+        self.queued(channel)
+        self._publish(channel)  # the first batch is in before the fault counts as injected
+        self._thread = threading.Thread(target=self._loop, args=(connection, channel), daemon=True)
+        self._thread.start()
+
+    def _publish(self, channel: Any) -> None:
+        import amqp
+
+        for _ in range(self.batch):
+            message = amqp.Message(cast_body(), content_type="application/json", content_encoding="utf-8")
+            channel.basic_publish(message, exchange="nova", routing_key=self.topic)
+        self.published += self.batch
+
+    def _loop(self, connection: Any, channel: Any) -> None:
+        try:
+            while not self._done.is_set() and self.published < self.limit:
+                depth = self.queued(channel)
+                self.deepest = max(self.deepest, depth)
+                if depth < self.depth:
+                    self._publish(channel)
+                else:
+                    self._done.wait(0.5)
+        except Exception as exc:  # kept for the report; the flood just stops
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            connection.close()
+
+    def heal(self) -> None:
+        """The flood stopped and what is still queued purged (what the consumer took, it works off)."""
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join(30.0)
+        connection = self._connect()
+        try:
+            connection.channel().queue_purge(self.topic)
+        finally:
+            connection.close()
+
+
+def queue_backlog(topic: str = "conductor", depth: int = 20_000) -> Callable[[FaultLab], Heal]:
+    def inject(lab: FaultLab) -> Heal:
+        flood = Flood(lab, topic, depth)
+        flood.begin()
+        return flood.heal
+
+    return inject
+
+
+# --- CPU starvation ---------------------------------------------------------------------------------------
+
+CGROUP = Path("/sys/fs/cgroup")
+
+
+def group_members(group: int) -> list[int]:
+    """Every process whose process group is ``group`` (a lab service and its children)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[2]) == group:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+@dataclass(frozen=True)
+class CpuHierarchy:
+    """Where the cpu controller is mounted and how a cgroup's bandwidth is set there (v2 or v1)."""
+
+    root: Path
+    version: int
+
+    def limit(self, cgroup: Path, quota_us: int, period_us: int) -> None:
+        if self.version == 2:
+            (cgroup / "cpu.max").write_text(f"{quota_us} {period_us}")
+        else:
+            (cgroup / "cpu.cfs_period_us").write_text(str(period_us))
+            (cgroup / "cpu.cfs_quota_us").write_text(str(quota_us))
+
+    def of(self, pid: int) -> Path:
+        """The cgroup ``pid`` is in, in this hierarchy."""
+        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+            number, controllers, path = line.split(":", 2)
+            if (self.version == 2 and number == "0") or (
+                self.version == 1 and "cpu" in controllers.split(",")
+            ):
+                return self.root / path.lstrip("/")
+        return self.root
+
+
+def cpu_hierarchy() -> CpuHierarchy:
+    """The cpu controller's hierarchy here: cgroup v2's when it has the controller, else v1's."""
+    unified = CGROUP / "cgroup.controllers"
+    if unified.exists() and "cpu" in unified.read_text().split():
+        return CpuHierarchy(CGROUP, 2)
+    for candidate in (CGROUP / "cpu", CGROUP / "cpu,cpuacct"):
+        if (candidate / "cpu.cfs_quota_us").exists():
+            return CpuHierarchy(candidate, 1)
+    raise PermanentError("no cgroup cpu controller is mounted here (neither v2's cpu.max nor v1's cpu)")
+
+
+def cpu_starved(process: str, quota_us: int = 1_000, period_us: int = 100_000) -> Callable[[FaultLab], Heal]:
+    """``process``'s group held to quota_us of CPU per period_us (1 % of one CPU by default)."""
+
+    def inject(lab: FaultLab) -> Heal:
+        group = lab.process(process).pid
+        hierarchy = cpu_hierarchy()
+        cgroup = hierarchy.root / f"haven-fault-{process}-{group}"
+        cgroup.mkdir()
+        hierarchy.limit(cgroup, quota_us, period_us)
+        came_from: dict[int, Path] = {}
+        for pid in group_members(group):
+            try:
+                came_from[pid] = hierarchy.of(pid)
+                (cgroup / "cgroup.procs").write_text(str(pid))
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # ended meanwhile
+
+        def heal() -> None:
+            back_to = next(iter(came_from.values()), hierarchy.root)
+            for _ in range(5):
+                pids = [int(p) for p in (cgroup / "cgroup.procs").read_text().split()]
+                if not pids:
+                    break
+                for pid in pids:  # its children forked meanwhile go where the service's leader came from
+                    try:
+                        (came_from.get(pid, back_to) / "cgroup.procs").write_text(str(pid))
+                    except ProcessLookupError:
+                        continue
+            cgroup.rmdir()
+
+        return heal
+
+    return inject
