@@ -27,7 +27,7 @@ from rich.live import Live
 from rich.markup import escape
 
 from haven import __version__
-from haven.cli import agent, cloud_drill, fault_drill, galera, rabbitmq, render
+from haven.cli import agent, cloud_drill, fault_drill, galera, impact_drill, rabbitmq, render
 from haven.cli.audit import add_audit_command
 from haven.cli.backups import DRILLS as BACKUP_DRILLS
 from haven.cli.backups import add_backups_command
@@ -105,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     names = [*SCENARIOS, LEADER_LOSS, *galera.SCENARIOS, *rabbitmq.SCENARIOS, *BACKUP_DRILLS]
     names.append(fault_drill.SCENARIO)
+    names.append(impact_drill.SCENARIO)
     drill.add_argument("scenario", help=f"one of: {', '.join(names)}")
     _cloud_size(
         drill, vms_help="VMs in the simulated cloud (default 300); with --cloud: HA servers booted (3)"
@@ -118,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     galera.add_options(drill)
     rabbitmq.add_options(drill)
     fault_drill.add_options(drill)
+    impact_drill.add_options(drill)
     drill.set_defaults(handler=_drill)
 
     serve_cmd = sub.add_parser("serve", help="run the engine as a long-lived service (Ctrl-C stops it)")
@@ -264,6 +266,8 @@ def _is_haven_database(path: Path) -> bool:
 def _drill(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.scenario == fault_drill.SCENARIO or args.fault_name:  # the fault catalogue, on the lab
         return fault_drill.run(args, out, err)
+    if args.scenario == impact_drill.SCENARIO:  # the impact matrix, measured on the lab
+        return impact_drill.run(args, out, err)
     if args.scenario in galera.SCENARIOS:  # on a temporary real Galera cluster
         return galera.run(args, out, err)
     if args.scenario in rabbitmq.SCENARIOS:  # on a temporary real RabbitMQ cluster
