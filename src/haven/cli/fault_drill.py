@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import configparser
 import json
 import logging
+import re
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -283,6 +285,21 @@ class LabFaults:
         state.save()
         self.state = state
         return new_id
+
+    def port(self, service: str) -> int:
+        if service == "database":  # Nova's and Placement's MariaDB, as nova.conf names it
+            conf = (self.folder / "nova" / "nova.conf").read_text()
+            found = re.search(r"^connection = mysql\+pymysql://[^@]+@127\.0\.0\.1:(\d+)/", conf, re.M)
+        else:
+            found = re.match(r"https?://127\.0\.0\.1:(\d+)(/|$)", self.state.urls.get(service, ""))
+        if found is None:
+            raise NotFound(f"the lab serves no {service!r} on a loopback port")
+        return int(found[1])
+
+    def image_data(self) -> Path:
+        conf = configparser.ConfigParser(interpolation=None)
+        conf.read(self.folder / "glance" / "glance-api.conf")
+        return Path(conf.get("fs", "filesystem_store_datadir")) / self.image_id
 
     def whole(self) -> list[str]:
         wrong = [f"{e.name} not running" for e in self._records() if not alive(e)]

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from haven.domain.errors import UserError
+from haven.drill.faults_network import failing_route, image_data_gone, lossy, slow_http, slow_tcp
 from haven.drill.faults_process import process_image
 
 Heal = Callable[[], None]
@@ -87,11 +88,17 @@ class FaultLab(Protocol):
     def whole(self) -> list[str]:
         """What is not whole: processes gone, computes not running, holds left, hosts off."""
 
+    def port(self, service: str) -> int:
+        """The loopback TCP port ``service`` listens on: a catalog type (image, placement...) or database."""
+
+    def image_data(self) -> Path:
+        """The file holding the canary image's data in Glance's file store."""
+
 
 @dataclass(frozen=True)
 class Fault:
     name: str
-    kind: str  # hung | killed | slow | computes | capacity | image | none
+    kind: str  # hung | killed | slow | computes | capacity | image | network | route | store | none
     root: str  # the true root cause: a node of haven.topology
     what: str
     inject: Callable[[FaultLab], Heal]
@@ -260,6 +267,20 @@ CATALOG: tuple[Fault, ...] = (
     Fault("glance-killed", "killed", "glance-api", "Glance SIGKILLed", killed("glance-api")),
     Fault("database-killed", "killed", "mariadb", "MariaDB SIGKILLed", killed("mariadb")),
     Fault("rabbitmq-killed", "killed", "rabbitmq", "RabbitMQ SIGKILLed", killed("rabbitmq-server"), DOWN_S),
+    # haven.drill.faults_network: a proxy or a loss rule on one service's port
+    Fault("glance-slow", "network", "glance-api", "every request to Glance delayed 8 s (a delaying proxy)",
+          slow_http("image", 8.0)),
+    Fault("glance-lossy", "network", "glance-api", "40 % of the packets to Glance's port dropped",
+          lossy("image", 0.4)),
+    Fault("database-slow", "network", "mariadb", "everything sent to MariaDB delayed 0.5 s (each query)",
+          slow_tcp("database", 0.5)),
+    Fault("placement-candidates-500", "route", "placement-api",
+          "Placement answers 500 to GET /allocation_candidates", failing_route(
+              "placement", "GET", r".*/allocation_candidates")),
+    Fault("glance-download-500", "route", "glance-api", "Glance answers 500 to an image download",
+          failing_route("image", "GET", r".*/v2/images/[^/]+/file")),
+    Fault("glance-store-gone", "store", "glance-api",
+          "the canary image's data gone from Glance's store (its record still active)", image_data_gone),
 )  # fmt: skip
 FAULTS = {fault.name: fault for fault in CATALOG}
 NO_FAULT = Fault(
