@@ -42,6 +42,8 @@ from haven.domain.ids import ServerId
 from haven.domain.incidents import AlertKind
 from haven.store import Store
 
+from .simcloud import SimCloud
+
 HOUR = 3600.0
 EPOCH = 1_800_000_000.0  # 2027-01-15T08:00:00Z: the virtual clock's start
 CONFIG = BackupsConfig(enabled=True, scheduler=SchedulerSettings(jitter_s=0.0))
@@ -138,28 +140,15 @@ async def test_at_picks_the_newest_good_backup_taken_at_or_before_it(rig: Rig) -
 # ---- the CLI: haven backups restore SERVER --at TIME ------------------------------------------------
 
 
-class _Cloud:
-    """What open_cloud gives the CLI: the simulated cloud's backup port in place of an OpenStack one."""
-
-    def __init__(self, port: SimBackups) -> None:
-        self.port = port
-
-    def backups(self) -> SimBackups:
-        return self.port
-
-    def close(self) -> None:
-        pass
-
-
 def test_the_cli_restores_at_a_time_and_refuses_one_before_any_backup(
     rig: Rig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     b1, b2, _, _ = asyncio.run(three_and_a_failed_one(rig))
     opened: list[str | None] = []
 
-    def open_cloud(name: str | None, **_: Any) -> _Cloud:
+    def open_cloud(name: str | None, **_: Any) -> SimCloud:
         opened.append(name)
-        return _Cloud(rig.port)
+        return SimCloud(rig.port)
 
     monkeypatch.setattr("haven.cloud.openstack.open_cloud", open_cloud)
     monkeypatch.delenv("OS_CLOUD", raising=False)

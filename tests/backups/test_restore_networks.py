@@ -37,6 +37,8 @@ from haven.domain.errors import UserError
 from haven.domain.ids import ServerId
 from haven.store import Store
 
+from .simcloud import SimCloud
+
 CONFIG = BackupsConfig(enabled=True, scheduler=SchedulerSettings(jitter_s=0.0))
 
 
@@ -168,24 +170,11 @@ async def test_networks_named_by_name_or_id_or_none_and_unknown_or_ambiguous_one
 # ---- the CLI and the API ------------------------------------------------------------------------------
 
 
-class _Cloud:
-    """What open_cloud gives the CLI: the simulated cloud's backup port in place of an OpenStack one."""
-
-    def __init__(self, port: SimBackups) -> None:
-        self.port = port
-
-    def backups(self) -> SimBackups:
-        return self.port
-
-    def close(self) -> None:
-        pass
-
-
 def test_the_cli_takes_network_and_no_network(
     rig: Rig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     asyncio.run(rig.backed_up())
-    monkeypatch.setattr("haven.cloud.openstack.open_cloud", lambda name, **_: _Cloud(rig.port))
+    monkeypatch.setattr("haven.cloud.openstack.open_cloud", lambda name, **_: SimCloud(rig.port))
     monkeypatch.delenv("OS_CLOUD", raising=False)
 
     def cli(*args: str) -> tuple[int, dict[str, Any], str]:
