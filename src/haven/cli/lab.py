@@ -41,6 +41,12 @@ def add_lab_commands(sub: Any) -> None:
         help="also run Keystone and nova-api as systemd units on 2 controllers behind HAProxy (needs root)",
     )
     up.add_argument(
+        "--controllers",
+        type=int,
+        default=2,
+        help="with --ha: 3 adds a spare controller, its replicas' units installed and stopped (default 2)",
+    )
+    up.add_argument(
         "--cinder",
         action="store_true",
         help="also run Cinder (NFS-driver volumes as files on a bind mount, posix backups; needs root)",
@@ -68,7 +74,9 @@ def _up(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     folder = _folder(args)
     try:
-        state = lab.up(folder, args.computes, progress=say, ha=args.ha, cinder=args.cinder)
+        state = lab.up(
+            folder, args.computes, progress=say, ha=args.ha, cinder=args.cinder, controllers=args.controllers
+        )
     except (LabServiceError, ToolInstallError) as exc:
         err.print(f"[bold red]haven lab up: failed:[/] {escape(str(exc))}", highlight=False)
         err.print(f"  hint: each service's log is in {folder}", highlight=False)
@@ -82,7 +90,11 @@ def _up(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def _print_ha(out: Console, ha: dict[str, Any]) -> None:
-    hosts = ", ".join(f"{c['host']} ({c['address']}, systemd pid {c['pid1']})" for c in ha["controllers"])
+    spare = ", spare: its units stopped"
+    hosts = ", ".join(
+        f"{c['host']} ({c['address']}, systemd pid {c['pid1']}{spare if c.get('spare') else ''})"
+        for c in ha["controllers"]
+    )
     out.print(f"  HA: controllers {hosts}; HAProxy socket {ha['haproxy_socket']}")
     for service, port in ha["frontends"].items():
         out.print(f"  HA: {service:<10} frontend 127.0.0.1:{port}, replicas on port {ha['ports'][service]}")

@@ -36,6 +36,16 @@ through the replicas only. haven's ``[controlplane]`` probes them with ``nova_rp
 is a secret (RabbitMQ's password): probes read it from the environment (``TRANSPORT_URL_ENV``), which
 ``LAB/ha/serve.env`` sets.
 
+A spare controller (``haven lab up --ha --controllers 3``; ``add_spare`` on a running HA lab): ``ctl-3``,
+its own failure domain, started the same way with every replica's unit installed but **stopped** (not
+wanted by its target), its members added to every backend through HAProxy's runtime API (``add server``:
+a dynamic server starts in maintenance; its checks enabled) and declared in haven.toml's
+``[controlplane]``: a standby host where haven's planner may start the replicas a lost controller took
+with it (rule 5: a stopped unit, emptiest failure domain first) and put their members back in once their
+probes pass (rule 7: a member someone else took out whose unit was started since). haproxy.cfg is not
+rewritten for it: a restarted HAProxy forgets the spare. The HA lab's Galera and RabbitMQ stay on the
+two active controllers (``HaLab.active``).
+
 Stopping: the lab state records each controller's PID 1 (as the host sees it) with ``namespace = True``:
 ``haven lab down`` SIGKILLs exactly it, which ends everything in that namespace; HAProxy is an ordinary
 lab process (its own process group).
@@ -68,6 +78,7 @@ DBUS_DAEMON = "/usr/bin/dbus-daemon"
 UNSHARE = "/usr/bin/unshare"
 HAPROXY = "/usr/sbin/haproxy"
 CONTROLLERS = ("ctl-1", "ctl-2")
+MAX_CONTROLLERS = 3  # the two active ones and one spare (``--controllers 3``)
 # haven's nova_rpc probes read Nova's transport URL from this variable (LAB/ha/serve.env sets it).
 TRANSPORT_URL_ENV = "HAVEN_LAB_NOVA_TRANSPORT_URL"
 # The plain lab's services the HA lab's replicas replace (haven lab up --ha stops them once these answer).
@@ -191,6 +202,7 @@ class Controller:
     folder: Path
     pid1: int  # PID 1 of its namespace, as this machine sees it
     unshare: subprocess.Popen[bytes] | None = None  # None when read back from the lab state
+    spare: bool = False  # a standby host: its units installed, stopped; its members in maintenance
 
     @property
     def bus(self) -> str:
@@ -221,13 +233,29 @@ class HaLab:
     def controller(self, host: str) -> Controller:
         return next(c for c in self.controllers if c.host == host)
 
+    @property
+    def active(self) -> list[Controller]:
+        """The controllers that run every replica from the start (not the spare)."""
+        return [c for c in self.controllers if not c.spare]
+
+    @property
+    def spares(self) -> list[Controller]:
+        return [c for c in self.controllers if c.spare]
+
 
 def describe(ha: HaLab) -> dict[str, object]:
     """What the lab state keeps of the HA part (``from_state`` reads it back in another process)."""
     return {
         "folder": str(ha.folder),
         "controllers": [
-            {"host": c.host, "address": c.address, "folder": str(c.folder), "pid1": c.pid1, "bus": c.bus}
+            {
+                "host": c.host,
+                "address": c.address,
+                "folder": str(c.folder),
+                "pid1": c.pid1,
+                "bus": c.bus,
+                "spare": c.spare,
+            }
             for c in ha.controllers
         ],
         "apis": [api.service for api in ha.apis],
@@ -244,7 +272,13 @@ def from_state(saved: Mapping[str, object]) -> HaLab:
     """The HA part of a running lab, as ``describe`` saved it."""
     try:
         controllers = [
-            Controller(str(c["host"]), str(c["address"]), Path(str(c["folder"])), int(c["pid1"]))
+            Controller(
+                str(c["host"]),
+                str(c["address"]),
+                Path(str(c["folder"])),
+                int(c["pid1"]),
+                spare=bool(c.get("spare", False)),
+            )
             for c in saved["controllers"]  # type: ignore[attr-defined]
         ]
         ports = {str(k): int(v) for k, v in saved["ports"].items()}  # type: ignore[attr-defined]
@@ -283,12 +317,18 @@ def start(
     timeout_s: float = 120.0,
     apis: tuple[Api, ...] = APIS,
     workers: tuple[Worker, ...] = WORKERS,
+    spares: int = 0,
 ) -> HaLab:
     """Start the controllers and HAProxy over the lab in ``lab_folder``; return once HAProxy has every
     replica UP and every worker replica answers an RPC ping. ``keep_namespace(name, pid1, log)`` and
     ``keep(process)`` record what was started as soon as it runs, so a failure later still lets the
-    caller stop it."""
+    caller stop it. ``spares`` (0 or 1): then a spare controller too (``add_spare``)."""
     check_requirements()
+    if not 0 <= spares <= MAX_CONTROLLERS - len(CONTROLLERS):
+        raise LabServiceError(
+            f"the HA lab runs {len(CONTROLLERS)} to {MAX_CONTROLLERS} controllers: "
+            f"{len(CONTROLLERS) + spares} asked"
+        )
     started = time.monotonic()
     folder = lab_folder / "ha"
     folder.mkdir(parents=True, exist_ok=True)
@@ -302,7 +342,7 @@ def start(
     say(f"HA: starting systemd on {', '.join(CONTROLLERS)} and HAProxy")
     for index, host in enumerate(CONTROLLERS, start=1):
         controller = _start_controller(folder / host, host, f"127.0.1.{index}", lab_folder, venvs, apis,
-                                       ports, restart, workers)  # fmt: skip
+                                       ports, restart, workers, keystone_url=_keystone_url(ha))  # fmt: skip
         ha.controllers.append(controller)
         keep_namespace(f"systemd@{host}", controller.pid1, controller.folder / "systemd.log")
     config = folder / "haproxy.cfg"
@@ -317,8 +357,86 @@ def start(
     if workers:
         say("HA: waiting for each nova-conductor and nova-scheduler replica to answer an RPC ping")
         wait_workers(ha, transport_url(lab_folder), timeout_s)
+    for _ in range(spares):
+        say(f"HA: a spare controller ctl-{len(ha.controllers) + 1}, its units installed and stopped")
+        add_spare(ha, lab_folder, venvs, keep_namespace, restart=restart)
     ha.started_in_s = round(time.monotonic() - started, 1)
     return ha
+
+
+def _spare_servers(ha: HaLab, controller: Controller) -> list[tuple[str, str]]:
+    """(backend, the ``add server`` arguments) of the spare's members: as ``haproxy_config`` has them."""
+    out = []
+    for api in ha.apis:
+        where = f"{controller.address}:{ha.ports[api.service]}"
+        out.append((api.backend, f"{where} {_CHECK}"))
+        if api.service in ha.kolla_frontends:
+            out.append((f"{api.backend}_kolla", f"{where} {_KOLLA_CHECK}"))
+    return out
+
+
+def add_spare(
+    ha: HaLab,
+    lab_folder: Path,
+    venvs: Mapping[str, Path],
+    keep_namespace: Callable[[str, int, Path], None],
+    *,
+    restart: str = "on-failure",
+) -> Controller:
+    """A spare controller on a running HA lab: ``ctl-N`` (its own failure domain and loopback address),
+    systemd as PID 1 of its own namespace with every replica's unit of ``ha`` installed and stopped,
+    added to every backend of HAProxy (runtime API ``add server``: it starts in maintenance) with its
+    checks enabled. Appended to ``ha.controllers``; ``controlplane_toml`` declares it. Undo with
+    ``remove_spare``."""
+    if len(ha.controllers) >= MAX_CONTROLLERS:
+        raise LabServiceError(
+            f"the HA lab already runs {len(ha.controllers)} controllers (at most {MAX_CONTROLLERS})"
+        )
+    index = len(ha.controllers) + 1
+    host = f"ctl-{index}"
+    controller = _start_controller(ha.folder / host, host, f"127.0.1.{index}", lab_folder, venvs, ha.apis,
+                                   ha.ports, restart, ha.workers, standby=True,
+                                   keystone_url=_keystone_url(ha))  # fmt: skip
+    controller.spare = True
+    keep_namespace(f"systemd@{host}", controller.pid1, controller.folder / "systemd.log")
+    ha.controllers.append(controller)
+    _wait_for_bus(controller, 15.0)
+    runtime = HAProxyRuntime(ha.haproxy_socket)
+    for backend, arguments in _spare_servers(ha, controller):
+        _runtime(runtime, f"add server {backend}/{host} {arguments}", "New server registered")
+        _runtime(runtime, f"enable health {backend}/{host}")
+    state = servers_state(ha)
+    wrong = {k: v for k, v in state.items() if k[1] == host and v[0] != "maint"}
+    if wrong:
+        raise LabServiceError(f"the spare's members are not in maintenance in HAProxy: {wrong}")
+    return controller
+
+
+def remove_spare(ha: HaLab, controller: Controller) -> None:
+    """Undo ``add_spare``: its members out of HAProxy (maintenance, sessions shut, deleted), its
+    namespace's PID 1 killed (every unit there ends), gone from ``ha.controllers``."""
+    runtime = HAProxyRuntime(ha.haproxy_socket)
+    for backend, _arguments in _spare_servers(ha, controller):
+        _runtime(runtime, f"set server {backend}/{controller.host} state maint")
+        _runtime(runtime, f"shutdown sessions server {backend}/{controller.host}")
+        deadline = time.monotonic() + 10.0
+        while True:  # a server with connections left cannot be deleted
+            answer = asyncio.run(runtime.command(f"del server {backend}/{controller.host}"))
+            if "deleted" in answer.lower() or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(controller.pid1, signal.SIGKILL)
+    if controller in ha.controllers:
+        ha.controllers.remove(controller)
+    reap()
+
+
+def _runtime(runtime: HAProxyRuntime, command: str, expect: str = "") -> str:
+    answer = asyncio.run(runtime.command(command))
+    if expect and expect not in answer:
+        raise LabServiceError(f"HAProxy refused `{command}`: {answer.strip()}")
+    return answer
 
 
 def _start_controller(
@@ -331,7 +449,14 @@ def _start_controller(
     ports: Mapping[str, int],
     restart: str,
     workers: tuple[Worker, ...] = (),
+    *,
+    standby: bool = False,
+    keystone_url: str = "",
 ) -> Controller:
+    """``standby``: the replicas' units are installed but not wanted by the target (a spare: stopped).
+    ``keystone_url``: Keystone's frontend, where the other APIs' keystonemiddleware validates tokens
+    (``[keystone_authtoken] auth_url`` and ``www_authenticate_uri``, set through oslo.config's
+    environment source, which wins over the lab's config files the plain lab's services share)."""
     units = folder / "units"
     units.mkdir(parents=True, exist_ok=True)
     (folder / "bus.conf").write_text(_BUS_CONF)
@@ -354,6 +479,7 @@ def _start_controller(
             f"[Unit]\nDescription={api.service} on {host} (haven lab --ha)\nDefaultDependencies=no\n"
             f"[Service]\nExecStart={venvs[api.tool] / 'bin' / 'gunicorn'}\nWorkingDirectory={replica}\n"
             f"Environment={api.config_env}={lab_folder / api.config_dir}\n"
+            f"{_authtoken_env(keystone_url) if api.service != 'keystone' else ''}"
             f"StandardOutput=append:{log}\nStandardError=append:{log}\n"
             f"Restart={restart}\nRestartSec=1\n"
         )
@@ -377,6 +503,8 @@ def _start_controller(
             f"Restart={restart}\nRestartSec=1\nTimeoutStopSec=5\n"
         )
         wanted.append(worker.unit)
+    if standby:
+        wanted = wanted[:2]  # its D-Bus only: the replicas' units stay stopped until someone starts them
     (units / TARGET).write_text(f"[Unit]\nDefaultDependencies=no\nWants={' '.join(wanted)}\n")
     env = {
         **os.environ,
@@ -391,10 +519,30 @@ def _start_controller(
         )  # fmt: skip
     _UNSHARES.append(unshare)
     pid1 = _child_of(unshare, 5.0)
-    return Controller(host, address, folder, pid1, unshare)
+    return Controller(host, address, folder, pid1, unshare, spare=standby)
+
+
+_CHECK = "check inter 1s fall 3 rise 2 observe layer4 error-limit 1 on-error mark-down"
+_KOLLA_CHECK = "check inter 2000 rise 2 fall 5"
+
+
+def _authtoken_env(keystone_url: str) -> str:
+    if not keystone_url:
+        return ""
+    return (
+        f"Environment=OS_KEYSTONE_AUTHTOKEN__AUTH_URL={keystone_url}/v3\n"
+        f"Environment=OS_KEYSTONE_AUTHTOKEN__WWW_AUTHENTICATE_URI={keystone_url}\n"
+    )
+
+
+def _keystone_url(ha: HaLab) -> str:
+    """Keystone's frontend when the HA lab replicates Keystone (else the services keep the lab's own)."""
+    return ha.frontend_url("keystone") if "keystone" in ha.frontends else ""
 
 
 def haproxy_config(ha: HaLab) -> str:
+    """HAProxy's configuration at its start: the active controllers' members (a spare is added at
+    runtime, ``add_spare``)."""
     lines = [
         "global",
         f"    stats socket {ha.haproxy_socket} mode 600 level admin",
@@ -419,11 +567,7 @@ def haproxy_config(ha: HaLab) -> str:
             f"    default_backend {api.backend}",
             f"backend {api.backend}",
             f"    option httpchk GET {api.check_path}",
-            *(
-                f"    server {c.host} {c.address}:{ha.ports[api.service]} check inter 1s fall 3 rise 2"
-                f" observe layer4 error-limit 1 on-error mark-down"
-                for c in ha.controllers
-            ),
+            *(f"    server {c.host} {c.address}:{ha.ports[api.service]} {_CHECK}" for c in ha.active),
         ]
     for api in ha.apis:
         if api.service not in ha.kolla_frontends:
@@ -439,10 +583,7 @@ def haproxy_config(ha: HaLab) -> str:
             "    timeout connect 10s",
             "    timeout server 1m",
             "    timeout check 10s",
-            *(
-                f"    server {c.host} {c.address}:{ha.ports[api.service]} check inter 2000 rise 2 fall 5"
-                for c in ha.controllers
-            ),
+            *(f"    server {c.host} {c.address}:{ha.ports[api.service]} {_KOLLA_CHECK}" for c in ha.active),
         ]
     return "\n".join(lines) + "\n"
 
@@ -459,6 +600,10 @@ def controlplane_toml(ha: HaLab) -> str:
         env = ha.folder / "serve.env"
         lines.insert(2, f"# the nova_rpc probes read {TRANSPORT_URL_ENV}: `set -a; . {env}; set +a` first")
     for controller in ha.controllers:
+        if controller.spare:
+            lines.append(
+                "# a spare (standby) controller: its units installed and stopped, haven may start them"
+            )
         lines += [
             "[[controlplane.controllers]]",
             f'host = "{controller.host}"',
@@ -505,7 +650,7 @@ def wait_workers(ha: HaLab, url: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     rpc = NovaRpc()
     try:
-        for controller in ha.controllers:
+        for controller in ha.active:
             for worker in ha.workers:
                 while True:
                     try:
@@ -654,8 +799,9 @@ def _wait_for_bus(controller: Controller, timeout_s: float) -> None:
 def _wait_all_up(ha: HaLab, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     state: dict[tuple[str, str], tuple[str, str]] = {}
+    spares = {c.host for c in ha.spares}
     while time.monotonic() < deadline:
-        state = servers_state(ha)
+        state = {k: v for k, v in servers_state(ha).items() if k[1] not in spares}
         if state and all(op == "up" for _admin, op in state.values()):
             return
         time.sleep(0.25)

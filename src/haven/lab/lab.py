@@ -58,17 +58,29 @@ def running(folder: Path) -> LabState | None:
 
 
 def up(
-    folder: Path, computes: int = 2, progress: Progress | None = None, ha: bool = False, cinder: bool = False
+    folder: Path,
+    computes: int = 2,
+    progress: Progress | None = None,
+    ha: bool = False,
+    cinder: bool = False,
+    controllers: int = 2,
 ) -> LabState:
     """Start a fresh lab with ``computes`` compute hosts in ``folder``; its state once all is up.
 
     ``ha``: then also Keystone and nova-api replicas as systemd units on two controllers behind
     HAProxy (haven.lab.ha), the catalog, clouds.yaml and haven.toml pointing at HAProxy's frontends.
+    ``controllers``: with ``ha``, 3 adds a spare controller (haven.lab.ha.add_spare: its units stopped).
     ``cinder``: then also Cinder (haven.lab.cinder: NFS driver on a bind mount, posix backups); opt-in.
     """
     say = progress or (lambda _message: None)
     if computes < 1:
         raise LabServiceError(f"--computes must be at least 1, got {computes}")
+    if controllers != 2 and not ha:
+        raise LabServiceError("--controllers is for the HA lab: add --ha")
+    if not 2 <= controllers <= ha_lab.MAX_CONTROLLERS:
+        raise LabServiceError(
+            f"--controllers must be 2 or {ha_lab.MAX_CONTROLLERS} (a spare), got {controllers}"
+        )
     if ha:
         ha_lab.check_requirements()
     if cinder:
@@ -110,7 +122,7 @@ def up(
             )
             state.save()
         if ha:
-            _start_ha(folder, venvs, state, keep, keep_namespace, say, processes)
+            _start_ha(folder, venvs, state, keep, keep_namespace, say, processes, controllers - 2)
     except BaseException:
         say("start failed: stopping what was started")
         stop_processes(state.processes, grace_s=5)
@@ -263,10 +275,11 @@ def _start_ha(
     keep_namespace: Callable[[str, int, Path], None],
     say: Progress,
     processes: list[LabProcess],
+    spares: int = 0,
 ) -> None:
-    ha = ha_lab.start(folder, venvs, keep_namespace, keep, say)
+    ha = ha_lab.start(folder, venvs, keep_namespace, keep, say, spares=spares)
     state.ha = ha_lab.describe(ha)
-    state.ha["stateful"] = ha_stateful.start(ha.folder, ha.controllers, say)  # Galera, RabbitMQ as units
+    state.ha["stateful"] = ha_stateful.start(ha.folder, ha.active, say)  # Galera, RabbitMQ as units
     state.save()
     _retire(state, processes, ha_lab.RETIRED)  # the replicas answer: they serve
     say("HA: pointing the Keystone catalog, clouds.yaml and haven.toml at HAProxy's frontends")
