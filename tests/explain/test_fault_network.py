@@ -24,7 +24,14 @@ import pytest
 from haven.domain.errors import PermanentError
 from haven.drill.fault_proxy import FaultProxy, Route
 from haven.drill.faults import FAULTS
-from haven.drill.faults_network import Rules, image_data_gone, loss_rule, proxied, redirect_rule
+from haven.drill.faults_network import (
+    Rules,
+    image_data_gone,
+    loss_rule,
+    owned_by_group,
+    proxied,
+    redirect_rule,
+)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -230,8 +237,8 @@ def test_the_store_fault_moves_the_data_aside_and_back(tmp_path: Path) -> None:
 
 
 def test_the_network_faults_are_in_the_catalogue() -> None:
-    assert {FAULTS[n].root for n in ("glance-slow", "glance-lossy", "glance-download-500",
-                                     "glance-store-gone")} == {"glance-api"}  # fmt: skip
+    glance = ("glance-slow", "nova-api-glance-slow", "glance-lossy", "glance-download-500")
+    assert {FAULTS[n].root for n in (*glance, "glance-store-gone")} == {"glance-api"}
     assert FAULTS["database-slow"].root == "mariadb"
     assert FAULTS["placement-candidates-500"].root == "placement-api"
 
@@ -276,3 +283,39 @@ def test_a_real_redirect_sends_new_connections_through_the_proxy_and_its_heal_le
     through, after = done.stdout.strip().splitlines()
     assert through == "127.0.0.2 1"
     assert after == "127.0.0.1 -P OUTPUT ACCEPT"
+
+
+def test_a_slow_link_delays_one_process_groups_connections_and_spares_the_others(
+    server: tuple[int, list[tuple[str, str, str, bytes]]],
+) -> None:
+    """A client in a session of its own (as each lab service runs) is delayed; this test's own is not."""
+    port, _ = server
+    script = (
+        "import sys, time, urllib.request; t = time.monotonic(); "
+        "urllib.request.urlopen('http://127.0.0.1:' + sys.argv[1] + '/other', timeout=10).read(); "
+        "print(time.monotonic() - t)"
+    )
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True)
+    group_of = {}
+
+    def clients(peer: int) -> bool:
+        group_of[peer] = owned_by_group(peer, other.pid)
+        return group_of[peer]
+
+    proxy = FaultProxy(port, delay_s=0.8, http=True, clients=clients)
+    listening = proxy.start()
+    try:
+        status, _, took = _get(listening, "/mine")  # this test's process: not of that group
+        assert status == 200 and took < 0.8 and list(group_of.values()) == [False]
+        other.kill()
+        other.wait()
+        elsewhere = subprocess.run([sys.executable, "-c", script, str(listening)], capture_output=True,
+                                 text=True, timeout=30, start_new_session=True)  # fmt: skip
+        assert elsewhere.returncode == 0, elsewhere.stderr
+        assert float(elsewhere.stdout) < 0.8  # another session again: spared
+        assert proxy.spared == 2 and proxy.delayed == 0
+        proxy.clients = lambda peer: owned_by_group(peer, os.getpgid(0))  # this test's own group now
+        status, _, took = _get(listening, "/mine")
+        assert status == 200 and took >= 0.8 and proxy.delayed == 1
+    finally:
+        proxy.stop()

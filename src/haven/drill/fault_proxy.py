@@ -13,6 +13,9 @@ What it does to the bytes, client to server (the answers pass untouched):
   connection after one answer (keepalive 0), so this sees every request.
 - ``http=False``: every chunk waits ``delay_s`` (a database protocol: each query, each handshake step).
 
+With ``clients``, only the connections whose client port it accepts (a process group's, say: one
+service to another) get the fault; the others pass untouched.
+
 It runs its own event loop in a daemon thread: ``start`` and ``stop`` are blocking calls (injections
 run in a worker thread).
 """
@@ -23,6 +26,7 @@ import asyncio
 import contextlib
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 _REQUEST_LINE = re.compile(rb"^([A-Z]+) (\S+) HTTP/1\.[01]\r?\n")
@@ -49,6 +53,7 @@ class FaultProxy:
         http: bool = False,
         fail: Route | None = None,
         source: str = "127.0.0.2",
+        clients: Callable[[int], bool] | None = None,
     ) -> None:
         if not 0 < upstream < 65536:
             raise ValueError(f"no such port: {upstream}")
@@ -59,6 +64,8 @@ class FaultProxy:
         self.http = http
         self.fail = fail
         self.source = source
+        self.clients = clients  # given a connection's client port: whether the fault applies to it
+        self.spared = 0  # connections passed on untouched (not of ``clients``)
         self.port = 0
         self.delayed = 0  # chunks delayed
         self.failed = 0  # requests answered 500
@@ -116,9 +123,17 @@ class FaultProxy:
                 )
             except OSError:
                 return
-            await asyncio.gather(
-                self._forward(reader, upstream_writer, writer), self._pump(up_reader, writer)
+            faulted = True
+            if self.clients is not None:
+                peer = writer.get_extra_info("peername")
+                faulted = await asyncio.to_thread(self.clients, int(peer[1]))
+                self.spared += not faulted
+            forward = (
+                self._forward(reader, upstream_writer, writer)
+                if faulted
+                else self._pump(reader, upstream_writer)
             )
+            await asyncio.gather(forward, self._pump(up_reader, writer))
         except asyncio.CancelledError:
             pass
         finally:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from haven.domain.errors import UserError
-from haven.drill.faults_network import failing_route, image_data_gone, lossy, slow_http, slow_tcp
+from haven.drill.faults_network import failing_route, image_data_gone, lossy, slow_http, slow_link, slow_tcp
 from haven.drill.faults_process import process_image
 
 Heal = Callable[[], None]
@@ -270,6 +270,9 @@ CATALOG: tuple[Fault, ...] = (
     # haven.drill.faults_network: a proxy or a loss rule on one service's port
     Fault("glance-slow", "network", "glance-api", "every request to Glance delayed 8 s (a delaying proxy)",
           slow_http("image", 8.0)),
+    Fault("nova-api-glance-slow", "network", "glance-api",
+          "every request from Nova's API to Glance delayed 8 s (other clients not)", slow_link(
+              "nova-api", "image", 8.0)),
     Fault("glance-lossy", "network", "glance-api", "40 % of the packets to Glance's port dropped",
           lossy("image", 0.4)),
     Fault("database-slow", "network", "mariadb", "everything sent to MariaDB delayed 0.5 s (each query)",

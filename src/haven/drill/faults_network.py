@@ -23,6 +23,7 @@ connect again, straight.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
@@ -161,6 +162,43 @@ def close_established(port: int) -> None:
 def slow_http(service: str, delay_s: float) -> Callable[[FaultLab], Heal]:
     """Every request to the lab's ``service`` delayed ``delay_s`` on its way in."""
     return proxied(service, lambda port: FaultProxy(port, delay_s=delay_s, http=True))
+
+
+def slow_link(client: str, service: str, delay_s: float) -> Callable[[FaultLab], Heal]:
+    """Every request from the lab's process ``client`` (its process group) to its ``service`` delayed
+    ``delay_s``; every other client of ``service`` served as before (a slow link between two services)."""
+
+    def inject(lab: FaultLab) -> Heal:
+        group = lab.process(client).pid
+        proxy = lambda port: FaultProxy(  # noqa: E731
+            port, delay_s=delay_s, http=True, clients=lambda peer: owned_by_group(peer, group)
+        )
+        return proxied(service, proxy)(lab)
+
+    return inject
+
+
+def owned_by_group(client_port: int, group: int, proc: Path = Path("/proc")) -> bool:
+    """Whether the loopback TCP socket on ``client_port`` belongs to a process of process group ``group``."""
+    local = f"0100007F:{client_port:04X}"
+    inodes = set()
+    for line in (proc / "net" / "tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local:
+            inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return False
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) != group:
+                continue
+            if any(os.readlink(fd) in inodes for fd in (entry / "fd").iterdir()):
+                return True
+        except (OSError, IndexError, ValueError):  # gone meanwhile, or not ours to read
+            continue
+    return False
 
 
 def slow_tcp(service: str, delay_s: float) -> Callable[[FaultLab], Heal]:
