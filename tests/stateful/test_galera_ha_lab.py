@@ -4,18 +4,21 @@ The fixture starts what ``haven lab up --ha`` runs Galera on, and only that: two
 Debian's systemd as PID 1 of its own namespaces (haven.lab.ha's controller, with no OpenStack API
 units, to keep the module short), and the lab's 3-node cluster as units on them
 (haven.lab.ha_stateful: g1 and g3 on ctl-1, g2 on ctl-2). haven's recovery loop drives the units
-with the systemd driver (haven.stateful.galera_systemd). Verdicts come from systemd (the unit's state
-and InvocationID over its D-Bus), from the servers themselves (their wsrep status, the rows read back,
-grastate.dat and a ``--wsrep-recover`` run by the test) and from Galera's log, never from haven's
-journal alone. Needs root (skipped without). One cluster for the module; each test leaves it whole.
+with the systemd driver (haven.stateful.galera_systemd). The fixture records the cluster in the
+folder's lab.json as ``haven lab up --ha`` does, so the node-loss and full-outage tests run the drills
+through the CLI (``haven drill galera-* --cloud lab --lab-folder F --json``), whose verdict comes from
+the servers (wsrep status, the rows read back, grastate.dat and the drill's own ``--wsrep-recover``)
+and Galera's log. Verdicts here also come from systemd (the unit's state and InvocationID over its
+D-Bus) and the servers, never from haven's journal alone. Needs root (skipped without). One cluster
+for the module; each test leaves it whole.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -26,10 +29,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pymysql  # type: ignore[import-untyped]
 import pytest
 
+from haven.cli.main import main
 from haven.domain.clock import RealClock
 from haven.domain.errors import ConfigError, HavenError
 from haven.domain.galera import GaleraAction
@@ -43,8 +48,10 @@ from haven.stateful.galera_node import MARIADBD, PROVIDER
 from haven.stateful.galera_recovery import GaleraRecovery
 from haven.stateful.galera_systemd import ENV_FILE, SystemdBus, SystemdGaleraNode
 from haven.stateful.serving import GaleraService
-from haven.stateful.writer import TABLE, Writer, missing, prepare
+from haven.stateful.writer import TABLE, missing, prepare
 from haven.store import Store
+
+from .lab_records import write_lab_state
 
 _LAB_MARKS = [
     pytest.mark.slow,
@@ -55,6 +62,9 @@ _LAB_MARKS = [
         reason="needs mariadb-server, galera-4, rsync and systemd (make system-deps)",
     ),
 ]
+
+
+NAMES = ["g1", "g2", "g3"]
 
 
 def needs_lab(test: Callable[..., None]) -> Callable[..., None]:
@@ -78,6 +88,10 @@ def galera() -> Iterator[HaGalera]:
         made = ha_stateful.start_galera(controllers, folder / "galera", lambda _message: None)
         prepare(made.nodes[0].layout.socket)
         ha_stateful.start_galera_haproxy(made, controllers[1])
+        # Recorded as `haven lab up --ha` records its clusters, for `haven drill ... --cloud lab`.
+        write_lab_state(
+            folder, [c.pid1 for c in controllers], {"stateful": {"galera": ha_stateful.describe(made)}}
+        )
         yield made
     finally:
         ha.stop(ha.HaLab(folder, controllers, (), {}, {}))
@@ -140,20 +154,6 @@ def _new_groups(node: SystemdGaleraNode, since: int) -> int:
         return log.read().count(NEW_GROUP)
 
 
-def _independent_seqno(node: SystemdGaleraNode) -> int:
-    """The node's last committed seqno, read by the test itself (grastate.dat, else --wsrep-recover)."""
-    layout = node.layout
-    seqno = int(re.search(r"seqno:\s*(-?\d+)", (layout.data / "grastate.dat").read_text()).group(1))  # type: ignore[union-attr]
-    if seqno != -1:
-        return seqno
-    log = layout.folder / "test-recover.log"
-    subprocess.run(
-        [str(MARIADBD), f"--defaults-file={layout.cnf}", "--wsrep-recover", f"--log-error={log}"],
-        capture_output=True, check=True, timeout=120,
-    )  # fmt: skip
-    return int(re.findall(r"Recovered position: [0-9a-f-]+:(-?\d+)", log.read_text())[-1])
-
-
 @needs_lab
 def test_the_cluster_runs_as_units_spread_over_the_controllers(galera: HaGalera) -> None:
     assert galera.hosts == {"g1": "ctl-1", "g2": "ctl-2", "g3": "ctl-1"}
@@ -163,85 +163,62 @@ def test_the_cluster_runs_as_units_spread_over_the_controllers(galera: HaGalera)
         assert not (node.layout.folder / ENV_FILE).exists()  # the bootstrap's environment was consumed
 
 
+def _drill(galera: HaGalera, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
+    """``haven drill ARGV --cloud lab --lab-folder LAB --json`` (in this process); its exit and JSON."""
+    capsys.readouterr()
+    lab = galera.folder.parent
+    code = main(["drill", *argv, "--cloud", "lab", "--lab-folder", str(lab), "--json"])
+    captured = capsys.readouterr()
+    assert captured.out, captured.err
+    report: dict[str, Any] = json.loads(captured.out)
+    print(f"{argv}: {code}, recover_s {report['recover_s']}, {report['problems']}", file=sys.stderr)
+    return code, report
+
+
 @needs_lab
-def test_a_killed_nodes_unit_is_started_again_and_rejoins(galera: HaGalera) -> None:
+def test_the_node_loss_drill_on_the_lab_starts_the_killed_unit_again(
+    galera: HaGalera, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``haven drill galera-node-loss --cloud lab``: g3's unit killed under writes (SIGKILL to its mariadbd
+    through systemd); haven's loop (systemd driver) starts it. Judged again here from systemd and the
+    servers, beside the drill's own verdict (the servers' wsrep state and rows, the writer's acks)."""
     _whole(galera)
     g3 = galera.node("g3")
     before = _unit(g3)[1]
-    writer = Writer([galera.node("g1").layout.socket], start_id=10_000_000).start()
-    try:
-        _until(lambda: len(writer.acked) >= 10, "10 acknowledged writes")
-        asyncio.run(g3.kill())  # SIGKILL to its mariadbd through systemd: the unit fails (Restart=no)
-        assert _unit(g3)[0] == "failed"
-        stale = g3.layout.folder / ENV_FILE  # as a haven that died between writing it and StartUnit left it
-        stale.write_text("_WSREP_NEW_CLUSTER=--wsrep-new-cluster\n")
-        assert not asyncio.run(g3.running()) and not stale.exists()  # seen stopped: removed at once
-        _until(lambda: _size(galera.node("g1")) == 2, "the survivors evict g3")
-        recovery, store = _recovery(galera)
-        started = time.monotonic()
-        decisions = asyncio.run(recovery.run_until_synced(timeout_s=90))
-        elapsed = time.monotonic() - started
-        acked = len(writer.acked)
-        _until(lambda: len(writer.acked) >= acked + 10, "10 more acknowledged writes")
-    finally:
-        writer.stop()
-    assert decisions[-1].kind is DecisionKind.NOTHING, (decisions, _alerts(store))
-    assert [a.kind for a in _steps(store) if a.kind != DecisionKind.RECOVER] == [DecisionKind.START]
+    code, report = _drill(galera, capsys, "galera-node-loss", "--galera-node", "g3")
+    assert (code, report["verdict"]) == (0, "recovered"), report
+    assert report["writes_lost"] == 0 and report["failed_writes"] == 0 and report["writes_acked"] >= 10
+    assert report["bootstrap_node"] is None  # no new cluster in any server's log
+    assert [n["name"] for n in report["nodes"] if n["state"] == "Synced" and n["size"] == 3] == NAMES
     state, invocation = _unit(g3)
     assert state == "active" and invocation != before  # systemd started it again, a new invocation
     _whole(galera)  # each server's own wsrep_cluster_size is 3 again
-    for node in galera.nodes:
-        assert missing(node.layout.socket, writer.acked) == [], node.name
-    print(f"node loss: haven's passes until all synced {elapsed:.1f} s")
 
 
 @needs_lab
 @pytest.mark.parametrize("first_down", ["g1", "g2"])
-def test_a_full_outage_is_bootstrapped_from_the_highest_seqno_and_loses_no_write(
-    galera: HaGalera, first_down: str
+def test_the_full_outage_drill_on_the_lab_bootstraps_the_highest_seqno_and_loses_no_write(
+    galera: HaGalera, capsys: pytest.CaptureFixture[str], first_down: str
 ) -> None:
-    """``first_down`` dies first and misses the writes after it; the other two die together later (no
-    unit stopped cleanly). g1 shares ctl-1 with g3; g2 is alone on ctl-2."""
+    """``haven drill galera-full-outage --galera-node FIRST --cloud lab``: FIRST's unit killed, then the
+    other two together 20 writes later (no unit stopped cleanly). g1 shares ctl-1 with g3; g2 is alone on
+    ctl-2. The drill reads each position itself before haven runs and counts new clusters in Galera's
+    log; checked again here from systemd and the servers."""
     _whole(galera)
-    last_two = [n for n in galera.nodes if n.name != first_down]
-    writer = Writer(
-        [n.layout.socket for n in last_two], start_id=20_000_000 + 100_000 * int(first_down[1])
-    ).start()
-    try:
-        _until(lambda: len(writer.acked) >= 10, "10 acknowledged writes")
-        asyncio.run(galera.node(first_down).kill())
-        _until(lambda: _size(last_two[0]) == 2, "the survivors evict the first node down")
-        acked = len(writer.acked)
-        _until(lambda: len(writer.acked) >= acked + 20, "20 writes acknowledged without the first node")
-
-        async def power_cut() -> None:
-            await asyncio.gather(*(n.kill() for n in last_two))
-
-        asyncio.run(power_cut())
-    finally:
-        writer.stop()
-    assert all(_unit(n)[0] == "failed" for n in galera.nodes)
-    seqnos = {n.name: _independent_seqno(n) for n in galera.nodes}
+    invocations = {n.name: _unit(n)[1] for n in galera.nodes}
+    code, report = _drill(galera, capsys, "galera-full-outage", "--galera-node", first_down)
+    assert (code, report["verdict"]) == (0, "recovered"), report
+    seqnos = {n["name"]: n["seqno_before"] for n in report["nodes"]}
     assert seqnos[first_down] < max(seqnos.values()), seqnos  # the ordering really left it behind
-    marks = _log_marks(galera)
-
-    recovery, store = _recovery(galera)
-    started = time.monotonic()
-    decisions = asyncio.run(recovery.run_until_synced(timeout_s=120))
-    elapsed = time.monotonic() - started
-    assert decisions[-1].kind is DecisionKind.NOTHING, (decisions, _alerts(store))
-    bootstraps = [a for a in _steps(store) if a.kind == DecisionKind.BOOTSTRAP]
-    assert len(bootstraps) == 1, _steps(store)
-    bootstrapped = galera.node(bootstraps[0].node)
-    assert seqnos[bootstrapped.name] == max(seqnos.values()), (bootstraps, seqnos)
-    assert sum(_new_groups(n, marks[n.name]) for n in galera.nodes) == 1  # Galera's log: one new cluster
+    assert report["bootstrap_from_highest"] is True and report["writes_lost"] == 0, report
+    assert report["writes_acked"] >= 30 and report["writes_served_s"] is not None
+    bootstrapped = galera.node(report["bootstrap_node"])  # one name: exactly one new cluster in the logs
+    assert seqnos[bootstrapped.name] == max(seqnos.values())
     _whole(galera)
     for node in galera.nodes:
-        assert _unit(node)[0] == "active", node.name
-        assert missing(node.layout.socket, writer.acked) == [], node.name  # every acknowledged row
+        state, invocation = _unit(node)
+        assert state == "active" and invocation != invocations[node.name], node.name
         assert not (node.layout.folder / ENV_FILE).exists()
-    assert len(writer.acked) >= 30
-    print(f"full outage ({first_down} first): haven's passes until all synced {elapsed:.1f} s")
 
     # The bootstrap's environment was the one start's: the unit started again by systemd alone rejoins.
     marks = _log_marks(galera)
@@ -377,7 +354,12 @@ def test_haproxy_moves_writes_off_a_killed_node_and_no_write_fails_after(galera:
         _until(lambda: len(writer.acked) >= 20, "20 writes through HAProxy")
         assert not writer.failed
         killed = time.monotonic()
-        asyncio.run(galera.node("g1").kill())
+        g1 = galera.node("g1")
+        asyncio.run(g1.kill())  # SIGKILL to its mariadbd through systemd: the unit fails (Restart=no)
+        assert _unit(g1)[0] == "failed"
+        stale = g1.layout.folder / ENV_FILE  # as a haven that died between writing it and StartUnit left it
+        stale.write_text("_WSREP_NEW_CLUSTER=--wsrep-new-cluster\n")
+        assert not asyncio.run(g1.running()) and not stale.exists()  # seen stopped: removed at once
         _until(lambda: bool(writer.acked) and writer.acked[-1][1] > killed, "a write served after the kill")
         moved = next(at for _row, at in writer.acked if at > killed)
         recovery, store = _recovery(galera)

@@ -6,16 +6,36 @@ The drills themselves form a real cluster (30-45 s on this machine under load): 
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from haven.cli.main import main
+from haven.stateful.rabbitmq_cluster import missing_binaries
+
+from .lab_records import write_lab_state
 
 
-def test_a_rabbitmq_drill_refuses_a_cloud(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["drill", "rabbitmq-partition", "--cloud", "lab"]) == 2
+def test_a_rabbitmq_drill_refuses_a_cloud_other_than_the_lab(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["drill", "rabbitmq-partition", "--cloud", "prod"]) == 2
     err = capsys.readouterr().err
-    assert "runs on its own temporary RabbitMQ cluster, not on --cloud lab" in err
-    assert "without --cloud" in err and "Traceback" not in err
+    assert "runs on its own temporary cluster or on the HA lab's (--cloud lab), not on --cloud prod" in err
+    assert "without --cloud, or with --cloud lab" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(bool(missing_binaries()), reason="needs rabbitmq-server")
+def test_on_the_lab_a_plain_lab_is_named_with_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["drill", "rabbitmq-node-loss", "--cloud", "lab", "--lab-folder", str(tmp_path)]
+    assert main(argv) == 2
+    assert f"no lab runs in {tmp_path}" in capsys.readouterr().err
+    write_lab_state(tmp_path, [os.getpid()], {"controllers": [], "stateful": {"galera": {}}})
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "has no rabbitmq cluster in its records" in err and "haven lab up --ha" in err
+    assert "Traceback" not in err
 
 
 def test_an_unknown_rabbitmq_node_is_named(capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,13 +3,17 @@
 The fixture starts two controllers (Debian's systemd as PID 1 of their own namespaces, no OpenStack
 units: haven.lab.ha's controller) and the lab's 3-node RabbitMQ cluster as units on them
 (haven.lab.ha_stateful.start_rabbitmq: rabbit-1 and rabbit-3 on ctl-1 with the epmd unit, rabbit-2 on
-ctl-2). Judged from systemd (the unit's state and InvocationID over its D-Bus) and from each node's own
-``cluster_status``. Needs root (skipped without).
+ctl-2), recorded in the folder's lab.json as ``haven lab up --ha`` records them, so the node-loss and
+partition tests run the drills through the CLI (``haven drill rabbitmq-* --cloud lab --lab-folder F
+--json``). Judged from systemd (the unit's state and InvocationID over its D-Bus) and from each node's
+own ``cluster_status`` (and, in the drills, an AMQP round trip through each node). Needs root
+(skipped without).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -21,22 +25,25 @@ import time
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from haven.cli.main import main
 from haven.domain.clock import RealClock
 from haven.domain.errors import ConfigError
 from haven.lab import ha, ha_stateful
 from haven.lab.ha_stateful import HaRabbit
 from haven.stateful.config import parse_stateful
 from haven.stateful.galera_systemd import SystemdBus
-from haven.stateful.rabbitmq import DecisionKind, RabbitSettings
 from haven.stateful.rabbitmq_cluster import healthy
 from haven.stateful.rabbitmq_node import EPMD, RABBITMQ_SERVER, RabbitLayout, write_config
-from haven.stateful.rabbitmq_recovery import RabbitRecovery, journal_key
+from haven.stateful.rabbitmq_recovery import journal_key
 from haven.stateful.rabbitmq_systemd import SystemdRabbitNode
 from haven.stateful.serving import RabbitService
 from haven.store import Store
+
+from .lab_records import write_lab_state
 
 _LAB_MARKS = [
     pytest.mark.slow,
@@ -69,7 +76,11 @@ def rabbit() -> Iterator[HaRabbit]:
             )
         for controller in controllers:
             ha._wait_for_bus(controller, 15.0)
-        yield ha_stateful.start_rabbitmq(controllers, folder / "rabbitmq", lambda _message: None)
+        made = ha_stateful.start_rabbitmq(controllers, folder / "rabbitmq", lambda _message: None)
+        # Recorded as `haven lab up --ha` records its clusters, for `haven drill ... --cloud lab`.
+        records = {"stateful": {"rabbitmq": ha_stateful.describe_rabbit(made)}}
+        write_lab_state(folder, [c.pid1 for c in controllers], records)
+        yield made
     finally:
         ha.stop(ha.HaLab(folder, controllers, (), {}, {}))
         shutil.rmtree(folder, ignore_errors=True)
@@ -84,27 +95,58 @@ def _unit(node: SystemdRabbitNode) -> tuple[str, bytes]:
     return asyncio.run(read())
 
 
+def _drill(rabbit: HaRabbit, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
+    """``haven drill ARGV --cloud lab --lab-folder LAB --json`` (in this process); its exit and JSON."""
+    capsys.readouterr()
+    code = main(["drill", *argv, "--cloud", "lab", "--lab-folder", str(rabbit.folder.parent), "--json"])
+    captured = capsys.readouterr()
+    assert captured.out, captured.err
+    report: dict[str, Any] = json.loads(captured.out)
+    print(f"{argv}: {code}, recover_s {report['recover_s']}, {report['problems']}", file=sys.stderr)
+    return code, report
+
+
+def _own_word(rabbit: HaRabbit) -> None:
+    """Every node's own cluster_status: all three running, no partition."""
+    statuses = [asyncio.run(n.status()) for n in rabbit.nodes]
+    assert all(healthy(s, NAMES) for s in statuses), statuses
+
+
 @needs_lab
-def test_a_killed_nodes_unit_is_started_again_by_haven_and_every_node_sees_it(rabbit: HaRabbit) -> None:
+def test_the_node_loss_drill_on_the_lab_starts_the_killed_unit_again(
+    rabbit: HaRabbit, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``haven drill rabbitmq-node-loss --rabbitmq-node rabbit-2 --cloud lab``: its unit killed (SIGKILL
+    to its Erlang VM through systemd), haven's loop (systemd driver) starts it; the drill's verdict is
+    every node's own cluster_status and an AMQP round trip through each node; systemd's word here."""
     assert rabbit.hosts == {
         "rabbit-1@localhost": "ctl-1", "rabbit-2@localhost": "ctl-2", "rabbit-3@localhost": "ctl-1"
     }  # fmt: skip
     victim = rabbit.node("rabbit-2")
     before = _unit(victim)[1]
-    asyncio.run(victim.kill())  # SIGKILL to its Erlang VM (the unit's main process): the unit fails
-    assert _unit(victim)[0] == "failed"
-    store = Store.open("sqlite://")
-    recovery = RabbitRecovery.on_store(
-        rabbit.nodes, store, "lab", RealClock(), settings=RabbitSettings(partition_grace_s=1.0)
-    )
-    decisions = asyncio.run(recovery.run_until_healthy(timeout_s=150, interval_s=0.5))
-    assert decisions[-1].kind is DecisionKind.NOTHING, [f"{d.kind}: {d.reason}" for d in decisions]
+    code, report = _drill(rabbit, capsys, "rabbitmq-node-loss", "--rabbitmq-node", "rabbit-2")
+    assert (code, report["verdict"]) == (0, "recovered"), report
+    assert report["restarted"] == ["start rabbit-2@localhost"] and report["messages_ok"] is True
     state, invocation = _unit(victim)
     assert state == "active" and invocation != before  # systemd ran a new invocation: haven's start
-    statuses = [asyncio.run(n.status()) for n in rabbit.nodes]  # each node's own word
-    assert all(healthy(s, NAMES) for s in statuses), statuses
-    steps = store.galera_actions_since(journal_key("lab"))
-    assert [(s.kind, s.node, s.state) for s in steps] == [("start", "rabbit-2@localhost", "done")]
+    _own_word(rabbit)
+
+
+@needs_lab
+def test_the_partition_drill_on_the_lab_restarts_the_cut_off_nodes_app_only(
+    rabbit: HaRabbit, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``haven drill rabbitmq-partition --rabbitmq-node rabbit-3 --cloud lab``: rabbit-3 cut off from both
+    others (Erlang distribution links), a 2-against-1 partition; haven restarts rabbit-3's app only,
+    after the drill's grace. No unit is restarted (the same invocations), every node whole again."""
+    invocations = {n.name: _unit(n)[1] for n in rabbit.nodes}
+    code, report = _drill(rabbit, capsys, "rabbitmq-partition", "--rabbitmq-node", "rabbit-3")
+    assert (code, report["verdict"]) == (0, "recovered"), report
+    assert report["restarted"] == ["restart rabbit-3@localhost"] and report["messages_ok"] is True
+    assert {n.name: _unit(n) for n in rabbit.nodes} == {
+        name: ("active", i) for name, i in invocations.items()
+    }
+    _own_word(rabbit)
 
 
 @pytest.mark.skipif(not RABBITMQ_SERVER.exists(), reason="needs rabbitmq-server")

@@ -4,12 +4,16 @@ Called by haven.cli.main's ``drill`` command for these two scenarios. It forms a
 MariaDB Galera cluster on loopback ports in a temporary folder (Debian's mariadbd + galera-4:
 haven.stateful.cluster), injects the fault, lets haven's recovery loop recover it, prints the verdict
 judged from the servers and the client (haven.stateful.drills, the same code as bench/galera.py) and
-removes the cluster. Exit 0: recovered; 1: failed verdict.
+removes the cluster. With ``--cloud lab`` it runs on the HA lab's cluster instead (``haven lab up
+--ha``: three units on the controllers' systemd, found from the lab's records by
+haven.cli.stateful_lab; haven's loop drives them with the systemd driver) and leaves it running.
+Exit 0: recovered; 1: failed verdict.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import shutil
@@ -19,9 +23,19 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from haven.domain.errors import UserError
-from haven.stateful.cluster import ClusterError, LoopbackCluster
-from haven.stateful.drills import FULL_OUTAGE, NODE_LOSS, SCENARIOS, DrillError, GaleraDrillReport
+from haven.cli import stateful_lab
+from haven.domain.errors import HavenError, UserError
+from haven.stateful.cluster import ClusterError, LoopbackCluster, all_synced
+from haven.stateful.drills import (
+    FULL_OUTAGE,
+    NODE_LOSS,
+    SCENARIOS,
+    DrillCluster,
+    DrillError,
+    DrillNode,
+    GaleraDrillReport,
+    first_free_id,
+)
 from haven.stateful.drills import full_outage as run_full_outage
 from haven.stateful.drills import node_loss as run_node_loss
 from haven.stateful.galera_node import MARIADBD, PROVIDER
@@ -30,6 +44,7 @@ from haven.stateful.writer import prepare
 __all__ = ["SCENARIOS", "add_options", "run"]
 
 NODES = ("g1", "g2", "g3")
+WHOLE_FIRST_S = 30.0
 
 
 def add_options(drill: argparse.ArgumentParser) -> None:
@@ -44,11 +59,7 @@ def add_options(drill: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, out: Console, err: Console) -> int:
-    if args.cloud is not None:
-        raise UserError(
-            f"{args.scenario} runs on its own temporary Galera cluster, not on --cloud {args.cloud}",
-            f"run `haven drill {args.scenario}` without --cloud",
-        )
+    stateful_lab.check_cloud(args.cloud, args.scenario)
     missing = [str(p) for p in (MARIADBD, PROVIDER) if not p.exists()] + (
         [] if shutil.which("rsync") else ["rsync"]
     )
@@ -56,6 +67,48 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
         raise UserError(f"the Galera drills need {', '.join(missing)}", "install them: make system-deps")
     node = args.galera_node or ("g3" if args.scenario == NODE_LOSS else "g1")
     logging.getLogger("haven").setLevel(logging.ERROR)  # the report says what haven did
+    on_lab = args.cloud == stateful_lab.LAB
+    report = _on_lab(args, node, err) if on_lab else _on_own_cluster(args, node, err)
+    if on_lab:
+        with err.status("after the heal: Nova's answers through the lab's endpoints..."):
+            stateful_lab.judge_openstack(report, args.lab_folder)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print(report, out)
+    return 0 if report.verdict == "recovered" else 1
+
+
+def _on_lab(args: argparse.Namespace, node: str, err: Console) -> GaleraDrillReport:
+    """On the HA lab's running cluster, which must be whole first (each node Synced, size 3)."""
+    cluster = stateful_lab.galera(args.lab_folder)
+    with err.status(f"{args.scenario} on the HA lab: is its Galera cluster whole?"):
+        if not asyncio.run(all_synced(cluster.nodes, WHOLE_FIRST_S)):
+            states = "; ".join(f"{n.name}: {_state(n)}" for n in cluster.nodes)
+            problem = f"the lab's Galera cluster was not whole before the fault ({states}): nothing injected"
+            return GaleraDrillReport(args.scenario, node, problems=[problem])
+    try:
+        prepare(cluster.nodes[0].layout.socket)
+        start_id = first_free_id(cluster.nodes[0])
+    except Exception as exc:  # pymysql's errors: the cluster answered wsrep but not the drill's table
+        problem = f"the drill's table could not be read on {cluster.nodes[0].name}: {exc}"
+        return GaleraDrillReport(args.scenario, node, problems=[problem])
+    try:
+        with err.status(f"{args.scenario} on the HA lab: the fault on {node}, then haven recovers..."):
+            return _inject(args.scenario, cluster, node, start_id)
+    except HavenError as exc:
+        return GaleraDrillReport(args.scenario, node, problems=[f"the fault could not be injected: {exc}"])
+
+
+def _state(node: DrillNode) -> str:
+    try:
+        live = asyncio.run(node.live())
+    except HavenError as exc:
+        return f"unreadable ({exc})"
+    return f"{live.local_state}, primary {live.primary}, size {live.cluster_size}"
+
+
+def _on_own_cluster(args: argparse.Namespace, node: str, err: Console) -> GaleraDrillReport:
     folder = Path(tempfile.mkdtemp(prefix="haven-galera-drill-"))
     try:
         with err.status(f"{args.scenario}: forming a 3-node Galera cluster in {folder}..."):
@@ -66,19 +119,17 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     try:
         prepare(cluster.nodes[0].layout.socket)
         with err.status(f"{args.scenario}: injecting the fault on {node}, then haven recovers..."):
-            if args.scenario == NODE_LOSS:
-                report = run_node_loss(cluster, node)
-            else:
-                report = run_full_outage(cluster, node)
+            return _inject(args.scenario, cluster, node, 1)
     except DrillError as exc:
-        report = GaleraDrillReport(args.scenario, node, problems=[f"the fault could not be injected: {exc}"])
+        return GaleraDrillReport(args.scenario, node, problems=[f"the fault could not be injected: {exc}"])
     finally:
         cluster.remove()
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        _print(report, out)
-    return 0 if report.verdict == "recovered" else 1
+
+
+def _inject(scenario: str, cluster: DrillCluster, node: str, start_id: int) -> GaleraDrillReport:
+    if scenario == NODE_LOSS:
+        return run_node_loss(cluster, node, start_id)
+    return run_full_outage(cluster, node, start_id)
 
 
 def _print(report: GaleraDrillReport, out: Console) -> None:
@@ -108,6 +159,8 @@ def _print(report: GaleraDrillReport, out: Console) -> None:
             f"bootstrapped {report.bootstrap_node}: highest position {report.bootstrap_from_highest}"
         )
     lines += [f"haven: {d}" for d in report.decisions]
+    if report.openstack is not None:
+        lines.append(stateful_lab.describe_openstack(report.openstack))
     lines += [f"alert: {a}" for a in report.alerts]
     lines += [f"problem: {p}" for p in report.problems]
     for line in lines:

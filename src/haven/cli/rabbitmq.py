@@ -4,8 +4,10 @@ Called by haven.cli.main's ``drill`` command for these two scenarios. It forms a
 RabbitMQ cluster on loopback ports in a temporary folder (Debian's rabbitmq-server run directly:
 haven.stateful.rabbitmq_cluster), injects the fault (a kill -9 of one node, or one node cut off from the
 others), lets haven's recovery loop heal it, prints the verdict judged from every node's own
-cluster_status and an AMQP client (haven.stateful.rabbitmq_drills) and removes the cluster.
-Exit 0: recovered; 1: failed verdict.
+cluster_status and an AMQP client (haven.stateful.rabbitmq_drills) and removes the cluster. With
+``--cloud lab`` it runs on the HA lab's cluster instead (``haven lab up --ha``: three units on the
+controllers' systemd, found from the lab's records by haven.cli.stateful_lab; haven's loop drives them
+with the systemd driver) and leaves it running. Exit 0: recovered; 1: failed verdict.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from haven.domain.errors import UserError
+from haven.cli import stateful_lab
+from haven.domain.errors import HavenError, UserError
 from haven.stateful.rabbitmq_cluster import LoopbackRabbitCluster, RabbitClusterError, missing_binaries
 from haven.stateful.rabbitmq_drills import (
     NODE_LOSS,
     SCENARIOS,
+    DrillCluster,
     DrillError,
     RabbitDrillReport,
     node_loss,
@@ -59,11 +63,7 @@ def add_options(drill: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, out: Console, err: Console) -> int:
-    if args.cloud is not None:
-        raise UserError(
-            f"{args.scenario} runs on its own temporary RabbitMQ cluster, not on --cloud {args.cloud}",
-            f"run `haven drill {args.scenario}` without --cloud",
-        )
+    stateful_lab.check_cloud(args.cloud, args.scenario)
     if args.scenario == NODE_LOSS and (args.rabbitmq_split_all or args.rabbitmq_cut_from):
         given = "--rabbitmq-split-all" if args.rabbitmq_split_all else "--rabbitmq-cut-from"
         raise UserError(
@@ -82,6 +82,29 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.rabbitmq_cut_from == node:
         raise UserError(f"--rabbitmq-cut-from {node} is the node cut off itself", "name another node")
     logging.getLogger("haven").setLevel(logging.ERROR)  # the report says what haven did
+    on_lab = args.cloud == stateful_lab.LAB
+    report = _on_lab(args, node, err) if on_lab else _on_own_cluster(args, node, err)
+    if on_lab:
+        with err.status("after the heal: Nova's answers through the lab's endpoints..."):
+            stateful_lab.judge_openstack(report, args.lab_folder)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print(report, out)
+    return 0 if report.verdict == "recovered" else 1
+
+
+def _on_lab(args: argparse.Namespace, node: str, err: Console) -> RabbitDrillReport:
+    """On the HA lab's running cluster (the drill checks it is whole first); it stays running."""
+    cluster = stateful_lab.rabbitmq(args.lab_folder)
+    try:
+        with err.status(f"{args.scenario} on the HA lab: the fault on {node}, then haven heals..."):
+            return _inject(args, cluster, node, cluster.drill_vhost())
+    except HavenError as exc:
+        return RabbitDrillReport(args.scenario, node, problems=[f"the fault could not be injected: {exc}"])
+
+
+def _on_own_cluster(args: argparse.Namespace, node: str, err: Console) -> RabbitDrillReport:
     folder = Path(tempfile.mkdtemp(prefix="haven-rabbitmq-drill-"))
     try:
         with err.status(f"{args.scenario}: forming a 3-node RabbitMQ cluster in {folder}..."):
@@ -91,20 +114,18 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
         raise UserError(f"the drill's RabbitMQ cluster did not form: {exc}") from exc
     try:
         with err.status(f"{args.scenario}: injecting the fault on {node}, then haven heals..."):
-            if args.scenario == NODE_LOSS:
-                report = node_loss(cluster, node)
-            else:
-                cut = (args.rabbitmq_cut_from,) if args.rabbitmq_cut_from else ()
-                report = partition(cluster, node, cut, split_all=args.rabbitmq_split_all)
+            return _inject(args, cluster, node, "/")
     except DrillError as exc:
-        report = RabbitDrillReport(args.scenario, node, problems=[f"the fault could not be injected: {exc}"])
+        return RabbitDrillReport(args.scenario, node, problems=[f"the fault could not be injected: {exc}"])
     finally:
         cluster.remove()
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        _print(report, out)
-    return 0 if report.verdict == "recovered" else 1
+
+
+def _inject(args: argparse.Namespace, cluster: DrillCluster, node: str, vhost: str) -> RabbitDrillReport:
+    if args.scenario == NODE_LOSS:
+        return node_loss(cluster, node, vhost)
+    cut = (args.rabbitmq_cut_from,) if args.rabbitmq_cut_from else ()
+    return partition(cluster, node, cut, split_all=args.rabbitmq_split_all, vhost=vhost)
 
 
 def _print(report: RabbitDrillReport, out: Console) -> None:
@@ -121,6 +142,8 @@ def _print(report: RabbitDrillReport, out: Console) -> None:
         f"messages through every node: {'ok' if report.messages_ok else 'FAILED'}",
     ]
     lines += [f"haven: {d}" for d in report.decisions]
+    if report.openstack is not None:
+        lines.append(stateful_lab.describe_openstack(report.openstack))
     lines += [f"alert: {a}" for a in report.alerts]
     lines += [f"problem: {p}" for p in report.problems]
     for line in lines:

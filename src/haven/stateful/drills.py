@@ -1,7 +1,9 @@
 """Galera drills on a real loopback cluster: inject a fault, haven's loop recovers, the servers judge.
 
 Who calls it: ``haven drill galera-node-loss`` / ``galera-full-outage`` (haven.cli.galera) and
-bench/galera.py (the same scenarios and the same judge, several runs, medians).
+bench/galera.py (the same scenarios and the same judge, several runs, medians). The cluster is a
+temporary loopback one (haven.stateful.cluster) or, with ``--cloud lab``, the HA lab's running units
+(haven.stateful.unit_clusters: the same code, the nodes driven through systemd).
 
 - node loss: a writer commits through the two other nodes; one node's server is killed -9; the loop
   (its journal and alerts in a store) runs until every node is Synced.
@@ -22,17 +24,16 @@ import asyncio
 import re
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from haven.domain.clock import RealClock
 from haven.domain.errors import HavenError
-from haven.stateful.cluster import LoopbackCluster
 from haven.stateful.galera import DecisionKind
-from haven.stateful.galera_node import MARIADBD, LocalGaleraNode
+from haven.stateful.galera_node import MARIADBD, GaleraNode, NodeLayout
 from haven.stateful.galera_recovery import GaleraRecovery
-from haven.stateful.writer import Writer, missing
+from haven.stateful.writer import TABLE, Writer, connect, missing
 from haven.store import Store
 
 NODE_LOSS = "galera-node-loss"
@@ -45,6 +46,26 @@ TIMEOUT_S = 180.0
 
 class DrillError(HavenError):
     """The drill could not inject its fault (the cluster did not reach the state the fault needs)."""
+
+
+class DrillNode(GaleraNode, Protocol):
+    """A node as the drill needs it: haven's driver of it, and its files on this machine (its socket,
+    grastate.dat, error log) for the judge."""
+
+    @property
+    def layout(self) -> NodeLayout: ...
+
+
+class DrillCluster(Protocol):
+    """The cluster a drill runs on: a temporary loopback one, or the HA lab's units."""
+
+    @property
+    def nodes(self) -> Sequence[DrillNode]: ...
+
+    def node(self, name: str) -> DrillNode: ...
+
+    def kill(self, names: Sequence[str]) -> None:
+        """A crash (SIGKILL) of these nodes' servers at once; returns once they are down."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +97,14 @@ class GaleraDrillReport:
     decisions: list[str] = field(default_factory=list)  # haven's decisions, for the reader
     alerts: list[str] = field(default_factory=list)  # haven's galera_hold alerts raised in the drill
     problems: list[str] = field(default_factory=list)  # why the verdict failed
+    # --cloud lab with the lab's OpenStack on the clusters: Nova's answers after the heal
+    openstack: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def independent_seqno(node: LocalGaleraNode) -> int:
+def independent_seqno(node: DrillNode) -> int:
     """The node's last committed seqno read by the drill itself (grastate.dat, else --wsrep-recover)."""
     layout = node.layout
     text = (layout.data / "grastate.dat").read_text()
@@ -96,7 +119,7 @@ def independent_seqno(node: LocalGaleraNode) -> int:
     return int(re.findall(r"Recovered position: [0-9a-f-]+:(-?\d+)", log.read_text())[-1])
 
 
-def log_sizes(cluster: LoopbackCluster) -> dict[str, int]:
+def log_sizes(cluster: DrillCluster) -> dict[str, int]:
     out = {}
     for node in cluster.nodes:
         path = node.layout.folder / "error.log"
@@ -104,7 +127,7 @@ def log_sizes(cluster: LoopbackCluster) -> dict[str, int]:
     return out
 
 
-def new_groups(node: LocalGaleraNode, since: int) -> int:
+def new_groups(node: DrillNode, since: int) -> int:
     """How many times this node's server started a new cluster (Galera's own log line) after ``since``."""
     with open(node.layout.folder / "error.log", "rb") as log:
         log.seek(since)
@@ -119,14 +142,14 @@ def wait(check: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def size(node: LocalGaleraNode) -> int:
+def size(node: DrillNode) -> int:
     try:
         return asyncio.run(node.live()).cluster_size
     except HavenError:
         return 0
 
 
-def node_loss(cluster: LoopbackCluster, victim: str, start_id: int = 1) -> GaleraDrillReport:
+def node_loss(cluster: DrillCluster, victim: str, start_id: int = 1) -> GaleraDrillReport:
     """``start_id``: the first row id written (ids must not repeat on one cluster: a duplicate key fails
     every write). A full outage writes from ``start_id`` and its probe from ``start_id + 3_000_000``."""
     node = cluster.node(victim)
@@ -148,7 +171,7 @@ def node_loss(cluster: LoopbackCluster, victim: str, start_id: int = 1) -> Galer
     return report
 
 
-def full_outage(cluster: LoopbackCluster, first_down: str, start_id: int = 1) -> GaleraDrillReport:
+def full_outage(cluster: DrillCluster, first_down: str, start_id: int = 1) -> GaleraDrillReport:
     first = cluster.node(first_down)
     last_two = [n for n in cluster.nodes if n is not first]
     report = GaleraDrillReport(FULL_OUTAGE, first_down)
@@ -200,7 +223,20 @@ def full_outage(cluster: LoopbackCluster, first_down: str, start_id: int = 1) ->
     return report
 
 
-def _loop(cluster: LoopbackCluster) -> tuple[Store, GaleraRecovery]:
+def first_free_id(node: DrillNode) -> int:
+    """The first row id no earlier drill wrote in this cluster's table (a long-lived cluster, the lab's,
+    keeps the rows of every drill run on it; ids must not repeat)."""
+    connection = connect(node.layout.socket, timeout_s=10.0)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {TABLE}")
+            row = cursor.fetchone()
+    finally:
+        connection.close()
+    return int(row[0]) + 1
+
+
+def _loop(cluster: DrillCluster) -> tuple[Store, GaleraRecovery]:
     """haven's loop as it runs it, with its journal and alerts in a store (here in memory)."""
     store = Store.open("sqlite://")
     return store, GaleraRecovery.on_store(cluster.nodes, store, CLUSTER, RealClock())
@@ -208,7 +244,7 @@ def _loop(cluster: LoopbackCluster) -> tuple[Store, GaleraRecovery]:
 
 def _judge(
     report: GaleraDrillReport,
-    cluster: LoopbackCluster,
+    cluster: DrillCluster,
     store: Store,
     decisions: list[Any],
     acked: list[int],

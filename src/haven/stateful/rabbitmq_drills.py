@@ -1,6 +1,8 @@
 """RabbitMQ drills on a real loopback cluster: inject a fault, haven's loop heals it, the servers judge.
 
-Who calls it: ``haven drill rabbitmq-node-loss`` / ``rabbitmq-partition`` (haven.cli.rabbitmq).
+Who calls it: ``haven drill rabbitmq-node-loss`` / ``rabbitmq-partition`` (haven.cli.rabbitmq), on a
+temporary loopback cluster (haven.stateful.rabbitmq_cluster) or, with ``--cloud lab``, on the HA lab's
+running units (haven.stateful.unit_clusters: the same code, the nodes driven through systemd).
 
 - node loss: one node's Erlang VM is killed -9; the loop (its journal and alerts in a store) runs until
   every node runs and sees every other.
@@ -11,7 +13,7 @@ Who calls it: ``haven drill rabbitmq-node-loss`` / ``rabbitmq-partition`` (haven
 The verdict is read from the servers and a client, never from haven's journal: every node, asked
 itself (``cluster_status``), sees every node running and reports no partition; and an AMQP client
 (py-amqp, guest on loopback) publishes a message through each node into a queue and reads it back
-through the next node.
+through the next node (on the lab, in a vhost of the drill's own: OpenStack's ``/`` is left alone).
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from haven.domain.clock import RealClock
 from haven.domain.errors import HavenError
 from haven.stateful.rabbitmq import ClusterStatus, DecisionKind, RabbitDecision, RabbitSettings
-from haven.stateful.rabbitmq_cluster import LoopbackRabbitCluster, healthy
+from haven.stateful.rabbitmq_cluster import healthy
+from haven.stateful.rabbitmq_node import RabbitLayout, RabbitNode
 from haven.stateful.rabbitmq_recovery import RabbitRecovery
 from haven.store import Store
 
@@ -39,6 +42,31 @@ GRACE_S = 2.0  # the drill's partition grace (haven.toml's default is 10 s)
 
 class DrillError(HavenError):
     """The drill could not inject its fault (the cluster did not reach the state the fault needs)."""
+
+
+class DrillNode(RabbitNode, Protocol):
+    @property
+    def layout(self) -> RabbitLayout: ...
+
+
+class DrillCluster(Protocol):
+    """The cluster a drill runs on: a temporary loopback one, or the HA lab's units."""
+
+    @property
+    def nodes(self) -> Sequence[DrillNode]: ...
+
+    def node(self, name: str) -> DrillNode: ...
+
+    def kill(self, name: str) -> None:
+        """A crash (SIGKILL) of one node's Erlang VM; returns once it is down."""
+
+    async def statuses(self) -> dict[str, ClusterStatus | str]: ...
+
+    async def wait_healthy(self, timeout_s: float = 60.0) -> None: ...
+
+    async def partition(self, name: str, others: Sequence[str] = (), timeout_s: float = 30.0) -> None: ...
+
+    async def split_all(self, timeout_s: float = 30.0) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,25 +91,32 @@ class RabbitDrillReport:
     decisions: list[str] = field(default_factory=list)
     alerts: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # --cloud lab with the lab's OpenStack on the clusters: Nova's answers after the heal
+    openstack: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def node_loss(cluster: LoopbackRabbitCluster, victim: str) -> RabbitDrillReport:
+def node_loss(cluster: DrillCluster, victim: str, vhost: str = "/") -> RabbitDrillReport:
+    """``vhost``: the AMQP round trip's (guest must have its permissions)."""
     node = cluster.node(victim)
     report = RabbitDrillReport(NODE_LOSS, node.name)
     _whole_first(cluster)
     cluster.kill(node.name)
     faulted = time.monotonic()
-    return _heal(cluster, report, faulted)
+    return _heal(cluster, report, faulted, vhost)
 
 
 def partition(
-    cluster: LoopbackRabbitCluster, victim: str, cut_from: Sequence[str] = (), split_all: bool = False
+    cluster: DrillCluster,
+    victim: str,
+    cut_from: Sequence[str] = (),
+    split_all: bool = False,
+    vhost: str = "/",
 ) -> RabbitDrillReport:
     """``cut_from``: cut only the links to these nodes (default: every other node); ``split_all``: cut
-    every node off from every other instead (as many sides as nodes)."""
+    every node off from every other instead (as many sides as nodes); ``vhost``: the round trip's."""
     node = cluster.node(victim)
     report = RabbitDrillReport(PARTITION, "all" if split_all else node.name)
     _whole_first(cluster)
@@ -89,17 +124,17 @@ def partition(
         asyncio.run(cluster.split_all() if split_all else cluster.partition(node.name, cut_from))
     except HavenError as exc:
         raise DrillError(str(exc)) from exc
-    return _heal(cluster, report, time.monotonic())
+    return _heal(cluster, report, time.monotonic(), vhost)
 
 
-def _whole_first(cluster: LoopbackRabbitCluster) -> None:
+def _whole_first(cluster: DrillCluster) -> None:
     try:
         asyncio.run(cluster.wait_healthy(60))
     except HavenError as exc:
         raise DrillError(f"the cluster was not whole before the fault: {exc}") from exc
 
 
-def _heal(cluster: LoopbackRabbitCluster, report: RabbitDrillReport, faulted: float) -> RabbitDrillReport:
+def _heal(cluster: DrillCluster, report: RabbitDrillReport, faulted: float, vhost: str) -> RabbitDrillReport:
     store = Store.open("sqlite://")
     settings = RabbitSettings(partition_grace_s=GRACE_S)
     recovery = RabbitRecovery.on_store(cluster.nodes, store, CLUSTER, RealClock(), settings=settings)
@@ -112,11 +147,11 @@ def _heal(cluster: LoopbackRabbitCluster, report: RabbitDrillReport, faulted: fl
     if not decisions or decisions[-1].kind is not DecisionKind.NOTHING:
         last = decisions[-1].reason if decisions else "no pass"
         report.problems.append(f"haven did not finish: {last}")
-    _judge(cluster, report)
+    _judge(cluster, report, vhost)
     return report
 
 
-def _judge(cluster: LoopbackRabbitCluster, report: RabbitDrillReport) -> None:
+def _judge(cluster: DrillCluster, report: RabbitDrillReport, vhost: str) -> None:
     names = {n.name for n in cluster.nodes}
     statuses = asyncio.run(cluster.statuses())
     for name, status in statuses.items():
@@ -135,13 +170,13 @@ def _judge(cluster: LoopbackRabbitCluster, report: RabbitDrillReport) -> None:
             report.nodes.append(NodeVerdict(name, [], [], [], status))
             report.problems.append(f"{name} cannot be read: {status}")
     try:
-        report.messages_ok = round_trip(cluster)
+        report.messages_ok = round_trip(cluster, vhost)
     except Exception as exc:  # any client failure is the drill's finding, not a crash
         report.problems.append(f"AMQP round trip failed: {type(exc).__name__}: {exc}")
     report.verdict = "failed" if report.problems else "recovered"
 
 
-def round_trip(cluster: LoopbackRabbitCluster) -> bool:
+def round_trip(cluster: DrillCluster, vhost: str = "/") -> bool:
     """Publish through each node into a queue, read it back through the next node."""
     import amqp  # type: ignore[import-untyped]  # py-amqp, oslo.messaging's; imported when a drill runs
 
@@ -150,13 +185,13 @@ def round_trip(cluster: LoopbackRabbitCluster) -> bool:
         reader = nodes[(i + 1) % len(nodes)]
         queue = f"haven-drill-{node.name.split('@')[0]}"
         body = f"from {node.name} at {time.time()}"
-        with amqp.Connection(f"127.0.0.1:{node.layout.amqp_port}", userid="guest", password="guest") as c:
+        with _connect(amqp, node.layout.amqp_port, vhost) as c:
             channel = c.channel()
             channel.queue_declare(queue, durable=False, auto_delete=False)
             channel.basic_publish(amqp.Message(body), routing_key=queue)
         deadline = time.monotonic() + 10
         got = None
-        with amqp.Connection(f"127.0.0.1:{reader.layout.amqp_port}", userid="guest", password="guest") as c:
+        with _connect(amqp, reader.layout.amqp_port, vhost) as c:
             channel = c.channel()
             while got is None and time.monotonic() < deadline:
                 got = channel.basic_get(queue, no_ack=True)
@@ -166,3 +201,7 @@ def round_trip(cluster: LoopbackRabbitCluster) -> bool:
         if got is None or got.body != body:
             raise DrillError(f"the message published through {node.name} was not read through {reader.name}")
     return True
+
+
+def _connect(amqp: Any, port: int, vhost: str) -> Any:
+    return amqp.Connection(f"127.0.0.1:{port}", userid="guest", password="guest", virtual_host=vhost)

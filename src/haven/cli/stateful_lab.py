@@ -1,0 +1,140 @@
+"""The HA lab's Galera and RabbitMQ clusters, found for ``haven drill galera-*|rabbitmq-* --cloud lab``.
+
+Called by haven.cli.galera and haven.cli.rabbitmq. ``haven lab up --ha`` keeps each cluster's nodes
+(unit, controller's D-Bus, ports, folders) in the lab's records (``lab.json``, ``ha.stateful``:
+haven.lab.ha_stateful.describe); they are read back here into the drills' clusters of units
+(haven.stateful.unit_clusters). A folder with no running lab, or a plain lab, is the user's mistake:
+a UserError naming the fix.
+
+After a heal, when the lab's OpenStack runs on these clusters (``python -m haven.lab.ha_openstack``,
+opt-in: the lab's ``nova/nova.conf.plain`` exists), ``openstack_after`` asks Nova, through the HA
+lab's endpoints (Keystone's and nova-api's HAProxy frontends), for its servers, flavors and compute
+services: what an operator's first commands would be.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from haven.cli.lab_controls import running_lab
+from haven.domain.errors import UserError
+from haven.lab import ha_stateful
+from haven.lab.keystone import Account
+from haven.lab.process import LabServiceError
+from haven.stateful.drills import GaleraDrillReport
+from haven.stateful.rabbitmq_drills import RabbitDrillReport
+from haven.stateful.unit_clusters import UnitGaleraCluster, UnitRabbitCluster
+
+LAB = "lab"
+NOVA_HEADERS = {"OpenStack-API-Version": "compute 2.79"}
+OPENSTACK_WAIT_S = 60.0  # services reconnect to the healed cluster (oslo.db, oslo.messaging retries)
+RESTART = "restart it: `haven lab down`, then `haven lab up --ha`"
+
+
+def check_cloud(cloud: str | None, scenario: str) -> None:
+    """These drills run on their own temporary cluster, or on the HA lab: no other cloud."""
+    if cloud not in (None, LAB):
+        raise UserError(
+            f"{scenario} runs on its own temporary cluster or on the HA lab's (--cloud lab), "
+            f"not on --cloud {cloud}",
+            f"run `haven drill {scenario}` without --cloud, or with --cloud lab on a `haven lab up --ha`",
+        )
+
+
+def _stateful(folder: Path | None, part: str) -> tuple[Path, Any]:
+    state = running_lab(folder)
+    where = Path(state.folder)
+    fix = f"start one: `haven lab down --folder {where}` then `haven lab up --ha --folder {where}`"
+    if not state.ha:
+        raise UserError(f"the lab in {where} is not an HA lab: it runs no Galera or RabbitMQ cluster", fix)
+    stateful = state.ha.get("stateful")
+    if not isinstance(stateful, dict) or part not in stateful:
+        raise UserError(f"the HA lab in {where} has no {part} cluster in its records (an older lab)", fix)
+    return where, stateful[part]
+
+
+def galera(folder: Path | None) -> UnitGaleraCluster:
+    where, saved = _stateful(folder, "galera")
+    try:
+        return UnitGaleraCluster(ha_stateful.from_state(saved).nodes)
+    except LabServiceError as exc:
+        raise UserError(f"the lab in {where}: {exc}", RESTART) from exc
+
+
+def rabbitmq(folder: Path | None) -> UnitRabbitCluster:
+    where, saved = _stateful(folder, "rabbitmq")
+    try:
+        return UnitRabbitCluster(ha_stateful.rabbit_from_state(saved).nodes)
+    except LabServiceError as exc:
+        raise UserError(f"the lab in {where}: {exc}", RESTART) from exc
+
+
+def on_clusters(folder: Path | None) -> bool:
+    """Whether the lab's OpenStack was moved onto its clusters (haven.lab.ha_openstack)."""
+    state = running_lab(folder)
+    return (Path(state.folder) / "nova" / "nova.conf.plain").exists()
+
+
+def openstack_after(folder: Path | None, wait_s: float = OPENSTACK_WAIT_S) -> dict[str, Any]:
+    """Nova's server list, flavor list and compute services through the lab's endpoints, each retried
+    until it answers 200 or ``wait_s`` passed: ``{"ok", "seconds", "calls": {name: status or error},
+    "computes_up"}``. A new token is taken (Keystone's database is on Galera too)."""
+    state = running_lab(folder)
+    where = Path(state.folder)
+    password = (where / "keystone" / "admin-password").read_text().strip()
+    compute = state.urls["compute"]
+    calls: dict[str, str] = {}
+    started = time.monotonic()
+    answers: dict[str, Any] = {}
+    token = ""
+    for name in ("token", "servers", "flavors", "os-services"):
+        while True:
+            try:
+                if name == "token":
+                    token = Account(state.urls["keystone"], "admin", password, "admin").token()
+                    calls[name] = "ok"
+                else:
+                    reply = httpx.get(
+                        f"{compute}/{name}", headers={**NOVA_HEADERS, "X-Auth-Token": token}, timeout=15
+                    )
+                    calls[name] = str(reply.status_code)
+                    if reply.status_code == 200:
+                        answers[name] = reply.json()
+            except Exception as exc:  # keystoneauth's and httpx's errors: what the client saw
+                calls[name] = f"{type(exc).__name__}: {exc}"[:200]
+            if calls[name] in ("ok", "200") or time.monotonic() - started > wait_s:
+                break
+            time.sleep(1.0)
+    services = answers.get("os-services", {}).get("services", [])
+    computes = [s for s in services if s.get("binary") == "nova-compute"]
+    return {
+        "ok": all(v in ("ok", "200") for v in calls.values()),
+        "seconds": round(time.monotonic() - started, 2),
+        "calls": calls,
+        "servers": len(answers.get("servers", {}).get("servers", [])),
+        "flavors": len(answers.get("flavors", {}).get("flavors", [])),
+        "computes_up": sum(1 for s in computes if s.get("state") == "up"),
+        "computes": len(computes),
+    }
+
+
+def judge_openstack(report: GaleraDrillReport | RabbitDrillReport, folder: Path | None) -> None:
+    """After a recovered drill on a lab whose OpenStack runs on the clusters: Nova must answer too."""
+    if report.verdict != "recovered" or not on_clusters(folder):
+        return
+    report.openstack = openstack_after(folder)
+    if not report.openstack["ok"]:
+        report.problems.append(f"Nova did not answer after the heal: {report.openstack['calls']}")
+        report.verdict = "failed"
+
+
+def describe_openstack(seen: dict[str, Any]) -> str:
+    calls = ", ".join(f"{name} {answer}" for name, answer in seen["calls"].items())
+    return (
+        f"OpenStack after the heal ({seen['seconds']} s): {calls}; {seen['servers']} servers, "
+        f"{seen['flavors']} flavors, {seen['computes_up']} of {seen['computes']} computes up"
+    )
