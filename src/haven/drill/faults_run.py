@@ -216,7 +216,6 @@ class FaultRun:
         result = Result(
             fault.name, fault.root, round=round_, seed=seed, settle_s=round(fault.settle_s + jitter, 2)
         )
-        self.symptoms = []
         # The previous fault's heal was just proven by a whole canary round: its processes, holds and
         # BMCs are checked again (cheap), not a second round.
         proven, self.proven = self.proven, False
@@ -228,6 +227,9 @@ class FaultRun:
             result.notes.append(f"lab not whole before it: {'; '.join(wrong[:3])}")
             result.wall_s = round(time.monotonic() - started, 1)
             return result
+        # Only what the fault raised is judged: a round that failed while the lab was being proven whole
+        # (nova-api timing out on a loaded host) raised symptoms of its own, before the injection.
+        self.symptoms = []
         heal: Heal | None = None
         try:
             heal = await asyncio.to_thread(fault.inject, self.lab)
