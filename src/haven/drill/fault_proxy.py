@@ -2,8 +2,9 @@
 
 Called by haven.drill.faults_network, which sends one lab service's new connections through it with an
 iptables REDIRECT (``tc netem`` has no kernel module on these machines). It listens on 127.0.0.1 (a
-free port) and opens each upstream connection to 127.0.0.1:``upstream`` *from* ``source`` (127.0.0.2 by
-default), the address the REDIRECT rule excludes, so its own connections are never redirected to itself.
+free port) and opens each upstream connection to 127.0.0.1:``upstream`` with the socket mark ``mark``
+(SO_MARK, root only), which the REDIRECT rule excludes, so its own connections are never redirected to
+itself. They come from 127.0.0.1 as the clients' did (MariaDB's grants name that host).
 
 What it does to the bytes, client to server (the answers pass untouched):
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,7 +54,7 @@ class FaultProxy:
         delay_s: float = 0.0,
         http: bool = False,
         fail: Route | None = None,
-        source: str = "127.0.0.2",
+        mark: int = 0x68617665,
         clients: Callable[[int], bool] | None = None,
     ) -> None:
         if not 0 < upstream < 65536:
@@ -63,7 +65,7 @@ class FaultProxy:
         self.delay_s = delay_s
         self.http = http
         self.fail = fail
-        self.source = source
+        self.mark = mark
         self.clients = clients  # given a connection's client port: whether the fault applies to it
         self.spared = 0  # connections passed on untouched (not of ``clients``)
         self.port = 0
@@ -118,9 +120,7 @@ class FaultProxy:
         upstream_writer: asyncio.StreamWriter | None = None
         try:
             try:
-                up_reader, upstream_writer = await asyncio.open_connection(
-                    "127.0.0.1", self.upstream, local_addr=(self.source, 0)
-                )
+                up_reader, upstream_writer = await asyncio.open_connection(sock=await self._upstream())
             except OSError:
                 return
             faulted = True
@@ -141,6 +141,17 @@ class FaultProxy:
             for w in (writer, upstream_writer):
                 if w is not None:
                     w.close()
+
+    async def _upstream(self) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, self.mark)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", self.upstream))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     async def _forward(
         self, reader: asyncio.StreamReader, upstream: asyncio.StreamWriter, client: asyncio.StreamWriter

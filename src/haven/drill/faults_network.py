@@ -4,9 +4,11 @@ Called by haven.drill.faults (its CATALOG names these injections). ``tc netem`` 
 these machines, so a delay or a failing route is a userspace proxy (haven.drill.fault_proxy) that one
 lab service's traffic is sent through by an iptables rule in the nat table's OUTPUT chain:
 
-    -p tcp -d 127.0.0.1 --dport SERVICE ! -s 127.0.0.2 -j REDIRECT --to-ports PROXY
+    -p tcp -d 127.0.0.1 --dport SERVICE -m mark ! --mark 0x68617665 -j REDIRECT --to-ports PROXY
 
-The proxy connects upstream from 127.0.0.2, which the rule excludes. Loss is a filter rule dropping a
+The proxy's own upstream connections carry that socket mark (SO_MARK), which the rule excludes; they
+still come from 127.0.0.1, the host MariaDB's grants name (a proxy connecting from 127.0.0.2 was refused
+by MariaDB: "Host '127.0.0.2' is not allowed to connect"). Loss is a filter rule dropping a
 share of the packets to that one port (``-m statistic --mode random``). Each rule carries the comment
 ``haven-drill-fault`` and this lab's port, is inserted first in its chain, and is removed by its heal with
 ``-D`` and the very same specification (never a flush: other rules stay as they were).
@@ -38,7 +40,7 @@ if TYPE_CHECKING:  # haven.drill.faults imports this module for its CATALOG
     from haven.drill.faults import FaultLab, Heal
 
 COMMENT = "haven-drill-fault"
-PROXY_SOURCE = "127.0.0.2"
+PROXY_MARK = 0x68617665  # "have"
 Runner = Callable[[Sequence[str]], None]
 
 
@@ -67,10 +69,10 @@ def _port(port: int) -> str:
     return str(port)
 
 
-def redirect_rule(port: int, to_port: int, source: str = PROXY_SOURCE) -> Rule:
-    """New loopback connections to ``port`` sent to ``to_port``, except those from ``source``."""
+def redirect_rule(port: int, to_port: int, mark: int = PROXY_MARK) -> Rule:
+    """New loopback connections to ``port`` sent to ``to_port``, except those whose socket has ``mark``."""
     return Rule("nat", "OUTPUT", (
-        "-p", "tcp", "-d", "127.0.0.1", "--dport", _port(port), "!", "-s", source,
+        "-p", "tcp", "-d", "127.0.0.1", "--dport", _port(port), "-m", "mark", "!", "--mark", hex(mark),
         "-m", "comment", "--comment", f"{COMMENT}:{port}", "-j", "REDIRECT", "--to-ports", _port(to_port),
     ))  # fmt: skip
 
@@ -121,7 +123,7 @@ def proxied(
         rules = Rules(run)
         through.start()
         try:
-            rules.add(redirect_rule(port, through.port, through.source))
+            rules.add(redirect_rule(port, through.port, through.mark))
             if reconnect:
                 close_established(port)
         except BaseException:
