@@ -71,6 +71,8 @@ SERVICE_NODES = {
     "network": "neutron-server",
 }
 
+# What the OpenStack driver's placement_room says when Placement itself answered 5xx (not Nova, not auth).
+PLACEMENT_FAILED = "Placement answered"
 SymptomSink = Callable[[ExplanationRecord], Awaitable[object]]
 
 
@@ -281,11 +283,14 @@ class CanaryRunner:
         Placement (every boot gets NoValidHost); room again is HEALTHY in that scope. Computes down or
         disabled still have inventory there: this sees capacity only."""
         started = self._clock.now()
+        key = f"placement-room:{started:.3f}"
         try:
             room = await self._cloud.placement_room(self._settings.flavor)
-        except CloudError:
-            return {}
-        key = f"placement-room:{started:.3f}"
+        except CloudError as exc:  # Placement answering 5xx to allocation candidates is its own error
+            if PLACEMENT_FAILED not in str(exc):
+                return {}
+            detail = f"its allocation candidates failed: {exc}"
+            return {key: NodeEvent("placement-api", EvidenceKind.ERROR, started, detail, "room")}
         if room > 0:
             detail = "it has room for the canary's flavor"
             return {key: NodeEvent("placement-api", EvidenceKind.HEALTHY, started, detail, "room")}

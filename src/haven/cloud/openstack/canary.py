@@ -147,6 +147,8 @@ class NovaCanary:
         response = self._conn.placement.get(
             "/allocation_candidates", params={"resources": resources, "limit": "1"}, microversion="1.16"
         )
+        if response.status_code >= 500:  # Placement's own failure: haven.canary.runner.PLACEMENT_FAILED
+            raise TemporaryError(f"Placement answered {response.status_code} to allocation candidates", 1.0)
         os_exc.raise_from_response(response)
         return len(response.json().get("allocation_requests") or [])
 

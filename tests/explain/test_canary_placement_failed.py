@@ -1,0 +1,82 @@
+"""Placement answering 500 to allocation candidates (the catalogue's placement-candidates-500) is evidence on
+Placement, and a boot refused for no host then names it; any other failure of the room check is not
+(judged from the ranking stored for the canary's symptom, on the simulated cloud and virtual time)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from haven.canary.model import CanarySettings, Outcome
+from haven.canary.runner import PLACEMENT_FAILED, CanaryRunner
+from haven.canary.sim import SimCanaryCloud
+from haven.cloud.sim import CloudSpec, build_cloud
+from haven.controlplane.catalogue import CATALOGUE
+from haven.diagnosis import EvidenceKind
+from haven.diagnosis.records import ExplanationRecord
+from haven.domain.clock import VirtualClock
+from haven.domain.errors import TemporaryError
+from haven.explain.explainer import Explainer
+from haven.store import Store
+from haven.topology import openstack_topology
+
+
+@pytest.fixture
+def store() -> Iterator[Store]:
+    opened = Store.open("sqlite://")
+    yield opened
+    opened.close()
+
+
+class FailingRoom(SimCanaryCloud):
+    """Placement's allocation candidates fail with ``error`` (as the OpenStack driver raises it); a boot
+    then gets no host, as Nova's scheduler does when Placement answers it 500."""
+
+    error = ""
+
+    async def placement_room(self, flavor: str) -> int:
+        raise TemporaryError(self.error, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("error", "blamed"),
+    [
+        (f"ask Placement for room: {PLACEMENT_FAILED} 500 to allocation candidates", "placement-api"),
+        ("ask Placement for room: Keystone answered 503: Service Unavailable", None),
+    ],
+)
+async def test_a_placement_500_is_placements_error_and_nothing_else_is(
+    store: Store, error: str, blamed: str | None
+) -> None:
+    clock = VirtualClock()
+    cloud = build_cloud(CloudSpec(hosts=4, vms=0, zones=1, seed=3), clock)[0]
+    nova = FailingRoom(cloud, clock)
+    nova.error = error
+    nova.room = 0  # the boot: No valid host (the scheduler's candidates failed)
+    explainer = Explainer(store, openstack_topology(CATALOGUE.values()), clock)
+    symptoms: list[ExplanationRecord] = []
+
+    async def explain(record: ExplanationRecord) -> ExplanationRecord:
+        symptoms.append(record)
+        return await explainer.open_and_explain(record)
+
+    settings = CanarySettings(
+        zones=("az1",), flavor="m1.tiny", image="img-1", poll_s=0.25, boot_timeout_s=60.0
+    )
+    (failed,) = (await CanaryRunner(nova, store, clock, settings, explain).round()).runs
+    assert failed.outcome is Outcome.FAILED and "No valid host" in failed.error
+    kept = [
+        e
+        for e in store.evidence_between(0.0, clock.now() + 1.0)
+        if e.node == "placement-api" and e.scope == "room"
+    ]
+    diagnosis = store.get_explanation(f"canary:{failed.id}").diagnosis
+    assert diagnosis is not None
+    if blamed is None:
+        assert kept == []
+        assert "placement-api" not in [e.node for e in diagnosis.explanations][:1]
+    else:
+        assert kept and {e.kind for e in kept} == {EvidenceKind.ERROR} and "500" in kept[0].detail
+        assert diagnosis.explanations[0].node == blamed
+        assert "allocation candidates failed" in diagnosis.summary
