@@ -51,9 +51,20 @@ too (haven.diagnosis.baselines: z-score only, points only, earliest onset), with
 same evidence; ``--replay REPORT``
 ranks a report's kept evidence again with this code (no lab), to see what a ranker change does to it.
 
+A **long no-fault control** (``--control-minutes N``, instead of the injections) is the issue's "no-fault
+control period of at least 30 minutes": the real ``haven serve`` on the lab (``haven --config LAB/haven.toml
+serve --cloud lab`` with its own database and a ``[canary]`` every ``--control-interval`` s: its canary
+boots, token and server-list probes and its explainer), and beside it API traffic (a server list every
+``--control-traffic`` s), for N minutes with nothing injected. Then, from serve's own store: every symptom
+it recorded, the incidents they make (haven.explain.incidents, the alerts haven sends to Alertmanager:
+one per root cause named, plus every symptom with no cause), haven's own alerts raised in the period,
+the canary rounds and the load. 0 incidents is the issue's target.
+
 Run: .venv/bin/python bench/explain.py [--folder LAB] [--repeat 1] [--control 0] [--seed N] [--jitter 5]
      [--only glance-hung,...] [--boot-timeout 40] [--controlplane] [--json] [--list] [--out REPORT]
      [--replay REPORT]
+     .venv/bin/python bench/explain.py --folder LAB --control-minutes 30 [--control-interval 60]
+     [--control-traffic 10] [--out REPORT]
 Without --folder it starts a lab (haven.lab.lab.up, 2 computes) in a temporary folder and stops it at
 the end (about 5-7 minutes on a loaded 2-core machine), then about 1-2 minutes per injection.
 """
@@ -66,9 +77,11 @@ import collections
 import contextlib
 import dataclasses
 import json
-import random
+import os
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -77,11 +90,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from haven.canary.runner import PROBE, recent_runs
 from haven.cli.fault_drill import LabFaults
 from haven.diagnosis.baselines import METHODS
 from haven.drill.faults import CATALOG, FAULTS, NO_FAULT
 from haven.drill.faults_observe import observing
-from haven.drill.faults_run import FaultRun, Result, RunSettings, rank_all
+from haven.drill.faults_run import FaultRun, Result, RunSettings, plan, rank_all
+from haven.explain.incidents import CAUSE, ROLE, IncidentSettings, incident_alerts, root_of
 from haven.lab import lab
 from haven.lab.state import LabState, load_state
 from haven.store import Store
@@ -188,22 +203,6 @@ def a_lab(folder: Path | None) -> Iterator[LabState]:
         shutil.rmtree(own, ignore_errors=True)
 
 
-def plan(names: list[str], runs: int, controls: int, seed: int | None) -> list[tuple[int, str, int | None]]:
-    """The injections in order, as (round, fault, its own seed): ``runs`` rounds, each every fault once
-    (stopped early, every fault has run as often, give or take one), with ``controls`` no-fault periods
-    spread over the rounds; with ``seed``, each round in its own shuffled order and each injection its
-    own seed (its settle jitter), so the repeats of a fault differ in order, timing and what ran before."""
-    rng = random.Random(seed)
-    order: list[tuple[int, str, int | None]] = []
-    for round_ in range(1, runs + 1):
-        wanted = controls * round_ // runs - controls * (round_ - 1) // runs  # this round's share
-        batch = [*names, *[NO_FAULT.name] * wanted]
-        if seed is not None:
-            rng.shuffle(batch)
-        order += [(round_, name, None if seed is None else rng.randrange(2**31)) for name in batch]
-    return order
-
-
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     names = args.only.split(",") if args.only else [f.name for f in CATALOG]
     unknown = [n for n in names if n not in FAULTS]
@@ -230,6 +229,124 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 if args.out:
                     args.out.write_text(json.dumps(report(results), indent=2) + "\n")
     return report(results)
+
+
+# ---- the long no-fault control: the real haven serve on the lab, nothing injected -------------------------
+
+HAVEN = Path(sys.executable).with_name("haven")
+
+
+def serve_toml(state: LabState, interval_s: float) -> str:
+    """The lab's haven.toml (`haven lab up` wrote it) with a ``[canary]`` every ``interval_s``."""
+    lab_toml = Path(state.files["haven.toml"]).read_text().rstrip("\n")
+    return (
+        f"{lab_toml}\n[canary]  # bench/explain.py --control-minutes\n"
+        f'flavor = "{state.flavor}"\nimage = "{state.image_id}"\nnetwork = "none"\n'
+        f"interval_s = {interval_s}\n"
+    )
+
+
+def control_period(state: LabState, minutes: float, interval_s: float, traffic_s: float) -> dict[str, Any]:
+    """``haven serve`` on the lab with its canary and API traffic beside it for ``minutes``, no fault
+    injected; what it raised, read from serve's own store (module docstring)."""
+    home = Path(tempfile.mkdtemp(prefix="haven-bench-control-"))
+    config = home / "haven.toml"
+    config.write_text(serve_toml(state, interval_s))
+    config.chmod(0o600)  # it holds the BMCs' password, as the lab's own
+    db = f"sqlite:///{home / 'haven.db'}"
+    argv = [str(HAVEN), "--home", str(home), "--config", str(config), "--db", db, "serve", "--cloud", "lab"]
+    env = {**os.environ, "OS_CLIENT_CONFIG_FILE": state.files["clouds.yaml"]}
+    handle = LabFaults(state)
+    traffic: collections.Counter[str] = collections.Counter()
+    loads: list[float] = []
+    say(f"control: haven serve on the lab for {minutes:g} min (canary every {interval_s:g} s, a server list "
+        f"every {traffic_s:g} s), nothing injected; serve's log in {home / 'serve.log'}")  # fmt: skip
+    with (home / "serve.log").open("w") as log:
+        serve = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    started_at = time.time()
+    started = time.monotonic()
+    next_load = started
+    try:
+        while time.monotonic() < started + minutes * 60:
+            if serve.poll() is not None:
+                raise SystemExit(f"haven serve stopped ({serve.returncode}): see {home / 'serve.log'}")
+            began = time.monotonic()
+            if began >= next_load:
+                loads.append(os.getloadavg()[0])
+                next_load += 60.0
+                say(f"control: {(began - started) / 60:.0f} of {minutes:g} min, load {loads[-1]:.1f}, "
+                    f"server lists {dict(traffic)}")  # fmt: skip
+            try:
+                handle.call("compute", "GET", "/servers")
+                traffic["ok"] += 1
+            except Exception as exc:  # counted: API traffic that failed is part of what the period saw
+                traffic[f"failed: {type(exc).__name__}"] += 1
+            time.sleep(max(0.0, traffic_s - (time.monotonic() - began)))
+    finally:
+        serve.send_signal(signal.SIGINT)
+        try:
+            serve.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+            serve.wait()
+    ended_at = time.time()
+    found = control_found(home / "haven.db", started_at, ended_at)
+    found.update(
+        minutes=minutes, canary_interval_s=interval_s, traffic_every_s=traffic_s, server_lists=dict(traffic),
+        load_1min={"min": min(loads), "median": statistics.median(loads), "max": max(loads)},
+        serve_exit=serve.returncode, serve_home=str(home),
+    )  # fmt: skip
+    return found
+
+
+def control_found(db: Path, start: float, end: float) -> dict[str, Any]:
+    """What serve's store holds from ``start`` to ``end``: symptoms, incidents, haven's alerts, canaries."""
+    with Store.open(f"sqlite:///{db}") as store:
+        records = [r for r in store.list_explanations(limit=100_000) if start <= r.symptom.at <= end]
+        alerts = [a for a in store.list_alerts(active_only=False) if start <= a.raised_at <= end]
+        runs = [r for r in recent_runs(store, limit=100_000) if start <= r.started_at <= end]
+        probes = [p for p in store.list_canaries(PROBE, limit=100_000) if start <= p["at"] <= end]
+    # The alerts haven would send at the end for every symptom of the period (kept active that long) and
+    # for haven's own alerts raised in it, cleared or not: the incidents are the causes and the symptoms
+    # with no cause (each notified as itself); haven's own alerts too.
+    everything = [dataclasses.replace(a, cleared_at=None) for a in alerts]
+    sent = incident_alerts(records, everything, end, IncidentSettings(active_s=end - start + 1.0))
+    causes = [a.labels["cause"] for a in sent if a.labels.get(ROLE) == CAUSE]
+    uncaused = [a.labels["symptom"] for a in sent if a.labels.get("alertname") == "HavenSymptom"
+                and not a.labels.get("cause")]  # fmt: skip
+    symptoms = []
+    for record in sorted(records, key=lambda r: r.symptom.at):
+        root = root_of(record)
+        symptoms.append({"id": record.id, "at": record.symptom.at, "what": record.symptom.what,
+                         "root": root.node if root else "", "summary": record.diagnosis.summary
+                         if record.diagnosis else ""})  # fmt: skip
+    return {
+        "incidents": len(causes) + len(uncaused) + len(alerts),
+        "root_causes": causes,
+        "symptoms_without_cause": uncaused,
+        "haven_alerts": [f"{a.kind.value} {a.host or ''}: {a.message}" for a in alerts],
+        "symptoms": symptoms,
+        "canary_boots": dict(collections.Counter(str(r.outcome) for r in runs)),
+        "probes": dict(collections.Counter(f"{p['name']} {'ok' if p['ok'] else 'failed'}" for p in probes)),
+    }
+
+
+def show_control(found: dict[str, Any]) -> None:
+    load = found["load_1min"]
+    print(f"no-fault control: haven serve on the lab for {found['minutes']:g} min, canary every "
+          f"{found['canary_interval_s']:g} s, a server list every {found['traffic_every_s']:g} s "
+          f"(load {load['min']:.1f} to {load['max']:.1f}, median {load['median']:.1f})")  # fmt: skip
+    causes, uncaused = found["root_causes"] or "none", found["symptoms_without_cause"] or "none"
+    print(f"  incidents: {found['incidents']} (root causes {causes}; symptoms without a cause {uncaused}; "
+          f"haven's alerts {len(found['haven_alerts'])})")  # fmt: skip
+    print(f"  symptoms recorded: {len(found['symptoms'])}")
+    for s in found["symptoms"]:
+        at = time.strftime("%H:%M:%S", time.localtime(s["at"]))
+        print(f"    {at} {s['id']}: {s['summary'] or s['what']}")
+    for alert in found["haven_alerts"]:
+        print(f"    haven alert: {alert}")
+    print(f"  canary boots {found['canary_boots']}; probes {found['probes']}; "
+          f"server lists {found['server_lists']}")  # fmt: skip
 
 
 def main() -> None:
@@ -268,6 +385,15 @@ def main() -> None:
         "--replay", type=Path,
         help="no lab: rank again, with this code, the evidence recorded in an --out report, every method",
     )  # fmt: skip
+    parser.add_argument(
+        "--control-minutes", type=float, default=0.0, metavar="N",
+        help="instead of injections: haven serve on the lab (--folder) with its canary and API traffic for N "
+        "minutes, nothing injected; count what it raised",
+    )  # fmt: skip
+    parser.add_argument("--control-interval", type=float, default=60.0, metavar="S",
+                        help="with --control-minutes: a canary round every S s (default 60)")  # fmt: skip
+    parser.add_argument("--control-traffic", type=float, default=10.0, metavar="S",
+                        help="with --control-minutes: a server list every S s (default 10)")  # fmt: skip
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.runs < 1 or args.control < 0 or args.jitter < 0:
@@ -275,6 +401,19 @@ def main() -> None:
     if args.list:
         for fault in CATALOG:
             print(f"{fault.name:<20} {fault.kind:<9} {fault.root:<16} {fault.what}")
+        return
+    if args.control_minutes:
+        if args.folder is None or args.control_interval < 1 or args.control_traffic <= 0:
+            parser.error("--control-minutes needs --folder (a running lab), --control-interval >= 1 and "
+                         "--control-traffic > 0")  # fmt: skip
+        with a_lab(args.folder) as state:
+            found = control_period(state, args.control_minutes, args.control_interval, args.control_traffic)
+        if args.out:
+            args.out.write_text(json.dumps(found, indent=2) + "\n")
+        if args.json:
+            print(json.dumps(found, indent=2))
+        else:
+            show_control(found)
         return
     started = time.monotonic()
     found = replay(args.replay) if args.replay else asyncio.run(main_async(args))

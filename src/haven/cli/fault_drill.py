@@ -4,9 +4,11 @@ Called by haven.cli.main for `haven drill fault`. ``--list`` prints the catalogu
 name, kind, root cause); with a NAME, the fault is injected on the running lab (`haven lab up`) and
 judged by haven.drill.faults_run: the lab proven whole, the fault injected, one canary round, the
 explanation haven stored for the symptom ranked against the fault's true root cause, the fault healed
-and the lab proven whole again. Exit 0 when the top explanation names the root cause and the lab was
-healed; 1 otherwise (a miss, a skip, an injection that failed, a lab not healed); 2 for bad input,
-checked before anything is changed.
+and the lab proven whole again. Several names (``a,b``) and ``--repeat N`` run ``N`` rounds, each
+every fault once, in the order bench/explain.py uses (haven.drill.faults_run.plan): with several
+faults, each round shuffled by ``--seed``. Exit 0 when every top explanation names its root cause and
+the lab was healed; 1 otherwise (a miss, a skip, an injection that failed, a lab not healed); 2 for bad
+input, checked before anything is changed.
 
 haven.drill never imports haven.lab, so ``LabFaults``, the lab's handles an injection needs (its
 process records, its hardware wiring, its BMCs, admin REST calls, its tiny image), lives here.
@@ -34,7 +36,7 @@ from haven.cli.lab_controls import running_lab
 from haven.domain.errors import NotFound, PermanentError, UserError
 from haven.drill.faults import CATALOG, FAULTS, Fault, LabProcess, catalogue_rows, fault_named
 from haven.drill.faults_observe import observing
-from haven.drill.faults_run import FaultRun, Result, RunSettings
+from haven.drill.faults_run import FaultRun, Result, RunSettings, plan
 from haven.lab import glance, hardware
 from haven.lab.bmc import BmcInfo, power_state, set_power
 from haven.lab.keystone import Account
@@ -53,7 +55,7 @@ def add_options(drill: argparse.ArgumentParser) -> None:
     """`haven drill fault`'s own: the fault's NAME (a second positional) and its options."""
     drill.add_argument(
         "fault_name", nargs="?", metavar="NAME",
-        help=f"with `{SCENARIO}`: the fault to inject on the lab (`--list` names them)",
+        help=f"with `{SCENARIO}`: the fault to inject on the lab (`--list` names them); several: a,b,c",
     )  # fmt: skip
     group = drill.add_argument_group(f"the fault catalogue (`haven drill {SCENARIO} NAME --cloud lab`)")
     group.add_argument("--list", action="store_true", help="print the fault catalogue and exit")
@@ -68,6 +70,11 @@ def add_options(drill: argparse.ArgumentParser) -> None:
                        help="each OpenStack request of the canary (default 10)")  # fmt: skip
     group.add_argument("--whole-timeout", type=float, default=240.0, metavar="SECONDS",
                        help="the lab proven whole, before and after (default 240)")  # fmt: skip
+    group.add_argument(
+        "--repeat", type=int, default=1, metavar="N",
+        help="N rounds, each injecting every fault named once; with several faults each round in its own "
+        "order, shuffled by --seed (default 1)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -82,7 +89,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
         else:
             out.print(_catalogue_table())
         return 0
-    fault = _chosen(args)
+    faults = _chosen(args)
     state = running_lab(args.lab_folder)
     started = time.monotonic()
 
@@ -94,32 +101,45 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
         boot_timeout_s=args.boot_timeout, request_timeout_s=args.request_timeout,
         whole_timeout_s=args.whole_timeout,
     )  # fmt: skip
+    # bench/explain.py's order: each round every fault once, shuffled by the seed when there are several
+    order = plan([f.name for f in faults], args.repeat, 0, args.seed if len(faults) > 1 else None)
     # The report says what was seen; keystoneauth warns of every Keystone a fault made unreachable.
     loggers = [logging.getLogger(name) for name in ("haven", "keystoneauth")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR)
     try:
-        result = asyncio.run(_inject(LabFaults(state), fault, settings, args.controlplane, say))
+        results = asyncio.run(_inject(LabFaults(state), order, settings, args.controlplane, say))
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
-    document = fault_json(fault, result)
-    if args.json:
-        print(json.dumps(document, indent=2))
+    documents = [fault_json(FAULTS[r.fault], r) for r in results]
+    if len(order) == 1 and args.json:
+        print(json.dumps(documents[0], indent=2))
+    elif len(order) == 1:
+        _show(out, documents[0])
+    elif args.json:
+        print(json.dumps(_many_json(order, documents), indent=2))
     else:
-        _show(out, document)
-    return 0 if result.top1 and result.healed and result.status == "run" else EXIT_FAILED
+        for document in documents:
+            _show(out, document)
+        out.print(_summary_table(_many_json(order, documents)))
+    passed = all(r.top1 and r.healed and r.status == "run" for r in results)
+    return 0 if passed and len(results) == len(order) else EXIT_FAILED
 
 
-def _chosen(args: argparse.Namespace) -> Fault:
-    """The fault named, on the lab; every mistake a UserError before anything changes."""
+def _chosen(args: argparse.Namespace) -> list[Fault]:
+    """The faults named (``a,b``), on the lab; every mistake a UserError before anything changes."""
     if not args.fault_name:
         raise UserError(
             f"name the fault to inject: `haven drill {SCENARIO} NAME --cloud lab`",
             f"choose one of: {', '.join(FAULTS)} (`haven drill {SCENARIO} --list` describes them)",
         )
-    fault = fault_named(args.fault_name)
+    faults = [fault_named(name.strip()) for name in args.fault_name.split(",") if name.strip()]
+    if len({f.name for f in faults}) != len(faults) or not faults:
+        raise UserError(f"name each fault once: {args.fault_name!r}", "e.g. keystone-hung,glance-hung")
+    if args.repeat < 1:
+        raise UserError(f"--repeat must be at least 1, not {args.repeat}", "--repeat 5 runs 5 rounds")
     if args.cloud is None:
         raise UserError(
             f"`haven drill {SCENARIO}` injects real faults into the lab's processes: pass --cloud lab",
@@ -130,18 +150,64 @@ def _chosen(args: argparse.Namespace) -> Fault:
             f"the fault catalogue runs only on the lab, not on cloud {args.cloud!r}",
             "its faults stop, kill and reconfigure the lab's own processes: use --cloud lab",
         )
-    return fault
+    return faults
 
 
 async def _inject(
-    lab: LabFaults, fault: Fault, settings: RunSettings, controlplane: bool, say: Any
-) -> Result:
+    lab: LabFaults,
+    order: list[tuple[int, str, int | None]],
+    settings: RunSettings,
+    controlplane: bool,
+    say: Any,
+) -> list[Result]:
+    """Each injection of ``order`` in turn, on one store (the evidence of one stays for the next)."""
+    results = []
     with (
         tempfile.TemporaryDirectory(prefix="haven-fault-drill-") as tmp,
         Store.open(f"sqlite:///{tmp}/haven.db") as store,
     ):
         async with observing(lab, store, controlplane):
-            return await FaultRun(lab, store, settings, say).inject(fault)
+            run = FaultRun(lab, store, settings, say)
+            for i, (round_, name, seed) in enumerate(order, 1):
+                if len(order) > 1:
+                    say(f"[{i}/{len(order)}] round {round_}: {name}")
+                results.append(await run.inject(FAULTS[name], round_, seed))
+    return results
+
+
+def _many_json(order: list[tuple[int, str, int | None]], documents: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several injections: each one's document (with its round), and per fault its top-1 and top-3 hits."""
+    per_fault: dict[str, dict[str, Any]] = {}
+    for (round_, name, _seed), doc in zip(order, documents, strict=True):
+        doc["round"] = round_
+        mine = per_fault.setdefault(name, {"injections": 0, "top1": 0, "top3": 0, "misses": []})
+        mine["injections"] += 1
+        mine["top1"] += doc["top1_correct"]
+        mine["top3"] += doc["top3_correct"]
+        if not doc["top1_correct"]:
+            mine["misses"].append(f"round {round_}: {doc['miss']}")
+    return {
+        "order": [name for _round, name, _seed in order],
+        "injections": documents,
+        "per_fault": per_fault,
+        "top1_correct": sum(d["top1_correct"] for d in documents),
+        "top3_correct": sum(d["top3_correct"] for d in documents),
+        "healed": all(d["healed"] for d in documents),
+    }
+
+
+def _summary_table(many: dict[str, Any]) -> Table:
+    n = len(many["injections"])
+    table = Table(
+        title=f"{n} injections: top 1 correct {many['top1_correct']}/{n}, top 3 {many['top3_correct']}/{n}"
+    )
+    for column in ("fault", "injections", "top 1", "top 3", "misses"):
+        table.add_column(column)
+    for name, f in many["per_fault"].items():
+        table.add_row(
+            name, str(f["injections"]), str(f["top1"]), str(f["top3"]), escape("; ".join(f["misses"]))
+        )
+    return table
 
 
 def fault_json(fault: Fault, result: Result) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """One fault injected on a running lab and judged: inject, canary round, stored explanation, heal, whole.
 
-Called by `haven drill fault NAME --cloud lab` (haven.cli.fault_drill) and bench/explain.py (which
-runs many in rounds). For each injection:
+Called by `haven drill fault NAME --cloud lab` (haven.cli.fault_drill) and bench/explain.py, which both
+run injections in rounds in the order ``plan`` gives (``--repeat``, shuffled with a seed). For each
+injection:
 
 1. the lab is proven whole (every process it started alive, no hold left, a canary round whose probes
    and boots all pass) within ``whole_timeout_s``; a lab that is not whole skips the fault;
@@ -137,6 +138,22 @@ def rank_all(data: dict[str, Any]) -> dict[str, list[str]]:
     graph, events = prepare(graph, events)  # this code's own preparation (a recording's is kept as it was)
     settings = ExplainSettings().rank  # the explainer's own
     return {name: method(graph, symptom, series, events, settings) for name, method in METHODS.items()}
+
+
+def plan(names: list[str], runs: int, controls: int, seed: int | None) -> list[tuple[int, str, int | None]]:
+    """The injections in order, as (round, fault, its own seed): ``runs`` rounds, each every fault once
+    (stopped early, every fault has run as often, give or take one), with ``controls`` no-fault periods
+    spread over the rounds; with ``seed``, each round in its own shuffled order and each injection its
+    own seed (its settle jitter), so the repeats of a fault differ in order, timing and what ran before."""
+    rng = random.Random(seed)
+    order: list[tuple[int, str, int | None]] = []
+    for round_ in range(1, runs + 1):
+        wanted = controls * round_ // runs - controls * (round_ - 1) // runs  # this round's share
+        batch = [*names, *[NO_FAULT.name] * wanted]
+        if seed is not None:
+            rng.shuffle(batch)
+        order += [(round_, name, None if seed is None else rng.randrange(2**31)) for name in batch]
+    return order
 
 
 class RecordingExplainer(Explainer):
