@@ -225,7 +225,7 @@ def _ops(user: User, victim: str, made: list[str]) -> dict[str, Callable[[], obj
         SERVER_LIST: lambda: user.get(SERVER_LIST, "compute", "/servers/detail"),
         SERVER_SHOW: lambda: user.get(SERVER_SHOW, "compute", f"/servers/{user.kept}"),
         FLAVOR_LIST: lambda: user.get(FLAVOR_LIST, "compute", "/flavors/detail"),
-        HYPERVISOR_LIST: lambda: user.get(HYPERVISOR_LIST, "compute", "/os-hypervisors/detail"),
+        HYPERVISOR_LIST: lambda: user.get(HYPERVISOR_LIST, "compute", "/os-hypervisors"),
         SERVER_CONSOLE: console,
         SERVER_BOOT: boot,
         SERVER_DELETE: lambda: user.delete(victim, settings.delete_timeout_s, s[SERVER_DELETE]),
@@ -329,18 +329,22 @@ def measure(
     """
     settings = settings or Settings()
     user = User(lab, operations, settings)
-    user.prepare()
     made: list[str] = []
     observed: dict[str, dict[str, Any]] = {}
     raw: dict[str, Any] = {"operations": list(user.operations), "services": observed,
                            "settings": vars(settings)}  # fmt: skip
 
     def one(label: str, process: str | None) -> None:
-        user.warm()
         victim = ""
-        if SERVER_DELETE in user.operations:
-            victim = user.boot(f"impact-victim-{len(observed)}", settings.boot_timeout_s * 2,
-                               user.sessions[SERVER_LIST])  # fmt: skip
+        try:  # with nothing stopped: a failure here is the lab's, not the matrix's
+            user.warm()
+            if SERVER_DELETE in user.operations:
+                victim = user.boot(f"impact-victim-{len(observed)}", settings.boot_timeout_s * 2,
+                                   user.sessions[SERVER_LIST])  # fmt: skip
+        except Exception as exc:
+            raise LabNotWhole(
+                f"before {label}, with nothing stopped: {type(exc).__name__}: {exc}", raw
+            ) from exc
         base = {k: v["seconds"] for k, v in observed.get("baseline", {}).get("ops", {}).items()}
         pids = lab.groups(process) if process else []
         if process and not pids:
@@ -369,6 +373,10 @@ def measure(
             raise LabNotWhole(f"the lab is not whole after {label}: {back}", raw)
 
     try:
+        try:
+            user.prepare()
+        except Exception as exc:
+            raise LabNotWhole(f"preparing, with nothing stopped: {type(exc).__name__}: {exc}", raw) from exc
         one("baseline", None)
         if any(o["result"] == "fails" for o in observed["baseline"]["ops"].values()):
             say("the baseline has failures: once more (a loaded machine?)")
