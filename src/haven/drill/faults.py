@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from haven.domain.errors import UserError
 from haven.drill.faults_network import failing_route, image_data_gone, lossy, slow_http, slow_link, slow_tcp
 from haven.drill.faults_process import process_image
+from haven.drill.faults_resources import cpu_starved, crash_looping, disk_alarm, memory_alarm, queue_backlog
 
 Heal = Callable[[], None]
 # Services started again by a heal: kept, so no Popen object is collected while its process runs (a
@@ -284,6 +285,18 @@ CATALOG: tuple[Fault, ...] = (
           failing_route("image", "GET", r".*/v2/images/[^/]+/file")),
     Fault("glance-store-gone", "store", "glance-api",
           "the canary image's data gone from Glance's store (its record still active)", image_data_gone),
+    # haven.drill.faults_resources: a crash loop, RabbitMQ's alarms and backlog, CPU starvation
+    Fault("glance-crashloop", "crashloop", "glance-api", "Glance killed 3 s after each start, every 5 s",
+          crash_looping("glance-api")),
+    Fault("rabbitmq-memory-alarm", "alarm", "rabbitmq", "RabbitMQ's memory watermark set below its use",
+          memory_alarm, 2.0),
+    Fault("rabbitmq-disk-full", "disk", "rabbitmq", "RabbitMQ's data on a small tmpfs filled past its "
+          "disk_free_limit", disk_alarm, DOWN_S),
+    Fault("conductor-backlog", "backlog", "rabbitmq",
+          "a storm of 20,000 database-backed casts queued for nova-conductor",
+          queue_backlog("conductor")),
+    Fault("placement-cpu-starved", "cpu", "placement-api", "Placement's processes held to 1 % of one CPU "
+          "(a cgroup)", cpu_starved("placement-api")),
 )  # fmt: skip
 FAULTS = {fault.name: fault for fault in CATALOG}
 NO_FAULT = Fault(

@@ -36,6 +36,7 @@ from haven.domain.controlplane import (
 from haven.domain.errors import PermanentError, UserError
 from haven.domain.ids import HostName
 from haven.drill.faults import FaultLab
+from haven.evidence.broker import watch_broker
 from haven.store import Store
 
 
@@ -105,7 +106,31 @@ def lab_control_plane(lab: FaultLab) -> tuple[ControlPlaneConfig, dict[str, str]
 
 @contextlib.asynccontextmanager
 async def observing(lab: FaultLab, store: Store, on: bool) -> AsyncIterator[None]:
-    """The reconciler over the lab, observe-only (its leader epoch is None: it plans, never acts)."""
+    """RabbitMQ's alarms and Nova's queues watched (haven.evidence.broker, always), and with ``on`` the
+    reconciler over the lab, observe-only (its leader epoch is None: it plans, never acts)."""
+    async with watching_broker(lab, store), reconciling(lab, store, on):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def watching_broker(lab: FaultLab, store: Store) -> AsyncIterator[None]:
+    """The lab's broker looked at every 2 s through AMQP, as haven would through [diagnosis] transport_url."""
+    conf = (lab.folder / "nova" / "nova.conf").read_text()
+    url = re.search(r"^transport_url = (rabbit://\S+)$", conf, re.M)
+    if url is None:
+        yield
+        return
+    task = asyncio.create_task(watch_broker(url[1], store, RealClock()))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@contextlib.asynccontextmanager
+async def reconciling(lab: FaultLab, store: Store, on: bool) -> AsyncIterator[None]:
     if not on:
         yield
         return

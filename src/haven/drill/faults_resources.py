@@ -19,11 +19,12 @@ haven.drill.faults_run calls both in a worker thread.
   monitor raises the disk alarm and blocks publishers. The heal deletes the filler (what an operator
   does first), waits for the alarm to clear, then stops the broker, copies its folder back to the
   disk, unmounts the tmpfs and starts it again.
-- ``queue_backlog``: a flood of RPC casts on Nova's bus into the shared queue of one topic (the
-  conductor's), kept ``backlog`` messages deep for the fault's duration: every request Nova sends
-  there waits behind them. The casts name a method no endpoint has with an ``_ignore_errors`` name
-  (haven.controlplane.drivers.service_probes' ping), so each costs the consumer a dispatch and no
-  traceback. The heal stops the flood and purges what is still queued.
+- ``queue_backlog``: a storm of RPC casts on Nova's bus into the shared queue of one topic (the
+  conductor's), published at once: 20,000 ``object_class_action_versions`` calls of
+  ``Service.get_minimum_version`` (a database query each, the RPC every remotable object call of a
+  compute uses), as a storm of them after a broker restart would be. Nova's own requests to that
+  topic wait behind them. The heal purges what the consumer has not taken yet; what it took, it
+  works off.
 - ``cpu_starved``: every process of the service's group moved into a CPU cgroup of its own held to
   ``quota_us`` per ``period_us`` (1 % of one CPU by default): cgroup v2's ``cpu.max`` where the
   unified hierarchy has the cpu controller, else cgroup v1's ``cpu.cfs_quota_us``. The heal moves
@@ -297,8 +298,6 @@ def disk_alarm(lab: FaultLab) -> Heal:
 
 # --- a queue backlog on Nova's bus ------------------------------------------------------------------------
 
-PING_METHOD = "haven_ping_ignore_errors"  # haven.controlplane.drivers.service_probes: NoSuchMethod, no log
-
 
 def transport(lab: FaultLab) -> tuple[str, str, int]:
     """The lab's Nova transport (user, password, port) read from its nova.conf."""
@@ -309,26 +308,33 @@ def transport(lab: FaultLab) -> tuple[str, str, int]:
     return found[1], found[2], int(found[3])
 
 
-def cast_body(topic_version: str = "3.0") -> str:
-    """One oslo.messaging RPC cast (its v2.0 envelope) of the ping method, as Nova's bus carries them."""
-    message = {"method": PING_METHOD, "args": {}, "version": topic_version, "_unique_id": uuid.uuid4().hex}
+# What each cast asks the conductor: the minimum nova-compute version, through the same RPC method the
+# computes use for every remotable object call (a database query each), as a storm of them would.
+STORM_CALL = {
+    "objname": "Service",
+    "objmethod": "get_minimum_version",
+    "object_versions": {"Service": "1.22"},
+    "args": ["nova-compute"],
+    "kwargs": {},
+}
+
+
+def cast_body(method: str = "object_class_action_versions", args: Mapping[str, object] | None = None) -> str:
+    """One oslo.messaging RPC cast in its v2.0 envelope, as Nova's bus carries them (conductor API 3.0)."""
+    message = {"method": method, "args": dict(STORM_CALL if args is None else args), "version": "3.0",
+               "_unique_id": uuid.uuid4().hex}  # fmt: skip
     return json.dumps({"oslo.version": "2.0", "oslo.message": json.dumps(message)})
 
 
 @dataclass
 class Flood:
-    """Casts into one of Nova's queues, kept ``depth`` deep until stopped; ``published`` counts them."""
+    """``count`` casts published at once into one of Nova's queues; the heal purges what is still ready."""
 
     lab: FaultLab
     topic: str
-    depth: int
-    batch: int = 1000
-    limit: int = 400_000  # never more than this many in all
+    count: int
     published: int = 0
-    deepest: int = 0
-    error: str = ""
-    _done: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    ready_after: int = 0  # the queue's ready messages once published (what the consumer has not taken)
 
     def _connect(self) -> Any:
         import amqp  # type: ignore[import-untyped]
@@ -338,46 +344,23 @@ class Flood:
         connection.connect()
         return connection
 
-    def queued(self, channel: Any) -> int:
-        """The queue's ready messages (a passive declare: an error when Nova declared no such queue)."""
-        _, count, _ = channel.queue_declare(self.topic, passive=True)
-        return int(count)
-
     def begin(self) -> None:
-        connection = self._connect()
-        channel = connection.channel()
-        self.queued(channel)
-        self._publish(channel)  # the first batch is in before the fault counts as injected
-        self._thread = threading.Thread(target=self._loop, args=(connection, channel), daemon=True)
-        self._thread.start()
-
-    def _publish(self, channel: Any) -> None:
         import amqp
 
-        for _ in range(self.batch):
-            message = amqp.Message(cast_body(), content_type="application/json", content_encoding="utf-8")
-            channel.basic_publish(message, exchange="nova", routing_key=self.topic)
-        self.published += self.batch
-
-    def _loop(self, connection: Any, channel: Any) -> None:
+        connection = self._connect()
         try:
-            while not self._done.is_set() and self.published < self.limit:
-                depth = self.queued(channel)
-                self.deepest = max(self.deepest, depth)
-                if depth < self.depth:
-                    self._publish(channel)
-                else:
-                    self._done.wait(0.5)
-        except Exception as exc:  # kept for the report; the flood just stops
-            self.error = f"{type(exc).__name__}: {exc}"
+            channel = connection.channel()
+            channel.queue_declare(self.topic, passive=True)  # Nova's consumer declared it: an error if not
+            for _ in range(self.count):
+                message = amqp.Message(cast_body(), content_type="application/json", content_encoding="utf-8")
+                channel.basic_publish(message, exchange="nova", routing_key=self.topic)
+                self.published += 1
+            _, self.ready_after, _ = channel.queue_declare(self.topic, passive=True)
         finally:
             connection.close()
 
     def heal(self) -> None:
-        """The flood stopped and what is still queued purged (what the consumer took, it works off)."""
-        self._done.set()
-        if self._thread is not None:
-            self._thread.join(30.0)
+        """What is still queued purged (what the consumer already took, it works off)."""
         connection = self._connect()
         try:
             connection.channel().queue_purge(self.topic)
@@ -385,9 +368,11 @@ class Flood:
             connection.close()
 
 
-def queue_backlog(topic: str = "conductor", depth: int = 20_000) -> Callable[[FaultLab], Heal]:
+def queue_backlog(topic: str = "conductor", count: int = 20_000) -> Callable[[FaultLab], Heal]:
+    """``count`` database-backed casts queued before ``topic``'s consumer: Nova's own requests wait behind."""
+
     def inject(lab: FaultLab) -> Heal:
-        flood = Flood(lab, topic, depth)
+        flood = Flood(lab, topic, count)
         flood.begin()
         return flood.heal
 
