@@ -82,17 +82,19 @@ def on_clusters(folder: Path | None) -> bool:
 def openstack_after(folder: Path | None, wait_s: float = OPENSTACK_WAIT_S) -> dict[str, Any]:
     """Nova's server list, flavor list and compute services through the lab's endpoints, each retried
     until it answers 200 or ``wait_s`` passed: ``{"ok", "seconds", "calls": {name: status or error},
-    "computes_up"}``. A new token is taken (Keystone's database is on Galera too)."""
+    "tries", "computes_up"}``. A new token is taken (Keystone's database is on Galera too)."""
     state = running_lab(folder)
     where = Path(state.folder)
     password = (where / "keystone" / "admin-password").read_text().strip()
     compute = state.urls["compute"]
     calls: dict[str, str] = {}
+    tries: dict[str, int] = {}
     started = time.monotonic()
     answers: dict[str, Any] = {}
     token = ""
     for name in ("token", "servers", "flavors", "os-services"):
         while True:
+            tries[name] = tries.get(name, 0) + 1
             try:
                 if name == "token":
                     token = Account(state.urls["keystone"], "admin", password, "admin").token()
@@ -115,6 +117,7 @@ def openstack_after(folder: Path | None, wait_s: float = OPENSTACK_WAIT_S) -> di
         "ok": all(v in ("ok", "200") for v in calls.values()),
         "seconds": round(time.monotonic() - started, 2),
         "calls": calls,
+        "tries": tries,
         "servers": len(answers.get("servers", {}).get("servers", [])),
         "flavors": len(answers.get("flavors", {}).get("flavors", [])),
         "computes_up": sum(1 for s in computes if s.get("state") == "up"),
