@@ -38,6 +38,7 @@ SCENARIOS = (NODE_LOSS, PARTITION)
 CLUSTER = "haven"
 TIMEOUT_S = 180.0
 GRACE_S = 2.0  # the drill's partition grace (haven.toml's default is 10 s)
+READ_S = 30.0  # the round trip's patience for the next node to deliver a message (a loaded machine)
 
 
 class DrillError(HavenError):
@@ -177,7 +178,9 @@ def _judge(cluster: DrillCluster, report: RabbitDrillReport, vhost: str) -> None
 
 
 def round_trip(cluster: DrillCluster, vhost: str = "/") -> bool:
-    """Publish through each node into a queue, read it back through the next node."""
+    """Publish through each node into a queue (confirmed by the broker), read it back through the next
+    node; a message the next node does not deliver in ``READ_S`` is looked for through its own node,
+    to tell a lost message from one the next node cannot reach."""
     import amqp  # type: ignore[import-untyped]  # py-amqp, oslo.messaging's; imported when a drill runs
 
     nodes = cluster.nodes
@@ -187,20 +190,35 @@ def round_trip(cluster: DrillCluster, vhost: str = "/") -> bool:
         body = f"from {node.name} at {time.time()}"
         with _connect(amqp, node.layout.amqp_port, vhost) as c:
             channel = c.channel()
+            channel.confirm_select()  # basic_publish returns once the broker has taken the message
             channel.queue_declare(queue, durable=False, auto_delete=False)
             channel.basic_publish(amqp.Message(body), routing_key=queue)
-        deadline = time.monotonic() + 10
-        got = None
-        with _connect(amqp, reader.layout.amqp_port, vhost) as c:
-            channel = c.channel()
-            while got is None and time.monotonic() < deadline:
-                got = channel.basic_get(queue, no_ack=True)
-                if got is None:
-                    time.sleep(0.1)
-            channel.queue_delete(queue)
+        got = _get(amqp, reader.layout.amqp_port, vhost, queue, READ_S)
         if got is None or got.body != body:
-            raise DrillError(f"the message published through {node.name} was not read through {reader.name}")
+            own = _get(amqp, node.layout.amqp_port, vhost, queue, 1.0)
+            where = "it was still there through its own node" if own is not None else "it was gone"
+            _get(amqp, node.layout.amqp_port, vhost, queue, 0.0, delete=True)
+            raise DrillError(
+                f"the message published through {node.name} was not read through {reader.name} in "
+                f"{READ_S:g} s ({where})"
+            )
+        _get(amqp, reader.layout.amqp_port, vhost, queue, 0.0, delete=True)
     return True
+
+
+def _get(amqp: Any, port: int, vhost: str, queue: str, wait_s: float, delete: bool = False) -> Any:
+    """One message of ``queue`` through the node at ``port`` within ``wait_s`` (None: none came)."""
+    deadline = time.monotonic() + wait_s
+    with _connect(amqp, port, vhost) as c:
+        channel = c.channel()
+        if delete:
+            channel.queue_delete(queue)
+            return None
+        while True:
+            got = channel.basic_get(queue, no_ack=True)
+            if got is not None or time.monotonic() >= deadline:
+                return got
+            time.sleep(0.1)
 
 
 def _connect(amqp: Any, port: int, vhost: str) -> Any:
