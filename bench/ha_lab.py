@@ -42,6 +42,15 @@ haven's HTTP probes run with haven.lab.ha_drills.PROBE_TIMING (period 1 s, timeo
 and D-Bus too) under load through nova-api's frontend with haven running, and reports when every member
 of it was out of HAProxy, when haven's controller_down alert came, the failed requests sent after the
 drop (and in all), the alerts, then thaws it and reports when every member was back ready and up.
+With a spare controller (``--spare``: the lab's own from ``haven lab up --ha --controllers 3``, or one
+added here to a running HA lab with haven.lab.ha.add_spare and removed at the end) ``controller`` runs
+``ha_anchors.MixedLoad`` (``--clients`` threads of nova-api reads and keypair writes) and also reports
+when every service declared in the lab's ``[controlplane]`` was back at its ``min_replicas`` on the
+surviving controllers, judged from systemd (the unit ``active`` on a survivor) and, for an API, HAProxy's
+own ``show servers state`` (its member there ``ready`` and ``up``), per service and all together; haven's
+starts on the spare; the failed requests sent after the drop and after every service was back. After
+each run the spare is made a standby again by hand (members in maintenance, units stopped), as an
+operator would once the lost controller is back.
 ``worker`` SIGSTOPs one nova-conductor or nova-scheduler replica (master and forked worker; runs
 alternate conductor, scheduler, then the other controller) under the same client load with haven
 running (the lab's ``nova_rpc`` probes: period 1 s, timeout 3 s, 3 failures) and reports haven's first
@@ -54,6 +63,8 @@ the lab's start, printed first), and haven's actions on other replicas.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import collections
 import contextlib
 import itertools
 import os
@@ -68,11 +79,15 @@ from pathlib import Path
 import ha_anchors  # bench/, on sys.path when run as a script
 import httpx
 
+from haven.controlplane.drivers.haproxy import HAProxyRuntime
 from haven.controlplane.drivers.service_probes import NovaRpc, ProbeFailed
+from haven.controlplane.drivers.systemd import SystemdUnits
 from haven.domain.controlplane import ActionKind
 from haven.domain.incidents import AlertKind
 from haven.lab import ha, ha_drills, lab
 from haven.lab.keystone import Account
+from haven.lab.state import ProcessRecord, record
+from haven.lab.toolenv import ensure_tool_env
 
 _FIGURES = (
     "rps",
@@ -89,6 +104,8 @@ KEYS = {
     "kill": _FIGURES,
     "hang": _FIGURES,
     "controller": ("rps", "failed", "failed_after_drop", "out_s", "alert_s", "back_after_thaw_s"),
+    "spare": ("rps", "failed", "failed_after_drop", "failed_after_back", "out_s", "alert_s",
+              "spare_started_s", "all_back_s", "nova_api_backend_empty_s", "back_after_thaw_s"),
     "worker": ("rps", "failed", "haven_acted_s", "restarted_s", "answers_s", "victim_restarts",
                "false_restarts", "false_actions"),
 }  # fmt: skip
@@ -272,6 +289,166 @@ def controller_run(labf: Path, cluster: ha.HaLab, host: str, clients: int) -> di
     }  # fmt: skip
 
 
+def _actives(controller: ha.Controller, units: list[str]) -> dict[str, str]:
+    """systemd's ActiveState of ``units`` on ``controller``, over one D-Bus connection."""
+
+    async def read() -> dict[str, str]:
+        bus = SystemdUnits(controller.bus)
+        try:
+            return {unit: (await bus.status(unit)).active.value for unit in units}
+        finally:
+            await bus.close()
+
+    return asyncio.run(read())
+
+
+def _standby(cluster: ha.HaLab, spare: ha.Controller) -> None:
+    """The spare a standby host again (by hand, no haven running): members in maintenance, units stopped."""
+    runtime = HAProxyRuntime(cluster.haproxy_socket)
+    for (backend, server), (admin, _op) in ha.servers_state(cluster).items():
+        if server == spare.host and admin != "maint":
+            asyncio.run(runtime.command(f"set server {backend}/{server} state maint"))
+    units = [api.unit for api in cluster.apis] + [w.unit for w in cluster.workers]
+    for unit in units:
+        ha_drills._systemd(spare, "StopUnit", "ss", unit, "replace")
+    deadline = time.monotonic() + 30.0
+    while any(a not in ("inactive", "failed") for a in _actives(spare, units).values()):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the spare's units did not stop: {_actives(spare, units)}")
+        time.sleep(0.5)
+    for unit in units:  # a unit stopped with a kill may read failed: clean for the next run
+        with contextlib.suppress(Exception):
+            ha_drills._systemd(spare, "ResetFailedUnit", "s", unit)
+
+
+def spare_run(labf: Path, cluster: ha.HaLab, host: str, clients: int, token: str) -> dict[str, object]:
+    """``host`` frozen under ``MixedLoad``, haven running, a spare controller standing by: when every
+    service is back at its min_replicas on the survivors (systemd, HAProxy), what the clients saw."""
+    ctl = cluster.controller(host)
+    spare = cluster.spares[0]
+    survivors = [c for c in cluster.controllers if c.host != host]
+    backends = [api.backend for api in cluster.apis]
+    folder = Path(tempfile.mkdtemp(prefix="hv-ha-bench-haven-"))
+    _settled(cluster)
+    for c in cluster.active:
+        _warm(f"http://{c.address}:{cluster.ports['nova-api']}/v2.1/servers", token)
+    out_s = alert_s = spare_s = all_back_s = back_s = None
+    back: dict[str, float] = {}
+    dropped = back_at = 0.0
+    empty_s = 0.0  # seconds nova-api's backend had no member ready and up by HAProxy's own check
+    last = 0.0
+    with _healer(cluster, True, folder) as healer:
+        assert healer is not None
+        specs = {spec.name: spec for spec in healer.config.services}
+        with ha_anchors.MixedLoad(cluster.frontend_url("nova-api"), token, clients) as load:
+            time.sleep(3.0)
+            pids = ha_drills.freeze(ctl)
+            frozen, frozen_wall = time.monotonic(), time.time()
+            try:
+                while time.monotonic() - frozen < 90 and (all_back_s is None or alert_s is None):
+                    elapsed = time.monotonic() - frozen
+                    state = ha.servers_state(cluster)
+                    if not any(v == ("ready", "up") for (b, _h), v in state.items() if b == "nova_api"):
+                        empty_s += elapsed - last
+                    last = elapsed
+                    if out_s is None and all(state[(b, host)] != ("ready", "up") for b in backends):
+                        dropped, out_s = time.monotonic(), elapsed
+                    if alert_s is None and any(a.kind is AlertKind.CONTROLLER_DOWN for a in healer.alerts()):
+                        alert_s = elapsed
+                    actives = {c.host: _actives(c, [s.unit for s in specs.values()]) for c in survivors}
+                    if spare_s is None and any(a == "active" for a in actives[spare.host].values()):
+                        spare_s = elapsed
+                    for spec in specs.values():
+                        backend = spec.backend.name if spec.backend is not None else None
+                        serving = [
+                            c for c in survivors
+                            if actives[c.host][spec.unit] == "active"
+                            and (backend is None or state.get((backend, c.host)) == ("ready", "up"))
+                        ]  # fmt: skip
+                        if spec.name not in back and len(serving) >= spec.min_replicas:
+                            back[spec.name] = elapsed
+                    if all_back_s is None and len(back) == len(specs):
+                        all_back_s, back_at = elapsed, time.monotonic()
+                    time.sleep(0.2)
+                time.sleep(5.0)  # the survivors and the spare carry the load a while
+            except BaseException:
+                ha_drills.thaw(pids)
+                raise
+        alerts = [(a.kind.value, a.host) for a in healer.alerts()]
+        starts = [
+            f"{round(a.created_at - frozen_wall, 1)} {a.service}@{a.host}"
+            for a in healer.actions() if a.kind is ActionKind.START
+        ]  # fmt: skip
+        others = [(a.kind.value, a.service, a.host) for a in healer.actions()
+                  if a.host not in (host, spare.host)]  # fmt: skip
+        ha_drills.thaw(pids)
+        thawed = time.monotonic()
+        while time.monotonic() - thawed < 60:  # haven returns the thawed members it took out
+            state = ha.servers_state(cluster)
+            if all(state[(b, host)] == ("ready", "up") for b in backends):
+                back_s = time.monotonic() - thawed
+                break
+            time.sleep(0.2)
+    _standby(cluster, spare)
+    requests = load.requests
+    return {
+        "drill": "controller", "mode": "haven, spare", "victim": host, "requests": requests,
+        "writes": load.writes, "rps": round(requests / load.seconds, 1), "failed": len(load.errors),
+        "failed_after_drop": len([e for e in load.errors if out_s is not None and e[0] >= dropped]),
+        "failed_after_back": len([e for e in load.errors if all_back_s is not None and e[0] >= back_at]),
+        "out_s": _r(out_s), "alert_s": _r(alert_s), "spare_started_s": _r(spare_s),
+        "all_back_s": _r(all_back_s), "back_s": {k: _r(v) for k, v in back.items()},
+        "back_after_thaw_s": _r(back_s), "alerts": alerts, "haven_starts": starts,
+        "survivor_actions": others, "nova_api_backend_empty_s": _r(empty_s),
+        "errors_after_drop": dict(collections.Counter(
+            e[1].split(":")[0][:40] for e in load.errors if out_s is not None and e[0] >= dropped)),
+        "first_error": load.errors[:1], "load1": os.getloadavg()[0],
+    }  # fmt: skip
+
+
+def spare_bench(labf: Path, cluster: ha.HaLab, runs: int, clients: int) -> int:
+    """``--drill controller`` with a spare: ctl-1 and ctl-2 lost in turn."""
+    print(f"load average at the start: {os.getloadavg()}", flush=True)
+    token = _token(labf, cluster)
+    rows = []
+    for index in range(runs):
+        row = spare_run(labf, cluster, ha.CONTROLLERS[index % 2], clients, token)
+        rows.append(row)
+        print(row, flush=True)
+        time.sleep(3.0)
+    print(f"load average at the end: {os.getloadavg()}", flush=True)
+    _summary(f"one controller lost, a spare standing by, {clients} clients (mixed)", rows, KEYS["spare"])
+    return 0
+
+
+@contextlib.contextmanager
+def _with_spare(labf: Path, cluster: ha.HaLab, wanted: bool) -> Iterator[None]:
+    """``--spare`` on an HA lab without one: add it (recorded in the lab state, so ``haven lab down``
+    stops it too) for the bench, and remove it at the end."""
+    if not wanted or cluster.spares:
+        yield
+        return
+    state = lab.running(labf)
+    assert state is not None and state.ha is not None
+    tools = {api.tool for api in cluster.apis} | ({"nova"} if cluster.workers else set())
+    venvs = {tool: ensure_tool_env(tool) for tool in tools}
+    records: list[ProcessRecord] = []
+
+    def keep(name: str, pid1: int, log: Path) -> None:
+        records.append(record(name, pid1, log, namespace=True))
+        state.processes.append(records[-1])
+        state.save()
+
+    spare = ha.add_spare(cluster, labf, venvs, keep)
+    print(f"added a spare controller {spare.host} ({spare.address}), its units stopped", flush=True)
+    try:
+        yield
+    finally:
+        ha.remove_spare(cluster, spare)
+        state.processes = [p for p in state.processes if p not in records]
+        state.save()
+
+
 def worker_statuses(cluster: ha.HaLab) -> dict[tuple[str, str], tuple[str, int]]:
     """systemd's (InvocationID, NRestarts) of every worker replica: (host, unit) -> (id, restarts)."""
     out = {}
@@ -359,11 +536,13 @@ def _wait_answer(rpc: NovaRpc, url: str, host: str, worker: ha.Worker, timeout_s
 
 
 def _settled(cluster: ha.HaLab, timeout_s: float = 60.0) -> None:
-    """Every member ready and up before a run (a run must not start on the previous one's leftovers)."""
+    """Every member ready and up before a run (a run must not start on the previous one's leftovers);
+    a spare controller's in maintenance."""
     deadline = time.monotonic() + timeout_s
+    spares = {c.host for c in cluster.spares}
     while True:
         state = ha.servers_state(cluster)
-        if all(s == ("ready", "up") for s in state.values()):
+        if all(s == ("ready", "up") or (k[1] in spares and s[0] == "maint") for k, s in state.items()):
             return
         if time.monotonic() > deadline:
             raise SystemExit(f"members not ready and up after {timeout_s:g} s: {state}")
@@ -583,11 +762,18 @@ def main() -> int:
     parser.add_argument("--anchor-window", type=float, default=60.0, help="seconds Kolla's replica is hung")
     parser.add_argument("--k8s-grace", type=float, default=ha_anchors.OSH_GRACE_S,
                         help="the pod's terminationGracePeriodSeconds (OpenStack-Helm: 180)")  # fmt: skip
+    parser.add_argument(
+        "--spare",
+        action="store_true",
+        help="controller: with a spare controller (added to the lab if it has none)",
+    )
     parser.add_argument("--lab-timing", action="store_true", help="the lab's former probe timing (2 s x 3)")
     args = parser.parse_args()
     global LAB_TIMING
     LAB_TIMING = args.lab_timing
     modes = MODES if args.compare else tuple(dict.fromkeys(args.anchor or ()))
+    if args.spare and args.drill != "controller":
+        parser.error("--spare is for --drill controller")
     if modes and args.drill not in ("hang", "kill"):
         parser.error("--anchor and --compare drill hang or kill only")
     if args.runs < 1 or args.clients < 1 or args.k8s_grace < 0:
@@ -606,6 +792,9 @@ def main() -> int:
             os.environ[ha.TRANSPORT_URL_ENV] = ha.transport_url(labf)
         if args.drill == "worker":
             return workers_bench(labf, cluster, args.runs, args.clients)
+        if args.drill == "controller" and (args.spare or cluster.spares):
+            with _with_spare(labf, cluster, args.spare):
+                return spare_bench(labf, cluster, args.runs, args.clients)
         if modes:
             return compare_bench(labf, cluster, modes, args.drill, args.runs, args.clients,
                                  args.anchor_window, args.k8s_grace)  # fmt: skip
