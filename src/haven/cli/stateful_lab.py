@@ -82,13 +82,15 @@ def on_clusters(folder: Path | None) -> bool:
 def openstack_after(folder: Path | None, wait_s: float = OPENSTACK_WAIT_S) -> dict[str, Any]:
     """Nova's server list, flavor list and compute services through the lab's endpoints, each retried
     until it answers 200 or ``wait_s`` passed: ``{"ok", "seconds", "calls": {name: status or error},
-    "tries", "computes_up"}``. A new token is taken (Keystone's database is on Galera too)."""
+    "tries", "first_failures", "computes_up"}``. A new token is taken (Keystone's database is on
+    Galera too)."""
     state = running_lab(folder)
     where = Path(state.folder)
     password = (where / "keystone" / "admin-password").read_text().strip()
     compute = state.urls["compute"]
     calls: dict[str, str] = {}
     tries: dict[str, int] = {}
+    first_failures: dict[str, str] = {}  # a call that answered on a later try: its first answer
     started = time.monotonic()
     answers: dict[str, Any] = {}
     token = ""
@@ -108,6 +110,8 @@ def openstack_after(folder: Path | None, wait_s: float = OPENSTACK_WAIT_S) -> di
                         answers[name] = reply.json()
             except Exception as exc:  # keystoneauth's and httpx's errors: what the client saw
                 calls[name] = f"{type(exc).__name__}: {exc}"[:200]
+            if calls[name] not in ("ok", "200"):
+                first_failures.setdefault(name, calls[name])
             if calls[name] in ("ok", "200") or time.monotonic() - started > wait_s:
                 break
             time.sleep(1.0)
@@ -118,6 +122,7 @@ def openstack_after(folder: Path | None, wait_s: float = OPENSTACK_WAIT_S) -> di
         "seconds": round(time.monotonic() - started, 2),
         "calls": calls,
         "tries": tries,
+        "first_failures": first_failures,
         "servers": len(answers.get("servers", {}).get("servers", [])),
         "flavors": len(answers.get("flavors", {}).get("flavors", [])),
         "computes_up": sum(1 for s in computes if s.get("state") == "up"),
