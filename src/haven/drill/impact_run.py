@@ -100,6 +100,7 @@ class Settings:
     delete_timeout_s: float = 45.0  # to gone
     whole_timeout_s: float = 120.0  # the lab answering again after a service is continued
     settle_s: float = 1.0  # between the stop and the operations
+    prepare_timeout_s: float = 60.0  # a request with nothing stopped (warming, booting the victim)
 
 
 @dataclass
@@ -138,13 +139,14 @@ class User:
     def _url(self, service: str, path: str) -> str:
         return self.lab.urls[service].rstrip("/") + path
 
-    def get(self, op: str, service: str, path: str) -> Any:
+    def get(self, op: str, service: str, path: str, timeout_s: float | None = None) -> Any:
         headers = _COMPUTE if service == "compute" else _PLACEMENT if service == "placement" else {}
-        return self.sessions[op].get(self._url(service, path), headers=headers).json()
+        timeout = timeout_s or self.settings.request_timeout_s
+        return self.sessions[op].get(self._url(service, path), headers=headers, timeout=timeout).json()
 
     def prepare(self) -> None:
         self.warm()
-        flavors = self.get(SERVER_LIST, "compute", "/flavors")["flavors"]
+        flavors = self.get(SERVER_LIST, "compute", "/flavors", self.settings.prepare_timeout_s)["flavors"]
         named = [f["id"] for f in flavors if f["name"] == self.lab.flavor or f["id"] == self.lab.flavor]
         if not named:
             raise PermanentError(f"the lab has no flavor {self.lab.flavor!r}")
@@ -161,7 +163,7 @@ class User:
             if service == "identity":
                 self.sessions[name].get_token()
             else:
-                self.get(name, service, _WARM[service])
+                self.get(name, service, _WARM[service], self.settings.prepare_timeout_s)
 
     def boot(self, name: str, timeout_s: float, sess: ks_session.Session) -> str:
         body = {"server": {"name": name, "imageRef": self.lab.image_id, "flavorRef": self.flavor_id,
