@@ -295,7 +295,7 @@ CATALOG: tuple[Fault, ...] = (
     Fault("conductor-backlog", "backlog", "rabbitmq",
           "a storm of 20,000 database-backed casts queued for nova-conductor",
           queue_backlog("conductor")),
-    Fault("placement-cpu-starved", "cpu", "placement-api", "Placement's processes held to 1 % of one CPU "
+    Fault("placement-cpu-starved", "cpu", "placement-api", "Placement's processes held to 0.1 % of one CPU "
           "(a cgroup)", cpu_starved("placement-api")),
 )  # fmt: skip
 FAULTS = {fault.name: fault for fault in CATALOG}

@@ -26,7 +26,7 @@ haven.drill.faults_run calls both in a worker thread.
   topic wait behind them. The heal purges what the consumer has not taken yet; what it took, it
   works off.
 - ``cpu_starved``: every process of the service's group moved into a CPU cgroup of its own held to
-  ``quota_us`` per ``period_us`` (1 % of one CPU by default): cgroup v2's ``cpu.max`` where the
+  ``quota_us`` per ``period_us`` (0.1 % of one CPU by default): cgroup v2's ``cpu.max`` where the
   unified hierarchy has the cpu controller, else cgroup v1's ``cpu.cfs_quota_us``. The heal moves
   every process (children forked meanwhile too) back to the cgroup it came from and removes it.
 """
@@ -435,8 +435,11 @@ def cpu_hierarchy() -> CpuHierarchy:
     raise PermanentError("no cgroup cpu controller is mounted here (neither v2's cpu.max nor v1's cpu)")
 
 
-def cpu_starved(process: str, quota_us: int = 1_000, period_us: int = 100_000) -> Callable[[FaultLab], Heal]:
-    """``process``'s group held to quota_us of CPU per period_us (1 % of one CPU by default)."""
+def cpu_starved(
+    process: str, quota_us: int = 1_000, period_us: int = 1_000_000
+) -> Callable[[FaultLab], Heal]:
+    """``process``'s group held to quota_us of CPU per period_us (0.1 % of one CPU by default: the
+    kernel's smallest quota over its longest period; 1 % let Placement answer the lab's canary in time)."""
 
     def inject(lab: FaultLab) -> Heal:
         group = lab.process(process).pid
