@@ -76,7 +76,8 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
         err.print(f"[dim]{time.monotonic() - started:6.1f}s[/] {escape(message)}", highlight=False)
 
     say(f"{len(processes)} service(s) to stop in turn, {len(operations)} operation(s) each")
-    settings = Settings(request_timeout_s=args.operation_timeout)
+    # --whole-timeout (the fault drill's option, default 240 s): the lab proven whole after each pass
+    settings = Settings(request_timeout_s=args.operation_timeout, whole_timeout_s=args.whole_timeout)
     keystoneauth = logging.getLogger("keystoneauth")  # it warns of every request a stop left unanswered
     level = keystoneauth.level
     keystoneauth.setLevel(logging.CRITICAL)

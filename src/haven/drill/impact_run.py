@@ -269,6 +269,7 @@ def whole(user: User, timeout_s: float) -> str:
     """ "" once the lab answers again (token, servers, every compute up, images, Placement), else why not."""
     deadline = time.monotonic() + timeout_s
     why = ""
+    wait = user.settings.prepare_timeout_s  # each request, with nothing stopped: slow is not broken
     while time.monotonic() < deadline:
         try:
             user.token()
@@ -276,9 +277,9 @@ def whole(user: User, timeout_s: float) -> str:
             for service, path in (("compute", "/servers"), ("image", "/v2/images"),
                                   ("placement", "/resource_providers")):  # fmt: skip
                 headers = _COMPUTE if service == "compute" else _PLACEMENT if service == "placement" else {}
-                sess.get(user._url(service, path), headers=headers)
-            listed = sess.get(user._url("compute", "/os-services"), headers=_COMPUTE).json()["services"]
-            states = [s["state"] for s in listed if s["binary"] == "nova-compute"]
+                sess.get(user._url(service, path), headers=headers, timeout=wait)
+            listed = sess.get(user._url("compute", "/os-services"), headers=_COMPUTE, timeout=wait).json()
+            states = [s["state"] for s in listed["services"] if s["binary"] == "nova-compute"]
             if states and all(s == "up" for s in states):
                 return ""
             why = f"computes {states}"
