@@ -43,6 +43,11 @@ declare -A PROBES=(
     # The dashboard's browser tests: Playwright (requirements.lock) drives Debian's Chromium, never a
     # browser of its own download.
     [chromium]='/usr/bin/chromium'
+    # The fault drills' network faults (haven.drill.faults_network): an iptables REDIRECT or DROP rule on
+    # one lab port (tests/explain/test_fault_network.py makes one in its own network namespace), and ss
+    # to close a service's pooled connections. Podman only suggests iptables.
+    [iptables]='/usr/sbin/iptables'
+    [iproute2]='/usr/bin/ss'
 )
 
 log() { printf 'system-deps: %s\n' "$*"; }
