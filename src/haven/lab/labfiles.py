@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from keystoneauth1 import exceptions as ks_exceptions
+
 from haven.lab.bmc import BmcInfo
 from haven.lab.keystone import REGION, Account
 from haven.lab.nova import compute_argv
@@ -164,11 +166,20 @@ class NovaAdmin:
     def _wait(self, seen: Any, hosts: Sequence[str], timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
         found: set[str] = set()
+        unanswered = ""
         while time.monotonic() < deadline:
-            found = seen()
+            try:
+                found = seen()
+            except ks_exceptions.RetriableConnectionFailure as error:
+                # Keystone or nova-api not answering yet (a connect timeout on a loaded machine): not up
+                # yet, the same as a service not listed yet; the deadline still bounds the wait.
+                unanswered = f"; the last call got no answer: {type(error).__name__}: {error}"
+                time.sleep(0.5)
+                continue
+            unanswered = ""
             if set(hosts) <= found:
                 return
             time.sleep(0.5)
         raise LabServiceError(
-            f"Nova: waited {timeout_s} s for {what} of {sorted(hosts)}; saw {sorted(found)}"
+            f"Nova: waited {timeout_s} s for {what} of {sorted(hosts)}; saw {sorted(found)}{unanswered}"
         )
