@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import shutil
 import tempfile
@@ -69,14 +68,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     logging.getLogger("haven").setLevel(logging.ERROR)  # the report says what haven did
     on_lab = args.cloud == stateful_lab.LAB
     report = _on_lab(args, node, err) if on_lab else _on_own_cluster(args, node, err)
-    if on_lab:
-        with err.status("after the heal: Nova's answers through the lab's endpoints..."):
-            stateful_lab.judge_openstack(report, args.lab_folder)
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        _print(report, out)
-    return 0 if report.verdict == "recovered" else 1
+    return stateful_lab.finish(report, args, out, err, _print)
 
 
 def _on_lab(args: argparse.Namespace, node: str, err: Console) -> GaleraDrillReport:

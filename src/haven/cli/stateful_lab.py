@@ -14,11 +14,15 @@ services: what an operator's first commands would be.
 
 from __future__ import annotations
 
+import argparse
+import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from rich.console import Console
 
 from haven.cli.lab_controls import running_lab
 from haven.domain.errors import UserError
@@ -146,3 +150,24 @@ def describe_openstack(seen: dict[str, Any]) -> str:
         f"OpenStack after the heal ({seen['seconds']} s): {calls}; {seen['servers']} servers, "
         f"{seen['flavors']} flavors, {seen['computes_up']} of {seen['computes']} computes up"
     )
+
+
+Report = TypeVar("Report", GaleraDrillReport, RabbitDrillReport)
+
+
+def finish(
+    report: Report,
+    args: argparse.Namespace,
+    out: Console,
+    err: Console,
+    table: Callable[[Report, Console], None],
+) -> int:
+    """A stateful drill's end: on the lab, Nova's answers after the heal; the report; its exit code."""
+    if args.cloud == LAB:
+        with err.status("after the heal: Nova's answers through the lab's endpoints..."):
+            judge_openstack(report, args.lab_folder)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        table(report, out)
+    return 0 if report.verdict == "recovered" else 1
