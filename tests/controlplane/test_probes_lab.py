@@ -52,6 +52,15 @@ def _kernel_state(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
+def _stopped_soon(pid: int, within_s: float = 5.0) -> str:
+    """The kernel's state once it says stopped, or the last one seen: a SIGSTOP takes effect when the
+    process next runs, not as kill() returns (a running process read "R" right after it here)."""
+    deadline = time.monotonic() + within_s
+    while (state := _kernel_state(pid)) != "T" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return state
+
+
 @contextlib.contextmanager
 def stopped(group: int) -> Iterator[None]:
     os.killpg(group, signal.SIGSTOP)
@@ -102,7 +111,7 @@ def test_the_probe_passes_fails_while_hung_and_passes_again(
             healthy = await prober.probe(address, spec)
             assert healthy.ok and words in healthy.detail, healthy.detail
             with stopped(group):
-                assert _kernel_state(group) == "T", "the kernel shows the service stopped"
+                assert _stopped_soon(group) == "T", "the kernel shows the service stopped"
                 started = time.monotonic()
                 hung = await prober.probe(address, spec)
                 waited = time.monotonic() - started
