@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from haven.cli.impact_drill import LabImpact
-from haven.drill.impact_matrix import LAB_DEPENDS_ON, cells, predictions
+from haven.drill.impact_matrix import LAB_DEPENDS_ON, cells, observations, predictions
 from haven.drill.impact_run import chosen, measure
 from haven.lab import lab
 from haven.lab.state import LabState, load_state
@@ -117,7 +117,11 @@ def main() -> int:
     parser.add_argument("--folder", type=Path, help="a running lab (haven lab up); default: start one")
     parser.add_argument("--save", type=Path, default=Path("impact.json"), help="the raw observations")
     parser.add_argument("--only", default="", help="comma-separated services (default: all)")
-    parser.add_argument("--compare", type=Path, help="print the comparison of saved observations; no lab")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        help="saved observations (--save, or the drill's --json) compared again; no lab",
+    )
     parser.add_argument("--catalogue", action="store_true", help="compare with the catalogue, not the lab's")
     parser.add_argument("--markdown", action="store_true", help="the matrix as a Markdown table")
     args = parser.parse_args()
@@ -125,7 +129,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     if args.compare:
-        compare(json.loads(args.compare.read_text()), not args.catalogue, args.markdown)
+        compare(observations(json.loads(args.compare.read_text())), not args.catalogue, args.markdown)
         return 0
     try:
         processes, operations = chosen([s for s in args.only.split(",") if s], [])

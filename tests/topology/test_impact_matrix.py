@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from haven.drill.impact_matrix import LAB_DEPENDS_ON, cells, matrix_json, predictions
+from haven.drill.impact_matrix import LAB_DEPENDS_ON, cells, matrix_json, observations, predictions
 from haven.topology.impact import Effect
 
 MEASURED: dict[str, Any] = json.loads((Path(__file__).parent / "impact_lab_matrix.json").read_text())
@@ -67,3 +67,11 @@ def test_the_plain_catalogue_disagrees_where_the_lab_differs_from_it() -> None:
         ("mariadb", "image-list"), ("mariadb", "image-upload"), ("mariadb", "token-issue"),
     ]  # fmt: skip
     assert matrix_json(MEASURED)["verdict"] == "agrees"
+
+
+def test_the_drills_json_document_is_compared_as_the_raw_observations_are() -> None:
+    # bench/impact.py --compare reads either its own --save file or the drill's --json document
+    document = matrix_json(MEASURED)
+    assert observations(MEASURED) == MEASURED
+    assert cells(observations(document)) == cells(MEASURED)
+    assert matrix_json(observations(document))["disagreements"] == document["disagreements"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -71,6 +72,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
         raise UserError(str(exc)) from None
     state = running_lab(args.lab_folder)
     started = time.monotonic()
+    load_at_start = os.getloadavg()
 
     def say(message: str) -> None:  # progress on stderr, also with --json (stdout stays one document)
         err.print(f"[dim]{time.monotonic() - started:6.1f}s[/] {escape(message)}", highlight=False)
@@ -91,6 +93,11 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     raw["seconds"] = round(time.monotonic() - started, 1)
     document = matrix_json(raw)
     document["seconds"] = raw["seconds"]
+    # what the run's figures are read with: the machine's load (1, 5, 15 min) and the drill's timeouts
+    document["load"] = {"start": [round(x, 2) for x in load_at_start],
+                        "end": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
+    document["settings"] = raw.get("settings", {})
+    document["measured_at"] = raw.get("measured_at", time.time())
     if problem:
         document["verdict"] = "incomplete"
         document["error"] = problem

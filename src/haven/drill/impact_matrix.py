@@ -98,6 +98,29 @@ def cells(raw: Mapping[str, Any], depends_on: Mapping[str, Iterable[str]] | None
     return found
 
 
+def observations(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The raw observations of a saved run: bench/impact.py's ``--save`` file as it is, or the drill's
+    ``--json`` document (its matrix's ``seen``, ``seconds`` and ``detail``), so both can be compared again."""
+    if "matrix" not in document:
+        return dict(document)
+    whole = document.get("whole_again", {})
+    return {
+        "operations": list(document["operations"]),
+        "services": {
+            service: {
+                "whole_again": bool(whole.get(service, True)),
+                "ops": {
+                    op: {"result": c["seen"], "seconds": c["seconds"], "detail": c.get("detail", "")}
+                    for op, c in row.items()
+                },
+            }
+            for service, row in document["matrix"].items()
+        },
+        "depends_on": document.get("depends_on", {k: list(v) for k, v in LAB_DEPENDS_ON.items()}),
+        **{k: document[k] for k in ("seconds", "load", "settings", "measured_at") if k in document},
+    }
+
+
 def matrix_json(
     raw: Mapping[str, Any], depends_on: Mapping[str, Iterable[str]] | None = None
 ) -> dict[str, Any]:
