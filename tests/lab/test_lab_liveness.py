@@ -133,10 +133,23 @@ async def nova_service(nova_lab: NovaLab, host: str) -> dict[str, str]:
     return await asyncio.to_thread(read)
 
 
-async def wait_host_serving(nova_lab: NovaLab, host: str, timeout_s: float = 40) -> None:
+async def wait_host_serving(
+    nova_lab: NovaLab, host: str, timeout_s: float = 40, running: LabEngine | None = None
+) -> None:
+    """Until Nova lists ``host`` up and enabled; if not, the failure names haven's notifications and
+    events for it (``running``), which tell whether haven saw the process return and what it did."""
     deadline = time.monotonic() + timeout_s
     while (state := await nova_service(nova_lab, host)) != {"state": "up", "status": "enabled", "reason": ""}:
-        assert time.monotonic() < deadline, f"{host} not back in service: {state}"
+        if time.monotonic() >= deadline:
+            seen = ""
+            if running is not None:
+                notes = [
+                    (n.type.value, n.status.value, dict(n.payload))
+                    for n in running.store.list_notifications(hostname=host)
+                ]
+                events = [(round(e.at, 1), e.kind.value, e.detail) for e in running.events if e.host == host]
+                seen = f"\nhaven's notifications: {notes}\nhaven's events: {events}"
+            raise AssertionError(f"{host} not back in service after {timeout_s} s: {state}{seen}")
         await asyncio.sleep(0.5)
 
 
@@ -243,5 +256,5 @@ async def test_nova_compute_held_down_on_a_live_host_takes_the_process_path(
             assert other_log.read_text().count("not running") == other_before
         finally:
             await asyncio.to_thread(hold_compute_down, nova_lab.folder, HOST, False)
-        await wait_host_serving(nova_lab, HOST, 60)  # haven enabled it again once it reported up
+        await wait_host_serving(nova_lab, HOST, 60, running)  # haven enabled it again once it reported up
         assert {n.type for n in store.list_notifications(hostname=HOST)} == {NotificationType.PROCESS}
