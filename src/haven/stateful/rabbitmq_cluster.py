@@ -29,6 +29,8 @@ from haven.stateful.cluster import stable_port
 from haven.stateful.rabbitmq import ClusterStatus
 from haven.stateful.rabbitmq_node import EPMD, RABBITMQ_SERVER, LocalRabbitNode, RabbitLayout, write_config
 
+DISCONNECT = "erlang:disconnect_node/1 (the nodes reconnect at once)"
+
 
 class RabbitClusterError(HavenError):
     """The loopback cluster would not form, or a fault could not be made; the message says why."""
@@ -88,12 +90,13 @@ class LoopbackRabbitCluster:
             raise RabbitClusterError(f"no node {name!r} (nodes: {', '.join(n.name for n in self.nodes)})")
         return found[0]
 
-    async def statuses(self) -> dict[str, ClusterStatus | str]:
-        """Every node's own cluster_status, or why it could not be read."""
+    async def statuses(self, cli: bool = False) -> dict[str, ClusterStatus | str]:
+        """Every node's own cluster_status, or why it could not be read; ``cli``: read with
+        ``rabbitmqctl`` (an operator's view) rather than haven's reader."""
 
         async def one(node: LocalRabbitNode) -> ClusterStatus | str:
             try:
-                return await node.status()
+                return await (node.cli_status() if cli else node.status())
             except TemporaryError as exc:
                 return str(exc)
 
@@ -128,7 +131,7 @@ class LoopbackRabbitCluster:
                 process.poll()
             time.sleep(0.05)
 
-    async def split_all(self, timeout_s: float = 30.0) -> None:
+    async def split_all(self, timeout_s: float = 30.0) -> dict[str, str]:
         """Cut every node off from every other at once; returns once each node reports a partition."""
 
         async def cut(node: LocalRabbitNode) -> None:
@@ -140,12 +143,14 @@ class LoopbackRabbitCluster:
         while True:
             statuses = await self.statuses()
             if all(isinstance(s, ClusterStatus) and s.partitions.get(n) for n, s in statuses.items()):
-                return
+                return {"method": DISCONNECT}
             if time.monotonic() > deadline:
                 raise RabbitClusterError(f"not every node reported a partition {timeout_s:g} s after the cut")
             await asyncio.sleep(0.3)
 
-    async def partition(self, name: str, others: Sequence[str] = (), timeout_s: float = 30.0) -> None:
+    async def partition(
+        self, name: str, others: Sequence[str] = (), timeout_s: float = 30.0
+    ) -> dict[str, str]:
         """Cut the links between node ``name`` and ``others`` (default: every other node, which isolates
         it); returns once some node reports a partition.
 
@@ -161,7 +166,7 @@ class LoopbackRabbitCluster:
         while True:
             statuses = await self.statuses()
             if any(isinstance(s, ClusterStatus) and any(s.partitions.values()) for s in statuses.values()):
-                return
+                return {"method": DISCONNECT}
             if time.monotonic() > deadline:
                 raise RabbitClusterError(f"no partition reported {timeout_s:g} s after cutting {name} off")
             await asyncio.sleep(0.3)

@@ -6,14 +6,20 @@ running units (haven.stateful.unit_clusters: the same code, the nodes driven thr
 
 - node loss: one node's Erlang VM is killed -9; the loop (its journal and alerts in a store) runs until
   every node runs and sees every other.
-- partition: one node's distribution links to the others are cut (``erlang:disconnect_node/1``); both
-  sides report the partition once they reconnect, and with ``cluster_partition_handling = ignore`` it
-  stays; the loop waits its grace, then heals it.
+- partition: one node's distribution links to the others are cut (on a temporary cluster
+  ``erlang:disconnect_node/1``; on the lab, a network cut of the distribution ports with iptables,
+  mended once each side saw the other down: haven.stateful.rabbitmq_cut); both sides report the
+  partition once they reconnect, and with ``cluster_partition_handling = ignore`` it stays; the loop
+  waits its grace, then heals it.
+
+The report's ``passes`` say where the seconds went: each pass of haven's loop, its start and end
+(seconds from the fault, or from the partition's first report) and its decision.
 
 The verdict is read from the servers and a client, never from haven's journal: every node, asked
-itself (``cluster_status``), sees every node running and reports no partition; and an AMQP client
-(py-amqp, guest on loopback) publishes a message through each node into a queue and reads it back
-through the next node (on the lab, in a vhost of the drill's own: OpenStack's ``/`` is left alone).
+itself through ``rabbitmqctl cluster_status`` (an operator's tool, not haven's reader), sees every
+node running and reports no partition; and an AMQP client (py-amqp, guest on loopback) publishes a
+message through each node into a queue and reads it back through the next node (on the lab, in a
+vhost of the drill's own: OpenStack's ``/`` is left alone).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Any, Protocol
 
 from haven.domain.clock import RealClock
 from haven.domain.errors import HavenError
+from haven.stateful.journal import run_passes
 from haven.stateful.rabbitmq import ClusterStatus, DecisionKind, RabbitDecision, RabbitSettings
 from haven.stateful.rabbitmq_cluster import healthy
 from haven.stateful.rabbitmq_node import RabbitLayout, RabbitNode
@@ -61,13 +68,16 @@ class DrillCluster(Protocol):
     def kill(self, name: str) -> None:
         """A crash (SIGKILL) of one node's Erlang VM; returns once it is down."""
 
-    async def statuses(self) -> dict[str, ClusterStatus | str]: ...
+    async def statuses(self, cli: bool = False) -> dict[str, ClusterStatus | str]:
+        """Each node's own status; ``cli``: through ``rabbitmqctl cluster_status`` (the judge's)."""
 
     async def wait_healthy(self, timeout_s: float = 60.0) -> None: ...
 
-    async def partition(self, name: str, others: Sequence[str] = (), timeout_s: float = 30.0) -> None: ...
+    async def partition(
+        self, name: str, others: Sequence[str] = (), timeout_s: float = 30.0
+    ) -> dict[str, Any] | None: ...
 
-    async def split_all(self, timeout_s: float = 30.0) -> None: ...
+    async def split_all(self, timeout_s: float = 30.0) -> dict[str, Any] | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +102,10 @@ class RabbitDrillReport:
     decisions: list[str] = field(default_factory=list)
     alerts: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # the partition as made: how, and its seconds (on the lab: the link down, the report after mending)
+    cut: dict[str, Any] | None = None
+    # haven's passes: [start_s, end_s, decision] from the fault (a partition: from its first report)
+    passes: list[list[Any]] = field(default_factory=list)
     # --cloud lab with the lab's OpenStack on the clusters: Nova's answers after the heal
     openstack: dict[str, Any] | None = None
 
@@ -122,7 +136,7 @@ def partition(
     report = RabbitDrillReport(PARTITION, "all" if split_all else node.name)
     _whole_first(cluster)
     try:
-        asyncio.run(cluster.split_all() if split_all else cluster.partition(node.name, cut_from))
+        report.cut = asyncio.run(cluster.split_all() if split_all else cluster.partition(node.name, cut_from))
     except HavenError as exc:
         raise DrillError(str(exc)) from exc
     return _heal(cluster, report, time.monotonic(), vhost)
@@ -139,7 +153,14 @@ def _heal(cluster: DrillCluster, report: RabbitDrillReport, faulted: float, vhos
     store = Store.open("sqlite://")
     settings = RabbitSettings(partition_grace_s=GRACE_S)
     recovery = RabbitRecovery.on_store(cluster.nodes, store, CLUSTER, RealClock(), settings=settings)
-    decisions: list[RabbitDecision] = asyncio.run(recovery.run_until_healthy(TIMEOUT_S, interval_s=0.3))
+
+    async def timed_pass() -> RabbitDecision:
+        began = time.monotonic() - faulted
+        decision = await recovery.run_pass()
+        report.passes.append([round(began, 2), round(time.monotonic() - faulted, 2), decision.kind.value])
+        return decision
+
+    decisions: list[RabbitDecision] = asyncio.run(run_passes(timed_pass, TIMEOUT_S, interval_s=0.3))
     report.recover_s = round(time.monotonic() - faulted, 2)
     report.decisions = [f"{d.kind.value}: {d.reason}" for d in decisions]
     report.restarted = [f"{d.kind.value} {n}" for d in decisions for n in d.nodes if d.nodes]
@@ -154,7 +175,7 @@ def _heal(cluster: DrillCluster, report: RabbitDrillReport, faulted: float, vhos
 
 def _judge(cluster: DrillCluster, report: RabbitDrillReport, vhost: str) -> None:
     names = {n.name for n in cluster.nodes}
-    statuses = asyncio.run(cluster.statuses())
+    statuses = asyncio.run(cluster.statuses(cli=True))  # rabbitmqctl: not haven's reader (erl_call)
     for name, status in statuses.items():
         if isinstance(status, ClusterStatus):
             report.nodes.append(

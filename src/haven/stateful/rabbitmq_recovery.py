@@ -55,12 +55,10 @@ from haven.stateful.rabbitmq import (
     hold_decision,
     hold_if_stuck,
 )
-from haven.stateful.rabbitmq_node import RabbitNode
+from haven.stateful.rabbitmq_node import APP_STOPPED, RabbitNode
 from haven.store import Store
 
 log = logging.getLogger(__name__)
-
-APP_STOPPED = "requires the 'rabbit' app to be running"  # rabbitmqctl's words when the app is stopped
 
 
 def journal_key(cluster: str) -> str:
