@@ -50,7 +50,9 @@ def add_options(drill: argparse.ArgumentParser) -> None:
         help="run only these user operations (default: all; e.g. token-issue,image-list)",
     )  # fmt: skip
     group.add_argument("--operation-timeout", type=float, default=20.0, metavar="SECONDS",
-                       help="one request of an operation (default 20)")  # fmt: skip
+                       help="one request of an operation (default 20); a boot is given the longer of "
+                       "60 s and twice this to reach ACTIVE, a delete the longer of 45 s and 1.5 times "
+                       "this to finish")  # fmt: skip
 
 
 def run(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -79,7 +81,11 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     say(f"{len(processes)} service(s) to stop in turn, {len(operations)} operation(s) each")
     # --whole-timeout (the fault drill's option, default 240 s): the lab proven whole after each pass
-    settings = Settings(request_timeout_s=args.operation_timeout, whole_timeout_s=args.whole_timeout)
+    # a loaded machine slows a boot's own POST as much as any request (61 s at a load of 22)
+    each = args.operation_timeout
+    settings = Settings(request_timeout_s=each, whole_timeout_s=args.whole_timeout,
+                        boot_timeout_s=max(Settings.boot_timeout_s, 2 * each),
+                        delete_timeout_s=max(Settings.delete_timeout_s, 1.5 * each))  # fmt: skip
     keystoneauth = logging.getLogger("keystoneauth")  # it warns of every request a stop left unanswered
     level = keystoneauth.level
     keystoneauth.setLevel(logging.CRITICAL)
