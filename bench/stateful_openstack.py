@@ -22,6 +22,16 @@ be in ``nova_api.instance_mappings`` (written before the 202) on each of the thr
 afterwards, read over each node's socket.
 The machine's 1-minute load average is printed with the figures.
 Anchor: OpenStack performance-docs, killing one MySQL node cost 14.7 s of API downtime.
+
+    nice -n 19 .venv/bin/python bench/stateful_openstack.py --folder LAB --drills all [--runs 5] [--json]
+
+``--drills`` (``all``, or a comma list of galera-node-loss, galera-full-outage, rabbitmq-node-loss,
+rabbitmq-partition) runs ``haven drill NAME --cloud lab --lab-folder LAB --json`` instead, ``--runs``
+times each, one after another, the node rotating (g1, g2, g3 / rabbit-1, rabbit-2, rabbit-3): each
+run's verdict, ``recover_s`` (the drill's own figure: Galera node loss from the kill, full outage from
+power back, RabbitMQ node loss from the kill, partition from its first report), the Galera drills'
+``writes_lost`` and ``writes_served_s``, the partition's cut and haven's passes, Nova's answers after
+the heal, the whole command's seconds and the 1-minute load before and after; medians per drill.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ import itertools
 import json
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -231,13 +242,97 @@ def fault(kind: str, victim: str, galera: HaGalera, rabbit: HaRabbit, lab: dict[
     }  # fmt: skip
 
 
+DRILLS = ("galera-node-loss", "galera-full-outage", "rabbitmq-node-loss", "rabbitmq-partition")
+
+
+def drill(name: str, victim: str, folder: Path) -> dict[str, Any]:
+    """One ``haven drill NAME --cloud lab`` run (its own process, as an operator runs it)."""
+    option = "--galera-node" if name.startswith("galera") else "--rabbitmq-node"
+    haven = Path(sys.executable).with_name("haven")
+    argv = [
+        str(haven),
+        "drill",
+        name,
+        "--cloud",
+        "lab",
+        "--lab-folder",
+        str(folder),
+        option,
+        victim,
+        "--json",
+    ]
+    load = os.getloadavg()[0]
+    started = time.monotonic()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
+    row: dict[str, Any] = {
+        "drill": name, "node": victim, "exit": done.returncode,
+        "command_s": round(time.monotonic() - started, 1),
+        "load_1m": [round(load, 1), round(os.getloadavg()[0], 1)],
+    }  # fmt: skip
+    try:
+        report = json.loads(done.stdout)
+    except ValueError:
+        row["verdict"] = "no report"
+        row["stderr"] = done.stderr.strip()[-600:]
+        return row
+    keys = (
+        "verdict", "recover_s", "writes_served_s", "writes_lost", "writes_acked", "failed_writes",
+        "bootstrap_node", "bootstrap_from_highest", "restarted", "messages_ok", "cut", "problems",
+    )  # fmt: skip
+    row.update({k: report[k] for k in keys if k in report})
+    if report.get("passes"):  # the partition's: where its seconds went (passes that were not a short wait)
+        row["passes"] = [p for p in report["passes"] if p[2] != "wait" or p[1] - p[0] > 1.0]
+    seen = report.get("openstack")
+    row["openstack"] = None if seen is None else {"ok": seen["ok"], "seconds": seen["seconds"]}
+    return row
+
+
+def drills(folder: Path, names: list[str], runs: int) -> dict[str, Any]:
+    rows: list[dict[str, Any]] = []
+    for run in range(runs):
+        for name in names:
+            victim = f"g{run % 3 + 1}" if name.startswith("galera") else f"rabbit-{run % 3 + 1}"
+            rows.append({"run": run + 1, **drill(name, victim, folder)})
+            print(json.dumps(rows[-1]), file=sys.stderr)
+    summary: dict[str, Any] = {}
+    for name in names:
+        mine = [r for r in rows if r["drill"] == name]
+        passed = [r for r in mine if r.get("verdict") == "recovered"]
+        summary[name] = {
+            "recovered": f"{len(passed)}/{len(mine)}",
+            "recover_s": [r.get("recover_s") for r in mine],
+            "recover_s_median_of_recovered": (
+                statistics.median(r["recover_s"] for r in passed) if passed else None
+            ),
+            "command_s_median": statistics.median(r["command_s"] for r in mine),
+        }  # fmt: skip
+        if name.startswith("galera"):
+            summary[name]["writes_lost_total"] = sum(r.get("writes_lost", 0) for r in mine)
+        if name == "galera-full-outage":
+            served = [r["writes_served_s"] for r in passed if r.get("writes_served_s") is not None]
+            summary[name]["writes_served_s_median"] = statistics.median(served) if served else None
+            summary[name]["bootstrap_from_highest"] = (
+                f"{sum(1 for r in mine if r.get('bootstrap_from_highest'))}/{len(mine)}"
+            )
+    loads = [x for r in rows for x in r["load_1m"]]
+    summary["load_average_1m"] = f"{min(loads):.1f}-{max(loads):.1f}"
+    summary["runs"] = runs
+    return {"summary": summary, "runs": rows}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", type=Path, required=True, help="a running `haven lab up --ha` folder")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--faults", default="galera,rabbitmq")
+    parser.add_argument("--drills", default="", help="all, or a comma list of: " + ", ".join(DRILLS))
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    names = list(DRILLS) if args.drills == "all" else [d for d in args.drills.split(",") if d]
+    unknown = [d for d in names if d not in DRILLS]
+    if unknown:
+        print(f"unknown drill {', '.join(unknown)}: one of {', '.join(DRILLS)}, or all", file=sys.stderr)
+        return 2
     if os.geteuid() != 0:
         print("needs root: the lab's units run under systemd as PID 1 of its own namespace", file=sys.stderr)
         return 2
@@ -245,6 +340,14 @@ def main() -> int:
     if state is None or "stateful" not in state.ha:
         print(f"no HA lab in {args.folder}: start one with `haven lab up --ha --folder ...`", file=sys.stderr)
         return 2
+    if names:
+        result = drills(args.folder, names, args.runs)
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            for key, value in result["summary"].items():
+                print(f"{key}: {value}")
+        return 0
     if not (args.folder / "nova" / "nova.conf.plain").exists():
         started = time.monotonic()
         ha_openstack.use_clusters(args.folder, lambda m: print(f"  {m}", file=sys.stderr))
