@@ -93,6 +93,9 @@ class LoadedLab:
     async def image_status(self, image: str) -> str:
         return "active"
 
+    async def image_data(self, image: str) -> int:
+        return 1024
+
     async def placement_room(self, flavor: str) -> int:
         return 1
 

@@ -66,6 +66,11 @@ class CanaryCloud(Protocol):
         """The image's status in the image service ("active", "deactivated", ...); "missing": none."""
         ...
 
+    async def image_data(self, image: str) -> int:
+        """Read the start of the image's data from the image service (what a hypervisor downloads to
+        boot it); how many bytes came. Raises when the download fails (its store gone, a 5xx)."""
+        ...
+
     async def placement_room(self, flavor: str) -> int:
         """How many allocation candidates Placement offers for ``flavor``'s resources (0: no room)."""
         ...

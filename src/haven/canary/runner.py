@@ -48,7 +48,7 @@ from haven.canary.ports import CanaryCloud
 from haven.diagnosis import EvidenceKind, NodeEvent, Symptom
 from haven.diagnosis.records import ExplanationRecord
 from haven.domain.clock import Clock
-from haven.domain.errors import CloudError, NotFound
+from haven.domain.errors import CloudError, NotFound, TemporaryError
 from haven.domain.waiting import within
 from haven.store import Store
 from haven.topology import SERVER_BOOT, node_of_binary
@@ -60,6 +60,7 @@ PROBE = "probe"
 # Evidence scopes (haven.diagnosis NodeEvent.scope): a HEALTHY of one ends only that scope's evidence.
 ENDPOINT = "endpoint"  # a catalog endpoint's version document
 NOVA_SERVICES = "nova-services"  # Nova's service list: a binary down, or all of it reporting
+IMAGE_DATA = "image-data"  # the probe reading the canary image's data from Glance
 KEEP_S = 7 * 86_400.0  # finished runs and probes are pruned after a week
 _CANCEL_DELETE_S = 10.0
 # The service catalog's types and the topology's nodes (haven.topology) serving them.
@@ -106,6 +107,7 @@ class CanaryRunner:
         # The nodes a real call failed on in this round: their endpoint answering its version document
         # does not make them seen working (a Keystone whose database hangs still serves that document).
         self._failing: set[str] = set()
+        self._image_active = False  # the last look saw the canary image active in Glance
 
     async def run(self, stop: asyncio.Event) -> None:
         """A round now, then every ``interval_s``, until ``stop``; an unexpected error loses that round."""
@@ -119,10 +121,12 @@ class CanaryRunner:
     async def round(self) -> Round:
         """Clean orphans, probe the APIs, then one canary boot per zone (in turn)."""
         self._failing = set()
+        self._image_active = False
         cleaned = await self.clean()
         probes = await self.probe() if self._settings.probes else []
         if self._settings.probes:
             probes += await self.observe()
+            probes += await self.probe_image_data()
         zones = self._settings.zones or await self._zones(probes)
         runs = []
         for zone in zones:
@@ -185,11 +189,34 @@ class CanaryRunner:
 
     async def probe(self) -> list[ProbeResult]:
         """Issue a token, then list servers: each timed; a failure is a symptom."""
-        results = []
-        for name, call, node, phase in (
+        checks: list[tuple[str, Callable[[], Awaitable[object]], str, str | None]] = [
             ("token", self._cloud.issue_token, "keystone", None),
             ("server-list", self._cloud.list_servers, "nova-api", "api"),
-        ):
+        ]
+        return await self._probes(checks)
+
+    async def probe_image_data(self) -> list[ProbeResult]:
+        """Read the start of the canary image's data from Glance, as a hypervisor does to boot it; a
+        failure is a symptom in the image download phase. The fake or a caching driver never downloads
+        it, so only this sees a store gone or a download route failing. Asked only when ``observe`` saw
+        the image active (a deactivated or deleted image is its own evidence)."""
+        if not self._image_active:
+            return []
+        return await self._probes([(IMAGE_DATA, self._read_image_data, "glance-api", "image download")])
+
+    async def _read_image_data(self) -> None:
+        image = self._settings.image
+        if await self._cloud.image_data(image) == 0:
+            # Glance answers 204 No Content when the store has no data for an active image (its file gone)
+            raise TemporaryError(
+                f"Glance served no data for the active image {image}: its store has none", 1.0
+            )
+
+    async def _probes(
+        self, checks: Sequence[tuple[str, Callable[[], Awaitable[object]], str, str | None]]
+    ) -> list[ProbeResult]:
+        results = []
+        for name, call, node, phase in checks:
             started = self._clock.now()
             error = ""
             try:
@@ -270,6 +297,7 @@ class CanaryRunner:
             status = await self._cloud.image_status(self._settings.image)
         except CloudError:
             return {}
+        self._image_active = status == "active"
         if status == "active":
             detail = f"the canary image {self._settings.image} is active"
             return {f"image:{self._settings.image}:{started:.3f}": NodeEvent(

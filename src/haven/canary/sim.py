@@ -61,6 +61,8 @@ class SimCanaryCloud:
     faults: dict[Phase, str] = field(default_factory=dict)  # injected faults: "Exception: message"
     api_down: bool = False
     image: str = "active"  # the canary image's status in the simulated Glance ("missing": deleted)
+    image_data_error: str = ""  # the simulated Glance's download fails with this ("": it serves the data)
+    image_bytes: int = 1024  # what its download serves (0: Glance's 204 for data gone from its store)
     room: int = 1  # the allocation candidates the simulated Placement offers (0: full, NoValidHost)
     identity_down: bool = False
     booted: int = 0
@@ -79,6 +81,8 @@ class SimCanaryCloud:
         self.faults.clear()
         self.api_down = self.identity_down = False
         self.image = "active"
+        self.image_data_error = ""
+        self.image_bytes = 1024
         self.room = 1
 
     def existing(self) -> list[SimServer]:
@@ -172,6 +176,13 @@ class SimCanaryCloud:
 
     async def image_status(self, image: str) -> str:
         return self.image
+
+    async def image_data(self, image: str) -> int:
+        if self.image != "active":
+            raise TemporaryError(f"image {image} is {self.image}: no data to download", 1.0)
+        if self.image_data_error:
+            raise TemporaryError(self.image_data_error, 1.0)
+        return self.image_bytes
 
     async def placement_room(self, flavor: str) -> int:
         return self.room

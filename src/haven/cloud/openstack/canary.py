@@ -108,6 +108,9 @@ class NovaCanary:
             return "missing"
         return str(answer.get("status") or "unknown")
 
+    async def image_data(self, image: str) -> int:
+        return await self._pool.run(f"download image {image}", self._image_data, image)
+
     async def placement_room(self, flavor: str) -> int:
         flavor_id = await self._flavor_id(flavor)
         return await self._pool.run("ask Placement for room", self._room, flavor_id)
@@ -138,6 +141,22 @@ class NovaCanary:
         response = self._conn.image.get(f"/images/{image}")
         os_exc.raise_from_response(response)
         return dict(response.json())
+
+    def _image_data(self, image: str) -> int:
+        """The first 64 KiB of the image's data (asked as a Range; a Glance that ignores it is cut off)."""
+        response = self._conn.image.get(
+            f"/images/{image}/file", stream=True, headers={"Range": "bytes=0-65535"}
+        )
+        try:
+            os_exc.raise_from_response(response)
+            read = 0
+            for chunk in response.iter_content(16384):
+                read += len(chunk)
+                if read >= 65536:
+                    break
+            return read
+        finally:
+            response.close()
 
     def _room(self, flavor_id: str) -> int:
         got = self._send("GET", f"/flavors/{flavor_id}")["flavor"]

@@ -1,0 +1,81 @@
+"""The canary reads its image's data from Glance (probe ``image-data``): a store gone or a download route
+answering 500 fails no boot where the hypervisor never downloads (the lab's fake driver), so only this
+probe sees it (issue 13: glance-store-gone and glance-download-500 had no symptom). Judged from the
+ranking the real explainer stored for the probe's symptom, on the simulated cloud and virtual time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from haven.canary.model import CanarySettings
+from haven.canary.runner import IMAGE_DATA, CanaryRunner
+from haven.canary.sim import SimCanaryCloud
+from haven.cloud.sim import CloudSpec, build_cloud
+from haven.controlplane.catalogue import CATALOGUE
+from haven.diagnosis import EvidenceKind
+from haven.diagnosis.records import ExplanationRecord
+from haven.domain.clock import VirtualClock
+from haven.explain.explainer import Explainer
+from haven.store import Store
+from haven.topology import openstack_topology
+
+
+@pytest.fixture
+def store() -> Iterator[Store]:
+    opened = Store.open("sqlite://")
+    yield opened
+    opened.close()
+
+
+class World:
+    def __init__(self, store: Store, settings: CanarySettings) -> None:
+        self.clock = VirtualClock()
+        cloud = build_cloud(CloudSpec(hosts=4, vms=0, zones=1, seed=3), self.clock)[0]
+        self.nova = SimCanaryCloud(cloud, self.clock)
+        self.explainer = Explainer(store, openstack_topology(CATALOGUE.values()), self.clock)
+        self.symptoms: list[ExplanationRecord] = []
+        self.runner = CanaryRunner(self.nova, store, self.clock, settings, self._explain)
+
+    async def _explain(self, record: ExplanationRecord) -> ExplanationRecord:
+        self.symptoms.append(record)
+        return await self.explainer.open_and_explain(record)
+
+
+@pytest.mark.parametrize(
+    ("error", "served", "words"),
+    [
+        ("download image img-1: haven drill fault: this route answers 500 (HTTP 500)", 1024, "HTTP 500"),
+        ("", 0, "Glance served no data for the active image img-1"),  # Glance's 204: the store's file gone
+    ],
+)
+async def test_a_download_that_fails_is_a_symptom_explained_by_glance(
+    store: Store, error: str, served: int, words: str
+) -> None:
+    world = World(store, CanarySettings(image="img-1", poll_s=0.25, boot_timeout_s=60.0))
+    assert (await world.runner.round()).ok
+    world.clock.advance_to(world.clock.now() + 60.0)
+    world.nova.image_data_error, world.nova.image_bytes = error, served
+    found = await world.runner.round()
+    assert all(r.outcome.value == "ok" for r in found.runs)  # the boot passed: nothing downloaded it
+    (probe,) = [p for p in found.probes if p.name == IMAGE_DATA]
+    assert not probe.ok and words in probe.error
+    (record,) = [s for s in world.symptoms if s.source == f"probe:{IMAGE_DATA}"]
+    diagnosis = store.get_explanation(record.id).diagnosis
+    assert diagnosis is not None and diagnosis.symptom.phase == "image download"
+    assert diagnosis.explanations[0].node == "glance-api"
+    assert words in diagnosis.summary
+    # Healed: the probe passes, Glance is seen working in that scope and the round is whole again.
+    world.nova.heal()
+    world.clock.advance_to(world.clock.now() + 60.0)
+    assert (await world.runner.round()).ok
+    glance = [e for e in store.evidence_between(0.0, world.clock.now()) if e.scope == f"probe:{IMAGE_DATA}"]
+    assert [e.kind for e in glance][-2:] == [EvidenceKind.ERROR, EvidenceKind.HEALTHY]
+
+
+async def test_no_canary_image_no_data_probe(store: Store) -> None:
+    world = World(store, CanarySettings(poll_s=0.25, boot_timeout_s=60.0))
+    world.nova.image_data_error = "would fail"
+    found = await world.runner.round()
+    assert found.ok and IMAGE_DATA not in {p.name for p in found.probes}
