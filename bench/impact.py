@@ -65,7 +65,8 @@ def compare(
     model = "the lab as declared (LAB_DEPENDS_ON)" if lab_declared else "the plain catalogue"
     print(f"\nobserved, with haven's prediction from {model} where they differ")
     print("(works/slow agree with 'works' and 'degraded', fails with 'stops'; a fallback once Nova counts")
-    print(" the service down, e.g. nova-compute's server delete, is expected to fail when sent at once):")
+    print(" the service down, e.g. nova-compute's server delete, is expected to fail when sent at once;")
+    print(" Keystone's 'degraded' through the lab's per-worker token caches may also fail by a timeout):")
     if markdown:
         print("| stopped | " + " | ".join(ops) + " |")
         print("|---" * (len(ops) + 1) + "|")

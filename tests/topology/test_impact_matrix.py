@@ -18,7 +18,14 @@ from typing import Any
 
 import pytest
 
-from haven.drill.impact_matrix import LAB_DEPENDS_ON, cells, matrix_json, observations, predictions
+from haven.drill.impact_matrix import (
+    LAB_DEPENDS_ON,
+    LAB_PROCESS_CACHES,
+    cells,
+    matrix_json,
+    observations,
+    predictions,
+)
 from haven.topology.impact import Effect
 
 MEASURED: dict[str, Any] = json.loads((Path(__file__).parent / "impact_lab_matrix.json").read_text())
@@ -75,3 +82,39 @@ def test_the_drills_json_document_is_compared_as_the_raw_observations_are() -> N
     assert observations(MEASURED) == MEASURED
     assert cells(observations(document)) == cells(MEASURED)
     assert matrix_json(observations(document))["disagreements"] == document["disagreements"]
+
+
+def _keystone_row(**seen: str) -> dict[str, Any]:
+    """A run with Keystone stopped: each named operation failed with that detail, the others worked."""
+    ops = ["token-issue", "server-show", "flavor-list", "image-list"]
+    row = {op: {"result": "fails" if op in seen else "works", "seconds": 60.0 if op in seen else 0.1,
+                "detail": seen.get(op, "")} for op in ops}  # fmt: skip
+    return {"operations": ops, "services": {"keystone": {"ops": row}}}
+
+
+def test_keystone_down_on_the_labs_two_nova_api_workers_works_or_gets_no_answer() -> None:
+    # Measured 2026-12-07 (docs/controlplane.md): with Keystone SIGSTOPped, requests with one token
+    # were answered at once by the nova-api worker that had validated it; those the other worker took
+    # waited for Keystone (each gunicorn worker keeps keystonemiddleware's in-process cache, no memcached).
+    assert LAB_PROCESS_CACHES == {"nova-api": 2}
+    timeout = "ConnectTimeout: Request to http://127.0.0.1:1/v2.1/servers/x timed out"
+    raw = _keystone_row(**{"token-issue": timeout, "server-show": timeout, "flavor-list": timeout})
+    judged = {c.operation: c for c in cells(raw)}
+    assert all(c.agrees for c in judged.values())
+    assert judged["server-show"].per_process and "2 gunicorn workers" in judged["server-show"].note
+    assert not judged["token-issue"].per_process  # it stops: no token is issued without Keystone
+    assert [(d["operation"]) for d in matrix_json(raw)["per_process_failed"]] == [
+        "server-show",
+        "flavor-list",
+    ]
+    # an API with one process (Glance) shares nothing by chance: its failure is a disagreement
+    assert not cells(_keystone_row(**{"image-list": timeout}))[3].agrees
+    # and without the lab's per-process caches (a shared memcached) a timeout disagrees too
+    assert not next(c for c in cells(raw, process_caches={}) if c.operation == "server-show").agrees
+
+
+def test_an_answered_error_with_keystone_down_is_no_per_worker_cache_miss() -> None:
+    # a worker that misses the cache waits for Keystone; a 401 or a 500 answered is something else
+    raw = _keystone_row(**{"server-show": "Unauthorized: The request you have made requires authentication"})
+    cell = next(c for c in cells(raw) if c.operation == "server-show")
+    assert cell.per_process and not cell.agrees

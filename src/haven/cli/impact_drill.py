@@ -139,7 +139,7 @@ def show(out: Console, doc: Mapping[str, Any]) -> None:
     out.print(table)
     notes = {c["note"] for row in doc["matrix"].values() for c in row.values() if c["note"]}
     for note in sorted(notes):
-        out.print(f"  [dim]expected to fail: {escape(note)}[/]")
+        out.print(f"  [dim]a failure agrees: {escape(note)}[/]")
     if doc.get("error"):
         out.print(f"[bold red]stopped early:[/] {escape(doc['error'])}")
     wrong = doc["disagreements"]

@@ -6,11 +6,18 @@ haven.topology.impact for the service lost (every replica), over the catalogue w
 declarations (``LAB_DEPENDS_ON``), or the plain catalogue.
 
 A cell agrees when the model says the operation stops and the user saw it fail, or the model says it
-works or only degrades and the user saw it work (in time or slow). One exception, the same everywhere:
-an operation the model says is done *another way once Nova counts the service down* (a verdict with a
-``why``: Nova's local delete of a server whose compute is down) is expected to fail in the drill, which
-sends every request about 1 s after the stop, before the lab's ``service_down_time`` (10 s): the first
-path, which waits for the hung service, is what the user meets then.
+works or only degrades and the user saw it work (in time or slow). Two exceptions, the same everywhere:
+- an operation the model says is done *another way once Nova counts the service down* (a verdict with a
+  ``why``: Nova's local delete of a server whose compute is down) is expected to fail in the drill, which
+  sends every request about 1 s after the stop, before the lab's ``service_down_time`` (10 s): the first
+  path, which waits for the hung service, is what the user meets then;
+- an operation the model says is *degraded only because a token cache's backing service is lost*
+  (Keystone, behind keystonemiddleware's cache) and that goes through an API the lab runs in several
+  processes each with its own in-process token cache (``LAB_PROCESS_CACHES``: the lab has no memcached)
+  works on the process that validated the token and gets no answer from the others, which wait for
+  Keystone: seen working, or failing for want of an answer (a timeout), it agrees; failing any other way
+  (an error answered) it does not. A deployment with memcached behind keystonemiddleware, as the
+  install guide and the deployment tools configure it, shares the cache between processes and replicas.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from haven.controlplane.catalogue import CATALOGUE
 from haven.domain.controlplane import ServiceName, ServiceSpec
 from haven.topology import openstack_topology
 from haven.topology.impact import Effect, ServiceLoss, Verdict, impact
+from haven.topology.openstack import CACHES, OPERATIONS
 
 # How the lab differs from the catalogue, declared as an operator would in haven.toml
 # ([controlplane.services.keystone] depends_on = []): the lab's Keystone and Glance keep their data in
@@ -35,6 +43,19 @@ LAB_DEPENDS_ON: dict[str, tuple[str, ...]] = {
     "neutron-server": (),
 }
 BEFORE_DOWN = "sent before Nova counts the service down (service_down_time): the first path waits for it"
+# The lab's APIs that run several processes, each keeping keystonemiddleware's token cache in its own
+# memory (no memcached_servers: keystonemiddleware warns "the in-process cache causes inconsistent
+# results"): nova-api, 2 gunicorn workers (haven.lab.nova.start_api). Measured 2026-12-07 with Keystone
+# SIGSTOPped: 6 of 8 requests with one token answered in <= 0.16 s, all by the worker that had validated
+# it; the other 2 were taken by the other worker and answered only after Keystone was continued (25.0 s
+# and 16.9 s in nova-api's log). Placement and Glance run one process each, the Neutron stand-in checks
+# no token.
+LAB_PROCESS_CACHES: dict[str, int] = {"nova-api": 2}
+PER_PROCESS = (
+    "the lab's {api} keeps validated tokens per process ({n} gunicorn workers, no memcached): it works on "
+    "the worker that validated the token and waits for {lost} on the others"
+)
+_NO_ANSWER = ("ConnectTimeout", "ReadTimeout", "TimeoutError")  # keystoneauth's and the drill's timeouts
 
 
 def lab_specs(depends_on: Mapping[str, Iterable[str]] | None = None) -> list[ServiceSpec]:
@@ -57,6 +78,21 @@ def predictions(service: str, depends_on: Mapping[str, Iterable[str]] | None = N
     return {v.name: v for v in impact(topology, [ServiceLoss(service, 0, 1)]).operations}
 
 
+def per_process(
+    service: str, operation: str, verdict: Verdict, caches: Mapping[str, int] | None = None
+) -> str:
+    """The note when ``verdict`` is degraded only because ``service`` backs a token cache the lab keeps
+    per process in an API of ``operation`` (``caches``, default LAB_PROCESS_CACHES); else ""."""
+    caches = LAB_PROCESS_CACHES if caches is None else caches
+    path = OPERATIONS.get(operation)
+    if verdict.effect is not Effect.DEGRADED or verdict.why or verdict.because != (service,) or path is None:
+        return ""
+    for api in path.calls:
+        if caches.get(api, 1) > 1 and (api, service) in CACHES and (api, service) not in path.uncached:
+            return PER_PROCESS.format(api=api, n=caches[api], lost=service)
+    return ""
+
+
 def expected(verdict: Verdict) -> str:
     """What the drill should see of an operation with this verdict: "fails" or "works"."""
     if verdict.effect is Effect.STOPS or verdict.why:  # a fallback: not yet, see the module's note
@@ -74,26 +110,36 @@ class Cell:
     predicted: str  # the model's effect (stops | degraded | works); "" for a baseline
     expected: str  # fails | works; "" for a baseline (every operation should work)
     note: str = ""
+    per_process: bool = False  # works on the process that saw the token, no answer from the others
 
     @property
     def agrees(self) -> bool:
         if not self.expected:
             return self.seen != "fails"
+        if self.per_process and self.seen == "fails":
+            return self.detail.startswith(_NO_ANSWER)
         return (self.seen == "fails") == (self.expected == "fails")
 
 
-def cells(raw: Mapping[str, Any], depends_on: Mapping[str, Iterable[str]] | None = None) -> list[Cell]:
-    """Every observation of a run (bench/impact.py's or the drill's raw document), judged."""
+def cells(
+    raw: Mapping[str, Any],
+    depends_on: Mapping[str, Iterable[str]] | None = None,
+    process_caches: Mapping[str, int] | None = None,
+) -> list[Cell]:
+    """Every observation of a run (bench/impact.py's or the drill's raw document), judged.
+
+    ``process_caches``: the APIs run with a token cache per process (default LAB_PROCESS_CACHES)."""
     found = []
     for service, seen in raw["services"].items():
         pred = {} if service.startswith("baseline") else predictions(service, depends_on)
         for op in raw["operations"]:
             o = seen["ops"][op]
             v = pred.get(op)
-            note = f"{v.why}; {BEFORE_DOWN}" if v is not None and v.why else ""
+            shared = per_process(service, op, v, process_caches) if v is not None else ""
+            note = f"{v.why}; {BEFORE_DOWN}" if v is not None and v.why else shared
             found.append(Cell(
                 service, op, o["result"], float(o["seconds"]), o.get("detail", ""),
-                v.effect.value if v else "", expected(v) if v else "", note,
+                v.effect.value if v else "", expected(v) if v else "", note, bool(shared),
             ))  # fmt: skip
     return found
 
@@ -149,6 +195,12 @@ def matrix_json(
                 "detail": c.detail,
             }
             for c in wrong
+        ],
+        # cells the model calls degraded that failed for want of an answer on the lab's per-process caches
+        "per_process_failed": [
+            {"service": c.service, "operation": c.operation, "detail": c.detail}
+            for c in judged
+            if c.per_process and c.seen == "fails" and c.agrees
         ],
         "verdict": "agrees" if not wrong else "disagrees",
     }
