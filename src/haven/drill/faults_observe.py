@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -36,7 +37,8 @@ from haven.domain.controlplane import (
 from haven.domain.errors import PermanentError, UserError
 from haven.domain.ids import HostName
 from haven.drill.faults import FaultLab
-from haven.evidence.broker import watch_broker
+from haven.drill.faults_resources import rabbitmqctl
+from haven.evidence.broker import NOVA_QUEUES, BrokerSeen, look, watch_broker
 from haven.store import Store
 
 
@@ -106,7 +108,8 @@ def lab_control_plane(lab: FaultLab) -> tuple[ControlPlaneConfig, dict[str, str]
 
 @contextlib.asynccontextmanager
 async def observing(lab: FaultLab, store: Store, on: bool) -> AsyncIterator[None]:
-    """RabbitMQ's alarms and Nova's queues watched (haven.evidence.broker, always), and with ``on`` the
+    """RabbitMQ's alarms and Nova's queues watched (haven.evidence.broker, always; the queues' unacknowledged
+    messages through the lab's rabbitmqctl), and with ``on`` the
     reconciler over the lab, observe-only (its leader epoch is None: it plans, never acts)."""
     async with watching_broker(lab, store), reconciling(lab, store, on):
         yield
@@ -120,13 +123,54 @@ async def watching_broker(lab: FaultLab, store: Store) -> AsyncIterator[None]:
     if url is None:
         yield
         return
-    task = asyncio.create_task(watch_broker(url[1], store, RealClock()))
+    unacked: dict[str, int] = {}
+
+    def looker(at: str) -> BrokerSeen:
+        return dataclasses.replace(look(at), unacked=dict(unacked))
+
+    tasks = [asyncio.create_task(watch_broker(url[1], store, RealClock(), looker=looker)),
+             asyncio.create_task(_poll_unacked(lab, unacked))]  # fmt: skip
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+UNACKED_EVERY_S = 20.0  # one rabbitmqctl run takes about 7 s of an Erlang VM's start on the loaded lab
+
+
+async def _poll_unacked(lab: FaultLab, into: dict[str, int], every_s: float = UNACKED_EVERY_S) -> None:
+    """Until cancelled: Nova's queues' unacknowledged messages, read with the lab broker's own rabbitmqctl
+    every ``every_s`` into ``into``. The lab runs neither RabbitMQ's management API nor its Prometheus
+    plugin (where a deployment reads ``rabbitmq_queue_messages_unacked``, a default metric of haven's), and
+    AMQP does not tell: this is the lab's stand-in for them. A run that fails leaves nothing known."""
+    while True:
+        try:
+            found = await asyncio.to_thread(queue_unacked, lab)
+        except Exception:  # the broker hung or restarting: nothing known (its own evidence says why)
+            found = {}
+        into.clear()
+        into.update(found)
+        await asyncio.sleep(every_s)
+
+
+def queue_unacked(lab: FaultLab, queues: tuple[str, ...] = NOVA_QUEUES) -> dict[str, int]:
+    """Each of ``queues``' messages delivered and not acknowledged, from the lab broker's rabbitmqctl."""
+    out = rabbitmqctl(lab, "list_queues", "name", "messages_unacknowledged", "--formatter", "json",
+                      timeout_s=30.0)  # fmt: skip
+    return unacked_of(out, queues)
+
+
+def unacked_of(out: str, queues: tuple[str, ...] = NOVA_QUEUES) -> dict[str, int]:
+    """``rabbitmqctl list_queues name messages_unacknowledged --formatter json``'s answer, for ``queues``."""
+    rows = json.loads(out or "[]")
+    return {
+        str(r["name"]): int(r.get("messages_unacknowledged") or 0) for r in rows if r.get("name") in queues
+    }
 
 
 @contextlib.asynccontextmanager

@@ -11,7 +11,9 @@ has to Nova's bus for its notifications (``[diagnosis] transport_url``):
   alarm"). That is an ERROR of ``rabbitmq`` in the scope ``broker:alarm``,
   dated at the first look that saw it; a look that is not blocked is rabbitmq HEALTHY in that scope.
 - **a backlog**: the ready messages of each watched queue (a passive declare: Nova's own queues,
-  ``conductor`` and ``scheduler``, never created here); ``backlog`` or more is an ERROR of ``rabbitmq``
+  ``conductor`` and ``scheduler``, never created here), plus its unacknowledged ones when a source
+  gives them (``BrokerSeen.unacked``; AMQP cannot: Nova's consumers take every message at once, so a
+  storm sits unacknowledged in the consumer, not ready); ``backlog`` or more is an ERROR of ``rabbitmq``
   in ``broker:queue:<name>``, fewer is HEALTHY there.
 
 Only what changed is kept (the store's evidence is keyed by scope and time), so a quiet broker writes
@@ -44,6 +46,10 @@ class BrokerSeen:
 
     blocked: str | None
     ready: Mapping[str, int] = field(default_factory=dict)
+    # each queue's messages delivered to its consumer and not acknowledged yet, when known (AMQP cannot
+    # tell: RabbitMQ's management API, its Prometheus plugin or its CLI can): Nova's consumers take
+    # every message at once (oslo.messaging's prefetch is unlimited), so a backlog is unacknowledged
+    unacked: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -69,15 +75,20 @@ class BrokerEvidence:
                 )
             self._alarm = alarm
         for queue, ready in sorted(seen.ready.items()):
-            backed_up = ready >= self.backlog
+            unacked = seen.unacked.get(queue, 0)
+            held = ready + unacked
+            backed_up = held >= self.backlog
             if self._queues.get(queue) == backed_up:
                 continue
             scope = f"broker:queue:{queue}"
             if backed_up:
-                detail = f"Nova's {queue} queue holds {ready:,} messages not yet taken"
+                detail = f"Nova's {queue} queue holds {held:,} messages not yet taken"
+                if unacked:
+                    detail = (f"Nova's {queue} queue holds {held:,} messages not yet done ({ready:,} ready, "
+                              f"{unacked:,} delivered to its consumer and not acknowledged)")  # fmt: skip
                 events[f"{scope}:{now:.3f}"] = NodeEvent(NODE, EvidenceKind.ERROR, now, detail, scope)
             elif queue in self._queues:
-                detail = f"Nova's {queue} queue is down to {ready:,} messages"
+                detail = f"Nova's {queue} queue is down to {held:,} messages"
                 events[f"{scope}:{now:.3f}"] = NodeEvent(NODE, EvidenceKind.HEALTHY, now, detail, scope)
             self._queues[queue] = backed_up
         return events
