@@ -67,6 +67,7 @@ import asyncio
 import collections
 import contextlib
 import itertools
+import multiprocessing
 import os
 import signal
 import statistics
@@ -74,6 +75,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import ha_anchors  # bench/, on sys.path when run as a script
@@ -92,11 +95,13 @@ from haven.lab.toolenv import ensure_tool_env
 _FIGURES = (
     "rps",
     "failed",
+    "failed_after_out",
     "out_s",
     "restarted_s",
     "answers_s",
     "back_s",
     "slowest_s",
+    "backend_empty_s",
     "victim_restarts",
     "false_actions",
 )
@@ -118,6 +123,59 @@ def _token(labf: Path, cluster: ha.HaLab) -> str:
 
 LAB_TIMING = False  # --lab-timing: the probe timing the lab's haven.toml had until issue 11's drills
 OLD_TIMING = {"period_s": 1.0, "timeout_s": 2.0, "failure_threshold": 3}
+
+
+LOAD_IN_BENCH = False  # --load-in-bench: the clients' threads in the bench's own process, beside haven
+
+
+def _load_child(url: str, token: str, clients: int, conn: Connection, stop: Event) -> None:
+    """The clients in a process of their own (``_ChildLoad``): what they saw, sent back at the end."""
+    with ha_drills.Load(url, token, clients) as load:
+        stop.wait()
+    conn.send((load.started, load.seconds, load.answers, load.errors, load.slowest))
+    conn.close()
+
+
+class _ChildLoad:
+    """``ha_drills.Load`` run in a child process, with its figures read back on exit.
+
+    haven serve runs in a process of its own; the bench's ``Healer`` runs in a thread of the bench. With
+    24 client threads in the same process, haven's probes and its D-Bus and HAProxy reads wait for the
+    interpreter's lock behind the clients' own work, and a probe of an idle replica can take longer than
+    its 1 s timeout: a verdict about the bench, not the replica. The clients' failures and times are the
+    same (monotonic times are the machine's, shared by both processes)."""
+
+    def __init__(self, url: str, token: str, clients: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._receive, send = context.Pipe(duplex=False)
+        self._stop = context.Event()
+        self._process = context.Process(
+            target=_load_child, args=(url, token, clients, send, self._stop), daemon=True
+        )
+        self.started = self.seconds = 0.0
+        self.answers = 0
+        self.errors: list[tuple[float, str]] = []
+        self.slowest = (0.0, 0.0)
+
+    def __enter__(self) -> _ChildLoad:
+        self._process.start()
+        self.started = time.monotonic()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        if self._receive.poll(60.0):
+            self.started, self.seconds, self.answers, self.errors, self.slowest = self._receive.recv()
+        self._process.join(10.0)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        if not self.seconds:
+            raise SystemExit("the clients' process sent no figures")
+
+
+def _load(url: str, token: str, clients: int) -> ha_drills.Load | _ChildLoad:
+    return ha_drills.Load(url, token, clients) if LOAD_IN_BENCH else _ChildLoad(url, token, clients)
 
 
 @contextlib.contextmanager
@@ -145,9 +203,13 @@ def fault_run(
     out_s = restarted_s = answers_s = back_s = None
     lowest = ha.HEALTHY
     pids: list[int] = []
+    empty_s = 0.0
+    faulted = 0.0
+    others: list[str] = []
+    alerts: list[str] = []
     folder = Path(tempfile.mkdtemp(prefix="hv-ha-bench-haven-"))
     with _healer(cluster, heal, folder) as healer:
-        with ha_drills.Load(url, _token(labf, cluster), clients) as load:
+        with _load(url, _token(labf, cluster), clients) as load:
             time.sleep(2.0)
             if drill == "kill":
                 os.kill(ha.main_pid(ctl, unit), signal.SIGKILL)
@@ -157,7 +219,10 @@ def fault_run(
             try:
                 while time.monotonic() - faulted < 90.0 and back_s is None:
                     elapsed = time.monotonic() - faulted
-                    admin, op = ha.servers_state(cluster)[(backend, host)]
+                    states = ha.servers_state(cluster)
+                    admin, op = states[(backend, host)]
+                    if not any(v == ("ready", "up") for k, v in states.items() if k[0] == backend):
+                        empty_s += 0.1  # about: one sample every 0.1 s plus the reads' own time
                     health = ha.check_health(cluster)[(backend, host)][1]
                     lowest = min(lowest, health)
                     if out_s is None and (admin, op) != ("ready", "up"):
@@ -179,15 +244,27 @@ def fault_run(
         if healer is not None:
             _settled(cluster)  # haven finishes what it started (a second restart of a slow new replica)
             restarts = len([a for a in healer.actions(service, host) if a.kind is ActionKind.RESTART])
-            false_actions = len([a for a in healer.actions() if (a.service, a.host) != (service, host)])
+            elsewhere = [a for a in healer.actions() if (a.service, a.host) != (service, host)]
+            false_actions = len(elsewhere)
+            others = [f"{a.kind.value} {a.service}@{a.host}: {a.reason[:110]}" for a in elsewhere]
+            alerts = [f"{a.kind.value}: {a.message[:110]}" for a in healer.alerts()]
     requests = load.answers + len(load.errors)
+    after_out = [e for e in load.errors if out_s is not None and e[0] >= faulted + out_s]
+    kinds = collections.Counter(e[1][:60] for e in load.errors)
     return {
         "drill": drill, "mode": "haven" if heal else "systemd", "victim": host,
         "requests": requests, "rps": round(requests / load.seconds, 1),
-        "failed": len(load.errors), "out_s": _r(out_s), "restarted_s": _r(restarted_s),
-        "answers_s": _r(answers_s), "back_s": _r(back_s), "slowest_s": _r(load.slowest[0]),
+        "failed": len(load.errors), "failed_after_out": len(after_out), "out_s": _r(out_s),
+        "restarted_s": _r(restarted_s), "answers_s": _r(answers_s), "back_s": _r(back_s),
+        "slowest_s": _r(load.slowest[0]), "backend_empty_s": _r(empty_s),
         "victim_restarts": restarts, "false_actions": false_actions, "first_error": load.errors[:1],
+        "errors": dict(kinds.most_common(4)), "other_actions": others, "alerts": alerts,
+        "load": _loadavg(),
     }  # fmt: skip
+
+
+def _loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def crashloop_run(labf: Path, cluster: ha.HaLab, host: str, clients: int) -> dict[str, object]:
@@ -768,9 +845,13 @@ def main() -> int:
         help="controller: with a spare controller (added to the lab if it has none)",
     )
     parser.add_argument("--lab-timing", action="store_true", help="the lab's former probe timing (2 s x 3)")
+    parser.add_argument("--load-in-bench", action="store_true",
+                        help="kill/hang: the clients' threads in the bench's process, beside haven's "
+                        "control plane (as before 2026-12-07); default: a process of their own")  # fmt: skip
     args = parser.parse_args()
-    global LAB_TIMING
+    global LAB_TIMING, LOAD_IN_BENCH
     LAB_TIMING = args.lab_timing
+    LOAD_IN_BENCH = args.load_in_bench
     modes = MODES if args.compare else tuple(dict.fromkeys(args.anchor or ()))
     if args.spare and args.drill != "controller":
         parser.error("--spare is for --drill controller")

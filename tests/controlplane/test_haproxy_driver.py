@@ -75,3 +75,23 @@ async def test_unknown_server_and_missing_socket_are_named(
         await HAProxyRuntime(lb.socket_path).set_member("nova_api", "ctl-9", MemberAdmin.MAINT)
     with pytest.raises(TemporaryError, match="cannot reach HAProxy's stats socket"):
         await HAProxyRuntime("/nonexistent/admin.sock").members()
+
+
+async def test_members_carry_haproxys_own_latest_check(
+    haproxy_factory: Callable[[str, dict[str, int]], RunningHAProxy], web: int
+) -> None:
+    refused = free_port()  # nothing listens there: HAProxy's check of it fails (L4CON)
+    lb = haproxy_factory("nova_api", {"ctl-1": web, "ctl-2": refused})
+    runtime = HAProxyRuntime(lb.socket_path)
+    deadline = time.monotonic() + 10
+    while True:
+        members = await runtime.members()
+        seen = (members[("nova_api", "ctl-1")].check_passed, members[("nova_api", "ctl-2")].check_passed)
+        if seen == (True, False) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert seen == (True, False)
+    # HAProxy's own words for the same checks (show stat's check_status).
+    stat = await runtime.command("show stat -1 4 -1")
+    status = {row.split(",")[1]: row for row in stat.splitlines()[1:] if row}
+    assert ",L4OK," in status["ctl-1"] and ",L4CON," in status["ctl-2"]  # a TCP check here

@@ -226,6 +226,12 @@ def _service(
             )
             state.holds.append(Hold(spec.name, j.view.host, "last_serving", reason))
             continue  # rule 4: never the last one out while another comes back
+        if j.health is H.UNHEALTHY and _answers_balancer(spec, j):
+            until = _busy_until(spec, j)
+            if until is not None and state.now < until:
+                what = "kept in its backend, not restarted (another observer gets answers)"
+                _busy_hold(spec, j, state, until, what)
+                continue  # rule 3: another observer still gets answers: late, not hung
         if j.health is H.UNHEALTHY and _alone_in_rotation(spec, j, judged):
             until = _busy_until(spec, j)
             if until is not None and state.now < until:
@@ -255,9 +261,36 @@ def _in_rotation(spec: ServiceSpec, j: Judged) -> bool:
     )
 
 
+def _last_member(spec: ServiceSpec, j: Judged, judged: list[Judged]) -> bool:
+    """Its member is enabled (ready) and no other replica takes the load balancer's traffic: taking it out
+    moves no request elsewhere. HAProxy may count it down (its own check failed under load): then it
+    serves again as soon as that check passes, unless haven took it out."""
+    member = j.view.member
+    return (
+        spec.backend is not None
+        and member is not None
+        and member.admin is MemberAdmin.READY
+        and not any(_in_rotation(spec, o) for o in judged if o is not j)
+    )
+
+
 def _alone_in_rotation(spec: ServiceSpec, j: Judged, judged: list[Judged]) -> bool:
-    """The only replica taking the load balancer's traffic."""
-    return _in_rotation(spec, j) and not any(_in_rotation(spec, o) for o in judged if o is not j)
+    """The only replica the load balancer may send traffic to (``_last_member``)."""
+    return _last_member(spec, j, judged)
+
+
+def _answers_balancer(spec: ServiceSpec, j: Judged) -> bool:
+    """HAProxy counts its member up and its own latest health check of it passed: the replica answers
+    another observer (within the load balancer's check timeout) while haven's probes time out. Under
+    overload haven's probe, or haven itself, may be the late one; a hung process fails that check too
+    (within HAProxy's ``timeout check``) and is then handled as hung."""
+    member = j.view.member
+    return (
+        spec.backend is not None
+        and member is not None
+        and member.check_passed is True
+        and member.operational == "up"
+    )
 
 
 def _last_in_rotation_while_another_returns(
@@ -267,7 +300,7 @@ def _last_in_rotation_while_another_returns(
     (an action in flight, starting, or out for a restart and not in a crash loop). Draining ``j`` then
     would leave the backend empty (HAProxy answers 503 to everyone) for a probe that may only be slow
     under load; once the other serves, ``j`` is handled as any unhealthy replica."""
-    if not _in_rotation(spec, j) or any(_in_rotation(spec, o) for o in judged if o is not j):
+    if not _last_member(spec, j, judged):
         return False
     for other in judged:
         if other is j:
@@ -352,6 +385,8 @@ def _busy(spec: ServiceSpec, j: Judged) -> bool:
     probe = spec.probe
     if probe is None or probe.busy_grace_s <= 0 or not _hung(spec, j):
         return False
+    if _answers_balancer(spec, j):
+        return True  # the load balancer's own check gets answers: late, not hung
     window = j.view.probes[-max(probe.failure_threshold, 2) :]
     first, last = window[0], window[-1]
     if first.cpu_s is None or last.cpu_s is None or last.at <= first.at:
@@ -368,8 +403,9 @@ def _busy_until(spec: ServiceSpec, j: Judged) -> float | None:
 
 def _busy_hold(spec: ServiceSpec, j: Judged, state: _Pass, until: float, what: str) -> None:
     timeout = spec.probe.timeout_s if spec.probe is not None else 0.0
+    sign = "HAProxy's own check of it passes" if _answers_balancer(spec, j) else "its CPU time advances"
     reason = (
-        f"{spec.name}@{j.view.host} answers no probe within {timeout:g} s but its CPU time advances "
+        f"{spec.name}@{j.view.host} answers no probe within {timeout:g} s but {sign} "
         f"(busy, not hung): {what} (busy until {until - state.now:.0f} s from now)"
     )
     state.holds.append(Hold(spec.name, j.view.host, "busy", reason))

@@ -205,6 +205,7 @@ class MemberStatus:
     admin: MemberAdmin
     operational: str = ""  # "up", "down", "stopping", "starting"...
     sessions: int = 0
+    check_passed: bool | None = None  # the load balancer's own latest health check; None: not known
 
 
 @dataclass(frozen=True, slots=True)

@@ -378,7 +378,7 @@ def _spare_servers(ha: HaLab, controller: Controller) -> list[tuple[str, str]]:
     out = []
     for api in ha.apis:
         where = f"{controller.address}:{ha.ports[api.service]}"
-        out.append((api.backend, f"{where} {_CHECK}"))
+        out.append((api.backend, f"{where} {_SERVER}"))
         if api.service in ha.kolla_frontends:
             out.append((f"{api.backend}_kolla", f"{where} {_KOLLA_CHECK}"))
     return out
@@ -532,6 +532,18 @@ def _start_controller(
 
 
 _CHECK = "check inter 1s fall 3 rise 2 observe layer4 error-limit 1 on-error mark-down"
+# Each replica takes at most as many requests at once as its gunicorn runs threads (``_GUNICORN``:
+# 1 worker x 8 threads); the rest wait in HAProxy's queue (``timeout queue``) for a free one, or for the
+# other replica. Without it a replica left alone with 24 clients held ~24 requests at once, answered
+# HAProxy's own check (queued behind them) later than ``timeout check`` and was marked DOWN: a 503 for
+# every client (HAProxy's checks are never queued: they need no slot). Kolla and TripleO leave the
+# servers unbounded (only a frontend maxconn); HAProxy's docs size a server's maxconn to what it serves
+# at once.
+SERVER_MAXCONN = 1 * 8
+_SERVER = f"maxconn {SERVER_MAXCONN} {_CHECK}"
+# How long a request may wait for a free slot: then 503. Kolla's default is 1m, TripleO's 2m; 30 s is
+# what the lab's clients (the benches, openstacksdk) wait at most for an answer anyway.
+TIMEOUT_QUEUE = "30s"
 _KOLLA_CHECK = "check inter 2000 rise 2 fall 5"
 
 
@@ -577,7 +589,8 @@ def haproxy_config(ha: HaLab) -> str:
             f"    default_backend {api.backend}",
             f"backend {api.backend}",
             f"    option httpchk GET {api.check_path}",
-            *(f"    server {c.host} {c.address}:{ha.ports[api.service]} {_CHECK}" for c in ha.active),
+            f"    timeout queue {TIMEOUT_QUEUE}",
+            *(f"    server {c.host} {c.address}:{ha.ports[api.service]} {_SERVER}" for c in ha.active),
         ]
     for api in ha.apis:
         if api.service not in ha.kolla_frontends:

@@ -20,6 +20,8 @@ from haven.domain.waiting import within
 _MAINT_BITS = 0x01 | 0x02 | 0x04 | 0x20 | 0x40
 _DRAIN_BITS = 0x08 | 0x10
 _OPERATIONAL = {"0": "down", "1": "starting", "2": "up", "3": "stopping"}
+# show stat's check_status of a passed check (HAProxy's management guide, "9.1. CSV format").
+_CHECK_PASSED = frozenset({"L4OK", "L6OK", "L7OK", "L7OKC"})
 
 
 class HAProxyRuntime:
@@ -29,9 +31,10 @@ class HAProxyRuntime:
 
     async def members(self) -> Mapping[tuple[str, str], MemberStatus]:
         state = parse_servers_state(await self.command("show servers state"))
-        sessions = parse_sessions(await self.command("show stat -1 4 -1"))
+        stat = await self.command("show stat -1 4 -1")
+        sessions, checks = parse_sessions(stat), parse_check_passed(stat)
         return {
-            key: MemberStatus(admin, operational, sessions.get(key, 0))
+            key: MemberStatus(admin, operational, sessions.get(key, 0), checks.get(key))
             for key, (admin, operational) in state.items()
         }
 
@@ -108,4 +111,22 @@ def parse_sessions(text: str) -> dict[tuple[str, str], int]:
         if row.get("svname") in (None, "", "FRONTEND", "BACKEND"):
             continue
         out[(row["pxname"], row["svname"])] = int(row.get("scur") or 0)
+    return out
+
+
+def parse_check_passed(text: str) -> dict[tuple[str, str], bool]:
+    """``show stat`` CSV: (backend, server) -> whether HAProxy's own latest completed health check passed
+    (``check_status``: L4OK, L6OK, L7OK, L7OKC; a check under way is shown as its previous status after
+    "* "). Members without checks, or none completed yet (UNK, INI), are left out: not known."""
+    lines = text.splitlines()
+    if not lines or not lines[0].startswith("# "):
+        return {}
+    header = lines[0][2:].split(",")
+    out: dict[tuple[str, str], bool] = {}
+    for line in lines[1:]:
+        row = dict(zip(header, line.split(","), strict=False))
+        status = (row.get("check_status") or "").lstrip("* ").strip()
+        if row.get("svname") in (None, "", "FRONTEND", "BACKEND") or status in ("", "UNK", "INI"):
+            continue
+        out[(row["pxname"], row["svname"])] = status in _CHECK_PASSED
     return out

@@ -1,0 +1,144 @@
+"""haven.controlplane.planner under overload: a replica whose probes time out while HAProxy's own check
+of it passes is late, not hung; the last enabled member is not taken out when HAProxy counts it down
+under load (pure: no I/O).
+
+The HA lab (bench/ha_lab.py --drill kill --heal --clients 24, 2026-12-07 00:14 UTC) saw haven act on
+replicas other than the killed one in every run: probes that timed out under the load (the prober's
+as much as the replicas'), on replicas that HAProxy, checking them at the same time, still counted up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from haven.controlplane.planner import PROBE_BUSY, PROBE_HUNG, plan
+from haven.controlplane.reconciler import killable
+from haven.domain.controlplane import (
+    ActionKind,
+    Backend,
+    ControlPlanePlan,
+    ControlPlaneSettings,
+    DomainName,
+    MemberAdmin,
+    MemberStatus,
+    ProbeKind,
+    ProbeResult,
+    ProbeSpec,
+    ReplicaView,
+    ServiceName,
+    ServiceSpec,
+    UnitActive,
+    UnitStatus,
+)
+from haven.domain.ids import HostName
+
+NOW = 10_000.0
+PROBE = ProbeSpec(ProbeKind.HTTP, 5000, "/v3", timeout_s=1.0, period_s=1.0, failure_threshold=2)
+KEYSTONE = ServiceSpec(
+    ServiceName("keystone"), "keystone.service", 2, probe=PROBE, backend=Backend("keystone")
+)
+DOMAINS = {HostName("ctl-1"): DomainName("a"), HostName("ctl-2"): DomainName("b")}
+ACTIVE = UnitStatus(UnitActive.ACTIVE, "running", active_since=NOW - 3600)
+CHECK_PASSES = MemberStatus(MemberAdmin.READY, "up", check_passed=True)
+CHECK_FAILS = MemberStatus(MemberAdmin.READY, "up", check_passed=False)  # up, its latest check failed
+CHECK_UNKNOWN = MemberStatus(MemberAdmin.READY, "up")
+DOWN = MemberStatus(MemberAdmin.READY, "down", check_passed=False)  # HAProxy marked it down
+MAINT = MemberStatus(MemberAdmin.MAINT, "down")
+LATE = "no answer within 1 s"
+
+
+def timed_out(n: int = 2, cpu: float | None = 12.0) -> tuple[ProbeResult, ...]:
+    """A passing probe, then ``n`` timed-out ones a second apart (the last at NOW); the unit's CPU time
+    flat at ``cpu`` (an idle replica whose probe was late looks like a hung one by CPU alone)."""
+    first = ProbeResult(True, NOW - n, "200 OK", cpu)
+    return (first, *(ProbeResult(False, NOW - (n - 1 - i), LATE, cpu) for i in range(n)))
+
+
+def replica(host: str, probes: tuple[ProbeResult, ...], member: MemberStatus, **kw: object) -> ReplicaView:
+    view = ReplicaView(KEYSTONE.name, HostName(host), DOMAINS[HostName(host)], ACTIVE, probes, member)
+    return dataclasses.replace(view, **kw)  # type: ignore[arg-type]
+
+
+def serving(host: str = "ctl-2") -> ReplicaView:
+    return replica(host, (ProbeResult(True, NOW - 0.5, "200 OK", 5.0),), CHECK_PASSES)
+
+
+def run(*views: ReplicaView, now: float = NOW) -> ControlPlanePlan:
+    return plan([KEYSTONE], list(views), DOMAINS, now, ControlPlaneSettings())
+
+
+def acts(p: ControlPlanePlan) -> list[tuple[ActionKind, str]]:
+    return [(a.kind, a.host) for a in p.actions]
+
+
+def test_a_replica_haproxys_check_still_passes_is_not_taken_out_or_restarted_for_probe_timeouts() -> None:
+    p = run(replica("ctl-1", timed_out(), CHECK_PASSES), serving())
+    assert acts(p) == []  # before: drained, then killed and restarted as hung, another serving
+    (hold,) = [h for h in p.holds if h.kind == "busy"]
+    assert hold.host == "ctl-1" and "HAProxy's own check of it passes" in hold.reason
+    assert p.recheck_at == NOW - 1 + PROBE.busy_grace_s
+
+
+def test_once_haproxys_check_fails_too_it_is_hung_and_leaves_at_once() -> None:
+    for member in (CHECK_FAILS, DOWN, CHECK_UNKNOWN):  # a SIGSTOPped replica fails HAProxy's check too
+        assert acts(run(replica("ctl-1", timed_out(), member), serving())) == [(ActionKind.DRAIN, "ctl-1")]
+
+
+def test_held_out_and_still_answering_haproxy_it_is_restarted_gracefully_never_killed() -> None:
+    # Out of the load balancer (haven's own maintenance: HAProxy still checks it) past its grace.
+    drained = MemberStatus(MemberAdmin.DRAIN, "up", check_passed=True)
+    view = replica("ctl-1", timed_out(35), drained, held_out=True)
+    assert acts(run(view, serving())) == [(ActionKind.MAINT, "ctl-1")]
+    out = replica("ctl-1", timed_out(35), dataclasses.replace(MAINT, operational="up", check_passed=True),
+                  held_out=True)  # fmt: skip
+    (restart,) = [a for a in run(out, serving()).actions if a.kind is ActionKind.RESTART]
+    assert restart.reason.startswith(PROBE_BUSY) and not killable(KEYSTONE, restart.reason)
+    hung = replica("ctl-1", timed_out(2), MAINT, held_out=True)  # checks off in maintenance: not known
+    (restart,) = [a for a in run(hung, serving()).actions if a.kind is ActionKind.RESTART]
+    assert restart.reason.startswith(PROBE_HUNG) and killable(KEYSTONE, restart.reason)
+
+
+def test_past_its_grace_a_replica_answering_only_haproxy_is_handled_as_any_unhealthy_one() -> None:
+    view = replica("ctl-1", timed_out(35), CHECK_PASSES)
+    assert acts(run(view, serving())) == [(ActionKind.DRAIN, "ctl-1")]
+
+
+def test_errors_are_not_excused_by_haproxys_check() -> None:
+    errors = (
+        ProbeResult(True, NOW - 2, "200 OK"),
+        ProbeResult(False, NOW - 1, "GET /v3: 500"),
+        ProbeResult(False, NOW, "GET /v3: 500"),
+    )
+    assert acts(run(replica("ctl-1", errors, CHECK_PASSES), serving())) == [(ActionKind.DRAIN, "ctl-1")]
+
+
+def test_the_last_enabled_member_haproxy_counts_down_under_load_is_not_taken_out_while_busy() -> None:
+    # The survivor of a killed peer: its CPU time advances (busy), HAProxy's check failed under the
+    # load and it counts it down; the peer is gone. Draining it would keep it out once HAProxy's
+    # check passes again.
+    busy = (
+        ProbeResult(True, NOW - 2, "200 OK", 12.0),
+        ProbeResult(False, NOW - 1, LATE, 12.6),
+        ProbeResult(False, NOW, LATE, 13.2),
+    )
+    gone = replica("ctl-2", (), MAINT, unit=UnitStatus(UnitActive.FAILED, "failed"), held_out=True)
+    p = run(replica("ctl-1", busy, DOWN), gone)
+    assert (ActionKind.DRAIN, "ctl-1") not in acts(p)  # before: drained, the backend empty for good
+    assert [h.host for h in p.holds if h.kind in ("busy", "last_serving")] == ["ctl-1"]
+
+
+def test_the_last_enabled_member_is_kept_while_another_is_being_restarted_even_if_haproxy_says_down() -> None:
+    starting = UnitStatus(UnitActive.ACTIVATING, "start")
+    back = replica("ctl-2", (), MAINT, unit=starting, held_out=True)
+    p = run(replica("ctl-1", timed_out(), DOWN), back)
+    assert acts(p) == []  # before: ctl-1 drained too (HAProxy counted it down): nothing left to come back to
+    assert [h.kind for h in p.holds if h.host == "ctl-1"] == ["last_serving"]
+
+
+def test_a_hung_last_member_is_still_restarted_when_nothing_else_is_coming_back() -> None:
+    # One replica, SIGSTOPped: CPU flat, HAProxy's check failing; draining changes nothing for clients,
+    # and it is restarted (killed first) rather than left hung.
+    one = dataclasses.replace(KEYSTONE, min_replicas=1)
+    view = replica("ctl-1", timed_out(), DOWN)
+    p = plan([one], [view], DOMAINS, NOW, ControlPlaneSettings())
+    assert acts(p) == [(ActionKind.DRAIN, "ctl-1")]
