@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from haven.canary.model import CanarySettings
-from haven.canary.runner import IMAGE_DATA, CanaryRunner
+from haven.canary.runner import IMAGE_DATA, VIA_COMPUTE, CanaryRunner
 from haven.canary.sim import SimCanaryCloud
 from haven.cloud.sim import CloudSpec, build_cloud
 from haven.controlplane.catalogue import CATALOGUE
@@ -79,3 +79,36 @@ async def test_no_canary_image_no_data_probe(store: Store) -> None:
     world.nova.image_data_error = "would fail"
     found = await world.runner.round()
     assert found.ok and IMAGE_DATA not in {p.name for p in found.probes}
+
+
+async def test_a_slow_path_from_novas_api_to_glance_is_glances_as_nova_reaches_it(store: Store) -> None:
+    """nova-api-glance-slow's miss: only Nova's API waits on Glance, so Glance answers haven (its endpoint,
+    the image) and Nova's API answers its server list; the boot times out in Nova's API and nothing named
+    a cause. The image asked through Nova's image proxy is that path."""
+    settings = CanarySettings(image="img-1", poll_s=0.25, boot_timeout_s=60.0, endpoint_timeout_s=3.0)
+    world = World(store, settings)
+    assert (await world.runner.round()).ok
+    world.clock.advance_to(world.clock.now() + 60.0)
+    world.nova.compute_to_image_s = 8.0
+    (failed,) = (await world.runner.round()).runs
+    assert failed.outcome.value == "failed" and "timed out" in failed.error
+    diagnosis = store.get_explanation(f"canary:{failed.id}").diagnosis
+    assert diagnosis is not None and diagnosis.symptom.phase == "api"
+    assert diagnosis.explanations[0].node == "glance-api"
+    assert (
+        "Nova's API could not get the canary image from it within 3 s (it took 8.00 s)" in diagnosis.summary
+    )
+    world.nova.heal()
+    world.clock.advance_to(world.clock.now() + 60.0)
+    assert (await world.runner.round()).ok
+    path = [e for e in store.evidence_between(0.0, world.clock.now()) if e.scope == VIA_COMPUTE]
+    assert [e.kind for e in path][-2:] == [EvidenceKind.ERROR, EvidenceKind.HEALTHY]
+
+
+async def test_novas_api_slow_by_itself_says_nothing_of_glance(store: Store) -> None:
+    """The path is evidence only while each end answers alone in time: Nova's API down is not Glance's."""
+    settings = CanarySettings(image="img-1", poll_s=0.25, boot_timeout_s=60.0, endpoint_timeout_s=3.0)
+    world = World(store, settings)
+    world.nova.api_down = True
+    await world.runner.round()
+    assert not [e for e in store.evidence_between(0.0, world.clock.now()) if e.scope == VIA_COMPUTE]

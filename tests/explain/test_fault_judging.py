@@ -96,6 +96,9 @@ class LoadedLab:
     async def image_data(self, image: str) -> int:
         return 1024
 
+    async def image_via_compute(self, image: str) -> None:
+        return None
+
     async def placement_room(self, flavor: str) -> int:
         return 1
 

@@ -71,6 +71,11 @@ class CanaryCloud(Protocol):
         boot it); how many bytes came. Raises when the download fails (its store gone, a 5xx)."""
         ...
 
+    async def image_via_compute(self, image: str) -> None:
+        """Ask the compute API for the image (Nova's image proxy: Nova's API asks the image service, as it
+        does for a boot); raises when that fails."""
+        ...
+
     async def placement_room(self, flavor: str) -> int:
         """How many allocation candidates Placement offers for ``flavor``'s resources (0: no room)."""
         ...

@@ -61,6 +61,7 @@ PROBE = "probe"
 ENDPOINT = "endpoint"  # a catalog endpoint's version document
 NOVA_SERVICES = "nova-services"  # Nova's service list: a binary down, or all of it reporting
 IMAGE_DATA = "image-data"  # the probe reading the canary image's data from Glance
+VIA_COMPUTE = "via:nova-api"  # Glance as Nova's API reaches it (the canary image through Nova's image proxy)
 KEEP_S = 7 * 86_400.0  # finished runs and probes are pruned after a week
 _CANCEL_DELETE_S = 10.0
 # The service catalog's types and the topology's nodes (haven.topology) serving them.
@@ -108,6 +109,7 @@ class CanaryRunner:
         # does not make them seen working (a Keystone whose database hangs still serves that document).
         self._failing: set[str] = set()
         self._image_active = False  # the last look saw the canary image active in Glance
+        self._listed_s: float | None = None  # this round's server list: its seconds (None: failed, not run)
 
     async def run(self, stop: asyncio.Event) -> None:
         """A round now, then every ``interval_s``, until ``stop``; an unexpected error loses that round."""
@@ -122,6 +124,7 @@ class CanaryRunner:
         """Clean orphans, probe the APIs, then one canary boot per zone (in turn)."""
         self._failing = set()
         self._image_active = False
+        self._listed_s = None
         cleaned = await self.clean()
         probes = await self.probe() if self._settings.probes else []
         if self._settings.probes:
@@ -227,6 +230,8 @@ class CanaryRunner:
             self._progress(f"probe {name}: {'ok' if result.ok else 'failed'} in {result.seconds:.2f} s")
             key = await self._keep_probe(result)
             results.append(result)
+            if name == "server-list":
+                self._listed_s = result.seconds if result.ok else None
             await self._keep_seen(node, result)
             if not result.ok:
                 symptom = Symptom(node, started, f"API probe {name} failed ({error})", phase)
@@ -300,11 +305,40 @@ class CanaryRunner:
         self._image_active = status == "active"
         if status == "active":
             detail = f"the canary image {self._settings.image} is active"
+            direct_s = self._clock.now() - started
             return {f"image:{self._settings.image}:{started:.3f}": NodeEvent(
-                "glance-api", EvidenceKind.HEALTHY, started, detail, "image")}  # fmt: skip
+                "glance-api", EvidenceKind.HEALTHY, started, detail, "image"),
+                **await self._via_compute_events(direct_s)}  # fmt: skip
         detail = f"the canary image {self._settings.image} is {status} in the image service"
         return {f"image:{self._settings.image}:{started:.3f}": NodeEvent(
             "glance-api", EvidenceKind.ERROR, started, detail, "image")}  # fmt: skip
+
+    async def _via_compute_events(self, direct_s: float) -> dict[str, NodeEvent]:
+        """The canary image asked of Nova's API (its image proxy: Nova's API asks Glance, as for a boot):
+        failing or slower than ``endpoint_timeout_s`` while Nova's API listed servers and Glance answered
+        haven directly, each within it, is an ERROR of Glance as Nova's API reaches it (a slow or broken
+        path between the two, which neither alone shows); within it, HEALTHY in that scope. Nothing is
+        kept when Nova's API or Glance is slow by itself (the path tells nothing then)."""
+        limit = self._settings.endpoint_timeout_s
+        listed = self._listed_s
+        if listed is None or listed >= limit or direct_s >= limit:
+            return {}
+        started = self._clock.now()
+        error = ""
+        try:
+            await self._cloud.image_via_compute(self._settings.image)
+        except CloudError as exc:
+            error = str(exc)
+        took = self._clock.now() - started
+        key = f"{VIA_COMPUTE}:{started:.3f}"
+        if error or took >= limit:
+            what = error or f"it took {took:.2f} s"
+            detail = (f"Nova's API could not get the canary image from it within {limit:g} s ({what}), while "
+                      f"Nova's API listed servers in {listed:.2f} s and it answered haven directly in "
+                      f"{direct_s:.2f} s")  # fmt: skip
+            return {key: NodeEvent("glance-api", EvidenceKind.ERROR, started, detail, VIA_COMPUTE)}
+        detail = f"Nova's API got the canary image from it in {took:.2f} s"
+        return {key: NodeEvent("glance-api", EvidenceKind.HEALTHY, started, detail, VIA_COMPUTE)}
 
     async def _room_events(self) -> dict[str, NodeEvent]:
         """Placement without room for the canary's flavor (no allocation candidate) is an ERROR of

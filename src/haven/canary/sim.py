@@ -63,6 +63,8 @@ class SimCanaryCloud:
     image: str = "active"  # the canary image's status in the simulated Glance ("missing": deleted)
     image_data_error: str = ""  # the simulated Glance's download fails with this ("": it serves the data)
     image_bytes: int = 1024  # what its download serves (0: Glance's 204 for data gone from its store)
+    compute_to_image_s: float = 0.0  # Nova's API waits this long on Glance (a slow link between the two)
+    request_timeout_s: float = 10.0  # the canary's client gives up on a request after this long
     room: int = 1  # the allocation candidates the simulated Placement offers (0: full, NoValidHost)
     identity_down: bool = False
     booted: int = 0
@@ -83,6 +85,7 @@ class SimCanaryCloud:
         self.image = "active"
         self.image_data_error = ""
         self.image_bytes = 1024
+        self.compute_to_image_s = 0.0
         self.room = 1
 
     def existing(self) -> list[SimServer]:
@@ -100,6 +103,11 @@ class SimCanaryCloud:
         self, name: str, zone: str, flavor: str, image: str, network: str, metadata: Mapping[str, str]
     ) -> str:
         self._api()
+        if self.compute_to_image_s:  # Nova's API asks Glance for the image (twice) before it answers
+            waited = min(2 * self.compute_to_image_s, self.request_timeout_s)
+            await self.clock.sleep_until(self.clock.now() + waited)
+            if waited >= self.request_timeout_s:
+                raise TemporaryError(f"boot canary {name}: Request to nova-api /v2.1/servers timed out", 1.0)
         if self.image != "active":  # Nova's API checks the image before it accepts the boot
             raise PermanentError(f"Image {image} is not active (it is {self.image}). (HTTP 400)")
         now = self.clock.now()
@@ -183,6 +191,13 @@ class SimCanaryCloud:
         if self.image_data_error:
             raise TemporaryError(self.image_data_error, 1.0)
         return self.image_bytes
+
+    async def image_via_compute(self, image: str) -> None:
+        self._api()
+        if self.compute_to_image_s:
+            await self.clock.sleep_until(self.clock.now() + self.compute_to_image_s)
+        if self.image != "active":
+            raise NotFound(f"image {image}: {self.image}")
 
     async def placement_room(self, flavor: str) -> int:
         return self.room
