@@ -142,3 +142,22 @@ def test_a_hung_last_member_is_still_restarted_when_nothing_else_is_coming_back(
     view = replica("ctl-1", timed_out(), DOWN)
     p = plan([one], [view], DOMAINS, NOW, ControlPlaneSettings())
     assert acts(p) == [(ActionKind.DRAIN, "ctl-1")]
+
+
+def test_a_busy_replica_haproxy_checks_is_left_to_haproxy_while_another_serves() -> None:
+    # CPU advancing (busy), HAProxy's latest check failed: HAProxy takes it out by itself (fall) and puts
+    # it back (rise) as it answers; haven's drain would keep it out until its own probe passes and push
+    # its share onto the other replica.
+    busy = (
+        ProbeResult(True, NOW - 2, "200 OK", 12.0),
+        ProbeResult(False, NOW - 1, LATE, 12.6),
+        ProbeResult(False, NOW, LATE, 13.2),
+    )
+    p = run(replica("ctl-1", busy, CHECK_FAILS), serving())
+    assert acts(p) == []
+    (hold,) = [h for h in p.holds if h.kind == "busy"]
+    assert "HAProxy's own check" in hold.reason
+    # Without a load-balancer check known (none configured), as before: out while another serves.
+    assert acts(run(replica("ctl-1", busy, CHECK_UNKNOWN), serving())) == [(ActionKind.DRAIN, "ctl-1")]
+    # Hung (CPU flat, HAProxy's check failing): out at once.
+    assert acts(run(replica("ctl-1", timed_out(), CHECK_FAILS), serving())) == [(ActionKind.DRAIN, "ctl-1")]

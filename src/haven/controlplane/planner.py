@@ -226,12 +226,12 @@ def _service(
             )
             state.holds.append(Hold(spec.name, j.view.host, "last_serving", reason))
             continue  # rule 4: never the last one out while another comes back
-        if j.health is H.UNHEALTHY and _answers_balancer(spec, j):
+        if j.health is H.UNHEALTHY and _checked_in(spec, j):
             until = _busy_until(spec, j)
             if until is not None and state.now < until:
-                what = "kept in its backend, not restarted (another observer gets answers)"
+                what = "left in its backend to HAProxy's own check, not restarted"
                 _busy_hold(spec, j, state, until, what)
-                continue  # rule 3: another observer still gets answers: late, not hung
+                continue  # rule 3: the load balancer takes it out and back as it answers its check
         if j.health is H.UNHEALTHY and _alone_in_rotation(spec, j, judged):
             until = _busy_until(spec, j)
             if until is not None and state.now < until:
@@ -277,6 +277,21 @@ def _last_member(spec: ServiceSpec, j: Judged, judged: list[Judged]) -> bool:
 def _alone_in_rotation(spec: ServiceSpec, j: Judged, judged: list[Judged]) -> bool:
     """The only replica the load balancer may send traffic to (``_last_member``)."""
     return _last_member(spec, j, judged)
+
+
+def _checked_in(spec: ServiceSpec, j: Judged) -> bool:
+    """Its member is enabled and the load balancer health-checks it (its latest check is known): a busy
+    replica's membership is then the load balancer's to decide, as its check passes or fails. haven's
+    drain would keep it out until haven's own probe passes (slower than HAProxy's ``rise``) and push its
+    share onto the others: under overload, the next one fails too (seen on the HA lab, a cascade that
+    emptied nova-api's backend)."""
+    member = j.view.member
+    return (
+        spec.backend is not None
+        and member is not None
+        and member.admin is MemberAdmin.READY
+        and member.check_passed is not None
+    )
 
 
 def _answers_balancer(spec: ServiceSpec, j: Judged) -> bool:
