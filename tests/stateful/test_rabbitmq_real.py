@@ -69,8 +69,9 @@ def test_a_killed_node_is_started_and_back_in_every_nodes_running_nodes(
     kinds = [d.kind for d in decisions]
     assert kinds[0] is DecisionKind.START and decisions[0].nodes == ("rabbit-3@localhost",)
     assert kinds[-1] is DecisionKind.NOTHING, [f"{d.kind}: {d.reason}" for d in decisions]
-    # Ground truth: every node, asked itself, sees all three running and no partition; a new VM.
-    statuses = asyncio.run(cluster.statuses())
+    # Ground truth: every node, asked itself (rabbitmqctl, not haven's erl_call reader), sees all three
+    # running and no partition; a new VM.
+    statuses = asyncio.run(cluster.statuses(cli=True))
     assert all(healthy(s, NAMES) for s in statuses.values()), statuses
     assert victim.pid() not in (None, before)
     steps = store.galera_actions_since(journal_key("t"))
@@ -119,8 +120,9 @@ def test_a_partition_is_healed_by_restarting_the_smaller_sides_node(cluster: Loo
     assert [(d.nodes, d.kept) for d in restarts] == [
         (("rabbit-3@localhost",), ("rabbit-1@localhost", "rabbit-2@localhost"))
     ]  # the minority side's node only
-    # Ground truth: every node, asked itself, sees all three running and reports no partition.
-    statuses = asyncio.run(cluster.statuses())
+    # Ground truth: every node, asked itself (rabbitmqctl, not haven's erl_call reader), sees all three
+    # running and reports no partition.
+    statuses = asyncio.run(cluster.statuses(cli=True))
     assert all(healthy(s, NAMES) for s in statuses.values()), statuses
     assert {n.name: n.pid() for n in cluster.nodes} == pids  # apps restarted, no VM killed or started
     steps = store.galera_actions_since(journal_key("t"))
@@ -162,6 +164,7 @@ def test_haven_serve_with_stateful_rabbitmq_starts_a_killed_node(
             statuses = asyncio.run(cluster.statuses())
             if all(healthy(s, NAMES) for s in statuses.values()):
                 break
+        statuses = asyncio.run(cluster.statuses(cli=True))  # ground truth: rabbitmqctl, not erl_call
         assert all(healthy(s, NAMES) for s in statuses.values()), statuses
     finally:
         serve.send_signal(signal.SIGINT)

@@ -49,13 +49,15 @@ ERL_CALL = Path("/usr/bin/erl_call")  # Debian's erlang-base ships it (erl_inter
 APP_STOPPED = "requires the 'rabbit' app to be running"  # rabbitmqctl's words when the app is stopped
 # What the node answers erl_call for its status: cluster_status's own sources, as one JSON line.
 STATUS_EXPR = (
-    "S = rabbit_mnesia:status(), io:put_chars(rabbit_json:encode(#{"
-    "running => rabbit:is_running(), "
+    "case rabbit:is_running() of "  # rabbit_mnesia:status() fails while the app is stopped: asked first
+    'false -> io:put_chars("{\\"running\\":false}"); '
+    "true -> S = rabbit_mnesia:status(), io:put_chars(rabbit_json:encode(#{"
+    "running => true, "
     "running_nodes => proplists:get_value(running_nodes, S, []), "
     "partitions => maps:from_list(proplists:get_value(partitions, S, [])), "
     "alarms => [case A of {resource_limit, R, N} -> #{resource => R, node => N}; "
     '_ -> #{type => iolist_to_binary(io_lib:format("~0p", [A]))} end '
-    "|| {A, _} <- rabbit_alarm:get_alarms()]}))."
+    "|| {A, _} <- rabbit_alarm:get_alarms()]})) end."
 )
 CLI_TIMEOUT_S = 30.0
 APP_TIMEOUT_S = 120.0
