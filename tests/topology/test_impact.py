@@ -265,5 +265,16 @@ def test_a_delete_on_a_compute_nova_counts_down_is_done_by_nova_api_alone() -> N
     assert both["server-delete"].because == ("nova-compute",)
     lost = [ServiceLoss("nova-compute", 0, 1), ServiceLoss("neutron-server", 0, 2)]
     assert effects(*lost)["server-delete"] is Effect.STOPS
-    # with its compute up, a delete needs the conductor and no fallback is taken
-    assert down("nova-conductor")["server-delete"] is Effect.STOPS
+    # the conductor or RabbitMQ down stops the computes' reports (saved through the conductor over the
+    # bus): Nova counts them down after service_down_time and nova-api deletes locally then too
+    # (measured with RabbitMQ stopped on the lab; the catalogue's Neutron needs the bus, so there the
+    # local delete stops with it)
+    conductor = impact(TOPOLOGY, [ServiceLoss("nova-conductor", 0, 2)]).operations
+    delete = next(v for v in conductor if v.name == "server-delete")
+    assert delete.effect is Effect.DEGRADED and "conductor over RabbitMQ" in delete.why
+    assert down("rabbitmq")["server-delete"] is Effect.STOPS
+    stand_in = dataclasses.replace(CATALOGUE[ServiceName("neutron-server")], depends_on=())  # the lab's
+    declared = openstack_topology([*(s for s in CATALOGUE.values() if s.name != "neutron-server"), stand_in])
+    bus = {v.name: v for v in impact(declared, [ServiceLoss("rabbitmq", 0, 3)]).operations}
+    assert (bus["server-delete"].effect, bus["server-delete"].because) == (Effect.DEGRADED, ("rabbitmq",))
+    assert bus["server-console"].effect is Effect.STOPS  # a call to the compute over the bus

@@ -54,14 +54,32 @@ def test_the_model_predicts_what_the_lab_showed(service: str) -> None:
     assert wrong == {}
 
 
-def test_a_delete_on_a_hung_compute_is_degraded_but_expected_to_fail_when_sent_at_once() -> None:
-    # The known wrinkle: Nova deletes the server itself (local delete) once it counts the compute down,
-    # after service_down_time; the drill's delete is sent 1 s after the stop and waits for the compute.
+def test_a_delete_on_a_hung_compute_is_degraded_and_may_get_no_answer_when_sent_at_once() -> None:
+    # Nova deletes the server itself (local delete) once it counts the compute down, after
+    # service_down_time; a delete nova-api handles before then is cast to the compute and waits for it
+    # (the saved run, at a load of 5-9: "not gone within 45 s"). Which one happens depends on the load.
     verdict = predictions("nova-compute")["server-delete"]
     assert verdict.effect is Effect.DEGRADED and verdict.why
     cell = next(c for c in cells(MEASURED) if (c.service, c.operation) == ("nova-compute", "server-delete"))
-    assert (cell.predicted, cell.expected, cell.seen, cell.agrees) == ("degraded", "fails", "fails", True)
-    assert "service_down_time" in cell.note
+    assert (cell.predicted, cell.expected, cell.seen, cell.either, cell.agrees) == (
+        "degraded", "works", "fails", True, True,
+    )  # fmt: skip
+    assert "service_down_time" in cell.note and cell.detail.startswith("TimeoutError")
+
+
+def test_with_rabbitmq_hung_a_delete_handled_late_is_done_locally_and_works() -> None:
+    # The whole run of 2026-12-07 (load 16-32): nova-api took the DELETE 13 s after RabbitMQ was
+    # stopped, found compute-1 down (its reports go through the conductor over the bus; the lab's
+    # service_down_time is 10 s), logged "instance's host compute-1 is down, deleting from database" and
+    # answered 204: the delete worked. The saved run (load 5-9) sent it in time to be cast: no answer.
+    worked = {"result": "works", "seconds": 13.1, "detail": ""}
+    unanswered = {"result": "fails", "seconds": 20.1, "detail": "ConnectTimeout: Request to x timed out"}
+    refused = {"result": "fails", "seconds": 0.2, "detail": "HttpError: Internal Server Error (HTTP 500)"}
+    for seen, agrees in ((worked, True), (unanswered, True), (refused, False)):
+        raw = {"operations": ["server-delete"], "services": {"rabbitmq": {"ops": {"server-delete": seen}}}}
+        (cell,) = cells(raw)
+        assert (cell.predicted, cell.either, cell.agrees) == ("degraded", True, agrees), seen
+        assert "conductor over RabbitMQ" in cell.note
 
 
 def test_the_plain_catalogue_disagrees_where_the_lab_differs_from_it() -> None:
@@ -101,9 +119,9 @@ def test_keystone_down_on_the_labs_two_nova_api_workers_works_or_gets_no_answer(
     raw = _keystone_row(**{"token-issue": timeout, "server-show": timeout, "flavor-list": timeout})
     judged = {c.operation: c for c in cells(raw)}
     assert all(c.agrees for c in judged.values())
-    assert judged["server-show"].per_process and "2 gunicorn workers" in judged["server-show"].note
-    assert not judged["token-issue"].per_process  # it stops: no token is issued without Keystone
-    assert [(d["operation"]) for d in matrix_json(raw)["per_process_failed"]] == [
+    assert judged["server-show"].either and "2 gunicorn workers" in judged["server-show"].note
+    assert not judged["token-issue"].either  # it stops: no token is issued without Keystone
+    assert [(d["operation"]) for d in matrix_json(raw)["unanswered"]] == [
         "server-show",
         "flavor-list",
     ]
@@ -117,4 +135,4 @@ def test_an_answered_error_with_keystone_down_is_no_per_worker_cache_miss() -> N
     # a worker that misses the cache waits for Keystone; a 401 or a 500 answered is something else
     raw = _keystone_row(**{"server-show": "Unauthorized: The request you have made requires authentication"})
     cell = next(c for c in cells(raw) if c.operation == "server-show")
-    assert cell.per_process and not cell.agrees
+    assert cell.either and not cell.agrees

@@ -149,13 +149,34 @@ _TO_COMPUTE = {
 # frees its ports (Neutron) and its Placement allocation and marks it deleted in its database; no RPC.
 # A delete sent before then is cast to the compute and waits for it; the guest left on the hypervisor is
 # reaped when its compute returns (running_deleted_instance_action). From Nova's code, not measured.
+# A compute's report is saved through the conductor over RabbitMQ (nova-compute reaches the database
+# only by the conductor's RPC, its service record included: nova/servicegroup/drivers/db.py), so with
+# the conductor or the bus down no report arrives either and Nova counts every compute down after
+# service_down_time: the same local delete, which needs neither (measured with RabbitMQ stopped on the
+# lab, 2026-12-07: nova-api logged "instance's host compute-1 is down, deleting from database" and
+# answered 204; its notifications are off there, [oslo_messaging_notifications] driver = noop: a cloud
+# that sends them on the same bus would have the local delete wait for it too).
+_LOCAL_PATH = ("nova-api", "neutron-server", "placement-api")
+_NO_RPC = _edges({"nova-api": ("rabbitmq",)})
 _LOCAL_DELETE = Fallback(
     "nova-compute",
-    ("nova-api", "neutron-server", "placement-api"),
+    _LOCAL_PATH,
     "deleted locally by nova-api once Nova counts the compute down (no report for service_down_time, "
     "60 s by default); a delete sent before then waits for the compute",
-    _edges({"nova-api": ("rabbitmq",)}),
+    _NO_RPC,
 )
+_NO_REPORTS = (
+    "deleted locally by nova-api once Nova counts the computes down: their reports go through the "
+    "conductor over RabbitMQ, so none arrives for service_down_time (60 s by default); a delete sent "
+    "before then waits for {lost}"
+)
+_LOCAL_DELETES = (
+    _LOCAL_DELETE,
+    Fallback("nova-conductor", _LOCAL_PATH, _NO_REPORTS.format(lost="the conductor"), _NO_RPC),
+    Fallback("rabbitmq", _LOCAL_PATH,
+             _NO_REPORTS.format(lost="RabbitMQ") + " (and so does this one if nova-api's notifications "
+             "go on the same bus; the lab's are off)", _NO_RPC),
+)  # fmt: skip
 OPERATIONS: Mapping[str, Operation] = MappingProxyType(
     {
         op.name: op
@@ -170,10 +191,11 @@ OPERATIONS: Mapping[str, Operation] = MappingProxyType(
             _op(SERVER_BOOT, "server boot", _BOOT_NEEDS, uncached=_HANDED_ON),
             _op(SERVER_EVACUATE, "evacuation", _BOOT_NEEDS, uncached=_HANDED_ON),
             # The compute tears the server down, saves it through the conductor, frees its Placement
-            # allocation and its ports; it needs no image. Without the compute: _LOCAL_DELETE.
+            # allocation and its ports; it needs no image. Without the compute (or the conductor or
+            # the bus its reports need): _LOCAL_DELETES.
             _op(SERVER_DELETE, "server delete", ("nova-api", "nova-compute"),
                 {"nova-api": ("placement-api",), "nova-compute": ("glance-api",)},
-                fallbacks=(_LOCAL_DELETE,)),
+                fallbacks=_LOCAL_DELETES),
             _op(SERVER_RESIZE, "server resize",
                 ("nova-api", "nova-conductor", "nova-scheduler", "placement-api", "nova-compute"),
                 {"nova-compute": ("glance-api",)}),
