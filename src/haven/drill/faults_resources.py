@@ -20,7 +20,7 @@ haven.drill.faults_run calls both in a worker thread.
   does first), waits for the alarm to clear, then stops the broker, copies its folder back to the
   disk, unmounts the tmpfs and starts it again.
 - ``queue_backlog``: a storm of RPC casts on Nova's bus into the shared queue of one topic (the
-  conductor's), published at once: 20,000 ``object_class_action_versions`` calls of
+  conductor's), published at once: the catalogue's 60,000 ``object_class_action_versions`` calls of
   ``Service.get_minimum_version`` (a database query each, the RPC every remotable object call of a
   compute uses), as a storm of them after a broker restart would be. Nova's own requests to that
   topic wait behind them. The heal purges what the consumer has not taken yet; what it took, it
