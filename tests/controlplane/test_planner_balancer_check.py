@@ -161,3 +161,33 @@ def test_a_busy_replica_haproxy_checks_is_left_to_haproxy_while_another_serves()
     assert acts(run(replica("ctl-1", busy, CHECK_UNKNOWN), serving())) == [(ActionKind.DRAIN, "ctl-1")]
     # Hung (CPU flat, HAProxy's check failing): out at once.
     assert acts(run(replica("ctl-1", timed_out(), CHECK_FAILS), serving())) == [(ActionKind.DRAIN, "ctl-1")]
+
+
+# ---- replicas failing in turn (rule 4 over a window) -------------------------------------------------
+
+
+def test_a_survivor_failing_after_its_peer_was_restarted_is_held_not_drained_or_restarted() -> None:
+    # kill -9 of ctl-2: systemd restarted it 5 s ago (its new process starting); ctl-1 took its share
+    # and its probes time out, HAProxy's check of it failing too, its CPU flat (starved by the machine).
+    restarted = UnitStatus(UnitActive.ACTIVE, "running", active_since=NOW - 4)
+    victim = replica("ctl-2", (), MAINT, unit=restarted, held_out=True, restarts=(NOW - 5,))
+    p = run(replica("ctl-1", timed_out(), CHECK_FAILS), victim)
+    assert (ActionKind.DRAIN, "ctl-1") not in acts(p)  # before: drained, then killed as hung
+    (gate,) = [h for h in p.holds if h.kind == "mass_failure"]
+    assert "restarted within the last 60 s" in gate.reason
+
+
+def test_the_peer_back_by_its_probe_but_not_yet_up_in_haproxy_keeps_the_survivor_in() -> None:
+    # The victim's probe passed and its member is ready, HAProxy not yet counting it up (rise 2): the
+    # survivor is still the only one taking traffic. Before: drained that very pass (both out: 503s).
+    back = replica("ctl-2", (ProbeResult(True, NOW, "200 OK"),), MemberStatus(MemberAdmin.READY, "down"))
+    p = run(replica("ctl-1", timed_out(), CHECK_FAILS), back)
+    assert acts(p) == []
+    assert [h.kind for h in p.holds if h.host == "ctl-1"] == ["last_serving"]
+
+
+def test_past_the_window_a_hung_replica_is_handled_again() -> None:
+    old = replica("ctl-2", (ProbeResult(True, NOW - 0.5, "200 OK", 5.0),), CHECK_PASSES, restarts=(NOW - 61,))
+    assert acts(run(replica("ctl-1", timed_out(), CHECK_FAILS), old)) == [(ActionKind.DRAIN, "ctl-1")]
+    recent = dataclasses.replace(old, restarts=(NOW - 59,))
+    assert acts(run(replica("ctl-1", timed_out(), CHECK_FAILS), recent)) == []

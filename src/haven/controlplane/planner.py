@@ -84,6 +84,7 @@ PROBE_HUNG = "probe failing, no answer"  # ... when they failed by timeout (hung
 PROBE_BUSY = "probe failing, busy"  # ... by timeout while its CPU time advanced, past busy_grace_s
 TIMED_OUT = "no answer within"  # in a probe result's detail when it timed out (the probers say so)
 RESPREAD = "re-spread"  # how the reason of rule 6's START begins (the reconciler finds its moves by it)
+GATE_WINDOW_S = 60.0  # rule 4: a replica restarted this recently counts as failing for the replica gate
 _NEEDS_RESTART = frozenset({H.FAILED, H.UNHEALTHY})
 _CANNOT_SERVE = frozenset({H.FAILED, H.UNHEALTHY, H.STOPPED, H.UNKNOWN, H.ABSENT, H.STARTING})
 _PROCESS_GONE = frozenset({H.FAILED, H.STOPPED, H.UNKNOWN, H.ABSENT})
@@ -199,7 +200,23 @@ def _service(
 ) -> None:
     running = [j for j in judged if j.health in (H.HEALTHY, H.UNHEALTHY)]
     unhealthy = [j for j in judged if j.health is H.UNHEALTHY]
-    gate = replica_gate_reason(spec.name, len(unhealthy), len(running), state.settings)
+    # Rule 4 over a window, not a burst (as the observer gate): a replica restarted (by haven or
+    # systemd) within GATE_WINDOW_S counts as failing with those failing now. Under overload the
+    # replicas fail in turn, not at once: one crashes or is restarted, its share moves to the other,
+    # whose probes then time out; restarting that one moves it back (the HA lab's kill drill at load
+    # 25-50: the two nova-api replicas drained and restarted each other in turn for two minutes).
+    recent = [
+        j
+        for j in judged
+        if j.health is not H.UNHEALTHY
+        and not _crash_looped(spec, j, state.now)  # broken on its own: it will not take the load back
+        and any(0 <= state.now - t < GATE_WINDOW_S for t in j.view.restarts)
+    ]
+    failing = len(unhealthy) + len(recent) if unhealthy else 0
+    total = len(running) + sum(1 for j in recent if j not in running)
+    gate = replica_gate_reason(spec.name, failing, total, state.settings)
+    if gate and recent:
+        gate += f" ({len(recent)} of them restarted within the last {GATE_WINDOW_S:g} s)"
     if gate:
         state.holds.append(Hold(spec.name, None, "mass_failure", gate))
     down_deps = [d for d in spec.depends_on if d in healthy and healthy[d] == 0]
@@ -322,6 +339,10 @@ def _last_in_rotation_while_another_returns(
             continue
         if other.view.busy or other.health is H.STARTING:
             return True
+        if other.health is H.HEALTHY and other.probe_ok and not _in_rotation(spec, other):
+            member = other.view.member
+            if other.view.held_out or (member is not None and member.admin is MemberAdmin.READY):
+                return True  # back by its probe, not yet up in HAProxy's check (rise): on its way in
         if other.view.held_out and other.health in _NEEDS_RESTART and not _crash_looped(spec, other, now):
             return True
     return False
