@@ -137,12 +137,15 @@ def test_the_partition_drill_on_the_lab_restarts_the_cut_off_nodes_app_only(
     rabbit: HaRabbit, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``haven drill rabbitmq-partition --rabbitmq-node rabbit-3 --cloud lab``: rabbit-3 cut off from both
-    others (Erlang distribution links), a 2-against-1 partition; haven restarts rabbit-3's app only,
-    after the drill's grace. No unit is restarted (the same invocations), every node whole again."""
+    others (a network cut of their distribution handshakes with iptables, then mended), a 2-against-1
+    partition; haven restarts rabbit-3's app only, after the drill's grace. No unit is restarted (the
+    same invocations), every node whole again, and no rule of the cut left in iptables."""
     invocations = {n.name: _unit(n)[1] for n in rabbit.nodes}
     code, report = _drill(rabbit, capsys, "rabbitmq-partition", "--rabbitmq-node", "rabbit-3")
     assert (code, report["verdict"]) == (0, "recovered"), report
     assert report["restarted"] == ["restart rabbit-3@localhost"] and report["messages_ok"] is True
+    assert report["cut"]["method"].startswith("iptables") and report["cut"]["down_s"] > 0, report["cut"]
+    assert "HAVEN-CUT-" not in subprocess.run(["iptables", "-S"], capture_output=True, text=True).stdout
     assert {n.name: _unit(n) for n in rabbit.nodes} == {
         name: ("active", i) for name, i in invocations.items()
     }
