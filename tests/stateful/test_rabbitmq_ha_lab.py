@@ -125,7 +125,7 @@ def test_the_node_loss_drill_on_the_lab_starts_the_killed_unit_again(
     victim = rabbit.node("rabbit-2")
     before = _unit(victim)[1]
     code, report = _drill(rabbit, capsys, "rabbitmq-node-loss", "--rabbitmq-node", "rabbit-2")
-    assert (code, report["verdict"]) == (0, "recovered"), report
+    assert (code, report["verdict"]) == (0, "recovered"), (report["problems"], report["passes"])
     assert report["restarted"] == ["start rabbit-2@localhost"] and report["messages_ok"] is True
     state, invocation = _unit(victim)
     assert state == "active" and invocation != before  # systemd ran a new invocation: haven's start
@@ -142,7 +142,7 @@ def test_the_partition_drill_on_the_lab_restarts_the_cut_off_nodes_app_only(
     same invocations), every node whole again, and no rule of the cut left in iptables."""
     invocations = {n.name: _unit(n)[1] for n in rabbit.nodes}
     code, report = _drill(rabbit, capsys, "rabbitmq-partition", "--rabbitmq-node", "rabbit-3")
-    assert (code, report["verdict"]) == (0, "recovered"), report
+    assert (code, report["verdict"]) == (0, "recovered"), (report["problems"], report["passes"])
     assert report["restarted"] == ["restart rabbit-3@localhost"] and report["messages_ok"] is True
     assert report["cut"]["method"].startswith("iptables") and report["cut"]["down_s"] > 0, report["cut"]
     assert "HAVEN-CUT-" not in subprocess.run(["iptables", "-S"], capture_output=True, text=True).stdout
