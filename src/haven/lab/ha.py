@@ -21,8 +21,9 @@ first connection a dead replica refuses marks it DOWN at once, so no request wai
 replica whose port is open while its worker still loads (without it, clients timed out in 2 of 5
 kills). ``option redispatch``, ``retries 3`` and ``retry-on conn-failure empty-response
 response-timeout`` send a request a dead replica refused or never answered to the other one. Each
-server takes at most ``SERVER_MAXCONN`` requests at once (its gunicorn's threads), the rest wait in
-HAProxy's queue (``timeout queue``) rather than in gunicorn ahead of HAProxy's check.
+server takes at most ``SERVER_MAXCONN`` requests at once (half its gunicorn's threads: the others free
+for checks and probes), the rest wait in HAProxy's queue (``timeout queue``) rather than in gunicorn
+ahead of HAProxy's check.
 Its admin socket is ``LAB/ha/haproxy.sock``. Beside each frontend, a second one on the same replicas
 (``BACKEND_kolla``) is checked as Kolla-Ansible's template renders it (``check inter 2000 rise 2 fall 5``,
 a TCP connect check, ``timeout check 10s``, ``timeout server 1m``): the anchor the drills compare with.
@@ -534,14 +535,16 @@ def _start_controller(
 
 
 _CHECK = "check inter 1s fall 3 rise 2 observe layer4 error-limit 1 on-error mark-down"
-# Each replica takes at most as many requests at once as its gunicorn runs threads (``_GUNICORN``:
+# Each replica takes at most half as many requests at once as its gunicorn runs threads (``_GUNICORN``:
 # 1 worker x 8 threads); the rest wait in HAProxy's queue (``timeout queue``) for a free one, or for the
-# other replica. Without it a replica left alone with 24 clients held ~24 requests at once, answered
+# other replica. Without a cap a replica left alone with 24 clients held ~24 requests at once, answered
 # HAProxy's own check (queued behind them) later than ``timeout check`` and was marked DOWN: a 503 for
-# every client (HAProxy's checks are never queued: they need no slot). Kolla and TripleO leave the
-# servers unbounded (only a frontend maxconn); HAProxy's docs size a server's maxconn to what it serves
-# at once. At load 23-54 the survivor capped at 8 still missed the 2 s check (docs/controlplane.md).
-SERVER_MAXCONN = 1 * 8
+# every client (HAProxy's checks are never queued: they need no slot, but they need a free thread and
+# the interpreter's lock). Capped at all 8 threads, the survivor still missed the 2 s check at load
+# 28-38 (thousands of 503s a run); at 4, in the same conditions, 0-4 requests failed and its backend
+# was never empty (docs/controlplane.md). Kolla and TripleO leave the servers unbounded (only a
+# frontend maxconn); HAProxy's docs size a server's maxconn to what it serves at once.
+SERVER_MAXCONN = 1 * 8 // 2
 _SERVER = f"maxconn {SERVER_MAXCONN} {_CHECK}"
 # How long a request may wait for a free slot: then 503. Kolla's default is 1m, TripleO's 2m; 30 s is
 # what the lab's clients (the benches, openstacksdk) wait at most for an answer anyway.
