@@ -64,6 +64,9 @@ class SimCanaryCloud:
     image_data_error: str = ""  # the simulated Glance's download fails with this ("": it serves the data)
     image_bytes: int = 1024  # what its download serves (0: Glance's 204 for data gone from its store)
     compute_to_image_s: float = 0.0  # Nova's API waits this long on Glance (a slow link between the two)
+    api_delay_s: float = (
+        0.0  # Nova's API itself this slow on each server list and image lookup (a loaded host)
+    )
     request_timeout_s: float = 10.0  # the canary's client gives up on a request after this long
     room: int = 1  # the allocation candidates the simulated Placement offers (0: full, NoValidHost)
     identity_down: bool = False
@@ -86,6 +89,7 @@ class SimCanaryCloud:
         self.image_data_error = ""
         self.image_bytes = 1024
         self.compute_to_image_s = 0.0
+        self.api_delay_s = 0.0
         self.room = 1
 
     def existing(self) -> list[SimServer]:
@@ -167,6 +171,8 @@ class SimCanaryCloud:
 
     async def list_servers(self) -> int:
         self._api()
+        if self.api_delay_s:
+            await self.clock.sleep_until(self.clock.now() + self.api_delay_s)
         return len(self.existing())
 
     async def endpoints(self) -> Mapping[str, str]:
@@ -194,8 +200,8 @@ class SimCanaryCloud:
 
     async def image_via_compute(self, image: str) -> None:
         self._api()
-        if self.compute_to_image_s:
-            await self.clock.sleep_until(self.clock.now() + self.compute_to_image_s)
+        if self.compute_to_image_s or self.api_delay_s:
+            await self.clock.sleep_until(self.clock.now() + self.compute_to_image_s + self.api_delay_s)
         if self.image != "active":
             raise NotFound(f"image {image}: {self.image}")
 
