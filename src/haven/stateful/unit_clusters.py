@@ -110,10 +110,9 @@ class UnitRabbitCluster:
         started = time.monotonic()
         try:
             with cut:
-                # The links up now, closed from one side, each node's at once (one after another, a node
-                # that lost one peer while it still saw another one could make that one drop it too:
-                # Erlang's global, measured here as a 3-way split of a 2-against-1 cut); the rules keep
-                # them down.
+                # The links up now, closed from one side, each node's at once (closed one call after
+                # another, a 2-against-1 cut became a 3-way split once here; why was not looked into);
+                # the rules keep them down.
                 for a in dict.fromkeys(a for a, _ in pairs):
                     peers = ",".join(erl_atom(b.name) for x, b in pairs if x is a)
                     await a.files.call(f"[erlang:disconnect_node(N) || N <- [{peers}]].")
