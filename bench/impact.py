@@ -20,10 +20,10 @@ prints the comparison again against the current model without touching a lab.
 
 Run: .venv/bin/python bench/impact.py [--folder LAB] [--save impact.json] [--only keystone,mariadb]
      .venv/bin/python bench/impact.py --compare impact.json [--catalogue] [--markdown]
-The saved run of 2026-12-06 is tests/topology/impact_lab_matrix.json (test_impact_matrix.py holds the
-model to it). The measuring and the judging live in the package (haven.drill.impact_run,
-haven.drill.impact_matrix), shared with `haven drill controlplane-impact --cloud lab`; this script
-adds a lab of its own, the raw file and the comparison's printouts.
+The saved runs are tests/topology/impact_lab_matrix*.json (this script's of 2026-12-06, the drill's whole
+run of 2026-12-07; test_impact_matrix.py holds the model to both). The measuring and the judging live
+in the package (haven.drill.impact_run, haven.drill.impact_matrix), shared with `haven drill
+controlplane-impact --cloud lab`; this script adds a lab of its own, the raw file and the printouts.
 Without --folder it starts a lab (2 computes) in a temporary folder and stops it at the end. About
 1 min per service plus the lab's start on a 2-core machine; run it once.
 """
