@@ -263,6 +263,21 @@ def fault_run(
     }  # fmt: skip
 
 
+def _set_maxconn(cluster: ha.HaLab, maxconn: int) -> None:
+    """Every server of haven's backends (not Kolla's anchor) capped at ``maxconn`` (HAProxy's runtime API)."""
+    runtime = HAProxyRuntime(cluster.haproxy_socket)
+    for api in cluster.apis:
+        for controller in cluster.controllers:
+            answer = asyncio.run(
+                runtime.command(f"set maxconn server {api.backend}/{controller.host} {maxconn}")
+            )
+            if answer.strip():
+                raise SystemExit(
+                    f"HAProxy refused maxconn {maxconn} on {api.backend}/{controller.host}: {answer}"
+                )
+    print(f"maxconn {maxconn} on every server of haven's backends", flush=True)
+
+
 def _loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -848,6 +863,9 @@ def main() -> int:
     parser.add_argument("--load-in-bench", action="store_true",
                         help="kill/hang: the clients' threads in the bench's process, beside haven's "
                         "control plane (as before 2026-12-07); default: a process of their own")  # fmt: skip
+    parser.add_argument("--maxconn", type=int, default=0,
+                        help="set each server of haven's HAProxy backends to this maxconn first, "
+                        "via the runtime API (4: half the gunicorn threads); 0: leave them")  # fmt: skip
     args = parser.parse_args()
     global LAB_TIMING, LOAD_IN_BENCH
     LAB_TIMING = args.lab_timing
@@ -869,6 +887,8 @@ def main() -> int:
             print(f"no HA lab runs in {labf}: start one with `haven lab up --ha --folder {labf}`")
             return 2
         cluster = ha.from_state(state.ha)
+        if args.maxconn > 0:
+            _set_maxconn(cluster, args.maxconn)
         if cluster.workers:  # the lab's [controlplane] pings them: the transport URL, as LAB/ha/serve.env
             os.environ[ha.TRANSPORT_URL_ENV] = ha.transport_url(labf)
         if args.drill == "worker":

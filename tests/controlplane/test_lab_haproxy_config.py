@@ -1,8 +1,6 @@
-"""The HA lab's HAProxy configuration (haven.lab.ha.haproxy_config): each replica is capped at what its
-gunicorn serves at once, the rest queue in HAProxy, and Debian's HAProxy accepts the file.
-
-Why: a nova-api replica left alone with 24 clients (a peer killed) held every request at once, answered
-HAProxy's own check later than ``timeout check`` and was marked DOWN (503 for every client).
+"""The HA lab's HAProxy configuration (haven.lab.ha.haproxy_config): a queue timeout on haven's backends
+for a per-server ``maxconn`` (set at runtime by bench/ha_lab.py --maxconn; not written by default while
+the kill -9 lab test fails with it), and Debian's HAProxy accepts the file.
 """
 
 from __future__ import annotations
@@ -43,13 +41,13 @@ def test_maxconn_is_half_the_replicas_gunicorn_threads() -> None:
     assert workers * threads // 2 == ha.SERVER_MAXCONN  # the other half free for checks and probes
 
 
-def test_every_haven_backend_queues_beyond_its_replicas_threads(tmp_path: Path) -> None:
+def test_every_haven_backend_has_a_queue_timeout_and_no_server_cap_by_default(tmp_path: Path) -> None:
     backends = _backends(ha.haproxy_config(_lab(tmp_path)))
     for api in ha.APIS:
         lines = backends[api.backend]
         servers = [line for line in lines if line.startswith("server ")]
         assert len(servers) == 2
-        assert all(f"maxconn {ha.SERVER_MAXCONN} " in line for line in servers), servers
+        assert not any("maxconn" in line for line in servers), servers
         assert f"timeout queue {ha.TIMEOUT_QUEUE}" in lines
     # The Kolla anchor stays as Kolla renders it: no per-server cap.
     assert not any("maxconn" in line for line in backends["nova_api_kolla"])
@@ -65,9 +63,8 @@ def test_debians_haproxy_accepts_the_configuration(tmp_path: Path) -> None:
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
-def test_a_spares_members_are_capped_as_the_others(tmp_path: Path) -> None:
+def test_a_spares_members_are_checked_as_the_others(tmp_path: Path) -> None:
     lab = _lab(tmp_path)
     spare = ha.Controller("ctl-3", "127.0.1.3", tmp_path / "ctl-3", 0, spare=True)
     added = dict(ha._spare_servers(lab, spare))
-    assert all(f"maxconn {ha.SERVER_MAXCONN} " in added[api.backend] for api in ha.APIS)
-    assert "maxconn" not in added["nova_api_kolla"]
+    assert all(added[api.backend].endswith(ha._CHECK) for api in ha.APIS)
