@@ -237,12 +237,15 @@ class RunningHAProxy:
 
 @pytest.fixture
 def haproxy_factory() -> Iterator[object]:
-    """``start(backend, servers)``: HAProxy with one frontend to one backend; servers: name -> port."""
+    """``start(backend, servers, httpchk=None)``: HAProxy with one frontend to one backend; servers: name ->
+    port; checked by TCP connect, or by ``option httpchk GET <httpchk>`` when given."""
     _need(HAPROXY)
     started: list[tuple[subprocess.Popen[bytes], Path]] = []
     logs: list[IO[bytes]] = []
 
-    def start(backend: str, servers: dict[str, int | tuple[str, int]]) -> RunningHAProxy:
+    def start(
+        backend: str, servers: dict[str, int | tuple[str, int]], httpchk: str | None = None
+    ) -> RunningHAProxy:
         folder = Path(tempfile.mkdtemp(prefix="hv-hap-"))
         sock = folder / "admin.sock"
         port = free_port()
@@ -254,7 +257,7 @@ def haproxy_factory() -> Iterator[object]:
             f"global\n    stats socket {sock} mode 600 level admin\n    log stdout format raw local0 err\n"
             "defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n"
             f"frontend fe\n    bind 127.0.0.1:{port}\n    default_backend {backend}\n"
-            f"backend {backend}\n{lines}\n"
+            f"backend {backend}\n" + (f"    option httpchk GET {httpchk}\n" if httpchk else "") + f"{lines}\n"
         )
         logs.append((folder / "haproxy.log").open("wb"))
         proc = subprocess.Popen(

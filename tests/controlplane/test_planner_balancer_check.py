@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from haven.controlplane.planner import PROBE_BUSY, PROBE_HUNG, plan
+from haven.controlplane.planner import PROBE_BUSY, PROBE_HUNG, RISE_WAIT_S, plan
 from haven.controlplane.reconciler import killable
 from haven.domain.controlplane import (
     ActionKind,
@@ -89,8 +89,11 @@ def test_held_out_and_still_answering_haproxy_it_is_restarted_gracefully_never_k
     drained = MemberStatus(MemberAdmin.DRAIN, "up", check_passed=True)
     view = replica("ctl-1", timed_out(35), drained, held_out=True)
     assert acts(run(view, serving())) == [(ActionKind.MAINT, "ctl-1")]
-    out = replica("ctl-1", timed_out(35), dataclasses.replace(MAINT, operational="up", check_passed=True),
-                  held_out=True)  # fmt: skip
+    # In maintenance HAProxy's checks pause (show stat leaves check_status blank: not known); its CPU time
+    # advancing tells it is busy, not hung.
+    late = (ProbeResult(False, NOW - 34 + i, LATE, 10.0 + 0.6 * (i + 1)) for i in range(35))
+    working = (ProbeResult(True, NOW - 35, "200 OK", 10.0), *late)
+    out = replica("ctl-1", working, MAINT, held_out=True)
     (restart,) = [a for a in run(out, serving()).actions if a.kind is ActionKind.RESTART]
     assert restart.reason.startswith(PROBE_BUSY) and not killable(KEYSTONE, restart.reason)
     hung = replica("ctl-1", timed_out(2), MAINT, held_out=True)  # checks off in maintenance: not known
@@ -128,11 +131,32 @@ def test_the_last_enabled_member_haproxy_counts_down_under_load_is_not_taken_out
 
 
 def test_the_last_enabled_member_is_kept_while_another_is_being_restarted_even_if_haproxy_says_down() -> None:
+    # Busy (CPU advancing): HAProxy counted it down under load, it serves again when its check passes.
     starting = UnitStatus(UnitActive.ACTIVATING, "start")
     back = replica("ctl-2", (), MAINT, unit=starting, held_out=True)
-    p = run(replica("ctl-1", timed_out(), DOWN), back)
+    busy = (
+        ProbeResult(True, NOW - 2, "200 OK", 12.0),
+        ProbeResult(False, NOW - 1, LATE, 12.6),
+        ProbeResult(False, NOW, LATE, 13.2),
+    )
+    p = run(replica("ctl-1", busy, DOWN), back)
     assert acts(p) == []  # before: ctl-1 drained too (HAProxy counted it down): nothing left to come back to
     assert [h.kind for h in p.holds if h.host == "ctl-1"] == ["last_serving"]
+    # Hung (CPU flat) and counted down: it serves nothing, keeping it helps no one; out and restarted.
+    assert acts(run(replica("ctl-1", timed_out(), DOWN), back)) == [(ActionKind.DRAIN, "ctl-1")]
+
+
+def test_a_peer_back_by_its_probe_but_never_up_in_haproxy_keeps_no_hung_survivor_for_ever() -> None:
+    # ctl-2 passes haven's probe but HAProxy's check of it keeps failing (an operator's disable_by_file,
+    # a path from HAProxy broken): it is not on its way in past RISE_WAIT_S, and the hung ctl-1 is handled.
+    passing = (ProbeResult(True, NOW - RISE_WAIT_S - 5, "200 OK"), ProbeResult(True, NOW, "200 OK"))
+    never_up = replica("ctl-2", passing, MemberStatus(MemberAdmin.READY, "down", check_passed=False))
+    assert acts(run(replica("ctl-1", timed_out(), CHECK_FAILS), never_up)) == [(ActionKind.DRAIN, "ctl-1")]
+    # Within it, kept (the rise is a few seconds).
+    fresh = dataclasses.replace(
+        never_up, probes=(ProbeResult(False, NOW - 3, "503"), ProbeResult(True, NOW - 2, "200 OK"))
+    )
+    assert acts(run(replica("ctl-1", timed_out(), CHECK_FAILS), fresh)) == []
 
 
 def test_a_hung_last_member_is_still_restarted_when_nothing_else_is_coming_back() -> None:
@@ -186,8 +210,16 @@ def test_the_peer_back_by_its_probe_but_not_yet_up_in_haproxy_keeps_the_survivor
     assert [h.kind for h in p.holds if h.host == "ctl-1"] == ["last_serving"]
 
 
-def test_past_the_window_a_hung_replica_is_handled_again() -> None:
+def test_past_the_window_or_once_the_peer_serves_a_hung_replica_is_handled_again() -> None:
     old = replica("ctl-2", (ProbeResult(True, NOW - 0.5, "200 OK", 5.0),), CHECK_PASSES, restarts=(NOW - 61,))
     assert acts(run(replica("ctl-1", timed_out(), CHECK_FAILS), old)) == [(ActionKind.DRAIN, "ctl-1")]
+    # Restarted 59 s ago and serving again (up by HAProxy's check): it took its share back, it is not
+    # failing, so it does not hold the hung one (a peer systemd restarts every ~45 s, healthy between,
+    # held it for ever before).
     recent = dataclasses.replace(old, restarts=(NOW - 59,))
-    assert acts(run(replica("ctl-1", timed_out(), CHECK_FAILS), recent)) == []
+    assert acts(run(replica("ctl-1", timed_out(), CHECK_FAILS), recent)) == [(ActionKind.DRAIN, "ctl-1")]
+    # Restarted 59 s ago and not serving yet (its member still in maintenance): held.
+    returning = dataclasses.replace(recent, member=MAINT, held_out=True, probes=())
+    p = run(replica("ctl-1", timed_out(), CHECK_FAILS), returning)
+    assert (ActionKind.DRAIN, "ctl-1") not in acts(p)
+    assert [h.kind for h in p.holds if h.host is None] == ["mass_failure"]

@@ -84,7 +84,10 @@ PROBE_HUNG = "probe failing, no answer"  # ... when they failed by timeout (hung
 PROBE_BUSY = "probe failing, busy"  # ... by timeout while its CPU time advanced, past busy_grace_s
 TIMED_OUT = "no answer within"  # in a probe result's detail when it timed out (the probers say so)
 RESPREAD = "re-spread"  # how the reason of rule 6's START begins (the reconciler finds its moves by it)
-GATE_WINDOW_S = 60.0  # rule 4: a replica restarted this recently counts as failing for the replica gate
+GATE_WINDOW_S = 60.0  # rule 4: a replica restarted this recently, and not serving yet, counts as failing
+# How long a replica back by haven's probe may take to be up by HAProxy's own check (rise x inter, with
+# room for a loaded check) while the last member is kept for it; past that, it is not "on its way in".
+RISE_WAIT_S = 15.0
 _NEEDS_RESTART = frozenset({H.FAILED, H.UNHEALTHY})
 _CANNOT_SERVE = frozenset({H.FAILED, H.UNHEALTHY, H.STOPPED, H.UNKNOWN, H.ABSENT, H.STARTING})
 _PROCESS_GONE = frozenset({H.FAILED, H.STOPPED, H.UNKNOWN, H.ABSENT})
@@ -209,6 +212,7 @@ def _service(
         j
         for j in judged
         if j.health is not H.UNHEALTHY
+        and not _serving(spec, j)  # serving again: it took its share back, it is not failing
         and not _crash_looped(spec, j, state.now)  # broken on its own: it will not take the load back
         and any(0 <= state.now - t < GATE_WINDOW_S for t in j.view.restarts)
     ]
@@ -281,12 +285,14 @@ def _in_rotation(spec: ServiceSpec, j: Judged) -> bool:
 def _last_member(spec: ServiceSpec, j: Judged, judged: list[Judged]) -> bool:
     """Its member is enabled (ready) and no other replica takes the load balancer's traffic: taking it out
     moves no request elsewhere. HAProxy may count it down (its own check failed under load): then it
-    serves again as soon as that check passes, unless haven took it out."""
+    serves again as soon as that check passes, unless haven took it out; but only a busy one (``_busy``)
+    is kept for that: a hung one counted down serves nothing, and is handled as any unhealthy replica."""
     member = j.view.member
     return (
         spec.backend is not None
         and member is not None
         and member.admin is MemberAdmin.READY
+        and (member.operational == "up" or _busy(spec, j))
         and not any(_in_rotation(spec, o) for o in judged if o is not j)
     )
 
@@ -341,7 +347,8 @@ def _last_in_rotation_while_another_returns(
             return True
         if other.health is H.HEALTHY and other.probe_ok and not _in_rotation(spec, other):
             member = other.view.member
-            if other.view.held_out or (member is not None and member.admin is MemberAdmin.READY):
+            on_its_way = other.view.held_out or (member is not None and member.admin is MemberAdmin.READY)
+            if on_its_way and now - _passing_since(other) < RISE_WAIT_S:
                 return True  # back by its probe, not yet up in HAProxy's check (rise): on its way in
         if other.view.held_out and other.health in _NEEDS_RESTART and not _crash_looped(spec, other, now):
             return True
@@ -453,6 +460,18 @@ def _failing_since(j: Judged) -> float:
     since = j.view.probes[-1].at
     for result in reversed(j.view.probes):
         if result.ok:
+            break
+        since = result.at
+    return since
+
+
+def _passing_since(j: Judged) -> float:
+    """When its current run of passed probes began (the oldest one kept, when all kept passed; its
+    unit's start when it has no probe kept)."""
+    unit = j.view.unit
+    since = unit.active_since if unit is not None and unit.active_since is not None else float("-inf")
+    for result in reversed(j.view.probes):
+        if not result.ok:
             break
         since = result.at
     return since

@@ -20,8 +20,11 @@ from haven.domain.waiting import within
 _MAINT_BITS = 0x01 | 0x02 | 0x04 | 0x20 | 0x40
 _DRAIN_BITS = 0x08 | 0x10
 _OPERATIONAL = {"0": "down", "1": "starting", "2": "up", "3": "stopping"}
-# show stat's check_status of a passed check (HAProxy's management guide, "9.1. CSV format").
-_CHECK_PASSED = frozenset({"L4OK", "L6OK", "L7OK", "L7OKC"})
+# show stat's check_status of a passed check (HAProxy's management guide, "9.1. CSV format"): an
+# application's answer only. L4OK (a TCP connect) and L6OK (a TLS handshake) are left out as not known:
+# the kernel completes connects for a hung (SIGSTOPped, deadlocked) process until its backlog fills.
+_CHECK_PASSED = frozenset({"L7OK", "L7OKC"})
+_CHECK_NOT_KNOWN = frozenset({"", "UNK", "INI", "L4OK", "L6OK"})
 
 
 class HAProxyRuntime:
@@ -116,8 +119,9 @@ def parse_sessions(text: str) -> dict[tuple[str, str], int]:
 
 def parse_check_passed(text: str) -> dict[tuple[str, str], bool]:
     """``show stat`` CSV: (backend, server) -> whether HAProxy's own latest completed health check passed
-    (``check_status``: L4OK, L6OK, L7OK, L7OKC; a check under way is shown as its previous status after
-    "* "). Members without checks, or none completed yet (UNK, INI), are left out: not known."""
+    (``check_status`` L7OK or L7OKC; a check under way is shown as its previous status after "* ").
+    Members without checks, none completed yet (UNK, INI), or checked below the application (L4OK,
+    L6OK: a hung process still accepts connections) are left out: not known."""
     lines = text.splitlines()
     if not lines or not lines[0].startswith("# "):
         return {}
@@ -126,7 +130,7 @@ def parse_check_passed(text: str) -> dict[tuple[str, str], bool]:
     for line in lines[1:]:
         row = dict(zip(header, line.split(","), strict=False))
         status = (row.get("check_status") or "").lstrip("* ").strip()
-        if row.get("svname") in (None, "", "FRONTEND", "BACKEND") or status in ("", "UNK", "INI"):
+        if row.get("svname") in (None, "", "FRONTEND", "BACKEND") or status in _CHECK_NOT_KNOWN:
             continue
         out[(row["pxname"], row["svname"])] = status in _CHECK_PASSED
     return out
