@@ -9,6 +9,7 @@ from haven's journal.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import os
 import signal
@@ -22,10 +23,12 @@ from pathlib import Path
 import pytest
 
 from haven.domain.clock import RealClock
+from haven.domain.errors import TemporaryError
 from haven.domain.galera import GaleraAction
 from haven.stateful.cluster import stable_port as free_port
 from haven.stateful.rabbitmq import ClusterStatus, DecisionKind, RabbitSettings
 from haven.stateful.rabbitmq_cluster import LoopbackRabbitCluster, healthy, missing_binaries
+from haven.stateful.rabbitmq_node import ERL_CALL, LocalRabbitNode
 from haven.stateful.rabbitmq_recovery import RabbitRecovery, journal_key
 from haven.store import Store
 
@@ -51,6 +54,23 @@ def _recovery(cluster: LoopbackRabbitCluster) -> tuple[RabbitRecovery, Store]:
     store = Store.open("sqlite://")
     settings = RabbitSettings(partition_grace_s=1.0, unreadable_hold_s=120.0)
     return RabbitRecovery.on_store(cluster.nodes, store, "t", RealClock(), settings=settings), store
+
+
+def test_a_dist_port_that_is_another_nodes_reads_and_stops_nothing(cluster: LoopbackRabbitCluster) -> None:
+    # erl_call reaches a node by address and port, not by name: rabbit-1 configured with rabbit-2's port
+    # must not read rabbit-2's status as rabbit-1's, nor stop rabbit-2's app for rabbit-1.
+    one, two = cluster.node("rabbit-1"), cluster.node("rabbit-2")
+    if not ERL_CALL.exists():
+        pytest.skip("erl_call is not installed: rabbitmqctl finds nodes by name")
+    wrong = LocalRabbitNode(dataclasses.replace(one.layout, dist_port=two.layout.dist_port))
+    with pytest.raises(TemporaryError, match="reached node 'rabbit-2@localhost' instead") as read:
+        asyncio.run(wrong.status())
+    assert "fix rabbit-1@localhost's dist_port" in str(read.value)
+    with pytest.raises(TemporaryError, match="reached node 'rabbit-2@localhost'"):
+        asyncio.run(wrong.restart_app())
+    # Ground truth from the CLI: rabbit-2's app never stopped, and every node still sees the three.
+    assert healthy(asyncio.run(two.cli_status()), NAMES)
+    assert asyncio.run(one.status()).running_nodes  # the right port still answers through the guard
 
 
 def test_a_killed_node_is_started_and_back_in_every_nodes_running_nodes(

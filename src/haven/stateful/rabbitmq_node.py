@@ -60,6 +60,7 @@ STATUS_EXPR = (
     "|| {A, _} <- rabbit_alarm:get_alarms()]})) end."
 )
 CLI_TIMEOUT_S = 30.0
+WRONG_NODE = "haven-wrong-node:"  # what guarded() prints instead when another node answered
 APP_TIMEOUT_S = 120.0
 
 
@@ -151,6 +152,16 @@ def parse_call_status(text: str, name: str) -> ClusterStatus:
     return parse_status(text)
 
 
+def guarded(expr: str, name: str) -> str:
+    """``expr`` (one Erlang expression ending with a full stop) run only if the node that answers is
+    ``name``; otherwise it prints WRONG_NODE and its own name. erl_call reaches a node by its address and
+    port, with no name to compare (rabbitmqctl finds the node by name through epmd): a ``dist_port``
+    that is another node's in haven's configuration would read, or stop, the wrong node."""
+    body = expr.rstrip().removesuffix(".")
+    wrong = f'io:put_chars(["{WRONG_NODE}", atom_to_list(node())])'
+    return f"case node() =:= {erl_atom(name)} of true -> {body}; false -> {wrong} end."
+
+
 def erl_atom(name: str) -> str:
     """An Erlang expression of the atom ``name`` that does not spell it out (``list_to_atom([114,...])``):
     an expression naming a node would be refused by a drill's cut, which matches nodes' names."""
@@ -217,14 +228,15 @@ class LocalRabbitNode:
         """What ``expr`` (Erlang expressions, ending with a full stop) prints on the node, through
         erl_call to its distribution port; a TemporaryError when the node cannot be reached or fails."""
         timeout = timeout_s or self.cli_timeout_s
+        address = f"127.0.0.1:{self.layout.dist_port}"
         argv = [
-            str(ERL_CALL), "-address", f"127.0.0.1:{self.layout.dist_port}", "-timeout",
+            str(ERL_CALL), "-address", address, "-timeout",
             str(max(1, math.ceil(timeout))), "-fetch_stdout", "-no_result_term", "-e",
         ]  # fmt: skip
         try:
             result = await asyncio.to_thread(
-                subprocess.run, argv, input=expr + "\n", env=self.layout.cli_env(), capture_output=True,
-                text=True, timeout=timeout + 5, check=False,
+                subprocess.run, argv, input=guarded(expr, self.name) + "\n", env=self.layout.cli_env(),
+                capture_output=True, text=True, timeout=timeout + 5, check=False,
             )  # fmt: skip
         except subprocess.TimeoutExpired as exc:
             raise TemporaryError(f"erl_call to {self.name}: no answer in {timeout:g} s") from exc
@@ -234,6 +246,12 @@ class LocalRabbitNode:
             lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
             why = " ".join(lines[:2])[:300] or f"exit {result.returncode}"
             raise TemporaryError(f"erl_call to {self.name}: {why}")
+        if result.stdout.startswith(WRONG_NODE):
+            other = result.stdout.removeprefix(WRONG_NODE).strip()[:255]
+            raise TemporaryError(
+                f"erl_call to {self.name} at {address} reached node {other!r} instead ({address} is that "
+                f"node's distribution port): fix {self.name}'s dist_port in haven's configuration"
+            )
         return result.stdout
 
     async def ctl(self, *args: str, timeout_s: float | None = None) -> str:
