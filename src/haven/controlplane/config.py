@@ -8,6 +8,10 @@ mistake raises ConfigError naming the key and how to fix it.
     gate_share = 0.5                 # more than this share of a service failing its probes holds it
     max_restarts_at_once = 1         # per service
     pass_interval_s = 1.0
+    gate_window_s = 60.0             # a replica restarted this recently, not serving yet, counts as
+                                     # failing for gate_share (0 to 3600; 0: only those failing now)
+    rise_wait_s = 15.0               # the last member in a backend is kept this long for a replica back
+                                     # by haven's probe, not yet up in HAProxy's check (0 to 600)
     driver = "systemd"               # "podman", "docker" or "sim"; default: "sim" on the simulated cloud,
                                      # else "systemd"
     haproxy_socket = "/run/haproxy/admin.sock"   # HAProxy's stats socket (level admin); "" for none
@@ -72,8 +76,8 @@ from haven.domain.ids import HostName
 T = TypeVar("T")
 _KINDS = {str: "a string", bool: "true or false", int: "an integer", float: "a number"}
 _SECTION_KEYS = {
-    "gate_share", "max_restarts_at_once", "pass_interval_s", "controllers", "services", "driver",
-    "haproxy_socket", "kubernetes",
+    "gate_share", "max_restarts_at_once", "pass_interval_s", "gate_window_s", "rise_wait_s", "controllers",
+    "services", "driver", "haproxy_socket", "kubernetes",
 }  # fmt: skip
 DRIVERS = ("systemd", "podman", "docker", "kubernetes", "sim")
 CONTAINER_DRIVERS = ("podman", "docker")
@@ -118,11 +122,22 @@ def parse_controlplane(section: object, where: str) -> ControlPlaneConfig:
     where = f"{where} [controlplane]"
     table = _mapping(section, where, "write it as a [controlplane] section")
     _only(table, _SECTION_KEYS, where)
-    settings = _scalars(ControlPlaneSettings(), {k: v for k, v in table.items() if k in _SETTINGS}, where)
+    raw = {k: v for k, v in table.items() if k in _SETTINGS}
+    # The windows' numbers are range-checked below (a negative one named with its range); anything
+    # else is _scalars' to refuse (its type named).
+    windows: dict[str, Any] = {k: float(raw.pop(k)) for k in _WINDOWS if _is_number(raw.get(k))}
+    settings = dataclasses.replace(_scalars(ControlPlaneSettings(), raw, where), **windows)
     if not 0 < settings.gate_share <= 1:
         raise ConfigError(f"{where}: gate_share must be in (0, 1], got {settings.gate_share!r}")
     if settings.max_restarts_at_once < 1 or settings.pass_interval_s <= 0:
         raise ConfigError(f"{where}: max_restarts_at_once must be >= 1 and pass_interval_s > 0")
+    for key, (low, high) in _WINDOWS.items():
+        value = getattr(settings, key)
+        if not low <= value <= high:  # NaN too
+            raise ConfigError(
+                f"{where}: {key} must be between {low:g} and {high:g} seconds, got {value!r}",
+                f"e.g. {key} = {getattr(ControlPlaneSettings(), key)!r} (the default)",
+            )
     controllers = _controllers(table.get("controllers", []), f"{where} controllers")
     raw_services = _mapping(
         table.get("services", {}), f"{where} services", "use [controlplane.services.NAME]"
@@ -174,7 +189,10 @@ def _kubernetes(value: object, where: str, needed: bool) -> KubernetesAccess | N
     return access
 
 
-_SETTINGS = {"gate_share", "max_restarts_at_once", "pass_interval_s"}
+_SETTINGS = {"gate_share", "max_restarts_at_once", "pass_interval_s", "gate_window_s", "rise_wait_s"}
+# The planner's windows (seconds) and their allowed ranges: gate_window_s 0 counts only the replicas
+# failing now (the gate of a burst); rise_wait_s 0 never keeps the last member for a returning one.
+_WINDOWS = {"gate_window_s": (0.0, 3600.0), "rise_wait_s": (0.0, 600.0)}
 
 
 def _controllers(value: object, where: str) -> tuple[Controller, ...]:
@@ -326,6 +344,10 @@ def _check_kind(probe: ProbeSpec, where: str) -> None:
             f"{where}: topic must be Nova's RPC topic of the service, got {probe.topic!r}",
             'topic = "conductor" for nova-conductor, "scheduler" for nova-scheduler',
         )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _is_status(value: object) -> bool:

@@ -84,10 +84,13 @@ PROBE_HUNG = "probe failing, no answer"  # ... when they failed by timeout (hung
 PROBE_BUSY = "probe failing, busy"  # ... by timeout while its CPU time advanced, past busy_grace_s
 TIMED_OUT = "no answer within"  # in a probe result's detail when it timed out (the probers say so)
 RESPREAD = "re-spread"  # how the reason of rule 6's START begins (the reconciler finds its moves by it)
-GATE_WINDOW_S = 60.0  # rule 4: a replica restarted this recently, and not serving yet, counts as failing
-# How long a replica back by haven's probe may take to be up by HAProxy's own check (rise x inter, with
-# room for a loaded check) while the last member is kept for it; past that, it is not "on its way in".
-RISE_WAIT_S = 15.0
+# The defaults of haven.toml's ``[controlplane] gate_window_s`` and ``rise_wait_s`` (the planner reads
+# them from its ``settings``): rule 4, a replica restarted this recently, and not serving yet, counts as
+# failing; and how long a replica back by haven's probe may take to be up by HAProxy's own check (rise x
+# inter, with room for a loaded check) while the last member is kept for it; past that, it is not "on
+# its way in".
+GATE_WINDOW_S = ControlPlaneSettings().gate_window_s
+RISE_WAIT_S = ControlPlaneSettings().rise_wait_s
 _NEEDS_RESTART = frozenset({H.FAILED, H.UNHEALTHY})
 _CANNOT_SERVE = frozenset({H.FAILED, H.UNHEALTHY, H.STOPPED, H.UNKNOWN, H.ABSENT, H.STARTING})
 _PROCESS_GONE = frozenset({H.FAILED, H.STOPPED, H.UNKNOWN, H.ABSENT})
@@ -204,7 +207,7 @@ def _service(
     running = [j for j in judged if j.health in (H.HEALTHY, H.UNHEALTHY)]
     unhealthy = [j for j in judged if j.health is H.UNHEALTHY]
     # Rule 4 over a window, not a burst (as the observer gate): a replica restarted (by haven or
-    # systemd) within GATE_WINDOW_S counts as failing with those failing now. Under overload the
+    # systemd) within gate_window_s counts as failing with those failing now. Under overload the
     # replicas fail in turn, not at once: one crashes or is restarted, its share moves to the other,
     # whose probes then time out; restarting that one moves it back (the HA lab's kill drill at load
     # 25-50: the two nova-api replicas drained and restarted each other in turn for two minutes).
@@ -214,13 +217,13 @@ def _service(
         if j.health is not H.UNHEALTHY
         and not _serving(spec, j)  # serving again: it took its share back, it is not failing
         and not _crash_looped(spec, j, state.now)  # broken on its own: it will not take the load back
-        and any(0 <= state.now - t < GATE_WINDOW_S for t in j.view.restarts)
+        and any(0 <= state.now - t < state.settings.gate_window_s for t in j.view.restarts)
     ]
     failing = len(unhealthy) + len(recent) if unhealthy else 0
     total = len(running) + sum(1 for j in recent if j not in running)
     gate = replica_gate_reason(spec.name, failing, total, state.settings)
     if gate and recent:
-        gate += f" ({len(recent)} of them restarted within the last {GATE_WINDOW_S:g} s)"
+        gate += f" ({len(recent)} of them restarted within the last {state.settings.gate_window_s:g} s)"
     if gate:
         state.holds.append(Hold(spec.name, None, "mass_failure", gate))
     down_deps = [d for d in spec.depends_on if d in healthy and healthy[d] == 0]
@@ -239,7 +242,9 @@ def _service(
             continue  # an unfinished action: the reconciler finishes it first
         if j.health is H.UNHEALTHY and gate:
             continue  # rule 4: held, and left in the load balancer
-        if j.health is H.UNHEALTHY and _last_in_rotation_while_another_returns(spec, j, judged, state.now):
+        if j.health is H.UNHEALTHY and _last_in_rotation_while_another_returns(
+            spec, j, judged, state.now, state.settings.rise_wait_s
+        ):
             reason = (
                 f"{spec.name}@{j.view.host} fails its probes but is the last replica in backend "
                 f"{spec.backend.name if spec.backend else ''} while another is being restarted: kept in "
@@ -332,7 +337,7 @@ def _answers_balancer(spec: ServiceSpec, j: Judged) -> bool:
 
 
 def _last_in_rotation_while_another_returns(
-    spec: ServiceSpec, j: Judged, judged: list[Judged], now: float
+    spec: ServiceSpec, j: Judged, judged: list[Judged], now: float, rise_wait_s: float
 ) -> bool:
     """``j`` is the only replica in the load balancer, and another is on its way back: being restarted
     (an action in flight, starting, or out for a restart and not in a crash loop). Draining ``j`` then
@@ -348,7 +353,7 @@ def _last_in_rotation_while_another_returns(
         if other.health is H.HEALTHY and other.probe_ok and not _in_rotation(spec, other):
             member = other.view.member
             on_its_way = other.view.held_out or (member is not None and member.admin is MemberAdmin.READY)
-            if on_its_way and now - _passing_since(other) < RISE_WAIT_S:
+            if on_its_way and now - _passing_since(other) < rise_wait_s:
                 return True  # back by its probe, not yet up in HAProxy's check (rise): on its way in
         if other.view.held_out and other.health in _NEEDS_RESTART and not _crash_looped(spec, other, now):
             return True

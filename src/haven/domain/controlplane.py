@@ -152,6 +152,12 @@ class ControlPlaneSettings:
     gate_share: float = 0.5
     max_restarts_at_once: int = 1  # per service: never restart everything at once
     pass_interval_s: float = 1.0  # how often the reconciler observes and plans
+    # A replica restarted this recently (by haven or systemd), not serving yet, counts as failing for
+    # gate_share (0 to 3600 s; 0: only the replicas failing now).
+    gate_window_s: float = 60.0
+    # The last member in a backend is kept this long for a peer back by haven's probe but not yet up in
+    # HAProxy's own check (0 to 600 s).
+    rise_wait_s: float = 15.0
 
 
 # ---- what was observed ---------------------------------------------------------------------------
