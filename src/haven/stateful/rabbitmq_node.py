@@ -17,7 +17,9 @@ What haven reads of it:
   ``erl_call`` (Erlang/OTP's small C client of the distribution protocol: a hidden node for one call,
   connected straight to the node's distribution port) when it is installed: a ``rabbitmqctl`` call
   starts an Erlang VM and loads the CLI, 2 s on a quiet machine and 6-12 s at load 15-45 here, while
-  ``erl_call`` answers in tens of milliseconds (measured 13-41 ms at load ~15). Without it,
+  ``erl_call`` answers in tens of milliseconds (measured 13-41 ms at load ~15). Without it, or when
+  erl_call cannot connect to a node that listens (a cookie, name or TLS distribution it cannot use:
+  ``CONNECT_FAILED`` below says how that is told from a node that is down),
   ``rabbitmqctl -n NODE cluster_status --formatter json`` run with the node's environment. (The Debian
   ``/usr/sbin/rabbitmqctl`` wrapper runs as the rabbitmq user with that user's cookie: haven calls
   /usr/lib/rabbitmq/bin/rabbitmqctl.)
@@ -33,6 +35,7 @@ import json
 import math
 import os
 import re
+import socket
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -62,6 +65,51 @@ STATUS_EXPR = (
 CLI_TIMEOUT_S = 30.0
 WRONG_NODE = "haven-wrong-node:"  # what guarded() prints instead when another node answered
 APP_TIMEOUT_S = 120.0
+# erl_call's words when it gets no distribution connection (OTP 25, /usr/bin/erl_call here, exit 1):
+#   erl_call: failed to connect to node with address "127.0.0.1:PORT"
+#   <ERROR> get_cookie: can't open cookie fileerl_call: can't create C node c17@vm; 0   (no cookie file)
+# The first is the same, word for word, for a port nothing listens on (a node down, or booting before
+# its listener opens: 10-16 ms), a wrong cookie (the node logs "Invalid challenge reply": 27-54 ms), a
+# port that is not a node's (epmd's) and a listener that closes at once. So erl_call's output cannot tell
+# "down" from "cannot use this node": haven then tries a TCP connection to the distribution port itself
+# (``listens``). Refused: nothing listens, the node is down or not up yet, and rabbitmqctl would fail the
+# same way after seconds of starting its VM: reported at once, no fallback. Accepted: a node listens and
+# refused erl_call's handshake (a cookie only rabbitmqctl has, in RABBITMQ_ERLANG_COOKIE or
+# --erlang-cookie; TLS distribution; a name erl_call cannot use): ask rabbitmqctl. A timeout (erl_call's
+# own -timeout ends it by SIGALRM, a node that accepted and did not answer) is no connect failure: a hung
+# node would hang rabbitmqctl too.
+CONNECT_FAILED = ("erl_call: failed to connect to node", "can't create C node", "get_cookie:")
+
+
+class CliFailed(TemporaryError):
+    """A client (erl_call, rabbitmqctl) ran and exited non-zero; ``output``: its first lines."""
+
+    def __init__(self, message: str, output: str) -> None:
+        super().__init__(message)
+        self.output = output
+
+
+class CliCannotRun(TemporaryError):
+    """A client could not be run at all (missing, not executable)."""
+
+
+class ErlCallUnusable(TemporaryError):
+    """erl_call cannot ask this node (not installed, cannot run, or refused by a node that listens):
+    the caller asks rabbitmqctl instead."""
+
+
+def connect_failed(output: str) -> bool:
+    """Whether erl_call's ``output`` (its first lines, exit 1) says it got no connection to the node."""
+    return any(words in output for words in CONNECT_FAILED)
+
+
+def listens(port: int, timeout_s: float = 1.0) -> bool:
+    """Whether a TCP connection to 127.0.0.1:``port`` is accepted (then closed, sending nothing)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s):
+            return True
+    except OSError:  # refused (nothing listens), or no answer within timeout_s
+        return False
 
 
 class RabbitNode(Protocol):
@@ -183,10 +231,18 @@ def _alarm(alarm: object) -> str:
 class LocalRabbitNode:
     """A node whose server runs on this machine, started by haven with its layout's environment."""
 
-    def __init__(self, layout: RabbitLayout, cli_timeout_s: float = CLI_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        layout: RabbitLayout,
+        cli_timeout_s: float = CLI_TIMEOUT_S,
+        erl_call: Path = ERL_CALL,
+        rabbitmqctl: Path = RABBITMQCTL,
+    ) -> None:
         self.layout = layout
         self.name = layout.name
         self.cli_timeout_s = cli_timeout_s
+        self.erl_call = erl_call  # a path of the tests' own in tests: the clients are arguments
+        self.rabbitmqctl = rabbitmqctl
         self.started: list[subprocess.Popen[bytes]] = []  # servers this object started (their groups)
 
     # ---- read --------------------------------------------------------------------------------------
@@ -215,8 +271,10 @@ class LocalRabbitNode:
         return await asyncio.to_thread(self.runs)
 
     async def status(self) -> ClusterStatus:
-        if ERL_CALL.exists():
+        try:
             return parse_call_status(await self.call(STATUS_EXPR), self.name)
+        except ErlCallUnusable:
+            pass  # rabbitmqctl may still reach it (it says why not, if not)
         return parse_status(await self.ctl("cluster_status", "--formatter", "json"))
 
     async def cli_status(self) -> ClusterStatus:
@@ -226,51 +284,66 @@ class LocalRabbitNode:
 
     async def call(self, expr: str, timeout_s: float | None = None) -> str:
         """What ``expr`` (Erlang expressions, ending with a full stop) prints on the node, through
-        erl_call to its distribution port; a TemporaryError when the node cannot be reached or fails."""
+        erl_call to its distribution port. ErlCallUnusable when erl_call cannot be used for this node
+        (missing, or refused by a node that listens: ask rabbitmqctl instead); any other TemporaryError
+        when the node does not listen (down, or booting) or fails."""
+        if not self.erl_call.exists():
+            raise ErlCallUnusable(f"erl_call to {self.name}: {self.erl_call} is not installed")
         timeout = timeout_s or self.cli_timeout_s
         address = f"127.0.0.1:{self.layout.dist_port}"
         argv = [
-            str(ERL_CALL), "-address", address, "-timeout",
-            str(max(1, math.ceil(timeout))), "-fetch_stdout", "-no_result_term", "-e",
+            str(self.erl_call), "-address", address, "-timeout", str(max(1, math.ceil(timeout))),
+            "-fetch_stdout", "-no_result_term", "-e",
         ]  # fmt: skip
+        what = f"erl_call to {self.name}"
         try:
-            result = await asyncio.to_thread(
-                subprocess.run, argv, input=guarded(expr, self.name) + "\n", env=self.layout.cli_env(),
-                capture_output=True, text=True, timeout=timeout + 5, check=False,
-            )  # fmt: skip
-        except subprocess.TimeoutExpired as exc:
-            raise TemporaryError(f"erl_call to {self.name}: no answer in {timeout:g} s") from exc
-        except OSError as exc:
-            raise TemporaryError(f"erl_call cannot run: {exc}") from exc
-        if result.returncode != 0:
-            lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
-            why = " ".join(lines[:2])[:300] or f"exit {result.returncode}"
-            raise TemporaryError(f"erl_call to {self.name}: {why}")
-        if result.stdout.startswith(WRONG_NODE):
-            other = result.stdout.removeprefix(WRONG_NODE).strip()[:255]
+            # erl_call's own -timeout ends it by SIGALRM; the extra 5 s only catch a stuck binary
+            stdout = await self._run(argv, what, timeout, timeout + 5, guarded(expr, self.name) + "\n")
+        except CliFailed as exc:
+            if not connect_failed(exc.output):
+                raise
+            if await asyncio.to_thread(listens, self.layout.dist_port):
+                raise ErlCallUnusable(
+                    f"{what}: {exc.output} (its distribution port {address} listens: a cookie, name or "
+                    "TLS distribution erl_call cannot use)"
+                ) from exc
+            raise TemporaryError(f"{what}: {exc.output} (nothing listens on {address})") from exc
+        except CliCannotRun as exc:
+            raise ErlCallUnusable(str(exc)) from exc
+        if stdout.startswith(WRONG_NODE):
+            other = stdout.removeprefix(WRONG_NODE).strip()[:255]
             raise TemporaryError(
                 f"erl_call to {self.name} at {address} reached node {other!r} instead ({address} is that "
                 f"node's distribution port): fix {self.name}'s dist_port in haven's configuration"
             )
-        return result.stdout
+        return stdout
 
     async def ctl(self, *args: str, timeout_s: float | None = None) -> str:
         """``rabbitmqctl -n NODE ARGS``'s output; a TemporaryError with its last lines when it fails."""
-        argv = [str(RABBITMQCTL), "-n", self.name, *args]
         timeout = timeout_s or self.cli_timeout_s
+        argv = [str(self.rabbitmqctl), "-n", self.name, *args]
+        return await self._run(argv, f"rabbitmqctl {args[0]} on {self.name}", timeout, timeout)
+
+    async def _run(self, argv: list[str], what: str, timeout_s: float, wait_s: float, stdin: str = "") -> str:
+        """``argv``'s stdout, run with the node's CLI environment (its cookie's HOME, the port mapper);
+        killed after ``wait_s``. CliFailed (its first lines) when it exits non-zero, CliCannotRun when it
+        cannot be run, a TemporaryError when it does not answer in time: each message begins ``what``."""
         try:
             result = await asyncio.to_thread(
-                subprocess.run, argv, env=self.layout.cli_env(), capture_output=True, text=True,
-                timeout=timeout, check=False,
+                subprocess.run, argv, input=stdin, env=self.layout.cli_env(), capture_output=True,
+                text=True, timeout=wait_s, check=False,
             )  # fmt: skip
         except subprocess.TimeoutExpired as exc:
-            raise TemporaryError(f"rabbitmqctl {args[0]} on {self.name}: no answer in {timeout:g} s") from exc
+            raise TemporaryError(f"{what}: no answer in {timeout_s:g} s") from exc
         except OSError as exc:
-            raise TemporaryError(f"rabbitmqctl cannot run: {exc}") from exc
+            raise CliCannotRun(f"{what}: {Path(argv[0]).name} cannot run: {exc}") from exc
         if result.returncode != 0:
             lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
-            why = " ".join(lines[:2])[:300] or f"exit {result.returncode}"
-            raise TemporaryError(f"rabbitmqctl {args[0]} on {self.name}: {why}")
+            if result.returncode < 0:  # erl_call's own -timeout is a SIGALRM
+                why = f"no answer in {timeout_s:g} s (signal {-result.returncode})"
+            else:
+                why = " ".join(lines[:2])[:300] or f"exit {result.returncode}"
+            raise CliFailed(f"{what}: {why}", why)
         return result.stdout
 
     # ---- act ---------------------------------------------------------------------------------------
@@ -301,11 +374,12 @@ class LocalRabbitNode:
 
     async def _app(self, verb: str) -> None:
         """``rabbitmqctl stop_app`` / ``start_app``: what they call on the node, ``rabbit:stop()`` /
-        ``rabbit:start()``, through erl_call when it is installed (no CLI VM to start), else the CLI."""
-        if not ERL_CALL.exists():
+        ``rabbit:start()``, through erl_call when it can be used (no CLI VM to start), else the CLI."""
+        try:
+            out = await self.call(f'io:put_chars(io_lib:format("~0p", [rabbit:{verb}()])).', APP_TIMEOUT_S)
+        except ErlCallUnusable:
             await self.ctl(f"{verb}_app", timeout_s=APP_TIMEOUT_S)
             return
-        out = await self.call(f'io:put_chars(io_lib:format("~0p", [rabbit:{verb}()])).', APP_TIMEOUT_S)
         if out.strip() != "ok":
             raise TemporaryError(f"{verb}_app on {self.name}: rabbit:{verb}() answered {out.strip()[:300]!r}")
 
@@ -313,19 +387,20 @@ class LocalRabbitNode:
         """The nodes of ``peers`` this node's VM reaches: ``net_adm:ping`` from it (``rabbitmqctl eval``
         needs only the VM, so it answers while the app is stopped or paused). It is the test RabbitMQ's
         pause_minority makes (a paused node pings the others and resumes once it reaches a majority)."""
-        if ERL_CALL.exists():
-            expr = ",".join(erl_atom(p) for p in peers)
+        expr = ",".join(erl_atom(p) for p in peers)
+        try:
             out = await self.call(
                 f"io:put_chars(rabbit_json:encode([N || N <- [{expr}], net_adm:ping(N) =:= pong]))."
             )
-            try:
-                pinged = json.loads(out)
-            except ValueError as exc:
-                raise TemporaryError(f"{self.name} answered something unreadable: {out[:200]!r}") from exc
-            return tuple(p for p in peers if p in pinged)
-        atoms = ",".join("'" + p.replace("\\", "\\\\").replace("'", "\\'") + "'" for p in peers)
-        out = await self.ctl("eval", f"[N || N <- [{atoms}], net_adm:ping(N) =:= pong].")
-        return parse_atoms(out, peers)
+        except ErlCallUnusable:
+            atoms = ",".join("'" + p.replace("\\", "\\\\").replace("'", "\\'") + "'" for p in peers)
+            out = await self.ctl("eval", f"[N || N <- [{atoms}], net_adm:ping(N) =:= pong].")
+            return parse_atoms(out, peers)
+        try:
+            pinged = json.loads(out)
+        except ValueError as exc:
+            raise TemporaryError(f"{self.name} answered something unreadable: {out[:200]!r}") from exc
+        return tuple(p for p in peers if p in pinged)
 
     def log_tail(self, lines: int = 8) -> str:
         path = self.layout.folder / "log" / f"{self.name}.log"
