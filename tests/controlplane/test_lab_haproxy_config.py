@@ -1,17 +1,28 @@
 """The HA lab's HAProxy configuration (haven.lab.ha.haproxy_config): a queue timeout on haven's backends
 for a per-server ``maxconn`` (set at runtime by bench/ha_lab.py --maxconn; not written by default while
-the kill -9 lab test fails with it), and Debian's HAProxy accepts the file.
+the kill -9 lab test fails with it), a spare's members written in maintenance (a restarted HAProxy keeps
+them), and Debian's HAProxy accepts the file and starts on it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+import shutil
 import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
+from haven.controlplane.drivers.haproxy import HAProxyRuntime
+from haven.domain.controlplane import MemberAdmin
 from haven.lab import ha
+from haven.lab.process import free_port
 
 
 def _lab(folder: Path) -> ha.HaLab:
@@ -68,3 +79,70 @@ def test_a_spares_members_are_checked_as_the_others(tmp_path: Path) -> None:
     spare = ha.Controller("ctl-3", "127.0.1.3", tmp_path / "ctl-3", 0, spare=True)
     added = dict(ha._spare_servers(lab, spare))
     assert all(added[api.backend].endswith(ha._CHECK) for api in ha.APIS)
+
+
+def _with_spare(folder: Path) -> ha.HaLab:
+    lab = _lab(folder)
+    lab.controllers.append(ha.Controller("ctl-3", "127.0.1.3", folder / "ctl-3", 0, spare=True))
+    return lab
+
+
+def test_a_spares_members_are_written_disabled_in_every_backend(tmp_path: Path) -> None:
+    lab = _with_spare(tmp_path)
+    backends = _backends(ha.haproxy_config(lab))
+    for name, lines in backends.items():
+        servers = {line.split()[1]: line for line in lines if line.startswith("server ")}
+        assert set(servers) == {"ctl-1", "ctl-2", "ctl-3"}, name
+        assert servers["ctl-3"].endswith(" disabled"), servers["ctl-3"]
+        assert not any("disabled" in servers[h] for h in ("ctl-1", "ctl-2"))
+        # The same check as the runtime ``add server`` of ``add_spare`` (``_spare_servers``).
+        added = dict(ha._spare_servers(lab, lab.controllers[2]))[name]
+        assert servers["ctl-3"] == f"server ctl-3 {added} disabled"
+    # Without a spare, as before: no disabled member.
+    assert "disabled" not in ha.haproxy_config(_lab(tmp_path))
+    assert ha.write_config(lab).read_text() == ha.haproxy_config(lab)
+
+
+@pytest.mark.skipif(not Path(ha.HAPROXY).exists(), reason="Debian's haproxy is not installed")
+def test_a_restarted_haproxy_keeps_the_spare_in_maintenance(tmp_path: Path) -> None:
+    """Debian's HAProxy started on the file (as after a restart of the lab's): ctl-3 is in every backend,
+    in maintenance, the active members are not; put in as haven's driver does, it is read back ready and
+    a client through the frontend gets its answer (only ctl-3 listens here)."""
+    folder = Path(tempfile.mkdtemp(prefix="h", dir="/tmp"))  # a short path: the socket's is limited
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        lab = _with_spare(folder)
+        lab.ports = {service: free_port() for service in lab.ports}
+        lab.frontends = {service: free_port() for service in lab.frontends}
+        lab.kolla_frontends = {"nova-api": free_port()}
+        web = [sys.executable, "-m", "http.server", str(lab.ports["nova-api"]), "--bind", "127.0.1.3"]
+        processes.append(subprocess.Popen([*web, "--directory", str(folder)], stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))  # fmt: skip
+        config = ha.write_config(lab)
+        processes.append(subprocess.Popen([ha.HAPROXY, "-db", "-f", str(config)], stdout=subprocess.DEVNULL))
+        _until(lambda: Path(lab.haproxy_socket).exists(), "HAProxy's admin socket")
+        state = ha.servers_state(lab)
+        backends = {b for b, _h in state}
+        assert backends == {api.backend for api in ha.APIS} | {"nova_api_kolla"}
+        spare = {b for (b, h), (admin, _op) in state.items() if h == "ctl-3" and admin == "maint"}
+        assert spare == backends
+        assert not [k for k, (admin, _op) in state.items() if k[1] != "ctl-3" and admin == "maint"]
+        url = lab.frontend_url("nova-api") + "/"
+        assert httpx.get(url, timeout=5).status_code == 503  # nothing in: ctl-1 and ctl-2 do not listen
+        member = asyncio.run(
+            HAProxyRuntime(lab.haproxy_socket).set_member("nova_api", "ctl-3", MemberAdmin.READY)
+        )
+        assert member.admin is MemberAdmin.READY  # before: read as maint (the config's CMAINT bit stays)
+        _until(lambda: httpx.get(url, timeout=5).status_code == 200, "an answer from ctl-3 through HAProxy")
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+            process.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _until(done: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, f"waited {timeout_s} s for {what}"
+        time.sleep(0.1)

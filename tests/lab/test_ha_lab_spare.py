@@ -55,6 +55,10 @@ def test_a_lost_controllers_replicas_start_on_the_spare_and_take_traffic(
         )
         standby = _members(ha_lab, "ctl-3")
         assert len(standby) == len(ha_lab.apis) and all(admin == "maint" for admin, _op in standby.values())
+        # haproxy.cfg has them too (disabled: in maintenance), so a restarted HAProxy keeps the spare.
+        assert _in_config(ha_lab, "ctl-3") == {
+            f"{b} disabled" for b, _h in ha.servers_state(ha_lab) if _h == "ctl-3"
+        }
         before = {u: ha_drills.unit_status(survivor, u).invocation_id for u in units}
         with ha_drills.Healer(ha_lab, tmp_path / "haven") as healer:
             time.sleep(3.0)  # steady: a spare is not started while every service has its replicas
@@ -93,3 +97,16 @@ def test_a_lost_controllers_replicas_start_on_the_spare_and_take_traffic(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid1, signal.SIGKILL)
     assert "ctl-3" not in {h for _b, h in ha.servers_state(ha_lab)}
+    assert _in_config(ha_lab, "ctl-3") == set()
+
+
+def _in_config(cluster: ha.HaLab, host: str) -> set[str]:
+    """The backends whose ``server`` lines in the lab's haproxy.cfg name ``host`` (" disabled" appended
+    when it starts in maintenance)."""
+    out, backend = set(), ""
+    for line in (cluster.folder / "haproxy.cfg").read_text().splitlines():
+        if line.startswith("backend "):
+            backend = line.split()[1]
+        elif line.strip().startswith(f"server {host} "):
+            out.add(backend + (" disabled" if line.endswith(" disabled") else ""))
+    return out

@@ -44,9 +44,11 @@ wanted by its target), its members added to every backend through HAProxy's runt
 a dynamic server starts in maintenance; its checks enabled) and declared in haven.toml's
 ``[controlplane]``: a standby host where haven's planner may start the replicas a lost controller took
 with it (rule 5: a stopped unit, emptiest failure domain first) and put their members back in once their
-probes pass (rule 7: a member someone else took out whose unit was started since). haproxy.cfg is not
-rewritten for it: a restarted HAProxy forgets the spare. The HA lab's Galera and RabbitMQ stay on the
-two active controllers (``HaLab.active``).
+probes pass (rule 7: a member someone else took out whose unit was started since). haproxy.cfg is
+rewritten with them too, ``disabled`` (in maintenance, as added at runtime), so a restarted HAProxy keeps
+the spare (in maintenance: HAProxy keeps no runtime state across a restart without a server-state
+file, which the lab does not use). The HA lab's Galera and RabbitMQ stay on the two active controllers
+(``HaLab.active``).
 
 Stopping: the lab state records each controller's PID 1 (as the host sees it) with ``namespace = True``:
 ``haven lab down`` SIGKILLs exactly it, which ends everything in that namespace; HAProxy is an ordinary
@@ -356,8 +358,7 @@ def start(
                                        ports, restart, workers, keystone_url=_keystone_url(ha))  # fmt: skip
         ha.controllers.append(controller)
         keep_namespace(f"systemd@{host}", controller.pid1, controller.folder / "systemd.log")
-    config = folder / "haproxy.cfg"
-    config.write_text(haproxy_config(ha))
+    config = write_config(ha)
     ha.haproxy = LabProcess("haproxy", [HAPROXY, "-db", "-f", str(config)], folder / "haproxy.log").start()
     keep(ha.haproxy)
     for controller in ha.controllers:
@@ -420,6 +421,7 @@ def add_spare(
     wrong = {k: v for k, v in state.items() if k[1] == host and v[0] != "maint"}
     if wrong:
         raise LabServiceError(f"the spare's members are not in maintenance in HAProxy: {wrong}")
+    write_config(ha)  # a restarted HAProxy keeps them (disabled: in maintenance, as added)
     return controller
 
 
@@ -440,6 +442,7 @@ def remove_spare(ha: HaLab, controller: Controller) -> None:
         os.kill(controller.pid1, signal.SIGKILL)
     if controller in ha.controllers:
         ha.controllers.remove(controller)
+    write_config(ha)
     reap()
 
 
@@ -570,8 +573,8 @@ def _keystone_url(ha: HaLab) -> str:
 
 
 def haproxy_config(ha: HaLab) -> str:
-    """HAProxy's configuration at its start: the active controllers' members (a spare is added at
-    runtime, ``add_spare``)."""
+    """HAProxy's configuration: every controller's members, a spare's ``disabled`` (in maintenance,
+    as ``add_spare``'s runtime ``add server`` leaves them), so a restarted HAProxy still has them."""
     lines = [
         "global",
         f"    stats socket {ha.haproxy_socket} mode 600 level admin",
@@ -597,7 +600,7 @@ def haproxy_config(ha: HaLab) -> str:
             f"backend {api.backend}",
             f"    option httpchk GET {api.check_path}",
             f"    timeout queue {TIMEOUT_QUEUE}",
-            *(f"    server {c.host} {c.address}:{ha.ports[api.service]} {_SERVER}" for c in ha.active),
+            *(_server_line(c, ha.ports[api.service], _SERVER) for c in ha.controllers),
         ]
     for api in ha.apis:
         if api.service not in ha.kolla_frontends:
@@ -613,9 +616,23 @@ def haproxy_config(ha: HaLab) -> str:
             "    timeout connect 10s",
             "    timeout server 1m",
             "    timeout check 10s",
-            *(f"    server {c.host} {c.address}:{ha.ports[api.service]} {_KOLLA_CHECK}" for c in ha.active),
+            *(_server_line(c, ha.ports[api.service], _KOLLA_CHECK) for c in ha.controllers),
         ]
     return "\n".join(lines) + "\n"
+
+
+def _server_line(controller: Controller, port: int, check: str) -> str:
+    """A backend's ``server`` line; a spare's starts in maintenance (``disabled``), where haven's planner
+    (rule 7) or an operator enables it."""
+    disabled = " disabled" if controller.spare else ""
+    return f"    server {controller.host} {controller.address}:{port} {check}{disabled}"
+
+
+def write_config(ha: HaLab) -> Path:
+    """``LAB/ha/haproxy.cfg`` from ``haproxy_config`` (what HAProxy reads at its next start)."""
+    config = ha.folder / "haproxy.cfg"
+    config.write_text(haproxy_config(ha))
+    return config
 
 
 def controlplane_toml(ha: HaLab) -> str:

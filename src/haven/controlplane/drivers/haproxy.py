@@ -15,9 +15,11 @@ from haven.domain.controlplane import MemberAdmin, MemberStatus
 from haven.domain.errors import NotFound, TemporaryError
 from haven.domain.waiting import within
 
-# srv_admin_state bits (HAProxy's server.h): forced, inherited, configured, resolver or hostname
-# maintenance; forced or inherited drain.
-_MAINT_BITS = 0x01 | 0x02 | 0x04 | 0x20 | 0x40
+# srv_admin_state bits (HAProxy's server.h): forced, inherited or resolver maintenance (its own
+# ``SRV_ADMF_MAINT`` mask, 0x23); forced or inherited drain. Not 0x04 (CMAINT: ``disabled`` in
+# haproxy.cfg, a marker that stays once the server is set ready, measured on Debian's 2.6: admin state 4,
+# UP, serving) nor 0x40 (HMAINT: its FQDN was set at runtime).
+_MAINT_BITS = 0x01 | 0x02 | 0x20
 _DRAIN_BITS = 0x08 | 0x10
 _OPERATIONAL = {"0": "down", "1": "starting", "2": "up", "3": "stopping"}
 # show stat's check_status of a passed check (HAProxy's management guide, "9.1. CSV format"): an
