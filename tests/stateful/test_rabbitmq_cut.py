@@ -17,7 +17,17 @@ import time
 import pytest
 
 from haven.domain.errors import TemporaryError
-from haven.stateful.rabbitmq_cut import PREFIX, Cut, CutError, Peer, chains, rules, sweep
+from haven.stateful.rabbitmq_cut import (
+    ACCT,
+    HANDSHAKE_BYTES,
+    PREFIX,
+    Cut,
+    CutError,
+    Peer,
+    chains,
+    rules,
+    sweep,
+)
 from haven.stateful.rabbitmq_node import APP_STOPPED, erl_atom, parse_call_status
 
 needs_iptables = pytest.mark.skipif(
@@ -32,12 +42,18 @@ def _listener() -> socket.socket:
     return server
 
 
-def _sends(port: int, server: socket.socket, payload: bytes) -> bool:
-    """Whether ``payload`` sent to ``port`` reaches the listener (False: the sender was reset)."""
+def _sends(port: int, server: socket.socket, payload: bytes, after: int = 0) -> bool:
+    """Whether ``payload`` sent to ``port`` reaches the listener (False: the sender was reset);
+    ``after``: bytes of filler sent (and read) first on the same connection."""
     client = socket.create_connection(("127.0.0.1", port), timeout=5)
     peer, _ = server.accept()
     peer.settimeout(0.5)
     try:
+        if after:
+            client.sendall(b"x" * after)
+            got = 0
+            while got < after:
+                got += len(peer.recv(65536))
         client.sendall(payload)
         try:
             return peer.recv(100) == payload
@@ -71,6 +87,11 @@ def test_rules_cut_each_pair_both_ways_by_port_and_name() -> None:
     assert any("--dport 103 " in r and "--string rabbit-2@localhost " in r for r in made)
     assert not any("--dport 101 " in r and "rabbit-2" in r for r in made)  # a and b not cut
     assert all(r.endswith("-j REJECT --reject-with tcp-reset") for r in made)
+    limit = (
+        f"-m connbytes --connbytes 0:{HANDSHAKE_BYTES} --connbytes-dir both --connbytes-mode bytes -m string "
+    )
+    assert all(limit in r for r in made)  # the string searched in each connection's handshake only
+    assert not any("connbytes" in " ".join(r) for r in rules([(c, a)], None))  # or in every packet
 
 
 def test_erl_atom_does_not_spell_the_name() -> None:
@@ -103,11 +124,16 @@ def test_cut_resets_the_named_handshake_only_and_heals_to_nothing() -> None:
     try:
         with Cut([(a, b)]) as cut:
             assert cut.chain in chains()
+            assert "connbytes" in _iptables() and cut.method.startswith(
+                "string match in each connection's first"
+            )
             assert f"-A OUTPUT -j {cut.chain}" in _iptables()
             assert not _sends(a.dist_port, first, b"\x00\x15N" + b.name.encode())  # b's handshake to a
             assert not _sends(b.dist_port, second, b"\x00\x15N" + a.name.encode())  # a's to b
             assert _sends(a.dist_port, first, b"\x00\x15N" + b"rabbitmqcli-1-x@localhost")  # a CLI's
             assert _sends(a.dist_port, first, b"\x00\x15N" + a.name.encode())  # its own name: not cut
+            # past the handshake's bytes the name is not searched: a long link's later packets pass
+            assert _sends(a.dist_port, first, b.name.encode(), after=2 * HANDSHAKE_BYTES)
         assert PREFIX not in _iptables()
         assert _sends(a.dist_port, first, b"\x00\x15N" + b.name.encode())  # mended
     finally:
@@ -132,3 +158,28 @@ def test_a_failed_cut_leaves_nothing_and_a_dead_process_chain_is_swept() -> None
     finally:
         subprocess.run(["iptables", "-D", "OUTPUT", "-j", chain], capture_output=True, check=False)
         subprocess.run(["iptables", "-X", chain], capture_output=True, check=False)
+
+
+@needs_iptables
+def test_a_heal_that_leaves_the_chain_says_so_and_how_to_remove_it() -> None:
+    """A rule of someone else's jumping to the cut's chain: iptables cannot delete the chain; the heal
+    reads iptables back and names the chain and the commands, never a silent leftover."""
+    server = _listener()
+    a = Peer("rabbit-a@localhost", server.getsockname()[1])
+    b = Peer("rabbit-b@localhost", 1)
+    acct = ACCT.read_text()
+    cut = Cut([(a, b)])
+    cut.make()
+    subprocess.run(["iptables", "-A", "INPUT", "-j", cut.chain], check=True)
+    try:
+        with pytest.raises(
+            CutError, match=rf"{cut.chain} is still in iptables after its heal .*iptables -X {cut.chain}"
+        ):
+            cut.heal()
+        assert cut.chain in chains()
+    finally:
+        subprocess.run(["iptables", "-D", "INPUT", "-j", cut.chain], capture_output=True, check=False)
+        cut.heal()
+        server.close()
+    assert PREFIX not in _iptables()
+    assert ACCT.read_text() == acct  # conntrack accounting as it was before the cut

@@ -83,6 +83,11 @@ def rabbit() -> Iterator[HaRabbit]:
         yield made
     finally:
         ha.stop(ha.HaLab(folder, controllers, (), {}, {}))
+        keep = os.environ.get("HAVEN_TEST_KEEP_LOGS")  # a folder: the nodes' logs are copied there
+        if keep:
+            for log in (folder / "rabbitmq").glob("n*/log/*.log"):
+                Path(keep, log.parent.parent.name).mkdir(parents=True, exist_ok=True)
+                shutil.copy(log, Path(keep, log.parent.parent.name, log.name))
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -133,7 +133,9 @@ class UnitRabbitCluster:
 
         await self._until(reported, timeout_s, "a partition reported once the link was mended")
         return {
-            "method": "iptables: distribution handshakes refused (tcp-reset), links disconnected",
+            "method": (
+                f"iptables: distribution handshakes refused (tcp-reset; {cut.method}), links disconnected"
+            ),
             "pairs": [[a.name, b.name] for a, b in pairs],
             "down_s": round(down_s, 2),
             "report_s": round(time.monotonic() - mended, 2),
