@@ -171,3 +171,34 @@ async def test_nova_is_not_read_while_haven_has_evacuations_left_to_ask(
     )
     assert o.first_look == {}  # the wait never read Nova; only the judge's own look did, after it
     assert o.notes and "gave up waiting for the recovery" in o.notes[0]
+
+
+async def test_with_no_vm_asked_to_move_the_judge_reads_nova_once_and_does_not_wait(
+    store: Store, engine_loop: asyncio.Task[None]
+) -> None:
+    # A failed fence ends haven's recovery before any evacuate call: no VM can show recovered
+    # elsewhere, so the judge's wait for Nova (60 s by default) would only delay the verdict.
+    nova = Nova({vm: replace(settled(vm), host=FAILED) for vm in VMS})  # still on the failed host
+    haven = Haven()
+    haven.finish()
+    started = time.monotonic()
+    report, o = await drill_and_judge(nova, haven, store, engine_loop, judge_wait_s=30.0, asked=[])
+    assert time.monotonic() - started < 5.0
+    assert nova.calls == 2  # the wait's read as the recovery ended, then the judge's one read after it
+    assert (report.verdict, report.vms_lost, report.ha_vms_recovered) == ("failed", 3, 0)
+    assert report.judge_wait_s == 0.0
+    assert {v["id"] for v in report.not_recovered} == set(VMS)
+    assert any("the judge read Nova once instead of waiting up to 30 s" in n for n in o.notes)
+
+
+async def test_one_vm_asked_to_move_keeps_the_judges_wait(
+    store: Store, engine_loop: asyncio.Task[None]
+) -> None:
+    nova = Nova({VMS[0]: settled(VMS[0]), VMS[1]: replace(settled(VMS[1]), host=FAILED),
+                 VMS[2]: replace(settled(VMS[2]), host=FAILED)})  # fmt: skip
+    haven = Haven()
+    haven.finish()
+    started = time.monotonic()
+    report, _ = await drill_and_judge(nova, haven, store, engine_loop, judge_wait_s=1.2, asked=VMS[:1])
+    assert time.monotonic() - started >= 1.2 and report.judge_wait_s == 1.2
+    assert report.vms_lost == 2
