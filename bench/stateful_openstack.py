@@ -305,6 +305,9 @@ def drills(folder: Path, names: list[str], runs: int) -> dict[str, Any]:
                 statistics.median(r["recover_s"] for r in passed) if passed else None
             ),
             "command_s_median": statistics.median(r["command_s"] for r in mine),
+            # Nova answered after the heal (None: the lab's OpenStack is not on the clusters)
+            "openstack_ok": f"{sum(1 for r in mine if (r.get('openstack') or {}).get('ok'))}/{len(mine)}",
+            "problems": [p for r in mine for p in r.get("problems") or []],
         }  # fmt: skip
         if name.startswith("galera"):
             summary[name]["writes_lost_total"] = sum(r.get("writes_lost", 0) for r in mine)

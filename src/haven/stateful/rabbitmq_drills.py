@@ -56,6 +56,10 @@ class DrillNode(RabbitNode, Protocol):
     @property
     def layout(self) -> RabbitLayout: ...
 
+    async def remote_calls(self) -> str:
+        """What the node runs for other nodes now (a hung CLI's rpc: its stack)."""
+        ...
+
 
 class DrillCluster(Protocol):
     """The cluster a drill runs on: a temporary loopback one, or the HA lab's units."""
@@ -108,6 +112,9 @@ class RabbitDrillReport:
     passes: list[list[Any]] = field(default_factory=list)
     # --cloud lab with the lab's OpenStack on the clusters: Nova's answers after the heal
     openstack: dict[str, Any] | None = None
+    # the judge's reads: rabbitmqctl's seconds, and for a node it could not read, what that node ran
+    # for other nodes right after (a CLI's rpc still blocked shows its stack) and haven's own reading
+    judge: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -175,7 +182,12 @@ def _heal(cluster: DrillCluster, report: RabbitDrillReport, faulted: float, vhos
 
 def _judge(cluster: DrillCluster, report: RabbitDrillReport, vhost: str) -> None:
     names = {n.name for n in cluster.nodes}
+    began = time.monotonic()
     statuses = asyncio.run(cluster.statuses(cli=True))  # rabbitmqctl: not haven's reader (erl_call)
+    report.judge["cli_s"] = round(time.monotonic() - began, 2)
+    unread = [name for name, status in statuses.items() if not isinstance(status, ClusterStatus)]
+    if unread:
+        report.judge["unread"] = asyncio.run(_why_unread(cluster, unread))
     for name, status in statuses.items():
         if isinstance(status, ClusterStatus):
             report.nodes.append(
@@ -196,6 +208,25 @@ def _judge(cluster: DrillCluster, report: RabbitDrillReport, vhost: str) -> None
     except Exception as exc:  # any client failure is the drill's finding, not a crash
         report.problems.append(f"AMQP round trip failed: {type(exc).__name__}: {exc}")
     report.verdict = "failed" if report.problems else "recovered"
+
+
+async def _why_unread(cluster: DrillCluster, names: list[str]) -> dict[str, dict[str, str]]:
+    """For each node rabbitmqctl could not read: what it runs for other nodes now, and haven's reading
+    (erl_call) of its status, to tell a node that hangs from a CLI that was slow to start."""
+
+    async def one(name: str) -> dict[str, str]:
+        node = cluster.node(name)
+        found: dict[str, str] = {}
+        for key, read in (("remote_calls", node.remote_calls), ("status", node.status)):
+            started = time.monotonic()
+            try:
+                found[key] = str(await read())
+            except HavenError as exc:
+                found[key] = f"unreadable: {exc}"
+            found[f"{key}_s"] = f"{time.monotonic() - started:.2f}"
+        return found
+
+    return dict(zip(names, await asyncio.gather(*(one(n) for n in names)), strict=True))
 
 
 def round_trip(cluster: DrillCluster, vhost: str = "/") -> bool:

@@ -402,6 +402,18 @@ class LocalRabbitNode:
             raise TemporaryError(f"{self.name} answered something unreadable: {out[:200]!r}") from exc
         return tuple(p for p in peers if p in pinged)
 
+    async def remote_calls(self) -> str:
+        """What the node's processes run for other nodes (a CLI's rpc, a peer's): each caller's node and
+        the process's current stack, printed by the node (a drill's judge reads it when a CLI hangs)."""
+        out = await self.call(
+            "Me = self(), Mine = group_leader(), "
+            "R = [{node(G), [{M, F, A} || {M, F, A, _} <- S]} || P <- processes(), P =/= Me, "
+            "{group_leader, G} <- [erlang:process_info(P, group_leader)], G =/= Mine, node(G) =/= node(), "
+            "{current_stacktrace, S} <- [erlang:process_info(P, current_stacktrace)]], "
+            'io:put_chars(io_lib:format("~0p", [R])).'
+        )
+        return out.strip()[:1500]
+
     def log_tail(self, lines: int = 8) -> str:
         path = self.layout.folder / "log" / f"{self.name}.log"
         if not path.exists():

@@ -87,6 +87,9 @@ class SystemdRabbitNode:
     async def reachable(self, peers: Sequence[str]) -> tuple[str, ...]:
         return await self.files.reachable(peers)
 
+    async def remote_calls(self) -> str:
+        return await self.files.remote_calls()
+
     async def kill(self) -> None:
         """A crash of this node: SIGKILL to its server's main process, until the unit is down."""
         await self.systemd.kill()
