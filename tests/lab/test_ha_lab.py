@@ -71,6 +71,7 @@ def test_kill_9_of_a_nova_api_replica_costs_only_the_requests_in_flight_on_it(
         _wait(lambda direct=direct: _quick(direct, token), 60, f"nova-api on {ctl.host} to answer within 2 s")
     answers: list[int] = []
     errors: list[tuple[float, str]] = []  # (when the request was sent, what went wrong)
+    slowest = [0.0]
     stop = threading.Event()
 
     def client() -> None:
@@ -82,6 +83,7 @@ def test_kill_9_of_a_nova_api_replica_costs_only_the_requests_in_flight_on_it(
                 except httpx.HTTPError as exc:
                     errors.append((sent, repr(exc)))
                     continue
+                slowest[0] = max(slowest[0], time.monotonic() - sent)
                 answers.append(status)
                 if status != 200:
                     errors.append((sent, f"HTTP {status}"))
@@ -91,6 +93,7 @@ def test_kill_9_of_a_nova_api_replica_costs_only_the_requests_in_flight_on_it(
     victim = ha.main_pid(ctl, "nova-api.service")
     victim_started = record("victim", victim, Path("/dev/null"))
     loaders = [threading.Thread(target=client) for _ in range(2)]
+    ha.clear_counters(ha_lab)  # HAProxy's qmax from here
     for thread in loaders:
         thread.start()
     try:
@@ -113,8 +116,10 @@ def test_kill_9_of_a_nova_api_replica_costs_only_the_requests_in_flight_on_it(
         stop.set()
         for thread in loaders:
             thread.join(15)
+    queued = {k: n for k, n in ha.queue_max(ha_lab).items() if k[0] == "nova_api"}
     print(f"\nnova-api@ctl-1 killed: healthy in HAProxy again after {back_s} s (lowest health {lowest}); "
-          f"{len(answers)} answers, {len(errors)} errors")  # fmt: skip
+          f"{len(answers)} answers (slowest {slowest[0]:.1f} s), {len(errors)} errors; "
+          f"HAProxy's qmax {queued}")  # fmt: skip
     assert not alive(victim_started), "the killed process is gone"
     assert back_s is not None, (
         f"not back within 45 s: lowest health {lowest}, unit {ha.unit_state(ctl, 'nova-api.service')}"
@@ -126,7 +131,12 @@ def test_kill_9_of_a_nova_api_replica_costs_only_the_requests_in_flight_on_it(
     # once the response started: the clean-clone run of 2026-12-06 saw one, "received 0 bytes, expected
     # 15"); at most one per client, sent before the kill. Every request after the kill is answered.
     in_flight = [e for e in errors if e[0] <= killed and "closed connection" in e[1]]
-    assert len(in_flight) <= len(loaders) and [e for e in errors if e not in in_flight] == [], errors[:5]
+    assert len(in_flight) <= len(loaders) and [e for e in errors if e not in in_flight] == [], (
+        f"killed at {killed:.2f}, back after {back_s} s: {errors[:5]}"
+    )
+    # Each member takes SERVER_MAXCONN requests at once (haproxy.cfg); two clients never reach it, so no
+    # request waited in HAProxy's queue (its own qmax since the drill began).
+    assert set(queued) == {("nova_api", c.host) for c in ha_lab.controllers} and set(queued.values()) == {0}
 
 
 def _quick(url: str, token: str) -> bool:
