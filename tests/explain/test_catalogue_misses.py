@@ -149,3 +149,20 @@ async def test_a_node_seen_working_after_its_dependency_failed_is_not_its_victim
         *computes_down(T - 40),
     ]
     assert (await explained(tmp_path, events))[0] == "nova-compute"
+
+
+async def test_a_boot_request_timing_out_in_nova_s_api_can_be_glance_s(tmp_path: Path) -> None:
+    """glance-lossy (2026-12-07, lab): POST /servers timed out (Nova's API waits on Glance for the image
+    before it accepts a boot), Glance's only evidence its path check through Nova's API; a compute late to
+    report at load (before the fault) is out of that phase too, and its DOWN (10 points) outranked
+    Glance's ERROR (4) while Glance was not in the api phase. Glance is a leaf of it now."""
+    events = [
+        NodeEvent("glance-api", EvidenceKind.ERROR, T - 98.0, "Nova's API could not get the canary image "
+                  "from it in time (it took 9.58 s), while Nova's API listed servers in 0.30 s and it "
+                  "answered haven directly in 6.19 s", "via:nova-api"),
+        NodeEvent("nova-compute", EvidenceKind.DOWN, T - 240.0, "nova-compute on compute-1 is down in Nova's "
+                  "service list", "nova-services"),
+    ]  # fmt: skip
+    what = ("canary boot in zone nova failed waiting for accepted (boot canary haven-canary-nova-4925417457 "
+            "in nova: cannot reach the cloud: Request to http://127.0.0.1:48417/v2.1/servers timed out)")
+    assert (await explained(tmp_path, events, what, "api"))[0] == "glance-api"

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from haven.canary.model import (
@@ -45,13 +45,14 @@ from haven.canary.model import (
     symptom_words,
 )
 from haven.canary.ports import CanaryCloud
+from haven.canary.unseen import BALANCER, left_to_blame, passed_events, unseen_events
 from haven.diagnosis import EvidenceKind, NodeEvent, Symptom
 from haven.diagnosis.records import ExplanationRecord
 from haven.domain.clock import Clock
 from haven.domain.errors import CloudError, NotFound, TemporaryError
 from haven.domain.waiting import within
 from haven.store import Store
-from haven.topology import SERVER_BOOT, node_of_binary
+from haven.topology import LABELS, SERVER_BOOT, node_of_binary
 
 _log = logging.getLogger(__name__)
 
@@ -76,6 +77,11 @@ SERVICE_NODES = {
 # What the OpenStack driver's placement_room says when Placement itself answered 5xx (not Nova, not auth).
 PLACEMENT_FAILED = "Placement answered"
 SymptomSink = Callable[[ExplanationRecord], Awaitable[object]]
+# What an operation probe needs (haven.canary.unseen.probe_needs): (its hard needs, the caches it uses).
+Needs = Mapping[str, tuple[frozenset[str], frozenset[str]]]
+# The nodes a round can see working by a check of its own: Keystone by its token, each catalog
+# service by its endpoint, the load balancer (where there is one) by any endpoint answering through it.
+CHECKED = frozenset({"keystone", *SERVICE_NODES.values(), BALANCER})
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +104,7 @@ class CanaryRunner:
         settings: CanarySettings,
         on_symptom: SymptomSink | None = None,
         progress: Callable[[str], None] | None = None,
+        needs: Needs | None = None,
     ) -> None:
         self._cloud = cloud
         self._store = store
@@ -108,8 +115,15 @@ class CanaryRunner:
         # The nodes a real call failed on in this round: their endpoint answering its version document
         # does not make them seen working (a Keystone whose database hangs still serves that document).
         self._failing: set[str] = set()
-        self._image_active = False  # the last look saw the canary image active in Glance
+        self._image_state: str | None = None  # the canary image's status the last look saw (None: not seen)
         self._listed_s: float | None = None  # this round's server list: its seconds (None: failed, not run)
+        # The operation probes' needs (none given: no elimination, haven.canary.unseen); in this round,
+        # what was seen working (node -> how, in words), the operation probes that failed, and the
+        # probes' symptoms held until the round's look (``observe``) has kept its evidence.
+        self._needs: Needs = needs or {}
+        self._seen: dict[str, str] = {}
+        self._op_failed: list[tuple[ProbeResult, str]] = []  # (the probe, the node it asked)
+        self._held: list[ExplanationRecord] = []
 
     async def run(self, stop: asyncio.Event) -> None:
         """A round now, then every ``interval_s``, until ``stop``; an unexpected error loses that round."""
@@ -123,12 +137,17 @@ class CanaryRunner:
     async def round(self) -> Round:
         """Clean orphans, probe the APIs, then one canary boot per zone (in turn)."""
         self._failing = set()
-        self._image_active = False
+        self._image_state = None
         self._listed_s = None
+        self._seen, self._op_failed, self._held = {}, [], []
         cleaned = await self.clean()
         probes = await self.probe() if self._settings.probes else []
         if self._settings.probes:
             probes += await self.observe()
+            await self._keep_unseen()
+            held, self._held = self._held, []
+            for record in held:  # the failed probes, explained now that the round's look is kept
+                await self._symptom(record)
             probes += await self.probe_image_data()
         zones = self._settings.zones or await self._zones(probes)
         runs = []
@@ -149,17 +168,19 @@ class CanaryRunner:
         except CloudError as exc:
             error = str(exc)
         else:  # listed: nova-api's earlier zone-list failure ended
-            await self._keep_seen(
-                "nova-api", ProbeResult("zones", started, True, self._clock.now() - started)
-            )
+            listed = ProbeResult("zones", started, True, self._clock.now() - started)
+            await self._keep_seen("nova-api", listed)
+            await self._operation_seen(listed, "nova-api")
             return zones
         result = ProbeResult("zones", started, False, self._clock.now() - started, error)
         self._progress(f"probe zones: failed in {result.seconds:.2f} s ({error})")
         key = await self._keep_probe(result)
         probes.append(result)
         await self._keep_seen("nova-api", result)
+        await self._operation_seen(result, "nova-api")
         if self._settings.probes:
             await self.observe()  # look again: what failed meanwhile is evidence
+            await self._keep_unseen()
         symptom = Symptom("nova-api", started, f"listing the compute zones failed ({error})", "api")
         await self._symptom(ExplanationRecord(key, "probe:zones", "zones", symptom, started))
         return ()
@@ -196,14 +217,18 @@ class CanaryRunner:
             ("token", self._cloud.issue_token, "keystone", None),
             ("server-list", self._cloud.list_servers, "nova-api", "api"),
         ]
-        return await self._probes(checks)
+        return await self._probes(checks, hold=self._settings.probes)
 
     async def probe_image_data(self) -> list[ProbeResult]:
         """Read the start of the canary image's data from Glance, as a hypervisor does to boot it; a
         failure is a symptom in the image download phase. The fake or a caching driver never downloads
-        it, so only this sees a store gone or a download route failing. Asked only when ``observe`` saw
-        the image active (a deactivated or deleted image is its own evidence)."""
-        if not self._image_active:
+        it, so only this sees a store gone or a download route failing. Asked when Keystone issued this
+        round's token (a download needs one) and no look saw the image other than active (a deactivated
+        or deleted image is its own evidence); also when Glance did not answer its endpoint or the
+        image's status in time: a lossy or slow Glance fails those checks first, and the download is
+        what its users feel (before, a lossy Glance was never asked for data: no symptom)."""
+        token = "keystone" in self._seen and "keystone" not in self._failing
+        if not self._settings.image or not token or self._image_state not in (None, "active"):
             return []
         return await self._probes([(IMAGE_DATA, self._read_image_data, "glance-api", "image download")])
 
@@ -216,8 +241,12 @@ class CanaryRunner:
             )
 
     async def _probes(
-        self, checks: Sequence[tuple[str, Callable[[], Awaitable[object]], str, str | None]]
+        self,
+        checks: Sequence[tuple[str, Callable[[], Awaitable[object]], str, str | None]],
+        hold: bool = False,
     ) -> list[ProbeResult]:
+        """Each check timed and kept; a failure is a symptom, handed on at once or, with ``hold``, once
+        the round's look has kept its evidence (``round``)."""
         results = []
         for name, call, node, phase in checks:
             started = self._clock.now()
@@ -233,10 +262,48 @@ class CanaryRunner:
             if name == "server-list":
                 self._listed_s = result.seconds if result.ok else None
             await self._keep_seen(node, result)
+            await self._operation_seen(result, node)
+            if result.ok and name == "token":
+                self._seen["keystone"] = f"issued a token in {result.seconds:.2f} s"
             if not result.ok:
                 symptom = Symptom(node, started, f"API probe {name} failed ({error})", phase)
-                await self._symptom(ExplanationRecord(key, f"probe:{name}", name, symptom, started))
+                record = ExplanationRecord(key, f"probe:{name}", name, symptom, started)
+                if hold:
+                    self._held.append(record)
+                else:
+                    await self._symptom(record)
         return results
+
+    async def _operation_seen(self, result: ProbeResult, node: str) -> None:
+        """An operation probe (haven.canary.unseen): passing, its needs worked for it (seen, and HEALTHY
+        in its ``unseen:`` scope); failing with an error that names no dependency, it is weighed at the
+        end of the round's look (``_keep_unseen``)."""
+        needs = self._needs.get(result.name)
+        if needs is None:
+            return
+        if result.ok:
+            for node in needs[0]:
+                self._seen.setdefault(node, f"served {result.name} in {result.seconds:.2f} s")
+            events = passed_events(result.name, result.at, needs)
+            await asyncio.to_thread(self._store.keep_evidence, events, self._clock.now())
+        elif not named_causes(result.error):
+            self._op_failed.append((result, node))
+
+    async def _keep_unseen(self) -> None:
+        """Each operation probe that failed in this round, weighed against what the round saw working:
+        what it needs that no check covers is kept as an ERROR (haven.canary.unseen)."""
+        failed, self._op_failed = self._op_failed, []
+        kept: dict[str, NodeEvent] = {}
+        for result, asked in failed:
+            # Seen working: not a node a real call failed on in this round (Keystone's endpoint answers
+            # while its token fails), except the one the failed probe asked, which is weighed by its
+            # endpoint (Nova's API answers its version document, not the list).
+            seen = {n: how for n, how in self._seen.items() if n not in self._failing or n == asked}
+            blamed = left_to_blame(self._needs[result.name], seen, CHECKED)
+            words = {n: how for n, how in seen.items() if n != BALANCER}
+            kept.update(unseen_events(result.name, result.at, result.error, blamed, words, LABELS))
+        if kept:
+            await asyncio.to_thread(self._store.keep_evidence, kept, self._clock.now())
 
     async def observe(self) -> list[ProbeResult]:
         """Each catalog endpoint probed, and Nova's service list read: what fails is kept as evidence.
@@ -267,6 +334,9 @@ class CanaryRunner:
             result = ProbeResult(f"endpoint:{kind}", started, not error, self._clock.now() - started, error)
             results.append(result)
             await self._keep_probe(result)
+            if not error:
+                self._seen.setdefault(node, f"answered its endpoint in {result.seconds:.2f} s")
+                self._seen.setdefault(BALANCER, "forwarded an endpoint's answer")
             if error:
                 kept[f"probe:{kind}:{started:.3f}"] = NodeEvent(
                     node, EvidenceKind.ERROR, started, f"its endpoint did not answer: {error}", ENDPOINT
@@ -302,7 +372,7 @@ class CanaryRunner:
             status = await self._cloud.image_status(self._settings.image)
         except CloudError:
             return {}
-        self._image_active = status == "active"
+        self._image_state = status
         if status == "active":
             detail = f"the canary image {self._settings.image} is active"
             direct_s = self._clock.now() - started

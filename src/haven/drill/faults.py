@@ -296,8 +296,8 @@ CATALOG: tuple[Fault, ...] = (
     Fault("rabbitmq-disk-full", "disk", "rabbitmq", "RabbitMQ's data on a small tmpfs filled past its "
           "disk_free_limit", disk_alarm, DOWN_S),
     Fault("conductor-backlog", "backlog", "rabbitmq",
-          "a storm of 60,000 database-backed casts queued for nova-conductor",
-          queue_backlog("conductor", 60_000)),
+          "a storm of 20,000 database reads cast to nova-conductor (minutes of its work)",
+          queue_backlog("conductor", 20_000)),
     Fault("placement-cpu-starved", "cpu", "placement-api", "Placement's processes held to 0.1 % of one CPU "
           "(a cgroup)", cpu_starved("placement-api")),
 )  # fmt: skip

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -124,12 +125,13 @@ async def watching_broker(lab: FaultLab, store: Store) -> AsyncIterator[None]:
         yield
         return
     unacked: dict[str, int] = {}
+    read: list[float] = []  # when ``unacked`` was read (the last run of rabbitmqctl)
 
     def looker(at: str) -> BrokerSeen:
-        return dataclasses.replace(look(at), unacked=dict(unacked))
+        return dataclasses.replace(look(at), unacked=dict(unacked), unacked_at=read[-1] if read else None)
 
     tasks = [asyncio.create_task(watch_broker(url[1], store, RealClock(), looker=looker)),
-             asyncio.create_task(_poll_unacked(lab, unacked))]  # fmt: skip
+             asyncio.create_task(_poll_unacked(lab, unacked, read))]  # fmt: skip
     try:
         yield
     finally:
@@ -143,7 +145,9 @@ async def watching_broker(lab: FaultLab, store: Store) -> AsyncIterator[None]:
 UNACKED_EVERY_S = 20.0  # one rabbitmqctl run takes about 7 s of an Erlang VM's start on the loaded lab
 
 
-async def _poll_unacked(lab: FaultLab, into: dict[str, int], every_s: float = UNACKED_EVERY_S) -> None:
+async def _poll_unacked(
+    lab: FaultLab, into: dict[str, int], read: list[float], every_s: float = UNACKED_EVERY_S
+) -> None:
     """Until cancelled: Nova's queues' unacknowledged messages, read with the lab broker's own rabbitmqctl
     every ``every_s`` into ``into``. The lab runs neither RabbitMQ's management API nor its Prometheus
     plugin (where a deployment reads ``rabbitmq_queue_messages_unacked``, a default metric of haven's), and
@@ -155,6 +159,7 @@ async def _poll_unacked(lab: FaultLab, into: dict[str, int], every_s: float = UN
             found = {}
         into.clear()
         into.update(found)
+        read[:] = [time.time()]  # the counts were read by now (a backlog seen short began after this)
         await asyncio.sleep(every_s)
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from haven.canary.model import CanarySettings, Outcome
 from haven.canary.runner import CanaryRunner, Round
+from haven.canary.unseen import probe_needs
 from haven.cloud.openstack.canary import open_canary
 from haven.controlplane.catalogue import CATALOGUE
 from haven.diagnosis import EvidenceKind, Graph, NodeEvent, Series, Symptom
@@ -180,7 +181,9 @@ class FaultRun:
         self.settings = settings
         self.say = progress
         self.clock = RealClock()
-        self.explainer = RecordingExplainer(store, openstack_topology(CATALOGUE.values()), self.clock)
+        topology = openstack_topology(CATALOGUE.values())
+        self.explainer = RecordingExplainer(store, topology, self.clock)
+        self.needs = probe_needs(topology)  # the canary's operation probes' needs (haven.canary.unseen)
         self.canary = CanarySettings(
             flavor=lab.flavor, image=lab.image_id, poll_s=0.5, boot_timeout_s=settings.boot_timeout_s,
             delete_timeout_s=30.0, endpoint_timeout_s=settings.endpoint_timeout_s,
@@ -200,7 +203,7 @@ class FaultRun:
         try:
             # the lab's image now: image-deleted's heal uploads a new one
             settings = dataclasses.replace(self.canary, image=self.lab.image_id)
-            runner = CanaryRunner(cloud, self.store, self.clock, settings, self._explain)
+            runner = CanaryRunner(cloud, self.store, self.clock, settings, self._explain, needs=self.needs)
             return await within(runner.round(), self.settings.round_timeout_s)
         finally:
             cloud.close()

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from haven.diagnosis import EvidenceKind, NodeEvent
+from haven.diagnosis.words import clock as hhmmss
 from haven.domain.clock import Clock
 from haven.store import Store
 
@@ -50,6 +51,7 @@ class BrokerSeen:
     # tell: RabbitMQ's management API, its Prometheus plugin or its CLI can): Nova's consumers take
     # every message at once (oslo.messaging's prefetch is unlimited), so a backlog is unacknowledged
     unacked: Mapping[str, int] = field(default_factory=dict)
+    unacked_at: float | None = None  # when ``unacked`` was read (None: with this look)
 
 
 @dataclass
@@ -59,6 +61,7 @@ class BrokerEvidence:
     backlog: int = 1000
     _alarm: str | None = None  # the reason last kept ("" for healthy)
     _queues: dict[str, bool] = field(default_factory=dict)  # queue -> backed up, as last kept
+    _short: dict[str, tuple[float, int]] = field(default_factory=dict)  # queue -> last seen short: when, held
 
     def observe(self, seen: BrokerSeen, now: float) -> dict[str, NodeEvent]:
         events: dict[str, NodeEvent] = {}
@@ -78,6 +81,9 @@ class BrokerEvidence:
             unacked = seen.unacked.get(queue, 0)
             held = ready + unacked
             backed_up = held >= self.backlog
+            if not backed_up:  # when it was last known short: the counts read then, both of them
+                read_at = now if seen.unacked_at is None else min(now, seen.unacked_at)
+                self._short[queue] = (max(read_at, self._short.get(queue, (read_at, 0))[0]), held)
             if self._queues.get(queue) == backed_up:
                 continue
             scope = f"broker:queue:{queue}"
@@ -86,7 +92,14 @@ class BrokerEvidence:
                 if unacked:
                     detail = (f"Nova's {queue} queue holds {held:,} messages not yet done ({ready:,} ready, "
                               f"{unacked:,} delivered to its consumer and not acknowledged)")  # fmt: skip
-                events[f"{scope}:{now:.3f}"] = NodeEvent(NODE, EvidenceKind.ERROR, now, detail, scope)
+                # The backlog began after the last look that saw the queue short (the unacknowledged
+                # count is read every 20 s or so): dated there, as a failing probe is dated at its last
+                # pass, so a backlog's victims (computes whose reports wait behind it) do not seem older.
+                at = now
+                if queue in self._short:
+                    at, before = self._short[queue]
+                    detail += f", seen at {hhmmss(now)}; {before:,} at {hhmmss(at)}"
+                events[f"{scope}:{now:.3f}"] = NodeEvent(NODE, EvidenceKind.ERROR, at, detail, scope)
             elif queue in self._queues:
                 detail = f"Nova's {queue} queue is down to {held:,} messages"
                 events[f"{scope}:{now:.3f}"] = NodeEvent(NODE, EvidenceKind.HEALTHY, now, detail, scope)

@@ -36,6 +36,9 @@ _HELD = (AlertKind.GATE_HOLD, AlertKind.SAFETY_HOLD)
 
 
 _SCHEDULING, _COMPUTE = "scheduling", "nova-compute"
+# Nova's API asks Glance for the image before it accepts a boot (nova/compute/api.py ``_get_image``, a
+# synchronous request): a boot request that times out or fails in the api phase can be Glance's.
+_API, _GLANCE = "api", "glance-api"
 
 
 def host_node(host: str) -> str:
@@ -84,7 +87,8 @@ def extend(graph: Graph, events: Iterable[NodeEvent]) -> Graph:
     nova-compute a leaf of the scheduling phase (itself, not its Glance or Neutron): Nova's scheduler
     answers NoValidHost when no compute passes its filters, and ComputeFilter rejects every host whose
     nova-compute is down or disabled (a boot to a zone whose computes are all down fails in scheduling,
-    not in spawn). Idempotent."""
+    not in spawn); and Glance a leaf of the api phase (Nova's API asks it for the image before it
+    accepts a boot: a boot request timing out while Glance is lossy or slow failed on it). Idempotent."""
     hosts = sorted({e.node for e in events if e.node.startswith("host:")})
     depends_on = {k: tuple(v) for k, v in graph.depends_on.items()}
     for user in ("nova-compute", "nova-scheduler"):
@@ -94,8 +98,9 @@ def extend(graph: Graph, events: Iterable[NodeEvent]) -> Graph:
         depends_on[SERVER_EVACUATE] = (*depends_on.get(SERVER_EVACUATE, ()), HAVEN)
     labels = {**graph.labels, HAVEN: "haven's recovery", **{h: f"host {h[5:]}" for h in hosts}}
     leaves = dict(graph.leaves)
-    if _SCHEDULING in graph.phases and _COMPUTE not in leaves.get(_SCHEDULING, ()):
-        leaves[_SCHEDULING] = (*leaves.get(_SCHEDULING, ()), _COMPUTE)
+    for phase, leaf in ((_SCHEDULING, _COMPUTE), (_API, _GLANCE)):
+        if phase in graph.phases and leaf not in leaves.get(phase, ()):
+            leaves[phase] = (*leaves.get(phase, ()), leaf)
     return Graph(depends_on, labels, graph.phases, leaves)
 
 
