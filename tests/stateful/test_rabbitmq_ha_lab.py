@@ -107,7 +107,10 @@ def _drill(rabbit: HaRabbit, capsys: pytest.CaptureFixture[str], *argv: str) -> 
     captured = capsys.readouterr()
     assert captured.out, captured.err
     report: dict[str, Any] = json.loads(captured.out)
-    print(f"{argv}: {code}, recover_s {report['recover_s']}, {report['problems']}", file=sys.stderr)
+    print(
+        f"{argv}: {code}, recover_s {report['recover_s']}, {report['problems']}, judge {report['judge']}",
+        file=sys.stderr,
+    )
     return code, report
 
 
