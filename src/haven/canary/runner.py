@@ -299,8 +299,9 @@ class CanaryRunner:
             # while its token fails), except the one the failed probe asked, which is weighed by its
             # endpoint (Nova's API answers its version document, not the list).
             seen = {n: how for n, how in self._seen.items() if n not in self._failing or n == asked}
-            blamed = left_to_blame(self._needs[result.name], seen, CHECKED)
-            words = {n: how for n, how in seen.items() if n != BALANCER}
+            hard, soft = self._needs[result.name]
+            blamed = left_to_blame((hard, soft), seen, CHECKED)
+            words = {n: how for n, how in seen.items() if n in hard | soft and n != BALANCER}
             kept.update(unseen_events(result.name, result.at, result.error, blamed, words, LABELS))
         if kept:
             await asyncio.to_thread(self._store.keep_evidence, kept, self._clock.now())
