@@ -27,7 +27,14 @@ from pathlib import Path
 from haven.domain.errors import HavenError, TemporaryError
 from haven.stateful.cluster import stable_port
 from haven.stateful.rabbitmq import ClusterStatus
-from haven.stateful.rabbitmq_node import EPMD, RABBITMQ_SERVER, LocalRabbitNode, RabbitLayout, write_config
+from haven.stateful.rabbitmq_node import (
+    EPMD,
+    JUDGE_CLI_TIMEOUT_S,
+    RABBITMQ_SERVER,
+    LocalRabbitNode,
+    RabbitLayout,
+    write_config,
+)
 
 DISCONNECT = "erlang:disconnect_node/1 (the nodes reconnect at once)"
 
@@ -96,7 +103,7 @@ class LoopbackRabbitCluster:
 
         async def one(node: LocalRabbitNode) -> ClusterStatus | str:
             try:
-                return await (node.cli_status() if cli else node.status())
+                return await (node.cli_status(JUDGE_CLI_TIMEOUT_S) if cli else node.status())
             except TemporaryError as exc:
                 return str(exc)
 
