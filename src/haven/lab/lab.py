@@ -394,12 +394,22 @@ def status(folder: Path) -> dict[str, Any]:
     }
 
 
+# What the lab's services talk to (their database, message bus, the agents' etcd): stopped after them.
+INFRASTRUCTURE = frozenset({"mariadb", "epmd", "rabbitmq-server", "etcd"})
+
+
 def down(folder: Path) -> list[str]:
     """Stop exactly the processes the lab in ``folder`` started; the names that were running."""
     state = load_state(folder)
     if state is None:
         return []
-    stopped = stop_processes(state.processes)
+    # The services first, then what they talk to: a nova-compute signalled together with RabbitMQ
+    # spent its graceful stop reconnecting to it (10 s, then the lab wiring's SIGKILL, at the end of
+    # every test session); signalled while RabbitMQ still runs, it has no reconnecting to do.
+    services = [entry for entry in state.processes if entry.name not in INFRASTRUCTURE]
+    stopped = stop_processes(services) + stop_processes(
+        [entry for entry in state.processes if entry.name in INFRASTRUCTURE]
+    )
     mine = {entry.pid for entry in state.processes}
     for child in [c for c in _CHILDREN if c.pid in mine]:
         child.stop(grace_s=1)  # already signalled: this only reaps it
