@@ -26,6 +26,7 @@ from haven.stateful.rabbitmq_node import (
     ErlCallUnusable,
     LocalRabbitNode,
     RabbitLayout,
+    client_name,
     connect_failed,
 )
 
@@ -44,6 +45,16 @@ def test_erl_calls_connect_failures_are_told_from_other_failures() -> None:
     assert not connect_failed("no answer in 2 s (signal 14)")  # its -timeout: SIGALRM, nothing printed
     assert not connect_failed(f"Error: this command {APP_STOPPED}")  # rabbitmqctl's words
     assert not connect_failed("")
+
+
+def test_each_erl_call_at_once_to_one_node_has_its_own_name_and_names_are_reused() -> None:
+    """erl_call's default name is fixed (c17): a second call to a node while one runs was refused with
+    "failed to connect" (recorded on a plain Erlang node here; with -h names both answered)."""
+    with client_name(4000) as first, client_name(4000) as second, client_name(4001) as other:
+        assert len({first, second}) == 2 and other == first  # another node: its own pool
+        assert first.startswith("haven") and "@" not in first
+    with client_name(4000) as again:
+        assert again == first  # freed slots are reused: the node's atoms grow with processes only
 
 
 @pytest.fixture

@@ -31,13 +31,16 @@ Every failure crosses as a haven.domain.errors.TemporaryError.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import math
 import os
 import re
 import socket
 import subprocess
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -76,7 +79,8 @@ APP_TIMEOUT_S = 120.0
 #   <ERROR> get_cookie: can't open cookie fileerl_call: can't create C node c17@vm; 0   (no cookie file)
 # The first is the same, word for word, for a port nothing listens on (a node down, or booting before
 # its listener opens: 10-16 ms), a wrong cookie (the node logs "Invalid challenge reply": 27-54 ms), a
-# port that is not a node's (epmd's) and a listener that closes at once. So erl_call's output cannot tell
+# port that is not a node's (epmd's), a listener that closes at once, and a second erl_call to a node
+# while another of the same name is connected (see ``client_name``). So erl_call's output cannot tell
 # "down" from "cannot use this node": haven then tries a TCP connection to the distribution port itself
 # (``listens``). Refused: nothing listens, the node is down or not up yet, and rabbitmqctl would fail the
 # same way after seconds of starting its VM: reported at once, no fallback. Accepted: a node listens and
@@ -85,6 +89,28 @@ APP_TIMEOUT_S = 120.0
 # own -timeout ends it by SIGALRM, a node that accepted and did not answer) is no connect failure: a hung
 # node would hang rabbitmqctl too.
 CONNECT_FAILED = ("erl_call: failed to connect to node", "can't create C node", "get_cookie:")
+
+
+_SLOTS: dict[int, set[int]] = {}  # distribution port -> erl_call name slots this process uses now
+_SLOTS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def client_name(port: int) -> Iterator[str]:
+    """erl_call's own node name for one call to the node at ``port``. erl_call's default name is fixed
+    (``c17``; ``-r`` draws the same one within a second): two calls to one node at once, from one
+    process or two (a haven serve and a drill), then clash and the second prints "failed to connect"
+    (recorded here). A name of this pid and a slot free now is unique, and the slots are reused, so the
+    node's atom table (names are atoms, never freed) grows with processes, not with calls."""
+    with _SLOTS_LOCK:
+        busy = _SLOTS.setdefault(port, set())
+        slot = next(i for i in itertools.count() if i not in busy)
+        busy.add(slot)
+    try:
+        yield f"haven{os.getpid()}s{slot}"
+    finally:
+        with _SLOTS_LOCK:
+            busy.discard(slot)
 
 
 class CliFailed(TemporaryError):
@@ -297,14 +323,15 @@ class LocalRabbitNode:
             raise ErlCallUnusable(f"erl_call to {self.name}: {self.erl_call} is not installed")
         timeout = timeout_s or self.cli_timeout_s
         address = f"127.0.0.1:{self.layout.dist_port}"
-        argv = [
-            str(self.erl_call), "-address", address, "-timeout", str(max(1, math.ceil(timeout))),
-            "-fetch_stdout", "-no_result_term", "-e",
-        ]  # fmt: skip
         what = f"erl_call to {self.name}"
         try:
-            # erl_call's own -timeout ends it by SIGALRM; the extra 5 s only catch a stuck binary
-            stdout = await self._run(argv, what, timeout, timeout + 5, guarded(expr, self.name) + "\n")
+            with client_name(self.layout.dist_port) as me:
+                argv = [
+                    str(self.erl_call), "-h", me, "-address", address, "-timeout",
+                    str(max(1, math.ceil(timeout))), "-fetch_stdout", "-no_result_term", "-e",
+                ]  # fmt: skip
+                # erl_call's own -timeout ends it by SIGALRM; the extra 5 s only catch a stuck binary
+                stdout = await self._run(argv, what, timeout, timeout + 5, guarded(expr, self.name) + "\n")
         except CliFailed as exc:
             if not connect_failed(exc.output):
                 raise
