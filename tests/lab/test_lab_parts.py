@@ -88,3 +88,13 @@ def test_cli_up_refuses_zero_computes_and_a_foreign_folder(
     assert main(["lab", "up", "--folder", str(tmp_path)]) == 1
     assert "holds no lab" in capsys.readouterr().err
     assert (tmp_path / "precious.txt").exists()
+
+
+def test_cli_up_refuses_on_clusters_without_ha_before_starting_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[object] = []
+    monkeypatch.setattr(lab, "up", lambda *a, **k: started.append(a))
+    assert main(["lab", "up", "--on-clusters", "--folder", str(tmp_path)]) == 1
+    assert "--on-clusters is for the HA lab" in capsys.readouterr().err
+    assert started == [] and list(tmp_path.iterdir()) == []
