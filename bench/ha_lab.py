@@ -865,8 +865,8 @@ def main() -> int:
                         "control plane (as before 2026-12-07); default: a process of their own")  # fmt: skip
     parser.add_argument("--maxconn", type=int, default=0,
                         help="set each server of haven's HAProxy backends to this maxconn first, "
-                        "via the runtime API; 0: leave them (haproxy.cfg has maxconn 4, half the "
-                        "gunicorn threads, since 2026-12-07; a lab started before has none)")  # fmt: skip
+                        "via the runtime API (4: half the gunicorn threads); 0: leave them (the lab's "
+                        "haproxy.cfg has no per-server cap)")  # fmt: skip
     args = parser.parse_args()
     global LAB_TIMING, LOAD_IN_BENCH
     LAB_TIMING = args.lab_timing

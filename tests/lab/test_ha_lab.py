@@ -50,7 +50,10 @@ def _answers(url: str) -> bool:
         return False
 
 
-CLIENT_TIMEOUT_S = 30.0
+# A request the kill did not catch is answered within this. Not longer: at load 18-31 (2026-12-07) the
+# restarted replica's first two answers took 10-12 s (HAProxy: 0 ms queued) and at 24 over 30 s,
+# with or without a per-server cap; a replica that slow is a failure to see (docs/controlplane.md).
+CLIENT_TIMEOUT_S = 10.0
 
 
 def test_kill_9_of_a_nova_api_replica_costs_only_the_requests_in_flight_on_it(
@@ -77,13 +80,6 @@ def test_kill_9_of_a_nova_api_replica_costs_only_the_requests_in_flight_on_it(
     slowest = [0.0]
     stop = threading.Event()
 
-    # 30 s, as bench/ha_lab.py's clients and HAProxy's ``timeout queue`` (10 s until 2026-12-07): the
-    # restarted replica is cold again, and its first answers (the first two requests HAProxy sends it
-    # once its check passes, one per client) took 10.2-11.9 s at load 18-31, with or without the
-    # per-server cap: HAProxy's log gave them 0 ms in its queue and a 200 after 10-12 s of server time
-    # (bench/ha_lab_kill_log.py; 5.7-7.0 s at load 10-22). Those are answers, late, not requests the kill
-    # cost; a client of OpenStack's (keystoneauth waits without a timeout by default) gets them. What
-    # the cap could hide (requests held in HAProxy's queue) is asserted below from HAProxy's qmax.
     def client() -> None:
         with httpx.Client(timeout=CLIENT_TIMEOUT_S) as http:
             while not stop.is_set():
@@ -103,7 +99,6 @@ def test_kill_9_of_a_nova_api_replica_costs_only_the_requests_in_flight_on_it(
     victim = ha.main_pid(ctl, "nova-api.service")
     victim_started = record("victim", victim, Path("/dev/null"))
     loaders = [threading.Thread(target=client) for _ in range(2)]
-    ha.clear_counters(ha_lab)  # HAProxy's qmax from here
     for thread in loaders:
         thread.start()
     try:
@@ -126,11 +121,9 @@ def test_kill_9_of_a_nova_api_replica_costs_only_the_requests_in_flight_on_it(
         stop.set()
         for thread in loaders:
             thread.join(CLIENT_TIMEOUT_S + 5)  # each client's last request answered or timed out
-    queued = {k: n for k, n in ha.queue_max(ha_lab).items() if k[0] == "nova_api"}
     print(f"\nnova-api@ctl-1 killed: healthy in HAProxy again after {back_s} s (lowest health {lowest}); "
           f"{len(answers)} answers (slowest {slowest[0]:.1f} s; client timeout {CLIENT_TIMEOUT_S:g} s), "
-          f"{len(errors)} errors; "
-          f"HAProxy's qmax {queued}")  # fmt: skip
+          f"{len(errors)} errors")  # fmt: skip
     assert not any(thread.is_alive() for thread in loaders), "a client's last request never ended"
     assert not alive(victim_started), "the killed process is gone"
     assert back_s is not None, (
@@ -146,9 +139,6 @@ def test_kill_9_of_a_nova_api_replica_costs_only_the_requests_in_flight_on_it(
     assert len(in_flight) <= len(loaders) and [e for e in errors if e not in in_flight] == [], (
         f"killed at {killed:.2f}, back after {back_s} s: {errors[:5]}"
     )
-    # Each member takes SERVER_MAXCONN requests at once (haproxy.cfg); two clients never reach it, so no
-    # request waited in HAProxy's queue (its own qmax since the drill began).
-    assert set(queued) == {("nova_api", c.host) for c in ha_lab.controllers} and set(queued.values()) == {0}
 
 
 def _quick(url: str, token: str) -> bool:
