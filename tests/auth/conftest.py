@@ -13,9 +13,7 @@ import pytest
 
 from clients.conftest import HavenServer, start_haven
 from haven.lab.keystone import INSTANCE_HA
-from servers.keystone import KeystoneLab, keystone
-
-__all__ = ["keystone"]
+from servers.keystone import KeystoneLab
 
 pytestmark = pytest.mark.keystone
 

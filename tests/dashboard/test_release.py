@@ -23,9 +23,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from clients.conftest import HavenServer, start_haven
-from servers.keystone import Account, KeystoneLab, keystone
-
-__all__ = ["keystone"]
+from servers.keystone import Account, KeystoneLab
 
 pytestmark = pytest.mark.keystone
 
