@@ -64,3 +64,32 @@ async def test_the_computes_waiting_behind_a_backlog_are_its_victims(tmp_path: P
     ranked = [e.node for e in record.diagnosis.explanations]
     assert ranked == ["rabbitmq", "nova-compute"], ranked
     assert record.diagnosis.explanations[1].explained_by == ("rabbitmq",)
+
+
+async def test_computes_seen_reporting_just_after_a_backlog_began_are_still_its_victims(
+    tmp_path: Path,
+) -> None:
+    """conductor-backlog, round 2 on the lab (2026-12-07 05:54-05:56, load 14 to 25): the backlog seen
+    short at 05:54:42 and 1,383 deep at 05:55:08; the round's first look at Nova's list saw every compute
+    reporting (HEALTHY dated at the oldest report, 05:54:58: the storm had not yet grown behind their
+    reports) and the next one both down since 05:55:00. Seen working after the backlog's onset, the
+    computes were no victim of it, and their DOWN (10 points) ranked over it (4). Within the onset
+    tolerance (30 s) of a dependency's onset, being seen working no longer clears a node."""
+    t = 1_796_622_882.27
+    backlog = NodeEvent("rabbitmq", EvidenceKind.ERROR, t, "Nova's conductor queue holds 1,383 messages "
+                        "not yet taken, seen at 05:55:08; 0 at 05:54:42", "broker:queue:conductor")
+    reporting = NodeEvent("nova-compute", EvidenceKind.HEALTHY, t + 16.0, "every nova-compute is up in "
+                          "Nova's service list", "nova-services")  # fmt: skip
+    down = [NodeEvent("nova-compute", EvidenceKind.DOWN, t + 17.7 + n, f"nova-compute on compute-{n} is down "
+                      "in Nova's service list", "nova-services") for n in (1, 2)]  # fmt: skip
+    symptom_at = t + 105.0
+    with Store.open(f"sqlite:///{tmp_path}/haven.db") as store:
+        store.keep_evidence({"b": backlog, "r": reporting, "d1": down[0], "d2": down[1]}, symptom_at)
+        explainer = Explainer(store, openstack_topology(CATALOGUE.values()), VirtualClock(symptom_at + 1))
+        what = "canary boot in zone nova failed waiting for scheduled (not ACTIVE after 40 s)"
+        symptom = Symptom(SERVER_BOOT, symptom_at, what, "scheduling")
+        record = await explainer.open_and_explain(
+            ExplanationRecord("canary:y", "canary", "nova", symptom, symptom_at)
+        )
+    assert record.diagnosis is not None
+    assert [e.node for e in record.diagnosis.explanations] == ["rabbitmq", "nova-compute"]

@@ -137,7 +137,8 @@ class RankSettings:
     # scale_floor when the median is 0), so a constant series does not make every wiggle infinite.
     mad_floor_share: float = 0.05
     scale_floor: float = 1e-6
-    # A dependency counts as the earlier cause when its onset is no later than this after the node's.
+    # A dependency counts as the earlier cause when its onset is no later than this after the node's; a
+    # node seen working no later than this after its dependency's onset may still be its victim.
     onset_tolerance_s: float = 30.0
     top: int = 5
     # Evidence in these scopes is an answer about the node's own state (an image missing, no room, every

@@ -11,7 +11,9 @@ The rules, in the order they rank (each a tier of the sort key):
    likely the victim of (rule 2). Other implicated nodes still appear, after them.
 2. **Deepest cause.** A node with an implicated dependency (directly or not) that began no later than
    it did is likely that dependency's victim: it ranks after the nodes whose own dependencies are healthy.
-   Not a node seen working after that dependency's evidence began (it worked without it), nor one
+   Not a node seen working after that dependency's evidence began (it worked without it; seen within
+   the onset tolerance after it, its failure may still be on its way: a backlog delays the reports
+   queued behind it only as it grows), nor one
    with evidence about its own state (``RankSettings.own_scopes``: an image missing is no
    victim of a slow Keystone); among the nodes whose dependencies are healthy, such a node ranks first:
    a definite answer (the image is missing, no room) says why the operation was refused.
@@ -186,7 +188,7 @@ def _explain(
         if other in found
         and found[other].onset <= item.onset + tolerance_s
         and not item.own
-        and not any(found[other].onset < at < item.onset for at in item.worked)
+        and not any(found[other].onset + tolerance_s < at < item.onset for at in item.worked)
     )
     return Explanation(
         node=item.node,
