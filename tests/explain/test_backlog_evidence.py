@@ -76,8 +76,13 @@ async def test_computes_seen_reporting_just_after_a_backlog_began_are_still_its_
     computes were no victim of it, and their DOWN (10 points) ranked over it (4). Within the onset
     tolerance (30 s) of a dependency's onset, being seen working no longer clears a node."""
     t = 1_796_622_882.27
-    backlog = NodeEvent("rabbitmq", EvidenceKind.ERROR, t, "Nova's conductor queue holds 1,383 messages "
-                        "not yet taken, seen at 05:55:08; 0 at 05:54:42", "broker:queue:conductor")
+    backlog = NodeEvent(
+        "rabbitmq",
+        EvidenceKind.ERROR,
+        t,
+        "Nova's conductor queue holds 1,383 messages not yet taken, seen at 05:55:08; 0 at 05:54:42",
+        "broker:queue:conductor",
+    )
     reporting = NodeEvent("nova-compute", EvidenceKind.HEALTHY, t + 16.0, "every nova-compute is up in "
                           "Nova's service list", "nova-services")  # fmt: skip
     down = [NodeEvent("nova-compute", EvidenceKind.DOWN, t + 17.7 + n, f"nova-compute on compute-{n} is down "

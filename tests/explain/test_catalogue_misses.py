@@ -163,6 +163,8 @@ async def test_a_boot_request_timing_out_in_nova_s_api_can_be_glance_s(tmp_path:
         NodeEvent("nova-compute", EvidenceKind.DOWN, T - 240.0, "nova-compute on compute-1 is down in Nova's "
                   "service list", "nova-services"),
     ]  # fmt: skip
-    what = ("canary boot in zone nova failed waiting for accepted (boot canary haven-canary-nova-4925417457 "
-            "in nova: cannot reach the cloud: Request to http://127.0.0.1:48417/v2.1/servers timed out)")
+    what = (
+        "canary boot in zone nova failed waiting for accepted (boot canary haven-canary-nova-4925417457 "
+        "in nova: cannot reach the cloud: Request to http://127.0.0.1:48417/v2.1/servers timed out)"
+    )
     assert (await explained(tmp_path, events, what, "api"))[0] == "glance-api"
