@@ -70,9 +70,11 @@ async def test_computes_seen_reporting_just_after_a_backlog_began_are_still_its_
     tmp_path: Path,
 ) -> None:
     """conductor-backlog, round 2 on the lab (2026-12-07 05:54-05:56, load 14 to 25): the backlog seen
-    short at 05:54:42 and 1,383 deep at 05:55:08; the round's first look at Nova's list saw every compute
-    reporting (HEALTHY dated at the oldest report, 05:54:58: the storm had not yet grown behind their
-    reports) and the next one both down since 05:55:00. Seen working after the backlog's onset, the
+    short at 05:54:42 and 1,383 deep at 05:55:08; a look at Nova's list saw every compute reporting
+    (HEALTHY, dated at the oldest report: between those two times, the only way the drill's ranking
+    had the computes as no victim; the storm had not yet grown behind their reports; the drill's JSON
+    keeps no HEALTHY, so 16 s here is a stand-in) and the next both down since 05:55:00. Seen working
+    after the backlog's onset, the
     computes were no victim of it, and their DOWN (10 points) ranked over it (4). Within the onset
     tolerance (30 s) of a dependency's onset, being seen working no longer clears a node."""
     t = 1_796_622_882.27
