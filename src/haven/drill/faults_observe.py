@@ -142,7 +142,11 @@ async def watching_broker(lab: FaultLab, store: Store) -> AsyncIterator[None]:
                 await task
 
 
-UNACKED_EVERY_S = 20.0  # one rabbitmqctl run takes about 7 s of an Erlang VM's start on the loaded lab
+# One rabbitmqctl run takes about 7 s of an Erlang VM's start on the loaded lab. Every 10 s (20 s until
+# the seventh session): a backlog is dated at the last reading that saw its queue short, and the computes
+# whose reports wait behind it go down a few seconds after it began; read every 20 s, that reading could
+# be nearly 30 s older than their silence (27 s in one lab run), the ranker's onset tolerance.
+UNACKED_EVERY_S = 10.0
 
 
 async def _poll_unacked(
