@@ -202,3 +202,26 @@ async def test_one_vm_asked_to_move_keeps_the_judges_wait(
     report, _ = await drill_and_judge(nova, haven, store, engine_loop, judge_wait_s=1.2, asked=VMS[:1])
     assert time.monotonic() - started >= 1.2 and report.judge_wait_s == 1.2
     assert report.vms_lost == 2
+
+
+async def test_a_recovery_still_running_when_the_wait_gave_up_keeps_the_judges_wait(
+    store: Store, engine_loop: asyncio.Task[None]
+) -> None:
+    # The drill's wait gave up while haven was still fencing (no evacuate call yet, its notification
+    # open); its evacuations land during the judge's wait: the verdict must see them.
+    nova = Nova({vm: replace(settled(vm), host=FAILED) for vm in VMS})
+    haven = Haven()  # its notification stays open
+
+    async def evacuations_land_late() -> None:
+        await asyncio.sleep(1.5)
+        for vm in VMS:
+            nova.servers[vm] = settled(vm)
+
+    late = asyncio.create_task(evacuations_land_late())
+    report, o = await drill_and_judge(
+        nova, haven, store, engine_loop, judge_wait_s=6.0, asked=[], give_up_s=1.0
+    )
+    await late
+    assert report.judge_wait_s == 6.0
+    assert (report.vms_lost, report.ha_vms_recovered) == (0, 3)
+    assert not any("the judge read Nova once" in n for n in o.notes)

@@ -306,16 +306,19 @@ async def _wait_recovered(
             and (observed.all_active_at is not None or _recovery_ended(recorder, host))
         )
 
-    if not await until(loop, over, drill.give_up_s, "the recovery", required=False):
+    ended = await until(loop, over, drill.give_up_s, "the recovery", required=False)
+    if not ended:
         observed.notes.append(f"gave up waiting for the recovery after {drill.give_up_s:g} s")
 
     async def poll(check: Callable[[], Awaitable[bool]], timeout_s: float) -> bool:
         return await until(loop, check, timeout_s, "Nova to show every HA VM recovered", required=False)
 
     wait_s = drill.judge_wait_s
-    if affected and not set(affected) & {w.server_id for w in observed.witnessed}:
-        # No evacuate call for any of them passed the witness (a failed fence stops the recovery
-        # before it): Nova cannot show one recovered elsewhere, so the judge reads it once, no wait.
+    if ended and affected and not set(affected) & {w.server_id for w in observed.witnessed}:
+        # haven's recovery is over (its notification closed) and no evacuate call for any of them
+        # passed the witness (a failed fence stops the recovery before it): Nova cannot show one
+        # recovered elsewhere, so the judge reads it once, no wait. Not when the wait above gave up:
+        # haven may still be fencing, and its evacuations may yet come within the judge's wait.
         wait_s = 0.0
         observed.notes.append(
             f"no evacuate call for any HA VM of {host} reached Nova (the witness's record): the judge read "
@@ -331,7 +334,7 @@ async def _wait_recovered(
             drill.progress(f"every HA VM recovered on another host (Nova), {took:.1f} s after the fault")
     else:
         observed.notes.append(
-            f"Nova did not show every HA VM recovered within {drill.judge_wait_s:g} s after haven's "
+            f"Nova did not show every HA VM recovered within {wait_s:g} s after haven's "
             f"recovery was over ({look.reads} reads)"
         )
 
