@@ -110,6 +110,11 @@ def test_haven_toml_sets_them() -> None:
         ("gate_window_s = 3601", "gate_window_s must be between 0 and 3600 seconds, got 3601.0", "= 60.0"),
         ("gate_window_s = -1", "gate_window_s must be between 0 and 3600 seconds, got -1.0", "= 60.0"),
         ("gate_window_s = nan", "gate_window_s must be between 0 and 3600 seconds, got nan", "= 60.0"),
+        (
+            "gate_window_s = 1" + "0" * 400,
+            "gate_window_s must be between 0 and 3600 seconds, got inf",
+            "= 60.0",
+        ),
         ("rise_wait_s = 601", "rise_wait_s must be between 0 and 600 seconds, got 601.0", "= 15.0"),
         ("rise_wait_s = -0.5", "rise_wait_s must be between 0 and 600 seconds, got -0.5", "= 15.0"),
         ("rise_wait_s = 'soon'", "rise_wait_s must be a number, got 'soon'", "rise_wait_s = 2.0"),

@@ -125,7 +125,7 @@ def parse_controlplane(section: object, where: str) -> ControlPlaneConfig:
     raw = {k: v for k, v in table.items() if k in _SETTINGS}
     # The windows' numbers are range-checked below (a negative one named with its range); anything
     # else is _scalars' to refuse (its type named).
-    windows: dict[str, Any] = {k: float(raw.pop(k)) for k in _WINDOWS if _is_number(raw.get(k))}
+    windows: dict[str, Any] = {k: _seconds(raw.pop(k)) for k in _WINDOWS if _is_number(raw.get(k))}
     settings = dataclasses.replace(_scalars(ControlPlaneSettings(), raw, where), **windows)
     if not 0 < settings.gate_share <= 1:
         raise ConfigError(f"{where}: gate_share must be in (0, 1], got {settings.gate_share!r}")
@@ -344,6 +344,14 @@ def _check_kind(probe: ProbeSpec, where: str) -> None:
             f"{where}: topic must be Nova's RPC topic of the service, got {probe.topic!r}",
             'topic = "conductor" for nova-conductor, "scheduler" for nova-scheduler',
         )
+
+
+def _seconds(value: float) -> float:
+    """A TOML number as seconds; an integer too large for a float is infinite (refused by its range)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return float("inf")
 
 
 def _is_number(value: object) -> bool:
