@@ -626,8 +626,10 @@ def haproxy_config(ha: HaLab) -> str:
 
 
 def _server_line(controller: Controller, port: int, check: str) -> str:
-    """A backend's ``server`` line; a spare's starts in maintenance (``disabled``), where haven's planner
-    (rule 7) or an operator enables it."""
+    """A backend's ``server`` line; a spare's starts in maintenance (``disabled``): haven's planner puts
+    it in through the runtime API when it starts the spare's units, or an operator does. A restarted
+    HAProxy reads it ``disabled`` again even if it was serving, and haven's rule 7 leaves a member out
+    while its unit runs on (an operator's maintenance, to it): docs/controlplane.md, not done yet."""
     disabled = " disabled" if controller.spare else ""
     return f"    server {controller.host} {controller.address}:{port} {check}{disabled}"
 
