@@ -100,3 +100,20 @@ async def test_computes_seen_reporting_just_after_a_backlog_began_are_still_its_
         )
     assert record.diagnosis is not None
     assert [e.node for e in record.diagnosis.explanations] == ["rabbitmq", "nova-compute"]
+
+
+def test_a_backlog_that_comes_back_is_not_dated_before_the_end_of_the_last_one() -> None:
+    """conductor-backlog repeated on the lab (rounds 2 and 3, 06:04-06:07): the drained queue's HEALTHY was
+    dated at the look (the AMQP look every 2 s), the next backlog at its last short reading (the
+    rabbitmqctl count, older): the new ERROR fell before the old HEALTHY in the same scope, so the
+    ranker took it as ended and the backlog had no evidence at all in round 2."""
+    evidence = BrokerEvidence()
+    evidence.observe(BrokerSeen(None, {"conductor": 0}, {"conductor": 0}, 95.0), 100.0)
+    evidence.observe(BrokerSeen(None, {"conductor": 0}, {"conductor": 5_000}, 118.0), 120.0)
+    [drained] = evidence.observe(BrokerSeen(None, {"conductor": 0}, {"conductor": 0}, 140.0), 150.0).values()
+    evidence.observe(BrokerSeen(None, {"conductor": 0}, {"conductor": 0}, 140.0), 152.0)
+    [again] = evidence.observe(
+        BrokerSeen(None, {"conductor": 0}, {"conductor": 8_000}, 165.0), 170.0
+    ).values()
+    assert (drained.kind, again.kind) == (EvidenceKind.HEALTHY, EvidenceKind.ERROR)
+    assert again.at >= drained.at, (again.at, drained.at)

@@ -101,8 +101,11 @@ class BrokerEvidence:
                     detail += f", seen at {hhmmss(now)}; {before:,} at {hhmmss(at)}"
                 events[f"{scope}:{now:.3f}"] = NodeEvent(NODE, EvidenceKind.ERROR, at, detail, scope)
             elif queue in self._queues:
+                # Dated as the short reading is (never after it): a backlog that comes back is dated at
+                # its last short reading, which must not fall before this end of the last one.
+                at, _ = self._short[queue]
                 detail = f"Nova's {queue} queue is down to {held:,} messages"
-                events[f"{scope}:{now:.3f}"] = NodeEvent(NODE, EvidenceKind.HEALTHY, now, detail, scope)
+                events[f"{scope}:{now:.3f}"] = NodeEvent(NODE, EvidenceKind.HEALTHY, at, detail, scope)
             self._queues[queue] = backed_up
         return events
 
