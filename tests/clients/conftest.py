@@ -117,13 +117,13 @@ def _wait_until_answering(url: str, proc: subprocess.Popen[bytes], log: Path) ->
 
 # A monitor's report about a host haven still hears fails after external_report_wait_s (default
 # 30 s): the tests of such a report check that it fails before any fence, not how long it waits.
-SHORT_EXTERNAL_REPORT_WAIT = "[detection]\nexternal_report_wait_s = 5.0\n"
+SHORT_EXTERNAL_REPORT_WAIT = "[detection]\nexternal_report_wait_s = 2.0\n"
 
 
 @pytest.fixture(scope="module")
 def haven_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HavenServer]:
     """A plain `haven serve` (simulated cloud of 30 hosts in 3 zones), shared by a module's tests;
-    a report about a live host fails after 5 s instead of 30 s."""
+    a report about a live host fails after 2 s instead of 30 s."""
     yield from start_haven(tmp_path_factory.mktemp("haven") / "home", config=SHORT_EXTERNAL_REPORT_WAIT)
 
 
