@@ -13,7 +13,7 @@ import pytest
 from haven.canary.model import CanarySettings
 from haven.canary.runner import CanaryRunner
 from haven.canary.sim import SimCanaryCloud
-from haven.canary.unseen import left_to_blame, probe_needs
+from haven.canary.unseen import left_to_blame, no_answer, probe_needs
 from haven.cloud.sim import CloudSpec, build_cloud
 from haven.controlplane.catalogue import CATALOGUE
 from haven.diagnosis import EvidenceKind
@@ -140,3 +140,45 @@ def test_left_to_blame_is_what_no_check_covers() -> None:
     assert left_to_blame(needs, seen, checked) == ("mariadb",)
     assert left_to_blame(needs, {k: v for k, v in seen.items() if k != "neutron-server"}, checked) == ()
     assert left_to_blame(needs, {**seen, "mariadb": "served a list"}, checked) == ()
+
+
+class NovaApiBroken(SlowDatabase):
+    """Nova's API answers its reads with its own 500 (naming no dependency), or drops the connection."""
+
+    answer = (
+        "list servers: Unexpected API Error. Please report this at http://bugs.launchpad.net/nova/ (HTTP 500)"
+    )
+
+    async def list_servers(self) -> int:
+        raise TemporaryError(self.answer, 1.0)
+
+    async def zones(self) -> list[str]:
+        raise TemporaryError(self.answer.replace("list servers", "zones"), 1.0)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        NovaApiBroken.answer,
+        "list servers: cannot reach the cloud: Connection aborted: RemoteDisconnected (a replica killed)",
+    ],
+)
+async def test_an_answered_error_or_a_dropped_connection_blames_nothing_unseen(
+    store: Store, answer: str
+) -> None:
+    clock = VirtualClock()
+    nova = NovaApiBroken(build_cloud(CloudSpec(hosts=2, vms=0, zones=1, seed=3), clock)[0], clock)
+    nova.answer = answer
+    symptoms = await _round(store, nova, clock)
+    assert not [e for e in store.evidence_between(0.0, clock.now() + 1)
+                if e.node == "mariadb" and e.kind is EvidenceKind.ERROR]  # fmt: skip
+    for record in symptoms:
+        assert record.diagnosis is not None
+        assert "mariadb" not in [e.node for e in record.diagnosis.explanations[:1]]
+
+
+def test_no_answer_is_a_timeout_not_an_answer() -> None:
+    assert no_answer("list servers: Request to http://127.0.0.1:8774/v2.1/servers timed out")
+    assert no_answer("GET http://127.0.0.1/compute did not answer within 3 s")
+    assert not no_answer("list servers: Unexpected API Error. (HTTP 500)")
+    assert not no_answer("list servers: cannot reach the cloud: Connection refused")

@@ -45,7 +45,7 @@ from haven.canary.model import (
     symptom_words,
 )
 from haven.canary.ports import CanaryCloud
-from haven.canary.unseen import BALANCER, left_to_blame, passed_events, unseen_events
+from haven.canary.unseen import BALANCER, left_to_blame, no_answer, passed_events, unseen_events
 from haven.diagnosis import EvidenceKind, NodeEvent, Symptom
 from haven.diagnosis.records import ExplanationRecord
 from haven.domain.clock import Clock
@@ -276,8 +276,8 @@ class CanaryRunner:
 
     async def _operation_seen(self, result: ProbeResult, node: str) -> None:
         """An operation probe (haven.canary.unseen): passing, its needs worked for it (seen, and HEALTHY
-        in its ``unseen:`` scope); failing with an error that names no dependency, it is weighed at the
-        end of the round's look (``_keep_unseen``)."""
+        in its ``unseen:`` scope); failing with no answer in time (``no_answer``) and an error that names no
+        dependency, it is weighed at the end of the round's look (``_keep_unseen``)."""
         needs = self._needs.get(result.name)
         if needs is None:
             return
@@ -286,7 +286,7 @@ class CanaryRunner:
                 self._seen.setdefault(node, f"served {result.name} in {result.seconds:.2f} s")
             events = passed_events(result.name, result.at, needs)
             await asyncio.to_thread(self._store.keep_evidence, events, self._clock.now())
-        elif not named_causes(result.error):
+        elif no_answer(result.error) and not named_causes(result.error):
             self._op_failed.append((result, node))
 
     async def _keep_unseen(self) -> None:

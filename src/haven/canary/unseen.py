@@ -10,13 +10,18 @@ is kept as an ERROR dated at the failed call's start (scope ``unseen:<probe>``),
 words; the same probe passing later is HEALTHY in that scope for each of its needs.
 
 The rule fires only when every need the canary can check was seen working in the round (a hung Nova
-API, whose endpoint does not answer, blames nothing here: its own evidence says it), and never for an
-error that already names its dependency (``named_causes``: Nova's 500 with ``DBConnectionError``). Pure:
+API, whose endpoint does not answer, blames nothing here: its own evidence says it), only for a call
+that got **no answer in time** (``no_answer``: the API took the request and its time went somewhere it
+waits on), and never for an error that already names its dependency (``named_causes``: Nova's 500 with
+``DBConnectionError``). An answered error (a 500 that names nothing, a 401) or a connection refused or
+reset is the API's own failure, or the path's, not evidence about what it waits on: it blames nothing
+unseen (a review found the first cut blaming MariaDB for nova-api's own "Unexpected API Error"). Pure:
 no I/O, no clock.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from types import MappingProxyType
 
@@ -25,6 +30,9 @@ from haven.topology import Topology
 from haven.topology.openstack import HYPERVISOR_LIST, SERVER_LIST
 
 SCOPE = "unseen:"
+# How the cloud drivers word a call that got no answer in time (keystoneauth's "Request to URL timed
+# out", haven's own "did not answer within" / "no answer within").
+_NO_ANSWER = re.compile(r"timed out|(?:did not answer|no answer) within", re.IGNORECASE)
 # The canary's probes that are a user operation of the topology, and which: the zone list reads Nova's
 # service list, served like the hypervisor list (nova-api and its database, a token checked).
 PROBE_OPERATIONS: Mapping[str, str] = MappingProxyType({"server-list": SERVER_LIST, "zones": HYPERVISOR_LIST})
@@ -36,6 +44,11 @@ BALANCER = "haproxy"
 def probe_needs(topology: Topology) -> dict[str, tuple[frozenset[str], frozenset[str]]]:
     """Each operation probe's needs in ``topology``: (what it cannot do without, the caches it uses)."""
     return {probe: topology.needs(op) for probe, op in PROBE_OPERATIONS.items() if op in topology.paths}
+
+
+def no_answer(error: str) -> bool:
+    """Whether a failed call's ``error`` says it got no answer in time (not an answered error)."""
+    return bool(_NO_ANSWER.search(error))
 
 
 def left_to_blame(
