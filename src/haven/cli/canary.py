@@ -22,6 +22,7 @@ from rich.table import Table
 from haven.canary.config import CanaryConfig
 from haven.canary.model import PHASES, CanaryRun, durations, probe_json, run_json
 from haven.canary.runner import CanaryRunner, Round, recent_runs
+from haven.canary.unseen import probe_needs
 from haven.cli.render import when
 from haven.cloud.sim import CloudSpec, build_cloud
 from haven.domain.clock import RealClock
@@ -83,7 +84,10 @@ async def _run(
     try:
         with new_store(config) as store:
             explainer = explaining.explainer(store, clock, metrics)
-            runner = CanaryRunner(cloud, store, clock, canary.settings, explainer.open_and_explain, progress)
+            needs = probe_needs(explaining.topology)  # haven.canary.unseen, as haven serve's canary
+            runner = CanaryRunner(
+                cloud, store, clock, canary.settings, explainer.open_and_explain, progress, needs=needs
+            )
             try:
                 found = await runner.round()
             except CloudError as exc:  # the zones could not be listed: nothing was booted

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING
 from haven.canary.config import CanaryConfig, require_real
 from haven.canary.model import CanarySettings
 from haven.canary.ports import CanaryCloud
-from haven.canary.runner import CanaryRunner, Round, SymptomSink
+from haven.canary.runner import CanaryRunner, Needs, Round, SymptomSink
 from haven.canary.sim import SimCanaryCloud
+from haven.canary.unseen import probe_needs
 from haven.cloud.base import Cloud
 from haven.controlplane.catalogue import CATALOGUE
 from haven.diagnosis.records import ExplanationRecord, ExplanationState
@@ -122,10 +123,13 @@ class Explaining:
                 if canary_cloud is not None:
                     settings = self._canary.settings
                     explain = explainer.open_and_explain
+                    # The operation probes' needs (haven.canary.unseen): what no check covers is blamed
+                    # when Nova's reads time out while everything the canary checks works.
+                    needs = probe_needs(self.topology)
                     canary = (
-                        CanaryRunner(canary_cloud, store, clock, settings, explain)
+                        CanaryRunner(canary_cloud, store, clock, settings, explain, needs=needs)
                         if on_event is None
-                        else AnnouncingCanary(canary_cloud, store, clock, settings, explain, on_event)
+                        else AnnouncingCanary(canary_cloud, store, clock, settings, explain, on_event, needs)
                     )
                     work.append(tasks.create_task(canary.run(stop)))
                 await stop.wait()
@@ -193,8 +197,9 @@ class AnnouncingCanary(CanaryRunner):
         settings: CanarySettings,
         on_symptom: SymptomSink,
         on_event: EventSink,
+        needs: Needs | None = None,
     ) -> None:
-        super().__init__(cloud, store, clock, settings, on_symptom)
+        super().__init__(cloud, store, clock, settings, on_symptom, needs=needs)
         self._on_event, self._now = on_event, clock.now
 
     async def round(self) -> Round:
