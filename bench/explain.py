@@ -37,6 +37,11 @@ haven stored. With ``--controlplane``, haven's control-plane reconciler also run
 on MariaDB, an AMQP round trip on RabbitMQ, a Keystone token issued and validated; what it sees change
 is kept as evidence (haven.evidence.controlplane).
 
+``--until HH:MM`` (UTC) starts no injection after that time, so a long run ends with its last fault
+healed; ``--append`` keeps the injections already in ``--out`` and numbers this run's rounds after
+them, so several sessions can add rounds to one report (give each its own ``--seed``). Each result
+keeps the 1-minute load average at its start and end (``load``).
+
 A **no-fault control period** (``--control``) is an injection of nothing, as long as one (12 s plus the
 jitter, then one canary round): every symptom it raises is an alarm, a false alarm when haven's explanation
 names a cause; and a boot failure is supposed at its end (no phase: no narrowing) and ranked by every
@@ -62,7 +67,7 @@ the canary rounds and the load. 0 incidents is the issue's target.
 
 Run: .venv/bin/python bench/explain.py [--folder LAB] [--repeat 1] [--control 0] [--seed N] [--jitter 5]
      [--only glance-hung,...] [--boot-timeout 40] [--controlplane] [--json] [--list] [--out REPORT]
-     [--replay REPORT]
+     [--replay REPORT] [--append] [--until HH:MM]
      .venv/bin/python bench/explain.py --folder LAB --control-minutes 30 [--control-interval 60]
      [--control-traffic 10] [--out REPORT]
 Without --folder it starts a lab (haven.lab.lab.up, 2 computes) in a temporary folder and stops it at
@@ -208,8 +213,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     unknown = [n for n in names if n not in FAULTS]
     if unknown:
         raise SystemExit(f"unknown fault(s) {', '.join(unknown)}: known are {', '.join(FAULTS)} (--list)")
-    order = plan(names, args.runs, args.control, args.seed)
-    results = []
+    results = recorded(args.out) if args.append else []
+    done = max((r.round for r in results), default=0)  # --append: the new rounds come after the recorded
+    planned = plan(names, args.runs, args.control, args.seed)
+    order = [(done + round_, name, seed) for round_, name, seed in planned]
+    if results:
+        say(f"--append: {len(results)} recorded in {args.out} (rounds 1-{done}); adding {len(order)}")
     with (
         a_lab(args.folder) as state,
         tempfile.TemporaryDirectory() as tmp,
@@ -224,6 +233,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         bench = FaultRun(handle, store, settings, say)
         async with observing(handle, store, args.controlplane):
             for i, (round_, name, seed) in enumerate(order, 1):
+                if args.until is not None and time.time() >= args.until:
+                    say(f"--until: {time.strftime('%H:%M', time.gmtime(args.until))} UTC passed; "
+                        f"{len(order) - i + 1} injections not started")  # fmt: skip
+                    break
                 say(f"[{i}/{len(order)}] round {round_}: {name} (seed {seed})")
                 results.append(await bench.inject(FAULTS.get(name, NO_FAULT), round_, seed))
                 if args.out:
@@ -376,6 +389,15 @@ def main() -> None:
     parser.add_argument("--round-timeout", type=float, default=240.0, help="one canary round")
     parser.add_argument("--whole-timeout", type=float, default=240.0, help="the lab proven whole")
     parser.add_argument("--out", type=Path, help="also write the JSON report here after each fault")
+    parser.add_argument(
+        "--append", action="store_true",
+        help="keep the injections already in --out and add this run's rounds after them (a later session "
+        "adding rounds to one report; use another --seed)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--until", metavar="HH:MM", type=lambda text: until_utc(text, time.time()),
+        help="start no injection after this time (UTC): the bench ends with the last one healed",
+    )  # fmt: skip
     parser.add_argument("--list", action="store_true", help="the catalogue, then exit")
     parser.add_argument(
         "--controlplane", action="store_true",
@@ -426,17 +448,39 @@ def main() -> None:
     show(found)
 
 
+def recorded(path: Path | None, what: str = "--append") -> list[Result]:
+    """The injections an ``--out`` report holds, as they were recorded (nothing ranked again); none when
+    the file does not exist yet (``--append`` to a new report starts it)."""
+    if path is None:
+        raise SystemExit(f"{what} needs --out REPORT")
+    if what == "--append" and not path.exists():
+        return []
+    try:
+        rows = json.loads(path.read_text())["results"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"{what} {path}: not a bench/explain.py report ({exc})") from None
+    names = {f.name for f in dataclasses.fields(Result)}
+    return [Result(**{k: v for k, v in row.items() if k in names}) for row in rows]
+
+
+def until_utc(text: str, now: float) -> float:
+    """``HH:MM`` (UTC) as the next such time from ``now`` (epoch seconds)."""
+    try:
+        hours, minutes = (int(part) for part in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HH:MM (UTC)") from None
+    if not (0 <= hours < 24 and 0 <= minutes < 60):
+        raise argparse.ArgumentTypeError(f"{text!r} is not HH:MM (UTC)")
+    day = now - now % 86400
+    at = day + hours * 3600 + minutes * 60
+    return at if at > now else at + 86400
+
+
 def replay(path: Path) -> dict[str, Any]:
     """A recorded report ranked again from its kept evidence (no lab): each result's ``ranked`` is what
     this code's ranker says now; ``explained_after_s`` and the canary's outcome are the recording's."""
-    try:
-        rows = json.loads(path.read_text())["results"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise SystemExit(f"--replay {path}: not a bench/explain.py report ({exc})") from None
-    names = {f.name for f in dataclasses.fields(Result)}
     results = []
-    for row in rows:
-        result = Result(**{k: v for k, v in row.items() if k in names})
+    for result in recorded(path, "--replay"):
         if result.inputs is not None:
             result.methods = rank_all(result.inputs)
             result.ranked = result.methods["haven"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import random
 import time
 from collections.abc import Callable
@@ -81,6 +82,7 @@ class Result:
     # haven's stored explanations of the judged symptom, best first, with their evidence in words
     explanations: list[dict[str, Any]] = field(default_factory=list)
     wall_s: float = 0.0  # the whole injection: whole, inject, round, heal, whole again
+    load: list[float] = field(default_factory=list)  # the 1-minute load average at its start and end
 
     @property
     def control(self) -> bool:
@@ -232,6 +234,7 @@ class FaultRun:
         """One injection (or, for NO_FAULT, one control period); ``seed`` jitters how long the fault lasts
         before the canary round (0 to jitter_s more), so the repeats of a fault differ in timing too."""
         started = time.monotonic()
+        load_at_start = os.getloadavg()[0]
         jitter = random.Random(seed).uniform(0.0, self.settings.jitter_s) if seed is not None else 0.0
         result = Result(
             fault.name, fault.root, round=round_, seed=seed, settle_s=round(fault.settle_s + jitter, 2)
@@ -269,6 +272,7 @@ class FaultRun:
         finally:
             await self._heal(fault, heal, result)
         result.wall_s = round(time.monotonic() - started, 1)
+        result.load = [round(load_at_start, 2), round(os.getloadavg()[0], 2)]
         self.say(f"{fault.name}: canary {result.canary}; judged {result.symptom or '-'}; ranked "
                  f"{result.ranked[:3]}; {result.summary}; {'; '.join(result.notes)}")  # fmt: skip
         return result
