@@ -9,6 +9,7 @@ from haven's journal.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import os
@@ -71,6 +72,50 @@ def test_a_dist_port_that_is_another_nodes_reads_and_stops_nothing(cluster: Loop
     # Ground truth from the CLI: rabbit-2's app never stopped, and every node still sees the three.
     assert healthy(asyncio.run(two.cli_status()), NAMES)
     assert asyncio.run(one.status()).running_nodes  # the right port still answers through the guard
+
+
+def test_the_queues_read_sees_a_consumers_unacked_messages_and_a_queue_nobody_reads(
+    cluster: LoopbackRabbitCluster,
+) -> None:
+    # Ground truth: what a real AMQP client (py-amqp) did. Queues declared through rabbit-1, 30 messages
+    # delivered to a consumer (through rabbit-2) that never acknowledges, 12 left in a queue with none;
+    # read through rabbit-3 (neither queue's node: one node lists the cluster's queues), by erl_call
+    # and by rabbitmqctl eval (a node object whose erl_call is missing).
+    import amqp  # type: ignore[import-untyped]
+
+    one, two, three = (cluster.node(n) for n in ("rabbit-1", "rabbit-2", "rabbit-3"))
+    unacked, idle = f"haven-test-unacked-{os.getpid()}", f"haven-test-idle-{os.getpid()}"
+    publisher = amqp.Connection(f"127.0.0.1:{one.layout.amqp_port}", connect_timeout=10)
+    consumer = amqp.Connection(f"127.0.0.1:{two.layout.amqp_port}", connect_timeout=10)
+    publisher.connect()
+    consumer.connect()
+    try:
+        channel = publisher.channel()
+        channel.confirm_select()  # each publish returns once the broker holds the message
+        for queue, count in ((unacked, 30), (idle, 12)):
+            channel.queue_declare(queue, durable=False, auto_delete=False)
+            for i in range(count):
+                channel.basic_publish(amqp.Message(f"m{i}"), routing_key=queue)
+        got: list[object] = []
+        consumer.channel().basic_consume(unacked, callback=got.append, no_ack=False)
+        deadline = time.monotonic() + 20
+        while len(got) < 30 and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                consumer.drain_events(timeout=0.5)
+        assert len(got) == 30  # the client holds every message, none acknowledged
+        by_cli = LocalRabbitNode(three.layout, erl_call=Path("/nonexistent/erl_call"))
+        for reader in (three, by_cli):
+            held = {q.name: q for q in asyncio.run(reader.queues()).held}
+            assert (held[unacked].unacked, held[unacked].ready, held[unacked].consumers) == (30, 0, 1)
+            assert (held[idle].ready, held[idle].unacked, held[idle].consumers) == (12, 0, 0)
+            assert held[unacked].node == held[idle].node == one.name  # declared through rabbit-1
+    finally:
+        consumer.collect()  # the unacknowledged messages go back to their queue, which is then deleted
+        with contextlib.suppress(Exception):
+            channel = publisher.channel()
+            channel.queue_delete(unacked)
+            channel.queue_delete(idle)
+        publisher.close()
 
 
 def test_a_killed_node_is_started_and_back_in_every_nodes_running_nodes(

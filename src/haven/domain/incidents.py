@@ -94,6 +94,9 @@ class AlertKind(StrEnum):
     # Galera (haven.stateful): the alert's host is the cluster's name; the message every node's state.
     GALERA_HOLD = "galera_hold"  # recovery cannot decide safely: nothing started until an operator acts
     RABBITMQ_HOLD = "rabbitmq_hold"  # RabbitMQ recovery cannot decide safely (haven.stateful.rabbitmq)
+    # One per queue backlog, never acted on (haven.stateful.rabbitmq_queues): its host is
+    # "CLUSTER:KIND:VHOST:QUEUE"; cleared when the queue drains.
+    RABBITMQ_BACKLOG = "rabbitmq_backlog"
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,12 @@ mistake becomes a ConfigError naming the key and how to fix it.
     cli_timeout_s = 30.0               # one rabbitmqctl call
     home = "/var/lib/haven/rabbitmq"   # HOME of the servers and rabbitmqctl: where .erlang.cookie is
     epmd_port = 4369                   # the Erlang port mapper every node registers with
+    watch_queues = true                # read the queues each pass: backlogs alerted, never acted on
+    backlog_unacked_min = 1000         # unacknowledged messages in one queue (1..100,000,000) ...
+    backlog_unacked_window_s = 300.0   # ... held this long (0..86,400): a backlog
+    backlog_idle_ready_min = 100       # ready messages in a queue with no consumer (1..100,000,000) ...
+    backlog_idle_window_s = 600.0      # ... held this long (0..86,400) and grown: a backlog
+    backlog_report_worst = 10          # the fullest queues shown beside the totals (1..1,000)
     [[stateful.rabbitmq.nodes]]
     name = "rabbit-1@localhost"        # RABBITMQ_NODENAME
     folder = "/var/lib/haven/rabbitmq/n1"  # its Mnesia, logs, pid file, enabled_plugins
@@ -48,13 +54,14 @@ systemd's D-Bus, bootstrapped through the unit's own ``_WSREP_NEW_CLUSTER`` envi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from haven.domain.errors import ConfigError
+from haven.stateful.rabbitmq_queues import QueueSettings
 
 HINT = "see docs/stateful.md for each key of [stateful.galera] and [stateful.rabbitmq]"
 DRIVERS = ("local", "systemd")
@@ -145,6 +152,12 @@ class _Rabbit(BaseModel):
     cli_timeout_s: float = Field(default=30.0, gt=0)
     home: str = Field(min_length=1)
     epmd_port: int = Field(default=4369, ge=1, le=65535)
+    watch_queues: bool = True
+    backlog_unacked_min: int = Field(default=1000, ge=1, le=100_000_000)
+    backlog_unacked_window_s: float = Field(default=300.0, ge=0, le=86_400)
+    backlog_idle_ready_min: int = Field(default=100, ge=1, le=100_000_000)
+    backlog_idle_window_s: float = Field(default=600.0, ge=0, le=86_400)
+    backlog_report_worst: int = Field(default=10, ge=1, le=1000)
     nodes: list[_RabbitNode] = Field(min_length=2)
 
     @field_validator("nodes")
@@ -221,6 +234,7 @@ class RabbitConfig:
     unreadable_hold_s: float = 120.0
     cli_timeout_s: float = 30.0
     driver: str = "local"
+    queues: QueueSettings | None = field(default_factory=QueueSettings)  # None: watch_queues = false
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,5 +289,14 @@ def _rabbitmq(r: _Rabbit | None) -> RabbitConfig | None:
     )
     return RabbitConfig(
         r.cluster, Path(r.home), nodes, r.epmd_port, r.interval_s, r.partition_grace_s, r.unreadable_hold_s,
-        r.cli_timeout_s, r.driver,
+        r.cli_timeout_s, r.driver, _queues(r),
+    )  # fmt: skip
+
+
+def _queues(r: _Rabbit) -> QueueSettings | None:
+    if not r.watch_queues:
+        return None
+    return QueueSettings(
+        r.backlog_unacked_min, r.backlog_unacked_window_s, r.backlog_idle_ready_min, r.backlog_idle_window_s,
+        r.backlog_report_worst,
     )  # fmt: skip

@@ -47,6 +47,7 @@ from typing import Protocol
 
 from haven.domain.errors import TemporaryError
 from haven.stateful.rabbitmq import ClusterStatus
+from haven.stateful.rabbitmq_queues import QUEUES_EXPR, QueueRead, parse_queues
 
 RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 RABBITMQCTL = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
@@ -152,6 +153,10 @@ class RabbitNode(Protocol):
     async def running(self) -> bool: ...
 
     async def status(self) -> ClusterStatus: ...
+
+    async def queues(self) -> QueueRead:
+        """The cluster's queues as this node lists them (haven.stateful.rabbitmq_queues)."""
+        ...
 
     async def start(self) -> None: ...
 
@@ -308,6 +313,16 @@ class LocalRabbitNode:
         except ErlCallUnusable:
             pass  # rabbitmqctl may still reach it (it says why not, if not)
         return parse_status(await self.ctl("cluster_status", "--formatter", "json"))
+
+    async def queues(self) -> QueueRead:
+        """Every queue's totals and the queues holding messages (``QUEUES_EXPR``: one call whatever the
+        number of queues), through erl_call, else ``rabbitmqctl eval`` of the same expression (one CLI VM
+        for every vhost, where ``list_queues -p VHOST`` would take one per vhost)."""
+        try:
+            return parse_queues(await self.call(QUEUES_EXPR), self.name)
+        except ErlCallUnusable:
+            pass
+        return parse_queues(await self.ctl("eval", QUEUES_EXPR), self.name)
 
     async def cli_status(self, timeout_s: float | None = None) -> ClusterStatus:
         """The node's status as an operator's ``rabbitmqctl cluster_status`` shows it (a drill's judge

@@ -28,20 +28,28 @@ then the step fails and the loop holds (``hold_if_stuck``, which also holds a no
 again). Every journal and alert write carries the leader's epoch: once one is refused
 (``Deposed``), this loop makes no effect and writes nothing more. No effect is made whose intent could
 not be committed.
+
+Queues (when given ``queues`` settings): each pass also reads the cluster's queues from one node whose
+status answered (``RabbitNode.queues``, one call), judges them (haven.stateful.rabbitmq_queues.judge)
+and keeps one ``rabbitmq_backlog`` alert per backlog, cleared when it drains. A backlog never changes
+the decision: nothing is started or restarted for it. A read that fails keeps the backlogs as they were.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import Protocol
 
 from haven.domain.clock import Clock
 from haven.domain.errors import HavenError
 from haven.domain.galera import DONE, FAILED, GaleraAction
-from haven.domain.incidents import AlertKind
+from haven.domain.ids import HostName
+from haven.domain.incidents import Alert, AlertKind
 from haven.stateful.journal import HoldAlerts, Journaled, StepJournal, StoreHold, StoreJournal, run_passes
 from haven.stateful.rabbitmq import (
     NOTHING_MADE,
@@ -56,6 +64,7 @@ from haven.stateful.rabbitmq import (
     hold_if_stuck,
 )
 from haven.stateful.rabbitmq_node import APP_STOPPED, RabbitNode
+from haven.stateful.rabbitmq_queues import QueueHealth, QueueMemory, QueueSettings, judge
 from haven.store import Store
 
 log = logging.getLogger(__name__)
@@ -76,6 +85,47 @@ class RabbitStoreAlerts(StoreHold):
         super().__init__(store, cluster, clock, epoch, kind=AlertKind.RABBITMQ_HOLD)
 
 
+class BacklogAlerts(Protocol):
+    """Where the backlogs' alerts are kept: one per backlog (its subject: kind and queue)."""
+
+    def show(self, backlogs: Mapping[str, str]) -> None:
+        """Raise an alert for each subject of ``backlogs`` (subject -> text) not raised yet, clear every
+        other backlog alert of this cluster."""
+        ...
+
+
+class StoreBacklogs:
+    """``rabbitmq_backlog`` alerts in the store, their host ``CLUSTER:SUBJECT``."""
+
+    def __init__(self, store: Store, cluster: str, clock: Clock, epoch: int | None = None) -> None:
+        self.store, self.cluster, self._clock, self._epoch = store, cluster, clock, epoch
+
+    def show(self, backlogs: Mapping[str, str]) -> None:
+        prefix = f"{self.cluster}:"
+        active = {
+            a.host for a in self.store.list_alerts()
+            if a.kind is AlertKind.RABBITMQ_BACKLOG and a.host and a.host.startswith(prefix)
+        }  # fmt: skip
+        wanted = {_alert_host(prefix + subject): text for subject, text in backlogs.items()}
+        for host in sorted(active - set(wanted)):
+            self.store.clear_alerts(
+                now=self._clock.now(), kind=AlertKind.RABBITMQ_BACKLOG, host=host, epoch=self._epoch
+            )
+        for host, text in sorted(wanted.items()):
+            if host not in active:
+                now = self._clock.now()
+                alert = Alert(str(uuid.uuid4()), AlertKind.RABBITMQ_BACKLOG, text, now, host=host)
+                self.store.raise_alert(alert, epoch=self._epoch)
+
+
+def _alert_host(subject: str) -> HostName:
+    """The alert's host (255 characters in the store): a longer subject (queue names reach 255 bytes)
+    is cut and ends with a digest of the whole, so two long names never share an alert."""
+    if len(subject) <= 255:
+        return HostName(subject)
+    return HostName(f"{subject[:230]}~{hashlib.sha256(subject.encode()).hexdigest()[:24]}")
+
+
 class RabbitRecovery:
     def __init__(
         self,
@@ -85,6 +135,8 @@ class RabbitRecovery:
         clock: Clock,
         cluster: str,
         settings: RabbitSettings | None = None,
+        queues: QueueSettings | None = None,
+        backlog_alerts: BacklogAlerts | None = None,
     ) -> None:
         self._nodes: Mapping[str, RabbitNode] = {n.name: n for n in nodes}
         self._clock, self.cluster = clock, cluster
@@ -95,6 +147,11 @@ class RabbitRecovery:
         self._start_app_failures: dict[str, int] = {}  # an unfinished restart's id -> start_app failures
         self._resumed: list[str] = []  # this pass: nodes whose cut restart the resume completed (start_app)
         self._minority: dict[str, tuple[str, ...]] = {}  # this pass: cut restarts left -> nodes reached
+        self._queue_settings, self._backlog_alerts = queues, backlog_alerts
+        self._queue_memory = QueueMemory()
+        self.queue_health: QueueHealth | None = None  # the last judgement (None: no read answered yet)
+        self.queue_error = ""  # why the last read failed ("" when it answered)
+        self._shown: dict[str, str] | None = None  # the backlog alerts as last written
 
     @classmethod
     def on_store(
@@ -106,11 +163,14 @@ class RabbitRecovery:
         *,
         epoch: int | None = None,
         settings: RabbitSettings | None = None,
+        queues: QueueSettings | None = None,
     ) -> RabbitRecovery:
-        """The loop with its journal and alerts in haven's store (what haven serve and the drills run)."""
+        """The loop with its journal and alerts in haven's store (what haven serve and the drills run);
+        with ``queues``, the queues watched too, their backlog alerts in the store."""
         journal = StoreJournal(store, journal_key(cluster), clock, epoch)
         alerts = RabbitStoreAlerts(store, cluster, clock, epoch)
-        return cls(nodes, journal, alerts, clock, cluster, settings)
+        backlogs = StoreBacklogs(store, cluster, clock, epoch) if queues is not None else None
+        return cls(nodes, journal, alerts, clock, cluster, settings, queues, backlogs)
 
     async def run_pass(self) -> RabbitDecision:
         self._resumed, self._minority = [], {}
@@ -119,6 +179,8 @@ class RabbitRecovery:
         if self._steps.deposed is not None:
             return RabbitDecision(DecisionKind.WAIT, self._steps.deposed_reason)
         observations = await self.observe()
+        if self._queue_settings is not None:
+            await self._watch_queues(observations)
         now = self._clock.now()
         decision = decide(observations, now, self._partitioned_since, self._settings)
         if self._minority:
@@ -194,6 +256,40 @@ class RabbitRecovery:
             return NodeObservation(node.name, True, error=str(exc), unreadable_since=since)
         self._mute_since.pop(node.name, None)
         return NodeObservation(node.name, True, status)
+
+    async def _watch_queues(self, observations: Sequence[NodeObservation]) -> None:
+        """Read the queues from the first node whose status answered, judge them, show the backlogs."""
+        answered = sorted(o.name for o in observations if o.status is not None)
+        if not answered or self._queue_settings is None:
+            self.queue_error = "no node's status answered: the queues are not read"
+            return
+        try:
+            read = await self._nodes[answered[0]].queues()
+        except HavenError as exc:  # the backlogs stay as they were: nothing says they drained
+            self.queue_error = f"queues of {answered[0]}: {exc}"
+            log.info("rabbitmq %s: %s", self.cluster, self.queue_error)
+            return
+        except Exception as exc:  # a bug: the queues' read only, never the recovery
+            self.queue_error = f"queues of {answered[0]}: unexpected error: {type(exc).__name__}: {exc}"
+            log.exception("rabbitmq %s: queues' read", self.cluster)
+            return
+        now = self._clock.now()
+        self.queue_health, self._queue_memory = judge(read, now, self._queue_memory, self._queue_settings)
+        self.queue_error = ""
+        shown = {
+            f"{b.kind.value}:{b.queue.key}": b.alert(self.cluster, now) for b in self.queue_health.backlogs
+        }
+        if self._backlog_alerts is None or (self._shown is not None and shown.keys() == self._shown.keys()):
+            return  # the first pass writes even none: it clears what a previous leader left
+        for subject in shown.keys() - (self._shown or {}).keys():
+            log.warning("%s", shown[subject])
+        try:
+            await asyncio.to_thread(self._backlog_alerts.show, shown)
+        except HavenError as exc:  # the store unavailable, or deposed: the next pass writes them again
+            log.warning("rabbitmq %s: backlog alerts not written: %s", self.cluster, exc)
+            self._steps.note_deposed(exc)
+            return
+        self._shown = shown
 
     # ---- act ---------------------------------------------------------------------------------------
 

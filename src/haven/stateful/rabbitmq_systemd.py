@@ -21,6 +21,7 @@ from haven.domain.errors import TemporaryError
 from haven.stateful.galera_systemd import SystemdUnit
 from haven.stateful.rabbitmq import ClusterStatus
 from haven.stateful.rabbitmq_node import CLI_TIMEOUT_S, RABBITMQ_SERVER, LocalRabbitNode, RabbitLayout
+from haven.stateful.rabbitmq_queues import QueueRead
 
 
 def unit_file(layout: RabbitLayout, description: str) -> str:
@@ -67,6 +68,9 @@ class SystemdRabbitNode:
 
     async def status(self) -> ClusterStatus:
         return await self.files.status()
+
+    async def queues(self) -> QueueRead:
+        return await self.files.queues()
 
     async def start(self) -> None:
         """StartUnit (not waiting for the boot: the next passes watch it). Never while it runs."""

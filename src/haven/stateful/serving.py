@@ -205,6 +205,7 @@ class RabbitService:
             f"rabbitmq: cluster {self.config.cluster!r} ({names}) recovered while leading, a pass every "
             f"{self.config.interval_s:g} s, partitions healed after {self.config.partition_grace_s:g} s; "
             "holds are rabbitmq_hold alerts"
+            + ("; queue backlogs are rabbitmq_backlog alerts" if self.config.queues else "")
         )
 
     async def run(
@@ -213,8 +214,9 @@ class RabbitService:
         """One term: passes until ``stop`` (the term is over, or haven stops)."""
         epoch = leader_epoch() if leader_epoch is not None else None
         recovery = RabbitRecovery.on_store(
-            self.nodes, store, self.config.cluster, self._clock, epoch=epoch, settings=self.settings
-        )
+            self.nodes, store, self.config.cluster, self._clock, epoch=epoch, settings=self.settings,
+            queues=self.config.queues,
+        )  # fmt: skip
         while not stop.is_set():
             try:
                 decision = await recovery.run_pass()

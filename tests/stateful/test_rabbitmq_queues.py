@@ -1,0 +1,194 @@
+"""RabbitMQ queues' health: the pure judgement (a fake clock: ``now`` is given), the read's parse
+(recorded answers of the real node), the loop's one alert per backlog, and the config's ranges.
+
+The read on a real node is tested in test_rabbitmq_real.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from haven.domain.clock import VirtualClock
+from haven.domain.errors import ConfigError, TemporaryError
+from haven.domain.incidents import AlertKind
+from haven.service.config import load_config
+from haven.stateful.rabbitmq import ClusterStatus, DecisionKind, RabbitSettings
+from haven.stateful.rabbitmq_queues import (
+    BacklogKind,
+    QueueRead,
+    QueueSettings,
+    QueueStat,
+    describe_health,
+    judge,
+    parse_queues,
+)
+from haven.stateful.rabbitmq_recovery import RabbitRecovery
+from haven.store import Store
+
+RECORDED = Path(__file__).parent / "recorded"
+SETTINGS = QueueSettings(unacked_min=100, unacked_window_s=60, idle_ready_min=10, idle_window_s=120)
+
+
+def _read(*queues: QueueStat) -> QueueRead:
+    return QueueRead(1000, sum(q.ready for q in queues), sum(q.unacked for q in queues), queues)
+
+
+def _q(name: str, ready: int = 0, unacked: int = 0, consumers: int = 1) -> QueueStat:
+    return QueueStat("/", name, "rabbit-1@h", ready, unacked, consumers)
+
+
+def _kinds(read: QueueRead, times: list[float]) -> list[list[tuple[str, BacklogKind]]]:
+    """The backlogs judged at each of ``times`` (the same read each time), carrying the memory over."""
+    memory, seen = None, []
+    for now in times:
+        health, memory = judge(read, now, memory, SETTINGS)
+        seen.append([(b.queue.name, b.kind) for b in health.backlogs])
+    return seen
+
+
+def test_unacked_above_the_minimum_is_a_backlog_only_after_its_window() -> None:
+    read = _read(_q("conductor", unacked=150))
+    assert _kinds(read, [0, 30, 59.9, 60]) == [[], [], [], [("conductor", BacklogKind.UNACKED)]]
+
+
+def test_a_break_in_the_unacked_backlog_restarts_its_window_and_draining_clears_it() -> None:
+    memory = None
+    for now, unacked, expected in [(0, 150, 0), (50, 20, 0), (100, 150, 0), (159, 150, 0), (160, 150, 1),
+                                   (170, 99, 0)]:  # fmt: skip
+        health, memory = judge(_read(_q("c", unacked=unacked)), now, memory, SETTINGS)
+        assert len(health.backlogs) == expected, now
+
+
+def test_ready_with_no_consumer_is_a_backlog_only_when_it_grew_over_its_window() -> None:
+    memory = None
+    steps = [(0, 10, 0), (60, 40, 0), (120, 40, 1), (180, 15, 1), (190, 9, 0)]
+    for now, ready, expected in steps:  # grown from 10 to 40 at 120 s: a backlog until below 10
+        health, memory = judge(_read(_q("fanout", ready=ready, consumers=0)), now, memory, SETTINGS)
+        assert [b.kind for b in health.backlogs] == [BacklogKind.NO_CONSUMERS] * expected, now
+    # An abandoned queue that only sits (no growth) is never a backlog, however long.
+    assert _kinds(_read(_q("old", ready=500, consumers=0)), [0, 1000, 100000])[-1] == []
+
+
+def test_a_consumer_attaching_ends_a_no_consumer_backlog() -> None:
+    health, memory = judge(_read(_q("q", ready=20, consumers=0)), 0, None, SETTINGS)
+    health, memory = judge(_read(_q("q", ready=30, consumers=0)), 200, memory, SETTINGS)
+    assert [b.kind for b in health.backlogs] == [BacklogKind.NO_CONSUMERS]
+    health, memory = judge(_read(_q("q", ready=30, consumers=1)), 210, memory, SETTINGS)
+    assert health.backlogs == ()
+
+
+def test_the_report_is_the_worst_n_and_the_totals() -> None:
+    queues = [_q(f"reply_{i}", ready=i) for i in range(1, 40)]
+    health, _ = judge(_read(*queues), 0, None, QueueSettings(report_worst=3))
+    assert [q.name for q in health.worst] == ["reply_39", "reply_38", "reply_37"]
+    assert (health.queues, health.ready) == (1000, sum(range(1, 40)))
+    assert describe_health(health) == "1,000 queues, 780 ready, 0 unacknowledged"
+
+
+def test_the_alert_text_says_haven_does_not_restart_and_how_to_read_it() -> None:
+    health, _ = judge(
+        _read(_q("conductor", unacked=5000, consumers=2)), 0, None, QueueSettings(unacked_window_s=0)
+    )
+    text = health.backlogs[0].alert("mq", 0)
+    assert "does not restart a broker" in text and "rabbitmqctl list_queues -p /" in text
+    assert "5,000 messages delivered and not acknowledged" in text
+
+
+def test_the_recorded_answers_of_erl_call_and_rabbitmqctl_eval_parse_alike() -> None:
+    by_erl_call = parse_queues((RECORDED / "queues_erl_call.json").read_text(), "n")
+    by_eval = parse_queues((RECORDED / "queues_rabbitmqctl_eval.txt").read_text(), "n")
+    assert by_erl_call == by_eval and by_erl_call.queues == 1003
+    held = {q.name: q for q in by_erl_call.held}
+    assert (held["haven-unacked"].unacked, held["haven-unacked"].consumers) == (40, 1)
+    assert (held["haven-idle"].ready, held["haven-idle"].consumers) == (25, 0)
+    with pytest.raises(TemporaryError, match="unreadable"):
+        parse_queues("{badarg", "n")
+
+
+class _Node:
+    def __init__(self, name: str, read: QueueRead | Exception) -> None:
+        self.name, self.read, self.calls = name, read, []
+
+    async def running(self) -> bool:
+        return True
+
+    async def status(self) -> ClusterStatus:
+        return ClusterStatus(("a@h", "b@h"))
+
+    async def queues(self) -> QueueRead:
+        self.calls.append("queues")
+        if isinstance(self.read, Exception):
+            raise self.read
+        return self.read
+
+
+def test_the_loop_keeps_one_alert_per_backlog_and_clears_it_when_it_drains_without_acting() -> None:
+    store, clock = Store.open("sqlite://"), VirtualClock()
+    a, b = _Node("a@h", _read(_q("conductor", unacked=500))), _Node("b@h", _read())
+    settings = QueueSettings(unacked_min=100, unacked_window_s=30)
+    loop = RabbitRecovery.on_store([a, b], store, "mq", clock, settings=RabbitSettings(), queues=settings)
+
+    def backlog_alerts() -> list[str]:
+        return [str(x.host) for x in store.list_alerts() if x.kind is AlertKind.RABBITMQ_BACKLOG]
+
+    assert asyncio.run(loop.run_pass()).kind is DecisionKind.NOTHING and backlog_alerts() == []
+    clock.advance_to(clock.now() + 31)
+    assert asyncio.run(loop.run_pass()).kind is DecisionKind.NOTHING  # a backlog: never acted on
+    assert backlog_alerts() == ["mq:unacked:/:conductor"] and (a.calls, b.calls) == (["queues"] * 2, [])
+    a.read = TemporaryError("erl_call: no answer in 30 s")  # unread: the alert stays
+    clock.advance_to(clock.now() + 5)
+    asyncio.run(loop.run_pass())
+    assert backlog_alerts() == ["mq:unacked:/:conductor"] and "no answer" in loop.queue_error
+    a.read = _read(_q("conductor", unacked=3))
+    asyncio.run(loop.run_pass())
+    assert backlog_alerts() == [] and loop.queue_health is not None and loop.queue_health.backlogs == ()
+    cleared = [x for x in store.list_alerts(active_only=False) if x.kind is AlertKind.RABBITMQ_BACKLOG]
+    assert len(cleared) == 1 and "does not restart a broker" in cleared[0].message
+
+
+def _config(tmp_path: Path, extra: str) -> Path:
+    path = tmp_path / "haven.toml"
+    path.write_text(
+        f"""
+[stateful.rabbitmq]
+home = "{tmp_path}"
+{extra}
+[[stateful.rabbitmq.nodes]]
+name = "rabbit-1@localhost"
+folder = "{tmp_path}/n1"
+amqp_port = 5672
+dist_port = 25672
+[[stateful.rabbitmq.nodes]]
+name = "rabbit-2@localhost"
+folder = "{tmp_path}/n2"
+amqp_port = 5673
+dist_port = 25673
+"""
+    )
+    return path
+
+
+def test_the_thresholds_are_read_and_bad_values_refused_by_name_with_their_bound(tmp_path: Path) -> None:
+    config = load_config(
+        tmp_path, _config(tmp_path, "backlog_unacked_min = 50\nbacklog_idle_window_s = 30.0")
+    )
+    assert config.stateful.rabbitmq is not None and config.stateful.rabbitmq.queues is not None
+    assert (config.stateful.rabbitmq.queues.unacked_min, config.stateful.rabbitmq.queues.idle_window_s) == (
+        50,
+        30,
+    )
+    off = load_config(tmp_path, _config(tmp_path, "watch_queues = false"))
+    assert off.stateful.rabbitmq is not None and off.stateful.rabbitmq.queues is None
+    for line, words in [
+        ("backlog_unacked_min = 0", "backlog_unacked_min: Input should be greater than or equal to 1"),
+        (
+            "backlog_idle_window_s = 100000.0",
+            "backlog_idle_window_s: Input should be less than or equal to 86400",
+        ),
+        ("backlog_report_worst = 5000", "backlog_report_worst: Input should be less than or equal to 1000"),
+    ]:
+        with pytest.raises(ConfigError, match=words):
+            load_config(tmp_path, _config(tmp_path, line))
