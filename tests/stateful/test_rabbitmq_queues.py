@@ -100,12 +100,16 @@ def test_the_alert_text_says_haven_does_not_restart_and_how_to_read_it() -> None
 def test_the_recorded_answers_of_erl_call_and_rabbitmqctl_eval_parse_alike() -> None:
     by_erl_call = parse_queues((RECORDED / "queues_erl_call.json").read_text(), "n")
     by_eval = parse_queues((RECORDED / "queues_rabbitmqctl_eval.txt").read_text(), "n")
-    assert by_erl_call == by_eval and by_erl_call.queues == 1003
+    assert by_erl_call == by_eval and (by_erl_call.queues, by_erl_call.answered) == (5002, None)
     held = {q.name: q for q in by_erl_call.held}
     assert (held["haven-unacked"].unacked, held["haven-unacked"].consumers) == (40, 1)
     assert (held["haven-idle"].ready, held["haven-idle"].consumers) == (25, 0)
     with pytest.raises(TemporaryError, match="unreadable"):
         parse_queues("{badarg", "n")
+    # A queue that does not answer in time is left out of the totals, and counted.
+    slow = parse_queues('{"answered":9,"held":[],"queues":10,"ready":0,"unacked":0}', "n")
+    health, _ = judge(slow, 0)
+    assert health.unanswered == 1 and "1 did not answer in 5 s" in describe_health(health)
 
 
 class _Node:

@@ -17,6 +17,7 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -134,9 +135,28 @@ def _print(report: RabbitDrillReport, out: Console) -> None:
         f"messages through every node: {'ok' if report.messages_ok else 'FAILED'}",
     ]
     lines += [f"haven: {d}" for d in report.decisions]
+    lines += _queue_lines(report.queues)
     if report.openstack is not None:
         lines.append(stateful_lab.describe_openstack(report.openstack))
     lines += [f"alert: {a}" for a in report.alerts]
     lines += [f"problem: {p}" for p in report.problems]
     for line in lines:
         out.print(line, highlight=False, markup=False)
+
+
+def _queue_lines(queues: dict[str, Any]) -> list[str]:
+    """The cluster's queues after the heal: totals, then the fullest (haven.stateful.rabbitmq_queues)."""
+    if not queues:
+        return []
+    if "error" in queues:
+        return [f"queues: not read ({queues['error']})"]
+    lines = [
+        f"queues (read from {queues['read_from']}): {queues['queues']:,}, {queues['ready']:,} ready, "
+        f"{queues['unacked']:,} unacknowledged"
+    ]
+    lines += [
+        f"  {q['vhost']}:{q['queue']} on {q['node']}: {q['ready']:,} ready, {q['unacked']:,} unacknowledged, "
+        f"{q['consumers']} consumers"
+        for q in queues["worst"]
+    ]
+    return lines

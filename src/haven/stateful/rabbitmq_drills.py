@@ -36,6 +36,7 @@ from haven.stateful.journal import run_passes
 from haven.stateful.rabbitmq import ClusterStatus, DecisionKind, RabbitDecision, RabbitSettings
 from haven.stateful.rabbitmq_cluster import healthy
 from haven.stateful.rabbitmq_node import RabbitLayout, RabbitNode
+from haven.stateful.rabbitmq_queues import judge
 from haven.stateful.rabbitmq_recovery import RabbitRecovery
 from haven.store import Store
 
@@ -115,6 +116,9 @@ class RabbitDrillReport:
     # the judge's reads: rabbitmqctl's seconds, and for a node it could not read, what that node ran
     # for other nodes right after (a CLI's rpc still blocked shows its stack) and haven's own reading
     judge: dict[str, Any] = field(default_factory=dict)
+    # the cluster's queues after the heal, through haven's reader (shown, not judged: a drill is shorter
+    # than any backlog window): QueueHealth.as_json() and the node read, or {"error": why not}
+    queues: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -208,6 +212,21 @@ def _judge(cluster: DrillCluster, report: RabbitDrillReport, vhost: str) -> None
     except Exception as exc:  # any client failure is the drill's finding, not a crash
         report.problems.append(f"AMQP round trip failed: {type(exc).__name__}: {exc}")
     report.verdict = "failed" if report.problems else "recovered"
+    report.queues = asyncio.run(read_queues(cluster.nodes))
+
+
+async def read_queues(nodes: Sequence[RabbitNode]) -> dict[str, Any]:
+    """The cluster's queues, read from the first node that answers: totals and the fullest."""
+    why = "no node"
+    for node in nodes:
+        try:
+            read = await node.queues()
+        except HavenError as exc:
+            why = str(exc)
+            continue
+        health, _ = judge(read, time.time())
+        return {"read_from": node.name, **health.as_json()}
+    return {"error": why}
 
 
 async def _why_unread(cluster: DrillCluster, names: list[str]) -> dict[str, dict[str, str]]:

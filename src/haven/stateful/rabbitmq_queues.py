@@ -44,18 +44,29 @@ from enum import StrEnum
 from haven.domain.errors import TemporaryError
 
 QUEUE_READ_LIMIT = 1000  # queues holding anything returned per read, the fullest first
+QUEUE_CALL_MS = 5000  # one queue's answer; a queue that does not answer in time is left out of the read
 # The node's answer: {"queues": N, "ready": R, "unacked": U, "held": [[vhost, name, node, ready, unacked,
-# consumers], ...]}; the queue's node is its process's (a quorum queue's: its leader's).
+# consumers], ...]}; the queue's node is its process's (a quorum queue's: its leader's). Classic queues
+# are asked in one batch through RabbitMQ's delegates (one message per node, each node's delegate asks
+# its own queues): ``rabbit_amqqueue:info_all/2`` asks them one at a time across the distribution,
+# 1.2-2.5 s for 5,000 queues on 3 nodes against 31-130 ms batched (load ~12). Quorum and stream
+# queues (their pid a {Name, Node}) are asked one by one through rabbit_amqqueue:info/2.
 QUEUES_EXPR = (
+    "Items = [name, pid, messages_ready, messages_unacknowledged, consumers], "
     "Num = fun(K, I) -> case proplists:get_value(K, I) of X when is_integer(X) -> X; _ -> 0 end end, "
     "Where = fun(P) when is_pid(P) -> node(P); ({_, N}) when is_atom(N) -> N; (_) -> unknown end, "
+    "Qs = [Q || V <- rabbit_vhost:list_names(), Q <- rabbit_amqqueue:list(V)], "
+    "{Classic, Other} = lists:partition(fun(Q) -> is_pid(amqqueue:get_pid(Q)) end, Qs), "
+    "{Replies, _} = delegate:invoke([amqqueue:get_pid(Q) || Q <- Classic], "
+    f"{{gen_server2, call, [{{info, Items}}, {QUEUE_CALL_MS}]}}), "
+    "Infos = [I || {_, {ok, I}} <- Replies] "
+    "++ [I || Q <- Other, I <- [catch rabbit_amqqueue:info(Q, Items)], is_list(I)], "
     "Rows = [{V, N, Where(proplists:get_value(pid, I)), Num(messages_ready, I), "
-    "Num(messages_unacknowledged, I), Num(consumers, I)} || V <- rabbit_vhost:list_names(), "
-    "I <- rabbit_amqqueue:info_all(V, [name, pid, messages_ready, messages_unacknowledged, consumers]), "
-    "{resource, _, queue, N} <- [proplists:get_value(name, I)]], "
+    "Num(messages_unacknowledged, I), Num(consumers, I)} "
+    "|| I <- Infos, {resource, V, queue, N} <- [proplists:get_value(name, I)]], "
     "Held = lists:sublist(lists:reverse(lists:keysort(1, [{max(U, R), [V, N, Nd, R, U, C]} "
     f"|| {{V, N, Nd, R, U, C}} <- Rows, R + U > 0])), {QUEUE_READ_LIMIT}), "
-    "io:put_chars(rabbit_json:encode(#{queues => length(Rows), "
+    "io:put_chars(rabbit_json:encode(#{queues => length(Qs), answered => length(Rows), "
     "ready => lists:sum([R || {_, _, _, R, _, _} <- Rows]), "
     "unacked => lists:sum([U || {_, _, _, _, U, _} <- Rows]), held => [Q || {_, Q} <- Held]}))."
 )
@@ -86,6 +97,7 @@ class QueueRead:
     ready: int
     unacked: int
     held: tuple[QueueStat, ...] = ()  # the fullest first, at most QUEUE_READ_LIMIT
+    answered: int | None = None  # the queues that answered in time (None: every one); the totals are theirs
 
     @property
     def truncated(self) -> bool:
@@ -101,7 +113,10 @@ def parse_queues(text: str, source: str) -> QueueRead:
             QueueStat(str(v), str(n), str(node), int(r), int(u), int(c))
             for v, n, node, r, u, c in data["held"]
         )
-        return QueueRead(int(data["queues"]), int(data["ready"]), int(data["unacked"]), held)
+        queues, answered = int(data["queues"]), int(data.get("answered", data["queues"]))
+        return QueueRead(
+            queues, int(data["ready"]), int(data["unacked"]), held, None if answered == queues else answered
+        )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise TemporaryError(
             f"{source}: the queues' read answered something unreadable: {text[:200]!r}"
@@ -176,11 +191,12 @@ class QueueHealth:
     backlogs: tuple[Backlog, ...]
     worst: tuple[QueueStat, ...]
     truncated: bool = False
+    unanswered: int = 0  # queues that did not answer the read in time (a hung or overloaded queue)
 
     def as_json(self) -> dict[str, object]:
         return {
             "at": self.at, "queues": self.queues, "ready": self.ready, "unacked": self.unacked,
-            "truncated": self.truncated,
+            "truncated": self.truncated, "unanswered": self.unanswered,
             "backlogs": [
                 {"kind": b.kind.value, "vhost": b.queue.vhost, "queue": b.queue.name, "node": b.queue.node,
                  "ready": b.queue.ready, "unacked": b.queue.unacked, "consumers": b.queue.consumers,
@@ -216,7 +232,10 @@ def judge(
                 backlogs.append(Backlog(BacklogKind.NO_CONSUMERS, q, since, first))
     backlogs.sort(key=lambda b: (-max(b.queue.unacked, b.queue.ready), b.queue.key, b.kind.value))
     worst = tuple(sorted(read.held, key=lambda q: (-max(q.unacked, q.ready), q.key))[: settings.report_worst])
-    health = QueueHealth(now, read.queues, read.ready, read.unacked, tuple(backlogs), worst, read.truncated)
+    unanswered = 0 if read.answered is None else read.queues - read.answered
+    health = QueueHealth(
+        now, read.queues, read.ready, read.unacked, tuple(backlogs), worst, read.truncated, unanswered
+    )
     reported = frozenset((b.queue.key, b.kind) for b in backlogs)
     return health, QueueMemory(unacked, idle, reported)
 
@@ -224,6 +243,8 @@ def judge(
 def describe_health(health: QueueHealth) -> str:
     """One line of totals and backlogs (the drills' report and serve's log)."""
     text = f"{health.queues:,} queues, {health.ready:,} ready, {health.unacked:,} unacknowledged"
+    if health.unanswered:
+        text += f" ({health.unanswered:,} did not answer in {QUEUE_CALL_MS / 1000:g} s)"
     if health.truncated:
         text += f" (only the {QUEUE_READ_LIMIT:,} fullest judged)"
     if health.backlogs:

@@ -29,10 +29,11 @@ again). Every journal and alert write carries the leader's epoch: once one is re
 (``Deposed``), this loop makes no effect and writes nothing more. No effect is made whose intent could
 not be committed.
 
-Queues (when given ``queues`` settings): each pass also reads the cluster's queues from one node whose
-status answered (``RabbitNode.queues``, one call), judges them (haven.stateful.rabbitmq_queues.judge)
-and keeps one ``rabbitmq_backlog`` alert per backlog, cleared when it drains. A backlog never changes
-the decision: nothing is started or restarted for it. A read that fails keeps the backlogs as they were.
+Queues (when given ``queues`` settings): each pass, once its decision is made and acted on, also reads
+the cluster's queues from one node whose status answered (``RabbitNode.queues``, one call), judges them
+(haven.stateful.rabbitmq_queues.judge) and keeps one ``rabbitmq_backlog`` alert per backlog, cleared
+when it drains. A backlog never changes the decision: nothing is started or restarted for it. A read
+that fails keeps the backlogs as they were.
 """
 
 from __future__ import annotations
@@ -179,8 +180,6 @@ class RabbitRecovery:
         if self._steps.deposed is not None:
             return RabbitDecision(DecisionKind.WAIT, self._steps.deposed_reason)
         observations = await self.observe()
-        if self._queue_settings is not None:
-            await self._watch_queues(observations)
         now = self._clock.now()
         decision = decide(observations, now, self._partitioned_since, self._settings)
         if self._minority:
@@ -206,6 +205,8 @@ class RabbitRecovery:
             decision = replace(decision, alert=decision.alert.replace(NOTHING_MADE, made))
         held = decision.kind is DecisionKind.HOLD or bool(decision.alert)  # a START may hold a stuck node
         await self._steps.show_hold(held, decision.reason, decision.alert)
+        if self._queue_settings is not None:  # after the decision's effects: a read never delays them
+            await self._watch_queues(observations)
         return decision
 
     def _minority_hold(self, decision: RabbitDecision) -> RabbitDecision:
