@@ -95,6 +95,8 @@ from haven.lab.toolenv import ensure_tool_env
 _FIGURES = (
     "rps",
     "failed",
+    "haven_out_s",
+    "haven_ready_s",
     "failed_after_out",
     "out_s",
     "restarted_s",
@@ -128,11 +130,16 @@ OLD_TIMING = {"period_s": 1.0, "timeout_s": 2.0, "failure_threshold": 3}
 LOAD_IN_BENCH = False  # --load-in-bench: the clients' threads in the bench's own process, beside haven
 
 
-def _load_child(url: str, token: str, clients: int, conn: Connection, stop: Event) -> None:
+CLIENT_TIMEOUT_S = 30.0  # --client-timeout: each client request's timeout
+
+
+def _load_child(
+    url: str, token: str, clients: int, conn: Connection, stop: Event, timeout_s: float = CLIENT_TIMEOUT_S
+) -> None:
     """The clients in a process of their own (``_ChildLoad``): what they saw, sent back at the end."""
-    with ha_drills.Load(url, token, clients) as load:
+    with ha_drills.Load(url, token, clients, timeout_s) as load:
         stop.wait()
-    conn.send((load.started, load.seconds, load.answers, load.errors, load.slowest))
+    conn.send((load.started, load.seconds, load.answers, load.errors, load.slowest, load.slow))
     conn.close()
 
 
@@ -150,12 +157,15 @@ class _ChildLoad:
         self._receive, send = context.Pipe(duplex=False)
         self._stop = context.Event()
         self._process = context.Process(
-            target=_load_child, args=(url, token, clients, send, self._stop), daemon=True
+            target=_load_child,
+            args=(url, token, clients, send, self._stop, CLIENT_TIMEOUT_S),
+            daemon=True,
         )
         self.started = self.seconds = 0.0
         self.answers = 0
         self.errors: list[tuple[float, str]] = []
         self.slowest = (0.0, 0.0)
+        self.slow: list[tuple[float, float]] = []
 
     def __enter__(self) -> _ChildLoad:
         self._process.start()
@@ -165,7 +175,8 @@ class _ChildLoad:
     def __exit__(self, *_exc: object) -> None:
         self._stop.set()
         if self._receive.poll(60.0):
-            self.started, self.seconds, self.answers, self.errors, self.slowest = self._receive.recv()
+            figures = self._receive.recv()
+            self.started, self.seconds, self.answers, self.errors, self.slowest, self.slow = figures
         self._process.join(10.0)
         if self._process.is_alive():
             self._process.kill()
@@ -175,7 +186,9 @@ class _ChildLoad:
 
 
 def _load(url: str, token: str, clients: int) -> ha_drills.Load | _ChildLoad:
-    return ha_drills.Load(url, token, clients) if LOAD_IN_BENCH else _ChildLoad(url, token, clients)
+    if LOAD_IN_BENCH:
+        return ha_drills.Load(url, token, clients, CLIENT_TIMEOUT_S)
+    return _ChildLoad(url, token, clients)
 
 
 @contextlib.contextmanager
@@ -200,7 +213,7 @@ def fault_run(
     _settled(cluster)
     before = ha_drills.unit_status(ctl, unit)
     direct = f"http://{ctl.address}:{cluster.ports[service]}/"
-    out_s = restarted_s = answers_s = back_s = None
+    out_s = restarted_s = answers_s = back_s = check_up_s = None
     lowest = ha.HEALTHY
     pids: list[int] = []
     empty_s = 0.0
@@ -215,7 +228,7 @@ def fault_run(
                 os.kill(ha.main_pid(ctl, unit), signal.SIGKILL)
             else:
                 pids = ha_drills.hang(ctl, unit)
-            faulted = time.monotonic()
+            faulted, faulted_wall = time.monotonic(), time.time()
             try:
                 while time.monotonic() - faulted < 90.0 and back_s is None:
                     elapsed = time.monotonic() - faulted
@@ -227,6 +240,8 @@ def fault_run(
                     lowest = min(lowest, health)
                     if out_s is None and (admin, op) != ("ready", "up"):
                         out_s = elapsed
+                    if out_s is not None and check_up_s is None and restarted_s is not None and op == "up":
+                        check_up_s = elapsed  # up by HAProxy's own check again, whatever its admin state
                     status = ha_drills.unit_status(ctl, unit)
                     if restarted_s is None and status.invocation_id != before.invocation_id:
                         restarted_s = elapsed
@@ -241,7 +256,15 @@ def fault_run(
             time.sleep(5.0)  # the load goes on a while on the replica back in service
         restarts: int | None = None
         false_actions: int | None = None
+        haven_out_s = haven_ready_s = None
         if healer is not None:
+            # haven's own membership actions on the victim after the fault: whether it took the member
+            # out before HAProxy's check had it up again (check_up_s), and when its probe let it back.
+            mine = [a for a in healer.actions(service, host) if a.created_at >= faulted_wall]
+            outs = [a.created_at for a in mine if a.kind in (ActionKind.DRAIN, ActionKind.MAINT)]
+            readies = [a.created_at for a in mine if a.kind is ActionKind.READY]
+            haven_out_s = min(outs) - faulted_wall if outs else None
+            haven_ready_s = min(readies) - faulted_wall if readies else None
             _settled(cluster)  # haven finishes what it started (a second restart of a slow new replica)
             restarts = len([a for a in healer.actions(service, host) if a.kind is ActionKind.RESTART])
             elsewhere = [a for a in healer.actions() if (a.service, a.host) != (service, host)]
@@ -256,7 +279,12 @@ def fault_run(
         "requests": requests, "rps": round(requests / load.seconds, 1),
         "failed": len(load.errors), "failed_after_out": len(after_out), "out_s": _r(out_s),
         "restarted_s": _r(restarted_s), "answers_s": _r(answers_s), "back_s": _r(back_s),
-        "slowest_s": _r(load.slowest[0]), "backend_empty_s": _r(empty_s),
+        "slowest_s": _r(load.slowest[0]), "slowest_sent_s": _r(load.slowest[1] - faulted),
+        # answers slower than 2 s sent after the victim's new process ran (its cold answers): (sent, took)
+        "slow_after_restart": [(_r(t - faulted), _r(d)) for t, d in load.slow
+                               if restarted_s is not None and t - faulted >= restarted_s][:6],
+        "check_up_s": _r(check_up_s), "haven_out_s": _r(haven_out_s), "haven_ready_s": _r(haven_ready_s),
+        "backend_empty_s": _r(empty_s),
         "victim_restarts": restarts, "false_actions": false_actions, "first_error": load.errors[:1],
         "errors": dict(kinds.most_common(4)), "other_actions": others, "alerts": alerts,
         "load": _loadavg(),
@@ -859,6 +887,8 @@ def main() -> int:
         action="store_true",
         help="controller: with a spare controller (added to the lab if it has none)",
     )
+    parser.add_argument("--client-timeout", type=float, default=30.0,
+                        help="kill/hang: each client request's timeout (the lab test's: 10)")  # fmt: skip
     parser.add_argument("--lab-timing", action="store_true", help="the lab's former probe timing (2 s x 3)")
     parser.add_argument("--load-in-bench", action="store_true",
                         help="kill/hang: the clients' threads in the bench's process, beside haven's "
@@ -868,8 +898,9 @@ def main() -> int:
                         "via the runtime API (4: half the gunicorn threads); 0: leave them (the lab's "
                         "haproxy.cfg has no per-server cap)")  # fmt: skip
     args = parser.parse_args()
-    global LAB_TIMING, LOAD_IN_BENCH
+    global LAB_TIMING, LOAD_IN_BENCH, CLIENT_TIMEOUT_S
     LAB_TIMING = args.lab_timing
+    CLIENT_TIMEOUT_S = args.client_timeout
     LOAD_IN_BENCH = args.load_in_bench
     modes = MODES if args.compare else tuple(dict.fromkeys(args.anchor or ()))
     if args.spare and args.drill != "controller":

@@ -13,14 +13,16 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
+from haven.controlplane.config import parse_controlplane
 from haven.controlplane.drivers.haproxy import HAProxyRuntime
-from haven.domain.controlplane import MemberAdmin
+from haven.domain.controlplane import MemberAdmin, ProbeKind, ServiceName
 from haven.lab import ha
 from haven.lab.process import free_port
 
@@ -146,3 +148,31 @@ def _until(done: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None
     while not done():
         assert time.monotonic() < deadline, f"waited {timeout_s} s for {what}"
         time.sleep(0.1)
+
+
+def test_haven_probes_nova_api_deep_with_the_admins_token_from_keystones_frontend(tmp_path: Path) -> None:
+    cluster = _lab(tmp_path / "ha")
+    section = tomllib.loads(ha.controlplane_toml(cluster))["controlplane"]
+    specs = {s.name: s for s in parse_controlplane(section, "the HA lab").services}
+    deep = specs[ServiceName("nova-api")].probe
+    assert deep is not None and deep.kind is ProbeKind.NOVA_SERVICES
+    assert deep.auth_url == f"{cluster.frontend_url('keystone')}/v3"
+    assert deep.password_env == ha.PROBE_PASSWORD_ENV and deep.user == "admin"
+    # HAProxy's check of nova-api stays its version document: the deep probe is haven's
+    assert backends_check(cluster, "nova_api") == "option httpchk GET /"
+    others = [s.probe for name, s in specs.items() if name != "nova-api" and s.probe is not None]
+    assert others and all(p.kind is ProbeKind.HTTP for p in others)
+    (tmp_path / "keystone").mkdir()
+    (tmp_path / "keystone" / "admin-password").write_text("s3cret'x\n")
+    (tmp_path / "ha").mkdir(exist_ok=True)
+    (tmp_path / "ha" / "serve.env").write_text(ha.serve_env(tmp_path, workers=False))
+    env = subprocess.run(
+        ["sh", "-c", f'set -a; . {tmp_path / "ha" / "serve.env"}; printf %s "${ha.PROBE_PASSWORD_ENV}"'],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert env.stdout == "s3cret'x"  # serve.env is sourced by a shell: quoted
+
+
+def backends_check(cluster: ha.HaLab, backend: str) -> str:
+    lines = _backends(ha.haproxy_config(cluster))[backend]
+    return next(line for line in lines if line.startswith("option httpchk"))

@@ -117,6 +117,32 @@ def test_returned_only_when_haven_took_it_out_and_its_probe_passed() -> None:
     assert kinds([not_yet, replica("ctl-3")]) == []
 
 
+def test_a_restart_haven_saw_is_held_out_until_its_probe_passes_even_once_haproxy_has_it_up() -> None:
+    # kill -9, systemd's Restart=: a new process, in the grace, no probe passed yet (nova-api's deep
+    # probe: the first real requests are cold), HAProxy's shallow check already passes (ready, up).
+    restarted = dataclasses.replace(ACTIVE, active_since=NOW - 5)
+    cold = replica(unit=restarted, probes=(ProbeResult(False, NOW - 1, "no answer within 2 s"),))
+    assert kinds([cold, replica("ctl-3")]) == [("drain", "ctl-1")]
+    held = dataclasses.replace(cold, member=MAINT, held_out=True)
+    assert kinds([held, replica("ctl-3")]) == []  # still cold: stays out
+    warm = dataclasses.replace(held, probes=(*cold.probes, ProbeResult(True, NOW)))
+    assert kinds([warm, replica("ctl-3")]) == [("ready", "ctl-1")]
+
+
+def test_a_replica_found_serving_at_havens_start_is_not_taken_out_before_its_first_probe() -> None:
+    # haven starts (or a new leader) while a replica restarted 20 s ago serves: its first (deep) probe
+    # has not passed yet. Taking it out would empty the backend if the other one fails meanwhile.
+    young = replica(unit=dataclasses.replace(ACTIVE, active_since=NOW - 20), probes=())
+    found = frozenset({(API.name, HostName("ctl-1"))})
+    p = plan([API], [young, replica("ctl-3", unit=FAILED)], DOMAINS, NOW, SETTINGS, found=found)
+    assert [(a.kind.value, a.host) for a in p.actions] == [("drain", "ctl-3")]
+    assert health(young, PROBE, NOW).health is ReplicaHealth.STARTING  # never restarted in its grace
+    # ... but its failing probes, past the grace, take it out as any replica's
+    late = dataclasses.replace(young, unit=dataclasses.replace(ACTIVE, active_since=NOW - 61), probes=FAILING)
+    p = plan([API], [late, replica("ctl-3")], DOMAINS, NOW, SETTINGS, found=found)
+    assert [(a.kind.value, a.host) for a in p.actions] == [("drain", "ctl-1")]
+
+
 def test_no_backend_means_restart_at_once() -> None:
     bare = dataclasses.replace(API, backend=None)
     assert kinds([replica(unit=FAILED, member=None), replica("ctl-3")], bare) == [("restart", "ctl-1")]

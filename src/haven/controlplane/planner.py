@@ -12,7 +12,12 @@ The rules, per service:
 2. A replica that cannot serve leaves the load balancer first: drain, then maintenance once its
    connections had ``drain_s`` (at once when its process is gone). It returns (ready) once its latest
    probe passed, when haven took it out, or (rule 7) when it was taken out by someone else and its unit
-   was restarted since; a member an operator took out of a running replica stays out.
+   was restarted since; a member an operator took out of a running replica stays out. A replica whose
+   process haven did not see start (``found``: running when haven began watching it) and that is in the
+   load balancer is not taken out for having passed no probe yet (starting): it was serving before haven
+   looked; its probes' failures take it out as any replica's. One haven saw restart (killed, systemd's
+   Restart=) is held out until its probe passes, however soon HAProxy's own check passes: a deep probe
+   (nova-api's service list with a token) is what keeps a cold replica's first requests from clients.
 3. A failed or unhealthy replica is restarted once out of the load balancer, after an exponential
    back-off over its recent restarts (haven's and systemd's own); at ``crash_loop_max_restarts`` within
    the window, still not serving, it is in a crash loop: haven stops restarting it, keeps it out of the
@@ -173,11 +178,13 @@ def plan(
     settings: ControlPlaneSettings,
     moves: frozenset[tuple[ServiceName, HostName]] = frozenset(),
     stale: frozenset[tuple[ServiceName, HostName]] = frozenset(),
+    found: frozenset[tuple[ServiceName, HostName]] = frozenset(),
 ) -> ControlPlanePlan:
     """The actions and holds for one pass. ``replicas``: one view per (service, allowed host);
     ``moves``: the replicas haven started to re-spread their service, recently, whose move has not
     ended in a stop yet (rule 6); ``stale``: replicas whose member someone else took out and whose
-    unit was restarted since (rule 7)."""
+    unit was restarted since (rule 7); ``found``: replicas whose current process was already running
+    when haven first read their unit (haven did not see it start: rule 2)."""
     by_service: dict[ServiceName, list[ReplicaView]] = defaultdict(list)
     for view in replicas:
         by_service[view.service].append(view)
@@ -188,7 +195,7 @@ def plan(
     }
     healthy = {name: sum(1 for j in js if j.health is H.HEALTHY) for name, js in judged.items()}
     for spec in specs:
-        _service(spec, judged[spec.name], healthy, domains, state, moves, stale)
+        _service(spec, judged[spec.name], healthy, domains, state, moves, stale, found)
     health_table = tuple((j.view.service, j.view.host, j.health) for spec in specs for j in judged[spec.name])
     return ControlPlanePlan(
         tuple(state.actions), tuple(state.holds), health_table, min(state.due, default=None)
@@ -203,6 +210,7 @@ def _service(
     state: _Pass,
     moves: frozenset[tuple[ServiceName, HostName]] = frozenset(),
     stale: frozenset[tuple[ServiceName, HostName]] = frozenset(),
+    found: frozenset[tuple[ServiceName, HostName]] = frozenset(),
 ) -> None:
     running = [j for j in judged if j.health in (H.HEALTHY, H.UNHEALTHY)]
     unhealthy = [j for j in judged if j.health is H.UNHEALTHY]
@@ -267,6 +275,9 @@ def _service(
         if j is leaving:
             _leave(spec, j, state)
             continue
+        if j.health is H.STARTING and (spec.name, j.view.host) in found and _in_rotation(spec, j):
+            state.wait(j.grace_until)
+            continue  # rule 2: serving before haven looked; out only when its probes fail
         if not _membership(spec, j, state, (spec.name, j.view.host) in stale):
             continue  # still leaving the load balancer
         if j.health in _NEEDS_RESTART and budget > 0 and _restart(spec, j, bool(down_deps), state):

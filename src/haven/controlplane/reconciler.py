@@ -115,7 +115,8 @@ class Reconciler:
         self._probes: dict[Key, collections.deque[ProbeResult]] = {}
         self._n_restarts: dict[Key, int] = {}
         self._invocations: dict[Key, str] = {}
-        self._first_seen: dict[Key, tuple[str, float | None]] = {}  # invocation, when haven first saw it
+        # invocation, when haven first saw it (None: running when haven first read the unit, "found")
+        self._first_seen: dict[Key, tuple[str, float | None]] = {}
         self._out_by_other: dict[Key, str] = {}  # member out, not by haven: the unit's invocation then
         self._restarted_by_haven: set[Key] = set()  # since the last observation of NRestarts
         self._unread_since: dict[ServiceName, float] = {}  # a replica of it unread since
@@ -166,8 +167,9 @@ class Reconciler:
             await self._note_systemd_restarts(observed, now, epoch)
         views, moves = await self._views(observed, now)
         stale = self._stale(views)
+        found = frozenset(key for key, (_, seen_at) in self._first_seen.items() if seen_at is None)
         result = plan(
-            list(self._specs.values()), views, self._domains, now, self._config.settings, moves, stale
+            list(self._specs.values()), views, self._domains, now, self._config.settings, moves, stale, found
         )
         self.last_plan = result
         if acting:
@@ -241,9 +243,13 @@ class Reconciler:
         haven's would shorten it (and a slow start be killed). A process that started while haven
         watched started no earlier than haven first saw it; one found at haven's start keeps systemd's time.
         """
-        if status is None or not status.invocation_id:
+        if status is None:
             return status
         known = self._first_seen.get(key)
+        if not status.invocation_id:
+            # No process yet: the one that comes next is seen starting (not found running, rule 2).
+            self._first_seen.setdefault(key, ("", now))
+            return status
         if known is None or known[0] != status.invocation_id:
             known = (status.invocation_id, None if known is None else now)
             self._first_seen[key] = known

@@ -85,6 +85,9 @@ CONTROLLERS = ("ctl-1", "ctl-2")
 MAX_CONTROLLERS = 3  # the two active ones and one spare (``--controllers 3``)
 # haven's nova_rpc probes read Nova's transport URL from this variable (LAB/ha/serve.env sets it).
 TRANSPORT_URL_ENV = "HAVEN_LAB_NOVA_TRANSPORT_URL"
+# haven's deep probe of nova-api (``nova_services``: a token from Keystone's frontend, then Nova's
+# service list on the replica) reads the lab admin's password from this variable (LAB/ha/serve.env).
+PROBE_PASSWORD_ENV = "HAVEN_LAB_PROBE_PASSWORD"
 # The plain lab's services the HA lab's replicas replace (haven lab up --ha stops them once these answer).
 RETIRED = ("nova-conductor", "nova-scheduler")
 TARGET = "haven-lab.target"
@@ -349,9 +352,7 @@ def start(
     frontends = {api.service: free_port() for api in apis}
     kolla = {api.service: free_port() for api in apis}
     ha = HaLab(folder, [], apis, ports, frontends, kolla, workers, authtoken_frontend=authtoken_frontend)
-    if workers:
-        url = shlex.quote(transport_url(lab_folder))  # the file is sourced by a shell
-        labfiles.private(folder / "serve.env", f"{TRANSPORT_URL_ENV}={url}\n")
+    labfiles.private(folder / "serve.env", serve_env(lab_folder, workers=bool(workers)))
     say(f"HA: starting systemd on {', '.join(CONTROLLERS)} and HAProxy")
     for index, host in enumerate(CONTROLLERS, start=1):
         controller = _start_controller(folder / host, host, f"127.0.1.{index}", lab_folder, venvs, apis,
@@ -649,9 +650,8 @@ def controlplane_toml(ha: HaLab) -> str:
         'driver = "systemd"',
         f'haproxy_socket = "{ha.haproxy_socket}"',
     ]
-    if ha.workers:
-        env = ha.folder / "serve.env"
-        lines.insert(2, f"# the nova_rpc probes read {TRANSPORT_URL_ENV}: `set -a; . {env}; set +a` first")
+    env = ha.folder / "serve.env"
+    lines.insert(2, f"# the probes read their secrets from the environment: `set -a; . {env}; set +a` first")
     for controller in ha.controllers:
         if controller.spare:
             lines.append(
@@ -665,11 +665,7 @@ def controlplane_toml(ha: HaLab) -> str:
             f'bus = "{controller.bus}"',
         ]
     for api in ha.apis:
-        lines += [
-            f"[controlplane.services.{api.service}]",
-            f'probe = {{ port = {ha.ports[api.service]}, path = "{api.check_path}", period_s = 1.0, '
-            "timeout_s = 1.0, failure_threshold = 2, startup_grace_s = 60.0 }",  # as ha_drills.PROBE_TIMING
-        ]
+        lines += [f"[controlplane.services.{api.service}]", f"probe = {{ {_probe(ha, api)} }}"]
     for worker in ha.workers:
         # Nova's RPC ping of the replica on its controller (server = its host); the transport URL is
         # read from the environment (LAB/ha/serve.env). 3 s: the slowest answers seen on the loaded lab
@@ -681,6 +677,40 @@ def controlplane_toml(ha: HaLab) -> str:
             "period_s = 1.0, timeout_s = 3.0, failure_threshold = 3, startup_grace_s = 60.0 }",
         ]
     return "\n".join(lines) + "\n"
+
+
+def serve_env(lab_folder: Path, workers: bool = True) -> str:
+    """``LAB/ha/serve.env``: the secrets haven serve's probes read (sourced by a shell): the admin's
+    password for nova-api's deep probe, Nova's transport URL for the workers' RPC pings."""
+    lines = [f"{PROBE_PASSWORD_ENV}={shlex.quote(probe_password(lab_folder))}"]
+    if workers:
+        lines.append(f"{TRANSPORT_URL_ENV}={shlex.quote(transport_url(lab_folder))}")
+    return "\n".join(lines) + "\n"
+
+
+def probe_password(lab_folder: Path) -> str:
+    return (lab_folder / "keystone" / "admin-password").read_text().strip()
+
+
+def _probe(ha: HaLab, api: Api) -> str:
+    """An API's probe in haven.toml. nova-api's is deep (``nova_services``, with the lab admin's token
+    from Keystone's frontend): HAProxy's check (``GET /``, no token, no database) passes on a restarted
+    replica seconds before it can answer a real request (its first server lists took 3.5 to over 30 s
+    on the loaded lab: keystonemiddleware, the cells' database connections), and haven holds a replica
+    it took out until its probe passes. 2 s: a warm service list took 25-50 ms at load 10, 0.4-0.6 s
+    with a new token (its first validation), a cold one 2.9 s (2026-12-07)."""
+    timing = "period_s = 1.0, timeout_s = 1.0, failure_threshold = 2, startup_grace_s = 60.0"
+    port = ha.ports[api.service]
+    if api.service == "nova-api" and "keystone" in ha.frontends:
+        return (
+            f'kind = "nova_services", port = {port}, auth_url = "{ha.frontend_url("keystone")}/v3", '
+            f'user = "admin", project = "admin", password_env = "{PROBE_PASSWORD_ENV}", '
+            f"{DEEP_TIMING}"
+        )
+    return f'port = {port}, path = "{api.check_path}", {timing}'  # as ha_drills.PROBE_TIMING
+
+
+DEEP_TIMING = "period_s = 1.0, timeout_s = 2.0, failure_threshold = 2, startup_grace_s = 60.0"
 
 
 def transport_url(lab_folder: Path) -> str:

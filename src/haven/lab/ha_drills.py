@@ -211,6 +211,9 @@ class Healer:
             and url_env not in self._environ
         ):
             self._environ[url_env] = url_of(cluster.folder.parent)
+        if cluster is not None and ha.PROBE_PASSWORD_ENV not in self._environ:
+            # nova-api's deep probe: the lab admin's password, as LAB/ha/serve.env gives it.
+            self._environ[ha.PROBE_PASSWORD_ENV] = ha.probe_password(cluster.folder.parent)
         self._thread = threading.Thread(target=self._main, name="haven-healer", daemon=True)
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -262,6 +265,9 @@ class Healer:
         return self.store.list_alerts()
 
 
+SLOW_S = 2.0  # Load keeps every request slower than this (a restarted replica's cold answers)
+
+
 class Load:
     """``clients`` threads sending GET ``url`` with ``token`` until stopped; what they saw."""
 
@@ -270,6 +276,7 @@ class Load:
         self.answers = 0
         self.errors: list[tuple[float, str]] = []  # (monotonic time, what went wrong)
         self.slowest = (0.0, 0.0)  # (seconds, when it was sent)
+        self.slow: list[tuple[float, float]] = []  # (when sent, seconds) of answers slower than SLOW_S
         self.started = 0.0
         self.seconds = 0.0  # how long it ran (set when it stops)
         self._stop = threading.Event()
@@ -305,6 +312,8 @@ class Load:
                         self.answers += 1
                     if took > self.slowest[0]:
                         self.slowest = (took, sent)
+                    if took > SLOW_S:
+                        self.slow.append((sent, took))
 
 
 class Rig:

@@ -24,16 +24,20 @@ _ANSWERED = (OSError, httpx.HTTPError, ValueError)
 
 class NetworkProber:
     """``wall_clock``: stamps results (the reconciler's clock, so results and unit times compare);
-    ``environ``: where the probes' passwords and Nova's transport URL are read (``password_env``...)."""
+    ``environ``: where the probes' passwords and Nova's transport URL are read (``password_env``...);
+    ``tokens``: the Keystone tokens kept for the probes that need one (``nova_services``)."""
 
     def __init__(
-        self, wall_clock: Callable[[], float] = time.time, environ: Mapping[str, str] | None = None
+        self,
+        wall_clock: Callable[[], float] = time.time,
+        environ: Mapping[str, str] | None = None,
+        tokens: sp.TokenCache | None = None,
     ) -> None:
         self._now = wall_clock
         self._environ = dict(environ or {})
         # No connection reuse: each probe must reach the replica afresh, as a new client would.
         self._client = httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0), trust_env=False)
-        self._tokens = sp.TokenCache()
+        self._tokens = tokens if tokens is not None else sp.TokenCache()
         self._rpc = sp.NovaRpc()
 
     async def close(self) -> None:
@@ -42,12 +46,21 @@ class NetworkProber:
 
     async def probe(self, address: str, spec: ProbeSpec, host: str = "") -> ProbeResult:
         """``host``: the controller's name (Nova's ``host`` of its conductor and scheduler)."""
+        token: str | None = None
+        why = ""
         try:
-            detail = await within(self._probe(address, spec, host or address), spec.timeout_s)
+            if spec.kind is ProbeKind.NOVA_SERVICES:
+                # The token first, with a budget of its own: a slow Keystone is not a late nova-api.
+                token, why = await self._token(spec)
+            detail = await within(self._probe(address, spec, host or address, token, why), spec.timeout_s)
             ok = True
         except (TimeoutError, httpx.TimeoutException):  # the client's own timeout may fire first
             # "no answer within": the planner's TIMED_OUT (a hung replica is killed before its restart)
             ok, detail = False, f"no answer within {spec.timeout_s:g} s"
+        except sp.TokenRefused as exc:
+            if token is not None:
+                self._tokens.forget(spec, token)
+            ok, detail = False, str(exc)
         except sp.ProbeFailed as exc:
             ok, detail = False, str(exc)
         except _ANSWERED as exc:
@@ -56,7 +69,22 @@ class NetworkProber:
             ok, detail = False, f"{type(exc).__module__}.{type(exc).__name__}: {exc}"
         return ProbeResult(ok, self._now(), detail)
 
-    async def _probe(self, address: str, spec: ProbeSpec, host: str) -> str:
+    async def _token(self, spec: ProbeSpec) -> tuple[str | None, str]:
+        """The kept (or a new) token for ``spec``'s account, or None and why none could be had. A
+        missing password is the probe's own failure (ProbeFailed), not Keystone's."""
+        password = sp.secret(self._environ, spec.password_env)
+        try:
+            return await within(self._tokens.get(self._client, spec, password), spec.timeout_s), ""
+        except (TimeoutError, httpx.TimeoutException):
+            return None, f"no answer within {spec.timeout_s:g} s"
+        except _ANSWERED as exc:
+            return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        except sp.ProbeFailed as exc:
+            return None, str(exc)
+
+    async def _probe(
+        self, address: str, spec: ProbeSpec, host: str, token: str | None = None, why: str = ""
+    ) -> str:
         base = f"http://{_host(address)}:{spec.port}"
         match spec.kind:
             case ProbeKind.HTTP:
@@ -66,7 +94,7 @@ class NetworkProber:
             case ProbeKind.KEYSTONE:
                 return await sp.keystone(self._client, base, spec, self._environ)
             case ProbeKind.NOVA_SERVICES:
-                return await sp.nova_services(self._client, base, spec, self._environ, self._tokens)
+                return await sp.nova_services(self._client, base, spec, token, why)
             case ProbeKind.SQL:
                 return await sp.in_thread(sp.sql, address, spec, self._environ)
             case ProbeKind.AMQP:

@@ -18,7 +18,9 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -30,6 +32,10 @@ log = logging.getLogger(__name__)
 
 class ProbeFailed(Exception):
     """The service answered, and its answer is a failure (a 401, a wrong status, no message back)."""
+
+
+class TokenRefused(ProbeFailed):
+    """The replica answered 401 to the kept token (expired, revoked): the prober forgets it."""
 
 
 def secret(environ: Mapping[str, str], name: str) -> str:
@@ -51,14 +57,32 @@ def _password_auth(spec: ProbeSpec, password: str) -> dict[str, Any]:
     return {"auth": auth}
 
 
-async def issue_token(client: httpx.AsyncClient, auth_url: str, spec: ProbeSpec, password: str) -> str:
+async def _issue(
+    client: httpx.AsyncClient, auth_url: str, spec: ProbeSpec, password: str
+) -> tuple[str, float]:
+    """A new token and how long it is valid (Keystone's ``expires_at - issued_at``; an hour if unsaid)."""
     response = await client.post(
         f"{auth_url.rstrip('/')}/auth/tokens", json=_password_auth(spec, password), timeout=spec.timeout_s
     )
     token = response.headers.get("X-Subject-Token")
     if response.status_code != 201 or not token:
         raise ProbeFailed(f"POST /v3/auth/tokens: {response.status_code}")
-    return str(token)
+    return str(token), _lifetime(response)
+
+
+def _lifetime(response: httpx.Response) -> float:
+    try:
+        body = response.json()["token"]
+        issued, expires = (
+            datetime.fromisoformat(body[k].replace("Z", "+00:00")) for k in ("issued_at", "expires_at")
+        )
+        return (expires - issued).total_seconds()
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return 3600.0  # Keystone's default token lifetime
+
+
+async def issue_token(client: httpx.AsyncClient, auth_url: str, spec: ProbeSpec, password: str) -> str:
+    return (await _issue(client, auth_url, spec, password))[0]
 
 
 async def keystone(client: httpx.AsyncClient, base: str, spec: ProbeSpec, environ: Mapping[str, str]) -> str:
@@ -72,46 +96,86 @@ async def keystone(client: httpx.AsyncClient, base: str, spec: ProbeSpec, enviro
     return "token issued and validated"
 
 
-class TokenCache:
-    """One Keystone token per (auth_url, user, project) for the Nova service-list probe, renewed early.
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    token: str
+    issued: float  # the cache's clock
+    expires: float
 
-    The token comes from Keystone once, not at every probe, so a Keystone failure does not look like a
-    nova-api failure (nova-api depends on Keystone: the planner holds its restarts while Keystone is down).
+
+class TokenCache:
+    """One Keystone token per (auth_url, user, project) for the Nova service-list probes of every replica.
+
+    The token comes from Keystone once, not at every probe (one request at a time per key: the probes of
+    a pass share it), and is renewed after ``renew_s`` or half its lifetime, whichever comes first. A
+    renewal that fails keeps the token in hand until it expires: nova-api depends on Keystone, and a
+    Keystone outage must not fail every nova-api replica's probe at once (the planner holds their
+    restarts while Keystone has no healthy replica; its replicas keep validating a token they cached).
+    ``forget`` drops a token a replica refused (401), so the next probe gets a new one.
     """
 
-    def __init__(self, lifetime_s: float = 600.0) -> None:
-        self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
-        self._lifetime_s = lifetime_s
+    def __init__(self, renew_s: float = 600.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._tokens: dict[tuple[str, str, str], _Kept] = {}
+        self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self._renew_s = renew_s
+        self._clock = clock
+        self.issued = 0  # tokens issued so far (what a test counts)
 
-    async def get(self, client: httpx.AsyncClient, spec: ProbeSpec, password: str, fresh: bool) -> str:
+    async def get(self, client: httpx.AsyncClient, spec: ProbeSpec, password: str) -> str:
+        key = (spec.auth_url, spec.user, spec.project)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            kept = self._tokens.get(key)
+            now = self._clock()
+            if kept is not None and now < min(kept.issued + self._renew_s, (kept.issued + kept.expires) / 2):
+                return kept.token
+            try:
+                token, lifetime = await _issue(client, spec.auth_url, spec, password)
+            except Exception:
+                if kept is not None and self._clock() < kept.expires - spec.timeout_s:
+                    log.info(
+                        "token renewal from %s failed: the kept token is used until it expires", spec.auth_url
+                    )
+                    return kept.token
+                raise
+            self.issued += 1
+            self._tokens[key] = _Kept(token, now, now + lifetime)
+            return token
+
+    def forget(self, spec: ProbeSpec, token: str) -> None:
         key = (spec.auth_url, spec.user, spec.project)
         kept = self._tokens.get(key)
-        if kept is not None and not fresh and time.monotonic() - kept[1] < self._lifetime_s:
-            return kept[0]
-        token = await issue_token(client, spec.auth_url, spec, password)
-        self._tokens[key] = (token, time.monotonic())
-        return token
+        if kept is not None and kept.token == token:
+            del self._tokens[key]
+
+
+NOVA_SERVICES_PATH = "/v2.1/os-services"
 
 
 async def nova_services(
-    client: httpx.AsyncClient, base: str, spec: ProbeSpec, environ: Mapping[str, str], tokens: TokenCache
+    client: httpx.AsyncClient, base: str, spec: ProbeSpec, token: str | None, why: str = ""
 ) -> str:
-    """Nova's service list from this nova-api: it authenticates the token and reads Nova's database."""
-    password = secret(environ, spec.password_env)
-    for fresh in (False, True):
-        token = await tokens.get(client, spec, password, fresh)
-        response = await client.get(
-            f"{base}/v2.1/os-services", headers={"X-Auth-Token": token}, timeout=spec.timeout_s
-        )
-        if response.status_code == 401 and not fresh:
-            continue  # the kept token expired or was revoked: one new token, once
-        if response.status_code != 200:
-            raise ProbeFailed(f"GET /v2.1/os-services: {response.status_code}")
-        services = response.json().get("services")
-        if not isinstance(services, list):
-            raise ProbeFailed("GET /v2.1/os-services: no service list in the answer")
-        return f"os-services: {len(services)} services"
-    raise ProbeFailed("GET /v2.1/os-services: 401 with a new token")
+    """Nova's service list from this nova-api with ``token``: it authenticates the token
+    (keystonemiddleware) and reads Nova's API and cell databases, what a replica's first real requests
+    pay for (seconds on a restarted one: its first server lists took 3.5 to over 30 s on the loaded lab).
+
+    ``token`` None: no token could be had from Keystone (``why``): the replica is then judged by its
+    version document only, so a Keystone outage is not every nova-api replica's failure."""
+    if token is None:
+        response = await client.get(f"{base}/", timeout=spec.timeout_s)
+        if response.status_code not in (200, 300):
+            raise ProbeFailed(f"GET /: {response.status_code} (no token from Keystone: {why})")
+        return f"GET /: {response.status_code}, version document only (no token from Keystone: {why})"
+    response = await client.get(
+        f"{base}{NOVA_SERVICES_PATH}", headers={"X-Auth-Token": token}, timeout=spec.timeout_s
+    )
+    if response.status_code == 401:
+        raise TokenRefused(f"GET {NOVA_SERVICES_PATH}: 401 (the token is renewed for the next probe)")
+    if response.status_code != 200:
+        raise ProbeFailed(f"GET {NOVA_SERVICES_PATH}: {response.status_code}")
+    services = response.json().get("services")
+    if not isinstance(services, list):
+        raise ProbeFailed(f"GET {NOVA_SERVICES_PATH}: no service list in the answer")
+    return f"os-services: {len(services)} services"
 
 
 def sql(address: str, spec: ProbeSpec, environ: Mapping[str, str]) -> str:
