@@ -12,6 +12,7 @@ RabbitMQ 3.10.8 node of the HA lab.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import threading
 from collections.abc import Iterator
@@ -66,7 +67,10 @@ def ctl(tmp_path: Path) -> Path:
         f"printf '%s\\n' \"$*\" >> {tmp_path}/ctl.log\n"
         'case "$3" in\n'
         f"  cluster_status) cat {RECORDED / 'rabbitmqctl_cluster_status.json'} ;;\n"
-        "  eval) echo \"['rabbit-3@localhost']\" ;;\n"
+        '  eval) case "$4" in\n'
+        f"    *rabbit_amqqueue*) cat {RECORDED / 'queues_rabbitmqctl_eval.txt'} ;;\n"
+        "    *) echo \"['rabbit-3@localhost']\" ;;\n"
+        "  esac ;;\n"
         "esac\n"
     )
     script.chmod(0o755)
@@ -194,3 +198,39 @@ def test_rabbitmqctls_failure_is_named_with_its_words(tmp_path: Path, closed_por
     node = _node(tmp_path, closed_port, failing, erl_call=tmp_path / "no-erl_call")
     with pytest.raises(TemporaryError, match=f"rabbitmqctl cluster_status on {NAME}: Error: .*{APP_STOPPED}"):
         asyncio.run(node.status())
+
+
+@needs_erl_call
+def test_erl_call_once_refused_is_not_tried_again_for_a_while_and_the_queues_cli_read_is_spaced(
+    tmp_path: Path, ctl: Path, refusing: int
+) -> None:
+    """Each erl_call to a node that refuses it is a handshake the node refuses (and logs), then the
+    same rabbitmqctl VM; the queues through rabbitmqctl are one more VM: read once a minute."""
+    runs = tmp_path / "erl_call.log"
+    wrapper = tmp_path / "erl_call"
+    wrapper.write_text(f'#!/bin/sh\necho run >> {runs}\nexec {ERL_CALL} "$@"\n')
+    wrapper.chmod(0o755)
+    node = _node(tmp_path, refusing, ctl, erl_call=wrapper)
+    asyncio.run(node.status())
+    asyncio.run(node.status())
+    assert asyncio.run(node.queues()).queues == 5002  # the recorded answer, through rabbitmqctl eval
+    with pytest.raises(TemporaryError, match="through rabbitmqctl they are read once every 60 s"):
+        asyncio.run(node.queues())
+    assert runs.read_text().split() == ["run"]  # tried once, then remembered as refused
+    assert [c.split()[2] for c in _ctl_calls(tmp_path)] == ["cluster_status", "cluster_status", "eval"]
+    node.erl_call_retry_s = node.queues_cli_every_s = 0.0  # both spans over
+    asyncio.run(node.queues())
+    assert runs.read_text().split() == ["run", "run"] and len(_ctl_calls(tmp_path)) == 4
+
+
+@needs_erl_call
+def test_a_node_remembered_as_refusing_erl_call_that_stops_listening_reads_as_down_at_once(
+    tmp_path: Path, ctl: Path, refusing: int, closed_port: int
+) -> None:
+    node = _node(tmp_path, refusing, ctl)
+    asyncio.run(node.status())  # refused: rabbitmqctl asked, the refusal remembered
+    node.layout = dataclasses.replace(node.layout, dist_port=closed_port)  # the node goes down
+    with pytest.raises(TemporaryError, match="nothing listens") as caught:
+        asyncio.run(node.status())
+    assert not isinstance(caught.value, ErlCallUnusable)
+    assert len(_ctl_calls(tmp_path)) == 1  # no rabbitmqctl VM for a node that is down

@@ -40,6 +40,7 @@ import re
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,15 @@ APP_TIMEOUT_S = 120.0
 # own -timeout ends it by SIGALRM, a node that accepted and did not answer) is no connect failure: a hung
 # node would hang rabbitmqctl too.
 CONNECT_FAILED = ("erl_call: failed to connect to node", "can't create C node", "get_cookie:")
+# Once a node that listens refused erl_call, erl_call is not tried on it again for this long: each try
+# is a handshake the node refuses (a wrong cookie's "Invalid challenge reply" in its log; an overloaded
+# node's dropped handshake), then the same rabbitmqctl VM. Only the port is checked meanwhile (a node
+# that does not listen is still reported at once, without a VM).
+ERL_CALL_RETRY_S = 60.0
+# Through rabbitmqctl (erl_call unusable), the queues are read at most this often: each read is a CLI
+# VM (1-3 s here at load ~10-15, more under load) beside the status reads, and a backlog's windows are
+# minutes long. Between two reads ``queues`` says so and the loop keeps the backlogs as they were.
+QUEUES_CLI_EVERY_S = 60.0
 
 
 _SLOTS: dict[int, set[int]] = {}  # distribution port -> erl_call name slots this process uses now
@@ -281,6 +291,10 @@ class LocalRabbitNode:
         self.erl_call = erl_call  # a path of the tests' own in tests: the clients are arguments
         self.rabbitmqctl = rabbitmqctl
         self.started: list[subprocess.Popen[bytes]] = []  # servers this object started (their groups)
+        self.erl_call_retry_s = ERL_CALL_RETRY_S
+        self.queues_cli_every_s = QUEUES_CLI_EVERY_S
+        self._refused: tuple[float, str] | None = None  # when erl_call was last refused, and its words
+        self._queues_by_cli_at: float | None = None  # when the queues were last read through rabbitmqctl
 
     # ---- read --------------------------------------------------------------------------------------
 
@@ -320,8 +334,14 @@ class LocalRabbitNode:
         for every vhost, where ``list_queues -p VHOST`` would take one per vhost)."""
         try:
             return parse_queues(await self.call(QUEUES_EXPR), self.name)
-        except ErlCallUnusable:
-            pass
+        except ErlCallUnusable as exc:
+            now, last = time.monotonic(), self._queues_by_cli_at
+            if last is not None and now - last < self.queues_cli_every_s:
+                raise TemporaryError(
+                    f"queues of {self.name} not read: {exc}; through rabbitmqctl they are read once every "
+                    f"{self.queues_cli_every_s:g} s (last {now - last:.0f} s ago)"
+                ) from exc
+            self._queues_by_cli_at = now
         return parse_queues(await self.ctl("eval", QUEUES_EXPR), self.name)
 
     async def cli_status(self, timeout_s: float | None = None) -> ClusterStatus:
@@ -332,13 +352,22 @@ class LocalRabbitNode:
     async def call(self, expr: str, timeout_s: float | None = None) -> str:
         """What ``expr`` (Erlang expressions, ending with a full stop) prints on the node, through
         erl_call to its distribution port. ErlCallUnusable when erl_call cannot be used for this node
-        (missing, or refused by a node that listens: ask rabbitmqctl instead); any other TemporaryError
-        when the node does not listen (down, or booting) or fails."""
+        (missing, or refused by a node that listens: ask rabbitmqctl instead; once refused, not tried
+        again for ``erl_call_retry_s``, only the port checked); any other TemporaryError when the node
+        does not listen (down, or booting) or fails."""
         if not self.erl_call.exists():
             raise ErlCallUnusable(f"erl_call to {self.name}: {self.erl_call} is not installed")
         timeout = timeout_s or self.cli_timeout_s
         address = f"127.0.0.1:{self.layout.dist_port}"
         what = f"erl_call to {self.name}"
+        if self._refused is not None and time.monotonic() - self._refused[0] < self.erl_call_retry_s:
+            if not await asyncio.to_thread(listens, self.layout.dist_port):
+                raise TemporaryError(f"{what}: nothing listens on {address}")
+            ago = time.monotonic() - self._refused[0]
+            raise ErlCallUnusable(
+                f"{what}: not tried ({ago:.0f} s ago it was refused: {self._refused[1]}; tried again after "
+                f"{self.erl_call_retry_s:g} s)"
+            )
         try:
             with client_name(self.layout.dist_port) as me:
                 argv = [
@@ -351,6 +380,7 @@ class LocalRabbitNode:
             if not connect_failed(exc.output):
                 raise
             if await asyncio.to_thread(listens, self.layout.dist_port):
+                self._refused = (time.monotonic(), exc.output[:200])
                 raise ErlCallUnusable(
                     f"{what}: {exc.output} (its distribution port {address} listens: a cookie, name or "
                     "TLS distribution erl_call cannot use)"
@@ -358,6 +388,7 @@ class LocalRabbitNode:
             raise TemporaryError(f"{what}: {exc.output} (nothing listens on {address})") from exc
         except CliCannotRun as exc:
             raise ErlCallUnusable(str(exc)) from exc
+        self._refused = None
         if stdout.startswith(WRONG_NODE):
             other = stdout.removeprefix(WRONG_NODE).strip()[:255]
             raise TemporaryError(
