@@ -2,12 +2,16 @@
 
 User mistakes end here as one message naming what is wrong and how to fix it,
 with exit status 2 and no stack trace.
+
+Start-up is lazy: every haven process (and the test suite starts many) pays for what it imports.
+`main` first finds the command with a parser that knows only the commands' names and one-line
+help (`COMMANDS`), then builds that one command's arguments: only then are its modules imported
+(openstacksdk, SQLAlchemy, FastAPI, the drills...), inside the functions that need them.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import dataclasses
 import getpass
@@ -17,51 +21,58 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from platformdirs import user_data_dir
 from rich.console import Console
-from rich.live import Live
 from rich.markup import escape
 
 from haven import __version__
-from haven.cli import agent, cloud_drill, fault_drill, galera, impact_drill, rabbitmq, render
-from haven.cli.audit import add_audit_command
-from haven.cli.backups import DRILLS as BACKUP_DRILLS
-from haven.cli.backups import add_backups_command
-from haven.cli.backups import run_drill as backup_drill
-from haven.cli.canary import add_canary_command
-from haven.cli.controlplane import add_controlplane_command
-from haven.cli.explain import add_explain_command
-from haven.cli.explore import add_explore_command
-from haven.cli.impact import add_impact_command
-from haven.cli.lab import add_lab_commands
-from haven.cli.leader_loss import run_with_own_servers
-from haven.cli.live import LiveView
-from haven.cli.masakari_import import add_import_command
-from haven.cli.serve import DEFAULT_BIND, serve
-from haven.domain.clock import PacedClock
 from haven.domain.errors import Conflict, NotFound, UserError
-from haven.domain.events import EngineEvent, EventKind
-from haven.domain.ids import NotificationId
-from haven.domain.incidents import Notification, NotificationStatus
-from haven.drill.leader_loss import NAME as LEADER_LOSS
-from haven.drill.limits import check_drill_size
-from haven.drill.run import DrillOptions, run_drill
-from haven.drill.scenarios import SCENARIOS
-from haven.service.config import HavenConfig, for_drills, load_config
-from haven.service.release import release_segment
-from haven.service.status import status_summary
-from haven.service.token import read_token
-from haven.store import Store
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from haven.domain.incidents import Notification
+    from haven.service.config import HavenConfig
+    from haven.store import Store
+
+    Subcommands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
 EXIT_USER_ERROR = 2
 
+# Every command with its one-line help, in `haven --help`'s order. The commands another module
+# registers (lab, explore, ...) repeat that module's help here, so that listing them imports
+# nothing; tests/cli/test_lazy_start.py holds the two equal.
+COMMANDS: dict[str, str] = {
+    "demo": "watch haven recover a host power loss on the simulated cloud, live",
+    "drill": "run a named failure on the simulated cloud in virtual time, or on a real cloud",
+    "serve": "run the engine as a long-lived service (Ctrl-C stops it)",
+    "token": "print the local API token (created by the first `haven serve`)",
+    "status": "segments, hosts by condition, notifications by status, alerts",
+    "hosts": "every host haven watches, with its condition",
+    "release": "release a segment held by the observer gate or its fence budget (its silent hosts did fail)",
+    "lab": "a real minimal OpenStack (Keystone, Nova, ...) on loopback",
+    "explore": "run random fault schedules on small simulated clouds and check haven's safety invariants",
+    "import": "import segments and hosts from another system",
+    "explain": "why things failed: ranked causes of failed boots and failed recoveries, with evidence",
+    "backups": "scheduled instance backups: list, take one now, restore",
+    "canary": "synthetic checks: timed test boots per zone and API probes",
+    "controlplane": "the control plane: replicas, their health, alerts, actions",
+    "impact": "what stops, degrades and keeps working if a service, controller or failure domain is down",
+    "audit": "failure domains: bunched replicas, quorum one rack would break, N+1 capacity, Ceph racks",
+    "notifications": "notifications, or one notification with its steps",
+    "agent": "run the host agent on a compute host (heartbeats, libvirt, processes)",
+}
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Top-level --help, --version and a missing or unknown command end here, as the whole parser would.
+    command: str = _parser(None).parse_known_args(argv)[0].command
+    args = _parser(command).parse_args(argv)
     # Piped output keeps whole lines (ids, reasons) rather than folding them at 80 columns.
     out = Console() if sys.stdout.isatty() else Console(width=200)
     err = Console(stderr=True, soft_wrap=True)  # messages stay whole lines, for people and for grep
@@ -79,7 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(command: str | None) -> argparse.ArgumentParser:
+    """The parser with every command listed and only ``command``'s own arguments (None: none)."""
     parser = argparse.ArgumentParser(
         prog="haven", description="High availability and self-healing for OpenStack."
     )
@@ -92,17 +104,35 @@ def _parser() -> argparse.ArgumentParser:
         "--db", help="database URL, overriding the config (sqlite:///FILE or postgresql+psycopg://...)"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_ in COMMANDS.items():
+        if name == command:
+            _REGISTER[name](sub)
+        else:  # listed only; its arguments, --help included, are parsed once it is the command
+            sub.add_parser(name, help=help_, add_help=False)
+    return parser
 
-    demo = sub.add_parser("demo", help="watch haven recover a host power loss on the simulated cloud, live")
+
+def _own(sub: Subcommands, name: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=COMMANDS[name])
+    return parser
+
+
+def _add_demo(sub: Subcommands) -> None:
+    demo = _own(sub, "demo")
     _cloud_size(demo)
     demo.add_argument(
         "--speed", type=float, default=1.0, help="simulated seconds per real second (default 1)"
     )
     demo.set_defaults(handler=_demo)
 
-    drill = sub.add_parser(
-        "drill", help="run a named failure on the simulated cloud in virtual time, or on a real cloud"
-    )
+
+def _add_drill(sub: Subcommands) -> None:
+    from haven.cli import cloud_drill, fault_drill, galera, impact_drill, rabbitmq
+    from haven.cli.backups import DRILLS as BACKUP_DRILLS
+    from haven.drill.leader_loss import NAME as LEADER_LOSS
+    from haven.drill.scenarios import SCENARIOS
+
+    drill = _own(sub, "drill")
     names = [*SCENARIOS, LEADER_LOSS, *galera.SCENARIOS, *rabbitmq.SCENARIOS, *BACKUP_DRILLS]
     names.append(fault_drill.SCENARIO)
     names.append(impact_drill.SCENARIO)
@@ -122,7 +152,11 @@ def _parser() -> argparse.ArgumentParser:
     impact_drill.add_options(drill)
     drill.set_defaults(handler=_drill)
 
-    serve_cmd = sub.add_parser("serve", help="run the engine as a long-lived service (Ctrl-C stops it)")
+
+def _add_serve(sub: Subcommands) -> None:
+    from haven.cli.serve import DEFAULT_BIND
+
+    serve_cmd = _own(sub, "serve")
     serve_cmd.add_argument(
         "--inject", metavar="SCENARIO", help="inject this drill's failure into the simulated cloud"
     )
@@ -142,44 +176,122 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve_cmd.set_defaults(handler=_serve)
 
-    token = sub.add_parser("token", help="print the local API token (created by the first `haven serve`)")
-    token.set_defaults(handler=_token)
 
-    status = sub.add_parser("status", help="segments, hosts by condition, notifications by status, alerts")
+def _add_token(sub: Subcommands) -> None:
+    _own(sub, "token").set_defaults(handler=_token)
+
+
+def _add_status(sub: Subcommands) -> None:
+    status = _own(sub, "status")
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=_status)
 
-    hosts = sub.add_parser("hosts", help="every host haven watches, with its condition")
+
+def _add_hosts(sub: Subcommands) -> None:
+    hosts = _own(sub, "hosts")
     hosts.add_argument("--json", action="store_true")
     hosts.set_defaults(handler=_hosts)
 
-    release = sub.add_parser(
-        "release",
-        help="release a segment held by the observer gate or its fence budget (its silent hosts did fail)",
-    )
+
+def _add_release(sub: Subcommands) -> None:
+    release = _own(sub, "release")
     release.add_argument("segment", help="the segment's name or id")
     release.add_argument("--reason", default="", help="why (kept in the audit record)")
     release.add_argument("--json", action="store_true")
     release.set_defaults(handler=_release)
 
-    add_lab_commands(sub)
-    add_explore_command(sub)
-    add_import_command(sub, _config, _store_to_write)
-    add_explain_command(sub, _config, _existing_store)
-    add_backups_command(sub, _config, _existing_store)
-    add_canary_command(sub, _config, _existing_store, lambda config: Store.open(config.database_url))
-    add_controlplane_command(sub, _config, _existing_store)
-    add_impact_command(sub, _config, _existing_store)
-    add_audit_command(sub)
 
-    notes = sub.add_parser("notifications", help="notifications, or one notification with its steps")
+def _add_notifications(sub: Subcommands) -> None:
+    from haven.domain.incidents import NotificationStatus
+
+    notes = _own(sub, "notifications")
     notes.add_argument("id", nargs="?", help="a notification id")
     notes.add_argument("--status", choices=[s.value for s in NotificationStatus])
     notes.add_argument("--json", action="store_true")
     notes.set_defaults(handler=_notifications)
 
+
+def _add_lab(sub: Subcommands) -> None:
+    from haven.cli.lab import add_lab_commands
+
+    add_lab_commands(sub)
+
+
+def _add_explore(sub: Subcommands) -> None:
+    from haven.cli.explore import add_explore_command
+
+    add_explore_command(sub)
+
+
+def _add_import(sub: Subcommands) -> None:
+    from haven.cli.masakari_import import add_import_command
+
+    add_import_command(sub, _config, _store_to_write)
+
+
+def _add_explain(sub: Subcommands) -> None:
+    from haven.cli.explain import add_explain_command
+
+    add_explain_command(sub, _config, _existing_store)
+
+
+def _add_backups(sub: Subcommands) -> None:
+    from haven.cli.backups import add_backups_command
+
+    add_backups_command(sub, _config, _existing_store)
+
+
+def _add_canary(sub: Subcommands) -> None:
+    from haven.cli.canary import add_canary_command
+    from haven.store import Store
+
+    add_canary_command(sub, _config, _existing_store, lambda config: Store.open(config.database_url))
+
+
+def _add_controlplane(sub: Subcommands) -> None:
+    from haven.cli.controlplane import add_controlplane_command
+
+    add_controlplane_command(sub, _config, _existing_store)
+
+
+def _add_impact(sub: Subcommands) -> None:
+    from haven.cli.impact import add_impact_command
+
+    add_impact_command(sub, _config, _existing_store)
+
+
+def _add_audit(sub: Subcommands) -> None:
+    from haven.cli.audit import add_audit_command
+
+    add_audit_command(sub)
+
+
+def _add_agent(sub: Subcommands) -> None:
+    from haven.cli import agent
+
     agent.add_parser(sub)
-    return parser
+
+
+_REGISTER: dict[str, Callable[[Subcommands], None]] = {
+    "demo": _add_demo,
+    "drill": _add_drill,
+    "serve": _add_serve,
+    "token": _add_token,
+    "status": _add_status,
+    "hosts": _add_hosts,
+    "release": _add_release,
+    "lab": _add_lab,
+    "explore": _add_explore,
+    "import": _add_import,
+    "explain": _add_explain,
+    "backups": _add_backups,
+    "canary": _add_canary,
+    "controlplane": _add_controlplane,
+    "impact": _add_impact,
+    "audit": _add_audit,
+    "notifications": _add_notifications,
+    "agent": _add_agent,
+}
 
 
 def _cloud_choice(p: argparse.ArgumentParser) -> None:
@@ -208,10 +320,16 @@ def _home(args: argparse.Namespace) -> Path:
     if args.home is not None:
         return Path(args.home)
     env = os.environ.get("HAVEN_HOME")
-    return Path(env) if env else Path(user_data_dir("haven", appauthor=False))
+    if env:
+        return Path(env)
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("haven", appauthor=False))
 
 
 def _config(args: argparse.Namespace) -> HavenConfig:
+    from haven.service.config import HavenConfig, load_config
+
     config = load_config(_home(args), args.config, cloud_name=getattr(args, "cloud", None))
     if args.db:
         config = HavenConfig(
@@ -222,6 +340,8 @@ def _config(args: argparse.Namespace) -> HavenConfig:
 
 def _existing_store(config: HavenConfig) -> Store:
     """Open the state for reading: a missing or foreign SQLite file is an error, never migrated."""
+    from haven.store import Store
+
     prefix = "sqlite:///"
     if config.database_url.startswith(prefix):
         path = Path(config.database_url[len(prefix) :])
@@ -240,6 +360,8 @@ def _store_to_write(config: HavenConfig, create: bool) -> Store | None:
 
     that one is created if ``create`` (as `haven serve` would), else the answer is None.
     """
+    from haven.store import Store
+
     prefix = "sqlite:///"
     if config.database_url.startswith(prefix):
         path = Path(config.database_url[len(prefix) :])
@@ -264,6 +386,13 @@ def _is_haven_database(path: Path) -> bool:
 
 
 def _drill(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from haven.cli import cloud_drill, fault_drill, galera, impact_drill, rabbitmq
+    from haven.cli.backups import DRILLS as BACKUP_DRILLS
+    from haven.cli.backups import run_drill as backup_drill
+    from haven.drill.leader_loss import NAME as LEADER_LOSS
+    from haven.drill.limits import check_drill_size
+    from haven.drill.scenarios import SCENARIOS
+
     if args.scenario == fault_drill.SCENARIO or args.fault_name:  # the fault catalogue, on the lab
         return fault_drill.run(args, out, err)
     if args.scenario == impact_drill.SCENARIO:  # the impact matrix, measured on the lab
@@ -285,6 +414,12 @@ def _drill(args: argparse.Namespace, out: Console, err: Console) -> int:
         return _leader_loss(args, out, err)
     # The engine runs with the config's [detection] and [recovery] (--config FILE, else
     # HOME/haven.toml when present, as for `haven serve`); a bad file is a UserError here.
+    import asyncio
+
+    from haven.cli import render
+    from haven.drill.run import DrillOptions, run_drill
+    from haven.service.config import for_drills
+
     settings = for_drills(_config(args).engine)  # a drill judges the host's return too
     # The report says what the engine held, refused or alerted; its log lines would only repeat it.
     logging.getLogger("haven").setLevel(logging.ERROR)
@@ -308,6 +443,9 @@ def _drill(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 def _leader_loss(args: argparse.Namespace, out: Console, err: Console) -> int:
     """Three engines on real etcd and PostgreSQL (started here); the leader dies mid-evacuation."""
+    from haven.cli import render
+    from haven.cli.leader_loss import run_with_own_servers
+
     if args.json:
         report = run_with_own_servers(args.hosts, args.vms, args.seed, args.ha_fraction)
         print(json.dumps(report.to_dict(), indent=2))
@@ -325,6 +463,16 @@ def _leader_loss(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def _demo(args: argparse.Namespace, out: Console, err: Console) -> int:
+    import asyncio
+
+    from rich.live import Live
+
+    from haven.cli import render
+    from haven.cli.live import LiveView
+    from haven.domain.clock import PacedClock
+    from haven.domain.events import EngineEvent, EventKind
+    from haven.drill.run import DrillOptions, run_drill
+
     if args.speed <= 0:
         raise UserError(f"--speed must be positive, got {args.speed}")
     clock = PacedClock(args.speed, paced=False)  # the warm-up runs at once; the incident at watching speed
@@ -354,6 +502,11 @@ def _demo(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def _serve(args: argparse.Namespace, out: Console, err: Console) -> int:
+    import asyncio
+
+    from haven.cli.serve import DEFAULT_BIND, serve
+    from haven.drill.scenarios import SCENARIOS
+
     config = _config(args)
     if args.inject is not None and args.inject not in SCENARIOS:
         raise UserError(f"unknown scenario {args.inject!r}", f"choose one of: {', '.join(SCENARIOS)}")
@@ -381,12 +534,17 @@ def _bind(value: str) -> tuple[str, int]:
 
 
 def _token(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from haven.service.token import read_token
+
     # print(), not rich: the token must come out exactly, with no markup or wrapping.
     print(read_token(_home(args), _config(args).api.token_path))
     return 0
 
 
 def _status(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from haven.cli import render
+    from haven.service.status import status_summary
+
     with _existing_store(_config(args)) as store:
         summary = status_summary(store)
     if args.json:
@@ -397,6 +555,8 @@ def _status(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def _release(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from haven.service.release import release_segment
+
     who = f"{getpass.getuser()} (haven release)"
     with _existing_store(_config(args)) as store:
         try:
@@ -414,6 +574,8 @@ def _release(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def _hosts(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from haven.cli import render
+
     with _existing_store(_config(args)) as store:
         hosts, segments = store.list_hosts(), store.list_segments()
     if args.json:
@@ -440,6 +602,10 @@ def _hosts(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def _notifications(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from haven.cli import render
+    from haven.domain.ids import NotificationId
+    from haven.domain.incidents import NotificationStatus
+
     with _existing_store(_config(args)) as store:
         if args.id:
             try:
