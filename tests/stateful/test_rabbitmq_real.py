@@ -26,10 +26,12 @@ import pytest
 from haven.domain.clock import RealClock
 from haven.domain.errors import TemporaryError
 from haven.domain.galera import GaleraAction
+from haven.domain.incidents import AlertKind
 from haven.stateful.cluster import stable_port as free_port
 from haven.stateful.rabbitmq import ClusterStatus, DecisionKind, RabbitSettings
 from haven.stateful.rabbitmq_cluster import LoopbackRabbitCluster, healthy, missing_binaries
 from haven.stateful.rabbitmq_node import ERL_CALL, LocalRabbitNode
+from haven.stateful.rabbitmq_queues import QueueSettings
 from haven.stateful.rabbitmq_recovery import RabbitRecovery, journal_key
 from haven.store import Store
 
@@ -51,10 +53,13 @@ def cluster() -> Iterator[LoopbackRabbitCluster]:
         made.remove()
 
 
-def _recovery(cluster: LoopbackRabbitCluster) -> tuple[RabbitRecovery, Store]:
+def _recovery(
+    cluster: LoopbackRabbitCluster, queues: QueueSettings | None = None
+) -> tuple[RabbitRecovery, Store]:
     store = Store.open("sqlite://")
     settings = RabbitSettings(partition_grace_s=1.0, unreadable_hold_s=120.0)
-    return RabbitRecovery.on_store(cluster.nodes, store, "t", RealClock(), settings=settings), store
+    loop = RabbitRecovery.on_store(cluster.nodes, store, "t", RealClock(), settings=settings, queues=queues)
+    return loop, store
 
 
 def test_a_dist_port_that_is_another_nodes_reads_and_stops_nothing(cluster: LoopbackRabbitCluster) -> None:
@@ -109,6 +114,21 @@ def test_the_queues_read_sees_a_consumers_unacked_messages_and_a_queue_nobody_re
             assert (held[unacked].unacked, held[unacked].ready, held[unacked].consumers) == (30, 0, 1)
             assert (held[idle].ready, held[idle].unacked, held[idle].consumers) == (12, 0, 0)
             assert held[unacked].node == held[idle].node == one.name  # declared through rabbit-1
+        # haven's loop on the real cluster: one backlog alert (window 0), nothing acted on; the
+        # consumer gone (its messages back to ready), the next pass clears it.
+        loop, store = _recovery(cluster, QueueSettings(unacked_min=30, unacked_window_s=0))
+        assert asyncio.run(loop.run_pass()).kind is DecisionKind.NOTHING
+        backlogs = [a.host for a in store.list_alerts() if a.kind is AlertKind.RABBITMQ_BACKLOG]
+        assert backlogs == [f"t:unacked:/:{unacked}"]
+        consumer.collect()  # the broker requeues once it sees the socket closed: passes until then
+        deadline = time.monotonic() + 15
+        while [a for a in store.list_alerts() if a.kind is AlertKind.RABBITMQ_BACKLOG]:
+            assert time.monotonic() < deadline, (loop.queue_health, loop.queue_error)
+            asyncio.run(loop.run_pass())
+        assert loop.queue_health is not None
+        assert [(q.name, q.ready, q.unacked) for q in loop.queue_health.worst if q.name == unacked] == [
+            (unacked, 30, 0)
+        ]
     finally:
         consumer.collect()  # the unacknowledged messages go back to their queue, which is then deleted
         with contextlib.suppress(Exception):

@@ -6,13 +6,13 @@ erl_call or ``rabbitmqctl eval``), haven.stateful.rabbitmq_recovery (``judge`` e
 and a fake clock. Everything here but the Erlang text is pure.
 
 **The read** is one call per pass to one node, whatever the number of queues: ``QUEUES_EXPR`` runs on
-the node what ``rabbitmqctl list_queues name messages_ready messages_unacknowledged consumers`` asks
-(``rabbit_amqqueue:info_all/2``, for every vhost: Mnesia's queue table is the cluster's, so one node
-lists every queue of the cluster and asks each queue's process wherever it runs) and returns only the
-totals (queues, messages ready, unacknowledged) and the queues that hold anything, the
-``QUEUE_READ_LIMIT`` fullest first: a cloud's thousands of empty ``reply_*`` and fanout queues never
-leave the node. Measured on Debian's RabbitMQ 3.10.8: 1,001 queues read in 23-36 ms through erl_call,
-1.1 s through ``rabbitmqctl eval`` (its VM), at load ~3.
+the node what ``rabbitmqctl list_queues name messages_ready messages_unacknowledged consumers`` asks,
+for every vhost (Mnesia's queue table is the cluster's: one node lists every queue of the cluster and
+asks each queue's process wherever it runs), and returns only the totals (queues, messages ready,
+unacknowledged) and the queues that hold anything, the ``QUEUE_READ_LIMIT`` fullest first: a cloud's
+thousands of empty ``reply_*`` and fanout queues never leave the node. Measured on Debian's RabbitMQ
+3.10.8, 3 nodes (bench/rabbitmq_queues.py, medians of 5, load 10-16): 1,000 queues in 0.18 s through
+erl_call, 0.92 s through ``rabbitmqctl eval`` (its VM); 5,000 queues in 0.51 s and 3.06 s.
 
 **The judgement** (``judge``): a backlog is reported and alerted, never acted on. Restarting a broker
 for a backlog loses the messages it holds (the issue's anchor: liveness probes that restarted
@@ -48,9 +48,10 @@ QUEUE_CALL_MS = 5000  # one queue's answer; a queue that does not answer in time
 # The node's answer: {"queues": N, "ready": R, "unacked": U, "held": [[vhost, name, node, ready, unacked,
 # consumers], ...]}; the queue's node is its process's (a quorum queue's: its leader's). Classic queues
 # are asked in one batch through RabbitMQ's delegates (one message per node, each node's delegate asks
-# its own queues): ``rabbit_amqqueue:info_all/2`` asks them one at a time across the distribution,
-# 1.2-2.5 s for 5,000 queues on 3 nodes against 31-130 ms batched (load ~12). Quorum and stream
-# queues (their pid a {Name, Node}) are asked one by one through rabbit_amqqueue:info/2.
+# its own queues): ``rabbit_amqqueue:info_all/2`` asks them one at a time across the distribution:
+# the whole read of 5,000 queues on 3 nodes took 2.16 s with it against 0.59 s batched (medians of 10,
+# load ~13). Quorum and stream queues (their pid a {Name, Node}) are asked one by one through
+# rabbit_amqqueue:info/2 (a quorum queue's counts are RabbitMQ's periodic metrics: seconds late).
 QUEUES_EXPR = (
     "Items = [name, pid, messages_ready, messages_unacknowledged, consumers], "
     "Num = fun(K, I) -> case proplists:get_value(K, I) of X when is_integer(X) -> X; _ -> 0 end end, "
