@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -22,6 +24,7 @@ from haven.domain.controlplane import (
     DomainName,
     MemberAdmin,
     ProbeKind,
+    ProbeResult,
     ProbeSpec,
     RestartPolicy,
     ServiceName,
@@ -213,3 +216,36 @@ async def test_a_host_clock_behind_havens_does_not_shorten_the_start_up_grace(st
         lambda: unit.restarts_by_haven > 0 and world.lb.admin[("nova_api", "ctl-1")] is MemberAdmin.READY, 30
     )
     assert unit.restarts_by_haven == 1  # its 10 s start was within the 30 s grace: not killed
+
+
+class _LateOn(SimProber):
+    """The simulated prober, but a probe of ``slow`` takes ``delay_s`` (real time) to give its result:
+    a hung replica's probe running to its timeout, a nova_rpc ping's 3 s."""
+
+    def __init__(self, inner: SimProber, slow: str, delay_s: float) -> None:
+        self._inner, self._slow, self._delay_s = inner, slow, delay_s
+
+    async def probe(self, address: str, spec: ProbeSpec, host: str = "") -> ProbeResult:
+        if address == self._slow:
+            await asyncio.sleep(self._delay_s)
+        return await self._inner.probe(address, spec, host)
+
+
+async def test_a_killed_replica_leaves_the_lb_at_the_next_pass_whatever_another_probe_waits(
+    store: Store,
+) -> None:
+    world = World(store)
+    await world.reconciler.run_pass()  # everything healthy
+    late = _LateOn(world.prober, "ctl-2", 3.0)
+    world.reconciler = Reconciler(CONFIG, dict(world.hosts), world.lb, late, store, world.clock)
+    world.unit("ctl-1").active = UnitActive.FAILED  # kill -9; systemd restarts it within RestartSec
+    started = time.monotonic()
+    await world.reconciler.run_pass()
+    took = time.monotonic() - started
+    assert [(s, a) for _, s, a in world.lb.changes] == [("ctl-1", MemberAdmin.DRAIN)]
+    assert took < 1.5, took  # the pass waited PROBE_WAIT_S for ctl-2's probe, not its 3 s
+    world.clock.advance_to(world.clock.now() + 0.5)
+    await asyncio.sleep(3.0)
+    await world.reconciler.run_pass()  # ctl-2's late result is read now (passing: nothing to do)
+    assert world.lb.admin[("nova_api", "ctl-2")] is MemberAdmin.READY
+    await world.reconciler.aclose()

@@ -4,9 +4,10 @@ Owned by the service layer (a leader-only runnable under its TaskGroup) or drive
 Each pass:
 1. finishes any action a previous pass or engine left ``issued`` (its handler re-reads the world first,
    so an effect that already happened is not made twice);
-2. reads every replica's unit (systemd), the load balancer's members (HAProxy) and runs the probes that
-   are due (each followed by a read of its unit's CPU time, when the host's driver is a CpuMeter: how
-   the planner tells a busy replica from a hung one), and notes restarts systemd made by itself
+2. reads every replica's unit (systemd) and the load balancer's members (HAProxy), starts the probes
+   that are due and reads those that finished within ``PROBE_WAIT_S`` (a slower one at a later pass);
+   each probe is followed by a read of its unit's CPU time, when the host's driver is a CpuMeter (how
+   the planner tells a busy replica from a hung one); notes restarts systemd made by itself
    (NRestarts went up) as history; what changed (a probe failing or passing again, a unit stopped, a
    new process) is kept as the explainer's evidence (haven.evidence.controlplane);
 3. asks haven.controlplane.planner for the plan, commits each action's intent (``issued``, with what proves
@@ -25,7 +26,7 @@ import collections
 import dataclasses
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -71,6 +72,8 @@ _ADMIN = {
     ActionKind.READY: MemberAdmin.READY,
 }
 _RUNNING = (UnitActive.ACTIVE, UnitActive.RELOADING, UnitActive.ACTIVATING)
+# How long a pass waits for the probes it started; one still under way is read by a later pass.
+PROBE_WAIT_S = 0.5
 NOT_RESUMED = "unfinished stop not resumed: its unit still ran; planned again from the world"
 _HOLD_ALERTS = (
     AlertKind.REPLICA_CRASH_LOOP,
@@ -113,6 +116,7 @@ class Reconciler:
         self._address = {c.host: c.address or c.host for c in config.controllers}
         self._replicas = [(spec, host) for spec in config.services for host in self._hosts_of(spec)]
         self._probes: dict[Key, collections.deque[ProbeResult]] = {}
+        self._inflight: dict[Key, tuple[str, asyncio.Task[ProbeResult]]] = {}  # (invocation, probe)
         self._n_restarts: dict[Key, int] = {}
         self._invocations: dict[Key, str] = {}
         # invocation, when haven first saw it (None: running when haven first read the unit, "found")
@@ -136,18 +140,21 @@ class Reconciler:
     async def run(self) -> None:
         """Pass after pass until cancelled (by the TaskGroup that owns it)."""
         interval = self._config.settings.pass_interval_s
-        while True:
-            started = self._clock.now()
-            try:
-                result = await self.run_pass()
-                due = min(started + interval, result.recheck_at or started + interval)
-            except HavenError as exc:  # the store unreachable: try again next pass
-                log.warning("control-plane pass failed: %s", exc)
-                due = started + interval
-            except Exception:  # a bug: this pass is lost, never the loop
-                log.exception("control-plane pass failed")
-                due = started + interval
-            await self._clock.sleep_until(max(due, self._clock.now() + 0.05))
+        try:
+            while True:
+                started = self._clock.now()
+                try:
+                    result = await self.run_pass()
+                    due = min(started + interval, result.recheck_at or started + interval)
+                except HavenError as exc:  # the store unreachable: try again next pass
+                    log.warning("control-plane pass failed: %s", exc)
+                    due = started + interval
+                except Exception:  # a bug: this pass is lost, never the loop
+                    log.exception("control-plane pass failed")
+                    due = started + interval
+                await self._clock.sleep_until(max(due, self._clock.now() + 0.05))
+        finally:
+            await self.aclose()
 
     async def run_pass(self) -> ControlPlanePlan:
         epoch = self._epoch()
@@ -285,29 +292,56 @@ class Reconciler:
             log.exception("control-plane evidence not kept")
 
     async def _probe_due(self, observed: Observed) -> list[Probed]:
-        due: list[tuple[Key, Awaitable[ProbeResult]]] = []
+        """Starts the probes that are due (one at a time per replica), waits for them ``PROBE_WAIT_S``
+        at most, and returns those that finished (started by this pass or an earlier one). A pass does
+        not wait for its slowest probe (a hung replica's runs to its timeout, a nova_rpc ping's 3 s): a
+        replica killed now is seen, and its member taken out, at the next pass, not once the probes of
+        the others have timed out (systemd restarts it after RestartSec, 1 s on the HA lab; its port
+        then accepts connections that wait for its worker to load)."""
         now = self._clock.now()
         for spec, host in self._replicas:
-            status = observed.units.get((spec.name, host))
+            key = (spec.name, host)
+            status = observed.units.get(key)
             if spec.probe is None or status is None or status.active not in _RUNNING:
                 continue
-            log_ = self._probes.setdefault((spec.name, host), collections.deque(maxlen=_kept(spec.probe)))
-            if self._invocations.get((spec.name, host), status.invocation_id) != status.invocation_id:
+            log_ = self._probes.setdefault(key, collections.deque(maxlen=_kept(spec.probe)))
+            if self._invocations.get(key, status.invocation_id) != status.invocation_id:
                 # A new process: the old one's results say nothing about it (whatever the clocks of
                 # haven and that host say about when it started).
                 log_.clear()
-            self._invocations[(spec.name, host)] = status.invocation_id
-            if log_ and now - log_[-1].at < spec.probe.period_s:
+            self._invocations[key] = status.invocation_id
+            if key in self._inflight or (log_ and now - log_[-1].at < spec.probe.period_s):
                 continue
             address = self._address.get(host, host)
-            due.append(((spec.name, host), self._probe(address, spec.probe, spec.unit, host)))
-        results = await asyncio.gather(*(call for _, call in due))
+            task = asyncio.create_task(self._probe(address, spec.probe, spec.unit, host))
+            self._inflight[key] = (status.invocation_id, task)
+        if self._inflight:
+            await asyncio.wait([task for _, task in self._inflight.values()], timeout=PROBE_WAIT_S)
+        now = self._clock.now()
         probed = []
-        for (key, _), result in zip(due, results, strict=True):
+        for key, (invocation, task) in list(self._inflight.items()):
+            if not task.done():
+                continue
+            del self._inflight[key]
+            try:
+                result = task.result()
+            except Exception:  # a prober's bug (probes never raise): this result is lost, not the pass
+                log.exception("probe of %s on %s failed", *key)
+                continue
+            if invocation != self._invocations.get(key):
+                continue  # a probe of a process that has been replaced since
             self._probes[key].append(result)
             kind = self._specs[key[0]].probe
             probed.append(Probed(key[0], key[1], kind.kind.value if kind else "", now, result))
         return probed
+
+    async def aclose(self) -> None:
+        """Cancels the probes still under way (the owner calls it when it stops passes)."""
+        tasks = [task for _, task in self._inflight.values()]
+        self._inflight.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _probe(self, address: str, probe: ProbeSpec, unit: str, host: HostName) -> ProbeResult:
         """One probe, then the unit's CPU time just after it (when its systemd tells it): the planner
