@@ -114,14 +114,9 @@ def _up(args: argparse.Namespace, out: Console, err: Console) -> int:
     return 0
 
 
-def _on_clusters(folder: Path) -> bool:
-    """Whether the HA lab's OpenStack was moved onto its clusters (ha_openstack.use_clusters keeps the
-    plain nova.conf beside the new one, and refuses a second move by the same mark)."""
-    return (folder / "nova" / "nova.conf.plain").exists()
-
-
 def _print_clusters(out: Console, folder: Path) -> None:
-    where = "the Galera and RabbitMQ clusters" if _on_clusters(folder) else "the plain MariaDB and RabbitMQ"
+    moved = ha_openstack.on_clusters(folder)
+    where = "the Galera and RabbitMQ clusters" if moved else "the plain MariaDB and RabbitMQ"
     out.print(f"  HA: OpenStack's databases and message bus: {where}")
 
 
@@ -139,7 +134,7 @@ def _print_ha(out: Console, ha: dict[str, Any]) -> None:
 def _status(args: argparse.Namespace, out: Console, err: Console) -> int:
     report = lab.status(_folder(args))
     if report.get("ha"):
-        report["ha"]["openstack_on_clusters"] = _on_clusters(_folder(args))
+        report["ha"]["openstack_on_clusters"] = ha_openstack.on_clusters(_folder(args))
     if args.json:
         out.print_json(json.dumps(report))
         return 0 if report["running"] else 3

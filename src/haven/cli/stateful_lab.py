@@ -26,7 +26,7 @@ from rich.console import Console
 
 from haven.cli.lab_controls import running_lab
 from haven.domain.errors import UserError
-from haven.lab import ha_stateful
+from haven.lab import ha_openstack, ha_stateful
 from haven.lab.keystone import Account
 from haven.lab.process import LabServiceError
 from haven.stateful.drills import GaleraDrillReport
@@ -80,7 +80,7 @@ def rabbitmq(folder: Path | None) -> UnitRabbitCluster:
 def on_clusters(folder: Path | None) -> bool:
     """Whether the lab's OpenStack was moved onto its clusters (haven.lab.ha_openstack)."""
     state = running_lab(folder)
-    return (Path(state.folder) / "nova" / "nova.conf.plain").exists()
+    return ha_openstack.on_clusters(Path(state.folder))
 
 
 def openstack_after(folder: Path | None, wait_s: float = OPENSTACK_WAIT_S) -> dict[str, Any]:

@@ -120,12 +120,18 @@ class Backends:
         return f"rabbit://{hosts}/"
 
 
+def on_clusters(lab_folder: Path) -> bool:
+    """Whether the lab's OpenStack was moved onto its clusters: `use_clusters` keeps the plain
+    nova.conf beside the new one (``nova/nova.conf.plain``), the mark that this asks for."""
+    return (lab_folder / "nova" / "nova.conf.plain").exists()
+
+
 def use_clusters(lab_folder: Path, say: Progress, timeout_s: float = 300.0) -> Backends:
     """Move the running HA lab's OpenStack onto its Galera and RabbitMQ clusters (the module's steps)."""
     state = load_state(lab_folder)
     if state is None or not state.ha or "stateful" not in state.ha:
         raise LabServiceError(f"no HA lab in {lab_folder}: start one with `haven lab up --ha --folder ...`")
-    if (lab_folder / "nova" / "nova.conf.plain").exists():
+    if on_clusters(lab_folder):
         raise LabServiceError(f"the lab in {lab_folder} already uses its clusters (nova.conf.plain exists)")
     for path, package in (
         (DUMP, "mariadb-client"),
