@@ -1,4 +1,5 @@
-"""`haven drill rabbitmq-*`: bad input is named, with exit 2 and no cluster formed (no server started).
+"""`haven drill rabbitmq-*`: bad input is named, with exit 2 and no cluster formed (no server started);
+the report's queue lines.
 
 The drills themselves form a real cluster (30-45 s on this machine under load): they were run by hand
 (docs/stateful.md); the loop they drive is tested on the module cluster of test_rabbitmq_real.py.
@@ -10,9 +11,13 @@ import os
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from haven.cli.main import main
+from haven.cli.rabbitmq import _print
 from haven.stateful.rabbitmq_cluster import missing_binaries
+from haven.stateful.rabbitmq_drills import RabbitDrillReport
+from haven.stateful.rabbitmq_queues import QueueRead, QueueStat, judge
 
 from .lab_records import write_lab_state
 
@@ -79,3 +84,18 @@ def test_partition_options_that_would_be_ignored_are_refused(
     assert main(["drill", *argv]) == 2
     err = capsys.readouterr().err
     assert named in err and "Traceback" not in err
+
+
+def test_the_drills_report_shows_the_queues_totals_and_the_fullest() -> None:
+    read = QueueRead(1200, 340, 25, (QueueStat("/", "conductor", "rabbit-2@localhost", 300, 25, 0),))
+    health, _ = judge(read, 0.0)
+    report = RabbitDrillReport("rabbitmq-node-loss", "rabbit-3@localhost", "recovered")
+    report.queues = {"read_from": "rabbit-1@localhost", **health.as_json()}
+    out = Console(record=True, width=200)
+    _print(report, out)
+    text = out.export_text()
+    assert "queues (read from rabbit-1@localhost): 1,200, 340 ready, 25 unacknowledged" in text
+    assert "/:conductor on rabbit-2@localhost: 300 ready, 25 unacknowledged, 0 consumers" in text
+    report.queues = {"error": "erl_call to rabbit-1@localhost: no answer in 30 s"}
+    _print(report, out)
+    assert "queues: not read (erl_call to rabbit-1@localhost: no answer in 30 s)" in out.export_text()
