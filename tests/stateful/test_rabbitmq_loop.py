@@ -22,6 +22,7 @@ from haven.domain.galera import GaleraAction
 from haven.domain.incidents import AlertKind
 from haven.service.config import load_config
 from haven.stateful.rabbitmq import ClusterStatus, DecisionKind, RabbitSettings
+from haven.stateful.rabbitmq_queues import QueueRead, QueueSettings
 from haven.stateful.rabbitmq_recovery import APP_STOPPED, RabbitRecovery, journal_key
 from haven.stateful.serving import RabbitService
 from haven.store import Store
@@ -63,6 +64,10 @@ class FakeNode:
         self.calls.append("start_app")
         self.app = True
 
+    async def queues(self) -> QueueRead:
+        self.calls.append("queues")
+        return QueueRead(3, 0, 0)
+
     async def reachable(self, peers: list[str]) -> tuple[str, ...]:  # Erlang distribution, app or not
         return tuple(
             n.name for n in self.cluster
@@ -101,6 +106,18 @@ def test_a_partition_is_healed_by_restarting_the_isolated_node_only() -> None:
     assert asyncio.run(loop.run_pass()).kind is DecisionKind.RESTART
     assert [n.calls for n in nodes] == [[], [], ["restart_app"]]
     assert asyncio.run(loop.run_pass()).kind is DecisionKind.NOTHING
+
+
+def test_the_queues_are_read_once_a_pass_from_a_node_the_pass_did_not_restart() -> None:
+    nodes, store = _cluster(), Store.open("sqlite://")
+    nodes[1].partitioned_from = nodes[2].partitioned_from = (A,)
+    nodes[0].partitioned_from = (B, C)  # A, the first by name, is cut off: its app is restarted
+    settings = RabbitSettings(partition_grace_s=0.0)
+    loop = RabbitRecovery.on_store(nodes, store, "mq", RealClock(), settings=settings, queues=QueueSettings())
+    assert asyncio.run(loop.run_pass()).kind is DecisionKind.RESTART
+    assert [n.calls for n in nodes] == [["restart_app"], ["queues"], []]
+    assert asyncio.run(loop.run_pass()).kind is DecisionKind.NOTHING
+    assert nodes[0].calls == ["restart_app", "queues"] and loop.queue_health is not None
 
 
 def test_an_unfinished_restart_cut_after_stop_app_is_completed_by_start_app_once() -> None:

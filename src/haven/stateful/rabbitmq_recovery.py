@@ -206,7 +206,7 @@ class RabbitRecovery:
         held = decision.kind is DecisionKind.HOLD or bool(decision.alert)  # a START may hold a stuck node
         await self._steps.show_hold(held, decision.reason, decision.alert)
         if self._queue_settings is not None:  # after the decision's effects: a read never delays them
-            await self._watch_queues(observations)
+            await self._watch_queues(observations, decision.nodes)
         return decision
 
     def _minority_hold(self, decision: RabbitDecision) -> RabbitDecision:
@@ -258,9 +258,10 @@ class RabbitRecovery:
         self._mute_since.pop(node.name, None)
         return NodeObservation(node.name, True, status)
 
-    async def _watch_queues(self, observations: Sequence[NodeObservation]) -> None:
-        """Read the queues from the first node whose status answered, judge them, show the backlogs."""
-        answered = sorted(o.name for o in observations if o.status is not None)
+    async def _watch_queues(self, observations: Sequence[NodeObservation], acted: Sequence[str]) -> None:
+        """Read the queues from the first node whose status answered (and which this pass did not start
+        or restart), judge them, show the backlogs."""
+        answered = sorted(o.name for o in observations if o.status is not None and o.name not in acted)
         if not answered or self._queue_settings is None:
             self.queue_error = "no node's status answered: the queues are not read"
             return
