@@ -137,7 +137,11 @@ def test_a_replica_found_serving_at_havens_start_is_not_taken_out_before_its_fir
     p = plan([API], [young, replica("ctl-3", unit=FAILED)], DOMAINS, NOW, SETTINGS, found=found)
     assert [(a.kind.value, a.host) for a in p.actions] == [("drain", "ctl-3")]
     assert health(young, PROBE, NOW).health is ReplicaHealth.STARTING  # never restarted in its grace
-    # ... but its failing probes, past the grace, take it out as any replica's
+    # Killed: while systemd's RestartSec runs (activating, maybe still the old InvocationID) it goes out
+    restarting = dataclasses.replace(young, unit=UnitStatus(UnitActive.ACTIVATING, "auto-restart"))
+    p = plan([API], [restarting, replica("ctl-3")], DOMAINS, NOW, SETTINGS, found=found)
+    assert [(a.kind.value, a.host) for a in p.actions] == [("drain", "ctl-1")]
+    # ... and its failing probes, past the grace, take it out as any replica's
     late = dataclasses.replace(young, unit=dataclasses.replace(ACTIVE, active_since=NOW - 61), probes=FAILING)
     p = plan([API], [late, replica("ctl-3")], DOMAINS, NOW, SETTINGS, found=found)
     assert [(a.kind.value, a.host) for a in p.actions] == [("drain", "ctl-1")]

@@ -9,11 +9,14 @@ what the client saw, from HAProxy's own ``show servers state`` and from systemd'
 D-Bus. Needs root (skipped without, like the control plane's driver tests). One HA lab for the session
 (``ha_lab`` in tests/lab/conftest.py, shared with tests/lab/test_ha_lab_drills.py).
 
-The hung-replica and crash-loop drills run haven's control plane as ``haven serve`` does
+The kill, hung-replica and crash-loop drills run haven's control plane as ``haven serve`` does
 (haven.lab.ha_drills.Healer: the lab's ``[controlplane]``, systemd over each controller's D-Bus,
 HAProxy's runtime API, HTTP probes), each with a store of its own, and judge from HAProxy, systemd,
 ``/proc`` and the clients; haven's records are read only for what only haven has (its alert, and that
-its probe, not systemd, found the hung replica).
+its probe, not systemd, found the hung replica). In the kill drill haven's deep probe of nova-api (a
+token, then Nova's service list on the replica) is what keeps the restarted replica out of HAProxy
+until it is warm: judged by a real request on it answering within 2 s once HAProxy has it back, and
+by the clients (10 s timeout) seeing no failure but the requests in flight on the killed process.
 
 The second test needs no lab: ``haven lab down``'s stop of a namespace's PID 1 (a SIGKILL to exactly
 it: an init ignores a SIGTERM it has no handler for, and systemd takes it as "re-execute").
@@ -50,9 +53,10 @@ def _answers(url: str) -> bool:
         return False
 
 
-# A request the kill did not catch is answered within this. Not longer: at load 18-31 (2026-12-07) the
-# restarted replica's first two answers took 10-12 s (HAProxy: 0 ms queued) and at 24 over 30 s,
-# with or without a per-server cap; a replica that slow is a failure to see (docs/controlplane.md).
+# A request the kill did not catch is answered within this. Not longer: at load 18-31 (2026-12-07),
+# without haven, the restarted replica's first two answers took 10-12 s (HAProxy: 0 ms queued) and at
+# 24 over 30 s, with or without a per-server cap; a replica that slow is a failure to see
+# (docs/controlplane.md). haven's deep probe now keeps it out of HAProxy until it is warm.
 CLIENT_TIMEOUT_S = 10.0
 
 

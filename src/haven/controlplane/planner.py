@@ -275,7 +275,7 @@ def _service(
         if j is leaving:
             _leave(spec, j, state)
             continue
-        if j.health is H.STARTING and (spec.name, j.view.host) in found and _in_rotation(spec, j):
+        if _found_serving(spec, j, found):
             state.wait(j.grace_until)
             continue  # rule 2: serving before haven looked; out only when its probes fail
         if not _membership(spec, j, state, (spec.name, j.view.host) in stale):
@@ -286,6 +286,19 @@ def _service(
             state.wait(j.grace_until)
     if not spec.stateful and not _fill(spec, judged, domains, state) and leaving is None:
         _respread(spec, judged, domains, state)
+
+
+def _found_serving(spec: ServiceSpec, j: Judged, found: frozenset[tuple[ServiceName, HostName]]) -> bool:
+    """Rule 2's exception: starting only for want of a first probe pass, its process running (active)
+    since before haven looked, and in the load balancer's rotation."""
+    unit = j.view.unit
+    return (
+        j.health is H.STARTING
+        and (spec.name, j.view.host) in found
+        and unit is not None
+        and unit.active is UnitActive.ACTIVE
+        and _in_rotation(spec, j)
+    )
 
 
 def _in_rotation(spec: ServiceSpec, j: Judged) -> bool:

@@ -253,9 +253,12 @@ class Reconciler:
         if status is None:
             return status
         known = self._first_seen.get(key)
-        if not status.invocation_id:
-            # No process yet: the one that comes next is seen starting (not found running, rule 2).
-            self._first_seen.setdefault(key, ("", now))
+        if not status.invocation_id or status.active not in (UnitActive.ACTIVE, UnitActive.RELOADING):
+            # No process running (yet, or any more: killed, systemd's RestartSec under way, whose
+            # InvocationID may still be the old one's): the one that runs next is seen starting, not
+            # found running (rule 2).
+            if known is None or known[1] is None:
+                self._first_seen[key] = ("", now)
             return status
         if known is None or known[0] != status.invocation_id:
             known = (status.invocation_id, None if known is None else now)
