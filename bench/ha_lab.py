@@ -38,6 +38,11 @@ and reports systemd's starts, haven's back-off gaps, when it held, the alerts, t
 
 haven's HTTP probes run with haven.lab.ha_drills.PROBE_TIMING (period 1 s, timeout 1 s, 2 failures);
 ``--lab-timing`` uses what the lab's haven.toml had before (timeout 2 s, 3 failures), for the comparison.
+nova-api's probe is the lab's deep one (``nova_services``: a token, then Nova's service list on the
+replica; timeout 2 s, 2 failures, haven.lab.ha.DEEP_TIMING), whatever the timing. ``kill`` and ``hang``
+also report haven's first drain or maintenance of the victim and its ready (seconds after the fault,
+from haven's records), and the answers slower than 2 s sent after systemd's new process ran (the cold
+answers); ``--client-timeout`` sets the clients' timeout (default 30 s; the lab test's is 10 s).
 ``controller`` freezes a whole controller (every process of its PID namespace SIGSTOPped, its systemd
 and D-Bus too) under load through nova-api's frontend with haven running, and reports when every member
 of it was out of HAProxy, when haven's controller_down alert came, the failed requests sent after the
