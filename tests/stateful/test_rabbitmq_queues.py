@@ -10,11 +10,14 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
 
 from haven.domain.clock import VirtualClock
 from haven.domain.errors import ConfigError, TemporaryError
 from haven.domain.incidents import AlertKind
 from haven.service.config import load_config
+from haven.service.metrics import HavenMetrics
+from haven.service.status import status_summary
 from haven.stateful.rabbitmq import ClusterStatus, DecisionKind, RabbitSettings
 from haven.stateful.rabbitmq_queues import (
     BacklogKind,
@@ -142,6 +145,10 @@ def test_the_loop_keeps_one_alert_per_backlog_and_clears_it_when_it_drains_witho
     clock.advance_to(clock.now() + 31)
     assert asyncio.run(loop.run_pass()).kind is DecisionKind.NOTHING  # a backlog: never acted on
     assert backlog_alerts() == ["mq:unacked:/:conductor"] and (a.calls, b.calls) == (["queues"] * 2, [])
+    shown = status_summary(store).to_dict()["alerts"]  # `haven status [--json]`, GET /v1/haven/status
+    assert [(x["kind"], x["host"]) for x in shown] == [("rabbitmq_backlog", "mq:unacked:/:conductor")]
+    scraped = generate_latest(HavenMetrics(store).registry).decode()  # what /metrics serves
+    assert 'haven_alerts_active{kind="rabbitmq_backlog"} 1.0' in scraped
     a.read = TemporaryError("erl_call: no answer in 30 s")  # unread: the alert stays
     clock.advance_to(clock.now() + 5)
     asyncio.run(loop.run_pass())
