@@ -98,3 +98,48 @@ def test_cli_up_refuses_on_clusters_without_ha_before_starting_anything(
     assert main(["lab", "up", "--on-clusters", "--folder", str(tmp_path)]) == 1
     assert "--on-clusters is for the HA lab" in capsys.readouterr().err
     assert started == [] and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        (["--plain-backends"], "--plain-backends is for the HA lab"),
+        (["--ha", "--on-clusters", "--plain-backends"], "contradict each other"),
+    ],
+)
+def test_cli_up_refuses_backend_choices_that_do_not_fit_before_starting_anything(
+    given: list[str],
+    says: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    started: list[object] = []
+    monkeypatch.setattr(lab, "up", lambda *a, **k: started.append(a))
+    assert main(["lab", "up", *given, "--folder", str(tmp_path)]) == 1
+    assert says in capsys.readouterr().err
+    assert started == [] and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("given", "moved"), [(["--ha"], True), (["--ha", "--plain-backends"], False)])
+def test_cli_up_ha_moves_openstack_onto_the_clusters_unless_told_plain(
+    given: list[str], moved: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The HA lab's OpenStack runs on its Galera and RabbitMQ clusters by default (issue 12)."""
+    from types import SimpleNamespace
+
+    from haven.lab import ha_openstack
+
+    state = SimpleNamespace(
+        up_in_s=1.0, computes=["c1"], files={"clouds.yaml": "c", "haven.toml": "h"}, ha=None
+    )
+    monkeypatch.setattr(lab, "up", lambda *a, **k: state)
+    moves: list[Path] = []
+
+    def use_clusters(folder: Path, say: object) -> SimpleNamespace:
+        moves.append(folder)
+        return SimpleNamespace(haproxy_port=3306)
+
+    monkeypatch.setattr(ha_openstack, "use_clusters", use_clusters)
+    assert main(["lab", "up", *given, "--folder", str(tmp_path)]) == 0
+    assert moves == ([tmp_path.absolute()] if moved else [])
