@@ -6,15 +6,17 @@ haven.lab.ha_stateful.describe); they are read back here into the drills' cluste
 (haven.stateful.unit_clusters). A folder with no running lab, or a plain lab, is the user's mistake:
 a UserError naming the fix.
 
-After a heal, when the lab's OpenStack runs on these clusters (``python -m haven.lab.ha_openstack``,
-opt-in: the lab's ``nova/nova.conf.plain`` exists), ``openstack_after`` asks Nova, through the HA
-lab's endpoints (Keystone's and nova-api's HAProxy frontends), for its servers, flavors and compute
-services: what an operator's first commands would be.
+After a heal, when the lab's OpenStack runs on these clusters (the default of ``haven lab up --ha``:
+the lab's ``nova/nova.conf.plain`` exists), ``openstack_after`` asks Nova, through the HA lab's
+endpoints (Keystone's and nova-api's HAProxy frontends), for its servers, flavors and compute
+services (what an operator's first commands would be), then boots one server and deletes it
+(``boot_after``: the RPC path over the healed cluster, which the reads do not take).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -36,6 +38,7 @@ from haven.stateful.unit_clusters import UnitGaleraCluster, UnitRabbitCluster
 LAB = "lab"
 NOVA_HEADERS = {"OpenStack-API-Version": "compute 2.79"}
 OPENSTACK_WAIT_S = 60.0  # services reconnect to the healed cluster (oslo.db, oslo.messaging retries)
+BOOT_WAIT_S = 120.0  # the boot after the heal: accepted, scheduled and ACTIVE (the lab's fake driver)
 RESTART = "restart it: `haven lab down`, then `haven lab up --ha`"
 
 
@@ -121,8 +124,13 @@ def openstack_after(folder: Path | None, wait_s: float = OPENSTACK_WAIT_S) -> di
             time.sleep(1.0)
     services = answers.get("os-services", {}).get("services", [])
     computes = [s for s in services if s.get("binary") == "nova-compute"]
+    read_ok = all(v in ("ok", "200") for v in calls.values())
+    flavors = answers.get("flavors", {}).get("flavors", [])
+    flavor = next((f["id"] for f in flavors if state.flavor in (f.get("name"), f.get("id"))), state.flavor)
+    booted = boot_after(compute, token, state.image_id, flavor) if read_ok else None
     return {
-        "ok": all(v in ("ok", "200") for v in calls.values()),
+        "ok": read_ok and booted is not None and booted["status"] == "ACTIVE",
+        "boot": booted,
         "seconds": round(time.monotonic() - started, 2),
         "calls": calls,
         "tries": tries,
@@ -134,21 +142,71 @@ def openstack_after(folder: Path | None, wait_s: float = OPENSTACK_WAIT_S) -> di
     }
 
 
+def boot_after(
+    compute: str, token: str, image: str, flavor: str, wait_s: float = BOOT_WAIT_S, poll_s: float = 1.0
+) -> dict[str, Any]:
+    """One server booted through nova-api's frontend after the heal, then deleted: the API, the
+    conductor, the scheduler, Placement and a compute over the message bus and the database, which
+    the reads above do not use. ``{"status": ACTIVE|ERROR|last status|"not accepted", "seconds",
+    "detail", "deleted"}``; ACTIVE is read from Nova's own record of the server."""
+    headers = {**NOVA_HEADERS, "X-Auth-Token": token}
+    body = {
+        "server": {"name": f"haven-drill-check-{int(time.time())}", "imageRef": image, "flavorRef": flavor,
+                   "networks": "none"}
+    }  # fmt: skip
+    started = time.monotonic()
+    found: dict[str, Any] = {"status": "not accepted", "detail": "", "deleted": False}
+    with httpx.Client(timeout=15.0) as client:
+        try:
+            answer = client.post(f"{compute}/servers", json=body, headers=headers)
+        except httpx.HTTPError as exc:
+            found["detail"] = f"{type(exc).__name__}: {exc}"[:200]
+            answer = None
+        if answer is not None and answer.status_code != 202:
+            found["detail"] = f"{answer.status_code} {answer.text[:160]}"
+        server = answer.json()["server"]["id"] if answer is not None and answer.status_code == 202 else None
+        while server and time.monotonic() - started < wait_s:
+            try:
+                shown = client.get(f"{compute}/servers/{server}", headers=headers)
+                if shown.status_code == 200:
+                    record = shown.json()["server"]
+                    found["status"] = record["status"]
+                    if record["status"] == "ERROR":
+                        found["detail"] = str((record.get("fault") or {}).get("message", ""))[:200]
+                    if record["status"] in ("ACTIVE", "ERROR"):
+                        break
+            except httpx.HTTPError as exc:
+                found["detail"] = f"{type(exc).__name__}: {exc}"[:200]
+            time.sleep(poll_s)
+        found["seconds"] = round(time.monotonic() - started, 2)
+        if server:
+            with contextlib.suppress(httpx.HTTPError):
+                found["deleted"] = (
+                    client.delete(f"{compute}/servers/{server}", headers=headers).status_code == 204
+                )
+    return found
+
+
 def judge_openstack(report: GaleraDrillReport | RabbitDrillReport, folder: Path | None) -> None:
     """After a recovered drill on a lab whose OpenStack runs on the clusters: Nova must answer too."""
     if report.verdict != "recovered" or not on_clusters(folder):
         return
     report.openstack = openstack_after(folder)
     if not report.openstack["ok"]:
-        report.problems.append(f"Nova did not answer after the heal: {report.openstack['calls']}")
+        report.problems.append(
+            f"Nova did not answer after the heal: {report.openstack['calls']}, "
+            f"a boot: {report.openstack['boot']}"
+        )
         report.verdict = "failed"
 
 
 def describe_openstack(seen: dict[str, Any]) -> str:
     calls = ", ".join(f"{name} {answer}" for name, answer in seen["calls"].items())
+    booted = seen.get("boot")
+    boot = f"; a boot {booted['status']} in {booted.get('seconds')} s" if booted else "; no boot tried"
     return (
         f"OpenStack after the heal ({seen['seconds']} s): {calls}; {seen['servers']} servers, "
-        f"{seen['flavors']} flavors, {seen['computes_up']} of {seen['computes']} computes up"
+        f"{seen['flavors']} flavors, {seen['computes_up']} of {seen['computes']} computes up{boot}"
     )
 
 

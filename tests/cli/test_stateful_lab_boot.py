@@ -1,0 +1,95 @@
+"""The stateful drills' boot after a heal (haven.cli.stateful_lab.boot_after), against a stand-in of
+nova-api's three routes it uses (POST /servers, GET /servers/ID, DELETE /servers/ID) served over HTTP.
+
+The boot on a real lab whose OpenStack runs on the clusters was run by hand (docs/lab.md, 2026-12-07:
+ACTIVE in 5.9 s after a rabbitmq-node-loss heal); the test session's HA labs have no OpenStack on their
+clusters. What this proves: which answers count as a boot that worked, and that the server is deleted."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from haven.cli.stateful_lab import boot_after
+
+
+class _Nova:
+    def __init__(self, create: int, statuses: list[str]) -> None:
+        self.create, self.statuses, self.deleted, self.bodies = create, statuses, [], []  # type: ignore[var-annotated]
+
+
+@pytest.fixture
+def nova(request: pytest.FixtureRequest) -> Iterator[tuple[str, _Nova]]:
+    world = _Nova(*request.param)
+
+    class Handler(BaseHTTPRequestHandler):
+        def _send(self, code: int, body: dict[str, Any] | None = None) -> None:
+            data = json.dumps(body).encode() if body is not None else b""
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self) -> None:
+            world.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            assert self.headers["X-Auth-Token"] == "tok"
+            if world.create != 202:
+                self._send(world.create, {"badRequest": {"message": "Flavor f1 could not be found."}})
+            else:
+                self._send(202, {"server": {"id": "s1"}})
+
+        def do_GET(self) -> None:
+            status = world.statuses.pop(0) if len(world.statuses) > 1 else world.statuses[0]
+            fault = {"message": "No valid host was found."} if status == "ERROR" else None
+            self._send(200, {"server": {"id": "s1", "status": status, "fault": fault}})
+
+        def do_DELETE(self) -> None:
+            world.deleted.append(self.path)
+            self._send(204)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", world
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("nova", [(202, ["BUILD", "BUILD", "ACTIVE"])], indirect=True)
+def test_a_boot_that_goes_active_is_reported_active_and_deleted(nova: tuple[str, _Nova]) -> None:
+    url, world = nova
+    found = boot_after(url, "tok", "img", "f1", wait_s=20, poll_s=0.05)
+    assert found["status"] == "ACTIVE" and found["deleted"] is True
+    assert world.deleted == ["/servers/s1"]
+    assert world.bodies[0]["server"]["imageRef"] == "img" and world.bodies[0]["server"]["flavorRef"] == "f1"
+
+
+@pytest.mark.parametrize("nova", [(202, ["BUILD", "ERROR"])], indirect=True)
+def test_a_boot_in_error_says_nova_s_fault_and_is_still_deleted(nova: tuple[str, _Nova]) -> None:
+    url, world = nova
+    found = boot_after(url, "tok", "img", "f1", wait_s=20, poll_s=0.05)
+    assert found["status"] == "ERROR" and "No valid host" in found["detail"]
+    assert world.deleted == ["/servers/s1"]
+
+
+@pytest.mark.parametrize("nova", [(400, ["ACTIVE"])], indirect=True)
+def test_a_boot_nova_refuses_is_not_accepted_and_nothing_is_deleted(nova: tuple[str, _Nova]) -> None:
+    url, world = nova
+    found = boot_after(url, "tok", "img", "f1", wait_s=20, poll_s=0.05)
+    assert found["status"] == "not accepted" and "400" in found["detail"]
+    assert world.deleted == []
+
+
+@pytest.mark.parametrize("nova", [(202, ["BUILD"])], indirect=True)
+def test_a_boot_still_building_at_the_limit_is_not_active(nova: tuple[str, _Nova]) -> None:
+    url, world = nova
+    found = boot_after(url, "tok", "img", "f1", wait_s=1.0, poll_s=0.05)
+    assert found["status"] == "BUILD" and found["seconds"] >= 1.0
+    assert world.deleted == ["/servers/s1"]
