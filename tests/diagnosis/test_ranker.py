@@ -147,6 +147,23 @@ def test_an_unknown_phase_does_not_narrow() -> None:
     assert found.explanations[0].in_phase
 
 
+def test_a_phase_s_leaf_counts_only_for_a_symptom_whose_node_needs_it() -> None:
+    # Glance a leaf of the api phase (Nova's API asks it for the image before it accepts a boot): in phase
+    # for a boot, not for Nova's API failing to list servers, which never asks Glance.
+    graph = dataclasses.replace(GRAPH, phases={"api": ("nova-api",)}, leaves={"api": ("glance",)})
+    events = [
+        NodeEvent("glance", EvidenceKind.ERROR, BOOT_FAILED - 33, "Nova's API could not get the image"),
+        NodeEvent("nova-api", EvidenceKind.ERROR, BOOT_FAILED, "its server list timed out"),
+    ]
+    listed = rank(graph, Symptom("nova-api", BOOT_FAILED, "server list failed", "api"), events=events)
+    assert [(e.node, e.in_phase) for e in listed.explanations] == [("nova-api", True), ("glance", False)]
+    booted = rank(graph, boot("api"), events=events)
+    assert [(e.node, e.in_phase) for e in booted.explanations] == [("glance", True), ("nova-api", True)]
+    # a symptom on a node the graph does not know: no narrowing of the leaves
+    foreign = rank(graph, Symptom("alert:x", BOOT_FAILED, "failed", "api"), events=events)
+    assert [e.node for e in foreign.explanations if e.in_phase] == ["glance", "nova-api"]
+
+
 def test_what_began_after_the_symptom_or_before_the_window_is_not_a_cause() -> None:
     late = metric("glance", base=0.4, noise=0.02, onset=BOOT_FAILED + 15, level=50.0)
     early_restart = NodeEvent("rabbitmq", EvidenceKind.RESTART, BOOT_FAILED - 601)

@@ -168,3 +168,34 @@ async def test_a_boot_request_timing_out_in_nova_s_api_can_be_glance_s(tmp_path:
         "in nova: cannot reach the cloud: Request to http://127.0.0.1:48417/v2.1/servers timed out)"
     )
     assert (await explained(tmp_path, events, what, "api"))[0] == "glance-api"
+
+
+async def test_nova_api_s_own_server_list_failing_is_not_glance_s(tmp_path: Path) -> None:
+    """nova-api-hung (2026-12-07, lab, bench/explain.py round 1): the server list timed out on the hung
+    API; Glance's one error was its path check through Nova's API 33 s before the injection (at load 8 to
+    13, Nova's image proxy took 7.94 s). Glance, the api phase's leaf for a boot, was in phase for this
+    server list too and ranked first on its earlier onset; a server list never asks Glance."""
+    events = [
+        NodeEvent("glance-api", EvidenceKind.ERROR, T - 33.3, "Nova's API could not get the canary image "
+                  "from it in time (it took 7.94 s), while Nova's API listed servers in 0.05 s and it "
+                  "answered haven directly in 1.73 s", "via:nova-api"),
+        NodeEvent("glance-api", EvidenceKind.HEALTHY, T - 20.8, "it answered image-data in 0.01 s",
+                  "probe:image-data"),
+        NodeEvent("keystone", EvidenceKind.HEALTHY, T - 0.7, "it answered token in 0.71 s", "probe:token"),
+        NodeEvent("nova-api", EvidenceKind.ERROR, T, "its server-list failed: list servers: cannot reach the "
+                  "cloud: Request to http://127.0.0.1:54495/v2.1/servers timed out", "probe:server-list"),
+    ]  # fmt: skip
+    what = "API probe server-list failed (list servers: cannot reach the cloud: Request to ... timed out)"
+    clock = VirtualClock(T + 1)
+    with Store.open(f"sqlite:///{tmp_path}/haven.db") as store:
+        store.keep_evidence({f"e{i}": e for i, e in enumerate(events)}, T)
+        explainer = Explainer(store, openstack_topology(CATALOGUE.values()), clock)
+        symptom = Symptom("nova-api", T, what, "api")
+        record = await explainer.open_and_explain(
+            ExplanationRecord("probe:server-list:x", "probe:server-list", "server-list", symptom, T)
+        )
+    assert record.diagnosis is not None
+    assert [(e.node, e.in_phase) for e in record.diagnosis.explanations] == [
+        ("nova-api", True),
+        ("glance-api", False),
+    ]

@@ -47,7 +47,8 @@ class Graph:
     phase ("scheduling", "image download") to the nodes doing that work; their own dependencies are
     candidates too. ``leaves`` adds nodes to a phase without their dependencies: a failure of theirs
     fails that phase, what they need does not (the scheduler's NoValidHost when every nova-compute is
-    down: the computes are its cause, their image service is not).
+    down: the computes are its cause, their image service is not); only for a symptom whose node needs
+    the leaf (an operation that uses it), or one on a node the graph does not know.
     """
 
     depends_on: Mapping[str, tuple[str, ...]]

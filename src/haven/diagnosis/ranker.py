@@ -7,8 +7,9 @@ The rules, in the order they rank (each a tier of the sort key):
 
 1. **Phase.** When the symptom's phase is known, the phase's nodes and what they depend on rank first
    ("No valid host" → scheduler and Placement; image download → Glance; port binding → Neutron), and
-   the phase's leaves (``Graph.leaves``: nodes without their dependencies), and what an in-phase node is
-   likely the victim of (rule 2). Other implicated nodes still appear, after them.
+   the phase's leaves (``Graph.leaves``: nodes without their dependencies; only for a symptom whose node
+   needs the leaf), and what an in-phase node is likely the victim of (rule 2). Other implicated nodes
+   still appear, after them.
 2. **Deepest cause.** A node with an implicated dependency (directly or not) that began no later than
    it did is likely that dependency's victim: it ranks after the nodes whose own dependencies are healthy.
    Not a node seen working after that dependency's evidence began (it worked without it; seen within
@@ -111,11 +112,19 @@ def summary(graph: Graph, symptom: Symptom, explanations: Sequence[Explanation])
 
 
 def _scope(graph: Graph, symptom: Symptom) -> frozenset[str] | None:
-    """The phase's nodes and their dependencies, and its leaves, or None (no phase known: no narrowing)."""
+    """The phase's nodes and their dependencies, and its leaves, or None (no phase known: no narrowing).
+
+    A leaf is in the scope only for a symptom whose node needs it (or whose node the graph does not
+    know): a leaf fails the phase of an operation that uses it. Glance is a leaf of the api phase because
+    Nova's API asks it for the image before it accepts a boot; Nova's API failing to list servers, a
+    symptom on nova-api itself, never asked Glance (bench/explain.py, nova-api-hung, 2026-12-07: a
+    Glance error from a check 33 s before the fault outranked nova-api on its onset)."""
     if symptom.phase is None or symptom.phase not in graph.phases:
         return None
     members = graph.phases[symptom.phase]
-    scope = set(members) | set(graph.leaves.get(symptom.phase, ()))
+    known = symptom.node in graph.nodes()
+    needed = graph.below(symptom.node) | {symptom.node}
+    scope = set(members) | {n for n in graph.leaves.get(symptom.phase, ()) if not known or n in needed}
     for node in members:
         scope |= graph.below(node)
     return frozenset(scope)
