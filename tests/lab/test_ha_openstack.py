@@ -5,6 +5,7 @@ bench/stateful_openstack.py (a test would restart every unit of the session's HA
 from __future__ import annotations
 
 import configparser
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,32 @@ def test_the_rabbitmq_part_of_the_lab_state_reads_back() -> None:
 def test_a_lab_without_the_ha_part_is_refused_with_the_command(tmp_path: Path) -> None:
     with pytest.raises(LabServiceError, match="haven lab up --ha"):
         ha_openstack.use_clusters(tmp_path, lambda _m: None)
+
+
+@pytest.mark.parametrize("workers", [True, False])
+def test_the_move_keeps_serve_env_s_probe_password_and_gives_the_clusters_transport_url(
+    tmp_path: Path, workers: bool
+) -> None:
+    """haven serve's probes read LAB/ha/serve.env: the move must change only the transport URL (it once
+    wrote the URL alone, and every nova-api deep probe then failed for want of the password)."""
+    from haven.lab import ha as ha_lab
+
+    (tmp_path / "keystone").mkdir()
+    (tmp_path / "keystone" / "admin-password").write_text("adm'in\n")
+    (tmp_path / "nova").mkdir()
+    (tmp_path / "nova" / "nova.conf").write_text(
+        "[DEFAULT]\ntransport_url = rabbit://guest:guest@127.0.0.1:1/\n"
+    )
+    env = tmp_path / "ha" / "serve.env"
+    env.parent.mkdir()
+    env.write_text(ha_lab.serve_env(tmp_path, workers=workers))
+    backends = ha_openstack.Backends(4000, "pw", (5672, 5673, 5674))
+    # as _rewrite_configs leaves nova.conf (tested above)
+    (tmp_path / "nova" / "nova.conf").write_text(f"[DEFAULT]\ntransport_url = {backends.transport_url}\n")
+    ha_openstack.rewrite_serve_env(env, tmp_path)
+    shown = 'echo "$HAVEN_LAB_PROBE_PASSWORD|${HAVEN_LAB_NOVA_TRANSPORT_URL-}"'
+    read = subprocess.run(
+        ["bash", "-c", f"set -a; . {env}; {shown}"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert read == f"adm'in|{backends.transport_url if workers else ''}"
+    assert env.stat().st_mode & 0o077 == 0

@@ -55,7 +55,7 @@ from typing import Any
 from haven.controlplane.drivers.haproxy import HAProxyRuntime, parse_servers_state
 from haven.domain.errors import HavenError
 from haven.lab import ha as ha_lab
-from haven.lab import ha_stateful
+from haven.lab import ha_stateful, labfiles
 from haven.lab.process import LabServiceError
 from haven.lab.state import load_state
 from haven.lab.toolenv import Progress, ensure_tool_env
@@ -120,6 +120,16 @@ class Backends:
         return f"rabbit://{hosts}/"
 
 
+def rewrite_serve_env(env: Path, lab_folder: Path) -> None:
+    """``LAB/ha/serve.env`` again after ``_rewrite_configs``: the same variables (the deep probe's
+    password, the workers' transport URL if it had one), the URL now nova.conf's on the clusters."""
+    if env.exists():
+        workers = any(
+            line.startswith(f"{ha_lab.TRANSPORT_URL_ENV}=") for line in env.read_text().splitlines()
+        )
+        labfiles.private(env, ha_lab.serve_env(lab_folder, workers=workers))
+
+
 def on_clusters(lab_folder: Path) -> bool:
     """Whether the lab's OpenStack was moved onto its clusters: `use_clusters` keeps the plain
     nova.conf beside the new one (``nova/nova.conf.plain``), the mark that this asks for."""
@@ -161,9 +171,7 @@ def use_clusters(lab_folder: Path, say: Progress, timeout_s: float = 300.0) -> B
     say(f"RabbitMQ: user {USER} on the cluster; transport URL over {len(backends.rabbit_ports)} nodes")
     _rabbit_user(rabbit, password)
     _rewrite_configs(lab_folder, backends)
-    env = ha.folder / "serve.env"
-    if env.exists():
-        env.write_text(f"{ha_lab.TRANSPORT_URL_ENV}='{backends.transport_url}'\n")
+    rewrite_serve_env(ha.folder / "serve.env", lab_folder)
     say("restarting the controllers' units and the computes on the clusters")
     _restart_units(ha, pymysql)
     computes = _restart_computes(lab_folder)
