@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 
 from haven.domain.backups import BackupRecord, BackupState, Retention
 
+_IN_FLIGHT = tuple(s for s in BackupState if s.in_flight)  # a tuple: asked of every record, every pass
+
 
 def kept(records: Sequence[BackupRecord], retention: Retention) -> set[str]:
     """The ids of the records this retention keeps (including what they depend on)."""
@@ -23,7 +25,9 @@ def kept(records: Sequence[BackupRecord], retention: Retention) -> set[str]:
     keep: set[str] = {r.id for r in good[: max(retention.keep, 1)]}
     keep |= _newest_per(good, retention.daily, lambda r: _day(r.created_at))
     keep |= _newest_per(good, retention.weekly, lambda r: _week(r.created_at))
-    roots = keep | {r.id for r in records if r.state.in_flight}
+    if not any(r.parent_id for r in records):
+        return keep  # no chains (image backups): nothing to keep for what depends on it
+    roots = keep | {r.id for r in records if r.state in _IN_FLIGHT}
     by_id = {r.id: r for r in records}
     for rid in list(roots):
         parent = by_id[rid].parent_id if rid in by_id else ""

@@ -51,17 +51,7 @@ class Schedule:
 
     def next_slot(self, at: float) -> float:
         """The first window start strictly after ``at``."""
-        t = datetime.fromtimestamp(int(at // 60) * 60, UTC) + timedelta(minutes=1)
-        day = t.replace(hour=0, minute=0)
-        for _ in range(_HORIZON_DAYS):
-            if self._day_matches(day):
-                for hour in sorted(self.hours):
-                    for minute in sorted(self.minutes):
-                        slot = day.replace(hour=hour, minute=minute)
-                        if slot >= t:
-                            return slot.timestamp()
-            day += timedelta(days=1)
-        raise ConfigError(f"schedule {self.text!r} has no window in five years", HINT)
+        return _next(self, int(at // 60))
 
     @functools.cached_property
     def period_s(self) -> float:
@@ -73,6 +63,22 @@ class Schedule:
             if slots[-1] - slots[0] > 400 * 86400:
                 break
         return min(b - a for a, b in itertools.pairwise(slots))
+
+
+# Both cached: the planner asks them for every server on every pass, mostly for the same windows.
+@functools.lru_cache(maxsize=65536)
+def _next(schedule: Schedule, minute: int) -> float:
+    t = datetime.fromtimestamp(minute * 60, UTC) + timedelta(minutes=1)
+    day = t.replace(hour=0, minute=0)
+    for _ in range(_HORIZON_DAYS):
+        if schedule._day_matches(day):
+            for hour in sorted(schedule.hours):
+                for m in sorted(schedule.minutes):
+                    slot = day.replace(hour=hour, minute=m)
+                    if slot >= t:
+                        return slot.timestamp()
+        day += timedelta(days=1)
+    raise ConfigError(f"schedule {schedule.text!r} has no window in five years", HINT)
 
 
 @functools.lru_cache(maxsize=65536)
