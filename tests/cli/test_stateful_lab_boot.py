@@ -20,7 +20,10 @@ from haven.cli.stateful_lab import boot_after
 
 class _Nova:
     def __init__(self, create: int, statuses: list[str]) -> None:
-        self.create, self.statuses, self.deleted, self.bodies = create, statuses, [], []  # type: ignore[var-annotated]
+        self.create, self.statuses = create, statuses
+        self.deleted: list[str] = []
+        self.bodies: list[dict[str, Any]] = []
+        self.tokens: list[str] = []
 
 
 @pytest.fixture
@@ -37,13 +40,21 @@ def nova(request: pytest.FixtureRequest) -> Iterator[tuple[str, _Nova]]:
 
         def do_POST(self) -> None:
             world.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            assert self.headers["X-Auth-Token"] == "tok"
-            if world.create != 202:
+            world.tokens.append(self.headers["X-Auth-Token"])
+            if world.create == 2020:  # accepted, but the body is not Nova's JSON
+                self.send_response(202)
+                self.send_header("Content-Length", "9")
+                self.end_headers()
+                self.wfile.write(b"<html>hi!")
+            elif world.create != 202:
                 self._send(world.create, {"badRequest": {"message": "Flavor f1 could not be found."}})
             else:
                 self._send(202, {"server": {"id": "s1"}})
 
         def do_GET(self) -> None:
+            if world.deleted:
+                self._send(404, {"itemNotFound": {"code": 404}})
+                return
             status = world.statuses.pop(0) if len(world.statuses) > 1 else world.statuses[0]
             fault = {"message": "No valid host was found."} if status == "ERROR" else None
             self._send(200, {"server": {"id": "s1", "status": status, "fault": fault}})
@@ -56,7 +67,7 @@ def nova(request: pytest.FixtureRequest) -> Iterator[tuple[str, _Nova]]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}", world
     server.shutdown()
     server.server_close()
@@ -65,16 +76,16 @@ def nova(request: pytest.FixtureRequest) -> Iterator[tuple[str, _Nova]]:
 @pytest.mark.parametrize("nova", [(202, ["BUILD", "BUILD", "ACTIVE"])], indirect=True)
 def test_a_boot_that_goes_active_is_reported_active_and_deleted(nova: tuple[str, _Nova]) -> None:
     url, world = nova
-    found = boot_after(url, "tok", "img", "f1", wait_s=20, poll_s=0.05)
+    found = boot_after(url, "tok", "img", "f1", wait_s=20, poll_s=0.05, gone_wait_s=2)
     assert found["status"] == "ACTIVE" and found["deleted"] is True
-    assert world.deleted == ["/servers/s1"]
+    assert world.deleted == ["/servers/s1"] and world.tokens == ["tok"]
     assert world.bodies[0]["server"]["imageRef"] == "img" and world.bodies[0]["server"]["flavorRef"] == "f1"
 
 
 @pytest.mark.parametrize("nova", [(202, ["BUILD", "ERROR"])], indirect=True)
 def test_a_boot_in_error_says_nova_s_fault_and_is_still_deleted(nova: tuple[str, _Nova]) -> None:
     url, world = nova
-    found = boot_after(url, "tok", "img", "f1", wait_s=20, poll_s=0.05)
+    found = boot_after(url, "tok", "img", "f1", wait_s=20, poll_s=0.05, gone_wait_s=2)
     assert found["status"] == "ERROR" and "No valid host" in found["detail"]
     assert world.deleted == ["/servers/s1"]
 
@@ -82,7 +93,7 @@ def test_a_boot_in_error_says_nova_s_fault_and_is_still_deleted(nova: tuple[str,
 @pytest.mark.parametrize("nova", [(400, ["ACTIVE"])], indirect=True)
 def test_a_boot_nova_refuses_is_not_accepted_and_nothing_is_deleted(nova: tuple[str, _Nova]) -> None:
     url, world = nova
-    found = boot_after(url, "tok", "img", "f1", wait_s=20, poll_s=0.05)
+    found = boot_after(url, "tok", "img", "f1", wait_s=20, poll_s=0.05, gone_wait_s=2)
     assert found["status"] == "not accepted" and "400" in found["detail"]
     assert world.deleted == []
 
@@ -90,6 +101,16 @@ def test_a_boot_nova_refuses_is_not_accepted_and_nothing_is_deleted(nova: tuple[
 @pytest.mark.parametrize("nova", [(202, ["BUILD"])], indirect=True)
 def test_a_boot_still_building_at_the_limit_is_not_active(nova: tuple[str, _Nova]) -> None:
     url, world = nova
-    found = boot_after(url, "tok", "img", "f1", wait_s=1.0, poll_s=0.05)
+    found = boot_after(url, "tok", "img", "f1", wait_s=1.0, poll_s=0.05, gone_wait_s=2)
     assert found["status"] == "BUILD" and found["seconds"] >= 1.0
     assert world.deleted == ["/servers/s1"]
+
+
+@pytest.mark.parametrize("nova", [(2020, ["ACTIVE"])], indirect=True)
+def test_an_answer_that_is_not_nova_s_json_is_the_check_s_failure_not_a_traceback(
+    nova: tuple[str, _Nova],
+) -> None:
+    url, world = nova
+    found = boot_after(url, "tok", "img", "f1", wait_s=5, poll_s=0.05, gone_wait_s=2)
+    assert found["status"] == "not accepted" and "JSONDecodeError" in found["detail"]
+    assert world.deleted == []

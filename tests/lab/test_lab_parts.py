@@ -101,22 +101,23 @@ def test_cli_up_refuses_on_clusters_without_ha_before_starting_anything(
 
 
 @pytest.mark.parametrize(
-    ("given", "says"),
+    ("given", "says", "code"),
     [
-        (["--plain-backends"], "--plain-backends is for the HA lab"),
-        (["--ha", "--on-clusters", "--plain-backends"], "contradict each other"),
+        (["--plain-backends"], "--plain-backends is for the HA lab", 1),
+        (["--ha", "--on-clusters", "--plain-backends"], "contradict each other", 2),
     ],
 )
 def test_cli_up_refuses_backend_choices_that_do_not_fit_before_starting_anything(
     given: list[str],
     says: str,
+    code: int,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     started: list[object] = []
     monkeypatch.setattr(lab, "up", lambda *a, **k: started.append(a))
-    assert main(["lab", "up", *given, "--folder", str(tmp_path)]) == 1
+    assert main(["lab", "up", *given, "--folder", str(tmp_path)]) == code
     assert says in capsys.readouterr().err
     assert started == [] and list(tmp_path.iterdir()) == []
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,13 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from haven.domain.errors import HavenError
 from haven.lab import ha_openstack, lab
 from haven.lab.process import LabServiceError
 from haven.lab.toolenv import ToolInstallError
 
 EXIT_FAILED = 1
+EXIT_USAGE = 2  # options that do not fit together (as argparse's own errors)
 
 
 def add_lab_commands(sub: Any) -> None:
@@ -95,7 +98,7 @@ def _up(args: argparse.Namespace, out: Console, err: Console) -> int:
             "(OpenStack on the clusters is the default with --ha)",
             highlight=False,
         )
-        return EXIT_FAILED
+        return EXIT_USAGE
     try:
         state = lab.up(
             folder, args.computes, progress=say, ha=args.ha, cinder=args.cinder, controllers=args.controllers
@@ -109,10 +112,15 @@ def _up(args: argparse.Namespace, out: Console, err: Console) -> int:
         moving = time.monotonic()
         try:
             backends = ha_openstack.use_clusters(folder, say)
-        except LabServiceError as exc:
+        except (LabServiceError, HavenError, OSError, subprocess.SubprocessError) as exc:  # a step's failure
             err.print(f"[bold red]haven lab up: the move onto the clusters failed:[/] {escape(str(exc))}")
+            where = (
+                "its services' configuration already names the clusters (the plain files are kept as *.plain)"
+                if ha_openstack.on_clusters(folder)
+                else "it is up on its plain MariaDB and RabbitMQ"
+            )
             err.print(
-                f"  the lab is up on its plain MariaDB and RabbitMQ; logs in {folder}; "
+                f"  the lab is left running: {where}; logs in {folder}; "
                 f"`haven lab down --folder {folder}` stops it",
                 highlight=False,
             )

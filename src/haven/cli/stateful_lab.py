@@ -143,12 +143,21 @@ def openstack_after(folder: Path | None, wait_s: float = OPENSTACK_WAIT_S) -> di
 
 
 def boot_after(
-    compute: str, token: str, image: str, flavor: str, wait_s: float = BOOT_WAIT_S, poll_s: float = 1.0
+    compute: str,
+    token: str,
+    image: str,
+    flavor: str,
+    wait_s: float = BOOT_WAIT_S,
+    poll_s: float = 1.0,
+    gone_wait_s: float = 30.0,
 ) -> dict[str, Any]:
     """One server booted through nova-api's frontend after the heal, then deleted: the API, the
     conductor, the scheduler, Placement and a compute over the message bus and the database, which
     the reads above do not use. ``{"status": ACTIVE|ERROR|last status|"not accepted", "seconds",
-    "detail", "deleted"}``; ACTIVE is read from Nova's own record of the server."""
+    "detail", "deleted"}``; ACTIVE is read from Nova's own record of the server, and ``deleted`` is
+    true once Nova answers 404 for it (within ``gone_wait_s``). An answer that is not Nova's JSON is
+    the check's failure (in ``detail``), never a traceback; a server that was accepted is deleted
+    whatever happened after."""
     headers = {**NOVA_HEADERS, "X-Auth-Token": token}
     body = {
         "server": {"name": f"haven-drill-check-{int(time.time())}", "imageRef": image, "flavorRef": flavor,
@@ -156,35 +165,50 @@ def boot_after(
     }  # fmt: skip
     started = time.monotonic()
     found: dict[str, Any] = {"status": "not accepted", "detail": "", "deleted": False}
+    server = ""
     with httpx.Client(timeout=15.0) as client:
         try:
             answer = client.post(f"{compute}/servers", json=body, headers=headers)
-        except httpx.HTTPError as exc:
+            if answer.status_code != 202:
+                found["detail"] = f"{answer.status_code} {answer.text[:160]}"
+            else:
+                server = str(answer.json()["server"]["id"])
+                found["status"] = "accepted"
+            while server and time.monotonic() - started < wait_s:
+                try:
+                    shown = client.get(f"{compute}/servers/{server}", headers=headers)
+                    if shown.status_code == 200:
+                        record = shown.json()["server"]
+                        found["status"] = str(record["status"])
+                        if record["status"] == "ERROR":
+                            found["detail"] = str((record.get("fault") or {}).get("message", ""))[:200]
+                        if record["status"] in ("ACTIVE", "ERROR"):
+                            break
+                except httpx.HTTPError as exc:
+                    found["detail"] = f"{type(exc).__name__}: {exc}"[:200]
+                time.sleep(poll_s)
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:  # no answer, or not Nova's JSON
             found["detail"] = f"{type(exc).__name__}: {exc}"[:200]
-            answer = None
-        if answer is not None and answer.status_code != 202:
-            found["detail"] = f"{answer.status_code} {answer.text[:160]}"
-        server = answer.json()["server"]["id"] if answer is not None and answer.status_code == 202 else None
-        while server and time.monotonic() - started < wait_s:
-            try:
-                shown = client.get(f"{compute}/servers/{server}", headers=headers)
-                if shown.status_code == 200:
-                    record = shown.json()["server"]
-                    found["status"] = record["status"]
-                    if record["status"] == "ERROR":
-                        found["detail"] = str((record.get("fault") or {}).get("message", ""))[:200]
-                    if record["status"] in ("ACTIVE", "ERROR"):
-                        break
-            except httpx.HTTPError as exc:
-                found["detail"] = f"{type(exc).__name__}: {exc}"[:200]
-            time.sleep(poll_s)
-        found["seconds"] = round(time.monotonic() - started, 2)
-        if server:
-            with contextlib.suppress(httpx.HTTPError):
-                found["deleted"] = (
-                    client.delete(f"{compute}/servers/{server}", headers=headers).status_code == 204
+        finally:
+            found["seconds"] = round(time.monotonic() - started, 2)
+            if server:
+                found["deleted"] = _delete(
+                    client, f"{compute}/servers/{server}", headers, gone_wait_s, poll_s
                 )
     return found
+
+
+def _delete(client: httpx.Client, url: str, headers: dict[str, str], wait_s: float, poll_s: float) -> bool:
+    """DELETE the server, then wait until Nova answers 404 for it: gone by Nova's own record."""
+    until = time.monotonic() + wait_s
+    with contextlib.suppress(httpx.HTTPError):
+        client.delete(url, headers=headers)
+    while time.monotonic() < until:
+        with contextlib.suppress(httpx.HTTPError):
+            if client.get(url, headers=headers).status_code == 404:
+                return True
+        time.sleep(poll_s)
+    return False
 
 
 def judge_openstack(report: GaleraDrillReport | RabbitDrillReport, folder: Path | None) -> None:
