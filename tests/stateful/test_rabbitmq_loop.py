@@ -19,7 +19,8 @@ from haven.cli.main import main
 from haven.domain.clock import RealClock
 from haven.domain.errors import ConfigError, Deposed, TemporaryError
 from haven.domain.galera import GaleraAction
-from haven.domain.incidents import AlertKind
+from haven.domain.ids import HostName
+from haven.domain.incidents import Alert, AlertKind
 from haven.service.config import load_config
 from haven.stateful.rabbitmq import ClusterStatus, DecisionKind, RabbitSettings
 from haven.stateful.rabbitmq_queues import QueueRead, QueueSettings
@@ -38,6 +39,7 @@ class FakeNode:
         self.vm, self.app, self.readable = True, True, True
         self.partitioned_from: tuple[str, ...] = ()
         self.calls: list[str] = []
+        self.queues_take_s = 0.0
 
     async def running(self) -> bool:
         if not self.readable:
@@ -64,8 +66,9 @@ class FakeNode:
         self.calls.append("start_app")
         self.app = True
 
-    async def queues(self) -> QueueRead:
+    async def queues(self, timeout_s: float | None = None) -> QueueRead:
         self.calls.append("queues")
+        await asyncio.sleep(self.queues_take_s)  # a hung queue, a stopped peer: ignores timeout_s
         return QueueRead(3, 0, 0)
 
     async def reachable(self, peers: list[str]) -> tuple[str, ...]:  # Erlang distribution, app or not
@@ -118,6 +121,25 @@ def test_the_queues_are_read_once_a_pass_from_a_node_the_pass_did_not_restart() 
     assert [n.calls for n in nodes] == [["restart_app"], ["queues"], []]
     assert asyncio.run(loop.run_pass()).kind is DecisionKind.NOTHING
     assert nodes[0].calls == ["restart_app", "queues"] and loop.queue_health is not None
+
+
+def test_a_queues_read_past_its_deadline_fails_after_the_decision_and_keeps_the_alerts() -> None:
+    nodes, store = _cluster(), Store.open("sqlite://")
+    queues = QueueSettings(unacked_min=1, unacked_window_s=0, read_timeout_s=0.3)
+    loop = RabbitRecovery.on_store(nodes, store, "mq", RealClock(), queues=queues)
+    store.raise_alert(
+        Alert("b1", AlertKind.RABBITMQ_BACKLOG, "backlog", 1.0, host=HostName("mq:unacked:/:q"))
+    )
+    nodes[2].vm = False
+    for node in nodes:
+        node.queues_take_s = 30.0
+    began = time.monotonic()
+    assert asyncio.run(loop.run_pass()).kind is DecisionKind.START
+    took = time.monotonic() - began
+    assert nodes[2].calls == ["start"] and nodes[0].calls == ["queues"]  # the effect first, then the read
+    assert took < 5 and "no answer in 0.3 s" in loop.queue_error  # not erl_call's 30 s
+    backlogs = [str(x.host) for x in store.list_alerts() if x.kind is AlertKind.RABBITMQ_BACKLOG]
+    assert backlogs == ["mq:unacked:/:q"]  # a failed read says nothing drained
 
 
 def test_an_unfinished_restart_cut_after_stop_app_is_completed_by_start_app_once() -> None:

@@ -20,6 +20,7 @@ from haven.service.metrics import HavenMetrics
 from haven.service.status import status_summary
 from haven.stateful.rabbitmq import ClusterStatus, DecisionKind, RabbitSettings
 from haven.stateful.rabbitmq_queues import (
+    QUEUE_READ_LIMIT,
     BacklogKind,
     QueueRead,
     QueueSettings,
@@ -115,6 +116,40 @@ def test_the_recorded_answers_of_erl_call_and_rabbitmqctl_eval_parse_alike() -> 
     assert health.unanswered == 1 and "1 did not answer in 5 s" in describe_health(health)
 
 
+def test_a_partial_read_keeps_what_the_last_read_said_of_the_queues_that_did_not_answer() -> None:
+    s = QueueSettings(unacked_min=10, unacked_window_s=0)
+    conductor, compute = QueueStat("/", "conductor", "rabbit@a", 0, 50000, 1), _q("compute", unacked=3)
+    health, memory = judge(QueueRead(3, 0, 50003, (conductor, compute)), 0.0, None, s)
+    assert [b.queue.key for b in health.backlogs] == ["/:conductor"]
+    # The overloaded queue did not answer in time (2 of 3 answered): not drained, its backlog stays,
+    # whether the read names the queues that did not answer or not (then every absent queue is kept).
+    for missing in (None, ("/:conductor",)):
+        partial = QueueRead(3, 0, 3, (compute,), answered=2, missing=missing)
+        health, kept = judge(partial, 10.0, memory, s)
+        assert [(b.queue.key, b.queue.unacked, b.since) for b in health.backlogs] == [
+            ("/:conductor", 50000, 0)
+        ]
+        assert dict(kept.unacked) == {"/:conductor": (0.0, 50000)} and health.kept == 1
+        assert "1 backlogs of theirs kept as last read" in describe_health(health)
+    # Another queue did not answer: conductor answered and is absent, so it drained.
+    drained, _ = judge(QueueRead(3, 0, 3, (compute,), answered=2, missing=("/:other",)), 10.0, memory, s)
+    assert drained.backlogs == () and drained.kept == 0
+    health, kept = judge(partial, 10.0, memory, s)
+    assert judge(QueueRead(3, 0, 3, (compute,)), 20.0, kept, s)[0].backlogs == ()  # a full read: drained
+
+
+def test_the_read_names_the_queues_that_did_not_answer_and_is_truncated_past_its_limit() -> None:
+    answer = (
+        '{"answered":2,"held":[],"holding":0,"missing":[["/","conductor"],["nova","x"]],'
+        '"queues":4,"ready":0,"unacked":0}'
+    )
+    read = parse_queues(answer, "n")
+    assert (read.answered, read.missing, read.partial) == (2, ("/:conductor", "nova:x"), True)
+    full = tuple(_q(f"q{i}", ready=1) for i in range(QUEUE_READ_LIMIT))
+    assert not QueueRead(5000, 1000, 0, full, holding=QUEUE_READ_LIMIT).truncated  # exactly the limit
+    assert QueueRead(5000, 1001, 0, full, holding=QUEUE_READ_LIMIT + 1).truncated
+
+
 class _Node:
     def __init__(self, name: str, read: QueueRead | Exception) -> None:
         self.name, self.read, self.calls = name, read, []
@@ -125,7 +160,7 @@ class _Node:
     async def status(self) -> ClusterStatus:
         return ClusterStatus(("a@h", "b@h"))
 
-    async def queues(self) -> QueueRead:
+    async def queues(self, timeout_s: float | None = None) -> QueueRead:
         self.calls.append("queues")
         if isinstance(self.read, Exception):
             raise self.read
@@ -160,6 +195,25 @@ def test_the_loop_keeps_one_alert_per_backlog_and_clears_it_when_it_drains_witho
     assert len(cleared) == 1 and "does not restart a broker" in cleared[0].message
 
 
+def test_a_partial_read_keeps_the_alert_and_watch_queues_off_clears_what_a_watch_left() -> None:
+    store, clock = Store.open("sqlite://"), VirtualClock()
+    a, b = _Node("a@h", _read(_q("conductor", unacked=500))), _Node("b@h", _read())
+    settings = QueueSettings(unacked_min=100, unacked_window_s=0)
+    loop = RabbitRecovery.on_store([a, b], store, "mq", clock, settings=RabbitSettings(), queues=settings)
+
+    def backlog_alerts() -> list[str]:
+        return [str(x.host) for x in store.list_alerts() if x.kind is AlertKind.RABBITMQ_BACKLOG]
+
+    asyncio.run(loop.run_pass())
+    assert backlog_alerts() == ["mq:unacked:/:conductor"]
+    a.read = QueueRead(1000, 0, 0, (), answered=999, missing=("/:conductor",))  # it did not answer
+    asyncio.run(loop.run_pass())
+    assert backlog_alerts() == ["mq:unacked:/:conductor"]
+    unwatched = RabbitRecovery.on_store([a, b], store, "mq", clock, settings=RabbitSettings())
+    asyncio.run(unwatched.run_pass())  # watch_queues = false: nothing will read the queues again
+    assert backlog_alerts() == [] and a.calls == ["queues", "queues"]
+
+
 def _config(tmp_path: Path, extra: str) -> Path:
     path = tmp_path / "haven.toml"
     path.write_text(
@@ -191,6 +245,10 @@ def test_the_thresholds_are_read_and_bad_values_refused_by_name_with_their_bound
         50,
         30,
     )
+    assert config.stateful.rabbitmq.queues.read_timeout_s == 10
+    quick = load_config(tmp_path, _config(tmp_path, "queues_timeout_s = 3.0"))
+    assert quick.stateful.rabbitmq is not None and quick.stateful.rabbitmq.queues is not None
+    assert quick.stateful.rabbitmq.queues.read_timeout_s == 3
     off = load_config(tmp_path, _config(tmp_path, "watch_queues = false"))
     assert off.stateful.rabbitmq is not None and off.stateful.rabbitmq.queues is None
     for line, words in [
@@ -200,6 +258,8 @@ def test_the_thresholds_are_read_and_bad_values_refused_by_name_with_their_bound
             "backlog_idle_window_s: Input should be less than or equal to 86400",
         ),
         ("backlog_report_worst = 5000", "backlog_report_worst: Input should be less than or equal to 1000"),
+        ("queues_timeout_s = 0.5", "queues_timeout_s: Input should be greater than or equal to 1"),
+        ("queues_timeout_s = 120.0", "queues_timeout_s: Input should be less than or equal to 60"),
     ]:
         with pytest.raises(ConfigError, match=words):
             load_config(tmp_path, _config(tmp_path, line))

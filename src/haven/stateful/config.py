@@ -35,6 +35,7 @@ mistake becomes a ConfigError naming the key and how to fix it.
     backlog_idle_ready_min = 100       # ready messages in a queue with no consumer (1..100,000,000) ...
     backlog_idle_window_s = 600.0      # ... held this long (0..86,400) and grown: a backlog
     backlog_report_worst = 10          # the fullest queues shown beside the totals (1..1,000)
+    queues_timeout_s = 10.0            # the whole queues' read (1..60): past it the read fails, alerts kept
     [[stateful.rabbitmq.nodes]]
     name = "rabbit-1@localhost"        # RABBITMQ_NODENAME
     folder = "/var/lib/haven/rabbitmq/n1"  # its Mnesia, logs, pid file, enabled_plugins
@@ -158,6 +159,7 @@ class _Rabbit(BaseModel):
     backlog_idle_ready_min: int = Field(default=100, ge=1, le=100_000_000)
     backlog_idle_window_s: float = Field(default=600.0, ge=0, le=86_400)
     backlog_report_worst: int = Field(default=10, ge=1, le=1000)
+    queues_timeout_s: float = Field(default=10.0, ge=1, le=60)
     nodes: list[_RabbitNode] = Field(min_length=2)
 
     @field_validator("nodes")
@@ -298,5 +300,5 @@ def _queues(r: _Rabbit) -> QueueSettings | None:
         return None
     return QueueSettings(
         r.backlog_unacked_min, r.backlog_unacked_window_s, r.backlog_idle_ready_min, r.backlog_idle_window_s,
-        r.backlog_report_worst,
+        r.backlog_report_worst, r.queues_timeout_s,
     )  # fmt: skip

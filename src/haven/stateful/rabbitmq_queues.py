@@ -30,8 +30,11 @@ a queue with no consumer for 10 min):
 
 A backlog ends (its alert clears) when the queue drains below its minimum, or a consumer attaches
 (``no_consumers``), or the queue is gone. A queue not in the read (empty, or past the read's limit)
-forgets its history. A pass whose read failed judges nothing: backlogs and their alerts are kept
-until a read says otherwise.
+forgets its history. A queue that did not answer (past ``QUEUE_CALL_MS``, or on a node the reader
+cannot reach) is not drained: the overloaded queue is the likeliest not to answer. A partial read keeps
+such a queue's history and backlogs as the last read saw them (every queue absent from the read, when
+the read does not name the ones that did not answer). A pass whose read failed judges nothing:
+backlogs and their alerts are kept until a read says otherwise.
 """
 
 from __future__ import annotations
@@ -45,8 +48,11 @@ from haven.domain.errors import TemporaryError
 
 QUEUE_READ_LIMIT = 1000  # queues holding anything returned per read, the fullest first
 QUEUE_CALL_MS = 5000  # one queue's answer; a queue that does not answer in time is left out of the read
-# The node's answer: {"queues": N, "ready": R, "unacked": U, "held": [[vhost, name, node, ready, unacked,
-# consumers], ...]}; the queue's node is its process's (a quorum queue's: its leader's). Classic queues
+# The node's answer: {"queues": N, "answered": A, "ready": R, "unacked": U, "holding": H, "held": [[vhost,
+# name, node, ready, unacked, consumers], ...], "missing": [[vhost, name], ...]}: A of the N queues
+# answered (the totals are theirs), H of them hold anything, "held" the fullest of those, "missing" the
+# queues that did not answer (a queue past QUEUE_CALL_MS, every queue of a node the reader cannot reach:
+# delegate's bad replies); the queue's node is its process's (a quorum queue's: its leader's). Classic queues
 # are asked in one batch through RabbitMQ's delegates (one message per node, each node's delegate asks
 # its own queues): ``rabbit_amqqueue:info_all/2`` asks them one at a time across the distribution:
 # the whole read of 5,000 queues on 3 nodes took 2.16 s with it against 0.59 s batched (medians of 10,
@@ -60,15 +66,20 @@ QUEUES_EXPR = (
     "{Classic, Other} = lists:partition(fun(Q) -> is_pid(amqqueue:get_pid(Q)) end, Qs), "
     "{Replies, _} = delegate:invoke([amqqueue:get_pid(Q) || Q <- Classic], "
     f"{{gen_server2, call, [{{info, Items}}, {QUEUE_CALL_MS}]}}), "
-    "Infos = [I || {_, {ok, I}} <- Replies] "
-    "++ [I || Q <- Other, I <- [catch rabbit_amqqueue:info(Q, Items)], is_list(I)], "
+    "Ok = maps:from_list([{P, I} || {P, {ok, I}} <- Replies]), "
+    "Asked = [{Q, maps:get(amqqueue:get_pid(Q), Ok, none)} || Q <- Classic] "
+    "++ [{Q, catch rabbit_amqqueue:info(Q, Items)} || Q <- Other], "
+    "Infos = [I || {_, I} <- Asked, is_list(I)], "
+    "Missing = [[V, N] || {Q, I} <- Asked, not is_list(I), "
+    "{resource, V, queue, N} <- [amqqueue:get_name(Q)]], "
     "Rows = [{V, N, Where(proplists:get_value(pid, I)), Num(messages_ready, I), "
     "Num(messages_unacknowledged, I), Num(consumers, I)} "
     "|| I <- Infos, {resource, V, queue, N} <- [proplists:get_value(name, I)]], "
-    "Held = lists:sublist(lists:reverse(lists:keysort(1, [{max(U, R), [V, N, Nd, R, U, C]} "
-    f"|| {{V, N, Nd, R, U, C}} <- Rows, R + U > 0])), {QUEUE_READ_LIMIT}), "
+    "Full = [{max(U, R), [V, N, Nd, R, U, C]} || {V, N, Nd, R, U, C} <- Rows, R + U > 0], "
+    f"Held = lists:sublist(lists:reverse(lists:keysort(1, Full)), {QUEUE_READ_LIMIT}), "
     "io:put_chars(rabbit_json:encode(#{queues => length(Qs), answered => length(Rows), "
-    "ready => lists:sum([R || {_, _, _, R, _, _} <- Rows]), "
+    "ready => lists:sum([R || {_, _, _, R, _, _} <- Rows]), holding => length(Full), "
+    f"missing => lists:sublist(Missing, {QUEUE_READ_LIMIT}), "
     "unacked => lists:sum([U || {_, _, _, _, U, _} <- Rows]), held => [Q || {_, Q} <- Held]}))."
 )
 
@@ -99,10 +110,26 @@ class QueueRead:
     unacked: int
     held: tuple[QueueStat, ...] = ()  # the fullest first, at most QUEUE_READ_LIMIT
     answered: int | None = None  # the queues that answered in time (None: every one); the totals are theirs
+    holding: int | None = None  # the queues holding anything (None: not said, as many as ``held``)
+    missing: tuple[str, ...] | None = None  # the keys of queues that did not answer (None: not said)
 
     @property
     def truncated(self) -> bool:
-        return len(self.held) >= QUEUE_READ_LIMIT
+        return self.holding is not None and self.holding > len(self.held)
+
+    @property
+    def partial(self) -> bool:
+        """Some queues did not answer: what they hold is unknown (not drained)."""
+        return self.answered is not None and self.answered < self.queues
+
+    def unseen_kept(self, key: str) -> bool:
+        """Whether a queue absent from ``held`` keeps what earlier reads said of it: it did not answer, or
+        the read is partial without saying which queues did not (then every absent queue is kept)."""
+        if not self.partial:
+            return False
+        if self.missing is None or len(self.missing) < self.queues - (self.answered or 0):
+            return True
+        return key in self.missing
 
 
 def parse_queues(text: str, source: str) -> QueueRead:
@@ -115,9 +142,12 @@ def parse_queues(text: str, source: str) -> QueueRead:
             for v, n, node, r, u, c in data["held"]
         )
         queues, answered = int(data["queues"]), int(data.get("answered", data["queues"]))
+        holding = int(data["holding"]) if "holding" in data else None
+        missing = tuple(f"{v}:{n}" for v, n in data["missing"]) if "missing" in data else None
         return QueueRead(
-            queues, int(data["ready"]), int(data["unacked"]), held, None if answered == queues else answered
-        )
+            queues, int(data["ready"]), int(data["unacked"]), held, None if answered == queues else answered,
+            holding, missing,
+        )  # fmt: skip
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise TemporaryError(
             f"{source}: the queues' read answered something unreadable: {text[:200]!r}"
@@ -133,6 +163,7 @@ class QueueSettings:
     idle_ready_min: int = 100  # ready messages in a queue with no consumer that count towards a backlog
     idle_window_s: float = 600.0  # ... held this long without a break, and grown: a backlog
     report_worst: int = 10  # queues shown in the report (the fullest), beside the totals
+    read_timeout_s: float = 10.0  # the whole read's deadline: past it the read fails (backlogs kept)
 
 
 class BacklogKind(StrEnum):
@@ -179,6 +210,7 @@ class QueueMemory:
     unacked: Mapping[str, tuple[float, int]] = field(default_factory=dict)
     idle: Mapping[str, tuple[float, int]] = field(default_factory=dict)
     reported: frozenset[tuple[str, BacklogKind]] = frozenset()  # backlogs reported, while they last
+    backlogs: tuple[Backlog, ...] = ()  # the backlogs last reported (kept for a queue that did not answer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,11 +225,12 @@ class QueueHealth:
     worst: tuple[QueueStat, ...]
     truncated: bool = False
     unanswered: int = 0  # queues that did not answer the read in time (a hung or overloaded queue)
+    kept: int = 0  # backlogs of queues that did not answer, kept as the last read saw them
 
     def as_json(self) -> dict[str, object]:
         return {
             "at": self.at, "queues": self.queues, "ready": self.ready, "unacked": self.unacked,
-            "truncated": self.truncated, "unanswered": self.unanswered,
+            "truncated": self.truncated, "unanswered": self.unanswered, "kept": self.kept,
             "backlogs": [
                 {"kind": b.kind.value, "vhost": b.queue.vhost, "queue": b.queue.name, "node": b.queue.node,
                  "ready": b.queue.ready, "unacked": b.queue.unacked, "consumers": b.queue.consumers,
@@ -231,21 +264,30 @@ def judge(
             known = (q.key, BacklogKind.NO_CONSUMERS) in memory.reported
             if known or (now - since >= settings.idle_window_s and q.ready > first):
                 backlogs.append(Backlog(BacklogKind.NO_CONSUMERS, q, since, first))
+    kept = 0
+    if read.partial:  # a queue that did not answer is not drained: what earlier reads said of it stands
+        seen = {q.key for q in read.held}
+        for mine, theirs in ((unacked, memory.unacked), (idle, memory.idle)):
+            mine.update((k, v) for k, v in theirs.items() if k not in seen and read.unseen_kept(k))
+        carried = [b for b in memory.backlogs if b.queue.key not in seen and read.unseen_kept(b.queue.key)]
+        backlogs += carried
+        kept = len(carried)
     backlogs.sort(key=lambda b: (-max(b.queue.unacked, b.queue.ready), b.queue.key, b.kind.value))
     worst = tuple(sorted(read.held, key=lambda q: (-max(q.unacked, q.ready), q.key))[: settings.report_worst])
     unanswered = 0 if read.answered is None else read.queues - read.answered
     health = QueueHealth(
-        now, read.queues, read.ready, read.unacked, tuple(backlogs), worst, read.truncated, unanswered
+        now, read.queues, read.ready, read.unacked, tuple(backlogs), worst, read.truncated, unanswered, kept
     )
     reported = frozenset((b.queue.key, b.kind) for b in backlogs)
-    return health, QueueMemory(unacked, idle, reported)
+    return health, QueueMemory(unacked, idle, reported, tuple(backlogs))
 
 
 def describe_health(health: QueueHealth) -> str:
     """One line of totals and backlogs (the drills' report and serve's log)."""
     text = f"{health.queues:,} queues, {health.ready:,} ready, {health.unacked:,} unacknowledged"
     if health.unanswered:
-        text += f" ({health.unanswered:,} did not answer in {QUEUE_CALL_MS / 1000:g} s)"
+        text += f" ({health.unanswered:,} did not answer in {QUEUE_CALL_MS / 1000:g} s"
+        text += f"; {health.kept} backlogs of theirs kept as last read)" if health.kept else ")"
     if health.truncated:
         text += f" (only the {QUEUE_READ_LIMIT:,} fullest judged)"
     if health.backlogs:

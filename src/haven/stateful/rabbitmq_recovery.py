@@ -32,8 +32,12 @@ not be committed.
 Queues (when given ``queues`` settings): each pass, once its decision is made and acted on, also reads
 the cluster's queues from one node whose status answered (``RabbitNode.queues``, one call), judges them
 (haven.stateful.rabbitmq_queues.judge) and keeps one ``rabbitmq_backlog`` alert per backlog, cleared
-when it drains. A backlog never changes the decision: nothing is started or restarted for it. A read
-that fails keeps the backlogs as they were.
+when it drains. A backlog never changes the decision: nothing is started or restarted for it. The read
+has its own deadline (``QueueSettings.read_timeout_s``, ``queues_timeout_s``): a hung queue or a stopped
+peer fails the read fast instead of holding the next pass for erl_call's 30 s. A read that fails (or
+runs past its deadline) keeps the backlogs as they were; a partial read keeps those of the queues that
+did not answer (haven.stateful.rabbitmq_queues.judge). Without ``queues`` (watch_queues off), the first
+pass clears the backlog alerts a watch left.
 """
 
 from __future__ import annotations
@@ -167,10 +171,11 @@ class RabbitRecovery:
         queues: QueueSettings | None = None,
     ) -> RabbitRecovery:
         """The loop with its journal and alerts in haven's store (what haven serve and the drills run);
-        with ``queues``, the queues watched too, their backlog alerts in the store."""
+        with ``queues``, the queues watched too, their backlog alerts in the store; without, the backlog
+        alerts a watch left are cleared by the first pass."""
         journal = StoreJournal(store, journal_key(cluster), clock, epoch)
         alerts = RabbitStoreAlerts(store, cluster, clock, epoch)
-        backlogs = StoreBacklogs(store, cluster, clock, epoch) if queues is not None else None
+        backlogs = StoreBacklogs(store, cluster, clock, epoch)  # without ``queues``: cleared once
         return cls(nodes, journal, alerts, clock, cluster, settings, queues, backlogs)
 
     async def run_pass(self) -> RabbitDecision:
@@ -207,7 +212,20 @@ class RabbitRecovery:
         await self._steps.show_hold(held, decision.reason, decision.alert)
         if self._queue_settings is not None:  # after the decision's effects: a read never delays them
             await self._watch_queues(observations, decision.nodes)
+        elif self._backlog_alerts is not None and self._shown is None:
+            await self._clear_backlogs()  # watch_queues off: no read will ever clear what is left
         return decision
+
+    async def _clear_backlogs(self) -> None:
+        """Clear the backlog alerts a watch left (once: nothing raises them while the queues are not read)."""
+        assert self._backlog_alerts is not None
+        try:
+            await asyncio.to_thread(self._backlog_alerts.show, {})
+        except HavenError as exc:  # the store unavailable, or deposed: the next pass tries again
+            log.warning("rabbitmq %s: backlog alerts not cleared: %s", self.cluster, exc)
+            self._steps.note_deposed(exc)
+            return
+        self._shown = {}
 
     def _minority_hold(self, decision: RabbitDecision) -> RabbitDecision:
         """The hold of a cut restart left unfinished: its node's app is stopped and, under a pausing mode,
@@ -260,13 +278,27 @@ class RabbitRecovery:
 
     async def _watch_queues(self, observations: Sequence[NodeObservation], acted: Sequence[str]) -> None:
         """Read the queues from the first node whose status answered (and which this pass did not start
-        or restart), judge them, show the backlogs."""
-        answered = sorted(o.name for o in observations if o.status is not None and o.name not in acted)
-        if not answered or self._queue_settings is None:
-            self.queue_error = "no node's status answered: the queues are not read"
+        or restart), within the read's deadline; judge them, show the backlogs."""
+        settings = self._queue_settings
+        if settings is None:
             return
+        answered = sorted(o.name for o in observations if o.status is not None and o.name not in acted)
+        if not answered:
+            some = any(o.status is not None for o in observations)
+            self.queue_error = (
+                "every node whose status answered was started or restarted by this pass: the queues are "
+                "not read (the next pass reads them)"
+                if some
+                else "no node's status answered: the queues are not read"
+            )
+            return
+        deadline = settings.read_timeout_s
         try:
-            read = await self._nodes[answered[0]].queues()
+            read = await asyncio.wait_for(self._nodes[answered[0]].queues(timeout_s=deadline), deadline)
+        except TimeoutError:  # a slow read fails fast; the backlogs stay as they were
+            self.queue_error = f"queues of {answered[0]}: no answer in {deadline:g} s (queues_timeout_s)"
+            log.info("rabbitmq %s: %s", self.cluster, self.queue_error)
+            return
         except HavenError as exc:  # the backlogs stay as they were: nothing says they drained
             self.queue_error = f"queues of {answered[0]}: {exc}"
             log.info("rabbitmq %s: %s", self.cluster, self.queue_error)

@@ -69,8 +69,8 @@ class SystemdRabbitNode:
     async def status(self) -> ClusterStatus:
         return await self.files.status()
 
-    async def queues(self) -> QueueRead:
-        return await self.files.queues()
+    async def queues(self, timeout_s: float | None = None) -> QueueRead:
+        return await self.files.queues(timeout_s)
 
     async def start(self) -> None:
         """StartUnit (not waiting for the boot: the next passes watch it). Never while it runs."""
