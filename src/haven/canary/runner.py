@@ -74,8 +74,11 @@ SERVICE_NODES = {
     "network": "neutron-server",
 }
 
-# What the OpenStack driver's placement_room says when Placement itself answered 5xx (not Nova, not auth).
+# What the OpenStack driver's placement_room says when Placement itself answered 5xx (not Nova, not auth),
+# or, asked straight with a token already issued, gave no answer in time (a starved or stuck Placement
+# that still serves its version document: bench/explain.py, placement-cpu-starved, 2026-12-07).
 PLACEMENT_FAILED = "Placement answered"
+PLACEMENT_SILENT = "Placement did not answer"
 SymptomSink = Callable[[ExplanationRecord], Awaitable[object]]
 # What an operation probe needs (haven.canary.unseen.probe_needs): (its hard needs, the caches it uses).
 Needs = Mapping[str, tuple[frozenset[str], frozenset[str]]]
@@ -420,8 +423,8 @@ class CanaryRunner:
         key = f"placement-room:{started:.3f}"
         try:
             room = await self._cloud.placement_room(self._settings.flavor)
-        except CloudError as exc:  # Placement answering 5xx to allocation candidates is its own error
-            if PLACEMENT_FAILED not in str(exc):
+        except CloudError as exc:  # Placement's 5xx or silence to allocation candidates is its own error
+            if PLACEMENT_FAILED not in str(exc) and PLACEMENT_SILENT not in str(exc):
                 return {}
             detail = f"its allocation candidates failed: {exc}"
             return {key: NodeEvent("placement-api", EvidenceKind.ERROR, started, detail, "room")}

@@ -171,9 +171,15 @@ class NovaCanary:
         wanted = {"VCPU": int(got.get("vcpus") or 0), "MEMORY_MB": int(got.get("ram") or 0),
                   "DISK_GB": int(got.get("disk") or 0)}  # fmt: skip
         resources = ",".join(f"{name}:{amount}" for name, amount in wanted.items() if amount > 0)
-        response = self._conn.placement.get(
-            "/allocation_candidates", params={"resources": resources, "limit": "1"}, microversion="1.16"
-        )
+        self._conn.session.get_token()  # Keystone's part first: its timeout is not Placement's
+        try:
+            response = self._conn.placement.get(
+                "/allocation_candidates", params={"resources": resources, "limit": "1"}, microversion="1.16"
+            )
+        except ksa_exc.ConnectTimeout as exc:  # asked straight, no answer in time: haven.canary.runner
+            raise TemporaryError(
+                f"Placement did not answer allocation candidates in time ({exc})", 1.0
+            ) from exc
         if response.status_code >= 500:  # Placement's own failure: haven.canary.runner.PLACEMENT_FAILED
             raise TemporaryError(f"Placement answered {response.status_code} to allocation candidates", 1.0)
         os_exc.raise_from_response(response)
