@@ -36,8 +36,10 @@ when it drains. A backlog never changes the decision: nothing is started or rest
 has its own deadline (``QueueSettings.read_timeout_s``, ``queues_timeout_s``): a hung queue or a stopped
 peer fails the read fast instead of holding the next pass for erl_call's 30 s. A read that fails (or
 runs past its deadline) keeps the backlogs as they were; a partial read keeps those of the queues that
-did not answer (haven.stateful.rabbitmq_queues.judge). Without ``queues`` (watch_queues off), the first
-pass clears the backlog alerts a watch left.
+did not answer (haven.stateful.rabbitmq_queues.judge); ``UNREAD_ALERT_AFTER`` failed reads in a row raise
+one more ``rabbitmq_backlog`` alert (``CLUSTER:unread``) saying the queues cannot be read, cleared by the
+next read that answers. Without ``queues`` (watch_queues off), the first pass clears the backlog alerts
+a watch left.
 """
 
 from __future__ import annotations
@@ -73,6 +75,10 @@ from haven.stateful.rabbitmq_queues import QueueHealth, QueueMemory, QueueSettin
 from haven.store import Store
 
 log = logging.getLogger(__name__)
+
+
+UNREAD_ALERT_AFTER = 3  # the queues' reads failed in a row before one alert says they cannot be read
+UNREAD = "unread"  # that alert's subject (a backlog's subject begins with its kind: never this)
 
 
 def journal_key(cluster: str) -> str:
@@ -157,6 +163,7 @@ class RabbitRecovery:
         self.queue_health: QueueHealth | None = None  # the last judgement (None: no read answered yet)
         self.queue_error = ""  # why the last read failed ("" when it answered)
         self._shown: dict[str, str] | None = None  # the backlog alerts as last written
+        self._failed_reads = 0  # the queues' reads failed in a row
 
     @classmethod
     def on_store(
@@ -296,25 +303,50 @@ class RabbitRecovery:
         try:
             read = await asyncio.wait_for(self._nodes[answered[0]].queues(timeout_s=deadline), deadline)
         except TimeoutError:  # a slow read fails fast; the backlogs stay as they were
-            self.queue_error = f"queues of {answered[0]}: no answer in {deadline:g} s (queues_timeout_s)"
-            log.info("rabbitmq %s: %s", self.cluster, self.queue_error)
+            await self._read_failed(
+                f"queues of {answered[0]}: no answer in {deadline:g} s (queues_timeout_s)"
+            )
             return
         except HavenError as exc:  # the backlogs stay as they were: nothing says they drained
-            self.queue_error = f"queues of {answered[0]}: {exc}"
-            log.info("rabbitmq %s: %s", self.cluster, self.queue_error)
+            await self._read_failed(f"queues of {answered[0]}: {exc}")
             return
         except Exception as exc:  # a bug: the queues' read only, never the recovery
-            self.queue_error = f"queues of {answered[0]}: unexpected error: {type(exc).__name__}: {exc}"
             log.exception("rabbitmq %s: queues' read", self.cluster)
+            await self._read_failed(
+                f"queues of {answered[0]}: unexpected error: {type(exc).__name__}: {exc}", logged=True
+            )
             return
         now = self._clock.now()
         self.queue_health, self._queue_memory = judge(read, now, self._queue_memory, self._queue_settings)
-        self.queue_error = ""
+        self.queue_error, self._failed_reads = "", 0
         shown = {
             f"{b.kind.value}:{b.queue.key}": b.alert(self.cluster, now) for b in self.queue_health.backlogs
         }
-        if self._backlog_alerts is None or (self._shown is not None and shown.keys() == self._shown.keys()):
+        if self._shown is not None and shown.keys() == self._shown.keys():
             return  # the first pass writes even none: it clears what a previous leader left
+        await self._show(shown)
+
+    async def _read_failed(self, error: str, logged: bool = False) -> None:
+        """A failed read: the backlogs stay; after ``UNREAD_ALERT_AFTER`` in a row, one alert says the
+        queues cannot be read (its subject ``unread``), cleared by the next read that answers. Raised only
+        once this loop has written the backlog alerts (before, their set is unknown: writing would clear
+        what a previous leader left)."""
+        self.queue_error, self._failed_reads = error, self._failed_reads + 1
+        if not logged:
+            log.info("rabbitmq %s: %s", self.cluster, error)
+        if self._failed_reads < UNREAD_ALERT_AFTER or self._shown is None or UNREAD in self._shown:
+            return
+        text = (
+            f"RabbitMQ {self.cluster}: the queues could not be read {self._failed_reads} times in a row "
+            f"(last: {error}); the backlog alerts stay as the last read saw them and may be stale. Read "
+            "them with `rabbitmqctl list_queues -p VHOST name messages_ready messages_unacknowledged "
+            "consumers`; a node slow to answer may be overloaded."
+        )
+        await self._show({**self._shown, UNREAD: text})
+
+    async def _show(self, shown: dict[str, str]) -> None:
+        if self._backlog_alerts is None:
+            return
         for subject in shown.keys() - (self._shown or {}).keys():
             log.warning("%s", shown[subject])
         try:
