@@ -81,6 +81,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import gzip
 import json
 import os
 import shutil
@@ -105,6 +106,21 @@ from haven.explain.incidents import CAUSE, ROLE, IncidentSettings, incident_aler
 from haven.lab import lab
 from haven.lab.state import LabState, load_state
 from haven.store import Store
+
+
+def write_report(path: Path, found: dict[str, Any]) -> None:
+    """The JSON report to ``path``, gzipped when its name ends in ``.gz`` (a recording with every
+    injection's evidence is about 0.5 MB a fault as JSON, a twentieth of that gzipped)."""
+    text = json.dumps(found, indent=2) + "\n"
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text)
+
+
+def read_report(path: Path) -> Any:
+    data = path.read_bytes()
+    return json.loads(gzip.decompress(data) if path.suffix == ".gz" else data)
 
 
 def say(message: str) -> None:
@@ -240,7 +256,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 say(f"[{i}/{len(order)}] round {round_}: {name} (seed {seed})")
                 results.append(await bench.inject(FAULTS.get(name, NO_FAULT), round_, seed))
                 if args.out:
-                    args.out.write_text(json.dumps(report(results), indent=2) + "\n")
+                    write_report(args.out, report(results))
     return report(results)
 
 
@@ -388,7 +404,9 @@ def main() -> None:
     )
     parser.add_argument("--round-timeout", type=float, default=240.0, help="one canary round")
     parser.add_argument("--whole-timeout", type=float, default=240.0, help="the lab proven whole")
-    parser.add_argument("--out", type=Path, help="also write the JSON report here after each fault")
+    parser.add_argument(
+        "--out", type=Path, help="also write the JSON report here after each fault (gzipped: a name in .gz)"
+    )
     parser.add_argument(
         "--append", action="store_true",
         help="keep the injections already in --out and add this run's rounds after them (a later session "
@@ -431,7 +449,7 @@ def main() -> None:
         with a_lab(args.folder) as state:
             found = control_period(state, args.control_minutes, args.control_interval, args.control_traffic)
         if args.out:
-            args.out.write_text(json.dumps(found, indent=2) + "\n")
+            write_report(args.out, found)
         if args.json:
             print(json.dumps(found, indent=2))
         else:
@@ -441,7 +459,7 @@ def main() -> None:
     found = replay(args.replay) if args.replay else asyncio.run(main_async(args))
     found["wall_s"] = round(time.monotonic() - started, 1)
     if args.out and args.replay:
-        args.out.write_text(json.dumps(found, indent=2) + "\n")
+        write_report(args.out, found)
     if args.json:
         print(json.dumps(found, indent=2))
         return
@@ -456,8 +474,8 @@ def recorded(path: Path | None, what: str = "--append") -> list[Result]:
     if what == "--append" and not path.exists():
         return []
     try:
-        rows = json.loads(path.read_text())["results"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        rows = read_report(path)["results"]
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as exc:
         raise SystemExit(f"{what} {path}: not a bench/explain.py report ({exc})") from None
     names = {f.name for f in dataclasses.fields(Result)}
     return [Result(**{k: v for k, v in row.items() if k in names}) for row in rows]
