@@ -1,113 +1,197 @@
-"""nova-api's deep probe (``nova_services``) against a small real HTTP server that answers as Keystone
-(``POST /v3/auth/tokens``) and as a nova-api replica (``GET /`` at once; ``GET /v2.1/os-services`` with
-a token, as slow as told: a restarted replica's first real requests are cold).
+"""nova-api's deep probe (``nova_services``) against small real HTTP servers that answer as Keystone
+(``POST /v3/auth/tokens``) and as nova-api replicas (``GET /`` at once; ``GET /v2.1/os-services`` with a
+token, as slow as told: a restarted replica's first real requests are cold).
 
-What the HA lab's kill -9 drill needs of it: a cold replica fails the deep probe while its version
-document (HAProxy's check) answers; the token is fetched once for every replica's probes, not per probe;
-a Keystone outage after a token was kept, or before any, does not fail the replica's probe.
+Each replica checks a token as keystonemiddleware's auth_token does (keystonemiddleware 13.0.1, the HA
+lab's): from its own in-process cache (``token_cache_time``, 300 s; the lab sets no memcached), else by
+asking Keystone, and when Keystone cannot be reached it answers 503 (webob's text, "The Keystone service
+is temporarily unavailable."), whatever the token. So a Keystone outage fails a replica's deep probe as
+soon as that replica's cache of the token ends, and a restarted replica's at once.
+
+What the HA lab needs of the probe: a cold replica fails it while its version document (HAProxy's check)
+answers; the token is fetched once for every replica's probes, not per probe; a failure that is
+Keystone's (no token to be had, keystonemiddleware's 503, a refused token Keystone cannot replace) is
+not the replica's: its probe falls back to the version document and says so. Judged also through the
+planner: during a Keystone outage no nova-api replica is drained or restarted for it, and one haven
+restarted during the outage returns to the load balancer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
 import json
 import threading
 import time
-from collections.abc import Iterator
+import tomllib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
+from haven.controlplane.catalogue import CATALOGUE
+from haven.controlplane.config import parse_controlplane
 from haven.controlplane.drivers.probes import NetworkProber
 from haven.controlplane.drivers.service_probes import TokenCache
-from haven.domain.controlplane import ProbeKind, ProbeSpec
+from haven.controlplane.planner import plan
+from haven.domain.controlplane import (
+    ActionKind,
+    ControlPlaneSettings,
+    DomainName,
+    MemberAdmin,
+    MemberStatus,
+    ProbeKind,
+    ProbeResult,
+    ProbeSpec,
+    ReplicaHealth,
+    ReplicaView,
+    ServiceName,
+    UnitActive,
+    UnitStatus,
+)
+from haven.domain.ids import HostName
+from haven.lab import ha
 from servers.process import free_port
+
+# keystonemiddleware's answer when it cannot validate a token with Keystone: what the lab venv's
+# keystonemiddleware 13.0.1 AuthProtocol, its Keystone's port refused, answered a request with httpx's
+# Accept (*/*): webob's HTML page of HTTPServiceUnavailable('The Keystone service is temporarily
+# unavailable.').
+KSM_503 = (
+    "<html>\n <head>\n  <title>503 Service Unavailable</title>\n </head>\n <body>\n  <h1>503 Service "
+    "Unavailable</h1>\n  The server is currently unavailable. Please try again at a later time.<br /><br />"
+    "\nThe Keystone service is temporarily unavailable.\n\n\n </body>\n</html>"
+)
+TIMES = {"issued_at": "2026-12-07T08:00:00.000000Z", "expires_at": "2026-12-07T09:00:00.000000Z"}
 
 
 @dataclass
-class Fake:
-    """What the server does: Keystone up or not, os-services' delay, the token it accepts."""
-
-    keystone_up: bool = True
-    services_delay_s: float = 0.0
-    accepted: set[str] = field(default_factory=set)
+class Keystone:
+    up: bool = True
+    issues: bool = True  # False: it validates tokens but issues none (a password refused, its frontend)
     issued: int = 0
+    valid: set[str] = field(default_factory=set)  # the tokens it validates
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+@dataclass
+class Replica:
+    """One nova-api replica: its keystonemiddleware's token cache, os-services' delay or own status."""
+
+    keystone: Keystone
+    address: str = "127.0.0.1"
+    services_delay_s: float = 0.0
+    services_status: int = 200  # Nova's own answer once the token is checked
+    cache_s: float = 300.0  # token_cache_time
+    cached: dict[str, float] = field(default_factory=dict)  # token -> when it was validated
+    refuses_all: bool = False  # a replica that answers 401 to any token (its own auth broken)
+
+    def restart(self) -> None:
+        self.cached.clear()  # the cache is in-process
+
+    def check(self, token: str | None) -> int:
+        """keystonemiddleware's verdict: 0 (accepted), 401 or 503."""
+        now = time.monotonic()
+        if token is not None and now - self.cached.get(token, -1e9) < self.cache_s:
+            return 0
+        if not self.keystone.up:
+            return 503
+        if token not in self.keystone.valid or self.refuses_all:
+            return 401
+        self.cached[token] = now
+        return 0
+
+
 @pytest.fixture
-def fake() -> Iterator[tuple[Fake, int]]:
-    state = Fake()
+def serve() -> Iterator[Callable[[Replica, int], None]]:
+    servers: list[ThreadingHTTPServer] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *_args: object) -> None:
-            pass
+    def start(replica: Replica, port: int) -> None:
+        keystone = replica.keystone
 
-        def _send(self, status: int, body: dict[str, object], headers: dict[str, str] | None = None) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_args: object) -> None:
+                pass
 
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            if not state.keystone_up:
-                self._send(503, {"error": "keystone down"})
-                return
-            with state.lock:
-                state.issued += 1
-                token = f"tok-{state.issued}"
-                state.accepted.add(token)
-            times = {"issued_at": "2026-12-07T08:00:00.000000Z", "expires_at": "2026-12-07T09:00:00.000000Z"}
-            self._send(201, {"token": times}, {"X-Subject-Token": token})
+            def _send(self, status: int, body: object, headers: dict[str, str] | None = None) -> None:
+                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+                self.send_response(status)
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
-        def do_GET(self) -> None:
-            if self.path == "/":
-                self._send(200, {"versions": []})
-            elif self.path == "/v2.1/os-services":
-                if self.headers.get("X-Auth-Token") not in state.accepted:
-                    self._send(401, {"error": "unauthorized"})
+            def do_POST(self) -> None:  # Keystone
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if not keystone.up or not keystone.issues:
+                    self._send(503, {"error": "keystone down"})
                     return
-                time.sleep(state.services_delay_s)
-                self._send(200, {"services": [{"binary": "nova-conductor"}]})
-            else:
-                self._send(404, {})
+                with keystone.lock:
+                    keystone.issued += 1
+                    token = f"tok-{keystone.issued}"
+                    keystone.valid.add(token)
+                self._send(201, {"token": TIMES}, {"X-Subject-Token": token})
 
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield state, server.server_address[1]
-    finally:
+            def do_GET(self) -> None:  # nova-api
+                if self.path == "/":
+                    self._send(200, {"versions": []})
+                elif self.path == "/v2.1/os-services":
+                    verdict = replica.check(self.headers.get("X-Auth-Token"))
+                    if verdict == 503:
+                        self._send(503, KSM_503, {"Content-Type": "text/html"})
+                    elif verdict == 401:
+                        self._send(401, {"error": "unauthorized"})
+                    elif replica.services_status != 200:
+                        self._send(replica.services_status, {"computeFault": {"message": "down"}})
+                    else:
+                        time.sleep(replica.services_delay_s)
+                        self._send(200, {"services": [{"binary": "nova-conductor"}]})
+                else:
+                    self._send(404, {})
+
+        server = ThreadingHTTPServer((replica.address, port), Handler)
+        servers.append(server)
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+
+    yield start
+    for server in servers:
         server.shutdown()
         server.server_close()
 
 
-def _spec(port: int, timeout_s: float = 1.0) -> ProbeSpec:
+@pytest.fixture
+def fake(serve: Callable[[Replica, int], None]) -> tuple[Replica, int]:
+    replica, port = Replica(Keystone()), free_port()
+    serve(replica, port)
+    return replica, port
+
+
+def _spec(port: int, timeout_s: float = 1.0, address: str = "127.0.0.1") -> ProbeSpec:
     return ProbeSpec(
         ProbeKind.NOVA_SERVICES, port, timeout_s=timeout_s, user="admin", project="admin",
-        password_env="PW", auth_url=f"http://127.0.0.1:{port}/v3",
+        password_env="PW", auth_url=f"http://{address}:{port}/v3", failure_threshold=2,
+        startup_grace_s=60.0,
     )  # fmt: skip
 
 
-async def _prober(renew_s: float = 600.0) -> NetworkProber:
-    return NetworkProber(environ={"PW": "secret"}, tokens=TokenCache(renew_s=renew_s))
+def _prober(renew_s: float = 600.0, clock: Callable[[], float] = time.time) -> NetworkProber:
+    return NetworkProber(wall_clock=clock, environ={"PW": "secret"}, tokens=TokenCache(renew_s=renew_s))
 
 
 async def test_a_cold_replica_fails_the_deep_probe_while_its_version_document_answers(
-    fake: tuple[Fake, int],
+    fake: tuple[Replica, int],
 ) -> None:
-    state, port = fake
-    prober = await _prober()
+    replica, port = fake
+    prober = _prober()
     try:
-        state.services_delay_s = 1.5  # a restarted nova-api's first real request
+        replica.services_delay_s = 1.5  # a restarted nova-api's first real request
         cold = await prober.probe("127.0.0.1", _spec(port))
         shallow = await prober.probe("127.0.0.1", ProbeSpec(ProbeKind.HTTP, port, "/", timeout_s=1.0))
-        state.services_delay_s = 0.0
+        replica.services_delay_s = 0.0
         warm = await prober.probe("127.0.0.1", _spec(port))
     finally:
         await prober.close()
@@ -116,47 +200,181 @@ async def test_a_cold_replica_fails_the_deep_probe_while_its_version_document_an
     assert warm.ok and warm.detail == "os-services: 1 services"
 
 
-async def test_every_replicas_probe_shares_one_token_fetched_once(fake: tuple[Fake, int]) -> None:
-    state, port = fake
-    prober = await _prober()
+async def test_every_replicas_probe_shares_one_token_fetched_once(fake: tuple[Replica, int]) -> None:
+    replica, port = fake
+    prober = _prober()
     try:
         for _ in range(3):  # a pass probes both replicas at once, pass after pass
             results = await asyncio.gather(*(prober.probe("127.0.0.1", _spec(port)) for _ in range(2)))
             assert all(r.ok for r in results), results
     finally:
         await prober.close()
-    assert state.issued == 1
+    assert replica.keystone.issued == 1
 
 
-async def test_keystone_down_fails_no_replica_with_a_kept_token_or_without_any(
-    fake: tuple[Fake, int],
+async def test_keystone_down_is_not_the_replicas_failure_before_or_after_its_token_cache_ends(
+    fake: tuple[Replica, int],
 ) -> None:
-    state, port = fake
-    prober = await _prober(renew_s=0.0)  # every probe wants a new token
+    replica, port = fake
+    prober = _prober(renew_s=0.0)  # every probe wants a new token
     try:
         assert (await prober.probe("127.0.0.1", _spec(port))).ok
-        state.keystone_up = False
-        kept = await prober.probe("127.0.0.1", _spec(port))  # the renewal fails: the kept token serves
-        fresh = NetworkProber(environ={"PW": "secret"})  # haven started during the outage: no token yet
+        replica.keystone.up = False
+        cached = await prober.probe("127.0.0.1", _spec(port))  # renewal fails; the replica's cache has it
+        replica.restart()  # or its 300 s are over: keystonemiddleware must ask Keystone, and cannot
+        expired = await prober.probe("127.0.0.1", _spec(port))
+        fresh = _prober()  # haven started during the outage: no token yet
         try:
             none = await fresh.probe("127.0.0.1", _spec(port))
         finally:
             await fresh.close()
     finally:
         await prober.close()
-    assert kept.ok and kept.detail == "os-services: 1 services"
+    assert cached.ok and cached.detail == "os-services: 1 services"
+    assert expired.ok and "version document only" in expired.detail, expired.detail
+    assert "503" in expired.detail and "Keystone" in expired.detail
     assert none.ok and "version document only" in none.detail and "503" in none.detail
 
 
-async def test_a_refused_token_is_renewed_for_the_next_probe(fake: tuple[Fake, int]) -> None:
-    state, port = fake
-    prober = await _prober()
+async def test_a_503_that_is_not_keystonemiddlewares_fails_the_replica(fake: tuple[Replica, int]) -> None:
+    replica, port = fake
+    prober = _prober()
     try:
-        assert (await prober.probe("127.0.0.1", _spec(port))).ok
-        state.accepted.clear()  # revoked (or expired early)
-        refused = await prober.probe("127.0.0.1", _spec(port))
-        again = await prober.probe("127.0.0.1", _spec(port))
+        replica.services_status = 503  # Nova's own (its database, a cell), Keystone up
+        result = await prober.probe("127.0.0.1", _spec(port))
     finally:
         await prober.close()
-    assert not refused.ok and "401" in refused.detail
-    assert again.ok and state.issued == 2
+    assert not result.ok and "503" in result.detail, result.detail
+
+
+async def test_a_refused_token_is_replaced_at_once_unless_keystone_cannot(fake: tuple[Replica, int]) -> None:
+    replica, port = fake
+    prober = _prober()
+    try:
+        assert (await prober.probe("127.0.0.1", _spec(port))).ok
+        replica.keystone.valid.clear()  # revoked (or expired early)
+        replica.restart()
+        renewed = await prober.probe("127.0.0.1", _spec(port))  # 401, a new token, os-services again
+        issued = replica.keystone.issued
+        replica.keystone.valid.clear()
+        replica.restart()
+        replica.keystone.issues = False  # 401 to the kept token, and Keystone issues no other
+        unrenewable = await prober.probe("127.0.0.1", _spec(port))
+        replica.keystone.issues = True
+        replica.refuses_all = True
+        refusing = await prober.probe("127.0.0.1", _spec(port))
+    finally:
+        await prober.close()
+    assert renewed.ok and renewed.detail == "os-services: 1 services" and issued == 2
+    assert unrenewable.ok and "version document only" in unrenewable.detail, unrenewable.detail
+    assert "401, then no token from Keystone: POST /v3/auth/tokens: 503" in unrenewable.detail
+    assert not refusing.ok and "401" in refusing.detail, refusing.detail
+
+
+def test_the_ha_labs_nova_api_depends_on_keystone(tmp_path: Path) -> None:
+    """The lab's haven.toml names nova-api's probe only: the catalogue's depends_on, Keystone among
+    them, holds for it (rule 4's "dependency has no healthy replica")."""
+    controllers = [ha.Controller(f"ctl-{n}", f"127.0.1.{n}", tmp_path / f"ctl-{n}", 0) for n in (1, 2)]
+    ports = {api.service: 20000 + n for n, api in enumerate(ha.APIS)}
+    frontends = {api.service: 21000 + n for n, api in enumerate(ha.APIS)}
+    lab = ha.HaLab(tmp_path, controllers, ha.APIS, ports, frontends, {})
+    section = tomllib.loads(ha.controlplane_toml(lab))["controlplane"]
+    specs = {s.name: s for s in parse_controlplane(section, "the HA lab").services}
+    assert ServiceName("keystone") in specs
+    assert ServiceName("keystone") in specs[ServiceName("nova-api")].depends_on
+
+
+# ---- through the planner: two replicas at 127.0.1.201 and .202, on one port ------------------------
+
+NOW = 100_000.0
+ADDRESSES = {HostName("ctl-1"): "127.0.1.201", HostName("ctl-2"): "127.0.1.202"}
+UP = MemberStatus(MemberAdmin.READY, "up")
+KEYSTONE = CATALOGUE[ServiceName("keystone")]  # its GET /v3 passes while its database is down
+
+
+def _keystone_views() -> list[ReplicaView]:
+    unit = UnitStatus(UnitActive.ACTIVE, "running", active_since=NOW - 3600)
+    return [
+        ReplicaView(KEYSTONE.name, h, DomainName(h), unit, (ProbeResult(True, NOW - 1),), UP)
+        for h in ADDRESSES
+    ]
+
+
+@pytest.fixture
+def pair(serve: Callable[[Replica, int], None]) -> tuple[dict[HostName, Replica], int]:
+    keystone = Keystone()
+    for attempt in range(5):
+        port = free_port()
+        replicas = {h: Replica(keystone, a) for h, a in ADDRESSES.items()}
+        try:
+            for replica in replicas.values():
+                serve(replica, port)
+            return replicas, port
+        except OSError:
+            if attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _probe_all(
+    replicas: dict[HostName, Replica], port: int, prober: NetworkProber, rounds: int
+) -> dict[HostName, tuple[ProbeResult, ...]]:
+    spec = _spec(port, address=ADDRESSES[HostName("ctl-1")])
+    results: dict[HostName, list[ProbeResult]] = {h: [] for h in replicas}
+    for _ in range(rounds):
+        for host in replicas:
+            results[host].append(await prober.probe(ADDRESSES[host], spec))
+    return {h: tuple(r) for h, r in results.items()}
+
+
+async def test_keystone_down_and_one_replicas_cache_ended_no_replica_is_drained_or_restarted(
+    pair: tuple[dict[HostName, Replica], int],
+) -> None:
+    replicas, port = pair
+    ticks = itertools.count(NOW - 10)
+    prober = _prober(clock=lambda: float(next(ticks)))
+    try:
+        await _probe_all(replicas, port, prober, 1)  # a token kept, each replica has it cached
+        next(iter(replicas.values())).keystone.up = False
+        replicas[HostName("ctl-1")].restart()  # its cache of the token ended first (each its own moment)
+        probes = await _probe_all(replicas, port, prober, 3)
+    finally:
+        await prober.close()
+    nova = dataclasses.replace(CATALOGUE[ServiceName("nova-api")], probe=_spec(port))
+    unit = UnitStatus(UnitActive.ACTIVE, "running", active_since=NOW - 3600)
+    views = [ReplicaView(nova.name, h, DomainName(h), unit, probes[h], UP) for h in replicas]
+    result = plan([KEYSTONE, nova], [*_keystone_views(), *views], {}, NOW, ControlPlaneSettings())
+    assert [a for a in result.actions if a.service == nova.name] == [], probes
+    assert {(h, v) for s, h, v in result.health if s == nova.name} == {
+        (h, ReplicaHealth.HEALTHY) for h in replicas
+    }
+
+
+async def test_a_replica_restarted_during_a_keystone_outage_returns_to_the_load_balancer(
+    pair: tuple[dict[HostName, Replica], int],
+) -> None:
+    replicas, port = pair
+    ticks = itertools.count(NOW - 10)
+    prober = _prober(clock=lambda: float(next(ticks)))
+    restarted = HostName("ctl-2")
+    try:
+        await _probe_all(replicas, port, prober, 1)
+        next(iter(replicas.values())).keystone.up = False
+        replicas[restarted].restart()  # haven restarted it (killed); a new process, an empty cache
+        probes = await _probe_all(replicas, port, prober, 3)
+    finally:
+        await prober.close()
+    nova = dataclasses.replace(CATALOGUE[ServiceName("nova-api")], probe=_spec(port))
+    old = UnitStatus(UnitActive.ACTIVE, "running", active_since=NOW - 3600)
+    new = UnitStatus(UnitActive.ACTIVE, "running", active_since=NOW - 20)
+    out = MemberStatus(MemberAdmin.MAINT, "down")
+    views = [
+        ReplicaView(nova.name, HostName("ctl-1"), DomainName("ctl-1"), old, probes[HostName("ctl-1")], UP),
+        ReplicaView(
+            nova.name, restarted, DomainName("ctl-2"), new, probes[restarted], out,
+            restarts=(NOW - 21,), held_out=True,
+        ),
+    ]  # fmt: skip
+    result = plan([KEYSTONE, nova], [*_keystone_views(), *views], {}, NOW, ControlPlaneSettings())
+    actions = [(a.kind, a.host) for a in result.actions if a.service == nova.name]
+    assert actions == [(ActionKind.READY, restarted)], (actions, probes[restarted])

@@ -1,6 +1,8 @@
 """The service-protocol probes against the real servers: an SQL query on MariaDB, an AMQP round trip on
 RabbitMQ; a SIGSTOPped database (hung, port open) fails by timeout and passes again once continued.
-Not tested yet (see docs/controlplane.md): the Keystone, Nova service-list and Nova RPC-ping probes."""
+Nova's service-list probe (with Keystone's failures told from the replica's) is tested against stand-ins
+in test_deep_probe.py. Not tested here yet (see docs/controlplane.md): the Keystone and Nova RPC-ping
+probes."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Probes of a replica's own health: HTTP (a version document, oslo.middleware's /healthcheck), TCP, and
 the service's own protocol (haven.controlplane.drivers.service_probes: a Keystone token round trip, an
-SQL query, an AMQP round trip, Nova's service list, a Nova RPC ping).
+SQL query, an AMQP round trip, Nova's service list, a Nova RPC ping). Nova's service list depends on
+Keystone: when it fails for Keystone's reason, the replica is judged by its version document (``_nova``).
 
 Used by the reconciler as its ``Prober``. A probe never raises: a refused connection, an unexpected
 status, or no answer within ``timeout_s`` (a hung process keeps its port open) is a failed result
@@ -46,21 +47,15 @@ class NetworkProber:
 
     async def probe(self, address: str, spec: ProbeSpec, host: str = "") -> ProbeResult:
         """``host``: the controller's name (Nova's ``host`` of its conductor and scheduler)."""
-        token: str | None = None
-        why = ""
         try:
             if spec.kind is ProbeKind.NOVA_SERVICES:
-                # The token first, with a budget of its own: a slow Keystone is not a late nova-api.
-                token, why = await self._token(spec)
-            detail = await within(self._probe(address, spec, host or address, token, why), spec.timeout_s)
+                detail = await self._nova(f"http://{_host(address)}:{spec.port}", spec)
+            else:
+                detail = await within(self._probe(address, spec, host or address), spec.timeout_s)
             ok = True
         except (TimeoutError, httpx.TimeoutException):  # the client's own timeout may fire first
             # "no answer within": the planner's TIMED_OUT (a hung replica is killed before its restart)
             ok, detail = False, f"no answer within {spec.timeout_s:g} s"
-        except sp.TokenRefused as exc:
-            if token is not None:
-                self._tokens.forget(spec, token)
-            ok, detail = False, str(exc)
         except sp.ProbeFailed as exc:
             ok, detail = False, str(exc)
         except _ANSWERED as exc:
@@ -69,6 +64,34 @@ class NetworkProber:
             ok, detail = False, f"{type(exc).__module__}.{type(exc).__name__}: {exc}"
         return ProbeResult(ok, self._now(), detail)
 
+    async def _nova(self, base: str, spec: ProbeSpec) -> str:
+        """nova-api's deep probe, where a failure that is Keystone's is not the replica's.
+
+        Keystone's: no token to be had (``_token``); keystonemiddleware's 503 (it could not validate the
+        token with Keystone: once its cache of a kept token ends, at once on a restarted replica); a 401
+        to the kept token when Keystone issues no new one. Then the replica is judged by its version
+        document (HAProxy's check), and the detail says why: a Keystone outage neither drains nor
+        restarts a nova-api replica, nor keeps one haven restarted out of the load balancer. A 401 with
+        Keystone up gets one retry with a new token (revoked, expired early); a second 401 is the
+        replica's. Each request has the probe's timeout; the token fetch its own (a slow Keystone is not
+        a late nova-api)."""
+        token, why = await self._token(spec)
+        renewed = False
+        while token is not None:
+            try:
+                return await within(sp.nova_services(self._client, base, spec, token), spec.timeout_s)
+            except sp.KeystoneUnavailable as exc:
+                why = str(exc)
+                break
+            except sp.TokenRefused as refused:
+                self._tokens.forget(spec, token)
+                if renewed:
+                    raise sp.ProbeFailed(f"{refused} to a new token") from None
+                token, why = await self._token(spec)
+                why = f"{refused}, then {why}"
+                renewed = True
+        return await within(sp.version_document(self._client, base, spec, why), spec.timeout_s)
+
     async def _token(self, spec: ProbeSpec) -> tuple[str | None, str]:
         """The kept (or a new) token for ``spec``'s account, or None and why none could be had. A
         missing password is the probe's own failure (ProbeFailed), not Keystone's."""
@@ -76,15 +99,14 @@ class NetworkProber:
         try:
             return await within(self._tokens.get(self._client, spec, password), spec.timeout_s), ""
         except (TimeoutError, httpx.TimeoutException):
-            return None, f"no answer within {spec.timeout_s:g} s"
+            why = f"no answer within {spec.timeout_s:g} s"
         except _ANSWERED as exc:
-            return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         except sp.ProbeFailed as exc:
-            return None, str(exc)
+            why = str(exc)
+        return None, f"no token from Keystone: {why}"
 
-    async def _probe(
-        self, address: str, spec: ProbeSpec, host: str, token: str | None = None, why: str = ""
-    ) -> str:
+    async def _probe(self, address: str, spec: ProbeSpec, host: str) -> str:
         base = f"http://{_host(address)}:{spec.port}"
         match spec.kind:
             case ProbeKind.HTTP:
@@ -94,7 +116,7 @@ class NetworkProber:
             case ProbeKind.KEYSTONE:
                 return await sp.keystone(self._client, base, spec, self._environ)
             case ProbeKind.NOVA_SERVICES:
-                return await sp.nova_services(self._client, base, spec, token, why)
+                return await self._nova(base, spec)
             case ProbeKind.SQL:
                 return await sp.in_thread(sp.sql, address, spec, self._environ)
             case ProbeKind.AMQP:

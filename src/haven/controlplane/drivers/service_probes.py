@@ -35,7 +35,20 @@ class ProbeFailed(Exception):
 
 
 class TokenRefused(ProbeFailed):
-    """The replica answered 401 to the kept token (expired, revoked): the prober forgets it."""
+    """The replica answered 401 to the kept token (expired, revoked): the prober forgets it and tries
+    once with a new one."""
+
+
+class KeystoneUnavailable(ProbeFailed):
+    """The replica's keystonemiddleware could not validate the token with Keystone (its 503): Keystone's
+    failure, not the replica's. The prober judges the replica by its version document instead."""
+
+
+# What keystonemiddleware's auth_token answers (503) when Keystone cannot be reached or fails the
+# validation (keystonemiddleware 13.0.1, auth_token/__init__.py: ConnectFailure, DiscoveryFailure,
+# RequestTimeout or ServiceError -> webob's HTTPServiceUnavailable with these words, in every body
+# webob writes: text, HTML, JSON).
+KEYSTONE_UNAVAILABLE = "The Keystone service is temporarily unavailable"
 
 
 def secret(environ: Mapping[str, str], name: str) -> str:
@@ -108,10 +121,16 @@ class TokenCache:
 
     The token comes from Keystone once, not at every probe (one request at a time per key: the probes of
     a pass share it), and is renewed after ``renew_s`` or half its lifetime, whichever comes first. A
-    renewal that fails keeps the token in hand until it expires: nova-api depends on Keystone, and a
-    Keystone outage must not fail every nova-api replica's probe at once (the planner holds their
-    restarts while Keystone has no healthy replica; its replicas keep validating a token they cached).
-    ``forget`` drops a token a replica refused (401), so the next probe gets a new one.
+    renewal that fails keeps the token in hand until it expires: it spares Keystone a request per probe,
+    and a replica that still has the token in keystonemiddleware's cache (``token_cache_time``, 300 s
+    by default, per process without memcached) still answers the deep probe. It does not keep a Keystone
+    outage from reaching the probes: once a replica's cache of the token ends, or at once on a restarted
+    replica, keystonemiddleware asks Keystone, cannot, and answers 503. The prober
+    (haven.controlplane.drivers.probes) turns that, a token that cannot be had, and a refused token
+    Keystone cannot replace into a judgement by the replica's version document: Keystone's failure is
+    never the replica's, whatever the planner knows of Keystone's health (Keystone's own probe,
+    ``GET /v3``, passes while its database is down).
+    ``forget`` drops a token a replica refused (401), so the next ``get`` asks Keystone for a new one.
     """
 
     def __init__(self, renew_s: float = 600.0, clock: Callable[[], float] = time.monotonic) -> None:
@@ -151,31 +170,38 @@ class TokenCache:
 NOVA_SERVICES_PATH = "/v2.1/os-services"
 
 
-async def nova_services(
-    client: httpx.AsyncClient, base: str, spec: ProbeSpec, token: str | None, why: str = ""
-) -> str:
+async def nova_services(client: httpx.AsyncClient, base: str, spec: ProbeSpec, token: str) -> str:
     """Nova's service list from this nova-api with ``token``: it authenticates the token
     (keystonemiddleware) and reads Nova's API and cell databases, what a replica's first real requests
     pay for (seconds on a restarted one: its first server lists took 3.5 to over 30 s on the loaded lab).
 
-    ``token`` None: no token could be had from Keystone (``why``): the replica is then judged by its
-    version document only, so a Keystone outage is not every nova-api replica's failure."""
-    if token is None:
-        response = await client.get(f"{base}/", timeout=spec.timeout_s)
-        if response.status_code not in (200, 300):
-            raise ProbeFailed(f"GET /: {response.status_code} (no token from Keystone: {why})")
-        return f"GET /: {response.status_code}, version document only (no token from Keystone: {why})"
+    Raises TokenRefused for a 401 and KeystoneUnavailable for keystonemiddleware's 503 (Keystone could
+    not validate the token): the prober decides what those mean. Any other status is the replica's."""
     response = await client.get(
         f"{base}{NOVA_SERVICES_PATH}", headers={"X-Auth-Token": token}, timeout=spec.timeout_s
     )
     if response.status_code == 401:
-        raise TokenRefused(f"GET {NOVA_SERVICES_PATH}: 401 (the token is renewed for the next probe)")
+        raise TokenRefused(f"GET {NOVA_SERVICES_PATH}: 401")
+    if response.status_code == 503 and KEYSTONE_UNAVAILABLE in response.text:
+        raise KeystoneUnavailable(
+            f"GET {NOVA_SERVICES_PATH}: 503 from keystonemiddleware: {KEYSTONE_UNAVAILABLE}"
+        )
     if response.status_code != 200:
         raise ProbeFailed(f"GET {NOVA_SERVICES_PATH}: {response.status_code}")
     services = response.json().get("services")
     if not isinstance(services, list):
         raise ProbeFailed(f"GET {NOVA_SERVICES_PATH}: no service list in the answer")
     return f"os-services: {len(services)} services"
+
+
+async def version_document(client: httpx.AsyncClient, base: str, spec: ProbeSpec, why: str) -> str:
+    """nova-api's shallow check (HAProxy's): its version document, for when the deep probe failed for
+    Keystone's reason (``why``) and says nothing of the replica. A replica that does not answer even this
+    fails (and times out when hung) as under any probe."""
+    response = await client.get(f"{base}/", timeout=spec.timeout_s)
+    if response.status_code not in (200, 300):
+        raise ProbeFailed(f"GET /: {response.status_code} ({why})")
+    return f"GET /: {response.status_code}, version document only ({why})"
 
 
 def sql(address: str, spec: ProbeSpec, environ: Mapping[str, str]) -> str:
