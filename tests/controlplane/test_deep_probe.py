@@ -72,6 +72,7 @@ TIMES = {"issued_at": "2026-12-07T08:00:00.000000Z", "expires_at": "2026-12-07T0
 class Keystone:
     up: bool = True
     issues: bool = True  # False: it validates tokens but issues none (a password refused, its frontend)
+    hang_s: float = 0.0  # > 0: hung (accepts, answers nothing for this long), its clients wait with it
     issued: int = 0
     valid: set[str] = field(default_factory=set)  # the tokens it validates
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -88,6 +89,7 @@ class Replica:
     cache_s: float = 300.0  # token_cache_time
     cached: dict[str, float] = field(default_factory=dict)  # token -> when it was validated
     refuses_all: bool = False  # a replica that answers 401 to any token (its own auth broken)
+    cannot_reach_keystone: bool = False  # its own [keystone_authtoken] broken: 503 while Keystone is up
 
     def restart(self) -> None:
         self.cached.clear()  # the cache is in-process
@@ -97,7 +99,10 @@ class Replica:
         now = time.monotonic()
         if token is not None and now - self.cached.get(token, -1e9) < self.cache_s:
             return 0
-        if not self.keystone.up:
+        if self.keystone.hang_s:
+            time.sleep(self.keystone.hang_s)  # no http_connect_timeout in the lab's [keystone_authtoken]
+            return 503
+        if not self.keystone.up or self.cannot_reach_keystone:
             return 503
         if token not in self.keystone.valid or self.refuses_all:
             return 401
@@ -127,6 +132,7 @@ def serve() -> Iterator[Callable[[Replica, int], None]]:
 
             def do_POST(self) -> None:  # Keystone
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                time.sleep(keystone.hang_s)
                 if not keystone.up or not keystone.issues:
                     self._send(503, {"error": "keystone down"})
                     return
@@ -269,6 +275,41 @@ async def test_a_refused_token_is_replaced_at_once_unless_keystone_cannot(fake: 
     assert unrenewable.ok and "version document only" in unrenewable.detail, unrenewable.detail
     assert "401, then no token from Keystone: POST /v3/auth/tokens: 503" in unrenewable.detail
     assert not refusing.ok and "401" in refusing.detail, refusing.detail
+
+
+async def test_keystonemiddlewares_503_with_keystone_up_is_the_replicas_failure(
+    fake: tuple[Replica, int],
+) -> None:
+    """keystonemiddleware answers the same 503 when the replica's own service credentials, auth_url or
+    network to Keystone are wrong: with Keystone issuing tokens, the replica cannot serve and fails."""
+    replica, port = fake
+    prober = _prober()
+    try:
+        replica.cannot_reach_keystone = True
+        result = await prober.probe("127.0.0.1", _spec(port))
+    finally:
+        await prober.close()
+    assert not result.ok and "the replica's own validation fails" in result.detail, result.detail
+
+
+async def test_a_hung_keystone_is_not_the_replicas_failure_but_a_hung_replica_is(
+    fake: tuple[Replica, int],
+) -> None:
+    """A hung Keystone (accepting, never answering) hangs the replica's token validation too: the
+    os-services call times out, Keystone gives haven no token either, so the version document judges
+    the replica. A replica that times out while Keystone answers is hung or cold: it fails (the cold
+    case above)."""
+    replica, port = fake
+    prober = _prober()
+    try:
+        assert (await prober.probe("127.0.0.1", _spec(port, timeout_s=0.5))).ok  # a token in hand
+        replica.restart()  # its cache of that token is gone: it must ask Keystone
+        replica.keystone.hang_s = 2.0
+        result = await prober.probe("127.0.0.1", _spec(port, timeout_s=0.5))
+    finally:
+        await prober.close()
+    assert result.ok and "version document only" in result.detail, result.detail
+    assert "no answer within 0.5 s" in result.detail and "Keystone issues no token either" in result.detail
 
 
 def test_the_ha_labs_nova_api_depends_on_keystone(tmp_path: Path) -> None:

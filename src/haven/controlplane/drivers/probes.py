@@ -69,8 +69,12 @@ class NetworkProber:
 
         Keystone's: no token to be had (``_token``); keystonemiddleware's 503 (it could not validate the
         token with Keystone: once its cache of a kept token ends, at once on a restarted replica); a 401
-        to the kept token when Keystone issues no new one. Then the replica is judged by its version
-        document (HAProxy's check), and the detail says why: a Keystone outage neither drains nor
+        to the kept token when Keystone issues no new one; an os-services call with no answer in time. The
+        503 and the timeout are Keystone's only when Keystone fails haven too (``_keystone_down``: a new
+        token asked for now): keystonemiddleware answers the same 503 for the replica's own trouble with
+        Keystone (its service credentials, its auth_url, its network), and a hung replica times out as
+        one waiting on a hung Keystone. Then the replica is judged by its version document (HAProxy's
+        check; a hung replica fails it too), and the detail says why: a Keystone outage neither drains nor
         restarts a nova-api replica, nor keeps one haven restarted out of the load balancer. A 401 with
         Keystone up gets one retry with a new token (revoked, expired early); a second 401 is the
         replica's. Each request has the probe's timeout; the token fetch its own (a slow Keystone is not
@@ -81,7 +85,22 @@ class NetworkProber:
             try:
                 return await within(sp.nova_services(self._client, base, spec, token), spec.timeout_s)
             except sp.KeystoneUnavailable as exc:
-                why = str(exc)
+                # keystonemiddleware says the same for the replica's own trouble reaching Keystone (its
+                # service credentials, its auth_url, its network): Keystone's only if it fails haven too.
+                down = await self._keystone_down(spec)
+                if down is None:
+                    raise sp.ProbeFailed(
+                        f"{exc}, while Keystone issues haven a token: the replica's own validation fails"
+                    ) from None
+                why = f"{exc}; {down}"
+                break
+            except (TimeoutError, httpx.TimeoutException):
+                # A hung Keystone hangs the replica's validation: Keystone's only if it fails haven too
+                # (then the version document tells a hung replica, which does not answer it either).
+                down = await self._keystone_down(spec)
+                if down is None:
+                    raise
+                why = f"GET {sp.NOVA_SERVICES_PATH}: no answer within {spec.timeout_s:g} s; {down}"
                 break
             except sp.TokenRefused as refused:
                 self._tokens.forget(spec, token)
@@ -91,6 +110,19 @@ class NetworkProber:
                 why = f"{refused}, then {why}"
                 renewed = True
         return await within(sp.version_document(self._client, base, spec, why), spec.timeout_s)
+
+    async def _keystone_down(self, spec: ProbeSpec) -> str | None:
+        """None when Keystone issues haven a new token now (within the probe's timeout), else why not:
+        a deep probe's failure is put on Keystone only when Keystone fails haven too. A missing
+        password is the probe's own failure (ProbeFailed)."""
+        password = sp.secret(self._environ, spec.password_env)
+        try:
+            await within(sp.issue_token(self._client, spec.auth_url, spec, password), spec.timeout_s)
+            return None
+        except (TimeoutError, httpx.TimeoutException):
+            return f"Keystone issues no token either (no answer within {spec.timeout_s:g} s)"
+        except (sp.ProbeFailed, *_ANSWERED) as exc:
+            return f"Keystone issues no token either ({type(exc).__name__}: {exc})"
 
     async def _token(self, spec: ProbeSpec) -> tuple[str | None, str]:
         """The kept (or a new) token for ``spec``'s account, or None and why none could be had. A
