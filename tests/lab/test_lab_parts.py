@@ -95,7 +95,7 @@ def test_cli_up_refuses_on_clusters_without_ha_before_starting_anything(
 ) -> None:
     started: list[object] = []
     monkeypatch.setattr(lab, "up", lambda *a, **k: started.append(a))
-    assert main(["lab", "up", "--on-clusters", "--folder", str(tmp_path)]) == 1
+    assert main(["lab", "up", "--on-clusters", "--folder", str(tmp_path)]) == 2
     assert "--on-clusters is for the HA lab" in capsys.readouterr().err
     assert started == [] and list(tmp_path.iterdir()) == []
 
@@ -103,7 +103,7 @@ def test_cli_up_refuses_on_clusters_without_ha_before_starting_anything(
 @pytest.mark.parametrize(
     ("given", "says", "code"),
     [
-        (["--plain-backends"], "--plain-backends is for the HA lab", 1),
+        (["--plain-backends"], "--plain-backends is for the HA lab", 2),
         (["--ha", "--on-clusters", "--plain-backends"], "contradict each other", 2),
     ],
 )

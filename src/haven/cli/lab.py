@@ -23,7 +23,7 @@ from haven.lab.process import LabServiceError
 from haven.lab.toolenv import ToolInstallError
 
 EXIT_FAILED = 1
-EXIT_USAGE = 2  # options that do not fit together (as argparse's own errors)
+EXIT_USAGE = 2  # options that do not fit (a usage mistake, as argparse's own errors)
 
 
 def add_lab_commands(sub: Any) -> None:
@@ -91,7 +91,7 @@ def _up(args: argparse.Namespace, out: Console, err: Console) -> int:
     for given, name in ((args.on_clusters, "--on-clusters"), (args.plain_backends, "--plain-backends")):
         if given and not args.ha:
             err.print(f"[bold red]haven lab up: {name} is for the HA lab:[/] add --ha", highlight=False)
-            return EXIT_FAILED
+            return EXIT_USAGE
     if args.on_clusters and args.plain_backends:
         err.print(
             "[bold red]haven lab up: --on-clusters and --plain-backends contradict each other:[/] give one "
