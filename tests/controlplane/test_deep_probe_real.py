@@ -129,7 +129,7 @@ async def rig(
     units = SystemdUnits(systemd_ns.bus_address)
     await units.start("nova.service")
     probe = ProbeSpec(
-        ProbeKind.NOVA_SERVICES, port, timeout_s=0.5, period_s=0.2, failure_threshold=2, user="admin",
+        ProbeKind.NOVA_SERVICES, port, timeout_s=1.5, period_s=0.2, failure_threshold=2, user="admin",
         password_env="PW", auth_url=f"http://127.0.0.1:{keystone[0]}/v3",
     )  # fmt: skip
     spec = ServiceSpec(
