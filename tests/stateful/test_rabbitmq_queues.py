@@ -223,6 +223,83 @@ def test_a_partial_read_keeps_the_alert_and_watch_queues_off_clears_what_a_watch
     assert backlog_alerts() == [] and a.calls == ["queues", "queues"]
 
 
+def _leader_left_an_alert(store: Store, clock: VirtualClock) -> None:
+    """A previous leader's term: it raised ``mq:unacked:/:q`` (then it stopped)."""
+    a, b = _Node("a@h", _read(_q("q", unacked=500))), _Node("b@h", _read())
+    settings = QueueSettings(unacked_min=100, unacked_window_s=0)
+    asyncio.run(RabbitRecovery.on_store([a, b], store, "mq", clock, queues=settings).run_pass())
+
+
+def test_a_new_leaders_partial_or_truncated_first_read_keeps_the_alerts_of_queues_it_did_not_see() -> None:
+    store, clock = Store.open("sqlite://"), VirtualClock()
+    _leader_left_an_alert(store, clock)
+    partial = QueueRead(3, 0, 0, (), answered=2, holding=0, missing=("/:q",))  # /:q did not answer
+    a, b = _Node("a@h", partial), _Node("b@h", _read())
+    settings = QueueSettings(unacked_min=100, unacked_window_s=0)
+    loop = RabbitRecovery.on_store([a, b], store, "mq", clock, queues=settings)  # a new term
+
+    def backlog_alerts() -> list[str]:
+        return sorted(str(x.host) for x in store.list_alerts() if x.kind is AlertKind.RABBITMQ_BACKLOG)
+
+    for _ in range(2):
+        asyncio.run(loop.run_pass())
+        assert backlog_alerts() == ["mq:unacked:/:q"]
+    held = tuple(_q(f"p{i}", unacked=200) for i in range(3))  # /:q ranked past the limit: unseen, kept
+    a.read = QueueRead(9, 0, 600, held, holding=4)
+    asyncio.run(loop.run_pass())
+    assert backlog_alerts() == ["mq:unacked:/:p0", "mq:unacked:/:p1", "mq:unacked:/:p2", "mq:unacked:/:q"]
+    a.read = QueueRead(9, 0, 600, held, holding=3)  # a full read without /:q: it drained
+    asyncio.run(loop.run_pass())
+    assert backlog_alerts() == ["mq:unacked:/:p0", "mq:unacked:/:p1", "mq:unacked:/:p2"]
+
+
+def test_a_truncated_read_keeps_an_absent_queues_backlog_while_the_limits_floor_meets_its_minimum() -> None:
+    now, settings = 0.0, QueueSettings(unacked_min=100, unacked_window_s=0)
+    _, memory = judge(_read(_q("q", unacked=500)), now, None, settings)
+    held = tuple(_q(f"p{i}", unacked=150) for i in range(3))  # the fullest 3 of 4: /:q may hold 150
+    health, memory = judge(QueueRead(9, 0, 450, held, holding=4), 1.0, memory, settings)
+    assert "/:q" in {b.queue.key for b in health.backlogs} and "/:q" in memory.unacked
+    low = tuple(_q(f"p{i}", ready=50) for i in range(3))  # the floor is 50: /:q holds less than 100
+    health, memory = judge(QueueRead(9, 150, 0, low, holding=4), 2.0, memory, settings)
+    assert health.backlogs == () and "/:q" not in memory.unacked
+
+
+def test_a_found_alert_of_a_long_queue_name_cut_to_the_stores_255_characters_is_matched_to_its_queue() -> (
+    None
+):
+    store, clock, name = Store.open("sqlite://"), VirtualClock(), "reply_" + "x" * 300
+    settings = QueueSettings(unacked_min=100, unacked_window_s=0)
+    first = _Node("a@h", _read(_q(name, unacked=500)))
+    asyncio.run(
+        RabbitRecovery.on_store(
+            [first, _Node("b@h", _read())], store, "mq", clock, queues=settings
+        ).run_pass()
+    )
+    [cut] = [str(x.host) for x in store.list_alerts() if x.kind is AlertKind.RABBITMQ_BACKLOG]
+    assert len(cut) == 255 and "~" in cut
+    a = _Node("a@h", QueueRead(3, 0, 0, (), answered=2, holding=0, missing=(f"/:{name}",)))
+    loop = RabbitRecovery.on_store([a, _Node("b@h", _read())], store, "mq", clock, queues=settings)
+    asyncio.run(loop.run_pass())  # it did not answer: kept
+    assert [str(x.host) for x in store.list_alerts() if x.kind is AlertKind.RABBITMQ_BACKLOG] == [cut]
+    a.read = QueueRead(3, 0, 0, (_q(name, unacked=5), _q("other", ready=1)), holding=2)  # seen, drained
+    asyncio.run(loop.run_pass())
+    assert [x for x in store.list_alerts() if x.kind is AlertKind.RABBITMQ_BACKLOG] == []
+
+
+def test_a_new_leader_whose_reads_fail_raises_unread_beside_the_alerts_it_found() -> None:
+    store, clock = Store.open("sqlite://"), VirtualClock()
+    _leader_left_an_alert(store, clock)
+    a, b = _Node("a@h", TemporaryError("erl_call: no answer")), _Node("b@h", _read())
+    loop = RabbitRecovery.on_store([a, b], store, "mq", clock, queues=QueueSettings())  # a new term
+    for _ in range(6):
+        asyncio.run(loop.run_pass())
+    active = sorted(str(x.host) for x in store.list_alerts() if x.kind is AlertKind.RABBITMQ_BACKLOG)
+    assert active == ["mq:unacked:/:q", "mq:unread"]
+    a.read = _read()  # a full read: /:q drained, the queues read again
+    asyncio.run(loop.run_pass())
+    assert [x for x in store.list_alerts() if x.kind is AlertKind.RABBITMQ_BACKLOG] == []
+
+
 def _config(tmp_path: Path, extra: str) -> Path:
     path = tmp_path / "haven.toml"
     path.write_text(

@@ -29,18 +29,21 @@ a queue with no consumer for 10 min):
   reported, it stays while it holds ``idle_ready_min`` with no consumer, grown or not.
 
 A backlog ends (its alert clears) when the queue drains below its minimum, or a consumer attaches
-(``no_consumers``), or the queue is gone. A queue not in the read (empty, or past the read's limit)
-forgets its history. A queue that did not answer (past ``QUEUE_CALL_MS``, or on a node the reader
-cannot reach) is not drained: the overloaded queue is the likeliest not to answer. A partial read keeps
-such a queue's history and backlogs as the last read saw them (every queue absent from the read, when
-the read does not name the ones that did not answer). A pass whose read failed judges nothing:
-backlogs and their alerts are kept until a read says otherwise.
+(``no_consumers``), or the queue is gone. A queue absent from a full read (empty, or ranked past the
+read's limit below the backlog's minimum) forgets its history. A queue that did not answer (past
+``QUEUE_CALL_MS``, or on a node the reader cannot reach) is not drained: the overloaded queue is the
+likeliest not to answer. A partial read keeps such a queue's history and backlogs as the last read saw
+them (every queue absent from the read, when the read does not name the ones that did not answer); so
+does a truncated read (more than ``QUEUE_READ_LIMIT`` queues hold anything) for an absent queue while
+the fullest queues' floor still meets the backlog's minimum: it may be ranked past the limit
+(``absent_kept``). A pass whose read failed judges nothing: backlogs and their alerts are kept until a
+read says otherwise.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -265,11 +268,13 @@ def judge(
             if known or (now - since >= settings.idle_window_s and q.ready > first):
                 backlogs.append(Backlog(BacklogKind.NO_CONSUMERS, q, since, first))
     kept = 0
-    if read.partial:  # a queue that did not answer is not drained: what earlier reads said of it stands
-        seen = {q.key for q in read.held}
-        for mine, theirs in ((unacked, memory.unacked), (idle, memory.idle)):
-            mine.update((k, v) for k, v in theirs.items() if k not in seen and read.unseen_kept(k))
-        carried = [b for b in memory.backlogs if b.queue.key not in seen and read.unseen_kept(b.queue.key)]
+    if read.partial or read.truncated:  # a queue not seen is not drained: what earlier reads said stands
+        keep = absent_kept(read, settings)
+        for kind, mine, theirs in (
+            (BacklogKind.UNACKED, unacked, memory.unacked), (BacklogKind.NO_CONSUMERS, idle, memory.idle)
+        ):  # fmt: skip
+            mine.update((k, v) for k, v in theirs.items() if keep(k, kind))
+        carried = [b for b in memory.backlogs if keep(b.queue.key, b.kind)]
         backlogs += carried
         kept = len(carried)
     backlogs.sort(key=lambda b: (-max(b.queue.unacked, b.queue.ready), b.queue.key, b.kind.value))
@@ -280,6 +285,20 @@ def judge(
     )
     reported = frozenset((b.queue.key, b.kind) for b in backlogs)
     return health, QueueMemory(unacked, idle, reported, tuple(backlogs))
+
+
+def absent_kept(read: QueueRead, settings: QueueSettings) -> Callable[[str, BacklogKind], bool]:
+    """Whether a queue keeps what earlier reads said of a kind (its history, its backlog) after ``read``:
+    it is absent from ``held`` and did not answer, or the read is truncated and the fullest queues' floor
+    (an absent queue holds no more) still meets the kind's minimum: it may be ranked past the limit."""
+    seen = {q.key for q in read.held}
+    floor = min((max(q.unacked, q.ready) for q in read.held), default=0) if read.truncated else -1
+    minimum = {BacklogKind.UNACKED: settings.unacked_min, BacklogKind.NO_CONSUMERS: settings.idle_ready_min}
+
+    def kept(key: str, kind: BacklogKind) -> bool:
+        return key not in seen and (read.unseen_kept(key) or floor >= minimum[kind])
+
+    return kept
 
 
 def describe_health(health: QueueHealth) -> str:

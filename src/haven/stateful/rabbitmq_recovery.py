@@ -48,7 +48,7 @@ import asyncio
 import hashlib
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Protocol
 
@@ -71,7 +71,15 @@ from haven.stateful.rabbitmq import (
     hold_if_stuck,
 )
 from haven.stateful.rabbitmq_node import APP_STOPPED, RabbitNode
-from haven.stateful.rabbitmq_queues import QueueHealth, QueueMemory, QueueSettings, judge
+from haven.stateful.rabbitmq_queues import (
+    BacklogKind,
+    QueueHealth,
+    QueueMemory,
+    QueueRead,
+    QueueSettings,
+    absent_kept,
+    judge,
+)
 from haven.store import Store
 
 log = logging.getLogger(__name__)
@@ -104,6 +112,10 @@ class BacklogAlerts(Protocol):
         other backlog alert of this cluster."""
         ...
 
+    def active(self) -> dict[str, str]:
+        """The backlog alerts of this cluster raised now (subject -> text): what a previous leader left."""
+        ...
+
 
 class StoreBacklogs:
     """``rabbitmq_backlog`` alerts in the store, their host ``CLUSTER:SUBJECT``."""
@@ -111,12 +123,16 @@ class StoreBacklogs:
     def __init__(self, store: Store, cluster: str, clock: Clock, epoch: int | None = None) -> None:
         self.store, self.cluster, self._clock, self._epoch = store, cluster, clock, epoch
 
-    def show(self, backlogs: Mapping[str, str]) -> None:
+    def active(self) -> dict[str, str]:
         prefix = f"{self.cluster}:"
-        active = {
-            a.host for a in self.store.list_alerts()
+        return {
+            a.host[len(prefix):]: a.message for a in self.store.list_alerts()
             if a.kind is AlertKind.RABBITMQ_BACKLOG and a.host and a.host.startswith(prefix)
         }  # fmt: skip
+
+    def show(self, backlogs: Mapping[str, str]) -> None:
+        prefix = f"{self.cluster}:"
+        active = {HostName(prefix + subject) for subject in self.active()}
         wanted = {_alert_host(prefix + subject): text for subject, text in backlogs.items()}
         for host in sorted(active - set(wanted)):
             self.store.clear_alerts(
@@ -163,6 +179,9 @@ class RabbitRecovery:
         self.queue_health: QueueHealth | None = None  # the last judgement (None: no read answered yet)
         self.queue_error = ""  # why the last read failed ("" when it answered)
         self._shown: dict[str, str] | None = None  # the backlog alerts as last written
+        # The backlog alerts found in the store before this loop's first write (a previous leader's, or
+        # this process's before a restart; None: not read yet), kept while their queue is not seen.
+        self._found: dict[str, str] | None = None
         self._failed_reads = 0  # the queues' reads failed in a row
 
     @classmethod
@@ -322,32 +341,72 @@ class RabbitRecovery:
         shown = {
             f"{b.kind.value}:{b.queue.key}": b.alert(self.cluster, now) for b in self.queue_health.backlogs
         }
+        found = await self._found_alerts()
+        if found is None:
+            return  # the store unavailable: nothing written, the next pass tries again
+        keep = absent_kept(read, settings)
+        self._found = {s: t for s, t in found.items() if s not in shown and self._still_unseen(s, read, keep)}
+        shown = {**self._found, **shown}  # a previous leader's alert of a queue this read did not see stays
         if self._shown is not None and shown.keys() == self._shown.keys():
-            return  # the first pass writes even none: it clears what a previous leader left
+            return  # the first pass writes even none: it clears what a previous leader left of seen queues
         await self._show(shown)
+
+    async def _found_alerts(self) -> dict[str, str] | None:
+        """The backlog alerts found in the store before this loop's first write (read once, without the
+        ``unread`` one: it is raised again or cleared by this loop); None when the store cannot be read."""
+        if self._found is None:
+            if self._backlog_alerts is None:
+                self._found = {}
+                return self._found
+            try:
+                active = await asyncio.to_thread(self._backlog_alerts.active)
+            except HavenError as exc:
+                log.warning("rabbitmq %s: backlog alerts not read: %s", self.cluster, exc)
+                self._steps.note_deposed(exc)
+                return None
+            self._found = {subject: text for subject, text in active.items() if subject != UNREAD}
+        return self._found
+
+    def _still_unseen(self, subject: str, read: QueueRead, keep: Callable[[str, BacklogKind], bool]) -> bool:
+        """Whether a found alert's queue is one ``read`` did not see (it did not answer, or may be past the
+        read's limit): then the alert stays. An alert cut to the store's 255 characters (``_alert_host``)
+        is matched to its queue among those the read saw or names as not answering."""
+        kind_value, _, key = subject.partition(":")
+        try:
+            kind = BacklogKind(kind_value)
+        except ValueError:  # not a backlog's subject
+            return False
+        host = f"{self.cluster}:{subject}"
+        if len(host) == 255 and "~" in subject:
+            named = [q.key for q in read.held] + list(read.missing or ())
+            key = next((k for k in named if _alert_host(f"{self.cluster}:{kind_value}:{k}") == host), key)
+        return keep(key, kind)
 
     async def _read_failed(self, error: str, logged: bool = False) -> None:
         """A failed read: the backlogs stay; after ``UNREAD_ALERT_AFTER`` in a row, one alert says the
-        queues cannot be read (its subject ``unread``), cleared by the next read that answers. Raised only
-        once this loop has written the backlog alerts (before, their set is unknown: writing would clear
-        what a previous leader left)."""
+        queues cannot be read (its subject ``unread``), cleared by the next read that answers. Raised beside
+        the backlog alerts as last written, or, before this loop wrote any, as found in the store (a
+        previous leader's: kept, now marked as maybe stale)."""
         self.queue_error, self._failed_reads = error, self._failed_reads + 1
         if not logged:
             log.info("rabbitmq %s: %s", self.cluster, error)
-        if self._failed_reads < UNREAD_ALERT_AFTER or self._shown is None or UNREAD in self._shown:
+        if self._failed_reads < UNREAD_ALERT_AFTER or UNREAD in (self._shown or {}):
             return
+        found = await self._found_alerts()
+        if found is None:
+            return  # the store unavailable: the next failed read tries again
         text = (
             f"RabbitMQ {self.cluster}: the queues could not be read {self._failed_reads} times in a row "
             f"(last: {error}); the backlog alerts stay as the last read saw them and may be stale. Read "
             "them with `rabbitmqctl list_queues -p VHOST name messages_ready messages_unacknowledged "
             "consumers`; a node slow to answer may be overloaded."
         )
-        await self._show({**self._shown, UNREAD: text})
+        await self._show({**found, **(self._shown or {}), UNREAD: text})
 
     async def _show(self, shown: dict[str, str]) -> None:
         if self._backlog_alerts is None:
             return
-        for subject in shown.keys() - (self._shown or {}).keys():
+        for subject in shown.keys() - (self._shown or {}).keys() - (self._found or {}).keys():
             log.warning("%s", shown[subject])
         try:
             await asyncio.to_thread(self._backlog_alerts.show, shown)
