@@ -57,6 +57,7 @@ from haven.domain.errors import HavenError
 from haven.domain.galera import DONE, FAILED, GaleraAction
 from haven.domain.ids import HostName
 from haven.domain.incidents import Alert, AlertKind
+from haven.domain.waiting import within
 from haven.stateful.journal import HoldAlerts, Journaled, StepJournal, StoreHold, StoreJournal, run_passes
 from haven.stateful.rabbitmq import (
     NOTHING_MADE,
@@ -320,7 +321,7 @@ class RabbitRecovery:
             return
         deadline = settings.read_timeout_s
         try:
-            read = await asyncio.wait_for(self._nodes[answered[0]].queues(timeout_s=deadline), deadline)
+            read = await within(self._nodes[answered[0]].queues(timeout_s=deadline), deadline)
         except TimeoutError:  # a slow read fails fast; the backlogs stay as they were
             await self._read_failed(
                 f"queues of {answered[0]}: no answer in {deadline:g} s (queues_timeout_s)"
