@@ -7,13 +7,15 @@ waited on it forever (tests/coordination/test_election.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from haven.domain.waiting import within
+from haven.domain.waiting import in_thread_to_the_end, within
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "haven"
 Waiter = Callable[[Awaitable[int], float], Awaitable[int]]
@@ -85,3 +87,33 @@ def test_no_code_of_havens_uses_asyncio_wait_for() -> None:
         if re.search(r"\basyncio\.wait_for\(|\bfrom asyncio import .*\bwait_for\b", line)
     ]
     assert users == [], f"use haven.domain.waiting.within instead: {users}"
+
+
+async def test_a_cancelled_thread_call_ends_before_the_cancellation_goes_on() -> None:
+    """The store's engine is disposed by the caller's owner once the task is done: the query in the
+    thread must have ended by then (plain asyncio.to_thread lets the task finish first)."""
+    import threading
+
+    ended = threading.Event()
+
+    def query() -> str:
+        time.sleep(0.3)
+        ended.set()
+        return "rows"
+
+    seen_at_cancel: list[bool] = []
+
+    async def caller() -> None:
+        try:
+            await in_thread_to_the_end(query)
+        except asyncio.CancelledError:
+            seen_at_cancel.append(ended.is_set())
+            raise
+
+    task = asyncio.create_task(caller())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert seen_at_cancel == [True] and task.cancelled()
+    assert await in_thread_to_the_end(lambda: 7) == 7

@@ -57,7 +57,7 @@ from haven.domain.controlplane import (
 from haven.domain.errors import Conflict, HavenError, NotFound
 from haven.domain.ids import HostName
 from haven.domain.incidents import Alert, AlertKind
-from haven.domain.waiting import within
+from haven.domain.waiting import in_thread_to_the_end, within
 from haven.evidence.controlplane import ControlPlaneEvidence, Probed
 from haven.store import Store
 
@@ -222,7 +222,8 @@ class Reconciler:
         return None if self._leader_epoch is None else self._leader_epoch()
 
     async def _db(self, call: Callable[..., T], *args: object, **kw: object) -> T:
-        return await asyncio.to_thread(call, *args, **kw)
+        # A cancelled pass lets its store call end: the owner closes the store once run() returns.
+        return await in_thread_to_the_end(call, *args, **kw)
 
     # ---- observe ---------------------------------------------------------------------------------
 

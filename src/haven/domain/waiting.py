@@ -15,7 +15,7 @@ Every deadline in haven's code goes through ``within`` (``TimeoutError`` on expi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -25,3 +25,19 @@ async def within(awaitable: Awaitable[T], timeout_s: float | None) -> T:
     """``await awaitable``, cancelled with ``TimeoutError`` after ``timeout_s`` seconds."""
     async with asyncio.timeout(timeout_s):
         return await awaitable
+
+
+THREAD_END_GRACE_S = 5.0  # how long a cancelled caller waits for its thread's call to end
+
+
+async def in_thread_to_the_end(call: Callable[..., T], *args: object, **kw: object) -> T:
+    """``asyncio.to_thread(call, ...)``, except that a cancelled caller lets the thread's call end first
+    (up to ``THREAD_END_GRACE_S``) before the cancellation goes on. A thread cannot be cancelled: with plain
+    ``to_thread`` the caller's owner, told the task is done, may close what the call still uses (a
+    store's engine disposed under a running SQLite query crashed the test process twice, 2026-12-07)."""
+    future = asyncio.ensure_future(asyncio.to_thread(call, *args, **kw))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.wait([future], timeout=THREAD_END_GRACE_S)
+        raise
