@@ -47,11 +47,20 @@ def drill(
     return code, json.loads(captured.out)
 
 
-def assert_lab_whole(lab: NovaLab) -> None:
+def assert_lab_whole(lab: NovaLab, wait_s: float = 60.0) -> None:
+    """Nova's own records: every nova-compute up, enabled, not forced down. A host whose power just came
+    back is "up" at its next report to Nova (its first, from a restarted nova-compute, can take tens of
+    seconds on a loaded machine: CI saw compute-2 still down right after the drill), so within wait_s."""
     cloud = lab.connect()
-    services = {s.host: s for s in cloud.compute.services() if s.binary == "nova-compute"}
-    for host, service in services.items():
-        assert (service.state, service.status, service.is_forced_down) == ("up", "enabled", False), host
+    deadline = time.monotonic() + wait_s
+    while True:
+        services = {s.host: s for s in cloud.compute.services() if s.binary == "nova-compute"}
+        seen = {h: (s.state, s.status, s.is_forced_down) for h, s in services.items()}
+        if all(v == ("up", "enabled", False) for v in seen.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(2.0)
+    for host, state in seen.items():
+        assert state == ("up", "enabled", False), host
     for host, bmc in lab.bmcs.items():
         assert power_state(bmc, lab.bmc_password) == "On", host
     assert not [s for s in cloud.compute.servers(all_projects=True) if s.name.startswith("haven-drill-")]
