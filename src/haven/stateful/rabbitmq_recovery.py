@@ -237,7 +237,12 @@ class RabbitRecovery:
             decision = replace(decision, alert=decision.alert.replace(NOTHING_MADE, made))
         held = decision.kind is DecisionKind.HOLD or bool(decision.alert)  # a START may hold a stuck node
         await self._steps.show_hold(held, decision.reason, decision.alert)
-        if self._queue_settings is not None:  # after the decision's effects: a read never delays them
+        if self._queue_settings is not None and decision.kind is not DecisionKind.NOTHING:
+            # Only a whole cluster's queues are read: the read asks every node's queues through
+            # RabbitMQ's delegates, and its connections to a node a partition split off would mend the
+            # split under the decision (a real cluster's heal took three restarts instead of one).
+            self.queue_error = f"the queues are read once the cluster is whole (this pass: {decision.kind})"
+        elif self._queue_settings is not None:  # after the decision's effects: a read never delays them
             await self._watch_queues(observations, decision.nodes)
         elif self._backlog_alerts is not None and self._shown is None:
             await self._clear_backlogs()  # watch_queues off: no read will ever clear what is left
