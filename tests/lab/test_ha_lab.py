@@ -321,7 +321,11 @@ def test_a_crash_looping_keystone_replica_backs_off_stops_at_the_limit_with_one_
     assert final.active.value == "failed" and final.invocation_id == seen
     assert held_at is not None
     assert members in (["ready", "drain", "maint"], ["ready", "maint"]) and member == "maint", members
-    assert load.errors == [], load.errors[:5]  # the other replica served every request
+    # The other replica served every request, but one that keystone@ctl-1 had begun to answer when it was
+    # killed (the clean-clone run of 2026-12-06 saw one: "received 0 bytes, expected 250", gunicorn having
+    # sent the headers): at most one per client, sent before the kill.
+    lost = load.cut_by(killed)
+    assert [e for e in load.errors if e not in lost] == [], (killed, load.errors[:5])
 
 
 def test_the_nova_rpc_probe_on_the_real_conductor_and_scheduler_and_its_close_while_the_broker_hangs(

@@ -295,6 +295,13 @@ class Load:
             thread.join(self.timeout_s + 5)
         self.seconds = time.monotonic() - self.started
 
+    def cut_by(self, at: float) -> list[tuple[float, str]]:
+        """The errors that are requests in flight on a process killed at ``at`` (monotonic): sent at or
+        before it and cut mid-answer ("peer closed connection"), at most one per client. HAProxy cannot
+        send a request elsewhere once its answer has begun, so a kill -9 may cost these and only these."""
+        cut = [e for e in self.errors if e[0] <= at and "closed connection" in e[1]]
+        return cut if len(cut) <= len(self._threads) else []
+
     def _client(self) -> None:
         with httpx.Client(timeout=self.timeout_s, trust_env=False) as http:
             while not self._stop.is_set():
