@@ -48,6 +48,9 @@ declare -A PROBES=(
     # to close a service's pooled connections. Podman only suggests iptables.
     [iptables]='/usr/sbin/iptables'
     [iproute2]='/usr/bin/ss'
+    # The HA lab's token caches (haven.lab.ha: one memcached per controller behind keystonemiddleware);
+    # the lab starts its own on loopback ports, never the package's service on 11211.
+    [memcached]='/usr/bin/memcached'
 )
 
 log() { printf 'system-deps: %s\n' "$*"; }
@@ -100,6 +103,28 @@ if command -v pg_lsclusters >/dev/null 2>&1; then
         log "stopping cluster ${ver}/${name} (port ${port}) started by the package install; tests run their own server"
         pg_ctlcluster "$ver" "$name" stop || log "warning: could not stop cluster ${ver}/${name}"
     done < <(pg_lsclusters --no-header 2>/dev/null || true)
+fi
+
+# Debian's memcached postinst starts its service on 127.0.0.1:11211 wherever services may start. The
+# lab and the tests start their own on free ports: stop one this install started (by its unit, or by
+# the init script's pidfile) and keep it from starting at boot; one that ran before is left alone.
+if [[ " ${missing[*]} " == *" memcached "* ]]; then
+    if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+        if systemctl is-active --quiet memcached.service; then
+            log "stopping memcached.service started by the package install; the lab runs its own"
+            systemctl stop memcached.service || log "warning: could not stop memcached.service"
+        fi
+        systemctl disable --quiet memcached.service || log "warning: could not disable memcached.service"
+    else
+        pidfile=/run/memcached.pid  # /etc/init.d/memcached's
+        pid="$(cat "$pidfile" 2>/dev/null || true)"
+        if [[ -n "$pid" && "$(cat "/proc/$pid/comm" 2>/dev/null)" == memcached ]]; then
+            log "stopping memcached (pid $pid) started by the package install; the lab runs its own"
+            kill "$pid" || log "warning: could not stop memcached (pid $pid)"
+        fi
+        update-rc.d memcached disable >/dev/null 2>&1 || true
+        deb-systemd-helper disable memcached.service >/dev/null 2>&1 || true  # a later systemd boot
+    fi
 fi
 
 for package in "${missing[@]}"; do
