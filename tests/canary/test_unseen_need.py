@@ -76,9 +76,12 @@ async def _round(store: Store, nova: SimCanaryCloud, clock: VirtualClock) -> lis
         return symptoms[-1]
 
     settings = CanarySettings(flavor="m1.tiny", image="img-1", poll_s=0.5, boot_timeout_s=30.0)
-    runner = CanaryRunner(nova, store, clock, settings, explain, needs=probe_needs(TOPOLOGY))
+    runner = CanaryRunner(
+        nova, store, clock, settings, explain, needs=probe_needs(TOPOLOGY), on_refine=explainer.refine
+    )
     await runner.round()
-    return symptoms
+    # as stored now: each symptom was explained when its check ended, and again after the round's look
+    return [store.get_explanation(s.id) for s in symptoms]
 
 
 def _cloud(clock: VirtualClock) -> SlowDatabase:

@@ -14,6 +14,11 @@ types and ranges checked); every mistake becomes a ConfigError naming the key. A
     delete_timeout_s = 120.0
     slow_s = 120.0                # ACTIVE later than this: slow (a symptom too)
     probes = true                 # token issue and server list before each round
+    slow_k = 6.0                  # a probe that passed is slow above median + max(slow_k * MAD, floor)
+    slow_floor_s = 1.5            # that floor: never slow within this many seconds of the median
+    slow_history = 20             # the median and MAD of the probe's last this many passing answers
+    slow_min_history = 5          # fewer passing answers: no baseline, never slow
+    slow_confirm = 2              # asks after a slow answer; the median of all must be slow too
     tag = "haven"                 # several havens on one cloud: each cleans only its own canaries
 """
 
@@ -24,6 +29,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from haven.canary.model import CanarySettings
+from haven.canary.slow import SlowSettings
 from haven.domain.errors import ConfigError
 
 
@@ -39,6 +45,11 @@ class _Canary(BaseModel):
     delete_timeout_s: float = Field(default=120.0, gt=0)
     slow_s: float = Field(default=120.0, gt=0)
     probes: bool = True
+    slow_k: float = Field(default=6.0, gt=0)
+    slow_floor_s: float = Field(default=1.5, ge=0)
+    slow_history: int = Field(default=20, ge=1)
+    slow_min_history: int = Field(default=5, ge=1)
+    slow_confirm: int = Field(default=2, ge=0)
     tag: str = Field(default="haven", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
 
 
@@ -73,6 +84,9 @@ def parse_canary(section: object, where: str) -> CanaryConfig:
         delete_timeout_s=raw.delete_timeout_s,
         slow_s=raw.slow_s,
         probes=raw.probes,
+        slow=SlowSettings(
+            raw.slow_k, raw.slow_floor_s, raw.slow_history, raw.slow_min_history, raw.slow_confirm
+        ),
     )
     return CanaryConfig(True, settings)
 

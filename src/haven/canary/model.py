@@ -28,6 +28,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from haven.canary.slow import SlowSettings
 from haven.domain.canary import RUNNING, Found, ServerView
 from haven.topology import SERVER_BOOT, phase_of_fault
 
@@ -99,6 +100,7 @@ class CanarySettings:
     slow_s: float = 120.0  # a boot to ACTIVE slower than this is a symptom
     probes: bool = True  # the cheap API probes (token, server list, endpoints, Nova's services) per round
     endpoint_timeout_s: float = 5.0
+    slow: SlowSettings = field(default_factory=SlowSettings)  # a probe that passed far slower than usual
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +134,7 @@ class ProbeResult:
     ok: bool
     seconds: float
     error: str = ""
+    slow: str = ""  # passed, but far slower than its own baseline (haven.canary.slow), in words
 
 
 def seen(phases: Mapping[str, float], view: ServerView | None, elapsed: float) -> dict[str, float]:
@@ -281,4 +284,5 @@ def probe_json(probe: ProbeResult) -> dict[str, Any]:
         "ok": probe.ok,
         "seconds": probe.seconds,
         "error": probe.error,
+        "slow": probe.slow,
     }

@@ -10,8 +10,14 @@ run`` (one ``round``). A canary follows haven's step shape:
 3. the server is deleted whatever happened (an ERROR server too) and the run waits until it is gone; a
    run cancelled mid-way (leadership lost, serve stopped) still asks for the delete before it ends.
 
-A failed or slow canary, and a failed probe, is handed to ``on_symptom`` (the explainer) as a symptom
-record. Time comes from the injected clock; waiting is ``clock.sleep_until``.
+A failed or slow canary, and a failed probe or one that passed far slower than its own baseline
+(haven.canary.slow), is handed to ``on_symptom`` (the explainer) as a symptom record as soon as the check
+that saw it ends, while the round goes on: a hung service's other checks each wait for their timeout,
+and an explanation then waited for all of them (60 s for a hung Keystone on the lab). The round's look
+(every endpoint, Nova's service list, what no check covers) is evidence too, kept after those symptoms
+were explained: each symptom handed in the round is given to ``on_refine`` after it, which ranks it again
+(haven.explain.explainer.Explainer.refine). Time comes from the injected clock; waiting is
+``clock.sleep_until``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -45,6 +52,7 @@ from haven.canary.model import (
     symptom_words,
 )
 from haven.canary.ports import CanaryCloud
+from haven.canary.slow import CONFIRM_GAP_S, baseline, confirmed
 from haven.canary.unseen import BALANCER, left_to_blame, no_answer, passed_events, unseen_events
 from haven.diagnosis import EvidenceKind, NodeEvent, Symptom
 from haven.diagnosis.records import ExplanationRecord
@@ -65,6 +73,8 @@ IMAGE_DATA = "image-data"  # the probe reading the canary image's data from Glan
 VIA_COMPUTE = "via:nova-api"  # Glance as Nova's API reaches it (the canary image through Nova's image proxy)
 KEEP_S = 7 * 86_400.0  # finished runs and probes are pruned after a week
 _CANCEL_DELETE_S = 10.0
+# Probes kept per round, at most (the checks and every catalog endpoint): how far back a history reads.
+_PROBES_PER_ROUND = 16
 # The service catalog's types and the topology's nodes (haven.topology) serving them.
 SERVICE_NODES = {
     "identity": "keystone",
@@ -108,12 +118,14 @@ class CanaryRunner:
         on_symptom: SymptomSink | None = None,
         progress: Callable[[str], None] | None = None,
         needs: Needs | None = None,
+        on_refine: SymptomSink | None = None,
     ) -> None:
         self._cloud = cloud
         self._store = store
         self._clock = clock
         self._settings = settings
         self._on_symptom = on_symptom
+        self._on_refine = on_refine
         self._progress = progress or (lambda _: None)
         # The nodes a real call failed on in this round: their endpoint answering its version document
         # does not make them seen working (a Keystone whose database hangs still serves that document).
@@ -122,11 +134,11 @@ class CanaryRunner:
         self._listed_s: float | None = None  # this round's server list: its seconds (None: failed, not run)
         # The operation probes' needs (none given: no elimination, haven.canary.unseen); in this round,
         # what was seen working (node -> how, in words), the operation probes that failed, and the
-        # probes' symptoms held until the round's look (``observe``) has kept its evidence.
+        # symptoms handed on in this round not yet ranked again with the round's look (``_refine``).
         self._needs: Needs = needs or {}
         self._seen: dict[str, str] = {}
         self._op_failed: list[tuple[ProbeResult, str]] = []  # (the probe, the node it asked)
-        self._held: list[ExplanationRecord] = []
+        self._handed: list[ExplanationRecord] = []
 
     async def run(self, stop: asyncio.Event) -> None:
         """A round now, then every ``interval_s``, until ``stop``; an unexpected error loses that round."""
@@ -142,15 +154,13 @@ class CanaryRunner:
         self._failing = set()
         self._image_state = None
         self._listed_s = None
-        self._seen, self._op_failed, self._held = {}, [], []
+        self._seen, self._op_failed, self._handed = {}, [], []
         cleaned = await self.clean()
         probes = await self.probe() if self._settings.probes else []
         if self._settings.probes:
             probes += await self.observe()
             await self._keep_unseen()
-            held, self._held = self._held, []
-            for record in held:  # the failed probes, explained now that the round's look is kept
-                await self._symptom(record)
+            await self._refine()  # the probes' symptoms, explained at once, ranked with the look's evidence
             probes += await self.probe_image_data()
         zones = self._settings.zones or await self._zones(probes)
         runs = []
@@ -181,11 +191,12 @@ class CanaryRunner:
         probes.append(result)
         await self._keep_seen("nova-api", result)
         await self._operation_seen(result, "nova-api")
+        symptom = Symptom("nova-api", started, f"listing the compute zones failed ({error})", "api")
+        await self._symptom(ExplanationRecord(key, "probe:zones", "zones", symptom, started))
         if self._settings.probes:
             await self.observe()  # look again: what failed meanwhile is evidence
             await self._keep_unseen()
-        symptom = Symptom("nova-api", started, f"listing the compute zones failed ({error})", "api")
-        await self._symptom(ExplanationRecord(key, "probe:zones", "zones", symptom, started))
+            await self._refine()
         return ()
 
     async def clean(self) -> list[Found]:
@@ -220,7 +231,7 @@ class CanaryRunner:
             ("token", self._cloud.issue_token, "keystone", None),
             ("server-list", self._cloud.list_servers, "nova-api", "api"),
         ]
-        return await self._probes(checks, hold=self._settings.probes)
+        return await self._probes(checks)
 
     async def probe_image_data(self) -> list[ProbeResult]:
         """Read the start of the canary image's data from Glance, as a hypervisor does to boot it; a
@@ -244,22 +255,19 @@ class CanaryRunner:
             )
 
     async def _probes(
-        self,
-        checks: Sequence[tuple[str, Callable[[], Awaitable[object]], str, str | None]],
-        hold: bool = False,
+        self, checks: Sequence[tuple[str, Callable[[], Awaitable[object]], str, str | None]]
     ) -> list[ProbeResult]:
-        """Each check timed and kept; a failure is a symptom, handed on at once or, with ``hold``, once
-        the round's look has kept its evidence (``round``)."""
+        """Each check timed and kept; a failure, or a pass far slower than the check's own baseline
+        (``_judge_speed``), is a symptom handed on as soon as the check ends."""
         results = []
         for name, call, node, phase in checks:
             started = self._clock.now()
-            error = ""
-            try:
-                await call()
-            except CloudError as exc:
-                error = str(exc)
+            error = await _ask(call)
             result = ProbeResult(name, started, not error, self._clock.now() - started, error)
-            self._progress(f"probe {name}: {'ok' if result.ok else 'failed'} in {result.seconds:.2f} s")
+            if result.ok:
+                result = await self._judge_speed(result, call)
+            said = "failed" if not result.ok else "slow" if result.slow else "ok"
+            self._progress(f"probe {name}: {said} in {result.seconds:.2f} s")
             key = await self._keep_probe(result)
             results.append(result)
             if name == "server-list":
@@ -268,14 +276,37 @@ class CanaryRunner:
             await self._operation_seen(result, node)
             if result.ok and name == "token":
                 self._seen["keystone"] = f"issued a token in {result.seconds:.2f} s"
-            if not result.ok:
-                symptom = Symptom(node, started, f"API probe {name} failed ({error})", phase)
-                record = ExplanationRecord(key, f"probe:{name}", name, symptom, started)
-                if hold:
-                    self._held.append(record)
-                else:
-                    await self._symptom(record)
+            if not result.ok or result.slow:
+                what = f"failed ({error})" if not result.ok else f"slow: {result.slow}"
+                symptom = Symptom(node, started, f"API probe {name} {what}", phase)
+                await self._symptom(ExplanationRecord(key, f"probe:{name}", name, symptom, started))
         return results
+
+    async def _judge_speed(self, result: ProbeResult, call: Callable[[], Awaitable[object]]) -> ProbeResult:
+        """``result`` (passed) marked slow when it took longer than its check's baseline allows and the
+        median of it and ``confirm`` more asks does too (haven.canary.slow: one slow answer is no symptom)."""
+        settings = self._settings.slow
+        history = await asyncio.to_thread(self._passed_seconds, result.name, settings.history)
+        usual = baseline(history, settings)
+        if usual is None or result.seconds <= usual.limit(settings):
+            return result
+        answers = [result.seconds]
+        for _ in range(settings.confirm):
+            await self._clock.sleep_until(self._clock.now() + CONFIRM_GAP_S)
+            started = self._clock.now()
+            error = await _ask(call)
+            answers.append(math.inf if error else self._clock.now() - started)
+        limit = usual.limit(settings)
+        if not confirmed(answers, limit):
+            return result
+        took = ", ".join("no answer" if math.isinf(a) else f"{a:.2f} s" for a in answers)
+        return replace(result, slow=f"took {took} against {usual.words()}; slow above {limit:.2f} s")
+
+    def _passed_seconds(self, name: str, count: int) -> list[float]:
+        """The seconds of the last ``count`` passing, not slow, answers of probe ``name``, newest first."""
+        docs = self._store.list_canaries(PROBE, limit=max(count, 1) * _PROBES_PER_ROUND)
+        return [float(d["seconds"]) for d in docs
+                if d.get("name") == name and d.get("ok") and not d.get("slow")][:count]  # fmt: skip
 
     async def _operation_seen(self, result: ProbeResult, node: str) -> None:
         """An operation probe (haven.canary.unseen): passing, its needs worked for it (seen, and HEALTHY
@@ -440,9 +471,12 @@ class CanaryRunner:
         Kept before its symptom is explained, so a failed token issue is explained by Keystone's own
         failure (and a server list that failed with it by Keystone first: the deepest cause).
         """
-        if not result.ok:
+        if not result.ok or result.slow:
             self._failing.add(node)
-        if result.ok:
+        if result.slow:
+            event = NodeEvent(node, EvidenceKind.ERROR, result.at, f"its {result.name} was slow: "
+                              f"{result.slow}", f"probe:{result.name}")  # fmt: skip
+        elif result.ok:
             await asyncio.to_thread(
                 self._store.keep_evidence, _named_ended(result.at, result.name), self._clock.now()
             )
@@ -491,9 +525,10 @@ class CanaryRunner:
             ended = _named_ended(self._clock.now(), BOOT)
             await asyncio.to_thread(self._store.keep_evidence, ended, self._clock.now())
         if run.outcome is not Outcome.OK:
+            await self._symptom(self._record(run))
             if self._settings.probes:
                 await self.observe()  # look again: what failed meanwhile is evidence (dated when it began)
-            await self._symptom(self._record(run))
+                await self._refine()
         return run
 
     async def _boot_and_watch(self, run: CanaryRun) -> CanaryRun:
@@ -603,16 +638,39 @@ class CanaryRunner:
     async def _symptom(self, record: ExplanationRecord) -> None:
         if self._on_symptom is None:
             return
+        self._handed.append(record)
         try:
             await self._on_symptom(record)
         except Exception:  # the explainer's error loses that explanation, never the canary
             _log.exception("could not explain %s", record.id)
+
+    async def _refine(self) -> None:
+        """Each symptom handed on since the last look, ranked again now that the look's evidence is kept
+        (what no check covers is dated at the failed call's start: the database behind a list that
+        timed out)."""
+        handed, self._handed = self._handed, []
+        if self._on_refine is None:
+            return
+        for record in handed:
+            try:
+                await self._on_refine(record)
+            except Exception:  # as above
+                _log.exception("could not explain %s again", record.id)
 
     def _elapsed(self, run: CanaryRun) -> float:
         return round(self._clock.now() - run.started_at, 3)
 
     async def _save(self, run: CanaryRun) -> None:
         await asyncio.to_thread(self._store.save_canary, BOOT, run_json(run))
+
+
+async def _ask(call: Callable[[], Awaitable[object]]) -> str:
+    """``call`` done: "" when it passed, else the cloud's error in words."""
+    try:
+        await call()
+    except CloudError as exc:
+        return str(exc)
+    return ""
 
 
 def _named(error: str, at: float, check: str, what: str) -> dict[str, NodeEvent]:

@@ -86,8 +86,9 @@ async def _run(
             explainer = explaining.explainer(store, clock, metrics)
             needs = probe_needs(explaining.topology)  # haven.canary.unseen, as haven serve's canary
             runner = CanaryRunner(
-                cloud, store, clock, canary.settings, explainer.open_and_explain, progress, needs=needs
-            )
+                cloud, store, clock, canary.settings, explainer.open_and_explain, progress,
+                needs=needs, on_refine=explainer.refine,
+            )  # fmt: skip
             try:
                 found = await runner.round()
             except CloudError as exc:  # the zones could not be listed: nothing was booted

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from haven.canary.model import CanarySettings, Outcome
+from haven.canary.ports import CanaryCloud
 from haven.canary.runner import CanaryRunner, Round
 from haven.canary.unseen import probe_needs
 from haven.cloud.openstack.canary import open_canary
@@ -193,20 +194,42 @@ class FaultRun:
         )  # fmt: skip
         self.symptoms: list[ExplanationRecord] = []
         self.proven = False  # the last fault's heal was proven whole by a passing canary round
+        self.warmed = False  # the probes' slow baselines have their history (warm_up)
 
     async def _explain(self, record: ExplanationRecord) -> ExplanationRecord:
         self.symptoms.append(record)
         return await self.explainer.open_and_explain(record)
 
+    def open_cloud(self) -> CanaryCloud:
+        """A fresh connection to the lab for the canary (a hung API's sockets die with it)."""
+        return open_canary("lab", clouds_yaml=self.lab.clouds_yaml, timeout_s=self.settings.request_timeout_s)
+
     async def round(self) -> Round:
         """One canary round on a fresh connection (a hung API's sockets die with it), bounded."""
-        timeout_s = self.settings.request_timeout_s
-        cloud = open_canary("lab", clouds_yaml=self.lab.clouds_yaml, timeout_s=timeout_s)
+        cloud = self.open_cloud()
         try:
             # the lab's image now: image-deleted's heal uploads a new one
             settings = dataclasses.replace(self.canary, image=self.lab.image_id)
-            runner = CanaryRunner(cloud, self.store, self.clock, settings, self._explain, needs=self.needs)
+            runner = CanaryRunner(cloud, self.store, self.clock, settings, self._explain, needs=self.needs,
+                                  on_refine=self.explainer.refine)  # fmt: skip
             return await within(runner.round(), self.settings.round_timeout_s)
+        finally:
+            cloud.close()
+
+    async def warm_up(self) -> None:
+        """Once per run (its store is new): the canary's probes asked until each has the passing answers
+        its slow baseline needs (haven.canary.slow), without symptoms; ``haven serve`` has them from its
+        earlier rounds."""
+        if self.warmed:
+            return
+        self.warmed = True
+        cloud = self.open_cloud()
+        try:
+            settings = dataclasses.replace(self.canary, image=self.lab.image_id)
+            runner = CanaryRunner(cloud, self.store, self.clock, settings)
+            for _ in range(settings.slow.min_history):
+                await runner.probe()
+                await runner.probe_image_data()
         finally:
             cloud.close()
 
@@ -223,6 +246,7 @@ class FaultRun:
                     wrong = [f"canary round: {type(exc).__name__} {exc}"]
                 else:
                     if found.runs and found.ok:
+                        await self.warm_up()
                         return []
                     wrong = [f"probe {p.name} failed" for p in found.probes if not p.ok] + [
                         f"canary {r.outcome}: {r.error}" for r in found.runs if r.outcome is not Outcome.OK

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from haven.diagnosis import Graph, NodeEvent, RankSettings, Series, Symptom, rank
+from haven.diagnosis import Explanation, Graph, NodeEvent, RankSettings, Series, Symptom, rank
 from haven.diagnosis.records import ExplanationRecord, ExplanationState
 from haven.domain.clock import Clock
 from haven.domain.errors import CloudError
@@ -180,6 +180,22 @@ class Explainer:
         _log.info("explained %s: %s", record.id, diagnosis.summary)
         return await asyncio.to_thread(self._store.get_explanation, record.id)
 
+    async def refine(self, record: ExplanationRecord) -> ExplanationRecord:
+        """Rank an explained record's symptom again with the evidence kept since (the canary's look after
+        a failed check, haven.canary.runner). Stored only when its first three causes changed, and then
+        explained at now: ``explained_at`` stays the moment the ranking it holds was first known."""
+        stored = await asyncio.to_thread(self._store.get_explanation, record.id)
+        if stored.state is not ExplanationState.DONE or stored.diagnosis is None:
+            return stored
+        found = await self.gather(stored)
+        diagnosis = rank(found.graph, stored.symptom, found.series, found.events, self._settings.rank)
+        if _top(diagnosis.explanations) == _top(stored.diagnosis.explanations):
+            return stored
+        now = self._clock.now()
+        await asyncio.to_thread(self._store.refine_explanation, record.id, diagnosis, found.notes, now)
+        _log.info("explained %s again: %s", record.id, diagnosis.summary)
+        return await asyncio.to_thread(self._store.get_explanation, record.id)
+
     async def gather(self, record: ExplanationRecord) -> RankInputs:
         """The ranker's input for ``record``'s symptom: the graph with haven's hosts, events, series."""
         symptom = record.symptom
@@ -236,6 +252,11 @@ class Explainer:
                     metric += " (" + ", ".join(f"{k}={v}" for k, v in sorted(one.labels.items())) + ")"
                 found.append(Series(wanted.node, metric, one.points, wanted.unit))
         return found, tuple(notes)
+
+
+def _top(ranked: Sequence[Explanation]) -> list[str]:
+    """What a ranking is judged by: its first three causes."""
+    return [e.node for e in ranked[:3]]
 
 
 def prepare(graph: Graph, events: Sequence[NodeEvent]) -> tuple[Graph, list[NodeEvent]]:

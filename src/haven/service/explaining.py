@@ -127,10 +127,12 @@ class Explaining:
                     # when Nova's reads time out while everything the canary checks works.
                     needs = probe_needs(self.topology)
                     canary = (
-                        CanaryRunner(canary_cloud, store, clock, settings, explain, needs=needs)
+                        CanaryRunner(canary_cloud, store, clock, settings, explain, needs=needs,
+                                     on_refine=explainer.refine)
                         if on_event is None
-                        else AnnouncingCanary(canary_cloud, store, clock, settings, explain, on_event, needs)
-                    )
+                        else AnnouncingCanary(canary_cloud, store, clock, settings, explain, on_event, needs,
+                                              explainer.refine)
+                    )  # fmt: skip
                     work.append(tasks.create_task(canary.run(stop)))
                 await stop.wait()
                 for task in work:
@@ -198,8 +200,9 @@ class AnnouncingCanary(CanaryRunner):
         on_symptom: SymptomSink,
         on_event: EventSink,
         needs: Needs | None = None,
+        on_refine: SymptomSink | None = None,
     ) -> None:
-        super().__init__(cloud, store, clock, settings, on_symptom, needs=needs)
+        super().__init__(cloud, store, clock, settings, on_symptom, needs=needs, on_refine=on_refine)
         self._on_event, self._now = on_event, clock.now
 
     async def round(self) -> Round:

@@ -111,6 +111,17 @@ def finish(conn: Connection, key: str, diagnosis: Diagnosis, notes: tuple[str, .
         raise NotFound(f"no pending explanation {key!r}")
 
 
+def refine(conn: Connection, key: str, diagnosis: Diagnosis, notes: tuple[str, ...], now: float) -> None:
+    detail = {"explanations": [explanation_json(e) for e in diagnosis.explanations], "notes": list(notes)}
+    done = conn.execute(
+        update(explanations)
+        .where(explanations.c.id == key, explanations.c.state == ExplanationState.DONE.value)
+        .values(explained_at=now, summary=diagnosis.summary, detail=detail)
+    )
+    if done.rowcount != 1:
+        raise NotFound(f"no explained record {key!r}")
+
+
 def get(conn: Connection, key: str) -> ExplanationRecord:
     row = conn.execute(select(explanations).where(explanations.c.id == key)).first()
     if row is None:

@@ -497,6 +497,12 @@ class Store:
         with self._transaction(write=True) as conn:
             explanations.finish(conn, key, diagnosis, notes, now)
 
+    def refine_explanation(self, key: str, diagnosis: Diagnosis, notes: tuple[str, ...], now: float) -> None:
+        """Replace an explained record's ranking with ``diagnosis``, explained at ``now`` (NotFound unless
+        it is done): its symptom ranked again with evidence kept after it was first explained."""
+        with self._transaction(write=True) as conn:
+            explanations.refine(conn, key, diagnosis, notes, now)
+
     def get_explanation(self, key: str) -> ExplanationRecord:
         with self._transaction(write=False) as conn:
             return explanations.get(conn, key)

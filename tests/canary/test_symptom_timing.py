@@ -1,0 +1,202 @@
+"""When a symptom reaches the explainer, and which passing checks are symptoms: on the simulated cloud and
+virtual time, through the real runner, explainer and store, judged from the explanations stored.
+
+- A failed check is explained as soon as it ends, not when the round's other checks (each waiting for its
+  timeout) are over; the round goes on, and its symptoms still make one incident per root cause.
+- A check that passes far slower than its own baseline, and stays slow when asked again, is a "slow"
+  symptom naming its check (haven.canary.slow); one slow answer, and a fast check's wobble, are not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+
+import pytest
+
+from haven.canary.config import parse_canary
+from haven.canary.model import CanarySettings
+from haven.canary.runner import CanaryRunner
+from haven.canary.sim import SimCanaryCloud
+from haven.canary.slow import SlowSettings, baseline, confirmed
+from haven.canary.unseen import probe_needs
+from haven.cloud.sim import CloudSpec, build_cloud
+from haven.controlplane.catalogue import CATALOGUE
+from haven.diagnosis.records import ExplanationRecord
+from haven.domain.clock import VirtualClock
+from haven.domain.errors import ConfigError, TemporaryError
+from haven.explain.explainer import Explainer
+from haven.explain.incidents import incident_alerts
+from haven.store import Store
+from haven.topology import openstack_topology
+
+TOPOLOGY = openstack_topology(CATALOGUE.values())
+CATALOG = {kind: f"http://127.0.0.1/{kind}" for kind in ("identity", "compute", "image", "placement")}
+SETTINGS = CanarySettings(flavor="m1.tiny", image="img-1", poll_s=0.5, boot_timeout_s=30.0)
+
+
+@pytest.fixture
+def store() -> Iterator[Store]:
+    opened = Store.open("sqlite://")
+    yield opened
+    opened.close()
+
+
+class Cloud(SimCanaryCloud):
+    """The simulated cloud with a catalog; Keystone's token takes ``token_s`` (each ask the next of the
+    list, the last one kept), failing after it when ``token_fails``; with ``hang_s``, everything else
+    waits that long, then times out (Keystone hung: nothing behind it answers)."""
+
+    token_s: list[float]  # set by Canary
+    token_fails = False
+    hang_s = 0.0
+    tokens = 0
+
+    async def issue_token(self) -> None:
+        self.tokens += 1
+        took = self.token_s.pop(0) if len(self.token_s) > 1 else self.token_s[0]
+        await self.clock.sleep_until(self.clock.now() + took)
+        if self.token_fails:
+            raise TemporaryError("issue a token: Request to /v3/auth/tokens timed out", 1.0)
+
+    async def _hang(self, what: str) -> None:
+        if self.hang_s:
+            await self.clock.sleep_until(self.clock.now() + self.hang_s)
+            raise TemporaryError(f"{what}: timed out", 1.0)
+
+    async def endpoints(self) -> Mapping[str, str]:
+        return CATALOG
+
+    async def probe_endpoint(self, url: str, timeout_s: float) -> None:
+        await self._hang(url)
+
+    async def list_servers(self) -> int:
+        await self._hang("list servers")
+        return await super().list_servers()
+
+    async def zones(self) -> list[str]:
+        await self._hang("list nova-compute services")
+        return list(await super().zones())
+
+    async def services(self) -> list[tuple[str, str, str, float | None, str]]:
+        await self._hang("services")
+        return list(await super().services())
+
+    async def image_status(self, image: str) -> str:
+        await self._hang("image status")
+        return "active"
+
+
+class Canary:
+    """A runner wired as haven serve wires it: symptoms explained at once, ranked again after the look."""
+
+    def __init__(self, store: Store, settings: CanarySettings = SETTINGS) -> None:
+        self.clock = VirtualClock()
+        self.cloud = Cloud(build_cloud(CloudSpec(hosts=2, vms=0, zones=1, seed=3), self.clock)[0], self.clock)
+        self.cloud.token_s = [0.1]
+        self.store = store
+        self.explainer = Explainer(store, TOPOLOGY, self.clock)
+        self.handed: list[tuple[float, ExplanationRecord]] = []  # (when, the record as explained then)
+        self.runner = CanaryRunner(self.cloud, store, self.clock, settings, self._explain,
+                                   needs=probe_needs(TOPOLOGY), on_refine=self.explainer.refine)  # fmt: skip
+
+    async def _explain(self, record: ExplanationRecord) -> ExplanationRecord:
+        explained = await self.explainer.open_and_explain(record)
+        self.handed.append((self.clock.now(), explained))
+        return explained
+
+    def stored(self) -> list[ExplanationRecord]:
+        return [self.store.get_explanation(r.id) for _at, r in self.handed]
+
+
+async def test_a_check_failing_at_2_s_is_explained_at_2_s_while_the_others_hang_to_10_s(store: Store) -> None:
+    canary = Canary(store)
+    canary.cloud.token_s, canary.cloud.token_fails, canary.cloud.hang_s = [2.0], True, 10.0
+    start = canary.clock.now()
+    found = await canary.runner.round()
+    first_at, first = canary.handed[0]
+    assert first.source == "probe:token" and first_at - start == pytest.approx(2.0)
+    record = store.get_explanation(first.id)  # as stored after the whole round (its look ranked it again)
+    assert record.explained_at is not None and record.explained_at - start == pytest.approx(2.0)
+    assert record.diagnosis is not None and record.diagnosis.explanations[0].node == "keystone"
+    # the round went on: the server list, the endpoints and the zones each hung 10 s after it
+    assert canary.clock.now() - start >= 2.0 + 10.0 * 3
+    assert [p.name for p in found.probes if not p.ok][:2] == ["token", "server-list"]
+    # one incident: every symptom of the round has Keystone as its root cause
+    causes = [a for a in incident_alerts(canary.stored(), [], canary.clock.now())
+              if a.labels["haven_role"] == "cause"]  # fmt: skip
+    assert [a.labels["cause"] for a in causes] == ["keystone"]
+    assert len(canary.stored()) >= 3  # token, server list, zones
+
+
+async def _warm(canary: Canary, rounds: int) -> None:
+    for _ in range(rounds):
+        await canary.runner.probe()
+
+
+async def test_a_probe_far_slower_than_its_baseline_and_staying_slow_is_a_slow_symptom(store: Store) -> None:
+    canary = Canary(store)
+    await _warm(canary, 6)  # token issued in 0.1 s six times
+    assert canary.handed == []
+    canary.cloud.token_s = [4.0, 3.5, 0.2]  # Keystone stalls in turns: two of three asks slow
+    results = await canary.runner.probe()
+    token = results[0]
+    assert token.ok and token.slow and "4.00 s, 3.50 s, 0.20 s" in token.slow
+    assert canary.cloud.tokens == 6 + 3  # asked twice more to confirm
+    [(_, record)] = canary.handed
+    assert record.source == "probe:token" and "slow" in record.symptom.what
+    assert record.diagnosis is not None and record.diagnosis.explanations[0].node == "keystone"
+    assert "slow" in record.diagnosis.explanations[0].text
+    # a slow answer is no part of the baseline: the next slow one is a symptom again
+    canary.cloud.token_s = [4.0, 3.5, 0.2]
+    await canary.runner.probe()
+    assert len(canary.handed) == 2
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [
+        [5.0, 0.1, 0.1],  # one slow answer: asked again, it is fast
+        [1.2, 0.1, 0.1],  # within the floor of its median
+    ],
+)
+async def test_one_slow_answer_or_a_wobble_is_no_symptom(store: Store, answers: list[float]) -> None:
+    canary = Canary(store)
+    await _warm(canary, 6)
+    canary.cloud.token_s = [*answers]
+    await canary.runner.probe()
+    assert canary.handed == []
+
+
+async def test_a_quiet_cloud_whose_checks_wobble_raises_nothing(store: Store) -> None:
+    canary = Canary(store)
+    wobble = [0.05, 0.3, 0.1, 0.8, 0.05, 0.6, 0.2, 1.4, 0.1, 0.05]  # a loaded host: 0.05 s to 1.4 s
+    canary.cloud.token_s = wobble * 4 + [0.1]
+    for _ in range(40):
+        await canary.runner.probe()
+    assert canary.handed == []
+
+
+async def test_no_baseline_no_slow_symptom(store: Store) -> None:
+    canary = Canary(store)
+    await _warm(canary, 4)  # fewer passing answers than min_history
+    canary.cloud.token_s = [9.0]
+    await canary.runner.probe()
+    assert canary.handed == []
+
+
+def test_the_baseline_is_robust_and_floored() -> None:
+    settings = SlowSettings(k=6.0, floor_s=1.5, history=5, min_history=3, confirm=2)
+    assert baseline([0.1, 0.1], settings) is None
+    usual = baseline([0.1, 0.1, 0.2, 30.0, 0.1, 99.0], settings)  # newest first; only the last 5 count
+    assert usual is not None and usual.count == 5 and usual.median == pytest.approx(0.1)
+    assert usual.limit(settings) == pytest.approx(0.1 + max(6.0 * 1.4826 * 0.0, 1.5))  # one 30 s: no widening
+    assert not confirmed([5.0, 0.1, 0.1], 1.6) and confirmed([5.0, float("inf"), 0.1], 1.6)
+
+
+def test_the_slow_keys_are_canary_config() -> None:
+    config = parse_canary({"slow_k": 4.0, "slow_floor_s": 2.5, "slow_confirm": 0}, "haven.toml")
+    assert config.settings.slow == dataclasses.replace(SlowSettings(), k=4.0, floor_s=2.5, confirm=0)
+    assert parse_canary({}, "haven.toml").settings.slow == SlowSettings()
+    with pytest.raises(ConfigError, match="slow_min_history"):
+        parse_canary({"slow_min_history": 0}, "haven.toml")
