@@ -147,6 +147,26 @@ def test_a_replica_found_serving_at_havens_start_is_not_taken_out_before_its_fir
     assert [(a.kind.value, a.host) for a in p.actions] == [("drain", "ctl-1")]
 
 
+def test_a_found_replica_reloading_before_its_first_probe_is_neither_drained_nor_restarted() -> None:
+    # F11: `systemctl reload` in progress (ActiveState "reloading": the process runs and serves; systemd
+    # keeps ActiveEnterTimestamp from when it became active) when haven first reads it, in rotation,
+    # within its grace and not yet probed. Running, as an active one: the found exemption holds.
+    found = frozenset({(API.name, HostName("ctl-1"))})
+    reloading = UnitStatus(UnitActive.RELOADING, "reload", active_since=NOW - 20)
+    young = replica(unit=reloading, probes=())
+    assert health(young, PROBE, NOW).health is ReplicaHealth.STARTING
+    p = plan([API], [young, replica("ctl-3", unit=FAILED)], DOMAINS, NOW, SETTINGS, found=found)
+    assert [(a.kind.value, a.host) for a in p.actions] == [("drain", "ctl-3")]
+    assert p.recheck_at == NOW - 20 + PROBE.startup_grace_s  # judged again when its grace ends
+    # Its probes failing past the grace take it out as any replica's (then restarted once out)
+    late = replica(unit=dataclasses.replace(reloading, active_since=NOW - 61), probes=FAILING)
+    p = plan([API], [late, replica("ctl-3")], DOMAINS, NOW, SETTINGS, found=found)
+    assert [(a.kind.value, a.host) for a in p.actions] == [("drain", "ctl-1")]
+    # One haven saw start (not found) is held out until its first probe passes, reloading or not
+    p = plan([API], [young, replica("ctl-3")], DOMAINS, NOW, SETTINGS)
+    assert [(a.kind.value, a.host) for a in p.actions] == [("drain", "ctl-1")]
+
+
 def test_no_backend_means_restart_at_once() -> None:
     bare = dataclasses.replace(API, backend=None)
     assert kinds([replica(unit=FAILED, member=None), replica("ctl-3")], bare) == [("restart", "ctl-1")]

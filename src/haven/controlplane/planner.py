@@ -13,11 +13,12 @@ The rules, per service:
    connections had ``drain_s`` (at once when its process is gone). It returns (ready) once its latest
    probe passed, when haven took it out, or (rule 7) when it was taken out by someone else and its unit
    was restarted since; a member an operator took out of a running replica stays out. A replica whose
-   process haven did not see start (``found``: running when haven began watching it) and that is in the
-   load balancer is not taken out for having passed no probe yet (starting): it was serving before haven
-   looked; its probes' failures take it out as any replica's. One haven saw restart (killed, systemd's
-   Restart=) is held out until its probe passes, however soon HAProxy's own check passes: a deep probe
-   (nova-api's service list with a token) is what keeps a cold replica's first requests from clients.
+   process haven did not see start (``found``: running, active or reloading, when haven began watching
+   it) and that is in the load balancer is not taken out for having passed no probe yet (starting): it
+   was serving before haven looked; its probes' failures take it out as any replica's. One haven saw
+   restart (killed, systemd's Restart=) is held out until its probe passes, however soon HAProxy's own
+   check passes: a deep probe (nova-api's service list with a token) is what keeps a cold replica's
+   first requests from clients.
 3. A failed or unhealthy replica is restarted once out of the load balancer, after an exponential
    back-off over its recent restarts (haven's and systemd's own); at ``crash_loop_max_restarts`` within
    the window, still not serving, it is in a crash loop: haven stops restarting it, keeps it out of the
@@ -289,14 +290,15 @@ def _service(
 
 
 def _found_serving(spec: ServiceSpec, j: Judged, found: frozenset[tuple[ServiceName, HostName]]) -> bool:
-    """Rule 2's exception: starting only for want of a first probe pass, its process running (active)
-    since before haven looked, and in the load balancer's rotation."""
+    """Rule 2's exception: starting only for want of a first probe pass, its process running since
+    before haven looked (active, or reloading: a ``systemctl reload`` under way keeps the process and
+    its connections), and in the load balancer's rotation."""
     unit = j.view.unit
     return (
         j.health is H.STARTING
         and (spec.name, j.view.host) in found
         and unit is not None
-        and unit.active is UnitActive.ACTIVE
+        and unit.active in (UnitActive.ACTIVE, UnitActive.RELOADING)
         and _in_rotation(spec, j)
     )
 
