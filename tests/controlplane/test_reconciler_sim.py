@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from haven.controlplane import reconciler as reconciler_module
 from haven.controlplane.config import ControlPlaneConfig
 from haven.controlplane.drivers.sim import SimBalancer, SimProber, SimUnit, SimUnits
 from haven.controlplane.reconciler import Reconciler
@@ -249,3 +250,47 @@ async def test_a_killed_replica_leaves_the_lb_at_the_next_pass_whatever_another_
     await world.reconciler.run_pass()  # ctl-2's late result is read now (passing: nothing to do)
     assert world.lb.admin[("nova_api", "ctl-2")] is MemberAdmin.READY
     await world.reconciler.aclose()
+
+
+class _Never(SimProber):
+    """A probe of ``slow`` that never returns (a hung replica whose client sets no timeout)."""
+
+    def __init__(self, inner: SimProber, slow: str) -> None:
+        self._inner, self._slow = inner, slow
+        self.started = 0
+
+    async def probe(self, address: str, spec: ProbeSpec, host: str = "") -> ProbeResult:
+        if address == self._slow:
+            self.started += 1
+            await asyncio.Event().wait()
+        return await self._inner.probe(address, spec, host)
+
+
+async def test_the_probe_wait_is_on_the_injected_clock_not_real_time(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """R2: a pass waits for its probes PROBE_WAIT_S on the reconciler's clock. On a VirtualClock that is
+    virtual time: the pass goes on at once, the clock PROBE_WAIT_S later; a probe that answers at once
+    (the simulated ones) is read by the same pass without moving the clock."""
+    monkeypatch.setattr(reconciler_module, "PROBE_WAIT_S", 20.0)  # real time would be plain to see
+    world = World(store)
+    never = _Never(world.prober, "ctl-2")
+    world.reconciler = Reconciler(CONFIG, dict(world.hosts), world.lb, never, store, world.clock)
+    before, started = world.clock.now(), time.monotonic()
+    await world.reconciler.run_pass()
+    took = time.monotonic() - started
+    assert took < 10.0, took  # not the 20 s of PROBE_WAIT_S
+    assert never.started == 1 and world.clock.now() == before + 20.0
+    assert _probed(store) == {"ctl-1": "200", "ctl-2": "", "ctl-3": ""}  # ctl-2's probe still under way
+    # All probes answering at once: read by the pass, the virtual clock does not move for them
+    world.reconciler = Reconciler(CONFIG, dict(world.hosts), world.lb, world.prober, store, world.clock)
+    before = world.clock.now()
+    await world.reconciler.run_pass()
+    assert world.clock.now() == before
+    assert _probed(store) == {"ctl-1": "200", "ctl-2": "200", "ctl-3": ""}
+    await world.reconciler.aclose()
+
+
+def _probed(store: Store) -> dict[str, str]:
+    """Each replica's latest probe result as the pass recorded it ("": none read)."""
+    return {str(r.host): r.probe for r in store.list_replicas()}

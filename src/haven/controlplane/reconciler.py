@@ -5,9 +5,9 @@ Each pass:
 1. finishes any action a previous pass or engine left ``issued`` (its handler re-reads the world first,
    so an effect that already happened is not made twice);
 2. reads every replica's unit (systemd) and the load balancer's members (HAProxy), starts the probes
-   that are due and reads those that finished within ``PROBE_WAIT_S`` (a slower one at a later pass);
-   each probe is followed by a read of its unit's CPU time, when the host's driver is a CpuMeter (how
-   the planner tells a busy replica from a hung one); notes restarts systemd made by itself
+   that are due and reads those that finished within ``PROBE_WAIT_S`` of its clock (a slower one at a
+   later pass); each probe is followed by a read of its unit's CPU time, when the host's driver is a
+   CpuMeter (how the planner tells a busy replica from a hung one); notes restarts systemd made by itself
    (NRestarts went up) as history; what changed (a probe failing or passing again, a unit stopped, a
    new process) is kept as the explainer's evidence (haven.evidence.controlplane);
 3. asks haven.controlplane.planner for the plan, commits each action's intent (``issued``, with what proves
@@ -28,7 +28,7 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from haven.controlplane.alerts import root_alerts, unread_services
 from haven.controlplane.config import ControlPlaneConfig
@@ -320,7 +320,7 @@ class Reconciler:
             task = asyncio.create_task(self._probe(address, spec.probe, spec.unit, host))
             self._inflight[key] = (status.invocation_id, task)
         if self._inflight:
-            await asyncio.wait([task for _, task in self._inflight.values()], timeout=PROBE_WAIT_S)
+            await self._wait_for_probes([task for _, task in self._inflight.values()])
         now = self._clock.now()
         probed = []
         for key, (invocation, task) in list(self._inflight.items()):
@@ -338,6 +338,23 @@ class Reconciler:
             kind = self._specs[key[0]].probe
             probed.append(Probed(key[0], key[1], kind.kind.value if kind else "", now, result))
         return probed
+
+    async def _wait_for_probes(self, tasks: Sequence[asyncio.Task[ProbeResult]]) -> None:
+        """Until every probe under way has finished or ``PROBE_WAIT_S`` has passed on the injected clock
+        (a VirtualClock jumps there at once: a simulated pass never waits in real time, and a probe that
+        never answers costs it ``PROBE_WAIT_S`` of virtual time). The probes get one turn of the loop
+        first: those that answer at once (the simulated ones) are read without moving the clock."""
+        await asyncio.sleep(0)
+        pending: set[asyncio.Future[Any]] = {task for task in tasks if not task.done()}
+        if not pending:
+            return
+        deadline = asyncio.ensure_future(self._clock.sleep_until(self._clock.now() + PROBE_WAIT_S))
+        try:
+            while pending and not deadline.done():
+                _, pending = await asyncio.wait({*pending, deadline}, return_when=asyncio.FIRST_COMPLETED)
+                pending.discard(deadline)
+        finally:
+            deadline.cancel()
 
     async def aclose(self) -> None:
         """Cancels the probes still under way (the owner calls it when it stops passes)."""
