@@ -33,12 +33,16 @@ from pathlib import Path
 import pytest
 
 from haven.controlplane.catalogue import CATALOGUE
-from haven.controlplane.config import parse_controlplane
+from haven.controlplane.config import ControlPlaneConfig, parse_controlplane
 from haven.controlplane.drivers.probes import NetworkProber
 from haven.controlplane.drivers.service_probes import TokenCache
+from haven.controlplane.drivers.sim import SimBalancer, SimUnit, SimUnits
 from haven.controlplane.planner import plan
+from haven.controlplane.reconciler import Reconciler
+from haven.domain.clock import RealClock
 from haven.domain.controlplane import (
     ActionKind,
+    Controller,
     ControlPlaneSettings,
     DomainName,
     MemberAdmin,
@@ -53,7 +57,9 @@ from haven.domain.controlplane import (
     UnitStatus,
 )
 from haven.domain.ids import HostName
+from haven.domain.incidents import Alert, AlertKind
 from haven.lab import ha
+from haven.store import Store
 from servers.process import free_port
 
 # keystonemiddleware's answer when it cannot validate a token with Keystone: what the lab venv's
@@ -66,6 +72,11 @@ KSM_503 = (
     "\nThe Keystone service is temporarily unavailable.\n\n\n </body>\n</html>"
 )
 TIMES = {"issued_at": "2026-12-07T08:00:00.000000Z", "expires_at": "2026-12-07T09:00:00.000000Z"}
+# Keystone's answer to a password it refuses (keystone 26, the lab's: the same for a disabled user)
+UNAUTHORIZED = {
+    "error": {"code": 401, "title": "Unauthorized",
+              "message": "The request you have made requires authentication."}
+}  # fmt: skip
 
 
 @dataclass
@@ -73,6 +84,7 @@ class Keystone:
     up: bool = True
     issues: bool = True  # False: it validates tokens but issues none (a password refused, its frontend)
     hang_s: float = 0.0  # > 0: hung (accepts, answers nothing for this long), its clients wait with it
+    password: str | None = None  # set: any other password gets Keystone's 401 (the probes send "secret")
     issued: int = 0
     valid: set[str] = field(default_factory=set)  # the tokens it validates
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -131,10 +143,14 @@ def serve() -> Iterator[Callable[[Replica, int], None]]:
                 self.wfile.write(data)
 
             def do_POST(self) -> None:  # Keystone
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 time.sleep(keystone.hang_s)
                 if not keystone.up or not keystone.issues:
                     self._send(503, {"error": "keystone down"})
+                    return
+                sent = body["auth"]["identity"]["password"]["user"]["password"]
+                if keystone.password is not None and sent != keystone.password:
+                    self._send(401, UNAUTHORIZED)  # a wrong password, a disabled or unknown user
                     return
                 with keystone.lock:
                     keystone.issued += 1
@@ -312,6 +328,40 @@ async def test_a_hung_keystone_is_not_the_replicas_failure_but_a_hung_replica_is
     assert "no answer within 0.5 s" in result.detail and "Keystone issues no token either" in result.detail
 
 
+async def test_keystone_refusing_havens_own_password_is_said_not_taken_for_keystone_down(
+    fake: tuple[Replica, int],
+) -> None:
+    """A 401 to haven's probe account is an operator's mistake (a wrong or rotated password, a disabled
+    user): the replica is judged by its version document, and the result says the account was refused
+    (the reconciler's alert). Keystone down (503) stays as it was: no such word."""
+    replica, port = fake
+    replica.keystone.password = "rotated"  # haven still sends "secret"
+    prober = _prober(renew_s=0.0)
+    try:
+        refused = await prober.probe("127.0.0.1", _spec(port))
+        replica.keystone.password = None  # the operator fixed it
+        fixed = await prober.probe("127.0.0.1", _spec(port))
+        replica.keystone.password = "rotated again"  # a token in hand, its renewal refused
+        kept = await prober.probe("127.0.0.1", _spec(port))
+        replica.keystone.up = False
+        down = await prober.probe("127.0.0.1", _spec(port))  # Keystone's outage proves nothing either way
+        replica.keystone.password, replica.keystone.up = None, True
+        assert not (await prober.probe("127.0.0.1", _spec(port))).credentials_refused
+        replica.keystone.up = False
+        replica.restart()
+        down_cold = await prober.probe("127.0.0.1", _spec(port))
+    finally:
+        await prober.close()
+    assert refused.ok and "version document only" in refused.detail, refused.detail
+    assert "refuses haven's probe account 'admin'" in refused.detail and "401" in refused.detail
+    assert refused.credentials_refused
+    assert fixed.ok and fixed.detail == "os-services: 1 services" and not fixed.credentials_refused
+    assert kept.ok and kept.detail == "os-services: 1 services" and kept.credentials_refused
+    assert down.ok and down.credentials_refused  # still: Keystone's latest word on it was the 401
+    assert down_cold.ok and "version document only" in down_cold.detail and "503" in down_cold.detail
+    assert not down_cold.credentials_refused
+
+
 def test_the_ha_labs_nova_api_depends_on_keystone(tmp_path: Path) -> None:
     """The lab's haven.toml names nova-api's probe only: the catalogue's depends_on, Keystone among
     them, holds for it (rule 4's "dependency has no healthy replica")."""
@@ -419,3 +469,57 @@ async def test_a_replica_restarted_during_a_keystone_outage_returns_to_the_load_
     result = plan([KEYSTONE, nova], [*_keystone_views(), *views], {}, NOW, ControlPlaneSettings())
     actions = [(a.kind, a.host) for a in result.actions if a.service == nova.name]
     assert actions == [(ActionKind.READY, restarted)], (actions, probes[restarted])
+
+
+async def test_a_refused_probe_password_is_one_alert_and_no_action_until_keystone_accepts_it(
+    pair: tuple[dict[HostName, Replica], int],
+) -> None:
+    """Through the reconciler (real prober, simulated systemd and HAProxy): Keystone refusing haven's
+    probe account raises one ``probe_credentials`` alert naming the account and where its password comes
+    from, drains and restarts nothing, and ends once Keystone accepts the password again."""
+    replicas, port = pair
+    keystone = next(iter(replicas.values())).keystone
+    keystone.password = "rotated"
+    spec = dataclasses.replace(_spec(port, address=ADDRESSES[HostName("ctl-1")]), period_s=0.1)
+    nova = dataclasses.replace(CATALOGUE[ServiceName("nova-api")], probe=spec, depends_on=())
+    config = ControlPlaneConfig(
+        ControlPlaneSettings(),
+        tuple(Controller(h, DomainName(h), address=a) for h, a in ADDRESSES.items()),
+        (nova,),
+    )
+    hosts = {
+        h: SimUnits(time.time, {nova.unit: SimUnit(UnitActive.ACTIVE, time.time() - 3600)}) for h in ADDRESSES
+    }
+    lb = SimBalancer({("nova_api", h): MemberAdmin.READY for h in ADDRESSES})
+
+    def credential_alerts() -> list[Alert]:
+        return [a for a in store.list_alerts() if a.kind is AlertKind.PROBE_CREDENTIALS]
+
+    async def passes_until(done: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 15.0
+        while not done():
+            assert time.monotonic() < deadline, store.list_replicas()
+            await reconciler.run_pass()
+
+    with Store.open("sqlite://") as store:
+        prober = _prober(renew_s=0.0)
+        reconciler = Reconciler(config, dict(hosts), lb, prober, store, RealClock())
+        try:
+            await passes_until(lambda: bool(credential_alerts()))
+            for _ in range(5):
+                await reconciler.run_pass()
+            [alert] = credential_alerts()
+            assert alert.host == f"admin@{spec.auth_url}"
+            assert "'admin'" in alert.message and "PW" in alert.message and "nova-api" in alert.message
+            assert "version document" in alert.message
+            assert all("version document only" in r.probe for r in store.list_replicas()), (
+                store.list_replicas()
+            )
+            keystone.password = None  # the operator sets the password haven has
+            await passes_until(lambda: not credential_alerts())
+            await passes_until(lambda: all(r.probe.startswith("os-services") for r in store.list_replicas()))
+        finally:
+            await reconciler.aclose()
+            await prober.close()
+    assert lb.changes == []  # never drained
+    assert [u.units[nova.unit].restarts_by_haven for u in hosts.values()] == [0, 0]

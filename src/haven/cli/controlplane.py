@@ -33,6 +33,7 @@ CONTROL_PLANE_ALERTS = frozenset(
         AlertKind.SERVICE_HOLD,
         AlertKind.SERVICE_DOWN,
         AlertKind.CONTROLLER_DOWN,
+        AlertKind.PROBE_CREDENTIALS,
     }
 )
 _RUNNING = (ReplicaHealth.HEALTHY, ReplicaHealth.STARTING, ReplicaHealth.UNHEALTHY)

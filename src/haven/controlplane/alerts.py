@@ -13,6 +13,9 @@ no hold of its own for a grace (``unread_grace``: the reconciler gives about two
 What is left (a crash loop, a
 mass failure, no host to start on) is one alert per hold; a ``busy`` hold (a replica answering late
 under load, whose restart waits) raises none: it is out of the load balancer and back once it answers.
+Keystone refusing haven's own probe account is one ``probe_credentials`` alert per account, whatever
+the number of replicas probed with it (``probe_credentials``): it is haven's configuration, not a
+replica's or Keystone's health.
 """
 
 from __future__ import annotations
@@ -21,7 +24,15 @@ from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from haven.domain.controlplane import ControlPlanePlan, ReplicaHealth, ServiceName, ServiceSpec
+from haven.domain.controlplane import (
+    ControlPlanePlan,
+    ProbeKind,
+    ProbeResult,
+    ProbeSpec,
+    ReplicaHealth,
+    ServiceName,
+    ServiceSpec,
+)
 from haven.domain.ids import HostName
 from haven.domain.incidents import AlertKind
 
@@ -157,6 +168,54 @@ def root_alerts(
     for alert in alerts:
         unique.setdefault((alert.kind, alert.subject), alert)
     return list(unique.values())
+
+
+def probe_account(probe: ProbeSpec) -> str:
+    """A Keystone account of haven's probes, as its ``probe_credentials`` alert names it."""
+    return f"{probe.user}@{probe.auth_url}"
+
+
+def probe_credentials(
+    specs: Mapping[ServiceName, ServiceSpec],
+    latest: Mapping[tuple[ServiceName, HostName], ProbeResult],
+) -> tuple[list[RootAlert], set[str]]:
+    """The ``probe_credentials`` alerts, and the accounts whose alert ends. ``latest``: each replica's
+    latest probe result. The replicas probed with one account share its token, so the newest of their
+    results tells the account's state: refused (one alert, naming the services probed with it and
+    where haven reads its password), or not (its alert ends: Keystone issued it a token since). An
+    account with no result yet is in neither: its alert stays as it is until a probe tells."""
+    accounts: dict[str, list[ServiceSpec]] = defaultdict(list)
+    newest: dict[str, ProbeResult] = {}
+    for spec in specs.values():
+        if spec.probe is None or spec.probe.kind is not ProbeKind.NOVA_SERVICES:
+            continue
+        account = probe_account(spec.probe)
+        accounts[account].append(spec)
+        for (service, _), result in latest.items():
+            if service == spec.name and (account not in newest or result.at > newest[account].at):
+                newest[account] = result
+    alerts, accepted = [], set()
+    for account, users in sorted(accounts.items()):
+        seen = newest.get(account)
+        if seen is None:
+            continue
+        if not seen.credentials_refused:
+            accepted.add(account)
+            continue
+        probe = users[0].probe
+        assert probe is not None
+        project = f" (project {probe.project!r})" if probe.project else ""
+        names = ", ".join(sorted(s.name for s in users))
+        reason = (
+            f"Keystone at {probe.auth_url} refuses haven's probe account {probe.user!r}{project} (401 to "
+            f"its password): the deep probes of {names} judge their replicas by the version document "
+            "(GET /) meanwhile, and nothing is drained or restarted for it. Fix: set the environment "
+            f"variable {probe.password_env} (the probe's password_env in [controlplane.services."
+            f"{users[0].name}]) to the account's password and restart haven serve, or make Keystone "
+            "accept it (the user's password, the user enabled, its role on the project)"
+        )
+        alerts.append(RootAlert(AlertKind.PROBE_CREDENTIALS, account, reason))
+    return alerts, accepted
 
 
 def _root(

@@ -14,8 +14,9 @@ Each pass:
    its effect: the unit's InvocationID before a restart) before the effect, and its outcome after;
 4. records every replica's state (for ``haven controlplane status`` and the metrics), raises one alert
    per root event (haven.controlplane.alerts: a lost controller, a service down with its dependents'
-   holds folded in, a crash loop...) and clears those that ended; then, if the recorded states differ
-   from the previous pass's (their observation times aside), tells ``on_replicas`` (the dashboard).
+   holds folded in, a crash loop, Keystone refusing haven's probe account...) and clears those that
+   ended; then, if the recorded states differ from the previous pass's (their observation times
+   aside), tells ``on_replicas`` (the dashboard).
 One action's failure, expected or not, fails that action only: the next pass plans again from the world.
 """
 
@@ -30,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from haven.controlplane.alerts import root_alerts, unread_services
+from haven.controlplane.alerts import probe_account, probe_credentials, root_alerts, unread_services
 from haven.controlplane.config import ControlPlaneConfig
 from haven.controlplane.planner import PROBE_HUNG, RESPREAD, plan
 from haven.controlplane.ports import Balancer, CpuMeter, Killer, Prober, Units
@@ -538,12 +539,17 @@ class Reconciler:
             (a.kind, a.subject): a.reason
             for a in root_alerts(result, self._specs, self._unread_grace(result, now))
         }
+        latest = {key: results[-1] for key, results in self._probes.items() if results}
+        refused, accepted = probe_credentials(self._specs, latest)
+        wanted.update({(a.kind, a.subject): a.reason for a in refused})
+        accounts = {probe_account(s.probe) for s in self._specs.values() if s.probe is not None}
         active = await self._db(self._store.list_alerts)
         for alert in active:
-            if (
-                alert.kind in _HOLD_ALERTS
-                and alert.host is not None
-                and (alert.kind, alert.host) not in wanted
+            if alert.host is None or (alert.kind, alert.host) in wanted:
+                continue
+            if alert.kind in _HOLD_ALERTS or (
+                alert.kind is AlertKind.PROBE_CREDENTIALS
+                and (alert.host in accepted or alert.host not in accounts)
             ):
                 await self._db(
                     self._store.clear_alerts, now=now, kind=alert.kind, host=alert.host, epoch=epoch

@@ -194,6 +194,9 @@ class ProbeResult:
     # The replica's unit's CPU time (seconds, all its processes) read just after this probe; None: not
     # known (a driver without it, its systemd not counting it, a read that failed).
     cpu_s: float | None = None
+    # Keystone refused haven's own probe account (401) at its latest answer, as of this probe: an
+    # operator's configuration error, never the replica's (haven.controlplane.alerts.probe_credentials).
+    credentials_refused: bool = False
 
 
 class MemberAdmin(StrEnum):

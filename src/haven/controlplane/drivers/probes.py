@@ -62,7 +62,8 @@ class NetworkProber:
             ok, detail = False, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         except Exception as exc:  # a client library's own error (PyMySQL, py-amqp, oslo.messaging)
             ok, detail = False, f"{type(exc).__module__}.{type(exc).__name__}: {exc}"
-        return ProbeResult(ok, self._now(), detail)
+        refused = spec.kind is ProbeKind.NOVA_SERVICES and bool(self._tokens.refused(spec))
+        return ProbeResult(ok, self._now(), detail, credentials_refused=refused)
 
     async def _nova(self, base: str, spec: ProbeSpec) -> str:
         """nova-api's deep probe, where a failure that is Keystone's is not the replica's.
@@ -77,8 +78,11 @@ class NetworkProber:
         check; a hung replica fails it too), and the detail says why: a Keystone outage neither drains nor
         restarts a nova-api replica, nor keeps one haven restarted out of the load balancer. A 401 with
         Keystone up gets one retry with a new token (revoked, expired early); a second 401 is the
-        replica's. Each request has the probe's timeout; the token fetch its own (a slow Keystone is not
-        a late nova-api)."""
+        replica's. Keystone refusing haven's own account (401 to its password: CredentialsRefused) is
+        judged the same way, by the version document, and each result says so (``credentials_refused``,
+        the reconciler's ``probe_credentials`` alert): haven's configuration, not Keystone's health. Each
+        request has the probe's timeout; the token fetch its own (a slow Keystone is not a late
+        nova-api)."""
         token, why = await self._token(spec)
         renewed = False
         while token is not None:
@@ -117,10 +121,12 @@ class NetworkProber:
         password is the probe's own failure (ProbeFailed)."""
         password = sp.secret(self._environ, spec.password_env)
         try:
-            await within(sp.issue_token(self._client, spec.auth_url, spec, password), spec.timeout_s)
+            await within(self._tokens.issue_new(self._client, spec, password), spec.timeout_s)
             return None
         except (TimeoutError, httpx.TimeoutException):
             return f"Keystone issues no token either (no answer within {spec.timeout_s:g} s)"
+        except sp.CredentialsRefused as exc:
+            return f"Keystone issues haven no token either ({exc})"
         except (sp.ProbeFailed, *_ANSWERED) as exc:
             return f"Keystone issues no token either ({type(exc).__name__}: {exc})"
 

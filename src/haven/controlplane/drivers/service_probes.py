@@ -39,6 +39,12 @@ class TokenRefused(ProbeFailed):
     once with a new one."""
 
 
+class CredentialsRefused(ProbeFailed):
+    """Keystone answered 401 to haven's own probe account (a wrong or rotated password, a disabled or
+    deleted user, no role on the project): Keystone works, haven's configuration does not. Not
+    Keystone down, never the replica's failure."""
+
+
 class KeystoneUnavailable(ProbeFailed):
     """The replica's keystonemiddleware could not validate the token with Keystone (its 503): Keystone's
     failure, not the replica's. The prober judges the replica by its version document instead."""
@@ -78,6 +84,11 @@ async def _issue(
         f"{auth_url.rstrip('/')}/auth/tokens", json=_password_auth(spec, password), timeout=spec.timeout_s
     )
     token = response.headers.get("X-Subject-Token")
+    if response.status_code == 401:
+        raise CredentialsRefused(
+            f"POST /v3/auth/tokens: 401: Keystone refuses haven's probe account {spec.user!r}"
+            + (f" (project {spec.project!r})" if spec.project else "")
+        )
     if response.status_code != 201 or not token:
         raise ProbeFailed(f"POST /v3/auth/tokens: {response.status_code}")
     return str(token), _lifetime(response)
@@ -131,24 +142,27 @@ class TokenCache:
     never the replica's, whatever the planner knows of Keystone's health (Keystone's own probe,
     ``GET /v3``, passes while its database is down).
     ``forget`` drops a token a replica refused (401), so the next ``get`` asks Keystone for a new one.
+    ``refused`` says whether Keystone's latest answer to the account (a renewal's too) was a 401
+    (CredentialsRefused), until it issues one a token again.
     """
 
     def __init__(self, renew_s: float = 600.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._tokens: dict[tuple[str, str, str], _Kept] = {}
         self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self._refused: dict[tuple[str, str, str], str] = {}  # account -> Keystone's 401, in words
         self._renew_s = renew_s
         self._clock = clock
         self.issued = 0  # tokens issued so far (what a test counts)
 
     async def get(self, client: httpx.AsyncClient, spec: ProbeSpec, password: str) -> str:
-        key = (spec.auth_url, spec.user, spec.project)
+        key = _account(spec)
         async with self._locks.setdefault(key, asyncio.Lock()):
             kept = self._tokens.get(key)
             now = self._clock()
             if kept is not None and now < min(kept.issued + self._renew_s, (kept.issued + kept.expires) / 2):
                 return kept.token
             try:
-                token, lifetime = await _issue(client, spec.auth_url, spec, password)
+                token, lifetime = await self.issue_new(client, spec, password)
             except Exception:
                 if kept is not None and self._clock() < kept.expires - spec.timeout_s:
                     log.info(
@@ -160,11 +174,30 @@ class TokenCache:
             self._tokens[key] = _Kept(token, now, now + lifetime)
             return token
 
+    async def issue_new(self, client: httpx.AsyncClient, spec: ProbeSpec, password: str) -> tuple[str, float]:
+        """A new token from Keystone (not kept: ``get`` keeps its own), noting whether it refused the
+        account."""
+        try:
+            issued = await _issue(client, spec.auth_url, spec, password)
+        except CredentialsRefused as exc:
+            self._refused[_account(spec)] = str(exc)
+            raise
+        self._refused.pop(_account(spec), None)
+        return issued
+
+    def refused(self, spec: ProbeSpec) -> str:
+        """Keystone's 401 to ``spec``'s account in words when its latest answer was one, else ""."""
+        return self._refused.get(_account(spec), "")
+
     def forget(self, spec: ProbeSpec, token: str) -> None:
-        key = (spec.auth_url, spec.user, spec.project)
+        key = _account(spec)
         kept = self._tokens.get(key)
         if kept is not None and kept.token == token:
             del self._tokens[key]
+
+
+def _account(spec: ProbeSpec) -> tuple[str, str, str]:
+    return (spec.auth_url, spec.user, spec.project)
 
 
 NOVA_SERVICES_PATH = "/v2.1/os-services"
