@@ -8,10 +8,12 @@ clusters. What this proves: which answers count as a boot that worked, and that 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 
@@ -24,6 +26,12 @@ class _Nova:
         self.deleted: list[str] = []
         self.bodies: list[dict[str, Any]] = []
         self.tokens: list[str] = []
+        self.listed: list[str] = []  # the name filters of GET /servers?name=...
+
+    @property
+    def made(self) -> bool:
+        """A server exists (or existed): the create was accepted, whatever its answer said."""
+        return self.create in (202, 2020, 2021) and bool(self.bodies)
 
 
 @pytest.fixture
@@ -46,12 +54,23 @@ def nova(request: pytest.FixtureRequest) -> Iterator[tuple[str, _Nova]]:
                 self.send_header("Content-Length", "9")
                 self.end_headers()
                 self.wfile.write(b"<html>hi!")
+            elif world.create == 2021:  # accepted, Nova's JSON, but no server id in it
+                self._send(202, {"server": {"links": []}})
             elif world.create != 202:
                 self._send(world.create, {"badRequest": {"message": "Flavor f1 could not be found."}})
             else:
                 self._send(202, {"server": {"id": "s1"}})
 
         def do_GET(self) -> None:
+            path, _, query = self.path.partition("?")
+            if path == "/servers":  # Nova's list, filtered by name (a regular expression)
+                pattern = parse_qs(query).get("name", [""])[0]
+                world.listed.append(pattern)
+                name = world.bodies[0]["server"]["name"] if world.bodies else ""
+                mine = world.made and not world.deleted and re.search(pattern, name)
+                others = [{"id": "other", "name": "haven-drill-check-0"}]  # not ours: never touched
+                self._send(200, {"servers": ([{"id": "s1", "name": name}] if mine else []) + others})
+                return
             if world.deleted:
                 self._send(404, {"itemNotFound": {"code": 404}})
                 return
@@ -112,5 +131,23 @@ def test_an_answer_that_is_not_nova_s_json_is_the_check_s_failure_not_a_tracebac
 ) -> None:
     url, world = nova
     found = boot_after(url, "tok", "img", "f1", wait_s=5, poll_s=0.05, gone_wait_s=2)
-    assert found["status"] == "not accepted" and "JSONDecodeError" in found["detail"]
-    assert world.deleted == []
+    assert found["status"] == "accepted, no server id" and "JSONDecodeError" in found["detail"]
+    # Accepted all the same: the server Nova made is found by its name and deleted (F10)
+    assert world.deleted == ["/servers/s1"] and found["deleted"] is True
+
+
+@pytest.mark.parametrize("nova", [(2021, ["ACTIVE"])], indirect=True)
+def test_a_202_without_a_server_id_leaves_no_server_behind(nova: tuple[str, _Nova]) -> None:
+    """F10: Nova's 202 with no ``server.id``: the server is found by its unique name, deleted, and its
+    404 awaited; the odd answer is reported."""
+    url, world = nova
+    found = boot_after(url, "tok", "img", "f1", wait_s=5, poll_s=0.05, gone_wait_s=2)
+    name = world.bodies[0]["server"]["name"]
+    assert found["status"] == "accepted, no server id" and "202 without a server id" in found["detail"]
+    assert world.deleted == ["/servers/s1"] and found["deleted"] is True  # gone by Nova's own 404
+    assert world.listed and all(re.fullmatch(p, name) for p in world.listed)
+    assert name in found["detail"] and "s1" in found["detail"]
+    # Two checks never share a name, so the search finds only its own server
+    other = boot_after(url, "tok", "img", "f1", wait_s=5, poll_s=0.05, gone_wait_s=0.2)
+    assert world.bodies[1]["server"]["name"] != name and other["deleted"] is False
+    assert world.deleted == ["/servers/s1"]  # the other's "haven-drill-check-0" never touched

@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import json
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -157,23 +158,34 @@ def boot_after(
     "detail", "deleted"}``; ACTIVE is read from Nova's own record of the server, and ``deleted`` is
     true once Nova answers 404 for it (within ``gone_wait_s``). An answer that is not Nova's JSON is
     the check's failure (in ``detail``), never a traceback; a server that was accepted is deleted
-    whatever happened after."""
+    whatever happened after. A 202 with no ``server.id`` in it ("accepted, no server id"), or a create
+    sent and never answered, may still have made a server: it is found by its name (unique to this
+    check) in Nova's list, deleted, and its 404 awaited; ``detail`` says what Nova answered and what
+    was found."""
     headers = {**NOVA_HEADERS, "X-Auth-Token": token}
-    body = {
-        "server": {"name": f"haven-drill-check-{int(time.time())}", "imageRef": image, "flavorRef": flavor,
-                   "networks": "none"}
-    }  # fmt: skip
+    name = f"haven-drill-check-{int(time.time())}-{uuid.uuid4().hex[:8]}"
+    body = {"server": {"name": name, "imageRef": image, "flavorRef": flavor, "networks": "none"}}
     started = time.monotonic()
     found: dict[str, Any] = {"status": "not accepted", "detail": "", "deleted": False}
     server = ""
+    unsure = False  # Nova may have made a server this check holds no id of
     with httpx.Client(timeout=15.0) as client:
         try:
-            answer = client.post(f"{compute}/servers", json=body, headers=headers)
+            try:
+                answer = client.post(f"{compute}/servers", json=body, headers=headers)
+            except httpx.HTTPError as exc:
+                # Sent (unless no connection was made): Nova may have made it, its answer lost
+                unsure = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                raise
             if answer.status_code != 202:
                 found["detail"] = f"{answer.status_code} {answer.text[:160]}"
             else:
+                unsure = True
+                found["status"] = "accepted, no server id"
+                found["detail"] = f"202 without a server id: {answer.text[:160]!r}"
                 server = str(answer.json()["server"]["id"])
-                found["status"] = "accepted"
+                unsure = False
+                found["status"], found["detail"] = "accepted", ""
             while server and time.monotonic() - started < wait_s:
                 try:
                     shown = client.get(f"{compute}/servers/{server}", headers=headers)
@@ -188,14 +200,48 @@ def boot_after(
                     found["detail"] = f"{type(exc).__name__}: {exc}"[:200]
                 time.sleep(poll_s)
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:  # no answer, or not Nova's JSON
-            found["detail"] = f"{type(exc).__name__}: {exc}"[:200]
+            error = f"{type(exc).__name__}: {exc}"[:200]
+            found["detail"] = f"{found['detail']}: {error}" if found["detail"] else error
         finally:
             found["seconds"] = round(time.monotonic() - started, 2)
             if server:
                 found["deleted"] = _delete(
                     client, f"{compute}/servers/{server}", headers, gone_wait_s, poll_s
                 )
+            elif unsure:
+                found["deleted"], found["detail"] = _delete_by_name(
+                    client, compute, name, headers, gone_wait_s, poll_s, found["detail"]
+                )
     return found
+
+
+def _delete_by_name(
+    client: httpx.Client,
+    compute: str,
+    name: str,
+    headers: dict[str, str],
+    wait_s: float,
+    poll_s: float,
+    detail: str,
+) -> tuple[bool, str]:
+    """The servers named ``name`` in Nova's list (looked for up to ``wait_s``), each deleted and its 404
+    awaited (``wait_s`` each): whether all are gone, and ``detail`` with what was found. Nova's name
+    filter is a regular expression: anchored, and the names compared again here, so only this check's
+    own server is ever touched."""
+    until = time.monotonic() + wait_s
+    ids: list[str] = []
+    while not ids and time.monotonic() < until:
+        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
+            listed = client.get(f"{compute}/servers", params={"name": f"^{name}$"}, headers=headers)
+            if listed.status_code == 200:
+                ids = [str(s["id"]) for s in listed.json()["servers"] if s.get("name") == name]
+        if not ids:
+            time.sleep(poll_s)
+    if not ids:
+        return False, f"{detail}; no server named {name} in Nova's list within {wait_s:g} s"
+    gone = [_delete(client, f"{compute}/servers/{i}", headers, wait_s, poll_s) for i in ids]
+    words = "deleted" if all(gone) else "deleted, not all gone (404) in time"
+    return all(gone), f"{detail}; found by its name {name}: {', '.join(ids)}, {words}"
 
 
 def _delete(client: httpx.Client, url: str, headers: dict[str, str], wait_s: float, poll_s: float) -> bool:
