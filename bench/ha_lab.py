@@ -41,8 +41,10 @@ haven's HTTP probes run with haven.lab.ha_drills.PROBE_TIMING (period 1 s, timeo
 nova-api's probe is the lab's deep one (``nova_services``: a token, then Nova's service list on the
 replica; timeout 2 s, 2 failures, haven.lab.ha.DEEP_TIMING), whatever the timing. ``kill`` and ``hang``
 also report haven's first drain or maintenance of the victim and its ready (seconds after the fault,
-from haven's records), and the answers slower than 2 s sent after systemd's new process ran (the cold
-answers); ``--client-timeout`` sets the clients' timeout (default 30 s; the lab test's is 10 s).
+from haven's records), the answers slower than 2 s sent after systemd's new process ran (the cold
+answers: the first six and their count) and memcached's own get_hits and get_misses over the run (every
+controller's memcached behind keystonemiddleware; None on a lab without them); ``--client-timeout``
+sets the clients' timeout (default 30 s; the lab test's is 10 s).
 ``controller`` freezes a whole controller (every process of its PID namespace SIGSTOPped, its systemd
 and D-Bus too) under load through nova-api's frontend with haven running, and reports when every member
 of it was out of HAProxy, when haven's controller_down alert came, the failed requests sent after the
@@ -92,8 +94,9 @@ from haven.controlplane.drivers.service_probes import NovaRpc, ProbeFailed
 from haven.controlplane.drivers.systemd import SystemdUnits
 from haven.domain.controlplane import ActionKind
 from haven.domain.incidents import AlertKind
-from haven.lab import ha, ha_drills, lab
+from haven.lab import ha, ha_drills, lab, memcached
 from haven.lab.keystone import Account
+from haven.lab.process import LabServiceError
 from haven.lab.state import ProcessRecord, record
 from haven.lab.toolenv import ensure_tool_env
 
@@ -108,6 +111,9 @@ _FIGURES = (
     "answers_s",
     "back_s",
     "slowest_s",
+    "slow_after_restart_n",
+    "cache_hits",
+    "cache_misses",
     "backend_empty_s",
     "victim_restarts",
     "false_actions",
@@ -226,6 +232,7 @@ def fault_run(
     others: list[str] = []
     alerts: list[str] = []
     folder = Path(tempfile.mkdtemp(prefix="hv-ha-bench-haven-"))
+    cache_before = _cache_counts(cluster)
     with _healer(cluster, heal, folder) as healer:
         with _load(url, _token(labf, cluster), clients) as load:
             time.sleep(2.0)
@@ -277,7 +284,9 @@ def fault_run(
             others = [f"{a.kind.value} {a.service}@{a.host}: {a.reason[:110]}" for a in elsewhere]
             alerts = [f"{a.kind.value}: {a.message[:110]}" for a in healer.alerts()]
     requests = load.answers + len(load.errors)
+    cache_after = _cache_counts(cluster)
     after_out = [e for e in load.errors if out_s is not None and e[0] >= faulted + out_s]
+    slow_after = [(t, d) for t, d in load.slow if restarted_s is not None and t - faulted >= restarted_s]
     kinds = collections.Counter(e[1][:60] for e in load.errors)
     return {
         "drill": drill, "mode": "haven" if heal else "systemd", "victim": host,
@@ -286,14 +295,36 @@ def fault_run(
         "restarted_s": _r(restarted_s), "answers_s": _r(answers_s), "back_s": _r(back_s),
         "slowest_s": _r(load.slowest[0]), "slowest_sent_s": _r(load.slowest[1] - faulted),
         # answers slower than 2 s sent after the victim's new process ran (its cold answers): (sent, took)
-        "slow_after_restart": [(_r(t - faulted), _r(d)) for t, d in load.slow
-                               if restarted_s is not None and t - faulted >= restarted_s][:6],
+        "slow_after_restart": [(_r(t - faulted), _r(d)) for t, d in slow_after][:6],
+        "slow_after_restart_n": len(slow_after),
+        # memcached's own get_hits and get_misses over the run (every controller's; None: no memcached)
+        "cache_hits": _delta(cache_before, cache_after, "get_hits"),
+        "cache_misses": _delta(cache_before, cache_after, "get_misses"),
         "check_up_s": _r(check_up_s), "haven_out_s": _r(haven_out_s), "haven_ready_s": _r(haven_ready_s),
         "backend_empty_s": _r(empty_s),
         "victim_restarts": restarts, "false_actions": false_actions, "first_error": load.errors[:1],
         "errors": dict(kinds.most_common(4)), "other_actions": others, "alerts": alerts,
         "load": _loadavg(),
     }  # fmt: skip
+
+
+def _cache_counts(cluster: ha.HaLab) -> dict[str, int] | None:
+    """memcached's own counters summed over the active controllers (None: the lab runs no memcached, or
+    one of them gave no stats: a drill of it)."""
+    if not cluster.memcached_port:
+        return None
+    total: collections.Counter[str] = collections.Counter()
+    try:
+        for controller in cluster.active:
+            found = memcached.stats(controller.address, cluster.memcached_port)
+            total.update({key: int(found[key]) for key in ("get_hits", "get_misses")})
+    except LabServiceError:
+        return None
+    return dict(total)
+
+
+def _delta(before: dict[str, int] | None, after: dict[str, int] | None, key: str) -> int | None:
+    return after[key] - before[key] if before is not None and after is not None else None
 
 
 def _set_maxconn(cluster: ha.HaLab, maxconn: int) -> None:

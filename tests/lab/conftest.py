@@ -2,10 +2,11 @@
 
 ``ha_lab`` starts over the session's lab (``nova_lab``, tests/servers/nova.py) what ``haven lab up
 --ha`` adds (haven.lab.ha.start): two controllers, each Debian's systemd as PID 1 of its own namespace
-with its keystone.service, nova-api.service, nova-conductor.service and nova-scheduler.service
-(``haven lab up --ha`` also has placement-api and glance-api: left out to keep the session short), and
-Debian's HAProxy in front; the session's environment has the transport URL the nova_rpc probes read.
-Needs root and the Debian packages (skipped without). At the end exactly what it started is stopped.
+with its keystone.service, nova-api.service, nova-conductor.service, nova-scheduler.service and
+memcached.service (``haven lab up --ha`` also has placement-api and glance-api: left out to keep the
+session short), and Debian's HAProxy in front; the session's environment has the transport URL the
+nova_rpc probes read. Needs root and the Debian packages (skipped without). At the end exactly what
+it started is stopped.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from haven.lab import ha
+from haven.lab import ha, memcached
 from haven.lab.process import LabProcess
 from haven.lab.toolenv import ensure_tool_env
 from servers.nova import NovaLab
@@ -28,7 +29,7 @@ from servers.nova import NovaLab
 def ha_lab(nova_lab: NovaLab) -> Iterator[ha.HaLab]:
     if os.geteuid() != 0:
         pytest.skip("needs root (systemd as PID 1 of a PID namespace)")
-    for path in (ha.SYSTEMD, ha.DBUS_DAEMON, ha.HAPROXY):
+    for path in (ha.SYSTEMD, ha.DBUS_DAEMON, ha.HAPROXY, memcached.MEMCACHED):
         if not Path(path).exists():
             pytest.skip(f"{path} missing: run scripts/install-system-deps.sh")
     venvs = {tool: ensure_tool_env(tool) for tool in ("keystone", "nova")}

@@ -28,6 +28,15 @@ Its admin socket is ``LAB/ha/haproxy.sock``. Beside each frontend, a second one 
 a TCP connect check, ``timeout check 10s``, ``timeout server 1m``): the anchor the drills compare with.
 haven's ``[controlplane]`` names only the first backends, so it never acts on the anchor's.
 
+Token caches: each controller also runs ``memcached.service`` (the catalogue's unit; Debian's memcached
+on the controller's address, one free port for all, 16 MiB), and every API replica's
+``[keystone_authtoken] memcached_servers`` lists the active controllers' memcacheds (how a dead or
+hung one is left out: haven.lab.memcached), as the install guide, Kolla-Ansible and OpenStack-Helm
+deploy them: a token validated by one process of one replica is a cache hit for every other.
+haven.toml's ``[controlplane]`` declares it (a TCP probe), so haven heals a memcached like any replica.
+``start(memcached=False)`` starts the HA lab without them (each process keeps its own in-process
+cache, as before 2026-12-07).
+
 Nova's workers: each controller also runs ``nova-conductor.service`` and ``nova-scheduler.service`` (the
 catalogue's units), Nova's own binaries of the lab's nova venv on the lab's nova.conf (its RabbitMQ and
 MariaDB) plus the controller's ``nova-host.conf`` (``[DEFAULT] host = ctl-N``: Nova's name of the
@@ -74,6 +83,7 @@ from haven.controlplane.drivers.systemd import SystemdUnits
 from haven.domain.controlplane import ProbeKind, ProbeSpec
 from haven.domain.errors import HavenError
 from haven.lab import labfiles
+from haven.lab.memcached import MEMCACHED, MEMCACHED_UNIT, authtoken_env, memcached_command, stats
 from haven.lab.process import LabProcess, LabServiceError, free_port
 from haven.lab.toolenv import Progress
 
@@ -229,6 +239,7 @@ class HaLab:
     haproxy: LabProcess | None = None
     # the APIs validate tokens through Keystone's frontend (opt-in: ``start(authtoken_frontend=True)``)
     authtoken_frontend: bool = False
+    memcached_port: int = 0  # each controller's memcached (haven.lab.memcached); 0: none (an older lab)
     started_in_s: float = 0.0
     errors: list[str] = field(default_factory=list)
 
@@ -250,6 +261,14 @@ class HaLab:
     @property
     def spares(self) -> list[Controller]:
         return [c for c in self.controllers if c.spare]
+
+    @property
+    def memcached_servers(self) -> list[str]:
+        """``[keystone_authtoken] memcached_servers`` of every API replica: the memcached of each active
+        controller (a spare's, stopped until someone starts it, is not listed); [] without memcached."""
+        if not self.memcached_port:
+            return []
+        return [f"{_address(i)}:{self.memcached_port}" for i in range(1, len(CONTROLLERS) + 1)]
 
 
 def describe(ha: HaLab) -> dict[str, object]:
@@ -274,6 +293,7 @@ def describe(ha: HaLab) -> dict[str, object]:
         "kolla_frontends": ha.kolla_frontends,
         "haproxy_socket": ha.haproxy_socket,
         "authtoken_frontend": ha.authtoken_frontend,
+        "memcached_port": ha.memcached_port,
         "started_in_s": ha.started_in_s,
     }
 
@@ -299,6 +319,7 @@ def from_state(saved: Mapping[str, object]) -> HaLab:
         workers = tuple(worker for worker in WORKERS if worker.service in names)
         found = HaLab(Path(str(saved["folder"])), controllers, apis, ports, frontends, kolla, workers)
         found.authtoken_frontend = bool(saved.get("authtoken_frontend", False))
+        found.memcached_port = int(saved.get("memcached_port", 0))  # type: ignore[call-overload]
         return found
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise LabServiceError(f"the lab state's HA part is not readable ({exc}): is this an HA lab?") from exc
@@ -311,7 +332,7 @@ def check_requirements() -> None:
             "haven lab up --ha needs root: systemd runs as PID 1 of the lab's own PID namespace"
         )
     for path, package in ((SYSTEMD, "systemd"), (DBUS_DAEMON, "dbus-daemon"), (UNSHARE, "util-linux"),
-                          (HAPROXY, "haproxy")):  # fmt: skip
+                          (HAPROXY, "haproxy"), (MEMCACHED, "memcached")):  # fmt: skip
         if not Path(path).exists():
             raise LabServiceError(
                 f"{path} is missing: install Debian's {package} (scripts/install-system-deps.sh)"
@@ -331,6 +352,7 @@ def start(
     workers: tuple[Worker, ...] = WORKERS,
     spares: int = 0,
     authtoken_frontend: bool = False,
+    memcached: bool = True,
 ) -> HaLab:
     """Start the controllers and HAProxy over the lab in ``lab_folder``; return once HAProxy has every
     replica UP and every worker replica answers an RPC ping. ``keep_namespace(name, pid1, log)`` and
@@ -338,7 +360,9 @@ def start(
     caller stop it. ``spares`` (0 or 1): then a spare controller too (``add_spare``).
     ``authtoken_frontend``: the APIs validate tokens through Keystone's frontend (off by default: under
     24 clients at load 33-58 the two Keystone replicas, taking every validation, were marked down by
-    HAProxy's 2 s check and the drills could not run; see docs/controlplane.md)."""
+    HAProxy's 2 s check and the drills could not run; see docs/controlplane.md).
+    ``memcached``: a memcached per controller behind every API's keystonemiddleware
+    (haven.lab.memcached); False starts the HA lab as it was before them (for a comparison)."""
     check_requirements()
     if not 0 <= spares <= MAX_CONTROLLERS - len(CONTROLLERS):
         raise LabServiceError(
@@ -351,12 +375,14 @@ def start(
     ports = {api.service: free_port() for api in apis}
     frontends = {api.service: free_port() for api in apis}
     kolla = {api.service: free_port() for api in apis}
-    ha = HaLab(folder, [], apis, ports, frontends, kolla, workers, authtoken_frontend=authtoken_frontend)
+    ha = HaLab(folder, [], apis, ports, frontends, kolla, workers, authtoken_frontend=authtoken_frontend,
+               memcached_port=free_port() if memcached else 0)  # fmt: skip
     labfiles.private(folder / "serve.env", serve_env(lab_folder, workers=bool(workers)))
     say(f"HA: starting systemd on {', '.join(CONTROLLERS)} and HAProxy")
     for index, host in enumerate(CONTROLLERS, start=1):
-        controller = _start_controller(folder / host, host, f"127.0.1.{index}", lab_folder, venvs, apis,
-                                       ports, restart, workers, keystone_url=_keystone_url(ha))  # fmt: skip
+        controller = _start_controller(folder / host, host, _address(index), lab_folder, venvs, apis,
+                                       ports, restart, workers, keystone_url=_keystone_url(ha),
+                                       memcached=(ha.memcached_port, ha.memcached_servers))  # fmt: skip
         ha.controllers.append(controller)
         keep_namespace(f"systemd@{host}", controller.pid1, controller.folder / "systemd.log")
     config = write_config(ha)
@@ -365,6 +391,9 @@ def start(
     for controller in ha.controllers:
         _wait_for_bus(controller, 15.0)
     ha.haproxy.wait_until(lambda: Path(ha.haproxy_socket).exists(), 10.0, "admin socket")
+    if ha.memcached_port:
+        say(f"HA: waiting for memcached on {', '.join(ha.memcached_servers)}")
+        _wait_memcached(ha, 30.0)
     say("HA: waiting for HAProxy to see every replica UP")
     _wait_all_up(ha, timeout_s)
     if workers:
@@ -407,9 +436,10 @@ def add_spare(
         )
     index = len(ha.controllers) + 1
     host = f"ctl-{index}"
-    controller = _start_controller(ha.folder / host, host, f"127.0.1.{index}", lab_folder, venvs, ha.apis,
+    controller = _start_controller(ha.folder / host, host, _address(index), lab_folder, venvs, ha.apis,
                                    ha.ports, restart, ha.workers, standby=True,
-                                   keystone_url=_keystone_url(ha))  # fmt: skip
+                                   keystone_url=_keystone_url(ha),
+                                   memcached=(ha.memcached_port, ha.memcached_servers))  # fmt: skip
     controller.spare = True
     keep_namespace(f"systemd@{host}", controller.pid1, controller.folder / "systemd.log")
     ha.controllers.append(controller)
@@ -467,8 +497,11 @@ def _start_controller(
     *,
     standby: bool = False,
     keystone_url: str = "",
+    memcached: tuple[int, list[str]] = (0, []),
 ) -> Controller:
     """``standby``: the replicas' units are installed but not wanted by the target (a spare: stopped).
+    ``memcached``: (the port of this controller's memcached, every API's ``memcached_servers``); (0, []):
+    none, the APIs keep validated tokens per process.
     ``keystone_url``: Keystone's frontend, where the other APIs' keystonemiddleware validates tokens
     (``[keystone_authtoken] auth_url`` and ``www_authenticate_uri``, set through oslo.config's
     environment source, which wins over the lab's config files the plain lab's services share)."""
@@ -483,6 +516,16 @@ def _start_controller(
         f"ExecStart={DBUS_DAEMON} --config-file={folder / 'bus.conf'} --nofork --nopidfile\n"
     )
     wanted = ["dbus.socket", "dbus.service"]
+    memcached_port, memcached_servers = memcached
+    if memcached_port:
+        log = folder / "memcached.log"
+        (units / MEMCACHED_UNIT).write_text(
+            f"[Unit]\nDescription=memcached on {host} (haven lab --ha)\nDefaultDependencies=no\n"
+            f"[Service]\nExecStart={memcached_command(address, memcached_port)}\n"
+            f"StandardOutput=append:{log}\nStandardError=append:{log}\n"
+            f"Restart={restart}\nRestartSec=1\n"
+        )
+        wanted.append(MEMCACHED_UNIT)
     for api in apis:
         replica = folder / api.service
         replica.mkdir(exist_ok=True)
@@ -495,6 +538,7 @@ def _start_controller(
             f"[Service]\nExecStart={venvs[api.tool] / 'bin' / 'gunicorn'}\nWorkingDirectory={replica}\n"
             f"Environment={api.config_env}={lab_folder / api.config_dir}\n"
             f"{_authtoken_env(keystone_url) if api.service != 'keystone' else ''}"
+            f"{authtoken_env(memcached_servers) if api.service != 'keystone' else ''}"
             f"StandardOutput=append:{log}\nStandardError=append:{log}\n"
             f"Restart={restart}\nRestartSec=1\n"
         )
@@ -560,6 +604,24 @@ _SERVER = _CHECK
 # what the lab's clients (the benches, openstacksdk) wait at most for an answer anyway.
 TIMEOUT_QUEUE = "30s"
 _KOLLA_CHECK = "check inter 2000 rise 2 fall 5"
+
+
+def _address(index: int) -> str:
+    """Controller ``ctl-<index>``'s loopback address: every replica on it binds there."""
+    return f"127.0.1.{index}"
+
+
+def _wait_memcached(ha: HaLab, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    for controller in ha.active:
+        while True:
+            try:
+                stats(controller.address, ha.memcached_port)
+                break
+            except LabServiceError as exc:
+                if time.monotonic() > deadline:
+                    raise LabServiceError(f"{exc}: see {controller.folder / 'memcached.log'}") from exc
+            time.sleep(0.2)
 
 
 def _authtoken_env(keystone_url: str) -> str:
@@ -666,6 +728,14 @@ def controlplane_toml(ha: HaLab) -> str:
         ]
     for api in ha.apis:
         lines += [f"[controlplane.services.{api.service}]", f"probe = {{ {_probe(ha, api)} }}"]
+    if ha.memcached_port:
+        # A TCP connect, as the catalogue's probe (memcached has no health document); haven restarts a
+        # killed one whose unit systemd did not (Restart=on-failure does, after 1 s).
+        lines += [
+            "[controlplane.services.memcached]",
+            f'probe = {{ kind = "tcp", port = {ha.memcached_port}, period_s = 1.0, timeout_s = 1.0, '
+            "failure_threshold = 2, startup_grace_s = 10.0 }",
+        ]
     for worker in ha.workers:
         # Nova's RPC ping of the replica on its controller (server = its host); the transport URL is
         # read from the environment (LAB/ha/serve.env). 3 s: the slowest answers seen on the loaded lab
