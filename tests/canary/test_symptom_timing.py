@@ -31,7 +31,9 @@ from haven.store import Store
 from haven.topology import openstack_topology
 
 TOPOLOGY = openstack_topology(CATALOGUE.values())
-CATALOG = {kind: f"http://127.0.0.1/{kind}" for kind in ("identity", "compute", "image", "placement")}
+CATALOG = {
+    kind: f"http://127.0.0.1/{kind}" for kind in ("identity", "compute", "image", "placement", "network")
+}
 SETTINGS = CanarySettings(flavor="m1.tiny", image="img-1", poll_s=0.5, boot_timeout_s=30.0)
 
 
@@ -127,6 +129,51 @@ async def test_a_check_failing_at_2_s_is_explained_at_2_s_while_the_others_hang_
               if a.labels["haven_role"] == "cause"]  # fmt: skip
     assert [a.labels["cause"] for a in causes] == ["keystone"]
     assert len(canary.stored()) >= 3  # token, server list, zones
+
+
+class DatabaseHung(Cloud):
+    """Every read of the database waits 10 s, then times out: Nova's lists, its services, Placement's room;
+    Keystone, the endpoints and Glance answer."""
+
+    async def _db(self, what: str) -> None:
+        await self.clock.sleep_until(self.clock.now() + 10.0)
+        raise TemporaryError(f"{what}: Request timed out", 1.0)
+
+    async def list_servers(self) -> int:
+        await self._db("list servers")
+        return 0
+
+    async def zones(self) -> list[str]:
+        await self._db("list nova-compute services")
+        return []
+
+    async def services(self) -> list[tuple[str, str, str, float | None, str]]:
+        await self._db("list nova-compute services")
+        return []
+
+    async def placement_room(self, flavor: str) -> int:
+        await self._db("allocation candidates")
+        return 0
+
+    async def image_via_compute(self, image: str) -> None:
+        await self._db("show image through Nova")
+
+
+async def test_the_database_behind_a_timed_out_list_is_named_before_the_looks_other_timeouts(
+    store: Store,
+) -> None:
+    canary = Canary(store)
+    canary.cloud = DatabaseHung(canary.cloud.cloud, canary.clock)
+    canary.cloud.token_s = [0.1]
+    canary.runner = CanaryRunner(canary.cloud, store, canary.clock, SETTINGS, canary._explain,
+                                 needs=probe_needs(TOPOLOGY), on_refine=canary.explainer.refine)  # fmt: skip
+    start = canary.clock.now()
+    await canary.runner.round()
+    listed = store.get_explanation(next(r.id for _at, r in canary.handed if r.source == "probe:server-list"))
+    assert listed.diagnosis is not None and listed.diagnosis.explanations[0].node == "mariadb"
+    # the list timed out at 10 s; what no check covers was weighed once the endpoints answered, not after
+    # Placement's room and Nova's service list each waited 10 s more
+    assert listed.explained_at is not None and listed.explained_at - start == pytest.approx(10.1)
 
 
 async def _warm(canary: Canary, rounds: int) -> None:

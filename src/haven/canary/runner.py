@@ -159,7 +159,6 @@ class CanaryRunner:
         probes = await self.probe() if self._settings.probes else []
         if self._settings.probes:
             probes += await self.observe()
-            await self._keep_unseen()
             await self._refine()  # the probes' symptoms, explained at once, ranked with the look's evidence
             probes += await self.probe_image_data()
         zones = self._settings.zones or await self._zones(probes)
@@ -195,7 +194,6 @@ class CanaryRunner:
         await self._symptom(ExplanationRecord(key, "probe:zones", "zones", symptom, started))
         if self._settings.probes:
             await self.observe()  # look again: what failed meanwhile is evidence
-            await self._keep_unseen()
             await self._refine()
         return ()
 
@@ -311,7 +309,7 @@ class CanaryRunner:
     async def _operation_seen(self, result: ProbeResult, node: str) -> None:
         """An operation probe (haven.canary.unseen): passing, its needs worked for it (seen, and HEALTHY
         in its ``unseen:`` scope); failing with no answer in time (``no_answer``) and an error that names no
-        dependency, it is weighed at the end of the round's look (``_keep_unseen``)."""
+        dependency, it is weighed once the round's look has probed the endpoints (``_keep_unseen``)."""
         needs = self._needs.get(result.name)
         if needs is None:
             return
@@ -384,6 +382,15 @@ class CanaryRunner:
                     f"its endpoint answered in {result.seconds:.2f} s",
                     ENDPOINT,
                 )
+        if self._op_failed:
+            # What no check covers is known once the endpoints answered: weighed, and the symptoms ranked
+            # with it, before the calls below (each may wait for its timeout: a hung database holds both
+            # Placement's room and Nova's service list, 20 s on the lab).
+            if kept:
+                await asyncio.to_thread(self._store.keep_evidence, kept, now)
+            kept = {}
+            await self._keep_unseen()
+            await self._refine(clear=False)
         failed = {r.name for r in results if not r.ok}
         if self._settings.image and "endpoint:image" not in failed:
             kept.update(await self._image_events())
@@ -644,11 +651,13 @@ class CanaryRunner:
         except Exception:  # the explainer's error loses that explanation, never the canary
             _log.exception("could not explain %s", record.id)
 
-    async def _refine(self) -> None:
+    async def _refine(self, clear: bool = True) -> None:
         """Each symptom handed on since the last look, ranked again now that the look's evidence is kept
         (what no check covers is dated at the failed call's start: the database behind a list that
-        timed out)."""
-        handed, self._handed = self._handed, []
+        timed out); with ``clear``, the look is over and they are not ranked again."""
+        handed = self._handed
+        if clear:
+            self._handed = []
         if self._on_refine is None:
             return
         for record in handed:
