@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from typing import TypeAlias
 
     from haven.domain.incidents import Notification
-    from haven.service.config import HavenConfig
+    from haven.service.config import CoreConfig, HavenConfig
     from haven.store import Store
 
     Subcommands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -263,7 +263,7 @@ def _add_impact(sub: Subcommands) -> None:
 def _add_audit(sub: Subcommands) -> None:
     from haven.cli.audit import add_audit_command
 
-    add_audit_command(sub)
+    add_audit_command(sub, _config, _existing_store)
 
 
 def _add_agent(sub: Subcommands) -> None:
@@ -338,7 +338,16 @@ def _config(args: argparse.Namespace) -> HavenConfig:
     return config
 
 
-def _existing_store(config: HavenConfig) -> Store:
+def _core_config(args: argparse.Namespace) -> CoreConfig:
+    """``_config``'s database URL and token file, for the commands that need only those: a file without
+    the sections parsed elsewhere is checked without importing their modules (0.7 s of `haven token`)."""
+    from haven.service.config import load_core_config
+
+    config = load_core_config(_home(args), args.config, cloud_name=getattr(args, "cloud", None))
+    return dataclasses.replace(config, database_url=args.db) if args.db else config
+
+
+def _existing_store(config: HavenConfig | CoreConfig) -> Store:
     """Open the state for reading: a missing or foreign SQLite file is an error, never migrated."""
     from haven.store import Store
 
@@ -537,7 +546,7 @@ def _token(args: argparse.Namespace, out: Console, err: Console) -> int:
     from haven.service.token import read_token
 
     # print(), not rich: the token must come out exactly, with no markup or wrapping.
-    print(read_token(_home(args), _config(args).api.token_path))
+    print(read_token(_home(args), _core_config(args).api.token_path))
     return 0
 
 
@@ -545,7 +554,7 @@ def _status(args: argparse.Namespace, out: Console, err: Console) -> int:
     from haven.cli import render
     from haven.service.status import status_summary
 
-    with _existing_store(_config(args)) as store:
+    with _existing_store(_core_config(args)) as store:
         summary = status_summary(store)
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))
@@ -558,7 +567,7 @@ def _release(args: argparse.Namespace, out: Console, err: Console) -> int:
     from haven.service.release import release_segment
 
     who = f"{getpass.getuser()} (haven release)"
-    with _existing_store(_config(args)) as store:
+    with _existing_store(_core_config(args)) as store:
         try:
             done = release_segment(store, args.segment, who, args.reason, time.time())
         except NotFound as exc:
@@ -576,7 +585,7 @@ def _release(args: argparse.Namespace, out: Console, err: Console) -> int:
 def _hosts(args: argparse.Namespace, out: Console, err: Console) -> int:
     from haven.cli import render
 
-    with _existing_store(_config(args)) as store:
+    with _existing_store(_core_config(args)) as store:
         hosts, segments = store.list_hosts(), store.list_segments()
     if args.json:
         names = {s.id: s.name for s in segments}
@@ -606,7 +615,7 @@ def _notifications(args: argparse.Namespace, out: Console, err: Console) -> int:
     from haven.domain.ids import NotificationId
     from haven.domain.incidents import NotificationStatus
 
-    with _existing_store(_config(args)) as store:
+    with _existing_store(_core_config(args)) as store:
         if args.id:
             try:
                 notification = store.get_notification(NotificationId(args.id))

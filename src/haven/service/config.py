@@ -84,19 +84,21 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from haven.backups.config import BackupsConfig, parse_backups
-from haven.canary.config import CanaryConfig, parse_canary
-from haven.controlplane.config import ControlPlaneConfig, parse_controlplane
 from haven.domain.errors import ConfigError
 from haven.domain.incidents import RecoveryMethod, SegmentMode
 from haven.domain.settings import RETURN_TO_SERVICE, DetectionSettings, EngineSettings, RecoverySettings
-from haven.explain.config import DiagnosisConfig, parse_diagnosis
 from haven.fencing.config import FencingConfig, parse_fencing
 from haven.notify.publisher import PublishSettings
 from haven.recovery.vm_policy import RESTART_METHODS, WATCHDOG_ACTIONS
-from haven.stateful.config import StatefulConfig, parse_stateful
+
+if TYPE_CHECKING:  # imported when a config with these sections is built: see _parsed_elsewhere
+    from haven.backups.config import BackupsConfig
+    from haven.canary.config import CanaryConfig
+    from haven.controlplane.config import ControlPlaneConfig
+    from haven.explain.config import DiagnosisConfig
+    from haven.stateful.config import StatefulConfig
 
 CONFIG_FILE = "haven.toml"
 DB_FILE = "haven.db"
@@ -200,16 +202,30 @@ class HavenConfig:
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     segment_bootstrap: str = "per-zone"  # one of SEGMENT_BOOTSTRAPS, resolved for the cloud driver
-    controlplane: ControlPlaneConfig = field(default_factory=ControlPlaneConfig)  # haven.controlplane.config
-    diagnosis: DiagnosisConfig = field(default_factory=DiagnosisConfig)  # haven.explain.config
-    canary: CanaryConfig = field(default_factory=CanaryConfig)  # haven.canary.config
-    backups: BackupsConfig = field(default_factory=BackupsConfig)  # haven.backups.config
-    stateful: StatefulConfig = field(default_factory=StatefulConfig)  # haven.stateful.config
+    controlplane: ControlPlaneConfig = field(default_factory=lambda: _absent("controlplane"))
+    diagnosis: DiagnosisConfig = field(default_factory=lambda: _absent("diagnosis"))  # haven.explain.config
+    canary: CanaryConfig = field(default_factory=lambda: _absent("canary"))
+    backups: BackupsConfig = field(default_factory=lambda: _absent("backups"))
+    stateful: StatefulConfig = field(default_factory=lambda: _absent("stateful"))
 
     @property
     def segment_names(self) -> frozenset[str]:
         """Every segment a [[segments]] entry names."""
         return frozenset(self.segment_methods) | frozenset(self.segment_modes)
+
+
+@dataclass(frozen=True, slots=True)
+class CoreConfig:
+    """What the commands that only read haven's state or its token need (`haven token`, `status`,
+    `hosts`, `release`, `notifications`): ``load_core_config`` reads it."""
+
+    database_url: str
+    api: ApiConfig
+
+
+# The sections whose parsers live in their own areas. Importing them costs about 0.7 s (haven.explain.config
+# alone pulls in the store, httpx and the diagnosis engine), more than the rest of a short command.
+SECTIONS_ELSEWHERE = frozenset({"controlplane", "diagnosis", "canary", "backups", "stateful"})
 
 
 def load_config(home: Path, path: Path | None = None, cloud_name: str | None = None) -> HavenConfig:
@@ -218,16 +234,43 @@ def load_config(home: Path, path: Path | None = None, cloud_name: str | None = N
     ``cloud_name`` (``--cloud NAME``) chooses the OpenStack driver on that clouds.yaml entry,
     whatever the file's [cloud] section says.
     """
+    path, raw, where = _source(home, path)
+    here = _parsed_here(home, path, raw, where, cloud_name)
+    return HavenConfig(**here, **_parsed_elsewhere(raw, where))
+
+
+def load_core_config(home: Path, path: Path | None = None, cloud_name: str | None = None) -> CoreConfig:
+    """``load_config``'s database URL and [api] section, with the same checks and the same errors.
+
+    A file with none of the SECTIONS_ELSEWHERE (none at all, or the lab's) is checked whole here
+    without importing their modules; a file with one of them is read by ``load_config``, so that a
+    mistake there still stops every command.
+    """
+    path, raw, where = _source(home, path)
+    if raw.keys() & SECTIONS_ELSEWHERE:
+        config = load_config(home, path, cloud_name)
+        return CoreConfig(config.database_url, config.api)
+    here = _parsed_here(home, path, raw, where, cloud_name)
+    return CoreConfig(here["database_url"], here["api"])
+
+
+def _source(home: Path, path: Path | None) -> tuple[Path | None, dict[str, Any], str]:
+    """The file to read (``path``, else ``home/haven.toml`` if present), its tables, and its name."""
     if path is None and (home / CONFIG_FILE).is_file():
         path = home / CONFIG_FILE
     raw: dict[str, Any] = {}
     if path is not None:
         raw = _read(path)
-    where = str(path) if path else "defaults"
+    return path, raw, str(path) if path else "defaults"
+
+
+def _parsed_here(
+    home: Path, path: Path | None, raw: dict[str, Any], where: str, cloud_name: str | None
+) -> dict[str, Any]:
+    """HavenConfig's fields but the SECTIONS_ELSEWHERE, checked in the file's reading order."""
     sections = {"database", "detection", "recovery", "cloud", "segments", "fencing", "publish", "keystone"}
-    sections |= {"coordination", "liveness", "api", "controlplane", "diagnosis", "canary", "backups"}
-    sections |= {"stateful"}
-    _only(raw, sections, where)
+    sections |= {"coordination", "liveness", "api"}
+    _only(raw, sections | SECTIONS_ELSEWHERE, where)
     database = _table(raw, "database", where)
     _only(database, {"url"}, f"{where} [database]")
     url = database.get("url", f"sqlite:///{home / DB_FILE}")
@@ -257,7 +300,7 @@ def load_config(home: Path, path: Path | None = None, cloud_name: str | None = N
     check_settings(engine, where)
     bootstrap, entries = _segments_section(raw.get("segments", []), where)
     methods, modes = _segments(entries, where)
-    return HavenConfig(
+    return dict(
         home=home,
         database_url=url,
         engine=engine,
@@ -275,12 +318,29 @@ def load_config(home: Path, path: Path | None = None, cloud_name: str | None = N
         liveness=_liveness(_table(raw, "liveness", where), f"{where} [liveness]"),
         api=_settings(ApiConfig, _table(raw, "api", where), f"{where} [api]"),
         segment_bootstrap=bootstrap or ("per-zone" if driver == "simulated" else "none"),
+    )
+
+
+def _parsed_elsewhere(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """HavenConfig's SECTIONS_ELSEWHERE, each parsed by its area's module (imported only now)."""
+    from haven.backups.config import parse_backups
+    from haven.canary.config import parse_canary
+    from haven.controlplane.config import parse_controlplane
+    from haven.explain.config import parse_diagnosis
+    from haven.stateful.config import parse_stateful
+
+    return dict(
         controlplane=parse_controlplane(raw.get("controlplane"), where),
         diagnosis=parse_diagnosis(raw.get("diagnosis"), where),
         canary=parse_canary(raw.get("canary"), where),
         backups=parse_backups(raw.get("backups"), where),
         stateful=parse_stateful(raw.get("stateful"), where),
     )
+
+
+def _absent(section: str) -> Any:
+    """A section parsed elsewhere, as a file without it gives it (a HavenConfig built without it)."""
+    return _parsed_elsewhere({}, "defaults")[section]
 
 
 def _cloud(
