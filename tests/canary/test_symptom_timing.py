@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 import pytest
 
 from haven.canary.config import parse_canary
-from haven.canary.model import CanarySettings
+from haven.canary.model import CanarySettings, Outcome, Phase
 from haven.canary.runner import CanaryRunner
 from haven.canary.sim import SimCanaryCloud
 from haven.canary.slow import SlowSettings, baseline, confirmed
@@ -174,6 +174,19 @@ async def test_the_database_behind_a_timed_out_list_is_named_before_the_looks_ot
     # the list timed out at 10 s; what no check covers was weighed once the endpoints answered, not after
     # Placement's room and Nova's service list each waited 10 s more
     assert listed.explained_at is not None and listed.explained_at - start == pytest.approx(10.1)
+
+
+async def test_a_failed_boot_is_explained_when_it_fails_not_after_its_delete_times_out(store: Store) -> None:
+    settings = dataclasses.replace(SETTINGS, delete_timeout_s=30.0, probes=False)
+    canary = Canary(store, settings)
+    canary.cloud.fail(Phase.SPAWNED, "PortBindingFailed: Binding failed for port p-1")
+    canary.cloud.delete_s = 1_000.0  # Nova does not delete the ERROR server within the canary's 30 s
+    [run] = (await canary.runner.round()).runs
+    assert run.outcome is Outcome.FAILED and "not deleted after 30 s" in run.error
+    assert run.failed_at is not None and canary.clock.now() - run.failed_at >= 30.0
+    [(handed_at, record)] = canary.handed
+    assert record.id == f"canary:{run.id}" and handed_at == pytest.approx(run.failed_at)
+    assert record.explained_at == pytest.approx(run.failed_at) and record.symptom.phase == "port binding"
 
 
 async def _warm(canary: Canary, rounds: int) -> None:

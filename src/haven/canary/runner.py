@@ -513,8 +513,14 @@ class CanaryRunner:
         run = CanaryRun(run_id, zone, f"{CANARY_PREFIX}{run_id}", self._clock.now())
         await self._save(run)  # the intent: a server of this name may exist from now on
         self._progress(f"canary {run.server_name}: booting in zone {zone}")
+        handed = False
         try:
             run = await self._boot_and_watch(run)
+            if run.outcome is Outcome.FAILED:
+                # Its symptom now, not after the delete (an ERROR server Nova cannot delete is waited
+                # for up to delete_timeout_s: neutron-hung's was explained 31.6 s after it failed).
+                await self._boot_symptom(run)
+                handed = True
             run = await self._delete(run)
         except asyncio.CancelledError:
             # Stopped mid-run: ask for the delete before going (the next round cleans what this misses).
@@ -523,20 +529,24 @@ class CanaryRunner:
             raise
         run = await self._judge(run)
         self._progress(f"canary {run.server_name}: {run.outcome} {dict(run.phases)}")
-        if run.outcome is not Outcome.OK:
-            at = run.failed_at or self._clock.now()
-            named = _named(run.error or "", at, BOOT, f"canary {run.id} failed")
-            if named:
-                await asyncio.to_thread(self._store.keep_evidence, named, self._clock.now())
-        else:  # a boot went through: what an earlier boot's error named works again
+        if run.outcome is Outcome.OK:  # a boot went through: what an earlier boot's error named works again
             ended = _named_ended(self._clock.now(), BOOT)
             await asyncio.to_thread(self._store.keep_evidence, ended, self._clock.now())
-        if run.outcome is not Outcome.OK:
-            await self._symptom(self._record(run))
+        else:
+            if not handed:  # slow, or failed only in its delete
+                await self._boot_symptom(run)
             if self._settings.probes:
                 await self.observe()  # look again: what failed meanwhile is evidence (dated when it began)
                 await self._refine()
         return run
+
+    async def _boot_symptom(self, run: CanaryRun) -> None:
+        """What the failed or slow ``run``'s error names kept as evidence, then its symptom handed on."""
+        at = run.failed_at or self._clock.now()
+        named = _named(run.error or "", at, BOOT, f"canary {run.id} failed")
+        if named:
+            await asyncio.to_thread(self._store.keep_evidence, named, self._clock.now())
+        await self._symptom(self._record(run))
 
     async def _boot_and_watch(self, run: CanaryRun) -> CanaryRun:
         s = self._settings
