@@ -1,10 +1,11 @@
 """``haven audit [--cloud NAME] [--ceph-osd-tree F --ceph-crush-rules F] [--json]`` and
 ``haven audit --layout FILE [--json]``: what one failure domain's loss would break.
 
-Registered by haven.cli.main. Without ``--layout`` the layout is read from haven's own sources
-(haven.audit.sources), opened as the other commands open them: the config (``--home``/``--config``,
-``--cloud``), the store (``--db``; it must exist: the segments are ``haven serve``'s) and the cloud (the
-simulated one by default, built from ``[cloud]`` as ``haven serve`` builds it; Nova with ``--cloud``).
+Registered by haven.cli.main, which hands over its config and store openers, the ones every command
+uses. Without ``--layout`` the layout is read from haven's own sources (haven.audit.sources): the config
+(``--home``/``--config``, ``--cloud``), the store (``--db``; it must exist: the segments are ``haven
+serve``'s) and the cloud (the simulated one by default, built from ``[cloud]`` as ``haven serve`` builds
+it; Nova with ``--cloud``). The sources' modules are imported only then: ``--layout`` needs none.
 With ``--layout`` the layout file alone (haven.audit.layout): one or the other, never both. Either way the
 pure audit (haven.audit.findings) judges, and one row per finding is printed, or JSON (the body
 ``GET /v1/haven/audit`` answers too). Exit 0 when nothing is found, 1 when something is (so a CI job can
@@ -20,31 +21,29 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from haven.audit.findings import Finding, Layout, audit, audit_json, checked
 from haven.audit.layout import read_ceph, read_layout
-from haven.audit.sources import AuditSources
-from haven.audit.sources import read_layout as read_sources
 from haven.cli.clouds import choose_cloud
 from haven.cloud.sim import CloudSpec
 from haven.domain.clock import RealClock
 from haven.domain.errors import CloudError, UserError
-from haven.service.config import HavenConfig
-from haven.store import Store
 
-ConfigOf = Callable[[argparse.Namespace], HavenConfig]
-StoreOf = Callable[[HavenConfig], Store]
+if TYPE_CHECKING:
+    from haven.service.config import HavenConfig
+    from haven.store import Store
+
+ConfigOf = Callable[[argparse.Namespace], "HavenConfig"]
+StoreOf = Callable[["HavenConfig"], "Store"]
 
 
-def add_audit_command(
-    sub: Any, config_of: ConfigOf | None = None, existing_store: StoreOf | None = None
-) -> None:
+def add_audit_command(sub: Any, config_of: ConfigOf, existing_store: StoreOf) -> None:
     """``config_of`` and ``existing_store``: how haven.cli.main opens the config and an existing store
-    for every command (None: main's own, looked up when the command runs)."""
+    for every command."""
     parser = sub.add_parser(
         "audit",
         help="failure domains: bunched replicas, quorum one rack would break, N+1 capacity, Ceph racks",
@@ -74,9 +73,7 @@ def add_audit_command(
                 )
             layout = read_layout(args.layout)
         else:
-            from haven.cli import main  # main registers this command: its openers, looked up now
-
-            layout = _from_sources(args, config_of or main._config, existing_store or main._existing_store)
+            layout = _from_sources(args, config_of, existing_store)
         return show(layout, audit(layout), args.json, out)
 
     parser.set_defaults(handler=handle)
@@ -107,6 +104,9 @@ def show(layout: Layout, findings: list[Finding], as_json: bool, out: Console) -
 
 
 def _from_sources(args: argparse.Namespace, config_of: ConfigOf, existing_store: StoreOf) -> Layout:
+    from haven.audit.sources import AuditSources  # the store, the control plane's drivers: not for --layout
+    from haven.audit.sources import read_layout as read_sources
+
     if (args.ceph_osd_tree is None) != (args.ceph_crush_rules is None):
         raise UserError("--ceph-osd-tree and --ceph-crush-rules go together", "give both, or neither")
     ceph = None

@@ -12,19 +12,20 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-
-from prometheus_client import CollectorRegistry
+from typing import TYPE_CHECKING
 
 from haven.cloud.base import Cloud, LivenessSource
-from haven.cloud.openstack import OpenStackCloud, cloud_name, open_cloud
 from haven.cloud.sim import CloudSpec, SimCloud, build_cloud
 from haven.cloud.sim.builder import SimTopology
 from haven.domain.clock import Clock
 from haven.domain.ids import HostName
 from haven.fencing.base import Fencer
 from haven.service.config import HavenConfig
-from haven.service.heartbeat_metrics import HeartbeatCollector
-from haven.service.liveness import open_real_liveness
+
+if TYPE_CHECKING:  # a real cloud's modules (openstacksdk: about 1 s) are imported only for a real cloud
+    from prometheus_client import CollectorRegistry
+
+    from haven.cloud.openstack import OpenStackCloud
 
 
 @dataclass
@@ -47,6 +48,8 @@ def choose_cloud(
 ) -> ChosenCloud:
     """The configured cloud; the OpenStack one makes no request until the engine starts."""
     if config.cloud_driver == "openstack":
+        from haven.cloud.openstack import cloud_name, open_cloud
+
         name = cloud_name(config.openstack.name or None, environ)
         cloud = open_cloud(name, max_workers=config.openstack.max_workers)
         channels = "haven agents' heartbeats (etcd), Nova and BMCs" if config.coordination.url else "Nova"
@@ -67,6 +70,9 @@ async def open_liveness(
     if chosen.openstack is None:
         yield chosen.liveness
         return
+    from haven.service.heartbeat_metrics import HeartbeatCollector
+    from haven.service.liveness import open_real_liveness
+
     async with open_real_liveness(config, chosen.openstack, fencer) as liveness:
         if metrics is None or liveness.view is None:
             yield liveness
