@@ -410,9 +410,12 @@ def down(folder: Path) -> list[str]:
     stopped = stop_processes(services) + stop_processes(
         [entry for entry in state.processes if entry.name in INFRASTRUCTURE]
     )
+    # Every child this process started for the lab is reaped: those still recorded (just signalled),
+    # and those a fault drill killed and replaced (haven.drill.faults: the record names the new process),
+    # which would stay zombies, and make Popen warn "still running" when collected, at the latest at exit.
     mine = {entry.pid for entry in state.processes}
-    for child in [c for c in _CHILDREN if c.pid in mine]:
-        child.stop(grace_s=1)  # already signalled: this only reaps it
+    for child in [c for c in _CHILDREN if c.pid in mine or c.log.resolve().is_relative_to(folder.resolve())]:
+        child.stop(grace_s=1)  # already signalled or dead: this only reaps it
         _CHILDREN.remove(child)
     ha_lab.reap()
     (folder / "lab.json").rename(folder / "lab.stopped.json")
