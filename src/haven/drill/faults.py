@@ -28,13 +28,10 @@ from typing import Any, Protocol
 
 from haven.domain.errors import UserError
 from haven.drill.faults_network import failing_route, image_data_gone, lossy, slow_http, slow_link, slow_tcp
-from haven.drill.faults_process import process_image
+from haven.drill.faults_process import keep_started, process_image
 from haven.drill.faults_resources import cpu_starved, crash_looping, disk_alarm, memory_alarm, queue_backlog
 
 Heal = Callable[[], None]
-# Services started again by a heal: kept, so no Popen object is collected while its process runs (a
-# ResourceWarning then); the lab's record of each (FaultLab.restarted) is what `haven lab down` stops.
-_RESTARTED: list[subprocess.Popen[bytes]] = []
 
 
 @dataclass(frozen=True)
@@ -130,7 +127,7 @@ def killed(process: str) -> Callable[[FaultLab], Heal]:
             with open(entry.log, "ab") as out:
                 started = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
                                            start_new_session=True)  # fmt: skip
-            _RESTARTED.append(started)
+            keep_started(started)  # reaped once it has ended
             lab.restarted(entry, started.pid)
 
         return heal

@@ -1,17 +1,39 @@
 """How a lab service was started, read back from /proc, so a killed one can be started again as it was.
 
-Called by haven.drill.faults (the ``killed`` faults) just before the SIGKILL. Servers that retitle
-themselves are read back: oslo.service's ``nova-conductor: master process [ARGV]`` holds its argv;
-gunicorn's ``gunicorn: master [gunicorn]`` was started as the gunicorn of the venv its Python modules
-are loaded from (haven.lab.wsgi starts it with no arguments), with the config folder it serves.
+Called by haven.drill.faults (the ``killed`` faults) just before the SIGKILL; ``keep_started`` then
+holds what they (and haven.drill.faults_resources) start again, until its exit status is read.
+Servers that retitle themselves are read back: oslo.service's ``nova-conductor: master process
+[ARGV]`` holds its argv; gunicorn's ``gunicorn: master [gunicorn]`` was started as the gunicorn of the
+venv its Python modules are loaded from (haven.lab.wsgi starts it with no arguments), with the config
+folder it serves.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import subprocess
 from pathlib import Path
 
 from haven.domain.errors import PermanentError
+
+# The services a fault or its heal started again: referenced while they run, so no Popen object is
+# collected with its process running; the lab's record of each (FaultLab.restarted) is what `haven lab
+# down` stops. Each one that has ended is reaped (its exit status read) at the next start and at this
+# process's exit, so none stays a zombie, nor makes Popen warn "subprocess N is still running" when
+# collected: a test session's exit did, once for each service restarted and killed since (CI's log).
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
+def keep_started(started: subprocess.Popen[bytes]) -> None:
+    reap_ended()
+    _STARTED.append(started)
+
+
+@atexit.register
+def reap_ended() -> None:
+    """Read the exit status of every started service that has ended, and forget it."""
+    _STARTED[:] = [p for p in _STARTED if p.poll() is None]
 
 
 def process_image(pid: int) -> tuple[list[str], dict[str, str], str]:

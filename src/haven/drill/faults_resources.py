@@ -48,16 +48,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from haven.domain.errors import PermanentError
-from haven.drill.faults_process import process_image
+from haven.drill.faults_process import keep_started, process_image
 
 if TYPE_CHECKING:  # haven.drill.faults imports this module for its CATALOG
     from haven.drill.faults import FaultLab, LabProcess
 
 Heal = Callable[[], None]
-
-# Services started again by a fault or its heal: kept, so no Popen object is collected while its process
-# runs; the lab's record of each (FaultLab.restarted) is what `haven lab down` stops.
-_STARTED: list[subprocess.Popen[bytes]] = []
 
 
 def _wait_dead(lab: FaultLab, entry: LabProcess, timeout_s: float = 10.0) -> None:
@@ -73,7 +69,7 @@ def start_again(
     with open(old.log, "ab") as out:
         started = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=dict(env), cwd=cwd,
                                    start_new_session=True)  # fmt: skip
-    _STARTED.append(started)
+    keep_started(started)  # reaped once it has ended (a crash loop's starts, killed one after another)
     lab.restarted(old, started.pid)
     return lab.process(old.name)
 
