@@ -31,7 +31,7 @@ class _Nova:
     @property
     def made(self) -> bool:
         """A server exists (or existed): the create was accepted, whatever its answer said."""
-        return self.create in (202, 2020, 2021) and bool(self.bodies)
+        return self.create in (202, 2020, 2021, 2022, 2023, 502, 504) and bool(self.bodies)
 
 
 @pytest.fixture
@@ -56,6 +56,10 @@ def nova(request: pytest.FixtureRequest) -> Iterator[tuple[str, _Nova]]:
                 self.wfile.write(b"<html>hi!")
             elif world.create == 2021:  # accepted, Nova's JSON, but no server id in it
                 self._send(202, {"server": {"links": []}})
+            elif world.create in (2022, 2023):  # accepted, its id null or empty
+                self._send(202, {"server": {"id": None if world.create == 2022 else ""}})
+            elif world.create in (502, 503, 504):  # a proxy's answer (502, 504: after Nova made it)
+                self._send(world.create, {"message": "The server didn't respond in time."})
             elif world.create != 202:
                 self._send(world.create, {"badRequest": {"message": "Flavor f1 could not be found."}})
             else:
@@ -71,7 +75,7 @@ def nova(request: pytest.FixtureRequest) -> Iterator[tuple[str, _Nova]]:
                 others = [{"id": "other", "name": "haven-drill-check-0"}]  # not ours: never touched
                 self._send(200, {"servers": ([{"id": "s1", "name": name}] if mine else []) + others})
                 return
-            if world.deleted:
+            if world.deleted or path != "/servers/s1":  # Nova's 404: deleted, or no such server
                 self._send(404, {"itemNotFound": {"code": 404}})
                 return
             status = world.statuses.pop(0) if len(world.statuses) > 1 else world.statuses[0]
@@ -79,6 +83,9 @@ def nova(request: pytest.FixtureRequest) -> Iterator[tuple[str, _Nova]]:
             self._send(200, {"server": {"id": "s1", "status": status, "fault": fault}})
 
         def do_DELETE(self) -> None:
+            if self.path != "/servers/s1" or not world.made:
+                self._send(404, {"itemNotFound": {"code": 404}})
+                return
             world.deleted.append(self.path)
             self._send(204)
 
@@ -151,3 +158,36 @@ def test_a_202_without_a_server_id_leaves_no_server_behind(nova: tuple[str, _Nov
     other = boot_after(url, "tok", "img", "f1", wait_s=5, poll_s=0.05, gone_wait_s=0.2)
     assert world.bodies[1]["server"]["name"] != name and other["deleted"] is False
     assert world.deleted == ["/servers/s1"]  # the other's "haven-drill-check-0" never touched
+
+
+@pytest.mark.parametrize("nova", [(2022, ["ACTIVE"]), (2023, ["ACTIVE"])], indirect=True)
+def test_a_202_with_a_null_or_empty_server_id_is_no_id(nova: tuple[str, _Nova]) -> None:
+    """``{"server": {"id": null}}`` is no id (not the server "None", whose 404 would read as deleted):
+    the server is found by its name and deleted."""
+    url, world = nova
+    found = boot_after(url, "tok", "img", "f1", wait_s=5, poll_s=0.05, gone_wait_s=2)
+    assert found["status"] == "accepted, no server id", found
+    assert world.deleted == ["/servers/s1"] and found["deleted"] is True
+    assert world.bodies[0]["server"]["name"] in found["detail"]
+
+
+@pytest.mark.parametrize("nova", [(502, ["ACTIVE"]), (504, ["ACTIVE"])], indirect=True)
+def test_a_proxys_502_or_504_to_the_create_is_unsure_and_its_server_deleted(nova: tuple[str, _Nova]) -> None:
+    """HAProxy's 502/504 may come after the create reached Nova: the server it made is found by its name
+    and deleted, and the check is not a boot that worked."""
+    url, world = nova
+    found = boot_after(url, "tok", "img", "f1", wait_s=5, poll_s=0.05, gone_wait_s=2)
+    assert found["status"] != "ACTIVE" and str(world.create) in found["detail"], found
+    assert world.deleted == ["/servers/s1"] and found["deleted"] is True
+    assert world.bodies[0]["server"]["name"] in found["detail"]
+
+
+@pytest.mark.parametrize("nova", [(503, ["ACTIVE"])], indirect=True)
+def test_a_proxys_503_that_never_reached_nova_finds_nothing_and_deletes_nothing(
+    nova: tuple[str, _Nova],
+) -> None:
+    url, world = nova
+    found = boot_after(url, "tok", "img", "f1", wait_s=5, poll_s=0.05, gone_wait_s=0.3)
+    assert found["status"] == "not accepted" and "503" in found["detail"]
+    assert world.listed and world.deleted == [] and found["deleted"] is False
+    assert "no server named" in found["detail"]

@@ -143,6 +143,9 @@ def openstack_after(folder: Path | None, wait_s: float = OPENSTACK_WAIT_S) -> di
     }
 
 
+_GATEWAY = (502, 503, 504)  # a proxy's answers to the create: Nova may have made the server all the same
+
+
 def boot_after(
     compute: str,
     token: str,
@@ -158,8 +161,9 @@ def boot_after(
     "detail", "deleted"}``; ACTIVE is read from Nova's own record of the server, and ``deleted`` is
     true once Nova answers 404 for it (within ``gone_wait_s``). An answer that is not Nova's JSON is
     the check's failure (in ``detail``), never a traceback; a server that was accepted is deleted
-    whatever happened after. A 202 with no ``server.id`` in it ("accepted, no server id"), or a create
-    sent and never answered, may still have made a server: it is found by its name (unique to this
+    whatever happened after. A 202 with no ``server.id`` in it, or a null or empty one ("accepted, no
+    server id"), a proxy's 502/503/504 to the create, or a create sent and never answered, may still have
+    made a server: it is found by its name (unique to this
     check) in Nova's list, deleted, and its 404 awaited; ``detail`` says what Nova answered and what
     was found."""
     headers = {**NOVA_HEADERS, "X-Auth-Token": token}
@@ -179,11 +183,16 @@ def boot_after(
                 raise
             if answer.status_code != 202:
                 found["detail"] = f"{answer.status_code} {answer.text[:160]}"
+                # A proxy's answer (HAProxy's 502/504, a 503): the create may have reached Nova
+                unsure = answer.status_code in _GATEWAY
             else:
                 unsure = True
                 found["status"] = "accepted, no server id"
                 found["detail"] = f"202 without a server id: {answer.text[:160]!r}"
-                server = str(answer.json()["server"]["id"])
+                ident = answer.json()["server"]["id"]
+                if not isinstance(ident, str) or not ident.strip():  # null, "": no id, not "None"
+                    raise ValueError(f"server.id is {ident!r}")
+                server = ident
                 unsure = False
                 found["status"], found["detail"] = "accepted", ""
             while server and time.monotonic() - started < wait_s:
