@@ -113,7 +113,7 @@ def test_nova_api_answers_through_haproxy_with_one_memcached_killed(
     nova_lab: NovaLab, ha_lab: ha.HaLab
 ) -> None:
     """kill -9 of memcached@ctl-1, its unit then kept stopped (systemd would start it again after 1 s):
-    new tokens through nova-api's frontend are all answered 200 within 10 s, and their entries are in the
+    two new tokens through nova-api's frontend are answered 200 within 10 s, and their entries are in the
     surviving memcached (keystonemiddleware marked the dead one and rehashed its keys). Started again at
     the end, so the session's lab stays whole."""
     ctl = ha_lab.controller("ctl-1")
@@ -125,7 +125,7 @@ def test_nova_api_answers_through_haproxy_with_one_memcached_killed(
         with pytest.raises(OSError):
             socket.create_connection((ctl.address, port), timeout=2.0).close()
         url = ha_lab.frontend_url("nova-api") + "/v2.1/servers"
-        tokens = [_token(nova_lab, ha_lab) for _ in range(4)]
+        tokens = [_token(nova_lab, ha_lab) for _ in range(2)]
         for token in tokens:
             sent = time.monotonic()
             assert _servers(url, token) == 200
