@@ -28,7 +28,6 @@ from haven.domain.controlplane import (
     ControlPlanePlan,
     ProbeKind,
     ProbeResult,
-    ProbeSpec,
     ReplicaHealth,
     ServiceName,
     ServiceSpec,
@@ -170,9 +169,19 @@ def root_alerts(
     return list(unique.values())
 
 
-def probe_account(probe: ProbeSpec) -> str:
-    """A Keystone account of haven's probes, as its ``probe_credentials`` alert names it."""
-    return f"{probe.user}@{probe.auth_url}"
+_KEYSTONE_ACCOUNTS = (ProbeKind.NOVA_SERVICES, ProbeKind.KEYSTONE)
+
+
+def probe_account(spec: ServiceSpec) -> str:
+    """A Keystone account of haven's probes, as its ``probe_credentials`` alert names it: USER@AUTH_URL,
+    or USER@SERVICE for Keystone's own probe (each replica asked for a token, no ``auth_url``)."""
+    assert spec.probe is not None
+    return f"{spec.probe.user}@{spec.probe.auth_url or spec.name}"
+
+
+def _keystone_at(spec: ServiceSpec) -> str:
+    assert spec.probe is not None
+    return spec.probe.auth_url or f"{spec.name}'s replicas"
 
 
 def probe_credentials(
@@ -187,9 +196,9 @@ def probe_credentials(
     accounts: dict[str, list[ServiceSpec]] = defaultdict(list)
     newest: dict[str, ProbeResult] = {}
     for spec in specs.values():
-        if spec.probe is None or spec.probe.kind is not ProbeKind.NOVA_SERVICES:
+        if spec.probe is None or spec.probe.kind not in _KEYSTONE_ACCOUNTS:
             continue
-        account = probe_account(spec.probe)
+        account = probe_account(spec)
         accounts[account].append(spec)
         for (service, _), result in latest.items():
             if service == spec.name and (account not in newest or result.at > newest[account].at):
@@ -207,8 +216,8 @@ def probe_credentials(
         project = f" (project {probe.project!r})" if probe.project else ""
         names = ", ".join(sorted(s.name for s in users))
         reason = (
-            f"Keystone at {probe.auth_url} refuses haven's probe account {probe.user!r}{project} (401 to "
-            f"its password): the deep probes of {names} judge their replicas by the version document "
+            f"Keystone at {_keystone_at(users[0])} refuses haven's probe account {probe.user!r}{project} "
+            f"(401 to its password): the deep probes of {names} judge their replicas by the version document "
             "(GET /) meanwhile, and nothing is drained or restarted for it. Fix: set the environment "
             f"variable {probe.password_env} (the probe's password_env in [controlplane.services."
             f"{users[0].name}]) to the account's password and restart haven serve, or make Keystone "

@@ -542,7 +542,7 @@ class Reconciler:
         latest = {key: results[-1] for key, results in self._probes.items() if results}
         refused, accepted = probe_credentials(self._specs, latest)
         wanted.update({(a.kind, a.subject): a.reason for a in refused})
-        accounts = {probe_account(s.probe) for s in self._specs.values() if s.probe is not None}
+        accounts = {probe_account(s) for s in self._specs.values() if s.probe is not None}
         active = await self._db(self._store.list_alerts)
         for alert in active:
             if alert.host is None or (alert.kind, alert.host) in wanted:

@@ -2,6 +2,10 @@
 the service's own protocol (haven.controlplane.drivers.service_probes: a Keystone token round trip, an
 SQL query, an AMQP round trip, Nova's service list, a Nova RPC ping). Nova's service list depends on
 Keystone: when it fails for Keystone's reason, the replica is judged by its version document (``_nova``).
+Keystone's own probe (a token issued and validated on the replica) refused haven's probe account (401 to
+its password: CredentialsRefused) judges the replica by its version document too, and its result says so
+(``credentials_refused``, the reconciler's ``probe_credentials`` alert): a wrong password in haven's
+configuration never drains or restarts Keystone.
 
 Used by the reconciler as its ``Prober``. A probe never raises: a refused connection, an unexpected
 status, or no answer within ``timeout_s`` (a hung process keeps its port open) is a failed result
@@ -47,11 +51,19 @@ class NetworkProber:
 
     async def probe(self, address: str, spec: ProbeSpec, host: str = "") -> ProbeResult:
         """``host``: the controller's name (Nova's ``host`` of its conductor and scheduler)."""
+        refused = False
         try:
             if spec.kind is ProbeKind.NOVA_SERVICES:
                 detail = await self._nova(f"http://{_host(address)}:{spec.port}", spec)
             else:
-                detail = await within(self._probe(address, spec, host or address), spec.timeout_s)
+                try:
+                    detail = await within(self._probe(address, spec, host or address), spec.timeout_s)
+                except sp.CredentialsRefused as exc:  # Keystone's own probe: a 401 to haven's password
+                    refused = True
+                    base = f"http://{_host(address)}:{spec.port}"
+                    detail = await within(
+                        sp.version_document(self._client, base, spec, str(exc)), spec.timeout_s
+                    )
             ok = True
         except (TimeoutError, httpx.TimeoutException):  # the client's own timeout may fire first
             # "no answer within": the planner's TIMED_OUT (a hung replica is killed before its restart)
@@ -62,7 +74,7 @@ class NetworkProber:
             ok, detail = False, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         except Exception as exc:  # a client library's own error (PyMySQL, py-amqp, oslo.messaging)
             ok, detail = False, f"{type(exc).__module__}.{type(exc).__name__}: {exc}"
-        refused = spec.kind is ProbeKind.NOVA_SERVICES and bool(self._tokens.refused(spec))
+        refused = refused or (spec.kind is ProbeKind.NOVA_SERVICES and bool(self._tokens.refused(spec)))
         return ProbeResult(ok, self._now(), detail, credentials_refused=refused)
 
     async def _nova(self, base: str, spec: ProbeSpec) -> str:
