@@ -301,10 +301,11 @@ class CanaryRunner:
         return replace(result, slow=f"took {took} against {usual.words()}; slow above {limit:.2f} s")
 
     def _passed_seconds(self, name: str, count: int) -> list[float]:
-        """The seconds of the last ``count`` passing, not slow, answers of probe ``name``, newest first."""
+        """The seconds of the last ``count`` passing answers of probe ``name``, newest first, the slow ones
+        too: a lasting slowdown (more load, a slower backend) becomes the check's usual once it fills half
+        its history, instead of a symptom every round until the fast past is pruned (KEEP_S)."""
         docs = self._store.list_canaries(PROBE, limit=max(count, 1) * _PROBES_PER_ROUND)
-        return [float(d["seconds"]) for d in docs
-                if d.get("name") == name and d.get("ok") and not d.get("slow")][:count]  # fmt: skip
+        return [float(d["seconds"]) for d in docs if d.get("name") == name and d.get("ok")][:count]
 
     async def _operation_seen(self, result: ProbeResult, node: str) -> None:
         """An operation probe (haven.canary.unseen): passing, its needs worked for it (seen, and HEALTHY
@@ -478,7 +479,7 @@ class CanaryRunner:
         Kept before its symptom is explained, so a failed token issue is explained by Keystone's own
         failure (and a server list that failed with it by Keystone first: the deepest cause).
         """
-        if not result.ok or result.slow:
+        if not result.ok:  # a slow pass still answered: seen working (what it needs stays blamable)
             self._failing.add(node)
         if result.slow:
             event = NodeEvent(node, EvidenceKind.ERROR, result.at, f"its {result.name} was slow: "

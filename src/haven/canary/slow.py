@@ -4,8 +4,9 @@ Called by haven.canary.runner for each API probe that passed (a token issued, No
 canary image's data read). Pure: the history and the answers arrive as arguments.
 
 A check's baseline is the median and the median absolute deviation (MAD, scaled by 1.4826 to a normal
-law's standard deviation) of its last ``history`` passing answers that were not slow themselves. An answer
-is slow when it took longer than ``median + max(k * MAD, floor_s)``: the floor keeps a fast check's
+law's standard deviation) of its last ``history`` passing answers, the slow ones too (a lasting
+slowdown becomes the usual once it fills half the history, not a symptom every round). An answer is
+slow when it took longer than ``median + max(k * MAD, floor_s)``: the floor keeps a fast check's
 wobble (0.05 s one time, 0.3 s the next, at load 20) from being a symptom, and MAD, not the standard
 deviation, keeps one slow answer of the past from widening the threshold. With fewer than
 ``min_history`` answers there is no baseline and nothing is slow.
