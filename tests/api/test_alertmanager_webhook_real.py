@@ -72,6 +72,7 @@ def test_alertmanager_delivers_to_haven_serve_which_explains_and_sends_back(tmp_
     (home / "haven.toml").parent.mkdir()
     (home / "haven.toml").write_text(
         f'[diagnosis]\nalertmanager_url = "{am_url}"\nalertmanager_resend_s = 1.0\n'
+        "alertmanager_settle_s = 2.0\n"  # an explanation is sent once it held 2 s (20 by default)
     )
     token = ensure_token(home)  # what haven serve reads (and Alertmanager, from the file)
     now = time.time()

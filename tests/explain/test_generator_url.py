@@ -45,7 +45,12 @@ async def test_every_alert_links_to_its_explanation_in_haven_s_api(
     alertmanager: RunningAlertmanager, receiver: WebhookReceiver, tmp_path: Path
 ) -> None:
     config = parse_diagnosis(
-        {"alertmanager_url": alertmanager.url, "alertmanager_resend_s": 2.0, "haven_url": HAVEN + "/"},
+        {
+            "alertmanager_url": alertmanager.url,
+            "alertmanager_resend_s": 2.0,
+            "alertmanager_settle_s": 0.0,
+            "haven_url": HAVEN + "/",
+        },
         "haven.toml",
     )
     with Store.open(f"sqlite:///{tmp_path}/haven.db") as store:

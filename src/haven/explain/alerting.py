@@ -12,6 +12,12 @@ request, the cause first, and the whole set is sent again every ``resend_s`` (ea
 haven sent before and no longer has (a symptom older than the incident window, a cleared alert) is sent
 once more with its end set to now: resolved.
 
+An explanation is sent once it has held ``settle_s`` (its ``explained_at`` that long ago): the canary hands a
+symptom to the explainer as soon as its check fails and ranks it again after the round's look
+(haven.explain.explainer's ``refine``, which moves ``explained_at`` when the first causes change), so a
+page never names the interim cause the look then corrects (a list that timed out first blamed on Nova's
+API, then on the database behind it).
+
 A send that fails (Alertmanager down) is logged and retried at the next tick; it never stops the explainer.
 """
 
@@ -38,10 +44,13 @@ class AlertingSettings:
     resend_s: float = 60.0
     incidents: IncidentSettings = field(default_factory=IncidentSettings)
     timeout_s: float = 5.0
+    settle_s: float = 0.0  # an explanation this recent is not sent yet (it may still be refined)
 
     def __post_init__(self) -> None:
         if self.resend_s <= 0 or self.resend_s * 2 > self.incidents.ends_after_s:
             raise ValueError("resend_s must be positive and at most half of ends_after_s")
+        if self.settle_s < 0:
+            raise ValueError("settle_s must not be negative")
 
 
 class AlertmanagerNotifier:
@@ -70,7 +79,11 @@ class AlertmanagerNotifier:
         start = now - self._settings.incidents.active_s
         records = await asyncio.to_thread(self._store.list_explanations, limit=1000)
         alerts = await asyncio.to_thread(self._store.list_alerts, active_only=True)
-        recent = [r for r in records if r.symptom.at >= start]
+        settled = now - self._settings.settle_s
+        recent = [
+            r for r in records
+            if r.symptom.at >= start and (r.explained_at is None or r.explained_at <= settled)
+        ]  # fmt: skip
         return incident_alerts(recent, alerts, now, self._settings.incidents)
 
     async def send(self, wanted: Sequence[AmAlert], now: float) -> list[AmAlert] | None:

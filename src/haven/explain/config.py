@@ -17,6 +17,7 @@ naming the key.
     default_metrics = true                         # without [[diagnosis.metrics]]: DEFAULT_METRICS
     alertmanager_url = "http://127.0.0.1:9093"     # empty: no alerts sent (haven.explain.alerting)
     alertmanager_resend_s = 60.0                   # the whole set again this often (and at each change)
+    alertmanager_settle_s = 20.0                   # an explanation is sent once it held this long
     incident_s = 900.0                             # a symptom explained this recently is an incident
     haven_url = "http://haven.example.com:15868"   # haven's API as Alertmanager's users reach it: each
                                                    # alert's generatorURL is its explanation there
@@ -83,6 +84,7 @@ class _Diagnosis(BaseModel):
     default_metrics: bool = True
     alertmanager_url: str = Field(default="", pattern=r"^(https?://.+)?$")
     alertmanager_resend_s: float = Field(default=60.0, gt=0, le=3600)
+    alertmanager_settle_s: float = Field(default=20.0, ge=0, le=600)
     incident_s: float = Field(default=900.0, gt=0)
     haven_url: str = Field(default="", pattern=r"^(https?://[^\s/?#]+(/[^\s?#]*)?)?$")
 
@@ -122,6 +124,7 @@ def parse_diagnosis(section: object, where: str) -> DiagnosisConfig:
                 ends_after_s=3 * raw.alertmanager_resend_s,
                 url=raw.haven_url.rstrip("/"),
             ),
+            settle_s=raw.alertmanager_settle_s,
         ),
     )
     return DiagnosisConfig(raw.transport_url, raw.topic, raw.pool, raw.prometheus_url.rstrip("/"), settings)

@@ -1,0 +1,86 @@
+"""An explanation is sent to Alertmanager only once it has held ``settle_s``: the canary hands a symptom
+over when its check fails and the explainer ranks it again after the round's look (refine), so an
+interim cause is never paged (haven.explain.alerting)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from haven.controlplane.catalogue import CATALOGUE
+from haven.diagnosis import EvidenceKind, Graph, NodeEvent, Symptom, rank
+from haven.diagnosis.records import ExplanationRecord, ExplanationState
+from haven.domain.clock import VirtualClock
+from haven.explain.alerting import AlertingSettings, AlertmanagerNotifier
+from haven.explain.incidents import IncidentSettings
+from haven.topology import openstack_topology
+
+NOW = 1_800_000_000.0
+
+
+def record(key: str, symptom: Symptom, events: list[NodeEvent]) -> ExplanationRecord:
+    topology = openstack_topology(CATALOGUE.values())
+    graph = Graph(topology.depends_on, topology.labels, topology.phases)
+    return ExplanationRecord(key, "canary", "az1", symptom, symptom.at, ExplanationState.DONE, NOW,
+                             rank(graph, symptom, events=events))  # fmt: skip
+
+
+class _Store:
+    def __init__(self, records: list[ExplanationRecord]) -> None:
+        self.records = records
+
+    def list_explanations(self, limit: int) -> list[ExplanationRecord]:
+        return self.records[:limit]
+
+    def list_alerts(self, active_only: bool) -> list[Any]:
+        return []
+
+
+class _Alertmanager:
+    def __init__(self) -> None:
+        self.posts: list[list[Any]] = []
+
+    async def post(self, batch: list[Any]) -> None:
+        self.posts.append(list(batch))
+
+
+def _causes(batch: list[Any]) -> set[str]:
+    return {a.labels["cause"] for a in batch if a.labels.get("haven_role") == "cause"}
+
+
+async def test_an_interim_cause_refined_within_the_settle_time_is_never_sent() -> None:
+    symptom = Symptom("nova-api", NOW - 1, "server list failed", "api")
+    api = [NodeEvent("nova-api", EvidenceKind.ERROR, NOW - 2, "its server list failed", "probe:server-list")]
+    first = dataclasses.replace(record("probe:server-list:1", symptom, api), explained_at=NOW)
+    store = _Store([first])
+    clock = VirtualClock(NOW)
+    am = _Alertmanager()
+    settings = AlertingSettings(
+        "http://am", 60.0, IncidentSettings(active_s=600, ends_after_s=180), settle_s=20.0
+    )
+    notifier = AlertmanagerNotifier(store, clock, settings, am)  # type: ignore[arg-type]
+    assert await notifier.tick() is not None  # an empty set: nothing held long enough yet
+    assert _causes(am.posts[-1]) == set()
+    # The look finds the database behind the list 8 s later: the record is ranked again, explained_at moves.
+    db = [
+        *api,
+        NodeEvent("mariadb", EvidenceKind.ERROR, NOW - 3, "no answer to what the list needs", "unseen"),
+    ]
+    clock.advance_to(clock.now() + 8.0)
+    store.records = [
+        dataclasses.replace(record("probe:server-list:1", symptom, db), explained_at=clock.now())
+    ]
+    clock.advance_to(clock.now() + 15.0)  # 23 s after the first ranking, 15 s after the refined one
+    await notifier.tick()
+    assert all(_causes(batch) == set() for batch in am.posts)
+    clock.advance_to(clock.now() + 6.0)  # the refined one has held 21 s
+    batch = await notifier.tick()
+    assert batch is not None and _causes(batch) == {"mariadb"}
+    assert not any("nova-api" in _causes(b) for b in am.posts)  # the interim cause was never paged
+
+
+def test_a_negative_settle_time_is_refused() -> None:
+    with pytest.raises(ValueError, match="settle_s"):
+        AlertingSettings("http://am", 60.0, IncidentSettings(active_s=600, ends_after_s=180), settle_s=-1.0)
