@@ -46,6 +46,7 @@ UNAUTHORIZED = {
 @dataclasses.dataclass
 class Keystone:
     password: str = "rotated"  # haven's environment says "secret"
+    refuse_at: tuple[str, ...] = ()  # replicas that refuse every password (a stale database of their own)
     issued: int = 0
 
 
@@ -69,7 +70,8 @@ def keystone() -> Iterator[tuple[Keystone, int]]:
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-            if body["auth"]["identity"]["password"]["user"]["password"] != state.password:
+            refuses = self.server.server_address[0] in state.refuse_at
+            if refuses or body["auth"]["identity"]["password"]["user"]["password"] != state.password:
                 self._send(401, UNAUTHORIZED)
                 return
             state.issued += 1
@@ -157,3 +159,42 @@ async def test_keystone_refusing_havens_probe_password_drains_and_restarts_nothi
     assert "HAVEN_PROBE_PASSWORD" in alert.message and "keystone" in alert.message
     assert all("version document only" in r.probe and "401" in r.probe for r in replicas), replicas
     assert lb.changes == [] and [u.units[spec.unit].restarts_by_haven for u in hosts.values()] == [0, 0]
+
+
+async def test_one_keystone_replica_refusing_what_the_other_accepts_is_that_replicas_failure(
+    keystone: tuple[Keystone, int],
+) -> None:
+    """keystone@ctl-2 answers 401 to the right password while keystone@ctl-1 issues tokens: not haven's
+    configuration but ctl-2's fault. It is taken out of HAProxy (the simulated balancer's own record) and
+    no probe_credentials alert is raised (review of 69d434c: before, it stayed in forever and the alert
+    flapped with whichever replica's probe ended last)."""
+    state, port = keystone
+    state.password, state.refuse_at = "secret", (ADDRESSES[HostName("ctl-2")],)
+    probe = ProbeSpec(
+        ProbeKind.KEYSTONE, port, timeout_s=1.0, period_s=0.1, failure_threshold=2, startup_grace_s=0.0,
+        user="haven", project="service", password_env="HAVEN_PROBE_PASSWORD",
+    )  # fmt: skip
+    spec = dataclasses.replace(CATALOGUE[ServiceName("keystone")], probe=probe, depends_on=())
+    config = ControlPlaneConfig(
+        ControlPlaneSettings(),
+        tuple(Controller(h, DomainName(h), address=a) for h, a in ADDRESSES.items()),
+        (spec,),
+    )
+    hosts = {
+        h: SimUnits(time.time, {spec.unit: SimUnit(UnitActive.ACTIVE, time.time() - 3600)}) for h in ADDRESSES
+    }
+    lb = SimBalancer({("keystone", h): MemberAdmin.READY for h in ADDRESSES})
+    prober = NetworkProber(environ={"HAVEN_PROBE_PASSWORD": "secret"})
+    with Store.open("sqlite://") as store:
+        reconciler = Reconciler(config, dict(hosts), lb, prober, store, RealClock())
+        try:
+            deadline = time.monotonic() + 10.0
+            while time.monotonic() < deadline and lb.admin[("keystone", "ctl-2")] is MemberAdmin.READY:
+                await reconciler.run_pass()
+            alerts = [(a.kind, a.host) for a in store.list_alerts()]
+        finally:
+            await reconciler.aclose()
+            await prober.close()
+    assert lb.admin[("keystone", "ctl-2")] is not MemberAdmin.READY, (lb.changes, alerts)
+    assert lb.admin[("keystone", "ctl-1")] is MemberAdmin.READY, lb.changes
+    assert not [a for a in alerts if a[0] is AlertKind.PROBE_CREDENTIALS], alerts

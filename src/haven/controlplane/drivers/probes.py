@@ -44,6 +44,10 @@ class NetworkProber:
         self._client = httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0), trust_env=False)
         self._tokens = tokens if tokens is not None else sp.TokenCache()
         self._rpc = sp.NovaRpc()
+        # Keystone's own probe, per probe spec: when each replica last issued haven's account a token, and
+        # since when each has refused it (``_refusal``).
+        self._issued: dict[str, dict[str, float]] = {}
+        self._refusing: dict[tuple[str, str], float] = {}
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -58,7 +62,11 @@ class NetworkProber:
             else:
                 try:
                     detail = await within(self._probe(address, spec, host or address), spec.timeout_s)
+                    if spec.kind is ProbeKind.KEYSTONE:
+                        self._issued.setdefault(repr(spec), {})[address] = self._now()
+                        self._refusing.pop((repr(spec), address), None)
                 except sp.CredentialsRefused as exc:  # Keystone's own probe: a 401 to haven's password
+                    self._refusal(address, spec, exc)
                     refused = True
                     base = f"http://{_host(address)}:{spec.port}"
                     detail = await within(
@@ -76,6 +84,16 @@ class NetworkProber:
             ok, detail = False, f"{type(exc).__module__}.{type(exc).__name__}: {exc}"
         refused = refused or (spec.kind is ProbeKind.NOVA_SERVICES and bool(self._tokens.refused(spec)))
         return ProbeResult(ok, self._now(), detail, credentials_refused=refused)
+
+    def _refusal(self, address: str, spec: ProbeSpec, exc: sp.CredentialsRefused) -> None:
+        """A 401 to haven's password from Keystone's replica at ``address`` is haven's configuration only
+        while no other replica has issued the account a token since this one began refusing it: a replica
+        that refuses what another accepts (a stale database, a wrong connection) fails, as any. Every
+        replica refusing (a rotated password: the others' tokens predate the refusals) stays haven's."""
+        since = self._refusing.setdefault((repr(spec), address), self._now())
+        others = [a for a, at in self._issued.get(repr(spec), {}).items() if a != address and at >= since]
+        if others:
+            raise sp.ProbeFailed(f"{exc}; but Keystone at {', '.join(sorted(others))} issues it tokens")
 
     async def _nova(self, base: str, spec: ProbeSpec) -> str:
         """nova-api's deep probe, where a failure that is Keystone's is not the replica's.
