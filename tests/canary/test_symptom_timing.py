@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 import pytest
 
 from haven.canary.config import parse_canary
-from haven.canary.model import CanarySettings, Outcome, Phase
+from haven.canary.model import CanaryRun, CanarySettings, Outcome, Phase
 from haven.canary.runner import CanaryRunner
 from haven.canary.sim import SimCanaryCloud
 from haven.canary.slow import SlowSettings, baseline, confirmed
@@ -189,6 +189,34 @@ async def test_a_failed_boot_is_explained_when_it_fails_not_after_its_delete_tim
     assert record.explained_at == pytest.approx(run.failed_at) and record.symptom.phase == "port binding"
 
 
+async def test_a_store_error_at_the_early_hand_off_still_deletes_the_server_first(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of 817d947: the symptom is handed before the delete; a store error there ("database is
+    locked" while its evidence is kept) must not skip the delete (the server left to the next round's
+    clean): the delete first, the symptom handed after it. Ground truth: the simulated Nova's server."""
+    settings = dataclasses.replace(SETTINGS, probes=False)
+    canary = Canary(store, settings)
+    canary.cloud.fail(Phase.SPAWNED, "PortBindingFailed: Binding failed for port p-1")
+    hand = canary.runner._boot_symptom
+    calls: list[float] = []
+
+    async def locked_once(run: CanaryRun) -> None:
+        calls.append(canary.clock.now())
+        if len(calls) == 1:
+            raise RuntimeError("database is locked")
+        await hand(run)
+
+    monkeypatch.setattr(canary.runner, "_boot_symptom", locked_once)
+    [run] = (await canary.runner.round()).runs
+    assert run.outcome is Outcome.FAILED and run.server_id is not None
+    server = canary.cloud.servers[run.server_id]
+    assert server.deleted_at is not None, "the failed canary's server was not deleted"
+    assert len(calls) == 2  # handed again after the delete
+    [(_, record)] = canary.handed
+    assert record.id == f"canary:{run.id}"
+
+
 async def _warm(canary: Canary, rounds: int) -> None:
     for _ in range(rounds):
         await canary.runner.probe()
@@ -207,7 +235,7 @@ async def test_a_probe_far_slower_than_its_baseline_and_staying_slow_is_a_slow_s
     assert record.source == "probe:token" and "slow" in record.symptom.what
     assert record.diagnosis is not None and record.diagnosis.explanations[0].node == "keystone"
     assert "slow" in record.diagnosis.explanations[0].text
-    # a slow answer is no part of the baseline: the next slow one is a symptom again
+    # one slow answer in the baseline does not move its median: the next slow one is a symptom again
     canary.cloud.token_s = [4.0, 3.5, 0.2]
     await canary.runner.probe()
     assert len(canary.handed) == 2

@@ -520,8 +520,11 @@ class CanaryRunner:
             if run.outcome is Outcome.FAILED:
                 # Its symptom now, not after the delete (an ERROR server Nova cannot delete is waited
                 # for up to delete_timeout_s: neutron-hung's was explained 31.6 s after it failed).
-                await self._boot_symptom(run)
-                handed = True
+                try:
+                    await self._boot_symptom(run)
+                    handed = True
+                except Exception:  # the store's trouble: the delete still goes first, handed after it
+                    _log.warning("canary %s: its symptom not handed yet", run.server_name, exc_info=True)
             run = await self._delete(run)
         except asyncio.CancelledError:
             # Stopped mid-run: ask for the delete before going (the next round cleans what this misses).

@@ -143,7 +143,9 @@ def openstack_after(folder: Path | None, wait_s: float = OPENSTACK_WAIT_S) -> di
     }
 
 
-_GATEWAY = (502, 503, 504)  # a proxy's answers to the create: Nova may have made the server all the same
+# Answers to the create after which Nova may have made the server all the same: a proxy's (HAProxy's 502,
+# 504, a 503), and Nova's own 500 (its BuildRequest written before the cast to the conductor failed).
+_UNSURE = (500, 502, 503, 504)
 
 
 def boot_after(
@@ -183,8 +185,8 @@ def boot_after(
                 raise
             if answer.status_code != 202:
                 found["detail"] = f"{answer.status_code} {answer.text[:160]}"
-                # A proxy's answer (HAProxy's 502/504, a 503): the create may have reached Nova
-                unsure = answer.status_code in _GATEWAY
+                # A proxy's answer (HAProxy's 502/504, a 503), Nova's 500: the server may exist
+                unsure = answer.status_code in _UNSURE
             else:
                 unsure = True
                 found["status"] = "accepted, no server id"

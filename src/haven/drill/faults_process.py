@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import os
 import subprocess
+import threading
 from pathlib import Path
 
 from haven.domain.errors import PermanentError
@@ -23,17 +24,20 @@ from haven.domain.errors import PermanentError
 # process's exit, so none stays a zombie, nor makes Popen warn "subprocess N is still running" when
 # collected: a test session's exit did, once for each service restarted and killed since (CI's log).
 _STARTED: list[subprocess.Popen[bytes]] = []
+_STARTED_LOCK = threading.Lock()  # a crash loop's thread, the drill and atexit all keep and reap
 
 
 def keep_started(started: subprocess.Popen[bytes]) -> None:
-    reap_ended()
-    _STARTED.append(started)
+    with _STARTED_LOCK:
+        _STARTED[:] = [p for p in _STARTED if p.poll() is None]
+        _STARTED.append(started)
 
 
 @atexit.register
 def reap_ended() -> None:
     """Read the exit status of every started service that has ended, and forget it."""
-    _STARTED[:] = [p for p in _STARTED if p.poll() is None]
+    with _STARTED_LOCK:
+        _STARTED[:] = [p for p in _STARTED if p.poll() is None]
 
 
 def process_image(pid: int) -> tuple[list[str], dict[str, str], str]:
