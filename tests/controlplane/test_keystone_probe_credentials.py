@@ -29,6 +29,7 @@ from haven.domain.controlplane import (
     ProbeKind,
     ProbeSpec,
     ServiceName,
+    ServiceSpec,
     UnitActive,
 )
 from haven.domain.ids import HostName
@@ -70,7 +71,7 @@ def keystone() -> Iterator[tuple[Keystone, int]]:
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-            refuses = self.server.server_address[0] in state.refuse_at
+            refuses = str(self.server.server_address[0]) in state.refuse_at
             if refuses or body["auth"]["identity"]["password"]["user"]["password"] != state.password:
                 self._send(401, UNAUTHORIZED)
                 return
@@ -106,13 +107,14 @@ def keystone() -> Iterator[tuple[Keystone, int]]:
         server.server_close()
 
 
-async def test_keystone_refusing_havens_probe_password_drains_and_restarts_nothing(
-    keystone: tuple[Keystone, int],
-) -> None:
-    state, port = keystone
+def _rig(
+    port: int, startup_grace_s: float
+) -> tuple[ServiceSpec, ControlPlaneConfig, dict[HostName, SimUnits], SimBalancer, NetworkProber]:
+    """Keystone on ctl-1 and ctl-2 (the stand-in's two addresses) probed with haven's account, its units
+    on simulated systemd, its members in a simulated HAProxy, and the real prober."""
     probe = ProbeSpec(
-        ProbeKind.KEYSTONE, port, timeout_s=1.0, period_s=0.1, failure_threshold=2, startup_grace_s=60.0,
-        user="haven", project="service", password_env="HAVEN_PROBE_PASSWORD",
+        ProbeKind.KEYSTONE, port, timeout_s=1.0, period_s=0.1, failure_threshold=2,
+        startup_grace_s=startup_grace_s, user="haven", project="service", password_env="HAVEN_PROBE_PASSWORD",
     )  # fmt: skip
     spec = dataclasses.replace(CATALOGUE[ServiceName("keystone")], probe=probe, depends_on=())
     config = ControlPlaneConfig(
@@ -125,6 +127,14 @@ async def test_keystone_refusing_havens_probe_password_drains_and_restarts_nothi
     }
     lb = SimBalancer({("keystone", h): MemberAdmin.READY for h in ADDRESSES})
     prober = NetworkProber(environ={"HAVEN_PROBE_PASSWORD": "secret"})
+    return spec, config, hosts, lb, prober
+
+
+async def test_keystone_refusing_havens_probe_password_drains_and_restarts_nothing(
+    keystone: tuple[Keystone, int],
+) -> None:
+    state, port = keystone
+    spec, config, hosts, lb, prober = _rig(port, startup_grace_s=60.0)
 
     def credential_alerts() -> list[Alert]:
         return [a for a in store.list_alerts() if a.kind is AlertKind.PROBE_CREDENTIALS]
@@ -170,21 +180,7 @@ async def test_one_keystone_replica_refusing_what_the_other_accepts_is_that_repl
     flapped with whichever replica's probe ended last)."""
     state, port = keystone
     state.password, state.refuse_at = "secret", (ADDRESSES[HostName("ctl-2")],)
-    probe = ProbeSpec(
-        ProbeKind.KEYSTONE, port, timeout_s=1.0, period_s=0.1, failure_threshold=2, startup_grace_s=0.0,
-        user="haven", project="service", password_env="HAVEN_PROBE_PASSWORD",
-    )  # fmt: skip
-    spec = dataclasses.replace(CATALOGUE[ServiceName("keystone")], probe=probe, depends_on=())
-    config = ControlPlaneConfig(
-        ControlPlaneSettings(),
-        tuple(Controller(h, DomainName(h), address=a) for h, a in ADDRESSES.items()),
-        (spec,),
-    )
-    hosts = {
-        h: SimUnits(time.time, {spec.unit: SimUnit(UnitActive.ACTIVE, time.time() - 3600)}) for h in ADDRESSES
-    }
-    lb = SimBalancer({("keystone", h): MemberAdmin.READY for h in ADDRESSES})
-    prober = NetworkProber(environ={"HAVEN_PROBE_PASSWORD": "secret"})
+    _spec, config, hosts, lb, prober = _rig(port, startup_grace_s=0.0)
     with Store.open("sqlite://") as store:
         reconciler = Reconciler(config, dict(hosts), lb, prober, store, RealClock())
         try:
