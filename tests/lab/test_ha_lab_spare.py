@@ -21,6 +21,7 @@ from pathlib import Path
 from haven.domain.controlplane import ActionKind
 from haven.domain.incidents import AlertKind
 from haven.lab import ha, ha_drills
+from haven.lab.memcached import MEMCACHED_UNIT
 from haven.lab.toolenv import ensure_tool_env
 from servers.nova import NovaLab
 
@@ -48,6 +49,9 @@ def test_a_lost_controllers_replicas_start_on_the_spare_and_take_traffic(
     spare = ha.add_spare(ha_lab, nova_lab.folder, venvs, lambda _name, pid1, _log: namespaces.append(pid1))
     lost, survivor = ha_lab.controller("ctl-1"), ha_lab.controller("ctl-2")
     units = [api.unit for api in ha_lab.apis] + [worker.unit for worker in ha_lab.workers]
+    # memcached is declared too (haven.toml's [controlplane]): its replica of ctl-1 starts on the spare
+    caches = [MEMCACHED_UNIT] if ha_lab.memcached_port else []
+    units += caches
     try:
         assert spare.host == "ctl-3" and spare.spare
         assert {u: ha_drills.unit_status(spare, u).active.value for u in units} == dict.fromkeys(
@@ -84,6 +88,7 @@ def test_a_lost_controllers_replicas_start_on_the_spare_and_take_traffic(
         assert all(members[(api.backend, "ctl-2")] == ("ready", "up") for api in ha_lab.apis)
         started = {(a.service, a.host) for a in actions if a.kind is ActionKind.START}
         declared = {api.service for api in ha_lab.apis} | {worker.service for worker in ha_lab.workers}
+        declared |= {"memcached"} if caches else set()
         assert started == {(service, "ctl-3") for service in declared}
         assert not [a for a in actions if a.host == "ctl-2"]
         assert {u: ha_drills.unit_status(survivor, u).invocation_id for u in units} == before
