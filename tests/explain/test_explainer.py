@@ -224,3 +224,34 @@ async def test_from_nova_notifications_on_rabbitmq_to_a_stored_explanation(
     assert (evidence.node, evidence.kind) == ("nova-compute", EvidenceKind.DOWN)
     # nova-compute is not a port-binding node: its forced-down is listed, after what the phase covers.
     assert [(e.node, e.in_phase) for e in record.diagnosis.explanations] == [("nova-compute", False)]
+
+
+async def test_a_second_look_without_the_metrics_the_first_had_keeps_the_first_ranking(store: Store) -> None:
+    """refine (the canary's look after a failed check) ranks again from what it can read: with Prometheus
+    gone by then, a ranking from events alone would replace one made with Glance's and Placement's series."""
+
+    class Flaky:
+        def __init__(self) -> None:
+            self.inner, self.down = recorded(), False
+
+        async def query_range(self, query: str, start: float, end: float, step_s: float) -> list[RangeSeries]:
+            if self.down:
+                raise TemporaryError("Prometheus at http://p:9090: ConnectError", 5.0)
+            return await self.inner.query_range(query, start, end, step_s)
+
+    metrics = Flaky()
+    clock = VirtualClock(NOW + 3)
+    explainer = Explainer(store, TOPOLOGY, clock, metrics, SETTINGS)
+    first = await explainer.take(boot_failure("NoValidHost", "No valid host was found.", "scheduling"))
+    assert first is not None and first.diagnosis is not None
+    assert [e.node for e in first.diagnosis.explanations] == ["placement-api", "glance-api"]
+    metrics.down = True
+    clock.advance_to(NOW + 20)
+    again = await explainer.refine(first)
+    assert again == first == store.get_explanation(first.id)  # the series-backed ranking kept, not replaced
+    # Prometheus back and new evidence found by the look: the second look is stored as before.
+    metrics.down = False
+    store.keep_evidence({"r": NodeEvent("nova-scheduler", EvidenceKind.RESTART, NOW - 10)}, NOW + 20)
+    refined = await explainer.refine(first)
+    assert refined.diagnosis is not None and refined.explained_at == NOW + 20
+    assert "nova-scheduler" in [e.node for e in refined.diagnosis.explanations[:3]]

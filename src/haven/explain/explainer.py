@@ -188,6 +188,10 @@ class Explainer:
         if stored.state is not ExplanationState.DONE or stored.diagnosis is None:
             return stored
         found = await self.gather(stored)
+        lost = self._unread(found.notes) - self._unread(stored.notes)
+        if lost:  # a ranking without series the first one had is no better look: keep the first
+            _log.info("not ranking %s again: %s now missing", record.id, ", ".join(sorted(lost)))
+            return stored
         diagnosis = rank(found.graph, stored.symptom, found.series, found.events, self._settings.rank)
         if _top(diagnosis.explanations) == _top(stored.diagnosis.explanations):
             return stored
@@ -235,6 +239,14 @@ class Explainer:
         alerts = [a for a in self._store.list_alerts(active_only=False) if a.raised_at >= start]
         return OwnRecords(notes, steps, alerts, self._store.actions_since(start))
 
+    def _unread(self, notes: Sequence[str]) -> set[str]:
+        """The configured series ``notes`` say could not be read (``_series``' notes), as "metric of node"."""
+        return {
+            f"{wanted.metric} of {wanted.node}"
+            for wanted in self._settings.metrics
+            if any(note.startswith(_unread_prefix(wanted)) for note in notes)
+        }
+
     async def _series(self, start: float, end: float) -> tuple[list[Series], tuple[str, ...]]:
         if self._metrics is None or not self._settings.metrics:
             return [], ()
@@ -244,7 +256,7 @@ class Explainer:
             try:
                 answer = await self._metrics.query_range(wanted.query, start, end, self._settings.step_s)
             except CloudError as exc:
-                notes.append(f"no {wanted.metric} for {wanted.node}: {exc}")
+                notes.append(f"{_unread_prefix(wanted)}{exc}")
                 continue
             for one in answer:
                 metric = wanted.metric
@@ -252,6 +264,10 @@ class Explainer:
                     metric += " (" + ", ".join(f"{k}={v}" for k, v in sorted(one.labels.items())) + ")"
                 found.append(Series(wanted.node, metric, one.points, wanted.unit))
         return found, tuple(notes)
+
+
+def _unread_prefix(wanted: MetricQuery) -> str:
+    return f"no {wanted.metric} for {wanted.node}: "
 
 
 def _top(ranked: Sequence[Explanation]) -> list[str]:
