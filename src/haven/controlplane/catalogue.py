@@ -5,8 +5,9 @@ Read by haven.controlplane.config, which starts from these specs and applies hav
 
 The probes are the services' own health documents where they have one: oslo.middleware's
 ``/healthcheck`` (Glance ships it in its paste pipeline) or the API's version document (``/v3`` for
-Keystone, ``/`` for Nova, Placement and Neutron). Conductor and scheduler have no HTTP endpoint: until
-their RPC ping exists they are judged by their unit's state alone. Ports are the services' defaults.
+Keystone, ``/`` for Nova, Placement and Neutron); memcached's is its text protocol's ``version``.
+Conductor and scheduler have no HTTP endpoint: until their RPC ping exists they are judged by their
+unit's state alone. Ports are the services' defaults.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ _SPECS = (
         quorum=True,
     ),
     ServiceSpec(_MQ, "rabbitmq-server.service", 3, probe=_tcp(5672, 120.0), stateful=True, quorum=True),
-    ServiceSpec(_MC, "memcached.service", 2, probe=_tcp(11211)),
+    # memcached's own ``version`` (a TCP connect passes a hung one: the kernel accepts for it).
+    ServiceSpec(_MC, "memcached.service", 2, probe=ProbeSpec(ProbeKind.MEMCACHED, 11211)),
     ServiceSpec(S("haproxy"), "haproxy.service", 2),
 )
 

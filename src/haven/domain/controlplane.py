@@ -36,6 +36,9 @@ class ProbeKind(StrEnum):
     # host name) on Nova's bus: any answer from its dispatcher (NoSuchMethod included) is alive; no
     # answer within ``timeout_s`` (a hung worker, its queue filling) is a failure. Seconds, not minutes.
     NOVA_RPC = "nova_rpc"
+    # memcached's text-protocol ``version`` on this replica, answered within ``timeout_s``: a SIGSTOPped
+    # memcached (the kernel still accepts its connections, so ``tcp`` passes) fails by timeout.
+    MEMCACHED = "memcached"
 
 
 @dataclass(frozen=True, slots=True)

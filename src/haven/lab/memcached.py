@@ -1,13 +1,15 @@
 """memcached behind keystonemiddleware in the HA lab: its command line, the APIs' options, its stats.
 
 Who calls it: haven.lab.ha (each controller's ``memcached.service`` and the API units' environment) and
-tests/lab/test_ha_memcached.py (``stats``: ground truth from memcached itself). Pure but for ``stats``.
+tests/lab/test_ha_memcached.py (``stats``: ground truth from memcached itself). Pure but for ``stats``,
+which reads memcached through haven's probe's socket loop (service_probes.memcached_ask).
 """
 
 from __future__ import annotations
 
-import socket
+import asyncio
 
+from haven.controlplane.drivers.service_probes import ProbeFailed, memcached_ask
 from haven.lab.process import LabServiceError
 
 # memcached behind keystonemiddleware, as the install guide, Kolla-Ansible and OpenStack-Helm deploy it:
@@ -49,18 +51,11 @@ def authtoken_env(servers: list[str]) -> str:
 
 def stats(address: str, port: int, timeout_s: float = 2.0) -> dict[str, str]:
     """memcached's own ``stats`` over its text protocol (curr_items, get_hits, get_misses, ...)."""
-    found: dict[str, str] = {}
     try:
-        with socket.create_connection((address, port), timeout=timeout_s) as conn:
-            conn.sendall(b"stats\r\n")
-            data = b""
-            while not data.endswith(b"END\r\n"):
-                chunk = conn.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-    except OSError as exc:
+        data = asyncio.run(memcached_ask(address, port, "stats", timeout_s))
+    except (OSError, ProbeFailed) as exc:  # TimeoutError is an OSError
         raise LabServiceError(f"memcached on {address}:{port} gave no stats: {exc}") from exc
+    found: dict[str, str] = {}
     for line in data.decode(errors="replace").splitlines():
         parts = line.split()
         if len(parts) == 3 and parts[0] == "STAT":

@@ -1,7 +1,8 @@
 """Probes of a replica's own health: HTTP (a version document, oslo.middleware's /healthcheck), TCP, and
 the service's own protocol (haven.controlplane.drivers.service_probes: a Keystone token round trip, an
-SQL query, an AMQP round trip, Nova's service list, a Nova RPC ping). Nova's service list depends on
-Keystone: when it fails for Keystone's reason, the replica is judged by its version document (``_nova``).
+SQL query, an AMQP round trip, Nova's service list, a Nova RPC ping, memcached's ``version``). Nova's
+service list depends on Keystone: when it fails for Keystone's reason, the replica is judged by its
+version document (``_nova``).
 Keystone's own probe (a token issued and validated on the replica) refused haven's probe account (401 to
 its password: CredentialsRefused) judges the replica by its version document too, and its result says so
 (``credentials_refused``, the reconciler's ``probe_credentials`` alert): a wrong password in haven's
@@ -191,6 +192,8 @@ class NetworkProber:
                 return await sp.in_thread(sp.amqp_round_trip, address, spec, self._environ)
             case ProbeKind.NOVA_RPC:
                 return await sp.in_thread(self._rpc.ping, host, spec, self._environ)
+            case ProbeKind.MEMCACHED:
+                return await sp.memcached_version(address, spec)
 
     async def _http(self, base: str, spec: ProbeSpec) -> str:
         response = await self._client.get(f"{base}{spec.path}", timeout=spec.timeout_s)

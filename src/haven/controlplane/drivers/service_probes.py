@@ -1,5 +1,5 @@
 """Probes that speak the service's own protocol: a Keystone token round trip, an SQL query, an AMQP round
-trip, Nova's service list and a Nova RPC ping of a conductor or scheduler.
+trip, Nova's service list, a Nova RPC ping of a conductor or scheduler and memcached's ``version``.
 
 Called by haven.controlplane.drivers.probes.NetworkProber, which bounds each with the probe's timeout and
 turns what these raise into a failed result. Each function returns the words of a pass and raises
@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from haven.domain.controlplane import ProbeSpec
+from haven.domain.waiting import within
 
 log = logging.getLogger(__name__)
 
@@ -292,6 +293,80 @@ def amqp_round_trip(address: str, spec: ProbeSpec, environ: Mapping[str, str]) -
             connection.close()
         else:
             connection.collect()
+
+
+# memcached's text protocol (its doc/protocol.txt): one command line, then an answer whose last line says
+# it is whole: one line for most commands (``VERSION <v>``, ``STORED``), ``END`` after ``stats`` and after
+# ``get``'s values (``VALUE <key> <flags> <bytes>``, then that many bytes of data), or a refusal.
+_MEMCACHED_REFUSALS = (b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR")
+_MEMCACHED_LISTS = ("get", "gets", "stats")  # answered with lines up to END; the others with one line
+
+
+async def memcached_ask(address: str, port: int, command: str, timeout_s: float) -> bytes:
+    """Send ``command`` (``version``, ``stats``, ``get KEY``, a ``set`` line with its data) to memcached
+    and return its whole answer,
+    the connection included, within ``timeout_s``. The one home of memcached's socket loop: haven's
+    probe, the HA lab's ``stats`` and its tests read memcached through it. Asynchronous, so a probe of a
+    hung memcached holds no thread (the blocking probes share asyncio's few default threads).
+
+    Raises TimeoutError when the answer is not whole in time (a SIGSTOPped memcached: the kernel accepts
+    the connection, nobody answers), OSError when the connection is refused or reset, and ProbeFailed
+    when memcached closes the connection before its answer ends or refuses the command."""
+    verb = command.split(" ", 1)[0]
+
+    async def exchange() -> bytes:
+        reader, writer = await asyncio.open_connection(address, port)
+        try:
+            writer.write(command.encode() + b"\r\n")
+            await writer.drain()
+            data = b""
+            while not _answered(data, one_line=verb not in _MEMCACHED_LISTS):
+                chunk = await reader.read(65536)
+                if not chunk:
+                    raise ProbeFailed(
+                        f"memcached closed the connection after {len(data)} bytes of its answer to {verb}"
+                    )
+                data += chunk
+            return data
+        finally:
+            writer.close()
+
+    try:
+        data = await within(exchange(), timeout_s)
+    except TimeoutError:
+        raise TimeoutError(f"memcached's answer to {verb} not whole within {timeout_s:g} s") from None
+    first = data.split(b"\r\n", 1)[0]
+    if first.split(b" ", 1)[0] in _MEMCACHED_REFUSALS:
+        raise ProbeFailed(f"memcached refused {verb}: {first[:120].decode(errors='replace')!r}")
+    return data
+
+
+def _answered(data: bytes, one_line: bool) -> bool:
+    """Whether ``data`` holds a whole answer: its first line for a one-line command or a refusal, else
+    every ``VALUE`` block and the ``END`` line after them."""
+    at = 0
+    while (end := data.find(b"\r\n", at)) >= 0:
+        line = data[at:end]
+        if at == 0 and (one_line or line.split(b" ", 1)[0] in _MEMCACHED_REFUSALS):
+            return True
+        if line == b"END":
+            return True
+        at = end + 2
+        if line.startswith(b"VALUE "):
+            fields = line.split()
+            if len(fields) < 4 or not fields[3].isdigit():
+                raise ProbeFailed(f"memcached sent a malformed value line: {line[:120]!r}")
+            at += int(fields[3]) + 2  # the data block and its CRLF
+    return False
+
+
+async def memcached_version(address: str, spec: ProbeSpec) -> str:
+    """memcached's ``version`` on this replica: any answer but ``VERSION <v>`` is a failure."""
+    answer = await memcached_ask(address, spec.port, "version", spec.timeout_s)
+    line = answer.split(b"\r\n", 1)[0].decode(errors="replace")
+    if not line.startswith("VERSION "):
+        raise ProbeFailed(f"version: memcached answered {line[:120]!r}, not VERSION")
+    return f"memcached {line.removeprefix('VERSION ')}"
 
 
 # The ping: a method no endpoint has, at a version the service's manager accepts, so its dispatcher
