@@ -376,9 +376,10 @@ def traffic(state: LabState, every_s: float) -> Iterator[collections.Counter[str
 
 
 async def injections(
-    state: LabState, faults: Sequence[Fault], args: argparse.Namespace, loads: list[float]
+    state: LabState, faults: Sequence[Fault], args: argparse.Namespace, notes: dict[str, dict[str, Any]]
 ) -> list[Window]:
-    """Each fault in turn: proven whole, injected for ``fault_s``, healed, proven whole; their windows."""
+    """Each fault in turn: proven whole, injected for ``fault_s``, healed; their windows. ``notes`` gets
+    each fault's load at its injection and heal, and what went wrong (injection, heal, lab not whole)."""
     handle = LabFaults(state)
     windows: list[tuple[Fault, float]] = []
     with tempfile.TemporaryDirectory() as tmp, Store.open(f"sqlite:///{tmp}/bench.db") as store:
@@ -391,23 +392,15 @@ async def injections(
                 break
             wrong = await bench.prove_whole()
             if wrong:
+                notes["not whole"] = {"before": fault.name, "wrong": wrong[:3]}
                 say(f"[{i}/{len(faults)}] {fault.name}: lab not whole ({'; '.join(wrong[:3])}); stopping")
                 break
-            loads.append(os.getloadavg()[0])
-            say(f"[{i}/{len(faults)}] {fault.name}: injecting for {args.fault_s:g} s (load {loads[-1]:.1f})")
+            say(f"[{i}/{len(faults)}] {fault.name}: injecting for {args.fault_s:g} s")
             windows.append((fault, time.time()))
-            heal = await asyncio.to_thread(fault.inject, handle)
-            try:
-                await asyncio.sleep(args.fault_s)
-            finally:
-                say(f"{fault.name}: healing")
-                try:
-                    await asyncio.to_thread(heal)
-                except Exception as exc:
-                    say(f"{fault.name}: heal failed: {type(exc).__name__}: {exc}")
+            notes[fault.name] = await one(fault, handle, args.fault_s)
         wrong = await bench.prove_whole()
+        notes["after the last"] = {"whole": not wrong, "wrong": wrong[:3], "load": os.getloadavg()[0]}
         say(f"the lab after the last fault: {'whole' if not wrong else '; '.join(wrong[:3])}")
-        loads.append(os.getloadavg()[0])
         say(f"tail: {args.tail_s:g} s for haven's settle and resend and Alertmanager's group_wait")
         await asyncio.sleep(args.tail_s)
     end = time.time()
@@ -415,9 +408,31 @@ async def injections(
     return [Window(f.name, f.root, at, starts[i + 1]) for i, (f, at) in enumerate(windows)]
 
 
+async def one(fault: Fault, handle: LabFaults, fault_s: float) -> dict[str, Any]:
+    """One fault injected, left ``fault_s``, healed; the load at both ends and any error."""
+    note: dict[str, Any] = {"load_at_inject": round(os.getloadavg()[0], 2)}
+    try:
+        heal = await asyncio.to_thread(fault.inject, handle)
+    except Exception as exc:  # reported: the window then holds no fault
+        note["inject_error"] = f"{type(exc).__name__}: {exc}"
+        say(f"{fault.name}: injection failed: {note['inject_error']}")
+        return note
+    try:
+        await asyncio.sleep(fault_s)
+    finally:
+        note["load_at_heal"] = round(os.getloadavg()[0], 2)
+        say(f"{fault.name}: healing (load {note['load_at_heal']:.1f})")
+        try:
+            await asyncio.to_thread(heal)
+        except Exception as exc:
+            note["heal_error"] = f"{type(exc).__name__}: {exc}"
+            say(f"{fault.name}: heal failed: {note['heal_error']}")
+    return note
+
+
 def run(args: argparse.Namespace, faults: Sequence[Fault]) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp(prefix="haven-bench-alerts-"))
-    loads: list[float] = [os.getloadavg()[0]]
+    notes: dict[str, dict[str, Any]] = {"start": {"load": os.getloadavg()[0]}}
     say(f"Alertmanager group_wait {args.group_wait}, group_interval {args.group_interval}, repeat_interval "
         f"{args.repeat_interval}; serve's canary every {args.interval:g} s, a server list every "
         f"{args.traffic:g} s; files in {home}")  # fmt: skip
@@ -429,7 +444,7 @@ def run(args: argparse.Namespace, faults: Sequence[Fault]) -> dict[str, Any]:
         serve(state, home, args.interval, wire.url) as served,
         traffic(state, args.traffic) as calls,
     ):
-        windows = asyncio.run(injections(state, faults, args, loads))
+        windows = asyncio.run(injections(state, faults, args, notes))
     posted = [(at, body) for at, body in wire.posts if isinstance(body, list)]
     found = count(windows, posted, hook.posts)
     found.update(
@@ -438,10 +453,15 @@ def run(args: argparse.Namespace, faults: Sequence[Fault]) -> dict[str, Any]:
                   "fault_s": args.fault_s, "traffic_every_s": args.traffic,
                   "haven": "alertmanager_resend_s 60, alertmanager_settle_s 20, incident_s 900 (defaults)"},
         server_lists=dict(calls),
-        load_1min={"min": min(loads), "median": statistics.median(loads), "max": max(loads)},
+        notes=notes, load_1min=_loads(notes),
         serve_exited_early=served["exited_early"], posted=posted, delivered=hook.posts, home=str(home),
     )  # fmt: skip
     return found
+
+
+def _loads(notes: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    seen = [v for note in notes.values() for k, v in note.items() if k.startswith("load")]
+    return {"min": min(seen), "median": statistics.median(seen), "max": max(seen)}
 
 
 def show(found: dict[str, Any]) -> None:
@@ -457,6 +477,9 @@ def show(found: dict[str, Any]) -> None:
         notified = ", ".join(f"{k} x{v}" for k, v in r["notified"].items()) or "-"
         print(f"{r['fault']:<18} {r['root']:<15} {r['symptoms']:>8} {r['notifications']:>8} {ratio:>6}  "
               f"{named:<12} {notified}")  # fmt: skip
+        note = found["notes"].get(r["fault"], {})
+        said = ", ".join(f"{k} {v}" for k, v in note.items())
+        print(f"{'':<20}{said}")
         for what, n in sorted(r["by_symptom"].items()):
             print(f"{'':<20}{n:>3} x {what}")
     ratio = "-" if found["ratio"] is None else f"{found['ratio']:.1f}"
@@ -466,6 +489,11 @@ def show(found: dict[str, Any]) -> None:
           f"(of them not already firing {found['unnotified_not_firing_before'] or 'none'}); outside any "
           f"window {found['outside_windows']}; load {load['min']:.1f} to {load['max']:.1f}; server lists "
           f"{found['server_lists']}")  # fmt: skip
+    if found["serve_exited_early"] is not None:
+        print(f"haven serve exited early ({found['serve_exited_early']}): see {found['home']}/serve.log")
+    for key in ("not whole", "after the last"):
+        if key in found["notes"]:
+            print(f"{key}: {found['notes'][key]}")
 
 
 def main() -> None:
