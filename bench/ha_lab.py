@@ -228,11 +228,13 @@ def fault_run(
     lowest = ha.HEALTHY
     pids: list[int] = []
     empty_s = 0.0
+    empties: list[tuple[float, float]] = []  # (from, to) seconds after the fault: no member ready and up
     faulted = 0.0
     others: list[str] = []
     alerts: list[str] = []
     folder = Path(tempfile.mkdtemp(prefix="hv-ha-bench-haven-"))
     cache_before = _cache_counts(cluster)
+    log = _LogTail(cluster.folder / "haproxy.log")
     with _healer(cluster, heal, folder) as healer:
         with _load(url, _token(labf, cluster), clients) as load:
             time.sleep(2.0)
@@ -241,13 +243,19 @@ def fault_run(
             else:
                 pids = ha_drills.hang(ctl, unit)
             faulted, faulted_wall = time.monotonic(), time.time()
+            log.mark(faulted)
             try:
                 while time.monotonic() - faulted < 90.0 and back_s is None:
                     elapsed = time.monotonic() - faulted
                     states = ha.servers_state(cluster)
+                    log.read()
                     admin, op = states[(backend, host)]
                     if not any(v == ("ready", "up") for k, v in states.items() if k[0] == backend):
                         empty_s += 0.1  # about: one sample every 0.1 s plus the reads' own time
+                        if empties and elapsed - empties[-1][1] < 0.5:
+                            empties[-1] = (empties[-1][0], elapsed)
+                        else:
+                            empties.append((elapsed, elapsed))
                     health = ha.check_health(cluster)[(backend, host)][1]
                     lowest = min(lowest, health)
                     if out_s is None and (admin, op) != ("ready", "up"):
@@ -266,6 +274,7 @@ def fault_run(
             finally:
                 ha_drills.resume(pids)
             time.sleep(5.0)  # the load goes on a while on the replica back in service
+            log.read()
         restarts: int | None = None
         false_actions: int | None = None
         haven_out_s = haven_ready_s = None
@@ -304,8 +313,54 @@ def fault_run(
         "backend_empty_s": _r(empty_s),
         "victim_restarts": restarts, "false_actions": false_actions, "first_error": load.errors[:1],
         "errors": dict(kinds.most_common(4)), "other_actions": others, "alerts": alerts,
+        # why each failed request failed: its kind, whether it was sent while nova_api's backend had no
+        # member ready and up (HAProxy's 503 "no server available"), and when (s after the fault)
+        "why": _why(load.errors, faulted, empties), "backend_empty": [(_r(a), _r(b)) for a, b in empties],
+        # HAProxy's own log of nova_api's members over the run (its check results, haven's and the agent's
+        # state changes), each line stamped with when the bench read it (s after the fault, to ~0.1 s)
+        "haproxy_log": log.lines(backend),
         "load": _loadavg(),
     }  # fmt: skip
+
+
+class _LogTail:
+    """Lines appended to HAProxy's log (it writes no time stamps: ``log stdout format raw``) from here
+    on, each stamped with the monotonic time the bench read it."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._offset = path.stat().st_size if path.exists() else 0
+        self._origin = 0.0
+        self._lines: list[tuple[float, str]] = []
+
+    def mark(self, origin: float) -> None:
+        self._origin = origin
+
+    def read(self) -> None:
+        with contextlib.suppress(OSError), self._path.open("rb") as log:
+            log.seek(self._offset)
+            data = log.read()
+            self._offset += len(data)
+        now = time.monotonic()
+        for line in data.decode(errors="replace").splitlines():
+            if line.strip() and not line.startswith("[WARNING]") and not line.startswith("[ALERT]"):
+                self._lines.append((now, line.strip()))  # each event is logged twice: once prefixed
+
+    def lines(self, backend: str) -> list[tuple[float, str]]:
+        return [(round(t - self._origin, 1), line[:150]) for t, line in self._lines if backend in line]
+
+
+def _why(
+    errors: list[tuple[float, str]], faulted: float, empties: list[tuple[float, float]]
+) -> dict[str, int]:
+    """The failed requests by kind and by whether nova_api's backend was empty when they were sent."""
+    out: collections.Counter[str] = collections.Counter()
+    for sent, text in errors:
+        at = sent - faulted
+        empty = any(a - 0.2 <= at <= b + 0.2 for a, b in empties)
+        when = "before the fault" if at < 0 else "backend empty" if empty else "a member up"
+        out[f"{text[:40]} | {when}"] += 1
+    return dict(out)
 
 
 def _cache_counts(cluster: ha.HaLab) -> dict[str, int] | None:

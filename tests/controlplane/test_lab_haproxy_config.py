@@ -1,5 +1,5 @@
 """The HA lab's HAProxy configuration (haven.lab.ha.haproxy_config): a queue timeout on haven's backends
-for a per-server ``maxconn`` (set at runtime by bench/ha_lab.py --maxconn; not written by default), a
+for each member's ``maxconn`` (half its threads, so HAProxy's check finds a free one), a
 spare's members written in maintenance (a restarted HAProxy keeps them), and Debian's HAProxy accepts
 the file and starts on it.
 """
@@ -54,13 +54,13 @@ def test_maxconn_is_half_the_replicas_gunicorn_threads() -> None:
     assert workers * threads // 2 == ha.SERVER_MAXCONN  # the other half free for checks and probes
 
 
-def test_every_haven_backend_has_a_queue_timeout_and_no_server_cap_by_default(tmp_path: Path) -> None:
+def test_every_haven_backend_has_a_queue_timeout_and_a_server_cap(tmp_path: Path) -> None:
     backends = _backends(ha.haproxy_config(_lab(tmp_path)))
     for api in ha.APIS:
         lines = backends[api.backend]
         servers = [line for line in lines if line.startswith("server ")]
         assert len(servers) == 2
-        assert not any("maxconn" in line for line in servers), servers
+        assert all(line.endswith(f" maxconn {ha.SERVER_MAXCONN}") for line in servers), servers
         assert f"timeout queue {ha.TIMEOUT_QUEUE}" in lines
     # The Kolla anchor stays as Kolla renders it: no per-server cap.
     assert not any("maxconn" in line for line in backends["nova_api_kolla"])
@@ -80,7 +80,7 @@ def test_a_spares_members_are_checked_as_the_others(tmp_path: Path) -> None:
     lab = _lab(tmp_path)
     spare = ha.Controller("ctl-3", "127.0.1.3", tmp_path / "ctl-3", 0, spare=True)
     added = dict(ha._spare_servers(lab, spare))
-    assert all(added[api.backend].endswith(ha._CHECK) for api in ha.APIS)
+    assert all(added[api.backend].endswith(ha.SERVER_OPTIONS) for api in ha.APIS)
 
 
 def _with_spare(folder: Path) -> ha.HaLab:

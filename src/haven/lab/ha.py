@@ -21,8 +21,8 @@ first connection a dead replica refuses marks it DOWN at once, so no request wai
 replica whose port is open while its worker still loads (without it, clients timed out in 2 of 5
 kills). ``option redispatch``, ``retries 3`` and ``retry-on conn-failure empty-response
 response-timeout`` send a request a dead replica refused or never answered to the other one. Each
-backend has ``timeout queue`` for a per-server ``maxconn`` (``SERVER_MAXCONN``: half its gunicorn's
-threads), which the benchmark sets at runtime but ``haproxy_config`` does not write (see there).
+member has ``maxconn`` ``SERVER_MAXCONN`` (half its gunicorn's threads: a thread stays free for the
+checks, see there), the rest waiting in HAProxy's queue (``timeout queue``).
 Its admin socket is ``LAB/ha/haproxy.sock``. Beside each frontend, a second one on the same replicas
 (``BACKEND_kolla``) is checked as Kolla-Ansible's template renders it (``check inter 2000 rise 2 fall 5``,
 a TCP connect check, ``timeout check 10s``, ``timeout server 1m``): the anchor the drills compare with.
@@ -411,7 +411,7 @@ def _spare_servers(ha: HaLab, controller: Controller) -> list[tuple[str, str]]:
     out = []
     for api in ha.apis:
         where = f"{controller.address}:{ha.ports[api.service]}"
-        out.append((api.backend, f"{where} {_SERVER}"))
+        out.append((api.backend, f"{where} {SERVER_OPTIONS}"))
         if api.service in ha.kolla_frontends:
             out.append((f"{api.backend}_kolla", f"{where} {_KOLLA_CHECK}"))
     return out
@@ -591,15 +591,15 @@ _CHECK = "check inter 1s fall 3 rise 2 observe layer4 error-limit 1 on-error mar
 # 28-38 (thousands of 503s a run); at 4, in the same conditions, 0-4 requests failed and its backend
 # was never empty (docs/controlplane.md). Kolla and TripleO leave the servers unbounded (only a
 # frontend maxconn); HAProxy's docs size a server's maxconn to what it serves at once.
-# Measured with 4 (bench/ha_lab.py --maxconn 4 sets it through the runtime API); NOT written by default.
-# It was taken out because the kill -9 lab test (2 clients, 10 s client timeout) failed with it; the cap
-# is not the cause (2026-12-07, bench/ha_lab_kill_log.py, docs/controlplane.md): the requests that time
-# out are the first two sent to the restarted replica once its check passes, 0 ms in HAProxy's queue,
-# answered 200 after 10-12 s of server time at load 18-31, and the same happens without the cap (2
-# clients never reach 4). It stays off because that test could not be shown passing at this session's
-# load with it (nor without: at load 24 those first answers took over 30 s): a cold replica first.
+# Written into haproxy.cfg since 2026-12-07 (evening): at 8 clients through nova-api's frontend, the
+# survivor of a kill -9 alone held all 8 threads, its check waited behind them past ``timeout check`` 3
+# times, it was marked DOWN and the backend was empty: 1548 503s in one run of 3 (HAProxy's log: <NOSRV>
+# SC--); with the cap, 0 503s in 3 runs, its check answered and it stayed UP (docs/controlplane.md).
+# It had been left out because the kill -9 lab test (2 clients, 10 s timeout) failed with it, but the
+# cap was not the cause (bench/ha_lab_kill_log.py): those were the restarted replica's first answers,
+# slow with or without it (2 clients never reach 4).
 SERVER_MAXCONN = 1 * 8 // 2
-_SERVER = _CHECK
+SERVER_OPTIONS = f"{_CHECK} maxconn {SERVER_MAXCONN}"  # haven's backends' members
 # How long a request may wait for a free slot: then 503. Kolla's default is 1m, TripleO's 2m; 30 s is
 # what the lab's clients (the benches, openstacksdk) wait at most for an answer anyway.
 TIMEOUT_QUEUE = "30s"
@@ -649,6 +649,13 @@ def haproxy_config(ha: HaLab) -> str:
         "defaults",
         "    mode http",
         "    log global",
+        # Every request that failed, was retried or redispatched, at level err (so past ``notice``) with
+        # its server, timers, retries and termination state; normal ones not at all; and every change of
+        # a member's check result: why a client's request failed, read from HAProxy's own account.
+        "    option httplog",
+        "    option dontlog-normal",
+        "    option log-separate-errors",
+        "    option log-health-checks",
         "    option redispatch",
         "    retries 3",
         # A request a killed replica never answered goes to the other one: safe for a refused connection
@@ -667,7 +674,7 @@ def haproxy_config(ha: HaLab) -> str:
             f"backend {api.backend}",
             f"    option httpchk GET {api.check_path}",
             f"    timeout queue {TIMEOUT_QUEUE}",
-            *(_server_line(c, ha.ports[api.service], _SERVER) for c in ha.controllers),
+            *(_server_line(c, ha.ports[api.service], SERVER_OPTIONS) for c in ha.controllers),
         ]
     for api in ha.apis:
         if api.service not in ha.kolla_frontends:
