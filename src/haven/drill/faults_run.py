@@ -14,6 +14,10 @@ injection:
    failed probe's (token, server list, zones); no symptom at all is a miss ("no symptom");
 4. the fault is healed (whatever happened) and the lab proven whole again.
 
+A SIGTERM while a fault is in place (a `kill`, a CI job's time limit) heals it before the process stops
+(exit 143, the lab's proof skipped): a SIGSTOPped Keystone or a drill's iptables rule is never left
+behind by a polite stop. A SIGKILL still is (docs/explanations.md says how to find what is left).
+
 Each symptom's ranker input (graph, events, series) is kept (``Result.inputs``), so bench/explain.py
 can rank it again with the baselines (haven.diagnosis.baselines) or later code (``rank_all``).
 """
@@ -21,11 +25,14 @@ can rank it again with the baselines (haven.diagnosis.baselines) or later code (
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import random
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,6 +167,49 @@ def plan(names: list[str], runs: int, controls: int, seed: int | None) -> list[t
     return order
 
 
+class _Term:
+    """Whether a SIGTERM came while a fault was in place, and whether its heal has begun."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self.healing = False
+
+
+@contextmanager
+def _healing_on_sigterm(say: Callable[[str], None]) -> Iterator[_Term]:
+    """While a fault is in place: the first SIGTERM cancels the running task (``seen``); one that comes
+    once the heal has begun only waits for it. Outside the main thread (no signal handlers) nothing."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    term = _Term()
+
+    def on_term() -> None:
+        if term.seen:
+            return
+        term.seen = True
+        say("SIGTERM: healing the fault in place before stopping")
+        if task is not None and not term.healing:
+            task.cancel()
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        loop.add_signal_handler(signal.SIGTERM, on_term)
+    except (RuntimeError, ValueError):  # not the main thread's loop
+        yield term
+        return
+    try:
+        yield term
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _uncancel() -> None:
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+
+
 class RecordingExplainer(Explainer):
     """The explainer, keeping each symptom's ranker input as it read it (before the ranking)."""
 
@@ -278,36 +328,54 @@ class FaultRun:
         # (nova-api timing out on a loaded host) raised symptoms of its own, before the injection.
         self.symptoms = []
         heal: Heal | None = None
-        try:
-            heal = await asyncio.to_thread(fault.inject, self.lab)
-            self.say(f"{fault.name}: injected ({fault.what}); canary round in {result.settle_s:g} s")
-            await asyncio.sleep(result.settle_s)
+        injecting: asyncio.Future[Heal] | None = None
+        with _healing_on_sigterm(self.say) as term:
             try:
-                found = await self.round()
-            except TimeoutError:
-                result.notes.append(f"the canary round took over {self.settings.round_timeout_s:g} s")
-                found = None
-            self._judge(result, found)
-            if fault is NO_FAULT:
-                await self._judge_control(result)
-        except Exception as exc:  # the injection itself failed: reported, the run goes on
-            result.status = "error"
-            result.notes.append(f"{type(exc).__name__}: {exc}")
-        finally:
-            await self._heal(fault, heal, result)
+                injecting = asyncio.ensure_future(asyncio.to_thread(fault.inject, self.lab))
+                heal = await asyncio.shield(injecting)  # a SIGTERM mid-injection still gets its heal
+                self.say(f"{fault.name}: injected ({fault.what}); canary round in {result.settle_s:g} s")
+                await asyncio.sleep(result.settle_s)
+                try:
+                    found = await self.round()
+                except TimeoutError:
+                    result.notes.append(f"the canary round took over {self.settings.round_timeout_s:g} s")
+                    found = None
+                self._judge(result, found)
+                if fault is NO_FAULT:
+                    await self._judge_control(result)
+            except asyncio.CancelledError:
+                if not term.seen:
+                    raise
+                _uncancel()  # the cancellation was the SIGTERM handler's, handled here: the heal may wait
+                result.status = "error"
+                result.notes.append("stopped by SIGTERM: healed, the lab not proven whole")
+            except Exception as exc:  # the injection itself failed: reported, the run goes on
+                result.status = "error"
+                result.notes.append(f"{type(exc).__name__}: {exc}")
+            finally:
+                term.healing = True
+                if heal is None and injecting is not None and not injecting.cancelled():
+                    with contextlib.suppress(Exception):  # an injection that failed left nothing to heal
+                        heal = await injecting
+                await self._heal(fault, heal, result, prove=not term.seen)
+        if term.seen:
+            self.say(f"{fault.name}: healed after SIGTERM; stopping")
+            raise SystemExit(143)
         result.wall_s = round(time.monotonic() - started, 1)
         result.load = [round(load_at_start, 2), round(os.getloadavg()[0], 2)]
         self.say(f"{fault.name}: canary {result.canary}; judged {result.symptom or '-'}; ranked "
                  f"{result.ranked[:3]}; {result.summary}; {'; '.join(result.notes)}")  # fmt: skip
         return result
 
-    async def _heal(self, fault: Fault, heal: Heal | None, result: Result) -> None:
+    async def _heal(self, fault: Fault, heal: Heal | None, result: Result, prove: bool = True) -> None:
         if heal is not None:
             self.say(f"{fault.name}: healing, then proving the lab whole again")
             try:
                 await asyncio.to_thread(heal)
             except Exception as exc:
                 result.notes.append(f"heal failed: {type(exc).__name__}: {exc}")
+        if not prove:
+            return
         wrong = await self.prove_whole()
         self.proven = not wrong
         if wrong:
