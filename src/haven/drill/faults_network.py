@@ -90,6 +90,35 @@ def loss_rule(port: int, probability: float) -> Rule:
     ))  # fmt: skip
 
 
+def rules_left(ports: Sequence[int], read: Callable[[str], str] | None = None) -> list[str]:
+    """A drill's rules still in place on any of ``ports`` (a drill SIGKILLed mid-injection leaves its
+    rule), each as what is wrong and the command that removes it; [] when none. ``read`` gives
+    ``iptables -S OUTPUT`` of a table (the real one by default); a host without iptables has none."""
+    wanted = {f"{COMMENT}:{port}" for port in ports}
+    found: list[str] = []
+    for table in ("filter", "nat"):
+        try:
+            listing = (read or _list_rules)(table)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        for line in listing.splitlines():
+            words = line.replace('"', "").split()
+            if words[:2] != ["-A", "OUTPUT"] or "--comment" not in words:
+                continue
+            comment = words[words.index("--comment") + 1]
+            if comment in wanted:
+                spec = line.split(None, 2)[2]
+                found.append(f"a drill's iptables rule is still in place on port {comment.rsplit(':', 1)[1]} "
+                             f"(remove it: iptables -t {table} -D OUTPUT {spec})")  # fmt: skip
+    return found
+
+
+def _list_rules(table: str) -> str:
+    done = subprocess.run(["iptables", "-w", "5", "-t", table, "-S", "OUTPUT"], capture_output=True,
+                          text=True, timeout=30, check=True)  # fmt: skip
+    return done.stdout
+
+
 class Rules:
     """The rules one fault added, each removed exactly by ``remove`` (in reverse), even after an error."""
 
