@@ -2,7 +2,9 @@
 
 Called by haven.service.config (which reads the file), as it calls haven.fencing.config; pure. Validated by
 one pydantic schema (unknown keys refused, types and ranges checked); every mistake becomes a ConfigError
-naming the key.
+naming the key. Reading the section imports no explainer (with it the store, httpx and the ranker): the
+keys are kept as read (ExplainKeys) and DiagnosisConfig.settings builds haven.explain.explainer's
+ExplainSettings from them when asked for.
 
     [diagnosis]
     transport_url = "rabbit://nova:secret@rabbit.example.com:5672/"   # the cloud's bus (Nova's
@@ -31,35 +33,40 @@ naming the key.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from haven.domain.errors import ConfigError
 from haven.evidence.nova import VERSIONED_TOPIC
-from haven.explain.alerting import AlertingSettings
-from haven.explain.explainer import ExplainSettings, MetricQuery, rank_settings
-from haven.explain.incidents import IncidentSettings
 
-# What the explainer reads from Prometheus when [diagnosis] lists no metrics of its own. haven's own
-# series come from its /metrics (haven.canary.metrics: the latest canary's phases and API probes, so a
-# Prometheus scraping haven has them); RabbitMQ's from its bundled rabbitmq_prometheus plugin (port 15692).
-# A query that yields nothing costs nothing: that node just has no metric evidence.
-DEFAULT_METRICS: tuple[MetricQuery, ...] = (
-    MetricQuery("keystone", "token issue time", 'max(haven_api_probe_seconds{probe="token"})', "s"),
-    MetricQuery("nova-api", "server list time", 'max(haven_api_probe_seconds{probe="server-list"})', "s"),
-    MetricQuery(
-        "nova-api", "canary boot request time", 'max(haven_canary_phase_seconds{phase="accepted"})', "s"
-    ),
-    MetricQuery(
-        "nova-scheduler", "canary scheduling time", 'max(haven_canary_phase_seconds{phase="scheduled"})', "s"
-    ),
-    MetricQuery(
-        "glance-api", "canary image phase time", 'max(haven_canary_phase_seconds{phase="image"})', "s"
-    ),
-    MetricQuery("nova-compute", "canary spawn time", 'max(haven_canary_phase_seconds{phase="spawned"})', "s"),
-    MetricQuery("rabbitmq", "restarts in 5 min", "sum(resets(rabbitmq_erlang_uptime_seconds[5m]))"),
-    MetricQuery("rabbitmq", "unacknowledged messages", "sum(rabbitmq_queue_messages_unacked)"),
+if TYPE_CHECKING:  # imported when the settings are asked for (DiagnosisConfig.settings), not to read the file
+    from haven.explain.explainer import ExplainSettings, MetricQuery
+
+# What the explainer reads from Prometheus when [diagnosis] lists no metrics of its own, each as
+# haven.explain.explainer.MetricQuery's (node, metric, query, unit); DEFAULT_METRICS gives them as such.
+# haven's own series come from its /metrics (haven.canary.metrics: the latest canary's phases and API probes,
+# so a Prometheus scraping haven has them); RabbitMQ's from its bundled rabbitmq_prometheus plugin (port
+# 15692). A query that yields nothing costs nothing: that node just has no metric evidence.
+DEFAULT_QUERIES: tuple[tuple[str, str, str, str], ...] = (
+    ("keystone", "token issue time", 'max(haven_api_probe_seconds{probe="token"})', "s"),
+    ("nova-api", "server list time", 'max(haven_api_probe_seconds{probe="server-list"})', "s"),
+    ("nova-api", "canary boot request time", 'max(haven_canary_phase_seconds{phase="accepted"})', "s"),
+    ("nova-scheduler", "canary scheduling time", 'max(haven_canary_phase_seconds{phase="scheduled"})', "s"),
+    ("glance-api", "canary image phase time", 'max(haven_canary_phase_seconds{phase="image"})', "s"),
+    ("nova-compute", "canary spawn time", 'max(haven_canary_phase_seconds{phase="spawned"})', "s"),
+    ("rabbitmq", "restarts in 5 min", "sum(resets(rabbitmq_erlang_uptime_seconds[5m]))", ""),
+    ("rabbitmq", "unacknowledged messages", "sum(rabbitmq_queue_messages_unacked)", ""),
 )
+
+
+def __getattr__(name: str) -> tuple[MetricQuery, ...]:
+    """``DEFAULT_METRICS``: DEFAULT_QUERIES as the explainer's MetricQuery (the explainer imported now)."""
+    if name != "DEFAULT_METRICS":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from haven.explain.explainer import MetricQuery
+
+    return tuple(MetricQuery(*query) for query in DEFAULT_QUERIES)
 
 
 class _Metric(BaseModel):
@@ -90,12 +97,63 @@ class _Diagnosis(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
+class ExplainKeys:
+    """The keys of a [diagnosis] section that the explainer's settings are made of, checked.
+
+    Kept as read, so that reading haven.toml imports no explainer (with it the store, httpx and the
+    ranker: 0.3 s of every command that reads the config); ``settings`` builds them when asked for.
+    """
+
+    step_s: float
+    window_s: float
+    baseline_s: float
+    z_threshold: float
+    metrics: tuple[tuple[str, str, str, str], ...]  # MetricQuery's fields, each
+    alertmanager_url: str
+    alertmanager_resend_s: float
+    alertmanager_settle_s: float
+    incident_s: float
+    haven_url: str
+
+    def settings(self) -> ExplainSettings:
+        # Each value was checked by _Diagnosis: none of these constructors' own checks can refuse it.
+        from haven.explain.alerting import AlertingSettings
+        from haven.explain.explainer import ExplainSettings, MetricQuery, rank_settings
+        from haven.explain.incidents import IncidentSettings
+
+        return ExplainSettings(
+            rank=rank_settings(
+                window_s=self.window_s, baseline_s=self.baseline_s, z_threshold=self.z_threshold
+            ),
+            metrics=tuple(MetricQuery(*m) for m in self.metrics),
+            step_s=self.step_s,
+            alerting=AlertingSettings(
+                self.alertmanager_url,
+                self.alertmanager_resend_s,
+                IncidentSettings(
+                    active_s=self.incident_s, ends_after_s=3 * self.alertmanager_resend_s, url=self.haven_url
+                ),
+                settle_s=self.alertmanager_settle_s,
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class DiagnosisConfig:
     transport_url: str = field(default="", repr=False)  # holds a password
     topic: str = VERSIONED_TOPIC
     pool: str = "haven"
     prometheus_url: str = ""
-    settings: ExplainSettings = field(default_factory=ExplainSettings)
+    keys: ExplainKeys | None = None  # None: no [diagnosis] section, the explainer's own defaults
+
+    @property
+    def settings(self) -> ExplainSettings:
+        """The explainer's settings (haven.explain.explainer is imported now)."""
+        if self.keys is None:
+            from haven.explain.explainer import ExplainSettings
+
+            return ExplainSettings()
+        return self.keys.settings()
 
 
 def parse_diagnosis(section: object, where: str) -> DiagnosisConfig:
@@ -111,20 +169,17 @@ def parse_diagnosis(section: object, where: str) -> DiagnosisConfig:
         raise ConfigError(
             f"{where}: {key}: {first['msg']}", "see haven.explain.config for every key"
         ) from None
-    settings = ExplainSettings(
-        rank=rank_settings(window_s=raw.window_s, baseline_s=raw.baseline_s, z_threshold=raw.z_threshold),
-        metrics=tuple(MetricQuery(m.node, m.metric, m.query, m.unit) for m in raw.metrics)
-        or (DEFAULT_METRICS if raw.default_metrics else ()),
+    keys = ExplainKeys(
         step_s=raw.step_s,
-        alerting=AlertingSettings(
-            raw.alertmanager_url.rstrip("/"),
-            raw.alertmanager_resend_s,
-            IncidentSettings(
-                active_s=raw.incident_s,
-                ends_after_s=3 * raw.alertmanager_resend_s,
-                url=raw.haven_url.rstrip("/"),
-            ),
-            settle_s=raw.alertmanager_settle_s,
-        ),
+        window_s=raw.window_s,
+        baseline_s=raw.baseline_s,
+        z_threshold=raw.z_threshold,
+        metrics=tuple((m.node, m.metric, m.query, m.unit) for m in raw.metrics)
+        or (DEFAULT_QUERIES if raw.default_metrics else ()),
+        alertmanager_url=raw.alertmanager_url.rstrip("/"),
+        alertmanager_resend_s=raw.alertmanager_resend_s,
+        alertmanager_settle_s=raw.alertmanager_settle_s,
+        incident_s=raw.incident_s,
+        haven_url=raw.haven_url.rstrip("/"),
     )
-    return DiagnosisConfig(raw.transport_url, raw.topic, raw.pool, raw.prometheus_url.rstrip("/"), settings)
+    return DiagnosisConfig(raw.transport_url, raw.topic, raw.pool, raw.prometheus_url.rstrip("/"), keys)
