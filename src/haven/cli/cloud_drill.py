@@ -37,7 +37,6 @@ from haven.domain.ids import HostName
 from haven.drill.cloud_drill import CLOUD_SCENARIOS, CloudDrill, run_cloud_drill
 from haven.drill.cloud_judge import CloudDrillReport
 from haven.drill.cloud_prep import BmcRecords, ComputeControl, HangControl, PowerControl
-from haven.drill.nova_view import JUDGE_WAIT_S
 from haven.fencing.registry import build_fencer
 from haven.service.config import HavenConfig, for_drills, load_config
 
@@ -45,28 +44,6 @@ LAB = "lab"
 DEFAULT_VMS = 3
 EXIT_FAILED = 1
 LIVENESS_CHANNELS = {False: "Nova", True: "haven agents' heartbeats (etcd), Nova and BMCs"}
-
-
-def add_options(drill: argparse.ArgumentParser) -> None:
-    """The options only a drill on a real cloud takes (``--cloud`` itself is the drill parser's)."""
-    group = drill.add_argument_group("on a real cloud (--cloud NAME)")
-    group.add_argument("--host", help="the compute host to fail (default: the first healthy one with a BMC)")
-    group.add_argument("--flavor", help="flavor of the drill's servers (default on the lab: its own)")
-    group.add_argument("--image", help="image id of the drill's servers (default on the lab: its own)")
-    group.add_argument(
-        "--lab-folder",
-        type=Path,
-        help="the running lab's folder, for --cloud lab (default: `haven lab up`'s)",
-    )
-    group.add_argument(
-        "--give-up", type=float, default=300.0, metavar="SECONDS",
-        help="stop waiting for the recovery, and for the host's return, after this long (default 300)",
-    )  # fmt: skip
-    group.add_argument(
-        "--judge-wait", type=float, default=JUDGE_WAIT_S, metavar="SECONDS",
-        help="once haven's recovery is over, how long the judge waits for Nova to show every HA VM "
-        f"ACTIVE, no task, running, on another host (default {JUDGE_WAIT_S:g})",
-    )  # fmt: skip
 
 
 def run(args: argparse.Namespace, home: Path, out: Console, err: Console) -> int:

@@ -1,7 +1,8 @@
 """`haven drill fault [NAME] --cloud lab`: one fault of the catalogue injected on the lab, and judged.
 
-Called by haven.cli.main for `haven drill fault`. ``--list`` prints the catalogue (haven.drill.faults:
-name, kind, root cause); with a NAME, the fault is injected on the running lab (`haven lab up`) and
+Called by haven.cli.main for `haven drill fault`, its options in haven.cli.drill_args. ``--list``
+prints the catalogue (haven.cli.fault_catalogue, which haven.cli.main calls without importing this
+module and the lab); with a NAME, the fault is injected on the running lab (`haven lab up`) and
 judged by haven.drill.faults_run: the lab proven whole, the fault injected, one canary round, the
 explanation haven stored for the symptom ranked against the fault's true root cause, the fault healed
 and the lab proven whole again. Several names (``a,b``) and ``--repeat N`` run ``N`` rounds, each
@@ -32,9 +33,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from haven.cli.drill_args import FAULT
+from haven.cli.fault_catalogue import print_catalogue
 from haven.cli.lab_controls import running_lab
 from haven.domain.errors import NotFound, PermanentError, UserError
-from haven.drill.faults import CATALOG, FAULTS, Fault, LabProcess, catalogue_rows, fault_named
+from haven.drill.faults import FAULTS, Fault, LabProcess, fault_named
 from haven.drill.faults_observe import observing
 from haven.drill.faults_run import FaultRun, Result, RunSettings, plan
 from haven.lab import glance, hardware
@@ -44,37 +47,11 @@ from haven.lab.labfiles import compute_pids
 from haven.lab.state import LabState, ProcessRecord, alive, load_state, record
 from haven.store import Store
 
-SCENARIO = "fault"
+SCENARIO = FAULT  # its options: haven.cli.drill_args
 LAB = "lab"
 EXIT_FAILED = 1
 _MICROVERSIONS = {"compute": "compute 2.53", "placement": "placement 1.26"}  # 1.26: reserved may be total
 _HOLDS = {"hang": hardware.hang_host, "down": hardware.hold_compute_down}
-
-
-def add_options(drill: argparse.ArgumentParser) -> None:
-    """`haven drill fault`'s own: the fault's NAME (a second positional) and its options."""
-    drill.add_argument(
-        "fault_name", nargs="?", metavar="NAME",
-        help=f"with `{SCENARIO}`: the fault to inject on the lab (`--list` names them); several: a,b,c",
-    )  # fmt: skip
-    group = drill.add_argument_group(f"the fault catalogue (`haven drill {SCENARIO} NAME --cloud lab`)")
-    group.add_argument("--list", action="store_true", help="print the fault catalogue and exit")
-    group.add_argument(
-        "--controlplane", action="store_true",
-        help="also run haven's control-plane reconciler over the lab, observe-only (SQL, AMQP and Keystone "
-        "probes as evidence)",
-    )  # fmt: skip
-    group.add_argument("--boot-timeout", type=float, default=40.0, metavar="SECONDS",
-                       help="the canary's boot (default 40)")  # fmt: skip
-    group.add_argument("--request-timeout", type=float, default=10.0, metavar="SECONDS",
-                       help="each OpenStack request of the canary (default 10)")  # fmt: skip
-    group.add_argument("--whole-timeout", type=float, default=240.0, metavar="SECONDS",
-                       help="the lab proven whole, before and after (default 240)")  # fmt: skip
-    group.add_argument(
-        "--repeat", type=int, default=1, metavar="N",
-        help="N rounds, each injecting every fault named once; with several faults each round in its own "
-        "order, shuffled by --seed (default 1)",
-    )  # fmt: skip
 
 
 def run(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -84,11 +61,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
             f"run `haven drill {args.scenario}` alone",
         )
     if args.list:
-        if args.json:
-            print(json.dumps(catalogue_rows(), indent=2))
-        else:
-            out.print(_catalogue_table())
-        return 0
+        return print_catalogue(args.json, out)
     faults = _chosen(args)
     state = running_lab(args.lab_folder)
     started = time.monotonic()
@@ -232,17 +205,6 @@ def fault_json(fault: Fault, result: Result) -> dict[str, Any]:
         "settle_s": result.settle_s,
         "wall_s": result.wall_s,
     }
-
-
-def _catalogue_table() -> Table:
-    table = Table(
-        title=f"the fault catalogue ({len(CATALOG)} faults; `haven drill {SCENARIO} NAME --cloud lab`)"
-    )
-    for column in ("name", "kind", "root cause", "what"):
-        table.add_column(column)
-    for row in catalogue_rows():
-        table.add_row(row["name"], row["kind"], row["root_cause"], escape(row["what"]))
-    return table
 
 
 def _show(out: Console, doc: dict[str, Any]) -> None:

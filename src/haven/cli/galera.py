@@ -26,7 +26,6 @@ from haven.cli import stateful_lab
 from haven.domain.errors import HavenError, UserError
 from haven.stateful.cluster import ClusterError, LoopbackCluster, all_synced
 from haven.stateful.drills import (
-    FULL_OUTAGE,
     NODE_LOSS,
     SCENARIOS,
     DrillCluster,
@@ -40,21 +39,9 @@ from haven.stateful.drills import node_loss as run_node_loss
 from haven.stateful.galera_node import MARIADBD, PROVIDER
 from haven.stateful.writer import prepare
 
-__all__ = ["SCENARIOS", "add_options", "run"]
+__all__ = ["SCENARIOS", "run"]  # its options: haven.cli.drill_args
 
-NODES = ("g1", "g2", "g3")
 WHOLE_FIRST_S = 30.0
-
-
-def add_options(drill: argparse.ArgumentParser) -> None:
-    group = drill.add_argument_group(f"Galera drills ({', '.join(SCENARIOS)})")
-    group.add_argument(
-        "--galera-node",
-        choices=NODES,
-        default=None,
-        help=f"{NODE_LOSS}: the node killed (default g3); {FULL_OUTAGE}: the node that goes down first "
-        "and misses the last writes (default g1)",
-    )
 
 
 def run(args: argparse.Namespace, out: Console, err: Console) -> int:

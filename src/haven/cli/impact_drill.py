@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from haven.cli.drill_args import IMPACT
 from haven.cli.lab_controls import running_lab
 from haven.domain.errors import UserError
 from haven.drill.impact_matrix import matrix_json
@@ -33,26 +34,10 @@ from haven.drill.impact_run import LabNotWhole, Settings, chosen, measure
 from haven.lab.labfiles import compute_pids
 from haven.lab.state import LabState, alive, load_state
 
-SCENARIO = "controlplane-impact"
+SCENARIO = IMPACT  # its options: haven.cli.drill_args
 LAB = "lab"
 EXIT_DISAGREES = 1
 _SHORT = {"works": "works", "slow": "slow", "fails": "FAILS"}
-
-
-def add_options(drill: argparse.ArgumentParser) -> None:
-    group = drill.add_argument_group(f"the impact matrix (`haven drill {SCENARIO} --cloud lab`)")
-    group.add_argument(
-        "--only", default="", metavar="SERVICE[,SERVICE...]",
-        help="stop only these services (default: every lab service, about 25 minutes)",
-    )  # fmt: skip
-    group.add_argument(
-        "--operations", default="", metavar="OP[,OP...]",
-        help="run only these user operations (default: all; e.g. token-issue,image-list)",
-    )  # fmt: skip
-    group.add_argument("--operation-timeout", type=float, default=20.0, metavar="SECONDS",
-                       help="one request of an operation (default 20); a boot is given the longer of "
-                       "60 s and twice this to reach ACTIVE, a delete the longer of 45 s and 1.5 times "
-                       "this to finish")  # fmt: skip
 
 
 def run(args: argparse.Namespace, out: Console, err: Console) -> int:

@@ -127,16 +127,10 @@ def _add_demo(sub: Subcommands) -> None:
 
 
 def _add_drill(sub: Subcommands) -> None:
-    from haven.cli import cloud_drill, fault_drill, galera, impact_drill, rabbitmq
-    from haven.cli.backups import DRILLS as BACKUP_DRILLS
-    from haven.drill.leader_loss import NAME as LEADER_LOSS
-    from haven.drill.scenarios import SCENARIOS
+    from haven.cli import drill_args  # names and options only: the drill chosen is imported by _drill
 
     drill = _own(sub, "drill")
-    names = [*SCENARIOS, LEADER_LOSS, *galera.SCENARIOS, *rabbitmq.SCENARIOS, *BACKUP_DRILLS]
-    names.append(fault_drill.SCENARIO)
-    names.append(impact_drill.SCENARIO)
-    drill.add_argument("scenario", help=f"one of: {', '.join(names)}")
+    drill.add_argument("scenario", help=f"one of: {', '.join(drill_args.NAMES)}")
     _cloud_size(
         drill, vms_help="VMs in the simulated cloud (default 300); with --cloud: HA servers booted (3)"
     )
@@ -145,11 +139,7 @@ def _add_drill(sub: Subcommands) -> None:
     )
     drill.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     _cloud_choice(drill)
-    cloud_drill.add_options(drill)
-    galera.add_options(drill)
-    rabbitmq.add_options(drill)
-    fault_drill.add_options(drill)
-    impact_drill.add_options(drill)
+    drill_args.add_options(drill)
     drill.set_defaults(handler=_drill)
 
 
@@ -395,29 +385,42 @@ def _is_haven_database(path: Path) -> bool:
 
 
 def _drill(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from haven.cli import cloud_drill, fault_drill, galera, impact_drill, rabbitmq
-    from haven.cli.backups import DRILLS as BACKUP_DRILLS
-    from haven.cli.backups import run_drill as backup_drill
-    from haven.drill.leader_loss import NAME as LEADER_LOSS
+    # Each branch imports only its own drill's modules (haven.cli.drill_args names them all).
+    from haven.cli.drill_args import BACKUP_DRILLS, FAULT, GALERA, IMPACT, LEADER_LOSS, RABBITMQ, SIMULATED
     from haven.drill.limits import check_drill_size
-    from haven.drill.scenarios import SCENARIOS
 
-    if args.scenario == fault_drill.SCENARIO or args.fault_name:  # the fault catalogue, on the lab
+    if args.scenario == FAULT and args.list:  # the catalogue alone: neither the lab nor the store
+        from haven.cli.fault_catalogue import print_catalogue
+
+        return print_catalogue(args.json, out)
+    if args.scenario == FAULT or args.fault_name:  # the fault catalogue, on the lab
+        from haven.cli import fault_drill
+
         return fault_drill.run(args, out, err)
-    if args.scenario == impact_drill.SCENARIO:  # the impact matrix, measured on the lab
+    if args.scenario == IMPACT:  # the impact matrix, measured on the lab
+        from haven.cli import impact_drill
+
         return impact_drill.run(args, out, err)
-    if args.scenario in galera.SCENARIOS:  # on a temporary real Galera cluster
+    if args.scenario in GALERA:  # on a temporary real Galera cluster
+        from haven.cli import galera
+
         return galera.run(args, out, err)
-    if args.scenario in rabbitmq.SCENARIOS:  # on a temporary real RabbitMQ cluster
+    if args.scenario in RABBITMQ:  # on a temporary real RabbitMQ cluster
+        from haven.cli import rabbitmq
+
         return rabbitmq.run(args, out, err)
     if args.scenario in BACKUP_DRILLS:  # backups, rotation and restores on the simulated cloud
+        from haven.cli.backups import run_drill as backup_drill
+
         return backup_drill(args, out, err)
     if args.cloud is not None:
+        from haven.cli import cloud_drill
+
         return cloud_drill.run(args, _home(args), out, err)
     if args.vms is None:
         args.vms = 300
-    if args.scenario != LEADER_LOSS and args.scenario not in SCENARIOS:
-        raise UserError(f"unknown scenario {args.scenario!r}", f"choose one of: {', '.join(SCENARIOS)}")
+    if args.scenario != LEADER_LOSS and args.scenario not in SIMULATED:
+        raise UserError(f"unknown scenario {args.scenario!r}", f"choose one of: {', '.join(SIMULATED)}")
     check_drill_size(args.hosts, args.vms)  # before anything is built: the cloud lives in memory
     if args.scenario == LEADER_LOSS:
         return _leader_loss(args, out, err)

@@ -35,31 +35,7 @@ from haven.stateful.rabbitmq_drills import (
     partition,
 )
 
-__all__ = ["SCENARIOS", "add_options", "run"]
-
-NODES = ("rabbit-1", "rabbit-2", "rabbit-3")
-
-
-def add_options(drill: argparse.ArgumentParser) -> None:
-    group = drill.add_argument_group(f"RabbitMQ drills ({', '.join(SCENARIOS)})")
-    group.add_argument(
-        "--rabbitmq-node",
-        choices=NODES,
-        default="rabbit-3",
-        help="the node killed (node loss) or cut off from the others (partition); default rabbit-3",
-    )
-    group.add_argument(
-        "--rabbitmq-cut-from",
-        choices=NODES,
-        default=None,
-        help="rabbitmq-partition: cut only the link between --rabbitmq-node and this node (default: cut it "
-        "off from every other node)",
-    )
-    group.add_argument(
-        "--rabbitmq-split-all",
-        action="store_true",
-        help="rabbitmq-partition: cut every node off from every other (three sides of one node each)",
-    )
+__all__ = ["SCENARIOS", "run"]  # its options: haven.cli.drill_args
 
 
 def run(args: argparse.Namespace, out: Console, err: Console) -> int:
