@@ -9,6 +9,7 @@ own entry, read over its text protocol) and from what the client saw, never from
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import signal
@@ -22,9 +23,10 @@ import httpx
 import pytest
 
 from haven.controlplane.config import parse_controlplane
+from haven.controlplane.drivers.service_probes import memcached_ask
 from haven.controlplane.drivers.systemd import SystemdUnits
-from haven.domain.controlplane import ProbeKind
-from haven.lab import ha, memcached
+from haven.domain.controlplane import ActionKind, ActionState, ProbeKind
+from haven.lab import ha, ha_drills, memcached
 from haven.lab.keystone import Account
 from haven.lab.process import LabServiceError
 from servers.nova import NovaLab
@@ -40,15 +42,8 @@ def _cached(address: str, port: int, token: str) -> bool:
     """Whether ``token``'s entry is in this memcached (keystonemiddleware's key: ``tokens/`` and the
     token's SHA-256, no memcache_security_strategy). A ``get`` counts as a hit or miss in its stats."""
     key = "tokens/" + hashlib.sha256(token.encode()).hexdigest()
-    with socket.create_connection((address, port), timeout=2.0) as conn:
-        conn.sendall(f"get {key}\r\n".encode())
-        data = b""
-        while not data.endswith(b"END\r\n"):
-            chunk = conn.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return data.startswith(f"VALUE {key} ".encode())
+    answer = asyncio.run(memcached_ask(address, port, f"get {key}", 2.0))
+    return answer.startswith(f"VALUE {key} ".encode())
 
 
 def _hits(ha_lab: ha.HaLab) -> dict[str, int]:
@@ -68,22 +63,25 @@ def _wait(check: Callable[[], bool], timeout_s: float, what: str) -> None:
 
 
 def test_haven_toml_declares_the_memcacheds_and_every_api_lists_them(tmp_path: Path) -> None:
-    """No lab: the HA lab's ``[controlplane]`` has memcached (a TCP probe of its port), and an API's
-    keystonemiddleware gets both controllers' memcacheds; a lab started without them declares none."""
+    """No lab: the HA lab's ``[controlplane]`` has memcached (its ``version`` as the probe), and an API's
+    keystonemiddleware gets both controllers' memcacheds, and the spare's when the lab starts with one
+    (``--controllers 3``); a lab started without them declares none."""
     controllers = [ha.Controller(f"ctl-{i}", f"127.0.1.{i}", tmp_path / f"ctl-{i}", i) for i in (1, 2)]
     lab = ha.HaLab(tmp_path, controllers, ha.APIS[:2], {"keystone": 1, "nova-api": 2}, {}, memcached_port=7)
     section = tomllib.loads(ha.controlplane_toml(lab))["controlplane"]
-    spec = {s.name: s for s in parse_controlplane(section, "test").services}["memcached"]
+    spec = {str(s.name): s for s in parse_controlplane(section, "test").services}["memcached"]
     assert (spec.unit, spec.min_replicas, spec.probe and spec.probe.kind, spec.probe and spec.probe.port) == (
         memcached.MEMCACHED_UNIT,
         2,
-        ProbeKind.TCP,
+        ProbeKind.MEMCACHED,
         7,
     )
     assert "OS_KEYSTONE_AUTHTOKEN__MEMCACHED_SERVERS=127.0.1.1:7,127.0.1.2:7\n" in memcached.authtoken_env(
         lab.memcached_servers
     )
     assert ha.from_state(ha.describe(lab)).memcached_port == 7
+    lab.memcached_listed = 3
+    assert ha.from_state(ha.describe(lab)).memcached_servers == ["127.0.1.1:7", "127.0.1.2:7", "127.0.1.3:7"]
     lab.memcached_port = 0
     assert "memcached" not in tomllib.loads(ha.controlplane_toml(lab))["controlplane"]["services"]
     assert memcached.authtoken_env(lab.memcached_servers) == ""
@@ -134,6 +132,45 @@ def test_nova_api_answers_through_haproxy_with_one_memcached_killed(
     finally:
         asyncio.run(_unit(ctl, "start"))
         _wait(lambda: _stats_answer(ctl.address, port), 15.0, "memcached@ctl-1 back")
+
+
+def test_a_hung_memcached_is_found_by_haven_probe_and_restarted(
+    nova_lab: NovaLab, ha_lab: ha.HaLab, tmp_path: Path
+) -> None:
+    """SIGSTOP of memcached@ctl-2: systemd still says active and its port still accepts (what the TCP
+    probe saw); haven's ``version`` probe times out and haven restarts it: a new process (its own
+    ``pid`` and ``uptime``), the stopped one gone, the unit active."""
+    ctl = ha_lab.controller("ctl-2")
+    port = ha_lab.memcached_port
+    pid = ha.main_pid(ctl, memcached.MEMCACHED_UNIT)
+    before = memcached.stats(ctl.address, port)
+    with ha_drills.Healer(ha_lab, tmp_path / "haven") as healer:
+        time.sleep(2.0)  # steady: every probe passes
+        assert healer.actions("memcached") == []
+        os.kill(pid, signal.SIGSTOP)
+        hung = time.monotonic()
+        try:
+            assert ha_drills.unit_status(ctl, memcached.MEMCACHED_UNIT).active.value == "active"
+            socket.create_connection((ctl.address, port), timeout=1.0).close()  # the kernel accepts
+            _wait(lambda: _new_memcached(ctl.address, port, before["pid"]), 30.0, "new memcached@ctl-2")
+            back_s = time.monotonic() - hung
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        actions = [(a.kind, a.state, a.host, a.reason) for a in healer.actions("memcached")]
+    after = memcached.stats(ctl.address, port)
+    print(f"\nmemcached@ctl-2 hung: a new one answered {back_s:.1f} s later; haven's actions {actions}")
+    assert ha_drills.proc_states([pid]) == {pid: "gone"}
+    assert int(after["uptime"]) < back_s + 2 and after["pid"] != before["pid"]
+    assert ha_drills.unit_status(ctl, memcached.MEMCACHED_UNIT).active.value == "active"
+    assert [action[:3] for action in actions] == [(ActionKind.RESTART, ActionState.DONE, "ctl-2")]
+
+
+def _new_memcached(address: str, port: int, old_pid: str) -> bool:
+    try:
+        return memcached.stats(address, port, timeout_s=1.0)["pid"] != old_pid
+    except LabServiceError:
+        return False
 
 
 async def _unit(controller: ha.Controller, action: str) -> None:

@@ -30,10 +30,11 @@ haven's ``[controlplane]`` names only the first backends, so it never acts on th
 
 Token caches: each controller also runs ``memcached.service`` (the catalogue's unit; Debian's memcached
 on the controller's address, one free port for all, 16 MiB), and every API replica's
-``[keystone_authtoken] memcached_servers`` lists the active controllers' memcacheds (how a dead or
-hung one is left out: haven.lab.memcached), as the install guide, Kolla-Ansible and OpenStack-Helm
-deploy them: a token validated by one process of one replica is a cache hit for every other.
-haven.toml's ``[controlplane]`` declares it (a TCP probe), so haven heals a memcached like any replica.
+``[keystone_authtoken] memcached_servers`` lists every controller's memcached, a spare's started with the
+lab included (how a dead, hung or stopped one is left out: haven.lab.memcached), as the install guide,
+Kolla-Ansible and OpenStack-Helm deploy them: a token validated by one process of one replica is a cache
+hit for every other. haven.toml's ``[controlplane]`` declares it (memcached's ``version`` as its probe),
+so haven heals a memcached like any replica, a SIGSTOPped one too.
 ``start(memcached=False)`` starts the HA lab without them (each process keeps its own in-process
 cache, as before 2026-12-07).
 
@@ -240,6 +241,10 @@ class HaLab:
     # the APIs validate tokens through Keystone's frontend (opt-in: ``start(authtoken_frontend=True)``)
     authtoken_frontend: bool = False
     memcached_port: int = 0  # each controller's memcached (haven.lab.memcached); 0: none (an older lab)
+    # How many controllers' memcacheds (ctl-1, ctl-2, ...) every API replica lists: the spare ``start``
+    # was asked for included; a spare ``add_spare`` puts on a running lab is not (its replicas would need
+    # their configuration again and a restart, as a real deployment's would).
+    memcached_listed: int = len(CONTROLLERS)
     started_in_s: float = 0.0
     errors: list[str] = field(default_factory=list)
 
@@ -264,11 +269,13 @@ class HaLab:
 
     @property
     def memcached_servers(self) -> list[str]:
-        """``[keystone_authtoken] memcached_servers`` of every API replica: the memcached of each active
-        controller (a spare's, stopped until someone starts it, is not listed); [] without memcached."""
+        """``[keystone_authtoken] memcached_servers`` of every API replica: the memcached of each listed
+        controller (``memcached_listed``), a spare's too although it is stopped until haven starts it (a
+        refused connection marks it dead for dead_retry, its keys go to the others: python-memcached);
+        [] without memcached."""
         if not self.memcached_port:
             return []
-        return [f"{_address(i)}:{self.memcached_port}" for i in range(1, len(CONTROLLERS) + 1)]
+        return [f"{_address(i)}:{self.memcached_port}" for i in range(1, self.memcached_listed + 1)]
 
 
 def describe(ha: HaLab) -> dict[str, object]:
@@ -294,6 +301,7 @@ def describe(ha: HaLab) -> dict[str, object]:
         "haproxy_socket": ha.haproxy_socket,
         "authtoken_frontend": ha.authtoken_frontend,
         "memcached_port": ha.memcached_port,
+        "memcached_listed": ha.memcached_listed,
         "started_in_s": ha.started_in_s,
     }
 
@@ -320,6 +328,7 @@ def from_state(saved: Mapping[str, object]) -> HaLab:
         found = HaLab(Path(str(saved["folder"])), controllers, apis, ports, frontends, kolla, workers)
         found.authtoken_frontend = bool(saved.get("authtoken_frontend", False))
         found.memcached_port = int(saved.get("memcached_port", 0))  # type: ignore[call-overload]
+        found.memcached_listed = int(saved.get("memcached_listed", len(CONTROLLERS)))  # type: ignore[call-overload]
         return found
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise LabServiceError(f"the lab state's HA part is not readable ({exc}): is this an HA lab?") from exc
@@ -376,7 +385,8 @@ def start(
     frontends = {api.service: free_port() for api in apis}
     kolla = {api.service: free_port() for api in apis}
     ha = HaLab(folder, [], apis, ports, frontends, kolla, workers, authtoken_frontend=authtoken_frontend,
-               memcached_port=free_port() if memcached else 0)  # fmt: skip
+               memcached_port=free_port() if memcached else 0,
+               memcached_listed=len(CONTROLLERS) + spares)  # fmt: skip
     labfiles.private(folder / "serve.env", serve_env(lab_folder, workers=bool(workers)))
     say(f"HA: starting systemd on {', '.join(CONTROLLERS)} and HAProxy")
     for index, host in enumerate(CONTROLLERS, start=1):
@@ -392,7 +402,7 @@ def start(
         _wait_for_bus(controller, 15.0)
     ha.haproxy.wait_until(lambda: Path(ha.haproxy_socket).exists(), 10.0, "admin socket")
     if ha.memcached_port:
-        say(f"HA: waiting for memcached on {', '.join(ha.memcached_servers)}")
+        say(f"HA: waiting for memcached on {', '.join(c.host for c in ha.active)}")
         _wait_memcached(ha, 30.0)
     say("HA: waiting for HAProxy to see every replica UP")
     _wait_all_up(ha, timeout_s)
@@ -736,11 +746,11 @@ def controlplane_toml(ha: HaLab) -> str:
     for api in ha.apis:
         lines += [f"[controlplane.services.{api.service}]", f"probe = {{ {_probe(ha, api)} }}"]
     if ha.memcached_port:
-        # A TCP connect, as the catalogue's probe (memcached has no health document); haven restarts a
-        # killed one whose unit systemd did not (Restart=on-failure does, after 1 s).
+        # memcached's ``version``, as the catalogue's probe: a hung (SIGSTOPped) one fails by timeout and
+        # haven kills and restarts it; a killed one systemd restarts (Restart=on-failure, after 1 s).
         lines += [
             "[controlplane.services.memcached]",
-            f'probe = {{ kind = "tcp", port = {ha.memcached_port}, period_s = 1.0, timeout_s = 1.0, '
+            f'probe = {{ kind = "memcached", port = {ha.memcached_port}, period_s = 1.0, timeout_s = 1.0, '
             "failure_threshold = 2, startup_grace_s = 10.0 }",
         ]
     for worker in ha.workers:
