@@ -115,6 +115,8 @@ _FIGURES = (
     "cache_hits",
     "cache_misses",
     "backend_empty_s",
+    "rate_before",
+    "rate_alone",
     "victim_restarts",
     "false_actions",
 )
@@ -150,7 +152,7 @@ def _load_child(
     """The clients in a process of their own (``_ChildLoad``): what they saw, sent back at the end."""
     with ha_drills.Load(url, token, clients, timeout_s) as load:
         stop.wait()
-    conn.send((load.started, load.seconds, load.answers, load.errors, load.slowest, load.slow))
+    conn.send((load.started, load.seconds, load.answers, load.errors, load.slowest, load.slow, load.answered))
     conn.close()
 
 
@@ -177,6 +179,7 @@ class _ChildLoad:
         self.errors: list[tuple[float, str]] = []
         self.slowest = (0.0, 0.0)
         self.slow: list[tuple[float, float]] = []
+        self.answered: list[float] = []
 
     def __enter__(self) -> _ChildLoad:
         self._process.start()
@@ -187,7 +190,8 @@ class _ChildLoad:
         self._stop.set()
         if self._receive.poll(60.0):
             figures = self._receive.recv()
-            self.started, self.seconds, self.answers, self.errors, self.slowest, self.slow = figures
+            (self.started, self.seconds, self.answers, self.errors, self.slowest, self.slow,
+             self.answered) = figures  # fmt: skip
         self._process.join(10.0)
         if self._process.is_alive():
             self._process.kill()
@@ -311,6 +315,10 @@ def fault_run(
         "cache_misses": _delta(cache_before, cache_after, "get_misses"),
         "check_up_s": _r(check_up_s), "haven_out_s": _r(haven_out_s), "haven_ready_s": _r(haven_ready_s),
         "backend_empty_s": _r(empty_s),
+        # answers a second through the frontend: the 2 s before the fault (both replicas), and while the
+        # survivor was alone (from the victim out of HAProxy until it was back)
+        "rate_before": _rate(load.answered, faulted - 2.0, faulted),
+        "rate_alone": _rate(load.answered, faulted + (out_s or 0.0), faulted + (back_s or 0.0)),
         "victim_restarts": restarts, "false_actions": false_actions, "first_error": load.errors[:1],
         "errors": dict(kinds.most_common(4)), "other_actions": others, "alerts": alerts,
         # why each failed request failed: its kind, whether it was sent while nova_api's backend had no
@@ -321,6 +329,12 @@ def fault_run(
         "haproxy_log": log.lines(backend),
         "load": _loadavg(),
     }  # fmt: skip
+
+
+def _rate(answered: list[float], start: float, end: float) -> float | None:
+    if end - start < 0.5:
+        return None
+    return round(len([t for t in answered if start <= t < end]) / (end - start), 1)
 
 
 class _LogTail:

@@ -277,6 +277,7 @@ class Load:
         self.errors: list[tuple[float, str]] = []  # (monotonic time, what went wrong)
         self.slowest = (0.0, 0.0)  # (seconds, when it was sent)
         self.slow: list[tuple[float, float]] = []  # (when sent, seconds) of answers slower than SLOW_S
+        self.answered: list[float] = []  # when each answer came (monotonic): the rate over any window
         self.started = 0.0
         self.seconds = 0.0  # how long it ran (set when it stops)
         self._stop = threading.Event()
@@ -317,6 +318,7 @@ class Load:
                         self.errors.append((sent, failure))
                     else:
                         self.answers += 1
+                        self.answered.append(sent + took)
                     if took > self.slowest[0]:
                         self.slowest = (took, sent)
                     if took > SLOW_S:
