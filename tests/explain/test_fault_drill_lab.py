@@ -24,6 +24,8 @@ api's zone list fail first).
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -145,3 +147,27 @@ def test_the_canary_image_deactivated_is_explained_by_glance_and_reactivated(
     assert doc["root_cause"] == "glance-api" and doc["kind"] == "image"
     assert deactivated.seen, f"Glance never listed the image deactivated ({deactivated.errors})"
     assert status() == "active" and load_state(nova_lab.folder).image_id == nova_lab.image_id  # type: ignore[union-attr]
+
+
+def test_a_fault_left_in_place_is_named_by_the_lab_s_whole_check(nova_lab: NovaLab) -> None:
+    """What a SIGKILLed drill leaves (a SIGSTOPped service, its iptables rule) is named, with the command
+    that undoes it, before any canary round times out on it. The rule drops almost nothing (1e-4)."""
+    from haven.cli.fault_drill import LabFaults
+    from haven.drill.faults_network import Rules, loss_rule
+
+    lab = LabFaults(nova_lab.state)
+    assert lab.whole() == []
+    placement = next(p for p in nova_lab.state.processes if p.name == "placement-api")
+    port = lab.port("placement")
+    rules = Rules()
+    os.killpg(placement.pid, signal.SIGSTOP)
+    try:
+        rules.add(loss_rule(port, 0.0001))
+        wrong = lab.whole()
+    finally:
+        os.killpg(placement.pid, signal.SIGCONT)
+        rules.remove()
+    stopped = f"placement-api stopped (a hung fault left in place? continue it: kill -CONT -{placement.pid})"
+    assert stopped in wrong, wrong
+    assert [w for w in wrong if f"still in place on port {port} " in w], wrong
+    assert lab.whole() == []

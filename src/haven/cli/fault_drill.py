@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import configparser
+import contextlib
 import json
 import logging
 import re
@@ -38,6 +39,7 @@ from haven.cli.fault_catalogue import print_catalogue
 from haven.cli.lab_controls import running_lab
 from haven.domain.errors import NotFound, PermanentError, UserError
 from haven.drill.faults import FAULTS, Fault, LabProcess, fault_named
+from haven.drill.faults_network import rules_left
 from haven.drill.faults_observe import observing
 from haven.drill.faults_run import FaultRun, Result, RunSettings, plan
 from haven.lab import glance, hardware
@@ -334,7 +336,26 @@ class LabFaults:
         pids = compute_pids(self.folder)
         wrong += [f"nova-compute of {h} not running" for h in self.state.computes if not pids.get(h)]
         wrong += [f"{h} held: {', '.join(p)}" for h, p in hardware.read_holds(self.folder).items()]
+        wrong += [f"{e.name} stopped (a hung fault left in place? continue it: kill -CONT -{e.pid})"
+                  for e in self._records() if alive(e) and _stopped(e.pid)]  # fmt: skip
+        wrong += rules_left(self._ports())
         for bmc in self._bmcs():
             if (power := power_state(bmc, self._password)) != "On":
                 wrong.append(f"{bmc.host} powered {power}")
         return wrong
+
+    def _ports(self) -> list[int]:
+        """The loopback ports of this lab's services and database (what a network fault acts on)."""
+        found = []
+        for service in [*self.state.urls, "database"]:
+            with contextlib.suppress(NotFound, OSError):
+                found.append(self.port(service))
+        return found
+
+
+def _stopped(pid: int) -> bool:
+    """Whether the kernel shows ``pid`` stopped (SIGSTOP: state T)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+    except (OSError, IndexError):
+        return False
