@@ -147,10 +147,22 @@ CLIENT_TIMEOUT_S = 30.0  # --client-timeout: each client request's timeout
 
 
 def _load_child(
-    url: str, token: str, clients: int, conn: Connection, stop: Event, timeout_s: float = CLIENT_TIMEOUT_S
+    url: str,
+    token: str,
+    clients: int,
+    conn: Connection,
+    stop: Event,
+    timeout_s: float = CLIENT_TIMEOUT_S,
+    running: Event | None = None,
 ) -> None:
-    """The clients in a process of their own (``_ChildLoad``): what they saw, sent back at the end."""
+    """The clients in a process of their own (``_ChildLoad``): what they saw, sent back at the end;
+    ``running`` set once they have had as many answers as there are clients (or after 30 s)."""
     with ha_drills.Load(url, token, clients, timeout_s) as load:
+        deadline = time.monotonic() + 30.0
+        while load.answers < clients and time.monotonic() < deadline and not stop.is_set():
+            time.sleep(0.05)
+        if running is not None:
+            running.set()
         stop.wait()
     conn.send((load.started, load.seconds, load.answers, load.errors, load.slowest, load.slow, load.answered))
     conn.close()
@@ -169,9 +181,10 @@ class _ChildLoad:
         context = multiprocessing.get_context("spawn")
         self._receive, send = context.Pipe(duplex=False)
         self._stop = context.Event()
+        self._running = context.Event()
         self._process = context.Process(
             target=_load_child,
-            args=(url, token, clients, send, self._stop, CLIENT_TIMEOUT_S),
+            args=(url, token, clients, send, self._stop, CLIENT_TIMEOUT_S, self._running),
             daemon=True,
         )
         self.started = self.seconds = 0.0
@@ -184,6 +197,10 @@ class _ChildLoad:
     def __enter__(self) -> _ChildLoad:
         self._process.start()
         self.started = time.monotonic()
+        # The child's interpreter imports haven before its clients send anything (seconds at load 20): a
+        # fault 2 s after the start found no client running in some runs (no answer in the 2 s before
+        # it). Wait until they run.
+        self._running.wait(60.0)
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -237,10 +254,17 @@ def fault_run(
     others: list[str] = []
     alerts: list[str] = []
     folder = Path(tempfile.mkdtemp(prefix="hv-ha-bench-haven-"))
+    token = _token(labf, cluster)
+    # The clients' token validated before the load starts, as a client's long-lived token is: each run's
+    # new token cost every replica process a validation by Keystone on its first requests (py-spy, 8
+    # clients: all 4 of the survivor's request threads in keystonemiddleware's verify_token, waiting on
+    # Keystone, for 7-10 s after the load began), a stall that covered the kill 2 s later.
+    for c in cluster.active:
+        _warm(f"http://{c.address}:{cluster.ports[service]}/v2.1/servers", token)
     cache_before = _cache_counts(cluster)
     log = _LogTail(cluster.folder / "haproxy.log")
     with _healer(cluster, heal, folder) as healer:
-        with _load(url, _token(labf, cluster), clients) as load:
+        with _load(url, token, clients) as load:
             time.sleep(2.0)
             if drill == "kill":
                 os.kill(ha.main_pid(ctl, unit), signal.SIGKILL)
