@@ -602,9 +602,11 @@ _CHECK = "check inter 1s fall 3 rise 2 observe layer4 error-limit 1 on-error mar
 # was never empty (docs/controlplane.md). Kolla and TripleO leave the servers unbounded (only a
 # frontend maxconn); HAProxy's docs size a server's maxconn to what it serves at once.
 # Written into haproxy.cfg since 2026-12-07 (evening): at 8 clients through nova-api's frontend, the
-# survivor of a kill -9 alone held all 8 threads, its check waited behind them past ``timeout check`` 3
-# times, it was marked DOWN and the backend was empty: 1548 503s in one run of 3 (HAProxy's log: <NOSRV>
-# SC--); with the cap, 0 503s in 3 runs, its check answered and it stayed UP (docs/controlplane.md).
+# survivor of a kill -9 alone held all 8 threads (each waiting on Keystone to validate the clients' new
+# token), its check waited behind them past ``timeout check`` 3 times, it was marked DOWN and the backend
+# was empty: 1532 503s in one run (HAProxy's log: <NOSRV> SC--); capped, 0 503s in 9 runs, its check
+# answered and it stayed UP. With the token validated beforehand no survivor's check failed, capped or
+# not (docs/controlplane.md): the cap is for a replica whose request threads all wait on something.
 # It had been left out because the kill -9 lab test (2 clients, 10 s timeout) failed with it, but the
 # cap was not the cause (bench/ha_lab_kill_log.py): those were the restarted replica's first answers,
 # slow with or without it (2 clients never reach 4).
