@@ -4,7 +4,8 @@ A replica of the HA lab is one gunicorn worker of 8 threads fed from one FIFO (g
 queues each connection for the next free thread). HAProxy's check is a request like any other: with a
 client request in every thread, it waits behind them, and when they take longer than ``timeout check``
 three times in a row HAProxy marks the replica DOWN. For the survivor of a kill -9 that is an empty
-backend: a 503 for every client (bench/ha_lab.py --drill kill at 8 clients: 1548 in one run).
+backend: a 503 for every client (bench/ha_lab.py --drill kill at 8 clients: 1532 in one run, while the
+survivor's threads all waited on Keystone to validate the clients' new token).
 haven.lab.ha writes a per-server ``maxconn`` (half the threads), so the other requests wait in HAProxy's
 queue and the check finds a free thread.
 
