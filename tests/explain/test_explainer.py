@@ -228,7 +228,8 @@ async def test_from_nova_notifications_on_rabbitmq_to_a_stored_explanation(
 
 async def test_a_second_look_without_the_metrics_the_first_had_keeps_the_first_ranking(store: Store) -> None:
     """refine (the canary's look after a failed check) ranks again from what it can read: with Prometheus
-    gone by then, a ranking from events alone would replace one made with Glance's and Placement's series."""
+    gone by then and nothing new kept, a ranking from events alone would replace one made with Glance's
+    and Placement's series; with new evidence kept by the look, that evidence is ranked."""
 
     class Flaky:
         def __init__(self) -> None:
@@ -249,8 +250,7 @@ async def test_a_second_look_without_the_metrics_the_first_had_keeps_the_first_r
     clock.advance_to(NOW + 20)
     again = await explainer.refine(first)
     assert again == first == store.get_explanation(first.id)  # the series-backed ranking kept, not replaced
-    # Prometheus back and new evidence found by the look: the second look is stored as before.
-    metrics.down = False
+    # The look kept new evidence (hard evidence, dated before the symptom): ranked again from the events.
     store.keep_evidence({"r": NodeEvent("nova-scheduler", EvidenceKind.RESTART, NOW - 10)}, NOW + 20)
     refined = await explainer.refine(first)
     assert refined.diagnosis is not None and refined.explained_at == NOW + 20

@@ -51,3 +51,11 @@ def test_without_iptables_there_is_nothing_left() -> None:
         raise FileNotFoundError("iptables")
 
     assert rules_left([39337], read=missing) == []
+
+
+def test_a_listing_that_fails_is_said_not_taken_for_no_rule() -> None:
+    def locked(table: str) -> str:
+        raise subprocess.CalledProcessError(4, ["iptables", "-t", table, "-S", "OUTPUT"])
+
+    wrong = rules_left([39337], read=locked)
+    assert len(wrong) == 2 and all(w.startswith("could not read iptables -t ") for w in wrong), wrong

@@ -93,13 +93,17 @@ def loss_rule(port: int, probability: float) -> Rule:
 def rules_left(ports: Sequence[int], read: Callable[[str], str] | None = None) -> list[str]:
     """A drill's rules still in place on any of ``ports`` (a drill SIGKILLed mid-injection leaves its
     rule), each as what is wrong and the command that removes it; [] when none. ``read`` gives
-    ``iptables -S OUTPUT`` of a table (the real one by default); a host without iptables has none."""
+    ``iptables -S OUTPUT`` of a table (the real one by default); a host without iptables has none, and
+    a listing that fails is said (the lab is not proven whole on a guess)."""
     wanted = {f"{COMMENT}:{port}" for port in ports}
     found: list[str] = []
     for table in ("filter", "nat"):
         try:
             listing = (read or _list_rules)(table)
-        except (OSError, subprocess.SubprocessError):
+        except FileNotFoundError:  # no iptables on this host: no drill's rule either
+            continue
+        except (OSError, subprocess.SubprocessError) as exc:  # unread is not "none left"
+            found.append(f"could not read iptables -t {table} -S OUTPUT for a drill's rules left: {exc}")
             continue
         for line in listing.splitlines():
             words = line.replace('"', "").split()

@@ -168,30 +168,35 @@ def plan(names: list[str], runs: int, controls: int, seed: int | None) -> list[t
 
 
 class _Term:
-    """Whether a SIGTERM came while a fault was in place, and whether its heal has begun."""
+    """Whether a SIGTERM came while a fault was in place, and how far its heal has gone."""
 
     def __init__(self) -> None:
         self.seen = False
-        self.healing = False
+        self.healing = False  # the heal has begun: a first SIGTERM now waits for it
+        self.healed = False  # the heal is done: a first SIGTERM now cancels the lab's proof
 
 
 @contextmanager
 def _healing_on_sigterm(say: Callable[[str], None]) -> Iterator[_Term]:
-    """While a fault is in place: the first SIGTERM cancels the running task (``seen``); one that comes
-    once the heal has begun only waits for it. Outside the main thread (no signal handlers) nothing."""
+    """While a fault is in place: the first SIGTERM cancels the running task (``seen``), except during
+    the heal, which it waits for; a second one stops the process as it would have without this
+    handler. Outside the main thread (no signal handlers) nothing."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     term = _Term()
+    previous = signal.getsignal(signal.SIGTERM)
 
     def on_term() -> None:
-        if term.seen:
+        if term.seen:  # asked again: stop now, heal or not
+            loop.remove_signal_handler(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, previous)
+            signal.raise_signal(signal.SIGTERM)
             return
         term.seen = True
-        say("SIGTERM: healing the fault in place before stopping")
-        if task is not None and not term.healing:
+        say("SIGTERM: healing the fault in place before stopping (a second SIGTERM stops at once)")
+        if task is not None and (not term.healing or term.healed):
             task.cancel()
 
-    previous = signal.getsignal(signal.SIGTERM)
     try:
         loop.add_signal_handler(signal.SIGTERM, on_term)
     except (RuntimeError, ValueError):  # not the main thread's loop
@@ -357,7 +362,7 @@ class FaultRun:
                 if heal is None and injecting is not None and not injecting.cancelled():
                     with contextlib.suppress(Exception):  # an injection that failed left nothing to heal
                         heal = await injecting
-                await self._heal(fault, heal, result, prove=not term.seen)
+                await self._heal(fault, heal, result, term)
         if term.seen:
             self.say(f"{fault.name}: healed after SIGTERM; stopping")
             raise SystemExit(143)
@@ -367,16 +372,24 @@ class FaultRun:
                  f"{result.ranked[:3]}; {result.summary}; {'; '.join(result.notes)}")  # fmt: skip
         return result
 
-    async def _heal(self, fault: Fault, heal: Heal | None, result: Result, prove: bool = True) -> None:
+    async def _heal(self, fault: Fault, heal: Heal | None, result: Result, term: _Term) -> None:
         if heal is not None:
             self.say(f"{fault.name}: healing, then proving the lab whole again")
             try:
                 await asyncio.to_thread(heal)
             except Exception as exc:
                 result.notes.append(f"heal failed: {type(exc).__name__}: {exc}")
-        if not prove:
+        term.healed = True
+        if term.seen:
             return
-        wrong = await self.prove_whole()
+        try:
+            wrong = await self.prove_whole()
+        except asyncio.CancelledError:
+            if not term.seen:
+                raise
+            _uncancel()
+            result.notes.append("stopped by SIGTERM after the heal: the lab not proven whole")
+            return
         self.proven = not wrong
         if wrong:
             result.healed = False

@@ -183,13 +183,16 @@ class Explainer:
     async def refine(self, record: ExplanationRecord) -> ExplanationRecord:
         """Rank an explained record's symptom again with the evidence kept since (the canary's look after
         a failed check, haven.canary.runner). Stored only when its first three causes changed, and then
-        explained at now: ``explained_at`` stays the moment the ranking it holds was first known."""
+        explained at now: ``explained_at`` stays the moment the ranking it holds was first known. A series
+        the first ranking read that cannot be read now (Prometheus down) keeps the first ranking, unless
+        the look kept new evidence (events are hard evidence; the ranking then goes without that series)."""
         stored = await asyncio.to_thread(self._store.get_explanation, record.id)
         if stored.state is not ExplanationState.DONE or stored.diagnosis is None:
             return stored
         found = await self.gather(stored)
         lost = self._unread(found.notes) - self._unread(stored.notes)
-        if lost:  # a ranking without series the first one had is no better look: keep the first
+        if lost and not await self._kept_since(stored):
+            # nothing new to rank, and fewer series than the first ranking had: keep the first
             _log.info("not ranking %s again: %s now missing", record.id, ", ".join(sorted(lost)))
             return stored
         diagnosis = rank(found.graph, stored.symptom, found.series, found.events, self._settings.rank)
@@ -238,6 +241,16 @@ class Explainer:
         steps = {str(n.id): self._store.list_steps(n.id) for n in notes}
         alerts = [a for a in self._store.list_alerts(active_only=False) if a.raised_at >= start]
         return OwnRecords(notes, steps, alerts, self._store.actions_since(start))
+
+    async def _kept_since(self, stored: ExplanationRecord) -> bool:
+        """Whether evidence about ``stored``'s window was kept after it was explained (the look's)."""
+        if stored.explained_at is None:
+            return True
+        start = stored.symptom.at - self._settings.rank.lookback_s
+        since = await asyncio.to_thread(
+            self._store.evidence_between, start, stored.symptom.at, stored.explained_at
+        )
+        return bool(since)
 
     def _unread(self, notes: Sequence[str]) -> set[str]:
         """The configured series ``notes`` say could not be read (``_series``' notes), as "metric of node"."""

@@ -44,12 +44,16 @@ def keep_evidence(conn: Connection, events: Mapping[str, NodeEvent], received_at
     return kept
 
 
-def evidence_between(conn: Connection, start: float, end: float) -> list[NodeEvent]:
+def evidence_between(
+    conn: Connection, start: float, end: float, received_after: float | None = None
+) -> list[NodeEvent]:
     query = (
         select(evidence_events)
         .where(evidence_events.c.at >= start, evidence_events.c.at <= end)
         .order_by(evidence_events.c.at, evidence_events.c.id)
     )
+    if received_after is not None:
+        query = query.where(evidence_events.c.received_at > received_after)
     return [NodeEvent(r.node, EvidenceKind(r.kind), r.at, r.detail, r.scope) for r in conn.execute(query)]
 
 

@@ -478,10 +478,13 @@ class Store:
         with self._transaction(write=True) as conn:
             return explanations.keep_evidence(conn, events, received_at)
 
-    def evidence_between(self, start: float, end: float) -> list[NodeEvent]:
-        """Kept events from ``start`` to ``end`` (inclusive), oldest first."""
+    def evidence_between(
+        self, start: float, end: float, received_after: float | None = None
+    ) -> list[NodeEvent]:
+        """Kept events from ``start`` to ``end`` (inclusive), oldest first; with ``received_after``, only
+        those kept after that time."""
         with self._transaction(write=False) as conn:
-            return explanations.evidence_between(conn, start, end)
+            return explanations.evidence_between(conn, start, end, received_after)
 
     def prune_evidence(self, before: float) -> int:
         with self._transaction(write=True) as conn:
