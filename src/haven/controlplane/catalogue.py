@@ -88,7 +88,9 @@ _SPECS = (
         quorum=True,
     ),
     ServiceSpec(_MQ, "rabbitmq-server.service", 3, probe=_tcp(5672, 120.0), stateful=True, quorum=True),
-    # memcached's own ``version`` (a TCP connect passes a hung one: the kernel accepts for it).
+    # memcached's own ``version`` (a TCP connect passes a hung one: the kernel accepts for it). A memcached
+    # that speaks the binary protocol only (``-B binary``; SASL) never answers it: declare its probe
+    # ``kind = "tcp"`` in haven.toml, or haven would take it for hung.
     ServiceSpec(_MC, "memcached.service", 2, probe=ProbeSpec(ProbeKind.MEMCACHED, 11211)),
     ServiceSpec(S("haproxy"), "haproxy.service", 2),
 )
