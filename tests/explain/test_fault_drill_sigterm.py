@@ -39,7 +39,9 @@ CHILD = textwrap.dedent(
 
         def heal():
             (marks / "healing").touch()
-            time.sleep(heal_s)
+            time.sleep(max(heal_s, 0.0))
+            if heal_s < 0:
+                raise RuntimeError("the rule could not be deleted")
             (marks / "healed").touch()
 
         return heal
@@ -117,3 +119,10 @@ def test_a_sigterm_during_the_proof_stops_it(tmp_path: Path) -> None:
 def test_a_second_sigterm_stops_a_drill_whose_injection_hangs(tmp_path: Path) -> None:
     code, out, after_s = _run(tmp_path, inject="hang", signals=2)
     assert code == -signal.SIGTERM and after_s < 10, (code, after_s, out)
+
+
+def test_a_heal_that_fails_after_a_sigterm_is_said_not_healed(tmp_path: Path) -> None:
+    code, out, _ = _run(tmp_path, heal_s=-1.0)
+    assert code == 143, out
+    assert "NOT healed" in out and "the rule could not be deleted" in out, out
+    assert "healed after SIGTERM" not in out, out

@@ -55,7 +55,10 @@ def test_without_iptables_there_is_nothing_left() -> None:
 
 def test_a_listing_that_fails_is_said_not_taken_for_no_rule() -> None:
     def locked(table: str) -> str:
-        raise subprocess.CalledProcessError(4, ["iptables", "-t", table, "-S", "OUTPUT"])
+        argv = ["iptables", "-t", table, "-S", "OUTPUT"]
+        said = "Another app is currently holding the xtables lock.\n"
+        raise subprocess.CalledProcessError(4, argv, stderr=said)
 
     wrong = rules_left([39337], read=locked)
     assert len(wrong) == 2 and all(w.startswith("could not read iptables -t ") for w in wrong), wrong
+    assert all(w.endswith(": Another app is currently holding the xtables lock.") for w in wrong), wrong

@@ -364,7 +364,11 @@ class FaultRun:
                         heal = await injecting
                 await self._heal(fault, heal, result, term)
         if term.seen:
-            self.say(f"{fault.name}: healed after SIGTERM; stopping")
+            failed = [n for n in result.notes if n.startswith("heal failed")]
+            if failed:  # the fault may still be in place: say what went wrong, never "healed"
+                self.say(f"{fault.name}: stopping after SIGTERM, NOT healed: {'; '.join(result.notes)}")
+            else:
+                self.say(f"{fault.name}: healed after SIGTERM; stopping")
             raise SystemExit(143)
         result.wall_s = round(time.monotonic() - started, 1)
         result.load = [round(load_at_start, 2), round(os.getloadavg()[0], 2)]
