@@ -11,18 +11,18 @@ from haven.canary.runner import CanaryRunner
 from haven.canary.sim import SimCanaryCloud
 from haven.cloud.sim import CloudSpec, SimFencer, build_cloud
 from haven.controlplane.catalogue import CATALOGUE
-from haven.diagnosis import EvidenceKind
+from haven.diagnosis import EvidenceKind, Graph, Symptom, rank
 from haven.domain.clock import VirtualClock
 from haven.domain.controlplane import ActionDetail, ActionKind, ActionRecord, ActionState, ServiceName
 from haven.domain.ids import HostName
 from haven.domain.incidents import Alert, AlertKind, NotificationType
 from haven.explain.explainer import Explainer
-from haven.explain.own import HAVEN, OwnRecords, host_node, own_events
+from haven.explain.own import HAVEN, OwnRecords, extend, host_node, own_events
 from haven.service.bootstrap import segments_per_zone
 from haven.service.engine import Engine
 from haven.service.runner import run_until
 from haven.store import Store
-from haven.topology import openstack_topology
+from haven.topology import SERVER_BOOT, openstack_topology
 
 
 async def test_a_canary_no_host_can_take_is_explained_by_the_host_haven_fenced(tmp_path: Path) -> None:
@@ -123,3 +123,17 @@ def test_holds_restarts_and_a_recovery_s_own_host() -> None:
         (host_node("compute-3"), EvidenceKind.ERROR, 110.0),
         ("rabbitmq", EvidenceKind.RESTART, 130.0),
     }  # compute-9 is the symptom's own host; isolation and a replica back in are not faults
+
+
+def test_an_alert_cleared_before_the_symptom_is_no_cause_of_it() -> None:
+    """The control-plane alert of an earlier fault (computes not reporting), cleared minutes before, blamed
+    nova-compute for a later boot failure on the lab (bench/alert_ratio.py, placement-killed)."""
+    topology = openstack_topology(CATALOGUE.values())
+    graph = Graph(topology.depends_on, topology.labels, topology.phases)
+    words = "2 of 2 nova-compute services stopped reporting while their hosts' haven agents still beat"
+    symptom = Symptom(SERVER_BOOT, 700.0, "boot failed (NoValidHost)", "scheduling")
+    for cleared_at, blamed in ((200.0, False), (None, True), (705.0, True)):
+        alert = Alert("cp1", AlertKind.CONTROL_PLANE, words, 100.0, cleared_at=cleared_at)
+        events = own_events(OwnRecords(alerts=[alert]), 50.0, symptom.at)
+        ranked = [e.node for e in rank(extend(graph, events), symptom, events=events).explanations]
+        assert ("nova-compute" in ranked) is blamed, (cleared_at, ranked)

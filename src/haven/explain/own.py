@@ -9,6 +9,7 @@ and on the services its control plane restarted:
 - a fence that failed, a nova-compute process down → an ERROR / DOWN on the host;
 - an observer-gate or safety-policy hold → an ERROR on ``haven`` (its recovery was held, not broken);
 - many nova-computes down while their hosts beat (the control-plane alert) → an ERROR on nova-compute;
+- an alert cleared before the symptom: its evidence ended then (a HEALTHY of the alert's own scope);
 - the control plane's actions: a restart (haven's, or systemd's own seen by haven) → a RESTART on the
   service, a replica taken out of its load balancer → an ERROR (its probe failed), a replica started
   because it was missing → a DOWN.
@@ -20,6 +21,7 @@ an evacuation; ``haven`` is below an evacuation.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -74,8 +76,16 @@ def own_events(
         if not start <= alert.raised_at <= end:
             continue
         found = _alert_event(alert, skip_host)
-        if found is not None:
-            events.append(found)
+        if found is None:
+            continue
+        if alert.cleared_at is not None and alert.cleared_at <= end:
+            # cleared before the symptom: the alert's evidence ended then (the ranker drops an event a
+            # HEALTHY of the same scope follows); an alert still raised at the symptom stands
+            scope = f"alert:{alert.id}"
+            found = dataclasses.replace(found, scope=scope)
+            ended = NodeEvent(found.node, EvidenceKind.HEALTHY, alert.cleared_at, "alert cleared", scope)
+            events.append(ended)
+        events.append(found)
     for action in records.actions:
         if start <= action.created_at <= end and action.kind is not ActionKind.READY:
             events.append(_action_event(action))
