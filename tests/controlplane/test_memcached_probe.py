@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,13 +24,6 @@ from haven.lab import memcached as lab_memcached
 from servers.process import ServerProcess, free_port, port_open, require
 
 TIMEOUT_S = 0.5
-
-
-@pytest.fixture
-async def prober() -> AsyncIterator[NetworkProber]:
-    p = NetworkProber()
-    yield p
-    await p.close()
 
 
 @pytest.fixture

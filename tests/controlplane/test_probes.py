@@ -16,13 +16,6 @@ from .servers import free_port
 
 
 @pytest.fixture
-async def prober() -> AsyncIterator[NetworkProber]:
-    p = NetworkProber()
-    yield p
-    await p.close()
-
-
-@pytest.fixture
 async def http_server() -> AsyncIterator[int]:
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         request = await reader.readuntil(b"\r\n\r\n")

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
-import sys
 import time
 from pathlib import Path
 from types import ModuleType
@@ -15,21 +13,15 @@ from typing import Any
 
 import pytest
 
+from bench_modules import load_bench
 from haven.lab.state import LabState
 from haven.notify.alertmanager import Alertmanager, AmAlert
 from haven.service.config import load_config
 
-_BENCH = Path(__file__).resolve().parents[2] / "bench" / "alert_ratio.py"
-
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_alert_ratio", _BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_alert_ratio"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("alert_ratio")
 
 
 def at(epoch: float) -> str:

@@ -4,25 +4,17 @@ and control figures from hand-made results."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections import Counter
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-_BENCH = Path(__file__).resolve().parents[2] / "bench" / "explain.py"
+from bench_modules import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_explain", _BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_explain"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("explain")
 
 
 def test_each_round_holds_every_fault_once_and_the_controls_are_spread(bench: ModuleType) -> None:
