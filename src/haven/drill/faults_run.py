@@ -185,6 +185,8 @@ def _healing_on_sigterm(say: Callable[[str], None]) -> Iterator[_Term]:
     task = asyncio.current_task()
     term = _Term()
     previous = signal.getsignal(signal.SIGTERM)
+    if previous is None:  # a handler not installed from Python: the default is what can be restored
+        previous = signal.SIG_DFL
 
     def on_term() -> None:
         if term.seen:  # asked again: stop now, heal or not
