@@ -223,3 +223,49 @@ def test_past_the_window_or_once_the_peer_serves_a_hung_replica_is_handled_again
     p = run(replica("ctl-1", timed_out(), CHECK_FAILS), returning)
     assert (ActionKind.DRAIN, "ctl-1") not in acts(p)
     assert [h.kind for h in p.holds if h.host is None] == ["mass_failure"]
+
+
+# ---- the kill drill's cascade: a survivor counted down beside a peer just back ------------------------
+
+
+def _just_back(passing_for: float) -> ReplicaView:
+    """ctl-2 after a kill -9: systemd restarted it 12 s ago, its probe has passed for ``passing_for`` s,
+    haven readied it and HAProxy counts it up (a cold process taking the whole backend's traffic)."""
+    restarted = UnitStatus(UnitActive.ACTIVE, "running", active_since=NOW - 11)
+    probes = (
+        ProbeResult(False, NOW - passing_for - 1, "503"),
+        ProbeResult(True, NOW - passing_for, "200 OK"),
+        ProbeResult(True, NOW, "200 OK"),
+    )
+    return replica("ctl-2", probes, CHECK_PASSES, unit=restarted, restarts=(NOW - 12,))
+
+
+def test_a_survivor_counted_down_is_not_drained_while_the_only_peer_in_rotation_is_just_back() -> None:
+    # The HA lab's kill drill (2026-12-07, 8 clients, fresh tokens): the survivor's threads all waited on
+    # Keystone (CPU flat, so not busy), HAProxy counted it down; haven readied the restarted peer and
+    # drained the survivor in the same second; the cold peer alone failed its check too, and the backend
+    # stayed empty until haven's probe of the survivor passed again (66 s). Left enabled, HAProxy's check
+    # brings the survivor back by itself.
+    p = run(replica("ctl-1", timed_out(), DOWN), _just_back(passing_for=1.0))
+    assert acts(p) == []  # before: [(DRAIN, ctl-1)]
+    (hold,) = [h for h in p.holds if h.host == "ctl-1"]
+    assert hold.kind == "last_serving" and "came back within the last 15 s" in hold.reason
+    assert p.recheck_at == NOW - 1.0 + RISE_WAIT_S  # when the peer has held up for rise_wait_s
+
+
+def test_once_the_peer_has_held_up_or_the_survivor_answers_errors_it_is_handled_as_before() -> None:
+    # The peer passing for rise_wait_s: it carries the backend; a hung survivor is drained and restarted.
+    held_up = _just_back(RISE_WAIT_S)
+    assert acts(run(replica("ctl-1", timed_out(), DOWN), held_up)) == [(ActionKind.DRAIN, "ctl-1")]
+    # A peer in rotation that was not restarted lately is no fresh return (a steady backend).
+    steady = dataclasses.replace(_just_back(1.0), restarts=(NOW - 61,))
+    assert acts(run(replica("ctl-1", timed_out(), DOWN), steady)) == [(ActionKind.DRAIN, "ctl-1")]
+    # Errors, not timeouts: the survivor answers, wrongly; not load. Out at once.
+    errors = (ProbeResult(False, NOW - 1, "GET /v3: 500"), ProbeResult(False, NOW, "GET /v3: 500"))
+    assert acts(run(replica("ctl-1", errors, DOWN), _just_back(1.0))) == [(ActionKind.DRAIN, "ctl-1")]
+    # The pass before (the peer readied, HAProxy not yet counting it up): it is not serving, so it counts
+    # as failing with the survivor and the replica gate holds both (rule 4's window); the rule above takes
+    # over once HAProxy counts the peer up, the next pass (the two came "in the same second" on the lab).
+    not_up = dataclasses.replace(_just_back(1.0), member=MemberStatus(MemberAdmin.READY, "down"))
+    p = run(replica("ctl-1", timed_out(), DOWN), not_up)
+    assert acts(p) == [] and [h.kind for h in p.holds] == ["mass_failure"]

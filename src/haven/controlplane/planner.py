@@ -37,7 +37,11 @@ The rules, per service:
    has no healthy replica is not restarted for its probe failures. The last replica in the load
    balancer is never taken out for failed probes while another is being restarted (a ``last_serving``
    hold until that one serves): a survivor's probe timing out under the load it took over would
-   otherwise empty the backend.
+   otherwise empty the backend. Nor is a survivor HAProxy counts down, whose probes time out, drained
+   while every other replica in (or entering) the backend is fresh (restarted within ``gate_window_s``
+   and back by its probe for less than ``rise_wait_s``): left enabled, HAProxy's own check puts it back
+   if it was only overloaded, where drained it would wait for haven's probe while the cold one, alone,
+   may fail its check too.
 5. Fewer than ``min_replicas`` replicas that run or will be restarted: stopped replicas are started on
    allowed hosts, emptiest failure domain first (spread). Stateful services are never started elsewhere.
 6. Re-spread (spread ``domains``, not stateful): when every replica is healthy and in the load balancer
@@ -261,6 +265,17 @@ def _service(
             )
             state.holds.append(Hold(spec.name, j.view.host, "last_serving", reason))
             continue  # rule 4: never the last one out while another comes back
+        if j.health is H.UNHEALTHY and _down_beside_a_fresh_return(spec, j, judged, state):
+            reason = (
+                f"{spec.name}@{j.view.host} answers no probe and HAProxy counts it down, but every other "
+                f"replica in or entering backend {spec.backend.name if spec.backend else ''} came back "
+                f"within the last {state.settings.rise_wait_s:g} s: kept enabled, not restarted yet "
+                "(HAProxy's own check puts it back if it was only overloaded; the returning one may still "
+                "fail alone)"
+            )
+            state.holds.append(Hold(spec.name, j.view.host, "last_serving", reason))
+            state.wait(_fresh_until(spec, judged, j, state))
+            continue  # rule 4: a peer just back is not yet the backend's whole capacity
         if j.health is H.UNHEALTHY and _checked_in(spec, j):
             until = _busy_until(spec, j)
             if until is not None and state.now < until:
@@ -384,6 +399,55 @@ def _last_in_rotation_while_another_returns(
         if other.view.held_out and other.health in _NEEDS_RESTART and not _crash_looped(spec, other, now):
             return True
     return False
+
+
+def _fresh_returns(spec: ServiceSpec, judged: list[Judged], j: Judged, state: _Pass) -> list[Judged] | None:
+    """The replicas other than ``j`` in the load balancer's rotation or on their way in (back by their
+    probe, ready or being readied, not yet up by HAProxy's check), when there are some and each is fresh:
+    restarted within ``gate_window_s`` and passing its probes for less than ``rise_wait_s`` (a cold process
+    about to take the whole backend's traffic). None when there is none, or when one in rotation is not
+    fresh (a steady replica carries the backend)."""
+    returning = []
+    for o in judged:
+        if o is j:
+            continue
+        member = o.view.member
+        entering = (
+            o.health is H.HEALTHY
+            and o.probe_ok
+            and member is not None
+            and (o.view.held_out or member.admin is MemberAdmin.READY)
+        )
+        if not (_in_rotation(spec, o) or entering):
+            continue
+        restarted = any(0 <= state.now - t < state.settings.gate_window_s for t in o.view.restarts)
+        if restarted and state.now - _passing_since(o) < state.settings.rise_wait_s:
+            returning.append(o)
+        elif _in_rotation(spec, o):
+            return None
+    return returning or None
+
+
+def _down_beside_a_fresh_return(spec: ServiceSpec, j: Judged, judged: list[Judged], state: _Pass) -> bool:
+    """Rule 4, the kill drill's cascade (HA lab, 2026-12-07): ``j`` survived a peer's kill, took the whole
+    load, and HAProxy counted it down (its check timed out behind requests waiting on Keystone: no CPU
+    spent, so not ``busy``); the peer came back by its probe and HAProxy's check, cold. Draining ``j``
+    then kept it out until haven's own probe passed, while the cold peer, alone, failed its check too:
+    the backend stayed empty for a minute. Left enabled, ``j`` returns as soon as HAProxy's check passes.
+    Only while its probes time out (an error answer is handled at once) and every replica in rotation is
+    fresh (``_fresh_returns``); a hung ``j`` is drained and restarted at most ``rise_wait_s`` later."""
+    member = j.view.member
+    if spec.backend is None or member is None or member.admin is not MemberAdmin.READY:
+        return False
+    if member.operational == "up" or not _hung(spec, j):
+        return False
+    return _fresh_returns(spec, judged, j, state) is not None
+
+
+def _fresh_until(spec: ServiceSpec, judged: list[Judged], j: Judged, state: _Pass) -> float:
+    """When the last of the fresh returns (``_fresh_returns``) has passed its probes for ``rise_wait_s``."""
+    others = _fresh_returns(spec, judged, j, state) or []
+    return max((_passing_since(o) + state.settings.rise_wait_s for o in others), default=state.now)
 
 
 def _membership(spec: ServiceSpec, j: Judged, state: _Pass, stale: bool = False) -> bool:
