@@ -325,6 +325,38 @@ async def test_a_three_node_cluster_with_two_nodes_in_one_rack(
     assert "2 of its 3 nodes are in rack-c" in shown["findings"][0]["detail"]
 
 
+def _lab_rabbit_toml(on: Sequence[str]) -> str:
+    """As `haven lab up --ha` writes its RabbitMQ: every node @localhost (one loopback), each a unit on
+    the systemd of the controller named (its bus); Galera spread over the three controllers."""
+    rabbit = "".join(
+        f'[[stateful.rabbitmq.nodes]]\nname = "rabbit-{i}@localhost"\n'
+        f'folder = "/var/lib/haven/rabbitmq/n{i}"\n'
+        f'amqp_port = {5671 + i}\ndist_port = {25671 + i}\nunit = "rabbitmq-{i}.service"\n'
+        f'bus = "tcp:host=10.0.0.1{host[-1]},port=55556"\n'
+        for i, host in enumerate(on, 1)
+    )
+    return CONTROLLERS.replace("{ctl2}", "rack-b") + CLUSTERS.format(
+        galera="".join(_galera_node(i, h) for i, h in enumerate(["ctl-1", "ctl-2", "ctl-3"], 1)),
+        rabbit='driver = "systemd"\n' + rabbit,
+    )
+
+
+async def test_rabbitmq_units_are_placed_by_their_controller_not_their_node_name(
+    world: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # rabbit-1 and rabbit-3 on ctl-1 (rack-a), rabbit-2 on ctl-2 (rack-b), as in the HA lab
+    w = world(clean_servers(), _lab_rabbit_toml(["ctl-1", "ctl-2", "ctl-1"]))
+    code, shown = await both(w, capsys)
+    assert code == 1 and kinds(shown) == [("quorum", "rabbitmq openstack")]
+    # not "3 of its 3 nodes are in localhost": the names' host is no machine of the layout
+    assert "2 of its 3 nodes are in rack-a" in shown["findings"][0]["detail"]
+    assert "localhost" not in json.dumps(shown)
+    # the same names spread over the three controllers by their buses: nothing to find
+    (w.home / "haven.toml").write_text(_lab_rabbit_toml(["ctl-1", "ctl-2", "ctl-3"]))
+    code, shown = await both(w, capsys)
+    assert code == 0, shown
+
+
 async def test_local_galera_nodes_all_run_on_this_machine(
     world: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:

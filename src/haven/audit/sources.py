@@ -20,7 +20,8 @@ Who calls it: ``haven audit`` without ``--layout`` (haven.cli.audit) and ``GET /
 - **Quorum clusters**: ``[stateful.galera]`` nodes (the ``local`` driver runs every node on this machine,
   "localhost"; a ``systemd`` node runs where its ``bus`` reaches: the controller with that ``bus``, else the
   address's ``host=``, else this machine), the
-  ``[stateful.rabbitmq]`` nodes (the host of each Erlang node name, ``rabbit-1@ctl-1`` -> ``ctl-1``), and
+  ``[stateful.rabbitmq]`` nodes (a ``systemd`` node where its ``bus`` reaches, as Galera's, else the host
+  of its Erlang node name, ``rabbit-1@ctl-1`` -> ``ctl-1``), and
   each control-plane service declared ``quorum`` (its replicas, as above).
 """
 
@@ -147,23 +148,33 @@ def _clusters(stateful: StatefulConfig, controllers: Sequence[Controller]) -> li
         out.append(Cluster(f"galera {galera.cluster}", tuple(hosts)))
     if stateful.rabbitmq is not None:
         rabbit = stateful.rabbitmq
-        out.append(
-            Cluster(f"rabbitmq {rabbit.cluster}", tuple(n.name.split("@", 1)[1] for n in rabbit.nodes))
-        )
+        systemd = rabbit.driver == "systemd"
+        places = [_rabbit_host(n.name, n.bus if systemd else "", by_bus) for n in rabbit.nodes]
+        out.append(Cluster(f"rabbitmq {rabbit.cluster}", tuple(places)))
     return out
+
+
+def _rabbit_host(name: str, bus: str, by_bus: Mapping[str, str]) -> str:
+    """Where a RabbitMQ node runs: a ``systemd`` node's unit runs where its ``bus`` reaches (a controller
+    with that bus, else the address's ``host=``); otherwise the host of its Erlang node name
+    (``rabbit-1@ctl-1`` -> ``ctl-1``). The bus comes first because nodes sharing one machine's loopback
+    share a host name (the HA lab's are all ``@localhost``, their units on ctl-1 and ctl-2)."""
+    return _bus_machine(bus, by_bus) or name.split("@", 1)[1]
 
 
 def _bus_host(bus: str, by_bus: Mapping[str, str]) -> str:
     """The machine a systemd D-Bus address reaches: a controller with that bus, else its ``host=``."""
-    if not bus:
-        return THIS_MACHINE  # this machine's system bus
-    if bus in by_bus:
+    return _bus_machine(bus, by_bus) or THIS_MACHINE  # empty (the system bus) or unix:path=...: here
+
+
+def _bus_machine(bus: str, by_bus: Mapping[str, str]) -> str | None:
+    if bus and bus in by_bus:
         return by_bus[bus]
     for part in bus.partition(":")[2].split(","):
         key, _, value = part.partition("=")
         if key == "host" and value:
             return value
-    return THIS_MACHINE  # unix:path=...: a socket on this machine
+    return None
 
 
 def _usable(host: Host, member: SegmentHost) -> bool:
