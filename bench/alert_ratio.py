@@ -13,7 +13,9 @@ On a running plain lab (``--folder``), this starts:
   alerts and hands the request on unchanged (what haven sent, read off the wire, not haven's bookkeeping);
 - the real ``haven serve`` on the lab (as bench/explain.py's ``--control-minutes`` runs it: the lab's
   haven.toml with a ``[canary]``, its own database and home), with ``[diagnosis] alertmanager_url`` at the
-  pass-through and haven's shipped defaults for the rest (resend 60 s, settle 20 s, incident 900 s); its
+  pass-through, ``transport_url`` the lab's bus (as an operator gives it for Nova's notifications; serve
+  then also looks at the bus: RabbitMQ unreachable is evidence) and haven's shipped defaults for the rest
+  (resend 60 s, settle 20 s, incident 900 s); its
   canary has its own tag, so it and the bench's own canary rounds (below) never delete each other's servers;
 - API traffic beside it: a server list every ``--traffic`` s through the lab's Keystone.
 
@@ -56,6 +58,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 import signal
 import socket
 import statistics
@@ -312,13 +315,19 @@ def alertmanager(folder: Path, hook: str, args: argparse.Namespace) -> Iterator[
 
 
 def serve_config(state: LabState, interval_s: float, alertmanager_url: str) -> str:
-    """The lab's haven.toml with serve's ``[canary]`` (its own tag, a bounded boot) and ``[diagnosis]``."""
+    """The lab's haven.toml with serve's ``[canary]`` (its own tag, a bounded boot) and ``[diagnosis]``: the
+    Alertmanager, and the cloud's bus as an operator gives it for Nova's notifications (the lab's nova.conf
+    ``transport_url``; serve then looks at the bus too, haven.evidence.broker)."""
     base = serve_toml(state, interval_s)
     if "\n[diagnosis]" in base:
         raise SystemExit("the lab's haven.toml already has a [diagnosis]: use a plain lab (haven lab up)")
+    nova_conf = Path(state.folder) / "nova" / "nova.conf"
+    conf = nova_conf.read_text() if nova_conf.exists() else ""
+    found = re.search(r"^transport_url = (rabbit://\S+)$", conf, re.M)
+    bus = f'transport_url = "{found[1]}"\n' if found else ""
     return (
         f'{base}tag = "{SERVE_TAG}"\nboot_timeout_s = 40.0\ndelete_timeout_s = 30.0\n'
-        f'[diagnosis]  # bench/alert_ratio.py\nalertmanager_url = "{alertmanager_url}"\n'
+        f'[diagnosis]  # bench/alert_ratio.py\nalertmanager_url = "{alertmanager_url}"\n{bus}'
     )
 
 

@@ -3,10 +3,12 @@ while the engine runs, and `haven explain` reads it; serve still stops cleanly."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -80,3 +82,7 @@ def test_serve_explains_a_failed_boot_from_nova_notifications(tmp_path: Path, ra
     shown = haven(home, "explain", str(record["id"]))
     assert shown.returncode == 0 and "boot of some-server failed (PortBindingFailed)" in shown.stdout
     assert "no evidence of a cause was found" in shown.stdout  # nothing else happened on this cloud
+    # serve looked at the bus it listens on (haven.evidence.broker): it answered, and no more was kept
+    with contextlib.closing(sqlite3.connect(home / "haven.db")) as db:
+        reach = db.execute("SELECT kind, detail FROM evidence_events WHERE scope = 'broker:reach'").fetchall()
+    assert reach == [("healthy", "RabbitMQ answers")]

@@ -16,9 +16,18 @@ has to Nova's bus for its notifications (``[diagnosis] transport_url``):
   storm sits unacknowledged in the consumer, not ready); ``backlog`` or more is an ERROR of ``rabbitmq``
   in ``broker:queue:<name>``, fewer is HEALTHY there.
 
+- **unreachable**: a look that cannot open its AMQP connection on any host of the URL (refused, no
+  answer within the look's timeout, the handshake refused) ``misses`` times in a row is a DOWN of
+  ``rabbitmq`` in the scope ``broker:reach``, "RabbitMQ unreachable since T" (dated at the first failed
+  look's start: it answered at the look before), kept again every ``repeat_s`` while it lasts so it stays
+  in the ranker's window; the next look that connects is rabbitmq HEALTHY there, and so is a watcher's
+  first look that connects (it ends what an earlier term kept and did not see end). One failed look is
+  no evidence (a connection timed out on a loaded host). This is what ``haven serve`` knows of the bus
+  without ``[controlplane]`` (its AMQP probe): haven.service.explaining runs ``watch_broker`` on
+  ``[diagnosis] transport_url``, the cloud's bus it reads Nova's notifications from.
+
 Only what changed is kept (the store's evidence is keyed by scope and time), so a quiet broker writes
-nothing after its first look. A broker that cannot be reached is no evidence here (the control plane's
-AMQP probe and Nova's own failures say that).
+nothing after its first look.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from haven.store import Store
 _log = logging.getLogger(__name__)
 NODE = "rabbitmq"
 NOVA_QUEUES = ("conductor", "scheduler")
+REACH = "broker:reach"  # the scope of the broker's reachability
 
 
 @dataclass(frozen=True)
@@ -59,9 +69,37 @@ class BrokerEvidence:
     """Turns looks into evidence, keeping only changes (pure: no I/O)."""
 
     backlog: int = 1000
+    misses: int = 2  # failed looks in a row before the broker is unreachable (one can be the load's)
+    repeat_s: float = 300.0  # an unreachable broker is kept again this often (the ranker's window)
     _alarm: str | None = None  # the reason last kept ("" for healthy)
+    _failed: list[float] = field(default_factory=list)  # the failed looks in a row: their starts
+    _unreachable_kept_at: float | None = None  # when "unreachable" was last kept (None: reachable)
+    _reached: bool = False  # a look connected and its HEALTHY was kept
     _queues: dict[str, bool] = field(default_factory=dict)  # queue -> backed up, as last kept
     _short: dict[str, tuple[float, int]] = field(default_factory=dict)  # queue -> last seen short: when, held
+
+    def unreachable(self, started: float, now: float, why: str) -> dict[str, NodeEvent]:
+        """A look begun at ``started`` could not connect (``why``: on which host, what it got)."""
+        self._failed.append(started)
+        kept = self._unreachable_kept_at
+        if len(self._failed) < self.misses or (kept is not None and now - kept < self.repeat_s):
+            return {}
+        since = self._failed[0]
+        at = since if kept is None else now  # again: dated now, so it stays in the ranker's window
+        detail = f"RabbitMQ unreachable since {hhmmss(since)}: {why}"
+        self._unreachable_kept_at, self._reached = now, False
+        return {f"{REACH}:{at:.3f}": NodeEvent(NODE, EvidenceKind.DOWN, at, detail, REACH)}
+
+    def reached(self, now: float) -> dict[str, NodeEvent]:
+        """A look connected at ``now``: it ends an unreachable broker (and at the first look, an earlier
+        term's); otherwise nothing."""
+        self._failed = []
+        if self._reached and self._unreachable_kept_at is None:
+            return {}
+        ended = self._unreachable_kept_at is not None
+        self._unreachable_kept_at, self._reached = None, True
+        detail = "RabbitMQ answers again" if ended else "RabbitMQ answers"
+        return {f"{REACH}:{now:.3f}": NodeEvent(NODE, EvidenceKind.HEALTHY, now, detail, REACH)}
 
     def observe(self, seen: BrokerSeen, now: float) -> dict[str, NodeEvent]:
         events: dict[str, NodeEvent] = {}
@@ -113,20 +151,30 @@ class BrokerEvidence:
 def look(
     url: str, queues: Sequence[str] = NOVA_QUEUES, timeout_s: float = 3.0, blocked_wait_s: float = 1.0
 ) -> BrokerSeen:
-    """One look through AMQP at ``url`` (rabbit://user:password@host:port/vhost); blocking. A blocked
-    broker answers the publish at once: ``blocked_wait_s`` is how long its silence counts as not blocked."""
+    """One look through AMQP at ``url`` (rabbit://user:password@host:port/vhost, or oslo.messaging's
+    several hosts, ``rabbit://u:p@h1:5672,u:p@h2:5672/vhost``: the first that connects); blocking. A
+    blocked broker answers the publish at once: ``blocked_wait_s`` is how long its silence counts as not
+    blocked. Unreachable: BrokerUnreachable, naming each host and what it got (never the password)."""
     import amqp  # type: ignore[import-untyped]
 
-    parts = urlsplit(url)
-    vhost = unquote(parts.path[1:]) or "/"
     blocked: list[str] = []
-    connection = amqp.Connection(
-        f"{parts.hostname}:{parts.port or 5672}", userid=unquote(parts.username or "guest"),
-        password=unquote(parts.password or "guest"), virtual_host=vhost, connect_timeout=timeout_s,
-        read_timeout=timeout_s, write_timeout=timeout_s,
-        on_blocked=lambda reason: blocked.append(str(reason)),
-    )  # fmt: skip
-    connection.connect()
+    failed: list[str] = []
+    for address, userid, password, vhost in hosts(url):
+        connection = amqp.Connection(
+            address, userid=userid, password=password, virtual_host=vhost, connect_timeout=timeout_s,
+            read_timeout=timeout_s, write_timeout=timeout_s,
+            on_blocked=lambda reason: blocked.append(str(reason)),
+        )  # fmt: skip
+        try:
+            connection.connect()
+        except Exception as exc:  # refused, timed out, the handshake refused: the next host, if any
+            connection.collect()
+            said = str(exc).replace(password, "***") if password else str(exc)
+            failed.append(f"{address}: {type(exc).__name__}: {said}"[:300])
+            continue
+        break
+    else:
+        raise BrokerUnreachable("; ".join(failed) or "no host in the transport URL")
     ready: dict[str, int] = {}
     try:
         for queue in queues:
@@ -160,6 +208,28 @@ def look(
     return BrokerSeen(blocked[0] if blocked else None, ready)
 
 
+class BrokerUnreachable(Exception):
+    """No host of the transport URL accepted an AMQP connection (its words: each host's error)."""
+
+
+def hosts(url: str) -> list[tuple[str, str, str, str]]:
+    """Each host of a transport URL as (host:port, user, password, vhost), in the URL's order."""
+    parts = urlsplit(url)
+    vhost = unquote(parts.path[1:]) or "/"
+    found = []
+    for one in parts.netloc.split(","):
+        credentials, _, address = one.rpartition("@")
+        user, _, password = credentials.partition(":")
+        host, port = address, "5672"
+        if address.startswith("["):  # an IPv6 literal: [::1]:5672
+            host, _, rest = address.partition("]")
+            host, port = host + "]", rest.removeprefix(":") or port
+        elif ":" in address:
+            host, _, port = address.rpartition(":")
+        found.append((f"{host}:{port}", unquote(user or "guest"), unquote(password or "guest"), vhost))
+    return found
+
+
 async def watch_broker(
     url: str, store: Store, clock: Clock, period_s: float = 2.0,
     looker: Callable[[str], BrokerSeen] = look,
@@ -167,13 +237,17 @@ async def watch_broker(
     """Until cancelled: a look every ``period_s``, what changed kept as evidence in ``store``."""
     evidence = BrokerEvidence()
     while True:
+        started = clock.now()
         try:
             seen = await asyncio.to_thread(looker, url)
-        except Exception as exc:  # unreachable or refused: no evidence from here (see the docstring)
-            _log.debug("the broker look failed: %s", exc)
+        except Exception as exc:  # no connection (BrokerUnreachable), or the look failed once connected
+            now = clock.now()
+            why = str(exc) if isinstance(exc, BrokerUnreachable) else f"{type(exc).__name__}: {exc}"
+            _log.debug("the broker look failed: %s", why)
+            events = evidence.unreachable(started, now, why)
         else:
             now = clock.now()
-            events = evidence.observe(seen, now)
-            if events:
-                await asyncio.to_thread(store.keep_evidence, events, now)
+            events = {**evidence.reached(now), **evidence.observe(seen, now)}
+        if events:
+            await asyncio.to_thread(store.keep_evidence, events, now)
         await clock.sleep_until(clock.now() + period_s)

@@ -3,7 +3,9 @@
 Called by cli/serve.py (run while this engine leads, as the publisher is) and cli/explain.py. Built with
 no I/O, so a bad ``transport_url`` stops haven before anything is opened; oslo.messaging is imported only
 when a transport is configured. One run: the explainer's loop (pending records, then haven's alerts) and,
-with a transport, the listener on Nova's versioned notifications, and with ``[canary]``, the canary rounds
+with a transport, the listener on Nova's versioned notifications and a look at that bus every ``BUS_LOOK_S``
+(haven.evidence.broker: RabbitMQ unreachable, its alarms, Nova's queues backed up, as evidence), and with
+``[canary]``, the canary rounds
 (haven.canary.runner), whose failed or slow boots the explainer explains, until ``stop`` is set. While it
 runs, ``take_alertmanager`` hands Alertmanager's webhook payloads (haven serve's POST /v1/haven/alertmanager)
 to it. ``[diagnosis] alertmanager_url`` alone is enough to run it (haven's own events as the evidence).
@@ -31,6 +33,7 @@ from haven.domain.clock import Clock
 from haven.domain.controlplane import ServiceSpec
 from haven.domain.errors import ConfigError
 from haven.domain.events import EngineEvent, EventKind, EventSink
+from haven.evidence.broker import watch_broker
 from haven.evidence.nova import Received
 from haven.evidence.prometheus import PrometheusMetrics
 from haven.explain.config import DiagnosisConfig
@@ -43,6 +46,9 @@ if TYPE_CHECKING:
     from haven.evidence.nova_listener import NovaListener
 
 _log = logging.getLogger(__name__)
+# How often serve looks at the bus (one AMQP connection each): RabbitMQ is unreachable after two failed
+# looks in a row, so an outage is evidence 5 to 10 s after it began (a boot waits longer than that).
+BUS_LOOK_S = 5.0
 
 
 class Explaining:
@@ -120,6 +126,8 @@ class Explaining:
                 work = [tasks.create_task(explainer.run())]
                 if self._listener is not None:
                     work.append(tasks.create_task(self._listener.run(take)))
+                    bus = self._config.transport_url
+                    work.append(tasks.create_task(watch_broker(bus, store, clock, period_s=BUS_LOOK_S)))
                 if canary_cloud is not None:
                     settings = self._canary.settings
                     explain = explainer.open_and_explain
