@@ -84,7 +84,7 @@ class AlertmanagerNotifier:
             r for r in records
             if r.symptom.at >= start and (r.explained_at is None or r.explained_at <= settled)
         ]  # fmt: skip
-        return incident_alerts(recent, alerts, now, self._settings.incidents)
+        return incident_alerts(recent, alerts, now, self._settings.incidents, self._settings.settle_s)
 
     async def send(self, wanted: Sequence[AmAlert], now: float) -> list[AmAlert] | None:
         keep = {a.fingerprint for a in wanted}

@@ -11,7 +11,18 @@ Alertmanager groups and inhibits by labels only and knows no cause; haven puts t
   ``haven_role="cause"`` and the same ``cause``, its evidence and its symptoms in words: the incident;
 - haven's own active alerts (gate holds, failed fences, a recovery that failed...) are ``Haven<Kind>``
   alerts; one haven explained carries its cause as a symptom does, and the control plane's service
-  alerts (a service down, a crash loop, held restarts) are causes of their service.
+  alerts (a service down, a crash loop, held restarts) are causes of their service;
+- haven's control-plane alert (many nova-computes stopped reporting while their hosts beat) is evidence
+  on nova-compute in every ranking after its raise (haven.explain.own), so it belongs to the incident of
+  the first symptom explained since then whose ranking has nova-compute as its root or as its root's
+  victim: it is a symptom of that root (muted under its page). Alertmanager knows an alert by its labels,
+  and a label set that changes is a new alert (and the old one's end, a "resolved" notification to a
+  receiver that sends them): so the alert's labels are decided once. It waits ``own_hold_s`` after its
+  raise for a cause (not sent meanwhile: the first symptom, a boot timing out, comes tens of seconds
+  after the computes stop reporting); with one found by then it is sent as that cause's symptom for as
+  long as the incident lasts, without it as itself (paged, never muted by a guess), and stays so until
+  it clears, even if a cause is found later. Its incident over (no symptom of it in ``active_s``) while
+  it is still raised, it is paged as itself.
 
 With the inhibition rule of deploy/alertmanager/haven.yml (a ``haven_role="cause"`` alert inhibits the
 ``haven_role="symptom"`` alerts with an equal ``cause``), one notification says the cause and the symptoms
@@ -36,6 +47,7 @@ from haven.diagnosis import Explanation
 from haven.diagnosis.records import ExplanationRecord, ExplanationState
 from haven.diagnosis.words import clock
 from haven.domain.incidents import Alert, AlertKind
+from haven.explain.own import service_of
 from haven.notify.alertmanager import AmAlert
 
 SYMPTOM, CAUSE = "symptom", "cause"
@@ -52,6 +64,7 @@ _MAX_LISTED = 10  # symptoms named in a cause's description
 class IncidentSettings:
     active_s: float = 900.0  # a symptom explained this recently is still an incident
     ends_after_s: float = 180.0  # each sent alert fires until this long after its send, unless sent again
+    own_hold_s: float = 90.0  # haven's control-plane alert waits this long for a cause (module docstring)
     # haven's API as Alertmanager's users reach it ("" for none): each alert's generatorURL is its
     # explanation there, ``{url}/v1/haven/explanations/{record id}`` (haven explain ID --json's document)
     url: str = ""
@@ -59,6 +72,8 @@ class IncidentSettings:
     def __post_init__(self) -> None:
         if self.active_s <= 0 or self.ends_after_s <= 0:
             raise ValueError("active_s and ends_after_s must be positive")
+        if self.own_hold_s < 0:
+            raise ValueError("own_hold_s must not be negative")
 
 
 def root_of(record: ExplanationRecord) -> Explanation | None:
@@ -74,8 +89,11 @@ def incident_alerts(
     alerts: Iterable[Alert],
     now: float,
     settings: IncidentSettings | None = None,
+    settle_s: float = 0.0,
 ) -> list[AmAlert]:
-    """The alerts to send now: causes first, then symptoms and haven's alerts, each in a stable order."""
+    """The alerts to send now: causes first, then symptoms and haven's alerts, each in a stable order.
+
+    ``records``: those the caller sends, each once it held ``settle_s`` (haven.explain.alerting)."""
     settings = settings or IncidentSettings()
     ends = now + settings.ends_after_s
     recent = sorted(
@@ -92,10 +110,24 @@ def incident_alerts(
         if not record.source.startswith("alert:"):  # haven's own alert carries it below
             symptoms.append(_symptom(record, root, now, ends, settings))
     own: list[AmAlert] = []
+    riding: dict[str, list[Alert]] = {}  # cause -> haven's own alerts sent as its symptoms
     for alert in sorted(alerts, key=lambda a: (a.raised_at, a.id)):
-        if alert.cleared_at is None:
-            own.append(_own(alert, explained.get(f"alert:{alert.id}"), now, ends, settings))
-    found = [_cause(node, named, ends, settings) for node, named in sorted(causes.items())]
+        if alert.cleared_at is not None:
+            continue
+        its = explained.get(f"alert:{alert.id}")
+        incident = None
+        service = service_of(alert)
+        if its is None and service is not None:
+            decided = alert.raised_at + settings.own_hold_s
+            incident = _incident_of(alert, service, recent, settle_s, decided)
+            if incident is None and now < decided:
+                continue  # no cause yet: it waits for one
+            if incident is not None:
+                riding.setdefault(_root_node(incident), []).append(alert)
+        own.append(_own(alert, its, now, ends, settings, incident))
+    found = [
+        _cause(node, named, ends, settings, riding.get(node, ())) for node, named in sorted(causes.items())
+    ]
     return (
         found
         + [a for a in own if a.labels.get(ROLE) == CAUSE]
@@ -131,7 +163,44 @@ def _explained(record: ExplanationRecord) -> dict[str, str]:
     return found
 
 
-def _cause(node: str, named: Sequence[ExplanationRecord], ends: float, settings: IncidentSettings) -> AmAlert:
+def _incident_of(
+    alert: Alert, service: str, recent: Sequence[ExplanationRecord], settle_s: float, decided: float
+) -> ExplanationRecord | None:
+    """The incident ``alert`` (evidence on ``service``) belongs to: the first symptom explained since its
+    raise whose ranking has ``service`` as its root or as its root's victim, sent by ``decided`` (its
+    ``explained_at`` and the settle); None when there is none (module docstring)."""
+    found = [
+        r for r in recent
+        if r.symptom.at >= alert.raised_at and _explains(r, service) and _known_at(r) + settle_s <= decided
+    ]  # fmt: skip
+    return min(found, key=lambda r: (_known_at(r), r.symptom.at, r.id), default=None)
+
+
+def _explains(record: ExplanationRecord, service: str) -> bool:
+    root = root_of(record)
+    if root is None or record.diagnosis is None:
+        return False
+    ranked = record.diagnosis.explanations
+    return root.node == service or any(e.node == service and root.node in e.explained_by for e in ranked)
+
+
+def _known_at(record: ExplanationRecord) -> float:
+    return record.explained_at if record.explained_at is not None else record.created_at
+
+
+def _root_node(record: ExplanationRecord) -> str:
+    root = root_of(record)
+    assert root is not None  # an incident has one (_explains)
+    return root.node
+
+
+def _cause(
+    node: str,
+    named: Sequence[ExplanationRecord],
+    ends: float,
+    settings: IncidentSettings,
+    riding: Sequence[Alert] = (),
+) -> AmAlert:
     latest = named[-1]
     root = root_of(latest)
     assert root is not None  # grouped by it
@@ -144,13 +213,20 @@ def _cause(node: str, named: Sequence[ExplanationRecord], ends: float, settings:
         "symptoms": "; ".join(listed) + more,
         "details": f"haven explain {latest.id}",
     }
+    if riding:  # haven's own alerts muted under this one: their words here
+        annotations["haven_alerts"] = "; ".join(f"{clock(a.raised_at)} {a.message}" for a in riding)
     labels = {"alertname": "HavenRootCause", ROLE: CAUSE, "cause": node, "severity": "critical"}
     starts = min(root.onset, named[0].symptom.at)
     return AmAlert(labels, annotations, starts, ends, _link(settings, latest.id))
 
 
 def _own(
-    alert: Alert, record: ExplanationRecord | None, now: float, ends: float, settings: IncidentSettings
+    alert: Alert,
+    record: ExplanationRecord | None,
+    now: float,
+    ends: float,
+    settings: IncidentSettings,
+    incident: ExplanationRecord | None = None,
 ) -> AmAlert:
     name = "Haven" + "".join(part.capitalize() for part in alert.kind.value.split("_"))
     labels = {"alertname": name, "kind": alert.kind.value, "alert_id": alert.id, "severity": "warning"}
@@ -165,6 +241,15 @@ def _own(
         root = root_of(record)
         labels.update({ROLE: SYMPTOM, "cause": root.node if root is not None else ""})
         annotations.update(_explained(record), observed=clock(alert.raised_at))
+    elif incident is not None:  # the incident it belongs to: its root's symptom, its own words kept
+        root = root_of(incident)
+        assert root is not None  # an incident has one (_explains)
+        labels.update({ROLE: SYMPTOM, "cause": root.node})
+        annotations.update(
+            cause=f"{root.label}: {root.text}", details=f"haven explain {incident.id}",
+            observed=clock(alert.raised_at),
+        )  # fmt: skip
+        record = incident
     link = _link(settings, record.id) if record is not None else ""
     starts = now if labels.get(ROLE) == SYMPTOM else alert.raised_at  # a symptom: at the send (above)
     return AmAlert(labels, annotations, starts, ends, link)

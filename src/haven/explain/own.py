@@ -130,12 +130,18 @@ def _timeline(note: Notification, steps: Sequence[Step], end: float) -> str:
     return "; ".join(said)
 
 
+def service_of(alert: Alert) -> str | None:
+    """The service a host-less alert of haven's is evidence on (haven.explain.incidents finds the incident
+    it belongs to by it): many nova-computes not reporting while their hosts beat is nova-compute's."""
+    return _COMPUTE if alert.kind is AlertKind.CONTROL_PLANE and alert.host is None else None
+
+
 def _alert_event(alert: Alert, skip_host: str | None) -> NodeEvent | None:
     if alert.kind in _HELD:
         return NodeEvent(HAVEN, EvidenceKind.ERROR, alert.raised_at, f"held: {alert.message}")
     if alert.host is None or alert.host == skip_host:
         if alert.kind is AlertKind.CONTROL_PLANE:
-            return NodeEvent("nova-compute", EvidenceKind.ERROR, alert.raised_at, alert.message)
+            return NodeEvent(_COMPUTE, EvidenceKind.ERROR, alert.raised_at, alert.message)
         return None
     if alert.kind is AlertKind.FENCE_FAILED:
         return NodeEvent(host_node(alert.host), EvidenceKind.ERROR, alert.raised_at, alert.message)

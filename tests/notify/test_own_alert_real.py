@@ -1,0 +1,63 @@
+"""haven's control-plane alert with the cause of its incident, on Debian's real Alertmanager (0.25) with
+deploy/alertmanager/haven.yml's route and inhibition (tests/notify/test_alertmanager_real.py's fixtures).
+
+Judged from Alertmanager's state and the notifications its webhook received: the alert "2 of 2 nova-compute
+services stopped reporting", raised before a boot haven blamed on RabbitMQ, is muted by RabbitMQ's
+``HavenRootCause`` and never notified (bench/alert_ratio.py at 121d754 paged it on its own, once per raise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from haven.diagnosis import EvidenceKind, NodeEvent, Symptom
+from haven.domain.clock import RealClock
+from haven.domain.incidents import Alert, AlertKind
+from haven.explain.alerting import AlertingSettings, AlertmanagerNotifier
+from haven.explain.incidents import IncidentSettings
+from haven.notify.alertmanager import Alertmanager
+from haven.store import Store
+from haven.topology import SERVER_BOOT
+
+from .receiver import WebhookReceiver
+from .test_alertmanager_real import (  # noqa: F401 (the fixtures)
+    RunningAlertmanager,
+    alertmanager,
+    explained,
+    held,
+    notified,
+    receiver,
+    until,
+)
+
+WORDS = "2 of 2 nova-compute services stopped reporting while their hosts' haven agents still beat"
+
+
+async def test_the_control_plane_alert_is_muted_under_the_root_cause_of_its_incident(
+    alertmanager: RunningAlertmanager,  # noqa: F811 (the fixture)
+    receiver: WebhookReceiver,  # noqa: F811
+) -> None:
+    now = time.time()
+    with Store.open("sqlite://") as store:
+        store.raise_alert(Alert("cp1", AlertKind.CONTROL_PLANE, WORDS, now - 30))
+        events = [
+            NodeEvent("rabbitmq", EvidenceKind.DOWN, now - 33, "RabbitMQ unreachable", "broker:reach"),
+            NodeEvent(
+                "nova-compute", EvidenceKind.ERROR, now - 30, WORDS
+            ),  # the alert, as the explainer has it
+        ]
+        boot = Symptom(SERVER_BOOT, now - 5, "canary boot failed waiting for accepted", "api")
+        explained(store, "canary:nova-1", boot, events, "canary")
+        settings = AlertingSettings(alertmanager.url, 2.0, IncidentSettings(active_s=600, ends_after_s=6))
+        batch = await AlertmanagerNotifier(store, RealClock(), settings).tick()
+        assert batch is not None
+        state = await held(Alertmanager(alertmanager.url))
+        assert state[("HavenRootCause", "rabbitmq", "")]["state"] == "active"
+        muted = state[("HavenControlPlane", "rabbitmq", "")]
+        assert muted["state"] == "suppressed" and muted["inhibitedBy"]
+        await until(lambda: len(notified(receiver)) >= 1, 15)
+        await asyncio.sleep(2.5)  # more group intervals: nothing else comes
+        assert [(a["alertname"], a.get("cause")) for a in notified(receiver)] == [
+            ("HavenRootCause", "rabbitmq")
+        ]
