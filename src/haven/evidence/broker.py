@@ -72,7 +72,8 @@ class BrokerEvidence:
     misses: int = 2  # failed looks in a row before the broker is unreachable (one can be the load's)
     repeat_s: float = 300.0  # an unreachable broker is kept again this often (the ranker's window)
     _alarm: str | None = None  # the reason last kept ("" for healthy)
-    _failed: list[float] = field(default_factory=list)  # the failed looks in a row: their starts
+    _failed: int = 0  # failed looks in a row
+    _failed_since: float = 0.0  # the first one's start
     _unreachable_kept_at: float | None = None  # when "unreachable" was last kept (None: reachable)
     _reached: bool = False  # a look connected and its HEALTHY was kept
     _queues: dict[str, bool] = field(default_factory=dict)  # queue -> backed up, as last kept
@@ -80,11 +81,13 @@ class BrokerEvidence:
 
     def unreachable(self, started: float, now: float, why: str) -> dict[str, NodeEvent]:
         """A look begun at ``started`` could not connect (``why``: on which host, what it got)."""
-        self._failed.append(started)
+        if not self._failed:
+            self._failed_since = started
+        self._failed += 1
         kept = self._unreachable_kept_at
-        if len(self._failed) < self.misses or (kept is not None and now - kept < self.repeat_s):
+        if self._failed < self.misses or (kept is not None and now - kept < self.repeat_s):
             return {}
-        since = self._failed[0]
+        since = self._failed_since
         at = since if kept is None else now  # again: dated now, so it stays in the ranker's window
         detail = f"RabbitMQ unreachable since {hhmmss(since)}: {why}"
         self._unreachable_kept_at, self._reached = now, False
@@ -93,7 +96,7 @@ class BrokerEvidence:
     def reached(self, now: float) -> dict[str, NodeEvent]:
         """A look connected at ``now``: it ends an unreachable broker (and at the first look, an earlier
         term's); otherwise nothing."""
-        self._failed = []
+        self._failed = 0
         if self._reached and self._unreachable_kept_at is None:
             return {}
         ended = self._unreachable_kept_at is not None
