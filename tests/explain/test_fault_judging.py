@@ -50,7 +50,7 @@ class LoadedLab:
         return []
 
     async def issue_token(self) -> None:
-        self.rounds += 1  # each round's first probe
+        self.rounds += 1  # each round's first probe, and the more asks of a passing one (confirm)
         self._token("issue a token")
 
     async def list_servers(self) -> int:
@@ -145,8 +145,10 @@ async def test_a_symptom_of_the_round_that_proved_the_lab_whole_is_not_the_fault
         # every symptom the fault raised (token, server list, zone list) is explained by Keystone first
         raised = {r.source: store.get_explanation(r.id) for r in run.symptoms}
     # proving: slow then whole; under the fault; healed and whole again; and, once, the warm-up of the
-    # probes' slow baselines (each probe asked min_history times, haven.canary.slow)
-    assert cloud.rounds == 4 + run.canary.slow.min_history
+    # probes' slow baselines (each probe asked min_history times, haven.canary.slow); a passing token with a
+    # baseline is asked `confirm` more times: the warm-up's last two and the healed round's
+    slow = run.canary.slow
+    assert cloud.rounds == 4 + slow.min_history + 3 * slow.confirm
     assert result.canary == "no boot (failed: token,server-list,zones)"
     assert result.symptom == "probe:token"  # before the fix: "canary", the proving round's failed boot
     assert result.ranked[0] == "keystone" and result.top1

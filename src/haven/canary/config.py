@@ -18,7 +18,7 @@ types and ranges checked); every mistake becomes a ConfigError naming the key. A
     slow_floor_s = 1.5            # that floor: never slow within this many seconds of the median
     slow_history = 20             # the median and MAD of the probe's last this many passing answers
     slow_min_history = 5          # fewer passing answers: no baseline, never slow
-    slow_confirm = 2              # asks after a slow answer; the median of all must be slow too
+    slow_confirm = 2              # more asks of every passing probe (1 s apart); their median is judged
     tag = "haven"                 # several havens on one cloud: each cleans only its own canaries
 """
 

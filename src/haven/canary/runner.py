@@ -281,12 +281,13 @@ class CanaryRunner:
         return results
 
     async def _judge_speed(self, result: ProbeResult, call: Callable[[], Awaitable[object]]) -> ProbeResult:
-        """``result`` (passed) marked slow when it took longer than its check's baseline allows and the
-        median of it and ``confirm`` more asks does too (haven.canary.slow: one slow answer is no symptom)."""
+        """``result`` (passed) marked slow when the median of it and ``confirm`` more asks, made whatever it
+        took, is over its check's baseline limit (haven.canary.slow: one answer, slow or fast, decides
+        nothing)."""
         settings = self._settings.slow
         history = await asyncio.to_thread(self._passed_seconds, result.name, settings.history)
         usual = baseline(history, settings)
-        if usual is None or result.seconds <= usual.limit(settings):
+        if usual is None:
             return result
         answers = [result.seconds]
         for _ in range(settings.confirm):

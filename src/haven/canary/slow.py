@@ -11,10 +11,16 @@ wobble (0.05 s one time, 0.3 s the next, at load 20) from being a symptom, and M
 deviation, keeps one slow answer of the past from widening the threshold. With fewer than
 ``min_history`` answers there is no baseline and nothing is slow.
 
-A single slow answer is not a symptom (a loaded host stalls one request for seconds now and then): the
-runner asks the check again ``confirm`` more times, ``CONFIRM_GAP_S`` apart, and the median of all the
-answers must be slow too. A service that stalls in turns (stopped 4 s, running 0.5 s) or drops most
-packets stays slow over seconds; a stall of the host's scheduler does not, mostly.
+A single answer decides nothing, fast or slow: every passing probe that has a baseline is asked
+``confirm`` more times, ``CONFIRM_GAP_S`` apart, and the **median of all its answers** is judged. A loaded
+host stalls one request for seconds now and then (the 30-minute control of 2026-12-07: a server list of
+5.1 s against its usual 0.09 s), so one slow answer is no symptom; and one fast answer is no proof of
+health: a service that stalls in turns (stopped 4 s, running 0.5 s) answers the round's first token in
+0.16 s when the round's own earlier request to it has just woken it (its answer lands in the same short
+running window), then 3 to 4 s for each ask after it. Until 2026-12-07 the further asks were made only
+after a slow first answer, so keystone-slow was missed 3 times in 5 on a quiet lab (one first answer
+0.16 s; bench/results/explain-2026-12-07.json.gz). A service that drops most packets also stays slow over
+seconds; a stall of the host's scheduler does not, mostly.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ class SlowSettings:
     floor_s: float = 1.5  # and at least this many seconds above it
     history: int = 20  # the last this many passing answers of the same check
     min_history: int = 5  # fewer: no baseline, nothing slow
-    confirm: int = 2  # more asks after a slow answer; their median with it must be slow too (0: none)
+    confirm: int = 2  # more asks of each passing probe with a baseline; the median of all judged (0: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,5 +70,6 @@ def baseline(seconds: Sequence[float], settings: SlowSettings) -> Baseline | Non
 
 
 def confirmed(answers: Sequence[float], limit: float) -> bool:
-    """Slow for good: the median of every answer (a failed ask counts as slow: ``inf``) is over ``limit``."""
+    """Slow for good: the median of every answer, the first and the ``confirm`` more (a failed ask counts
+    as slow: ``inf``), is over ``limit``."""
     return bool(answers) and statistics.median(answers) > limit
