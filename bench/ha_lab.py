@@ -44,7 +44,15 @@ also report haven's first drain or maintenance of the victim and its ready (seco
 from haven's records), the answers slower than 2 s sent after systemd's new process ran (the cold
 answers: the first six and their count) and memcached's own get_hits and get_misses over the run (every
 controller's memcached behind keystonemiddleware; None on a lab without them); ``--client-timeout``
-sets the clients' timeout (default 30 s; the lab test's is 10 s).
+sets the clients' timeout (default 30 s; the lab test's is 10 s). ``--token warm`` (default) validates
+the clients' new token once on every nova-api replica before the load, as a client's long-lived token
+is; ``--token cold`` sends a new token each run that no replica has seen (each process then has Keystone
+validate it, once per request thread: docs/controlplane.md, "The cold-token stall"). The fault is
+injected only once the clients have had answers in the 2 s before it; otherwise the run stops with why.
+``rate_alone`` is the frontend's answers a second while the survivor was alone: until the victim was
+back, or, when it never came back, until the load ended (``rate_alone_until`` says which).
+``--maxconn N`` sets each server of haven's backends to N at runtime (read back from HAProxy's ``show
+stat``), ``--maxconn 0`` uncaps them (the lab's haproxy.cfg caps each at haven.lab.ha.SERVER_MAXCONN).
 ``controller`` freezes a whole controller (every process of its PID namespace SIGSTOPped, its systemd
 and D-Bus too) under load through nova-api's frontend with haven running, and reports when every member
 of it was out of HAProxy, when haven's controller_down alert came, the failed requests sent after the
@@ -76,6 +84,7 @@ import contextlib
 import itertools
 import multiprocessing
 import os
+import re
 import signal
 import statistics
 import sys
@@ -83,8 +92,10 @@ import tempfile
 import time
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
+from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Event
 from pathlib import Path
+from typing import Union
 
 import ha_anchors  # bench/, on sys.path when run as a script
 import httpx
@@ -146,6 +157,52 @@ LOAD_IN_BENCH = False  # --load-in-bench: the clients' threads in the bench's ow
 CLIENT_TIMEOUT_S = 30.0  # --client-timeout: each client request's timeout
 
 
+# --token: "warm", the clients' token validated on every nova-api replica before the load (as a client's
+# long-lived token is; keystonemiddleware's cache has it); "cold", a new token each run, validated nowhere
+# before its first requests: each replica process then has Keystone validate it, once per request thread
+# (docs/controlplane.md, "The cold-token stall").
+TOKEN_MODE = "warm"
+
+# Seconds the clients must have been answered in, just before a fault is injected (``_ensure_answering``).
+ANSWERING_WINDOW_S = 2.0
+
+
+def _client_token(labf: Path, cluster: ha.HaLab) -> str:
+    """A new token for the clients, validated once on every active nova-api replica unless ``--token
+    cold``."""
+    token = _token(labf, cluster)
+    if TOKEN_MODE == "warm":
+        for c in cluster.active:
+            _warm(f"http://{c.address}:{cluster.ports['nova-api']}/v2.1/servers", token)
+    return token
+
+
+class NotAnswering(SystemExit):
+    """The client load had no answer just before the fault: a drill then would measure nothing."""
+
+
+AnyLoad = Union["ha_drills.Load", "ha_anchors.MixedLoad", "_ChildLoad"]
+
+
+def _live_answers(load: AnyLoad) -> int:
+    if isinstance(load, _ChildLoad):
+        return load.live_answers()
+    return load.answers  # ha_drills.Load, ha_anchors.MixedLoad: counted as they come
+
+
+def _ensure_answering(load: AnyLoad, window_s: float = ANSWERING_WINDOW_S) -> None:
+    """Wait ``window_s`` and refuse (``NotAnswering``) unless the clients had answers meanwhile."""
+    before = _live_answers(load)
+    time.sleep(window_s)
+    if _live_answers(load) <= before:
+        errors = load.errors
+        last = f"; their last error: {str(errors[-1][1])[:200]}" if errors else ""
+        raise NotAnswering(
+            f"the clients had no answer in the {window_s:g} s before the fault{last}: not injecting it. "
+            "Is the frontend serving (haven lab status, HAProxy's members) and is the token valid?"
+        )
+
+
 def _load_child(
     url: str,
     token: str,
@@ -154,16 +211,22 @@ def _load_child(
     stop: Event,
     timeout_s: float = CLIENT_TIMEOUT_S,
     running: Event | None = None,
+    answers: Synchronized[int] | None = None,
 ) -> None:
     """The clients in a process of their own (``_ChildLoad``): what they saw, sent back at the end;
-    ``running`` set once they have had as many answers as there are clients (or after 30 s)."""
+    ``running`` set once they have had as many answers as there are clients (or after 30 s); ``answers``
+    their answers so far, kept up to date every 0.05 s."""
     with ha_drills.Load(url, token, clients, timeout_s) as load:
         deadline = time.monotonic() + 30.0
         while load.answers < clients and time.monotonic() < deadline and not stop.is_set():
             time.sleep(0.05)
+            if answers is not None:
+                answers.value = load.answers
         if running is not None:
             running.set()
-        stop.wait()
+        while not stop.wait(0.05):
+            if answers is not None:
+                answers.value = load.answers
     conn.send((load.started, load.seconds, load.answers, load.errors, load.slowest, load.slow, load.answered))
     conn.close()
 
@@ -182,9 +245,10 @@ class _ChildLoad:
         self._receive, send = context.Pipe(duplex=False)
         self._stop = context.Event()
         self._running = context.Event()
+        self._answers = context.Value("i", 0)
         self._process = context.Process(
             target=_load_child,
-            args=(url, token, clients, send, self._stop, CLIENT_TIMEOUT_S, self._running),
+            args=(url, token, clients, send, self._stop, CLIENT_TIMEOUT_S, self._running, self._answers),
             daemon=True,
         )
         self.started = self.seconds = 0.0
@@ -202,6 +266,10 @@ class _ChildLoad:
         # it). Wait until they run.
         self._running.wait(60.0)
         return self
+
+    def live_answers(self) -> int:
+        """The clients' answers so far (the child's count, at most 0.05 s old)."""
+        return int(self._answers.value)
 
     def __exit__(self, *_exc: object) -> None:
         self._stop.set()
@@ -254,18 +322,16 @@ def fault_run(
     others: list[str] = []
     alerts: list[str] = []
     folder = Path(tempfile.mkdtemp(prefix="hv-ha-bench-haven-"))
-    token = _token(labf, cluster)
-    # The clients' token validated before the load starts, as a client's long-lived token is: each run's
-    # new token cost every replica process a validation by Keystone on its first requests (py-spy, 8
-    # clients: all 4 of the survivor's request threads in keystonemiddleware's verify_token, waiting on
-    # Keystone, for 7-10 s after the load began), a stall that covered the kill 2 s later.
-    for c in cluster.active:
-        _warm(f"http://{c.address}:{cluster.ports[service]}/v2.1/servers", token)
+    # The clients' token validated before the load starts (--token warm), as a client's long-lived token
+    # is: each run's new token cost every replica process a validation by Keystone on its first requests
+    # (py-spy, 8 clients: all 4 of the survivor's request threads in keystonemiddleware's verify_token,
+    # waiting on Keystone, for 7-10 s after the load began), a stall that covered the kill 2 s later.
+    token = _client_token(labf, cluster)
     cache_before = _cache_counts(cluster)
     log = _LogTail(cluster.folder / "haproxy.log")
     with _healer(cluster, heal, folder) as healer:
         with _load(url, token, clients) as load:
-            time.sleep(2.0)
+            _ensure_answering(load)
             if drill == "kill":
                 os.kill(ha.main_pid(ctl, unit), signal.SIGKILL)
             else:
@@ -321,6 +387,7 @@ def fault_run(
             others = [f"{a.kind.value} {a.service}@{a.host}: {a.reason[:110]}" for a in elsewhere]
             alerts = [f"{a.kind.value}: {a.message[:110]}" for a in healer.alerts()]
     requests = load.answers + len(load.errors)
+    alone = _alone_window(faulted, out_s, back_s, load.started + load.seconds)
     cache_after = _cache_counts(cluster)
     after_out = [e for e in load.errors if out_s is not None and e[0] >= faulted + out_s]
     slow_after = [(t, d) for t, d in load.slow if restarted_s is not None and t - faulted >= restarted_s]
@@ -342,7 +409,9 @@ def fault_run(
         # answers a second through the frontend: the 2 s before the fault (both replicas), and while the
         # survivor was alone (from the victim out of HAProxy until it was back)
         "rate_before": _rate(load.answered, faulted - 2.0, faulted),
-        "rate_alone": _rate(load.answered, faulted + (out_s or 0.0), faulted + (back_s or 0.0)),
+        "rate_alone": _rate(load.answered, alone[0], alone[1]) if alone else None,
+        "rate_alone_until": alone[2] if alone else "never out",
+        "token": TOKEN_MODE,
         "victim_restarts": restarts, "false_actions": false_actions, "first_error": load.errors[:1],
         "errors": dict(kinds.most_common(4)), "other_actions": others, "alerts": alerts,
         # why each failed request failed: its kind, whether it was sent while nova_api's backend had no
@@ -353,6 +422,19 @@ def fault_run(
         "haproxy_log": log.lines(backend),
         "load": _loadavg(),
     }  # fmt: skip
+
+
+def _alone_window(
+    faulted: float, out_s: float | None, back_s: float | None, load_end: float
+) -> tuple[float, float, str] | None:
+    """When the survivor carried the load alone (monotonic from, to) and until what: the victim out of
+    HAProxy until it was back, or, when it never came back, until the load ended (said so); None when
+    the victim was never out."""
+    if out_s is None:
+        return None
+    if back_s is None:
+        return faulted + out_s, load_end, "end of run (victim never back)"
+    return faulted + out_s, faulted + back_s, "back"
 
 
 def _rate(answered: list[float], start: float, end: float) -> float | None:
@@ -385,7 +467,10 @@ class _LogTail:
                 self._lines.append((now, line.strip()))  # each event is logged twice: once prefixed
 
     def lines(self, backend: str) -> list[tuple[float, str]]:
-        return [(round(t - self._origin, 1), line[:150]) for t, line in self._lines if backend in line]
+        """The lines that name ``backend`` itself (``nova_api``, ``nova_api/ctl-1``), not another whose
+        name it begins (``nova_api_kolla``, the Kolla-checked anchor's)."""
+        named = re.compile(rf"(?<![\w.-]){re.escape(backend)}(?![\w.-])")
+        return [(round(t - self._origin, 1), line[:150]) for t, line in self._lines if named.search(line)]
 
 
 def _why(
@@ -421,7 +506,8 @@ def _delta(before: dict[str, int] | None, after: dict[str, int] | None, key: str
 
 
 def _set_maxconn(cluster: ha.HaLab, maxconn: int) -> None:
-    """Every server of haven's backends (not Kolla's anchor) capped at ``maxconn`` (HAProxy's runtime API)."""
+    """Every server of haven's backends (not Kolla's anchor) capped at ``maxconn`` (HAProxy's runtime API),
+    0 uncapped; read back from HAProxy's ``show stat`` (its ``slim``: empty when uncapped)."""
     runtime = HAProxyRuntime(cluster.haproxy_socket)
     for api in cluster.apis:
         for controller in cluster.controllers:
@@ -432,7 +518,34 @@ def _set_maxconn(cluster: ha.HaLab, maxconn: int) -> None:
                 raise SystemExit(
                     f"HAProxy refused maxconn {maxconn} on {api.backend}/{controller.host}: {answer}"
                 )
-    print(f"maxconn {maxconn} on every server of haven's backends", flush=True)
+    found = server_limits(asyncio.run(runtime.command("show stat")))
+    wanted = maxconn or None
+    wrong = {
+        f"{api.backend}/{c.host}": found.get((api.backend, c.host))
+        for api in cluster.apis for c in cluster.controllers
+        if found.get((api.backend, c.host), -1) != wanted
+    }  # fmt: skip
+    if wrong:
+        raise SystemExit(f"HAProxy did not take maxconn {maxconn}: its limits now {wrong}")
+    print(f"maxconn {maxconn or 'none (uncapped)'} on every server of haven's backends", flush=True)
+
+
+def server_limits(show_stat: str) -> dict[tuple[str, str], int | None]:
+    """(backend, server) -> its session limit (``slim``) from HAProxy's ``show stat`` CSV; None: uncapped."""
+    header: list[str] = []
+    out: dict[tuple[str, str], int | None] = {}
+    for line in show_stat.splitlines():
+        if line.startswith("# "):
+            header = line[2:].split(",")
+            continue
+        fields = line.split(",")
+        if not header or len(fields) < len(header):
+            continue
+        row = dict(zip(header, fields, strict=False))
+        if row["svname"] in ("FRONTEND", "BACKEND"):
+            continue
+        out[(row["pxname"], row["svname"])] = int(row["slim"]) if row["slim"] else None
+    return out
 
 
 def _loadavg() -> str:
@@ -894,12 +1007,14 @@ def anchor_run(
         mechanism = ha_anchors.kolla_restart_policy(cluster)
     else:
         mechanism = ha_anchors.Kubelet(cluster, proxy, grace_s=grace_s)
-    for c in cluster.controllers:  # each replica validates the token before the load (no herd of misses)
-        _warm(f"http://{c.address}:{cluster.ports['nova-api']}/v2.1/servers", token)
+    if TOKEN_MODE == "warm":  # each replica validates the token before the load (no herd of misses)
+        for c in cluster.controllers:
+            _warm(f"http://{c.address}:{cluster.ports['nova-api']}/v2.1/servers", token)
     with mechanism as running:
         policy = ha_anchors.unit_restart_policy(ctl)
         with ha_anchors.MixedLoad(url, token, clients) as load:
-            time.sleep(3.0)
+            time.sleep(1.0)
+            _ensure_answering(load)
             if drill == "kill":
                 os.kill(ha.main_pid(ctl, "nova-api.service"), signal.SIGKILL)
             else:
@@ -970,6 +1085,8 @@ def compare_bench(
         for index in range(runs):
             host = ha.CONTROLLERS[index % 2]
             for mode in modes:
+                if TOKEN_MODE == "cold":  # a new token, validated nowhere, for each run
+                    token = _token(labf, cluster)
                 row = anchor_run(token, cluster, proxy, host, clients, mode=mode, drill=drill,
                                  window_s=windows[mode], grace_s=grace_s)  # fmt: skip
                 rows.setdefault(mode, []).append(row)
@@ -995,7 +1112,7 @@ def compare_bench(
     return 0
 
 
-def main() -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--folder", type=Path, default=None, help="a running HA lab (default: start one)")
     parser.add_argument(
@@ -1022,12 +1139,21 @@ def main() -> int:
     parser.add_argument("--load-in-bench", action="store_true",
                         help="kill/hang: the clients' threads in the bench's process, beside haven's "
                         "control plane (as before 2026-12-07); default: a process of their own")  # fmt: skip
-    parser.add_argument("--maxconn", type=int, default=0,
+    parser.add_argument("--maxconn", type=int, default=None,
                         help="set each server of haven's HAProxy backends to this maxconn first, "
-                        "via the runtime API (4: half the gunicorn threads); 0: leave them (the lab's "
-                        "haproxy.cfg has no per-server cap)")  # fmt: skip
-    args = parser.parse_args()
-    global LAB_TIMING, LOAD_IN_BENCH, CLIENT_TIMEOUT_S
+                        "via the runtime API; 0: uncapped (the lab's haproxy.cfg caps each at "
+                        f"{ha.SERVER_MAXCONN}, half its gunicorn's threads); default: leave it")  # fmt: skip
+    parser.add_argument("--token", choices=("warm", "cold"), default="warm",
+                        help="kill/hang: warm, the clients' token validated on every nova-api replica "
+                        "before the load; cold, a new token each run, validated nowhere")  # fmt: skip
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    global LAB_TIMING, LOAD_IN_BENCH, CLIENT_TIMEOUT_S, TOKEN_MODE
+    TOKEN_MODE = args.token
     LAB_TIMING = args.lab_timing
     CLIENT_TIMEOUT_S = args.client_timeout
     LOAD_IN_BENCH = args.load_in_bench
@@ -1038,6 +1164,8 @@ def main() -> int:
         parser.error("--anchor and --compare drill hang or kill only")
     if args.runs < 1 or args.clients < 1 or args.k8s_grace < 0:
         parser.error("--runs and --clients must be at least 1, --k8s-grace not negative")
+    if args.maxconn is not None and args.maxconn < 0:
+        parser.error("--maxconn must be 0 (uncapped) or more")
     labf = args.folder or Path(tempfile.mkdtemp(prefix="hv-ha-bench-"))
     if args.folder is None:
         print(f"starting an HA lab in {labf}", flush=True)
@@ -1048,7 +1176,7 @@ def main() -> int:
             print(f"no HA lab runs in {labf}: start one with `haven lab up --ha --folder {labf}`")
             return 2
         cluster = ha.from_state(state.ha)
-        if args.maxconn > 0:
+        if args.maxconn is not None:
             _set_maxconn(cluster, args.maxconn)
         if cluster.workers:  # the lab's [controlplane] pings them: the transport URL, as LAB/ha/serve.env
             os.environ[ha.TRANSPORT_URL_ENV] = ha.transport_url(labf)
