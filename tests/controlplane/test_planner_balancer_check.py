@@ -229,15 +229,16 @@ def test_past_the_window_or_once_the_peer_serves_a_hung_replica_is_handled_again
 
 
 def _just_back(passing_for: float) -> ReplicaView:
-    """ctl-2 after a kill -9: systemd restarted it 12 s ago, its probe has passed for ``passing_for`` s,
-    haven readied it and HAProxy counts it up (a cold process taking the whole backend's traffic)."""
-    restarted = UnitStatus(UnitActive.ACTIVE, "running", active_since=NOW - 11)
+    """ctl-2 after a kill -9: systemd restarted it, its probe has passed for ``passing_for`` s (after a
+    503 while it booted), haven readied it and HAProxy counts it up (a cold process taking the whole
+    backend's traffic)."""
+    restarted = UnitStatus(UnitActive.ACTIVE, "running", active_since=NOW - passing_for - 2)
     probes = (
         ProbeResult(False, NOW - passing_for - 1, "503"),
         ProbeResult(True, NOW - passing_for, "200 OK"),
         ProbeResult(True, NOW, "200 OK"),
     )
-    return replica("ctl-2", probes, CHECK_PASSES, unit=restarted, restarts=(NOW - 12,))
+    return replica("ctl-2", probes, CHECK_PASSES, unit=restarted, restarts=(NOW - passing_for - 3,))
 
 
 def test_a_survivor_counted_down_is_not_drained_while_the_only_peer_in_rotation_is_just_back() -> None:
@@ -269,3 +270,19 @@ def test_once_the_peer_has_held_up_or_the_survivor_answers_errors_it_is_handled_
     not_up = dataclasses.replace(_just_back(1.0), member=MemberStatus(MemberAdmin.READY, "down"))
     p = run(replica("ctl-1", timed_out(), DOWN), not_up)
     assert acts(p) == [] and [h.kind for h in p.holds] == ["mass_failure"]
+
+
+def test_a_peer_late_once_is_not_fresh_again_and_a_crash_looped_survivor_is_not_kept() -> None:
+    # Review (R1): ctl-2 restarted 55 s ago, back by its probe for ~52 s, one probe late 3 s ago (one
+    # failure, below failure_threshold: still healthy). Its run of passes began 2 s ago, but it is not
+    # fresh: the hung ctl-1 is handled, not held until the restart leaves gate_window_s.
+    unit = UnitStatus(UnitActive.ACTIVE, "running", active_since=NOW - 54)
+    probes = tuple(ProbeResult(i != 3, NOW - i, "200 OK" if i != 3 else LATE) for i in range(52, -1, -1))
+    peer = replica("ctl-2", probes, CHECK_PASSES, unit=unit, restarts=(NOW - 55,))
+    assert acts(run(replica("ctl-1", timed_out(50), DOWN), peer)) == [(ActionKind.DRAIN, "ctl-1")]
+    # A survivor in a crash loop stays out of the load balancer, whatever its peer.
+    n = KEYSTONE.restart.crash_loop_max_restarts
+    looping = replica("ctl-1", timed_out(3), DOWN, restarts=tuple(NOW - 30 - i for i in range(n)))
+    p = run(looping, _just_back(1.0))
+    assert [h.kind for h in p.holds if h.host == "ctl-1"] == ["crash_loop"]
+    assert (ActionKind.DRAIN, "ctl-1") in acts(p)

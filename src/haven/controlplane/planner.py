@@ -421,7 +421,7 @@ def _fresh_returns(spec: ServiceSpec, judged: list[Judged], j: Judged, state: _P
         if not (_in_rotation(spec, o) or entering):
             continue
         restarted = any(0 <= state.now - t < state.settings.gate_window_s for t in o.view.restarts)
-        if restarted and state.now - _passing_since(o) < state.settings.rise_wait_s:
+        if restarted and state.now - _back_since(o) < state.settings.rise_wait_s:
             returning.append(o)
         elif _in_rotation(spec, o):
             return None
@@ -439,15 +439,32 @@ def _down_beside_a_fresh_return(spec: ServiceSpec, j: Judged, judged: list[Judge
     member = j.view.member
     if spec.backend is None or member is None or member.admin is not MemberAdmin.READY:
         return False
-    if member.operational == "up" or not _hung(spec, j):
+    if member.operational == "up" or not _hung(spec, j) or _crash_looped(spec, j, state.now):
         return False
     return _fresh_returns(spec, judged, j, state) is not None
 
 
+def _back_since(j: Judged) -> float:
+    """When its current process first passed a probe (since its unit became active): a later blip of
+    one probe (below ``failure_threshold``) does not make it fresh again. Without a start time known,
+    the start of its current run of passed probes."""
+    unit = j.view.unit
+    if unit is None or unit.active_since is None:
+        return _passing_since(j)
+    passed = [p.at for p in j.view.probes if p.ok and p.at >= unit.active_since]
+    return min(passed) if passed else _passing_since(j)
+
+
 def _fresh_until(spec: ServiceSpec, judged: list[Judged], j: Judged, state: _Pass) -> float:
-    """When the last of the fresh returns (``_fresh_returns``) has passed its probes for ``rise_wait_s``."""
+    """When the first of the fresh returns (``_fresh_returns``) stops being fresh: it has been back for
+    ``rise_wait_s``, or its restart leaves ``gate_window_s``."""
     others = _fresh_returns(spec, judged, j, state) or []
-    return max((_passing_since(o) + state.settings.rise_wait_s for o in others), default=state.now)
+    window = state.settings.gate_window_s
+    ends = [
+        min(_back_since(o) + state.settings.rise_wait_s, max(o.view.restarts, default=state.now) + window)
+        for o in others
+    ]
+    return min(ends, default=state.now)
 
 
 def _membership(spec: ServiceSpec, j: Judged, state: _Pass, stale: bool = False) -> bool:
