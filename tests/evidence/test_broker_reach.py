@@ -18,7 +18,16 @@ import pytest
 from haven.controlplane.catalogue import CATALOGUE
 from haven.diagnosis import EvidenceKind, Graph, NodeEvent, Symptom, rank
 from haven.domain.clock import RealClock
-from haven.evidence.broker import REACH, BrokerEvidence, BrokerUnreachable, hosts, look, watch_broker
+from haven.evidence.broker import (
+    REACH,
+    BrokerEvidence,
+    BrokerSeen,
+    BrokerUnreachable,
+    hosts,
+    look,
+    uses_tls,
+    watch_broker,
+)
 from haven.store import Store
 from haven.topology import SERVER_BOOT, openstack_topology
 from servers.process import free_port
@@ -98,3 +107,88 @@ def test_with_it_the_lab_s_rabbitmq_killed_boot_is_blamed_on_rabbitmq_not_nova_c
     kept = list(evidence.unreachable(T + 6, T + 6, "127.0.0.1:5672: ConnectionRefusedError").values())
     [top, *_] = rank(graph, boot, events=had + kept).explanations
     assert top.node == "rabbitmq" and "RabbitMQ unreachable since" in top.text
+
+
+class _BlinkingStore:
+    """A store whose first ``fails`` writes raise (a database blinking), then keeps what it is given."""
+
+    def __init__(self, fails: int) -> None:
+        self.fails, self.kept = fails, []  # type: ignore[var-annotated]
+
+    def keep_evidence(self, events: dict[str, NodeEvent], now: float) -> None:
+        if self.fails:
+            self.fails -= 1
+            raise RuntimeError("(psycopg.OperationalError) server closed the connection unexpectedly")
+        self.kept.extend(events.values())
+
+
+async def _watch(store: object, looker: object, until: object, seconds: float = 5.0) -> asyncio.Task[None]:
+    task = asyncio.create_task(
+        watch_broker("rabbit://nova:pw@127.0.0.1:1/", store, RealClock(), period_s=0.01, looker=looker)  # type: ignore[arg-type]
+    )
+    deadline = time.monotonic() + seconds
+    while not until() and time.monotonic() < deadline and not task.done():  # type: ignore[operator]
+        await asyncio.sleep(0.01)
+    return task
+
+
+async def test_a_failed_write_of_the_evidence_neither_ends_the_watch_nor_loses_the_down() -> None:
+    # Review D1: one store error ended the watcher, and in haven serve every loop with it (a TaskGroup).
+    def refused(url: str) -> BrokerSeen:
+        raise BrokerUnreachable("127.0.0.1:1: ConnectionRefusedError")
+
+    store = _BlinkingStore(fails=3)
+    task = await _watch(store, refused, lambda: store.kept)
+    try:
+        assert not task.done()  # before: done, with the RuntimeError
+        assert [(e.node, e.kind, e.scope) for e in store.kept] == [("rabbitmq", EvidenceKind.DOWN, REACH)]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_look_that_connected_then_failed_says_nothing_of_the_reach() -> None:
+    # Review R4: a slow broker (a passive declare past the look's timeout once connected) is not
+    # "unreachable"; only a look with no host connecting is.
+    looks: list[float] = []
+
+    def slow(url: str) -> BrokerSeen:
+        looks.append(time.monotonic())
+        raise TimeoutError("timed out")
+
+    store = _BlinkingStore(fails=0)
+    task = await _watch(store, slow, lambda: len(looks) >= 6)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert len(looks) >= 6 and store.kept == []  # before: a DOWN "RabbitMQ unreachable" after two
+
+
+def test_tls_is_asked_for_when_the_url_says_so_and_an_empty_host_entry_is_skipped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Review D2: ?ssl=1 was dropped, so every look at a TLS-only bus failed its handshake: a DOWN kept
+    # for good while Nova's notifications (oslo.messaging reads the query) kept arriving.
+    urls = ("rabbit://h/?ssl=1", "rabbit://h/?ssl=True", "rabbit://h/", "rabbit://h/?ssl=0")
+    assert [uses_tls(u) for u in urls] == [True, True, False, False]
+    import amqp  # type: ignore[import-untyped]
+
+    asked: list[object] = []
+
+    class Refusing(amqp.Connection):  # type: ignore[misc]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            asked.append(kwargs.get("ssl"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(amqp, "Connection", Refusing)
+    for url in (
+        f"rabbit://nova:pw@127.0.0.1:{free_port()}/?ssl=1",
+        f"rabbit://nova:pw@127.0.0.1:{free_port()}/",
+    ):
+        with pytest.raises(BrokerUnreachable):
+            look(url, timeout_s=1.0)
+    assert asked == [True, False]
+    assert hosts("rabbit://nova:pw@10.0.0.1:5672,/") == [
+        ("10.0.0.1:5672", "nova", "pw", "/")
+    ]  # oslo skips it too

@@ -17,14 +17,17 @@ has to Nova's bus for its notifications (``[diagnosis] transport_url``):
   in ``broker:queue:<name>``, fewer is HEALTHY there.
 
 - **unreachable**: a look that cannot open its AMQP connection on any host of the URL (refused, no
-  answer within the look's timeout, the handshake refused) ``misses`` times in a row is a DOWN of
+  answer within the look's timeout, the handshake refused; TLS when the URL says ``?ssl=1``) ``misses``
+  times in a row is a DOWN of
   ``rabbitmq`` in the scope ``broker:reach``, "RabbitMQ unreachable since T" (dated at the first failed
   look's start: it answered at the look before), kept again every ``repeat_s`` while it lasts so it stays
   in the ranker's window; the next look that connects is rabbitmq HEALTHY there, and so is a watcher's
   first look that connects (it ends what an earlier term kept and did not see end). One failed look is
   no evidence (a connection timed out on a loaded host). This is what ``haven serve`` knows of the bus
   without ``[controlplane]`` (its AMQP probe): haven.service.explaining runs ``watch_broker`` on
-  ``[diagnosis] transport_url``, the cloud's bus it reads Nova's notifications from.
+  ``[diagnosis] transport_url``, the cloud's bus it reads Nova's notifications from. A look that
+  connected and then failed (a passive declare past its timeout: a slow broker) says nothing of the
+  reach, and a failed write of the evidence is retried with the next look's (the watch never ends for it).
 
 Only what changed is kept (the store's evidence is keyed by scope and time), so a quiet broker writes
 nothing after its first look.
@@ -38,7 +41,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from haven.diagnosis import EvidenceKind, NodeEvent
 from haven.diagnosis.words import clock as hhmmss
@@ -162,10 +165,11 @@ def look(
 
     blocked: list[str] = []
     failed: list[str] = []
+    tls = uses_tls(url)
     for address, userid, password, vhost in hosts(url):
         connection = amqp.Connection(
             address, userid=userid, password=password, virtual_host=vhost, connect_timeout=timeout_s,
-            read_timeout=timeout_s, write_timeout=timeout_s,
+            read_timeout=timeout_s, write_timeout=timeout_s, ssl=tls,
             on_blocked=lambda reason: blocked.append(str(reason)),
         )  # fmt: skip
         try:
@@ -215,12 +219,25 @@ class BrokerUnreachable(Exception):
     """No host of the transport URL accepted an AMQP connection (its words: each host's error)."""
 
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+
+
+def uses_tls(url: str) -> bool:
+    """The transport URL asks for TLS (``?ssl=1``, ``?ssl=true``: oslo.messaging's rabbit driver reads its
+    query as driver options). A bus whose TLS is set only in the services' ``[oslo_messaging_rabbit]``
+    needs ``?ssl=1`` in haven's URL too, or every look fails its handshake."""
+    values = parse_qs(urlsplit(url).query).get("ssl", [])
+    return any(v.strip().lower() in _TRUE for v in values)
+
+
 def hosts(url: str) -> list[tuple[str, str, str, str]]:
     """Each host of a transport URL as (host:port, user, password, vhost), in the URL's order."""
     parts = urlsplit(url)
     vhost = unquote(parts.path[1:]) or "/"
     found = []
     for one in parts.netloc.split(","):
+        if not one.strip():
+            continue  # a trailing comma: oslo.messaging skips it too
         credentials, _, address = one.rpartition("@")
         user, _, password = credentials.partition(":")
         host, port = address, "5672"
@@ -239,18 +256,28 @@ async def watch_broker(
 ) -> None:  # fmt: skip
     """Until cancelled: a look every ``period_s``, what changed kept as evidence in ``store``."""
     evidence = BrokerEvidence()
+    pending: dict[str, NodeEvent] = {}  # evidence a failed write left, kept with the next
     while True:
         started = clock.now()
         try:
             seen = await asyncio.to_thread(looker, url)
-        except Exception as exc:  # no connection (BrokerUnreachable), or the look failed once connected
+        except BrokerUnreachable as exc:  # no host connected: refused, no answer, the handshake refused
             now = clock.now()
-            why = str(exc) if isinstance(exc, BrokerUnreachable) else f"{type(exc).__name__}: {exc}"
-            _log.debug("the broker look failed: %s", why)
-            events = evidence.unreachable(started, now, why)
+            _log.debug("the broker look failed: %s", exc)
+            events = evidence.unreachable(started, now, str(exc))
+        except Exception as exc:  # connected, then the look failed (a slow broker): no word on its reach
+            now = clock.now()
+            _log.debug("the broker look failed once connected: %s: %s", type(exc).__name__, exc)
+            events = {}
         else:
             now = clock.now()
             events = {**evidence.reached(now), **evidence.observe(seen, now)}
-        if events:
-            await asyncio.to_thread(store.keep_evidence, events, now)
+        pending.update(events)
+        if pending:
+            try:
+                await asyncio.to_thread(store.keep_evidence, dict(pending), now)
+            except Exception:  # the database blinked: kept with the next look's, never the watch's end
+                _log.warning("could not keep the broker's evidence (retried at the next look)", exc_info=True)
+            else:
+                pending.clear()
         await clock.sleep_until(clock.now() + period_s)
