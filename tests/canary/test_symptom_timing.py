@@ -284,9 +284,31 @@ def test_the_baseline_is_robust_and_floored() -> None:
     assert not confirmed([5.0, 0.1, 0.1], 1.6) and confirmed([5.0, float("inf"), 0.1], 1.6)
 
 
+def test_past_slow_answers_widen_the_limit_to_at_most_ratio_times_the_median() -> None:
+    """The token's history on the lab at 19:02 (2026-12-07, load 4 to 15), newest first: three slow
+    answers of earlier keystone-slow injections among the usual ones. 6 MADs put the limit at 4.03 s, 6.2
+    times the median, and the stall's answers (4.17 s, then about 3.4 s twice) passed under it."""
+    history = [0.14, 3.32, 3.97, 3.5, 0.56, 0.48, 0.75, 0.8, 0.3, 0.25]
+    settings = SlowSettings()
+    usual = baseline(history, settings)
+    assert usual is not None and usual.median == pytest.approx(0.655)
+    assert usual.median + settings.k * usual.mad == pytest.approx(4.03, abs=0.01)  # the limit before
+    assert usual.limit(settings) == pytest.approx(4.0 * 0.655)  # at most 4 times the median
+    assert confirmed([4.17, 3.4, 3.38], usual.limit(settings))
+    # a quiet probe keeps its floor; a spread but fast one is not pushed under it
+    quiet = baseline([0.12] * 6, settings)
+    assert quiet is not None and quiet.limit(settings) == pytest.approx(0.12 + 1.5)
+    wobbly = baseline([0.05, 0.3, 0.1, 0.8, 0.05, 0.6, 0.2, 1.4], settings)
+    assert wobbly is not None and wobbly.limit(settings) == pytest.approx(wobbly.median + 1.5)
+
+
 def test_the_slow_keys_are_canary_config() -> None:
-    config = parse_canary({"slow_k": 4.0, "slow_floor_s": 2.5, "slow_confirm": 0}, "haven.toml")
-    assert config.settings.slow == dataclasses.replace(SlowSettings(), k=4.0, floor_s=2.5, confirm=0)
+    config = parse_canary({"slow_k": 4.0, "slow_floor_s": 2.5, "slow_ratio": 3.0, "slow_confirm": 0}, "x")
+    assert config.settings.slow == dataclasses.replace(
+        SlowSettings(), k=4.0, floor_s=2.5, ratio=3.0, confirm=0
+    )
     assert parse_canary({}, "haven.toml").settings.slow == SlowSettings()
     with pytest.raises(ConfigError, match="slow_min_history"):
         parse_canary({"slow_min_history": 0}, "haven.toml")
+    with pytest.raises(ConfigError, match="slow_ratio"):
+        parse_canary({"slow_ratio": 1.0}, "haven.toml")

@@ -14,8 +14,9 @@ types and ranges checked); every mistake becomes a ConfigError naming the key. A
     delete_timeout_s = 120.0
     slow_s = 120.0                # ACTIVE later than this: slow (a symptom too)
     probes = true                 # token issue and server list before each round
-    slow_k = 6.0                  # a probe that passed is slow above median + max(slow_k * MAD, floor)
+    slow_k = 6.0                  # slow above median + max(floor, min(slow_k * MAD, (ratio - 1) * median))
     slow_floor_s = 1.5            # that floor: never slow within this many seconds of the median
+    slow_ratio = 4.0              # slow_k x MAD widens the limit to at most this many times the median
     slow_history = 20             # the median and MAD of the probe's last this many passing answers
     slow_min_history = 5          # fewer passing answers: no baseline, never slow
     slow_confirm = 2              # more asks of every passing probe (1 s apart); their median is judged
@@ -47,6 +48,7 @@ class _Canary(BaseModel):
     probes: bool = True
     slow_k: float = Field(default=6.0, gt=0)
     slow_floor_s: float = Field(default=1.5, ge=0)
+    slow_ratio: float = Field(default=4.0, gt=1)
     slow_history: int = Field(default=20, ge=1)
     slow_min_history: int = Field(default=5, ge=1)
     slow_confirm: int = Field(default=2, ge=0)
@@ -85,7 +87,12 @@ def parse_canary(section: object, where: str) -> CanaryConfig:
         slow_s=raw.slow_s,
         probes=raw.probes,
         slow=SlowSettings(
-            raw.slow_k, raw.slow_floor_s, raw.slow_history, raw.slow_min_history, raw.slow_confirm
+            raw.slow_k,
+            raw.slow_floor_s,
+            raw.slow_ratio,
+            raw.slow_history,
+            raw.slow_min_history,
+            raw.slow_confirm,
         ),
     )
     return CanaryConfig(True, settings)

@@ -6,10 +6,15 @@ canary image's data read). Pure: the history and the answers arrive as arguments
 A check's baseline is the median and the median absolute deviation (MAD, scaled by 1.4826 to a normal
 law's standard deviation) of its last ``history`` passing answers, the slow ones too (a lasting
 slowdown becomes the usual once it fills half the history, not a symptom every round). An answer is
-slow when it took longer than ``median + max(k * MAD, floor_s)``: the floor keeps a fast check's
-wobble (0.05 s one time, 0.3 s the next, at load 20) from being a symptom, and MAD, not the standard
-deviation, keeps one slow answer of the past from widening the threshold. With fewer than
-``min_history`` answers there is no baseline and nothing is slow.
+slow when it took longer than ``median + max(floor_s, min(k * MAD, (ratio - 1) * median))``: the floor
+keeps a fast check's wobble (0.05 s one time, 0.3 s the next, at load 20) from being a symptom; MAD, not
+the standard deviation, keeps one slow answer of the past from widening the threshold, and its spread
+lets a loaded host's broad answers pass (the token at load 7 to 29: median 1.04 s, up to 4.33 s); the
+ratio bounds that widening: "several times its usual" is slow whatever the past spread. Without it the
+slow answers of earlier faults, kept in the history, put the limit at 6 to 9 times the median (13.8 s
+against a median of 1.56 s in the 2026-12-07 catalogue's round 5; 4.03 s against 0.65 s on the
+evening's lab), above keystone-slow's 3.3 to 3.7 s. With fewer than ``min_history`` answers there is no
+baseline and nothing is slow.
 
 A single answer decides nothing, fast or slow: every passing probe that has a baseline is asked
 ``confirm`` more times, ``CONFIRM_GAP_S`` apart, and the **median of all its answers** is judged. A loaded
@@ -39,6 +44,7 @@ class SlowSettings:
 
     k: float = 6.0  # MADs above the median
     floor_s: float = 1.5  # and at least this many seconds above it
+    ratio: float = 4.0  # but the MADs put it at most this many times the median (the floor may go above)
     history: int = 20  # the last this many passing answers of the same check
     min_history: int = 5  # fewer: no baseline, nothing slow
     confirm: int = 2  # more asks of each passing probe with a baseline; the median of all judged (0: none)
@@ -52,7 +58,8 @@ class Baseline:
 
     def limit(self, settings: SlowSettings) -> float:
         """Slower than this is slow."""
-        return self.median + max(settings.k * self.mad, settings.floor_s)
+        spread = min(settings.k * self.mad, (settings.ratio - 1.0) * self.median)
+        return self.median + max(spread, settings.floor_s)
 
     def words(self) -> str:
         return f"its usual {self.median:.2f} s (median of its last {self.count} passing answers)"
