@@ -81,6 +81,32 @@ async def test_an_interim_cause_refined_within_the_settle_time_is_never_sent() -
     assert not any("nova-api" in _causes(b) for b in am.posts)  # the interim cause was never paged
 
 
+async def test_a_sent_explanation_refined_later_is_not_resolved_and_paged_again() -> None:
+    # Review (2026-12-07 evening): a refine after the send moved explained_at into the settle again, the
+    # record dropped out of the batch, its HavenRootCause and HavenSymptom were sent resolved and fired
+    # anew once the settle passed: a second page for one incident, on every refine.
+    symptom = Symptom("nova-api", NOW - 1, "server list failed", "api")
+    db = [NodeEvent("mariadb", EvidenceKind.ERROR, NOW - 3, "no answer to what the list needs", "unseen")]
+    store = _Store([dataclasses.replace(record("probe:server-list:1", symptom, db), explained_at=NOW)])
+    clock = VirtualClock(NOW + 21.0)
+    am = _Alertmanager()
+    settings = AlertingSettings(
+        "http://am", 60.0, IncidentSettings(active_s=600, ends_after_s=180), settle_s=20.0
+    )
+    notifier = AlertmanagerNotifier(store, clock, settings, am)  # type: ignore[arg-type]
+    first = await notifier.tick()
+    assert first is not None and _causes(first) == {"mariadb"}
+    # Ranked again 10 s later (new evidence), the same root: explained_at moves to then.
+    more = [*db, NodeEvent("mariadb", EvidenceKind.DOWN, NOW + 25, "its unit is failed", "unit")]
+    clock.advance_to(NOW + 31.0)
+    store.records = [dataclasses.replace(record("probe:server-list:1", symptom, more), explained_at=NOW + 31)]
+    wanted = await notifier.wanted(clock.now())
+    assert {a.labels["alertname"] for a in wanted} == {"HavenRootCause", "HavenSymptom"}  # before: none
+    batch = await notifier.tick()
+    assert batch is None or all(a.ends_at > clock.now() for a in batch)  # before: both sent resolved
+    assert all(a.ends_at > clock.now() for b in am.posts for a in b)  # nothing ever resolved
+
+
 def test_a_negative_settle_time_is_refused() -> None:
     with pytest.raises(ValueError, match="settle_s"):
         AlertingSettings("http://am", 60.0, IncidentSettings(active_s=600, ends_after_s=180), settle_s=-1.0)

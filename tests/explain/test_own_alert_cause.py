@@ -8,6 +8,8 @@ inhibition), without one it is paged as itself, and its labels, once sent, never
 
 from __future__ import annotations
 
+import dataclasses
+
 from haven.controlplane.catalogue import CATALOGUE
 from haven.diagnosis import EvidenceKind, Graph, NodeEvent, Symptom, rank
 from haven.diagnosis.records import ExplanationRecord, ExplanationState
@@ -89,3 +91,62 @@ def test_nova_compute_itself_ranked_the_root_is_its_cause() -> None:
     boot = explained("canary:1", T + 3, T + 4, [down, OWN])
     alert = control_plane(sent([boot], T + 30))
     assert alert is not None and alert.labels["cause"] == "nova-compute"
+
+
+def test_a_refine_of_its_incident_after_the_send_changes_none_of_its_labels() -> None:
+    # Review R2 (2026-12-07 evening): the explainer's refine moves the incident record's explained_at; the
+    # alert's cause was decided again from it, and the alert was sent as itself (a false "resolved" of
+    # the muted one, and a new page). The notifier passes what it sent (``kept``); the pure function keeps it.
+    boot = explained("canary:1", T + 26, T + 27, [MQ_DOWN, OWN])
+    first = control_plane(sent([boot], T + 130))
+    assert first is not None and first.labels["cause"] == "rabbitmq"
+    refined = dataclasses.replace(boot, explained_at=T + 140)  # the same root, ranked again at T + 140
+    after = control_plane(incident_alerts([refined], [ALERT], T + 200, SETTINGS, SETTLE, {"cp1": "rabbitmq"}))
+    assert after is not None and after.labels == first.labels
+    # Sent as itself: it stays itself, whatever is found later.
+    late = control_plane(incident_alerts([refined], [ALERT], T + 200, SETTINGS, SETTLE, {"cp1": ""}))
+    assert late is not None and "cause" not in late.labels
+    # Without the memory (a restarted haven), the decision is made again from what the store holds.
+    assert control_plane(incident_alerts([refined], [ALERT], T + 200, SETTINGS, SETTLE)) is not None
+
+
+async def test_the_notifier_keeps_it_muted_through_a_refine_and_never_resolves_it() -> None:
+    from haven.domain.clock import VirtualClock
+    from haven.explain.alerting import AlertingSettings, AlertmanagerNotifier
+
+    boot = explained("canary:1", T + 26, T + 27, [MQ_DOWN, OWN])
+
+    class Store:
+        records = [boot]
+
+        def list_explanations(self, limit: int) -> list[ExplanationRecord]:
+            return self.records
+
+        def list_alerts(self, active_only: bool) -> list[Alert]:
+            return [ALERT]
+
+    clock = VirtualClock(T + 130)
+
+    class Alertmanager:
+        posts: list[list[AmAlert]] = []
+        resolved: list[AmAlert] = []  # sent with its end at the post: resolved
+
+        async def post(self, batch: list[AmAlert]) -> None:
+            self.posts.append(list(batch))
+            self.resolved += [a for a in batch if a.ends_at <= clock.now()]
+
+    store, am = Store(), Alertmanager()
+    notifier = AlertmanagerNotifier(store, clock, AlertingSettings("http://am", 60.0, SETTINGS, SETTLE), am)  # type: ignore[arg-type]
+    first = control_plane(await notifier.tick() or [])
+    assert first is not None and first.labels["cause"] == "rabbitmq"
+    store.records = [dataclasses.replace(boot, explained_at=T + 140)]
+    for at in (T + 150, T + 200, T + 260):
+        clock.advance_to(at)
+        await notifier.tick()
+    assert len(am.posts) >= 2 and am.resolved == []  # before: the muted alert resolved, paged as itself
+    assert {
+        tuple(sorted(a.labels.items()))
+        for b in am.posts
+        for a in b
+        if a.labels["alertname"] == "HavenControlPlane"
+    } == {tuple(sorted(first.labels.items()))}

@@ -16,7 +16,10 @@ An explanation is sent once it has held ``settle_s`` (its ``explained_at`` that 
 symptom to the explainer as soon as its check fails and ranks it again after the round's look
 (haven.explain.explainer's ``refine``, which moves ``explained_at`` when the first causes change), so a
 page never names the interim cause the look then corrects (a list that timed out first blamed on Nova's
-API, then on the database behind it).
+API, then on the database behind it). Once sent, an explanation is not held back again when it is
+refined later (its alerts would be sent resolved and fire anew: a second page for one incident); its new
+ranking is sent at once. haven's own control-plane alerts keep the cause they were first sent under
+while they last (``kept``); both memories are this process's (a restarted haven decides again).
 
 A send that fails (Alertmanager down) is logged and retried at the next tick; it never stops the explainer.
 """
@@ -63,6 +66,13 @@ class AlertmanagerNotifier:
         self._am = alertmanager or Alertmanager(settings.url, settings.timeout_s)
         self._sent: dict[Fingerprint, AmAlert] = {}
         self._sent_at: float | None = None
+        # What a send released, kept while its incident window lasts: a record refined after it was sent
+        # (``refine`` moves ``explained_at``) stays in the batch instead of settling again, which sent its
+        # alerts resolved and fired them anew (a page per refine); haven's own alerts' causes as sent
+        # (their labels are their identity: decided once, haven.explain.incidents).
+        self._released: dict[str, float] = {}  # record id -> its symptom's time
+        self._kept: dict[str, str] = {}  # haven's alert id -> the cause it was sent under ("" as itself)
+        self._pending: tuple[dict[str, float], dict[str, str]] = ({}, {})
         self.sends = 0  # batches posted (for tests and logs)
 
     async def tick(self) -> list[AmAlert] | None:
@@ -82,9 +92,20 @@ class AlertmanagerNotifier:
         settled = now - self._settings.settle_s
         recent = [
             r for r in records
-            if r.symptom.at >= start and (r.explained_at is None or r.explained_at <= settled)
+            if r.symptom.at >= start
+            and (r.id in self._released or r.explained_at is None or r.explained_at <= settled)
         ]  # fmt: skip
-        return incident_alerts(recent, alerts, now, self._settings.incidents, self._settings.settle_s)
+        active = {a.id for a in alerts}
+        kept = {i: c for i, c in self._kept.items() if i in active}
+        wanted = incident_alerts(recent, alerts, now, self._settings.incidents, self._settings.settle_s, kept)
+        released = {r.id: r.symptom.at for r in recent}
+        decided = {
+            a.labels["alert_id"]: a.labels.get("cause", "")
+            for a in wanted
+            if "alert_id" in a.labels and a.labels.get("kind") == "control_plane"
+        }
+        self._pending = (released, decided)
+        return wanted
 
     async def send(self, wanted: Sequence[AmAlert], now: float) -> list[AmAlert] | None:
         keep = {a.fingerprint for a in wanted}
@@ -97,6 +118,10 @@ class AlertmanagerNotifier:
             return None
         self._sent = {a.fingerprint: a for a in wanted}
         self._sent_at = now
+        released, decided = self._pending
+        start = now - self._settings.incidents.active_s
+        self._released = {i: at for i, at in {**self._released, **released}.items() if at >= start}
+        self._kept = decided
         self.sends += 1
         return batch
 

@@ -39,7 +39,7 @@ until it restarts, when the symptom waits ``group_wait`` again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -90,10 +90,14 @@ def incident_alerts(
     now: float,
     settings: IncidentSettings | None = None,
     settle_s: float = 0.0,
+    kept: Mapping[str, str] | None = None,
 ) -> list[AmAlert]:
     """The alerts to send now: causes first, then symptoms and haven's alerts, each in a stable order.
 
-    ``records``: those the caller sends, each once it held ``settle_s`` (haven.explain.alerting)."""
+    ``records``: those the caller sends, each once it held ``settle_s`` (haven.explain.alerting).
+    ``kept``: haven's own control-plane alerts already sent, by id, with the cause they were sent under
+    ("" for themselves): their labels stay as sent while a symptom of that cause is recent."""
+    kept = kept or {}
     settings = settings or IncidentSettings()
     ends = now + settings.ends_after_s
     recent = sorted(
@@ -117,7 +121,11 @@ def incident_alerts(
         its = explained.get(f"alert:{alert.id}")
         incident = None
         service = service_of(alert)
-        if its is None and service is not None:
+        if its is None and service is not None and alert.id in kept:
+            incident = _latest_of(kept[alert.id], recent) if kept[alert.id] else None
+            if incident is not None:
+                riding.setdefault(_root_node(incident), []).append(alert)
+        elif its is None and service is not None:
             decided = alert.raised_at + settings.own_hold_s
             incident = _incident_of(alert, service, recent, settle_s, decided)
             if incident is None and now < decided:
@@ -174,6 +182,13 @@ def _incident_of(
         if r.symptom.at >= alert.raised_at and _explains(r, service) and _known_at(r) + settle_s <= decided
     ]  # fmt: skip
     return min(found, key=lambda r: (_known_at(r), r.symptom.at, r.id), default=None)
+
+
+def _latest_of(node: str, recent: Sequence[ExplanationRecord]) -> ExplanationRecord | None:
+    """The latest recent symptom whose root is ``node`` (an incident a control-plane alert was sent
+    under, its ranking perhaps refined since); None when that incident is over."""
+    named = [r for r in recent if (root := root_of(r)) is not None and root.node == node]
+    return named[-1] if named else None
 
 
 def _explains(record: ExplanationRecord, service: str) -> bool:
