@@ -107,6 +107,29 @@ async def test_a_sent_explanation_refined_later_is_not_resolved_and_paged_again(
     assert all(a.ends_at > clock.now() for b in am.posts for a in b)  # nothing ever resolved
 
 
+async def test_a_record_still_pending_at_a_send_still_settles_once_ranked() -> None:
+    # Review (R2 of f0a42cc): a record seen pending by a send was remembered as sent, so its first,
+    # interim ranking skipped settle_s and was paged at once.
+    symptom = Symptom("nova-api", NOW - 1, "server list failed", "api")
+    api = [NodeEvent("nova-api", EvidenceKind.ERROR, NOW - 2, "its server list failed", "probe:server-list")]
+    done = record("probe:server-list:1", symptom, api)
+    store = _Store(
+        [dataclasses.replace(done, state=ExplanationState.PENDING, explained_at=None, diagnosis=None)]
+    )
+    clock = VirtualClock(NOW)
+    am = _Alertmanager()
+    settings = AlertingSettings(
+        "http://am", 60.0, IncidentSettings(active_s=600, ends_after_s=180), settle_s=20.0
+    )
+    notifier = AlertmanagerNotifier(store, clock, settings, am)  # type: ignore[arg-type]
+    assert await notifier.tick() is not None  # an empty set sent while the record is pending
+    clock.advance_to(NOW + 1.0)
+    store.records = [dataclasses.replace(done, explained_at=clock.now())]  # its interim ranking
+    clock.advance_to(NOW + 2.0)
+    await notifier.tick()
+    assert all(_causes(b) == set() for b in am.posts)  # before: [set(), {'nova-api'}]
+
+
 def test_a_negative_settle_time_is_refused() -> None:
     with pytest.raises(ValueError, match="settle_s"):
         AlertingSettings("http://am", 60.0, IncidentSettings(active_s=600, ends_after_s=180), settle_s=-1.0)

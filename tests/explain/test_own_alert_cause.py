@@ -150,3 +150,17 @@ async def test_the_notifier_keeps_it_muted_through_a_refine_and_never_resolves_i
         for a in b
         if a.labels["alertname"] == "HavenControlPlane"
     } == {tuple(sorted(first.labels.items()))}
+
+
+def test_kept_labels_stay_when_the_incident_moves_to_another_root_or_ends() -> None:
+    # Review R2/R3 of f0a42cc: refined to another root (nova-compute), the alert was sent as itself (a false
+    # resolved, a new page); kept, it stays rabbitmq's symptom until it clears.
+    boot = explained("canary:1", T + 26, T + 27, [MQ_DOWN, OWN])
+    first = control_plane(incident_alerts([boot], [ALERT], T + 130, SETTINGS, SETTLE))
+    assert first is not None and first.labels["cause"] == "rabbitmq"
+    moved = explained("canary:1", T + 26, T + 140, [OWN])  # the same symptom, ranked again without rabbitmq
+    for records in ([moved], []):  # moved to another root; then no recent symptom at all
+        after = control_plane(
+            incident_alerts(records, [ALERT], T + 200, SETTINGS, SETTLE, {"cp1": "rabbitmq"})
+        )
+        assert after is not None and after.labels == first.labels

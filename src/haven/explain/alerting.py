@@ -31,6 +31,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from haven.diagnosis.records import ExplanationState
 from haven.domain.clock import Clock
 from haven.domain.errors import HavenError
 from haven.explain.incidents import IncidentSettings, incident_alerts
@@ -98,7 +99,8 @@ class AlertmanagerNotifier:
         active = {a.id for a in alerts}
         kept = {i: c for i, c in self._kept.items() if i in active}
         wanted = incident_alerts(recent, alerts, now, self._settings.incidents, self._settings.settle_s, kept)
-        released = {r.id: r.symptom.at for r in recent}
+        # only what was ranked (DONE): a record still pending has sent nothing and must settle first
+        released = {r.id: r.symptom.at for r in recent if r.state is ExplanationState.DONE}
         decided = {
             a.labels["alert_id"]: a.labels.get("cause", "")
             for a in wanted

@@ -21,8 +21,11 @@ Alertmanager groups and inhibits by labels only and knows no cause; haven puts t
   raise for a cause (not sent meanwhile: the first symptom, a boot timing out, comes tens of seconds
   after the computes stop reporting); with one found by then it is sent as that cause's symptom for as
   long as the incident lasts, without it as itself (paged, never muted by a guess), and stays so until
-  it clears, even if a cause is found later. Its incident over (no symptom of it in ``active_s``) while
-  it is still raised, it is paged as itself.
+  it clears, even if a cause is found later. The caller passes what it sent (``kept``), and the labels
+  stay as sent while the alert lasts, even when its incident's ranking moves to another root or its
+  incident is over: no false "resolved" and no new alert; once that cause's ``HavenRootCause`` ends, the
+  inhibition no longer holds it and Alertmanager pages it then. Without that memory (a restarted haven)
+  the decision is made again from what the store holds.
 
 With the inhibition rule of deploy/alertmanager/haven.yml (a ``haven_role="cause"`` alert inhibits the
 ``haven_role="symptom"`` alerts with an equal ``cause``), one notification says the cause and the symptoms
@@ -121,10 +124,12 @@ def incident_alerts(
         its = explained.get(f"alert:{alert.id}")
         incident = None
         service = service_of(alert)
+        held_cause = ""
         if its is None and service is not None and alert.id in kept:
-            incident = _latest_of(kept[alert.id], recent) if kept[alert.id] else None
-            if incident is not None:
-                riding.setdefault(_root_node(incident), []).append(alert)
+            held_cause = kept[alert.id]  # its labels as sent, whatever the incident's ranking became
+            incident = _latest_of(held_cause, recent) if held_cause else None
+            if held_cause:
+                riding.setdefault(held_cause, []).append(alert)
         elif its is None and service is not None:
             decided = alert.raised_at + settings.own_hold_s
             incident = _incident_of(alert, service, recent, settle_s, decided)
@@ -132,7 +137,7 @@ def incident_alerts(
                 continue  # no cause yet: it waits for one
             if incident is not None:
                 riding.setdefault(_root_node(incident), []).append(alert)
-        own.append(_own(alert, its, now, ends, settings, incident))
+        own.append(_own(alert, its, now, ends, settings, incident, held_cause))
     found = [
         _cause(node, named, ends, settings, riding.get(node, ())) for node, named in sorted(causes.items())
     ]
@@ -242,6 +247,7 @@ def _own(
     ends: float,
     settings: IncidentSettings,
     incident: ExplanationRecord | None = None,
+    held_cause: str = "",
 ) -> AmAlert:
     name = "Haven" + "".join(part.capitalize() for part in alert.kind.value.split("_"))
     labels = {"alertname": name, "kind": alert.kind.value, "alert_id": alert.id, "severity": "warning"}
@@ -265,6 +271,9 @@ def _own(
             observed=clock(alert.raised_at),
         )  # fmt: skip
         record = incident
+    elif held_cause:  # sent under a cause no recent symptom names any more: its labels kept as sent
+        labels.update({ROLE: SYMPTOM, "cause": held_cause})
+        annotations["observed"] = clock(alert.raised_at)
     link = _link(settings, record.id) if record is not None else ""
     starts = now if labels.get(ROLE) == SYMPTOM else alert.raised_at  # a symptom: at the send (above)
     return AmAlert(labels, annotations, starts, ends, link)
