@@ -286,3 +286,14 @@ def test_a_peer_late_once_is_not_fresh_again_and_a_crash_looped_survivor_is_not_
     p = run(looping, _just_back(1.0))
     assert [h.kind for h in p.holds if h.host == "ctl-1"] == ["crash_loop"]
     assert (ActionKind.DRAIN, "ctl-1") in acts(p)
+
+
+def test_a_peer_whose_kept_results_all_passed_is_back_since_its_start() -> None:
+    # Review R4 (of f2ffa85): the reconciler keeps a few dozen results; with rise_wait_s longer than they
+    # span, a peer back for 100 s looked fresh (its first kept pass slid forward each pass).
+    unit = UnitStatus(UnitActive.ACTIVE, "running", active_since=NOW - 100)
+    kept = tuple(ProbeResult(True, NOW - i, "200 OK") for i in range(37, -1, -1))  # the last 38 s only
+    peer = replica("ctl-2", kept, CHECK_PASSES, unit=unit, restarts=(NOW - 101,))
+    settings = dataclasses.replace(ControlPlaneSettings(), rise_wait_s=60.0, gate_window_s=300.0)
+    p = plan([KEYSTONE], [replica("ctl-1", timed_out(), DOWN), peer], DOMAINS, NOW, settings)
+    assert acts(p) == [(ActionKind.DRAIN, "ctl-1")]  # before: held (last_serving), again and again

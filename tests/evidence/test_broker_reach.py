@@ -192,3 +192,15 @@ def test_tls_is_asked_for_when_the_url_says_so_and_an_empty_host_entry_is_skippe
     assert hosts("rabbit://nova:pw@10.0.0.1:5672,/") == [
         ("10.0.0.1:5672", "nova", "pw", "/")
     ]  # oslo skips it too
+
+
+def test_a_look_that_connected_ends_a_run_of_failed_connections() -> None:
+    # Review N1 (of 8d76c95): refused, connected-then-timed-out, refused gave "unreachable since" the
+    # first refusal, though the broker took a connection in between.
+    evidence = BrokerEvidence()
+    evidence.reached(T)
+    assert evidence.unreachable(T + 5, T + 5.01, "refused") == {}
+    assert evidence.connected_but_failed() == {}
+    assert evidence.unreachable(T + 15, T + 15.01, "refused") == {}  # one miss in a row again
+    [down] = evidence.unreachable(T + 20, T + 20.01, "refused").values()
+    assert down.at == T + 15  # dated at the first miss of this run

@@ -451,8 +451,15 @@ def _back_since(j: Judged) -> float:
     unit = j.view.unit
     if unit is None or unit.active_since is None:
         return _passing_since(j)
-    passed = [p.at for p in j.view.probes if p.ok and p.at >= unit.active_since]
-    return min(passed) if passed else _passing_since(j)
+    since_start = [p for p in j.view.probes if p.at >= unit.active_since]
+    passed = [p.at for p in since_start if p.ok]
+    if not passed:
+        return _passing_since(j)
+    if since_start[0].ok and len(since_start) == len(j.view.probes):
+        # the oldest result kept passed: its first pass may be older than what is kept (the reconciler
+        # keeps a few dozen results): back since its start, at the latest
+        return unit.active_since
+    return min(passed)
 
 
 def _fresh_until(spec: ServiceSpec, judged: list[Judged], j: Judged, state: _Pass) -> float:

@@ -79,11 +79,13 @@ class BrokerEvidence:
     _failed_since: float = 0.0  # the first one's start
     _unreachable_kept_at: float | None = None  # when "unreachable" was last kept (None: reachable)
     _reached: bool = False  # a look connected and its HEALTHY was kept
+    connected_failing: bool = False  # the last look connected, then failed (logged once per run)
     _queues: dict[str, bool] = field(default_factory=dict)  # queue -> backed up, as last kept
     _short: dict[str, tuple[float, int]] = field(default_factory=dict)  # queue -> last seen short: when, held
 
     def unreachable(self, started: float, now: float, why: str) -> dict[str, NodeEvent]:
         """A look begun at ``started`` could not connect (``why``: on which host, what it got)."""
+        self.connected_failing = False
         if not self._failed:
             self._failed_since = started
         self._failed += 1
@@ -96,10 +98,18 @@ class BrokerEvidence:
         self._unreachable_kept_at, self._reached = now, False
         return {f"{REACH}:{at:.3f}": NodeEvent(NODE, EvidenceKind.DOWN, at, detail, REACH)}
 
+    def connected_but_failed(self) -> dict[str, NodeEvent]:
+        """A look connected, then failed (a passive declare past its timeout): the broker was reached, so
+        a run of failed connections ends here, and nothing is said of its reach."""
+        self._failed = 0
+        self.connected_failing = True
+        return {}
+
     def reached(self, now: float) -> dict[str, NodeEvent]:
         """A look connected at ``now``: it ends an unreachable broker (and at the first look, an earlier
         term's); otherwise nothing."""
         self._failed = 0
+        self.connected_failing = False
         if self._reached and self._unreachable_kept_at is None:
             return {}
         ended = self._unreachable_kept_at is not None
@@ -267,8 +277,9 @@ async def watch_broker(
             events = evidence.unreachable(started, now, str(exc))
         except Exception as exc:  # connected, then the look failed (a slow broker): no word on its reach
             now = clock.now()
-            _log.debug("the broker look failed once connected: %s: %s", type(exc).__name__, exc)
-            events = {}
+            if not evidence.connected_failing:
+                _log.warning("the broker look failed once connected: %s: %s", type(exc).__name__, exc)
+            events = evidence.connected_but_failed()
         else:
             now = clock.now()
             events = {**evidence.reached(now), **evidence.observe(seen, now)}
