@@ -25,6 +25,7 @@ from haven.canary.slow import SlowSettings, baseline
 from haven.cloud.sim import CloudSpec, build_cloud
 from haven.diagnosis.records import ExplanationRecord
 from haven.domain.clock import VirtualClock
+from haven.domain.errors import CloudError
 from haven.store import Store
 
 SETTINGS = CanarySettings(flavor="m1.tiny", image="img-1", poll_s=0.5, boot_timeout_s=30.0)
@@ -160,3 +161,26 @@ async def test_the_recorded_healthy_answers_raise_nothing(
     for _ in range(len(tokens)):
         await canary.runner.probe()
     assert canary.handed == [], [r.symptom.what for r in canary.handed]
+
+
+async def test_confirming_asks_that_fail_with_words_are_a_failure_not_slowness(store: Store) -> None:
+    # Review (R2 of 98e0f1f): the first list passed, the two asks confirming its speed got Nova's 500
+    # naming the database: it was a "slow" symptom saying "no answer", its words (the database) lost.
+    canary = Canary(store)
+    for _ in range(6):
+        await canary.round_probes()
+    asks = 0
+    plain = Cloud.list_servers
+
+    async def list_servers() -> int:
+        nonlocal asks
+        asks += 1
+        if asks > 1:
+            raise CloudError("HTTP 500: DBConnectionError: (pymysql.err.OperationalError) Can't connect")
+        return await plain(canary.cloud)
+
+    canary.cloud.list_servers = list_servers  # type: ignore[method-assign]
+    await canary.round_probes()
+    [handed] = canary.handed
+    assert "slow" not in handed.symptom.what and "DBConnectionError" in handed.symptom.what
+    assert handed.symptom.what.startswith("API probe server-list failed")

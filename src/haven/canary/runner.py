@@ -275,7 +275,7 @@ class CanaryRunner:
             if result.ok and name == "token":
                 self._seen["keystone"] = f"issued a token in {result.seconds:.2f} s"
             if not result.ok or result.slow:
-                what = f"failed ({error})" if not result.ok else f"slow: {result.slow}"
+                what = f"failed ({result.error})" if not result.ok else f"slow: {result.slow}"
                 symptom = Symptom(node, started, f"API probe {name} {what}", phase)
                 await self._symptom(ExplanationRecord(key, f"probe:{name}", name, symptom, started))
         return results
@@ -290,14 +290,19 @@ class CanaryRunner:
         if usual is None:
             return result
         answers = [result.seconds]
+        answered: list[str] = []  # the confirming asks' errors that were answers (a 500), not silence
         for _ in range(settings.confirm):
             await self._clock.sleep_until(self._clock.now() + CONFIRM_GAP_S)
             started = self._clock.now()
             error = await _ask(call)
             answers.append(math.inf if error else self._clock.now() - started)
+            if error and not no_answer(error):
+                answered.append(error)
         limit = usual.limit(settings)
         if not confirmed(answers, limit):
             return result
+        if answered:  # it failed, with words (Nova's 500 naming the database): a failure, not slowness
+            return replace(result, ok=False, error=answered[-1])
         took = ", ".join("no answer" if math.isinf(a) else f"{a:.2f} s" for a in answers)
         return replace(result, slow=f"took {took} against {usual.words()}; slow above {limit:.2f} s")
 

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 MAD_SCALE = 1.4826  # the MAD of a normal law times this is its standard deviation
-CONFIRM_GAP_S = 1.0  # between a slow answer and the next ask that confirms it
+CONFIRM_GAP_S = 1.0  # between a passing answer and each ask that confirms its speed
 
 
 @dataclass(frozen=True, slots=True)
