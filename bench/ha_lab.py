@@ -1167,6 +1167,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.maxconn is not None and args.maxconn < 0:
         parser.error("--maxconn must be 0 (uncapped) or more")
     labf = args.folder or Path(tempfile.mkdtemp(prefix="hv-ha-bench-"))
+    restore: ha.HaLab | None = None
     if args.folder is None:
         print(f"starting an HA lab in {labf}", flush=True)
         lab.up(labf, computes=1, ha=True, progress=lambda m: print(f"  {m}", flush=True))
@@ -1178,6 +1179,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster = ha.from_state(state.ha)
         if args.maxconn is not None:
             _set_maxconn(cluster, args.maxconn)
+            restore = cluster  # the lab's haproxy.cfg cap back at the end: a later run on it is as documented
         if cluster.workers:  # the lab's [controlplane] pings them: the transport URL, as LAB/ha/serve.env
             os.environ[ha.TRANSPORT_URL_ENV] = ha.transport_url(labf)
         if args.drill == "worker":
@@ -1212,6 +1214,9 @@ def main(argv: list[str] | None = None) -> int:
                          KEYS[args.drill])  # fmt: skip
         return 0
     finally:
+        if restore is not None and args.folder is not None:
+            with contextlib.suppress(Exception, SystemExit):  # a lab gone meanwhile: nothing to restore
+                _set_maxconn(restore, ha.SERVER_MAXCONN)
         if args.folder is None:
             lab.down(labf)
 
