@@ -67,10 +67,10 @@ _MAX_LISTED = 10  # symptoms named in a cause's description
 class IncidentSettings:
     active_s: float = 900.0  # a symptom explained this recently is still an incident
     ends_after_s: float = 180.0  # each sent alert fires until this long after its send, unless sent again
-    own_hold_s: float = 90.0  # haven's control-plane alert waits this long for a cause (module docstring)
     # haven's API as Alertmanager's users reach it ("" for none): each alert's generatorURL is its
     # explanation there, ``{url}/v1/haven/explanations/{record id}`` (haven explain ID --json's document)
     url: str = ""
+    own_hold_s: float = 90.0  # haven's control-plane alert waits this long for a cause (module docstring)
 
     def __post_init__(self) -> None:
         if self.active_s <= 0 or self.ends_after_s <= 0:
