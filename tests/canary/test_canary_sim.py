@@ -5,7 +5,6 @@ cleaned, probes, metrics and the config."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 
@@ -26,13 +25,6 @@ from haven.store import Store
 from haven.topology import openstack_topology
 
 SETTINGS = CanarySettings(poll_s=0.25, boot_timeout_s=60.0, slow_s=20.0, delete_timeout_s=30.0)
-
-
-@pytest.fixture
-def store() -> Iterator[Store]:
-    opened = Store.open("sqlite://")
-    yield opened
-    opened.close()
 
 
 class World:

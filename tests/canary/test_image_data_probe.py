@@ -5,8 +5,6 @@ ranking the real explainer stored for the probe's symptom, on the simulated clou
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from haven.canary.model import CanarySettings
@@ -20,13 +18,6 @@ from haven.domain.clock import VirtualClock
 from haven.explain.explainer import Explainer
 from haven.store import Store
 from haven.topology import openstack_topology
-
-
-@pytest.fixture
-def store() -> Iterator[Store]:
-    opened = Store.open("sqlite://")
-    yield opened
-    opened.close()
 
 
 class World:

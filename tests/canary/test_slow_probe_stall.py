@@ -14,7 +14,7 @@ nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 
@@ -43,13 +43,6 @@ QUIET_TOKEN = [0.13, 0.11, 0.11, 0.11, 0.11, 0.13, 0.12, 0.12, 0.24, 0.17, 0.11,
                0.11, 0.12, 0.12, 0.13, 0.28, 0.12, 0.11, 0.13, 0.18, 0.11, 0.59, 0.26, 0.12, 0.15, 0.44,
                0.49, 0.59, 0.24, 0.12, 0.16, 0.28, 0.25, 0.14, 0.27, 0.13, 0.16, 0.14, 0.18,
                0.23]  # fmt: skip
-
-
-@pytest.fixture
-def store() -> Iterator[Store]:
-    opened = Store.open("sqlite://")
-    yield opened
-    opened.close()
 
 
 class Cloud(SimCanaryCloud):

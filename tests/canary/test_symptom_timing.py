@@ -11,7 +11,7 @@ virtual time, through the real runner, explainer and store, judged from the expl
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import pytest
 
@@ -36,13 +36,6 @@ CATALOG = {
     kind: f"http://127.0.0.1/{kind}" for kind in ("identity", "compute", "image", "placement", "network")
 }
 SETTINGS = CanarySettings(flavor="m1.tiny", image="img-1", poll_s=0.5, boot_timeout_s=30.0)
-
-
-@pytest.fixture
-def store() -> Iterator[Store]:
-    opened = Store.open("sqlite://")
-    yield opened
-    opened.close()
 
 
 class Cloud(SimCanaryCloud):

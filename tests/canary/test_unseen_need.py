@@ -6,7 +6,7 @@ round's symptoms, on the simulated cloud and virtual time, through the real runn
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import pytest
 
@@ -28,13 +28,6 @@ TOPOLOGY = openstack_topology(CATALOGUE.values())
 CATALOG = {
     kind: f"http://127.0.0.1/{kind}" for kind in ("identity", "compute", "image", "placement", "network")
 }
-
-
-@pytest.fixture
-def store() -> Iterator[Store]:
-    opened = Store.open("sqlite://")
-    yield opened
-    opened.close()
 
 
 class SlowDatabase(SimCanaryCloud):
