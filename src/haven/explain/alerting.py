@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from haven.diagnosis.records import ExplanationState
 from haven.domain.clock import Clock
 from haven.domain.errors import HavenError
+from haven.domain.incidents import AlertKind
 from haven.explain.incidents import IncidentSettings, incident_alerts
 from haven.notify.alertmanager import Alertmanager, AmAlert
 from haven.store import Store
@@ -104,7 +105,7 @@ class AlertmanagerNotifier:
         decided = {
             a.labels["alert_id"]: a.labels.get("cause", "")
             for a in wanted
-            if "alert_id" in a.labels and a.labels.get("kind") == "control_plane"
+            if "alert_id" in a.labels and a.labels.get("kind") == AlertKind.CONTROL_PLANE.value
         }
         self._pending = (released, decided)
         return wanted
