@@ -33,10 +33,12 @@ on the controller's address, one free port for all, 16 MiB), and every API repli
 ``[keystone_authtoken] memcached_servers`` lists every controller's memcached, a spare's started with the
 lab included (how a dead, hung or stopped one is left out: haven.lab.memcached), as the install guide,
 Kolla-Ansible and OpenStack-Helm deploy them: a token validated by one process of one replica is a cache
-hit for every other. haven.toml's ``[controlplane]`` declares it (memcached's ``version`` as its probe),
-so haven heals a memcached like any replica, a SIGSTOPped one too.
+hit for every other. Keystone's replicas keep their own ``[cache]`` there too (Kolla-Ansible's
+keystone.conf: a token's validation, its role assignments, the catalog), so a token issued or validated
+by one replica costs the other no new expansion. haven.toml's ``[controlplane]`` declares it
+(memcached's ``version`` as its probe), so haven heals a memcached like any replica, a SIGSTOPped one too.
 ``start(memcached=False)`` starts the HA lab without them (each process keeps its own in-process
-cache, as before 2026-12-07).
+cache, as before 2026-12-07; Keystone none).
 
 Nova's workers: each controller also runs ``nova-conductor.service`` and ``nova-scheduler.service`` (the
 catalogue's units), Nova's own binaries of the lab's nova venv on the lab's nova.conf (its RabbitMQ and
@@ -84,7 +86,14 @@ from haven.controlplane.drivers.systemd import SystemdUnits
 from haven.domain.controlplane import ProbeKind, ProbeSpec
 from haven.domain.errors import HavenError
 from haven.lab import labfiles
-from haven.lab.memcached import MEMCACHED, MEMCACHED_UNIT, authtoken_env, memcached_command, stats
+from haven.lab.memcached import (
+    MEMCACHED,
+    MEMCACHED_UNIT,
+    authtoken_env,
+    keystone_cache_env,
+    memcached_command,
+    stats,
+)
 from haven.lab.process import LabProcess, LabServiceError, free_port
 from haven.lab.toolenv import Progress
 
@@ -549,6 +558,7 @@ def _start_controller(
             f"Environment={api.config_env}={lab_folder / api.config_dir}\n"
             f"{_authtoken_env(keystone_url) if api.service != 'keystone' else ''}"
             f"{authtoken_env(memcached_servers) if api.service != 'keystone' else ''}"
+            f"{keystone_cache_env(memcached_servers) if api.service == 'keystone' else ''}"
             f"StandardOutput=append:{log}\nStandardError=append:{log}\n"
             f"Restart={restart}\nRestartSec=1\n"
         )

@@ -1,4 +1,5 @@
-"""memcached behind keystonemiddleware in the HA lab: its command line, the APIs' options, its stats.
+"""memcached in the HA lab, behind keystonemiddleware and Keystone's own cache: its command line, the
+APIs' and Keystone's options, its stats.
 
 Who calls it: haven.lab.ha (each controller's ``memcached.service`` and the API units' environment) and
 tests/lab/test_ha_memcached.py (``stats``: ground truth from memcached itself). Pure but for ``stats``,
@@ -32,6 +33,19 @@ MEMCACHE = {
     "MEMCACHE_POOL_DEAD_RETRY": "60",
 }
 MEMCACHED_MB = 16  # -m: the lab's tokens take a few KiB each
+# Keystone's own ``[cache]`` on the same memcacheds, as Kolla-Ansible's keystone.conf sets it (backend
+# oslo_cache.memcache_pool, python-memcached underneath: keystone's tool venv pins it). Without it every
+# validation re-expanded the token's role assignments: 0.40-0.55 CPU s each (py-spy: 86 % in
+# TokenModel.roles), 8 threads meeting one new token waited 19-20 s on the two replicas; with it
+# 0.006-0.02 CPU s (docs/controlplane.md, the cold-token stall). ``[token] cache_on_issue`` (on by
+# default) puts a token issued by either replica in the cache at once. The pool's socket timeout and
+# dead retry as keystonemiddleware's above, for the same reasons.
+KEYSTONE_CACHE = {
+    "ENABLED": "true",
+    "BACKEND": "oslo_cache.memcache_pool",
+    "MEMCACHE_SOCKET_TIMEOUT": "1",
+    "MEMCACHE_DEAD_RETRY": "60",
+}
 
 
 def memcached_command(address: str, port: int) -> str:
@@ -47,6 +61,15 @@ def authtoken_env(servers: list[str]) -> str:
         return ""
     options = {"MEMCACHED_SERVERS": ",".join(servers), **MEMCACHE}
     return "".join(f"Environment=OS_KEYSTONE_AUTHTOKEN__{key}={value}\n" for key, value in options.items())
+
+
+def keystone_cache_env(servers: list[str]) -> str:
+    """Keystone's ``[cache]`` through oslo.config's environment source (it wins over keystone.conf's
+    ``enabled = false``, which the plain lab's Keystone keeps: it has no memcached)."""
+    if not servers:
+        return ""
+    options = {**KEYSTONE_CACHE, "MEMCACHE_SERVERS": ",".join(servers)}
+    return "".join(f"Environment=OS_CACHE__{key}={value}\n" for key, value in options.items())
 
 
 def stats(address: str, port: int, timeout_s: float = 2.0) -> dict[str, str]:
