@@ -34,7 +34,7 @@ class _Store:
     def list_explanations(self, limit: int) -> list[ExplanationRecord]:
         return self.records[:limit]
 
-    def list_alerts(self, active_only: bool) -> list[Any]:
+    def list_alerts(self, active_only: bool, cleared_since: float | None = None) -> list[Any]:
         return []
 
 

@@ -122,7 +122,7 @@ async def test_the_notifier_keeps_it_muted_through_a_refine_and_never_resolves_i
         def list_explanations(self, limit: int) -> list[ExplanationRecord]:
             return self.records
 
-        def list_alerts(self, active_only: bool) -> list[Alert]:
+        def list_alerts(self, active_only: bool, cleared_since: float | None = None) -> list[Alert]:
             return [ALERT]
 
     clock = VirtualClock(T + 130)

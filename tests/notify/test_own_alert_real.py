@@ -61,3 +61,22 @@ async def test_the_control_plane_alert_is_muted_under_the_root_cause_of_its_inci
         assert [(a["alertname"], a.get("cause")) for a in notified(receiver)] == [
             ("HavenRootCause", "rabbitmq")
         ]
+
+
+async def test_a_flapping_control_plane_alert_is_notified(
+    alertmanager: RunningAlertmanager,  # noqa: F811 (the fixture)
+    receiver: WebhookReceiver,  # noqa: F811
+) -> None:
+    # Review R1-R3: the PROCESS gate held 60 s, released, held again 10 s later; each raise is a new alert
+    # and each cleared before its own 90 s hold, so none was ever sent. The second continues the first.
+    now = time.time()
+    with Store.open("sqlite://") as store:
+        store.raise_alert(Alert("cp1", AlertKind.CONTROL_PLANE, WORDS, now - 100))
+        store.clear_alerts(now=now - 40, kind=AlertKind.CONTROL_PLANE)
+        store.raise_alert(Alert("cp2", AlertKind.CONTROL_PLANE, WORDS, now - 30))
+        settings = AlertingSettings(alertmanager.url, 2.0, IncidentSettings(active_s=600, ends_after_s=6))
+        assert await AlertmanagerNotifier(store, RealClock(), settings).tick() is not None
+        await until(lambda: len(notified(receiver)) >= 1, 15)
+        assert [(a["alertname"], a.get("alert_id")) for a in notified(receiver)] == [
+            ("HavenControlPlane", "cp2")
+        ]

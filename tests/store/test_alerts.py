@@ -76,3 +76,18 @@ def test_a_reused_id_conflicts(store: Store) -> None:
     first = store.raise_alert(alert(AlertKind.ISOLATED, host=HOST))
     with pytest.raises(Conflict, match=first.id):
         store.raise_alert(Alert(id=first.id, kind=AlertKind.AGENT_DOWN, message="m", raised_at=2.0))
+
+
+def test_active_with_those_cleared_since_a_time(store: Store) -> None:
+    # haven.explain.alerting reads a control-plane alert's cleared predecessors (a flapping hold is one
+    # lasting alert), without reading every alert ever raised at each tick
+    old = store.raise_alert(alert(AlertKind.CONTROL_PLANE, raised_at=10.0))
+    store.clear_alerts(now=20.0, kind=AlertKind.CONTROL_PLANE)
+    recent = store.raise_alert(alert(AlertKind.CONTROL_PLANE, raised_at=30.0))
+    store.clear_alerts(now=40.0, kind=AlertKind.CONTROL_PLANE)
+    active = store.raise_alert(alert(AlertKind.CONTROL_PLANE, raised_at=50.0))
+    assert [a.id for a in store.list_alerts(cleared_since=40.0)] == [active.id, recent.id]
+    assert [a.id for a in store.list_alerts(cleared_since=41.0)] == [active.id]
+    assert [a.id for a in store.list_alerts()] == [active.id]
+    assert len(store.list_alerts(active_only=False, cleared_since=41.0)) == 3  # every alert, as before
+    assert old.id in {a.id for a in store.list_alerts(active_only=False)}

@@ -19,7 +19,9 @@ page never names the interim cause the look then corrects (a list that timed out
 API, then on the database behind it). Once sent, an explanation is not held back again when it is
 refined later (its alerts would be sent resolved and fire anew: a second page for one incident); its new
 ranking is sent at once. haven's own control-plane alerts keep the cause they were first sent under
-while they last (``kept``); both memories are this process's (a restarted haven decides again).
+while they last (``kept``), and so does a raise that continues a cleared one (the store's alerts
+cleared within the incident window are read for it); both memories are this process's (a restarted
+haven decides again).
 
 A send that fails (Alertmanager down) is logged and retried at the next tick; it never stops the explainer.
 """
@@ -90,15 +92,18 @@ class AlertmanagerNotifier:
     async def wanted(self, now: float) -> list[AmAlert]:
         start = now - self._settings.incidents.active_s
         records = await asyncio.to_thread(self._store.list_explanations, limit=1000)
-        alerts = await asyncio.to_thread(self._store.list_alerts, active_only=True)
+        # with those cleared lately: a control-plane alert raised again continues them (incident_alerts)
+        incidents = self._settings.incidents
+        recall = now - max(incidents.active_s, incidents.own_recur_s)
+        alerts = await asyncio.to_thread(self._store.list_alerts, active_only=True, cleared_since=recall)
         settled = now - self._settings.settle_s
         recent = [
             r for r in records
             if r.symptom.at >= start
             and (r.id in self._released or r.explained_at is None or r.explained_at <= settled)
         ]  # fmt: skip
-        active = {a.id for a in alerts}
-        kept = {i: c for i, c in self._kept.items() if i in active}
+        listed = {a.id for a in alerts}
+        kept = {i: c for i, c in self._kept.items() if i in listed}
         wanted = incident_alerts(recent, alerts, now, self._settings.incidents, self._settings.settle_s, kept)
         # only what was ranked (DONE): a record still pending has sent nothing and must settle first
         released = {r.id: r.symptom.at for r in recent if r.state is ExplanationState.DONE}
@@ -107,7 +112,7 @@ class AlertmanagerNotifier:
             for a in wanted
             if "alert_id" in a.labels and a.labels.get("kind") == AlertKind.CONTROL_PLANE.value
         }
-        self._pending = (released, decided)
+        self._pending = (released, {**kept, **decided})  # a cleared one's too: what continues it keeps it
         return wanted
 
     async def send(self, wanted: Sequence[AmAlert], now: float) -> list[AmAlert] | None:

@@ -26,6 +26,15 @@ Alertmanager groups and inhibits by labels only and knows no cause; haven puts t
   incident is over: no false "resolved" and no new alert; once that cause's ``HavenRootCause`` ends, the
   inhibition no longer holds it and Alertmanager pages it then. Without that memory (a restarted haven)
   the decision is made again from what the store holds.
+  The detector raises a new alert (a new id) each time its condition comes back, so a gate that held
+  60 s, released and held again... was never sent: each raise cleared before its own hold ended. A raise
+  within ``own_recur_s`` of the last one's clear continues it, as one lasting alert: its first raise is
+  its raise (the hold ends ``own_hold_s`` after it, its incident is the first symptom since then), it
+  keeps the labels a raise of it was sent with (a recurrence never pages what was muted), and its page
+  says how often it came back. A single raise that clears within ``own_hold_s`` and does not come back is
+  not sent, as a Prometheus rule's ``for`` drops a blip: sending it once cleared would not page anyone
+  (Alertmanager notifies no group whose alerts all arrive resolved), and sending it firing until
+  ``group_wait`` passed would say the computes are silent while they report.
 
 With the inhibition rule of deploy/alertmanager/haven.yml (a ``haven_role="cause"`` alert inhibits the
 ``haven_role="symptom"`` alerts with an equal ``cause``), one notification says the cause and the symptoms
@@ -71,12 +80,14 @@ class IncidentSettings:
     # explanation there, ``{url}/v1/haven/explanations/{record id}`` (haven explain ID --json's document)
     url: str = ""
     own_hold_s: float = 90.0  # haven's control-plane alert waits this long for a cause (module docstring)
+    # raised again this soon after the last one cleared, it is the same lasting alert (module docstring)
+    own_recur_s: float = 300.0
 
     def __post_init__(self) -> None:
         if self.active_s <= 0 or self.ends_after_s <= 0:
             raise ValueError("active_s and ends_after_s must be positive")
-        if self.own_hold_s < 0:
-            raise ValueError("own_hold_s must not be negative")
+        if self.own_hold_s < 0 or self.own_recur_s < 0:
+            raise ValueError("own_hold_s and own_recur_s must not be negative")
 
 
 def root_of(record: ExplanationRecord) -> Explanation | None:
@@ -98,8 +109,11 @@ def incident_alerts(
     """The alerts to send now: causes first, then symptoms and haven's alerts, each in a stable order.
 
     ``records``: those the caller sends, each once it held ``settle_s`` (haven.explain.alerting).
+    ``alerts``: haven's active alerts, and those cleared in the last ``own_recur_s`` or more (a
+    control-plane alert raised again continues them; a cleared one is never sent).
     ``kept``: haven's own control-plane alerts already sent, by id, with the cause they were sent under
-    ("" for themselves): their labels stay as sent while a symptom of that cause is recent."""
+    ("" for themselves): their labels stay as sent while a symptom of that cause is recent, and an
+    alert that continues one of them is sent with its labels."""
     kept = kept or {}
     settings = settings or IncidentSettings()
     ends = now + settings.ends_after_s
@@ -118,26 +132,30 @@ def incident_alerts(
             symptoms.append(_symptom(record, root, now, ends, settings))
     own: list[AmAlert] = []
     riding: dict[str, list[Alert]] = {}  # cause -> haven's own alerts sent as its symptoms
-    for alert in sorted(alerts, key=lambda a: (a.raised_at, a.id)):
+    every = sorted(alerts, key=lambda a: (a.raised_at, a.id))
+    for alert in every:
         if alert.cleared_at is not None:
             continue
         its = explained.get(f"alert:{alert.id}")
         incident = None
         service = service_of(alert)
         held_cause = ""
-        if its is None and service is not None and alert.id in kept:
-            held_cause = kept[alert.id]  # its labels as sent, whatever the incident's ranking became
+        lasting = _lasting(alert, every, settings.own_recur_s) if service is not None else [alert]
+        sent_as = next((kept[a.id] for a in reversed(lasting) if a.id in kept), None)
+        if its is None and service is not None and sent_as is not None:
+            held_cause = sent_as  # its labels as sent, whatever the incident's ranking became
             incident = _latest_of(held_cause, recent) if held_cause else None
             if held_cause:
                 riding.setdefault(held_cause, []).append(alert)
         elif its is None and service is not None:
-            decided = alert.raised_at + settings.own_hold_s
-            incident = _incident_of(alert, service, recent, settle_s, decided)
+            since = lasting[0].raised_at  # its first raise is its raise: a flapping one is paged too
+            decided = since + settings.own_hold_s
+            incident = _incident_of(since, service, recent, settle_s, decided)
             if incident is None and now < decided:
                 continue  # no cause yet: it waits for one
             if incident is not None:
                 riding.setdefault(_root_node(incident), []).append(alert)
-        own.append(_own(alert, its, now, ends, settings, incident, held_cause))
+        own.append(_own(alert, its, now, ends, settings, incident, held_cause, lasting))
     found = [
         _cause(node, named, ends, settings, riding.get(node, ())) for node, named in sorted(causes.items())
     ]
@@ -176,15 +194,32 @@ def _explained(record: ExplanationRecord) -> dict[str, str]:
     return found
 
 
+def _lasting(alert: Alert, every: Sequence[Alert], recur_s: float) -> list[Alert]:
+    """The raises of one lasting alert that ``alert`` ends, oldest first: the earlier alerts of its kind
+    and subject, each raised again within ``recur_s`` of the one before it clearing (``every``: sorted
+    by raise). The detector raises a new alert (a new id) each time its condition comes back."""
+    same = [
+        a for a in every
+        if (a.kind, a.host, a.segment_id) == (alert.kind, alert.host, alert.segment_id)
+        and (a.raised_at, a.id) < (alert.raised_at, alert.id)
+    ]  # fmt: skip
+    chain = [alert]
+    for earlier in reversed(same):
+        if earlier.cleared_at is not None and chain[0].raised_at - earlier.cleared_at > recur_s:
+            break
+        chain.insert(0, earlier)
+    return chain
+
+
 def _incident_of(
-    alert: Alert, service: str, recent: Sequence[ExplanationRecord], settle_s: float, decided: float
+    since: float, service: str, recent: Sequence[ExplanationRecord], settle_s: float, decided: float
 ) -> ExplanationRecord | None:
-    """The incident ``alert`` (evidence on ``service``) belongs to: the first symptom explained since its
-    raise whose ranking has ``service`` as its root or as its root's victim, sent by ``decided`` (its
-    ``explained_at`` and the settle); None when there is none (module docstring)."""
+    """The incident an alert raised at ``since`` (evidence on ``service``) belongs to: the first symptom
+    explained since then whose ranking has ``service`` as its root or as its root's victim, sent by
+    ``decided`` (its ``explained_at`` and the settle); None when there is none (module docstring)."""
     found = [
         r for r in recent
-        if r.symptom.at >= alert.raised_at and _explains(r, service) and _known_at(r) + settle_s <= decided
+        if r.symptom.at >= since and _explains(r, service) and _known_at(r) + settle_s <= decided
     ]  # fmt: skip
     return min(found, key=lambda r: (_known_at(r), r.symptom.at, r.id), default=None)
 
@@ -248,6 +283,7 @@ def _own(
     settings: IncidentSettings,
     incident: ExplanationRecord | None = None,
     held_cause: str = "",
+    lasting: Sequence[Alert] = (),
 ) -> AmAlert:
     name = "Haven" + "".join(part.capitalize() for part in alert.kind.value.split("_"))
     labels = {"alertname": name, "kind": alert.kind.value, "alert_id": alert.id, "severity": "warning"}
@@ -256,6 +292,8 @@ def _own(
     if alert.segment_id:
         labels["segment"] = str(alert.segment_id)
     annotations = {"summary": alert.message}
+    if len(lasting) > 1:  # a flapping condition: how often it came back, in its page
+        annotations["recurring"] = f"raised {len(lasting)} times since {clock(lasting[0].raised_at)}"
     if alert.kind in _SERVICE_ALERTS and alert.host:
         labels.update({ROLE: CAUSE, "cause": alert.host.split("@", 1)[0], "severity": "critical"})
     elif record is not None:

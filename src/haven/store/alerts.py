@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Row, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Row, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from haven.domain.errors import Conflict
@@ -84,8 +84,10 @@ def clear(
     return conn.execute(query).rowcount
 
 
-def list_some(conn: Connection, active_only: bool) -> list[Alert]:
+def list_some(conn: Connection, active_only: bool, cleared_since: float | None = None) -> list[Alert]:
     query = select(alerts).order_by(alerts.c.raised_at.desc(), alerts.c.id.desc())
-    if active_only:
+    if active_only and cleared_since is not None:
+        query = query.where(or_(alerts.c.cleared_at.is_(None), alerts.c.cleared_at >= cleared_since))
+    elif active_only:
         query = query.where(alerts.c.cleared_at.is_(None))
     return [_alert(row) for row in conn.execute(query)]

@@ -388,10 +388,11 @@ class Store:
         with self._leader_write(epoch) as conn:
             return alerts.clear(conn, now, kind, segment_id, host)
 
-    def list_alerts(self, *, active_only: bool = True) -> list[Alert]:
-        """Alerts, newest first; only uncleared ones unless ``active_only`` is False."""
+    def list_alerts(self, *, active_only: bool = True, cleared_since: float | None = None) -> list[Alert]:
+        """Alerts, newest first; only uncleared ones (and those cleared at or after ``cleared_since``)
+        unless ``active_only`` is False."""
         with self._transaction(write=False) as conn:
-            return alerts.list_some(conn, active_only)
+            return alerts.list_some(conn, active_only, cleared_since)
 
     # the outbox of published events (haven.notify)
 
