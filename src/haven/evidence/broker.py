@@ -17,7 +17,8 @@ has to Nova's bus for its notifications (``[diagnosis] transport_url``):
   in ``broker:queue:<name>``, fewer is HEALTHY there.
 
 - **unreachable**: a look that cannot open its AMQP connection on any host of the URL (refused, no
-  answer within the look's timeout, the handshake refused; TLS when the URL says ``?ssl=1``) ``misses``
+  answer within the look's timeout, the handshake refused; TLS when the URL says ``?ssl=1``, verified
+  against the CA its ``ssl_ca_file`` names, else the system's: ``tls_options``) ``misses``
   times in a row is a DOWN of
   ``rabbitmq`` in the scope ``broker:reach``, "RabbitMQ unreachable since T" (dated at the first failed
   look's start: it answered at the look before), kept again every ``repeat_s`` while it lasts so it stays
@@ -41,11 +42,13 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from haven.diagnosis import EvidenceKind, NodeEvent
 from haven.diagnosis.words import clock as hhmmss
 from haven.domain.clock import Clock
+from haven.evidence.transport_url import hosts as hosts
+from haven.evidence.transport_url import tls_options as tls_options
+from haven.evidence.transport_url import uses_tls as uses_tls
 from haven.store import Store
 
 _log = logging.getLogger(__name__)
@@ -175,8 +178,9 @@ def look(
 
     blocked: list[str] = []
     failed: list[str] = []
-    tls = uses_tls(url)
-    for address, userid, password, vhost in hosts(url):
+    every = hosts(url)
+    tls = tls_options(url, every[0][0] if len(every) == 1 else None)
+    for address, userid, password, vhost in every:
         connection = amqp.Connection(
             address, userid=userid, password=password, virtual_host=vhost, connect_timeout=timeout_s,
             read_timeout=timeout_s, write_timeout=timeout_s, ssl=tls,
@@ -227,37 +231,6 @@ def look(
 
 class BrokerUnreachable(Exception):
     """No host of the transport URL accepted an AMQP connection (its words: each host's error)."""
-
-
-_TRUE = frozenset({"1", "true", "yes", "on"})
-
-
-def uses_tls(url: str) -> bool:
-    """The transport URL asks for TLS (``?ssl=1``, ``?ssl=true``: oslo.messaging's rabbit driver reads its
-    query as driver options). A bus whose TLS is set only in the services' ``[oslo_messaging_rabbit]``
-    needs ``?ssl=1`` in haven's URL too, or every look fails its handshake."""
-    values = parse_qs(urlsplit(url).query).get("ssl", [])
-    return any(v.strip().lower() in _TRUE for v in values)
-
-
-def hosts(url: str) -> list[tuple[str, str, str, str]]:
-    """Each host of a transport URL as (host:port, user, password, vhost), in the URL's order."""
-    parts = urlsplit(url)
-    vhost = unquote(parts.path[1:]) or "/"
-    found = []
-    for one in parts.netloc.split(","):
-        if not one.strip():
-            continue  # a trailing comma: oslo.messaging skips it too
-        credentials, _, address = one.rpartition("@")
-        user, _, password = credentials.partition(":")
-        host, port = address, "5672"
-        if address.startswith("["):  # an IPv6 literal: [::1]:5672
-            host, _, rest = address.partition("]")
-            host, port = host + "]", rest.removeprefix(":") or port
-        elif ":" in address:
-            host, _, port = address.rpartition(":")
-        found.append((f"{host}:{port}", unquote(user or "guest"), unquote(password or "guest"), vhost))
-    return found
 
 
 async def watch_broker(

@@ -8,7 +8,10 @@ ExplainSettings from them when asked for.
 
     [diagnosis]
     transport_url = "rabbit://nova:secret@rabbit.example.com:5672/"   # the cloud's bus (Nova's
-                                                   # [oslo_messaging_notifications]); empty: no notifications
+                                                   # [oslo_messaging_notifications]); empty: no notifications;
+                                                   # TLS as oslo.messaging reads it from the query:
+                                                   # ?ssl=1&ssl_ca_file=PATH (&ssl_cert_file=&ssl_key_file=),
+                                                   # the files checked when the configuration is read
     topic = "versioned_notifications"              # Nova's notification_format = versioned (or both)
     pool = "haven"                                 # haven's own queue on that topic
     prometheus_url = "http://prometheus.example.com:9090"   # empty: no metrics
@@ -39,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from haven.domain.errors import ConfigError
 from haven.evidence.nova import VERSIONED_TOPIC
+from haven.evidence.transport_url import tls_problem
 
 if TYPE_CHECKING:  # imported when the settings are asked for (DiagnosisConfig.settings), not to read the file
     from haven.explain.explainer import ExplainSettings, MetricQuery
@@ -169,6 +173,12 @@ def parse_diagnosis(section: object, where: str) -> DiagnosisConfig:
         raise ConfigError(
             f"{where}: {key}: {first['msg']}", "see haven.explain.config for every key"
         ) from None
+    problem = tls_problem(raw.transport_url) if raw.transport_url else None
+    if problem:
+        raise ConfigError(
+            f"{where}: transport_url: {problem}",
+            "TLS as oslo.messaging reads it from the URL: ?ssl=1&ssl_ca_file=/etc/ssl/rabbitmq-ca.pem",
+        )
     keys = ExplainKeys(
         step_s=raw.step_s,
         window_s=raw.window_s,

@@ -1,0 +1,108 @@
+"""A transport URL (oslo.messaging's ``rabbit://user:password@host:port,.../vhost?query``) read as its
+rabbit driver reads it: the hosts, TLS and the TLS files its query names.
+
+Called by haven.evidence.broker (each look) and haven.explain.config (``[diagnosis] transport_url`` checked
+when the configuration is read); no I/O but the files' check, and importing it costs nothing.
+
+oslo.messaging's rabbit driver reads every option of its ``[oslo_messaging_rabbit]`` group from the URL's
+query too (``oslo_messaging._drivers.common.ConfigOptsProxy``), so ``rabbit://...?ssl=1&ssl_ca_file=PATH``
+is one URL for Nova, haven's notification listener and haven's look at the broker; a TLS option set only
+in the services' ``[oslo_messaging_rabbit]`` must be in haven's URL too.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+
+
+def uses_tls(url: str) -> bool:
+    """The transport URL asks for TLS (``?ssl=1``, ``?ssl=true``: oslo.messaging's rabbit driver reads its
+    query as driver options). A bus whose TLS is set only in the services' ``[oslo_messaging_rabbit]``
+    needs ``?ssl=1`` in haven's URL too, or every look fails its handshake; and its ``ssl_ca_file`` when
+    the broker's certificate is from a private CA, or every look fails its verification."""
+    values = parse_qs(urlsplit(url).query).get("ssl", [])
+    return any(v.strip().lower() in _TRUE for v in values)
+
+
+# oslo.messaging's [oslo_messaging_rabbit] options for TLS files (the module docstring)
+TLS_FILES = ("ssl_ca_file", "ssl_cert_file", "ssl_key_file")
+
+
+def tls_files(url: str) -> dict[str, str]:
+    """The TLS files the transport URL's query names, by option (several values joined by commas, as
+    oslo.messaging's TransportURL joins them)."""
+    query = parse_qs(urlsplit(url).query)
+    return {name: ",".join(query[name]) for name in TLS_FILES if query.get(name)}
+
+
+def tls_options(url: str, address: str | None) -> bool | dict[str, object]:
+    """py-amqp's ``ssl`` for a look at ``url``, as oslo.messaging's rabbit driver builds its own
+    (``Connection._fetch_ssl_params``): False without ``ssl=1``; with ``ssl_ca_file`` the broker's
+    certificate must chain to that CA, and name ``address``'s host (``host:port``; oslo checks the name
+    only when the URL has one host: ``address`` None); a client certificate when ``ssl_cert_file`` names
+    one; else True (the system's CAs, no name check)."""
+    if not uses_tls(url):
+        return False
+    files = tls_files(url)
+    options: dict[str, object] = {}
+    if "ssl_cert_file" in files:
+        options["certfile"] = files["ssl_cert_file"]
+        if "ssl_key_file" in files:
+            options["keyfile"] = files["ssl_key_file"]
+    if "ssl_ca_file" in files:
+        hostname = _hostname(address) if address else None
+        options.update(ca_certs=files["ssl_ca_file"], cert_reqs=ssl.CERT_REQUIRED, server_hostname=hostname)
+    return options or True
+
+
+def tls_problem(url: str) -> str | None:
+    """What is wrong with the TLS files the transport URL names, in words naming the option (None when
+    nothing is): checked when the configuration is read, so a missing CA is not a lasting false DOWN."""
+    files = tls_files(url)
+    if files and not uses_tls(url):
+        return f"{', '.join(files)} without ssl=1: oslo.messaging reads the files only with ssl=1"
+    if "ssl_key_file" in files and "ssl_cert_file" not in files:
+        return "ssl_key_file without ssl_cert_file (the client certificate it is the key of)"
+    for name, path in files.items():
+        if not Path(path).is_file():
+            return f"{name}: no such file: {path}"
+    try:
+        if "ssl_ca_file" in files:
+            ssl.create_default_context(cafile=files["ssl_ca_file"])
+        if "ssl_cert_file" in files:
+            context = ssl.create_default_context()
+            context.load_cert_chain(files["ssl_cert_file"], files.get("ssl_key_file"))
+    except ssl.SSLError as exc:
+        return f"{', '.join(files)}: not a usable certificate, CA or key: {exc}"
+    except OSError:
+        return None  # not readable by this user (an operator's command): haven serve's own user reads it
+    return None
+
+
+def _hostname(address: str) -> str:
+    """``host`` of ``host:port`` (an IPv6 literal without its brackets, as a certificate names it)."""
+    return address.rpartition(":")[0].removeprefix("[").removesuffix("]")
+
+
+def hosts(url: str) -> list[tuple[str, str, str, str]]:
+    """Each host of a transport URL as (host:port, user, password, vhost), in the URL's order."""
+    parts = urlsplit(url)
+    vhost = unquote(parts.path[1:]) or "/"
+    found = []
+    for one in parts.netloc.split(","):
+        if not one.strip():
+            continue  # a trailing comma: oslo.messaging skips it too
+        credentials, _, address = one.rpartition("@")
+        user, _, password = credentials.partition(":")
+        host, port = address, "5672"
+        if address.startswith("["):  # an IPv6 literal: [::1]:5672
+            host, _, rest = address.partition("]")
+            host, port = host + "]", rest.removeprefix(":") or port
+        elif ":" in address:
+            host, _, port = address.rpartition(":")
+        found.append((f"{host}:{port}", unquote(user or "guest"), unquote(password or "guest"), vhost))
+    return found
