@@ -9,12 +9,19 @@ explainer over a real store."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import cast
+
+import pytest
 
 from haven.controlplane.catalogue import CATALOGUE
 from haven.diagnosis import EvidenceKind, NodeEvent, Symptom
 from haven.diagnosis.records import ExplanationRecord
 from haven.domain.clock import VirtualClock
+from haven.domain.errors import PermanentError
+from haven.drill.faults import FaultLab
+from haven.drill.faults_observe import _poll_unacked
 from haven.evidence.broker import BrokerEvidence, BrokerSeen
 from haven.explain.explainer import Explainer
 from haven.store import Store
@@ -117,3 +124,42 @@ def test_a_backlog_that_comes_back_is_not_dated_before_the_end_of_the_last_one()
     ).values()
     assert (drained.kind, again.kind) == (EvidenceKind.HEALTHY, EvidenceKind.ERROR)
     assert again.at >= drained.at, (again.at, drained.at)
+
+
+async def test_a_failed_count_of_the_unacknowledged_is_no_short_queue() -> None:
+    """conductor-backlog on the lab (2026-12-07, night, load 9 to 15): rabbitmqctl read 9,781 unacknowledged
+    at 21:58:09, then one run failed: its counts cleared, the look at 21:59:09 added 0 unacknowledged to 0
+    ready and kept "down to 0 messages", which ended the backlog; 16 s later it read 9,117 and the backlog
+    came back dated at 21:59:09, after the computes' silence (21:58:01), which outranked it (a down: 10
+    points). A run that fails, or leaves the queue out, is no reading: the last one stands, with its time."""
+    answers: list[dict[str, int] | Exception] = [
+        {"conductor": 9_781, "scheduler": 0},
+        PermanentError("rabbitmq list_queues: timed out"),
+        {"scheduler": 0},  # answered, but left the conductor's queue out
+        {"conductor": 9_117, "scheduler": 0},
+    ]
+    into: dict[str, int] = {}
+    read: list[float] = []
+    seen: list[tuple[dict[str, int], list[float]]] = []
+
+    def reader(lab: object) -> dict[str, int]:
+        seen.append((dict(into), list(read)))
+        if not answers:
+            raise asyncio.CancelledError  # the end of the test: through to_thread, past the poll's except
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    with pytest.raises(asyncio.CancelledError):
+        await _poll_unacked(cast(FaultLab, None), into, read, every_s=0.0, reader=reader)
+    first = seen[1]
+    assert first[0] == {"conductor": 9_781, "scheduler": 0}
+    assert seen[2] == first and seen[3] == first  # the failed run and the one without the queue: no reading
+    assert seen[4][0] == {"conductor": 9_117, "scheduler": 0} and seen[4][1] >= first[1]
+    # What the looks then saw (0 ready: the consumer took every message): the backlog never ends.
+    evidence = BrokerEvidence()
+    [began] = evidence.observe(BrokerSeen(None, {"conductor": 0}, first[0], first[1][0]), T0).values()
+    assert began.kind is EvidenceKind.ERROR
+    for counts, when in seen[2:]:
+        assert evidence.observe(BrokerSeen(None, {"conductor": 0}, counts, when[0]), T0 + 60) == {}
