@@ -66,6 +66,7 @@ from haven.domain.errors import ConfigError, CoordinationUnavailable, UserError
 from haven.domain.events import EngineEvent, EventSink, fan_out
 from haven.domain.ids import HostName
 from haven.domain.incidents import RecoveryMethod
+from haven.domain.masking import mask_url
 from haven.domain.waiting import within
 from haven.drill.scenarios import Scenario, scenario_named
 from haven.fencing.registry import build_fencer
@@ -189,7 +190,7 @@ async def serve(
                 "acting only while elected leader"
             )
             console.print(
-                f"haven serving: {chosen.description}; state {_masked(config.database_url)}; {role}; "
+                f"haven serving: {chosen.description}; state {mask_url(config.database_url)}; {role}; "
                 f"API on http://{_url_host(host)}:{port}/ ({_auth_note(config)}); "
                 f"dashboard on http://{_url_host(host)}:{port}/dashboard/. Ctrl-C stops.",
                 highlight=False,
@@ -442,15 +443,6 @@ def _both(
                 tasks.create_task(each(stop))
 
     return run
-
-
-def _masked(url: str) -> str:
-    """A database URL without its password, for the start-up line."""
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not at or ":" not in credentials:
-        return url
-    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
 
 
 async def _stop_when(stop: asyncio.Event, server: uvicorn.Server, on_stop: Callable[[], None]) -> None:

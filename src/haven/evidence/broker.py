@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from haven.diagnosis import EvidenceKind, NodeEvent
 from haven.diagnosis.words import clock as hhmmss
 from haven.domain.clock import Clock
+from haven.domain.masking import mask_words
 from haven.evidence.transport_url import hosts as hosts
 from haven.evidence.transport_url import tls_options as tls_options
 from haven.evidence.transport_url import uses_tls as uses_tls
@@ -190,7 +191,7 @@ def look(
             connection.connect()
         except Exception as exc:  # refused, timed out, the handshake refused: the next host, if any
             connection.collect()
-            said = str(exc).replace(password, "***") if password else str(exc)
+            said = mask_words(str(exc), [password])  # never the password, never a word mangled
             failed.append(f"{address}: {type(exc).__name__}: {said}"[:300])
             continue
         break

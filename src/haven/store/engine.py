@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
 
 from haven.domain.errors import StoreUnavailable
+from haven.domain.masking import mask_url, mask_words, url_passwords
 from haven.store.translate import POSTGRES_HINT, SQLITE_HINT, URL_HINT
 
 # Execution option that marks a connection as about to write (see _sqlite_begin).
@@ -41,7 +41,6 @@ WRITE_OPTION = "haven_write"
 
 SQLITE_BUSY_TIMEOUT_S = 10.0
 POSTGRES_CONNECT_TIMEOUT_S = 5
-_PASSWORD_IN_URL = re.compile(r"(://[^:/@]*:)[^@]*@")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,17 +58,13 @@ class Target:
         return self.backend == "sqlite" and self.sqlite_path is None
 
 
-def mask(raw: str) -> str:
-    """The URL as text, its password replaced, even when it does not parse."""
-    return _PASSWORD_IN_URL.sub(r"\1***@", raw)
-
-
 def parse(raw: str) -> Target:
     """Parse and classify ``raw``; StoreUnavailable when it is not a URL haven can use."""
     try:
         url = make_url(raw)
     except (ArgumentError, ValueError) as exc:
-        raise StoreUnavailable(f"database URL {mask(raw)!r} does not parse: {exc}", URL_HINT) from exc
+        said = mask_words(str(exc), url_passwords(raw))  # the parser's words may quote the password
+        raise StoreUnavailable(f"database URL {mask_url(raw)!r} does not parse: {said}", URL_HINT) from exc
     label = url.render_as_string(hide_password=True)
     backend = url.get_backend_name()
     if backend == "postgres":  # the spelling Heroku and libpq accept
