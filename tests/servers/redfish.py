@@ -13,7 +13,6 @@ auth from an htpasswd file, and one of two backends:
 
 from __future__ import annotations
 
-import ipaddress
 import subprocess
 import uuid
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from servers.process import ServerProcess, free_port, require
+from servers.tls import certificate
 
 USER = "admin"
 BMC_MAIN = Path(__file__).with_name("bmc_main.py")
@@ -102,34 +102,4 @@ def start_sushy(
 
 def self_signed(folder: Path) -> tuple[Path, Path]:
     """A throw-away certificate for 127.0.0.1 that no client trusts (a lab BMC's usual state)."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "haven-test-bmc")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = folder / "bmc.crt", folder / "bmc.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_file, key_file
+    return certificate(folder, "haven-test-bmc", ["127.0.0.1"])

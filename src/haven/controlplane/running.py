@@ -47,6 +47,7 @@ from haven.domain.controlplane import (
 from haven.domain.errors import ConfigError
 from haven.domain.events import EngineEvent, EventKind, EventSink
 from haven.domain.ids import HostName
+from haven.evidence.transport_url import tls_problem
 from haven.store import Store
 
 log = logging.getLogger(__name__)
@@ -283,3 +284,10 @@ def _check_environ(config: ControlPlaneConfig, environ: Mapping[str, str]) -> No
                     f"[controlplane] services.{spec.name} probe: environment variable {name} is not set",
                     f"export {name} before `haven serve` (probes read passwords from the environment only)",
                 )
+        url_env = spec.probe.transport_url_env if spec.probe is not None else ""
+        problem = tls_problem(environ[url_env]) if url_env else None
+        if problem:  # a CA that cannot be read would fail every probe: restarts of a healthy service
+            raise ConfigError(
+                f"[controlplane] services.{spec.name} probe: transport_url_env {url_env}: {problem}",
+                "TLS as oslo.messaging reads it from the URL: ?ssl=1&ssl_ca_file=/etc/ssl/rabbitmq-ca.pem",
+            )

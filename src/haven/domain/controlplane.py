@@ -70,7 +70,9 @@ class ProbeSpec:
     auth_url: str = ""  # NOVA_SERVICES: Keystone's URL (e.g. its HAProxy frontend), ".../v3"
     query: str = "SELECT 1"  # SQL
     topic: str = ""  # NOVA_RPC: "conductor" or "scheduler"
-    transport_url_env: str = ""  # NOVA_RPC: the environment variable holding Nova's transport_url
+    # NOVA_RPC: the environment variable holding Nova's transport_url; AMQP (optional): the same, for its
+    # TLS only (?ssl=1&ssl_ca_file=PATH, as oslo.messaging reads it; the account is user/password_env)
+    transport_url_env: str = ""
 
     def secrets(self) -> tuple[str, ...]:
         """The environment variables this probe reads."""

@@ -48,6 +48,7 @@ from haven.diagnosis.words import clock as hhmmss
 from haven.domain.clock import Clock
 from haven.domain.masking import mask_words
 from haven.evidence.transport_url import hosts as hosts
+from haven.evidence.transport_url import tls_for
 from haven.evidence.transport_url import tls_options as tls_options
 from haven.evidence.transport_url import uses_tls as uses_tls
 from haven.store import Store
@@ -179,9 +180,8 @@ def look(
 
     blocked: list[str] = []
     failed: list[str] = []
-    every = hosts(url)
-    tls = tls_options(url, every[0][0] if len(every) == 1 else None)
-    for address, userid, password, vhost in every:
+    tls = tls_for(url)
+    for address, userid, password, vhost in hosts(url):
         connection = amqp.Connection(
             address, userid=userid, password=password, virtual_host=vhost, connect_timeout=timeout_s,
             read_timeout=timeout_s, write_timeout=timeout_s, ssl=tls,

@@ -1,8 +1,9 @@
 """A transport URL (oslo.messaging's ``rabbit://user:password@host:port,.../vhost?query``) read as its
 rabbit driver reads it: the hosts, TLS and the TLS files its query names.
 
-Called by haven.evidence.broker (each look) and haven.explain.config (``[diagnosis] transport_url`` checked
-when the configuration is read); no I/O but the files' check, and importing it costs nothing.
+Called by haven.evidence.broker (each look), haven.explain.config (``[diagnosis] transport_url`` checked
+when the configuration is read) and the control plane's AMQP probe (``transport_url_env``: its TLS, checked
+when ``haven serve`` starts its control plane); no I/O but the files' check, and importing it costs nothing.
 
 oslo.messaging's rabbit driver reads every option of its ``[oslo_messaging_rabbit]`` group from the URL's
 query too (``oslo_messaging._drivers.common.ConfigOptsProxy``), so ``rabbit://...?ssl=1&ssl_ca_file=PATH``
@@ -57,6 +58,17 @@ def tls_options(url: str, address: str | None) -> bool | dict[str, object]:
         hostname = _hostname(address) if address else None
         options.update(ca_certs=files["ssl_ca_file"], cert_reqs=ssl.CERT_REQUIRED, server_hostname=hostname)
     return options or True
+
+
+def tls_for(url: str, address: str | None = None) -> bool | dict[str, object]:
+    """py-amqp's ``ssl`` for a connection to ``address`` (``host:port``; None: whichever host of the URL)
+    as oslo.messaging's rabbit driver makes it: ``tls_options`` with the broker's name checked only when
+    the URL has one host and that is the host connected to (oslo checks the URL's one host's name; with
+    several it checks the chain only, and a probe of a replica the URL does not name alone has no name
+    oslo would check)."""
+    every = [one[0] for one in hosts(url)]
+    only = every[0] if len(every) == 1 and address in (None, every[0]) else None
+    return tls_options(url, only)
 
 
 def tls_problem(url: str) -> str | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import ssl
 import sys
 import threading
 import time
@@ -27,6 +28,7 @@ import httpx
 
 from haven.domain.controlplane import ProbeSpec
 from haven.domain.waiting import within
+from haven.evidence.transport_url import tls_for
 
 log = logging.getLogger(__name__)
 
@@ -261,20 +263,38 @@ def sql(address: str, spec: ProbeSpec, environ: Mapping[str, str]) -> str:
 
 
 def amqp_round_trip(address: str, spec: ProbeSpec, environ: Mapping[str, str]) -> str:
-    """Connect, declare a private queue, publish one message to it and get it back."""
+    """Connect, declare a private queue, publish one message to it and get it back.
+
+    TLS as the transport URL in ``transport_url_env`` says (``?ssl=1&ssl_ca_file=PATH``, as oslo.messaging
+    reads it: haven.evidence.transport_url), so a TLS-only RabbitMQ is probed as Nova reaches it; a
+    refused handshake is a failure naming the CA its certificate was verified against."""
     import amqp  # type: ignore[import-untyped]
 
+    target = f"{address}:{spec.port}"
+    url = secret(environ, spec.transport_url_env) if spec.transport_url_env else ""
+    tls = tls_for(url, target) if url else False
     deadline = time.monotonic() + spec.timeout_s
     connection = amqp.Connection(
-        host=f"{address}:{spec.port}",
+        host=target,
         userid=spec.user,
         password=secret(environ, spec.password_env),
         virtual_host=spec.project or "/",
         connect_timeout=spec.timeout_s,
         read_timeout=spec.timeout_s,
         write_timeout=spec.timeout_s,
+        ssl=tls,
     )
-    connection.connect()
+    try:
+        connection.connect()
+    except Exception as exc:
+        connection.collect()
+        if not isinstance(exc, ssl.SSLError):
+            raise
+        against = tls.get("ca_certs") if isinstance(tls, dict) else None
+        raise ProbeFailed(
+            f"TLS handshake with {target} failed: {exc} (the CA: "
+            f"{f'ssl_ca_file {against}' if against else 'the system CAs; the URL names no ssl_ca_file'})"
+        ) from exc
     try:
         channel = connection.channel()
         queue, _, _ = channel.queue_declare(queue="", exclusive=True, auto_delete=True)
