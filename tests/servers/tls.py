@@ -150,6 +150,8 @@ def tls_front(cert: tuple[Path, Path], backend: int | None = None) -> Iterator[T
     try:
         yield front
     finally:
+        with contextlib.suppress(OSError):  # wakes the thread's accept (close alone leaves it blocked)
+            listener.shutdown(socket.SHUT_RDWR)
         listener.close()
         thread.join(5)
 
