@@ -199,3 +199,31 @@ async def test_nova_api_s_own_server_list_failing_is_not_glance_s(tmp_path: Path
         ("nova-api", True),
         ("glance-api", False),
     ]
+
+
+async def test_a_token_that_timed_out_is_not_blamed_on_computes_down_since_the_fault_before(
+    tmp_path: Path,
+) -> None:
+    # keystone-slow on the lab (2026-12-07 night, round 9, load 10-12), right after rabbitmq-killed: both
+    # computes down in Nova's list since RabbitMQ's kill (10 points), Keystone's own probe timing out (4).
+    # The token probe's symptom has no phase, so nothing was narrowed and the computes ranked first; a
+    # token needs Keystone and what Keystone needs, never a compute.
+    t = T + 104.5  # the token timed out 104.5 s after the computes went down
+    events = [
+        *computes_down(T),
+        NodeEvent("rabbitmq", EvidenceKind.RESTART, T + 53, "a new process on lab", "cp:start:lab"),
+        NodeEvent("keystone", EvidenceKind.HEALTHY, T + 62, "it answered token in 0.73 s", "probe:token"),
+        NodeEvent("keystone", EvidenceKind.ERROR, T + 86.6, "its keystone probe on lab failed: no answer "
+                  "within 10 s", "cp:keystone:lab"),
+        NodeEvent("keystone", EvidenceKind.ERROR, t, "its token failed: issue a token: Request to "
+                  "http://127.0.0.1:33145/v3/auth/tokens timed out", "probe:token"),
+    ]  # fmt: skip
+    clock = VirtualClock(t + 1)
+    with Store.open(f"sqlite:///{tmp_path}/haven.db") as store:
+        store.keep_evidence({f"e{i}": e for i, e in enumerate(events)}, t)
+        explainer = Explainer(store, openstack_topology(CATALOGUE.values()), clock)
+        symptom = Symptom("keystone", t, "API probe token failed (issue a token: timed out)", None)
+        probe = ExplanationRecord("probe:token:x", "probe", "token", symptom, t)
+        record = await explainer.open_and_explain(probe)
+    assert record.diagnosis is not None
+    assert [e.node for e in record.diagnosis.explanations] == ["keystone", "nova-compute", "rabbitmq"]

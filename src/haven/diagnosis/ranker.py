@@ -9,7 +9,8 @@ The rules, in the order they rank (each a tier of the sort key):
    ("No valid host" → scheduler and Placement; image download → Glance; port binding → Neutron), and
    the phase's leaves (``Graph.leaves``: nodes without their dependencies; only for a symptom whose node
    needs the leaf), and what an in-phase node is likely the victim of (rule 2). Other implicated nodes
-   still appear, after them.
+   still appear, after them. With no phase, the symptom's node and what it needs rank first (a token
+   probe failing: Keystone and its own dependencies, never a compute).
 2. **Deepest cause.** A node with an implicated dependency (directly or not) that began no later than
    it did is likely that dependency's victim: it ranks after the nodes whose own dependencies are healthy.
    Not a node seen working after that dependency's evidence began (it worked without it; seen within
@@ -112,7 +113,8 @@ def summary(graph: Graph, symptom: Symptom, explanations: Sequence[Explanation])
 
 
 def _scope(graph: Graph, symptom: Symptom) -> frozenset[str] | None:
-    """The phase's nodes and their dependencies, and its leaves, or None (no phase known: no narrowing).
+    """The phase's nodes and their dependencies, and its leaves; with no phase known, the symptom's node
+    and what it needs; None (no narrowing) when the graph knows no dependency of that node either.
 
     A leaf is in the scope only for a symptom whose node needs it (or whose node the graph does not
     know): a leaf fails the phase of an operation that uses it. Glance is a leaf of the api phase because
@@ -120,7 +122,13 @@ def _scope(graph: Graph, symptom: Symptom) -> frozenset[str] | None:
     symptom on nova-api itself, never asked Glance (bench/explain.py, nova-api-hung, 2026-12-07: a
     Glance error from a check 33 s before the fault outranked nova-api on its onset)."""
     if symptom.phase is None or symptom.phase not in graph.phases:
-        return None
+        if not graph.depends_on.get(symptom.node):
+            return None
+        # No phase, but a service the graph knows (an API probe: the token on Keystone): what it needs
+        # first. A token that timed out on a stalled Keystone was blamed on nova-compute, down in Nova's
+        # list since the fault before (10 points against Keystone's 4; bench/explain.py, keystone-slow,
+        # 2026-12-07 night): nothing a token needs reaches a compute.
+        return frozenset(graph.below(symptom.node) | {symptom.node})
     members = graph.phases[symptom.phase]
     known = symptom.node in graph.nodes()
     needed = graph.below(symptom.node) | {symptom.node}
