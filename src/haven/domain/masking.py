@@ -78,18 +78,22 @@ def mask_words(text: str, secrets: Iterable[str]) -> str:
 
 def _authority(raw: str) -> tuple[str, str, str] | None:
     """``raw`` as (scheme and ``://``, the authority, the rest), or None without a userinfo. The
-    authority ends at the first ``/`` after its last ``@`` (a password may hold ``/``), before any query
-    or fragment; an ``@`` in the path only makes more of it masked, never less."""
+    authority runs to its last ``@`` before any query or fragment, and on to the first ``/``, ``?`` or
+    ``#`` after it (a password may hold ``/``). With no ``@`` before a ``?`` or ``#``, those belong to the
+    password (SQLAlchemy reads ``postgresql://haven:Ab#9@db/haven`` so) and the first ``@`` ends it.
+    Where the two readings differ, this one masks more: an ``@`` in a path or query only makes more of it
+    masked, never less."""
     scheme, sep, rest = raw.partition("://")
     if not sep:
         return None
     ends = [i for i in (rest.find("?"), rest.find("#")) if i >= 0]
-    head_end = min(ends, default=len(rest))
-    last_at = rest.rfind("@", 0, head_end)
+    last_at = rest.rfind("@", 0, min(ends, default=len(rest)))
+    if last_at < 0:
+        last_at = rest.find("@")
     if last_at < 0:
         return None
-    slash = rest.find("/", last_at, head_end)
-    end = slash if slash >= 0 else head_end
+    after = [i for i in (rest.find(c, last_at) for c in "/?#") if i >= 0]
+    end = min(after, default=len(rest))
     return scheme + sep, rest[:end], rest[end:]
 
 
