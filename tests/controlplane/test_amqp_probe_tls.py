@@ -51,18 +51,43 @@ async def test_a_tls_rabbitmq_passes_with_the_ca_the_url_names_and_fails_clearly
             await prober.close()
 
 
-def test_the_broker_name_is_checked_only_for_the_url_s_one_host() -> None:
+async def test_a_certificate_that_does_not_name_the_replica_probed_is_refused(pki: Pki) -> None:
+    # Review R1: the URL names rabbit-1, the replica is probed at 127.0.0.1 and its certificate names
+    # rabbit-1 only. Before, the name was checked only for the URL's one host when it was the replica
+    # probed: the chain alone here, the handshake completed and the password would have followed.
+    for front in tls_front(pki.server("rabbit-1", ["rabbit-1.example.com"])):
+        url = f"rabbit://nova:pw@rabbit-1.example.com:{front.port}/?ssl=1&ssl_ca_file={pki.ca}"
+        prober = NetworkProber(environ={"MQ_PW": "guest", "MQ_URL": url})
+        try:
+            spec = ProbeSpec(
+                ProbeKind.AMQP, front.port, user="guest", password_env="MQ_PW", timeout_s=5.0,
+                transport_url_env="MQ_URL",
+            )  # fmt: skip
+            failed = await prober.probe("127.0.0.1", spec)
+        finally:
+            await prober.close()
+        assert not failed.ok
+        assert f"TLS handshake with 127.0.0.1:{front.port} failed" in failed.detail, failed.detail
+        assert "the name its certificate must carry: 127.0.0.1)" in failed.detail, failed.detail
+        assert "BAD_CERTIFICATE" in last_handshake(front, 0)  # the server's side: refused, no password
+
+
+def test_the_broker_name_is_always_checked_against_the_host_connected_to() -> None:
     one = "rabbit://u:p@rabbit-1:5671/?ssl=1&ssl_ca_file=/ca.pem"
     several = "rabbit://u:p@rabbit-1:5671,u:p@rabbit-2:5671/?ssl=1&ssl_ca_file=/ca.pem"
+    local = "rabbit://u:p@localhost:5671,u:p@localhost:5672/?ssl=1&ssl_ca_file=/ca.pem"
     for url, address, name in (
-        (one, "rabbit-1:5671", "rabbit-1"),  # the host oslo.messaging connects to and checks
-        (one, "10.0.0.12:5671", None),  # a replica the URL does not name alone: the chain only
-        (several, "rabbit-1:5671", None),  # oslo checks the chain only with several hosts
-        (one, None, "rabbit-1"),  # serve's look: whichever host of the URL
+        (one, "rabbit-1:5671", "rabbit-1"),  # oslo.messaging names the URL's one host
+        (one, "10.0.0.12:5671", "10.0.0.12"),  # a replica probed by its address: that address
+        (several, "rabbit-2:5671", "rabbit-2"),  # oslo gives None, kombu fills in the host connected to
+        (several, None, "rabbit-1"),  # no address: the URL's first host
+        (local, "localhost:5672", "127.0.0.1"),  # kombu turns localhost into 127.0.0.1 first
+        (one.replace("rabbit-1", "localhost"), None, "localhost"),  # ... but oslo names one host itself
     ):
         options = tls_for(url, address)
         assert isinstance(options, dict) and options["server_hostname"] == name, (url, address)
     assert tls_for("rabbit://u:p@h:5672/", "h:5672") is False
+    assert tls_for("rabbit://u:p@h:5671,u:p@i:5671/?ssl=1", "i:5671") is True  # no CA: no name, as oslo
 
 
 def test_the_url_s_tls_files_are_checked_when_the_control_plane_starts(pki: Pki, tmp_path: Path) -> None:

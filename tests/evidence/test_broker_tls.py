@@ -11,8 +11,11 @@ tests/servers/tls.py (shared with the control plane's AMQP probe's tests).
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -42,24 +45,77 @@ def test_without_its_ca_the_look_fails_verification_and_with_it_the_handshake_pa
     assert last_handshake(tls_server, 1) == "ok"  # before: verified against the system's CAs only, refused
 
 
-def test_the_broker_name_is_checked_as_oslo_messaging_checks_it(pki: Pki) -> None:
-    # a certificate for another name: refused when the URL has one host (oslo's ssl_server_hostname)...
+def _dead_port() -> int:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    return port
+
+
+def _nova_connects(url: str) -> str:
+    """What Nova's client makes of ``url``: oslo.messaging 18.3.1's own TLS parameters and kombu URLs
+    (``_fetch_ssl_params``, ``_transform_transport_url``; the hosts in the URL's order, not shuffled), then
+    kombu's connection with its failover: "connected" or its error."""
+    import kombu
+    import oslo_messaging
+    from oslo_config import cfg
+    from oslo_messaging._drivers.impl_rabbit import Connection
+
+    parsed = oslo_messaging.TransportURL.parse(cfg.ConfigOpts(), url)
+    query = dict(part.split("=", 1) for part in url.split("?", 1)[1].split("&"))
+    driver = SimpleNamespace(
+        ssl=True, ssl_version="", ssl_key_file="", ssl_cert_file="", ssl_ca_file=query["ssl_ca_file"],
+        ssl_server_hostname=Connection._get_ssl_server_hostname(parsed),
+    )  # fmt: skip
+    params = Connection._fetch_ssl_params(driver)
+    urls = ";".join(Connection._transform_transport_url(driver, parsed, host) for host in parsed.hosts)
+    connection = kombu.Connection(urls, ssl=params, failover_strategy="round-robin", connect_timeout=2)
+    try:
+        connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        connection.release()
+    return "connected"
+
+
+def test_the_broker_name_is_checked_as_nova_s_client_checks_it(pki: Pki) -> None:
+    # Review R1: oslo.messaging gives server_hostname=None with several hosts and kombu 5.7 fills in the
+    # host it connects to, so Nova refuses a certificate for another name with several hosts too; the look
+    # checked the chain alone there: RabbitMQ "reachable" while Nova could not connect, and the password
+    # sent to any server holding a certificate of that CA.
     for front in tls_front(pki.server("broker-dns", ["rabbit.example.com"])):
-        url = f"rabbit://nova:pw@127.0.0.1:{front.port}/?ssl=1&ssl_ca_file={pki.ca}"
+        one = f"rabbit://nova:pw@127.0.0.1:{front.port}/?ssl=1&ssl_ca_file={pki.ca}"
         with pytest.raises(BrokerUnreachable, match=r"CERTIFICATE_VERIFY_FAILED|match"):
-            look(url, timeout_s=2.0)
+            look(one, timeout_s=2.0)
         assert last_handshake(front, 0) != "ok"
-        # ... and the chain alone with several hosts (oslo sends no server name then): the second host
-        # (nothing listens on the first) completes its handshake
-        closed = socket.socket()
-        closed.bind(("127.0.0.1", 0))
-        dead = closed.getsockname()[1]
-        closed.close()
-        several = f"rabbit://nova:pw@127.0.0.1:{dead},nova:pw@127.0.0.1:{front.port}/?ssl=1&ssl_ca_file={pki.ca}"
-        with pytest.raises(BrokerUnreachable):
+        # the second host answers (nothing listens on the first)
+        several = f"rabbit://nova:pw@127.0.0.1:{_dead_port()},nova:pw@127.0.0.1:{front.port}/?ssl=1&ssl_ca_file={pki.ca}"
+        assert _nova_connects(several) != "connected"
+        nova_saw = last_handshake(front, 1)
+        with pytest.raises(BrokerUnreachable, match=r"CERTIFICATE_VERIFY_FAILED|mismatch"):
             look(several, timeout_s=2.0)
-        assert last_handshake(front, 1) == "ok"
-    assert tls_options("rabbit://h:5671/?ssl=1", "h:5671") is True  # no file named: as before
+        assert "BAD_CERTIFICATE" in nova_saw and last_handshake(front, 2) == nova_saw  # before: "ok"
+    # a certificate that names the host connected to passes, with several hosts too
+    for front in tls_front(pki.server("broker-ip", ["127.0.0.1"])):
+        several = f"rabbit://nova:pw@127.0.0.1:{_dead_port()},nova:pw@127.0.0.1:{front.port}/?ssl=1&ssl_ca_file={pki.ca}"
+        with pytest.raises(BrokerUnreachable):  # the front speaks no AMQP: closed after the handshake
+            look(several, timeout_s=2.0)
+        assert last_handshake(front, 0) == "ok"
+    # kombu turns localhost into 127.0.0.1 before it fills in the name: with several hosts a certificate
+    # for "localhost" alone is refused by Nova, and by the look; with one host oslo names "localhost"
+    for front in tls_front(pki.server("broker-localhost", ["localhost"])):
+        several = f"rabbit://nova:pw@localhost:{_dead_port()},nova:pw@localhost:{front.port}/?ssl=1&ssl_ca_file={pki.ca}"
+        assert _nova_connects(several) != "connected"
+        assert "BAD_CERTIFICATE" in last_handshake(front, 0)
+        with pytest.raises(BrokerUnreachable, match=r"CERTIFICATE_VERIFY_FAILED|mismatch"):
+            look(several, timeout_s=2.0)
+        assert "BAD_CERTIFICATE" in last_handshake(front, 1)
+        with pytest.raises(BrokerUnreachable):
+            look(f"rabbit://nova:pw@localhost:{front.port}/?ssl=1&ssl_ca_file={pki.ca}", timeout_s=2.0)
+        assert last_handshake(front, 2) == "ok"
+    assert tls_options("rabbit://h:5671/?ssl=1", "h:5671") is True  # no file named: no name, as oslo
     assert tls_options("rabbit://h:5671/", "h:5671") is False
     named = tls_options("rabbit://[::1]:5671/?ssl=1&ssl_ca_file=/ca.pem", "[::1]:5671")
     assert isinstance(named, dict) and named["server_hostname"] == "::1"
@@ -98,3 +154,34 @@ def test_the_files_are_checked_when_the_configuration_is_read(pki: Pki, tmp_path
     assert isinstance(options, dict)
     files = [options["certfile"], options["keyfile"], options["ca_certs"]]
     assert files == [str(cert), str(key), str(pki.ca)]
+
+
+def test_a_file_behind_a_folder_this_user_cannot_enter_is_named_not_a_stack_trace(
+    pki: Pki, tmp_path: Path
+) -> None:
+    # Python 3.11's Path.is_file raises PermissionError there: before, every command that read the
+    # configuration ended in a stack trace. A child process, as nobody when the tests run as root (root
+    # enters any folder), reads the configuration.
+    shut = tmp_path / "shut"
+    shut.mkdir()
+    ca = shut / "ca.pem"
+    ca.write_bytes(pki.ca.read_bytes())
+    code = (
+        "import os\n"
+        "from haven.domain.errors import ConfigError\n"
+        "from haven.explain.config import parse_diagnosis\n"
+        "if os.geteuid() == 0:\n"
+        "    os.seteuid(65534)\n"
+        "try:\n"
+        f"    parse_diagnosis({{'transport_url': 'rabbit://h:5671/?ssl=1&ssl_ca_file={ca}'}}, 'haven.toml')\n"
+        "except ConfigError as exc:\n"
+        "    print('ConfigError:', exc)\n"
+    )
+    shut.chmod(0)
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    finally:
+        shut.chmod(0o700)
+    assert done.returncode == 0, done.stderr[-2000:]
+    said = f"ConfigError: haven.toml [diagnosis]: transport_url: ssl_ca_file: cannot look for {ca}: "
+    assert done.stdout.startswith(f"{said}Permission denied (a folder on its path this user"), done.stdout

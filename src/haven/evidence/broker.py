@@ -18,11 +18,11 @@ has to Nova's bus for its notifications (``[diagnosis] transport_url``):
 
 - **unreachable**: a look that cannot open its AMQP connection on any host of the URL (refused, no
   answer within the look's timeout, the handshake refused; TLS when the URL says ``?ssl=1``, verified
-  against the CA its ``ssl_ca_file`` names, else the system's: ``tls_options``) ``misses``
-  times in a row is a DOWN of
-  ``rabbitmq`` in the scope ``broker:reach``, "RabbitMQ unreachable since T" (dated at the first failed
-  look's start: it answered at the look before), kept again every ``repeat_s`` while it lasts so it stays
-  in the ranker's window; the next look that connects is rabbitmq HEALTHY there, and so is a watcher's
+  against the CA its ``ssl_ca_file`` names and the host connected to named by the certificate (as Nova's
+  oslo.messaging and kombu check it), else the system's CAs: ``tls_for``) ``misses`` times in a row is a
+  DOWN of ``rabbitmq`` in the scope ``broker:reach``, "RabbitMQ unreachable since T" (dated at the first
+  failed look's start: it answered at the look before), kept again every ``repeat_s`` while it lasts so it
+  stays in the ranker's window; the next look that connects is rabbitmq HEALTHY there, and so is a watcher's
   first look that connects (it ends what an earlier term kept and did not see end). One failed look is
   no evidence (a connection timed out on a loaded host). This is what ``haven serve`` knows of the bus
   without ``[controlplane]`` (its AMQP probe): haven.service.explaining runs ``watch_broker`` on
@@ -180,11 +180,10 @@ def look(
 
     blocked: list[str] = []
     failed: list[str] = []
-    tls = tls_for(url)
     for address, userid, password, vhost in hosts(url):
         connection = amqp.Connection(
             address, userid=userid, password=password, virtual_host=vhost, connect_timeout=timeout_s,
-            read_timeout=timeout_s, write_timeout=timeout_s, ssl=tls,
+            read_timeout=timeout_s, write_timeout=timeout_s, ssl=tls_for(url, address),
             on_blocked=lambda reason: blocked.append(str(reason)),
         )  # fmt: skip
         try:

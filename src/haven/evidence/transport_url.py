@@ -41,11 +41,12 @@ def tls_files(url: str) -> dict[str, str]:
 
 
 def tls_options(url: str, address: str | None) -> bool | dict[str, object]:
-    """py-amqp's ``ssl`` for a look at ``url``, as oslo.messaging's rabbit driver builds its own
-    (``Connection._fetch_ssl_params``): False without ``ssl=1``; with ``ssl_ca_file`` the broker's
-    certificate must chain to that CA, and name ``address``'s host (``host:port``; oslo checks the name
-    only when the URL has one host: ``address`` None); a client certificate when ``ssl_cert_file`` names
-    one; else True (the system's CAs, no name check)."""
+    """py-amqp's ``ssl`` for a connection to ``address`` (``host:port``), as oslo.messaging's rabbit driver
+    builds its own (``Connection._fetch_ssl_params``) and kombu completes it: False without ``ssl=1``; with
+    ``ssl_ca_file`` the broker's certificate must chain to that CA and name ``address``'s host (None: no
+    name, the chain alone; ``tls_for`` always gives one); a client certificate when ``ssl_cert_file``
+    names one; else True (the system's CAs, no name check: oslo sends no server name then, and kombu adds
+    one only to a dict that has the key)."""
     if not uses_tls(url):
         return False
     files = tls_files(url)
@@ -61,14 +62,22 @@ def tls_options(url: str, address: str | None) -> bool | dict[str, object]:
 
 
 def tls_for(url: str, address: str | None = None) -> bool | dict[str, object]:
-    """py-amqp's ``ssl`` for a connection to ``address`` (``host:port``; None: whichever host of the URL)
-    as oslo.messaging's rabbit driver makes it: ``tls_options`` with the broker's name checked only when
-    the URL has one host and that is the host connected to (oslo checks the URL's one host's name; with
-    several it checks the chain only, and a probe of a replica the URL does not name alone has no name
-    oslo would check)."""
+    """py-amqp's ``ssl`` for a connection to ``address`` (``host:port``; None: the URL's first host) as
+    Nova's oslo.messaging and kombu make it: with ``ssl_ca_file`` the broker's name is always checked,
+    against the host connected to. oslo.messaging 18.3.1 names the URL's host when it has one and gives
+    ``server_hostname=None`` with several, and kombu 5.7 (``transport/pyamqp.py``, establish_connection)
+    puts the host it connects to in that None, after turning ``localhost`` into ``127.0.0.1``: so with
+    several hosts a ``localhost`` is checked as ``127.0.0.1``, with one as ``localhost``. A certificate
+    that does not name the host is refused, as Nova refuses it: accepting it would say RabbitMQ is
+    reachable while Nova cannot connect, and send the password to any server holding a certificate from
+    that CA. (kombu fills the None in once per connection, on its first host tried; failing over, it
+    checks that first name again: not mirrored, the host connected to is the name a certificate must
+    carry.)"""
     every = [one[0] for one in hosts(url)]
-    only = every[0] if len(every) == 1 and address in (None, every[0]) else None
-    return tls_options(url, only)
+    target = address or (every[0] if every else None)
+    if target and len(every) > 1 and _hostname(target) == "localhost":
+        target = "127.0.0.1:" + target.rpartition(":")[2]
+    return tls_options(url, target)
 
 
 def tls_problem(url: str) -> str | None:
@@ -80,7 +89,13 @@ def tls_problem(url: str) -> str | None:
     if "ssl_key_file" in files and "ssl_cert_file" not in files:
         return "ssl_key_file without ssl_cert_file (the client certificate it is the key of)"
     for name, path in files.items():
-        if not Path(path).is_file():
+        try:
+            found = Path(path).is_file()
+        except OSError as exc:  # Python 3.11 raises for a folder on its path this user cannot enter
+            shut = isinstance(exc, PermissionError)
+            why = " (a folder on its path this user may not enter)" if shut else ""
+            return f"{name}: cannot look for {path}: {exc.strerror or exc}{why}"
+        if not found:
             return f"{name}: no such file: {path}"
     try:
         if "ssl_ca_file" in files:

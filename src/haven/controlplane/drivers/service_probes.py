@@ -266,8 +266,10 @@ def amqp_round_trip(address: str, spec: ProbeSpec, environ: Mapping[str, str]) -
     """Connect, declare a private queue, publish one message to it and get it back.
 
     TLS as the transport URL in ``transport_url_env`` says (``?ssl=1&ssl_ca_file=PATH``, as oslo.messaging
-    reads it: haven.evidence.transport_url), so a TLS-only RabbitMQ is probed as Nova reaches it; a
-    refused handshake is a failure naming the CA its certificate was verified against."""
+    reads it: haven.evidence.transport_url), so a TLS-only RabbitMQ is probed as Nova reaches it: with
+    ``ssl_ca_file`` its certificate must name ``address``, the host connected to, as kombu checks Nova's
+    (the password goes to no server a certificate of that CA for another name would let through); a
+    refused handshake is a failure naming the CA its certificate was verified against and the name."""
     import amqp  # type: ignore[import-untyped]
 
     target = f"{address}:{spec.port}"
@@ -291,9 +293,11 @@ def amqp_round_trip(address: str, spec: ProbeSpec, environ: Mapping[str, str]) -
         if not isinstance(exc, ssl.SSLError):
             raise
         against = tls.get("ca_certs") if isinstance(tls, dict) else None
+        name = tls.get("server_hostname") if isinstance(tls, dict) else None
         raise ProbeFailed(
             f"TLS handshake with {target} failed: {exc} (the CA: "
-            f"{f'ssl_ca_file {against}' if against else 'the system CAs; the URL names no ssl_ca_file'})"
+            f"{f'ssl_ca_file {against}' if against else 'the system CAs; the URL names no ssl_ca_file'}"
+            f"{f'; the name its certificate must carry: {name}' if name else ''})"
         ) from exc
     try:
         channel = connection.channel()
