@@ -6,7 +6,9 @@ alert (a new id) each time the gate holds again, so a gate holding for 60 s, rel
 again... was never sent: each raise cleared before its own hold ended. A raise within ``own_recur_s`` of
 the last one's clear continues it: its first raise is its raise, the hold ends 90 s after it, and the one
 raised then is paged (or muted under the cause found by then, or under the cause its predecessor was sent
-with: a recurrence never pages what was muted).
+with: a recurrence never pages what was muted). It is one alert to Alertmanager (review of 13c168b): sent
+under its first sent raise's ``alert_id``, and firing through its clears until it has stayed clear
+``own_recur_s``, so a gate flapping every 70 s pages once, not at every ``group_interval``.
 """
 
 from __future__ import annotations
@@ -40,9 +42,22 @@ def test_a_gate_holding_again_soon_is_paged_once_its_first_raise_held_own_hold_s
     paged = control_plane(incident_alerts([], alerts[:1] + second, T + 95, SETTINGS))
     assert paged is not None and paged.labels["alert_id"] == "cp2" and "cause" not in paged.labels
     assert paged.annotations["recurring"].startswith("raised 2 times since ")
-    third = control_plane(incident_alerts([], alerts, T + 141, SETTINGS))
-    assert third is not None and third.labels["alert_id"] == "cp3"
+    # cleared at T + 130 after it was sent: still firing, under the same labels, while it may come back
+    cleared = [alerts[0], alerts[1]]
+    kept = control_plane(incident_alerts([], cleared, T + 135, SETTINGS, kept={"cp2": ""}))
+    assert kept is not None and kept.labels == paged.labels and kept.ends_at > T + 135
+    assert kept.annotations["cleared"].startswith("clear since ")
+    third = control_plane(incident_alerts([], alerts, T + 141, SETTINGS, kept={"cp2": ""}))
+    assert third is not None and third.labels == paged.labels  # cp3 is cp2 to Alertmanager: one alert
     assert third.annotations["recurring"].startswith("raised 3 times since ")
+    assert "cleared" not in third.annotations
+    # without the memory (a restarted haven) it is decided again: under its own id
+    again = control_plane(incident_alerts([], alerts, T + 141, SETTINGS))
+    assert again is not None and again.labels["alert_id"] == "cp3"
+    # clear own_recur_s: it is resolved (no longer sent; the notifier sends it ended)
+    over = T + 130 + SETTINGS.own_recur_s
+    assert control_plane(incident_alerts([], cleared, over, SETTINGS, kept={"cp2": ""})) is not None
+    assert control_plane(incident_alerts([], cleared, over + 1, SETTINGS, kept={"cp2": ""})) is None
 
 
 def test_a_single_short_raise_is_not_paged_and_a_late_one_starts_anew() -> None:
@@ -92,12 +107,35 @@ class _Store:
 
 
 class _Alertmanager:
+    """What Alertmanager knows of the alerts posted: an alert is its labels; each time one starts firing
+    (new, or again after it resolved) its group notifies again at the next group_interval."""
+
     def __init__(self, clock: VirtualClock) -> None:
         self.clock = clock
         self.firing: list[AmAlert] = []
+        self.ends: dict[tuple[tuple[str, str], ...], float] = {}  # those firing -> their endsAt
+        self.fired: list[tuple[float, dict[str, str]]] = []  # (when, labels) each time one starts firing
+        self.resolved: list[tuple[float, dict[str, str]]] = []
 
     async def post(self, batch: list[AmAlert]) -> None:
-        self.firing += [a for a in batch if a.ends_at > self.clock.now()]
+        self.lapsed()
+        now = self.clock.now()
+        self.firing += [a for a in batch if a.ends_at > now]
+        for alert in batch:
+            key = tuple(sorted(alert.labels.items()))
+            if alert.ends_at > now:
+                if key not in self.ends:
+                    self.fired.append((now, alert.labels))
+                self.ends[key] = alert.ends_at
+            elif self.ends.pop(key, None) is not None:
+                self.resolved.append((now, alert.labels))
+
+    def lapsed(self) -> None:
+        """Alerts not posted again before their endsAt resolve by themselves (none should here)."""
+        now = self.clock.now()
+        for key in [k for k, ends in self.ends.items() if ends <= now]:
+            del self.ends[key]
+            self.resolved.append((now, dict(key)))
 
 
 def _as_at(at: float, spans: list[tuple[float, float | None]]) -> list[Alert]:
@@ -122,8 +160,44 @@ async def test_the_notifier_pages_a_flapping_gate() -> None:
         clock.advance_to(at)
         await notifier.tick()
     paged = {a.labels["alert_id"] for a in am.firing if a.labels["alertname"] == "HavenControlPlane"}
-    assert paged  # before: none of the four was ever sent
-    assert min(paged) == "cp2"
+    assert paged == {"cp2"}  # before 13c168b: none of the four was ever sent; at 13c168b cp2, cp3, cp4
+
+
+async def _flap(am: _Alertmanager, spans: list[tuple[float, float | None]], until_s: int) -> None:
+    clock = am.clock
+    store = _Store([])
+    notifier = _notifier(store, am, clock)
+    for step in range(0, until_s, 5):
+        at = T + step
+        store.alerts = _as_at(at, spans)
+        clock.advance_to(at)
+        am.lapsed()
+        await notifier.tick()
+
+
+async def test_a_flapping_gate_is_one_alert_to_alertmanager_until_it_stays_clear() -> None:
+    # Review of 13c168b on Debian's Alertmanager: each raise sent under its own alert_id is a new alert in
+    # the group, notified again at the next group_interval (a gate flapping every ~70 s paged every minute)
+    am = _Alertmanager(VirtualClock(T))
+    spans: list[tuple[float, float | None]] = [(0.0, 60.0), (70.0, 130.0), (140.0, 200.0), (210.0, 270.0)]
+    late = 270.0 + SETTINGS.own_recur_s + 50  # back after it stayed clear: a new alert, its own hold
+    await _flap(am, [*spans, (late, None)], int(late) + 120)
+    fired = [(at - T, labels["alert_id"]) for at, labels in am.fired]
+    assert fired == [(90.0, "cp2"), (late + SETTINGS.own_hold_s, "cp5")]  # at 13c168b cp2, cp3, cp4 too
+    resolved = [(at - T, labels["alert_id"]) for at, labels in am.resolved]
+    assert resolved == [(270.0 + SETTINGS.own_recur_s + 5, "cp2")]  # not at each clear: no churn
+    last = [a for a in am.firing if a.labels["alert_id"] == "cp2"][-1]
+    assert last.annotations["recurring"].startswith("raised 4 times since ")
+
+
+async def test_a_gate_flapping_longer_than_the_incident_window_stays_one_alert() -> None:
+    # its first sent raise (cp2) is no longer listed once it cleared active_s (900 s) ago: the notifier
+    # remembers the alert_id the raises it sent went under
+    am = _Alertmanager(VirtualClock(T))
+    spans: list[tuple[float, float | None]] = [(70.0 * i, 70.0 * i + 60) for i in range(30)]
+    await _flap(am, spans, 70 * 30 + 60)
+    assert [labels["alert_id"] for _, labels in am.fired] == ["cp2"]
+    assert am.resolved == []
 
 
 async def test_the_notifier_keeps_a_muted_alert_muted_when_it_comes_back() -> None:
@@ -141,5 +215,5 @@ async def test_the_notifier_keeps_a_muted_alert_muted_when_it_comes_back() -> No
         clock.advance_to(at)
         await notifier.tick()
     sent = [a for a in am.firing if a.labels["alertname"] == "HavenControlPlane"]
-    assert {a.labels["alert_id"] for a in sent} == {"cp1", "cp2"}
+    assert {a.labels["alert_id"] for a in sent} == {"cp1"}  # cp2 continues it: one alert
     assert all(a.labels.get("cause") == "rabbitmq" for a in sent)  # never paged as itself

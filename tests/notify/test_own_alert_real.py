@@ -80,3 +80,35 @@ async def test_a_flapping_control_plane_alert_is_notified(
         assert [(a["alertname"], a.get("alert_id")) for a in notified(receiver)] == [
             ("HavenControlPlane", "cp2")
         ]
+
+
+async def test_a_flapping_control_plane_alert_is_one_page(
+    alertmanager: RunningAlertmanager,  # noqa: F811 (the fixture)
+    receiver: WebhookReceiver,  # noqa: F811
+) -> None:
+    # Review of 13c168b: each raise went under its own alert_id, a new alert in the group
+    # {alertname="HavenControlPlane"} to Alertmanager, notified again at the next group_interval (a gate
+    # flapping every ~70 s paged every minute with the shipped 1m). A lasting alert pages once.
+    now = time.time()
+    with Store.open("sqlite://") as store:
+        store.raise_alert(Alert("cp1", AlertKind.CONTROL_PLANE, WORDS, now - 100))
+        store.clear_alerts(now=now - 40, kind=AlertKind.CONTROL_PLANE)
+        store.raise_alert(Alert("cp2", AlertKind.CONTROL_PLANE, WORDS, now - 30))
+        settings = AlertingSettings(alertmanager.url, 2.0, IncidentSettings(active_s=600, ends_after_s=6))
+        notifier = AlertmanagerNotifier(store, RealClock(), settings)
+        assert await notifier.tick() is not None
+        await until(lambda: len(notified(receiver)) >= 1, 15)
+        # the gate releases for a few seconds and holds again: the same lasting condition (own_recur_s 300)
+        store.clear_alerts(now=time.time(), kind=AlertKind.CONTROL_PLANE)
+        await notifier.tick()
+        await asyncio.sleep(1.5)  # more than a group_interval (1 s here)
+        between = await Alertmanager(alertmanager.url).alerts()  # while clear: still firing (no churn)
+        store.raise_alert(Alert("cp3", AlertKind.CONTROL_PLANE, WORDS, time.time()))
+        await notifier.tick()
+        await asyncio.sleep(4)  # four group intervals
+        pages = [r for r in receiver.received if any(a["status"] == "firing" for a in r.body["alerts"])]
+        ids = [[a["labels"]["alert_id"] for a in r.body["alerts"]] for r in pages]
+        assert len(pages) == 1, f"one lasting alert paged {len(pages)} times: {ids}"
+        assert [(a["labels"]["alert_id"], a["status"]["state"]) for a in between] == [("cp2", "active")]
+        state = await Alertmanager(alertmanager.url).alerts()
+        assert [(a["labels"]["alert_id"], a["status"]["state"]) for a in state] == [("cp2", "active")]

@@ -20,8 +20,9 @@ API, then on the database behind it). Once sent, an explanation is not held back
 refined later (its alerts would be sent resolved and fire anew: a second page for one incident); its new
 ranking is sent at once. haven's own control-plane alerts keep the cause they were first sent under
 while they last (``kept``), and so does a raise that continues a cleared one (the store's alerts
-cleared within the incident window are read for it); both memories are this process's (a restarted
-haven decides again).
+cleared within the incident window are read for it), sent under the ``alert_id`` the first sent raise
+of it was sent under (``named``: Alertmanager sees one alert, paged once); these memories are this
+process's (a restarted haven decides again).
 
 A send that fails (Alertmanager down) is logged and retried at the next tick; it never stops the explainer.
 """
@@ -37,7 +38,7 @@ from haven.diagnosis.records import ExplanationState
 from haven.domain.clock import Clock
 from haven.domain.errors import HavenError
 from haven.domain.incidents import AlertKind
-from haven.explain.incidents import IncidentSettings, incident_alerts
+from haven.explain.incidents import IncidentSettings, incident_alerts, own_names
 from haven.notify.alertmanager import Alertmanager, AmAlert
 from haven.store import Store
 
@@ -76,7 +77,8 @@ class AlertmanagerNotifier:
         # (their labels are their identity: decided once, haven.explain.incidents).
         self._released: dict[str, float] = {}  # record id -> its symptom's time
         self._kept: dict[str, str] = {}  # haven's alert id -> the cause it was sent under ("" as itself)
-        self._pending: tuple[dict[str, float], dict[str, str]] = ({}, {})
+        self._named: dict[str, str] = {}  # a raise sent -> the alert_id it was sent under (its first's)
+        self._pending: tuple[dict[str, float], dict[str, str], dict[str, str]] = ({}, {}, {})
         self.sends = 0  # batches posted (for tests and logs)
 
     async def tick(self) -> list[AmAlert] | None:
@@ -103,8 +105,9 @@ class AlertmanagerNotifier:
             and (r.id in self._released or r.explained_at is None or r.explained_at <= settled)
         ]  # fmt: skip
         listed = {a.id for a in alerts}
-        kept = {i: c for i, c in self._kept.items() if i in listed}
-        wanted = incident_alerts(recent, alerts, now, self._settings.incidents, self._settings.settle_s, kept)
+        named = {r: n for r, n in self._named.items() if r in listed}
+        kept = {i: c for i, c in self._kept.items() if i in listed or i in named.values()}
+        wanted = incident_alerts(recent, alerts, now, incidents, self._settings.settle_s, kept, named)
         # only what was ranked (DONE): a record still pending has sent nothing and must settle first
         released = {r.id: r.symptom.at for r in recent if r.state is ExplanationState.DONE}
         decided = {
@@ -112,7 +115,12 @@ class AlertmanagerNotifier:
             for a in wanted
             if "alert_id" in a.labels and a.labels.get("kind") == AlertKind.CONTROL_PLANE.value
         }
-        self._pending = (released, {**kept, **decided})  # a cleared one's too: what continues it keeps it
+        # the raises sent, each under its lasting alert's first sent alert_id (a flapping gate is one alert)
+        every = sorted(alerts, key=lambda a: (a.raised_at, a.id))
+        names = own_names(every, incidents.own_recur_s, kept, named)
+        sent_names = {**named, **{r: n for r, n in names.items() if n in decided}}
+        # a cleared one's too: what continues it keeps it
+        self._pending = (released, {**kept, **decided}, sent_names)
         return wanted
 
     async def send(self, wanted: Sequence[AmAlert], now: float) -> list[AmAlert] | None:
@@ -126,7 +134,7 @@ class AlertmanagerNotifier:
             return None
         self._sent = {a.fingerprint: a for a in wanted}
         self._sent_at = now
-        released, decided = self._pending
+        released, decided, self._named = self._pending
         start = now - self._settings.incidents.active_s
         self._released = {i: at for i, at in {**self._released, **released}.items() if at >= start}
         self._kept = decided

@@ -30,11 +30,16 @@ Alertmanager groups and inhibits by labels only and knows no cause; haven puts t
   60 s, released and held again... was never sent: each raise cleared before its own hold ended. A raise
   within ``own_recur_s`` of the last one's clear continues it, as one lasting alert: its first raise is
   its raise (the hold ends ``own_hold_s`` after it, its incident is the first symptom since then), it
-  keeps the labels a raise of it was sent with (a recurrence never pages what was muted), and its page
-  says how often it came back. A single raise that clears within ``own_hold_s`` and does not come back is
-  not sent, as a Prometheus rule's ``for`` drops a blip: sending it once cleared would not page anyone
-  (Alertmanager notifies no group whose alerts all arrive resolved), and sending it firing until
-  ``group_wait`` passed would say the computes are silent while they report.
+  is sent under the labels its first sent raise was sent with, ``alert_id`` included (``named``): to
+  Alertmanager a new ``alert_id`` is a new alert in the group, notified again at the next
+  ``group_interval``, so a gate flapping every 70 s paged every minute (review of 13c168b). Once sent it
+  keeps firing through its clears, as Prometheus' ``keep_firing_for``: its last raise, cleared, is sent
+  firing until it has stayed clear ``own_recur_s`` (no resolved/firing churn, one page as for a lasting
+  alert), then resolved. Its page says how often it came back. A single raise that clears within
+  ``own_hold_s`` and does not come back is not sent, as a Prometheus rule's ``for`` drops a blip:
+  sending it once cleared would not page anyone (Alertmanager notifies no group whose alerts all arrive
+  resolved), and sending it firing until ``group_wait`` passed would say the computes are silent while
+  they report.
 
 With the inhibition rule of deploy/alertmanager/haven.yml (a ``haven_role="cause"`` alert inhibits the
 ``haven_role="symptom"`` alerts with an equal ``cause``), one notification says the cause and the symptoms
@@ -105,15 +110,19 @@ def incident_alerts(
     settings: IncidentSettings | None = None,
     settle_s: float = 0.0,
     kept: Mapping[str, str] | None = None,
+    named: Mapping[str, str] | None = None,
 ) -> list[AmAlert]:
     """The alerts to send now: causes first, then symptoms and haven's alerts, each in a stable order.
 
     ``records``: those the caller sends, each once it held ``settle_s`` (haven.explain.alerting).
     ``alerts``: haven's active alerts, and those cleared in the last ``own_recur_s`` or more (a
-    control-plane alert raised again continues them; a cleared one is never sent).
-    ``kept``: haven's own control-plane alerts already sent, by id, with the cause they were sent under
-    ("" for themselves): their labels stay as sent while a symptom of that cause is recent, and an
-    alert that continues one of them is sent with its labels."""
+    control-plane alert raised again continues them; a cleared one is sent only as the last raise of a
+    lasting alert sent, firing while it may come back).
+    ``kept``: haven's own control-plane alerts already sent, by the ``alert_id`` they were sent under,
+    with the cause they were sent under ("" for themselves): their labels stay as sent while a symptom
+    of that cause is recent, and an alert that continues one of them is sent with its labels.
+    ``named``: raises already sent, by id, with the ``alert_id`` they were sent under (a raise listed
+    here names its lasting alert even once the raise that named it is no longer listed)."""
     kept = kept or {}
     settings = settings or IncidentSettings()
     ends = now + settings.ends_after_s
@@ -133,15 +142,17 @@ def incident_alerts(
     own: list[AmAlert] = []
     riding: dict[str, list[Alert]] = {}  # cause -> haven's own alerts sent as its symptoms
     every = sorted(alerts, key=lambda a: (a.raised_at, a.id))
+    names = own_names(every, settings.own_recur_s, kept, named)
     for alert in every:
-        if alert.cleared_at is not None:
+        service = service_of(alert)
+        name = names.get(alert.id, alert.id)
+        if alert.cleared_at is not None and not _keeps_firing(alert, every, now, settings, name in kept):
             continue
         its = explained.get(f"alert:{alert.id}")
         incident = None
-        service = service_of(alert)
         held_cause = ""
         lasting = _lasting(alert, every, settings.own_recur_s) if service is not None else [alert]
-        sent_as = next((kept[a.id] for a in reversed(lasting) if a.id in kept), None)
+        sent_as = kept.get(name) if service is not None else None
         if its is None and service is not None and sent_as is not None:
             held_cause = sent_as  # its labels as sent, whatever the incident's ranking became
             incident = _latest_of(held_cause, recent) if held_cause else None
@@ -155,9 +166,9 @@ def incident_alerts(
                 continue  # no cause yet: it waits for one
             if incident is not None:
                 riding.setdefault(_root_node(incident), []).append(alert)
-        own.append(_own(alert, its, now, ends, settings, incident, held_cause, lasting))
+        own.append(_own(alert, its, now, ends, settings, incident, held_cause, lasting, name))
     found = [
-        _cause(node, named, ends, settings, riding.get(node, ())) for node, named in sorted(causes.items())
+        _cause(node, by, ends, settings, riding.get(node, ())) for node, by in sorted(causes.items())
     ]
     return (
         found
@@ -192,6 +203,41 @@ def _explained(record: ExplanationRecord) -> dict[str, str]:
         )
     found["details"] = f"haven explain {record.id}"
     return found
+
+
+def own_names(
+    every: Sequence[Alert],
+    recur_s: float,
+    kept: Mapping[str, str] | None = None,
+    named: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Each control-plane raise's lasting alert's ``alert_id``, by the raise's id: the id its first raise
+    sent was sent under (``named``; a raise of ``kept`` under its own), else its own (``every``: sorted
+    by raise). haven.explain.alerting remembers it for the raises it sent."""
+    kept, named = kept or {}, named or {}
+    names: dict[str, str] = {}
+    for alert in every:
+        if service_of(alert) is None:
+            continue
+        lasting = _lasting(alert, every, recur_s)
+        sent = (named.get(a.id, a.id if a.id in kept else None) for a in lasting)
+        names[alert.id] = next((n for n in sent if n is not None), alert.id)
+    return names
+
+
+def _keeps_firing(
+    alert: Alert, every: Sequence[Alert], now: float, settings: IncidentSettings, sent: bool
+) -> bool:
+    """A cleared control-plane raise still sent firing: its lasting alert was sent, it is the last raise
+    of it, and it cleared at most ``own_recur_s`` ago (it may come back: Prometheus' keep_firing_for)."""
+    if not sent or service_of(alert) is None or alert.cleared_at is None:
+        return False
+    subject = (alert.kind, alert.host, alert.segment_id)
+    later = any(
+        (a.kind, a.host, a.segment_id) == subject and (a.raised_at, a.id) > (alert.raised_at, alert.id)
+        for a in every
+    )
+    return not later and now - alert.cleared_at <= settings.own_recur_s
 
 
 def _lasting(alert: Alert, every: Sequence[Alert], recur_s: float) -> list[Alert]:
@@ -284,9 +330,15 @@ def _own(
     incident: ExplanationRecord | None = None,
     held_cause: str = "",
     lasting: Sequence[Alert] = (),
+    alert_id: str = "",
 ) -> AmAlert:
     name = "Haven" + "".join(part.capitalize() for part in alert.kind.value.split("_"))
-    labels = {"alertname": name, "kind": alert.kind.value, "alert_id": alert.id, "severity": "warning"}
+    labels = {
+        "alertname": name,
+        "kind": alert.kind.value,
+        "alert_id": alert_id or alert.id,
+        "severity": "warning",
+    }
     if alert.host:
         labels["host"] = alert.host
     if alert.segment_id:
@@ -294,6 +346,9 @@ def _own(
     annotations = {"summary": alert.message}
     if len(lasting) > 1:  # a flapping condition: how often it came back, in its page
         annotations["recurring"] = f"raised {len(lasting)} times since {clock(lasting[0].raised_at)}"
+    if alert.cleared_at is not None:  # kept firing while it may come back (_keeps_firing)
+        back = clock(alert.cleared_at + settings.own_recur_s)
+        annotations["cleared"] = f"clear since {clock(alert.cleared_at)}; resolved if still clear at {back}"
     if alert.kind in _SERVICE_ALERTS and alert.host:
         labels.update({ROLE: CAUSE, "cause": alert.host.split("@", 1)[0], "severity": "critical"})
     elif record is not None:
