@@ -35,6 +35,11 @@ from servers.process import free_port
         ("postgresql://haven:Ab#9xYz@db/haven", "postgresql://haven:***@db/haven"),
         ("postgresql://haven:Ab?9xYz@db/haven", "postgresql://haven:***@db/haven"),
         ("postgresql://haven:Ab#9@db?sslmode=require", "postgresql://haven:***@db?sslmode=require"),
+        # review R2-D2: a password holding '@' then '?' kept its tail, a second host's '#' its whole
+        ("postgresql://haven:Xk@9?pL2@db/haven", "postgresql://haven:***@db/haven"),
+        ("rabbit://nova:pa?ss@h1:5672,nova:pa#ss@h2:5672/", "rabbit://nova:***@h1:5672,nova:***@h2:5672/"),
+        # no password but an '@' in the query: SQLAlchemy reads user db and a password, so it is masked
+        ("postgresql://db:5432/haven?a=x@b", "postgresql://db:***@b"),
     ],
 )
 def test_each_userinfo_password_is_masked_whatever_it_holds(raw: str, masked: str) -> None:

@@ -77,19 +77,24 @@ def mask_words(text: str, secrets: Iterable[str]) -> str:
 
 
 def _authority(raw: str) -> tuple[str, str, str] | None:
-    """``raw`` as (scheme and ``://``, the authority, the rest), or None without a userinfo. The
-    authority runs to its last ``@`` before any query or fragment, and on to the first ``/``, ``?`` or
-    ``#`` after it (a password may hold ``/``). With no ``@`` before a ``?`` or ``#``, those belong to the
-    password (SQLAlchemy reads ``postgresql://haven:Ab#9@db/haven`` so) and the first ``@`` ends it.
-    Where the two readings differ, this one masks more: an ``@`` in a path or query only makes more of it
-    masked, never less."""
+    """``raw`` as (scheme and ``://``, the authority, the rest), or None without a userinfo. Parsers end a
+    userinfo at different ``@``s: SQLAlchemy at the first (``postgresql://haven:Ab#9@db/haven`` has the
+    password ``Ab#9``), urllib (oslo.messaging) at the last before the first ``/``, ``?`` or ``#``; an
+    operator's unencoded password may hold any of them. The userinfo runs to the latest of those ``@``s and
+    of the last one before the first ``/`` (``?`` and ``#`` taken as the password's), and the authority on
+    to the first ``/``, ``?`` or ``#`` after it: where readings differ, the one that masks more wins (an
+    ``@`` in a path or query only makes more of it masked, never less; ``postgresql://db:5432/haven?a=x@b``
+    is masked as SQLAlchemy reads it, user ``db`` and a password)."""
     scheme, sep, rest = raw.partition("://")
     if not sep:
         return None
-    ends = [i for i in (rest.find("?"), rest.find("#")) if i >= 0]
-    last_at = rest.rfind("@", 0, min(ends, default=len(rest)))
-    if last_at < 0:
-        last_at = rest.find("@")
+    query = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    slash = rest.find("/")
+    last_at = max(
+        rest.find("@"),
+        rest.rfind("@", 0, query),
+        rest.rfind("@", 0, slash if slash >= 0 else len(rest)),
+    )
     if last_at < 0:
         return None
     after = [i for i in (rest.find(c, last_at) for c in "/?#") if i >= 0]
