@@ -217,3 +217,19 @@ async def test_the_notifier_keeps_a_muted_alert_muted_when_it_comes_back() -> No
     sent = [a for a in am.firing if a.labels["alertname"] == "HavenControlPlane"]
     assert {a.labels["alert_id"] for a in sent} == {"cp1"}  # cp2 continues it: one alert
     assert all(a.labels.get("cause") == "rabbitmq" for a in sent)  # never paged as itself
+
+
+def test_a_cleared_alert_muted_under_a_cause_is_resolved_once_that_cause_is_no_longer_sent() -> None:
+    """Review R2-D1 on 7713704: a cleared raise kept firing for own_recur_s, with the labels of the cause it
+    was muted under, outlived that cause's HavenRootCause (sent while its incident has a symptom in
+    active_s): nothing inhibited it and Alertmanager paged a gate hold already over."""
+    boot = explained("canary:1", T + 26, T + 27, [MQ_DOWN, OWN])  # RabbitMQ's incident
+    cp = Alert("cp1", AlertKind.CONTROL_PLANE, WORDS, T, cleared_at=T + 880)  # held 880 s, sent muted
+    while_muted = incident_alerts([boot], [cp], T + 890, SETTINGS, SETTLE, kept={"cp1": "rabbitmq"})
+    assert [a.labels["cause"] for a in while_muted if a.labels["alertname"] == "HavenControlPlane"] == [
+        "rabbitmq"
+    ]  # its cause still paged: kept firing under it, muted
+    now = T + 26 + SETTINGS.active_s + 10  # the boot has left the window: no HavenRootCause is sent
+    batch = incident_alerts([boot], [cp], now, SETTINGS, SETTLE, kept={"cp1": "rabbitmq"})
+    assert not [a for a in batch if a.labels.get("haven_role") == "cause"]
+    assert not [a for a in batch if a.labels["alertname"] == "HavenControlPlane"]  # resolved, not unmuted

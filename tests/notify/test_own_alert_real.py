@@ -112,3 +112,30 @@ async def test_a_flapping_control_plane_alert_is_one_page(
         assert [(a["labels"]["alert_id"], a["status"]["state"]) for a in between] == [("cp2", "active")]
         state = await Alertmanager(alertmanager.url).alerts()
         assert [(a["labels"]["alert_id"], a["status"]["state"]) for a in state] == [("cp2", "active")]
+
+
+async def test_a_cleared_muted_alert_is_not_paged_when_its_cause_ends(
+    alertmanager: RunningAlertmanager,  # noqa: F811 (the fixture)
+    receiver: WebhookReceiver,  # noqa: F811 (the fixture)
+) -> None:
+    """Review R2-D1 on 7713704: a cleared alert muted under RabbitMQ was kept firing after RabbitMQ's
+    HavenRootCause resolved, and nothing inhibited it: a page for a gate hold already over."""
+    now = time.time()
+    with Store.open("sqlite://") as store:
+        store.raise_alert(Alert("cp1", AlertKind.CONTROL_PLANE, WORDS, now - 30))
+        events = [
+            NodeEvent("rabbitmq", EvidenceKind.DOWN, now - 33, "RabbitMQ unreachable", "broker:reach"),
+            NodeEvent("nova-compute", EvidenceKind.ERROR, now - 30, WORDS),
+        ]
+        boot = Symptom(SERVER_BOOT, now - 5, "canary boot failed waiting for accepted", "api")
+        explained(store, "canary:nova-1", boot, events, "canary")
+        settings = AlertingSettings(alertmanager.url, 2.0, IncidentSettings(active_s=8, ends_after_s=6))
+        notifier = AlertmanagerNotifier(store, RealClock(), settings)
+        assert await notifier.tick() is not None
+        await until(lambda: len(notified(receiver)) >= 1, 15)  # the root cause, cp1 muted
+        store.clear_alerts(now=time.time(), kind=AlertKind.CONTROL_PLANE)  # the gate released: over
+        for _ in range(8):  # RabbitMQ's incident leaves its window (8 s after the boot's symptom)
+            await notifier.tick()
+            await asyncio.sleep(1)
+        pages = [(a["alertname"], a.get("alert_id")) for a in notified(receiver)]
+        assert ("HavenControlPlane", "cp1") not in pages, f"a cleared alert paged: {pages}"

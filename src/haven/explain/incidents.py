@@ -156,6 +156,8 @@ def incident_alerts(
         if its is None and service is not None and sent_as is not None:
             held_cause = sent_as  # its labels as sent, whatever the incident's ranking became
             incident = _latest_of(held_cause, recent) if held_cause else None
+            if alert.cleared_at is not None and held_cause and incident is None:
+                continue  # cleared, and its cause's page is over: resolved, never paged unmuted (R2-D1)
             if held_cause:
                 riding.setdefault(held_cause, []).append(alert)
         elif its is None and service is not None:
