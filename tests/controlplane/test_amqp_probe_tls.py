@@ -9,6 +9,10 @@ bytes on to the session's real RabbitMQ), as tests/evidence/test_broker_tls.py d
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
+import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -116,3 +120,33 @@ def test_the_url_s_tls_files_are_checked_when_the_control_plane_starts(pki: Pki,
     with pytest.raises(ConfigError, match="without ssl=1"):
         start(f"rabbit://h:5671/?ssl_ca_file={pki.ca}")
     asyncio.run(start(f"{url}&ssl_ca_file={pki.ca}").aclose())
+
+
+def test_a_ca_haven_serve_may_not_read_is_refused_when_its_control_plane_starts(
+    pki: Pki, tmp_path: Path
+) -> None:
+    """Review R2-R2: a CA file haven's own user cannot read passed the start-up check (taken for an
+    operator's command), and then every AMQP probe failed on it: RabbitMQ held as a mass failure. A
+    child process, as nobody when the tests run as root (root reads any file), starts the check."""
+    folder = Path(tempfile.mkdtemp(prefix="haven-ca-"))  # pytest's own folders are 0700: nobody enters none
+    folder.chmod(0o755)
+    ca = folder / "ca.pem"
+    ca.write_bytes(pki.ca.read_bytes())
+    ca.chmod(0o600)
+    url = f"rabbit://haven:pw@127.0.0.1:5671/?ssl=1&ssl_ca_file={ca}"
+    code = (
+        "import os\n"
+        "from haven.evidence.transport_url import tls_problem\n"
+        "if os.geteuid() == 0:\n"
+        "    os.seteuid(65534)\n"
+        f"print(repr(tls_problem({url!r}, reading=True)))\n"
+        f"print(repr(tls_problem({url!r})))\n"
+    )
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    finally:
+        shutil.rmtree(folder)
+    assert done.returncode == 0, done.stderr[-2000:]
+    served, operator = done.stdout.strip().splitlines()
+    assert served.startswith("'ssl_ca_file: cannot be read by this user: Permission denied"), done.stdout
+    assert operator == "None", done.stdout  # an operator's command as another user lets it be

@@ -285,7 +285,7 @@ def _check_environ(config: ControlPlaneConfig, environ: Mapping[str, str]) -> No
                     f"export {name} before `haven serve` (probes read passwords from the environment only)",
                 )
         url_env = spec.probe.transport_url_env if spec.probe is not None else ""
-        problem = tls_problem(environ[url_env]) if url_env else None
+        problem = tls_problem(environ[url_env], reading=True) if url_env else None
         if problem:  # a CA that cannot be read would fail every probe: restarts of a healthy service
             raise ConfigError(
                 f"[controlplane] services.{spec.name} probe: transport_url_env {url_env}: {problem}",

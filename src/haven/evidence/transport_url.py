@@ -80,9 +80,12 @@ def tls_for(url: str, address: str | None = None) -> bool | dict[str, object]:
     return tls_options(url, target)
 
 
-def tls_problem(url: str) -> str | None:
+def tls_problem(url: str, reading: bool = False) -> str | None:
     """What is wrong with the TLS files the transport URL names, in words naming the option (None when
-    nothing is): checked when the configuration is read, so a missing CA is not a lasting false DOWN."""
+    nothing is): checked when the configuration is read, so a missing CA is not a lasting false DOWN.
+    ``reading``: this process is the one that will read the files (haven serve starting its control
+    plane), so a file it may not read is a problem too; an operator's command, as another user, lets it be
+    (haven serve's own user reads it)."""
     files = tls_files(url)
     if files and not uses_tls(url):
         return f"{', '.join(files)} without ssl=1: oslo.messaging reads the files only with ssl=1"
@@ -105,7 +108,9 @@ def tls_problem(url: str) -> str | None:
             context.load_cert_chain(files["ssl_cert_file"], files.get("ssl_key_file"))
     except ssl.SSLError as exc:
         return f"{', '.join(files)}: not a usable certificate, CA or key: {exc}"
-    except OSError:
+    except OSError as exc:
+        if reading:  # every look or probe would fail on it: restarts of a healthy service (review R2-R2)
+            return f"{', '.join(files)}: cannot be read by this user: {exc.strerror or exc}"
         return None  # not readable by this user (an operator's command): haven serve's own user reads it
     return None
 
