@@ -63,19 +63,25 @@ async def test_the_control_plane_alert_is_muted_under_the_root_cause_of_its_inci
         ]
 
 
+def _flapped(store: Store, alertmanager: RunningAlertmanager) -> AlertmanagerNotifier:  # noqa: F811
+    """The PROCESS gate held 60 s, released, and held again 10 s later (cp1, then cp2 raised now)."""
+    now = time.time()
+    store.raise_alert(Alert("cp1", AlertKind.CONTROL_PLANE, WORDS, now - 100))
+    store.clear_alerts(now=now - 40, kind=AlertKind.CONTROL_PLANE)
+    store.raise_alert(Alert("cp2", AlertKind.CONTROL_PLANE, WORDS, now - 30))
+    settings = AlertingSettings(alertmanager.url, 2.0, IncidentSettings(active_s=600, ends_after_s=6))
+    return AlertmanagerNotifier(store, RealClock(), settings)
+
+
 async def test_a_flapping_control_plane_alert_is_notified(
     alertmanager: RunningAlertmanager,  # noqa: F811 (the fixture)
     receiver: WebhookReceiver,  # noqa: F811
 ) -> None:
     # Review R1-R3: the PROCESS gate held 60 s, released, held again 10 s later; each raise is a new alert
     # and each cleared before its own 90 s hold, so none was ever sent. The second continues the first.
-    now = time.time()
     with Store.open("sqlite://") as store:
-        store.raise_alert(Alert("cp1", AlertKind.CONTROL_PLANE, WORDS, now - 100))
-        store.clear_alerts(now=now - 40, kind=AlertKind.CONTROL_PLANE)
-        store.raise_alert(Alert("cp2", AlertKind.CONTROL_PLANE, WORDS, now - 30))
-        settings = AlertingSettings(alertmanager.url, 2.0, IncidentSettings(active_s=600, ends_after_s=6))
-        assert await AlertmanagerNotifier(store, RealClock(), settings).tick() is not None
+        notifier = _flapped(store, alertmanager)
+        assert await notifier.tick() is not None
         await until(lambda: len(notified(receiver)) >= 1, 15)
         assert [(a["alertname"], a.get("alert_id")) for a in notified(receiver)] == [
             ("HavenControlPlane", "cp2")
@@ -89,13 +95,8 @@ async def test_a_flapping_control_plane_alert_is_one_page(
     # Review of 13c168b: each raise went under its own alert_id, a new alert in the group
     # {alertname="HavenControlPlane"} to Alertmanager, notified again at the next group_interval (a gate
     # flapping every ~70 s paged every minute with the shipped 1m). A lasting alert pages once.
-    now = time.time()
     with Store.open("sqlite://") as store:
-        store.raise_alert(Alert("cp1", AlertKind.CONTROL_PLANE, WORDS, now - 100))
-        store.clear_alerts(now=now - 40, kind=AlertKind.CONTROL_PLANE)
-        store.raise_alert(Alert("cp2", AlertKind.CONTROL_PLANE, WORDS, now - 30))
-        settings = AlertingSettings(alertmanager.url, 2.0, IncidentSettings(active_s=600, ends_after_s=6))
-        notifier = AlertmanagerNotifier(store, RealClock(), settings)
+        notifier = _flapped(store, alertmanager)
         assert await notifier.tick() is not None
         await until(lambda: len(notified(receiver)) >= 1, 15)
         # the gate releases for a few seconds and holds again: the same lasting condition (own_recur_s 300)
