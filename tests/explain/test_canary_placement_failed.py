@@ -10,7 +10,7 @@ import pytest
 from keystoneauth1 import exceptions as ksa_exc
 
 from haven.canary.model import CanarySettings, Outcome
-from haven.canary.runner import PLACEMENT_FAILED, PLACEMENT_SILENT, CanaryRunner
+from haven.canary.runner import PLACEMENT_FAILED, PLACEMENT_SILENT, ROOM_ANSWER, CanaryRunner
 from haven.canary.sim import SimCanaryCloud
 from haven.cloud.openstack.canary import NovaCanary
 from haven.cloud.sim import CloudSpec, build_cloud
@@ -81,7 +81,7 @@ async def test_a_placement_500_is_placements_error_and_nothing_else_is(
     kept = [
         e
         for e in store.evidence_between(0.0, clock.now() + 1.0)
-        if e.node == "placement-api" and e.scope == "room"
+        if e.node == "placement-api" and e.scope in ("room", ROOM_ANSWER)
     ]
     diagnosis = store.get_explanation(f"canary:{failed.id}").diagnosis
     assert diagnosis is not None

@@ -89,6 +89,12 @@ SERVICE_NODES = {
 # that still serves its version document: bench/explain.py, placement-cpu-starved, 2026-12-07).
 PLACEMENT_FAILED = "Placement answered"
 PLACEMENT_SILENT = "Placement did not answer"
+# The scope of Placement failing to answer allocation candidates (its 5xx, its silence): not "room", one of
+# the canary's own-state scopes (haven.explain.explainer.STATE_SCOPES), since a Placement that cannot
+# answer may be a dependency's victim: keystone-slow on the lab (2026-12-07 night, catalogue round 10),
+# Placement's candidates timed out while Keystone, stalled, validated its token, and as own state it
+# outranked Keystone's slow token 41 s older. Any answer is HEALTHY here.
+ROOM_ANSWER = "room:answer"
 SymptomSink = Callable[[ExplanationRecord], Awaitable[object]]
 # What an operation probe needs (haven.canary.unseen.probe_needs): (its hard needs, the caches it uses).
 Needs = Mapping[str, tuple[frozenset[str], frozenset[str]]]
@@ -471,13 +477,17 @@ class CanaryRunner:
         except CloudError as exc:  # Placement's 5xx or silence to allocation candidates is its own error
             if PLACEMENT_FAILED not in str(exc) and PLACEMENT_SILENT not in str(exc):
                 return {}
+            # ... but no word on its state (room): it may be a dependency's victim (ROOM_ANSWER)
             detail = f"its allocation candidates failed: {exc}"
-            return {key: NodeEvent("placement-api", EvidenceKind.ERROR, started, detail, "room")}
+            return {key: NodeEvent("placement-api", EvidenceKind.ERROR, started, detail, ROOM_ANSWER)}
+        answered = NodeEvent("placement-api", EvidenceKind.HEALTHY, started, "it answered allocation "
+                             "candidates", ROOM_ANSWER)  # fmt: skip
+        both = {f"placement-answer:{started:.3f}": answered}
         if room > 0:
             detail = "it has room for the canary's flavor"
-            return {key: NodeEvent("placement-api", EvidenceKind.HEALTHY, started, detail, "room")}
+            return {**both, key: NodeEvent("placement-api", EvidenceKind.HEALTHY, started, detail, "room")}
         detail = f"it has no room for the canary's flavor {self._settings.flavor} (no allocation candidate)"
-        return {key: NodeEvent("placement-api", EvidenceKind.ERROR, started, detail, "room")}
+        return {**both, key: NodeEvent("placement-api", EvidenceKind.ERROR, started, detail, "room")}
 
     async def _keep_seen(self, node: str, result: ProbeResult) -> None:
         """An API probe is evidence on the node it asked: an ERROR when it failed, HEALTHY when it passed.
