@@ -90,6 +90,8 @@ async def test_a_placement_500_is_placements_error_and_nothing_else_is(
         assert "placement-api" not in [e.node for e in diagnosis.explanations][:1]
     else:
         assert kept and {e.kind for e in kept} == {EvidenceKind.ERROR} and error in kept[0].detail
+        # its 500 is its own state; its silence may be a dependency's victim (review R3-D1 of ea55841)
+        assert {e.scope for e in kept} == {ROOM_ANSWER if PLACEMENT_SILENT in error else "room"}
         assert diagnosis.explanations[0].node == blamed
         assert "allocation candidates failed" in diagnosis.summary
 

@@ -247,3 +247,18 @@ async def test_placement_silent_while_keystone_stalls_is_keystone_s_victim(tmp_p
     ]  # fmt: skip
     what = "canary boot in zone nova failed waiting for accepted (boot: Request to .../servers timed out)"
     assert (await explained(tmp_path, events, what, "api"))[0] == "keystone"
+
+
+async def test_placement_answering_500_is_placement_s_own_error_beside_a_slow_token(tmp_path: Path) -> None:
+    # Review R3-D1 of ea55841: placement-candidates-500 (Placement's own 500 to allocation candidates, its
+    # endpoint answering) beside a slow Keystone token in the window (common on the loaded lab). ea55841
+    # kept the 500 in ROOM_ANSWER with the silence, so Placement became Keystone's victim; a Keystone it
+    # cannot reach makes its auth answer 503 or 401, never 500: the runner keeps a 500 in "room".
+    events = [
+        NodeEvent("keystone", EvidenceKind.ERROR, T - 62.9, "its token was slow: took 4.32 s, 7.79 s, 3.72 s "
+                  "against its usual 0.27 s", "probe:token"),
+        NodeEvent("placement-api", EvidenceKind.HEALTHY, T - 32.1, "its endpoint answered", "endpoint"),
+        NodeEvent("placement-api", EvidenceKind.ERROR, T - 22.4, "its allocation candidates failed: "
+                  "Placement answered 500 to allocation candidates", "room"),
+    ]  # fmt: skip
+    assert (await explained(tmp_path, events, NO_VALID_HOST, "scheduling"))[0] == "placement-api"

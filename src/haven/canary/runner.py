@@ -89,7 +89,7 @@ SERVICE_NODES = {
 # that still serves its version document: bench/explain.py, placement-cpu-starved, 2026-12-07).
 PLACEMENT_FAILED = "Placement answered"
 PLACEMENT_SILENT = "Placement did not answer"
-# The scope of Placement failing to answer allocation candidates (its 5xx, its silence): not "room", one of
+# The scope of Placement not answering allocation candidates in time (its silence): not "room", one of
 # the canary's own-state scopes (haven.explain.explainer.STATE_SCOPES), since a Placement that cannot
 # answer may be a dependency's victim: keystone-slow on the lab (2026-12-07 night, catalogue round 10),
 # Placement's candidates timed out while Keystone, stalled, validated its token, and as own state it
@@ -477,9 +477,13 @@ class CanaryRunner:
         except CloudError as exc:  # Placement's 5xx or silence to allocation candidates is its own error
             if PLACEMENT_FAILED not in str(exc) and PLACEMENT_SILENT not in str(exc):
                 return {}
-            # ... but no word on its state (room): it may be a dependency's victim (ROOM_ANSWER)
+            # its silence is no word on its state (room): it may be a dependency's victim (ROOM_ANSWER); its
+            # 500 is its own (a Keystone it cannot reach makes its auth answer 503 or 401, never 500: review
+            # R3-D1, placement-candidates-500 blamed on a slow Keystone token in the same window)
+            silent = PLACEMENT_SILENT in str(exc) and PLACEMENT_FAILED not in str(exc)
             detail = f"its allocation candidates failed: {exc}"
-            return {key: NodeEvent("placement-api", EvidenceKind.ERROR, started, detail, ROOM_ANSWER)}
+            scope = ROOM_ANSWER if silent else "room"
+            return {key: NodeEvent("placement-api", EvidenceKind.ERROR, started, detail, scope)}
         answered = NodeEvent("placement-api", EvidenceKind.HEALTHY, started, "it answered allocation "
                              "candidates", ROOM_ANSWER)  # fmt: skip
         both = {f"placement-answer:{started:.3f}": answered}
