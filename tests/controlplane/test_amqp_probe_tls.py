@@ -134,19 +134,37 @@ def test_a_ca_haven_serve_may_not_read_is_refused_when_its_control_plane_starts(
     ca.write_bytes(pki.ca.read_bytes())
     ca.chmod(0o600)
     url = f"rabbit://haven:pw@127.0.0.1:5671/?ssl=1&ssl_ca_file={ca}"
+    section = {
+        "controllers": [{"host": "ctl-1", "address": "127.0.0.1"}],
+        "services": {"rabbitmq": {"probe": {
+            "kind": "amqp", "port": 5671, "user": "haven", "password_env": "MQ_PW",
+            "transport_url_env": "MQ_URL",
+        }}},
+    }  # fmt: skip
     code = (
         "import os\n"
+        "from haven.controlplane.config import parse_controlplane\n"
+        "from haven.controlplane.running import ControlPlane\n"
+        "from haven.domain.clock import RealClock\n"
+        "from haven.domain.errors import ConfigError\n"
         "from haven.evidence.transport_url import tls_problem\n"
+        f"config = parse_controlplane({section!r}, 'haven.toml')\n"
         "if os.geteuid() == 0:\n"
         "    os.seteuid(65534)\n"
-        f"print(repr(tls_problem({url!r}, reading=True)))\n"
         f"print(repr(tls_problem({url!r})))\n"
+        "try:\n"
+        f"    environ = {{'MQ_PW': 'x', 'MQ_URL': {url!r}}}\n"
+        "    ControlPlane(config, simulated_cloud=False, clock=RealClock(), environ=environ)\n"
+        "    print('started')\n"
+        "except ConfigError as exc:\n"
+        "    print(' '.join(str(exc).split()))\n"
     )
     try:
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     finally:
         shutil.rmtree(folder)
     assert done.returncode == 0, done.stderr[-2000:]
-    served, operator = done.stdout.strip().splitlines()
-    assert served.startswith("'ssl_ca_file: cannot be read by this user: Permission denied"), done.stdout
+    operator, served = done.stdout.strip().splitlines()[:2]
     assert operator == "None", done.stdout  # an operator's command as another user lets it be
+    said = "rabbitmq probe: transport_url_env MQ_URL: ssl_ca_file: cannot be read by this user: Permission"
+    assert said in served, done.stdout

@@ -10,9 +10,11 @@ tests/servers/tls.py (shared with the control plane's AMQP probe's tests).
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -185,3 +187,40 @@ def test_a_file_behind_a_folder_this_user_cannot_enter_is_named_not_a_stack_trac
     assert done.returncode == 0, done.stderr[-2000:]
     said = f"ConfigError: haven.toml [diagnosis]: transport_url: ssl_ca_file: cannot look for {ca}: "
     assert done.stdout.startswith(f"{said}Permission denied (a folder on its path this user"), done.stdout
+
+
+def test_haven_serve_refuses_a_ca_its_user_may_not_read_the_config_alone_lets_it_be(pki: Pki) -> None:
+    # Review R3-D2: the config's check lets an unreadable file pass (an operator's command, run as another
+    # user); haven serve then looked at the bus as a user that cannot read the CA, every look failed before
+    # its handshake, and RabbitMQ stood DOWN for ever. serve's explainer now refuses it at start. A child
+    # process, as nobody when the tests run as root (root reads any file).
+    home = Path(tempfile.mkdtemp(prefix="haven-home-"))  # pytest's own folders are 0700: nobody enters none
+    try:
+        home.chmod(0o755)
+        ca = home / "ca.pem"
+        ca.write_bytes(pki.ca.read_bytes())
+        ca.chmod(0o600)
+        url = f"rabbit://haven:pw@127.0.0.1:5671/?ssl=1&ssl_ca_file={ca}"
+        (home / "haven.toml").write_text(f'[diagnosis]\ntransport_url = "{url}"\n')
+        code = (
+            "import os\n"
+            "from pathlib import Path\n"
+            "from haven.domain.errors import ConfigError\n"
+            "from haven.service.config import load_config\n"
+            "from haven.service.explaining import build_explaining\n"
+            "if os.geteuid() == 0:\n"
+            "    os.seteuid(65534)\n"
+            f"config = load_config(Path({str(home)!r}))\n"  # the config's own check lets it be
+            "try:\n"
+            "    build_explaining(config, serving=True)\n"
+            "    print('serve: started')\n"
+            "except ConfigError as exc:\n"
+            "    print('serve: ConfigError:', exc)\n"
+        )
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(home)
+    assert done.returncode == 0, done.stderr[-2000:]
+    serve = done.stdout.strip()
+    assert serve.startswith("serve: ConfigError: "), serve
+    assert "[diagnosis]: transport_url: ssl_ca_file: cannot be read by this user: Permission denied" in serve

@@ -114,7 +114,7 @@ async def serve(
         _check_segment_names(config, _bootstrapped_names(config, hosts))
     where = f"{config.source or 'defaults'} [publish]"
     sinks = build_sinks(config.publish, environ, where)  # no I/O: a bad [publish] touches nothing
-    explaining = build_explaining(config, chosen.sim)  # likewise for [diagnosis] and [canary]
+    explaining = build_explaining(config, chosen.sim, serving=True)  # likewise for [diagnosis], [canary]
     controlplane = None  # [controlplane], or the simulated one on the simulated cloud; no I/O yet
     if ControlPlane.wanted(config.controlplane, cloud is not None):
         controlplane = ControlPlane(

@@ -110,9 +110,21 @@ def tls_problem(url: str, reading: bool = False) -> str | None:
         return f"{', '.join(files)}: not a usable certificate, CA or key: {exc}"
     except OSError as exc:
         if reading:  # every look or probe would fail on it: restarts of a healthy service (review R2-R2)
-            return f"{', '.join(files)}: cannot be read by this user: {exc.strerror or exc}"
+            named = _unreadable(files) or ", ".join(files)
+            return f"{named}: cannot be read by this user: {exc.strerror or exc}"
         return None  # not readable by this user (an operator's command): haven serve's own user reads it
     return None
+
+
+def _unreadable(files: dict[str, str]) -> str:
+    """The first option whose file this user cannot open, or "" (the error was another file's)."""
+    for name, path in files.items():
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError:
+            return name
+    return ""
 
 
 def _hostname(address: str) -> str:

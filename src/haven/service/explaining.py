@@ -36,6 +36,7 @@ from haven.domain.events import EngineEvent, EventKind, EventSink
 from haven.evidence.broker import watch_broker
 from haven.evidence.nova import Received
 from haven.evidence.prometheus import PrometheusMetrics
+from haven.evidence.transport_url import tls_problem
 from haven.explain.config import DiagnosisConfig
 from haven.explain.explainer import Explainer, ExplainSettings
 from haven.service.config import HavenConfig
@@ -228,14 +229,27 @@ def _tell(sink: EventSink, event: EngineEvent) -> None:
         _log.exception("could not tell %s", event.kind.value)
 
 
-def build_explaining(config: HavenConfig, sim: Cloud | None = None) -> Explaining | None:
+def build_explaining(
+    config: HavenConfig, sim: Cloud | None = None, serving: bool = False
+) -> Explaining | None:
     """The explainer ``[diagnosis]`` and ``[canary]`` ask for, or None; ConfigError names a bad key.
 
     Its topology is the control-plane catalogue with haven.toml's ``[controlplane.services]`` over it.
     The canary boots on ``sim`` (the simulated cloud) when given, else on the OpenStack cloud.
+    ``serving``: haven serve, which looks at the bus as this user: a TLS file of ``transport_url`` it may
+    not read is refused now, not a lasting false DOWN of RabbitMQ later (review R3-D2; the config's own
+    check lets it be, for an operator's command run as another user).
     """
     if not Explaining.wanted(config.diagnosis, config.canary):
         return None
+    url = config.diagnosis.transport_url
+    problem = tls_problem(url, reading=True) if serving and url else None
+    if problem:
+        raise ConfigError(
+            f"{config.source or 'defaults'} [diagnosis]: transport_url: {problem}",
+            "let haven serve's user read the TLS files the transport URL names (ssl_ca_file, ssl_cert_file, "
+            "ssl_key_file)",
+        )
     return explaining_for(config, sim, config.canary)
 
 
