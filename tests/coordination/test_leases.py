@@ -79,8 +79,9 @@ async def test_heartbeats_and_the_view_survive_an_etcd_restart(
     beat = heartbeat(etcd, make_client(), "compute-1", "mgmt")
     view = HostLeaseView(make_client(), cluster=etcd.cluster, probe_interval_s=0.3)
     async with running(beat.run(), view.run()):
-        # The key is visible a moment before the agent records its lease (it puts, then notes it).
-        await until(lambda: alive(view, "compute-1", "mgmt") and beat.lease is not None, view, 5)
+        # The key is visible a moment before the agent records its lease (it puts, then notes it; 0 before:
+        # "is not None" could not fail, and a loaded CI read 0 here, 2026-12-08).
+        await until(lambda: alive(view, "compute-1", "mgmt") and beat.lease != 0, view, 5)  # 0: none yet
         lease = beat.lease
         await asyncio.to_thread(etcd.kill)
         await until(lambda: not view.synced, view, 3)
